@@ -1,0 +1,203 @@
+import {
+  ACTIONS,
+  DANGEROUS_CATEGORIES,
+  duration,
+  k8sName,
+  labelSelector,
+  objectGlob,
+  STATEMENT_KINDS,
+  secretKey,
+  secretKeyRef,
+  subjects,
+} from './schema-parts.js';
+import type { FromSchema } from './schema-types.js';
+
+const rule = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'action'],
+  description:
+    'A rule matches a statement when every listed condition covers the whole statement: all its kinds, all ' +
+    'relations it touches, all functions it calls, and the session subject. First match wins.',
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$' },
+    description: { type: 'string', maxLength: 1024 },
+    action: { type: 'string', enum: ACTIONS },
+    statements: {
+      type: 'array',
+      maxItems: STATEMENT_KINDS.length,
+      items: { type: 'string', enum: STATEMENT_KINDS },
+      description: 'Statement kinds this rule covers; absent = any kind.',
+    },
+    tables: {
+      type: 'array',
+      maxItems: 128,
+      items: objectGlob,
+      description: 'Globs over schema.relation; absent = any relation.',
+    },
+    functions: {
+      type: 'array',
+      maxItems: 128,
+      items: objectGlob,
+      description: 'Globs over schema.function; absent = any function (the dangerous list still applies).',
+    },
+    subjects,
+    allowDangerous: {
+      type: 'array',
+      maxItems: DANGEROUS_CATEGORIES.length,
+      items: { type: 'string', enum: DANGEROUS_CATEGORIES },
+      description: 'Dangerous operation categories an allow/dryrun/review rule may let through.',
+    },
+  },
+} as const;
+
+export const databaseAccessPolicySpecSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['database'],
+  properties: {
+    podSelector: { ...labelSelector, default: {} },
+    database: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'name'],
+      properties: {
+        host: { type: 'string', minLength: 1, maxLength: 253 },
+        port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 },
+        name: { type: 'string', minLength: 1, maxLength: 63 },
+        sslMode: { type: 'string', enum: ['disable', 'require', 'verify-ca', 'verify-full'], default: 'verify-full' },
+        caSecretRef: secretKeyRef,
+        credentialsSecretRef: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name'],
+          description: 'Secret holding the upstream login; mounted into the sidecar container only.',
+          properties: {
+            name: k8sName,
+            usernameKey: { ...secretKey, default: 'username' },
+            passwordKey: { ...secretKey, default: 'password' },
+          },
+        },
+      },
+    },
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 } },
+    },
+    authentication: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        mode: { type: 'string', enum: ['workload', 'oidc'], default: 'workload' },
+        oidc: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['issuer', 'audience'],
+          properties: {
+            issuer: { type: 'string', minLength: 1, maxLength: 2048, pattern: '^https://' },
+            audience: { type: 'string', minLength: 1, maxLength: 256 },
+            groupsClaim: { type: 'string', minLength: 1, maxLength: 256, default: 'groups' },
+            usernameClaim: { type: 'string', minLength: 1, maxLength: 256, default: 'sub' },
+            jwksUri: { type: 'string', minLength: 1, maxLength: 2048, pattern: '^https://' },
+            algorithms: {
+              type: 'array',
+              minItems: 1,
+              maxItems: 8,
+              items: {
+                type: 'string',
+                enum: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'],
+              },
+              default: ['RS256', 'ES256'],
+            },
+            clockSkew: { ...duration, default: '30s' },
+          },
+        },
+      },
+    },
+    role: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 63,
+      description: 'PostgreSQL role set after connecting (SET ROLE); the agent can never change it.',
+    },
+    defaultAction: { type: 'string', enum: ACTIONS, default: 'deny' },
+    rules: { type: 'array', maxItems: 256, items: rule, default: [] },
+    guardrails: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        blockDDL: { type: 'boolean', default: true },
+        requireWhere: {
+          type: 'array',
+          maxItems: 2,
+          items: { type: 'string', enum: ['update', 'delete'] },
+          default: ['update', 'delete'],
+        },
+        maxRowsReturned: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0, description: '0 = no cap' },
+        statementTimeout: { ...duration, description: 'Set upstream and enforced by the proxy.' },
+        blockedFunctions: { type: 'array', maxItems: 256, items: objectGlob, default: [] },
+      },
+    },
+    approval: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        timeout: { ...duration, default: '10m' },
+        approvers: { ...subjects, default: {} },
+      },
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        captureResults: { type: 'string', enum: ['none', 'summary', 'rows'], default: 'summary' },
+        maxResultBytes: { type: 'integer', minimum: 0, maximum: 16_777_216, default: 65536 },
+        captureParams: { type: 'boolean', default: false },
+        failMode: { type: 'string', enum: ['closed', 'open'], default: 'closed' },
+      },
+    },
+    masking: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        lineage: {
+          type: 'string',
+          enum: ['strict', 'direct'],
+          default: 'strict',
+          description:
+            'strict: any output column derived from a masked column is masked (unresolvable lineage masks the ' +
+            'column); direct: only plain references to a masked column are masked.',
+        },
+        maskedColumnPredicates: {
+          type: 'string',
+          enum: ['allow', 'deny'],
+          default: 'deny',
+          description: 'deny: statements that filter, join, group or sort on a masked column are denied.',
+        },
+        undecidableLineage: {
+          type: 'string',
+          enum: ['mask', 'deny'],
+          default: 'mask',
+          description:
+            'mask: output columns whose origin cannot be traced (user functions, unknown relations) are masked; ' +
+            'deny: statements with such columns are denied.',
+        },
+      },
+    },
+  },
+} as const;
+
+export type DatabaseAccessPolicySpec = FromSchema<typeof databaseAccessPolicySpecSchema>;
+export type PolicyRule = DatabaseAccessPolicySpec['rules'][number];
+export type Guardrails = DatabaseAccessPolicySpec['guardrails'];
+export type Subjects = NonNullable<PolicyRule['subjects']>;
+export type StatementKind = (typeof STATEMENT_KINDS)[number];
+export type PolicyAction = (typeof ACTIONS)[number];
+export type DangerousCategory = (typeof DANGEROUS_CATEGORIES)[number];

@@ -1,0 +1,69 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { canonicalJson } from './canonical-json.js';
+import { hashEvent } from './hash-chain.js';
+
+/** Rebuilds an object tree with keys inserted in a shuffled order (seeded by fast-check). */
+function shuffleKeys(v: unknown, rnd: () => number): unknown {
+  if (Array.isArray(v)) return v.map((x) => shuffleKeys(x, rnd));
+  if (v && typeof v === 'object') {
+    const keys = Object.keys(v);
+    for (let i = keys.length - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [keys[i], keys[j]] = [keys[j], keys[i]];
+    }
+    const out: Record<string, unknown> = {};
+    for (const k of keys) out[k] = shuffleKeys((v as Record<string, unknown>)[k], rnd);
+    return out;
+  }
+  return v;
+}
+
+const json = fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown);
+
+describe('canonicalJson', () => {
+  it('sorts keys and writes no whitespace', () => {
+    expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1.5, y: -0 } })).toBe(
+      '{"a":[true,null,"x"],"b":1,"c":{"y":0,"z":1.5}}',
+    );
+  });
+
+  it('orders integer-like keys by code unit too (as JCS does), not numerically as JavaScript objects do', () => {
+    expect(canonicalJson({ 10: 'a', 9: 'b', a: 1 })).toBe('{"10":"a","9":"b","a":1}');
+  });
+
+  it('leaves out undefined members as JSON.stringify does, and refuses what JSON cannot hold', () => {
+    expect(canonicalJson({ a: undefined, b: [undefined] })).toBe('{"b":[null]}');
+    expect(() => canonicalJson({ a: Number.NaN })).toThrow(TypeError);
+    expect(() => canonicalJson({ a: new Date(0) })).toThrow(TypeError);
+    expect(() => canonicalJson(10n)).toThrow(TypeError);
+  });
+
+  it('property: key order never changes the encoding or the hash', () => {
+    fc.assert(
+      fc.property(json, fc.integer(), (v, seed) => {
+        let s = seed >>> 0 || 1;
+        const rnd = () => {
+          s = (s * 1103515245 + 12345) >>> 0;
+          return s / 2 ** 32;
+        };
+        const shuffled = shuffleKeys(v, rnd);
+        expect(canonicalJson(shuffled)).toBe(canonicalJson(v));
+        if (v && typeof v === 'object' && !Array.isArray(v)) {
+          expect(hashEvent(shuffled as never)).toBe(hashEvent(v as never));
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('property: encoding survives a JSON round trip (what a consumer hashes equals what the producer hashed)', () => {
+    fc.assert(
+      fc.property(json, (v) => {
+        expect(canonicalJson(JSON.parse(canonicalJson(v)))).toBe(canonicalJson(v));
+        expect(canonicalJson(JSON.parse(JSON.stringify(v)))).toBe(canonicalJson(v));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -1,0 +1,46 @@
+import { Ajv } from 'ajv';
+import { describe, expect, it } from 'vitest';
+import { auditEventSchema } from './event-schema.js';
+import { newChain, sealEvent } from './hash-chain.js';
+
+const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+
+const statement = () =>
+  sealEvent(
+    {
+      v: 1,
+      type: 'statement',
+      time: '2026-01-01T00:00:00.123456Z',
+      session: { id: 's' },
+      statement: { text: 'SELECT 1', tables: [], functions: [] },
+      decision: { action: 'allow' },
+      timing: { start: '2026-01-01T00:00:00.123000Z', durationMs: 1, upstreamMs: 1, heldMs: 0 },
+    },
+    newChain(),
+  );
+
+describe('audit event schema v1', () => {
+  it('accepts a sealed statement event', () => {
+    expect(validate(statement()), JSON.stringify(validate.errors)).toBe(true);
+  });
+
+  it.each([
+    ['an unknown top-level field', (e: Record<string, unknown>) => Object.assign(e, { extra: 1 })],
+    ['a millisecond timestamp', (e: Record<string, unknown>) => Object.assign(e, { time: '2026-01-01T00:00:00.123Z' })],
+    ['another version', (e: Record<string, unknown>) => Object.assign(e, { v: 2 })],
+    [
+      'a statement event without its decision',
+      (e: Record<string, unknown>) => Object.assign(e, { decision: undefined }),
+    ],
+    ['an unknown type', (e: Record<string, unknown>) => Object.assign(e, { type: 'statement.weird' })],
+    ['seq 0', (e: Record<string, unknown>) => Object.assign(e, { session: { id: 's', seq: 0 } })],
+    ['a malformed hash', (e: Record<string, unknown>) => Object.assign(e, { hash: 'sha256:zz' })],
+    [
+      'an approval event without approval',
+      (e: Record<string, unknown>) => Object.assign(e, { type: 'approval.granted' }),
+    ],
+  ])('rejects %s', (_name, mutate) => {
+    const e = JSON.parse(JSON.stringify(mutate(statement() as unknown as Record<string, unknown>))) as unknown;
+    expect(validate(e)).toBe(false);
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * Audit event schema v1 as TypeScript types (DESIGN §5). The JSON Schema in event-schema.ts describes the same
+ * shape; a test validates every event the sidecar produces against it, so the two cannot drift silently.
+ */
+
+export const AUDIT_SCHEMA_VERSION = 1 as const;
+
+export const AUDIT_EVENT_TYPES = [
+  'session.start',
+  'statement',
+  'session.end',
+  'policy.loaded',
+  'policy.rejected',
+  'approval.requested',
+  'approval.granted',
+  'approval.denied',
+  'approval.expired',
+  'audit.gap',
+] as const;
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+/** Position of an event in its chain: `seq` runs 1..n per session without holes. */
+export interface AuditSessionRef {
+  id: string;
+  seq: number;
+}
+
+/** Who ran it: workload identity from the downward API, plus the OIDC subject (`user`), groups and issuer. */
+export interface AuditIdentity {
+  namespace?: string;
+  serviceAccount?: string;
+  pod?: string;
+  node?: string;
+  /** OIDC `sub` (oidc mode). */
+  user?: string;
+  groups: string[];
+  issuer?: string;
+}
+
+export interface AuditDatabase {
+  host: string;
+  port?: number;
+  name: string;
+  /** The upstream login role (from the sidecar's credentials), never a password. */
+  user: string;
+  /** The role the sidecar SETs after connecting (policy `role`). */
+  role?: string;
+}
+
+export interface AuditClient {
+  address: string;
+  port: number;
+  application?: string;
+}
+
+export interface AuditStatement {
+  /** SQL text with secrets (PASSWORD literals, connection-string passwords) redacted. */
+  text: string;
+  fingerprint?: string;
+  kind?: string;
+  tables: string[];
+  functions: string[];
+  /** Bind parameters, only when the policy asks for them. */
+  params?: (string | null)[];
+  protocol?: 'simple' | 'extended';
+  /** Position of this statement in a multi-statement Query (0-based) and how many it held. */
+  index?: number;
+  count?: number;
+}
+
+export interface AuditDecision {
+  action: 'allow' | 'deny' | 'review' | 'dryrun';
+  rule?: string;
+  reason?: string;
+  /** SQLSTATE sent to the client for a denial. */
+  code?: string;
+}
+
+export interface AuditMasking {
+  /** Masked columns as `table.column` (or the result column name when no table is known). */
+  columns: string[];
+  cells: number;
+}
+
+export interface AuditError {
+  code: string;
+  message: string;
+}
+
+export interface AuditResult {
+  /** CommandComplete tag, e.g. "SELECT 3". */
+  tag?: string;
+  rows: number;
+  bytes: number;
+  error?: AuditError;
+  /** Result rows as sent to the client (already masked), per the policy's `captureResults`. */
+  sample?: unknown;
+}
+
+export interface AuditTiming {
+  /** When the client message carrying the statement arrived (RFC 3339, µs). */
+  start: string;
+  durationMs: number;
+  upstreamMs: number;
+  heldMs: number;
+}
+
+export interface AuditPolicyRef {
+  name: string;
+  hash: string;
+}
+
+export interface AuditSessionEnd {
+  reason?: string;
+  error?: string;
+  statements: number;
+  durationMs: number;
+}
+
+export interface AuditApproval {
+  id: string;
+  approver?: string;
+  reason?: string;
+  expiresAt?: string;
+}
+
+/** Events that could not be made durable (failMode: open, or spool full) and were dropped. */
+export interface AuditGap {
+  dropped: number;
+  since: string;
+  until: string;
+  cause: string;
+  /** Per-session seq ranges that were dropped (capped; `truncated` when more sessions were affected). */
+  sessions: { id: string; fromSeq: number; toSeq: number }[];
+  truncated?: boolean;
+}
+
+/** Which sidecar process produced the event. */
+export interface AuditSource {
+  instance: string;
+  pod?: string;
+  namespace?: string;
+  version?: string;
+}
+
+export interface AuditEvent {
+  v: typeof AUDIT_SCHEMA_VERSION;
+  type: AuditEventType;
+  /** `<session.id>.<session.seq>`: unique, and the JetStream message id (retries deduplicate). */
+  id: string;
+  /** RFC 3339 UTC with microseconds. */
+  time: string;
+  session: AuditSessionRef;
+  source?: AuditSource;
+  identity?: AuditIdentity;
+  database?: AuditDatabase;
+  client?: AuditClient;
+  statement?: AuditStatement;
+  decision?: AuditDecision;
+  masking?: AuditMasking;
+  result?: AuditResult;
+  timing?: AuditTiming;
+  policy?: AuditPolicyRef;
+  end?: AuditSessionEnd;
+  approval?: AuditApproval;
+  gap?: AuditGap;
+  error?: AuditError;
+  /** `hash` of the previous event of the same session; null for seq 1. */
+  prevHash: string | null;
+  /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */
+  hash: string;
+}
+
+/** An event before it is sealed into its chain. */
+export type UnsealedAuditEvent = Omit<AuditEvent, 'prevHash' | 'hash' | 'id' | 'session'> & {
+  session: { id: string };
+};

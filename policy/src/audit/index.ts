@@ -1,0 +1,23 @@
+export {
+  APPROVAL_SUBJECT_PREFIX,
+  AUDIT_STREAM,
+  AUDIT_SUBJECT_PREFIX,
+  auditSubject,
+  subjectToken,
+} from './audit-subject.js';
+export { formatAuditTime, parseAuditTime } from './audit-time.js';
+export { AUDIT_HASH_PATTERN, AUDIT_TIME_PATTERN, auditEventSchema } from './event-schema.js';
+export * from './event-types.js';
+export {
+  type ChainGap,
+  type ChainReport,
+  type ChainState,
+  type ChainTamper,
+  hashEvent,
+  newChain,
+  sealEvent,
+  sealEventToJson,
+  type TamperReason,
+  verifyChain,
+} from './hash-chain.js';
+export { redactSecrets } from './redact-secrets.js';

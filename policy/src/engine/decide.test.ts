@@ -1,0 +1,128 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parsePolicyDocuments } from '../api/load-documents.js';
+import { analyzeSql } from '../sql/analyze-sql.js';
+import { initSqlParser } from '../sql/parser.js';
+import { createSessionState } from '../sql/session-state.js';
+import { decide } from './decide.js';
+import type { Subject } from './decision-types.js';
+
+beforeAll(() => initSqlParser());
+
+function policy(body: string) {
+  const d = parsePolicyDocuments(
+    `apiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  database: {host: h, name: d}\n${body}`,
+  );
+  expect(d.errors).toEqual([]);
+  return d.policies[0].spec;
+}
+
+const nobody: Subject = { groups: [] };
+const run = (spec: ReturnType<typeof policy>, sql: string, subject: Subject = nobody) =>
+  decide(spec, analyzeSql(sql, createSessionState()), subject);
+
+describe('decide', () => {
+  const spec = policy(`  rules:
+    - {name: no-secrets, action: deny, tables: ["secret.*"]}
+    - {name: read, action: allow, statements: [select], tables: ["public.*"]}
+    - {name: sa-writes, action: allow, statements: [insert], tables: [public.t], subjects: {serviceAccounts: [ns/writer]}}
+    - {name: bare-sa, action: allow, statements: [update], tables: [public.t], subjects: {serviceAccounts: ["writer-*"]}}
+    - {name: oidc-user, action: review, statements: [delete], subjects: {users: ["alice@*"]}}
+  guardrails: {maxRowsReturned: 100, statementTimeout: 1m30s, blockedFunctions: ["pg_catalog.pg_sleep"]}
+`);
+
+  it('allows with the limits, naming the rule', () => {
+    expect(run(spec, 'SELECT * FROM t')).toMatchObject({
+      action: 'allow',
+      rule: 'read',
+      reason: 'rule',
+      maxRows: 100,
+      timeoutMs: 90_000,
+    });
+  });
+
+  it('deny rules match on any overlap; allow rules must cover every relation', () => {
+    const d = run(spec, 'SELECT * FROM t JOIN secret.k ON true');
+    expect(d).toMatchObject({ action: 'deny', rule: 'no-secrets', code: '42501' });
+    expect(d.message).toBe('pgwarden: statement denied by rule "no-secrets" (relations: public.t, secret.k)');
+    expect(run(spec, 'SELECT * FROM other.t')).toMatchObject({ action: 'deny', reason: 'default', rule: undefined });
+    expect(run(spec, 'SELECT 1')).toMatchObject({ action: 'allow', rule: 'read' }); // no relations: deny rule not hit
+  });
+
+  it('one denied statement denies the whole Query and is the one reported', () => {
+    const d = run(spec, 'SELECT 1; SELECT * FROM secret.k; SELECT 2');
+    expect(d.action).toBe('deny');
+    expect(d.statements.map((s) => s.action)).toEqual(['allow', 'deny', 'allow']);
+    expect(d.maxRows).toBeUndefined();
+  });
+
+  it('matches service accounts as namespace/name or name, and OIDC users', () => {
+    expect(
+      run(spec, 'INSERT INTO t VALUES (1)', { groups: [], namespace: 'ns', serviceAccount: 'writer' }).action,
+    ).toBe('allow');
+    expect(
+      run(spec, 'INSERT INTO t VALUES (1)', { groups: [], namespace: 'other', serviceAccount: 'writer' }).action,
+    ).toBe('deny');
+    expect(run(spec, 'UPDATE t SET a = 1 WHERE id = 1', { groups: [], serviceAccount: 'writer-7' }).action).toBe(
+      'allow',
+    );
+    expect(run(spec, 'DELETE FROM t WHERE id = 1', { groups: [], user: 'alice@example.com' })).toMatchObject({
+      action: 'review',
+      rule: 'oidc-user',
+      message: 'pgwarden: statement held for review by rule "oidc-user"',
+    });
+  });
+
+  it('guardrails deny even when a rule allows', () => {
+    expect(run(spec, 'SELECT pg_sleep(1)')).toMatchObject({
+      action: 'deny',
+      reason: 'guardrail:blockedFunctions',
+      rule: 'read',
+    });
+    const d = run(spec, 'UPDATE t SET a = 1', { groups: [], serviceAccount: 'writer-1' });
+    expect(d).toMatchObject({ action: 'deny', reason: 'guardrail:requireWhere' });
+    expect(d.message).toBe('pgwarden: statement denied by guardrail requireWhere: UPDATE without a WHERE clause');
+  });
+
+  it('dangerous operations need allowDangerous on the matching rule; DO with dynamic SQL needs a do rule', () => {
+    const open = policy(`  defaultAction: allow
+  rules:
+    - {name: files, action: allow, statements: [select], functions: ["*.pg_read_file", "pg_catalog.*"], allowDangerous: [server-file-access]}
+    - {name: do-blocks, action: allow, statements: [do, select], subjects: {groups: [ops]}}
+`);
+    expect(run(open, "SELECT pg_read_file('x')")).toMatchObject({ action: 'allow', rule: 'files' });
+    // lo_import also writes a large object (an update), which rule "files" does not cover: the default applies,
+    // and no rule allows the dangerous calls.
+    expect(run(open, "SELECT pg_read_file('x'), lo_import('y')")).toMatchObject({
+      action: 'deny',
+      rule: undefined,
+      reason: 'dangerous:server-file-access',
+    });
+
+    const doSql = "DO $$ BEGIN EXECUTE 'SELECT 1'; END $$";
+    expect(run(open, doSql)).toMatchObject({ action: 'deny', reason: 'dangerous:dynamic-sql' });
+    expect(run(open, doSql, { groups: ['ops'] })).toMatchObject({ action: 'allow', rule: 'do-blocks' });
+    expect(run(open, 'SET ROLE postgres', { groups: ['ops'] })).toMatchObject({
+      action: 'deny',
+      reason: 'identity-change',
+    });
+  });
+
+  it('dryrun rules and defaults let the statement through, marked', () => {
+    const dry = policy(`  defaultAction: dryrun
+  guardrails: {blockDDL: false, requireWhere: []}
+`);
+    expect(run(dry, 'DROP TABLE t')).toMatchObject({ action: 'dryrun', reason: 'default' });
+    expect(run(dry, 'DROP TABLE t').message).toBe(
+      'pgwarden: statement allowed in dry-run (would be denied) by the default action (no rule matched)',
+    );
+    expect(run(dry, "COPY t TO PROGRAM 'x'")).toMatchObject({ action: 'deny', reason: 'dangerous:copy-program' });
+  });
+
+  it('caches per analysis and subject object, and the cached answer is the same', () => {
+    const s = createSessionState();
+    const subject: Subject = { groups: [] };
+    const a = decide(spec, analyzeSql('SELECT * FROM t', s), subject);
+    expect(decide(spec, analyzeSql('SELECT * FROM t', s), subject)).toBe(a);
+    expect(decide(spec, analyzeSql('SELECT * FROM t', s), { groups: [] })).toEqual(a);
+  });
+});

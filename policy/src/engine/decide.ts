@@ -1,0 +1,163 @@
+import type { DatabaseAccessPolicySpec, PolicyAction } from '../api/access-policy-schema.js';
+import type { SqlAnalysis, StatementAnalysis } from '../sql/analysis-types.js';
+import { type CompiledPolicy, type CompiledRule, compilePolicy, subjectMatches } from './compile-policy.js';
+import type { Decision, DecisionReason, StatementDecision, Subject } from './decision-types.js';
+
+const RANK: Record<PolicyAction, number> = { allow: 0, dryrun: 1, review: 2, deny: 3 };
+
+function qualified(o: { schema: string; name: string }): string {
+  return `${o.schema}.${o.name}`;
+}
+
+/** Qualified names of a statement's relations and functions, computed once per statement. */
+interface Names {
+  tables: string[];
+  functions: string[];
+}
+
+const namesOf = (a: StatementAnalysis): Names => ({
+  tables: a.relations.map(qualified),
+  functions: a.functions.map(qualified),
+});
+
+/**
+ * allow/review/dryrun rules must cover the whole statement: every kind, relation and function. deny rules match
+ * when the statement uses ANY listed kind, relation or function. Both fail closed. Subjects must match either way.
+ */
+export function ruleMatches(
+  r: CompiledRule,
+  a: StatementAnalysis,
+  subject: Subject,
+  names: Names = namesOf(a),
+): boolean {
+  if (r.rule.action === 'deny') return denyRuleMatches(r, a, subject, names);
+  if (r.kinds) for (const k of a.kinds) if (!r.kinds.has(k)) return false;
+  if (r.tables) for (const q of names.tables) if (!r.tables.some((g) => g.test(q))) return false;
+  if (r.functions) for (const q of names.functions) if (!r.functions.some((g) => g.test(q))) return false;
+  return r.subjects === undefined || subjectMatches(r.subjects, subject);
+}
+
+function denyRuleMatches(r: CompiledRule, a: StatementAnalysis, subject: Subject, names: Names): boolean {
+  if (r.kinds && !a.kinds.some((k) => r.kinds?.has(k))) return false;
+  if (r.tables && !names.tables.some((q) => r.tables?.some((g) => g.test(q)))) return false;
+  if (r.functions && !names.functions.some((q) => r.functions?.some((g) => g.test(q)))) return false;
+  return r.subjects === undefined || subjectMatches(r.subjects, subject);
+}
+
+function by(rule: CompiledRule | undefined): string {
+  return rule ? `by rule "${rule.rule.name}"` : 'by the default action (no rule matched)';
+}
+
+function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): StatementDecision {
+  const names = namesOf(a);
+  const base = { text: a.text, kind: a.kind, tables: names.tables, functions: names.functions };
+  const deny = (reason: DecisionReason, message: string, rule?: CompiledRule): StatementDecision => ({
+    ...base,
+    action: 'deny',
+    rule: rule?.rule.name,
+    reason,
+    message: `pgwarden: statement denied${message}`,
+  });
+  if (a.identityChange) {
+    return deny('identity-change', `: ${a.identityChange} is never allowed (the session role is fixed by the policy)`);
+  }
+  if (a.unknownPrepared !== undefined) {
+    return deny('unknown-prepared', `: prepared statement "${a.unknownPrepared}" is unknown to pgwarden`);
+  }
+  const rule = p.rules.find((r) => ruleMatches(r, a, subject, names));
+  const action = rule ? rule.rule.action : p.spec.defaultAction;
+  if (action === 'deny') {
+    const touched = base.tables.length > 0 ? ` (relations: ${base.tables.slice(0, 5).join(', ')})` : '';
+    return deny(rule ? 'rule' : 'default', ` ${by(rule)}${touched}`, rule);
+  }
+  for (const d of a.dangerous) {
+    const allowed =
+      rule !== undefined &&
+      (rule.allowDangerous.has(d.category) ||
+        (d.category === 'dynamic-sql' && a.kind === 'do' && rule.kinds?.has('do') === true));
+    if (!allowed) {
+      return deny(
+        `dangerous:${d.category}`,
+        `: ${d.detail} is a dangerous operation (${d.category}) ${rule ? `not allowed by rule "${rule.rule.name}"` : 'that no rule allows'}`,
+        rule,
+      );
+    }
+  }
+  const g = p.spec.guardrails;
+  if (g.blockDDL && a.kinds.includes('ddl'))
+    return deny('guardrail:blockDDL', ' by guardrail blockDDL: DDL is not allowed', rule);
+  for (const m of a.missingWhere) {
+    if (p.requireWhere.has(m)) {
+      return deny(
+        'guardrail:requireWhere',
+        ` by guardrail requireWhere: ${m.toUpperCase()} without a WHERE clause`,
+        rule,
+      );
+    }
+  }
+  for (const q of names.functions) {
+    if (p.blockedFunctions.some((b) => b.test(q))) {
+      return deny('guardrail:blockedFunctions', ` by guardrail blockedFunctions: function ${q}`, rule);
+    }
+  }
+  const verb =
+    action === 'allow' ? 'allowed' : action === 'review' ? 'held for review' : 'allowed in dry-run (would be denied)';
+  return {
+    ...base,
+    action,
+    rule: rule?.rule.name,
+    reason: rule ? 'rule' : 'default',
+    message: `pgwarden: statement ${verb} ${by(rule)}`,
+  };
+}
+
+/**
+ * Decides a whole Query: every statement is judged (first matching rule wins), and the most restrictive outcome
+ * applies to all of them — one denial denies the Query. Pure; results for cached analyses are cached per
+ * (policy spec, analysis, subject object), so pass the same Subject object for a session. Treat the result as
+ * immutable.
+ */
+export function decide(spec: DatabaseAccessPolicySpec, analysis: SqlAnalysis, subject: Subject): Decision {
+  const p = compilePolicy(spec);
+  let perSubject = p.decisions.get(analysis);
+  const hit = perSubject?.get(subject);
+  if (hit) return hit;
+  const d = decideUncached(p, analysis, subject);
+  if (perSubject === undefined) {
+    perSubject = new WeakMap();
+    p.decisions.set(analysis, perSubject);
+  }
+  perSubject.set(subject, d);
+  return d;
+}
+
+function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subject): Decision {
+  const limits = { maxRows: p.maxRows, timeoutMs: p.timeoutMs };
+  if (!analysis.ok) {
+    return {
+      action: 'deny',
+      reason: 'parse-error',
+      code: analysis.error.code,
+      message:
+        analysis.error.code === '42601'
+          ? `pgwarden: statement denied: SQL does not parse: ${analysis.error.message}`
+          : `pgwarden: statement denied: ${analysis.error.message}`,
+      statements: [],
+    };
+  }
+  const statements = analysis.statements.map((a) => judge(p, a, subject));
+  let worst: StatementDecision | undefined;
+  for (const s of statements) if (worst === undefined || RANK[s.action] > RANK[worst.action]) worst = s;
+  if (worst === undefined)
+    return { action: 'allow', reason: 'rule', message: 'pgwarden: empty query', statements, ...limits };
+  const d: Decision = {
+    action: worst.action,
+    rule: worst.rule,
+    reason: worst.reason,
+    message: worst.message,
+    statements,
+  };
+  if (worst.action === 'deny') d.code = '42501';
+  else Object.assign(d, limits);
+  return d;
+}

@@ -1,0 +1,53 @@
+import type { PolicyAction } from '../api/access-policy-schema.js';
+
+/** Who is asking: the sidecar's Identity (sidecar/src/proxy/hooks.ts) has this shape. */
+export interface Subject {
+  groups: readonly string[];
+  namespace?: string;
+  serviceAccount?: string;
+  /** OIDC `sub`. */
+  user?: string;
+}
+
+/**
+ * Why a statement got its action. `rule` / `default` are policy outcomes; the rest are protections that no rule
+ * (identity-change, parse-error) or only an explicit rule (dangerous:*) can lift.
+ */
+export type DecisionReason =
+  | 'rule'
+  | 'default'
+  | 'identity-change'
+  | 'parse-error'
+  | 'unknown-prepared'
+  | 'guardrail:blockDDL'
+  | 'guardrail:requireWhere'
+  | 'guardrail:blockedFunctions'
+  | `dangerous:${string}`;
+
+export interface StatementDecision {
+  text: string;
+  kind: string;
+  action: PolicyAction;
+  rule?: string;
+  reason: DecisionReason;
+  /** Human explanation; for deny it is the client's error message. */
+  message: string;
+  tables: string[];
+  functions: string[];
+}
+
+export interface Decision {
+  /** deny if any statement is denied, else review if any needs review, else dryrun if any, else allow. */
+  action: PolicyAction;
+  /** The rule behind the overall action (the first statement that produced it). */
+  rule?: string;
+  reason: DecisionReason;
+  /** SQLSTATE for a deny: 42501 (policy), 42601 (unparseable SQL), 54001 (too deeply nested to analyse). */
+  code?: string;
+  message: string;
+  /** guardrails.maxRowsReturned (absent = no cap). */
+  maxRows?: number;
+  /** guardrails.statementTimeout in milliseconds. */
+  timeoutMs?: number;
+  statements: StatementDecision[];
+}

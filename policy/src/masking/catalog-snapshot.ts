@@ -1,0 +1,91 @@
+/**
+ * What the masking code knows about the database's relations: plain data the sidecar loads from pg_catalog
+ * (pg_class, pg_namespace, pg_attribute, pg_get_viewdef, pg_proc) and hands in. RowDescription fields carry a
+ * table OID and attribute number (https://www.postgresql.org/docs/current/protocol-message-formats.html,
+ * RowDescription); this snapshot turns them into schema.table.column.
+ */
+
+export interface CatalogColumn {
+  attnum: number;
+  name: string;
+  typeOid: number;
+}
+
+export interface CatalogRelation {
+  oid: number;
+  schema: string;
+  name: string;
+  /** pg_class.relkind: r table, p partitioned, v view, m matview, f foreign, ... */
+  kind: string;
+  columns: CatalogColumn[];
+  /** pg_get_viewdef() for views and materialized views. */
+  viewSql?: string;
+}
+
+export interface CatalogRow {
+  oid: number;
+  schema: string;
+  name: string;
+  kind: string;
+  attnum: number | null;
+  attname: string | null;
+  atttypid: number | null;
+  viewdef: string | null;
+}
+
+export interface CatalogSnapshot {
+  byOid: Map<number, CatalogRelation>;
+  byName: Map<string, CatalogRelation[]>;
+  /** Names of functions defined outside pg_catalog / information_schema (their bodies may read anything). */
+  userFunctions: Set<string>;
+  /** Memo of per-view output lineage, filled by the lineage code. */
+  viewMemo: Map<number, unknown>;
+}
+
+export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
+
+/**
+ * System relations whose contents are samples of user data or other sessions' SQL: planner statistics hold
+ * most-common values and histogram bounds of every column (https://www.postgresql.org/docs/current/view-pg-stats.html).
+ */
+export const LEAKY_SYSTEM_RELATIONS = new Set([
+  'pg_stats',
+  'pg_stats_ext',
+  'pg_stats_ext_exprs',
+  'pg_statistic',
+  'pg_statistic_ext_data',
+  'pg_stat_activity',
+  'pg_stat_statements',
+  'pg_prepared_statements',
+  'pg_cursors',
+]);
+
+export function emptyCatalog(): CatalogSnapshot {
+  return { byOid: new Map(), byName: new Map(), userFunctions: new Set(), viewMemo: new Map() };
+}
+
+/** Builds a snapshot from one row per (relation, column) — relations without columns come with attnum null. */
+export function buildCatalogSnapshot(rows: readonly CatalogRow[], userFunctions: readonly string[]): CatalogSnapshot {
+  const snap = emptyCatalog();
+  for (const r of rows) {
+    let rel = snap.byOid.get(r.oid);
+    if (!rel) {
+      rel = { oid: r.oid, schema: r.schema, name: r.name, kind: r.kind, columns: [] };
+      if (r.viewdef) rel.viewSql = r.viewdef;
+      snap.byOid.set(r.oid, rel);
+      const list = snap.byName.get(r.name) ?? [];
+      list.push(rel);
+      snap.byName.set(r.name, list);
+    }
+    if (r.attnum !== null && r.attname !== null) {
+      rel.columns.push({ attnum: r.attnum, name: r.attname, typeOid: r.atttypid ?? 0 });
+    }
+  }
+  for (const rel of snap.byOid.values()) rel.columns.sort((a, b) => a.attnum - b.attnum);
+  for (const f of userFunctions) snap.userFunctions.add(f);
+  return snap;
+}
+
+export function isSystemRelation(rel: CatalogRelation): boolean {
+  return SYSTEM_SCHEMAS.has(rel.schema);
+}

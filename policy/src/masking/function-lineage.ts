@@ -1,0 +1,43 @@
+/** How function calls carry lineage: opaque built-ins, side channels, and where user-defined code lives. */
+
+/**
+ * Built-in functions that run SQL given as text or read data outside the query's FROM list: their results cannot
+ * be traced through the parse tree. https://www.postgresql.org/docs/current/functions-xml.html#FUNCTIONS-XML-MAPPING
+ */
+export const OPAQUE_FUNCTIONS = new Set([
+  'query_to_xml',
+  'query_to_xml_and_xmlschema',
+  'table_to_xml',
+  'table_to_xml_and_xmlschema',
+  'cursor_to_xml',
+  'schema_to_xml',
+  'schema_to_xml_and_xmlschema',
+  'database_to_xml',
+  'database_to_xml_and_xmlschema',
+  'dblink',
+  'dblink_fetch',
+  'dblink_get_result',
+  'pg_read_file',
+  'pg_read_binary_file',
+  'lo_get',
+  'loread',
+  'pg_stat_statements',
+  'pg_stat_get_activity',
+]);
+
+/**
+ * Built-ins whose arguments leave the statement by another way than its result: notification payloads
+ * (https://www.postgresql.org/docs/current/sql-notify.html), settings read back with SHOW/current_setting,
+ * large objects read back with lo_get. Their arguments count as written.
+ */
+export const SIDE_CHANNEL_FUNCTIONS = new Set([
+  'pg_notify',
+  'set_config',
+  'lo_from_bytea',
+  'lo_put',
+  'lowrite',
+  'dblink_exec',
+  'pg_logical_emit_message',
+]);
+
+export const SYSTEM_FUNCTION_SCHEMAS = new Set(['pg_catalog', 'information_schema']);

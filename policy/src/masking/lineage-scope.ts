@@ -1,0 +1,104 @@
+/** Name scopes for lineage: FROM items, their columns and lineage, and how column references resolve. */
+import { addLineage, emptyLineage, type Lineage, unknownLineage } from './lineage.js';
+
+export type Node = any;
+
+export const str = (n: Node): string | undefined => n?.String?.sval;
+
+export interface ScopeColumn {
+  name: string;
+  lin: Lineage;
+}
+
+export interface RangeItem {
+  /** Names a qualified reference may use: the alias, or relname and schema.relname. */
+  names: string[];
+  /** null when the item's columns are unknown (functions, unknown relations). */
+  columns: ScopeColumn[] | null;
+  /** Lineage of any column of an item with unknown columns. */
+  anyLin: Lineage;
+}
+
+export interface Scope {
+  items: RangeItem[];
+  parent?: Scope;
+  ctes: Map<string, ScopeColumn[]>;
+}
+
+export function findItems(scope: Scope, qual: string[]): RangeItem[] {
+  const q = qual.slice(-2).join('.');
+  const last = qual[qual.length - 1];
+  for (let s: Scope | undefined = scope; s; s = s.parent) {
+    const hit = s.items.filter((i) => i.names.includes(q) || (qual.length === 1 && i.names.includes(last)));
+    if (hit.length) return hit;
+  }
+  return [];
+}
+/** The lineage of a whole-row reference (`t`, `t.*`): every column of the item. */
+export function wholeRow(item: RangeItem): Lineage {
+  const lin = addLineage(emptyLineage(), item.anyLin);
+  for (const c of item.columns ?? []) addLineage(lin, c.lin);
+  return lin;
+}
+/** Resolves a ColumnRef's fields against the scope chain (union of every candidate). */
+export function resolveRef(fields: Node[], scope: Scope): Lineage {
+  const names = fields.map((f) => (f.A_Star ? '*' : str(f)));
+  if (names.some((n) => n === undefined)) return unknownLineage();
+  const last = names[names.length - 1] as string;
+  if (names.length === 1) {
+    for (let s: Scope | undefined = scope; s; s = s.parent) {
+      if (last === '*') return s.items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
+      const lin = emptyLineage();
+      let found = false;
+      for (const item of s.items) {
+        if (!item.columns) {
+          addLineage(lin, item.anyLin);
+          found = true;
+        } else
+          for (const c of item.columns)
+            if (c.name === last) {
+              addLineage(lin, c.lin);
+              found = true;
+            }
+      }
+      // `SELECT t FROM t`: a bare relation name is a whole-row reference.
+      for (const item of s.items) {
+        if (!item.names.includes(last)) continue;
+        addLineage(lin, wholeRow(item));
+        found = true;
+      }
+      if (found) return lin;
+    }
+    return unknownLineage();
+  }
+  const items = findItems(scope, names.slice(0, -1) as string[]);
+  if (items.length === 0) return unknownLineage();
+  const lin = emptyLineage();
+  for (const item of items) {
+    if (last === '*' || !item.columns) addLineage(lin, wholeRow(item));
+    else {
+      const c = item.columns.find((col) => col.name === last);
+      addLineage(lin, c ? c.lin : unknownLineage());
+    }
+  }
+  return lin;
+}
+export function findCte(name: string, scope: Scope | undefined): ScopeColumn[] | undefined {
+  for (let s = scope; s; s = s.parent) {
+    const c = s.ctes.get(name);
+    if (c) return c;
+  }
+  return undefined;
+}
+/** Applies an alias column list (`AS a(x, y)`) positionally. */
+export function renamed(item: RangeItem, alias: Node): RangeItem {
+  if (!alias?.colnames || !item.columns) return item;
+  const columns = item.columns.map((c, i) => ({ name: str(alias.colnames[i]) ?? c.name, lin: c.lin }));
+  return { ...item, columns };
+}
+/** The name a function in FROM is referenced by when it has no alias. */
+export function functionNames(rf: Node): string[] {
+  const fc = rf.functions?.[0]?.List?.items?.[0]?.FuncCall;
+  const n = fc?.funcname?.map(str);
+  return n ? [n[n.length - 1]] : [];
+}

@@ -1,0 +1,346 @@
+/**
+ * Column lineage over libpg-query parse trees (PostgreSQL's raw parse tree, before analysis): for each output
+ * column of a query, the base columns it is computed from. Scoping follows PostgreSQL's name resolution
+ * (https://www.postgresql.org/docs/current/sql-expressions.html#SQL-EXPRESSIONS-COLUMN-REFS), resolved
+ * conservatively: where a name could mean several things, the lineage is the union of all of them.
+ */
+import {
+  type CatalogRelation,
+  type CatalogSnapshot,
+  isSystemRelation,
+  LEAKY_SYSTEM_RELATIONS,
+} from './catalog-snapshot.js';
+import { OPAQUE_FUNCTIONS, SIDE_CHANNEL_FUNCTIONS, SYSTEM_FUNCTION_SCHEMAS } from './function-lineage.js';
+import {
+  addLineage,
+  colKey,
+  emptyLineage,
+  type Lineage,
+  type OutputColumn,
+  sameLineage,
+  unknownLineage,
+} from './lineage.js';
+import {
+  findCte,
+  findItems,
+  functionNames,
+  type Node,
+  type RangeItem,
+  renamed,
+  resolveRef,
+  type Scope,
+  type ScopeColumn,
+  str,
+  wholeRow,
+} from './lineage-scope.js';
+import { parseViewQuery } from './sql-parse.js';
+
+/** Where predicate and write usage of columns is collected while walking. */
+export interface LineageSink {
+  /** Columns used in WHERE, JOIN ON, GROUP BY, HAVING, ORDER BY, window clauses, aggregate FILTER. */
+  predicate: Lineage;
+  /** Values flowing into tables (INSERT ... SELECT, UPDATE SET, SELECT INTO, CREATE TABLE AS) or side channels. */
+  written: Lineage;
+  /** Set when user-defined code runs (functions outside pg_catalog, DO, CALL): its RAISE output is opaque. */
+  opaque?: boolean;
+}
+
+export class LineageWalker {
+  constructor(
+    private readonly cat: CatalogSnapshot,
+    readonly sink: LineageSink,
+    private readonly depth = 0,
+  ) {}
+
+  /** Output columns of a SelectStmt body (also the bare larg/rarg objects of set operations). */
+  select(stmt: Node, parent?: Scope): OutputColumn[] {
+    if (!stmt) return [];
+    const scope: Scope = { items: [], parent, ctes: new Map() };
+    if (stmt.withClause) this.withClause(stmt.withClause, scope);
+    if (stmt.op && stmt.op !== 'SETOP_NONE') {
+      const l = this.select(stmt.larg, scope);
+      const r = this.select(stmt.rarg, scope);
+      const out = l.map((c, i) => ({
+        ...c,
+        lin: addLineage(addLineage(emptyLineage(), c.lin), r[i]?.lin ?? unknownLineage()),
+      }));
+      this.orderingUsage(stmt, scope, out);
+      return out;
+    }
+    if (stmt.valuesLists) {
+      const out: OutputColumn[] = [];
+      for (const row of stmt.valuesLists) {
+        (row.List?.items ?? []).forEach((e: Node, i: number) => {
+          out[i] ??= { name: `column${i + 1}`, lin: emptyLineage() };
+          addLineage(out[i].lin, this.expr(e, scope));
+        });
+      }
+      return out;
+    }
+    for (const f of stmt.fromClause ?? []) scope.items.push(...this.rangeItem(f, scope));
+    if (stmt.whereClause) addLineage(this.sink.predicate, this.expr(stmt.whereClause, scope));
+    if (stmt.havingClause) addLineage(this.sink.predicate, this.expr(stmt.havingClause, scope));
+    const out = this.targets(stmt.targetList ?? [], scope);
+    this.orderingUsage(stmt, scope, out);
+    for (const w of stmt.windowClause ?? []) addLineage(this.sink.predicate, this.expr(w, scope));
+    // LIMIT/OFFSET values are not output, but sublinks inside them have WHERE clauses of their own.
+    this.expr([stmt.limitCount, stmt.limitOffset], scope);
+    if (stmt.intoClause) for (const c of out) addLineage(this.sink.written, c.lin);
+    return out;
+  }
+
+  /** Expands a target list (SELECT list or RETURNING list) over a scope. */
+  targets(list: Node[], scope: Scope): OutputColumn[] {
+    const out: OutputColumn[] = [];
+    for (const t of list) {
+      const rt = t.ResTarget ?? t;
+      const ref = rt.val?.ColumnRef;
+      if (ref?.fields[ref.fields.length - 1]?.A_Star) {
+        const qual: string[] = ref.fields.slice(0, -1).map(str);
+        const items = qual.length === 0 ? scope.items : findItems(scope, qual);
+        if (items.length === 0) out.push({ name: '*', lin: unknownLineage(), expands: true });
+        for (const item of items) {
+          if (item.columns) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
+          else out.push({ name: '*', lin: item.anyLin, expands: true });
+        }
+        continue;
+      }
+      out.push({ name: rt.name ?? this.exprName(rt.val), lin: this.expr(rt.val, scope) });
+    }
+    return out;
+  }
+
+  scopeFor(items: RangeItem[], parent?: Scope): Scope {
+    return { items, parent, ctes: new Map() };
+  }
+
+  private orderingUsage(stmt: Node, scope: Scope, out: OutputColumn[]): void {
+    // ORDER BY / GROUP BY / DISTINCT ON may name output columns by alias or position.
+    // Names not found among the FROM items fall back to output columns.
+    const outputs: Scope = {
+      items: [{ names: [], columns: out, anyLin: emptyLineage() }],
+      parent: scope.parent,
+      ctes: new Map(),
+    };
+    const sc: Scope = { items: scope.items, parent: outputs, ctes: scope.ctes };
+    const use = (n: Node): void => {
+      const node = n?.SortBy ? n.SortBy.node : n;
+      const pos = node?.A_Const?.ival?.ival;
+      if (typeof pos === 'number' && out[pos - 1]) addLineage(this.sink.predicate, out[pos - 1].lin);
+      else addLineage(this.sink.predicate, this.expr(node, sc));
+      // A bare name that is an output alias (and not a FROM column) refers to the output column.
+      const name = node?.ColumnRef?.fields?.length === 1 ? str(node.ColumnRef.fields[0]) : undefined;
+      const o = name ? out.find((c) => c.name === name) : undefined;
+      if (o) addLineage(this.sink.predicate, o.lin);
+    };
+    for (const n of stmt.sortClause ?? []) use(n);
+    for (const n of stmt.groupClause ?? []) use(n);
+    for (const n of stmt.distinctClause ?? []) if (n && Object.keys(n).length) use(n);
+  }
+
+  private withClause(w: Node, scope: Scope): void {
+    for (const c of w.ctes ?? []) {
+      const cte = c.CommonTableExpr;
+      const rename = (cols: OutputColumn[]): ScopeColumn[] =>
+        cols.map((o, i) => ({ name: str(cte.aliascolnames?.[i]) ?? o.name, lin: o.lin }));
+      if (!w.recursive) {
+        scope.ctes.set(cte.ctename, rename(this.statementOutputs(cte.ctequery, scope)));
+        continue;
+      }
+      // Recursive CTE: the self-reference's columns start empty and grow, position by position, to a fixed point.
+      // Seed with the non-recursive term (the leftmost branch of the UNION).
+      let seedTerm = cte.ctequery?.SelectStmt;
+      while (seedTerm?.larg) seedTerm = seedTerm.larg;
+      const cols: ScopeColumn[] =
+        seedTerm && seedTerm !== cte.ctequery?.SelectStmt ? rename(this.select(seedTerm, scope)) : [];
+      scope.ctes.set(cte.ctename, cols);
+      let converged = false;
+      for (let i = 0; i < 6 && !converged; i++) {
+        const outs = this.statementOutputs(cte.ctequery, scope);
+        converged = cols.length === outs.length;
+        outs.forEach((o, j) => {
+          cols[j] ??= { name: str(cte.aliascolnames?.[j]) ?? o.name, lin: emptyLineage() };
+          const next = addLineage(addLineage(emptyLineage(), cols[j].lin), o.lin);
+          if (!sameLineage(next, cols[j].lin)) converged = false;
+          cols[j].lin = next;
+        });
+      }
+      if (!converged) for (const c of cols) c.lin = unknownLineage();
+    }
+  }
+
+  /** Outputs of a statement node that can appear as a CTE or subquery (SELECT, or DML with RETURNING). */
+  statementOutputs(node: Node, scope?: Scope): OutputColumn[] {
+    if (node?.SelectStmt) return this.select(node.SelectStmt, scope);
+    const dml = node?.InsertStmt ?? node?.UpdateStmt ?? node?.DeleteStmt ?? node?.MergeStmt;
+    if (dml) return this.dml(node, scope);
+    return [{ name: '?', lin: unknownLineage(), expands: true }];
+  }
+
+  /** INSERT/UPDATE/DELETE/MERGE: records predicate and write usage; returns the RETURNING outputs. */
+  dml(node: Node, parent?: Scope): OutputColumn[] {
+    const s = node.InsertStmt ?? node.UpdateStmt ?? node.DeleteStmt ?? node.MergeStmt;
+    const scope: Scope = { items: [], parent, ctes: new Map() };
+    if (s.withClause) this.withClause(s.withClause, scope);
+    scope.items.push(...this.rangeItem({ RangeVar: s.relation }, scope));
+    for (const f of [...(s.fromClause ?? []), ...(s.usingClause ?? [])]) scope.items.push(...this.rangeItem(f, scope));
+    if (s.sourceRelation) scope.items.push(...this.rangeItem(s.sourceRelation, scope));
+    if (node.InsertStmt && s.selectStmt) {
+      for (const o of this.statementOutputs(s.selectStmt, scope)) addLineage(this.sink.written, o.lin);
+    }
+    for (const t of s.targetList ?? []) addLineage(this.sink.written, this.expr(t.ResTarget?.val ?? t, scope));
+    // INSERT ... ON CONFLICT DO UPDATE SET ... WHERE ...: values written, and a predicate.
+    const conflict = s.onConflictClause;
+    if (conflict) {
+      for (const t of conflict.targetList ?? []) addLineage(this.sink.written, this.expr(t.ResTarget?.val ?? t, scope));
+      addLineage(this.sink.predicate, this.expr([conflict.whereClause, conflict.infer?.whereClause], scope));
+    }
+    for (const w of s.mergeWhenClauses ?? []) {
+      const m = w.MergeWhenClause;
+      addLineage(this.sink.predicate, this.expr(m?.condition, scope));
+      addLineage(this.sink.written, this.expr([m?.targetList, m?.values], scope));
+    }
+    addLineage(this.sink.predicate, this.expr([s.whereClause, s.joinCondition], scope));
+    const returning = s.returningClause?.exprs ?? s.returningList;
+    return returning ? this.targets(returning, scope) : [];
+  }
+
+  rangeItem(node: Node, scope: Scope): RangeItem[] {
+    if (node.RangeVar) return [this.relationItem(node.RangeVar, scope)];
+    if (node.RangeSubselect) {
+      const rs = node.RangeSubselect;
+      const cols = this.statementOutputs(rs.subquery, scope);
+      return [renamed({ names: [rs.alias?.aliasname ?? ''], columns: cols, anyLin: emptyLineage() }, rs.alias)];
+    }
+    if (node.RangeFunction) {
+      const rf = node.RangeFunction;
+      const lin = this.expr(rf.functions, scope);
+      return [{ names: rf.alias ? [rf.alias.aliasname] : functionNames(rf), columns: null, anyLin: lin }];
+    }
+    if (node.JoinExpr) {
+      const j = node.JoinExpr;
+      const items = [...this.rangeItem(j.larg, scope), ...this.rangeItem(j.rarg, scope)];
+      const inner: Scope = { items: [...scope.items, ...items], parent: scope.parent, ctes: scope.ctes };
+      addLineage(this.sink.predicate, this.expr(j.quals, inner));
+      for (const u of j.usingClause ?? []) addLineage(this.sink.predicate, resolveRef([u], inner));
+      if (j.alias) {
+        const cols = items.some((i) => !i.columns) ? null : items.flatMap((i) => i.columns ?? []);
+        const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
+        items.push(renamed({ names: [j.alias.aliasname], columns: cols, anyLin }, j.alias));
+      }
+      return items;
+    }
+    if (node.RangeTableSample) return this.rangeItem(node.RangeTableSample.relation, scope);
+    // XMLTABLE, JSON_TABLE and anything newer: columns unknown, lineage of every expression inside.
+    const lin = this.expr(node, scope);
+    return [{ names: [], columns: null, anyLin: lin }];
+  }
+
+  private relationItem(rv: Node, scope: Scope): RangeItem {
+    const name: string = rv.relname;
+    const alias = rv.alias;
+    const names = alias ? [alias.aliasname] : [name];
+    if (!rv.schemaname) {
+      const cte = findCte(name, scope);
+      if (cte) return renamed({ names, columns: cte, anyLin: emptyLineage() }, alias);
+    }
+    const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
+    if (candidates.length === 0) return { names, columns: null, anyLin: unknownLineage() };
+    if (!alias) for (const c of candidates) names.push(`${c.schema}.${c.name}`);
+    // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
+    // take every candidate.
+    const columns: ScopeColumn[] = [];
+    let anyLin = emptyLineage();
+    for (const rel of candidates) {
+      if (isSystemRelation(rel)) {
+        if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) anyLin = unknownLineage();
+        else if (rel.columns.length === 0) continue;
+      }
+      for (const col of rel.columns) {
+        const lin = this.relationColumn(rel, col.name, col.attnum);
+        const have = columns.find((c) => c.name === col.name);
+        if (have) addLineage(have.lin, lin);
+        else columns.push({ name: col.name, lin });
+      }
+    }
+    const onlyOpaque = candidates.every((r) => isSystemRelation(r) && r.columns.length === 0);
+    return renamed({ names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin }, alias);
+  }
+
+  /** Lineage of one column of a catalog relation: itself, plus (for views) what the view computes it from. */
+  relationColumn(rel: CatalogRelation, column: string, attnum: number): Lineage {
+    const lin = emptyLineage();
+    lin.cols.add(colKey(rel.schema, rel.name, column));
+    if (rel.kind !== 'v' && rel.kind !== 'm') return lin;
+    const outs = this.viewOutputs(rel);
+    const idx = rel.columns.findIndex((c) => c.attnum === attnum);
+    return addLineage(lin, outs?.[idx]?.lin ?? unknownLineage());
+  }
+
+  viewOutputs(rel: CatalogRelation): OutputColumn[] | undefined {
+    const memo = this.cat.viewMemo.get(rel.oid);
+    if (memo === 'busy') return undefined; // a cycle: unknown
+    if (memo) return memo as OutputColumn[];
+    if (!rel.viewSql || this.depth > 16) return undefined;
+    this.cat.viewMemo.set(rel.oid, 'busy');
+    let outs: OutputColumn[] | undefined;
+    try {
+      const tree = parseViewQuery(rel.viewSql);
+      // The view's own WHERE clause is the view owner's choice, not the client's: its usage is not recorded.
+      const walker = new LineageWalker(
+        this.cat,
+        { predicate: emptyLineage(), written: emptyLineage() },
+        this.depth + 1,
+      );
+      outs = tree ? walker.statementOutputs(tree) : undefined;
+    } finally {
+      if (outs) this.cat.viewMemo.set(rel.oid, outs);
+      else this.cat.viewMemo.delete(rel.oid);
+    }
+    return outs;
+  }
+
+  /** Lineage of any expression: the union over every column reference and subquery inside it. */
+  expr(node: Node, scope: Scope): Lineage {
+    if (node === null || typeof node !== 'object') return emptyLineage();
+    if (Array.isArray(node))
+      return node.reduce((acc: Lineage, n: Node) => addLineage(acc, this.expr(n, scope)), emptyLineage());
+    if (node.ColumnRef) return resolveRef(node.ColumnRef.fields, scope);
+    if (node.SubLink) {
+      const lin = this.expr(node.SubLink.testexpr, scope);
+      for (const o of this.statementOutputs(node.SubLink.subselect, scope)) addLineage(lin, o.lin);
+      return lin;
+    }
+    if (node.FuncCall) return this.funcCall(node.FuncCall, scope);
+    if (node.SelectStmt)
+      return this.statementOutputs(node, scope).reduce((acc, o) => addLineage(acc, o.lin), emptyLineage());
+    if (node.A_Const || node.TypeName || node.ParamRef) return emptyLineage();
+    const lin = emptyLineage();
+    for (const v of Object.values(node)) if (v && typeof v === 'object') addLineage(lin, this.expr(v, scope));
+    return lin;
+  }
+
+  private funcCall(fc: Node, scope: Scope): Lineage {
+    const names: (string | undefined)[] = fc.funcname.map(str);
+    const fname = (names[names.length - 1] ?? '').toLowerCase();
+    const schema = names.length > 1 ? names[names.length - 2] : undefined;
+    if (fc.agg_filter) addLineage(this.sink.predicate, this.expr(fc.agg_filter, scope));
+    if (fc.over) addLineage(this.sink.predicate, this.expr([fc.over.partitionClause, fc.over.orderClause], scope));
+    const args = this.expr([fc.args, fc.agg_order], scope);
+    const userDefined = schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname);
+    if (SIDE_CHANNEL_FUNCTIONS.has(fname)) addLineage(this.sink.written, args);
+    if (userDefined) this.sink.opaque = true;
+    if (userDefined || OPAQUE_FUNCTIONS.has(fname)) return { cols: args.cols, unknown: true };
+    // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values.
+    if (fname === 'count') return emptyLineage();
+    return args;
+  }
+
+  private exprName(val: Node): string {
+    const ref = val?.ColumnRef?.fields;
+    if (ref) return str(ref[ref.length - 1]) ?? '?column?';
+    const fn = val?.FuncCall?.funcname;
+    if (fn) return str(fn[fn.length - 1]) ?? '?column?';
+    return '?column?';
+  }
+}

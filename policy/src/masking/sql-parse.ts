@@ -1,0 +1,35 @@
+import { loadModule, parseSync } from 'libpg-query';
+import { MaskingError } from './errors.js';
+
+let loaded: Promise<void> | undefined;
+let ready = false;
+
+/** Loads the PostgreSQL parser (WASM) once. Must finish before any lineage analysis. */
+export function initMaskingParser(): Promise<void> {
+  loaded ??= loadModule().then(() => {
+    ready = true;
+  });
+  return loaded;
+}
+
+export type RawStmt = { stmt: any; stmt_location?: number; stmt_len?: number };
+
+/** Parses SQL into raw statements; throws MaskingError PGW_MASK_PARSE on a syntax error. */
+export function parseStatements(sql: string): RawStmt[] {
+  if (!ready) throw new MaskingError('PGW_MASK_PARSER_NOT_LOADED', 'initMaskingParser() has not finished');
+  try {
+    return (parseSync(sql) as { stmts?: RawStmt[] }).stmts ?? [];
+  } catch (cause) {
+    throw new MaskingError('PGW_MASK_PARSE', 'statement could not be parsed', { cause });
+  }
+}
+
+/** The single statement of a view definition (pg_get_viewdef output), or undefined when it does not parse. */
+export function parseViewQuery(sql: string): any {
+  try {
+    const stmts = parseStatements(sql);
+    return stmts.length === 1 ? stmts[0].stmt : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * Per-statement lineage facts for masking: output columns, predicate and write usage of columns, COPY TO
+ * sources, and cursor / prepared-statement names (so FETCH and EXECUTE find the lineage of their query).
+ */
+import type { CatalogSnapshot } from './catalog-snapshot.js';
+import { emptyLineage, type Lineage, type OutputColumn, unknownLineage } from './lineage.js';
+import { resolveRef } from './lineage-scope.js';
+import { LineageWalker } from './lineage-walker.js';
+import { parseStatements, type RawStmt } from './sql-parse.js';
+
+export interface MaskAnalysis {
+  /** The parse node type, e.g. `SelectStmt`, `FetchStmt`. */
+  kind: string;
+  /** True when the statement can send a RowDescription. */
+  returnsRows: boolean;
+  /** Output columns (in order) when returnsRows. */
+  outputs: OutputColumn[];
+  predicate: Lineage;
+  written: Lineage;
+  /** COPY ... TO STDOUT / TO file: the lineage of what it copies out. */
+  copyOut?: { lin: Lineage; binary: boolean };
+  /** User-defined code runs (functions outside pg_catalog, DO, CALL): notices and errors may carry anything. */
+  opaque?: boolean;
+  /** Relations a DDL statement alters (for the masked-DDL check), as [schema or undefined, name]. */
+  ddlTargets?: Array<[string | undefined, string]>;
+  /** DECLARE name CURSOR / PREPARE name AS: the outputs later FETCH / EXECUTE return. */
+  names?: { kind: 'cursor' | 'prepared'; name: string; outputs: OutputColumn[] };
+}
+
+/** Cursor and prepared statement outputs the session has seen declared (SQL-level DECLARE / PREPARE). */
+export interface NamedOutputs {
+  cursor(name: string): OutputColumn[] | undefined;
+  prepared(name: string): OutputColumn[] | undefined;
+}
+
+const UNKNOWN_ROWS: OutputColumn[] = [{ name: '*', lin: unknownLineage(), expands: true }];
+
+type Node = any;
+
+function optionValue(options: Node[] | undefined, name: string): string | undefined {
+  for (const o of options ?? []) {
+    if (o.DefElem?.defname === name) return o.DefElem.arg?.String?.sval ?? 'true';
+  }
+  return undefined;
+}
+
+function relationNames(node: Node, out: Array<[string | undefined, string]> = []): Array<[string | undefined, string]> {
+  if (node === null || typeof node !== 'object') return out;
+  if (Array.isArray(node)) {
+    for (const n of node) relationNames(n, out);
+    return out;
+  }
+  if (typeof node.relname === 'string') out.push([node.schemaname, node.relname]);
+  for (const v of Object.values(node)) if (v && typeof v === 'object') relationNames(v, out);
+  return out;
+}
+
+export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, named: NamedOutputs): MaskAnalysis {
+  const node = raw.stmt ?? {};
+  const kind = Object.keys(node)[0] ?? 'Unknown';
+  const s = node[kind];
+  const a: MaskAnalysis = { kind, returnsRows: false, outputs: [], predicate: emptyLineage(), written: emptyLineage() };
+  const w = new LineageWalker(cat, a);
+  const rows = (outputs: OutputColumn[]): void => {
+    a.returnsRows = true;
+    a.outputs = outputs;
+  };
+  switch (kind) {
+    case 'SelectStmt': {
+      const outs = w.select(s);
+      if (!s.intoClause) rows(outs);
+      break;
+    }
+    case 'InsertStmt':
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt': {
+      const outs = w.dml(node);
+      if (s.returningClause || s.returningList) rows(outs);
+      break;
+    }
+    case 'ExplainStmt': {
+      // The plan text holds expressions and the client's own literals, not column values; the inner
+      // statement still counts for predicates (EXPLAIN ANALYZE runs it) and writes.
+      const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named);
+      a.predicate = inner.predicate;
+      a.written = inner.written;
+      rows([{ name: 'QUERY PLAN', lin: emptyLineage() }]);
+      break;
+    }
+    case 'DeclareCursorStmt':
+      a.names = { kind: 'cursor', name: s.portalname, outputs: w.statementOutputs(s.query) };
+      break;
+    case 'PrepareStmt':
+      a.names = { kind: 'prepared', name: s.name, outputs: w.statementOutputs(s.query) };
+      break;
+    case 'ExecuteStmt':
+      rows(named.prepared(s.name) ?? UNKNOWN_ROWS);
+      break;
+    case 'FetchStmt':
+      if (!s.ismove) rows(named.cursor(s.portalname) ?? UNKNOWN_ROWS);
+      break;
+    case 'CopyStmt': {
+      if (s.is_from) break;
+      let lin: Lineage;
+      if (s.query) {
+        lin = w.statementOutputs(s.query).reduce((acc, o) => {
+          for (const c of o.lin.cols) acc.cols.add(c);
+          acc.unknown ||= o.lin.unknown;
+          return acc;
+        }, emptyLineage());
+      } else {
+        const cols: string[] = (s.attlist ?? []).map((n: Node) => n.String?.sval);
+        const star = { ResTarget: { val: { ColumnRef: { fields: [{ A_Star: {} }] } } } };
+        const scope = w.scopeFor(w.rangeItem({ RangeVar: s.relation }, w.scopeFor([])));
+        const outs = cols.length
+          ? cols.map((c) => ({ name: c, lin: resolveRef([{ String: { sval: c } }], scope) }))
+          : w.targets([star], scope);
+        lin = outs.reduce((acc, o) => {
+          for (const c of o.lin.cols) acc.cols.add(c);
+          acc.unknown ||= o.lin.unknown;
+          return acc;
+        }, emptyLineage());
+      }
+      a.copyOut = { lin, binary: optionValue(s.options, 'format')?.toLowerCase() === 'binary' || s.binary === true };
+      break;
+    }
+    case 'CreateTableAsStmt':
+      for (const o of w.statementOutputs(s.query)) {
+        for (const c of o.lin.cols) a.written.cols.add(c);
+        a.written.unknown ||= o.lin.unknown;
+      }
+      break;
+    case 'ViewStmt':
+      // The view's columns are resolved through the catalog once it exists; its WHERE/JOIN/ORDER clauses are the
+      // creating client's predicates (a view the agent writes must not launder a predicate on a masked column).
+      w.statementOutputs(s.query);
+      break;
+    case 'VariableShowStmt':
+      rows([{ name: s.name, lin: emptyLineage() }]);
+      break;
+    case 'CallStmt':
+    case 'DoStmt':
+      // Procedure OUT parameters and RAISE output: the body is not analysed here.
+      a.opaque = true;
+      rows(UNKNOWN_ROWS);
+      break;
+    case 'RenameStmt':
+    case 'AlterTableStmt':
+    case 'AlterObjectSchemaStmt':
+    case 'CreateTrigStmt':
+    case 'RuleStmt':
+    case 'CreatePolicyStmt':
+    case 'AlterPolicyStmt':
+      // Renaming or moving a relation or column would take it out of a name-based rule; triggers, rules and
+      // generated columns could copy its values elsewhere.
+      a.ddlTargets = relationNames(s);
+      if (s.renameType === 'OBJECT_SCHEMA' && typeof s.subname === 'string') {
+        for (const rels of cat.byName.values())
+          for (const r of rels) if (r.schema === s.subname) a.ddlTargets.push([r.schema, r.name]);
+      }
+      break;
+    default:
+      break;
+  }
+  return a;
+}
+
+/** Analyses every statement of a Query/Parse text. Throws MaskingError on unparseable SQL. */
+export function analyzeForMasking(sql: string, cat: CatalogSnapshot, named: NamedOutputs): MaskAnalysis[] {
+  // A DECLARE or PREPARE earlier in the same Query is visible to a FETCH or EXECUTE later in it.
+  const local = new Map<string, OutputColumn[]>();
+  const seen: NamedOutputs = {
+    cursor: (n) => local.get(`c:${n}`) ?? named.cursor(n),
+    prepared: (n) => local.get(`p:${n}`) ?? named.prepared(n),
+  };
+  return parseStatements(sql).map((raw) => {
+    const a = analyzeStatementForMasking(raw, cat, seen);
+    if (a.names) local.set(`${a.names.kind === 'cursor' ? 'c' : 'p'}:${a.names.name}`, a.names.outputs);
+    return a;
+  });
+}

@@ -1,0 +1,59 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type CompiledStrategy, maskText, REDACTED } from './strategies.js';
+
+const key = Buffer.from('k'.repeat(32));
+const s = (type: CompiledStrategy['type'], o: Partial<CompiledStrategy> = {}): CompiledStrategy => ({
+  type,
+  keepFirst: 0,
+  keepLast: 0,
+  key,
+  ...o,
+});
+
+describe('strategies', () => {
+  it('redact and null', () => {
+    expect(maskText('secret', s('redact'))).toBe(REDACTED);
+    expect(maskText('secret', s('null'))).toBeNull();
+  });
+  it('partial keeps first/last N and hides short values whole', () => {
+    expect(maskText('123-45-6789', s('partial', { keepLast: 4 }))).toBe('*******6789');
+    expect(maskText('4111111111111111', s('partial', { keepFirst: 4, keepLast: 4 }))).toBe('4111********1111');
+    expect(maskText('abcde', s('partial', { keepLast: 4 }))).toBe('*****');
+    expect(maskText('ab', s('partial', { keepFirst: 1 }))).toBe('****');
+  });
+  it('email keeps the domain only', () => {
+    expect(maskText('alice@example.com', s('email'))).toBe('****@example.com');
+    expect(maskText('not-an-email', s('email'))).toBe(REDACTED);
+  });
+  it('hash: HMAC-SHA256, stable per key, different across keys', () => {
+    const a = maskText('alice@example.com', s('hash'));
+    expect(a).toMatch(/^[0-9a-f]{32}$/);
+    expect(maskText('alice@example.com', s('hash'))).toBe(a);
+    expect(maskText('alice@example.com', s('hash', { key: Buffer.from('other') }))).not.toBe(a);
+    expect(maskText('bob@example.com', s('hash'))).not.toBe(a);
+  });
+  it('digits: format-preserving, stable, no digit left in place', () => {
+    const out = maskText('4111-1111-1111-1111', s('digits')) as string;
+    expect(out).toMatch(/^\d{4}-\d{4}-\d{4}-\d{4}$/);
+    expect(maskText('4111-1111-1111-1111', s('digits'))).toBe(out);
+    [...'4111-1111-1111-1111'].forEach((c, i) => {
+      if (/\d/.test(c)) expect(out[i]).not.toBe(c);
+    });
+    expect(maskText('Ab 12', s('digits'))).toMatch(/^Xx \d\d$/);
+  });
+  it('property: no strategy returns the value or keeps it recognisable', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 6, maxLength: 40 }).filter((v) => /[0-9A-Za-z]{6}/.test(v)),
+        (v) => {
+          for (const t of ['redact', 'hash', 'null', 'email', 'digits'] as const) {
+            const out = maskText(v, s(t));
+            if (out !== null) expect(out).not.toContain(v);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { redactEchoes, scrubFreeText } from './text-scrub.js';
+
+const ctx = (sql: string[], ids: string[] = []) => ({ recentSql: sql, isIdentifier: (n: string) => ids.includes(n) });
+
+describe('echo redaction in messages', () => {
+  it('redacts values PostgreSQL quotes back that the client did not send', () => {
+    const c = ctx(['SELECT full_name::int FROM customers']);
+    expect(redactEchoes('invalid input syntax for type integer: "Ximena Q"', c)).toBe(
+      'invalid input syntax for type integer: "****"',
+    );
+  });
+  it('keeps what the client sent and catalog identifiers', () => {
+    const c = ctx(["SELECT * FROM nope WHERE x = 'abc'"], ['customers_pkey', 'email', 'id']);
+    expect(redactEchoes('relation "nope" does not exist', c)).toBe('relation "nope" does not exist');
+    expect(redactEchoes('invalid input syntax for type integer: "abc"', c)).toBe(
+      'invalid input syntax for type integer: "abc"',
+    );
+    expect(redactEchoes('duplicate key value violates unique constraint "customers_pkey"', c)).toBe(
+      'duplicate key value violates unique constraint "customers_pkey"',
+    );
+  });
+  it('redacts key values and failing rows in DETAIL', () => {
+    const c = ctx(['UPDATE customers SET email = email'], ['email', 'id', 'full_name']);
+    expect(redactEchoes('Key (email)=(alice@example.com) already exists.', c)).toBe(
+      'Key (email)=(****) already exists.',
+    );
+    expect(redactEchoes('Key (id, full_name)=(1, Ximena) already exists.', c)).toBe(
+      'Key (id, full_name)=(****) already exists.',
+    );
+    expect(redactEchoes('Failing row contains (1, Ximena, null).', c)).toBe('Failing row contains (****).');
+  });
+  it('handles doubled quotes inside quoted values', () => {
+    expect(redactEchoes('bad value: "a""b"', ctx(['x']))).toBe('bad value: "****"');
+  });
+});
+
+describe('scrubFreeText', () => {
+  it('detectors everywhere; echo redaction for messages, not for COPY rows', () => {
+    const echo = ctx(['COPY t TO STDOUT']);
+    expect(scrubFreeText('row (a) a@b.org\n', ['email'], echo)).toBe('row (a) *******\n');
+    expect(scrubFreeText('row (a) a@b.org', ['email'], echo)).toBe('row (****) *******');
+    expect(scrubFreeText('payload (x)', [], echo, 'copy')).toBe('payload (x)');
+    expect(scrubFreeText('payload (x)', [], undefined)).toBe('payload (x)');
+  });
+});

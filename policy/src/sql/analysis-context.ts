@@ -1,0 +1,85 @@
+import type { StatementKind } from '../api/access-policy-schema.js';
+import type { DangerousUse, FunctionRef, RelationAccess, RelationRef, StatementAnalysis } from './analysis-types.js';
+import type { SessionState } from './session-state.js';
+
+/** Accumulates what one top-level statement does, including everything nested in it. */
+export class StatementFacts {
+  readonly kinds = new Set<StatementKind>();
+  readonly relations: RelationRef[] = [];
+  readonly functions: FunctionRef[] = [];
+  readonly dangerous: DangerousUse[] = [];
+  readonly missingWhere = new Set<'update' | 'delete'>();
+  writes = false;
+  identityChange: string | undefined;
+  unknownPrepared: string | undefined;
+  private readonly relKeys = new Set<string>();
+  private readonly fnKeys = new Set<string>();
+  private readonly dangerKeys = new Set<string>();
+
+  addRelation(schema: string, name: string, access: RelationAccess, qualified: boolean): void {
+    const key = `${access}\u0000${schema}\u0000${name}`;
+    if (this.relKeys.has(key)) return;
+    this.relKeys.add(key);
+    this.relations.push({ schema, name, access, qualified });
+  }
+
+  addFunction(schema: string, name: string, qualified: boolean): void {
+    const key = `${schema}\u0000${name}`;
+    if (this.fnKeys.has(key)) return;
+    this.fnKeys.add(key);
+    this.functions.push({ schema, name, qualified });
+  }
+
+  addDangerous(use: DangerousUse): void {
+    const key = `${use.category}\u0000${use.detail}`;
+    if (this.dangerKeys.has(key)) return;
+    this.dangerKeys.add(key);
+    this.dangerous.push(use);
+  }
+
+  identity(reason: string): void {
+    this.identityChange ??= reason;
+  }
+
+  /** Folds in a statement that this one executes (EXECUTE of a prepared statement, SQL inside a function). */
+  merge(a: StatementAnalysis, executed: boolean): void {
+    if (executed) {
+      for (const k of a.kinds) this.kinds.add(k);
+      for (const m of a.missingWhere) this.missingWhere.add(m);
+      this.writes ||= a.writes;
+    }
+    for (const r of a.relations) this.addRelation(r.schema, r.name, r.access, r.qualified);
+    for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);
+    for (const d of a.dangerous) this.addDangerous(d);
+    if (a.identityChange) this.identity(a.identityChange);
+    if (a.unknownPrepared) this.unknownPrepared ??= a.unknownPrepared;
+  }
+}
+
+/** A change to session state a statement makes; replayed when an analysis comes from the cache. */
+export type SessionEffect =
+  | { type: 'search-path'; schemas: string[] }
+  | { type: 'prepare'; name: string; analysis: StatementAnalysis; key: string };
+
+export interface AnalysisContext {
+  state: SessionState;
+  facts: StatementFacts;
+  /** 'exec': the SQL runs now; 'definition': it is stored (view, rule, function body, plain EXPLAIN, PREPARE). */
+  mode: 'exec' | 'definition';
+  depth: number;
+  /** Text of the statement being walked (CREATE FUNCTION bodies are re-parsed from it). */
+  text: string;
+  /** Shared by every nested context of one analyzeSql call. */
+  run: {
+    effects: SessionEffect[];
+    /** Set when the result depends on prepared statements (then it is not cacheable by text). */
+    usedPrepared: boolean;
+  };
+}
+
+export const MAX_NESTING = 6;
+
+export function applyEffect(state: SessionState, e: SessionEffect): void {
+  if (e.type === 'search-path') state.addSearchPath(e.schemas);
+  else state.addPrepared(e.name, e.analysis, e.key);
+}

@@ -1,0 +1,52 @@
+import type { DangerousCategory, StatementKind } from '../api/access-policy-schema.js';
+
+export type RelationAccess = 'read' | 'write' | 'lock';
+
+export interface RelationRef {
+  schema: string;
+  name: string;
+  access: RelationAccess;
+  /** false when the name was unqualified and resolved against a search_path candidate. */
+  qualified: boolean;
+}
+
+export interface FunctionRef {
+  schema: string;
+  name: string;
+  qualified: boolean;
+}
+
+export interface DangerousUse {
+  category: DangerousCategory;
+  /** What triggered it, e.g. `pg_catalog.pg_read_file` or `COPY ... PROGRAM`. */
+  detail: string;
+}
+
+export interface StatementAnalysis {
+  /** The statement's own text (sliced from the Query by UTF-8 byte offsets), trimmed. */
+  text: string;
+  /** The top-level kind; EXECUTE reports the prepared statement's kind. */
+  kind: StatementKind;
+  /** Every kind of operation the statement performs (CTE writes, EXPLAIN ANALYZE, DO bodies, FOR UPDATE...). */
+  kinds: StatementKind[];
+  relations: RelationRef[];
+  functions: FunctionRef[];
+  /** Writes data, takes row/advisory locks, or changes sequences. */
+  writes: boolean;
+  /** UPDATE/DELETE operations (anywhere in the statement) without a WHERE clause that references a column. */
+  missingWhere: ('update' | 'delete')[];
+  dangerous: DangerousUse[];
+  /** Set when the statement would change the session's role or authorization: always denied. */
+  identityChange?: string;
+  /** Set for EXECUTE of a name the session never prepared (or could not track). */
+  unknownPrepared?: string;
+}
+
+export type SqlAnalysis =
+  | { ok: true; statements: StatementAnalysis[] }
+  | {
+      ok: false;
+      /** code: 42601 when the parser rejects the SQL, 54001 when it is too deeply nested to analyse. */
+      error: { message: string; position?: number; code: '42601' | '54001' };
+      statements: [];
+    };

@@ -1,0 +1,111 @@
+import { type AnalysisContext, applyEffect, type SessionEffect, StatementFacts } from './analysis-context.js';
+import type { SqlAnalysis, StatementAnalysis } from './analysis-types.js';
+import { parseSql } from './parser.js';
+import type { SessionState } from './session-state.js';
+import { buildAnalysis } from './statement-analysis.js';
+import { walkStatementNode } from './statement-handlers.js';
+import { kindOfNode, unwrap } from './statement-kind.js';
+import { textSlicer } from './statement-text.js';
+import { EMPTY_SCOPE } from './statement-walker.js';
+
+interface CacheEntry {
+  analysis: SqlAnalysis;
+  effects: SessionEffect[];
+}
+
+/**
+ * Bounded cache of analyses: resolution key (search_path candidates, role) → text → entry. Eviction is FIFO
+ * (Map insertion order) rather than LRU: a hit then costs one string-keyed lookup and no reordering, which keeps
+ * the cached path in the low microseconds.
+ */
+const CACHE_MAX_ENTRIES = 8192;
+const CACHE_MAX_SQL_LENGTH = 16384;
+const cache = new Map<string, Map<string, CacheEntry>>();
+let cacheEntries = 0;
+
+export function clearAnalysisCache(): void {
+  cache.clear();
+  cacheEntries = 0;
+}
+
+export function analysisCacheSize(): number {
+  return cacheEntries;
+}
+
+function evictOne(): void {
+  for (const [key, inner] of cache) {
+    const first = inner.keys().next();
+    if (!first.done) {
+      inner.delete(first.value);
+      cacheEntries--;
+    }
+    if (inner.size === 0) cache.delete(key);
+    return;
+  }
+}
+
+/**
+ * Analyses one Query string (one or more statements) in the context of a session, updating the session state
+ * (search_path candidates, prepared statements) as the statements would. The result is shared with the cache:
+ * treat it as immutable. The result depends only on the text and the session's resolution key, except for
+ * EXECUTE, which depends on the session's prepared statements and is never cached.
+ */
+export function analyzeSql(sql: string, state: SessionState): SqlAnalysis {
+  const cacheable = sql.length <= CACHE_MAX_SQL_LENGTH;
+  const key = state.resolutionKey;
+  if (cacheable) {
+    const hit = cache.get(key)?.get(sql);
+    if (hit !== undefined) {
+      for (const e of hit.effects) applyEffect(state, e);
+      return hit.analysis;
+    }
+  }
+  const run: AnalysisContext['run'] = { effects: [], usedPrepared: false };
+  const analysis = analyzeUncached(sql, state, run);
+  if (cacheable && !run.usedPrepared) {
+    if (cacheEntries >= CACHE_MAX_ENTRIES) evictOne();
+    let inner = cache.get(key);
+    if (inner === undefined) {
+      inner = new Map();
+      cache.set(key, inner);
+    }
+    if (!inner.has(sql)) cacheEntries++;
+    inner.set(sql, { analysis, effects: run.effects });
+  }
+  return analysis;
+}
+
+function analyzeUncached(sql: string, state: SessionState, run: AnalysisContext['run']): SqlAnalysis {
+  try {
+    return analyzeParsed(sql, state, run);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'PGW_SQL_PARSER_NOT_LOADED') throw e;
+    // A tree the walker cannot handle (nesting beyond the JS stack) must deny, never crash the session.
+    run.usedPrepared = true; // not cached: the failure may depend on the stack depth at the call site
+    return {
+      ok: false,
+      error: { message: `statement too complex to analyse (${(e as Error).name})`, code: '54001' },
+      statements: [],
+    };
+  }
+}
+
+function analyzeParsed(sql: string, state: SessionState, run: AnalysisContext['run']): SqlAnalysis {
+  const parsed = parseSql(sql);
+  if (!parsed.ok) return { ok: false, error: { ...parsed.error, code: '42601' }, statements: [] };
+  const slice = textSlicer(sql, parsed.stmts.length);
+  const statements: StatementAnalysis[] = parsed.stmts.map((raw) => {
+    const [type, body] = unwrap(raw.stmt);
+    const facts = new StatementFacts();
+    const text = slice(raw);
+    const ctx: AnalysisContext = { state, facts, mode: 'exec', depth: 0, run, text };
+    walkStatementNode(type, body, EMPTY_SCOPE, ctx);
+    let kind = kindOfNode(type, body);
+    if (type === 'ExecuteStmt') {
+      const variants = state.preparedVariants(String(body.name));
+      if (variants?.length) kind = variants[0].kind;
+    }
+    return buildAnalysis(facts, text, kind);
+  });
+  return { ok: true, statements };
+}

@@ -1,0 +1,275 @@
+import type { AnalysisContext } from './analysis-context.js';
+import { StatementFacts } from './analysis-context.js';
+import { analyzeEmbeddedSql, analyzePlpgsql } from './embedded-sql.js';
+import {
+  addFunctionName,
+  callFunction,
+  literalString,
+  nameParts,
+  parseSearchPathValue,
+  recordSearchPath,
+} from './function-calls.js';
+import type { Node } from './parser.js';
+import { buildAnalysis } from './statement-analysis.js';
+import { kindOfNode } from './statement-kind.js';
+import { addRangeVar, operation, walk, walkIn } from './statement-walker.js';
+
+type Scope = ReadonlySet<string>;
+
+/** Walks every key of `body` except the listed ones. */
+function walkRest(body: Node, skip: readonly string[], scope: Scope, ctx: AnalysisContext): void {
+  for (const k in body) if (!skip.includes(k)) walk(body[k], scope, ctx);
+}
+
+function rangeVars(list: unknown): Node[] {
+  return ((list as Node[]) ?? []).map((n) => (n.RangeVar as Node) ?? n);
+}
+
+/** A WHERE clause that references no column (`WHERE true`, `WHERE 1=1`) does not restrict rows. */
+function restrictsRows(where: unknown): boolean {
+  if (where === undefined || where === null) return false;
+  const json = JSON.stringify(where);
+  return json.includes('"ColumnRef"') || json.includes('"CurrentOfExpr"');
+}
+
+/**
+ * Records what one statement node does. `nested` is true for a statement inside another (subquery, INSERT's
+ * source, CTE body): a nested SELECT adds no `select` operation — its reads show as relations — while nested
+ * writes (data-modifying CTEs) count in full.
+ */
+export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: AnalysisContext, nested = false): void {
+  const kind = kindOfNode(type, body);
+  switch (type) {
+    case 'InsertStmt':
+      operation(ctx, 'insert', true);
+      addRangeVar(body.relation as Node, 'write', scope, ctx);
+      if ((body.onConflictClause as Node | undefined)?.action === 'ONCONFLICT_UPDATE') operation(ctx, 'update', true);
+      walkDml(body, scope, ctx);
+      return;
+    case 'UpdateStmt':
+    case 'DeleteStmt': {
+      const op = type === 'UpdateStmt' ? 'update' : 'delete';
+      operation(ctx, op, true);
+      if (ctx.mode === 'exec' && !restrictsRows(body.whereClause)) ctx.facts.missingWhere.add(op);
+      addRangeVar(body.relation as Node, 'write', scope, ctx);
+      walkDml(body, scope, ctx);
+      return;
+    }
+    case 'MergeStmt': {
+      operation(ctx, 'merge', true);
+      addRangeVar(body.relation as Node, 'write', scope, ctx);
+      for (const w of (body.mergeWhenClauses as Node[]) ?? []) {
+        const t = (w.MergeWhenClause as Node | undefined)?.commandType;
+        if (t === 'CMD_UPDATE') operation(ctx, 'update', true);
+        else if (t === 'CMD_DELETE') operation(ctx, 'delete', true);
+        else if (t === 'CMD_INSERT') operation(ctx, 'insert', true);
+      }
+      walkDml(body, scope, ctx);
+      return;
+    }
+    case 'TruncateStmt':
+      operation(ctx, 'delete', true);
+      if (ctx.mode === 'exec') ctx.facts.missingWhere.add('delete');
+      for (const rv of rangeVars(body.relations)) addRangeVar(rv, 'write', scope, ctx);
+      return;
+    case 'LockStmt':
+      operation(ctx, 'lock', true);
+      for (const rv of rangeVars(body.relations)) addRangeVar(rv, 'lock', scope, ctx);
+      return;
+    case 'CopyStmt':
+      copy(body, scope, ctx);
+      return;
+    case 'ExplainStmt': {
+      // EXPLAIN ANALYZE executes the statement; plain EXPLAIN only plans it.
+      // https://www.postgresql.org/docs/current/sql-explain.html
+      operation(ctx, 'explain', false);
+      const analyze = ((body.options as Node[]) ?? []).some((o) => {
+        const d = o.DefElem as Node;
+        if (d?.defname !== 'analyze') return false;
+        const v = literalBool(d.arg);
+        return v !== false;
+      });
+      walkIn(ctx, analyze ? 'exec' : 'definition', (inner) => walk(body.query, scope, inner));
+      return;
+    }
+    case 'PrepareStmt': {
+      operation(ctx, 'prepare', false);
+      prepare(body, ctx);
+      return;
+    }
+    case 'ExecuteStmt': {
+      // EXECUTE counts as the statement it runs; its own kind shows only when the name is unknown.
+      ctx.run.usedPrepared = true;
+      const name = String(body.name);
+      const variants = ctx.state.preparedVariants(name);
+      if (variants === undefined) ctx.facts.unknownPrepared ??= name;
+      else for (const v of variants) ctx.facts.merge(v, ctx.mode === 'exec');
+      walk(body.params, scope, ctx);
+      return;
+    }
+    case 'DoStmt':
+      operation(ctx, 'do', true);
+      doBlock(body, ctx);
+      return;
+    case 'CreateFunctionStmt':
+      operation(ctx, 'ddl', true);
+      functionBody(body, ctx);
+      // options are walked too: a `SET role = ...` clause is an identity change.
+      walkRest(body, ['sql_body', 'funcname'], scope, ctx);
+      return;
+    case 'CallStmt':
+      // CALL's target is a bare FuncCall (no wrapper). https://www.postgresql.org/docs/current/sql-call.html
+      operation(ctx, 'call', true);
+      if (body.funccall) callFunction(body.funccall as Node, scope, ctx);
+      walkRest(body, ['funccall', 'funcexpr'], scope, ctx);
+      return;
+    case 'CreateTrigStmt':
+      operation(ctx, 'ddl', true);
+      addRangeVar(body.relation as Node, 'write', scope, ctx);
+      walkIn(ctx, 'definition', (inner) => addFunctionName(nameParts(body.funcname), inner));
+      walkRest(body, ['relation', 'funcname'], scope, ctx);
+      return;
+    case 'RuleStmt':
+      operation(ctx, 'ddl', true);
+      addRangeVar(body.relation as Node, 'write', scope, ctx);
+      walkIn(ctx, 'definition', (inner) => walkRest(body, ['relation'], scope, inner));
+      return;
+    case 'ViewStmt':
+      operation(ctx, 'ddl', true);
+      addRangeVar(body.view as Node, 'write', scope, ctx);
+      walkIn(ctx, 'definition', (inner) => walkRest(body, ['view'], scope, inner));
+      return;
+    case 'VariableSetStmt':
+      operation(ctx, 'set', false);
+      variableSet(body, ctx);
+      return;
+    case 'DiscardStmt':
+      operation(ctx, 'utility', false);
+      // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT. https://www.postgresql.org/docs/current/sql-discard.html
+      if (body.target === 'DISCARD_ALL') ctx.facts.identity('DISCARD ALL (resets session authorization)');
+      return;
+    case 'AlterSystemStmt':
+      operation(ctx, 'utility', true);
+      ctx.facts.addDangerous({ category: 'alter-system', detail: 'ALTER SYSTEM' });
+      return;
+    case 'LoadStmt':
+      operation(ctx, 'utility', true);
+      ctx.facts.addDangerous({ category: 'server-admin', detail: 'LOAD (shared library)' });
+      return;
+    case 'SelectStmt':
+      if (!nested || kind === 'ddl') operation(ctx, kind, kind === 'ddl');
+      if (body.intoClause) addRangeVar((body.intoClause as Node).rel as Node, 'write', scope, ctx);
+      walkWithout(body, 'intoClause', scope, ctx);
+      return;
+    case 'CreateTableAsStmt':
+      operation(ctx, 'ddl', true);
+      addRangeVar((body.into as Node).rel as Node, 'write', scope, ctx);
+      walk(body.query, scope, ctx);
+      return;
+    default:
+      operation(ctx, kind, kind !== 'show' && kind !== 'transaction' && kind !== 'cursor' && kind !== 'listen');
+      walk(body, scope, ctx);
+  }
+}
+
+function walkDml(body: Node, scope: Scope, ctx: AnalysisContext): void {
+  walkWithout(body, 'relation', scope, ctx);
+}
+
+/** Walks `body` as one object (so its withClause and lockingClause are seen) minus one key. */
+function walkWithout(body: Node, skip: string, scope: Scope, ctx: AnalysisContext): void {
+  const rest: Node = {};
+  for (const k in body) if (k !== skip) rest[k] = body[k];
+  walk(rest, scope, ctx);
+}
+
+function literalBool(arg: unknown): boolean | undefined {
+  if (arg === undefined) return undefined;
+  const a = arg as Node;
+  const s = (a.String as { sval?: string } | undefined)?.sval ?? literalString(a);
+  if (s !== undefined) return !['false', 'off', 'no', '0'].includes(s.toLowerCase());
+  const b = a.Boolean as { boolval?: boolean } | undefined;
+  if (b) return b.boolval === true;
+  const i = (a.Integer as { ival?: number } | undefined)?.ival;
+  return i === undefined ? (a.Integer ? false : undefined) : i !== 0;
+}
+
+function copy(body: Node, scope: Scope, ctx: AnalysisContext): void {
+  const from = body.is_from === true;
+  operation(ctx, 'copy', true);
+  if (from) operation(ctx, 'insert', true);
+  if (body.relation) addRangeVar(body.relation as Node, from ? 'write' : 'read', scope, ctx);
+  // https://www.postgresql.org/docs/current/sql-copy.html: PROGRAM runs a shell command, a file name is a server file.
+  if (body.is_program) ctx.facts.addDangerous({ category: 'copy-program', detail: 'COPY ... PROGRAM' });
+  else if (typeof body.filename === 'string')
+    ctx.facts.addDangerous({ category: 'copy-file', detail: 'COPY ... server file' });
+  walk(body.query, scope, ctx);
+  walk(body.whereClause, scope, ctx);
+}
+
+function defElemString(options: unknown, name: string): Node | undefined {
+  for (const o of (options as Node[]) ?? []) {
+    const d = o.DefElem as Node | undefined;
+    if (d?.defname === name) return d.arg as Node;
+  }
+  return undefined;
+}
+
+function strings(arg: Node | undefined): string[] {
+  if (arg === undefined) return [];
+  if (arg.String) return [String((arg.String as Node).sval ?? '')];
+  const items = (arg.List as { items?: Node[] } | undefined)?.items ?? [];
+  return items.map((i) => String((i.String as Node | undefined)?.sval ?? ''));
+}
+
+function doBlock(body: Node, ctx: AnalysisContext): void {
+  const code = strings(defElemString(body.args, 'as'))[0] ?? '';
+  const language = (strings(defElemString(body.args, 'language'))[0] ?? 'plpgsql').toLowerCase();
+  if (language !== 'plpgsql') {
+    ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `DO in language ${language}` });
+    return;
+  }
+  analyzePlpgsql(code, ctx, 'exec', 'DO block');
+}
+
+function functionBody(body: Node, ctx: AnalysisContext): void {
+  const language = (strings(defElemString(body.options, 'language'))[0] ?? 'sql').toLowerCase();
+  if (body.sql_body) {
+    walkIn(ctx, 'definition', (inner) => walk(body.sql_body, new Set(), inner));
+    return;
+  }
+  const src = strings(defElemString(body.options, 'as'))[0] ?? '';
+  if (language === 'sql') analyzeEmbeddedSql(src, ctx, 'definition', 'function body');
+  else if (language === 'plpgsql') analyzePlpgsql(src, ctx, 'definition', 'function body', ctx.text);
+  else ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `function in language ${language}` });
+}
+
+function prepare(body: Node, ctx: AnalysisContext): void {
+  // The prepared statement is analysed now (with the search_path in effect now, as PostgreSQL resolves it)
+  // and judged when EXECUTE runs it. https://www.postgresql.org/docs/current/sql-prepare.html
+  const facts = new StatementFacts();
+  const inner: AnalysisContext = { ...ctx, facts, mode: 'exec', depth: ctx.depth + 1 };
+  const [type, q] = Object.entries(body.query as Node)[0] ?? ['', {}];
+  walkStatementNode(type, q as Node, new Set(), inner);
+  const analysis = buildAnalysis(facts, `PREPARE ${String(body.name)}`, kindOfNode(type, q as Node));
+  // Keyed by the parse tree (search_path candidates included via the relations), not by display text.
+  const key = JSON.stringify([body.query, analysis.relations], (k, v) => (k === 'location' ? undefined : v));
+  ctx.state.addPrepared(String(body.name), analysis, key);
+  ctx.run.effects.push({ type: 'prepare', name: String(body.name), analysis, key });
+}
+
+/** SET / RESET. https://www.postgresql.org/docs/current/sql-set.html — setting names are case-insensitive. */
+function variableSet(body: Node, ctx: AnalysisContext): void {
+  const name = String(body.name ?? '').toLowerCase();
+  if (name === 'role' || name === 'session_authorization') {
+    ctx.facts.identity(`${body.kind === 'VAR_RESET' ? 'RESET' : 'SET'} ${name.toUpperCase().replace('_', ' ')}`);
+    return;
+  }
+  if (name === 'search_path' && body.kind === 'VAR_SET_VALUE') {
+    const values = ((body.args as Node[]) ?? []).map((a) => literalString(a) ?? '*');
+    recordSearchPath(
+      values.flatMap((v) => (v === '*' ? ['*'] : parseSearchPathValue(`"${v.replace(/"/g, '""')}"`))),
+      ctx,
+    );
+  }
+}

@@ -1,0 +1,106 @@
+import type { StatementKind } from '../api/access-policy-schema.js';
+import { type AnalysisContext, MAX_NESTING } from './analysis-context.js';
+import type { RelationAccess } from './analysis-types.js';
+import { CATALOG_RELATIONS } from './catalog-relations.js';
+import { callFunction } from './function-calls.js';
+import type { Node } from './parser.js';
+import { walkStatementNode } from './statement-handlers.js';
+
+type Scope = ReadonlySet<string>;
+const EMPTY: Scope = new Set();
+
+/**
+ * Walks any parse-tree fragment and records relations, functions and nested operations into ctx.facts.
+ * Wrapped statement nodes (`{DeleteStmt: ...}`) go to their handlers; `withClause` opens a CTE scope so CTE
+ * names are not mistaken for relations — but only inside that scope, so a CTE cannot hide a real table.
+ */
+export function walk(node: unknown, scope: Scope, ctx: AnalysisContext): void {
+  if (node === null || typeof node !== 'object') return;
+  if (Array.isArray(node)) {
+    for (const n of node) walk(n, scope, ctx);
+    return;
+  }
+  const o = node as Node;
+  if (typeof o.relname === 'string') {
+    // Bare RangeVar-shaped target (the trap: DML targets carry no wrapper).
+    addRangeVar(o, 'read', scope, ctx);
+    return;
+  }
+  if (o.withClause !== undefined) {
+    walkWithScope(o, scope, ctx);
+    return;
+  }
+  for (const key in o) {
+    const v = o[key];
+    if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
+    else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
+    else if (key === 'lockingClause') {
+      if (Array.isArray(v) && v.length > 0) operation(ctx, 'lock', true);
+    } else if (key.endsWith('Stmt') && key[0] >= 'A' && key[0] <= 'Z')
+      walkStatementNode(key, v as Node, scope, ctx, true);
+    else walk(v, scope, ctx);
+  }
+}
+
+function walkWithScope(o: Node, scope: Scope, ctx: AnalysisContext): void {
+  const w = o.withClause as { ctes?: Node[]; recursive?: boolean };
+  const ctes = (w.ctes ?? []).map((c) => (c as { CommonTableExpr: Node }).CommonTableExpr);
+  const names = ctes.map((c) => String(c.ctename));
+  const all = new Set([...scope, ...names]);
+  ctes.forEach((cte, i) => {
+    // A CTE body sees the earlier siblings; WITH RECURSIVE lets it see all of them.
+    // https://www.postgresql.org/docs/current/queries-with.html
+    const inner = w.recursive ? all : new Set([...scope, ...names.slice(0, i)]);
+    walk(cte.ctequery, inner, ctx);
+  });
+  const rest: Node = {};
+  for (const k in o) if (k !== 'withClause') rest[k] = o[k];
+  walk(rest, all, ctx);
+}
+
+export function addRangeVar(rv: Node, access: RelationAccess, scope: Scope, ctx: AnalysisContext): void {
+  const name = String(rv.relname);
+  const schema = typeof rv.schemaname === 'string' ? rv.schemaname : undefined;
+  if (schema !== undefined) {
+    ctx.facts.addRelation(schema, name, access, true);
+    return;
+  }
+  if (access === 'read' && scope.has(name)) return; // a CTE reference, not a table
+  addUnqualifiedRelation(name, access, ctx);
+}
+
+/**
+ * An unqualified name may resolve in pg_catalog (searched first; only system relations, all named pg_*) or in
+ * any schema that may be on search_path: record every candidate so a rule has to allow all of them.
+ * https://www.postgresql.org/docs/current/ddl-schemas.html#DDL-SCHEMAS-PATH
+ */
+export function addUnqualifiedRelation(name: string, access: RelationAccess, ctx: AnalysisContext): void {
+  if (CATALOG_RELATIONS.has(name) && !ctx.state.catalogExplicit) {
+    ctx.facts.addRelation('pg_catalog', name, access, false);
+    return;
+  }
+  if (name.startsWith('pg_')) ctx.facts.addRelation('pg_catalog', name, access, false);
+  for (const s of ctx.state.searchPath) ctx.facts.addRelation(s, name, access, false);
+}
+
+/** Records an operation the statement performs (only when the SQL executes now, not when it is stored). */
+export function operation(ctx: AnalysisContext, kind: StatementKind, writes: boolean): void {
+  if (ctx.mode !== 'exec') return;
+  ctx.facts.kinds.add(kind);
+  if (writes) ctx.facts.writes = true;
+}
+
+export function walkIn(
+  ctx: AnalysisContext,
+  mode: AnalysisContext['mode'],
+  fn: (inner: AnalysisContext) => void,
+): void {
+  if (ctx.depth >= MAX_NESTING) {
+    ctx.facts.addDangerous({ category: 'dynamic-sql', detail: 'nesting too deep to analyse' });
+    return;
+  }
+  // Once in a definition, everything below stays a definition.
+  fn({ ...ctx, mode: ctx.mode === 'definition' ? 'definition' : mode, depth: ctx.depth + 1 });
+}
+
+export { EMPTY as EMPTY_SCOPE };
