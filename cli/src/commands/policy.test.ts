@@ -1,0 +1,46 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { analyzeSql, createSessionState, decide, initSqlParser, parsePolicyDocuments } from '@pgwarden/policy';
+import { describe, expect, it } from 'vitest';
+import { formatExplain, lintFiles } from './policy.js';
+
+const examples = (f: string) => new URL(`../../../examples/${f}`, import.meta.url).pathname;
+
+describe('pgwarden policy lint', () => {
+  it('passes the shipped examples', () => {
+    const out: string[] = [];
+    const files = ['analyst-readonly.yaml', 'writer-review.yaml', 'admin-dryrun.yaml', 'masking-pii.yaml'].map(
+      examples,
+    );
+    expect(lintFiles(files, (s) => out.push(s))).toBe(0);
+    expect(out.join('')).toContain('3 policies, 1 masking rules, 0 errors');
+  });
+
+  it('fails on schema errors and shadowed rules, naming file and path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-lint-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(
+      file,
+      'apiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: p}\nspec:\n  database: {host: h, name: d}\n  rules:\n    - {name: a, action: allow}\n    - {name: b, action: allow, statements: [select]}\n---\napiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: q}\nspec: {database: {host: h, name: d}, defaultAction: never}\n',
+    );
+    const out: string[] = [];
+    expect(lintFiles([file], (s) => out.push(s))).toBe(1);
+    const text = out.join('');
+    expect(text).toContain(`${file}: error: DatabaseAccessPolicy/p: /spec/rules/1: rule "b" is shadowed by rule "a"`);
+    expect(text).toContain(`${file}: error: document 1 DatabaseAccessPolicy/q: /spec/defaultAction: must be one of`);
+  });
+});
+
+describe('pgwarden policy explain', () => {
+  it('names the rule, statement and relations behind a decision', async () => {
+    await initSqlParser();
+    const { readFileSync } = await import('node:fs');
+    const spec = parsePolicyDocuments(readFileSync(examples('writer-review.yaml'), 'utf8')).policies[0].spec;
+    const a = analyzeSql('SELECT 1; DELETE FROM hr.salaries WHERE id = 1', createSessionState());
+    const text = formatExplain('writer', a, decide(spec, a, { groups: [] }));
+    expect(text).toContain('policy writer: DENY (rule "no-hr")');
+    expect(text).toContain('relations hr.salaries (write)');
+    expect(text).toContain('statement 2: DELETE FROM hr.salaries WHERE id = 1');
+  });
+});

@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import {
+  analyzeSql,
+  createSessionState,
+  type Decision,
+  decide,
+  formatIssue,
+  initSqlParser,
+  lintPolicySpec,
+  objectRef,
+  type PolicyDocuments,
+  type PolicyIssue,
+  parsePolicyDocuments,
+  type SqlAnalysis,
+  type Subject,
+} from '@pgwarden/policy';
+import type { Command } from 'commander';
+
+/** Reads and parses every file; issues carry the file name in `object` when the document has none. */
+export function loadPolicyFiles(files: string[]): PolicyDocuments & { byFile: Map<string, PolicyIssue[]> } {
+  const all: PolicyDocuments & { byFile: Map<string, PolicyIssue[]> } = {
+    policies: [],
+    maskingRules: [],
+    errors: [],
+    byFile: new Map(),
+  };
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      const issue: PolicyIssue = { path: '', message: `cannot read: ${(e as Error).message}`, severity: 'error' };
+      all.errors.push(issue);
+      all.byFile.set(file, [issue]);
+      continue;
+    }
+    const docs = parsePolicyDocuments(text);
+    all.policies.push(...docs.policies);
+    all.maskingRules.push(...docs.maskingRules);
+    all.errors.push(...docs.errors);
+    const issues = [...docs.errors];
+    for (const p of docs.policies) {
+      for (const i of lintPolicySpec(p.spec)) issues.push({ ...i, object: objectRef(p) });
+    }
+    all.byFile.set(file, issues);
+  }
+  return all;
+}
+
+/** `pgwarden policy lint`: exit code 1 when any file has an error (warnings only print). */
+export function lintFiles(files: string[], write: (s: string) => void): number {
+  const loaded = loadPolicyFiles(files);
+  let errors = 0;
+  for (const [file, issues] of loaded.byFile) {
+    for (const i of issues) write(`${file}: ${formatIssue(i)}\n`);
+    errors += issues.filter((i) => i.severity === 'error').length;
+  }
+  write(`${loaded.policies.length} policies, ${loaded.maskingRules.length} masking rules, ${errors} errors\n`);
+  return errors > 0 ? 1 : 0;
+}
+
+export function formatExplain(name: string, analysis: SqlAnalysis, d: Decision): string {
+  const lines = [`policy ${name}: ${d.action.toUpperCase()}${d.rule ? ` (rule "${d.rule}")` : ''} — ${d.message}`];
+  if (d.code) lines.push(`  SQLSTATE ${d.code}`);
+  if (d.maxRows !== undefined) lines.push(`  maxRows ${d.maxRows}`);
+  if (d.timeoutMs !== undefined) lines.push(`  timeout ${d.timeoutMs} ms`);
+  if (analysis.ok) {
+    analysis.statements.forEach((a, i) => {
+      const s = d.statements[i];
+      lines.push(`  statement ${i + 1}: ${a.text.replace(/\s+/g, ' ').slice(0, 160)}`);
+      lines.push(`    kind ${a.kind}; operations ${a.kinds.join(', ')}${a.writes ? '; writes' : ''}`);
+      if (a.relations.length)
+        lines.push(`    relations ${a.relations.map((r) => `${r.schema}.${r.name} (${r.access})`).join(', ')}`);
+      if (a.functions.length) lines.push(`    functions ${a.functions.map((f) => `${f.schema}.${f.name}`).join(', ')}`);
+      for (const x of a.dangerous) lines.push(`    dangerous ${x.category}: ${x.detail}`);
+      if (a.identityChange) lines.push(`    identity change: ${a.identityChange}`);
+      if (a.missingWhere.length) lines.push(`    without WHERE: ${a.missingWhere.join(', ')}`);
+      lines.push(`    → ${s.action.toUpperCase()}${s.rule ? ` by rule "${s.rule}"` : ''} [${s.reason}] ${s.message}`);
+    });
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export function registerPolicy(program: Command): void {
+  const policy = program
+    .command('policy')
+    .description('check DatabaseAccessPolicy / MaskingRule files and try SQL against them');
+  policy
+    .command('lint')
+    .description('schema and semantic checks (never-matching and shadowed rules, bad globs); exits 1 on errors')
+    .argument('<files...>', 'YAML files (several documents each)')
+    .action((files: string[]) => {
+      process.exitCode = lintFiles(files, (s) => process.stdout.write(s));
+    });
+  policy
+    .command('explain')
+    .description('print the decision each policy gives a SQL string, and why')
+    .argument('<files...>', 'YAML files')
+    .requiredOption('--sql <sql>', 'the SQL (one Query; several statements allowed)')
+    .option(
+      '--group <group>',
+      'OIDC group of the subject (repeatable)',
+      (g: string, all: string[]) => [...all, g],
+      [] as string[],
+    )
+    .option('--service-account <sa>', 'service account, as namespace/name or name')
+    .option('--user <sub>', 'OIDC subject')
+    .option('--search-path <schemas>', 'comma-separated search_path', 'public')
+    .option('--policy <name>', 'only this policy')
+    .action(
+      async (
+        files: string[],
+        o: {
+          sql: string;
+          group: string[];
+          serviceAccount?: string;
+          user?: string;
+          searchPath: string;
+          policy?: string;
+        },
+      ) => {
+        const loaded = loadPolicyFiles(files);
+        for (const e of loaded.errors) process.stderr.write(`${formatIssue(e)}\n`);
+        const policies = loaded.policies.filter((p) => o.policy === undefined || p.metadata.name === o.policy);
+        if (policies.length === 0) {
+          process.stderr.write('no valid policy found\n');
+          process.exitCode = 2;
+          return;
+        }
+        await initSqlParser();
+        const [ns, sa] = o.serviceAccount?.includes('/')
+          ? o.serviceAccount.split('/', 2)
+          : [undefined, o.serviceAccount];
+        const subject: Subject = { groups: o.group, namespace: ns, serviceAccount: sa, user: o.user };
+        for (const p of policies) {
+          const session = createSessionState({
+            searchPath: o.searchPath.split(',').map((s) => s.trim()),
+            user: p.spec.role,
+          });
+          const analysis = analyzeSql(o.sql, session);
+          process.stdout.write(
+            formatExplain(
+              p.metadata.name,
+              analysis,
+              decide(p.spec, analysis, { ...subject, namespace: subject.namespace ?? p.metadata.namespace }),
+            ),
+          );
+        }
+      },
+    );
+}
