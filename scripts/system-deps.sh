@@ -9,7 +9,12 @@ command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v pgbench >/dev/null || missing+=(postgresql-contrib-15)
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || [[ -n "${PGWARDEN_NATS_SERVER:-}" ]] || missing+=(nats-server)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
+# pgjdbc compatibility test (test/compat/pgjdbc.test.ts): the driver jar and a JDK for the source launcher.
+[[ -f /usr/share/java/postgresql.jar ]] || missing+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v openssl >/dev/null || missing+=(openssl)
+# The collector's web UI test drives a real browser (playwright-core with Debian's chromium).
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]} == 0)); then exit 0; fi
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   echo "installing Debian packages: ${missing[*]}"

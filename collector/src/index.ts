@@ -1,1 +1,14 @@
-export {};
+/**
+ * @pgwarden/collector — audit store over NATS JetStream: ingest, chain verification, HTTP API, exports.
+ * Public surface used by the CLI, the demo and tests.
+ */
+export { schemaV1Rules } from './chain/chain-rules.js';
+export type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
+export { type Collector, type CollectorOptions, startCollector } from './collector.js';
+export { CollectorError, type CollectorErrorCode } from './errors.js';
+export type { AuditEvent } from './event.js';
+export { buildExporter, type ExportSpec, type ExportsConfig, loadExportsConfig } from './exports/export-config.js';
+export type { Exporter } from './exports/export-runner.js';
+export type { DeliveryOutcome } from './ingest/ingest-queue.js';
+export { AUDIT_STREAM, AUDIT_SUBJECTS, ensureStream } from './ingest/jetstream-source.js';
+export { AuditStore } from './store/audit-store.js';

@@ -12,9 +12,8 @@ function shuffleKeys(v: unknown, rnd: () => number): unknown {
       const j = Math.floor(rnd() * (i + 1));
       [keys[i], keys[j]] = [keys[j], keys[i]];
     }
-    const out: Record<string, unknown> = {};
-    for (const k of keys) out[k] = shuffleKeys((v as Record<string, unknown>)[k], rnd);
-    return out;
+    // fromEntries defines own properties, so a "__proto__" key stays a key (as JSON.parse makes it).
+    return Object.fromEntries(keys.map((k) => [k, shuffleKeys((v as Record<string, unknown>)[k], rnd)]));
   }
   return v;
 }
@@ -22,6 +21,10 @@ function shuffleKeys(v: unknown, rnd: () => number): unknown {
 const json = fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown);
 
 describe('canonicalJson', () => {
+  it('keeps an own "__proto__" key (JSON.parse makes one) like any other key', () => {
+    expect(canonicalJson(JSON.parse('{"b":1,"__proto__":false}'))).toBe('{"__proto__":false,"b":1}');
+  });
+
   it('sorts keys and writes no whitespace', () => {
     expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1.5, y: -0 } })).toBe(
       '{"a":[true,null,"x"],"b":1,"c":{"y":0,"z":1.5}}',
@@ -65,5 +68,23 @@ describe('canonicalJson', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('canonicalJson with frozen parts', () => {
+  it('encodes a deep-frozen object the same as its unfrozen copy, every time', () => {
+    const deep = Object.freeze({ b: Object.freeze(['x', Object.freeze({ d: 1, c: 2 })]), a: 'y' });
+    const plain = JSON.parse(JSON.stringify(deep));
+    expect(canonicalJson({ z: deep })).toBe(canonicalJson({ z: plain }));
+    expect(canonicalJson({ z: deep, w: deep })).toBe(canonicalJson({ z: plain, w: plain }));
+  });
+
+  it('never reuses the encoding of an object that is only shallowly frozen (its insides can change)', () => {
+    const inner = { n: 1 };
+    const shallow = Object.freeze({ inner });
+    const before = canonicalJson(shallow);
+    inner.n = 2;
+    expect(canonicalJson(shallow)).not.toBe(before);
+    expect(canonicalJson(shallow)).toBe('{"inner":{"n":2}}');
   });
 });

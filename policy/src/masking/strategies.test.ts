@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type CompiledStrategy, maskText, REDACTED } from './strategies.js';
+import { type CompiledStrategy, maskAsciiInPlace, maskText, REDACTED } from './strategies.js';
 
 const key = Buffer.from('k'.repeat(32));
 const s = (type: CompiledStrategy['type'], o: Partial<CompiledStrategy> = {}): CompiledStrategy => ({
@@ -54,6 +54,28 @@ describe('strategies', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+  it('property: the in-place ASCII rewrite gives exactly maskText’s result, or declines', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 40 }),
+        fc.constantFrom<CompiledStrategy['type']>('partial', 'digits', 'redact', 'hash'),
+        fc.nat(6),
+        fc.nat(6),
+        (v, type, keepFirst, keepLast) => {
+          const st = s(type, { keepFirst, keepLast });
+          const buf = Buffer.concat([Buffer.from('ab'), Buffer.from(v, 'utf8'), Buffer.from('cd')]);
+          const end = buf.length - 2;
+          if (maskAsciiInPlace(buf, 2, end, st)) {
+            expect(buf.toString('utf8', 2, end)).toBe(maskText(v, st));
+            expect(buf.toString('utf8', 0, 2) + buf.toString('utf8', end)).toBe('abcd');
+          } else {
+            expect(buf.toString('utf8', 2, end)).toBe(v);
+          }
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -35,19 +35,37 @@ function hmac(key: Buffer, value: string): Buffer {
   return mac;
 }
 
+const STARS: string[] = [];
+/** `*` × n, cached for the lengths results usually have. */
+function stars(n: number): string {
+  if (n > 512) return '*'.repeat(n);
+  let s = STARS[n];
+  if (s === undefined) {
+    s = '*'.repeat(n);
+    STARS[n] = s;
+  }
+  return s;
+}
+
+function hasSurrogate(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdfff) return true;
+  }
+  return false;
+}
+
 function partial(value: string, first: number, last: number): string {
   // Fast path for the common case of one UTF-16 unit per character (no surrogate pairs).
-  if (!/[\uD800-\uDFFF]/.test(value)) {
+  if (!hasSurrogate(value)) {
     const hidden = value.length - first - last;
-    if (hidden < MIN_HIDDEN) return '*'.repeat(Math.max(value.length, MIN_HIDDEN));
-    return value.slice(0, first) + '*'.repeat(hidden) + value.slice(value.length - last);
+    if (hidden < MIN_HIDDEN) return stars(Math.max(value.length, MIN_HIDDEN));
+    return value.slice(0, first) + stars(hidden) + value.slice(value.length - last);
   }
   const chars = Array.from(value);
-  if (chars.length - first - last < MIN_HIDDEN) return '*'.repeat(Math.max(chars.length, MIN_HIDDEN));
+  if (chars.length - first - last < MIN_HIDDEN) return stars(Math.max(chars.length, MIN_HIDDEN));
   return (
-    chars.slice(0, first).join('') +
-    '*'.repeat(chars.length - first - last) +
-    (last > 0 ? chars.slice(-last).join('') : '')
+    chars.slice(0, first).join('') + stars(chars.length - first - last) + (last > 0 ? chars.slice(-last).join('') : '')
   );
 }
 
@@ -93,4 +111,30 @@ export function maskText(value: string, s: CompiledStrategy): string | null {
     case 'digits':
       return digits(value, s.key);
   }
+}
+
+/**
+ * Masks an ASCII value in place in `buf[start, end)` when the strategy keeps its byte length (partial, digits),
+ * with exactly the result maskText would give. Returns false (nothing written) when it cannot: non-ASCII bytes,
+ * a strategy that changes the length, or a value too short for partial.
+ */
+export function maskAsciiInPlace(buf: Buffer, start: number, end: number, s: CompiledStrategy): boolean {
+  if (s.type !== 'partial' && s.type !== 'digits') return false;
+  for (let i = start; i < end; i++) if (buf[i] >= 0x80) return false;
+  const len = end - start;
+  if (s.type === 'partial') {
+    if (len - s.keepFirst - s.keepLast < MIN_HIDDEN) return false;
+    buf.fill(0x2a, start + s.keepFirst, end - s.keepLast);
+    return true;
+  }
+  const mac = hmac(s.key, buf.toString('latin1', start, end));
+  let k = 0;
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c >= 48 && c <= 57) buf[i] = 48 + ((c - 48 + 1 + (mac[k++ % mac.length] % 9)) % 10);
+    else if (c >= 65 && c <= 90)
+      buf[i] = 88; // X
+    else if (c >= 97 && c <= 122) buf[i] = 120; // x
+  }
+  return true;
 }

@@ -1,0 +1,88 @@
+// Starts the process behind each benchmark leg (bare pipe or sidecar) and stops it again.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, waitForPort } from './net.mjs';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+// PGWARDEN_BIN benchmarks another pgwarden launcher (e.g. an installed one) instead of this checkout's.
+const PGWARDEN = process.env.PGWARDEN_BIN ?? join(REPO, 'bin', 'pgwarden');
+
+/**
+ * Returns {name, host, port, pid?, auditFile?, stop()} for a leg. `pg` is the bench cluster,
+ * `role` the {user, password} the sidecar logs in with, `workDir` a private temp dir.
+ */
+export async function startLeg(leg, pg, role, workDir) {
+  if (leg.kind === 'direct') return { name: leg.name, host: pg.host, port: pg.port, stop: async () => {} };
+  const port = await freePort();
+  let argv;
+  let auditFile;
+  if (leg.kind === 'pipe') {
+    argv = [
+      join(REPO, 'bench', 'bare-pipe.mjs'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstream',
+      `${pg.host}:${pg.port}`,
+    ];
+  } else if (leg.kind === 'sidecar') {
+    if (!existsSync(join(REPO, 'cli', 'dist', 'main.js')))
+      throw new Error('pgwarden is not built: run `make build` first');
+    const credentials = join(workDir, `${leg.name}-credentials`);
+    mkdirSync(credentials, { recursive: true, mode: 0o700 });
+    writeFileSync(join(credentials, 'username'), role.user, { mode: 0o600 });
+    writeFileSync(join(credentials, 'password'), role.password, { mode: 0o600 });
+    auditFile = join(workDir, `${leg.name}-audit.jsonl`);
+    argv = [
+      PGWARDEN,
+      'sidecar',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstream',
+      `postgres://${pg.host}:${pg.port}/${pg.database}?sslmode=disable`,
+      '--credentials-dir',
+      credentials,
+      '--audit',
+      `file:${auditFile}`,
+      '--http',
+      `127.0.0.1:${await freePort()}`,
+      ...(leg.sidecarArgs ?? []),
+    ];
+  } else {
+    throw new Error(`unknown leg kind ${leg.kind}`);
+  }
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  const keep = (d) => {
+    log = (log + d).slice(-4000);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  let exited = false;
+  const exit = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  exit.then(() => {
+    exited = true;
+  });
+  try {
+    await waitForPort(port, { alive: () => !exited });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`leg ${leg.name} did not start: ${err.message}\n${log}`);
+  }
+  return {
+    name: leg.name,
+    host: '127.0.0.1',
+    port,
+    pid: child.pid,
+    auditFile,
+    log: () => log,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exit;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,34 @@
+// What `make bench` measures: scenarios (pgbench workloads) × legs (paths to PostgreSQL).
+// Later issues add legs here (e.g. a policy, masked columns, a NATS audit sink): one entry each.
+import { fileURLToPath } from 'node:url';
+
+const ROWS_1000 = fileURLToPath(new URL('./rows1000.sql', import.meta.url));
+const POLICY_PLAIN = fileURLToPath(new URL('./policy-plain.yaml', import.meta.url));
+const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.url));
+
+/**
+ * kind: 'direct' connects pgbench straight to PostgreSQL; 'pipe' runs bench/bare-pipe.mjs;
+ * 'sidecar' runs `bin/pgwarden sidecar` with the base flags (listen, upstream, credentials, audit file) + sidecarArgs.
+ */
+export const LEGS = [
+  { name: 'direct', kind: 'direct' },
+  { name: 'bare-pipe', kind: 'pipe' },
+  { name: 'sidecar', kind: 'sidecar', sidecarArgs: [] },
+  // Masking (docs/masking.md): the same policy without and with a MaskingRule on 2 of rows1000.sql's 4 columns.
+  { name: 'policy', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_PLAIN] },
+  { name: 'masked', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_MASKED] },
+];
+
+/** The leg every proxy leg is compared with, besides `direct`. */
+export const BASELINE_PROXY = 'bare-pipe';
+
+export const SCENARIOS = [
+  { name: 'select-simple-c1', pgbench: ['-S', '-M', 'simple', '-c', '1'] },
+  { name: 'select-extended-c1', pgbench: ['-S', '-M', 'extended', '-c', '1'] },
+  { name: 'select-prepared-c1', pgbench: ['-S', '-M', 'prepared', '-c', '1'] },
+  { name: 'select-simple-c8', pgbench: ['-S', '-M', 'simple', '-c', '8', '-j', '2'] },
+  { name: 'select-extended-c8', pgbench: ['-S', '-M', 'extended', '-c', '8', '-j', '2'] },
+  { name: 'select-prepared-c8', pgbench: ['-S', '-M', 'prepared', '-c', '8', '-j', '2'] },
+  { name: 'rows1000-c1', pgbench: ['-f', ROWS_1000, '-M', 'extended', '-c', '1'] },
+  { name: 'rows1000-c8', pgbench: ['-f', ROWS_1000, '-M', 'extended', '-c', '8', '-j', '2'] },
+];

@@ -1,0 +1,82 @@
+// Summarises benchmark runs (medians, ratios) and prints them as a table.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+
+export function median(values) {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+/** runs: [{scenario, leg, tps, transactions, cpuMicros?}] → one row per (scenario, leg) with medians and ratios. */
+export function summarise(runs, baselineProxy) {
+  const rows = [];
+  const key = (s, l) => `${s}\u0000${l}`;
+  const groups = new Map();
+  for (const r of runs) {
+    const k = key(r.scenario, r.leg);
+    if (!groups.has(k)) groups.set(k, { scenario: r.scenario, leg: r.leg, runs: [] });
+    groups.get(k).runs.push(r);
+  }
+  const tpsOf = (s, l) => groups.get(key(s, l)) && median(groups.get(key(s, l)).runs.map((r) => r.tps));
+  for (const g of groups.values()) {
+    const tps = median(g.runs.map((r) => r.tps));
+    const cpu = g.runs.every((r) => r.cpuMicros === undefined)
+      ? undefined
+      : median(g.runs.map((r) => r.cpuMicros / Math.max(1, r.transactions)));
+    const direct = tpsOf(g.scenario, 'direct');
+    const bare = tpsOf(g.scenario, baselineProxy);
+    rows.push({
+      scenario: g.scenario,
+      leg: g.leg,
+      tps,
+      vsDirect: direct ? tps / direct : undefined,
+      vsBare: bare && g.leg !== 'direct' ? tps / bare : undefined,
+      cpuMicrosPerTx: cpu,
+      runs: g.runs.map((r) => ({ tps: r.tps, transactions: r.transactions, cpuMicros: r.cpuMicros, rssAfterKiB: r.rssAfterKiB })),
+    });
+  }
+  return rows;
+}
+
+export function formatTable(rows, peakRss) {
+  const head = ['scenario', 'leg', 'tps (median)', '×bare', '×direct', 'CPU µs/tx', 'tps of each run'];
+  const fmt = (x, d = 2) => (x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
+  const body = rows.map((r) => [
+    r.scenario,
+    r.leg,
+    fmt(r.tps, 0),
+    fmt(r.vsBare),
+    fmt(r.vsDirect),
+    fmt(r.cpuMicrosPerTx, 1),
+    r.runs.map((x) => x.tps.toFixed(0)).join(' '),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  out.push('');
+  for (const [leg, kib] of Object.entries(peakRss)) out.push(`peak RSS ${leg}: ${(kib / 1024).toFixed(1)} MiB`);
+  return out.join('\n');
+}
+
+/** The machine the numbers came from. */
+export function machine(pgVersion) {
+  const meminfo = readFileSync('/proc/meminfo', 'utf8');
+  const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? totalmem() / 1024);
+  let pgbench = '';
+  try {
+    pgbench = execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim();
+  } catch {}
+  return {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memoryMiB: Math.round(memKiB / 1024),
+    node: process.version,
+    postgres: pgVersion,
+    pgbench,
+    kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    loadavg: readFileSync('/proc/loadavg', 'utf8').trim(),
+  };
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// `make bench`: pgbench directly, through a bare Node.js byte pipe, and through the sidecar, interleaved.
+// Env: BENCH_SECONDS (per run, default 10), BENCH_REPEATS (default 2), BENCH_SCENARIOS (comma list, default all),
+// BENCH_LEGS (comma list, default all), BENCH_OUT (default bench/results/latest.json).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startLeg } from './leg-process.mjs';
+import { BASELINE_PROXY, LEGS, SCENARIOS } from './legs.mjs';
+import { initPgbench, runPgbench } from './pgbench.mjs';
+import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
+import { cpuMicros, peakRssKiB, rssKiB } from './proc-stats.mjs';
+import { formatTable, machine, summarise } from './report.mjs';
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const repeats = Number(process.env.BENCH_REPEATS ?? 2);
+const pick = (all, env) => {
+  if (!env) return all;
+  const names = env.split(',').map((s) => s.trim());
+  const unknown = names.filter((n) => !all.some((x) => x.name === n));
+  if (unknown.length) throw new Error(`unknown: ${unknown.join(', ')} (have ${all.map((x) => x.name).join(', ')})`);
+  return all.filter((x) => names.includes(x.name));
+};
+const scenarios = pick(SCENARIOS, process.env.BENCH_SCENARIOS);
+const legs = pick(LEGS, process.env.BENCH_LEGS);
+const outFile = process.env.BENCH_OUT ?? fileURLToPath(new URL('./results/latest.json', import.meta.url));
+
+const workDir = mkdtempSync(join(tmpdir(), 'pgwarden-bench-run-'));
+const started = [];
+let pg;
+const cleanup = async () => {
+  await Promise.allSettled(started.map((l) => l.stop()));
+  pg?.stop();
+  rmSync(workDir, { recursive: true, force: true });
+};
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+try {
+  const startedAt = new Date().toISOString();
+  pg = await startBenchPostgres();
+  const target = (l) => ({
+    host: l.host,
+    port: l.port,
+    user: BENCH_ROLE.user,
+    password: BENCH_ROLE.password,
+    database: pg.database,
+  });
+  await initPgbench({ ...pg, user: BENCH_ROLE.user, password: BENCH_ROLE.password }, 1);
+  for (const leg of legs) started.push(await startLeg(leg, pg, BENCH_ROLE, workDir));
+  log(`PostgreSQL ${pg.version} on :${pg.port}; legs ${started.map((l) => `${l.name}:${l.port}`).join(' ')}`);
+  log(`${scenarios.length} scenarios × ${legs.length} legs × ${repeats} repeats × ${seconds} s`);
+
+  const runs = [];
+  for (const scenario of scenarios) {
+    for (let rep = 0; rep < repeats; rep++) {
+      // Round-robin within a scenario so drift in machine load spreads over every leg alike.
+      for (const leg of rep % 2 ? [...started].reverse() : started) {
+        const before = leg.pid ? cpuMicros(leg.pid) : undefined;
+        const r = await runPgbench(target(leg), scenario.pgbench, seconds);
+        const cpu = leg.pid ? cpuMicros(leg.pid) - before : undefined;
+        // Resident memory right after each run: growth across runs of one leg points at a leak, not a peak.
+        const rssAfterKiB = leg.pid ? rssKiB(leg.pid) : undefined;
+        if (r.failed > 0) throw new Error(`${scenario.name} via ${leg.name}: ${r.failed} failed transactions`);
+        runs.push({ scenario: scenario.name, leg: leg.name, ...r, cpuMicros: cpu, rssAfterKiB });
+        log(
+          `${scenario.name.padEnd(20)} ${leg.name.padEnd(10)} ${r.tps.toFixed(0).padStart(7)} tps${cpu === undefined ? '' : `  ${(cpu / r.transactions).toFixed(1)} µs/tx`}`,
+        );
+      }
+    }
+  }
+  const peakRss = Object.fromEntries(started.filter((l) => l.pid).map((l) => [l.name, peakRssKiB(l.pid)]));
+  const auditEvents = Object.fromEntries(
+    started.filter((l) => l.auditFile).map((l) => [l.name, countLines(l.auditFile)]),
+  );
+  const rows = summarise(runs, BASELINE_PROXY);
+  const result = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: machine(pg.version),
+    config: { seconds, repeats, scenarios, legs },
+    results: rows,
+    peakRssKiB: peakRss,
+    auditEvents,
+  };
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`\n${formatTable(rows, peakRss)}\n`);
+  for (const [leg, n] of Object.entries(auditEvents)) process.stdout.write(`audit events written by ${leg}: ${n}\n`);
+  process.stdout.write(`results: ${outFile}\n`);
+  await cleanup();
+} catch (err) {
+  process.stderr.write(`bench failed: ${err.stack ?? err}\n`);
+  await cleanup();
+  process.exit(1);
+}
+
+function log(msg) {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function countLines(file) {
+  try {
+    const text = readFileSync(file, 'utf8');
+    return text.length === 0 ? 0 : text.split('\n').filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+}

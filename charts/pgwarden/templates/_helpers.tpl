@@ -1,0 +1,39 @@
+{{- define "pgwarden.fullname" -}}
+{{- if contains "pgwarden" .Release.Name -}}{{ .Release.Name | trunc 50 | trimSuffix "-" }}{{- else -}}{{ printf "%s-pgwarden" .Release.Name | trunc 50 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "pgwarden.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "pgwarden.labels" -}}
+app.kubernetes.io/name: pgwarden
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "pgwarden.selector" -}}
+app.kubernetes.io/name: pgwarden
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "pgwarden.webhookService" -}}{{ include "pgwarden.fullname" . }}-webhook{{- end -}}
+{{- define "pgwarden.tlsSecret" -}}{{ include "pgwarden.fullname" . }}-webhook-tls{{- end -}}
+{{- define "pgwarden.lease" -}}{{ include "pgwarden.fullname" . }}-operator{{- end -}}
+
+{{- define "pgwarden.natsUrl" -}}
+{{- if .Values.audit.natsUrl -}}{{ .Values.audit.natsUrl }}{{- else if .Values.nats.deploy -}}nats://{{ include "pgwarden.fullname" . }}-nats.{{ .Release.Namespace }}.svc:4222{{- end -}}
+{{- end -}}
+
+{{- define "pgwarden.restrictedContainer" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  readOnlyRootFilesystem: true
+  allowPrivilegeEscalation: false
+  capabilities: {drop: [ALL]}
+  seccompProfile: {type: RuntimeDefault}
+{{- end -}}

@@ -1,0 +1,157 @@
+import { request } from 'node:http';
+import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
+import type { Command } from 'commander';
+
+const FILTERS = ['namespace', 'policy', 'identity', 'decision', 'kind', 'type', 'table', 'session'] as const;
+
+interface TailEvent {
+  id: string;
+  time: string;
+  type: string;
+  session: { id: string; seq: number };
+  identity?: { namespace?: string; user?: string; serviceAccount?: string };
+  policy?: { name?: string };
+  statement?: { text?: string };
+  decision?: { action?: string; rule?: string };
+  result?: { tag?: string; rows?: number; error?: { code?: string } };
+}
+
+/** One human-readable line per event; SQL newlines folded so a line stays a line. */
+export function formatTailLine(e: TailEvent): string {
+  const who = e.identity?.user ?? e.identity?.serviceAccount ?? '-';
+  const where = `${e.identity?.namespace ?? '-'}/${e.policy?.name ?? '-'}`;
+  const decision = e.decision?.action
+    ? `${e.decision.action.toUpperCase()}${e.decision.rule ? `(${e.decision.rule})` : ''}`
+    : '';
+  const sql = e.statement?.text ? ` ${e.statement.text.replace(/\s+/g, ' ').slice(0, 200)}` : '';
+  const res = e.result
+    ? ` -> ${e.result.error ? `ERROR ${e.result.error.code}` : `${e.result.tag ?? ''} (${e.result.rows ?? 0} rows)`}`
+    : '';
+  return `${e.time} ${where} ${who} ${e.session.id}#${e.session.seq} ${e.type} ${decision}${sql}${res}`.replace(
+    /\s+$/,
+    '',
+  );
+}
+
+/** Follows the collector's SSE stream, reconnecting after a pause when it drops. */
+async function tail(url: string, json: boolean): Promise<never> {
+  for (;;) {
+    await new Promise<void>((resolve) => {
+      const req = request(url, { headers: { accept: 'text/event-stream' } }, (res) => {
+        if (res.statusCode !== 200) {
+          process.stderr.write(`collector answered ${res.statusCode}\n`);
+          res.resume();
+          resolve();
+          return;
+        }
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          for (let i = buf.indexOf('\n\n'); i !== -1; i = buf.indexOf('\n\n')) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const lines = block.split('\n');
+            const kind = lines.find((l) => l.startsWith('event: '))?.slice(7);
+            const data = lines
+              .filter((l) => l.startsWith('data: '))
+              .map((l) => l.slice(6))
+              .join('\n');
+            if (!data) continue;
+            if (json) process.stdout.write(`${data}\n`);
+            else if (kind === 'audit') process.stdout.write(`${formatTailLine(JSON.parse(data) as TailEvent)}\n`);
+            else if (kind === 'finding') process.stdout.write(`!! chain finding: ${data}\n`);
+          }
+        });
+        res.on('end', resolve);
+        res.on('error', () => resolve());
+      });
+      req.on('error', (err) => {
+        process.stderr.write(`cannot reach collector: ${err.message}; retrying\n`);
+        resolve();
+      });
+      req.end();
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+export function formatReport(total: number, bad: readonly FullReport[]): string {
+  const lines = [`verified ${total} session(s): ${total - bad.length} ok, ${bad.length} with findings`];
+  for (const r of bad) {
+    lines.push(
+      `  session ${r.sessionId} (${r.events} events, seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}${r.ended ? ', ended' : ''}):`,
+    );
+    for (const f of r.findings)
+      lines.push(`    ${f.kind} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${f.detail}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The API returns the number of sessions checked and the failing ones in full. */
+async function verifyViaApi(
+  base: string,
+  sessions: string[] | undefined,
+): Promise<{ total: number; failed: FullReport[] }> {
+  const r = await fetch(new URL('/api/v1/verify', base), {
+    method: 'POST',
+    body: JSON.stringify(sessions ? { sessions } : {}),
+    headers: { 'content-type': 'application/json' },
+  });
+  if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
+  const body = (await r.json()) as { sessions: number; failed: FullReport[] };
+  return { total: body.sessions, failed: body.failed };
+}
+
+export function registerAudit(program: Command): void {
+  const audit = program.command('audit').description('follow and verify the audit trail');
+  const t = audit
+    .command('tail')
+    .description('live audit events from a collector (server-sent events), one line each')
+    .option('--collector <url>', 'collector base URL', 'http://127.0.0.1:8080')
+    .option('--json', 'print the raw JSON events');
+  for (const f of FILTERS) t.option(`--${f} <value>`, `only events whose ${f} matches`);
+  t.action(async (o) => {
+    const url = new URL('/api/v1/stream', o.collector);
+    for (const f of FILTERS) if (o[f]) url.searchParams.set(f, o[f]);
+    await tail(url.toString(), Boolean(o.json));
+  });
+
+  audit
+    .command('verify')
+    .description(
+      're-verify every session hash chain; exit status 1 on any gap or tampering, 2 if verification could not run',
+    )
+    .option('--collector <url>', 'ask a running collector (POST /api/v1/verify)')
+    .option('--store <url>', 'read the PostgreSQL store directly (or env PGWARDEN_COLLECTOR_STORE)')
+    .option('--data-dir <dir>', 'read an embedded (PGlite) store directly')
+    .option('--session <id>', 'only this session (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--json', 'print the report as JSON')
+    .action(async (o) => {
+      try {
+        let result: { total: number; failed: FullReport[] };
+        const storeUrl: string | undefined =
+          o.store ?? (o.collector || o.dataDir ? undefined : process.env.PGWARDEN_COLLECTOR_STORE);
+        if (o.collector) result = await verifyViaApi(o.collector, o.session);
+        else if (storeUrl || o.dataDir) {
+          const store = await AuditStore.open({ url: storeUrl, dataDir: o.dataDir, rules: schemaV1Rules });
+          try {
+            const reports = await store.verify(o.session);
+            result = { total: reports.length, failed: reports.filter((r) => !r.ok) };
+          } finally {
+            await store.close();
+          }
+        } else throw new Error('give --collector, --store or --data-dir');
+        const ok = result.failed.length === 0;
+        process.stdout.write(
+          o.json
+            ? `${JSON.stringify({ ok, sessions: result.total, failed: result.failed }, null, 2)}\n`
+            : formatReport(result.total, result.failed),
+        );
+        process.exitCode = ok ? 0 : 1;
+      } catch (err) {
+        process.stderr.write(`audit verify: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
+    });
+}

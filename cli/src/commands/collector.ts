@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { buildExporter, type Exporter, loadExportsConfig, startCollector } from '@pgwarden/collector';
+import { type Command, InvalidArgumentError } from 'commander';
+
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+  return n;
+};
+
+function parseListen(v: string): { host: string; port: number } {
+  const i = v.lastIndexOf(':');
+  const port = Number(v.slice(i + 1));
+  if (i === -1 || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new InvalidArgumentError('--listen must be HOST:PORT');
+  return { host: v.slice(0, i).replace(/^\[|\]$/g, '') || '127.0.0.1', port };
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** `pgwarden collector`: the audit store service (NATS consumer, chain checks, HTTP API, exports). */
+export function registerCollector(program: Command): void {
+  program
+    .command('collector')
+    .description('consume audit events from NATS JetStream into a store, verify hash chains, serve the API and exports')
+    .option('--nats <url>', 'NATS server URL (stream PGWARDEN_AUDIT is created if missing)')
+    .option('--durable <name>', 'durable consumer name', 'pgwarden-collector')
+    .option(
+      '--ack-wait <seconds>',
+      'redelivery delay for messages delivered but not acknowledged (e.g. after a crash)',
+      int('--ack-wait'),
+      60,
+    )
+    .option(
+      '--store <url>',
+      'PostgreSQL URL for the store (or env PGWARDEN_COLLECTOR_STORE, which keeps the password out of ps)',
+    )
+    .option('--data-dir <dir>', 'embedded store (PGlite) data directory when no --store is given; in memory if omitted')
+    .option('--listen <host:port>', 'HTTP API address', '127.0.0.1:8080')
+    .option('--http-ingest', 'accept events on POST /api/v1/ingest (default on when there is no --nats)')
+    .option('--ingest-token-file <file>', 'bearer token required by POST /api/v1/ingest')
+    .option(
+      '--tail-file <path>',
+      'follow a JSON-lines audit file written by a sidecar (--audit file:PATH); repeatable',
+      collect,
+    )
+    .option('--retention-days <n>', 'drop day partitions older than this many days', int('--retention-days'))
+    .option(
+      '--gap-grace <seconds>',
+      'how long a hole in a chain may stay open before it is an audit.gap',
+      int('--gap-grace'),
+      30,
+    )
+    .option(
+      '--exports <file>',
+      'exports config (YAML/JSON): jsonl, splunk-hec, elasticsearch, syslog; see docs/collector.md',
+    )
+    .action(async (o) => {
+      const storeUrl: string | undefined = o.store ?? process.env.PGWARDEN_COLLECTOR_STORE;
+      let exporters: Exporter[] = [];
+      let startAt: 'beginning' | 'now' | undefined;
+      if (o.exports) {
+        const cfg = loadExportsConfig(o.exports);
+        exporters = cfg.exports.map(buildExporter);
+        startAt = cfg.startAt;
+      }
+      const token = o.ingestTokenFile ? readFileSync(o.ingestTokenFile, 'utf8').trim() : undefined;
+      const collector = await startCollector({
+        nats: o.nats ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000 } : undefined,
+        store: { url: storeUrl, dataDir: o.dataDir },
+        http: parseListen(o.listen),
+        httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },
+        tailFiles: o.tailFile,
+        retentionDays: o.retentionDays,
+        gapGraceMs: o.gapGrace * 1000,
+        exporters,
+        exportStartAt: startAt,
+      });
+      process.stdout.write(`collector listening on ${collector.url}\n`);
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`${signal}: draining and stopping\n`);
+        await collector.stop();
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+    });
+}

@@ -1,0 +1,62 @@
+import { readFile } from 'node:fs/promises';
+import {
+  DEFAULT_SIDECAR_CONFIG,
+  InjectError,
+  injectManifests,
+  PolicyFilesError,
+  readPolicyFiles,
+} from '@pgwarden/operator';
+import type { Command } from 'commander';
+
+async function readInput(file: string): Promise<string> {
+  if (file !== '-') return readFile(file, 'utf8');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export function registerInject(program: Command): void {
+  program
+    .command('inject')
+    .description(
+      'print manifests with the pgwarden sidecar injected, exactly as the admission webhook would (like `linkerd inject`)',
+    )
+    .requiredOption(
+      '-f, --filename <file>',
+      'manifests (multi-document YAML; - for stdin): Pods, Deployments, StatefulSets, DaemonSets, Jobs, CronJobs',
+    )
+    .requiredOption('--policies <path>', 'DatabaseAccessPolicy/MaskingRule YAML file or directory')
+    .option('-n, --namespace <ns>', 'namespace for objects without one', 'default')
+    .option('--sidecar-image <image>', 'image of the injected sidecar', DEFAULT_SIDECAR_CONFIG.image)
+    .option(
+      '--sidecar-http-port <port>',
+      'admin HTTP port of the first sidecar',
+      String(DEFAULT_SIDECAR_CONFIG.httpPort),
+    )
+    .option('--audit-url <url>', 'audit destination passed to sidecars (nats://...)')
+    .action(async (o) => {
+      try {
+        const { policies } = await readPolicyFiles(o.policies);
+        const config = {
+          ...DEFAULT_SIDECAR_CONFIG,
+          image: o.sidecarImage,
+          httpPort: Number(o.sidecarHttpPort),
+          auditUrl: o.auditUrl,
+        };
+        const { yaml, report } = injectManifests(await readInput(o.filename), policies, config, o.namespace);
+        process.stdout.write(yaml);
+        for (const r of report) {
+          process.stderr.write(
+            `${r.object}: ${r.injected ? `injected (${r.policies.join(', ')})` : `unchanged (${r.reason})`}\n`,
+          );
+        }
+      } catch (err) {
+        if (err instanceof InjectError || err instanceof PolicyFilesError) {
+          process.stderr.write(`pgwarden inject: ${err.message}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
+    });
+}

@@ -1,0 +1,207 @@
+import {
+  AUDIT_CLI_OPTIONS,
+  type AuditFlags,
+  auditFromFlags,
+  type CredentialsSource,
+  recordPolicyEvent,
+  type SidecarLogger,
+  type SslMode,
+  startGovernedSidecar,
+  startSidecar,
+} from '@pgwarden/sidecar';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Logger, pino } from 'pino';
+
+const SSLMODES: SslMode[] = ['disable', 'require', 'verify-ca', 'verify-full'];
+
+export interface Upstream {
+  host: string;
+  port: number;
+  database: string;
+  sslmode: SslMode;
+  /** Only when the URL carries them (local use); production mounts a credentials directory. */
+  username?: string;
+  password?: string;
+}
+
+/** postgres://[user[:password]@]host[:port]/dbname?sslmode=...; sslmode defaults to verify-full (fail safe). */
+export function parseUpstream(value: string): Upstream {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('--upstream must be a URL like postgres://host:5432/dbname?sslmode=verify-full');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:')
+    throw new InvalidArgumentError('--upstream must start with postgres://');
+  const sslmode = (url.searchParams.get('sslmode') ?? 'verify-full') as SslMode;
+  if (!SSLMODES.includes(sslmode))
+    throw new InvalidArgumentError(`--upstream sslmode must be one of ${SSLMODES.join(', ')}`);
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  if (!url.hostname || !database) throw new InvalidArgumentError('--upstream needs a host and a database name');
+  return {
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port ? Number(url.port) : 5432,
+    database,
+    sslmode,
+    username: url.username ? decodeURIComponent(url.username) : undefined,
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+  };
+}
+
+export function parseHostPort(flag: string, value: string): { host: string; port: number } {
+  const i = value.lastIndexOf(':');
+  const port = Number(value.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new InvalidArgumentError(`${flag} must be HOST:PORT`);
+  return { host: value.slice(0, i).replace(/^\[|\]$/g, '') || '127.0.0.1', port };
+}
+
+/** "10s", "500ms", "2m" or plain seconds. */
+export function parseGrace(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('--grace-period must be a duration like 10s, 500ms or 2m');
+  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's']!);
+}
+
+const envName = (flags: string) =>
+  `PGWARDEN_${flags.replace(/^--/, '').split(' ')[0].replace(/-/g, '_').toUpperCase()}`;
+
+/**
+ * `pgwarden sidecar`: the wire proxy. Every flag has an environment variable (shown in --help); flags win.
+ * With --policy the governed sidecar (sidecar/src/governance) decides, masks and audits per policy; without it
+ * every statement is allowed and still audited.
+ */
+export function registerSidecar(program: Command): void {
+  const cmd = program
+    .command('sidecar')
+    .description('run the PostgreSQL wire proxy: policy decisions, masking and audit in front of one database');
+  const opt = (flags: string, description: string, defaultValue?: string, parse?: (v: string) => unknown) => {
+    const o = new Option(flags, description).env(envName(flags));
+    if (defaultValue !== undefined) o.default(defaultValue);
+    if (parse) o.argParser(parse);
+    cmd.addOption(o);
+  };
+  opt(
+    '--listen <host:port>',
+    'client listener (keep it on loopback: the agent shares the pod network)',
+    '127.0.0.1:5432',
+  );
+  opt(
+    '--upstream <url>',
+    'postgres://host:port/dbname?sslmode=disable|require|verify-ca|verify-full (default sslmode verify-full)',
+  );
+  opt(
+    '--credentials-dir <dir>',
+    'directory with files "username" and "password" (a mounted Secret); re-read when they change',
+  );
+  opt('--ca-file <file>', 'PEM CA bundle for verify-ca / verify-full (default: the system store)');
+  opt(
+    '--policy <path>',
+    'DatabaseAccessPolicy/MaskingRule YAML file or directory; without it every statement is allowed',
+  );
+  for (const [flags, description, def] of AUDIT_CLI_OPTIONS) opt(flags, description, def);
+  opt('--http <host:port|off>', 'admin HTTP: /healthz, /readyz, /metrics', '127.0.0.1:9187');
+  opt(
+    '--max-statement-bytes <n>',
+    'largest Query/Parse text accepted (SQLSTATE 54000 beyond)',
+    String(64 * 1024 * 1024),
+  );
+  opt(
+    '--grace-period <duration>',
+    'on SIGTERM/SIGINT: how long in-flight work may finish before sessions are ended',
+    '10s',
+  );
+  opt('--log-level <level>', 'pino log level (logs go to stderr)', 'info');
+  cmd.action(async (o) => {
+    const log = pino(
+      {
+        name: 'pgwarden-sidecar',
+        level: o.logLevel,
+        redact: { paths: ['password', '*.password', '*.*.password', 'credentials'], censor: '[redacted]' },
+      },
+      pino.destination(2),
+    );
+    try {
+      await run(o, log, cmd);
+    } catch (err) {
+      log.error({ err: err instanceof Error ? err.message : String(err) }, 'sidecar failed to start');
+      process.exitCode = 1;
+      await new Promise((r) => setTimeout(r, 50));
+      process.exit(1);
+    }
+  });
+}
+
+async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<void> {
+  const up = o.upstream ? parseUpstream(o.upstream) : undefined;
+  let credentials: CredentialsSource | undefined;
+  if (o.credentialsDir) credentials = { dir: o.credentialsDir };
+  else if (up?.username && up.password !== undefined) {
+    log.warn({}, 'credentials taken from --upstream: they are visible in the process list; use --credentials-dir');
+    credentials = { username: up.username, password: up.password };
+  }
+  const maxStatementBytes = Number(o.maxStatementBytes);
+  if (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1)
+    throw new InvalidArgumentError('--max-statement-bytes must be a positive integer');
+  const graceMs = parseGrace(o.gracePeriod);
+  const http: { host: string; port: number } | false =
+    o.http === 'off' || o.http === 'false' ? false : parseHostPort('--http', o.http);
+  const logger: SidecarLogger = log;
+  const audit = auditFromFlags(o as AuditFlags, {
+    log: (level, msg, err) => log[level]({ err: err instanceof Error ? err.message : err }, msg),
+  });
+  const common = {
+    audit: audit.sink,
+    auditRecorder: audit.recorder,
+    auditFailMode: audit.failMode,
+    http,
+    maxStatementBytes,
+    logger,
+  };
+  const upstream = up
+    ? { host: up.host, port: up.port, database: up.database, sslmode: up.sslmode, caFile: o.caFile }
+    : undefined;
+  if (!credentials) throw new InvalidArgumentError('--credentials-dir (or PGWARDEN_CREDENTIALS_DIR) is required');
+  let close: (graceMs: number) => Promise<void>;
+  if (o.policy) {
+    // The policy names the database, listen port and credentials; the flags given explicitly override it.
+    const listenGiven = cmd.getOptionValueSource('listen') !== 'default';
+    const listen = parseHostPort('--listen', o.listen);
+    const governed = await startGovernedSidecar({
+      ...common,
+      policyPath: o.policy,
+      // policy.loaded / policy.rejected go into the sidecar's own audit chain.
+      governance: { onEvent: (e) => recordPolicyEvent(audit.recorder, e) },
+      listenHost: listen.host,
+      listenPort: listenGiven ? listen.port : undefined,
+      upstream: upstream ? { ...upstream, caFile: o.caFile } : o.caFile ? { caFile: o.caFile } : undefined,
+      credentials,
+    });
+    for (const l of governed.listeners) audit.exposeMetrics(l.sidecar.metrics.registry);
+    close = (g) => governed.close(g);
+  } else {
+    if (!upstream) throw new InvalidArgumentError('--upstream (or PGWARDEN_UPSTREAM) is required without --policy');
+    const sidecar = await startSidecar({
+      ...common,
+      listen: parseHostPort('--listen', o.listen),
+      upstream,
+      credentials,
+    });
+    audit.exposeMetrics(sidecar.metrics.registry);
+    close = (g) => sidecar.close(g);
+  }
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, graceMs }, 'stopping: no new connections, draining sessions');
+    await close(graceMs);
+    await audit.sink.close();
+    log.info({}, 'stopped');
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}

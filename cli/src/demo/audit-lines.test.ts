@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { formatAuditEvent } from './audit-lines.js';
+
+describe('formatAuditEvent', () => {
+  it('prints a statement on one line with tag, duration and flattened SQL', () => {
+    const line = formatAuditEvent({
+      type: 'statement',
+      time: '2026-11-30T04:01:02.123456Z',
+      session: { id: 'abcdef0123456789', seq: 4 },
+      statement: { text: 'SELECT email\n  FROM customers' },
+      result: { tag: 'SELECT 40', rows: 40 },
+      timing: { durationMs: 1.234 },
+    });
+    expect(line).toBe(
+      '04:01:02.123 s:abcdef01   #4  ok          SELECT 40         1.2 ms  SELECT email FROM customers',
+    );
+  });
+
+  it('shows errors and denials instead of ok', () => {
+    const base = {
+      type: 'statement',
+      time: '2026-11-30T04:01:02.123Z',
+      session: { id: 's1', seq: 1 },
+      statement: { text: 'x' },
+    };
+    expect(formatAuditEvent({ ...base, result: { error: { code: '42P01' } } })).toContain('ERROR 42P01');
+    expect(formatAuditEvent({ ...base, decision: { action: 'deny', rule: 'no-ddl' } })).toContain('DENIED by no-ddl');
+  });
+
+  it('shortens long SQL and prints non-statement events by type', () => {
+    const long = formatAuditEvent({ type: 'statement', statement: { text: `SELECT ${'a, '.repeat(100)}1` } });
+    expect(long.endsWith('…')).toBe(true);
+    expect(
+      formatAuditEvent({
+        type: 'session.start',
+        session: { id: 'abc' },
+        database: { user: 'postgres', name: 'postgres' },
+      }),
+    ).toMatch(/session\.start postgres@postgres$/);
+  });
+});

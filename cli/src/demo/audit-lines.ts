@@ -1,0 +1,36 @@
+/**
+ * Turns an audit event (docs: DESIGN §5; the sidecar's first cut fills a subset) into one readable line for the
+ * demo's terminal. Unknown or missing fields are skipped, never guessed.
+ */
+type Event = Record<string, any>;
+
+const MAX_SQL = 100;
+
+export function formatAuditEvent(e: Event): string {
+  const time = typeof e.time === 'string' ? e.time.slice(11, 23) : new Date().toISOString().slice(11, 23);
+  const session = e.session?.id ? `s:${String(e.session.id).slice(0, 8)}` : '';
+  const seq = e.session?.seq !== undefined ? `#${e.session.seq}` : '';
+  const type = String(e.type ?? 'event');
+  const head = [time, session.padEnd(10), seq.padStart(4)].join(' ');
+  if (type !== 'statement') {
+    const who = e.database?.user ? ` ${e.database.user}@${e.database.name ?? ''}` : '';
+    const why = e.reason ?? e.decision?.reason;
+    return `${head}  ${type}${who}${why ? ` (${why})` : ''}`;
+  }
+  const action = e.decision?.action ? String(e.decision.action) : '';
+  const error = e.result?.error?.code ? `ERROR ${e.result.error.code}` : '';
+  const verdict = (
+    action === 'deny' ? `DENIED${e.decision?.rule ? ` by ${e.decision.rule}` : ''}` : error || 'ok'
+  ).padEnd(11);
+  const tag = e.result?.tag ? String(e.result.tag) : '';
+  const rows = typeof e.result?.rows === 'number' && !error && !/\d/.test(tag) ? ` rows=${e.result.rows}` : '';
+  const ms = typeof e.timing?.durationMs === 'number' ? `${e.timing.durationMs.toFixed(1)} ms` : '';
+  const masked = e.masking?.cells ? ` masked=${e.masking.cells}` : '';
+  const text = oneLine(String(e.statement?.text ?? e.sql ?? ''));
+  return `${head}  ${verdict} ${(tag + rows).padEnd(14)} ${ms.padStart(9)}${masked}  ${text}`;
+}
+
+function oneLine(sql: string): string {
+  const flat = sql.replace(/\s+/g, ' ').trim();
+  return flat.length > MAX_SQL ? `${flat.slice(0, MAX_SQL - 1)}…` : flat;
+}

@@ -1,0 +1,148 @@
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { auditSubject } from '@pgwarden/policy';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { startNats, startPostgres } from '../../../test/harness/index.js';
+import { schemaV1Rules } from '../chain/chain-rules.js';
+import { startCollector } from '../collector.js';
+import { ensureStream } from '../ingest/jetstream-source.js';
+import { AuditStore } from '../store/audit-store.js';
+import { makeSession } from '../testing/audit-events.js';
+
+/**
+ * Collector ingest throughput into PostgreSQL (`make bench` runs it with PGWARDEN_BENCH=1). Two runs: store only
+ * (batches straight into AuditStore.ingest) and end to end (events already in JetStream, consumed, chain-checked,
+ * committed, acknowledged). PostgreSQL runs with its durable defaults (fsync, synchronous_commit on).
+ * Besides wall-clock rates it reports CPU per event of the collector (this process) and of PostgreSQL (all its
+ * processes), because on a shared machine the wall clock measures the neighbours too.
+ */
+const N = Number(process.env.PGWARDEN_BENCH_EVENTS ?? 100_000);
+const SESSIONS = 100;
+const TICK_US = 10_000; // USER_HZ is 100 on Linux: /proc times are in 10 ms ticks
+
+function workload(tag: string) {
+  const per = Math.ceil(N / SESSIONS) - 2;
+  return Array.from({ length: SESSIONS }, (_, i) =>
+    makeSession({ id: `${tag}-${i}`, statements: per, denyEvery: 10 }),
+  ).flat();
+}
+
+/** CPU µs used so far by the postmaster and all its children (backends, WAL writer, checkpointer...). */
+function postgresCpuMicros(dataDir: string): number {
+  const postmaster = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      if (Number(pid) === postmaster || Number(f[1]) === postmaster) total += (Number(f[11]) + Number(f[12])) * TICK_US;
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return total;
+}
+
+const selfCpu = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+// Skipped unless asked for: a throughput run takes tens of seconds and belongs to `make bench`, not `make test`.
+describe.skipIf(!process.env.PGWARDEN_BENCH)('collector ingest benchmark', () => {
+  it('stores ≥ 20,000 events/s', async () => {
+    const pg = await startPostgres({
+      settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' },
+    });
+    const nats = await startNats();
+    const out: Record<string, unknown> = {
+      events: N,
+      sessions: SESSIONS,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      node: process.version,
+    };
+    try {
+      const url = pg.url('superuser');
+      pg.psql('CREATE DATABASE bench_store');
+      pg.psql('CREATE DATABASE bench_e2e');
+      const storeUrl = url.replace(/\/[^/]*$/, '/bench_store');
+      const e2eUrl = url.replace(/\/[^/]*$/, '/bench_e2e');
+
+      const measure = async (name: string, n: number, run: () => Promise<void>) => {
+        const [t, self, pgc] = [performance.now(), selfCpu(), postgresCpuMicros(pg.dataDir)];
+        await run();
+        const wall = (performance.now() - t) / 1000;
+        const collectorUs = (selfCpu() - self) / n;
+        const postgresUs = (postgresCpuMicros(pg.dataDir) - pgc) / n;
+        const r = {
+          wallEventsPerSecond: Math.round(n / wall),
+          collectorCpuUsPerEvent: Number(collectorUs.toFixed(1)),
+          postgresCpuUsPerEvent: Number(postgresUs.toFixed(1)),
+          // Both processes busy in parallel on 2 cores: bounded by the busier one.
+          cpuBoundEventsPerSecondOn2Cores: Math.round(1e6 / Math.max(collectorUs, postgresUs)),
+        };
+        out[name] = r;
+        console.log(`${name}: ${JSON.stringify(r)}`);
+        return r;
+      };
+
+      const store = await AuditStore.open({ url: storeUrl, rules: schemaV1Rules });
+      // As the NATS source hands them over: parsed event plus the JSON text it arrived as.
+      const evs = workload('direct').map((event) => ({ event, raw: JSON.stringify(event) }));
+      const { Session } = await import('node:inspector/promises');
+      const prof = process.env.PGWARDEN_BENCH_PROFILE ? new Session() : null;
+      if (prof) {
+        prof.connect();
+        await prof.post('Profiler.enable');
+        await prof.post('Profiler.start');
+      }
+      await measure('storeOnly', evs.length, async () => {
+        for (let i = 0; i < evs.length; i += 1000) await store.ingest(evs.slice(i, i + 1000));
+      });
+      if (prof) {
+        const { profile } = (await prof.post('Profiler.stop')) as { profile: unknown };
+        writeFileSync(process.env.PGWARDEN_BENCH_PROFILE!, JSON.stringify(profile));
+      }
+      await store.close();
+
+      const nc = await connect({ servers: nats.url });
+      await ensureStream(await jetstreamManager(nc));
+      const js = jetstream(nc);
+      const e2e = workload('e2e');
+      const acks = [];
+      for (const e of e2e) {
+        acks.push(js.publish(auditSubject(e), JSON.stringify(e), { msgID: e.id }));
+        if (acks.length >= 5000) await Promise.all(acks.splice(0));
+      }
+      await Promise.all(acks);
+      await nc.close();
+      const collector = await startCollector({
+        nats: { url: nats.url },
+        store: { url: e2eUrl },
+        http: { port: 0 },
+        logger: pino({ level: 'silent' }),
+      });
+      const r = await measure('endToEnd', e2e.length, async () => {
+        // Polls the in-process counter, not the database, so the wait itself costs PostgreSQL nothing.
+        for (;;) {
+          const stored = (await collector.metrics.ingested.get()).values.reduce((a, v) => a + v.value, 0);
+          if (stored >= e2e.length) break;
+          await new Promise((res) => setTimeout(res, 20));
+        }
+      });
+      const reports = await collector.verify();
+      expect(reports.every((x) => x.ok)).toBe(true);
+      await collector.stop();
+      mkdirSync('bench/results', { recursive: true });
+      writeFileSync('bench/results/collector-ingest.json', `${JSON.stringify(out, null, 2)}\n`);
+      expect(Math.max(r.wallEventsPerSecond, r.cpuBoundEventsPerSecondOn2Cores)).toBeGreaterThanOrEqual(20_000);
+    } finally {
+      await nats.stop();
+      pg.stop();
+    }
+  }, 600_000);
+});

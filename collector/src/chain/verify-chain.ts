@@ -1,0 +1,213 @@
+/**
+ * Per-session hash-chain checking, pure. Events of a session carry `session.seq` (consecutive from the first
+ * sequence number), `prevHash` (the previous event's `hash`, absent/null on the first) and `hash` (over the
+ * canonical encoding of the event without `hash`). A missing event shows as a hole in `seq`; an altered one as a
+ * hash that does not recompute, or a link that does not match.
+ */
+export interface ChainEvent {
+  id: string;
+  session: { id: string; seq: number };
+  prevHash?: string | null;
+  hash: string;
+  type: string;
+}
+
+export interface ChainRules {
+  /** Sequence number of a session's first event. */
+  firstSeq: number;
+  /** Recomputes an event's hash from its content. */
+  hashOf(event: ChainEvent): string;
+  /** The id an event at this position must carry, when ids are derived from the position. */
+  idOf?(sessionId: string, seq: number): string;
+}
+
+export type FindingKind = 'audit.gap' | 'audit.tampered';
+
+export interface ChainFinding {
+  kind: FindingKind;
+  sessionId: string;
+  seqFrom: number;
+  seqTo: number;
+  detail: string;
+}
+
+/** How far a session's chain is verified: every event up to `verifiedSeq` is present and linked. */
+export interface ChainCursor {
+  verifiedSeq: number;
+  verifiedHash: string | null;
+}
+
+export function startCursor(rules: ChainRules): ChainCursor {
+  return { verifiedSeq: rules.firstSeq - 1, verifiedHash: null };
+}
+
+/** Checks one event against the chain so far; returns a finding when it does not fit. */
+function check(cursor: ChainCursor, e: ChainEvent, rules: ChainRules): ChainFinding | undefined {
+  const sid = e.session.id;
+  const seq = e.session.seq;
+  let recomputed: string;
+  try {
+    recomputed = rules.hashOf(e);
+  } catch (err) {
+    return {
+      kind: 'audit.tampered',
+      sessionId: sid,
+      seqFrom: seq,
+      seqTo: seq,
+      detail: `event ${e.id} cannot be hashed: ${(err as Error).message}`,
+    };
+  }
+  if (rules.idOf && e.id !== rules.idOf(sid, seq)) {
+    return {
+      kind: 'audit.tampered',
+      sessionId: sid,
+      seqFrom: seq,
+      seqTo: seq,
+      detail: `event ${e.id} does not carry the id of seq ${seq}`,
+    };
+  }
+  if (recomputed !== e.hash) {
+    return {
+      kind: 'audit.tampered',
+      sessionId: sid,
+      seqFrom: seq,
+      seqTo: seq,
+      detail: `event ${e.id} (seq ${seq}) content does not match its hash`,
+    };
+  }
+  const prev = e.prevHash ?? null;
+  if (seq === rules.firstSeq ? prev !== null && prev !== '' : prev !== cursor.verifiedHash) {
+    return {
+      kind: 'audit.tampered',
+      sessionId: sid,
+      seqFrom: seq,
+      seqTo: seq,
+      detail: `event ${e.id} (seq ${seq}) prevHash does not link to seq ${seq - 1}`,
+    };
+  }
+  return undefined;
+}
+
+export interface AdvanceResult {
+  cursor: ChainCursor;
+  findings: ChainFinding[];
+  /** The first missing sequence number when events beyond it are waiting, else undefined. */
+  holeAt?: number;
+}
+
+/**
+ * Incremental step: consumes `events` (any order, may include already-verified or duplicate ones) from `cursor`
+ * as far as they are contiguous. A tampered event is reported and the chain continues from its stated hash, so one
+ * altered event yields one finding rather than condemning everything after it.
+ */
+export function advance(cursor: ChainCursor, events: readonly ChainEvent[], rules: ChainRules): AdvanceResult {
+  const bySeq = new Map<number, ChainEvent[]>();
+  for (const e of events) {
+    if (e.session.seq <= cursor.verifiedSeq) continue;
+    const list = bySeq.get(e.session.seq);
+    if (list) list.push(e);
+    else bySeq.set(e.session.seq, [e]);
+  }
+  const findings: ChainFinding[] = [];
+  let cur = cursor;
+  for (;;) {
+    const next = bySeq.get(cur.verifiedSeq + 1);
+    if (!next) break;
+    bySeq.delete(cur.verifiedSeq + 1);
+    const [e, ...others] = next;
+    const f = check(cur, e, rules);
+    if (f) findings.push(f);
+    for (const o of others) {
+      if (o.hash !== e.hash || o.id !== e.id) {
+        findings.push({
+          kind: 'audit.tampered',
+          sessionId: e.session.id,
+          seqFrom: e.session.seq,
+          seqTo: e.session.seq,
+          detail: `two different events claim seq ${e.session.seq} (${e.id}, ${o.id})`,
+        });
+      }
+    }
+    cur = { verifiedSeq: e.session.seq, verifiedHash: e.hash };
+  }
+  const waiting = [...bySeq.keys()];
+  return { cursor: cur, findings, holeAt: waiting.length > 0 ? cur.verifiedSeq + 1 : undefined };
+}
+
+export interface FullReport {
+  sessionId: string;
+  events: number;
+  firstSeq: number | null;
+  lastSeq: number | null;
+  ended: boolean;
+  findings: ChainFinding[];
+  ok: boolean;
+}
+
+/**
+ * Full re-verification of one session from its stored events, ignoring any state recorded at ingest: every
+ * hash recomputed, every link checked, every hole reported (including a missing start, and events missing
+ * before a recorded `session.end`).
+ */
+export function verifySession(
+  sessionId: string,
+  events: readonly ChainEvent[],
+  rules: ChainRules,
+  expectedLastSeq?: number,
+): FullReport {
+  const sorted = [...events].sort((a, b) => a.session.seq - b.session.seq);
+  const findings: ChainFinding[] = [];
+  let cursor = startCursor(rules);
+  let i = 0;
+  while (i < sorted.length) {
+    const r = advance(cursor, sorted.slice(i), rules);
+    findings.push(...r.findings);
+    cursor = r.cursor;
+    i = sorted.findIndex((e) => e.session.seq > cursor.verifiedSeq);
+    if (i === -1) break;
+    const missingTo = sorted[i].session.seq - 1;
+    findings.push({
+      kind: 'audit.gap',
+      sessionId,
+      seqFrom: cursor.verifiedSeq + 1,
+      seqTo: missingTo,
+      detail: `events ${cursor.verifiedSeq + 1}..${missingTo} are missing`,
+    });
+    // Resume after the hole: the first event after it cannot be link-checked, only hash-checked.
+    const resume = sorted[i];
+    const f = check({ verifiedSeq: resume.session.seq - 1, verifiedHash: resume.prevHash ?? null }, resume, rules);
+    if (f) findings.push(f);
+    cursor = { verifiedSeq: resume.session.seq, verifiedHash: resume.hash };
+    i += 1;
+  }
+  const end = sorted.find((e) => e.type === 'session.end');
+  const last = sorted[sorted.length - 1]?.session.seq ?? rules.firstSeq - 1;
+  if (expectedLastSeq !== undefined && expectedLastSeq > last) {
+    // The store recorded (at ingest) events up to expectedLastSeq that are no longer there: a deleted tail.
+    findings.push({
+      kind: 'audit.gap',
+      sessionId,
+      seqFrom: last + 1,
+      seqTo: expectedLastSeq,
+      detail: `events ${last + 1}..${expectedLastSeq} were received but are missing now`,
+    });
+  }
+  if (end && sorted[sorted.length - 1].session.seq > end.session.seq) {
+    findings.push({
+      kind: 'audit.tampered',
+      sessionId,
+      seqFrom: end.session.seq + 1,
+      seqTo: sorted[sorted.length - 1].session.seq,
+      detail: 'events recorded after session.end',
+    });
+  }
+  return {
+    sessionId,
+    events: sorted.length,
+    firstSeq: sorted[0]?.session.seq ?? null,
+    lastSeq: sorted[sorted.length - 1]?.session.seq ?? null,
+    ended: end !== undefined,
+    findings,
+    ok: findings.length === 0,
+  };
+}

@@ -1,0 +1,186 @@
+import pino, { type Logger } from 'pino';
+import { schemaV1Rules } from './chain/chain-rules.js';
+import type { ChainRules, FullReport } from './chain/verify-chain.js';
+import { type Exporter, ExportRunner } from './exports/export-runner.js';
+import { type ApiServer, startApiServer } from './http/api-server.js';
+import { LiveStream } from './http/live-stream.js';
+import { FileTailSource } from './ingest/file-tail-source.js';
+import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
+import { JetStreamSource } from './ingest/jetstream-source.js';
+import { CollectorMetrics } from './metrics.js';
+import { AuditStore } from './store/audit-store.js';
+
+export interface CollectorOptions {
+  /** NATS JetStream source; omit to run without NATS (HTTP ingest and/or file tail only). */
+  nats?: { url: string; durable?: string; ackWaitMs?: number };
+  /** PostgreSQL URL, or a PGlite data directory, or neither (PGlite in memory). */
+  store?: { url?: string; dataDir?: string };
+  http: { host?: string; port?: number };
+  /** HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. */
+  httpIngest?: { enabled: boolean; token?: string };
+  /** JSON-lines files written by sidecars with `--audit file:PATH`, followed like `tail -F`. */
+  tailFiles?: string[];
+  /** Days of events to keep; older day partitions are dropped hourly. Unset keeps everything. */
+  retentionDays?: number;
+  /** How long a hole in a chain may stay open before it is reported as an audit.gap (default 30 s). */
+  gapGraceMs?: number;
+  exporters?: Exporter[];
+  exportStartAt?: 'beginning' | 'now';
+  batch?: { maxBatch?: number; maxDelayMs?: number };
+  rules?: ChainRules;
+  logger?: Logger;
+}
+
+export interface Collector {
+  /** Base URL of the HTTP API. */
+  url: string;
+  store: AuditStore;
+  metrics: CollectorMetrics;
+  /**
+   * In-process ingest (the demo's fallback when there is no NATS): resolves once the event is durably stored,
+   * was already stored, or was kept in audit_rejected.
+   */
+  ingest(event: unknown): Promise<DeliveryOutcome>;
+  /** Full re-verification of every (or the given) session's chain from the store. */
+  verify(sessionIds?: string[]): Promise<FullReport[]>;
+  stop(): Promise<void>;
+}
+
+/** Starts store, ingest sources, chain checks, exporters and the HTTP API; `stop()` drains and closes them in order. */
+export async function startCollector(opts: CollectorOptions): Promise<Collector> {
+  const log = opts.logger ?? pino({ name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'info' });
+  const metrics = new CollectorMetrics();
+  const store = await AuditStore.open({
+    url: opts.store?.url,
+    dataDir: opts.store?.dataDir,
+    rules: opts.rules ?? schemaV1Rules,
+  });
+  const queue = new IngestQueue(store, opts.batch);
+  const live = new LiveStream();
+  const runners = (opts.exporters ?? []).map(
+    (e) =>
+      new ExportRunner(store, e, metrics, {
+        startAt: opts.exportStartAt,
+        onError: (name, err) => log.warn({ exporter: name, err: err.message }, 'export failed, retrying'),
+      }),
+  );
+
+  queue.on('stored', (events, outcome) => {
+    for (const e of events) metrics.ingested.inc({ type: e.type });
+    metrics.duplicates.inc(outcome.duplicates);
+    metrics.healed.inc(outcome.healed);
+    live.publish(events);
+    for (const r of runners) r.notify();
+  });
+  queue.on('finding', (f) => {
+    metrics.findings.inc({ kind: f.kind });
+    live.publishFinding(f);
+    log.warn({ finding: f }, 'audit chain finding');
+  });
+  queue.on('rejected', (reason) => {
+    metrics.rejected.inc();
+    log.warn({ reason }, 'audit event rejected');
+  });
+  queue.on('retry', (err, attempt) => {
+    metrics.storeRetries.inc();
+    log.warn({ err: err.message, attempt }, 'store write failed, retrying');
+  });
+  const queueGauge = setInterval(() => metrics.queueLength.set(queue.length), 1000);
+  queueGauge.unref();
+
+  const nats = opts.nats
+    ? new JetStreamSource(queue, {
+        url: opts.nats.url,
+        durable: opts.nats.durable,
+        ackWaitMs: opts.nats.ackWaitMs,
+        onStatus: (s) => {
+          if (s === 'disconnect') metrics.natsConnected.set(0);
+          if (s === 'reconnect' || s === 'consuming') metrics.natsConnected.set(1);
+          log.info({ nats: s }, 'nats status');
+        },
+      })
+    : null;
+  const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
+  const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
+
+  const sweepGaps = async () => {
+    try {
+      for (const f of await store.sweepGaps(opts.gapGraceMs ?? 30_000)) {
+        metrics.findings.inc({ kind: f.kind });
+        live.publishFinding(f);
+        log.warn({ finding: f }, 'audit chain gap');
+      }
+      if (opts.retentionDays !== undefined) {
+        const dropped = await store.partitions.dropOlderThan(opts.retentionDays);
+        if (dropped.length > 0) log.info({ dropped }, 'retention dropped partitions');
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'periodic chain sweep failed');
+    }
+  };
+  const sweepTimer = setInterval(sweepGaps, Math.max(1000, Math.min(60_000, (opts.gapGraceMs ?? 30_000) / 2)));
+  sweepTimer.unref();
+
+  let api: ApiServer;
+  try {
+    api = await startApiServer(
+      {
+        store,
+        live,
+        metrics,
+        ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
+        ready: async () => {
+          const checks: Record<string, boolean> = {};
+          checks.store = await store.db.query('SELECT 1').then(
+            () => true,
+            () => false,
+          );
+          if (nats) checks.nats = nats.connected;
+          return checks;
+        },
+      },
+      opts.http,
+    );
+    await nats?.start();
+  } catch (err) {
+    clearInterval(sweepTimer);
+    clearInterval(queueGauge);
+    await store.close().catch(() => {});
+    throw err;
+  }
+  for (const t of tails) t.start();
+  for (const r of runners) r.start();
+  if (opts.retentionDays !== undefined) void sweepGaps();
+  log.info(
+    {
+      url: api.url,
+      store: store.db.kind,
+      nats: Boolean(nats),
+      httpIngest: httpIngest.enabled,
+      exporters: runners.length,
+    },
+    'collector started',
+  );
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url: api.url,
+    store,
+    metrics,
+    ingest: (event) => queue.push({ body: event, source: 'in-process' }),
+    verify: (ids) => store.verify(ids),
+    stop: () =>
+      (stopping ??= (async () => {
+        clearInterval(sweepTimer);
+        clearInterval(queueGauge);
+        await nats?.stop();
+        for (const t of tails) await t.stop();
+        await queue.stop();
+        await nats?.close();
+        for (const r of runners) await r.stop();
+        live.close();
+        await api.close();
+        await store.close();
+      })()),
+  };
+}

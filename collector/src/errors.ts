@@ -1,0 +1,34 @@
+/** Stable error codes for the collector; messages never carry secrets (tokens, passwords, DSNs). */
+export type CollectorErrorCode =
+  | 'COLLECTOR_BAD_CONFIG'
+  | 'COLLECTOR_BAD_EVENT'
+  | 'COLLECTOR_STORE'
+  | 'COLLECTOR_MIGRATION'
+  | 'COLLECTOR_NATS'
+  | 'COLLECTOR_EXPORT'
+  | 'COLLECTOR_HTTP';
+
+export class CollectorError extends Error {
+  override readonly name = 'CollectorError';
+  constructor(
+    readonly code: CollectorErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Removes credentials from a connection URL before it reaches a log line or an error message. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    for (const k of [...u.searchParams.keys()]) {
+      if (/pass|token|secret|key/i.test(k)) u.searchParams.set(k, '***');
+    }
+    return u.toString();
+  } catch {
+    return '<unparseable url>';
+  }
+}

@@ -1,0 +1,59 @@
+import type { AuditEvent } from '../event.js';
+
+/**
+ * Elastic Common Schema document for an audit event (https://www.elastic.co/guide/en/ecs/current/ecs-field-reference.html).
+ * ECS has no database field set, so database facts go under `db.*` (custom, outside ECS's reserved names) and the
+ * pgwarden-specific keys under `labels` (keyword values only, as ECS requires) and `pgwarden.*`.
+ */
+export function toEcs(e: AuditEvent): Record<string, unknown> {
+  const action = e.decision?.action;
+  const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const outcome = action === 'deny' || error ? 'failure' : e.type === 'statement' ? 'success' : 'unknown';
+  const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
+  const client = e.client as { address?: string; port?: number } | undefined;
+  const timing = e.timing as { durationMs?: number } | undefined;
+  const user = e.identity?.user;
+  return {
+    '@timestamp': e.time,
+    ecs: { version: '8.11.0' },
+    event: {
+      id: e.id,
+      kind: 'event',
+      category: ['database'],
+      type: [e.type === 'session.start' ? 'start' : e.type === 'session.end' ? 'end' : 'access'],
+      action: e.type === 'statement' ? `statement-${e.statement?.kind ?? 'unknown'}` : e.type,
+      outcome,
+      ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
+      reason: e.decision?.reason,
+      sequence: e.session.seq,
+      hash: e.hash,
+    },
+    user: { name: typeof user === 'string' ? user : e.identity?.serviceAccount, roles: e.identity?.groups },
+    ...(client ? { source: { ip: client.address, port: client.port } } : {}),
+    ...(db ? { destination: { address: db.host, port: db.port } } : {}),
+    orchestrator: e.identity?.namespace
+      ? { namespace: e.identity.namespace, resource: { name: e.identity.pod, type: 'pod' } }
+      : undefined,
+    rule: e.decision?.rule ? { name: e.decision.rule } : undefined,
+    error: error ? { code: error.code, message: error.message } : undefined,
+    db: db
+      ? {
+          system: 'postgresql',
+          name: db.name,
+          user: db.user,
+          role: db.role,
+          statement: e.statement?.text,
+          operation: e.statement?.kind,
+          sql: { table: e.statement?.tables },
+          rows: (e.result as { rows?: number } | undefined)?.rows,
+        }
+      : undefined,
+    labels: {
+      session_id: e.session.id,
+      policy: e.policy?.name,
+      decision: action,
+      namespace: e.identity?.namespace,
+    },
+    pgwarden: { session: e.session, prev_hash: e.prevHash ?? null, masking: e.masking },
+  };
+}

@@ -1,0 +1,93 @@
+import type { AuditEvent } from '../event.js';
+
+/**
+ * Maps an audit event to OCSF 1.1.0 Datastore Activity (class_uid 6005, category 6 "Application Activity";
+ * https://schema.ocsf.io/1.1.0/classes/datastore_activity). Pure; the mapping table is in docs/collector.md.
+ */
+export const OCSF_VERSION = '1.1.0';
+const CLASS_UID = 6005;
+
+const ACTIVITY: Record<string, [number, string]> = {
+  select: [4, 'Query'],
+  insert: [6, 'Create'],
+  copy: [5, 'Write'],
+  merge: [5, 'Write'],
+  update: [2, 'Update'],
+  delete: [7, 'Delete'],
+};
+
+function activityOf(e: AuditEvent): [number, string] {
+  if (e.type === 'session.start') return [3, 'Connect'];
+  if (e.type === 'statement') return ACTIVITY[e.statement?.kind ?? ''] ?? [99, e.statement?.kind ?? 'Other'];
+  return [99, e.type];
+}
+
+/** OCSF severity: 1 Informational, 3 Medium (denied/held), 5 Critical is left for chain findings. */
+function severityOf(e: AuditEvent): number {
+  const a = e.decision?.action;
+  if (a === 'deny') return 3;
+  if (a === 'review') return 2;
+  return 1;
+}
+
+export function toOcsf(e: AuditEvent): Record<string, unknown> {
+  const [activityId, activityName] = activityOf(e);
+  const denied = e.decision?.action === 'deny';
+  const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const failed = denied || error !== undefined;
+  const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
+  const client = e.client as { address?: string; port?: number; application?: string } | undefined;
+  const user = e.identity?.user;
+  return {
+    class_uid: CLASS_UID,
+    class_name: 'Datastore Activity',
+    category_uid: 6,
+    category_name: 'Application Activity',
+    activity_id: activityId,
+    activity_name: activityName,
+    type_uid: CLASS_UID * 100 + activityId,
+    time: Math.floor(Date.parse(e.time)),
+    severity_id: severityOf(e),
+    status_id: failed ? 2 : 1,
+    status: failed ? 'Failure' : 'Success',
+    ...(error ? { status_code: error.code, status_detail: error.message } : {}),
+    // disposition_id: 1 Allowed, 2 Blocked, 17 Logged (dryrun), 99 Other (held for review).
+    ...(e.decision
+      ? { disposition_id: denied ? 2 : e.decision.action === 'allow' ? 1 : e.decision.action === 'dryrun' ? 17 : 99 }
+      : {}),
+    message: e.decision?.reason ?? e.type,
+    metadata: {
+      version: OCSF_VERSION,
+      uid: e.id,
+      original_time: e.time,
+      product: { name: 'pgwarden', vendor_name: 'pgwarden' },
+      log_name: 'pgwarden.audit',
+      correlation_uid: e.session.id,
+      sequence: e.session.seq,
+    },
+    actor: {
+      user: {
+        name: typeof user === 'string' ? user : e.identity?.serviceAccount,
+        uid: typeof user === 'string' ? user : undefined,
+        groups: e.identity?.groups?.map((g) => ({ name: g })),
+      },
+      session: { uid: e.session.id },
+      ...(e.identity?.pod ? { process: { name: e.identity.pod } } : {}),
+    },
+    ...(client ? { src_endpoint: { ip: client.address, port: client.port } } : {}),
+    ...(db ? { dst_endpoint: { hostname: db.host, port: db.port } } : {}),
+    database: db ? { name: db.name, type: 'PostgreSQL', type_id: 99 } : undefined,
+    ...(e.statement ? { query_info: { query_string: e.statement.text, uid: e.statement.fingerprint } } : {}),
+    unmapped: {
+      namespace: e.identity?.namespace,
+      policy: e.policy,
+      rule: e.decision?.rule,
+      tables: e.statement?.tables,
+      db_user: db?.user,
+      db_role: db?.role,
+      rows: (e.result as { rows?: number } | undefined)?.rows,
+      hash: e.hash,
+      prev_hash: e.prevHash,
+    },
+  };
+}

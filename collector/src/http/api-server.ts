@@ -1,0 +1,215 @@
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { IngestQueue } from '../ingest/ingest-queue.js';
+import type { CollectorMetrics } from '../metrics.js';
+import type { AuditStore } from '../store/audit-store.js';
+import { getSession, listSessions, searchEvents } from '../store/queries.js';
+import { liveFilterFrom } from './event-filter.js';
+import type { LiveStream } from './live-stream.js';
+import { WEB_UI_HTML } from './web-ui.js';
+
+export interface ApiDeps {
+  store: AuditStore;
+  live: LiveStream;
+  metrics: CollectorMetrics;
+  /** HTTP ingest (the fallback path when there is no NATS); disabled when absent. */
+  ingest?: { queue: IngestQueue; token?: string };
+  ready(): Promise<Record<string, boolean>>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const MAX_INGEST_BYTES = 16 * 1024 * 1024;
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function limitOf(q: URLSearchParams): number {
+  const raw = q.get('limit');
+  if (raw === null) return 50;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 1000)
+    throw new HttpError(400, 'bad_limit', 'limit must be an integer between 1 and 1000');
+  return n;
+}
+
+function timeOf(q: URLSearchParams, key: string): string | undefined {
+  const v = q.get(key) ?? undefined;
+  if (v !== undefined && Number.isNaN(Date.parse(v)))
+    throw new HttpError(400, 'bad_time', `${key} must be an RFC 3339 timestamp`);
+  return v;
+}
+
+const opt = (q: URLSearchParams, k: string) => q.get(k) ?? undefined;
+
+async function readBody(req: IncomingMessage, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > max) throw new HttpError(413, 'too_large', `request body exceeds ${max} bytes`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/** Ingest body: NDJSON (one event per line), a JSON array of events, or one event object. */
+function splitIngestBody(body: string): unknown[] {
+  const t = body.trim();
+  if (t.startsWith('[')) return JSON.parse(t) as unknown[];
+  return t.split('\n').filter((l) => l.trim().length > 0);
+}
+
+async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://collector');
+  const q = url.searchParams;
+  const path = url.pathname;
+  const method = req.method ?? 'GET';
+  if (method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok' });
+  if (method === 'GET' && path === '/readyz') {
+    const checks = await deps.ready();
+    return send(res, Object.values(checks).every(Boolean) ? 200 : 503, { checks });
+  }
+  if (method === 'GET' && path === '/metrics') {
+    res.writeHead(200, { 'content-type': deps.metrics.registry.contentType });
+    res.end(await deps.metrics.registry.metrics());
+    return;
+  }
+  if (method === 'GET' && (path === '/' || path === '/index.html')) {
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+    });
+    res.end(WEB_UI_HTML);
+    return;
+  }
+  if (method === 'GET' && path === '/api/v1/sessions') {
+    const page = await listSessions(deps.store.db, {
+      namespace: opt(q, 'namespace'),
+      policy: opt(q, 'policy'),
+      identity: opt(q, 'identity'),
+      decision: opt(q, 'decision'),
+      chain: opt(q, 'chain'),
+      from: timeOf(q, 'from'),
+      to: timeOf(q, 'to'),
+      limit: limitOf(q),
+      cursor: opt(q, 'cursor'),
+    });
+    return send(res, 200, page);
+  }
+  const m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
+  if (method === 'GET' && m) {
+    const id = decodeURIComponent(m[1]);
+    const s = await getSession(deps.store.db, id);
+    if (!s) throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
+    return send(res, 200, s);
+  }
+  if (method === 'GET' && path === '/api/v1/events') {
+    const page = await searchEvents(deps.store.db, {
+      table: opt(q, 'table'),
+      kind: opt(q, 'kind'),
+      decision: opt(q, 'decision'),
+      type: opt(q, 'type'),
+      session: opt(q, 'session'),
+      identity: opt(q, 'identity'),
+      namespace: opt(q, 'namespace'),
+      policy: opt(q, 'policy'),
+      from: timeOf(q, 'from'),
+      to: timeOf(q, 'to'),
+      limit: limitOf(q),
+      cursor: opt(q, 'cursor'),
+    });
+    return send(res, 200, page);
+  }
+  if (method === 'GET' && path === '/api/v1/stream') {
+    deps.live.add(res, liveFilterFrom(q));
+    deps.metrics.sseClients.set(deps.live.size);
+    res.on('close', () => deps.metrics.sseClients.set(deps.live.size));
+    return;
+  }
+  if (method === 'POST' && path === '/api/v1/verify') {
+    const body = await readBody(req, 1024 * 1024);
+    const sessions = body.trim() ? (JSON.parse(body) as { sessions?: string[] }).sessions : undefined;
+    if (sessions !== undefined && (!Array.isArray(sessions) || !sessions.every((s) => typeof s === 'string'))) {
+      throw new HttpError(400, 'bad_request', 'sessions must be an array of session ids');
+    }
+    const reports = await deps.store.verify(sessions);
+    return send(res, 200, {
+      ok: reports.every((r) => r.ok),
+      sessions: reports.length,
+      failed: reports.filter((r) => !r.ok),
+    });
+  }
+  if (method === 'POST' && path === '/api/v1/ingest') {
+    if (!deps.ingest) throw new HttpError(404, 'ingest_disabled', 'HTTP ingest is not enabled on this collector');
+    if (deps.ingest.token !== undefined && !tokenMatches(req.headers.authorization, deps.ingest.token)) {
+      throw new HttpError(401, 'unauthorized', 'missing or wrong bearer token');
+    }
+    const items = splitIngestBody(await readBody(req, MAX_INGEST_BYTES));
+    const outcomes = await Promise.all(items.map((body) => deps.ingest?.queue.push({ body, source: 'http' })));
+    const count = (k: string) => outcomes.filter((o) => o === k).length;
+    // Replies only once every event is durably stored (or kept in audit_rejected): the sender may then forget them.
+    return send(res, 200, {
+      received: items.length,
+      stored: count('stored'),
+      duplicates: count('duplicate'),
+      rejected: count('rejected'),
+    });
+  }
+  throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
+}
+
+export interface ApiServer {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startApiServer(deps: ApiDeps, listen: { host?: string; port?: number } = {}): Promise<ApiServer> {
+  const server = createServer((req, res) => {
+    route(deps, req, res).catch((err: unknown) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
+      if (err instanceof SyntaxError) return send(res, 400, { error: { code: 'bad_json', message: err.message } });
+      if ((err as Error).message === 'bad cursor')
+        return send(res, 400, { error: { code: 'bad_cursor', message: 'cursor is not one this API issued' } });
+      send(res, 500, { error: { code: 'internal', message: 'internal error' } });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port ?? 0, listen.host ?? '127.0.0.1', () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    server,
+    url: `http://${host}:${addr.port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,77 @@
+import type { ServerResponse } from 'node:http';
+import type { AuditEvent } from '../event.js';
+import { type LiveFilter, matchesFilter } from './event-filter.js';
+
+interface Client {
+  res: ServerResponse;
+  filter: LiveFilter;
+}
+
+/**
+ * Server-sent events (https://html.spec.whatwg.org/multipage/server-sent-events.html): each stored event is one
+ * `event: audit` message whose `id` is the event id; chain findings go out as `event: finding`. A client too slow
+ * to drain its socket is disconnected rather than buffered without bound (it reconnects and re-reads the API).
+ */
+export class LiveStream {
+  private readonly clients = new Set<Client>();
+  private readonly heartbeat: NodeJS.Timeout;
+
+  constructor(
+    private readonly maxBufferedBytes = 4 * 1024 * 1024,
+    heartbeatMs = 15_000,
+  ) {
+    // A comment line keeps proxies from closing an idle stream.
+    this.heartbeat = setInterval(() => this.broadcastRaw(': keep-alive\n\n'), heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  get size(): number {
+    return this.clients.size;
+  }
+
+  add(res: ServerResponse, filter: LiveFilter): void {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    res.write(': connected\n\n');
+    const client = { res, filter };
+    this.clients.add(client);
+    res.on('close', () => this.clients.delete(client));
+  }
+
+  publish(events: readonly AuditEvent[]): void {
+    if (this.clients.size === 0) return;
+    for (const c of this.clients) {
+      let chunk = '';
+      for (const e of events)
+        if (matchesFilter(e, c.filter)) chunk += `event: audit\nid: ${e.id}\ndata: ${JSON.stringify(e)}\n\n`;
+      if (chunk) this.write(c, chunk);
+    }
+  }
+
+  publishFinding(finding: unknown): void {
+    this.broadcastRaw(`event: finding\ndata: ${JSON.stringify(finding)}\n\n`);
+  }
+
+  close(): void {
+    clearInterval(this.heartbeat);
+    for (const c of this.clients) c.res.end();
+    this.clients.clear();
+  }
+
+  private broadcastRaw(chunk: string): void {
+    for (const c of this.clients) this.write(c, chunk);
+  }
+
+  private write(c: Client, chunk: string): void {
+    if (c.res.writableLength > this.maxBufferedBytes) {
+      c.res.destroy();
+      this.clients.delete(c);
+      return;
+    }
+    c.res.write(chunk);
+  }
+}

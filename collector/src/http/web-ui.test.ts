@@ -1,0 +1,96 @@
+import { existsSync } from 'node:fs';
+import pino from 'pino';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ROLES } from '../../../test/harness/postgres.js';
+import { type Collector, startCollector } from '../collector.js';
+import { makeSession } from '../testing/audit-events.js';
+import { createTestDatabase } from '../testing/test-database.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+
+// scripts/system-deps.sh installs chromium (Debian package); without it there is no browser to drive.
+describe.skipIf(!existsSync(CHROMIUM))('web UI in a real browser', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let collector: Collector;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await startCollector({ store: { url: db.url }, http: { port: 0 }, logger: pino({ level: 'silent' }) });
+    // Statement text is attacker-influenced: markup in it must show as text, never become DOM.
+    const evil = makeSession({
+      id: 'ui-evil',
+      statements: 1,
+      tables: ['public."<img src=x onerror=window.__pwned=1>"'],
+      startMicros: Date.UTC(2026, 10, 30, 9) * 1000,
+    });
+    for (const e of [
+      ...makeSession({
+        id: 'ui-sess',
+        statements: 4,
+        denyEvery: 2,
+        user: 'alice',
+        startMicros: Date.UTC(2026, 10, 30, 10) * 1000,
+      }),
+      ...evil,
+    ]) {
+      expect(await collector.ingest(e)).toBe('stored');
+    }
+  });
+  afterAll(async () => {
+    await collector?.stop();
+    await db?.drop();
+  });
+
+  it('lists sessions and shows a session’s statements in order, with denials marked', async () => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(collector.url);
+      await page.waitForSelector('tr.s[data-session="ui-sess"]');
+      const ids = await page.$$eval('tr.s', (rows) => rows.map((r) => (r as HTMLElement).dataset.session));
+      expect(ids).toEqual(['ui-sess', 'ui-evil']);
+      const cells = await page.$$eval('tr.s[data-session="ui-sess"] td', (tds) => tds.map((td) => td.textContent));
+      expect(cells.slice(1)).toEqual(['alice', 'analytics-agent', '4', '2', 'ok']);
+      await page.click('tr.s[data-session="ui-sess"]');
+      await page.waitForSelector('#statements');
+      const rows = await page.$$eval('#statements tr', (trs) =>
+        trs.slice(1).map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      expect(rows.map((r) => r[0])).toEqual(['1', '2', '3', '4', '5', '6']);
+      expect(rows[2]).toEqual([
+        '3',
+        expect.stringMatching(/^2026-11-30T10:00:00\.002/),
+        'statement',
+        'deny',
+        'DELETE FROM public.orders',
+        'ERROR 42501',
+      ]);
+      expect(await page.$$eval('#statements td.deny', (tds) => tds.length)).toBe(2);
+      await page.click('tr.s[data-session="ui-evil"]');
+      await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session ui-evil');
+      expect(await page.textContent('#statements tr:nth-child(3) code')).toBe(
+        'SELECT * FROM public."<img src=x onerror=window.__pwned=1>" WHERE id = 0',
+      );
+      expect(await page.$$eval('#detail img', (imgs) => imgs.length)).toBe(0);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,202 @@
+import { EventEmitter } from 'node:events';
+import type { ChainFinding } from '../chain/verify-chain.js';
+import { type AuditEvent, parseEvent } from '../event.js';
+import type { AuditStore, IngestOutcome } from '../store/audit-store.js';
+import type { IngestItem } from '../store/ingest-writer.js';
+
+/** One event as a source delivered it; `ack` is called only after the event is durably stored (or rejected). */
+export interface Delivery {
+  /** The message body: JSON text, bytes, or an already parsed value. */
+  body: string | Uint8Array | unknown;
+  ack?: () => void;
+  source: string;
+}
+
+/** What became of a delivery: newly stored, already stored (redelivery), or kept in audit_rejected. */
+export type DeliveryOutcome = 'stored' | 'duplicate' | 'rejected';
+
+export interface IngestQueueOptions {
+  maxBatch?: number;
+  /** How long a partial batch may wait for more events before it is written. */
+  maxDelayMs?: number;
+  /** Queue length beyond which `waitForRoom()` holds sources back. */
+  highWater?: number;
+}
+
+export interface IngestQueueEvents {
+  stored: [events: AuditEvent[], outcome: IngestOutcome];
+  finding: [finding: ChainFinding];
+  rejected: [reason: string];
+  /** A write failed and will be retried; the error message carries no secrets. */
+  retry: [error: Error, attempt: number];
+}
+
+const decoder = new TextDecoder();
+
+interface QueueItem {
+  d: Delivery;
+  done: (o: DeliveryOutcome) => void;
+  fail: (e: Error) => void;
+}
+
+interface Prepared {
+  items: IngestItem[];
+  settled: { item: QueueItem; event: AuditEvent }[];
+}
+
+/**
+ * Batches deliveries from any source into store transactions, one at a time, and acknowledges each delivery
+ * only after its batch committed. A failed write is retried (with backoff) until it succeeds or the queue
+ * stops: sources redeliver what was never acknowledged, and the store's idempotency absorbs the repeats.
+ */
+export class IngestQueue extends EventEmitter<IngestQueueEvents> {
+  private readonly queue: QueueItem[] = [];
+  private readonly maxBatch: number;
+  private readonly maxDelayMs: number;
+  private readonly highWater: number;
+  private flushing: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private roomWaiters: (() => void)[] = [];
+  private stopped = false;
+
+  constructor(
+    private readonly store: AuditStore,
+    opts: IngestQueueOptions = {},
+  ) {
+    super();
+    this.maxBatch = opts.maxBatch ?? 1000;
+    this.maxDelayMs = opts.maxDelayMs ?? 20;
+    this.highWater = opts.highWater ?? this.maxBatch * 4;
+  }
+
+  get length(): number {
+    return this.queue.length;
+  }
+
+  /** Enqueues one delivery; the promise settles once it is stored (or rejected as invalid). */
+  push(d: Delivery): Promise<DeliveryOutcome> {
+    if (this.stopped) return Promise.reject(new Error('ingest queue stopped'));
+    return new Promise<DeliveryOutcome>((done, fail) => {
+      this.queue.push({ d, done, fail });
+      if (this.queue.length >= this.maxBatch) this.kick();
+      else this.timer ??= setTimeout(() => this.kick(), this.maxDelayMs);
+    });
+  }
+
+  /** Resolves when the queue is below its high-water mark: sources await this to apply back-pressure. */
+  waitForRoom(): Promise<void> {
+    if (this.queue.length < this.highWater) return Promise.resolve();
+    return new Promise((r) => this.roomWaiters.push(r));
+  }
+
+  /** Writes everything queued, then stops accepting. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    while (this.queue.length > 0 || this.flushing) {
+      this.kick();
+      await this.flushing;
+    }
+  }
+
+  private kick(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0) this.kick();
+    });
+  }
+
+  /** Parses a batch and hashes its events: CPU work done while the previous batch is in the store. */
+  private async prepare(batch: QueueItem[]): Promise<Prepared> {
+    const items: IngestItem[] = [];
+    const settled: Prepared['settled'] = [];
+    for (const item of batch) {
+      try {
+        const { value, raw } = decode(item.d.body);
+        const event = parseEvent(value);
+        items.push({ event, raw });
+        settled.push({ item, event });
+      } catch (err) {
+        await this.rejectOne(item, (err as Error).message);
+      }
+    }
+    this.store.prehash(items.map((i) => i.event));
+    return { items, settled };
+  }
+
+  private take(): QueueItem[] {
+    const batch = this.queue.splice(0, this.maxBatch);
+    if (this.queue.length < this.highWater) for (const w of this.roomWaiters.splice(0)) w();
+    return batch;
+  }
+
+  private async flushLoop(): Promise<void> {
+    let current: Prepared | null = this.queue.length > 0 ? await this.prepare(this.take()) : null;
+    while (current) {
+      const writing = this.writeWithRetry(current.items);
+      // Overlap: parse and hash the next batch while this one is in the store.
+      const next = this.queue.length > 0 ? await this.prepare(this.take()) : null;
+      const outcome = await writing;
+      if (!outcome) {
+        for (const { item } of [...current.settled, ...(next?.settled ?? [])])
+          item.fail(new Error('ingest queue stopped before the event was stored'));
+        return;
+      }
+      const fresh = new Set(outcome.inserted);
+      const refused = new Set(outcome.rejectedEvents);
+      for (const { item, event } of current.settled) {
+        item.d.ack?.();
+        item.done(fresh.delete(event) ? 'stored' : refused.has(event) ? 'rejected' : 'duplicate');
+      }
+      for (const f of outcome.findings) this.emit('finding', f);
+      this.emit('stored', outcome.inserted, outcome);
+      current = next ?? (this.queue.length > 0 ? await this.prepare(this.take()) : null);
+    }
+  }
+
+  private async writeWithRetry(events: IngestItem[]): Promise<IngestOutcome | null> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.store.ingest(events);
+      } catch (err) {
+        this.emit('retry', err as Error, attempt);
+        if (this.stopped && attempt >= 3) return null;
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+  }
+
+  private async rejectOne(item: { d: Delivery; done: (o: DeliveryOutcome) => void }, reason: string): Promise<void> {
+    const raw =
+      typeof item.d.body === 'string'
+        ? item.d.body
+        : item.d.body instanceof Uint8Array
+          ? decoder.decode(item.d.body)
+          : (JSON.stringify(item.d.body) ?? '');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.reject(item.d.source, reason, raw.slice(0, 1_000_000));
+        break;
+      } catch (err) {
+        this.emit('retry', err as Error, attempt);
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+    this.emit('rejected', reason);
+    item.d.ack?.();
+    item.done('rejected');
+  }
+}
+
+/** The parsed value and the JSON text to store (the text as received when there was one). */
+function decode(body: unknown): { value: unknown; raw: string } {
+  if (typeof body === 'string') return { value: JSON.parse(body), raw: body };
+  if (body instanceof Uint8Array) {
+    const raw = decoder.decode(body);
+    return { value: JSON.parse(raw), raw };
+  }
+  return { value: body, raw: JSON.stringify(body) };
+}

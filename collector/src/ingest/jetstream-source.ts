@@ -1,0 +1,163 @@
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  StorageType,
+} from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { CollectorError, redactUrl } from '../errors.js';
+import type { IngestQueue } from './ingest-queue.js';
+
+export const AUDIT_STREAM = 'PGWARDEN_AUDIT';
+export const AUDIT_SUBJECTS = 'pgwarden.audit.>';
+
+export interface JetStreamSourceOptions {
+  url: string;
+  /** Durable consumer name: restarts resume where the last acknowledged message left off. */
+  durable?: string;
+  /** Messages the server may have outstanding (delivered, unacknowledged) at once. */
+  maxAckPending?: number;
+  /** Prefetch size of each pull. */
+  pullBatch?: number;
+  /** How long a delivered, unacknowledged message waits before redelivery (default 60 s). */
+  ackWaitMs?: number;
+  onStatus?: (status: string) => void;
+}
+
+const NANOS_PER_MS = 1_000_000;
+
+/**
+ * Creates the audit stream if missing, with the same shape the sidecar creates: file storage, all
+ * `pgwarden.audit.>` subjects, a duplicate window so `<session>.<seq>` message ids deduplicate retries
+ * (https://docs.nats.io/using-nats/developer/develop_jetstream/model_deep_dive#message-deduplication).
+ */
+export async function ensureStream(jsm: JetStreamManager): Promise<void> {
+  try {
+    await jsm.streams.info(AUDIT_STREAM);
+    return;
+  } catch (err) {
+    if ((err as Error).name !== 'StreamNotFoundError') throw err;
+  }
+  try {
+    // Same limits the sidecar applies when it creates the stream (30 days, 2-minute duplicate window), so whichever
+    // side starts first, the other finds nothing to reconcile.
+    await jsm.streams.add({
+      name: AUDIT_STREAM,
+      subjects: [AUDIT_SUBJECTS],
+      storage: StorageType.File,
+      max_age: 30 * 86_400_000 * NANOS_PER_MS,
+      max_bytes: -1,
+      duplicate_window: 120_000 * NANOS_PER_MS,
+    });
+  } catch (err) {
+    // Another process (sidecar or collector) created it first.
+    if (!/already in use|exists/i.test((err as Error).message)) throw err;
+  }
+}
+
+/**
+ * A durable pull consumer with explicit acks feeding the ingest queue. Each message is acknowledged only after
+ * its batch committed to the store; anything unacknowledged is redelivered after `ack_wait`, and the store
+ * drops the repeat by event id (https://docs.nats.io/nats-concepts/jetstream/consumers#ackpolicy).
+ */
+export class JetStreamSource {
+  private nc: NatsConnection | null = null;
+  private messages: ConsumerMessages | null = null;
+  private running = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly queue: IngestQueue,
+    private readonly opts: JetStreamSourceOptions,
+  ) {}
+
+  get connected(): boolean {
+    return this.nc !== null && !this.nc.isClosed();
+  }
+
+  async start(): Promise<void> {
+    try {
+      this.nc = await connect({
+        servers: this.opts.url,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        waitOnFirstConnect: true,
+        name: 'pgwarden-collector',
+      });
+    } catch (err) {
+      throw new CollectorError(
+        'COLLECTOR_NATS',
+        `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    void (async () => {
+      for await (const s of this.nc?.status() ?? []) this.opts.onStatus?.(s.type);
+    })();
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  private async setup(nc: NatsConnection): Promise<ConsumerMessages> {
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm);
+    const durable = this.opts.durable ?? 'pgwarden-collector';
+    const config = {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      filter_subject: AUDIT_SUBJECTS,
+      ack_wait: (this.opts.ackWaitMs ?? 60_000) * NANOS_PER_MS,
+      max_ack_pending: this.opts.maxAckPending ?? 20_000,
+    };
+    try {
+      const info = await jsm.consumers.info(AUDIT_STREAM, durable);
+      if (info.config.ack_wait !== config.ack_wait || info.config.max_ack_pending !== config.max_ack_pending) {
+        await jsm.consumers.update(AUDIT_STREAM, durable, {
+          ack_wait: config.ack_wait,
+          max_ack_pending: config.max_ack_pending,
+        });
+      }
+    } catch (err) {
+      if ((err as Error).name !== 'ConsumerNotFoundError') throw err;
+      await jsm.consumers.add(AUDIT_STREAM, config);
+    }
+    const consumer = await jetstream(nc).consumers.get(AUDIT_STREAM, durable);
+    return consumer.consume({ max_messages: this.opts.pullBatch ?? 1000 });
+  }
+
+  /** Supervises the consumer: any failure (server restart, deleted consumer) rebuilds it after a pause. */
+  private async run(): Promise<void> {
+    while (this.running && this.nc) {
+      try {
+        this.messages = await this.setup(this.nc);
+        this.opts.onStatus?.('consuming');
+        for await (const m of this.messages) {
+          void this.queue.push({ body: m.data, ack: () => m.ack(), source: `nats:${m.subject}` }).catch(() => {});
+          await this.queue.waitForRoom();
+        }
+      } catch (err) {
+        if (!this.running) break;
+        this.opts.onStatus?.(`consumer error: ${(err as Error).message}`);
+      }
+      if (this.running) await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** Stops pulling; messages already queued are still written and acknowledged until `close()`. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.messages?.stop();
+    await this.loop;
+  }
+
+  /** Flushes pending acknowledgements and closes the connection. */
+  async close(): Promise<void> {
+    await this.stop();
+    await this.nc?.drain().catch(() => {});
+    this.nc = null;
+  }
+}

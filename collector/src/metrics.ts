@@ -1,0 +1,77 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The collector's Prometheus metrics, in a registry of its own so several collectors can live in one process (tests). */
+export class CollectorMetrics {
+  readonly registry = new Registry();
+  readonly ingested = new Counter({
+    name: 'pgwarden_collector_events_ingested_total',
+    help: 'Events stored',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly duplicates = new Counter({
+    name: 'pgwarden_collector_events_duplicate_total',
+    help: 'Redelivered events already stored (dropped by id)',
+    registers: [this.registry],
+  });
+  readonly rejected = new Counter({
+    name: 'pgwarden_collector_events_rejected_total',
+    help: 'Events that could not be parsed or stored, kept in audit_rejected',
+    registers: [this.registry],
+  });
+  readonly findings = new Counter({
+    name: 'pgwarden_collector_chain_findings_total',
+    help: 'Hash-chain findings (gaps, tampering)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly healed = new Counter({
+    name: 'pgwarden_collector_chain_gaps_healed_total',
+    help: 'Gaps closed by late events',
+    registers: [this.registry],
+  });
+  readonly storeRetries = new Counter({
+    name: 'pgwarden_collector_store_retries_total',
+    help: 'Failed store writes that were retried',
+    registers: [this.registry],
+  });
+  readonly batchSeconds = new Histogram({
+    name: 'pgwarden_collector_batch_duration_seconds',
+    help: 'Time to store one batch',
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly queueLength = new Gauge({
+    name: 'pgwarden_collector_queue_length',
+    help: 'Events received, not yet stored',
+    registers: [this.registry],
+  });
+  readonly natsConnected = new Gauge({
+    name: 'pgwarden_collector_nats_connected',
+    help: '1 while connected to NATS',
+    registers: [this.registry],
+  });
+  readonly exported = new Counter({
+    name: 'pgwarden_collector_export_events_total',
+    help: 'Events delivered by an exporter',
+    labelNames: ['exporter'] as const,
+    registers: [this.registry],
+  });
+  readonly exportFailures = new Counter({
+    name: 'pgwarden_collector_export_failures_total',
+    help: 'Failed export attempts (retried)',
+    labelNames: ['exporter'] as const,
+    registers: [this.registry],
+  });
+  readonly exportLag = new Gauge({
+    name: 'pgwarden_collector_export_lag_events',
+    help: 'Stored events an exporter has not delivered yet',
+    labelNames: ['exporter'] as const,
+    registers: [this.registry],
+  });
+  readonly sseClients = new Gauge({
+    name: 'pgwarden_collector_stream_clients',
+    help: 'Connected live-tail clients',
+    registers: [this.registry],
+  });
+}

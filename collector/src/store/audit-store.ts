@@ -1,0 +1,242 @@
+import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
+import { CollectorError } from '../errors.js';
+import { type AuditEvent, indexedFields } from '../event.js';
+import { type IngestItem, ISO, insertFindings, type WriteResult, writeBatch } from './ingest-writer.js';
+import { migrate } from './migrations.js';
+import { dayKey, PartitionManager } from './partitions.js';
+import { connectPostgres, openPglite, type SqlClient } from './sql-client.js';
+
+export interface StoreOptions {
+  /** postgres://... ; when absent the embedded PGlite store is used. */
+  url?: string;
+  /** PGlite data directory; in memory when absent. Ignored with `url`. */
+  dataDir?: string;
+  rules: ChainRules;
+}
+
+export interface IngestOutcome extends WriteResult {
+  rejected: number;
+  /** Events PostgreSQL refused as data; kept in audit_rejected. */
+  rejectedEvents: AuditEvent[];
+}
+
+/** The audit store: events partitioned by day, sessions with their chain state, findings, cursors. */
+export class AuditStore {
+  readonly partitions: PartitionManager;
+  readonly rules: ChainRules;
+  private readonly hashes = new WeakMap<object, string>();
+
+  private constructor(
+    readonly db: SqlClient,
+    rules: ChainRules,
+  ) {
+    this.partitions = new PartitionManager(db);
+    // Hashes computed ahead by prehash() (while the previous batch is being written) are used once, then dropped.
+    this.rules = {
+      ...rules,
+      hashOf: (e) => {
+        const h = this.hashes.get(e);
+        if (h === undefined) return rules.hashOf(e);
+        this.hashes.delete(e);
+        return h;
+      },
+    };
+  }
+
+  /** Computes the chain hashes of events about to be ingested; CPU work the ingest queue overlaps with I/O. */
+  prehash(events: readonly AuditEvent[]): void {
+    for (const e of events) {
+      try {
+        this.hashes.set(e, this.rules.hashOf(e));
+      } catch {
+        // An unhashable event is reported by the chain check itself.
+      }
+    }
+  }
+
+  static async open(opts: StoreOptions): Promise<AuditStore> {
+    const db = opts.url ? await connectPostgres(opts.url) : await openPglite(opts.dataDir);
+    const store = new AuditStore(db, opts.rules);
+    try {
+      await migrate(db);
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
+    return store;
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+
+  /**
+   * Stores a batch durably (one transaction). Events PostgreSQL refuses as data (class 22, e.g. a NUL character
+   * jsonb cannot hold) are recorded in `audit_rejected` one by one so one bad event never blocks the stream.
+   */
+  async ingest(input: readonly (AuditEvent | IngestItem)[]): Promise<IngestOutcome> {
+    const items: IngestItem[] = input.map((x) => (isItem(x) ? x : { event: x, raw: JSON.stringify(x) }));
+    const events = items.map((i) => i.event);
+    if (events.length === 0)
+      return { inserted: [], duplicates: 0, findings: [], healed: 0, rejected: 0, rejectedEvents: [] };
+    await this.partitions.ensure(new Set(events.map((e) => dayKey(e.time))));
+    try {
+      return {
+        ...(await this.db.transaction((tx) => writeBatch(tx, items, this.rules))),
+        rejected: 0,
+        rejectedEvents: [],
+      };
+    } catch (err) {
+      if (!isDataError(err) || events.length === 0)
+        throw new CollectorError(
+          'COLLECTOR_STORE',
+          `storing ${events.length} events failed: ${(err as Error).message}`,
+          { cause: err },
+        );
+    }
+    const total: IngestOutcome = {
+      inserted: [],
+      duplicates: 0,
+      findings: [],
+      healed: 0,
+      rejected: 0,
+      rejectedEvents: [],
+    };
+    for (const item of items) {
+      const e = item.event;
+      try {
+        const r = await this.db.transaction((tx) => writeBatch(tx, [item], this.rules));
+        total.inserted.push(...r.inserted);
+        total.duplicates += r.duplicates;
+        total.findings.push(...r.findings);
+        total.healed += r.healed;
+      } catch (err) {
+        if (!isDataError(err))
+          throw new CollectorError('COLLECTOR_STORE', `storing event failed: ${(err as Error).message}`, {
+            cause: err,
+          });
+        await this.reject('ingest', (err as Error).message, item.raw);
+        total.rejected += 1;
+        total.rejectedEvents.push(e);
+      }
+    }
+    return total;
+  }
+
+  /** Keeps what could not be parsed or stored, for an operator to inspect; never silently dropped. */
+  async reject(source: string, reason: string, raw: string): Promise<void> {
+    // NUL cannot be stored in text either; escape it so the evidence survives.
+    await this.db.query('INSERT INTO audit_rejected (source, reason, raw) VALUES ($1, $2, $3)', [
+      source,
+      reason,
+      raw.replaceAll('\u0000', '\\u0000'),
+    ]);
+  }
+
+  /**
+   * Turns holes older than `graceMs` into `audit.gap` findings. A hole is normal for a moment (redelivery, a
+   * spool draining out of order); one that stays is evidence that events were lost.
+   */
+  async sweepGaps(graceMs: number): Promise<ChainFinding[]> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query<{ session_id: string; from: number; next: number | null }>(
+        `SELECT s.session_id, s.verified_seq::int + 1 AS "from",
+                (SELECT min(seq)::int FROM audit_events e WHERE e.session_id = s.session_id AND e.seq > s.verified_seq) AS next
+         FROM audit_sessions s WHERE s.status = 'pending' AND s.updated_at < now() - make_interval(secs => $1) FOR UPDATE`,
+        [graceMs / 1000],
+      );
+      const findings: ChainFinding[] = rows.map((r) => ({
+        kind: 'audit.gap',
+        sessionId: r.session_id,
+        seqFrom: r.from,
+        seqTo: (r.next ?? r.from) - 1,
+        detail: `events ${r.from}..${(r.next ?? r.from) - 1} did not arrive within ${Math.round(graceMs / 1000)}s`,
+      }));
+      if (findings.length === 0) return findings;
+      await insertFindings(tx, findings);
+      await tx.query(
+        `UPDATE audit_sessions SET status = 'gap' WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb))`,
+        [JSON.stringify(rows.map((r) => r.session_id))],
+      );
+      return findings;
+    });
+  }
+
+  /** Session ids in the store (from events and from the sessions table, so a deleted side still shows). */
+  async sessionIds(): Promise<string[]> {
+    const rows = await this.db.query<{ id: string }>(
+      'SELECT session_id AS id FROM audit_sessions UNION SELECT DISTINCT session_id FROM audit_events ORDER BY 1',
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * Full re-verification from stored events only: recomputes every hash and link, checks the indexed columns
+   * against the event they came from, and compares with the last sequence number recorded at ingest.
+   */
+  async verify(sessionIds?: readonly string[]): Promise<FullReport[]> {
+    const ids = sessionIds ?? (await this.sessionIds());
+    const reports: FullReport[] = [];
+    for (const sid of ids) {
+      const rows = await this.db.query<{
+        event: string;
+        seq: number;
+        type: string;
+        identity: string | null;
+        decision: string | null;
+        kind: string | null;
+        t: string;
+      }>(
+        `SELECT event, seq::int, type, identity, decision, kind, ${ISO('time')} AS t FROM audit_events WHERE session_id = $1 ORDER BY seq`,
+        [sid],
+      );
+      const [meta] = await this.db.query<{ max_seq: number }>(
+        'SELECT max_seq::int FROM audit_sessions WHERE session_id = $1',
+        [sid],
+      );
+      const parsed = rows.map((r) => JSON.parse(r.event) as AuditEvent);
+      const report = verifySession(sid, parsed, this.rules, meta?.max_seq);
+      for (const [i, r] of rows.entries()) {
+        const ev = parsed[i];
+        const f = indexedFields(ev);
+        const sameTime = Date.parse(r.t) === Date.parse(ev.time);
+        if (
+          r.seq !== ev.session.seq ||
+          r.type !== ev.type ||
+          r.identity !== f.identity ||
+          r.decision !== f.decision ||
+          r.kind !== f.kind ||
+          !sameTime
+        ) {
+          report.findings.push({
+            kind: 'audit.tampered',
+            sessionId: sid,
+            seqFrom: r.seq,
+            seqTo: r.seq,
+            detail: `indexed columns of event ${ev.id} disagree with the event`,
+          });
+        }
+      }
+      if (!meta)
+        report.findings.push({
+          kind: 'audit.gap',
+          sessionId: sid,
+          seqFrom: 0,
+          seqTo: 0,
+          detail: 'session record missing from audit_sessions',
+        });
+      report.ok = report.findings.length === 0;
+      reports.push(report);
+    }
+    return reports;
+  }
+}
+
+function isItem(x: AuditEvent | IngestItem): x is IngestItem {
+  return typeof (x as IngestItem).raw === 'string' && typeof (x as IngestItem).event === 'object';
+}
+
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('22');
+}

@@ -1,0 +1,290 @@
+import {
+  type AdvanceResult,
+  advance,
+  type ChainCursor,
+  type ChainFinding,
+  type ChainRules,
+  startCursor,
+} from '../chain/verify-chain.js';
+import { type AuditEvent, indexedFields } from '../event.js';
+import type { SqlRunner } from './sql-client.js';
+
+/** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
+interface SessionRow {
+  session_id: string;
+  namespace: string | null;
+  policy: string | null;
+  identity: string | null;
+  first_time: string | null;
+  last_time: string | null;
+  events: number;
+  statements: number;
+  denied: number;
+  max_seq: number;
+  verified_seq: number;
+  verified_hash: string | null;
+  end_seq: number | null;
+  status: string;
+}
+
+export interface WriteResult {
+  /** Events stored by this call (duplicates of already stored ids excluded), in input order. */
+  inserted: AuditEvent[];
+  duplicates: number;
+  findings: ChainFinding[];
+  /** Gap findings healed because the missing events finally arrived. */
+  healed: number;
+}
+
+const EVENT_COLUMNS =
+  'id, time, session_id, seq, type, namespace, policy, identity, kind, decision, tables, prev_hash, hash, event';
+const PARAMS_PER_ROW = 14;
+/** Rows per INSERT: 250 × 14 parameters stays far below the protocol's 65,535-parameter limit. */
+const ROWS_PER_INSERT = 250;
+
+/** A PostgreSQL array literal of text (https://www.postgresql.org/docs/current/arrays.html#ARRAYS-IO). */
+function textArrayLiteral(items: readonly string[]): string {
+  return `{${items.map((x) => `"${x.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`;
+}
+
+/**
+ * Multi-row INSERT with every value as its own text parameter: PostgreSQL copies text parameters without
+ * parsing them, which is what makes this several times cheaper than handing it one JSON document to unpack.
+ */
+function insertStatement(rows: number): string {
+  const tuples: string[] = [];
+  for (let r = 0; r < rows; r++) {
+    const b = r * PARAMS_PER_ROW;
+    const p: string[] = [];
+    for (let k = 1; k <= PARAMS_PER_ROW; k++) p.push(`$${b + k}`);
+    tuples.push(`(${p.join(',')})`);
+  }
+  return `INSERT INTO audit_events (${EVENT_COLUMNS}) VALUES ${tuples.join(',')} ON CONFLICT (session_id, seq, time) DO NOTHING RETURNING id`;
+}
+
+const statementCache = new Map<number, string>();
+const insertSql = (rows: number) => {
+  let sql = statementCache.get(rows);
+  if (!sql) {
+    sql = insertStatement(rows);
+    if (statementCache.size < 64) statementCache.set(rows, sql);
+  }
+  return sql;
+};
+
+/** An event with the JSON text it arrived as (stored verbatim). */
+export interface IngestItem {
+  event: AuditEvent;
+  raw: string;
+}
+
+const UPSERT_SESSIONS = `
+INSERT INTO audit_sessions AS s (session_id, namespace, policy, identity, first_time, last_time, events, statements, denied,
+  max_seq, verified_seq, verified_hash, end_seq, status, updated_at)
+SELECT r.session_id, r.namespace, r.policy, r.identity, r.first_time, r.last_time, r.events, r.statements, r.denied,
+  r.max_seq, r.verified_seq, r.verified_hash, r.end_seq, r.status, now()
+FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, namespace text, policy text, identity text, first_time timestamptz,
+  last_time timestamptz, events bigint, statements bigint, denied bigint, max_seq bigint, verified_seq bigint,
+  verified_hash text, end_seq bigint, status text)
+ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = EXCLUDED.policy, identity = EXCLUDED.identity,
+  first_time = EXCLUDED.first_time, last_time = EXCLUDED.last_time, events = EXCLUDED.events, statements = EXCLUDED.statements,
+  denied = EXCLUDED.denied, max_seq = EXCLUDED.max_seq, verified_seq = EXCLUDED.verified_seq,
+  verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status, updated_at = now()`;
+
+/** Renders a timestamptz column as RFC 3339 UTC with microseconds, independent of the session's DateStyle/TimeZone. */
+export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+export const INGEST_LOCK_KEY = 7_245_002; // serialises ingest commits across collectors so ingest_seq order = commit order
+
+/**
+ * Stores a batch in one transaction: the events (idempotent on id), then each touched session's chain cursor and
+ * aggregates, then any findings. The caller acknowledges the source messages only after this resolves.
+ */
+export async function writeBatch(tx: SqlRunner, items: readonly IngestItem[], rules: ChainRules): Promise<WriteResult> {
+  await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
+  const events = items.map((i) => i.event);
+  const ids = new Set<string>();
+  for (let i = 0; i < items.length; i += ROWS_PER_INSERT) {
+    const chunk = items.slice(i, i + ROWS_PER_INSERT);
+    const params: unknown[] = [];
+    for (const { event: e, raw } of chunk) {
+      const f = indexedFields(e);
+      params.push(
+        e.id,
+        e.time,
+        e.session.id,
+        e.session.seq,
+        e.type,
+        f.namespace,
+        f.policy,
+        f.identity,
+        f.kind,
+        f.decision,
+        textArrayLiteral(f.tables),
+        e.prevHash ?? null,
+        e.hash,
+        raw,
+      );
+    }
+    for (const r of await tx.query<{ id: string }>(insertSql(chunk.length), params)) ids.add(r.id);
+  }
+  const inserted: AuditEvent[] = [];
+  for (const e of events) {
+    // A batch may itself contain the same event twice (redelivery): keep the first.
+    if (ids.delete(e.id)) inserted.push(e);
+  }
+  const result: WriteResult = {
+    inserted,
+    duplicates: events.length - inserted.length,
+    findings: declaredGaps(inserted),
+    healed: 0,
+  };
+  if (inserted.length === 0) return result;
+
+  const bySession = new Map<string, AuditEvent[]>();
+  for (const e of inserted) {
+    const list = bySession.get(e.session.id);
+    if (list) list.push(e);
+    else bySession.set(e.session.id, [e]);
+  }
+  const existing = await tx.query<SessionRow>(
+    `SELECT session_id, namespace, policy, identity, ${ISO('first_time')} AS first_time, ${ISO('last_time')} AS last_time, events::int, statements::int,
+            denied::int, max_seq::int, verified_seq::int, verified_hash, end_seq::int, status
+     FROM audit_sessions WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb)) FOR UPDATE`,
+    [JSON.stringify([...bySession.keys()])],
+  );
+  const rowsById = new Map(existing.map((r) => [r.session_id, r]));
+  const updated: SessionRow[] = [];
+  for (const [sid, evs] of bySession) {
+    const row = rowsById.get(sid) ?? emptyRow(sid, rules);
+    const cursor: ChainCursor =
+      row.verified_seq >= rules.firstSeq
+        ? { verifiedSeq: row.verified_seq, verifiedHash: row.verified_hash }
+        : startCursor(rules);
+    let step: AdvanceResult = advance(cursor, evs, rules);
+    if (step.holeAt !== undefined || row.max_seq > cursor.verifiedSeq) {
+      // Out of order: events beyond the verified point are already stored (earlier batches); walk them too.
+      const stored = await tx.query<{ event: string }>(
+        'SELECT event FROM audit_events WHERE session_id = $1 AND seq > $2 ORDER BY seq',
+        [sid, cursor.verifiedSeq],
+      );
+      step = advance(
+        cursor,
+        stored.map((r) => JSON.parse(r.event) as AuditEvent),
+        rules,
+      );
+    }
+    result.findings.push(...step.findings);
+    const n = updated.push(aggregate(row, evs, step, rules));
+    const next = updated[n - 1];
+    if (row.status === 'gap' && next.status !== 'gap') {
+      const healed = await tx.query(
+        `UPDATE audit_chain_findings SET resolved_at = now() WHERE session_id = $1 AND kind = 'audit.gap' AND resolved_at IS NULL AND seq_to <= $2 RETURNING id`,
+        [sid, next.verified_seq],
+      );
+      result.healed += healed.length;
+    }
+  }
+  await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  if (result.findings.length > 0) await insertFindings(tx, result.findings);
+  return result;
+}
+
+/**
+ * A sidecar that dropped events (failMode open, spool full) says so in an `audit.gap` event listing the dropped
+ * seq ranges per session; those become findings on the affected sessions, with the sidecar's stated cause.
+ */
+function declaredGaps(events: readonly AuditEvent[]): ChainFinding[] {
+  const out: ChainFinding[] = [];
+  for (const e of events) {
+    if (e.type !== 'audit.gap') continue;
+    const gap = e.gap as
+      | { cause?: string; dropped?: number; sessions?: { id: string; fromSeq: number; toSeq: number }[] }
+      | undefined;
+    for (const s of gap?.sessions ?? []) {
+      if (typeof s?.id !== 'string' || !Number.isSafeInteger(s.fromSeq) || !Number.isSafeInteger(s.toSeq)) continue;
+      out.push({
+        kind: 'audit.gap',
+        sessionId: s.id,
+        seqFrom: s.fromSeq,
+        seqTo: s.toSeq,
+        detail: `sidecar dropped events ${s.fromSeq}..${s.toSeq} (${gap?.cause ?? 'no cause given'})`,
+      });
+    }
+  }
+  return out;
+}
+
+export async function insertFindings(tx: SqlRunner, findings: readonly ChainFinding[]): Promise<void> {
+  await tx.query(
+    `INSERT INTO audit_chain_findings (session_id, kind, seq_from, seq_to, detail)
+     SELECT r.session_id, r.kind, r.seq_from, r.seq_to, r.detail
+     FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, kind text, seq_from bigint, seq_to bigint, detail text)
+     ON CONFLICT (session_id, kind, seq_from) DO NOTHING`,
+    [
+      JSON.stringify(
+        findings.map((f) => ({
+          session_id: f.sessionId,
+          kind: f.kind,
+          seq_from: f.seqFrom,
+          seq_to: f.seqTo,
+          detail: f.detail,
+        })),
+      ),
+    ],
+  );
+}
+
+function emptyRow(sid: string, rules: ChainRules): SessionRow {
+  return {
+    session_id: sid,
+    namespace: null,
+    policy: null,
+    identity: null,
+    first_time: null,
+    last_time: null,
+    events: 0,
+    statements: 0,
+    denied: 0,
+    max_seq: rules.firstSeq - 1,
+    verified_seq: rules.firstSeq - 1,
+    verified_hash: null,
+    end_seq: null,
+    status: 'ok',
+  };
+}
+
+/** Schema v1 times are fixed-width UTC ("...T12:00:00.000000Z"), which compare correctly as strings. */
+const fixedUtc = (a: string, b: string) => a.length === b.length && a.endsWith('Z') && b.endsWith('Z');
+const before = (a: string, b: string) => (fixedUtc(a, b) ? a < b : Date.parse(a) < Date.parse(b));
+const earlier = (a: string | null, b: string) => (a === null || before(b, a) ? b : a);
+const later = (a: string | null, b: string) => (a === null || before(a, b) ? b : a);
+
+function aggregate(row: SessionRow, evs: readonly AuditEvent[], step: AdvanceResult, rules: ChainRules): SessionRow {
+  const next: SessionRow = { ...row };
+  for (const e of evs) {
+    const f = indexedFields(e);
+    next.namespace ??= f.namespace;
+    next.policy ??= f.policy;
+    next.identity ??= f.identity;
+    next.first_time = earlier(next.first_time, e.time);
+    next.last_time = later(next.last_time, e.time);
+    next.events += 1;
+    if (e.type === 'statement') next.statements += 1;
+    if (f.decision === 'deny') next.denied += 1;
+    next.max_seq = Math.max(next.max_seq, e.session.seq);
+    if (e.type === 'session.end') next.end_seq = e.session.seq;
+  }
+  next.verified_seq = Math.max(step.cursor.verifiedSeq, rules.firstSeq - 1);
+  next.verified_hash = step.cursor.verifiedHash;
+  const tampered = row.status === 'tampered' || step.findings.some((f) => f.kind === 'audit.tampered');
+  // 'pending': a hole the sweep will call a gap if it is not filled within the grace period.
+  next.status = tampered
+    ? 'tampered'
+    : next.verified_seq < next.max_seq
+      ? row.status === 'gap'
+        ? 'gap'
+        : 'pending'
+      : 'ok';
+  return next;
+}

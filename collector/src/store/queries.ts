@@ -1,0 +1,207 @@
+import type { AuditEvent } from '../event.js';
+import { ISO } from './ingest-writer.js';
+import type { SqlRunner } from './sql-client.js';
+
+export interface SessionSummary {
+  id: string;
+  namespace: string | null;
+  policy: string | null;
+  identity: string | null;
+  firstTime: string | null;
+  lastTime: string | null;
+  events: number;
+  statements: number;
+  denied: number;
+  maxSeq: number;
+  verifiedSeq: number;
+  ended: boolean;
+  chain: string;
+}
+
+export interface SessionFilter {
+  namespace?: string;
+  policy?: string;
+  identity?: string;
+  decision?: string;
+  chain?: string;
+  from?: string;
+  to?: string;
+  limit: number;
+  /** Opaque keyset cursor from a previous page's `next`. */
+  cursor?: string;
+}
+
+export interface EventFilter {
+  table?: string;
+  kind?: string;
+  decision?: string;
+  type?: string;
+  session?: string;
+  identity?: string;
+  namespace?: string;
+  policy?: string;
+  from?: string;
+  to?: string;
+  limit: number;
+  cursor?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  next: string | null;
+}
+
+export interface Finding {
+  kind: string;
+  seqFrom: number;
+  seqTo: number;
+  detail: string;
+  detectedAt: string;
+  resolvedAt: string | null;
+}
+
+const SESSION_COLUMNS = `session_id AS id, namespace, policy, identity, ${ISO('first_time')} AS "firstTime", ${ISO('last_time')} AS "lastTime",
+  events::int, statements::int, denied::int, max_seq::int AS "maxSeq", verified_seq::int AS "verifiedSeq", end_seq IS NOT NULL AS ended, status AS chain`;
+
+const encodeCursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url');
+function decodeCursor(c: string): [string, string] {
+  let parts: unknown;
+  try {
+    parts = JSON.parse(Buffer.from(c, 'base64url').toString('utf8'));
+  } catch {
+    throw new Error('bad cursor');
+  }
+  if (!Array.isArray(parts) || parts.length !== 2 || !parts.every((p) => typeof p === 'string'))
+    throw new Error('bad cursor');
+  return parts as [string, string];
+}
+
+/** Builds `AND`-joined conditions with positional parameters; values never reach the SQL text. */
+class Where {
+  readonly params: unknown[] = [];
+  private readonly parts: string[] = [];
+  add(sql: (p: string) => string, value: unknown): void {
+    if (value === undefined || value === '') return;
+    this.params.push(value);
+    this.parts.push(sql(`$${this.params.length}`));
+  }
+  /** A condition over two values (keyset pagination). */
+  add2(sql: (a: string, b: string) => string, a: unknown, b: unknown): void {
+    this.params.push(a, b);
+    this.parts.push(sql(`$${this.params.length - 1}`, `$${this.params.length}`));
+  }
+  get sql(): string {
+    return this.parts.length > 0 ? `WHERE ${this.parts.join(' AND ')}` : '';
+  }
+}
+
+/** Sessions, newest first, keyset-paged on (first_time, session_id). */
+export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Page<SessionSummary>> {
+  const w = new Where();
+  w.add((p) => `namespace = ${p}`, f.namespace);
+  w.add((p) => `policy = ${p}`, f.policy);
+  w.add((p) => `identity = ${p}`, f.identity);
+  w.add((p) => `status = ${p}`, f.chain);
+  w.add((p) => `last_time >= ${p}::timestamptz`, f.from);
+  w.add((p) => `first_time < ${p}::timestamptz`, f.to);
+  w.add(
+    (p) => `EXISTS (SELECT 1 FROM audit_events e WHERE e.session_id = s.session_id AND e.decision = ${p})`,
+    f.decision,
+  );
+  if (f.cursor) {
+    const [t, id] = decodeCursor(f.cursor);
+    w.add2((a, b) => `(first_time, session_id) < (${a}::timestamptz, ${b})`, t, id);
+  }
+  const rows = await db.query<SessionSummary>(
+    `SELECT ${SESSION_COLUMNS} FROM audit_sessions s ${w.sql} ORDER BY first_time DESC, session_id DESC LIMIT ${f.limit + 1}`,
+    w.params,
+  );
+  const items = rows.slice(0, f.limit);
+  const last = items[items.length - 1];
+  return { items, next: rows.length > f.limit && last ? encodeCursor([last.firstTime, last.id]) : null };
+}
+
+export async function getSession(
+  db: SqlRunner,
+  id: string,
+): Promise<{ session: SessionSummary; events: AuditEvent[]; findings: Finding[] } | null> {
+  const [session] = await db.query<SessionSummary>(
+    `SELECT ${SESSION_COLUMNS} FROM audit_sessions WHERE session_id = $1`,
+    [id],
+  );
+  if (!session) return null;
+  const events = await db.query<{ event: string }>(
+    'SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq, time',
+    [id],
+  );
+  const findings = await db.query<Finding>(
+    `SELECT kind, seq_from::int AS "seqFrom", seq_to::int AS "seqTo", detail, ${ISO('detected_at')} AS "detectedAt",
+            CASE WHEN resolved_at IS NULL THEN NULL ELSE ${ISO('resolved_at')} END AS "resolvedAt"
+     FROM audit_chain_findings WHERE session_id = $1 ORDER BY id`,
+    [id],
+  );
+  return { session, events: events.map((r) => JSON.parse(r.event) as AuditEvent), findings };
+}
+
+/** Event search, newest first, keyset-paged on (time, id). */
+export async function searchEvents(db: SqlRunner, f: EventFilter): Promise<Page<AuditEvent>> {
+  const w = new Where();
+  w.add((p) => `tables @> ARRAY[${p}::text]`, f.table);
+  w.add((p) => `kind = ${p}`, f.kind);
+  w.add((p) => `decision = ${p}`, f.decision);
+  w.add((p) => `type = ${p}`, f.type);
+  w.add((p) => `session_id = ${p}`, f.session);
+  w.add((p) => `identity = ${p}`, f.identity);
+  w.add((p) => `namespace = ${p}`, f.namespace);
+  w.add((p) => `policy = ${p}`, f.policy);
+  w.add((p) => `time >= ${p}::timestamptz`, f.from);
+  w.add((p) => `time < ${p}::timestamptz`, f.to);
+  if (f.cursor) {
+    const [t, id] = decodeCursor(f.cursor);
+    w.add2((a, b) => `(time, id) < (${a}::timestamptz, ${b})`, t, id);
+  }
+  const rows = await db.query<{ event: string; id: string; t: string }>(
+    `SELECT event, id, ${ISO('time')} AS t FROM audit_events ${w.sql} ORDER BY time DESC, id DESC LIMIT ${f.limit + 1}`,
+    w.params,
+  );
+  const items = rows.slice(0, f.limit);
+  const last = rows[f.limit - 1];
+  return {
+    items: items.map((r) => JSON.parse(r.event) as AuditEvent),
+    next: rows.length > f.limit && last ? encodeCursor([last.t, last.id]) : null,
+  };
+}
+
+/** Events stored after an ingest position, in ingest order: what an exporter has not delivered yet. */
+export async function eventsAfter(
+  db: SqlRunner,
+  position: number,
+  limit: number,
+): Promise<{ position: number; event: AuditEvent }[]> {
+  const rows = await db.query<{ p: string; event: string }>(
+    'SELECT ingest_seq::text AS p, event FROM audit_events WHERE ingest_seq > $1 ORDER BY ingest_seq LIMIT $2',
+    [position, limit],
+  );
+  return rows.map((r) => ({ position: Number(r.p), event: JSON.parse(r.event) as AuditEvent }));
+}
+
+export async function getCursor(db: SqlRunner, name: string): Promise<number | null> {
+  const [row] = await db.query<{ p: string }>('SELECT position::text AS p FROM collector_cursors WHERE name = $1', [
+    name,
+  ]);
+  return row ? Number(row.p) : null;
+}
+
+export async function setCursor(db: SqlRunner, name: string, position: number): Promise<void> {
+  await db.query(
+    `INSERT INTO collector_cursors (name, position) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()`,
+    [name, position],
+  );
+}
+
+/** The newest ingest position (0 when empty): a new exporter configured with `from: now` starts here. */
+export async function lastIngestPosition(db: SqlRunner): Promise<number> {
+  const [row] = await db.query<{ p: string | null }>('SELECT max(ingest_seq)::text AS p FROM audit_events');
+  return row?.p ? Number(row.p) : 0;
+}

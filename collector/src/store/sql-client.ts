@@ -1,0 +1,70 @@
+import pg from 'pg';
+import { CollectorError, redactUrl } from '../errors.js';
+
+/** The few operations the store needs, over either a PostgreSQL pool or embedded PGlite. */
+export interface SqlRunner {
+  query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+}
+
+export interface SqlClient extends SqlRunner {
+  readonly kind: 'postgres' | 'pglite';
+  /** Runs `fn` in one transaction; PGlite runs one transaction at a time, a pool may run several. */
+  transaction<T>(fn: (tx: SqlRunner) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export async function connectPostgres(url: string, opts: { max?: number } = {}): Promise<SqlClient> {
+  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 4 });
+  // An idle client losing its server (restart, network) must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  try {
+    const c = await pool.connect();
+    c.release();
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw new CollectorError(
+      'COLLECTOR_STORE',
+      `cannot connect to store ${redactUrl(url)}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  return {
+    kind: 'postgres',
+    async query(text, params) {
+      const r = await pool.query(text, params as unknown[]);
+      return r.rows;
+    },
+    async transaction(fn) {
+      const c = await pool.connect();
+      try {
+        await c.query('BEGIN');
+        const out = await fn({ query: async (t, p) => (await c.query(t, p as unknown[])).rows });
+        await c.query('COMMIT');
+        return out;
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        c.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** Embedded PostgreSQL (PGlite, WASM): in memory when `dataDir` is undefined, else persisted there. */
+export async function openPglite(dataDir?: string): Promise<SqlClient> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const db = new PGlite(dataDir);
+  await db.waitReady;
+  return {
+    kind: 'pglite',
+    async query(text, params) {
+      const r = await db.query(text, params as unknown[]);
+      return r.rows as never[];
+    },
+    transaction: (fn) =>
+      db.transaction((tx) => fn({ query: async (t, p) => (await tx.query(t, p as unknown[])).rows as never[] })),
+    close: () => db.close(),
+  };
+}

@@ -1,0 +1,72 @@
+import { type AuditEvent, formatAuditTime, newChain, sealEvent, type UnsealedAuditEvent } from '@pgwarden/policy';
+
+/**
+ * Realistic, correctly chained audit events (sealed with the shared schema-v1 code) for tests and the ingest
+ * benchmark. Not a mock of the sidecar: the fault-proof test drives the real sidecar.
+ */
+export interface SessionSpec {
+  id: string;
+  statements: number;
+  namespace?: string;
+  policy?: string;
+  user?: string;
+  /** Epoch µs of the first event; later events are 1 ms apart. */
+  startMicros?: number;
+  /** Every n-th statement is denied. */
+  denyEvery?: number;
+  tables?: string[];
+  /** Emit session.end after the statements (default true). */
+  end?: boolean;
+}
+
+export function makeSession(s: SessionSpec): AuditEvent[] {
+  const chain = newChain();
+  let t = s.startMicros ?? Date.UTC(2026, 10, 30, 12) * 1000;
+  const base = {
+    v: 1 as const,
+    source: { instance: 'test-sidecar' },
+    identity: {
+      namespace: s.namespace ?? 'agents',
+      serviceAccount: 'analytics',
+      pod: 'analytics-0',
+      groups: ['data-team'],
+      ...(s.user ? { user: s.user } : {}),
+    },
+    database: { host: 'orders-db', name: 'orders', user: 'agent', role: 'analytics_ro' },
+    policy: { name: s.policy ?? 'analytics-agent', hash: 'sha256:0000' },
+  };
+  const next = (u: Omit<UnsealedAuditEvent, 'v' | 'time' | 'session'>) => {
+    const e = sealEvent(
+      { ...base, ...u, time: formatAuditTime(t), session: { id: s.id } } as UnsealedAuditEvent,
+      chain,
+    );
+    t += 1000;
+    return e;
+  };
+  const out: AuditEvent[] = [next({ type: 'session.start' } as never)];
+  for (let i = 0; i < s.statements; i++) {
+    const denied = s.denyEvery !== undefined && (i + 1) % s.denyEvery === 0;
+    const tables = s.tables ?? ['public.orders'];
+    out.push(
+      next({
+        type: 'statement',
+        statement: {
+          text: denied ? `DELETE FROM ${tables[0]}` : `SELECT * FROM ${tables[0]} WHERE id = ${i}`,
+          kind: denied ? 'delete' : 'select',
+          tables,
+          functions: [],
+        },
+        decision: denied
+          ? { action: 'deny', rule: 'writes-need-approval', reason: 'no rule allows delete', code: '42501' }
+          : { action: 'allow', rule: 'read-orders' },
+        result: denied
+          ? { rows: 0, bytes: 0, error: { code: '42501', message: 'denied by pgwarden' } }
+          : { tag: 'SELECT 1', rows: 1, bytes: 42 },
+        timing: { start: formatAuditTime(t), durationMs: 0.4, upstreamMs: 0.3, heldMs: 0 },
+      } as never),
+    );
+  }
+  if (s.end !== false)
+    out.push(next({ type: 'session.end', end: { statements: s.statements, durationMs: s.statements } } as never));
+  return out;
+}

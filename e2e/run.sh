@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End-to-end scenario on a kind cluster: build the image, helm install, apply a policy, deploy an agent, run psql
+# through the injected sidecar, check a denial, masking, `kubectl get dap`, and the audit trail in the collector.
+# Needs: docker (with a running daemon), kind. helm and kubectl come from scripts/helm.sh when not installed.
+# Keep the cluster for debugging with KEEP_CLUSTER=1.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CLUSTER=pgwarden-e2e
+IMAGE=pgwarden:e2e
+NS=pgwarden
+
+skip() { echo "e2e SKIPPED: $*" >&2; exit 0; }
+fail() { echo "e2e FAILED: $*" >&2; exit 1; }
+command -v docker >/dev/null || skip "docker is not installed"
+docker info >/dev/null 2>&1 || skip "the Docker daemon is not reachable"
+command -v kind >/dev/null || skip "kind is not installed (https://kind.sigs.k8s.io)"
+HELM="$(command -v helm || "$ROOT/scripts/helm.sh")"
+KUBECTL="$(command -v kubectl || echo "$(dirname "$("$ROOT/scripts/helm.sh")")/kubectl")"
+k() { "$KUBECTL" --context "kind-$CLUSTER" "$@"; }
+
+cleanup() { [[ "${KEEP_CLUSTER:-}" == 1 ]] || kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+echo "--- cluster"
+kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config "$ROOT/e2e/kind-config.yaml" --wait 120s
+echo "--- image"
+docker build -f "$ROOT/e2e/Dockerfile" -t "$IMAGE" "$ROOT"
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+echo "--- database"
+k apply -f "$ROOT/e2e/manifests/postgres.yaml"
+k -n data rollout status deploy/orders-db --timeout=180s
+
+echo "--- helm install"
+"$HELM" upgrade --install pgw "$ROOT/charts/pgwarden" --kube-context "kind-$CLUSTER" --namespace "$NS" --create-namespace \
+  --set image.repository=pgwarden --set image.tag=e2e --set image.pullPolicy=Never --wait --timeout 5m
+k -n "$NS" rollout status deploy/pgw-pgwarden-operator --timeout=120s
+k get crd databaseaccesspolicies.pgwarden.dev maskingrules.pgwarden.dev
+
+echo "--- policy"
+k apply -f "$ROOT/e2e/manifests/policy.yaml"
+for _ in $(seq 60); do
+  [[ "$(k -n agents get dap analytics-agent -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] && break
+  sleep 2
+done
+k -n agents get dap
+[[ "$(k -n agents get dap analytics-agent -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] || fail "policy not Ready"
+k -n agents get configmap pgwarden-analytics-agent -o jsonpath='{.metadata.annotations.pgwarden\.dev/content-hash}' | grep -q '^sha256:' || fail "no rendered ConfigMap"
+
+echo "--- agent"
+k apply -f "$ROOT/e2e/manifests/agent.yaml"
+k -n agents rollout status deploy/analytics-agent --timeout=180s
+POD="$(k -n agents get pod -l app=analytics-agent -o jsonpath='{.items[0].metadata.name}')"
+[[ "$(k -n agents get pod "$POD" -o jsonpath='{.spec.initContainers[0].restartPolicy}')" == Always ]] || fail "no native sidecar injected"
+k -n agents get pod "$POD" -o jsonpath='{.spec.containers[0].volumeMounts}' | grep -q credentials && fail "credentials mounted into the agent"
+
+echo "--- allowed statement through the sidecar"
+OUT="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select count(*) from public.orders')"
+[[ "$OUT" == 2 ]] || fail "expected 2 orders, got: $OUT"
+
+echo "--- masking"
+OUT="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select email from public.customers order by id limit 1')"
+[[ "$OUT" != *@example.com* ]] || fail "email not masked: $OUT"
+
+echo "--- denial"
+if ERR="$(k -n agents exec "$POD" -c agent -- psql -Xc 'delete from public.orders' 2>&1)"; then fail "delete was allowed"; fi
+grep -q -i "denied\|42501\|permission" <<<"$ERR" || fail "unexpected error: $ERR"
+
+echo "--- unsafe pod refused by the webhook"
+if ERR="$(k -n agents run unsafe --image=postgres:15 --labels=app=analytics-agent --overrides='{"spec":{"hostPID":true}}' --restart=Never -- sleep 1 2>&1)"; then
+  fail "hostPID pod was admitted"
+fi
+grep -q hostPID <<<"$ERR" || fail "refusal does not say why: $ERR"
+
+echo "--- audit"
+for _ in $(seq 30); do
+  EVENTS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- node -e \
+    "fetch('http://127.0.0.1:8080/api/v1/events?namespace=agents&limit=50').then(r=>r.text()).then(t=>console.log(t))" 2>/dev/null || true)"
+  grep -q '"deny"' <<<"$EVENTS" && grep -q 'public.orders' <<<"$EVENTS" && break
+  sleep 2
+done
+grep -q '"deny"' <<<"$EVENTS" || fail "the denial is not in the audit store"
+
+echo "e2e PASSED"

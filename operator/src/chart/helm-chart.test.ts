@@ -1,0 +1,121 @@
+/**
+ * The Helm chart through the real helm binary (v4, fetched from the npm registry by scripts/helm.sh): `helm lint
+ * --strict` against values.schema.json, and `helm template --include-crds` for several value sets, with every
+ * rendered object validated against the Kubernetes schemas (kubernetes-models).
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { crdFiles } from '../crd/custom-resource-definitions.js';
+
+const run = promisify(execFile);
+const repo = fileURLToPath(new URL('../../../', import.meta.url));
+const chart = `${repo}charts/pgwarden`;
+let helm = '';
+
+async function template(...set: string[]): Promise<any[]> {
+  const args = [
+    'template',
+    'pgw',
+    chart,
+    '--namespace',
+    'pgwarden',
+    '--include-crds',
+    ...set.flatMap((s) => ['--set', s]),
+  ];
+  const { stdout } = await run(helm, args, { maxBuffer: 16 * 1024 * 1024 });
+  return parseAllDocuments(stdout)
+    .map((d: any) => d.toJS())
+    .filter(Boolean);
+}
+
+/** kubernetes-models has a class per apiVersion/kind; cert-manager kinds are not Kubernetes core and are skipped. */
+async function validateObject(obj: any): Promise<'validated' | 'skipped'> {
+  const [group, version] = obj.apiVersion.includes('/') ? obj.apiVersion.split('/') : ['', obj.apiVersion];
+  if (group === 'cert-manager.io') return 'skipped';
+  const mod = await import(`kubernetes-models/${group ? `${group}/` : ''}${version}`);
+  const Model = mod[obj.kind];
+  if (!Model) throw new Error(`no kubernetes-models class for ${obj.apiVersion} ${obj.kind}`);
+  new Model(obj).validate();
+  return 'validated';
+}
+
+beforeAll(async () => {
+  const { stdout } = await run('bash', [`${repo}scripts/helm.sh`], { timeout: 120_000 });
+  helm = stdout.trim();
+}, 150_000);
+
+describe('charts/pgwarden with real helm', () => {
+  it('passes helm lint --strict (values.schema.json included) and rejects bad values', async () => {
+    const { stdout } = await run(helm, ['lint', '--strict', chart]);
+    expect(stdout).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    await expect(run(helm, ['lint', '--strict', chart, '--set', 'webhook.failurePolicy=Sometimes'])).rejects.toThrow(
+      /failurePolicy/,
+    );
+    await expect(run(helm, ['lint', '--strict', chart, '--set', 'operator.rolloutStrategy=Always'])).rejects.toThrow(
+      /rolloutStrategy/,
+    );
+  });
+
+  it.each([
+    [[] as string[]],
+    [['webhook.tls.mode=certManager', 'operator.replicas=1']],
+    [
+      [
+        'audit.natsUrl=nats://nats.infra:4222',
+        'collector.enabled=false',
+        'operator.rolloutStrategy=None',
+        'operator.leaderElection=false',
+      ],
+    ],
+  ])('renders valid Kubernetes objects (--set %j)', async (set) => {
+    const objects = await template(...set);
+    let validated = 0;
+    for (const o of objects) if ((await validateObject(o)) === 'validated') validated++;
+    expect(validated).toBeGreaterThan(8);
+  });
+
+  it('ships the generated CRDs, a Fail webhook scoped to opted-in namespaces, and least-privilege RBAC', async () => {
+    const objects = await template();
+    const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
+    const files = crdFiles();
+    expect(crds.map((c) => c.metadata.name).sort()).toEqual([
+      'databaseaccesspolicies.pgwarden.dev',
+      'maskingrules.pgwarden.dev',
+    ]);
+    expect(readFileSync(`${chart}/crds/databaseaccesspolicies.yaml`, 'utf8')).toBe(
+      files['databaseaccesspolicies.yaml'],
+    );
+
+    const mwc = objects.find((o) => o.kind === 'MutatingWebhookConfiguration');
+    expect(mwc.webhooks[0]).toMatchObject({
+      failurePolicy: 'Fail',
+      sideEffects: 'None',
+      admissionReviewVersions: ['v1'],
+      namespaceSelector: { matchLabels: { 'pgwarden.dev/injection': 'enabled' } },
+      clientConfig: { service: { path: '/mutate-pods' } },
+    });
+
+    const clusterRole = objects.find((o) => o.kind === 'ClusterRole');
+    const clusterWide = clusterRole.rules.flatMap((r: any) => r.resources);
+    expect(clusterWide).not.toContain('secrets'); // injection never reads Secrets
+    const role = objects.find((o) => o.kind === 'Role');
+    const secretRules = role.rules.filter((r: any) => r.resources.includes('secrets'));
+    for (const r of secretRules) {
+      if (r.verbs.includes('get')) expect(r.resourceNames).toEqual(['pgw-pgwarden-webhook-tls']);
+    }
+    const operator = objects.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'));
+    const args: string[] = operator.spec.template.spec.containers[0].args;
+    expect(args).toContain('--webhook-secret=pgw-pgwarden-webhook-tls');
+    expect(args).toContain('--audit-url=nats://pgw-pgwarden-nats.pgwarden.svc:4222');
+
+    const cm = await template('webhook.tls.mode=certManager');
+    const mwc2 = cm.find((o) => o.kind === 'MutatingWebhookConfiguration');
+    expect(mwc2.metadata.annotations['cert-manager.io/inject-ca-from']).toBe('pgwarden/pgw-pgwarden-webhook');
+    const role2 = cm.find((o) => o.kind === 'Role');
+    expect(role2.rules.some((r: any) => r.resources.includes('secrets'))).toBe(false);
+  });
+});

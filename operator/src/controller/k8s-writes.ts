@@ -1,0 +1,118 @@
+/**
+ * The controller's writes, through @kubernetes/client-node: server-side apply (field manager `pgwarden`) for the
+ * rendered ConfigMaps and the policy status, core/v1 Events, and merge patches of workload pod templates.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
+import type { PolicyStatus } from './policy-status.js';
+
+export const FIELD_MANAGER = 'pgwarden';
+export const POLICY_GROUP = { group: 'pgwarden.dev', version: 'v1alpha1', plural: 'databaseaccesspolicies' } as const;
+
+export interface ObjectRef {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  namespace: string;
+  uid?: string;
+}
+
+export class K8sWrites {
+  private readonly objects: KubernetesObjectApi;
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly component = 'pgwarden-operator',
+  ) {
+    this.objects = KubernetesObjectApi.makeApiClient(kc);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.core = kc.makeApiClient(CoreV1Api);
+  }
+
+  /** https://kubernetes.io/docs/reference/using-api/server-side-apply/ — force: the operator owns these objects. */
+  async applyConfigMap(cm: Record<string, any>): Promise<Record<string, any>> {
+    return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  }
+
+  async applyPolicyStatus(ref: ObjectRef, status: PolicyStatus): Promise<void> {
+    await this.custom.patchNamespacedCustomObjectStatus(
+      {
+        ...POLICY_GROUP,
+        namespace: ref.namespace,
+        name: ref.name,
+        body: {
+          apiVersion: ref.apiVersion,
+          kind: ref.kind,
+          metadata: { name: ref.name, namespace: ref.namespace },
+          status,
+        },
+        fieldManager: FIELD_MANAGER,
+        force: true,
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+    );
+  }
+
+  /** A core/v1 Event about `ref` (shown by `kubectl describe` and `kubectl get events`). */
+  async recordEvent(ref: ObjectRef, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = new Date();
+    await this.core.createNamespacedEvent({
+      namespace: ref.namespace,
+      body: {
+        metadata: { generateName: `${ref.name}.`, namespace: ref.namespace },
+        involvedObject: {
+          apiVersion: ref.apiVersion,
+          kind: ref.kind,
+          name: ref.name,
+          namespace: ref.namespace,
+          uid: ref.uid,
+        },
+        type,
+        reason,
+        message: message.slice(0, 1024),
+        source: { component: this.component },
+        reportingComponent: this.component,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      },
+    });
+  }
+
+  /** Sets one pod-template annotation on a workload: a template change is what makes its controller roll pods. */
+  async annotatePodTemplate(
+    apiVersion: string,
+    kind: string,
+    namespace: string,
+    name: string,
+    key: string,
+    value: string,
+  ) {
+    await this.objects.patch(
+      {
+        apiVersion,
+        kind,
+        metadata: { name, namespace },
+        spec: { template: { metadata: { annotations: { [key]: value } } } },
+      } as any,
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      undefined,
+      PatchStrategy.MergePatch,
+    );
+  }
+
+  async listWorkloads(apiVersion: string, kind: string, namespace: string): Promise<Record<string, any>[]> {
+    const res = await this.objects.list(apiVersion, kind, namespace);
+    return JSON.parse(JSON.stringify(res.items));
+  }
+}

@@ -1,0 +1,227 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseRenderedPolicy } from '@pgwarden/policy';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { OperatorEvents } from '../core/operator-events.js';
+import { FakeApiServer } from '../testing/fake-apiserver.js';
+import { ANNOTATIONS, DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
+import { PolicyController } from './policy-controller.js';
+
+let api: FakeApiServer;
+let kc: KubeConfig;
+let events: OperatorEvents;
+let ctl: PolicyController | undefined;
+
+const V = 'pgwarden.dev/v1alpha1';
+const policy = (role = 'analytics_ro') => ({
+  apiVersion: V,
+  kind: 'DatabaseAccessPolicy',
+  metadata: { name: 'analytics', namespace: 'agents' },
+  spec: {
+    podSelector: { matchLabels: { app: 'analytics' } },
+    database: { host: 'db.data.svc', name: 'orders', credentialsSecretRef: { name: 'creds' } },
+    role,
+    rules: [{ name: 'read', action: 'allow', statements: ['select'] }],
+  },
+});
+
+async function until<T>(fn: () => T | undefined, ms = 8000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeEach(async () => {
+  api = new FakeApiServer();
+  await api.start();
+  kc = new KubeConfig();
+  kc.loadFromOptions(api.kubeconfig());
+  events = new OperatorEvents();
+  api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'agents' } });
+});
+afterEach(async () => {
+  await ctl?.stop();
+  ctl = undefined;
+  await api.stop();
+});
+
+async function startController(image = DEFAULT_SIDECAR_CONFIG.image) {
+  ctl = new PolicyController({
+    kc,
+    events,
+    sidecar: { ...DEFAULT_SIDECAR_CONFIG, image },
+    watch: { backoff: { initialMs: 20, maxMs: 200 } },
+    retry: { initialMs: 20, maxMs: 200 },
+  });
+  await ctl.start();
+  await ctl.activate();
+  return ctl;
+}
+
+const cmOf = () => api.get('v1', 'ConfigMap', 'agents', 'pgwarden-analytics');
+const dapOf = () => api.get(V, 'DatabaseAccessPolicy', 'agents', 'analytics');
+const eventsOf = () => api.store.list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] }).items;
+
+describe('PolicyController through @kubernetes/client-node against the fake API server', () => {
+  it('renders a policy with its masking rules into a ConfigMap via SSA, with status and an Event', async () => {
+    api.seed(policy());
+    api.seed({
+      apiVersion: V,
+      kind: 'MaskingRule',
+      metadata: { name: 'pii', namespace: 'agents' },
+      spec: {
+        policies: ['analytics'],
+        columns: [{ table: 'public.customers', column: 'email', strategy: { type: 'redact' } }],
+      },
+    });
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: 'agent-7d9f-x',
+        namespace: 'agents',
+        labels: { app: 'analytics', 'pod-template-hash': '7d9f' },
+        ownerReferences: [
+          { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'agent-7d9f', uid: 'u', controller: true },
+        ],
+      },
+      spec: { containers: [{ name: 'a', image: 'x' }] },
+    });
+    await startController();
+    const dap = await until(() => (dapOf()?.status?.renderedHash ? dapOf() : undefined));
+    const cm = cmOf();
+    const rendered = parseRenderedPolicy(cm.data['policy.json']);
+    expect(rendered.maskingRules.map((r) => r.name)).toEqual(['pii']);
+    expect(cm.metadata.annotations[ANNOTATIONS.contentHash]).toBe(rendered.hash);
+    expect(cm.metadata.ownerReferences[0]).toMatchObject({
+      kind: 'DatabaseAccessPolicy',
+      name: 'analytics',
+      controller: true,
+    });
+    expect(cm.metadata.managedFields[0]).toMatchObject({ manager: 'pgwarden', operation: 'Apply' });
+    expect(dap.status).toMatchObject({ observedGeneration: 1, matchedWorkloads: 1, renderedHash: rendered.hash });
+    expect(dap.status.conditions.map((c: any) => [c.type, c.status])).toEqual([
+      ['Accepted', 'True'],
+      ['Ready', 'True'],
+    ]);
+    expect(eventsOf().map((e: any) => e.reason)).toContain('Rendered');
+    // A PATCH with apply content type went to the status subresource.
+    expect(
+      api.requests.some(
+        (r) => r.path.endsWith('/analytics/status') && r.contentType === 'application/apply-patch+yaml',
+      ),
+    ).toBe(true);
+  });
+
+  it('a policy edit becomes a new ConfigMap and a status change; an invalid edit keeps the last good ConfigMap', async () => {
+    api.seed(policy());
+    await startController();
+    const first = await until(() => dapOf()?.status?.renderedHash);
+    const firstCm = cmOf().data['policy.json'];
+    const firstTransition = dapOf().status.conditions[1].lastTransitionTime;
+
+    const edited = { ...dapOf(), spec: policy('reporting_ro').spec };
+    api.store.replace(api.typeFor(V, 'DatabaseAccessPolicy'), 'agents', 'analytics', edited);
+    const second = await until(() => (dapOf()?.status?.renderedHash !== first ? dapOf().status : undefined));
+    expect(second.observedGeneration).toBe(2);
+    expect(cmOf().data['policy.json']).not.toBe(firstCm);
+    expect(parseRenderedPolicy(cmOf().data['policy.json']).policy.spec.role).toBe('reporting_ro');
+    expect(second.conditions[1].lastTransitionTime).toBe(firstTransition); // still Ready: no transition
+
+    const broken = { ...dapOf(), spec: { ...policy().spec, defaultAction: 'sometimes' } };
+    api.store.replace(api.typeFor(V, 'DatabaseAccessPolicy'), 'agents', 'analytics', broken);
+    const bad = await until(() => (dapOf()?.status?.observedGeneration === 3 ? dapOf().status : undefined));
+    expect(bad.conditions[0]).toMatchObject({ type: 'Accepted', status: 'False', reason: 'InvalidSpec' });
+    expect(bad.conditions[0].message).toMatch(/defaultAction/);
+    expect(parseRenderedPolicy(cmOf().data['policy.json']).policy.spec.role).toBe('reporting_ro');
+    expect(eventsOf().some((e: any) => e.type === 'Warning' && e.reason === 'InvalidSpec')).toBe(true);
+  });
+
+  it('restores a rendered ConfigMap someone deleted, and survives dropped watches and 410 Gone', async () => {
+    api.seed(policy());
+    await startController();
+    await until(() => cmOf());
+    api.dropWatches();
+    api.compact();
+    api.store.delete(api.typeFor('v1', 'ConfigMap'), 'agents', 'pgwarden-analytics');
+    await until(() => cmOf());
+    const restarts = await events.once('watch.synced', () => true, 100).catch(() => undefined);
+    void restarts;
+    expect(cmOf().metadata.annotations[ANNOTATIONS.contentHash]).toMatch(/^sha256:/);
+  });
+
+  it('rolls workloads through a pod-template annotation when the sidecar shape changes (rolloutStrategy Workload)', async () => {
+    api.seed(policy());
+    const deployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'agent', namespace: 'agents' },
+      spec: {
+        selector: { matchLabels: { app: 'analytics' } },
+        template: { metadata: { labels: { app: 'analytics' } }, spec: { containers: [{ name: 'a', image: 'x' }] } },
+      },
+    };
+    api.seed(deployment);
+    api.seed({
+      ...deployment,
+      metadata: { name: 'web', namespace: 'agents' },
+      spec: { ...deployment.spec, template: { ...deployment.spec.template, metadata: { labels: { app: 'web' } } } },
+    });
+    const hashOf = (n: string) =>
+      api.get('apps/v1', 'Deployment', 'agents', n)?.spec.template.metadata.annotations?.[ANNOTATIONS.sidecarHash];
+    await startController('pgwarden:1');
+    const h1 = await until(() => hashOf('agent'));
+    expect(hashOf('web')).toBeUndefined();
+    const gen = api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation;
+    await ctl!.stop();
+    // Same shape: a restarted operator does not roll again.
+    await startController('pgwarden:1');
+    await until(() => dapOf()?.status?.renderedHash);
+    await ctl!.queue.idle();
+    expect(api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation).toBe(gen);
+    await ctl!.stop();
+    await startController('pgwarden:2');
+    const h2 = await until(() => (hashOf('agent') !== h1 ? hashOf('agent') : undefined));
+    expect(h2).toMatch(/^sha256:/);
+    expect(api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation).toBe(gen + 1);
+    expect(eventsOf().some((e: any) => e.reason === 'RolloutTriggered')).toBe(true);
+  });
+
+  it('converges: reconciling an unchanged policy again writes nothing new (no hot loop on its own status)', async () => {
+    api.seed(policy());
+    await startController();
+    await until(() => dapOf()?.status?.renderedHash);
+    await ctl!.queue.idle();
+    await new Promise((r) => setTimeout(r, 200));
+    await ctl!.queue.idle();
+    const rvDap = dapOf().metadata.resourceVersion;
+    const rvCm = cmOf().metadata.resourceVersion;
+    ctl!.queue.add('agents/analytics');
+    await new Promise((r) => setTimeout(r, 50));
+    await ctl!.queue.idle();
+    expect(dapOf().metadata.resourceVersion).toBe(rvDap);
+    expect(cmOf().metadata.resourceVersion).toBe(rvCm);
+    expect(eventsOf().filter((e: any) => e.reason === 'Rendered')).toHaveLength(1);
+  });
+
+  it('rolloutStrategy None leaves workloads alone', async () => {
+    const p = policy();
+    (p.metadata as any).annotations = { [ANNOTATIONS.rolloutStrategy]: 'None' };
+    api.seed(p);
+    api.seed({
+      apiVersion: 'apps/v1',
+      kind: 'StatefulSet',
+      metadata: { name: 'agent', namespace: 'agents' },
+      spec: {
+        template: { metadata: { labels: { app: 'analytics' } }, spec: { containers: [{ name: 'a', image: 'x' }] } },
+      },
+    });
+    await startController();
+    await until(() => dapOf()?.status?.renderedHash);
+    await ctl!.queue.idle();
+    expect(api.get('apps/v1', 'StatefulSet', 'agents', 'agent').spec.template.metadata.annotations).toBeUndefined();
+  });
+});

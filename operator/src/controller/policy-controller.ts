@@ -1,0 +1,171 @@
+/**
+ * Wires list+watch caches (DatabaseAccessPolicies, MaskingRules, Pods, the operator's ConfigMaps) to a keyed work
+ * queue that runs reconcilePolicy. Every relevant change enqueues the policies it can affect; the periodic resync
+ * re-enqueues everything (level-triggered: missed events heal).
+ */
+
+import type { KubeConfig } from '@kubernetes/client-node';
+import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
+import type { OperatorEvents } from '../core/operator-events.js';
+import type { SidecarConfig } from '../webhook/sidecar-config.js';
+import { K8sWrites } from './k8s-writes.js';
+import { type KubeObject, ListWatch, type ListWatchOptions, objectKey } from './list-watch.js';
+import { type RolloutStrategy, reconcilePolicy } from './reconcile-policy.js';
+import { WorkQueue } from './work-queue.js';
+
+export interface PolicyControllerOptions {
+  kc: KubeConfig;
+  events: OperatorEvents;
+  sidecar: SidecarConfig;
+  defaultRollout?: RolloutStrategy;
+  /** Restrict to one namespace (default: all namespaces). */
+  namespace?: string;
+  watch?: ListWatchOptions;
+  concurrency?: number;
+  retry?: { initialMs: number; maxMs: number };
+}
+
+export class PolicyController {
+  readonly policies: ListWatch;
+  readonly maskingRules: ListWatch;
+  readonly pods: ListWatch;
+  readonly configMaps: ListWatch;
+  readonly queue: WorkQueue;
+
+  constructor(opts: PolicyControllerOptions) {
+    const { kc, events, namespace } = opts;
+    const w = opts.watch ?? {};
+    this.policies = new ListWatch(
+      kc,
+      {
+        apiVersion: 'pgwarden.dev/v1alpha1',
+        kind: 'DatabaseAccessPolicy',
+        plural: 'databaseaccesspolicies',
+        namespace,
+      },
+      events,
+      w,
+    );
+    this.maskingRules = new ListWatch(
+      kc,
+      { apiVersion: 'pgwarden.dev/v1alpha1', kind: 'MaskingRule', plural: 'maskingrules', namespace },
+      events,
+      w,
+    );
+    this.pods = new ListWatch(kc, { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespace }, events, w);
+    this.configMaps = new ListWatch(
+      kc,
+      {
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        plural: 'configmaps',
+        namespace,
+        labelSelector: 'app.kubernetes.io/managed-by=pgwarden',
+      },
+      events,
+      w,
+    );
+    const writes = new K8sWrites(kc);
+    const lastRendered = new Map<string, string>();
+    this.queue = new WorkQueue(
+      async (key) => {
+        const obj = this.policies.cache.get(key);
+        if (!obj) {
+          lastRendered.delete(key);
+          return; // deleted: the ConfigMap goes with it (ownerReference garbage collection)
+        }
+        await reconcilePolicy(
+          {
+            policies: () => this.policies.list(),
+            maskingRules: () => this.maskingRules.list(),
+            pods: () => this.pods.list(),
+            writes,
+            events,
+            sidecar: opts.sidecar,
+            defaultRollout: opts.defaultRollout ?? 'Workload',
+            lastRendered,
+          },
+          obj,
+        );
+      },
+      events,
+      { concurrency: opts.concurrency ?? 2, retry: opts.retry },
+    );
+
+    this.policies.onChange((type, obj, old) => {
+      // Our own status writes come back as MODIFIED events; only spec/metadata changes (or resyncs) need work.
+      if (type === 'updated' && old && sameExceptStatus(obj, old)) return;
+      this.queue.add(objectKey(obj));
+    });
+    this.maskingRules.onChange((_t, obj) => this.enqueueNamespace(obj.metadata.namespace));
+    this.pods.onChange((_t, obj, old) => {
+      for (const pod of [obj, old]) if (pod) this.enqueueSelecting(pod);
+    });
+    this.configMaps.onChange((type, obj) => {
+      // Someone edited or deleted a rendered ConfigMap: put it back.
+      if (type === 'resync') return;
+      const policy = obj.metadata.labels?.['pgwarden.dev/policy'];
+      if (policy) this.queue.add(`${obj.metadata.namespace}/${policy}`);
+    });
+  }
+
+  async start(): Promise<void> {
+    for (const lw of [this.policies, this.maskingRules, this.pods, this.configMaps]) lw.start();
+    void this.policies.waitForSync().then(() => {
+      this._synced = true;
+    });
+    await Promise.all([this.policies, this.maskingRules, this.pods, this.configMaps].map((lw) => lw.waitForSync()));
+  }
+
+  get synced(): boolean {
+    return this._synced;
+  }
+  private _synced = false;
+
+  /**
+   * Starts reconciling (on becoming leader). Only against complete caches: a policy rendered before its
+   * MaskingRules were listed would briefly lose its masking.
+   */
+  async activate(): Promise<void> {
+    await Promise.all([this.policies, this.maskingRules, this.pods, this.configMaps].map((lw) => lw.waitForSync()));
+    for (const p of this.policies.list()) this.queue.add(objectKey(p));
+    this.queue.resume();
+  }
+
+  /** Stops starting new reconciliations (on losing leadership); caches stay warm for the webhook. */
+  deactivate(): void {
+    this.queue.pause();
+  }
+
+  async stop(): Promise<void> {
+    this.queue.stop();
+    await Promise.all([this.policies, this.maskingRules, this.pods, this.configMaps].map((lw) => lw.stop()));
+  }
+
+  /** The current (cached) policies of a namespace: what the webhook matches pods against. */
+  policiesIn(namespace: string): DatabaseAccessPolicy[] {
+    return this.policies.list().filter((p) => p.metadata.namespace === namespace) as unknown as DatabaseAccessPolicy[];
+  }
+
+  private enqueueNamespace(ns: string | undefined): void {
+    for (const p of this.policies.list()) if (p.metadata.namespace === ns) this.queue.add(objectKey(p));
+  }
+
+  private enqueueSelecting(pod: KubeObject): void {
+    for (const p of this.policies.list()) {
+      if (p.metadata.namespace !== pod.metadata.namespace) continue;
+      if (matchesLabelSelector(p.spec?.podSelector ?? {}, pod.metadata.labels ?? {})) this.queue.add(objectKey(p));
+    }
+  }
+}
+
+function sameExceptStatus(a: KubeObject, b: KubeObject): boolean {
+  const strip = (o: KubeObject) =>
+    JSON.stringify({
+      spec: o.spec,
+      labels: o.metadata.labels,
+      annotations: o.metadata.annotations,
+      gen: o.metadata.generation,
+    });
+  return strip(a) === strip(b);
+}

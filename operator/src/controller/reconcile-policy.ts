@@ -1,0 +1,189 @@
+/**
+ * One reconciliation of one DatabaseAccessPolicy: render it with its masking rules into ConfigMap
+ * `pgwarden-<policy>`, roll workloads whose sidecar shape changed (rolloutStrategy Workload), and write status.
+ * Spec problems are reported in status and Events and are not retried; API errors throw, so the queue retries.
+ */
+import {
+  type DatabaseAccessPolicy,
+  type MaskingRule,
+  matchesLabelSelector,
+  PolicyError,
+  renderPolicy,
+} from '@pgwarden/policy';
+import { describeIssues, normalisePolicy } from '../core/normalise-policy.js';
+import type { OperatorEvents } from '../core/operator-events.js';
+import { expectedSidecarHash, selectingPolicies } from '../webhook/mutate-pod.js';
+import { ANNOTATIONS, type SidecarConfig } from '../webhook/sidecar-config.js';
+import { configMapName } from '../webhook/sidecar-container.js';
+import type { K8sWrites, ObjectRef } from './k8s-writes.js';
+import type { KubeObject } from './list-watch.js';
+import { type Condition, countWorkloads, mergeConditions, type PolicyStatus } from './policy-status.js';
+import { buildRenderedConfigMap } from './rendered-configmap.js';
+
+export type RolloutStrategy = 'Workload' | 'None';
+
+export const ROLLOUT_KINDS = [
+  { apiVersion: 'apps/v1', kind: 'Deployment' },
+  { apiVersion: 'apps/v1', kind: 'StatefulSet' },
+  { apiVersion: 'apps/v1', kind: 'DaemonSet' },
+] as const;
+
+export interface ReconcileDeps {
+  policies: () => KubeObject[];
+  maskingRules: () => KubeObject[];
+  pods: () => KubeObject[];
+  writes: K8sWrites;
+  events: OperatorEvents;
+  sidecar: SidecarConfig;
+  defaultRollout: RolloutStrategy;
+  /** Last hash this process rendered per policy: the cached status may lag our own write (watch latency). */
+  lastRendered?: Map<string, string>;
+  now?: () => Date;
+}
+
+export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Promise<void> {
+  const dap = raw as unknown as DatabaseAccessPolicy & { metadata: any; status?: PolicyStatus };
+  const ns = dap.metadata.namespace!;
+  const ref: ObjectRef = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    name: dap.metadata.name,
+    namespace: ns,
+    uid: dap.metadata.uid,
+  };
+  const now = deps.now?.() ?? new Date();
+  const generation = dap.metadata.generation;
+  const prev = dap.status;
+
+  const { policy, errors } = normalisePolicy(dap);
+  const rules = deps.maskingRules().filter((r) => r.metadata.namespace === ns) as unknown as MaskingRule[];
+  let invalid = errors.length ? describeIssues(errors) : undefined;
+  let rendered: ReturnType<typeof renderPolicy> | undefined;
+  if (!invalid) {
+    try {
+      rendered = renderPolicy(policy, rules);
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      invalid = err.issues.length ? describeIssues(err.issues) : err.message;
+    }
+  }
+  const matchedWorkloads = invalid ? 0 : countWorkloads(policy, deps.pods() as any);
+
+  if (invalid || !rendered) {
+    const message = `invalid spec: ${invalid}`;
+    const conditions = mergeConditions(
+      prev?.conditions,
+      [
+        { type: 'Accepted', status: 'False', reason: 'InvalidSpec', message, observedGeneration: generation },
+        {
+          type: 'Ready',
+          status: 'False',
+          reason: 'InvalidSpec',
+          message: 'not rendered: the spec is invalid',
+          observedGeneration: generation,
+        },
+      ],
+      now,
+    );
+    const previousMessage = prev?.conditions?.find((c) => c.type === 'Accepted')?.message;
+    if (previousMessage !== message) {
+      deps.events.emit('policy.invalid', { namespace: ns, name: ref.name, message });
+      await deps.writes.recordEvent(ref, 'Warning', 'InvalidSpec', message);
+    }
+    // The last good ConfigMap stays in place: running sidecars keep enforcing the previous valid policy.
+    await deps.writes.applyPolicyStatus(ref, {
+      observedGeneration: generation,
+      conditions,
+      matchedWorkloads,
+      renderedHash: prev?.renderedHash,
+    });
+    return;
+  }
+
+  const cmName = configMapName(ref.name);
+  await deps.writes.applyConfigMap(buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered));
+  const key = `${ns}/${ref.name}`;
+  const changed = (deps.lastRendered?.get(key) ?? prev?.renderedHash) !== rendered.hash;
+  deps.lastRendered?.set(key, rendered.hash);
+  deps.events.emit('policy.rendered', {
+    namespace: ns,
+    name: ref.name,
+    hash: rendered.hash,
+    changed,
+    matchedWorkloads,
+  });
+  if (changed)
+    await deps.writes.recordEvent(
+      ref,
+      'Normal',
+      'Rendered',
+      `rendered to ConfigMap ${cmName} (${rendered.hash.slice(0, 19)})`,
+    );
+
+  const strategy = rolloutStrategy(dap, deps.defaultRollout);
+  if (strategy === 'Workload') await rollWorkloads(deps, policy, ref);
+
+  const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
+    { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
+    {
+      type: 'Ready',
+      status: 'True',
+      reason: 'Rendered',
+      message: `rendered to ConfigMap ${cmName}; ${matchedWorkloads} workload(s) selected`,
+      observedGeneration: generation,
+    },
+  ];
+  await deps.writes.applyPolicyStatus(ref, {
+    observedGeneration: generation,
+    conditions: mergeConditions(prev?.conditions, conditions, now),
+    matchedWorkloads,
+    renderedHash: rendered.hash,
+    configMap: cmName,
+  });
+}
+
+export function rolloutStrategy(dap: { metadata: any; spec?: any }, fallback: RolloutStrategy): RolloutStrategy {
+  const v = dap.spec?.rolloutStrategy ?? dap.metadata.annotations?.[ANNOTATIONS.rolloutStrategy];
+  return v === 'None' || v === 'Workload' ? v : fallback;
+}
+
+/**
+ * Sets `pgwarden.dev/sidecar-hash` on the pod templates this policy selects to the hash of the sidecars a new pod
+ * would get. When the sidecar's shape (image, args, ports, resources) changes, the template changes and the
+ * workload's own controller rolls its pods; policy content changes alone never roll (the ConfigMap hot-reloads).
+ */
+async function rollWorkloads(deps: ReconcileDeps, policy: DatabaseAccessPolicy, ref: ObjectRef): Promise<void> {
+  const all = deps
+    .policies()
+    .filter((p) => p.metadata.namespace === ref.namespace) as unknown as DatabaseAccessPolicy[];
+  for (const { apiVersion, kind } of ROLLOUT_KINDS) {
+    const workloads = await deps.writes.listWorkloads(apiVersion, kind, ref.namespace);
+    for (const w of workloads) {
+      const template = w.spec?.template ?? {};
+      const labels = template.metadata?.labels ?? {};
+      if (!matchesLabelSelector(policy.spec.podSelector ?? {}, labels)) continue;
+      if (template.metadata?.annotations?.[ANNOTATIONS.inject] === 'false') continue;
+      const selecting = selectingPolicies(
+        { metadata: { labels, namespace: ref.namespace } },
+        all.map((p) => normalisePolicy(p).policy),
+      );
+      const want = expectedSidecarHash(selecting, deps.sidecar);
+      if (template.metadata?.annotations?.[ANNOTATIONS.sidecarHash] === want) continue;
+      await deps.writes.annotatePodTemplate(
+        apiVersion,
+        kind,
+        ref.namespace,
+        w.metadata.name,
+        ANNOTATIONS.sidecarHash,
+        want,
+      );
+      deps.events.emit('workload.rolled', { namespace: ref.namespace, kind, name: w.metadata.name, sidecarHash: want });
+      await deps.writes.recordEvent(
+        ref,
+        'Normal',
+        'RolloutTriggered',
+        `${kind} ${w.metadata.name}: sidecar shape changed, rolling pods`,
+      );
+    }
+  }
+}

@@ -1,0 +1,124 @@
+import { request } from 'node:https';
+import { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningOperator, runOperator } from './run-operator.js';
+import { FakeApiServer } from './testing/fake-apiserver.js';
+import { DEFAULT_SIDECAR_CONFIG } from './webhook/sidecar-config.js';
+
+let api: FakeApiServer;
+let op: RunningOperator;
+
+async function until<T>(fn: () => T | undefined, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+beforeAll(async () => {
+  api = new FakeApiServer();
+  await api.start();
+  for (const ns of ['pgwarden', 'agents']) api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+  api.seed({
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'MutatingWebhookConfiguration',
+    metadata: { name: 'pgwarden' },
+    webhooks: [
+      { name: 'pods.pgwarden.dev', clientConfig: { service: { name: 'pgwarden-webhook', namespace: 'pgwarden' } } },
+    ],
+  });
+  const kc = new KubeConfig();
+  kc.loadFromOptions(api.kubeconfig());
+  op = await runOperator(
+    {
+      namespace: 'pgwarden',
+      leaderElection: true,
+      leaseName: 'pgwarden-operator',
+      webhook: {
+        enabled: true,
+        port: 0,
+        tls: 'self',
+        secretName: 'pgwarden-webhook-tls',
+        serviceName: 'pgwarden-webhook',
+        configName: 'pgwarden',
+      },
+      metricsPort: 0,
+      sidecar: DEFAULT_SIDECAR_CONFIG,
+      rollout: 'Workload',
+      resyncMs: 60_000,
+      kubeconfig: kc,
+    },
+    pino({ level: 'silent' }),
+  );
+});
+afterAll(async () => {
+  await op?.stop();
+  await api?.stop();
+});
+
+describe('runOperator (the `pgwarden operator run` process) against the fake API server', () => {
+  it('takes the Lease, renders policies, serves the webhook with its own CA, and exports metrics', async () => {
+    await until(
+      () => api.get('coordination.k8s.io/v1', 'Lease', 'pgwarden', 'pgwarden-operator')?.spec?.holderIdentity,
+    );
+    api.seed({
+      apiVersion: 'pgwarden.dev/v1alpha1',
+      kind: 'DatabaseAccessPolicy',
+      metadata: { name: 'analytics', namespace: 'agents' },
+      spec: { podSelector: { matchLabels: { app: 'analytics' } }, database: { host: 'db', name: 'orders' } },
+    });
+    await until(() => api.get('v1', 'ConfigMap', 'agents', 'pgwarden-analytics'));
+    await until(
+      () => api.get('pgwarden.dev/v1alpha1', 'DatabaseAccessPolicy', 'agents', 'analytics')?.status?.renderedHash,
+    );
+
+    const mwc = api.get('admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', undefined, 'pgwarden');
+    const ca = Buffer.from(mwc.webhooks[0].clientConfig.caBundle, 'base64').toString();
+    const review = {
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      request: {
+        uid: 'u-1',
+        resource: { group: '', version: 'v1', resource: 'pods' },
+        operation: 'CREATE',
+        namespace: 'agents',
+        object: {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { generateName: 'a-', labels: { app: 'analytics' } },
+          spec: { containers: [{ name: 'a', image: 'x' }] },
+        },
+      },
+    };
+    const answer: any = await new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: op.webhookPort,
+          path: '/mutate-pods',
+          method: 'POST',
+          ca,
+          servername: 'pgwarden-webhook.pgwarden.svc',
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve(JSON.parse(text)));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify(review));
+    });
+    expect(answer.response).toMatchObject({ uid: 'u-1', allowed: true, patchType: 'JSONPatch' });
+
+    const metrics = await (await fetch(`http://127.0.0.1:${op.metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/pgwarden_operator_reconcile_total\{result="ok"\} [1-9]/);
+    expect(metrics).toMatch(/pgwarden_operator_admissions_total\{result="injected"\} 1/);
+    expect(metrics).toMatch(/pgwarden_operator_leader 1/);
+    expect((await fetch(`http://127.0.0.1:${op.metricsPort}/readyz`)).status).toBe(200);
+  });
+});

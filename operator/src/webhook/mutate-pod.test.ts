@@ -1,0 +1,273 @@
+import type { DatabaseAccessPolicy } from '@pgwarden/policy';
+import fc from 'fast-check';
+import { Pod } from 'kubernetes-models/v1';
+import { describe, expect, it } from 'vitest';
+import { applyJsonPatch } from '../core/json-patch.js';
+import { mutatePod, type PodLike } from './mutate-pod.js';
+import { ANNOTATIONS, DEFAULT_SIDECAR_CONFIG } from './sidecar-config.js';
+
+const config = { ...DEFAULT_SIDECAR_CONFIG, auditUrl: 'nats://nats.pgwarden:4222' };
+
+function policy(name: string, app: string, extra: Partial<DatabaseAccessPolicy['spec']> = {}): DatabaseAccessPolicy {
+  return {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    metadata: { name, namespace: 'agents' },
+    spec: {
+      podSelector: { matchLabels: { app } },
+      database: {
+        host: 'orders-db.data.svc',
+        name: 'orders',
+        caSecretRef: { name: 'orders-ca', key: 'ca.crt' },
+        credentialsSecretRef: { name: 'orders-agent' },
+      },
+      ...extra,
+    } as DatabaseAccessPolicy['spec'],
+  };
+}
+
+const basePod = (): PodLike => ({
+  metadata: { name: 'agent-1', namespace: 'agents', labels: { app: 'analytics' } },
+  spec: {
+    serviceAccountName: 'agent',
+    containers: [
+      {
+        name: 'agent',
+        image: 'python:3.12',
+        env: [
+          { name: 'PGHOST', value: 'orders-db' },
+          { name: 'X', value: '1' },
+        ],
+      },
+    ],
+  },
+});
+
+function apply(pod: PodLike, res: ReturnType<typeof mutatePod>): any {
+  if ('denied' in res) throw new Error(res.denied);
+  return applyJsonPatch({ apiVersion: 'v1', kind: 'Pod', ...pod }, res.patch);
+}
+
+describe('mutatePod', () => {
+  it('injects a native sidecar first, with the restricted security context, secrets mounted only into it', () => {
+    const res = mutatePod(basePod(), [policy('analytics', 'analytics'), policy('other', 'nope')], config);
+    expect(res).toMatchObject({ policies: ['analytics'] });
+    const out = apply(basePod(), res);
+    const sidecar = out.spec.initContainers[0];
+    expect(sidecar.name).toBe('pgwarden-analytics');
+    expect(sidecar.restartPolicy).toBe('Always');
+    expect(sidecar.startupProbe.httpGet).toEqual({ path: '/readyz', port: 9187 });
+    expect(sidecar.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(sidecar.args).toEqual([
+      'sidecar',
+      '--listen',
+      '127.0.0.1:5432',
+      '--policy',
+      '/etc/pgwarden/policy',
+      '--credentials-dir',
+      '/etc/pgwarden/credentials',
+      '--ca-file',
+      '/etc/pgwarden/ca/ca.crt',
+      '--http',
+      '0.0.0.0:9187',
+      '--audit',
+      'nats://nats.pgwarden:4222',
+      '--spool-dir',
+      '/var/lib/pgwarden',
+    ]);
+    expect(sidecar.env.map((e: any) => e.name)).toEqual(
+      expect.arrayContaining([
+        'PGWARDEN_POD_NAMESPACE',
+        'PGWARDEN_POD_NAME',
+        'PGWARDEN_POD_SERVICE_ACCOUNT',
+        'PGWARDEN_NODE_NAME',
+      ]),
+    );
+    const credVolume = out.spec.volumes.find((v: any) => v.secret?.secretName === 'orders-agent');
+    expect(credVolume).toBeDefined();
+    expect(out.spec.volumes.find((v: any) => v.configMap)?.configMap.name).toBe('pgwarden-analytics');
+    const agent = out.spec.containers[0];
+    expect(agent.volumeMounts).toBeUndefined();
+    expect(agent.env).toEqual([
+      { name: 'PGHOST', value: '127.0.0.1' },
+      { name: 'X', value: '1' },
+      { name: 'PGPORT', value: '5432' },
+    ]);
+    expect(out.metadata.annotations[ANNOTATIONS.status]).toBe('injected');
+    expect(new Pod(out).validate()).toBeUndefined();
+  });
+
+  it('skips pods no policy selects, opted-out pods, and already-injected pods', () => {
+    const p = basePod();
+    p.metadata!.labels = { app: 'web' };
+    expect(mutatePod(p, [policy('analytics', 'analytics')], config)).toMatchObject({
+      patch: [],
+      skipped: expect.any(String),
+    });
+    const o = basePod();
+    o.metadata!.annotations = { [ANNOTATIONS.inject]: 'false' };
+    expect(mutatePod(o, [policy('analytics', 'analytics')], config)).toMatchObject({ patch: [] });
+  });
+
+  it('on reinvocation, gives containers added by a later webhook PGHOST/PGPORT and nothing else', () => {
+    const once = apply(basePod(), mutatePod(basePod(), [policy('analytics', 'analytics')], config));
+    once.spec.containers.push({ name: 'late', image: 'busybox' });
+    const again = mutatePod(once, [policy('analytics', 'analytics')], config);
+    expect(again).toEqual({
+      policies: ['analytics'],
+      patch: [
+        {
+          op: 'add',
+          path: '/spec/containers/1/env',
+          value: [
+            { name: 'PGHOST', value: '127.0.0.1' },
+            { name: 'PGPORT', value: '5432' },
+          ],
+        },
+      ],
+    });
+    expect(mutatePod(apply(once, again), [policy('analytics', 'analytics')], config)).toMatchObject({
+      patch: [],
+      skipped: 'already injected',
+    });
+  });
+
+  it.each([
+    ['hostNetwork', { hostNetwork: true }, /hostNetwork/],
+    ['hostPID', { hostPID: true }, /hostPID/],
+    ['shareProcessNamespace', { shareProcessNamespace: true }, /shareProcessNamespace/],
+    [
+      'a privileged container',
+      { containers: [{ name: 'agent', image: 'x', securityContext: { privileged: true } }] },
+      /container "agent" is privileged/,
+    ],
+  ])('refuses a pod with %s, saying why', (_n, specPatch, message) => {
+    const pod = basePod();
+    pod.spec = { ...pod.spec, ...specPatch };
+    const res = mutatePod(pod, [policy('analytics', 'analytics')], config);
+    expect(res).toHaveProperty('denied');
+    expect((res as { denied: string }).denied).toMatch(message);
+  });
+
+  it('refuses invalid selecting policies and listen-port clashes (fail closed)', () => {
+    const broken = policy('broken', 'analytics', { defaultAction: 'maybe' as any });
+    expect(mutatePod(basePod(), [broken], config)).toMatchObject({
+      denied: expect.stringMatching(/"broken" .* invalid/),
+    });
+    const two = [policy('a', 'analytics'), policy('b', 'analytics')];
+    expect(mutatePod(basePod(), two, config)).toMatchObject({
+      denied: expect.stringMatching(/both listen on port 5432/),
+    });
+    two[1].spec.listen = { port: 6432 };
+    const out = apply(basePod(), mutatePod(basePod(), two, config));
+    expect(out.spec.initContainers.map((c: any) => c.name)).toEqual(['pgwarden-a', 'pgwarden-b']);
+    expect(out.spec.initContainers[1].ports[0].containerPort).toBe(9188);
+  });
+});
+
+// ---- properties --------------------------------------------------------------------------------------------------
+
+const name = fc.stringMatching(/^[a-z][a-z0-9]{0,8}$/);
+const envVar = fc.record({
+  name: fc.constantFrom('PGHOST', 'PGPORT', 'A', 'B', 'HOME'),
+  value: fc.string({ maxLength: 8 }),
+});
+const container = fc.record(
+  {
+    name,
+    image: fc.constantFrom('busybox', 'python:3.12', 'ghcr.io/x/y@sha256:abc'),
+    env: fc.uniqueArray(envVar, { selector: (e) => e.name, maxLength: 4 }),
+    args: fc.array(fc.string({ maxLength: 6 }), { maxLength: 3 }),
+    ports: fc.uniqueArray(fc.record({ containerPort: fc.integer({ min: 8000, max: 8100 }) }), {
+      selector: (p) => p.containerPort,
+      maxLength: 2,
+    }),
+    volumeMounts: fc.constant([{ name: 'data', mountPath: '/data' }]),
+  },
+  { requiredKeys: ['name', 'image'] },
+);
+const podArb = fc
+  .record({
+    labels: fc.record({ app: fc.constantFrom('analytics', 'web') }),
+    annotations: fc.option(fc.dictionary(fc.constantFrom('a', 'b/c', 'x~y'), fc.string({ maxLength: 5 })), {
+      nil: undefined,
+    }),
+    containers: fc.uniqueArray(container, { selector: (c) => c.name, minLength: 1, maxLength: 3 }),
+    initContainers: fc.option(fc.uniqueArray(container, { selector: (c) => `init-${c.name}`, maxLength: 2 }), {
+      nil: undefined,
+    }),
+    withVolumes: fc.boolean(),
+  })
+  .map(
+    (r): PodLike => ({
+      metadata: { generateName: 'agent-', namespace: 'agents', labels: r.labels, annotations: r.annotations },
+      spec: {
+        containers: r.containers,
+        ...(r.initContainers
+          ? { initContainers: r.initContainers.map((c) => ({ ...c, name: `init-${c.name}` })) }
+          : {}),
+        volumes: r.withVolumes ? [{ name: 'data', emptyDir: {} }] : undefined,
+      },
+    }),
+  );
+
+describe('mutatePod properties', () => {
+  const policies = [policy('analytics', 'analytics')];
+
+  it('is idempotent: a second invocation on its own output changes nothing', () => {
+    fc.assert(
+      fc.property(podArb, (pod) => {
+        const first = mutatePod(pod, policies, config);
+        if ('denied' in first) return;
+        const once = apply(pod, first);
+        const second = mutatePod(once, policies, config);
+        expect(second).toMatchObject({ patch: [] });
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('never touches unrelated containers or fields (only PGHOST/PGPORT env on app containers)', () => {
+    fc.assert(
+      fc.property(podArb, (pod) => {
+        const res = mutatePod(pod, policies, config);
+        if ('denied' in res) return;
+        const out = apply(pod, res);
+        const injected = res.policies.length;
+        const strip = (c: any) => ({
+          ...c,
+          env: (c.env ?? []).filter((e: any) => e.name !== 'PGHOST' && e.name !== 'PGPORT'),
+        });
+        pod.spec!.containers.forEach((c: any, i: number) => {
+          expect(strip(out.spec.containers[i])).toEqual(strip(c));
+          if (injected) {
+            expect(out.spec.containers[i].env.find((e: any) => e.name === 'PGHOST').value).toBe('127.0.0.1');
+          }
+        });
+        expect(out.spec.initContainers?.slice(injected) ?? []).toEqual(pod.spec!.initContainers ?? []);
+        expect((out.spec.volumes ?? []).slice(0, pod.spec!.volumes?.length ?? 0)).toEqual(pod.spec!.volumes ?? []);
+        for (const [k, v] of Object.entries(pod.metadata!.annotations ?? {}))
+          expect(out.metadata.annotations[k]).toBe(v);
+        expect(out.metadata.labels).toEqual(pod.metadata!.labels);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('every pod it produces validates against the Kubernetes schemas (kubernetes-models)', () => {
+    fc.assert(
+      fc.property(podArb, (pod) => {
+        const res = mutatePod(pod, policies, config);
+        if ('denied' in res) return;
+        expect(() => new Pod(apply(pod, res)).validate()).not.toThrow();
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

@@ -1,0 +1,44 @@
+/** How the operator shapes the injected sidecar (from `pgwarden operator` flags / Helm values). */
+export interface SidecarConfig {
+  image: string;
+  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  resources?: {
+    requests?: Record<string, string>;
+    limits?: Record<string, string>;
+  };
+  /** Admin HTTP (health, readiness, metrics) port of the first sidecar; further sidecars use the next ports. */
+  httpPort: number;
+  /** Audit destination passed as `--audit` (e.g. nats://nats.pgwarden:4222); omitted when empty. */
+  auditUrl?: string;
+  /** UID/GID the sidecar runs as (non-root). */
+  runAsUser: number;
+  /** Size limit of the writable spool (audit spool while NATS is unreachable; the root filesystem is read-only). */
+  spoolSizeLimit: string;
+}
+
+export const DEFAULT_SIDECAR_CONFIG: SidecarConfig = {
+  image: 'ghcr.io/pgwarden/pgwarden:0.1.0',
+  imagePullPolicy: 'IfNotPresent',
+  resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+  httpPort: 9187,
+  runAsUser: 65532,
+  spoolSizeLimit: '256Mi',
+};
+
+/** Annotations and labels the operator reads or writes on pods and workloads. */
+export const ANNOTATIONS = {
+  /** Set on injected pods; its presence makes reinvocation a no-op. */
+  status: 'pgwarden.dev/status',
+  /** Comma-separated names of the policies whose sidecars were injected. */
+  policies: 'pgwarden.dev/policies',
+  /** Hash over the injected sidecar containers' shape (image, args, ports, resources...). */
+  sidecarHash: 'pgwarden.dev/sidecar-hash',
+  /** `"false"` on a pod (template) opts it out of injection. */
+  inject: 'pgwarden.dev/inject',
+  /** On a DatabaseAccessPolicy: `Workload` (default) or `None`. */
+  rolloutStrategy: 'pgwarden.dev/rollout-strategy',
+  /** Written by the ConfigMap renderer: the rendered policy's hash. */
+  contentHash: 'pgwarden.dev/content-hash',
+} as const;
+
+export const INJECTION_NAMESPACE_LABEL = 'pgwarden.dev/injection';

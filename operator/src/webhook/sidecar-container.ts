@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import type { DatabaseAccessPolicy } from '@pgwarden/policy';
+import type { SidecarConfig } from './sidecar-config.js';
+
+/** Paths inside the sidecar container; the sidecar CLI (cli/src/commands/sidecar.ts) reads these flags. */
+export const SIDECAR_PATHS = {
+  policyDir: '/etc/pgwarden/policy',
+  credentialsDir: '/etc/pgwarden/credentials',
+  caDir: '/etc/pgwarden/ca',
+  spoolDir: '/var/lib/pgwarden',
+} as const;
+
+export interface SidecarParts {
+  container: Record<string, any>;
+  volumes: Record<string, any>[];
+  listenPort: number;
+}
+
+/** ConfigMap name for a policy; the controller writes it, the webhook mounts it. */
+export function configMapName(policyName: string): string {
+  return boundedName('pgwarden-', policyName, 253);
+}
+
+/** Container and volume names are DNS labels (≤ 63 chars); long policy names get a hash suffix. */
+export function boundedName(prefix: string, name: string, max = 63): string {
+  const full = `${prefix}${name}`;
+  if (full.length <= max) return full;
+  const h = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${full.slice(0, max - 9).replace(/[-.]+$/, '')}-${h}`;
+}
+
+/**
+ * The native sidecar for one policy: an init container with restartPolicy Always
+ * (https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/), its volumes mounted into it alone.
+ */
+export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config: SidecarConfig): SidecarParts {
+  const p = policy.metadata.name;
+  const spec = policy.spec;
+  const listenPort = spec.listen?.port ?? 5432;
+  const httpPort = config.httpPort + index;
+  const v = (kind: string) => boundedName(`pgw-${kind}-`, p);
+  const volumes: Record<string, any>[] = [
+    // A whole-ConfigMap directory mount (no subPath), so kubelet's atomic symlink swap delivers edits: hot reload.
+    // https://kubernetes.io/docs/concepts/configuration/configmap/#mounted-configmaps-are-updated-automatically
+    { name: v('policy'), configMap: { name: configMapName(p) } },
+    { name: v('spool'), emptyDir: { sizeLimit: config.spoolSizeLimit } },
+  ];
+  const mounts: Record<string, any>[] = [
+    { name: v('policy'), mountPath: SIDECAR_PATHS.policyDir, readOnly: true },
+    { name: v('spool'), mountPath: SIDECAR_PATHS.spoolDir },
+  ];
+  const args = ['sidecar', '--listen', `127.0.0.1:${listenPort}`, '--policy', SIDECAR_PATHS.policyDir];
+  const creds = spec.database.credentialsSecretRef;
+  if (creds) {
+    // 0444 inside this container only: the files are owned by root and the sidecar runs as non-root; no other
+    // container mounts this volume, and pods that could reach into this container's filesystem are refused.
+    volumes.push({
+      name: v('creds'),
+      secret: {
+        secretName: creds.name,
+        defaultMode: 0o444,
+        items: [
+          { key: creds.usernameKey ?? 'username', path: 'username' },
+          { key: creds.passwordKey ?? 'password', path: 'password' },
+        ],
+      },
+    });
+    mounts.push({ name: v('creds'), mountPath: SIDECAR_PATHS.credentialsDir, readOnly: true });
+    args.push('--credentials-dir', SIDECAR_PATHS.credentialsDir);
+  }
+  const ca = spec.database.caSecretRef;
+  if (ca) {
+    volumes.push({
+      name: v('ca'),
+      secret: { secretName: ca.name, defaultMode: 0o444, items: [{ key: ca.key, path: 'ca.crt' }] },
+    });
+    mounts.push({ name: v('ca'), mountPath: SIDECAR_PATHS.caDir, readOnly: true });
+    args.push('--ca-file', `${SIDECAR_PATHS.caDir}/ca.crt`);
+  }
+  args.push('--http', `0.0.0.0:${httpPort}`);
+  if (config.auditUrl) {
+    args.push('--audit', config.auditUrl);
+    // While NATS is unreachable the sidecar spools to disk; the root filesystem is read-only, so the emptyDir.
+    if (config.auditUrl.startsWith('nats://')) args.push('--spool-dir', SIDECAR_PATHS.spoolDir);
+  }
+  const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+  const container: Record<string, any> = {
+    name: boundedName('pgwarden-', p),
+    image: config.image,
+    ...(config.imagePullPolicy ? { imagePullPolicy: config.imagePullPolicy } : {}),
+    args,
+    restartPolicy: 'Always',
+    // Identity through the downward API: https://kubernetes.io/docs/concepts/workloads/pods/downward-api/
+    env: [
+      fieldEnv('PGWARDEN_POD_NAMESPACE', 'metadata.namespace'),
+      fieldEnv('PGWARDEN_POD_NAME', 'metadata.name'),
+      fieldEnv('PGWARDEN_POD_UID', 'metadata.uid'),
+      fieldEnv('PGWARDEN_POD_SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+      fieldEnv('PGWARDEN_NODE_NAME', 'spec.nodeName'),
+      { name: 'PGWARDEN_POLICY', value: p },
+    ],
+    ports: [{ name: `pgw-http-${index}`, containerPort: httpPort, protocol: 'TCP' }],
+    // The app containers start only after this probe passes (native sidecar ordering).
+    startupProbe: {
+      httpGet: { path: '/readyz', port: httpPort },
+      periodSeconds: 1,
+      failureThreshold: 120,
+      timeoutSeconds: 2,
+    },
+    readinessProbe: { httpGet: { path: '/readyz', port: httpPort }, periodSeconds: 5, timeoutSeconds: 2 },
+    livenessProbe: {
+      httpGet: { path: '/healthz', port: httpPort },
+      periodSeconds: 10,
+      timeoutSeconds: 2,
+      failureThreshold: 3,
+    },
+    ...(config.resources ? { resources: structuredClone(config.resources) } : {}),
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: config.runAsUser,
+      runAsGroup: config.runAsUser,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts: mounts,
+  };
+  return { container, volumes, listenPort };
+}
+
+/** Identifies the sidecars' shape; a change of it (image, args, ports, resources) is what rolls workloads. */
+export function sidecarShapeHash(containers: Record<string, any>[]): string {
+  return `sha256:${createHash('sha256').update(JSON.stringify(containers)).digest('hex').slice(0, 32)}`;
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { allowAllHooks } from '../proxy/allow-all-hooks.js';
+import { startSidecar } from '../start-sidecar.js';
+import { memorySink, startFixture } from '../testing/sidecar-fixture.js';
+
+const get = async (port: number, path: string) => {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text() };
+};
+
+describe('admin HTTP', () => {
+  it('is ready when the upstream is reachable and the policy loaded, and counts sessions and bytes', async () => {
+    let policyLoaded = false;
+    const fx = await startFixture({
+      http: { host: '127.0.0.1', port: 0 },
+      hooks: { ...allowAllHooks(), ready: () => policyLoaded },
+    });
+    const port = fx.sidecar.httpPort!;
+    expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+    expect(await get(port, '/readyz')).toEqual({ status: 503, body: 'not ready: policy not loaded\n' });
+    policyLoaded = true;
+    expect(await get(port, '/readyz')).toEqual({ status: 200, body: 'ready\n' });
+    const c = await fx.client();
+    await c.query('SELECT 1');
+    const m = (await get(port, '/metrics')).body;
+    expect(m).toMatch(/^pgwarden_sessions_active 1$/m);
+    expect(m).toMatch(/^pgwarden_sessions_total 1$/m);
+    expect(m).toMatch(/^pgwarden_statements_total\{action="allow",outcome="ok"\} 1$/m);
+    expect(Number(/^pgwarden_bytes_total\{direction="upstream_to_client"\} (\d+)$/m.exec(m)?.[1])).toBeGreaterThan(0);
+    expect(m).toMatch(/^pgwarden_process_resident_memory_bytes \d+/m);
+    expect((await get(port, '/nope')).status).toBe(404);
+    await c.end();
+    await fx.sidecar.close(500);
+  });
+
+  it('is not ready when the upstream is unreachable, and counts the failed connects', async () => {
+    const sidecar = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
+      credentials: { username: 'u', password: 'secret-pw' },
+      audit: memorySink(),
+      http: { host: '127.0.0.1', port: 0 },
+    });
+    const r = await get(sidecar.httpPort!, '/readyz');
+    expect(r.status).toBe(503);
+    expect(r.body).toMatch(/upstream unreachable: could not connect to upstream 127\.0\.0\.1:1/);
+    const pg = (await import('pg')).default;
+    const c = new pg.Client({ host: '127.0.0.1', port: sidecar.port, user: 'a', database: 'app' });
+    await c.connect().catch(() => {});
+    const m = (await get(sidecar.httpPort!, '/metrics')).body;
+    expect(m).toMatch(/^pgwarden_upstream_errors_total\{code="PGW_UPSTREAM_CONNECT"\} 1$/m);
+    expect(m).not.toContain('secret-pw');
+    await sidecar.close(100);
+  });
+});

@@ -1,0 +1,111 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { verifyChain } from '@pgwarden/policy';
+import { Registry } from 'prom-client';
+import { afterAll, describe, expect, it } from 'vitest';
+import { auditFromFlags, parseDuration, parseSize } from './audit-flags.js';
+import { parseNatsServers } from './create-audit-sink.js';
+import { recordPolicyEvent } from './governance-audit.js';
+import { createFileSink } from './line-sinks.js';
+import { selectRecord, sessionInfo } from './nats-test-kit.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pgwarden-audit-flags-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('audit flags', () => {
+  it('parses sizes, durations and NATS server lists, and refuses nonsense with the flag named', () => {
+    expect(parseSize('512MiB', 'x')).toBe(512 * 1024 ** 2);
+    expect(parseSize('2g', 'x')).toBe(2 * 1024 ** 3);
+    expect(parseSize('-1', 'x')).toBe(-1);
+    expect(parseDuration('2m', 'x')).toBe(120_000);
+    expect(parseDuration('30d', 'x')).toBe(30 * 86_400_000);
+    expect(() => parseSize('lots', '--spool-max-bytes')).toThrow(/--spool-max-bytes/);
+    expect(parseNatsServers('nats://a:4222,b:4223')).toEqual(['nats://a:4222', 'nats://b:4223']);
+    expect(() => parseNatsServers('nats://')).toThrow(/at least one/);
+    expect(() => auditFromFlags({ auditFailMode: 'maybe' })).toThrow(/closed or open/);
+    expect(() => auditFromFlags({ audit: 'kafka://x' })).toThrow(/unsupported --audit sink/);
+  });
+
+  it('file sink from flags: policy and session events as chained JSON lines; metrics exposed on another registry', async () => {
+    const path = join(dir, 'audit.jsonl');
+    const setup = auditFromFlags({ audit: `file:${path}`, auditFailMode: 'open' }, { instanceId: 'f1' });
+    expect(setup.failMode).toBe('open');
+    recordPolicyEvent(setup.recorder, { type: 'policy.loaded', names: ['p1'], hash: 'sha256:9' });
+    recordPolicyEvent(setup.recorder, {
+      type: 'policy.rejected',
+      code: 'PGW_X',
+      message: 'bad',
+      kept: { names: ['p1'] },
+    });
+    const s = setup.recorder.openSession(sessionInfo('fs'));
+    s.statement(selectRecord(1));
+    s.end({});
+    await setup.sink.whenIdle?.();
+    await setup.sink.close();
+    const events = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(events.map((e) => e.type)).toEqual([
+      'policy.loaded',
+      'policy.rejected',
+      'session.start',
+      'statement',
+      'session.end',
+    ]);
+    expect(verifyChain(events)).toMatchObject({ ok: true, sessions: 2 });
+    const target = new Registry();
+    setup.exposeMetrics(target);
+    expect(await target.getSingleMetricAsString('pgwarden_audit_published_total')).toMatch(/sink="file"} 5/);
+  });
+
+  it('file sink on a device that refuses writes is not ready and counts drops', async () => {
+    const registry = new Registry();
+    const sink = createFileSink({ path: '/dev/full', fsync: 'never', registry });
+    sink.emit({ session: { id: 's', seq: 1 } });
+    expect(sink.ready()).toBe(false);
+    expect(sink.stats?.()).toMatchObject({ dropped: 1, published: 0 });
+    expect(await registry.getSingleMetricAsString('pgwarden_audit_dropped_total')).toMatch(/cause="file_io"} 1/);
+    await sink.close();
+  });
+});
+
+describe('governance events → audit', () => {
+  it('a held statement becomes approval.requested then granted/denied/expired in its session chain', async () => {
+    const path = join(dir, 'approvals.jsonl');
+    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'ap' });
+    const s = setup.recorder.openSession(sessionInfo('held'));
+    for (const outcome of ['approved', 'rejected', 'timeout'] as const) {
+      recordPolicyEvent(setup.recorder, { type: 'statement.held', session: 'held', rule: 'writes', timeoutMs: 60_000 });
+      recordPolicyEvent(setup.recorder, {
+        type: 'statement.released',
+        session: 'held',
+        rule: 'writes',
+        outcome,
+        heldMs: 5,
+      });
+    }
+    recordPolicyEvent(setup.recorder, { type: 'statement.held', session: 'unknown-session', timeoutMs: 1 });
+    s.end({});
+    await setup.sink.close();
+    const events = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(events.map((e) => e.type)).toEqual([
+      'session.start',
+      'approval.requested',
+      'approval.granted',
+      'approval.requested',
+      'approval.denied',
+      'approval.requested',
+      'approval.expired',
+      'session.end',
+    ]);
+    expect(events[1].approval.id).toBe(events[2].approval.id);
+    expect(events[3].approval.id).not.toBe(events[1].approval.id);
+    expect(events[1].approval).toMatchObject({ reason: 'rule writes', expiresAt: expect.stringMatching(/Z$/) });
+    expect(verifyChain(events)).toMatchObject({ ok: true, sessions: 1 });
+  });
+});

@@ -1,0 +1,136 @@
+import { Registry } from 'prom-client';
+import { WORKLOAD_ENV } from '../identity/workload.js';
+import { AUDIT_METRIC_NAMES, auditMetrics } from './audit-metrics.js';
+import { type AuditRecorder, type AuditRecorderOptions, createAuditRecorder } from './audit-recorder.js';
+import type { AuditSink } from './audit-sink.js';
+import { createAuditSink } from './create-audit-sink.js';
+import type { SpoolFsync } from './disk-spool.js';
+import { AuditError } from './errors.js';
+import type { AuditFailMode } from './with-audit.js';
+
+/** The `pgwarden sidecar` audit flags, as commander hands them over (all strings). */
+export interface AuditFlags {
+  audit?: string;
+  spoolDir?: string;
+  spoolMaxBytes?: string;
+  auditFailMode?: string;
+  auditFsync?: string;
+  auditStreamMaxAge?: string;
+  auditStreamMaxBytes?: string;
+  auditDuplicateWindow?: string;
+  auditNatsCreds?: string;
+  auditNatsCa?: string;
+}
+
+/** [flags, description, default] for each audit option; the sidecar command registers them with `.option(...)`. */
+export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
+  ['--audit <sink>', 'audit sink: stdout | file:PATH | nats://host:port[,host:port]', 'stdout'],
+  ['--spool-dir <dir>', 'disk spool for the NATS sink while NATS is unreachable or slow', undefined],
+  ['--spool-max-bytes <size>', 'spool size cap (e.g. 512MiB, 2GiB)', '1GiB'],
+  [
+    '--audit-fail-mode <mode>',
+    'closed: deny statements (SQLSTATE 53000) while events cannot be made durable; open: serve and count drops',
+    'closed',
+  ],
+  ['--audit-fsync <policy>', 'fdatasync of spool/file writes: batch | always | never', 'batch'],
+  [
+    '--audit-stream-max-age <duration>',
+    'PGWARDEN_AUDIT stream max age when the sidecar creates it (e.g. 30d, 0 = forever)',
+    '30d',
+  ],
+  ['--audit-stream-max-bytes <size>', 'PGWARDEN_AUDIT stream size cap (-1 = unlimited)', '-1'],
+  ['--audit-duplicate-window <duration>', 'JetStream duplicate window (at least 2m)', '2m'],
+  ['--audit-nats-creds <file>', 'NATS credentials file (JWT + seed) for the audit sink', undefined],
+  ['--audit-nats-ca <file>', 'PEM CA bundle: connect to NATS over TLS and verify it with this CA', undefined],
+];
+
+export interface AuditSetup {
+  sink: AuditSink;
+  recorder: AuditRecorder;
+  failMode: AuditFailMode;
+  /** Holds the audit metrics; register its metrics on the admin server's registry. */
+  registry: Registry;
+  /** Adds the audit metrics to another registry (e.g. the sidecar's /metrics). */
+  exposeMetrics(target: Registry): void;
+}
+
+const SIZE = /^(-?\d+(?:\.\d+)?)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)$/i;
+const UNIT: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+export function parseSize(s: string, flag: string): number {
+  const m = SIZE.exec(s.trim());
+  if (!m) throw new AuditError('AUDIT_BAD_SPEC', `${flag}: "${s}" is not a size (e.g. 512MiB, 2GiB)`);
+  return Math.floor(Number(m[1]) * UNIT[m[2].toLowerCase().charAt(0)]);
+}
+
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
+const MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function parseDuration(s: string, flag: string): number {
+  const m = DURATION.exec(s.trim());
+  if (!m) throw new AuditError('AUDIT_BAD_SPEC', `${flag}: "${s}" is not a duration (e.g. 90s, 2m, 30d)`);
+  return Math.round(Number(m[1]) * MS[m[2] ?? 's']);
+}
+
+/** Builds the sink, the process-wide recorder and the fail mode from the sidecar's flags. */
+export function auditFromFlags(
+  flags: AuditFlags,
+  ctx: Omit<AuditRecorderOptions, 'now'> & {
+    log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+  } = {},
+): AuditSetup {
+  const failMode = (flags.auditFailMode ?? 'closed') as AuditFailMode;
+  if (failMode !== 'closed' && failMode !== 'open') {
+    throw new AuditError('AUDIT_BAD_SPEC', `--audit-fail-mode must be closed or open, not "${flags.auditFailMode}"`);
+  }
+  const fsync = (flags.auditFsync ?? 'batch') as SpoolFsync;
+  if (!['batch', 'always', 'never'].includes(fsync)) {
+    throw new AuditError('AUDIT_BAD_SPEC', `--audit-fsync must be batch, always or never, not "${flags.auditFsync}"`);
+  }
+  const spec = flags.audit ?? 'stdout';
+  if (spec.startsWith('nats') && !flags.spoolDir && failMode === 'closed') {
+    ctx.log?.('warn', 'audit: NATS sink without --spool-dir: statements are denied whenever NATS is unreachable');
+  }
+  const registry = new Registry();
+  auditMetrics(registry);
+  const sink = createAuditSink(spec, {
+    spoolDir: flags.spoolDir,
+    spoolMaxBytes: flags.spoolMaxBytes ? parseSize(flags.spoolMaxBytes, '--spool-max-bytes') : undefined,
+    fsync,
+    stream: {
+      ...(flags.auditStreamMaxAge
+        ? { maxAgeMs: parseDuration(flags.auditStreamMaxAge, '--audit-stream-max-age') }
+        : {}),
+      ...(flags.auditStreamMaxBytes
+        ? { maxBytes: parseSize(flags.auditStreamMaxBytes, '--audit-stream-max-bytes') }
+        : {}),
+      ...(flags.auditDuplicateWindow
+        ? { duplicateWindowMs: parseDuration(flags.auditDuplicateWindow, '--audit-duplicate-window') }
+        : {}),
+    },
+    natsCredsFile: flags.auditNatsCreds,
+    natsCaFile: flags.auditNatsCa,
+    registry,
+    log: ctx.log,
+  });
+  const env = process.env;
+  const source = ctx.source ?? {
+    // The sidecar's own workload, from the downward API (see identity/workload.ts).
+    pod: env[WORKLOAD_ENV.pod],
+    namespace: env[WORKLOAD_ENV.namespace],
+    node: env[WORKLOAD_ENV.node],
+  };
+  const recorder = createAuditRecorder(sink, { ...ctx, source });
+  return {
+    sink,
+    recorder,
+    failMode,
+    registry,
+    exposeMetrics(target) {
+      for (const name of AUDIT_METRIC_NAMES) {
+        const m = registry.getSingleMetric(name);
+        if (m && !target.getSingleMetric(name)) target.registerMetric(m);
+      }
+    },
+  };
+}

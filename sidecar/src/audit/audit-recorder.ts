@@ -1,0 +1,213 @@
+import { randomUUID } from 'node:crypto';
+import {
+  type AuditApproval,
+  type AuditError as AuditErrorBody,
+  type AuditEvent,
+  type AuditEventType,
+  type AuditIdentity,
+  type AuditMasking,
+  type AuditPolicyRef,
+  type AuditResult,
+  type ChainState,
+  formatAuditTime,
+  newChain,
+  redactSecrets,
+  sealEventToJson,
+  type UnsealedAuditEvent,
+} from '@pgwarden/policy';
+import type { SessionInfo, StatementRecord, StatementResult } from '../proxy/hooks.js';
+import { AUDIT_JSON, type AuditSink } from './audit-sink.js';
+import { nowMicros } from './drop-tracker.js';
+import { buildStatementEvents } from './statement-events.js';
+
+export interface AuditRecorderOptions {
+  /** Names this sidecar process's own chain (policy and gap events): `sidecar-<instanceId>`. */
+  instanceId?: string;
+  /** The sidecar's own workload (downward API), for `source` and for events outside any session. */
+  source?: { pod?: string; namespace?: string; node?: string; version?: string };
+  /** The policy in force now (hot reloads change it); statement events prefer the verdict's own. */
+  policy?: () => AuditPolicyRef | undefined;
+  /** The role the sidecar sets upstream (policy `role`). */
+  role?: (info: SessionInfo) => string | undefined;
+  /** Record bind parameters (policy `audit` setting); off by default. */
+  captureParams?: boolean;
+  /** Longest statement text kept (characters); longer text is cut and marked. Default 32768. */
+  maxTextChars?: number;
+  now?: () => number;
+}
+
+export interface SessionAuditor {
+  statement(record: StatementRecord): void;
+  approval(type: Extract<AuditEventType, `approval.${string}`>, approval: AuditApproval): void;
+  end(reason: { error?: string; reason?: string }): void;
+}
+
+export interface AuditRecorder {
+  readonly sink: AuditSink;
+  /** Emits `session.start` and returns the session's chain; `at` names the policy and role in force for it. */
+  openSession(info: SessionInfo, at?: { policy?: AuditPolicyRef; role?: string }): SessionAuditor;
+  /** The open session with this id (approval events arrive from the governance by session id). */
+  session(id: string): SessionAuditor | undefined;
+  policyLoaded(policy: AuditPolicyRef): void;
+  policyRejected(error: AuditErrorBody, policyName?: string): void;
+  /** False while the sink cannot make events durable. */
+  ready(): boolean;
+  close(): Promise<void>;
+}
+
+/** Extra detail a StatementResult may carry (masking and result capture add them; both optional). */
+export interface StatementResultExtras {
+  masking?: AuditMasking;
+  sample?: unknown;
+}
+
+/**
+ * Turns session hooks into chained audit events: `session.start`, one `statement` per statement, `session.end`;
+ * and the sidecar's own chain for policy and gap events. Work per statement is one small object and one
+ * sha256 over its canonical JSON; rows are never looked at here.
+ */
+export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptions = {}): AuditRecorder {
+  const now = options.now ?? nowMicros;
+  const instanceId = options.instanceId ?? randomUUID();
+  // Parts every event repeats are deep-frozen: canonicalJson then encodes each of them once (see canonical-json.ts).
+  const source = deepFreeze({ instance: instanceId, ...pick(options.source, ['pod', 'namespace', 'version']) });
+  const policies = new Map<string, AuditPolicyRef>();
+  const policyRef = (p: AuditPolicyRef | undefined): AuditPolicyRef | undefined => {
+    if (!p) return undefined;
+    const key = `${p.name}\n${p.hash}`;
+    let ref = policies.get(key);
+    if (!ref) {
+      if (policies.size > 100) policies.clear();
+      ref = deepFreeze({ name: p.name, hash: p.hash });
+      policies.set(key, ref);
+    }
+    return ref;
+  };
+  const instanceChain = newChain();
+  const instanceSession = `sidecar-${instanceId}`;
+  const instanceIdentity: AuditIdentity = deepFreeze({
+    groups: [],
+    ...pick(options.source, ['namespace', 'pod', 'node']),
+  });
+
+  const emit = (chain: ChainState, e: UnsealedAuditEvent) => {
+    const { event, json } = sealEventToJson(e, chain);
+    Object.defineProperty(event, AUDIT_JSON, { value: json });
+    sink.emit(event as unknown as Record<string, unknown>);
+  };
+  const instanceEvent = (type: AuditEventType, body: Partial<AuditEvent>) => {
+    const policy = body.policy ?? options.policy?.();
+    emit(instanceChain, {
+      v: 1,
+      type,
+      time: formatAuditTime(now()),
+      session: { id: instanceSession },
+      source,
+      identity: instanceIdentity,
+      ...body,
+      ...(policy ? { policy } : {}),
+    });
+  };
+
+  sink.onGap?.((gap) => instanceEvent('audit.gap', { gap }));
+  const open = new Map<string, SessionAuditor>();
+
+  return {
+    sink,
+    ready: () => sink.ready(),
+    session: (id) => open.get(id),
+    close: () => sink.close(),
+    policyLoaded: (policy) => instanceEvent('policy.loaded', { policy }),
+    policyRejected: (error, policyName) =>
+      instanceEvent('policy.rejected', {
+        error: { code: error.code, message: redactSecrets(error.message) },
+        ...(policyName ? { policy: { name: policyName, hash: '' } } : {}),
+      }),
+    openSession(info, at) {
+      const chain = newChain();
+      const sessionPolicy = policyRef(at?.policy ?? options.policy?.());
+      const openedAt = now();
+      let statements = 0;
+      let lastPolicy: AuditPolicyRef | undefined;
+      const identity: AuditIdentity = deepFreeze({
+        groups: [...info.identity.groups],
+        ...pick(info.identity, ['namespace', 'serviceAccount', 'pod', 'node', 'user', 'issuer']),
+      });
+      const role = at?.role ?? options.role?.(info);
+      const database = deepFreeze({
+        host: info.upstream.host,
+        port: info.upstream.port,
+        name: info.upstream.database,
+        user: info.upstream.user,
+        ...(role ? { role } : {}),
+      });
+      const base = (type: AuditEventType, policy = sessionPolicy): UnsealedAuditEvent => ({
+        v: 1,
+        type,
+        time: formatAuditTime(now()),
+        session: { id: info.id },
+        source,
+        identity,
+        database,
+        ...(policy ? { policy } : {}),
+      });
+      emit(chain, {
+        ...base('session.start'),
+        client: {
+          address: info.client.address,
+          port: info.client.port,
+          ...(info.startup.applicationName ? { application: info.startup.applicationName } : {}),
+        },
+      });
+      const auditor: SessionAuditor = {
+        statement(record) {
+          const policy = policyRef(record.verdict.policy) ?? sessionPolicy;
+          lastPolicy = policy ?? lastPolicy;
+          for (const body of buildStatementEvents(record, {
+            captureParams: options.captureParams ?? false,
+            maxTextChars: options.maxTextChars ?? 32_768,
+          })) {
+            statements++;
+            emit(chain, { ...base('statement', policy), ...body });
+          }
+        },
+        approval(type, approval) {
+          emit(chain, { ...base(type, sessionPolicy ?? lastPolicy), approval });
+        },
+        end(reason) {
+          open.delete(info.id);
+          emit(chain, {
+            ...base('session.end', sessionPolicy ?? lastPolicy),
+            end: {
+              statements,
+              durationMs: round3((now() - openedAt) / 1000),
+              ...(reason.reason ? { reason: reason.reason } : {}),
+              ...(reason.error ? { error: redactSecrets(reason.error) } : {}),
+            },
+          });
+        },
+      };
+      open.set(info.id, auditor);
+      return auditor;
+    },
+  };
+}
+
+export const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+function pick<T extends object, K extends keyof T>(o: T | undefined, keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  if (!o) return out;
+  for (const k of keys) if (o[k] !== undefined && o[k] !== '') out[k] = o[k];
+  return out;
+}
+
+export type { AuditResult, StatementResult };

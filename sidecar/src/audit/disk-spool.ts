@@ -1,0 +1,363 @@
+import {
+  closeSync,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { AuditError } from './errors.js';
+
+/**
+ * Append-only, strictly FIFO spool of audit records in segment files `audit-<n>.jsonl` under one directory.
+ * A record is one line: `<subject>\t<msgID>\t<event JSON>\n` (JSON.stringify never writes a raw tab or newline,
+ * subjects and message ids are sanitised of them). A file `cursor` holds how far delivery got, so a restarted
+ * sidecar resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid
+ * write) is cut off when the spool is opened.
+ */
+
+export interface SpoolPos {
+  segment: number;
+  /** Byte offset just past the record. */
+  offset: number;
+}
+
+export interface SpoolRecord {
+  subject: string;
+  msgID: string;
+  data: string;
+  end: SpoolPos;
+}
+
+export type SpoolFsync = 'always' | 'batch' | 'never';
+
+export interface DiskSpoolOptions {
+  dir: string;
+  /** Total size cap; appends that would pass it are refused. */
+  maxBytes: number;
+  segmentBytes?: number;
+  /** always: fdatasync before append returns; batch (default): fdatasync after each append, off the event loop; never. */
+  fsync?: SpoolFsync;
+}
+
+const SEGMENT = /^audit-(\d{12})\.jsonl$/;
+const segName = (n: number) => `audit-${String(n).padStart(12, '0')}.jsonl`;
+const READ_CHUNK = 256 * 1024;
+
+export class DiskSpool {
+  private readonly dir: string;
+  private readonly maxBytes: number;
+  private readonly segmentBytes: number;
+  private readonly fsync: SpoolFsync;
+  /** Sizes of the segments on disk, oldest first. */
+  private readonly segments = new Map<number, number>();
+  private writeSeg = 0;
+  private writeFd: number | undefined;
+  private readPos: SpoolPos;
+  private ackPos: SpoolPos;
+  private cursorDirty = false;
+  private totalBytes = 0;
+  private syncing = false;
+  private syncAgain = false;
+  /** An append was refused at the cap; cleared when delivered segments are deleted. */
+  private refused = false;
+
+  constructor(opts: DiskSpoolOptions) {
+    this.dir = opts.dir;
+    this.maxBytes = opts.maxBytes;
+    this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
+    this.fsync = opts.fsync ?? 'batch';
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      for (const f of readdirSync(this.dir)) {
+        const m = SEGMENT.exec(f);
+        if (m) this.segments.set(Number(m[1]), statSync(join(this.dir, f)).size);
+      }
+    } catch (err) {
+      throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool ${this.dir}`, { cause: err });
+    }
+    const ids = [...this.segments.keys()].sort((a, b) => a - b);
+    const sizes = new Map(this.segments);
+    this.segments.clear();
+    for (const id of ids) this.segments.set(id, sizes.get(id)!);
+    const last = ids.at(-1);
+    if (last !== undefined) this.cutTornTail(last);
+    for (const size of this.segments.values()) this.totalBytes += size;
+    this.writeSeg = last ?? 1;
+    const cursor = this.loadCursor();
+    const size = cursor ? this.segments.get(cursor.segment) : undefined;
+    this.ackPos =
+      cursor && size !== undefined
+        ? { segment: cursor.segment, offset: Math.min(cursor.offset, size) }
+        : { segment: ids[0] ?? 1, offset: 0 };
+    this.readPos = { ...this.ackPos };
+  }
+
+  /** Bytes the spool holds on disk. */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** The cap refused a record and no space has been freed since. */
+  get full(): boolean {
+    return this.refused || this.totalBytes >= this.maxBytes;
+  }
+
+  /** True when everything written has been read (there may still be unacknowledged reads). */
+  get readAll(): boolean {
+    return this.atEnd(this.readPos);
+  }
+
+  /** True when the spool holds nothing that still needs delivering. */
+  get empty(): boolean {
+    return this.atEnd(this.ackPos);
+  }
+
+  /** Records up to `pos` are already held by the reader (they were spilled from memory): reading resumes after. */
+  markRead(pos: SpoolPos): void {
+    this.readPos = pos;
+  }
+
+  private atEnd(pos: SpoolPos): boolean {
+    if (pos.offset < (this.segments.get(pos.segment) ?? 0)) return false;
+    for (const [seg, size] of this.segments) if (seg > pos.segment && size > 0) return false;
+    return true;
+  }
+
+  /**
+   * Appends records in order and returns the end position of each one written. Stops at the size cap: the
+   * caller drops what did not fit (returned array shorter). Throws AuditError(AUDIT_SPOOL_IO) on I/O failure.
+   */
+  append(records: readonly { subject: string; msgID: string; data: string }[]): SpoolPos[] {
+    const ends: SpoolPos[] = [];
+    let i = 0;
+    while (i < records.length) {
+      if (this.writeFd === undefined) this.openWriteSegment();
+      let size = this.segments.get(this.writeSeg) ?? 0;
+      const parts: string[] = [];
+      let batchBytes = 0;
+      for (; i < records.length; i++) {
+        const r = records[i];
+        const line = `${r.subject}\t${r.msgID}\t${r.data}\n`;
+        const n = Buffer.byteLength(line);
+        if (this.totalBytes + batchBytes + n > this.maxBytes) {
+          this.refused = true;
+          break;
+        }
+        parts.push(line);
+        batchBytes += n;
+        ends.push({ segment: this.writeSeg, offset: size + batchBytes });
+        if (size + batchBytes >= this.segmentBytes) {
+          i++;
+          break;
+        }
+      }
+      if (parts.length === 0) break;
+      this.writeAll(parts.join(''), batchBytes, size);
+      size += batchBytes;
+      this.segments.set(this.writeSeg, size);
+      this.totalBytes += batchBytes;
+      if (size >= this.segmentBytes) this.rotate();
+      if (this.totalBytes >= this.maxBytes) break;
+    }
+    if (ends.length > 0) this.sync();
+    return ends;
+  }
+
+  /** Reads up to `max` records after the last read position, oldest first. */
+  read(max: number): SpoolRecord[] {
+    const out: SpoolRecord[] = [];
+    while (out.length < max && !this.readAll) {
+      const seg = this.readPos.segment;
+      const size = this.segments.get(seg);
+      if (size === undefined || this.readPos.offset >= size) {
+        // Past the end of an older segment: the next one holds the continuation.
+        const next = [...this.segments.keys()].find((s) => s > seg);
+        if (next === undefined) break;
+        this.readPos = { segment: next, offset: 0 };
+        continue;
+      }
+      this.readLines(seg, size, max, out);
+    }
+    return out;
+  }
+
+  /** Everything up to and including the record ending at `pos` is delivered. */
+  ack(pos: SpoolPos): void {
+    this.ackPos = pos;
+    this.cursorDirty = true;
+    for (const [seg, size] of this.segments) {
+      if (seg >= pos.segment) break;
+      this.removeSegment(seg, size);
+    }
+  }
+
+  /** Writes the cursor file (cheap; the caller debounces). Not fsync'd: a crash only re-sends, never loses. */
+  saveCursor(): void {
+    if (!this.cursorDirty) return;
+    this.cursorDirty = false;
+    const tmp = join(this.dir, 'cursor.tmp');
+    writeFileSync(tmp, JSON.stringify(this.ackPos));
+    renameSync(tmp, join(this.dir, 'cursor'));
+  }
+
+  /** Once everything is delivered: deletes all segments and starts over at a fresh segment. */
+  reset(): void {
+    if (!this.empty) return;
+    this.closeWriteSegment();
+    for (const [seg, size] of [...this.segments]) this.removeSegment(seg, size);
+    this.writeSeg += 1;
+    this.readPos = { segment: this.writeSeg, offset: 0 };
+    this.ackPos = { ...this.readPos };
+    this.cursorDirty = true;
+    this.saveCursor();
+  }
+
+  close(): void {
+    this.saveCursor();
+    this.closeWriteSegment();
+  }
+
+  private readLines(seg: number, size: number, max: number, out: SpoolRecord[]): void {
+    const fd = openSync(join(this.dir, segName(seg)), 'r');
+    try {
+      let chunk = READ_CHUNK;
+      for (;;) {
+        const len = Math.min(chunk, size - this.readPos.offset);
+        const buf = Buffer.allocUnsafe(len);
+        const got = readSync(fd, buf, 0, len, this.readPos.offset);
+        let start = 0;
+        let nl = buf.indexOf(10, 0);
+        if (nl < 0 || nl >= got) {
+          if (len >= size - this.readPos.offset) {
+            throw new AuditError('AUDIT_SPOOL_CORRUPT', `audit spool segment ${seg} ends without a newline`);
+          }
+          chunk *= 2; // one record longer than the chunk
+          continue;
+        }
+        while (nl >= 0 && nl < got && out.length < max) {
+          const line = buf.toString('utf8', start, nl);
+          const t1 = line.indexOf('\t');
+          const t2 = line.indexOf('\t', t1 + 1);
+          if (t1 < 0 || t2 < 0)
+            throw new AuditError('AUDIT_SPOOL_CORRUPT', `malformed record in audit spool segment ${seg}`);
+          const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
+          out.push({ subject: line.slice(0, t1), msgID: line.slice(t1 + 1, t2), data: line.slice(t2 + 1), end });
+          start = nl + 1;
+          nl = buf.indexOf(10, start);
+        }
+        this.readPos = { segment: seg, offset: this.readPos.offset + start };
+        return;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private writeAll(text: string, bytes: number, at: number): void {
+    const buf = Buffer.from(text);
+    try {
+      let off = 0;
+      while (off < bytes) off += writeSync(this.writeFd!, buf, off, bytes - off, at + off);
+    } catch (err) {
+      // Drop a partial record so the file stays a sequence of whole lines.
+      try {
+        ftruncateSync(this.writeFd!, at);
+      } catch {}
+      throw new AuditError('AUDIT_SPOOL_IO', `cannot write audit spool ${this.dir}`, { cause: err });
+    }
+  }
+
+  private sync(): void {
+    if (this.fsync === 'never' || this.writeFd === undefined) return;
+    if (this.fsync === 'always') {
+      fdatasyncSync(this.writeFd);
+      return;
+    }
+    if (this.syncing) {
+      this.syncAgain = true;
+      return;
+    }
+    this.syncing = true;
+    const fd = this.writeFd;
+    fdatasync(fd, () => {
+      this.syncing = false;
+      if (this.syncAgain && this.writeFd === fd) {
+        this.syncAgain = false;
+        this.sync();
+      }
+    });
+  }
+
+  private openWriteSegment(): void {
+    try {
+      this.writeFd = openSync(join(this.dir, segName(this.writeSeg)), 'a', 0o600);
+      this.segments.set(this.writeSeg, fstatSync(this.writeFd).size);
+    } catch (err) {
+      throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool segment in ${this.dir}`, { cause: err });
+    }
+  }
+
+  private rotate(): void {
+    this.closeWriteSegment();
+    this.writeSeg += 1;
+  }
+
+  private closeWriteSegment(): void {
+    if (this.writeFd === undefined) return;
+    const fd = this.writeFd;
+    this.writeFd = undefined;
+    // A batch fdatasync may still be queued on this fd: finish durability synchronously before closing it.
+    if (this.fsync !== 'never') fdatasyncSync(fd);
+    closeSync(fd);
+  }
+
+  private removeSegment(seg: number, size: number): void {
+    if (seg === this.writeSeg) this.closeWriteSegment();
+    try {
+      unlinkSync(join(this.dir, segName(seg)));
+    } catch {}
+    this.segments.delete(seg);
+    this.totalBytes -= size;
+    if (size > 0) this.refused = false;
+  }
+
+  private loadCursor(): SpoolPos | undefined {
+    try {
+      const c = JSON.parse(readFileSync(join(this.dir, 'cursor'), 'utf8')) as SpoolPos;
+      return Number.isSafeInteger(c.segment) && Number.isSafeInteger(c.offset) ? c : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private cutTornTail(seg: number): void {
+    const path = join(this.dir, segName(seg));
+    const size = this.segments.get(seg) ?? 0;
+    if (size === 0) return;
+    const fd = openSync(path, 'r+');
+    try {
+      const tail = Buffer.alloc(Math.min(size, 1024 * 1024));
+      readSync(fd, tail, 0, tail.length, size - tail.length);
+      const nl = tail.lastIndexOf(10);
+      if (nl === tail.length - 1) return;
+      const keep = nl < 0 ? (tail.length === size ? 0 : size) : size - tail.length + nl + 1;
+      if (keep === size)
+        throw new AuditError('AUDIT_SPOOL_CORRUPT', `audit spool segment ${seg} has a torn record longer than 1 MiB`);
+      ftruncateSync(fd, keep);
+      this.segments.set(seg, keep);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}

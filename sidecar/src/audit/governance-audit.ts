@@ -1,0 +1,65 @@
+import { formatAuditTime } from '@pgwarden/policy';
+import type { AuditRecorder } from './audit-recorder.js';
+import { nowMicros } from './drop-tracker.js';
+
+/** The governance events (governance/governance-events.ts) that become audit events; others are ignored. */
+export type AuditedGovernanceEvent =
+  | { type: 'policy.loaded'; names: string[]; hash: string }
+  | { type: 'policy.rejected'; code: string; message: string; kept?: { names: string[] } }
+  | { type: 'statement.held'; session: string; rule?: string; timeoutMs: number }
+  | {
+      type: 'statement.released';
+      session: string;
+      rule?: string;
+      outcome: 'approved' | 'rejected' | 'timeout';
+      heldMs: number;
+    }
+  | { type: string };
+
+const OUTCOME = { approved: 'approval.granted', rejected: 'approval.denied', timeout: 'approval.expired' } as const;
+
+/**
+ * Returns a governance event listener that records policy loads/rejections in the sidecar's chain and the
+ * review hold of a statement (`review` rules) in its session's chain: approval.requested when it is held, then
+ * approval.granted / denied / expired. A session holds at most one statement at a time, so the pair shares one
+ * id, `<session>.approval.<n>`.
+ */
+export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGovernanceEvent) => void {
+  // Held statement per session → its approval id; a counter keeps ids unique across a session's holds.
+  const holds = new Map<string, string>();
+  let counter = 0;
+  return (e) => {
+    if (e.type === 'policy.loaded' && 'names' in e) {
+      for (const name of e.names) recorder.policyLoaded({ name, hash: e.hash });
+    } else if (e.type === 'policy.rejected' && 'code' in e) {
+      recorder.policyRejected({ code: e.code, message: e.message }, e.kept?.names[0]);
+    } else if (e.type === 'statement.held' && 'timeoutMs' in e) {
+      const id = `${e.session}.approval.${++counter}`;
+      holds.set(e.session, id);
+      recorder.session(e.session)?.approval('approval.requested', {
+        id,
+        ...(e.rule ? { reason: `rule ${e.rule}` } : {}),
+        expiresAt: formatAuditTime(nowMicros() + e.timeoutMs * 1000),
+      });
+    } else if (e.type === 'statement.released' && 'outcome' in e) {
+      const id = holds.get(e.session) ?? `${e.session}.approval.${++counter}`;
+      holds.delete(e.session);
+      recorder.session(e.session)?.approval(OUTCOME[e.outcome], {
+        id,
+        ...(e.rule ? { reason: `rule ${e.rule}` } : {}),
+      });
+    }
+  };
+}
+
+/** Records one governance event with the recorder's shared listener (`pgwarden sidecar` passes every event). */
+export function recordPolicyEvent(recorder: AuditRecorder, e: AuditedGovernanceEvent): void {
+  let listener = listeners.get(recorder);
+  if (!listener) {
+    listener = governanceAuditListener(recorder);
+    listeners.set(recorder, listener);
+  }
+  listener(e);
+}
+
+const listeners = new WeakMap<AuditRecorder, (e: AuditedGovernanceEvent) => void>();

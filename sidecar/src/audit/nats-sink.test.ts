@@ -1,0 +1,244 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { AUDIT_STREAM, auditEventSchema, verifyChain } from '@pgwarden/policy';
+import { Ajv } from 'ajv';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { createAuditRecorder } from './audit-recorder.js';
+import { createFileSink } from './line-sinks.js';
+import { NatsAuditSink } from './nats-sink.js';
+import { readAuditStream, selectRecord, seqsBySession, sessionInfo } from './nats-test-kit.js';
+
+const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+let nats: TestNats;
+const dirs: string[] = [];
+const spoolDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'pgwarden-audit-spool-'));
+  dirs.push(d);
+  return d;
+};
+
+async function purge(url: string) {
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.purge(AUDIT_STREAM).catch(() => {});
+  await nc.close();
+}
+
+beforeAll(async () => {
+  nats = await startNats();
+});
+afterAll(async () => {
+  await nats?.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('NATS audit sink (real nats-server)', () => {
+  it('creates the stream, publishes to pgwarden.audit.<ns>.<policy> with msgID <session>.<seq>; same msgID deduplicates', async () => {
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, {
+      instanceId: 't1',
+      policy: () => ({ name: 'analytics.agent', hash: 'sha256:1' }),
+    });
+    const s = rec.openSession(sessionInfo('sess-a'));
+    for (let i = 0; i < 5; i++) s.statement(selectRecord(i));
+    s.end({});
+    await sink.whenIdle(10_000);
+    await sink.close();
+
+    const msgs = await readAuditStream(nats.url);
+    expect(msgs.map((m) => m.msgID)).toEqual(range(7).map((i) => `sess-a.${i}`));
+    expect(new Set(msgs.map((m) => m.subject))).toEqual(new Set(['pgwarden.audit.agents.analytics_agent']));
+    for (const m of msgs) expect(validate(m.event), JSON.stringify(validate.errors)).toBe(true);
+    expect(verifyChain(msgs.map((m) => m.event))).toMatchObject({ ok: true, sessions: 1, events: 7 });
+
+    const nc = await connect({ servers: nats.url });
+    const again = await jetstream(nc).publish(msgs[2].subject, JSON.stringify(msgs[2].event), { msgID: 'sess-a.3' });
+    expect(again.duplicate).toBe(true);
+    const info = await (await jetstreamManager(nc)).streams.info(AUDIT_STREAM);
+    expect(info.state.messages).toBe(7);
+    expect(info.config.duplicate_window).toBeGreaterThanOrEqual(120e9);
+    await nc.close();
+    await purge(nats.url);
+  });
+
+  it('NATS killed and restarted mid-stream: everything spools, drains in order, none lost, none duplicated', async () => {
+    const dir = spoolDir();
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir, maxBytes: 1e8, segmentBytes: 64 * 1024 },
+      publishTimeoutMs: 1000,
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 't2' });
+    const sessions = ['k1', 'k2', 'k3'].map((id) => rec.openSession(sessionInfo(id)));
+    const perSession = 600;
+    for (let i = 0; i < perSession; i++) {
+      for (const s of sessions) s.statement(selectRecord(i));
+      if (i === 200) await nats.kill();
+      if (i === 400) await nats.start();
+      if (i % 20 === 0) await sleep(5);
+    }
+    for (const s of sessions) s.end({});
+    await sink.whenIdle(20_000);
+    const stats = sink.stats();
+    expect(stats.spooled).toBeGreaterThan(0);
+    expect(stats.dropped).toBe(0);
+    expect(stats.mode).toBe('direct');
+    await sink.close();
+
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    const seqs = seqsBySession(events);
+    for (const id of ['k1', 'k2', 'k3']) expect(seqs.get(id)).toEqual(range(perSession + 2));
+    const report = verifyChain(events);
+    expect(report).toMatchObject({ ok: true, duplicates: 0, open: [] });
+    // Within a session the stream holds events in seq order (oldest first across the outage).
+    for (const id of ['k1', 'k2', 'k3']) {
+      const inStreamOrder = events.filter((e) => e.session.id === id).map((e) => e.session.seq);
+      expect(inStreamOrder).toEqual(range(perSession + 2));
+    }
+    await purge(nats.url);
+  });
+
+  it('a restarted sidecar drains the spool a previous run left behind', async () => {
+    const dir = spoolDir();
+    await nats.kill();
+    const first = new NatsAuditSink({ servers: [nats.url], spool: { dir, maxBytes: 1e8 }, registry: new Registry() });
+    const rec = createAuditRecorder(first, { instanceId: 't3' });
+    const s = rec.openSession(sessionInfo('r1'));
+    for (let i = 0; i < 300; i++) s.statement(selectRecord(i));
+    s.end({});
+    await sleep(50);
+    expect(first.stats()).toMatchObject({ mode: 'spool', spooled: 302, published: 0 });
+    await first.close(200);
+
+    await nats.start();
+    const second = new NatsAuditSink({ servers: [nats.url], spool: { dir, maxBytes: 1e8 }, registry: new Registry() });
+    expect(second.stats().mode).toBe('spool');
+    await second.whenIdle(15_000);
+    expect(second.stats()).toMatchObject({ mode: 'direct', spoolBytes: 0 });
+    await second.close();
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    expect(seqsBySession(events).get('r1')).toEqual(range(302));
+    await purge(nats.url);
+  });
+
+  it('spool cap: refuses (not ready), counts drops, and records an audit.gap naming the lost seqs once it can write again', async () => {
+    const dir = spoolDir();
+    const registry = new Registry();
+    await nats.kill();
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir, maxBytes: 20_000, segmentBytes: 4096 },
+      registry,
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 't4' });
+    const s = rec.openSession(sessionInfo('cap'));
+    let sent = 1;
+    while (sink.ready() && sent < 500) {
+      s.statement(selectRecord(sent));
+      sent++;
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(sink.ready()).toBe(false);
+    for (let i = 0; i < 5; i++) s.statement(selectRecord(i));
+    sent += 5;
+    await sleep(20);
+    expect(sink.stats().dropped).toBeGreaterThanOrEqual(5);
+    const metric = await registry.getSingleMetricAsString('pgwarden_audit_dropped_total');
+    expect(metric).toMatch(/pgwarden_audit_dropped_total\{sink="nats",cause="spool_full"\} \d+/);
+
+    await nats.start();
+    for (let i = 0; i < 100 && !sink.ready(); i++) await sleep(50);
+    expect(sink.ready()).toBe(true);
+    s.statement(selectRecord(9999));
+    sent++;
+    s.end({});
+    await sink.whenIdle(15_000);
+    await sink.close();
+
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    const gapEvents = events.filter((e) => e.type === 'audit.gap');
+    expect(gapEvents).toHaveLength(1);
+    const declared = gapEvents[0].gap!.sessions;
+    const report = verifyChain(events);
+    // The chain shows exactly the holes the gap event declares (plus nothing else).
+    expect(report.tampered).toEqual([]);
+    expect(report.gaps.map((g) => ({ id: g.session, fromSeq: g.fromSeq, toSeq: g.toSeq }))).toEqual(declared);
+    const lost = declared.reduce((n, g) => n + g.toSeq - g.fromSeq + 1, 0);
+    expect(lost).toBe(gapEvents[0].gap!.dropped);
+    expect(events.filter((e) => e.session.id === 'cap')).toHaveLength(sent + 1 - lost);
+    await purge(nats.url);
+  });
+
+  it('recreates the stream when it is deleted under it, and delivers everything', async () => {
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      publishTimeoutMs: 1000,
+      registry: new Registry(),
+    });
+    const s = createAuditRecorder(sink, { instanceId: 't6' }).openSession(sessionInfo('del'));
+    for (let i = 0; i < 50; i++) s.statement(selectRecord(i));
+    await sink.whenIdle(10_000);
+    const nc = await connect({ servers: nats.url });
+    await (await jetstreamManager(nc)).streams.delete(AUDIT_STREAM);
+    await nc.close();
+    for (let i = 0; i < 50; i++) s.statement(selectRecord(i));
+    s.end({});
+    await sink.whenIdle(15_000);
+    expect(sink.stats().failures).toBeGreaterThan(0);
+    await sink.close();
+    // The first 50 went with the deleted stream; the rest arrived in the recreated one, in order.
+    const seqs = seqsBySession((await readAuditStream(nats.url)).map((m) => m.event)).get('del');
+    expect(seqs).toEqual(range(51).map((i) => i + 51));
+    await purge(nats.url);
+  });
+
+  it('throughput with acks (micro-measure, compared with the file sink)', async () => {
+    const n = 20_000;
+    const fileSink = createFileSink({ path: join(spoolDir(), 'audit.jsonl'), registry: new Registry() });
+    const fs = createAuditRecorder(fileSink, { instanceId: 't5f' }).openSession(sessionInfo('tpf'));
+    const f0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      fs.statement(selectRecord(i));
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await fileSink.whenIdle?.();
+    const fileRate = Math.round(n / ((performance.now() - f0) / 1000));
+    await fileSink.close();
+
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e9 },
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 't5' });
+    const s = rec.openSession(sessionInfo('tp'));
+    s.statement(selectRecord(0));
+    await sink.whenIdle(10_000); // connected and in direct mode
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      s.statement(selectRecord(i));
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await sink.whenIdle(60_000);
+    const secs = (performance.now() - t0) / 1000;
+    const rate = Math.round(n / secs);
+    console.log(`audit sinks: NATS ${rate} events/s acked (${n} in ${secs.toFixed(2)} s); file ${fileRate} events/s`);
+    expect(sink.stats().dropped).toBe(0);
+    await sink.close();
+    await purge(nats.url);
+  });
+});

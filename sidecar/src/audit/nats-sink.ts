@@ -1,0 +1,401 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { auditSubject } from '@pgwarden/policy';
+import type { Registry } from 'prom-client';
+import { type AuditMetrics, auditMetrics } from './audit-metrics.js';
+import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
+import { type AuditStreamLimits, DEFAULT_STREAM_LIMITS } from './audit-stream.js';
+import { DiskSpool, type DiskSpoolOptions, type SpoolPos } from './disk-spool.js';
+import { DropTracker, nowMicros } from './drop-tracker.js';
+import { AuditError } from './errors.js';
+import { JetStreamPublisher } from './jetstream-publisher.js';
+import { NatsLink } from './nats-link.js';
+
+export interface NatsSinkOptions {
+  /** host:port list (nats:// scheme optional). */
+  servers: string[];
+  /** Disk spool; without it events wait in memory only and a full queue drops. */
+  spool?: DiskSpoolOptions;
+  /** Events held in memory awaiting an ack before the sink spills to the spool. Default 10000. */
+  maxQueue?: number;
+  /** Publishes awaiting their ack at once. Default 512. */
+  maxInFlight?: number;
+  /** An ack slower than this counts as a failure: the window spills to the spool and is retried. Default 5000. */
+  publishTimeoutMs?: number;
+  stream?: Partial<AuditStreamLimits>;
+  credsFile?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  registry?: Registry;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+}
+
+const PENDING = 0;
+const INFLIGHT = 1;
+const ACKED = 2;
+
+interface Entry {
+  subject: string;
+  msgID: string;
+  data: string;
+  state: number;
+  /** Where the entry ends in the spool, once it is there. */
+  end?: SpoolPos;
+  session?: string;
+  seq?: number;
+}
+
+/**
+ * JetStream sink. One ordered log: a memory window of unacknowledged entries (head = oldest) and, behind it,
+ * the disk spool. While the spool holds anything, new events are appended to it (never to memory), and the
+ * window is a read-ahead of the spool; so delivery is oldest-first across outages and restarts. Publishes are
+ * pipelined up to maxInFlight; after any failure sending pauses, waits for the in-flight ones to settle and
+ * resumes from the oldest unacknowledged entry (the message id `<session>.<seq>` makes re-sends idempotent).
+ */
+export class NatsAuditSink implements AuditSink {
+  private readonly opts: Required<Omit<NatsSinkOptions, 'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'tls'>>;
+  private readonly limits: AuditStreamLimits;
+  private readonly spool?: DiskSpool;
+  private readonly metrics: AuditMetrics;
+  private readonly drops = new DropTracker();
+  private readonly log: NonNullable<NatsSinkOptions['log']>;
+  private window: Entry[] = [];
+  private head = 0;
+  private sendIdx = 0;
+  private spoolMode = false;
+  private spoolBroken = false;
+  private toSpool: Entry[] = [];
+  private flushScheduled = false;
+  private connected = false;
+  private paused = false;
+  private resumeTimer?: NodeJS.Timeout;
+  private cursorTimer?: NodeJS.Timeout;
+  private closing = false;
+  private gapListener?: GapListener;
+  private idleWaiters: (() => void)[] = [];
+  private readonly counts = { published: 0, spooled: 0, dropped: 0, failures: 0 };
+  private consecutiveFailures = 0;
+  /** Gap reports handed to the listener but not yet turned into events (keeps whenIdle honest). */
+  private gapsDue = 0;
+  private readonly link: NatsLink;
+  private readonly publisher: JetStreamPublisher<Entry>;
+  private readonly gaugeTimer: NodeJS.Timeout;
+
+  constructor(options: NatsSinkOptions) {
+    this.opts = {
+      servers: options.servers,
+      maxQueue: options.maxQueue ?? 10_000,
+      maxInFlight: options.maxInFlight ?? 512,
+      publishTimeoutMs: options.publishTimeoutMs ?? 5000,
+    };
+    this.limits = { ...DEFAULT_STREAM_LIMITS, ...options.stream };
+    this.metrics = auditMetrics(options.registry);
+    this.log = options.log ?? (() => {});
+    if (options.spool) {
+      this.spool = new DiskSpool(options.spool);
+      // A spool left by a previous run is drained before anything new (its events are older).
+      this.spoolMode = !this.spool.empty;
+    }
+    this.gaugeTimer = setInterval(() => this.sampleGauges(), 1000);
+    this.gaugeTimer.unref();
+    this.publisher = new JetStreamPublisher<Entry>(
+      this.opts.publishTimeoutMs,
+      (e) => this.acked(e),
+      (err) => this.failed(err),
+    );
+    this.link = new NatsLink({
+      servers: this.opts.servers,
+      limits: this.limits,
+      requestTimeoutMs: this.opts.publishTimeoutMs,
+      credsFile: options.credsFile,
+      tls: options.tls,
+      up: (nc) => this.onConnected(nc),
+      down: () => this.onDisconnected(),
+      log: this.log,
+    });
+  }
+
+  emit(event: Record<string, unknown>): void {
+    const session = event.session as { id?: string; seq?: number } | undefined;
+    const entry: Entry = {
+      subject: auditSubject(event),
+      msgID: String(event.id ?? `${session?.id}.${session?.seq}`).replace(/[\t\n\r]/g, '_'),
+      data: eventJson(event),
+      state: PENDING,
+      session: session?.id,
+      seq: session?.seq,
+    };
+    if (this.closing) {
+      this.drop(entry, 'closed');
+      return;
+    }
+    if (!this.spool) {
+      if (this.window.length - this.head >= this.opts.maxQueue) {
+        this.drop(entry, 'queue_full');
+        return;
+      }
+      this.window.push(entry);
+      this.accepted();
+      this.pump();
+      return;
+    }
+    if (!this.spoolMode && this.connected && this.window.length - this.head < this.opts.maxQueue) {
+      this.window.push(entry);
+      this.accepted();
+      this.pump();
+      return;
+    }
+    if (!this.spoolMode) this.spill();
+    this.toSpool.push(entry);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushSpool());
+    }
+  }
+
+  ready(): boolean {
+    return this.spool
+      ? !this.spoolBroken && !this.spool.full
+      : this.connected && this.window.length - this.head < this.opts.maxQueue;
+  }
+
+  /** Gauges are sampled once a second instead of on every event (scrapes come every 15 s or so). */
+  private sampleGauges(): void {
+    this.metrics.queued.set({ sink: 'nats' }, this.window.length - this.head + this.toSpool.length);
+    this.metrics.spoolBytes.set({ sink: 'nats' }, this.spool?.bytes ?? 0);
+    this.metrics.ready.set({ sink: 'nats' }, this.ready() ? 1 : 0);
+  }
+
+  onGap(listener: GapListener): void {
+    this.gapListener = listener;
+  }
+
+  stats(): AuditSinkStats {
+    return {
+      kind: 'nats',
+      connected: this.connected,
+      mode: this.spoolMode ? 'spool' : 'direct',
+      queued: this.window.length - this.head + this.toSpool.length,
+      inflight: this.publisher.inflight,
+      spoolBytes: this.spool?.bytes ?? 0,
+      ...this.counts,
+    };
+  }
+
+  /** Resolves once everything emitted so far is acknowledged by JetStream (or rejects after timeoutMs). */
+  whenIdle(timeoutMs = 30_000): Promise<void> {
+    if (this.idle()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(
+        () => reject(new AuditError('AUDIT_NATS', `audit sink not idle after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.idleWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  async close(timeoutMs = 5000): Promise<void> {
+    if (this.closing) return;
+    this.flushSpool();
+    // Give delivery a moment to finish; with NATS away the spool already holds everything (or will, below).
+    if (this.connected || !this.spool) await this.whenIdle(timeoutMs).catch(() => {});
+    this.closing = true;
+    this.connected = false;
+    clearTimeout(this.resumeTimer);
+    clearTimeout(this.cursorTimer);
+    this.publisher.close();
+    clearInterval(this.gaugeTimer);
+    // Whatever memory still holds goes to disk so the next start delivers it.
+    if (this.spool && !this.spoolMode) this.spill();
+    this.spool?.close();
+    await this.link.close();
+  }
+
+  private idle(): boolean {
+    return (
+      this.gapsDue === 0 &&
+      this.window.length === this.head &&
+      this.toSpool.length === 0 &&
+      (!this.spool || this.spool.empty)
+    );
+  }
+
+  /** Direct → spool mode: the unacknowledged window goes to disk in order; new events follow it there. */
+  private spill(): void {
+    if (!this.spool || this.spoolMode) return;
+    this.spoolMode = true;
+    const live = this.window.slice(this.head).filter((e) => e.state !== ACKED);
+    if (live.length === 0) return;
+    const ends = this.appendToSpool(live);
+    for (let i = 0; i < ends.length; i++) live[i].end = ends[i];
+    if (ends.length > 0) this.spool.markRead(ends[ends.length - 1]);
+    // Entries that did not fit stay in memory only: still delivered unless the process dies first.
+  }
+
+  private flushSpool(): void {
+    this.flushScheduled = false;
+    if (this.toSpool.length === 0) return;
+    const batch = this.toSpool;
+    this.toSpool = [];
+    const ends = this.appendToSpool(batch);
+    for (let i = ends.length; i < batch.length; i++) this.drop(batch[i], this.spoolBroken ? 'spool_io' : 'spool_full');
+    if (ends.length > 0) this.accepted();
+    this.pump();
+  }
+
+  private appendToSpool(entries: Entry[]): SpoolPos[] {
+    try {
+      const ends = this.spool!.append(entries);
+      this.spoolBroken = false;
+      this.counts.spooled += ends.length;
+      this.metrics.spooled.inc({ sink: 'nats' }, ends.length);
+      return ends;
+    } catch (err) {
+      if (!this.spoolBroken) this.log('error', 'audit spool write failed', err);
+      this.spoolBroken = true;
+      return [];
+    }
+  }
+
+  private drop(entry: Entry, cause: string): void {
+    this.counts.dropped++;
+    this.metrics.dropped.inc({ sink: 'nats', cause });
+    this.drops.record(entry.session, entry.seq, cause, nowMicros());
+  }
+
+  /** An event was made durable (or queued for delivery) after drops: report the gap, outside this call stack. */
+  private accepted(): void {
+    if (this.drops.pending === 0 || !this.gapListener) return;
+    const gap = this.drops.take()!;
+    const listener = this.gapListener;
+    this.gapsDue++;
+    queueMicrotask(() => {
+      this.gapsDue--;
+      listener(gap);
+    });
+  }
+
+  private pump(): void {
+    if (this.spoolMode) this.refill();
+    if (!this.connected || this.paused) return;
+    while (this.publisher.inflight < this.opts.maxInFlight && this.sendIdx < this.window.length) {
+      const e = this.window[this.sendIdx++];
+      if (e.state === PENDING) this.send(e);
+    }
+  }
+
+  private refill(): void {
+    const room = Math.min(this.opts.maxQueue, 4 * this.opts.maxInFlight) - (this.window.length - this.head);
+    if (room <= 0 || !this.spool || this.spool.readAll) return;
+    try {
+      for (const r of this.spool.read(room)) this.window.push({ ...r, state: PENDING });
+    } catch (err) {
+      this.log('error', 'audit spool read failed', err);
+    }
+  }
+
+  private send(e: Entry): void {
+    e.state = INFLIGHT;
+    this.publisher.publish(e);
+  }
+
+  private acked(e: Entry): void {
+    e.state = ACKED;
+    this.counts.published++;
+    this.consecutiveFailures = 0;
+    this.metrics.published.inc({ sink: 'nats' });
+    this.advance();
+    if (this.paused) this.maybeResume();
+    else this.pump();
+  }
+
+  /** Forget everything in flight (a later ack of it is ignored, a re-send deduplicates), spill, retry in order. */
+  private failed(err: unknown): void {
+    this.counts.failures++;
+    this.consecutiveFailures++;
+    this.forgetInflight();
+    if (!this.paused) {
+      this.paused = true;
+      this.log('warn', 'audit publish failed; spooling and retrying', err);
+      this.spill();
+    }
+    this.maybeResume();
+  }
+
+  private forgetInflight(): void {
+    this.publisher.forget();
+    for (let i = this.head; i < this.window.length; i++)
+      if (this.window[i].state === INFLIGHT) this.window[i].state = PENDING;
+    this.sendIdx = this.head;
+  }
+
+  /** Pops the acknowledged head of the window, moving the spool cursor with it. */
+  private advance(): void {
+    let end: SpoolPos | undefined;
+    while (this.head < this.window.length && this.window[this.head].state === ACKED) {
+      end = this.window[this.head].end ?? end;
+      this.head++;
+    }
+    if (this.sendIdx < this.head) this.sendIdx = this.head;
+    if (this.head > 4096 && this.head * 2 > this.window.length) {
+      this.window = this.window.slice(this.head);
+      this.sendIdx -= this.head;
+      this.head = 0;
+    }
+    if (end && this.spool) {
+      this.spool.ack(end);
+      this.scheduleCursorSave();
+    }
+    if (this.spoolMode && this.head === this.window.length && this.toSpool.length === 0 && this.spool?.empty) {
+      this.spool.reset();
+      this.spoolMode = false;
+      this.metrics.spoolBytes.set({ sink: 'nats' }, 0);
+    }
+    if (this.idleWaiters.length > 0 && this.idle()) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private scheduleCursorSave(): void {
+    if (this.cursorTimer) return;
+    this.cursorTimer = setTimeout(() => {
+      this.cursorTimer = undefined;
+      try {
+        this.spool?.saveCursor();
+      } catch (err) {
+        this.log('warn', 'audit spool cursor not saved', err);
+      }
+    }, 100);
+  }
+
+  /** After a failure: once nothing is in flight, wait a moment and resend from the oldest unacknowledged entry. */
+  private maybeResume(): void {
+    if (!this.paused || this.publisher.inflight > 0 || this.resumeTimer || this.closing) return;
+    const delay = Math.min(200 * 2 ** Math.min(this.consecutiveFailures, 4), 2000);
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      if (!this.connected) return; // the reconnect handler resumes
+      // Re-check the stream first (deleted? JetStream restarting?); the link reports up, which resumes sending.
+      this.link.recheck();
+    }, delay);
+  }
+
+  /** The link is up and the stream exists: send from the oldest unacknowledged entry. */
+  private onConnected(nc: NatsConnection): void {
+    if (this.closing) return;
+    this.publisher.attach(nc);
+    this.connected = true;
+    this.paused = false;
+    this.sendIdx = this.head;
+    this.pump();
+  }
+
+  private onDisconnected(): void {
+    if (!this.connected || this.closing) return;
+    this.connected = false;
+    // Publishes of the lost connection may or may not have been stored: forget them and resend all in order
+    // after the reconnect (their message ids deduplicate), so nothing newer overtakes them in the stream.
+    this.forgetInflight();
+    this.log('warn', 'audit NATS disconnected; spooling');
+    this.spill();
+  }
+}

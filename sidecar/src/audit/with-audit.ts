@@ -1,0 +1,72 @@
+import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../proxy/hooks.js';
+import type { AuditRecorder } from './audit-recorder.js';
+import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
+
+export type AuditFailMode = 'closed' | 'open';
+
+/** What a client gets for a statement while `failMode: closed` and the audit trail cannot be made durable. */
+export const AUDIT_UNAVAILABLE_VERDICT: Verdict = {
+  action: 'deny',
+  code: AUDIT_UNAVAILABLE_SQLSTATE,
+  message: 'pgwarden: audit log unavailable, statement refused (audit failMode: closed)',
+  hint: 'Retry later; the sidecar accepts statements again once audit events can be stored.',
+  rule: 'audit.failMode',
+  reason: 'audit_unavailable',
+};
+
+/**
+ * Decorates proxy hooks with auditing: `session.start` on open, statement events from statementDone,
+ * `session.end` on close. With failMode `closed` it is also the gate: while the recorder's sink is not ready,
+ * every statement is denied with SQLSTATE 53000 before the inner hooks run (the upstream never sees it).
+ */
+export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: AuditFailMode): ProxyHooks {
+  const current = policyOf(hooks);
+  // The stricter of the flag and the policy's `audit.failMode` applies.
+  const closed = () => failMode === 'closed' || current()?.policy.spec?.audit?.failMode === 'closed';
+  const blocked = () => closed() && !recorder.ready();
+  return {
+    get needsPassword() {
+      return hooks.needsPassword;
+    },
+    // Audit durability is reported on /readyz by the sidecar itself (sink.ready()); this stays the policy's.
+    ready: () => (hooks.ready ? hooks.ready() : true),
+    authenticate: (req) => hooks.authenticate(req),
+    openSession(info): SessionHooks {
+      const inner = hooks.openSession(info);
+      const p = current();
+      const audit = recorder.openSession(
+        info,
+        p ? { policy: { name: p.policy.name, hash: p.hash }, role: p.policy.spec?.role } : undefined,
+      );
+      const gate = (check: () => Verdict | Promise<Verdict>) => (blocked() ? AUDIT_UNAVAILABLE_VERDICT : check());
+      const session: SessionHooks = {
+        setupSql: () => inner.setupSql(),
+        checkQuery: (req: StatementRequest) => gate(() => inner.checkQuery(req)),
+        checkParse: (req: StatementRequest) => gate(() => inner.checkParse(req)),
+        checkFunctionCall: (oid: number) => gate(() => inner.checkFunctionCall(oid)),
+        planRows: (fields, verdict) => inner.planRows(fields, verdict),
+        statementDone(record) {
+          inner.statementDone(record);
+          audit.statement(record);
+        },
+        close(reason) {
+          inner.close(reason);
+          audit.end(reason);
+        },
+      };
+      if (inner.scrubText) session.scrubText = (text) => inner.scrubText!(text);
+      return session;
+    },
+  };
+}
+
+/** What the governed hooks (governance/policy-hooks.ts PolicyHooks) expose about the policy they enforce. */
+interface PolicyView {
+  policy: { name: string; spec?: { role?: string; audit?: { failMode?: string } } };
+  hash: string;
+}
+
+function policyOf(hooks: ProxyHooks): () => PolicyView | undefined {
+  const h = hooks as ProxyHooks & { policy?: () => PolicyView | undefined };
+  return typeof h.policy === 'function' ? () => h.policy!() : () => undefined;
+}

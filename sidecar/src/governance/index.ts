@@ -1,0 +1,13 @@
+export { type ApprovalGate, type ApprovalOutcome, type ApprovalRequest, noApproversGate } from './approval-gate.js';
+export type { GovernanceEvent, PolicyRef } from './governance-events.js';
+export { createPolicyAuthenticator, identityConfigOf } from './policy-authenticator.js';
+export { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions, selectPolicy } from './policy-hooks.js';
+export { PolicySession, type SessionMasking, toVerdict } from './policy-session.js';
+export { quoteIdent, sessionSetupSql } from './session-setup.js';
+export { SQLSTATE } from './sqlstate.js';
+export {
+  compileSidecarPolicy,
+  type GovernedSidecar,
+  type GovernedSidecarOptions,
+  startGovernedSidecar,
+} from './start-governed-sidecar.js';

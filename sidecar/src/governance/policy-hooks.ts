@@ -1,0 +1,71 @@
+import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
+import type { OidcConfig } from '../identity/index.js';
+import type { PolicySource } from '../policy-source/index.js';
+import type { ProxyHooks, SessionInfo } from '../proxy/hooks.js';
+import { type ApprovalGate, noApproversGate } from './approval-gate.js';
+import type { GovernanceEvent } from './governance-events.js';
+import { createPolicyAuthenticator } from './policy-authenticator.js';
+import { PolicySession, type SessionMasking } from './policy-session.js';
+
+export interface PolicyHooksOptions {
+  source: PolicySource<RenderedPolicy[]>;
+  /** Which policy of the source this listener serves; may be omitted when the source holds exactly one. */
+  policyName?: string;
+  /** Downward API environment (workload identity); default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Sidecar-local OIDC settings the policy cannot carry: the IdP's CA, JWKS cooldown. */
+  oidc?: Partial<OidcConfig>;
+  approvals?: ApprovalGate;
+  /** Overrides approval.timeout for held statements (local runs, tests). */
+  reviewTimeoutMs?: number;
+  onEvent?: (e: GovernanceEvent) => void;
+  masking?: (info: SessionInfo, policy: () => RenderedPolicy | undefined) => SessionMasking | undefined;
+}
+
+export interface PolicyHooks extends ProxyHooks {
+  /** The policy this listener currently enforces. */
+  policy(): RenderedPolicy | undefined;
+}
+
+/** Picks this listener's policy from the loaded set (by name when several). */
+export function selectPolicy(set: readonly RenderedPolicy[] | undefined, name?: string): RenderedPolicy | undefined {
+  if (!set) return undefined;
+  if (name === undefined) return set.length === 1 ? set[0] : undefined;
+  return set.find((p) => p.policy.name === name);
+}
+
+/**
+ * The ProxyHooks that enforce a policy from a PolicySource: authentication per the policy's `authentication`,
+ * and per session the analysis + decision of every statement. Waits for the SQL parser (WASM) to load first, so
+ * every check afterwards is synchronous.
+ */
+export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<PolicyHooks> {
+  await initSqlParser();
+  const emit = (e: GovernanceEvent) => {
+    try {
+      opts.onEvent?.(e);
+    } catch {
+      // Subscribers must not break enforcement.
+    }
+  };
+  const policy = () => selectPolicy(opts.source.current()?.value, opts.policyName);
+  const auth = createPolicyAuthenticator({ policy, env: opts.env, oidc: opts.oidc, onEvent: emit });
+  return {
+    get needsPassword() {
+      return auth.needsPassword();
+    },
+    policy,
+    ready: () => policy() !== undefined,
+    authenticate: (req) => auth.authenticate(req),
+    openSession(info) {
+      return new PolicySession({
+        info,
+        policy,
+        approvals: opts.approvals ?? noApproversGate,
+        reviewTimeoutMs: opts.reviewTimeoutMs,
+        emit,
+        masking: opts.masking?.(info, policy),
+      });
+    },
+  };
+}

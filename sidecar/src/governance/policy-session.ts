@@ -1,0 +1,215 @@
+import {
+  analyzeSql,
+  createSessionState,
+  type Decision,
+  decide,
+  parseDuration,
+  type RenderedPolicy,
+  type SessionState,
+} from '@pgwarden/policy';
+import type {
+  RowField,
+  SessionHooks,
+  SessionInfo,
+  StatementRecord,
+  StatementRequest,
+  Verdict,
+} from '../proxy/hooks.js';
+import type { ApprovalGate } from './approval-gate.js';
+import type { GovernanceEvent, PolicyRef } from './governance-events.js';
+import { INITIAL_SEARCH_PATH, sessionSetupSql } from './session-setup.js';
+import { SQLSTATE } from './sqlstate.js';
+
+/** The masking side of a session, plugged in by the masking module. */
+export type SessionMasking = Pick<SessionHooks, 'planRows' | 'scrubText'>;
+
+export interface PolicySessionContext {
+  info: SessionInfo;
+  /** The policy in force right now (hot reload swaps it between statements). */
+  policy(): RenderedPolicy | undefined;
+  approvals: ApprovalGate;
+  /** Overrides every policy's approval.timeout (local runs and tests). */
+  reviewTimeoutMs?: number;
+  emit(e: GovernanceEvent): void;
+  masking?: SessionMasking;
+}
+
+const refOf = (p: RenderedPolicy): PolicyRef => ({ name: p.policy.name, hash: p.hash });
+
+function deny(code: string, message: string, reason: string, extra: Partial<Verdict> = {}): Verdict {
+  return { ...extra, action: 'deny', code, message, reason } as Verdict;
+}
+
+/**
+ * One client session under a policy. Every Query and Parse is analysed with the real PostgreSQL parser against this
+ * session's state (search_path candidates, prepared statements) and decided with the session's subject. Anything
+ * unexpected denies: an exception, a missing policy, the FunctionCall message.
+ */
+export class PolicySession implements SessionHooks {
+  private readonly state: SessionState;
+  private readonly held = new AbortController();
+  /** Present only when masking scrubs free text; absent keeps errors and notices on the zero-copy path. */
+  scrubText?: (text: string) => string;
+
+  constructor(private readonly ctx: PolicySessionContext) {
+    const p = ctx.policy();
+    // setupSql pins search_path upstream to the same value; `$user` (if the agent sets it) is the policy's role.
+    const scrub = ctx.masking?.scrubText;
+    if (scrub) this.scrubText = (text) => scrub(text);
+    this.state = createSessionState({
+      searchPath: INITIAL_SEARCH_PATH,
+      user: p?.policy.spec.role ?? ctx.info.upstream.user,
+    });
+  }
+
+  setupSql(): string[] {
+    const p = this.ctx.policy();
+    if (!p) throw new Error('no valid policy is loaded');
+    return sessionSetupSql(p.policy.spec);
+  }
+
+  checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {
+    return this.check(req);
+  }
+
+  checkParse(req: StatementRequest): Verdict | Promise<Verdict> {
+    return this.check(req);
+  }
+
+  checkFunctionCall(functionOid: number): Verdict {
+    const p = this.ctx.policy();
+    return deny(
+      SQLSTATE.insufficientPrivilege,
+      `pgwarden: FunctionCall (function OID ${functionOid}) is not allowed: it bypasses SQL analysis and no policy rule can allow it`,
+      'function-call',
+      p ? { policy: refOf(p), rule: 'function-call' } : {},
+    );
+  }
+
+  planRows(fields: RowField[], verdict: Verdict) {
+    return this.ctx.masking?.planRows(fields, verdict);
+  }
+
+  statementDone(_record: StatementRecord): void {
+    // Audit events are built by the proxy from the record; the verdict already carries the decision and policy.
+  }
+
+  close(_reason: { error?: string }): void {
+    this.held.abort();
+  }
+
+  private check(req: StatementRequest): Verdict | Promise<Verdict> {
+    const p = this.ctx.policy();
+    if (!p)
+      return deny(
+        SQLSTATE.insufficientPrivilege,
+        'pgwarden: statement denied: no valid policy is loaded',
+        'policy-not-ready',
+      );
+    try {
+      const analysis = analyzeSql(req.sql, this.state);
+      if (req.protocol === 'extended' && req.statementName && analysis.ok && analysis.statements.length === 1) {
+        // Protocol-level and SQL prepared statements share one namespace: a later SQL `EXECUTE name` runs this.
+        const a = analysis.statements[0];
+        this.state.addPrepared(req.statementName, a, JSON.stringify(['parse', req.sql, a.relations]));
+      }
+      const d = decide(p.policy.spec, analysis, this.ctx.info.identity);
+      if (d.action === 'review') return this.hold(d, req, p);
+      return toVerdict(d, p);
+    } catch (err) {
+      this.ctx.emit({
+        type: 'statement.check_failed',
+        session: this.ctx.info.id,
+        error: err instanceof Error ? err.message : String(err),
+      });
+      return deny(
+        SQLSTATE.internalError,
+        'pgwarden: statement denied: the policy check failed (internal error)',
+        'internal-error',
+        { policy: refOf(p) },
+      );
+    }
+  }
+
+  private async hold(d: Decision, req: StatementRequest, p: RenderedPolicy): Promise<Verdict> {
+    const policy = refOf(p);
+    const timeoutMs = this.ctx.reviewTimeoutMs ?? parseDuration(p.policy.spec.approval.timeout) ?? 600_000;
+    const t0 = performance.now();
+    this.ctx.emit({ type: 'statement.held', session: this.ctx.info.id, policy, rule: d.rule, timeoutMs });
+    const outcome = await this.ctx.approvals.request({
+      sessionId: this.ctx.info.id,
+      policy,
+      rule: d.rule ?? '',
+      sql: req.sql,
+      identity: this.ctx.info.identity,
+      timeoutMs,
+      signal: this.held.signal,
+    });
+    const heldMs = performance.now() - t0;
+    this.ctx.emit({
+      type: 'statement.released',
+      session: this.ctx.info.id,
+      policy,
+      rule: d.rule,
+      outcome: outcome.decision,
+      heldMs,
+    });
+    const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
+    const statements = details(d);
+    if (outcome.decision === 'approved') {
+      return {
+        action: 'allow',
+        rule: d.rule,
+        reason: `approved by ${outcome.by}`,
+        policy,
+        statements,
+        heldMs,
+        maxRows: d.maxRows,
+        timeoutMs: d.timeoutMs,
+        context: d,
+      };
+    }
+    const message =
+      outcome.decision === 'rejected'
+        ? `pgwarden: statement denied: held for review by ${rule} and rejected by ${outcome.by}${outcome.reason ? `: ${outcome.reason}` : ''}`
+        : `pgwarden: statement denied: held for review by ${rule}, but no approver decided within ${Math.round(timeoutMs / 1000)}s`;
+    return deny(
+      SQLSTATE.insufficientPrivilege,
+      message,
+      outcome.decision === 'rejected' ? 'review-rejected' : 'review-timeout',
+      {
+        rule: d.rule,
+        policy,
+        statements,
+        heldMs,
+      },
+    );
+  }
+}
+
+function details(d: Decision) {
+  return d.statements.map((s) => ({ text: s.text, kind: s.kind, tables: s.tables, functions: s.functions }));
+}
+
+/** Maps a Decision to the proxy's Verdict; `context` carries the full decision for audit and masking. */
+export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
+  if (d.action === 'review') throw new Error('a review decision is held, never mapped directly to a verdict');
+  const base = { rule: d.rule, policy: refOf(p), statements: details(d), context: d };
+  if (d.action === 'deny')
+    return {
+      ...base,
+      action: 'deny',
+      code: d.code ?? SQLSTATE.insufficientPrivilege,
+      message: d.message,
+      reason: d.reason,
+    };
+  if (d.action === 'dryrun')
+    return {
+      ...base,
+      action: 'dryrun',
+      reason: `would deny: ${d.message.replace(/^pgwarden: /, '')}`,
+      maxRows: d.maxRows,
+      timeoutMs: d.timeoutMs,
+    };
+  return { ...base, action: 'allow', reason: d.reason, maxRows: d.maxRows, timeoutMs: d.timeoutMs };
+}

@@ -1,0 +1,14 @@
+/**
+ * SQLSTATEs the governance puts in ErrorResponses. PostgreSQL Appendix A:
+ * https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+export const SQLSTATE = {
+  /** 42501 insufficient_privilege: a policy denial, as PostgreSQL reports a missing GRANT. */
+  insufficientPrivilege: '42501',
+  /** 42601 syntax_error: SQL the parser rejects (it never reaches the server). */
+  syntaxError: '42601',
+  /** XX000 internal_error: the analysis or decision itself failed; the statement is denied (fail closed). */
+  internalError: 'XX000',
+  /** 57P03 cannot_connect_now: no valid policy loaded yet. */
+  cannotConnectNow: '57P03',
+} as const;

@@ -1,0 +1,121 @@
+import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
+import { createOidcVerifier } from '../identity/index.js';
+import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
+import type { ProxyHooks } from '../proxy/hooks.js';
+import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
+import { identityConfigOf } from './policy-authenticator.js';
+import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
+import { sessionSetupSql } from './session-setup.js';
+
+export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | 'listen' | 'upstream'> {
+  /** A policy file, a directory of them, or a mounted ConfigMap directory (`--policy`). */
+  policyPath: string;
+  /** Loopback by default: the agent container shares the pod's network namespace. */
+  listenHost?: string;
+  /** Overrides the policy's listen.port; only valid with a single policy (`--listen`). */
+  listenPort?: number;
+  /** Overrides fields of the policy's database (`--upstream`). */
+  upstream?: Partial<SidecarOptions['upstream']>;
+  governance?: Omit<PolicyHooksOptions, 'source' | 'policyName'>;
+  /** Lets the caller wrap each listener's hooks (e.g. audit); gets the policy name the listener serves. */
+  wrapHooks?: (hooks: PolicyHooks, policyName: string) => ProxyHooks;
+  debounceMs?: number;
+  pollMs?: number;
+}
+
+export interface GovernedSidecar {
+  source: PolicySource<RenderedPolicy[]>;
+  listeners: { policy: string; sidecar: Sidecar; hooks: PolicyHooks }[];
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Beyond the schema: checks that only the sidecar can make (the identity config builds, the setup SQL renders),
+ * so such a policy is rejected at load time and the last good one stays, instead of failing at a client's login.
+ */
+export function compileSidecarPolicy(files: Parameters<typeof compilePolicyFiles>[0]) {
+  const compiled = compilePolicyFiles(files);
+  for (const p of compiled.value) {
+    const id = identityConfigOf(p.policy.spec.authentication);
+    if (id.mode === 'oidc') createOidcVerifier(id.oidc);
+    sessionSetupSql(p.policy.spec);
+  }
+  return compiled;
+}
+
+/**
+ * `pgwarden sidecar --policy PATH`: loads and watches the policy, and opens one listener per policy (its
+ * listen.port), each enforcing its own policy against its own database. Policies added to the file later are
+ * validated but get no listener until restart; a listener whose policy disappears denies everything.
+ */
+export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promise<GovernedSidecar> {
+  await initSqlParser();
+  const source = createPolicySource({
+    path: opts.policyPath,
+    compile: compileSidecarPolicy,
+    debounceMs: opts.debounceMs,
+    pollMs: opts.pollMs,
+  });
+  const events = opts.governance?.onEvent;
+  if (events) source.on(events);
+  let firstError: string | undefined;
+  const off = source.on((e) => {
+    if (e.type === 'policy.rejected') firstError ??= e.message;
+  });
+  source.start();
+  off();
+  const set = source.current()?.value;
+  if (!set) {
+    source.close();
+    throw new Error(`no valid policy at ${opts.policyPath}: ${firstError ?? 'unknown error'}`);
+  }
+  if (opts.listenPort !== undefined && set.length > 1) {
+    source.close();
+    throw new Error(
+      `${set.length} policies in ${opts.policyPath}: each listens on its own listen.port, so --listen cannot apply`,
+    );
+  }
+  const ports = new Map<number, string>();
+  for (const p of set) {
+    const port = opts.listenPort ?? p.policy.spec.listen.port;
+    const other = ports.get(port);
+    if (other !== undefined) {
+      source.close();
+      throw new Error(`policies "${other}" and "${p.policy.name}" both listen on port ${port}`);
+    }
+    ports.set(port, p.policy.name);
+  }
+  const listeners: GovernedSidecar['listeners'] = [];
+  try {
+    for (const [i, p] of set.entries()) {
+      const db = p.policy.spec.database;
+      const hooks = await createPolicyHooks({
+        ...opts.governance,
+        source,
+        policyName: set.length > 1 ? p.policy.name : undefined,
+      });
+      const sidecar = await startSidecar({
+        ...opts,
+        listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
+        upstream: { host: db.host, port: db.port, database: db.name, sslmode: db.sslMode, ...opts.upstream },
+        hooks: opts.wrapHooks ? opts.wrapHooks(hooks, p.policy.name) : hooks,
+        // One admin server per process: the first listener's.
+        http: i === 0 ? opts.http : false,
+      });
+      source.registerMetrics(sidecar.metrics.registry);
+      listeners.push({ policy: p.policy.name, sidecar, hooks });
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.sidecar.close(0)));
+    source.close();
+    throw err;
+  }
+  return {
+    source,
+    listeners,
+    async close(graceMs) {
+      source.close();
+      await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
+    },
+  };
+}

@@ -1,0 +1,38 @@
+/**
+ * Why a client could not be identified. `reason` values are stable: they go into audit events and metrics labels.
+ * Messages are safe to show the client and never contain the token or any part of it.
+ */
+export type IdentityReason =
+  | 'no_token'
+  | 'malformed_token'
+  | 'alg_not_allowed'
+  | 'unknown_key'
+  | 'bad_signature'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'missing_claim'
+  | 'bad_claim'
+  | 'idp_unavailable'
+  | 'workload_identity_missing';
+
+/** SQLSTATE 28P01 invalid_password: what PostgreSQL itself sends for a refused password (Appendix A, class 28). */
+export const INVALID_PASSWORD = '28P01';
+
+export class IdentityError extends Error {
+  override readonly name = 'IdentityError';
+  constructor(
+    readonly reason: IdentityReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Configuration the sidecar cannot start with (bad issuer URL, forbidden algorithm, skew out of range...). */
+export class IdentityConfigError extends Error {
+  override readonly name = 'IdentityConfigError';
+  readonly code = 'PGW_IDENTITY_CONFIG';
+}

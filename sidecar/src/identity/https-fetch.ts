@@ -1,0 +1,63 @@
+import { request } from 'node:https';
+
+/** Bodies larger than this are refused: a discovery document or JWKS is a few KiB. */
+const MAX_BODY_BYTES = 1 << 20;
+
+export interface HttpsFetchOptions {
+  /** Extra trust anchors (PEM) for the identity provider; the system roots are used when absent. */
+  ca?: string | Buffer;
+  timeoutMs?: number;
+}
+
+export type HttpsFetch = (
+  url: string,
+  init?: { headers?: Headers | Record<string, string>; signal?: AbortSignal },
+) => Promise<Response>;
+
+/**
+ * A minimal GET-only fetch over node:https. Node 20's global fetch cannot take a per-request CA without importing
+ * undici, so this is what jose's `customFetch` and the discovery request use. Plain http and redirects are refused:
+ * the keys that decide who a client is must come from the configured issuer over verified TLS.
+ */
+export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
+  return (url, init = {}) =>
+    new Promise<Response>((resolve, reject) => {
+      const target = new URL(url);
+      if (target.protocol !== 'https:') {
+        reject(new Error(`refusing non-https URL ${target.origin}`));
+        return;
+      }
+      const headers: Record<string, string> = { accept: 'application/json' };
+      if (init.headers instanceof Headers) {
+        for (const [k, v] of init.headers) headers[k] = v;
+      } else Object.assign(headers, init.headers ?? {});
+      const req = request(
+        target,
+        { method: 'GET', headers, ca: opts.ca, timeout: opts.timeoutMs ?? 5000, signal: init.signal },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > MAX_BODY_BYTES) {
+              res.destroy(new Error(`response from ${target.origin} exceeds ${MAX_BODY_BYTES} bytes`));
+              return;
+            }
+            chunks.push(c);
+          });
+          res.on('error', reject);
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            // Response forbids a body on these statuses; nothing useful would be in it anyway.
+            const body = status === 204 || status === 304 ? null : Buffer.concat(chunks);
+            const h = new Headers();
+            for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h.set(k, v);
+            resolve(new Response(body, { status: status < 200 || status > 599 ? 502 : status, headers: h }));
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`request to ${target.origin} timed out`)));
+      req.on('error', reject);
+      req.end();
+    });
+}

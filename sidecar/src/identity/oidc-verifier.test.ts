@@ -1,0 +1,171 @@
+import { createPublicKey } from 'node:crypto';
+import { base64url, exportJWK, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeSigningKey, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { IdentityConfigError, IdentityError } from './errors.js';
+import { createOidcVerifier, type OidcConfig } from './oidc-verifier.js';
+
+let idp: TestIdp;
+beforeAll(async () => {
+  idp = await startTestIdp();
+});
+afterAll(() => idp.close());
+
+const cfg = (over: Partial<OidcConfig> = {}): OidcConfig => ({
+  issuer: idp.issuer,
+  audience: 'pgwarden',
+  ca: idp.ca,
+  ...over,
+});
+
+async function refusal(p: Promise<unknown>): Promise<IdentityError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(IdentityError);
+  return err as IdentityError;
+}
+
+describe('OIDC verification against a real HTTPS identity provider', () => {
+  it('accepts a valid token: sub → user, groups, issuer; discovery and JWKS fetched once', async () => {
+    const fetches = { ...idp.fetches };
+    const v = createOidcVerifier(cfg());
+    const token = await idp.sign({ sub: 'alice', groups: ['data-team', 'dba'] });
+    for (let i = 0; i < 5; i++) {
+      expect(await v.verify(token)).toEqual({ user: 'alice', groups: ['data-team', 'dba'], issuer: idp.issuer });
+    }
+    expect(idp.fetches.discovery - fetches.discovery).toBe(1);
+    expect(idp.fetches.jwks - fetches.jwks).toBe(1);
+  });
+
+  it('reads a space-separated groups claim under a configured name and refuses a malformed one', async () => {
+    const v = createOidcVerifier(cfg({ groupsClaim: 'roles' }));
+    expect((await v.verify(await idp.sign({ roles: 'a  b c' }))).groups).toEqual(['a', 'b', 'c']);
+    expect((await v.verify(await idp.sign({}))).groups).toEqual([]);
+    expect((await refusal(v.verify(await idp.sign({ roles: [1, 2] })))).reason).toBe('bad_claim');
+    const byEmail = createOidcVerifier(cfg({ usernameClaim: 'email' }));
+    expect((await byEmail.verify(await idp.sign({ email: 'a@example.com' }))).user).toBe('a@example.com');
+    expect((await refusal(byEmail.verify(await idp.sign({})))).reason).toBe('missing_claim');
+  });
+
+  it('refuses expired tokens, wrong audience, wrong issuer, missing sub/exp, and never echoes the token', async () => {
+    const v = createOidcVerifier(cfg());
+    const now = Math.floor(Date.now() / 1000);
+    const cases: [Record<string, unknown>, string][] = [
+      [{ exp: now - 120 }, 'token_expired'],
+      [{ aud: 'someone-else' }, 'wrong_audience'],
+      [{ iss: 'https://evil.example' }, 'wrong_issuer'],
+      [{ sub: undefined }, 'missing_claim'],
+      [{ exp: undefined }, 'missing_claim'],
+      [{ nbf: now + 600 }, 'token_not_yet_valid'],
+    ];
+    for (const [claims, reason] of cases) {
+      const token = await idp.sign(claims);
+      const err = await refusal(v.verify(token));
+      expect(err.reason, JSON.stringify(claims)).toBe(reason);
+      expect(err.message).not.toContain(token.split('.')[1]);
+      expect(err.message).not.toContain(token.split('.')[2]);
+    }
+  });
+
+  it('refuses alg none and HS256 signed with the public key as the secret (algorithm confusion)', async () => {
+    const v = createOidcVerifier(cfg());
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: idp.issuer, aud: 'pgwarden', sub: 'mallory', exp: now + 300 };
+    const none = `${base64url.encode(JSON.stringify({ alg: 'none', kid: 'k1' }))}.${base64url.encode(JSON.stringify(claims))}.`;
+    expect((await refusal(v.verify(none))).reason).toBe('alg_not_allowed');
+    const pem = createPublicKey({ key: idp.published[0].publicJwk as never, format: 'jwk' }).export({
+      type: 'spki',
+      format: 'pem',
+    });
+    const hs = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256', kid: 'k1' })
+      .sign(new TextEncoder().encode(String(pem)));
+    const err = await refusal(v.verify(hs));
+    expect(err.reason).toBe('alg_not_allowed');
+    expect(err.message).toContain('HS256');
+  });
+
+  it('refuses a signature by an unpublished key carrying a published kid, and an algorithm outside the allow-list', async () => {
+    const v = createOidcVerifier(cfg());
+    const impostor = await makeSigningKey('k1');
+    expect((await refusal(v.verify(await idp.sign({}, impostor)))).reason).toBe('bad_signature');
+    const ec = await makeSigningKey('ec1', 'ES256');
+    idp.published.push(ec);
+    try {
+      const rsOnly = createOidcVerifier(cfg({ algorithms: ['RS256'] }));
+      expect((await refusal(rsOnly.verify(await idp.sign({}, ec)))).reason).toBe('alg_not_allowed');
+      expect((await createOidcVerifier(cfg()).verify(await idp.sign({ sub: 'ec-user' }, ec))).user).toBe('ec-user');
+    } finally {
+      idp.published.pop();
+    }
+    expect((await refusal(v.verify('not-a-jwt'))).reason).toBe('malformed_token');
+    expect((await refusal(v.verify(''))).reason).toBe('no_token');
+  });
+
+  it('applies the clock skew exactly at its boundaries (exp and nbf)', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    const at = (s: number) => createOidcVerifier(cfg({ clockSkewSeconds: 30, now: () => new Date(s * 1000) }));
+    const exp = await idp.sign({ iat: T - 600, exp: T });
+    expect((await at(T + 29).verify(exp)).user).toBe('agent-1');
+    expect((await refusal(at(T + 31).verify(exp))).reason).toBe('token_expired');
+    const nbf = await idp.sign({ iat: T, nbf: T, exp: T + 600 });
+    expect((await at(T - 29).verify(nbf)).user).toBe('agent-1');
+    expect((await refusal(at(T - 31).verify(nbf))).reason).toBe('token_not_yet_valid');
+  });
+
+  it('follows key rotation: an unknown kid refetches the JWKS, rate limited by the cooldown', async () => {
+    const v = createOidcVerifier(cfg({ jwksCooldownMs: 1000 }));
+    const old = idp.published[0];
+    const ghostKeys = await Promise.all(Array.from({ length: 20 }, (_, i) => makeSigningKey(`ghost-${i}`, 'ES256')));
+    await v.verify(await idp.sign({}, old));
+    const k2 = await makeSigningKey('k2');
+    idp.published = [k2];
+    try {
+      await new Promise((r) => setTimeout(r, 1050));
+      const before = idp.fetches.jwks;
+      const t2 = await idp.sign({ sub: 'rotated' }, k2);
+      const results = await Promise.all(Array.from({ length: 10 }, () => v.verify(t2)));
+      expect(results.every((r) => r.user === 'rotated')).toBe(true);
+      expect(idp.fetches.jwks - before).toBe(1);
+      // The retired key is gone; within the cooldown a flood of unknown kids causes no further fetches.
+      const stale = await idp.sign({}, old);
+      const ghosts = await Promise.all(ghostKeys.map((k) => idp.sign({}, k)));
+      for (const t of [stale, ...ghosts]) expect((await refusal(v.verify(t))).reason).toBe('unknown_key');
+      expect(idp.fetches.jwks - before).toBe(1);
+    } finally {
+      idp.published = [old];
+    }
+  });
+
+  it('refuses when the identity provider is unreachable, untrusted or names another issuer', async () => {
+    const token = await idp.sign({});
+    const untrusted = createOidcVerifier(cfg({ ca: undefined }));
+    expect((await refusal(untrusted.verify(token))).reason).toBe('idp_unavailable');
+    const wrongIssuer = createOidcVerifier(cfg({ issuer: `${idp.issuer}/other` }));
+    expect((await refusal(wrongIssuer.verify(token))).reason).toBe('idp_unavailable');
+    const down = createOidcVerifier(cfg({ issuer: 'https://127.0.0.1:1', discoveryRetryMs: 60_000 }));
+    expect((await refusal(down.verify(token))).reason).toBe('idp_unavailable');
+    const err = await refusal(down.verify(token));
+    expect(err.message).toContain('failed recently');
+    // Explicit jwksUri skips discovery.
+    const before = idp.fetches.discovery;
+    expect((await createOidcVerifier(cfg({ jwksUri: `${idp.issuer}/keys` })).verify(token)).user).toBe('agent-1');
+    expect(idp.fetches.discovery).toBe(before);
+  });
+
+  it('refuses unsafe configuration at startup', async () => {
+    const bad: Partial<OidcConfig>[] = [
+      { algorithms: ['HS256'] },
+      { algorithms: ['none'] },
+      { clockSkewSeconds: 301 },
+      { clockSkewSeconds: -1 },
+      { issuer: 'http://idp.example' },
+      { audience: '' },
+      { jwksUri: 'http://idp.example/keys' },
+    ];
+    for (const b of bad) expect(() => createOidcVerifier(cfg(b)), JSON.stringify(b)).toThrow(IdentityConfigError);
+    expect(await exportJWK(idp.published[0].privateKey)).toHaveProperty('d');
+  });
+});

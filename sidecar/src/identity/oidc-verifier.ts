@@ -1,0 +1,236 @@
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from 'jose';
+import type { Identity } from '../proxy/hooks.js';
+import { IdentityConfigError, IdentityError } from './errors.js';
+import { createHttpsFetch, type HttpsFetch } from './https-fetch.js';
+
+export interface OidcConfig {
+  /** The `iss` tokens must carry; discovery is `<issuer>/.well-known/openid-configuration`. */
+  issuer: string;
+  /** At least one of these must be in the token's `aud`. */
+  audience: string | string[];
+  /** Claim holding the groups: an array of strings or one space-separated string. Default `groups`. */
+  groupsClaim?: string;
+  /** Claim naming the user. Default `sub` (always required, whatever this names). */
+  usernameClaim?: string;
+  /** Skips discovery when set. Must be https. */
+  jwksUri?: string;
+  /** Allowed signature algorithms. Default RS256 and ES256; `none` and HMAC (HS*) are refused at startup. */
+  algorithms?: string[];
+  /** Tolerance for exp/nbf, seconds. Default 30, at most 300. */
+  clockSkewSeconds?: number;
+  /** Extra CA certificates (PEM) for the identity provider's TLS. */
+  ca?: string | Buffer;
+  /** Minimum time between JWKS refetches triggered by an unknown `kid` (rate limit). Default 30 s. */
+  jwksCooldownMs?: number;
+  /** How long fetched keys are trusted before a refetch. Default 10 min. */
+  jwksMaxAgeMs?: number;
+  /** After a failed discovery, the next attempt waits at least this long. Default 5 s. */
+  discoveryRetryMs?: number;
+  timeoutMs?: number;
+  /** Clock for tests. */
+  now?: () => Date;
+}
+
+/** Asymmetric JWS algorithms (RFC 7518 §3.1, RFC 8037): a verifier holding only public keys can check them. */
+const ASYMMETRIC = new Set([
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+]);
+export const DEFAULT_ALGORITHMS = ['RS256', 'ES256'];
+export const DEFAULT_CLOCK_SKEW_S = 30;
+export const MAX_CLOCK_SKEW_S = 300;
+
+export interface OidcVerifier {
+  readonly issuer: string;
+  verify(token: string): Promise<Identity>;
+}
+
+function validated(
+  cfg: OidcConfig,
+): Required<Pick<OidcConfig, 'algorithms' | 'clockSkewSeconds' | 'groupsClaim'>> & { audience: string[] } {
+  let issuerUrl: URL;
+  try {
+    issuerUrl = new URL(cfg.issuer);
+  } catch {
+    throw new IdentityConfigError(`oidc.issuer "${cfg.issuer}" is not a URL`);
+  }
+  if (issuerUrl.protocol !== 'https:')
+    throw new IdentityConfigError(`oidc.issuer must be https, got ${issuerUrl.protocol}`);
+  if (cfg.jwksUri && new URL(cfg.jwksUri).protocol !== 'https:')
+    throw new IdentityConfigError('oidc.jwksUri must be https');
+  const algorithms = cfg.algorithms?.length ? cfg.algorithms : DEFAULT_ALGORITHMS;
+  for (const a of algorithms) {
+    // HMAC would make the verification key a shared secret (and invite "public key as HMAC secret" confusion).
+    if (!ASYMMETRIC.has(a))
+      throw new IdentityConfigError(
+        `oidc algorithm "${a}" is not allowed: use asymmetric algorithms (${[...ASYMMETRIC].join(', ')})`,
+      );
+  }
+  const skew = cfg.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_S;
+  if (!Number.isFinite(skew) || skew < 0 || skew > MAX_CLOCK_SKEW_S) {
+    throw new IdentityConfigError(`oidc clock skew must be between 0 and ${MAX_CLOCK_SKEW_S} seconds, got ${skew}`);
+  }
+  const audience = (Array.isArray(cfg.audience) ? cfg.audience : [cfg.audience]).filter((a) => a);
+  if (audience.length === 0) throw new IdentityConfigError('oidc.audience is required');
+  return { algorithms, clockSkewSeconds: skew, groupsClaim: cfg.groupsClaim || 'groups', audience };
+}
+
+/** Maps jose's errors onto stable reasons with messages that name the problem and never echo the token. */
+function refusal(err: unknown, allowed: string[], audience: string[]): IdentityError {
+  if (err instanceof IdentityError) return err;
+  if (err instanceof errors.JWTExpired)
+    return new IdentityError('token_expired', 'OIDC token has expired', { cause: err });
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf')
+      return new IdentityError('token_not_yet_valid', 'OIDC token is not valid yet (nbf is in the future)', {
+        cause: err,
+      });
+    if (err.claim === 'aud')
+      return new IdentityError(
+        'wrong_audience',
+        `OIDC token audience is not ${audience.map((a) => `"${a}"`).join(' or ')}`,
+        { cause: err },
+      );
+    if (err.claim === 'iss')
+      return new IdentityError('wrong_issuer', 'OIDC token issuer is not the configured issuer', { cause: err });
+    if (err.reason === 'missing')
+      return new IdentityError('missing_claim', `OIDC token lacks the required "${err.claim}" claim`, { cause: err });
+    return new IdentityError('bad_claim', `OIDC token claim "${err.claim}" is invalid`, { cause: err });
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed)
+    return new IdentityError(
+      'alg_not_allowed',
+      `OIDC token algorithm is not allowed (allowed: ${allowed.join(', ')})`,
+      { cause: err },
+    );
+  if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
+    return new IdentityError('unknown_key', 'OIDC token is signed with a key the identity provider does not publish', {
+      cause: err,
+    });
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed)
+    return new IdentityError('bad_signature', 'OIDC token signature is invalid', { cause: err });
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid || err instanceof errors.JOSENotSupported) {
+    return new IdentityError('malformed_token', 'password is not a well-formed signed JWT', { cause: err });
+  }
+  return new IdentityError('idp_unavailable', 'cannot verify OIDC token: the identity provider keys are unavailable', {
+    cause: err,
+  });
+}
+
+function groupsOf(payload: JWTPayload, claim: string): string[] {
+  const v = payload[claim];
+  if (v === undefined) return [];
+  if (typeof v === 'string') return v.split(' ').filter((g) => g);
+  if (Array.isArray(v) && v.every((g) => typeof g === 'string')) return v as string[];
+  // A malformed groups claim is refused rather than read as "no groups": deny rules may match on groups.
+  throw new IdentityError(
+    'bad_claim',
+    `OIDC token claim "${claim}" must be an array of strings or a space-separated string`,
+  );
+}
+
+/** Verifies OIDC access/ID tokens against the issuer's published keys (OpenID Connect Discovery 1.0 §4). */
+export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): OidcVerifier {
+  const v = validated(cfg);
+  const issuer = cfg.issuer;
+  const fetchHttps = fetchImpl ?? createHttpsFetch({ ca: cfg.ca, timeoutMs: cfg.timeoutMs });
+  const retryMs = cfg.discoveryRetryMs ?? 5000;
+  let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+  let pending: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined;
+  let failedAt = 0;
+
+  const makeJwks = (uri: string) =>
+    createRemoteJWKSet(new URL(uri), {
+      cooldownDuration: cfg.jwksCooldownMs ?? 30_000,
+      cacheMaxAge: cfg.jwksMaxAgeMs ?? 600_000,
+      timeoutDuration: cfg.timeoutMs ?? 5000,
+      [customFetch]: fetchHttps as never,
+    });
+
+  async function discover(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    if (cfg.jwksUri) return makeJwks(cfg.jwksUri);
+    const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+    const res = await fetchHttps(url);
+    if (res.status !== 200) throw new Error(`discovery returned HTTP ${res.status}`);
+    const doc = (await res.json()) as { issuer?: unknown; jwks_uri?: unknown };
+    // OpenID Connect Discovery 1.0 §4.3: the issuer in the document MUST be identical to the one used to fetch it.
+    if (doc.issuer !== issuer) throw new Error('discovery document names a different issuer');
+    if (typeof doc.jwks_uri !== 'string' || new URL(doc.jwks_uri).protocol !== 'https:')
+      throw new Error('discovery document has no https jwks_uri');
+    return makeJwks(doc.jwks_uri);
+  }
+
+  async function keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    if (jwks) return jwks;
+    if (!pending) {
+      if (Date.now() - failedAt < retryMs)
+        throw new IdentityError(
+          'idp_unavailable',
+          'cannot verify OIDC token: identity provider discovery failed recently',
+        );
+      pending = discover().then(
+        (set) => {
+          jwks = set;
+          pending = undefined;
+          return set;
+        },
+        (err) => {
+          failedAt = Date.now();
+          pending = undefined;
+          throw new IdentityError('idp_unavailable', 'cannot verify OIDC token: identity provider discovery failed', {
+            cause: err,
+          });
+        },
+      );
+    }
+    return pending;
+  }
+
+  return {
+    issuer,
+    async verify(token: string): Promise<Identity> {
+      if (!token) throw new IdentityError('no_token', 'an OIDC token (JWT) is required as the password');
+      let alg: string | undefined;
+      try {
+        alg = decodeProtectedHeader(token).alg;
+      } catch (err) {
+        throw new IdentityError('malformed_token', 'password is not a well-formed signed JWT', { cause: err });
+      }
+      // Checked before any key lookup, so `none` or HS256-with-the-public-key never reach a verifier.
+      if (!alg || !v.algorithms.includes(alg)) {
+        throw new IdentityError(
+          'alg_not_allowed',
+          `OIDC token algorithm "${String(alg).slice(0, 16)}" is not allowed (allowed: ${v.algorithms.join(', ')})`,
+        );
+      }
+      try {
+        const set = await keySet();
+        const { payload } = await jwtVerify(token, set, {
+          algorithms: v.algorithms,
+          issuer,
+          audience: v.audience,
+          clockTolerance: v.clockSkewSeconds,
+          requiredClaims: ['exp', 'sub'],
+          currentDate: cfg.now?.(),
+        });
+        const claim = cfg.usernameClaim || 'sub';
+        const user = payload[claim];
+        if (typeof user !== 'string' || user === '')
+          throw new IdentityError('missing_claim', `OIDC token lacks the required "${claim}" claim`);
+        return { user, groups: groupsOf(payload, v.groupsClaim), issuer };
+      } catch (err) {
+        throw refusal(err, v.algorithms, v.audience);
+      }
+    },
+  };
+}

@@ -1,0 +1,125 @@
+import { buildCatalogSnapshot, type CatalogRow, type CatalogSnapshot, emptyCatalog } from '@pgwarden/policy';
+
+/** Runs one read-only catalog query and returns its rows as text values keyed by column name (NULL = null). */
+export type CatalogQuery = (sql: string) => Promise<Array<Record<string, string | null>>>;
+
+/**
+ * Every relation (so OIDs of system catalogs resolve too) with its columns for user schemas, and view definitions.
+ * pg_attribute: https://www.postgresql.org/docs/current/catalog-pg-attribute.html — attnum > 0 are user columns,
+ * attisdropped columns keep their attnum but are gone.
+ */
+export const CATALOG_SQL = `SELECT c.oid::int8::text AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
+  a.attnum::text AS attnum, a.attname AS attname, a.atttypid::int8::text AS atttypid,
+  CASE WHEN c.relkind IN ('v','m') AND n.nspname NOT IN ('pg_catalog','information_schema') THEN pg_get_viewdef(c.oid) END AS viewdef
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  AND c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema','pg_toast')
+WHERE n.nspname <> 'pg_toast'`;
+
+export const FUNCTIONS_SQL = `SELECT DISTINCT p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
+
+/** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
+export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
+
+export interface CatalogCacheOptions {
+  /** Reload at least this often even without DDL seen through this sidecar (other writers). Default 60 s. */
+  maxAgeMs?: number;
+}
+
+/**
+ * The catalog snapshot shared by every session of one upstream database. Loaded through its own connection,
+ * reloaded on invalidate() (DDL seen, policy reload) and after maxAgeMs. A failed load keeps the previous snapshot
+ * (an empty one at first, with which every base column is "unknown" and so masked: failing closed).
+ */
+export class CatalogCache {
+  private snap: CatalogSnapshot = emptyCatalog();
+  private identifiers = new Set<string>();
+  private loadedAt = 0;
+  private stale = true;
+  private failedAt = 0;
+  private inflight: Promise<CatalogSnapshot> | undefined;
+  private version = 0;
+  lastError: Error | undefined;
+
+  constructor(
+    private readonly query: CatalogQuery,
+    private readonly options: CatalogCacheOptions = {},
+  ) {}
+
+  /** The current snapshot (never waits). */
+  snapshot(): CatalogSnapshot {
+    return this.snap;
+  }
+
+  /** Changes whenever a new snapshot is installed (analysis caches key on it). */
+  get generation(): number {
+    return this.version;
+  }
+
+  isIdentifier(name: string): boolean {
+    return this.identifiers.has(name);
+  }
+
+  invalidate(): void {
+    this.stale = true;
+  }
+
+  /** A fresh snapshot: waits for a reload when stale or too old, else returns at once. */
+  async ensure(): Promise<CatalogSnapshot> {
+    const now = Date.now();
+    const old = now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
+    if (!this.stale && !old) return this.snap;
+    // After a failure, retry at most every 2 s so statements do not each wait for a dead connection.
+    if (now - this.failedAt < 2000) return this.snap;
+    return this.refresh();
+  }
+
+  refresh(): Promise<CatalogSnapshot> {
+    this.inflight ??= this.load().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  private async load(): Promise<CatalogSnapshot> {
+    this.stale = false;
+    try {
+      const [rows, funcs, cons] = [
+        await this.query(CATALOG_SQL),
+        await this.query(FUNCTIONS_SQL),
+        await this.query(CONSTRAINTS_SQL),
+      ];
+      const catalogRows: CatalogRow[] = rows.map((r) => ({
+        oid: Number(r.oid),
+        schema: r.schema ?? '',
+        name: r.name ?? '',
+        kind: r.kind ?? '',
+        attnum: r.attnum === null ? null : Number(r.attnum),
+        attname: r.attname,
+        atttypid: r.atttypid === null ? null : Number(r.atttypid),
+        viewdef: r.viewdef,
+      }));
+      this.snap = buildCatalogSnapshot(
+        catalogRows,
+        funcs.map((f) => f.name ?? ''),
+      );
+      const ids = new Set<string>();
+      for (const r of catalogRows) {
+        ids.add(r.name);
+        if (r.attname) ids.add(r.attname);
+        ids.add(`${r.schema}.${r.name}`);
+      }
+      for (const c of cons) if (c.name) ids.add(c.name);
+      this.identifiers = ids;
+      this.loadedAt = Date.now();
+      this.version++;
+      this.lastError = undefined;
+    } catch (err) {
+      this.stale = true;
+      this.failedAt = Date.now();
+      this.lastError = err as Error;
+    }
+    return this.snap;
+  }
+}

@@ -1,0 +1,257 @@
+import {
+  alignOutputs,
+  analyzeForMasking,
+  checkMaskedUsage,
+  compileMasking,
+  initMaskingParser,
+  type KeyResolver,
+  type Lineage,
+  type MaskAnalysis,
+  type MaskingConfig,
+  type MaskingDenial,
+  type MaskingRuleInput,
+  type MaskingSettings,
+  type MaskingSubject,
+  type OutputColumn,
+  planColumns,
+  scrubFreeText,
+  type TextChannel,
+  unionLineage,
+} from '@pgwarden/policy';
+import type { RowField, RowTransformer, StatementRecord, Verdict } from '../proxy/hooks.js';
+import type { CatalogCache } from './catalog-cache.js';
+import { createRowTransformer, type MaskingCounters } from './data-row-transformer.js';
+
+/** The masking inputs of the policy in force; `version` (e.g. the rendered policy hash) changes on reload. */
+export interface MaskingSource {
+  version: string;
+  rules: readonly MaskingRuleInput[];
+  settings?: MaskingSettings;
+}
+
+export interface MaskerOptions {
+  /** The MaskingRules selected for the session's policy (RenderedPolicy.maskingRules). */
+  rules?: readonly MaskingRuleInput[];
+  /** The policy's spec.masking switches. */
+  settings?: MaskingSettings;
+  /** Instead of rules/settings: read on every statement, so a policy reload applies to open sessions too. */
+  source?: () => MaskingSource | undefined;
+  /** Who the session is (unmaskedFor is matched against it). */
+  subject: MaskingSubject;
+  catalog: CatalogCache;
+  /** Reads a hash key Secret (mounted files); without one a per-process random key is used. */
+  resolveKey?: KeyResolver;
+}
+
+/** Per-session masking: statement checks, a row plan per RowDescription, free-text scrubbing. */
+export interface Masker {
+  /** The compiled rules in force for this session (recompiled when the source's version changes). */
+  readonly config: MaskingConfig;
+  /** Call for every Query/Parse before deciding; a result means the statement must be denied (SQLSTATE 42501). */
+  check(sql: string): Promise<MaskingDenial | undefined>;
+  /** Ties a verdict to the SQL it was given for, so planRows finds the lineage (else verdict.context.sql / statements). */
+  bind(verdict: Verdict, sql: string): void;
+  planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
+  scrubText(text: string, channel?: TextChannel): string;
+  statementDone(record: StatementRecord): void;
+  /** Masked columns and cells of a verdict's results since the last call (audit `masking`), or undefined. */
+  takeStats(verdict: Verdict): { columns: string[]; cells: number } | undefined;
+  /** Audit counters: masked output columns planned, masked cells written. */
+  readonly counters: MaskingCounters & { columns: number };
+}
+
+/** Statement kinds that cannot change the catalog; anything else invalidates the catalog snapshot when done. */
+const CATALOG_NEUTRAL = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'ExplainStmt',
+  'FetchStmt',
+  'DeclareCursorStmt',
+  'ClosePortalStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'CopyStmt',
+  'PrepareStmt',
+  'ExecuteStmt',
+  'DeallocateStmt',
+  'ListenStmt',
+  'NotifyStmt',
+  'UnlistenStmt',
+  'LockStmt',
+  'DiscardStmt',
+  'CheckPointStmt',
+]);
+
+const RECENT_SQL = 16;
+/** What replaces message text once user-defined code has run in a session that has masked columns. */
+const WITHHELD =
+  '[pgwarden: message withheld: user-defined code ran in this session and may have raised masked values]';
+const CACHE_SIZE = 256;
+
+export function createMasker(opts: MaskerOptions): Masker {
+  const catalog = opts.catalog;
+  let version: string | undefined;
+  let config: MaskingConfig = compileMasking(opts.rules ?? [], opts.settings, opts.subject, opts.resolveKey);
+  /** Recompiles after a policy reload; with no policy at all everything stays masked by the last rules. */
+  const current = (): MaskingConfig => {
+    const src = opts.source?.();
+    if (src && src.version !== version) {
+      version = src.version;
+      config = compileMasking(src.rules, src.settings, opts.subject, opts.resolveKey);
+      cache.clear();
+      catalog.invalidate();
+    }
+    return config;
+  };
+  const cursors = new Map<string, OutputColumn[]>();
+  const prepared = new Map<string, OutputColumn[]>();
+  const named = { cursor: (n: string) => cursors.get(n), prepared: (n: string) => prepared.get(n) };
+  const recentSql: string[] = [];
+  const bound = new WeakMap<Verdict, string>();
+  const rowCalls = new WeakMap<Verdict, number>();
+  const stats = new WeakMap<Verdict, Array<{ columns: string[]; counters: MaskingCounters; reported: number }>>();
+  const cache = new Map<string, { gen: number; analyses: MaskAnalysis[] }>();
+  const counters = { cells: 0, columns: 0 };
+  let ddlInTransaction = false;
+  let opaqueSeen = false;
+
+  const analyze = (sql: string): MaskAnalysis[] | undefined => {
+    const gen = catalog.generation;
+    const hit = cache.get(sql);
+    if (hit && hit.gen === gen) return hit.analyses;
+    let analyses: MaskAnalysis[];
+    try {
+      analyses = analyzeForMasking(sql, catalog.snapshot(), named);
+    } catch {
+      return undefined; // unparseable: the decision engine denies it; planRows treats lineage as unknown
+    }
+    // FETCH / EXECUTE depend on session state, not only on the text.
+    if (!analyses.some((a) => a.kind === 'FetchStmt' || a.kind === 'ExecuteStmt')) {
+      if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      cache.set(sql, { gen, analyses });
+    }
+    return analyses;
+  };
+
+  const remember = (sql: string): void => {
+    if (recentSql[recentSql.length - 1] === sql) return;
+    recentSql.push(sql);
+    if (recentSql.length > RECENT_SQL) recentSql.shift();
+  };
+
+  const sqlOf = (verdict: Verdict): string | undefined => {
+    const b = bound.get(verdict);
+    if (b !== undefined) return b;
+    const ctx = verdict.context as { sql?: unknown } | undefined;
+    if (typeof ctx?.sql === 'string') return ctx.sql;
+    const texts = verdict.statements?.map((s) => s.text).filter((t) => t.length > 0);
+    return texts?.length ? texts.join(';\n') : undefined;
+  };
+
+  /** Per-field lineage of the statement a RowDescription belongs to, or undefined (= undecidable). */
+  const lineageFor = (fields: RowField[], verdict: Verdict): Lineage[] | undefined => {
+    const sql = sqlOf(verdict);
+    const analyses = sql === undefined ? undefined : analyze(sql);
+    const rowStmts = analyses?.filter((a) => a.returnsRows) ?? [];
+    if (rowStmts.length === 0) return undefined;
+    // Several row-returning statements in one Query answer in order, one RowDescription each.
+    const call = rowCalls.get(verdict) ?? 0;
+    rowCalls.set(verdict, call + 1);
+    const chosen = rowStmts.length === 1 ? rowStmts[0] : rowStmts[call];
+    if (chosen && (chosen.outputs.some((o) => o.expands) || chosen.outputs.length === fields.length)) {
+      return alignOutputs(chosen.outputs, fields.length);
+    }
+    const all = unionLineage(rowStmts.flatMap((a) => a.outputs.map((o) => o.lin)));
+    return fields.map(() => all);
+  };
+
+  return {
+    get config() {
+      return current();
+    },
+    counters,
+    async check(sql) {
+      const config = current();
+      if (!config.active) return undefined;
+      remember(sql);
+      await Promise.all([initMaskingParser(), catalog.ensure()]);
+      const analyses = analyze(sql);
+      if (!analyses) return undefined;
+      for (const a of analyses) {
+        if (a.names?.kind === 'cursor') cursors.set(a.names.name, a.names.outputs);
+        if (a.names?.kind === 'prepared') prepared.set(a.names.name, a.names.outputs);
+      }
+      const denied = checkMaskedUsage(analyses, config, catalog.snapshot());
+      // User-defined code may RAISE anything: from now on this session's notices and errors are withheld.
+      if (!denied && config.columns.length > 0 && analyses.some((a) => a.opaque)) opaqueSeen = true;
+      return denied;
+    },
+    bind(verdict, sql) {
+      bound.set(verdict, sql);
+    },
+    planRows(fields, verdict) {
+      const config = current();
+      if (!config.active) return undefined;
+      const needsLineage = config.columns.length > 0 && fields.some((f) => f.tableOid === 0);
+      const snap = catalog.snapshot();
+      const plan = planColumns(fields, needsLineage ? lineageFor(fields, verdict) : undefined, config, snap);
+      if (fields.some((f) => f.tableOid !== 0 && !snap.byOid.has(f.tableOid))) {
+        // A relation created since the snapshot: masked as undecidable now; reload so the next statement knows it.
+        catalog.invalidate();
+        void catalog.refresh();
+      }
+      if (!plan.any) return undefined;
+      counters.columns += plan.masked.length;
+      const own: MaskingCounters = { cells: 0 };
+      const list = stats.get(verdict) ?? [];
+      list.push({ columns: plan.masked, counters: own, reported: 0 });
+      stats.set(verdict, list);
+      const transform = createRowTransformer(plan, fields, config.detectors, own);
+      return (body) => {
+        const before = own.cells;
+        const out = transform(body);
+        counters.cells += own.cells - before;
+        return out;
+      };
+    },
+    scrubText(text, channel) {
+      const config = current();
+      if (!config.active) return text;
+      const echo =
+        config.columns.length > 0 ? { recentSql, isIdentifier: (n: string) => catalog.isIdentifier(n) } : undefined;
+      const out = scrubFreeText(text, config.detectors, echo, channel);
+      if (opaqueSeen && out.length > 0 && (channel ?? (text.endsWith('\n') ? 'copy' : 'error')) !== 'copy')
+        return WITHHELD;
+      return out;
+    },
+    takeStats(verdict) {
+      const list = stats.get(verdict);
+      if (!list) return undefined;
+      const columns = new Set<string>();
+      let cells = 0;
+      for (const e of list) {
+        for (const c of e.columns) columns.add(c);
+        cells += e.counters.cells - e.reported;
+        e.reported = e.counters.cells;
+      }
+      return columns.size ? { columns: [...columns], cells } : undefined;
+    },
+    statementDone(record) {
+      const analyses = analyze(record.request.sql);
+      if (!analyses) return;
+      for (const a of analyses) {
+        if (a.kind === 'TransactionStmt') {
+          // DDL inside a transaction block becomes visible to the catalog connection only at COMMIT.
+          if (ddlInTransaction) catalog.invalidate();
+          ddlInTransaction = false;
+        } else if (!CATALOG_NEUTRAL.has(a.kind)) {
+          catalog.invalidate();
+          ddlInTransaction = true;
+        }
+      }
+    },
+  };
+}

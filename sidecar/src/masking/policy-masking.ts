@@ -1,0 +1,37 @@
+import type { KeyResolver, MaskingSettings, RenderedPolicy } from '@pgwarden/policy';
+import type { ProxyHooks } from '../proxy/hooks.js';
+import type { Credentials, UpstreamTarget } from '../upstream/connect.js';
+import { CatalogCache } from './catalog-cache.js';
+import { upstreamCatalogQuery } from './catalog-connection.js';
+import { createMasker } from './masker.js';
+import { withMasking } from './with-masking.js';
+
+export interface PolicyMaskingOptions {
+  /** The listener's policy now (hot reload swaps it). */
+  policy: () => RenderedPolicy | undefined;
+  /** The listener's upstream database: the catalog is read from it over the sidecar's own connection. */
+  upstream: UpstreamTarget;
+  /** Read at each (re)connect, so rotated Secrets apply. */
+  credentials: Credentials | (() => Credentials);
+  resolveKey?: KeyResolver;
+  catalogMaxAgeMs?: number;
+}
+
+/**
+ * Masking for a governed listener: every session gets a masker fed by the listener's current policy (its
+ * MaskingRules and spec.masking), sharing one catalog cache per database. Wrap the policy hooks with this
+ * before audit, so audit sees scrubbed records. close() ends the catalog connection.
+ */
+export function withPolicyMasking(hooks: ProxyHooks, opts: PolicyMaskingOptions): ProxyHooks & { close(): void } {
+  const query = upstreamCatalogQuery(opts.upstream, opts.credentials);
+  const catalog = new CatalogCache(query, { maxAgeMs: opts.catalogMaxAgeMs });
+  const source = () => {
+    const p = opts.policy();
+    if (!p) return undefined;
+    return { version: p.hash, rules: p.maskingRules, settings: p.policy.spec.masking as MaskingSettings | undefined };
+  };
+  const wrapped = withMasking(hooks, (info) =>
+    createMasker({ source, catalog, subject: info.identity, resolveKey: opts.resolveKey }),
+  );
+  return Object.assign(wrapped, { close: () => query.close() });
+}

@@ -1,0 +1,64 @@
+import type { ProxyHooks, SessionHooks, SessionInfo, StatementRequest, Verdict } from '../proxy/hooks.js';
+import type { Masker } from './masker.js';
+
+/** SQLSTATE 42501 insufficient_privilege, as for every policy denial. */
+function denial(message: string, reason: string): Verdict {
+  return { action: 'deny', code: '42501', message: `pgwarden: ${message}`, rule: 'masking', reason };
+}
+
+/**
+ * Decorates proxy hooks with masking: statements are checked by the masker after the inner hooks decide,
+ * every verdict is bound to its SQL (so RowDescriptions find their lineage), rows are planned by the masker,
+ * free text is scrubbed, and error messages in statement records are scrubbed before anything outside (audit)
+ * sees them. Sessions for which `masker` returns undefined are passed through untouched.
+ */
+export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Masker | undefined): ProxyHooks {
+  return {
+    get needsPassword() {
+      return hooks.needsPassword;
+    },
+    ready: () => (hooks.ready ? hooks.ready() : true),
+    authenticate: (req) => hooks.authenticate(req),
+    openSession(info): SessionHooks {
+      const inner = hooks.openSession(info);
+      const m = masker(info);
+      if (!m) return inner;
+      // The policy decides first (its denial names its rule); masking can only turn an allow into a denial.
+      const check = async (
+        req: StatementRequest,
+        next: (r: StatementRequest) => Verdict | Promise<Verdict>,
+      ): Promise<Verdict> => {
+        const decided = await next(req);
+        const denied = await m.check(req.sql);
+        // Always a fresh object: hooks may return one shared verdict (allow-all does), and planRows finds a
+        // statement's SQL by verdict identity — pipelined statements must not see each other's SQL.
+        const verdict: Verdict =
+          denied && decided.action !== 'deny'
+            ? { ...denial(denied.message, denied.reason), policy: decided.policy, statements: decided.statements }
+            : { ...decided };
+        m.bind(verdict, req.sql);
+        return verdict;
+      };
+      const session: SessionHooks = {
+        setupSql: () => inner.setupSql(),
+        checkQuery: (req) => check(req, (r) => inner.checkQuery(r)),
+        checkParse: (req) => check(req, (r) => inner.checkParse(r)),
+        checkFunctionCall: (oid) => inner.checkFunctionCall(oid),
+        planRows: (fields, verdict) => m.planRows(fields, verdict),
+        scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
+        statementDone(record) {
+          // The proxy records upstream error messages as received; scrub them before audit sees the record.
+          for (const r of record.results) if (r.error) r.error.message = m.scrubText(r.error.message, 'error');
+          // Audit `masking` {columns, cells} (read by the audit recorder from the result, see StatementResultExtras).
+          const masking = m.takeStats(record.verdict);
+          const target = record.results.find((r) => r.rows > 0) ?? record.results[0];
+          if (masking && target) Object.assign(target, { masking });
+          m.statementDone(record);
+          inner.statementDone(record);
+        },
+        close: (reason) => inner.close(reason),
+      };
+      return session;
+    },
+  };
+}

@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest';
+import type { RowField } from '../proxy/hooks.js';
+import {
+  backendKeyData,
+  commandComplete,
+  dataRow,
+  decodeCString,
+  decodeErrorFields,
+  decodeNotification,
+  decodeParameterStatus,
+  decodeRowDescription,
+  encodeErrorFields,
+  errorResponse,
+  notificationResponse,
+  parameterStatus,
+  readyForQuery,
+  rowDescription,
+} from './backend-messages.js';
+import { ProtocolError } from './errors.js';
+import {
+  cancelRequest,
+  decodeBindNames,
+  decodeExecute,
+  decodeParse,
+  decodeQuery,
+  decodeTarget,
+  executeMessage,
+  parseMessage,
+  parseStartupPacket,
+  queryMessage,
+  sslRequest,
+  startupMessage,
+} from './frontend-messages.js';
+
+const whole = (b: Buffer) => [b, 0, b.length] as const;
+
+describe('backend messages', () => {
+  it('builds ErrorResponse/NoticeResponse with every field and decodes them back', () => {
+    const b = errorResponse({
+      severity: 'ERROR',
+      code: '42501',
+      message: 'denied',
+      detail: 'd',
+      hint: 'h',
+      position: 7,
+    });
+    expect(b[0]).toBe(0x45);
+    expect(b.readInt32BE(1)).toBe(b.length - 1);
+    const f = decodeErrorFields(...whole(b));
+    expect(Object.fromEntries(f)).toEqual({ S: 'ERROR', V: 'ERROR', C: '42501', M: 'denied', D: 'd', H: 'h', P: '7' });
+    expect(
+      encodeErrorFields(0x4e, f)
+        .subarray(1)
+        .equals(
+          errorResponse(
+            { severity: 'ERROR', code: '42501', message: 'denied', detail: 'd', hint: 'h', position: 7 },
+            true,
+          ).subarray(1),
+        ),
+    ).toBe(true);
+  });
+
+  it('rejects an unterminated error field', () => {
+    const b = Buffer.from([0x45, 0, 0, 0, 7, 0x4d, 0x61, 0x62]);
+    expect(() => decodeErrorFields(...whole(b))).toThrow(ProtocolError);
+  });
+
+  it('round-trips RowDescription, DataRow, ParameterStatus, CommandComplete, notifications', () => {
+    const fields: RowField[] = [
+      { name: 'id', tableOid: 16384, columnAttr: 1, typeOid: 23, typeSize: 4, typeModifier: -1, format: 0 },
+      { name: 'émail', tableOid: 16384, columnAttr: 2, typeOid: 25, typeSize: -1, typeModifier: -1, format: 1 },
+    ];
+    expect(decodeRowDescription(...whole(rowDescription(fields)))).toEqual(fields);
+    const row = dataRow(['1', null, '']);
+    expect(row.readInt16BE(5)).toBe(3);
+    expect(row.readInt32BE(7)).toBe(1);
+    expect(row.readInt32BE(12)).toBe(-1);
+    expect(row.readInt32BE(16)).toBe(0);
+    expect(decodeParameterStatus(...whole(parameterStatus('TimeZone', 'UTC')))).toEqual(['TimeZone', 'UTC']);
+    expect(decodeCString(...whole(commandComplete('INSERT 0 5')))).toBe('INSERT 0 5');
+    expect(decodeNotification(...whole(notificationResponse(42, 'ch', 'pay')))).toEqual({
+      pid: 42,
+      channel: 'ch',
+      payload: 'pay',
+    });
+    expect([...readyForQuery('T')]).toEqual([0x5a, 0, 0, 0, 5, 0x54]);
+    expect(backendKeyData(1, -2).readInt32BE(9)).toBe(-2);
+  });
+});
+
+describe('frontend messages', () => {
+  it('parses startup packets of every kind', () => {
+    expect(parseStartupPacket(...whole(sslRequest()))).toEqual({ kind: 'ssl' });
+    expect(parseStartupPacket(...whole(cancelRequest(7, -9)))).toEqual({ kind: 'cancel', processId: 7, secretKey: -9 });
+    const p = parseStartupPacket(...whole(startupMessage({ user: 'u', database: 'd', application_name: 'ä' })));
+    expect(p).toEqual({
+      kind: 'startup',
+      major: 3,
+      minor: 0,
+      params: { user: 'u', database: 'd', application_name: 'ä' },
+    });
+  });
+
+  it('refuses protocol 2, missing terminators and a malformed cancel', () => {
+    const v2 = startupMessage({ user: 'u' });
+    v2.writeInt32BE(2 << 16, 4);
+    expect(() => parseStartupPacket(...whole(v2))).toThrow(/unsupported frontend protocol 2\.0/);
+    const noTerm = startupMessage({ user: 'u' }).subarray(0, -1);
+    noTerm.writeInt32BE(noTerm.length, 0);
+    expect(() => parseStartupPacket(...whole(noTerm))).toThrow(ProtocolError);
+    const badCancel = Buffer.concat([cancelRequest(1, 2), Buffer.alloc(4)]);
+    badCancel.writeInt32BE(20, 0);
+    expect(() => parseStartupPacket(...whole(badCancel))).toThrow(/cancel request/);
+  });
+
+  it('decodes Query, Parse, Bind names (from a prefix), Describe/Close and Execute', () => {
+    expect(decodeQuery(...whole(queryMessage('SELECT 1')))).toBe('SELECT 1');
+    expect(decodeParse(...whole(parseMessage('s1', 'SELECT $1')))).toEqual({ name: 's1', sql: 'SELECT $1' });
+    const bind = Buffer.from([0x42, 0, 0, 0, 20, ...Buffer.from('p1\0s1\0'), 0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(decodeBindNames(bind, 0, bind.length)).toEqual({ portal: 'p1', statement: 's1' });
+    expect(decodeBindNames(bind, 0, 9)).toBeNull();
+    const describe = Buffer.from([0x44, 0, 0, 0, 8, 0x53, ...Buffer.from('s1\0')]);
+    expect(decodeTarget(...whole(describe))).toEqual({ kind: 'S', name: 's1' });
+    describe[5] = 0x51;
+    expect(() => decodeTarget(...whole(describe))).toThrow(ProtocolError);
+    expect(decodeExecute(...whole(executeMessage('p', 10)))).toEqual({ portal: 'p', maxRows: 10 });
+    expect(() => decodeQuery(...whole(Buffer.from([0x51, 0, 0, 0, 5, 0x41])))).toThrow(/unterminated/);
+  });
+});

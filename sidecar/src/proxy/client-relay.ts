@@ -1,0 +1,266 @@
+import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
+import {
+  decodeBindNames,
+  decodeExecute,
+  decodeFunctionCall,
+  decodeParse,
+  decodeQuery,
+  decodeTarget,
+  executeMessage,
+  functionCallMessage,
+  parseMessage,
+  queryMessage,
+} from '../protocol/frontend-messages.js';
+import type { StatementRequest, Verdict } from './hooks.js';
+import { K_BIND, K_CLOSE, K_DESCRIBE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, Stmt } from './pipeline.js';
+import type { RelayState } from './relay-state.js';
+
+/**
+ * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
+ * any object, so the upstream itself produces the ErrorResponse and ReadyForQuery: outside a transaction block the
+ * session stays idle, inside one the transaction is failed until ROLLBACK — on the upstream as for the client. The
+ * proxy swaps that error for the verdict's before the client sees it.
+ */
+const DENIED_SQL = 'pgwarden denied this statement';
+/** Executing a portal that cannot exist fails with 34000 and puts the upstream into skip-until-Sync. */
+const DENIED_PORTAL = '\u0001pgwarden-denied';
+/** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
+const BIND_PEEK = 4096;
+
+export interface ClientRelayIO {
+  /** A verdict is pending: stop reading the client. */
+  hold(): void;
+  /** The verdict arrived and its outcome was written upstream: continue with queued client input. */
+  release(): void;
+  /** The client sent Terminate. */
+  terminate(): void;
+}
+
+/** Client → upstream: frames the client's messages, gates statements through the session hooks, forwards bytes. */
+export class ClientRelay implements FramerHandler {
+  framer: Framer | undefined;
+  private readonly s: RelayState;
+  private readonly io: ClientRelayIO;
+  private readonly maxStatementBytes: number;
+  private oversize = 0;
+
+  constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number) {
+    this.s = state;
+    this.io = io;
+    this.maxStatementBytes = maxStatementBytes;
+  }
+
+  limit(type: number): number {
+    if (type === F.Password) return -1; // only valid during authentication
+    return frontendLimit(type, LARGE_MESSAGE_LIMIT);
+  }
+
+  header(type: number, length: number, buf: Buffer, pos: number, avail: number): number {
+    const s = this.s;
+    if (s.discarding) return type === F.Sync ? WHOLE : DROP;
+    switch (type) {
+      case F.Query:
+      case F.Parse:
+      case F.FunctionCall:
+        if (length - 4 > this.maxStatementBytes) {
+          this.oversize = type;
+          return DROP;
+        }
+        return WHOLE;
+      case F.Bind: {
+        const names = decodeBindNames(buf, pos, pos + avail);
+        if (names === null) {
+          if (avail > length || avail >= BIND_PEEK)
+            throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message: names not terminated');
+          return NEED_MORE;
+        }
+        const info = s.statements.get(names.statement);
+        // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
+        if (info === undefined) s.portals.delete(names.portal);
+        else s.portals.set(names.portal, { request: info.request, verdict: info.verdict, fields: info.fields });
+        s.expect(K_BIND);
+        return PASS;
+      }
+      case F.Execute:
+      case F.Describe:
+      case F.Close:
+      case F.Sync:
+      case F.Terminate:
+        return WHOLE;
+      default:
+        return PASS; // Flush, CopyData, CopyDone, CopyFail
+    }
+  }
+
+  whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    const s = this.s;
+    switch (type) {
+      case F.Query: {
+        const req: StatementRequest = { sql: decodeQuery(buf, start, end), protocol: 'simple', txStatus: s.txStatus };
+        return this.gate(K_QUERY, new Stmt(req, PENDING), () => s.hooks.checkQuery(req), buf, start, end);
+      }
+      case F.Parse: {
+        const { name, sql } = decodeParse(buf, start, end);
+        const req: StatementRequest = { sql, protocol: 'extended', statementName: name, txStatus: s.txStatus };
+        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end);
+      }
+      case F.FunctionCall: {
+        const oid = decodeFunctionCall(buf, start, end);
+        const req: StatementRequest = { sql: `FunctionCall(${oid})`, protocol: 'simple', txStatus: s.txStatus };
+        return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
+      }
+      case F.Execute:
+        return this.execute(buf, start, end);
+      case F.Describe: {
+        const t = decodeTarget(buf, start, end);
+        s.expect(K_DESCRIBE, undefined, t.kind, t.name);
+        return true;
+      }
+      case F.Close: {
+        const t = decodeTarget(buf, start, end);
+        (t.kind === 'S' ? s.statements : s.portals).delete(t.name);
+        s.expect(K_CLOSE);
+        return true;
+      }
+      case F.Sync:
+        s.discarding = false;
+        s.expect(K_SYNC);
+        return true;
+      case F.Terminate:
+        this.io.terminate();
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  pass(buf: Buffer, start: number, end: number): void {
+    this.s.toUpstream(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  }
+
+  /** A Query/Parse/FunctionCall over --max-statement-bytes was skipped unread: deny it like PostgreSQL's 54000. */
+  dropped(): void {
+    const type = this.oversize;
+    if (type === 0) return;
+    this.oversize = 0;
+    const kind = type === F.Query ? K_QUERY : type === F.Parse ? K_PARSE : K_FUNCTION;
+    const req: StatementRequest = {
+      sql: '',
+      protocol: kind === K_PARSE ? 'extended' : 'simple',
+      txStatus: this.s.txStatus,
+    };
+    const verdict: Verdict = {
+      action: 'deny',
+      code: '54000',
+      message: `statement is larger than the limit of ${this.maxStatementBytes} bytes set by pgwarden`,
+      reason: 'statement too large',
+    };
+    const out = this.apply(kind, new Stmt(req, verdict), verdict, '');
+    if (out !== true) this.s.toUpstream(out);
+  }
+
+  private gate(
+    kind: number,
+    st: Stmt,
+    check: () => Verdict | Promise<Verdict>,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean | Buffer {
+    let v: Verdict | Promise<Verdict>;
+    try {
+      v = check();
+    } catch (err) {
+      v = failClosed(err);
+    }
+    const name = st.request.statementName ?? '';
+    if (!(v instanceof Promise)) return this.apply(kind, st, v, name);
+    // Held (e.g. review): nothing more from this client is read until the verdict is in.
+    this.framer!.suspend();
+    this.io.hold();
+    v.catch(failClosed).then((verdict) => {
+      st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
+      const out = this.apply(kind, st, verdict, name);
+      this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
+      this.io.release();
+    });
+    return false;
+  }
+
+  private apply(kind: number, st: Stmt, v: Verdict, name: string): true | Buffer {
+    const s = this.s;
+    st.verdict = v;
+    st.sentAt = performance.now();
+    s.expect(kind, st);
+    if (v.action === 'deny') {
+      st.denied = true;
+      if (kind === K_QUERY) return queryMessage(DENIED_SQL);
+      if (kind === K_FUNCTION) return functionCallMessage(0); // OID 0 names no function: 42883
+      // A failed Parse leaves no statement behind, and PostgreSQL then ignores everything up to Sync.
+      s.statements.delete(name);
+      s.discarding = true;
+      return parseMessage(name, DENIED_SQL);
+    }
+    if (kind === K_PARSE) {
+      st.replaced = s.statements.get(name);
+      s.statements.set(name, { request: st.request, verdict: v });
+    } else armTimeout(s, st);
+    return true;
+  }
+
+  private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
+    const s = this.s;
+    const { portal } = decodeExecute(buf, start, end);
+    const info = s.portals.get(portal);
+    if (info === undefined) {
+      const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
+      const verdict: Verdict = {
+        action: 'deny',
+        code: '42501',
+        message: `portal "${portal}" was not bound to a statement checked by pgwarden`,
+        reason: 'unknown portal',
+      };
+      const st = new Stmt(req, verdict);
+      st.denied = true;
+      st.sentAt = performance.now();
+      s.expect(K_EXECUTE, st);
+      s.discarding = true;
+      return executeMessage(DENIED_PORTAL, 0);
+    }
+    const st = new Stmt(info.request, info.verdict);
+    st.prepared = info;
+    st.sentAt = performance.now();
+    s.expect(K_EXECUTE, st);
+    armTimeout(s, st);
+    return true;
+  }
+}
+
+const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
+
+/** A hook that throws or rejects denies: security decisions fail closed. */
+function failClosed(err: unknown): Verdict {
+  return {
+    action: 'deny',
+    code: '42501',
+    message: 'statement denied by pgwarden: the policy check failed',
+    reason: `check failed: ${err instanceof Error ? err.message : String(err)}`,
+  };
+}
+
+function armTimeout(s: RelayState, st: Stmt): void {
+  const ms = st.verdict.action === 'deny' ? undefined : st.verdict.timeoutMs;
+  if (ms === undefined || ms <= 0) return;
+  const fire = () => {
+    if (st.settled) return;
+    st.timedOut = true;
+    // Not yet running, or other work forwarded behind it: retry shortly rather than cancel something else. After
+    // a cancel, repeat it while the statement lives: one that reached the backend before the query did is ignored.
+    st.timer = setTimeout(fire, s.cancel(st) ? 1000 : 50);
+    st.timer.unref();
+  };
+  st.timer = setTimeout(fire, ms);
+  st.timer.unref();
+}

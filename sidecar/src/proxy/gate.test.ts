@@ -1,0 +1,276 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dataRow } from '../protocol/backend-messages.js';
+import { B } from '../protocol/codes.js';
+import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
+import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { allowAllHooks } from './allow-all-hooks.js';
+import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './hooks.js';
+
+const records: StatementRecord[] = [];
+
+/** Test policy keyed on markers in the SQL text. */
+function decide(req: StatementRequest): Verdict | Promise<Verdict> {
+  if (req.sql.includes('forbidden'))
+    return {
+      action: 'deny',
+      code: '42501',
+      message: 'denied by rule no-forbidden',
+      rule: 'no-forbidden',
+      hint: 'ask a DBA',
+    };
+  if (req.sql.includes('explode')) throw new Error('policy engine crashed');
+  if (req.sql.includes('held'))
+    return new Promise((r) => setTimeout(() => r({ action: 'allow', rule: 'after-review' }), 150));
+  if (req.sql.includes('capped')) return { action: 'allow', maxRows: 10 };
+  if (req.sql.includes('slow')) return { action: 'allow', timeoutMs: 200 };
+  return { action: 'allow' };
+}
+
+const hooks: ProxyHooks = {
+  ...allowAllHooks(),
+  openSession() {
+    return {
+      setupSql: () => ["SET application_name = 'gate-test'"],
+      checkQuery: decide,
+      checkParse: decide,
+      checkFunctionCall: (oid) =>
+        oid === 1 ? { action: 'deny', code: '42501', message: 'function calls are not allowed' } : { action: 'allow' },
+      planRows: (fields) => {
+        const i = fields.findIndex((f) => f.name === 'secret');
+        if (i < 0) return undefined;
+        // Replace the 'secret' column of every row with '***' (text format).
+        return (body) => {
+          const values: Array<string | null> = [];
+          let pos = 2;
+          for (let c = 0; c < body.readInt16BE(0); c++) {
+            const len = body.readInt32BE(pos);
+            pos += 4;
+            values.push(len < 0 ? null : c === i ? '***' : body.toString('utf8', pos, pos + len));
+            if (len > 0) pos += len;
+          }
+          return dataRow(values).subarray(5);
+        };
+      },
+      scrubText: (t) => t.replaceAll('4111-1111-1111-1111', '[card]'),
+      statementDone: (r) => void records.push(r),
+      close() {},
+    };
+  },
+};
+
+describe('statement gate', () => {
+  let fx: Fixture;
+  let c: RawClient;
+  const run = async (...m: Buffer[]) => {
+    c.send(...m);
+    return c.untilReady();
+  };
+  const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+
+  beforeAll(async () => {
+    fx = await startFixture({ hooks, maxStatementBytes: 4096 });
+    c = (await RawClient.startup(fx.sidecar.port)).client;
+    await run(msg.query('DROP TABLE IF EXISTS gate_t; CREATE TABLE gate_t (id int, secret text)'));
+  });
+  afterAll(async () => {
+    c.close();
+    await fx.sidecar.close(500);
+  });
+
+  it('runs the setup SQL before the first ReadyForQuery', async () => {
+    const m = await run(msg.query("SELECT current_setting('application_name')"));
+    expect(rowOf(m.find((x) => x.type === B.DataRow)!)).toEqual(['gate-test']);
+  });
+
+  it('denies a simple query with ErrorResponse + ReadyForQuery', async () => {
+    const m = await run(msg.query("SELECT 'forbidden'"));
+    expect(types(m)).toBe('E Z');
+    const e = errorOf(m[0]);
+    expect([e.get('C'), e.get('M'), e.get('H')]).toEqual(['42501', 'denied by rule no-forbidden', 'ask a DBA']);
+    expect(status(m)).toBe('I');
+    const r = records[records.length - 1];
+    expect(r.verdict.action).toBe('deny');
+    expect(r.results).toEqual([
+      { rows: 0, bytes: 0, error: { code: '42501', message: 'denied by rule no-forbidden' } },
+    ]);
+  });
+
+  it('leaves a transaction failed until ROLLBACK after a denial, on the upstream too', async () => {
+    expect(status(await run(msg.query('BEGIN')))).toBe('T');
+    await run(msg.query("INSERT INTO gate_t VALUES (1, 'side effect')"));
+    const d = await run(msg.query("SELECT 'forbidden'"));
+    expect([types(d), status(d)]).toEqual(['E Z', 'E']);
+    const after = await run(msg.query('SELECT 1'));
+    expect(errorOf(after[0]).get('C')).toBe('25P02');
+    const commit = await run(msg.query('COMMIT'));
+    expect(tagOf(commit[0])).toBe('ROLLBACK'); // the upstream's own verdict on the failed transaction
+    const count = await run(msg.query('SELECT count(*) FROM gate_t'));
+    expect(rowOf(count.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
+  });
+
+  it('denies in the extended protocol and discards until Sync', async () => {
+    const m = await run(
+      msg.parse('', "SELECT 'forbidden'"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('ok', 'SELECT 1'),
+      msg.bind('', 'ok'),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(m)).toBe('E Z');
+    expect(errorOf(m[0]).get('C')).toBe('42501');
+    expect(status(m)).toBe('I');
+    // The named statement after the denial was discarded, as PostgreSQL discards after an error.
+    const again = await run(msg.bind('', 'ok'), msg.execute(''), msg.sync());
+    expect(errorOf(again[0]).get('C')).toBe('26000');
+    const ok = await run(msg.parse('', 'SELECT 5'), msg.bind('', ''), msg.execute(''), msg.sync());
+    expect(types(ok)).toBe('1 2 D C Z');
+  });
+
+  it('denies in the extended protocol inside a transaction and keeps it failed', async () => {
+    await run(msg.query('BEGIN'));
+    const m = await run(msg.parse('', "SELECT 'forbidden'"), msg.bind('', ''), msg.execute(''), msg.sync());
+    expect([types(m), status(m)]).toEqual(['E Z', 'E']);
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+  });
+
+  it('fails closed when the policy check throws', async () => {
+    const m = await run(msg.query("SELECT 'explode'"));
+    expect(errorOf(m[0]).get('C')).toBe('42501');
+    expect(errorOf(m[0]).get('M')).toMatch(/policy check failed/);
+  });
+
+  it('holds a statement until its verdict arrives, keeping pipelined order', async () => {
+    const t0 = Date.now();
+    c.send(msg.query("SELECT 'held' AS a"), msg.query("SELECT 'next' AS b"));
+    const m2 = await c.untilReady(2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    expect(m2.filter((x) => x.type === B.DataRow).map((x) => rowOf(x)[0])).toEqual(['held', 'next']);
+    const held = records.find((r) => r.request.sql.includes("'held'"))!;
+    expect(held.heldMs).toBeGreaterThanOrEqual(140);
+  });
+
+  it('denies a FunctionCall by policy', async () => {
+    const m = await run(msg.functionCall(1, []));
+    expect(types(m)).toBe('E Z');
+    expect(errorOf(m[0]).get('M')).toBe('function calls are not allowed');
+  });
+
+  it('stops at maxRows with 54000 and stays usable (simple and extended)', async () => {
+    const m = await run(msg.query('SELECT g, 1 AS capped FROM generate_series(1, 200000) g'));
+    expect(m.filter((x) => x.type === B.DataRow)).toHaveLength(10);
+    const e = errorOf(m.find((x) => x.type === B.ErrorResponse)!);
+    expect([e.get('C'), e.get('M')]).toEqual(['54000', 'result exceeds the limit of 10 rows set by pgwarden']);
+    const x = await run(
+      msg.parse('', 'SELECT g AS capped FROM generate_series(1, 200000) g'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(x.filter((y) => y.type === B.DataRow)).toHaveLength(10);
+    expect(errorOf(x.find((y) => y.type === B.ErrorResponse)!).get('C')).toBe('54000');
+    const small = await run(msg.query('SELECT g AS capped FROM generate_series(1, 10) g'));
+    expect(types(small)).toBe(`T ${'D '.repeat(10)}C Z`);
+    expect(rowOf((await run(msg.query('SELECT 3'))).find((y) => y.type === B.DataRow)!)).toEqual(['3']);
+  });
+
+  it('counts maxRows per portal across row-limited Executes', async () => {
+    const m = await run(
+      msg.parse('', 'SELECT g AS capped FROM generate_series(1, 100) g'),
+      msg.bind('cur', ''),
+      msg.execute('cur', 4),
+      msg.execute('cur', 4),
+      msg.execute('cur', 4),
+      msg.sync(),
+    );
+    expect(types(m)).toBe(`1 2 ${'D '.repeat(4)}s ${'D '.repeat(4)}s D D E Z`);
+    expect(errorOf(m[m.length - 2]).get('C')).toBe('54000');
+  });
+
+  it('keeps the verdict of a named statement whose redefinition the upstream rejected', async () => {
+    await run(msg.parse('k', 'SELECT g AS capped FROM generate_series(1, 100) g'), msg.sync());
+    const redefine = await run(msg.parse('k', 'SELECT 1'), msg.sync());
+    expect(errorOf(redefine[0]).get('C')).toBe('42P05');
+    const m = await run(msg.bind('', 'k'), msg.execute(''), msg.sync());
+    expect(m.filter((x) => x.type === B.DataRow)).toHaveLength(10);
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('54000');
+    await run(msg.close('S', 'k'), msg.sync());
+  });
+
+  it('cancels upstream when timeoutMs passes', async () => {
+    const t0 = Date.now();
+    const m = await run(msg.query("SELECT pg_sleep(10), 'slow'"));
+    expect(Date.now() - t0).toBeLessThan(3000);
+    const e = errorOf(m.find((x) => x.type === B.ErrorResponse)!);
+    expect([e.get('C'), e.get('M')]).toEqual([
+      '57014',
+      'canceling statement due to statement timeout of 200 ms set by pgwarden',
+    ]);
+  });
+
+  it('applies the row transformer and scrubs errors, notices, notifications and COPY data', async () => {
+    const rows = await run(msg.query("SELECT 1 AS id, 'hunter2' AS secret"));
+    expect(rowOf(rows.find((x) => x.type === B.DataRow)!)).toEqual(['1', '***']);
+    const err = await run(msg.query("SELECT '4111-1111-1111-1111'::int"));
+    expect(errorOf(err[0]).get('M')).toBe('invalid input syntax for type integer: "[card]"');
+    const notice = await run(msg.query("DO $$BEGIN RAISE NOTICE 'card 4111-1111-1111-1111'; END$$"));
+    expect(errorOf(notice[0]).get('M')).toBe('card [card]');
+    const copy = await run(msg.query("COPY (SELECT 'pay 4111-1111-1111-1111') TO STDOUT"));
+    expect(copy.find((x) => x.type === B.CopyData)!.buf.toString('utf8', 5)).toBe('pay [card]\n');
+    await run(msg.query('LISTEN gate_chan'));
+    const n = await run(msg.query("NOTIFY gate_chan, 'x 4111-1111-1111-1111'"));
+    const note = n.find((x) => x.type === B.NotificationResponse)!;
+    expect(note.buf.toString('utf8', 9)).toBe('gate_chan\0x [card]\0');
+  });
+
+  it('masks Executes that skip Describe, using the statement Describe (JDBC style)', async () => {
+    await run(msg.parse('jdbc', "SELECT 2 AS id, 'hunter2' AS secret"), msg.describe('S', 'jdbc'), msg.sync());
+    const m = await run(msg.bind('', 'jdbc'), msg.execute(''), msg.sync());
+    expect(types(m)).toBe('2 D C Z');
+    expect(rowOf(m[1])).toEqual(['2', '***']);
+  });
+
+  it('denies statements over --max-statement-bytes with 54000', async () => {
+    const m = await run(msg.query(`SELECT '${'x'.repeat(5000)}'`));
+    expect(types(m)).toBe('E Z');
+    expect(errorOf(m[0]).get('C')).toBe('54000');
+    expect(types(await run(msg.query('SELECT 1')))).toBe('T D C Z');
+  });
+
+  it('refuses to execute a portal of a statement it never checked', async () => {
+    await run(msg.query("PREPARE sneaky AS SELECT 'unchecked'"));
+    const m = await run(msg.bind('', 'sneaky'), msg.execute(''), msg.sync());
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+  });
+});
+
+describe('failing hooks', () => {
+  it('ends the session when a row plan throws (rows never pass unmasked) and survives a failing recorder', async () => {
+    const base = allowAllHooks();
+    const fx = await startFixture({
+      hooks: {
+        ...base,
+        openSession: (info) => ({
+          ...base.openSession(info),
+          planRows: (fields) => {
+            if (fields.some((f) => f.name === 'boom')) throw new Error('plan failed');
+            return undefined;
+          },
+          statementDone: () => {
+            throw new Error('recorder down');
+          },
+        }),
+      },
+    });
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    client.send(msg.query('SELECT 1 AS fine'));
+    expect(types(await client.untilReady())).toBe('T D C Z');
+    client.send(msg.query("SELECT 'secret' AS boom"));
+    const m = await client.until(B.ErrorResponse);
+    expect(types(m)).toBe('E');
+    expect([errorOf(m[0]).get('S'), errorOf(m[0]).get('C')]).toEqual(['FATAL', 'XX000']);
+    await client.closed();
+    await fx.sidecar.close(500);
+  });
+});

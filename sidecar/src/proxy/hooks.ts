@@ -1,0 +1,162 @@
+/**
+ * The contract between the wire proxy (sidecar/src/proxy) and everything that decides, masks or records.
+ * The proxy knows the PostgreSQL protocol and nothing about policies; the implementations of these interfaces
+ * (governance, masking, audit) know policies and nothing about sockets.
+ */
+
+/** Who is on the other end of the client connection, as far as the sidecar could establish. */
+export interface Identity {
+  /** From the downward API (workload mode). */
+  namespace?: string;
+  serviceAccount?: string;
+  pod?: string;
+  node?: string;
+  /** From a verified OIDC token (oidc mode): `sub`, groups claim, issuer. */
+  user?: string;
+  groups: string[];
+  issuer?: string;
+}
+
+export interface StartupInfo {
+  user: string;
+  database: string;
+  applicationName?: string;
+  /** Every startup parameter the client sent (after the proxy's own filtering). */
+  params: Record<string, string>;
+}
+
+export interface AuthRequest {
+  startup: StartupInfo;
+  client: { address: string; port: number };
+  /** The password the client sent, if the authenticator asked for one (`needsPassword`). Never log it. */
+  password?: string;
+}
+
+export type AuthOutcome =
+  | { ok: true; identity: Identity }
+  /** code is a SQLSTATE (28P01 bad password/token, 28000 not authorized); message is safe to show the client. */
+  | { ok: false; code: string; message: string; reason: string };
+
+export interface SessionInfo {
+  id: string;
+  startedAt: Date;
+  client: { address: string; port: number };
+  startup: StartupInfo;
+  identity: Identity;
+  upstream: { host: string; port: number; database: string; user: string; tls: boolean };
+}
+
+export type TxStatus = 'I' | 'T' | 'E';
+
+export interface StatementRequest {
+  /** The SQL exactly as the client sent it (a simple Query may hold several statements). */
+  sql: string;
+  protocol: 'simple' | 'extended';
+  /** Prepared statement name for Parse ('' = unnamed). */
+  statementName?: string;
+  /** Transaction status as the client last saw it. */
+  txStatus: TxStatus;
+}
+
+/** Per-statement detail a gate may return so audit can record one event per statement. */
+export interface StatementDetail {
+  text: string;
+  kind?: string;
+  fingerprint?: string;
+  tables?: string[];
+  functions?: string[];
+}
+
+interface VerdictBase {
+  /** Rule that decided, for messages and audit. */
+  rule?: string;
+  reason?: string;
+  policy?: { name: string; hash: string };
+  statements?: StatementDetail[];
+  /** Opaque data the same session's hooks get back in planRows/statementDone (e.g. the analysis). */
+  context?: unknown;
+}
+
+export type Verdict =
+  | (VerdictBase & {
+      action: 'allow' | 'dryrun';
+      /** Cap on DataRows the client may receive for this statement (guardrail maxRowsReturned). */
+      maxRows?: number;
+      /** Milliseconds the statement was held for review before it was allowed. */
+      heldMs?: number;
+      /** Proxy-enforced statement timeout (guardrail statementTimeout): past it the proxy cancels upstream. */
+      timeoutMs?: number;
+    })
+  | (VerdictBase & {
+      action: 'deny';
+      /** SQLSTATE for the client's ErrorResponse: 42501 for policy denials, 57P03/53000 when audit cannot be made durable, 42601 for unparseable SQL. */
+      code: string;
+      message: string;
+      detail?: string;
+      hint?: string;
+      heldMs?: number;
+    });
+
+/** One column of a RowDescription, as the proxy decoded it. */
+export interface RowField {
+  name: string;
+  tableOid: number;
+  columnAttr: number;
+  typeOid: number;
+  typeSize: number;
+  typeModifier: number;
+  /** 0 text, 1 binary. */
+  format: number;
+}
+
+/**
+ * Rewrites DataRow message bodies (the bytes after the 5-byte header: int16 count, then per column int32 len + bytes).
+ * Return the same Buffer when nothing changed, so untouched rows stay zero-copy. A transformer may also overwrite
+ * bytes of `body` in place without changing any length and return the same Buffer: the proxy must then forward the
+ * memory `body` views (masking relies on this to rewrite same-length values without copying the row).
+ */
+export type RowTransformer = (body: Buffer) => Buffer;
+
+export interface StatementResult {
+  /** CommandComplete tag, e.g. "SELECT 3". */
+  tag?: string;
+  rows: number;
+  bytes: number;
+  error?: { code: string; message: string };
+}
+
+/** What the proxy reports when a client message that carried a statement has finished. */
+export interface StatementRecord {
+  request: StatementRequest;
+  verdict: Verdict;
+  /** One entry per statement that produced a CommandComplete, ErrorResponse or EmptyQueryResponse, in order. */
+  results: StatementResult[];
+  startedAt: Date;
+  durationMs: number;
+  upstreamMs: number;
+  heldMs: number;
+}
+
+export interface SessionHooks {
+  /** SQL the proxy runs upstream after authentication and before the client's first ReadyForQuery (SET ROLE, statement_timeout...). */
+  setupSql(): string[];
+  checkQuery(req: StatementRequest): Verdict | Promise<Verdict>;
+  checkParse(req: StatementRequest): Verdict | Promise<Verdict>;
+  /** The FunctionCall message bypasses SQL: allow it only where a policy says so. */
+  checkFunctionCall(functionOid: number): Verdict | Promise<Verdict>;
+  /** Called on each RowDescription; a transformer masks that result's DataRows. undefined = pass rows through as bytes. */
+  planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
+  /** Scrubs free text the column rules cannot see: error/notice messages, notification payloads, COPY data. */
+  scrubText?(text: string): string;
+  statementDone(record: StatementRecord): void;
+  close(reason: { error?: string }): void;
+}
+
+export interface ProxyHooks {
+  /** true when the proxy must ask the client for a password (cleartext, over loopback) and pass it to authenticate(). */
+  readonly needsPassword: boolean;
+  /** false until a first valid policy is loaded (drives /readyz); absent = always ready. */
+  ready?(): boolean;
+  authenticate(req: AuthRequest): Promise<AuthOutcome>;
+  openSession(info: SessionInfo): SessionHooks;
+}

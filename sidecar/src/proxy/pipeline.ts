@@ -1,0 +1,147 @@
+import type { RowField, RowTransformer, StatementRecord, StatementRequest, StatementResult, Verdict } from './hooks.js';
+
+/**
+ * What the proxy expects back from the upstream, in order. PostgreSQL answers every client message in the order it
+ * was sent (Parse → ParseComplete, Bind → BindComplete, Execute → rows + CommandComplete, Sync → ReadyForQuery, ...)
+ * and, after an error in the extended protocol, skips every message up to the next Sync
+ * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY). A FIFO of these entries is
+ * therefore enough to tie each response to the client message that caused it.
+ */
+export const K_QUERY = 1;
+export const K_PARSE = 2;
+export const K_BIND = 3;
+export const K_DESCRIBE = 4;
+export const K_EXECUTE = 5;
+export const K_CLOSE = 6;
+export const K_SYNC = 7;
+export const K_FUNCTION = 8;
+
+/** A prepared statement or portal as the proxy knows it: what was checked and what it decided. */
+export interface PreparedInfo {
+  request: StatementRequest;
+  verdict: Verdict;
+  /** Result columns from a Describe (statement or portal). */
+  fields?: RowField[];
+  transformer?: RowTransformer;
+  /** Rows already delivered from this portal by earlier Executes (row-limited Execute, PortalSuspended). */
+  delivered?: number;
+}
+
+/** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */
+export class Stmt {
+  readonly request: StatementRequest;
+  verdict: Verdict;
+  readonly startedAt = new Date();
+  readonly t0 = performance.now();
+  heldMs = 0;
+  /** When the message went upstream (performance.now()). */
+  sentAt = 0;
+  readonly results: StatementResult[] = [];
+  /** Rows and DataRow bytes of the result being streamed. */
+  rows = 0;
+  bytes = 0;
+  transformer: RowTransformer | undefined = undefined;
+  /** The prepared statement/portal this Execute runs (for lazy row plans). */
+  prepared: PreparedInfo | undefined = undefined;
+  /** Rows the portal delivered before this Execute: maxRows counts per portal, not per Execute. */
+  rowBase = 0;
+  /** Parse only: the statement of that name before this Parse, restored if the upstream rejects the Parse. */
+  replaced: PreparedInfo | undefined = undefined;
+  /** Denied: the upstream got a statement that fails instead, whose error the proxy replaces with the verdict's. */
+  denied = false;
+  /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
+  capped = false;
+  timedOut = false;
+  timer: NodeJS.Timeout | undefined = undefined;
+  /** Finished or abandoned: its timeout must not fire any more. */
+  settled = false;
+
+  constructor(request: StatementRequest, verdict: Verdict) {
+    this.request = request;
+    this.verdict = verdict;
+  }
+
+  get maxRows(): number | undefined {
+    return this.verdict.action === 'deny' ? undefined : this.verdict.maxRows;
+  }
+
+  /** Ends the current result (CommandComplete, EmptyQueryResponse, ErrorResponse, PortalSuspended). */
+  endResult(result: StatementResult): void {
+    if (this.prepared !== undefined) this.prepared.delivered = this.rowBase + this.rows;
+    this.results.push(result);
+    this.rows = 0;
+    this.bytes = 0;
+    this.transformer = undefined;
+    this.capped = false;
+  }
+
+  settle(): void {
+    this.settled = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  record(): StatementRecord {
+    this.settle();
+    const now = performance.now();
+    return {
+      request: this.request,
+      verdict: this.verdict,
+      results: this.results,
+      startedAt: this.startedAt,
+      durationMs: now - this.t0,
+      upstreamMs: this.sentAt > 0 ? now - this.sentAt : 0,
+      heldMs: this.heldMs,
+    };
+  }
+}
+
+export interface Entry {
+  kind: number;
+  stmt: Stmt | undefined;
+  /** Describe/Close target: 'S' statement or 'P' portal, and its name. */
+  target: 'S' | 'P' | undefined;
+  name: string;
+}
+
+/** A FIFO without Array.shift's O(n) cost. */
+export class EntryQueue {
+  private items: Entry[] = [];
+  private head = 0;
+
+  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = ''): void {
+    this.items.push({ kind, stmt, target, name });
+  }
+
+  peek(): Entry | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): Entry | undefined {
+    const e = this.items[this.head];
+    if (e === undefined) return undefined;
+    this.items[this.head++] = undefined as unknown as Entry;
+    if (this.head > 256 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return e;
+  }
+
+  /** True when every entry behind the head is a Sync. */
+  onlySyncsAfterHead(): boolean {
+    for (let i = this.head + 1; i < this.items.length; i++) if (this.items[i].kind !== K_SYNC) return false;
+    return true;
+  }
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  /** Every pending entry, oldest first (for failing them when the session ends). */
+  drain(): Entry[] {
+    const rest = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return rest;
+  }
+}

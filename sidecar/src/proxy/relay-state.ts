@@ -1,0 +1,157 @@
+import type { RowField, SessionHooks, StatementRecord, TxStatus } from './hooks.js';
+import {
+  EntryQueue,
+  K_DESCRIBE,
+  K_EXECUTE,
+  K_FUNCTION,
+  K_QUERY,
+  K_SYNC,
+  type PreparedInfo,
+  type Stmt,
+} from './pipeline.js';
+
+/** The I/O a relay needs from its session; sockets stay in session.ts. */
+export interface RelayIO {
+  toClient(buf: Buffer): void;
+  toUpstream(buf: Buffer): void;
+  cancelUpstream(): void;
+  statementDone(record: StatementRecord, stmt: Stmt): void;
+}
+
+/**
+ * The state both relay directions share: the FIFO of expected responses, prepared statements and portals, the
+ * transaction status, and the statement whose rows are streaming. Pure bookkeeping; no sockets.
+ */
+export class RelayState {
+  readonly queue = new EntryQueue();
+  readonly statements = new Map<string, PreparedInfo>();
+  readonly portals = new Map<string, PreparedInfo>();
+  txStatus: TxStatus = 'I';
+  /** Statement receiving DataRows (head of the queue when it is a Query or Execute). */
+  cur: Stmt | undefined = undefined;
+  /** Extended protocol after a denial: client messages are discarded until Sync, as PostgreSQL does after an error. */
+  discarding = false;
+  /** Drop upstream responses until ReadyForQuery (the client was already told the statement failed). */
+  swallow = false;
+  readonly hooks: SessionHooks;
+  readonly scrub: ((text: string) => string) | undefined;
+  private readonly io: RelayIO;
+
+  constructor(hooks: SessionHooks, io: RelayIO) {
+    this.hooks = hooks;
+    this.io = io;
+    this.scrub = hooks.scrubText ? (t: string) => hooks.scrubText!(t) : undefined;
+  }
+
+  toClient(buf: Buffer): void {
+    this.io.toClient(buf);
+  }
+
+  toUpstream(buf: Buffer): void {
+    this.io.toUpstream(buf);
+  }
+
+  /**
+   * Cancels `st` upstream when that cannot hit anything else: it is running (head of the queue) and nothing but
+   * Sync was forwarded behind it. Returns false when a cancel now could land on a later statement.
+   */
+  cancel(st: Stmt): boolean {
+    if (this.queue.peek()?.stmt !== st || !this.queue.onlySyncsAfterHead()) return false;
+    this.io.cancelUpstream();
+    return true;
+  }
+
+  /** Records that a response is due for a client message just forwarded. */
+  expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = ''): void {
+    this.queue.push(kind, stmt, target, name);
+    if (this.queue.length === 1) this.advance();
+  }
+
+  /** Removes the head entry when it is of `kind` (the response for it arrived) and moves to the next. */
+  complete(kind: number): void {
+    const head = this.queue.peek();
+    if (head?.kind !== kind) return;
+    this.queue.shift();
+    if (head.stmt && (kind === K_EXECUTE || kind === K_QUERY || kind === K_FUNCTION)) this.finish(head.stmt);
+    this.advance();
+  }
+
+  /** Called after the head changed: find the statement whose rows come next and plan its row transformer. */
+  advance(): void {
+    const head = this.queue.peek();
+    if (head === undefined || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) {
+      this.cur = undefined;
+      return;
+    }
+    const st = head.stmt!;
+    this.cur = st;
+    const p = st.prepared;
+    // Pipelined Executes of one portal: only now are the rows of the earlier ones known.
+    if (p !== undefined) st.rowBase = p.delivered ?? 0;
+    if (head.kind === K_EXECUTE && p !== undefined && st.transformer === undefined) {
+      // Execute without a Describe of its portal (JDBC, pgbench -M prepared): plan from what is known.
+      if (p.transformer !== undefined) st.transformer = p.transformer;
+      else if (p.fields !== undefined) st.transformer = p.transformer = this.hooks.planRows(p.fields, st.verdict);
+    }
+  }
+
+  rowDescription(fields: RowField[]): void {
+    const head = this.queue.peek();
+    if (head === undefined) return;
+    if (head.kind === K_QUERY) {
+      head.stmt!.transformer = this.hooks.planRows(fields, head.stmt!.verdict);
+      return;
+    }
+    if (head.kind !== K_DESCRIBE) return;
+    if (head.target === 'S') {
+      const info = this.statements.get(head.name);
+      if (info) info.fields = fields;
+    } else {
+      const info = this.portals.get(head.name);
+      if (info) {
+        info.fields = fields;
+        info.transformer = this.hooks.planRows(fields, info.verdict);
+      }
+    }
+    this.complete(K_DESCRIBE);
+  }
+
+  readyForQuery(status: TxStatus): void {
+    this.txStatus = status;
+    this.swallow = false;
+    // Normally the head is the Query, Sync or FunctionCall this answers; anything before it got no answer.
+    for (let head = this.queue.peek(); head !== undefined; head = this.queue.peek()) {
+      this.queue.shift();
+      const k = head.kind;
+      if (k === K_QUERY || k === K_FUNCTION || k === K_SYNC) {
+        if (head.stmt && k !== K_SYNC) this.finish(head.stmt);
+        break;
+      }
+    }
+    this.advance();
+  }
+
+  /** After an error in the extended protocol the server skips to the next Sync: so do the expectations. */
+  failExtended(): void {
+    for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
+      this.queue.shift();
+      if (head.stmt && head.stmt.results.length > 0) this.finish(head.stmt);
+      else head.stmt?.settle(); // skipped by the server: it never ran
+    }
+    this.advance();
+  }
+
+  /**
+   * The upstream rejected an allowed Parse: a named statement keeps its previous definition (PostgreSQL leaves it in
+   * place), while the unnamed one is gone either way (exec_parse_message drops it before parsing).
+   */
+  parseFailed(st: Stmt): void {
+    const name = st.request.statementName ?? '';
+    if (name !== '' && st.replaced !== undefined) this.statements.set(name, st.replaced);
+    else this.statements.delete(name);
+  }
+
+  finish(stmt: Stmt): void {
+    this.io.statementDone(stmt.record(), stmt);
+  }
+}

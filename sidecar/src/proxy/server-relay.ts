@@ -1,0 +1,237 @@
+import {
+  decodeCString,
+  decodeErrorFields,
+  decodeNotification,
+  decodeRowDescription,
+  encodeErrorFields,
+  errorResponse,
+  message,
+  notificationResponse,
+} from '../protocol/backend-messages.js';
+import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
+import { DROP, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
+import type { StatementResult } from './hooks.js';
+import { K_BIND, K_CLOSE, K_DESCRIBE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
+import type { RelayState } from './relay-state.js';
+
+/**
+ * Upstream → client. Untouched messages leave as the byte spans they arrived in; only the messages the proxy must
+ * read (RowDescription, CommandComplete, ErrorResponse, ReadyForQuery, ...) or rewrite (masked DataRows, scrubbed
+ * text, replaced errors) are handled whole.
+ */
+export class ServerRelay implements FramerHandler {
+  private readonly s: RelayState;
+
+  constructor(state: RelayState) {
+    this.s = state;
+  }
+
+  limit(): number {
+    return LARGE_MESSAGE_LIMIT;
+  }
+
+  header(type: number, length: number): number {
+    const s = this.s;
+    if (s.swallow && type !== B.ReadyForQuery) return DROP;
+    switch (type) {
+      case B.DataRow: {
+        const st = s.cur;
+        if (st === undefined) return PASS;
+        if (st.capped) return DROP;
+        const max = st.maxRows;
+        if (max !== undefined && st.rows + st.rowBase >= max) {
+          // Verdict.maxRows: stop here, cancel the rest upstream (when that is safe; otherwise the rest is read and
+          // dropped) and answer with an error when the result ends.
+          st.capped = true;
+          s.cancel(st);
+          return DROP;
+        }
+        st.rows++;
+        st.bytes += length + 1;
+        return st.transformer === undefined ? PASS : WHOLE;
+      }
+      case B.CopyData:
+        return s.scrub === undefined ? PASS : WHOLE;
+      case B.ParseComplete:
+        s.complete(K_PARSE);
+        return PASS;
+      case B.BindComplete:
+        s.complete(K_BIND);
+        return PASS;
+      case B.CloseComplete:
+        s.complete(K_CLOSE);
+        return PASS;
+      case B.NoData:
+        s.complete(K_DESCRIBE);
+        return PASS;
+      case B.ParameterDescription:
+      case B.FunctionCallResponse:
+      case B.CopyDone:
+      case B.CopyInResponse:
+      case B.CopyOutResponse:
+      case B.CopyBothResponse:
+      case B.ParameterStatus:
+        return PASS;
+      case B.PortalSuspended: {
+        const head = s.queue.peek();
+        if (head?.kind === K_EXECUTE && head.stmt && !head.stmt.capped) {
+          head.stmt.endResult({ rows: head.stmt.rows, bytes: head.stmt.bytes });
+          s.complete(K_EXECUTE);
+          return PASS;
+        }
+        return head?.stmt?.capped ? WHOLE : PASS;
+      }
+      case B.NoticeResponse:
+      case B.NotificationResponse:
+        return s.scrub === undefined ? PASS : WHOLE;
+      default:
+        return WHOLE;
+    }
+  }
+
+  whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    const s = this.s;
+    switch (type) {
+      case B.DataRow: {
+        const body = buf.subarray(start + 5, end);
+        const out = s.cur!.transformer!(body);
+        return out === body ? true : message(B.DataRow, out);
+      }
+      case B.ReadyForQuery:
+        s.readyForQuery(String.fromCharCode(buf[start + 5]) as 'I' | 'T' | 'E');
+        return true;
+      case B.RowDescription:
+        s.rowDescription(decodeRowDescription(buf, start, end));
+        return true;
+      case B.CommandComplete:
+      case B.EmptyQueryResponse:
+        return this.commandComplete(type === B.CommandComplete ? decodeCString(buf, start, end) : undefined);
+      case B.PortalSuspended:
+        return this.commandComplete(undefined);
+      case B.ErrorResponse:
+        return this.error(buf, start, end);
+      case B.NoticeResponse:
+        return this.scrubFields(buf, start, end);
+      case B.NotificationResponse: {
+        const n = decodeNotification(buf, start, end);
+        const payload = s.scrub!(n.payload);
+        return payload === n.payload ? true : notificationResponse(n.pid, n.channel, payload);
+      }
+      case B.CopyData: {
+        const text = buf.toString('utf8', start + 5, end);
+        const out = s.scrub!(text);
+        return out === text ? true : message(B.CopyData, Buffer.from(out, 'utf8'));
+      }
+      default:
+        return true;
+    }
+  }
+
+  pass(buf: Buffer, start: number, end: number): void {
+    this.s.toClient(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  }
+
+  private commandComplete(tag: string | undefined): boolean | Buffer {
+    const s = this.s;
+    const head = s.queue.peek();
+    const st = head?.stmt;
+    if (!head || !st || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return true;
+    let out: boolean | Buffer = true;
+    let result: StatementResult;
+    if (st.capped) {
+      // The statement finished before the cancel landed: the client still gets the limit error, not the tag.
+      out = capError(st);
+      result = { rows: st.rows, bytes: st.bytes, error: { code: '54000', message: limitMessage(st) } };
+    } else {
+      result = { tag, rows: rowsOf(tag, st.rows), bytes: st.bytes };
+    }
+    st.endResult(result);
+    if (out !== true) {
+      // Like PostgreSQL after an error: nothing more reaches the client until ReadyForQuery.
+      if (head.kind === K_EXECUTE) s.failExtended();
+      s.swallow = true;
+    } else if (head.kind === K_EXECUTE) s.complete(K_EXECUTE);
+    return out;
+  }
+
+  private error(buf: Buffer, start: number, end: number): boolean | Buffer {
+    const s = this.s;
+    const head = s.queue.peek();
+    const st = head?.stmt;
+    let out: boolean | Buffer = true;
+    let code = '';
+    let msg = '';
+    if (st?.denied && st.verdict.action === 'deny') {
+      const v = st.verdict;
+      out = errorResponse({ severity: 'ERROR', code: v.code, message: v.message, detail: v.detail, hint: v.hint });
+      code = v.code;
+      msg = v.message;
+    } else if (st?.capped) {
+      out = capError(st);
+      code = '54000';
+      msg = limitMessage(st);
+    } else {
+      const f = decodeErrorFields(buf, start, end);
+      code = f.get('C') ?? '';
+      msg = f.get('M') ?? '';
+      if (st?.timedOut && code === '57014') {
+        msg = `canceling statement due to statement timeout of ${timeoutOf(st)} ms set by pgwarden`;
+        f.set('M', msg);
+        out = encodeErrorFields(B.ErrorResponse, f);
+      } else if (s.scrub !== undefined) {
+        out = this.scrubFields(buf, start, end);
+      }
+    }
+    if (!head) return out;
+    if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
+      st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
+    }
+    if (head.kind === K_PARSE && st && !st.denied) s.parseFailed(st);
+    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended();
+    return out;
+  }
+
+  /** Applies scrubText to the human-readable fields (message, detail, hint) of an error or notice. */
+  private scrubFields(buf: Buffer, start: number, end: number): boolean | Buffer {
+    const scrub = this.s.scrub;
+    if (scrub === undefined) return true;
+    const f = decodeErrorFields(buf, start, end);
+    let changed = false;
+    for (const k of ['M', 'D', 'H', 'W']) {
+      const v = f.get(k);
+      if (v === undefined) continue;
+      const x = scrub(v);
+      if (x !== v) {
+        f.set(k, x);
+        changed = true;
+      }
+    }
+    return changed ? encodeErrorFields(buf[start], f) : true;
+  }
+}
+
+/** Rows of a result: the count in the tag ("INSERT 0 5", "UPDATE 3") when it has one, else the DataRows seen. */
+function rowsOf(tag: string | undefined, seen: number): number {
+  if (tag === undefined) return seen;
+  const sp = tag.lastIndexOf(' ');
+  if (sp < 0) return seen;
+  const n = Number(tag.slice(sp + 1));
+  return Number.isInteger(n) ? n : seen;
+}
+
+function limitMessage(st: Stmt): string {
+  return `result exceeds the limit of ${st.maxRows} rows set by pgwarden`;
+}
+
+function capError(st: Stmt): Buffer {
+  return errorResponse({
+    severity: 'ERROR',
+    code: '54000',
+    message: limitMessage(st),
+    hint: 'Add a LIMIT clause or a narrower WHERE clause.',
+  });
+}
+
+function timeoutOf(st: Stmt): number | undefined {
+  return st.verdict.action === 'deny' ? undefined : st.verdict.timeoutMs;
+}

@@ -1,0 +1,27 @@
+import type { Credentials, UpstreamTarget } from '../upstream/connect.js';
+import type { UpstreamError } from '../upstream/errors.js';
+import type { CancelRegistry } from './cancel-registry.js';
+import type { ProxyHooks, StatementRecord } from './hooks.js';
+import type { ProxySession } from './session.js';
+
+/** Everything a session needs from the listener that created it. */
+export interface SessionContext {
+  hooks: ProxyHooks;
+  upstream: UpstreamTarget;
+  credentials: () => Credentials;
+  maxStatementBytes: number;
+  cancels: CancelRegistry;
+  observer: SessionObserver;
+}
+
+/** Observability as events: the listener turns these into logs, metrics and audit events. */
+export interface SessionObserver {
+  opened(session: ProxySession): void;
+  closed(session: ProxySession, reason: { error?: string }): void;
+  statement(session: ProxySession, record: StatementRecord, seq: number): void;
+  upstreamError(session: ProxySession, err: UpstreamError): void;
+  /** A hook threw (the session may have been ended because of it). */
+  hookError(session: ProxySession, err: unknown): void;
+  /** Bytes relayed since the last call, per direction. */
+  bytes(fromClient: number, fromUpstream: number): void;
+}

@@ -1,0 +1,328 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import {
+  authenticationCleartextPassword,
+  authenticationOk,
+  backendKeyData,
+  errorResponse,
+  parameterStatus,
+  readyForQuery,
+} from '../protocol/backend-messages.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { Framer } from '../protocol/framer.js';
+import { terminateMessage } from '../protocol/frontend-messages.js';
+import { sendCancel } from '../upstream/cancel.js';
+import { connectUpstream, type UpstreamSession } from '../upstream/connect.js';
+import { UpstreamError } from '../upstream/errors.js';
+import { runSetupSql } from '../upstream/setup-sql.js';
+import { authenticateClient, StartupRefused } from './client-auth.js';
+import { ClientRelay } from './client-relay.js';
+import { ClientStartup, type StartupEvent } from './client-startup.js';
+import type { SessionHooks, SessionInfo, StatementRecord } from './hooks.js';
+import type { Stmt } from './pipeline.js';
+import { RelayState } from './relay-state.js';
+import { ServerRelay } from './server-relay.js';
+import type { SessionContext } from './session-context.js';
+
+export type { SessionContext, SessionObserver } from './session-context.js';
+
+const HOLD = 1;
+const UPSTREAM_FULL = 2;
+
+/** One client connection: startup, authentication, upstream connect, then the relay in both directions. */
+export class ProxySession {
+  readonly id = randomUUID();
+  info: SessionInfo | undefined;
+  private readonly client: Socket;
+  private readonly ctx: SessionContext;
+  private readonly framer: Framer;
+  private upstream: UpstreamSession | undefined;
+  private upFramer: Framer | undefined;
+  private state: RelayState | undefined;
+  private sessionHooks: SessionHooks | undefined;
+  private key: { processId: number; secretKey: number } | undefined;
+  private clientPause = 0;
+  /** Startup holds the framer suspended until the relay starts. */
+  private holds = 1;
+  private seq = 0;
+  private closed = false;
+  private draining = false;
+  private passwordWaiter: ((password: string) => void) | undefined;
+
+  constructor(client: Socket, ctx: SessionContext) {
+    this.client = client;
+    this.ctx = ctx;
+    client.setNoDelay(true);
+    const starter = new ClientStartup(
+      () => this.framer,
+      (b) => client.write(b),
+      (e) => this.onStartupEvent(e),
+    );
+    this.framer = new Framer(starter, { startup: true });
+    this.starter = starter;
+    client.on('data', (chunk: Buffer) => this.fromClient(chunk));
+    client.on('error', (err) => this.close({ error: err.message }));
+    client.on('close', () => this.close({}));
+    client.on('drain', () => this.upstream?.socket.resume());
+  }
+
+  private readonly starter: ClientStartup;
+
+  /** True when no statement is in flight and no transaction is open (safe to end during a drain). */
+  get idle(): boolean {
+    const s = this.state;
+    return s === undefined
+      ? this.upstream === undefined
+      : s.queue.length === 0 && s.txStatus === 'I' && !this.framer.isSuspended;
+  }
+
+  /** Graceful shutdown: end now if idle, else as soon as the work in flight is done. */
+  drain(): void {
+    this.draining = true;
+    if (this.idle) this.terminate();
+  }
+
+  /** Ends the session with FATAL 57P01, as PostgreSQL does on a smart/fast shutdown. */
+  terminate(): void {
+    if (this.closed) return;
+    this.client.write(
+      errorResponse({
+        severity: 'FATAL',
+        code: '57P01',
+        message: 'terminating connection due to administrator command',
+      }),
+    );
+    this.close({ error: 'shutdown' });
+  }
+
+  private fromClient(chunk: Buffer): void {
+    const up = this.upstream?.socket;
+    up?.cork();
+    try {
+      this.framer.push(chunk);
+    } catch (err) {
+      this.protocolError(err);
+    } finally {
+      up?.uncork();
+    }
+    this.ctx.observer.bytes(chunk.length, 0);
+  }
+
+  private fromUpstream(chunk: Buffer): void {
+    this.client.cork();
+    try {
+      this.upFramer!.push(chunk);
+    } catch (err) {
+      this.protocolError(err, true);
+    } finally {
+      this.client.uncork();
+    }
+    this.ctx.observer.bytes(0, chunk.length);
+    if (this.draining && this.idle) this.terminate();
+  }
+
+  /**
+   * A malformed message ends the session (08P01), as in PostgreSQL. Anything else thrown on the relay path comes
+   * from a hook (planRows, a row transformer, scrubText): the session ends rather than let rows pass unmasked.
+   */
+  private protocolError(err: unknown, upstream = false): void {
+    if (!(err instanceof ProtocolError)) {
+      this.ctx.observer.hookError(this, err);
+      this.fatal('XX000', 'pgwarden could not process the result safely; the session was ended');
+      return;
+    }
+    this.fatal(err.sqlstate, upstream ? `upstream protocol error: ${err.message}` : err.message);
+  }
+
+  private fatal(code: string, message: string): void {
+    if (this.closed) return;
+    this.client.write(errorResponse({ severity: 'FATAL', code, message }));
+    this.close({ error: message });
+  }
+
+  private onStartupEvent(e: StartupEvent): void {
+    if (e.kind === 'cancel') {
+      this.ctx.cancels.cancel(e.processId, e.secretKey);
+      this.client.end();
+      return;
+    }
+    if (e.kind === 'password') {
+      this.passwordWaiter?.(e.password);
+      return;
+    }
+    this.client.pause();
+    this.establish(e.packet).catch((err) => {
+      if (err instanceof StartupRefused) this.fatal(err.sqlstate, err.message);
+      else if (err instanceof UpstreamError) {
+        this.ctx.observer.upstreamError(this, err);
+        this.fatal(err.sqlstate, err.message);
+      } else if (err instanceof ProtocolError) this.fatal(err.sqlstate, err.message);
+      else this.fatal('XX000', `pgwarden internal error: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  private async establish(packet: { params: Record<string, string>; minor: number }): Promise<void> {
+    const auth = await authenticateClient(this.client, this.ctx.hooks, packet, () => this.askPassword());
+    const creds = this.ctx.credentials();
+    const target = this.ctx.upstream;
+    this.info = {
+      id: this.id,
+      startedAt: new Date(),
+      client: auth.client,
+      startup: auth.startup,
+      identity: auth.identity,
+      upstream: {
+        host: target.host,
+        port: target.port,
+        database: target.database,
+        user: creds.username,
+        tls: target.sslmode !== 'disable',
+      },
+    };
+    const hooks = this.ctx.hooks.openSession(this.info);
+    this.sessionHooks = hooks;
+    this.ctx.observer.opened(this);
+    const setup = hooks.setupSql();
+    const up = await connectUpstream(target, creds, auth.forward);
+    if (this.closed) {
+      up.socket.destroy();
+      return;
+    }
+    this.upstream = up;
+    up.socket.on('error', (err) => this.close({ error: `upstream: ${err.message}` }));
+    up.socket.on('close', () => this.close({ error: this.closed ? undefined : 'upstream closed the connection' }));
+    await runSetupSql(up, setup);
+    this.startRelay(up, hooks);
+  }
+
+  private askPassword(): Promise<string> {
+    return new Promise((resolve) => {
+      this.passwordWaiter = resolve;
+      this.starter.expectPassword = true;
+      this.client.write(authenticationCleartextPassword());
+      this.client.resume();
+      this.framer.resume();
+    });
+  }
+
+  private startRelay(up: UpstreamSession, hooks: SessionHooks): void {
+    const key = this.ctx.cancels.register(() => this.cancelUpstream());
+    this.key = key;
+    const parts = [authenticationOk()];
+    for (const [k, v] of up.parameters) parts.push(parameterStatus(k, v));
+    parts.push(backendKeyData(key.processId, key.secretKey), readyForQuery(up.txStatus));
+    this.client.write(Buffer.concat(parts));
+    const state = new RelayState(hooks, {
+      toClient: (b) => {
+        if (!this.client.write(b)) up.socket.pause();
+      },
+      toUpstream: (b) => {
+        if (this.closed) return; // e.g. a held verdict that arrived after the client left
+        if (!up.socket.write(b)) this.setPause(UPSTREAM_FULL, true);
+      },
+      cancelUpstream: () => this.proxyCancel(),
+      statementDone: (record, stmt) => this.statementDone(record, stmt),
+    });
+    state.txStatus = up.txStatus;
+    this.state = state;
+    const relay = new ClientRelay(
+      state,
+      { hold: () => this.hold(), release: () => this.release(), terminate: () => {} },
+      this.ctx.maxStatementBytes,
+    );
+    relay.framer = this.framer;
+    this.framer.setHandler(relay);
+    this.upFramer = new Framer(new ServerRelay(state));
+    up.socket.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
+    up.socket.on('drain', () => this.setPause(UPSTREAM_FULL, false));
+    if (up.leftover.length > 0) this.fromUpstream(up.leftover);
+    this.client.resume();
+    this.release();
+  }
+
+  /** Stops forwarding client messages (a verdict is pending, or a proxy cancel is on its way). Counted. */
+  private hold(): void {
+    this.holds++;
+    this.framer.suspend();
+    this.setPause(HOLD, true);
+  }
+
+  private release(): void {
+    if (this.holds > 0) this.holds--;
+    if (this.holds > 0) return;
+    this.clientPause &= ~HOLD;
+    const up = this.upstream?.socket;
+    up?.cork();
+    try {
+      this.framer.resume();
+    } catch (err) {
+      this.protocolError(err);
+    } finally {
+      up?.uncork();
+    }
+    this.setPause(0, false);
+  }
+
+  private setPause(bit: number, on: boolean): void {
+    if (on) this.clientPause |= bit;
+    else this.clientPause &= ~bit;
+    if (this.clientPause !== 0 || this.framer.isSuspended) this.client.pause();
+    else if (!this.closed) this.client.resume();
+  }
+
+  /**
+   * A cancel the proxy itself sends (maxRows, timeoutMs). Nothing more is forwarded upstream until the postmaster
+   * has taken the request, so it cannot land on a later statement: a backend that is already idle ignores it
+   * (postgres.c ProcessInterrupts, "DoingCommandRead").
+   */
+  private proxyCancel(): void {
+    const up = this.upstream;
+    if (!up || this.closed) return;
+    this.hold();
+    sendCancel(this.ctx.upstream, up.processId, up.secretKey)
+      .catch((err) => {
+        if (err instanceof UpstreamError) this.ctx.observer.upstreamError(this, err);
+      })
+      .finally(() => this.release());
+  }
+
+  /** A client's CancelRequest, mapped from the proxy's key to the upstream's. */
+  cancelUpstream(): void {
+    const up = this.upstream;
+    if (!up || this.closed) return;
+    sendCancel(this.ctx.upstream, up.processId, up.secretKey).catch((err) => {
+      if (err instanceof UpstreamError) this.ctx.observer.upstreamError(this, err);
+    });
+  }
+
+  private statementDone(record: StatementRecord, _stmt: Stmt): void {
+    this.seq++;
+    try {
+      this.sessionHooks?.statementDone(record);
+    } catch (err) {
+      // The statement already ran; a failing recorder must not break the protocol stream.
+      this.ctx.observer.hookError(this, err);
+    }
+    this.ctx.observer.statement(this, record, this.seq);
+  }
+
+  /** Closes both sides; safe to call more than once. */
+  close(reason: { error?: string }): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.key) this.ctx.cancels.unregister(this.key.processId);
+    for (const e of this.state?.queue.drain() ?? []) e.stmt?.settle();
+    this.client.end();
+    this.client.destroySoon?.();
+    const up = this.upstream?.socket;
+    if (up) {
+      up.end(terminateMessage());
+      setTimeout(() => up.destroy(), 1000).unref();
+    }
+    try {
+      this.sessionHooks?.close(reason);
+    } finally {
+      this.ctx.observer.closed(this, reason);
+    }
+  }
+}

@@ -1,0 +1,191 @@
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { startAdminServer } from './admin/http-server.js';
+import { SidecarMetrics } from './admin/metrics.js';
+import {
+  type AuditFailMode,
+  type AuditRecorder,
+  type AuditSink,
+  createAuditRecorder,
+  createAuditSink,
+  withAudit,
+} from './audit/index.js';
+import { type CredentialsSource, credentialsProvider } from './credentials.js';
+import { DEFAULT_MAX_STATEMENT_BYTES } from './protocol/codes.js';
+import { allowAllHooks } from './proxy/allow-all-hooks.js';
+import { CancelRegistry } from './proxy/cancel-registry.js';
+import type { ProxyHooks } from './proxy/hooks.js';
+import { ProxySession, type SessionObserver } from './proxy/session.js';
+import { openTransport, type SslMode } from './upstream/connect.js';
+
+/** The subset of a pino logger the sidecar uses. */
+export interface SidecarLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface SidecarOptions {
+  listen: { host: string; port: number };
+  upstream: {
+    host: string;
+    port: number;
+    database: string;
+    sslmode: SslMode;
+    caFile?: string;
+    connectTimeoutMs?: number;
+  };
+  credentials: CredentialsSource;
+  /** Default: allow everything (records and audit events are still produced). */
+  hooks?: ProxyHooks;
+  /** Default: JSON lines on stdout. */
+  audit?: AuditSink;
+  /**
+   * Record audit events (session.start, one per statement, session.end; schema v1, audit/audit-recorder.ts) to
+   * `audit` through `auditRecorder`. Default true; hooks that emit their own events set this to false.
+   */
+  statementEvents?: boolean;
+  /** The process-wide recorder (one per sidecar process: it also holds the policy/gap chain). Default: one over `audit`. */
+  auditRecorder?: AuditRecorder;
+  /** closed (default): statements are denied (SQLSTATE 53000) while audit events cannot be made durable. */
+  auditFailMode?: AuditFailMode;
+  /** Admin HTTP (/healthz, /readyz, /metrics); false or absent = off. */
+  http?: { host: string; port: number } | false;
+  maxStatementBytes?: number;
+  logger?: SidecarLogger;
+}
+
+export interface Sidecar {
+  host: string;
+  port: number;
+  httpPort?: number;
+  metrics: SidecarMetrics;
+  sessions(): number;
+  /** Stops accepting, lets in-flight work finish for up to `graceMs` (default 10 s), then ends every session. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const quietLogger: SidecarLogger = { info() {}, warn() {}, error() {}, debug() {} };
+
+export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
+  const log = options.logger ?? quietLogger;
+  const audit = options.audit ?? options.auditRecorder?.sink ?? createAuditSink('stdout');
+  const emitEvents = options.statementEvents ?? true;
+  const innerHooks = options.hooks ?? allowAllHooks();
+  const hooks = emitEvents
+    ? withAudit(innerHooks, options.auditRecorder ?? createAuditRecorder(audit), options.auditFailMode ?? 'closed')
+    : innerHooks;
+  const credentials = credentialsProvider(options.credentials);
+  const metrics = new SidecarMetrics();
+  const cancels = new CancelRegistry();
+  const sessions = new Set<ProxySession>();
+
+  const observer: SessionObserver = {
+    opened(s) {
+      metrics.sessionOpened();
+      log.debug({ session: s.id, client: s.info?.client, user: s.info?.startup.user }, 'session opened');
+    },
+    closed(s, reason) {
+      sessions.delete(s);
+      if (s.info) metrics.sessionClosed();
+      log.debug({ session: s.id, error: reason.error }, 'session closed');
+    },
+    statement(_s, record) {
+      metrics.statement(record);
+    },
+    upstreamError(s, err) {
+      metrics.upstreamError(err.code);
+      log.warn({ session: s.id, code: err.code, err: err.message }, 'upstream error');
+    },
+    hookError(s, err) {
+      log.error({ session: s.id, err: err instanceof Error ? err.message : String(err) }, 'hook failed');
+    },
+    bytes: (a, b) => metrics.bytes(a, b),
+  };
+
+  const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
+    const session = new ProxySession(socket, {
+      hooks,
+      upstream: options.upstream,
+      credentials,
+      maxStatementBytes: options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES,
+      cancels,
+      observer,
+    });
+    sessions.add(session);
+  });
+  server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.listen.port, options.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+
+  let probe: { at: number; error: string | null } | null = null;
+  const upstreamReachable = async (): Promise<string | null> => {
+    // Cached: readiness probes come every few seconds from every kubelet and must not hammer the database.
+    if (probe && Date.now() - probe.at < 3000) return probe.error;
+    let error: string | null = null;
+    try {
+      const { socket } = await openTransport({ ...options.upstream, connectTimeoutMs: 2000 });
+      socket.destroy();
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+    }
+    probe = { at: Date.now(), error };
+    return error;
+  };
+
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  if (options.http) {
+    admin = await startAdminServer({
+      host: options.http.host,
+      port: options.http.port,
+      metrics,
+      readiness: async () => {
+        const reasons: string[] = [];
+        const up = await upstreamReachable();
+        if (up) reasons.push(`upstream unreachable: ${up}`);
+        if (hooks.ready?.() === false) reasons.push('policy not loaded');
+        if (!audit.ready()) reasons.push('audit sink not durable');
+        return reasons;
+      },
+    });
+  }
+  log.info(
+    {
+      listen: `${addr.address}:${addr.port}`,
+      upstream: `${options.upstream.host}:${options.upstream.port}/${options.upstream.database}`,
+      sslmode: options.upstream.sslmode,
+      http: admin?.port,
+    },
+    'sidecar listening',
+  );
+
+  let closing: Promise<void> | null = null;
+  return {
+    host: addr.address,
+    port: addr.port,
+    httpPort: admin?.port,
+    metrics,
+    sessions: () => sessions.size,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        // server.close() stops accepting at once; its callback only fires after every connection ended.
+        const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        for (const s of sessions) s.drain();
+        const deadline = Date.now() + graceMs;
+        while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+        for (const s of [...sessions]) s.terminate();
+        await listenerClosed;
+        await admin?.close();
+        if (!options.audit && !options.auditRecorder) await audit.close();
+        log.info({}, 'sidecar stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+// A one-second version of `make bench` so the benchmark script cannot rot: it starts its own PostgreSQL, the bare
+// pipe and the built sidecar CLI (`make test` builds first), runs one scenario per leg and writes its JSON.
+const repo = fileURLToPath(new URL('..', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'pgwarden-bench-smoke-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function runBench(env: NodeJS.ProcessEnv): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(repo, 'bench', 'run.mjs')], {
+      env: { ...process.env, ...env },
+      cwd: repo,
+    });
+    let output = '';
+    child.stdout.on('data', (d) => {
+      output += d;
+    });
+    child.stderr.on('data', (d) => {
+      output += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}
+
+describe('make bench (smoke)', () => {
+  it('measures direct, bare pipe and sidecar with sane numbers', { timeout: 90_000 }, async () => {
+    const out = join(dir, 'smoke.json');
+    const r = await runBench({
+      BENCH_SECONDS: '1',
+      BENCH_REPEATS: '1',
+      BENCH_SCENARIOS: 'select-prepared-c8,rows1000-c1',
+      BENCH_OUT: out,
+    });
+    expect(r.code, r.output).toBe(0);
+    const result = JSON.parse(readFileSync(out, 'utf8'));
+    const legs = result.config.legs.map((l: { name: string }) => l.name);
+    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'sidecar']));
+    expect(result.results).toHaveLength(2 * legs.length);
+    for (const row of result.results) {
+      expect(row.tps, `${row.scenario} via ${row.leg}`).toBeGreaterThan(0);
+      expect(row.runs[0].transactions).toBeGreaterThan(0);
+      if (row.leg !== 'direct') {
+        expect(row.cpuMicrosPerTx).toBeGreaterThan(0);
+        expect(row.vsBare).toBeGreaterThan(0);
+        expect(row.vsDirect).toBeGreaterThan(0);
+      }
+    }
+    expect(result.peakRssKiB.sidecar).toBeGreaterThan(10 * 1024);
+    // The sidecar audited what it served: at least one event per pgbench transaction of its two runs.
+    const sidecarTx = result.results
+      .filter((x: any) => x.leg === 'sidecar')
+      .reduce((n: number, x: any) => n + x.runs[0].transactions, 0);
+    expect(result.auditEvents.sidecar).toBeGreaterThanOrEqual(sidecarTx);
+    expect(result.machine.nproc).toBeGreaterThan(0);
+    expect(r.output).toMatch(/select-prepared-c8\s+sidecar\s+\d+/);
+  });
+});

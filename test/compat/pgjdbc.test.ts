@@ -1,0 +1,50 @@
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runClient, type SidecarTarget, startSidecarTarget } from './through-sidecar.js';
+
+// pgjdbc from Debian (libpostgresql-jdbc-java, scripts/system-deps.sh) on Java 17: the extended protocol with
+// server-side prepared statements after prepareThreshold, pipelined batches, row-limited portals, COPY, cancel.
+const harness = inject('pg');
+const source = fileURLToPath(new URL('./PgjdbcClient.java', import.meta.url));
+const JAR = '/usr/share/java/postgresql.jar';
+let target: SidecarTarget;
+let checks: Record<string, any>;
+
+beforeAll(async () => {
+  target = await startSidecarTarget(harness);
+  const url = `jdbc:postgresql://${target.host}:${target.port}/${target.database}?sslmode=disable`;
+  const r = await runClient('java', ['-cp', JAR, source, url, target.user, target.password], { timeoutMs: 45_000 });
+  if (r.status !== 0) throw new Error(`pgjdbc client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  checks = Object.fromEntries(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
+      .map((c) => [c.check, c]),
+  );
+}, 60_000);
+afterAll(async () => {
+  await target?.close();
+});
+
+describe('pgjdbc through the sidecar', () => {
+  it('switches to a server-side prepared statement after prepareThreshold', () => {
+    expect(checks.prepared).toMatchObject({ sum: 110, serverPrepared: 1 });
+  });
+
+  it('runs a pipelined batch, savepoints and a row-limited portal', () => {
+    expect(checks.batch.statements).toBe(1000);
+    expect(checks.cursor).toMatchObject({ rows: 1001, total: 500500 + 1001, last: 1001 });
+  });
+
+  it('copies in and out with CopyManager', () => {
+    expect(checks.copy).toMatchObject({ in: 500, out: '1,row 1\n1001,kept\n2500,copied 2500\n' });
+  });
+
+  it('reports SQLSTATE and position, and cancels with Statement.cancel (57014)', () => {
+    expect(checks.error).toMatchObject({ sqlState: '42P01', position: 15 });
+    expect(checks.cancel.sqlState).toBe('57014');
+    expect(checks.cancel.ms).toBeLessThan(10_000);
+    expect(checks.after.rows).toBe(1501);
+  });
+});

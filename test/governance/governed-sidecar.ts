@@ -1,0 +1,124 @@
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { parse } from 'yaml';
+import type { AuditSink } from '../../sidecar/src/audit/index.js';
+import {
+  type GovernanceEvent,
+  type GovernedSidecar,
+  type PolicyHooksOptions,
+  startGovernedSidecar,
+} from '../../sidecar/src/governance/index.js';
+
+const EXAMPLES = new URL('../../examples/', import.meta.url);
+
+/** An example policy (examples/*.yaml) as an object, for tests to adjust (role, issuer) before writing it out. */
+export function examplePolicy(file: string): Record<string, any> {
+  return parse(readFileSync(new URL(file, EXAMPLES), 'utf8'));
+}
+
+/** Writes policy documents as a YAML stream (JSON documents are YAML). */
+export function writePolicy(path: string, ...docs: object[]): void {
+  writeFileSync(`${path}.tmp`, docs.map((d) => JSON.stringify(d, null, 1)).join('\n---\n'));
+  // rename: the way editors and kubectl cp replace files; the source must see one complete version.
+  renameSync(`${path}.tmp`, path);
+}
+
+export function memoryAudit(): AuditSink & { events: Record<string, any>[] } {
+  const events: Record<string, any>[] = [];
+  return { events, emit: (e) => void events.push(e), ready: () => true, close: async () => {} } as AuditSink & {
+    events: Record<string, any>[];
+  };
+}
+
+export interface Governed {
+  gs: GovernedSidecar;
+  port: number;
+  policyFile: string;
+  events: GovernanceEvent[];
+  audit: ReturnType<typeof memoryAudit>;
+  client(opts?: Partial<pg.ClientConfig>): Promise<pg.Client>;
+  /** Waits until an event matching `pred` is among events[after...]. */
+  waitEvent(pred: (e: GovernanceEvent) => boolean, after?: number, timeoutMs?: number): Promise<GovernanceEvent>;
+  close(): Promise<void>;
+}
+
+/** Starts the real sidecar with `--policy FILE` semantics in front of the shared cluster, database `database`. */
+export async function startGoverned(
+  database: string,
+  policy: object,
+  opts: { governance?: Omit<PolicyHooksOptions, 'source' | 'policyName' | 'onEvent'>; http?: boolean } = {},
+): Promise<Governed> {
+  const shared = inject('pg');
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-gov-'));
+  const policyFile = join(dir, 'policy.yaml');
+  writePolicy(policyFile, policy);
+  const events: GovernanceEvent[] = [];
+  const audit = memoryAudit();
+  const gs = await startGovernedSidecar({
+    policyPath: policyFile,
+    listenPort: 0,
+    upstream: { host: shared.host, port: shared.port, database, sslmode: 'disable' },
+    credentials: { username: 'app_scram', password: 'scram-pw-1' },
+    audit,
+    http: opts.http ? { host: '127.0.0.1', port: 0 } : false,
+    debounceMs: 30,
+    pollMs: 0,
+    governance: { ...opts.governance, onEvent: (e) => events.push(e) },
+  });
+  const port = gs.listeners[0].sidecar.port;
+  const clients: pg.Client[] = [];
+  return {
+    gs,
+    port,
+    policyFile,
+    events,
+    audit,
+    async client(extra = {}) {
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port,
+        user: 'agent',
+        database: 'app',
+        password: 'unused',
+        ...extra,
+      });
+      c.on('error', () => {});
+      await c.connect();
+      clients.push(c);
+      return c;
+    },
+    waitEvent(pred, start = 0, timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const t0 = Date.now();
+        const tick = () => {
+          const hit = events.slice(start).find(pred);
+          if (hit) resolve(hit);
+          else if (Date.now() - t0 > timeoutMs) reject(new Error(`no matching event within ${timeoutMs} ms`));
+          else setTimeout(tick, 10);
+        };
+        tick();
+      });
+    },
+    async close() {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await gs.close(500);
+    },
+  };
+}
+
+/** Runs SQL and returns the error (or undefined when it succeeded). */
+export async function errorOf(
+  c: pg.Client,
+  sql: string,
+  params?: unknown[],
+): Promise<(Error & { code?: string }) | undefined> {
+  try {
+    await c.query(sql, params);
+    return undefined;
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+}

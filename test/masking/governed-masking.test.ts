@@ -1,0 +1,99 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
+import { withPolicyMasking } from '../../sidecar/src/masking/index.js';
+import { ROLES } from '../harness/index.js';
+import { findLeaks } from './byte-tap.js';
+import { maskingSpec, type Planted, seed } from './seed.js';
+
+// Masking wired into the governed sidecar (policy file with a MaskingRule, the real decision engine), with audit.
+const S = 'mask_gov';
+let planted: Planted;
+let gs: GovernedSidecar;
+const events: Record<string, unknown>[] = [];
+
+beforeAll(async () => {
+  planted = await seed(S);
+  const shared = inject('pg');
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-mask-'));
+  const policyFile = join(dir, 'policy.yaml');
+  const policy = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    metadata: { name: 'maskgov', namespace: 'agents' },
+    spec: {
+      database: { host: 'unused', name: 'app', credentialsSecretRef: { name: 'c' } },
+      authentication: { mode: 'workload' },
+      role: ROLES.scram.user,
+      defaultAction: 'deny',
+      rules: [
+        {
+          name: 'read',
+          action: 'allow',
+          statements: ['select', 'explain', 'show', 'copy', 'transaction'],
+          tables: [`${S}.*`],
+        },
+      ],
+    },
+  };
+  const rule = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'MaskingRule',
+    metadata: { name: 'pii', namespace: 'agents' },
+    spec: { policies: ['maskgov'], ...maskingSpec(S) },
+  };
+  writeFileSync(policyFile, [policy, rule].map((d) => JSON.stringify(d)).join('\n---\n'));
+  const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+  const credentials = { username: ROLES.scram.user, password: ROLES.scram.password };
+  gs = await startGovernedSidecar({
+    policyPath: policyFile,
+    listenPort: 0,
+    upstream,
+    credentials,
+    audit: { emit: (e) => void events.push(e as Record<string, unknown>), ready: () => true, close: async () => {} },
+    http: false,
+    pollMs: 0,
+    wrapHooks: (hooks) => withPolicyMasking(hooks, { policy: () => hooks.policy(), upstream, credentials }),
+  });
+});
+afterAll(async () => {
+  await gs?.close(100);
+});
+
+async function client(): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port: gs.listeners[0].sidecar.port,
+    user: 'agent',
+    database: 'app',
+    password: 'unused',
+  });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+describe('masking in the governed sidecar', () => {
+  it('masks by the policy file’s MaskingRule, denies COPY of masked columns, keeps audit events clean', async () => {
+    const c = await client();
+    const r = await c.query(`SELECT id, full_name, upper(email) AS e, ssn, city FROM ${S}.customers ORDER BY id`);
+    expect(r.rows[0].city).toBe(planted.customers[0].city);
+    expect(r.rows[0].e).toBe('****');
+    expect(r.rows[0].ssn).toBe(`*******${planted.customers[0].ssn.slice(-4)}`);
+    const copy = await c.query(`COPY ${S}.customers TO STDOUT`).catch((e: { code?: string }) => e);
+    expect((copy as { code?: string }).code).toBe('42501');
+    const cast = await c.query(`SELECT full_name::int FROM ${S}.customers`).catch((e: Error) => e);
+    expect(String(cast)).toMatch(/invalid input syntax/);
+    await c.end();
+    const everything = Buffer.from(JSON.stringify(events));
+    expect(events.length).toBeGreaterThan(0);
+    const masked = events.map((e) => e.masking as { columns: string[]; cells: number } | undefined).find((m) => m);
+    expect(masked?.columns).toContain(`${S}.customers.ssn`);
+    expect(masked?.cells).toBeGreaterThanOrEqual(9);
+    expect(findLeaks(everything, planted.columnValues)).toEqual([]);
+    expect(everything.toString()).toMatch(/invalid input syntax for type integer: \\"\*\*\*\*\\"/);
+  });
+});

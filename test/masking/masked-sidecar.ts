@@ -1,0 +1,71 @@
+import type { MaskingSettings } from '@pgwarden/policy';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { allowAllHooks, type Sidecar, startSidecar } from '../../sidecar/src/index.js';
+import { CatalogCache, createMasker, upstreamCatalogQuery, withMasking } from '../../sidecar/src/masking/index.js';
+import { ROLES } from '../harness/index.js';
+import { ByteTap } from './byte-tap.js';
+import { maskingSpec } from './seed.js';
+
+export interface MaskedSidecar {
+  sidecar: Sidecar;
+  tap: ByteTap;
+  catalog: CatalogCache;
+  /** A client through the byte tap; user `compliance` gets the unmaskedFor exemption. */
+  client(opts?: { binary?: boolean; user?: string }): Promise<pg.Client>;
+  stop(): Promise<void>;
+}
+
+/** The real sidecar (allow-all policy) with masking for `schema`'s planted tables, behind a byte tap. */
+export async function startMaskedSidecar(schema: string, settings: MaskingSettings = {}): Promise<MaskedSidecar> {
+  const shared = inject('pg');
+  const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+  const creds = { username: ROLES.scram.user, password: ROLES.scram.password };
+  const query = upstreamCatalogQuery(upstream, creds);
+  const catalog = new CatalogCache(query);
+  const rules = [{ name: 'pii', spec: maskingSpec(schema) }];
+  const hooks = withMasking(allowAllHooks(), (info) =>
+    createMasker({
+      rules,
+      settings,
+      catalog,
+      subject: { groups: info.startup.user === 'compliance' ? ['compliance'] : [] },
+    }),
+  );
+  const sidecar = await startSidecar({
+    listen: { host: '127.0.0.1', port: 0 },
+    upstream,
+    credentials: creds,
+    hooks,
+    audit: { emit: () => {}, ready: () => true, close: async () => {} },
+  });
+  const tap = new ByteTap({ host: '127.0.0.1', port: sidecar.port });
+  await tap.start();
+  const clients: pg.Client[] = [];
+  return {
+    sidecar,
+    tap,
+    catalog,
+    async client(opts = {}) {
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: tap.port,
+        user: opts.user ?? 'agent',
+        database: 'app',
+        password: 'unused',
+        binary: opts.binary,
+      });
+      c.on('error', () => {});
+      c.on('notice', () => {});
+      await c.connect();
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+      await tap.stop();
+      await sidecar.close(100);
+      query.close();
+    },
+  };
+}
