@@ -21,7 +21,10 @@ try {
   await initPgbench({ ...pg, user: BENCH_ROLE.user, password: BENCH_ROLE.password }, 1);
   const upstream = { host: pg.host, port: pg.port, database: pg.database, sslmode: 'disable' };
   const credentials = { username: BENCH_ROLE.user, password: BENCH_ROLE.password };
-  for (const [name, file] of [['policy', 'policy-plain.yaml'], ['masked', 'policy-masked.yaml']]) {
+  for (const [name, file] of [
+    ['policy', 'policy-plain.yaml'],
+    ['masked', 'policy-masked.yaml'],
+  ]) {
     const gs = await startGovernedSidecar({
       policyPath: here(`./${file}`),
       listenPort: 0,
@@ -44,7 +47,13 @@ try {
       for (const l of r % 2 ? [...legs].reverse() : legs) {
         const before = process.cpuUsage();
         const res = await runPgbench(
-          { host: '127.0.0.1', port: l.port, user: BENCH_ROLE.user, password: BENCH_ROLE.password, database: pg.database },
+          {
+            host: '127.0.0.1',
+            port: l.port,
+            user: BENCH_ROLE.user,
+            password: BENCH_ROLE.password,
+            database: pg.database,
+          },
           ['-f', ROWS_1000, '-M', 'extended', '-c', String(clients), '-j', String(Math.min(clients, 2))],
           seconds,
         );

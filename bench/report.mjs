@@ -35,7 +35,12 @@ export function summarise(runs, baselineProxy) {
       vsDirect: direct ? tps / direct : undefined,
       vsBare: bare && g.leg !== 'direct' ? tps / bare : undefined,
       cpuMicrosPerTx: cpu,
-      runs: g.runs.map((r) => ({ tps: r.tps, transactions: r.transactions, cpuMicros: r.cpuMicros, rssAfterKiB: r.rssAfterKiB })),
+      runs: g.runs.map((r) => ({
+        tps: r.tps,
+        transactions: r.transactions,
+        cpuMicros: r.cpuMicros,
+        rssAfterKiB: r.rssAfterKiB,
+      })),
     });
   }
   return rows;

@@ -1,9 +1,14 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningOperator, runOperator } from './run-operator.js';
 import { FakeApiServer } from './testing/fake-apiserver.js';
+import { createCA, issueServingCertificate } from './tls/certificates.js';
 import { DEFAULT_SIDECAR_CONFIG } from './webhook/sidecar-config.js';
 
 let api: FakeApiServer;
@@ -120,5 +125,71 @@ describe('runOperator (the `pgwarden operator run` process) against the fake API
     expect(metrics).toMatch(/pgwarden_operator_admissions_total\{result="injected"\} 1/);
     expect(metrics).toMatch(/pgwarden_operator_leader 1/);
     expect((await fetch(`http://127.0.0.1:${op.metricsPort}/readyz`)).status).toBe(200);
+  });
+});
+
+describe('webhook TLS from files (cert-manager mode)', () => {
+  it('serves the mounted certificate and picks up a renewed one without restarting', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-webhook-tls-'));
+    const ca = await createCA('test-ca', 3_600_000);
+    const write = async () => {
+      const c = await issueServingCertificate(ca, ['pgwarden-webhook.pgwarden.svc'], 3_600_000);
+      writeFileSync(join(dir, 'tls.key'), c.keyPem);
+      writeFileSync(join(dir, 'tls.crt'), c.certPem);
+      return c.certPem;
+    };
+    const first = await write();
+    const kc = new KubeConfig();
+    kc.loadFromOptions(api.kubeconfig());
+    const files = await runOperator(
+      {
+        namespace: 'pgwarden',
+        leaderElection: false,
+        leaseName: 'unused',
+        webhook: {
+          enabled: true,
+          port: 0,
+          tls: 'files',
+          certDir: dir,
+          certReloadMs: 50,
+          secretName: 'x',
+          serviceName: 'x',
+          configName: 'x',
+        },
+        metricsPort: 0,
+        sidecar: DEFAULT_SIDECAR_CONFIG,
+        rollout: 'None',
+        resyncMs: 60_000,
+        kubeconfig: kc,
+      },
+      pino({ level: 'silent' }),
+    );
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = connect(
+          { host: '127.0.0.1', port: files.webhookPort!, ca: ca.certPem, servername: 'pgwarden-webhook.pgwarden.svc' },
+          () => {
+            resolve(s.getPeerX509Certificate()!.toString());
+            s.end();
+          },
+        );
+        s.on('error', reject);
+      });
+    try {
+      const { X509Certificate } = await import('node:crypto');
+      expect(await served()).toBe(new X509Certificate(first).toString());
+      await new Promise((r) => setTimeout(r, 20)); // a distinct mtime
+      const second = await write();
+      const want = new X509Certificate(second).toString();
+      const end = Date.now() + 5000;
+      let got = await served();
+      while (Date.now() < end && got !== want) {
+        await new Promise((r) => setTimeout(r, 50));
+        got = await served();
+      }
+      expect(got).toBe(want);
+    } finally {
+      await files.stop();
+    }
   });
 });

@@ -35,6 +35,8 @@ export interface OperatorConfig {
     serviceName: string;
     configName: string;
     certValidityMs?: number;
+    /** files mode: how often to look for a renewed certificate (default 10 s). */
+    certReloadMs?: number;
   };
   metricsPort: number;
   sidecar: SidecarConfig;
@@ -130,7 +132,7 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
         } catch (err) {
           events.emit('tls.error', { error: String(err) });
         }
-      }, 10_000);
+      }, cfg.webhook.certReloadMs ?? 10_000);
     }
     admission = new AdmissionServer({
       tls: initial!,

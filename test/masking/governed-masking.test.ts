@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -13,6 +13,7 @@ import { maskingSpec, type Planted, seed } from './seed.js';
 const S = 'mask_gov';
 let planted: Planted;
 let gs: GovernedSidecar;
+let rewrite: (extraColumns: object[]) => void;
 const events: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
@@ -45,7 +46,12 @@ beforeAll(async () => {
     metadata: { name: 'pii', namespace: 'agents' },
     spec: { policies: ['maskgov'], ...maskingSpec(S) },
   };
-  writeFileSync(policyFile, [policy, rule].map((d) => JSON.stringify(d)).join('\n---\n'));
+  rewrite = (extra) => {
+    const r = { ...rule, spec: { ...rule.spec, columns: [...rule.spec.columns, ...extra] } };
+    writeFileSync(`${policyFile}.tmp`, [policy, r].map((d) => JSON.stringify(d)).join('\n---\n'));
+    renameSync(`${policyFile}.tmp`, policyFile);
+  };
+  rewrite([]);
   const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
   const credentials = { username: ROLES.scram.user, password: ROLES.scram.password };
   gs = await startGovernedSidecar({
@@ -95,5 +101,19 @@ describe('masking in the governed sidecar', () => {
     expect(masked?.cells).toBeGreaterThanOrEqual(9);
     expect(findLeaks(everything, planted.columnValues)).toEqual([]);
     expect(everything.toString()).toMatch(/invalid input syntax for type integer: \\"\*\*\*\*\\"/);
+  });
+
+  it('a policy reload applies to sessions that are already open', async () => {
+    const c = await client();
+    const before = await c.query(`SELECT city FROM ${S}.customers WHERE id = 1`);
+    expect(before.rows[0].city).toBe(planted.customers[0].city);
+    rewrite([{ table: `${S}.customers`, column: 'city', strategy: { type: 'redact' } }]);
+    let city = before.rows[0].city;
+    for (let i = 0; i < 100 && city !== '****'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      city = (await c.query(`SELECT city FROM ${S}.customers WHERE id = 1`)).rows[0].city;
+    }
+    expect(city).toBe('****');
+    await c.end();
   });
 });

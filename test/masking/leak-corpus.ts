@@ -163,6 +163,7 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('error', 'BEGIN', `UPDATE ${C} SET age = -1 WHERE id = 1`, 'ROLLBACK'),
     q('error', 'BEGIN', `UPDATE ${C} SET full_name = NULL WHERE id = 2`, 'ROLLBACK'),
     q('error', 'BEGIN', `INSERT INTO ${C} (id, full_name) VALUES (1, 'dup')`, 'ROLLBACK'),
+    q('any', 'LISTEN mask_trg', `UPDATE ${S}.touched SET v = 'b' WHERE id = 1`, 'SELECT 1'),
     q('any', `SELECT ${S}.leak_notice()`),
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),

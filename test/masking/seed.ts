@@ -105,6 +105,14 @@ export async function seed(schema: string): Promise<Planted> {
       RAISE NOTICE 'n: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); RETURN 1; END $$`);
     await c.query(`CREATE FUNCTION ${S}.leak_error() RETURNS int LANGUAGE plpgsql AS $$ BEGIN
       RAISE EXCEPTION 'e: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); END $$`);
+    // A table whose trigger raises and notifies a masked value: user code the sidecar cannot see in the SQL.
+    await c.query(`CREATE TABLE ${S}.touched (id int PRIMARY KEY, v text)`);
+    await c.query(`INSERT INTO ${S}.touched VALUES (1, 'a')`);
+    await c.query(`CREATE FUNCTION ${S}.leak_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 't: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1);
+      PERFORM pg_notify('mask_trg', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1));
+      RETURN NEW; END $$`);
+    await c.query(`CREATE TRIGGER leak AFTER UPDATE ON ${S}.touched FOR EACH ROW EXECUTE FUNCTION ${S}.leak_trigger()`);
     for (const p of customers) {
       const notes =
         p.id === 1

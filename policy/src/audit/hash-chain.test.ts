@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent, UnsealedAuditEvent } from './event-types.js';
 import { hashEvent, newChain, sealEvent, sealEventToJson, verifyChain } from './hash-chain.js';
@@ -88,5 +89,41 @@ describe('hash chain', () => {
   it('reports a session without session.end as open, not as a failure', () => {
     const r = verifyChain(session('a', 4).slice(0, 3));
     expect(r).toMatchObject({ ok: true, open: ['a'] });
+  });
+
+  it('property: removing any one event, or changing any field of one, is detected in that session only (a lost last event as an open session)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2, max: 12 }),
+        fc.nat(),
+        fc.constantFrom('remove', 'text', 'time', 'seq', 'prevHash'),
+        (n, pick, how) => {
+          const a = session('a', n);
+          const b = session('b', 3);
+          const i = pick % n;
+          const victim = a[i];
+          let changed: AuditEvent[];
+          if (how === 'remove') changed = a.filter((_, j) => j !== i);
+          else {
+            const e = structuredClone(victim);
+            if (how === 'text') e.statement = { text: 'DROP TABLE x', tables: [], functions: [] };
+            if (how === 'time') e.time = '2030-01-01T00:00:00.000000Z';
+            if (how === 'seq') e.session.seq += n;
+            if (how === 'prevHash') e.prevHash = 'f'.repeat(64);
+            changed = a.map((x, j) => (j === i ? e : x));
+          }
+          const r = verifyChain([...changed, ...b]);
+          if (how === 'remove' && i === n - 1) {
+            // A lost tail leaves no hole: the chain can only say the session never ended.
+            expect(r.open).toEqual(['a']);
+            return;
+          }
+          expect(r.ok).toBe(false);
+          const flagged = new Set([...r.gaps.map((g) => g.session), ...r.tampered.map((t) => t.session)]);
+          expect([...flagged]).toEqual(['a']);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

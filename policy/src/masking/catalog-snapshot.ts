@@ -38,6 +38,8 @@ export interface CatalogSnapshot {
   byName: Map<string, CatalogRelation[]>;
   /** Names of functions defined outside pg_catalog / information_schema (their bodies may read anything). */
   userFunctions: Set<string>;
+  /** OIDs of relations with user triggers or rules: DML on them runs code whose output is not analysed. */
+  triggerRelations: Set<number>;
   /** Memo of per-view output lineage, filled by the lineage code. */
   viewMemo: Map<number, unknown>;
 }
@@ -61,11 +63,21 @@ export const LEAKY_SYSTEM_RELATIONS = new Set([
 ]);
 
 export function emptyCatalog(): CatalogSnapshot {
-  return { byOid: new Map(), byName: new Map(), userFunctions: new Set(), viewMemo: new Map() };
+  return {
+    byOid: new Map(),
+    byName: new Map(),
+    userFunctions: new Set(),
+    triggerRelations: new Set(),
+    viewMemo: new Map(),
+  };
 }
 
 /** Builds a snapshot from one row per (relation, column) — relations without columns come with attnum null. */
-export function buildCatalogSnapshot(rows: readonly CatalogRow[], userFunctions: readonly string[]): CatalogSnapshot {
+export function buildCatalogSnapshot(
+  rows: readonly CatalogRow[],
+  userFunctions: readonly string[],
+  triggerRelations: readonly number[] = [],
+): CatalogSnapshot {
   const snap = emptyCatalog();
   for (const r of rows) {
     let rel = snap.byOid.get(r.oid);
@@ -83,6 +95,7 @@ export function buildCatalogSnapshot(rows: readonly CatalogRow[], userFunctions:
   }
   for (const rel of snap.byOid.values()) rel.columns.sort((a, b) => a.attnum - b.attnum);
   for (const f of userFunctions) snap.userFunctions.add(f);
+  for (const oid of triggerRelations) snap.triggerRelations.add(oid);
   return snap;
 }
 

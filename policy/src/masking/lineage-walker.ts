@@ -183,6 +183,9 @@ export class LineageWalker {
     const scope: Scope = { items: [], parent, ctes: new Map() };
     if (s.withClause) this.withClause(s.withClause, scope);
     scope.items.push(...this.rangeItem({ RangeVar: s.relation }, scope));
+    // Triggers and rules on the target run user code (RAISE, pg_notify) the parse tree does not show.
+    const targets = this.cat.byName.get(s.relation?.relname) ?? [];
+    if (targets.some((r) => this.cat.triggerRelations.has(r.oid))) this.sink.opaque = true;
     for (const f of [...(s.fromClause ?? []), ...(s.usingClause ?? [])]) scope.items.push(...this.rangeItem(f, scope));
     if (s.sourceRelation) scope.items.push(...this.rangeItem(s.sourceRelation, scope));
     if (node.InsertStmt && s.selectStmt) {

@@ -75,6 +75,20 @@ describe('DiskSpool', () => {
     b.close();
   });
 
+  it('skips and counts a malformed line instead of stalling delivery behind it', () => {
+    const dir = tempDir();
+    const a = new DiskSpool({ dir, maxBytes: 1e7 });
+    a.append([rec(1)]);
+    a.close();
+    const seg = readdirSync(dir).find((f) => f.endsWith('.jsonl'))!;
+    appendFileSync(join(dir, seg), 'garbage without tabs\n');
+    const b = new DiskSpool({ dir, maxBytes: 1e7 });
+    b.append([rec(2)]);
+    expect(b.read(10).map((r) => r.msgID)).toEqual(['s.1', 's.2']);
+    expect(b.skippedLines).toBe(1);
+    b.close();
+  });
+
   it('refuses appends past the size cap and accepts again once acked segments are gone', () => {
     const dir = tempDir();
     const spool = new DiskSpool({ dir, maxBytes: 2000, segmentBytes: 500 });

@@ -71,6 +71,8 @@ export class DiskSpool {
   private syncAgain = false;
   /** An append was refused at the cap; cleared when delivered segments are deleted. */
   private refused = false;
+  /** Malformed lines skipped by read() so far. */
+  skippedLines = 0;
 
   constructor(opts: DiskSpoolOptions) {
     this.dir = opts.dir;
@@ -249,10 +251,13 @@ export class DiskSpool {
           const line = buf.toString('utf8', start, nl);
           const t1 = line.indexOf('\t');
           const t2 = line.indexOf('\t', t1 + 1);
-          if (t1 < 0 || t2 < 0)
-            throw new AuditError('AUDIT_SPOOL_CORRUPT', `malformed record in audit spool segment ${seg}`);
-          const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
-          out.push({ subject: line.slice(0, t1), msgID: line.slice(t1 + 1, t2), data: line.slice(t2 + 1), end });
+          if (t1 < 0 || t2 < 0) {
+            // Not written by us (disk damage, a hand edit): skip the line, and let the caller count it.
+            this.skippedLines++;
+          } else {
+            const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
+            out.push({ subject: line.slice(0, t1), msgID: line.slice(t1 + 1, t2), data: line.slice(t2 + 1), end });
+          }
           start = nl + 1;
           nl = buf.indexOf(10, start);
         }

@@ -206,6 +206,21 @@ describe('NATS audit sink (real nats-server)', () => {
     await purge(nats.url);
   });
 
+  it('drops (and counts) an event too large for NATS instead of blocking the log behind it', async () => {
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      registry: new Registry(),
+    });
+    sink.emit({ id: 'big.1', session: { id: 'big', seq: 1 }, blob: 'x'.repeat(1_100_000) });
+    sink.emit({ id: 'big.2', session: { id: 'big', seq: 2 } });
+    await sink.whenIdle(10_000);
+    expect(sink.stats()).toMatchObject({ dropped: 1, published: 1 });
+    await sink.close();
+    expect((await readAuditStream(nats.url)).map((m) => m.msgID)).toEqual(['big.2']);
+    await purge(nats.url);
+  });
+
   it('throughput with acks (micro-measure, compared with the file sink)', async () => {
     const n = 20_000;
     const fileSink = createFileSink({ path: join(spoolDir(), 'audit.jsonl'), registry: new Registry() });

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { auditSubject } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
@@ -27,6 +28,9 @@ export interface NatsSinkOptions {
   registry?: Registry;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
 }
+
+/** Below NATS's default max_payload (1 MiB) with room for headers (a UTF-16 unit is at most 3 UTF-8 bytes). */
+const MAX_EVENT_BYTES = 1_000_000;
 
 const PENDING = 0;
 const INFLIGHT = 1;
@@ -117,7 +121,8 @@ export class NatsAuditSink implements AuditSink {
     const session = event.session as { id?: string; seq?: number } | undefined;
     const entry: Entry = {
       subject: auditSubject(event),
-      msgID: String(event.id ?? `${session?.id}.${session?.seq}`).replace(/[\t\n\r]/g, '_'),
+      // Recorder events always carry id = <session>.<seq>; anything else still gets a unique message id.
+      msgID: String(event.id ?? randomUUID()).replace(/[\t\n\r]/g, '_'),
       data: eventJson(event),
       state: PENDING,
       session: session?.id,
@@ -125,6 +130,11 @@ export class NatsAuditSink implements AuditSink {
     };
     if (this.closing) {
       this.drop(entry, 'closed');
+      return;
+    }
+    // NATS refuses messages over max_payload (1 MiB by default); one would block the ordered log forever.
+    if (entry.data.length > MAX_EVENT_BYTES / 3 && Buffer.byteLength(entry.data) > MAX_EVENT_BYTES) {
+      this.drop(entry, 'too_large');
       return;
     }
     if (!this.spool) {
@@ -289,7 +299,11 @@ export class NatsAuditSink implements AuditSink {
     const room = Math.min(this.opts.maxQueue, 4 * this.opts.maxInFlight) - (this.window.length - this.head);
     if (room <= 0 || !this.spool || this.spool.readAll) return;
     try {
+      const skippedBefore = this.spool.skippedLines;
       for (const r of this.spool.read(room)) this.window.push({ ...r, state: PENDING });
+      for (let i = skippedBefore; i < this.spool.skippedLines; i++) {
+        this.drop({ subject: '', msgID: '', data: '', state: ACKED }, 'spool_corrupt');
+      }
     } catch (err) {
       this.log('error', 'audit spool read failed', err);
     }

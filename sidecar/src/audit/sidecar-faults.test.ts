@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { auditEventSchema, verifyChain } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
 import pg from 'pg';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { type Sidecar, startSidecar } from '../start-sidecar.js';
@@ -142,6 +143,57 @@ describe('failMode through the real proxy', () => {
         rows: [{ t: null }],
       });
       await c.end();
+    } finally {
+      await sc.close(500);
+      await a.sink.close();
+      await own.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('failMode open through the real proxy', () => {
+  it('keeps serving with a full spool, counts the drops, and records an audit.gap naming them once NATS is back', async () => {
+    const own = await startNats();
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-failopen-spool-'));
+    await own.kill();
+    const a = auditFromFlags({ audit: own.url, spoolDir: dir, spoolMaxBytes: '16KiB', auditFailMode: 'open' });
+    const shared = inject('pg');
+    const sc = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+      credentials: { username: 'app_scram', password: 'scram-pw-1' },
+      audit: a.sink,
+      auditRecorder: a.recorder,
+      auditFailMode: a.failMode,
+    });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
+      await c.connect();
+      for (let i = 0; i < 100; i++) expect((await c.query('SELECT $1::int AS i', [i])).rows[0].i).toBe(i);
+      const sink = a.sink as NatsAuditSink;
+      const dropped = sink.stats().dropped;
+      expect(dropped).toBeGreaterThan(0);
+      const target = new Registry();
+      a.exposeMetrics(target);
+      expect(await target.getSingleMetricAsString('pgwarden_audit_dropped_total')).toContain(
+        `cause="spool_full"} ${dropped}`,
+      );
+      await own.start();
+      for (let i = 0; i < 200 && !sink.ready(); i++) await new Promise((r) => setTimeout(r, 25));
+      await c.query('SELECT 1');
+      await c.end();
+      await new Promise((r) => setTimeout(r, 100));
+      await sink.whenIdle(15_000);
+      const events = (await readAuditStream(own.url)).map((m) => m.event);
+      const gaps = events.filter((e) => e.type === 'audit.gap');
+      expect(gaps).toHaveLength(1);
+      expect(gaps[0].gap?.dropped).toBe(dropped);
+      const report = verifyChain(events);
+      expect(report.tampered).toEqual([]);
+      expect(report.gaps.map((g) => ({ id: g.session, fromSeq: g.fromSeq, toSeq: g.toSeq }))).toEqual(
+        gaps[0].gap?.sessions,
+      );
     } finally {
       await sc.close(500);
       await a.sink.close();

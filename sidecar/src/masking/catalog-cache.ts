@@ -19,6 +19,10 @@ WHERE n.nspname <> 'pg_toast'`;
 export const FUNCTIONS_SQL = `SELECT DISTINCT p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 
+/** Relations with user triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) or rewrite rules. */
+export const TRIGGERS_SQL = `SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
+UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'`;
+
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
 
@@ -85,11 +89,10 @@ export class CatalogCache {
   private async load(): Promise<CatalogSnapshot> {
     this.stale = false;
     try {
-      const [rows, funcs, cons] = [
-        await this.query(CATALOG_SQL),
-        await this.query(FUNCTIONS_SQL),
-        await this.query(CONSTRAINTS_SQL),
-      ];
+      const rows = await this.query(CATALOG_SQL);
+      const funcs = await this.query(FUNCTIONS_SQL);
+      const cons = await this.query(CONSTRAINTS_SQL);
+      const triggers = await this.query(TRIGGERS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -103,6 +106,7 @@ export class CatalogCache {
       this.snap = buildCatalogSnapshot(
         catalogRows,
         funcs.map((f) => f.name ?? ''),
+        triggers.map((t) => Number(t.oid)),
       );
       const ids = new Set<string>();
       for (const r of catalogRows) {

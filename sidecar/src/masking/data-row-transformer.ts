@@ -59,28 +59,32 @@ function encodeMasked(f: PlanField, value: string | null, strategy: string): Cel
   return null;
 }
 
-function applyAction(
-  a: ColumnAction,
-  f: PlanField,
-  b: Buffer,
-  start: number,
-  end: number,
-  detectors: readonly DetectorName[],
-): CellResult {
-  if (a.kind === 'mask') {
-    if (a.strategy.type === 'null') return null;
-    if (plainText(f, a.strategy.type) && maskAsciiInPlace(b, start, end, a.strategy)) return IN_PLACE;
-    // redact does not depend on the value: no need to decode it.
-    const text = a.strategy.type === 'redact' && f.format === 0 ? '' : textOf(f, b, start, end);
+type CellFn = (b: Buffer, start: number, end: number) => CellResult;
+
+/** The rewrite of one column, decided once per RowDescription (not per row). */
+function compileCell(a: ColumnAction, f: PlanField, detectors: readonly DetectorName[]): CellFn {
+  if (a.kind === 'scan') {
+    return (b, start, end) => {
+      const text = textOf(f, b, start, end);
+      if (text === undefined) return undefined;
+      const out = scrubSecrets(text, detectors);
+      if (out === text) return undefined;
+      return f.format === 1 && f.typeOid === JSONB_OID ? `\u0001${out}` : out;
+    };
+  }
+  const st = a.strategy;
+  if (st.type === 'null') return () => null;
+  const inPlace = (st.type === 'partial' || st.type === 'digits') && plainText(f, st.type);
+  // redact does not depend on the value: no need to decode it.
+  const constant = st.type === 'redact' && f.format === 0 ? encodeMasked(f, maskText('', st), st.type) : undefined;
+  return (b, start, end) => {
+    if (inPlace && maskAsciiInPlace(b, start, end, st)) return IN_PLACE;
+    if (constant !== undefined) return constant;
+    const text = textOf(f, b, start, end);
     // A binary value of a type we cannot rewrite in place: NULL is the only safe replacement.
     if (text === undefined) return null;
-    return encodeMasked(f, maskText(text, a.strategy), a.strategy.type);
-  }
-  const text = textOf(f, b, start, end);
-  if (text === undefined) return undefined;
-  const out = scrubSecrets(text, detectors);
-  if (out === text) return undefined;
-  return f.format === 1 && f.typeOid === JSONB_OID ? `\u0001${out}` : out;
+    return encodeMasked(f, maskText(text, st), st.type);
+  };
 }
 
 /**
@@ -95,7 +99,8 @@ export function createRowTransformer(
   detectors: readonly DetectorName[],
   counters: MaskingCounters = { cells: 0 },
 ): RowTransformer {
-  const actions = plan.actions;
+  const cells = plan.actions.map((a, i) => (a ? compileCell(a, fields[i], detectors) : undefined));
+  const isMask = plan.actions.map((a) => a?.kind === 'mask');
   // Replacements of the current row, reused across rows (a transformer serves one result stream, synchronously).
   const at: number[] = [];
   const until: number[] = [];
@@ -107,11 +112,11 @@ export function createRowTransformer(
     for (let i = 0; i < n; i++) {
       const len = body.readInt32BE(off);
       const end = len < 0 ? off + 4 : off + 4 + len;
-      const a = actions[i];
-      if (a !== undefined && len >= 0) {
-        const r = applyAction(a, fields[i], body, off + 4, end, detectors);
+      const cell = cells[i];
+      if (cell !== undefined && len >= 0) {
+        const r = cell(body, off + 4, end);
         if (r !== undefined) {
-          if (a.kind === 'mask') counters.cells++;
+          if (isMask[i]) counters.cells++;
           if (r === IN_PLACE) {
             // Rewritten in place by maskAsciiInPlace.
           } else if (typeof r === 'string' && r.length <= len && Buffer.byteLength(r, 'utf8') === len) {

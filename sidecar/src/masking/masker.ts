@@ -56,7 +56,7 @@ export interface Masker {
   statementDone(record: StatementRecord): void;
   /** Masked columns and cells of a verdict's results since the last call (audit `masking`), or undefined. */
   takeStats(verdict: Verdict): { columns: string[]; cells: number } | undefined;
-  /** Audit counters: masked output columns planned, masked cells written. */
+  /** Totals: masked output columns planned, masked cells reported (via takeStats). */
   readonly counters: MaskingCounters & { columns: number };
 }
 
@@ -209,13 +209,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       const list = stats.get(verdict) ?? [];
       list.push({ columns: plan.masked, counters: own, reported: 0 });
       stats.set(verdict, list);
-      const transform = createRowTransformer(plan, fields, config.detectors, own);
-      return (body) => {
-        const before = own.cells;
-        const out = transform(body);
-        counters.cells += own.cells - before;
-        return out;
-      };
+      return createRowTransformer(plan, fields, config.detectors, own);
     },
     scrubText(text, channel) {
       const config = current();
@@ -234,8 +228,10 @@ export function createMasker(opts: MaskerOptions): Masker {
       let cells = 0;
       for (const e of list) {
         for (const c of e.columns) columns.add(c);
-        cells += e.counters.cells - e.reported;
+        const delta = e.counters.cells - e.reported;
         e.reported = e.counters.cells;
+        cells += delta;
+        counters.cells += delta;
       }
       return columns.size ? { columns: [...columns], cells } : undefined;
     },

@@ -45,6 +45,8 @@ export class ClientRelay implements FramerHandler {
   private readonly io: ClientRelayIO;
   private readonly maxStatementBytes: number;
   private oversize = 0;
+  /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
+  cancelHeld: (() => void) | undefined = undefined;
 
   constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number) {
     this.s = state;
@@ -177,10 +179,14 @@ export class ClientRelay implements FramerHandler {
     }
     const name = st.request.statementName ?? '';
     if (!(v instanceof Promise)) return this.apply(kind, st, v, name);
-    // Held (e.g. review): nothing more from this client is read until the verdict is in.
+    // Held (e.g. review): nothing more from this client is read until the verdict is in, or the client cancels.
     this.framer!.suspend();
     this.io.hold();
-    v.catch(failClosed).then((verdict) => {
+    const cancelled = new Promise<Verdict>((resolve) => {
+      this.cancelHeld = () => resolve(CANCELLED);
+    });
+    Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
+      this.cancelHeld = undefined;
       st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
       const out = this.apply(kind, st, verdict, name);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
@@ -239,6 +245,12 @@ export class ClientRelay implements FramerHandler {
 }
 
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
+const CANCELLED: Verdict = {
+  action: 'deny',
+  code: '57014',
+  message: 'canceling statement due to user request',
+  reason: 'cancelled by the client while held',
+};
 
 /** A hook that throws or rejects denies: security decisions fail closed. */
 function failClosed(err: unknown): Verdict {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
+import { cancelRequest } from '../protocol/frontend-messages.js';
 import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
@@ -21,6 +22,7 @@ function decide(req: StatementRequest): Verdict | Promise<Verdict> {
   if (req.sql.includes('explode')) throw new Error('policy engine crashed');
   if (req.sql.includes('held'))
     return new Promise((r) => setTimeout(() => r({ action: 'allow', rule: 'after-review' }), 150));
+  if (req.sql.includes('review')) return new Promise(() => {}); // an approval nobody gives
   if (req.sql.includes('capped')) return { action: 'allow', maxRows: 10 };
   if (req.sql.includes('slow')) return { action: 'allow', timeoutMs: 200 };
   return { action: 'allow' };
@@ -61,6 +63,7 @@ const hooks: ProxyHooks = {
 describe('statement gate', () => {
   let fx: Fixture;
   let c: RawClient;
+  let key: Buffer;
   const run = async (...m: Buffer[]) => {
     c.send(...m);
     return c.untilReady();
@@ -69,7 +72,9 @@ describe('statement gate', () => {
 
   beforeAll(async () => {
     fx = await startFixture({ hooks, maxStatementBytes: 4096 });
-    c = (await RawClient.startup(fx.sidecar.port)).client;
+    const started = await RawClient.startup(fx.sidecar.port);
+    c = started.client;
+    key = started.messages.find((m) => m.type === B.BackendKeyData)!.buf;
     await run(msg.query('DROP TABLE IF EXISTS gate_t; CREATE TABLE gate_t (id int, secret text)'));
   });
   afterAll(async () => {
@@ -149,6 +154,20 @@ describe('statement gate', () => {
     expect(m2.filter((x) => x.type === B.DataRow).map((x) => rowOf(x)[0])).toEqual(['held', 'next']);
     const held = records.find((r) => r.request.sql.includes("'held'"))!;
     expect(held.heldMs).toBeGreaterThanOrEqual(140);
+  });
+
+  it('ends a held statement with 57014 when the client cancels it', async () => {
+    c.send(msg.query("SELECT 'review'"));
+    await new Promise((r) => setTimeout(r, 50));
+    const canceller = await RawClient.open(fx.sidecar.port);
+    canceller.send(cancelRequest(key.readInt32BE(5), key.readInt32BE(9)));
+    const m = await c.untilReady();
+    expect(types(m)).toBe('E Z');
+    expect([errorOf(m[0]).get('C'), errorOf(m[0]).get('M')]).toEqual([
+      '57014',
+      'canceling statement due to user request',
+    ]);
+    expect(types(await run(msg.query('SELECT 1')))).toBe('T D C Z');
   });
 
   it('denies a FunctionCall by policy', async () => {

@@ -179,11 +179,13 @@ describe('relay through the sidecar', () => {
   it('cancels a running statement with the proxy key (57014)', async () => {
     const { client, messages } = await RawClient.startup(fx.sidecar.port);
     const key = messages.find((x) => x.type === B.BackendKeyData)!;
-    client.send(msg.query("SELECT pg_sleep(20) /* cancel-me */"));
+    client.send(msg.query('SELECT pg_sleep(20) /* cancel-me */'));
     // A cancel that arrives before the statement runs is ignored by PostgreSQL: wait until it is active.
     const watcher = await fx.client();
     for (let i = 0; i < 200; i++) {
-      const r = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()");
+      const r = await watcher.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()",
+      );
       if (r.rows[0].n > 0) break;
       await new Promise((res) => setTimeout(res, 25));
     }

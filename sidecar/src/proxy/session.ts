@@ -12,13 +12,13 @@ import { ProtocolError } from '../protocol/errors.js';
 import { Framer } from '../protocol/framer.js';
 import { terminateMessage } from '../protocol/frontend-messages.js';
 import { sendCancel } from '../upstream/cancel.js';
-import { connectUpstream, type UpstreamSession } from '../upstream/connect.js';
+import type { UpstreamSession } from '../upstream/connect.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { runSetupSql } from '../upstream/setup-sql.js';
 import { authenticateClient, StartupRefused } from './client-auth.js';
 import { ClientRelay } from './client-relay.js';
 import { ClientStartup, type StartupEvent } from './client-startup.js';
 import type { SessionHooks, SessionInfo, StatementRecord } from './hooks.js';
+import { openUpstreamSession } from './open-session.js';
 import type { Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
@@ -39,6 +39,7 @@ export class ProxySession {
   private upstream: UpstreamSession | undefined;
   private upFramer: Framer | undefined;
   private state: RelayState | undefined;
+  private relay: ClientRelay | undefined;
   private sessionHooks: SessionHooks | undefined;
   private key: { processId: number; secretKey: number } | undefined;
   private clientPause = 0;
@@ -163,27 +164,11 @@ export class ProxySession {
 
   private async establish(packet: { params: Record<string, string>; minor: number }): Promise<void> {
     const auth = await authenticateClient(this.client, this.ctx.hooks, packet, () => this.askPassword());
-    const creds = this.ctx.credentials();
-    const target = this.ctx.upstream;
-    this.info = {
-      id: this.id,
-      startedAt: new Date(),
-      client: auth.client,
-      startup: auth.startup,
-      identity: auth.identity,
-      upstream: {
-        host: target.host,
-        port: target.port,
-        database: target.database,
-        user: creds.username,
-        tls: target.sslmode !== 'disable',
-      },
-    };
-    const hooks = this.ctx.hooks.openSession(this.info);
-    this.sessionHooks = hooks;
-    this.ctx.observer.opened(this);
-    const setup = hooks.setupSql();
-    const up = await connectUpstream(target, creds, auth.forward);
+    const up = await openUpstreamSession(this.ctx, this.id, auth, (info, hooks) => {
+      this.info = info;
+      this.sessionHooks = hooks;
+      this.ctx.observer.opened(this);
+    });
     if (this.closed) {
       up.socket.destroy();
       return;
@@ -191,8 +176,7 @@ export class ProxySession {
     this.upstream = up;
     up.socket.on('error', (err) => this.close({ error: `upstream: ${err.message}` }));
     up.socket.on('close', () => this.close({ error: this.closed ? undefined : 'upstream closed the connection' }));
-    await runSetupSql(up, setup);
-    this.startRelay(up, hooks);
+    this.startRelay(up, this.sessionHooks!);
   }
 
   private askPassword(): Promise<string> {
@@ -231,6 +215,7 @@ export class ProxySession {
       this.ctx.maxStatementBytes,
     );
     relay.framer = this.framer;
+    this.relay = relay;
     this.framer.setHandler(relay);
     this.upFramer = new Framer(new ServerRelay(state));
     up.socket.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
@@ -286,8 +271,12 @@ export class ProxySession {
       .finally(() => this.release());
   }
 
-  /** A client's CancelRequest, mapped from the proxy's key to the upstream's. */
+  /** A client's CancelRequest, mapped from the proxy's key to the upstream's (or ending a held statement). */
   cancelUpstream(): void {
+    if (this.relay?.cancelHeld) {
+      this.relay.cancelHeld();
+      return;
+    }
     const up = this.upstream;
     if (!up || this.closed) return;
     sendCancel(this.ctx.upstream, up.processId, up.secretKey).catch((err) => {

@@ -1,6 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP, type Socket, connect as tcpConnect } from 'node:net';
-import { type ConnectionOptions, checkServerIdentity, connect as tlsConnect } from 'node:tls';
+import {
+  type ConnectionOptions,
+  checkServerIdentity,
+  createSecureContext,
+  type SecureContext,
+  connect as tlsConnect,
+} from 'node:tls';
 import { decodeErrorFields } from '../protocol/backend-messages.js';
 import { Auth, B } from '../protocol/codes.js';
 import {
@@ -43,6 +49,26 @@ export interface UpstreamSession {
   txStatus: 'I' | 'T' | 'E';
   /** Bytes that arrived after the first ReadyForQuery (normally empty). */
   leftover: Buffer;
+}
+
+let contextCache: { key: string; context: SecureContext } | null = null;
+
+/**
+ * Building a TLS context parses the CA bundle (and the system store); doing it once per CA file version instead of
+ * per connection takes that cost off every connect. The file's mtime is checked so a rotated CA is picked up.
+ */
+function secureContextFor(caFile: string | undefined): SecureContext {
+  try {
+    const key = caFile ? `${caFile}:${statSync(caFile).mtimeMs}` : '';
+    if (contextCache?.key !== key) {
+      contextCache = { key, context: createSecureContext(caFile ? { ca: readFileSync(caFile) } : {}) };
+    }
+    return contextCache.context;
+  } catch (err) {
+    throw new UpstreamError('PGW_UPSTREAM_TLS', `cannot use CA file ${caFile}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
 }
 
 /** Opens TCP (and TLS per sslmode) to the upstream; the returned socket is ready for a startup or cancel packet. */
@@ -94,7 +120,12 @@ export async function openTransport(target: UpstreamTarget): Promise<{ socket: S
     );
   }
   const opts: ConnectionOptions = { socket: raw, rejectUnauthorized: target.sslmode !== 'require' };
-  if (target.caFile) opts.ca = readFileSync(target.caFile);
+  try {
+    opts.secureContext = secureContextFor(target.caFile);
+  } catch (err) {
+    raw.destroy();
+    throw err;
+  }
   if (isIP(target.host) === 0) opts.servername = target.host;
   // verify-ca checks the chain only; verify-full also the host name (libpq-ssl.html, "SSL Mode Descriptions").
   if (target.sslmode === 'verify-ca' || target.sslmode === 'require') opts.checkServerIdentity = () => undefined;

@@ -18,10 +18,16 @@ import {
   typeKey,
 } from './resource-types.js';
 import { mergeApplied } from './server-side-apply.js';
-import { filteredEvent, type WatchEvent, type WatchEventType, type Watcher, type WatchFilter } from './watch-filter.js';
+import {
+  filteredEvent,
+  matchesFilter,
+  type WatchEvent,
+  type WatchEventType,
+  type Watcher,
+  type WatchFilter,
+} from './watch-filter.js';
 
 export type { WatchEvent, WatchEventType, Watcher, WatchFilter } from './watch-filter.js';
-export { matchesFilter } from './watch-filter.js';
 
 interface HistoryEntry {
   rv: number;

@@ -1,0 +1,45 @@
+import { connectUpstream, type UpstreamSession } from '../upstream/connect.js';
+import { runSetupSql } from '../upstream/setup-sql.js';
+import type { AuthenticatedClient } from './client-auth.js';
+import type { SessionHooks, SessionInfo } from './hooks.js';
+import type { SessionContext } from './session-context.js';
+
+/**
+ * After the client authenticated: describes the session, opens its hooks (reported through `opened` before any
+ * network wait, so a failing connect still closes them), connects upstream with the current credentials and runs
+ * the hooks' setup SQL. Throws UpstreamError for the client's FATAL.
+ */
+export async function openUpstreamSession(
+  ctx: SessionContext,
+  id: string,
+  auth: AuthenticatedClient,
+  opened: (info: SessionInfo, hooks: SessionHooks) => void,
+): Promise<UpstreamSession> {
+  const creds = ctx.credentials();
+  const target = ctx.upstream;
+  const info: SessionInfo = {
+    id,
+    startedAt: new Date(),
+    client: auth.client,
+    startup: auth.startup,
+    identity: auth.identity,
+    upstream: {
+      host: target.host,
+      port: target.port,
+      database: target.database,
+      user: creds.username,
+      tls: target.sslmode !== 'disable',
+    },
+  };
+  const hooks = ctx.hooks.openSession(info);
+  opened(info, hooks);
+  const setup = hooks.setupSql();
+  const up = await connectUpstream(target, creds, auth.forward);
+  try {
+    await runSetupSql(up, setup);
+  } catch (err) {
+    up.socket.destroy();
+    throw err;
+  }
+  return up;
+}
