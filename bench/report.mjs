@@ -85,3 +85,21 @@ export function machine(pgVersion) {
     loadavg: readFileSync('/proc/loadavg', 'utf8').trim(),
   };
 }
+
+/**
+ * The issue's targets for the `sidecar` leg: ≥ 0.9× the bare pipe on select-only -c 8, and peak RSS ≤ 96 MiB.
+ * Returns [] when the run did not include what a target needs.
+ */
+export function targets(rows, peakRss) {
+  const out = [];
+  const c8 = rows.filter((r) => r.leg === 'sidecar' && /^select-.*-c8$/.test(r.scenario) && r.vsBare !== undefined);
+  if (c8.length) {
+    const worst = Math.min(...c8.map((r) => r.vsBare));
+    out.push({ target: 'sidecar ≥ 0.9× bare pipe, select-only -c 8', value: worst, met: worst >= 0.9 });
+  }
+  if (peakRss.sidecar !== undefined) {
+    const mib = peakRss.sidecar / 1024;
+    out.push({ target: 'sidecar peak RSS ≤ 96 MiB', value: mib, met: mib <= 96 });
+  }
+  return out;
+}

@@ -11,7 +11,7 @@ import { BASELINE_PROXY, LEGS, SCENARIOS } from './legs.mjs';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
 import { cpuMicros, peakRssKiB, rssKiB } from './proc-stats.mjs';
-import { formatTable, machine, summarise } from './report.mjs';
+import { formatTable, machine, summarise, targets } from './report.mjs';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const repeats = Number(process.env.BENCH_REPEATS ?? 2);
@@ -78,6 +78,7 @@ try {
     started.filter((l) => l.auditFile).map((l) => [l.name, countLines(l.auditFile)]),
   );
   const rows = summarise(runs, BASELINE_PROXY);
+  const verdicts = targets(rows, peakRss);
   const result = {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -86,11 +87,14 @@ try {
     results: rows,
     peakRssKiB: peakRss,
     auditEvents,
+    targets: verdicts,
   };
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\n${formatTable(rows, peakRss)}\n`);
   for (const [leg, n] of Object.entries(auditEvents)) process.stdout.write(`audit events written by ${leg}: ${n}\n`);
+  for (const t of verdicts)
+    process.stdout.write(`target ${t.target}: ${t.value.toFixed(2)} ${t.met ? 'met' : 'NOT MET'}\n`);
   process.stdout.write(`results: ${outFile}\n`);
   await cleanup();
 } catch (err) {

@@ -34,7 +34,7 @@ function waitForOutput(pattern: RegExp, timeoutMs: number): Promise<RegExpExecAr
 
 describe('pgwarden demo', () => {
   it('serves PII-seeded PGlite through the sidecar, audits, and stops cleanly on SIGINT', {
-    timeout: 90_000,
+    timeout: 150_000,
   }, async () => {
     expect(existsSync(`${repo}/cli/dist/main.js`), 'build first: npx tsc -b').toBe(true);
     child = spawn(process.execPath, [cli, 'demo'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -46,7 +46,7 @@ describe('pgwarden demo', () => {
     });
     const exited = new Promise<number | null>((resolve) => child?.on('exit', (code) => resolve(code)));
 
-    const m = await waitForOutput(/psql "postgres:\/\/(\w+)@127\.0\.0\.1:(\d+)\/(\w+)\?sslmode=disable"/, 60_000);
+    const m = await waitForOutput(/psql "postgres:\/\/(\w+)@127\.0\.0\.1:(\d+)\/(\w+)\?sslmode=disable"/, 110_000);
     const [, user, port, database] = m;
     const client = new pg.Client({ host: '127.0.0.1', port: Number(port), user, database });
     await client.connect();

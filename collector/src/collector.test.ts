@@ -194,3 +194,43 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
     expect((await collector.verify()).every((r) => r.ok)).toBe(true);
   });
 });
+
+describe('collector started before NATS is up', () => {
+  it('serves its API, reports not ready, and consumes once nats-server starts', async () => {
+    const nats = await startNats();
+    await nats.kill();
+    const db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    const c = await startCollector({
+      nats: { url: nats.url },
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const r = await fetch(`${c.url}/readyz`);
+      expect(r.status).toBe(503);
+      expect((await r.json()).checks).toEqual({ store: true, nats: false });
+      await nats.start();
+      await waitFor(async () => (await fetch(`${c.url}/readyz`)).status === 200, 30_000);
+      const nc = await connect({ servers: nats.url });
+      const js = jetstream(nc);
+      const ev = makeSession({ id: 'late-nats', statements: 2 });
+      // The collector created the stream once it connected; publishing needs it to exist.
+      await waitFor(async () => {
+        try {
+          await js.publish(auditSubject(ev[0]), JSON.stringify(ev[0]), { msgID: ev[0].id });
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      for (const e of ev.slice(1)) await js.publish(auditSubject(e), JSON.stringify(e), { msgID: e.id });
+      await nc.close();
+      await waitFor(async () => (await getJson(`${c.url}/api/v1/sessions/late-nats`)).body.session?.events === 4);
+    } finally {
+      await c.stop();
+      await db.drop();
+      await nats.stop();
+    }
+  }, 60_000);
+});

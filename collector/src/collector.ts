@@ -141,13 +141,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       },
       opts.http,
     );
-    await nats?.start();
   } catch (err) {
     clearInterval(sweepTimer);
     clearInterval(queueGauge);
     await store.close().catch(() => {});
     throw err;
   }
+  nats?.start();
   for (const t of tails) t.start();
   for (const r of runners) r.start();
   if (opts.retentionDays !== undefined) void sweepGaps();

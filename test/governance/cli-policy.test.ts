@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort, waitForPort } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
 import { errorOf, examplePolicy, writePolicy } from './governed-sidecar.js';
+import { startTestIdp, type TestIdp } from './oidc-provider.js';
 
 const CLI = new URL('../../cli/dist/main.js', import.meta.url);
 // `make test` builds first; a bare `vitest run` on a fresh checkout has no cli/dist to launch.
@@ -18,13 +19,16 @@ describe.skipIf(!built)('pgwarden sidecar --policy (the CLI process)', () => {
   let port: number;
   let auditFile: string;
   let stderr = '';
+  let idp: TestIdp;
 
   beforeAll(async () => {
     const shared = inject('pg');
     db = await createGovernanceDb('cli');
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-'));
+    idp = await startTestIdp();
     const policy = examplePolicy('analyst-readonly.yaml');
     policy.spec.role = db.roles.analyst;
+    policy.spec.authentication = { mode: 'oidc', oidc: { issuer: idp.issuer, audience: 'pgwarden' } };
     writePolicy(join(dir, 'policy.yaml'), policy);
     mkdirSync(join(dir, 'creds'));
     writeFileSync(join(dir, 'creds', 'username'), 'app_scram\n');
@@ -48,6 +52,8 @@ describe.skipIf(!built)('pgwarden sidecar --policy (the CLI process)', () => {
         'off',
         '--audit',
         `file:${auditFile}`,
+        '--oidc-ca-file',
+        idp.caFile,
       ],
       { cwd: new URL('../../', import.meta.url), stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -64,10 +70,27 @@ describe.skipIf(!built)('pgwarden sidecar --policy (the CLI process)', () => {
       await exited;
     }
     await db?.drop();
+    await idp?.close();
   });
 
-  it('enforces the policy from the file: role set, denials audited with rule and policy hash', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+  it('enforces the policy from the file: OIDC login (IdP CA from --oidc-ca-file), role set, denials audited', async () => {
+    const expired = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'agent',
+      database: 'app',
+      password: await idp.sign({ exp: 1 }),
+    });
+    expect(
+      (
+        await expired.connect().then(
+          () => undefined,
+          (e: { code?: string }) => e,
+        )
+      )?.code,
+    ).toBe('28P01');
+    const token = await idp.sign({ sub: 'cli-user' });
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app', password: token });
     await c.connect();
     expect((await c.query('SELECT current_user AS u')).rows[0].u).toBe(db.roles.analyst);
     const before = await db.fingerprint();
@@ -90,5 +113,8 @@ describe.skipIf(!built)('pgwarden sidecar --policy (the CLI process)', () => {
     const reset = events.find((e) => e.type === 'statement' && e.statement?.text === 'RESET ROLE');
     expect(reset?.decision).toMatchObject({ action: 'deny', reason: 'identity-change' });
     expect(stderr).not.toMatch(/scram-pw-1/);
+    const signature = token.split('.')[2];
+    expect(readFileSync(auditFile, 'utf8')).not.toContain(signature);
+    expect(stderr).not.toContain(signature);
   });
 });

@@ -143,6 +143,23 @@ describe('raw protocol', () => {
     c.end();
   });
 
+  it('pipelined Queries: a search_path change is seen before the next statement is judged', async () => {
+    // hr.products shadows the allowed public.products once hr is first on the path; reading it leaves a trace.
+    await db.su(`CREATE VIEW hr.products AS SELECT * FROM public.products_data WHERE public.log_read('hr.products');
+      GRANT SELECT ON hr.products TO ${db.roles.analyst}`);
+    const c = await RawClient.connect(g.port);
+    c.send(serialize.query('SELECT * FROM products'));
+    expect((await c.until('readyForQuery')).map((m) => m.name)).not.toContain('error');
+    const reads = await db.readCount();
+    // Sent back to back, without waiting: the second must be judged with hr on the path, and denied.
+    c.send(serialize.query('SET search_path = hr, public'), serialize.query('SELECT * FROM products'));
+    expect((await c.until('readyForQuery')).map((m) => m.name)).not.toContain('error');
+    const second = await c.until('readyForQuery');
+    expect(second.find((m) => m.name === 'error')?.code).toBe('42501');
+    expect(await db.readCount()).toBe(reads);
+    c.end();
+  });
+
   it('re-Parsing an allowed statement name with denied SQL cannot swap what Bind/Execute runs', async () => {
     const c = await RawClient.connect(g.port);
     const before = await db.fingerprint();

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findLeaks } from './byte-tap.js';
-import { type LeakQuery, leakCorpus } from './leak-corpus.js';
+import { type LeakQuery, leakCorpus, srfQueries } from './leak-corpus.js';
 import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
 import { adminClient, type Planted, seed } from './seed.js';
 
@@ -114,6 +114,17 @@ describe('with maskedColumnPredicates: allow', () => {
     const err = await c.query(`SELECT id FROM ${S}.customers WHERE full_name::int = 1`).catch((e: Error) => e);
     expect(String(err)).toMatch(/invalid input syntax for type integer: "\*\*\*\*"/);
     expect(findLeaks(allow.tap.take(), planted.columnValues)).toEqual([]);
+    await c.end();
+  });
+
+  it('set-returning functions over masked values run, and return masked values only', async () => {
+    const c = await allow.client();
+    for (const sql of srfQueries(S)) {
+      allow.tap.take();
+      const r = await c.query(sql);
+      expect(r.rows.length, sql).toBeGreaterThan(0);
+      expect(findLeaks(allow.tap.take(), planted.columnValues), sql).toEqual([]);
+    }
     await c.end();
   });
 });

@@ -18,6 +18,17 @@ const x = (
   params: unknown[] = [],
 ): LeakQuery => ({ sql: [sql], mode, params, expect });
 
+/** Set-returning functions over masked values: their row count is a channel, so they count as predicates. */
+export function srfQueries(S: string): string[] {
+  const C = `${S}.customers`;
+  return [
+    `SELECT string_to_array(ssn, '-'), unnest(ARRAY[email]) FROM ${C}`,
+    `SELECT jsonb_path_query(to_jsonb(c), '$.full_name') FROM ${C} c`,
+    `SELECT * FROM ROWS FROM (jsonb_to_recordset((SELECT jsonb_agg(c) FROM ${C} c))) AS r(full_name text, ssn text)`,
+    `SELECT u FROM ${C} c, LATERAL unnest(ARRAY[c.full_name]) AS u`,
+  ];
+}
+
 export function leakCorpus(S: string): LeakQuery[] {
   const C = `${S}.customers`;
   return [
@@ -55,9 +66,9 @@ export function leakCorpus(S: string): LeakQuery[] {
       'rows',
       `SELECT CASE WHEN ssn IS NOT NULL THEN ssn END, coalesce(NULL, email), greatest(full_name, '') FROM ${C}`,
     ),
-    q('rows', `SELECT string_to_array(ssn, '-'), unnest(ARRAY[email]) FROM ${C}`),
+    q('denied', `SELECT string_to_array(ssn, '-'), unnest(ARRAY[email]) FROM ${C}`),
     q('rows', `SELECT jsonb_build_object('s', ssn), json_build_array(full_name) FROM ${C}`),
-    q('rows', `SELECT jsonb_path_query(to_jsonb(c), '$.full_name') FROM ${C} c`),
+    q('denied', `SELECT jsonb_path_query(to_jsonb(c), '$.full_name') FROM ${C} c`),
     q('rows', `SELECT xmlelement(name x, full_name) FROM ${C}`),
     q('rows', `SELECT md5(ssn), ascii(substr(ssn, 1, 1)) FROM ${C}`),
     // Aggregates.
@@ -82,10 +93,10 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('rows', `SELECT * FROM (VALUES (1)) v, LATERAL (SELECT full_name FROM ${C} LIMIT 1) x`),
     q('rows', `VALUES ((SELECT email FROM ${C} LIMIT 1))`),
     q(
-      'rows',
+      'denied',
       `SELECT * FROM ROWS FROM (jsonb_to_recordset((SELECT jsonb_agg(c) FROM ${C} c))) AS r(full_name text, ssn text)`,
     ),
-    q('rows', `SELECT u FROM ${C} c, LATERAL unnest(ARRAY[c.full_name]) AS u`),
+    q('denied', `SELECT u FROM ${C} c, LATERAL unnest(ARRAY[c.full_name]) AS u`),
     // Views, materialized views, functions, dynamic SQL, statistics.
     q('rows', `SELECT * FROM ${S}.customer_view`),
     q('rows', `SELECT lower(contact), tax_id FROM ${S}.customer_view`),

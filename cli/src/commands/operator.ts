@@ -23,6 +23,44 @@ function port(flag: string, v: string): number {
   return n;
 }
 
+/** The `operator run` flags (commander's camel-cased options) as an OperatorConfig; throws InvalidArgumentError. */
+export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig {
+  const requests: Record<string, string> = { cpu: o.sidecarCpuRequest, memory: o.sidecarMemoryRequest };
+  const limits: Record<string, string> = {};
+  if (o.sidecarCpuLimit) limits.cpu = o.sidecarCpuLimit;
+  if (o.sidecarMemoryLimit) limits.memory = o.sidecarMemoryLimit;
+  if (o.auditUrl && !/^(nats|tls):\/\/|^stdout$|^file:/.test(o.auditUrl)) {
+    throw new InvalidArgumentError('--audit-url must be nats://host:port (or stdout, file:PATH)');
+  }
+  return {
+    namespace: o.namespace,
+    watchNamespace: o.watchNamespace,
+    leaderElection: o.leaderElect,
+    leaseName: o.leaseName,
+    webhook: {
+      enabled: o.webhook,
+      port: port('--webhook-port', o.webhookPort),
+      tls: o.webhookTls,
+      certDir: o.webhookCertDir,
+      secretName: o.webhookSecret,
+      serviceName: o.webhookService,
+      configName: o.webhookConfig,
+      certValidityMs: parseDurationMs('--webhook-cert-validity', o.webhookCertValidity),
+    },
+    metricsPort: port('--metrics-port', o.metricsPort),
+    sidecar: {
+      ...DEFAULT_SIDECAR_CONFIG,
+      image: o.sidecarImage,
+      imagePullPolicy: o.sidecarImagePullPolicy,
+      resources: { requests, ...(Object.keys(limits).length ? { limits } : {}) },
+      httpPort: port('--sidecar-http-port', o.sidecarHttpPort),
+      auditUrl: o.auditUrl,
+    },
+    rollout: o.rolloutStrategy,
+    resyncMs: parseDurationMs('--resync', o.resync),
+  };
+}
+
 export function registerOperator(program: Command): void {
   const op = program
     .command('operator')
@@ -100,38 +138,8 @@ export function registerOperator(program: Command): void {
   opt('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info');
   run.action(async (o) => {
     const log = createOperatorLogger(o.logLevel);
-    const requests: Record<string, string> = { cpu: o.sidecarCpuRequest, memory: o.sidecarMemoryRequest };
-    const limits: Record<string, string> = {};
-    if (o.sidecarCpuLimit) limits.cpu = o.sidecarCpuLimit;
-    if (o.sidecarMemoryLimit) limits.memory = o.sidecarMemoryLimit;
-    const cfg: OperatorConfig = {
-      namespace: o.namespace,
-      watchNamespace: o.watchNamespace,
-      leaderElection: o.leaderElect,
-      leaseName: o.leaseName,
-      webhook: {
-        enabled: o.webhook,
-        port: port('--webhook-port', o.webhookPort),
-        tls: o.webhookTls,
-        certDir: o.webhookCertDir,
-        secretName: o.webhookSecret,
-        serviceName: o.webhookService,
-        configName: o.webhookConfig,
-        certValidityMs: parseDurationMs('--webhook-cert-validity', o.webhookCertValidity),
-      },
-      metricsPort: port('--metrics-port', o.metricsPort),
-      sidecar: {
-        ...DEFAULT_SIDECAR_CONFIG,
-        image: o.sidecarImage,
-        imagePullPolicy: o.sidecarImagePullPolicy,
-        resources: { requests, ...(Object.keys(limits).length ? { limits } : {}) },
-        httpPort: port('--sidecar-http-port', o.sidecarHttpPort),
-        auditUrl: o.auditUrl,
-      },
-      rollout: o.rolloutStrategy,
-      resyncMs: parseDurationMs('--resync', o.resync),
-      kubeconfig: loadKubeConfig(o.kubeconfig),
-    };
+    const cfg = operatorConfigFromFlags(o);
+    cfg.kubeconfig = loadKubeConfig(o.kubeconfig);
     const running = await runOperator(cfg, log);
     const shutdown = async (signal: string) => {
       log.info({ signal }, 'shutting down');

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import {
   AUDIT_CLI_OPTIONS,
   type AuditFlags,
@@ -100,6 +101,10 @@ export function registerSidecar(program: Command): void {
     '--policy <path>',
     'DatabaseAccessPolicy/MaskingRule YAML file or directory; without it every statement is allowed',
   );
+  opt(
+    '--oidc-ca-file <file>',
+    'PEM CA bundle trusted for the OIDC issuer (authentication.mode oidc; default: Node roots)',
+  );
   for (const [flags, description, def] of AUDIT_CLI_OPTIONS) opt(flags, description, def);
   opt('--http <host:port|off>', 'admin HTTP: /healthz, /readyz, /metrics', '127.0.0.1:9187');
   opt(
@@ -172,7 +177,10 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
       ...common,
       policyPath: o.policy,
       // policy.loaded / policy.rejected go into the sidecar's own audit chain.
-      governance: { onEvent: (e) => recordPolicyEvent(audit.recorder, e) },
+      governance: {
+        onEvent: (e) => recordPolicyEvent(audit.recorder, e),
+        oidc: o.oidcCaFile ? { ca: readFileSync(o.oidcCaFile) } : undefined,
+      },
       listenHost: listen.host,
       listenPort: listenGiven ? listen.port : undefined,
       upstream: upstream ? { ...upstream, caFile: o.caFile } : o.caFile ? { caFile: o.caFile } : undefined,

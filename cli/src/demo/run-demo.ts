@@ -47,11 +47,15 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const say = (line = '') => opts.out.write(`${line}\n`);
   const started = Date.now();
   say('pgwarden demo: starting embedded PostgreSQL (PGlite, in memory; takes a few seconds)…');
-  // Registered first so a Ctrl-C during startup still stops cleanly.
+  // Registered first so a Ctrl-C during startup still stops cleanly; kept (not once) so a second Ctrl-C while
+  // stopping does not kill the process half-way.
+  let requestStop = () => {};
   const stopRequested = new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    requestStop = resolve;
   });
+  const onSignal = () => requestStop();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const embedded = await startEmbeddedPostgres(await kernelPort(HOST));
   const policyDir = opts.policyFiles.length ? mkdtempSync(join(tmpdir(), 'pgwarden-demo-policy-')) : undefined;
   let sidecar: Running | undefined;
@@ -113,6 +117,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     await sidecar?.close(2000);
     await embedded.stop();
     if (policyDir) rmSync(policyDir, { recursive: true, force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   say('pgwarden demo: stopped');
 }

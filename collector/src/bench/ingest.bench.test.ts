@@ -126,6 +126,12 @@ describe.skipIf(!process.env.PGWARDEN_BENCH)('collector ingest benchmark', () =>
         http: { port: 0 },
         logger: pino({ level: 'silent' }),
       });
+      const prof2 = process.env.PGWARDEN_BENCH_PROFILE_E2E ? new Session() : null;
+      if (prof2) {
+        prof2.connect();
+        await prof2.post('Profiler.enable');
+        await prof2.post('Profiler.start');
+      }
       const r = await measure('endToEnd', e2e.length, async () => {
         // Polls the in-process counter, not the database, so the wait itself costs PostgreSQL nothing.
         for (;;) {
@@ -134,6 +140,10 @@ describe.skipIf(!process.env.PGWARDEN_BENCH)('collector ingest benchmark', () =>
           await new Promise((res) => setTimeout(res, 20));
         }
       });
+      if (prof2) {
+        const { profile } = (await prof2.post('Profiler.stop')) as { profile: unknown };
+        writeFileSync(process.env.PGWARDEN_BENCH_PROFILE_E2E!, JSON.stringify(profile));
+      }
       const reports = await collector.verify();
       expect(reports.every((x) => x.ok)).toBe(true);
       await collector.stop();

@@ -32,6 +32,7 @@ export interface IngestQueueEvents {
 }
 
 const decoder = new TextDecoder();
+const noop = () => {};
 
 interface QueueItem {
   d: Delivery;
@@ -81,6 +82,17 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
       if (this.queue.length >= this.maxBatch) this.kick();
       else this.timer ??= setTimeout(() => this.kick(), this.maxDelayMs);
     });
+  }
+
+  /**
+   * Enqueues without a promise per event (the NATS path: the ack callback is the only completion signal),
+   * sparing a promise and two closures per message.
+   */
+  enqueue(d: Delivery): void {
+    if (this.stopped) return; // never acknowledged: the source redelivers it to the next collector
+    this.queue.push({ d, done: noop, fail: noop });
+    if (this.queue.length >= this.maxBatch) this.kick();
+    else this.timer ??= setTimeout(() => this.kick(), this.maxDelayMs);
   }
 
   /** Resolves when the queue is below its high-water mark: sources await this to apply back-pressure. */

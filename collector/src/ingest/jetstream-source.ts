@@ -74,31 +74,52 @@ export class JetStreamSource {
     private readonly opts: JetStreamSourceOptions,
   ) {}
 
+  private up = false;
+
+  /** True while the connection to NATS is established (false during reconnects). */
   get connected(): boolean {
-    return this.nc !== null && !this.nc.isClosed();
+    return this.up && this.nc !== null && !this.nc.isClosed();
   }
 
-  async start(): Promise<void> {
-    try {
-      this.nc = await connect({
-        servers: this.opts.url,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        waitOnFirstConnect: true,
-        name: 'pgwarden-collector',
-      });
-    } catch (err) {
-      throw new CollectorError(
-        'COLLECTOR_NATS',
-        `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    void (async () => {
-      for await (const s of this.nc?.status() ?? []) this.opts.onStatus?.(s.type);
-    })();
+  /**
+   * Starts connecting and consuming in the background: a collector whose NATS is not up yet still serves its API
+   * (readiness reports nats: false) and starts consuming once the server answers.
+   */
+  start(): void {
     this.running = true;
-    this.loop = this.run();
+    this.loop = this.connectAndRun();
+  }
+
+  private async connectAndRun(): Promise<void> {
+    while (this.running && !this.nc) {
+      try {
+        this.nc = await connect({
+          servers: this.opts.url,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+          name: 'pgwarden-collector',
+        });
+      } catch (err) {
+        const e = new CollectorError(
+          'COLLECTOR_NATS',
+          `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`,
+          { cause: err },
+        );
+        this.opts.onStatus?.(e.message);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    const nc = this.nc;
+    if (!nc) return;
+    this.up = true;
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.up = false;
+        if (s.type === 'reconnect') this.up = true;
+        this.opts.onStatus?.(s.type);
+      }
+    })();
+    await this.run();
   }
 
   private async setup(nc: NatsConnection): Promise<ConsumerMessages> {
@@ -136,7 +157,7 @@ export class JetStreamSource {
         this.messages = await this.setup(this.nc);
         this.opts.onStatus?.('consuming');
         for await (const m of this.messages) {
-          void this.queue.push({ body: m.data, ack: () => m.ack(), source: `nats:${m.subject}` }).catch(() => {});
+          this.queue.enqueue({ body: m.data, ack: () => m.ack(), source: 'nats' });
           await this.queue.waitForRoom();
         }
       } catch (err) {

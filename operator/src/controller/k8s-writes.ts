@@ -10,10 +10,11 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { PolicyStatus } from './policy-status.js';
+import type { MaskingRuleStatus, PolicyStatus } from './policy-status.js';
 
 export const FIELD_MANAGER = 'pgwarden';
-export const POLICY_GROUP = { group: 'pgwarden.dev', version: 'v1alpha1', plural: 'databaseaccesspolicies' } as const;
+const PGWARDEN_GROUP = { group: 'pgwarden.dev', version: 'v1alpha1' } as const;
+const PLURALS: Record<string, string> = { DatabaseAccessPolicy: 'databaseaccesspolicies', MaskingRule: 'maskingrules' };
 
 export interface ObjectRef {
   apiVersion: string;
@@ -42,10 +43,12 @@ export class K8sWrites {
     return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   }
 
-  async applyPolicyStatus(ref: ObjectRef, status: PolicyStatus): Promise<void> {
+  /** Server-side apply to the status subresource of a pgwarden.dev object. */
+  async applyStatus(ref: ObjectRef, status: PolicyStatus | MaskingRuleStatus): Promise<void> {
     await this.custom.patchNamespacedCustomObjectStatus(
       {
-        ...POLICY_GROUP,
+        ...PGWARDEN_GROUP,
+        plural: PLURALS[ref.kind],
         namespace: ref.namespace,
         name: ref.name,
         body: {
@@ -79,7 +82,6 @@ export class K8sWrites {
         reason,
         message: message.slice(0, 1024),
         source: { component: this.component },
-        reportingComponent: this.component,
         firstTimestamp: now,
         lastTimestamp: now,
         count: 1,

@@ -207,6 +207,35 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     expect(eventsOf().filter((e: any) => e.reason === 'Rendered')).toHaveLength(1);
   });
 
+  it('MaskingRule status: the policies it applies to, NoPolicies when it selects none, InvalidSpec when broken', async () => {
+    api.seed(policy());
+    const rule = (name: string, spec: object) => ({
+      apiVersion: V,
+      kind: 'MaskingRule',
+      metadata: { name, namespace: 'agents' },
+      spec,
+    });
+    api.seed(rule('pii', { policies: ['analytics'], detectors: ['email'] }));
+    api.seed(rule('orphan', { policies: ['nobody'] }));
+    api.seed(rule('broken', { policies: ['x'], policySelector: {} }));
+    await startController();
+    const mr = (n: string) => api.get(V, 'MaskingRule', 'agents', n)?.status;
+    const pii = await until(() => mr('pii'));
+    expect(pii.policies).toEqual(['analytics']);
+    expect(pii.conditions.map((c: any) => [c.type, c.status, c.reason])).toEqual([
+      ['Accepted', 'True', 'Valid'],
+      ['Ready', 'True', 'Selected'],
+    ]);
+    expect((await until(() => mr('orphan'))).conditions[1]).toMatchObject({ status: 'False', reason: 'NoPolicies' });
+    const broken = await until(() => mr('broken'));
+    expect(broken.conditions[0]).toMatchObject({ type: 'Accepted', status: 'False', reason: 'InvalidSpec' });
+    expect(broken.conditions[0].message).toMatch(/exactly one of policies or policySelector/);
+    // Deleting the policy updates the rule that pointed at it.
+    api.store.delete(api.typeFor(V, 'DatabaseAccessPolicy'), 'agents', 'analytics');
+    await until(() => (mr('pii')?.policies.length === 0 ? true : undefined));
+    expect(mr('pii').conditions[1].reason).toBe('NoPolicies');
+  });
+
   it('rolloutStrategy None leaves workloads alone', async () => {
     const p = policy();
     (p.metadata as any).annotations = { [ANNOTATIONS.rolloutStrategy]: 'None' };

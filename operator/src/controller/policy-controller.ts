@@ -10,8 +10,12 @@ import type { OperatorEvents } from '../core/operator-events.js';
 import type { SidecarConfig } from '../webhook/sidecar-config.js';
 import { K8sWrites } from './k8s-writes.js';
 import { type KubeObject, ListWatch, type ListWatchOptions, objectKey } from './list-watch.js';
+import { reconcileMaskingRule } from './reconcile-masking-rule.js';
 import { type RolloutStrategy, reconcilePolicy } from './reconcile-policy.js';
 import { WorkQueue } from './work-queue.js';
+
+/** Work-queue keys of MaskingRules carry this prefix; policy keys are plain `namespace/name`. */
+const RULE_PREFIX = 'MaskingRule:';
 
 export interface PolicyControllerOptions {
   kc: KubeConfig;
@@ -69,6 +73,11 @@ export class PolicyController {
     const lastRendered = new Map<string, string>();
     this.queue = new WorkQueue(
       async (key) => {
+        if (key.startsWith(RULE_PREFIX)) {
+          const rule = this.maskingRules.cache.get(key.slice(RULE_PREFIX.length));
+          if (rule) await reconcileMaskingRule({ policies: () => this.policies.list(), writes }, rule);
+          return;
+        }
         const obj = this.policies.cache.get(key);
         if (!obj) {
           lastRendered.delete(key);
@@ -96,8 +105,17 @@ export class PolicyController {
       // Our own status writes come back as MODIFIED events; only spec/metadata changes (or resyncs) need work.
       if (type === 'updated' && old && sameExceptStatus(obj, old)) return;
       this.queue.add(objectKey(obj));
+      // Which MaskingRules select which policies may have changed (names, labels).
+      if (type !== 'updated' || !old || JSON.stringify(obj.metadata.labels) !== JSON.stringify(old.metadata.labels)) {
+        for (const r of this.maskingRules.list())
+          if (r.metadata.namespace === obj.metadata.namespace) this.queue.add(RULE_PREFIX + objectKey(r));
+      }
     });
-    this.maskingRules.onChange((_t, obj) => this.enqueueNamespace(obj.metadata.namespace));
+    this.maskingRules.onChange((type, obj, old) => {
+      if (type === 'updated' && old && sameExceptStatus(obj, old)) return;
+      this.queue.add(RULE_PREFIX + objectKey(obj));
+      this.enqueueNamespace(obj.metadata.namespace);
+    });
     this.pods.onChange((_t, obj, old) => {
       for (const pod of [obj, old]) if (pod) this.enqueueSelecting(pod);
     });
@@ -129,6 +147,7 @@ export class PolicyController {
   async activate(): Promise<void> {
     await Promise.all([this.policies, this.maskingRules, this.pods, this.configMaps].map((lw) => lw.waitForSync()));
     for (const p of this.policies.list()) this.queue.add(objectKey(p));
+    for (const r of this.maskingRules.list()) this.queue.add(RULE_PREFIX + objectKey(r));
     this.queue.resume();
   }
 

@@ -41,6 +41,13 @@ export function mergeConditions(
   });
 }
 
+export interface MaskingRuleStatus {
+  observedGeneration?: number;
+  conditions: Condition[];
+  /** Names of the DatabaseAccessPolicies this rule currently applies to. */
+  policies: string[];
+}
+
 interface PodMeta {
   metadata: {
     name: string;

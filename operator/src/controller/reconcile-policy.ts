@@ -91,7 +91,7 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       await deps.writes.recordEvent(ref, 'Warning', 'InvalidSpec', message);
     }
     // The last good ConfigMap stays in place: running sidecars keep enforcing the previous valid policy.
-    await deps.writes.applyPolicyStatus(ref, {
+    await deps.writes.applyStatus(ref, {
       observedGeneration: generation,
       conditions,
       matchedWorkloads,
@@ -133,7 +133,7 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       observedGeneration: generation,
     },
   ];
-  await deps.writes.applyPolicyStatus(ref, {
+  await deps.writes.applyStatus(ref, {
     observedGeneration: generation,
     conditions: mergeConditions(prev?.conditions, conditions, now),
     matchedWorkloads,

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { validatePolicySpec } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { crdFiles, databaseAccessPolicyCrd, LABEL_KEY_RE, maskingRuleCrd } from './custom-resource-definitions.js';
 import { CrdSchemaError, toStructural } from './openapi-schema.js';
 
@@ -89,6 +89,32 @@ spec:
     expect(validatePolicySpec(structuredClone(doc.spec))).toEqual([]);
     expect(validate(doc), JSON.stringify(validate.errors)).toBe(true);
     expect(validate({ ...doc, spec: { ...doc.spec, database: { host: 'x' } } })).toBe(false);
+  });
+
+  it('accepts every policy document shipped in examples/ and e2e/manifests/', () => {
+    const ajv = new Ajv({ strict: false, allErrors: true });
+    ajv
+      .addKeyword('x-kubernetes-validations')
+      .addKeyword('x-kubernetes-list-type')
+      .addKeyword('x-kubernetes-list-map-keys');
+    const validators: Record<string, any> = {
+      DatabaseAccessPolicy: ajv.compile(databaseAccessPolicyCrd().spec.versions[0].schema.openAPIV3Schema),
+      MaskingRule: ajv.compile(maskingRuleCrd().spec.versions[0].schema.openAPIV3Schema),
+    };
+    let checked = 0;
+    const files = [...readdirSync(repo('examples')).map((f) => `examples/${f}`), 'e2e/manifests/policy.yaml'].filter(
+      (f) => /\.ya?ml$/.test(f),
+    );
+    for (const f of files) {
+      for (const doc of parseAllDocuments(readFileSync(repo(f), 'utf8'))) {
+        const o: any = doc.toJS();
+        const validate = o && validators[o.kind];
+        if (!validate) continue;
+        expect(validate(o), `${f} ${o.kind}/${o.metadata?.name}: ${JSON.stringify(validate.errors)}`).toBe(true);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(3);
   });
 
   it('the CEL label-key rule agrees with the policy package on label keys', () => {

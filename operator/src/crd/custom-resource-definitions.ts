@@ -51,6 +51,27 @@ const policyStatus: Schema = {
   },
 };
 
+const maskingRuleStatus: Schema = {
+  type: 'object',
+  description: 'Written by the operator only.',
+  properties: {
+    observedGeneration: { type: 'integer', format: 'int64', minimum: 0 },
+    conditions: {
+      type: 'array',
+      maxItems: 8,
+      items: condition,
+      'x-kubernetes-list-type': 'map',
+      'x-kubernetes-list-map-keys': ['type'],
+    },
+    policies: {
+      type: 'array',
+      maxItems: 1024,
+      items: { type: 'string', maxLength: 253 },
+      description: 'The DatabaseAccessPolicies this rule currently applies to.',
+    },
+  },
+};
+
 function crd(opts: {
   kind: string;
   plural: string;
@@ -185,8 +206,10 @@ export function maskingRuleCrd(): Schema {
     description:
       'Column masking and content detectors applied to the results of the DatabaseAccessPolicies it selects.',
     spec,
+    status: maskingRuleStatus,
     columns: [
-      { name: 'Policies', type: 'string', jsonPath: '.spec.policies' },
+      { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: 'Policies', type: 'string', jsonPath: '.status.policies' },
       { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
     ],
   });

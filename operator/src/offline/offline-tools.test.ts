@@ -1,6 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseRenderedPolicy, renderPolicy } from '@pgwarden/policy';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { CronJob, Job } from 'kubernetes-models/batch/v1';
@@ -127,5 +128,18 @@ describe('pgwarden inject / render (offline, same code paths as webhook and cont
     // Deterministic: masking rules in another order give the same bytes.
     const reordered = renderConfigMaps({ policies: docs.policies, maskingRules: [...docs.maskingRules].reverse() });
     expect(reordered[0].data['policy.json']).toBe(cm.data['policy.json']);
+  });
+});
+
+describe('the e2e scenario manifests', () => {
+  it('inject cleanly with the e2e policy into a valid Deployment', async () => {
+    const e2e = (f: string) => fileURLToPath(new URL(`../../../e2e/manifests/${f}`, import.meta.url));
+    const { policies } = await readPolicyFiles(e2e('policy.yaml'));
+    const { yaml, report } = injectManifests(readFileSync(e2e('agent.yaml'), 'utf8'), policies, DEFAULT_SIDECAR_CONFIG);
+    expect(report).toEqual([
+      { object: 'Deployment/agents/analytics-agent', policies: ['analytics-agent'], injected: true, reason: undefined },
+    ]);
+    const [deploy] = parseAllDocuments(yaml).map((d: any) => d.toJS());
+    expect(() => new Deployment(deploy).validate()).not.toThrow();
   });
 });

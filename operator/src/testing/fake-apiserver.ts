@@ -13,7 +13,7 @@ import { applyJsonPatch, applyMergePatch, JsonPatchError } from '../core/json-pa
 import { parseSelectorString } from '../core/label-selector.js';
 import { discoveryFor, type Route, routeFor } from './fake-apiserver/api-paths.js';
 import type { Json } from './fake-apiserver/field-ownership.js';
-import { ObjectStore, type WatchEvent, type Watcher, type WatchFilter } from './fake-apiserver/object-store.js';
+import { ObjectStore, type WatchFilter } from './fake-apiserver/object-store.js';
 import {
   ApiError,
   BUILTIN_RESOURCE_TYPES,
@@ -21,15 +21,9 @@ import {
   type ResourceType,
   statusFailure,
 } from './fake-apiserver/resource-types.js';
+import { type LiveWatch, serveWatch } from './fake-apiserver/watch-stream.js';
 
 export type { ResourceType } from './fake-apiserver/resource-types.js';
-
-interface LiveWatch {
-  watcher: Watcher;
-  res: ServerResponse;
-  stalled: boolean;
-  bookmarks: boolean;
-}
 
 interface InjectedFailure {
   method?: string;
@@ -271,48 +265,9 @@ export class FakeApiServer {
   }
 
   private watch(r: Route, q: Record<string, string>, res: ServerResponse): void {
-    const f = this.filter(r, q);
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
-    res.flushHeaders();
-    const write = (ev: WatchEvent) => res.write(`${JSON.stringify(ev)}\n`);
-    const gone = (msg: string) => {
-      write({ type: 'ERROR', object: statusFailure(410, 'Expired', msg) });
-      res.end();
-    };
-    if (this.expireWatches > 0) {
-      this.expireWatches--;
-      gone(`too old resource version: ${q.resourceVersion ?? ''} (${this.store.resourceVersion})`);
-      return;
-    }
-    let backlog: WatchEvent[];
-    if (q.resourceVersion === undefined || q.resourceVersion === '' || q.resourceVersion === '0') {
-      // "Get State and Start at Most Recent": synthetic ADDED events for the current state first.
-      backlog = this.store.list(f).items.map((object) => ({ type: 'ADDED' as const, object }));
-    } else {
-      const since = this.store.eventsSince(f, Number(q.resourceVersion));
-      if (!since) {
-        gone(`too old resource version: ${q.resourceVersion} (${this.store.compactedRv})`);
-        return;
-      }
-      backlog = since;
-    }
-    const lw: LiveWatch = {
-      res,
-      stalled: false,
-      bookmarks: q.allowWatchBookmarks === 'true',
-      watcher: { ...f, send: (ev) => !lw.stalled && !res.writableEnded && write(ev) },
-    };
-    for (const ev of backlog) write(ev);
-    this.live.add(lw);
-    this.store.watchers.add(lw.watcher);
-    const cleanup = () => {
-      this.live.delete(lw);
-      this.store.watchers.delete(lw.watcher);
-      clearTimeout(timer);
-    };
-    const timeout = Number(q.timeoutSeconds ?? 0);
-    const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
-    res.on('close', cleanup);
+    const expired = this.expireWatches > 0;
+    if (expired) this.expireWatches--;
+    serveWatch(this.store, this.live, this.filter(r, q), q, res, expired);
   }
 }
 

@@ -40,4 +40,29 @@ export const SIDE_CHANNEL_FUNCTIONS = new Set([
   'pg_logical_emit_message',
 ]);
 
+/** Built-in set-returning functions (https://www.postgresql.org/docs/current/functions-srf.html and JSON/array/regexp ones). */
+export const SET_RETURNING_FUNCTIONS = new Set([
+  'generate_series',
+  'generate_subscripts',
+  'unnest',
+  'regexp_matches',
+  'regexp_split_to_table',
+  'string_to_table',
+  'json_array_elements',
+  'json_array_elements_text',
+  'jsonb_array_elements',
+  'jsonb_array_elements_text',
+  'json_each',
+  'json_each_text',
+  'jsonb_each',
+  'jsonb_each_text',
+  'json_object_keys',
+  'jsonb_object_keys',
+  'jsonb_path_query',
+  'json_to_recordset',
+  'jsonb_to_recordset',
+  'json_populate_recordset',
+  'jsonb_populate_recordset',
+]);
+
 export const SYSTEM_FUNCTION_SCHEMAS = new Set(['pg_catalog', 'information_schema']);

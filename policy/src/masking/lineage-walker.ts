@@ -10,7 +10,12 @@ import {
   isSystemRelation,
   LEAKY_SYSTEM_RELATIONS,
 } from './catalog-snapshot.js';
-import { OPAQUE_FUNCTIONS, SIDE_CHANNEL_FUNCTIONS, SYSTEM_FUNCTION_SCHEMAS } from './function-lineage.js';
+import {
+  OPAQUE_FUNCTIONS,
+  SET_RETURNING_FUNCTIONS,
+  SIDE_CHANNEL_FUNCTIONS,
+  SYSTEM_FUNCTION_SCHEMAS,
+} from './function-lineage.js';
 import {
   addLineage,
   colKey,
@@ -83,8 +88,8 @@ export class LineageWalker {
     const out = this.targets(stmt.targetList ?? [], scope);
     this.orderingUsage(stmt, scope, out);
     for (const w of stmt.windowClause ?? []) addLineage(this.sink.predicate, this.expr(w, scope));
-    // LIMIT/OFFSET values are not output, but sublinks inside them have WHERE clauses of their own.
-    this.expr([stmt.limitCount, stmt.limitOffset], scope);
+    // LIMIT/OFFSET decide how many rows come back: a masked value there is read through the row count.
+    addLineage(this.sink.predicate, this.expr([stmt.limitCount, stmt.limitOffset], scope));
     if (stmt.intoClause) for (const c of out) addLineage(this.sink.written, c.lin);
     return out;
   }
@@ -222,10 +227,21 @@ export class LineageWalker {
     }
     if (node.JoinExpr) {
       const j = node.JoinExpr;
-      const items = [...this.rangeItem(j.larg, scope), ...this.rangeItem(j.rarg, scope)];
+      const leftItems = this.rangeItem(j.larg, scope);
+      const rightItems = this.rangeItem(j.rarg, scope);
+      const items = [...leftItems, ...rightItems];
       const inner: Scope = { items: [...scope.items, ...items], parent: scope.parent, ctes: scope.ctes };
       addLineage(this.sink.predicate, this.expr(j.quals, inner));
       for (const u of j.usingClause ?? []) addLineage(this.sink.predicate, resolveRef([u], inner));
+      if (j.isNatural) {
+        // NATURAL JOIN compares every column name the two sides share (unknown columns: any of them).
+        const names = (side: RangeItem[]) => new Set(side.flatMap((i) => (i.columns ?? []).map((c) => c.name)));
+        const [l, r] = [names(leftItems), names(rightItems)];
+        for (const item of items) {
+          if (!item.columns) addLineage(this.sink.predicate, item.anyLin);
+          else for (const c of item.columns) if (l.has(c.name) && r.has(c.name)) addLineage(this.sink.predicate, c.lin);
+        }
+      }
       if (j.alias) {
         const cols = items.some((i) => !i.columns) ? null : items.flatMap((i) => i.columns ?? []);
         const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
@@ -332,6 +348,8 @@ export class LineageWalker {
     const args = this.expr([fc.args, fc.agg_order], scope);
     const userDefined = schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname);
     if (SIDE_CHANNEL_FUNCTIONS.has(fname)) addLineage(this.sink.written, args);
+    // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
+    if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;
     if (userDefined || OPAQUE_FUNCTIONS.has(fname)) return { cols: args.cols, unknown: true };
     // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values.

@@ -179,6 +179,15 @@ describe('predicate and write usage', () => {
       C('customers', 'id'),
       C('customers', 'name'),
     ]);
+    expect(pred('SELECT o.id FROM orders o NATURAL JOIN customers c')).toEqual([
+      C('customers', 'id'),
+      C('orders', 'id'),
+    ]);
+    expect(pred('SELECT id FROM customers LIMIT (SELECT length(ssn) FROM customers LIMIT 1)')).toEqual([
+      C('customers', 'ssn'),
+    ]);
+    expect(pred('SELECT 1, generate_series(1, ascii(ssn)) FROM customers')).toEqual([C('customers', 'ssn')]);
+    expect(pred('SELECT g FROM customers c, generate_series(1, length(c.email)) g')).toEqual([C('customers', 'email')]);
   });
   it('writes of masked values', () => {
     expect(cols(one('INSERT INTO orders (card) SELECT ssn FROM customers').written)).toEqual([C('customers', 'ssn')]);

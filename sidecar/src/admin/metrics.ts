@@ -11,9 +11,10 @@ export class SidecarMetrics {
   private bytesFromUpstream = 0;
   private readonly sessionsActive: Gauge;
   private readonly sessionsTotal: Counter;
-  private readonly statements: Counter<'action' | 'outcome'>;
+  /** Statements by "action outcome", counted in plain numbers on the hot path (prom-client hashes labels per call). */
+  private readonly statementCounts = new Map<string, number>();
   private readonly upstreamErrors: Counter<'code'>;
-  private readonly duration: Histogram<'action'>;
+  private readonly duration: Histogram;
 
   constructor() {
     const registers = [this.registry];
@@ -28,11 +29,19 @@ export class SidecarMetrics {
       help: 'Client sessions established since start',
       registers,
     });
-    this.statements = new Counter({
+    const counts = this.statementCounts;
+    new Counter({
       name: 'pgwarden_statements_total',
       help: 'Statement-bearing messages by verdict action and outcome',
       labelNames: ['action', 'outcome'],
       registers,
+      collect() {
+        this.reset();
+        for (const [key, n] of counts) {
+          const [action, outcome] = key.split(' ');
+          this.inc({ action, outcome }, n);
+        }
+      },
     });
     this.upstreamErrors = new Counter({
       name: 'pgwarden_upstream_errors_total',
@@ -43,7 +52,6 @@ export class SidecarMetrics {
     this.duration = new Histogram({
       name: 'pgwarden_statement_duration_seconds',
       help: 'Time from receiving a statement to its completion',
-      labelNames: ['action'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers,
     });
@@ -71,9 +79,11 @@ export class SidecarMetrics {
   }
 
   statement(record: StatementRecord): void {
-    const outcome = record.results.some((r) => r.error) ? 'error' : 'ok';
-    this.statements.inc({ action: record.verdict.action, outcome });
-    this.duration.observe({ action: record.verdict.action }, record.durationMs / 1000);
+    let outcome = 'ok';
+    for (const r of record.results) if (r.error) outcome = 'error';
+    const key = `${record.verdict.action} ${outcome}`;
+    this.statementCounts.set(key, (this.statementCounts.get(key) ?? 0) + 1);
+    this.duration.observe(record.durationMs / 1000);
   }
 
   upstreamError(code: string): void {

@@ -2,7 +2,7 @@ export { type ApprovalGate, type ApprovalOutcome, type ApprovalRequest, noApprov
 export type { GovernanceEvent, PolicyRef } from './governance-events.js';
 export { createPolicyAuthenticator, identityConfigOf } from './policy-authenticator.js';
 export { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions, selectPolicy } from './policy-hooks.js';
-export { PolicySession, type SessionMasking, toVerdict } from './policy-session.js';
+export { PolicySession, toVerdict } from './policy-session.js';
 export { quoteIdent, sessionSetupSql } from './session-setup.js';
 export { SQLSTATE } from './sqlstate.js';
 export {

@@ -1,11 +1,11 @@
 import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
 import type { OidcConfig } from '../identity/index.js';
 import type { PolicySource } from '../policy-source/index.js';
-import type { ProxyHooks, SessionInfo } from '../proxy/hooks.js';
+import type { ProxyHooks } from '../proxy/hooks.js';
 import { type ApprovalGate, noApproversGate } from './approval-gate.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { createPolicyAuthenticator } from './policy-authenticator.js';
-import { PolicySession, type SessionMasking } from './policy-session.js';
+import { PolicySession } from './policy-session.js';
 
 export interface PolicyHooksOptions {
   source: PolicySource<RenderedPolicy[]>;
@@ -19,7 +19,6 @@ export interface PolicyHooksOptions {
   /** Overrides approval.timeout for held statements (local runs, tests). */
   reviewTimeoutMs?: number;
   onEvent?: (e: GovernanceEvent) => void;
-  masking?: (info: SessionInfo, policy: () => RenderedPolicy | undefined) => SessionMasking | undefined;
 }
 
 export interface PolicyHooks extends ProxyHooks {
@@ -64,7 +63,6 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
         approvals: opts.approvals ?? noApproversGate,
         reviewTimeoutMs: opts.reviewTimeoutMs,
         emit,
-        masking: opts.masking?.(info, policy),
       });
     },
   };

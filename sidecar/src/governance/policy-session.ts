@@ -20,9 +20,6 @@ import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { INITIAL_SEARCH_PATH, sessionSetupSql } from './session-setup.js';
 import { SQLSTATE } from './sqlstate.js';
 
-/** The masking side of a session, plugged in by the masking module. */
-export type SessionMasking = Pick<SessionHooks, 'planRows' | 'scrubText'>;
-
 export interface PolicySessionContext {
   info: SessionInfo;
   /** The policy in force right now (hot reload swaps it between statements). */
@@ -31,7 +28,6 @@ export interface PolicySessionContext {
   /** Overrides every policy's approval.timeout (local runs and tests). */
   reviewTimeoutMs?: number;
   emit(e: GovernanceEvent): void;
-  masking?: SessionMasking;
 }
 
 const refOf = (p: RenderedPolicy): PolicyRef => ({ name: p.policy.name, hash: p.hash });
@@ -49,14 +45,10 @@ function deny(code: string, message: string, reason: string, extra: Partial<Verd
 export class PolicySession implements SessionHooks {
   private readonly state: SessionState;
   private readonly held = new AbortController();
-  /** Present only when masking scrubs free text; absent keeps errors and notices on the zero-copy path. */
-  scrubText?: (text: string) => string;
 
   constructor(private readonly ctx: PolicySessionContext) {
     const p = ctx.policy();
     // setupSql pins search_path upstream to the same value; `$user` (if the agent sets it) is the policy's role.
-    const scrub = ctx.masking?.scrubText;
-    if (scrub) this.scrubText = (text) => scrub(text);
     this.state = createSessionState({
       searchPath: INITIAL_SEARCH_PATH,
       user: p?.policy.spec.role ?? ctx.info.upstream.user,
@@ -87,8 +79,9 @@ export class PolicySession implements SessionHooks {
     );
   }
 
-  planRows(fields: RowField[], verdict: Verdict) {
-    return this.ctx.masking?.planRows(fields, verdict);
+  /** Masking wraps these hooks (sidecar/src/masking, via startGovernedSidecar's wrapHooks); rows pass as bytes here. */
+  planRows(_fields: RowField[], _verdict: Verdict): undefined {
+    return undefined;
   }
 
   statementDone(_record: StatementRecord): void {

@@ -42,6 +42,8 @@ export class CatalogCache {
   private loadedAt = 0;
   private stale = true;
   private failedAt = 0;
+  private policyVersion: string | undefined;
+  private unknownAt = 0;
   private inflight: Promise<CatalogSnapshot> | undefined;
   private version = 0;
   lastError: Error | undefined;
@@ -67,6 +69,24 @@ export class CatalogCache {
 
   invalidate(): void {
     this.stale = true;
+  }
+
+  /**
+   * Reloads in the background because a result named an unknown relation, at most once a second (a client's own
+   * uncommitted tables stay unknown until commit and must not cause a reload per statement).
+   */
+  refreshSoon(): void {
+    const now = Date.now();
+    if (now - this.unknownAt < 1000) return;
+    this.unknownAt = now;
+    this.invalidate();
+    void this.refresh();
+  }
+
+  /** A policy reload (seen by any session) reloads the catalog once; the first version seen does not. */
+  notePolicyVersion(version: string): void {
+    if (this.policyVersion !== undefined && this.policyVersion !== version) this.invalidate();
+    this.policyVersion = version;
   }
 
   /** A fresh snapshot: waits for a reload when stale or too old, else returns at once. */

@@ -4,5 +4,5 @@ export { createRowTransformer, type MaskingCounters } from './data-row-transform
 export { MaskingIoError, type MaskingIoErrorCode } from './errors.js';
 export { createMasker, type Masker, type MaskerOptions, type MaskingSource } from './masker.js';
 export { type PolicyMaskingOptions, withPolicyMasking } from './policy-masking.js';
-export { secretFileKeyResolver } from './secret-key-files.js';
+export { keyResolverFromEnv, secretFileKeyResolver } from './secret-key-files.js';
 export { withMasking } from './with-masking.js';

@@ -102,7 +102,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       version = src.version;
       config = compileMasking(src.rules, src.settings, opts.subject, opts.resolveKey);
       cache.clear();
-      catalog.invalidate();
+      catalog.notePolicyVersion(src.version);
     }
     return config;
   };
@@ -200,8 +200,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       const plan = planColumns(fields, needsLineage ? lineageFor(fields, verdict) : undefined, config, snap);
       if (fields.some((f) => f.tableOid !== 0 && !snap.byOid.has(f.tableOid))) {
         // A relation created since the snapshot: masked as undecidable now; reload so the next statement knows it.
-        catalog.invalidate();
-        void catalog.refresh();
+        catalog.refreshSoon();
       }
       if (!plan.any) return undefined;
       counters.columns += plan.masked.length;

@@ -27,3 +27,9 @@ export function secretFileKeyResolver(dir: string): KeyResolver {
     return cache.get(id);
   };
 }
+
+/** `PGWARDEN_MASKING_KEYS_DIR`: where hash keys' Secrets are mounted (`<dir>/<secret>/<key>`); unset = none. */
+export function keyResolverFromEnv(env: NodeJS.ProcessEnv = process.env): KeyResolver | undefined {
+  const dir = env.PGWARDEN_MASKING_KEYS_DIR;
+  return dir ? secretFileKeyResolver(dir) : undefined;
+}

@@ -43,7 +43,12 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         setupSql: () => inner.setupSql(),
         checkQuery: (req) => check(req, (r) => inner.checkQuery(r)),
         checkParse: (req) => check(req, (r) => inner.checkParse(r)),
-        checkFunctionCall: (oid) => inner.checkFunctionCall(oid),
+        // FunctionCall results come back as FunctionCallResponse, which no masking plan covers.
+        checkFunctionCall: async (oid) => {
+          const decided = await inner.checkFunctionCall(oid);
+          if (decided.action === 'deny' || !m.config.active) return decided;
+          return denial(`FunctionCall (function OID ${oid}) is not allowed while masking rules apply: its result cannot be masked`, 'function-call');
+        },
         planRows: (fields, verdict) => m.planRows(fields, verdict),
         scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
         statementDone(record) {

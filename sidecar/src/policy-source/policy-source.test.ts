@@ -150,12 +150,20 @@ describe('policy source', () => {
     const [, loaded] = await next(2);
     expect(loaded).toMatchObject({ type: 'policy.loaded', names: ['analyst-v2'] });
 
+    // The same mount addressed as a file (--policy /etc/pgwarden/policy.json) follows the swap as well.
+    const asFile = start(join(dir, 'policy.json'));
+    expect(asFile.source.current()!.names).toEqual(['analyst-v2']);
+    writeVersion('..2026_01_01_00_01_30.4', rendered('analyst-v2b'));
+    const [, fileLoaded] = await asFile.next(2);
+    expect(fileLoaded).toMatchObject({ type: 'policy.loaded', names: ['analyst-v2b'] });
+    await next(3);
+
     const tampered = JSON.parse(rendered('analyst-v3'));
     tampered.policy.spec.defaultAction = 'allow';
     writeVersion('..2026_01_01_00_02_00.3', JSON.stringify(tampered));
-    const [, , rejected] = await next(3);
+    const [, , , rejected] = await next(4);
     expect(rejected).toMatchObject({ type: 'policy.rejected', code: 'PGW_RENDERED_HASH_MISMATCH' });
-    expect(source.current()!.names).toEqual(['analyst-v2']);
+    expect(source.current()!.names).toEqual(['analyst-v2b']);
   });
 
   it('rejects duplicate policies and sets without any DatabaseAccessPolicy', () => {

@@ -161,9 +161,10 @@ export function createPolicySource<T>(opts: PolicySourceOptions<T>): PolicySourc
     const file = basename(opts.path);
     try {
       // A single file is watched through its directory: editors and `kubectl cp` replace files by rename, which
-      // would orphan a watch on the file's inode.
+      // would orphan a watch on the file's inode. In a ConfigMap mount the file is a symlink through `..data`,
+      // and an update only renames `..data`: those events count too.
       watcher = watch(dir, { persistent: false }, (_event, name) => {
-        if (isDir || name === null || name === file) schedule();
+        if (isDir || name === null || name === file || name.startsWith('..')) schedule();
       });
       watcher.on('error', () => {
         watcher?.close();

@@ -174,6 +174,9 @@ export const saslResponse = (data: Buffer) => typed(0x70, data);
 export const queryMessage = (sql: string) => typed(0x51, z(sql));
 export const parseMessage = (name: string, sql: string) =>
   typed(0x50, Buffer.concat([z(name), z(sql), Buffer.alloc(2)]));
+export const describeMessage = (kind: 'S' | 'P', name: string) =>
+  typed(0x44, Buffer.concat([Buffer.from(kind), z(name)]));
+
 export function executeMessage(portal: string, maxRows: number): Buffer {
   const name = z(portal);
   const b = Buffer.alloc(name.length + 4);

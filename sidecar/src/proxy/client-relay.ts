@@ -8,6 +8,7 @@ import {
   decodeParse,
   decodeQuery,
   decodeTarget,
+  describeMessage,
   executeMessage,
   functionCallMessage,
   parseMessage,
@@ -81,7 +82,13 @@ export class ClientRelay implements FramerHandler {
         const info = s.statements.get(names.statement);
         // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
         if (info === undefined) s.portals.delete(names.portal);
-        else s.portals.set(names.portal, { request: info.request, verdict: info.verdict, fields: info.fields });
+        else
+          s.portals.set(names.portal, {
+            request: info.request,
+            verdict: info.verdict,
+            statement: info,
+            described: false,
+          });
         s.expect(K_BIND);
         return PASS;
       }
@@ -117,6 +124,8 @@ export class ClientRelay implements FramerHandler {
         return this.execute(buf, start, end);
       case F.Describe: {
         const t = decodeTarget(buf, start, end);
+        const info = (t.kind === 'S' ? s.statements : s.portals).get(t.name);
+        if (info) info.described = true;
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
         return true;
       }
@@ -235,12 +244,21 @@ export class ClientRelay implements FramerHandler {
       s.discarding = true;
       return executeMessage(DENIED_PORTAL, 0);
     }
+    // Rows are planned from the portal's RowDescription: only it has the result formats Bind chose (a statement's
+    // Describe says text for all). A client that did not describe the portal would get rows planned from the wrong
+    // formats, or not at all, so the proxy asks itself and keeps the answer to itself.
+    let out: true | Buffer = true;
+    if (!info.described) {
+      info.described = true;
+      s.expect(K_DESCRIBE, undefined, 'P', portal, true);
+      out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
+    }
     const st = new Stmt(info.request, info.verdict);
     st.prepared = info;
     st.sentAt = performance.now();
     s.expect(K_EXECUTE, st);
     armTimeout(s, st);
-    return true;
+    return out;
   }
 }
 

@@ -250,6 +250,31 @@ describe('statement gate', () => {
     expect(rowOf(m[1])).toEqual(['2', '***']);
   });
 
+  it('masks a pipelined Parse, Describe S, Bind, Execute (postgres.js style)', async () => {
+    const m = await run(
+      msg.parse('pj', "SELECT 3 AS id, 'hunter2' AS secret"),
+      msg.describe('S', 'pj'),
+      msg.bind('', 'pj'),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(m)).toBe('1 t T 2 D C Z');
+    expect(rowOf(m[4])).toEqual(['3', '***']);
+  });
+
+  it('masks rows of a client that never describes, without showing it the proxy Describe', async () => {
+    const m = await run(
+      msg.parse('', "SELECT 4 AS id, 'hunter2' AS secret"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(m)).toBe('1 2 D C Z');
+    expect(rowOf(m[2])).toEqual(['4', '***']);
+    const none = await run(msg.parse('', 'SET search_path TO public'), msg.bind('', ''), msg.execute(''), msg.sync());
+    expect(types(none)).toBe('1 2 C Z');
+  });
+
   it('denies statements over --max-statement-bytes with 54000', async () => {
     const m = await run(msg.query(`SELECT '${'x'.repeat(5000)}'`));
     expect(types(m)).toBe('E Z');

@@ -23,6 +23,10 @@ export interface PreparedInfo {
   /** Result columns from a Describe (statement or portal). */
   fields?: RowField[];
   transformer?: RowTransformer;
+  /** For a portal: the statement it was bound from (its Describe may answer after the Bind was sent). */
+  statement?: PreparedInfo;
+  /** A Describe of it was sent upstream: its RowDescription (with the portal's real result formats) will come. */
+  described?: boolean;
   /** Rows already delivered from this portal by earlier Executes (row-limited Execute, PortalSuspended). */
   delivered?: number;
 }
@@ -101,6 +105,8 @@ export interface Entry {
   /** Describe/Close target: 'S' statement or 'P' portal, and its name. */
   target: 'S' | 'P' | undefined;
   name: string;
+  /** A Describe the proxy added itself: its answer is used, not forwarded. */
+  hidden: boolean;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
@@ -108,8 +114,8 @@ export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = ''): void {
-    this.items.push({ kind, stmt, target, name });
+  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false): void {
+    this.items.push({ kind, stmt, target, name, hidden });
   }
 
   peek(): Entry | undefined {

@@ -62,8 +62,8 @@ export class RelayState {
   }
 
   /** Records that a response is due for a client message just forwarded. */
-  expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = ''): void {
-    this.queue.push(kind, stmt, target, name);
+  expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false): void {
+    this.queue.push(kind, stmt, target, name, hidden);
     if (this.queue.length === 1) this.advance();
   }
 
@@ -90,19 +90,22 @@ export class RelayState {
     if (p !== undefined) st.rowBase = p.delivered ?? 0;
     if (head.kind === K_EXECUTE && p !== undefined && st.transformer === undefined) {
       // Execute without a Describe of its portal (JDBC, pgbench -M prepared): plan from what is known.
+      const fields = p.fields ?? p.statement?.fields;
       if (p.transformer !== undefined) st.transformer = p.transformer;
-      else if (p.fields !== undefined) st.transformer = p.transformer = this.hooks.planRows(p.fields, st.verdict);
+      else if (fields !== undefined) st.transformer = p.transformer = this.hooks.planRows(fields, st.verdict);
     }
   }
 
-  rowDescription(fields: RowField[]): void {
+  /** Plans rows from a RowDescription; returns false when it answers the proxy's own Describe (not forwarded). */
+  rowDescription(fields: RowField[]): boolean {
     const head = this.queue.peek();
-    if (head === undefined) return;
+    if (head === undefined) return true;
     if (head.kind === K_QUERY) {
       head.stmt!.transformer = this.hooks.planRows(fields, head.stmt!.verdict);
-      return;
+      return true;
     }
-    if (head.kind !== K_DESCRIBE) return;
+    if (head.kind !== K_DESCRIBE) return true;
+    const hidden = head.hidden;
     if (head.target === 'S') {
       const info = this.statements.get(head.name);
       if (info) info.fields = fields;
@@ -114,6 +117,14 @@ export class RelayState {
       }
     }
     this.complete(K_DESCRIBE);
+    return !hidden;
+  }
+
+  /** NoData answers a Describe; false when it was the proxy's own. */
+  noData(): boolean {
+    const hidden = this.queue.peek()?.hidden === true;
+    this.complete(K_DESCRIBE);
+    return !hidden;
   }
 
   readyForQuery(status: TxStatus): void {

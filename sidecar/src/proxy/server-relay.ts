@@ -11,7 +11,7 @@ import {
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { DROP, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
 import type { StatementResult } from './hooks.js';
-import { K_BIND, K_CLOSE, K_DESCRIBE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
+import { K_BIND, K_CLOSE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
 
 /**
@@ -62,8 +62,7 @@ export class ServerRelay implements FramerHandler {
         s.complete(K_CLOSE);
         return PASS;
       case B.NoData:
-        s.complete(K_DESCRIBE);
-        return PASS;
+        return s.noData() ? PASS : DROP;
       case B.ParameterDescription:
       case B.FunctionCallResponse:
       case B.CopyDone:
@@ -101,8 +100,7 @@ export class ServerRelay implements FramerHandler {
         s.readyForQuery(String.fromCharCode(buf[start + 5]) as 'I' | 'T' | 'E');
         return true;
       case B.RowDescription:
-        s.rowDescription(decodeRowDescription(buf, start, end));
-        return true;
+        return s.rowDescription(decodeRowDescription(buf, start, end));
       case B.CommandComplete:
       case B.EmptyQueryResponse:
         return this.commandComplete(type === B.CommandComplete ? decodeCString(buf, start, end) : undefined);
