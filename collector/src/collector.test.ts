@@ -1,4 +1,7 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { auditSubject } from '@pgwarden/policy';
@@ -7,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startNats, type TestNats } from '../../test/harness/index.js';
 import { ROLES } from '../../test/harness/postgres.js';
 import { type Collector, startCollector } from './collector.js';
+import { jsonlFileExporter } from './exports/jsonl-file.js';
 import { makeSession } from './testing/audit-events.js';
 import { createTestDatabase } from './testing/test-database.js';
 
@@ -58,6 +62,7 @@ const waitFor = async (check: () => Promise<boolean>, ms = 15_000) => {
 };
 
 describe('collector over NATS JetStream into PostgreSQL', () => {
+  const exportFile = join(mkdtempSync(join(tmpdir(), 'pgwarden-collector-export-')), 'audit.jsonl');
   let nats: TestNats;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let collector: Collector;
@@ -71,6 +76,7 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
       http: { port: 0 },
       logger: pino({ level: 'silent' }),
       gapGraceMs: 60_000,
+      exporters: [jsonlFileExporter({ path: exportFile })],
     });
   });
   afterAll(async () => {
@@ -120,6 +126,18 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
     expect(metrics).toMatch(/pgwarden_collector_events_duplicate_total 1/);
     expect((await getJson(`${collector.url}/readyz`)).body.checks).toEqual({ store: true, nats: true });
 
+    // The configured exporter was fed from the store as events arrived.
+    await waitFor(
+      async () => existsSync(exportFile) && readFileSync(exportFile, 'utf8').trim().split('\n').length === 17,
+    );
+    expect(
+      new Set(
+        readFileSync(exportFile, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).id),
+      ).size,
+    ).toBe(17);
     const v = await fetch(`${collector.url}/api/v1/verify`, { method: 'POST', body: '{}' });
     expect(await v.json()).toMatchObject({ ok: true, sessions: 2, failed: [] });
     await nc.close();

@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI (`make test` builds first): the proof drives the real binaries, as production runs them. */
 export const BIN = fileURLToPath(new URL('../../bin/pgwarden', import.meta.url));
+export const BUILT = existsSync(fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url)));
 
 export interface Proc {
   child: ChildProcess;

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RawClient } from '../governance/raw-client.js';
 import { findLeaks } from './byte-tap.js';
 import { type LeakQuery, leakCorpus, srfQueries } from './leak-corpus.js';
 import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
@@ -87,6 +88,20 @@ describe('leak corpus through the real sidecar', () => {
     const payload = await got;
     expect(payload).toMatch(/^user \*+ ssn \*+$/);
     await c.end();
+  });
+
+  it('FunctionCall (fast path, answered outside any RowDescription) is denied while masking applies', async () => {
+    const admin = adminClient();
+    await admin.connect();
+    const oid = Number((await admin.query(`SELECT '${S}.first_name()'::regprocedure::oid AS oid`)).rows[0].oid);
+    await admin.end();
+    side.tap.take();
+    const c = await RawClient.connect(side.tap.port);
+    c.send(RawClient.functionCall(oid));
+    const msgs = await c.until('readyForQuery');
+    expect(msgs.find((m) => m.name === 'error')?.code).toBe('42501');
+    c.end();
+    expect(findLeaks(side.tap.take(), planted.columnValues)).toEqual([]);
   });
 
   it('unmaskedFor: an exempt subject sees the real values', async () => {

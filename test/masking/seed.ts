@@ -101,6 +101,9 @@ export async function seed(schema: string): Promise<Planted> {
     await c.query(
       `CREATE FUNCTION ${S}.get_name(int) RETURNS text LANGUAGE sql AS $$ SELECT full_name FROM ${S}.customers WHERE id = $1 $$`,
     );
+    await c.query(
+      `CREATE FUNCTION ${S}.first_name() RETURNS text LANGUAGE sql AS $$ SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1 $$`,
+    );
     await c.query(`CREATE FUNCTION ${S}.leak_notice() RETURNS int LANGUAGE plpgsql AS $$ BEGIN
       RAISE NOTICE 'n: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); RETURN 1; END $$`);
     await c.query(`CREATE FUNCTION ${S}.leak_error() RETURNS int LANGUAGE plpgsql AS $$ BEGIN

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,10 @@ const stopProcess = (child: ChildProcess) =>
     child.kill('SIGTERM');
   });
 
-describe('pgwarden collector (embedded store, no NATS) with audit tail and audit verify', () => {
+// The CLI runs from cli/dist: `make test` builds first. Without a build there is nothing to spawn.
+const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+
+describe.skipIf(!BUILT)('pgwarden collector (embedded store, no NATS) with audit tail and audit verify', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-collector-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

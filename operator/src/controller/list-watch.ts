@@ -36,6 +36,8 @@ export interface ListWatchOptions {
   resyncMs?: number;
   watchdogMs?: number;
   random?: () => number;
+  /** Applied to every object before it is cached (drop what the controller never reads: big clusters, big pods). */
+  transform?: (obj: KubeObject) => KubeObject;
 }
 
 type Outcome = { reason: 'gone' | 'error' | 'closed' | 'watchdog' | 'stopped'; error?: string; delivered: number };
@@ -147,7 +149,8 @@ export class ListWatch {
       this.ref.labelSelector,
     );
     // Typed kinds come back as client-node model classes (Date timestamps); keep plain JSON like watch events.
-    const items = JSON.parse(JSON.stringify(res.items)) as KubeObject[];
+    const plain = JSON.parse(JSON.stringify(res.items)) as KubeObject[];
+    const items = this.opts.transform ? plain.map(this.opts.transform) : plain;
     const seen = new Set<string>();
     for (const obj of items) {
       const key = objectKey(obj);
@@ -210,6 +213,7 @@ export class ListWatch {
         if (rv) this.resourceVersion = rv;
         if (phase === 'BOOKMARK') return;
         delivered++;
+        if (this.opts.transform) obj = this.opts.transform(obj);
         const key = objectKey(obj);
         const old = this.cache.get(key);
         if (phase === 'DELETED') {

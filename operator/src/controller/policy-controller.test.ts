@@ -1,8 +1,9 @@
 import { KubeConfig } from '@kubernetes/client-node';
-import { parseRenderedPolicy } from '@pgwarden/policy';
+import { type DatabaseAccessPolicy, parseRenderedPolicy } from '@pgwarden/policy';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OperatorEvents } from '../core/operator-events.js';
 import { FakeApiServer } from '../testing/fake-apiserver.js';
+import { expectedSidecarHash } from '../webhook/mutate-pod.js';
 import { ANNOTATIONS, DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
 import { PolicyController } from './policy-controller.js';
 
@@ -155,38 +156,62 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
 
   it('rolls workloads through a pod-template annotation when the sidecar shape changes (rolloutStrategy Workload)', async () => {
     api.seed(policy());
-    const deployment = {
+    const deployment = (name: string) => ({
       apiVersion: 'apps/v1',
       kind: 'Deployment',
-      metadata: { name: 'agent', namespace: 'agents' },
+      metadata: { name, namespace: 'agents' },
       spec: {
-        selector: { matchLabels: { app: 'analytics' } },
-        template: { metadata: { labels: { app: 'analytics' } }, spec: { containers: [{ name: 'a', image: 'x' }] } },
+        selector: { matchLabels: { instance: name } },
+        template: {
+          metadata: { labels: { app: 'analytics', instance: name } },
+          spec: { containers: [{ name: 'a', image: 'x' }] },
+        },
       },
-    };
-    api.seed(deployment);
+    });
+    const pod = (name: string, instance: string, annotations?: Record<string, string>) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: 'agents', labels: { app: 'analytics', instance }, annotations },
+      spec: { containers: [{ name: 'a', image: 'x' }] },
+    });
+    const config1 = { ...DEFAULT_SIDECAR_CONFIG, image: 'pgwarden:1' };
+    const hash1 = expectedSidecarHash([policy() as unknown as DatabaseAccessPolicy], config1);
+    // "agent" runs pods without a sidecar (created before the policy); "late" was created after it (already injected).
+    api.seed(deployment('agent'));
+    api.seed(pod('agent-1', 'agent'));
+    api.seed(deployment('late'));
+    api.seed(pod('late-1', 'late', { [ANNOTATIONS.sidecarHash]: hash1 }));
     api.seed({
-      ...deployment,
-      metadata: { name: 'web', namespace: 'agents' },
-      spec: { ...deployment.spec, template: { ...deployment.spec.template, metadata: { labels: { app: 'web' } } } },
+      ...deployment('web'),
+      spec: {
+        ...deployment('web').spec,
+        template: {
+          metadata: { labels: { app: 'web', instance: 'web' } },
+          spec: { containers: [{ name: 'a', image: 'x' }] },
+        },
+      },
     });
     const hashOf = (n: string) =>
       api.get('apps/v1', 'Deployment', 'agents', n)?.spec.template.metadata.annotations?.[ANNOTATIONS.sidecarHash];
+    const genOf = (n: string) => api.get('apps/v1', 'Deployment', 'agents', n).metadata.generation;
     await startController('pgwarden:1');
-    const h1 = await until(() => hashOf('agent'));
+    expect(await until(() => hashOf('agent'))).toBe(hash1);
+    await ctl!.queue.idle();
+    expect(hashOf('late')).toBeUndefined(); // its pods already have this sidecar: no needless restart
     expect(hashOf('web')).toBeUndefined();
-    const gen = api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation;
+    const gen = genOf('agent');
     await ctl!.stop();
     // Same shape: a restarted operator does not roll again.
     await startController('pgwarden:1');
     await until(() => dapOf()?.status?.renderedHash);
     await ctl!.queue.idle();
-    expect(api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation).toBe(gen);
+    expect(genOf('agent')).toBe(gen);
     await ctl!.stop();
     await startController('pgwarden:2');
-    const h2 = await until(() => (hashOf('agent') !== h1 ? hashOf('agent') : undefined));
+    const h2 = await until(() => (hashOf('agent') !== hash1 ? hashOf('agent') : undefined));
     expect(h2).toMatch(/^sha256:/);
-    expect(api.get('apps/v1', 'Deployment', 'agents', 'agent').metadata.generation).toBe(gen + 1);
+    expect(await until(() => hashOf('late'))).toBe(h2); // old sidecar shape on its pods: rolled now
+    expect(genOf('agent')).toBe(gen + 1);
     expect(eventsOf().some((e: any) => e.reason === 'RolloutTriggered')).toBe(true);
   });
 

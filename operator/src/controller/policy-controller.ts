@@ -56,7 +56,11 @@ export class PolicyController {
       events,
       w,
     );
-    this.pods = new ListWatch(kc, { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespace }, events, w);
+    // Pods are the biggest cache: keep only the metadata the controller reads (labels, owners, deletion).
+    this.pods = new ListWatch(kc, { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespace }, events, {
+      ...w,
+      transform: podMetadataOnly,
+    });
     this.configMaps = new ListWatch(
       kc,
       {
@@ -116,7 +120,9 @@ export class PolicyController {
       this.queue.add(RULE_PREFIX + objectKey(obj));
       this.enqueueNamespace(obj.metadata.namespace);
     });
-    this.pods.onChange((_t, obj, old) => {
+    this.pods.onChange((type, obj, old) => {
+      // Pod status churns constantly; only label/owner/annotation/deletion changes matter here.
+      if (type === 'updated' && old && samePodMetadata(obj, old)) return;
       for (const pod of [obj, old]) if (pod) this.enqueueSelecting(pod);
     });
     this.configMaps.onChange((type, obj) => {
@@ -176,6 +182,32 @@ export class PolicyController {
       if (matchesLabelSelector(p.spec?.podSelector ?? {}, pod.metadata.labels ?? {})) this.queue.add(objectKey(p));
     }
   }
+}
+
+export function podMetadataOnly(pod: KubeObject): KubeObject {
+  const m = pod.metadata;
+  return {
+    apiVersion: pod.apiVersion,
+    kind: pod.kind,
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      labels: m.labels,
+      // Only pgwarden's own annotations (the injected sidecar's shape hash) are read.
+      annotations: Object.fromEntries(
+        Object.entries(m.annotations ?? {}).filter(([k]) => k.startsWith('pgwarden.dev/')),
+      ),
+      ownerReferences: m.ownerReferences,
+      deletionTimestamp: m.deletionTimestamp,
+    },
+  };
+}
+
+function samePodMetadata(a: KubeObject, b: KubeObject): boolean {
+  const strip = (o: KubeObject) => JSON.stringify({ ...o.metadata, resourceVersion: undefined });
+  return strip(a) === strip(b);
 }
 
 function sameExceptStatus(a: KubeObject, b: KubeObject): boolean {

@@ -36,7 +36,10 @@ export interface ReconcileDeps {
   events: OperatorEvents;
   sidecar: SidecarConfig;
   defaultRollout: RolloutStrategy;
-  /** Last hash this process rendered per policy: the cached status may lag our own write (watch latency). */
+  /**
+   * Last outcome this process reported per policy (rendered hash, or the invalid-spec message): the cached status
+   * may lag our own write (watch latency), and Events must not repeat.
+   */
   lastRendered?: Map<string, string>;
   now?: () => Date;
 }
@@ -52,6 +55,7 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     uid: dap.metadata.uid,
   };
   const now = deps.now?.() ?? new Date();
+  const key = `${ns}/${ref.name}`;
   const generation = dap.metadata.generation;
   const prev = dap.status;
 
@@ -85,7 +89,9 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       ],
       now,
     );
-    const previousMessage = prev?.conditions?.find((c) => c.type === 'Accepted')?.message;
+    const previousMessage =
+      deps.lastRendered?.get(key) ?? prev?.conditions?.find((c) => c.type === 'Accepted')?.message;
+    deps.lastRendered?.set(key, message);
     if (previousMessage !== message) {
       deps.events.emit('policy.invalid', { namespace: ns, name: ref.name, message });
       await deps.writes.recordEvent(ref, 'Warning', 'InvalidSpec', message);
@@ -102,7 +108,6 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
 
   const cmName = configMapName(ref.name);
   await deps.writes.applyConfigMap(buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered));
-  const key = `${ns}/${ref.name}`;
   const changed = (deps.lastRendered?.get(key) ?? prev?.renderedHash) !== rendered.hash;
   deps.lastRendered?.set(key, rendered.hash);
   deps.events.emit('policy.rendered', {
@@ -142,6 +147,18 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   });
 }
 
+/** Does any running pod of this workload (by its selector) lack the wanted sidecar hash? */
+function podsNeedRollout(workload: Record<string, any>, pods: KubeObject[], namespace: string, want: string): boolean {
+  const selector = workload.spec?.selector ?? { matchLabels: workload.spec?.template?.metadata?.labels ?? {} };
+  return pods.some(
+    (p) =>
+      p.metadata.namespace === namespace &&
+      !p.metadata.deletionTimestamp &&
+      matchesLabelSelector(selector, p.metadata.labels ?? {}) &&
+      p.metadata.annotations?.[ANNOTATIONS.sidecarHash] !== want,
+  );
+}
+
 export function rolloutStrategy(dap: { metadata: any; spec?: any }, fallback: RolloutStrategy): RolloutStrategy {
   const v = dap.spec?.rolloutStrategy ?? dap.metadata.annotations?.[ANNOTATIONS.rolloutStrategy];
   return v === 'None' || v === 'Workload' ? v : fallback;
@@ -151,6 +168,7 @@ export function rolloutStrategy(dap: { metadata: any; spec?: any }, fallback: Ro
  * Sets `pgwarden.dev/sidecar-hash` on the pod templates this policy selects to the hash of the sidecars a new pod
  * would get. When the sidecar's shape (image, args, ports, resources) changes, the template changes and the
  * workload's own controller rolls its pods; policy content changes alone never roll (the ConfigMap hot-reloads).
+ * A template not yet marked is rolled only when its running pods lack the wanted sidecar.
  */
 async function rollWorkloads(deps: ReconcileDeps, policy: DatabaseAccessPolicy, ref: ObjectRef): Promise<void> {
   const all = deps
@@ -168,7 +186,11 @@ async function rollWorkloads(deps: ReconcileDeps, policy: DatabaseAccessPolicy, 
         all.map((p) => normalisePolicy(p).policy),
       );
       const want = expectedSidecarHash(selecting, deps.sidecar);
-      if (template.metadata?.annotations?.[ANNOTATIONS.sidecarHash] === want) continue;
+      const marked = template.metadata?.annotations?.[ANNOTATIONS.sidecarHash];
+      if (marked === want) continue;
+      // An unmarked template whose running pods already carry the right sidecar (created after the policy, injected
+      // at admission) needs no restart; one whose pods lack it, or carry an old shape, does.
+      if (marked === undefined && !podsNeedRollout(w, deps.pods(), ref.namespace, want)) continue;
       await deps.writes.annotatePodTemplate(
         apiVersion,
         kind,

@@ -259,6 +259,17 @@ describe('plans and checks', () => {
     });
     expect(planColumns([field('e', 102, 2)], undefined, config(), cat).actions[0]).toMatchObject({ why: 'lineage' });
   });
+  it('lineage: direct masks only columns resolved by identity', () => {
+    const direct = compileMasking(
+      [{ name: 'pii', spec: { columns: [{ table: '*', column: 'ssn', strategy: { type: 'redact' } }] } }],
+      { lineage: 'direct' },
+      { groups: [] },
+    );
+    const a = one('SELECT reverse(ssn), ssn FROM customers');
+    const plan = planColumns([field('reverse', 0, 0), field('ssn', 100, 4)], alignOutputs(a.outputs, 2), direct, cat);
+    expect(plan.actions[0]).toBeUndefined();
+    expect(plan.actions[1]).toMatchObject({ kind: 'mask', why: 'column' });
+  });
   it('unmaskedFor exempts the subject', () => {
     const c = compileMasking(
       [

@@ -172,8 +172,9 @@ export function checkMaskedUsage(
       const v = lineageVerdict(a.copyOut.lin, config);
       if (rules && (v.rule || v.undecidable))
         return deny('masked-copy', 'COPY TO of masked columns is not allowed; use SELECT');
-      if (a.copyOut.binary && config.detectors.length > 0)
-        return deny('binary-copy', 'binary COPY TO cannot be scanned for secrets; use text format');
+      // COPY data reaches the client as CopyData text the scrubber rewrites; binary rows would be corrupted.
+      if (a.copyOut.binary)
+        return deny('binary-copy', 'binary COPY TO is not allowed while masking applies; use text format');
     }
     if (rules && config.undecidable === 'deny' && a.outputs.some((o) => o.lin.unknown)) {
       return deny(

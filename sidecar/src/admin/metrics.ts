@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { StatementRecord } from '../proxy/hooks.js';
 
 /**
@@ -14,7 +14,8 @@ export class SidecarMetrics {
   /** Statements by "action outcome", counted in plain numbers on the hot path (prom-client hashes labels per call). */
   private readonly statementCounts = new Map<string, number>();
   private readonly upstreamErrors: Counter<'code'>;
-  private readonly duration: Histogram;
+  /** Seconds spent in statements (receipt to completion), summed: with the statement count it gives the mean. */
+  private statementSeconds = 0;
 
   constructor() {
     const registers = [this.registry];
@@ -29,6 +30,7 @@ export class SidecarMetrics {
       help: 'Client sessions established since start',
       registers,
     });
+    const self = this;
     const counts = this.statementCounts;
     new Counter({
       name: 'pgwarden_statements_total',
@@ -49,13 +51,17 @@ export class SidecarMetrics {
       labelNames: ['code'],
       registers,
     });
-    this.duration = new Histogram({
-      name: 'pgwarden_statement_duration_seconds',
-      help: 'Time from receiving a statement to its completion',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    // A prom-client Histogram validates and hashes labels on every observe (≈3% of CPU on 1000-row results):
+    // too much for the per-statement path, so the total is kept in a number and read at scrape time.
+    new Counter({
+      name: 'pgwarden_statement_seconds_total',
+      help: 'Seconds from receiving statement-bearing messages to their completion, summed',
       registers,
+      collect() {
+        this.reset();
+        this.inc(self.statementSeconds);
+      },
     });
-    const self = this;
     new Counter({
       name: 'pgwarden_bytes_total',
       help: 'Bytes relayed, by direction (client_to_upstream, upstream_to_client)',
@@ -83,7 +89,7 @@ export class SidecarMetrics {
     for (const r of record.results) if (r.error) outcome = 'error';
     const key = `${record.verdict.action} ${outcome}`;
     this.statementCounts.set(key, (this.statementCounts.get(key) ?? 0) + 1);
-    this.duration.observe(record.durationMs / 1000);
+    this.statementSeconds += record.durationMs / 1000;
   }
 
   upstreamError(code: string): void {

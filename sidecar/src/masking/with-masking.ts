@@ -47,7 +47,10 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         checkFunctionCall: async (oid) => {
           const decided = await inner.checkFunctionCall(oid);
           if (decided.action === 'deny' || !m.config.active) return decided;
-          return denial(`FunctionCall (function OID ${oid}) is not allowed while masking rules apply: its result cannot be masked`, 'function-call');
+          return denial(
+            `FunctionCall (function OID ${oid}) is not allowed while masking rules apply: its result cannot be masked`,
+            'function-call',
+          );
         },
         planRows: (fields, verdict) => m.planRows(fields, verdict),
         scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),

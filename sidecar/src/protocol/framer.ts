@@ -1,4 +1,4 @@
-import { MAX_STARTUP_PACKET } from './codes.js';
+import { LARGE_MESSAGE_LIMIT, MAX_STARTUP_PACKET } from './codes.js';
 import { ProtocolError } from './errors.js';
 
 /**
@@ -45,6 +45,13 @@ export interface FramerHandler {
 export class Framer {
   /** True while the next packet is an untyped startup packet (client side, before the StartupMessage). */
   startup: boolean;
+  /**
+   * Messages of this type are passed without asking the handler, only counted (see `takeCounted`); -1 = none.
+   * Lets a handler skip its per-message call for runs of DataRows it does not need to see one by one.
+   */
+  countType = -1;
+  private counted = 0;
+  private countedBytes = 0;
   private handler: FramerHandler;
   private stash: Buffer | null = null;
   private collect: Buffer | null = null;
@@ -94,6 +101,14 @@ export class Framer {
     if (!this.suspended || this.failed) return;
     this.suspended = false;
     while (!this.suspended && this.backlog.length > 0) this.run(this.backlog.shift()!);
+  }
+
+  /** Messages (and their bytes) passed under `countType` since the last call. */
+  takeCounted(): [number, number] {
+    const out: [number, number] = [this.counted, this.countedBytes];
+    this.counted = 0;
+    this.countedBytes = 0;
+    return out;
   }
 
   /** Bytes queued while suspended (for backpressure decisions). */
@@ -215,6 +230,13 @@ export class Framer {
       }
       const type = buf[i];
       const len = buf.readInt32BE(i + 1);
+      if (type === this.countType && len >= 4 && len <= LARGE_MESSAGE_LIMIT) {
+        // Counted pass: no handler call per message (a result's DataRows when nothing inspects them).
+        this.counted++;
+        this.countedBytes += len + 1;
+        this.passLeft = len + 1;
+        continue;
+      }
       const limit = this.handler.limit(type);
       if (limit < 0) {
         throw new ProtocolError(

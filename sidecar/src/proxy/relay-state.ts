@@ -33,6 +33,8 @@ export class RelayState {
   discarding = false;
   /** Drop upstream responses until ReadyForQuery (the client was already told the statement failed). */
   swallow = false;
+  /** Called whenever `cur` may have changed (the server relay switches its row fast path). */
+  onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;
   readonly scrub: ((text: string) => string) | undefined;
   private readonly io: RelayIO;
@@ -81,6 +83,7 @@ export class RelayState {
     const head = this.queue.peek();
     if (head === undefined || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) {
       this.cur = undefined;
+      this.onCurChange?.();
       return;
     }
     const st = head.stmt!;
@@ -94,6 +97,7 @@ export class RelayState {
       if (p.transformer !== undefined) st.transformer = p.transformer;
       else if (fields !== undefined) st.transformer = p.transformer = this.hooks.planRows(fields, st.verdict);
     }
+    this.onCurChange?.();
   }
 
   /** Plans rows from a RowDescription; returns false when it answers the proxy's own Describe (not forwarded). */

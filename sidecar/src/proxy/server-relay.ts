@@ -9,7 +9,7 @@ import {
   notificationResponse,
 } from '../protocol/backend-messages.js';
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
-import { DROP, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
+import { DROP, type Framer, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
 import type { StatementResult } from './hooks.js';
 import { K_BIND, K_CLOSE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
@@ -20,10 +20,14 @@ import type { RelayState } from './relay-state.js';
  * text, replaced errors) are handled whole.
  */
 export class ServerRelay implements FramerHandler {
+  /** The framer feeding this relay (for counted DataRow runs). */
+  framer: Framer | undefined;
   private readonly s: RelayState;
+  private countedFor: Stmt | undefined;
 
   constructor(state: RelayState) {
     this.s = state;
+    state.onCurChange = () => this.updateFast();
   }
 
   limit(): number {
@@ -32,6 +36,8 @@ export class ServerRelay implements FramerHandler {
 
   header(type: number, length: number): number {
     const s = this.s;
+    // Counted rows belong to the statement they streamed for: settle them before anything can change it.
+    if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
     if (s.swallow && type !== B.ReadyForQuery) return DROP;
     switch (type) {
       case B.DataRow: {
@@ -89,6 +95,46 @@ export class ServerRelay implements FramerHandler {
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    const out = this.handle(type, buf, start, end);
+    if (
+      type === B.RowDescription ||
+      type === B.CommandComplete ||
+      type === B.EmptyQueryResponse ||
+      type === B.PortalSuspended
+    ) {
+      this.updateFast();
+    }
+    return out;
+  }
+
+  /**
+   * Rows of a result nobody inspects (no row plan, no maxRows) are passed by the framer without a call per row and
+   * only counted; any other result gets the per-row header() above.
+   */
+  updateFast(): void {
+    this.sync();
+    const st = this.s.cur;
+    const f = this.framer;
+    if (f === undefined) return;
+    if (st !== undefined && !this.s.swallow && !st.capped && st.transformer === undefined && st.maxRows === undefined) {
+      f.countType = B.DataRow;
+      this.countedFor = st;
+    } else {
+      f.countType = -1;
+      this.countedFor = undefined;
+    }
+  }
+
+  private sync(): void {
+    const f = this.framer;
+    const st = this.countedFor;
+    if (f === undefined || st === undefined) return;
+    const [rows, bytes] = f.takeCounted();
+    st.rows += rows;
+    st.bytes += bytes;
+  }
+
+  private handle(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     switch (type) {
       case B.DataRow: {

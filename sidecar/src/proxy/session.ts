@@ -217,7 +217,9 @@ export class ProxySession {
     relay.framer = this.framer;
     this.relay = relay;
     this.framer.setHandler(relay);
-    this.upFramer = new Framer(new ServerRelay(state));
+    const serverRelay = new ServerRelay(state);
+    this.upFramer = new Framer(serverRelay);
+    serverRelay.framer = this.upFramer;
     up.socket.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
     up.socket.on('drain', () => this.setPause(UPSTREAM_FULL, false));
     if (up.leftover.length > 0) this.fromUpstream(up.leftover);

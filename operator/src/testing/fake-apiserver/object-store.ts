@@ -124,10 +124,8 @@ export class ObjectStore {
   /** PUT (update or status update). Honors a resourceVersion precondition like the real server (409 Conflict). */
   replace(rt: ResourceType, ns: string | undefined, name: string, body: Json, opts: WriteOptions = {}): Json {
     const stored = this.bucket(rt).get(`${ns ?? ''}/${name}`);
-    if (!stored) {
-      if (opts.subresource) throw notFound(rt, name);
-      return this.create(rt, ns, { ...body, metadata: { ...body.metadata, name } }, opts);
-    }
+    // Most kinds (custom resources included) do not allow create-on-update: PUT of a missing object is 404.
+    if (!stored) throw notFound(rt, name);
     const wantRv = body?.metadata?.resourceVersion;
     if (wantRv && wantRv !== stored.obj.metadata.resourceVersion) throw conflict(rt, name);
     return this.write(rt, stored, `${ns ?? ''}/${name}`, body, opts, 'Update');
