@@ -1,13 +1,18 @@
-import { inject } from 'vitest';
 import pg from 'pg';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { ROLES } from './harness/postgres.js';
 
 describe('test harness', () => {
   it('serves every auth method the sidecar must speak, and TLS', async () => {
     const shared = inject('pg');
     for (const role of ['scram', 'md5', 'cleartext'] as const) {
-      const c = new pg.Client({ host: shared.host, port: shared.port, database: 'app', user: ROLES[role].user, password: ROLES[role].password });
+      const c = new pg.Client({
+        host: shared.host,
+        port: shared.port,
+        database: 'app',
+        user: ROLES[role].user,
+        password: ROLES[role].password,
+      });
       await c.connect();
       const r = await c.query('select current_user as u');
       expect(r.rows[0].u).toBe(ROLES[role].user);

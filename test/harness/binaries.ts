@@ -27,7 +27,15 @@ export function postgresBinDir(): string {
 }
 
 export function natsServerBinary(): string {
-  const candidates = [process.env.PGWARDEN_NATS_SERVER, '/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
+  const candidates = [
+    process.env.PGWARDEN_NATS_SERVER,
+    '/usr/sbin/nats-server',
+    '/usr/bin/nats-server',
+    '/usr/local/bin/nats-server',
+  ];
   for (const c of candidates) if (c && existsSync(c)) return c;
-  throw new MissingBinaryError('nats-server (2.9+, JetStream)', 'apt-get install -y nats-server   (or set PGWARDEN_NATS_SERVER)');
+  throw new MissingBinaryError(
+    'nats-server (2.9+, JetStream)',
+    'apt-get install -y nats-server   (or set PGWARDEN_NATS_SERVER)',
+  );
 }

@@ -1,4 +1,4 @@
-import { createServer, connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 
 /** Asks the kernel for a free loopback port. Racy by nature; callers that bind retry on EADDRINUSE. */
 export function freePort(): Promise<number> {

@@ -56,7 +56,18 @@ export async function startPostgres(opts: { settings?: Record<string, string> } 
     execFileSync('mkdir', ['-p', socketDir]);
     execFileSync('chown', ['-R', 'postgres:postgres', root]);
   }
-  asPostgres(join(bin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C', '--no-sync']);
+  asPostgres(join(bin, 'initdb'), [
+    '-D',
+    dataDir,
+    '-U',
+    'postgres',
+    '--auth=scram-sha-256',
+    `--pwfile=${pwfile}`,
+    '-E',
+    'UTF8',
+    '--locale=C',
+    '--no-sync',
+  ]);
   for (const f of ['server.crt', 'server.key']) {
     copyFileSync(join(certs.dir, f), join(dataDir, f));
     if (isRoot) chownSync(join(dataDir, f), uidOf('postgres'), gidOf('postgres'));
@@ -97,14 +108,39 @@ export async function startPostgres(opts: { settings?: Record<string, string> } 
   for (let attempt = 0; ; attempt++) {
     port = await freePort();
     try {
-      asPostgres(join(bin, 'pg_ctl'), ['-D', dataDir, '-l', join(root, 'postgres.log'), '-w', '-t', '30', '-o', `-p ${port}`, 'start']);
+      asPostgres(join(bin, 'pg_ctl'), [
+        '-D',
+        dataDir,
+        '-l',
+        join(root, 'postgres.log'),
+        '-w',
+        '-t',
+        '30',
+        '-o',
+        `-p ${port}`,
+        'start',
+      ]);
       break;
     } catch (err) {
       if (attempt >= 3) throw err;
     }
   }
   const psql = (sql: string, database = 'postgres') =>
-    asPostgres('psql', ['-h', socketDir, '-p', String(port), '-U', 'postgres', '-d', database, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+    asPostgres('psql', [
+      '-h',
+      socketDir,
+      '-p',
+      String(port),
+      '-U',
+      'postgres',
+      '-d',
+      database,
+      '-XAtq',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-c',
+      sql,
+    ]);
   psql(`SET password_encryption = 'scram-sha-256';
         CREATE ROLE ${ROLES.scram.user} LOGIN PASSWORD '${ROLES.scram.password}';
         CREATE ROLE ${ROLES.tlsOnly.user} LOGIN PASSWORD '${ROLES.tlsOnly.password}';
