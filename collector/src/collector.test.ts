@@ -87,7 +87,10 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
 
   it('consumes the stream it created, deduplicates republished messages, and serves sessions, events and live tail', async () => {
     const sse = readSse(`${collector.url}/api/v1/stream?decision=deny`, 2);
-    await new Promise((r) => setTimeout(r, 100));
+    // The tail is live only: wait until the collector counts the client before publishing.
+    await waitFor(async () =>
+      /pgwarden_collector_stream_clients 1/.test(await (await fetch(`${collector.url}/metrics`)).text()),
+    );
     const nc = await connect({ servers: nats.url });
     const js = jetstream(nc);
     const a = makeSession({ id: 'sess-a', statements: 10, denyEvery: 5 });

@@ -97,9 +97,9 @@ describe('large messages stream through with bounded memory', () => {
     } finally {
       peak = stop();
     }
-    // Whole-message buffering would hold at least SIZE bytes at once; streaming stays far below it (the sample
-    // includes the test client's own buffers).
-    expect(peak).toBeLessThan(SIZE / 4);
+    // Whole-message buffering would hold at least SIZE bytes at once (measured: 95 MB for an 80 MiB message);
+    // streaming stays far below it (1–20 MB here, the test client's own buffers included).
+    expect(peak).toBeLessThan(SIZE / 2);
     client.close();
   }, 60_000);
 
