@@ -24,6 +24,22 @@ describe('audit event schema v1', () => {
     expect(validate(statement()), JSON.stringify(validate.errors)).toBe(true);
   });
 
+  it('accepts an auth.refused event with client and refusal', () => {
+    const e = sealEvent(
+      {
+        v: 1,
+        type: 'auth.refused',
+        time: '2026-01-01T00:00:00.123456Z',
+        session: { id: 'sidecar-x' },
+        identity: { namespace: 'agents', pod: 'p-0', groups: [] },
+        client: { address: '127.0.0.1', port: 4000 },
+        refusal: { reason: 'token_expired', code: '28P01', user: 'agent', database: 'app', mode: 'oidc' },
+      },
+      newChain(),
+    );
+    expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+  });
+
   it.each([
     ['an unknown top-level field', (e: Record<string, unknown>) => Object.assign(e, { extra: 1 })],
     ['a millisecond timestamp', (e: Record<string, unknown>) => Object.assign(e, { time: '2026-01-01T00:00:00.123Z' })],
@@ -35,6 +51,15 @@ describe('audit event schema v1', () => {
     ['an unknown type', (e: Record<string, unknown>) => Object.assign(e, { type: 'statement.weird' })],
     ['seq 0', (e: Record<string, unknown>) => Object.assign(e, { session: { id: 's', seq: 0 } })],
     ['a malformed hash', (e: Record<string, unknown>) => Object.assign(e, { hash: 'sha256:zz' })],
+    [
+      'an auth.refused event without its refusal',
+      (e: Record<string, unknown>) => Object.assign(e, { type: 'auth.refused', client: { address: 'a', port: 1 } }),
+    ],
+    [
+      'a result sample with a non-text cell',
+      (e: Record<string, unknown>) =>
+        Object.assign(e, { result: { rows: 1, bytes: 1, sample: { columns: ['a'], rows: [[1]], truncated: false } } }),
+    ],
     [
       'an approval event without approval',
       (e: Record<string, unknown>) => Object.assign(e, { type: 'approval.granted' }),

@@ -72,7 +72,23 @@ export const auditEventSchema = {
       'action',
     ]),
     masking: obj({ columns: strArr, cells: nonNegInt }, ['columns', 'cells']),
-    result: obj({ tag: str, rows: nonNegInt, bytes: nonNegInt, error, sample: {} }, ['rows', 'bytes']),
+    result: obj(
+      {
+        tag: str,
+        rows: nonNegInt,
+        bytes: nonNegInt,
+        error,
+        sample: obj(
+          {
+            columns: strArr,
+            rows: { type: 'array', items: { type: 'array', items: { type: ['string', 'null'] } } },
+            truncated: { type: 'boolean' },
+          },
+          ['columns', 'rows', 'truncated'],
+        ),
+      },
+      ['rows', 'bytes'],
+    ),
     timing: obj({ start: time, durationMs: nonNegNum, upstreamMs: nonNegNum, heldMs: nonNegNum }, [
       'start',
       'durationMs',
@@ -101,6 +117,7 @@ export const auditEventSchema = {
       ['dropped', 'since', 'until', 'cause', 'sessions'],
     ),
     error,
+    refusal: obj({ reason: str, code: str, message: str, user: str, database: str, mode: str }, ['reason', 'code']),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -113,5 +130,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'policy.rejected' } } }, ['error']),
     requires({ properties: { type: { type: 'string', pattern: '^approval\\.' } } }, ['approval']),
     requires({ properties: { type: { const: 'audit.gap' } } }, ['gap']),
+    requires({ properties: { type: { const: 'auth.refused' } } }, ['refusal', 'client']),
   ],
 } as const;

@@ -16,6 +16,7 @@ export const AUDIT_EVENT_TYPES = [
   'approval.denied',
   'approval.expired',
   'audit.gap',
+  'auth.refused',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -94,7 +95,7 @@ export interface AuditResult {
   bytes: number;
   error?: AuditError;
   /** Result rows as sent to the client (already masked), per the policy's `captureResults`. */
-  sample?: unknown;
+  sample?: AuditResultSample;
 }
 
 export interface AuditTiming {
@@ -135,6 +136,33 @@ export interface AuditGap {
   truncated?: boolean;
 }
 
+/**
+ * A login the sidecar refused (`auth.refused`), as far as the client could be identified. Everything but `reason`
+ * and `code` is what the client claimed in its startup packet; the password or token is never recorded.
+ */
+export interface AuditRefusal {
+  /** Stable reason code (identity IdentityReason, or `policy_not_ready` / `identity_config`). */
+  reason: string;
+  /** SQLSTATE sent to the client (28P01 for a refused token, 57P03 while no policy is loaded). */
+  code: string;
+  /** The message sent to the client (it never contains the token). */
+  message?: string;
+  /** Startup packet `user` and `database` (claimed, unverified). */
+  user?: string;
+  database?: string;
+  /** Authentication mode in force (`workload`, `oidc`). */
+  mode?: string;
+}
+
+/** A result sample (`captureResults: rows`): the first rows as sent to the client, after masking. */
+export interface AuditResultSample {
+  columns: string[];
+  /** Text-format values as text, binary-format values as `\\x` hex; null for SQL NULL. */
+  rows: (string | null)[][];
+  /** More rows were sent than the sample holds (maxResultBytes). */
+  truncated: boolean;
+}
+
 /** Which sidecar process produced the event. */
 export interface AuditSource {
   instance: string;
@@ -165,6 +193,7 @@ export interface AuditEvent {
   approval?: AuditApproval;
   gap?: AuditGap;
   error?: AuditError;
+  refusal?: AuditRefusal;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */

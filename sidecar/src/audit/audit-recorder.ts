@@ -50,9 +50,25 @@ export interface AuditRecorder {
   session(id: string): SessionAuditor | undefined;
   policyLoaded(policy: AuditPolicyRef): void;
   policyRejected(error: AuditErrorBody, policyName?: string): void;
+  /** A refused login: `auth.refused` in the sidecar's own chain (no session was opened). */
+  authRefused(refusal: LoginRefusal): void;
   /** False while the sink cannot make events durable. */
   ready(): boolean;
   close(): Promise<void>;
+}
+
+/** A refused login as far as the client was identified; deliberately has no field for the password or token. */
+export interface LoginRefusal {
+  reason: string;
+  code: string;
+  message?: string;
+  mode?: string;
+  client: { address: string; port: number };
+  user?: string;
+  database?: string;
+  application?: string;
+  /** The pod's workload identity (downward API): the claimed identity of anything on its loopback. */
+  workload?: { namespace?: string; serviceAccount?: string; pod?: string; node?: string };
 }
 
 /** Extra detail a StatementResult may carry (masking and result capture add them; both optional). */
@@ -123,6 +139,25 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         error: { code: error.code, message: redactSecrets(error.message) },
         ...(policyName ? { policy: { name: policyName, hash: '' } } : {}),
       }),
+    authRefused(r) {
+      instanceEvent('auth.refused', {
+        identity: { groups: [], ...pick(r.workload, ['namespace', 'serviceAccount', 'pod', 'node']) },
+        client: {
+          address: r.client.address,
+          port: r.client.port,
+          ...(r.application ? { application: cutText(r.application, 256) } : {}),
+        },
+        refusal: {
+          reason: r.reason,
+          code: r.code,
+          ...(r.message ? { message: cutText(redactSecrets(r.message), 1024) } : {}),
+          // Client-chosen strings: capped so a hostile startup packet cannot bloat the chain.
+          ...(r.user ? { user: cutText(r.user, 256) } : {}),
+          ...(r.database ? { database: cutText(r.database, 256) } : {}),
+          ...(r.mode ? { mode: r.mode } : {}),
+        },
+      });
+    },
     openSession(info, at) {
       const chain = newChain();
       const sessionPolicy = policyRef(at?.policy ?? options.policy?.());
@@ -192,6 +227,8 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     },
   };
 }
+
+const cutText = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);
 
 export const round3 = (n: number) => Math.round(n * 1000) / 1000;
 

@@ -1,5 +1,5 @@
 import { formatAuditTime } from '@pgwarden/policy';
-import type { AuditRecorder } from './audit-recorder.js';
+import type { AuditRecorder, LoginRefusal } from './audit-recorder.js';
 import { nowMicros } from './drop-tracker.js';
 
 /** The governance events (governance/governance-events.ts) that become audit events; others are ignored. */
@@ -14,12 +14,14 @@ export type AuditedGovernanceEvent =
       outcome: 'approved' | 'rejected' | 'timeout';
       heldMs: number;
     }
+  | ({ type: 'login.refused' } & LoginRefusal)
   | { type: string };
 
 const OUTCOME = { approved: 'approval.granted', rejected: 'approval.denied', timeout: 'approval.expired' } as const;
 
 /**
- * Returns a governance event listener that records policy loads/rejections in the sidecar's chain and the
+ * Returns a governance event listener that records policy loads/rejections and refused logins in the sidecar's
+ * chain, and the
  * review hold of a statement (`review` rules) in its session's chain: approval.requested when it is held, then
  * approval.granted / denied / expired. A session holds at most one statement at a time, so the pair shares one
  * id, `<session>.approval.<n>`.
@@ -33,6 +35,11 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
       for (const name of e.names) recorder.policyLoaded({ name, hash: e.hash });
     } else if (e.type === 'policy.rejected' && 'code' in e) {
       recorder.policyRejected({ code: e.code, message: e.message }, e.kept?.names[0]);
+    } else if (e.type === 'login.refused' && 'reason' in e) {
+      // The governance's own refusal event (it knows the startup database); identity's `auth.refused` is the same
+      // refusal with less context, so it is not recorded twice.
+      const { type: _type, ...refusal } = e as { type: 'login.refused' } & LoginRefusal;
+      recorder.authRefused(refusal);
     } else if (e.type === 'statement.held' && 'timeoutMs' in e) {
       const id = `${e.session}.approval.${++counter}`;
       holds.set(e.session, id);

@@ -10,6 +10,7 @@ export {
   type AuditRecorder,
   type AuditRecorderOptions,
   createAuditRecorder,
+  type LoginRefusal,
   type SessionAuditor,
   type StatementResultExtras,
 } from './audit-recorder.js';

@@ -1,4 +1,4 @@
-import type { AuthEvent } from '../identity/index.js';
+import type { AuthEvent, WorkloadIdentity } from '../identity/index.js';
 import type { PolicySourceEvent } from '../policy-source/index.js';
 
 export interface PolicyRef {
@@ -6,10 +6,31 @@ export interface PolicyRef {
   hash: string;
 }
 
+/**
+ * Every login the sidecar refused (identity refusals and its own: no policy loaded, misconfigured identity), with
+ * what the client claimed in its startup packet. Never carries the password or token. The audit recorder turns it
+ * into an `auth.refused` event in the sidecar's own chain.
+ */
+export interface LoginRefusedEvent {
+  type: 'login.refused';
+  reason: string;
+  /** SQLSTATE sent to the client. */
+  code: string;
+  /** The message sent to the client (safe: identity messages never quote the token). */
+  message: string;
+  mode?: 'workload' | 'oidc';
+  client: { address: string; port: number };
+  user: string;
+  database: string;
+  application?: string;
+  workload: WorkloadIdentity;
+}
+
 /** Typed events the governance emits; logging, metrics and audit subscribe (nothing here logs by itself). */
 export type GovernanceEvent =
   | PolicySourceEvent
   | AuthEvent
+  | LoginRefusedEvent
   | { type: 'statement.held'; session: string; policy: PolicyRef; rule?: string; timeoutMs: number }
   | {
       type: 'statement.released';

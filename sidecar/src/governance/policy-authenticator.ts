@@ -5,8 +5,10 @@ import {
   createAuthenticator,
   type IdentityConfig,
   type OidcConfig,
+  readWorkloadIdentity,
 } from '../identity/index.js';
 import type { AuthOutcome, AuthRequest } from '../proxy/hooks.js';
+import type { LoginRefusedEvent } from './governance-events.js';
 import { SQLSTATE } from './sqlstate.js';
 
 type AuthSpec = RenderedPolicy['policy']['spec']['authentication'];
@@ -38,8 +40,25 @@ export function createPolicyAuthenticator(opts: {
   policy: () => RenderedPolicy | undefined;
   env?: NodeJS.ProcessEnv;
   oidc?: Partial<OidcConfig>;
-  onEvent?: (e: AuthEvent) => void;
+  onEvent?: (e: AuthEvent | LoginRefusedEvent) => void;
 }): { needsPassword(): boolean; authenticate(req: AuthRequest): Promise<AuthOutcome> } {
+  const workload = readWorkloadIdentity(opts.env);
+  // Built from the request's non-secret parts only: the password/token is never copied into the event.
+  const refused = (req: AuthRequest, out: Extract<AuthOutcome, { ok: false }>, mode?: 'workload' | 'oidc') => {
+    opts.onEvent?.({
+      type: 'login.refused',
+      reason: out.reason,
+      code: out.code,
+      message: out.message,
+      ...(mode ? { mode } : {}),
+      client: { address: req.client.address, port: req.client.port },
+      user: req.startup.user,
+      database: req.startup.database,
+      ...(req.startup.applicationName ? { application: req.startup.applicationName } : {}),
+      workload,
+    });
+    return out;
+  };
   let key: string | undefined;
   let current: Authenticator | undefined;
   const get = (): Authenticator | undefined => {
@@ -62,21 +81,22 @@ export function createPolicyAuthenticator(opts: {
       try {
         auth = get();
       } catch (err) {
-        return {
+        return refused(req, {
           ok: false,
           code: SQLSTATE.cannotConnectNow,
           message: `pgwarden: authentication is misconfigured: ${(err as Error).message}`,
           reason: 'identity_config',
-        };
+        });
       }
       if (!auth)
-        return {
+        return refused(req, {
           ok: false,
           code: SQLSTATE.cannotConnectNow,
           message: 'pgwarden: no valid policy is loaded yet',
           reason: 'policy_not_ready',
-        };
-      return auth.authenticate(req);
+        });
+      const out = await auth.authenticate(req);
+      return out.ok ? out : refused(req, out, auth.mode);
     },
   };
 }
