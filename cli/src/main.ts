@@ -5,5 +5,5 @@ const program = new Command('pgwarden')
   .description('Policy-enforcing, auditing PostgreSQL sidecar for autonomous agents')
   .version('0.1.0')
   .showHelpAfterError();
-registerCommands(program);
+await registerCommands(program, process.argv);
 await program.parseAsync(process.argv);
