@@ -80,7 +80,11 @@ describe('mutatePod', () => {
       'nats://nats.pgwarden:4222',
       '--spool-dir',
       '/var/lib/pgwarden',
+      '--spool-max-bytes',
+      String(Math.floor(256 * 1024 * 1024 * 0.9)),
     ]);
+    // The spool cap stays below the emptyDir's sizeLimit, or the kubelet would evict the pod with the unsent events.
+    expect(out.spec.volumes.find((v: any) => v.emptyDir)?.emptyDir.sizeLimit).toBe('256Mi');
     expect(sidecar.env.map((e: any) => e.name)).toEqual(
       expect.arrayContaining([
         'PGWARDEN_POD_NAMESPACE',
@@ -142,6 +146,17 @@ describe('mutatePod', () => {
     ['hostNetwork', { hostNetwork: true }, /hostNetwork/],
     ['hostPID', { hostPID: true }, /hostPID/],
     ['shareProcessNamespace', { shareProcessNamespace: true }, /shareProcessNamespace/],
+    ['hostIPC', { hostIPC: true }, /hostIPC/],
+    [
+      'a hostPath volume',
+      { volumes: [{ name: 'node', hostPath: { path: '/var/lib/kubelet' } }] },
+      /volume "node" is a hostPath/,
+    ],
+    [
+      'a container adding SYS_PTRACE',
+      { containers: [{ name: 'agent', image: 'x', securityContext: { capabilities: { add: ['SYS_PTRACE'] } } }] },
+      /container "agent" adds capability SYS_PTRACE/,
+    ],
     [
       'a privileged container',
       { containers: [{ name: 'agent', image: 'x', securityContext: { privileged: true } }] },

@@ -35,6 +35,18 @@ export function selectingPolicies(pod: PodLike, policies: readonly DatabaseAcces
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
 }
 
+/** Capabilities that let a container reach into another container's processes or the node (ptrace, mounts, raw devices). */
+const DANGEROUS_CAPABILITIES = new Set([
+  'ALL',
+  'SYS_ADMIN',
+  'SYS_PTRACE',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'DAC_READ_SEARCH',
+  'BPF',
+  'PERFMON',
+]);
+
 /** Why a pod cannot safely hold credentials next to an untrusted agent, or undefined when it can. */
 export function unsafePodReason(spec: Record<string, any>): string | undefined {
   if (spec.hostNetwork) {
@@ -44,10 +56,21 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
   if (spec.shareProcessNamespace) {
     return "the pod sets shareProcessNamespace: the other containers could read the sidecar's memory and credential files";
   }
+  if (spec.hostIPC) return 'the pod uses hostIPC: its containers could share memory with processes outside the pod';
+  for (const v of spec.volumes ?? []) {
+    if (v?.hostPath) {
+      return `volume "${v.name}" is a hostPath: through the node's filesystem a container could read the sidecar's mounted credentials`;
+    }
+  }
   for (const list of ['initContainers', 'containers', 'ephemeralContainers']) {
     for (const c of spec[list] ?? []) {
       if (c?.securityContext?.privileged) {
         return `container "${c.name}" is privileged: it could read the sidecar's memory and credential files`;
+      }
+      const added: string[] = c?.securityContext?.capabilities?.add ?? [];
+      const risky = added.find((cap) => DANGEROUS_CAPABILITIES.has(String(cap).toUpperCase().replace(/^CAP_/, '')));
+      if (risky) {
+        return `container "${c.name}" adds capability ${risky}: it could inspect other processes or the node`;
       }
     }
   }

@@ -81,7 +81,13 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
   if (config.auditUrl) {
     args.push('--audit', config.auditUrl);
     // While NATS is unreachable the sidecar spools to disk; the root filesystem is read-only, so the emptyDir.
-    if (config.auditUrl.startsWith('nats://')) args.push('--spool-dir', SIDECAR_PATHS.spoolDir);
+    if (config.auditUrl.startsWith('nats://')) {
+      args.push('--spool-dir', SIDECAR_PATHS.spoolDir);
+      // The kubelet evicts a pod whose emptyDir outgrows its sizeLimit, taking the unsent events with it: keep the
+      // spool's own cap (which refuses or counts drops per failMode) safely below the volume's limit.
+      const limit = quantityToBytes(config.spoolSizeLimit);
+      if (limit !== undefined) args.push('--spool-max-bytes', String(Math.floor(limit * 0.9)));
+    }
   }
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
   const container: Record<string, any> = {
@@ -133,4 +139,23 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
 /** Identifies the sidecars' shape; a change of it (image, args, ports, resources) is what rolls workloads. */
 export function sidecarShapeHash(containers: Record<string, any>[]): string {
   return `sha256:${createHash('sha256').update(JSON.stringify(containers)).digest('hex').slice(0, 32)}`;
+}
+
+const QUANTITY = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/;
+const QUANTITY_UNIT: Record<string, number> = {
+  '': 1,
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+  Ti: 1024 ** 4,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+};
+
+/** Bytes of a Kubernetes resource quantity (the subset used for sizes); undefined when it is not one. */
+export function quantityToBytes(q: string): number | undefined {
+  const m = QUANTITY.exec(q.trim());
+  return m ? Number(m[1]) * QUANTITY_UNIT[m[2] ?? ''] : undefined;
 }
