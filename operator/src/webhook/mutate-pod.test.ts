@@ -158,6 +158,24 @@ describe('mutatePod', () => {
       /container "agent" adds capability SYS_PTRACE/,
     ],
     [
+      'a volume of its own mounting the credentials Secret',
+      { volumes: [{ name: 'creds', secret: { secretName: 'orders-agent' } }] },
+      /volume "creds" mounts Secret "orders-agent"/,
+    ],
+    [
+      'an env var read from the credentials Secret',
+      {
+        containers: [
+          {
+            name: 'agent',
+            image: 'x',
+            env: [{ name: 'PGPASSWORD', valueFrom: { secretKeyRef: { name: 'orders-agent', key: 'password' } } }],
+          },
+        ],
+      },
+      /container "agent" reads Secret "orders-agent"/,
+    ],
+    [
       'a privileged container',
       { containers: [{ name: 'agent', image: 'x', securityContext: { privileged: true } }] },
       /container "agent" is privileged/,

@@ -77,6 +77,26 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
   return undefined;
 }
 
+/** The agent must never hold the database credentials: refuse a pod whose own volumes already mount that Secret. */
+function credentialVolume(spec: Record<string, any>, policies: readonly DatabaseAccessPolicy[]): string | undefined {
+  const secrets = new Set(
+    policies.map((p) => p.spec?.database?.credentialsSecretRef?.name).filter((n): n is string => Boolean(n)),
+  );
+  for (const v of spec.volumes ?? []) {
+    const names = [v?.secret?.secretName, ...(v?.projected?.sources ?? []).map((s: any) => s?.secret?.name)];
+    const hit = names.find((n) => n && secrets.has(n));
+    if (hit) return `volume "${v.name}" mounts Secret "${hit}", the database credentials only the sidecar may hold`;
+  }
+  for (const c of [...(spec.initContainers ?? []), ...(spec.containers ?? [])]) {
+    for (const e of [...(c?.env ?? []), ...(c?.envFrom ?? [])]) {
+      const n = e?.valueFrom?.secretKeyRef?.name ?? e?.secretRef?.name;
+      if (n && secrets.has(n))
+        return `container "${c.name}" reads Secret "${n}", the database credentials only the sidecar may hold`;
+    }
+  }
+  return undefined;
+}
+
 export function mutatePod(
   pod: PodLike,
   policies: readonly DatabaseAccessPolicy[],
@@ -115,6 +135,8 @@ export function mutatePod(
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);
   if (unsafe) return deny(unsafe);
+  const leaked = credentialVolume(spec, selected);
+  if (leaked) return deny(leaked);
 
   const parts = selected.map((p, i) => buildSidecar(p, i, config));
   const ports = new Map<number, string>();
