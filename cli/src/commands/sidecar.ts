@@ -4,7 +4,6 @@ import {
   type AuditFlags,
   auditFromFlags,
   type CredentialsSource,
-  recordPolicyEvent,
   type SidecarLogger,
   type SslMode,
   startGovernedSidecar,
@@ -176,9 +175,9 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     const governed = await startGovernedSidecar({
       ...common,
       policyPath: o.policy,
-      // policy.loaded / policy.rejected go into the sidecar's own audit chain.
+      // startGovernedSidecar audits governance events through common.auditRecorder: policy.loaded /
+      // policy.rejected / auth.refused in the sidecar's own chain, review holds in their sessions' chains.
       governance: {
-        onEvent: (e) => recordPolicyEvent(audit.recorder, e),
         oidc: o.oidcCaFile ? { ca: readFileSync(o.oidcCaFile) } : undefined,
       },
       listenHost: listen.host,

@@ -123,6 +123,17 @@ export const databaseAccessPolicySpecSchema = {
       maxLength: 63,
       description: 'PostgreSQL role set after connecting (SET ROLE); the agent can never change it.',
     },
+    rolloutStrategy: {
+      type: 'string',
+      enum: ['Workload', 'None'],
+      // No schema default on purpose: the API server would write it into every object, and the operator's own
+      // default (--rollout-strategy, Workload) and the older pgwarden.dev/rollout-strategy annotation would then
+      // never apply.
+      description:
+        'Workload: the operator rolls selected workloads when their sidecar changes shape; None: it never restarts ' +
+        'pods (the sidecar still hot-reloads policy content). Unset: the annotation pgwarden.dev/rollout-strategy, ' +
+        "then the operator's default (Workload).",
+    },
     defaultAction: { type: 'string', enum: ACTIONS, default: 'deny' },
     rules: { type: 'array', maxItems: 256, items: rule, default: [] },
     guardrails: {

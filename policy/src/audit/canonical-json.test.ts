@@ -60,6 +60,31 @@ describe('canonicalJson', () => {
     );
   });
 
+  it('property: equals the plain reference encoding (Array.prototype.sort key order, JSON.stringify scalars)', () => {
+    // The reference is the obvious, slow definition; the real encoder sorts and quotes keys its own way for speed.
+    const reference = (v: unknown): string => {
+      if (Array.isArray(v)) return `[${v.map(reference).join(',')}]`;
+      if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        return `{${Object.keys(o)
+          .sort()
+          .map((k) => `${JSON.stringify(k)}:${reference(o[k])}`)
+          .join(',')}}`;
+      }
+      return JSON.stringify(v);
+    };
+    const anyKeys = fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), fc.oneof(fc.double(), fc.string()), {
+      maxKeys: 40,
+    });
+    fc.assert(
+      fc.property(fc.oneof(json, anyKeys), (v) => {
+        const finite = JSON.parse(JSON.stringify(v)) as unknown;
+        expect(canonicalJson(finite)).toBe(reference(finite));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it('property: encoding survives a JSON round trip (what a consumer hashes equals what the producer hashed)', () => {
     fc.assert(
       fc.property(json, (v) => {

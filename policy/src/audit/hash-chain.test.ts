@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { canonicalJson } from './canonical-json.js';
 import type { AuditEvent, UnsealedAuditEvent } from './event-types.js';
 import { hashEvent, newChain, sealEvent, sealEventToJson, verifyChain } from './hash-chain.js';
 
@@ -30,6 +32,16 @@ describe('hash chain', () => {
     for (const e of evs) expect(e.hash).toBe(hashEvent(e));
     const r = verifyChain(evs);
     expect(r).toMatchObject({ ok: true, sessions: 1, events: 4, gaps: [], tampered: [], open: [] });
+  });
+
+  it('hash is the sha256 hex of the UTF-8 canonical JSON without `hash` (what any other verifier computes)', () => {
+    const [e] = session('s-ü✓', 1);
+    const { hash, ...rest } = { ...e, statement: { text: "SELECT '€😀'", tables: [], functions: [] } };
+    const expected = createHash('sha256')
+      .update(Buffer.from(canonicalJson(rest), 'utf8'))
+      .digest('hex');
+    expect(hashEvent(rest as never)).toBe(expected);
+    expect(hash).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('sealEventToJson: the JSON text parses back to exactly the sealed event, hash included', () => {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { canonicalJson } from './canonical-json.js';
 import type { AuditEvent, UnsealedAuditEvent } from './event-types.js';
 
@@ -8,10 +8,19 @@ import type { AuditEvent, UnsealedAuditEvent } from './event-types.js';
  * `session.seq`; altering one breaks its own hash, or, if the hash was recomputed, the next event's `prevHash`.
  */
 
+/**
+ * sha256 hex of a string's UTF-8. The one-shot `crypto.hash` (Node ≥ 20.12) skips the Hash object a sealed event
+ * would otherwise allocate; the result is the same bytes either way.
+ */
+const oneShot = (crypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+const sha256Hex: (s: string) => string = oneShot
+  ? (s) => oneShot('sha256', s, 'hex')
+  : (s) => crypto.createHash('sha256').update(s).digest('hex');
+
 /** The hash an event should carry: sha256 (hex) of its canonical JSON with `hash` left out. */
 export function hashEvent(event: Omit<AuditEvent, 'hash'> | AuditEvent): string {
   const { hash: _ignored, ...rest } = event as AuditEvent;
-  return createHash('sha256').update(canonicalJson(rest)).digest('hex');
+  return sha256Hex(canonicalJson(rest));
 }
 
 /** Where a session's chain stands: the next seq to hand out and the hash to link to. */
@@ -44,7 +53,7 @@ export function sealEventToJson(unsealed: UnsealedAuditEvent, chain: ChainState)
     prevHash: chain.prevHash,
   } as AuditEvent;
   const canonical = canonicalJson(event);
-  const hash = createHash('sha256').update(canonical).digest('hex');
+  const hash = sha256Hex(canonical);
   event.hash = hash;
   chain.seq = seq;
   chain.prevHash = hash;

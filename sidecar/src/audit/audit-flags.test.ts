@@ -64,9 +64,13 @@ describe('audit flags', () => {
     const registry = new Registry();
     const sink = createFileSink({ path: '/dev/full', fsync: 'never', registry });
     sink.emit({ session: { id: 's', seq: 1 } });
+    sink.emit({ session: { id: 's', seq: 2 } });
+    // Lines are written at the end of the event-loop turn (one write for both), so the failure shows after it.
+    expect(sink.stats?.()).toMatchObject({ queued: 2, dropped: 0 });
+    await sink.whenIdle?.();
     expect(sink.ready()).toBe(false);
-    expect(sink.stats?.()).toMatchObject({ dropped: 1, published: 0 });
-    expect(await registry.getSingleMetricAsString('pgwarden_audit_dropped_total')).toMatch(/cause="file_io"} 1/);
+    expect(sink.stats?.()).toMatchObject({ dropped: 2, published: 0 });
+    expect(await registry.getSingleMetricAsString('pgwarden_audit_dropped_total')).toMatch(/cause="file_io"} 2/);
     await sink.close();
   });
 });

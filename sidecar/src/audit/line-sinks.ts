@@ -12,23 +12,52 @@ export interface FileSinkOptions {
   registry?: Registry;
 }
 
-/** One JSON object per line on standard output (for `kubectl logs` and local runs): no durability of its own. */
+/** Flushes of the open line sinks: run at process exit so a turn's buffered lines are not lost on the way out. */
+const openFileSinks = new Set<() => void>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const f of openFileSinks) f();
+  });
+}
+
+/**
+ * One JSON object per line on standard output (for `kubectl logs` and local runs): no durability of its own.
+ * A turn's lines go out as one write at its end (and at close / process exit), in order.
+ */
 export function createStdoutSink(): AuditSink {
   let published = 0;
+  let pending: string[] = [];
+  const flush = () => {
+    if (pending.length === 0) return;
+    const text = pending.join('');
+    pending = [];
+    process.stdout.write(text);
+  };
+  openFileSinks.add(flush);
+  installExitHook();
   return {
     emit: (e) => {
       published++;
-      process.stdout.write(`${eventJson(e)}\n`);
+      if (pending.push(`${eventJson(e)}\n`) === 1) setImmediate(flush);
     },
     ready: () => true,
-    close: async () => {},
-    stats: () => ({ kind: 'stdout', queued: 0, published, dropped: 0 }),
+    close: async () => {
+      flush();
+      openFileSinks.delete(flush);
+    },
+    stats: () => ({ kind: 'stdout', queued: pending.length, published, dropped: 0 }),
   };
 }
 
 /**
- * Appends JSON lines to a file. Each event is written with write(2) before emit returns (it survives a crash of
- * the sidecar); fdatasync follows per the fsync policy (what survives a crash of the machine).
+ * Appends JSON lines to a file. Lines are collected for the rest of the current event-loop turn and written in emit
+ * order with one write(2) at its end (setImmediate; also at close and at process exit), so an event has reached the
+ * kernel (survives a crash of the sidecar) by the end of the turn that recorded it, as in the spool: a write(2) per
+ * event cost more than building it. fdatasync follows per the fsync policy (what survives a crash of the machine);
+ * `always` writes and fdatasyncs before emit returns.
  */
 export function createFileSink(opts: FileSinkOptions): AuditSink {
   const fsync = opts.fsync ?? 'batch';
@@ -48,7 +77,14 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let closed = false;
   let gapListener: GapListener | undefined;
   const idleWaiters: (() => void)[] = [];
+  /** Lines of this turn not written yet, and the session/seq of each (for the gap record if the write fails). */
+  let pending: string[] = [];
+  let pendingSessions: ({ id?: string; seq?: number } | undefined)[] = [];
+  let flushScheduled = false;
 
+  const wakeIdle = () => {
+    if (pending.length === 0 && !dirty && !syncing) for (const w of idleWaiters.splice(0)) w();
+  };
   const sync = () => {
     if (syncing || !dirty || closed) return;
     syncing = true;
@@ -56,36 +92,62 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     fdatasync(fd, () => {
       syncing = false;
       if (dirty) setImmediate(sync);
-      else for (const w of idleWaiters.splice(0)) w();
+      else wakeIdle();
     });
   };
+  const drop = (sessions: ({ id?: string; seq?: number } | undefined)[]) => {
+    healthy = false;
+    dropped += sessions.length;
+    metrics.dropped.inc({ sink: 'file', cause: 'file_io' }, sessions.length);
+    const at = nowMicros();
+    for (const s of sessions) drops.record(s?.id, s?.seq, 'file_io', at);
+  };
+  const flush = () => {
+    flushScheduled = false;
+    if (pending.length === 0) return;
+    const lines = pending;
+    const sessions = pendingSessions;
+    pending = [];
+    pendingSessions = [];
+    try {
+      const buf = Buffer.from(lines.length === 1 ? lines[0] : lines.join(''));
+      // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
+      for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+      if (fsync === 'always') fdatasyncSync(fd);
+      else if (fsync === 'batch') {
+        dirty = true;
+        sync();
+      }
+      healthy = true;
+      published += lines.length;
+      metrics.published.inc({ sink: 'file' }, lines.length);
+      if (drops.pending > 0 && gapListener) {
+        const gap = drops.take()!;
+        const l = gapListener;
+        queueMicrotask(() => l(gap));
+      }
+    } catch {
+      drop(sessions);
+    }
+    wakeIdle();
+  };
+  openFileSinks.add(flush);
+  installExitHook();
 
-  const stats = (): AuditSinkStats => ({ kind: 'file', queued: 0, published, dropped });
+  const stats = (): AuditSinkStats => ({ kind: 'file', queued: pending.length, published, dropped });
   return {
     emit(e) {
       const session = e.session as { id?: string; seq?: number } | undefined;
-      const line = `${eventJson(e)}\n`;
-      try {
-        if (closed) throw new AuditError('AUDIT_CLOSED', 'audit file sink is closed');
-        writeSync(fd, line);
-        if (fsync === 'always') fdatasyncSync(fd);
-        else if (fsync === 'batch' && !dirty) {
-          dirty = true;
-          setImmediate(sync);
-        }
-        healthy = true;
-        published++;
-        metrics.published.inc({ sink: 'file' });
-        if (drops.pending > 0 && gapListener) {
-          const gap = drops.take()!;
-          const l = gapListener;
-          queueMicrotask(() => l(gap));
-        }
-      } catch {
-        healthy = false;
-        dropped++;
-        metrics.dropped.inc({ sink: 'file', cause: 'file_io' });
-        drops.record(session?.id, session?.seq, 'file_io', nowMicros());
+      if (closed) {
+        drop([session]);
+        return;
+      }
+      pending.push(`${eventJson(e)}\n`);
+      pendingSessions.push(session);
+      if (fsync === 'always') flush();
+      else if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
       }
     },
     ready: () => healthy && !closed,
@@ -93,10 +155,13 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       gapListener = l;
     },
     stats,
-    whenIdle: () => (!dirty && !syncing ? Promise.resolve() : new Promise((r) => idleWaiters.push(r))),
+    whenIdle: () =>
+      pending.length === 0 && !dirty && !syncing ? Promise.resolve() : new Promise((r) => idleWaiters.push(r)),
     async close() {
       if (closed) return;
+      flush();
       closed = true;
+      openFileSinks.delete(flush);
       if (fsync !== 'never') fdatasyncSync(fd);
       closeSync(fd);
       for (const w of idleWaiters.splice(0)) w();

@@ -12,6 +12,11 @@ import type { StatementResultExtras } from './audit-recorder.js';
 export interface StatementEventOptions {
   captureParams: boolean;
   maxTextChars: number;
+  /**
+   * The policy's `audit.captureResults`. none: no `result` block, except for a statement that failed (its error is
+   * audit-relevant); summary (default): tag, rows, bytes, error; rows: also the sample, when one was taken.
+   */
+  captureResults?: 'none' | 'summary' | 'rows';
 }
 
 type StatementBody = Pick<AuditEvent, 'statement' | 'decision' | 'timing'> &
@@ -60,8 +65,8 @@ export function buildStatementEvents(record: StatementRecord, opts: StatementEve
     if (params) statement.params = params.map((p) => (p === null ? null : cut(redactSecrets(String(p)), 4096)));
     const body: StatementBody = { statement, decision, timing };
     const res = combined ? mergeResults(results) : results[i];
-    if (res) {
-      body.result = toResult(res);
+    if (res && (opts.captureResults !== 'none' || res.error)) {
+      body.result = toResult(res, opts.captureResults === 'rows');
       const masking = (res as StatementResultExtras).masking;
       if (masking) body.masking = { columns: [...masking.columns], cells: masking.cells };
     }
@@ -69,12 +74,12 @@ export function buildStatementEvents(record: StatementRecord, opts: StatementEve
   });
 }
 
-function toResult(r: StatementResult): AuditResult {
+function toResult(r: StatementResult, withSample: boolean): AuditResult {
   const out: AuditResult = { rows: r.rows, bytes: r.bytes };
   if (r.tag) out.tag = r.tag;
   if (r.error) out.error = { code: r.error.code, message: redactSecrets(r.error.message) };
-  const sample = (r as StatementResultExtras).sample;
-  if (sample !== undefined) out.sample = sample;
+  const sample = withSample ? (r as StatementResultExtras).sample : undefined;
+  if (sample) out.sample = sample;
   return out;
 }
 

@@ -1,6 +1,11 @@
 import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../proxy/hooks.js';
 import type { AuditRecorder } from './audit-recorder.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
+import { type CaptureResults, ResultSamples } from './result-sample.js';
+
+/** Defaults of the policy schema's `audit` block (policy/src/api/access-policy-schema.ts). */
+const DEFAULT_CAPTURE: CaptureResults = 'summary';
+const DEFAULT_MAX_RESULT_BYTES = 65_536;
 
 export type AuditFailMode = 'closed' | 'open';
 
@@ -18,6 +23,8 @@ export const AUDIT_UNAVAILABLE_VERDICT: Verdict = {
  * Decorates proxy hooks with auditing: `session.start` on open, statement events from statementDone,
  * `session.end` on close. With failMode `closed` it is also the gate: while the recorder's sink is not ready,
  * every statement is denied with SQLSTATE 53000 before the inner hooks run (the upstream never sees it).
+ * With the policy's `audit.captureResults: rows` it wraps the inner row transformer (masking) so that the first
+ * rows, as the client receives them, up to `audit.maxResultBytes`, are recorded as `result.sample`.
  */
 export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: AuditFailMode): ProxyHooks {
   const current = policyOf(hooks);
@@ -38,16 +45,26 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         info,
         p ? { policy: { name: p.policy.name, hash: p.hash }, role: p.policy.spec?.role } : undefined,
       );
+      const samples = new ResultSamples();
+      const capture = (): CaptureResults => current()?.policy.spec?.audit?.captureResults ?? DEFAULT_CAPTURE;
       const gate = (check: () => Verdict | Promise<Verdict>) => (blocked() ? AUDIT_UNAVAILABLE_VERDICT : check());
       const session: SessionHooks = {
         setupSql: () => inner.setupSql(),
         checkQuery: (req: StatementRequest) => gate(() => inner.checkQuery(req)),
         checkParse: (req: StatementRequest) => gate(() => inner.checkParse(req)),
         checkFunctionCall: (oid: number) => gate(() => inner.checkFunctionCall(oid)),
-        planRows: (fields, verdict) => inner.planRows(fields, verdict),
+        planRows(fields, verdict) {
+          const t = inner.planRows(fields, verdict);
+          if (capture() !== 'rows') return t;
+          const max = current()?.policy.spec?.audit?.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+          return samples.plan(fields, verdict, t, max);
+        },
         statementDone(record) {
+          // Inner first: masking scrubs error messages and adds its counters before audit reads the record.
           inner.statementDone(record);
-          audit.statement(record);
+          const captureResults = capture();
+          if (captureResults === 'rows') samples.attach(record.verdict, record.results);
+          audit.statement(record, { captureResults });
         },
         close(reason) {
           inner.close(reason);
@@ -62,7 +79,13 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
 
 /** What the governed hooks (governance/policy-hooks.ts PolicyHooks) expose about the policy they enforce. */
 interface PolicyView {
-  policy: { name: string; spec?: { role?: string; audit?: { failMode?: string } } };
+  policy: {
+    name: string;
+    spec?: {
+      role?: string;
+      audit?: { failMode?: string; captureResults?: CaptureResults; maxResultBytes?: number };
+    };
+  };
   hash: string;
 }
 

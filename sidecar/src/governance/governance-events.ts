@@ -24,6 +24,8 @@ export interface LoginRefusedEvent {
   database: string;
   application?: string;
   workload: WorkloadIdentity;
+  /** The policy of the listener that refused (absent while none is loaded). */
+  policy?: PolicyRef;
 }
 
 /** Typed events the governance emits; logging, metrics and audit subscribe (nothing here logs by itself). */

@@ -45,6 +45,7 @@ export function createPolicyAuthenticator(opts: {
   const workload = readWorkloadIdentity(opts.env);
   // Built from the request's non-secret parts only: the password/token is never copied into the event.
   const refused = (req: AuthRequest, out: Extract<AuthOutcome, { ok: false }>, mode?: 'workload' | 'oidc') => {
+    const p = opts.policy();
     opts.onEvent?.({
       type: 'login.refused',
       reason: out.reason,
@@ -56,6 +57,7 @@ export function createPolicyAuthenticator(opts: {
       database: req.startup.database,
       ...(req.startup.applicationName ? { application: req.startup.applicationName } : {}),
       workload,
+      ...(p ? { policy: { name: p.policy.name, hash: p.hash } } : {}),
     });
     return out;
   };

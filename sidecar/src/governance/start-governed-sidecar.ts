@@ -1,8 +1,10 @@
 import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
+import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { createOidcVerifier } from '../identity/index.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
+import type { GovernanceEvent } from './governance-events.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
 import { sessionSetupSql } from './session-setup.js';
@@ -56,7 +58,17 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     debounceMs: opts.debounceMs,
     pollMs: opts.pollMs,
   });
-  const events = opts.governance?.onEvent;
+  // With the process's audit recorder, governance events are audited here (policy loads and rejections, refused
+  // logins, review holds), so every caller gets the same audit trail; `governance.onEvent` still sees them all.
+  const recorder = opts.auditRecorder;
+  const subscriber = opts.governance?.onEvent;
+  const events =
+    recorder || subscriber
+      ? (e: GovernanceEvent) => {
+          if (recorder) recordPolicyEvent(recorder, e);
+          subscriber?.(e);
+        }
+      : undefined;
   if (events) source.on(events);
   let firstError: string | undefined;
   const off = source.on((e) => {
@@ -91,6 +103,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       const db = p.policy.spec.database;
       const hooks = await createPolicyHooks({
         ...opts.governance,
+        onEvent: events,
         source,
         policyName: set.length > 1 ? p.policy.name : undefined,
       });
@@ -98,7 +111,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         ...opts,
         listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
         upstream: { host: db.host, port: db.port, database: db.name, sslmode: db.sslMode, ...opts.upstream },
-        hooks: opts.wrapHooks ? opts.wrapHooks(hooks, p.policy.name) : hooks,
+        hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(hooks, p.policy.name), hooks) : hooks,
         // One admin server per process: the first listener's.
         http: i === 0 ? opts.http : false,
       });
@@ -118,4 +131,14 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
     },
   };
+}
+
+/**
+ * Audit (withAudit, applied by startSidecar around these hooks) reads the policy's `audit` settings through
+ * `policy()`; a wrapper such as masking does not forward it, so it is added here when missing.
+ */
+function withPolicyView(wrapped: ProxyHooks, hooks: PolicyHooks): ProxyHooks {
+  const w = wrapped as ProxyHooks & { policy?: unknown };
+  if (typeof w.policy !== 'function') Object.assign(w, { policy: () => hooks.policy() });
+  return w;
 }

@@ -1,0 +1,79 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createFileSink, createStdoutSink } from './line-sinks.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pgwarden-line-sinks-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const lines = (path: string) =>
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { session: { id: string; seq: number } });
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+describe('file sink batching', () => {
+  it('writes every line of a turn by the end of that turn, in emit order across turns and sessions', async () => {
+    const path = join(dir, 'order.jsonl');
+    const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
+    const want: string[] = [];
+    for (let t = 0; t < 50; t++) {
+      for (let k = 0; k < 7; k++) {
+        const e = { session: { id: `s${k % 3}`, seq: t * 7 + k } };
+        sink.emit(e);
+        want.push(`${e.session.id}.${e.session.seq}`);
+      }
+      // Nothing of this turn is written before its end; all of it is after (one write(2)).
+      expect(lines(path)).toHaveLength(t * 7);
+      await turn();
+      expect(lines(path)).toHaveLength((t + 1) * 7);
+    }
+    await sink.whenIdle?.();
+    expect(lines(path).map((e) => `${e.session.id}.${e.session.seq}`)).toEqual(want);
+    expect(sink.stats?.()).toMatchObject({ published: 350, dropped: 0, queued: 0 });
+    await sink.close();
+  });
+
+  it('fsync always: the line is written (and synced) before emit returns', async () => {
+    const path = join(dir, 'always.jsonl');
+    const sink = createFileSink({ path, fsync: 'always', registry: new Registry() });
+    sink.emit({ session: { id: 'a', seq: 1 } });
+    expect(lines(path)).toHaveLength(1);
+    await sink.close();
+  });
+
+  it('close writes the lines still waiting for the end of the turn; emits after close are dropped', async () => {
+    const path = join(dir, 'close.jsonl');
+    const sink = createFileSink({ path, fsync: 'never', registry: new Registry() });
+    sink.emit({ session: { id: 'c', seq: 1 } });
+    sink.emit({ session: { id: 'c', seq: 2 } });
+    await sink.close();
+    expect(lines(path).map((e) => e.session.seq)).toEqual([1, 2]);
+    sink.emit({ session: { id: 'c', seq: 3 } });
+    expect(sink.stats?.()).toMatchObject({ published: 2, dropped: 1 });
+    expect(sink.ready()).toBe(false);
+  });
+});
+
+describe('stdout sink', () => {
+  it("writes a turn's lines as one write at its end, in order; close writes what is pending", async () => {
+    const writes: string[] = [];
+    const real = process.stdout.write;
+    process.stdout.write = ((chunk: string) => writes.push(chunk) > 0) as typeof process.stdout.write;
+    try {
+      const sink = createStdoutSink();
+      sink.emit({ n: 1 });
+      sink.emit({ n: 2 });
+      expect(writes).toEqual([]);
+      await turn();
+      sink.emit({ n: 3 });
+      await sink.close();
+      expect(writes).toEqual(['{"n":1}\n{"n":2}\n', '{"n":3}\n']);
+      expect(sink.stats?.()).toMatchObject({ published: 3, queued: 0 });
+    } finally {
+      process.stdout.write = real;
+    }
+  });
+});

@@ -1,0 +1,122 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type AuditEvent, auditEventSchema, verifyChain } from '@pgwarden/policy';
+import { Ajv } from 'ajv';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { ROLES } from '../../../test/harness/index.js';
+import { type GovernedSidecar, startGovernedSidecar } from '../governance/index.js';
+import { createAuditRecorder } from './audit-recorder.js';
+import type { AuditSink } from './audit-sink.js';
+
+// Refused logins through the real governed sidecar (OIDC against a real HTTPS IdP, real PostgreSQL behind it) must
+// become `auth.refused` events in the sidecar's own chain: schema-valid, chained, and without the token.
+const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+const lines: string[] = [];
+const sink: AuditSink = {
+  // The sink sees exactly what a file or NATS sink would serialise.
+  emit: (e) => void lines.push(JSON.stringify(e)),
+  ready: () => true,
+  close: async () => {},
+};
+let idp: TestIdp;
+let gs: GovernedSidecar;
+
+beforeAll(async () => {
+  idp = await startTestIdp();
+  const shared = inject('pg');
+  const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-refusal-')), 'policy.yaml');
+  writeFileSync(
+    file,
+    `apiVersion: pgwarden.dev/v1alpha1
+kind: DatabaseAccessPolicy
+metadata: {name: oidc-agent, namespace: agents}
+spec:
+  database: {host: unused, name: app}
+  authentication: {mode: oidc, oidc: {issuer: "${idp.issuer}", audience: pgwarden}}
+  rules: [{name: reads, action: allow, statements: [select]}]
+`,
+  );
+  gs = await startGovernedSidecar({
+    policyPath: file,
+    listenPort: 0,
+    upstream: { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+    credentials: { username: ROLES.scram.user, password: ROLES.scram.password },
+    audit: sink,
+    auditRecorder: createAuditRecorder(sink, {
+      instanceId: 'refusals',
+      source: { namespace: 'agents', pod: 'agent-0' },
+    }),
+    governance: {
+      oidc: { ca: idp.ca },
+      env: { PGWARDEN_POD_NAMESPACE: 'agents', PGWARDEN_POD_NAME: 'agent-0', PGWARDEN_POD_SERVICE_ACCOUNT: 'bot' },
+    },
+    http: false,
+    pollMs: 0,
+  });
+});
+afterAll(async () => {
+  await gs?.close(100);
+  await idp?.close();
+});
+
+async function login(password: string): Promise<Error & { code?: string }> {
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port: gs.listeners[0].sidecar.port,
+    user: 'agent',
+    database: 'app',
+    password,
+    application_name: 'refusal-test',
+  });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    await c.end();
+    throw new Error('login unexpectedly succeeded');
+  } catch (err) {
+    return err as Error & { code?: string };
+  }
+}
+
+describe('refused logins are audit events', () => {
+  it('an expired and a malformed token each produce one auth.refused event; the token is never recorded', async () => {
+    const expired = await idp.sign({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 600 });
+    const malformed = 'opaque-secret-9f8e7d.not-a-jwt';
+    expect((await login(expired)).code).toBe('28P01');
+    expect((await login(malformed)).code).toBe('28P01');
+    // A valid token still logs in (the refusals did not break the listener).
+    const ok = new pg.Client({
+      host: '127.0.0.1',
+      port: gs.listeners[0].sidecar.port,
+      user: 'agent',
+      database: 'app',
+      password: await idp.sign({ sub: 'alice' }),
+    });
+    await ok.connect();
+    await ok.end();
+
+    const events = lines.map((l) => JSON.parse(l) as AuditEvent);
+    for (const e of events) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+    const refused = events.filter((e) => e.type === 'auth.refused');
+    expect(refused).toHaveLength(2);
+    expect(refused.map((e) => e.refusal?.reason)).toEqual(['token_expired', 'malformed_token']);
+    expect(refused[0]).toMatchObject({
+      session: { id: 'sidecar-refusals' },
+      identity: { namespace: 'agents', pod: 'agent-0', serviceAccount: 'bot', groups: [] },
+      client: { address: '127.0.0.1', application: 'refusal-test' },
+      refusal: { code: '28P01', user: 'agent', database: 'app', mode: 'oidc' },
+      policy: { name: 'oidc-agent' },
+    });
+    expect(refused[0].refusal?.message).toMatch(/expired/);
+    // Same chain as policy.loaded: seq continues, hashes link.
+    const own = events.filter((e) => e.session.id === 'sidecar-refusals');
+    expect(own.map((e) => e.type)).toEqual(['policy.loaded', 'auth.refused', 'auth.refused']);
+    expect(verifyChain(events).ok).toBe(true);
+
+    const all = lines.join('\n');
+    for (const token of [expired, malformed]) for (const part of token.split('.')) expect(all).not.toContain(part);
+  });
+});
