@@ -4,7 +4,6 @@
 // Needs `make build` (imports sidecar/dist). Env: BENCH_SECONDS (default 5), BENCH_REPEATS (default 3).
 import { fileURLToPath } from 'node:url';
 import { startGovernedSidecar } from '../sidecar/dist/governance/index.js';
-import { withPolicyMasking } from '../sidecar/dist/masking/index.js';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
 import { median } from './report.mjs';
@@ -34,7 +33,6 @@ try {
       statementEvents: false,
       http: false,
       pollMs: 0,
-      wrapHooks: (hooks) => withPolicyMasking(hooks, { policy: () => hooks.policy(), upstream, credentials }),
     });
     legs.push({ name, gs, port: gs.listeners[0].sidecar.port, tps: [], cpu: [] });
   }

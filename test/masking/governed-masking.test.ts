@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
-import { withPolicyMasking } from '../../sidecar/src/masking/index.js';
 import { ROLES } from '../harness/index.js';
 import { findLeaks } from './byte-tap.js';
 import { maskingSpec, type Planted, seed } from './seed.js';
 
-// Masking wired into the governed sidecar (policy file with a MaskingRule, the real decision engine), with audit.
+// The governed sidecar (`pgwarden sidecar --policy`): a policy file with a MaskingRule, the real decision engine,
+// masking wired in by startGovernedSidecar, audit outside it.
 const S = 'mask_gov';
 let planted: Planted;
 let gs: GovernedSidecar;
@@ -62,7 +62,6 @@ beforeAll(async () => {
     audit: { emit: (e) => void events.push(e as Record<string, unknown>), ready: () => true, close: async () => {} },
     http: false,
     pollMs: 0,
-    wrapHooks: (hooks) => withPolicyMasking(hooks, { policy: () => hooks.policy(), upstream, credentials }),
   });
 });
 afterAll(async () => {

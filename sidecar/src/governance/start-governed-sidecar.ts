@@ -1,6 +1,8 @@
 import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
 import { recordPolicyEvent } from '../audit/governance-audit.js';
+import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
+import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
@@ -98,6 +100,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     ports.set(port, p.policy.name);
   }
   const listeners: GovernedSidecar['listeners'] = [];
+  const maskings: { close(): void }[] = [];
   try {
     for (const [i, p] of set.entries()) {
       const db = p.policy.spec.database;
@@ -107,11 +110,22 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         source,
         policyName: set.length > 1 ? p.policy.name : undefined,
       });
+      const upstream = { host: db.host, port: db.port, database: db.name, sslmode: db.sslMode, ...opts.upstream };
+      // Masking (docs/masking.md) wraps the policy hooks inside audit (startSidecar adds audit outside), so audit
+      // sees scrubbed records; it reads the catalog over its own upstream connection, closed with the listener.
+      const masked = withPolicyMasking(hooks, {
+        policy: () => hooks.policy(),
+        upstream,
+        credentials: credentialsProvider(opts.credentials),
+        resolveKey: keyResolverFromEnv(),
+      });
+      maskings.push(masked);
+      const inner = withPolicyView(masked, hooks) as PolicyHooks;
       const sidecar = await startSidecar({
         ...opts,
         listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
-        upstream: { host: db.host, port: db.port, database: db.name, sslmode: db.sslMode, ...opts.upstream },
-        hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(hooks, p.policy.name), hooks) : hooks,
+        upstream,
+        hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,
         // One admin server per process: the first listener's.
         http: i === 0 ? opts.http : false,
       });
@@ -120,6 +134,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.sidecar.close(0)));
+    for (const m of maskings) m.close();
     source.close();
     throw err;
   }
@@ -129,6 +144,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     async close(graceMs) {
       source.close();
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
+      for (const m of maskings) m.close();
     },
   };
 }
