@@ -1,10 +1,11 @@
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type AuditSink, startGovernedSidecar, startSidecar } from '@pgwarden/sidecar';
+import { startGovernedSidecar, startSidecar } from '@pgwarden/sidecar';
 import { formatAuditEvent } from './audit-lines.js';
-import { startEmbeddedPostgres } from './embedded-postgres.js';
+import { type DemoCollector, startDemoCollector } from './demo-collector.js';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded-postgres.js';
 import { firstFreePort, kernelPort } from './listen-port.js';
 import { CUSTOMER_COUNT, ORDER_COUNT } from './seed-sql.js';
 
@@ -25,15 +26,6 @@ export function defaultPolicyFiles(): string[] {
   return files.every((f) => existsSync(f)) ? files : [];
 }
 
-/** Prints each audit event as one line to the terminal. */
-function terminalAuditSink(out: NodeJS.WritableStream): AuditSink {
-  return {
-    emit: (event) => void out.write(`${formatAuditEvent(event)}\n`),
-    ready: () => true,
-    close: async () => {},
-  };
-}
-
 interface Running {
   port: number;
   close(graceMs: number): Promise<void>;
@@ -46,7 +38,7 @@ interface Running {
 export async function runDemo(opts: DemoOptions): Promise<void> {
   const say = (line = '') => opts.out.write(`${line}\n`);
   const started = Date.now();
-  say('pgwarden demo: starting embedded PostgreSQL (PGlite, in memory; takes a few seconds)…');
+  say('pgwarden demo: starting embedded PostgreSQL (PGlite, in memory) and the collector; takes a few seconds…');
   // Registered first so a Ctrl-C during startup still stops cleanly; kept (not once) so a second Ctrl-C while
   // stopping does not kill the process half-way.
   let requestStop = () => {};
@@ -56,10 +48,22 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const onSignal = () => requestStop();
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const embedded = await startEmbeddedPostgres(await kernelPort(HOST));
-  const policyDir = opts.policyFiles.length ? mkdtempSync(join(tmpdir(), 'pgwarden-demo-policy-')) : undefined;
+  const workDir = mkdtempSync(join(tmpdir(), 'pgwarden-demo-'));
+  const policyDir = opts.policyFiles.length ? join(workDir, 'policy') : undefined;
   let sidecar: Running | undefined;
+  let collector: DemoCollector | undefined;
+  let embedded: EmbeddedPostgres | undefined;
   try {
+    // Started side by side: both are mostly PGlite's WASM start-up.
+    const [db, col] = await Promise.allSettled([
+      startEmbeddedPostgres(await kernelPort(HOST)),
+      startDemoCollector(workDir, (e) => void opts.out.write(`${formatAuditEvent(e)}\n`), say),
+    ]);
+    if (db.status === 'fulfilled') embedded = db.value;
+    if (col.status === 'fulfilled') collector = col.value;
+    if (db.status === 'rejected') throw db.reason;
+    if (col.status === 'rejected') throw col.reason;
+    if (!embedded || !collector) throw new Error('demo start-up failed');
     const port = await firstFreePort(HOST, opts.port);
     const upstream = {
       host: embedded.host,
@@ -69,8 +73,9 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     };
     // PGlite trusts every login; the sidecar still holds the upstream credential, as it does in a pod.
     const credentials = { username: embedded.user, password: 'demo' };
-    const audit = terminalAuditSink(opts.out);
+    const audit = collector.sink;
     if (policyDir) {
+      mkdirSync(policyDir);
       // A directory of exactly these files: examples/ holds other policies that would each want a listener.
       for (const f of opts.policyFiles) copyFileSync(f, join(policyDir, basename(f)));
       const governed = await startGovernedSidecar({
@@ -94,6 +99,12 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       `    customers (${CUSTOMER_COUNT} rows: email, phone, ssn, card_number, birth_date), orders (${ORDER_COUNT} rows)`,
     );
     say(`  pgwarden sidecar on ${HOST}:${sidecar.port}, ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    say(`  collector (web UI) on ${collector.url}/  sessions: ${collector.url}/api/v1/sessions`);
+    say(
+      collector.delivery === 'nats'
+        ? `    audit events via private nats-server ${collector.natsUrl} (JetStream) → collector`
+        : '    audit events delivered in-process to the collector (no nats-server)',
+    );
     say(
       opts.policyFiles.length
         ? `  policy: ${opts.policyFiles.map((f) => basename(f)).join(' + ')}`
@@ -115,8 +126,9 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     say('pgwarden demo: stopping…');
   } finally {
     await sidecar?.close(2000);
-    await embedded.stop();
-    if (policyDir) rmSync(policyDir, { recursive: true, force: true });
+    await collector?.stop();
+    await embedded?.stop();
+    rmSync(workDir, { recursive: true, force: true });
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

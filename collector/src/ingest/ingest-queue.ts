@@ -135,7 +135,7 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
         await this.rejectOne(item, (err as Error).message);
       }
     }
-    this.store.prehash(items.map((i) => i.event));
+    this.store.prehash(items);
     return { items, settled };
   }
 

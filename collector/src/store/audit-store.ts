@@ -1,3 +1,5 @@
+import { hashOfCanonicalText } from '../chain/canonical-text.js';
+import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { CollectorError } from '../errors.js';
 import { type AuditEvent, indexedFields } from '../event.js';
@@ -28,8 +30,9 @@ export class AuditStore {
 
   private constructor(
     readonly db: SqlClient,
-    rules: ChainRules,
+    private readonly baseRules: ChainRules,
   ) {
+    const rules = baseRules;
     this.partitions = new PartitionManager(db);
     // Hashes computed ahead by prehash() (while the previous batch is being written) are used once, then dropped.
     this.rules = {
@@ -43,11 +46,18 @@ export class AuditStore {
     };
   }
 
-  /** Computes the chain hashes of events about to be ingested; CPU work the ingest queue overlaps with I/O. */
-  prehash(events: readonly AuditEvent[]): void {
-    for (const e of events) {
+  /**
+   * Computes the chain hashes of events about to be ingested; CPU work the ingest queue overlaps with I/O. Items
+   * with the text they arrived as are hashed from that text when it is provably canonical (schema v1 only).
+   */
+  prehash(input: readonly (AuditEvent | IngestItem)[]): void {
+    const fromText = this.baseRules === schemaV1Rules;
+    for (const x of input) {
+      const e = isItem(x) ? x.event : x;
+      if (this.hashes.has(e)) continue;
       try {
-        this.hashes.set(e, this.rules.hashOf(e));
+        const h = fromText && isItem(x) ? hashOfCanonicalText(x.raw, e) : undefined;
+        this.hashes.set(e, h ?? this.baseRules.hashOf(e));
       } catch {
         // An unhashable event is reported by the chain check itself.
       }
@@ -77,6 +87,7 @@ export class AuditStore {
   async ingest(input: readonly (AuditEvent | IngestItem)[]): Promise<IngestOutcome> {
     const items: IngestItem[] = input.map((x) => (isItem(x) ? x : { event: x, raw: JSON.stringify(x) }));
     const events = items.map((i) => i.event);
+    this.prehash(items);
     if (events.length === 0)
       return { inserted: [], duplicates: 0, findings: [], healed: 0, rejected: 0, rejectedEvents: [] };
     await this.partitions.ensure(new Set(events.map((e) => dayKey(e.time))));

@@ -1,0 +1,128 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Collector, startCollector } from '@pgwarden/collector';
+import { type AuditSink, createAuditSink } from '@pgwarden/sidecar';
+import pino from 'pino';
+import { findNatsServer, type PrivateNats, startPrivateNats } from './private-nats.js';
+import { seedStoreDir } from './store-template.js';
+
+export const NATS_MISSING_NOTE =
+  'nats-server not found: install it with `apt-get install nats-server` (or brew install nats-server); ' +
+  'using direct in-process delivery';
+
+export interface DemoCollector {
+  /** Base URL of the collector's web UI and API. */
+  url: string;
+  /** How the sidecar's events reach the collector. */
+  delivery: 'nats' | 'in-process';
+  natsUrl?: string;
+  /** What the sidecar writes its audit events to: the terminal line plus delivery to the collector. */
+  sink: AuditSink;
+  /** Flushes the sink, then stops the collector and the private nats-server. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The collector for `pgwarden demo`. Its store is a PGlite data directory under `workDir` rather than a second
+ * in-memory PGlite (FACTS: ~720 MB each) and not a schema in the demo database: that one is served through
+ * pglite-socket, which runs every client in one PostgreSQL session, so the analyst's SET ROLE and its transactions
+ * would leak into the collector's. With nats-server the events go through a private JetStream (as in production);
+ * without it they are handed to `collector.ingest` in-process.
+ */
+export async function startDemoCollector(
+  workDir: string,
+  onEvent: (event: Record<string, unknown>) => void,
+  say: (line: string) => void,
+): Promise<DemoCollector> {
+  const bin = findNatsServer();
+  if (!bin) say(NATS_MISSING_NOTE);
+  let nats: PrivateNats | undefined;
+  let collector: Collector | undefined;
+  try {
+    const storeDir = join(workDir, 'collector-store');
+    [nats] = await Promise.all([
+      bin ? startPrivateNats(bin, mkdir(join(workDir, 'jetstream'))) : undefined,
+      seedStoreDir(storeDir),
+    ]);
+    collector = await startCollector({
+      nats: nats ? { url: nats.url, durable: 'pgwarden-demo' } : undefined,
+      store: { dataDir: storeDir },
+      http: { host: '127.0.0.1', port: 0 },
+      httpIngest: { enabled: !nats },
+      // Warnings only, on stderr: the terminal is for the audit lines.
+      logger: pino({ name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
+    });
+  } catch (err) {
+    await collector?.stop().catch(() => {});
+    await nats?.stop();
+    throw err;
+  }
+  const c = collector;
+  const delivery = nats
+    ? natsDelivery(nats.url, join(workDir, 'spool'), onEvent)
+    : inProcessDelivery(c, onEvent, (msg) => say(msg));
+  let stopped: Promise<void> | undefined;
+  return {
+    url: c.url,
+    delivery: nats ? 'nats' : 'in-process',
+    natsUrl: nats?.url,
+    sink: delivery,
+    stop: () =>
+      (stopped ??= (async () => {
+        await delivery.close();
+        // Give the collector a moment to pull what was just published before it stops consuming.
+        if (nats) await new Promise((r) => setTimeout(r, 300));
+        await c.stop();
+        await nats?.stop();
+      })()),
+  };
+}
+
+function mkdir(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** The production path: the NATS sink (spooling to disk while NATS is not reachable yet), plus the terminal line. */
+function natsDelivery(url: string, spoolDir: string, onEvent: (e: Record<string, unknown>) => void): AuditSink {
+  const nats = createAuditSink(url, { spoolDir });
+  return {
+    emit(event) {
+      onEvent(event);
+      nats.emit(event);
+    },
+    ready: () => nats.ready(),
+    close: () => nats.close(),
+    onGap: (l) => nats.onGap?.(l),
+    stats: () => nats.stats?.() ?? { kind: 'nats', queued: 0, published: 0, dropped: 0 },
+    whenIdle: (ms) => nats.whenIdle?.(ms) ?? Promise.resolve(),
+  };
+}
+
+/** The fallback: each event goes straight into the collector's ingest queue; close() waits for them to be stored. */
+function inProcessDelivery(
+  collector: Collector,
+  onEvent: (e: Record<string, unknown>) => void,
+  warn: (msg: string) => void,
+): AuditSink {
+  const pending = new Set<Promise<unknown>>();
+  const idle = async () => {
+    while (pending.size > 0) await Promise.allSettled([...pending]);
+  };
+  return {
+    emit(event) {
+      onEvent(event);
+      const p = collector.ingest(event).then(
+        () => {},
+        (err: Error) => {
+          warn(`collector ingest failed: ${err.message}`);
+        },
+      );
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
+    },
+    ready: () => true,
+    close: idle,
+    whenIdle: idle,
+  };
+}
