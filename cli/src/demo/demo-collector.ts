@@ -40,17 +40,24 @@ export async function startDemoCollector(
   let collector: Collector | undefined;
   try {
     const storeDir = join(workDir, 'collector-store');
-    [nats] = await Promise.all([
+    // Settled, not Promise.all: a nats-server that started must be stopped even when the store seeding failed.
+    const [n, seeded] = await Promise.allSettled([
       bin ? startPrivateNats(bin, mkdir(join(workDir, 'jetstream'))) : undefined,
       seedStoreDir(storeDir),
     ]);
+    if (n.status === 'fulfilled') nats = n.value;
+    if (n.status === 'rejected') throw n.reason;
+    if (seeded.status === 'rejected') throw seeded.reason;
     collector = await startCollector({
       nats: nats ? { url: nats.url, durable: 'pgwarden-demo' } : undefined,
       store: { dataDir: storeDir },
       http: { host: '127.0.0.1', port: 0 },
       httpIngest: { enabled: !nats },
       // Warnings only, on stderr: the terminal is for the audit lines.
-      logger: pino({ name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
+      logger: pino(
+        { name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'warn' },
+        pino.destination(2),
+      ),
     });
   } catch (err) {
     await collector?.stop().catch(() => {});

@@ -4,8 +4,12 @@ import { connect } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { kernelPort } from './listen-port.js';
 
-/** Where the demo looks for nats-server: $PGWARDEN_NATS_SERVER, then Debian's /usr/sbin, then $PATH. */
+/**
+ * Where the demo looks for nats-server: $PGWARDEN_NATS_SERVER, then Debian's /usr/sbin, then $PATH.
+ * PGWARDEN_NATS_SERVER=off skips it (the demo then uses its in-process fallback).
+ */
 export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.PGWARDEN_NATS_SERVER === 'off') return undefined;
   const candidates = [
     env.PGWARDEN_NATS_SERVER,
     '/usr/sbin/nats-server',
@@ -37,6 +41,9 @@ export async function startPrivateNats(bin: string, storeDir: string, timeoutMs 
   const port = await kernelPort(host);
   const child: ChildProcess = spawn(bin, ['-js', '-sd', storeDir, '-a', host, '-p', String(port)], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    // Its own process group: a terminal's Ctrl-C reaches the demo only, which stops nats-server last, after the
+    // sidecar flushed its events and the collector pulled them.
+    detached: true,
   });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {

@@ -1,7 +1,7 @@
-import { cpSync, existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 
 const require = createRequire(import.meta.url);
@@ -13,7 +13,7 @@ const require = createRequire(import.meta.url);
  * (~40 MB). Concurrent demos race harmlessly: each builds its own candidate and renames it into place.
  */
 export async function seedStoreDir(target: string, cacheRoot = tmpdir()): Promise<void> {
-  const version = (require('@electric-sql/pglite/package.json') as { version: string }).version;
+  const version = pgliteVersion();
   const template = join(cacheRoot, `pgwarden-demo-pglite-${version}`);
   if (!existsSync(join(template, 'PG_VERSION'))) {
     const candidate = mkdtempSync(join(cacheRoot, 'pgwarden-demo-pglite-new-'));
@@ -29,4 +29,12 @@ export async function seedStoreDir(target: string, cacheRoot = tmpdir()): Promis
     }
   }
   cpSync(template, target, { recursive: true });
+}
+
+/** The installed PGlite's version (its package.json is not in its `exports`, so it is found next to its entry). */
+function pgliteVersion(): string {
+  let dir = dirname(require.resolve('@electric-sql/pglite'));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+  return pkg.name === '@electric-sql/pglite' && pkg.version ? pkg.version : 'unknown';
 }

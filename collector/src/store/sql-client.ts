@@ -3,7 +3,11 @@ import { CollectorError, redactUrl } from '../errors.js';
 
 /** The few operations the store needs, over either a PostgreSQL pool or embedded PGlite. */
 export interface SqlRunner {
-  query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  /**
+   * `prepareAs` names a server-side prepared statement for a hot statement (PostgreSQL then parses and analyses
+   * it once per connection instead of on every execution); the embedded store ignores it.
+   */
+  query<T = Record<string, unknown>>(text: string, params?: unknown[], prepareAs?: string): Promise<T[]>;
 }
 
 export interface SqlClient extends SqlRunner {
@@ -38,7 +42,10 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
       const c = await pool.connect();
       try {
         await c.query('BEGIN');
-        const out = await fn({ query: async (t, p) => (await c.query(t, p as unknown[])).rows });
+        const out = await fn({
+          query: async (t, p, name) =>
+            (name ? await c.query({ name, text: t, values: p as unknown[] }) : await c.query(t, p as unknown[])).rows,
+        });
         await c.query('COMMIT');
         return out;
       } catch (err) {

@@ -1,4 +1,4 @@
-import { type AuditEvent, formatAuditTime, newChain, sealEvent, type UnsealedAuditEvent } from '@pgwarden/policy';
+import { type AuditEvent, canonicalJson, formatAuditTime, newChain, sealEvent, type UnsealedAuditEvent } from '@pgwarden/policy';
 
 /**
  * Realistic, correctly chained audit events (sealed with the shared schema-v1 code) for tests and the ingest
@@ -69,4 +69,13 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
   if (s.end !== false)
     out.push(next({ type: 'session.end', end: { statements: s.statements, durationMs: s.statements } } as never));
   return out;
+}
+
+/**
+ * The JSON text a sidecar publishes for an event (`sealEventToJson` in @pgwarden/policy): the canonical JSON of
+ * the event without `hash`, with the hash member appended last.
+ */
+export function sidecarJson(e: AuditEvent): string {
+  const { hash, ...rest } = e;
+  return `${canonicalJson(rest).slice(0, -1)},"hash":"${hash}"}`;
 }

@@ -14,6 +14,8 @@ export interface AuditSinkStats {
   spooled?: number;
   dropped: number;
   failures?: number;
+  /** fdatasync calls started in `batch` mode (file sink): shows the coalescing at work. */
+  syncs?: number;
 }
 
 /** Where audit events go. `ready()` is false when events cannot currently be made durable (failMode: closed denies). */

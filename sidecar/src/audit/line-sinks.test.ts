@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createFileSink, createStdoutSink } from './line-sinks.js';
+import { BATCH_SYNC_INTERVAL_MS, createFileSink, createStdoutSink } from './line-sinks.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-line-sinks-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,6 +33,32 @@ describe('file sink batching', () => {
     await sink.whenIdle?.();
     expect(lines(path).map((e) => `${e.session.id}.${e.session.seq}`)).toEqual(want);
     expect(sink.stats?.()).toMatchObject({ published: 350, dropped: 0, queued: 0 });
+    await sink.close();
+  });
+
+  it('fsync batch: at most one fdatasync per interval however many turns write; whenIdle waits for the last', async () => {
+    const path = join(dir, 'coalesce.jsonl');
+    const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
+    const t0 = performance.now();
+    let turns = 0;
+    while (performance.now() - t0 < 60) {
+      sink.emit({ session: { id: 'b', seq: turns } });
+      turns++;
+      await turn();
+    }
+    await sink.whenIdle?.();
+    const elapsed = performance.now() - t0;
+    const { syncs = 0 } = sink.stats?.() ?? {};
+    expect(turns).toBeGreaterThan(20);
+    // One sync may start at once, then one per interval at most (+1 for the one after the loop's last write).
+    expect(syncs).toBeGreaterThanOrEqual(1);
+    expect(syncs).toBeLessThanOrEqual(Math.ceil(elapsed / BATCH_SYNC_INTERVAL_MS) + 1);
+    expect(syncs).toBeLessThan(turns);
+    expect(lines(path)).toHaveLength(turns);
+    // After whenIdle nothing is left unsynced: another emit needs (and gets) a new sync.
+    sink.emit({ session: { id: 'b', seq: turns } });
+    await sink.whenIdle?.();
+    expect(sink.stats?.().syncs).toBe(syncs + 1);
     await sink.close();
   });
 
