@@ -20,7 +20,8 @@ import * as crypto from 'node:crypto';
  * Anything else returns undefined and the caller re-encodes (the safe path).
  */
 export function hashOfCanonicalText(raw: string, value: unknown): string | undefined {
-  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return undefined;
+  if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype)
+    return undefined;
   const hash = (value as { hash?: unknown }).hash;
   if (typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)) return undefined;
   const suffix = `,"hash":"${hash}"}`;

@@ -25,7 +25,9 @@ describe('ingest of canonical sidecar text', () => {
   const asReceived = (raw: string) => ({ event: JSON.parse(raw), raw });
 
   it('verifies intact sessions and catches an altered event whose hash was kept', async () => {
-    const intact = makeSession({ id: 'ct-intact', statements: 30, denyEvery: 4 }).map((e) => asReceived(sidecarJson(e)));
+    const intact = makeSession({ id: 'ct-intact', statements: 30, denyEvery: 4 }).map((e) =>
+      asReceived(sidecarJson(e)),
+    );
     const forged = makeSession({ id: 'ct-forged', statements: 5 }).map((e) => sidecarJson(e));
     // Still canonical text, so the fast path hashes it: the content no longer matches the carried hash.
     forged[3] = forged[3].replace('WHERE id = 2', 'WHERE id = 9');

@@ -1,4 +1,11 @@
-import { type AuditEvent, canonicalJson, formatAuditTime, newChain, sealEvent, type UnsealedAuditEvent } from '@pgwarden/policy';
+import {
+  type AuditEvent,
+  canonicalJson,
+  formatAuditTime,
+  newChain,
+  sealEvent,
+  type UnsealedAuditEvent,
+} from '@pgwarden/policy';
 
 /**
  * Realistic, correctly chained audit events (sealed with the shared schema-v1 code) for tests and the ingest
