@@ -8,8 +8,8 @@ NODE_MODULES_STAMP := node_modules/.package-lock.json
 help:
 	@echo "make demo    run the sidecar in front of an embedded PostgreSQL (needs only Node.js 20)"
 	@echo "make test    build and run the test suite (starts its own PostgreSQL 15 and nats-server)"
-	@echo "make bench   pgbench direct vs bare pipe vs sidecar; writes bench/results/latest.json"
-	@echo "make soak    long fault-injection runs"
+	@echo "make bench   pgbench direct vs bare pipe vs sidecar (+policy, masked), policy decision and collector ingest benchmarks"
+	@echo "make soak    the 10,000-statement audit fault proof (nats-server and collector killed mid-run)"
 	@echo "make lint    biome (format + lint) and the TypeScript compiler"
 
 $(NODE_MODULES_STAMP): package.json package-lock.json policy/package.json sidecar/package.json collector/package.json operator/package.json cli/package.json
@@ -41,9 +41,11 @@ demo: build
 
 bench: build system-deps
 	node bench/run.mjs
+	npx vitest bench --run policy/bench/decide.bench.ts
+	PGWARDEN_BENCH=1 npx vitest run collector/src/bench
 
 soak: build system-deps
-	PGWARDEN_SOAK=1 npx vitest run test/soak
+	PGWARDEN_SOAK=1 npx vitest run test/audit-faults
 
 clean:
 	rm -rf */dist test-results
