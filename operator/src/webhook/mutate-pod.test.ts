@@ -93,6 +93,7 @@ describe('mutatePod', () => {
         'PGWARDEN_NODE_NAME',
       ]),
     );
+    expect(sidecar.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=1' });
     const credVolume = out.spec.volumes.find((v: any) => v.secret?.secretName === 'orders-agent');
     expect(credVolume).toBeDefined();
     expect(out.spec.volumes.find((v: any) => v.configMap)?.configMap.name).toBe('pgwarden-analytics');
