@@ -4,16 +4,10 @@
  * with the same number of `*` so binary layouts (array elements, jsonb, COPY fields) keep their lengths.
  */
 
-export const DETECTOR_NAMES = [
-  'email',
-  'credit-card',
-  'us-ssn',
-  'phone',
-  'iban',
-  'jwt',
-  'aws-access-key',
-  'private-key',
-] as const;
+import { DETECTORS } from '../api/schema-parts.js';
+
+/** The detectors a MaskingRule may name; the policy schema's list is the one source. */
+export const DETECTOR_NAMES = DETECTORS;
 export type DetectorName = (typeof DETECTOR_NAMES)[number];
 
 export interface Span {
