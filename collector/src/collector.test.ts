@@ -91,6 +91,8 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
     await waitFor(async () =>
       /pgwarden_collector_stream_clients 1/.test(await (await fetch(`${collector.url}/metrics`)).text()),
     );
+    // Ready means the collector created the stream and its consumer: publishing earlier finds no responders.
+    await waitFor(async () => (await getJson(`${collector.url}/readyz`)).body.checks?.nats === true);
     const nc = await connect({ servers: nats.url });
     const js = jetstream(nc);
     const a = makeSession({ id: 'sess-a', statements: 10, denyEvery: 5 });
@@ -124,6 +126,10 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
     const ev = await getJson(`${collector.url}/api/v1/events?table=public.orders&kind=delete&decision=deny`);
     expect(ev.body.items.map((e: any) => e.id).sort()).toEqual(['sess-a.11', 'sess-a.6']);
 
+    // The raw republish was the last message sent, so it may still be in flight when sess-a is complete.
+    await waitFor(async () =>
+      /pgwarden_collector_events_duplicate_total 1/.test(await (await fetch(`${collector.url}/metrics`)).text()),
+    );
     const metrics = await (await fetch(`${collector.url}/metrics`)).text();
     expect(metrics).toMatch(/pgwarden_collector_events_ingested_total\{type="statement"\} 13/);
     expect(metrics).toMatch(/pgwarden_collector_events_duplicate_total 1/);

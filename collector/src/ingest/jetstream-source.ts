@@ -75,10 +75,14 @@ export class JetStreamSource {
   ) {}
 
   private up = false;
+  private consuming = false;
 
-  /** True while the connection to NATS is established (false during reconnects). */
+  /**
+   * True while connected and the stream and durable consumer exist (false during reconnects and before the first
+   * setup finished): readiness must not report a collector whose stream a sidecar could not publish to yet.
+   */
   get connected(): boolean {
-    return this.up && this.nc !== null && !this.nc.isClosed();
+    return this.up && this.consuming && this.nc !== null && !this.nc.isClosed();
   }
 
   /**
@@ -155,15 +159,18 @@ export class JetStreamSource {
     while (this.running && this.nc) {
       try {
         this.messages = await this.setup(this.nc);
+        this.consuming = true;
         this.opts.onStatus?.('consuming');
         for await (const m of this.messages) {
           this.queue.enqueue({ body: m.data, ack: () => m.ack(), source: 'nats' });
           await this.queue.waitForRoom();
         }
       } catch (err) {
+        this.consuming = false;
         if (!this.running) break;
         this.opts.onStatus?.(`consumer error: ${(err as Error).message}`);
       }
+      this.consuming = false;
       if (this.running) await new Promise((r) => setTimeout(r, 500));
     }
   }
