@@ -22,6 +22,7 @@ export {
 export { type MutationResult, mutatePod } from './webhook/mutate-pod.js';
 export {
   ANNOTATIONS,
+  AUDIT_CREDENTIALS_SECRET,
   DEFAULT_SIDECAR_CONFIG,
   INJECTION_NAMESPACE_LABEL,
   type SidecarConfig,

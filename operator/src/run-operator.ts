@@ -42,6 +42,8 @@ export interface OperatorConfig {
   sidecar: SidecarConfig;
   rollout: RolloutStrategy;
   resyncMs: number;
+  /** Secret in `namespace` with the sidecars' NATS user; copied to policy namespaces (see SidecarConfig). */
+  auditCredentialsSource?: string;
   kubeconfig?: KubeConfig;
 }
 
@@ -66,6 +68,9 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
     sidecar: cfg.sidecar,
     defaultRollout: cfg.rollout,
     namespace: cfg.watchNamespace,
+    auditCredentials: cfg.auditCredentialsSource
+      ? { namespace: cfg.namespace, name: cfg.auditCredentialsSource }
+      : undefined,
     // Real API servers send bookmarks about once a minute; a watch silent for 3 minutes is presumed dead.
     watch: { resyncMs: cfg.resyncMs, watchdogMs: 180_000, watchTimeoutSeconds: 290 },
   });

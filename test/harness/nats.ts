@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { natsServerBinary } from './binaries.js';
@@ -16,14 +16,31 @@ export interface TestNats {
   stop(): Promise<void>;
 }
 
+export interface StartNatsOptions {
+  /** A nats-server configuration file's text (e.g. the Helm chart's); the store dir, address and port flags win. */
+  config?: string;
+  /** Environment for the server (a config may reference `$VARS`). */
+  env?: Record<string, string>;
+}
+
 /** A private nats-server with JetStream on a free loopback port and a temp store dir. */
-export async function startNats(): Promise<TestNats> {
+export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> {
   const bin = natsServerBinary();
   const storeDir = mkdtempSync(join(tmpdir(), 'pgwarden-nats-'));
   const port = await freePort();
+  const configArgs: string[] = [];
+  if (opts.config !== undefined) {
+    const file = join(storeDir, 'nats.conf');
+    writeFileSync(file, opts.config);
+    // A config may set a monitoring port (the chart's does); move it off any shared port.
+    configArgs.push('-c', file, '-m', String(await freePort()));
+  }
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    child = spawn(bin, [...configArgs, '-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], {
+      stdio: 'ignore',
+      env: { ...process.env, ...opts.env },
+    });
     child.unref();
     await waitForPort(port);
   };

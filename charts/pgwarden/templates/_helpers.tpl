@@ -27,6 +27,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.audit.natsUrl -}}{{ .Values.audit.natsUrl }}{{- else if .Values.nats.deploy -}}nats://{{ include "pgwarden.fullname" . }}-nats.{{ .Release.Namespace }}.svc:4222{{- end -}}
 {{- end -}}
 
+{{- define "pgwarden.bundledNats" -}}{{ if and .Values.nats.deploy (not .Values.audit.natsUrl) }}true{{ end }}{{- end -}}
+
+{{/* The Secret holding the sidecars' NATS user: given, or generated with the bundled NATS. */}}
+{{- define "pgwarden.auditCredentialsSource" -}}
+{{- if .Values.audit.credentialsSecret -}}{{ .Values.audit.credentialsSecret }}{{- else if (include "pgwarden.bundledNats" .) -}}{{ include "pgwarden.fullname" . }}-nats-sidecar{{- end -}}
+{{- end -}}
+
+{{- define "pgwarden.collectorNatsCredentials" -}}
+{{- if .Values.collector.natsCredentialsSecret -}}{{ .Values.collector.natsCredentialsSecret }}{{- else if (include "pgwarden.bundledNats" .) -}}{{ include "pgwarden.fullname" . }}-nats-collector{{- end -}}
+{{- end -}}
+
+{{/* A generated password that survives upgrades: reuse the Secret's value when it exists. */}}
+{{- define "pgwarden.stablePassword" -}}
+{{- $s := lookup "v1" "Secret" .ns .name -}}
+{{- if and $s $s.data (index $s.data "password") -}}{{ index $s.data "password" | b64dec }}{{- else -}}{{ randAlphaNum 40 }}{{- end -}}
+{{- end -}}
+
 {{- define "pgwarden.restrictedContainer" -}}
 securityContext:
   runAsNonRoot: true

@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  AUDIT_CREDENTIALS_SECRET,
   crdFiles,
   createOperatorLogger,
   DEFAULT_SIDECAR_CONFIG,
@@ -32,6 +33,9 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
   if (o.auditUrl && !/^(nats|tls):\/\/|^stdout$|^file:/.test(o.auditUrl)) {
     throw new InvalidArgumentError('--audit-url must be nats://host:port (or stdout, file:PATH)');
   }
+  if (o.auditCredentialsSource && !String(o.auditUrl ?? '').startsWith('nats://')) {
+    throw new InvalidArgumentError('--audit-credentials-source needs --audit-url nats://host:port');
+  }
   return {
     namespace: o.namespace,
     watchNamespace: o.watchNamespace,
@@ -55,7 +59,9 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
       resources: { requests, ...(Object.keys(limits).length ? { limits } : {}) },
       httpPort: port('--sidecar-http-port', o.sidecarHttpPort),
       auditUrl: o.auditUrl,
+      ...(o.auditCredentialsSource ? { auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET } : {}),
     },
+    auditCredentialsSource: o.auditCredentialsSource,
     rollout: o.rolloutStrategy,
     resyncMs: parseDurationMs('--resync', o.resync),
   };
@@ -129,6 +135,12 @@ export function registerOperator(program: Command): void {
   opt('--sidecar-memory-limit <q>', 'sidecar memory limit', '256Mi');
   opt('--sidecar-http-port <port>', 'admin HTTP port of the first sidecar (health, metrics)', '9187');
   opt('--audit-url <url>', 'audit destination passed to sidecars (nats://host:4222)', undefined, 'PGWARDEN_AUDIT_URL');
+  opt(
+    '--audit-credentials-source <secret>',
+    `Secret in --namespace (keys username, password): the NATS user sidecars publish audit events as; copied to each policy namespace as ${AUDIT_CREDENTIALS_SECRET}`,
+    undefined,
+    'PGWARDEN_AUDIT_CREDENTIALS_SOURCE',
+  );
   run.addOption(
     new Option('--rollout-strategy <s>', 'default for policies without the pgwarden.dev/rollout-strategy annotation')
       .choices(['Workload', 'None'])

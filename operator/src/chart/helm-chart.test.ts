@@ -100,22 +100,50 @@ describe('charts/pgwarden with real helm', () => {
     });
 
     const clusterRole = objects.find((o) => o.kind === 'ClusterRole');
-    const clusterWide = clusterRole.rules.flatMap((r: any) => r.resources);
-    expect(clusterWide).not.toContain('secrets'); // injection never reads Secrets
+    // Cluster-wide, the operator may read and patch only its own copy of the audit NATS user (by name) and create
+    // it; it never reads application Secrets (injection references them by name only).
+    const clusterSecretRules = clusterRole.rules.filter((r: any) => r.resources.includes('secrets'));
+    expect(clusterSecretRules).toEqual([
+      {
+        apiGroups: [''],
+        resources: ['secrets'],
+        resourceNames: ['pgwarden-audit-credentials'],
+        verbs: ['get', 'patch'],
+      },
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+    ]);
     const role = objects.find((o) => o.kind === 'Role');
     const secretRules = role.rules.filter((r: any) => r.resources.includes('secrets'));
     for (const r of secretRules) {
-      if (r.verbs.includes('get')) expect(r.resourceNames).toEqual(['pgw-pgwarden-webhook-tls']);
+      if (r.verbs.includes('get'))
+        expect(['pgw-pgwarden-webhook-tls', 'pgw-pgwarden-nats-sidecar']).toEqual(
+          expect.arrayContaining(r.resourceNames),
+        );
     }
     const operator = objects.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'));
     const args: string[] = operator.spec.template.spec.containers[0].args;
     expect(args).toContain('--webhook-secret=pgw-pgwarden-webhook-tls');
     expect(args).toContain('--audit-url=nats://pgw-pgwarden-nats.pgwarden.svc:4222');
+    expect(args).toContain('--audit-credentials-source=pgw-pgwarden-nats-sidecar');
+    // The bundled NATS takes its users' passwords from the generated Secrets, never from the ConfigMap.
+    const natsConf = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config');
+    expect(natsConf.data['nats.conf']).toContain('password: $SIDECAR_PASSWORD');
+    const sidecarUser = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'pgw-pgwarden-nats-sidecar');
+    expect(sidecarUser.stringData.password).toMatch(/^[A-Za-z0-9]{40}$/);
+    expect(natsConf.data['nats.conf']).not.toContain(sidecarUser.stringData.password);
+    // An external NATS without audit credentials: nothing to copy, no Secret rights cluster-wide.
+    const external = await template('audit.natsUrl=nats://nats.example:4222');
+    const extRole = external.find((o) => o.kind === 'ClusterRole');
+    expect(extRole.rules.some((r: any) => r.resources.includes('secrets'))).toBe(false);
+    expect(external.some((o) => o.kind === 'Secret' && o.metadata.name.includes('nats'))).toBe(false);
 
     const cm = await template('webhook.tls.mode=certManager');
     const mwc2 = cm.find((o) => o.kind === 'MutatingWebhookConfiguration');
     expect(mwc2.metadata.annotations['cert-manager.io/inject-ca-from']).toBe('pgwarden/pgw-pgwarden-webhook');
     const role2 = cm.find((o) => o.kind === 'Role');
-    expect(role2.rules.some((r: any) => r.resources.includes('secrets'))).toBe(false);
+    // cert-manager holds the webhook TLS: the only Secret left to read is the audit NATS user, by name.
+    expect(role2.rules.filter((r: any) => r.resources.includes('secrets'))).toEqual([
+      { apiGroups: [''], resources: ['secrets'], resourceNames: ['pgw-pgwarden-nats-sidecar'], verbs: ['get'] },
+    ]);
   });
 });

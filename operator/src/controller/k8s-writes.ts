@@ -113,6 +113,22 @@ export class K8sWrites {
     );
   }
 
+  /** A Secret's data (base64 values as stored), or undefined when it does not exist. */
+  async readSecretData(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    try {
+      const s = await this.core.readNamespacedSecret({ namespace, name });
+      return { ...(s.data ?? {}) };
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** Server-side apply of a Secret the operator owns (the audit credentials copy). */
+  async applySecret(secret: Record<string, any>): Promise<void> {
+    await this.objects.patch(secret as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  }
+
   async listWorkloads(apiVersion: string, kind: string, namespace: string): Promise<Record<string, any>[]> {
     const res = await this.objects.list(apiVersion, kind, namespace);
     return JSON.parse(JSON.stringify(res.items));

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OperatorEvents } from '../core/operator-events.js';
 import { FakeApiServer } from '../testing/fake-apiserver.js';
 import { expectedSidecarHash } from '../webhook/mutate-pod.js';
-import { ANNOTATIONS, DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
+import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
 import { PolicyController } from './policy-controller.js';
 
 let api: FakeApiServer;
@@ -49,11 +49,21 @@ afterEach(async () => {
   await api.stop();
 });
 
-async function startController(image = DEFAULT_SIDECAR_CONFIG.image) {
+async function startController(
+  image = DEFAULT_SIDECAR_CONFIG.image,
+  extra: { auditCredentials?: { namespace: string; name: string }; auditRecheckMs?: number } = {},
+) {
   ctl = new PolicyController({
     kc,
     events,
-    sidecar: { ...DEFAULT_SIDECAR_CONFIG, image },
+    ...extra,
+    sidecar: {
+      ...DEFAULT_SIDECAR_CONFIG,
+      image,
+      ...(extra.auditCredentials
+        ? { auditUrl: 'nats://nats.pgwarden:4222', auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET }
+        : {}),
+    },
     watch: { backoff: { initialMs: 20, maxMs: 200 } },
     retry: { initialMs: 20, maxMs: 200 },
   });
@@ -224,7 +234,7 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     await ctl!.queue.idle();
     const rvDap = dapOf().metadata.resourceVersion;
     const rvCm = cmOf().metadata.resourceVersion;
-    ctl!.queue.add('agents/analytics');
+    // Not watched: the controller looks again on its own while the source is missing.
     await new Promise((r) => setTimeout(r, 50));
     await ctl!.queue.idle();
     expect(dapOf().metadata.resourceVersion).toBe(rvDap);
@@ -277,5 +287,38 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     await until(() => dapOf()?.status?.renderedHash);
     await ctl!.queue.idle();
     expect(api.get('apps/v1', 'StatefulSet', 'agents', 'agent').spec.template.metadata.annotations).toBeUndefined();
+  });
+
+  it('copies the audit NATS credentials into the policy namespace, and reports Ready=False while the source is missing', async () => {
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    api.seed(policy());
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditCredentials: { namespace: 'pgwarden', name: 'pgwarden-nats-sidecar' },
+      auditRecheckMs: 100,
+    });
+    const missing = await until(() => dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready'));
+    expect(missing).toMatchObject({ status: 'False', reason: 'AuditCredentialsMissing' });
+    expect(missing.message).toContain('pgwarden/pgwarden-nats-sidecar');
+    expect(eventsOf().filter((e: any) => e.reason === 'AuditCredentialsMissing')).toHaveLength(1);
+    expect(api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET)).toBeUndefined();
+
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
+      data: { username: b64('sidecar'), password: b64('s3cret-pw'), unrelated: b64('not copied') },
+    });
+    // Not watched: the controller looks again on its own while the source is missing.
+    const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET));
+    expect(copy.data).toEqual({ username: b64('sidecar'), password: b64('s3cret-pw') });
+    expect(copy.metadata.labels['pgwarden.dev/role']).toBe('audit-credentials');
+    expect(copy.metadata.managedFields[0]).toMatchObject({ manager: 'pgwarden', operation: 'Apply' });
+    await until(() =>
+      dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
+    );
+    // No secret material in the policy's status or Events.
+    expect(JSON.stringify(dapOf().status)).not.toContain(b64('s3cret-pw'));
+    expect(JSON.stringify(eventsOf())).not.toContain(b64('s3cret-pw'));
   });
 });

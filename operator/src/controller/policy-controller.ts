@@ -27,6 +27,10 @@ export interface PolicyControllerOptions {
   watch?: ListWatchOptions;
   concurrency?: number;
   retry?: { initialMs: number; maxMs: number };
+  /** Secret (keys username, password) the controller copies into policy namespaces for the sidecars' NATS user. */
+  auditCredentials?: { namespace: string; name: string };
+  /** While the audit credentials source is missing, look again this often (default 30 s). */
+  auditRecheckMs?: number;
 }
 
 export class PolicyController {
@@ -97,6 +101,11 @@ export class PolicyController {
             sidecar: opts.sidecar,
             defaultRollout: opts.defaultRollout ?? 'Workload',
             lastRendered,
+            auditCredentials: opts.auditCredentials,
+            requeueAfter: () => {
+              const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);
+              t.unref();
+            },
           },
           obj,
         );

@@ -13,7 +13,7 @@ import {
 import { describeIssues, normalisePolicy } from '../core/normalise-policy.js';
 import type { OperatorEvents } from '../core/operator-events.js';
 import { expectedSidecarHash, selectingPolicies } from '../webhook/mutate-pod.js';
-import { ANNOTATIONS, type SidecarConfig } from '../webhook/sidecar-config.js';
+import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, type SidecarConfig } from '../webhook/sidecar-config.js';
 import { configMapName } from '../webhook/sidecar-container.js';
 import type { K8sWrites, ObjectRef } from './k8s-writes.js';
 import type { KubeObject } from './list-watch.js';
@@ -41,6 +41,13 @@ export interface ReconcileDeps {
    * may lag our own write (watch latency), and Events must not repeat.
    */
   lastRendered?: Map<string, string>;
+  /**
+   * Source of the audit NATS credentials (keys username, password) that sidecars publish with; copied into each
+   * policy's namespace as Secret `sidecar.auditCredentialsSecret`, so pods there can mount it.
+   */
+  auditCredentials?: { namespace: string; name: string };
+  /** Asks for this policy to be reconciled again later (the source Secret is not watched). */
+  requeueAfter?: () => void;
   now?: () => Date;
 }
 
@@ -125,18 +132,29 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       `rendered to ConfigMap ${cmName} (${rendered.hash.slice(0, 19)})`,
     );
 
+  const auditProblem = await replicateAuditCredentials(deps, ref);
+  if (auditProblem) deps.requeueAfter?.();
+
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
   if (strategy === 'Workload') await rollWorkloads(deps, policy, ref);
 
   const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
     { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
-    {
-      type: 'Ready',
-      status: 'True',
-      reason: 'Rendered',
-      message: `rendered to ConfigMap ${cmName}; ${matchedWorkloads} workload(s) selected`,
-      observedGeneration: generation,
-    },
+    auditProblem
+      ? {
+          type: 'Ready',
+          status: 'False',
+          reason: 'AuditCredentialsMissing',
+          message: auditProblem,
+          observedGeneration: generation,
+        }
+      : {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Rendered',
+          message: `rendered to ConfigMap ${cmName}; ${matchedWorkloads} workload(s) selected`,
+          observedGeneration: generation,
+        },
   ];
   await deps.writes.applyStatus(ref, {
     observedGeneration: generation,
@@ -145,6 +163,40 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     renderedHash: rendered.hash,
     configMap: cmName,
   });
+}
+
+/**
+ * Copies the audit NATS credentials into the policy's namespace. Returns a problem to report when the source Secret
+ * is missing or incomplete: injected pods would then wait for a volume that never appears, so Ready says why.
+ */
+async function replicateAuditCredentials(deps: ReconcileDeps, ref: ObjectRef): Promise<string | undefined> {
+  const src = deps.auditCredentials;
+  if (!src) return undefined;
+  const data = await deps.writes.readSecretData(src.namespace, src.name);
+  const name = deps.sidecar.auditCredentialsSecret ?? AUDIT_CREDENTIALS_SECRET;
+  if (!data?.username || !data?.password) {
+    const problem = `audit credentials Secret ${src.namespace}/${src.name} is missing or lacks username/password: injected sidecars cannot start`;
+    const key = `audit:${ref.namespace}/${ref.name}`;
+    if (deps.lastRendered?.get(key) !== problem) {
+      deps.lastRendered?.set(key, problem);
+      await deps.writes.recordEvent(ref, 'Warning', 'AuditCredentialsMissing', problem);
+    }
+    return problem;
+  }
+  deps.lastRendered?.delete(`audit:${ref.namespace}/${ref.name}`);
+  if (src.namespace === ref.namespace && src.name === name) return undefined;
+  await deps.writes.applySecret({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name,
+      namespace: ref.namespace,
+      labels: { 'app.kubernetes.io/managed-by': 'pgwarden', 'pgwarden.dev/role': 'audit-credentials' },
+    },
+    type: 'Opaque',
+    data: { username: data.username, password: data.password },
+  });
+  return undefined;
 }
 
 /** Does any running pod of this workload (by its selector) lack the wanted sidecar hash? */

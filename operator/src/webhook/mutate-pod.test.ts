@@ -4,7 +4,7 @@ import { Pod } from 'kubernetes-models/v1';
 import { describe, expect, it } from 'vitest';
 import { applyJsonPatch } from '../core/json-patch.js';
 import { mutatePod, type PodLike } from './mutate-pod.js';
-import { ANNOTATIONS, DEFAULT_SIDECAR_CONFIG } from './sidecar-config.js';
+import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, DEFAULT_SIDECAR_CONFIG } from './sidecar-config.js';
 
 const config = { ...DEFAULT_SIDECAR_CONFIG, auditUrl: 'nats://nats.pgwarden:4222' };
 
@@ -187,6 +187,34 @@ describe('mutatePod', () => {
     const res = mutatePod(pod, [policy('analytics', 'analytics')], config);
     expect(res).toHaveProperty('denied');
     expect((res as { denied: string }).denied).toMatch(message);
+  });
+
+  it('mounts the audit NATS credentials into the sidecar alone, and refuses a pod that reads them itself', () => {
+    const withCreds = { ...config, auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET };
+    const res = mutatePod(basePod(), [policy('analytics', 'analytics')], withCreds);
+    if (!('patch' in res)) throw new Error(`denied: ${(res as { denied: string }).denied}`);
+    const out = applyJsonPatch(basePod(), res.patch) as any;
+    const sidecar = out.spec.initContainers.find((c: any) => c.name === 'pgwarden-analytics');
+    const i = sidecar.args.indexOf('--audit-nats-credentials-dir');
+    expect(sidecar.args[i + 1]).toBe('/etc/pgwarden/audit-credentials');
+    const vol = out.spec.volumes.find((v: any) => v.secret?.secretName === AUDIT_CREDENTIALS_SECRET);
+    expect(vol.secret.items.map((x: any) => x.key)).toEqual(['username', 'password']);
+    expect(sidecar.volumeMounts).toContainEqual({
+      name: vol.name,
+      mountPath: '/etc/pgwarden/audit-credentials',
+      readOnly: true,
+    });
+    expect(out.spec.containers[0].volumeMounts).toBeUndefined();
+    expect(new Pod(out).validate()).toBeUndefined();
+
+    const thief = basePod();
+    thief.spec = { ...thief.spec, volumes: [{ name: 'n', secret: { secretName: AUDIT_CREDENTIALS_SECRET } }] };
+    expect((mutatePod(thief, [policy('analytics', 'analytics')], withCreds) as { denied: string }).denied).toMatch(
+      /volume "n" mounts Secret "pgwarden-audit-credentials"/,
+    );
+    // Without a NATS audit URL there is nothing to mount.
+    const fileAudit = mutatePod(basePod(), [policy('analytics', 'analytics')], { ...withCreds, auditUrl: 'stdout' });
+    expect(JSON.stringify(fileAudit)).not.toContain('audit-credentials');
   });
 
   it('refuses invalid selecting policies and listen-port clashes (fail closed)', () => {

@@ -78,20 +78,26 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
 }
 
 /** The agent must never hold the database credentials: refuse a pod whose own volumes already mount that Secret. */
-function credentialVolume(spec: Record<string, any>, policies: readonly DatabaseAccessPolicy[]): string | undefined {
+function credentialVolume(
+  spec: Record<string, any>,
+  policies: readonly DatabaseAccessPolicy[],
+  auditSecret: string | undefined,
+): string | undefined {
   const secrets = new Set(
     policies.map((p) => p.spec?.database?.credentialsSecretRef?.name).filter((n): n is string => Boolean(n)),
   );
+  // The audit NATS user too: an agent holding it could publish events the collector would take as the sidecar's.
+  if (auditSecret) secrets.add(auditSecret);
   for (const v of spec.volumes ?? []) {
     const names = [v?.secret?.secretName, ...(v?.projected?.sources ?? []).map((s: any) => s?.secret?.name)];
     const hit = names.find((n) => n && secrets.has(n));
-    if (hit) return `volume "${v.name}" mounts Secret "${hit}", the database credentials only the sidecar may hold`;
+    if (hit) return `volume "${v.name}" mounts Secret "${hit}", credentials only the sidecar may hold`;
   }
   for (const c of [...(spec.initContainers ?? []), ...(spec.containers ?? [])]) {
     for (const e of [...(c?.env ?? []), ...(c?.envFrom ?? [])]) {
       const n = e?.valueFrom?.secretKeyRef?.name ?? e?.secretRef?.name;
       if (n && secrets.has(n))
-        return `container "${c.name}" reads Secret "${n}", the database credentials only the sidecar may hold`;
+        return `container "${c.name}" reads Secret "${n}", credentials only the sidecar may hold`;
     }
   }
   return undefined;
@@ -135,7 +141,11 @@ export function mutatePod(
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);
   if (unsafe) return deny(unsafe);
-  const leaked = credentialVolume(spec, selected);
+  const leaked = credentialVolume(
+    spec,
+    selected,
+    config.auditUrl?.startsWith('nats://') ? config.auditCredentialsSecret : undefined,
+  );
   if (leaked) return deny(leaked);
 
   const parts = selected.map((p, i) => buildSidecar(p, i, config));

@@ -10,6 +10,12 @@ export interface SidecarConfig {
   httpPort: number;
   /** Audit destination passed as `--audit` (e.g. nats://nats.pgwarden:4222); omitted when empty. */
   auditUrl?: string;
+  /**
+   * Name of the Secret (keys `username`, `password`) in each workload namespace that holds the NATS user the sidecars
+   * publish audit events as; the controller copies it there from the operator's source Secret. Without it any pod
+   * that reaches NATS could publish forged audit events, so the Helm chart always sets it with its bundled NATS.
+   */
+  auditCredentialsSecret?: string;
   /** UID/GID the sidecar runs as (non-root). */
   runAsUser: number;
   /** Size limit of the writable spool (audit spool while NATS is unreachable; the root filesystem is read-only). */
@@ -40,5 +46,8 @@ export const ANNOTATIONS = {
   /** Written by the ConfigMap renderer: the rendered policy's hash. */
   contentHash: 'pgwarden.dev/content-hash',
 } as const;
+
+/** The Secret name the controller replicates the audit NATS credentials to in every namespace with a policy. */
+export const AUDIT_CREDENTIALS_SECRET = 'pgwarden-audit-credentials';
 
 export const INJECTION_NAMESPACE_LABEL = 'pgwarden.dev/injection';

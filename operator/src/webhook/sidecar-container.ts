@@ -7,6 +7,7 @@ export const SIDECAR_PATHS = {
   policyDir: '/etc/pgwarden/policy',
   credentialsDir: '/etc/pgwarden/credentials',
   caDir: '/etc/pgwarden/ca',
+  auditCredentialsDir: '/etc/pgwarden/audit-credentials',
   spoolDir: '/var/lib/pgwarden',
 } as const;
 
@@ -87,6 +88,22 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
       // spool's own cap (which refuses or counts drops per failMode) safely below the volume's limit.
       const limit = quantityToBytes(config.spoolSizeLimit);
       if (limit !== undefined) args.push('--spool-max-bytes', String(Math.floor(limit * 0.9)));
+    }
+    if (config.auditUrl.startsWith('nats://') && config.auditCredentialsSecret) {
+      // Mounted into the sidecar alone, like the database credentials: the agent cannot publish forged events.
+      volumes.push({
+        name: v('auditcreds'),
+        secret: {
+          secretName: config.auditCredentialsSecret,
+          defaultMode: 0o444,
+          items: [
+            { key: 'username', path: 'username' },
+            { key: 'password', path: 'password' },
+          ],
+        },
+      });
+      mounts.push({ name: v('auditcreds'), mountPath: SIDECAR_PATHS.auditCredentialsDir, readOnly: true });
+      args.push('--audit-nats-credentials-dir', SIDECAR_PATHS.auditCredentialsDir);
     }
   }
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
