@@ -45,7 +45,9 @@ describe('strategies', () => {
   it('property: no strategy returns the value or keeps it recognisable', () => {
     fc.assert(
       fc.property(
-        fc.string({ minLength: 6, maxLength: 40 }).filter((v) => /[0-9A-Za-z]{6}/.test(v)),
+        // Values containing the mask character '*' are excluded: "*@example" masked by `email` to "****@example"
+        // contains it trivially, though nothing of the original local part survives.
+        fc.string({ minLength: 6, maxLength: 40 }).filter((v) => /[0-9A-Za-z]{6}/.test(v) && !v.includes('*')),
         (v) => {
           for (const t of ['redact', 'hash', 'null', 'email', 'digits'] as const) {
             const out = maskText(v, s(t));
