@@ -11,9 +11,10 @@ const PGWARDEN = process.env.PGWARDEN_BIN ?? join(REPO, 'bin', 'pgwarden');
 
 /**
  * Returns {name, host, port, pid?, auditFile?, stop()} for a leg. `pg` is the bench cluster,
- * `role` the {user, password} the sidecar logs in with, `workDir` a private temp dir.
+ * `role` the {user, password} the sidecar logs in with, `workDir` a private temp dir, `nats` the bench's
+ * nats-server ({url}) for legs with audit: 'nats'.
  */
-export async function startLeg(leg, pg, role, workDir) {
+export async function startLeg(leg, pg, role, workDir, nats) {
   if (leg.kind === 'direct') return { name: leg.name, host: pg.host, port: pg.port, stop: async () => {} };
   const port = await freePort();
   let argv;
@@ -33,7 +34,14 @@ export async function startLeg(leg, pg, role, workDir) {
     mkdirSync(credentials, { recursive: true, mode: 0o700 });
     writeFileSync(join(credentials, 'username'), role.user, { mode: 0o600 });
     writeFileSync(join(credentials, 'password'), role.password, { mode: 0o600 });
-    auditFile = join(workDir, `${leg.name}-audit.jsonl`);
+    let audit;
+    if (leg.audit === 'nats') {
+      if (!nats) throw new Error(`leg ${leg.name} needs the bench nats-server`);
+      audit = ['--audit', nats.url, '--spool-dir', join(workDir, `${leg.name}-spool`)];
+    } else {
+      auditFile = join(workDir, `${leg.name}-audit.jsonl`);
+      audit = ['--audit', `file:${auditFile}`];
+    }
     argv = [
       PGWARDEN,
       'sidecar',
@@ -43,8 +51,7 @@ export async function startLeg(leg, pg, role, workDir) {
       `postgres://${pg.host}:${pg.port}/${pg.database}?sslmode=disable`,
       '--credentials-dir',
       credentials,
-      '--audit',
-      `file:${auditFile}`,
+      ...audit,
       '--http',
       `127.0.0.1:${await freePort()}`,
       ...(leg.sidecarArgs ?? []),
@@ -52,7 +59,10 @@ export async function startLeg(leg, pg, role, workDir) {
   } else {
     throw new Error(`unknown leg kind ${leg.kind}`);
   }
-  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_NODE_ARGS: extra node flags for the leg processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written
+  // when the leg exits after SIGTERM); NODE_OPTIONS refuses --cpu-prof.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const keep = (d) => {
     log = (log + d).slice(-4000);
@@ -76,6 +86,7 @@ export async function startLeg(leg, pg, role, workDir) {
     port,
     pid: child.pid,
     auditFile,
+    auditNats: leg.audit === 'nats',
     log: () => log,
     async stop() {
       if (exited) return;

@@ -9,11 +9,15 @@ const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.
 /**
  * kind: 'direct' connects pgbench straight to PostgreSQL; 'pipe' runs bench/bare-pipe.mjs;
  * 'sidecar' runs `bin/pgwarden sidecar` with the base flags (listen, upstream, credentials, audit file) + sidecarArgs.
+ * audit: 'nats' replaces the audit file with the JetStream sink (a throwaway nats-server that bench/run.mjs starts,
+ * plus a spool dir), the production path for sidecars in a cluster.
  */
 export const LEGS = [
   { name: 'direct', kind: 'direct' },
   { name: 'bare-pipe', kind: 'pipe' },
   { name: 'sidecar', kind: 'sidecar', sidecarArgs: [] },
+  // The same sidecar auditing to NATS JetStream instead of a file; target: within 10 % of `sidecar` (report.mjs).
+  { name: 'sidecar-nats', kind: 'sidecar', audit: 'nats', sidecarArgs: [] },
   // Masking (docs/masking.md): the same policy without and with a MaskingRule on 2 of rows1000.sql's 4 columns.
   { name: 'policy', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_PLAIN] },
   { name: 'masked', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_MASKED] },

@@ -10,7 +10,10 @@ export function median(values) {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
-/** runs: [{scenario, leg, tps, transactions, cpuMicros?}] → one row per (scenario, leg) with medians and ratios. */
+/**
+ * runs: [{scenario, leg, tps, transactions, cpuMicros?, natsCpuMicros?}] → one row per (scenario, leg) with medians
+ * and ratios.
+ */
 export function summarise(runs, baselineProxy) {
   const rows = [];
   const key = (s, l) => `${s}\u0000${l}`;
@@ -26,6 +29,9 @@ export function summarise(runs, baselineProxy) {
     const cpu = g.runs.every((r) => r.cpuMicros === undefined)
       ? undefined
       : median(g.runs.map((r) => r.cpuMicros / Math.max(1, r.transactions)));
+    const natsCpu = g.runs.every((r) => r.natsCpuMicros === undefined)
+      ? undefined
+      : median(g.runs.map((r) => r.natsCpuMicros / Math.max(1, r.transactions)));
     const direct = tpsOf(g.scenario, 'direct');
     const bare = tpsOf(g.scenario, baselineProxy);
     rows.push({
@@ -35,10 +41,12 @@ export function summarise(runs, baselineProxy) {
       vsDirect: direct ? tps / direct : undefined,
       vsBare: bare && g.leg !== 'direct' ? tps / bare : undefined,
       cpuMicrosPerTx: cpu,
+      natsServerCpuMicrosPerTx: natsCpu,
       runs: g.runs.map((r) => ({
         tps: r.tps,
         transactions: r.transactions,
         cpuMicros: r.cpuMicros,
+        natsCpuMicros: r.natsCpuMicros,
         rssAfterKiB: r.rssAfterKiB,
       })),
     });
@@ -47,7 +55,7 @@ export function summarise(runs, baselineProxy) {
 }
 
 export function formatTable(rows, peakRss) {
-  const head = ['scenario', 'leg', 'tps (median)', '×bare', '×direct', 'CPU µs/tx', 'tps of each run'];
+  const head = ['scenario', 'leg', 'tps (median)', '×bare', '×direct', 'CPU µs/tx', 'nats µs/tx', 'tps of each run'];
   const fmt = (x, d = 2) => (x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
   const body = rows.map((r) => [
     r.scenario,
@@ -56,6 +64,7 @@ export function formatTable(rows, peakRss) {
     fmt(r.vsBare),
     fmt(r.vsDirect),
     fmt(r.cpuMicrosPerTx, 1),
+    fmt(r.natsServerCpuMicrosPerTx, 1),
     r.runs.map((x) => x.tps.toFixed(0)).join(' '),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
@@ -87,8 +96,9 @@ export function machine(pgVersion) {
 }
 
 /**
- * The issue's targets for the `sidecar` leg: ≥ 0.9× the bare pipe on select-only -c 8, and peak RSS ≤ 96 MiB.
- * Returns [] when the run did not include what a target needs.
+ * The issues' targets: the `sidecar` leg ≥ 0.9× the bare pipe on select-only -c 8 and peak RSS ≤ 96 MiB; the
+ * `sidecar-nats` leg (JetStream audit sink) ≥ 0.9× `sidecar` (file sink) on select-only -c 8.
+ * Returns only the targets whose legs and scenarios the run included.
  */
 export function targets(rows, peakRss) {
   const out = [];
@@ -96,6 +106,15 @@ export function targets(rows, peakRss) {
   if (c8.length) {
     const worst = Math.min(...c8.map((r) => r.vsBare));
     out.push({ target: 'sidecar ≥ 0.9× bare pipe, select-only -c 8', value: worst, met: worst >= 0.9 });
+  }
+  const natsRatios = rows
+    .filter((r) => r.leg === 'sidecar-nats' && /^select-.*-c8$/.test(r.scenario))
+    .map((r) => [r.tps, rows.find((x) => x.leg === 'sidecar' && x.scenario === r.scenario)?.tps])
+    .filter(([, file]) => file > 0)
+    .map(([n, file]) => n / file);
+  if (natsRatios.length) {
+    const worst = Math.min(...natsRatios);
+    out.push({ target: 'sidecar-nats ≥ 0.9× sidecar (file sink), select-only -c 8', value: worst, met: worst >= 0.9 });
   }
   if (peakRss.sidecar !== undefined) {
     const mib = peakRss.sidecar / 1024;

@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startLeg } from './leg-process.mjs';
 import { BASELINE_PROXY, LEGS, SCENARIOS } from './legs.mjs';
+import { startBenchNats } from './nats-server.mjs';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
 import { cpuMicros, peakRssKiB, rssKiB } from './proc-stats.mjs';
@@ -29,8 +30,10 @@ const outFile = process.env.BENCH_OUT ?? fileURLToPath(new URL('./results/latest
 const workDir = mkdtempSync(join(tmpdir(), 'pgwarden-bench-run-'));
 const started = [];
 let pg;
+let nats;
 const cleanup = async () => {
   await Promise.allSettled(started.map((l) => l.stop()));
+  await nats?.stop();
   pg?.stop();
   rmSync(workDir, { recursive: true, force: true });
 };
@@ -51,7 +54,8 @@ try {
     database: pg.database,
   });
   await initPgbench({ ...pg, user: BENCH_ROLE.user, password: BENCH_ROLE.password }, 1);
-  for (const leg of legs) started.push(await startLeg(leg, pg, BENCH_ROLE, workDir));
+  if (legs.some((l) => l.audit === 'nats')) nats = await startBenchNats();
+  for (const leg of legs) started.push(await startLeg(leg, pg, BENCH_ROLE, workDir, nats));
   log(`PostgreSQL ${pg.version} on :${pg.port}; legs ${started.map((l) => `${l.name}:${l.port}`).join(' ')}`);
   log(`${scenarios.length} scenarios × ${legs.length} legs × ${repeats} repeats × ${seconds} s`);
 
@@ -61,14 +65,24 @@ try {
       // Round-robin within a scenario so drift in machine load spreads over every leg alike.
       for (const leg of rep % 2 ? [...started].reverse() : started) {
         const before = leg.pid ? cpuMicros(leg.pid) : undefined;
+        // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
+        const natsBefore = leg.auditNats ? cpuMicros(nats.pid) : undefined;
         const r = await runPgbench(target(leg), scenario.pgbench, seconds);
         const cpu = leg.pid ? cpuMicros(leg.pid) - before : undefined;
+        const natsCpu = leg.auditNats ? cpuMicros(nats.pid) - natsBefore : undefined;
         // Resident memory right after each run: growth across runs of one leg points at a leak, not a peak.
         const rssAfterKiB = leg.pid ? rssKiB(leg.pid) : undefined;
         if (r.failed > 0) throw new Error(`${scenario.name} via ${leg.name}: ${r.failed} failed transactions`);
-        runs.push({ scenario: scenario.name, leg: leg.name, ...r, cpuMicros: cpu, rssAfterKiB });
+        runs.push({
+          scenario: scenario.name,
+          leg: leg.name,
+          ...r,
+          cpuMicros: cpu,
+          natsCpuMicros: natsCpu,
+          rssAfterKiB,
+        });
         log(
-          `${scenario.name.padEnd(20)} ${leg.name.padEnd(10)} ${r.tps.toFixed(0).padStart(7)} tps${cpu === undefined ? '' : `  ${(cpu / r.transactions).toFixed(1)} µs/tx`}`,
+          `${scenario.name.padEnd(20)} ${leg.name.padEnd(12)} ${r.tps.toFixed(0).padStart(7)} tps${cpu === undefined ? '' : `  ${(cpu / r.transactions).toFixed(1)} µs/tx`}${natsCpu === undefined ? '' : ` (+ nats-server ${(natsCpu / r.transactions).toFixed(1)} µs/tx)`}`,
         );
       }
     }
@@ -77,6 +91,11 @@ try {
   const auditEvents = Object.fromEntries(
     started.filter((l) => l.auditFile).map((l) => [l.name, countLines(l.auditFile)]),
   );
+  for (const l of started.filter((x) => x.auditNats)) {
+    // Stopped first: the sidecar flushes what is still awaiting JetStream's ack when it shuts down.
+    await l.stop();
+    auditEvents[l.name] = await nats.auditMessages();
+  }
   const rows = summarise(runs, BASELINE_PROXY);
   const verdicts = targets(rows, peakRss);
   const result = {

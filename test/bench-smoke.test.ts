@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
-// A one-second version of `make bench` so the benchmark script cannot rot: it starts its own PostgreSQL, the bare
-// pipe and the built sidecar CLI (`make test` builds first), runs one scenario per leg and writes its JSON.
+// A one-second version of `make bench` so the benchmark script cannot rot: it starts its own PostgreSQL, nats-server,
+// the bare pipe and the built sidecar CLI (`make test` builds first), runs one scenario per leg and writes its JSON.
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,7 +30,7 @@ function runBench(env: NodeJS.ProcessEnv): Promise<{ code: number | null; output
 }
 
 describe('make bench (smoke)', () => {
-  it('measures direct, bare pipe and sidecar with sane numbers', { timeout: 180_000 }, async () => {
+  it('measures direct, bare pipe, sidecar and sidecar-nats with sane numbers', { timeout: 180_000 }, async () => {
     const out = join(dir, 'smoke.json');
     const r = await runBench({
       BENCH_SECONDS: '1',
@@ -41,7 +41,7 @@ describe('make bench (smoke)', () => {
     expect(r.code, r.output).toBe(0);
     const result = JSON.parse(readFileSync(out, 'utf8'));
     const legs = result.config.legs.map((l: { name: string }) => l.name);
-    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'sidecar']));
+    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'sidecar', 'sidecar-nats']));
     expect(result.results).toHaveLength(2 * legs.length);
     for (const row of result.results) {
       expect(row.tps, `${row.scenario} via ${row.leg}`).toBeGreaterThan(0);
@@ -53,15 +53,21 @@ describe('make bench (smoke)', () => {
       }
     }
     expect(result.peakRssKiB.sidecar).toBeGreaterThan(10 * 1024);
-    // The sidecar audited what it served: at least one event per pgbench transaction of its two runs.
-    const sidecarTx = result.results
-      .filter((x: any) => x.leg === 'sidecar')
-      .reduce((n: number, x: any) => n + x.runs[0].transactions, 0);
-    expect(result.auditEvents.sidecar).toBeGreaterThanOrEqual(sidecarTx);
+    // Each sidecar audited what it served: at least one event per pgbench transaction of its two runs, in the file
+    // or acknowledged by JetStream.
+    for (const leg of ['sidecar', 'sidecar-nats']) {
+      const tx = result.results
+        .filter((x: any) => x.leg === leg)
+        .reduce((n: number, x: any) => n + x.runs[0].transactions, 0);
+      expect(result.auditEvents[leg], leg).toBeGreaterThanOrEqual(tx);
+    }
+    const natsRow = result.results.find((x: any) => x.leg === 'sidecar-nats');
+    expect(natsRow.natsServerCpuMicrosPerTx).toBeGreaterThan(0);
     expect(result.machine.nproc).toBeGreaterThan(0);
     // Both targets are evaluated (met or not is what the full `make bench` reports; 1-second runs say nothing).
-    expect(result.targets.map((t: { target: string }) => t.target)).toHaveLength(2);
+    expect(result.targets.map((t: { target: string }) => t.target)).toHaveLength(3);
     for (const t of result.targets) expect(Number.isFinite(t.value)).toBe(true);
     expect(r.output).toMatch(/select-prepared-c8\s+sidecar\s+\d+/);
+    expect(r.output).toMatch(/target sidecar-nats ≥ 0\.9× sidecar \(file sink\), select-only -c 8: \d/);
   });
 });

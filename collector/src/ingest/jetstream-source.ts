@@ -18,7 +18,10 @@ export interface JetStreamSourceOptions {
   url: string;
   /** Durable consumer name: restarts resume where the last acknowledged message left off. */
   durable?: string;
-  /** Messages the server may have outstanding (delivered, unacknowledged) at once. */
+  /**
+   * Messages the server may have outstanding (delivered, unacknowledged) at once: the bound on what the ingest
+   * queue holds from NATS (see `run`).
+   */
   maxAckPending?: number;
   /** Prefetch size of each pull. */
   pullBatch?: number;
@@ -151,7 +154,18 @@ export class JetStreamSource {
       await jsm.consumers.add(AUDIT_STREAM, config);
     }
     const consumer = await jetstream(nc).consumers.get(AUDIT_STREAM, durable);
-    return consumer.consume({ max_messages: this.opts.pullBatch ?? 1000 });
+    const limit = config.max_ack_pending;
+    // A callback, not the async iterator: no promise and generator step per message. The iterator's back-pressure
+    // (it pulls again only as it is read) is replaced by the server's: it delivers nothing beyond max_ack_pending
+    // unacknowledged messages. Only redeliveries of messages still queued here (ack_wait expired while the store
+    // was down) can exceed that; those are left unacknowledged, so the server offers them again later.
+    return consumer.consume({
+      max_messages: this.opts.pullBatch ?? 1000,
+      callback: (m) => {
+        if (this.queue.length >= limit) return;
+        this.queue.enqueue({ body: m.data, ack: () => m.ack(), source: 'nats' });
+      },
+    });
   }
 
   /** Supervises the consumer: any failure (server restart, deleted consumer) rebuilds it after a pause. */
@@ -161,10 +175,8 @@ export class JetStreamSource {
         this.messages = await this.setup(this.nc);
         this.consuming = true;
         this.opts.onStatus?.('consuming');
-        for await (const m of this.messages) {
-          this.queue.enqueue({ body: m.data, ack: () => m.ack(), source: 'nats' });
-          await this.queue.waitForRoom();
-        }
+        const ended = await this.messages.closed();
+        if (ended instanceof Error) throw ended;
       } catch (err) {
         this.consuming = false;
         if (!this.running) break;

@@ -3,7 +3,14 @@ import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { CollectorError } from '../errors.js';
 import { type AuditEvent, indexedFields } from '../event.js';
-import { type IngestItem, ISO, insertFindings, type WriteResult, writeBatch } from './ingest-writer.js';
+import {
+  type IngestItem,
+  ISO,
+  insertFindings,
+  isDuplicateError,
+  type WriteResult,
+  writeBatch,
+} from './ingest-writer.js';
 import { migrate } from './migrations.js';
 import { dayKey, PartitionManager } from './partitions.js';
 import { connectPostgres, openPglite, type SqlClient } from './sql-client.js';
@@ -27,6 +34,8 @@ export class AuditStore {
   readonly partitions: PartitionManager;
   readonly rules: ChainRules;
   private readonly hashes = new WeakMap<object, string>();
+  /** Batches left to write with INSERT … ON CONFLICT before COPY is tried again (see `write`). */
+  private insertOnly = 0;
 
   private constructor(
     readonly db: SqlClient,
@@ -93,7 +102,7 @@ export class AuditStore {
     await this.partitions.ensure(new Set(events.map((e) => dayKey(e.time))));
     try {
       return {
-        ...(await this.db.transaction((tx) => writeBatch(tx, items, this.rules))),
+        ...(await this.write(items)),
         rejected: 0,
         rejectedEvents: [],
       };
@@ -132,6 +141,24 @@ export class AuditStore {
       }
     }
     return total;
+  }
+
+  /**
+   * COPY first; a batch holding an already stored event (redelivery) fails it with 23505 and is redone with the
+   * idempotent INSERT. Redeliveries come in runs (a restart, an ack timeout), so after one the next batches go
+   * straight to INSERT for a while instead of paying for a failed COPY each.
+   */
+  private async write(items: readonly IngestItem[]): Promise<WriteResult> {
+    if (this.insertOnly > 0) this.insertOnly--;
+    else {
+      try {
+        return await this.db.transaction((tx) => writeBatch(tx, items, this.rules, { copy: true }));
+      } catch (err) {
+        if (!isDuplicateError(err)) throw err;
+        this.insertOnly = 16;
+      }
+    }
+    return this.db.transaction((tx) => writeBatch(tx, items, this.rules));
   }
 
   /** Keeps what could not be parsed or stored, for an operator to inspect; never silently dropped. */

@@ -7,6 +7,7 @@ import {
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
+import { copyField } from './copy-in.js';
 import type { SqlRunner } from './sql-client.js';
 
 /** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
@@ -96,13 +97,38 @@ export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM
 
 export const INGEST_LOCK_KEY = 7_245_002; // serialises ingest commits across collectors so ingest_seq order = commit order
 
+const COPY_EVENTS = `COPY audit_events (${EVENT_COLUMNS}) FROM STDIN`;
+
 /**
- * Stores a batch in one transaction: the events (idempotent on id), then each touched session's chain cursor and
- * aggregates, then any findings. The caller acknowledges the source messages only after this resolves.
+ * The fast path: one COPY of the whole batch (no per-row conflict check, no RETURNING, one protocol message).
+ * COPY has no ON CONFLICT, so an event already stored fails the whole statement with unique_violation (23505)
+ * and the caller redoes the batch with `insertEvents`. Repeats within the batch are dropped here first.
  */
-export async function writeBatch(tx: SqlRunner, items: readonly IngestItem[], rules: ChainRules): Promise<WriteResult> {
-  await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
-  const events = items.map((i) => i.event);
+async function copyEvents(
+  tx: SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>,
+  items: readonly IngestItem[],
+): Promise<Set<string>> {
+  const ids = new Set<string>();
+  const keys = new Set<string>();
+  const lines: string[] = [];
+  for (const { event: e, raw } of items) {
+    // The primary key, as the conflict target of the INSERT path (same text of time; an equal instant written
+    // differently still conflicts in PostgreSQL, and then the INSERT path takes over).
+    const key = `${e.session.id}\u0000${e.session.seq}\u0000${e.time}`;
+    if (keys.has(key)) continue;
+    keys.add(key);
+    ids.add(e.id);
+    const f = indexedFields(e);
+    lines.push(
+      `${copyField(e.id)}\t${copyField(e.time)}\t${copyField(e.session.id)}\t${e.session.seq}\t${copyField(e.type)}\t${copyField(f.namespace)}\t${copyField(f.policy)}\t${copyField(f.identity)}\t${copyField(f.kind)}\t${copyField(f.decision)}\t${copyField(textArrayLiteral(f.tables))}\t${copyField(e.prevHash ?? null)}\t${copyField(e.hash)}\t${copyField(raw)}\n`,
+    );
+  }
+  await tx.copyIn(COPY_EVENTS, Buffer.from(lines.join('')));
+  return ids;
+}
+
+/** The idempotent path: multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id. Returns the ids stored now. */
+async function insertEvents(tx: SqlRunner, items: readonly IngestItem[]): Promise<Set<string>> {
   const ids = new Set<string>();
   for (let i = 0; i < items.length; i += ROWS_PER_INSERT) {
     const chunk = items.slice(i, i + ROWS_PER_INSERT);
@@ -130,6 +156,33 @@ export async function writeBatch(tx: SqlRunner, items: readonly IngestItem[], ru
     const name = chunk.length === ROWS_PER_INSERT ? `pgwarden_ingest_${ROWS_PER_INSERT}` : undefined;
     for (const r of await tx.query<{ id: string }>(insertSql(chunk.length), params, name)) ids.add(r.id);
   }
+  return ids;
+}
+
+export interface WriteOptions {
+  /** Use COPY (fails with 23505 if any event is already stored); ignored where the runner has no copyIn. */
+  copy?: boolean;
+}
+
+/** True for the error `copy: true` raises when the batch holds an already stored event. */
+export const isDuplicateError = (err: unknown) => (err as { code?: unknown }).code === '23505';
+
+/**
+ * Stores a batch in one transaction: the events (idempotent on id), then each touched session's chain cursor and
+ * aggregates, then any findings. The caller acknowledges the source messages only after this resolves.
+ */
+export async function writeBatch(
+  tx: SqlRunner,
+  items: readonly IngestItem[],
+  rules: ChainRules,
+  opts: WriteOptions = {},
+): Promise<WriteResult> {
+  await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
+  const events = items.map((i) => i.event);
+  const ids =
+    opts.copy && tx.copyIn
+      ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items)
+      : await insertEvents(tx, items);
   const inserted: AuditEvent[] = [];
   for (const e of events) {
     // A batch may itself contain the same event twice (redelivery): keep the first.

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { CollectorError, redactUrl } from '../errors.js';
+import { CopyIn } from './copy-in.js';
 
 /** The few operations the store needs, over either a PostgreSQL pool or embedded PGlite. */
 export interface SqlRunner {
@@ -8,6 +9,11 @@ export interface SqlRunner {
    * it once per connection instead of on every execution); the embedded store ignores it.
    */
   query<T = Record<string, unknown>>(text: string, params?: unknown[], prepareAs?: string): Promise<T[]>;
+  /**
+   * `COPY <table> (<columns>) FROM STDIN` with `data` in COPY's text format; resolves with the rows copied.
+   * Only PostgreSQL connections offer it (PGlite has no COPY FROM STDIN): callers fall back to INSERT.
+   */
+  copyIn?(text: string, data: Buffer): Promise<number>;
 }
 
 export interface SqlClient extends SqlRunner {
@@ -45,6 +51,12 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
         const out = await fn({
           query: async (t, p, name) =>
             (name ? await c.query({ name, text: t, values: p as unknown[] }) : await c.query(t, p as unknown[])).rows,
+          copyIn: (t, data) =>
+            new Promise<number>((resolve, reject) => {
+              const copy = new CopyIn(t, data);
+              copy.callback = (err, rows) => (err ? reject(err) : resolve(rows ?? 0));
+              c.query(copy);
+            }),
         });
         await c.query('COMMIT');
         return out;

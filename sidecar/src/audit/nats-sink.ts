@@ -22,6 +22,8 @@ export interface NatsSinkOptions {
   maxInFlight?: number;
   /** An ack slower than this counts as a failure: the window spills to the spool and is retried. Default 5000. */
   publishTimeoutMs?: number;
+  /** How long events may wait to be written to NATS together (see JetStreamPublisher). Default 5. */
+  publishLingerMs?: number;
   stream?: Partial<AuditStreamLimits>;
   credsFile?: string;
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
@@ -89,6 +91,7 @@ export class NatsAuditSink implements AuditSink {
       maxQueue: options.maxQueue ?? 10_000,
       maxInFlight: options.maxInFlight ?? 512,
       publishTimeoutMs: options.publishTimeoutMs ?? 5000,
+      publishLingerMs: options.publishLingerMs ?? 5,
     };
     this.limits = { ...DEFAULT_STREAM_LIMITS, ...options.stream };
     this.metrics = auditMetrics(options.registry);
@@ -104,6 +107,7 @@ export class NatsAuditSink implements AuditSink {
       this.opts.publishTimeoutMs,
       (e) => this.acked(e),
       (err) => this.failed(err),
+      this.opts.publishLingerMs,
     );
     this.link = new NatsLink({
       servers: this.opts.servers,
