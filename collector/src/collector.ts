@@ -1,3 +1,4 @@
+import { natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
@@ -12,7 +13,7 @@ import { AuditStore } from './store/audit-store.js';
 
 export interface CollectorOptions {
   /** NATS JetStream source; omit to run without NATS (HTTP ingest and/or file tail only). */
-  nats?: { url: string; durable?: string; ackWaitMs?: number };
+  nats?: { url: string; durable?: string; ackWaitMs?: number; credentialsDir?: string };
   /** PostgreSQL URL, or a PGlite data directory, or neither (PGlite in memory). */
   store?: { url?: string; dataDir?: string };
   http: { host?: string; port?: number };
@@ -93,6 +94,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         url: opts.nats.url,
         durable: opts.nats.durable,
         ackWaitMs: opts.nats.ackWaitMs,
+        userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
         onStatus: (s) => {
           if (s === 'disconnect') metrics.natsConnected.set(0);
           if (s === 'reconnect' || s === 'consuming') metrics.natsConnected.set(1);

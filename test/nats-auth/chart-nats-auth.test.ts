@@ -4,13 +4,20 @@
  * The configuration text is what `helm template` renders, so the chart cannot drift from what is tested here.
  */
 import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { startNats, type TestNats } from '../harness/index.js';
+import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import { BUILT, type Proc, startCli } from '../audit-faults/processes.js';
+import { freePort, startNats, type TestNats } from '../harness/index.js';
+import { ROLES } from '../harness/postgres.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -22,6 +29,8 @@ const USERS = {
 };
 
 let nats: TestNats;
+const dir = mkdtempSync(join(tmpdir(), 'pgwarden-nats-auth-'));
+const procs: Proc[] = [];
 
 async function chartNatsConfig(): Promise<string> {
   const { stdout: helm } = await run(`${repo}scripts/helm.sh`, [], { maxBuffer: 1 << 20 });
@@ -39,8 +48,19 @@ beforeAll(async () => {
   nats = await startNats({ config: await chartNatsConfig(), env: USERS });
 }, 120_000);
 afterAll(async () => {
+  for (const p of procs) await p.kill();
   await nats?.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
+
+/** A directory holding `username` and `password` files, as a mounted Secret does (with kubectl's trailing newline). */
+function userDir(name: string, user: string, pass: string): string {
+  const d = join(dir, name);
+  mkdirSync(d);
+  writeFileSync(join(d, 'username'), `${user}\n`);
+  writeFileSync(join(d, 'password'), `${pass}\n`);
+  return d;
+}
 
 const as = (user: string, pass: string) => connect({ servers: nats.url, user, pass, reconnect: false });
 
@@ -101,4 +121,74 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       await nc.close();
     }
   });
+
+  // Drives the built CLI (`make test` builds first); under CI a missing build fails instead of skipping.
+  it.skipIf(!BUILT && !process.env.CI)(
+    'carries statements from `pgwarden sidecar` to `pgwarden collector` with each one’s credentials directory',
+    async () => {
+      const shared = inject('pg');
+      const store = await createTestDatabase(shared, ROLES.superuser);
+      try {
+        const creds = userDir('db', ROLES.scram.user, ROLES.scram.password);
+        const sidecarUser = userDir('sidecar', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+        const collectorUser = userDir('collector', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+        const port = await freePort();
+        const sidecar = await startCli(
+          [
+            'sidecar',
+            '--listen',
+            `127.0.0.1:${port}`,
+            '--upstream',
+            `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
+            '--ca-file',
+            shared.caFile,
+            '--credentials-dir',
+            creds,
+            '--audit',
+            nats.url,
+            '--audit-nats-credentials-dir',
+            sidecarUser,
+            '--audit-fail-mode',
+            'closed',
+            '--spool-dir',
+            join(dir, 'spool'),
+            '--http',
+            'off',
+          ],
+          /sidecar listening/,
+        );
+        procs.push(sidecar);
+        const collector = await startCli(
+          ['collector', '--nats', nats.url, '--nats-credentials-dir', collectorUser, '--listen', '127.0.0.1:0'],
+          /collector listening on (http:\S+)/,
+          { PGWARDEN_COLLECTOR_STORE: store.url },
+        );
+        procs.push(collector);
+        const api = collector.match[1];
+        const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+        await c.connect();
+        for (let i = 0; i < 5; i++) expect((await c.query(`SELECT ${i} AS n`)).rows[0].n).toBe(i);
+        await c.end();
+        const until = Date.now() + 20_000;
+        let statements = 0;
+        while (Date.now() < until) {
+          const r = await (await fetch(`${api}/api/v1/events?decision=allow`)).json();
+          statements = r.items.filter((e: any) => /^SELECT \d AS n$/.test(e.statement?.text ?? '')).length;
+          if (statements === 5) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(statements, `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`).toBe(5);
+        const verify = await (await fetch(`${api}/api/v1/verify`, { method: 'POST', body: '{}' })).json();
+        expect(verify).toMatchObject({ ok: true, failed: [] });
+        // Neither process printed a password.
+        for (const p of [sidecar, collector]) {
+          expect(p.output()).not.toContain(USERS.SIDECAR_PASSWORD);
+          expect(p.output()).not.toContain(USERS.COLLECTOR_PASSWORD);
+        }
+      } finally {
+        await store.drop();
+      }
+    },
+    60_000,
+  );
 });

@@ -24,6 +24,10 @@ export function registerCollector(program: Command): void {
     .command('collector')
     .description('consume audit events from NATS JetStream into a store, verify hash chains, serve the API and exports')
     .option('--nats <url>', 'NATS server URL (stream PGWARDEN_AUDIT is created if missing)')
+    .option(
+      '--nats-credentials-dir <dir>',
+      'directory with files username and password: the NATS user to consume as (re-read at each connect)',
+    )
     .option('--durable <name>', 'durable consumer name', 'pgwarden-collector')
     .option(
       '--ack-wait <seconds>',
@@ -66,7 +70,9 @@ export function registerCollector(program: Command): void {
       }
       const token = o.ingestTokenFile ? readFileSync(o.ingestTokenFile, 'utf8').trim() : undefined;
       const collector = await startCollector({
-        nats: o.nats ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000 } : undefined,
+        nats: o.nats
+          ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
+          : undefined,
         store: { url: storeUrl, dataDir: o.dataDir },
         http: parseListen(o.listen),
         httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },

@@ -7,7 +7,8 @@ import {
   jetstreamManager,
   StorageType,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@nats-io/transport-node';
+import type { NatsUserFiles } from '@pgwarden/policy';
 import { CollectorError, redactUrl } from '../errors.js';
 import type { IngestQueue } from './ingest-queue.js';
 
@@ -27,6 +28,8 @@ export interface JetStreamSourceOptions {
   pullBatch?: number;
   /** How long a delivered, unacknowledged message waits before redelivery (default 60 s). */
   ackWaitMs?: number;
+  /** The collector's NATS user (files username/password of a mounted Secret), read at each connect. */
+  userFiles?: NatsUserFiles;
   onStatus?: (status: string) => void;
 }
 
@@ -105,6 +108,9 @@ export class JetStreamSource {
           maxReconnectAttempts: -1,
           reconnectTimeWait: 250,
           name: 'pgwarden-collector',
+          ...(this.opts.userFiles
+            ? { authenticator: usernamePasswordAuthenticator(this.opts.userFiles.user, this.opts.userFiles.pass) }
+            : {}),
         });
       } catch (err) {
         const e = new CollectorError(

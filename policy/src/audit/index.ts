@@ -20,4 +20,5 @@ export {
   type TamperReason,
   verifyChain,
 } from './hash-chain.js';
+export { type NatsUserFiles, natsUserFiles } from './nats-user-files.js';
 export { redactSecrets } from './redact-secrets.js';

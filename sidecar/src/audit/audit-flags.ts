@@ -19,6 +19,7 @@ export interface AuditFlags {
   auditStreamMaxBytes?: string;
   auditDuplicateWindow?: string;
   auditNatsCreds?: string;
+  auditNatsCredentialsDir?: string;
   auditNatsCa?: string;
 }
 
@@ -41,6 +42,11 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
   ['--audit-stream-max-bytes <size>', 'PGWARDEN_AUDIT stream size cap (-1 = unlimited)', '-1'],
   ['--audit-duplicate-window <duration>', 'JetStream duplicate window (at least 2m)', '2m'],
   ['--audit-nats-creds <file>', 'NATS credentials file (JWT + seed) for the audit sink', undefined],
+  [
+    '--audit-nats-credentials-dir <dir>',
+    'directory with files username and password: the NATS user for the audit sink (re-read at each connect)',
+    undefined,
+  ],
   ['--audit-nats-ca <file>', 'PEM CA bundle: connect to NATS over TLS and verify it with this CA', undefined],
 ];
 
@@ -109,6 +115,7 @@ export function auditFromFlags(
         : {}),
     },
     natsCredsFile: flags.auditNatsCreds,
+    natsCredentialsDir: flags.auditNatsCredentialsDir,
     natsCaFile: flags.auditNatsCa,
     registry,
     log: ctx.log,

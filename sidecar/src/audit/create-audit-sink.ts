@@ -1,3 +1,4 @@
+import { natsUserFiles } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import type { AuditSink } from './audit-sink.js';
 import type { AuditStreamLimits } from './audit-stream.js';
@@ -19,6 +20,8 @@ export interface AuditSinkOptions {
   stream?: Partial<AuditStreamLimits>;
   /** NATS credentials file (`--audit-nats-creds`). */
   natsCredsFile?: string;
+  /** Directory with the NATS `username` and `password` files (`--audit-nats-credentials-dir`). */
+  natsCredentialsDir?: string;
   /** CA bundle for TLS to NATS (`--audit-nats-ca`); TLS is also used for `tls://` servers. */
   natsCaFile?: string;
   registry?: Registry;
@@ -49,6 +52,7 @@ export function createAuditSink(spec: string, options: AuditSinkOptions = {}): A
       publishTimeoutMs: options.publishTimeoutMs,
       stream: options.stream,
       credsFile: options.natsCredsFile,
+      userFiles: options.natsCredentialsDir ? natsUserFiles(options.natsCredentialsDir) : undefined,
       tls: options.natsCaFile ? { caFile: options.natsCaFile } : spec.startsWith('tls://') ? {} : undefined,
       registry: options.registry,
       log: options.log,

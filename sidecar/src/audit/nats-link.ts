@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import {
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  usernamePasswordAuthenticator,
+} from '@nats-io/transport-node';
+import type { NatsUserFiles } from '@pgwarden/policy';
 import { type AuditStreamLimits, ensureAuditStream } from './audit-stream.js';
 
 export interface NatsLinkOptions {
@@ -9,6 +15,8 @@ export interface NatsLinkOptions {
   requestTimeoutMs: number;
   /** NATS credentials file (JWT + nkey seed), read at each connect so a rotated Secret applies. */
   credsFile?: string;
+  /** NATS user and password files (`--audit-nats-credentials-dir`), read at each connect. */
+  userFiles?: NatsUserFiles;
   /** TLS to NATS: CA bundle to verify the server, optional client certificate. `{}` = system CAs. */
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
   /** The connection is usable and the audit stream exists. Called again after each reconnect. */
@@ -65,7 +73,9 @@ export class NatsLink {
           maxPingOut: 3,
           ...(this.opts.credsFile
             ? { authenticator: credsAuthenticator(() => readFileSync(this.opts.credsFile!)) }
-            : {}),
+            : this.opts.userFiles
+              ? { authenticator: usernamePasswordAuthenticator(this.opts.userFiles.user, this.opts.userFiles.pass) }
+              : {}),
           ...(this.opts.tls ? { tls: this.opts.tls } : {}),
         });
         if (this.closing) {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsUserFiles } from '@pgwarden/policy';
 import { auditSubject } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import { type AuditMetrics, auditMetrics } from './audit-metrics.js';
@@ -26,6 +27,8 @@ export interface NatsSinkOptions {
   publishLingerMs?: number;
   stream?: Partial<AuditStreamLimits>;
   credsFile?: string;
+  /** NATS user/password files (a mounted Secret); see NatsLinkOptions. */
+  userFiles?: NatsUserFiles;
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
   registry?: Registry;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
@@ -57,7 +60,9 @@ interface Entry {
  * resumes from the oldest unacknowledged entry (the message id `<session>.<seq>` makes re-sends idempotent).
  */
 export class NatsAuditSink implements AuditSink {
-  private readonly opts: Required<Omit<NatsSinkOptions, 'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'tls'>>;
+  private readonly opts: Required<
+    Omit<NatsSinkOptions, 'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'userFiles' | 'tls'>
+  >;
   private readonly limits: AuditStreamLimits;
   private readonly spool?: DiskSpool;
   private readonly metrics: AuditMetrics;
@@ -114,6 +119,7 @@ export class NatsAuditSink implements AuditSink {
       limits: this.limits,
       requestTimeoutMs: this.opts.publishTimeoutMs,
       credsFile: options.credsFile,
+      userFiles: options.userFiles,
       tls: options.tls,
       up: (nc) => this.onConnected(nc),
       down: () => this.onDisconnected(),
