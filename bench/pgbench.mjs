@@ -3,13 +3,14 @@ import { spawn } from 'node:child_process';
 
 /**
  * Runs `pgbench ARGS -T seconds` against {host, port, user, password, database}; resolves with
- * {tps, transactions, failed} or rejects with pgbench's output when it exits non-zero.
+ * {tps, transactions, failed} or rejects with pgbench's output when it exits non-zero. With `transactions`
+ * (per client) it runs `-t` instead: a fixed amount of work that cannot come out empty on a loaded machine, which is
+ * what the smoke run in `make test` needs (it checks that every leg works, not how fast).
  */
-export function runPgbench(target, args, seconds) {
+export function runPgbench(target, args, seconds, transactions) {
   const argv = [
     '-n',
-    '-T',
-    String(seconds),
+    ...(transactions ? ['-t', String(transactions)] : ['-T', String(seconds)]),
     '-h',
     target.host,
     '-p',

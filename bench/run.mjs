@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `make bench`: pgbench directly, through a bare Node.js byte pipe, and through the sidecar, interleaved.
 // Env: BENCH_SECONDS (per run, default 10), BENCH_REPEATS (default 2), BENCH_SCENARIOS (comma list, default all),
-// BENCH_LEGS (comma list, default all), BENCH_OUT (default bench/results/latest.json).
+// BENCH_LEGS (comma list, default all), BENCH_OUT (default bench/results/latest.json), BENCH_TRANSACTIONS (per client,
+// instead of BENCH_SECONDS: the smoke test's fixed amount of work).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -15,6 +16,8 @@ import { cpuMicros, peakRssKiB, rssKiB } from './proc-stats.mjs';
 import { formatTable, machine, summarise, targets } from './report.mjs';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+// Transactions per client instead of a duration (the smoke test's setting; see runPgbench).
+const transactions = process.env.BENCH_TRANSACTIONS ? Number(process.env.BENCH_TRANSACTIONS) : undefined;
 const repeats = Number(process.env.BENCH_REPEATS ?? 2);
 const pick = (all, env) => {
   if (!env) return all;
@@ -57,7 +60,9 @@ try {
   if (legs.some((l) => l.audit === 'nats')) nats = await startBenchNats();
   for (const leg of legs) started.push(await startLeg(leg, pg, BENCH_ROLE, workDir, nats));
   log(`PostgreSQL ${pg.version} on :${pg.port}; legs ${started.map((l) => `${l.name}:${l.port}`).join(' ')}`);
-  log(`${scenarios.length} scenarios × ${legs.length} legs × ${repeats} repeats × ${seconds} s`);
+  log(
+    `${scenarios.length} scenarios × ${legs.length} legs × ${repeats} repeats × ${transactions ? `${transactions} tx/client` : `${seconds} s`}`,
+  );
 
   const runs = [];
   for (const scenario of scenarios) {
@@ -67,7 +72,7 @@ try {
         const before = leg.pid ? cpuMicros(leg.pid) : undefined;
         // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
         const natsBefore = leg.auditNats ? cpuMicros(nats.pid) : undefined;
-        const r = await runPgbench(target(leg), scenario.pgbench, seconds);
+        const r = await runPgbench(target(leg), scenario.pgbench, seconds, transactions);
         const cpu = leg.pid ? cpuMicros(leg.pid) - before : undefined;
         const natsCpu = leg.auditNats ? cpuMicros(nats.pid) - natsBefore : undefined;
         // Resident memory right after each run: growth across runs of one leg points at a leak, not a peak.
@@ -102,7 +107,7 @@ try {
     startedAt,
     finishedAt: new Date().toISOString(),
     machine: machine(pg.version),
-    config: { seconds, repeats, scenarios, legs },
+    config: { seconds, transactions, repeats, scenarios, legs },
     results: rows,
     peakRssKiB: peakRss,
     auditEvents,
