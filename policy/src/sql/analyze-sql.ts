@@ -15,33 +15,56 @@ interface CacheEntry {
 
 /**
  * Bounded cache of analyses: resolution key (search_path candidates, role) → text → entry. Eviction is FIFO
- * (Map insertion order) rather than LRU: a hit then costs one string-keyed lookup and no reordering, which keeps
- * the cached path in the low microseconds.
+ * rather than LRU: a hit then costs one string-keyed lookup and no reordering, which keeps the cached path in the
+ * low microseconds. Insertion order lives in a ring of (key, text) pairs: finding the oldest entry by iterating a
+ * Map walks over every deleted slot before it, which grew with each eviction.
  */
-const CACHE_MAX_ENTRIES = 8192;
+export const ANALYSIS_CACHE_MAX_ENTRIES = 8192;
 const CACHE_MAX_SQL_LENGTH = 16384;
 const cache = new Map<string, Map<string, CacheEntry>>();
 let cacheEntries = 0;
+const ringKeys: string[] = new Array(ANALYSIS_CACHE_MAX_ENTRIES).fill('');
+const ringTexts: string[] = new Array(ANALYSIS_CACHE_MAX_ENTRIES).fill('');
+let ringStart = 0;
 
 export function clearAnalysisCache(): void {
   cache.clear();
   cacheEntries = 0;
+  ringStart = 0;
+  ringKeys.fill('');
+  ringTexts.fill('');
 }
 
 export function analysisCacheSize(): number {
   return cacheEntries;
 }
 
-function evictOne(): void {
-  for (const [key, inner] of cache) {
-    const first = inner.keys().next();
-    if (!first.done) {
-      inner.delete(first.value);
-      cacheEntries--;
-    }
+function evictOldest(): void {
+  const key = ringKeys[ringStart];
+  const inner = cache.get(key);
+  if (inner !== undefined) {
+    inner.delete(ringTexts[ringStart]);
     if (inner.size === 0) cache.delete(key);
+  }
+  cacheEntries--;
+  ringStart = (ringStart + 1) % ANALYSIS_CACHE_MAX_ENTRIES;
+}
+
+function remember(key: string, sql: string, entry: CacheEntry): void {
+  if (cacheEntries >= ANALYSIS_CACHE_MAX_ENTRIES) evictOldest();
+  let inner = cache.get(key);
+  if (inner === undefined) {
+    inner = new Map();
+    cache.set(key, inner);
+  } else if (inner.has(sql)) {
+    inner.set(sql, entry);
     return;
   }
+  const slot = (ringStart + cacheEntries) % ANALYSIS_CACHE_MAX_ENTRIES;
+  ringKeys[slot] = key;
+  ringTexts[slot] = sql;
+  inner.set(sql, entry);
+  cacheEntries++;
 }
 
 /**
@@ -62,16 +85,7 @@ export function analyzeSql(sql: string, state: SessionState): SqlAnalysis {
   }
   const run: AnalysisContext['run'] = { effects: [], usedPrepared: false };
   const analysis = analyzeUncached(sql, state, run);
-  if (cacheable && !run.usedPrepared) {
-    if (cacheEntries >= CACHE_MAX_ENTRIES) evictOne();
-    let inner = cache.get(key);
-    if (inner === undefined) {
-      inner = new Map();
-      cache.set(key, inner);
-    }
-    if (!inner.has(sql)) cacheEntries++;
-    inner.set(sql, { analysis, effects: run.effects });
-  }
+  if (cacheable && !run.usedPrepared) remember(key, sql, { analysis, effects: run.effects });
   return analysis;
 }
 

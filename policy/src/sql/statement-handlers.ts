@@ -12,7 +12,7 @@ import {
 import type { Node } from './parser.js';
 import { buildAnalysis } from './statement-analysis.js';
 import { kindOfNode } from './statement-kind.js';
-import { addRangeVar, operation, walk, walkIn } from './statement-walker.js';
+import { addRangeVar, operation, walk, walkIn, walkObject } from './statement-walker.js';
 
 type Scope = ReadonlySet<string>;
 
@@ -159,7 +159,7 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
     case 'SelectStmt':
       if (!nested || kind === 'ddl') operation(ctx, kind, kind === 'ddl');
       if (body.intoClause) addRangeVar((body.intoClause as Node).rel as Node, 'write', scope, ctx);
-      walkWithout(body, 'intoClause', scope, ctx);
+      walkObject(body, 'intoClause', scope, ctx);
       return;
     case 'CreateTableAsStmt':
       operation(ctx, 'ddl', true);
@@ -172,15 +172,9 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
   }
 }
 
+/** Walks the statement as one object (so its withClause and lockingClause are seen) minus its target. */
 function walkDml(body: Node, scope: Scope, ctx: AnalysisContext): void {
-  walkWithout(body, 'relation', scope, ctx);
-}
-
-/** Walks `body` as one object (so its withClause and lockingClause are seen) minus one key. */
-function walkWithout(body: Node, skip: string, scope: Scope, ctx: AnalysisContext): void {
-  const rest: Node = {};
-  for (const k in body) if (k !== skip) rest[k] = body[k];
-  walk(rest, scope, ctx);
+  walkObject(body, 'relation', scope, ctx);
 }
 
 function literalBool(arg: unknown): boolean | undefined {

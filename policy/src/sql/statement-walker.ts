@@ -10,6 +10,23 @@ type Scope = ReadonlySet<string>;
 const EMPTY: Scope = new Set();
 
 /**
+ * Node types whose subtrees are only literals and names (PostgreSQL's A_Const, value nodes, column and parameter
+ * references): they can hold no relation, function call or statement, so the walker does not descend into them.
+ * https://github.com/postgres/postgres/blob/REL_18_STABLE/src/include/nodes/parsenodes.h
+ */
+const LEAF_NODES: ReadonlySet<string> = new Set([
+  'A_Const',
+  'String',
+  'Integer',
+  'Float',
+  'Boolean',
+  'BitString',
+  'ColumnRef',
+  'ParamRef',
+  'A_Star',
+]);
+
+/**
  * Walks any parse-tree fragment and records relations, functions and nested operations into ctx.facts.
  * Wrapped statement nodes (`{DeleteStmt: ...}`) go to their handlers; `withClause` opens a CTE scope so CTE
  * names are not mistaken for relations — but only inside that scope, so a CTE cannot hide a real table.
@@ -17,32 +34,48 @@ const EMPTY: Scope = new Set();
 export function walk(node: unknown, scope: Scope, ctx: AnalysisContext): void {
   if (node === null || typeof node !== 'object') return;
   if (Array.isArray(node)) {
-    for (const n of node) walk(n, scope, ctx);
+    for (let i = 0; i < node.length; i++) walk(node[i], scope, ctx);
     return;
   }
-  const o = node as Node;
+  walkObject(node as Node, undefined, scope, ctx);
+}
+
+/** Walks one object node as `walk` does, except for the field `skip` (which the caller has handled). */
+export function walkObject(o: Node, skip: string | undefined, scope: Scope, ctx: AnalysisContext): void {
   if (typeof o.relname === 'string') {
     // Bare RangeVar-shaped target (the trap: DML targets carry no wrapper).
     addRangeVar(o, 'read', scope, ctx);
     return;
   }
-  if (o.withClause !== undefined) {
-    walkWithScope(o, scope, ctx);
-    return;
-  }
+  if (o.withClause !== undefined && skip !== 'withClause') walkWithScope(o, skip, scope, ctx);
+  else walkFields(o, skip, undefined, scope, ctx);
+}
+
+function walkFields(
+  o: Node,
+  skip: string | undefined,
+  skip2: string | undefined,
+  scope: Scope,
+  ctx: AnalysisContext,
+): void {
   for (const key in o) {
     const v = o[key];
-    if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
-    else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
-    else if (key === 'lockingClause') {
+    // Scalars (names, literals, enum values, locations) carry nothing to record.
+    if (v === null || typeof v !== 'object' || key === skip || key === skip2) continue;
+    const first = key.charCodeAt(0);
+    if (first >= 65 && first <= 90) {
+      // A node-type wrapper `{ TypeName: body }`: PostgreSQL node names start upper case, fields lower case.
+      if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
+      else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
+      else if (key.endsWith('Stmt')) walkStatementNode(key, v as Node, scope, ctx, true);
+      else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
+    } else if (key === 'lockingClause') {
       if (Array.isArray(v) && v.length > 0) operation(ctx, 'lock', true);
-    } else if (key.endsWith('Stmt') && key[0] >= 'A' && key[0] <= 'Z')
-      walkStatementNode(key, v as Node, scope, ctx, true);
-    else walk(v, scope, ctx);
+    } else walk(v, scope, ctx);
   }
 }
 
-function walkWithScope(o: Node, scope: Scope, ctx: AnalysisContext): void {
+function walkWithScope(o: Node, skip: string | undefined, scope: Scope, ctx: AnalysisContext): void {
   const w = o.withClause as { ctes?: Node[]; recursive?: boolean };
   const ctes = (w.ctes ?? []).map((c) => (c as { CommonTableExpr: Node }).CommonTableExpr);
   const names = ctes.map((c) => String(c.ctename));
@@ -53,9 +86,7 @@ function walkWithScope(o: Node, scope: Scope, ctx: AnalysisContext): void {
     const inner = w.recursive ? all : new Set([...scope, ...names.slice(0, i)]);
     walk(cte.ctequery, inner, ctx);
   });
-  const rest: Node = {};
-  for (const k in o) if (k !== 'withClause') rest[k] = o[k];
-  walk(rest, all, ctx);
+  walkFields(o, skip, 'withClause', all, ctx);
 }
 
 export function addRangeVar(rv: Node, access: RelationAccess, scope: Scope, ctx: AnalysisContext): void {
