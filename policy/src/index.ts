@@ -53,3 +53,4 @@ export type {
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
 export { initSqlParser, isSqlParserReady } from './sql/parser.js';
 export { createSessionState, SessionState } from './sql/session-state.js';
+export { warmUpSqlAnalysis } from './sql/warm-up.js';

@@ -1,4 +1,4 @@
-import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
+import { initSqlParser, type RenderedPolicy, warmUpSqlAnalysis } from '@pgwarden/policy';
 import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
@@ -54,6 +54,9 @@ export function compileSidecarPolicy(files: Parameters<typeof compilePolicyFiles
  */
 export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promise<GovernedSidecar> {
   await initSqlParser();
+  // Before listening (and so before /readyz passes): the first client statements would otherwise pay for V8 and
+  // the WASM tiers compiling the parser path, at several times the warm cost.
+  await warmUpSqlAnalysis();
   const source = createPolicySource({
     path: opts.policyPath,
     compile: compileSidecarPolicy,
