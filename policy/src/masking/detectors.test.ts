@@ -1,6 +1,15 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DETECTOR_NAMES, findSecrets, ibanValid, luhnValid, scrubSecrets, usSsnValid } from './detectors.js';
+import {
+  DETECTOR_NAMES,
+  findSecrets,
+  ibanValid,
+  luhnValid,
+  mightContainSecret,
+  mightContainSecretBytes,
+  scrubSecrets,
+  usSsnValid,
+} from './detectors.js';
 
 const ALL = DETECTOR_NAMES;
 const found = (text: string) => findSecrets(text, ALL).map((s) => [text.slice(s.start, s.end), s.detector]);
@@ -115,6 +124,41 @@ describe('property: planted secrets never pass', () => {
         expect(scrubSecrets(text, ALL)).not.toContain(s);
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe('mightContainSecretBytes', () => {
+  it('finds each trigger on the bytes, in either case, and nothing in plain words', () => {
+    for (const t of ['x7', 'a@b', '-----BEGIN', 'EyJhbG', 'akia', 'xAs3', 'A3T']) {
+      expect(mightContainSecretBytes(Buffer.from(`name ${t}`), 0, t.length + 5)).toBe(true);
+    }
+    for (const t of ['Bob Lee', 'pending', 'ey-j', '----', 'Ünïcödé ÄK ａｋ', '']) {
+      expect(mightContainSecretBytes(Buffer.from(t), 0, Buffer.byteLength(t))).toBe(false);
+    }
+    // Only the given range counts: a trigger just outside it does not.
+    expect(mightContainSecretBytes(Buffer.from('7word8'), 1, 5)).toBe(false);
+  });
+
+  it('property: agrees with mightContainSecret on the decoded text, for any bytes', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string({ unit: 'binary', maxLength: 40 }).map((s) => Buffer.from(s, 'utf8')),
+          fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a)),
+          fc
+            .array(fc.constantFrom('-', 'e', 'Y', 'j', 'a', 'K', '3', ' ', 'x', '\u00e9', '\xff'), { maxLength: 12 })
+            .map((a) => Buffer.from(a.join(''), 'utf8')),
+        ),
+        (b) => {
+          const text = b.toString('utf8');
+          // Never false where the text might hold a secret (the skip must be safe); equal on valid UTF-8.
+          if (mightContainSecret(text)) expect(mightContainSecretBytes(b, 0, b.length)).toBe(true);
+          if (Buffer.from(text, 'utf8').equals(b))
+            expect(mightContainSecretBytes(b, 0, b.length)).toBe(mightContainSecret(text));
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });

@@ -173,6 +173,35 @@ export function mightContainSecret(text: string): boolean {
   return /[0-9@]|-----|eyJ|A[KSBCGIRNS3]/i.test(text);
 }
 
+/** Second letters after `a` that the `A[KSBCGIRNS3]` trigger of mightContainSecret accepts (either case). */
+const AWS_SECOND = new Uint8Array(128);
+for (const c of 'KSBCGIRN3') {
+  AWS_SECOND[c.charCodeAt(0)] = 1;
+  AWS_SECOND[c.toLowerCase().charCodeAt(0)] = 1;
+}
+
+/**
+ * mightContainSecret over UTF-8 bytes, before anything is decoded: false only where the decoded text would give
+ * false too. Every trigger is ASCII, UTF-8 never encodes other characters with bytes below 0x80, and the regex
+ * (no `u` flag) folds case within ASCII only.
+ */
+export function mightContainSecretBytes(buf: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if ((c >= 48 && c <= 57) || c === 64) return true;
+    const lc = c | 0x20;
+    if (c === 45) {
+      if (i + 4 < end && buf[i + 1] === 45 && buf[i + 2] === 45 && buf[i + 3] === 45 && buf[i + 4] === 45) return true;
+    } else if (lc === 101) {
+      if (i + 2 < end && (buf[i + 1] | 0x20) === 121 && (buf[i + 2] | 0x20) === 106) return true;
+    } else if (lc === 97 && i + 1 < end) {
+      const n = buf[i + 1];
+      if (n < 128 && AWS_SECOND[n] === 1) return true;
+    }
+  }
+  return false;
+}
+
 /** Replaces every detected span with `*` of the same length (length-preserving, so binary layouts survive). */
 export function scrubSecrets(text: string, detectors: readonly DetectorName[]): string {
   if (detectors.length === 0 || !mightContainSecret(text)) return text;

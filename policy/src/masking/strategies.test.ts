@@ -80,4 +80,33 @@ describe('strategies', () => {
       { numRuns: 500 },
     );
   });
+  it('property: long values (word-at-a-time scan), with one non-ASCII character anywhere: exact or declined', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 30, maxLength: 200 }),
+        fc.option(fc.constantFrom('é', '€', '😀'), { nil: undefined }),
+        fc.nat(200),
+        fc.constantFrom<CompiledStrategy['type']>('partial', 'digits'),
+        (ascii, odd, at, type) => {
+          const v = odd === undefined ? ascii : ascii.slice(0, at) + odd + ascii.slice(at);
+          const st = s(type, { keepFirst: 2, keepLast: 3 });
+          const buf = Buffer.concat([Buffer.from('abc'), Buffer.from(v, 'utf8'), Buffer.from('de')]);
+          const end = buf.length - 2;
+          const done = maskAsciiInPlace(buf, 3, end, st);
+          expect(done).toBe(odd === undefined);
+          expect(buf.toString('utf8', 3, end)).toBe(done ? maskText(v, st) : v);
+          expect(buf.toString('utf8', 0, 3) + buf.toString('utf8', end)).toBe('abcde');
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+  it('digits: short values give the same pseudonym in place and as text, whatever came before', () => {
+    const st = s('digits');
+    for (const v of ['0', '7', '0', '-42', '100000', '0', '99', '-42', '1234567']) {
+      const buf = Buffer.from(v);
+      expect(maskAsciiInPlace(buf, 0, buf.length, st)).toBe(true);
+      expect(buf.toString()).toBe(maskText(v, st));
+    }
+  });
 });

@@ -1,4 +1,5 @@
 import { compileMasking, emptyCatalog, type MaskingPlan, type PlanField, planColumns } from '@pgwarden/policy';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createRowTransformer } from './data-row-transformer.js';
 
@@ -103,6 +104,74 @@ describe('createRowTransformer', () => {
     t(body(['a']));
     t(body([null]));
     expect(counters.cells).toBe(1);
+  });
+
+  it('span: rewrites a DataRow inside a larger buffer like the body call, leaving its neighbours alone', () => {
+    const fields = [f('id', 23), f('ssn', 25), f('n', 23), f('email', 1043), f('tail', 25)];
+    const actions = [undefined, mask('partial', 4), mask('digits'), mask('email'), undefined];
+    const values = ['7', '123-45-6789', '4242', 'a.b@example.com', 'after'];
+    const expected = cells(createRowTransformer(plan(actions), fields, [])(body(values)));
+    const b = body(values);
+    const msg = Buffer.concat([Buffer.from([0x44, 0, 0, 0, 0]), b]);
+    msg.writeInt32BE(b.length + 4, 1);
+    const around = Buffer.concat([Buffer.from('before'), msg, Buffer.from('behind')]);
+    const out = createRowTransformer(plan(actions), fields, []).span?.(around, 6, 6 + msg.length);
+    expect(out?.[0]).toBe(0x44);
+    expect(out?.readInt32BE(1)).toBe((out?.length ?? 0) - 1);
+    expect(cells(out?.subarray(5) ?? Buffer.alloc(0))).toEqual(expected);
+    expect(around.toString('latin1', 0, 6)).toBe('before');
+    expect(around.toString('latin1', around.length - 6)).toBe('behind');
+    // Same-length masks only: the message is rewritten where it lies and nothing new is returned.
+    const inPlace = createRowTransformer(plan([undefined, mask('partial', 4), mask('digits')]), fields.slice(0, 3), []);
+    const row = body(values.slice(0, 3));
+    const framed = Buffer.concat([Buffer.from([0x44, 0, 0, 0, row.length + 4]), row]);
+    expect(inPlace.span?.(framed, 0, framed.length)).toBeUndefined();
+    expect(cells(framed.subarray(5)).map((c) => c?.toString())).toEqual(['7', '*******6789', expected[2]?.toString()]);
+  });
+
+  it('rejects column lengths that run past the message (the session ends rather than forward the row)', () => {
+    const t = createRowTransformer(plan([undefined, mask('redact')]), [f('a', 23), f('b', 25)], []);
+    const b = body(['1', 'secret']);
+    expect(() => t(b.subarray(0, b.length - 1))).toThrow(RangeError);
+    const long = Buffer.from(b);
+    long.writeInt32BE(1000, 2);
+    expect(() => t(long)).toThrow(RangeError);
+  });
+
+  it('property: every strategy, NULLs and multi-byte text: the span and body calls agree and no value survives', () => {
+    const kinds = ['redact', 'partial', 'null', 'email', 'digits', 'hash', 'none', 'scan'] as const;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            kind: fc.constantFrom(...kinds),
+            value: fc.option(fc.string({ unit: 'grapheme', minLength: 0, maxLength: 30 }), { nil: null }),
+            typeOid: fc.constantFrom(25, 1043, 23, 114),
+          }),
+          { minLength: 1, maxLength: 6 },
+        ),
+        (cols) => {
+          const fields = cols.map((c, i) => f(`c${i}`, c.typeOid));
+          const actions = cols.map((c) =>
+            c.kind === 'none' ? undefined : c.kind === 'scan' ? { kind: 'scan' as const } : mask(c.kind, 2),
+          );
+          const values = cols.map((c) => (c.value === null ? null : `${c.value}secret-4111111111111111`));
+          const viaBody = cells(createRowTransformer(plan(actions), fields, ['credit-card'])(body(values)));
+          const b = body(values);
+          const msg = Buffer.concat([Buffer.from([0x44, 0, 0, 0, 0]), b]);
+          msg.writeInt32BE(b.length + 4, 1);
+          const out = createRowTransformer(plan(actions), fields, ['credit-card']).span?.(msg, 0, msg.length);
+          const viaSpan = cells(out === undefined ? msg.subarray(5) : out.subarray(5));
+          expect(viaSpan).toEqual(viaBody);
+          viaSpan.forEach((c, i) => {
+            if (c === null || values[i] === null) return;
+            if (cols[i].kind !== 'none') expect(c.toString()).not.toContain('4111111111111111');
+            if (cols[i].kind === 'none') expect(c.toString()).toBe(values[i]);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it('micro-benchmark: 1000 rows, 4 columns, 2 masked', () => {

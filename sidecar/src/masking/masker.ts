@@ -1,6 +1,7 @@
 import {
   alignOutputs,
   analyzeForMasking,
+  type CatalogSnapshot,
   checkMaskedUsage,
   compileMasking,
   initMaskingParser,
@@ -9,6 +10,7 @@ import {
   type MaskAnalysis,
   type MaskingConfig,
   type MaskingDenial,
+  type MaskingPlan,
   type MaskingRuleInput,
   type MaskingSettings,
   type MaskingSubject,
@@ -136,6 +138,29 @@ export function createMasker(opts: MaskerOptions): Masker {
     return analyses;
   };
 
+  const checkedUsage = new WeakMap<
+    MaskAnalysis[],
+    { config: MaskingConfig; snap: CatalogSnapshot; denied: MaskingDenial | undefined }
+  >();
+  /** Plans of RowDescriptions without expression columns: they depend only on the fields, config and snapshot. */
+  const plans = new Map<string, MaskingPlan>();
+  let plansFor: { config: MaskingConfig; snap: CatalogSnapshot } | undefined;
+  const cachedPlan = (fields: RowField[], config: MaskingConfig, snap: CatalogSnapshot): MaskingPlan => {
+    if (plansFor?.config !== config || plansFor.snap !== snap) {
+      plans.clear();
+      plansFor = { config, snap };
+    }
+    let key = '';
+    for (const f of fields) key += `${f.tableOid}.${f.columnAttr}.${f.typeOid}.${f.format}.${f.name}\u0000`;
+    let plan = plans.get(key);
+    if (plan === undefined) {
+      plan = planColumns(fields, undefined, config, snap);
+      if (plans.size >= CACHE_SIZE) plans.delete(plans.keys().next().value as string);
+      plans.set(key, plan);
+    }
+    return plan;
+  };
+
   const remember = (sql: string): void => {
     if (recentSql[recentSql.length - 1] === sql) return;
     recentSql.push(sql);
@@ -184,7 +209,15 @@ export function createMasker(opts: MaskerOptions): Masker {
         if (a.names?.kind === 'cursor') cursors.set(a.names.name, a.names.outputs);
         if (a.names?.kind === 'prepared') prepared.set(a.names.name, a.names.outputs);
       }
-      const denied = checkMaskedUsage(analyses, config, catalog.snapshot());
+      const snap = catalog.snapshot();
+      // A statement re-run (pgbench, an app's prepared queries) gets the same analyses: check them once per
+      // config and catalog snapshot.
+      let checked = checkedUsage.get(analyses);
+      if (checked === undefined || checked.config !== config || checked.snap !== snap) {
+        checked = { config, snap, denied: checkMaskedUsage(analyses, config, snap) };
+        checkedUsage.set(analyses, checked);
+      }
+      const denied = checked.denied;
       // User-defined code may RAISE anything: from now on this session's notices and errors are withheld.
       if (!denied && config.columns.length > 0 && analyses.some((a) => a.opaque)) opaqueSeen = true;
       return denied;
@@ -197,7 +230,9 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!config.active) return undefined;
       const needsLineage = config.columns.length > 0 && fields.some((f) => f.tableOid === 0);
       const snap = catalog.snapshot();
-      const plan = planColumns(fields, needsLineage ? lineageFor(fields, verdict) : undefined, config, snap);
+      const plan = needsLineage
+        ? planColumns(fields, lineageFor(fields, verdict), config, snap)
+        : cachedPlan(fields, config, snap);
       if (fields.some((f) => f.tableOid !== 0 && !snap.byOid.has(f.tableOid))) {
         // A relation created since the snapshot: masked as undecidable now; reload so the next statement knows it.
         catalog.refreshSoon();
@@ -235,6 +270,9 @@ export function createMasker(opts: MaskerOptions): Masker {
       return columns.size ? { columns: [...columns], cells } : undefined;
     },
     statementDone(record) {
+      // Without rules in force the catalog is not consulted (a policy reload invalidates it when rules return), and
+      // check() never loaded the parser: analysing here would only fail, on every statement.
+      if (!current().active) return;
       const analyses = analyze(record.request.sql);
       if (!analyses) return;
       for (const a of analyses) {

@@ -115,7 +115,15 @@ export interface RowField {
  * bytes of `body` in place without changing any length and return the same Buffer: the proxy must then forward the
  * memory `body` views (masking relies on this to rewrite same-length values without copying the row).
  */
-export type RowTransformer = (body: Buffer) => Buffer;
+export interface RowTransformer {
+  (body: Buffer): Buffer;
+  /**
+   * The same rewrite over a whole DataRow message in `buf[start, end)` (type byte and length word included), for
+   * the proxy's row path: no Buffer view per row. Returns undefined to forward those bytes (possibly overwritten in
+   * place, lengths unchanged), or the complete replacement message. Optional: wrappers may offer only the call.
+   */
+  span?(buf: Buffer, start: number, end: number): Buffer | undefined;
+}
 
 export interface StatementResult {
   /** CommandComplete tag, e.g. "SELECT 3". */

@@ -138,8 +138,10 @@ export class ServerRelay implements FramerHandler {
     const s = this.s;
     switch (type) {
       case B.DataRow: {
+        const t = s.cur!.transformer!;
+        if (t.span !== undefined) return t.span(buf, start, end) ?? true;
         const body = buf.subarray(start + 5, end);
-        const out = s.cur!.transformer!(body);
+        const out = t(body);
         return out === body ? true : message(B.DataRow, out);
       }
       case B.ReadyForQuery:
