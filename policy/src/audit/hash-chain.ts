@@ -17,6 +17,14 @@ const sha256Hex: (s: string) => string = oneShot
   ? (s) => oneShot('sha256', s, 'hex')
   : (s) => crypto.createHash('sha256').update(s).digest('hex');
 
+/**
+ * sha256 (hex) of an event's canonical JSON text, for producers that write the canonical encoding themselves
+ * (the sidecar's statement events); the same digest sealEventToJson computes.
+ */
+export function hashCanonical(canonical: string): string {
+  return sha256Hex(canonical);
+}
+
 /** The hash an event should carry: sha256 (hex) of its canonical JSON with `hash` left out. */
 export function hashEvent(event: Omit<AuditEvent, 'hash'> | AuditEvent): string {
   const { hash: _ignored, ...rest } = event as AuditEvent;

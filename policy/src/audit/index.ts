@@ -13,6 +13,7 @@ export {
   type ChainReport,
   type ChainState,
   type ChainTamper,
+  hashCanonical,
   hashEvent,
   newChain,
   sealEvent,

@@ -12,7 +12,8 @@ import { createFileSink } from './line-sinks.js';
 
 /**
  * Repeatable cost of the audit path per statement: pgbench-like StatementRecords (`-S`: one SELECT by key) through
- * the recorder (event, canonical JSON, sha256 chain) into a null sink and into the file sink, 8 statements per
+ * the recorder (event, canonical JSON, sha256 chain) into a null object sink (generic encoding), a null text sink
+ * (statement events encoded directly, statement-json.ts) and into the file sink (a text sink), 8 statements per
  * event-loop turn as 8 pgbench clients produce them. Prints µs of process CPU per event; PGWARDEN_AUDIT_PERF_N
  * sets the count (default 5000 keeps it a quick test). For a profile: node --cpu-prof on the same loop.
  */
@@ -61,14 +62,24 @@ describe('audit recorder cost per statement', () => {
   it('null sink and file sink: every event written, chained and verifiable', async () => {
     let seen = 0;
     const nullSink: AuditSink = { emit: () => void seen++, ready: () => true, close: async () => {} };
+    let texts = 0;
+    const textSink: AuditSink = {
+      emit: () => expect.fail('a text sink gets text'),
+      emitJson: () => void texts++,
+      ready: () => true,
+      close: async () => {},
+    };
     await run(nullSink); // warm-up: JIT, caches
+    await run(textSink);
     const nullUs = await run(nullSink);
+    const textUs = await run(textSink);
     const path = join(dir, 'perf.jsonl');
     const fileUs = await run(createFileSink({ path, fsync: 'batch', registry: new Registry() }));
     console.log(
-      `audit per statement (N=${N}): null sink ${nullUs.toFixed(1)} µs CPU, file sink ${fileUs.toFixed(1)} µs CPU`,
+      `audit per statement (N=${N}): null object sink ${nullUs.toFixed(1)} µs CPU, null text sink ${textUs.toFixed(1)} µs CPU, file sink ${fileUs.toFixed(1)} µs CPU`,
     );
     expect(seen).toBe(2 * (N + 2));
+    expect(texts).toBe(2 * (N + 2));
     const events = readFileSync(path, 'utf8')
       .trim()
       .split('\n')

@@ -10,6 +10,7 @@ import {
   type AuditResult,
   type AuditResultSample,
   type ChainState,
+  canonicalJson,
   formatAuditTime,
   newChain,
   redactSecrets,
@@ -19,7 +20,8 @@ import {
 import type { SessionInfo, StatementRecord, StatementResult } from '../proxy/hooks.js';
 import { AUDIT_JSON, type AuditSink } from './audit-sink.js';
 import { nowMicros } from './drop-tracker.js';
-import { buildStatementEvents } from './statement-events.js';
+import { buildStatementEvents, type StatementEventOptions } from './statement-events.js';
+import { sealStatementJson, statementJsonSession } from './statement-json.js';
 
 export interface AuditRecorderOptions {
   /** Names this sidecar process's own chain (policy and gap events): `sidecar-<instanceId>`. */
@@ -87,8 +89,9 @@ export interface StatementResultExtras {
 
 /**
  * Turns session hooks into chained audit events: `session.start`, one `statement` per statement, `session.end`;
- * and the sidecar's own chain for policy and gap events. Work per statement is one small object and one
- * sha256 over its canonical JSON; rows are never looked at here.
+ * and the sidecar's own chain for policy and gap events. Work per statement is its canonical JSON and one sha256
+ * over it: written directly (statement-json.ts) for sinks that take text (`emitJson`: file, stdout), through the
+ * event object for the others. Rows are never looked at here.
  */
 export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptions = {}): AuditRecorder {
   const now = options.now ?? nowMicros;
@@ -96,8 +99,12 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   // Parts every event repeats are deep-frozen: canonicalJson then encodes each of them once (see canonical-json.ts).
   const source = deepFreeze({ instance: instanceId, ...pick(options.source, ['pod', 'namespace', 'version']) });
   const policies = new Map<string, AuditPolicyRef>();
+  // Verdicts of one policy share its ref object: look that up first instead of building a key per statement.
+  const refOf = new WeakMap<AuditPolicyRef, AuditPolicyRef>();
   const policyRef = (p: AuditPolicyRef | undefined): AuditPolicyRef | undefined => {
     if (!p) return undefined;
+    const known = refOf.get(p);
+    if (known !== undefined && known.name === p.name && known.hash === p.hash) return known;
     const key = `${p.name}\n${p.hash}`;
     let ref = policies.get(key);
     if (!ref) {
@@ -105,6 +112,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
       ref = deepFreeze({ name: p.name, hash: p.hash });
       policies.set(key, ref);
     }
+    refOf.set(p, ref);
     return ref;
   };
   const instanceChain = newChain();
@@ -114,10 +122,27 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     ...pick(options.source, ['namespace', 'pod', 'node']),
   });
 
+  const emitJson = sink.emitJson?.bind(sink);
   const emit = (chain: ChainState, e: UnsealedAuditEvent) => {
     const { event, json } = sealEventToJson(e, chain);
+    if (emitJson) {
+      emitJson(json, event.session.id, event.session.seq);
+      return;
+    }
     Object.defineProperty(event, AUDIT_JSON, { value: json });
     sink.emit(event as unknown as Record<string, unknown>);
+  };
+  const captureParams = options.captureParams ?? false;
+  const maxTextChars = options.maxTextChars ?? 32_768;
+  // One options object per captureResults value, not one per statement.
+  const statementOptions = new Map<StatementCapture['captureResults'], StatementEventOptions>();
+  const optionsFor = (captureResults: StatementCapture['captureResults']): StatementEventOptions => {
+    let o = statementOptions.get(captureResults);
+    if (o === undefined) {
+      o = { captureParams, maxTextChars, captureResults };
+      statementOptions.set(captureResults, o);
+    }
+    return o;
   };
   const instanceEvent = (type: AuditEventType, body: Partial<AuditEvent>) => {
     const policy = body.policy ?? options.policy?.();
@@ -207,15 +232,28 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
           ...(info.startup.applicationName ? { application: info.startup.applicationName } : {}),
         },
       });
+      // Sinks that take text get statement events encoded straight to canonical JSON (statement-json.ts).
+      const direct = emitJson && statementJsonSession(info.id, { database, identity, source });
+      const time = () => formatAuditTime(now());
+      const out = (json: string, seq: number) => emitJson!(json, info.id, seq);
       const auditor: SessionAuditor = {
         statement(record, capture) {
           const policy = policyRef(record.verdict.policy) ?? sessionPolicy;
           lastPolicy = policy ?? lastPolicy;
-          for (const body of buildStatementEvents(record, {
-            captureParams: options.captureParams ?? false,
-            maxTextChars: options.maxTextChars ?? 32_768,
-            captureResults: capture?.captureResults,
-          })) {
+          const opts = optionsFor(capture?.captureResults);
+          if (direct) {
+            statements += sealStatementJson(
+              direct,
+              chain,
+              record,
+              opts,
+              policy ? canonicalJson(policy) : '',
+              time,
+              out,
+            );
+            return;
+          }
+          for (const body of buildStatementEvents(record, opts)) {
             statements++;
             emit(chain, Object.assign(base('statement', policy), body));
           }

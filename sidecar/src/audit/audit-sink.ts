@@ -21,6 +21,11 @@ export interface AuditSinkStats {
 /** Where audit events go. `ready()` is false when events cannot currently be made durable (failMode: closed denies). */
 export interface AuditSink {
   emit(event: Record<string, unknown>): void;
+  /**
+   * A recorder event as its JSON text alone (with its session id and seq, for drop accounting). Sinks that need
+   * nothing but the text (file, stdout) offer it, and the recorder then builds no event object per statement.
+   */
+  emitJson?(json: string, session: string, seq: number): void;
   ready(): boolean;
   close(): Promise<void>;
   /** Registers the listener for dropped-event summaries (one listener; the recorder's). */

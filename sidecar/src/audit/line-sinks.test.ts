@@ -36,6 +36,30 @@ describe('file sink batching', () => {
     await sink.close();
   });
 
+  it('emitJson text reaches the file byte for byte: multi-byte text, turns larger and smaller than its buffer', async () => {
+    const path = join(dir, 'text.jsonl');
+    const sink = createFileSink({ path, fsync: 'never', registry: new Registry() });
+    const want: string[] = [];
+    // 'é😀\u2028' is 2 + 4 + 3 bytes of UTF-8; the 1 600 000-unit turn does not fit the reused buffer.
+    for (const [count, size] of [
+      [3, 10],
+      [2, 200_000],
+      [1, 5],
+      [20, 500],
+      [1, 1],
+    ]) {
+      for (let k = 0; k < count; k++) {
+        const json = JSON.stringify({ session: { id: 'u', seq: want.length + 1 }, t: 'é😀\u2028'.repeat(size) });
+        sink.emitJson!(json, 'u', want.length + 1);
+        want.push(json);
+      }
+      await turn();
+    }
+    await sink.close();
+    expect(readFileSync(path, 'utf8')).toBe(`${want.join('\n')}\n`);
+    expect(sink.stats?.()).toMatchObject({ published: want.length, dropped: 0 });
+  });
+
   it('fsync batch: at most one fdatasync per interval however many turns write; whenIdle waits for the last', async () => {
     const path = join(dir, 'coalesce.jsonl');
     const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });

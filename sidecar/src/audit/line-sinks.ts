@@ -47,13 +47,15 @@ export function createStdoutSink(): AuditSink {
     pending = [];
     process.stdout.write(text);
   };
+  const add = (json: string) => {
+    published++;
+    if (pending.push(`${json}\n`) === 1) setImmediate(flush);
+  };
   openFileSinks.add(flush);
   installExitHook();
   return {
-    emit: (e) => {
-      published++;
-      if (pending.push(`${eventJson(e)}\n`) === 1) setImmediate(flush);
-    },
+    emit: (e) => add(eventJson(e)),
+    emitJson: add,
     ready: () => true,
     close: async () => {
       flush();
@@ -91,10 +93,12 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let closed = false;
   let gapListener: GapListener | undefined;
   const idleWaiters: (() => void)[] = [];
-  /** Lines of this turn not written yet, and the session/seq of each (for the gap record if the write fails). */
+  /** This turn's events not written yet (JSON text, no newline), and each one's session and seq (for the gap record). */
   let pending: string[] = [];
-  let pendingSessions: ({ id?: string; seq?: number } | undefined)[] = [];
+  let pendingIds: (string | undefined)[] = [];
+  let pendingSeqs: (number | undefined)[] = [];
   let flushScheduled = false;
+  const lines = new LineBuffer();
 
   const wakeIdle = () => {
     if (pending.length === 0 && !dirty && !syncing) for (const w of idleWaiters.splice(0)) w();
@@ -119,39 +123,41 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       else wakeIdle();
     });
   };
-  const drop = (sessions: ({ id?: string; seq?: number } | undefined)[]) => {
+  const drop = (ids: (string | undefined)[], seqs: (number | undefined)[]) => {
     healthy = false;
-    dropped += sessions.length;
-    metrics.dropped.inc({ sink: 'file', cause: 'file_io' }, sessions.length);
+    dropped += ids.length;
+    metrics.dropped.inc({ sink: 'file', cause: 'file_io' }, ids.length);
     const at = nowMicros();
-    for (const s of sessions) drops.record(s?.id, s?.seq, 'file_io', at);
+    for (let i = 0; i < ids.length; i++) drops.record(ids[i], seqs[i], 'file_io', at);
   };
   const flush = () => {
     flushScheduled = false;
     if (pending.length === 0) return;
-    const lines = pending;
-    const sessions = pendingSessions;
+    const texts = pending;
+    const ids = pendingIds;
+    const seqs = pendingSeqs;
     pending = [];
-    pendingSessions = [];
+    pendingIds = [];
+    pendingSeqs = [];
     try {
-      const buf = Buffer.from(lines.length === 1 ? lines[0] : lines.join(''));
+      const buf = lines.encode(texts);
       // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
-      for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+      for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
       if (fsync === 'always') fdatasyncSync(fd);
       else if (fsync === 'batch') {
         dirty = true;
         sync();
       }
       healthy = true;
-      published += lines.length;
-      metrics.published.inc({ sink: 'file' }, lines.length);
+      published += texts.length;
+      metrics.published.inc({ sink: 'file' }, texts.length);
       if (drops.pending > 0 && gapListener) {
         const gap = drops.take()!;
         const l = gapListener;
         queueMicrotask(() => l(gap));
       }
     } catch {
-      drop(sessions);
+      drop(ids, seqs);
     }
     wakeIdle();
   };
@@ -159,21 +165,26 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   installExitHook();
 
   const stats = (): AuditSinkStats => ({ kind: 'file', queued: pending.length, published, dropped, syncs });
+  const add = (json: string, id: string | undefined, seq: number | undefined) => {
+    if (closed) {
+      drop([id], [seq]);
+      return;
+    }
+    pending.push(json);
+    pendingIds.push(id);
+    pendingSeqs.push(seq);
+    if (fsync === 'always') flush();
+    else if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  };
   return {
     emit(e) {
       const session = e.session as { id?: string; seq?: number } | undefined;
-      if (closed) {
-        drop([session]);
-        return;
-      }
-      pending.push(`${eventJson(e)}\n`);
-      pendingSessions.push(session);
-      if (fsync === 'always') flush();
-      else if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
+      add(eventJson(e), session?.id, session?.seq);
     },
+    emitJson: add,
     ready: () => healthy && !closed,
     onGap: (l) => {
       gapListener = l;
@@ -193,4 +204,28 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       for (const w of idleWaiters.splice(0)) w();
     },
   };
+}
+
+/** Size of the buffer a file sink encodes each turn's lines into (turns that may need more get their own). */
+const LINE_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * Encodes a turn's JSON texts as newline-terminated UTF-8 lines into one buffer kept across turns, so a turn
+ * allocates no Buffer of its own (its memory would be external to the V8 heap and freed only by a GC).
+ */
+class LineBuffer {
+  private buf: Buffer | undefined;
+
+  /** The bytes to write; valid until the next call. */
+  encode(texts: string[]): Buffer {
+    let units = 0;
+    for (const t of texts) units += t.length + 1;
+    // A UTF-16 unit takes at most 3 bytes of UTF-8 (a surrogate pair, 2 units, takes 4).
+    if (units * 3 > LINE_BUFFER_BYTES) return Buffer.from(`${texts.join('\n')}\n`);
+    this.buf ??= Buffer.allocUnsafeSlow(LINE_BUFFER_BYTES);
+    const b = this.buf;
+    const end = b.write(texts.length === 1 ? texts[0] : texts.join('\n'), 0);
+    b[end] = 0x0a;
+    return b.subarray(0, end + 1);
+  }
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type AuditEvent, auditEventSchema } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { ROLES } from '../../../test/harness/index.js';
 import { type GovernedSidecar, startGovernedSidecar } from '../governance/index.js';
 import { withPolicyMasking } from '../masking/index.js';
@@ -150,9 +150,12 @@ describe('audit.captureResults', () => {
     // A failed statement keeps its error even under `none`.
     const failed = await run(`SELECT id / (id - 1) FROM ${S}.people`).catch((e: Error & { code?: string }) => e);
     expect((failed as { code?: string }).code).toBe('22012');
-    const err = lines.map((l) => JSON.parse(l) as AuditEvent).findLast((e) => e.type === 'statement');
-    expect(err?.result).toMatchObject({ error: { code: '22012' } });
-    expect(err?.result?.tag).toBeUndefined();
+    // pg rejects on the ErrorResponse; the proxy records the statement at its ReadyForQuery, which may come later.
+    await vi.waitFor(() => {
+      const err = lines.map((l) => JSON.parse(l) as AuditEvent).findLast((e) => e.type === 'statement');
+      expect(err?.result).toMatchObject({ error: { code: '22012' } });
+      expect(err?.result?.tag).toBeUndefined();
+    });
     writePolicy({ captureResults: 'rows', maxResultBytes: 300 });
   });
 });
