@@ -93,6 +93,10 @@ describe('masking in the governed sidecar', () => {
     const cast = await c.query(`SELECT full_name::int FROM ${S}.customers`).catch((e: Error) => e);
     expect(String(cast)).toMatch(/invalid input syntax/);
     await c.end();
+    // node-postgres rejects at the ErrorResponse; the sidecar records the statement at the ReadyForQuery after it.
+    for (let i = 0; i < 100 && !JSON.stringify(events).includes('invalid input syntax'); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const everything = Buffer.from(JSON.stringify(events));
     expect(events.length).toBeGreaterThan(0);
     const masked = events.map((e) => e.masking as { columns: string[]; cells: number } | undefined).find((m) => m);
