@@ -1,15 +1,15 @@
-import { loadModule, parseSync } from 'libpg-query';
+import { loadLibPgQuery } from '../sql/parser.js';
 import { MaskingError } from './errors.js';
 
-let loaded: Promise<void> | undefined;
+let parseSync: ((sql: string) => unknown) | undefined;
 let ready = false;
 
-/** Loads the PostgreSQL parser (WASM) once. Must finish before any lineage analysis. */
+/** Loads the PostgreSQL parser (WASM) once, the same instance the policy engine uses. Must finish before lineage. */
 export function initMaskingParser(): Promise<void> {
-  loaded ??= loadModule().then(() => {
+  return loadLibPgQuery().then((m) => {
+    parseSync = m.parseSync;
     ready = true;
   });
-  return loaded;
 }
 
 export type RawStmt = { stmt: any; stmt_location?: number; stmt_len?: number };
@@ -18,7 +18,7 @@ export type RawStmt = { stmt: any; stmt_location?: number; stmt_len?: number };
 export function parseStatements(sql: string): RawStmt[] {
   if (!ready) throw new MaskingError('PGW_MASK_PARSER_NOT_LOADED', 'initMaskingParser() has not finished');
   try {
-    return (parseSync(sql) as { stmts?: RawStmt[] }).stmts ?? [];
+    return (parseSync!(sql) as { stmts?: RawStmt[] }).stmts ?? [];
   } catch (cause) {
     throw new MaskingError('PGW_MASK_PARSE', 'statement could not be parsed', { cause });
   }
