@@ -21,7 +21,7 @@ export interface JetStreamSourceOptions {
   durable?: string;
   /**
    * Messages the server may have outstanding (delivered, unacknowledged) at once: the bound on what the ingest
-   * queue holds from NATS (see `run`).
+   * queue holds from NATS (see `setup`). A message carries up to MAX_EVENTS_PER_MESSAGE events. Default 4096.
    */
   maxAckPending?: number;
   /** Prefetch size of each pull. */
@@ -34,6 +34,31 @@ export interface JetStreamSourceOptions {
 }
 
 const NANOS_PER_MS = 1_000_000;
+
+/** The most events a sidecar puts in one message (its batch limit); bounds what one delivery adds to the queue. */
+export const MAX_EVENTS_PER_MESSAGE = 64;
+
+const NEWLINE = 10;
+
+/**
+ * The events of one message body: a sidecar sends one event as its JSON text, or several as JSON lines joined by
+ * '\n' (a `Pgwarden-Batch: <count>` header marks those; docs/audit.md). Event JSON never holds a raw newline, so
+ * the lines are the events; empty lines are skipped. The parts are views into `body`, not copies.
+ */
+export function splitEvents(body: Uint8Array): Uint8Array[] {
+  let nl = body.indexOf(NEWLINE);
+  if (nl < 0) return [body];
+  const out: Uint8Array[] = [];
+  let start = 0;
+  while (nl >= 0) {
+    if (nl > start) out.push(body.subarray(start, nl));
+    start = nl + 1;
+    nl = body.indexOf(NEWLINE, start);
+  }
+  if (start < body.length) out.push(body.subarray(start));
+  // Nothing but newlines: hand it on whole, to be rejected (and kept) as what it is.
+  return out.length > 0 ? out : [body];
+}
 
 /**
  * Creates the audit stream if missing, with the same shape the sidecar creates: file storage, all
@@ -66,7 +91,7 @@ export async function ensureStream(jsm: JetStreamManager): Promise<void> {
 
 /**
  * A durable pull consumer with explicit acks feeding the ingest queue. Each message is acknowledged only after
- * its batch committed to the store; anything unacknowledged is redelivered after `ack_wait`, and the store
+ * all its events committed to the store; anything unacknowledged is redelivered after `ack_wait`, and the store
  * drops the repeat by event id (https://docs.nats.io/nats-concepts/jetstream/consumers#ackpolicy).
  */
 export class JetStreamSource {
@@ -145,7 +170,9 @@ export class JetStreamSource {
       deliver_policy: DeliverPolicy.All,
       filter_subject: AUDIT_SUBJECTS,
       ack_wait: (this.opts.ackWaitMs ?? 60_000) * NANOS_PER_MS,
-      max_ack_pending: this.opts.maxAckPending ?? 20_000,
+      // In messages: a batch of the sidecar's holds up to 64 events, so this bounds the queue (and memory) at up to
+      // 64× as many events; 4096 still lets single-event messages fill several ingest batches ahead of the store.
+      max_ack_pending: this.opts.maxAckPending ?? 4096,
     };
     try {
       const info = await jsm.consumers.info(AUDIT_STREAM, durable);
@@ -160,7 +187,7 @@ export class JetStreamSource {
       await jsm.consumers.add(AUDIT_STREAM, config);
     }
     const consumer = await jetstream(nc).consumers.get(AUDIT_STREAM, durable);
-    const limit = config.max_ack_pending;
+    const limit = config.max_ack_pending * MAX_EVENTS_PER_MESSAGE;
     // A callback, not the async iterator: no promise and generator step per message. The iterator's back-pressure
     // (it pulls again only as it is read) is replaced by the server's: it delivers nothing beyond max_ack_pending
     // unacknowledged messages. Only redeliveries of messages still queued here (ack_wait expired while the store
@@ -169,9 +196,27 @@ export class JetStreamSource {
       max_messages: this.opts.pullBatch ?? 1000,
       callback: (m) => {
         if (this.queue.length >= limit) return;
-        this.queue.enqueue({ body: m.data, ack: () => m.ack(), source: 'nats' });
+        this.deliver(m.data, () => m.ack());
       },
     });
+  }
+
+  /**
+   * Queues each event of a message on its own; the message is acknowledged once the last of them is stored or
+   * rejected (a bad line lands in audit_rejected without holding back the others). Until then nothing of it is
+   * acknowledged, and a redelivery repeats only what the store already drops by event id.
+   */
+  private deliver(body: Uint8Array, ack: () => void): void {
+    const events = splitEvents(body);
+    if (events.length === 1) {
+      this.queue.enqueue({ body: events[0], ack, source: 'nats' });
+      return;
+    }
+    let left = events.length;
+    const one = () => {
+      if (--left === 0) ack();
+    };
+    for (const e of events) this.queue.enqueue({ body: e, ack: one, source: 'nats' });
   }
 
   /** Supervises the consumer: any failure (server restart, deleted consumer) rebuilds it after a pause. */

@@ -3,14 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { AUDIT_STREAM, auditEventSchema, verifyChain } from '@pgwarden/policy';
+import { AUDIT_STREAM, auditEventSchema, auditSubject, canonicalJson, verifyChain } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { createAuditRecorder } from './audit-recorder.js';
 import { createFileSink } from './line-sinks.js';
-import { NatsAuditSink } from './nats-sink.js';
+import { NatsAuditSink, SubjectReader } from './nats-sink.js';
 import { readAuditStream, selectRecord, seqsBySession, sessionInfo } from './nats-test-kit.js';
 
 const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
@@ -41,7 +41,7 @@ afterAll(async () => {
 });
 
 describe('NATS audit sink (real nats-server)', () => {
-  it('creates the stream, publishes to pgwarden.audit.<ns>.<policy> with msgID <session>.<seq>; same msgID deduplicates', async () => {
+  it('creates the stream, publishes to pgwarden.audit.<ns>.<policy> as one batch <session>.<seq>+<n>; same msgID deduplicates', async () => {
     const sink = new NatsAuditSink({
       servers: [nats.url],
       spool: { dir: spoolDir(), maxBytes: 1e8 },
@@ -57,17 +57,20 @@ describe('NATS audit sink (real nats-server)', () => {
     await sink.whenIdle(10_000);
     await sink.close();
 
+    // The sink starts in spool mode (not connected yet); once up, all seven leave in one flush, as one message.
     const msgs = await readAuditStream(nats.url);
-    expect(msgs.map((m) => m.msgID)).toEqual(range(7).map((i) => `sess-a.${i}`));
+    expect(msgs.map((m) => m.event.session.seq)).toEqual(range(7));
+    expect(new Set(msgs.map((m) => `${m.msgID} ${m.batch}`))).toEqual(new Set(['sess-a.1+7 7']));
     expect(new Set(msgs.map((m) => m.subject))).toEqual(new Set(['pgwarden.audit.agents.analytics_agent']));
     for (const m of msgs) expect(validate(m.event), JSON.stringify(validate.errors)).toBe(true);
     expect(verifyChain(msgs.map((m) => m.event))).toMatchObject({ ok: true, sessions: 1, events: 7 });
 
     const nc = await connect({ servers: nats.url });
-    const again = await jetstream(nc).publish(msgs[2].subject, JSON.stringify(msgs[2].event), { msgID: 'sess-a.3' });
+    const body = msgs.map((m) => JSON.stringify(m.event)).join('\n');
+    const again = await jetstream(nc).publish(msgs[0].subject, body, { msgID: 'sess-a.1+7' });
     expect(again.duplicate).toBe(true);
     const info = await (await jetstreamManager(nc)).streams.info(AUDIT_STREAM);
-    expect(info.state.messages).toBe(7);
+    expect(info.state.messages).toBe(1);
     expect(info.config.duplicate_window).toBeGreaterThanOrEqual(120e9);
     await nc.close();
     await purge(nats.url);
@@ -206,6 +209,22 @@ describe('NATS audit sink (real nats-server)', () => {
     await purge(nats.url);
   });
 
+  it('maxBatchEvents 1: one message per event, id <session>.<seq>, no batch header (as before batching)', async () => {
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      maxBatchEvents: 1,
+      registry: new Registry(),
+    });
+    const s = createAuditRecorder(sink, { instanceId: 't7' }).openSession(sessionInfo('one'));
+    for (let i = 0; i < 4; i++) s.statement(selectRecord(i));
+    await sink.whenIdle(10_000);
+    await sink.close();
+    const msgs = await readAuditStream(nats.url);
+    expect(msgs.map((m) => `${m.msgID} ${m.batch}`)).toEqual(range(5).map((i) => `one.${i} 1`));
+    await purge(nats.url);
+  });
+
   it('drops (and counts) an event too large for NATS instead of blocking the log behind it', async () => {
     const sink = new NatsAuditSink({
       servers: [nats.url],
@@ -255,5 +274,32 @@ describe('NATS audit sink (real nats-server)', () => {
     expect(sink.stats().dropped).toBe(0);
     await sink.close();
     await purge(nats.url);
+  });
+});
+
+describe('SubjectReader', () => {
+  it('reads the subject of canonical event JSON as parsing it would, also from text that mimics the keys', () => {
+    const reader = new SubjectReader();
+    const base = { v: 1, type: 'statement', id: 's.1', session: { id: 's', seq: 1 }, prevHash: null, hash: 'h' };
+    const events: Record<string, unknown>[] = [
+      { ...base, identity: { groups: [], namespace: 'agents' }, policy: { hash: 'x', name: 'analytics.agent' } },
+      { ...base, identity: { groups: ['a]"b'], namespace: 'n.s' }, masking: { cells: 2, columns: ['c'] } },
+      { ...base, policy: { hash: 'x', name: 'p' } },
+      { ...base },
+      // Key-like text inside strings, and an identity nested before the top-level one.
+      {
+        ...base,
+        approval: { identity: { namespace: 'wrong' } },
+        identity: { groups: [], namespace: 'right' },
+        statement: { text: 'SELECT \'"identity":{"namespace":"evil"},"prevHash":\'' },
+      },
+      { ...base, statement: { text: '"identity":{"namespace":"evil"},"policy":{"name":"evil"},"prevHash":' } },
+    ];
+    for (const e of events) {
+      const json = canonicalJson(e);
+      expect(reader.of(json), json).toBe(auditSubject(JSON.parse(json)));
+      expect(reader.of(json), json).toBe(auditSubject(e)); // again, from what it remembered
+    }
+    expect(reader.of(canonicalJson(events[4]))).toBe('pgwarden.audit.right._');
   });
 });

@@ -9,7 +9,7 @@ import { type AuditStreamLimits, DEFAULT_STREAM_LIMITS } from './audit-stream.js
 import { DiskSpool, type DiskSpoolOptions, type SpoolPos } from './disk-spool.js';
 import { DropTracker, nowMicros } from './drop-tracker.js';
 import { AuditError } from './errors.js';
-import { JetStreamPublisher } from './jetstream-publisher.js';
+import { type Batch, DEFAULT_BATCH_LIMITS, JetStreamPublisher } from './jetstream-publisher.js';
 import { NatsLink } from './nats-link.js';
 
 export interface NatsSinkOptions {
@@ -25,6 +25,8 @@ export interface NatsSinkOptions {
   publishTimeoutMs?: number;
   /** How long events may wait to be written to NATS together (see JetStreamPublisher). Default 5. */
   publishLingerMs?: number;
+  /** Events per JetStream message at most (1: one message per event, as before batching). Default 64. */
+  maxBatchEvents?: number;
   stream?: Partial<AuditStreamLimits>;
   credsFile?: string;
   /** NATS user/password files (a mounted Secret); see NatsLinkOptions. */
@@ -50,18 +52,26 @@ interface Entry {
   end?: SpoolPos;
   session?: string;
   seq?: number;
+  /** The JetStream message it was sent in; a re-send repeats that message (same id, so it deduplicates). */
+  batch?: Batch<Entry>;
 }
 
 /**
  * JetStream sink. One ordered log: a memory window of unacknowledged entries (head = oldest) and, behind it,
  * the disk spool. While the spool holds anything, new events are appended to it (never to memory), and the
  * window is a read-ahead of the spool; so delivery is oldest-first across outages and restarts. Publishes are
- * pipelined up to maxInFlight; after any failure sending pauses, waits for the in-flight ones to settle and
- * resumes from the oldest unacknowledged entry (the message id `<session>.<seq>` makes re-sends idempotent).
+ * pipelined up to maxInFlight events, several events of a subject per message (JetStreamPublisher); an event
+ * counts as delivered only when its message's PubAck arrives. After any failure sending pauses, waits for the
+ * in-flight ones to settle and resumes from the oldest unacknowledged entry (message ids `<session>.<seq>`, or
+ * `<session>.<seq>+<count>` for a batch re-sent as it was, make re-sends idempotent; the collector also
+ * deduplicates by event id what a batch formed differently after a restart repeats).
  */
 export class NatsAuditSink implements AuditSink {
   private readonly opts: Required<
-    Omit<NatsSinkOptions, 'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'userFiles' | 'tls'>
+    Omit<
+      NatsSinkOptions,
+      'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'userFiles' | 'tls' | 'maxBatchEvents'
+    >
   >;
   private readonly limits: AuditStreamLimits;
   private readonly spool?: DiskSpool;
@@ -89,6 +99,7 @@ export class NatsAuditSink implements AuditSink {
   private readonly link: NatsLink;
   private readonly publisher: JetStreamPublisher<Entry>;
   private readonly gaugeTimer: NodeJS.Timeout;
+  private readonly subjects = new SubjectReader();
 
   constructor(options: NatsSinkOptions) {
     this.opts = {
@@ -110,9 +121,10 @@ export class NatsAuditSink implements AuditSink {
     this.gaugeTimer.unref();
     this.publisher = new JetStreamPublisher<Entry>(
       this.opts.publishTimeoutMs,
-      (e) => this.acked(e),
+      (items) => this.acked(items),
       (err) => this.failed(err),
       this.opts.publishLingerMs,
+      { maxEvents: options.maxBatchEvents ?? DEFAULT_BATCH_LIMITS.maxEvents },
     );
     this.link = new NatsLink({
       servers: this.opts.servers,
@@ -129,7 +141,7 @@ export class NatsAuditSink implements AuditSink {
 
   emit(event: Record<string, unknown>): void {
     const session = event.session as { id?: string; seq?: number } | undefined;
-    const entry: Entry = {
+    this.accept({
       subject: auditSubject(event),
       // Recorder events always carry id = <session>.<seq>; anything else still gets a unique message id.
       msgID: String(event.id ?? randomUUID()).replace(/[\t\n\r]/g, '_'),
@@ -137,7 +149,25 @@ export class NatsAuditSink implements AuditSink {
       state: PENDING,
       session: session?.id,
       seq: session?.seq,
-    };
+    });
+  }
+
+  /**
+   * A recorder event as its canonical JSON (id `<session>.<seq>`): offering this spares the recorder building an
+   * event object per statement (statement-json.ts), which cost far more than reading the subject back here.
+   */
+  emitJson(json: string, session: string, seq: number): void {
+    this.accept({
+      subject: this.subjects.of(json),
+      msgID: `${session}.${seq}`.replace(/[\t\n\r]/g, '_'),
+      data: json,
+      state: PENDING,
+      session,
+      seq,
+    });
+  }
+
+  private accept(entry: Entry): void {
     if (this.closing) {
       this.drop(entry, 'closed');
       return;
@@ -324,11 +354,12 @@ export class NatsAuditSink implements AuditSink {
     this.publisher.publish(e);
   }
 
-  private acked(e: Entry): void {
-    e.state = ACKED;
-    this.counts.published++;
+  /** One message's events, all stored: only now do they leave the window (and the spool, via advance). */
+  private acked(items: Entry[]): void {
+    for (const e of items) e.state = ACKED;
+    this.counts.published += items.length;
     this.consecutiveFailures = 0;
-    this.metrics.published.inc({ sink: 'nats' });
+    this.metrics.published.inc({ sink: 'nats' }, items.length);
     this.advance();
     if (this.paused) this.maybeResume();
     else this.pump();
@@ -421,5 +452,34 @@ export class NatsAuditSink implements AuditSink {
     this.forgetInflight();
     this.log('warn', 'audit NATS disconnected; spooling');
     this.spill();
+  }
+}
+
+/**
+ * The subject (`identity.namespace`, `policy.name`) of an event given as canonical JSON. Keys are sorted, so the
+ * top-level `identity` … `policy` members sit together just before `"prevHash":` (schema v1 requires it); only that
+ * span is parsed, and its subject remembered, since a session repeats it statement after statement. A key pattern
+ * with its quotes unescaped cannot occur inside a JSON string, so the search finds members, not text; anything
+ * unexpected (no span, or one that does not parse alone) falls back to parsing the whole event.
+ */
+export class SubjectReader {
+  private readonly known = new Map<string, string>();
+
+  of(json: string): string {
+    const from = json.indexOf('"identity":');
+    const to = from < 0 ? -1 : json.indexOf(',"prevHash":', from);
+    if (to < 0) return auditSubject(JSON.parse(json));
+    const span = json.slice(from, to);
+    let subject = this.known.get(span);
+    if (subject === undefined) {
+      try {
+        subject = auditSubject(JSON.parse(`{${span}}`));
+      } catch {
+        return auditSubject(JSON.parse(json));
+      }
+      if (this.known.size >= 1024) this.known.clear();
+      this.known.set(span, subject);
+    }
+    return subject;
   }
 }

@@ -7,11 +7,14 @@ import type { SessionInfo, StatementRecord } from '../proxy/hooks.js';
 
 export interface StoredAuditMessage {
   subject: string;
+  /** The id of the JetStream message the event came in (shared by the events of one batch). */
   msgID: string | undefined;
+  /** Events in that message (its `Pgwarden-Batch` header; 1 without one). */
+  batch: number;
   event: AuditEvent;
 }
 
-/** Every message in PGWARDEN_AUDIT, in stream order. */
+/** Every event in PGWARDEN_AUDIT, in stream order (a batch message gives one entry per line). */
 export async function readAuditStream(url: string): Promise<StoredAuditMessage[]> {
   const nc = await connect({ servers: url });
   try {
@@ -19,11 +22,17 @@ export async function readAuditStream(url: string): Promise<StoredAuditMessage[]
     const total = (await jsm.streams.info(AUDIT_STREAM)).state.messages;
     const out: StoredAuditMessage[] = [];
     if (total === 0) return out;
+    let seen = 0;
     const consumer = await jetstream(nc).consumers.get(AUDIT_STREAM);
     const iter = await consumer.consume({ max_messages: 1000 });
     for await (const m of iter) {
-      out.push({ subject: m.subject, msgID: m.headers?.get('Nats-Msg-Id'), event: m.json<AuditEvent>() });
-      if (out.length >= total) break;
+      const msgID = m.headers?.get('Nats-Msg-Id');
+      const lines = m.string().split('\n');
+      const batch = Number(m.headers?.get('Pgwarden-Batch') || 1);
+      if (batch !== lines.length)
+        throw new Error(`message ${msgID}: header says ${batch} events, body has ${lines.length}`);
+      for (const line of lines) out.push({ subject: m.subject, msgID, batch, event: JSON.parse(line) as AuditEvent });
+      if (++seen >= total) break;
     }
     await iter.close();
     return out;
