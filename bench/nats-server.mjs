@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { freePort, waitForPort } from './net.mjs';
 
@@ -47,11 +47,23 @@ export async function startBenchNats() {
     url,
     pid: child.pid,
     /** Messages in the audit stream: what the NATS leg's sidecar got acknowledged. */
+    /** Audit events in the stream: a message carries one event, or `Pgwarden-Batch: N` of them (docs/audit.md). */
     async auditMessages() {
       const nc = await connect({ servers: url });
       try {
+        const js = jetstream(nc);
         const info = await (await jetstreamManager(nc)).streams.info(AUDIT_STREAM);
-        return info.state.messages;
+        const total = info.state.messages;
+        if (total === 0) return 0;
+        const consumer = await js.consumers.get(AUDIT_STREAM); // ordered, ephemeral
+        const messages = await consumer.consume({ max_messages: 1000 });
+        let seen = 0;
+        let events = 0;
+        for await (const m of messages) {
+          events += Number(m.headers?.get('Pgwarden-Batch') || 1);
+          if (++seen >= total) break;
+        }
+        return events;
       } catch {
         return 0;
       } finally {
