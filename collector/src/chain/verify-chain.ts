@@ -101,37 +101,47 @@ export interface AdvanceResult {
  * altered event yields one finding rather than condemning everything after it.
  */
 export function advance(cursor: ChainCursor, events: readonly ChainEvent[], rules: ChainRules): AdvanceResult {
-  const bySeq = new Map<number, ChainEvent[]>();
+  // One event per seq is the rule; a list only where a seq repeats (redelivery or a conflicting forgery).
+  const bySeq = new Map<number, ChainEvent | ChainEvent[]>();
   for (const e of events) {
     if (e.session.seq <= cursor.verifiedSeq) continue;
-    const list = bySeq.get(e.session.seq);
-    if (list) list.push(e);
-    else bySeq.set(e.session.seq, [e]);
+    const there = bySeq.get(e.session.seq);
+    if (there === undefined) bySeq.set(e.session.seq, e);
+    else if (Array.isArray(there)) there.push(e);
+    else bySeq.set(e.session.seq, [there, e]);
   }
   const findings: ChainFinding[] = [];
-  let cur = cursor;
+  let verifiedSeq = cursor.verifiedSeq;
+  let verifiedHash = cursor.verifiedHash;
   for (;;) {
-    const next = bySeq.get(cur.verifiedSeq + 1);
-    if (!next) break;
-    bySeq.delete(cur.verifiedSeq + 1);
-    const [e, ...others] = next;
-    const f = check(cur, e, rules);
+    const next = bySeq.get(verifiedSeq + 1);
+    if (next === undefined) break;
+    bySeq.delete(verifiedSeq + 1);
+    const e = Array.isArray(next) ? next[0] : next;
+    const f = check({ verifiedSeq, verifiedHash }, e, rules);
     if (f) findings.push(f);
-    for (const o of others) {
-      if (o.hash !== e.hash || o.id !== e.id) {
-        findings.push({
-          kind: 'audit.tampered',
-          sessionId: e.session.id,
-          seqFrom: e.session.seq,
-          seqTo: e.session.seq,
-          detail: `two different events claim seq ${e.session.seq} (${e.id}, ${o.id})`,
-        });
+    if (Array.isArray(next)) {
+      for (let k = 1; k < next.length; k++) {
+        const o = next[k];
+        if (o.hash !== e.hash || o.id !== e.id) {
+          findings.push({
+            kind: 'audit.tampered',
+            sessionId: e.session.id,
+            seqFrom: e.session.seq,
+            seqTo: e.session.seq,
+            detail: `two different events claim seq ${e.session.seq} (${e.id}, ${o.id})`,
+          });
+        }
       }
     }
-    cur = { verifiedSeq: e.session.seq, verifiedHash: e.hash };
+    verifiedSeq = e.session.seq;
+    verifiedHash = e.hash;
   }
-  const waiting = [...bySeq.keys()];
-  return { cursor: cur, findings, holeAt: waiting.length > 0 ? cur.verifiedSeq + 1 : undefined };
+  return {
+    cursor: { verifiedSeq, verifiedHash },
+    findings,
+    holeAt: bySeq.size > 0 ? verifiedSeq + 1 : undefined,
+  };
 }
 
 export interface FullReport {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import type { ChainFinding } from '../chain/verify-chain.js';
 import { type AuditEvent, parseEvent } from '../event.js';
@@ -32,6 +33,7 @@ export interface IngestQueueEvents {
 }
 
 const decoder = new TextDecoder();
+const BOM_FIRST_BYTE = 0xef;
 const noop = () => {};
 
 interface QueueItem {
@@ -40,9 +42,10 @@ interface QueueItem {
   fail: (e: Error) => void;
 }
 
+/** A parsed batch: `owners[i]` is the delivery `items[i]` came from. */
 interface Prepared {
   items: IngestItem[];
-  settled: { item: QueueItem; event: AuditEvent }[];
+  owners: QueueItem[];
 }
 
 /**
@@ -124,19 +127,17 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
   /** Parses a batch and hashes its events: CPU work done while the previous batch is in the store. */
   private async prepare(batch: QueueItem[]): Promise<Prepared> {
     const items: IngestItem[] = [];
-    const settled: Prepared['settled'] = [];
+    const owners: QueueItem[] = [];
     for (const item of batch) {
       try {
-        const { value, raw } = decode(item.d.body);
-        const event = parseEvent(value);
-        items.push({ event, raw });
-        settled.push({ item, event });
+        items.push(decode(item.d.body));
+        owners.push(item);
       } catch (err) {
         await this.rejectOne(item, (err as Error).message);
       }
     }
     this.store.prehash(items);
-    return { items, settled };
+    return { items, owners };
   }
 
   private take(): QueueItem[] {
@@ -153,19 +154,29 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
       const next = this.queue.length > 0 ? await this.prepare(this.take()) : null;
       const outcome = await writing;
       if (!outcome) {
-        for (const { item } of [...current.settled, ...(next?.settled ?? [])])
+        for (const item of [...current.owners, ...(next?.owners ?? [])])
           item.fail(new Error('ingest queue stopped before the event was stored'));
         return;
       }
-      const fresh = new Set(outcome.inserted);
-      const refused = new Set(outcome.rejectedEvents);
-      for (const { item, event } of current.settled) {
-        item.d.ack?.();
-        item.done(fresh.delete(event) ? 'stored' : refused.has(event) ? 'rejected' : 'duplicate');
-      }
+      this.settle(current, outcome);
       for (const f of outcome.findings) this.emit('finding', f);
       this.emit('stored', outcome.inserted, outcome);
       current = next ?? (this.queue.length > 0 ? await this.prepare(this.take()) : null);
+    }
+  }
+
+  /** Acknowledges a stored batch; only deliveries with a promise (`push`) are told which outcome was theirs. */
+  private settle({ items, owners }: Prepared, outcome: IngestOutcome): void {
+    let fresh: Set<AuditEvent> | undefined;
+    let refused: Set<AuditEvent> | undefined;
+    for (let i = 0; i < owners.length; i++) {
+      const item = owners[i];
+      item.d.ack?.();
+      if (item.done === noop) continue;
+      fresh ??= new Set(outcome.inserted);
+      refused ??= new Set(outcome.rejectedEvents);
+      const event = items[i].event;
+      item.done(fresh.delete(event) ? 'stored' : refused.has(event) ? 'rejected' : 'duplicate');
     }
   }
 
@@ -203,12 +214,23 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
   }
 }
 
-/** The parsed value and the JSON text to store (the text as received when there was one). */
-function decode(body: unknown): { value: unknown; raw: string } {
-  if (typeof body === 'string') return { value: JSON.parse(body), raw: body };
+/**
+ * The event and the JSON text to store (the text as received when there was one), with its UTF-8 bytes when the
+ * event was parsed from exactly those bytes (what IngestItem.utf8 promises). Throws on anything not an event.
+ */
+function decode(body: unknown): IngestItem {
+  if (typeof body === 'string') {
+    // A lone surrogate would not survive encoding to UTF-8: such text keeps only its string form.
+    const utf8 = (body as unknown as { isWellFormed(): boolean }).isWellFormed() ? Buffer.from(body) : undefined;
+    return { event: parseEvent(JSON.parse(body)), raw: body, utf8, hash: undefined };
+  }
   if (body instanceof Uint8Array) {
     const raw = decoder.decode(body);
-    return { value: JSON.parse(raw), raw };
+    // Decoding is lossless only for valid UTF-8 without a byte order mark (which the decoder drops): otherwise the
+    // bytes are not the text's encoding, and the store writes the decoded text instead.
+    const utf8 = body[0] !== BOM_FIRST_BYTE && isUtf8(body) ? body : undefined;
+    return { event: parseEvent(JSON.parse(raw)), raw, utf8, hash: undefined };
   }
-  return { value: body, raw: JSON.stringify(body) };
+  const raw = JSON.stringify(body);
+  return { event: parseEvent(body), raw, utf8: undefined, hash: undefined };
 }

@@ -1,4 +1,5 @@
 import { hashOfCanonicalText } from '../chain/canonical-text.js';
+import { hashOfCanonicalUtf8 } from '../chain/canonical-utf8.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { CollectorError } from '../errors.js';
@@ -33,40 +34,30 @@ export interface IngestOutcome extends WriteResult {
 export class AuditStore {
   readonly partitions: PartitionManager;
   readonly rules: ChainRules;
-  private readonly hashes = new WeakMap<object, string>();
   /** Batches left to write with INSERT … ON CONFLICT before COPY is tried again (see `write`). */
   private insertOnly = 0;
 
   private constructor(
     readonly db: SqlClient,
-    private readonly baseRules: ChainRules,
+    rules: ChainRules,
   ) {
-    const rules = baseRules;
+    this.rules = rules;
     this.partitions = new PartitionManager(db);
-    // Hashes computed ahead by prehash() (while the previous batch is being written) are used once, then dropped.
-    this.rules = {
-      ...rules,
-      hashOf: (e) => {
-        const h = this.hashes.get(e);
-        if (h === undefined) return rules.hashOf(e);
-        this.hashes.delete(e);
-        return h;
-      },
-    };
   }
 
   /**
-   * Computes the chain hashes of events about to be ingested; CPU work the ingest queue overlaps with I/O. Items
-   * with the text they arrived as are hashed from that text when it is provably canonical (schema v1 only).
+   * Computes the chain hashes of items about to be ingested (into `item.hash`); CPU work the ingest queue overlaps
+   * with I/O. Items are hashed from the bytes or text they arrived as when that is provably the canonical encoding
+   * (schema v1 only), else by re-encoding the event.
    */
-  prehash(input: readonly (AuditEvent | IngestItem)[]): void {
-    const fromText = this.baseRules === schemaV1Rules;
-    for (const x of input) {
-      const e = isItem(x) ? x.event : x;
-      if (this.hashes.has(e)) continue;
+  prehash(items: readonly IngestItem[]): void {
+    const fromText = this.rules === schemaV1Rules;
+    for (const x of items) {
+      if (x.hash !== undefined) continue;
+      const e = x.event;
       try {
-        const h = fromText && isItem(x) ? hashOfCanonicalText(x.raw, e) : undefined;
-        this.hashes.set(e, h ?? this.baseRules.hashOf(e));
+        const h = !fromText ? undefined : x.utf8 ? hashOfCanonicalUtf8(x.utf8, e.hash) : hashOfCanonicalText(x.raw, e);
+        x.hash = h ?? this.rules.hashOf(e);
       } catch {
         // An unhashable event is reported by the chain check itself.
       }

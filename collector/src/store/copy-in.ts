@@ -57,3 +57,72 @@ export function copyField(v: string | number | null): string {
   if (typeof v === 'number') return String(v);
   return SPECIAL.test(v) ? v.replace(SPECIAL_ALL, (c) => ESCAPES[c]) : v;
 }
+
+/** Whether a string holds a character COPY's text format must escape. */
+export const needsCopyEscape = (s: string) => SPECIAL.test(s);
+
+const BACKSLASH = 0x5c;
+const NEWLINE = 0x0a;
+const RETURN = 0x0d;
+const TAB = 0x09;
+const BYTE_ESCAPES: Record<number, number> = { [BACKSLASH]: BACKSLASH, [NEWLINE]: 0x6e, [RETURN]: 0x72, [TAB]: 0x74 };
+
+/**
+ * A COPY text-format payload written straight into one growing buffer: text parts are UTF-8 encoded in place,
+ * and byte fields that need no escaping (the usual event JSON) are copied as they are, never decoded.
+ */
+export class CopyPayload {
+  private buf: Buffer;
+  private len = 0;
+
+  constructor(sizeHint: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(1024, sizeHint));
+  }
+
+  /** Appends text that is already in COPY's text format (escaped fields, tabs, `\N`). */
+  text(s: string): void {
+    this.reserve(s.length * 3);
+    this.len += this.buf.write(s, this.len);
+  }
+
+  /** Appends UTF-8 bytes as one field, escaped as `copyField` escapes text. */
+  bytes(b: Uint8Array): void {
+    const clean =
+      b.indexOf(BACKSLASH) === -1 && b.indexOf(NEWLINE) === -1 && b.indexOf(RETURN) === -1 && b.indexOf(TAB) === -1;
+    this.reserve(clean ? b.length : b.length * 2);
+    if (clean) {
+      this.buf.set(b, this.len);
+      this.len += b.length;
+      return;
+    }
+    const out = this.buf;
+    let n = this.len;
+    for (let i = 0; i < b.length; i++) {
+      const c = b[i];
+      const e = BYTE_ESCAPES[c];
+      if (e === undefined) out[n++] = c;
+      else {
+        out[n++] = BACKSLASH;
+        out[n++] = e;
+      }
+    }
+    this.len = n;
+  }
+
+  endRow(): void {
+    this.reserve(1);
+    this.buf[this.len++] = NEWLINE;
+  }
+
+  /** The payload so far (a view, valid until the next append). */
+  data(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
+
+  private reserve(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
+  }
+}

@@ -32,22 +32,32 @@ describe('COPY ingest', () => {
     expect(copyField('a\tb\nc\rd\\.')).toBe('a\\tb\\nc\\rd\\\\.');
   });
 
-  it('stores text with tabs, newlines, backslashes and quotes byte for byte, in every column', async () => {
-    const odd = ['public."t\tab"', 'x\\y', 'line\nbreak', '\\.', '{"a",b}'];
-    const evs = makeSession({ id: 'cp-odd\\1', namespace: 'ns\\\t', user: 'u\r\n\\N', statements: 4, tables: odd });
-    // Pretty-printed JSON has raw newlines and spaces: stored as received (and hashed by re-encoding).
-    const items = evs.map((e, i) => asReceived(i % 2 ? sidecarJson(e) : JSON.stringify(e, null, '\t')));
-    const r = await store.ingest(items);
-    expect(r.inserted).toHaveLength(6);
-    expect(r.findings).toEqual([]);
-    const rows = await store.db.query<{ event: string; namespace: string; identity: string; tables: string[] }>(
-      `SELECT event, namespace, identity, tables FROM audit_events WHERE session_id = $1 ORDER BY seq`,
-      ['cp-odd\\1'],
-    );
-    expect(rows.map((x) => x.event)).toEqual(items.map((x) => x.raw));
-    expect(rows[1]).toMatchObject({ namespace: 'ns\\\t', identity: 'u\r\n\\N', tables: odd });
-    expect((await store.verify(['cp-odd\\1']))[0]).toMatchObject({ ok: true, events: 6 });
-  });
+  it.each([
+    ['as text', false],
+    ['as UTF-8 bytes', true],
+  ])(
+    'stores text with tabs, newlines, backslashes and quotes byte for byte, in every column (%s)',
+    async (_, bytes) => {
+      const odd = ['public."t\tab"', 'x\\y', 'line\nbreak', '\\.', '{"a",b}', 'ünï 😀'];
+      const sid = `cp-odd\\${bytes ? 'b' : 't'}`;
+      const evs = makeSession({ id: sid, namespace: 'ns\\\t', user: 'u\r\n\\N', statements: 4, tables: odd });
+      // Pretty-printed JSON has raw newlines and spaces: stored as received (and hashed by re-encoding).
+      const items = evs.map((e, i) => {
+        const raw = i % 2 ? sidecarJson(e) : JSON.stringify(e, null, '\t');
+        return bytes ? { ...asReceived(raw), utf8: Buffer.from(raw) } : asReceived(raw);
+      });
+      const r = await store.ingest(items);
+      expect(r.inserted).toHaveLength(6);
+      expect(r.findings).toEqual([]);
+      const rows = await store.db.query<{ event: string; namespace: string; identity: string; tables: string[] }>(
+        `SELECT event, namespace, identity, tables FROM audit_events WHERE session_id = $1 ORDER BY seq`,
+        [sid],
+      );
+      expect(rows.map((x) => x.event)).toEqual(items.map((x) => x.raw));
+      expect(rows[1]).toMatchObject({ namespace: 'ns\\\t', identity: 'u\r\n\\N', tables: odd });
+      expect((await store.verify([sid]))[0]).toMatchObject({ ok: true, events: 6 });
+    },
+  );
 
   it('stores each event once when batches repeat stored events or repeat within themselves', async () => {
     const evs = makeSession({ id: 'cp-redeliver', statements: 60 }).map((e) => asReceived(sidecarJson(e)));

@@ -2,12 +2,13 @@ import {
   type AdvanceResult,
   advance,
   type ChainCursor,
+  type ChainEvent,
   type ChainFinding,
   type ChainRules,
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
-import { copyField } from './copy-in.js';
+import { CopyPayload, copyField, needsCopyEscape } from './copy-in.js';
 import type { SqlRunner } from './sql-client.js';
 
 /** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
@@ -45,6 +46,7 @@ const ROWS_PER_INSERT = 250;
 
 /** A PostgreSQL array literal of text (https://www.postgresql.org/docs/current/arrays.html#ARRAYS-IO). */
 function textArrayLiteral(items: readonly string[]): string {
+  if (items.length === 1 && !/["\\]/.test(items[0])) return `{"${items[0]}"}`;
   return `{${items.map((x) => `"${x.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`;
 }
 
@@ -77,6 +79,13 @@ const insertSql = (rows: number) => {
 export interface IngestItem {
   event: AuditEvent;
   raw: string;
+  /**
+   * The UTF-8 bytes of `raw`, when `event` was parsed from exactly them: the store then hashes and copies these
+   * bytes without encoding the text again (see chain/canonical-utf8.ts for what that guarantee buys).
+   */
+  utf8?: Uint8Array;
+  /** The event's content hash, when computed ahead (AuditStore.prehash); the chain check uses it as is. */
+  hash?: string;
 }
 
 const UPSERT_SESSIONS = `
@@ -110,21 +119,39 @@ async function copyEvents(
 ): Promise<Set<string>> {
   const ids = new Set<string>();
   const keys = new Set<string>();
-  const lines: string[] = [];
-  for (const { event: e, raw } of items) {
+  let size = 0;
+  for (const it of items) size += (it.utf8?.length ?? it.raw.length) + 256;
+  const payload = new CopyPayload(size);
+  for (const { event: e, raw, utf8 } of items) {
     // The primary key, as the conflict target of the INSERT path (same text of time; an equal instant written
     // differently still conflicts in PostgreSQL, and then the INSERT path takes over).
     const key = `${e.session.id}\u0000${e.session.seq}\u0000${e.time}`;
     if (keys.has(key)) continue;
     keys.add(key);
     ids.add(e.id);
-    const f = indexedFields(e);
-    lines.push(
-      `${copyField(e.id)}\t${copyField(e.time)}\t${copyField(e.session.id)}\t${e.session.seq}\t${copyField(e.type)}\t${copyField(f.namespace)}\t${copyField(f.policy)}\t${copyField(f.identity)}\t${copyField(f.kind)}\t${copyField(f.decision)}\t${copyField(textArrayLiteral(f.tables))}\t${copyField(e.prevHash ?? null)}\t${copyField(e.hash)}\t${copyField(raw)}\n`,
-    );
+    if (utf8) {
+      payload.text(copyRowPrefix(e));
+      payload.bytes(utf8);
+      payload.endRow();
+    } else payload.text(`${copyRowPrefix(e)}${copyField(raw)}\n`);
   }
-  await tx.copyIn(COPY_EVENTS, Buffer.from(lines.join('')));
+  await tx.copyIn(COPY_EVENTS, payload.data());
   return ids;
+}
+
+/**
+ * The columns before `event` of one COPY row, tab-terminated. One escape test over all values together: event
+ * fields almost never hold a tab, newline or backslash, and one test is cheaper than thirteen.
+ */
+function copyRowPrefix(e: AuditEvent): string {
+  const f = indexedFields(e);
+  const tables = textArrayLiteral(f.tables);
+  const prev = e.prevHash ?? null;
+  const all = `${e.id}${e.time}${e.session.id}${e.type}${f.namespace}${f.policy}${f.identity}${f.kind}${f.decision}${tables}${prev}${e.hash}`;
+  if (!needsCopyEscape(all)) {
+    return `${e.id}\t${e.time}\t${e.session.id}\t${e.session.seq}\t${e.type}\t${f.namespace ?? '\\N'}\t${f.policy ?? '\\N'}\t${f.identity ?? '\\N'}\t${f.kind ?? '\\N'}\t${f.decision ?? '\\N'}\t${tables}\t${prev ?? '\\N'}\t${e.hash}\t`;
+  }
+  return `${copyField(e.id)}\t${copyField(e.time)}\t${copyField(e.session.id)}\t${e.session.seq}\t${copyField(e.type)}\t${copyField(f.namespace)}\t${copyField(f.policy)}\t${copyField(f.identity)}\t${copyField(f.kind)}\t${copyField(f.decision)}\t${copyField(tables)}\t${copyField(prev)}\t${copyField(e.hash)}\t`;
 }
 
 /** The idempotent path: multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id. Returns the ids stored now. */
@@ -174,7 +201,7 @@ export const isDuplicateError = (err: unknown) => (err as { code?: unknown }).co
 export async function writeBatch(
   tx: SqlRunner,
   items: readonly IngestItem[],
-  rules: ChainRules,
+  baseRules: ChainRules,
   opts: WriteOptions = {},
 ): Promise<WriteResult> {
   await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
@@ -183,6 +210,7 @@ export async function writeBatch(
     opts.copy && tx.copyIn
       ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items)
       : await insertEvents(tx, items);
+  const rules = withKnownHashes(baseRules, items);
   const inserted: AuditEvent[] = [];
   for (const e of events) {
     // A batch may itself contain the same event twice (redelivery): keep the first.
@@ -243,6 +271,14 @@ export async function writeBatch(
   await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
   if (result.findings.length > 0) await insertFindings(tx, result.findings);
   return result;
+}
+
+/** `rules` answering hashOf from the hashes computed ahead for this batch's events (a map dropped with the batch). */
+function withKnownHashes(rules: ChainRules, items: readonly IngestItem[]): ChainRules {
+  const known = new Map<ChainEvent, string>();
+  for (const it of items) if (it.hash !== undefined) known.set(it.event, it.hash);
+  if (known.size === 0) return rules;
+  return { ...rules, hashOf: (e) => known.get(e) ?? rules.hashOf(e) };
 }
 
 /**

@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ROLES } from '../../../test/harness/postgres.js';
+import { schemaV1Rules } from '../chain/chain-rules.js';
+import { AuditStore } from '../store/audit-store.js';
+import { makeSession, sidecarJson } from '../testing/audit-events.js';
+import { createTestDatabase } from '../testing/test-database.js';
+import { IngestQueue } from './ingest-queue.js';
+
+/**
+ * Bodies arrive as bytes from NATS: the queue hands the store those bytes to hash and copy only when they are
+ * exactly the encoding of the decoded text, so what is stored and the chain verdicts never depend on the path.
+ */
+describe('ingest queue, byte bodies', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let store: AuditStore;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  /** Pushes byte bodies through a queue; resolves with each outcome and the chain findings raised. */
+  async function ingestBodies(bodies: Uint8Array[]) {
+    const queue = new IngestQueue(store, { maxBatch: 100, maxDelayMs: 1 });
+    const findings: unknown[] = [];
+    queue.on('finding', (f) => findings.push(f));
+    const outcomes = await Promise.all(bodies.map((body) => queue.push({ body, source: 'test' })));
+    await queue.stop();
+    return { outcomes, findings };
+  }
+  const storedText = async (sid: string) =>
+    (
+      await store.db.query<{ event: string }>('SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq', [
+        sid,
+      ])
+    ).map((r) => r.event);
+
+  it('stores the decoded text of canonical, BOM-prefixed and pretty-printed bodies, with intact chains', async () => {
+    const evs = makeSession({ id: 'q-bytes', statements: 4, tables: ['public."ünï\\t"'] });
+    const texts = evs.map((e) => sidecarJson(e));
+    const bodies: Uint8Array[] = texts.map((t) => Buffer.from(t));
+    bodies[1] = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bodies[1]]); // the decoder drops a BOM
+    texts[2] = JSON.stringify(evs[2], null, '\t'); // raw tabs and newlines, not canonical
+    bodies[2] = Buffer.from(texts[2]);
+    const { outcomes, findings } = await ingestBodies(bodies);
+    expect(outcomes).toEqual(bodies.map(() => 'stored'));
+    expect(await storedText('q-bytes')).toEqual(texts);
+    expect(findings).toEqual([]);
+    expect((await store.verify(['q-bytes']))[0]).toMatchObject({ ok: true, events: 6 });
+  });
+
+  it('stores invalid UTF-8 as decoded (U+FFFD) and flags that event, as when it arrives as text', async () => {
+    const evs = makeSession({ id: 'q-badutf8', statements: 3 });
+    const bodies: Uint8Array[] = evs.map((e) => Buffer.from(sidecarJson(e)));
+    const at = bodies[2].indexOf('SELECT');
+    bodies[2] = Buffer.concat([bodies[2].subarray(0, at), Buffer.from([0x80]), bodies[2].subarray(at)]);
+    const { outcomes, findings } = await ingestBodies(bodies);
+    expect(outcomes).toEqual(bodies.map(() => 'stored'));
+    expect(await storedText('q-badutf8')).toEqual(bodies.map((b) => new TextDecoder().decode(b)));
+    expect(findings).toEqual([expect.objectContaining({ kind: 'audit.tampered', seqFrom: 3 })]);
+    expect((await store.verify(['q-badutf8']))[0].findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', seqFrom: 3 }),
+    ]);
+  });
+});
