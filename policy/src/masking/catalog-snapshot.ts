@@ -31,6 +31,8 @@ export interface CatalogRow {
   attname: string | null;
   atttypid: number | null;
   viewdef: string | null;
+  /** OIDs of the direct parents (pg_inherits: partitions and inheritance children). */
+  parents?: number[];
 }
 
 export interface CatalogSnapshot {
@@ -42,6 +44,12 @@ export interface CatalogSnapshot {
   triggerRelations: Set<number>;
   /** Memo of per-view output lineage, filled by the lineage code. */
   viewMemo: Map<number, unknown>;
+  /**
+   * Every ancestor (partitioned parent, inheritance parent, transitively) of a relation, keyed `schema.table`: a
+   * column rule on `public.events` must also cover `SELECT * FROM events_2024_01`, whose RowDescription names the
+   * partition, not the parent.
+   */
+  ancestors: Map<string, Array<{ schema: string; name: string }>>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -69,6 +77,7 @@ export function emptyCatalog(): CatalogSnapshot {
     userFunctions: new Set(),
     triggerRelations: new Set(),
     viewMemo: new Map(),
+    ancestors: new Map(),
   };
 }
 
@@ -79,7 +88,9 @@ export function buildCatalogSnapshot(
   triggerRelations: readonly number[] = [],
 ): CatalogSnapshot {
   const snap = emptyCatalog();
+  const parents = new Map<number, number[]>();
   for (const r of rows) {
+    if (r.parents?.length && !parents.has(r.oid)) parents.set(r.oid, r.parents);
     let rel = snap.byOid.get(r.oid);
     if (!rel) {
       rel = { oid: r.oid, schema: r.schema, name: r.name, kind: r.kind, columns: [] };
@@ -94,6 +105,23 @@ export function buildCatalogSnapshot(
     }
   }
   for (const rel of snap.byOid.values()) rel.columns.sort((a, b) => a.attnum - b.attnum);
+  for (const [oid, direct] of parents) {
+    const rel = snap.byOid.get(oid);
+    if (!rel) continue;
+    const seen = new Set<number>([oid]);
+    const found: Array<{ schema: string; name: string }> = [];
+    const queue = [...direct];
+    while (queue.length) {
+      const p = queue.shift()!;
+      if (seen.has(p)) continue;
+      seen.add(p);
+      const prel = snap.byOid.get(p);
+      if (!prel) continue;
+      found.push({ schema: prel.schema, name: prel.name });
+      queue.push(...(parents.get(p) ?? []));
+    }
+    if (found.length) snap.ancestors.set(`${rel.schema}.${rel.name}`, found);
+  }
   for (const f of userFunctions) snap.userFunctions.add(f);
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
   return snap;

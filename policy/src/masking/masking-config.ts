@@ -83,12 +83,24 @@ export function compileMasking(
   };
 }
 
-/** The first column rule covering schema.table.column, if any. */
+/**
+ * The first column rule covering schema.table.column, if any; with a catalog, a rule on any ancestor of the table
+ * (partitioned or inheritance parent) covers it too, since a partition holds the parent's rows.
+ */
 export function columnRuleFor(
   config: MaskingConfig,
   schema: string,
   table: string,
   column: string,
+  ancestors?: ReadonlyMap<string, ReadonlyArray<{ schema: string; name: string }>>,
 ): CompiledColumnRule | undefined {
-  return config.columns.find((c) => globMatches(c.column, column) && tableGlobMatches(c.table, schema, table));
+  const direct = config.columns.find((c) => globMatches(c.column, column) && tableGlobMatches(c.table, schema, table));
+  if (direct || !ancestors) return direct;
+  for (const a of ancestors.get(`${schema}.${table}`) ?? []) {
+    const rule = config.columns.find(
+      (c) => globMatches(c.column, column) && tableGlobMatches(c.table, a.schema, a.name),
+    );
+    if (rule) return rule;
+  }
+  return undefined;
 }

@@ -56,11 +56,11 @@ export interface LineageVerdict {
 }
 
 /** Does this lineage touch a masked column (or an untraceable input)? */
-export function lineageVerdict(lin: Lineage, config: MaskingConfig): LineageVerdict {
+export function lineageVerdict(lin: Lineage, config: MaskingConfig, cat?: CatalogSnapshot): LineageVerdict {
   let rule: CompiledColumnRule | undefined;
   for (const key of lin.cols) {
     const [s, t, c] = splitColKey(key);
-    rule = columnRuleFor(config, s, t, c);
+    rule = columnRuleFor(config, s, t, c, cat?.ancestors);
     if (rule) break;
   }
   return { rule, undecidable: lin.unknown };
@@ -109,13 +109,13 @@ export function planColumns(
         action = derived({ undecidable: true }, config);
       } else {
         source = `${rel.schema}.${rel.name}.${col.name}`;
-        const rule = columnRuleFor(config, rel.schema, rel.name, col.name);
+        const rule = columnRuleFor(config, rel.schema, rel.name, col.name, cat.ancestors);
         if (rule) action = { kind: 'mask', strategy: rule.strategy, rule: rule.rule, why: 'column' };
         else if (rel.kind === 'v' || rel.kind === 'm')
-          action = derived(lineageVerdict(walker.relationColumn(rel, col.name, col.attnum), config), config);
+          action = derived(lineageVerdict(walker.relationColumn(rel, col.name, col.attnum), config, cat), config);
       }
     } else if (config.lineage === 'strict') {
-      action = derived(lineage ? lineageVerdict(lineage[i], config) : { undecidable: true }, config);
+      action = derived(lineage ? lineageVerdict(lineage[i], config, cat) : { undecidable: true }, config);
     }
     if (!action && detect && scannable(f)) action = { kind: 'scan' };
     plan.actions.push(action);
@@ -147,7 +147,7 @@ export function checkMaskedUsage(
     if (rules && a.ddlTargets) {
       for (const [schema, name] of a.ddlTargets) {
         const rels = (cat.byName.get(name) ?? []).filter((r) => !schema || r.schema === schema);
-        if (rels.some((r) => r.columns.some((c) => columnRuleFor(config, r.schema, r.name, c.name)))) {
+        if (rels.some((r) => r.columns.some((c) => columnRuleFor(config, r.schema, r.name, c.name, cat.ancestors)))) {
           return deny(
             'masked-ddl',
             `relation ${name} has masked columns: it may not be renamed, moved, altered or given triggers or rules`,
@@ -156,7 +156,7 @@ export function checkMaskedUsage(
       }
     }
     if (rules && config.predicates === 'deny') {
-      const v = lineageVerdict(a.predicate, config);
+      const v = lineageVerdict(a.predicate, config, cat);
       if (v.rule)
         return deny(
           'masked-predicate',
@@ -164,12 +164,12 @@ export function checkMaskedUsage(
         );
     }
     if (rules) {
-      const v = lineageVerdict(a.written, config);
+      const v = lineageVerdict(a.written, config, cat);
       if (v.rule || v.undecidable)
         return deny('masked-write', 'values derived from masked columns may not be written to tables');
     }
     if (a.copyOut) {
-      const v = lineageVerdict(a.copyOut.lin, config);
+      const v = lineageVerdict(a.copyOut.lin, config, cat);
       if (rules && (v.rule || v.undecidable))
         return deny('masked-copy', 'COPY TO of masked columns is not allowed; use SELECT');
       // COPY data reaches the client as CopyData text the scrubber rewrites; binary rows would be corrupted.

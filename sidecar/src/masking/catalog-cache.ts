@@ -10,8 +10,11 @@ export type CatalogQuery = (sql: string) => Promise<Array<Record<string, string 
  */
 export const CATALOG_SQL = `SELECT c.oid::int8::text AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
   a.attnum::text AS attnum, a.attname AS attname, a.atttypid::int8::text AS atttypid,
-  CASE WHEN c.relkind IN ('v','m') AND n.nspname NOT IN ('pg_catalog','information_schema') THEN pg_get_viewdef(c.oid) END AS viewdef
+  CASE WHEN c.relkind IN ('v','m') AND n.nspname NOT IN ('pg_catalog','information_schema') THEN pg_get_viewdef(c.oid) END AS viewdef,
+  par.parents
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN (SELECT inhrelid, string_agg(inhparent::int8::text, ',') AS parents FROM pg_inherits GROUP BY inhrelid) par
+  ON par.inhrelid = c.oid
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   AND c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema','pg_toast')
 WHERE n.nspname <> 'pg_toast'`;
@@ -122,6 +125,7 @@ export class CatalogCache {
         attname: r.attname,
         atttypid: r.atttypid === null ? null : Number(r.atttypid),
         viewdef: r.viewdef,
+        parents: r.parents ? r.parents.split(',').map(Number) : undefined,
       }));
       this.snap = buildCatalogSnapshot(
         catalogRows,
