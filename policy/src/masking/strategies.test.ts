@@ -25,6 +25,11 @@ describe('strategies', () => {
   it('email keeps the domain only', () => {
     expect(maskText('alice@example.com', s('email'))).toBe('****@example.com');
     expect(maskText('not-an-email', s('email'))).toBe(REDACTED);
+    // Only a plausible host name survives: not free text, not a number glued on after an '@'.
+    expect(maskText(' @secret-4111111111111111', s('email'))).toBe(REDACTED);
+    expect(maskText('x@4111111111111111.example', s('email'))).toBe(REDACTED);
+    expect(maskText('x@my host.example', s('email'))).toBe(REDACTED);
+    expect(maskText('bob@mail-2.example.co.uk', s('email'))).toBe('****@mail-2.example.co.uk');
   });
   it('hash: HMAC-SHA256, stable per key, different across keys', () => {
     const a = maskText('alice@example.com', s('hash'));

@@ -175,10 +175,20 @@ function digits(value: string, key: Buffer): string {
   return out;
 }
 
+/**
+ * A host name the `email` strategy may keep: dot-separated labels of letters, digits and hyphens. Anything else after
+ * the '@' (spaces, a card number glued on, free text) is not a domain, and keeping it could keep the secret.
+ */
+const DOMAIN = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
+/** Six or more digits in a row in a "domain" look like an account, card or phone number, not a host name. */
+const LONG_DIGITS = /\d{6}/;
+
 function email(value: string): string {
   const at = value.lastIndexOf('@');
   if (at <= 0 || at === value.length - 1) return REDACTED;
-  return `${REDACTED}@${value.slice(at + 1)}`;
+  const domain = value.slice(at + 1);
+  if (domain.length > 253 || !DOMAIN.test(domain) || LONG_DIGITS.test(domain)) return REDACTED;
+  return `${REDACTED}@${domain}`;
 }
 
 /** Masks one text value. `null` means "send SQL NULL". */

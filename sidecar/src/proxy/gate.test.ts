@@ -287,4 +287,22 @@ describe('statement gate', () => {
     const m = await run(msg.bind('', 'sneaky'), msg.execute(''), msg.sync());
     expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
   });
+
+  it('audits statements still in flight when the client goes away: an error already seen, or 08006 when unfinished', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const before = records.length;
+    // The ErrorResponse and the Terminate race the ReadyForQuery; and a statement still running when the socket closes.
+    client.send(msg.query('SELECT 1/0'), msg.terminate());
+    const other = (await RawClient.startup(fx.sidecar.port)).client;
+    other.send(msg.query('SELECT pg_sleep(0.3), 42'));
+    await new Promise((r) => setTimeout(r, 50));
+    other.close();
+    const until = Date.now() + 5000;
+    while (records.length < before + 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    const mine = records.slice(before);
+    const div = mine.find((r) => r.request.sql === 'SELECT 1/0');
+    expect(div?.results.map((x) => x.error?.code)).toEqual(['22012']);
+    const sleep = mine.find((r) => r.request.sql.startsWith('SELECT pg_sleep'));
+    expect(sleep?.results.map((x) => x.error?.code)).toEqual(['08006']);
+  });
 });

@@ -302,7 +302,26 @@ export class ProxySession {
     if (this.closed) return;
     this.closed = true;
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
-    for (const e of this.state?.queue.drain() ?? []) e.stmt?.settle();
+    // Statements already sent upstream may have run (or failed) even though their ReadyForQuery never arrived, e.g.
+    // the client sent Terminate right after an ErrorResponse: they are audited with what is known, never dropped.
+    const drained = new Set<Stmt>();
+    for (const e of this.state?.queue.drain() ?? []) {
+      const st = e.stmt;
+      if (st === undefined || drained.has(st)) continue;
+      drained.add(st);
+      if (st.sentAt === 0 && st.results.length === 0) {
+        st.settle(); // never left the proxy
+        continue;
+      }
+      if (st.results.length === 0 || st.rows > 0) {
+        st.endResult({
+          rows: st.rows,
+          bytes: st.bytes,
+          error: { code: '08006', message: 'pgwarden: the session closed before the statement completed' },
+        });
+      }
+      this.statementDone(st.record(), st);
+    }
     this.client.end();
     this.client.destroySoon?.();
     const up = this.upstream?.socket;
