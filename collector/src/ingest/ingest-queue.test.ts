@@ -1,31 +1,18 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ROLES } from '../../../test/harness/postgres.js';
-import { schemaV1Rules } from '../chain/chain-rules.js';
-import { AuditStore } from '../store/audit-store.js';
+import { describe, expect, it } from 'vitest';
 import { makeSession, sidecarJson } from '../testing/audit-events.js';
-import { createTestDatabase } from '../testing/test-database.js';
+import { useTestStore } from '../testing/test-store.js';
 import { IngestQueue } from './ingest-queue.js';
 
 /**
- * Bodies arrive as bytes from NATS: the queue hands the store those bytes to hash and copy only when they are
+ * Bodies arrive as bytes from NATS: the queue hands the t.store those bytes to hash and copy only when they are
  * exactly the encoding of the decoded text, so what is stored and the chain verdicts never depend on the path.
  */
 describe('ingest queue, byte bodies', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let store: AuditStore;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
-  });
-  afterAll(async () => {
-    await store?.close();
-    await db?.drop();
-  });
+  const t = useTestStore();
 
   /** Pushes byte bodies through a queue; resolves with each outcome and the chain findings raised. */
   async function ingestBodies(bodies: Uint8Array[]) {
-    const queue = new IngestQueue(store, { maxBatch: 100, maxDelayMs: 1 });
+    const queue = new IngestQueue(t.store, { maxBatch: 100, maxDelayMs: 1 });
     const findings: unknown[] = [];
     queue.on('finding', (f) => findings.push(f));
     const outcomes = await Promise.all(bodies.map((body) => queue.push({ body, source: 'test' })));
@@ -34,7 +21,7 @@ describe('ingest queue, byte bodies', () => {
   }
   const storedText = async (sid: string) =>
     (
-      await store.db.query<{ event: string }>('SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq', [
+      await t.store.db.query<{ event: string }>('SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq', [
         sid,
       ])
     ).map((r) => r.event);
@@ -50,7 +37,7 @@ describe('ingest queue, byte bodies', () => {
     expect(outcomes).toEqual(bodies.map(() => 'stored'));
     expect(await storedText('q-bytes')).toEqual(texts);
     expect(findings).toEqual([]);
-    expect((await store.verify(['q-bytes']))[0]).toMatchObject({ ok: true, events: 6 });
+    expect((await t.store.verify(['q-bytes']))[0]).toMatchObject({ ok: true, events: 6 });
   });
 
   it('stores invalid UTF-8 as decoded (U+FFFD) and flags that event, as when it arrives as text', async () => {
@@ -62,7 +49,7 @@ describe('ingest queue, byte bodies', () => {
     expect(outcomes).toEqual(bodies.map(() => 'stored'));
     expect(await storedText('q-badutf8')).toEqual(bodies.map((b) => new TextDecoder().decode(b)));
     expect(findings).toEqual([expect.objectContaining({ kind: 'audit.tampered', seqFrom: 3 })]);
-    expect((await store.verify(['q-badutf8']))[0].findings).toEqual([
+    expect((await t.store.verify(['q-badutf8']))[0].findings).toEqual([
       expect.objectContaining({ kind: 'audit.tampered', seqFrom: 3 }),
     ]);
   });

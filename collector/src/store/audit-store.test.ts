@@ -1,31 +1,20 @@
 import { newChain, sealEvent } from '@pgwarden/policy';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ROLES } from '../../../test/harness/postgres.js';
+import { describe, expect, it } from 'vitest';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { makeSession } from '../testing/audit-events.js';
-import { createTestDatabase } from '../testing/test-database.js';
+import { useTestStore } from '../testing/test-store.js';
 import { AuditStore } from './audit-store.js';
 import { getSession, listSessions, searchEvents } from './queries.js';
 
 describe('AuditStore on PostgreSQL', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let store: AuditStore;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
-  });
-  afterAll(async () => {
-    await store?.close();
-    await db?.drop();
-  });
+  const t = useTestStore();
 
   it('migrates once, stores events idempotently into day partitions, and verifies chains as they arrive', async () => {
     // Opening again applies nothing: the migrations table records version 1.
-    const again = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
+    const again = await AuditStore.open({ url: t.url, rules: schemaV1Rules });
     await again.close();
-    const rows = await store.db.query<{ version: number }>('SELECT version FROM pgwarden_schema_migrations');
+    const rows = await t.store.db.query<{ version: number }>('SELECT version FROM pgwarden_schema_migrations');
     expect(rows.map((r) => r.version)).toEqual([1]);
 
     // A session crossing midnight UTC lands in two partitions.
@@ -35,15 +24,15 @@ describe('AuditStore on PostgreSQL', () => {
       startMicros: (Date.UTC(2026, 10, 30) - 2) * 1000,
       denyEvery: 2,
     });
-    const first = await store.ingest(events);
+    const first = await t.store.ingest(events);
     expect(first.inserted).toHaveLength(6);
     expect(first.findings).toEqual([]);
-    const again2 = await store.ingest([...events, events[0]]);
+    const again2 = await t.store.ingest([...events, events[0]]);
     expect(again2.inserted).toHaveLength(0);
     expect(again2.duplicates).toBe(7);
-    expect(await store.partitions.list()).toEqual(['audit_events_p20261129', 'audit_events_p20261130']);
+    expect(await t.store.partitions.list()).toEqual(['audit_events_p20261129', 'audit_events_p20261130']);
 
-    const s = await getSession(store.db, 's-midnight');
+    const s = await getSession(t.store.db, 's-midnight');
     expect(s?.session).toMatchObject({
       events: 6,
       statements: 4,
@@ -55,51 +44,51 @@ describe('AuditStore on PostgreSQL', () => {
       namespace: 'agents',
     });
     expect(s?.events.map((e) => e.session.seq)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect((await store.verify(['s-midnight']))[0]).toMatchObject({ ok: true, events: 6 });
+    expect((await t.store.verify(['s-midnight']))[0]).toMatchObject({ ok: true, events: 6 });
   });
 
   it('waits for out-of-order events, reports a hole that stays as a gap, and heals it when the event comes', async () => {
     const ev = makeSession({ id: 's-order', statements: 5 });
-    await store.ingest([ev[0], ev[2], ev[1]]); // 1, 3, 2: contiguous after the batch
-    await store.ingest([ev[4], ev[5]]); // 5, 6 while 4 is missing
-    let s = await getSession(store.db, 's-order');
+    await t.store.ingest([ev[0], ev[2], ev[1]]); // 1, 3, 2: contiguous after the batch
+    await t.store.ingest([ev[4], ev[5]]); // 5, 6 while 4 is missing
+    let s = await getSession(t.store.db, 's-order');
     expect(s?.session).toMatchObject({ verifiedSeq: 3, maxSeq: 6, chain: 'pending' });
-    const gaps = await store.sweepGaps(0);
+    const gaps = await t.store.sweepGaps(0);
     expect(gaps).toEqual([expect.objectContaining({ kind: 'audit.gap', sessionId: 's-order', seqFrom: 4, seqTo: 4 })]);
-    expect((await store.verify(['s-order']))[0].findings).toEqual([
+    expect((await t.store.verify(['s-order']))[0].findings).toEqual([
       expect.objectContaining({ kind: 'audit.gap', seqFrom: 4, seqTo: 4 }),
     ]);
-    s = await getSession(store.db, 's-order');
+    s = await getSession(t.store.db, 's-order');
     expect(s?.session.chain).toBe('gap');
 
-    const late = await store.ingest([ev[3], ev[6]]);
+    const late = await t.store.ingest([ev[3], ev[6]]);
     expect(late.healed).toBe(1);
-    s = await getSession(store.db, 's-order');
+    s = await getSession(t.store.db, 's-order');
     expect(s?.session).toMatchObject({ verifiedSeq: 7, chain: 'ok' });
     expect(s?.findings[0].resolvedAt).not.toBeNull();
-    expect((await store.verify(['s-order']))[0].ok).toBe(true);
+    expect((await t.store.verify(['s-order']))[0].ok).toBe(true);
   });
 
-  it('flags a forged event at ingest and an event altered in the store at re-verification', async () => {
+  it('flags a forged event at ingest and an event altered in the t.store at re-verification', async () => {
     const ev = makeSession({ id: 's-forged', statements: 3 });
     const forged = {
       ...ev[2],
       decision: { action: 'allow' as const, rule: 'read-orders' },
       statement: { ...ev[2].statement!, text: 'SELECT 1' },
     };
-    const r = await store.ingest([ev[0], ev[1], forged, ev[3], ev[4]]);
+    const r = await t.store.ingest([ev[0], ev[1], forged, ev[3], ev[4]]);
     expect(r.findings).toEqual([
       expect.objectContaining({ kind: 'audit.tampered', sessionId: 's-forged', seqFrom: 3 }),
     ]);
-    expect((await getSession(store.db, 's-forged'))?.session.chain).toBe('tampered');
+    expect((await getSession(t.store.db, 's-forged'))?.session.chain).toBe('tampered');
 
     const clean = makeSession({ id: 's-altered', statements: 3 });
-    await store.ingest(clean);
-    await store.db.query(
+    await t.store.ingest(clean);
+    await t.store.db.query(
       `UPDATE audit_events SET event = jsonb_set(event::jsonb, '{statement,text}', '"SELECT harmless"')::text WHERE id = $1`,
       ['s-altered.3'],
     );
-    const reports = await store.verify();
+    const reports = await t.store.verify();
     const bad = reports.filter((x) => !x.ok).map((x) => x.sessionId);
     expect(bad.sort()).toEqual(['s-altered', 's-forged', 's-order'].filter((x) => x !== 's-order').sort());
     expect(reports.find((x) => x.sessionId === 's-altered')?.findings).toEqual([
@@ -108,9 +97,9 @@ describe('AuditStore on PostgreSQL', () => {
 
     // Deleting the tail (including session.end) is caught against the max seq recorded at ingest.
     const tail = makeSession({ id: 's-tail', statements: 2 });
-    await store.ingest(tail);
-    await store.db.query('DELETE FROM audit_events WHERE session_id = $1 AND seq >= 3', ['s-tail']);
-    expect((await store.verify(['s-tail']))[0].findings).toEqual([
+    await t.store.ingest(tail);
+    await t.store.db.query('DELETE FROM audit_events WHERE session_id = $1 AND seq >= 3', ['s-tail']);
+    expect((await t.store.verify(['s-tail']))[0].findings).toEqual([
       expect.objectContaining({ kind: 'audit.gap', seqFrom: 3, seqTo: 4 }),
     ]);
   });
@@ -133,7 +122,7 @@ describe('AuditStore on PostgreSQL', () => {
       },
       chain,
     );
-    const r = await store.ingest([gapEvent]);
+    const r = await t.store.ingest([gapEvent]);
     expect(r.findings).toEqual([
       expect.objectContaining({
         kind: 'audit.gap',
@@ -143,7 +132,7 @@ describe('AuditStore on PostgreSQL', () => {
         detail: expect.stringContaining('spool full'),
       }),
     ]);
-    const rows = await store.db.query<{ detail: string }>(
+    const rows = await t.store.db.query<{ detail: string }>(
       `SELECT detail FROM audit_chain_findings WHERE session_id = 's-declared'`,
     );
     expect(rows).toHaveLength(1);
@@ -153,16 +142,16 @@ describe('AuditStore on PostgreSQL', () => {
     const ev = makeSession({ id: 's-nul', statements: 2 });
     // A NUL in an indexed column cannot be stored as PostgreSQL text (22021); the JSON text itself escapes it.
     const bad = { ...ev[2], identity: { ...ev[2].identity!, user: 'mallory\u0000' } };
-    const r = await store.ingest([ev[0], ev[1], bad]);
+    const r = await t.store.ingest([ev[0], ev[1], bad]);
     expect(r.inserted.map((e) => e.session.seq)).toEqual([1, 2]);
     expect(r.rejected).toBe(1);
-    const rej = await store.db.query<{ raw: string }>(`SELECT raw FROM audit_rejected WHERE raw LIKE '%s-nul.3%'`);
+    const rej = await t.store.db.query<{ raw: string }>(`SELECT raw FROM audit_rejected WHERE raw LIKE '%s-nul.3%'`);
     expect(rej).toHaveLength(1);
   });
 
   it('lists sessions with filters and keyset paging, and searches events by table, kind and decision', async () => {
     for (let i = 0; i < 5; i++) {
-      await store.ingest(
+      await t.store.ingest(
         makeSession({
           id: `s-page-${i}`,
           statements: 2,
@@ -174,23 +163,23 @@ describe('AuditStore on PostgreSQL', () => {
         }),
       );
     }
-    const p1 = await listSessions(store.db, { namespace: 'paging', limit: 2 });
+    const p1 = await listSessions(t.store.db, { namespace: 'paging', limit: 2 });
     expect(p1.items.map((s) => s.id)).toEqual(['s-page-4', 's-page-3']);
-    const p2 = await listSessions(store.db, { namespace: 'paging', limit: 2, cursor: p1.next! });
+    const p2 = await listSessions(t.store.db, { namespace: 'paging', limit: 2, cursor: p1.next! });
     expect(p2.items.map((s) => s.id)).toEqual(['s-page-2', 's-page-1']);
-    const p3 = await listSessions(store.db, { namespace: 'paging', limit: 2, cursor: p2.next! });
+    const p3 = await listSessions(t.store.db, { namespace: 'paging', limit: 2, cursor: p2.next! });
     expect(p3.items.map((s) => s.id)).toEqual(['s-page-0']);
     expect(p3.next).toBeNull();
     expect(
-      (await listSessions(store.db, { namespace: 'paging', identity: 'alice', limit: 10 })).items.map((s) => s.id),
+      (await listSessions(t.store.db, { namespace: 'paging', identity: 'alice', limit: 10 })).items.map((s) => s.id),
     ).toEqual(['s-page-3', 's-page-1']);
     expect(
-      (await listSessions(store.db, { namespace: 'paging', decision: 'deny', limit: 10 })).items.map((s) => s.id),
+      (await listSessions(t.store.db, { namespace: 'paging', decision: 'deny', limit: 10 })).items.map((s) => s.id),
     ).toEqual(['s-page-3']);
     const from = new Date(Date.UTC(2026, 10, 30, 14, 2)).toISOString();
     expect(
       (
-        await listSessions(store.db, {
+        await listSessions(t.store.db, {
           namespace: 'paging',
           from,
           to: new Date(Date.UTC(2026, 10, 30, 14, 3)).toISOString(),
@@ -199,11 +188,11 @@ describe('AuditStore on PostgreSQL', () => {
       ).items.map((s) => s.id),
     ).toEqual(['s-page-2']);
 
-    const byTable = await searchEvents(store.db, { table: 'public.t2', limit: 10 });
+    const byTable = await searchEvents(t.store.db, { table: 'public.t2', limit: 10 });
     expect(byTable.items.map((e) => e.id)).toEqual(['s-page-2.3', 's-page-2.2']);
-    const denied = await searchEvents(store.db, { namespace: 'paging', kind: 'delete', decision: 'deny', limit: 1 });
+    const denied = await searchEvents(t.store.db, { namespace: 'paging', kind: 'delete', decision: 'deny', limit: 1 });
     expect(denied.items).toHaveLength(1);
-    const more = await searchEvents(store.db, {
+    const more = await searchEvents(t.store.db, {
       namespace: 'paging',
       kind: 'delete',
       decision: 'deny',
@@ -214,15 +203,15 @@ describe('AuditStore on PostgreSQL', () => {
   });
 
   it('retention drops whole day partitions older than the window', async () => {
-    await store.ingest(makeSession({ id: 's-old', statements: 1, startMicros: Date.UTC(2026, 0, 1) * 1000 }));
-    expect(await store.partitions.list()).toContain('audit_events_p20260101');
-    const dropped = await store.partitions.dropOlderThan(30, Date.UTC(2026, 10, 30, 12));
+    await t.store.ingest(makeSession({ id: 's-old', statements: 1, startMicros: Date.UTC(2026, 0, 1) * 1000 }));
+    expect(await t.store.partitions.list()).toContain('audit_events_p20260101');
+    const dropped = await t.store.partitions.dropOlderThan(30, Date.UTC(2026, 10, 30, 12));
     expect(dropped).toEqual(['audit_events_p20260101']);
-    const c = new pg.Client({ connectionString: db.url });
+    const c = new pg.Client({ connectionString: t.url });
     await c.connect();
     const n = await c.query("SELECT count(*)::int AS n FROM audit_events WHERE session_id = 's-old'");
     await c.end();
     expect(n.rows[0].n).toBe(0);
-    expect(await store.partitions.list()).toContain('audit_events_p20261130');
+    expect(await t.store.partitions.list()).toContain('audit_events_p20261130');
   });
 });

@@ -1,27 +1,14 @@
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ROLES } from '../../../test/harness/postgres.js';
-import { schemaV1Rules } from '../chain/chain-rules.js';
+import { describe, expect, it } from 'vitest';
 import { makeSession, sidecarJson } from '../testing/audit-events.js';
-import { createTestDatabase } from '../testing/test-database.js';
-import { AuditStore } from './audit-store.js';
+import { useTestStore } from '../testing/test-store.js';
 
 /**
  * Events arriving as the sidecar's canonical text are hashed from that text (chain/canonical-text.ts); the
  * verdicts must be exactly those of re-encoding, both at ingest and in a full re-verification.
  */
 describe('ingest of canonical sidecar text', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let store: AuditStore;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
-  });
-  afterAll(async () => {
-    await store?.close();
-    await db?.drop();
-  });
+  const t = useTestStore();
 
   it.each([
     ['text', false],
@@ -41,14 +28,14 @@ describe('ingest of canonical sidecar text', () => {
       .slice(0, relinked[3].lastIndexOf(',"hash":'))
       .replace('"kind":"select"', '"kind": "delete"');
     relinked[3] = `${body},"hash":"${createHash('sha256').update(`${body}}`).digest('hex')}"}`;
-    const r = await store.ingest([...intact, ...forged.map(asReceived), ...relinked.map(asReceived)]);
+    const r = await t.store.ingest([...intact, ...forged.map(asReceived), ...relinked.map(asReceived)]);
     expect(r.inserted).toHaveLength(32 + 7 + 7);
     expect(r.findings).toEqual([
       expect.objectContaining({ kind: 'audit.tampered', sessionId: forgedId, seqFrom: 4, seqTo: 4 }),
       expect.objectContaining({ kind: 'audit.tampered', sessionId: relinkedId, seqFrom: 4, seqTo: 4 }),
       expect.objectContaining({ kind: 'audit.tampered', sessionId: relinkedId, seqFrom: 5, seqTo: 5 }),
     ]);
-    const reports = await store.verify([intactId, forgedId, relinkedId]);
+    const reports = await t.store.verify([intactId, forgedId, relinkedId]);
     expect(reports.find((x) => x.sessionId === intactId)).toMatchObject({ ok: true, events: 32 });
     expect(reports.find((x) => x.sessionId === forgedId)?.findings).toEqual([
       expect.objectContaining({ kind: 'audit.tampered', seqFrom: 4 }),
@@ -58,13 +45,13 @@ describe('ingest of canonical sidecar text', () => {
 
   it('takes the re-encoding path for text that is not canonical, with the same verdict', async () => {
     const evs = makeSession({ id: 'ct-pretty', statements: 3 });
-    const r = await store.ingest(
+    const r = await t.store.ingest(
       evs.map((e) => {
         const raw = JSON.stringify(e, null, 1);
         return { event: JSON.parse(raw), raw, utf8: Buffer.from(raw) };
       }),
     );
     expect(r.findings).toEqual([]);
-    expect((await store.verify(['ct-pretty']))[0]).toMatchObject({ ok: true, events: 5 });
+    expect((await t.store.verify(['ct-pretty']))[0]).toMatchObject({ ok: true, events: 5 });
   });
 });

@@ -1,27 +1,14 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ROLES } from '../../../test/harness/postgres.js';
-import { schemaV1Rules } from '../chain/chain-rules.js';
+import { describe, expect, it } from 'vitest';
 import { makeSession, sidecarJson } from '../testing/audit-events.js';
-import { createTestDatabase } from '../testing/test-database.js';
-import { AuditStore } from './audit-store.js';
+import { useTestStore } from '../testing/test-store.js';
 import { copyField } from './copy-in.js';
 
 /**
  * Ingest writes batches with COPY and falls back to INSERT … ON CONFLICT when a batch repeats stored events; both
- * must store the same bytes and the same verdicts.
+ * must t.store the same bytes and the same verdicts.
  */
 describe('COPY ingest', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let store: AuditStore;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
-  });
-  afterAll(async () => {
-    await store?.close();
-    await db?.drop();
-  });
+  const t = useTestStore();
 
   const asReceived = (raw: string) => ({ event: JSON.parse(raw), raw });
 
@@ -46,36 +33,36 @@ describe('COPY ingest', () => {
         const raw = i % 2 ? sidecarJson(e) : JSON.stringify(e, null, '\t');
         return bytes ? { ...asReceived(raw), utf8: Buffer.from(raw) } : asReceived(raw);
       });
-      const r = await store.ingest(items);
+      const r = await t.store.ingest(items);
       expect(r.inserted).toHaveLength(6);
       expect(r.findings).toEqual([]);
-      const rows = await store.db.query<{ event: string; namespace: string; identity: string; tables: string[] }>(
+      const rows = await t.store.db.query<{ event: string; namespace: string; identity: string; tables: string[] }>(
         `SELECT event, namespace, identity, tables FROM audit_events WHERE session_id = $1 ORDER BY seq`,
         [sid],
       );
       expect(rows.map((x) => x.event)).toEqual(items.map((x) => x.raw));
       expect(rows[1]).toMatchObject({ namespace: 'ns\\\t', identity: 'u\r\n\\N', tables: odd });
-      expect((await store.verify([sid]))[0]).toMatchObject({ ok: true, events: 6 });
+      expect((await t.store.verify([sid]))[0]).toMatchObject({ ok: true, events: 6 });
     },
   );
 
   it('stores each event once when batches repeat stored events or repeat within themselves', async () => {
     const evs = makeSession({ id: 'cp-redeliver', statements: 60 }).map((e) => asReceived(sidecarJson(e)));
-    const first = await store.ingest(evs.slice(0, 20));
+    const first = await t.store.ingest(evs.slice(0, 20));
     expect(first.inserted).toHaveLength(20);
     // Half already stored (COPY refuses the batch, INSERT takes it), one repeated inside the batch.
-    const mixed = await store.ingest([...evs.slice(10, 30), evs[25]]);
+    const mixed = await t.store.ingest([...evs.slice(10, 30), evs[25]]);
     expect(mixed.inserted.map((e) => e.session.seq)).toEqual(evs.slice(20, 30).map((x) => x.event.session.seq));
     expect(mixed.duplicates).toBe(11);
     // The following batches (INSERT for 16 batches, then COPY again) keep storing the rest exactly once.
     for (let i = 30; i < evs.length; i++) {
-      const r = await store.ingest([evs[i], evs[i]]);
+      const r = await t.store.ingest([evs[i], evs[i]]);
       expect(r.inserted).toHaveLength(1);
     }
-    const [{ n }] = await store.db.query<{ n: number }>(
+    const [{ n }] = await t.store.db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM audit_events WHERE session_id = 'cp-redeliver'`,
     );
     expect(n).toBe(62);
-    expect((await store.verify(['cp-redeliver']))[0]).toMatchObject({ ok: true, events: 62 });
+    expect((await t.store.verify(['cp-redeliver']))[0]).toMatchObject({ ok: true, events: 62 });
   });
 });
