@@ -42,6 +42,7 @@ demo: build
 bench: build system-deps
 	node bench/run.mjs
 	npx vitest bench --run policy/bench/decide.bench.ts
+	node policy/bench/decide-steady.mjs
 	PGWARDEN_BENCH=1 npx vitest run collector/src/bench
 
 soak: build system-deps

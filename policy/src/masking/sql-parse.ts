@@ -1,13 +1,11 @@
-import { loadLibPgQuery } from '../sql/parser.js';
+import { initSqlParser, parseSql } from '../sql/parser.js';
 import { MaskingError } from './errors.js';
 
-let parseSync: ((sql: string) => unknown) | undefined;
 let ready = false;
 
 /** Loads the PostgreSQL parser (WASM) once, the same instance the policy engine uses. Must finish before lineage. */
 export function initMaskingParser(): Promise<void> {
-  return loadLibPgQuery().then((m) => {
-    parseSync = m.parseSync;
+  return initSqlParser().then(() => {
     ready = true;
   });
 }
@@ -17,11 +15,9 @@ export type RawStmt = { stmt: any; stmt_location?: number; stmt_len?: number };
 /** Parses SQL into raw statements; throws MaskingError PGW_MASK_PARSE on a syntax error. */
 export function parseStatements(sql: string): RawStmt[] {
   if (!ready) throw new MaskingError('PGW_MASK_PARSER_NOT_LOADED', 'initMaskingParser() has not finished');
-  try {
-    return (parseSync!(sql) as { stmts?: RawStmt[] }).stmts ?? [];
-  } catch (cause) {
-    throw new MaskingError('PGW_MASK_PARSE', 'statement could not be parsed', { cause });
-  }
+  const parsed = parseSql(sql);
+  if (!parsed.ok) throw new MaskingError('PGW_MASK_PARSE', 'statement could not be parsed', { cause: parsed.error });
+  return parsed.stmts as RawStmt[];
 }
 
 /** The single statement of a view definition (pg_get_viewdef output), or undefined when it does not parse. */

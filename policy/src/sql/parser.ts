@@ -1,33 +1,20 @@
 import { PolicyError } from '../errors.js';
+import { loadPgQuery, type PgQueryBinding, PgQueryError } from './libpg-query-wasm.js';
 
-type LibPgQuery = typeof import('libpg-query');
-let lib: LibPgQuery | undefined;
-let loaded: Promise<LibPgQuery> | undefined;
-let ready = false;
+let pg: PgQueryBinding | undefined;
 
 /**
  * Loads the PostgreSQL parser (WASM) once; every analysis after it is synchronous. Safe to call repeatedly. The
- * module itself is imported here, not at the top: merely importing it costs ~12 MiB of RSS, which a sidecar that
- * runs without a policy (allow-all, audit only) never needs.
+ * policy engine and masking lineage share the one instance.
  */
 export function initSqlParser(): Promise<void> {
-  return loadLibPgQuery().then(() => {
-    ready = true;
+  return loadPgQuery().then((binding) => {
+    pg = binding;
   });
-}
-
-/** The libpg-query module, imported and its WASM instantiated once per process (shared with masking lineage). */
-export function loadLibPgQuery(): Promise<LibPgQuery> {
-  loaded ??= import('libpg-query').then(async (m) => {
-    await m.loadModule();
-    lib = m;
-    return m;
-  });
-  return loaded;
 }
 
 export function isSqlParserReady(): boolean {
-  return ready;
+  return pg !== undefined;
 }
 
 export interface ParseFailure {
@@ -48,14 +35,17 @@ export interface RawStmt {
 /** libpg-query nodes are `{ TypeName: { ...fields } }` objects; the walker treats them generically. */
 export type Node = Record<string, unknown>;
 
-function assertReady(): void {
-  if (!ready) throw new PolicyError('PGW_SQL_PARSER_NOT_LOADED', 'call await initSqlParser() before analysing SQL');
+function parser(): PgQueryBinding {
+  if (pg === undefined) {
+    throw new PolicyError('PGW_SQL_PARSER_NOT_LOADED', 'call await initSqlParser() before analysing SQL');
+  }
+  return pg;
 }
 
 export function parseSql(sql: string): ParseOutcome {
-  assertReady();
+  const p = parser();
   try {
-    const tree = lib!.parseSync(sql) as unknown as { stmts?: RawStmt[] };
+    const tree = JSON.parse(p.parseQueryJson(sql)) as { stmts?: RawStmt[] };
     return { ok: true, stmts: tree.stmts ?? [] };
   } catch (e) {
     return { ok: false, error: failure(e) };
@@ -64,32 +54,34 @@ export function parseSql(sql: string): ParseOutcome {
 
 /** Parses a PL/pgSQL function body (libpg-query wants it wrapped in CREATE FUNCTION). */
 export function parsePlpgsqlBody(body: string): { ok: true; tree: unknown } | { ok: false; error: ParseFailure } {
-  assertReady();
   // A dollar-quote tag that does not occur in the body, so the body cannot end the quoting early.
   let tag = 'pgw';
   while (body.includes(`$${tag}$`)) tag += 'x';
   const wrapped = `CREATE FUNCTION pgwarden_do() RETURNS void LANGUAGE plpgsql AS $${tag}$${body}$${tag}$`;
-  try {
-    return { ok: true, tree: lib!.parsePlPgSQLSync(wrapped) };
-  } catch (e) {
-    return { ok: false, error: failure(e) };
-  }
+  return parsePlpgsqlFunction(wrapped);
 }
 
 /** Parses the PL/pgSQL body of a complete CREATE FUNCTION / CREATE PROCEDURE statement. */
 export function parsePlpgsqlFunction(
   createStatement: string,
 ): { ok: true; tree: unknown } | { ok: false; error: ParseFailure } {
-  assertReady();
+  const p = parser();
   try {
-    return { ok: true, tree: lib!.parsePlPgSQLSync(createStatement) };
+    const text = p.parsePlpgsqlText(createStatement);
+    // Success is always a JSON object; anything else is libpg_query's error message.
+    if (!text.startsWith('{')) return { ok: false, error: { message: text, position: undefined } };
+    return { ok: true, tree: JSON.parse(text) };
   } catch (e) {
     return { ok: false, error: failure(e) };
   }
 }
 
 function failure(e: unknown): ParseFailure {
-  const err = e as { message?: string; sqlDetails?: { cursorPosition?: number } };
-  const pos = err.sqlDetails?.cursorPosition;
-  return { message: err.message ?? String(e), position: typeof pos === 'number' ? pos + 1 : undefined };
+  if (e instanceof PgQueryError) {
+    // PostgreSQL's "no position" (0) is reported as position 1, as the libpg-query wrapper used before did.
+    const pos = e.cursorpos;
+    return { message: e.message, position: pos === undefined ? undefined : Math.max(pos, 1) };
+  }
+  const err = e as { message?: string };
+  return { message: err.message ?? String(e), position: undefined };
 }
