@@ -106,8 +106,10 @@ describe('analyzeSql', () => {
   });
 
   it('caches by text and search_path, replaying session effects on a hit', () => {
+    analyzeSql('SET search_path = z; SELECT * FROM t', createSessionState()); // admitted on its second sight
     const s1 = createSessionState();
     const first = analyzeSql('SET search_path = z; SELECT * FROM t', s1);
+    expect(s1.searchPath).toEqual(['public', 'z']);
     const s2 = createSessionState();
     const second = analyzeSql('SET search_path = z; SELECT * FROM t', s2);
     expect(second).toBe(first);
