@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SIDECAR_NODE_OPTIONS } from '@pgwarden/operator';
+import { SIDECAR_NODE_ARGS } from '@pgwarden/operator';
 import { freePort, waitForPort } from './net.mjs';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -63,15 +63,15 @@ export async function startLeg(leg, pg, role, workDir, nats) {
   // BENCH_NODE_ARGS: extra node flags for the leg processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written
   // when the leg exits after SIGTERM); NODE_OPTIONS refuses --cpu-prof.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  // Sidecar legs run with the V8 settings the operator injects (SIDECAR_NODE_OPTIONS in
-  // operator/src/webhook/sidecar-container.ts): a 1 MiB young generation. Measured on 2026-11-30: peak RSS 133 →
-  // 98 MiB, select-only CPU +4–8 µs/tx, 1000-row query −117 µs/tx. BENCH_SIDECAR_NODE_OPTIONS='' measures without.
-  const sidecarNodeOptions = process.env.BENCH_SIDECAR_NODE_OPTIONS ?? SIDECAR_NODE_OPTIONS;
-  const env =
-    leg.kind === 'sidecar' && sidecarNodeOptions
-      ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${sidecarNodeOptions}`.trim() }
-      : process.env;
-  const child = spawn(process.execPath, [...nodeArgs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  // Sidecar legs run with the V8 settings the operator injects on the container's command line (SIDECAR_NODE_ARGS
+  // in operator/src/webhook/sidecar-container.ts; measured there). BENCH_SIDECAR_NODE_ARGS='' measures without them.
+  const sidecarNodeArgs =
+    leg.kind !== 'sidecar'
+      ? []
+      : process.env.BENCH_SIDECAR_NODE_ARGS !== undefined
+        ? process.env.BENCH_SIDECAR_NODE_ARGS.split(' ').filter(Boolean)
+        : SIDECAR_NODE_ARGS;
+  const child = spawn(process.execPath, [...sidecarNodeArgs, ...nodeArgs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const keep = (d) => {
     log = (log + d).slice(-4000);

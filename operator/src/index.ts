@@ -27,4 +27,4 @@ export {
   INJECTION_NAMESPACE_LABEL,
   type SidecarConfig,
 } from './webhook/sidecar-config.js';
-export { SIDECAR_NODE_OPTIONS } from './webhook/sidecar-container.js';
+export { SIDECAR_ENTRYPOINT, SIDECAR_NODE_ARGS } from './webhook/sidecar-container.js';

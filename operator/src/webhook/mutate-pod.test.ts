@@ -93,7 +93,13 @@ describe('mutatePod', () => {
         'PGWARDEN_NODE_NAME',
       ]),
     );
-    expect(sidecar.env).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=1' });
+    expect(sidecar.command).toEqual([
+      'node',
+      '--max-semi-space-size=1',
+      '--heap-growing-percent=50',
+      '/app/bin/pgwarden',
+    ]);
+    expect(sidecar.env.map((e: any) => e.name)).not.toContain('NODE_OPTIONS');
     const credVolume = out.spec.volumes.find((v: any) => v.secret?.secretName === 'orders-agent');
     expect(credVolume).toBeDefined();
     expect(out.spec.volumes.find((v: any) => v.configMap)?.configMap.name).toBe('pgwarden-analytics');
