@@ -71,7 +71,9 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       : process.env.BENCH_SIDECAR_NODE_ARGS !== undefined
         ? process.env.BENCH_SIDECAR_NODE_ARGS.split(' ').filter(Boolean)
         : SIDECAR_NODE_ARGS;
-  const child = spawn(process.execPath, [...sidecarNodeArgs, ...nodeArgs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...sidecarNodeArgs, ...nodeArgs, ...argv], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let log = '';
   const keep = (d) => {
     log = (log + d).slice(-4000);
