@@ -67,7 +67,10 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   );
 
   queue.on('stored', (events, outcome) => {
-    for (const e of events) metrics.ingested.inc({ type: e.type });
+    // Counted per type first: one labelled increment per type and batch, not one per event.
+    const byType = new Map<string, number>();
+    for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
+    for (const [type, n] of byType) metrics.ingested.inc({ type }, n);
     metrics.duplicates.inc(outcome.duplicates);
     metrics.healed.inc(outcome.healed);
     live.publish(events);

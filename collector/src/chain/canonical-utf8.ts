@@ -7,10 +7,12 @@ import * as crypto from 'node:crypto';
  * `,"hash":"<hex>"` appended as the last member (`sealEventToJson` in @pgwarden/policy). One pass over the bytes
  * replaces re-serialising the parsed event (canonical-text.ts), the largest CPU item of ingest after parsing.
  *
- * Contract: the caller's event is `JSON.parse` of exactly these bytes (decoded as UTF-8), so the bytes are valid
- * JSON and the parsed value holds only JSON values. Proof obligation: a returned hash equals `hashEvent(event)`,
- * so ingest and a later full verification (which re-encodes) never disagree. It holds because every accepted
- * text T before the hash member satisfies canonicalJson(JSON.parse(T + '}')) === T + '}':
+ * Contract: `event` is `JSON.parse` of exactly these bytes (decoded as UTF-8); the caller need not have parsed
+ * them, since accepted bytes are checked to be valid JSON here (canonical-event.ts relies on that). Proof
+ * obligation: a returned hash equals `hashEvent(event)`, so ingest and a later full verification (which re-encodes)
+ * never disagree. It holds because every accepted text T before the hash member satisfies
+ * canonicalJson(JSON.parse(T + '}')) === T + '}':
+ * - valid JSON by the grammar (RFC 8259), checked token by token;
  * - valid UTF-8 without a BOM, so decoding is lossless and yields well-formed UTF-16 (no lone surrogates);
  * - no byte outside strings but JSON punctuation, number characters and the literals true/false/null, so no
  *   whitespace;
@@ -26,7 +28,39 @@ export function hashOfCanonicalUtf8(utf8: Uint8Array, claimed: unknown): string 
   if (typeof claimed !== 'string' || claimed.length !== 64) return undefined;
   const end = utf8.length - HASH_MEMBER_LENGTH;
   if (end < 2 || utf8[0] !== LBRACE || !isHashMember(utf8, end, claimed)) return undefined;
-  if (!canonicalBody(utf8, end) || !isUtf8(utf8)) return undefined;
+  if (!canonicalBody(utf8, end, null) || !isUtf8(utf8)) return undefined;
+  return hashClosedAt(utf8, end);
+}
+
+/**
+ * Told about every key and value `canonicalBody` passes, with `depth` the nesting of the object or array holding it
+ * (1 = the top-level object). String positions exclude the quotes.
+ */
+export interface CanonicalSink {
+  key(depth: number, start: number, end: number): void;
+  string(depth: number, start: number, end: number, escaped: boolean, ascii: boolean): void;
+  number(depth: number, from: number, to: number): void;
+  /** `true`, `false` or `null`, by first byte. */
+  literal(depth: number, first: number): void;
+  /** An object or array opens inside the container at `depth`. */
+  open(depth: number, object: boolean): void;
+}
+
+/**
+ * hashOfCanonicalUtf8 for bytes whose claimed hash is not known yet: the hash member's digits are only required to
+ * be 64 lower-case hex digits, and `sink` is told every key and value of the body as the proof pass reads it.
+ */
+export function canonicalEventHash(utf8: Uint8Array, sink: CanonicalSink): string | undefined {
+  const end = utf8.length - HASH_MEMBER_LENGTH;
+  if (end < 2 || utf8[0] !== LBRACE || !isHashMemberBytes(utf8, end)) return undefined;
+  if (!canonicalBody(utf8, end, sink) || !isUtf8(utf8)) return undefined;
+  return hashClosedAt(utf8, end);
+}
+
+/** Where the 64 hex digits of the hash member start, for bytes `canonicalEventHash` accepted. */
+export const hashDigitsAt = (utf8: Uint8Array) => utf8.length - 66;
+
+function hashClosedAt(utf8: Uint8Array, end: number): string {
   // The canonical text is the bytes up to the hash member, closed again: copied whole (no view of the input to
   // allocate), then cut to length with a plain Uint8Array view, cheaper to make than a Buffer's.
   if (scratch.length < utf8.length) scratch = new Uint8Array(Math.max(utf8.length, scratch.length * 2));
@@ -64,10 +98,33 @@ function isHashMember(b: Uint8Array, end: number, claimed: string): boolean {
   return b[h + 64] === QUOTE && b[h + 65] === RBRACE;
 }
 
-/** Whether b[0, end) is a canonical object body still open at the top level (see the proof above). */
-function canonicalBody(b: Uint8Array, end: number): boolean {
+/** As isHashMember, with the digits read from the bytes: 64 lower-case hex digits. */
+function isHashMemberBytes(b: Uint8Array, end: number): boolean {
+  for (let k = 0; k < HASH_PREFIX.length; k++) if (b[end + k] !== HASH_PREFIX[k]) return false;
+  const h = end + HASH_PREFIX.length;
+  for (let k = 0; k < 64; k++) {
+    const c = b[h + k];
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return b[h + 64] === QUOTE && b[h + 65] === RBRACE;
+}
+
+// What the grammar allows next (RFC 8259 §2-5, without whitespace): the parser state of the innermost container.
+const EXPECT_VALUE = 0;
+const EXPECT_VALUE_OR_CLOSE = 1; // just after `[`
+const EXPECT_KEY = 2;
+const EXPECT_KEY_OR_CLOSE = 3; // just after `{`
+const EXPECT_COMMA_OR_CLOSE = 4; // after a member or element
+
+/**
+ * Whether b[0, end) is a canonical object body still open at the top level, after at least one member (see the
+ * proof above). It checks the JSON grammar itself (every token where the grammar allows it, literals spelled out,
+ * no raw control character in a string), so accepted bytes are valid JSON without a JSON.parse of them.
+ */
+function canonicalBody(b: Uint8Array, end: number, sink: CanonicalSink | null): boolean {
   let depth = 0;
   let i = 0;
+  let expect = EXPECT_VALUE;
   while (i < end) {
     const c = b[i];
     if (c === QUOTE) {
@@ -79,8 +136,12 @@ function canonicalBody(b: Uint8Array, end: number): boolean {
         let d = 0;
         while (j < end) {
           d = b[j];
-          if (d === QUOTE || d === BACKSLASH) break;
-          seen |= d;
+          // One table look-up per ordinary byte; the rare ones are sorted out below.
+          if (STRING_BYTE[d] !== 0) {
+            if (d === QUOTE || d === BACKSLASH) break;
+            if (d < 0x20) return false; // JSON strings hold control characters only escaped
+            seen = 0x80;
+          }
           j++;
         }
         if (j >= end) return false;
@@ -92,40 +153,71 @@ function canonicalBody(b: Uint8Array, end: number): boolean {
       }
       const plain = !escaped && seen < 0x80; // usable as a key
       i = j + 1;
-      if (b[i] === COLON) {
-        if (!plain || depth === 0 || keyStart[depth - 1] === -2) return false;
+      if (expect === EXPECT_KEY || expect === EXPECT_KEY_OR_CLOSE) {
+        if (b[i] !== COLON || !plain) return false;
         const slot = depth - 1;
         if (keyStart[slot] >= 0 && compareBytes(b, keyStart[slot], keyEnd[slot], start, j) >= 0) return false;
         if (depth === 1 && isHashKey(b, start, j)) return false;
         keyStart[slot] = start;
         keyEnd[slot] = j;
+        sink?.key(depth, start, j);
+        expect = EXPECT_VALUE;
         i++;
-      }
+      } else if (expect === EXPECT_VALUE || expect === EXPECT_VALUE_OR_CLOSE) {
+        sink?.string(depth, start, j, escaped, seen < 0x80);
+        expect = EXPECT_COMMA_OR_CLOSE;
+      } else return false;
     } else if (c === LBRACE || c === LBRACKET) {
-      if (depth === MAX_DEPTH) return false;
+      if (depth === MAX_DEPTH || (expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE)) return false;
+      if (depth === 0 && i !== 0) return false; // one top-level value
+      sink?.open(depth, c === LBRACE);
       keyStart[depth] = c === LBRACE ? -1 : -2; // -1: object without a key yet; -2: array
+      expect = c === LBRACE ? EXPECT_KEY_OR_CLOSE : EXPECT_VALUE_OR_CLOSE;
       depth++;
       i++;
     } else if (c === RBRACE || c === RBRACKET) {
+      const array = keyStart[depth - 1] === -2;
+      if (array !== (c === RBRACKET)) return false;
+      const closable = array ? EXPECT_VALUE_OR_CLOSE : EXPECT_KEY_OR_CLOSE;
+      if (expect !== closable && expect !== EXPECT_COMMA_OR_CLOSE) return false;
       if (--depth === 0) return false; // the top-level object must stay open until the hash member
+      expect = EXPECT_COMMA_OR_CLOSE;
       i++;
     } else if (c === COMMA) {
+      if (expect !== EXPECT_COMMA_OR_CLOSE) return false;
+      expect = keyStart[depth - 1] === -2 ? EXPECT_VALUE : EXPECT_KEY;
       i++;
-    } else if (c === 0x74 /* true */ || c === 0x6e /* null */) {
-      i += 4;
-    } else if (c === 0x66 /* false */) {
-      i += 5;
-    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
-      let j = i + 1;
-      while (j < end && isNumberByte(b[j])) j++;
-      if (!canonicalNumber(b, i, j)) return false;
-      i = j;
     } else {
-      return false; // whitespace, or anything JSON.stringify would not write
+      if ((expect !== EXPECT_VALUE && expect !== EXPECT_VALUE_OR_CLOSE) || depth === 0) return false;
+      if (c === 0x74 /* true */ || c === 0x6e /* null */ || c === 0x66 /* false */) {
+        const word = c === 0x74 ? TRUE : c === 0x6e ? NULL : FALSE;
+        if (i + word.length > end) return false;
+        for (let k = 1; k < word.length; k++) if (b[i + k] !== word[k]) return false;
+        sink?.literal(depth, c);
+        i += word.length;
+      } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+        let j = i + 1;
+        while (j < end && isNumberByte(b[j])) j++;
+        if (!canonicalNumber(b, i, j)) return false;
+        sink?.number(depth, i, j);
+        i = j;
+      } else {
+        return false; // whitespace, or anything JSON.stringify would not write
+      }
+      expect = EXPECT_COMMA_OR_CLOSE;
     }
   }
-  return depth === 1;
+  // The hash member follows a member of the top-level object.
+  return depth === 1 && expect === EXPECT_COMMA_OR_CLOSE;
 }
+
+/** Bytes a string scan must stop at: the quote, the backslash, control characters and non-ASCII. */
+const STRING_BYTE = new Uint8Array(256);
+for (let d = 0; d < 256; d++) STRING_BYTE[d] = d === QUOTE || d === BACKSLASH || d < 0x20 || d >= 0x80 ? 1 : 0;
+
+const TRUE = Buffer.from('true');
+const FALSE = Buffer.from('false');
+const NULL = Buffer.from('null');
 
 /** Length of the escape after a backslash at `at` if JSON.stringify writes it, else 0. */
 function escapeLength(b: Uint8Array, at: number): number {

@@ -53,4 +53,33 @@ describe('ingest queue, byte bodies', () => {
       expect.objectContaining({ kind: 'audit.tampered', seqFrom: 3 }),
     ]);
   });
+
+  it('reads canonical bodies without parsing them: same verdicts, rejects and stored text; whole events to listeners', async () => {
+    const evs = makeSession({ id: 'q-read', statements: 5, denyEvery: 2 });
+    const texts = evs.map((e) => sidecarJson(e));
+    const altered = texts[3].replace('WHERE id = 2', 'WHERE id = 9'); // hash kept: still canonical
+    expect(altered).not.toBe(texts[3]);
+    texts[3] = altered;
+    const noSession = JSON.parse(texts[4]);
+    delete noSession.session;
+    const bodies = [...texts, JSON.stringify(noSession)].map((x) => Buffer.from(x));
+    const queue = new IngestQueue(t.store, { maxBatch: 100, maxDelayMs: 1 });
+    const findings: unknown[] = [];
+    const heard: unknown[] = [];
+    queue.on('finding', (f) => findings.push(f));
+    queue.on('stored', (events) => heard.push(...events.map((e) => JSON.parse(JSON.stringify(e)))));
+    const outcomes = await Promise.all(bodies.map((body) => queue.push({ body, source: 'test' })));
+    await queue.stop();
+    expect(outcomes).toEqual([...texts.map(() => 'stored'), 'rejected']);
+    expect(findings).toEqual([expect.objectContaining({ kind: 'audit.tampered', seqFrom: 4, seqTo: 4 })]);
+    expect(heard).toEqual(texts.map((x) => JSON.parse(x)));
+    expect(await storedText('q-read')).toEqual(texts);
+    const [rejected] = await t.store.db.query<{ raw: string }>('SELECT raw FROM audit_rejected WHERE raw LIKE $1', [
+      '%q-read.5%',
+    ]);
+    expect(rejected?.raw).toBe(JSON.stringify(noSession));
+    expect((await t.store.verify(['q-read']))[0].findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', seqFrom: 4 }),
+    ]);
+  });
 });

@@ -1,5 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { EventEmitter } from 'node:events';
+import { readCanonicalEvent } from '../chain/canonical-event.js';
+import { schemaV1Rules } from '../chain/chain-rules.js';
 import type { ChainFinding } from '../chain/verify-chain.js';
 import { type AuditEvent, parseEvent } from '../event.js';
 import type { AuditStore, IngestOutcome } from '../store/audit-store.js';
@@ -128,9 +130,10 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
   private async prepare(batch: QueueItem[]): Promise<Prepared> {
     const items: IngestItem[] = [];
     const owners: QueueItem[] = [];
+    const schemaV1 = this.store.rules === schemaV1Rules;
     for (const item of batch) {
       try {
-        items.push(decode(item.d.body));
+        items.push(decode(item.d.body, schemaV1));
         owners.push(item);
       } catch (err) {
         await this.rejectOne(item, (err as Error).message);
@@ -218,13 +221,17 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
  * The event and the JSON text to store (the text as received when there was one), with its UTF-8 bytes when the
  * event was parsed from exactly those bytes (what IngestItem.utf8 promises). Throws on anything not an event.
  */
-function decode(body: unknown): IngestItem {
+function decode(body: unknown, schemaV1: boolean): IngestItem {
   if (typeof body === 'string') {
     // A lone surrogate would not survive encoding to UTF-8: such text keeps only its string form.
     const utf8 = (body as unknown as { isWellFormed(): boolean }).isWellFormed() ? Buffer.from(body) : undefined;
     return { event: parseEvent(JSON.parse(body)), raw: body, utf8, hash: undefined };
   }
   if (body instanceof Uint8Array) {
+    // The sidecar's canonical bytes (the usual case): fields read and hash computed in one pass, no JSON.parse.
+    // Only under the schema-v1 chain rules, whose hash that is; other rules hash the whole parsed event.
+    const read = schemaV1 ? readCanonicalEvent(body) : undefined;
+    if (read) return new ReceivedItem(parseEvent(read.event), body, read.hash);
     const raw = decoder.decode(body);
     // Decoding is lossless only for valid UTF-8 without a byte order mark (which the decoder drops): otherwise the
     // bytes are not the text's encoding, and the store writes the decoded text instead.
@@ -233,4 +240,20 @@ function decode(body: unknown): IngestItem {
   }
   const raw = JSON.stringify(body);
   return { event: parseEvent(body), raw, utf8: undefined, hash: undefined };
+}
+
+/** An item read from canonical bytes: its text is decoded only if something needs it (the INSERT path, a reject). */
+class ReceivedItem implements IngestItem {
+  #raw: string | undefined;
+
+  constructor(
+    readonly event: AuditEvent,
+    readonly utf8: Uint8Array,
+    public hash: string | undefined,
+  ) {}
+
+  get raw(): string {
+    this.#raw ??= decoder.decode(this.utf8);
+    return this.#raw;
+  }
 }

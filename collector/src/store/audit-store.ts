@@ -262,7 +262,8 @@ export class AuditStore {
 }
 
 function isItem(x: AuditEvent | IngestItem): x is IngestItem {
-  return typeof (x as IngestItem).raw === 'string' && typeof (x as IngestItem).event === 'object';
+  // `in`, not a read of `raw`: an item may decode its text only when asked for it (ingest-queue's ReceivedItem).
+  return 'raw' in x && typeof (x as IngestItem).event === 'object' && x.event !== null;
 }
 
 function isDataError(err: unknown): boolean {

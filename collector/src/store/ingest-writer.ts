@@ -8,7 +8,7 @@ import {
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
-import { CopyPayload, copyField, needsCopyEscape } from './copy-in.js';
+import { CopyPayload, copyField } from './copy-in.js';
 import type { SqlRunner } from './sql-client.js';
 
 /** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
@@ -122,36 +122,40 @@ async function copyEvents(
   let size = 0;
   for (const it of items) size += (it.utf8?.length ?? it.raw.length) + 256;
   const payload = new CopyPayload(size);
-  for (const { event: e, raw, utf8 } of items) {
+  for (const it of items) {
+    const e = it.event;
     // The primary key, as the conflict target of the INSERT path (same text of time; an equal instant written
     // differently still conflicts in PostgreSQL, and then the INSERT path takes over).
     const key = `${e.session.id}\u0000${e.session.seq}\u0000${e.time}`;
     if (keys.has(key)) continue;
     keys.add(key);
     ids.add(e.id);
-    if (utf8) {
-      payload.text(copyRowPrefix(e));
-      payload.bytes(utf8);
-      payload.endRow();
-    } else payload.text(`${copyRowPrefix(e)}${copyField(raw)}\n`);
+    writeRowPrefix(payload, e);
+    // `raw` is read only without bytes: an item may decode it on demand.
+    if (it.utf8) payload.bytes(it.utf8);
+    else payload.text(copyField(it.raw));
+    payload.endRow();
   }
-  await tx.copyIn(COPY_EVENTS, payload.data());
+  await tx.copyIn(COPY_EVENTS, payload);
   return ids;
 }
 
-/**
- * The columns before `event` of one COPY row, tab-terminated. One escape test over all values together: event
- * fields almost never hold a tab, newline or backslash, and one test is cheaper than thirteen.
- */
-function copyRowPrefix(e: AuditEvent): string {
+/** The columns before `event` of one COPY row, each followed by its tab. */
+function writeRowPrefix(payload: CopyPayload, e: AuditEvent): void {
   const f = indexedFields(e);
-  const tables = textArrayLiteral(f.tables);
-  const prev = e.prevHash ?? null;
-  const all = `${e.id}${e.time}${e.session.id}${e.type}${f.namespace}${f.policy}${f.identity}${f.kind}${f.decision}${tables}${prev}${e.hash}`;
-  if (!needsCopyEscape(all)) {
-    return `${e.id}\t${e.time}\t${e.session.id}\t${e.session.seq}\t${e.type}\t${f.namespace ?? '\\N'}\t${f.policy ?? '\\N'}\t${f.identity ?? '\\N'}\t${f.kind ?? '\\N'}\t${f.decision ?? '\\N'}\t${tables}\t${prev ?? '\\N'}\t${e.hash}\t`;
-  }
-  return `${copyField(e.id)}\t${copyField(e.time)}\t${copyField(e.session.id)}\t${e.session.seq}\t${copyField(e.type)}\t${copyField(f.namespace)}\t${copyField(f.policy)}\t${copyField(f.identity)}\t${copyField(f.kind)}\t${copyField(f.decision)}\t${copyField(tables)}\t${copyField(prev)}\t${copyField(e.hash)}\t`;
+  payload.field(e.id);
+  payload.field(e.time);
+  payload.field(e.session.id);
+  payload.field(String(e.session.seq));
+  payload.field(e.type);
+  payload.field(f.namespace);
+  payload.field(f.policy);
+  payload.field(f.identity);
+  payload.field(f.kind);
+  payload.field(f.decision);
+  payload.field(textArrayLiteral(f.tables));
+  payload.field(e.prevHash ?? null);
+  payload.field(e.hash);
 }
 
 /** The idempotent path: multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id. Returns the ids stored now. */
@@ -354,15 +358,19 @@ const later = (a: string | null, b: string) => (a === null || before(a, b) ? b :
 function aggregate(row: SessionRow, evs: readonly AuditEvent[], step: AdvanceResult, rules: ChainRules): SessionRow {
   const next: SessionRow = { ...row };
   for (const e of evs) {
-    const f = indexedFields(e);
-    next.namespace ??= f.namespace;
-    next.policy ??= f.policy;
-    next.identity ??= f.identity;
+    // The session's namespace, policy and identity come from its first event that has them: once all three are
+    // set, the indexed fields (an object and an identity string per event) are not computed again.
+    if (next.namespace === null || next.policy === null || next.identity === null) {
+      const f = indexedFields(e);
+      next.namespace ??= f.namespace;
+      next.policy ??= f.policy;
+      next.identity ??= f.identity;
+    }
     next.first_time = earlier(next.first_time, e.time);
     next.last_time = later(next.last_time, e.time);
     next.events += 1;
     if (e.type === 'statement') next.statements += 1;
-    if (f.decision === 'deny') next.denied += 1;
+    if (e.decision?.action === 'deny') next.denied += 1;
     next.max_seq = Math.max(next.max_seq, e.session.seq);
     if (e.type === 'session.end') next.end_seq = e.session.seq;
   }

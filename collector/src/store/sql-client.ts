@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { CollectorError, redactUrl } from '../errors.js';
-import { CopyIn } from './copy-in.js';
+import { CopyIn, type CopyPayload } from './copy-in.js';
 
 /** The few operations the store needs, over either a PostgreSQL pool or embedded PGlite. */
 export interface SqlRunner {
@@ -11,9 +11,10 @@ export interface SqlRunner {
   query<T = Record<string, unknown>>(text: string, params?: unknown[], prepareAs?: string): Promise<T[]>;
   /**
    * `COPY <table> (<columns>) FROM STDIN` with `data` in COPY's text format; resolves with the rows copied.
-   * Only PostgreSQL connections offer it (PGlite has no COPY FROM STDIN): callers fall back to INSERT.
+   * Only PostgreSQL connections offer it (PGlite has no COPY FROM STDIN): callers fall back to INSERT. A
+   * CopyPayload is sent from its own buffer and released for reuse once written.
    */
-  copyIn?(text: string, data: Buffer): Promise<number>;
+  copyIn?(text: string, data: Buffer | CopyPayload): Promise<number>;
 }
 
 export interface SqlClient extends SqlRunner {
