@@ -39,10 +39,13 @@ let ringStart = 0;
 export function clearAnalysisCache(): void {
   cache.clear();
   seenOnce.clear();
+  // The ring only pins strings in the slots it used: an empty cache has nothing to release.
+  if (cacheEntries > 0) {
+    ringKeys.fill('');
+    ringTexts.fill('');
+  }
   cacheEntries = 0;
   ringStart = 0;
-  ringKeys.fill('');
-  ringTexts.fill('');
 }
 
 export function analysisCacheSize(): number {
