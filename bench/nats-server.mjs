@@ -43,10 +43,11 @@ export async function startBenchNats() {
     rmSync(storeDir, { recursive: true, force: true });
     throw err;
   }
-  return {
+  const server = {
     url,
     pid: child.pid,
-    /** Messages in the audit stream: what the NATS leg's sidecar got acknowledged. */
+    /** JetStream messages the last auditMessages() read (events ÷ messages = the sink's mean batch size). */
+    messages: 0,
     /** Audit events in the stream: a message carries one event, or `Pgwarden-Batch: N` of them (docs/audit.md). */
     async auditMessages() {
       const nc = await connect({ servers: url });
@@ -54,6 +55,7 @@ export async function startBenchNats() {
         const js = jetstream(nc);
         const info = await (await jetstreamManager(nc)).streams.info(AUDIT_STREAM);
         const total = info.state.messages;
+        server.messages = total;
         if (total === 0) return 0;
         const consumer = await js.consumers.get(AUDIT_STREAM); // ordered, ephemeral
         const messages = await consumer.consume({ max_messages: 1000 });
@@ -80,4 +82,5 @@ export async function startBenchNats() {
       rmSync(storeDir, { recursive: true, force: true });
     },
   };
+  return server;
 }

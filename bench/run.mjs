@@ -96,10 +96,12 @@ try {
   const auditEvents = Object.fromEntries(
     started.filter((l) => l.auditFile).map((l) => [l.name, countLines(l.auditFile)]),
   );
+  const natsMessages = {};
   for (const l of started.filter((x) => x.auditNats)) {
     // Stopped first: the sidecar flushes what is still awaiting JetStream's ack when it shuts down.
     await l.stop();
     auditEvents[l.name] = await nats.auditMessages();
+    natsMessages[l.name] = nats.messages;
   }
   const rows = summarise(runs, BASELINE_PROXY);
   const verdicts = targets(rows, peakRss);
@@ -111,12 +113,15 @@ try {
     results: rows,
     peakRssKiB: peakRss,
     auditEvents,
+    natsMessages,
     targets: verdicts,
   };
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\n${formatTable(rows, peakRss)}\n`);
   for (const [leg, n] of Object.entries(auditEvents)) process.stdout.write(`audit events written by ${leg}: ${n}\n`);
+  for (const [leg, m] of Object.entries(natsMessages))
+    process.stdout.write(`JetStream messages from ${leg}: ${m} (${(auditEvents[leg] / Math.max(1, m)).toFixed(1)} events each)\n`);
   for (const t of verdicts)
     process.stdout.write(`target ${t.target}: ${t.value.toFixed(2)} ${t.met ? 'met' : 'NOT MET'}\n`);
   process.stdout.write(`results: ${outFile}\n`);
