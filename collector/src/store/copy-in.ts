@@ -97,8 +97,8 @@ let spare: Buffer | null = null;
  * faults and, as external memory, full garbage collections.
  */
 export class CopyPayload {
-  private buf: Buffer;
-  private len = HEADER;
+  protected buf: Buffer;
+  protected len = HEADER;
 
   constructor(sizeHint: number) {
     const want = Math.max(1024, sizeHint + HEADER);
@@ -194,7 +194,7 @@ export class CopyPayload {
     if (this.buf.length <= MAX_SPARE && (spare === null || spare.length < this.buf.length)) spare = this.buf;
   }
 
-  private reserve(n: number): void {
+  protected reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
     const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
     this.buf.copy(next, 0, 0, this.len);

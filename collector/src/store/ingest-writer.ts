@@ -8,6 +8,7 @@ import {
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
+import { BinaryCopyPayload } from './copy-binary.js';
 import { CopyPayload, copyField } from './copy-in.js';
 import type { SqlRunner } from './sql-client.js';
 
@@ -107,21 +108,23 @@ export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM
 export const INGEST_LOCK_KEY = 7_245_002; // serialises ingest commits across collectors so ingest_seq order = commit order
 
 const COPY_EVENTS = `COPY audit_events (${EVENT_COLUMNS}) FROM STDIN`;
+const COPY_EVENTS_BINARY = `${COPY_EVENTS} (FORMAT binary)`;
 
 /**
  * The fast path: one COPY of the whole batch (no per-row conflict check, no RETURNING, one protocol message).
  * COPY has no ON CONFLICT, so an event already stored fails the whole statement with unique_violation (23505)
  * and the caller redoes the batch with `insertEvents`. Repeats within the batch are dropped here first.
+ * Binary format unless `binary` is false or a row has a value only PostgreSQL's text input may judge.
  */
 async function copyEvents(
   tx: SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>,
   items: readonly IngestItem[],
+  binary: boolean,
 ): Promise<Set<string>> {
   const ids = new Set<string>();
   const keys = new Set<string>();
+  const rows: IngestItem[] = [];
   let size = 0;
-  for (const it of items) size += (it.utf8?.length ?? it.raw.length) + 256;
-  const payload = new CopyPayload(size);
   for (const it of items) {
     const e = it.event;
     // The primary key, as the conflict target of the INSERT path (same text of time; an equal instant written
@@ -130,7 +133,17 @@ async function copyEvents(
     if (keys.has(key)) continue;
     keys.add(key);
     ids.add(e.id);
-    writeRowPrefix(payload, e);
+    rows.push(it);
+    size += (it.utf8?.length ?? it.raw.length) + 256;
+  }
+  const bin = binary ? binaryRows(rows, size) : null;
+  if (bin) {
+    await tx.copyIn(COPY_EVENTS_BINARY, bin);
+    return ids;
+  }
+  const payload = new CopyPayload(size);
+  for (const it of rows) {
+    writeRowPrefix(payload, it.event);
     // `raw` is read only without bytes: an item may decode it on demand.
     if (it.utf8) payload.bytes(it.utf8);
     else payload.text(copyField(it.raw));
@@ -138,6 +151,18 @@ async function copyEvents(
   }
   await tx.copyIn(COPY_EVENTS, payload);
   return ids;
+}
+
+/** The rows in COPY's binary format, or null when one of them has no binary form here. */
+function binaryRows(rows: readonly IngestItem[], size: number): BinaryCopyPayload | null {
+  const payload = new BinaryCopyPayload(size);
+  for (const it of rows) {
+    if (payload.row(it.event, it.utf8 ? undefined : it.raw, it.utf8)) continue;
+    payload.release();
+    return null;
+  }
+  payload.finish();
+  return payload;
 }
 
 /** The columns before `event` of one COPY row, each followed by its tab. */
@@ -193,6 +218,8 @@ async function insertEvents(tx: SqlRunner, items: readonly IngestItem[]): Promis
 export interface WriteOptions {
   /** Use COPY (fails with 23505 if any event is already stored); ignored where the runner has no copyIn. */
   copy?: boolean;
+  /** COPY in binary format where every row allows it (default true); false forces the text format. */
+  binary?: boolean;
 }
 
 /** True for the error `copy: true` raises when the batch holds an already stored event. */
@@ -212,7 +239,7 @@ export async function writeBatch(
   const events = items.map((i) => i.event);
   const ids =
     opts.copy && tx.copyIn
-      ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items)
+      ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items, opts.binary ?? true)
       : await insertEvents(tx, items);
   const rules = withKnownHashes(baseRules, items);
   const inserted: AuditEvent[] = [];
