@@ -121,7 +121,9 @@ try {
   process.stdout.write(`\n${formatTable(rows, peakRss)}\n`);
   for (const [leg, n] of Object.entries(auditEvents)) process.stdout.write(`audit events written by ${leg}: ${n}\n`);
   for (const [leg, m] of Object.entries(natsMessages))
-    process.stdout.write(`JetStream messages from ${leg}: ${m} (${(auditEvents[leg] / Math.max(1, m)).toFixed(1)} events each)\n`);
+    process.stdout.write(
+      `JetStream messages from ${leg}: ${m} (${(auditEvents[leg] / Math.max(1, m)).toFixed(1)} events each)\n`,
+    );
   for (const t of verdicts)
     process.stdout.write(`target ${t.target}: ${t.value.toFixed(2)} ${t.met ? 'met' : 'NOT MET'}\n`);
   process.stdout.write(`results: ${outFile}\n`);
