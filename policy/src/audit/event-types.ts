@@ -141,7 +141,10 @@ export interface AuditGap {
  * and `code` is what the client claimed in its startup packet; the password or token is never recorded.
  */
 export interface AuditRefusal {
-  /** Stable reason code (identity IdentityReason, or `policy_not_ready` / `identity_config`). */
+  /**
+   * Stable reason code (identity IdentityReason, or `policy_not_ready` / `identity_config`, or `startup_parameter`
+   * for a startup packet refused for its parameters before authentication).
+   */
   reason: string;
   /** SQLSTATE sent to the client (28P01 for a refused token, 57P03 while no policy is loaded). */
   code: string;

@@ -119,4 +119,34 @@ describe('refused logins are audit events', () => {
     const all = lines.join('\n');
     for (const token of [expired, malformed]) for (const part of token.split('.')) expect(all).not.toContain(part);
   });
+
+  it('a startup packet refused for its parameters (options -c role=…) is an auth.refused event too', async () => {
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: gs.listeners[0].sidecar.port,
+      user: 'agent',
+      database: 'app',
+      password: await idp.sign({ sub: 'alice' }),
+      options: '-c role=postgres',
+      application_name: 'options-test',
+    });
+    c.on('error', () => {});
+    const err = await c.connect().then(
+      () => new Error('login unexpectedly succeeded'),
+      (e: Error & { code?: string }) => e,
+    );
+    expect((err as { code?: string }).code).toBe('08P01');
+    const events = lines.map((l) => JSON.parse(l) as AuditEvent);
+    const refused = events.filter((e) => e.type === 'auth.refused' && e.refusal?.reason === 'startup_parameter');
+    expect(refused).toHaveLength(1);
+    expect(validate(refused[0]), JSON.stringify(validate.errors)).toBe(true);
+    expect(refused[0]).toMatchObject({
+      session: { id: 'sidecar-refusals' },
+      client: { address: '127.0.0.1', application: 'options-test' },
+      refusal: { code: '08P01', user: 'agent', database: 'app' },
+      policy: { name: 'oidc-agent' },
+    });
+    expect(refused[0].refusal?.message).toMatch(/"options" is not allowed/);
+    expect(verifyChain(events).ok).toBe(true);
+  });
 });

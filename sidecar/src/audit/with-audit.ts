@@ -1,4 +1,5 @@
 import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../proxy/hooks.js';
+import { readWorkloadIdentity } from '../identity/workload.js';
 import type { AuditRecorder } from './audit-recorder.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
 import { type CaptureResults, ResultSamples } from './result-sample.js';
@@ -31,6 +32,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
   // The stricter of the flag and the policy's `audit.failMode` applies.
   const closed = () => failMode === 'closed' || current()?.policy.spec?.audit?.failMode === 'closed';
   const blocked = () => closed() && !recorder.ready();
+  const workload = readWorkloadIdentity();
   return {
     get needsPassword() {
       return hooks.needsPassword;
@@ -38,6 +40,21 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
     // Audit durability is reported on /readyz by the sidecar itself (sink.ready()); this stays the policy's.
     ready: () => (hooks.ready ? hooks.ready() : true),
     authenticate: (req) => hooks.authenticate(req),
+    startupRefused(r) {
+      hooks.startupRefused?.(r);
+      const p = current();
+      recorder.authRefused({
+        reason: 'startup_parameter',
+        code: r.code,
+        message: r.message,
+        client: r.client,
+        user: r.user,
+        database: r.database,
+        application: r.applicationName,
+        workload,
+        ...(p ? { policy: { name: p.policy.name, hash: p.hash } } : {}),
+      });
+    },
     openSession(info): SessionHooks {
       const inner = hooks.openSession(info);
       const p = current();

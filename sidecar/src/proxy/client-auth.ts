@@ -34,7 +34,21 @@ export async function authenticateClient(
 ): Promise<AuthenticatedClient> {
   const { params, minor } = packet;
   const decision = filterStartupParams(params);
-  if (!decision.ok) throw new StartupRefused(decision.code, decision.message);
+  if (!decision.ok) {
+    try {
+      hooks.startupRefused?.({
+        code: decision.code,
+        message: decision.message,
+        client: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+        user: params.user,
+        database: params.database ?? params.user,
+        applicationName: params.application_name,
+      });
+    } catch {
+      // The refusal stands whatever the audit trail does with it.
+    }
+    throw new StartupRefused(decision.code, decision.message);
+  }
   if (minor > 0 || decision.unrecognizedProtocolOptions.length > 0) {
     // Only 3.0 is spoken; PostgreSQL answers newer minor versions and unknown _pq_ options this way.
     socket.write(negotiateProtocolVersion(0, decision.unrecognizedProtocolOptions));

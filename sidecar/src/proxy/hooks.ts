@@ -166,5 +166,20 @@ export interface ProxyHooks {
   /** false until a first valid policy is loaded (drives /readyz); absent = always ready. */
   ready?(): boolean;
   authenticate(req: AuthRequest): Promise<AuthOutcome>;
+  /**
+   * The client was refused before authentication because of its startup parameters (replication, `options`,
+   * identity settings): told for the audit trail; the proxy answers the client with the FATAL itself.
+   */
+  startupRefused?(refusal: StartupRefusal): void;
   openSession(info: SessionInfo): SessionHooks;
+}
+
+/** A StartupMessage refused for its parameters; the client-chosen strings as sent (the recorder caps them). */
+export interface StartupRefusal {
+  code: string;
+  message: string;
+  client: { address: string; port: number };
+  user?: string;
+  database?: string;
+  applicationName?: string;
 }
