@@ -1,5 +1,5 @@
-import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../proxy/hooks.js';
 import { readWorkloadIdentity } from '../identity/workload.js';
+import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../proxy/hooks.js';
 import type { AuditRecorder } from './audit-recorder.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
 import { type CaptureResults, ResultSamples } from './result-sample.js';
