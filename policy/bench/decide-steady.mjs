@@ -12,21 +12,12 @@
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { analyzeSql, createSessionState, decide, initSqlParser, parsePolicyDocuments } from '../dist/index.js';
+import { ANALYST_POLICY_URL, SELECT_200, SELECT_CTE, SUBJECT } from './decide-fixtures.mjs';
 
 const rounds = Number(process.argv[2] ?? 9);
 await initSqlParser();
-const spec = parsePolicyDocuments(
-  readFileSync(new URL('../../examples/analyst-readonly.yaml', import.meta.url), 'utf8'),
-).policies[0].spec;
-const subject = { groups: ['data-team'] };
+const spec = parsePolicyDocuments(readFileSync(ANALYST_POLICY_URL, 'utf8')).policies[0].spec;
 const session = createSessionState();
-const select200 =
-  'SELECT o.id, o.status, o.total, c.name, c.email FROM public.orders o JOIN public.customers c ON c.id = o.customer_id ' +
-  "WHERE o.created_at > now() - interval '7 days' AND o.status IN ('paid', 'shipped') ORDER BY o.id LIMIT 100";
-const selectCte =
-  'WITH recent AS (SELECT customer_id, max(created_at) AS last FROM public.orders GROUP BY customer_id) ' +
-  'SELECT c.id, c.name, r.last FROM public.customers c JOIN recent r ON r.customer_id = c.id ' +
-  "WHERE c.id IN (SELECT customer_id FROM public.order_items WHERE sku = 'x') ORDER BY r.last";
 
 let gcMs = 0;
 new PerformanceObserver((list) => {
@@ -39,15 +30,15 @@ const cases = [
     name: 'uncached: 200-char SELECT, literal differs',
     perRound: 5000,
     warmup: 20000,
-    text: () => `${select200} OFFSET ${n++}`,
+    text: () => `${SELECT_200} OFFSET ${n++}`,
   },
   {
     name: 'uncached: 280-char SELECT with CTE + subquery',
     perRound: 5000,
     warmup: 10000,
-    text: () => `${selectCte} OFFSET ${n++}`,
+    text: () => `${SELECT_CTE} OFFSET ${n++}`,
   },
-  { name: 'cached: same 200-char SELECT', perRound: 200000, warmup: 200000, text: () => select200 },
+  { name: 'cached: same 200-char SELECT', perRound: 200000, warmup: 200000, text: () => SELECT_200 },
 ];
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
@@ -65,7 +56,7 @@ async function round(c, count) {
   gcMs = 0;
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < count; i++) decide(spec, analyzeSql(texts[i], session), subject);
+  for (let i = 0; i < count; i++) decide(spec, analyzeSql(texts[i], session), SUBJECT);
   const wall = Number(process.hrtime.bigint() - t0) / 1000 / count;
   const cpu = process.cpuUsage(cpu0);
   await settle();

@@ -18,33 +18,23 @@ import {
   initSqlParser,
   parsePolicyDocuments,
 } from '../src/index.js';
+import { ANALYST_POLICY_URL, SELECT_200, SELECT_CTE, SUBJECT } from './decide-fixtures.mjs';
 
 await initSqlParser();
-const spec = parsePolicyDocuments(
-  readFileSync(new URL('../../examples/analyst-readonly.yaml', import.meta.url), 'utf8'),
-).policies[0].spec;
-const subject = { groups: ['data-team'] };
+const spec = parsePolicyDocuments(readFileSync(ANALYST_POLICY_URL, 'utf8')).policies[0].spec;
 const session = createSessionState();
-const select200 =
-  'SELECT o.id, o.status, o.total, c.name, c.email FROM public.orders o JOIN public.customers c ON c.id = o.customer_id ' +
-  "WHERE o.created_at > now() - interval '7 days' AND o.status IN ('paid', 'shipped') ORDER BY o.id LIMIT 100";
-// Exercises the walker's scope handling and statement nesting rather than the flat SELECT's fast path.
-const selectCte =
-  'WITH recent AS (SELECT customer_id, max(created_at) AS last FROM public.orders GROUP BY customer_id) ' +
-  'SELECT c.id, c.name, r.last FROM public.customers c JOIN recent r ON r.customer_id = c.id ' +
-  "WHERE c.id IN (SELECT customer_id FROM public.order_items WHERE sku = 'x') ORDER BY r.last";
 let n = 0;
 const warm = { warmupIterations: 5000, warmupTime: 500, time: 1000 };
 
 describe('policy decision', () => {
   bench('cached: analyse + decide, same text', () => {
-    decide(spec, analyzeSql(select200, session), subject);
+    decide(spec, analyzeSql(SELECT_200, session), SUBJECT);
   });
   bench(
     'uncached: 200-char SELECT, literal differs every time',
     () => {
       n++;
-      decide(spec, analyzeSql(`${select200} OFFSET ${n}`, session), subject);
+      decide(spec, analyzeSql(`${SELECT_200} OFFSET ${n}`, session), SUBJECT);
     },
     warm,
   );
@@ -52,7 +42,7 @@ describe('policy decision', () => {
     'uncached: cache cleared (parse + analyse + decide)',
     () => {
       clearAnalysisCache();
-      decide(spec, analyzeSql(select200, session), subject);
+      decide(spec, analyzeSql(SELECT_200, session), SUBJECT);
     },
     warm,
   );
@@ -60,7 +50,7 @@ describe('policy decision', () => {
     'uncached: 280-char SELECT with a CTE and a subquery, literal differs',
     () => {
       n++;
-      decide(spec, analyzeSql(`${selectCte} OFFSET ${n}`, session), subject);
+      decide(spec, analyzeSql(`${SELECT_CTE} OFFSET ${n}`, session), SUBJECT);
     },
     warm,
   );
