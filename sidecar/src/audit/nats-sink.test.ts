@@ -114,6 +114,59 @@ describe('NATS audit sink (real nats-server)', () => {
     await purge(nats.url);
   });
 
+  it('returns to direct mode once the spool is drained while traffic never stops; a second outage then loses nothing', async () => {
+    const dir = spoolDir();
+    await nats.kill();
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir, maxBytes: 1e8, segmentBytes: 64 * 1024 },
+      publishTimeoutMs: 1000,
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 't2b' });
+    const s = rec.openSession(sessionInfo('steady'));
+    let n = 0;
+    // Steady traffic throughout: a few statements every millisecond or so, never a quiet moment.
+    const emitFor = async (ms: number, until?: () => boolean) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end && !until?.()) {
+        for (let k = 0; k < 4; k++) s.statement(selectRecord(n++));
+        await sleep(1);
+      }
+    };
+    await emitFor(150);
+    expect(sink.stats().mode).toBe('spool');
+    await nats.start();
+    const spooledAtRestart = sink.stats().spooled;
+    // Before the fix the sink stayed in spool mode for as long as statements kept coming.
+    await emitFor(8000, () => sink.stats().mode === 'direct');
+    expect(sink.stats().mode).toBe('direct');
+    await emitFor(300);
+    // Nothing new went to disk once direct again, and the delivered segments are gone.
+    const direct = sink.stats();
+    expect(direct.spooled).toBeLessThan(spooledAtRestart + 2000);
+    const spooledWhenDirect = direct.spooled;
+    await emitFor(200);
+    expect(sink.stats().spooled).toBe(spooledWhenDirect);
+    expect(sink.stats().spoolBytes).toBe(0);
+    // A second outage after leaving spool mode: spills, then drains, in order.
+    await nats.kill();
+    await emitFor(150);
+    expect(sink.stats().mode).toBe('spool');
+    await nats.start();
+    await emitFor(300);
+    s.end({});
+    await sink.whenIdle(20_000);
+    expect(sink.stats()).toMatchObject({ mode: 'direct', dropped: 0, spoolBytes: 0 });
+    await sink.close();
+
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    const inStreamOrder = events.filter((e) => e.session.id === 'steady').map((e) => e.session.seq);
+    expect(inStreamOrder).toEqual(range(n + 2));
+    expect(verifyChain(events)).toMatchObject({ ok: true, duplicates: 0, open: [] });
+    await purge(nats.url);
+  });
+
   it('a restarted sidecar drains the spool a previous run left behind', async () => {
     const dir = spoolDir();
     await nats.kill();

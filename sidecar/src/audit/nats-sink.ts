@@ -56,6 +56,9 @@ interface Entry {
   batch?: Batch<Entry>;
 }
 
+/** What a window slot below `head` holds once its entry is acknowledged (see advance). */
+const RELEASED: Entry = Object.freeze({ subject: '', msgID: '', data: '', state: ACKED }) as Entry;
+
 /**
  * JetStream sink. One ordered log: a memory window of unacknowledged entries (head = oldest) and, behind it,
  * the disk spool. While the spool holds anything, new events are appended to it (never to memory), and the
@@ -275,7 +278,8 @@ export class NatsAuditSink implements AuditSink {
   private spill(): void {
     if (!this.spool || this.spoolMode) return;
     this.spoolMode = true;
-    const live = this.window.slice(this.head).filter((e) => e.state !== ACKED);
+    // Entries read from the spool (they have an end) are on disk already, ahead of everything newer.
+    const live = this.window.slice(this.head).filter((e) => e.state !== ACKED && e.end === undefined);
     if (live.length === 0) return;
     const ends = this.appendToSpool(live);
     for (let i = 0; i < ends.length; i++) live[i].end = ends[i];
@@ -337,15 +341,29 @@ export class NatsAuditSink implements AuditSink {
 
   private refill(): void {
     const room = Math.min(this.opts.maxQueue, 4 * this.opts.maxInFlight) - (this.window.length - this.head);
-    if (room <= 0 || !this.spool || this.spool.readAll) return;
-    try {
-      const skippedBefore = this.spool.skippedLines;
-      for (const r of this.spool.read(room)) this.window.push({ ...r, state: PENDING });
-      for (let i = skippedBefore; i < this.spool.skippedLines; i++) {
-        this.drop({ subject: '', msgID: '', data: '', state: ACKED }, 'spool_corrupt');
+    if (room > 0 && this.spool && !this.spool.readAll) {
+      try {
+        const skippedBefore = this.spool.skippedLines;
+        for (const r of this.spool.read(room)) this.window.push({ ...r, state: PENDING });
+        for (let i = skippedBefore; i < this.spool.skippedLines; i++) {
+          this.drop({ subject: '', msgID: '', data: '', state: ACKED }, 'spool_corrupt');
+        }
+      } catch (err) {
+        this.log('error', 'audit spool read failed', err);
       }
-    } catch (err) {
-      this.log('error', 'audit spool read failed', err);
+    }
+    // Every spooled event is in the window now, in order: new ones can follow them there directly. Waiting
+    // instead for the spool to be fully acknowledged never ends under steady traffic (something newer is always
+    // in flight), and every event would keep paying a disk write, an fsync and a read-back.
+    if (
+      this.spool?.readAll &&
+      this.toSpool.length === 0 &&
+      this.connected &&
+      !this.paused &&
+      !this.spoolBroken &&
+      this.window.length - this.head < this.opts.maxQueue
+    ) {
+      this.spoolMode = false;
     }
   }
 
@@ -390,6 +408,9 @@ export class NatsAuditSink implements AuditSink {
     let end: SpoolPos | undefined;
     while (this.head < this.window.length && this.window[this.head].state === ACKED) {
       end = this.window[this.head].end ?? end;
+      // Released now, not at the next compaction: a slot still pointing at an acknowledged event kept its
+      // text alive through scavenges until V8 promoted it, and old-generation GC became the sink's largest cost.
+      this.window[this.head] = RELEASED;
       this.head++;
     }
     if (this.sendIdx < this.head) this.sendIdx = this.head;
@@ -405,6 +426,10 @@ export class NatsAuditSink implements AuditSink {
     if (this.spoolMode && this.head === this.window.length && this.toSpool.length === 0 && this.spool?.empty) {
       this.spool.reset();
       this.spoolMode = false;
+      this.metrics.spoolBytes.set({ sink: 'nats' }, 0);
+    } else if (!this.spoolMode && end && this.spool?.empty) {
+      // Back in direct mode (refill) and the last spooled event is now acknowledged: the segments can go.
+      this.spool.reset();
       this.metrics.spoolBytes.set({ sink: 'nats' }, 0);
     }
     if (this.idleWaiters.length > 0 && this.idle()) for (const w of this.idleWaiters.splice(0)) w();
