@@ -3,7 +3,7 @@
 // Env: BENCH_SECONDS (per run, default 10), BENCH_REPEATS (default 2), BENCH_SCENARIOS (comma list, default all),
 // BENCH_LEGS (comma list, default all), BENCH_OUT (default bench/results/latest.json), BENCH_TRANSACTIONS (per client,
 // instead of BENCH_SECONDS: the smoke test's fixed amount of work).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -138,11 +138,22 @@ function log(msg) {
   process.stderr.write(`[bench] ${msg}\n`);
 }
 
+/**
+ * Lines in the audit file, counted in chunks: a long run writes more than V8's largest string (~512 MiB), and
+ * reading it whole as text threw and reported 0.
+ */
 function countLines(file) {
+  const fd = openSync(file, 'r');
   try {
-    const text = readFileSync(file, 'utf8');
-    return text.length === 0 ? 0 : text.split('\n').filter(Boolean).length;
-  } catch {
-    return 0;
+    const buf = Buffer.allocUnsafe(1 << 20);
+    let lines = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) return lines;
+      const chunk = buf.subarray(0, n);
+      for (let i = chunk.indexOf(0x0a); i !== -1; i = chunk.indexOf(0x0a, i + 1)) lines++;
+    }
+  } finally {
+    closeSync(fd);
   }
 }
