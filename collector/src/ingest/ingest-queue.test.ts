@@ -83,3 +83,66 @@ describe('ingest queue, byte bodies', () => {
     ]);
   });
 });
+
+/** The queue overlaps its work with the store's: what each batch waits for, and what runs meanwhile. */
+describe('ingest queue, overlap with the store', () => {
+  const t = useTestStore();
+
+  /** Wraps `store.ingest` for one test: `onCall` runs as each write starts. */
+  async function withIngestSpy(onCall: () => void, run: () => Promise<void>) {
+    const store = t.store;
+    const ingest = store.ingest;
+    store.ingest = (...args) => {
+      onCall();
+      return ingest.apply(store, args);
+    };
+    try {
+      await run();
+    } finally {
+      store.ingest = ingest;
+    }
+  }
+
+  it("starts the next batch's transaction before acknowledging the previous batch", async () => {
+    const bodies = makeSession({ id: 'q-overlap', statements: 28 }).map((e) => Buffer.from(sidecarJson(e)));
+    const log: string[] = [];
+    const queue = new IngestQueue(t.store, { maxBatch: 10, maxDelayMs: 1 });
+    await withIngestSpy(
+      () => log.push('write'),
+      async () => {
+        bodies.forEach((body, i) => {
+          queue.enqueue({ body, source: 'test', ack: () => log.push(`ack ${Math.floor(i / 10)}`) });
+        });
+        await queue.stop();
+      },
+    );
+    const firstAck = (batch: number) => log.indexOf(`ack ${batch}`);
+    expect(log.filter((x) => x.startsWith('ack'))).toHaveLength(30);
+    // Batch 1's write started before batch 0 was acknowledged, batch 2's before batch 1 was.
+    expect(log.slice(0, firstAck(0)).filter((x) => x === 'write')).toHaveLength(2);
+    expect(log.slice(0, firstAck(1)).filter((x) => x === 'write')).toHaveLength(3);
+    expect((await t.store.verify(['q-overlap']))[0]).toMatchObject({ ok: true, events: 30 });
+  });
+
+  it('lets the event loop turn while it parses a large batch (the running transaction needs it)', async () => {
+    const bodies = makeSession({ id: 'q-slices', statements: 598 }).map((e) => Buffer.from(sidecarJson(e)));
+    const queue = new IngestQueue(t.store, { maxBatch: 600, maxDelayMs: 1 });
+    let turned = false;
+    let turnedBeforeWrite: boolean | undefined;
+    await withIngestSpy(
+      () => {
+        turnedBeforeWrite ??= turned;
+      },
+      async () => {
+        // The batch is full at the last of these: parsing starts inside that call.
+        for (const body of bodies) queue.enqueue({ body, source: 'test' });
+        setImmediate(() => {
+          turned = true;
+        });
+        await queue.stop();
+      },
+    );
+    expect(turnedBeforeWrite).toBe(true);
+    expect((await t.store.verify(['q-slices']))[0]).toMatchObject({ ok: true, events: 600 });
+  });
+});

@@ -5,6 +5,7 @@ import { schemaV1Rules } from '../chain/chain-rules.js';
 import type { ChainFinding } from '../chain/verify-chain.js';
 import { type AuditEvent, parseEvent } from '../event.js';
 import type { AuditStore, IngestOutcome } from '../store/audit-store.js';
+import type { CopyRows } from '../store/copy-rows.js';
 import type { IngestItem } from '../store/ingest-writer.js';
 
 /** One event as a source delivered it; `ack` is called only after the event is durably stored (or rejected). */
@@ -37,6 +38,9 @@ export interface IngestQueueEvents {
 const decoder = new TextDecoder();
 const BOM_FIRST_BYTE = 0xef;
 const noop = () => {};
+/** Events parsed between two turns of the event loop (some 0.5 ms of work). */
+const PREPARE_SLICE = 64;
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 interface QueueItem {
   d: Delivery;
@@ -44,10 +48,11 @@ interface QueueItem {
   fail: (e: Error) => void;
 }
 
-/** A parsed batch: `owners[i]` is the delivery `items[i]` came from. */
+/** A parsed batch: `owners[i]` is the delivery `items[i]` came from; `rows` its COPY rows, if built ahead. */
 interface Prepared {
   items: IngestItem[];
   owners: QueueItem[];
+  rows: CopyRows | undefined;
 }
 
 /**
@@ -126,21 +131,39 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
     });
   }
 
-  /** Parses a batch and hashes its events: CPU work done while the previous batch is in the store. */
+  /**
+   * Parses a batch, hashes its events and builds its COPY rows: CPU work done while the previous batch is in the
+   * store. It yields to the event loop every PREPARE_SLICE events, so that batch's transaction steps (each a round
+   * trip) are not held up behind the whole of this one: otherwise PostgreSQL waits for the collector, then the
+   * collector for it.
+   */
   private async prepare(batch: QueueItem[]): Promise<Prepared> {
     const items: IngestItem[] = [];
     const owners: QueueItem[] = [];
+    const rows = this.store.copyRows();
     const schemaV1 = this.store.rules === schemaV1Rules;
-    for (const item of batch) {
+    let done = 0;
+    const finishSlice = () => {
+      const slice = items.slice(done);
+      this.store.prehash(slice);
+      rows?.add(slice);
+      done = items.length;
+    };
+    for (let i = 0; i < batch.length; i++) {
+      const item = batch[i];
       try {
         items.push(decode(item.d.body, schemaV1));
         owners.push(item);
       } catch (err) {
         await this.rejectOne(item, (err as Error).message);
       }
+      if (i % PREPARE_SLICE === PREPARE_SLICE - 1 && i < batch.length - 1) {
+        finishSlice();
+        await yieldToIo();
+      }
     }
-    this.store.prehash(items);
-    return { items, owners };
+    finishSlice();
+    return { items, owners, rows };
   }
 
   private take(): QueueItem[] {
@@ -149,23 +172,37 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
     return batch;
   }
 
+  /**
+   * One transaction at a time (the store serialises them anyway), with the next batch prepared meanwhile and its
+   * transaction started as soon as the previous one committed, before that one's deliveries are acknowledged.
+   */
   private async flushLoop(): Promise<void> {
-    let current: Prepared | null = this.queue.length > 0 ? await this.prepare(this.take()) : null;
-    while (current) {
-      const writing = this.writeWithRetry(current.items);
-      // Overlap: parse and hash the next batch while this one is in the store.
-      const next = this.queue.length > 0 ? await this.prepare(this.take()) : null;
+    let current = await this.prepareNext();
+    let writing = current && this.writeWithRetry(current);
+    while (current && writing) {
+      const next = await this.prepareNext();
       const outcome = await writing;
       if (!outcome) {
         for (const item of [...current.owners, ...(next?.owners ?? [])])
           item.fail(new Error('ingest queue stopped before the event was stored'));
         return;
       }
+      writing = next && this.writeWithRetry(next);
+      // Its first statement goes out before this batch's acknowledgements and listeners run.
+      if (writing) await yieldToIo();
       this.settle(current, outcome);
       for (const f of outcome.findings) this.emit('finding', f);
       this.emit('stored', outcome.inserted, outcome);
-      current = next ?? (this.queue.length > 0 ? await this.prepare(this.take()) : null);
+      current = next;
+      if (!current) {
+        current = await this.prepareNext();
+        writing = current && this.writeWithRetry(current);
+      }
     }
+  }
+
+  private prepareNext(): Promise<Prepared | null> | null {
+    return this.queue.length > 0 ? this.prepare(this.take()) : null;
   }
 
   /** Acknowledges a stored batch; only deliveries with a promise (`push`) are told which outcome was theirs. */
@@ -183,10 +220,11 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
     }
   }
 
-  private async writeWithRetry(events: IngestItem[]): Promise<IngestOutcome | null> {
+  private async writeWithRetry({ items, rows }: Prepared): Promise<IngestOutcome | null> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.store.ingest(events);
+        // The rows built ahead serve the first attempt only (CopyRows.claim): a retry builds its own.
+        return await this.store.ingest(items, rows);
       } catch (err) {
         this.emit('retry', err as Error, attempt);
         if (this.stopped && attempt >= 3) return null;

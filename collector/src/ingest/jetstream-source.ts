@@ -11,6 +11,7 @@ import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@na
 import type { NatsUserFiles } from '@pgwarden/policy';
 import { CollectorError, redactUrl } from '../errors.js';
 import type { IngestQueue } from './ingest-queue.js';
+import { JetStreamAcks } from './jetstream-acks.js';
 
 export const AUDIT_STREAM = 'PGWARDEN_AUDIT';
 export const AUDIT_SUBJECTS = 'pgwarden.audit.>';
@@ -88,6 +89,9 @@ export async function ensureStream(jsm: JetStreamManager): Promise<void> {
     if (!/already in use|exists/i.test((err as Error).message)) throw err;
   }
 }
+
+/** An ack callback holding only the reply subject: a message queued for ingest need not keep its JsMsg alive. */
+const ackVia = (acks: JetStreamAcks, reply: string) => () => acks.ack(reply);
 
 /**
  * A durable pull consumer with explicit acks feeding the ingest queue. Each message is acknowledged only after
@@ -192,11 +196,14 @@ export class JetStreamSource {
     // (it pulls again only as it is read) is replaced by the server's: it delivers nothing beyond max_ack_pending
     // unacknowledged messages. Only redeliveries of messages still queued here (ack_wait expired while the store
     // was down) can exceed that; those are left unacknowledged, so the server offers them again later.
+    const acks = new JetStreamAcks(nc);
     return consumer.consume({
       max_messages: this.opts.pullBatch ?? 1000,
       callback: (m) => {
         if (this.queue.length >= limit) return;
-        this.deliver(m.data, () => m.ack());
+        // The ack subject (JsMsgImpl has it; the JsMsg interface does not declare it).
+        const reply = (m as { reply?: string }).reply;
+        this.deliver(m.data, reply ? ackVia(acks, reply) : () => m.ack());
       },
     });
   }

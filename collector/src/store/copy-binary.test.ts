@@ -62,6 +62,41 @@ describe('binary COPY', () => {
       expect(pgTimestampMicros(t), t).toBeUndefined();
   });
 
+  it('reads times character by character exactly as the RFC 3339 UTC pattern it replaced accepts them', () => {
+    // The former implementation, kept as the reference.
+    const pattern = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z$/;
+    const matches = (t: string) => pattern.test(t);
+    const valid = fc
+      .date({ min: new Date(Date.UTC(1716, 0, 1)), max: new Date(Date.UTC(2284, 11, 31)), noInvalidDate: true })
+      .chain((d) =>
+        fc.tuple(fc.constant(d.toISOString()), fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 9_999_999 })),
+      )
+      .map(([iso, digits, f]) =>
+        digits === 0
+          ? iso.replace(/\.\d+Z$/, 'Z')
+          : iso.replace(/\.\d+Z$/, `.${String(f).padStart(7, '0').slice(0, digits)}Z`),
+      );
+    // Near misses: one character of a valid time replaced, dropped or doubled, from an alphabet of what times hold.
+    const mutated = fc
+      .tuple(valid, fc.nat(), fc.constantFrom('0', '9', '-', ':', 'T', 'Z', '.', ' ', '+', 'z', '٣', ''), fc.boolean())
+      .map(([t, at, c, insert]) => {
+        const i = at % (t.length + 1);
+        return insert ? t.slice(0, i) + c + t.slice(i) : t.slice(0, i) + c + t.slice(i + 1);
+      });
+    fc.assert(
+      fc.property(fc.oneof(valid, mutated, fc.string({ maxLength: 30 })), (t) => {
+        const micros = pgTimestampMicros(t);
+        if (!matches(t)) expect(micros, t).toBeUndefined();
+        else if (micros !== undefined) {
+          const [, frac = ''] = /(?:\.(\d+))?Z$/.exec(t) ?? [];
+          const whole = Date.parse(t.replace(/\.\d+Z$/, 'Z'));
+          expect(micros, t).toBe((whole / 1000 - 946_684_800) * 1_000_000 + Number(frac.padEnd(6, '0')));
+        }
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
   /** Both ways through the real writer, each in its own database (the same rows cannot be stored twice in one). */
   const writeBoth = async (items: IngestItem[]) => {
     const days = new Set(items.map((it) => dayKey(it.event.time)));

@@ -8,8 +8,8 @@ import {
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
-import { BinaryCopyPayload } from './copy-binary.js';
 import { CopyPayload, copyField } from './copy-in.js';
+import { CopyRows } from './copy-rows.js';
 import type { SqlRunner } from './sql-client.js';
 
 /** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
@@ -113,36 +113,24 @@ const COPY_EVENTS_BINARY = `${COPY_EVENTS} (FORMAT binary)`;
 /**
  * The fast path: one COPY of the whole batch (no per-row conflict check, no RETURNING, one protocol message).
  * COPY has no ON CONFLICT, so an event already stored fails the whole statement with unique_violation (23505)
- * and the caller redoes the batch with `insertEvents`. Repeats within the batch are dropped here first.
- * Binary format unless `binary` is false or a row has a value only PostgreSQL's text input may judge.
+ * and the caller redoes the batch with `insertEvents`. Repeats within the batch are dropped first (CopyRows).
+ * Binary format unless `binary` is false or a row has a value only PostgreSQL's text input may judge. `built`
+ * holds the rows when they were built ahead from these items.
  */
 async function copyEvents(
   tx: SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>,
   items: readonly IngestItem[],
   binary: boolean,
+  built: CopyRows | undefined,
 ): Promise<Set<string>> {
-  const ids = new Set<string>();
-  const keys = new Set<string>();
-  const rows: IngestItem[] = [];
-  let size = 0;
-  for (const it of items) {
-    const e = it.event;
-    // The primary key, as the conflict target of the INSERT path (same text of time; an equal instant written
-    // differently still conflicts in PostgreSQL, and then the INSERT path takes over).
-    const key = `${e.session.id}\u0000${e.session.seq}\u0000${e.time}`;
-    if (keys.has(key)) continue;
-    keys.add(key);
-    ids.add(e.id);
-    rows.push(it);
-    size += (it.utf8?.length ?? it.raw.length) + 256;
-  }
-  const bin = binary ? binaryRows(rows, size) : null;
+  const { rows, binary: bin } =
+    (binary && built?.claim(items.length)) || CopyRows.of(items, binary).claim(items.length)!;
   if (bin) {
     await tx.copyIn(COPY_EVENTS_BINARY, bin);
-    return ids;
+    return rows.ids;
   }
-  const payload = new CopyPayload(size);
-  for (const it of rows) {
+  const payload = new CopyPayload(rows.size);
+  for (const it of rows.rows) {
     writeRowPrefix(payload, it.event);
     // `raw` is read only without bytes: an item may decode it on demand.
     if (it.utf8) payload.bytes(it.utf8);
@@ -150,19 +138,7 @@ async function copyEvents(
     payload.endRow();
   }
   await tx.copyIn(COPY_EVENTS, payload);
-  return ids;
-}
-
-/** The rows in COPY's binary format, or null when one of them has no binary form here. */
-function binaryRows(rows: readonly IngestItem[], size: number): BinaryCopyPayload | null {
-  const payload = new BinaryCopyPayload(size);
-  for (const it of rows) {
-    if (payload.row(it.event, it.utf8 ? undefined : it.raw, it.utf8)) continue;
-    payload.release();
-    return null;
-  }
-  payload.finish();
-  return payload;
+  return rows.ids;
 }
 
 /** The columns before `event` of one COPY row, each followed by its tab. */
@@ -220,6 +196,10 @@ export interface WriteOptions {
   copy?: boolean;
   /** COPY in binary format where every row allows it (default true); false forces the text format. */
   binary?: boolean;
+  /** The COPY rows of exactly these items, built ahead (AuditStore.copyRows); used by one COPY at most. */
+  rows?: CopyRows;
+  /** The transaction already holds INGEST_LOCK_KEY (taken with its BEGIN). */
+  locked?: boolean;
 }
 
 /** True for the error `copy: true` raises when the batch holds an already stored event. */
@@ -235,11 +215,11 @@ export async function writeBatch(
   baseRules: ChainRules,
   opts: WriteOptions = {},
 ): Promise<WriteResult> {
-  await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
+  if (!opts.locked) await tx.query('SELECT pg_advisory_xact_lock($1)', [INGEST_LOCK_KEY]);
   const events = items.map((i) => i.event);
   const ids =
     opts.copy && tx.copyIn
-      ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items, opts.binary ?? true)
+      ? await copyEvents(tx as SqlRunner & Required<Pick<SqlRunner, 'copyIn'>>, items, opts.binary ?? true, opts.rows)
       : await insertEvents(tx, items);
   const rules = withKnownHashes(baseRules, items);
   const inserted: AuditEvent[] = [];

@@ -19,8 +19,11 @@ export interface SqlRunner {
 
 export interface SqlClient extends SqlRunner {
   readonly kind: 'postgres' | 'pglite';
-  /** Runs `fn` in one transaction; PGlite runs one transaction at a time, a pool may run several. */
-  transaction<T>(fn: (tx: SqlRunner) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in one transaction; PGlite runs one transaction at a time, a pool may run several. `lock`: a
+   * transaction-level advisory lock taken before `fn` runs, in the same round trip as BEGIN.
+   */
+  transaction<T>(fn: (tx: SqlRunner) => Promise<T>, opts?: { lock?: number }): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -45,10 +48,11 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
       const r = await pool.query(text, params as unknown[]);
       return r.rows;
     },
-    async transaction(fn) {
+    async transaction(fn, opts) {
       const c = await pool.connect();
       try {
-        await c.query('BEGIN');
+        // One simple-query message may hold several statements (protocol-flow.html#PROTOCOL-FLOW-MULTI-STATEMENT).
+        await c.query(opts?.lock === undefined ? 'BEGIN' : `BEGIN; ${advisoryLock(opts.lock)}`);
         const out = await fn({
           query: async (t, p, name) =>
             (name ? await c.query({ name, text: t, values: p as unknown[] }) : await c.query(t, p as unknown[])).rows,
@@ -83,8 +87,17 @@ export async function openPglite(dataDir?: string): Promise<SqlClient> {
       const r = await db.query(text, params as unknown[]);
       return r.rows as never[];
     },
-    transaction: (fn) =>
-      db.transaction((tx) => fn({ query: async (t, p) => (await tx.query(t, p as unknown[])).rows as never[] })),
+    transaction: (fn, opts) =>
+      db.transaction(async (tx) => {
+        if (opts?.lock !== undefined) await tx.query(advisoryLock(opts.lock));
+        return fn({ query: async (t, p) => (await tx.query(t, p as unknown[])).rows as never[] });
+      }),
     close: () => db.close(),
   };
+}
+
+/** https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS */
+function advisoryLock(key: number): string {
+  if (!Number.isSafeInteger(key)) throw new TypeError(`advisory lock key ${key} is not an integer`);
+  return `SELECT pg_advisory_xact_lock(${key})`;
 }
