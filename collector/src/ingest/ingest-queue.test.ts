@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { makeSession, sidecarJson } from '../testing/audit-events.js';
 import { useTestStore } from '../testing/test-store.js';
-import { IngestQueue } from './ingest-queue.js';
+import { IngestQueue, ItemFifo, type QueueItem } from './ingest-queue.js';
 
 /**
  * Bodies arrive as bytes from NATS: the queue hands the t.store those bytes to hash and copy only when they are
@@ -144,5 +144,23 @@ describe('ingest queue, overlap with the store', () => {
     );
     expect(turnedBeforeWrite).toBe(true);
     expect((await t.store.verify(['q-slices']))[0]).toMatchObject({ ok: true, events: 600 });
+  });
+});
+
+describe('ItemFifo', () => {
+  it('hands items out oldest first in batches, across compactions, with interleaved pushes', () => {
+    const fifo = new ItemFifo();
+    const item = (i: number) => ({ d: { body: new Uint8Array(), source: String(i) } }) as unknown as QueueItem;
+    let pushed = 0;
+    const taken: string[] = [];
+    // Enough items and uneven batches to pass the compaction threshold several times.
+    for (let round = 0; round < 40; round++) {
+      for (let k = 0; k < 700; k++) fifo.push(item(pushed++));
+      for (const it of fifo.take(round % 3 === 0 ? 1000 : 333)) taken.push(it.d.source);
+      expect(fifo.length).toBe(pushed - taken.length);
+    }
+    while (fifo.length > 0) for (const it of fifo.take(1000)) taken.push(it.d.source);
+    expect(taken).toEqual(Array.from({ length: pushed }, (_, i) => String(i)));
+    expect(fifo.take(10)).toEqual([]);
   });
 });

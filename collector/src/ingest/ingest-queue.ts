@@ -42,7 +42,7 @@ const noop = () => {};
 const PREPARE_SLICE = 64;
 const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-interface QueueItem {
+export interface QueueItem {
   d: Delivery;
   done: (o: DeliveryOutcome) => void;
   fail: (e: Error) => void;
@@ -61,7 +61,7 @@ interface Prepared {
  * stops: sources redeliver what was never acknowledged, and the store's idempotency absorbs the repeats.
  */
 export class IngestQueue extends EventEmitter<IngestQueueEvents> {
-  private readonly queue: QueueItem[] = [];
+  private readonly queue = new ItemFifo();
   private readonly maxBatch: number;
   private readonly maxDelayMs: number;
   private readonly highWater: number;
@@ -167,7 +167,7 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
   }
 
   private take(): QueueItem[] {
-    const batch = this.queue.splice(0, this.maxBatch);
+    const batch = this.queue.take(this.maxBatch);
     if (this.queue.length < this.highWater) for (const w of this.roomWaiters.splice(0)) w();
     return batch;
   }
@@ -293,5 +293,45 @@ class ReceivedItem implements IngestItem {
   get raw(): string {
     this.#raw ??= decoder.decode(this.utf8);
     return this.#raw;
+  }
+}
+
+/**
+ * The queued items, oldest first. Taking a batch off the front costs the batch, not the queue: `splice(0, n)` moved
+ * every item behind it, and with many events per message the server's max_ack_pending (which counts messages) lets
+ * the queue hold 100k+ events.
+ */
+const RELEASED = Object.freeze({}) as QueueItem;
+
+export class ItemFifo {
+  private items: QueueItem[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: QueueItem): void {
+    this.items.push(item);
+  }
+
+  /** Up to `n` items from the front, in order. */
+  take(n: number): QueueItem[] {
+    const start = this.head;
+    const end = Math.min(start + n, this.items.length);
+    const out = this.items.slice(start, end);
+    if (end === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else {
+      // Taken slots let go of their items now (they would otherwise live on until the next compaction).
+      this.items.fill(RELEASED, start, end);
+      this.head = end;
+      if (end > 4096 && end * 2 > this.items.length) {
+        this.items = this.items.slice(end);
+        this.head = 0;
+      }
+    }
+    return out;
   }
 }
