@@ -11,8 +11,8 @@ export function median(values) {
 }
 
 /**
- * runs: [{scenario, leg, tps, transactions, cpuMicros?, natsCpuMicros?}] → one row per (scenario, leg) with medians
- * and ratios.
+ * runs: [{scenario, leg, tps, transactions, cpuMicros?, systemCpuMicros?, natsCpuMicros?, machineIdle}] → one row per
+ * (scenario, leg) with medians and ratios.
  */
 export function summarise(runs, baselineProxy) {
   const rows = [];
@@ -29,6 +29,9 @@ export function summarise(runs, baselineProxy) {
     const cpu = g.runs.every((r) => r.cpuMicros === undefined)
       ? undefined
       : median(g.runs.map((r) => r.cpuMicros / Math.max(1, r.transactions)));
+    const systemCpu = g.runs.every((r) => r.systemCpuMicros === undefined)
+      ? undefined
+      : median(g.runs.map((r) => r.systemCpuMicros / Math.max(1, r.transactions)));
     const natsCpu = g.runs.every((r) => r.natsCpuMicros === undefined)
       ? undefined
       : median(g.runs.map((r) => r.natsCpuMicros / Math.max(1, r.transactions)));
@@ -41,12 +44,16 @@ export function summarise(runs, baselineProxy) {
       vsDirect: direct ? tps / direct : undefined,
       vsBare: bare && g.leg !== 'direct' ? tps / bare : undefined,
       cpuMicrosPerTx: cpu,
+      systemCpuMicrosPerTx: systemCpu,
       natsServerCpuMicrosPerTx: natsCpu,
+      machineIdle: median(g.runs.map((r) => r.machineIdle)),
       runs: g.runs.map((r) => ({
         tps: r.tps,
         transactions: r.transactions,
         cpuMicros: r.cpuMicros,
+        systemCpuMicros: r.systemCpuMicros,
         natsCpuMicros: r.natsCpuMicros,
+        machineIdle: r.machineIdle,
         rssAfterKiB: r.rssAfterKiB,
       })),
     });

@@ -12,7 +12,7 @@ import { BASELINE_PROXY, LEGS, SCENARIOS } from './legs.mjs';
 import { startBenchNats } from './nats-server.mjs';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
-import { cpuMicros, peakRssKiB, rssKiB } from './proc-stats.mjs';
+import { cpuMicros, cpuTimes, machineTicks, peakRssKiB, rssKiB } from './proc-stats.mjs';
 import { formatTable, machine, summarise, targets } from './report.mjs';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -69,12 +69,18 @@ try {
     for (let rep = 0; rep < repeats; rep++) {
       // Round-robin within a scenario so drift in machine load spreads over every leg alike.
       for (const leg of rep % 2 ? [...started].reverse() : started) {
-        const before = leg.pid ? cpuMicros(leg.pid) : undefined;
+        const before = leg.pid ? cpuTimes(leg.pid) : undefined;
         // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
         const natsBefore = leg.auditNats ? cpuMicros(nats.pid) : undefined;
+        const machineBefore = machineTicks();
         const r = await runPgbench(target(leg), scenario.pgbench, seconds, transactions);
-        const cpu = leg.pid ? cpuMicros(leg.pid) - before : undefined;
+        const machineAfter = machineTicks();
+        const after = leg.pid ? cpuTimes(leg.pid) : undefined;
+        const cpu = after ? after.user + after.system - before.user - before.system : undefined;
+        const systemCpu = after ? after.system - before.system : undefined;
         const natsCpu = leg.auditNats ? cpuMicros(nats.pid) - natsBefore : undefined;
+        const machineIdle =
+          (machineAfter.idle - machineBefore.idle) / Math.max(1, machineAfter.total - machineBefore.total);
         // Resident memory right after each run: growth across runs of one leg points at a leak, not a peak.
         const rssAfterKiB = leg.pid ? rssKiB(leg.pid) : undefined;
         if (r.failed > 0) throw new Error(`${scenario.name} via ${leg.name}: ${r.failed} failed transactions`);
@@ -83,11 +89,13 @@ try {
           leg: leg.name,
           ...r,
           cpuMicros: cpu,
+          systemCpuMicros: systemCpu,
           natsCpuMicros: natsCpu,
+          machineIdle,
           rssAfterKiB,
         });
         log(
-          `${scenario.name.padEnd(20)} ${leg.name.padEnd(12)} ${r.tps.toFixed(0).padStart(7)} tps${cpu === undefined ? '' : `  ${(cpu / r.transactions).toFixed(1)} µs/tx`}${natsCpu === undefined ? '' : ` (+ nats-server ${(natsCpu / r.transactions).toFixed(1)} µs/tx)`}`,
+          `${scenario.name.padEnd(20)} ${leg.name.padEnd(12)} ${r.tps.toFixed(0).padStart(7)} tps${cpu === undefined ? '' : `  ${(cpu / r.transactions).toFixed(1)} µs/tx (system ${(systemCpu / r.transactions).toFixed(1)})`}${natsCpu === undefined ? '' : ` (+ nats-server ${(natsCpu / r.transactions).toFixed(1)} µs/tx)`}  machine idle ${(100 * machineIdle).toFixed(0)} %`,
         );
       }
     }

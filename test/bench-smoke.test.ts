@@ -48,8 +48,13 @@ describe('make bench (smoke)', () => {
     for (const row of result.results) {
       expect(row.tps, `${row.scenario} via ${row.leg}`).toBeGreaterThan(0);
       expect(row.runs[0].transactions).toBeGreaterThan(0);
+      // Idle share of the whole machine during the run: a fraction, measured for every leg.
+      expect(row.machineIdle).toBeGreaterThanOrEqual(0);
+      expect(row.machineIdle).toBeLessThanOrEqual(1);
       if (row.leg !== 'direct') {
         expect(row.cpuMicrosPerTx).toBeGreaterThan(0);
+        expect(row.systemCpuMicrosPerTx).toBeGreaterThanOrEqual(0);
+        expect(row.systemCpuMicrosPerTx).toBeLessThanOrEqual(row.cpuMicrosPerTx);
         expect(row.vsBare).toBeGreaterThan(0);
         expect(row.vsDirect).toBeGreaterThan(0);
       }
