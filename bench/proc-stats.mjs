@@ -1,6 +1,6 @@
 // CPU time and peak memory of a child process, from Linux procfs (proc(5)).
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -8,6 +8,33 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }
 export function cpuMicros(pid) {
   const t = cpuTimes(pid);
   return t.user + t.system;
+}
+
+/**
+ * CPU time of all of a process's threads in microseconds, at nanosecond resolution (the first field of
+ * /proc/PID/task/TID/schedstat). Clock ticks (10 ms) are too coarse for a helper such as nats-server, which spends
+ * a few milliseconds in a short run and then reads as 0. Threads that exited during the run are not counted, which
+ * suits Go's and Node's long-lived thread pools; falls back to clock ticks where schedstat is unavailable.
+ */
+export function preciseCpuMicros(pid) {
+  let tids;
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return cpuMicros(pid);
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    let text;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8');
+    } catch {
+      continue; // the thread exited between the listing and the read
+    }
+    ns += Number(text.split(' ', 1)[0]);
+  }
+  // A kernel without schedstat reports nothing usable: use the coarse figure rather than 0.
+  return Number.isFinite(ns) && ns > 0 ? ns / 1000 : cpuMicros(pid);
 }
 
 /** A process's user and system CPU time in microseconds: a proxy's socket work is mostly system time. */

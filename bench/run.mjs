@@ -12,7 +12,7 @@ import { BASELINE_PROXY, LEGS, SCENARIOS } from './legs.mjs';
 import { startBenchNats } from './nats-server.mjs';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
-import { cpuMicros, cpuTimes, machineTicks, peakRssKiB, rssKiB } from './proc-stats.mjs';
+import { cpuMicros, cpuTimes, machineTicks, peakRssKiB, preciseCpuMicros, rssKiB } from './proc-stats.mjs';
 import { formatTable, machine, summarise, targets } from './report.mjs';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -71,14 +71,21 @@ try {
       for (const leg of rep % 2 ? [...started].reverse() : started) {
         const before = leg.pid ? cpuTimes(leg.pid) : undefined;
         // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
-        const natsBefore = leg.auditNats ? cpuMicros(nats.pid) : undefined;
+        const natsBefore = leg.auditNats ? [preciseCpuMicros(nats.pid), cpuMicros(nats.pid)] : undefined;
         const machineBefore = machineTicks();
         const r = await runPgbench(target(leg), scenario.pgbench, seconds, transactions);
         const machineAfter = machineTicks();
         const after = leg.pid ? cpuTimes(leg.pid) : undefined;
         const cpu = after ? after.user + after.system - before.user - before.system : undefined;
         const systemCpu = after ? after.system - before.system : undefined;
-        const natsCpu = leg.auditNats ? cpuMicros(nats.pid) - natsBefore : undefined;
+        // Per-thread nanoseconds; if a thread exited mid-run its time vanished from the sum, so take the coarse
+        // (whole-process, 10 ms ticks) figure instead.
+        const natsPrecise = leg.auditNats ? preciseCpuMicros(nats.pid) - natsBefore[0] : undefined;
+        const natsCpu = leg.auditNats
+          ? natsPrecise >= 0
+            ? natsPrecise
+            : cpuMicros(nats.pid) - natsBefore[1]
+          : undefined;
         const machineIdle =
           (machineAfter.idle - machineBefore.idle) / Math.max(1, machineAfter.total - machineBefore.total);
         // Resident memory right after each run: growth across runs of one leg points at a leak, not a peak.
