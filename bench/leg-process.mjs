@@ -15,6 +15,15 @@ const PGWARDEN = process.env.PGWARDEN_BIN ?? join(REPO, 'bin', 'pgwarden');
  * `role` the {user, password} the sidecar logs in with, `workDir` a private temp dir, `nats` the bench's
  * nats-server ({url}) for legs with audit: 'nats'.
  */
+/** A credentials directory (`username`, `password`) for a leg that logs in upstream as `role`. */
+function credentialsDir(leg, role, workDir) {
+  const dir = join(workDir, `${leg.name}-credentials`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, 'username'), role.user, { mode: 0o600 });
+  writeFileSync(join(dir, 'password'), role.password, { mode: 0o600 });
+  return dir;
+}
+
 export async function startLeg(leg, pg, role, workDir, nats) {
   if (leg.kind === 'direct') return { name: leg.name, host: pg.host, port: pg.port, stop: async () => {} };
   const port = await freePort();
@@ -28,13 +37,22 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       '--upstream',
       `${pg.host}:${pg.port}`,
     ];
+  } else if (leg.kind === 'proxy') {
+    if (!existsSync(join(REPO, 'sidecar', 'dist', 'index.js')))
+      throw new Error('the sidecar is not built: run `make build` first');
+    argv = [
+      join(REPO, 'bench', 'proxy-no-audit.mjs'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstream',
+      `${pg.host}:${pg.port}/${pg.database}`,
+      '--credentials-dir',
+      credentialsDir(leg, role, workDir),
+    ];
   } else if (leg.kind === 'sidecar') {
     if (!existsSync(join(REPO, 'cli', 'dist', 'main.js')))
       throw new Error('pgwarden is not built: run `make build` first');
-    const credentials = join(workDir, `${leg.name}-credentials`);
-    mkdirSync(credentials, { recursive: true, mode: 0o700 });
-    writeFileSync(join(credentials, 'username'), role.user, { mode: 0o600 });
-    writeFileSync(join(credentials, 'password'), role.password, { mode: 0o600 });
+    const credentials = credentialsDir(leg, role, workDir);
     let audit;
     if (leg.audit === 'nats') {
       if (!nats) throw new Error(`leg ${leg.name} needs the bench nats-server`);
@@ -63,10 +81,10 @@ export async function startLeg(leg, pg, role, workDir, nats) {
   // BENCH_NODE_ARGS: extra node flags for the leg processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (written
   // when the leg exits after SIGTERM); NODE_OPTIONS refuses --cpu-prof.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  // Sidecar legs run with the V8 settings the operator injects on the container's command line (SIDECAR_NODE_ARGS
+  // Sidecar legs (and the sidecar's proxy without audit) run with the V8 settings the operator injects on the container's command line (SIDECAR_NODE_ARGS
   // in operator/src/webhook/sidecar-container.ts; measured there). BENCH_SIDECAR_NODE_ARGS='' measures without them.
   const sidecarNodeArgs =
-    leg.kind !== 'sidecar'
+    leg.kind !== 'sidecar' && leg.kind !== 'proxy'
       ? []
       : process.env.BENCH_SIDECAR_NODE_ARGS !== undefined
         ? process.env.BENCH_SIDECAR_NODE_ARGS.split(' ').filter(Boolean)

@@ -8,6 +8,7 @@ const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.
 
 /**
  * kind: 'direct' connects pgbench straight to PostgreSQL; 'pipe' runs bench/bare-pipe.mjs;
+ * 'proxy' runs the sidecar's proxy without audit (bench/proxy-no-audit.mjs);
  * 'sidecar' runs `bin/pgwarden sidecar` with the base flags (listen, upstream, credentials, audit file) + sidecarArgs.
  * audit: 'nats' replaces the audit file with the JetStream sink (a throwaway nats-server that bench/run.mjs starts,
  * plus a spool dir), the production path for sidecars in a cluster.
@@ -15,6 +16,9 @@ const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.
 export const LEGS = [
   { name: 'direct', kind: 'direct' },
   { name: 'bare-pipe', kind: 'pipe' },
+  // The sidecar's proxy with no audit trail (bench/proxy-no-audit.mjs): splits the sidecar's cost against the bare
+  // pipe into proxying (this leg) and auditing (sidecar ÷ this leg).
+  { name: 'proxy-no-audit', kind: 'proxy' },
   { name: 'sidecar', kind: 'sidecar', sidecarArgs: [] },
   // The same sidecar auditing to NATS JetStream instead of a file; target: within 10 % of `sidecar` (report.mjs).
   { name: 'sidecar-nats', kind: 'sidecar', audit: 'nats', sidecarArgs: [] },

@@ -140,3 +140,38 @@ export function targets(rows, peakRss) {
   }
   return out;
 }
+
+/**
+ * Where the sidecar's distance from the bare pipe comes from, per select-only -c 8 scenario: proxying (the sidecar's
+ * proxy without audit, `proxy-no-audit`, against the bare pipe) and auditing (the `sidecar` leg against
+ * `proxy-no-audit`), as throughput ratios and as the CPU µs per transaction each step adds.
+ * Returns only scenarios the run measured on all three legs.
+ */
+export function costSplit(rows) {
+  const out = [];
+  for (const sidecar of rows.filter((r) => r.leg === 'sidecar' && /^select-.*-c8$/.test(r.scenario))) {
+    const of = (leg) => rows.find((r) => r.leg === leg && r.scenario === sidecar.scenario);
+    const bare = of('bare-pipe');
+    const proxy = of('proxy-no-audit');
+    if (!bare || !proxy || !(bare.tps > 0) || !(proxy.tps > 0)) continue;
+    out.push({
+      scenario: sidecar.scenario,
+      proxyVsBare: proxy.tps / bare.tps,
+      auditVsProxy: sidecar.tps / proxy.tps,
+      proxyCpuMicrosPerTx: proxy.cpuMicrosPerTx - bare.cpuMicrosPerTx,
+      auditCpuMicrosPerTx: sidecar.cpuMicrosPerTx - proxy.cpuMicrosPerTx,
+    });
+  }
+  return out;
+}
+
+export function formatCostSplit(split) {
+  const sign = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
+  return split
+    .map(
+      (s) =>
+        `cost split ${s.scenario}: proxying ${s.proxyVsBare.toFixed(2)}× bare pipe (${sign(s.proxyCpuMicrosPerTx)} µs/tx), ` +
+        `auditing ${s.auditVsProxy.toFixed(2)}× that (${sign(s.auditCpuMicrosPerTx)} µs/tx)`,
+    )
+    .join('\n');
+}

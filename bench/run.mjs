@@ -13,7 +13,7 @@ import { startBenchNats } from './nats-server.mjs';
 import { initPgbench, runPgbench } from './pgbench.mjs';
 import { BENCH_ROLE, startBenchPostgres } from './postgres.mjs';
 import { cpuMicros, cpuTimes, machineTicks, peakRssKiB, preciseCpuMicros, rssKiB } from './proc-stats.mjs';
-import { formatTable, machine, summarise, targets } from './report.mjs';
+import { costSplit, formatCostSplit, formatTable, machine, summarise, targets } from './report.mjs';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 // Transactions per client instead of a duration (the smoke test's setting; see runPgbench).
@@ -120,6 +120,7 @@ try {
   }
   const rows = summarise(runs, BASELINE_PROXY);
   const verdicts = targets(rows, peakRss);
+  const split = costSplit(rows);
   const result = {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -130,6 +131,7 @@ try {
     auditEvents,
     natsMessages,
     targets: verdicts,
+    costSplit: split,
   };
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
@@ -139,6 +141,7 @@ try {
     process.stdout.write(
       `JetStream messages from ${leg}: ${m} (${(auditEvents[leg] / Math.max(1, m)).toFixed(1)} events each)\n`,
     );
+  if (split.length) process.stdout.write(`${formatCostSplit(split)}\n`);
   for (const t of verdicts)
     process.stdout.write(`target ${t.target}: ${t.value.toFixed(2)} ${t.met ? 'met' : 'NOT MET'}\n`);
   process.stdout.write(`results: ${outFile}\n`);

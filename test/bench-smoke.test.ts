@@ -43,7 +43,7 @@ describe('make bench (smoke)', () => {
     expect(r.code, r.output).toBe(0);
     const result = JSON.parse(readFileSync(out, 'utf8'));
     const legs = result.config.legs.map((l: { name: string }) => l.name);
-    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'sidecar', 'sidecar-nats']));
+    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'proxy-no-audit', 'sidecar', 'sidecar-nats']));
     expect(result.results).toHaveLength(2 * legs.length);
     for (const row of result.results) {
       expect(row.tps, `${row.scenario} via ${row.leg}`).toBeGreaterThan(0);
@@ -75,6 +75,15 @@ describe('make bench (smoke)', () => {
     expect(result.targets.map((t: { target: string }) => t.target)).toHaveLength(4);
     for (const t of result.targets) expect(Number.isFinite(t.value)).toBe(true);
     expect(r.output).toMatch(/select-prepared-c8\s+sidecar\s+\d+/);
+    // The sidecar's distance from the bare pipe split into proxying and auditing (bench/proxy-no-audit.mjs).
+    expect(result.costSplit.map((s: { scenario: string }) => s.scenario)).toEqual(['select-prepared-c8']);
+    for (const s of result.costSplit) {
+      for (const k of ['proxyVsBare', 'auditVsProxy', 'proxyCpuMicrosPerTx', 'auditCpuMicrosPerTx'])
+        expect(Number.isFinite(s[k]), k).toBe(true);
+      expect(s.proxyVsBare).toBeGreaterThan(0);
+      expect(s.auditVsProxy).toBeGreaterThan(0);
+    }
+    expect(r.output).toMatch(/cost split select-prepared-c8: proxying \d\.\d\d× bare pipe/);
     expect(r.output).toMatch(/target sidecar-nats ≥ 0\.9× sidecar \(file sink\), select-only -c 8: \d/);
   });
 });
