@@ -27,11 +27,12 @@ beforeAll(async () => {
 });
 afterAll(() => api.stop());
 
+/** A DatabaseAccessPolicy the shipped CRD accepts (the fake server enforces it): the required parts plus `spec`. */
 const dap = (name: string, spec: object) => ({
   apiVersion: 'pgwarden.dev/v1alpha1',
   kind: 'DatabaseAccessPolicy',
   metadata: { name, namespace: 'agents' },
-  spec,
+  spec: { podSelector: { matchLabels: { app: name } }, database: { host: 'db', name: 'app' }, ...spec },
 });
 
 describe('fake API server through @kubernetes/client-node', () => {
@@ -182,12 +183,12 @@ describe('fake API server through @kubernetes/client-node', () => {
       setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
     );
     expect(st.status).toEqual({ matchedWorkloads: 2 });
-    expect(st.spec).toEqual({ role: 'r' });
+    expect(st.spec.role).toBe('r');
     expect(st.metadata.generation).toBe(1);
     const upd = await custom.replaceNamespacedCustomObject({
       ...g,
       name: 'p',
-      body: { ...st, spec: { role: 'r2' }, status: { matchedWorkloads: 9 } },
+      body: { ...st, spec: { ...st.spec, role: 'r2' }, status: { matchedWorkloads: 9 } },
     });
     expect(upd.metadata.generation).toBe(2);
     expect(upd.status).toEqual({ matchedWorkloads: 2 });

@@ -11,7 +11,9 @@ import type { AddressInfo } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { applyJsonPatch, applyMergePatch, JsonPatchError } from '../core/json-patch.js';
 import { parseSelectorString } from '../core/label-selector.js';
+import { databaseAccessPolicyCrd, maskingRuleCrd } from '../crd/custom-resource-definitions.js';
 import { discoveryFor, type Route, routeFor } from './fake-apiserver/api-paths.js';
+import { CrdSchema } from './fake-apiserver/crd-validation.js';
 import type { Json } from './fake-apiserver/field-ownership.js';
 import { ObjectStore, type WatchFilter } from './fake-apiserver/object-store.js';
 import {
@@ -49,8 +51,24 @@ export class FakeApiServer {
   private server?: Server;
   url = '';
 
-  constructor(types: ResourceType[] = BUILTIN_RESOURCE_TYPES) {
+  /**
+   * `crds`: CustomResourceDefinitions whose schemas the server enforces on their kinds (pruning, defaults, OpenAPI
+   * and CEL validation; fake-apiserver/crd-validation.ts). Default: the CRDs pgwarden ships, as a cluster that had
+   * `helm install` run on it has them.
+   */
+  constructor(types: ResourceType[] = BUILTIN_RESOURCE_TYPES, opts: { crds?: Json[] } = {}) {
     for (const t of types) this.addType(t);
+    for (const crd of opts.crds ?? [databaseAccessPolicyCrd(), maskingRuleCrd()]) this.installCrd(crd);
+  }
+
+  /** Enforces a CRD's schema on its kind (which must be one of this server's types). */
+  installCrd(crd: Json): void {
+    const schema = new CrdSchema(crd);
+    const rt = this.types.find(
+      (t) => t.group === schema.group && t.version === schema.version && t.plural === schema.plural,
+    );
+    if (!rt) throw new Error(`no resource type ${schema.plural}.${schema.group}/${schema.version} for CRD`);
+    this.store.setSchema(rt, schema);
   }
 
   addType(rt: ResourceType): void {

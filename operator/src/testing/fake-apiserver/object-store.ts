@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { type CrdSchema, invalidStatusMessage } from './crd-validation.js';
 import {
   changedPaths,
   deepEqual,
@@ -64,6 +65,50 @@ export class ObjectStore {
     return String(this.rv);
   }
 
+  private readonly schemas = new Map<string, CrdSchema>();
+
+  /** Objects of `rt` are pruned, defaulted and validated against this CRD schema on every write (crd-validation.ts). */
+  setSchema(rt: ResourceType, schema: CrdSchema): void {
+    this.schemas.set(typeKey(rt), schema);
+  }
+
+  private validating = true;
+
+  /**
+   * Runs `fn` with CRD validation off (pruning and defaults still apply), as on an API server that does not enforce
+   * the CRD's rules (`x-kubernetes-validations` needs Kubernetes ≥ 1.25 and is ignored before): for tests of what
+   * the operator does when a spec the CRD should have refused reaches it anyway.
+   */
+  withoutValidation<T>(fn: () => T): T {
+    this.validating = false;
+    try {
+      return fn();
+    } finally {
+      this.validating = true;
+    }
+  }
+
+  /**
+   * What the API server does to a custom resource before it stores it; throws the 422 Invalid it would answer.
+   * A write to the status subresource is judged on `status` alone, as the API server's status strategy does: an
+   * object whose spec slipped past validation keeps getting status updates.
+   */
+  private admit(rt: ResourceType, obj: Json, subresource?: 'status'): void {
+    const schema = this.schemas.get(typeKey(rt));
+    if (!schema) return;
+    let causes = schema.admit(obj);
+    if (!this.validating) return;
+    if (subresource === 'status') causes = causes.filter((c) => c.field === 'status' || c.field.startsWith('status.'));
+    if (causes.length === 0) return;
+    const name = obj.metadata?.name ?? '';
+    throw new ApiError(422, 'Invalid', invalidStatusMessage(schema, name, causes), {
+      name,
+      group: rt.group,
+      kind: rt.kind,
+      causes,
+    });
+  }
+
   private bucket(rt: ResourceType): Map<string, Stored> {
     const k = typeKey(rt);
     let b = this.objects.get(k);
@@ -116,6 +161,7 @@ export class ObjectStore {
     obj.metadata.uid = randomUUID();
     obj.metadata.creationTimestamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     if (rt.status && rt.kind !== 'Namespace' && rt.kind !== 'Pod') obj.metadata.generation = 1;
+    this.admit(rt, obj);
     const stored: Stored = { obj, managers: [] };
     if (opts.fieldManager) this.takeOwnership(stored, opts.fieldManager, 'Update', leafPaths(strip(obj)), opts);
     return this.commit(rt, stored, 'ADDED', `${ns ?? ''}/${name}`);
@@ -251,6 +297,7 @@ export class ObjectStore {
       if (before.metadata[k] === undefined) delete next.metadata[k];
       else next.metadata[k] = before.metadata[k];
     }
+    this.admit(rt, next, opts.subresource);
     const changed = changedPaths(strip(before), strip(next));
     if (changed.length === 0 && !appliedPaths) return structuredClone(before); // no-op writes keep the resourceVersion
     const specChanged = changed.some((p) => p[0] !== 'metadata' && p[0] !== 'status');
