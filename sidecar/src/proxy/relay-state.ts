@@ -37,6 +37,12 @@ export class RelayState {
   onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;
   readonly scrub: ((text: string) => string) | undefined;
+  /**
+   * The upstream backend's process id and the one the client got in the proxy's BackendKeyData: a notification the
+   * session sent itself carries the first and must reach the client with the second (server-relay.ts).
+   */
+  upstreamPid = 0;
+  clientPid = 0;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {

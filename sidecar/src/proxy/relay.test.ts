@@ -165,6 +165,30 @@ describe('relay through the sidecar', () => {
     await talker.end();
   });
 
+  it('a session notifying itself sees its own process id in the notification, as directly on PostgreSQL', async () => {
+    // Clients tell their own notifications from others' by comparing the NotificationResponse's process id with
+    // BackendKeyData's (node-postgres `client.processID`, libpq PQbackendPID). The proxy hands out its own
+    // BackendKeyData, so the upstream pid in self-notifications must become that one; others' pids are left alone.
+    const self = await fx.client();
+    const other = await fx.client();
+    const seen: Array<{ pid: number; payload?: string }> = [];
+    self.on('notification', (n) => seen.push({ pid: n.processId, payload: n.payload }));
+    await self.query('LISTEN self_chan');
+    await self.query("NOTIFY self_chan, 'mine'");
+    await other.query("NOTIFY self_chan, 'theirs'");
+    await new Promise((r) => setTimeout(r, 100));
+    const ownPid = (self as unknown as { processID: number }).processID;
+    const otherPid = (other as unknown as { processID: number }).processID;
+    const upstreamPid = Number((await other.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+    expect(seen).toEqual([
+      { pid: ownPid, payload: 'mine' },
+      { pid: upstreamPid, payload: 'theirs' },
+    ]);
+    expect(otherPid).not.toBe(upstreamPid); // the proxy's key, not PostgreSQL's
+    await self.end();
+    await other.end();
+  });
+
   it('relays FunctionCall', async () => {
     const { client } = await RawClient.startup(fx.sidecar.port);
     client.send(msg.query("SELECT 'int4pl'::regproc::oid"));

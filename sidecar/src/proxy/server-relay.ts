@@ -88,7 +88,7 @@ export class ServerRelay implements FramerHandler {
       }
       case B.NoticeResponse:
       case B.NotificationResponse:
-        return s.scrub === undefined ? PASS : WHOLE;
+        return WHOLE; // rare; its process id may need mapping (handle)
       default:
         return WHOLE;
     }
@@ -160,8 +160,10 @@ export class ServerRelay implements FramerHandler {
         return this.scrubFields(buf, start, end);
       case B.NotificationResponse: {
         const n = decodeNotification(buf, start, end);
-        const payload = s.scrub!(n.payload);
-        return payload === n.payload ? true : notificationResponse(n.pid, n.channel, payload);
+        const payload = s.scrub === undefined ? n.payload : s.scrub(n.payload);
+        // Self-notifications carry the upstream pid; clients compare it with the BackendKeyData they got (ours).
+        const pid = n.pid === s.upstreamPid && s.upstreamPid !== 0 ? s.clientPid : n.pid;
+        return payload === n.payload && pid === n.pid ? true : notificationResponse(pid, n.channel, payload);
       }
       case B.CopyData: {
         const text = buf.toString('utf8', start + 5, end);

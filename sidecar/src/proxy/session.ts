@@ -208,6 +208,8 @@ export class ProxySession {
       statementDone: (record, stmt) => this.statementDone(record, stmt),
     });
     state.txStatus = up.txStatus;
+    state.upstreamPid = up.processId;
+    state.clientPid = key.processId;
     this.state = state;
     const relay = new ClientRelay(
       state,
