@@ -13,6 +13,11 @@ export class RawClient {
     this.reader = new MessageReader(socket, 'sidecar');
   }
 
+  /** Wraps a connected socket, e.g. an authenticated session straight to PostgreSQL (upstream/connect.ts). */
+  static fromSocket(socket: Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   static async open(port: number): Promise<RawClient> {
     const socket = connect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
