@@ -225,6 +225,31 @@ describe('differential: PostgreSQL directly vs through the sidecar', () => {
     });
   }
 
+  it('startup: the same ParameterStatus messages in the same order, then ReadyForQuery', async () => {
+    const up = await connectUpstream(
+      { host: pg.host, port: pg.port, database: pg.database, sslmode: 'disable' },
+      ROLE.scram,
+      { application_name: 'pgwarden-differential', client_encoding: 'UTF8', DateStyle: 'ISO, MDY' },
+    );
+    up.socket.destroy();
+    const { client, messages } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      application_name: 'pgwarden-differential',
+      client_encoding: 'UTF8',
+      DateStyle: 'ISO, MDY',
+    });
+    client.close();
+    const shown = messages.map((m) => String.fromCharCode(m.type)).join('');
+    // AuthenticationOk, the parameters, BackendKeyData (the proxy's own key, by design), ReadyForQuery.
+    expect(shown).toMatch(/^RS+KZ$/);
+    const params = messages
+      .filter((m) => m.type === B.ParameterStatus)
+      .map((m) => m.buf.subarray(5).toString('utf8').split('\0').slice(0, 2) as [string, string]);
+    expect(params).toEqual(up.parameters);
+    expect(params.length).toBeGreaterThanOrEqual(10);
+  });
+
   it('the one documented deviation: Execute of a portal the proxy did not see bound is refused (42501)', async () => {
     // PostgreSQL answers 34000 for a portal that does not exist, or runs a cursor made with SQL DECLARE; the proxy
     // cannot plan masking for rows it never saw described, so it refuses either way (docs/protocol.md). The error
