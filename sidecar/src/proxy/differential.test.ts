@@ -21,6 +21,28 @@ interface Step {
 }
 
 const Z = B.ReadyForQuery;
+
+/** Bind with every parameter and every result column in binary format (format code 1). */
+function bindBinary(portal: string, statement: string, params: Buffer[]): Buffer {
+  const parts = [Buffer.from(`${portal}\0${statement}\0`), i16(1), i16(1), i16(params.length)];
+  for (const p of params) parts.push(int4(p.length), p);
+  parts.push(i16(1), i16(1));
+  const body = Buffer.concat(parts);
+  const head = Buffer.alloc(5);
+  head[0] = 0x42; // 'B'
+  head.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+}
+function i16(n: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeInt16BE(n);
+  return b;
+}
+function int4(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+}
 const q = (sql: string): Step => ({ send: [msg.query(sql)], until: Z });
 
 const SCRIPTS: Record<string, Step[]> = {
@@ -152,6 +174,31 @@ const SCRIPTS: Record<string, Step[]> = {
       ],
       until: Z,
       times: 3,
+    },
+  ],
+  'an error after some rows: in a SELECT and in a COPY TO STDOUT': [
+    q('SELECT 10 / (g - 3) AS r FROM generate_series(1, 5) g'),
+    q('COPY (SELECT 10 / (g - 3) FROM generate_series(1, 5) g) TO STDOUT'),
+    {
+      send: [
+        msg.parse('', 'SELECT 10 / (g - 3) AS r FROM generate_series(1, 5) g'),
+        msg.bind('', ''),
+        msg.execute('', 0),
+        msg.sync(),
+      ],
+      until: Z,
+    },
+  ],
+  'binary parameters and binary results': [
+    {
+      send: [
+        msg.parse('bin', 'SELECT $1::int4 + 1 AS n, $2::bytea AS b, now() IS NOT NULL AS t'),
+        bindBinary('', 'bin', [int4(41), Buffer.from([0, 1, 2, 255])]),
+        msg.describe('P', ''),
+        msg.execute('', 0),
+        msg.sync(),
+      ],
+      until: Z,
     },
   ],
   'FunctionCall (abs of int4)': [{ send: [msg.functionCall(1397 /* int4abs */, ['-7'])], until: Z }],
