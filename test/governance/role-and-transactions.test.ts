@@ -120,8 +120,8 @@ describe('denials behave like PostgreSQL errors', () => {
   it('unparseable SQL is denied with 42601 before PostgreSQL sees it', async () => {
     const c = await g.client();
     const err = await errorOf(c, 'SELEC * FROM orders');
-    expect(err?.code).toBe('42601');
-    expect(err?.message).toMatch(/^pgwarden: statement denied: SQL does not parse/);
+    expect(err).toMatchObject({ code: '42601', message: 'syntax error at or near "SELEC"', position: '1' });
+    expect((err as { hint?: string }).hint).toMatch(/^pgwarden refused the statement before it reached PostgreSQL/);
     await c.end();
   });
 });

@@ -139,14 +139,24 @@ export function decide(spec: DatabaseAccessPolicySpec, analysis: SqlAnalysis, su
 function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subject): Decision {
   const limits = { maxRows: p.maxRows, timeoutMs: p.timeoutMs };
   if (!analysis.ok) {
+    if (analysis.error.code === '42601') {
+      // The parser is PostgreSQL's own: answer as PostgreSQL would (message and position, which psql turns into a
+      // caret under the error), and say in the hint who refused it.
+      return {
+        action: 'deny',
+        reason: 'parse-error',
+        code: '42601',
+        message: analysis.error.message,
+        position: analysis.error.position,
+        hint: 'pgwarden refused the statement before it reached PostgreSQL: SQL that does not parse cannot be checked against the policy.',
+        statements: [],
+      };
+    }
     return {
       action: 'deny',
       reason: 'parse-error',
       code: analysis.error.code,
-      message:
-        analysis.error.code === '42601'
-          ? `pgwarden: statement denied: SQL does not parse: ${analysis.error.message}`
-          : `pgwarden: statement denied: ${analysis.error.message}`,
+      message: `pgwarden: statement denied: ${analysis.error.message}`,
       statements: [],
     };
   }

@@ -45,6 +45,9 @@ export interface Decision {
   /** SQLSTATE for a deny: 42501 (policy), 42601 (unparseable SQL), 54001 (too deeply nested to analyse). */
   code?: string;
   message: string;
+  /** For unparseable SQL: PostgreSQL's 1-based character position of the error, as it would report it. */
+  position?: number;
+  hint?: string;
   /** guardrails.maxRowsReturned (absent = no cap). */
   maxRows?: number;
   /** guardrails.statementTimeout in milliseconds. */

@@ -44,6 +44,9 @@ function parser(): PgQueryBinding {
 
 export function parseSql(sql: string): ParseOutcome {
   const p = parser();
+  // PostgreSQL answers an empty query string with EmptyQueryResponse (JDBC's isValid() sends one); libpg_query's
+  // wrapper calls it an error.
+  if (sql === '') return { ok: true, stmts: [] };
   try {
     const tree = JSON.parse(p.parseQueryJson(sql)) as { stmts?: RawStmt[] };
     return { ok: true, stmts: tree.stmts ?? [] };

@@ -198,6 +198,8 @@ export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
         action: 'deny',
         code: d.code ?? SQLSTATE.insufficientPrivilege,
         message: d.message,
+        hint: d.hint,
+        position: d.position,
         reason: d.reason,
         rule: d.rule,
         policy,

@@ -94,6 +94,8 @@ export type Verdict =
       message: string;
       detail?: string;
       hint?: string;
+      /** 'P' of the ErrorResponse: where in the statement text the error is (unparseable SQL). */
+      position?: number;
       heldMs?: number;
     });
 

@@ -211,7 +211,14 @@ export class ServerRelay implements FramerHandler {
     let msg = '';
     if (st?.denied && st.verdict.action === 'deny') {
       const v = st.verdict;
-      out = errorResponse({ severity: 'ERROR', code: v.code, message: v.message, detail: v.detail, hint: v.hint });
+      out = errorResponse({
+        severity: 'ERROR',
+        code: v.code,
+        message: v.message,
+        detail: v.detail,
+        hint: v.hint,
+        position: v.position,
+      });
       code = v.code;
       msg = v.message;
     } else if (st?.capped) {

@@ -45,7 +45,9 @@ export class CrdSchema {
     this.kind = crd.spec.names.kind;
     this.plural = crd.spec.names.plural;
     this.schema = v.schema.openAPIV3Schema;
-    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    // Formats (date-time) are not checked, as the API server's structural validation mostly does not; logger off so
+    // ajv does not warn about them once per fake server.
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, logger: false });
     for (const k of [
       'x-kubernetes-validations',
       'x-kubernetes-list-type',

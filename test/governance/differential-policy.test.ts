@@ -1,0 +1,75 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runBoth, SCRIPTS } from '../../sidecar/src/testing/differential-scripts.js';
+import { errorOf, msg, RawClient } from '../../sidecar/src/testing/raw-client.js';
+import { connectUpstream } from '../../sidecar/src/upstream/connect.js';
+import { type Governed, startGoverned } from './governed-sidecar.js';
+
+// The differential scripts again, through the production path: the sidecar started from a policy file, every
+// statement parsed by libpg-query and decided by the policy engine. With a policy that allows everything (DDL
+// included) it must stay byte-for-byte PostgreSQL, except where a policy is there to refuse: FunctionCall, which
+// no policy can allow (docs/security.md), and SQL that does not parse, which is refused before PostgreSQL sees it;
+// both are checked below on their own.
+
+/** Scripts whose outcome under any policy is a refusal by design (checked separately). */
+const REFUSED_BY_DESIGN = new Set([
+  'FunctionCall (abs of int4)',
+  'syntax error with position, unknown column with hint',
+]);
+
+const shared = inject('pg');
+/** The login startGoverned gives the sidecar (test/harness/postgres.ts ROLES). */
+const LOGIN = { username: 'app_scram', password: 'scram-pw-1' };
+let g: Governed;
+
+beforeAll(async () => {
+  g = await startGoverned(shared.database, {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    metadata: { name: 'permissive' },
+    spec: {
+      database: { host: shared.host, name: shared.database },
+      defaultAction: 'allow',
+      guardrails: { blockDDL: false },
+    },
+  });
+});
+afterAll(() => g.close());
+
+describe('differential through the governed sidecar (policy: defaultAction allow)', () => {
+  for (const name of Object.keys(SCRIPTS)) {
+    if (REFUSED_BY_DESIGN.has(name)) continue;
+    it(name, async () => {
+      const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+      const { direct, proxied } = await runBoth(name, upstream, LOGIN, g.port);
+      expect(direct.length).toBeGreaterThan(0);
+      expect(proxied).toEqual(direct);
+    });
+  }
+
+  it("SQL that does not parse: PostgreSQL's SQLSTATE, message and position, and a hint naming pgwarden", async () => {
+    const up = await connectUpstream(
+      { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+      LOGIN,
+      {},
+    );
+    const direct = RawClient.fromSocket(up.socket);
+    const { client: proxied } = await RawClient.startup(g.port, { user: 'agent', database: 'app' });
+    try {
+      for (const sql of ['SELEC 1', 'SELECT 1; SELECT (2', "SELECT 'unterminated", 'SELECT * FROM']) {
+        const fields = async (c: RawClient) => {
+          c.send(msg.query(sql));
+          const got = await c.untilReady();
+          expect(got.map((m) => String.fromCharCode(m.type)).join(' '), sql).toBe('E Z');
+          return errorOf(got[0]);
+        };
+        const want = await fields(direct);
+        const have = await fields(proxied);
+        for (const f of ['S', 'V', 'C', 'M', 'P']) expect(have.get(f), `${sql}: field ${f}`).toBe(want.get(f));
+        expect(have.get('H')).toMatch(/^pgwarden refused the statement/);
+      }
+    } finally {
+      direct.close();
+      proxied.close();
+    }
+  });
+});
