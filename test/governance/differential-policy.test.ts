@@ -55,7 +55,14 @@ describe('differential through the governed sidecar (policy: defaultAction allow
     const direct = RawClient.fromSocket(up.socket);
     const { client: proxied } = await RawClient.startup(g.port, { user: 'agent', database: 'app' });
     try {
-      for (const sql of ['SELEC 1', 'SELECT 1; SELECT (2', "SELECT 'unterminated", 'SELECT * FROM']) {
+      for (const sql of [
+        'SELEC 1',
+        'SELECT 1; SELECT (2',
+        "SELECT 'unterminated",
+        'SELECT * FROM',
+        // Positions count characters, not bytes: multibyte text before the error.
+        "SELECT 'héllo wörld 😀', 'ü' FROM WHERE",
+      ]) {
         const fields = async (c: RawClient) => {
           c.send(msg.query(sql));
           const got = await c.untilReady();

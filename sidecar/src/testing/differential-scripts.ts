@@ -198,6 +198,34 @@ export const SCRIPTS: Record<string, Step[]> = {
       until: Z,
     },
   ],
+  'COPY FROM STDIN through the extended protocol': [
+    q('CREATE TEMP TABLE d_xc (id int, name text)'),
+    {
+      send: [msg.parse('', 'COPY d_xc FROM STDIN'), msg.bind('', ''), msg.execute('', 0), msg.flush()],
+      until: B.CopyInResponse,
+    },
+    { send: [msg.copyData('1\ta\n2\tb\n'), msg.copyDone(), msg.sync()], until: Z },
+    q('SELECT count(*) FROM d_xc'),
+  ],
+  'search_path, EXPLAIN, a holdable cursor across COMMIT, COMMIT AND CHAIN': [
+    q('CREATE TEMP TABLE d_sp (id int)'),
+    q('SET search_path = pg_temp, public'),
+    q('INSERT INTO d_sp SELECT generate_series(1, 3)'),
+    q('EXPLAIN (COSTS OFF) SELECT * FROM d_sp WHERE id = 2'),
+    q('BEGIN ISOLATION LEVEL REPEATABLE READ'),
+    // Not over the temp table: RowDescription carries a table's OID, which differs per session.
+    q('DECLARE h CURSOR WITH HOLD FOR SELECT g AS id FROM generate_series(1, 3) g'),
+    q('COMMIT AND CHAIN'),
+    q('SHOW transaction_isolation'),
+    q('COMMIT'),
+    q('FETCH ALL FROM h'),
+    q('CLOSE h'),
+    q('RESET search_path'),
+  ],
+  'a notice between the results of a multi-statement query, and a long statement': [
+    q("SELECT 1; DO $$BEGIN RAISE NOTICE 'between'; END$$; SELECT 2"),
+    q(`SELECT count(*) FROM (VALUES ${Array.from({ length: 20_000 }, (_, i) => `(${i})`).join(', ')}) v(x)`),
+  ],
   'FunctionCall (abs of int4)': [{ send: [msg.functionCall(1397 /* int4abs */, ['-7'])], until: Z }],
 };
 
