@@ -81,14 +81,18 @@ export class ClientRelay implements FramerHandler {
         }
         const info = s.statements.get(names.statement);
         // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
-        if (info === undefined) s.portals.delete(names.portal);
-        else
+        if (info === undefined) {
+          s.portals.delete(names.portal);
+          s.uncheckedPortals.add(names.portal);
+        } else {
+          s.uncheckedPortals.delete(names.portal);
           s.portals.set(names.portal, {
             request: info.request,
             verdict: info.verdict,
             statement: info,
             described: false,
           });
+        }
         s.expect(K_BIND);
         return PASS;
       }
@@ -131,7 +135,11 @@ export class ClientRelay implements FramerHandler {
       }
       case F.Close: {
         const t = decodeTarget(buf, start, end);
-        (t.kind === 'S' ? s.statements : s.portals).delete(t.name);
+        if (t.kind === 'S') s.statements.delete(t.name);
+        else {
+          s.portals.delete(t.name);
+          s.uncheckedPortals.delete(t.name);
+        }
         s.expect(K_CLOSE);
         return true;
       }
@@ -231,12 +239,25 @@ export class ClientRelay implements FramerHandler {
     const info = s.portals.get(portal);
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
-      const verdict: Verdict = {
-        action: 'deny',
-        code: '42501',
-        message: `portal "${portal}" was not bound to a statement checked by pgwarden`,
-        reason: 'unknown portal',
-      };
+      // A portal bound to a statement made with SQL PREPARE exists upstream but was never checked: refused as such.
+      // Otherwise it usually does not exist at all (closed, its transaction over, never bound) and PostgreSQL would
+      // say exactly this; it may also be an SQL cursor (DECLARE), which the proxy will not run through Execute, as it
+      // cannot plan masking for rows it never saw described: the hint covers that case.
+      const verdict: Verdict = s.uncheckedPortals.has(portal)
+        ? {
+            action: 'deny',
+            code: '42501',
+            message: `portal "${portal}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
+            hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
+            reason: 'unchecked portal',
+          }
+        : {
+            action: 'deny',
+            code: '34000',
+            message: `portal "${portal}" does not exist`,
+            hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
+            reason: 'unknown portal',
+          };
       const st = new Stmt(req, verdict);
       st.denied = true;
       st.sentAt = performance.now();

@@ -54,16 +54,18 @@ describe('differential: PostgreSQL directly vs through the sidecar', () => {
     expect(params.length).toBeGreaterThanOrEqual(10);
   });
 
-  it('the one documented deviation: Execute of a portal the proxy did not see bound is refused (42501)', async () => {
+  it("Execute of a portal the proxy did not see made by Bind: PostgreSQL's 34000, with a hint naming pgwarden", async () => {
     // PostgreSQL answers 34000 for a portal that does not exist, or runs a cursor made with SQL DECLARE; the proxy
-    // cannot plan masking for rows it never saw described, so it refuses either way (docs/protocol.md). The error
-    // takes the place of PostgreSQL's and the session stays in step: ReadyForQuery follows, as after any error.
+    // cannot plan masking for rows it never saw described, so it answers 34000 either way (docs/protocol.md). The
+    // session stays in step: ReadyForQuery follows, as after any error.
     const { client } = await RawClient.startup(fx.sidecar.port, { user: 'agent', database: 'app' });
     try {
       client.send(msg.execute('nope', 0), msg.sync(), msg.query('SELECT 1 AS still_here'));
       const got = await client.untilReady(2);
       expect(got.map((m) => String.fromCharCode(m.type)).join(' ')).toBe('E Z T D C Z');
-      expect(got[0].buf.subarray(5).toString('latin1')).toContain('C42501\0Mportal "nope" was not bound');
+      expect(got[0].buf.subarray(5).toString('latin1')).toContain(
+        'C34000\0Mportal "nope" does not exist\0Hpgwarden runs only portals made by Bind',
+      );
     } finally {
       client.close();
     }

@@ -285,7 +285,11 @@ describe('statement gate', () => {
   it('refuses to execute a portal of a statement it never checked', async () => {
     await run(msg.query("PREPARE sneaky AS SELECT 'unchecked'"));
     const m = await run(msg.bind('', 'sneaky'), msg.execute(''), msg.sync());
-    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+    const err = errorOf(m.find((x) => x.type === B.ErrorResponse)!);
+    expect(err.get('C')).toBe('42501');
+    expect(err.get('M')).toBe(
+      'portal "" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)',
+    );
   });
 
   it('audits statements still in flight when the client goes away: an error already seen, or 08006 when unfinished', async () => {

@@ -26,6 +26,8 @@ export class RelayState {
   readonly queue = new EntryQueue();
   readonly statements = new Map<string, PreparedInfo>();
   readonly portals = new Map<string, PreparedInfo>();
+  /** Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. */
+  readonly uncheckedPortals = new Set<string>();
   txStatus: TxStatus = 'I';
   /** Statement receiving DataRows (head of the queue when it is a Query or Execute). */
   cur: Stmt | undefined = undefined;
