@@ -26,6 +26,8 @@ public class PgjdbcClient {
   public static void main(String[] args) throws Exception {
     String table = "jdbc_" + (System.currentTimeMillis() % 1000000000L);
     try (Connection c = DriverManager.getConnection(args[0], args[1], args[2])) {
+      // What connection pools (HikariCP) call to test a connection: pgjdbc sends an empty query.
+      emit("valid", "\"valid\":" + c.isValid(5));
       try (Statement st = c.createStatement()) {
         st.execute("CREATE TABLE " + table + " (id int PRIMARY KEY, name text)");
       }

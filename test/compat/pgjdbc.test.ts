@@ -7,27 +7,43 @@ import { runClient, type SidecarTarget, startSidecarTarget } from './through-sid
 const harness = inject('pg');
 const source = fileURLToPath(new URL('./PgjdbcClient.java', import.meta.url));
 const JAR = '/usr/share/java/postgresql.jar';
-let target: SidecarTarget;
-let checks: Record<string, any>;
 
-beforeAll(async () => {
-  target = await startSidecarTarget(harness);
+/** Runs the Java client against `target` and returns its checks by name. */
+async function runJava(target: SidecarTarget): Promise<Record<string, any>> {
   const url = `jdbc:postgresql://${target.host}:${target.port}/${target.database}?sslmode=disable`;
   const r = await runClient('java', ['-cp', JAR, source, url, target.user, target.password], { timeoutMs: 45_000 });
   if (r.status !== 0) throw new Error(`pgjdbc client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
-  checks = Object.fromEntries(
+  return Object.fromEntries(
     r.stdout
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line))
       .map((c) => [c.check, c]),
   );
-}, 60_000);
-afterAll(async () => {
-  await target?.close();
-});
+}
 
-describe('pgjdbc through the sidecar', () => {
+// The same client through the allow-all sidecar and through one started from a policy (the production path:
+// every statement parsed and decided), here a policy that allows everything the client does.
+const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
+
+describe.each([
+  ['the sidecar', undefined],
+  ['a sidecar started from a policy', PERMISSIVE],
+])('pgjdbc through %s', (_label, policySpec) => {
+  let target: SidecarTarget;
+  let checks: Record<string, any>;
+  beforeAll(async () => {
+    target = await startSidecarTarget(harness, { policySpec });
+    checks = await runJava(target);
+  }, 60_000);
+  afterAll(async () => {
+    await target?.close();
+  });
+
+  it('answers Connection.isValid (an empty query) as valid', () => {
+    expect(checks.valid).toMatchObject({ valid: true });
+  });
+
   it('switches to a server-side prepared statement after prepareThreshold', () => {
     expect(checks.prepared).toMatchObject({ sum: 110, serverPrepared: 1 });
   });

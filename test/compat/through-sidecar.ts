@@ -1,5 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { startSidecar } from '@pgwarden/sidecar';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGovernedSidecar, startSidecar } from '@pgwarden/sidecar';
 import type { SharedPostgres } from '../harness/global-setup.js';
 import { ROLES } from '../harness/index.js';
 
@@ -24,6 +27,11 @@ export interface TargetOptions {
   sslmode?: 'disable' | 'verify-full';
   /** Upstream database (default the harness's `app`). */
   database?: string;
+  /**
+   * A DatabaseAccessPolicy spec: the sidecar is then started from a policy file as in production (statements parsed
+   * and decided by the policy engine) instead of with allow-all hooks. Its database host/name come from the harness.
+   */
+  policySpec?: Record<string, unknown>;
 }
 
 /**
@@ -36,6 +44,7 @@ export async function startSidecarTarget(pg: SharedPostgres, opts: TargetOptions
   // below are PostgreSQL's own behaviour, so a failure through the sidecar is the sidecar's.
   if (process.env.PGWARDEN_COMPAT_TARGET === 'direct') return target(pg.host, pg.port, database, [], async () => {});
   const events: Record<string, unknown>[] = [];
+  if (opts.policySpec) return governedTarget(pg, database, opts.policySpec, events);
   const tls = opts.sslmode === 'verify-full';
   const sidecar = await startSidecar({
     listen: { host: '127.0.0.1', port: 0 },
@@ -47,6 +56,36 @@ export async function startSidecarTarget(pg: SharedPostgres, opts: TargetOptions
     http: false,
   });
   return target(sidecar.host, sidecar.port, database, events, () => sidecar.close(1000));
+}
+
+async function governedTarget(
+  pg: SharedPostgres,
+  database: string,
+  spec: Record<string, unknown>,
+  events: Record<string, unknown>[],
+): Promise<SidecarTarget> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-compat-policy-'));
+  const policyPath = join(dir, 'policy.json');
+  const policy = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    metadata: { name: 'compat' },
+    spec: { ...spec, database: { host: pg.host, name: database } },
+  };
+  writeFileSync(policyPath, JSON.stringify(policy));
+  const gs = await startGovernedSidecar({
+    policyPath,
+    listenPort: 0,
+    upstream: { host: pg.host, port: pg.port, database, sslmode: 'disable' },
+    credentials: { username: ROLES.scram.user, password: ROLES.scram.password },
+    audit: { emit: (e) => void events.push(e), ready: () => true, close: async () => {} },
+    http: false,
+    pollMs: 0,
+  });
+  return target('127.0.0.1', gs.listeners[0].sidecar.port, database, events, async () => {
+    await gs.close(1000);
+    rmSync(dir, { recursive: true, force: true });
+  });
 }
 
 function target(
