@@ -6,26 +6,32 @@ import { runClient, type SidecarTarget, startSidecarTarget } from './through-sid
 // Debian's interpreter on purpose: /usr/bin/python3 sees the Debian package whatever pyenv puts first on PATH.
 const harness = inject('pg');
 const script = fileURLToPath(new URL('./psycopg2_client.py', import.meta.url));
-let target: SidecarTarget;
-let checks: Record<string, any>;
+// Through the allow-all sidecar and through one started from a policy (statements parsed and decided, as in
+// production) that allows everything the script does.
+const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-beforeAll(async () => {
-  target = await startSidecarTarget(harness);
-  const r = await runClient('/usr/bin/python3', [script], { env: target.env, timeoutMs: 30_000 });
-  if (r.status !== 0) throw new Error(`psycopg2 client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
-  checks = Object.fromEntries(
-    r.stdout
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line))
-      .map((c) => [c.check, c]),
-  );
-});
-afterAll(async () => {
-  await target?.close();
-});
+describe.each([
+  ['the sidecar', undefined],
+  ['a sidecar started from a policy', PERMISSIVE],
+])('psycopg2 through %s', (_label, policySpec) => {
+  let target: SidecarTarget;
+  let checks: Record<string, any>;
+  beforeAll(async () => {
+    target = await startSidecarTarget(harness, { policySpec });
+    const r = await runClient('/usr/bin/python3', [script], { env: target.env, timeoutMs: 30_000 });
+    if (r.status !== 0) throw new Error(`psycopg2 client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+    checks = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line))
+        .map((c) => [c.check, c]),
+    );
+  });
+  afterAll(async () => {
+    await target?.close();
+  });
 
-describe('psycopg2 through the sidecar', () => {
   it('connects and runs a parameterised query', () => {
     expect(checks.connect).toMatchObject({ user: 'app_scram', is_pg: true, answer: 42 });
     expect(checks.connect.server_version).toBeGreaterThanOrEqual(150000);
