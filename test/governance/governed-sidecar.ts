@@ -49,12 +49,17 @@ export interface Governed {
 export async function startGoverned(
   database: string,
   policy: object,
-  opts: { governance?: Omit<PolicyHooksOptions, 'source' | 'policyName' | 'onEvent'>; http?: boolean } = {},
+  opts: {
+    governance?: Omit<PolicyHooksOptions, 'source' | 'policyName' | 'onEvent'>;
+    http?: boolean;
+    /** More documents for the same file, e.g. MaskingRules. */
+    extraDocs?: object[];
+  } = {},
 ): Promise<Governed> {
   const shared = inject('pg');
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-gov-'));
   const policyFile = join(dir, 'policy.yaml');
-  writePolicy(policyFile, policy);
+  writePolicy(policyFile, policy, ...(opts.extraDocs ?? []));
   const events: GovernanceEvent[] = [];
   const audit = memoryAudit();
   const gs = await startGovernedSidecar({

@@ -313,6 +313,16 @@ describe('plans and checks', () => {
     expect(deny('ALTER TABLE orders ADD COLUMN z int')).toBeUndefined();
     expect(deny('ALTER SCHEMA public RENAME TO p2')).toBe('masked-ddl');
     expect(analyzeForMasking('DO $$ BEGIN END $$', cat, named)[0].opaque).toBe(true);
+    // A DO block returns no rows; CALL returns its OUT parameters as one row. In `SELECT …; DO …; SELECT …` the
+    // row-returning statements are the two SELECTs, answered by one RowDescription each.
+    const multi = analyzeForMasking(
+      "SELECT name FROM customers; DO $$BEGIN RAISE NOTICE 'x'; END$$; SELECT 2",
+      cat,
+      named,
+    );
+    expect(multi.map((a) => a.returnsRows)).toEqual([true, false, true]);
+    expect(multi[1].opaque).toBe(true);
+    expect(analyzeForMasking('CALL do_things()', cat, named)[0]).toMatchObject({ opaque: true, returnsRows: true });
     expect(analyzeForMasking('SELECT get_ssn(1)', cat, named)[0].opaque).toBe(true);
     expect(analyzeForMasking('SELECT upper(name) FROM customers', cat, named)[0].opaque).toBeFalsy();
   });

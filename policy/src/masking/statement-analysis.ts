@@ -140,10 +140,14 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
       rows([{ name: s.name, lin: emptyLineage() }]);
       break;
     case 'CallStmt':
-    case 'DoStmt':
-      // Procedure OUT parameters and RAISE output: the body is not analysed here.
+      // Procedure OUT parameters (one row) and RAISE output: the body is not analysed here.
       a.opaque = true;
       rows(UNKNOWN_ROWS);
+      break;
+    case 'DoStmt':
+      // RAISE output only: a DO block returns no rows. Claiming it did would give the next statement's
+      // RowDescription in a multi-statement Query (`DO …; SELECT 2`) this one's unknown lineage, and mask it whole.
+      a.opaque = true;
       break;
     case 'RenameStmt':
     case 'AlterTableStmt':
