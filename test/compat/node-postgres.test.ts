@@ -6,31 +6,38 @@ import { type SidecarTarget, startSidecarTarget, uniqueName } from './through-si
 // node-postgres speaks the extended protocol for every parameterised query (Parse/Bind/Describe/Execute/Sync),
 // named statements when given `name`, and portals with row limits for pg-cursor.
 const harness = inject('pg');
-let target: SidecarTarget;
-const clients: pg.Client[] = [];
+// Through the allow-all sidecar and through one started from a policy (every statement parsed and decided, as in
+// production) that allows what the tests do.
+const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-async function connect(): Promise<pg.Client> {
-  const c = new pg.Client({
-    host: target.host,
-    port: target.port,
-    user: target.user,
-    password: target.password,
-    database: target.database,
+describe.each([
+  ['the sidecar', undefined],
+  ['a sidecar started from a policy', PERMISSIVE],
+])('node-postgres (pg) through %s', (_label, policySpec) => {
+  let target: SidecarTarget;
+  const clients: pg.Client[] = [];
+
+  async function connect(): Promise<pg.Client> {
+    const c = new pg.Client({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      password: target.password,
+      database: target.database,
+    });
+    await c.connect();
+    clients.push(c);
+    return c;
+  }
+
+  beforeAll(async () => {
+    target = await startSidecarTarget(harness, { policySpec });
   });
-  await c.connect();
-  clients.push(c);
-  return c;
-}
+  afterAll(async () => {
+    await Promise.allSettled(clients.map((c) => c.end()));
+    await target?.close();
+  });
 
-beforeAll(async () => {
-  target = await startSidecarTarget(harness);
-});
-afterAll(async () => {
-  await Promise.allSettled(clients.map((c) => c.end()));
-  await target?.close();
-});
-
-describe('node-postgres (pg) through the sidecar', () => {
   it('prepares a named statement once and reuses it', async () => {
     const c = await connect();
     const q = (a: number, b: number) =>

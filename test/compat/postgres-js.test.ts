@@ -5,28 +5,34 @@ import { type SidecarTarget, startSidecarTarget, uniqueName } from './through-si
 // postgres.js pipelines: it writes many Parse/Bind/Execute/Sync batches on one connection before reading replies,
 // so the sidecar must keep replies in order and never wait for a response before forwarding the next message.
 const harness = inject('pg');
-let target: SidecarTarget;
-let sql: postgres.Sql;
+// Through the allow-all sidecar and through one started from a policy (every statement parsed and decided, as in
+// production) that allows what the tests do: pipelining must survive the decision step too.
+const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-beforeAll(async () => {
-  target = await startSidecarTarget(harness);
-  sql = postgres({
-    host: target.host,
-    port: target.port,
-    user: target.user,
-    pass: target.password,
-    database: target.database,
-    max: 1,
-    ssl: false,
-    onnotice: () => {},
+describe.each([
+  ['the sidecar', undefined],
+  ['a sidecar started from a policy', PERMISSIVE],
+])('postgres.js through %s', (_label, policySpec) => {
+  let target: SidecarTarget;
+  let sql: postgres.Sql;
+  beforeAll(async () => {
+    target = await startSidecarTarget(harness, { policySpec });
+    sql = postgres({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      pass: target.password,
+      database: target.database,
+      max: 1,
+      ssl: false,
+      onnotice: () => {},
+    });
   });
-});
-afterAll(async () => {
-  await sql?.end({ timeout: 5 });
-  await target?.close();
-});
+  afterAll(async () => {
+    await sql?.end({ timeout: 5 });
+    await target?.close();
+  });
 
-describe('postgres.js through the sidecar', () => {
   it('pipelines 500 concurrent queries on one connection and keeps replies in order', async () => {
     const results = await Promise.all(
       Array.from({ length: 500 }, (_, i) => sql`SELECT ${i}::int AS i, pg_backend_pid() AS pid`),
