@@ -45,11 +45,18 @@ const MASKING_NOTHING = {
 };
 
 /**
- * With column rules in force, message texts are redacted by design (docs/masking.md, "Every output channel"): a
- * `"quoted"` fragment the client did not send in SQL (here protocol-level statement and portal names, and COPY
- * data) loses its value, and after user-defined code (DO) notices are withheld whole. In those messages only the type
- * and SQLSTATE are compared; every other message, DataRows included, must still be byte-identical.
+ * With column rules in force, some message texts are redacted by design (docs/masking.md, "Every output channel"):
+ * after user-defined code (DO) notices are withheld whole, and a `"quoted"` fragment the client did not write in
+ * SQL or a protocol name (here: a value from its own COPY data) loses its value. In these scripts only the type and
+ * SQLSTATE of errors and notices are compared; every other message, DataRows included, must still be byte-identical.
+ * All other scripts must be byte-identical under masking too.
  */
+const REDACTED_UNDER_MASKING = new Set([
+  'notices and warnings, SET sends ParameterStatus',
+  'COPY FROM STDIN (done and failed) and COPY TO STDOUT',
+  'a notice between the results of a multi-statement query, and a long statement',
+]);
+
 function messageTextsRedacted(lines: string[]): string[] {
   return lines.map((l) =>
     l.startsWith('E ') || l.startsWith('N ') ? `${l[0]} ${/\0C([0-9A-Z]{5})\0/.exec(l)?.[1]}` : l,
@@ -72,8 +79,10 @@ describe.each([
       const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
       const { direct, proxied } = await runBoth(name, upstream, LOGIN, g.port);
       expect(direct.length).toBeGreaterThan(0);
-      if (redacts) expect(messageTextsRedacted(proxied)).toEqual(messageTextsRedacted(direct));
-      else expect(proxied).toEqual(direct);
+      if (redacts && REDACTED_UNDER_MASKING.has(name)) {
+        expect(messageTextsRedacted(proxied)).toEqual(messageTextsRedacted(direct));
+        expect(proxied).not.toEqual(direct); // else the script belongs with the exact ones
+      } else expect(proxied).toEqual(direct);
     });
   }
 

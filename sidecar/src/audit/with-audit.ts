@@ -89,6 +89,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         },
       };
       if (inner.scrubText) session.scrubText = (text) => inner.scrubText!(text);
+      if (inner.clientName) session.clientName = (name) => inner.clientName!(name);
       return session;
     },
   };

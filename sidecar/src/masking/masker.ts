@@ -55,6 +55,8 @@ export interface Masker {
   bind(verdict: Verdict, sql: string): void;
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
   scrubText(text: string, channel?: TextChannel): string;
+  /** A statement/portal name the client sent in a protocol message: kept by echo redaction like its SQL. */
+  rememberName(name: string): void;
   statementDone(record: StatementRecord): void;
   /** Masked columns and cells of a verdict's results since the last call (audit `masking`), or undefined. */
   takeStats(verdict: Verdict): { columns: string[]; cells: number } | undefined;
@@ -88,6 +90,8 @@ const CATALOG_NEUTRAL = new Set([
 ]);
 
 const RECENT_SQL = 16;
+/** Protocol-level statement/portal names kept for echo redaction (a client cycles through a few names). */
+const RECENT_NAMES = 32;
 /** What replaces message text once user-defined code has run in a session that has masked columns. */
 const WITHHELD =
   '[pgwarden: message withheld: user-defined code ran in this session and may have raised masked values]';
@@ -112,6 +116,8 @@ export function createMasker(opts: MaskerOptions): Masker {
   const prepared = new Map<string, OutputColumn[]>();
   const named = { cursor: (n: string) => cursors.get(n), prepared: (n: string) => prepared.get(n) };
   const recentSql: string[] = [];
+  /** Protocol-level names the client used lately (most recent last), apart from the SQL so they never push it out. */
+  const recentNames = new Set<string>();
   const bound = new WeakMap<Verdict, string>();
   const rowCalls = new WeakMap<Verdict, number>();
   const stats = new WeakMap<Verdict, Array<{ columns: string[]; counters: MaskingCounters; reported: number }>>();
@@ -245,11 +251,23 @@ export function createMasker(opts: MaskerOptions): Masker {
       stats.set(verdict, list);
       return createRowTransformer(plan, fields, config.detectors, own);
     },
+    rememberName(name) {
+      // NAMEDATALEN bounds real names; '' (unnamed) would match any fragment.
+      if (name === '' || name.length > 63) return;
+      recentNames.delete(name);
+      recentNames.add(name);
+      if (recentNames.size > RECENT_NAMES) recentNames.delete(recentNames.values().next().value as string);
+    },
     scrubText(text, channel) {
       const config = current();
       if (!config.active) return text;
       const echo =
-        config.columns.length > 0 ? { recentSql, isIdentifier: (n: string) => catalog.isIdentifier(n) } : undefined;
+        config.columns.length > 0
+          ? {
+              recentSql: recentNames.size > 0 ? [...recentSql, ...recentNames] : recentSql,
+              isIdentifier: (n: string) => catalog.isIdentifier(n),
+            }
+          : undefined;
       const out = scrubFreeText(text, config.detectors, echo, channel);
       if (opaqueSeen && out.length > 0 && (channel ?? (text.endsWith('\n') ? 'copy' : 'error')) !== 'copy')
         return WITHHELD;

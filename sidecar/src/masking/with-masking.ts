@@ -28,6 +28,7 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         req: StatementRequest,
         next: (r: StatementRequest) => Verdict | Promise<Verdict>,
       ): Promise<Verdict> => {
+        if (req.statementName) m.rememberName(req.statementName);
         const decided = await next(req);
         const denied = await m.check(req.sql);
         // Always a fresh object: hooks may return one shared verdict (allow-all does), and planRows finds a
@@ -54,6 +55,10 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         },
         planRows: (fields, verdict) => m.planRows(fields, verdict),
         scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
+        clientName: (name) => {
+          inner.clientName?.(name);
+          m.rememberName(name);
+        },
         statementDone(record) {
           // The proxy records upstream error messages as received; scrub them before audit sees the record.
           for (const r of record.results) if (r.error) r.error.message = m.scrubText(r.error.message, 'error');

@@ -80,6 +80,10 @@ export class ClientRelay implements FramerHandler {
           return NEED_MORE;
         }
         const info = s.statements.get(names.statement);
+        if (s.hooks.clientName !== undefined) {
+          s.hooks.clientName(names.portal);
+          s.hooks.clientName(names.statement);
+        }
         // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
         if (info === undefined) {
           s.portals.delete(names.portal);
@@ -128,6 +132,7 @@ export class ClientRelay implements FramerHandler {
         return this.execute(buf, start, end);
       case F.Describe: {
         const t = decodeTarget(buf, start, end);
+        s.hooks.clientName?.(t.name);
         const info = (t.kind === 'S' ? s.statements : s.portals).get(t.name);
         if (info) info.described = true;
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
@@ -135,6 +140,7 @@ export class ClientRelay implements FramerHandler {
       }
       case F.Close: {
         const t = decodeTarget(buf, start, end);
+        s.hooks.clientName?.(t.name);
         if (t.kind === 'S') s.statements.delete(t.name);
         else {
           s.portals.delete(t.name);
@@ -236,6 +242,7 @@ export class ClientRelay implements FramerHandler {
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const { portal } = decodeExecute(buf, start, end);
+    s.hooks.clientName?.(portal);
     const info = s.portals.get(portal);
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };

@@ -158,6 +158,11 @@ export interface SessionHooks {
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
   /** Scrubs free text the column rules cannot see: error/notice messages, notification payloads, COPY data. */
   scrubText?(text: string): string;
+  /**
+   * A statement or portal name the client sent in a protocol message (Bind, Describe, Execute, Close): text the
+   * client wrote itself, which masking's echo redaction may then leave in error messages that quote it.
+   */
+  clientName?(name: string): void;
   statementDone(record: StatementRecord): void;
   close(reason: { error?: string }): void;
 }
