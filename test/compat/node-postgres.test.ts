@@ -1,19 +1,14 @@
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type SidecarTarget, startSidecarTarget, uniqueName } from './through-sidecar.js';
+import { SIDECAR_KINDS, type SidecarTarget, startSidecarTarget, uniqueName } from './through-sidecar.js';
 
 // node-postgres speaks the extended protocol for every parameterised query (Parse/Bind/Describe/Execute/Sync),
 // named statements when given `name`, and portals with row limits for pg-cursor.
 const harness = inject('pg');
-// Through the allow-all sidecar and through one started from a policy (every statement parsed and decided, as in
-// production) that allows what the tests do.
-const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-describe.each([
-  ['the sidecar', undefined],
-  ['a sidecar started from a policy', PERMISSIVE],
-])('node-postgres (pg) through %s', (_label, policySpec) => {
+// Through the allow-all sidecar and through one started from a policy (through-sidecar.ts SIDECAR_KINDS).
+describe.each(SIDECAR_KINDS)('node-postgres (pg) through %s', (_label, policySpec) => {
   let target: SidecarTarget;
   const clients: pg.Client[] = [];
 

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { runClient, type SidecarTarget, startSidecarTarget } from './through-sidecar.js';
+import { parseChecks, runClient, SIDECAR_KINDS, type SidecarTarget, startSidecarTarget } from './through-sidecar.js';
 
 // pgjdbc from Debian (libpostgresql-jdbc-java, scripts/system-deps.sh) on Java 17: the extended protocol with
 // server-side prepared statements after prepareThreshold, pipelined batches, row-limited portals, COPY, cancel.
@@ -13,23 +13,11 @@ async function runJava(target: SidecarTarget): Promise<Record<string, any>> {
   const url = `jdbc:postgresql://${target.host}:${target.port}/${target.database}?sslmode=disable`;
   const r = await runClient('java', ['-cp', JAR, source, url, target.user, target.password], { timeoutMs: 45_000 });
   if (r.status !== 0) throw new Error(`pgjdbc client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
-  return Object.fromEntries(
-    r.stdout
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line))
-      .map((c) => [c.check, c]),
-  );
+  return parseChecks(r.stdout);
 }
 
-// The same client through the allow-all sidecar and through one started from a policy (the production path:
-// every statement parsed and decided), here a policy that allows everything the client does.
-const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
-
-describe.each([
-  ['the sidecar', undefined],
-  ['a sidecar started from a policy', PERMISSIVE],
-])('pgjdbc through %s', (_label, policySpec) => {
+// Through the allow-all sidecar and through one started from a policy (through-sidecar.ts SIDECAR_KINDS).
+describe.each(SIDECAR_KINDS)('pgjdbc through %s', (_label, policySpec) => {
   let target: SidecarTarget;
   let checks: Record<string, any>;
   beforeAll(async () => {

@@ -1,18 +1,13 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type SidecarTarget, startSidecarTarget, uniqueName } from './through-sidecar.js';
+import { SIDECAR_KINDS, type SidecarTarget, startSidecarTarget, uniqueName } from './through-sidecar.js';
 
 // postgres.js pipelines: it writes many Parse/Bind/Execute/Sync batches on one connection before reading replies,
 // so the sidecar must keep replies in order and never wait for a response before forwarding the next message.
 const harness = inject('pg');
-// Through the allow-all sidecar and through one started from a policy (every statement parsed and decided, as in
-// production) that allows what the tests do: pipelining must survive the decision step too.
-const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-describe.each([
-  ['the sidecar', undefined],
-  ['a sidecar started from a policy', PERMISSIVE],
-])('postgres.js through %s', (_label, policySpec) => {
+// Through the allow-all sidecar and through one started from a policy (through-sidecar.ts SIDECAR_KINDS).
+describe.each(SIDECAR_KINDS)('postgres.js through %s', (_label, policySpec) => {
   let target: SidecarTarget;
   let sql: postgres.Sql;
   beforeAll(async () => {

@@ -1,32 +1,21 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { runClient, type SidecarTarget, startSidecarTarget } from './through-sidecar.js';
+import { parseChecks, runClient, SIDECAR_KINDS, type SidecarTarget, startSidecarTarget } from './through-sidecar.js';
 
 // A client that is not JavaScript: psycopg2 over libpq, from Debian's python3-psycopg2 (scripts/system-deps.sh).
 // Debian's interpreter on purpose: /usr/bin/python3 sees the Debian package whatever pyenv puts first on PATH.
 const harness = inject('pg');
 const script = fileURLToPath(new URL('./psycopg2_client.py', import.meta.url));
-// Through the allow-all sidecar and through one started from a policy (statements parsed and decided, as in
-// production) that allows everything the script does.
-const PERMISSIVE = { defaultAction: 'allow', guardrails: { blockDDL: false } };
 
-describe.each([
-  ['the sidecar', undefined],
-  ['a sidecar started from a policy', PERMISSIVE],
-])('psycopg2 through %s', (_label, policySpec) => {
+// Through the allow-all sidecar and through one started from a policy (through-sidecar.ts SIDECAR_KINDS).
+describe.each(SIDECAR_KINDS)('psycopg2 through %s', (_label, policySpec) => {
   let target: SidecarTarget;
   let checks: Record<string, any>;
   beforeAll(async () => {
     target = await startSidecarTarget(harness, { policySpec });
     const r = await runClient('/usr/bin/python3', [script], { env: target.env, timeoutMs: 30_000 });
     if (r.status !== 0) throw new Error(`psycopg2 client failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
-    checks = Object.fromEntries(
-      r.stdout
-        .trim()
-        .split('\n')
-        .map((line) => JSON.parse(line))
-        .map((c) => [c.check, c]),
-    );
+    checks = parseChecks(r.stdout);
   });
   afterAll(async () => {
     await target?.close();

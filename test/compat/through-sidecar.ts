@@ -58,6 +58,26 @@ export async function startSidecarTarget(pg: SharedPostgres, opts: TargetOptions
   return target(sidecar.host, sidecar.port, database, events, () => sidecar.close(1000));
 }
 
+/**
+ * The two sidecars every compatibility suite runs through: allow-all hooks, and one started from a policy file (every
+ * statement parsed and decided, as in production) that allows what the suites do, DDL included.
+ */
+export const SIDECAR_KINDS: Array<[label: string, policySpec: Record<string, unknown> | undefined]> = [
+  ['the sidecar', undefined],
+  ['a sidecar started from a policy', { defaultAction: 'allow', guardrails: { blockDDL: false } }],
+];
+
+/** A client script's stdout, one JSON object per line with a `check` name, as a map from check name to object. */
+export function parseChecks(stdout: string): Record<string, any> {
+  return Object.fromEntries(
+    stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
+      .map((c) => [c.check, c]),
+  );
+}
+
 async function governedTarget(
   pg: SharedPostgres,
   database: string,

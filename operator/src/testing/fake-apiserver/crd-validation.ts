@@ -88,25 +88,15 @@ export class CrdSchema {
     if (Array.isArray(value)) {
       const listType = schema['x-kubernetes-list-type'];
       if (listType === 'map' || listType === 'set') {
+        const keys = schema['x-kubernetes-list-map-keys'] as string[] | undefined;
         const seen = new Set<string>();
         value.forEach((item, i) => {
-          const key =
-            listType === 'set'
-              ? JSON.stringify(item)
-              : JSON.stringify((schema['x-kubernetes-list-map-keys'] as string[]).map((k) => item?.[k]));
-          if (seen.has(key)) {
-            const shown =
-              listType === 'set'
-                ? JSON.stringify(item)
-                : JSON.stringify(
-                    Object.fromEntries((schema['x-kubernetes-list-map-keys'] as string[]).map((k) => [k, item?.[k]])),
-                  );
-            causes.push({
-              reason: 'FieldValueDuplicate',
-              message: `Duplicate value: ${shown}`,
-              field: `${path}[${i}]`,
-            });
-          }
+          // A set item is its own key; a map item is identified by its key fields (shown as the API server does).
+          const key = JSON.stringify(
+            listType === 'set' ? item : Object.fromEntries((keys ?? []).map((k) => [k, item?.[k]])),
+          );
+          if (seen.has(key))
+            causes.push({ reason: 'FieldValueDuplicate', message: `Duplicate value: ${key}`, field: `${path}[${i}]` });
           seen.add(key);
         });
       }
