@@ -73,9 +73,12 @@ describe('readChunks', () => {
 
   it('never overwrites a chunk the consumer kept, small or large, across many reads', async () => {
     const { accepted, dialled } = await pairClosedAfterTest();
-    // Sizes around the copy threshold (half the pool) and the 64 KiB read buffer, and small ones after large ones
+    // Sizes around the pool's threshold (4 KiB), the hand-over threshold (32 KiB) and the 64 KiB read buffer, and small
+    // ones after large ones
     // (a handed-over buffer must not be read into again).
-    const sizes = [1, 5, 4095, 4096, 4097, 100, 65536, 7, 70_000, 3, 200_000, 50, 1_000_000, 12];
+    const sizes = [
+      1, 5, 4095, 4096, 4097, 100, 32_767, 32_768, 65536, 7, 20_000, 70_000, 3, 200_000, 50, 1_000_000, 12,
+    ];
     const parts = sizes.map((n) => randomBytes(n));
     const { chunks, mode } = await sendAndCollect(accepted, dialled, parts);
     expect(mode).toBe('user-buffer');

@@ -8,8 +8,10 @@ import { TLSSocket } from 'node:tls';
  * under pgbench -S -c 8 it was ~4–6 µs of the pipe's ~40 µs CPU per transaction (docs/benchmarks.md).
  *
  * Chunks handed to `onChunk` are the consumer's to keep (the framer keeps partial messages, writes may be queued):
- * a read smaller than half of Node's buffer pool is copied into a pooled slice (no malloc), a larger one hands the
- * read buffer itself over and the next read gets a fresh one. So nothing the consumer holds is ever overwritten.
+ * a read under half of the read buffer is copied out (into Node's shared pool when under 4 KiB, so no malloc; else
+ * into a buffer of its own size), a larger one hands the read buffer itself over and the next read gets a fresh one.
+ * So nothing the consumer holds is ever overwritten, and a kept chunk pins at most twice its size. The price is one
+ * 64 KiB buffer per socket for the socket's lifetime (128 KiB per session).
  *
  * `net.connect` accepts `onread` but sockets a `net.Server` accepts do not, and the relay switches an upstream
  * socket over only after the startup exchange; so the socket's own slots for it are set here (the symbols are
@@ -21,8 +23,8 @@ import { TLSSocket } from 'node:tls';
 export type ReadMode = 'user-buffer' | 'data-event';
 
 const READ_BUFFER_BYTES = 64 * 1024;
-/** Reads up to this size are copied into Node's shared pool (Buffer.allocUnsafe serves them from it). */
-const COPY_MAX = Buffer.poolSize >>> 1;
+/** Reads below this size are copied out of the read buffer; larger ones take it with them. */
+const COPY_BELOW = READ_BUFFER_BYTES / 2;
 
 interface OnreadSlots {
   buffer: symbol;
@@ -82,8 +84,8 @@ export function readChunks(socket: Socket, onChunk: (chunk: Buffer) => void): Re
   record[s.buffer] = buf;
   record[s.callback] = (n: number, b: Buffer) => {
     let chunk: Buffer;
-    if (n <= COPY_MAX) {
-      chunk = Buffer.allocUnsafe(n);
+    if (n < COPY_BELOW) {
+      chunk = Buffer.allocUnsafe(n); // a slice of Node's pool below Buffer.poolSize / 2
       b.copy(chunk, 0, 0, n);
     } else {
       chunk = b.subarray(0, n);
