@@ -23,7 +23,6 @@ import type { Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
-import { readChunks } from './socket-reader.js';
 
 export type { SessionContext, SessionObserver } from './session-context.js';
 
@@ -62,7 +61,7 @@ export class ProxySession {
     );
     this.framer = new Framer(starter, { startup: true });
     this.starter = starter;
-    readChunks(client, (chunk) => this.fromClient(chunk));
+    client.on('data', (chunk: Buffer) => this.fromClient(chunk));
     client.on('error', (err) => this.close({ error: err.message }));
     client.on('close', () => this.close({}));
     client.on('drain', () => this.upstream?.socket.resume());
@@ -223,7 +222,7 @@ export class ProxySession {
     const serverRelay = new ServerRelay(state);
     this.upFramer = new Framer(serverRelay);
     serverRelay.framer = this.upFramer;
-    readChunks(up.socket, (chunk) => this.fromUpstream(chunk));
+    up.socket.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
     up.socket.on('drain', () => this.setPause(UPSTREAM_FULL, false));
     if (up.leftover.length > 0) this.fromUpstream(up.leftover);
     this.client.resume();
