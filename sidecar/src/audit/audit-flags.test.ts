@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { verifyChain } from '@pgwarden/policy';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { auditFromFlags, parseDuration, parseSize } from './audit-flags.js';
+import { auditFromFlags, parseDuration, parseFsync, parseSize } from './audit-flags.js';
 import { parseNatsServers } from './create-audit-sink.js';
 import { recordPolicyEvent } from './governance-audit.js';
 import { createFileSink } from './line-sinks.js';
@@ -25,6 +25,19 @@ describe('audit flags', () => {
     expect(() => parseNatsServers('nats://')).toThrow(/at least one/);
     expect(() => auditFromFlags({ auditFailMode: 'maybe' })).toThrow(/closed or open/);
     expect(() => auditFromFlags({ audit: 'kafka://x' })).toThrow(/unsupported --audit sink/);
+  });
+
+  it('--audit-fsync: batch, batch:<interval>, always, never; an interval needs a unit and stays within 1ms–10s', () => {
+    expect(parseFsync('batch')).toEqual({ fsync: 'batch' });
+    expect(parseFsync('always')).toEqual({ fsync: 'always' });
+    expect(parseFsync('never')).toEqual({ fsync: 'never' });
+    expect(parseFsync('batch:50ms')).toEqual({ fsync: 'batch', intervalMs: 50 });
+    expect(parseFsync('batch:1ms')).toEqual({ fsync: 'batch', intervalMs: 1 });
+    expect(parseFsync('batch:2s')).toEqual({ fsync: 'batch', intervalMs: 2000 });
+    for (const bad of ['batch:5', 'batch:0ms', 'batch:11s', 'batch:soon', 'batch:', 'sometimes', 'always:5ms']) {
+      expect(() => parseFsync(bad), bad).toThrow(/--audit-fsync/);
+    }
+    expect(() => auditFromFlags({ auditFsync: 'batch:5' })).toThrow(/1ms to 10s/);
   });
 
   it('file sink from flags: policy and session events as chained JSON lines; metrics exposed on another registry', async () => {

@@ -33,7 +33,11 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
     'closed: deny statements (SQLSTATE 53000) while events cannot be made durable; open: serve and count drops',
     'closed',
   ],
-  ['--audit-fsync <policy>', 'fdatasync of spool/file writes: batch | always | never', 'batch'],
+  [
+    '--audit-fsync <policy>',
+    'fdatasync of spool/file writes: batch | batch:<interval> (file sink, 1ms–10s; batch = batch:5ms) | always | never',
+    'batch',
+  ],
   [
     '--audit-stream-max-age <duration>',
     'PGWARDEN_AUDIT stream max age when the sidecar creates it (e.g. 30d, 0 = forever)',
@@ -78,6 +82,37 @@ export function parseDuration(s: string, flag: string): number {
   return Math.round(Number(m[1]) * MS[m[2] ?? 's']);
 }
 
+const FSYNC_INTERVAL_MS = { min: 1, max: 10_000 };
+
+/**
+ * `--audit-fsync`: batch | batch:<interval> | always | never. The interval is the file sink's least time between two
+ * fdatasyncs, i.e. how many milliseconds of events a power loss may take with it; a plain `batch` keeps the default.
+ */
+export function parseFsync(value: string): { fsync: SpoolFsync; intervalMs?: number } {
+  if (value === 'batch' || value === 'always' || value === 'never') return { fsync: value };
+  const m = /^batch:(.+)$/.exec(value);
+  if (m) {
+    let intervalMs: number | undefined;
+    try {
+      // A unit is required: a bare number would be read as seconds, a thousand times what `batch`'s 5 suggests.
+      if (/[a-z]$/i.test(m[1].trim())) intervalMs = parseDuration(m[1], '--audit-fsync');
+    } catch {
+      intervalMs = undefined;
+    }
+    if (intervalMs !== undefined && intervalMs >= FSYNC_INTERVAL_MS.min && intervalMs <= FSYNC_INTERVAL_MS.max) {
+      return { fsync: 'batch', intervalMs };
+    }
+    throw new AuditError(
+      'AUDIT_BAD_SPEC',
+      `--audit-fsync batch:<interval> takes a duration from 1ms to 10s (e.g. batch:20ms), not "${m[1]}"`,
+    );
+  }
+  throw new AuditError(
+    'AUDIT_BAD_SPEC',
+    `--audit-fsync must be batch, batch:<interval>, always or never, not "${value}"`,
+  );
+}
+
 /** Builds the sink, the process-wide recorder and the fail mode from the sidecar's flags. */
 export function auditFromFlags(
   flags: AuditFlags,
@@ -89,10 +124,7 @@ export function auditFromFlags(
   if (failMode !== 'closed' && failMode !== 'open') {
     throw new AuditError('AUDIT_BAD_SPEC', `--audit-fail-mode must be closed or open, not "${flags.auditFailMode}"`);
   }
-  const fsync = (flags.auditFsync ?? 'batch') as SpoolFsync;
-  if (!['batch', 'always', 'never'].includes(fsync)) {
-    throw new AuditError('AUDIT_BAD_SPEC', `--audit-fsync must be batch, always or never, not "${flags.auditFsync}"`);
-  }
+  const { fsync, intervalMs: fsyncIntervalMs } = parseFsync(flags.auditFsync ?? 'batch');
   const spec = flags.audit ?? 'stdout';
   if (spec.startsWith('nats') && !flags.spoolDir && failMode === 'closed') {
     ctx.log?.('warn', 'audit: NATS sink without --spool-dir: statements are denied whenever NATS is unreachable');
@@ -103,6 +135,7 @@ export function auditFromFlags(
     spoolDir: flags.spoolDir,
     spoolMaxBytes: flags.spoolMaxBytes ? parseSize(flags.spoolMaxBytes, '--spool-max-bytes') : undefined,
     fsync,
+    fsyncIntervalMs,
     stream: {
       ...(flags.auditStreamMaxAge
         ? { maxAgeMs: parseDuration(flags.auditStreamMaxAge, '--audit-stream-max-age') }

@@ -14,6 +14,8 @@ export interface AuditSinkOptions {
   spoolMaxBytes?: number;
   /** fsync policy of the spool and the file sink. Default batch. */
   fsync?: SpoolFsync;
+  /** The file sink's `batch` interval (ms); the spool syncs after each of its batches regardless. */
+  fsyncIntervalMs?: number;
   maxQueue?: number;
   maxInFlight?: number;
   publishTimeoutMs?: number;
@@ -38,7 +40,12 @@ export function createAuditSink(spec: string, options: AuditSinkOptions = {}): A
     const path = spec.slice('file:'.length);
     if (!path)
       throw new AuditError('AUDIT_BAD_SPEC', 'file: audit sink needs a path (file:/var/log/pgwarden/audit.jsonl)');
-    return createFileSink({ path, fsync: options.fsync, registry: options.registry });
+    return createFileSink({
+      path,
+      fsync: options.fsync,
+      syncIntervalMs: options.fsyncIntervalMs,
+      registry: options.registry,
+    });
   }
   if (spec.startsWith('nats://') || spec.startsWith('tls://')) {
     const servers = parseNatsServers(spec);

@@ -86,6 +86,28 @@ describe('file sink batching', () => {
     await sink.close();
   });
 
+  it('fsync batch with a longer interval (batch:<interval>): fewer fdatasyncs, still one after the last write', async () => {
+    const path = join(dir, 'coalesce-100ms.jsonl');
+    const syncIntervalMs = 100;
+    const sink = createFileSink({ path, fsync: 'batch', syncIntervalMs, registry: new Registry() });
+    const t0 = performance.now();
+    let turns = 0;
+    while (performance.now() - t0 < 250) {
+      sink.emit({ session: { id: 'c', seq: turns } });
+      turns++;
+      await turn();
+    }
+    await sink.whenIdle?.();
+    const elapsed = performance.now() - t0;
+    const { syncs = 0 } = sink.stats?.() ?? {};
+    expect(turns).toBeGreaterThan(50);
+    expect(syncs).toBeGreaterThanOrEqual(2);
+    // At 5 ms this would be ~50; at 100 ms at most one per interval (+1 for the sync after the last write).
+    expect(syncs).toBeLessThanOrEqual(Math.ceil(elapsed / syncIntervalMs) + 1);
+    expect(lines(path)).toHaveLength(turns);
+    await sink.close();
+  });
+
   it('fsync always: the line is written (and synced) before emit returns', async () => {
     const path = join(dir, 'always.jsonl');
     const sink = createFileSink({ path, fsync: 'always', registry: new Registry() });

@@ -12,6 +12,8 @@ export interface FileSinkOptions {
    * write before it; always: before emit returns; never.
    */
   fsync?: 'always' | 'batch' | 'never';
+  /** `batch` mode: the least time between the starts of two fdatasyncs (ms). Default BATCH_SYNC_INTERVAL_MS. */
+  syncIntervalMs?: number;
   registry?: Registry;
 }
 
@@ -19,7 +21,9 @@ export interface FileSinkOptions {
  * `batch` mode starts at most one fdatasync per this many milliseconds (docs/audit.md). Back-to-back syncs under load
  * cost a thread-pool round trip and a disk flush for nearly every event-loop turn that wrote (measured: 2–5 µs of
  * system CPU per statement more than with coalescing, docs/benchmarks.md); waiting up to 5 ms lets one flush cover
- * many turns, while a power loss still loses at most the last ~5 ms of events plus the flush in flight.
+ * many turns, while a power loss still loses at most the last ~5 ms of events plus the flush in flight. Where each
+ * flush is dear (a VM whose every flush exits to the hypervisor: 5–11 µs per statement at 5 ms, docs/benchmarks.md)
+ * `--audit-fsync batch:<interval>` widens the window on purpose.
  */
 export const BATCH_SYNC_INTERVAL_MS = 5;
 
@@ -74,6 +78,7 @@ export function createStdoutSink(): AuditSink {
  */
 export function createFileSink(opts: FileSinkOptions): AuditSink {
   const fsync = opts.fsync ?? 'batch';
+  const syncIntervalMs = opts.syncIntervalMs ?? BATCH_SYNC_INTERVAL_MS;
   const metrics = auditMetrics(opts.registry);
   const drops = new DropTracker();
   let fd: number;
@@ -105,7 +110,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   };
   const sync = () => {
     if (syncing || !dirty || closed || syncTimer) return;
-    const wait = lastSyncStart + BATCH_SYNC_INTERVAL_MS - performance.now();
+    const wait = lastSyncStart + syncIntervalMs - performance.now();
     if (wait > 0) {
       syncTimer = setTimeout(() => {
         syncTimer = undefined;
