@@ -14,6 +14,22 @@ const lines = (path: string) =>
     .map((l) => JSON.parse(l) as { session: { id: string; seq: number } });
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
+/** Emits one event per event-loop turn for `ms`, then waits until the last is synced; counts turns and syncs. */
+async function emitEachTurn(
+  sink: ReturnType<typeof createFileSink>,
+  ms: number,
+): Promise<{ turns: number; elapsed: number; syncs: number }> {
+  const t0 = performance.now();
+  let turns = 0;
+  while (performance.now() - t0 < ms) {
+    sink.emit({ session: { id: 'b', seq: turns } });
+    turns++;
+    await turn();
+  }
+  await sink.whenIdle?.();
+  return { turns, elapsed: performance.now() - t0, syncs: sink.stats?.().syncs ?? 0 };
+}
+
 describe('file sink batching', () => {
   it('writes every line of a turn by the end of that turn, in emit order across turns and sessions', async () => {
     const path = join(dir, 'order.jsonl');
@@ -63,16 +79,7 @@ describe('file sink batching', () => {
   it('fsync batch: at most one fdatasync per interval however many turns write; whenIdle waits for the last', async () => {
     const path = join(dir, 'coalesce.jsonl');
     const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
-    const t0 = performance.now();
-    let turns = 0;
-    while (performance.now() - t0 < 60) {
-      sink.emit({ session: { id: 'b', seq: turns } });
-      turns++;
-      await turn();
-    }
-    await sink.whenIdle?.();
-    const elapsed = performance.now() - t0;
-    const { syncs = 0 } = sink.stats?.() ?? {};
+    const { turns, elapsed, syncs } = await emitEachTurn(sink, 60);
     expect(turns).toBeGreaterThan(20);
     // One sync may start at once, then one per interval at most (+1 for the one after the loop's last write).
     expect(syncs).toBeGreaterThanOrEqual(1);
@@ -90,16 +97,7 @@ describe('file sink batching', () => {
     const path = join(dir, 'coalesce-100ms.jsonl');
     const syncIntervalMs = 100;
     const sink = createFileSink({ path, fsync: 'batch', syncIntervalMs, registry: new Registry() });
-    const t0 = performance.now();
-    let turns = 0;
-    while (performance.now() - t0 < 250) {
-      sink.emit({ session: { id: 'c', seq: turns } });
-      turns++;
-      await turn();
-    }
-    await sink.whenIdle?.();
-    const elapsed = performance.now() - t0;
-    const { syncs = 0 } = sink.stats?.() ?? {};
+    const { turns, elapsed, syncs } = await emitEachTurn(sink, 250);
     expect(turns).toBeGreaterThan(50);
     expect(syncs).toBeGreaterThanOrEqual(2);
     // At 5 ms this would be ~50; at 100 ms at most one per interval (+1 for the sync after the last write).
