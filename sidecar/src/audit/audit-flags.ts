@@ -90,27 +90,22 @@ const FSYNC_INTERVAL_MS = { min: 1, max: 10_000 };
  */
 export function parseFsync(value: string): { fsync: SpoolFsync; intervalMs?: number } {
   if (value === 'batch' || value === 'always' || value === 'never') return { fsync: value };
-  const m = /^batch:(.+)$/.exec(value);
-  if (m) {
-    let intervalMs: number | undefined;
-    try {
-      // A unit is required: a bare number would be read as seconds, a thousand times what `batch`'s 5 suggests.
-      if (/[a-z]$/i.test(m[1].trim())) intervalMs = parseDuration(m[1], '--audit-fsync');
-    } catch {
-      intervalMs = undefined;
-    }
-    if (intervalMs !== undefined && intervalMs >= FSYNC_INTERVAL_MS.min && intervalMs <= FSYNC_INTERVAL_MS.max) {
-      return { fsync: 'batch', intervalMs };
-    }
+  if (!value.startsWith('batch:')) {
     throw new AuditError(
       'AUDIT_BAD_SPEC',
-      `--audit-fsync batch:<interval> takes a duration from 1ms to 10s (e.g. batch:20ms), not "${m[1]}"`,
+      `--audit-fsync must be batch, batch:<interval>, always or never, not "${value}"`,
     );
   }
-  throw new AuditError(
-    'AUDIT_BAD_SPEC',
-    `--audit-fsync must be batch, batch:<interval>, always or never, not "${value}"`,
-  );
+  // The unit is required: a bare number would read as seconds (parseDuration), a thousand times what `5` suggests.
+  const m = /^batch:(\d+(?:\.\d+)?)(ms|s)$/.exec(value);
+  const intervalMs = m ? Math.round(Number(m[1]) * (m[2] === 's' ? 1000 : 1)) : Number.NaN;
+  if (!(intervalMs >= FSYNC_INTERVAL_MS.min && intervalMs <= FSYNC_INTERVAL_MS.max)) {
+    throw new AuditError(
+      'AUDIT_BAD_SPEC',
+      `--audit-fsync batch:<interval> takes a duration from 1ms to 10s (e.g. batch:20ms), not "${value.slice(6)}"`,
+    );
+  }
+  return { fsync: 'batch', intervalMs };
 }
 
 /** Builds the sink, the process-wide recorder and the fail mode from the sidecar's flags. */
