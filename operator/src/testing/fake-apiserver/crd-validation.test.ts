@@ -1,17 +1,14 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { validateMaskingRuleSpec, validatePolicySpec } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import { databaseAccessPolicyCrd, maskingRuleCrd } from '../../crd/custom-resource-definitions.js';
 import { FakeApiServer } from '../fake-apiserver.js';
+import { shippedPolicyDocuments } from '../shipped-policy-documents.js';
 import { CrdSchema } from './crd-validation.js';
 
 // The shipped CRDs' schemas, enforced by the fake API server the way a real one enforces them: every write below
 // goes over HTTP through @kubernetes/client-node, and every CEL rule is evaluated by a real CEL implementation.
 
-const repo = (p: string) => fileURLToPath(new URL(`../../../../${p}`, import.meta.url));
 const V = { group: 'pgwarden.dev', version: 'v1alpha1', namespace: 'agents' };
 const DAP = { ...V, plural: 'databaseaccesspolicies' };
 const MR = { ...V, plural: 'maskingrules' };
@@ -215,17 +212,10 @@ describe('custom resources are pruned, defaulted and validated against the shipp
 
   it('accepts every policy document shipped in examples/ and e2e/manifests/', async () => {
     let created = 0;
-    const files = [...readdirSync(repo('examples')).map((f) => `examples/${f}`), 'e2e/manifests/policy.yaml'].filter(
-      (f) => /\.ya?ml$/.test(f),
-    );
-    for (const f of files) {
-      for (const doc of parseAllDocuments(readFileSync(repo(f), 'utf8'))) {
-        const o: any = doc.toJS();
-        if (o?.kind !== 'DatabaseAccessPolicy' && o?.kind !== 'MaskingRule') continue;
-        const body = { ...o, metadata: { ...o.metadata, name: `ex-${created}`, namespace: undefined } };
-        await (o.kind === 'MaskingRule' ? createMr(body) : createDap(body));
-        created++;
-      }
+    for (const { object: o } of shippedPolicyDocuments()) {
+      const body = { ...o, metadata: { ...o.metadata, name: `ex-${created}`, namespace: undefined } };
+      await (o.kind === 'MaskingRule' ? createMr(body) : createDap(body));
+      created++;
     }
     expect(created).toBeGreaterThanOrEqual(3);
   });
