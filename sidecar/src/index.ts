@@ -20,5 +20,6 @@ export { ProtocolError, type ProtocolErrorCode } from './protocol/errors.js';
 export { allowAllHooks } from './proxy/allow-all-hooks.js';
 export type * from './proxy/hooks.js';
 export { type Sidecar, type SidecarLogger, type SidecarOptions, startSidecar } from './start-sidecar.js';
+export { CHANNEL_BINDING_MODES, type ChannelBindingMode } from './upstream/channel-binding.js';
 export type { SslMode } from './upstream/connect.js';
 export { UpstreamError, type UpstreamErrorCode } from './upstream/errors.js';

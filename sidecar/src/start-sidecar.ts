@@ -15,6 +15,7 @@ import { allowAllHooks } from './proxy/allow-all-hooks.js';
 import { CancelRegistry } from './proxy/cancel-registry.js';
 import type { ProxyHooks } from './proxy/hooks.js';
 import { ProxySession, type SessionObserver } from './proxy/session.js';
+import type { ChannelBindingMode } from './upstream/channel-binding.js';
 import { openTransport, type SslMode } from './upstream/connect.js';
 
 /** The subset of a pino logger the sidecar uses. */
@@ -33,6 +34,8 @@ export interface SidecarOptions {
     database: string;
     sslmode: SslMode;
     caFile?: string;
+    /** libpq's channel_binding; default prefer (upstream/channel-binding.ts). */
+    channelBinding?: ChannelBindingMode;
     connectTimeoutMs?: number;
   };
   credentials: CredentialsSource;

@@ -24,6 +24,17 @@ describe('parseUpstream', () => {
     expect(() => parseUpstream('postgres://db/orders?sslmode=prefer')).toThrow(/sslmode must be one of/);
     expect(() => parseUpstream('mysql://db/x')).toThrow(/postgres:\/\//);
   });
+
+  it('reads channel_binding only when the URL names it, so a policy keeps its own', () => {
+    expect(parseUpstream('postgres://db/orders?sslmode=require&channel_binding=require')).toMatchObject({
+      channelBinding: 'require',
+    });
+    expect(parseUpstream('postgres://db/orders?channel_binding=disable').channelBinding).toBe('disable');
+    expect('channelBinding' in parseUpstream('postgres://db/orders')).toBe(false);
+    expect(() => parseUpstream('postgres://db/orders?channel_binding=maybe')).toThrow(
+      /channel_binding must be one of disable, prefer, require/,
+    );
+  });
 });
 
 // The CLI runs from cli/dist: `make test` builds first. Without a build there is nothing to spawn.

@@ -3,6 +3,8 @@ import {
   AUDIT_CLI_OPTIONS,
   type AuditFlags,
   auditFromFlags,
+  CHANNEL_BINDING_MODES,
+  type ChannelBindingMode,
   type CredentialsSource,
   type SidecarLogger,
   type SslMode,
@@ -19,12 +21,17 @@ export interface Upstream {
   port: number;
   database: string;
   sslmode: SslMode;
+  /** Only when the URL names it: otherwise the policy's `database.channelBinding` (or libpq's default, prefer). */
+  channelBinding?: ChannelBindingMode;
   /** Only when the URL carries them (local use); production mounts a credentials directory. */
   username?: string;
   password?: string;
 }
 
-/** postgres://[user[:password]@]host[:port]/dbname?sslmode=...; sslmode defaults to verify-full (fail safe). */
+/**
+ * postgres://[user[:password]@]host[:port]/dbname?sslmode=...&channel_binding=...; sslmode defaults to verify-full
+ * (fail safe), channel_binding to libpq's prefer.
+ */
 export function parseUpstream(value: string): Upstream {
   let url: URL;
   try {
@@ -37,6 +44,9 @@ export function parseUpstream(value: string): Upstream {
   const sslmode = (url.searchParams.get('sslmode') ?? 'verify-full') as SslMode;
   if (!SSLMODES.includes(sslmode))
     throw new InvalidArgumentError(`--upstream sslmode must be one of ${SSLMODES.join(', ')}`);
+  const channelBinding = url.searchParams.get('channel_binding') ?? undefined;
+  if (channelBinding !== undefined && !CHANNEL_BINDING_MODES.includes(channelBinding as ChannelBindingMode))
+    throw new InvalidArgumentError(`--upstream channel_binding must be one of ${CHANNEL_BINDING_MODES.join(', ')}`);
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
   if (!url.hostname || !database) throw new InvalidArgumentError('--upstream needs a host and a database name');
   return {
@@ -44,6 +54,7 @@ export function parseUpstream(value: string): Upstream {
     port: url.port ? Number(url.port) : 5432,
     database,
     sslmode,
+    ...(channelBinding ? { channelBinding: channelBinding as ChannelBindingMode } : {}),
     username: url.username ? decodeURIComponent(url.username) : undefined,
     password: url.password ? decodeURIComponent(url.password) : undefined,
   };
@@ -89,7 +100,8 @@ export function registerSidecar(program: Command): void {
   );
   opt(
     '--upstream <url>',
-    'postgres://host:port/dbname?sslmode=disable|require|verify-ca|verify-full (default sslmode verify-full)',
+    'postgres://host:port/dbname?sslmode=disable|require|verify-ca|verify-full (default verify-full)' +
+      '&channel_binding=disable|prefer|require (default prefer: SCRAM-SHA-256-PLUS over TLS when offered)',
   );
   opt(
     '--credentials-dir <dir>',
@@ -164,7 +176,15 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     logger,
   };
   const upstream = up
-    ? { host: up.host, port: up.port, database: up.database, sslmode: up.sslmode, caFile: o.caFile }
+    ? {
+        host: up.host,
+        port: up.port,
+        database: up.database,
+        sslmode: up.sslmode,
+        // Absent unless the URL says so, so that it does not override the policy's database.channelBinding.
+        ...(up.channelBinding ? { channelBinding: up.channelBinding } : {}),
+        caFile: o.caFile,
+      }
     : undefined;
   if (!credentials) throw new InvalidArgumentError('--credentials-dir (or PGWARDEN_CREDENTIALS_DIR) is required');
   let close: (graceMs: number) => Promise<void>;

@@ -66,6 +66,7 @@ export const databaseAccessPolicySpecSchema = {
         port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 },
         name: { type: 'string', minLength: 1, maxLength: 63 },
         sslMode: { type: 'string', enum: ['disable', 'require', 'verify-ca', 'verify-full'], default: 'verify-full' },
+        channelBinding: { type: 'string', enum: ['disable', 'prefer', 'require'], default: 'prefer' },
         caSecretRef: secretKeyRef,
         credentialsSecretRef: {
           type: 'object',

@@ -16,6 +16,7 @@ describe('parsePolicyDocuments', () => {
     expect(s.defaultAction).toBe('deny');
     expect(s.database.port).toBe(5432);
     expect(s.database.sslMode).toBe('verify-full');
+    expect(s.database.channelBinding).toBe('prefer');
     expect(s.guardrails).toEqual({
       blockDDL: true,
       requireWhere: ['update', 'delete'],

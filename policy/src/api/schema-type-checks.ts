@@ -13,6 +13,7 @@ export type SchemaTypeChecks = [
   Assert<Equals<DatabaseAccessPolicySpec['defaultAction'], PolicyAction>>,
   Assert<Equals<DatabaseAccessPolicySpec['database']['port'], number>>,
   Assert<Equals<DatabaseAccessPolicySpec['database']['sslMode'], 'disable' | 'require' | 'verify-ca' | 'verify-full'>>,
+  Assert<Equals<DatabaseAccessPolicySpec['database']['channelBinding'], 'disable' | 'prefer' | 'require'>>,
   Assert<Equals<DatabaseAccessPolicySpec['role'], string | undefined>>,
   Assert<Equals<PolicyRule['tables'], string[] | undefined>>,
   Assert<Equals<DatabaseAccessPolicySpec['guardrails']['blockDDL'], boolean>>,

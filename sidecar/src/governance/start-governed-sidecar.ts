@@ -113,7 +113,14 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         source,
         policyName: set.length > 1 ? p.policy.name : undefined,
       });
-      const upstream = { host: db.host, port: db.port, database: db.name, sslmode: db.sslMode, ...opts.upstream };
+      const upstream = {
+        host: db.host,
+        port: db.port,
+        database: db.name,
+        sslmode: db.sslMode,
+        channelBinding: db.channelBinding,
+        ...opts.upstream,
+      };
       // Masking (docs/masking.md) wraps the policy hooks inside audit (startSidecar adds audit outside), so audit
       // sees scrubbed records; it reads the catalog over its own upstream connection, closed with the listener.
       const masked = withPolicyMasking(hooks, {

@@ -1,5 +1,12 @@
-import { describe, expect, inject, it } from 'vitest';
-import { queryMessage } from '../protocol/frontend-messages.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TLSSocket, connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { readyForQuery } from '../protocol/backend-messages.js';
+import { queryMessage, sslRequest } from '../protocol/frontend-messages.js';
 import { ROLE } from '../testing/sidecar-fixture.js';
 import { type Credentials, connectUpstream, type SslMode, type UpstreamTarget } from './connect.js';
 import { UpstreamError } from './errors.js';
@@ -122,5 +129,199 @@ describe('SCRAM client', () => {
     );
     expect(() => c.verify('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=')).not.toThrow();
     expect(() => c.verify('v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=')).toThrow(/signature/);
+  });
+});
+
+/**
+ * A machine in the middle: it answers the SSLRequest itself, terminates the client's TLS with a certificate of its
+ * own, and relays everything to the real PostgreSQL over a second TLS connection. `stripPlus` also removes
+ * SCRAM-SHA-256-PLUS from the server's SASL offer, as an attacker hiding channel binding would.
+ */
+async function startMitm(stripPlus: boolean): Promise<{ port: number; server: Server }> {
+  const pg = inject('pg');
+  const dir = mkdtempSync(join(tmpdir(), 'pgw-mitm-'));
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'].concat([
+      '-keyout',
+      join(dir, 'k'),
+      '-out',
+      join(dir, 'c'),
+      '-subj',
+      '/CN=127.0.0.1',
+    ]),
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  const key = readFileSync(join(dir, 'k'));
+  const cert = readFileSync(join(dir, 'c'));
+  const server = createServer((client) => {
+    const ends: Socket[] = [client];
+    const fail = () => {
+      for (const e of ends) e.destroy();
+    };
+    client.on('error', fail);
+    client.once('data', () => {
+      client.write('S');
+      const inner = new TLSSocket(client, { isServer: true, key, cert });
+      inner.pause();
+      inner.on('error', fail);
+      const raw = tcpConnect(pg.port, pg.host);
+      ends.push(inner, raw);
+      raw.on('error', fail);
+      raw.write(sslRequest());
+      raw.once('data', () => {
+        const up = tlsConnect({ socket: raw, rejectUnauthorized: false });
+        ends.push(up);
+        up.on('error', fail);
+        up.on('secureConnect', () => {
+          inner.pipe(up);
+          if (!stripPlus) up.pipe(inner);
+          else
+            up.once('data', (first: Buffer) => {
+              // The server's first message is AuthenticationSASL ('R', code 10): offer plain SCRAM-SHA-256 only.
+              const len = first.readInt32BE(1);
+              const body = Buffer.from('SCRAM-SHA-256\0\0');
+              const msg = Buffer.alloc(9 + body.length);
+              msg.write('R', 0);
+              msg.writeInt32BE(8 + body.length, 1);
+              msg.writeInt32BE(10, 5);
+              body.copy(msg, 9);
+              inner.write(Buffer.concat([msg, first.subarray(1 + len)]));
+              up.pipe(inner);
+            });
+        });
+      });
+    });
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  return { port: (server.address() as { port: number }).port, server };
+}
+
+describe('SCRAM channel binding (channel_binding, libpq semantics)', () => {
+  const authOf = async (t: UpstreamTarget, creds: Credentials) => {
+    const up = await connectUpstream(t, creds, {});
+    up.socket.destroy();
+    return up.auth;
+  };
+
+  it('binds the login to the server certificate over TLS by default (SCRAM-SHA-256-PLUS)', async () => {
+    expect(await authOf(target('verify-full'), ROLE.scram)).toBe('SCRAM-SHA-256-PLUS');
+    expect(await authOf(target('require', { channelBinding: 'require' }), ROLE.tls)).toBe('SCRAM-SHA-256-PLUS');
+  });
+
+  it('uses plain SCRAM-SHA-256 without TLS or with channel_binding=disable, and other methods as asked', async () => {
+    expect(await authOf(target('disable'), ROLE.scram)).toBe('SCRAM-SHA-256');
+    expect(await authOf(target('verify-full', { channelBinding: 'disable' }), ROLE.scram)).toBe('SCRAM-SHA-256');
+    expect(await authOf(target('require'), ROLE.md5)).toBe('md5');
+    expect(await authOf(target('require'), ROLE.clear)).toBe('password');
+  });
+
+  it('channel_binding=require refuses every login that is not bound, before sending any password', async () => {
+    const refused = async (t: UpstreamTarget, creds: Credentials) => {
+      const err = await authOf(t, creds).catch((e) => e);
+      expect(err).toBeInstanceOf(UpstreamError);
+      expect(err.code).toBe('PGW_UPSTREAM_AUTH_METHOD');
+      expect(err.sqlstate).toBe('08001');
+      expect(err.message).not.toContain(creds.password);
+      return err.message as string;
+    };
+    expect(await refused(target('disable', { channelBinding: 'require' }), ROLE.scram)).toMatch(/needs TLS/);
+    expect(await refused(target('require', { channelBinding: 'require' }), ROLE.md5)).toMatch(/md5 password/);
+    expect(await refused(target('require', { channelBinding: 'require' }), ROLE.clear)).toMatch(/cleartext/);
+  });
+
+  describe('against a machine in the middle that terminates TLS (sslmode=require does not verify)', () => {
+    let mitm: { port: number; server: Server };
+    let stripping: { port: number; server: Server };
+    beforeAll(async () => {
+      mitm = await startMitm(false);
+      stripping = await startMitm(true);
+    });
+    afterAll(() => {
+      mitm.server.close();
+      stripping.server.close();
+    });
+
+    it('without channel binding the relayed login succeeds: the attack the binding stops', async () => {
+      const t = target('require', { port: mitm.port, channelBinding: 'disable' });
+      expect(await whoAmI(t, ROLE.scram)).toEqual({ user: 'app_scram', ssl: 'true' });
+    });
+
+    for (const mode of ['prefer', 'require'] as const) {
+      it(`channel_binding=${mode}: PostgreSQL sees another certificate's hash and refuses`, async () => {
+        const err = await authOf(target('require', { port: mitm.port, channelBinding: mode }), ROLE.scram).catch(
+          (e) => e,
+        );
+        expect(err).toBeInstanceOf(UpstreamError);
+        expect(err.code).toBe('PGW_UPSTREAM_REJECTED');
+        // PostgreSQL ends a failed authentication with FATAL 28000, whatever the cause.
+        expect(err.upstreamCode).toBe('28000');
+        expect(err.message).toMatch(/channel binding check failed/);
+      });
+    }
+
+    it('a stripped -PLUS offer is caught: by PostgreSQL under prefer (flag y), by the sidecar under require', async () => {
+      const prefer = await authOf(target('require', { port: stripping.port }), ROLE.scram).catch((e) => e);
+      expect(prefer).toBeInstanceOf(UpstreamError);
+      expect(prefer.upstreamCode).toBe('28000');
+      expect(prefer.message).toMatch(/channel binding negotiation error/);
+      const require = await authOf(
+        target('require', { port: stripping.port, channelBinding: 'require' }),
+        ROLE.scram,
+      ).catch((e) => e);
+      expect(require.code).toBe('PGW_UPSTREAM_AUTH_METHOD');
+      expect(require.message).toMatch(/does not offer SCRAM-SHA-256-PLUS \(SCRAM-SHA-256\)/);
+    });
+  });
+
+  describe('against a server that does not prove it knows the password', () => {
+    /** Speaks just enough of the protocol: `script` answers each message the client sends after the startup. */
+    async function fakeServer(script: (n: number, data: Buffer) => Buffer[]): Promise<Server> {
+      const server = createServer((s) => {
+        let n = 0;
+        s.on('error', () => s.destroy());
+        s.on('data', (d) => {
+          for (const out of script(n++, d)) s.write(out);
+        });
+      });
+      await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+      return server;
+    }
+    const auth = (code: number, body = Buffer.alloc(0)) => {
+      const m = Buffer.alloc(9 + body.length);
+      m.write('R', 0);
+      m.writeInt32BE(8 + body.length, 1);
+      m.writeInt32BE(code, 5);
+      body.copy(m, 9);
+      return m;
+    };
+    const portOf = (srv: Server) => (srv.address() as { port: number }).port;
+
+    it('refuses AuthenticationOk that skips the SCRAM server signature', async () => {
+      const srv = await fakeServer((n, data) => {
+        if (n === 0) return [auth(10, Buffer.from('SCRAM-SHA-256\0\0'))];
+        if (n === 1) {
+          const nonce = /r=([^,\0]+)/.exec(data.toString('latin1'))![1];
+          return [auth(11, Buffer.from(`r=${nonce}fake,s=${Buffer.from('salt').toString('base64')},i=4096`))];
+        }
+        return [auth(0), readyForQuery('I')]; // no SASLFinal: the server never showed it knows the password
+      });
+      const err = await authOf(target('disable', { port: portOf(srv) }), ROLE.scram).catch((e) => e);
+      srv.close();
+      expect(err).toBeInstanceOf(UpstreamError);
+      expect(err.code).toBe('PGW_UPSTREAM_SCRAM');
+      expect(err.message).toMatch(/before proving it knows the password/);
+    });
+
+    it('accepts a trusting server under prefer, refuses it under require', async () => {
+      const srv = await fakeServer(() => [auth(0), readyForQuery('I')]);
+      expect(await authOf(target('disable', { port: portOf(srv) }), ROLE.scram)).toBe('trust');
+      const err = await authOf(target('disable', { port: portOf(srv), channelBinding: 'require' }), ROLE.scram).catch(
+        (e) => e,
+      );
+      srv.close();
+      expect(err.code).toBe('PGW_UPSTREAM_AUTH_METHOD');
+      expect(err.message).toMatch(/accepted the login without authentication/);
+    });
   });
 });

@@ -5,6 +5,7 @@ import {
   checkServerIdentity,
   createSecureContext,
   type SecureContext,
+  type TLSSocket,
   connect as tlsConnect,
 } from 'node:tls';
 import { decodeErrorFields } from '../protocol/backend-messages.js';
@@ -16,9 +17,10 @@ import {
   sslRequest,
   startupMessage,
 } from '../protocol/frontend-messages.js';
+import { type ChannelBindingMode, tlsServerEndPoint } from './channel-binding.js';
 import { UpstreamError } from './errors.js';
 import { MessageReader } from './message-reader.js';
-import { md5Response, ScramClient } from './scram.js';
+import { md5Response, type ScramBinding, ScramClient } from './scram.js';
 
 /** libpq's sslmode values the sidecar supports (https://www.postgresql.org/docs/current/libpq-ssl.html). */
 export type SslMode = 'disable' | 'require' | 'verify-ca' | 'verify-full';
@@ -30,8 +32,13 @@ export interface UpstreamTarget {
   sslmode: SslMode;
   /** PEM file of the CA(s) that sign the server certificate; without it the system store is used for verify-*. */
   caFile?: string;
+  /** libpq's channel_binding (default prefer): SCRAM-SHA-256-PLUS over TLS when the server offers it (channel-binding.ts). */
+  channelBinding?: ChannelBindingMode;
   connectTimeoutMs?: number;
 }
+
+/** How the upstream authenticated the login (libpq's names; `trust`: the server asked for nothing). */
+export type UpstreamAuth = 'SCRAM-SHA-256-PLUS' | 'SCRAM-SHA-256' | 'md5' | 'password' | 'trust';
 
 export interface Credentials {
   username: string;
@@ -42,6 +49,7 @@ export interface Credentials {
 export interface UpstreamSession {
   socket: Socket;
   tls: boolean;
+  auth: UpstreamAuth;
   /** ParameterStatus values in the order PostgreSQL sent them. */
   parameters: Array<[string, string]>;
   processId: number;
@@ -174,10 +182,12 @@ export async function connectUpstream(
   );
   try {
     socket.write(startupMessage({ ...params, user: creds.username, database: target.database }));
-    await authenticate(socket, reader, creds);
+    const cert = tls ? (socket as TLSSocket).getPeerCertificate().raw : undefined;
+    const auth = await authenticate(socket, reader, creds, cert, target.channelBinding ?? 'prefer');
     const out: UpstreamSession = {
       socket,
       tls,
+      auth,
       parameters: [],
       processId: 0,
       secretKey: 0,
@@ -223,8 +233,28 @@ function rejected(buf: Buffer): UpstreamError {
   );
 }
 
-async function authenticate(socket: Socket, reader: MessageReader, creds: Credentials): Promise<void> {
+/**
+ * Answers whatever the server asks for, within `channelBinding` (libpq's rules): with `require` only a
+ * SCRAM-SHA-256-PLUS exchange bound to `cert` (the server certificate, DER; undefined without TLS) may end in
+ * AuthenticationOk. Any SCRAM exchange must end with the server's signature verified before AuthenticationOk counts:
+ * a server (or a machine in the middle) that skips it has not proved it knows the password.
+ */
+async function authenticate(
+  socket: Socket,
+  reader: MessageReader,
+  creds: Credentials,
+  cert: Buffer | undefined,
+  channelBinding: ChannelBindingMode,
+): Promise<UpstreamAuth> {
   let scram: ScramClient | null = null;
+  let auth: UpstreamAuth = 'trust';
+  const refuseUnbound = (what: string) => {
+    if (channelBinding === 'require')
+      throw new UpstreamError(
+        'PGW_UPSTREAM_AUTH_METHOD',
+        `channel_binding=require, but upstream ${what}: only SCRAM-SHA-256-PLUS over TLS binds the login to the server`,
+      );
+  };
   for (;;) {
     const m = await reader.next();
     if (m.type === B.ErrorResponse) throw rejected(m.buf);
@@ -236,23 +266,35 @@ async function authenticate(socket: Socket, reader: MessageReader, creds: Creden
     const code = m.buf.readInt32BE(5);
     switch (code) {
       case Auth.Ok:
-        return;
+        if (scram && !scram.verified)
+          throw new UpstreamError(
+            'PGW_UPSTREAM_SCRAM',
+            'upstream accepted the login before proving it knows the password (SCRAM exchange not completed)',
+          );
+        if (!scram) refuseUnbound(auth === 'trust' ? 'accepted the login without authentication' : `asked for ${auth}`);
+        return auth;
       case Auth.CleartextPassword:
+        auth = 'password';
+        refuseUnbound('asks for a cleartext password');
         socket.write(passwordMessage(creds.password));
         break;
       case Auth.MD5Password:
+        auth = 'md5';
+        refuseUnbound('asks for an md5 password');
         socket.write(passwordMessage(md5Response(creds.username, creds.password, m.buf.subarray(9, 13))));
         break;
       case Auth.SASL: {
-        const mechanisms = m.buf.toString('utf8', 9, m.buf.length).split('\0');
-        if (!mechanisms.includes('SCRAM-SHA-256')) {
+        if (scram) throw new UpstreamError('PGW_UPSTREAM_PROTOCOL', 'a second SASL exchange during authentication');
+        const mechanisms = m.buf.toString('utf8', 9, m.buf.length).split('\0').filter(Boolean);
+        scram = new ScramClient(undefined, scramBinding(mechanisms, cert, channelBinding));
+        if (!mechanisms.includes(scram.mechanism)) {
           throw new UpstreamError(
             'PGW_UPSTREAM_AUTH_METHOD',
-            `upstream offers no supported SASL mechanism (${mechanisms.filter(Boolean).join(', ')})`,
+            `upstream offers no supported SASL mechanism (${mechanisms.join(', ')})`,
           );
         }
-        scram = new ScramClient();
-        socket.write(saslInitialResponse('SCRAM-SHA-256', scram.first()));
+        auth = scram.mechanism;
+        socket.write(saslInitialResponse(scram.mechanism, scram.first()));
         break;
       }
       case Auth.SASLContinue:
@@ -269,5 +311,33 @@ async function authenticate(socket: Socket, reader: MessageReader, creds: Creden
           `upstream asks for an unsupported authentication method (code ${code})`,
         );
     }
+  }
+}
+
+/** Which GS2 channel-binding flag to send, as libpq chooses it (fe-auth-scram.c), refusing where `require` says. */
+function scramBinding(mechanisms: string[], cert: Buffer | undefined, mode: ChannelBindingMode): ScramBinding {
+  if (mode === 'disable' || cert === undefined) {
+    if (mode === 'require')
+      throw new UpstreamError(
+        'PGW_UPSTREAM_AUTH_METHOD',
+        'channel_binding=require needs TLS to the upstream (sslmode require, verify-ca or verify-full)',
+      );
+    return { flag: 'n' };
+  }
+  if (!mechanisms.includes('SCRAM-SHA-256-PLUS')) {
+    if (mode === 'require')
+      throw new UpstreamError(
+        'PGW_UPSTREAM_AUTH_METHOD',
+        `channel_binding=require, but upstream does not offer SCRAM-SHA-256-PLUS (${mechanisms.join(', ')})`,
+      );
+    return { flag: 'y' };
+  }
+  try {
+    return { flag: 'p', data: tlsServerEndPoint(cert) };
+  } catch (err) {
+    if (mode === 'require')
+      throw new UpstreamError('PGW_UPSTREAM_AUTH_METHOD', `channel_binding=require: ${(err as Error).message}`);
+    // The server offered -PLUS, so `y` would read as a downgrade to it: say plainly that this client cannot bind.
+    return { flag: 'n' };
   }
 }

@@ -2,12 +2,17 @@ import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'no
 import { UpstreamError } from './errors.js';
 
 /**
- * SCRAM-SHA-256 client (RFC 5802, RFC 7677) as PostgreSQL speaks it, without channel binding: PostgreSQL ignores the
+ * SCRAM-SHA-256 and SCRAM-SHA-256-PLUS client (RFC 5802, RFC 7677) as PostgreSQL speaks it: PostgreSQL ignores the
  * SCRAM user name (it uses the startup packet's), so the client-first message carries `n=` and libpq does the same.
  * https://www.postgresql.org/docs/current/sasl-authentication.html
  */
 
-const GS2_HEADER = 'n,,';
+/**
+ * The GS2 header's channel-binding flag (RFC 5802 §7): `n` no TLS or binding disabled; `y` the client could bind but
+ * the server did not offer -PLUS (a server that did offer it then knows the offer was stripped and refuses);
+ * `p` bound to the server certificate (`data`, channel-binding.ts).
+ */
+export type ScramBinding = { flag: 'n' } | { flag: 'y' } | { flag: 'p'; data: Buffer };
 
 /** SASLprep (RFC 4013) as far as PostgreSQL needs it: ASCII passwords are used as is, others NFKC-normalised. */
 export function saslPrep(password: string): string {
@@ -41,16 +46,27 @@ async function saltedPassword(password: string, salt: Buffer, iterations: number
 export class ScramClient {
   private readonly nonce: string;
   private readonly clientFirstBare: string;
+  private readonly gs2Header: string;
+  private readonly binding: ScramBinding;
   private serverSignature: Buffer | null = null;
+  /** True once the server's signature checked out: only then has the server proved it knows the password. */
+  verified = false;
 
-  constructor(nonce = randomBytes(18).toString('base64')) {
+  constructor(nonce = randomBytes(18).toString('base64'), binding: ScramBinding = { flag: 'n' }) {
     this.nonce = nonce;
     this.clientFirstBare = `n=,r=${nonce}`;
+    this.binding = binding;
+    this.gs2Header = binding.flag === 'p' ? 'p=tls-server-end-point,,' : `${binding.flag},,`;
+  }
+
+  /** The SASL mechanism this client speaks. */
+  get mechanism(): 'SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS' {
+    return this.binding.flag === 'p' ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256';
   }
 
   /** The client-first message, for SASLInitialResponse. */
   first(): Buffer {
-    return Buffer.from(GS2_HEADER + this.clientFirstBare, 'utf8');
+    return Buffer.from(this.gs2Header + this.clientFirstBare, 'utf8');
   }
 
   /** Answers the server-first message (SASLContinue) with the client-final message (SASLResponse). */
@@ -67,7 +83,11 @@ export class ScramClient {
     const salted = await saltedPassword(password, Buffer.from(s, 'base64'), i);
     const clientKey = hmac(salted, 'Client Key');
     const storedKey = createHash('sha256').update(clientKey).digest();
-    const withoutProof = `c=${Buffer.from(GS2_HEADER).toString('base64')},r=${r}`;
+    // c= is the GS2 header plus, when bound, the certificate hash: both are under the proof, so neither a stripped
+    // -PLUS offer (flag y) nor a relayed exchange (another certificate's hash) goes unnoticed by the server.
+    const cbind = Buffer.from(this.gs2Header, 'utf8');
+    const c = this.binding.flag === 'p' ? Buffer.concat([cbind, this.binding.data]) : cbind;
+    const withoutProof = `c=${c.toString('base64')},r=${r}`;
     const authMessage = `${this.clientFirstBare},${serverFirst},${withoutProof}`;
     const clientSignature = hmac(storedKey, authMessage);
     const proof = Buffer.alloc(clientKey.length);
@@ -87,6 +107,7 @@ export class ScramClient {
     if (!expected || got.length !== expected.length || !timingSafeEqual(got, expected)) {
       throw new UpstreamError('PGW_UPSTREAM_SCRAM', 'SCRAM server signature is invalid');
     }
+    this.verified = true;
   }
 }
 
