@@ -15,7 +15,12 @@ export {
   withAudit,
 } from './audit/index.js';
 export { type CredentialsSource, credentialsProvider } from './credentials.js';
-export { type GovernedSidecar, type GovernedSidecarOptions, startGovernedSidecar } from './governance/index.js';
+export {
+  approvalGateForSink,
+  type GovernedSidecar,
+  type GovernedSidecarOptions,
+  startGovernedSidecar,
+} from './governance/index.js';
 export { ProtocolError, type ProtocolErrorCode } from './protocol/errors.js';
 export { allowAllHooks } from './proxy/allow-all-hooks.js';
 export type * from './proxy/hooks.js';

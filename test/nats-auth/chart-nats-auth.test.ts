@@ -1,9 +1,11 @@
 /**
  * The Helm chart's bundled NATS configuration, run by a real nats-server: only the sidecars' user may publish audit
  * events, and it can do nothing else with the stream; the collector's user consumes; anonymous clients are refused.
+ * In the approval queue the sidecars ask and listen, and only the collector answers.
  * The configuration text is what `helm template` renders, so the chart cannot drift from what is tested here.
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import {
+  APPROVALS_STREAM,
+  approvalSubject,
+  parseApprovalClosed,
+  parseApprovalRequest,
+} from '../../policy/src/index.js';
+import { natsApprovalGate } from '../../sidecar/src/governance/nats-approval-gate.js';
 import { BUILT, type Proc, startCli } from '../audit-faults/processes.js';
 import { freePort, startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
@@ -119,6 +128,65 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       await expect(jetstream(nc).publish('pgwarden.audit.agents.a', '{"id":"forged"}')).rejects.toThrow();
     } finally {
       await nc.close();
+    }
+  });
+
+  it('carries an approval: the sidecar user asks and hears the answer, only the collector user can answer', async () => {
+    const sidecar = await as(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+    const collector = await as(USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+    try {
+      // The collector creates the queue's stream (the sidecar's user may not).
+      const jsm = await jetstreamManager(collector);
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+      await expect(
+        (await jetstreamManager(sidecar)).streams.add({ name: 'PGWARDEN_APPROVALS_2', subjects: ['x.>'] }),
+      ).rejects.toThrow();
+
+      const errors: string[] = [];
+      void (async () => {
+        for await (const st of sidecar.status()) if (st.type === 'error') errors.push(String((st as any).error));
+      })();
+      const gate = natsApprovalGate({ connection: () => sidecar });
+      const id = randomUUID();
+      const outcome = gate.request({
+        id,
+        sessionId: 'sess-1',
+        policy: { name: 'writer', hash: 'sha256:x' },
+        approvers: { users: ['alice'] },
+        rule: 'deletes-need-review',
+        sql: "DELETE FROM orders WHERE id = 1; ALTER ROLE x PASSWORD 'hunter2'",
+        identity: { groups: ['agents'], user: 'bot' },
+        timeoutMs: 10_000,
+        signal: new AbortController().signal,
+      });
+      // A forged decision from the sidecar's user is refused by the server and never reaches the gate.
+      sidecar.publish(approvalSubject('decision', id), JSON.stringify({ v: 1, id, decision: 'approved' }));
+      await sidecar.flush();
+
+      const consumer = await jetstream(collector).consumers.get(APPROVALS_STREAM);
+      const m = await consumer.next({ expires: 5000 });
+      const request = parseApprovalRequest(m!.data);
+      expect(request).toMatchObject({ id, rule: 'deletes-need-review', approvers: { users: ['alice'] } });
+      expect(request!.sql).not.toContain('hunter2');
+      await jetstream(collector).publish(
+        approvalSubject('decision', id),
+        JSON.stringify({
+          v: 1,
+          id,
+          decision: 'approved',
+          by: { name: 'alice', groups: [] },
+          at: new Date().toISOString(),
+        }),
+      );
+      expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
+      // The stream keeps the decision, then what the sidecar did with it.
+      expect((await consumer.next({ expires: 5000 }))?.subject).toBe(approvalSubject('decision', id));
+      const closed = await consumer.next({ expires: 5000 });
+      expect(parseApprovalClosed(closed!.data)).toMatchObject({ id, outcome: 'approved', by: { name: 'alice' } });
+      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approvals\.decision\./);
+    } finally {
+      await sidecar.close().catch(() => {});
+      await collector.close().catch(() => {});
     }
   });
 

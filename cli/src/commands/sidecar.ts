@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import {
   AUDIT_CLI_OPTIONS,
   type AuditFlags,
+  approvalGateForSink,
   auditFromFlags,
   CHANNEL_BINDING_MODES,
   type ChannelBindingMode,
@@ -199,6 +200,9 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
       // policy.rejected / auth.refused in the sidecar's own chain, review holds in their sessions' chains.
       governance: {
         oidc: o.oidcCaFile ? { ca: readFileSync(o.oidcCaFile) } : undefined,
+        // Held (`review`) statements wait in the collector's approval queue, over the audit sink's NATS
+        // connection; with any other sink nobody can approve and they are denied after approval.timeout.
+        approvals: approvalGateForSink(audit.sink, (level, msg, fields) => log[level](fields ?? {}, msg)),
       },
       listenHost: listen.host,
       listenPort: listenGiven ? listen.port : undefined,

@@ -125,4 +125,41 @@ describe('governance events → audit', () => {
     expect(events[1].approval).toMatchObject({ reason: 'rule writes', expiresAt: expect.stringMatching(/Z$/) });
     expect(verifyChain(events)).toMatchObject({ ok: true, sessions: 1 });
   });
+
+  it('carries the approval queue’s id, the approver and their reason into the chain', async () => {
+    const path = join(dir, 'approvals-queue.jsonl');
+    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'aq' });
+    const s = setup.recorder.openSession(sessionInfo('queued'));
+    const approvalId = '6f1c2e3a-1b2c-4d5e-8f90-123456789abc';
+    recordPolicyEvent(setup.recorder, {
+      type: 'statement.held',
+      session: 'queued',
+      rule: 'w',
+      timeoutMs: 1000,
+      approvalId,
+    });
+    recordPolicyEvent(setup.recorder, {
+      type: 'statement.released',
+      session: 'queued',
+      rule: 'w',
+      outcome: 'rejected',
+      heldMs: 5,
+      approvalId,
+      by: 'carol',
+      reason: 'not on a Friday',
+    });
+    s.end({});
+    await setup.sink.close();
+    const events = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(events.map((e) => [e.type, e.approval])).toEqual([
+      ['session.start', undefined],
+      ['approval.requested', { id: approvalId, reason: 'rule w', expiresAt: expect.stringMatching(/Z$/) }],
+      ['approval.denied', { id: approvalId, approver: 'carol', reason: 'not on a Friday' }],
+      ['session.end', undefined],
+    ]);
+    expect(verifyChain(events)).toMatchObject({ ok: true, sessions: 1 });
+  });
 });

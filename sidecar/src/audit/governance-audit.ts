@@ -6,13 +6,16 @@ import { nowMicros } from './drop-tracker.js';
 export type AuditedGovernanceEvent =
   | { type: 'policy.loaded'; names: string[]; hash: string }
   | { type: 'policy.rejected'; code: string; message: string; kept?: { names: string[] } }
-  | { type: 'statement.held'; session: string; rule?: string; timeoutMs: number }
+  | { type: 'statement.held'; session: string; rule?: string; timeoutMs: number; approvalId?: string }
   | {
       type: 'statement.released';
       session: string;
       rule?: string;
       outcome: 'approved' | 'rejected' | 'timeout';
       heldMs: number;
+      approvalId?: string;
+      by?: string;
+      reason?: string;
     }
   | ({ type: 'login.refused' } & LoginRefusal)
   | { type: string };
@@ -24,7 +27,7 @@ const OUTCOME = { approved: 'approval.granted', rejected: 'approval.denied', tim
  * chain, and the
  * review hold of a statement (`review` rules) in its session's chain: approval.requested when it is held, then
  * approval.granted / denied / expired. A session holds at most one statement at a time, so the pair shares one
- * id, `<session>.approval.<n>`.
+ * id: the approval queue's (a UUID) when the governance gives one, else `<session>.approval.<n>`.
  */
 export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGovernanceEvent) => void {
   // Held statement per session → its approval id; a counter keeps ids unique across a session's holds.
@@ -41,7 +44,7 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
       const { type: _type, ...refusal } = e as { type: 'login.refused' } & LoginRefusal;
       recorder.authRefused(refusal);
     } else if (e.type === 'statement.held' && 'timeoutMs' in e) {
-      const id = `${e.session}.approval.${++counter}`;
+      const id = e.approvalId ?? `${e.session}.approval.${++counter}`;
       holds.set(e.session, id);
       recorder.session(e.session)?.approval('approval.requested', {
         id,
@@ -53,11 +56,15 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
       holds.delete(e.session);
       recorder.session(e.session)?.approval(OUTCOME[e.outcome], {
         id,
-        ...(e.rule ? { reason: `rule ${e.rule}` } : {}),
+        ...(e.by ? { approver: cut(e.by, 256) } : {}),
+        // The approver's own words when they give any; else which rule held it, as on approval.requested.
+        ...(e.reason ? { reason: cut(e.reason, 1024) } : e.rule ? { reason: `rule ${e.rule}` } : {}),
       });
     }
   };
 }
+
+const cut = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);
 
 /** Records one governance event with the recorder's shared listener (`pgwarden sidecar` passes every event). */
 export function recordPolicyEvent(recorder: AuditRecorder, e: AuditedGovernanceEvent): void {

@@ -100,6 +100,7 @@ export class NatsAuditSink implements AuditSink {
   /** Gap reports handed to the listener but not yet turned into events (keeps whenIdle honest). */
   private gapsDue = 0;
   private readonly link: NatsLink;
+  private nc?: NatsConnection;
   private readonly publisher: JetStreamPublisher<Entry>;
   private readonly gaugeTimer: NodeJS.Timeout;
   private readonly subjects = new SubjectReader();
@@ -140,6 +141,14 @@ export class NatsAuditSink implements AuditSink {
       down: () => this.onDisconnected(),
       log: this.log,
     });
+  }
+
+  /**
+   * The sink's NATS connection once it has been up (it reconnects by itself), for other traffic of the same sidecar
+   * with the same credentials: the approval queue (governance/nats-approval-gate.ts).
+   */
+  natsConnection(): NatsConnection | undefined {
+    return this.closing || this.nc?.isClosed() ? undefined : this.nc;
   }
 
   emit(event: Record<string, unknown>): void {
@@ -462,6 +471,7 @@ export class NatsAuditSink implements AuditSink {
   /** The link is up and the stream exists: send from the oldest unacknowledged entry. */
   private onConnected(nc: NatsConnection): void {
     if (this.closing) return;
+    this.nc = nc;
     this.publisher.attach(nc);
     this.connected = true;
     this.paused = false;

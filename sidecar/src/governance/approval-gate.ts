@@ -1,8 +1,13 @@
+import type { Subjects } from '@pgwarden/policy';
 import type { Identity } from '../proxy/hooks.js';
 
 export interface ApprovalRequest {
+  /** A UUID, also the id of the audit trail's approval events. */
+  id: string;
   sessionId: string;
-  policy: { name: string; hash: string };
+  policy: { name: string; hash: string; namespace?: string };
+  /** The policy's approval.approvers: the only people whose decision counts. */
+  approvers: Subjects;
   rule: string;
   sql: string;
   identity: Identity;
@@ -16,7 +21,7 @@ export type ApprovalOutcome =
   | { decision: 'rejected'; by: string; reason?: string }
   | { decision: 'timeout' };
 
-/** Where held (`review`) statements wait. The approvals issue plugs its NATS-backed gate in here. */
+/** Where held (`review`) statements wait: nats-approval-gate.ts with a NATS audit sink, else noApproversGate. */
 export interface ApprovalGate {
   request(req: ApprovalRequest): Promise<ApprovalOutcome>;
 }

@@ -33,7 +33,15 @@ export type GovernanceEvent =
   | PolicySourceEvent
   | AuthEvent
   | LoginRefusedEvent
-  | { type: 'statement.held'; session: string; policy: PolicyRef; rule?: string; timeoutMs: number }
+  | {
+      type: 'statement.held';
+      session: string;
+      policy: PolicyRef;
+      rule?: string;
+      timeoutMs: number;
+      /** The approval queue's id for this hold (approval-gate.ts). */
+      approvalId?: string;
+    }
   | {
       type: 'statement.released';
       session: string;
@@ -41,6 +49,10 @@ export type GovernanceEvent =
       rule?: string;
       outcome: 'approved' | 'rejected' | 'timeout';
       heldMs: number;
+      approvalId?: string;
+      /** Who approved or rejected it. */
+      by?: string;
+      reason?: string;
     }
   /** The analysis or decision threw: the statement was denied (fail closed). Never carries the SQL. */
   | { type: 'statement.check_failed'; session: string; error: string };

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   analyzeSql,
   createSessionState,
@@ -129,10 +130,14 @@ export class PolicySession implements SessionHooks {
     const policy = refOf(p);
     const timeoutMs = this.ctx.reviewTimeoutMs ?? parseDuration(p.policy.spec.approval.timeout) ?? 600_000;
     const t0 = performance.now();
-    this.ctx.emit({ type: 'statement.held', session: this.ctx.info.id, policy, rule: d.rule, timeoutMs });
+    // One id for the queue entry and the audit trail's approval events, so the two can be joined.
+    const approvalId = randomUUID();
+    this.ctx.emit({ type: 'statement.held', session: this.ctx.info.id, policy, rule: d.rule, timeoutMs, approvalId });
     const outcome = await this.ctx.approvals.request({
+      id: approvalId,
       sessionId: this.ctx.info.id,
-      policy,
+      policy: p.policy.namespace ? { ...policy, namespace: p.policy.namespace } : policy,
+      approvers: p.policy.spec.approval.approvers,
       rule: d.rule ?? '',
       sql: req.sql,
       identity: this.ctx.info.identity,
@@ -147,6 +152,9 @@ export class PolicySession implements SessionHooks {
       rule: d.rule,
       outcome: outcome.decision,
       heldMs,
+      approvalId,
+      ...(outcome.decision === 'timeout' ? {} : { by: outcome.by }),
+      ...(outcome.decision === 'rejected' && outcome.reason ? { reason: outcome.reason } : {}),
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
     const statements = details(d);

@@ -1,0 +1,135 @@
+import type { Subjects } from '../api/access-policy-schema.js';
+import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
+
+/**
+ * The approval queue's wire contract, shared by the sidecar (which holds `review` statements) and the collector
+ * (which shows them to people and takes their decisions). Everything travels on NATS JetStream, stream
+ * PGWARDEN_APPROVALS, so that a collector that restarts, or a second replica, rebuilds the queue by replaying it:
+ *
+ *   sidecar   → pgwarden.approvals.request.<id>   ApprovalRequestMessage  (statement held)
+ *   collector → pgwarden.approvals.decision.<id>  ApprovalDecisionMessage (a person approved or rejected)
+ *   sidecar   → pgwarden.approvals.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
+ *                                                                          it expired, or the client went away)
+ *
+ * The sidecar listens for its decision on the plain subject (it does not need the stream) and checks the approver
+ * against the policy's `approval.approvers` itself: the collector's check is for the people using it, the
+ * sidecar's is the one that counts.
+ */
+
+export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
+export const APPROVALS_SUBJECTS = 'pgwarden.approvals.>';
+export const approvalSubject = (kind: 'request' | 'decision' | 'closed', id: string) =>
+  `pgwarden.approvals.${kind}.${id}`;
+
+/** Ids are UUIDs: they are NATS subject tokens, so nothing else is accepted. */
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+export const isApprovalId = (id: unknown): id is string => typeof id === 'string' && ID.test(id);
+
+export interface ApprovalRequestMessage {
+  v: 1;
+  id: string;
+  /** The sidecar session holding the statement (audit session id). */
+  session: string;
+  policy: { name: string; hash: string; namespace?: string };
+  /** The rule whose `review` action held it ('' for the policy's defaultAction). */
+  rule: string;
+  /** The statement text, secrets redacted and capped (the audit event carries the same). */
+  sql: string;
+  /** Who asked: the session's identity (namespace, serviceAccount, pod, user, groups). */
+  identity: Record<string, unknown>;
+  /** The policy's approval.approvers: who may decide. */
+  approvers: Subjects;
+  requestedAt: string;
+  expiresAt: string;
+}
+
+export interface Approver {
+  name: string;
+  groups: string[];
+}
+
+export interface ApprovalDecisionMessage {
+  v: 1;
+  id: string;
+  decision: 'approved' | 'rejected';
+  by: Approver;
+  reason?: string;
+  at: string;
+}
+
+export type ApprovalClosedOutcome = 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'refused';
+
+export interface ApprovalClosedMessage {
+  v: 1;
+  id: string;
+  outcome: ApprovalClosedOutcome;
+  /** The approver whose decision the sidecar applied (approved / rejected). */
+  by?: Approver;
+  at: string;
+}
+
+/** Whether `who` is one of `approvers` (a user name or a group, globs as in rule subjects). */
+export function isApprover(approvers: Subjects, who: Approver): boolean {
+  return subjectMatches(compileSubjects(approvers), { user: who.name, groups: who.groups });
+}
+
+const str = (v: unknown, max: number): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
+
+function approverOf(v: unknown): Approver | undefined {
+  const o = v as Approver | undefined;
+  if (!o || typeof o !== 'object' || !str(o.name, 256) || !Array.isArray(o.groups)) return undefined;
+  if (o.groups.length > 256 || !o.groups.every((g) => str(g, 256))) return undefined;
+  return { name: o.name, groups: [...o.groups] };
+}
+
+/** Parses a decision message; undefined for anything malformed (the caller ignores it, the hold goes on). */
+export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisionMessage | undefined {
+  const o = parseObject(data);
+  if (!o || o.v !== 1 || !isApprovalId(o.id)) return undefined;
+  if (o.decision !== 'approved' && o.decision !== 'rejected') return undefined;
+  const by = approverOf(o.by);
+  if (!by || !str(o.at, 64)) return undefined;
+  if (o.reason !== undefined && typeof o.reason !== 'string') return undefined;
+  return {
+    v: 1,
+    id: o.id,
+    decision: o.decision,
+    by,
+    at: o.at,
+    ...(o.reason ? { reason: o.reason.slice(0, 1024) } : {}),
+  };
+}
+
+/** Parses a request message (collector side); undefined when malformed. */
+export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequestMessage | undefined {
+  const o = parseObject(data);
+  if (!o || o.v !== 1 || !isApprovalId(o.id) || !str(o.session, 256) || typeof o.sql !== 'string') return undefined;
+  const p = o.policy as ApprovalRequestMessage['policy'] | undefined;
+  if (!p || typeof p !== 'object' || !str(p.name, 253) || typeof p.hash !== 'string') return undefined;
+  if (typeof o.rule !== 'string' || !o.identity || typeof o.identity !== 'object') return undefined;
+  if (!o.approvers || typeof o.approvers !== 'object') return undefined;
+  if (Number.isNaN(Date.parse(String(o.requestedAt))) || Number.isNaN(Date.parse(String(o.expiresAt))))
+    return undefined;
+  return o as unknown as ApprovalRequestMessage;
+}
+
+const OUTCOMES: readonly string[] = ['approved', 'rejected', 'expired', 'withdrawn', 'refused'];
+
+/** Parses a closed message (collector side); undefined when malformed. */
+export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMessage | undefined {
+  const o = parseObject(data);
+  if (!o || o.v !== 1 || !isApprovalId(o.id) || !OUTCOMES.includes(String(o.outcome)) || !str(o.at, 64))
+    return undefined;
+  const by = o.by === undefined ? undefined : approverOf(o.by);
+  return { v: 1, id: o.id, outcome: o.outcome as ApprovalClosedOutcome, at: o.at, ...(by ? { by } : {}) };
+}
+
+function parseObject(data: Uint8Array | string): Record<string, unknown> | undefined {
+  try {
+    const text = typeof data === 'string' ? data : Buffer.from(data).toString('utf8');
+    const o = JSON.parse(text) as unknown;
+    return o && typeof o === 'object' && !Array.isArray(o) ? (o as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

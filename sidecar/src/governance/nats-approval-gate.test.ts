@@ -1,0 +1,150 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import {
+  APPROVALS_STREAM,
+  type ApprovalClosedMessage,
+  approvalSubject,
+  parseApprovalClosed,
+  parseApprovalRequest,
+} from '@pgwarden/policy';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import type { ApprovalRequest } from './approval-gate.js';
+import { natsApprovalGate } from './nats-approval-gate.js';
+
+let nats: TestNats;
+let sidecar: NatsConnection; // the gate's connection
+let collector: NatsConnection; // plays the collector: reads requests, publishes decisions
+
+beforeAll(async () => {
+  nats = await startNats();
+  sidecar = await connect({ servers: nats.url });
+  collector = await connect({ servers: nats.url });
+  await (await jetstreamManager(collector)).streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+}, 60_000);
+afterAll(async () => {
+  await sidecar?.close();
+  await collector?.close();
+  await nats?.stop();
+});
+
+function request(over: Partial<ApprovalRequest> = {}): ApprovalRequest {
+  return {
+    id: randomUUID(),
+    sessionId: 'sess-1',
+    policy: { name: 'writer', hash: 'sha256:abc', namespace: 'agents' },
+    approvers: { users: ['alice'], groups: ['dba'] },
+    rule: 'deletes-need-review',
+    sql: 'DELETE FROM orders WHERE id = 7',
+    identity: { groups: ['agents'], user: 'bot@example.com', namespace: 'agents', serviceAccount: 'bot' },
+    timeoutMs: 10_000,
+    signal: new AbortController().signal,
+    ...over,
+  };
+}
+
+/** Waits until the stream holds the message on `subject` and returns its data. */
+async function stored(subject: string): Promise<Uint8Array> {
+  const jsm = await jetstreamManager(collector);
+  for (let i = 0; i < 100; i++) {
+    const m = await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: subject }).catch(() => null);
+    if (m) return m.data;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`nothing stored on ${subject}`);
+}
+
+const decide = (id: string, decision: 'approved' | 'rejected', name: string, groups: string[] = [], reason?: string) =>
+  jetstream(collector).publish(
+    approvalSubject('decision', id),
+    JSON.stringify({ v: 1, id, decision, by: { name, groups }, at: new Date().toISOString(), reason }),
+  );
+
+const closedOf = async (id: string): Promise<ApprovalClosedMessage | undefined> =>
+  parseApprovalClosed(await stored(approvalSubject('closed', id)));
+
+describe('natsApprovalGate', () => {
+  it('queues the request (secrets redacted) and applies an approver’s approval', async () => {
+    const gate = natsApprovalGate({ connection: () => sidecar });
+    const req = request({ sql: "UPDATE users SET password = 'hunter2' WHERE id = 1" });
+    const outcome = gate.request(req);
+    const queued = parseApprovalRequest(await stored(approvalSubject('request', req.id)));
+    expect(queued).toMatchObject({
+      id: req.id,
+      session: 'sess-1',
+      policy: { name: 'writer', namespace: 'agents' },
+      rule: 'deletes-need-review',
+      approvers: { users: ['alice'], groups: ['dba'] },
+      identity: { user: 'bot@example.com' },
+    });
+    expect(queued?.sql).not.toContain('hunter2');
+    expect(Date.parse(queued!.expiresAt) - Date.parse(queued!.requestedAt)).toBe(10_000);
+    await decide(req.id, 'approved', 'alice');
+    expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
+    expect(await closedOf(req.id)).toMatchObject({ outcome: 'approved', by: { name: 'alice' } });
+  });
+
+  it('ignores malformed decisions, non-approvers and the requester itself; takes a group member’s rejection', async () => {
+    const warnings: string[] = [];
+    const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });
+    const req = request();
+    const outcome = gate.request(req);
+    await stored(approvalSubject('request', req.id));
+    let settled = false;
+    void outcome.then(() => {
+      settled = true;
+    });
+    collector.publish(approvalSubject('decision', req.id), 'not json');
+    await decide(req.id, 'approved', 'mallory', ['agents']);
+    // The requester's own OIDC user, even in an approver group: four eyes.
+    await decide(req.id, 'approved', 'bot@example.com', ['dba']);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(settled).toBe(false);
+    expect(warnings).toEqual([
+      'approval: ignored a malformed decision',
+      'approval: ignored a decision by someone the policy does not name as approver',
+      'approval: ignored a decision by the requester itself',
+    ]);
+    await decide(req.id, 'rejected', 'carol', ['dba'], 'not on a Friday');
+    expect(await outcome).toEqual({ decision: 'rejected', by: 'carol', reason: 'not on a Friday' });
+    expect(await closedOf(req.id)).toMatchObject({ outcome: 'rejected', by: { name: 'carol' } });
+  });
+
+  it('expires after the timeout, and is withdrawn when the client goes away', async () => {
+    const gate = natsApprovalGate({ connection: () => sidecar });
+    const slow = request({ timeoutMs: 300 });
+    expect(await gate.request(slow)).toEqual({ decision: 'timeout' });
+    expect((await closedOf(slow.id))?.outcome).toBe('expired');
+    const ac = new AbortController();
+    const gone = request({ signal: ac.signal });
+    const outcome = gate.request(gone);
+    await stored(approvalSubject('request', gone.id));
+    ac.abort();
+    expect(await outcome).toEqual({ decision: 'timeout' });
+    expect((await closedOf(gone.id))?.outcome).toBe('withdrawn');
+    // A decision after the end changes nothing.
+    await decide(gone.id, 'approved', 'alice');
+  });
+
+  it('fails closed at once without a connection or without the queue’s stream', async () => {
+    const none = natsApprovalGate({ connection: () => undefined });
+    expect(await none.request(request())).toMatchObject({
+      decision: 'rejected',
+      by: 'pgwarden',
+      reason: 'the approval queue is unavailable (NATS is not connected)',
+    });
+    const jsm = await jetstreamManager(collector);
+    await jsm.streams.delete(APPROVALS_STREAM);
+    try {
+      const gate = natsApprovalGate({ connection: () => sidecar, publishTimeoutMs: 2000 });
+      const t0 = Date.now();
+      const outcome = await gate.request(request({ timeoutMs: 60_000 }));
+      expect(outcome).toMatchObject({ decision: 'rejected', by: 'pgwarden' });
+      expect((outcome as { reason: string }).reason).toMatch(/^the approval queue is unavailable/);
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+    }
+  });
+});

@@ -1,0 +1,113 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  APPROVALS_STREAM,
+  type ApprovalRequestMessage,
+  approvalSubject,
+  parseApprovalRequest,
+} from '../../policy/src/index.js';
+import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
+import { startTestIdp, type TestIdp } from './oidc-provider.js';
+
+// A `review` rule through the real sidecar, the real parser and PostgreSQL, with held statements in the approval
+// queue on a real nats-server. The test plays the collector: it reads requests from the stream and publishes
+// decisions (the collector's own side is tested in collector/src/approvals/).
+let db: GovernanceDb;
+let idp: TestIdp;
+let nats: TestNats;
+let sidecarNc: NatsConnection;
+let collectorNc: NatsConnection;
+let g: Governed;
+
+beforeAll(async () => {
+  [db, idp, nats] = await Promise.all([createGovernanceDb('approvals'), startTestIdp(), startNats()]);
+  sidecarNc = await connect({ servers: nats.url });
+  collectorNc = await connect({ servers: nats.url });
+  await (await jetstreamManager(collectorNc)).streams.add({
+    name: APPROVALS_STREAM,
+    subjects: ['pgwarden.approvals.>'],
+  });
+  const policy = examplePolicy('writer-review.yaml'); // approval.approvers: {groups: [dba]}
+  policy.spec.role = db.roles.writer;
+  policy.spec.authentication.oidc.issuer = idp.issuer;
+  g = await startGoverned(db.name, policy, {
+    governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
+  });
+}, 60_000);
+afterAll(async () => {
+  await g?.close();
+  await sidecarNc?.close();
+  await collectorNc?.close();
+  await Promise.all([idp?.close(), nats?.stop(), db?.drop()]);
+});
+
+/** The next request the queue receives (an ordered consumer from the stream's end). */
+async function nextRequest(after: number): Promise<ApprovalRequestMessage> {
+  const jsm = await jetstreamManager(collectorNc);
+  for (let i = 0; i < 250; i++) {
+    const info = await jsm.streams.info(APPROVALS_STREAM);
+    for (let seq = after + 1; seq <= info.state.last_seq; seq++) {
+      const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
+      const r = m && m.subject.startsWith('pgwarden.approvals.request.') ? parseApprovalRequest(m.data) : undefined;
+      if (r) return r;
+    }
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  throw new Error('no approval request arrived');
+}
+
+const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+
+const decide = (id: string, decision: 'approved' | 'rejected', reason?: string) =>
+  jetstream(collectorNc).publish(
+    approvalSubject('decision', id),
+    JSON.stringify({ v: 1, id, decision, by: { name: 'dana', groups: ['dba'] }, at: new Date().toISOString(), reason }),
+  );
+
+const rowsWithId = async (id: number) =>
+  (await db.su(`SELECT count(*)::int AS n FROM orders WHERE id = ${id}`)).rows[0].n as number;
+
+describe('review through the approval queue', () => {
+  it('a held DELETE runs once a dba approves it, and the client just sees it succeed', async () => {
+    const c = await g.client({ password: await idp.sign({ sub: 'alice', groups: ['data-team'] }) });
+    expect(await rowsWithId(42)).toBe(1);
+    const seq = await lastSeq();
+    const pending = c.query('DELETE FROM orders WHERE id = 42');
+    const req = await nextRequest(seq);
+    expect(req).toMatchObject({
+      rule: 'write-orders-needs-review',
+      sql: 'DELETE FROM orders WHERE id = 42',
+      policy: { name: 'writer', namespace: 'agents' },
+      identity: { user: 'alice', groups: ['data-team'] },
+      approvers: { groups: ['dba'] },
+    });
+    expect(await rowsWithId(42)).toBe(1); // held, not run
+    await decide(req.id, 'approved');
+    expect((await pending).rowCount).toBe(1);
+    expect(await rowsWithId(42)).toBe(0);
+    const released = await g.waitEvent((e) => e.type === 'statement.released' && (e as any).approvalId === req.id);
+    expect(released).toMatchObject({ outcome: 'approved', by: 'dana' });
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await c.end();
+  });
+
+  it('a rejection reaches the client as 42501 with the approver and reason; nothing ran', async () => {
+    const c = await g.client({ password: await idp.sign({ sub: 'alice', groups: ['data-team'] }) });
+    const before = await db.fingerprint();
+    const seq = await lastSeq();
+    const pending = errorOf(c, 'DELETE FROM orders WHERE id = 43');
+    const req = await nextRequest(seq);
+    await decide(req.id, 'rejected', 'not during the freeze');
+    const err = await pending;
+    expect(err?.code).toBe('42501');
+    expect(err?.message).toBe(
+      'pgwarden: statement denied: held for review by rule "write-orders-needs-review" and rejected by dana: not during the freeze',
+    );
+    expect(await db.fingerprint()).toBe(before);
+    await c.end();
+  });
+});
