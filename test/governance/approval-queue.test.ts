@@ -52,7 +52,7 @@ async function nextRequest(after: number): Promise<ApprovalRequestMessage> {
     const info = await jsm.streams.info(APPROVALS_STREAM);
     for (let seq = after + 1; seq <= info.state.last_seq; seq++) {
       const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
-      const r = m && m.subject.startsWith('pgwarden.approvals.request.') ? parseApprovalRequest(m.data) : undefined;
+      const r = m?.subject.startsWith('pgwarden.approvals.request.') ? parseApprovalRequest(m.data) : undefined;
       if (r) return r;
     }
     await new Promise((res) => setTimeout(res, 20));

@@ -85,7 +85,7 @@ function approverOf(v: unknown): Approver | undefined {
 /** Parses a decision message; undefined for anything malformed (the caller ignores it, the hold goes on). */
 export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisionMessage | undefined {
   const o = parseObject(data);
-  if (!o || o.v !== 1 || !isApprovalId(o.id)) return undefined;
+  if (o?.v !== 1 || !isApprovalId(o.id)) return undefined;
   if (o.decision !== 'approved' && o.decision !== 'rejected') return undefined;
   const by = approverOf(o.by);
   if (!by || !str(o.at, 64)) return undefined;
@@ -103,7 +103,7 @@ export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisi
 /** Parses a request message (collector side); undefined when malformed. */
 export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequestMessage | undefined {
   const o = parseObject(data);
-  if (!o || o.v !== 1 || !isApprovalId(o.id) || !str(o.session, 256) || typeof o.sql !== 'string') return undefined;
+  if (o?.v !== 1 || !isApprovalId(o.id) || !str(o.session, 256) || typeof o.sql !== 'string') return undefined;
   const p = o.policy as ApprovalRequestMessage['policy'] | undefined;
   if (!p || typeof p !== 'object' || !str(p.name, 253) || typeof p.hash !== 'string') return undefined;
   if (typeof o.rule !== 'string' || !o.identity || typeof o.identity !== 'object') return undefined;
@@ -118,8 +118,7 @@ const OUTCOMES: readonly string[] = ['approved', 'rejected', 'expired', 'withdra
 /** Parses a closed message (collector side); undefined when malformed. */
 export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMessage | undefined {
   const o = parseObject(data);
-  if (!o || o.v !== 1 || !isApprovalId(o.id) || !OUTCOMES.includes(String(o.outcome)) || !str(o.at, 64))
-    return undefined;
+  if (o?.v !== 1 || !isApprovalId(o.id) || !OUTCOMES.includes(String(o.outcome)) || !str(o.at, 64)) return undefined;
   const by = o.by === undefined ? undefined : approverOf(o.by);
   return { v: 1, id: o.id, outcome: o.outcome as ApprovalClosedOutcome, at: o.at, ...(by ? { by } : {}) };
 }
