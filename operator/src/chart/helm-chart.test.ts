@@ -78,6 +78,26 @@ describe('charts/pgwarden with real helm', () => {
     expect(validated).toBeGreaterThan(8);
   });
 
+  it('gives the collector its approvers file from collector.approversSecret, as a directory mount that follows updates', async () => {
+    const collectorOf = async (...set: string[]) =>
+      (await template(...set)).find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+    const plain = await collectorOf();
+    expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--approvers-file');
+    const withApprovers = await collectorOf('collector.approversSecret=pgwarden-approvers');
+    const pod = withApprovers.spec.template.spec;
+    expect(pod.containers[0].args).toContain('--approvers-file=/etc/pgwarden/approvers/approvers.yaml');
+    expect(pod.containers[0].volumeMounts).toContainEqual({
+      name: 'approvers',
+      mountPath: '/etc/pgwarden/approvers',
+      readOnly: true,
+    });
+    expect(pod.volumes.find((v: any) => v.name === 'approvers').secret).toMatchObject({
+      secretName: 'pgwarden-approvers',
+      items: [{ key: 'approvers.yaml', path: 'approvers.yaml' }],
+    });
+    await validateObject(withApprovers);
+  });
+
   it('ships the generated CRDs, a Fail webhook scoped to opted-in namespaces, and least-privilege RBAC', async () => {
     const objects = await template();
     const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
