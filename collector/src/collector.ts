@@ -1,5 +1,7 @@
 import { natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
+import { ApprovalQueue } from './approvals/approval-queue.js';
+import { ApproversFile } from './approvals/approvers-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
@@ -29,6 +31,11 @@ export interface CollectorOptions {
   exportStartAt?: 'beginning' | 'now';
   batch?: { maxBatch?: number; maxDelayMs?: number };
   rules?: ChainRules;
+  /**
+   * The approval queue follows stream PGWARDEN_APPROVALS whenever `nats` is set; its HTTP routes need an approvers
+   * file (YAML/JSON list of `{name, groups, tokenSha256}`, re-read when it changes). Without one they answer 501.
+   */
+  approvals?: { approversFile?: string; maxEntries?: number };
   logger?: Logger;
 }
 
@@ -51,6 +58,10 @@ export interface Collector {
 export async function startCollector(opts: CollectorOptions): Promise<Collector> {
   const log = opts.logger ?? pino({ name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'info' });
   const metrics = new CollectorMetrics();
+  // Read before anything starts: a bad --approvers-file fails the start, not the first request.
+  const approvers = opts.approvals?.approversFile ? new ApproversFile(opts.approvals.approversFile) : undefined;
+  approvers?.on('loaded', (count) => log.info({ approvers: count }, 'approvers file reloaded'));
+  approvers?.on('invalid', (message) => log.error({ err: message }, 'approvers file invalid: refusing every token'));
   const store = await AuditStore.open({
     url: opts.store?.url,
     dataDir: opts.store?.dataDir,
@@ -105,6 +116,25 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         },
       })
     : null;
+  const approvalQueue = opts.nats
+    ? new ApprovalQueue({
+        url: opts.nats.url,
+        userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
+        maxEntries: opts.approvals?.maxEntries,
+      })
+    : undefined;
+  if (approvalQueue) {
+    metrics.countPendingApprovals = () => approvalQueue.book.countPending(Date.now());
+    approvalQueue.on('status', (s) => log.info({ approvals: s }, 'approvals status'));
+    approvalQueue.on('malformed', (subject) => {
+      metrics.approvalsMalformed.inc();
+      log.warn({ subject }, 'malformed approval message ignored');
+    });
+    approvalQueue.on('decided', (e) => {
+      metrics.approvalDecisions.inc({ decision: e.decision?.decision ?? 'unknown' });
+      log.info({ approval: e.id, decision: e.decision?.decision, by: e.decision?.by.name }, 'approval decided');
+    });
+  }
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
   const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
 
@@ -134,6 +164,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         live,
         metrics,
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
+        approvals: { queue: approvalQueue, approvers },
         ready: async () => {
           const checks: Record<string, boolean> = {};
           checks.store = await store.db.query('SELECT 1').then(
@@ -153,6 +184,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     throw err;
   }
   nats?.start();
+  approvalQueue?.start();
   for (const t of tails) t.start();
   for (const r of runners) r.start();
   if (opts.retentionDays !== undefined) void sweepGaps();
@@ -162,6 +194,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       store: store.db.kind,
       nats: Boolean(nats),
       httpIngest: httpIngest.enabled,
+      approvers: approvers ? approvers.path : false,
       exporters: runners.length,
     },
     'collector started',
@@ -179,6 +212,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         clearInterval(sweepTimer);
         clearInterval(queueGauge);
         await nats?.stop();
+        await approvalQueue?.close();
         for (const t of tails) await t.stop();
         await queue.stop();
         await nats?.close();

@@ -6,7 +6,17 @@ export type CollectorErrorCode =
   | 'COLLECTOR_MIGRATION'
   | 'COLLECTOR_NATS'
   | 'COLLECTOR_EXPORT'
-  | 'COLLECTOR_HTTP';
+  | 'COLLECTOR_HTTP'
+  /** Approval queue: no such request, or its request is not (yet) in the stream. */
+  | 'COLLECTOR_APPROVAL_UNKNOWN'
+  /** Approval queue: already decided, closed by the sidecar, or expired. */
+  | 'COLLECTOR_APPROVAL_NOT_PENDING'
+  /** Approval queue: the approver is not in the request's `approvers`. */
+  | 'COLLECTOR_APPROVAL_NOT_APPROVER'
+  /** Approval queue: the approver is the identity that asked (four-eyes rule). */
+  | 'COLLECTOR_APPROVAL_SELF'
+  /** Approval queue: NATS is not connected, the stream is still replaying, or the publish failed. */
+  | 'COLLECTOR_APPROVAL_UNAVAILABLE';
 
 export class CollectorError extends Error {
   override readonly name = 'CollectorError';

@@ -2,6 +2,7 @@
  * @pgwarden/collector — audit store over NATS JetStream: ingest, chain verification, HTTP API, exports.
  * Public surface used by the CLI, the demo and tests.
  */
+export { APPROVAL_STATES, type ApprovalEntry, type ApprovalState } from './approvals/approval-book.js';
 export { schemaV1Rules } from './chain/chain-rules.js';
 export type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
 export { type Collector, type CollectorOptions, startCollector } from './collector.js';

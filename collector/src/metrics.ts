@@ -69,6 +69,26 @@ export class CollectorMetrics {
     labelNames: ['exporter'] as const,
     registers: [this.registry],
   });
+  /** What the pending-approvals gauge reads at each scrape (set by the approval queue's owner). */
+  countPendingApprovals: () => number = () => 0;
+  readonly approvalsPending: Gauge = new Gauge({
+    name: 'pgwarden_collector_approvals_pending',
+    help: 'Held statements waiting for a decision (not expired)',
+    registers: [this.registry],
+    // Read at scrape time: a request turns expired by the clock alone, with no message to update a gauge.
+    collect: (): void => this.approvalsPending.set(this.countPendingApprovals()),
+  });
+  readonly approvalDecisions = new Counter({
+    name: 'pgwarden_collector_approval_decisions_total',
+    help: 'Decisions published by this collector',
+    labelNames: ['decision'] as const,
+    registers: [this.registry],
+  });
+  readonly approvalsMalformed = new Counter({
+    name: 'pgwarden_collector_approval_messages_malformed_total',
+    help: 'Messages in the approvals stream that were not valid requests, decisions or closings (ignored)',
+    registers: [this.registry],
+  });
   readonly sseClients = new Gauge({
     name: 'pgwarden_collector_stream_clients',
     help: 'Connected live-tail clients',

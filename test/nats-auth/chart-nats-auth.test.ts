@@ -4,8 +4,8 @@
  * In the approval queue the sidecars ask and listen, and only the collector answers.
  * The configuration text is what `helm template` renders, so the chart cannot drift from what is tested here.
  */
-import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ import {
   parseApprovalRequest,
 } from '../../policy/src/index.js';
 import { natsApprovalGate } from '../../sidecar/src/governance/nats-approval-gate.js';
-import { BUILT, type Proc, startCli } from '../audit-faults/processes.js';
+import { BIN, BUILT, type Proc, startCli } from '../audit-faults/processes.js';
 import { freePort, startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
 
@@ -258,5 +258,119 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       }
     },
     60_000,
+  );
+
+  // The whole approval path with real processes, each with its own NATS user, as the chart deploys them.
+  it.skipIf(!BUILT && !process.env.CI)(
+    'holds a DELETE from `pgwarden sidecar` until `pgwarden approvals approve`, through `pgwarden collector`',
+    async () => {
+      const shared = inject('pg');
+      const store = await createTestDatabase(shared, ROLES.superuser);
+      const app = await createTestDatabase(shared, ROLES.superuser);
+      const su = new pg.Client({
+        ...shared,
+        user: ROLES.superuser.user,
+        password: ROLES.superuser.password,
+        database: app.name,
+      });
+      try {
+        await su.connect();
+        await su.query('CREATE TABLE jobs (id int PRIMARY KEY); INSERT INTO jobs VALUES (1), (2), (3)');
+        await su.query(`GRANT SELECT, DELETE ON jobs TO ${ROLES.scram.user}`);
+        const port = await freePort();
+        const policyFile = join(dir, 'review-policy.json');
+        writeFileSync(
+          policyFile,
+          JSON.stringify({
+            apiVersion: 'pgwarden.dev/v1alpha1',
+            kind: 'DatabaseAccessPolicy',
+            metadata: { name: 'jobs', namespace: 'agents' },
+            spec: {
+              database: { host: shared.host, port: shared.port, name: app.name, sslMode: 'verify-full' },
+              listen: { port },
+              rules: [
+                { name: 'read', action: 'allow', statements: ['select'] },
+                { name: 'deletes-need-review', action: 'review', statements: ['delete'], tables: ['public.jobs'] },
+              ],
+              approval: { timeout: '60s', approvers: { users: ['dana'] } },
+            },
+          }),
+        );
+        const token = `dana-${randomUUID()}`;
+        const approversFile = join(dir, 'approvers.yaml');
+        const sha = createHash('sha256').update(token).digest('hex');
+        writeFileSync(approversFile, `- name: dana\n  groups: [dba]\n  tokenSha256: ${sha}\n`);
+        const collector = await startCli(
+          [
+            'collector',
+            '--nats',
+            nats.url,
+            '--nats-credentials-dir',
+            userDir('collector-ap', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
+          ].concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile]),
+          /collector listening on (http:\S+)/,
+          { PGWARDEN_COLLECTOR_STORE: store.url },
+        );
+        procs.push(collector);
+        const api = collector.match[1];
+        const sidecar = await startCli(
+          ['sidecar', '--policy', policyFile, '--ca-file', shared.caFile]
+            .concat(['--credentials-dir', userDir('db-ap', ROLES.scram.user, ROLES.scram.password)])
+            .concat([
+              '--audit',
+              nats.url,
+              '--audit-nats-credentials-dir',
+              userDir('sidecar-ap', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD),
+            ])
+            .concat(['--spool-dir', join(dir, 'spool-ap'), '--http', 'off']),
+          /sidecar listening/,
+        );
+        procs.push(sidecar);
+        const logs = () => `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`;
+
+        const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+        await c.connect();
+        const pending = c.query('DELETE FROM jobs WHERE id = 2');
+        const auth = { authorization: `Bearer ${token}` };
+        let id = '';
+        for (let i = 0; i < 200 && !id; i++) {
+          const r = (await (await fetch(`${api}/api/v1/approvals`, { headers: auth })).json()) as any;
+          id = r.approvals?.find((a: any) => a.request.sql === 'DELETE FROM jobs WHERE id = 2')?.id ?? '';
+          if (!id) await new Promise((res) => setTimeout(res, 50));
+        }
+        expect(id, logs()).toMatch(/^[0-9a-f-]{36}$/);
+        expect((await su.query('SELECT count(*)::int AS n FROM jobs')).rows[0].n).toBe(3); // held, not run
+
+        const approve = execFileSync(process.execPath, [BIN, 'approvals', 'approve', id, '--collector', api], {
+          env: { ...process.env, PGWARDEN_APPROVER_TOKEN: token },
+          encoding: 'utf8',
+        });
+        expect(approve).toContain(id);
+        expect((await pending).rowCount).toBe(1);
+        expect((await su.query('SELECT array_agg(id ORDER BY id) AS ids FROM jobs')).rows[0].ids).toEqual([1, 3]);
+        await c.end();
+
+        // The session's audit chain names the approver under the queue's id, and the queue shows what happened.
+        let granted: any;
+        for (let i = 0; i < 200 && !granted; i++) {
+          const r = (await (await fetch(`${api}/api/v1/events?type=approval.granted`)).json()) as any;
+          granted = r.items.find((e: any) => e.approval?.id === id);
+          if (!granted) await new Promise((res) => setTimeout(res, 50));
+        }
+        expect(granted?.approval, logs()).toMatchObject({ id, approver: 'dana' });
+        let state = '';
+        for (let i = 0; i < 100 && state !== 'approved'; i++) {
+          state = ((await (await fetch(`${api}/api/v1/approvals/${id}`, { headers: auth })).json()) as any).state;
+          if (state !== 'approved') await new Promise((res) => setTimeout(res, 50));
+        }
+        expect(state).toBe('approved');
+        for (const p of [sidecar, collector]) expect(p.output()).not.toContain(token);
+      } finally {
+        await su.end().catch(() => {});
+        await store.drop();
+        await app.drop();
+      }
+    },
+    90_000,
   );
 });

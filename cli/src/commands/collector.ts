@@ -59,6 +59,11 @@ export function registerCollector(program: Command): void {
       '--exports <file>',
       'exports config (YAML/JSON): jsonl, splunk-hec, elasticsearch, syslog; see docs/collector.md',
     )
+    .option(
+      '--approvers-file <file>',
+      'who may read and decide held statements (YAML/JSON list of {name, groups, tokenSha256}; re-read when it ' +
+        'changes); or env PGWARDEN_APPROVERS_FILE. Without it the approvals API answers 501',
+    )
     .action(async (o) => {
       const storeUrl: string | undefined = o.store ?? process.env.PGWARDEN_COLLECTOR_STORE;
       let exporters: Exporter[] = [];
@@ -81,6 +86,7 @@ export function registerCollector(program: Command): void {
         gapGraceMs: o.gapGrace * 1000,
         exporters,
         exportStartAt: startAt,
+        approvals: { approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE },
       });
       process.stdout.write(`collector listening on ${collector.url}\n`);
       let stopping = false;

@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Register>> = {
   policy: async () => (await import('./policy.js')).registerPolicy,
   collector: async () => (await import('./collector.js')).registerCollector,
   audit: async () => (await import('./audit.js')).registerAudit,
+  approvals: async () => (await import('./approvals.js')).registerApprovals,
   operator: async () => (await import('./operator.js')).registerOperator,
   inject: async () => (await import('./inject.js')).registerInject,
   render: async () => (await import('./render.js')).registerRender,

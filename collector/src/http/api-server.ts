@@ -5,7 +5,9 @@ import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
 import type { AuditStore } from '../store/audit-store.js';
 import { getSession, listSessions, searchEvents } from '../store/queries.js';
+import { type ApprovalsDeps, routeApprovals } from './approvals-api.js';
 import { liveFilterFrom } from './event-filter.js';
+import { HttpError, readBody, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
 import { WEB_UI_HTML } from './web-ui.js';
 
@@ -15,26 +17,12 @@ export interface ApiDeps {
   metrics: CollectorMetrics;
   /** HTTP ingest (the fallback path when there is no NATS); disabled when absent. */
   ingest?: { queue: IngestQueue; token?: string };
+  /** The approval queue (needs NATS) and who may use it (needs an approvers file). */
+  approvals: ApprovalsDeps;
   ready(): Promise<Record<string, boolean>>;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 const MAX_INGEST_BYTES = 16 * 1024 * 1024;
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(text);
-}
 
 function limitOf(q: URLSearchParams): number {
   const raw = q.get('limit');
@@ -53,17 +41,6 @@ function timeOf(q: URLSearchParams, key: string): string | undefined {
 }
 
 const opt = (q: URLSearchParams, k: string) => q.get(k) ?? undefined;
-
-async function readBody(req: IncomingMessage, max: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > max) throw new HttpError(413, 'too_large', `request body exceeds ${max} bytes`);
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 function tokenMatches(header: string | undefined, token: string): boolean {
   const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
@@ -174,6 +151,9 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
       rejected: count('rejected'),
     });
   }
+  if (path === '/api/v1/approvals' || path.startsWith('/api/v1/approvals/')) {
+    return routeApprovals(deps.approvals, req, res, url);
+  }
   throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
 }
 
@@ -190,7 +170,14 @@ export async function startApiServer(deps: ApiDeps, listen: { host?: string; por
         res.destroy();
         return;
       }
-      if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
+      if (err instanceof HttpError)
+        return send(
+          res,
+          err.status,
+          { error: { code: err.code, message: err.message } },
+          // RFC 6750 §3: a 401 names the scheme it wants.
+          err.status === 401 ? { 'www-authenticate': 'Bearer realm="pgwarden"' } : {},
+        );
       if (err instanceof SyntaxError) return send(res, 400, { error: { code: 'bad_json', message: err.message } });
       if ((err as Error).message === 'bad cursor')
         return send(res, 400, { error: { code: 'bad_cursor', message: 'cursor is not one this API issued' } });

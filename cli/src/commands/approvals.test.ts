@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { sha256Hex } from '../../../collector/src/approvals/approvers-file.js';
+import { type Collector, startCollector } from '../../../collector/src/collector.js';
+import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { ROLES } from '../../../test/harness/postgres.js';
+import { formatApproval, formatApprovalTable, relativeTime } from './approvals.js';
+
+const NOW = Date.parse('2026-11-30T12:00:00Z');
+
+describe('approvals output', () => {
+  const e = {
+    id: '0b9a6c1e-8d3f-4a53-9f0e-2d1c5b7a9e11',
+    state: 'pending' as const,
+    request: approvalRequest({
+      id: '0b9a6c1e-8d3f-4a53-9f0e-2d1c5b7a9e11',
+      sql: 'DELETE FROM public.orders\n  WHERE id = 42',
+      requestedAt: new Date(NOW - 90_000).toISOString(),
+      expiresAt: new Date(NOW + 8 * 60_000).toISOString(),
+    }),
+  };
+
+  it('relative times read as humans say them', () => {
+    expect(relativeTime(new Date(NOW + 8 * 60_000).toISOString(), NOW)).toBe('in 8m');
+    expect(relativeTime(new Date(NOW - 30_000).toISOString(), NOW)).toBe('30s ago');
+    expect(relativeTime(new Date(NOW - 3 * 86_400_000).toISOString(), NOW)).toBe('3d ago');
+  });
+
+  it('a table row per entry with the full id (to approve it) and the SQL on one line', () => {
+    const [head, row, ...rest] = formatApprovalTable([e], NOW).split('\n');
+    expect(head).toBe(`ID${' '.repeat(36)}STATE    REQUESTED  EXPIRES  WHO  POLICY${' '.repeat(37)}SQL`);
+    expect(row).toBe(
+      `${e.id}  pending  2m ago     in 8m    ana  agents/writer-review#writes-need-approval  DELETE FROM public.orders WHERE id = 42`,
+    );
+    expect(rest).toEqual(['']);
+  });
+
+  it('show prints who asked, who may decide, and the SQL as written', () => {
+    const text = formatApproval(
+      {
+        ...e,
+        state: 'decided',
+        decision: { v: 1, id: e.id, decision: 'rejected', by: { name: 'bob', groups: [] }, reason: 'no', at: 'T' },
+      },
+      NOW,
+    );
+    expect(text).toContain('requested  2026-11-30T11:58:30.000Z (2m ago) by ana, session sess-held-1\n');
+    expect(text).toContain('approvers  users bob; groups dba\n');
+    expect(text).toContain('decision   rejected by bob at T: no\n');
+    expect(text.endsWith('sql\n  DELETE FROM public.orders\n    WHERE id = 42\n')).toBe(true);
+  });
+});
+
+// Drives the built CLI (`make test` builds first) against a collector on a real nats-server, as an approver would.
+const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
+const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+
+function pgwarden(args: string[], env: Record<string, string> = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const { PGWARDEN_APPROVER_TOKEN: _, PGWARDEN_COLLECTOR_URL: __, ...base } = process.env;
+    const child = spawn(BIN, args, { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+// Under CI nothing may be skipped silently: a missing build fails these tests instead.
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collector', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-approvals-'));
+  const tokenFile = join(dir, 'alice.token');
+  let nats: TestNats;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let collector: Collector;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    writeFileSync(
+      join(dir, 'approvers.yaml'),
+      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex('alice-secret')}}\n`,
+    );
+    writeFileSync(tokenFile, 'alice-secret\n');
+    nats = await startNats();
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await startCollector({
+      nats: { url: nats.url },
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+      approvals: { approversFile: join(dir, 'approvers.yaml') },
+    });
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await collector?.stop();
+    await db?.drop();
+    await nats?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lists, approves (the sidecar receives it), shows, and refuses with the documented exit codes', async () => {
+    const env = { PGWARDEN_COLLECTOR_URL: collector.url, PGWARDEN_APPROVER_TOKEN: 'alice-secret' };
+    // The collector answers 503 until it has replayed the approvals stream it creates.
+    const until = Date.now() + 30_000;
+    while ((await pgwarden(['approvals', 'list'], env)).code !== 0) {
+      if (Date.now() > until) throw new Error('approval queue never loaded');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const empty = await pgwarden(['approvals', 'list'], env);
+    expect(empty.stdout).toBe('no pending approvals\n');
+
+    const r = approvalRequest();
+    await jetstream(nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    let listed = '';
+    while (!listed.includes(r.id)) {
+      if (Date.now() > until) throw new Error('request never listed');
+      listed = (await pgwarden(['approvals', 'list'], env)).stdout;
+    }
+    expect(listed).toMatch(
+      new RegExp(
+        `^${r.id}  pending  .*  ana  agents/writer-review#writes-need-approval  DELETE FROM public\\.orders WHERE id = 42$`,
+        'm',
+      ),
+    );
+
+    const sub = nc.subscribe(approvalSubject('decision', r.id), { max: 1 });
+    const received = (async () => {
+      for await (const m of sub) return parseApprovalDecision(m.data);
+    })();
+    await nc.flush();
+    // The token from --token-file, the collector from --collector: no environment needed.
+    const ok = await pgwarden([
+      'approvals',
+      'approve',
+      r.id,
+      '--reason',
+      'change ticket OPS-7',
+      '--collector',
+      collector.url,
+      '--token-file',
+      tokenFile,
+    ]);
+    expect(ok).toMatchObject({ code: 0, stderr: '' });
+    expect(ok.stdout).toBe(`approved ${r.id} as alice: published; the sidecar applies it when it receives it\n`);
+    expect(await received).toMatchObject({
+      id: r.id,
+      decision: 'approved',
+      by: { name: 'alice' },
+      reason: 'change ticket OPS-7',
+    });
+
+    const shown = await pgwarden(['approvals', 'show', r.id, '--json'], env);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ id: r.id, state: 'decided', decision: { by: { name: 'alice' } } });
+
+    const again = await pgwarden(['approvals', 'reject', r.id], env);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^approvals reject: collector answered 409 not_pending: /);
+    const badState = await pgwarden(['approvals', 'list', '--state', 'maybe'], env);
+    expect([badState.code, badState.stderr]).toEqual([1, expect.stringContaining('400 bad_state')]);
+    const wrongToken = await pgwarden(['approvals', 'list'], { ...env, PGWARDEN_APPROVER_TOKEN: 'guess' });
+    expect([wrongToken.code, wrongToken.stderr]).toEqual([1, expect.stringContaining('401 unauthorized')]);
+    const noToken = await pgwarden(['approvals', 'list'], { PGWARDEN_COLLECTOR_URL: collector.url });
+    expect([noToken.code, noToken.stderr]).toEqual([2, expect.stringContaining('no approver token')]);
+    const unreachable = await pgwarden(['approvals', 'list', '--collector', 'http://127.0.0.1:9'], env);
+    expect([unreachable.code, unreachable.stderr]).toEqual([2, expect.stringContaining('cannot reach the collector')]);
+  }, 120_000);
+});

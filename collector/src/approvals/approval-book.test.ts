@@ -1,0 +1,160 @@
+import { randomUUID } from 'node:crypto';
+import { type ApprovalDecisionMessage, approvalSubject } from '@pgwarden/policy';
+import { describe, expect, it } from 'vitest';
+import type { CollectorError } from '../errors.js';
+import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
+import { ApprovalBook } from './approval-book.js';
+
+const T0 = Date.parse('2026-11-30T12:00:00Z');
+const alice = { name: 'alice', groups: ['dba'] };
+
+const request = (over: Parameters<typeof approvalRequest>[0] = {}) =>
+  approvalRequest({
+    requestedAt: new Date(T0).toISOString(),
+    expiresAt: new Date(T0 + 600_000).toISOString(),
+    ...over,
+  });
+const decision = (id: string, d: 'approved' | 'rejected' = 'approved', by = alice): ApprovalDecisionMessage => ({
+  v: 1,
+  id,
+  decision: d,
+  by,
+  at: new Date(T0 + 1000).toISOString(),
+});
+const put = (book: ApprovalBook, kind: 'request' | 'decision' | 'closed', msg: { id: string }, at = T0) =>
+  book.apply(approvalSubject(kind, msg.id), JSON.stringify(msg), at);
+
+const codeOf = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    return (err as CollectorError).code;
+  }
+  return 'no error';
+};
+
+describe('ApprovalBook', () => {
+  it('derives pending → decided → the closed outcome, and expired from the clock alone', () => {
+    const book = new ApprovalBook();
+    const r = request();
+    expect(put(book, 'request', r)).toBe('applied');
+    expect(book.get(r.id, T0)?.state).toBe('pending');
+    expect(book.countPending(T0)).toBe(1);
+    // No message arrives: past expiresAt the same entry is expired.
+    expect(book.get(r.id, T0 + 600_001)?.state).toBe('expired');
+    expect(book.countPending(T0 + 600_001)).toBe(0);
+
+    put(book, 'decision', decision(r.id));
+    expect(book.get(r.id, T0)).toMatchObject({ state: 'decided', decision: { by: alice } });
+    // A decision made in time stays decided even after expiresAt: the sidecar may still be applying it.
+    expect(book.get(r.id, T0 + 600_001)?.state).toBe('decided');
+    put(book, 'closed', approvalClosed(r.id, 'approved', alice));
+    expect(book.get(r.id, T0)).toMatchObject({ state: 'approved', closed: { outcome: 'approved' } });
+  });
+
+  it('reaches the same state whatever order the messages arrive in; the first of each kind wins', () => {
+    const r = request();
+    const msgs: ['request' | 'decision' | 'closed', { id: string }][] = [
+      ['request', r],
+      ['decision', decision(r.id, 'rejected')],
+      ['closed', approvalClosed(r.id, 'rejected', alice)],
+    ];
+    const orders = [
+      [0, 1, 2],
+      [0, 2, 1],
+      [1, 0, 2],
+      [1, 2, 0],
+      [2, 0, 1],
+      [2, 1, 0],
+    ];
+    for (const order of orders) {
+      const book = new ApprovalBook();
+      for (const i of order) put(book, msgs[i][0], msgs[i][1]);
+      expect(book.get(r.id, T0), order.join()).toMatchObject({ state: 'rejected', decision: { decision: 'rejected' } });
+    }
+    // Before the request arrives, an id with only a decision is not listed and cannot be looked up.
+    const early = new ApprovalBook();
+    put(early, 'decision', decision(r.id));
+    expect(early.list('all', T0)).toEqual([]);
+    expect(early.get(r.id, T0)).toBeUndefined();
+
+    const book = new ApprovalBook();
+    put(book, 'request', r);
+    put(book, 'decision', decision(r.id, 'rejected'));
+    expect(put(book, 'decision', decision(r.id, 'approved'))).toBe('repeated');
+    expect(put(book, 'request', { ...r, sql: 'DROP TABLE x' })).toBe('repeated');
+    expect(book.get(r.id, T0)).toMatchObject({ decision: { decision: 'rejected' }, request: { sql: r.sql } });
+  });
+
+  it('refuses malformed messages without keeping anything', () => {
+    const book = new ApprovalBook();
+    const r = request();
+    const other = randomUUID();
+    expect(book.apply(approvalSubject('request', r.id), '{"v":1', T0)).toBe('malformed');
+    expect(book.apply(approvalSubject('request', r.id), JSON.stringify({ ...r, v: 2 }), T0)).toBe('malformed');
+    // The subject's id and the body's must agree: a message cannot speak for another request.
+    expect(book.apply(approvalSubject('decision', other), JSON.stringify(decision(r.id)), T0)).toBe('malformed');
+    expect(book.apply(`pgwarden.approvals.verdict.${r.id}`, JSON.stringify(decision(r.id)), T0)).toBe('malformed');
+    expect(book.apply('pgwarden.approvals.request.not-a-uuid', JSON.stringify(r), T0)).toBe('malformed');
+    expect(book.size).toBe(0);
+  });
+
+  it('lets only a listed approver who did not ask decide a pending request', () => {
+    const book = new ApprovalBook();
+    const r = request();
+    put(book, 'request', r);
+    expect(codeOf(() => book.checkDecision(randomUUID(), alice, T0))).toBe('COLLECTOR_APPROVAL_UNKNOWN');
+    expect(codeOf(() => book.checkDecision(r.id, { name: 'mallory', groups: ['interns'] }, T0))).toBe(
+      'COLLECTOR_APPROVAL_NOT_APPROVER',
+    );
+    // `ana` asked; being in an approving group does not let her approve herself.
+    expect(codeOf(() => book.checkDecision(r.id, { name: 'ana', groups: ['dba'] }, T0))).toBe(
+      'COLLECTOR_APPROVAL_SELF',
+    );
+    expect(book.checkDecision(r.id, alice, T0).id).toBe(r.id);
+    expect(book.checkDecision(r.id, { name: 'bob', groups: [] }, T0).id).toBe(r.id);
+    expect(codeOf(() => book.checkDecision(r.id, alice, T0 + 600_001))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
+    put(book, 'decision', decision(r.id));
+    expect(codeOf(() => book.checkDecision(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
+
+    // Group globs work as in rule subjects; an approvers object the policy engine cannot read admits nobody.
+    const globbed = request({ approvers: { groups: ['db-*'] } });
+    put(book, 'request', globbed);
+    expect(book.checkDecision(globbed.id, { name: 'carol', groups: ['db-oncall'] }, T0).id).toBe(globbed.id);
+    const odd = request({ approvers: { groups: 'dba' } as never });
+    put(book, 'request', odd);
+    expect(codeOf(() => book.checkDecision(odd.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_APPROVER');
+  });
+
+  it('lists newest first, filtered by state', () => {
+    const book = new ApprovalBook();
+    const a = request({ requestedAt: new Date(T0).toISOString() });
+    const b = request({ requestedAt: new Date(T0 + 1000).toISOString() });
+    const c = request({ requestedAt: new Date(T0 + 2000).toISOString() });
+    for (const r of [a, c, b]) put(book, 'request', r);
+    put(book, 'decision', decision(b.id));
+    expect(book.list('all', T0).map((e) => e.id)).toEqual([c.id, b.id, a.id]);
+    expect(book.list('pending', T0).map((e) => e.id)).toEqual([c.id, a.id]);
+    expect(book.list('decided', T0).map((e) => e.id)).toEqual([b.id]);
+    expect(book.list('withdrawn', T0)).toEqual([]);
+  });
+
+  it('keeps at most maxEntries ids, and none older than maxAge, oldest going first', () => {
+    const book = new ApprovalBook({ maxEntries: 3, maxAgeMs: 60_000 });
+    const rs = [0, 1, 2, 3].map(() => request());
+    rs.forEach((r, i) => {
+      put(book, 'request', r, T0 + i * 10_000);
+    });
+    expect(book.size).toBe(3);
+    expect(book.get(rs[0].id, T0 + 30_000)).toBeUndefined();
+    expect(book.get(rs[3].id, T0 + 30_000)).toBeDefined();
+    // 75 s after the first message: ids first seen at T0+10 s are older than a minute and forgotten.
+    expect(
+      book
+        .list('all', T0 + 75_000)
+        .map((e) => e.id)
+        .sort(),
+    ).toEqual([rs[2].id, rs[3].id].sort());
+    expect(book.size).toBe(2);
+  });
+});

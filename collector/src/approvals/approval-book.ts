@@ -1,0 +1,203 @@
+import {
+  type ApprovalClosedMessage,
+  type ApprovalClosedOutcome,
+  type ApprovalDecisionMessage,
+  type ApprovalRequestMessage,
+  type Approver,
+  isApprovalId,
+  isApprover,
+  parseApprovalClosed,
+  parseApprovalDecision,
+  parseApprovalRequest,
+} from '@pgwarden/policy';
+import { CollectorError } from '../errors.js';
+
+/**
+ * Where a held statement stands, as far as the stream tells: the sidecar's closed outcome once it reported one;
+ * `decided` while a decision waits for the sidecar to apply it; `expired` once `expiresAt` passed without either;
+ * else `pending`.
+ */
+export type ApprovalState = 'pending' | 'decided' | 'expired' | ApprovalClosedOutcome;
+export const APPROVAL_STATES: readonly ApprovalState[] = [
+  'pending',
+  'decided',
+  'approved',
+  'rejected',
+  'expired',
+  'withdrawn',
+  'refused',
+];
+
+export interface ApprovalEntry {
+  id: string;
+  state: ApprovalState;
+  request: ApprovalRequestMessage;
+  decision?: ApprovalDecisionMessage;
+  closed?: ApprovalClosedMessage;
+}
+
+interface Held {
+  request?: ApprovalRequestMessage;
+  decision?: ApprovalDecisionMessage;
+  closed?: ApprovalClosedMessage;
+  /** Stream time (epoch ms) of the first message for this id: what the stream's max age is measured from. */
+  since: number;
+}
+
+export type ApplyOutcome = 'applied' | 'repeated' | 'malformed';
+
+export interface ApprovalBookOptions {
+  /** Ids kept at most; the oldest go first (default 10,000). */
+  maxEntries?: number;
+  /** Ids whose first message is older than this are forgotten, as the stream forgets them (default 7 days). */
+  maxAgeMs?: number;
+}
+
+const KIND = /^pgwarden\.approvals\.(request|decision|closed)\.([^.]+)$/;
+
+/**
+ * The approval queue's state, rebuilt from the PGWARDEN_APPROVALS messages in stream order: no I/O, the clock is
+ * passed in. Messages may come in any order (a decision or closed before its request is kept until the request
+ * arrives); for each kind the first valid message wins, as it does for the sidecar.
+ */
+export class ApprovalBook {
+  private readonly held = new Map<string, Held>();
+  private readonly maxEntries: number;
+  private readonly maxAgeMs: number;
+
+  constructor(opts: ApprovalBookOptions = {}) {
+    this.maxEntries = opts.maxEntries ?? 10_000;
+    this.maxAgeMs = opts.maxAgeMs ?? 7 * 86_400_000;
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  /** Applies one stream message; `at` is its stream time (epoch ms). The subject's id must be the body's. */
+  apply(subject: string, data: Uint8Array | string, at: number): ApplyOutcome {
+    const m = KIND.exec(subject);
+    if (!m || !isApprovalId(m[2])) return 'malformed';
+    const [, kind, id] = m;
+    const parsed =
+      kind === 'request'
+        ? parseApprovalRequest(data)
+        : kind === 'decision'
+          ? parseApprovalDecision(data)
+          : parseApprovalClosed(data);
+    if (!parsed || parsed.id !== id) return 'malformed';
+    let h = this.held.get(id);
+    if (!h) {
+      h = { since: at };
+      this.held.set(id, h);
+      this.evict(at);
+    }
+    if (kind === 'request') {
+      if (h.request) return 'repeated';
+      h.request = parsed as ApprovalRequestMessage;
+    } else if (kind === 'decision') {
+      if (h.decision) return 'repeated';
+      h.decision = parsed as ApprovalDecisionMessage;
+    } else {
+      if (h.closed) return 'repeated';
+      h.closed = parsed as ApprovalClosedMessage;
+    }
+    return 'applied';
+  }
+
+  get(id: string, now: number): ApprovalEntry | undefined {
+    this.expire(now);
+    const h = this.held.get(id);
+    return h?.request ? entryOf(id, h, now) : undefined;
+  }
+
+  /** Entries in `state` (or all), newest request first. Ids whose request has not arrived are not listed. */
+  list(state: ApprovalState | 'all', now: number): ApprovalEntry[] {
+    this.expire(now);
+    const out: ApprovalEntry[] = [];
+    for (const [id, h] of this.held) {
+      if (!h.request) continue;
+      const e = entryOf(id, h, now);
+      if (state === 'all' || e.state === state) out.push(e);
+    }
+    // Map order is arrival order; newest first is that reversed unless requestedAt says otherwise.
+    return out.reverse().sort((a, b) => Date.parse(b.request.requestedAt) - Date.parse(a.request.requestedAt));
+  }
+
+  countPending(now: number): number {
+    let n = 0;
+    for (const [id, h] of this.held) if (h.request && entryOf(id, h, now).state === 'pending') n++;
+    return n;
+  }
+
+  /**
+   * Throws unless `approver` may decide `id` now: the request exists, the approver is one of its `approvers` and
+   * not the identity that asked, and it is still pending.
+   */
+  checkDecision(id: string, approver: Approver, now: number): ApprovalEntry {
+    const e = this.get(id, now);
+    if (!e) throw new CollectorError('COLLECTOR_APPROVAL_UNKNOWN', `no approval request ${id}`);
+    if (e.request.identity.user === approver.name) {
+      throw new CollectorError(
+        'COLLECTOR_APPROVAL_SELF',
+        `${approver.name} asked for this statement and cannot decide it (four-eyes rule)`,
+      );
+    }
+    if (!mayDecide(e.request, approver)) {
+      throw new CollectorError(
+        'COLLECTOR_APPROVAL_NOT_APPROVER',
+        `${approver.name} is not an approver of policy ${e.request.policy.name}`,
+      );
+    }
+    if (e.state !== 'pending')
+      throw new CollectorError('COLLECTOR_APPROVAL_NOT_PENDING', `approval ${id} is ${e.state}`);
+    return e;
+  }
+
+  /** Forgets everything (the stream was deleted and created again). */
+  clear(): void {
+    this.held.clear();
+  }
+
+  private evict(now: number): void {
+    this.expire(now);
+    for (const id of this.held.keys()) {
+      if (this.held.size <= this.maxEntries) break;
+      this.held.delete(id);
+    }
+  }
+
+  private expire(now: number): void {
+    for (const [id, h] of this.held) {
+      if (now - h.since <= this.maxAgeMs) break;
+      this.held.delete(id);
+    }
+  }
+}
+
+/** The request's `approvers` were only checked to be an object: a shape compileSubjects cannot read decides no one. */
+function mayDecide(request: ApprovalRequestMessage, approver: Approver): boolean {
+  try {
+    return isApprover(request.approvers, approver);
+  } catch {
+    return false;
+  }
+}
+
+function entryOf(id: string, h: Held, now: number): ApprovalEntry {
+  const request = h.request as ApprovalRequestMessage;
+  const state: ApprovalState = h.closed
+    ? h.closed.outcome
+    : h.decision
+      ? 'decided'
+      : now > Date.parse(request.expiresAt)
+        ? 'expired'
+        : 'pending';
+  return {
+    id,
+    state,
+    request,
+    ...(h.decision ? { decision: h.decision } : {}),
+    ...(h.closed ? { closed: h.closed } : {}),
+  };
+}

@@ -1,0 +1,339 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import {
+  APPROVALS_STREAM,
+  type ApprovalRequestMessage,
+  approvalSubject,
+  parseApprovalDecision,
+} from '@pgwarden/policy';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { ROLES } from '../../../test/harness/postgres.js';
+import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
+import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
+import { createTestDatabase } from '../testing/test-database.js';
+import { sha256Hex } from './approvers-file.js';
+
+const TOKENS = { alice: 'tok-alice-0123456789', bob: 'tok-bob-0123456789', mallory: 'tok-mallory', ana: 'tok-ana' };
+
+/** alice (group dba) and bob (named in the requests) may approve; mallory may not; ana is the agent's own user. */
+function approversYaml(alice = TOKENS.alice): string {
+  return [
+    `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(alice)}}`,
+    `- {name: bob, groups: [], tokenSha256: ${sha256Hex(TOKENS.bob)}}`,
+    `- {name: mallory, groups: [interns], tokenSha256: ${sha256Hex(TOKENS.mallory)}}`,
+    `- {name: ana, groups: [dba], tokenSha256: ${sha256Hex(TOKENS.ana)}}`,
+    '',
+  ].join('\n');
+}
+
+const waitFor = async (check: () => Promise<boolean>, ms = 15_000) => {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+
+describe('approval queue (real nats-server and PostgreSQL)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
+  const approversFile = join(dir, 'approvers.yaml');
+  let nats: TestNats;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let collector: Collector;
+  let nc: NatsConnection;
+
+  const start = (over: Partial<CollectorOptions> = {}) =>
+    startCollector({
+      nats: { url: nats.url },
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+      approvals: { approversFile },
+      ...over,
+    });
+  const api = async (c: Collector, path: string, init: { token?: string; method?: string; body?: unknown } = {}) => {
+    const r = await fetch(`${c.url}${path}`, {
+      method: init.method ?? 'GET',
+      headers: init.token ? { authorization: `Bearer ${init.token}` } : {},
+      body: init.body === undefined ? undefined : typeof init.body === 'string' ? init.body : JSON.stringify(init.body),
+    });
+    return { status: r.status, headers: r.headers, body: (await r.json()) as any };
+  };
+  const decide = (c: Collector, id: string, token: string, body: unknown) =>
+    api(c, `/api/v1/approvals/${id}`, { method: 'POST', token, body });
+  const stateOf = async (c: Collector, id: string) =>
+    (await api(c, `/api/v1/approvals/${id}`, { token: TOKENS.bob })).body.state as string | undefined;
+  /** Publishes as the sidecar does: into the stream, acknowledged. */
+  const publish = async (kind: 'request' | 'decision' | 'closed', msg: { id: string }) =>
+    jetstream(nc).publish(approvalSubject(kind, msg.id), JSON.stringify(msg));
+  const held = async (over: Partial<ApprovalRequestMessage> = {}) => {
+    const r = approvalRequest(over);
+    await publish('request', r);
+    await waitFor(async () => (await stateOf(collector, r.id)) !== undefined);
+    return r;
+  };
+  const metric = async (c: Collector, re: RegExp) => {
+    const m = re.exec(await (await fetch(`${c.url}/metrics`)).text());
+    return m ? Number(m[1]) : undefined;
+  };
+  const decisionsInStream = async (id: string) => {
+    const info = await (await jetstreamManager(nc)).streams.info(APPROVALS_STREAM, {
+      subjects_filter: approvalSubject('decision', id),
+    });
+    return info.state.subjects?.[approvalSubject('decision', id)] ?? 0;
+  };
+
+  beforeAll(async () => {
+    writeFileSync(approversFile, approversYaml());
+    nats = await startNats();
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await start();
+    // The queue answers 503 until it has replayed the stream (which it creates).
+    await waitFor(async () => (await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status === 200);
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await collector?.stop();
+    await db?.drop();
+    await nats?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows a held statement as pending, publishes an approval to the sidecar, and follows it to approved', async () => {
+    const r = await held();
+    const list = await api(collector, '/api/v1/approvals', { token: TOKENS.bob });
+    expect(list.status).toBe(200);
+    expect(list.body.approvals).toEqual([{ id: r.id, state: 'pending', request: r }]);
+    expect(await metric(collector, /^pgwarden_collector_approvals_pending (\d+)/m)).toBe(1);
+
+    // The sidecar listens on the plain subject, not the stream.
+    const sub = nc.subscribe(approvalSubject('decision', r.id), { max: 1 });
+    const received = (async () => {
+      for await (const m of sub) return m.data;
+    })();
+    await nc.flush();
+    const res = await decide(collector, r.id, TOKENS.alice, { decision: 'approve', reason: 'ticket OPS-1' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ id: r.id, state: 'decided', decision: { decision: 'approved' } });
+
+    const msg = parseApprovalDecision((await received) as Uint8Array);
+    expect(msg).toMatchObject({
+      v: 1,
+      id: r.id,
+      decision: 'approved',
+      by: { name: 'alice', groups: ['dba'] },
+      reason: 'ticket OPS-1',
+    });
+    expect(Date.parse(msg?.at ?? '')).toBeGreaterThan(Date.now() - 60_000);
+    expect(await decisionsInStream(r.id)).toBe(1);
+    expect(await stateOf(collector, r.id)).toBe('decided');
+    expect(await metric(collector, /^pgwarden_collector_approvals_pending (\d+)/m)).toBe(0);
+    expect(await metric(collector, /^pgwarden_collector_approval_decisions_total\{decision="approved"\} (\d+)/m)).toBe(
+      1,
+    );
+
+    await publish('closed', approvalClosed(r.id, 'approved', { name: 'alice', groups: ['dba'] }));
+    await waitFor(async () => (await stateOf(collector, r.id)) === 'approved');
+    const approved = await api(collector, '/api/v1/approvals?state=approved', { token: TOKENS.alice });
+    expect(approved.body.approvals.map((e: any) => e.id)).toEqual([r.id]);
+    expect(approved.body.approvals[0].closed).toMatchObject({ outcome: 'approved', by: { name: 'alice' } });
+    expect((await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).body.approvals).toEqual([]);
+  });
+
+  it('refuses without a valid token, outside the approvers, self-approval, bad bodies, unknown ids and second decisions', async () => {
+    const r = await held();
+    const path = `/api/v1/approvals/${r.id}`;
+    const noToken = await api(collector, path, { method: 'POST', body: { decision: 'approve' } });
+    expect(noToken.status).toBe(401);
+    expect(noToken.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expect((await decide(collector, r.id, 'tok-alice-0123456788', { decision: 'approve' })).status).toBe(401);
+    expect((await api(collector, '/api/v1/approvals', { token: 'nope' })).status).toBe(401);
+    expect((await api(collector, path)).status).toBe(401);
+
+    const outsider = await decide(collector, r.id, TOKENS.mallory, { decision: 'approve' });
+    expect([outsider.status, outsider.body.error.code]).toEqual([403, 'not_an_approver']);
+    // ana is in group dba, but the statement is hers (identity.user): four eyes.
+    const self = await decide(collector, r.id, TOKENS.ana, { decision: 'approve' });
+    expect([self.status, self.body.error.code]).toEqual([403, 'self_approval']);
+
+    for (const body of [
+      'not json',
+      '[]',
+      { decision: 'yes' },
+      { decision: 'approve', reason: 'x'.repeat(1025) },
+      { decision: 'approve', reason: 7 },
+      { decision: 'approve', by: 'alice' },
+    ]) {
+      const bad = await decide(collector, r.id, TOKENS.alice, body);
+      expect(bad.status, JSON.stringify(body)).toBe(400);
+    }
+    expect((await decide(collector, randomUUID(), TOKENS.alice, { decision: 'approve' })).status).toBe(404);
+    expect((await decide(collector, 'not-an-id', TOKENS.alice, { decision: 'approve' })).status).toBe(404);
+    expect((await api(collector, `/api/v1/approvals/${randomUUID()}`, { token: TOKENS.alice })).status).toBe(404);
+    expect((await api(collector, '/api/v1/approvals?state=maybe', { token: TOKENS.alice })).status).toBe(400);
+    // Nothing refused so far reached the stream.
+    expect(await decisionsInStream(r.id)).toBe(0);
+    expect(await stateOf(collector, r.id)).toBe('pending');
+
+    expect((await decide(collector, r.id, TOKENS.bob, { decision: 'reject', reason: '' })).body).toMatchObject({
+      state: 'decided',
+      decision: { decision: 'rejected', by: { name: 'bob', groups: [] } },
+    });
+    const again = await decide(collector, r.id, TOKENS.alice, { decision: 'approve' });
+    expect([again.status, again.body.error.code]).toEqual([409, 'not_pending']);
+    expect(await decisionsInStream(r.id)).toBe(1);
+  });
+
+  it('lists an expired request as expired and refuses to decide it', async () => {
+    const r = await held({
+      requestedAt: new Date(Date.now() - 120_000).toISOString(),
+      expiresAt: new Date(Date.now() - 1000).toISOString(),
+    });
+    const expired = await api(collector, '/api/v1/approvals?state=expired', { token: TOKENS.alice });
+    expect(expired.body.approvals.map((e: any) => e.id)).toContain(r.id);
+    const pending = await api(collector, '/api/v1/approvals?state=pending', { token: TOKENS.alice });
+    expect(pending.body.approvals.map((e: any) => e.id)).not.toContain(r.id);
+    const res = await decide(collector, r.id, TOKENS.alice, { decision: 'approve' });
+    expect([res.status, res.body.error.code]).toEqual([409, 'not_pending']);
+    expect(await decisionsInStream(r.id)).toBe(0);
+  });
+
+  it('ignores and counts malformed messages', async () => {
+    const before = (await metric(collector, /^pgwarden_collector_approval_messages_malformed_total (\d+)/m)) ?? 0;
+    const id = randomUUID();
+    await jetstream(nc).publish(approvalSubject('request', id), '{"v":1,"id":');
+    // A decision whose body names another id than its subject.
+    await jetstream(nc).publish(
+      approvalSubject('decision', id),
+      JSON.stringify({ v: 1, id: randomUUID(), decision: 'approved', by: { name: 'x', groups: [] }, at: 'now' }),
+    );
+    await waitFor(
+      async () =>
+        (await metric(collector, /^pgwarden_collector_approval_messages_malformed_total (\d+)/m)) === before + 2,
+    );
+    expect((await api(collector, `/api/v1/approvals/${id}`, { token: TOKENS.alice })).status).toBe(404);
+  });
+
+  it('a new collector instance rebuilds the same queue from the stream, and two replicas cannot both decide', async () => {
+    // Left open on purpose: decided but never closed, so the replay must keep it `decided`.
+    const open = await held();
+    expect((await decide(collector, open.id, TOKENS.alice, { decision: 'approve' })).status).toBe(200);
+    const pendingOne = await held({ sql: 'UPDATE public.orders SET status = $1 WHERE id = 7' });
+    const all = (await api(collector, '/api/v1/approvals?state=all', { token: TOKENS.alice })).body.approvals;
+    expect(all.map((e: any) => e.state).sort()).toEqual(
+      ['approved', 'decided', 'decided', 'expired', 'pending'].sort(),
+    );
+
+    await collector.stop();
+    collector = await start();
+    await waitFor(async () => (await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status === 200);
+    const replayed = (await api(collector, '/api/v1/approvals?state=all', { token: TOKENS.alice })).body.approvals;
+    expect(replayed).toEqual(all);
+
+    // A second replica, started while the first runs: both see the request. Sixteen people decide at once, eight
+    // on each replica, so several pass the book's pending check before any decision is back from the stream; the
+    // stream still takes exactly one.
+    const replica = await start();
+    try {
+      await waitFor(async () => (await stateOf(replica, pendingOne.id)) === 'pending');
+      const answers = await Promise.all(
+        [collector, replica].flatMap((c) =>
+          Array.from({ length: 8 }, (_, i) =>
+            decide(c, pendingOne.id, i % 2 ? TOKENS.bob : TOKENS.alice, { decision: i % 2 ? 'reject' : 'approve' }),
+          ),
+        ),
+      );
+      expect(answers.map((a) => a.status).sort()).toEqual([200, ...Array(15).fill(409)]);
+      expect(await decisionsInStream(pendingOne.id)).toBe(1);
+      const winner = answers.find((a) => a.status === 200)?.body.decision;
+      for (const c of [collector, replica]) {
+        await waitFor(async () => (await stateOf(c, pendingOne.id)) === 'decided');
+        const e = (await api(c, `/api/v1/approvals/${pendingOne.id}`, { token: TOKENS.bob })).body;
+        expect(e.decision).toEqual(winner);
+      }
+    } finally {
+      await replica.stop();
+    }
+  });
+
+  it('follows a rotated approvers file: the new token works, the old one is refused', async () => {
+    const rotated = 'tok-alice-rotated-abcdef';
+    writeFileSync(`${approversFile}.new`, approversYaml(rotated));
+    renameSync(`${approversFile}.new`, approversFile);
+    expect((await api(collector, '/api/v1/approvals', { token: rotated })).status).toBe(200);
+    expect((await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status).toBe(401);
+    const r = await held();
+    const res = await decide(collector, r.id, rotated, { decision: 'approve' });
+    expect([res.status, res.body.decision?.by.name]).toEqual([200, 'alice']);
+
+    // Broken mid-rotation: every token is refused (503), until the file is valid again.
+    writeFileSync(`${approversFile}.new`, '- {name: alice, token: plain}\n');
+    renameSync(`${approversFile}.new`, approversFile);
+    const broken = await api(collector, '/api/v1/approvals', { token: rotated });
+    expect([broken.status, broken.body.error.code]).toEqual([503, 'approvers_unavailable']);
+    expect(broken.body.error.message).not.toContain('plain');
+    writeFileSync(`${approversFile}.new`, approversYaml());
+    renameSync(`${approversFile}.new`, approversFile);
+    expect((await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status).toBe(200);
+  });
+
+  it('does not make /readyz depend on approvals', async () => {
+    const r = await api(collector, '/readyz');
+    expect(r.body.checks).toEqual({ store: true, nats: true });
+  });
+});
+
+describe('approval routes on a collector that cannot serve them', () => {
+  it('answers 501 without an approvers file (even to a token) and without NATS', async () => {
+    const nats = await startNats();
+    const db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    const common = { store: { url: db.url }, http: { port: 0 }, logger: pino({ level: 'silent' }) };
+    const withoutFile = await startCollector({ ...common, nats: { url: nats.url } });
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
+    writeFileSync(join(dir, 'a.yaml'), approversYaml());
+    const withoutNats = await startCollector({ ...common, approvals: { approversFile: join(dir, 'a.yaml') } });
+    try {
+      const auth = { authorization: `Bearer ${TOKENS.alice}` };
+      const list = await fetch(`${withoutFile.url}/api/v1/approvals`, { headers: auth });
+      expect(list.status).toBe(501);
+      expect(((await list.json()) as any).error).toMatchObject({
+        code: 'no_approvers',
+        message: expect.stringContaining('no approvers configured'),
+      });
+      const post = await fetch(`${withoutFile.url}/api/v1/approvals/${randomUUID()}`, {
+        method: 'POST',
+        headers: auth,
+        body: '{"decision":"approve"}',
+      });
+      expect(post.status).toBe(501);
+      const off = await fetch(`${withoutNats.url}/api/v1/approvals`, { headers: auth });
+      expect([off.status, ((await off.json()) as any).error.code]).toEqual([501, 'approvals_disabled']);
+    } finally {
+      await withoutFile.stop();
+      await withoutNats.stop();
+      await db.drop();
+      await nats.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start with an invalid approvers file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
+    writeFileSync(join(dir, 'a.yaml'), '- {name: alice, token: plain}\n');
+    await expect(
+      startCollector({
+        http: { port: 0 },
+        logger: pino({ level: 'silent' }),
+        approvals: { approversFile: join(dir, 'a.yaml') },
+      }),
+    ).rejects.toThrow(/unknown field\(s\) token/);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

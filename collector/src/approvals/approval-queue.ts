@@ -1,0 +1,263 @@
+import { EventEmitter } from 'node:events';
+import {
+  type ConsumerMessages,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+  StorageType,
+} from '@nats-io/jetstream';
+import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@nats-io/transport-node';
+import {
+  APPROVALS_STREAM,
+  APPROVALS_SUBJECTS,
+  type ApprovalDecisionMessage,
+  type Approver,
+  approvalSubject,
+  type NatsUserFiles,
+} from '@pgwarden/policy';
+import { CollectorError, redactUrl } from '../errors.js';
+import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
+
+const NANOS_PER_MS = 1_000_000;
+export const APPROVALS_MAX_AGE_MS = 7 * 86_400_000;
+
+/**
+ * Creates the approvals stream if missing: file storage, every `pgwarden.approvals.>` subject, kept 7 days (far
+ * beyond any `approval.timeout`), messages up to 1 MiB (a request carries the statement text). An existing
+ * stream is left as it is, whoever created it.
+ */
+export async function ensureApprovalsStream(jsm: JetStreamManager): Promise<void> {
+  try {
+    await jsm.streams.info(APPROVALS_STREAM);
+    return;
+  } catch (err) {
+    if ((err as Error).name !== 'StreamNotFoundError') throw err;
+  }
+  try {
+    await jsm.streams.add({
+      name: APPROVALS_STREAM,
+      subjects: [APPROVALS_SUBJECTS],
+      storage: StorageType.File,
+      max_age: APPROVALS_MAX_AGE_MS * NANOS_PER_MS,
+      max_bytes: -1,
+      max_msg_size: 1024 * 1024,
+      duplicate_window: 120_000 * NANOS_PER_MS,
+    });
+  } catch (err) {
+    if (!/already in use|exists/i.test((err as Error).message)) throw err;
+  }
+}
+
+export interface ApprovalQueueOptions {
+  url: string;
+  /** The collector's NATS user (files username/password of a mounted Secret), read at each connect. */
+  userFiles?: NatsUserFiles;
+  maxEntries?: number;
+  /** How long a decision's publish may wait for the stream's acknowledgement (default 5 s). */
+  publishTimeoutMs?: number;
+}
+
+export interface ApprovalQueueEvents {
+  status: [status: string];
+  /** A message the contract's parsers refused (its subject; the body may hold SQL and is not repeated). */
+  malformed: [subject: string];
+  /** A decision this collector published and the stream acknowledged. */
+  decided: [entry: ApprovalEntry];
+}
+
+/** JetStream's answer when `Nats-Expected-Last-Subject-Sequence` does not hold. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+/**
+ * Follows PGWARDEN_APPROVALS with an ordered consumer (an ephemeral, unacknowledged replay of the whole stream
+ * that the client recreates at the next sequence after any gap), so every replica sees every message and a
+ * restart rebuilds the queue; then publishes people's decisions into the same stream.
+ */
+export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
+  readonly book: ApprovalBook;
+  private nc: NatsConnection | null = null;
+  private messages: ConsumerMessages | null = null;
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private up = false;
+  private consuming = false;
+  private caughtUp = false;
+  /** Stream sequence of the last message applied; the consumer resumes after it. */
+  private lastSeq = 0;
+  /** Last stream sequence when the replay began: the queue is complete once it is applied. */
+  private replayTo = 0;
+
+  constructor(private readonly opts: ApprovalQueueOptions) {
+    super();
+    this.book = new ApprovalBook({ maxEntries: opts.maxEntries, maxAgeMs: APPROVALS_MAX_AGE_MS });
+  }
+
+  /** Connected, following the stream, and the replay of what it held at start is complete. */
+  get ready(): boolean {
+    return this.caughtUp && this.up && this.consuming && this.nc !== null && !this.nc.isClosed();
+  }
+
+  start(): void {
+    this.running = true;
+    this.loop = this.connectAndRun();
+  }
+
+  list(state: ApprovalState | 'all'): ApprovalEntry[] {
+    this.assertLoaded();
+    return this.book.list(state, Date.now());
+  }
+
+  get(id: string): ApprovalEntry | undefined {
+    this.assertLoaded();
+    return this.book.get(id, Date.now());
+  }
+
+  /**
+   * Publishes `approver`'s decision once the book allows it, and returns the entry as it now stands. The publish
+   * expects no earlier message on the decision subject, so of two replicas (or two people) deciding at once the
+   * stream takes one and the other gets COLLECTOR_APPROVAL_NOT_PENDING.
+   */
+  async decide(
+    id: string,
+    decision: ApprovalDecisionMessage['decision'],
+    approver: Approver,
+    reason?: string,
+  ): Promise<ApprovalEntry> {
+    const nc = this.nc;
+    if (!nc || !this.ready) throw unavailable('NATS is not connected or the approval queue is still loading');
+    this.book.checkDecision(id, approver, Date.now());
+    const msg: ApprovalDecisionMessage = {
+      v: 1,
+      id,
+      decision,
+      by: { name: approver.name, groups: [...approver.groups] },
+      ...(reason ? { reason } : {}),
+      at: new Date().toISOString(),
+    };
+    const subject = approvalSubject('decision', id);
+    const body = JSON.stringify(msg);
+    try {
+      await jetstream(nc, { timeout: this.opts.publishTimeoutMs ?? 5000 }).publish(subject, body, {
+        expect: { lastSubjectSequence: 0 },
+      });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === WRONG_LAST_SEQUENCE)
+        throw new CollectorError(
+          'COLLECTOR_APPROVAL_NOT_PENDING',
+          `approval ${id} already has a decision in the stream (decided meanwhile)`,
+        );
+      throw unavailable(`publishing the decision failed: ${(err as Error).message}`, err);
+    }
+    // The consumer applies the same message again when it arrives: the first decision stays, so this is idempotent.
+    this.book.apply(subject, body, Date.now());
+    const entry = this.book.get(id, Date.now()) as ApprovalEntry;
+    this.emit('decided', entry);
+    return entry;
+  }
+
+  private assertLoaded(): void {
+    if (!this.caughtUp) throw unavailable('the approval queue is still loading from NATS');
+  }
+
+  private async connectAndRun(): Promise<void> {
+    while (this.running && !this.nc) {
+      try {
+        this.nc = await connect({
+          servers: this.opts.url,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+          name: 'pgwarden-collector-approvals',
+          ...(this.opts.userFiles
+            ? { authenticator: usernamePasswordAuthenticator(this.opts.userFiles.user, this.opts.userFiles.pass) }
+            : {}),
+        });
+      } catch (err) {
+        this.emit('status', `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`);
+        await pause(500);
+      }
+    }
+    const nc = this.nc;
+    if (!nc) return;
+    if (!this.running) {
+      // close() ran while the connection was being made: it had nothing to close yet.
+      await nc.close();
+      return;
+    }
+    this.up = true;
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') this.up = false;
+        if (s.type === 'reconnect') this.up = true;
+        this.emit('status', s.type);
+      }
+    })();
+    await this.run(nc);
+  }
+
+  /** Supervises the consumer: a failure (server restart, stream deleted) rebuilds it after a pause. */
+  private async run(nc: NatsConnection): Promise<void> {
+    while (this.running && !nc.isClosed()) {
+      try {
+        this.messages = await this.follow(nc);
+        if (!this.running) {
+          this.messages.stop();
+          break;
+        }
+        this.consuming = true;
+        this.emit('status', 'consuming');
+        const ended = await this.messages.closed();
+        if (ended instanceof Error) throw ended;
+      } catch (err) {
+        if (!this.running) break;
+        this.emit('status', `approvals consumer error: ${(err as Error).message}`);
+      }
+      this.consuming = false;
+      if (this.running) await pause(500);
+    }
+  }
+
+  private async follow(nc: NatsConnection): Promise<ConsumerMessages> {
+    const jsm = await jetstreamManager(nc);
+    await ensureApprovalsStream(jsm);
+    const { state } = await jsm.streams.info(APPROVALS_STREAM);
+    if (state.last_seq < this.lastSeq) {
+      // The stream was deleted and created again: its sequences start over, and so does the book.
+      this.book.clear();
+      this.lastSeq = 0;
+      this.caughtUp = false;
+    }
+    this.replayTo = state.last_seq;
+    if (state.messages === 0 || this.lastSeq >= this.replayTo) this.markLoaded();
+    const consumer = await jetstream(nc).consumers.get(APPROVALS_STREAM, {
+      filter_subjects: APPROVALS_SUBJECTS,
+      opt_start_seq: this.lastSeq + 1,
+    });
+    return consumer.consume({ callback: (m) => this.receive(m) });
+  }
+
+  private receive(m: JsMsg): void {
+    this.lastSeq = m.seq;
+    if (this.book.apply(m.subject, m.data, m.time.getTime()) === 'malformed') this.emit('malformed', m.subject);
+    if (m.seq >= this.replayTo || m.info.pending === 0) this.markLoaded();
+  }
+
+  private markLoaded(): void {
+    if (this.caughtUp) return;
+    this.caughtUp = true;
+    this.emit('status', 'loaded');
+  }
+
+  async close(): Promise<void> {
+    this.running = false;
+    this.messages?.stop();
+    await this.nc?.drain().catch(() => {});
+    await this.loop;
+    this.nc = null;
+  }
+}
+
+const unavailable = (message: string, cause?: unknown) =>
+  new CollectorError('COLLECTOR_APPROVAL_UNAVAILABLE', message, { cause });
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

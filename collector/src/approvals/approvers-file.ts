@@ -1,0 +1,128 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { readFileSync, statSync } from 'node:fs';
+import type { Approver } from '@pgwarden/policy';
+import { parse as parseYaml } from 'yaml';
+import { CollectorError } from '../errors.js';
+
+interface ApproverToken extends Approver {
+  digest: Buffer;
+}
+
+const HEX_SHA256 = /^[0-9a-f]{64}$/;
+const FIELDS = new Set(['name', 'groups', 'tokenSha256']);
+
+export const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
+
+/**
+ * Parses an approvers file: a YAML (or JSON) list of `{name, groups?, tokenSha256}`. Throws on anything else,
+ * including unknown fields, so a plain `token:` put there by mistake is refused rather than ignored.
+ */
+export function parseApprovers(text: string, source: string): ApproverToken[] {
+  const bad = (msg: string) => new CollectorError('COLLECTOR_BAD_CONFIG', `approvers file ${source}: ${msg}`);
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw bad(`not YAML/JSON (${(err as Error).message.split('\n')[0]})`);
+  }
+  if (!Array.isArray(doc)) throw bad('must be a list of {name, groups, tokenSha256}');
+  const seen = new Set<string>();
+  return doc.map((raw, i) => {
+    const o = raw as Record<string, unknown>;
+    if (!o || typeof o !== 'object' || Array.isArray(o)) throw bad(`entry ${i} is not an object`);
+    const extra = Object.keys(o).filter((k) => !FIELDS.has(k));
+    if (extra.length > 0) throw bad(`entry ${i}: unknown field(s) ${extra.join(', ')}`);
+    if (typeof o.name !== 'string' || o.name.length === 0 || o.name.length > 256)
+      throw bad(`entry ${i}: name must be a non-empty string`);
+    const groups = o.groups ?? [];
+    if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string' && g.length > 0 && g.length <= 256))
+      throw bad(`entry ${i} (${o.name}): groups must be a list of non-empty strings`);
+    const hex = typeof o.tokenSha256 === 'string' ? o.tokenSha256.toLowerCase() : '';
+    if (!HEX_SHA256.test(hex)) throw bad(`entry ${i} (${o.name}): tokenSha256 must be 64 hex digits`);
+    if (seen.has(hex)) throw bad(`entry ${i} (${o.name}): the same token hash appears twice`);
+    seen.add(hex);
+    return { name: o.name, groups: [...groups], digest: Buffer.from(hex, 'hex') };
+  });
+}
+
+export interface ApproversFileEvents {
+  loaded: [count: number];
+  /** The file changed into something unreadable or invalid: every token is refused until it is fixed. */
+  invalid: [message: string];
+}
+
+/**
+ * The approvers file, re-read whenever its modification time, size or inode changes (a rotated Kubernetes Secret
+ * swaps a symlink). Tokens are never held, only their SHA-256.
+ */
+export class ApproversFile extends EventEmitter<ApproversFileEvents> {
+  private tokens: ApproverToken[] = [];
+  private version = '';
+  private error: string | undefined;
+
+  /** Reads the file once; throws on a missing or invalid file, so a bad flag fails at start-up. */
+  constructor(readonly path: string) {
+    super();
+    this.tokens = parseApprovers(this.read(), path);
+    this.version = this.stat();
+  }
+
+  /**
+   * The approver whose token is the `Authorization: Bearer` credential, or undefined. Every entry is compared (in
+   * constant time), so the answer's timing does not tell which entry, if any, came close. Throws while the file
+   * is invalid.
+   */
+  authenticate(authorization: string | undefined): Approver | undefined {
+    this.refresh();
+    if (this.error) throw new CollectorError('COLLECTOR_BAD_CONFIG', this.error);
+    const m = /^Bearer +(\S+) *$/i.exec(authorization ?? '');
+    if (!m) return undefined;
+    const given = createHash('sha256').update(m[1], 'utf8').digest();
+    let found: ApproverToken | undefined;
+    for (const t of this.tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
+    return found ? { name: found.name, groups: [...found.groups] } : undefined;
+  }
+
+  private refresh(): void {
+    let v: string;
+    try {
+      v = this.stat();
+    } catch (err) {
+      this.fail(`approvers file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      return;
+    }
+    if (v === this.version && !this.error) return;
+    try {
+      this.tokens = parseApprovers(this.read(), this.path);
+      this.version = v;
+      this.error = undefined;
+      this.emit('loaded', this.tokens.length);
+    } catch (err) {
+      this.fail((err as Error).message);
+    }
+  }
+
+  private fail(message: string): void {
+    this.tokens = [];
+    this.version = '';
+    if (this.error !== message) this.emit('invalid', message);
+    this.error = message;
+  }
+
+  private stat(): string {
+    const s = statSync(this.path);
+    return `${s.mtimeMs}:${s.size}:${s.ino}`;
+  }
+
+  private read(): string {
+    try {
+      return readFileSync(this.path, 'utf8');
+    } catch (err) {
+      throw new CollectorError(
+        'COLLECTOR_BAD_CONFIG',
+        `approvers file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isApprovalId } from '@pgwarden/policy';
+import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.js';
+import type { ApprovalQueue } from '../approvals/approval-queue.js';
+import type { ApproversFile } from '../approvals/approvers-file.js';
+import { CollectorError, type CollectorErrorCode } from '../errors.js';
+import { HttpError, readBody, send } from './json-io.js';
+
+export interface ApprovalsDeps {
+  /** Absent without NATS: there is no queue to show. */
+  queue?: ApprovalQueue;
+  /** Absent without --approvers-file: nobody can authenticate, so every approvals route is refused. */
+  approvers?: ApproversFile;
+}
+
+const MAX_REASON = 1024;
+
+const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
+  COLLECTOR_APPROVAL_UNKNOWN: [404, 'not_found'],
+  COLLECTOR_APPROVAL_NOT_PENDING: [409, 'not_pending'],
+  COLLECTOR_APPROVAL_NOT_APPROVER: [403, 'not_an_approver'],
+  COLLECTOR_APPROVAL_SELF: [403, 'self_approval'],
+  COLLECTOR_APPROVAL_UNAVAILABLE: [503, 'unavailable'],
+  // The approvers file changed into something invalid: refused until it is fixed.
+  COLLECTOR_BAD_CONFIG: [503, 'approvers_unavailable'],
+};
+
+/**
+ * `GET /api/v1/approvals[?state=]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`. Every route needs
+ * an approver's bearer token: the queue holds statement text, which may be sensitive.
+ */
+export async function routeApprovals(
+  deps: ApprovalsDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): Promise<void> {
+  try {
+    await route(deps, req, res, url);
+  } catch (err) {
+    const mapped = err instanceof CollectorError ? STATUS[err.code] : undefined;
+    if (!mapped) throw err;
+    throw new HttpError(mapped[0], mapped[1], (err as CollectorError).message);
+  }
+}
+
+async function route(deps: ApprovalsDeps, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const method = req.method ?? 'GET';
+  const rest = url.pathname.slice('/api/v1/approvals'.length);
+  // Ids are UUIDs: nothing in them is percent-encoded, so the path segment is taken as it is.
+  const id = rest === '' ? undefined : rest.slice(1);
+  if (method !== 'GET' && !(method === 'POST' && id !== undefined))
+    throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
+  const { queue, approvers } = deps;
+  if (!queue) throw new HttpError(501, 'approvals_disabled', 'the approval queue needs NATS: start with --nats');
+  if (!approvers)
+    throw new HttpError(501, 'no_approvers', 'no approvers configured: start the collector with --approvers-file');
+  const who = approvers.authenticate(req.headers.authorization);
+  if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
+
+  if (id === undefined) {
+    const state = url.searchParams.get('state') ?? 'pending';
+    if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
+      throw new HttpError(400, 'bad_state', `state must be one of ${[...APPROVAL_STATES, 'all'].join(', ')}`);
+    return send(res, 200, { approvals: queue.list(state as ApprovalState | 'all') });
+  }
+  if (!isApprovalId(id)) throw new HttpError(404, 'not_found', `no approval request ${JSON.stringify(id)}`);
+  if (method === 'GET') {
+    const entry = queue.get(id);
+    if (!entry) throw new HttpError(404, 'not_found', `no approval request ${id}`);
+    return send(res, 200, entry);
+  }
+  const body = parseDecisionBody(await readBody(req, 16 * 1024));
+  return send(res, 200, await queue.decide(id, body.decision, who, body.reason));
+}
+
+/** `{decision: "approve" | "reject", reason?: string}`, nothing else. */
+export function parseDecisionBody(text: string): { decision: 'approved' | 'rejected'; reason?: string } {
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'bad_json', 'the body must be JSON: {"decision": "approve" | "reject", "reason"?: "..."}');
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o))
+    throw new HttpError(400, 'bad_request', 'the body must be an object');
+  const { decision, reason, ...extra } = o as Record<string, unknown>;
+  if (Object.keys(extra).length > 0)
+    throw new HttpError(400, 'bad_request', `unknown field(s): ${Object.keys(extra).join(', ')}`);
+  if (decision !== 'approve' && decision !== 'reject')
+    throw new HttpError(400, 'bad_request', 'decision must be "approve" or "reject"');
+  if (reason !== undefined && (typeof reason !== 'string' || reason.length > MAX_REASON))
+    throw new HttpError(400, 'bad_request', `reason must be a string of at most ${MAX_REASON} characters`);
+  return { decision: decision === 'approve' ? 'approved' : 'rejected', ...(reason ? { reason } : {}) };
+}
