@@ -137,7 +137,7 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
     try {
       // The collector creates the queue's stream (the sidecar's user may not).
       const jsm = await jetstreamManager(collector);
-      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'], allow_direct: true });
       await expect(
         (await jetstreamManager(sidecar)).streams.add({ name: 'PGWARDEN_APPROVALS_2', subjects: ['x.>'] }),
       ).rejects.toThrow();
@@ -183,6 +183,15 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       expect((await consumer.next({ expires: 5000 }))?.subject).toBe(approvalSubject('decision', id));
       const closed = await consumer.next({ expires: 5000 });
       expect(parseApprovalClosed(closed!.data)).toMatchObject({ id, outcome: 'approved', by: { name: 'alice' } });
+      // A sidecar may read back decisions (after a reconnect), not other statements' requests.
+      const sjsm = await jetstreamManager(sidecar, { checkAPI: false });
+      const readBack = await sjsm.direct.getMessage(APPROVALS_STREAM, {
+        last_by_subj: approvalSubject('decision', id),
+      });
+      expect(readBack?.subject).toBe(approvalSubject('decision', id));
+      await expect(
+        sjsm.direct.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', id) }),
+      ).rejects.toThrow();
       expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approvals\.decision\./);
     } finally {
       await sidecar.close().catch(() => {});

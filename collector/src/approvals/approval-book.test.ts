@@ -117,13 +117,14 @@ describe('ApprovalBook', () => {
     put(book, 'decision', decision(r.id));
     expect(codeOf(() => book.checkDecision(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
 
-    // Group globs work as in rule subjects; an approvers object the policy engine cannot read admits nobody.
+    // Group globs work as in rule subjects; a request whose approvers are not subjects is refused as malformed, so
+    // nobody can decide it.
     const globbed = request({ approvers: { groups: ['db-*'] } });
     put(book, 'request', globbed);
     expect(book.checkDecision(globbed.id, { name: 'carol', groups: ['db-oncall'] }, T0).id).toBe(globbed.id);
     const odd = request({ approvers: { groups: 'dba' } as never });
-    put(book, 'request', odd);
-    expect(codeOf(() => book.checkDecision(odd.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_APPROVER');
+    expect(put(book, 'request', odd)).toBe('malformed');
+    expect(codeOf(() => book.checkDecision(odd.id, alice, T0))).toBe('COLLECTOR_APPROVAL_UNKNOWN');
   });
 
   it('lists newest first, filtered by state', () => {

@@ -43,6 +43,9 @@ export async function ensureApprovalsStream(jsm: JetStreamManager): Promise<void
       max_bytes: -1,
       max_msg_size: 1024 * 1024,
       duplicate_window: 120_000 * NANOS_PER_MS,
+      // Sidecars read back a decision they missed while disconnected with a direct get, which NATS lets a
+      // permission restrict to the decision subjects (charts/pgwarden/templates/nats-auth.yaml).
+      allow_direct: true,
     });
   } catch (err) {
     if (!/already in use|exists/i.test((err as Error).message)) throw err;

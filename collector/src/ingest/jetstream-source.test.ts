@@ -8,7 +8,8 @@ import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
-import { AUDIT_STREAM, splitEvents } from './jetstream-source.js';
+import type { IngestQueue } from './ingest-queue.js';
+import { AUDIT_STREAM, JetStreamSource, splitEvents } from './jetstream-source.js';
 
 const text = (parts: Uint8Array[]) => parts.map((p) => new TextDecoder().decode(p));
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -141,4 +142,27 @@ describe('collector consuming batched messages (real nats-server and PostgreSQL)
     const info = await (await jetstreamManager(nc)).consumers.info(AUDIT_STREAM, 'pgwarden-collector');
     expect(info.num_redelivered).toBe(0);
   });
+});
+
+describe('JetStreamSource lifecycle (real nats-server)', () => {
+  // stop() during start-up used to wait forever: the consumer being set up when stop() ran was never stopped, so
+  // the supervising loop waited on it (seen as collectors that hung in stop() right after starting).
+  it('stops promptly whenever stop() comes during start-up', async () => {
+    const nats = await startNats();
+    try {
+      const idle = { length: 0, enqueue: () => {} } as unknown as IngestQueue;
+      for (const delayMs of [0, 1, 3, 5, 8, 12, 20, 30, 50, 80]) {
+        const source = new JetStreamSource(idle, { url: nats.url, durable: `d${delayMs}` });
+        source.start();
+        await new Promise((r) => setTimeout(r, delayMs));
+        const stopped = await Promise.race([
+          source.close().then(() => true),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 5000)),
+        ]);
+        expect(stopped, `close() ${delayMs} ms after start()`).toBe(true);
+      }
+    } finally {
+      await nats.stop();
+    }
+  }, 90_000);
 });

@@ -231,6 +231,12 @@ export class JetStreamSource {
     while (this.running && this.nc) {
       try {
         this.messages = await this.setup(this.nc);
+        if (!this.running) {
+          // stop() ran while the consumer was being set up: it had nothing to stop yet, so stop this one here,
+          // or closed() below would wait forever (and stop() with it).
+          this.messages.stop();
+          break;
+        }
         this.consuming = true;
         this.opts.onStatus?.('consuming');
         const ended = await this.messages.closed();

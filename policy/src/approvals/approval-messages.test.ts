@@ -52,6 +52,9 @@ describe('approval messages', () => {
     expect(parseApprovalRequest(JSON.stringify(req))).toEqual(req);
     expect(parseApprovalRequest(JSON.stringify({ ...req, expiresAt: 'soon' }))).toBeUndefined();
     expect(parseApprovalRequest(JSON.stringify({ ...req, policy: { hash: '' } }))).toBeUndefined();
+    for (const approvers of [null, [], { groups: 'dba' }, { groups: [1] }, { roles: ['x'] }]) {
+      expect(parseApprovalRequest(JSON.stringify({ ...req, approvers })), JSON.stringify(approvers)).toBeUndefined();
+    }
     expect(parseApprovalClosed(JSON.stringify({ v: 1, id, outcome: 'withdrawn', at }))).toEqual({
       v: 1,
       id,

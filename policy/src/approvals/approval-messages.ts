@@ -107,10 +107,20 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
   const p = o.policy as ApprovalRequestMessage['policy'] | undefined;
   if (!p || typeof p !== 'object' || !str(p.name, 253) || typeof p.hash !== 'string') return undefined;
   if (typeof o.rule !== 'string' || !o.identity || typeof o.identity !== 'object') return undefined;
-  if (!o.approvers || typeof o.approvers !== 'object') return undefined;
+  if (!isSubjects(o.approvers)) return undefined;
   if (Number.isNaN(Date.parse(String(o.requestedAt))) || Number.isNaN(Date.parse(String(o.expiresAt))))
     return undefined;
   return o as unknown as ApprovalRequestMessage;
+}
+
+/** `approval.approvers` as the schema allows it: optional arrays of strings under users, groups, serviceAccounts. */
+function isSubjects(v: unknown): v is Subjects {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return false;
+  for (const [k, list] of Object.entries(v)) {
+    if (k !== 'users' && k !== 'groups' && k !== 'serviceAccounts') return false;
+    if (!Array.isArray(list) || list.length > 256 || !list.every((x) => str(x, 256))) return false;
+  }
+  return true;
 }
 
 const OUTCOMES: readonly string[] = ['approved', 'rejected', 'expired', 'withdrawn', 'refused'];

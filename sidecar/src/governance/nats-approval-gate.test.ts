@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
@@ -21,7 +22,11 @@ beforeAll(async () => {
   nats = await startNats();
   sidecar = await connect({ servers: nats.url });
   collector = await connect({ servers: nats.url });
-  await (await jetstreamManager(collector)).streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+  await (await jetstreamManager(collector)).streams.add({
+    name: APPROVALS_STREAM,
+    subjects: ['pgwarden.approvals.>'],
+    allow_direct: true,
+  });
 }, 60_000);
 afterAll(async () => {
   await sidecar?.close();
@@ -144,7 +149,47 @@ describe('natsApprovalGate', () => {
       expect((outcome as { reason: string }).reason).toMatch(/^the approval queue is unavailable/);
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
-      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'], allow_direct: true });
+    }
+  });
+
+  it('reads back a decision given while its connection was down, after the reconnect', async () => {
+    // The sidecar's connection runs through a relay the test can cut, while the collector stays connected.
+    const links = new Set<Socket>();
+    let open = true;
+    const relay: Server = createServer((c) => {
+      if (!open) return c.destroy();
+      const up = tcpConnect(Number(new URL(nats.url).port), '127.0.0.1');
+      links.add(c).add(up);
+      c.pipe(up).pipe(c);
+      for (const s of [c, up]) s.on('error', () => {}).on('close', () => (c.destroy(), up.destroy()));
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const cut = await connect({
+      servers: `nats://127.0.0.1:${(relay.address() as { port: number }).port}`,
+      reconnectTimeWait: 100,
+      maxReconnectAttempts: -1,
+    });
+    try {
+      const gate = natsApprovalGate({ connection: () => cut });
+      const req = request();
+      const outcome = gate.request(req);
+      await stored(approvalSubject('request', req.id));
+      let settled = false;
+      void outcome.then(() => {
+        settled = true;
+      });
+      open = false;
+      for (const s of links) s.destroy();
+      await decide(req.id, 'approved', 'alice'); // the sidecar cannot hear this one
+      await new Promise((r) => setTimeout(r, 300));
+      expect(settled).toBe(false);
+      open = true; // the client reconnects by itself; the gate then finds the decision in the stream
+      expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
+      expect((await closedOf(req.id))?.outcome).toBe('approved');
+    } finally {
+      await cut.close().catch(() => {});
+      relay.close();
     }
   });
 });

@@ -1,6 +1,7 @@
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import {
+  APPROVALS_STREAM,
   type ApprovalClosedMessage,
   type ApprovalClosedOutcome,
   type ApprovalRequestMessage,
@@ -34,10 +35,28 @@ const MAX_SQL_CHARS = 64 * 1024;
  * Fails closed: no connection, or a request JetStream did not acknowledge (no stream: no collector has started),
  * rejects the statement at once instead of holding it for nobody. Every end (applied decision, timeout, client gone)
  * is published as `closed`, so the queue stops offering a statement that no longer waits.
+ *
+ * The decision arrives on a plain subscription; one published while this connection was down is read back from the
+ * stream (direct get of the last message on the decision subject) after each reconnect, so an approval given during
+ * a NATS blip is not lost to a timeout.
  */
 export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
   const log = opts.log ?? (() => {});
   const publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+  // One status watcher per connection, calling back every hold waiting on it after a reconnect.
+  const watchers = new WeakMap<NatsConnection, Set<() => Promise<void>>>();
+  const reconnects = (nc: NatsConnection) => {
+    let set = watchers.get(nc);
+    if (!set) {
+      const holds = new Set<() => Promise<void>>();
+      set = holds;
+      watchers.set(nc, holds);
+      void (async () => {
+        for await (const s of nc.status()) if (s.type === 'reconnect') for (const readBack of holds) void readBack();
+      })();
+    }
+    return set;
+  };
   return {
     request: (req) =>
       new Promise<ApprovalOutcome>((resolve) => {
@@ -48,10 +67,12 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
         }
         const js = jetstream(nc, { timeout: publishTimeoutMs });
         let sub: Subscription | undefined;
+        let readBack: (() => Promise<void>) | undefined;
         let done = false;
         const finish = (outcome: ApprovalOutcome, closed: ApprovalClosedOutcome, publishClosed = true) => {
           if (done) return;
           done = true;
+          if (readBack) reconnects(nc).delete(readBack);
           clearTimeout(timer);
           req.signal.removeEventListener('abort', onAbort);
           sub?.unsubscribe();
@@ -78,29 +99,46 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
         // Subscribe before publishing: a decision cannot arrive before anyone could see the request, but a fast
         // one could arrive before a subscription made after the publish's acknowledgement.
         sub = nc.subscribe(approvalSubject('decision', req.id));
-        void (async () => {
-          for await (const m of sub) {
-            const d = parseApprovalDecision(m.data);
-            if (!d || d.id !== req.id) {
-              log('warn', 'approval: ignored a malformed decision', { id: req.id });
-              continue;
-            }
-            if (!isApprover(req.approvers, d.by)) {
-              log('warn', 'approval: ignored a decision by someone the policy does not name as approver', {
-                id: req.id,
-                by: d.by.name,
-              });
-              continue;
-            }
-            if (req.identity.user !== undefined && d.by.name === req.identity.user) {
-              log('warn', 'approval: ignored a decision by the requester itself', { id: req.id, by: d.by.name });
-              continue;
-            }
-            if (d.decision === 'approved') finish({ decision: 'approved', by: d.by.name }, 'approved');
-            else finish({ decision: 'rejected', by: d.by.name, reason: d.reason }, 'rejected');
-            return;
+        /** Applies a decision message if it is one that counts; returns whether the hold ended. */
+        const consider = (data: Uint8Array): boolean => {
+          const d = parseApprovalDecision(data);
+          if (!d || d.id !== req.id) {
+            log('warn', 'approval: ignored a malformed decision', { id: req.id });
+            return false;
           }
+          if (!isApprover(req.approvers, d.by)) {
+            log('warn', 'approval: ignored a decision by someone the policy does not name as approver', {
+              id: req.id,
+              by: d.by.name,
+            });
+            return false;
+          }
+          if (req.identity.user !== undefined && d.by.name === req.identity.user) {
+            log('warn', 'approval: ignored a decision by the requester itself', { id: req.id, by: d.by.name });
+            return false;
+          }
+          if (d.decision === 'approved') finish({ decision: 'approved', by: d.by.name }, 'approved');
+          else finish({ decision: 'rejected', by: d.by.name, reason: d.reason }, 'rejected');
+          return true;
+        };
+        void (async () => {
+          for await (const m of sub) if (consider(m.data)) return;
         })();
+        readBack = async () => {
+          if (done) return;
+          try {
+            const jsm = await jetstreamManager(nc, { timeout: publishTimeoutMs, checkAPI: false });
+            const stored = await jsm.direct.getMessage(APPROVALS_STREAM, {
+              last_by_subj: approvalSubject('decision', req.id),
+            });
+            if (stored && !done) consider(stored.data);
+          } catch (err) {
+            // Not found, or a stream without direct gets: the live subscription is all there is.
+            if (!/no message found|not found/i.test((err as Error).message))
+              log('warn', 'approval: could not read back a decision', { id: req.id, err: (err as Error).message });
+          }
+        };
+        reconnects(nc).add(readBack);
 
         js.publish(approvalSubject('request', req.id), JSON.stringify(requestMessage(req)), {
           msgID: `${req.id}.request`,
