@@ -1,9 +1,17 @@
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
 import pino from 'pino';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
+import { approvalRequest } from '../testing/approval-messages.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
@@ -92,6 +100,100 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
+    }
+  }, 60_000);
+});
+
+const launch = () =>
+  chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'].concat([
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ]),
+  });
+
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a real browser', () => {
+  const TOKEN = 'alice-token-7d1e9c';
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let nats: TestNats;
+  let collector: Collector;
+
+  beforeAll(async () => {
+    [db, nats] = await Promise.all([createTestDatabase(inject('pg'), ROLES.superuser), startNats()]);
+    const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-ui-approvers-')), 'approvers.yaml');
+    writeFileSync(
+      file,
+      `- {name: alice, groups: [dba], tokenSha256: ${createHash('sha256').update(TOKEN).digest('hex')}}\n`,
+    );
+    collector = await startCollector({
+      nats: { url: nats.url },
+      store: { url: db.url },
+      http: { port: 0 },
+      approvals: { approversFile: file },
+      logger: pino({ level: 'silent' }),
+    });
+  });
+  afterAll(async () => {
+    await collector?.stop();
+    await db?.drop();
+    await nats?.stop();
+  });
+
+  it('shows a held statement to an approver, as text, and sends their approval with a reason to the sidecar', async () => {
+    const nc = await connect({ servers: nats.url });
+    const browser = await launch();
+    try {
+      // The statement is the agent's text: markup in it must show as text.
+      const req = approvalRequest({ sql: 'DELETE FROM "<img src=x onerror=window.__pwned=1>" WHERE id = 1' });
+      const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
+      const listed = async () =>
+        (await fetch(`${collector.url}/api/v1/approvals`, { headers: { authorization: `Bearer ${TOKEN}` } })).status;
+      for (let i = 0; i < 200 && (await listed()) !== 200; i++) await new Promise((r) => setTimeout(r, 50));
+      await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
+
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(collector.url);
+      await page.fill('#token', 'not-a-token');
+      await page.click('#token-form button');
+      await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
+      expect(await page.textContent('#approval-msg')).toMatch(/token/i);
+      await page.fill('#token', TOKEN);
+      await page.click('#token-form button');
+      const row = `#approval-list tr[data-approval="${req.id}"]`;
+      await page.waitForSelector(row);
+      expect(await page.$$eval(`${row} td`, (tds) => tds.slice(1, 4).map((td) => td.textContent))).toEqual([
+        'ana',
+        'writer-review / writes-need-approval',
+        req.sql,
+      ]);
+      expect(await page.$$eval('#approvals img', (imgs) => imgs.length)).toBe(0);
+      await page.fill(`${row} input.reason`, 'checked the ticket');
+      await page.click(`${row} button.approve`);
+      let decision: ReturnType<typeof parseApprovalDecision>;
+      for await (const m of decisions) decision = parseApprovalDecision(m.data);
+      expect(decision!).toMatchObject({
+        id: req.id,
+        decision: 'approved',
+        by: { name: 'alice' },
+        reason: 'checked the ticket',
+      });
+      await page.waitForFunction(
+        (id) => document.getElementById('approval-msg')?.textContent === `approved: ${id}`,
+        req.id,
+      );
+      await page.waitForFunction((sel) => !document.querySelector(sel), row);
+      // The token stays in this tab's sessionStorage, not in the page or the URL.
+      expect(await page.inputValue('#token')).toBe('');
+      expect(page.url()).not.toContain(TOKEN);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+      await nc.close();
     }
   }, 60_000);
 });

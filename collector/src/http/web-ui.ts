@@ -1,7 +1,9 @@
 /**
- * The collector's single-page UI: a session list (newest first, chain status) and a session's statements in
- * order. Plain HTML + JS over the public JSON API; no build step, no third-party code. All values are inserted
- * with textContent, never as HTML, because statements and identities are attacker-influenced text.
+ * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
+ * or reject), a session list (newest first, chain status) and a session's statements in order. Plain HTML + JS over
+ * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
+ * because statements and identities are attacker-influenced text. The approver token lives in sessionStorage (this
+ * tab only) and is sent only as a bearer header to this origin.
  */
 export const WEB_UI_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgwarden collector</title>
@@ -11,8 +13,15 @@ body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 tr.s{cursor:pointer}tr.s:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
+#approvals{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
+#approval-list td:last-child{white-space:nowrap}.msg{color:#b00}
 </style></head><body>
-<div id="list"><h1>Sessions</h1><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table></div>
+<div id="list">
+<section id="approvals"><h1>Pending approvals</h1>
+<form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
+<table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
+</section>
+<h1>Sessions</h1><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
@@ -46,6 +55,48 @@ async function showSession(id) {
   }
   box.append(t);
 }
+const token = () => sessionStorage.getItem('pgwarden-approver-token') || '';
+const approvalMsg = (text) => { document.getElementById('approval-msg').textContent = text; };
+async function approvalsApi(path, init) {
+  const r = await fetch(path, { ...init, headers: { authorization: 'Bearer ' + token(), 'content-type': 'application/json' } });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error ? body.error.message : 'HTTP ' + r.status);
+  return body;
+}
+async function loadApprovals() {
+  if (!token()) return;
+  let page;
+  try { page = await approvalsApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); return; }
+  approvalMsg(page.approvals.length ? '' : 'nothing waits for a decision');
+  const body = document.getElementById('approval-list'); body.replaceChildren();
+  for (const a of page.approvals) {
+    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const tr = el('tr'); tr.dataset.approval = a.id;
+    tr.append(el('td', r.requestedAt), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
+    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    const act = el('td'); const reason = el('input'); reason.placeholder = 'reason'; reason.className = 'reason';
+    for (const [label, decision, done] of [['Approve', 'approve', 'approved'], ['Reject', 'reject', 'rejected']]) {
+      const b = el('button', label, decision); b.type = 'button';
+      b.onclick = async () => {
+        try {
+          await approvalsApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(reason.value ? { decision, reason: reason.value } : { decision }) });
+          approvalMsg(done + ': ' + a.id);
+        } catch (e) { approvalMsg(String(e.message)); }
+        loadApprovals();
+      };
+      act.append(' ', b);
+    }
+    act.prepend(reason); tr.append(act); body.append(tr);
+  }
+}
+document.getElementById('token-form').onsubmit = (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem('pgwarden-approver-token', document.getElementById('token').value);
+  document.getElementById('token').value = '';
+  loadApprovals();
+};
+loadApprovals();
+setInterval(loadApprovals, 5000);
 loadSessions().catch((e) => document.getElementById('detail').append(el('p', String(e), 'bad')));
 const live = new EventSource('/api/v1/stream?type=session.start');
 live.addEventListener('audit', () => loadSessions());
