@@ -4,16 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
-import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { sha256Hex } from '../../../collector/src/approvals/approvers-file.js';
-import { type Collector, startCollector } from '../../../collector/src/collector.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Collector } from '../../../collector/src/collector.js';
 import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
-import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
-import { startNats, type TestNats } from '../../../test/harness/index.js';
-import { ROLES } from '../../../test/harness/postgres.js';
+import {
+  type ApprovalsFixture,
+  approversYaml,
+  startApprovalsFixture,
+} from '../../../collector/src/testing/approvals-fixture.js';
 import { formatApproval, formatApprovalTable, relativeTime } from './approvals.js';
 
 const NOW = Date.parse('2026-11-30T12:00:00Z');
@@ -81,52 +81,34 @@ function pgwarden(args: string[], env: Record<string, string> = {}) {
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collector', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-approvals-'));
   const tokenFile = join(dir, 'alice.token');
-  let nats: TestNats;
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let fx: ApprovalsFixture;
   let collector: Collector;
   let nc: NatsConnection;
 
   beforeAll(async () => {
-    writeFileSync(
-      join(dir, 'approvers.yaml'),
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex('alice-secret')}}\n`,
-    );
     writeFileSync(tokenFile, 'alice-secret\n');
-    nats = await startNats();
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    collector = await startCollector({
-      nats: { url: nats.url },
-      store: { url: db.url },
-      http: { port: 0 },
-      logger: pino({ level: 'silent' }),
-      approvals: { approversFile: join(dir, 'approvers.yaml') },
-    });
-    nc = await connect({ servers: nats.url });
+    fx = await startApprovalsFixture(
+      approversYaml({ alice: { token: 'alice-secret', groups: ['dba'] } }),
+      'alice-secret',
+    );
+    ({ collector, nc } = fx);
   });
   afterAll(async () => {
-    await nc?.close();
-    await collector?.stop();
-    await db?.drop();
-    await nats?.stop();
+    await fx?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('lists, approves (the sidecar receives it), shows, and refuses with the documented exit codes', async () => {
     const env = { PGWARDEN_COLLECTOR_URL: collector.url, PGWARDEN_APPROVER_TOKEN: 'alice-secret' };
-    // The collector answers 503 until it has replayed the approvals stream it creates.
-    const until = Date.now() + 30_000;
-    while ((await pgwarden(['approvals', 'list'], env)).code !== 0) {
-      if (Date.now() > until) throw new Error('approval queue never loaded');
-      await new Promise((r) => setTimeout(r, 200));
-    }
     const empty = await pgwarden(['approvals', 'list'], env);
     expect(empty.stdout).toBe('no pending approvals\n');
 
     const r = approvalRequest();
     await jetstream(nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
     let listed = '';
+    const listedBy = Date.now() + 30_000;
     while (!listed.includes(r.id)) {
-      if (Date.now() > until) throw new Error('request never listed');
+      if (Date.now() > listedBy) throw new Error('request never listed');
       listed = (await pgwarden(['approvals', 'list'], env)).stdout;
     }
     expect(listed).toMatch(

@@ -3,7 +3,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import {
   APPROVALS_STREAM,
   type ApprovalRequestMessage,
@@ -16,21 +16,23 @@ import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
 import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
+import {
+  type ApprovalsFixture,
+  approversYaml as fixtureApprovers,
+  startApprovalsFixture,
+} from '../testing/approvals-fixture.js';
 import { createTestDatabase } from '../testing/test-database.js';
-import { sha256Hex } from './approvers-file.js';
 
 const TOKENS = { alice: 'tok-alice-0123456789', bob: 'tok-bob-0123456789', mallory: 'tok-mallory', ana: 'tok-ana' };
 
 /** alice (group dba) and bob (named in the requests) may approve; mallory may not; ana is the agent's own user. */
-function approversYaml(alice = TOKENS.alice): string {
-  return [
-    `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(alice)}}`,
-    `- {name: bob, groups: [], tokenSha256: ${sha256Hex(TOKENS.bob)}}`,
-    `- {name: mallory, groups: [interns], tokenSha256: ${sha256Hex(TOKENS.mallory)}}`,
-    `- {name: ana, groups: [dba], tokenSha256: ${sha256Hex(TOKENS.ana)}}`,
-    '',
-  ].join('\n');
-}
+const approversYaml = (alice = TOKENS.alice) =>
+  fixtureApprovers({
+    alice: { token: alice, groups: ['dba'] },
+    bob: { token: TOKENS.bob },
+    mallory: { token: TOKENS.mallory, groups: ['interns'] },
+    ana: { token: TOKENS.ana, groups: ['dba'] },
+  });
 
 const waitFor = async (check: () => Promise<boolean>, ms = 15_000) => {
   const until = Date.now() + ms;
@@ -41,22 +43,12 @@ const waitFor = async (check: () => Promise<boolean>, ms = 15_000) => {
 };
 
 describe('approval queue (real nats-server and PostgreSQL)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
-  const approversFile = join(dir, 'approvers.yaml');
-  let nats: TestNats;
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let fx: ApprovalsFixture;
+  let _nats: TestNats;
   let collector: Collector;
   let nc: NatsConnection;
-
-  const start = (over: Partial<CollectorOptions> = {}) =>
-    startCollector({
-      nats: { url: nats.url },
-      store: { url: db.url },
-      http: { port: 0 },
-      logger: pino({ level: 'silent' }),
-      approvals: { approversFile },
-      ...over,
-    });
+  let approversFile: string;
+  const start = (over: Partial<CollectorOptions> = {}) => fx.start(over);
   const api = async (c: Collector, path: string, init: { token?: string; method?: string; body?: unknown } = {}) => {
     const r = await fetch(`${c.url}${path}`, {
       method: init.method ?? 'GET',
@@ -90,20 +82,11 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
   };
 
   beforeAll(async () => {
-    writeFileSync(approversFile, approversYaml());
-    nats = await startNats();
-    db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    collector = await start();
-    // The queue answers 503 until it has replayed the stream (which it creates).
-    await waitFor(async () => (await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status === 200);
-    nc = await connect({ servers: nats.url });
+    fx = await startApprovalsFixture(approversYaml(), TOKENS.alice);
+    ({ _nats, collector, nc, approversFile } = fx);
   });
   afterAll(async () => {
-    await nc?.close();
-    await collector?.stop();
-    await db?.drop();
-    await nats?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await fx?.stop();
   });
 
   it('shows a held statement as pending, publishes an approval to the sidecar, and follows it to approved', async () => {

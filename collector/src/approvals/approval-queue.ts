@@ -7,7 +7,7 @@ import {
   jetstreamManager,
   StorageType,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import {
   APPROVALS_STREAM,
   APPROVALS_SUBJECTS,
@@ -16,7 +16,8 @@ import {
   approvalSubject,
   type NatsUserFiles,
 } from '@pgwarden/policy';
-import { CollectorError, redactUrl } from '../errors.js';
+import { CollectorError } from '../errors.js';
+import { connectCollectorNats } from '../ingest/nats-connect.js';
 import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
 
 const NANOS_PER_MS = 1_000_000;
@@ -164,37 +165,18 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
   }
 
   private async connectAndRun(): Promise<void> {
-    while (this.running && !this.nc) {
-      try {
-        this.nc = await connect({
-          servers: this.opts.url,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 250,
-          name: 'pgwarden-collector-approvals',
-          ...(this.opts.userFiles
-            ? { authenticator: usernamePasswordAuthenticator(this.opts.userFiles.user, this.opts.userFiles.pass) }
-            : {}),
-        });
-      } catch (err) {
-        this.emit('status', `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`);
-        await pause(500);
-      }
-    }
-    const nc = this.nc;
+    const nc = await connectCollectorNats({
+      url: this.opts.url,
+      name: 'pgwarden-collector-approvals',
+      userFiles: this.opts.userFiles,
+      running: () => this.running,
+      onStatus: (s) => this.emit('status', s),
+      onUp: (up) => {
+        this.up = up;
+      },
+    });
     if (!nc) return;
-    if (!this.running) {
-      // close() ran while the connection was being made: it had nothing to close yet.
-      await nc.close();
-      return;
-    }
-    this.up = true;
-    void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === 'disconnect') this.up = false;
-        if (s.type === 'reconnect') this.up = true;
-        this.emit('status', s.type);
-      }
-    })();
+    this.nc = nc;
     await this.run(nc);
   }
 

@@ -1,17 +1,13 @@
-import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { jetstream } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
 import pino from 'pino';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
 import { approvalRequest } from '../testing/approval-messages.js';
+import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from '../testing/approvals-fixture.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
@@ -116,41 +112,24 @@ const launch = () =>
 
 describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a real browser', () => {
   const TOKEN = 'alice-token-7d1e9c';
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let nats: TestNats;
+  let fx: ApprovalsFixture;
   let collector: Collector;
 
   beforeAll(async () => {
-    [db, nats] = await Promise.all([createTestDatabase(inject('pg'), ROLES.superuser), startNats()]);
-    const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-ui-approvers-')), 'approvers.yaml');
-    writeFileSync(
-      file,
-      `- {name: alice, groups: [dba], tokenSha256: ${createHash('sha256').update(TOKEN).digest('hex')}}\n`,
-    );
-    collector = await startCollector({
-      nats: { url: nats.url },
-      store: { url: db.url },
-      http: { port: 0 },
-      approvals: { approversFile: file },
-      logger: pino({ level: 'silent' }),
-    });
+    fx = await startApprovalsFixture(approversYaml({ alice: { token: TOKEN, groups: ['dba'] } }), TOKEN);
+    collector = fx.collector;
   });
   afterAll(async () => {
-    await collector?.stop();
-    await db?.drop();
-    await nats?.stop();
+    await fx?.stop();
   });
 
   it('shows a held statement to an approver, as text, and sends their approval with a reason to the sidecar', async () => {
-    const nc = await connect({ servers: nats.url });
+    const nc = fx.nc;
     const browser = await launch();
     try {
       // The statement is the agent's text: markup in it must show as text.
       const req = approvalRequest({ sql: 'DELETE FROM "<img src=x onerror=window.__pwned=1>" WHERE id = 1' });
       const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
-      const listed = async () =>
-        (await fetch(`${collector.url}/api/v1/approvals`, { headers: { authorization: `Bearer ${TOKEN}` } })).status;
-      for (let i = 0; i < 200 && (await listed()) !== 200; i++) await new Promise((r) => setTimeout(r, 50));
       await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
 
       const page = await browser.newPage();
@@ -193,7 +172,6 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
-      await nc.close();
     }
   }, 60_000);
 });

@@ -63,12 +63,16 @@ async function approvalsApi(path, init) {
   if (!r.ok) throw new Error(body.error ? body.error.message : 'HTTP ' + r.status);
   return body;
 }
+// The message line shows a failed load until a load succeeds, and an approve/reject result until the next action:
+// the 5 s refresh must not wipe out what the approver just did.
+let loadFailed = false;
 async function loadApprovals() {
   if (!token()) return;
   let page;
-  try { page = await approvalsApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); return; }
-  approvalMsg(page.approvals.length ? '' : 'nothing waits for a decision');
+  try { page = await approvalsApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; return; }
+  if (loadFailed) { approvalMsg(''); loadFailed = false; }
   const body = document.getElementById('approval-list'); body.replaceChildren();
+  if (!page.approvals.length) { const td = el('td', 'nothing waits for a decision'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
   for (const a of page.approvals) {
     const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
     const tr = el('tr'); tr.dataset.approval = a.id;
@@ -82,6 +86,7 @@ async function loadApprovals() {
           await approvalsApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(reason.value ? { decision, reason: reason.value } : { decision }) });
           approvalMsg(done + ': ' + a.id);
         } catch (e) { approvalMsg(String(e.message)); }
+        loadFailed = false;
         loadApprovals();
       };
       act.append(' ', b);

@@ -7,11 +7,11 @@ import {
   jetstreamManager,
   StorageType,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsUserFiles } from '@pgwarden/policy';
-import { CollectorError, redactUrl } from '../errors.js';
 import type { IngestQueue } from './ingest-queue.js';
 import { JetStreamAcks } from './jetstream-acks.js';
+import { connectCollectorNats } from './nats-connect.js';
 
 export const AUDIT_STREAM = 'PGWARDEN_AUDIT';
 export const AUDIT_SUBJECTS = 'pgwarden.audit.>';
@@ -130,38 +130,17 @@ export class JetStreamSource {
   }
 
   private async connectAndRun(): Promise<void> {
-    while (this.running && !this.nc) {
-      try {
-        this.nc = await connect({
-          servers: this.opts.url,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 250,
-          name: 'pgwarden-collector',
-          ...(this.opts.userFiles
-            ? { authenticator: usernamePasswordAuthenticator(this.opts.userFiles.user, this.opts.userFiles.pass) }
-            : {}),
-        });
-      } catch (err) {
-        const e = new CollectorError(
-          'COLLECTOR_NATS',
-          `cannot connect to ${redactUrl(this.opts.url)}: ${(err as Error).message}`,
-          { cause: err },
-        );
-        this.opts.onStatus?.(e.message);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-    const nc = this.nc;
-    if (!nc) return;
-    this.up = true;
-    void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === 'disconnect') this.up = false;
-        if (s.type === 'reconnect') this.up = true;
-        this.opts.onStatus?.(s.type);
-      }
-    })();
-    await this.run();
+    this.nc = await connectCollectorNats({
+      url: this.opts.url,
+      name: 'pgwarden-collector',
+      userFiles: this.opts.userFiles,
+      running: () => this.running,
+      onStatus: this.opts.onStatus,
+      onUp: (up) => {
+        this.up = up;
+      },
+    });
+    if (this.nc) await this.run();
   }
 
   private async setup(nc: NatsConnection): Promise<ConsumerMessages> {

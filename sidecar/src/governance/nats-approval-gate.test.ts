@@ -162,7 +162,11 @@ describe('natsApprovalGate', () => {
       const up = tcpConnect(Number(new URL(nats.url).port), '127.0.0.1');
       links.add(c).add(up);
       c.pipe(up).pipe(c);
-      for (const s of [c, up]) s.on('error', () => {}).on('close', () => (c.destroy(), up.destroy()));
+      const both = () => {
+        c.destroy();
+        up.destroy();
+      };
+      for (const s of [c, up]) s.on('error', () => {}).on('close', both);
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     const cut = await connect({
