@@ -110,4 +110,11 @@ describe('review through the approval queue', () => {
     expect(await db.fingerprint()).toBe(before);
     await c.end();
   });
+
+  it('counts holds and how they ended on /metrics', async () => {
+    const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
+    expect(text).toMatch(/^pgwarden_approvals_held 0$/m);
+    expect(text).toMatch(/^pgwarden_approvals_total\{outcome="approved"\} 1$/m);
+    expect(text).toMatch(/^pgwarden_approvals_total\{outcome="rejected"\} 1$/m);
+  });
 });

@@ -6,6 +6,7 @@ import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
+import { ApprovalMetrics } from './approval-metrics.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
@@ -67,14 +68,13 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   // logins, review holds), so every caller gets the same audit trail; `governance.onEvent` still sees them all.
   const recorder = opts.auditRecorder;
   const subscriber = opts.governance?.onEvent;
-  const events =
-    recorder || subscriber
-      ? (e: GovernanceEvent) => {
-          if (recorder) recordPolicyEvent(recorder, e);
-          subscriber?.(e);
-        }
-      : undefined;
-  if (events) source.on(events);
+  const approvalMetrics = new ApprovalMetrics();
+  const events = (e: GovernanceEvent) => {
+    if (recorder) recordPolicyEvent(recorder, e);
+    approvalMetrics.onEvent(e);
+    subscriber?.(e);
+  };
+  source.on(events);
   let firstError: string | undefined;
   const off = source.on((e) => {
     if (e.type === 'policy.rejected') firstError ??= e.message;
@@ -140,6 +140,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         http: i === 0 ? opts.http : false,
       });
       source.registerMetrics(sidecar.metrics.registry);
+      approvalMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
   } catch (err) {
