@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -121,6 +121,29 @@ describe('pgwarden demo', () => {
     const sel = stmts.find((e) => e.statement?.text?.startsWith('SELECT id, email, ssn, card_number FROM customers'));
     expect(sel?.decision?.action).not.toBe('deny');
     expect((await fetch(`${collectorUrl}/`)).headers.get('content-type')).toContain('text/html');
+
+    // The approval queue as the demo prints it: an UPDATE of an order's status is held until the printed approver
+    // approves it with `pgwarden approvals`, then runs.
+    const token = (await demo.waitFor(/PGWARDEN_APPROVER_TOKEN=(\w+) bin\/pgwarden approvals list/, 1000))[1];
+    const env = { ...process.env, PGWARDEN_COLLECTOR_URL: collectorUrl, PGWARDEN_APPROVER_TOKEN: token };
+    const writer = new pg.Client({ host: '127.0.0.1', port: Number(port), user, database });
+    await writer.connect();
+    const held = writer.query("UPDATE orders SET status = 'refunded' WHERE id = 1");
+    let id = '';
+    for (let i = 0; i < 100 && !id; i++) {
+      const list = spawnSync(process.execPath, [cli, 'approvals', 'list', '--json'], { env, encoding: 'utf8' });
+      id =
+        (JSON.parse(list.stdout || '[]') as { id: string; request: { sql: string } }[]).find((a) =>
+          a.request.sql.startsWith('UPDATE orders'),
+        )?.id ?? '';
+      if (!id) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(id, demo.output()).not.toBe('');
+    const approve = spawnSync(process.execPath, [cli, 'approvals', 'approve', id], { env, encoding: 'utf8' });
+    expect(approve.status, approve.stderr).toBe(0);
+    expect((await held).rowCount).toBe(1);
+    expect((await writer.query('SELECT status FROM orders WHERE id = 1')).rows[0].status).toBe('refunded');
+    await writer.end();
 
     demo.child.kill('SIGINT');
     expect(await demo.exited).toBe(0);

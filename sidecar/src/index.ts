@@ -16,6 +16,7 @@ export {
 } from './audit/index.js';
 export { type CredentialsSource, credentialsProvider } from './credentials.js';
 export {
+  type ApprovalGate,
   approvalGateForSink,
   type GovernedSidecar,
   type GovernedSidecarOptions,

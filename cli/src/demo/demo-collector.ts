@@ -1,7 +1,8 @@
-import { mkdirSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Collector, startCollector } from '@pgwarden/collector';
-import { type AuditSink, createAuditSink } from '@pgwarden/sidecar';
+import { type ApprovalGate, type AuditSink, approvalGateForSink, createAuditSink } from '@pgwarden/sidecar';
 import pino from 'pino';
 import { findNatsServer, type PrivateNats, startPrivateNats } from './private-nats.js';
 import { seedStoreDir } from './store-template.js';
@@ -18,6 +19,11 @@ export interface DemoCollector {
   natsUrl?: string;
   /** What the sidecar writes its audit events to: the terminal line plus delivery to the collector. */
   sink: AuditSink;
+  /**
+   * With NATS: where the sidecar holds `review` statements (the collector's approval queue), and the token of the
+   * demo's one approver ("you", group demo-approvers), made for this run.
+   */
+  approvals?: { gate: ApprovalGate; token: string };
   /** Flushes the sink, then stops the collector and the private nats-server. */
   stop(): Promise<void>;
 }
@@ -38,6 +44,13 @@ export async function startDemoCollector(
   if (!bin) say(NATS_MISSING_NOTE);
   let nats: PrivateNats | undefined;
   let collector: Collector | undefined;
+  // A fresh token per run, printed for the person trying the demo; the file keeps only its hash, as in production.
+  const token = randomBytes(12).toString('hex');
+  const approversFile = join(workDir, 'approvers.yaml');
+  writeFileSync(
+    approversFile,
+    `- {name: you, groups: [demo-approvers], tokenSha256: ${createHash('sha256').update(token).digest('hex')}}\n`,
+  );
   try {
     const storeDir = join(workDir, 'collector-store');
     // Settled, not Promise.all: a nats-server that started must be stopped even when the store seeding failed.
@@ -53,6 +66,7 @@ export async function startDemoCollector(
       store: { dataDir: storeDir },
       http: { host: '127.0.0.1', port: 0 },
       httpIngest: { enabled: !nats },
+      approvals: { approversFile },
       // Warnings only, on stderr: the terminal is for the audit lines.
       logger: pino(
         { name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'warn' },
@@ -65,15 +79,16 @@ export async function startDemoCollector(
     throw err;
   }
   const c = collector;
-  const delivery = nats
-    ? natsDelivery(nats.url, join(workDir, 'spool'), onEvent)
-    : inProcessDelivery(c, onEvent, (msg) => say(msg));
+  const natsSink = nats ? createAuditSink(nats.url, { spoolDir: join(workDir, 'spool') }) : undefined;
+  const delivery = natsSink ? natsDelivery(natsSink, onEvent) : inProcessDelivery(c, onEvent, (msg) => say(msg));
+  const gate = natsSink ? approvalGateForSink(natsSink) : undefined;
   let stopped: Promise<void> | undefined;
   return {
     url: c.url,
     delivery: nats ? 'nats' : 'in-process',
     natsUrl: nats?.url,
     sink: delivery,
+    ...(gate ? { approvals: { gate, token } } : {}),
     stop: () =>
       (stopped ??= (async () => {
         await delivery.close();
@@ -91,8 +106,7 @@ function mkdir(dir: string): string {
 }
 
 /** The production path: the NATS sink (spooling to disk while NATS is not reachable yet), plus the terminal line. */
-function natsDelivery(url: string, spoolDir: string, onEvent: (e: Record<string, unknown>) => void): AuditSink {
-  const nats = createAuditSink(url, { spoolDir });
+function natsDelivery(nats: AuditSink, onEvent: (e: Record<string, unknown>) => void): AuditSink {
   return {
     emit(event) {
       onEvent(event);

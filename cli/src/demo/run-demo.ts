@@ -1,8 +1,9 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGovernedSidecar, startSidecar } from '@pgwarden/sidecar';
+import { parseAllDocuments, stringify } from 'yaml';
 import { formatAuditEvent } from './audit-lines.js';
 import { type DemoCollector, startDemoCollector } from './demo-collector.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded-postgres.js';
@@ -77,7 +78,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     if (policyDir) {
       mkdirSync(policyDir);
       // A directory of exactly these files: examples/ holds other policies that would each want a listener.
-      for (const f of opts.policyFiles) copyFileSync(f, join(policyDir, basename(f)));
+      for (const f of opts.policyFiles) {
+        if (collector.approvals) writeFileSync(join(policyDir, basename(f)), withDemoReview(readFileSync(f, 'utf8')));
+        else copyFileSync(f, join(policyDir, basename(f)));
+      }
       const governed = await startGovernedSidecar({
         policyPath: policyDir,
         listenHost: HOST,
@@ -86,6 +90,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         credentials,
         audit,
         http: false,
+        governance: { approvals: collector.approvals?.gate },
       });
       sidecar = { port: governed.listeners[0].sidecar.port, close: (g) => governed.close(g) };
     } else {
@@ -107,7 +112,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     );
     say(
       opts.policyFiles.length
-        ? `  policy: ${opts.policyFiles.map((f) => basename(f)).join(' + ')}`
+        ? `  policy: ${opts.policyFiles.map((f) => basename(f)).join(' + ')}${collector.approvals ? ', plus a review rule for UPDATE orders' : ''}`
         : '  policy: none: every statement is allowed and audited (allow-all)',
     );
     say();
@@ -119,6 +124,13 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       '    SELECT c.country, count(*), sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1;',
     );
     say('    DELETE FROM orders;');
+    if (collector.approvals && opts.policyFiles.length) {
+      say("    UPDATE orders SET status = 'refunded' WHERE id = 1;   -- held until you approve it, in the web UI");
+      say(`      (approver token ${collector.approvals.token}) or from another terminal:`);
+      say(
+        `      PGWARDEN_COLLECTOR_URL=${collector.url} PGWARDEN_APPROVER_TOKEN=${collector.approvals.token} bin/pgwarden approvals list`,
+      );
+    }
     say();
     say('  audit events (one line each); Ctrl-C stops');
     say();
@@ -133,4 +145,24 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     process.off('SIGTERM', onSignal);
   }
   say('pgwarden demo: stopped');
+}
+
+/**
+ * The demo's policy with one `review` rule added (changing an order's status needs a person's approval, from the
+ * group the demo's approver is in), so that `make demo` shows the approval queue. Only with NATS, where the queue
+ * runs; the example file itself stays read-only.
+ */
+export function withDemoReview(yamlText: string): string {
+  return parseAllDocuments(yamlText)
+    .map((d) => {
+      const o = d.toJS() as { kind?: string; spec?: { rules?: unknown[]; approval?: unknown } } | null;
+      if (o?.kind !== 'DatabaseAccessPolicy' || !o.spec) return d.toString();
+      o.spec.rules = [
+        ...(o.spec.rules ?? []),
+        { name: 'order-status-needs-review', action: 'review', statements: ['update'], tables: ['public.orders'] },
+      ];
+      o.spec.approval = { timeout: '5m', approvers: { groups: ['demo-approvers'] } };
+      return stringify(o);
+    })
+    .join('---\n');
 }

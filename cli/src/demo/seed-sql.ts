@@ -20,7 +20,10 @@ const CARDS = ['4111111111111111', '5555555555554444', '378282246310005', '60111
 const PRODUCTS = ['keyboard', 'monitor', 'laptop stand', 'usb-c hub', 'desk lamp', 'headset'];
 
 export const CUSTOMER_COUNT = 40;
-/** The role examples/analyst-readonly.yaml makes the sidecar SET ROLE to; read-only on the demo tables. */
+/**
+ * The role examples/analyst-readonly.yaml makes the sidecar SET ROLE to: reads the demo tables, and may change an
+ * order's status, which the demo's policy holds for a person's approval first (run-demo.ts).
+ */
 export const ANALYST_ROLE = 'analytics_ro';
 export const ORDER_COUNT = 120;
 
@@ -75,5 +78,6 @@ INSERT INTO orders VALUES
 CREATE ROLE ${ANALYST_ROLE} NOLOGIN;
 GRANT USAGE ON SCHEMA public TO ${ANALYST_ROLE};
 GRANT SELECT ON customers, orders TO ${ANALYST_ROLE};
+GRANT UPDATE (status) ON orders TO ${ANALYST_ROLE};
 `;
 }
