@@ -13,6 +13,13 @@ import { selectRecord, sessionInfo } from './nats-test-kit.js';
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-audit-flags-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** The JSON lines a file sink wrote. */
+const eventsIn = (path: string) =>
+  readFileSync(path, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+
 describe('audit flags', () => {
   it('parses sizes, durations and NATS server lists, and refuses nonsense with the flag named', () => {
     expect(parseSize('512MiB', 'x')).toBe(512 * 1024 ** 2);
@@ -56,10 +63,7 @@ describe('audit flags', () => {
     s.end({});
     await setup.sink.whenIdle?.();
     await setup.sink.close();
-    const events = readFileSync(path, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const events = eventsIn(path);
     expect(events.map((e) => e.type)).toEqual([
       'policy.loaded',
       'policy.rejected',
@@ -106,10 +110,7 @@ describe('governance events → audit', () => {
     recordPolicyEvent(setup.recorder, { type: 'statement.held', session: 'unknown-session', timeoutMs: 1 });
     s.end({});
     await setup.sink.close();
-    const events = readFileSync(path, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const events = eventsIn(path);
     expect(events.map((e) => e.type)).toEqual([
       'session.start',
       'approval.requested',
@@ -150,10 +151,7 @@ describe('governance events → audit', () => {
     });
     s.end({});
     await setup.sink.close();
-    const events = readFileSync(path, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const events = eventsIn(path);
     expect(events.map((e) => [e.type, e.approval])).toEqual([
       ['session.start', undefined],
       ['approval.requested', { id: approvalId, reason: 'rule w', expiresAt: expect.stringMatching(/Z$/) }],

@@ -11,7 +11,7 @@ import {
 } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
-import type { ApprovalRequest } from './approval-gate.js';
+import type { ApprovalGate, ApprovalRequest } from './approval-gate.js';
 import { natsApprovalGate } from './nats-approval-gate.js';
 
 let nats: TestNats;
@@ -60,6 +60,17 @@ async function stored(subject: string): Promise<Uint8Array> {
   throw new Error(`nothing stored on ${subject}`);
 }
 
+/** Asks `gate` and waits until the request is in the queue; `settled()` tells whether the hold has ended. */
+async function held(gate: ApprovalGate, req: ApprovalRequest) {
+  const outcome = gate.request(req);
+  await stored(approvalSubject('request', req.id));
+  let done = false;
+  void outcome.then(() => {
+    done = true;
+  });
+  return { outcome, settled: () => done };
+}
+
 const decide = (id: string, decision: 'approved' | 'rejected', name: string, groups: string[] = [], reason?: string) =>
   jetstream(collector).publish(
     approvalSubject('decision', id),
@@ -94,18 +105,13 @@ describe('natsApprovalGate', () => {
     const warnings: string[] = [];
     const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });
     const req = request();
-    const outcome = gate.request(req);
-    await stored(approvalSubject('request', req.id));
-    let settled = false;
-    void outcome.then(() => {
-      settled = true;
-    });
+    const { outcome, settled } = await held(gate, req);
     collector.publish(approvalSubject('decision', req.id), 'not json');
     await decide(req.id, 'approved', 'mallory', ['agents']);
     // The requester's own OIDC user, even in an approver group: four eyes.
     await decide(req.id, 'approved', 'bot@example.com', ['dba']);
     await new Promise((r) => setTimeout(r, 200));
-    expect(settled).toBe(false);
+    expect(settled()).toBe(false);
     expect(warnings).toEqual([
       'approval: ignored a malformed decision',
       'approval: ignored a decision by someone the policy does not name as approver',
@@ -177,17 +183,12 @@ describe('natsApprovalGate', () => {
     try {
       const gate = natsApprovalGate({ connection: () => cut });
       const req = request();
-      const outcome = gate.request(req);
-      await stored(approvalSubject('request', req.id));
-      let settled = false;
-      void outcome.then(() => {
-        settled = true;
-      });
+      const { outcome, settled } = await held(gate, req);
       open = false;
       for (const s of links) s.destroy();
       await decide(req.id, 'approved', 'alice'); // the sidecar cannot hear this one
       await new Promise((r) => setTimeout(r, 300));
-      expect(settled).toBe(false);
+      expect(settled()).toBe(false);
       open = true; // the client reconnects by itself; the gate then finds the decision in the stream
       expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
       expect((await closedOf(req.id))?.outcome).toBe('approved');
