@@ -17,7 +17,7 @@ import {
   type NatsUserFiles,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
-import { connectCollectorNats } from '../ingest/nats-connect.js';
+import { addStreamIfMissing, connectCollectorNats } from '../ingest/nats-connect.js';
 import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
 
 const NANOS_PER_MS = 1_000_000;
@@ -28,29 +28,19 @@ export const APPROVALS_MAX_AGE_MS = 7 * 86_400_000;
  * beyond any `approval.timeout`), messages up to 1 MiB (a request carries the statement text). An existing
  * stream is left as it is, whoever created it.
  */
-export async function ensureApprovalsStream(jsm: JetStreamManager): Promise<void> {
-  try {
-    await jsm.streams.info(APPROVALS_STREAM);
-    return;
-  } catch (err) {
-    if ((err as Error).name !== 'StreamNotFoundError') throw err;
-  }
-  try {
-    await jsm.streams.add({
-      name: APPROVALS_STREAM,
-      subjects: [APPROVALS_SUBJECTS],
-      storage: StorageType.File,
-      max_age: APPROVALS_MAX_AGE_MS * NANOS_PER_MS,
-      max_bytes: -1,
-      max_msg_size: 1024 * 1024,
-      duplicate_window: 120_000 * NANOS_PER_MS,
-      // Sidecars read back a decision they missed while disconnected with a direct get, which NATS lets a
-      // permission restrict to the decision subjects (charts/pgwarden/templates/nats-auth.yaml).
-      allow_direct: true,
-    });
-  } catch (err) {
-    if (!/already in use|exists/i.test((err as Error).message)) throw err;
-  }
+export function ensureApprovalsStream(jsm: JetStreamManager): Promise<void> {
+  return addStreamIfMissing(jsm, {
+    name: APPROVALS_STREAM,
+    subjects: [APPROVALS_SUBJECTS],
+    storage: StorageType.File,
+    max_age: APPROVALS_MAX_AGE_MS * NANOS_PER_MS,
+    max_bytes: -1,
+    max_msg_size: 1024 * 1024,
+    duplicate_window: 120_000 * NANOS_PER_MS,
+    // Sidecars read back a decision they missed while disconnected with a direct get, which NATS lets a
+    // permission restrict to the decision subjects (charts/pgwarden/templates/nats-auth.yaml).
+    allow_direct: true,
+  });
 }
 
 export interface ApprovalQueueOptions {

@@ -11,7 +11,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsUserFiles } from '@pgwarden/policy';
 import type { IngestQueue } from './ingest-queue.js';
 import { JetStreamAcks } from './jetstream-acks.js';
-import { connectCollectorNats } from './nats-connect.js';
+import { addStreamIfMissing, connectCollectorNats } from './nats-connect.js';
 
 export const AUDIT_STREAM = 'PGWARDEN_AUDIT';
 export const AUDIT_SUBJECTS = 'pgwarden.audit.>';
@@ -66,28 +66,17 @@ export function splitEvents(body: Uint8Array): Uint8Array[] {
  * `pgwarden.audit.>` subjects, a duplicate window so `<session>.<seq>` message ids deduplicate retries
  * (https://docs.nats.io/using-nats/developer/develop_jetstream/model_deep_dive#message-deduplication).
  */
-export async function ensureStream(jsm: JetStreamManager): Promise<void> {
-  try {
-    await jsm.streams.info(AUDIT_STREAM);
-    return;
-  } catch (err) {
-    if ((err as Error).name !== 'StreamNotFoundError') throw err;
-  }
-  try {
-    // Same limits the sidecar applies when it creates the stream (30 days, 2-minute duplicate window), so whichever
-    // side starts first, the other finds nothing to reconcile.
-    await jsm.streams.add({
-      name: AUDIT_STREAM,
-      subjects: [AUDIT_SUBJECTS],
-      storage: StorageType.File,
-      max_age: 30 * 86_400_000 * NANOS_PER_MS,
-      max_bytes: -1,
-      duplicate_window: 120_000 * NANOS_PER_MS,
-    });
-  } catch (err) {
-    // Another process (sidecar or collector) created it first.
-    if (!/already in use|exists/i.test((err as Error).message)) throw err;
-  }
+export function ensureStream(jsm: JetStreamManager): Promise<void> {
+  // Same limits the sidecar applies when it creates the stream (30 days, 2-minute duplicate window), so whichever
+  // side starts first, the other finds nothing to reconcile.
+  return addStreamIfMissing(jsm, {
+    name: AUDIT_STREAM,
+    subjects: [AUDIT_SUBJECTS],
+    storage: StorageType.File,
+    max_age: 30 * 86_400_000 * NANOS_PER_MS,
+    max_bytes: -1,
+    duplicate_window: 120_000 * NANOS_PER_MS,
+  });
 }
 
 /** An ack callback holding only the reply subject: a message queued for ingest need not keep its JsMsg alive. */

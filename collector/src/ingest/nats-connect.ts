@@ -1,3 +1,4 @@
+import type { JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { connect, type NatsConnection, usernamePasswordAuthenticator } from '@nats-io/transport-node';
 import type { NatsUserFiles } from '@pgwarden/policy';
 import { redactUrl } from '../errors.js';
@@ -56,4 +57,25 @@ export async function connectCollectorNats(opts: CollectorNatsOptions): Promise<
     })();
   }
   return nc;
+}
+
+/**
+ * Creates a stream when it does not exist. An existing one is left as it is, whoever created it (a sidecar, another
+ * collector replica), and losing the race to create it is not an error.
+ */
+export async function addStreamIfMissing(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+): Promise<void> {
+  try {
+    await jsm.streams.info(config.name);
+    return;
+  } catch (err) {
+    if ((err as Error).name !== 'StreamNotFoundError') throw err;
+  }
+  try {
+    await jsm.streams.add(config);
+  } catch (err) {
+    if (!/already in use|exists/i.test((err as Error).message)) throw err;
+  }
 }

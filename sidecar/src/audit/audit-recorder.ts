@@ -280,7 +280,8 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   };
 }
 
-const cutText = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);
+/** `s`, cut to `max` characters with an ellipsis: client-chosen strings must not bloat the chain. */
+export const cutText = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);
 
 export const round3 = (n: number) => Math.round(n * 1000) / 1000;
 

@@ -1,5 +1,5 @@
 import { formatAuditTime } from '@pgwarden/policy';
-import type { AuditRecorder, LoginRefusal } from './audit-recorder.js';
+import { type AuditRecorder, cutText, type LoginRefusal } from './audit-recorder.js';
 import { nowMicros } from './drop-tracker.js';
 
 /** The governance events (governance/governance-events.ts) that become audit events; others are ignored. */
@@ -56,15 +56,13 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
       holds.delete(e.session);
       recorder.session(e.session)?.approval(OUTCOME[e.outcome], {
         id,
-        ...(e.by ? { approver: cut(e.by, 256) } : {}),
+        ...(e.by ? { approver: cutText(e.by, 256) } : {}),
         // The approver's own words when they give any; else which rule held it, as on approval.requested.
-        ...(e.reason ? { reason: cut(e.reason, 1024) } : e.rule ? { reason: `rule ${e.rule}` } : {}),
+        ...(e.reason ? { reason: cutText(e.reason, 1024) } : e.rule ? { reason: `rule ${e.rule}` } : {}),
       });
     }
   };
 }
-
-const cut = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);
 
 /** Records one governance event with the recorder's shared listener (`pgwarden sidecar` passes every event). */
 export function recordPolicyEvent(recorder: AuditRecorder, e: AuditedGovernanceEvent): void {

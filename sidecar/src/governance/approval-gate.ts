@@ -21,6 +21,12 @@ export type ApprovalOutcome =
   | { decision: 'rejected'; by: string; reason?: string }
   | { decision: 'timeout' };
 
+/**
+ * `by` of the rejection a gate gives when its queue could not take the request (not a person's decision): the
+ * metrics count those apart, as an outage.
+ */
+export const QUEUE_UNAVAILABLE_BY = 'pgwarden';
+
 /** Where held (`review`) statements wait: nats-approval-gate.ts with a NATS audit sink, else noApproversGate. */
 export interface ApprovalGate {
   request(req: ApprovalRequest): Promise<ApprovalOutcome>;

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { QUEUE_UNAVAILABLE_BY } from './approval-gate.js';
 import type { GovernanceEvent } from './governance-events.js';
 
 /**
@@ -24,14 +25,13 @@ export class ApprovalMetrics {
     if (e.type === 'statement.held') this.held.inc();
     else if (e.type === 'statement.released') {
       this.held.dec();
-      const outcome = e.outcome === 'rejected' && e.by === 'pgwarden' ? 'unavailable' : e.outcome;
+      const outcome = e.outcome === 'rejected' && e.by === QUEUE_UNAVAILABLE_BY ? 'unavailable' : e.outcome;
       this.ended.inc({ outcome });
     }
   };
 
   register(registry: Registry): void {
-    for (const m of [this.held, this.ended]) {
-      if (registry.getSingleMetric((m as unknown as { name: string }).name) !== m) registry.registerMetric(m);
-    }
+    if (registry.getSingleMetric('pgwarden_approvals_held') !== this.held) registry.registerMetric(this.held);
+    if (registry.getSingleMetric('pgwarden_approvals_total') !== this.ended) registry.registerMetric(this.ended);
   }
 }

@@ -13,7 +13,12 @@ import {
 } from '@pgwarden/policy';
 import type { AuditSink } from '../audit/audit-sink.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
-import type { ApprovalGate, ApprovalOutcome, ApprovalRequest } from './approval-gate.js';
+import {
+  type ApprovalGate,
+  type ApprovalOutcome,
+  type ApprovalRequest,
+  QUEUE_UNAVAILABLE_BY,
+} from './approval-gate.js';
 
 export interface NatsApprovalGateOptions {
   /** The live NATS connection (the audit sink's), or undefined while there is none. */
@@ -172,7 +177,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
 const approverOf = (name: string) => ({ name, groups: [] });
 
 function unavailable(why: string): ApprovalOutcome {
-  return { decision: 'rejected', by: 'pgwarden', reason: `the approval queue is unavailable (${why})` };
+  return { decision: 'rejected', by: QUEUE_UNAVAILABLE_BY, reason: `the approval queue is unavailable (${why})` };
 }
 
 /**

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { readyForQuery } from '../protocol/backend-messages.js';
+import { message, readyForQuery } from '../protocol/backend-messages.js';
+import { B } from '../protocol/codes.js';
 import { queryMessage, sslRequest } from '../protocol/frontend-messages.js';
 import { ROLE } from '../testing/sidecar-fixture.js';
 import { type Credentials, connectUpstream, type SslMode, type UpstreamTarget } from './connect.js';
@@ -132,6 +133,13 @@ describe('SCRAM client', () => {
   });
 });
 
+/** An Authentication message ('R') with `code` and the rest of its body. */
+function auth(code: number, body = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeInt32BE(code);
+  return message(B.Authentication, Buffer.concat([head, body]));
+}
+
 /**
  * A machine in the middle: it answers the SSLRequest itself, terminates the client's TLS with a certificate of its
  * own, and relays everything to the real PostgreSQL over a second TLS connection. `stripPlus` also removes
@@ -180,13 +188,7 @@ async function startMitm(stripPlus: boolean): Promise<{ port: number; server: Se
             up.once('data', (first: Buffer) => {
               // The server's first message is AuthenticationSASL ('R', code 10): offer plain SCRAM-SHA-256 only.
               const len = first.readInt32BE(1);
-              const body = Buffer.from('SCRAM-SHA-256\0\0');
-              const msg = Buffer.alloc(9 + body.length);
-              msg.write('R', 0);
-              msg.writeInt32BE(8 + body.length, 1);
-              msg.writeInt32BE(10, 5);
-              body.copy(msg, 9);
-              inner.write(Buffer.concat([msg, first.subarray(1 + len)]));
+              inner.write(Buffer.concat([auth(10, Buffer.from('SCRAM-SHA-256\0\0')), first.subarray(1 + len)]));
               up.pipe(inner);
             });
         });
@@ -287,14 +289,6 @@ describe('SCRAM channel binding (channel_binding, libpq semantics)', () => {
       await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
       return server;
     }
-    const auth = (code: number, body = Buffer.alloc(0)) => {
-      const m = Buffer.alloc(9 + body.length);
-      m.write('R', 0);
-      m.writeInt32BE(8 + body.length, 1);
-      m.writeInt32BE(code, 5);
-      body.copy(m, 9);
-      return m;
-    };
     const portOf = (srv: Server) => (srv.address() as { port: number }).port;
 
     it('refuses AuthenticationOk that skips the SCRAM server signature', async () => {

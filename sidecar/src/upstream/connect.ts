@@ -271,7 +271,8 @@ async function authenticate(
             'PGW_UPSTREAM_SCRAM',
             'upstream accepted the login before proving it knows the password (SCRAM exchange not completed)',
           );
-        if (!scram) refuseUnbound(auth === 'trust' ? 'accepted the login without authentication' : `asked for ${auth}`);
+        // md5 and cleartext were refused when asked for; what is left unbound here is a login with no exchange.
+        if (!scram) refuseUnbound('accepted the login without authentication');
         return auth;
       case Auth.CleartextPassword:
         auth = 'password';
