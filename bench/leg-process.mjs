@@ -1,5 +1,5 @@
 // Starts the process behind each benchmark leg (bare pipe or sidecar) and stops it again.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,12 +24,34 @@ function credentialsDir(leg, role, workDir) {
   return dir;
 }
 
+/**
+ * Compiles bench/native-pipe.c into `workDir`; returns the binary, or a reason when there is no C compiler (the leg
+ * is then left out: it is a reference, not what is measured).
+ */
+function buildNativePipe(workDir) {
+  const out = join(workDir, 'native-pipe');
+  const cc = process.env.CC ?? 'cc';
+  const r = spawnSync(cc, ['-O2', '-o', out, join(REPO, 'bench', 'native-pipe.c')], { encoding: 'utf8' });
+  if (r.error || r.status !== 0)
+    return {
+      reason: `${cc} could not build bench/native-pipe.c (apt-get install gcc): ${r.error?.message ?? r.stderr.trim()}`,
+    };
+  return { binary: out };
+}
+
+/** Returns the started leg, or {skipped: reason} for an optional leg this machine cannot run. */
 export async function startLeg(leg, pg, role, workDir, nats) {
   if (leg.kind === 'direct') return { name: leg.name, host: pg.host, port: pg.port, stop: async () => {} };
   const port = await freePort();
   let argv;
   let auditFile;
-  if (leg.kind === 'pipe') {
+  let command = process.execPath;
+  if (leg.kind === 'native') {
+    const built = buildNativePipe(workDir);
+    if (!built.binary) return { name: leg.name, skipped: built.reason };
+    command = built.binary;
+    argv = ['--listen', `127.0.0.1:${port}`, '--upstream', `${pg.host}:${pg.port}`];
+  } else if (leg.kind === 'pipe') {
     argv = [
       join(REPO, 'bench', 'bare-pipe.mjs'),
       '--listen',
@@ -89,7 +111,7 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       : process.env.BENCH_SIDECAR_NODE_ARGS !== undefined
         ? process.env.BENCH_SIDECAR_NODE_ARGS.split(' ').filter(Boolean)
         : SIDECAR_NODE_ARGS;
-  const child = spawn(process.execPath, [...sidecarNodeArgs, ...nodeArgs, ...argv], {
+  const child = spawn(command, command === process.execPath ? [...sidecarNodeArgs, ...nodeArgs, ...argv] : argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

@@ -9,13 +9,16 @@ const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.
 /**
  * kind: 'direct' connects pgbench straight to PostgreSQL; 'pipe' runs bench/bare-pipe.mjs;
  * 'proxy' runs the sidecar's proxy without audit (bench/proxy-no-audit.mjs);
- * 'sidecar' runs `bin/pgwarden sidecar` with the base flags (listen, upstream, credentials, audit file) + sidecarArgs.
+ * 'native' compiles and runs bench/native-pipe.c; 'sidecar' runs `bin/pgwarden sidecar` with the base flags (listen, upstream, credentials, audit file) + sidecarArgs.
  * audit: 'nats' replaces the audit file with the JetStream sink (a throwaway nats-server that bench/run.mjs starts,
  * plus a spool dir), the production path for sidecars in a cluster.
  */
 export const LEGS = [
   { name: 'direct', kind: 'direct' },
   { name: 'bare-pipe', kind: 'pipe' },
+  // bench/native-pipe.c, compiled by the bench: the same byte pipe written natively. A reference for what the Node
+  // floor itself costs; left out (with the reason printed) where no C compiler is installed.
+  { name: 'native-pipe', kind: 'native' },
   // The sidecar's proxy with no audit trail (bench/proxy-no-audit.mjs): splits the sidecar's cost against the bare
   // pipe into proxying (this leg) and auditing (sidecar ÷ this leg).
   { name: 'proxy-no-audit', kind: 'proxy' },

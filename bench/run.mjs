@@ -27,7 +27,7 @@ const pick = (all, env) => {
   return all.filter((x) => names.includes(x.name));
 };
 const scenarios = pick(SCENARIOS, process.env.BENCH_SCENARIOS);
-const legs = pick(LEGS, process.env.BENCH_LEGS);
+let legs = pick(LEGS, process.env.BENCH_LEGS);
 const outFile = process.env.BENCH_OUT ?? fileURLToPath(new URL('./results/latest.json', import.meta.url));
 
 const workDir = mkdtempSync(join(tmpdir(), 'pgwarden-bench-run-'));
@@ -58,7 +58,12 @@ try {
   });
   await initPgbench({ ...pg, user: BENCH_ROLE.user, password: BENCH_ROLE.password }, 1);
   if (legs.some((l) => l.audit === 'nats')) nats = await startBenchNats();
-  for (const leg of legs) started.push(await startLeg(leg, pg, BENCH_ROLE, workDir, nats));
+  for (const leg of legs) {
+    const l = await startLeg(leg, pg, BENCH_ROLE, workDir, nats);
+    if (l.skipped) log(`leg ${l.name} left out: ${l.skipped}`);
+    else started.push(l);
+  }
+  legs = legs.filter((leg) => started.some((l) => l.name === leg.name));
   log(`PostgreSQL ${pg.version} on :${pg.port}; legs ${started.map((l) => `${l.name}:${l.port}`).join(' ')}`);
   log(
     `${scenarios.length} scenarios × ${legs.length} legs × ${repeats} repeats × ${transactions ? `${transactions} tx/client` : `${seconds} s`}`,

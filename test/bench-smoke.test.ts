@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,10 @@ describe('make bench (smoke)', () => {
     const result = JSON.parse(readFileSync(out, 'utf8'));
     const legs = result.config.legs.map((l: { name: string }) => l.name);
     expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'proxy-no-audit', 'sidecar', 'sidecar-nats']));
+    // The native reference pipe runs wherever a C compiler does (bench/leg-process.mjs leaves it out, saying why,
+    // where none is installed); the 1000-row scenario drives its backpressure path.
+    if (spawnSync(process.env.CC ?? 'cc', ['--version']).status === 0) expect(legs).toContain('native-pipe');
+    else expect(r.output).toMatch(/leg native-pipe left out: .*apt-get install gcc/);
     expect(result.results).toHaveLength(2 * legs.length);
     for (const row of result.results) {
       expect(row.tps, `${row.scenario} via ${row.leg}`).toBeGreaterThan(0);
