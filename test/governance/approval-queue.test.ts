@@ -29,7 +29,7 @@ beforeAll(async () => {
   collectorNc = await connect({ servers: nats.url });
   await (await jetstreamManager(collectorNc)).streams.add({
     name: APPROVALS_STREAM,
-    subjects: ['pgwarden.approvals.>'],
+    subjects: ['pgwarden.approval.>'],
   });
   const policy = examplePolicy('writer-review.yaml'); // approval.approvers: {groups: [dba]}
   policy.spec.role = db.roles.writer;
@@ -52,7 +52,7 @@ async function nextRequest(after: number): Promise<ApprovalRequestMessage> {
     const info = await jsm.streams.info(APPROVALS_STREAM);
     for (let seq = after + 1; seq <= info.state.last_seq; seq++) {
       const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
-      const r = m?.subject.startsWith('pgwarden.approvals.request.') ? parseApprovalRequest(m.data) : undefined;
+      const r = m?.subject.startsWith('pgwarden.approval.request.') ? parseApprovalRequest(m.data) : undefined;
       if (r) return r;
     }
     await new Promise((res) => setTimeout(res, 20));

@@ -137,7 +137,7 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
     try {
       // The collector creates the queue's stream (the sidecar's user may not).
       const jsm = await jetstreamManager(collector);
-      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'], allow_direct: true });
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approval.>'], allow_direct: true });
       await expect(
         (await jetstreamManager(sidecar)).streams.add({ name: 'PGWARDEN_APPROVALS_2', subjects: ['x.>'] }),
       ).rejects.toThrow();

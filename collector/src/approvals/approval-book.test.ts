@@ -94,8 +94,8 @@ describe('ApprovalBook', () => {
     expect(book.apply(approvalSubject('request', r.id), JSON.stringify({ ...r, v: 2 }), T0)).toBe('malformed');
     // The subject's id and the body's must agree: a message cannot speak for another request.
     expect(book.apply(approvalSubject('decision', other), JSON.stringify(decision(r.id)), T0)).toBe('malformed');
-    expect(book.apply(`pgwarden.approvals.verdict.${r.id}`, JSON.stringify(decision(r.id)), T0)).toBe('malformed');
-    expect(book.apply('pgwarden.approvals.request.not-a-uuid', JSON.stringify(r), T0)).toBe('malformed');
+    expect(book.apply(`pgwarden.approval.verdict.${r.id}`, JSON.stringify(decision(r.id)), T0)).toBe('malformed');
+    expect(book.apply('pgwarden.approval.request.not-a-uuid', JSON.stringify(r), T0)).toBe('malformed');
     expect(book.size).toBe(0);
   });
 

@@ -69,6 +69,6 @@ describe('approval messages', () => {
     expect(isApprover({ groups: ['dba-*'] }, { name: 'x', groups: ['dba-emea'] })).toBe(true);
     expect(isApprover({ groups: ['dba'] }, { name: 'dba', groups: [] })).toBe(false);
     expect(isApprover({}, { name: 'dana', groups: ['dba'] })).toBe(false);
-    expect(approvalSubject('decision', id)).toBe(`pgwarden.approvals.decision.${id}`);
+    expect(approvalSubject('decision', id)).toBe(`pgwarden.approval.decision.${id}`);
   });
 });

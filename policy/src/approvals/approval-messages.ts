@@ -6,9 +6,9 @@ import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
  * (which shows them to people and takes their decisions). Everything travels on NATS JetStream, stream
  * PGWARDEN_APPROVALS, so that a collector that restarts, or a second replica, rebuilds the queue by replaying it:
  *
- *   sidecar   → pgwarden.approvals.request.<id>   ApprovalRequestMessage  (statement held)
- *   collector → pgwarden.approvals.decision.<id>  ApprovalDecisionMessage (a person approved or rejected)
- *   sidecar   → pgwarden.approvals.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
+ *   sidecar   → pgwarden.approval.request.<id>   ApprovalRequestMessage  (statement held)
+ *   collector → pgwarden.approval.decision.<id>  ApprovalDecisionMessage (a person approved or rejected)
+ *   sidecar   → pgwarden.approval.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
  *                                                                          it expired, or the client went away)
  *
  * The sidecar listens for its decision on the plain subject (it does not need the stream) and checks the approver
@@ -17,9 +17,9 @@ import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
  */
 
 export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
-export const APPROVALS_SUBJECTS = 'pgwarden.approvals.>';
+export const APPROVALS_SUBJECTS = 'pgwarden.approval.>';
 export const approvalSubject = (kind: 'request' | 'decision' | 'closed', id: string) =>
-  `pgwarden.approvals.${kind}.${id}`;
+  `pgwarden.approval.${kind}.${id}`;
 
 /** Ids are UUIDs: they are NATS subject tokens, so nothing else is accepted. */
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -5,7 +5,6 @@
  */
 export const AUDIT_STREAM = 'PGWARDEN_AUDIT';
 export const AUDIT_SUBJECT_PREFIX = 'pgwarden.audit';
-export const APPROVAL_SUBJECT_PREFIX = 'pgwarden.approval';
 
 export function subjectToken(s: string | undefined): string {
   if (!s) return '_';

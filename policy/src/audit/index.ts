@@ -1,5 +1,4 @@
 export {
-  APPROVAL_SUBJECT_PREFIX,
   AUDIT_STREAM,
   AUDIT_SUBJECT_PREFIX,
   auditSubject,

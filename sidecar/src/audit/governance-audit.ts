@@ -11,7 +11,7 @@ export type AuditedGovernanceEvent =
       type: 'statement.released';
       session: string;
       rule?: string;
-      outcome: 'approved' | 'rejected' | 'timeout';
+      outcome: 'approved' | 'rejected' | 'timeout' | 'unavailable';
       heldMs: number;
       approvalId?: string;
       by?: string;
@@ -20,7 +20,13 @@ export type AuditedGovernanceEvent =
   | ({ type: 'login.refused' } & LoginRefusal)
   | { type: string };
 
-const OUTCOME = { approved: 'approval.granted', rejected: 'approval.denied', timeout: 'approval.expired' } as const;
+// An unavailable queue denies the statement with nobody named as approver: approval.denied without `approver`.
+const OUTCOME = {
+  approved: 'approval.granted',
+  rejected: 'approval.denied',
+  timeout: 'approval.expired',
+  unavailable: 'approval.denied',
+} as const;
 
 /**
  * Returns a governance event listener that records policy loads/rejections and refused logins in the sidecar's

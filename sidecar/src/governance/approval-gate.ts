@@ -19,13 +19,9 @@ export interface ApprovalRequest {
 export type ApprovalOutcome =
   | { decision: 'approved'; by: string }
   | { decision: 'rejected'; by: string; reason?: string }
-  | { decision: 'timeout' };
-
-/**
- * `by` of the rejection a gate gives when its queue could not take the request (not a person's decision): the
- * metrics count those apart, as an outage.
- */
-export const QUEUE_UNAVAILABLE_BY = 'pgwarden';
+  | { decision: 'timeout' }
+  /** The queue could not take the request (NATS down, no stream): nobody decided, the statement is denied at once. */
+  | { decision: 'unavailable'; reason: string };
 
 /** Where held (`review`) statements wait: nats-approval-gate.ts with a NATS audit sink, else noApproversGate. */
 export interface ApprovalGate {

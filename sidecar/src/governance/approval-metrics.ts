@@ -1,5 +1,4 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { QUEUE_UNAVAILABLE_BY } from './approval-gate.js';
 import type { GovernanceEvent } from './governance-events.js';
 
 /**
@@ -25,8 +24,7 @@ export class ApprovalMetrics {
     if (e.type === 'statement.held') this.held.inc();
     else if (e.type === 'statement.released') {
       this.held.dec();
-      const outcome = e.outcome === 'rejected' && e.by === QUEUE_UNAVAILABLE_BY ? 'unavailable' : e.outcome;
-      this.ended.inc({ outcome });
+      this.ended.inc({ outcome: e.outcome });
     }
   };
 

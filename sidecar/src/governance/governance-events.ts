@@ -47,7 +47,7 @@ export type GovernanceEvent =
       session: string;
       policy: PolicyRef;
       rule?: string;
-      outcome: 'approved' | 'rejected' | 'timeout';
+      outcome: 'approved' | 'rejected' | 'timeout' | 'unavailable';
       heldMs: number;
       approvalId?: string;
       /** Who approved or rejected it. */

@@ -24,7 +24,7 @@ beforeAll(async () => {
   collector = await connect({ servers: nats.url });
   await (await jetstreamManager(collector)).streams.add({
     name: APPROVALS_STREAM,
-    subjects: ['pgwarden.approvals.>'],
+    subjects: ['pgwarden.approval.>'],
     allow_direct: true,
   });
 }, 60_000);
@@ -140,9 +140,8 @@ describe('natsApprovalGate', () => {
 
   it('fails closed at once without a connection or without the queue’s stream', async () => {
     const none = natsApprovalGate({ connection: () => undefined });
-    expect(await none.request(request())).toMatchObject({
-      decision: 'rejected',
-      by: 'pgwarden',
+    expect(await none.request(request())).toEqual({
+      decision: 'unavailable',
       reason: 'the approval queue is unavailable (NATS is not connected)',
     });
     const jsm = await jetstreamManager(collector);
@@ -151,11 +150,11 @@ describe('natsApprovalGate', () => {
       const gate = natsApprovalGate({ connection: () => sidecar, publishTimeoutMs: 2000 });
       const t0 = Date.now();
       const outcome = await gate.request(request({ timeoutMs: 60_000 }));
-      expect(outcome).toMatchObject({ decision: 'rejected', by: 'pgwarden' });
+      expect(outcome.decision).toBe('unavailable');
       expect((outcome as { reason: string }).reason).toMatch(/^the approval queue is unavailable/);
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
-      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'], allow_direct: true });
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approval.>'], allow_direct: true });
     }
   });
 

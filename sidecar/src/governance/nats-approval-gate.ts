@@ -13,12 +13,7 @@ import {
 } from '@pgwarden/policy';
 import type { AuditSink } from '../audit/audit-sink.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
-import {
-  type ApprovalGate,
-  type ApprovalOutcome,
-  type ApprovalRequest,
-  QUEUE_UNAVAILABLE_BY,
-} from './approval-gate.js';
+import type { ApprovalGate, ApprovalOutcome, ApprovalRequest } from './approval-gate.js';
 
 export interface NatsApprovalGateOptions {
   /** The live NATS connection (the audit sink's), or undefined while there is none. */
@@ -87,7 +82,9 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
               id: req.id,
               outcome: closed,
               at: new Date().toISOString(),
-              ...(outcome.decision !== 'timeout' && closed !== 'refused' ? { by: approverOf(outcome.by) } : {}),
+              ...(outcome.decision === 'approved' || outcome.decision === 'rejected'
+                ? { by: approverOf(outcome.by) }
+                : {}),
             };
             js.publish(approvalSubject('closed', req.id), JSON.stringify(msg), { msgID: `${req.id}.closed` }).catch(
               (err: Error) =>
@@ -177,7 +174,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
 const approverOf = (name: string) => ({ name, groups: [] });
 
 function unavailable(why: string): ApprovalOutcome {
-  return { decision: 'rejected', by: QUEUE_UNAVAILABLE_BY, reason: `the approval queue is unavailable (${why})` };
+  return { decision: 'unavailable', reason: `the approval queue is unavailable (${why})` };
 }
 
 /**

@@ -111,6 +111,25 @@ describe('policy session hooks', () => {
     });
     expect(asked).toBe(5);
     expect(timeout.events.map((e) => e.type)).toEqual(['statement.held', 'statement.released']);
+    // An unreachable queue is nobody's decision: denied at once, with its own reason, and no approver named.
+    const down = session({
+      approvals: {
+        request: async () => ({
+          decision: 'unavailable',
+          reason: 'the approval queue is unavailable (NATS is not connected)',
+        }),
+      },
+    });
+    expect(await down.s.checkQuery(q('DELETE FROM orders WHERE id = 1'))).toMatchObject({
+      action: 'deny',
+      code: '42501',
+      reason: 'review-unavailable',
+      message:
+        'pgwarden: statement denied: held for review by rule "writes", but the approval queue is unavailable (NATS is not connected)',
+    });
+    const released = down.events.find((e) => e.type === 'statement.released');
+    expect(released).toMatchObject({ outcome: 'unavailable', reason: expect.stringMatching(/unavailable/) });
+    expect(released).not.toHaveProperty('by');
   });
 
   it('a named Parse is remembered, so SQL EXECUTE of that name is judged as the parsed statement', () => {

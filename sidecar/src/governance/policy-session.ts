@@ -153,8 +153,10 @@ export class PolicySession implements SessionHooks {
       outcome: outcome.decision,
       heldMs,
       approvalId,
-      ...(outcome.decision === 'timeout' ? {} : { by: outcome.by }),
-      ...(outcome.decision === 'rejected' && outcome.reason ? { reason: outcome.reason } : {}),
+      ...(outcome.decision === 'approved' || outcome.decision === 'rejected' ? { by: outcome.by } : {}),
+      ...((outcome.decision === 'rejected' || outcome.decision === 'unavailable') && outcome.reason
+        ? { reason: outcome.reason }
+        : {}),
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
     const statements = details(d);
@@ -174,11 +176,17 @@ export class PolicySession implements SessionHooks {
     const message =
       outcome.decision === 'rejected'
         ? `pgwarden: statement denied: held for review by ${rule} and rejected by ${outcome.by}${outcome.reason ? `: ${outcome.reason}` : ''}`
-        : `pgwarden: statement denied: held for review by ${rule}, but no approver decided within ${Math.round(timeoutMs / 1000)}s`;
+        : outcome.decision === 'unavailable'
+          ? `pgwarden: statement denied: held for review by ${rule}, but ${outcome.reason}`
+          : `pgwarden: statement denied: held for review by ${rule}, but no approver decided within ${Math.round(timeoutMs / 1000)}s`;
     return deny(
       SQLSTATE.insufficientPrivilege,
       message,
-      outcome.decision === 'rejected' ? 'review-rejected' : 'review-timeout',
+      outcome.decision === 'rejected'
+        ? 'review-rejected'
+        : outcome.decision === 'unavailable'
+          ? 'review-unavailable'
+          : 'review-timeout',
       {
         rule: d.rule,
         policy,
