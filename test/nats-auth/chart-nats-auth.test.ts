@@ -192,7 +192,7 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       await expect(
         sjsm.direct.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', id) }),
       ).rejects.toThrow();
-      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approvals\.decision\./);
+      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approval\.decision\./);
     } finally {
       await sidecar.close().catch(() => {});
       await collector.close().catch(() => {});

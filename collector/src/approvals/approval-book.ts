@@ -4,11 +4,11 @@ import {
   type ApprovalDecisionMessage,
   type ApprovalRequestMessage,
   type Approver,
-  isApprovalId,
   isApprover,
   parseApprovalClosed,
   parseApprovalDecision,
   parseApprovalRequest,
+  parseApprovalSubject,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 
@@ -53,8 +53,6 @@ export interface ApprovalBookOptions {
   maxAgeMs?: number;
 }
 
-const KIND = /^pgwarden\.approvals\.(request|decision|closed)\.([^.]+)$/;
-
 /**
  * The approval queue's state, rebuilt from the PGWARDEN_APPROVALS messages in stream order: no I/O, the clock is
  * passed in. Messages may come in any order (a decision or closed before its request is kept until the request
@@ -76,9 +74,9 @@ export class ApprovalBook {
 
   /** Applies one stream message; `at` is its stream time (epoch ms). The subject's id must be the body's. */
   apply(subject: string, data: Uint8Array | string, at: number): ApplyOutcome {
-    const m = KIND.exec(subject);
-    if (!m || !isApprovalId(m[2])) return 'malformed';
-    const [, kind, id] = m;
+    const named = parseApprovalSubject(subject);
+    if (!named) return 'malformed';
+    const { kind, id } = named;
     const parsed =
       kind === 'request'
         ? parseApprovalRequest(data)

@@ -18,8 +18,15 @@ import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
 
 export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
 export const APPROVALS_SUBJECTS = 'pgwarden.approval.>';
-export const approvalSubject = (kind: 'request' | 'decision' | 'closed', id: string) =>
-  `pgwarden.approval.${kind}.${id}`;
+export type ApprovalSubjectKind = 'request' | 'decision' | 'closed';
+export const approvalSubject = (kind: ApprovalSubjectKind, id: string) => `pgwarden.approval.${kind}.${id}`;
+
+const SUBJECT = /^pgwarden\.approval\.(request|decision|closed)\.([^.]+)$/;
+/** The kind and id an approval subject names, or undefined for any other subject (or an id that is not a UUID). */
+export function parseApprovalSubject(subject: string): { kind: ApprovalSubjectKind; id: string } | undefined {
+  const m = SUBJECT.exec(subject);
+  return m && isApprovalId(m[2]) ? { kind: m[1] as ApprovalSubjectKind, id: m[2] } : undefined;
+}
 
 /** Ids are UUIDs: they are NATS subject tokens, so nothing else is accepted. */
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
