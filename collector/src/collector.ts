@@ -1,7 +1,8 @@
 import { natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
-import { ApproversFile } from './approvals/approvers-file.js';
+import { isLoopbackHost, readAccessFor } from './auth/read-access.js';
+import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
@@ -36,6 +37,11 @@ export interface CollectorOptions {
    * file (YAML/JSON list of `{name, groups, tokenSha256}`, re-read when it changes). Without one they answer 501.
    */
   approvals?: { approversFile?: string; maxEntries?: number };
+  /**
+   * Who may read the audit trail over HTTP: the people in `readersFile` (and the approvers). Without a readers file
+   * the read routes are open, which is allowed only on a loopback `http.host` or with `insecureOpen`.
+   */
+  read?: { readersFile?: string; insecureOpen?: boolean };
   logger?: Logger;
 }
 
@@ -59,9 +65,17 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const log = opts.logger ?? pino({ name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'info' });
   const metrics = new CollectorMetrics();
   // Read before anything starts: a bad --approvers-file fails the start, not the first request.
-  const approvers = opts.approvals?.approversFile ? new ApproversFile(opts.approvals.approversFile) : undefined;
+  const approvers = opts.approvals?.approversFile
+    ? new TokenFile(opts.approvals.approversFile, 'approvers')
+    : undefined;
   approvers?.on('loaded', (count) => log.info({ approvers: count }, 'approvers file reloaded'));
   approvers?.on('invalid', (message) => log.error({ err: message }, 'approvers file invalid: refusing every token'));
+  const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
+  readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
+  readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
+  const read = readAccessFor({ host: opts.http.host, readers, approvers, insecureOpen: opts.read?.insecureOpen });
+  if (read.mode === 'open' && !isLoopbackHost(opts.http.host))
+    log.warn({ listen: opts.http.host }, 'the audit API is open to anyone who reaches it (--insecure-open-api)');
   const store = await AuditStore.open({
     url: opts.store?.url,
     dataDir: opts.store?.dataDir,
@@ -165,6 +179,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         metrics,
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
         approvals: { queue: approvalQueue, approvers },
+        read,
         ready: async () => {
           const checks: Record<string, boolean> = {};
           checks.store = await store.db.query('SELECT 1').then(
@@ -195,6 +210,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       nats: Boolean(nats),
       httpIngest: httpIngest.enabled,
       approvers: approvers ? approvers.path : false,
+      readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       exporters: runners.length,
     },
     'collector started',

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { approversYaml } from '../../../collector/src/testing/approvals-fixture.js';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 
 // Drives the built CLI (`make test` builds first), as an operator would.
@@ -109,5 +110,51 @@ describe.skipIf(!BUILT && !process.env.CI)(
       expect(bad.stdout).toContain('verified 3 session(s): 2 ok, 1 with findings');
       expect(bad.stdout).toMatch(/session http-sess .*\n\s+audit\.tampered seq 4: /);
     }, 180_000); // five CLI processes and two PGlite starts: slow on a loaded 2-core machine
+
+    it('a collector with a readers file serves audit verify and audit tail only with a reader’s token', async () => {
+      const readers = join(dir, 'readers.yaml');
+      writeFileSync(readers, approversYaml({ rita: { token: 'rita-cli-token-0c4f' } }));
+      const tokenFile = join(dir, 'rita.token');
+      writeFileSync(tokenFile, 'rita-cli-token-0c4f\n');
+      // On a network address and without a readers file the collector refuses to start, in one line.
+      const open = spawnSync(BIN, ['collector', '--listen', '0.0.0.0:0'], { encoding: 'utf8', timeout: 60_000 });
+      expect(open.status).toBe(1);
+      expect(open.stderr).toMatch(/^pgwarden collector: the audit API on 0\.0\.0\.0 would let anyone .*--readers-file/);
+      expect(open.stderr).not.toMatch(/\n\s+at /);
+      const { child, url } = await startCollectorProcess(['--readers-file', readers]);
+      try {
+        const env = { ...process.env, PGWARDEN_COLLECTOR_TOKEN: undefined };
+        const none = spawnSync(BIN, ['audit', 'verify', '--collector', url], { encoding: 'utf8', env });
+        expect(none.status).toBe(2);
+        expect(none.stderr).toContain(
+          'collector answered 401: it needs a reader’s token (set PGWARDEN_COLLECTOR_TOKEN',
+        );
+        const wrong = spawnSync(BIN, ['audit', 'verify', '--collector', url], {
+          encoding: 'utf8',
+          env: { ...env, PGWARDEN_COLLECTOR_TOKEN: 'not-rita' },
+        });
+        expect(wrong.status).toBe(2);
+        expect(wrong.stderr).toContain('the token is not a reader’s or approver’s');
+        expect(wrong.stderr).not.toContain('not-rita');
+        for (const how of [
+          { args: ['--token-file', tokenFile], env },
+          { args: [], env: { ...env, PGWARDEN_COLLECTOR_TOKEN: 'rita-cli-token-0c4f' } },
+        ]) {
+          const ok = spawnSync(BIN, ['audit', 'verify', '--collector', url, ...how.args], {
+            encoding: 'utf8',
+            env: how.env,
+          });
+          expect(ok.stderr).toBe('');
+          expect(ok.status).toBe(0);
+          expect(ok.stdout).toContain('verified 0 session(s)');
+        }
+        // A tail that is refused says why and ends, instead of retrying forever.
+        const tail = spawnSync(BIN, ['audit', 'tail', '--collector', url], { encoding: 'utf8', env, timeout: 30_000 });
+        expect(tail.status).toBe(2);
+        expect(tail.stderr).toContain('collector answered 401');
+      } finally {
+        await stopProcess(child);
+      }
+    }, 120_000);
   },
 );

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
 import type { Command } from 'commander';
@@ -33,11 +34,40 @@ export function formatTailLine(e: TailEvent): string {
   );
 }
 
-/** Follows the collector's SSE stream, reconnecting after a pause when it drops. */
-async function tail(url: string, json: boolean): Promise<never> {
+/**
+ * A reader's (or approver's) token for a collector that requires one: `--token-file` or env PGWARDEN_COLLECTOR_TOKEN,
+ * never an argument (`ps` would show it). Undefined when neither is given (a collector on loopback needs none).
+ */
+export function readerToken(tokenFile: string | undefined): string | undefined {
+  if (tokenFile) {
+    let text: string;
+    try {
+      text = readFileSync(tokenFile, 'utf8');
+    } catch (err) {
+      throw new Error(`cannot read --token-file: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    const t = text.trim();
+    if (!t) throw new Error(`--token-file ${tokenFile} is empty`);
+    return t;
+  }
+  return process.env.PGWARDEN_COLLECTOR_TOKEN?.trim() || undefined;
+}
+
+const authHeader = (token: string | undefined): Record<string, string> =>
+  token ? { authorization: `Bearer ${token}` } : {};
+
+const REFUSED = (status: number, token: string | undefined) =>
+  `collector answered ${status}: ${token ? 'the token is not a reader’s or approver’s' : 'it needs a reader’s token (set PGWARDEN_COLLECTOR_TOKEN or give --token-file)'}`;
+
+/** Follows the collector's SSE stream, reconnecting after a pause when it drops; a refused token ends it (exit 2). */
+async function tail(url: string, json: boolean, token: string | undefined): Promise<never> {
   for (;;) {
     await new Promise<void>((resolve) => {
-      const req = request(url, { headers: { accept: 'text/event-stream' } }, (res) => {
+      const req = request(url, { headers: { accept: 'text/event-stream', ...authHeader(token) } }, (res) => {
+        if (res.statusCode === 401 || res.statusCode === 403) {
+          process.stderr.write(`${REFUSED(res.statusCode, token)}\n`);
+          process.exit(2);
+        }
         if (res.statusCode !== 200) {
           process.stderr.write(`collector answered ${res.statusCode}\n`);
           res.resume();
@@ -92,12 +122,14 @@ export function formatReport(total: number, bad: readonly FullReport[]): string 
 async function verifyViaApi(
   base: string,
   sessions: string[] | undefined,
+  token: string | undefined,
 ): Promise<{ total: number; failed: FullReport[] }> {
   const r = await fetch(new URL('/api/v1/verify', base), {
     method: 'POST',
     body: JSON.stringify(sessions ? { sessions } : {}),
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...authHeader(token) },
   });
+  if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
   if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
   const body = (await r.json()) as { sessions: number; failed: FullReport[] };
   return { total: body.sessions, failed: body.failed };
@@ -108,13 +140,25 @@ export function registerAudit(program: Command): void {
   const t = audit
     .command('tail')
     .description('live audit events from a collector (server-sent events), one line each')
-    .option('--collector <url>', 'collector base URL', 'http://127.0.0.1:8080')
+    .option(
+      '--collector <url>',
+      'collector base URL (or env PGWARDEN_COLLECTOR_URL)',
+      process.env.PGWARDEN_COLLECTOR_URL ?? 'http://127.0.0.1:8080',
+    )
+    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
     .option('--json', 'print the raw JSON events');
   for (const f of FILTERS) t.option(`--${f} <value>`, `only events whose ${f} matches`);
   t.action(async (o) => {
     const url = new URL('/api/v1/stream', o.collector);
     for (const f of FILTERS) if (o[f]) url.searchParams.set(f, o[f]);
-    await tail(url.toString(), Boolean(o.json));
+    let token: string | undefined;
+    try {
+      token = readerToken(o.tokenFile);
+    } catch (err) {
+      process.stderr.write(`audit tail: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    await tail(url.toString(), Boolean(o.json), token);
   });
 
   audit
@@ -123,6 +167,7 @@ export function registerAudit(program: Command): void {
       're-verify every session hash chain; exit status 1 on any gap or tampering, 2 if verification could not run',
     )
     .option('--collector <url>', 'ask a running collector (POST /api/v1/verify)')
+    .option('--token-file <file>', 'with --collector: a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
     .option('--store <url>', 'read the PostgreSQL store directly (or env PGWARDEN_COLLECTOR_STORE)')
     .option('--data-dir <dir>', 'read an embedded (PGlite) store directly')
     .option('--session <id>', 'only this session (repeatable)', (v: string, p: string[] = []) => [...p, v])
@@ -132,7 +177,7 @@ export function registerAudit(program: Command): void {
         let result: { total: number; failed: FullReport[] };
         const storeUrl: string | undefined =
           o.store ?? (o.collector || o.dataDir ? undefined : process.env.PGWARDEN_COLLECTOR_STORE);
-        if (o.collector) result = await verifyViaApi(o.collector, o.session);
+        if (o.collector) result = await verifyViaApi(o.collector, o.session, readerToken(o.tokenFile));
         else if (storeUrl || o.dataDir) {
           const store = await AuditStore.open({ url: storeUrl, dataDir: o.dataDir, rules: schemaV1Rules });
           try {

@@ -64,6 +64,13 @@ export function registerCollector(program: Command): void {
       'who may read and decide held statements (YAML/JSON list of {name, groups, tokenSha256}; re-read when it ' +
         'changes); or env PGWARDEN_APPROVERS_FILE. Without it the approvals API answers 501',
     )
+    .option(
+      '--readers-file <file>',
+      'who may read the audit trail over HTTP (sessions, events, stream, verify): same format as --approvers-file, ' +
+        'approvers may read too; or env PGWARDEN_READERS_FILE. Without it those routes are open, which is allowed ' +
+        'only on a loopback --listen',
+    )
+    .option('--insecure-open-api', 'serve the audit trail without a token on a non-loopback --listen')
     .action(async (o) => {
       const storeUrl: string | undefined = o.store ?? process.env.PGWARDEN_COLLECTOR_STORE;
       let exporters: Exporter[] = [];
@@ -74,20 +81,32 @@ export function registerCollector(program: Command): void {
         startAt = cfg.startAt;
       }
       const token = o.ingestTokenFile ? readFileSync(o.ingestTokenFile, 'utf8').trim() : undefined;
-      const collector = await startCollector({
-        nats: o.nats
-          ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
-          : undefined,
-        store: { url: storeUrl, dataDir: o.dataDir },
-        http: parseListen(o.listen),
-        httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },
-        tailFiles: o.tailFile,
-        retentionDays: o.retentionDays,
-        gapGraceMs: o.gapGrace * 1000,
-        exporters,
-        exportStartAt: startAt,
-        approvals: { approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE },
-      });
+      let collector: Awaited<ReturnType<typeof startCollector>>;
+      try {
+        collector = await startCollector({
+          nats: o.nats
+            ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
+            : undefined,
+          store: { url: storeUrl, dataDir: o.dataDir },
+          http: parseListen(o.listen),
+          httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },
+          tailFiles: o.tailFile,
+          retentionDays: o.retentionDays,
+          gapGraceMs: o.gapGrace * 1000,
+          exporters,
+          exportStartAt: startAt,
+          approvals: { approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE },
+          read: {
+            readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
+            insecureOpen: Boolean(o.insecureOpenApi),
+          },
+        });
+      } catch (err) {
+        // A configuration the collector refuses (bad files, an open API on the network, no store) is one line, not a
+        // stack trace.
+        process.stderr.write(`pgwarden collector: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(1);
+      }
       process.stdout.write(`collector listening on ${collector.url}\n`);
       let stopping = false;
       const stop = async (signal: string) => {

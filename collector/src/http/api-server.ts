@@ -1,6 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
+import { CollectorError } from '../errors.js';
 import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
 import type { AuditStore } from '../store/audit-store.js';
@@ -19,7 +21,29 @@ export interface ApiDeps {
   ingest?: { queue: IngestQueue; token?: string };
   /** The approval queue (needs NATS) and who may use it (needs an approvers file). */
   approvals: ApprovalsDeps;
+  /** Who may read the audit trail (sessions, events, stream, verify): auth/read-access.ts. */
+  read: ReadAccess;
   ready(): Promise<Record<string, boolean>>;
+}
+
+/** The routes that serve the audit trail itself (statement text, result samples): readers only. */
+const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|stream|verify)$/;
+
+function requireReader(deps: ApiDeps, req: IncomingMessage): void {
+  let who: ReturnType<typeof authenticateReader>;
+  try {
+    who = authenticateReader(deps.read, req.headers.authorization);
+  } catch (err) {
+    if (err instanceof CollectorError)
+      throw new HttpError(503, 'readers_unavailable', `${err.message}: refusing every reader until it is fixed`);
+    throw err;
+  }
+  if (!who)
+    throw new HttpError(
+      401,
+      'unauthorized',
+      'missing or unknown bearer token: reading the audit trail needs a reader’s or approver’s token',
+    );
 }
 
 const MAX_INGEST_BYTES = 16 * 1024 * 1024;
@@ -78,6 +102,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     res.end(WEB_UI_HTML);
     return;
   }
+  if (READ_ROUTE.test(path)) requireReader(deps, req);
   if (method === 'GET' && path === '/api/v1/sessions') {
     const page = await listSessions(deps.store.db, {
       namespace: opt(q, 'namespace'),

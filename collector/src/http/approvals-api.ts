@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isApprovalId } from '@pgwarden/policy';
 import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.js';
 import type { ApprovalQueue } from '../approvals/approval-queue.js';
-import type { ApproversFile } from '../approvals/approvers-file.js';
+import type { TokenFile } from '../auth/token-file.js';
 import { CollectorError, type CollectorErrorCode } from '../errors.js';
 import { HttpError, readBody, send } from './json-io.js';
 
@@ -10,7 +10,7 @@ export interface ApprovalsDeps {
   /** Absent without NATS: there is no queue to show. */
   queue?: ApprovalQueue;
   /** Absent without --approvers-file: nobody can authenticate, so every approvals route is refused. */
-  approvers?: ApproversFile;
+  approvers?: TokenFile;
 }
 
 const MAX_REASON = 1024;

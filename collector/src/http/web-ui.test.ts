@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
 import pino from 'pino';
@@ -175,3 +177,63 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     }
   }, 60_000);
 });
+
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
+  'a collector that needs a reader token, in a real browser',
+  () => {
+    const TOKEN = 'rita-reader-3e8a41';
+    let dir: string;
+    let db: Awaited<ReturnType<typeof createTestDatabase>>;
+    let collector: Collector;
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'pgwarden-ui-readers-'));
+      const readersFile = join(dir, 'readers.yaml');
+      writeFileSync(readersFile, approversYaml({ rita: { token: TOKEN } }));
+      db = await createTestDatabase(inject('pg'), ROLES.superuser);
+      collector = await startCollector({
+        store: { url: db.url },
+        http: { port: 0 },
+        logger: pino({ level: 'silent' }),
+        read: { readersFile },
+      });
+      for (const e of makeSession({ id: 'tok-sess-1', statements: 1 }))
+        expect(await collector.ingest(e)).toBe('stored');
+    });
+    afterAll(async () => {
+      await collector?.stop();
+      await db?.drop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('shows nothing until a reader’s token is given, then the sessions, and new ones live', async () => {
+      const browser = await launch();
+      try {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        await page.goto(collector.url);
+        await page.waitForFunction(() => document.getElementById('sessions-msg')?.textContent !== '');
+        expect(await page.textContent('#sessions-msg')).toBe(
+          'reading the audit trail needs a reader or approver token',
+        );
+        expect(await page.$$eval('tr.s', (rows) => rows.length)).toBe(0);
+        await page.fill('#token', TOKEN);
+        await page.click('#token-form button');
+        await page.waitForSelector('tr.s[data-session="tok-sess-1"]');
+        expect(await page.textContent('#sessions-msg')).toBe('');
+        // The live stream (read with fetch, carrying the token) brings a session that starts later without a reload.
+        const later = makeSession({ id: 'tok-sess-2', statements: 1, startMicros: Date.UTC(2026, 11, 1) * 1000 });
+        await new Promise((r) => setTimeout(r, 300));
+        for (const e of later) expect(await collector.ingest(e)).toBe('stored');
+        await page.waitForSelector('tr.s[data-session="tok-sess-2"]', { timeout: 10_000 });
+        await page.click('tr.s[data-session="tok-sess-2"]');
+        await page.waitForSelector('#statements');
+        expect(page.url()).not.toContain(TOKEN);
+        expect(errors).toEqual([]);
+      } finally {
+        await browser.close();
+      }
+    }, 60_000);
+  },
+);

@@ -2,8 +2,9 @@
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
  * or reject), a session list (newest first, chain status) and a session's statements in order. Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
- * because statements and identities are attacker-influenced text. The approver token lives in sessionStorage (this
- * tab only) and is sent only as a bearer header to this origin.
+ * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
+ * reads) lives in sessionStorage (this tab only) and is sent only as a bearer header to this origin; the live stream
+ * is read with fetch, not EventSource, because EventSource cannot send that header.
  */
 export const WEB_UI_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgwarden collector</title>
@@ -18,16 +19,26 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
-<form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
+<form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
-<h1>Sessions</h1><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table></div>
+<h1>Sessions <span id="sessions-msg" class="msg"></span></h1><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
-async function getJson(path) { const r = await fetch(path); if (!r.ok) throw new Error(path + ': ' + r.status); return r.json(); }
+const token = () => sessionStorage.getItem('pgwarden-token') || '';
+const auth = () => (token() ? { authorization: 'Bearer ' + token() } : {});
+const sessionsMsg = (text) => { document.getElementById('sessions-msg').textContent = text; };
+async function getJson(path) {
+  const r = await fetch(path, { headers: auth() });
+  if (r.status === 401) throw new Error('reading the audit trail needs a reader or approver token');
+  if (!r.ok) throw new Error(path + ': ' + r.status);
+  return r.json();
+}
 async function loadSessions() {
-  const page = await getJson('/api/v1/sessions?limit=200');
+  let page;
+  try { page = await getJson('/api/v1/sessions?limit=200'); } catch (e) { sessionsMsg(String(e.message)); return; }
+  sessionsMsg('');
   const body = document.getElementById('sessions'); body.replaceChildren();
   for (const s of page.items) {
     const tr = el('tr', undefined, 's'); tr.dataset.session = s.id;
@@ -55,10 +66,9 @@ async function showSession(id) {
   }
   box.append(t);
 }
-const token = () => sessionStorage.getItem('pgwarden-approver-token') || '';
 const approvalMsg = (text) => { document.getElementById('approval-msg').textContent = text; };
 async function approvalsApi(path, init) {
-  const r = await fetch(path, { ...init, headers: { authorization: 'Bearer ' + token(), 'content-type': 'application/json' } });
+  const r = await fetch(path, { ...init, headers: { ...auth(), 'content-type': 'application/json' } });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error ? body.error.message : 'HTTP ' + r.status);
   return body;
@@ -96,14 +106,37 @@ async function loadApprovals() {
 }
 document.getElementById('token-form').onsubmit = (ev) => {
   ev.preventDefault();
-  sessionStorage.setItem('pgwarden-approver-token', document.getElementById('token').value);
+  sessionStorage.setItem('pgwarden-token', document.getElementById('token').value);
   document.getElementById('token').value = '';
   loadApprovals();
+  loadSessions().then(follow);
 };
+// New sessions as they start: the stream's server-sent events, read with fetch so the token goes along. A refused
+// or dropped stream is retried after a pause (a new token restarts it at once).
+let following;
+async function follow() {
+  following?.abort();
+  const ac = (following = new AbortController());
+  try {
+    const r = await fetch('/api/v1/stream?type=session.start', { headers: auth(), signal: ac.signal });
+    if (!r.ok || !r.body) return;
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf('\\n\\n')) !== -1) {
+        const block = buf.slice(0, i); buf = buf.slice(i + 2);
+        if (block.split('\\n').includes('event: audit')) loadSessions();
+      }
+    }
+  } catch (e) { if (ac.signal.aborted) return; }
+  setTimeout(() => { if (following === ac) follow(); }, 3000);
+}
 loadApprovals();
 setInterval(loadApprovals, 5000);
-loadSessions().catch((e) => document.getElementById('detail').append(el('p', String(e), 'bad')));
-const live = new EventSource('/api/v1/stream?type=session.start');
-live.addEventListener('audit', () => loadSessions());
+loadSessions().then(follow);
 </script></body></html>
 `;

@@ -6,7 +6,7 @@ import pino from 'pino';
 import { inject } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
-import { sha256Hex } from '../approvals/approvers-file.js';
+import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
 import { createTestDatabase } from './test-database.js';
 

@@ -5,7 +5,13 @@ import type { Approver } from '@pgwarden/policy';
 import { parse as parseYaml } from 'yaml';
 import { CollectorError } from '../errors.js';
 
-interface ApproverToken extends Approver {
+/**
+ * Who a bearer token belongs to, for the collector's HTTP API: `approvers` decide held statements (and may read the
+ * audit trail), `readers` may read the audit trail. Both files have one shape.
+ */
+export type TokenFileKind = 'approvers' | 'readers';
+
+interface NamedToken extends Approver {
   digest: Buffer;
 }
 
@@ -15,11 +21,11 @@ const FIELDS = new Set(['name', 'groups', 'tokenSha256']);
 export const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
 /**
- * Parses an approvers file: a YAML (or JSON) list of `{name, groups?, tokenSha256}`. Throws on anything else,
- * including unknown fields, so a plain `token:` put there by mistake is refused rather than ignored.
+ * Parses an approvers or readers file: a YAML (or JSON) list of `{name, groups?, tokenSha256}`. Throws on anything
+ * else, including unknown fields, so a plain `token:` put there by mistake is refused rather than ignored.
  */
-export function parseApprovers(text: string, source: string): ApproverToken[] {
-  const bad = (msg: string) => new CollectorError('COLLECTOR_BAD_CONFIG', `approvers file ${source}: ${msg}`);
+export function parseTokenFile(text: string, source: string, kind: TokenFileKind = 'approvers'): NamedToken[] {
+  const bad = (msg: string) => new CollectorError('COLLECTOR_BAD_CONFIG', `${kind} file ${source}: ${msg}`);
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -46,30 +52,33 @@ export function parseApprovers(text: string, source: string): ApproverToken[] {
   });
 }
 
-export interface ApproversFileEvents {
+export interface TokenFileEvents {
   loaded: [count: number];
   /** The file changed into something unreadable or invalid: every token is refused until it is fixed. */
   invalid: [message: string];
 }
 
 /**
- * The approvers file, re-read whenever its modification time, size or inode changes (a rotated Kubernetes Secret
- * swaps a symlink). Tokens are never held, only their SHA-256.
+ * An approvers or readers file, re-read whenever its modification time, size or inode changes (a rotated Kubernetes
+ * Secret swaps a symlink). Tokens are never held, only their SHA-256.
  */
-export class ApproversFile extends EventEmitter<ApproversFileEvents> {
-  private tokens: ApproverToken[] = [];
+export class TokenFile extends EventEmitter<TokenFileEvents> {
+  private tokens: NamedToken[] = [];
   private version = '';
   private error: string | undefined;
 
   /** Reads the file once; throws on a missing or invalid file, so a bad flag fails at start-up. */
-  constructor(readonly path: string) {
+  constructor(
+    readonly path: string,
+    readonly kind: TokenFileKind = 'approvers',
+  ) {
     super();
-    this.tokens = parseApprovers(this.read(), path);
+    this.tokens = parseTokenFile(this.read(), path, kind);
     this.version = this.stat();
   }
 
   /**
-   * The approver whose token is the `Authorization: Bearer` credential, or undefined. Every entry is compared (in
+   * The person whose token is the `Authorization: Bearer` credential, or undefined. Every entry is compared (in
    * constant time), so the answer's timing does not tell which entry, if any, came close. Throws while the file
    * is invalid.
    */
@@ -79,7 +88,7 @@ export class ApproversFile extends EventEmitter<ApproversFileEvents> {
     const m = /^Bearer +(\S+) *$/i.exec(authorization ?? '');
     if (!m) return undefined;
     const given = createHash('sha256').update(m[1], 'utf8').digest();
-    let found: ApproverToken | undefined;
+    let found: NamedToken | undefined;
     for (const t of this.tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
     return found ? { name: found.name, groups: [...found.groups] } : undefined;
   }
@@ -89,12 +98,12 @@ export class ApproversFile extends EventEmitter<ApproversFileEvents> {
     try {
       v = this.stat();
     } catch (err) {
-      this.fail(`approvers file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      this.fail(`${this.kind} file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
       return;
     }
     if (v === this.version && !this.error) return;
     try {
-      this.tokens = parseApprovers(this.read(), this.path);
+      this.tokens = parseTokenFile(this.read(), this.path, this.kind);
       this.version = v;
       this.error = undefined;
       this.emit('loaded', this.tokens.length);
@@ -121,7 +130,7 @@ export class ApproversFile extends EventEmitter<ApproversFileEvents> {
     } catch (err) {
       throw new CollectorError(
         'COLLECTOR_BAD_CONFIG',
-        `approvers file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        `${this.kind} file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
       );
     }
   }

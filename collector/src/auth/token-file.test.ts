@@ -2,7 +2,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ApproversFile, parseApprovers, sha256Hex } from './approvers-file.js';
+import { parseTokenFile, sha256Hex, TokenFile } from './token-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -13,17 +13,17 @@ function writeApprovers(path: string, text: string): void {
   renameSync(`${path}.tmp`, path);
 }
 
-describe('parseApprovers', () => {
+describe('parseTokenFile', () => {
   it('reads YAML and JSON lists; groups default to none; hex may be upper case', () => {
     const yaml = `- name: alice\n  groups: [dba]\n  tokenSha256: ${sha256Hex('t-alice')}\n- name: bob\n  tokenSha256: ${sha256Hex('t-bob').toUpperCase()}\n`;
-    const fromYaml = parseApprovers(yaml, 'a.yaml');
+    const fromYaml = parseTokenFile(yaml, 'a.yaml');
     expect(fromYaml.map((a) => [a.name, a.groups])).toEqual([
       ['alice', ['dba']],
       ['bob', []],
     ]);
     expect(fromYaml[1].digest.toString('hex')).toBe(sha256Hex('t-bob'));
     const json = JSON.stringify([{ name: 'carol', groups: ['x'], tokenSha256: sha256Hex('t-carol') }]);
-    expect(parseApprovers(json, 'a.json').map((a) => a.name)).toEqual(['carol']);
+    expect(parseTokenFile(json, 'a.json').map((a) => a.name)).toEqual(['carol']);
     // sha256sum's output for `printf %s TOKEN`: the documented way to make the hash.
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });
@@ -43,7 +43,7 @@ describe('parseApprovers', () => {
     for (const [text, re] of cases) {
       let message = '';
       try {
-        parseApprovers(text, 'f');
+        parseTokenFile(text, 'f');
       } catch (err) {
         message = (err as Error).message;
       }
@@ -53,11 +53,11 @@ describe('parseApprovers', () => {
   });
 });
 
-describe('ApproversFile', () => {
+describe('TokenFile', () => {
   it('authenticates by bearer token hash and follows the file as it is replaced', () => {
     const path = join(dir, 'approvers.yaml');
     writeApprovers(path, `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex('old-token')}}\n`);
-    const f = new ApproversFile(path);
+    const f = new TokenFile(path);
     const reloads: number[] = [];
     const invalid: string[] = [];
     f.on('loaded', (n) => reloads.push(n));
@@ -85,9 +85,9 @@ describe('ApproversFile', () => {
   });
 
   it('fails at construction on a missing or invalid file', () => {
-    expect(() => new ApproversFile(join(dir, 'nope.yaml'))).toThrow(/cannot be read: ENOENT/);
+    expect(() => new TokenFile(join(dir, 'nope.yaml'))).toThrow(/cannot be read: ENOENT/);
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, '{}');
-    expect(() => new ApproversFile(bad)).toThrow(/must be a list/);
+    expect(() => new TokenFile(bad)).toThrow(/must be a list/);
   });
 });
