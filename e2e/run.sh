@@ -73,9 +73,14 @@ fi
 grep -q hostPID <<<"$ERR" || fail "refusal does not say why: $ERR"
 
 echo "--- audit"
+# The chart's generated reader: the API serves the trail only with its token.
+READER_TOKEN="$(k -n "$NS" get secret pgw-pgwarden-collector-reader -o jsonpath='{.data.token}' | base64 -d)"
+STATUS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- node -e \
+  "fetch('http://127.0.0.1:8080/api/v1/events').then(r=>console.log(r.status))")"
+[[ "$STATUS" == 401 ]] || fail "the audit API answered $STATUS without a token"
 for _ in $(seq 30); do
-  EVENTS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- node -e \
-    "fetch('http://127.0.0.1:8080/api/v1/events?namespace=agents&limit=50').then(r=>r.text()).then(t=>console.log(t))" 2>/dev/null || true)"
+  EVENTS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER_TOKEN" node -e \
+    "fetch('http://127.0.0.1:8080/api/v1/events?namespace=agents&limit=50',{headers:{authorization:'Bearer '+process.env.T}}).then(r=>r.text()).then(t=>console.log(t))" 2>/dev/null || true)"
   grep -q '"deny"' <<<"$EVENTS" && grep -q 'public.orders' <<<"$EVENTS" && break
   sleep 2
 done

@@ -41,7 +41,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* A generated password that survives upgrades: reuse the Secret's value when it exists. */}}
 {{- define "pgwarden.stablePassword" -}}
 {{- $s := lookup "v1" "Secret" .ns .name -}}
-{{- if and $s $s.data (index $s.data "password") -}}{{ index $s.data "password" | b64dec }}{{- else -}}{{ randAlphaNum 40 }}{{- end -}}
+{{- $key := .key | default "password" -}}
+{{- if and $s $s.data (index $s.data $key) -}}{{ index $s.data $key | b64dec }}{{- else -}}{{ randAlphaNum 40 }}{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the collector's readers file: the user's collector.readersSecret, or the generated one. */}}
+{{- define "pgwarden.collectorReadersSecret" -}}
+{{- .Values.collector.readersSecret | default (printf "%s-collector-reader" (include "pgwarden.fullname" .)) -}}
 {{- end -}}
 
 {{- define "pgwarden.restrictedContainer" -}}

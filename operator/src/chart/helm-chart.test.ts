@@ -4,6 +4,7 @@
  * rendered object validated against the Kubernetes schemas (kubernetes-models).
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -96,6 +97,38 @@ describe('charts/pgwarden with real helm', () => {
       items: [{ key: 'approvers.yaml', path: 'approvers.yaml' }],
     });
     await validateObject(withApprovers);
+  });
+
+  it('never serves the audit trail without a token: a generated reader, or the readers Secret given', async () => {
+    const objects = await template();
+    const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+    const pod = sts.spec.template.spec;
+    expect(pod.containers[0].args).toContain('--readers-file=/etc/pgwarden/readers/readers.yaml');
+    expect(pod.containers[0].args).not.toContain('--insecure-open-api');
+    expect(pod.containers[0].volumeMounts).toContainEqual({
+      name: 'readers',
+      mountPath: '/etc/pgwarden/readers',
+      readOnly: true,
+    });
+    // Only readers.yaml (the token's hash) reaches the collector, not the token.
+    expect(pod.volumes.find((v: any) => v.name === 'readers').secret).toMatchObject({
+      secretName: 'pgw-pgwarden-collector-reader',
+      items: [{ key: 'readers.yaml', path: 'readers.yaml' }],
+    });
+    const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'pgw-pgwarden-collector-reader');
+    const token: string = secret.stringData.token;
+    expect(token).toMatch(/^[A-Za-z0-9]{40}$/);
+    const readers = parseAllDocuments(secret.stringData['readers.yaml'])[0].toJS();
+    expect(readers).toEqual([
+      { name: 'admin', groups: [], tokenSha256: createHash('sha256').update(token).digest('hex') },
+    ]);
+    await validateObject(secret);
+
+    const given = await template('collector.readersSecret=audit-readers');
+    expect(given.some((o) => o.kind === 'Secret' && o.metadata.name === 'pgw-pgwarden-collector-reader')).toBe(false);
+    const givenPod = given.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector').spec
+      .template.spec;
+    expect(givenPod.volumes.find((v: any) => v.name === 'readers').secret.secretName).toBe('audit-readers');
   });
 
   it('ships the generated CRDs, a Fail webhook scoped to opted-in namespaces, and least-privilege RBAC', async () => {
