@@ -142,8 +142,9 @@ export interface AuditGap {
  */
 export interface AuditRefusal {
   /**
-   * Stable reason code (identity IdentityReason, or `policy_not_ready` / `identity_config`, or `startup_parameter`
-   * for a startup packet refused for its parameters before authentication).
+   * Stable reason code (identity IdentityReason, or `policy_not_ready` / `identity_config`, `startup_parameter`
+   * for a startup packet refused for its parameters before authentication, or `protocol_violation` for a connection
+   * that was not a valid startup exchange).
    */
   reason: string;
   /** SQLSTATE sent to the client (28P01 for a refused token, 57P03 while no policy is loaded). */

@@ -1,4 +1,5 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AuditEvent, auditEventSchema, verifyChain } from '@pgwarden/policy';
@@ -139,5 +140,50 @@ describe('refused logins are audit events', () => {
     });
     expect(refused[0].refusal?.message).toMatch(/"options" is not allowed/);
     expect(verifyChain(events).ok).toBe(true);
+  });
+
+  it('a connection that is not a valid startup exchange (a probe, a nameless startup packet) is one too', async () => {
+    const port = gs.listeners[0].sidecar.port;
+    // Sends raw bytes and returns what the sidecar answered before it closed the connection.
+    const raw = (bytes: Buffer) =>
+      new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const s = connect(port, '127.0.0.1', () => s.write(bytes));
+        s.on('data', (c) => chunks.push(c));
+        s.on('error', reject);
+        s.on('close', () => resolve(Buffer.concat(chunks)));
+      });
+    const before = lines.length;
+    const http = await raw(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    expect(http[0]).toBe(0x45); // ErrorResponse
+    expect(http.toString('latin1')).toContain('C08P01');
+    // A StartupMessage (protocol 3.0) whose only parameter is the database: no user name.
+    const body = Buffer.concat([Buffer.from([0, 3, 0, 0]), Buffer.from('database\0app\0\0')]);
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(body.length + 4);
+    const nameless = await raw(Buffer.concat([len, body]));
+    expect(nameless.toString('latin1')).toContain('C28000');
+    const events = lines.slice(before).map((l) => JSON.parse(l) as AuditEvent);
+    const refused = events.filter((e) => e.type === 'auth.refused');
+    expect(refused.map((e) => [e.refusal?.reason, e.refusal?.code])).toEqual([
+      ['protocol_violation', '08P01'],
+      ['protocol_violation', '28000'],
+    ]);
+    for (const e of refused) {
+      expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+      expect(e).toMatchObject({ session: { id: 'sidecar-refusals' }, client: { address: '127.0.0.1' } });
+    }
+    expect(refused[1].refusal?.message).toBe('no PostgreSQL user name specified in startup packet');
+    expect(verifyChain(lines.map((l) => JSON.parse(l) as AuditEvent)).ok).toBe(true);
+    // The listener still serves a valid login afterwards.
+    const ok = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'agent',
+      database: 'app',
+      password: await idp.sign({ sub: 'bob' }),
+    });
+    await ok.connect();
+    await ok.end();
   });
 });

@@ -44,7 +44,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
       hooks.startupRefused?.(r);
       const p = current();
       recorder.authRefused({
-        reason: 'startup_parameter',
+        reason: r.reason ?? 'startup_parameter',
         code: r.code,
         message: r.message,
         client: r.client,

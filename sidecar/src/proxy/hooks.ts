@@ -174,15 +174,18 @@ export interface ProxyHooks {
   ready?(): boolean;
   authenticate(req: AuthRequest): Promise<AuthOutcome>;
   /**
-   * The client was refused before authentication because of its startup parameters (replication, `options`,
-   * identity settings): told for the audit trail; the proxy answers the client with the FATAL itself.
+   * The client was refused before a session opened: for its startup parameters (replication, `options`, identity
+   * settings), or for bytes that are not a valid startup exchange. Told for the audit trail; the proxy answers the
+   * client with the FATAL itself.
    */
   startupRefused?(refusal: StartupRefusal): void;
   openSession(info: SessionInfo): SessionHooks;
 }
 
-/** A StartupMessage refused for its parameters; the client-chosen strings as sent (the recorder caps them). */
+/** A connection refused before a session opened; the client-chosen strings as sent (the recorder caps them). */
 export interface StartupRefusal {
+  /** `startup_parameter` (the default): a parameter not allowed; `protocol_violation`: a malformed startup exchange. */
+  reason?: 'startup_parameter' | 'protocol_violation';
   code: string;
   message: string;
   client: { address: string; port: number };

@@ -132,6 +132,20 @@ export class ProxySession {
       this.fatal('XX000', 'pgwarden could not process the result safely; the session was ended');
       return;
     }
+    // Before a session opened there is no session chain to record it in: a probe with garbage, an oversized or
+    // nameless startup packet goes into the sidecar's own chain, as refused logins do.
+    if (!upstream && !this.info && !this.closed) {
+      try {
+        this.ctx.hooks.startupRefused?.({
+          reason: 'protocol_violation',
+          code: err.sqlstate,
+          message: err.message,
+          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
+        });
+      } catch {
+        // The refusal stands whatever the audit trail does with it.
+      }
+    }
     this.fatal(err.sqlstate, upstream ? `upstream protocol error: ${err.message}` : err.message);
   }
 
