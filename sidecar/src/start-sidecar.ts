@@ -7,6 +7,7 @@ import {
   type AuditSink,
   createAuditRecorder,
   createAuditSink,
+  policyOf,
   withAudit,
 } from './audit/index.js';
 import { type CredentialsSource, credentialsProvider } from './credentials.js';
@@ -55,6 +56,11 @@ export interface SidecarOptions {
   /** Admin HTTP (/healthz, /readyz, /metrics); false or absent = off. */
   http?: { host: string; port: number } | false;
   maxStatementBytes?: number;
+  /**
+   * Client connections served at once (0 or absent = no cap); the policy's `guardrails.maxConnections` may lower it.
+   * Cancel requests do not count, as in PostgreSQL.
+   */
+  maxConnections?: number;
   logger?: SidecarLogger;
 }
 
@@ -82,6 +88,15 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const metrics = new SidecarMetrics();
   const cancels = new CancelRegistry();
   const sessions = new Set<ProxySession>();
+  // Sessions that sent a StartupMessage and were let in: what the connection cap counts.
+  const admitted = new Set<ProxySession>();
+  const policy = policyOf(innerHooks);
+  const maxConnections = () => {
+    const caps = [options.maxConnections ?? 0, policy()?.policy.spec?.guardrails?.maxConnections ?? 0].filter(
+      (n) => n > 0,
+    );
+    return caps.length ? Math.min(...caps) : 0;
+  };
 
   const observer: SessionObserver = {
     opened(s) {
@@ -90,6 +105,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     },
     closed(s, reason) {
       sessions.delete(s);
+      admitted.delete(s);
       if (s.info) metrics.sessionClosed();
       log.debug({ session: s.id, error: reason.error }, 'session closed');
     },
@@ -114,6 +130,16 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       maxStatementBytes: options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES,
       cancels,
       observer,
+      admit(s) {
+        const max = maxConnections();
+        if (max > 0 && admitted.size >= max) {
+          metrics.connectionRefused('connection_limit');
+          log.warn({ max, client: socket.remoteAddress }, 'connection refused: connection limit reached');
+          return false;
+        }
+        admitted.add(s);
+        return true;
+      },
     });
     sessions.add(session);
   });

@@ -125,6 +125,11 @@ export function registerSidecar(program: Command): void {
     String(64 * 1024 * 1024),
   );
   opt(
+    '--max-connections <n>',
+    'client connections served at once, 0 = no cap (a policy\'s guardrails.maxConnections may lower it); the next gets FATAL 53300',
+    '0',
+  );
+  opt(
     '--grace-period <duration>',
     'on SIGTERM/SIGINT: how long in-flight work may finish before sessions are ended',
     '10s',
@@ -161,6 +166,9 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const maxStatementBytes = Number(o.maxStatementBytes);
   if (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1)
     throw new InvalidArgumentError('--max-statement-bytes must be a positive integer');
+  const maxConnections = Number(o.maxConnections);
+  if (!Number.isInteger(maxConnections) || maxConnections < 0)
+    throw new InvalidArgumentError('--max-connections must be a non-negative integer');
   const graceMs = parseGrace(o.gracePeriod);
   const http: { host: string; port: number } | false =
     o.http === 'off' || o.http === 'false' ? false : parseHostPort('--http', o.http);
@@ -174,6 +182,7 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     auditFailMode: audit.failMode,
     http,
     maxStatementBytes,
+    maxConnections,
     logger,
   };
   const upstream = up

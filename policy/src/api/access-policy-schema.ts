@@ -152,6 +152,14 @@ export const databaseAccessPolicySpecSchema = {
         maxRowsReturned: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0, description: '0 = no cap' },
         statementTimeout: { ...duration, description: 'Set upstream and enforced by the proxy.' },
         blockedFunctions: { type: 'array', maxItems: 256, items: objectGlob, default: [] },
+        maxConnections: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 100_000,
+          default: 0,
+          description:
+            '0 = no cap. Client connections the sidecar serves at once for this policy; the next one gets FATAL 53300 (too_many_connections), as from PostgreSQL.',
+        },
       },
     },
     approval: {

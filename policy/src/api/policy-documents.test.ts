@@ -22,6 +22,7 @@ describe('parsePolicyDocuments', () => {
       requireWhere: ['update', 'delete'],
       maxRowsReturned: 0,
       blockedFunctions: [],
+      maxConnections: 0,
     });
     expect(s.audit).toEqual({
       captureResults: 'summary',

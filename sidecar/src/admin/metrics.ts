@@ -14,6 +14,7 @@ export class SidecarMetrics {
   /** Statements by "action outcome", counted in plain numbers on the hot path (prom-client hashes labels per call). */
   private readonly statementCounts = new Map<string, number>();
   private readonly upstreamErrors: Counter<'code'>;
+  private readonly connectionsRefused: Counter<'reason'>;
   /** Seconds spent in statements (receipt to completion), summed: with the statement count it gives the mean. */
   private statementSeconds = 0;
 
@@ -45,6 +46,12 @@ export class SidecarMetrics {
         }
       },
     });
+    this.connectionsRefused = new Counter({
+      name: 'pgwarden_connections_refused_total',
+      help: 'Client connections refused before a session opened, by reason (connection_limit)',
+      labelNames: ['reason'],
+      registers,
+    });
     this.upstreamErrors = new Counter({
       name: 'pgwarden_upstream_errors_total',
       help: 'Failures connecting, authenticating or cancelling upstream, by error code',
@@ -73,6 +80,10 @@ export class SidecarMetrics {
         this.inc({ direction: 'upstream_to_client' }, self.bytesFromUpstream);
       },
     });
+  }
+
+  connectionRefused(reason: 'connection_limit'): void {
+    this.connectionsRefused.inc({ reason });
   }
 
   sessionOpened(): void {

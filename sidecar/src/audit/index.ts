@@ -21,4 +21,4 @@ export { DiskSpool, type DiskSpoolOptions, type SpoolFsync } from './disk-spool.
 export { AUDIT_UNAVAILABLE_SQLSTATE, AuditError, type AuditErrorCode } from './errors.js';
 export { type AuditedGovernanceEvent, governanceAuditListener, recordPolicyEvent } from './governance-audit.js';
 export { NatsAuditSink, type NatsSinkOptions } from './nats-sink.js';
-export { AUDIT_UNAVAILABLE_VERDICT, type AuditFailMode, withAudit } from './with-audit.js';
+export { AUDIT_UNAVAILABLE_VERDICT, type AuditFailMode, type PolicyView, policyOf, withAudit } from './with-audit.js';

@@ -96,18 +96,20 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
 }
 
 /** What the governed hooks (governance/policy-hooks.ts PolicyHooks) expose about the policy they enforce. */
-interface PolicyView {
+export interface PolicyView {
   policy: {
     name: string;
     spec?: {
       role?: string;
       audit?: { failMode?: string; captureResults?: CaptureResults; maxResultBytes?: number };
+      guardrails?: { maxConnections?: number };
     };
   };
   hash: string;
 }
 
-function policyOf(hooks: ProxyHooks): () => PolicyView | undefined {
+/** The current policy of governed hooks (their `policy()`), or always undefined for hooks without one. */
+export function policyOf(hooks: ProxyHooks): () => PolicyView | undefined {
   const h = hooks as ProxyHooks & { policy?: () => PolicyView | undefined };
   return typeof h.policy === 'function' ? () => h.policy!() : () => undefined;
 }

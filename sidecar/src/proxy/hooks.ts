@@ -184,8 +184,11 @@ export interface ProxyHooks {
 
 /** A connection refused before a session opened; the client-chosen strings as sent (the recorder caps them). */
 export interface StartupRefusal {
-  /** `startup_parameter` (the default): a parameter not allowed; `protocol_violation`: a malformed startup exchange. */
-  reason?: 'startup_parameter' | 'protocol_violation';
+  /**
+   * `startup_parameter` (the default): a parameter not allowed; `protocol_violation`: a malformed startup exchange;
+   * `connection_limit`: the listener already serves as many clients as it may.
+   */
+  reason?: 'startup_parameter' | 'protocol_violation' | 'connection_limit';
   code: string;
   message: string;
   client: { address: string; port: number };

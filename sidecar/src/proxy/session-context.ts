@@ -12,6 +12,11 @@ export interface SessionContext {
   maxStatementBytes: number;
   cancels: CancelRegistry;
   observer: SessionObserver;
+  /**
+   * Called once per StartupMessage, before authentication: false when the listener already serves as many clients
+   * as it may (the session then refuses with 53300). An admitted session counts until it closes.
+   */
+  admit(session: ProxySession): boolean;
 }
 
 /** Observability as events: the listener turns these into logs, metrics and audit events. */

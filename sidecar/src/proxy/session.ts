@@ -166,6 +166,25 @@ export class ProxySession {
       return;
     }
     this.client.pause();
+    if (!this.ctx.admit(this)) {
+      // PostgreSQL's own words and code for a full server, so clients and poolers treat it as they already do.
+      const message = 'sorry, too many clients already';
+      try {
+        this.ctx.hooks.startupRefused?.({
+          reason: 'connection_limit',
+          code: '53300',
+          message,
+          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
+          user: e.packet.params.user,
+          database: e.packet.params.database ?? e.packet.params.user,
+          applicationName: e.packet.params.application_name,
+        });
+      } catch {
+        // The refusal stands whatever the audit trail does with it.
+      }
+      this.fatal('53300', message);
+      return;
+    }
     this.establish(e.packet).catch((err) => {
       if (err instanceof StartupRefused) this.fatal(err.sqlstate, err.message);
       else if (err instanceof UpstreamError) {
