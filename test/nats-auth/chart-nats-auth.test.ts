@@ -361,7 +361,8 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
 
         // The session's audit chain names the approver under the queue's id, and the queue shows what happened.
         let granted: any;
-        for (let i = 0; i < 200 && !granted; i++) {
+        // Up to 30 s: under `make test` every suite shares two cores with these three processes.
+        for (let i = 0; i < 600 && !granted; i++) {
           const r = (await (await fetch(`${api}/api/v1/events?type=approval.granted`)).json()) as any;
           granted = r.items.find((e: any) => e.approval?.id === id);
           if (!granted) await new Promise((res) => setTimeout(res, 50));

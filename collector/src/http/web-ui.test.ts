@@ -100,6 +100,49 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       await browser.close();
     }
   }, 60_000);
+
+  it('filters sessions through the API’s parameters and pages with More', async () => {
+    // 100 older sessions in another namespace: the first page (100) ends with a cursor.
+    for (let i = 0; i < 100; i++)
+      for (const e of makeSession({
+        id: `filler-${String(i).padStart(3, '0')}`,
+        statements: 1,
+        namespace: 'filler',
+        startMicros: Date.UTC(2026, 10, 29, 0, i) * 1000,
+      }))
+        expect(await collector.ingest(e)).toBe('stored');
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(collector.url);
+      await page.waitForSelector('tr.s[data-session="ui-sess"]');
+      const count = () => page.$$eval('tr.s', (rows) => rows.length);
+      expect(await count()).toBe(100);
+      expect(await page.isVisible('#more')).toBe(true);
+      await page.click('#more');
+      await page.waitForFunction(() => document.querySelectorAll('tr.s').length === 102);
+      expect(await page.isVisible('#more')).toBe(false);
+      const idsNow = () => page.$$eval('tr.s', (rows) => rows.map((r) => (r as HTMLElement).dataset.session));
+      await page.selectOption('#filter select[name=decision]', 'deny');
+      await page.click('#filter button');
+      await page.waitForFunction(() => document.querySelectorAll('tr.s').length === 1);
+      expect(await idsNow()).toEqual(['ui-sess']);
+      await page.selectOption('#filter select[name=decision]', '');
+      await page.fill('#filter input[name=namespace]', 'agents');
+      await page.click('#filter button');
+      await page.waitForFunction(() => document.querySelectorAll('tr.s').length === 2);
+      expect(await idsNow()).toEqual(['ui-sess', 'ui-evil']);
+      await page.fill('#filter input[name=identity]', 'nobody-at-all');
+      await page.click('#filter button');
+      await page.waitForFunction(() => document.getElementById('sessions-msg')?.textContent === 'no sessions match');
+      expect(await count()).toBe(0);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
 });
 
 const launch = () =>

@@ -22,7 +22,10 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 <form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
-<h1>Sessions <span id="sessions-msg" class="msg"></span></h1><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table></div>
+<h1>Sessions <span id="sessions-msg" class="msg"></span></h1>
+<form id="filter"><input name="identity" placeholder="identity"> <input name="namespace" placeholder="namespace"> <input name="policy" placeholder="policy">
+<select name="decision"><option value="">any decision</option><option>deny</option><option>review</option><option>dryrun</option><option>allow</option></select>
+<select name="chain"><option value="">any chain</option><option>ok</option><option>pending</option><option>gap</option><option>tampered</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
@@ -35,11 +38,21 @@ async function getJson(path) {
   if (!r.ok) throw new Error(path + ': ' + r.status);
   return r.json();
 }
-async function loadSessions() {
+// The filter form's non-empty fields become the API's query parameters; "More" follows the page's cursor.
+function sessionsQuery(cursor) {
+  const q = new URLSearchParams({ limit: '100' });
+  for (const [k, v] of new FormData(document.getElementById('filter'))) if (String(v).trim()) q.set(k, String(v).trim());
+  if (cursor) q.set('cursor', cursor);
+  return '/api/v1/sessions?' + q;
+}
+let nextCursor = null;
+async function loadSessions(more) {
   let page;
-  try { page = await getJson('/api/v1/sessions?limit=200'); } catch (e) { sessionsMsg(String(e.message)); return; }
-  sessionsMsg('');
-  const body = document.getElementById('sessions'); body.replaceChildren();
+  try { page = await getJson(sessionsQuery(more ? nextCursor : null)); } catch (e) { sessionsMsg(String(e.message)); return; }
+  sessionsMsg(more || page.items.length ? '' : 'no sessions match');
+  nextCursor = page.next;
+  document.getElementById('more').hidden = !page.next;
+  const body = document.getElementById('sessions'); if (!more) body.replaceChildren();
   for (const s of page.items) {
     const tr = el('tr', undefined, 's'); tr.dataset.session = s.id;
     for (const v of [s.firstTime, s.identity ?? '', s.policy ?? '', s.statements, s.denied]) tr.append(el('td', v));
@@ -104,6 +117,9 @@ async function loadApprovals() {
     act.prepend(reason); tr.append(act); body.append(tr);
   }
 }
+document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
+let nextCursorUsed = false;
+document.getElementById('more').onclick = () => { nextCursorUsed = true; loadSessions(true); };
 document.getElementById('token-form').onsubmit = (ev) => {
   ev.preventDefault();
   sessionStorage.setItem('pgwarden-token', document.getElementById('token').value);
@@ -129,7 +145,8 @@ async function follow() {
       let i;
       while ((i = buf.indexOf('\\n\\n')) !== -1) {
         const block = buf.slice(0, i); buf = buf.slice(i + 2);
-        if (block.split('\\n').includes('event: audit')) loadSessions();
+        // A new session: refresh the first page, unless the reader is paging through older ones.
+        if (block.split('\\n').includes('event: audit') && !nextCursorUsed) loadSessions();
       }
     }
   } catch (e) { if (ac.signal.aborted) return; }
