@@ -1,10 +1,12 @@
-import { natsUserFiles } from '@pgwarden/policy';
+import { readFileSync } from 'node:fs';
+import { decisionSigningKey, natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { isLoopbackHost, readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
+import { CollectorError } from './errors.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { LiveStream } from './http/live-stream.js';
@@ -36,7 +38,12 @@ export interface CollectorOptions {
    * The approval queue follows stream PGWARDEN_APPROVALS whenever `nats` is set; its HTTP routes need an approvers
    * file (YAML/JSON list of `{name, groups, tokenSha256}`, re-read when it changes). Without one they answer 501.
    */
-  approvals?: { approversFile?: string; maxEntries?: number };
+  approvals?: {
+    approversFile?: string;
+    maxEntries?: number;
+    /** PEM Ed25519 private key: every decision is signed with it (policies list its public key in decisionKeys). */
+    signingKeyFile?: string;
+  };
   /**
    * Who may read the audit trail over HTTP: the people in `readersFile` (and the approvers). Without a readers file
    * the read routes are open, which is allowed only on a loopback `http.host` or with `insecureOpen`.
@@ -70,6 +77,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     : undefined;
   approvers?.on('loaded', (count) => log.info({ approvers: count }, 'approvers file reloaded'));
   approvers?.on('invalid', (message) => log.error({ err: message }, 'approvers file invalid: refusing every token'));
+  // Read before anything starts, like the approvers file: a missing or wrong key fails the start.
+  const signingKey = opts.approvals?.signingKeyFile ? readSigningKey(opts.approvals.signingKeyFile) : undefined;
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
@@ -135,6 +144,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         url: opts.nats.url,
         userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
         maxEntries: opts.approvals?.maxEntries,
+        signingKey,
       })
     : undefined;
   if (approvalQueue) {
@@ -238,4 +248,25 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await store.close();
       })()),
   };
+}
+
+function readSigningKey(path: string) {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      `approvals signing key ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+  try {
+    return decisionSigningKey(pem);
+  } catch (err) {
+    // The key's text is never repeated in the message.
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      `approvals signing key ${path}: ${(err as Error).message.split('\n')[0]}`,
+    );
+  }
 }

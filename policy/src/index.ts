@@ -34,6 +34,7 @@ export {
 export type { FromSchema } from './api/schema-types.js';
 export * from './api/validate.js';
 export * from './approvals/approval-messages.js';
+export * from './approvals/decision-signature.js';
 export * from './audit/index.js';
 export { decide, ruleMatches } from './engine/decide.js';
 export type { Decision, DecisionReason, StatementDecision, Subject } from './engine/decision-types.js';

@@ -287,6 +287,11 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
         await su.query('CREATE TABLE jobs (id int PRIMARY KEY); INSERT INTO jobs VALUES (1), (2), (3)');
         await su.query(`GRANT SELECT, DELETE ON jobs TO ${ROLES.scram.user}`);
         const port = await freePort();
+        const signingKeyFile = join(dir, 'approvals-signing.pem');
+        const decisionKey = execFileSync(process.execPath, [BIN, 'approvals', 'keygen', '--out', signingKeyFile], {
+          encoding: 'utf8',
+        });
+        expect(decisionKey).toMatch(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+-----END PUBLIC KEY-----\n$/);
         const policyFile = join(dir, 'review-policy.json');
         writeFileSync(
           policyFile,
@@ -301,7 +306,8 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
                 { name: 'read', action: 'allow', statements: ['select'] },
                 { name: 'deletes-need-review', action: 'review', statements: ['delete'], tables: ['public.jobs'] },
               ],
-              approval: { timeout: '60s', approvers: { users: ['dana'] } },
+              // Only decisions the collector's key signed count (its public key from `pgwarden approvals keygen`).
+              approval: { timeout: '60s', approvers: { users: ['dana'] }, decisionKeys: [decisionKey] },
             },
           }),
         );
@@ -316,7 +322,9 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
             nats.url,
             '--nats-credentials-dir',
             userDir('collector-ap', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
-          ].concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile]),
+          ]
+            .concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile])
+            .concat(['--approvals-signing-key', signingKeyFile]),
           /collector listening on (http:\S+)/,
           { PGWARDEN_COLLECTOR_STORE: store.url },
         );

@@ -1,11 +1,18 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
+import {
+  approvalSubject,
+  decisionSigningKey,
+  decisionVerifyKey,
+  parseApprovalDecision,
+  signDecision,
+  verifyDecision,
+} from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Collector } from '../../../collector/src/collector.js';
 import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
@@ -159,4 +166,34 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
     const unreachable = await pgwarden(['approvals', 'list', '--collector', 'http://127.0.0.1:9'], env);
     expect([unreachable.code, unreachable.stderr]).toEqual([2, expect.stringContaining('cannot reach the collector')]);
   }, 120_000);
+});
+
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals keygen', () => {
+  it('writes the private key (0600) and prints the public key, which verifies what the key signs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-keygen-'));
+    try {
+      const out = join(dir, 'signing.pem');
+      const made = await pgwarden(['approvals', 'keygen', '--out', out]);
+      expect(made.code, made.stderr).toBe(0);
+      expect(made.stdout).toMatch(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+\n-----END PUBLIC KEY-----\n$/);
+      expect(statSync(out).mode & 0o777).toBe(0o600);
+      const pem = readFileSync(out, 'utf8');
+      expect(made.stdout).not.toContain(pem.split('\n')[1]);
+      const decision = {
+        v: 1 as const,
+        id: '6f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5b',
+        decision: 'approved' as const,
+        by: { name: 'alice', groups: [] },
+        at: new Date().toISOString(),
+      };
+      const signed = signDecision(decision, decisionSigningKey(pem));
+      expect(verifyDecision(signed, [decisionVerifyKey(made.stdout)])).toBe(true);
+      // An existing key is never overwritten.
+      const again = await pgwarden(['approvals', 'keygen', '--out', out]);
+      expect([again.code, again.stderr]).toEqual([2, expect.stringContaining('cannot write')]);
+      expect(readFileSync(out, 'utf8')).toBe(pem);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

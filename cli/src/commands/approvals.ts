@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { ApprovalEntry } from '@pgwarden/collector';
 import type { Command } from 'commander';
 
@@ -230,4 +231,24 @@ export function registerApprovals(program: Command): void {
         }),
       );
   }
+
+  approvals
+    .command('keygen')
+    .description(
+      "make the collector's decision signing key: writes the Ed25519 private key (PEM, mode 0600) for " +
+        "`pgwarden collector --approvals-signing-key` and prints the public key for policies' approval.decisionKeys",
+    )
+    .requiredOption('--out <file>', 'where to write the private key (refuses to overwrite)')
+    .action((o: { out: string }) => {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      try {
+        writeFileSync(o.out, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+      } catch (err) {
+        process.stderr.write(
+          `approvals keygen: cannot write ${o.out}: ${(err as NodeJS.ErrnoException).code ?? 'error'}\n`,
+        );
+        process.exit(2);
+      }
+      process.stdout.write(String(publicKey.export({ type: 'spki', format: 'pem' })));
+    });
 }

@@ -65,6 +65,11 @@ export function registerCollector(program: Command): void {
         'changes); or env PGWARDEN_APPROVERS_FILE. Without it the approvals API answers 501',
     )
     .option(
+      '--approvals-signing-key <file>',
+      'Ed25519 private key (PEM; `pgwarden approvals keygen`) every decision is signed with, for policies that list ' +
+        'its public key in approval.decisionKeys; or env PGWARDEN_APPROVALS_SIGNING_KEY_FILE',
+    )
+    .option(
       '--readers-file <file>',
       'who may read the audit trail over HTTP (sessions, events, stream, verify): same format as --approvers-file, ' +
         'approvers may read too; or env PGWARDEN_READERS_FILE. Without it those routes are open, which is allowed ' +
@@ -95,7 +100,10 @@ export function registerCollector(program: Command): void {
           gapGraceMs: o.gapGrace * 1000,
           exporters,
           exportStartAt: startAt,
-          approvals: { approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE },
+          approvals: {
+            approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE,
+            signingKeyFile: o.approvalsSigningKey ?? process.env.PGWARDEN_APPROVALS_SIGNING_KEY_FILE,
+          },
           read: {
             readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
             insecureOpen: Boolean(o.insecureOpenApi),

@@ -126,7 +126,7 @@ export function registerSidecar(program: Command): void {
   );
   opt(
     '--max-connections <n>',
-    'client connections served at once, 0 = no cap (a policy\'s guardrails.maxConnections may lower it); the next gets FATAL 53300',
+    "client connections served at once, 0 = no cap (a policy's guardrails.maxConnections may lower it); the next gets FATAL 53300",
     '0',
   );
   opt(

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +8,9 @@ import {
   APPROVALS_STREAM,
   type ApprovalRequestMessage,
   approvalSubject,
+  decisionVerifyKey,
   parseApprovalDecision,
+  verifyDecision,
 } from '@pgwarden/policy';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -243,6 +245,48 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
       }
     } finally {
       await replica.stop();
+    }
+  });
+
+  it('signs every decision with --approvals-signing-key, and refuses to start with a key that is not Ed25519', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-signing-'));
+    try {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      const keyFile = join(dir, 'signing.pem');
+      writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+      const signing = await start({ approvals: { approversFile, signingKeyFile: keyFile } });
+      try {
+        await waitFor(async () => (await api(signing, '/api/v1/approvals', { token: TOKENS.bob })).status === 200);
+        const r = approvalRequest();
+        await publish('request', r);
+        await waitFor(async () => (await stateOf(signing, r.id)) !== undefined);
+        const sub = nc.subscribe(approvalSubject('decision', r.id), { max: 1 });
+        const received = (async () => {
+          for await (const m of sub) return m.data;
+        })();
+        await nc.flush();
+        expect((await decide(signing, r.id, TOKENS.alice, { decision: 'reject', reason: 'no' })).status).toBe(200);
+        const msg = parseApprovalDecision((await received) as Uint8Array)!;
+        expect(msg.sig).toMatch(/^[A-Za-z0-9+/]{86}==$/);
+        expect(
+          verifyDecision(msg, [decisionVerifyKey(String(publicKey.export({ type: 'spki', format: 'pem' })))]),
+        ).toBe(true);
+      } finally {
+        await signing.stop();
+      }
+      const rsaFile = join(dir, 'rsa.pem');
+      writeFileSync(
+        rsaFile,
+        generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }),
+      );
+      await expect(start({ approvals: { approversFile, signingKeyFile: rsaFile } })).rejects.toThrow(
+        /approvals signing key .*rsa\.pem: the approval signing key must be Ed25519, not rsa/,
+      );
+      await expect(start({ approvals: { approversFile, signingKeyFile: join(dir, 'none.pem') } })).rejects.toThrow(
+        /approvals signing key .*none\.pem cannot be read: ENOENT/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

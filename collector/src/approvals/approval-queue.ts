@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import {
   type ConsumerMessages,
@@ -15,6 +16,7 @@ import {
   type Approver,
   approvalSubject,
   type NatsUserFiles,
+  signDecision,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 import { addStreamIfMissing, connectCollectorNats } from '../ingest/nats-connect.js';
@@ -50,6 +52,11 @@ export interface ApprovalQueueOptions {
   maxEntries?: number;
   /** How long a decision's publish may wait for the stream's acknowledgement (default 5 s). */
   publishTimeoutMs?: number;
+  /**
+   * Ed25519 key every decision is signed with (policy decision-signature.ts), for sidecars whose policy lists its
+   * public key in approval.decisionKeys.
+   */
+  signingKey?: KeyObject;
 }
 
 export interface ApprovalQueueEvents {
@@ -121,7 +128,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     const nc = this.nc;
     if (!nc || !this.ready) throw unavailable('NATS is not connected or the approval queue is still loading');
     this.book.checkDecision(id, approver, Date.now());
-    const msg: ApprovalDecisionMessage = {
+    const unsigned: ApprovalDecisionMessage = {
       v: 1,
       id,
       decision,
@@ -129,6 +136,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       ...(reason ? { reason } : {}),
       at: new Date().toISOString(),
     };
+    const msg = this.opts.signingKey ? signDecision(unsigned, this.opts.signingKey) : unsigned;
     const subject = approvalSubject('decision', id);
     const body = JSON.stringify(msg);
     try {

@@ -84,7 +84,10 @@ describe('charts/pgwarden with real helm', () => {
       (await template(...set)).find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
     const plain = await collectorOf();
     expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--approvers-file');
-    const withApprovers = await collectorOf('collector.approversSecret=pgwarden-approvers');
+    const withApprovers = await collectorOf(
+      'collector.approversSecret=pgwarden-approvers',
+      'collector.approvalsSigningKeySecret=pgwarden-approvals-signing',
+    );
     const pod = withApprovers.spec.template.spec;
     expect(pod.containers[0].args).toContain('--approvers-file=/etc/pgwarden/approvers/approvers.yaml');
     expect(pod.containers[0].volumeMounts).toContainEqual({
@@ -96,6 +99,12 @@ describe('charts/pgwarden with real helm', () => {
       secretName: 'pgwarden-approvers',
       items: [{ key: 'approvers.yaml', path: 'approvers.yaml' }],
     });
+    expect(pod.containers[0].args).toContain('--approvals-signing-key=/etc/pgwarden/approvals-signing/signing-key.pem');
+    expect(pod.volumes.find((v: any) => v.name === 'approvals-signing').secret).toMatchObject({
+      secretName: 'pgwarden-approvals-signing',
+      items: [{ key: 'signing-key.pem', path: 'signing-key.pem' }],
+    });
+    expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--approvals-signing-key');
     await validateObject(withApprovers);
   });
 

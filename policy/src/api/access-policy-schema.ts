@@ -169,6 +169,14 @@ export const databaseAccessPolicySpecSchema = {
       properties: {
         timeout: { ...duration, default: '10m' },
         approvers: { ...subjects, default: {} },
+        decisionKeys: {
+          type: 'array',
+          maxItems: 4,
+          default: [],
+          description:
+            'Ed25519 public keys (PEM) of the collector(s) allowed to sign decisions; when set, unsigned decisions are ignored. Several for rotation.',
+          items: { type: 'string', maxLength: 1024, pattern: '^-----BEGIN PUBLIC KEY-----' },
+        },
       },
     },
     audit: {

@@ -1,4 +1,5 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { decisionVerifyKey } from '../approvals/decision-signature.js';
 import type { PolicyIssue } from '../errors.js';
 import { type DatabaseAccessPolicySpec, databaseAccessPolicySpecSchema } from './access-policy-schema.js';
 import { type MaskingRuleSpec, maskingRuleSpecSchema } from './masking-rule-schema.js';
@@ -108,6 +109,18 @@ function semanticPolicyIssues(spec: DatabaseAccessPolicySpec, base: string): Pol
   if (spec.authentication.mode === 'oidc' && spec.authentication.oidc === undefined) {
     issues.push({ path: `${base}/authentication/oidc`, message: 'is required when mode is oidc', severity: 'error' });
   }
+  // A key that does not parse would make every decision unverifiable: refused here rather than found at 3 a.m.
+  spec.approval.decisionKeys.forEach((pem, i) => {
+    try {
+      decisionVerifyKey(pem);
+    } catch (err) {
+      issues.push({
+        path: `${base}/approval/decisionKeys/${i}`,
+        message: `is not an Ed25519 public key in PEM: ${(err as Error).message.split('\n')[0]}`,
+        severity: 'error',
+      });
+    }
+  });
   return issues;
 }
 

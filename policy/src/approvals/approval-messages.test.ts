@@ -33,7 +33,9 @@ describe('approval messages', () => {
     ]) {
       expect(parseApprovalDecision(bad), bad).toBeUndefined();
     }
-    expect(parseApprovalDecision(JSON.stringify({ ...ok, reason: 'x'.repeat(5000) }))?.reason).toHaveLength(1024);
+    expect(parseApprovalDecision(JSON.stringify({ ...ok, reason: 'x'.repeat(1024) }))?.reason).toHaveLength(1024);
+    expect(parseApprovalDecision(JSON.stringify({ ...ok, reason: 'x'.repeat(1025) }))).toBeUndefined();
+    expect(parseApprovalDecision(JSON.stringify({ ...ok, sig: 7 }))).toBeUndefined();
   });
 
   it('reads requests and closings, refusing malformed ones', () => {

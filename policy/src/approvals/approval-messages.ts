@@ -62,6 +62,8 @@ export interface ApprovalDecisionMessage {
   by: Approver;
   reason?: string;
   at: string;
+  /** Ed25519 signature (base64) by the collector's approval signing key, when it has one (decision-signature.ts). */
+  sig?: string;
 }
 
 export type ApprovalClosedOutcome = 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'refused';
@@ -97,13 +99,18 @@ export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisi
   const by = approverOf(o.by);
   if (!by || !str(o.at, 64)) return undefined;
   if (o.reason !== undefined && typeof o.reason !== 'string') return undefined;
+  if (o.sig !== undefined && !str(o.sig, 128)) return undefined;
+  // The collector caps reasons at 1024 characters; a longer one is not the collector's. Kept as sent otherwise:
+  // a signature covers the exact text.
+  if (o.reason !== undefined && o.reason.length > 1024) return undefined;
   return {
     v: 1,
     id: o.id,
     decision: o.decision,
     by,
     at: o.at,
-    ...(o.reason ? { reason: o.reason.slice(0, 1024) } : {}),
+    ...(o.reason !== undefined ? { reason: o.reason } : {}),
+    ...(o.sig !== undefined ? { sig: o.sig } : {}),
   };
 }
 

@@ -8,6 +8,11 @@ export interface ApprovalRequest {
   policy: { name: string; hash: string; namespace?: string };
   /** The policy's approval.approvers: the only people whose decision counts. */
   approvers: Subjects;
+  /**
+   * The policy's approval.decisionKeys (Ed25519 public keys, PEM): when any, only a decision signed by one of them
+   * counts (policy decision-signature.ts).
+   */
+  decisionKeys?: readonly string[];
   rule: string;
   sql: string;
   identity: Identity;

@@ -1,13 +1,15 @@
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
   APPROVALS_STREAM,
   type ApprovalClosedMessage,
+  type ApprovalDecisionMessage,
   approvalSubject,
   parseApprovalClosed,
   parseApprovalRequest,
+  signDecision,
 } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
@@ -120,6 +122,48 @@ describe('natsApprovalGate', () => {
     await decide(req.id, 'rejected', 'carol', ['dba'], 'not on a Friday');
     expect(await outcome).toEqual({ decision: 'rejected', by: 'carol', reason: 'not on a Friday' });
     expect(await closedOf(req.id)).toMatchObject({ outcome: 'rejected', by: { name: 'carol' } });
+  });
+
+  it('with approval.decisionKeys applies only a decision the collector’s key signed, for this request', async () => {
+    const collectorKey = generateKeyPairSync('ed25519');
+    const otherKey = generateKeyPairSync('ed25519');
+    const pem = (k: KeyObject) => String(k.export({ type: 'spki', format: 'pem' }));
+    const warnings: string[] = [];
+    const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });
+    // Two keys listed (a rotation): either may sign.
+    const req = request({ decisionKeys: [pem(otherKey.publicKey), pem(collectorKey.publicKey)] });
+    const { outcome, settled } = await held(gate, req);
+    const decision = (id: string, reason?: string): ApprovalDecisionMessage => ({
+      v: 1,
+      id,
+      decision: 'approved',
+      by: { name: 'alice', groups: [] },
+      at: new Date().toISOString(),
+      ...(reason ? { reason } : {}),
+    });
+    const publish = (d: ApprovalDecisionMessage) =>
+      jetstream(collector).publish(approvalSubject('decision', req.id), JSON.stringify(d));
+    await publish(decision(req.id)); // unsigned
+    await publish(signDecision(decision(req.id), generateKeyPairSync('ed25519').privateKey)); // a key not listed
+    const signed = signDecision(decision(req.id, 'ok'), collectorKey.privateKey);
+    await publish({ ...signed, reason: 'ok, and more' }); // altered after signing
+    // A valid signature for another request's decision, replayed on this subject.
+    await publish({ ...signDecision(decision(randomUUID()), collectorKey.privateKey), id: req.id });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(settled()).toBe(false);
+    expect(warnings).toEqual(
+      Array(4).fill('approval: ignored a decision not signed by a key in approval.decisionKeys'),
+    );
+    await publish(signed);
+    expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
+    // The rotated-in key signs too.
+    const next = request({ decisionKeys: [pem(otherKey.publicKey), pem(collectorKey.publicKey)] });
+    const held2 = await held(gate, next);
+    await jetstream(collector).publish(
+      approvalSubject('decision', next.id),
+      JSON.stringify(signDecision({ ...decision(next.id), decision: 'rejected' }, otherKey.privateKey)),
+    );
+    expect(await held2.outcome).toMatchObject({ decision: 'rejected', by: 'alice' });
   });
 
   it('expires after the timeout, and is withdrawn when the client goes away', async () => {

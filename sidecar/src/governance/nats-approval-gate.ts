@@ -6,10 +6,12 @@ import {
   type ApprovalClosedOutcome,
   type ApprovalRequestMessage,
   approvalSubject,
+  decisionVerifyKeys,
   formatAuditTime,
   isApprover,
   parseApprovalDecision,
   redactSecrets,
+  verifyDecision,
 } from '@pgwarden/policy';
 import type { AuditSink } from '../audit/audit-sink.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
@@ -101,11 +103,19 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
         // Subscribe before publishing: a decision cannot arrive before anyone could see the request, but a fast
         // one could arrive before a subscription made after the publish's acknowledgement.
         sub = nc.subscribe(approvalSubject('decision', req.id));
+        const keys = req.decisionKeys?.length ? decisionVerifyKeys(req.decisionKeys) : undefined;
         /** Applies a decision message if it is one that counts; returns whether the hold ended. */
         const consider = (data: Uint8Array): boolean => {
           const d = parseApprovalDecision(data);
           if (!d || d.id !== req.id) {
             log('warn', 'approval: ignored a malformed decision', { id: req.id });
+            return false;
+          }
+          if (keys && !verifyDecision(d, keys)) {
+            log('warn', 'approval: ignored a decision not signed by a key in approval.decisionKeys', {
+              id: req.id,
+              by: d.by.name,
+            });
             return false;
           }
           if (!isApprover(req.approvers, d.by)) {

@@ -138,6 +138,7 @@ export class PolicySession implements SessionHooks {
       sessionId: this.ctx.info.id,
       policy: p.policy.namespace ? { ...policy, namespace: p.policy.namespace } : policy,
       approvers: p.policy.spec.approval.approvers,
+      decisionKeys: p.policy.spec.approval.decisionKeys,
       rule: d.rule ?? '',
       sql: req.sql,
       identity: this.ctx.info.identity,

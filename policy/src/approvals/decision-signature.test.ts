@@ -1,0 +1,93 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { parsePolicyDocuments } from '../api/load-documents.js';
+import type { ApprovalDecisionMessage } from './approval-messages.js';
+import {
+  decisionSigningKey,
+  decisionVerifyKey,
+  decisionVerifyKeys,
+  signDecision,
+  verifyDecision,
+} from './decision-signature.js';
+
+const ed = generateKeyPairSync('ed25519');
+const pub = String(ed.publicKey.export({ type: 'spki', format: 'pem' }));
+const priv = String(ed.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+const decision: ApprovalDecisionMessage = {
+  v: 1,
+  id: '6f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5b',
+  decision: 'approved',
+  by: { name: 'alice', groups: ['dba', 'oncall'] },
+  reason: 'ticket 42',
+  at: '2026-11-30T19:00:00.000Z',
+};
+
+describe('approval decision signatures', () => {
+  it('verifies what the key signed and nothing that differs in any field', () => {
+    const signed = signDecision(decision, decisionSigningKey(priv));
+    const keys = [decisionVerifyKey(pub)];
+    expect(verifyDecision(signed, keys)).toBe(true);
+    // Key order in the message does not matter (canonical JSON), the values do.
+    expect(verifyDecision(JSON.parse(JSON.stringify({ sig: signed.sig, ...decision })), keys)).toBe(true);
+    for (const changed of [
+      { decision: 'rejected' as const },
+      { id: '6f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5c' },
+      { by: { name: 'mallory', groups: ['dba', 'oncall'] } },
+      { by: { name: 'alice', groups: ['dba', 'oncall', 'admins'] } },
+      { reason: 'ticket 43' },
+      { reason: undefined },
+      { at: '2026-11-30T19:00:00.001Z' },
+    ])
+      expect(verifyDecision({ ...signed, ...changed }, keys), JSON.stringify(changed)).toBe(false);
+    expect(verifyDecision(decision, keys)).toBe(false); // unsigned
+    expect(verifyDecision({ ...signed, sig: 'AAAA' }, keys)).toBe(false);
+    expect(
+      verifyDecision(signed, [
+        decisionVerifyKey(String(generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }))),
+      ]),
+    ).toBe(false);
+    expect(verifyDecision(signed, [])).toBe(false);
+  });
+
+  it('takes only Ed25519 keys, and skips a verification key that does not parse', () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    expect(() => decisionSigningKey(String(rsa.privateKey.export({ type: 'pkcs8', format: 'pem' })))).toThrow(
+      /Ed25519, not rsa/,
+    );
+    expect(() => decisionVerifyKey(String(ec.publicKey.export({ type: 'spki', format: 'pem' })))).toThrow(
+      /not an Ed25519 public key \(ec\)/,
+    );
+    expect(() => decisionVerifyKey(priv)).toThrow(/this is a private key: give the public key/);
+    expect(decisionVerifyKeys(['-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n', pub])).toHaveLength(1);
+  });
+
+  it('a policy refuses a decision key that is not an Ed25519 public key', () => {
+    const doc = (key: string) => `apiVersion: pgwarden.dev/v1alpha1
+kind: DatabaseAccessPolicy
+metadata: {name: p}
+spec:
+  database: {host: db, name: app}
+  approval:
+    decisionKeys:
+      - |
+${key
+  .trim()
+  .split('\n')
+  .map((l) => `        ${l}`)
+  .join('\n')}
+`;
+    expect(parsePolicyDocuments(doc(pub)).policies[0].spec.approval.decisionKeys).toEqual([pub]);
+    const ec = String(
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }),
+    );
+    const refused = parsePolicyDocuments(doc(ec));
+    expect(refused.policies).toEqual([]);
+    expect(refused.errors).toEqual([
+      expect.objectContaining({
+        path: expect.stringMatching(/\/spec\/approval\/decisionKeys\/0$/),
+        message: expect.stringMatching(/^is not an Ed25519 public key in PEM/),
+      }),
+    ]);
+  });
+});

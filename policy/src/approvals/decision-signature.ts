@@ -1,0 +1,76 @@
+import { createPrivateKey, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { canonicalJson } from '../api/canonical-json.js';
+import type { ApprovalDecisionMessage } from './approval-messages.js';
+
+/**
+ * Signed approval decisions. Without them a sidecar takes a decision's approver from whoever could publish on
+ * `pgwarden.approval.decision.<id>`, which only NATS permissions restrict. With a policy's `approval.decisionKeys`
+ * it applies only decisions signed (Ed25519) by the collector's key, so a NATS user that may publish there, or a
+ * NATS without permissions, cannot approve anything. The signature covers every field of the decision, the request
+ * id (a UUID the sidecar chose) included, so it cannot be replayed for another statement.
+ */
+
+/** Domain separation: these bytes are signed for nothing else. */
+const CONTEXT = 'pgwarden approval decision v1\n';
+
+function signedBytes(d: ApprovalDecisionMessage): Buffer {
+  const { sig: _sig, ...rest } = d;
+  return Buffer.from(CONTEXT + canonicalJson(rest), 'utf8');
+}
+
+/** The collector's signing key from a PEM private key; throws unless it is Ed25519. */
+export function decisionSigningKey(pem: string): KeyObject {
+  const key = createPrivateKey(pem);
+  if (key.asymmetricKeyType !== 'ed25519')
+    throw new Error(`the approval signing key must be Ed25519, not ${key.asymmetricKeyType}`);
+  return key;
+}
+
+/** A verification key from a PEM public key (`-----BEGIN PUBLIC KEY-----`); throws unless it is Ed25519. */
+export function decisionVerifyKey(pem: string): KeyObject {
+  // createPublicKey would derive the public half from a private key: refused, so a private key pasted into a
+  // policy by mistake is caught rather than published in a ConfigMap that works.
+  if (/PRIVATE KEY/.test(pem))
+    throw new Error('this is a private key: give the public key (pgwarden approvals keygen)');
+  const key = createPublicKey(pem);
+  if (key.type !== 'public' || key.asymmetricKeyType !== 'ed25519')
+    throw new Error(`not an Ed25519 public key (${key.asymmetricKeyType ?? key.type})`);
+  return key;
+}
+
+/** The decision with its signature (base64) in `sig`. */
+export function signDecision(d: ApprovalDecisionMessage, key: KeyObject): ApprovalDecisionMessage {
+  return { ...d, sig: sign(null, signedBytes(d), key).toString('base64') };
+}
+
+/** Whether one of `keys` signed exactly this decision. */
+export function verifyDecision(d: ApprovalDecisionMessage, keys: readonly KeyObject[]): boolean {
+  if (typeof d.sig !== 'string') return false;
+  const sig = Buffer.from(d.sig, 'base64');
+  if (sig.length !== 64) return false;
+  const bytes = signedBytes(d);
+  return keys.some((k) => verify(null, bytes, k, sig));
+}
+
+const parsed = new Map<string, KeyObject | null>();
+/**
+ * The verification keys of a policy's `approval.decisionKeys`, parsed once per distinct PEM. A key that does not
+ * parse verifies nothing (policy validation refuses such a policy before it gets here).
+ */
+export function decisionVerifyKeys(pems: readonly string[]): KeyObject[] {
+  const out: KeyObject[] = [];
+  for (const pem of pems) {
+    let k = parsed.get(pem);
+    if (k === undefined) {
+      try {
+        k = decisionVerifyKey(pem);
+      } catch {
+        k = null;
+      }
+      if (parsed.size > 64) parsed.clear();
+      parsed.set(pem, k);
+    }
+    if (k) out.push(k);
+  }
+  return out;
+}
