@@ -9,9 +9,11 @@ import { approversYaml } from '../testing/approvals-fixture.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 import { isLoopbackHost } from './read-access.js';
+import { sha256Hex } from './token-file.js';
 
 const READER = 'reader-token-5b2f0a';
 const APPROVER = 'approver-token-91c3de';
+const SCOPED = 'team-a-reader-77e0b2';
 
 describe('who may read the audit trail over HTTP', () => {
   let dir: string;
@@ -22,7 +24,10 @@ describe('who may read the audit trail over HTTP', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-readers-'));
     readersFile = join(dir, 'readers.yaml');
-    writeFileSync(readersFile, approversYaml({ rita: { token: READER, groups: ['audit'] } }));
+    writeFileSync(
+      readersFile,
+      `${approversYaml({ rita: { token: READER, groups: ['audit'] } })}- {name: tess, tokenSha256: ${sha256Hex(SCOPED)}, namespaces: [team-a]}\n`,
+    );
     const approversFile = join(dir, 'approvers.yaml');
     writeFileSync(approversFile, approversYaml({ alice: { token: APPROVER, groups: ['dba'] } }));
     db = await createTestDatabase(inject('pg'), ROLES.superuser);
@@ -33,7 +38,11 @@ describe('who may read the audit trail over HTTP', () => {
       approvals: { approversFile },
       read: { readersFile },
     });
-    for (const e of makeSession({ id: 'read-sess', statements: 2 })) expect(await collector.ingest(e)).toBe('stored');
+    for (const e of [
+      ...makeSession({ id: 'read-sess', statements: 2 }),
+      ...makeSession({ id: 'team-a-sess', statements: 1, namespace: 'team-a' }),
+    ])
+      expect(await collector.ingest(e)).toBe('stored');
   });
   afterAll(async () => {
     await collector?.stop();
@@ -68,6 +77,49 @@ describe('who may read the audit trail over HTTP', () => {
     }
     const events = (await (await get('/api/v1/events?session=read-sess', READER)).json()) as { items: unknown[] };
     expect(events.items).toHaveLength(4);
+  });
+
+  it('a reader limited to some namespaces reads only those, and learns nothing of the others', async () => {
+    const json = async (path: string, init?: RequestInit) => {
+      const r = await get(path, SCOPED, init);
+      return { status: r.status, body: (await r.json()) as any };
+    };
+    const ids = (items: { id?: string; session?: { id: string } }[]) => items.map((x) => x.id ?? x.session?.id);
+    expect(ids((await json('/api/v1/sessions')).body.items)).toEqual(['team-a-sess']);
+    expect((await json('/api/v1/sessions?namespace=agents')).body.items).toEqual([]);
+    expect((await json('/api/v1/sessions/team-a-sess')).status).toBe(200);
+    expect((await json('/api/v1/sessions/read-sess')).status).toBe(404);
+    const events = (await json('/api/v1/events')).body.items as { session: { id: string } }[];
+    expect(new Set(events.map((e) => e.session.id))).toEqual(new Set(['team-a-sess']));
+    expect((await json('/api/v1/events?session=read-sess')).body.items).toEqual([]);
+    // Verification: only named sessions of its namespaces.
+    expect((await json('/api/v1/verify', { method: 'POST', body: '{}' })).body.error.code).toBe('scoped_reader');
+    const other = await json('/api/v1/verify', { method: 'POST', body: JSON.stringify({ sessions: ['read-sess'] }) });
+    expect(other.status).toBe(404);
+    const own = await json('/api/v1/verify', { method: 'POST', body: JSON.stringify({ sessions: ['team-a-sess'] }) });
+    expect(own).toMatchObject({ status: 200, body: { ok: true, sessions: 1 } });
+    // The live stream carries only its namespaces' events.
+    const ac = new AbortController();
+    const r = await get('/api/v1/stream', SCOPED, { signal: ac.signal });
+    const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    const read = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        text += value;
+        if (text.includes('"id":"live-a"')) return;
+      }
+    })();
+    for (const e of [
+      ...makeSession({ id: 'live-other', statements: 1 }),
+      ...makeSession({ id: 'live-a', statements: 1, namespace: 'team-a' }),
+    ])
+      expect(await collector.ingest(e)).toBe('stored');
+    await read;
+    ac.abort();
+    expect(text).toContain('"id":"live-a"');
+    expect(text).not.toContain('live-other');
   });
 
   it('the live stream needs a token too', async () => {

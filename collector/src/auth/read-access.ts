@@ -1,7 +1,6 @@
 import { isIP } from 'node:net';
-import type { Approver } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
-import type { TokenFile } from './token-file.js';
+import type { TokenFile, TokenHolder } from './token-file.js';
 
 /**
  * Who may read the audit trail over HTTP (sessions, events, the live stream, verification): statement text and
@@ -22,10 +21,10 @@ export interface ReadAccess {
 export function authenticateReader(
   access: ReadAccess,
   authorization: string | undefined,
-): Approver | 'anonymous' | undefined {
+): TokenHolder | 'anonymous' | undefined {
   if (access.mode === 'open') return 'anonymous';
   // A broken readers file refuses readers (its authenticate throws), but an approver may still read.
-  let reader: Approver | undefined;
+  let reader: TokenHolder | undefined;
   let broken: unknown;
   try {
     reader = access.readers?.authenticate(authorization);
@@ -33,7 +32,7 @@ export function authenticateReader(
     broken = err;
   }
   if (reader) return reader;
-  let approver: Approver | undefined;
+  let approver: TokenHolder | undefined;
   try {
     approver = access.approvers?.authenticate(authorization);
   } catch {

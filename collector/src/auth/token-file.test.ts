@@ -24,6 +24,14 @@ describe('parseTokenFile', () => {
     expect(fromYaml[1].digest.toString('hex')).toBe(sha256Hex('t-bob'));
     const json = JSON.stringify([{ name: 'carol', groups: ['x'], tokenSha256: sha256Hex('t-carol') }]);
     expect(parseTokenFile(json, 'a.json').map((a) => a.name)).toEqual(['carol']);
+    // A reader may be limited to some namespaces; without the field every namespace is theirs.
+    const scoped = parseTokenFile(
+      `- {name: tess, tokenSha256: ${sha256Hex('t')}, namespaces: [team-a, team-b]}\n`,
+      'r.yaml',
+      'readers',
+    );
+    expect(scoped[0].namespaces).toEqual(['team-a', 'team-b']);
+    expect(fromYaml[0].namespaces).toBeUndefined();
     // sha256sum's output for `printf %s TOKEN`: the documented way to make the hash.
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
   });
@@ -37,6 +45,8 @@ describe('parseTokenFile', () => {
       ['- {name: alice, tokenSha256: abc}', /tokenSha256 must be 64 hex digits/],
       [`- {name: "", tokenSha256: ${h}}`, /name must be a non-empty string/],
       [`- {name: a, groups: dba, tokenSha256: ${h}}`, /groups must be a list/],
+      [`- {name: a, namespaces: team-a, tokenSha256: ${h}}`, /namespaces must be a list of namespace names/],
+      [`- {name: a, namespaces: [""], tokenSha256: ${h}}`, /namespaces must be a list of namespace names/],
       [`- {name: a, tokenSha256: ${h}}\n- {name: b, tokenSha256: ${h}}`, /same token hash appears twice/],
       ['- [unclosed', /not YAML\/JSON/],
     ];

@@ -11,12 +11,17 @@ import { CollectorError } from '../errors.js';
  */
 export type TokenFileKind = 'approvers' | 'readers';
 
-interface NamedToken extends Approver {
+/** A person a token file names; `namespaces` (absent: all) limits which sessions they may read. */
+export interface TokenHolder extends Approver {
+  namespaces?: string[];
+}
+
+interface NamedToken extends TokenHolder {
   digest: Buffer;
 }
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
-const FIELDS = new Set(['name', 'groups', 'tokenSha256']);
+const FIELDS = new Set(['name', 'groups', 'tokenSha256', 'namespaces']);
 
 export const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
@@ -44,11 +49,24 @@ export function parseTokenFile(text: string, source: string, kind: TokenFileKind
     const groups = o.groups ?? [];
     if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string' && g.length > 0 && g.length <= 256))
       throw bad(`entry ${i} (${o.name}): groups must be a list of non-empty strings`);
+    const namespaces = o.namespaces;
+    if (
+      namespaces !== undefined &&
+      (!Array.isArray(namespaces) ||
+        namespaces.length > 256 ||
+        !namespaces.every((n) => typeof n === 'string' && n.length > 0 && n.length <= 253))
+    )
+      throw bad(`entry ${i} (${o.name}): namespaces must be a list of namespace names`);
     const hex = typeof o.tokenSha256 === 'string' ? o.tokenSha256.toLowerCase() : '';
     if (!HEX_SHA256.test(hex)) throw bad(`entry ${i} (${o.name}): tokenSha256 must be 64 hex digits`);
     if (seen.has(hex)) throw bad(`entry ${i} (${o.name}): the same token hash appears twice`);
     seen.add(hex);
-    return { name: o.name, groups: [...groups], digest: Buffer.from(hex, 'hex') };
+    return {
+      name: o.name,
+      groups: [...groups],
+      ...(namespaces ? { namespaces: [...(namespaces as string[])] } : {}),
+      digest: Buffer.from(hex, 'hex'),
+    };
   });
 }
 
@@ -82,7 +100,7 @@ export class TokenFile extends EventEmitter<TokenFileEvents> {
    * constant time), so the answer's timing does not tell which entry, if any, came close. Throws while the file
    * is invalid.
    */
-  authenticate(authorization: string | undefined): Approver | undefined {
+  authenticate(authorization: string | undefined): TokenHolder | undefined {
     this.refresh();
     if (this.error) throw new CollectorError('COLLECTOR_BAD_CONFIG', this.error);
     const m = /^Bearer +(\S+) *$/i.exec(authorization ?? '');
@@ -90,7 +108,12 @@ export class TokenFile extends EventEmitter<TokenFileEvents> {
     const given = createHash('sha256').update(m[1], 'utf8').digest();
     let found: NamedToken | undefined;
     for (const t of this.tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
-    return found ? { name: found.name, groups: [...found.groups] } : undefined;
+    if (!found) return undefined;
+    return {
+      name: found.name,
+      groups: [...found.groups],
+      ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
+    };
   }
 
   private refresh(): void {

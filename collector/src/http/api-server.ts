@@ -29,7 +29,8 @@ export interface ApiDeps {
 /** The routes that serve the audit trail itself (statement text, result samples): readers only. */
 const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|stream|verify)$/;
 
-function requireReader(deps: ApiDeps, req: IncomingMessage): void {
+/** The reader's namespaces (undefined: every namespace); throws 401/503 for anyone who may not read. */
+function requireReader(deps: ApiDeps, req: IncomingMessage): string[] | undefined {
   let who: ReturnType<typeof authenticateReader>;
   try {
     who = authenticateReader(deps.read, req.headers.authorization);
@@ -44,7 +45,12 @@ function requireReader(deps: ApiDeps, req: IncomingMessage): void {
       'unauthorized',
       'missing or unknown bearer token: reading the audit trail needs a reader’s or approver’s token',
     );
+  return who === 'anonymous' ? undefined : who.namespaces;
 }
+
+/** 404, as for a session that does not exist: a scoped reader learns nothing about other namespaces. */
+const inScope = (scope: string[] | undefined, namespace: string | null) =>
+  scope === undefined || (namespace !== null && scope.includes(namespace));
 
 const MAX_INGEST_BYTES = 16 * 1024 * 1024;
 
@@ -102,10 +108,11 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     res.end(WEB_UI_HTML);
     return;
   }
-  if (READ_ROUTE.test(path)) requireReader(deps, req);
+  const scope = READ_ROUTE.test(path) ? requireReader(deps, req) : undefined;
   if (method === 'GET' && path === '/api/v1/sessions') {
     const page = await listSessions(deps.store.db, {
       namespace: opt(q, 'namespace'),
+      namespaces: scope,
       policy: opt(q, 'policy'),
       identity: opt(q, 'identity'),
       decision: opt(q, 'decision'),
@@ -121,7 +128,8 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
   if (method === 'GET' && m) {
     const id = decodeURIComponent(m[1]);
     const s = await getSession(deps.store.db, id);
-    if (!s) throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
+    if (!s || !inScope(scope, s.session.namespace))
+      throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
     return send(res, 200, s);
   }
   if (method === 'GET' && path === '/api/v1/events') {
@@ -133,6 +141,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
       session: opt(q, 'session'),
       identity: opt(q, 'identity'),
       namespace: opt(q, 'namespace'),
+      namespaces: scope,
       policy: opt(q, 'policy'),
       from: timeOf(q, 'from'),
       to: timeOf(q, 'to'),
@@ -142,7 +151,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     return send(res, 200, page);
   }
   if (method === 'GET' && path === '/api/v1/stream') {
-    deps.live.add(res, liveFilterFrom(q));
+    deps.live.add(res, { ...liveFilterFrom(q), ...(scope ? { namespaces: new Set(scope) } : {}) });
     deps.metrics.sseClients.set(deps.live.size);
     res.on('close', () => deps.metrics.sseClients.set(deps.live.size));
     return;
@@ -152,6 +161,20 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     const sessions = body.trim() ? (JSON.parse(body) as { sessions?: string[] }).sessions : undefined;
     if (sessions !== undefined && (!Array.isArray(sessions) || !sessions.every((s) => typeof s === 'string'))) {
       throw new HttpError(400, 'bad_request', 'sessions must be an array of session ids');
+    }
+    if (scope) {
+      // A scoped reader verifies named sessions of its own namespaces only (verifying "all" would cover others').
+      if (sessions === undefined)
+        throw new HttpError(
+          403,
+          'scoped_reader',
+          'a reader limited to some namespaces must name the sessions to verify',
+        );
+      for (const id of sessions) {
+        const s = await getSession(deps.store.db, id);
+        if (!s || !inScope(scope, s.session.namespace))
+          throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
+      }
     }
     const reports = await deps.store.verify(sessions);
     return send(res, 200, {

@@ -10,6 +10,8 @@ export interface LiveFilter {
   type?: string;
   table?: string;
   session?: string;
+  /** A reader's scope: only events of these namespaces (absent: all). Not a query parameter. */
+  namespaces?: ReadonlySet<string>;
 }
 
 export const LIVE_FILTER_KEYS = [
@@ -35,6 +37,11 @@ export function liveFilterFrom(params: URLSearchParams): LiveFilter {
 export function matchesFilter(e: AuditEvent, f: LiveFilter): boolean {
   const x = indexedFields(e);
   if (f.namespace !== undefined && x.namespace !== f.namespace) return false;
+  if (
+    f.namespaces !== undefined &&
+    (x.namespace === null || x.namespace === undefined || !f.namespaces.has(x.namespace))
+  )
+    return false;
   if (f.policy !== undefined && x.policy !== f.policy) return false;
   if (f.identity !== undefined && x.identity !== f.identity) return false;
   if (f.decision !== undefined && x.decision !== f.decision) return false;

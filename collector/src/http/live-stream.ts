@@ -52,8 +52,10 @@ export class LiveStream {
     }
   }
 
+  /** To every client not limited to some namespaces: a finding names a session of any namespace. */
   publishFinding(finding: unknown): void {
-    this.broadcastRaw(`event: finding\ndata: ${JSON.stringify(finding)}\n\n`);
+    const chunk = `event: finding\ndata: ${JSON.stringify(finding)}\n\n`;
+    for (const c of this.clients) if (!c.filter.namespaces) this.write(c, chunk);
   }
 
   close(): void {

@@ -20,6 +20,8 @@ export interface SessionSummary {
 
 export interface SessionFilter {
   namespace?: string;
+  /** Only sessions in these namespaces (a reader's scope); absent: all. */
+  namespaces?: string[];
   policy?: string;
   identity?: string;
   decision?: string;
@@ -39,6 +41,8 @@ export interface EventFilter {
   session?: string;
   identity?: string;
   namespace?: string;
+  /** Only events in these namespaces (a reader's scope); absent: all. */
+  namespaces?: string[];
   policy?: string;
   from?: string;
   to?: string;
@@ -85,6 +89,12 @@ class Where {
     this.params.push(value);
     this.parts.push(sql(`$${this.params.length}`));
   }
+  /** A condition over a list; an empty list is a condition too (it matches nothing). */
+  addList(sql: (p: string) => string, values: readonly string[] | undefined): void {
+    if (values === undefined) return;
+    this.params.push(values);
+    this.parts.push(sql(`$${this.params.length}`));
+  }
   /** A condition over two values (keyset pagination). */
   add2(sql: (a: string, b: string) => string, a: unknown, b: unknown): void {
     this.params.push(a, b);
@@ -99,6 +109,7 @@ class Where {
 export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Page<SessionSummary>> {
   const w = new Where();
   w.add((p) => `namespace = ${p}`, f.namespace);
+  w.addList((p) => `namespace = ANY(${p}::text[])`, f.namespaces);
   w.add((p) => `policy = ${p}`, f.policy);
   w.add((p) => `identity = ${p}`, f.identity);
   w.add((p) => `status = ${p}`, f.chain);
@@ -153,6 +164,7 @@ export async function searchEvents(db: SqlRunner, f: EventFilter): Promise<Page<
   w.add((p) => `session_id = ${p}`, f.session);
   w.add((p) => `identity = ${p}`, f.identity);
   w.add((p) => `namespace = ${p}`, f.namespace);
+  w.addList((p) => `namespace = ANY(${p}::text[])`, f.namespaces);
   w.add((p) => `policy = ${p}`, f.policy);
   w.add((p) => `time >= ${p}::timestamptz`, f.from);
   w.add((p) => `time < ${p}::timestamptz`, f.to);
