@@ -16,6 +16,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
+import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
 import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
 import {
@@ -309,6 +310,29 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     writeFileSync(`${approversFile}.new`, approversYaml());
     renameSync(`${approversFile}.new`, approversFile);
     expect((await api(collector, '/api/v1/approvals', { token: TOKENS.alice })).status).toBe(200);
+  });
+
+  it('an approver limited to other namespaces neither sees nor decides this namespace’s requests', async () => {
+    const scoped = 'tok-sam-other-namespace';
+    writeFileSync(
+      `${approversFile}.new`,
+      `${approversYaml()}- {name: sam, groups: [dba], tokenSha256: ${sha256Hex(scoped)}, namespaces: [billing]}\n`,
+    );
+    renameSync(`${approversFile}.new`, approversFile);
+    try {
+      const r = await held(); // policy namespace agents
+      const list = await api(collector, '/api/v1/approvals?state=all', { token: scoped });
+      expect(list.status).toBe(200);
+      expect(list.body.approvals.map((e: any) => e.id)).not.toContain(r.id);
+      expect((await api(collector, `/api/v1/approvals/${r.id}`, { token: scoped })).status).toBe(404);
+      const res = await decide(collector, r.id, scoped, { decision: 'approve' });
+      expect([res.status, res.body.error.code]).toEqual([404, 'not_found']);
+      expect(await stateOf(collector, r.id)).toBe('pending');
+      expect(await decisionsInStream(r.id)).toBe(0);
+    } finally {
+      writeFileSync(`${approversFile}.new`, approversYaml());
+      renameSync(`${approversFile}.new`, approversFile);
+    }
   });
 
   it('does not make /readyz depend on approvals', async () => {

@@ -58,18 +58,20 @@ async function route(deps: ApprovalsDeps, req: IncomingMessage, res: ServerRespo
   const who = approvers.authenticate(req.headers.authorization);
   if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
 
+  // An approver limited to some namespaces sees (and decides) only their requests; others are as if absent.
+  const visible = (e: { request?: { policy?: { namespace?: string } } }) =>
+    who.namespaces === undefined ||
+    (e.request?.policy?.namespace !== undefined && who.namespaces.includes(e.request.policy.namespace));
   if (id === undefined) {
     const state = url.searchParams.get('state') ?? 'pending';
     if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
       throw new HttpError(400, 'bad_state', `state must be one of ${[...APPROVAL_STATES, 'all'].join(', ')}`);
-    return send(res, 200, { approvals: queue.list(state as ApprovalState | 'all') });
+    return send(res, 200, { approvals: queue.list(state as ApprovalState | 'all').filter(visible) });
   }
   if (!isApprovalId(id)) throw new HttpError(404, 'not_found', `no approval request ${JSON.stringify(id)}`);
-  if (method === 'GET') {
-    const entry = queue.get(id);
-    if (!entry) throw new HttpError(404, 'not_found', `no approval request ${id}`);
-    return send(res, 200, entry);
-  }
+  const entry = queue.get(id);
+  if (!entry || !visible(entry)) throw new HttpError(404, 'not_found', `no approval request ${id}`);
+  if (method === 'GET') return send(res, 200, entry);
   const body = parseDecisionBody(await readBody(req, 16 * 1024));
   return send(res, 200, await queue.decide(id, body.decision, who, body.reason));
 }
