@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { decisionSigningKey, natsUserFiles } from '@pgwarden/policy';
+import { decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
-import { isLoopbackHost, readAccessFor } from './auth/read-access.js';
+import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';

@@ -43,6 +43,7 @@ export { compileGlob, compileObjectGlob } from './engine/glob.js';
 export * from './errors.js';
 export { lintPolicySpec } from './lint/lint-policy.js';
 export * from './masking/index.js';
+export { isLoopbackHost } from './net/loopback-host.js';
 // Explicit (not `export *`) so these names win over same-named exports of ./masking (ES star-export rules).
 export type {
   DangerousUse,

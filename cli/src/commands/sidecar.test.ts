@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -117,5 +117,39 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     ]);
     expect(stderr).not.toContain('scram-pw-1');
     expect(stderr).toMatch(/sidecar listening/);
+  }, 90_000);
+
+  it('listens on loopback only, unless told otherwise with --insecure-listen-any', async () => {
+    const shared = inject('pg');
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-listen-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+    const port = await freePort();
+    const args = ['sidecar', '--credentials-dir', dir, '--audit', `file:${join(dir, 'audit.jsonl')}`, '--http', 'off'];
+    const env = {
+      ...process.env,
+      PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
+      PGWARDEN_CA_FILE: shared.caFile,
+    };
+    const refused = spawnSync(process.execPath, [bin, ...args, '--listen', `0.0.0.0:${port}`], {
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain(
+      `--listen 0.0.0.0:${port} is not a loopback address: anyone who reaches it would act as this pod`,
+    );
+    let stderr = '';
+    child = spawn(process.execPath, [bin, ...args, '--listen', `0.0.0.0:${port}`, '--insecure-listen-any'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stderr!.on('data', (d) => (stderr += d));
+    await waitForPort(port, '127.0.0.1', 60_000).catch((err) => {
+      throw new Error(`${err.message}; stderr: ${stderr}`);
+    });
+    expect(stderr).toMatch(/sidecar listening/);
+    expect(stderr).toContain('"listen":"0.0.0.0:');
   }, 90_000);
 });

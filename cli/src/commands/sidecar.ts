@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isLoopbackHost } from '@pgwarden/policy';
 import {
   AUDIT_CLI_OPTIONS,
   type AuditFlags,
@@ -125,6 +126,10 @@ export function registerSidecar(program: Command): void {
     String(64 * 1024 * 1024),
   );
   opt(
+    '--insecure-listen-any',
+    'accept a --listen address other than loopback: the sidecar then serves anyone who reaches it, with the pod’s workload identity',
+  );
+  opt(
     '--max-connections <n>',
     "client connections served at once, 0 = no cap (a policy's guardrails.maxConnections may lower it); the next gets FATAL 53300",
     '0',
@@ -166,6 +171,14 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const maxStatementBytes = Number(o.maxStatementBytes);
   if (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1)
     throw new InvalidArgumentError('--max-statement-bytes must be a positive integer');
+  const listenAt = parseHostPort('--listen', o.listen);
+  // Design: the sidecar listens on loopback only. In `workload` mode whoever connects *is* the pod, so an address
+  // others can reach would hand the pod's identity and credentials to them.
+  if (!isLoopbackHost(listenAt.host) && !o.insecureListenAny)
+    throw new InvalidArgumentError(
+      `--listen ${o.listen} is not a loopback address: anyone who reaches it would act as this pod. Listen on ` +
+        '127.0.0.1, or accept that with --insecure-listen-any',
+    );
   const maxConnections = Number(o.maxConnections);
   if (!Number.isInteger(maxConnections) || maxConnections < 0)
     throw new InvalidArgumentError('--max-connections must be a non-negative integer');

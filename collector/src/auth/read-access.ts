@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isLoopbackHost } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
 
@@ -41,15 +41,6 @@ export function authenticateReader(
   if (approver) return approver;
   if (broken) throw broken;
   return undefined;
-}
-
-/** Whether `host` (as given to --listen) only accepts connections from this machine. */
-export function isLoopbackHost(host: string | undefined): boolean {
-  if (host === undefined || host === 'localhost') return true;
-  const h = host.replace(/^\[|\]$/g, '');
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
-  return false;
 }
 
 /** Decides the read access at start-up; throws COLLECTOR_BAD_CONFIG for an open API on a network address. */
