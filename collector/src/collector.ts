@@ -190,6 +190,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
         approvals: { queue: approvalQueue, approvers },
         read,
+        onRead: (r) => log.info(r, 'audit trail read'),
         ready: async () => {
           const checks: Record<string, boolean> = {};
           checks.store = await store.db.query('SELECT 1').then(

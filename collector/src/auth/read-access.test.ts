@@ -19,6 +19,7 @@ describe('who may read the audit trail over HTTP', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let collector: Collector;
   let readersFile: string;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-readers-'));
@@ -33,7 +34,7 @@ describe('who may read the audit trail over HTTP', () => {
     collector = await startCollector({
       store: { url: db.url },
       http: { port: 0 },
-      logger: pino({ level: 'silent' }),
+      logger: pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) }),
       approvals: { approversFile },
       read: { readersFile },
     });
@@ -119,6 +120,26 @@ describe('who may read the audit trail over HTTP', () => {
     ac.abort();
     expect(text).toContain('"id":"live-a"');
     expect(text).not.toContain('live-other');
+  });
+
+  it('logs who read what (never the token), and nothing for a refused read', async () => {
+    const before = logLines.length;
+    expect((await get('/api/v1/events?session=read-sess&type=statement', READER)).status).toBe(200);
+    expect((await get('/api/v1/sessions', 'wrong-token')).status).toBe(401);
+    const reads = logLines
+      .slice(before)
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.msg === 'audit trail read');
+    expect(reads).toEqual([
+      expect.objectContaining({
+        reader: 'rita',
+        method: 'GET',
+        path: '/api/v1/events',
+        query: '?session=read-sess&type=statement',
+      }),
+    ]);
+    expect(logLines.join('\n')).not.toContain(READER);
+    expect(logLines.join('\n')).not.toContain('wrong-token');
   });
 
   it('the live stream needs a token too', async () => {

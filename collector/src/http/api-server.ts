@@ -23,6 +23,11 @@ export interface ApiDeps {
   approvals: ApprovalsDeps;
   /** Who may read the audit trail (sessions, events, stream, verify): auth/read-access.ts. */
   read: ReadAccess;
+  /**
+   * Told of every read of the trail that passed the token check, before it is served: who (`anonymous` on an open
+   * API), the route and its query string. The collector logs it, so reading the trail leaves a trail too.
+   */
+  onRead?(read: { reader: string; method: string; path: string; query: string }): void;
   ready(): Promise<Record<string, boolean>>;
 }
 
@@ -30,7 +35,7 @@ export interface ApiDeps {
 const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|stream|verify)$/;
 
 /** The reader's namespaces (undefined: every namespace); throws 401/503 for anyone who may not read. */
-function requireReader(deps: ApiDeps, req: IncomingMessage): string[] | undefined {
+function requireReader(deps: ApiDeps, req: IncomingMessage, url: URL): string[] | undefined {
   let who: ReturnType<typeof authenticateReader>;
   try {
     who = authenticateReader(deps.read, req.headers.authorization);
@@ -45,6 +50,12 @@ function requireReader(deps: ApiDeps, req: IncomingMessage): string[] | undefine
       'unauthorized',
       'missing or unknown bearer token: reading the audit trail needs a reader’s or approver’s token',
     );
+  deps.onRead?.({
+    reader: who === 'anonymous' ? 'anonymous' : who.name,
+    method: req.method ?? 'GET',
+    path: url.pathname,
+    query: url.search,
+  });
   return who === 'anonymous' ? undefined : who.namespaces;
 }
 
@@ -108,7 +119,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     res.end(WEB_UI_HTML);
     return;
   }
-  const scope = READ_ROUTE.test(path) ? requireReader(deps, req) : undefined;
+  const scope = READ_ROUTE.test(path) ? requireReader(deps, req, url) : undefined;
   if (method === 'GET' && path === '/api/v1/sessions') {
     const page = await listSessions(deps.store.db, {
       namespace: opt(q, 'namespace'),
