@@ -15,6 +15,23 @@ import { createTestDatabase } from '../testing/test-database.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
+/** A page of a fresh headless chromium at `url`, collecting the page's uncaught errors. */
+async function openPage(url: string) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'].concat([
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ]),
+  });
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url);
+  return { page, errors, close: () => browser.close() };
+}
+
 // scripts/system-deps.sh installs chromium (Debian package); without it there is no browser to drive.
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real browser', () => {
@@ -50,24 +67,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
   });
 
   it('lists sessions and shows a session’s statements in order, with denials marked', async () => {
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    const { page, errors, close } = await openPage(collector.url);
     try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(collector.url);
       await page.waitForSelector('tr.s[data-session="ui-sess"]');
       const ids = await page.$$eval('tr.s', (rows) => rows.map((r) => (r as HTMLElement).dataset.session));
       expect(ids).toEqual(['ui-sess', 'ui-evil']);
@@ -97,7 +98,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
       expect(errors).toEqual([]);
     } finally {
-      await browser.close();
+      await close();
     }
   }, 60_000);
 
@@ -111,12 +112,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
         startMicros: Date.UTC(2026, 10, 29, 0, i) * 1000,
       }))
         expect(await collector.ingest(e)).toBe('stored');
-    const browser = await launch();
+    const { page, errors, close } = await openPage(collector.url);
     try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(collector.url);
       await page.waitForSelector('tr.s[data-session="ui-sess"]');
       const count = () => page.$$eval('tr.s', (rows) => rows.length);
       expect(await count()).toBe(100);
@@ -140,20 +137,10 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       expect(await count()).toBe(0);
       expect(errors).toEqual([]);
     } finally {
-      await browser.close();
+      await close();
     }
   }, 60_000);
 });
-
-const launch = () =>
-  chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'].concat([
-      '--no-first-run',
-      '--disable-component-update',
-      '--disable-sync',
-    ]),
-  });
 
 describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a real browser', () => {
   const TOKEN = 'alice-token-7d1e9c';
@@ -170,17 +157,12 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
 
   it('shows a held statement to an approver, as text, and sends their approval with a reason to the sidecar', async () => {
     const nc = fx.nc;
-    const browser = await launch();
+    // The statement is the agent's text: markup in it must show as text.
+    const req = approvalRequest({ sql: 'DELETE FROM "<img src=x onerror=window.__pwned=1>" WHERE id = 1' });
+    const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
+    await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
+    const { page, errors, close } = await openPage(collector.url);
     try {
-      // The statement is the agent's text: markup in it must show as text.
-      const req = approvalRequest({ sql: 'DELETE FROM "<img src=x onerror=window.__pwned=1>" WHERE id = 1' });
-      const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
-      await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
-
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(collector.url);
       await page.fill('#token', 'not-a-token');
       await page.click('#token-form button');
       await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
@@ -216,7 +198,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
       expect(errors).toEqual([]);
     } finally {
-      await browser.close();
+      await close();
     }
   }, 60_000);
 });
@@ -250,12 +232,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
     });
 
     it('shows nothing until a reader’s token is given, then the sessions, and new ones live', async () => {
-      const browser = await launch();
+      const { page, errors, close } = await openPage(collector.url);
       try {
-        const page = await browser.newPage();
-        const errors: string[] = [];
-        page.on('pageerror', (e) => errors.push(e.message));
-        await page.goto(collector.url);
         await page.waitForFunction(() => document.getElementById('sessions-msg')?.textContent !== '');
         expect(await page.textContent('#sessions-msg')).toBe(
           'reading the audit trail needs a reader or approver token',
@@ -275,7 +253,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
         expect(page.url()).not.toContain(TOKEN);
         expect(errors).toEqual([]);
       } finally {
-        await browser.close();
+        await close();
       }
     }, 60_000);
   },
