@@ -114,6 +114,12 @@ export const databaseAccessPolicySpecSchema = {
               default: ['RS256', 'ES256'],
             },
             clockSkew: { ...duration, default: '30s' },
+            endSessionAtExpiry: {
+              type: 'boolean',
+              default: false,
+              description:
+                'End a session when the token it logged in with expires (plus clockSkew): at once when idle, else when the statement in flight completes (an open transaction is rolled back). Default: the token is checked at login only, as PostgreSQL checks a password.',
+            },
           },
         },
       },

@@ -27,6 +27,7 @@ export function identityConfigOf(auth: AuthSpec, local: Partial<OidcConfig> = {}
       jwksUri: o.jwksUri,
       algorithms: o.algorithms as string[] | undefined,
       clockSkewSeconds: o.clockSkew ? (parseDuration(o.clockSkew) ?? Number.NaN) / 1000 : undefined,
+      endSessionAtExpiry: o.endSessionAtExpiry,
       ...local,
     },
   };

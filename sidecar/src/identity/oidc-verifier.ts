@@ -18,6 +18,8 @@ export interface OidcConfig {
   algorithms?: string[];
   /** Tolerance for exp/nbf, seconds. Default 30, at most 300. */
   clockSkewSeconds?: number;
+  /** Set Identity.sessionEndsAt (exp + clock skew), so the proxy ends the session when the token expires. */
+  endSessionAtExpiry?: boolean;
   /** Extra CA certificates (PEM) for the identity provider's TLS. */
   ca?: string | Buffer;
   /** Minimum time between JWKS refetches triggered by an unknown `kid` (rate limit). Default 30 s. */
@@ -227,7 +229,14 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
         const user = payload[claim];
         if (typeof user !== 'string' || user === '')
           throw new IdentityError('missing_claim', `OIDC token lacks the required "${claim}" claim`);
-        return { user, groups: groupsOf(payload, v.groupsClaim), issuer };
+        return {
+          user,
+          groups: groupsOf(payload, v.groupsClaim),
+          issuer,
+          ...(cfg.endSessionAtExpiry && typeof payload.exp === 'number'
+            ? { sessionEndsAt: (payload.exp + v.clockSkewSeconds) * 1000 }
+            : {}),
+        };
       } catch (err) {
         throw refusal(err, v.algorithms, v.audience);
       }

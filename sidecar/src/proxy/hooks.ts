@@ -15,6 +15,11 @@ export interface Identity {
   user?: string;
   groups: string[];
   issuer?: string;
+  /**
+   * Epoch ms at which the proxy ends the session (the token's `exp` plus clock skew, when the policy's
+   * `authentication.oidc.endSessionAtExpiry` asks for it). Not an identity attribute: never audited.
+   */
+  sessionEndsAt?: number;
 }
 
 export interface StartupInfo {

@@ -28,6 +28,10 @@ export type { SessionContext, SessionObserver } from './session-context.js';
 
 const HOLD = 1;
 const UPSTREAM_FULL = 2;
+/** The session's token expired: nothing more is read from the client; it ends when its last statement completes. */
+const EXPIRED = 4;
+/** setTimeout's largest delay (about 24.8 days); a later deadline is re-armed when this one fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** One client connection: startup, authentication, upstream connect, then the relay in both directions. */
 export class ProxySession {
@@ -48,6 +52,8 @@ export class ProxySession {
   private seq = 0;
   private closed = false;
   private draining = false;
+  private expiry: NodeJS.Timeout | undefined;
+  private expired = false;
   private passwordWaiter: ((password: string) => void) | undefined;
 
   constructor(client: Socket, ctx: SessionContext) {
@@ -120,6 +126,7 @@ export class ProxySession {
     }
     this.ctx.observer.bytes(0, chunk.length);
     if (this.draining && this.idle) this.terminate();
+    if (this.expired) this.endIfExpired();
   }
 
   /**
@@ -244,6 +251,7 @@ export class ProxySession {
     state.upstreamPid = up.processId;
     state.clientPid = key.processId;
     this.state = state;
+    this.armExpiry();
     const relay = new ClientRelay(
       state,
       { hold: () => this.hold(), release: () => this.release(), terminate: () => {} },
@@ -260,6 +268,39 @@ export class ProxySession {
     if (up.leftover.length > 0) this.fromUpstream(up.leftover);
     this.client.resume();
     this.release();
+  }
+
+  /**
+   * Sessions whose identity carries `sessionEndsAt` (an OIDC token with the policy's `endSessionAtExpiry`) end then:
+   * at once when no statement is in flight, else when the last one completes. An open transaction is rolled back
+   * by the upstream as the connection closes, as PostgreSQL's own session timeouts do.
+   */
+  private armExpiry(): void {
+    const endsAt = this.info?.identity.sessionEndsAt;
+    if (endsAt === undefined || this.closed) return;
+    const wait = endsAt - Date.now();
+    if (wait > 0) {
+      this.expiry = setTimeout(() => this.armExpiry(), Math.min(wait, MAX_TIMER_MS));
+      this.expiry.unref();
+      return;
+    }
+    this.expired = true;
+    this.setPause(EXPIRED, true);
+    this.endIfExpired();
+  }
+
+  private endIfExpired(): void {
+    if (this.closed || (this.state?.queue.length ?? 0) > 0) return;
+    const at = new Date(this.info?.identity.sessionEndsAt ?? Date.now()).toISOString();
+    this.client.write(
+      errorResponse({
+        severity: 'FATAL',
+        code: '28000',
+        message: `pgwarden: terminating connection because its OIDC token expired (session allowed until ${at})`,
+        hint: 'Reconnect with a fresh token.',
+      }),
+    );
+    this.close({ error: 'token expired' });
   }
 
   /** Stops forwarding client messages (a verdict is pending, or a proxy cancel is on its way). Counted. */
@@ -336,6 +377,7 @@ export class ProxySession {
   close(reason: { error?: string }): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.expiry);
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
     // Statements already sent upstream may have run (or failed) even though their ReadyForQuery never arrived, e.g.
     // the client sent Terminate right after an ErrorResponse: they are audited with what is known, never dropped.
