@@ -61,6 +61,8 @@ export interface SidecarOptions {
    * Cancel requests do not count, as in PostgreSQL.
    */
   maxConnections?: number;
+  /** From connecting to an established session, at most this long (default 60 s, PostgreSQL's default). */
+  authenticationTimeoutMs?: number;
   logger?: SidecarLogger;
 }
 
@@ -128,6 +130,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       upstream: options.upstream,
       credentials,
       maxStatementBytes: options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES,
+      authenticationTimeoutMs: options.authenticationTimeoutMs ?? 60_000,
       cancels,
       observer,
       admit(s) {

@@ -71,9 +71,9 @@ export function parseHostPort(flag: string, value: string): { host: string; port
 }
 
 /** "10s", "500ms", "2m" or plain seconds. */
-export function parseGrace(value: string): number {
+export function parseGrace(value: string, flag = '--grace-period'): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
-  if (!m) throw new InvalidArgumentError('--grace-period must be a duration like 10s, 500ms or 2m');
+  if (!m) throw new InvalidArgumentError(`${flag} must be a duration like 10s, 500ms or 2m`);
   return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's']!);
 }
 
@@ -135,6 +135,11 @@ export function registerSidecar(program: Command): void {
     '0',
   );
   opt(
+    '--authentication-timeout <duration>',
+    'longest a client may take from connecting to a logged-in session (PostgreSQL\'s authentication_timeout)',
+    '60s',
+  );
+  opt(
     '--grace-period <duration>',
     'on SIGTERM/SIGINT: how long in-flight work may finish before sessions are ended',
     '10s',
@@ -183,6 +188,8 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   if (!Number.isInteger(maxConnections) || maxConnections < 0)
     throw new InvalidArgumentError('--max-connections must be a non-negative integer');
   const graceMs = parseGrace(o.gracePeriod);
+  const authenticationTimeoutMs = parseGrace(o.authenticationTimeout, '--authentication-timeout');
+  if (authenticationTimeoutMs < 1000) throw new InvalidArgumentError('--authentication-timeout must be at least 1s');
   const http: { host: string; port: number } | false =
     o.http === 'off' || o.http === 'false' ? false : parseHostPort('--http', o.http);
   const logger: SidecarLogger = log;
@@ -196,6 +203,7 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     http,
     maxStatementBytes,
     maxConnections,
+    authenticationTimeoutMs,
     logger,
   };
   const upstream = up

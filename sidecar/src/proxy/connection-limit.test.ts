@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { B } from '../protocol/codes.js';
-import { cancelRequest, queryMessage } from '../protocol/frontend-messages.js';
+import { cancelRequest, queryMessage, startupMessage } from '../protocol/frontend-messages.js';
 import { errorOf, RawClient } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
@@ -84,6 +84,53 @@ describe('connection limit (--max-connections, guardrails.maxConnections)', () =
       for (const c of [one, ...more]) await c.end();
     } finally {
       await capped.sidecar.close(500);
+    }
+  });
+});
+
+describe('authentication timeout (--authentication-timeout)', () => {
+  it('ends a client that never logs in, and frees its slot of the connection cap', async () => {
+    // Hooks that ask for a password, so a client can stall in the middle of logging in.
+    const base = allowAllHooks();
+    const hooks: ProxyHooks = { ...base, needsPassword: true };
+    const fx = await startFixture({ hooks, maxConnections: 1, authenticationTimeoutMs: 300 });
+    try {
+      // Silent: connects and sends nothing. Ended without an audit event (nothing was said to record).
+      const silent = await RawClient.open(fx.sidecar.port);
+      const t0 = Date.now();
+      const m = await silent.next();
+      expect(m.type).toBe(B.ErrorResponse);
+      expect(Object.fromEntries(errorOf(m))).toMatchObject({
+        S: 'FATAL',
+        C: '57014',
+        M: 'canceling authentication due to timeout',
+      });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+      await silent.closed();
+      // Stalled at the password prompt: holds the one slot until the timeout ends it.
+      const stalled = await RawClient.open(fx.sidecar.port);
+      stalled.send(startupMessage({ user: 'agent', database: 'app', application_name: 'stalled' }));
+      expect((await stalled.next()).type).toBe(B.Authentication);
+      expect((await refusal(fx.sidecar.port))?.code).toBe('53300');
+      expect(errorOf(await stalled.next()).get('C')).toBe('57014');
+      await stalled.closed();
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: fx.sidecar.port,
+        user: 'agent',
+        database: 'app',
+        password: 'x',
+      });
+      await c.connect();
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await c.end();
+      const refused = fx.audit.events.filter((e) => e.type === 'auth.refused').map((e: any) => e.refusal);
+      expect(refused).toEqual([
+        expect.objectContaining({ reason: 'connection_limit', code: '53300' }),
+        expect.objectContaining({ reason: 'authentication_timeout', code: '57014' }),
+      ]);
+    } finally {
+      await fx.sidecar.close(200);
     }
   });
 });

@@ -193,7 +193,7 @@ export interface StartupRefusal {
    * `startup_parameter` (the default): a parameter not allowed; `protocol_violation`: a malformed startup exchange;
    * `connection_limit`: the listener already serves as many clients as it may.
    */
-  reason?: 'startup_parameter' | 'protocol_violation' | 'connection_limit';
+  reason?: 'startup_parameter' | 'protocol_violation' | 'connection_limit' | 'authentication_timeout';
   code: string;
   message: string;
   client: { address: string; port: number };

@@ -10,6 +10,8 @@ export interface SessionContext {
   upstream: UpstreamTarget;
   credentials: () => Credentials;
   maxStatementBytes: number;
+  /** How long a client may take from connecting to an established session (PostgreSQL's authentication_timeout). */
+  authenticationTimeoutMs: number;
   cancels: CancelRegistry;
   observer: SessionObserver;
   /**

@@ -54,6 +54,8 @@ export class ProxySession {
   private draining = false;
   private expiry: NodeJS.Timeout | undefined;
   private expired = false;
+  private startupTimer: NodeJS.Timeout | undefined;
+  private startupSeen = false;
   private passwordWaiter: ((password: string) => void) | undefined;
 
   constructor(client: Socket, ctx: SessionContext) {
@@ -67,6 +69,10 @@ export class ProxySession {
     );
     this.framer = new Framer(starter, { startup: true });
     this.starter = starter;
+    // A client that never finishes logging in (no StartupMessage, no password) would hold its socket, and a slot of
+    // the connection cap, for ever: ended like PostgreSQL's authentication_timeout.
+    this.startupTimer = setTimeout(() => this.startupTimedOut(), ctx.authenticationTimeoutMs);
+    this.startupTimer.unref();
     client.on('data', (chunk: Buffer) => this.fromClient(chunk));
     client.on('error', (err) => this.close({ error: err.message }));
     client.on('close', () => this.close({}));
@@ -173,6 +179,7 @@ export class ProxySession {
       return;
     }
     this.client.pause();
+    this.startupSeen = true;
     if (!this.ctx.admit(this)) {
       // PostgreSQL's own words and code for a full server, so clients and poolers treat it as they already do.
       const message = 'sorry, too many clients already';
@@ -229,7 +236,28 @@ export class ProxySession {
     });
   }
 
+  private startupTimedOut(): void {
+    if (this.closed || this.state) return;
+    const message = 'canceling authentication due to timeout';
+    // Only a client that got as far as a StartupMessage is a refused login worth an audit event; a connection that
+    // never spoke stays as silent as PostgreSQL leaves it.
+    if (this.startupSeen) {
+      try {
+        this.ctx.hooks.startupRefused?.({
+          reason: 'authentication_timeout',
+          code: '57014',
+          message,
+          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
+        });
+      } catch {
+        // The refusal stands whatever the audit trail does with it.
+      }
+    }
+    this.fatal('57014', message);
+  }
+
   private startRelay(up: UpstreamSession, hooks: SessionHooks): void {
+    clearTimeout(this.startupTimer);
     const key = this.ctx.cancels.register(() => this.cancelUpstream());
     this.key = key;
     const parts = [authenticationOk()];
@@ -378,6 +406,7 @@ export class ProxySession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.expiry);
+    clearTimeout(this.startupTimer);
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
     // Statements already sent upstream may have run (or failed) even though their ReadyForQuery never arrived, e.g.
     // the client sent Terminate right after an ErrorResponse: they are audited with what is known, never dropped.
