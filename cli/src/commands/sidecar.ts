@@ -136,7 +136,7 @@ export function registerSidecar(program: Command): void {
   );
   opt(
     '--authentication-timeout <duration>',
-    'longest a client may take from connecting to a logged-in session (PostgreSQL\'s authentication_timeout)',
+    "longest a client may take from connecting to a logged-in session (PostgreSQL's authentication_timeout)",
     '60s',
   );
   opt(
