@@ -174,7 +174,7 @@ export function registerApprovals(program: Command): void {
   const approvals = program
     .command('approvals')
     .description(
-      'list, show, approve or reject statements held by `review` rules (via a collector; exit 1 when it refuses, 2 when it cannot be asked)',
+      'list, show, approve or reject statements held by `review` rules (via a collector; exit 1 when it refuses, 2 when it cannot be asked); keygen makes the collector’s decision signing key',
     );
   const common = (c: Command) =>
     c
