@@ -1,10 +1,9 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { approversYaml } from '../../../collector/src/testing/approvals-fixture.js';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 
 // Drives the built CLI (`make test` builds first), as an operator would.
@@ -112,10 +111,21 @@ describe.skipIf(!BUILT && !process.env.CI)(
     }, 180_000); // five CLI processes and two PGlite starts: slow on a loaded 2-core machine
 
     it('a collector with a readers file serves audit verify and audit tail only with a reader’s token', async () => {
+      // `pgwarden audit token` makes the token and the readers-file entry (only the hash) that the collector reads.
       const readers = join(dir, 'readers.yaml');
-      writeFileSync(readers, approversYaml({ rita: { token: 'rita-cli-token-0c4f' } }));
       const tokenFile = join(dir, 'rita.token');
-      writeFileSync(tokenFile, 'rita-cli-token-0c4f\n');
+      const made = spawnSync(BIN, ['audit', 'token', '--name', 'rita', '--groups', 'audit', '--token-out', tokenFile], {
+        encoding: 'utf8',
+      });
+      expect(made.status, made.stderr).toBe(0);
+      const token = readFileSync(tokenFile, 'utf8').trim();
+      expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+      expect(made.stdout).not.toContain(token);
+      expect(made.stdout).toMatch(/^- \{"name":"rita","groups":\["audit"\],"tokenSha256":"[0-9a-f]{64}"\}\n$/);
+      writeFileSync(readers, made.stdout);
+      const again = spawnSync(BIN, ['audit', 'token', '--name', 'x', '--token-out', tokenFile], { encoding: 'utf8' });
+      expect([again.status, again.stderr]).toEqual([2, expect.stringContaining('cannot write')]);
       // On a network address and without a readers file the collector refuses to start, in one line.
       const open = spawnSync(BIN, ['collector', '--listen', '0.0.0.0:0'], { encoding: 'utf8', timeout: 60_000 });
       expect(open.status).toBe(1);
@@ -138,7 +148,7 @@ describe.skipIf(!BUILT && !process.env.CI)(
         expect(wrong.stderr).not.toContain('not-rita');
         for (const how of [
           { args: ['--token-file', tokenFile], env },
-          { args: [], env: { ...env, PGWARDEN_COLLECTOR_TOKEN: 'rita-cli-token-0c4f' } },
+          { args: [], env: { ...env, PGWARDEN_COLLECTOR_TOKEN: token } },
         ]) {
           const ok = spawnSync(BIN, ['audit', 'verify', '--collector', url, ...how.args], {
             encoding: 'utf8',

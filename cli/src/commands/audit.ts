@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
 import type { Command } from 'commander';
@@ -160,6 +161,41 @@ export function registerAudit(program: Command): void {
     }
     await tail(url.toString(), Boolean(o.json), token);
   });
+
+  audit
+    .command('token')
+    .description(
+      'make a bearer token for the collector: writes it to --token-out (mode 0600) and prints the entry for a ' +
+        '--readers-file or --approvers-file, which holds only its SHA-256',
+    )
+    .requiredOption('--name <name>', 'who holds it (shown in decisions and in the read log)')
+    .requiredOption('--token-out <file>', 'where to write the token (refuses to overwrite); give it to its holder')
+    .option('--groups <list>', 'comma-separated groups (matched against approval.approvers groups)')
+    .option('--namespaces <list>', 'comma-separated namespaces to limit reads (and approvals) to; default all')
+    .action((o: { name: string; tokenOut: string; groups?: string; namespaces?: string }) => {
+      const list = (v: string | undefined) =>
+        (v ?? '')
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean);
+      const token = randomBytes(32).toString('base64url');
+      try {
+        writeFileSync(o.tokenOut, `${token}\n`, { mode: 0o600, flag: 'wx' });
+      } catch (err) {
+        process.stderr.write(
+          `audit token: cannot write ${o.tokenOut}: ${(err as NodeJS.ErrnoException).code ?? 'error'}\n`,
+        );
+        process.exit(2);
+      }
+      const entry = {
+        name: o.name,
+        groups: list(o.groups),
+        ...(o.namespaces ? { namespaces: list(o.namespaces) } : {}),
+        tokenSha256: createHash('sha256').update(token, 'utf8').digest('hex'),
+      };
+      // One flow-style YAML list item (JSON is YAML): paste it into the file as it is.
+      process.stdout.write(`- ${JSON.stringify(entry)}\n`);
+    });
 
   audit
     .command('verify')
