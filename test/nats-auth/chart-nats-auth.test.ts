@@ -41,11 +41,13 @@ let nats: TestNats;
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-nats-auth-'));
 const procs: Proc[] = [];
 
-async function chartNatsConfig(): Promise<string> {
+async function chartNatsConfig(...set: string[]): Promise<string> {
   const { stdout: helm } = await run(`${repo}scripts/helm.sh`, [], { maxBuffer: 1 << 20 });
-  const { stdout } = await run(helm.trim(), ['template', 'pgw', `${repo}charts/pgwarden`, '--namespace', 'pgwarden'], {
-    maxBuffer: 16 << 20,
-  });
+  const { stdout } = await run(
+    helm.trim(),
+    ['template', 'pgw', `${repo}charts/pgwarden`, '--namespace', 'pgwarden', ...set.flatMap((x) => ['--set', x])],
+    { maxBuffer: 16 << 20 },
+  );
   const cm = parseAllDocuments(stdout)
     .map((d: any) => d.toJS())
     .find((o: any) => o?.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config');
@@ -391,4 +393,49 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
     },
     90_000,
   );
+});
+
+describe('per-namespace NATS users (audit.namespaceUsers)', () => {
+  it('lets a namespace’s own user publish audit events for that namespace only, and still ask for approvals', async () => {
+    const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
+    const server = await startNats({
+      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      env: { ...USERS, ...own },
+    });
+    const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });
+    try {
+      const admin = await connectAs(USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+      await (await jetstreamManager(admin)).streams.add({ name: 'PGWARDEN_AUDIT', subjects: ['pgwarden.audit.>'] });
+      await (await jetstreamManager(admin)).streams.add({
+        name: APPROVALS_STREAM,
+        subjects: ['pgwarden.approval.>'],
+        allow_direct: true,
+      });
+      const nc = await connectAs(own.SIDECAR_USER_0, own.SIDECAR_PASSWORD_0);
+      const errors: string[] = [];
+      void (async () => {
+        for await (const st of nc.status()) if (st.type === 'error') errors.push(String((st as any).error?.message));
+      })();
+      const js = jetstream(nc, { timeout: 2000 });
+      expect((await js.publish('pgwarden.audit.team-a.writer', '{"id":"a.1"}', { msgID: 'a.1' })).seq).toBe(1);
+      // Another namespace's subject: refused by the server, so JetStream never stores it.
+      await expect(js.publish('pgwarden.audit.agents.writer', '{"id":"b.1"}', { msgID: 'b.1' })).rejects.toThrow();
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.audit\.agents\.writer"/);
+      const id = randomUUID();
+      expect((await js.publish(approvalSubject('request', id), '{}')).seq).toBeGreaterThan(0);
+      expect((await (await jetstreamManager(admin)).streams.info('PGWARDEN_AUDIT')).state.messages).toBe(1);
+      // The shared sidecar user is still there for namespaces not listed.
+      const shared = await connectAs(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+      expect(
+        (await jetstream(shared).publish('pgwarden.audit.agents.writer', '{"id":"c.1"}', { msgID: 'c.1' })).seq,
+      ).toBe(2);
+      await shared.close();
+      await nc.close();
+      await admin.close();
+    } finally {
+      await server.stop();
+    }
+  });
 });

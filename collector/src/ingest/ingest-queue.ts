@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { EventEmitter } from 'node:events';
+import { subjectToken } from '@pgwarden/policy';
 import { readCanonicalEvent } from '../chain/canonical-event.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import type { ChainFinding } from '../chain/verify-chain.js';
@@ -14,6 +15,12 @@ export interface Delivery {
   body: string | Uint8Array | unknown;
   ack?: () => void;
   source: string;
+  /**
+   * The namespace token of the NATS subject it came on (`pgwarden.audit.<namespace>.<policy>`): the event must be
+   * of that namespace. With one NATS user per namespace (whose permissions allow only its own subjects), this is
+   * what keeps one namespace's sidecars from writing events for another's.
+   */
+  subjectNamespace?: string;
 }
 
 /** What became of a delivery: newly stored, already stored (redelivery), or kept in audit_rejected. */
@@ -152,7 +159,13 @@ export class IngestQueue extends EventEmitter<IngestQueueEvents> {
     for (let i = 0; i < batch.length; i++) {
       const item = batch[i];
       try {
-        items.push(decode(item.d.body, schemaV1));
+        const decoded = decode(item.d.body, schemaV1);
+        const ns = item.d.subjectNamespace;
+        if (ns !== undefined && subjectToken(decoded.event.identity?.namespace) !== ns)
+          throw new Error(
+            `event of namespace ${JSON.stringify(decoded.event.identity?.namespace ?? null)} arrived on the subject of namespace ${JSON.stringify(ns)}`,
+          );
+        items.push(decoded);
         owners.push(item);
       } catch (err) {
         await this.rejectOne(item, (err as Error).message);

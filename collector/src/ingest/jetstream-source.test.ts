@@ -144,6 +144,50 @@ describe('collector consuming batched messages (real nats-server and PostgreSQL)
   });
 });
 
+describe('subjects and namespaces (real nats-server and PostgreSQL)', () => {
+  it('rejects events whose namespace is not the one their subject names; stores the rest', async () => {
+    const nats = await startNats();
+    const db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    const collector = await startCollector({
+      nats: { url: nats.url },
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+    });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const own = makeSession({ id: 'ns-own', statements: 1, namespace: 'team-a' });
+      const forged = makeSession({ id: 'ns-forged', statements: 1, namespace: 'team-b' });
+      const jsm = await jetstreamManager(nc);
+      await waitFor(async () => Boolean(await jsm.streams.info(AUDIT_STREAM).catch(() => null)));
+      const js = jetstream(nc);
+      for (const e of own) await js.publish(auditSubject(e), JSON.stringify(e), { msgID: e.id });
+      // team-b's events on team-a's subject: what a team-a NATS user could publish, were it not checked here.
+      for (const e of forged)
+        await js.publish('pgwarden.audit.team-a.analytics-agent', JSON.stringify(e), { msgID: e.id });
+      const sessionOf = async (id: string) =>
+        ((await (await fetch(`${collector.url}/api/v1/sessions/${id}`)).json()) as any).session;
+      await waitFor(async () => (await sessionOf('ns-own'))?.events === own.length);
+      await waitFor(
+        async () =>
+          (await collector.store.db.query('SELECT 1 FROM audit_rejected WHERE raw LIKE $1', ['%ns-forged%'])).length ===
+          forged.length,
+      );
+      const reasons = await collector.store.db.query<{ reason: string }>(
+        'SELECT reason FROM audit_rejected WHERE raw LIKE $1',
+        ['%ns-forged%'],
+      );
+      expect(reasons[0].reason).toMatch(/event of namespace "team-b" arrived on the subject of namespace "team-a"/);
+      expect(await sessionOf('ns-forged')).toBeUndefined();
+    } finally {
+      await nc.close();
+      await collector.stop();
+      await db.drop();
+      await nats.stop();
+    }
+  });
+});
+
 describe('JetStreamSource lifecycle (real nats-server)', () => {
   // stop() during start-up used to wait forever: the consumer being set up when stop() ran was never stopped, so
   // the supervising loop waited on it (seen as collectors that hung in stop() right after starting).

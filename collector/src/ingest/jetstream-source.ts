@@ -171,7 +171,7 @@ export class JetStreamSource {
         if (this.queue.length >= limit) return;
         // The ack subject (JsMsgImpl has it; the JsMsg interface does not declare it).
         const reply = (m as { reply?: string }).reply;
-        this.deliver(m.data, reply ? ackVia(acks, reply) : () => m.ack());
+        this.deliver(m.data, reply ? ackVia(acks, reply) : () => m.ack(), subjectNamespaceOf(m.subject));
       },
     });
   }
@@ -181,17 +181,17 @@ export class JetStreamSource {
    * rejected (a bad line lands in audit_rejected without holding back the others). Until then nothing of it is
    * acknowledged, and a redelivery repeats only what the store already drops by event id.
    */
-  private deliver(body: Uint8Array, ack: () => void): void {
+  private deliver(body: Uint8Array, ack: () => void, subjectNamespace: string | undefined): void {
     const events = splitEvents(body);
     if (events.length === 1) {
-      this.queue.enqueue({ body: events[0], ack, source: 'nats' });
+      this.queue.enqueue({ body: events[0], ack, source: 'nats', subjectNamespace });
       return;
     }
     let left = events.length;
     const one = () => {
       if (--left === 0) ack();
     };
-    for (const e of events) this.queue.enqueue({ body: e, ack: one, source: 'nats' });
+    for (const e of events) this.queue.enqueue({ body: e, ack: one, source: 'nats', subjectNamespace });
   }
 
   /** Supervises the consumer: any failure (server restart, deleted consumer) rebuilds it after a pause. */
@@ -232,4 +232,10 @@ export class JetStreamSource {
     await this.nc?.drain().catch(() => {});
     this.nc = null;
   }
+}
+
+/** `pgwarden.audit.<namespace>.<policy>` → `<namespace>`; undefined for any other subject (nothing to check). */
+function subjectNamespaceOf(subject: string): string | undefined {
+  const parts = subject.split('.');
+  return parts.length === 4 && parts[0] === 'pgwarden' && parts[1] === 'audit' ? parts[2] : undefined;
 }

@@ -140,6 +140,28 @@ describe('charts/pgwarden with real helm', () => {
     expect(givenPod.volumes.find((v: any) => v.name === 'readers').secret.secretName).toBe('audit-readers');
   });
 
+  it('gives each namespace in audit.namespaceUsers its own NATS user, which only the operator may read', async () => {
+    const objects = await template('audit.namespaceUsers={team-a,team-b}');
+    const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'pgw-pgwarden-nats-sidecar-team-a');
+    expect(secret.stringData.username).toBe('sidecar-team-a');
+    expect(secret.stringData.password).toMatch(/^[A-Za-z0-9]{40}$/);
+    await validateObject(secret);
+    const role = objects.find(
+      (o) =>
+        o.kind === 'Role' &&
+        o.rules.some((r: any) => r.resourceNames?.includes('pgw-pgwarden-nats-sidecar') && r.verbs.includes('get')),
+    );
+    expect(role.rules.find((r: any) => r.resourceNames?.includes('pgw-pgwarden-nats-sidecar')).resourceNames).toEqual([
+      'pgw-pgwarden-nats-sidecar',
+      'pgw-pgwarden-nats-sidecar-team-a',
+      'pgw-pgwarden-nats-sidecar-team-b',
+    ]);
+    const nats = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-nats');
+    const env = nats.spec.template.spec.containers[0].env.map((e: any) => [e.name, e.valueFrom.secretKeyRef.name]);
+    expect(env).toContainEqual(['SIDECAR_USER_1', 'pgw-pgwarden-nats-sidecar-team-b']);
+    await expect(template('audit.namespaceUsers={Not_A_Namespace}')).rejects.toThrow(/namespaceUsers/);
+  });
+
   it('ships the generated CRDs, a Fail webhook scoped to opted-in namespaces, and least-privilege RBAC', async () => {
     const objects = await template();
     const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');

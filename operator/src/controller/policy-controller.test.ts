@@ -327,4 +327,26 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     expect(JSON.stringify(dapOf().status)).not.toContain(b64('s3cret-pw'));
     expect(JSON.stringify(eventsOf())).not.toContain(b64('s3cret-pw'));
   });
+
+  it('copies a namespace’s own NATS user (<source>-<namespace>) instead of the shared one when it exists', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    for (const [name, user] of [
+      ['pgwarden-nats-sidecar', 'sidecar'],
+      ['pgwarden-nats-sidecar-agents', 'sidecar-agents'],
+      ['pgwarden-nats-sidecar-other', 'sidecar-other'],
+    ])
+      api.seed({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name, namespace: 'pgwarden' },
+        data: { username: b64(user), password: b64(`${user}-pw`) },
+      });
+    api.seed(policy());
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditCredentials: { namespace: 'pgwarden', name: 'pgwarden-nats-sidecar' },
+    });
+    const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET));
+    expect(copy.data).toEqual({ username: b64('sidecar-agents'), password: b64('sidecar-agents-pw') });
+  });
 });

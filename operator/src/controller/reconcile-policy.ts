@@ -168,11 +168,23 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
 /**
  * Copies the audit NATS credentials into the policy's namespace. Returns a problem to report when the source Secret
  * is missing or incomplete: injected pods would then wait for a volume that never appears, so Ready says why.
+ * A Secret `<source>-<namespace>` beside the source, when it exists, is that namespace's own NATS user (the chart's
+ * `audit.namespaceUsers`, allowed to publish only `pgwarden.audit.<namespace>.>`) and is copied instead.
  */
 async function replicateAuditCredentials(deps: ReconcileDeps, ref: ObjectRef): Promise<string | undefined> {
-  const src = deps.auditCredentials;
-  if (!src) return undefined;
-  const data = await deps.writes.readSecretData(src.namespace, src.name);
+  const shared = deps.auditCredentials;
+  if (!shared) return undefined;
+  const own = { namespace: shared.namespace, name: `${shared.name}-${ref.namespace}` };
+  // Forbidden counts as absent: RBAC grants `get` only on the names the chart's namespaceUsers lists.
+  const ownData =
+    own.name.length <= 253
+      ? await deps.writes.readSecretData(own.namespace, own.name).catch((err: { code?: number }) => {
+          if (err?.code === 403) return undefined;
+          throw err;
+        })
+      : undefined;
+  const src = ownData?.username && ownData?.password ? own : shared;
+  const data = src === own ? ownData : await deps.writes.readSecretData(src.namespace, src.name);
   const name = deps.sidecar.auditCredentialsSecret ?? AUDIT_CREDENTIALS_SECRET;
   if (!data?.username || !data?.password) {
     const problem = `audit credentials Secret ${src.namespace}/${src.name} is missing or lacks username/password: injected sidecars cannot start`;
