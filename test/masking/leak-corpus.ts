@@ -179,5 +179,15 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),
     q('error', `DO $$ BEGIN RAISE EXCEPTION '%', (SELECT email FROM ${C} ORDER BY id LIMIT 1); END $$`),
+    // Dynamic SQL built from a masked value fails: PostgreSQL reports the statement it ran in the error's
+    // internal-query field (q), which carries the value.
+    q(
+      'error',
+      `DO $$ DECLARE v text; BEGIN SELECT email INTO v FROM ${C} ORDER BY id LIMIT 1; EXECUTE format('SELECT %L::int', v); END $$`,
+    ),
+    q(
+      'error',
+      `DO $$ DECLARE v text; BEGIN SELECT ssn INTO v FROM ${C} ORDER BY id LIMIT 1; EXECUTE 'SELECT 1/0 WHERE ' || quote_literal(v) || ' IS NOT NULL'; END $$`,
+    ),
   ];
 }

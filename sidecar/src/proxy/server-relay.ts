@@ -246,13 +246,18 @@ export class ServerRelay implements FramerHandler {
     return out;
   }
 
-  /** Applies scrubText to the human-readable fields (message, detail, hint) of an error or notice. */
+  /**
+   * Applies scrubText to the fields of an error or notice that can carry values: message, detail, hint, context
+   * (W) and internal query (q: the SQL a function ran, e.g. dynamic SQL built from a masked value). The others
+   * name objects, codes and source locations.
+   * https://www.postgresql.org/docs/current/protocol-error-fields.html
+   */
   private scrubFields(buf: Buffer, start: number, end: number): boolean | Buffer {
     const scrub = this.s.scrub;
     if (scrub === undefined) return true;
     const f = decodeErrorFields(buf, start, end);
     let changed = false;
-    for (const k of ['M', 'D', 'H', 'W']) {
+    for (const k of SCRUBBED_FIELDS) {
       const v = f.get(k);
       if (v === undefined) continue;
       const x = scrub(v);
@@ -264,6 +269,8 @@ export class ServerRelay implements FramerHandler {
     return changed ? encodeErrorFields(buf[start], f) : true;
   }
 }
+
+const SCRUBBED_FIELDS = ['M', 'D', 'H', 'W', 'q'] as const;
 
 /** Rows of a result: the count in the tag ("INSERT 0 5", "UPDATE 3") when it has one, else the DataRows seen. */
 function rowsOf(tag: string | undefined, seen: number): number {
