@@ -98,8 +98,9 @@ describe('large messages stream through with bounded memory', () => {
       peak = stop();
     }
     // Whole-message buffering would hold at least SIZE bytes at once (measured: 95 MB for an 80 MiB message);
-    // streaming stays far below it (1–20 MB here, the test client's own buffers included).
-    expect(peak).toBeLessThan(SIZE / 2);
+    // streaming stays well below it: 1–20 MB on a quiet machine, the test client's own buffers included, and up to
+    // 40 MB seen while the rest of `make test` loaded both cores (socket buffers fill before backpressure bites).
+    expect(peak).toBeLessThan(SIZE * 0.8);
     client.close();
   }, 60_000);
 
