@@ -17,7 +17,7 @@ import { UpstreamError } from '../upstream/errors.js';
 import { authenticateClient, StartupRefused } from './client-auth.js';
 import { ClientRelay } from './client-relay.js';
 import { ClientStartup, type StartupEvent } from './client-startup.js';
-import type { SessionHooks, SessionInfo, StatementRecord } from './hooks.js';
+import type { SessionHooks, SessionInfo, StartupRefusal, StatementRecord } from './hooks.js';
 import { openUpstreamSession } from './open-session.js';
 import type { Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
@@ -147,19 +147,24 @@ export class ProxySession {
     }
     // Before a session opened there is no session chain to record it in: a probe with garbage, an oversized or
     // nameless startup packet goes into the sidecar's own chain, as refused logins do.
-    if (!upstream && !this.info && !this.closed) {
-      try {
-        this.ctx.hooks.startupRefused?.({
-          reason: 'protocol_violation',
-          code: err.sqlstate,
-          message: err.message,
-          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
-        });
-      } catch {
-        // The refusal stands whatever the audit trail does with it.
-      }
-    }
+    if (!upstream && !this.info && !this.closed)
+      this.reportRefusal({ reason: 'protocol_violation', code: err.sqlstate, message: err.message });
     this.fatal(err.sqlstate, upstream ? `upstream protocol error: ${err.message}` : err.message);
+  }
+
+  /** Tells the hooks (the audit trail) of a connection refused before a session opened. */
+  private reportRefusal(r: Omit<StartupRefusal, 'client'>, params?: Record<string, string>): void {
+    try {
+      this.ctx.hooks.startupRefused?.({
+        ...r,
+        client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
+        ...(params
+          ? { user: params.user, database: params.database ?? params.user, applicationName: params.application_name }
+          : {}),
+      });
+    } catch {
+      // The refusal stands whatever the audit trail does with it.
+    }
   }
 
   private fatal(code: string, message: string): void {
@@ -183,19 +188,7 @@ export class ProxySession {
     if (!this.ctx.admit(this)) {
       // PostgreSQL's own words and code for a full server, so clients and poolers treat it as they already do.
       const message = 'sorry, too many clients already';
-      try {
-        this.ctx.hooks.startupRefused?.({
-          reason: 'connection_limit',
-          code: '53300',
-          message,
-          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
-          user: e.packet.params.user,
-          database: e.packet.params.database ?? e.packet.params.user,
-          applicationName: e.packet.params.application_name,
-        });
-      } catch {
-        // The refusal stands whatever the audit trail does with it.
-      }
+      this.reportRefusal({ reason: 'connection_limit', code: '53300', message }, e.packet.params);
       this.fatal('53300', message);
       return;
     }
@@ -241,18 +234,7 @@ export class ProxySession {
     const message = 'canceling authentication due to timeout';
     // Only a client that got as far as a StartupMessage is a refused login worth an audit event; a connection that
     // never spoke stays as silent as PostgreSQL leaves it.
-    if (this.startupSeen) {
-      try {
-        this.ctx.hooks.startupRefused?.({
-          reason: 'authentication_timeout',
-          code: '57014',
-          message,
-          client: { address: this.client.remoteAddress ?? '', port: this.client.remotePort ?? 0 },
-        });
-      } catch {
-        // The refusal stands whatever the audit trail does with it.
-      }
-    }
+    if (this.startupSeen) this.reportRefusal({ reason: 'authentication_timeout', code: '57014', message });
     this.fatal('57014', message);
   }
 
