@@ -3,7 +3,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
   APPROVALS_STREAM,
   type ApprovalRequestMessage,
@@ -25,6 +25,7 @@ import {
   startApprovalsFixture,
 } from '../testing/approvals-fixture.js';
 import { createTestDatabase } from '../testing/test-database.js';
+import { ensureApprovalsStream } from './approval-queue.js';
 
 const TOKENS = { alice: 'tok-alice-0123456789', bob: 'tok-bob-0123456789', mallory: 'tok-mallory', ana: 'tok-ana' };
 
@@ -372,6 +373,26 @@ describe('approval routes on a collector that cannot serve them', () => {
       await db.drop();
       await nats.stop();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('adds the current subjects to an approvals stream an older release created, keeping its messages', async () => {
+    const nats = await startNats();
+    try {
+      const nc = await connect({ servers: nats.url });
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approvals.>'] });
+      await jetstream(nc).publish('pgwarden.approvals.request.old', '{}');
+      await ensureApprovalsStream(jsm);
+      const info = await jsm.streams.info(APPROVALS_STREAM);
+      expect(info.config.subjects).toEqual(['pgwarden.approvals.>', 'pgwarden.approval.>']);
+      expect(info.state.messages).toBe(1);
+      expect((await jetstream(nc).publish(approvalSubject('request', randomUUID()), '{}')).seq).toBe(2);
+      await ensureApprovalsStream(jsm); // nothing left to add: no update
+      expect((await jsm.streams.info(APPROVALS_STREAM)).config.subjects).toHaveLength(2);
+      await nc.close();
+    } finally {
+      await nats.stop();
     }
   });
 

@@ -28,7 +28,7 @@ export const APPROVALS_MAX_AGE_MS = 7 * 86_400_000;
 /**
  * Creates the approvals stream if missing: file storage, every `pgwarden.approval.>` subject, kept 7 days (far
  * beyond any `approval.timeout`), messages up to 1 MiB (a request carries the statement text). An existing
- * stream is left as it is, whoever created it.
+ * stream is left as it is, whoever created it, but gains the subjects it lacks (addStreamIfMissing).
  */
 export function ensureApprovalsStream(jsm: JetStreamManager): Promise<void> {
   return addStreamIfMissing(jsm, {

@@ -61,14 +61,19 @@ export async function connectCollectorNats(opts: CollectorNatsOptions): Promise<
 
 /**
  * Creates a stream when it does not exist. An existing one is left as it is, whoever created it (a sidecar, another
- * collector replica), and losing the race to create it is not an error.
+ * collector replica), and losing the race to create it is not an error, except that subjects it lacks are added
+ * (an older release's stream, e.g. approvals under `pgwarden.approvals.>` before they moved to
+ * `pgwarden.approval.>`, would otherwise leave every new publish without a stream).
  */
 export async function addStreamIfMissing(
   jsm: JetStreamManager,
   config: Partial<StreamConfig> & { name: string },
 ): Promise<void> {
   try {
-    await jsm.streams.info(config.name);
+    const info = await jsm.streams.info(config.name);
+    const have = info.config.subjects ?? [];
+    const missing = (config.subjects ?? []).filter((s) => !have.includes(s));
+    if (missing.length > 0) await jsm.streams.update(config.name, { subjects: [...have, ...missing] });
     return;
   } catch (err) {
     if ((err as Error).name !== 'StreamNotFoundError') throw err;
