@@ -172,6 +172,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   };
 
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  let lastReadiness: string | undefined;
   if (options.http) {
     admin = await startAdminServer({
       host: options.http.host,
@@ -183,6 +184,13 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         if (up) reasons.push(`upstream unreachable: ${up}`);
         if (hooks.ready?.() === false) reasons.push('policy not loaded');
         if (!audit.ready()) reasons.push('audit sink not durable');
+        // Logged when the answer changes: the probe's own body shows the reasons to local callers only.
+        const now = reasons.join('; ');
+        if (now !== lastReadiness) {
+          if (now) log.warn({ reasons }, 'not ready');
+          else if (lastReadiness !== undefined) log.info({}, 'ready');
+          lastReadiness = now;
+        }
         return reasons;
       },
     });

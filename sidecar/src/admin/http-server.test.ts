@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { allowAllHooks } from '../proxy/allow-all-hooks.js';
 import { startSidecar } from '../start-sidecar.js';
@@ -51,5 +52,43 @@ describe('admin HTTP', () => {
     expect(m).toMatch(/^pgwarden_upstream_errors_total\{code="PGW_UPSTREAM_CONNECT"\} 1$/m);
     expect(m).not.toContain('secret-pw');
     await sidecar.close(100);
+  });
+
+  it('tells the reasons for not being ready to local callers only, and logs them when they change', async () => {
+    const lan = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    // Every machine this runs on (a VM, CI) has a non-loopback interface; without one there is nothing to compare.
+    expect(lan, 'a non-loopback IPv4 address').toBeDefined();
+    const logged: { obj: object; msg?: string }[] = [];
+    const log = {
+      info() {},
+      error() {},
+      debug() {},
+      warn: (obj: object, msg?: string) => void logged.push({ obj, msg }),
+    };
+    const sidecar = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
+      credentials: { username: 'u', password: 'secret-pw' },
+      audit: memorySink(),
+      http: { host: '0.0.0.0', port: 0 },
+      logger: log,
+    });
+    try {
+      const local = await get(sidecar.httpPort!, '/readyz');
+      expect(local.body).toMatch(/upstream unreachable: could not connect to upstream 127\.0\.0\.1:1/);
+      const r = await fetch(`http://${lan}:${sidecar.httpPort}/readyz`);
+      expect(r.status).toBe(503);
+      const body = await r.text();
+      expect(body).toBe('not ready (1 check failing; the reasons are shown on 127.0.0.1 and in the log)\n');
+      expect(body).not.toContain('127.0.0.1:1');
+      await get(sidecar.httpPort!, '/readyz');
+      // Logged once, when the answer first became "not ready".
+      expect(logged.filter((l) => l.msg === 'not ready')).toHaveLength(1);
+      expect(JSON.stringify(logged[0].obj)).toContain('upstream unreachable');
+    } finally {
+      await sidecar.close(100);
+    }
   });
 });

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isLoopbackHost } from '@pgwarden/policy';
 import type { SidecarMetrics } from './metrics.js';
 
 export interface AdminOptions {
@@ -26,15 +27,24 @@ export async function startAdminServer(
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
+      // The reasons name the database host and quote PostgreSQL's errors: shown to callers on this machine (kubectl
+      // exec, a local curl) and logged, while kubelet and the rest of the cluster, who reach the pod IP, see the
+      // verdict only.
+      const local = isLoopbackHost(req.socket.remoteAddress);
       opts.readiness().then(
         (reasons) => {
-          const body = reasons.length === 0 ? 'ready\n' : `not ready: ${reasons.join('; ')}\n`;
+          const body =
+            reasons.length === 0
+              ? 'ready\n'
+              : local
+                ? `not ready: ${reasons.join('; ')}\n`
+                : `not ready (${reasons.length} check${reasons.length === 1 ? '' : 's'} failing; the reasons are shown on 127.0.0.1 and in the log)\n`;
           res.writeHead(reasons.length === 0 ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
         },
         (err) =>
           res
             .writeHead(503, { 'content-type': 'text/plain' })
-            .end(`not ready: ${err instanceof Error ? err.message : err}\n`),
+            .end(local ? `not ready: ${err instanceof Error ? err.message : err}\n` : 'not ready\n'),
       );
     } else if (path === '/metrics') {
       opts.metrics.registry.metrics().then(
