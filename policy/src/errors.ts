@@ -6,6 +6,8 @@ export type PolicyErrorCode =
   | 'PGW_POLICY_SYNTAX'
   /** initSqlParser() has not finished: the SQL analysis cannot run. */
   | 'PGW_SQL_PARSER_NOT_LOADED'
+  /** The SQL text does not parse (where a parse was required, e.g. to normalize it). */
+  | 'PGW_SQL_UNPARSEABLE'
   /** A rendered policy's hash does not match its content. */
   | 'PGW_RENDERED_HASH_MISMATCH';
 

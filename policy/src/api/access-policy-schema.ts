@@ -193,6 +193,13 @@ export const databaseAccessPolicySpecSchema = {
         captureResults: { type: 'string', enum: ['none', 'summary', 'rows'], default: 'summary' },
         maxResultBytes: { type: 'integer', minimum: 0, maximum: 16_777_216, default: 65536 },
         captureParams: { type: 'boolean', default: false },
+        statementText: {
+          type: 'string',
+          enum: ['full', 'normalized'],
+          default: 'full',
+          description:
+            'normalized: audit events record each statement with its constants replaced by $n (as pg_stat_statements shows it), so values in WHERE clauses and VALUES lists are not kept; unparseable text is recorded as a placeholder.',
+        },
         failMode: { type: 'string', enum: ['closed', 'open'], default: 'closed' },
       },
     },

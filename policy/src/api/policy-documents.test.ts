@@ -28,6 +28,7 @@ describe('parsePolicyDocuments', () => {
       captureResults: 'summary',
       maxResultBytes: 65536,
       captureParams: false,
+      statementText: 'full',
       failMode: 'closed',
     });
     expect(s.masking).toMatchObject({ lineage: 'strict', maskedColumnPredicates: 'deny' });

@@ -25,6 +25,8 @@ export interface PgQueryBinding {
   parseQueryJson(sql: string): string;
   /** libpg_query's PL/pgSQL JSON for a CREATE FUNCTION statement, or its error message (text not starting `{`). */
   parsePlpgsqlText(sql: string): string;
+  /** The SQL with every constant replaced by `$n`, as pg_stat_statements shows it; throws when it does not parse. */
+  normalizeQuery(sql: string): string;
 }
 
 let loading: Promise<PgQueryBinding> | undefined;
@@ -125,6 +127,21 @@ function bind(mod: PgQueryModule): PgQueryBinding {
         return readString(tree);
       } finally {
         if (result !== 0) mod._wasm_free_parse_result(result);
+        freeInput(input);
+      }
+    },
+
+    normalizeQuery(sql: string): string {
+      const input = writeInput(sql);
+      let result = 0;
+      try {
+        result = mod._wasm_normalize_query(input);
+        const text = readString(result);
+        // The wrapper returns its errors in the same string (libpg-query's own normalizeSync checks these prefixes).
+        if (/^(syntax error|deparse error|ERROR)/.test(text)) throw new PgQueryError(text);
+        return text;
+      } finally {
+        if (result !== 0) mod._wasm_free_string(result);
         freeInput(input);
       }
     },

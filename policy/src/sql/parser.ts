@@ -55,6 +55,21 @@ export function parseSql(sql: string): ParseOutcome {
   }
 }
 
+/**
+ * The statement text with every constant (string, number, the body of a DO block) replaced by `$n`, as
+ * pg_stat_statements shows queries: for audit trails that must not keep the values agents put in their SQL.
+ * Throws PolicyError PGW_SQL_UNPARSEABLE when the text does not parse.
+ */
+export function normalizeSql(sql: string): string {
+  const p = parser();
+  if (sql === '') return '';
+  try {
+    return p.normalizeQuery(sql);
+  } catch (e) {
+    throw new PolicyError('PGW_SQL_UNPARSEABLE', `cannot normalize: ${failure(e).message}`);
+  }
+}
+
 /** Parses a PL/pgSQL function body (libpg-query wants it wrapped in CREATE FUNCTION). */
 export function parsePlpgsqlBody(body: string): { ok: true; tree: unknown } | { ok: false; error: ParseFailure } {
   // A dollar-quote tag that does not occur in the body, so the body cannot end the quoting early.

@@ -3,6 +3,7 @@ import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../pro
 import type { AuditRecorder } from './audit-recorder.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
 import { type CaptureResults, ResultSamples } from './result-sample.js';
+import { type StatementTextMode, withNormalizedText } from './statement-text.js';
 
 /** Defaults of the policy schema's `audit` block (policy/src/api/access-policy-schema.ts). */
 const DEFAULT_CAPTURE: CaptureResults = 'summary';
@@ -81,7 +82,8 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
           inner.statementDone(record);
           const captureResults = capture();
           if (captureResults === 'rows') samples.attach(record.verdict, record.results);
-          audit.statement(record, { captureResults });
+          const text: StatementTextMode = current()?.policy.spec?.audit?.statementText ?? 'full';
+          audit.statement(text === 'normalized' ? withNormalizedText(record) : record, { captureResults });
         },
         close(reason) {
           inner.close(reason);
@@ -101,7 +103,12 @@ export interface PolicyView {
     name: string;
     spec?: {
       role?: string;
-      audit?: { failMode?: string; captureResults?: CaptureResults; maxResultBytes?: number };
+      audit?: {
+        failMode?: string;
+        captureResults?: CaptureResults;
+        maxResultBytes?: number;
+        statementText?: StatementTextMode;
+      };
       guardrails?: { maxConnections?: number };
     };
   };

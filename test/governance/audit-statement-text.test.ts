@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, type Governed, startGoverned } from './governed-sidecar.js';
+
+// audit.statementText: normalized through the real sidecar and PostgreSQL: the trail keeps each statement's shape
+// (constants as $n, as pg_stat_statements shows them) and none of the values agents put in their SQL.
+let db: GovernanceDb;
+let normalized: Governed;
+let full: Governed;
+
+const policy = (name: string, statementText?: 'normalized') => ({
+  apiVersion: 'pgwarden.dev/v1alpha1',
+  kind: 'DatabaseAccessPolicy',
+  metadata: { name, namespace: 'agents' },
+  spec: {
+    database: { host: 'unused', name: 'app' },
+    role: db.roles.writer,
+    defaultAction: 'allow',
+    guardrails: { blockDDL: false, requireWhere: [] },
+    ...(statementText ? { audit: { statementText } } : {}),
+  },
+});
+
+beforeAll(async () => {
+  db = await createGovernanceDb('stmttext');
+  [normalized, full] = await Promise.all([
+    startGoverned(db.name, policy('normalized', 'normalized')),
+    startGoverned(db.name, policy('full')),
+  ]);
+});
+afterAll(async () => {
+  await normalized?.close();
+  await full?.close();
+  await db?.drop();
+});
+
+const statementTexts = (g: Governed) =>
+  g.audit.events.filter((e) => e.type === 'statement').map((e) => e.statement.text as string);
+
+describe('audit.statementText', () => {
+  it('normalized: constants become $n in every statement event; the values are nowhere in the trail', async () => {
+    const c = await normalized.client();
+    await c.query("SELECT id FROM customers WHERE email = 'ann@example.com' AND id IN (1, 2)");
+    await c.query('SELECT id FROM customers WHERE email = $1', ['bob@example.com']);
+    await c.query("SELECT 'one-secret-value' AS a; SELECT 42 AS b");
+    expect((await errorOf(c, "SELEC 'garbled-secret'"))?.code).toBe('42601');
+    await c.query("DO $$ BEGIN PERFORM 'do-body-secret'; END $$");
+    await c.end();
+    await normalized.waitEvent(() => statementTexts(normalized).length >= 6);
+    expect(statementTexts(normalized)).toEqual([
+      'SELECT id FROM customers WHERE email = $1 AND id IN ($2, $3)',
+      'SELECT id FROM customers WHERE email = $1',
+      'SELECT $1 AS a',
+      'SELECT $1 AS b',
+      `[unparseable statement, ${"SELEC 'garbled-secret'".length} characters]`,
+      'DO $1',
+    ]);
+    const trail = JSON.stringify(normalized.audit.events);
+    for (const value of ['ann@example.com', 'bob@example.com', 'one-secret-value', 'garbled-secret', 'do-body-secret'])
+      expect(trail).not.toContain(value);
+    // Kind and tables still say what ran.
+    const first = normalized.audit.events.find((e) => e.type === 'statement');
+    expect(first.statement).toMatchObject({ kind: 'select', tables: ['public.customers'] });
+  });
+
+  it('full (the default) keeps the text as the client sent it', async () => {
+    const c = await full.client();
+    await c.query("SELECT id FROM customers WHERE email = 'ann@example.com'");
+    await c.end();
+    await full.waitEvent(() => statementTexts(full).length >= 1);
+    expect(statementTexts(full)).toContain("SELECT id FROM customers WHERE email = 'ann@example.com'");
+  });
+});
