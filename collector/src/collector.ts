@@ -21,7 +21,8 @@ export interface CollectorOptions {
   nats?: { url: string; durable?: string; ackWaitMs?: number; credentialsDir?: string };
   /** PostgreSQL URL, or a PGlite data directory, or neither (PGlite in memory). */
   store?: { url?: string; dataDir?: string };
-  http: { host?: string; port?: number };
+  /** The API's address; with `tls` (certificate and key files, re-read when they change) it serves HTTPS. */
+  http: { host?: string; port?: number; tls?: { certFile: string; keyFile: string; reloadMs?: number } };
   /** HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. */
   httpIngest?: { enabled: boolean; token?: string };
   /** JSON-lines files written by sidecars with `--audit file:PATH`, followed like `tail -F`. */
@@ -202,6 +203,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         },
       },
       opts.http,
+      (message) => log.error({ err: message }, 'TLS certificate change not applied; still serving the previous one'),
     );
   } catch (err) {
     clearInterval(sweepTimer);

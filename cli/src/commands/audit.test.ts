@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
+import { makeCertificates } from '../../../test/harness/tls.js';
 
 // Drives the built CLI (`make test` builds first), as an operator would.
 const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
@@ -17,7 +18,7 @@ function startCollectorProcess(args: string[]): Promise<{ child: ChildProcess; u
     child.stderr?.on('data', (c) => (err += c));
     child.stdout?.on('data', (c) => {
       out += c;
-      const m = /collector listening on (http:\/\/\S+)/.exec(out);
+      const m = /collector listening on (https?:\/\/\S+)/.exec(out);
       if (m) resolve({ child, url: m[1] });
     });
     child.once('exit', (code) => reject(new Error(`collector exited ${code}: ${err.slice(-2000)}`)));
@@ -162,6 +163,56 @@ describe.skipIf(!BUILT && !process.env.CI)(
         const tail = spawnSync(BIN, ['audit', 'tail', '--collector', url], { encoding: 'utf8', env, timeout: 30_000 });
         expect(tail.status).toBe(2);
         expect(tail.stderr).toContain('collector answered 401');
+      } finally {
+        await stopProcess(child);
+      }
+    }, 120_000);
+
+    it('talks to a collector that serves HTTPS, trusting its CA through NODE_EXTRA_CA_CERTS', async () => {
+      const certs = makeCertificates(join(dir, 'tls'));
+      const { child, url } = await startCollectorProcess(['--tls-cert', certs.certFile, '--tls-key', certs.keyFile]);
+      try {
+        expect(url).toMatch(/^https:\/\//);
+        const trusted = { ...process.env, NODE_EXTRA_CA_CERTS: certs.caFile };
+        const ok = spawnSync(BIN, ['audit', 'verify', '--collector', url], { encoding: 'utf8', env: trusted });
+        expect([ok.status, ok.stderr]).toEqual([0, '']);
+        expect(ok.stdout).toContain('verified 0 session(s)');
+        const untrusted = spawnSync(BIN, ['audit', 'verify', '--collector', url], { encoding: 'utf8' });
+        expect(untrusted.status).toBe(2);
+        // The tail speaks https too: it connects (the collector counts it) instead of failing on the scheme.
+        const tail = spawn(BIN, ['audit', 'tail', '--collector', url], {
+          env: trusted,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let tailErr = '';
+        tail.stderr?.on('data', (c) => (tailErr += c));
+        try {
+          const until = Date.now() + 30_000;
+          let clients = 0;
+          while (clients === 0 && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 200));
+            const metrics = spawnSync(
+              process.execPath,
+              [
+                '-e',
+                `fetch(${JSON.stringify(`${url}/metrics`)}).then(r => r.text()).then(t => process.stdout.write(t))`,
+              ],
+              { encoding: 'utf8', env: trusted },
+            ).stdout;
+            clients = Number(/^pgwarden_collector_stream_clients (\d+)/m.exec(metrics)?.[1] ?? 0);
+          }
+          expect(clients, tailErr).toBe(1);
+        } finally {
+          await stopProcess(tail);
+        }
+        const refused = spawnSync(BIN, ['collector', '--tls-cert', certs.certFile], {
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
+        expect([refused.status, refused.stderr]).toEqual([
+          1,
+          'pgwarden collector: --tls-cert and --tls-key go together\n',
+        ]);
       } finally {
         await stopProcess(child);
       }

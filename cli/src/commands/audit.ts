@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
 import type { Command } from 'commander';
 
@@ -64,6 +65,8 @@ const REFUSED = (status: number, token: string | undefined) =>
 async function tail(url: string, json: boolean, token: string | undefined): Promise<never> {
   for (;;) {
     await new Promise<void>((resolve) => {
+      // An https collector's CA: the system store, or NODE_EXTRA_CA_CERTS (fetch, used by `audit verify`, reads it too).
+      const request = url.startsWith('https:') ? httpsRequest : httpRequest;
       const req = request(url, { headers: { accept: 'text/event-stream', ...authHeader(token) } }, (res) => {
         if (res.statusCode === 401 || res.statusCode === 403) {
           process.stderr.write(`${REFUSED(res.statusCode, token)}\n`);

@@ -41,6 +41,8 @@ export function registerCollector(program: Command): void {
     )
     .option('--data-dir <dir>', 'embedded store (PGlite) data directory when no --store is given; in memory if omitted')
     .option('--listen <host:port>', 'HTTP API address', '127.0.0.1:8080')
+    .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM; re-read when it changes)')
+    .option('--tls-key <file>', 'the certificate’s private key (PEM)')
     .option('--http-ingest', 'accept events on POST /api/v1/ingest (default on when there is no --nats)')
     .option('--ingest-token-file <file>', 'bearer token required by POST /api/v1/ingest')
     .option(
@@ -93,7 +95,7 @@ export function registerCollector(program: Command): void {
             ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
             : undefined,
           store: { url: storeUrl, dataDir: o.dataDir },
-          http: parseListen(o.listen),
+          http: { ...parseListen(o.listen), ...tlsOf(o) },
           httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },
           tailFiles: o.tailFile,
           retentionDays: o.retentionDays,
@@ -127,4 +129,10 @@ export function registerCollector(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
     });
+}
+
+function tlsOf(o: { tlsCert?: string; tlsKey?: string }): { tls?: { certFile: string; keyFile: string } } {
+  if (!o.tlsCert && !o.tlsKey) return {};
+  if (!o.tlsCert || !o.tlsKey) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  return { tls: { certFile: o.tlsCert, keyFile: o.tlsKey } };
 }

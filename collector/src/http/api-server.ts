@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
 import { CollectorError } from '../errors.js';
@@ -11,6 +12,7 @@ import { type ApprovalsDeps, routeApprovals } from './approvals-api.js';
 import { liveFilterFrom } from './event-filter.js';
 import { HttpError, readBody, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
+import { followServerTls, readServerTls, type ServerTlsFiles } from './server-tls.js';
 import { WEB_UI_HTML } from './web-ui.js';
 
 export interface ApiDeps {
@@ -222,8 +224,13 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-export async function startApiServer(deps: ApiDeps, listen: { host?: string; port?: number } = {}): Promise<ApiServer> {
-  const server = createServer((req, res) => {
+export async function startApiServer(
+  deps: ApiDeps,
+  listen: { host?: string; port?: number; tls?: ServerTlsFiles } = {},
+  onTlsError: (message: string) => void = () => {},
+): Promise<ApiServer> {
+  // HTTPS when given a certificate: the API carries bearer tokens and the audit trail.
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     route(deps, req, res).catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();
@@ -242,7 +249,12 @@ export async function startApiServer(deps: ApiDeps, listen: { host?: string; por
         return send(res, 400, { error: { code: 'bad_cursor', message: 'cursor is not one this API issued' } });
       send(res, 500, { error: { code: 'internal', message: 'internal error' } });
     });
-  });
+  };
+  const tls = listen.tls;
+  const server: Server = tls ? createHttpsServer(readServerTls(tls), handler) : createServer(handler);
+  const stopFollowing = tls
+    ? followServerTls(tls, (ctx) => (server as HttpsServer).setSecureContext(ctx), onTlsError)
+    : () => {};
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port ?? 0, listen.host ?? '127.0.0.1', () => resolve());
@@ -251,9 +263,10 @@ export async function startApiServer(deps: ApiDeps, listen: { host?: string; por
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return {
     server,
-    url: `http://${host}:${addr.port}`,
+    url: `${tls ? 'https' : 'http'}://${host}:${addr.port}`,
     close: () =>
       new Promise((resolve) => {
+        stopFollowing();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

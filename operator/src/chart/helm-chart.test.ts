@@ -105,6 +105,18 @@ describe('charts/pgwarden with real helm', () => {
       items: [{ key: 'signing-key.pem', path: 'signing-key.pem' }],
     });
     expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--approvals-signing-key');
+    expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--tls-cert');
+    const tls = (await collectorOf('collector.tlsSecret=collector-tls')).spec.template.spec;
+    expect(tls.containers[0].args).toEqual(
+      expect.arrayContaining(['--tls-cert=/etc/pgwarden/tls/tls.crt', '--tls-key=/etc/pgwarden/tls/tls.key']),
+    );
+    expect(tls.volumes.find((v: any) => v.name === 'tls').secret).toMatchObject({
+      secretName: 'collector-tls',
+      items: [
+        { key: 'tls.crt', path: 'tls.crt' },
+        { key: 'tls.key', path: 'tls.key' },
+      ],
+    });
     await validateObject(withApprovers);
   });
 
