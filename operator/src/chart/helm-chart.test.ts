@@ -106,7 +106,14 @@ describe('charts/pgwarden with real helm', () => {
     });
     expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--approvals-signing-key');
     expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--tls-cert');
+    expect(plain.spec.template.spec.containers[0].readinessProbe.httpGet).toEqual({
+      path: '/readyz',
+      port: 'http',
+      scheme: 'HTTP',
+    });
     const tls = (await collectorOf('collector.tlsSecret=collector-tls')).spec.template.spec;
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe'])
+      expect(tls.containers[0][probe].httpGet.scheme, probe).toBe('HTTPS');
     expect(tls.containers[0].args).toEqual(
       expect.arrayContaining(['--tls-cert=/etc/pgwarden/tls/tls.crt', '--tls-key=/etc/pgwarden/tls/tls.key']),
     );
