@@ -45,8 +45,9 @@ describe('audit.statementText', () => {
     await c.query("SELECT 'one-secret-value' AS a; SELECT 42 AS b");
     expect((await errorOf(c, "SELEC 'garbled-secret'"))?.code).toBe('42601');
     await c.query("DO $$ BEGIN PERFORM 'do-body-secret'; END $$");
+    await c.query("SELECT id FROM customers WHERE email = 'carol@example.com' AND id IN (7, 8)");
     await c.end();
-    await normalized.waitEvent(() => statementTexts(normalized).length >= 6);
+    await normalized.waitEvent(() => statementTexts(normalized).length >= 7);
     expect(statementTexts(normalized)).toEqual([
       'SELECT id FROM customers WHERE email = $1 AND id IN ($2, $3)',
       'SELECT id FROM customers WHERE email = $1',
@@ -54,13 +55,24 @@ describe('audit.statementText', () => {
       'SELECT $1 AS b',
       `[unparseable statement, ${"SELEC 'garbled-secret'".length} characters]`,
       'DO $1',
+      'SELECT id FROM customers WHERE email = $1 AND id IN ($2, $3)',
     ]);
     const trail = JSON.stringify(normalized.audit.events);
-    for (const value of ['ann@example.com', 'bob@example.com', 'one-secret-value', 'garbled-secret', 'do-body-secret'])
+    for (const value of [
+      'ann@example.com',
+      'bob@example.com',
+      'one-secret-value',
+      'garbled-secret',
+      'do-body-secret',
+      'carol@example.com',
+    ])
       expect(trail).not.toContain(value);
-    // Kind and tables still say what ran.
-    const first = normalized.audit.events.find((e) => e.type === 'statement');
-    expect(first.statement).toMatchObject({ kind: 'select', tables: ['public.customers'] });
+    // Kind and tables still say what ran, and statements of one shape share a fingerprint.
+    const events = normalized.audit.events.filter((e) => e.type === 'statement');
+    expect(events[0].statement).toMatchObject({ kind: 'select', tables: ['public.customers'] });
+    expect(events[0].statement.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(events[6].statement.fingerprint).toBe(events[0].statement.fingerprint); // same shape, other values
+    expect(events[1].statement.fingerprint).not.toBe(events[0].statement.fingerprint);
   });
 
   it('full (the default) keeps the text as the client sent it', async () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { normalizeSql } from '@pgwarden/policy';
 import type { StatementRecord } from '../proxy/hooks.js';
 
@@ -26,14 +27,30 @@ export function normalizedText(sql: string): string {
   return text;
 }
 
-/** A copy of the record whose statement texts are normalized; the record itself (shared with masking) is untouched. */
+/**
+ * The first 16 hex digits of the SHA-256 of normalized text: statements of one shape (differing only in their
+ * constants) share it, so a trail that keeps no values can still be grouped by what ran.
+ */
+export const shapeFingerprint = (normalized: string): string =>
+  createHash('sha256').update(normalized, 'utf8').digest('hex').slice(0, 16);
+
+/**
+ * A copy of the record whose statement texts are normalized, each with its shape's fingerprint; the record itself
+ * (shared with masking) is untouched.
+ */
 export function withNormalizedText(record: StatementRecord): StatementRecord {
   const { request, verdict } = record;
   return {
     ...record,
     request: { ...request, sql: normalizedText(request.sql) },
     verdict: verdict.statements?.length
-      ? { ...verdict, statements: verdict.statements.map((s) => ({ ...s, text: normalizedText(s.text) })) }
+      ? {
+          ...verdict,
+          statements: verdict.statements.map((s) => {
+            const text = normalizedText(s.text);
+            return { ...s, text, fingerprint: shapeFingerprint(text) };
+          }),
+        }
       : verdict,
   };
 }
