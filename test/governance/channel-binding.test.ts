@@ -1,12 +1,8 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GovernedSidecar } from '../../sidecar/src/governance/index.js';
 import { freePort } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { memoryAudit, writePolicy } from './governed-sidecar.js';
+import { listenerClient, startListeners } from './governed-sidecar.js';
 
 // The policy's database.channelBinding reaches the sidecar's upstream login (unit tests of the exchange itself, with
 // a machine in the middle, are in sidecar/src/upstream/connect.test.ts).
@@ -27,36 +23,21 @@ const policy = (name: string, port: number, database: object) => ({
 });
 
 beforeAll(async () => {
-  const shared = inject('pg');
   db = await createGovernanceDb('cbind');
   ports.bound = await freePort();
   ports.plain = await freePort();
-  const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-cbind-')), 'policies.yaml');
-  writePolicy(
-    file,
+  // Host, port and database only: sslMode and channelBinding stay the policies' own.
+  gs = await startListeners(db.name, [
     policy('bound', ports.bound, { sslMode: 'require', channelBinding: 'require' }),
     policy('plain', ports.plain, { sslMode: 'disable', channelBinding: 'require' }),
-  );
-  gs = await startGovernedSidecar({
-    policyPath: file,
-    // Host, port and database only: sslMode and channelBinding stay the policies' own.
-    upstream: { host: shared.host, port: shared.port, database: db.name },
-    credentials: { username: 'app_scram', password: 'scram-pw-1' },
-    audit: memoryAudit(),
-    pollMs: 0,
-  });
+  ]);
 });
 afterAll(async () => {
   await gs?.close(500);
   await db?.drop();
 });
 
-const connect = async (port: number) => {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-};
+const connect = listenerClient;
 
 describe('database.channelBinding', () => {
   it('require over TLS: the session is served (only a SCRAM-SHA-256-PLUS login PostgreSQL accepted gets here)', async () => {

@@ -127,3 +127,32 @@ export async function errorOf(
     return err as Error & { code?: string };
   }
 }
+
+/**
+ * The real sidecar on one file of several policies (a listener each) in front of the shared cluster's `database`,
+ * logging in as app_scram; `upstream` may add e.g. an sslmode, else each policy's own database settings apply.
+ */
+export async function startListeners(
+  database: string,
+  policies: object[],
+  upstream: { sslmode?: 'disable' } = {},
+): Promise<GovernedSidecar> {
+  const shared = inject('pg');
+  const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-listeners-')), 'policies.yaml');
+  writePolicy(file, ...policies);
+  return startGovernedSidecar({
+    policyPath: file,
+    upstream: { host: shared.host, port: shared.port, database, ...upstream },
+    credentials: { username: 'app_scram', password: 'scram-pw-1' },
+    audit: memoryAudit(),
+    pollMs: 0,
+  });
+}
+
+/** A node-postgres client of a sidecar listener; errors after connecting are left to the test's queries. */
+export async function listenerClient(port: number): Promise<pg.Client> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}

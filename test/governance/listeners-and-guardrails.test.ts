@@ -1,12 +1,8 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GovernedSidecar } from '../../sidecar/src/governance/index.js';
 import { freePort } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { errorOf, memoryAudit, writePolicy } from './governed-sidecar.js';
+import { errorOf, listenerClient, startListeners } from './governed-sidecar.js';
 import { RawClient, serialize } from './raw-client.js';
 
 let db: GovernanceDb;
@@ -21,41 +17,30 @@ const policy = (name: string, port: number, role: string, spec: object) => ({
 });
 
 beforeAll(async () => {
-  const shared = inject('pg');
   db = await createGovernanceDb('multi');
   ports.reader = await freePort();
   ports.sleeper = await freePort();
-  const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-multi-')), 'policies.yaml');
-  writePolicy(
-    file,
-    policy('reader', ports.reader, db.roles.analyst, {
-      rules: [{ name: 'read-orders', action: 'allow', statements: ['select'], tables: ['public.orders'] }],
-      guardrails: { maxRowsReturned: 5 },
-    }),
-    policy('sleeper', ports.sleeper, db.roles.writer, {
-      rules: [{ name: 'anything-read', action: 'allow', statements: ['select', 'show'] }],
-      guardrails: { statementTimeout: '500ms' },
-    }),
+  gs = await startListeners(
+    db.name,
+    [
+      policy('reader', ports.reader, db.roles.analyst, {
+        rules: [{ name: 'read-orders', action: 'allow', statements: ['select'], tables: ['public.orders'] }],
+        guardrails: { maxRowsReturned: 5 },
+      }),
+      policy('sleeper', ports.sleeper, db.roles.writer, {
+        rules: [{ name: 'anything-read', action: 'allow', statements: ['select', 'show'] }],
+        guardrails: { statementTimeout: '500ms' },
+      }),
+    ],
+    { sslmode: 'disable' },
   );
-  gs = await startGovernedSidecar({
-    policyPath: file,
-    upstream: { host: shared.host, port: shared.port, database: db.name, sslmode: 'disable' },
-    credentials: { username: 'app_scram', password: 'scram-pw-1' },
-    audit: memoryAudit(),
-    pollMs: 0,
-  });
 });
 afterAll(async () => {
   await gs?.close(500);
   await db?.drop();
 });
 
-async function client(port: number): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
-}
+const client = listenerClient;
 
 describe('one listener per policy, each enforcing its own policy', () => {
   it('opens a listener on each policy listen.port with its own role and rules', async () => {
