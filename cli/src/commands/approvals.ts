@@ -1,7 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import type { ApprovalEntry } from '@pgwarden/collector';
 import type { Command } from 'commander';
+import { bearerToken, withCollectorOption } from './collector-client.js';
 
 /** Exit status 1: the collector answered and refused (or found nothing). 2: the command could not run at all. */
 class ApprovalsCliError extends Error {
@@ -18,20 +19,14 @@ interface Target {
   token: string;
 }
 
-/** The approver token: `--token-file` or env PGWARDEN_APPROVER_TOKEN, never an argument (`ps` would show it). */
+/** The approver token (`--token-file` or env PGWARDEN_APPROVER_TOKEN); without one the command cannot run. */
 function tokenOf(tokenFile: string | undefined): string {
-  if (tokenFile) {
-    let text: string;
-    try {
-      text = readFileSync(tokenFile, 'utf8');
-    } catch (err) {
-      throw new ApprovalsCliError(`cannot read --token-file: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 2);
-    }
-    const t = text.trim();
-    if (!t) throw new ApprovalsCliError(`--token-file ${tokenFile} is empty`, 2);
-    return t;
+  let t: string | undefined;
+  try {
+    t = bearerToken(tokenFile, 'PGWARDEN_APPROVER_TOKEN');
+  } catch (err) {
+    throw new ApprovalsCliError((err as Error).message, 2);
   }
-  const t = process.env.PGWARDEN_APPROVER_TOKEN?.trim();
   if (!t) throw new ApprovalsCliError('no approver token: set PGWARDEN_APPROVER_TOKEN or give --token-file', 2);
   return t;
 }
@@ -177,12 +172,7 @@ export function registerApprovals(program: Command): void {
       'list, show, approve or reject statements held by `review` rules (via a collector; exit 1 when it refuses, 2 when it cannot be asked); keygen makes the collector’s decision signing key',
     );
   const common = (c: Command) =>
-    c
-      .option(
-        '--collector <url>',
-        'collector base URL (or env PGWARDEN_COLLECTOR_URL)',
-        process.env.PGWARDEN_COLLECTOR_URL ?? 'http://127.0.0.1:8080',
-      )
+    withCollectorOption(c)
       .option('--token-file <file>', 'file holding your approver token (default: env PGWARDEN_APPROVER_TOKEN)')
       .option('--json', 'print JSON as the API returns it');
 

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
 import type { Command } from 'commander';
+import { bearerToken, withCollectorOption } from './collector-client.js';
 
 const FILTERS = ['namespace', 'policy', 'identity', 'decision', 'kind', 'type', 'table', 'session'] as const;
 
@@ -36,24 +37,8 @@ export function formatTailLine(e: TailEvent): string {
   );
 }
 
-/**
- * A reader's (or approver's) token for a collector that requires one: `--token-file` or env PGWARDEN_COLLECTOR_TOKEN,
- * never an argument (`ps` would show it). Undefined when neither is given (a collector on loopback needs none).
- */
-export function readerToken(tokenFile: string | undefined): string | undefined {
-  if (tokenFile) {
-    let text: string;
-    try {
-      text = readFileSync(tokenFile, 'utf8');
-    } catch (err) {
-      throw new Error(`cannot read --token-file: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-    const t = text.trim();
-    if (!t) throw new Error(`--token-file ${tokenFile} is empty`);
-    return t;
-  }
-  return process.env.PGWARDEN_COLLECTOR_TOKEN?.trim() || undefined;
-}
+/** A reader's (or approver's) token, when given: a collector on loopback needs none. */
+const readerToken = (tokenFile: string | undefined) => bearerToken(tokenFile, 'PGWARDEN_COLLECTOR_TOKEN');
 
 const authHeader = (token: string | undefined): Record<string, string> =>
   token ? { authorization: `Bearer ${token}` } : {};
@@ -141,14 +126,9 @@ async function verifyViaApi(
 
 export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('follow and verify the audit trail');
-  const t = audit
-    .command('tail')
-    .description('live audit events from a collector (server-sent events), one line each')
-    .option(
-      '--collector <url>',
-      'collector base URL (or env PGWARDEN_COLLECTOR_URL)',
-      process.env.PGWARDEN_COLLECTOR_URL ?? 'http://127.0.0.1:8080',
-    )
+  const t = withCollectorOption(
+    audit.command('tail').description('live audit events from a collector (server-sent events), one line each'),
+  )
     .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
     .option('--json', 'print the raw JSON events');
   for (const f of FILTERS) t.option(`--${f} <value>`, `only events whose ${f} matches`);
