@@ -1,13 +1,24 @@
 import { networkInterfaces } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { allowAllHooks } from '../proxy/allow-all-hooks.js';
-import { startSidecar } from '../start-sidecar.js';
+import { type SidecarLogger, startSidecar } from '../start-sidecar.js';
 import { memorySink, startFixture } from '../testing/sidecar-fixture.js';
 
 const get = async (port: number, path: string) => {
   const r = await fetch(`http://127.0.0.1:${port}${path}`);
   return { status: r.status, body: await r.text() };
 };
+
+/** A sidecar whose upstream (port 1) refuses every connection, so it is never ready. */
+const unreachableUpstream = (http: { host: string; port: number }, logger?: SidecarLogger) =>
+  startSidecar({
+    listen: { host: '127.0.0.1', port: 0 },
+    upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
+    credentials: { username: 'u', password: 'secret-pw' },
+    audit: memorySink(),
+    http,
+    logger,
+  });
 
 describe('admin HTTP', () => {
   it('is ready when the upstream is reachable and the policy loaded, and counts sessions and bytes', async () => {
@@ -35,13 +46,7 @@ describe('admin HTTP', () => {
   });
 
   it('is not ready when the upstream is unreachable, and counts the failed connects', async () => {
-    const sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
-      credentials: { username: 'u', password: 'secret-pw' },
-      audit: memorySink(),
-      http: { host: '127.0.0.1', port: 0 },
-    });
+    const sidecar = await unreachableUpstream({ host: '127.0.0.1', port: 0 });
     const r = await get(sidecar.httpPort!, '/readyz');
     expect(r.status).toBe(503);
     expect(r.body).toMatch(/upstream unreachable: could not connect to upstream 127\.0\.0\.1:1/);
@@ -67,14 +72,7 @@ describe('admin HTTP', () => {
       debug() {},
       warn: (obj: object, msg?: string) => void logged.push({ obj, msg }),
     };
-    const sidecar = await startSidecar({
-      listen: { host: '127.0.0.1', port: 0 },
-      upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
-      credentials: { username: 'u', password: 'secret-pw' },
-      audit: memorySink(),
-      http: { host: '0.0.0.0', port: 0 },
-      logger: log,
-    });
+    const sidecar = await unreachableUpstream({ host: '0.0.0.0', port: 0 }, log);
     try {
       const local = await get(sidecar.httpPort!, '/readyz');
       expect(local.body).toMatch(/upstream unreachable: could not connect to upstream 127\.0\.0\.1:1/);
