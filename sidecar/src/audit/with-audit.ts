@@ -80,9 +80,11 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         statementDone(record) {
           // Inner first: masking scrubs error messages and adds its counters before audit reads the record.
           inner.statementDone(record);
-          const captureResults = capture();
+          // One policy lookup per statement for both settings.
+          const settings = current()?.policy.spec?.audit;
+          const captureResults: CaptureResults = settings?.captureResults ?? DEFAULT_CAPTURE;
           if (captureResults === 'rows') samples.attach(record.verdict, record.results);
-          const text: StatementTextMode = current()?.policy.spec?.audit?.statementText ?? 'full';
+          const text: StatementTextMode = settings?.statementText ?? 'full';
           audit.statement(text === 'normalized' ? withNormalizedText(record) : record, { captureResults });
         },
         close(reason) {
