@@ -36,6 +36,7 @@ export * from './api/validate.js';
 export * from './approvals/approval-messages.js';
 export * from './approvals/decision-signature.js';
 export * from './audit/index.js';
+export { ed25519KeyId, ed25519PrivateKey, ed25519PublicKey } from './crypto/ed25519-keys.js';
 export { decide, ruleMatches } from './engine/decide.js';
 export type { Decision, DecisionReason, StatementDecision, Subject } from './engine/decision-types.js';
 export { parseDuration } from './engine/duration.js';

@@ -1,5 +1,6 @@
-import { createPrivateKey, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { type KeyObject, sign, verify } from 'node:crypto';
 import { canonicalJson } from '../api/canonical-json.js';
+import { ed25519PrivateKey, ed25519PublicKey } from '../crypto/ed25519-keys.js';
 import type { ApprovalDecisionMessage } from './approval-messages.js';
 
 /**
@@ -20,22 +21,12 @@ function signedBytes(d: ApprovalDecisionMessage): Buffer {
 
 /** The collector's signing key from a PEM private key; throws unless it is Ed25519. */
 export function decisionSigningKey(pem: string): KeyObject {
-  const key = createPrivateKey(pem);
-  if (key.asymmetricKeyType !== 'ed25519')
-    throw new Error(`the approval signing key must be Ed25519, not ${key.asymmetricKeyType}`);
-  return key;
+  return ed25519PrivateKey(pem, 'approval signing key');
 }
 
 /** A verification key from a PEM public key (`-----BEGIN PUBLIC KEY-----`); throws unless it is Ed25519. */
 export function decisionVerifyKey(pem: string): KeyObject {
-  // createPublicKey would derive the public half from a private key: refused, so a private key pasted into a
-  // policy by mistake is caught rather than published in a ConfigMap that works.
-  if (/PRIVATE KEY/.test(pem))
-    throw new Error('this is a private key: give the public key (pgwarden approvals keygen)');
-  const key = createPublicKey(pem);
-  if (key.type !== 'public' || key.asymmetricKeyType !== 'ed25519')
-    throw new Error(`not an Ed25519 public key (${key.asymmetricKeyType ?? key.type})`);
-  return key;
+  return ed25519PublicKey(pem, 'pgwarden approvals keygen');
 }
 
 /** The decision with its signature (base64) in `sig`. */

@@ -118,6 +118,15 @@ export const auditEventSchema = {
     ),
     error,
     refusal: obj({ reason: str, code: str, message: str, user: str, database: str, mode: str }, ['reason', 'code']),
+    checkpoint: obj(
+      {
+        seq: { type: 'integer', minimum: 1 },
+        hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
+        key: { type: 'string', pattern: '^[0-9a-f]{16}$' },
+        sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+      },
+      ['seq', 'hash', 'key', 'sig'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -131,5 +140,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { type: 'string', pattern: '^approval\\.' } } }, ['approval']),
     requires({ properties: { type: { const: 'audit.gap' } } }, ['gap']),
     requires({ properties: { type: { const: 'auth.refused' } } }, ['refusal', 'client']),
+    requires({ properties: { type: { const: 'audit.checkpoint' } } }, ['checkpoint']),
   ],
 } as const;

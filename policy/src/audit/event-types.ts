@@ -17,6 +17,7 @@ export const AUDIT_EVENT_TYPES = [
   'approval.expired',
   'audit.gap',
   'auth.refused',
+  'audit.checkpoint',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -158,6 +159,22 @@ export interface AuditRefusal {
   mode?: string;
 }
 
+/**
+ * A signed checkpoint (`audit.checkpoint`): the sidecar's Ed25519 signature over the hash of the event just before
+ * it in the same chain (`seq` = own seq - 1, `hash` = own prevHash). Because each hash covers every earlier event,
+ * one valid checkpoint vouches for events 1..seq: a party that can write the stream or the collector's store but
+ * does not hold the signing key can drop or rewrite events only after the last checkpoint (checkpoint-signature.ts).
+ */
+export interface AuditCheckpoint {
+  /** The seq and hash of the event signed. */
+  seq: number;
+  hash: string;
+  /** Key id: the first 16 hex digits of sha256 over the raw 32-byte Ed25519 public key. */
+  key: string;
+  /** Ed25519 signature, base64, over checkpointSignedBytes(session id, seq, hash). */
+  sig: string;
+}
+
 /** A result sample (`captureResults: rows`): the first rows as sent to the client, after masking. */
 export interface AuditResultSample {
   columns: string[];
@@ -198,6 +215,7 @@ export interface AuditEvent {
   gap?: AuditGap;
   error?: AuditError;
   refusal?: AuditRefusal;
+  checkpoint?: AuditCheckpoint;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */

@@ -5,6 +5,15 @@ export {
   subjectToken,
 } from './audit-subject.js';
 export { formatAuditTime, parseAuditTime } from './audit-time.js';
+export {
+  type AuditSigner,
+  auditSigner,
+  auditVerifyKey,
+  type CheckpointProblem,
+  type CheckpointVerdict,
+  checkpointSignedBytes,
+  verifyCheckpoint,
+} from './checkpoint-signature.js';
 export { AUDIT_HASH_PATTERN, AUDIT_TIME_PATTERN, auditEventSchema } from './event-schema.js';
 export * from './event-types.js';
 export {
