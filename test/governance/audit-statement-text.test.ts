@@ -75,11 +75,19 @@ describe('audit.statementText', () => {
     expect(events[1].statement.fingerprint).not.toBe(events[0].statement.fingerprint);
   });
 
-  it('full (the default) keeps the text as the client sent it', async () => {
+  it('full (the default) keeps the text as the client sent it, with the fingerprint of its shape', async () => {
     const c = await full.client();
     await c.query("SELECT id FROM customers WHERE email = 'ann@example.com'");
+    await c.query('select id\n  from customers -- by mail\n where email = $1', ['bob@example.com']);
+    await c.query('SELECT email FROM customers WHERE id = 3');
     await c.end();
-    await full.waitEvent(() => statementTexts(full).length >= 1);
+    await full.waitEvent(() => statementTexts(full).length >= 3);
     expect(statementTexts(full)).toContain("SELECT id FROM customers WHERE email = 'ann@example.com'");
+    const [ann, bob, byId] = full.audit.events.filter((e) => e.type === 'statement').map((e) => e.statement);
+    // libpg_query's fingerprint: constants, parameters, layout and comments do not change it; the shape does.
+    expect(ann.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(bob.fingerprint).toBe(ann.fingerprint);
+    expect(byId.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(byId.fingerprint).not.toBe(ann.fingerprint);
   });
 });

@@ -3,7 +3,7 @@ import type { ProxyHooks, SessionHooks, StatementRequest, Verdict } from '../pro
 import type { AuditRecorder } from './audit-recorder.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
 import { type CaptureResults, ResultSamples } from './result-sample.js';
-import { type StatementTextMode, withNormalizedText } from './statement-text.js';
+import { type StatementTextMode, withFingerprints, withNormalizedText } from './statement-text.js';
 
 /** Defaults of the policy schema's `audit` block (policy/src/api/access-policy-schema.ts). */
 const DEFAULT_CAPTURE: CaptureResults = 'summary';
@@ -85,7 +85,9 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
           const captureResults: CaptureResults = settings?.captureResults ?? DEFAULT_CAPTURE;
           if (captureResults === 'rows') samples.attach(record.verdict, record.results);
           const text: StatementTextMode = settings?.statementText ?? 'full';
-          audit.statement(text === 'normalized' ? withNormalizedText(record) : record, { captureResults });
+          audit.statement(text === 'normalized' ? withNormalizedText(record) : withFingerprints(record), {
+            captureResults,
+          });
         },
         close(reason) {
           inner.close(reason);
