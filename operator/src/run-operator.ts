@@ -44,6 +44,8 @@ export interface OperatorConfig {
   resyncMs: number;
   /** Secret in `namespace` with the sidecars' NATS user; copied to policy namespaces (see SidecarConfig). */
   auditCredentialsSource?: string;
+  /** Secret in `namespace` with the sidecars' audit signing key; copied to policy namespaces (see SidecarConfig). */
+  auditSigningKeySource?: string;
   kubeconfig?: KubeConfig;
 }
 
@@ -70,6 +72,9 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
     namespace: cfg.watchNamespace,
     auditCredentials: cfg.auditCredentialsSource
       ? { namespace: cfg.namespace, name: cfg.auditCredentialsSource }
+      : undefined,
+    auditSigningKey: cfg.auditSigningKeySource
+      ? { namespace: cfg.namespace, name: cfg.auditSigningKeySource }
       : undefined,
     // Real API servers send bookmarks about once a minute; a watch silent for 3 minutes is presumed dead.
     watch: { resyncMs: cfg.resyncMs, watchdogMs: 180_000, watchTimeoutSeconds: 290 },

@@ -1,8 +1,7 @@
-import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import type { ApprovalEntry } from '@pgwarden/collector';
 import type { Command } from 'commander';
 import { bearerToken, withCollectorOption } from './collector-client.js';
+import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
 
 /** Exit status 1: the collector answered and refused (or found nothing). 2: the command could not run at all. */
 class ApprovalsCliError extends Error {
@@ -230,15 +229,6 @@ export function registerApprovals(program: Command): void {
     )
     .requiredOption('--out <file>', 'where to write the private key (refuses to overwrite)')
     .action((o: { out: string }) => {
-      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-      try {
-        writeFileSync(o.out, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
-      } catch (err) {
-        process.stderr.write(
-          `approvals keygen: cannot write ${o.out}: ${(err as NodeJS.ErrnoException).code ?? 'error'}\n`,
-        );
-        process.exit(2);
-      }
-      process.stdout.write(String(publicKey.export({ type: 'spki', format: 'pem' })));
+      process.stdout.write(publicKeyPem(writePrivateKey(o.out, 'approvals keygen')));
     });
 }

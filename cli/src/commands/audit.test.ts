@@ -3,7 +3,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { auditSigner, auditVerifyKey, verifyCheckpoint } from '@pgwarden/policy';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
 
@@ -219,3 +221,55 @@ describe.skipIf(!BUILT && !process.env.CI)(
     }, 120_000);
   },
 );
+
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit keygen', () => {
+  it('writes the private key (0600), prints its public key, key id and a keys-file entry that verifies what it signs', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-audit-keygen-'));
+    try {
+      const out = join(dir, 'signing.key');
+      const made = spawnSync(
+        BIN,
+        ['audit', 'keygen', '--out', out, '--name', 'agents-2026', '--namespaces', 'agents,ops'],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(made.status, made.stderr).toBe(0);
+      expect(statSync(out).mode & 0o777).toBe(0o600);
+      const privatePem = readFileSync(out, 'utf8');
+      expect(privatePem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+      expect(made.stdout).not.toContain(privatePem.split('\n')[1]);
+      const signer = auditSigner(privatePem);
+
+      // The stdout is YAML: comments aside, one list item, pasteable under `keys:` of the collector's --audit-keys.
+      const [pem] = /^-----BEGIN PUBLIC KEY-----\n[\s\S]+?\n-----END PUBLIC KEY-----\n/.exec(made.stdout) ?? [''];
+      expect(auditVerifyKey(pem).keyId).toBe(signer.keyId);
+      expect(made.stdout).toContain(`# key id ${signer.keyId}\n`);
+      const keysFile = parseYaml(`keys:\n${made.stdout.slice(pem.length)}`) as { keys: Record<string, unknown>[] };
+      expect(keysFile.keys).toEqual([{ name: 'agents-2026', publicKey: pem, namespaces: ['agents', 'ops'] }]);
+      const key = auditVerifyKey(keysFile.keys[0].publicKey as string);
+      const hash = 'a'.repeat(64);
+      const checkpoint = { session: { id: 's', seq: 8 }, prevHash: hash, checkpoint: signer.checkpoint('s', 7, hash) };
+      expect(verifyCheckpoint(checkpoint, (id) => (id === key.keyId ? key.key : undefined)).ok).toBe(true);
+
+      // Without --name the key id names it; an existing key is never overwritten.
+      const plain = spawnSync(BIN, ['audit', 'keygen', '--out', join(dir, 'other.key')], { encoding: 'utf8' });
+      const entry = (
+        parseYaml(`keys:\n${plain.stdout.replace(/^[\s\S]*?-----END PUBLIC KEY-----\n/, '')}`) as {
+          keys: { name: string; publicKey: string; namespaces?: string[] }[];
+        }
+      ).keys[0];
+      expect(entry.name).toBe(auditVerifyKey(entry.publicKey).keyId);
+      expect(entry.namespaces).toBeUndefined();
+      const again = spawnSync(BIN, ['audit', 'keygen', '--out', out], { encoding: 'utf8' });
+      expect([again.status, again.stdout, again.stderr]).toEqual([
+        2,
+        '',
+        `audit keygen: cannot write ${out}: EEXIST\n`,
+      ]);
+      expect(readFileSync(out, 'utf8')).toBe(privatePem);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});

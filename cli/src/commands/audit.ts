@@ -3,8 +3,10 @@ import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
+import { ed25519KeyId } from '@pgwarden/policy';
 import type { Command } from 'commander';
 import { bearerToken, withCollectorOption } from './collector-client.js';
+import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
 
 const FILTERS = ['namespace', 'policy', 'identity', 'decision', 'kind', 'type', 'table', 'session'] as const;
 
@@ -178,6 +180,31 @@ export function registerAudit(program: Command): void {
       };
       // One flow-style YAML list item (JSON is YAML): paste it into the file as it is.
       process.stdout.write(`- ${JSON.stringify(entry)}\n`);
+    });
+
+  audit
+    .command('keygen')
+    .description(
+      'make a sidecar audit signing key: writes the Ed25519 private key (PEM, mode 0600) for ' +
+        '`pgwarden sidecar --audit-signing-key` (chart: audit.signingKeySecret) and prints the public key, its key ' +
+        "id and the entry for the collector's --audit-keys file (chart: collector.auditKeys)",
+    )
+    .requiredOption('--out <file>', 'where to write the private key (refuses to overwrite)')
+    .option('--name <name>', "the key's name in the collector's keys file (default: its key id)")
+    .option('--namespaces <list>', 'comma-separated namespaces whose events the key may vouch for; default all')
+    .action((o: { out: string; name?: string; namespaces?: string }) => {
+      const publicKey = writePrivateKey(o.out, 'audit keygen');
+      const pem = publicKeyPem(publicKey);
+      const keyId = ed25519KeyId(publicKey);
+      const namespaces = (o.namespaces ?? '')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      const entry = { name: o.name ?? keyId, publicKey: pem, ...(namespaces.length ? { namespaces } : {}) };
+      // Comments, then one flow-style YAML list item (JSON is YAML): the output can be pasted under `keys:` as it is.
+      process.stdout.write(
+        `${pem}# key id ${keyId}\n# entry for the collector's --audit-keys file (under keys:) or collector.auditKeys:\n- ${JSON.stringify(entry)}\n`,
+      );
     });
 
   audit

@@ -73,6 +73,15 @@ describe('pgwarden operator run flags', () => {
     expect(cfg.resyncMs).toBe(90_000);
   });
 
+  it('--audit-signing-key-source: the source Secret to copy, and the copy sidecars mount; none by default', () => {
+    const cfg = operatorConfigFromFlags(runFlags(['--audit-signing-key-source', 'pgwarden-audit-signing']));
+    expect(cfg.auditSigningKeySource).toBe('pgwarden-audit-signing');
+    expect(cfg.sidecar.auditSigningKeySecret).toBe('pgwarden-audit-signing-key');
+    const plain = operatorConfigFromFlags(runFlags([]));
+    expect(plain.auditSigningKeySource).toBeUndefined();
+    expect(plain.sidecar.auditSigningKeySecret).toBeUndefined();
+  });
+
   it('rejects bad values with a message naming the flag', () => {
     expect(() => runFlags(['--rollout-strategy', 'Always'])).toThrow(/rollout-strategy/);
     expect(() => operatorConfigFromFlags(runFlags(['--webhook-port', '70000']))).toThrow(/--webhook-port/);

@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   AUDIT_CREDENTIALS_SECRET,
+  AUDIT_SIGNING_KEY_SECRET,
   crdFiles,
   createOperatorLogger,
   DEFAULT_SIDECAR_CONFIG,
@@ -60,8 +61,10 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
       httpPort: port('--sidecar-http-port', o.sidecarHttpPort),
       auditUrl: o.auditUrl,
       ...(o.auditCredentialsSource ? { auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET } : {}),
+      ...(o.auditSigningKeySource ? { auditSigningKeySecret: AUDIT_SIGNING_KEY_SECRET } : {}),
     },
     auditCredentialsSource: o.auditCredentialsSource,
+    auditSigningKeySource: o.auditSigningKeySource,
     rollout: o.rolloutStrategy,
     resyncMs: parseDurationMs('--resync', o.resync),
   };
@@ -140,6 +143,12 @@ export function registerOperator(program: Command): void {
     `Secret in --namespace (keys username, password): the NATS user sidecars publish audit events as; copied to each policy namespace as ${AUDIT_CREDENTIALS_SECRET}`,
     undefined,
     'PGWARDEN_AUDIT_CREDENTIALS_SOURCE',
+  );
+  opt(
+    '--audit-signing-key-source <secret>',
+    `Secret in --namespace (key signing.key): the Ed25519 key sidecars sign audit checkpoints with (\`pgwarden audit keygen\`); a Secret <secret>-<namespace> beside it wins for that namespace. Copied to each policy namespace as ${AUDIT_SIGNING_KEY_SECRET}`,
+    undefined,
+    'PGWARDEN_AUDIT_SIGNING_KEY_SOURCE',
   );
   run.addOption(
     new Option('--rollout-strategy <s>', 'default for policies without the pgwarden.dev/rollout-strategy annotation')

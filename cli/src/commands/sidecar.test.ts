@@ -1,12 +1,15 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type AuditEvent, auditVerifyKey, verifyChain, verifyCheckpoint } from '@pgwarden/policy';
+import { Command } from 'commander';
 import pg from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { freePort, waitForPort } from '../../../test/harness/index.js';
-import { parseUpstream } from './sidecar.js';
+import { parseUpstream, registerSidecar } from './sidecar.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const bin = join(root, 'bin/pgwarden');
@@ -34,6 +37,21 @@ describe('parseUpstream', () => {
     expect(() => parseUpstream('postgres://db/orders?channel_binding=maybe')).toThrow(
       /channel_binding must be one of disable, prefer, require/,
     );
+  });
+});
+
+describe('pgwarden sidecar flags', () => {
+  it('are each documented in the sidecar flag table of docs/operations.md, with their environment variable', () => {
+    const program = new Command();
+    registerSidecar(program);
+    const flags = program.commands[0].options.map((o) => o.long!);
+    expect(flags).toEqual(expect.arrayContaining(['--audit-signing-key', '--audit-checkpoint-interval']));
+    const doc = readFileSync(join(root, 'docs/operations.md'), 'utf8');
+    const table = doc.slice(doc.indexOf('## Sidecar (`pgwarden sidecar`)'), doc.indexOf('### Health and readiness'));
+    for (const flag of flags) {
+      const env = flag.slice(2).replace(/-/g, '_').toUpperCase();
+      expect(table, flag).toContain(`\`${flag}\` (\`${env}\`)`);
+    }
   });
 });
 
@@ -152,4 +170,125 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     expect(stderr).toMatch(/sidecar listening/);
     expect(stderr).toContain('"listen":"0.0.0.0:');
   }, 90_000);
+
+  it('signs its audit trail with --audit-signing-key: a session ends with a valid checkpoint, and the key is nowhere in the trail or the logs', async () => {
+    const shared = inject('pg');
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-signed-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const keyFile = join(dir, 'signing.key');
+    const privatePem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    writeFileSync(keyFile, privatePem, { mode: 0o600 });
+    const trusted = auditVerifyKey(publicKey.export({ format: 'pem', type: 'spki' }).toString());
+    // The key as text in every form it could leak in: the PEM body, the raw private scalar (base64url and hex).
+    const secretForms = [
+      privatePem.split('\n')[1],
+      privateKey.export({ format: 'jwk' }).d!,
+      Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url').toString('hex'),
+    ];
+    const port = await freePort();
+    const trail = join(dir, 'audit.jsonl');
+    let stderr = '';
+    child = spawn(
+      process.execPath,
+      [bin, 'sidecar', '--credentials-dir', dir, '--audit', `file:${trail}`, '--http', 'off', '--log-level', 'debug'],
+      {
+        env: {
+          ...process.env,
+          PGWARDEN_LISTEN: `127.0.0.1:${port}`,
+          PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
+          PGWARDEN_CA_FILE: shared.caFile,
+          PGWARDEN_AUDIT_SIGNING_KEY: keyFile,
+          PGWARDEN_AUDIT_CHECKPOINT_INTERVAL: '100ms',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+    await waitForPort(port, '127.0.0.1', 60_000).catch((err) => {
+      throw new Error(`${err.message}; stderr: ${stderr}`);
+    });
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+    await c.connect();
+    await c.query('SELECT 1 AS one');
+    // Long enough for a sweep to sign the open session before its next statement.
+    await new Promise((r) => setTimeout(r, 300));
+    await c.query('SELECT 2 AS two');
+    await c.end();
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+
+    const text = readFileSync(trail, 'utf8');
+    const events = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as AuditEvent);
+    const sessionId = events.find((e) => e.type === 'session.start')?.session.id;
+    const session = events.filter((e) => e.session.id === sessionId);
+    const types = session.map((e) => e.type);
+    expect(types.filter((t) => t !== 'audit.checkpoint')).toEqual([
+      'session.start',
+      'statement',
+      'statement',
+      'session.end',
+    ]);
+    // A sweep signed the open session between its statements; the end was signed at once.
+    expect(types.slice(types.indexOf('statement'), types.lastIndexOf('statement'))).toContain('audit.checkpoint');
+    expect(types.slice(-2)).toEqual(['session.end', 'audit.checkpoint']);
+    const keyFor = (id: string) => (id === trusted.keyId ? trusted.key : undefined);
+    for (const e of session.filter((x) => x.type === 'audit.checkpoint'))
+      expect(verifyCheckpoint(e, keyFor)).toEqual({ ok: true, keyId: trusted.keyId, seq: e.session.seq - 1 });
+    expect(verifyChain(events)).toMatchObject({ ok: true, open: [] });
+    expect(stderr).toContain(`"keyId":"${trusted.keyId}"`);
+    for (const secret of secretForms) {
+      expect(text).not.toContain(secret);
+      expect(stderr).not.toContain(secret);
+    }
+  }, 90_000);
+
+  it('refuses to start with an unreadable or invalid --audit-signing-key: one line naming the file and why, never the key', () => {
+    const shared = inject('pg');
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-badkey-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ format: 'pem', type: 'pkcs8' });
+    const ed = generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' });
+    const files = { rsa: join(dir, 'rsa.key'), pub: join(dir, 'public.pem'), junk: join(dir, 'junk.key') };
+    writeFileSync(files.rsa, rsa);
+    writeFileSync(files.pub, ed);
+    writeFileSync(files.junk, '-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n');
+    const cases: [string, string][] = [
+      [join(dir, 'missing.key'), 'cannot read it (ENOENT)'],
+      [files.rsa, 'the audit signing key must be Ed25519, not rsa'],
+      [files.pub, 'this is a public key'],
+      [files.junk, 'not a PEM (PKCS#8) private key'],
+    ];
+    for (const [file, reason] of cases) {
+      const r = spawnSync(
+        process.execPath,
+        [bin, 'sidecar', '--credentials-dir', dir, '--audit', 'stdout', '--http', 'off', '--audit-signing-key', file],
+        {
+          env: {
+            ...process.env,
+            PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app`,
+            PGWARDEN_CA_FILE: shared.caFile,
+          },
+          encoding: 'utf8',
+          timeout: 60_000,
+        },
+      );
+      expect(r.status, r.stderr).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(JSON.parse(lines[0])).toMatchObject({
+        msg: 'sidecar failed to start',
+        err: expect.stringContaining(`--audit-signing-key ${file}: ${reason}`),
+      });
+      for (const key of [String(rsa), String(ed)]) expect(r.stderr).not.toContain(key.split('\n')[1]);
+      expect(r.stderr).not.toContain('bm90IGEga2V5');
+    }
+  }, 120_000);
 });

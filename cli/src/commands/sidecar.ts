@@ -196,6 +196,11 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const audit = auditFromFlags(o as AuditFlags, {
     log: (level, msg, err) => log[level]({ err: err instanceof Error ? err.message : err }, msg),
   });
+  if (audit.signingKeyId)
+    log.info(
+      { keyId: audit.signingKeyId, intervalMs: audit.checkpointIntervalMs },
+      'audit chains signed with audit.checkpoint events',
+    );
   const common = {
     audit: audit.sink,
     auditRecorder: audit.recorder,
@@ -258,7 +263,8 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     stopping = true;
     log.info({ signal, graceMs }, 'stopping: no new connections, draining sessions');
     await close(graceMs);
-    await audit.sink.close();
+    // The recorder's close signs what the last sweep left unsigned (the sidecar's own chain), then closes the sink.
+    await audit.recorder.close();
     log.info({}, 'stopped');
     log.flush();
     process.exit(0);

@@ -4,12 +4,15 @@
  * rendered object validated against the Kubernetes schemas (kubernetes-models).
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { auditVerifyKey } from '@pgwarden/policy';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { crdFiles } from '../crd/custom-resource-definitions.js';
 
 const run = promisify(execFile);
@@ -18,6 +21,11 @@ const chart = `${repo}charts/pgwarden`;
 let helm = '';
 
 async function template(...set: string[]): Promise<any[]> {
+  return templateWith([], ...set);
+}
+
+/** `helm template` with extra arguments (e.g. `-f values.yaml`) before the `--set`s. */
+async function templateWith(extra: string[], ...set: string[]): Promise<any[]> {
   const args = [
     'template',
     'pgw',
@@ -25,6 +33,7 @@ async function template(...set: string[]): Promise<any[]> {
     '--namespace',
     'pgwarden',
     '--include-crds',
+    ...extra,
     ...set.flatMap((s) => ['--set', s]),
   ];
   const { stdout } = await run(helm, args, { maxBuffer: 16 * 1024 * 1024 });
@@ -32,6 +41,19 @@ async function template(...set: string[]): Promise<any[]> {
     .map((d: any) => d.toJS())
     .filter(Boolean);
 }
+
+/** Values given as a file, as a user would write them (PEM keys do not survive `--set`). */
+async function templateValues(values: unknown, ...set: string[]): Promise<any[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-chart-values-'));
+  try {
+    writeFileSync(join(dir, 'values.yaml'), stringify(values));
+    return await templateWith(['-f', join(dir, 'values.yaml')], ...set);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const secretRules = (role: any) => role.rules.filter((r: any) => r.resources.includes('secrets'));
 
 /** kubernetes-models has a class per apiVersion/kind; cert-manager kinds are not Kubernetes core and are skipped. */
 async function validateObject(obj: any): Promise<'validated' | 'skipped'> {
@@ -248,5 +270,93 @@ describe('charts/pgwarden with real helm', () => {
     expect(role2.rules.filter((r: any) => r.resources.includes('secrets'))).toEqual([
       { apiGroups: [''], resources: ['secrets'], resourceNames: ['pgw-pgwarden-nats-sidecar'], verbs: ['get'] },
     ]);
+  });
+
+  it('audit.signingKeySecret: the operator copies the key (a namespace’s own first), reading exactly those names', async () => {
+    const objects = await template(
+      'audit.signingKeySecret=pgwarden-audit-signing',
+      'audit.signingKeyNamespaces={team-a}',
+    );
+    const operator = objects.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'));
+    expect(operator.spec.template.spec.containers[0].args).toContain(
+      '--audit-signing-key-source=pgwarden-audit-signing',
+    );
+    // The operator's own pod never mounts it: it copies the Secret through the API.
+    expect(JSON.stringify(operator.spec.template.spec.volumes ?? [])).not.toContain('signing');
+    expect(secretRules(objects.find((o) => o.kind === 'ClusterRole'))).toEqual([
+      {
+        apiGroups: [''],
+        resources: ['secrets'],
+        resourceNames: ['pgwarden-audit-credentials', 'pgwarden-audit-signing-key'],
+        verbs: ['get', 'patch'],
+      },
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+    ]);
+    expect(secretRules(objects.find((o) => o.kind === 'Role'))).toContainEqual({
+      apiGroups: [''],
+      resources: ['secrets'],
+      resourceNames: ['pgwarden-audit-signing', 'pgwarden-audit-signing-team-a'],
+      verbs: ['get'],
+    });
+    for (const o of objects) if (o.kind !== 'CustomResourceDefinition') await validateObject(o);
+
+    // Without NATS credentials to copy, the signing key alone still gets its copy rights.
+    const external = await template('audit.natsUrl=nats://nats.example:4222', 'audit.signingKeySecret=k');
+    expect(secretRules(external.find((o) => o.kind === 'ClusterRole'))).toEqual([
+      {
+        apiGroups: [''],
+        resources: ['secrets'],
+        resourceNames: ['pgwarden-audit-signing-key'],
+        verbs: ['get', 'patch'],
+      },
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+    ]);
+    // Off by default: no flag, no rights on a signing key.
+    const plain = await template();
+    const plainOperator = plain.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator'));
+    expect(plainOperator.spec.template.spec.containers[0].args.join(' ')).not.toContain('signing');
+    expect(JSON.stringify(plain.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role'))).not.toContain('signing');
+    await expect(template('audit.signingKeyNamespaces={Not_A_Namespace}')).rejects.toThrow(/signingKeyNamespaces/);
+  });
+
+  it('collector.auditKeys: rendered as keys.yaml for --audit-keys, mounted read-only; a private key is refused', async () => {
+    const pem = (k: any, type: 'spki' | 'pkcs8') => k.export({ format: 'pem', type }).toString();
+    const a = generateKeyPairSync('ed25519');
+    const b = generateKeyPairSync('ed25519');
+    const auditKeys = [
+      { name: 'agents-2026', publicKey: pem(a.publicKey, 'spki'), namespaces: ['agents'] },
+      { name: 'shared', publicKey: pem(b.publicKey, 'spki') },
+    ];
+    const objects = await templateValues({ collector: { auditKeys } });
+    const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-collector-audit-keys');
+    const keysFile = parseAllDocuments(cm.data['keys.yaml'])[0].toJS();
+    expect(keysFile).toEqual({ keys: auditKeys });
+    expect(keysFile.keys.map((k: any) => auditVerifyKey(k.publicKey).keyId)).toEqual(
+      [a, b].map((k) => auditVerifyKey(pem(k.publicKey, 'spki')).keyId),
+    );
+    await validateObject(cm);
+    const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+    const pod = sts.spec.template.spec;
+    expect(pod.containers[0].args).toContain('--audit-keys=/etc/pgwarden/audit-keys/keys.yaml');
+    expect(pod.containers[0].volumeMounts).toContainEqual({
+      name: 'audit-keys',
+      mountPath: '/etc/pgwarden/audit-keys',
+      readOnly: true,
+    });
+    expect(pod.volumes.find((v: any) => v.name === 'audit-keys').configMap).toMatchObject({
+      name: 'pgw-pgwarden-collector-audit-keys',
+      items: [{ key: 'keys.yaml', path: 'keys.yaml' }],
+    });
+    await validateObject(sts);
+
+    const plain = await template();
+    expect(plain.some((o) => o.metadata?.name === 'pgw-pgwarden-collector-audit-keys')).toBe(false);
+    const plainPod = plain.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector').spec
+      .template.spec;
+    expect(plainPod.containers[0].args.join(' ')).not.toContain('--audit-keys');
+    // A private key pasted by mistake never reaches a ConfigMap.
+    await expect(
+      templateValues({ collector: { auditKeys: [{ name: 'oops', publicKey: pem(a.privateKey, 'pkcs8') }] } }),
+    ).rejects.toThrow(/publicKey/);
   });
 });

@@ -4,7 +4,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OperatorEvents } from '../core/operator-events.js';
 import { FakeApiServer } from '../testing/fake-apiserver.js';
 import { expectedSidecarHash } from '../webhook/mutate-pod.js';
-import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
+import {
+  ANNOTATIONS,
+  AUDIT_CREDENTIALS_SECRET,
+  AUDIT_SIGNING_KEY_SECRET,
+  DEFAULT_SIDECAR_CONFIG,
+} from '../webhook/sidecar-config.js';
 import { PolicyController } from './policy-controller.js';
 
 let api: FakeApiServer;
@@ -51,7 +56,11 @@ afterEach(async () => {
 
 async function startController(
   image = DEFAULT_SIDECAR_CONFIG.image,
-  extra: { auditCredentials?: { namespace: string; name: string }; auditRecheckMs?: number } = {},
+  extra: {
+    auditCredentials?: { namespace: string; name: string };
+    auditSigningKey?: { namespace: string; name: string };
+    auditRecheckMs?: number;
+  } = {},
 ) {
   ctl = new PolicyController({
     kc,
@@ -63,6 +72,7 @@ async function startController(
       ...(extra.auditCredentials
         ? { auditUrl: 'nats://nats.pgwarden:4222', auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET }
         : {}),
+      ...(extra.auditSigningKey ? { auditSigningKeySecret: AUDIT_SIGNING_KEY_SECRET } : {}),
     },
     watch: { backoff: { initialMs: 20, maxMs: 200 } },
     retry: { initialMs: 20, maxMs: 200 },
@@ -348,5 +358,52 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     });
     const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET));
     expect(copy.data).toEqual({ username: b64('sidecar-agents'), password: b64('sidecar-agents-pw') });
+  });
+
+  it('copies the audit signing key (a namespace’s own first), and reports Ready=False while it is missing', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    const pem = (who: string) => `-----BEGIN PRIVATE KEY-----\n${b64(`key of ${who}`)}\n-----END PRIVATE KEY-----\n`;
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'billing' } });
+    api.seed(policy());
+    api.seed({ ...policy(), metadata: { name: 'analytics', namespace: 'billing' } });
+    // Another namespace's own key, which must never be copied to `agents`.
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pgwarden-audit-signing-billing', namespace: 'pgwarden' },
+      data: { 'signing.key': b64(pem('billing')) },
+    });
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditSigningKey: { namespace: 'pgwarden', name: 'pgwarden-audit-signing' },
+      auditRecheckMs: 100,
+    });
+    const missing = await until(() => dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready'));
+    expect(missing).toMatchObject({ status: 'False', reason: 'AuditSigningKeyMissing' });
+    expect(missing.message).toBe(
+      'audit signing key Secret pgwarden/pgwarden-audit-signing is missing or lacks signing.key: injected sidecars cannot start',
+    );
+    expect(eventsOf().filter((e: any) => e.reason === 'AuditSigningKeyMissing')).toHaveLength(1);
+    expect(api.get('v1', 'Secret', 'agents', AUDIT_SIGNING_KEY_SECRET)).toBeUndefined();
+    const billing = await until(() => api.get('v1', 'Secret', 'billing', AUDIT_SIGNING_KEY_SECRET));
+    expect(billing.data).toEqual({ 'signing.key': b64(pem('billing')) });
+
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pgwarden-audit-signing', namespace: 'pgwarden' },
+      data: { 'signing.key': b64(pem('everyone')), 'public.pem': b64('not copied') },
+    });
+    // Not watched: the controller looks again on its own while the source is missing.
+    const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_SIGNING_KEY_SECRET));
+    expect(copy.data).toEqual({ 'signing.key': b64(pem('everyone')) });
+    expect(copy.metadata.labels['pgwarden.dev/role']).toBe('audit-signing-key');
+    await until(() =>
+      dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
+    );
+    for (const who of ['everyone', 'billing']) {
+      expect(JSON.stringify(dapOf().status)).not.toContain(b64(pem(who)));
+      expect(JSON.stringify(eventsOf())).not.toContain(b64(pem(who)));
+    }
   });
 });

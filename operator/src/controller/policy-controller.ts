@@ -29,7 +29,9 @@ export interface PolicyControllerOptions {
   retry?: { initialMs: number; maxMs: number };
   /** Secret (keys username, password) the controller copies into policy namespaces for the sidecars' NATS user. */
   auditCredentials?: { namespace: string; name: string };
-  /** While the audit credentials source is missing, look again this often (default 30 s). */
+  /** Secret (key signing.key) the controller copies into policy namespaces for the sidecars' checkpoint signatures. */
+  auditSigningKey?: { namespace: string; name: string };
+  /** While an audit Secret's source is missing, look again this often (default 30 s). */
   auditRecheckMs?: number;
 }
 
@@ -102,6 +104,7 @@ export class PolicyController {
             defaultRollout: opts.defaultRollout ?? 'Workload',
             lastRendered,
             auditCredentials: opts.auditCredentials,
+            auditSigningKey: opts.auditSigningKey,
             requeueAfter: () => {
               const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);
               t.unref();

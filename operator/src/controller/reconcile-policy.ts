@@ -13,12 +13,18 @@ import {
 import { describeIssues, normalisePolicy } from '../core/normalise-policy.js';
 import type { OperatorEvents } from '../core/operator-events.js';
 import { expectedSidecarHash, selectingPolicies } from '../webhook/mutate-pod.js';
-import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, type SidecarConfig } from '../webhook/sidecar-config.js';
+import {
+  ANNOTATIONS,
+  AUDIT_CREDENTIALS_SECRET,
+  AUDIT_SIGNING_KEY_SECRET,
+  type SidecarConfig,
+} from '../webhook/sidecar-config.js';
 import { configMapName } from '../webhook/sidecar-container.js';
 import type { K8sWrites, ObjectRef } from './k8s-writes.js';
 import type { KubeObject } from './list-watch.js';
 import { type Condition, countWorkloads, mergeConditions, type PolicyStatus } from './policy-status.js';
 import { buildRenderedConfigMap } from './rendered-configmap.js';
+import { replicateAuditSecret } from './replicate-audit-secrets.js';
 
 export type RolloutStrategy = 'Workload' | 'None';
 
@@ -46,7 +52,12 @@ export interface ReconcileDeps {
    * policy's namespace as Secret `sidecar.auditCredentialsSecret`, so pods there can mount it.
    */
   auditCredentials?: { namespace: string; name: string };
-  /** Asks for this policy to be reconciled again later (the source Secret is not watched). */
+  /**
+   * Source of the audit signing key (key `signing.key`) sidecars sign checkpoints with; copied into each policy's
+   * namespace as Secret `sidecar.auditSigningKeySecret`.
+   */
+  auditSigningKey?: { namespace: string; name: string };
+  /** Asks for this policy to be reconciled again later (the source Secrets are not watched). */
   requeueAfter?: () => void;
   now?: () => Date;
 }
@@ -132,20 +143,39 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       `rendered to ConfigMap ${cmName} (${rendered.hash.slice(0, 19)})`,
     );
 
-  const auditProblem = await replicateAuditCredentials(deps, ref);
-  if (auditProblem) deps.requeueAfter?.();
+  const credentialsProblem = deps.auditCredentials
+    ? await replicateAuditSecret(deps, ref, {
+        source: deps.auditCredentials,
+        copy: deps.sidecar.auditCredentialsSecret ?? AUDIT_CREDENTIALS_SECRET,
+        keys: ['username', 'password'],
+        role: 'audit-credentials',
+        reason: 'AuditCredentialsMissing',
+        what: 'audit credentials',
+      })
+    : undefined;
+  const signingKeyProblem = deps.auditSigningKey
+    ? await replicateAuditSecret(deps, ref, {
+        source: deps.auditSigningKey,
+        copy: deps.sidecar.auditSigningKeySecret ?? AUDIT_SIGNING_KEY_SECRET,
+        keys: ['signing.key'],
+        role: 'audit-signing-key',
+        reason: 'AuditSigningKeyMissing',
+        what: 'audit signing key',
+      })
+    : undefined;
+  if (credentialsProblem || signingKeyProblem) deps.requeueAfter?.();
 
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
   if (strategy === 'Workload') await rollWorkloads(deps, policy, ref);
 
   const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
     { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
-    auditProblem
+    credentialsProblem || signingKeyProblem
       ? {
           type: 'Ready',
           status: 'False',
-          reason: 'AuditCredentialsMissing',
-          message: auditProblem,
+          reason: credentialsProblem ? 'AuditCredentialsMissing' : 'AuditSigningKeyMissing',
+          message: [credentialsProblem, signingKeyProblem].filter(Boolean).join('; '),
           observedGeneration: generation,
         }
       : {
@@ -163,52 +193,6 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     renderedHash: rendered.hash,
     configMap: cmName,
   });
-}
-
-/**
- * Copies the audit NATS credentials into the policy's namespace. Returns a problem to report when the source Secret
- * is missing or incomplete: injected pods would then wait for a volume that never appears, so Ready says why.
- * A Secret `<source>-<namespace>` beside the source, when it exists, is that namespace's own NATS user (the chart's
- * `audit.namespaceUsers`, allowed to publish only `pgwarden.audit.<namespace>.>`) and is copied instead.
- */
-async function replicateAuditCredentials(deps: ReconcileDeps, ref: ObjectRef): Promise<string | undefined> {
-  const shared = deps.auditCredentials;
-  if (!shared) return undefined;
-  const own = { namespace: shared.namespace, name: `${shared.name}-${ref.namespace}` };
-  // Forbidden counts as absent: RBAC grants `get` only on the names the chart's namespaceUsers lists.
-  const ownData =
-    own.name.length <= 253
-      ? await deps.writes.readSecretData(own.namespace, own.name).catch((err: { code?: number }) => {
-          if (err?.code === 403) return undefined;
-          throw err;
-        })
-      : undefined;
-  const src = ownData?.username && ownData?.password ? own : shared;
-  const data = src === own ? ownData : await deps.writes.readSecretData(src.namespace, src.name);
-  const name = deps.sidecar.auditCredentialsSecret ?? AUDIT_CREDENTIALS_SECRET;
-  if (!data?.username || !data?.password) {
-    const problem = `audit credentials Secret ${src.namespace}/${src.name} is missing or lacks username/password: injected sidecars cannot start`;
-    const key = `audit:${ref.namespace}/${ref.name}`;
-    if (deps.lastRendered?.get(key) !== problem) {
-      deps.lastRendered?.set(key, problem);
-      await deps.writes.recordEvent(ref, 'Warning', 'AuditCredentialsMissing', problem);
-    }
-    return problem;
-  }
-  deps.lastRendered?.delete(`audit:${ref.namespace}/${ref.name}`);
-  if (src.namespace === ref.namespace && src.name === name) return undefined;
-  await deps.writes.applySecret({
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: {
-      name,
-      namespace: ref.namespace,
-      labels: { 'app.kubernetes.io/managed-by': 'pgwarden', 'pgwarden.dev/role': 'audit-credentials' },
-    },
-    type: 'Opaque',
-    data: { username: data.username, password: data.password },
-  });
-  return undefined;
 }
 
 /** Does any running pod of this workload (by its selector) lack the wanted sidecar hash? */

@@ -4,7 +4,12 @@ import { Pod } from 'kubernetes-models/v1';
 import { describe, expect, it } from 'vitest';
 import { applyJsonPatch } from '../core/json-patch.js';
 import { mutatePod, type PodLike } from './mutate-pod.js';
-import { ANNOTATIONS, AUDIT_CREDENTIALS_SECRET, DEFAULT_SIDECAR_CONFIG } from './sidecar-config.js';
+import {
+  ANNOTATIONS,
+  AUDIT_CREDENTIALS_SECRET,
+  AUDIT_SIGNING_KEY_SECRET,
+  DEFAULT_SIDECAR_CONFIG,
+} from './sidecar-config.js';
 
 const config = { ...DEFAULT_SIDECAR_CONFIG, auditUrl: 'nats://nats.pgwarden:4222' };
 
@@ -42,6 +47,19 @@ const basePod = (): PodLike => ({
     ],
   },
 });
+
+/** What of the pod's Secrets a container can read: mounted Secret volumes and Secret-sourced env. */
+function secretsReadBy(pod: any, container: any): string[] {
+  const secretOf = (name: string) => {
+    const v = pod.spec.volumes?.find((x: any) => x.name === name);
+    return v?.secret?.secretName ?? v?.projected?.sources?.map((s: any) => s.secret?.name).join(',');
+  };
+  return [
+    ...(container.volumeMounts ?? []).map((m: any) => secretOf(m.name)),
+    ...(container.env ?? []).map((e: any) => e.valueFrom?.secretKeyRef?.name),
+    ...(container.envFrom ?? []).map((e: any) => e.secretRef?.name),
+  ].filter(Boolean);
+}
 
 function apply(pod: PodLike, res: ReturnType<typeof mutatePod>): any {
   if ('denied' in res) throw new Error(res.denied);
@@ -105,6 +123,8 @@ describe('mutatePod', () => {
     expect(out.spec.volumes.find((v: any) => v.configMap)?.configMap.name).toBe('pgwarden-analytics');
     const agent = out.spec.containers[0];
     expect(agent.volumeMounts).toBeUndefined();
+    expect(secretsReadBy(out, agent)).toEqual([]);
+    expect(secretsReadBy(out, sidecar)).toEqual(['orders-agent', 'orders-ca']);
     expect(agent.env).toEqual([
       { name: 'PGHOST', value: '127.0.0.1' },
       { name: 'X', value: '1' },
@@ -221,6 +241,62 @@ describe('mutatePod', () => {
     // Without a NATS audit URL there is nothing to mount.
     const fileAudit = mutatePod(basePod(), [policy('analytics', 'analytics')], { ...withCreds, auditUrl: 'stdout' });
     expect(JSON.stringify(fileAudit)).not.toContain('audit-credentials');
+  });
+
+  it('mounts the audit signing key into the sidecar alone, whatever the sink, and refuses a pod that reads it itself', () => {
+    const signing = {
+      ...config,
+      auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET,
+      auditSigningKeySecret: AUDIT_SIGNING_KEY_SECRET,
+    };
+    for (const auditUrl of ['nats://nats.pgwarden:4222', 'stdout']) {
+      const res = mutatePod(basePod(), [policy('analytics', 'analytics')], { ...signing, auditUrl });
+      if (!('patch' in res)) throw new Error(`denied: ${(res as { denied: string }).denied}`);
+      const out = applyJsonPatch(basePod(), res.patch) as any;
+      const sidecar = out.spec.initContainers.find((c: any) => c.name === 'pgwarden-analytics');
+      const i = sidecar.args.indexOf('--audit-signing-key');
+      expect(sidecar.args[i + 1]).toBe('/etc/pgwarden/audit-signing-key/signing.key');
+      const vol = out.spec.volumes.find((v: any) => v.secret?.secretName === AUDIT_SIGNING_KEY_SECRET);
+      expect(vol.secret.items).toEqual([{ key: 'signing.key', path: 'signing.key' }]);
+      expect(sidecar.volumeMounts).toContainEqual({
+        name: vol.name,
+        mountPath: '/etc/pgwarden/audit-signing-key',
+        readOnly: true,
+      });
+      expect(secretsReadBy(out, sidecar)).toContain(AUDIT_SIGNING_KEY_SECRET);
+      // The agent gets none of the sidecar's Secrets: not the key, not the NATS user, not the database login.
+      for (const c of out.spec.containers) expect(secretsReadBy(out, c)).toEqual([]);
+      expect(new Pod(out).validate()).toBeUndefined();
+    }
+
+    for (const [how, spec] of [
+      ['a volume', { volumes: [{ name: 'k', secret: { secretName: AUDIT_SIGNING_KEY_SECRET } }] }],
+      [
+        'a projected volume',
+        { volumes: [{ name: 'k', projected: { sources: [{ secret: { name: AUDIT_SIGNING_KEY_SECRET } }] } }] },
+      ],
+      [
+        'an env var',
+        {
+          containers: [
+            {
+              name: 'agent',
+              image: 'python:3.12',
+              env: [{ name: 'K', valueFrom: { secretKeyRef: { name: AUDIT_SIGNING_KEY_SECRET, key: 'signing.key' } } }],
+            },
+          ],
+        },
+      ],
+    ] as const) {
+      const thief = basePod();
+      thief.spec = { ...thief.spec, ...spec };
+      expect(
+        (mutatePod(thief, [policy('analytics', 'analytics')], signing) as { denied?: string }).denied,
+        how,
+      ).toMatch(/Secret "pgwarden-audit-signing-key", credentials only the sidecar may hold/);
+    }
+    // Not configured: no key, no flag.
+    expect(JSON.stringify(mutatePod(basePod(), [policy('analytics', 'analytics')], config))).not.toContain('signing');
   });
 
   it('refuses invalid selecting policies and listen-port clashes (fail closed)', () => {

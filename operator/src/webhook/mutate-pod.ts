@@ -81,13 +81,14 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
 function credentialVolume(
   spec: Record<string, any>,
   policies: readonly DatabaseAccessPolicy[],
-  auditSecret: string | undefined,
+  auditSecrets: readonly (string | undefined)[],
 ): string | undefined {
   const secrets = new Set(
     policies.map((p) => p.spec?.database?.credentialsSecretRef?.name).filter((n): n is string => Boolean(n)),
   );
-  // The audit NATS user too: an agent holding it could publish events the collector would take as the sidecar's.
-  if (auditSecret) secrets.add(auditSecret);
+  // The audit NATS user and signing key too: an agent holding the one could publish events the collector would take
+  // as the sidecar's, the other sign them.
+  for (const s of auditSecrets) if (s) secrets.add(s);
   for (const v of spec.volumes ?? []) {
     const names = [v?.secret?.secretName, ...(v?.projected?.sources ?? []).map((s: any) => s?.secret?.name)];
     const hit = names.find((n) => n && secrets.has(n));
@@ -141,11 +142,10 @@ export function mutatePod(
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);
   if (unsafe) return deny(unsafe);
-  const leaked = credentialVolume(
-    spec,
-    selected,
+  const leaked = credentialVolume(spec, selected, [
     config.auditUrl?.startsWith('nats://') ? config.auditCredentialsSecret : undefined,
-  );
+    config.auditSigningKeySecret,
+  ]);
   if (leaked) return deny(leaked);
 
   const parts = selected.map((p, i) => buildSidecar(p, i, config));

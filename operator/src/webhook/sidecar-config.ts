@@ -16,6 +16,11 @@ export interface SidecarConfig {
    * that reaches NATS could publish forged audit events, so the Helm chart always sets it with its bundled NATS.
    */
   auditCredentialsSecret?: string;
+  /**
+   * Name of the Secret (key `signing.key`, a PEM Ed25519 private key) in each workload namespace that the sidecars
+   * sign audit checkpoints with (`--audit-signing-key`); the controller copies it there. Unset: chains unsigned.
+   */
+  auditSigningKeySecret?: string;
   /** UID/GID the sidecar runs as (non-root). */
   runAsUser: number;
   /** Size limit of the writable spool (audit spool while NATS is unreachable; the root filesystem is read-only). */
@@ -49,5 +54,8 @@ export const ANNOTATIONS = {
 
 /** The Secret name the controller replicates the audit NATS credentials to in every namespace with a policy. */
 export const AUDIT_CREDENTIALS_SECRET = 'pgwarden-audit-credentials';
+
+/** The Secret name the controller replicates the audit signing key to in every namespace with a policy. */
+export const AUDIT_SIGNING_KEY_SECRET = 'pgwarden-audit-signing-key';
 
 export const INJECTION_NAMESPACE_LABEL = 'pgwarden.dev/injection';

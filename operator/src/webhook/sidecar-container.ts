@@ -8,6 +8,7 @@ export const SIDECAR_PATHS = {
   credentialsDir: '/etc/pgwarden/credentials',
   caDir: '/etc/pgwarden/ca',
   auditCredentialsDir: '/etc/pgwarden/audit-credentials',
+  auditSigningKeyDir: '/etc/pgwarden/audit-signing-key',
   spoolDir: '/var/lib/pgwarden',
 } as const;
 
@@ -117,6 +118,20 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
       mounts.push({ name: v('auditcreds'), mountPath: SIDECAR_PATHS.auditCredentialsDir, readOnly: true });
       args.push('--audit-nats-credentials-dir', SIDECAR_PATHS.auditCredentialsDir);
     }
+  }
+  if (config.auditSigningKeySecret) {
+    // Whatever the sink: a checkpoint's signature is checked by the collector, not by the transport. Mounted into
+    // the sidecar alone, so the agent can never sign events of its own making.
+    volumes.push({
+      name: v('auditkey'),
+      secret: {
+        secretName: config.auditSigningKeySecret,
+        defaultMode: 0o444,
+        items: [{ key: 'signing.key', path: 'signing.key' }],
+      },
+    });
+    mounts.push({ name: v('auditkey'), mountPath: SIDECAR_PATHS.auditSigningKeyDir, readOnly: true });
+    args.push('--audit-signing-key', `${SIDECAR_PATHS.auditSigningKeyDir}/signing.key`);
   }
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
   const container: Record<string, any> = {

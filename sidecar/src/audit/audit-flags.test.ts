@@ -1,7 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verifyChain } from '@pgwarden/policy';
+import { auditVerifyKey, verifyChain, verifyCheckpoint } from '@pgwarden/policy';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { auditFromFlags, parseDuration, parseFsync, parseSize } from './audit-flags.js';
@@ -75,6 +76,40 @@ describe('audit flags', () => {
     const target = new Registry();
     setup.exposeMetrics(target);
     expect(await target.getSingleMetricAsString('pgwarden_audit_published_total')).toMatch(/sink="file"} 5/);
+  });
+
+  it('--audit-signing-key signs the chains of the file trail; --audit-checkpoint-interval stays within 10ms–1h', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const keyFile = join(dir, 'signing.key');
+    writeFileSync(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    const trusted = auditVerifyKey(publicKey.export({ format: 'pem', type: 'spki' }).toString());
+    const path = join(dir, 'signed.jsonl');
+    const setup = auditFromFlags(
+      { audit: `file:${path}`, auditSigningKey: keyFile, auditCheckpointInterval: '250ms' },
+      { instanceId: 'signed' },
+    );
+    expect([setup.signingKeyId, setup.checkpointIntervalMs]).toEqual([trusted.keyId, 250]);
+    const s = setup.recorder.openSession(sessionInfo('signed-session'));
+    s.statement(selectRecord(1));
+    s.end({});
+    await setup.recorder.close();
+    const events = eventsIn(path);
+    expect(events.map((e) => e.type)).toEqual(['session.start', 'statement', 'session.end', 'audit.checkpoint']);
+    expect(verifyCheckpoint(events[3], (id) => (id === trusted.keyId ? trusted.key : undefined)).ok).toBe(true);
+    expect(readFileSync(path, 'utf8')).not.toContain(
+      privateKey.export({ format: 'pem', type: 'pkcs8' }).toString().split('\n')[1],
+    );
+
+    expect(auditFromFlags({ audit: 'stdout' })).toMatchObject({ checkpointIntervalMs: 1000 });
+    expect(auditFromFlags({ audit: 'stdout' }).signingKeyId).toBeUndefined();
+    for (const bad of ['5ms', '2h', 'often'])
+      expect(() => auditFromFlags({ auditCheckpointInterval: bad }), bad).toThrow(/--audit-checkpoint-interval/);
+    // A bad key refuses before any sink exists: no trail file is created.
+    const unopened = join(dir, 'never.jsonl');
+    expect(() => auditFromFlags({ audit: `file:${unopened}`, auditSigningKey: join(dir, 'nope.key') })).toThrow(
+      `--audit-signing-key ${join(dir, 'nope.key')}: cannot read it (ENOENT)`,
+    );
+    expect(() => readFileSync(unopened)).toThrow(/ENOENT/);
   });
 
   it('file sink on a device that refuses writes is not ready and counts drops', async () => {

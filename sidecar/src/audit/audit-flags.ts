@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { type AuditSigner, auditSigner } from '@pgwarden/policy';
 import { Registry } from 'prom-client';
 import { WORKLOAD_ENV } from '../identity/workload.js';
 import { AUDIT_METRIC_NAMES, auditMetrics } from './audit-metrics.js';
@@ -21,6 +23,8 @@ export interface AuditFlags {
   auditNatsCreds?: string;
   auditNatsCredentialsDir?: string;
   auditNatsCa?: string;
+  auditSigningKey?: string;
+  auditCheckpointInterval?: string;
 }
 
 /** [flags, description, default] for each audit option; the sidecar command registers them with `.option(...)`. */
@@ -52,12 +56,25 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
     undefined,
   ],
   ['--audit-nats-ca <file>', 'PEM CA bundle: connect to NATS over TLS and verify it with this CA', undefined],
+  [
+    '--audit-signing-key <file>',
+    'Ed25519 private key (PEM PKCS#8, `pgwarden audit keygen`): sign each audit chain with audit.checkpoint events',
+    undefined,
+  ],
+  [
+    '--audit-checkpoint-interval <duration>',
+    'with --audit-signing-key: longest time events of a chain stay unsigned (10ms–1h)',
+    '1s',
+  ],
 ];
 
 export interface AuditSetup {
   sink: AuditSink;
   recorder: AuditRecorder;
   failMode: AuditFailMode;
+  /** Key id (ed25519KeyId) of the --audit-signing-key, when the chains are signed; the key itself is not kept here. */
+  signingKeyId?: string;
+  checkpointIntervalMs: number;
   /** Holds the audit metrics; register its metrics on the admin server's registry. */
   registry: Registry;
   /** Adds the audit metrics to another registry (e.g. the sidecar's /metrics). */
@@ -83,6 +100,44 @@ export function parseDuration(s: string, flag: string): number {
 }
 
 const FSYNC_INTERVAL_MS = { min: 1, max: 10_000 };
+const CHECKPOINT_INTERVAL_MS = { min: 10, max: 3_600_000 };
+
+/**
+ * The checkpoint signer of `--audit-signing-key`. Refusals name the file and why, never its content: an OpenSSL
+ * decoder message is replaced by a fixed one rather than trusted not to quote what it could not parse.
+ */
+export function loadAuditSigner(file: string): AuditSigner {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new AuditError('AUDIT_BAD_SPEC', `--audit-signing-key ${file}: cannot read it (${code})`);
+  }
+  try {
+    return auditSigner(pem);
+  } catch (err) {
+    const message = (err as Error).message;
+    const reason = /^the audit signing key must be Ed25519, not [\w-]+$/.test(message)
+      ? message
+      : /-----BEGIN PUBLIC KEY-----/.test(pem)
+        ? 'this is a public key: give the private key (the collector gets the public one)'
+        : 'not a PEM (PKCS#8) private key; `pgwarden audit keygen --out FILE` writes one';
+    throw new AuditError('AUDIT_BAD_SPEC', `--audit-signing-key ${file}: ${reason}`);
+  }
+}
+
+/** `--audit-checkpoint-interval`: a duration from 10ms to 1h. */
+export function parseCheckpointInterval(value: string): number {
+  const ms = parseDuration(value, '--audit-checkpoint-interval');
+  if (!(ms >= CHECKPOINT_INTERVAL_MS.min && ms <= CHECKPOINT_INTERVAL_MS.max)) {
+    throw new AuditError(
+      'AUDIT_BAD_SPEC',
+      `--audit-checkpoint-interval takes a duration from 10ms to 1h (e.g. 1s), not "${value}"`,
+    );
+  }
+  return ms;
+}
 
 /**
  * `--audit-fsync`: batch | batch:<interval> | always | never. The interval is the file sink's least time between two
@@ -120,6 +175,11 @@ export function auditFromFlags(
     throw new AuditError('AUDIT_BAD_SPEC', `--audit-fail-mode must be closed or open, not "${flags.auditFailMode}"`);
   }
   const { fsync, intervalMs: fsyncIntervalMs } = parseFsync(flags.auditFsync ?? 'batch');
+  const checkpointIntervalMs = flags.auditCheckpointInterval
+    ? parseCheckpointInterval(flags.auditCheckpointInterval)
+    : (ctx.checkpointIntervalMs ?? 1000);
+  // Before the sink exists: a bad key refuses the start without a file opened or a NATS connection made.
+  const signer = flags.auditSigningKey ? loadAuditSigner(flags.auditSigningKey) : ctx.signer;
   const spec = flags.audit ?? 'stdout';
   if (spec.startsWith('nats') && !flags.spoolDir && failMode === 'closed') {
     ctx.log?.('warn', 'audit: NATS sink without --spool-dir: statements are denied whenever NATS is unreachable');
@@ -155,11 +215,13 @@ export function auditFromFlags(
     namespace: env[WORKLOAD_ENV.namespace],
     node: env[WORKLOAD_ENV.node],
   };
-  const recorder = createAuditRecorder(sink, { ...ctx, source });
+  const recorder = createAuditRecorder(sink, { ...ctx, source, signer, checkpointIntervalMs });
   return {
     sink,
     recorder,
     failMode,
+    ...(signer ? { signingKeyId: signer.keyId } : {}),
+    checkpointIntervalMs,
     registry,
     exposeMetrics(target) {
       for (const name of AUDIT_METRIC_NAMES) {

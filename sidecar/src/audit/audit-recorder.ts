@@ -9,6 +9,7 @@ import {
   type AuditPolicyRef,
   type AuditResult,
   type AuditResultSample,
+  type AuditSigner,
   type ChainState,
   canonicalJson,
   formatAuditTime,
@@ -19,6 +20,7 @@ import {
 } from '@pgwarden/policy';
 import type { SessionInfo, StatementRecord, StatementResult } from '../proxy/hooks.js';
 import { AUDIT_JSON, type AuditSink } from './audit-sink.js';
+import { type SignableChain, startChainCheckpoints } from './chain-checkpoints.js';
 import { nowMicros } from './drop-tracker.js';
 import { buildStatementEvents, type StatementEventOptions } from './statement-events.js';
 import { sealStatementJson, statementJsonSession } from './statement-json.js';
@@ -36,6 +38,13 @@ export interface AuditRecorderOptions {
   captureParams?: boolean;
   /** Longest statement text kept (characters); longer text is cut and marked. Default 32768. */
   maxTextChars?: number;
+  /**
+   * Signs the chains (`--audit-signing-key`): each chain with events no checkpoint covers gets an `audit.checkpoint`
+   * at most every `checkpointIntervalMs`, and at once after `session.end` and at close. Without it, none.
+   */
+  signer?: AuditSigner;
+  /** Default 1000. */
+  checkpointIntervalMs?: number;
   now?: () => number;
 }
 
@@ -62,6 +71,7 @@ export interface AuditRecorder {
   authRefused(refusal: LoginRefusal): void;
   /** False while the sink cannot make events durable. */
   ready(): boolean;
+  /** Signs what is still unsigned (with a signer), then closes the sink. */
   close(): Promise<void>;
 }
 
@@ -122,6 +132,9 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     ...pick(options.source, ['namespace', 'pod', 'node']),
   });
 
+  const checkpoints = options.signer
+    ? startChainCheckpoints(options.signer, options.checkpointIntervalMs ?? 1000)
+    : undefined;
   const emitJson = sink.emitJson?.bind(sink);
   const emit = (chain: ChainState, e: UnsealedAuditEvent) => {
     const { event, json } = sealEventToJson(e, chain);
@@ -144,9 +157,28 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     }
     return o;
   };
+  // The identity and policy of the chain's latest event: its checkpoint repeats them, so that both travel on the
+  // same NATS subject (derived from identity.namespace and policy.name) and pass the same namespace check.
+  let instanceTail: Pick<UnsealedAuditEvent, 'identity' | 'policy'> = { identity: instanceIdentity };
+  const instanceSigned: SignableChain = {
+    id: instanceSession,
+    state: instanceChain,
+    unsigned: false,
+    append: (checkpoint) =>
+      emit(instanceChain, {
+        v: 1,
+        type: 'audit.checkpoint',
+        time: formatAuditTime(now()),
+        session: { id: instanceSession },
+        source,
+        ...instanceTail,
+        checkpoint,
+      }),
+  };
+  checkpoints?.track(instanceSigned);
   const instanceEvent = (type: AuditEventType, body: Partial<AuditEvent>) => {
     const policy = body.policy ?? options.policy?.();
-    emit(instanceChain, {
+    const event: UnsealedAuditEvent = {
       v: 1,
       type,
       time: formatAuditTime(now()),
@@ -155,7 +187,10 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
       identity: instanceIdentity,
       ...body,
       ...(policy ? { policy } : {}),
-    });
+    };
+    instanceTail = { identity: event.identity, ...(event.policy ? { policy: event.policy } : {}) };
+    emit(instanceChain, event);
+    instanceSigned.unsigned = true;
   };
 
   sink.onGap?.((gap) => instanceEvent('audit.gap', { gap }));
@@ -165,7 +200,10 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     sink,
     ready: () => sink.ready(),
     session: (id) => open.get(id),
-    close: () => sink.close(),
+    close: () => {
+      checkpoints?.close();
+      return sink.close();
+    },
     policyLoaded: (policy) => instanceEvent('policy.loaded', { policy }),
     policyRejected: (error, policyName) =>
       instanceEvent('policy.rejected', {
@@ -224,7 +262,18 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         if (policy) e.policy = policy;
         return e;
       };
-      emit(chain, {
+      // Checkpoints carry the policy the session's own events (start, approvals, end) carry, hence its subject.
+      const signed: SignableChain = {
+        id: info.id,
+        state: chain,
+        unsigned: false,
+        append: (checkpoint) => emit(chain, { ...base('audit.checkpoint', sessionPolicy ?? lastPolicy), checkpoint }),
+      };
+      const emitSession = (e: UnsealedAuditEvent) => {
+        emit(chain, e);
+        signed.unsigned = true;
+      };
+      emitSession({
         ...base('session.start'),
         client: {
           address: info.client.address,
@@ -241,6 +290,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
           const policy = policyRef(record.verdict.policy) ?? sessionPolicy;
           lastPolicy = policy ?? lastPolicy;
           const opts = optionsFor(capture?.captureResults);
+          signed.unsigned = true;
           if (direct) {
             statements += sealStatementJson(
               direct,
@@ -259,11 +309,11 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
           }
         },
         approval(type, approval) {
-          emit(chain, { ...base(type, sessionPolicy ?? lastPolicy), approval });
+          emitSession({ ...base(type, sessionPolicy ?? lastPolicy), approval });
         },
         end(reason) {
           open.delete(info.id);
-          emit(chain, {
+          emitSession({
             ...base('session.end', sessionPolicy ?? lastPolicy),
             end: {
               statements,
@@ -272,8 +322,11 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
               ...(reason.error ? { error: redactSecrets(reason.error) } : {}),
             },
           });
+          // A closed session is signed to its last event, not only up to the last sweep.
+          checkpoints?.finish(signed);
         },
       };
+      checkpoints?.track(signed);
       open.set(info.id, auditor);
       return auditor;
     },
