@@ -41,7 +41,7 @@ afterAll(async () => {
 });
 
 describe('NATS audit sink (real nats-server)', () => {
-  it('creates the stream, publishes to pgwarden.audit.<ns>.<policy> as one batch <session>.<seq>+<n>; same msgID deduplicates', async () => {
+  it('creates the stream, publishes to pgwarden.audit.<ns>.<policy> as one batch <session>.<seq>.<hash16>+<n>; same msgID deduplicates', async () => {
     const sink = new NatsAuditSink({
       servers: [nats.url],
       spool: { dir: spoolDir(), maxBytes: 1e8 },
@@ -60,17 +60,22 @@ describe('NATS audit sink (real nats-server)', () => {
     // The sink starts in spool mode (not connected yet); once up, all seven leave in one flush, as one message.
     const msgs = await readAuditStream(nats.url);
     expect(msgs.map((m) => m.event.session.seq)).toEqual(range(7));
-    expect(new Set(msgs.map((m) => `${m.msgID} ${m.batch}`))).toEqual(new Set(['sess-a.1+7 7']));
+    // The id names the first event's position and its hash, which nobody can publish ahead of the sidecar.
+    const firstId = `sess-a.1.${msgs[0].event.hash.slice(0, 16)}+7`;
+    expect(new Set(msgs.map((m) => `${m.msgID} ${m.batch}`))).toEqual(new Set([`${firstId} 7`]));
     expect(new Set(msgs.map((m) => m.subject))).toEqual(new Set(['pgwarden.audit.agents.analytics_agent']));
     for (const m of msgs) expect(validate(m.event), JSON.stringify(validate.errors)).toBe(true);
     expect(verifyChain(msgs.map((m) => m.event))).toMatchObject({ ok: true, sessions: 1, events: 7 });
 
     const nc = await connect({ servers: nats.url });
     const body = msgs.map((m) => JSON.stringify(m.event)).join('\n');
-    const again = await jetstream(nc).publish(msgs[0].subject, body, { msgID: 'sess-a.1+7' });
+    const again = await jetstream(nc).publish(msgs[0].subject, body, { msgID: firstId });
     expect(again.duplicate).toBe(true);
+    // Publishing the bare position first, as someone who only knew the session id could, no longer shadows it.
+    const guess = await jetstream(nc).publish(msgs[0].subject, '{}', { msgID: 'sess-a.1+7' });
+    expect(guess.duplicate).toBe(false);
     const info = await (await jetstreamManager(nc)).streams.info(AUDIT_STREAM);
-    expect(info.state.messages).toBe(1);
+    expect(info.state.messages).toBe(2);
     expect(info.config.duplicate_window).toBeGreaterThanOrEqual(120e9);
     await nc.close();
     await purge(nats.url);
@@ -262,7 +267,7 @@ describe('NATS audit sink (real nats-server)', () => {
     await purge(nats.url);
   });
 
-  it('maxBatchEvents 1: one message per event, id <session>.<seq>, no batch header (as before batching)', async () => {
+  it('maxBatchEvents 1: one message per event, id <session>.<seq>.<hash16>, no batch header (as before batching)', async () => {
     const sink = new NatsAuditSink({
       servers: [nats.url],
       spool: { dir: spoolDir(), maxBytes: 1e8 },
@@ -274,7 +279,10 @@ describe('NATS audit sink (real nats-server)', () => {
     await sink.whenIdle(10_000);
     await sink.close();
     const msgs = await readAuditStream(nats.url);
-    expect(msgs.map((m) => `${m.msgID} ${m.batch}`)).toEqual(range(5).map((i) => `one.${i} 1`));
+    expect(msgs.map((m) => `${m.msgID} ${m.batch}`)).toEqual(
+      msgs.map((m, i) => `one.${i + 1}.${m.event.hash.slice(0, 16)} 1`),
+    );
+    expect(msgs).toHaveLength(5);
     await purge(nats.url);
   });
 

@@ -156,7 +156,7 @@ export class NatsAuditSink implements AuditSink {
     this.accept({
       subject: auditSubject(event),
       // Recorder events always carry id = <session>.<seq>; anything else still gets a unique message id.
-      msgID: String(event.id ?? randomUUID()).replace(/[\t\n\r]/g, '_'),
+      msgID: messageId(String(event.id ?? randomUUID()), event.hash),
       data: eventJson(event),
       state: PENDING,
       session: session?.id,
@@ -171,7 +171,8 @@ export class NatsAuditSink implements AuditSink {
   emitJson(json: string, session: string, seq: number): void {
     this.accept({
       subject: this.subjects.of(json),
-      msgID: `${session}.${seq}`.replace(/[\t\n\r]/g, '_'),
+      // The canonical JSON ends `"hash":"<64 hex>"}` (sealEventToJson, statement-json.ts).
+      msgID: messageId(`${session}.${seq}`, json.slice(-66, -2)),
       data: json,
       state: PENDING,
       session,
@@ -517,4 +518,17 @@ export class SubjectReader {
     }
     return subject;
   }
+}
+
+/**
+ * The JetStream message id of an event: `<session>.<seq>` and the first 16 hex digits of its hash. JetStream drops
+ * a message whose id it has seen within the stream's duplicate window, whatever its subject, so with the bare
+ * position a party allowed to publish audit events (another namespace's sidecar user) that learned a session id
+ * could publish `<session>.<seq>` first and have the real event dropped as a duplicate. The hash covers the event's
+ * time, content and predecessor, so that id cannot be guessed ahead, while a re-send of the same event (a retry, a
+ * spool replay) still carries the same id and is still dropped.
+ */
+export function messageId(position: string, hash: unknown): string {
+  const id = typeof hash === 'string' && hash.length === 64 ? `${position}.${hash.slice(0, 16)}` : position;
+  return id.replace(/[\t\n\r]/g, '_');
 }
