@@ -14,6 +14,7 @@ import { FileTailSource } from './ingest/file-tail-source.js';
 import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
 import { JetStreamSource } from './ingest/jetstream-source.js';
 import { CollectorMetrics } from './metrics.js';
+import { watchAuditKeys } from './signatures/audit-keys.js';
 import { AuditStore } from './store/audit-store.js';
 
 export interface CollectorOptions {
@@ -50,6 +51,12 @@ export interface CollectorOptions {
    * the read routes are open, which is allowed only on a loopback `http.host` or with `insecureOpen`.
    */
   read?: { readersFile?: string; insecureOpen?: boolean };
+  /**
+   * Signed audit checkpoints: `keysFile` (`--audit-keys`, YAML/JSON `{keys: [{name, publicKey, namespaces?}]}`,
+   * re-read when it changes) holds the sidecars' public keys; without it checkpoints are stored but not judged.
+   * `requireSigned` (needs keysFile) makes verification fail sessions that are not signed (docs/collector.md).
+   */
+  signatures?: { keysFile?: string; requireSigned?: boolean };
   logger?: Logger;
 }
 
@@ -84,12 +91,33 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
   const read = readAccessFor({ host: opts.http.host, readers, approvers, insecureOpen: opts.read?.insecureOpen });
+  if (opts.signatures?.requireSigned && !opts.signatures.keysFile)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      '--require-signed-audit needs --audit-keys: without public keys no checkpoint can be verified',
+    );
+  // Read before anything starts, like the token files: a bad --audit-keys fails the start.
+  const auditKeys = opts.signatures?.keysFile ? watchAuditKeys(opts.signatures.keysFile) : undefined;
+  auditKeys?.on('loaded', (ring) => log.info({ auditKeys: ring.keys.map((k) => k.name) }, 'audit keys file reloaded'));
+  auditKeys?.on('invalid', (message) =>
+    log.error({ err: message }, 'audit keys file invalid: keeping the previous keys until it is fixed'),
+  );
+  if (auditKeys)
+    metrics.auditKeysState = () => {
+      const { value, error } = auditKeys.current();
+      return { keys: value.keys.length, invalid: error !== undefined };
+    };
   if (read.mode === 'open' && !isLoopbackHost(opts.http.host))
     log.warn({ listen: opts.http.host }, 'the audit API is open to anyone who reaches it (--insecure-open-api)');
   const store = await AuditStore.open({
     url: opts.store?.url,
     dataDir: opts.store?.dataDir,
     rules: opts.rules ?? schemaV1Rules,
+    signatures: auditKeys && {
+      keyring: () => auditKeys.current().value,
+      requireSigned: opts.signatures?.requireSigned,
+      graceMs: opts.gapGraceMs ?? 30_000,
+    },
   });
   const queue = new IngestQueue(store, opts.batch);
   const live = new LiveStream();
@@ -192,6 +220,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         approvals: { queue: approvalQueue, approvers },
         read,
         onRead: (r) => log.info(r, 'audit trail read'),
+        auditKeys:
+          auditKeys &&
+          (() => {
+            const { value, error } = auditKeys.current();
+            return { keys: value.keys.map((k) => k.name), ...(error ? { error } : {}) };
+          }),
         ready: async () => {
           const checks: Record<string, boolean> = {};
           checks.store = await store.db.query('SELECT 1').then(
@@ -224,6 +258,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       httpIngest: httpIngest.enabled,
       approvers: approvers ? approvers.path : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
+      auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
+      requireSignedAudit: opts.signatures?.requireSigned === true,
       exporters: runners.length,
     },
     'collector started',

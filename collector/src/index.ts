@@ -12,4 +12,6 @@ export { buildExporter, type ExportSpec, type ExportsConfig, loadExportsConfig }
 export type { Exporter } from './exports/export-runner.js';
 export type { DeliveryOutcome } from './ingest/ingest-queue.js';
 export { AUDIT_STREAM, AUDIT_SUBJECTS, ensureStream } from './ingest/jetstream-source.js';
-export { AuditStore } from './store/audit-store.js';
+export { type AuditKey, type AuditKeyring, parseAuditKeys, watchAuditKeys } from './signatures/audit-keys.js';
+export { SIGNATURE_STATES, type SignatureReport, type SignatureState } from './signatures/checkpoint-judgement.js';
+export { AuditStore, type SignatureOptions } from './store/audit-store.js';

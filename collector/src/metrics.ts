@@ -89,6 +89,21 @@ export class CollectorMetrics {
     help: 'Messages in the approvals stream that were not valid requests, decisions or closings (ignored)',
     registers: [this.registry],
   });
+  /** What the audit keys gauges read at each scrape (set by the owner of the --audit-keys file). */
+  auditKeysState: () => { keys: number; invalid: boolean } = () => ({ keys: 0, invalid: false });
+  readonly auditKeys: Gauge = new Gauge({
+    name: 'pgwarden_collector_audit_keys',
+    help: 'Audit signing keys that checkpoints are verified against (--audit-keys)',
+    registers: [this.registry],
+    // Read at scrape time, which also re-reads a changed file: an idle collector still shows a broken one.
+    collect: (): void => this.auditKeys.set(this.auditKeysState().keys),
+  });
+  readonly auditKeysInvalid: Gauge = new Gauge({
+    name: 'pgwarden_collector_audit_keys_file_invalid',
+    help: '1 while the --audit-keys file on disk is invalid (the previous keys stay in force)',
+    registers: [this.registry],
+    collect: (): void => this.auditKeysInvalid.set(this.auditKeysState().invalid ? 1 : 0),
+  });
   readonly sseClients = new Gauge({
     name: 'pgwarden_collector_stream_clients',
     help: 'Connected live-tail clients',

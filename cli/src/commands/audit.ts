@@ -2,9 +2,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { AuditStore, type FullReport, schemaV1Rules } from '@pgwarden/collector';
+import {
+  AuditStore,
+  type FullReport,
+  SIGNATURE_STATES,
+  type SignatureReport,
+  type SignatureState,
+  schemaV1Rules,
+  watchAuditKeys,
+} from '@pgwarden/collector';
 import { ed25519KeyId } from '@pgwarden/policy';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { bearerToken, withCollectorOption } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
 
@@ -97,33 +105,109 @@ async function tail(url: string, json: boolean, token: string | undefined): Prom
   }
 }
 
-export function formatReport(total: number, bad: readonly FullReport[]): string {
-  const lines = [`verified ${total} session(s): ${total - bad.length} ok, ${bad.length} with findings`];
+/** What a verification found, as `POST /api/v1/verify` answers it (or as worked out from a store directly). */
+export interface VerifyResult {
+  total: number;
+  failed: FullReport[];
+  /** Sessions per signature state (a collector older than signed checkpoints sends none). */
+  signatures?: Partial<Record<SignatureState, number>>;
+  /** The audit keys checkpoints were judged against, and the keys file's error while a broken one is ignored. */
+  auditKeys?: { keys: string[]; error?: string };
+  /** Every verified session's report (asked for when sessions are named), not only the failed ones. */
+  reports?: FullReport[];
+}
+
+/** A session's signed-checkpoint state in a few words (docs/collector.md, "Signed checkpoints"). */
+export function describeSignature(s: SignatureReport | undefined): string {
+  switch (s?.state) {
+    case 'signed':
+      return `signed through seq ${s.signedSeq} by ${s.signedBy}`;
+    case 'partial':
+      return `partial: ${s.unsignedEvents} event(s) after seq ${s.signedSeq} (signed by ${s.signedBy})`;
+    case 'unverified':
+      return 'unverified: checkpoints not checked, no audit keys';
+    case 'unsigned':
+      return 'unsigned';
+    default:
+      return 'signature not reported';
+  }
+}
+
+const sessionLine = (r: FullReport) =>
+  `  session ${r.sessionId} (${r.events} events, seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}${r.ended ? ', ended' : ''}; ${describeSignature(r.signature)})`;
+
+export function formatReport(v: VerifyResult): string {
+  const bad = v.failed;
+  const lines = [`verified ${v.total} session(s): ${v.total - bad.length} ok, ${bad.length} with findings`];
+  if (v.signatures) {
+    const counts = SIGNATURE_STATES.filter((s) => (v.signatures?.[s] ?? 0) > 0).map((s) => `${v.signatures?.[s]} ${s}`);
+    const keys = v.auditKeys ? `keys: ${v.auditKeys.keys.join(', ')}` : 'no audit keys';
+    lines.push(`signatures: ${counts.length > 0 ? counts.join(', ') : 'none'} (${keys})`);
+  }
+  if (v.auditKeys?.error) lines.push(`warning: ${v.auditKeys.error}; checked with the keys read before it`);
+  const failed = new Set(bad.map((r) => r.sessionId));
   for (const r of bad) {
-    lines.push(
-      `  session ${r.sessionId} (${r.events} events, seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}${r.ended ? ', ended' : ''}):`,
-    );
+    lines.push(`${sessionLine(r)}:`);
     for (const f of r.findings)
       lines.push(`    ${f.kind} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${f.detail}`);
   }
+  for (const r of v.reports ?? []) if (!failed.has(r.sessionId)) lines.push(`${sessionLine(r)}: ok`);
   return `${lines.join('\n')}\n`;
 }
 
-/** The API returns the number of sessions checked and the failing ones in full. */
+/** The API returns the number of sessions checked and the failing ones in full; every one with `details`. */
 async function verifyViaApi(
   base: string,
   sessions: string[] | undefined,
   token: string | undefined,
-): Promise<{ total: number; failed: FullReport[] }> {
+): Promise<VerifyResult> {
   const r = await fetch(new URL('/api/v1/verify', base), {
     method: 'POST',
-    body: JSON.stringify(sessions ? { sessions } : {}),
+    body: JSON.stringify(sessions ? { sessions, details: true } : {}),
     headers: { 'content-type': 'application/json', ...authHeader(token) },
   });
   if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
   if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
-  const body = (await r.json()) as { sessions: number; failed: FullReport[] };
-  return { total: body.sessions, failed: body.failed };
+  const body = (await r.json()) as Omit<VerifyResult, 'total'> & { sessions: number };
+  return {
+    total: body.sessions,
+    failed: body.failed,
+    signatures: body.signatures,
+    auditKeys: body.auditKeys,
+    reports: body.reports,
+  };
+}
+
+/** Verifies a store directly, judging checkpoints against the keys in `keysFile` (none: unverified). */
+async function verifyStore(o: {
+  url?: string;
+  dataDir?: string;
+  sessions?: string[];
+  keysFile?: string;
+  requireSigned: boolean;
+  graceMs: number;
+}): Promise<VerifyResult> {
+  const keys = o.keysFile ? watchAuditKeys(o.keysFile) : undefined;
+  const store = await AuditStore.open({
+    url: o.url,
+    dataDir: o.dataDir,
+    rules: schemaV1Rules,
+    signatures: keys && { keyring: () => keys.current().value, requireSigned: o.requireSigned, graceMs: o.graceMs },
+  });
+  try {
+    const reports = await store.verify(o.sessions);
+    const signatures: Partial<Record<SignatureState, number>> = {};
+    for (const r of reports) signatures[r.signature.state] = (signatures[r.signature.state] ?? 0) + 1;
+    return {
+      total: reports.length,
+      failed: reports.filter((r) => !r.ok),
+      signatures,
+      ...(keys ? { auditKeys: { keys: keys.current().value.keys.map((k) => k.name) } } : {}),
+      ...(o.sessions ? { reports } : {}),
+    };
+  } finally {
+    await store.close();
+  }
 }
 
 export function registerAudit(program: Command): void {
@@ -210,34 +294,56 @@ export function registerAudit(program: Command): void {
   audit
     .command('verify')
     .description(
-      're-verify every session hash chain; exit status 1 on any gap or tampering, 2 if verification could not run',
+      're-verify every session hash chain and judge its signed checkpoints; exit status 1 on any gap, tampering ' +
+        '(or, with --require-signed-audit, unsigned session), 2 if verification could not run',
     )
-    .option('--collector <url>', 'ask a running collector (POST /api/v1/verify)')
+    .option('--collector <url>', 'ask a running collector (POST /api/v1/verify); it judges with its own keys')
     .option('--token-file <file>', 'with --collector: a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
     .option('--store <url>', 'read the PostgreSQL store directly (or env PGWARDEN_COLLECTOR_STORE)')
     .option('--data-dir <dir>', 'read an embedded (PGlite) store directly')
-    .option('--session <id>', 'only this session (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--session <id>', 'only this session (repeatable); each is listed', (v: string, p: string[] = []) => [
+      ...p,
+      v,
+    ])
+    .option(
+      '--audit-keys <file>',
+      'with --store/--data-dir: the keys file checkpoints are judged against (as the collector’s --audit-keys)',
+    )
+    .option('--require-signed-audit', 'with --store/--data-dir: as the collector’s flag (needs --audit-keys)')
+    .option(
+      '--gap-grace <seconds>',
+      'with --require-signed-audit: sessions stored more recently are not held to it yet',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--gap-grace must be a non-negative integer');
+        return n;
+      },
+      30,
+    )
     .option('--json', 'print the report as JSON')
     .action(async (o) => {
       try {
-        let result: { total: number; failed: FullReport[] };
+        let result: VerifyResult;
         const storeUrl: string | undefined =
           o.store ?? (o.collector || o.dataDir ? undefined : process.env.PGWARDEN_COLLECTOR_STORE);
+        if (o.collector && (o.auditKeys || o.requireSignedAudit))
+          throw new Error('--audit-keys and --require-signed-audit are the collector’s own settings with --collector');
+        if (o.requireSignedAudit && !o.auditKeys) throw new Error('--require-signed-audit needs --audit-keys');
         if (o.collector) result = await verifyViaApi(o.collector, o.session, readerToken(o.tokenFile));
-        else if (storeUrl || o.dataDir) {
-          const store = await AuditStore.open({ url: storeUrl, dataDir: o.dataDir, rules: schemaV1Rules });
-          try {
-            const reports = await store.verify(o.session);
-            result = { total: reports.length, failed: reports.filter((r) => !r.ok) };
-          } finally {
-            await store.close();
-          }
-        } else throw new Error('give --collector, --store or --data-dir');
+        else if (storeUrl || o.dataDir)
+          result = await verifyStore({
+            url: storeUrl,
+            dataDir: o.dataDir,
+            sessions: o.session,
+            keysFile: o.auditKeys,
+            requireSigned: Boolean(o.requireSignedAudit),
+            graceMs: o.gapGrace * 1000,
+          });
+        else throw new Error('give --collector, --store or --data-dir');
         const ok = result.failed.length === 0;
+        const { total, failed, ...rest } = result;
         process.stdout.write(
-          o.json
-            ? `${JSON.stringify({ ok, sessions: result.total, failed: result.failed }, null, 2)}\n`
-            : formatReport(result.total, result.failed),
+          o.json ? `${JSON.stringify({ ok, sessions: total, failed, ...rest }, null, 2)}\n` : formatReport(result),
         );
         process.exitCode = ok ? 0 : 1;
       } catch (err) {

@@ -78,6 +78,17 @@ export function registerCollector(program: Command): void {
         'only on a loopback --listen',
     )
     .option('--insecure-open-api', 'serve the audit trail without a token on a non-loopback --listen')
+    .option(
+      '--audit-keys <file>',
+      'public keys of the sidecars’ audit signing keys (YAML/JSON {keys: [{name, publicKey, namespaces?}]}, ' +
+        '`pgwarden audit keygen`; re-read when it changes): audit.checkpoint events are verified against them; or ' +
+        'env PGWARDEN_AUDIT_KEYS_FILE. Without it checkpoints are stored but reported unverified',
+    )
+    .option(
+      '--require-signed-audit',
+      'verification fails for an ended session that is not fully signed and for any session of a namespace a key ' +
+        'covers that has no valid checkpoint (needs --audit-keys)',
+    )
     .action(async (o) => {
       const storeUrl: string | undefined = o.store ?? process.env.PGWARDEN_COLLECTOR_STORE;
       let exporters: Exporter[] = [];
@@ -109,6 +120,10 @@ export function registerCollector(program: Command): void {
           read: {
             readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
             insecureOpen: Boolean(o.insecureOpenApi),
+          },
+          signatures: {
+            keysFile: o.auditKeys ?? process.env.PGWARDEN_AUDIT_KEYS_FILE,
+            requireSigned: Boolean(o.requireSignedAudit),
           },
         });
       } catch (err) {

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFileSync, statSync } from 'node:fs';
 import type { Approver } from '@pgwarden/policy';
 import { parse as parseYaml } from 'yaml';
+import { WatchedFile } from '../config/watched-file.js';
 import { CollectorError } from '../errors.js';
 
 /**
@@ -77,13 +77,11 @@ export interface TokenFileEvents {
 }
 
 /**
- * An approvers or readers file, re-read whenever its modification time, size or inode changes (a rotated Kubernetes
- * Secret swaps a symlink). Tokens are never held, only their SHA-256.
+ * An approvers or readers file, re-read whenever it changes (WatchedFile). Tokens are never held, only their
+ * SHA-256.
  */
 export class TokenFile extends EventEmitter<TokenFileEvents> {
-  private tokens: NamedToken[] = [];
-  private version = '';
-  private error: string | undefined;
+  private readonly file: WatchedFile<NamedToken[]>;
 
   /** Reads the file once; throws on a missing or invalid file, so a bad flag fails at start-up. */
   constructor(
@@ -91,70 +89,30 @@ export class TokenFile extends EventEmitter<TokenFileEvents> {
     readonly kind: TokenFileKind = 'approvers',
   ) {
     super();
-    this.tokens = parseTokenFile(this.read(), path, kind);
-    this.version = this.stat();
+    this.file = new WatchedFile(path, `${kind} file`, (text) => parseTokenFile(text, path, kind));
+    this.file.on('loaded', (tokens) => this.emit('loaded', tokens.length));
+    this.file.on('invalid', (message) => this.emit('invalid', message));
   }
 
   /**
    * The person whose token is the `Authorization: Bearer` credential, or undefined. Every entry is compared (in
    * constant time), so the answer's timing does not tell which entry, if any, came close. Throws while the file
-   * is invalid.
+   * is invalid: a broken replacement refuses every token, the previous ones too, rather than keep someone whose
+   * removal it may have been meant to carry out.
    */
   authenticate(authorization: string | undefined): TokenHolder | undefined {
-    this.refresh();
-    if (this.error) throw new CollectorError('COLLECTOR_BAD_CONFIG', this.error);
+    const { value: tokens, error } = this.file.current();
+    if (error) throw new CollectorError('COLLECTOR_BAD_CONFIG', error);
     const m = /^Bearer +(\S+) *$/i.exec(authorization ?? '');
     if (!m) return undefined;
     const given = createHash('sha256').update(m[1], 'utf8').digest();
     let found: NamedToken | undefined;
-    for (const t of this.tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
+    for (const t of tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
     if (!found) return undefined;
     return {
       name: found.name,
       groups: [...found.groups],
       ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
     };
-  }
-
-  private refresh(): void {
-    let v: string;
-    try {
-      v = this.stat();
-    } catch (err) {
-      this.fail(`${this.kind} file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-      return;
-    }
-    if (v === this.version && !this.error) return;
-    try {
-      this.tokens = parseTokenFile(this.read(), this.path, this.kind);
-      this.version = v;
-      this.error = undefined;
-      this.emit('loaded', this.tokens.length);
-    } catch (err) {
-      this.fail((err as Error).message);
-    }
-  }
-
-  private fail(message: string): void {
-    this.tokens = [];
-    this.version = '';
-    if (this.error !== message) this.emit('invalid', message);
-    this.error = message;
-  }
-
-  private stat(): string {
-    const s = statSync(this.path);
-    return `${s.mtimeMs}:${s.size}:${s.ino}`;
-  }
-
-  private read(): string {
-    try {
-      return readFileSync(this.path, 'utf8');
-    } catch (err) {
-      throw new CollectorError(
-        'COLLECTOR_BAD_CONFIG',
-        `${this.kind} file ${this.path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-      );
-    }
   }
 }

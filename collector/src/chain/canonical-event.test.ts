@@ -58,11 +58,13 @@ describe('readCanonicalEvent', () => {
     expect(agrees(seal(e))).toBe(true);
   });
 
-  it('leaves to JSON.parse what it does not read: audit.gap events and indexed members of another type', () => {
+  it('leaves to JSON.parse what it does not read: audit.gap and audit.checkpoint events and indexed members of another type', () => {
     const base = { ...events[2] } as Record<string, unknown>;
     delete base.hash;
     const variants: Record<string, unknown>[] = [
       { ...base, type: 'audit.gap', gap: { sessions: [{ id: 'ce', fromSeq: 1, toSeq: 2 }] } },
+      // Its `checkpoint` member is judged at ingest, and the fast path does not materialise it.
+      { ...base, type: 'audit.checkpoint', checkpoint: { seq: 2, hash: events[1].hash, key: 'k', sig: 's' } },
       { ...base, session: { id: 'ce', seq: '3' } },
       { ...base, session: 'ce' },
       { ...base, identity: { namespace: 7 } },

@@ -5,8 +5,9 @@ import { type CanonicalSink, canonicalEventHash, hashDigitsAt } from './canonica
  * An event read from canonical sidecar bytes in the one pass that proves them canonical and hashes them
  * (canonical-utf8.ts), instead of JSON.parse of the whole event: only the members the collector indexes, verifies
  * and validates (`parseEvent`, `indexedFields`, the chain rules) are materialised, each equal to what JSON.parse of
- * the same bytes gives. A tracked member of an unexpected JSON type, an `audit.gap` event (its `gap` member is
- * read at ingest) or anything not canonical returns undefined: the caller parses the whole text instead.
+ * the same bytes gives. A tracked member of an unexpected JSON type, an `audit.gap` or `audit.checkpoint` event
+ * (their `gap` and `checkpoint` members are read at ingest; both are rare) or anything not canonical returns
+ * undefined: the caller parses the whole text instead.
  */
 export interface CanonicalEvent {
   event: AuditEvent;
@@ -18,7 +19,8 @@ export function readCanonicalEvent(utf8: Uint8Array): CanonicalEvent | undefined
   const b = Buffer.isBuffer(utf8) ? utf8 : Buffer.from(utf8.buffer, utf8.byteOffset, utf8.byteLength);
   sink.reset(b);
   const hash = canonicalEventHash(b, sink);
-  if (hash === undefined || sink.unsupported || sink.type === 'audit.gap') return undefined;
+  if (hash === undefined || sink.unsupported || sink.type === 'audit.gap' || sink.type === 'audit.checkpoint')
+    return undefined;
   const at = hashDigitsAt(b);
   return { event: sink.event((b as SliceableBuffer).latin1Slice(at, at + 64)), hash };
 }

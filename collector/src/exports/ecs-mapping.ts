@@ -1,5 +1,14 @@
 import type { AuditEvent } from '../event.js';
 
+/** ECS event.type (allowed values: https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-type.html). */
+function ecsType(type: string): string {
+  if (type === 'session.start') return 'start';
+  if (type === 'session.end') return 'end';
+  // A signed checkpoint records nothing done to the database: it vouches for the events before it.
+  if (type === 'audit.checkpoint') return 'info';
+  return 'access';
+}
+
 /**
  * Elastic Common Schema document for an audit event (https://www.elastic.co/guide/en/ecs/current/ecs-field-reference.html).
  * ECS has no database field set, so database facts go under `db.*` (custom, outside ECS's reserved names) and the
@@ -20,7 +29,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       id: e.id,
       kind: 'event',
       category: ['database'],
-      type: [e.type === 'session.start' ? 'start' : e.type === 'session.end' ? 'end' : 'access'],
+      type: [ecsType(e.type)],
       action: e.type === 'statement' ? `statement-${e.statement?.kind ?? 'unknown'}` : e.type,
       outcome,
       ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
@@ -54,6 +63,6 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       decision: action,
       namespace: e.identity?.namespace,
     },
-    pgwarden: { session: e.session, prev_hash: e.prevHash ?? null, masking: e.masking },
+    pgwarden: { session: e.session, prev_hash: e.prevHash ?? null, masking: e.masking, checkpoint: e.checkpoint },
   };
 }

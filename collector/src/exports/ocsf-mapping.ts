@@ -88,6 +88,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       rows: (e.result as { rows?: number } | undefined)?.rows,
       hash: e.hash,
       prev_hash: e.prevHash,
+      // audit.checkpoint: the signed position (seq, hash, key id, signature), so the SIEM keeps the evidence.
+      checkpoint: e.checkpoint,
     },
   };
 }

@@ -6,6 +6,7 @@ import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
 import { CollectorError } from '../errors.js';
 import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
+import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
 import type { AuditStore } from '../store/audit-store.js';
 import { getSession, listSessions, searchEvents } from '../store/queries.js';
 import { type ApprovalsDeps, routeApprovals } from './approvals-api.js';
@@ -30,6 +31,8 @@ export interface ApiDeps {
    * API), the route and its query string. The collector logs it, so reading the trail leaves a trail too.
    */
   onRead?(read: { reader: string; method: string; path: string; query: string }): void;
+  /** The audit keys in force (names) and the keys file's error while a broken replacement is ignored. */
+  auditKeys?(): { keys: string[]; error?: string };
   ready(): Promise<Record<string, boolean>>;
 }
 
@@ -130,6 +133,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
       identity: opt(q, 'identity'),
       decision: opt(q, 'decision'),
       chain: opt(q, 'chain'),
+      signature: opt(q, 'signature'),
       from: timeOf(q, 'from'),
       to: timeOf(q, 'to'),
       limit: limitOf(q),
@@ -171,10 +175,13 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
   }
   if (method === 'POST' && path === '/api/v1/verify') {
     const body = await readBody(req, 1024 * 1024);
-    const sessions = body.trim() ? (JSON.parse(body) as { sessions?: string[] }).sessions : undefined;
+    const request = body.trim() ? (JSON.parse(body) as { sessions?: string[]; details?: unknown }) : {};
+    const sessions = request.sessions;
     if (sessions !== undefined && (!Array.isArray(sessions) || !sessions.every((s) => typeof s === 'string'))) {
       throw new HttpError(400, 'bad_request', 'sessions must be an array of session ids');
     }
+    if (request.details !== undefined && typeof request.details !== 'boolean')
+      throw new HttpError(400, 'bad_request', 'details must be a boolean');
     if (scope) {
       // A scoped reader verifies named sessions of its own namespaces only (verifying "all" would cover others').
       if (sessions === undefined)
@@ -190,10 +197,15 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
       }
     }
     const reports = await deps.store.verify(sessions);
+    const signatures = Object.fromEntries(SIGNATURE_STATES.map((s) => [s, 0])) as Record<SignatureState, number>;
+    for (const r of reports) signatures[r.signature.state] += 1;
     return send(res, 200, {
       ok: reports.every((r) => r.ok),
       sessions: reports.length,
       failed: reports.filter((r) => !r.ok),
+      signatures,
+      ...(deps.auditKeys ? { auditKeys: deps.auditKeys() } : {}),
+      ...(request.details ? { reports } : {}),
     });
   }
   if (method === 'POST' && path === '/api/v1/ingest') {

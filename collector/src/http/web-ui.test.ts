@@ -1,8 +1,9 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
-import { approvalSubject, parseApprovalDecision } from '@pgwarden/policy';
+import { approvalSubject, auditSigner, parseApprovalDecision } from '@pgwarden/policy';
 import pino from 'pino';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -73,7 +74,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       const ids = await page.$$eval('tr.s', (rows) => rows.map((r) => (r as HTMLElement).dataset.session));
       expect(ids).toEqual(['ui-sess', 'ui-evil']);
       const cells = await page.$$eval('tr.s[data-session="ui-sess"] td', (tds) => tds.map((td) => td.textContent));
-      expect(cells.slice(1)).toEqual(['alice', 'analytics-agent', '4', '2', 'ok']);
+      expect(cells.slice(1)).toEqual(['alice', 'analytics-agent', '4', '2', 'ok', 'unsigned']);
       await page.click('tr.s[data-session="ui-sess"]');
       await page.waitForSelector('#statements');
       const rows = await page.$$eval('#statements tr', (trs) =>
@@ -135,6 +136,81 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       await page.click('#filter button');
       await page.waitForFunction(() => document.getElementById('sessions-msg')?.textContent === 'no sessions match');
       expect(await count()).toBe(0);
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+});
+
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('signed checkpoints in a real browser', () => {
+  let dir: string;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let collector: Collector;
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const signer = auditSigner(String(privateKey.export({ type: 'pkcs8', format: 'pem' })));
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pgwarden-ui-keys-'));
+    const keysFile = join(dir, 'audit-keys.json');
+    const key = { name: 'agents-2026', publicKey: String(publicKey.export({ type: 'spki', format: 'pem' })) };
+    writeFileSync(keysFile, JSON.stringify({ keys: [key] }));
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await startCollector({
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+      signatures: { keysFile },
+    });
+    const at = (hour: number) => Date.UTC(2026, 10, 30, hour) * 1000;
+    for (const e of [
+      ...makeSession({ id: 'ui-signed', statements: 2, signer, startMicros: at(12) }),
+      ...makeSession({ id: 'ui-partial', statements: 3, signer, checkpointEvery: 2, end: false, startMicros: at(11) }),
+      ...makeSession({ id: 'ui-unsigned', statements: 1, startMicros: at(10) }),
+    ])
+      expect(await collector.ingest(e)).toBe('stored');
+  });
+  afterAll(async () => {
+    await collector?.stop();
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows each session’s signature state next to its chain status, and who signed in its detail', async () => {
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await page.waitForSelector('tr.s[data-session="ui-unsigned"]');
+      const rows = await page.$$eval('tr.s', (trs) =>
+        trs.map((tr) => [
+          (tr as HTMLElement).dataset.session,
+          ...[...tr.querySelectorAll('td')].slice(5).map((td) => td.textContent),
+        ]),
+      );
+      expect(rows).toEqual([
+        ['ui-signed', 'ok', 'signed'],
+        ['ui-partial', 'ok', 'partial (1 unsigned)'],
+        ['ui-unsigned', 'ok', 'unsigned'],
+      ]);
+      await page.click('tr.s[data-session="ui-signed"]');
+      await page.waitForSelector('#signature');
+      expect(await page.textContent('#signature')).toBe('signature: signed through seq 4 by agents-2026');
+      await page.click('tr.s[data-session="ui-partial"]');
+      await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session ui-partial');
+      expect(await page.textContent('#signature')).toBe(
+        'signature: partial: 1 event(s) after seq 3 (signed by agents-2026)',
+      );
+      // The checkpoints are events of the session like the others.
+      expect(await page.$$eval('#statements td:nth-child(3)', (tds) => tds.map((td) => td.textContent))).toEqual([
+        'session.start',
+        'statement',
+        'statement',
+        'audit.checkpoint',
+        'statement',
+      ]);
+      await page.selectOption('#filter select[name=signature]', 'partial');
+      await page.click('#filter button');
+      await page.waitForFunction(() => document.querySelectorAll('tr.s').length === 1);
+      expect(await page.getAttribute('tr.s', 'data-session')).toBe('ui-partial');
       expect(errors).toEqual([]);
     } finally {
       await close();

@@ -1,6 +1,7 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
- * or reject), a session list (newest first, chain status) and a session's statements in order. Plain HTML + JS over
+ * or reject), a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * order. Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
  * reads) lives in sessionStorage (this tab only) and is sent only as a bearer header to this origin; the live stream
@@ -25,13 +26,22 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 <h1>Sessions <span id="sessions-msg" class="msg"></span></h1>
 <form id="filter"><input name="identity" placeholder="identity"> <input name="namespace" placeholder="namespace"> <input name="policy" placeholder="policy">
 <select name="decision"><option value="">any decision</option><option>deny</option><option>review</option><option>dryrun</option><option>allow</option></select>
-<select name="chain"><option value="">any chain</option><option>ok</option><option>pending</option><option>gap</option><option>tampered</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
+<select name="chain"><option value="">any chain</option><option>ok</option><option>pending</option><option>gap</option><option>tampered</option></select>
+<select name="signature"><option value="">any signature</option><option>signed</option><option>partial</option><option>unsigned</option><option>unverified</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th><th>signature</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
 const token = () => sessionStorage.getItem('pgwarden-token') || '';
 const auth = () => (token() ? { authorization: 'Bearer ' + token() } : {});
 const sessionsMsg = (text) => { document.getElementById('sessions-msg').textContent = text; };
+// Signed checkpoints (docs/collector.md): short in the list, with the key and seq in a session's detail.
+const signatureShort = (s) => s.signature === 'partial' ? 'partial (' + s.unsignedEvents + ' unsigned)' : s.signature;
+function signatureLong(s) {
+  if (s.signature === 'signed') return 'signed through seq ' + s.signedSeq + ' by ' + s.signedBy;
+  if (s.signature === 'partial') return 'partial: ' + s.unsignedEvents + ' event(s) after seq ' + s.signedSeq + ' (signed by ' + s.signedBy + ')';
+  if (s.signature === 'unverified') return 'unverified: checkpoints not checked, no audit keys';
+  return String(s.signature);
+}
 async function getJson(path) {
   const r = await fetch(path, { headers: auth() });
   if (r.status === 401) throw new Error('reading the audit trail needs a reader or approver token');
@@ -57,6 +67,7 @@ async function loadSessions(more) {
     const tr = el('tr', undefined, 's'); tr.dataset.session = s.id;
     for (const v of [s.firstTime, s.identity ?? '', s.policy ?? '', s.statements, s.denied]) tr.append(el('td', v));
     tr.append(el('td', s.chain, s.chain === 'ok' ? 'ok' : 'bad'));
+    tr.append(el('td', signatureShort(s), s.signature === 'signed' ? 'ok' : undefined));
     tr.onclick = () => showSession(s.id);
     body.append(tr);
   }
@@ -66,6 +77,8 @@ async function showSession(id) {
   const box = document.getElementById('detail'); box.replaceChildren();
   box.append(el('h1', 'Session ' + id));
   box.append(el('p', 'chain: ' + d.session.chain + ' - ' + d.session.events + ' events', d.session.chain === 'ok' ? 'ok' : 'bad'));
+  const sig = el('p', 'signature: ' + signatureLong(d.session), d.session.signature === 'signed' ? 'ok' : undefined); sig.id = 'signature';
+  box.append(sig);
   for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail, 'bad'));
   const t = el('table'); t.id = 'statements';
   t.append(Object.assign(el('tr'), { innerHTML: '<th>seq</th><th>time</th><th>type</th><th>decision</th><th>statement</th><th>result</th>' }));

@@ -4,6 +4,8 @@ import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { CollectorError } from '../errors.js';
 import { type AuditEvent, indexedFields } from '../event.js';
+import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
+import { namespaceOf, unsignedFinding } from '../signatures/checkpoint-judgement.js';
 import { CopyRows } from './copy-rows.js';
 import {
   INGEST_LOCK_KEY,
@@ -24,6 +26,20 @@ export interface StoreOptions {
   /** PGlite data directory; in memory when absent. Ignored with `url`. */
   dataDir?: string;
   rules: ChainRules;
+  /** Signed checkpoints: without this, checkpoints are stored and reported `unverified`, never judged. */
+  signatures?: SignatureOptions;
+}
+
+export interface SignatureOptions {
+  /** The audit keys as they stand now (the caller re-reads their file); asked once per batch and per verification. */
+  keyring(): AuditKeyring;
+  /**
+   * `--require-signed-audit`: a full verification fails an ended session that is not `signed`, and any session of
+   * a namespace a key covers that has no valid checkpoint (finding `audit.unsigned`).
+   */
+  requireSigned?: boolean;
+  /** Sessions whose newest event arrived within this time are not held to `requireSigned` yet (default 30 s). */
+  graceMs?: number;
 }
 
 export interface IngestOutcome extends WriteResult {
@@ -39,15 +55,22 @@ const WITH_INGEST_LOCK = { lock: INGEST_LOCK_KEY };
 export class AuditStore {
   readonly partitions: PartitionManager;
   readonly rules: ChainRules;
+  readonly signatures: SignatureOptions | undefined;
   /** Batches left to write with INSERT … ON CONFLICT before COPY is tried again (see `write`). */
   private insertOnly = 0;
 
   private constructor(
     readonly db: SqlClient,
     rules: ChainRules,
+    signatures: SignatureOptions | undefined,
   ) {
     this.rules = rules;
+    this.signatures = signatures;
     this.partitions = new PartitionManager(db);
+  }
+
+  private keyring(): AuditKeyring {
+    return this.signatures?.keyring() ?? NO_KEYS;
   }
 
   /**
@@ -80,7 +103,7 @@ export class AuditStore {
 
   static async open(opts: StoreOptions): Promise<AuditStore> {
     const db = opts.url ? await connectPostgres(opts.url) : await openPglite(opts.dataDir);
-    const store = new AuditStore(db, opts.rules);
+    const store = new AuditStore(db, opts.rules, opts.signatures);
     try {
       await migrate(db);
     } catch (err) {
@@ -133,7 +156,7 @@ export class AuditStore {
     for (const item of items) {
       const e = item.event;
       try {
-        const r = await this.db.transaction((tx) => writeBatch(tx, [item], this.rules));
+        const r = await this.db.transaction((tx) => writeBatch(tx, [item], this.rules, { keyring: this.keyring() }));
         total.inserted.push(...r.inserted);
         total.duplicates += r.duplicates;
         total.findings.push(...r.findings);
@@ -157,13 +180,14 @@ export class AuditStore {
    * straight to INSERT for a while instead of paying for a failed COPY each.
    */
   private async write(items: readonly IngestItem[], rows: CopyRows | undefined): Promise<WriteResult> {
+    const keyring = this.keyring();
     if (this.insertOnly > 0) {
       this.insertOnly--;
       rows?.discard();
     } else {
       try {
         return await this.db.transaction(
-          (tx) => writeBatch(tx, items, this.rules, { copy: true, rows, locked: true }),
+          (tx) => writeBatch(tx, items, this.rules, { copy: true, rows, locked: true, keyring }),
           WITH_INGEST_LOCK,
         );
       } catch (err) {
@@ -171,7 +195,7 @@ export class AuditStore {
         this.insertOnly = 16;
       }
     }
-    return this.db.transaction((tx) => writeBatch(tx, items, this.rules, { locked: true }), WITH_INGEST_LOCK);
+    return this.db.transaction((tx) => writeBatch(tx, items, this.rules, { locked: true, keyring }), WITH_INGEST_LOCK);
   }
 
   /** Keeps what could not be parsed or stored, for an operator to inspect; never silently dropped. */
@@ -213,6 +237,19 @@ export class AuditStore {
     });
   }
 
+  /**
+   * Whether a session's newest event was stored within the grace period: its closing checkpoint may still be on
+   * its way (a sidecar signs at most once a second). Measured on the store's clock, not the sidecar's.
+   */
+  private async arrivedRecently(sessionId: string): Promise<boolean> {
+    const [row] = await this.db.query<{ recent: boolean }>(
+      `SELECT coalesce(max(received_at) > now() - make_interval(secs => $2), false) AS recent
+       FROM audit_events WHERE session_id = $1`,
+      [sessionId, (this.signatures?.graceMs ?? 30_000) / 1000],
+    );
+    return row?.recent === true;
+  }
+
   /** Session ids in the store (from events and from the sessions table, so a deleted side still shows). */
   async sessionIds(): Promise<string[]> {
     const rows = await this.db.query<{ id: string }>(
@@ -222,11 +259,14 @@ export class AuditStore {
   }
 
   /**
-   * Full re-verification from stored events only: recomputes every hash and link, checks the indexed columns
-   * against the event they came from, and compares with the last sequence number recorded at ingest.
+   * Full re-verification from stored events only: recomputes every hash and link, judges every checkpoint against
+   * the keys as they stand now, checks the indexed columns against the event they came from, and compares with the
+   * last sequence number recorded at ingest.
    */
   async verify(sessionIds?: readonly string[]): Promise<FullReport[]> {
     const ids = sessionIds ?? (await this.sessionIds());
+    const keyring = this.keyring();
+    const requireSigned = this.signatures?.requireSigned === true;
     const reports: FullReport[] = [];
     for (const sid of ids) {
       const rows = await this.db.query<{
@@ -246,7 +286,7 @@ export class AuditStore {
         [sid],
       );
       const parsed = rows.map((r) => JSON.parse(r.event) as AuditEvent);
-      const report = verifySession(sid, parsed, this.rules, meta?.max_seq);
+      const report = verifySession(sid, parsed, this.rules, meta?.max_seq, keyring);
       for (const [i, r] of rows.entries()) {
         const ev = parsed[i];
         const f = indexedFields(ev);
@@ -267,6 +307,20 @@ export class AuditStore {
             detail: `indexed columns of event ${ev.id} disagree with the event`,
           });
         }
+      }
+      if (requireSigned && parsed.length > 0 && !(await this.arrivedRecently(sid))) {
+        const f = unsignedFinding(
+          {
+            sessionId: sid,
+            namespace: parsed.map(namespaceOf).find((ns) => ns !== null) ?? null,
+            ended: report.ended,
+            firstSeq: report.firstSeq ?? this.rules.firstSeq,
+            lastSeq: report.lastSeq ?? this.rules.firstSeq,
+            signature: report.signature,
+          },
+          keyring,
+        );
+        if (f) report.findings.push(f);
       }
       if (!meta)
         report.findings.push({

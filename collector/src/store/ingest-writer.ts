@@ -8,6 +8,14 @@ import {
   startCursor,
 } from '../chain/verify-chain.js';
 import { type AuditEvent, indexedFields } from '../event.js';
+import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
+import {
+  type CheckpointJudge,
+  judgeCheckpoint,
+  namespaceOf,
+  type SignatureState,
+  signatureState,
+} from '../signatures/checkpoint-judgement.js';
 import { CopyPayload, copyField } from './copy-in.js';
 import { CopyRows } from './copy-rows.js';
 import type { SqlRunner } from './sql-client.js';
@@ -28,6 +36,10 @@ interface SessionRow {
   verified_hash: string | null;
   end_seq: number | null;
   status: string;
+  /** Signed checkpoints (signatures/checkpoint-judgement.ts): the state and how far valid ones vouch. */
+  signature: SignatureState;
+  signed_seq: number | null;
+  signed_key: string | null;
 }
 
 export interface WriteResult {
@@ -91,16 +103,17 @@ export interface IngestItem {
 
 const UPSERT_SESSIONS = `
 INSERT INTO audit_sessions AS s (session_id, namespace, policy, identity, first_time, last_time, events, statements, denied,
-  max_seq, verified_seq, verified_hash, end_seq, status, updated_at)
+  max_seq, verified_seq, verified_hash, end_seq, status, signature, signed_seq, signed_key, updated_at)
 SELECT r.session_id, r.namespace, r.policy, r.identity, r.first_time, r.last_time, r.events, r.statements, r.denied,
-  r.max_seq, r.verified_seq, r.verified_hash, r.end_seq, r.status, now()
+  r.max_seq, r.verified_seq, r.verified_hash, r.end_seq, r.status, r.signature, r.signed_seq, r.signed_key, now()
 FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, namespace text, policy text, identity text, first_time timestamptz,
   last_time timestamptz, events bigint, statements bigint, denied bigint, max_seq bigint, verified_seq bigint,
-  verified_hash text, end_seq bigint, status text)
+  verified_hash text, end_seq bigint, status text, signature text, signed_seq bigint, signed_key text)
 ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = EXCLUDED.policy, identity = EXCLUDED.identity,
   first_time = EXCLUDED.first_time, last_time = EXCLUDED.last_time, events = EXCLUDED.events, statements = EXCLUDED.statements,
   denied = EXCLUDED.denied, max_seq = EXCLUDED.max_seq, verified_seq = EXCLUDED.verified_seq,
-  verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status, updated_at = now()`;
+  verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status,
+  signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key, updated_at = now()`;
 
 /** Renders a timestamptz column as RFC 3339 UTC with microseconds, independent of the session's DateStyle/TimeZone. */
 export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
@@ -200,6 +213,8 @@ export interface WriteOptions {
   rows?: CopyRows;
   /** The transaction already holds INGEST_LOCK_KEY (taken with its BEGIN). */
   locked?: boolean;
+  /** The keys checkpoints are judged against (default none: they are counted as unverified). */
+  keyring?: AuditKeyring;
 }
 
 /** True for the error `copy: true` raises when the batch holds an already stored event. */
@@ -243,7 +258,8 @@ export async function writeBatch(
   }
   const existing = await tx.query<SessionRow>(
     `SELECT session_id, namespace, policy, identity, ${ISO('first_time')} AS first_time, ${ISO('last_time')} AS last_time, events::int, statements::int,
-            denied::int, max_seq::int, verified_seq::int, verified_hash, end_seq::int, status
+            denied::int, max_seq::int, verified_seq::int, verified_hash, end_seq::int, status,
+            signature, signed_seq::int, signed_key
      FROM audit_sessions WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb)) FOR UPDATE`,
     [JSON.stringify([...bySession.keys()])],
   );
@@ -255,7 +271,8 @@ export async function writeBatch(
       row.verified_seq >= rules.firstSeq
         ? { verifiedSeq: row.verified_seq, verifiedHash: row.verified_hash }
         : startCursor(rules);
-    let step: AdvanceResult = advance(cursor, evs, rules);
+    const judge = judgeFor(row, evs, opts.keyring ?? NO_KEYS);
+    let step: AdvanceResult = advance(cursor, evs, rules, judge);
     if (step.holeAt !== undefined || row.max_seq > cursor.verifiedSeq) {
       // Out of order: events beyond the verified point are already stored (earlier batches); walk them too.
       const stored = await tx.query<{ event: string }>(
@@ -266,6 +283,7 @@ export async function writeBatch(
         cursor,
         stored.map((r) => JSON.parse(r.event) as AuditEvent),
         rules,
+        judge,
       );
     }
     result.findings.push(...step.findings);
@@ -282,6 +300,22 @@ export async function writeBatch(
   await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
   if (result.findings.length > 0) await insertFindings(tx, result.findings);
   return result;
+}
+
+/**
+ * Judges a session's checkpoints against the namespace the session is filed under (its first event's that names
+ * one, as `aggregate` records it) and each checkpoint's own.
+ */
+function judgeFor(row: SessionRow, evs: readonly AuditEvent[], keyring: AuditKeyring): CheckpointJudge {
+  let sessionNamespace = row.namespace;
+  for (const e of evs) {
+    if (sessionNamespace !== null) break;
+    sessionNamespace = namespaceOf(e);
+  }
+  return (e) => {
+    const own = namespaceOf(e);
+    return judgeCheckpoint(e, keyring, own === sessionNamespace ? [own] : [sessionNamespace, own]);
+  };
 }
 
 /** `rules` answering hashOf from the hashes computed ahead for this batch's events (a map dropped with the batch). */
@@ -353,6 +387,9 @@ function emptyRow(sid: string, rules: ChainRules): SessionRow {
     verified_hash: null,
     end_seq: null,
     status: 'ok',
+    signature: 'unsigned',
+    signed_seq: null,
+    signed_key: null,
   };
 }
 
@@ -381,6 +418,12 @@ function aggregate(row: SessionRow, evs: readonly AuditEvent[], step: AdvanceRes
     next.max_seq = Math.max(next.max_seq, e.session.seq);
     if (e.type === 'session.end') next.end_seq = e.session.seq;
   }
+  const vouched = step.checkpoints.vouched;
+  if (vouched && (next.signed_seq === null || vouched.seq > next.signed_seq)) {
+    next.signed_seq = vouched.seq;
+    next.signed_key = vouched.key;
+  }
+  next.signature = signatureState(next.signed_seq, next.max_seq, step.checkpoints, row.signature);
   next.verified_seq = Math.max(step.cursor.verifiedSeq, rules.firstSeq - 1);
   next.verified_hash = step.cursor.verifiedHash;
   const tampered = row.status === 'tampered' || step.findings.some((f) => f.kind === 'audit.tampered');

@@ -84,6 +84,17 @@ CREATE TABLE collector_cursors (
   updated_at timestamptz NOT NULL DEFAULT now()
 );`,
   },
+  {
+    version: 2,
+    name: 'signed checkpoints per session',
+    sql: `
+-- Signed audit checkpoints (collector/src/signatures): the state judged at ingest (signed, partial, unsigned,
+-- unverified), the highest seq a valid checkpoint vouches for and the name of its key. Sessions stored before
+-- this migration were never judged: 'unsigned' until a checkpoint of theirs arrives or audit verify re-judges.
+ALTER TABLE audit_sessions ADD COLUMN signature text NOT NULL DEFAULT 'unsigned';
+ALTER TABLE audit_sessions ADD COLUMN signed_seq bigint;
+ALTER TABLE audit_sessions ADD COLUMN signed_key text;`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

@@ -1,4 +1,5 @@
 import type { AuditEvent } from '../event.js';
+import type { SignatureState } from '../signatures/checkpoint-judgement.js';
 import { ISO } from './ingest-writer.js';
 import type { SqlRunner } from './sql-client.js';
 
@@ -16,6 +17,13 @@ export interface SessionSummary {
   verifiedSeq: number;
   ended: boolean;
   chain: string;
+  /** Signed checkpoints as judged at ingest (signatures/checkpoint-judgement.ts). */
+  signature: SignatureState;
+  signedSeq: number | null;
+  /** Name of the key of the checkpoint that vouches for signedSeq. */
+  signedBy: string | null;
+  /** Events after signedSeq (all of them without a valid checkpoint), not counting the closing checkpoint. */
+  unsignedEvents: number;
 }
 
 export interface SessionFilter {
@@ -26,6 +34,7 @@ export interface SessionFilter {
   identity?: string;
   decision?: string;
   chain?: string;
+  signature?: string;
   from?: string;
   to?: string;
   limit: number;
@@ -65,7 +74,9 @@ export interface Finding {
 }
 
 const SESSION_COLUMNS = `session_id AS id, namespace, policy, identity, ${ISO('first_time')} AS "firstTime", ${ISO('last_time')} AS "lastTime",
-  events::int, statements::int, denied::int, max_seq::int AS "maxSeq", verified_seq::int AS "verifiedSeq", end_seq IS NOT NULL AS ended, status AS chain`;
+  events::int, statements::int, denied::int, max_seq::int AS "maxSeq", verified_seq::int AS "verifiedSeq", end_seq IS NOT NULL AS ended, status AS chain,
+  signature, signed_seq::int AS "signedSeq", signed_key AS "signedBy",
+  (CASE WHEN signed_seq IS NULL THEN greatest(max_seq, 0) ELSE greatest(max_seq - signed_seq - 1, 0) END)::int AS "unsignedEvents"`;
 
 const encodeCursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url');
 function decodeCursor(c: string): [string, string] {
@@ -113,6 +124,7 @@ export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Pag
   w.add((p) => `policy = ${p}`, f.policy);
   w.add((p) => `identity = ${p}`, f.identity);
   w.add((p) => `status = ${p}`, f.chain);
+  w.add((p) => `signature = ${p}`, f.signature);
   w.add((p) => `last_time >= ${p}::timestamptz`, f.from);
   w.add((p) => `first_time < ${p}::timestamptz`, f.to);
   w.add(

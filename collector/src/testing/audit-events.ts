@@ -1,5 +1,6 @@
 import {
   type AuditEvent,
+  type AuditSigner,
   canonicalJson,
   formatAuditTime,
   newChain,
@@ -24,6 +25,12 @@ export interface SessionSpec {
   tables?: string[];
   /** Emit session.end after the statements (default true). */
   end?: boolean;
+  /**
+   * Sign the chain as a sidecar with `--audit-signing-key` does: an `audit.checkpoint` right after session.end and,
+   * with `checkpointEvery`, after every that many statements.
+   */
+  signer?: AuditSigner;
+  checkpointEvery?: number;
 }
 
 export function makeSession(s: SessionSpec): AuditEvent[] {
@@ -50,6 +57,10 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
     t += 1000;
     return e;
   };
+  const checkpoint = () => {
+    if (s.signer && chain.prevHash !== null)
+      out.push(next({ type: 'audit.checkpoint', checkpoint: s.signer.checkpoint(s.id, chain.seq, chain.prevHash) }));
+  };
   const out: AuditEvent[] = [next({ type: 'session.start' } as never)];
   for (let i = 0; i < s.statements; i++) {
     const denied = s.denyEvery !== undefined && (i + 1) % s.denyEvery === 0;
@@ -72,9 +83,12 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
         timing: { start: formatAuditTime(t), durationMs: 0.4, upstreamMs: 0.3, heldMs: 0 },
       } as never),
     );
+    if (s.checkpointEvery !== undefined && (i + 1) % s.checkpointEvery === 0) checkpoint();
   }
-  if (s.end !== false)
+  if (s.end !== false) {
     out.push(next({ type: 'session.end', end: { statements: s.statements, durationMs: s.statements } } as never));
+    checkpoint();
+  }
   return out;
 }
 

@@ -1,0 +1,200 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { auditSigner } from '@pgwarden/policy';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { schemaV1Rules } from '../../../collector/src/chain/chain-rules.js';
+import { AuditStore } from '../../../collector/src/store/audit-store.js';
+import { makeSession } from '../../../collector/src/testing/audit-events.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { ROLES } from '../../../test/harness/postgres.js';
+
+// Drives the built CLI (`make test` builds first), as an operator would.
+const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
+const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+
+const run = (args: string[]) => spawnSync(BIN, args, { encoding: 'utf8', timeout: 60_000 });
+
+/** Three sessions: one signed to its end, one open with a statement after its last checkpoint, one never signed. */
+function sessions(signer: ReturnType<typeof auditSigner>) {
+  return [
+    ...makeSession({ id: 'cli-ok', statements: 4, signer, checkpointEvery: 2 }),
+    ...makeSession({ id: 'cli-partial', statements: 3, signer, checkpointEvery: 2, end: false }),
+    ...makeSession({ id: 'cli-none', statements: 2 }),
+  ];
+}
+
+function startCollectorProcess(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(BIN, ['collector', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stderr?.on('data', (c) => (err += c));
+    child.stdout?.on('data', (c) => {
+      out += c;
+      const m = /collector listening on (https?:\/\/\S+)/.exec(out);
+      if (m) resolve({ child, url: m[1] });
+    });
+    child.once('exit', (code) => reject(new Error(`collector exited ${code}: ${err.slice(-2000)}`)));
+  });
+}
+
+const stopProcess = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+
+// Under CI nothing may be skipped silently: a missing build fails these tests instead.
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed checkpoints', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-signed-'));
+  const keysFile = join(dir, 'audit-keys.yaml');
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const privatePem = String(privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const signer = auditSigner(privatePem);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+
+  beforeAll(async () => {
+    const pem = String(publicKey.export({ type: 'spki', format: 'pem' }));
+    writeFileSync(
+      keysFile,
+      `keys:\n  - name: agents-2026\n    publicKey: |\n${pem
+        .trim()
+        .split('\n')
+        .map((l) => `      ${l}`)
+        .join('\n')}\n    namespaces: [agents]\n`,
+    );
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    const store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
+    try {
+      await store.ingest(sessions(signer));
+    } finally {
+      await store.close();
+    }
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reads a store directly: the signature states, with the keys given, and --require-signed-audit failing', () => {
+    const plain = run(['audit', 'verify', '--store', db.url]);
+    expect([plain.status, plain.stderr]).toEqual([0, '']);
+    expect(plain.stdout).toBe(
+      'verified 3 session(s): 3 ok, 0 with findings\nsignatures: 1 unsigned, 2 unverified (no audit keys)\n',
+    );
+
+    const keyed = run(['audit', 'verify', '--store', db.url, '--audit-keys', keysFile]);
+    expect([keyed.status, keyed.stderr]).toEqual([0, '']);
+    expect(keyed.stdout).toContain('signatures: 1 signed, 1 partial, 1 unsigned (keys: agents-2026)\n');
+
+    // Named sessions are each listed with their state, the ones that verify too.
+    const named = run(['audit', 'verify', '--store', db.url, '--audit-keys', keysFile, '--session', 'cli-ok']);
+    expect(named.stdout.split('\n').slice(2)).toEqual([
+      '  session cli-ok (9 events, seq 1..9, ended; signed through seq 8 by agents-2026): ok',
+      '',
+    ]);
+    const partial = run(['audit', 'verify', '--store', db.url, '--audit-keys', keysFile, '--session', 'cli-partial']);
+    expect(partial.stdout).toContain(
+      '  session cli-partial (5 events, seq 1..5; partial: 1 event(s) after seq 3 (signed by agents-2026)): ok\n',
+    );
+
+    const strict = run([
+      'audit',
+      'verify',
+      '--store',
+      db.url,
+      '--audit-keys',
+      keysFile,
+      '--require-signed-audit',
+      '--gap-grace',
+      '0',
+    ]);
+    expect(strict.status).toBe(1);
+    expect(strict.stdout).toBe(
+      [
+        'verified 3 session(s): 2 ok, 1 with findings',
+        'signatures: 1 signed, 1 partial, 1 unsigned (keys: agents-2026)',
+        '  session cli-none (4 events, seq 1..4, ended; unsigned):',
+        '    audit.unsigned seq 1..4: the session ended without a valid checkpoint',
+        '',
+      ].join('\n'),
+    );
+    // Stored moments ago: within the default grace the sidecar's closing checkpoint may still be on its way.
+    expect(run(['audit', 'verify', '--store', db.url, '--audit-keys', keysFile, '--require-signed-audit']).status).toBe(
+      0,
+    );
+    const json = run(['audit', 'verify', '--store', db.url, '--audit-keys', keysFile, '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      ok: true,
+      sessions: 3,
+      signatures: { signed: 1, partial: 1, unsigned: 1 },
+      auditKeys: { keys: ['agents-2026'] },
+    });
+
+    const noKeys = run(['audit', 'verify', '--store', db.url, '--require-signed-audit']);
+    expect([noKeys.status, noKeys.stderr]).toEqual([2, 'audit verify: --require-signed-audit needs --audit-keys\n']);
+  }, 120_000);
+
+  it('asks a collector started with --audit-keys --require-signed-audit, which refuses a private key in the file', async () => {
+    const { child, url } = await startCollectorProcess([
+      '--audit-keys',
+      keysFile,
+      '--require-signed-audit',
+      '--gap-grace',
+      '0',
+    ]);
+    try {
+      const r = await fetch(`${url}/api/v1/ingest`, {
+        method: 'POST',
+        body: sessions(signer)
+          .map((e) => JSON.stringify(e))
+          .join('\n'),
+      });
+      expect(await r.json()).toMatchObject({ stored: 18, rejected: 0 });
+      const all = run(['audit', 'verify', '--collector', url]);
+      expect(all.status).toBe(1);
+      expect(all.stdout).toContain('signatures: 1 signed, 1 partial, 1 unsigned (keys: agents-2026)\n');
+      expect(all.stdout).toContain(
+        '  session cli-none (4 events, seq 1..4, ended; unsigned):\n    audit.unsigned seq 1..4: the session ended without a valid checkpoint\n',
+      );
+      const one = run(['audit', 'verify', '--collector', url, '--session', 'cli-ok']);
+      expect([one.status, one.stderr]).toEqual([0, '']);
+      expect(one.stdout).toContain(
+        '  session cli-ok (9 events, seq 1..9, ended; signed through seq 8 by agents-2026): ok',
+      );
+      // The sessions API carries the state recorded at ingest.
+      const s = (await (await fetch(`${url}/api/v1/sessions/cli-partial`)).json()) as { session: unknown };
+      expect(s.session).toMatchObject({
+        signature: 'partial',
+        signedSeq: 3,
+        signedBy: 'agents-2026',
+        unsignedEvents: 1,
+      });
+      const mixed = run(['audit', 'verify', '--collector', url, '--audit-keys', keysFile]);
+      expect([mixed.status, mixed.stderr]).toEqual([
+        2,
+        'audit verify: --audit-keys and --require-signed-audit are the collector’s own settings with --collector\n',
+      ]);
+    } finally {
+      expect(await stopProcess(child)).toBe(0);
+    }
+
+    const bad = join(dir, 'private.yaml');
+    writeFileSync(bad, `keys:\n  - name: oops\n    publicKey: ${JSON.stringify(privatePem)}\n`);
+    const refused = run(['collector', '--listen', '127.0.0.1:0', '--audit-keys', bad]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toBe(
+      `pgwarden collector: audit keys file ${bad}: entry 0 (oops): publicKey: this is a private key: give the public key (pgwarden audit keygen)\n`,
+    );
+    const alone = run(['collector', '--listen', '127.0.0.1:0', '--require-signed-audit']);
+    expect([alone.status, alone.stderr]).toEqual([
+      1,
+      'pgwarden collector: --require-signed-audit needs --audit-keys: without public keys no checkpoint can be verified\n',
+    ]);
+  }, 120_000);
+});
