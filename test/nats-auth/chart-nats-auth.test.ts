@@ -6,7 +6,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -203,11 +203,21 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
 
   // Drives the built CLI (`make test` builds first); under CI a missing build fails instead of skipping.
   it.skipIf(!BUILT && !process.env.CI)(
-    'carries statements from `pgwarden sidecar` to `pgwarden collector` with each one’s credentials directory',
+    'carries signed statements from `pgwarden sidecar` to `pgwarden collector` with each one’s credentials directory',
     async () => {
       const shared = inject('pg');
       const store = await createTestDatabase(shared, ROLES.superuser);
       try {
+        // Signed checkpoints end to end: the key from `pgwarden audit keygen`, its printed entry as the collector's
+        // keys file, and a collector that fails verification for any ended session not fully signed.
+        const signingKey = join(dir, 'audit-signing.pem');
+        const keygen = execFileSync(process.execPath, [BIN, 'audit', 'keygen', '--out', signingKey, '--name', 'e2e'], {
+          encoding: 'utf8',
+        });
+        const entry = keygen.split('\n').find((l) => l.startsWith('- {'));
+        expect(entry).toBeDefined();
+        const keysFile = join(dir, 'audit-keys.yaml');
+        writeFileSync(keysFile, `keys:\n  ${entry}\n`);
         const creds = userDir('db', ROLES.scram.user, ROLES.scram.password);
         const sidecarUser = userDir('sidecar', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
         const collectorUser = userDir('collector', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
@@ -233,12 +243,30 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
             join(dir, 'spool'),
             '--http',
             'off',
+            '--audit-signing-key',
+            signingKey,
+            '--audit-checkpoint-interval',
+            '100ms',
           ],
           /sidecar listening/,
         );
         procs.push(sidecar);
         const collector = await startCli(
-          ['collector', '--nats', nats.url, '--nats-credentials-dir', collectorUser, '--listen', '127.0.0.1:0'],
+          [
+            'collector',
+            '--nats',
+            nats.url,
+            '--nats-credentials-dir',
+            collectorUser,
+            '--listen',
+            '127.0.0.1:0',
+            '--audit-keys',
+            keysFile,
+            '--require-signed-audit',
+            // Sessions younger than the grace are not yet held to --require-signed-audit; this one is.
+            '--gap-grace',
+            '0',
+          ],
           /collector listening on (http:\S+)/,
           { PGWARDEN_COLLECTOR_STORE: store.url },
         );
@@ -257,8 +285,26 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
           await new Promise((r) => setTimeout(r, 100));
         }
         expect(statements, `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`).toBe(5);
+        // The session ended with session.end and the sidecar's final checkpoint after it: fully signed by `e2e`.
+        let session: any;
+        while (Date.now() < until) {
+          const r = await (await fetch(`${api}/api/v1/sessions`)).json();
+          session = r.items.find((x: any) => x.signature === 'signed' && x.signedBy === 'e2e');
+          if (session) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(session, JSON.stringify(await (await fetch(`${api}/api/v1/sessions`)).json())).toMatchObject({
+          signature: 'signed',
+          signedBy: 'e2e',
+          unsignedEvents: 0,
+        });
         const verify = await (await fetch(`${api}/api/v1/verify`, { method: 'POST', body: '{}' })).json();
         expect(verify).toMatchObject({ ok: true, failed: [] });
+        expect(verify.signatures.signed).toBeGreaterThanOrEqual(1);
+        expect(verify.signatures.unverified).toBe(0);
+        // The private key is in neither process's output.
+        const keyBody = readFileSync(signingKey, 'utf8').split('\n')[1];
+        for (const p of [sidecar, collector]) expect(p.output()).not.toContain(keyBody);
         // Neither process printed a password.
         for (const p of [sidecar, collector]) {
           expect(p.output()).not.toContain(USERS.SIDECAR_PASSWORD);

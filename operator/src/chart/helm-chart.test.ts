@@ -338,6 +338,14 @@ describe('charts/pgwarden with real helm', () => {
     const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
     const pod = sts.spec.template.spec;
     expect(pod.containers[0].args).toContain('--audit-keys=/etc/pgwarden/audit-keys/keys.yaml');
+    expect(pod.containers[0].args).not.toContain('--require-signed-audit');
+    const strict = await templateValues({ collector: { auditKeys, requireSignedAudit: true } });
+    const strictSts = strict.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+    expect(strictSts.spec.template.spec.containers[0].args).toContain('--require-signed-audit');
+    // Requiring signatures without keys to check them with is a mistake the chart refuses.
+    await expect(templateValues({ collector: { requireSignedAudit: true } })).rejects.toThrow(
+      /requireSignedAudit needs collector.auditKeys/,
+    );
     expect(pod.containers[0].volumeMounts).toContainEqual({
       name: 'audit-keys',
       mountPath: '/etc/pgwarden/audit-keys',
