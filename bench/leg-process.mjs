@@ -1,5 +1,6 @@
 // Starts the process behind each benchmark leg (bare pipe or sidecar) and stops it again.
 import { spawn, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,14 @@ const PGWARDEN = process.env.PGWARDEN_BIN ?? join(REPO, 'bin', 'pgwarden');
  * `role` the {user, password} the sidecar logs in with, `workDir` a private temp dir, `nats` the bench's
  * nats-server ({url}) for legs with audit: 'nats'.
  */
+/** A fresh Ed25519 private key (PEM, mode 0600) for a leg that signs its audit chains. */
+function signingKey(leg, workDir) {
+  const file = join(workDir, `${leg.name}-signing.key`);
+  const { privateKey } = generateKeyPairSync('ed25519');
+  writeFileSync(file, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+  return file;
+}
+
 /** A credentials directory (`username`, `password`) for a leg that logs in upstream as `role`. */
 function credentialsDir(leg, role, workDir) {
   const dir = join(workDir, `${leg.name}-credentials`);
@@ -95,6 +104,7 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       ...audit,
       '--http',
       `127.0.0.1:${await freePort()}`,
+      ...(leg.signed ? ['--audit-signing-key', signingKey(leg, workDir)] : []),
       ...(leg.sidecarArgs ?? []),
     ];
   } else {
@@ -138,6 +148,7 @@ export async function startLeg(leg, pg, role, workDir, nats) {
     pid: child.pid,
     auditFile,
     auditNats: leg.audit === 'nats',
+    signed: Boolean(leg.signed),
     log: () => log,
     async stop() {
       if (exited) return;

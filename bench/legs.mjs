@@ -23,6 +23,9 @@ export const LEGS = [
   // pipe into proxying (this leg) and auditing (sidecar ÷ this leg).
   { name: 'proxy-no-audit', kind: 'proxy' },
   { name: 'sidecar', kind: 'sidecar', sidecarArgs: [] },
+  // The same sidecar signing its chains (--audit-signing-key, a key the bench generates): what signed checkpoints
+  // cost next to `sidecar` (one Ed25519 signature per active session per second, none per statement).
+  { name: 'sidecar-signed', kind: 'sidecar', signed: true, sidecarArgs: [] },
   // The same sidecar auditing to NATS JetStream instead of a file; target: within 10 % of `sidecar` (report.mjs).
   { name: 'sidecar-nats', kind: 'sidecar', audit: 'nats', sidecarArgs: [] },
   // Masking (docs/masking.md): the same policy without and with a MaskingRule on 2 of rows1000.sql's 4 columns.

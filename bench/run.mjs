@@ -116,6 +116,12 @@ try {
   const auditEvents = Object.fromEntries(
     started.filter((l) => l.auditFile).map((l) => [l.name, countLines(l.auditFile)]),
   );
+  // Signed legs: how many of those events are checkpoints (a handful per second, not one per statement).
+  const auditCheckpoints = Object.fromEntries(
+    started
+      .filter((l) => l.auditFile && l.signed)
+      .map((l) => [l.name, countOccurrences(l.auditFile, '"type":"audit.checkpoint"')]),
+  );
   const natsMessages = {};
   for (const l of started.filter((x) => x.auditNats)) {
     // Stopped first: the sidecar flushes what is still awaiting JetStream's ack when it shuts down.
@@ -134,6 +140,7 @@ try {
     results: rows,
     peakRssKiB: peakRss,
     auditEvents,
+    auditCheckpoints,
     natsMessages,
     targets: verdicts,
     costSplit: split,
@@ -142,6 +149,8 @@ try {
   writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\n${formatTable(rows, peakRss)}\n`);
   for (const [leg, n] of Object.entries(auditEvents)) process.stdout.write(`audit events written by ${leg}: ${n}\n`);
+  for (const [leg, n] of Object.entries(auditCheckpoints))
+    process.stdout.write(`signed checkpoints among them (${leg}): ${n}\n`);
   for (const [leg, m] of Object.entries(natsMessages))
     process.stdout.write(
       `JetStream messages from ${leg}: ${m} (${(auditEvents[leg] / Math.max(1, m)).toFixed(1)} events each)\n`,
@@ -159,6 +168,27 @@ try {
 
 function log(msg) {
   process.stderr.write(`[bench] ${msg}\n`);
+}
+
+/** Occurrences of `needle` in a file, read in chunks (see countLines); chunks overlap so none is missed at a seam. */
+function countOccurrences(file, text) {
+  const needle = Buffer.from(text);
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    let keep = 0;
+    let found = 0;
+    for (;;) {
+      const n = readSync(fd, buf, keep, buf.length - keep, null);
+      if (n === 0) return found;
+      const end = keep + n;
+      for (let i = buf.indexOf(needle); i !== -1 && i + needle.length <= end; i = buf.indexOf(needle, i + 1)) found++;
+      keep = Math.min(needle.length - 1, end);
+      buf.copy(buf, 0, end - keep, end);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

@@ -43,7 +43,9 @@ describe('make bench (smoke)', () => {
     expect(r.code, r.output).toBe(0);
     const result = JSON.parse(readFileSync(out, 'utf8'));
     const legs = result.config.legs.map((l: { name: string }) => l.name);
-    expect(legs).toEqual(expect.arrayContaining(['direct', 'bare-pipe', 'proxy-no-audit', 'sidecar', 'sidecar-nats']));
+    expect(legs).toEqual(
+      expect.arrayContaining(['direct', 'bare-pipe', 'proxy-no-audit', 'sidecar', 'sidecar-signed', 'sidecar-nats']),
+    );
     // The native reference pipe runs wherever a C compiler does (bench/leg-process.mjs leaves it out, saying why,
     // where none is installed); the 1000-row scenario drives its backpressure path.
     if (spawnSync(process.env.CC ?? 'cc', ['--version']).status === 0) expect(legs).toContain('native-pipe');
@@ -66,12 +68,16 @@ describe('make bench (smoke)', () => {
     expect(result.peakRssKiB.sidecar).toBeGreaterThan(10 * 1024);
     // Each sidecar audited what it served: at least one event per pgbench transaction of its two runs, in the file
     // or acknowledged by JetStream.
-    for (const leg of ['sidecar', 'sidecar-nats']) {
+    for (const leg of ['sidecar', 'sidecar-signed', 'sidecar-nats']) {
       const tx = result.results
         .filter((x: any) => x.leg === leg)
         .reduce((n: number, x: any) => n + x.runs[0].transactions, 0);
       expect(result.auditEvents[leg], leg).toBeGreaterThanOrEqual(tx);
     }
+    // The signing sidecar signed its chains (at least each session's end), far fewer times than it audited.
+    expect(result.auditCheckpoints['sidecar-signed']).toBeGreaterThan(0);
+    expect(result.auditCheckpoints['sidecar-signed']).toBeLessThan(result.auditEvents['sidecar-signed'] / 2);
+    expect(result.auditCheckpoints.sidecar).toBeUndefined();
     const natsRow = result.results.find((x: any) => x.leg === 'sidecar-nats');
     expect(natsRow.natsServerCpuMicrosPerTx).toBeGreaterThan(0);
     expect(result.machine.nproc).toBeGreaterThan(0);
