@@ -2,10 +2,16 @@
  * Contract between the injector and the sidecar CLI: the args the webhook puts into the injected container must
  * parse with `pgwarden sidecar` as it is today (an unknown or renamed flag fails here, not in a cluster).
  */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_SIDECAR_CONFIG, mutatePod } from '@pgwarden/operator';
 import type { DatabaseAccessPolicy } from '@pgwarden/policy';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
 import { registerSidecar } from './sidecar.js';
 
 const policy: DatabaseAccessPolicy = {
@@ -55,5 +61,67 @@ describe('injected sidecar args vs `pgwarden sidecar`', () => {
       audit: 'nats://nats.pgwarden:4222',
       spoolDir: '/var/lib/pgwarden',
     });
+  });
+});
+
+// The CLI runs from cli/dist: `make test` builds first. Under CI a missing build fails here instead of skipping.
+const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
+const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden inject with audit Secrets named on the command line', () => {
+  it('mounts the NATS user and the signing key into the sidecar alone and passes their flags', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-inject-'));
+    try {
+      writeFileSync(join(dir, 'policy.yaml'), stringify(policy));
+      writeFileSync(
+        join(dir, 'deploy.yaml'),
+        stringify({
+          apiVersion: 'apps/v1',
+          kind: 'Deployment',
+          metadata: { name: 'agent', namespace: 'agents' },
+          spec: {
+            selector: { matchLabels: { app: 'analytics' } },
+            template: {
+              metadata: { labels: { app: 'analytics' } },
+              spec: { containers: [{ name: 'agent', image: 'python:3.12' }] },
+            },
+          },
+        }),
+      );
+      const out = execFileSync(
+        process.execPath,
+        [
+          BIN,
+          'inject',
+          '-f',
+          join(dir, 'deploy.yaml'),
+          '--policies',
+          join(dir, 'policy.yaml'),
+          '--audit-url',
+          'nats://nats.pgwarden:4222',
+          '--audit-credentials-secret',
+          'agents-nats-user',
+          '--audit-signing-key-secret',
+          'agents-audit-signing',
+        ],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      const pod = parse(out).spec.template.spec;
+      const sidecar = pod.initContainers[0];
+      const secretOf = (mount: { name: string }) =>
+        pod.volumes.find((v: { name: string }) => v.name === mount.name)?.secret?.secretName;
+      const sidecarSecrets = sidecar.volumeMounts.map(secretOf).filter(Boolean);
+      expect(sidecarSecrets).toEqual(expect.arrayContaining(['agents-nats-user', 'agents-audit-signing']));
+      const keyAt = sidecar.args[sidecar.args.indexOf('--audit-signing-key') + 1];
+      const keyMount = sidecar.volumeMounts.find(
+        (m: { name: string }) => secretOf(m) === 'agents-audit-signing',
+      ).mountPath;
+      expect(keyAt).toBe(`${keyMount}/signing.key`);
+      expect(sidecar.args).toContain('--audit-nats-credentials-dir');
+      // The agent's container sees neither Secret.
+      for (const c of pod.containers) expect((c.volumeMounts ?? []).map(secretOf).filter(Boolean)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -34,6 +34,14 @@ export function registerInject(program: Command): void {
       String(DEFAULT_SIDECAR_CONFIG.httpPort),
     )
     .option('--audit-url <url>', 'audit destination passed to sidecars (nats://...)')
+    .option(
+      '--audit-credentials-secret <name>',
+      'Secret in the workload namespace (keys username, password) with the NATS user the sidecars publish as',
+    )
+    .option(
+      '--audit-signing-key-secret <name>',
+      'Secret in the workload namespace (key signing.key) the sidecars sign audit checkpoints with',
+    )
     .action(async (o) => {
       try {
         const { policies } = await readPolicyFiles(o.policies);
@@ -42,6 +50,9 @@ export function registerInject(program: Command): void {
           image: o.sidecarImage,
           httpPort: Number(o.sidecarHttpPort),
           auditUrl: o.auditUrl,
+          // Without the operator nobody copies these Secrets into the namespace: they are named as they are there.
+          auditCredentialsSecret: o.auditCredentialsSecret,
+          auditSigningKeySecret: o.auditSigningKeySecret,
         };
         const { yaml, report } = injectManifests(await readInput(o.filename), policies, config, o.namespace);
         process.stdout.write(yaml);
