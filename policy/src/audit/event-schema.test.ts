@@ -40,6 +40,35 @@ describe('audit event schema v1', () => {
     expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
   });
 
+  it('accepts an audit.read event in the collector’s chain, refusals too', () => {
+    const chain = newChain();
+    const read = (body: Record<string, unknown>) =>
+      sealEvent(
+        {
+          v: 1,
+          type: 'audit.read',
+          time: '2026-01-01T00:00:00.123456Z',
+          session: { id: 'collector-x' },
+          source: { instance: 'x', version: '0.1.0' },
+          identity: { groups: [] },
+          read: body as never,
+        },
+        chain,
+      );
+    for (const e of [
+      read({
+        reader: 'tess',
+        route: '/api/v1/events',
+        query: { session: 's', limit: '10' },
+        namespaces: ['team-a'],
+        status: 200,
+        items: 3,
+      }),
+      read({ reader: 'unknown', route: '/api/v1/sessions', status: 401 }),
+    ])
+      expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+  });
+
   it.each([
     ['an unknown top-level field', (e: Record<string, unknown>) => Object.assign(e, { extra: 1 })],
     ['a millisecond timestamp', (e: Record<string, unknown>) => Object.assign(e, { time: '2026-01-01T00:00:00.123Z' })],
@@ -59,6 +88,15 @@ describe('audit event schema v1', () => {
       'a result sample with a non-text cell',
       (e: Record<string, unknown>) =>
         Object.assign(e, { result: { rows: 1, bytes: 1, sample: { columns: ['a'], rows: [[1]], truncated: false } } }),
+    ],
+    ['an audit.read event without its read', (e: Record<string, unknown>) => Object.assign(e, { type: 'audit.read' })],
+    [
+      'an audit.read event carrying a token',
+      (e: Record<string, unknown>) =>
+        Object.assign(e, {
+          type: 'audit.read',
+          read: { reader: 'rita', route: '/api/v1/sessions', status: 200, authorization: 'Bearer x' },
+        }),
     ],
     [
       'an approval event without approval',

@@ -127,6 +127,17 @@ export const auditEventSchema = {
       },
       ['seq', 'hash', 'key', 'sig'],
     ),
+    read: obj(
+      {
+        reader: { type: 'string', minLength: 1 },
+        route: str,
+        query: { type: 'object', additionalProperties: str },
+        namespaces: strArr,
+        status: { type: 'integer', minimum: 100, maximum: 599 },
+        items: nonNegInt,
+      },
+      ['reader', 'route', 'status'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -141,5 +152,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'audit.gap' } } }, ['gap']),
     requires({ properties: { type: { const: 'auth.refused' } } }, ['refusal', 'client']),
     requires({ properties: { type: { const: 'audit.checkpoint' } } }, ['checkpoint']),
+    requires({ properties: { type: { const: 'audit.read' } } }, ['read']),
   ],
 } as const;

@@ -18,6 +18,7 @@ export const AUDIT_EVENT_TYPES = [
   'audit.gap',
   'auth.refused',
   'audit.checkpoint',
+  'audit.read',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -175,6 +176,26 @@ export interface AuditCheckpoint {
   sig: string;
 }
 
+/**
+ * A read of the audit trail over the collector's HTTP API (`audit.read`), in the collector's own chain
+ * (`collector-<instance>`): who asked, for what, and what they were answered, refusals included. It never holds the
+ * bearer token, its hash or the Authorization header.
+ */
+export interface AuditRead {
+  /** The token entry's `name` (readers or approvers file); `open` when the API needs no token; `unknown` when refused. */
+  reader: string;
+  /** The request path, e.g. `/api/v1/sessions/<id>`. */
+  route: string;
+  /** The query string's parameters (the first value of each), values of token-like keys redacted. */
+  query?: Record<string, string>;
+  /** The reader's namespace scope, when their entry limits it (absent: every namespace). */
+  namespaces?: string[];
+  /** The HTTP status the collector answered. */
+  status: number;
+  /** How many sessions, events or approvals the answer held, where that is known. */
+  items?: number;
+}
+
 /** A result sample (`captureResults: rows`): the first rows as sent to the client, after masking. */
 export interface AuditResultSample {
   columns: string[];
@@ -184,7 +205,7 @@ export interface AuditResultSample {
   truncated: boolean;
 }
 
-/** Which sidecar process produced the event. */
+/** Which sidecar (or collector, for its own chain) process produced the event. */
 export interface AuditSource {
   instance: string;
   pod?: string;
@@ -216,6 +237,7 @@ export interface AuditEvent {
   error?: AuditError;
   refusal?: AuditRefusal;
   checkpoint?: AuditCheckpoint;
+  read?: AuditRead;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */
