@@ -14,6 +14,8 @@ import { FileTailSource } from './ingest/file-tail-source.js';
 import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
 import { JetStreamSource } from './ingest/jetstream-source.js';
 import { CollectorMetrics } from './metrics.js';
+import { ReadRecorder } from './read-audit/read-recorder.js';
+import { collectorAuditSigner } from './read-audit/signing-key.js';
 import { watchAuditKeys } from './signatures/audit-keys.js';
 import { AuditStore } from './store/audit-store.js';
 
@@ -57,6 +59,14 @@ export interface CollectorOptions {
    * `requireSigned` (needs keysFile) makes verification fail sessions that are not signed (docs/collector.md).
    */
   signatures?: { keysFile?: string; requireSigned?: boolean };
+  /**
+   * Reads of the trail recorded in the collector's own chain, `collector-<instance>` (the CLI always turns this on):
+   * every request to a read route (sessions, events, stream, verify, GET approvals), refusals included, becomes one
+   * `audit.read` event stored before the answer is sent. A read whose event is not stored within `timeoutMs`
+   * (default 5 s) is refused with 503, unless `failOpen` (`--insecure-unrecorded-reads`) serves it anyway.
+   * `signingKeyFile` (`--audit-signing-key`, PEM PKCS#8 Ed25519) signs the chain with `audit.checkpoint` events.
+   */
+  readAudit?: { signingKeyFile?: string; failOpen?: boolean; timeoutMs?: number; checkpointIntervalMs?: number };
   logger?: Logger;
 }
 
@@ -70,6 +80,8 @@ export interface Collector {
    * was already stored, or was kept in audit_rejected.
    */
   ingest(event: unknown): Promise<DeliveryOutcome>;
+  /** The session id of the collector's own chain of `audit.read` events, when reads are recorded. */
+  readAuditSession?: string;
   /** Full re-verification of every (or the given) session's chain from the store. */
   verify(sessionIds?: string[]): Promise<FullReport[]>;
   stop(): Promise<void>;
@@ -86,7 +98,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   approvers?.on('loaded', (count) => log.info({ approvers: count }, 'approvers file reloaded'));
   approvers?.on('invalid', (message) => log.error({ err: message }, 'approvers file invalid: refusing every token'));
   // Read before anything starts, like the approvers file: a missing or wrong key fails the start.
-  const signingKey = opts.approvals?.signingKeyFile ? readSigningKey(opts.approvals.signingKeyFile) : undefined;
+  const signingKey = opts.approvals?.signingKeyFile
+    ? readKeyFile(opts.approvals.signingKeyFile, 'approvals signing key', decisionSigningKey)
+    : undefined;
+  const auditSigningKey = opts.readAudit?.signingKeyFile
+    ? readKeyFile(opts.readAudit.signingKeyFile, 'audit signing key', collectorAuditSigner)
+    : undefined;
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
@@ -107,6 +124,16 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       const { value, error } = auditKeys.current();
       return { keys: value.keys.length, invalid: error !== undefined };
     };
+  if (
+    opts.readAudit &&
+    !auditSigningKey &&
+    opts.signatures?.requireSigned &&
+    auditKeys?.current().value.keys.some((k) => k.namespaces === undefined)
+  )
+    log.warn(
+      'without --audit-signing-key the collector’s own chain of audit.read events is unsigned, and ' +
+        '--require-signed-audit holds it to signatures like any chain without a namespace: verification will fail it',
+    );
   if (read.mode === 'open' && !isLoopbackHost(opts.http.host))
     log.warn({ listen: opts.http.host }, 'the audit API is open to anyone who reaches it (--insecure-open-api)');
   const store = await AuditStore.open({
@@ -129,30 +156,35 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       }),
   );
 
-  queue.on('stored', (events, outcome) => {
-    // Counted per type first: one labelled increment per type and batch, not one per event.
-    const byType = new Map<string, number>();
-    for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
-    for (const [type, n] of byType) metrics.ingested.inc({ type }, n);
-    metrics.duplicates.inc(outcome.duplicates);
-    metrics.healed.inc(outcome.healed);
-    live.publish(events);
-    for (const r of runners) r.notify();
-  });
-  queue.on('finding', (f) => {
-    metrics.findings.inc({ kind: f.kind });
-    live.publishFinding(f);
-    log.warn({ finding: f }, 'audit chain finding');
-  });
-  queue.on('rejected', (reason) => {
-    metrics.rejected.inc();
-    log.warn({ reason }, 'audit event rejected');
-  });
-  queue.on('retry', (err, attempt) => {
-    metrics.storeRetries.inc();
-    log.warn({ err: err.message, attempt }, 'store write failed, retrying');
-  });
-  const queueGauge = setInterval(() => metrics.queueLength.set(queue.length), 1000);
+  // The collector's own chain has a queue of its own: a read waits for its event's batch, not for a backlog from
+  // NATS. Both write through the same store (whose ingest lock orders their transactions) and report alike.
+  const readQueue = opts.readAudit ? new IngestQueue(store, { maxDelayMs: 0 }) : undefined;
+  for (const q of readQueue ? [queue, readQueue] : [queue]) {
+    q.on('stored', (events, outcome) => {
+      // Counted per type first: one labelled increment per type and batch, not one per event.
+      const byType = new Map<string, number>();
+      for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
+      for (const [type, n] of byType) metrics.ingested.inc({ type }, n);
+      metrics.duplicates.inc(outcome.duplicates);
+      metrics.healed.inc(outcome.healed);
+      live.publish(events);
+      for (const r of runners) r.notify();
+    });
+    q.on('finding', (f) => {
+      metrics.findings.inc({ kind: f.kind });
+      live.publishFinding(f);
+      log.warn({ finding: f }, 'audit chain finding');
+    });
+    q.on('rejected', (reason) => {
+      metrics.rejected.inc();
+      log.warn({ reason }, 'audit event rejected');
+    });
+    q.on('retry', (err, attempt) => {
+      metrics.storeRetries.inc();
+      log.warn({ err: err.message, attempt }, 'store write failed, retrying');
+    });
+  }
+  const queueGauge = setInterval(() => metrics.queueLength.set(queue.length + (readQueue?.length ?? 0)), 1000);
   queueGauge.unref();
 
   const nats = opts.nats
@@ -188,6 +220,21 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       log.info({ approval: e.id, decision: e.decision?.decision, by: e.decision?.by.name }, 'approval decided');
     });
   }
+  const reads =
+    readQueue &&
+    new ReadRecorder({
+      store: (json) => readQueue.push({ body: json, source: 'collector' }),
+      signer: auditSigningKey,
+      timeoutMs: opts.readAudit?.timeoutMs,
+      checkpointIntervalMs: opts.readAudit?.checkpointIntervalMs,
+    });
+  reads?.on('late', (r, ms) =>
+    log.warn({ reader: r.reader, route: r.route, ms }, 'audit.read event stored late: its read had been answered 503'),
+  );
+  reads?.on('checkpointFailed', (err) => {
+    metrics.readCheckpointFailures.inc();
+    log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');
+  });
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
   const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
 
@@ -220,6 +267,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         approvals: { queue: approvalQueue, approvers },
         read,
         onRead: (r) => log.info(r, 'audit trail read'),
+        readAudit: reads && {
+          record: (r) => reads.record(r),
+          failOpen: opts.readAudit?.failOpen,
+          onUnrecorded: (err, r) => {
+            metrics.readsUnrecorded.inc();
+            log.error(
+              {
+                err: err.message,
+                reader: r.reader,
+                route: r.route,
+                status: r.status,
+                served: Boolean(opts.readAudit?.failOpen),
+              },
+              'read of the audit trail not recorded',
+            );
+          },
+        },
         auditKeys:
           auditKeys &&
           (() => {
@@ -260,6 +324,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
+      readAudit: reads ? { session: reads.sessionId, signedBy: reads.keyId ?? false } : false,
       exporters: runners.length,
     },
     'collector started',
@@ -270,6 +335,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     url: api.url,
     store,
     metrics,
+    readAuditSession: reads?.sessionId,
     ingest: (event) => queue.push({ body: event, source: 'in-process' }),
     verify: (ids) => store.verify(ids),
     stop: () =>
@@ -279,7 +345,10 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await nats?.stop();
         await approvalQueue?.close();
         for (const t of tails) await t.stop();
+        // The chain's last checkpoint goes in before its queue drains; a read after this is refused as unrecorded.
+        reads?.close();
         await queue.stop();
+        await readQueue?.stop();
         await nats?.close();
         for (const r of runners) await r.stop();
         live.close();
@@ -289,23 +358,21 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   };
 }
 
-function readSigningKey(path: string) {
+/** Reads a private key file before anything starts: a missing or wrong key fails the start, naming the file. */
+function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): T {
   let pem: string;
   try {
     pem = readFileSync(path, 'utf8');
   } catch (err) {
     throw new CollectorError(
       'COLLECTOR_BAD_CONFIG',
-      `approvals signing key ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      `${what} ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
     );
   }
   try {
-    return decisionSigningKey(pem);
+    return parse(pem);
   } catch (err) {
     // The key's text is never repeated in the message.
-    throw new CollectorError(
-      'COLLECTOR_BAD_CONFIG',
-      `approvals signing key ${path}: ${(err as Error).message.split('\n')[0]}`,
-    );
+    throw new CollectorError('COLLECTOR_BAD_CONFIG', `${what} ${path}: ${(err as Error).message.split('\n')[0]}`);
   }
 }

@@ -16,7 +16,9 @@ export type CollectorErrorCode =
   /** Approval queue: the approver is the identity that asked (four-eyes rule). */
   | 'COLLECTOR_APPROVAL_SELF'
   /** Approval queue: NATS is not connected, the stream is still replaying, or the publish failed. */
-  | 'COLLECTOR_APPROVAL_UNAVAILABLE';
+  | 'COLLECTOR_APPROVAL_UNAVAILABLE'
+  /** A read of the trail whose `audit.read` event could not be stored (in time): the read is refused with 503. */
+  | 'COLLECTOR_READ_UNRECORDED';
 
 export class CollectorError extends Error {
   override readonly name = 'CollectorError';

@@ -104,6 +104,16 @@ export class CollectorMetrics {
     registers: [this.registry],
     collect: (): void => this.auditKeysInvalid.set(this.auditKeysState().invalid ? 1 : 0),
   });
+  readonly readsUnrecorded = new Counter({
+    name: 'pgwarden_collector_reads_unrecorded_total',
+    help: 'Reads of the audit trail whose audit.read event could not be stored in time (answered 503 unless fail-open)',
+    registers: [this.registry],
+  });
+  readonly readCheckpointFailures = new Counter({
+    name: 'pgwarden_collector_read_checkpoints_failed_total',
+    help: 'audit.checkpoint events of the collector’s own chain that could not be stored',
+    registers: [this.registry],
+  });
   readonly sseClients = new Gauge({
     name: 'pgwarden_collector_stream_clients',
     help: 'Connected live-tail clients',

@@ -216,8 +216,18 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
         });
         const entry = keygen.split('\n').find((l) => l.startsWith('- {'));
         expect(entry).toBeDefined();
+        // The collector signs its own chain (its reads of the trail) with a key of its own: --require-signed-audit
+        // holds that chain to signatures too, and the e2e key, limited to no namespace, covers it.
+        const collectorKey = join(dir, 'collector-signing.pem');
+        const collectorEntry = execFileSync(
+          process.execPath,
+          [BIN, 'audit', 'keygen', '--out', collectorKey, '--name', 'collector'],
+          { encoding: 'utf8' },
+        )
+          .split('\n')
+          .find((l) => l.startsWith('- {'));
         const keysFile = join(dir, 'audit-keys.yaml');
-        writeFileSync(keysFile, `keys:\n  ${entry}\n`);
+        writeFileSync(keysFile, `keys:\n  ${entry}\n  ${collectorEntry}\n`);
         const creds = userDir('db', ROLES.scram.user, ROLES.scram.password);
         const sidecarUser = userDir('sidecar', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
         const collectorUser = userDir('collector', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
@@ -263,6 +273,8 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
             '--audit-keys',
             keysFile,
             '--require-signed-audit',
+            '--audit-signing-key',
+            collectorKey,
             // Sessions younger than the grace are not yet held to --require-signed-audit; this one is.
             '--gap-grace',
             '0',
@@ -302,13 +314,28 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
         expect(verify).toMatchObject({ ok: true, failed: [] });
         expect(verify.signatures.signed).toBeGreaterThanOrEqual(1);
         expect(verify.signatures.unverified).toBe(0);
-        // The private key is in neither process's output.
-        const keyBody = readFileSync(signingKey, 'utf8').split('\n')[1];
-        for (const p of [sidecar, collector]) expect(p.output()).not.toContain(keyBody);
+        // The private keys are in neither process's output.
+        for (const key of [signingKey, collectorKey]) {
+          const keyBody = readFileSync(key, 'utf8').split('\n')[1];
+          for (const p of [sidecar, collector]) expect(p.output()).not.toContain(keyBody);
+        }
         // Neither process printed a password.
         for (const p of [sidecar, collector]) {
           expect(p.output()).not.toContain(USERS.SIDECAR_PASSWORD);
           expect(p.output()).not.toContain(USERS.COLLECTOR_PASSWORD);
+        }
+        // Stopped now: the next test's collector uses the same durable consumer, and would otherwise share the
+        // stream's messages with this one. Stopping, the collector signs its chain of reads a last time.
+        for (const p of [sidecar, collector]) await p.stop();
+        const db = new pg.Client({ connectionString: store.url });
+        await db.connect();
+        try {
+          const { rows } = await db.query(
+            "SELECT type FROM audit_events WHERE session_id LIKE 'collector-%' ORDER BY seq DESC LIMIT 1",
+          );
+          expect(rows).toEqual([{ type: 'audit.checkpoint' }]);
+        } finally {
+          await db.end();
         }
       } finally {
         await store.drop();

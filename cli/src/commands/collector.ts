@@ -89,6 +89,17 @@ export function registerCollector(program: Command): void {
       'verification fails for an ended session that is not fully signed and for any session of a namespace a key ' +
         'covers that has no valid checkpoint (needs --audit-keys)',
     )
+    .option(
+      '--audit-signing-key <file>',
+      'Ed25519 private key (PEM PKCS#8, `pgwarden audit keygen`) that signs the collector’s own chain of audit.read ' +
+        'events with audit.checkpoint events (list its public key in --audit-keys); or env ' +
+        'PGWARDEN_AUDIT_SIGNING_KEY_FILE',
+    )
+    .option(
+      '--insecure-unrecorded-reads',
+      'serve a read of the trail even when its audit.read event cannot be stored (logged and counted); by default ' +
+        'such a read is refused with 503',
+    )
     .action(async (o) => {
       const storeUrl: string | undefined = o.store ?? process.env.PGWARDEN_COLLECTOR_STORE;
       let exporters: Exporter[] = [];
@@ -124,6 +135,11 @@ export function registerCollector(program: Command): void {
           signatures: {
             keysFile: o.auditKeys ?? process.env.PGWARDEN_AUDIT_KEYS_FILE,
             requireSigned: Boolean(o.requireSignedAudit),
+          },
+          // Every read of the trail is itself audited, in the collector's own chain (docs/collector.md).
+          readAudit: {
+            signingKeyFile: o.auditSigningKey ?? process.env.PGWARDEN_AUDIT_SIGNING_KEY_FILE,
+            failOpen: Boolean(o.insecureUnrecordedReads),
           },
         });
       } catch (err) {

@@ -17,7 +17,18 @@ function ecsType(type: string): string {
 export function toEcs(e: AuditEvent): Record<string, unknown> {
   const action = e.decision?.action;
   const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const outcome = action === 'deny' || error ? 'failure' : e.type === 'statement' ? 'success' : 'unknown';
+  // audit.read: a read of the trail over the collector's API; who read it is the user, the answer its outcome.
+  const read = e.type === 'audit.read' ? (e.read as { reader?: string; route?: string; status?: number }) : undefined;
+  const outcome =
+    read?.status !== undefined
+      ? read.status < 400
+        ? 'success'
+        : 'failure'
+      : action === 'deny' || error
+        ? 'failure'
+        : e.type === 'statement'
+          ? 'success'
+          : 'unknown';
   const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
   const client = e.client as { address?: string; port?: number } | undefined;
   const timing = e.timing as { durationMs?: number } | undefined;
@@ -28,7 +39,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
     event: {
       id: e.id,
       kind: 'event',
-      category: ['database'],
+      category: [read ? 'web' : 'database'],
       type: [ecsType(e.type)],
       action: e.type === 'statement' ? `statement-${e.statement?.kind ?? 'unknown'}` : e.type,
       outcome,
@@ -37,7 +48,11 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       sequence: e.session.seq,
       hash: e.hash,
     },
-    user: { name: typeof user === 'string' ? user : e.identity?.serviceAccount, roles: e.identity?.groups },
+    user: {
+      name: read?.reader ?? (typeof user === 'string' ? user : e.identity?.serviceAccount),
+      roles: e.identity?.groups,
+    },
+    ...(read ? { url: { path: read.route }, http: { response: { status_code: read.status } } } : {}),
     ...(client ? { source: { ip: client.address, port: client.port } } : {}),
     ...(db ? { destination: { address: db.host, port: db.port } } : {}),
     orchestrator: e.identity?.namespace
@@ -63,6 +78,12 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       decision: action,
       namespace: e.identity?.namespace,
     },
-    pgwarden: { session: e.session, prev_hash: e.prevHash ?? null, masking: e.masking, checkpoint: e.checkpoint },
+    pgwarden: {
+      session: e.session,
+      prev_hash: e.prevHash ?? null,
+      masking: e.masking,
+      checkpoint: e.checkpoint,
+      read: e.read,
+    },
   };
 }

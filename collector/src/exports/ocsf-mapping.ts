@@ -18,6 +18,8 @@ const ACTIVITY: Record<string, [number, string]> = {
 
 function activityOf(e: AuditEvent): [number, string] {
   if (e.type === 'session.start') return [3, 'Connect'];
+  // audit.read (the collector's own chain): someone read the audit store itself.
+  if (e.type === 'audit.read') return [1, 'Read'];
   if (e.type === 'statement') return ACTIVITY[e.statement?.kind ?? ''] ?? [99, e.statement?.kind ?? 'Other'];
   return [99, e.type];
 }
@@ -34,10 +36,11 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
   const [activityId, activityName] = activityOf(e);
   const denied = e.decision?.action === 'deny';
   const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const failed = denied || error !== undefined;
   const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
   const client = e.client as { address?: string; port?: number; application?: string } | undefined;
-  const user = e.identity?.user;
+  const read = e.type === 'audit.read' ? (e.read as { reader?: string; status?: number }) : undefined;
+  const failed = read?.status !== undefined ? read.status >= 400 : denied || error !== undefined;
+  const user = read?.reader ?? e.identity?.user;
   return {
     class_uid: CLASS_UID,
     class_name: 'Datastore Activity',
@@ -51,6 +54,7 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
     status_id: failed ? 2 : 1,
     status: failed ? 'Failure' : 'Success',
     ...(error ? { status_code: error.code, status_detail: error.message } : {}),
+    ...(read?.status !== undefined ? { status_code: String(read.status) } : {}),
     // disposition_id: 1 Allowed, 2 Blocked, 17 Logged (dryrun), 99 Other (held for review).
     ...(e.decision
       ? { disposition_id: denied ? 2 : e.decision.action === 'allow' ? 1 : e.decision.action === 'dryrun' ? 17 : 99 }
@@ -90,6 +94,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       prev_hash: e.prevHash,
       // audit.checkpoint: the signed position (seq, hash, key id, signature), so the SIEM keeps the evidence.
       checkpoint: e.checkpoint,
+      // audit.read: who read which route of the trail, with what query, scope, answer and item count.
+      read: e.read,
     },
   };
 }

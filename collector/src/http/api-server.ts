@@ -2,91 +2,81 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
-import { CollectorError } from '../errors.js';
+import type { AuditRead } from '@pgwarden/policy';
 import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
-import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
-import type { AuditStore } from '../store/audit-store.js';
-import { getSession, listSessions, searchEvents } from '../store/queries.js';
-import { type ApprovalsDeps, routeApprovals } from './approvals-api.js';
-import { liveFilterFrom } from './event-filter.js';
-import { HttpError, readBody, send } from './json-io.js';
+import { readQuery } from '../read-audit/read-event.js';
+import { type ApprovalsDeps, answerApprovals } from './approvals-api.js';
+import { errorReply, HttpError, readBody, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
+import { answerRead, READ_ROUTE, type ReadDeps, type ReaderNote, type ReadReply } from './read-routes.js';
 import { followServerTls, readServerTls, type ServerTlsFiles } from './server-tls.js';
 import { WEB_UI_HTML } from './web-ui.js';
 
-export interface ApiDeps {
-  store: AuditStore;
+export interface ApiDeps extends ReadDeps {
   live: LiveStream;
   metrics: CollectorMetrics;
   /** HTTP ingest (the fallback path when there is no NATS); disabled when absent. */
   ingest?: { queue: IngestQueue; token?: string };
   /** The approval queue (needs NATS) and who may use it (needs an approvers file). */
   approvals: ApprovalsDeps;
-  /** Who may read the audit trail (sessions, events, stream, verify): auth/read-access.ts. */
-  read: ReadAccess;
   /**
-   * Told of every read of the trail that passed the token check, before it is served: who (`anonymous` on an open
-   * API), the route and its query string. The collector logs it, so reading the trail leaves a trail too.
+   * Records each read of the trail (the read routes and GET on the approvals routes, refusals included) as one
+   * `audit.read` event before it is answered. When recording fails the reader gets 503, unless `failOpen`.
    */
-  onRead?(read: { reader: string; method: string; path: string; query: string }): void;
-  /** The audit keys in force (names) and the keys file's error while a broken replacement is ignored. */
-  auditKeys?(): { keys: string[]; error?: string };
+  readAudit?: {
+    record(read: AuditRead): Promise<void>;
+    failOpen?: boolean;
+    onUnrecorded?(err: Error, read: AuditRead): void;
+  };
   ready(): Promise<Record<string, boolean>>;
 }
 
-/** The routes that serve the audit trail itself (statement text, result samples): readers only. */
-const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|stream|verify)$/;
+const isApprovalsPath = (path: string) => path === '/api/v1/approvals' || path.startsWith('/api/v1/approvals/');
 
-/** The reader's namespaces (undefined: every namespace); throws 401/503 for anyone who may not read. */
-function requireReader(deps: ApiDeps, req: IncomingMessage, url: URL): string[] | undefined {
-  let who: ReturnType<typeof authenticateReader>;
+/**
+ * A read of the trail: answered in full, recorded (status and item count included), then sent. The data is thus
+ * never released before its reading is in the trail; a read that cannot be recorded is refused instead.
+ */
+async function serveRead(deps: ApiDeps, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const note: ReaderNote = {};
+  let reply: ReadReply;
   try {
-    who = authenticateReader(deps.read, req.headers.authorization);
+    reply = isApprovalsPath(url.pathname)
+      ? await answerApprovals(deps.approvals, req, url, note)
+      : await answerRead(deps, req, url, note);
   } catch (err) {
-    if (err instanceof CollectorError)
-      throw new HttpError(503, 'readers_unavailable', `${err.message}: refusing every reader until it is fixed`);
-    throw err;
+    reply = errorReply(err);
   }
-  if (!who)
-    throw new HttpError(
-      401,
-      'unauthorized',
-      'missing or unknown bearer token: reading the audit trail needs a reader’s or approver’s token',
-    );
-  deps.onRead?.({
-    reader: who === 'anonymous' ? 'anonymous' : who.name,
-    method: req.method ?? 'GET',
-    path: url.pathname,
-    query: url.search,
-  });
-  return who === 'anonymous' ? undefined : who.namespaces;
+  if (deps.readAudit) {
+    const query = readQuery(url.searchParams);
+    const items = 'items' in reply ? reply.items : undefined;
+    const read: AuditRead = {
+      reader: note.reader ?? 'unknown',
+      route: url.pathname,
+      ...(query ? { query } : {}),
+      ...(note.namespaces ? { namespaces: note.namespaces } : {}),
+      status: reply.status,
+      ...(items !== undefined ? { items } : {}),
+    };
+    try {
+      await deps.readAudit.record(read);
+    } catch (err) {
+      deps.readAudit.onUnrecorded?.(err as Error, read);
+      if (!deps.readAudit.failOpen)
+        reply = errorReply(new HttpError(503, 'read_unrecorded', `${(err as Error).message}: refusing to serve it`));
+    }
+  }
+  if ('stream' in reply) {
+    deps.live.add(res, reply.stream);
+    deps.metrics.sseClients.set(deps.live.size);
+    res.on('close', () => deps.metrics.sseClients.set(deps.live.size));
+    return;
+  }
+  send(res, reply.status, reply.body, reply.headers);
 }
-
-/** 404, as for a session that does not exist: a scoped reader learns nothing about other namespaces. */
-const inScope = (scope: string[] | undefined, namespace: string | null) =>
-  scope === undefined || (namespace !== null && scope.includes(namespace));
 
 const MAX_INGEST_BYTES = 16 * 1024 * 1024;
-
-function limitOf(q: URLSearchParams): number {
-  const raw = q.get('limit');
-  if (raw === null) return 50;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 1000)
-    throw new HttpError(400, 'bad_limit', 'limit must be an integer between 1 and 1000');
-  return n;
-}
-
-function timeOf(q: URLSearchParams, key: string): string | undefined {
-  const v = q.get(key) ?? undefined;
-  if (v !== undefined && Number.isNaN(Date.parse(v)))
-    throw new HttpError(400, 'bad_time', `${key} must be an RFC 3339 timestamp`);
-  return v;
-}
-
-const opt = (q: URLSearchParams, k: string) => q.get(k) ?? undefined;
 
 function tokenMatches(header: string | undefined, token: string): boolean {
   const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
@@ -103,7 +93,6 @@ function splitIngestBody(body: string): unknown[] {
 
 async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://collector');
-  const q = url.searchParams;
   const path = url.pathname;
   const method = req.method ?? 'GET';
   if (method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok' });
@@ -124,90 +113,7 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     res.end(WEB_UI_HTML);
     return;
   }
-  const scope = READ_ROUTE.test(path) ? requireReader(deps, req, url) : undefined;
-  if (method === 'GET' && path === '/api/v1/sessions') {
-    const page = await listSessions(deps.store.db, {
-      namespace: opt(q, 'namespace'),
-      namespaces: scope,
-      policy: opt(q, 'policy'),
-      identity: opt(q, 'identity'),
-      decision: opt(q, 'decision'),
-      chain: opt(q, 'chain'),
-      signature: opt(q, 'signature'),
-      from: timeOf(q, 'from'),
-      to: timeOf(q, 'to'),
-      limit: limitOf(q),
-      cursor: opt(q, 'cursor'),
-    });
-    return send(res, 200, page);
-  }
-  const m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
-  if (method === 'GET' && m) {
-    const id = decodeURIComponent(m[1]);
-    const s = await getSession(deps.store.db, id);
-    if (!s || !inScope(scope, s.session.namespace))
-      throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
-    return send(res, 200, s);
-  }
-  if (method === 'GET' && path === '/api/v1/events') {
-    const page = await searchEvents(deps.store.db, {
-      table: opt(q, 'table'),
-      kind: opt(q, 'kind'),
-      decision: opt(q, 'decision'),
-      type: opt(q, 'type'),
-      session: opt(q, 'session'),
-      identity: opt(q, 'identity'),
-      namespace: opt(q, 'namespace'),
-      namespaces: scope,
-      policy: opt(q, 'policy'),
-      from: timeOf(q, 'from'),
-      to: timeOf(q, 'to'),
-      limit: limitOf(q),
-      cursor: opt(q, 'cursor'),
-    });
-    return send(res, 200, page);
-  }
-  if (method === 'GET' && path === '/api/v1/stream') {
-    deps.live.add(res, { ...liveFilterFrom(q), ...(scope ? { namespaces: new Set(scope) } : {}) });
-    deps.metrics.sseClients.set(deps.live.size);
-    res.on('close', () => deps.metrics.sseClients.set(deps.live.size));
-    return;
-  }
-  if (method === 'POST' && path === '/api/v1/verify') {
-    const body = await readBody(req, 1024 * 1024);
-    const request = body.trim() ? (JSON.parse(body) as { sessions?: string[]; details?: unknown }) : {};
-    const sessions = request.sessions;
-    if (sessions !== undefined && (!Array.isArray(sessions) || !sessions.every((s) => typeof s === 'string'))) {
-      throw new HttpError(400, 'bad_request', 'sessions must be an array of session ids');
-    }
-    if (request.details !== undefined && typeof request.details !== 'boolean')
-      throw new HttpError(400, 'bad_request', 'details must be a boolean');
-    if (scope) {
-      // A scoped reader verifies named sessions of its own namespaces only (verifying "all" would cover others').
-      if (sessions === undefined)
-        throw new HttpError(
-          403,
-          'scoped_reader',
-          'a reader limited to some namespaces must name the sessions to verify',
-        );
-      for (const id of sessions) {
-        const s = await getSession(deps.store.db, id);
-        if (!s || !inScope(scope, s.session.namespace))
-          throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);
-      }
-    }
-    const reports = await deps.store.verify(sessions);
-    const signatures = Object.fromEntries(SIGNATURE_STATES.map((s) => [s, 0])) as Record<SignatureState, number>;
-    for (const r of reports) signatures[r.signature.state] += 1;
-    return send(res, 200, {
-      ok: reports.every((r) => r.ok),
-      sessions: reports.length,
-      failed: reports.filter((r) => !r.ok),
-      signatures,
-      ...(deps.auditKeys ? { auditKeys: deps.auditKeys() } : {}),
-      ...(request.details ? { reports } : {}),
-    });
-  }
+  if (READ_ROUTE.test(path) || (method === 'GET' && isApprovalsPath(path))) return serveRead(deps, req, res, url);
   if (method === 'POST' && path === '/api/v1/ingest') {
     if (!deps.ingest) throw new HttpError(404, 'ingest_disabled', 'HTTP ingest is not enabled on this collector');
     if (deps.ingest.token !== undefined && !tokenMatches(req.headers.authorization, deps.ingest.token)) {
@@ -224,8 +130,9 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
       rejected: count('rejected'),
     });
   }
-  if (path === '/api/v1/approvals' || path.startsWith('/api/v1/approvals/')) {
-    return routeApprovals(deps.approvals, req, res, url);
+  if (isApprovalsPath(path)) {
+    const reply = await answerApprovals(deps.approvals, req, url);
+    return send(res, reply.status, reply.body, reply.headers);
   }
   throw new HttpError(404, 'not_found', `no route ${method} ${path}`);
 }
@@ -248,18 +155,8 @@ export async function startApiServer(
         res.destroy();
         return;
       }
-      if (err instanceof HttpError)
-        return send(
-          res,
-          err.status,
-          { error: { code: err.code, message: err.message } },
-          // RFC 6750 §3: a 401 names the scheme it wants.
-          err.status === 401 ? { 'www-authenticate': 'Bearer realm="pgwarden"' } : {},
-        );
-      if (err instanceof SyntaxError) return send(res, 400, { error: { code: 'bad_json', message: err.message } });
-      if ((err as Error).message === 'bad cursor')
-        return send(res, 400, { error: { code: 'bad_cursor', message: 'cursor is not one this API issued' } });
-      send(res, 500, { error: { code: 'internal', message: 'internal error' } });
+      const reply = errorReply(err);
+      send(res, reply.status, reply.body, reply.headers);
     });
   };
   const tls = listen.tls;

@@ -1,10 +1,11 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { isApprovalId } from '@pgwarden/policy';
 import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.js';
 import type { ApprovalQueue } from '../approvals/approval-queue.js';
 import type { TokenFile } from '../auth/token-file.js';
 import { CollectorError, type CollectorErrorCode } from '../errors.js';
-import { HttpError, readBody, send } from './json-io.js';
+import { HttpError, type Reply, readBody } from './json-io.js';
+import type { ReaderNote } from './read-routes.js';
 
 export interface ApprovalsDeps {
   /** Absent without NATS: there is no queue to show. */
@@ -27,16 +28,17 @@ const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
 
 /**
  * `GET /api/v1/approvals[?state=]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`. Every route needs
- * an approver's bearer token: the queue holds statement text, which may be sensitive.
+ * an approver's bearer token: the queue holds statement text, which may be sensitive. The answer is returned, not
+ * sent, so that a read of the queue can be recorded first; `note` learns who asked.
  */
-export async function routeApprovals(
+export async function answerApprovals(
   deps: ApprovalsDeps,
   req: IncomingMessage,
-  res: ServerResponse,
   url: URL,
-): Promise<void> {
+  note: ReaderNote = {},
+): Promise<Reply & { items?: number }> {
   try {
-    await route(deps, req, res, url);
+    return await route(deps, req, url, note);
   } catch (err) {
     const mapped = err instanceof CollectorError ? STATUS[err.code] : undefined;
     if (!mapped) throw err;
@@ -44,7 +46,12 @@ export async function routeApprovals(
   }
 }
 
-async function route(deps: ApprovalsDeps, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+async function route(
+  deps: ApprovalsDeps,
+  req: IncomingMessage,
+  url: URL,
+  note: ReaderNote,
+): Promise<Reply & { items?: number }> {
   const method = req.method ?? 'GET';
   const rest = url.pathname.slice('/api/v1/approvals'.length);
   // Ids are UUIDs: nothing in them is percent-encoded, so the path segment is taken as it is.
@@ -57,6 +64,8 @@ async function route(deps: ApprovalsDeps, req: IncomingMessage, res: ServerRespo
     throw new HttpError(501, 'no_approvers', 'no approvers configured: start the collector with --approvers-file');
   const who = approvers.authenticate(req.headers.authorization);
   if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
+  note.reader = who.name;
+  if (who.namespaces) note.namespaces = who.namespaces;
 
   // An approver limited to some namespaces sees (and decides) only their requests; others are as if absent.
   const visible = (e: { request?: { policy?: { namespace?: string } } }) =>
@@ -66,14 +75,15 @@ async function route(deps: ApprovalsDeps, req: IncomingMessage, res: ServerRespo
     const state = url.searchParams.get('state') ?? 'pending';
     if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
       throw new HttpError(400, 'bad_state', `state must be one of ${[...APPROVAL_STATES, 'all'].join(', ')}`);
-    return send(res, 200, { approvals: queue.list(state as ApprovalState | 'all').filter(visible) });
+    const approvals = queue.list(state as ApprovalState | 'all').filter(visible);
+    return { status: 200, body: { approvals }, items: approvals.length };
   }
   if (!isApprovalId(id)) throw new HttpError(404, 'not_found', `no approval request ${JSON.stringify(id)}`);
   const entry = queue.get(id);
   if (!entry || !visible(entry)) throw new HttpError(404, 'not_found', `no approval request ${id}`);
-  if (method === 'GET') return send(res, 200, entry);
+  if (method === 'GET') return { status: 200, body: entry, items: 1 };
   const body = parseDecisionBody(await readBody(req, 16 * 1024));
-  return send(res, 200, await queue.decide(id, body.decision, who, body.reason));
+  return { status: 200, body: await queue.decide(id, body.decision, who, body.reason) };
 }
 
 /** `{decision: "approve" | "reject", reason?: string}`, nothing else. */

@@ -11,6 +11,28 @@ export class HttpError extends Error {
   }
 }
 
+/** An answer not yet sent: the read routes return one, so that the read is recorded before the reader gets it. */
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+/** The answer to a request that failed with `err`: its own status for an HttpError, 400 for bad JSON, else 500. */
+export function errorReply(err: unknown): Reply {
+  if (err instanceof HttpError)
+    return {
+      status: err.status,
+      body: { error: { code: err.code, message: err.message } },
+      // RFC 6750 §3: a 401 names the scheme it wants.
+      headers: err.status === 401 ? { 'www-authenticate': 'Bearer realm="pgwarden"' } : {},
+    };
+  if (err instanceof SyntaxError) return { status: 400, body: { error: { code: 'bad_json', message: err.message } } };
+  if ((err as Error).message === 'bad cursor')
+    return { status: 400, body: { error: { code: 'bad_cursor', message: 'cursor is not one this API issued' } } };
+  return { status: 500, body: { error: { code: 'internal', message: 'internal error' } } };
+}
+
 export function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {

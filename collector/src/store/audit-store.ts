@@ -269,6 +269,15 @@ export class AuditStore {
     const requireSigned = this.signatures?.requireSigned === true;
     const reports: FullReport[] = [];
     for (const sid of ids) {
+      const readMeta = async () =>
+        (
+          await this.db.query<{ max_seq: number }>('SELECT max_seq::int FROM audit_sessions WHERE session_id = $1', [
+            sid,
+          ])
+        )[0];
+      // The last seq recorded at ingest is read first: a live chain (a sidecar's, the collector's own) may gain
+      // events in between, which then show up as rows beyond it rather than as a tail gone missing.
+      let meta = await readMeta();
       const rows = await this.db.query<{
         event: string;
         seq: number;
@@ -281,10 +290,8 @@ export class AuditStore {
         `SELECT event, seq::int, type, identity, decision, kind, ${ISO('time')} AS t FROM audit_events WHERE session_id = $1 ORDER BY seq`,
         [sid],
       );
-      const [meta] = await this.db.query<{ max_seq: number }>(
-        'SELECT max_seq::int FROM audit_sessions WHERE session_id = $1',
-        [sid],
-      );
+      // A chain whose first event was stored in between has its record by now.
+      if (!meta && rows.length > 0) meta = await readMeta();
       const parsed = rows.map((r) => JSON.parse(r.event) as AuditEvent);
       const report = verifySession(sid, parsed, this.rules, meta?.max_seq, keyring);
       for (const [i, r] of rows.entries()) {

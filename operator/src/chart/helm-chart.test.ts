@@ -367,4 +367,30 @@ describe('charts/pgwarden with real helm', () => {
       templateValues({ collector: { auditKeys: [{ name: 'oops', publicKey: pem(a.privateKey, 'pkcs8') }] } }),
     ).rejects.toThrow(/publicKey/);
   });
+
+  it('collector.auditSigningKeySecret: the collector signs its chain of reads with a key mounted into it alone', async () => {
+    const objects = await template('collector.auditSigningKeySecret=pgwarden-collector-signing');
+    const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+    const pod = sts.spec.template.spec;
+    expect(pod.containers[0].args).toContain('--audit-signing-key=/etc/pgwarden/audit-signing/signing.key');
+    expect(pod.containers[0].volumeMounts).toContainEqual({
+      name: 'audit-signing',
+      mountPath: '/etc/pgwarden/audit-signing',
+      readOnly: true,
+    });
+    expect(pod.volumes.find((v: any) => v.name === 'audit-signing').secret).toMatchObject({
+      secretName: 'pgwarden-collector-signing',
+      items: [{ key: 'signing.key', path: 'signing.key' }],
+    });
+    await validateObject(sts);
+    // No other workload mounts it: the operator and NATS know nothing of this Secret.
+    const others = objects.filter((o) => o !== sts && JSON.stringify(o).includes('pgwarden-collector-signing'));
+    expect(others).toEqual([]);
+
+    const plain = (await template()).find(
+      (o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector',
+    );
+    expect(plain.spec.template.spec.containers[0].args.join(' ')).not.toContain('--audit-signing-key');
+    expect(plain.spec.template.spec.volumes.some((v: any) => v.name === 'audit-signing')).toBe(false);
+  });
 });

@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import {
+  type AuditCheckpoint,
+  type AuditRead,
+  type AuditSigner,
+  type AuditSource,
+  formatAuditTime,
+  newChain,
+  sealEventToJson,
+  type UnsealedAuditEvent,
+} from '@pgwarden/policy';
+import { CollectorError } from '../errors.js';
+import type { DeliveryOutcome } from '../ingest/ingest-queue.js';
+import { collectorSession, readEvent } from './read-event.js';
+
+export interface ReadRecorderOptions {
+  /** Stores one sealed event (its JSON text) through the ingest path; settles once it is durable or refused. */
+  store(json: string): Promise<DeliveryOutcome>;
+  /** Names the chain `collector-<instanceId>`; a random UUID per process by default. */
+  instanceId?: string;
+  /** Signs the chain with `audit.checkpoint` events (`--audit-signing-key`). */
+  signer?: AuditSigner;
+  /** The least time between two checkpoints (default 1 s). */
+  checkpointIntervalMs?: number;
+  /** How long a read waits for its event to be stored before `record` gives up on it (default 5 s). */
+  timeoutMs?: number;
+  /** Microseconds since the epoch. */
+  now?: () => number;
+}
+
+export interface ReadRecorderEvents {
+  /** A checkpoint could not be stored: the chain's events since the previous one stay unsigned until the next. */
+  checkpointFailed: [error: Error];
+  /** An event whose read was refused for taking too long was stored after all (its `status` is not what was sent). */
+  late: [read: AuditRead, elapsedMs: number];
+}
+
+const require = createRequire(import.meta.url);
+/** The collector package's version, for `source.version`; the events do without one when it cannot be read. */
+function packageVersion(): string | undefined {
+  try {
+    return (require('../../package.json') as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+const nowMicros = () => Date.now() * 1000;
+
+/**
+ * The collector's own hash chain, `collector-<instance>`: one `audit.read` event per read of the trail, sealed in the
+ * order reads finish and stored through the same ingest path as every sidecar's chain (so verification, the API and
+ * the exports treat it like any other). With a signer, a checkpoint follows the first read at once and then at most
+ * one per interval while reads go on, and one at `close`: a collector reads rarely, so signing the leading edge
+ * leaves no chain waiting a whole interval for its first signature.
+ */
+export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
+  readonly sessionId: string;
+  private readonly chain = newChain();
+  private readonly source: AuditSource;
+  private readonly now: () => number;
+  private readonly timeoutMs: number;
+  private readonly intervalMs: number;
+  private unsigned = false;
+  private lastSignedAt = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly opts: ReadRecorderOptions) {
+    super();
+    const instance = opts.instanceId ?? randomUUID();
+    this.sessionId = collectorSession(instance);
+    const version = packageVersion();
+    this.source = { instance, ...(version ? { version } : {}) };
+    this.now = opts.now ?? nowMicros;
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.intervalMs = opts.checkpointIntervalMs ?? 1000;
+  }
+
+  /** The signer's key id, when the chain is signed. */
+  get keyId(): string | undefined {
+    return this.opts.signer?.keyId;
+  }
+
+  /**
+   * Seals the read into the chain and resolves once it is stored. Rejects (COLLECTOR_READ_UNRECORDED) when it was
+   * refused, not stored within the timeout, or the recorder is closed; the caller decides what the reader gets then.
+   * An event that times out stays queued and is stored when the store recovers: taking it back would leave a hole.
+   */
+  async record(read: AuditRead): Promise<void> {
+    if (this.closed) throw unrecorded('the collector is stopping');
+    const json = this.seal(
+      readEvent(read, { time: formatAuditTime(this.now()), session: this.sessionId, source: this.source }),
+    );
+    const started = Date.now();
+    const stored = this.opts.store(json);
+    this.afterAppend();
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        reject(unrecorded(`its audit.read event was not stored within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([stored, deadline]);
+      if (outcome === 'rejected') throw unrecorded('the store refused its audit.read event (kept in audit_rejected)');
+    } catch (err) {
+      if (err instanceof CollectorError && err.code === 'COLLECTOR_READ_UNRECORDED') throw err;
+      throw unrecorded(`storing its audit.read event failed: ${(err as Error).message}`, err);
+    } finally {
+      clearTimeout(timer);
+      if (timedOut)
+        stored.then(
+          (o) => o !== 'rejected' && this.emit('late', read, Date.now() - started),
+          () => {},
+        );
+    }
+  }
+
+  /** Stops signing after one last checkpoint over whatever is unsigned; reads recorded from now on are refused. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.sign();
+  }
+
+  private seal(event: UnsealedAuditEvent): string {
+    return sealEventToJson(event, this.chain).json;
+  }
+
+  private afterAppend(): void {
+    if (!this.opts.signer) return;
+    this.unsigned = true;
+    if (this.timer) return;
+    const wait = this.lastSignedAt + this.intervalMs - Date.now();
+    if (wait <= 0) {
+      this.sign();
+      return;
+    }
+    // Unref'd like the sidecar's sweep: a pending checkpoint never keeps the process alive; close() signs instead.
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.sign();
+    }, wait);
+    this.timer.unref();
+  }
+
+  /** Appends a checkpoint over the chain's latest event, if any event is not covered by one yet. */
+  private sign(): void {
+    const signer = this.opts.signer;
+    if (!signer || !this.unsigned || this.chain.prevHash === null) return;
+    this.unsigned = false;
+    this.lastSignedAt = Date.now();
+    const checkpoint: AuditCheckpoint = signer.checkpoint(this.sessionId, this.chain.seq, this.chain.prevHash);
+    const json = this.seal({
+      v: 1,
+      type: 'audit.checkpoint',
+      time: formatAuditTime(this.now()),
+      session: { id: this.sessionId },
+      source: this.source,
+      identity: { groups: [] },
+      checkpoint,
+    });
+    this.opts.store(json).then(
+      (o) => o === 'rejected' && this.emit('checkpointFailed', new Error('the store refused the checkpoint')),
+      (err: Error) => this.emit('checkpointFailed', err),
+    );
+  }
+}
+
+const unrecorded = (why: string, cause?: unknown) =>
+  new CollectorError('COLLECTOR_READ_UNRECORDED', `the read could not be recorded in the audit trail: ${why}`, {
+    cause,
+  });
