@@ -89,7 +89,9 @@ describe('reads of the audit trail, audited in the collector’s own chain', () 
       approvals: { approversFile },
       read: { readersFile },
       signatures: { keysFile },
-      readAudit: { signingKeyFile, checkpointIntervalMs: 200, timeoutMs: 1500 },
+      // Every read its own event here, so each can be checked; folding repeats is read-recorder.test.ts's (and the
+      // last test below shows it against the real store).
+      readAudit: { signingKeyFile, checkpointIntervalMs: 200, timeoutMs: 1500, repeatWindowMs: 0 },
       exporters: [jsonlFileExporter({ path: exportFile })],
     });
     nc = await connect({ servers: nats.url });
@@ -334,7 +336,7 @@ describe('reads of the audit trail, audited in the collector’s own chain', () 
 });
 
 describe('the collector’s chain at shutdown', () => {
-  it('gets a last checkpoint over the reads no checkpoint covered yet', async () => {
+  it('gets a last checkpoint over the reads no checkpoint covered yet, repeated ones folded in', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-audited-reads-stop-'));
     const db = await createTestDatabase(inject('pg'), ROLES.superuser);
     try {
@@ -348,18 +350,30 @@ describe('the collector’s chain at shutdown', () => {
         // An interval longer than the test: only the first read (signed at once) and the shutdown sign.
         readAudit: { signingKeyFile: keyFile, checkpointIntervalMs: 600_000 },
       });
-      for (let i = 0; i < 3; i++) expect((await fetch(`${collector.url}/api/v1/sessions`)).status).toBe(200);
+      // A read whose answer cannot change meanwhile (the sessions list would gain the collector's own chain).
+      for (let i = 0; i < 3; i++)
+        expect((await fetch(`${collector.url}/api/v1/events?type=statement`)).status).toBe(200);
       const session = collector.readAuditSession;
       await collector.stop();
       const sql = new pg.Client({ connectionString: db.url });
       await sql.connect();
       try {
-        const types = (
-          await sql.query<{ type: string }>('SELECT type FROM audit_events WHERE session_id = $1 ORDER BY seq', [
+        const events = (
+          await sql.query<{ event: string }>('SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq', [
             session,
           ])
-        ).rows.map((r) => r.type);
-        expect(types).toEqual(['audit.read', 'audit.checkpoint', 'audit.read', 'audit.read', 'audit.checkpoint']);
+        ).rows.map((r) => JSON.parse(r.event) as AuditEvent);
+        // The two identical reads after the first were folded into one event (default window: 60 s), which the
+        // shutdown recorded before its last checkpoint.
+        expect(events.map((e) => e.type)).toEqual(['audit.read', 'audit.checkpoint', 'audit.read', 'audit.checkpoint']);
+        expect(events[0].read).toEqual({
+          reader: 'open',
+          route: '/api/v1/events',
+          query: { type: 'statement' },
+          status: 200,
+          items: 0,
+        });
+        expect(events[2].read).toEqual({ ...events[0].read, repeated: 2 });
       } finally {
         await sql.end();
       }

@@ -66,7 +66,14 @@ export interface CollectorOptions {
    * (default 5 s) is refused with 503, unless `failOpen` (`--insecure-unrecorded-reads`) serves it anyway.
    * `signingKeyFile` (`--audit-signing-key`, PEM PKCS#8 Ed25519) signs the chain with `audit.checkpoint` events.
    */
-  readAudit?: { signingKeyFile?: string; failOpen?: boolean; timeoutMs?: number; checkpointIntervalMs?: number };
+  readAudit?: {
+    signingKeyFile?: string;
+    failOpen?: boolean;
+    timeoutMs?: number;
+    checkpointIntervalMs?: number;
+    /** Identical reads within this window fold into one `repeated` event (default 60 s; 0: every read its own). */
+    repeatWindowMs?: number;
+  };
   logger?: Logger;
 }
 
@@ -227,10 +234,18 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       signer: auditSigningKey,
       timeoutMs: opts.readAudit?.timeoutMs,
       checkpointIntervalMs: opts.readAudit?.checkpointIntervalMs,
+      repeatWindowMs: opts.readAudit?.repeatWindowMs,
     });
   reads?.on('late', (r, ms) =>
     log.warn({ reader: r.reader, route: r.route, ms }, 'audit.read event stored late: its read had been answered 503'),
   );
+  reads?.on('repeatsUnrecorded', (r, repeated, err) => {
+    metrics.readsUnrecorded.inc(repeated);
+    log.error(
+      { reader: r.reader, route: r.route, repeated, err: err.message },
+      'audit.read event folding repeated reads not stored: those reads had been answered',
+    );
+  });
   reads?.on('checkpointFailed', (err) => {
     metrics.readCheckpointFailures.inc();
     log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');

@@ -41,6 +41,7 @@ export function readEvent(
       ...(read.namespaces ? { namespaces: [...read.namespaces] } : {}),
       status: read.status,
       ...(read.items !== undefined ? { items: read.items } : {}),
+      ...(read.repeated ? { repeated: read.repeated } : {}),
     },
   };
 }

@@ -26,6 +26,11 @@ export interface ReadRecorderOptions {
   checkpointIntervalMs?: number;
   /** How long a read waits for its event to be stored before `record` gives up on it (default 5 s). */
   timeoutMs?: number;
+  /**
+   * Identical reads within this long of a read's recorded event are folded into one later event with `repeated`
+   * (default 60 s; 0 records every read on its own).
+   */
+  repeatWindowMs?: number;
   /** Microseconds since the epoch. */
   now?: () => number;
 }
@@ -35,6 +40,17 @@ export interface ReadRecorderEvents {
   checkpointFailed: [error: Error];
   /** An event whose read was refused for taking too long was stored after all (its `status` is not what was sent). */
   late: [read: AuditRead, elapsedMs: number];
+  /** The event folding repeated reads (already answered) could not be stored. */
+  repeatsUnrecorded: [read: AuditRead, repeated: number, error: Error];
+}
+
+/** A read recorded within the repeat window, and the identical reads answered since. */
+interface RecentRead {
+  read: AuditRead;
+  /** Settles once the read's own event is stored: a repeat is answered only after that. */
+  stored: Promise<void>;
+  repeated: number;
+  timer: NodeJS.Timeout;
 }
 
 const require = createRequire(import.meta.url);
@@ -67,6 +83,8 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
   private lastSignedAt = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly repeatWindowMs: number;
+  private readonly recent = new Map<string, RecentRead>();
 
   constructor(private readonly opts: ReadRecorderOptions) {
     super();
@@ -77,6 +95,7 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
     this.now = opts.now ?? nowMicros;
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.intervalMs = opts.checkpointIntervalMs ?? 1000;
+    this.repeatWindowMs = opts.repeatWindowMs ?? 60_000;
   }
 
   /** The signer's key id, when the chain is signed. */
@@ -91,6 +110,54 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
    */
   async record(read: AuditRead): Promise<void> {
     if (this.closed) throw unrecorded('the collector is stopping');
+    if (this.repeatWindowMs <= 0) return this.recordOne(read);
+    // A dashboard polls (the web UI's approvals every 5 s, its session list on every new session): one event per
+    // poll would swamp the chain with identical reads. The first is recorded at once and answered only once stored;
+    // identical ones within the window wait for that same event and are counted into one `repeated` event after it.
+    const key = JSON.stringify([
+      read.reader,
+      read.route,
+      read.query ?? null,
+      read.namespaces ?? null,
+      read.status,
+      read.items ?? null,
+    ]);
+    const seen = this.recent.get(key);
+    if (seen) {
+      await seen.stored;
+      seen.repeated++;
+      return;
+    }
+    const entry: RecentRead = {
+      read,
+      stored: this.recordOne(read),
+      repeated: 0,
+      timer: setTimeout(() => this.flushRepeats(key), this.repeatWindowMs),
+    };
+    entry.timer.unref();
+    this.recent.set(key, entry);
+    try {
+      await entry.stored;
+    } catch (err) {
+      // Not recorded: nothing to fold repeats into, so the next identical read is recorded on its own again.
+      clearTimeout(entry.timer);
+      if (this.recent.get(key) === entry) this.recent.delete(key);
+      throw err;
+    }
+  }
+
+  /** Ends a read's repeat window: the identical reads answered in it become one event with `repeated`. */
+  private flushRepeats(key: string): void {
+    const entry = this.recent.get(key);
+    if (!entry) return;
+    this.recent.delete(key);
+    clearTimeout(entry.timer);
+    if (entry.repeated === 0) return;
+    const read = { ...entry.read, repeated: entry.repeated };
+    this.recordOne(read).catch((err: Error) => this.emit('repeatsUnrecorded', entry.read, entry.repeated, err));
+  }
+
+  private async recordOne(read: AuditRead): Promise<void> {
     const json = this.seal(
       readEvent(read, { time: formatAuditTime(this.now()), session: this.sessionId, source: this.source }),
     );
@@ -124,6 +191,8 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
   /** Stops signing after one last checkpoint over whatever is unsigned; reads recorded from now on are refused. */
   close(): void {
     this.closed = true;
+    // Repeats already answered are recorded before the last checkpoint, so it covers them.
+    for (const key of [...this.recent.keys()]) this.flushRepeats(key);
     clearTimeout(this.timer);
     this.timer = undefined;
     this.sign();

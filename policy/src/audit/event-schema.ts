@@ -135,6 +135,7 @@ export const auditEventSchema = {
         namespaces: strArr,
         status: { type: 'integer', minimum: 100, maximum: 599 },
         items: nonNegInt,
+        repeated: { type: 'integer', minimum: 1 },
       },
       ['reader', 'route', 'status'],
     ),

@@ -194,6 +194,12 @@ export interface AuditRead {
   status: number;
   /** How many sessions, events or approvals the answer held, where that is known. */
   items?: number;
+  /**
+   * Identical reads (same reader, route, query, scope, status and item count) answered since this read was last
+   * recorded, folded into one event instead of one each: a dashboard that polls is recorded once a minute, not on
+   * every poll. Absent on a read's first event.
+   */
+  repeated?: number;
 }
 
 /** A result sample (`captureResults: rows`): the first rows as sent to the client, after masking. */
