@@ -55,6 +55,6 @@ export type {
   StatementAnalysis,
 } from './sql/analysis-types.js';
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
-export { fingerprintSql, initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';
+export { initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';
 export { createSessionState, SessionState } from './sql/session-state.js';
 export { warmUpSqlAnalysis } from './sql/warm-up.js';

@@ -198,7 +198,13 @@ export const databaseAccessPolicySpecSchema = {
           enum: ['full', 'normalized'],
           default: 'full',
           description:
-            'normalized: audit events record each statement with its constants replaced by $n (as pg_stat_statements shows it), so values in WHERE clauses and VALUES lists are not kept; unparseable text is recorded as a placeholder.',
+            'normalized: audit events record each statement with its constants replaced by $n (as pg_stat_statements shows it), so values in WHERE clauses and VALUES lists are not kept; unparseable text is recorded as a placeholder. Statements then also carry statement.fingerprint.',
+        },
+        fingerprint: {
+          type: 'boolean',
+          default: false,
+          description:
+            'With statementText full: also record statement.fingerprint (the first 16 hex digits of the SHA-256 of the normalized text), shared by statements that differ only in constants. Costs a normalization per distinct statement text and grows the parser heap; normalized text always has it.',
         },
         failMode: { type: 'string', enum: ['closed', 'open'], default: 'closed' },
       },

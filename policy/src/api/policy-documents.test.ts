@@ -29,6 +29,7 @@ describe('parsePolicyDocuments', () => {
       maxResultBytes: 65536,
       captureParams: false,
       statementText: 'full',
+      fingerprint: false,
       failMode: 'closed',
     });
     expect(s.masking).toMatchObject({ lineage: 'strict', maskedColumnPredicates: 'deny' });

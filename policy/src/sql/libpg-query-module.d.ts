@@ -16,7 +16,6 @@ declare module 'libpg-query/wasm/libpg-query.js' {
     _wasm_parse_plpgsql(input: number): number;
     /** A string: the statement with every constant replaced by `$n` (pg_query_normalize), or an error message. */
     _wasm_normalize_query(input: number): number;
-    _wasm_fingerprint(input: number): number;
     _wasm_free_string(ptr: number): void;
     stringToUTF8(str: string, ptr: number, maxBytes: number): number;
     UTF8ToString(ptr: number): string;

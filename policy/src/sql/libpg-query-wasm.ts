@@ -27,8 +27,6 @@ export interface PgQueryBinding {
   parsePlpgsqlText(sql: string): string;
   /** The SQL with every constant replaced by `$n`, as pg_stat_statements shows it; throws when it does not parse. */
   normalizeQuery(sql: string): string;
-  /** libpg_query's fingerprint (16 hex digits): equal for statements that differ only in constants and layout. */
-  fingerprintQuery(sql: string): string;
 }
 
 let loading: Promise<PgQueryBinding> | undefined;
@@ -141,20 +139,6 @@ function bind(mod: PgQueryModule): PgQueryBinding {
         const text = readString(result);
         // The wrapper returns its errors in the same string (libpg-query's own normalizeSync checks these prefixes).
         if (/^(syntax error|deparse error|ERROR)/.test(text)) throw new PgQueryError(text);
-        return text;
-      } finally {
-        if (result !== 0) mod._wasm_free_string(result);
-        freeInput(input);
-      }
-    },
-
-    fingerprintQuery(sql: string): string {
-      const input = writeInput(sql);
-      let result = 0;
-      try {
-        result = mod._wasm_fingerprint(input);
-        const text = readString(result);
-        if (!/^[0-9a-f]{16}$/.test(text)) throw new PgQueryError(text);
         return text;
       } finally {
         if (result !== 0) mod._wasm_free_string(result);

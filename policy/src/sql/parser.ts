@@ -70,20 +70,6 @@ export function normalizeSql(sql: string): string {
   }
 }
 
-/**
- * libpg_query's fingerprint of `sql` (16 hex digits, the one pg_query and the tools built on it print): statements
- * that differ only in their constants, whitespace or comments share it. Throws PolicyError PGW_SQL_UNPARSEABLE when
- * the text does not parse.
- */
-export function fingerprintSql(sql: string): string {
-  const p = parser();
-  try {
-    return p.fingerprintQuery(sql);
-  } catch (e) {
-    throw new PolicyError('PGW_SQL_UNPARSEABLE', `cannot fingerprint: ${failure(e).message}`);
-  }
-}
-
 /** Parses a PL/pgSQL function body (libpg-query wants it wrapped in CREATE FUNCTION). */
 export function parsePlpgsqlBody(body: string): { ok: true; tree: unknown } | { ok: false; error: ParseFailure } {
   // A dollar-quote tag that does not occur in the body, so the body cannot end the quoting early.

@@ -1,4 +1,5 @@
-import { fingerprintSql, normalizeSql } from '@pgwarden/policy';
+import { createHash } from 'node:crypto';
+import { normalizeSql } from '@pgwarden/policy';
 import type { StatementRecord, Verdict } from '../proxy/hooks.js';
 
 /** The policy's `audit.statementText`: what audit events keep of the SQL. */
@@ -6,14 +7,27 @@ export type StatementTextMode = 'full' | 'normalized';
 
 /** Distinct texts kept normalized: agents repeat statements (prepared ones above all), so a small cache serves. */
 const CACHE_SIZE = 1024;
-const cache = new Map<string, string>();
-const fingerprints = new Map<string, string | null>();
 
-/** A bounded cache: the oldest entry goes first (agents' statement mixes are small; a miss only costs a parse). */
-function remember<V>(m: Map<string, V>, key: string, value: V): V {
-  if (m.size >= CACHE_SIZE) m.delete(m.keys().next().value as string);
-  m.set(key, value);
-  return value;
+/** A statement's shape, once per distinct text: its normalized text and fingerprint, or null when it does not parse. */
+interface Shape {
+  text: string;
+  fingerprint: string;
+}
+const shapes = new Map<string, Shape | null>();
+
+function shapeOf(sql: string): Shape | null {
+  let shape = shapes.get(sql);
+  if (shape !== undefined) return shape;
+  try {
+    const text = normalizeSql(sql);
+    shape = { text, fingerprint: createHash('sha256').update(text, 'utf8').digest('hex').slice(0, 16) };
+  } catch {
+    shape = null;
+  }
+  // The oldest entry goes first: agents' statement mixes are small, and a miss only costs a normalization.
+  if (shapes.size >= CACHE_SIZE) shapes.delete(shapes.keys().next().value as string);
+  shapes.set(sql, shape);
+  return shape;
 }
 
 /**
@@ -21,42 +35,26 @@ function remember<V>(m: Map<string, V>, key: string, value: V): V {
  * content: the point of the mode is that the trail holds no values, and unparseable text cannot be told apart.
  */
 export function normalizedText(sql: string): string {
-  const hit = cache.get(sql);
-  if (hit !== undefined) return hit;
-  let text: string;
-  try {
-    text = normalizeSql(sql);
-  } catch {
-    text = `[unparseable statement, ${sql.length} characters]`;
-  }
-  return remember(cache, sql, text);
+  return shapeOf(sql)?.text ?? `[unparseable statement, ${sql.length} characters]`;
 }
 
 /**
- * libpg_query's fingerprint of a statement (`statement.fingerprint`, DESIGN §5): statements of one shape, differing
- * only in constants, layout or comments, share it, so a trail can be grouped by what ran, with or without values;
- * it is the fingerprint pg_query-based tools print, so it joins with them. Undefined for text that does not parse.
+ * The first 16 hex digits of the SHA-256 of the normalized text (`statement.fingerprint`, DESIGN §5): statements of
+ * one shape, differing only in their constants, share it, so a trail can be grouped by what ran, with values or
+ * without. Undefined for text that does not parse. Not libpg_query's own fingerprint call: measured here, each extra
+ * kind of parser call grows the parser's WebAssembly heap for good (its fingerprint ~+70 MiB RSS over 100k distinct
+ * statements, docs/audit.md), and this one needs only the normalization `normalized` text makes anyway.
  */
 export function statementFingerprint(sql: string): string | undefined {
-  let f = fingerprints.get(sql);
-  if (f === undefined) {
-    try {
-      f = fingerprintSql(sql);
-    } catch {
-      f = null;
-    }
-    remember(fingerprints, sql, f);
-  }
-  return f ?? undefined;
+  return shapeOf(sql)?.fingerprint;
 }
 
 /** Fingerprinted copies of verdicts: decisions cached by the policy engine share one verdict, so one copy serves. */
 const fingerprinted = new WeakMap<Verdict, Verdict>();
 
 /**
- * The record with a fingerprint on each analysed statement (`audit.statementText: full`). Only statements the
- * policy already parsed (verdict.statements) get one: without a policy nothing is parsed, and parsing for the trail
- * alone would cost the allow-all sidecar a parse per distinct statement.
+ * The record with a fingerprint on each analysed statement (`audit.statementText: full` with `audit.fingerprint`).
+ * Only statements the policy analysed (verdict.statements) get one: a sidecar without a policy parses nothing.
  */
 export function withFingerprints(record: StatementRecord): StatementRecord {
   const { verdict } = record;
@@ -88,8 +86,10 @@ export function withNormalizedText(record: StatementRecord): StatementRecord {
       ? {
           ...verdict,
           statements: verdict.statements.map((s) => {
-            const fingerprint = statementFingerprint(s.text);
-            return { ...s, text: normalizedText(s.text), ...(fingerprint === undefined ? {} : { fingerprint }) };
+            const shape = shapeOf(s.text);
+            return shape
+              ? { ...s, text: shape.text, fingerprint: shape.fingerprint }
+              : { ...s, text: normalizedText(s.text) };
           }),
         }
       : verdict,

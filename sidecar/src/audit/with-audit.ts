@@ -85,9 +85,14 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
           const captureResults: CaptureResults = settings?.captureResults ?? DEFAULT_CAPTURE;
           if (captureResults === 'rows') samples.attach(record.verdict, record.results);
           const text: StatementTextMode = settings?.statementText ?? 'full';
-          audit.statement(text === 'normalized' ? withNormalizedText(record) : withFingerprints(record), {
-            captureResults,
-          });
+          // Fingerprints only on request in full mode: each distinct text then costs a normalization (docs/audit.md).
+          const shaped =
+            text === 'normalized'
+              ? withNormalizedText(record)
+              : settings?.fingerprint
+                ? withFingerprints(record)
+                : record;
+          audit.statement(shaped, { captureResults });
         },
         close(reason) {
           inner.close(reason);
@@ -112,6 +117,7 @@ export interface PolicyView {
         captureResults?: CaptureResults;
         maxResultBytes?: number;
         statementText?: StatementTextMode;
+        fingerprint?: boolean;
       };
       guardrails?: { maxConnections?: number };
     };
