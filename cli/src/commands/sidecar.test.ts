@@ -167,6 +167,9 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     await waitForPort(port, '127.0.0.1', 60_000).catch((err) => {
       throw new Error(`${err.message}; stderr: ${stderr}`);
     });
+    // The port accepts as soon as it is bound; the log line may reach the pipe a moment later on a loaded machine.
+    for (const until = Date.now() + 10_000; !/sidecar listening/.test(stderr) && Date.now() < until; )
+      await new Promise((r) => setTimeout(r, 50));
     expect(stderr).toMatch(/sidecar listening/);
     expect(stderr).toContain('"listen":"0.0.0.0:');
   }, 90_000);
