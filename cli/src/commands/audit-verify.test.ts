@@ -1,9 +1,8 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { auditSigner } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { schemaV1Rules } from '../../../collector/src/chain/chain-rules.js';
@@ -11,10 +10,7 @@ import { AuditStore } from '../../../collector/src/store/audit-store.js';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
 import { ROLES } from '../../../test/harness/postgres.js';
-
-// Drives the built CLI (`make test` builds first), as an operator would.
-const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
-const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/collector-process.js';
 
 const run = (args: string[]) => spawnSync(BIN, args, { encoding: 'utf8', timeout: 60_000 });
 
@@ -26,28 +22,6 @@ function sessions(signer: ReturnType<typeof auditSigner>) {
     ...makeSession({ id: 'cli-none', statements: 2 }),
   ];
 }
-
-function startCollectorProcess(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(BIN, ['collector', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stderr?.on('data', (c) => (err += c));
-    child.stdout?.on('data', (c) => {
-      out += c;
-      const m = /collector listening on (https?:\/\/\S+)/.exec(out);
-      if (m) resolve({ child, url: m[1] });
-    });
-    child.once('exit', (code) => reject(new Error(`collector exited ${code}: ${err.slice(-2000)}`)));
-  });
-}
-
-const stopProcess = (child: ChildProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    child.once('exit', (code) => resolve(code));
-    child.kill('SIGTERM');
-  });
 
 // Under CI nothing may be skipped silently: a missing build fails these tests instead.
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed checkpoints', () => {

@@ -1,41 +1,13 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { auditSigner, auditVerifyKey, verifyCheckpoint } from '@pgwarden/policy';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
-
-// Drives the built CLI (`make test` builds first), as an operator would.
-const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
-
-function startCollectorProcess(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(BIN, ['collector', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stderr?.on('data', (c) => (err += c));
-    child.stdout?.on('data', (c) => {
-      out += c;
-      const m = /collector listening on (https?:\/\/\S+)/.exec(out);
-      if (m) resolve({ child, url: m[1] });
-    });
-    child.once('exit', (code) => reject(new Error(`collector exited ${code}: ${err.slice(-2000)}`)));
-  });
-}
-
-const stopProcess = (child: ChildProcess) =>
-  new Promise<number | null>((resolve) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    child.once('exit', (code) => resolve(code));
-    child.kill('SIGTERM');
-  });
-
-// The CLI runs from cli/dist: `make test` builds first. Without a build there is nothing to spawn.
-const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
+import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/collector-process.js';
 
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!BUILT && !process.env.CI)(
