@@ -339,7 +339,13 @@ describe('charts/pgwarden with real helm', () => {
     const pod = sts.spec.template.spec;
     expect(pod.containers[0].args).toContain('--audit-keys=/etc/pgwarden/audit-keys/keys.yaml');
     expect(pod.containers[0].args).not.toContain('--require-signed-audit');
-    const strict = await templateValues({ collector: { auditKeys, requireSignedAudit: true } });
+    // An unscoped key covers the collector's own (namespace-less) chain of reads too: required, it must be signed.
+    await expect(templateValues({ collector: { auditKeys, requireSignedAudit: true } })).rejects.toThrow(
+      /key shared, which has no namespaces, .*collector.auditSigningKeySecret/,
+    );
+    const strict = await templateValues({
+      collector: { auditKeys, requireSignedAudit: true, auditSigningKeySecret: 'collector-signing' },
+    });
     const strictSts = strict.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
     expect(strictSts.spec.template.spec.containers[0].args).toContain('--require-signed-audit');
     // Requiring signatures without keys to check them with is a mistake the chart refuses.
