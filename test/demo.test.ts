@@ -121,6 +121,18 @@ describe('pgwarden demo', () => {
     const sel = stmts.find((e) => e.statement?.text?.startsWith('SELECT id, email, ssn, card_number FROM customers'));
     expect(sel?.decision?.action).not.toBe('deny');
     expect((await fetch(`${collectorUrl}/`)).headers.get('content-type')).toContain('text/html');
+    // Those reads were audited too: the collector's own chain holds an audit.read of this session's detail.
+    const all = (await (await fetch(`${collectorUrl}/api/v1/sessions`)).json()) as { items: SessionSummary[] };
+    const own = all.items.find((i) => i.id.startsWith('collector-'));
+    expect(own, JSON.stringify(all.items)).toBeDefined();
+    const reads = (
+      (await (await fetch(`${collectorUrl}/api/v1/sessions/${own!.id}`)).json()) as {
+        events: { type: string; read?: { route: string; status: number } }[];
+      }
+    ).events.filter((e) => e.type === 'audit.read');
+    expect(reads.map((e) => e.read)).toContainEqual(
+      expect.objectContaining({ route: `/api/v1/sessions/${session.id}`, status: 200 }),
+    );
 
     // The approval queue as the demo prints it: an UPDATE of an order's status is held until the printed approver
     // approves it with `pgwarden approvals`, then runs.

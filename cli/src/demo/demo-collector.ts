@@ -67,6 +67,9 @@ export async function startDemoCollector(
       http: { host: '127.0.0.1', port: 0 },
       httpIngest: { enabled: !nats },
       approvals: { approversFile },
+      // Reads of the trail are audited as in `pgwarden collector`: the web UI's own reads show up as the
+      // collector-<instance> session.
+      readAudit: {},
       // Warnings only, on stderr: the terminal is for the audit lines.
       logger: pino(
         { name: 'pgwarden-collector', level: process.env.PGWARDEN_LOG_LEVEL ?? 'warn' },
