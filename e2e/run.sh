@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end scenario on a kind cluster: build the image, helm install, apply a policy, deploy an agent, run psql
-# through the injected sidecar, check a denial, masking, `kubectl get dap`, and the audit trail in the collector.
+# through the injected sidecar, check a denial, masking, `kubectl get dap`, and the audit trail in the collector,
+# signed by the sidecars (audit.signingKeySecret) and judged against the public key (collector.auditKeys).
 # Needs: docker (with a running daemon), kind. helm and kubectl come from scripts/helm.sh when not installed.
 # Keep the cluster for debugging with KEEP_CLUSTER=1.
 set -euo pipefail
@@ -31,9 +32,26 @@ echo "--- database"
 k apply -f "$ROOT/e2e/manifests/postgres.yaml"
 k -n data rollout status deploy/orders-db --timeout=180s
 
+echo "--- audit signing key"
+# Sidecars sign their chains (audit.signingKeySecret); the collector holds only the public key (collector.auditKeys).
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"; cleanup' EXIT
+node -e '
+const { generateKeyPairSync } = require("node:crypto");
+const fs = require("node:fs");
+const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+fs.writeFileSync(process.argv[1], privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+const publicKeyPem = publicKey.export({ format: "pem", type: "spki" });
+fs.writeFileSync(process.argv[2], JSON.stringify({ collector: { auditKeys: [{ name: "e2e", publicKey: publicKeyPem }] } }));
+' "$WORK/signing.key" "$WORK/values-signing.json"
+k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
+k -n "$NS" create secret generic pgwarden-audit-signing --from-file=signing.key="$WORK/signing.key" \
+  --dry-run=client -o yaml | k apply -f -
+
 echo "--- helm install"
 "$HELM" upgrade --install pgw "$ROOT/charts/pgwarden" --kube-context "kind-$CLUSTER" --namespace "$NS" --create-namespace \
-  --set image.repository=pgwarden --set image.tag=e2e --set image.pullPolicy=Never --wait --timeout 5m
+  --set image.repository=pgwarden --set image.tag=e2e --set image.pullPolicy=Never \
+  --set audit.signingKeySecret=pgwarden-audit-signing -f "$WORK/values-signing.json" --wait --timeout 5m
 k -n "$NS" rollout status deploy/pgw-pgwarden-operator --timeout=120s
 k get crd databaseaccesspolicies.pgwarden.dev maskingrules.pgwarden.dev
 
@@ -85,5 +103,15 @@ for _ in $(seq 30); do
   sleep 2
 done
 grep -q '"deny"' <<<"$EVENTS" || fail "the denial is not in the audit store"
+
+echo "--- signed audit"
+# Each psql session above ended, so the sidecar signed it to its end (a checkpoint after session.end).
+for _ in $(seq 30); do
+  SESSIONS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER_TOKEN" node -e \
+    "fetch('http://127.0.0.1:8080/api/v1/sessions?namespace=agents&signature=signed',{headers:{authorization:'Bearer '+process.env.T}}).then(r=>r.text()).then(t=>console.log(t))" 2>/dev/null || true)"
+  grep -q '"signedBy":"e2e"' <<<"$SESSIONS" && break
+  sleep 2
+done
+grep -q '"signedBy":"e2e"' <<<"$SESSIONS" || fail "no session of the agent is signed by the e2e key: $SESSIONS"
 
 echo "e2e PASSED"
