@@ -5,6 +5,7 @@
 export { APPROVAL_STATES, type ApprovalEntry, type ApprovalState } from './approvals/approval-book.js';
 export { schemaV1Rules } from './chain/chain-rules.js';
 export type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
+export { verifyEvents } from './chain/verify-events.js';
 export { type Collector, type CollectorOptions, startCollector } from './collector.js';
 export { CollectorError, type CollectorErrorCode } from './errors.js';
 export type { AuditEvent } from './event.js';

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { auditSigner } from '@pgwarden/policy';
+import { auditSigner, newChain, sealEvent } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { schemaV1Rules } from '../../../collector/src/chain/chain-rules.js';
 import { AuditStore } from '../../../collector/src/store/audit-store.js';
@@ -171,4 +171,56 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed ch
       'pgwarden collector: --require-signed-audit needs --audit-keys: without public keys no checkpoint can be verified\n',
     ]);
   }, 120_000);
+
+  it('verifies JSON-lines files without a collector: signed, altered, rewritten and rehashed, and not events', () => {
+    const events = sessions(signer);
+    const file = join(dir, 'trail.jsonl');
+    writeFileSync(file, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    const ok = run(['audit', 'verify', '--file', file, '--audit-keys', keysFile, '--session', 'cli-ok']);
+    expect([ok.status, ok.stderr]).toEqual([0, '']);
+    expect(ok.stdout).toBe(
+      'verified 1 session(s): 1 ok, 0 with findings\nsignatures: 1 signed (keys: agents-2026)\n' +
+        '  session cli-ok (9 events, seq 1..9, ended; signed through seq 8 by agents-2026): ok\n',
+    );
+    // The whole file, and the same through standard input.
+    const all = run(['audit', 'verify', '--file', file, '--audit-keys', keysFile]);
+    expect(all.stdout).toContain('signatures: 1 signed, 1 partial, 1 unsigned (keys: agents-2026)');
+    const piped = spawnSync(BIN, ['audit', 'verify', '--file', '-', '--audit-keys', keysFile], {
+      input: readFileSync(file),
+      encoding: 'utf8',
+    });
+    expect([piped.status, piped.stdout]).toEqual([0, all.stdout]);
+    // Unsigned sessions fail when signatures are required.
+    const strict = run(['audit', 'verify', '--file', file, '--audit-keys', keysFile, '--require-signed-audit']);
+    expect(strict.status).toBe(1);
+    expect(strict.stdout).toContain('audit.unsigned');
+
+    // A statement edited in place: its hash no longer recomputes.
+    const ok9 = events.filter((e) => e.session.id === 'cli-ok');
+    const edited = ok9.map((e) =>
+      e.session.seq === 3 ? { ...e, statement: { ...e.statement!, text: 'SELECT 2' } } : e,
+    );
+    writeFileSync(file, `${edited.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    const altered = run(['audit', 'verify', '--file', file, '--audit-keys', keysFile]);
+    expect(altered.status).toBe(1);
+    expect(altered.stdout).toMatch(/audit\.tampered seq 3: event cli-ok\.3 \(seq 3\) content does not match its hash/);
+
+    // Rewritten by someone without the key, every hash recomputed: the chain links, the signatures do not.
+    const chain = newChain();
+    const rehashed = edited.map((e) => {
+      const { hash: _h, prevHash: _p, id: _i, ...rest } = e;
+      return sealEvent({ ...rest, session: { id: e.session.id } } as never, chain);
+    });
+    writeFileSync(file, `${rehashed.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    const forged = run(['audit', 'verify', '--file', file, '--audit-keys', keysFile]);
+    expect(forged.status).toBe(1);
+    expect(forged.stdout).toMatch(/audit\.tampered seq \d+: checkpoint cli-ok\.\d+ not-preceding/);
+    expect(forged.stdout).not.toContain('content does not match');
+
+    // A line that is not an audit event fails the file.
+    writeFileSync(file, `${ok9.map((e) => JSON.stringify(e)).join('\n')}\n{"half": \n`);
+    const damaged = run(['audit', 'verify', '--file', file]);
+    expect(damaged.status).toBe(1);
+    expect(damaged.stdout).toContain(`${file}:10 is not an audit event`);
+  });
 });

@@ -1,14 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { createInterface } from 'node:readline';
 import {
+  type AuditEvent,
   AuditStore,
   type FullReport,
+  parseAuditKeys,
   SIGNATURE_STATES,
   type SignatureReport,
   type SignatureState,
   schemaV1Rules,
+  verifyEvents,
   watchAuditKeys,
 } from '@pgwarden/collector';
 import { ed25519KeyId } from '@pgwarden/policy';
@@ -210,6 +214,67 @@ async function verifyStore(o: {
   }
 }
 
+/**
+ * Verifies JSON-lines files of audit events (a sidecar's `--audit file:` trail, a collector's jsonl export), `-` for
+ * standard input, without a collector or a store: the same chain and checkpoint rules, in memory. A line that is not
+ * an audit event is a finding of its own, so a damaged file cannot pass.
+ */
+async function verifyFiles(o: {
+  files: string[];
+  sessions?: string[];
+  keysFile?: string;
+  requireSigned: boolean;
+}): Promise<VerifyResult> {
+  const keyring = o.keysFile ? parseAuditKeys(readFileSync(o.keysFile, 'utf8'), o.keysFile) : undefined;
+  const events: AuditEvent[] = [];
+  const unreadable: string[] = [];
+  for (const file of o.files) {
+    const input = file === '-' ? process.stdin : createReadStream(file, { encoding: 'utf8' });
+    let n = 0;
+    for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
+      n++;
+      if (line.trim() === '') continue;
+      let e: unknown;
+      try {
+        e = JSON.parse(line);
+      } catch {
+        e = undefined;
+      }
+      const session = (e as { session?: { id?: unknown; seq?: unknown } } | undefined)?.session;
+      if (typeof session?.id === 'string' && Number.isInteger(session.seq)) events.push(e as AuditEvent);
+      else unreadable.push(`${file === '-' ? 'stdin' : file}:${n}`);
+    }
+  }
+  const reports = verifyEvents(events, { keyring, requireSigned: o.requireSigned, sessions: o.sessions });
+  const signatures: Partial<Record<SignatureState, number>> = {};
+  for (const r of reports) signatures[r.signature.state] = (signatures[r.signature.state] ?? 0) + 1;
+  const failed = reports.filter((r) => !r.ok);
+  if (unreadable.length > 0)
+    failed.push({
+      sessionId: '(lines that are not audit events)',
+      events: 0,
+      firstSeq: null,
+      lastSeq: null,
+      ended: false,
+      ok: false,
+      signature: { state: 'unsigned', signedSeq: null, signedBy: null, unsignedEvents: 0 },
+      findings: unreadable.slice(0, 20).map((at) => ({
+        kind: 'audit.tampered' as const,
+        sessionId: '',
+        seqFrom: 0,
+        seqTo: 0,
+        detail: `${at} is not an audit event (JSON with session.id and session.seq)`,
+      })),
+    });
+  return {
+    total: reports.length,
+    failed,
+    signatures,
+    ...(keyring ? { auditKeys: { keys: keyring.keys.map((k) => k.name) } } : {}),
+    ...(o.sessions ? { reports } : {}),
+  };
+}
+
 export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('follow and verify the audit trail');
   const t = withCollectorOption(
@@ -301,15 +366,20 @@ export function registerAudit(program: Command): void {
     .option('--token-file <file>', 'with --collector: a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
     .option('--store <url>', 'read the PostgreSQL store directly (or env PGWARDEN_COLLECTOR_STORE)')
     .option('--data-dir <dir>', 'read an embedded (PGlite) store directly')
+    .option(
+      '--file <path>',
+      'verify JSON-lines audit events from a file (a sidecar --audit file: trail, a jsonl export; - for stdin), repeatable',
+      (v: string, p: string[] = []) => [...p, v],
+    )
     .option('--session <id>', 'only this session (repeatable); each is listed', (v: string, p: string[] = []) => [
       ...p,
       v,
     ])
     .option(
       '--audit-keys <file>',
-      'with --store/--data-dir: the keys file checkpoints are judged against (as the collector’s --audit-keys)',
+      'with --store/--data-dir/--file: the keys file checkpoints are judged against (as the collector’s --audit-keys)',
     )
-    .option('--require-signed-audit', 'with --store/--data-dir: as the collector’s flag (needs --audit-keys)')
+    .option('--require-signed-audit', 'with --store/--data-dir/--file: as the collector’s flag (needs --audit-keys)')
     .option(
       '--gap-grace <seconds>',
       'with --require-signed-audit: sessions stored more recently are not held to it yet',
@@ -325,11 +395,18 @@ export function registerAudit(program: Command): void {
       try {
         let result: VerifyResult;
         const storeUrl: string | undefined =
-          o.store ?? (o.collector || o.dataDir ? undefined : process.env.PGWARDEN_COLLECTOR_STORE);
+          o.store ?? (o.collector || o.dataDir || o.file ? undefined : process.env.PGWARDEN_COLLECTOR_STORE);
         if (o.collector && (o.auditKeys || o.requireSignedAudit))
           throw new Error('--audit-keys and --require-signed-audit are the collector’s own settings with --collector');
         if (o.requireSignedAudit && !o.auditKeys) throw new Error('--require-signed-audit needs --audit-keys');
         if (o.collector) result = await verifyViaApi(o.collector, o.session, readerToken(o.tokenFile));
+        else if (o.file)
+          result = await verifyFiles({
+            files: o.file,
+            sessions: o.session,
+            keysFile: o.auditKeys,
+            requireSigned: Boolean(o.requireSignedAudit),
+          });
         else if (storeUrl || o.dataDir)
           result = await verifyStore({
             url: storeUrl,
@@ -339,7 +416,7 @@ export function registerAudit(program: Command): void {
             requireSigned: Boolean(o.requireSignedAudit),
             graceMs: o.gapGrace * 1000,
           });
-        else throw new Error('give --collector, --store or --data-dir');
+        else throw new Error('give --collector, --store, --data-dir or --file');
         const ok = result.failed.length === 0;
         const { total, failed, ...rest } = result;
         process.stdout.write(

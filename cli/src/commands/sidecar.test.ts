@@ -246,6 +246,31 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
       expect(verifyCheckpoint(e, keyFor)).toEqual({ ok: true, keyId: trusted.keyId, seq: e.session.seq - 1 });
     expect(verifyChain(events)).toMatchObject({ ok: true, open: [] });
     expect(stderr).toContain(`"keyId":"${trusted.keyId}"`);
+    // The trail as the sidecar wrote it verifies with `pgwarden audit verify --file`, fully signed, signatures required.
+    const keysFile = join(dir, 'audit-keys.json');
+    writeFileSync(
+      keysFile,
+      JSON.stringify({ keys: [{ name: 'cli-test', publicKey: publicKey.export({ format: 'pem', type: 'spki' }) }] }),
+    );
+    const verified = spawnSync(
+      process.execPath,
+      [
+        bin,
+        'audit',
+        'verify',
+        '--file',
+        trail,
+        '--audit-keys',
+        keysFile,
+        '--require-signed-audit',
+        '--session',
+        sessionId!,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect([verified.status, verified.stderr]).toEqual([0, '']);
+    expect(verified.stdout).toContain(`session ${sessionId} (${session.length} events`);
+    expect(verified.stdout).toMatch(/signed through seq \d+ by cli-test\): ok/);
     for (const secret of secretForms) {
       expect(text).not.toContain(secret);
       expect(stderr).not.toContain(secret);

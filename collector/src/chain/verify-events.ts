@@ -1,0 +1,48 @@
+import type { AuditEvent } from '../event.js';
+import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
+import { namespaceOf, unsignedFinding } from '../signatures/checkpoint-judgement.js';
+import { schemaV1Rules } from './chain-rules.js';
+import { type FullReport, verifySession } from './verify-chain.js';
+
+/**
+ * Verifies a set of events held in memory (a sidecar's `--audit file:` trail, a jsonl export, events from a SIEM)
+ * with the same rules a collector applies to its store: every chain re-hashed and linked, every checkpoint judged
+ * against `keyring`, and with `requireSigned` every ended session held to being signed to its end. Nothing was
+ * recorded at ingest here, so a tail cut after the last event given is found only through a missing `session.end`
+ * or, when required, a missing signature.
+ */
+export function verifyEvents(
+  events: readonly AuditEvent[],
+  opts: { keyring?: AuditKeyring; requireSigned?: boolean; sessions?: readonly string[] } = {},
+): FullReport[] {
+  const keyring = opts.keyring ?? NO_KEYS;
+  const bySession = new Map<string, AuditEvent[]>();
+  for (const e of events) {
+    const sid = e.session.id;
+    if (opts.sessions && !opts.sessions.includes(sid)) continue;
+    let list = bySession.get(sid);
+    if (!list) bySession.set(sid, (list = []));
+    list.push(e);
+  }
+  const reports: FullReport[] = [];
+  for (const [sid, list] of bySession) {
+    const report = verifySession(sid, list, schemaV1Rules, undefined, keyring);
+    if (opts.requireSigned) {
+      const f = unsignedFinding(
+        {
+          sessionId: sid,
+          namespace: list.map(namespaceOf).find((ns) => ns !== null) ?? null,
+          ended: report.ended,
+          firstSeq: report.firstSeq ?? schemaV1Rules.firstSeq,
+          lastSeq: report.lastSeq ?? schemaV1Rules.firstSeq,
+          signature: report.signature,
+        },
+        keyring,
+      );
+      if (f) report.findings.push(f);
+      report.ok = report.findings.length === 0;
+    }
+    reports.push(report);
+  }
+  return reports;
+}
