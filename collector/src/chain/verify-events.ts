@@ -20,9 +20,9 @@ export function verifyEvents(
   for (const e of events) {
     const sid = e.session.id;
     if (opts.sessions && !opts.sessions.includes(sid)) continue;
-    let list = bySession.get(sid);
-    if (!list) bySession.set(sid, (list = []));
-    list.push(e);
+    const list = bySession.get(sid);
+    if (list) list.push(e);
+    else bySession.set(sid, [e]);
   }
   const reports: FullReport[] = [];
   for (const [sid, list] of bySession) {
