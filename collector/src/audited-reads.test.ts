@@ -398,7 +398,7 @@ describe('--audit-signing-key that is not a private key', () => {
       });
       await expect(started).rejects.toMatchObject({
         code: 'COLLECTOR_BAD_CONFIG',
-        message: `audit signing key ${keyFile}: this is a public key: give the private key (--audit-keys gets the public one)`,
+        message: `audit signing key ${keyFile}: this is a public key: give the private key (the public one goes in the collector's --audit-keys)`,
       });
       await expect(
         startCollector({ http: { port: 0 }, readAudit: { signingKeyFile: join(dir, 'missing.pem') } }),

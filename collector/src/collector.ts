@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
+import { auditSigner, decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { readAccessFor } from './auth/read-access.js';
@@ -15,7 +15,6 @@ import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
 import { JetStreamSource } from './ingest/jetstream-source.js';
 import { CollectorMetrics } from './metrics.js';
 import { ReadRecorder } from './read-audit/read-recorder.js';
-import { collectorAuditSigner } from './read-audit/signing-key.js';
 import { watchAuditKeys } from './signatures/audit-keys.js';
 import { AuditStore } from './store/audit-store.js';
 
@@ -109,7 +108,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     ? readKeyFile(opts.approvals.signingKeyFile, 'approvals signing key', decisionSigningKey)
     : undefined;
   const auditSigningKey = opts.readAudit?.signingKeyFile
-    ? readKeyFile(opts.readAudit.signingKeyFile, 'audit signing key', collectorAuditSigner)
+    ? readKeyFile(opts.readAudit.signingKeyFile, 'audit signing key', auditSigner)
     : undefined;
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));

@@ -25,9 +25,24 @@ export interface AuditSigner {
   checkpoint(sessionId: string, seq: number, hash: string): AuditCheckpoint;
 }
 
-/** A signer from a PEM (PKCS#8) Ed25519 private key, as `pgwarden audit keygen` writes it; throws otherwise. */
+/**
+ * A signer from a PEM (PKCS#8) Ed25519 private key, as `pgwarden audit keygen` writes it; throws otherwise. Its
+ * refusals say why, never what the text holds: an OpenSSL decoder message is replaced by a fixed one rather than
+ * trusted not to quote what it could not parse (callers put the message in logs and start-up errors).
+ */
 export function auditSigner(pem: string): AuditSigner {
-  const key = ed25519PrivateKey(pem, 'audit signing key');
+  let key: KeyObject;
+  try {
+    key = ed25519PrivateKey(pem, 'audit signing key');
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/^the audit signing key must be Ed25519, not [\w-]+$/.test(message)) throw err;
+    throw new Error(
+      /-----BEGIN PUBLIC KEY-----/.test(pem)
+        ? "this is a public key: give the private key (the public one goes in the collector's --audit-keys)"
+        : 'not a PEM (PKCS#8) private key; `pgwarden audit keygen --out FILE` writes one',
+    );
+  }
   const keyId = ed25519KeyId(key);
   return {
     keyId,

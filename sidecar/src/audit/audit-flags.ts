@@ -102,10 +102,7 @@ export function parseDuration(s: string, flag: string): number {
 const FSYNC_INTERVAL_MS = { min: 1, max: 10_000 };
 const CHECKPOINT_INTERVAL_MS = { min: 10, max: 3_600_000 };
 
-/**
- * The checkpoint signer of `--audit-signing-key`. Refusals name the file and why, never its content: an OpenSSL
- * decoder message is replaced by a fixed one rather than trusted not to quote what it could not parse.
- */
+/** The checkpoint signer of `--audit-signing-key`; refusals name the file and why (auditSigner never quotes it). */
 export function loadAuditSigner(file: string): AuditSigner {
   let pem: string;
   try {
@@ -117,13 +114,7 @@ export function loadAuditSigner(file: string): AuditSigner {
   try {
     return auditSigner(pem);
   } catch (err) {
-    const message = (err as Error).message;
-    const reason = /^the audit signing key must be Ed25519, not [\w-]+$/.test(message)
-      ? message
-      : /-----BEGIN PUBLIC KEY-----/.test(pem)
-        ? 'this is a public key: give the private key (the collector gets the public one)'
-        : 'not a PEM (PKCS#8) private key; `pgwarden audit keygen --out FILE` writes one';
-    throw new AuditError('AUDIT_BAD_SPEC', `--audit-signing-key ${file}: ${reason}`);
+    throw new AuditError('AUDIT_BAD_SPEC', `--audit-signing-key ${file}: ${(err as Error).message}`);
   }
 }
 
