@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
@@ -21,6 +20,7 @@ import {
   approversYaml,
   startApprovalsFixture,
 } from '../../../collector/src/testing/approvals-fixture.js';
+import { BIN, BUILT } from '../testing/cli-process.js';
 import { formatApproval, formatApprovalTable, relativeTime } from './approvals.js';
 
 const NOW = Date.parse('2026-11-30T12:00:00Z');
@@ -69,9 +69,6 @@ describe('approvals output', () => {
 });
 
 // Drives the built CLI (`make test` builds first) against a collector on a real nats-server, as an approver would.
-const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
-const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
-
 function pgwarden(args: string[], env: Record<string, string> = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const { PGWARDEN_APPROVER_TOKEN: _, PGWARDEN_COLLECTOR_URL: __, ...base } = process.env;
@@ -168,6 +165,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
   }, 120_000);
 });
 
+// The built CLI writes the key: without a build it is skipped, except under CI, where that fails instead.
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals keygen', () => {
   it('writes the private key (0600) and prints the public key, which verifies what the key signs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-keygen-'));

@@ -10,7 +10,7 @@ import { AuditStore } from '../../../collector/src/store/audit-store.js';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
 import { ROLES } from '../../../test/harness/postgres.js';
-import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/collector-process.js';
+import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
 const run = (args: string[]) => spawnSync(BIN, args, { encoding: 'utf8', timeout: 60_000 });
 

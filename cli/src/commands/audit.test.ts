@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
-import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/collector-process.js';
+import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!BUILT && !process.env.CI)(
@@ -202,6 +202,7 @@ describe.skipIf(!BUILT && !process.env.CI)(
   },
 );
 
+// The built CLI writes the key: without a build it is skipped, except under CI, where that fails instead.
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit keygen', () => {
   it('writes the private key (0600), prints its public key, key id and a keys-file entry that verifies what it signs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-audit-keygen-'));

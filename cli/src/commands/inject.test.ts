@@ -3,15 +3,15 @@
  * parse with `pgwarden sidecar` as it is today (an unknown or renamed flag fails here, not in a cluster).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DEFAULT_SIDECAR_CONFIG, mutatePod } from '@pgwarden/operator';
 import type { DatabaseAccessPolicy } from '@pgwarden/policy';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { BIN, BUILT } from '../testing/cli-process.js';
 import { registerSidecar } from './sidecar.js';
 
 const policy: DatabaseAccessPolicy = {
@@ -65,9 +65,6 @@ describe('injected sidecar args vs `pgwarden sidecar`', () => {
 });
 
 // The CLI runs from cli/dist: `make test` builds first. Under CI a missing build fails here instead of skipping.
-const BIN = fileURLToPath(new URL('../../../bin/pgwarden', import.meta.url));
-const BUILT = existsSync(fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url)));
-
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden inject with audit Secrets named on the command line', () => {
   it('mounts the NATS user and the signing key into the sidecar alone and passes their flags', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-inject-'));
