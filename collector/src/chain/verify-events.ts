@@ -2,7 +2,7 @@ import type { AuditEvent } from '../event.js';
 import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
 import { namespaceOf, unsignedFinding } from '../signatures/checkpoint-judgement.js';
 import { schemaV1Rules } from './chain-rules.js';
-import { type FullReport, verifySession } from './verify-chain.js';
+import { type ChainFinding, type FullReport, verifySession } from './verify-chain.js';
 
 /**
  * Verifies a set of events held in memory (a sidecar's `--audit file:` trail, a jsonl export, events from a SIEM)
@@ -28,21 +28,31 @@ export function verifyEvents(
   for (const [sid, list] of bySession) {
     const report = verifySession(sid, list, schemaV1Rules, undefined, keyring);
     if (opts.requireSigned) {
-      const f = unsignedFinding(
-        {
-          sessionId: sid,
-          namespace: list.map(namespaceOf).find((ns) => ns !== null) ?? null,
-          ended: report.ended,
-          firstSeq: report.firstSeq ?? schemaV1Rules.firstSeq,
-          lastSeq: report.lastSeq ?? schemaV1Rules.firstSeq,
-          signature: report.signature,
-        },
-        keyring,
-      );
+      const f = requiredSignatureFinding(report, list, keyring);
       if (f) report.findings.push(f);
       report.ok = report.findings.length === 0;
     }
     reports.push(report);
   }
   return reports;
+}
+
+/** `--require-signed-audit` applied to one session's full report (unsignedFinding), as the store and files do. */
+export function requiredSignatureFinding(
+  report: FullReport,
+  events: readonly AuditEvent[],
+  keyring: AuditKeyring,
+  firstSeq = schemaV1Rules.firstSeq,
+): ChainFinding | undefined {
+  return unsignedFinding(
+    {
+      sessionId: report.sessionId,
+      namespace: events.map(namespaceOf).find((ns) => ns !== null) ?? null,
+      ended: report.ended,
+      firstSeq: report.firstSeq ?? firstSeq,
+      lastSeq: report.lastSeq ?? firstSeq,
+      signature: report.signature,
+    },
+    keyring,
+  );
 }

@@ -2,10 +2,10 @@ import { hashOfCanonicalText } from '../chain/canonical-text.js';
 import { hashOfCanonicalUtf8 } from '../chain/canonical-utf8.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
+import { requiredSignatureFinding } from '../chain/verify-events.js';
 import { CollectorError } from '../errors.js';
 import { type AuditEvent, indexedFields } from '../event.js';
 import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
-import { namespaceOf, unsignedFinding } from '../signatures/checkpoint-judgement.js';
 import { CopyRows } from './copy-rows.js';
 import {
   INGEST_LOCK_KEY,
@@ -316,17 +316,7 @@ export class AuditStore {
         }
       }
       if (requireSigned && parsed.length > 0 && !(await this.arrivedRecently(sid))) {
-        const f = unsignedFinding(
-          {
-            sessionId: sid,
-            namespace: parsed.map(namespaceOf).find((ns) => ns !== null) ?? null,
-            ended: report.ended,
-            firstSeq: report.firstSeq ?? this.rules.firstSeq,
-            lastSeq: report.lastSeq ?? this.rules.firstSeq,
-            signature: report.signature,
-          },
-          keyring,
-        );
+        const f = requiredSignatureFinding(report, parsed, keyring, this.rules.firstSeq);
         if (f) report.findings.push(f);
       }
       if (!meta)
