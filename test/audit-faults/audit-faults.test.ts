@@ -171,11 +171,32 @@ describe.skipIf(!BUILT && !process.env.CI)('audit under faults: nats-server and 
            FROM audit_events`,
           )
         ).rows[0];
+        // The client sessions, and the sidecar's own chain, whose audit.heads name each session's last event.
+        const CHAINS = SESSIONS + 1;
         expect(totals, faultLog.join('; ')).toMatchObject({
           statements: STATEMENTS,
-          sessions: SESSIONS,
+          sessions: CHAINS,
           ended: SESSIONS,
         });
+        const positions = async (sql: string) =>
+          new Map((await db.query<{ id: string; seq: number }>(sql)).rows.map((r) => [r.id, r.seq]));
+        const heads = () =>
+          positions(`SELECT c->>'id' AS id, max((c->>'seq')::int) AS seq
+             FROM audit_events e, jsonb_array_elements(e.event::jsonb->'heads'->'chains') c
+             WHERE e.type = 'audit.heads' GROUP BY 1`);
+        const ends = await positions(
+          `SELECT session_id AS id, max(seq)::int AS seq FROM audit_events WHERE session_id NOT LIKE 'sidecar-%' GROUP BY 1`,
+        );
+        // The heads of ended sessions follow within a tick (1 s) of their end, then travel like any event.
+        const headsBy = Date.now() + 20_000;
+        let named = await heads();
+        const same = (a: Map<string, number>, b: Map<string, number>) =>
+          a.size === b.size && [...a].every(([id, seq]) => b.get(id) === seq);
+        while (!same(named, ends) && Date.now() < headsBy) {
+          await sleep(250);
+          named = await heads();
+        }
+        expect(new Map([...named].sort())).toEqual(new Map([...ends].sort()));
         expect(totals.ids).toBe(totals.events);
         expect(totals.keys).toBe(totals.events);
         const chains = (
@@ -183,10 +204,10 @@ describe.skipIf(!BUILT && !process.env.CI)('audit under faults: nats-server and 
             'SELECT status, count(*)::int AS n FROM audit_sessions GROUP BY status',
           )
         ).rows;
-        expect(chains).toEqual([{ status: 'ok', n: SESSIONS }]);
+        expect(chains).toEqual([{ status: 'ok', n: CHAINS }]);
 
         const ok = spawnSync(process.execPath, [BIN, 'audit', 'verify', '--store', store.url], { encoding: 'utf8' });
-        expect(ok.stdout + ok.stderr).toContain(`verified ${SESSIONS} session(s): ${SESSIONS} ok, 0 with findings`);
+        expect(ok.stdout + ok.stderr).toContain(`verified ${CHAINS} session(s): ${CHAINS} ok, 0 with findings`);
         expect(ok.status).toBe(0);
 
         // Alter one stored statement: its text now claims something else ran.
@@ -201,7 +222,7 @@ describe.skipIf(!BUILT && !process.env.CI)('audit under faults: nats-server and 
         );
         const bad = spawnSync(process.execPath, [BIN, 'audit', 'verify', '--store', store.url], { encoding: 'utf8' });
         expect(bad.status).toBe(1);
-        expect(bad.stdout).toContain(`verified ${SESSIONS} session(s): ${SESSIONS - 1} ok, 1 with findings`);
+        expect(bad.stdout).toContain(`verified ${CHAINS} session(s): ${CHAINS - 1} ok, 1 with findings`);
         expect(bad.stdout).toContain(`session ${victim.session_id} `);
         expect(bad.stdout).toMatch(/audit\.tampered seq \d+: event .* content does not match its hash/);
       } finally {

@@ -271,6 +271,48 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     expect([verified.status, verified.stderr]).toEqual([0, '']);
     expect(verified.stdout).toContain(`session ${sessionId} (${session.length} events`);
     expect(verified.stdout).toMatch(/signed through seq \d+ by cli-test\): ok/);
+    // Cut the session's tail after its first checkpoint: what is left links and is signed to its end, so only the
+    // heads the sidecar's own chain recorded (audit.heads) show that the session went on.
+    const firstCheckpoint = session.find((e) => e.type === 'audit.checkpoint')!.session.seq;
+    expect(firstCheckpoint).toBeLessThan(session.length);
+    const cut = join(dir, 'cut.jsonl');
+    writeFileSync(
+      cut,
+      text
+        .trim()
+        .split('\n')
+        .filter((l) => {
+          const e = JSON.parse(l) as AuditEvent;
+          return e.session.id !== sessionId || e.session.seq <= firstCheckpoint;
+        })
+        .join('\n'),
+    );
+    const heads = events.filter((e) => e.type === 'audit.heads');
+    expect(heads.flatMap((e) => e.heads!.chains)).toContainEqual({
+      id: sessionId,
+      seq: session.length,
+      hash: session.at(-1)!.hash,
+    });
+    const cutVerified = spawnSync(
+      process.execPath,
+      [
+        bin,
+        'audit',
+        'verify',
+        '--file',
+        cut,
+        '--audit-keys',
+        keysFile,
+        '--require-signed-audit',
+        '--session',
+        sessionId!,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(cutVerified.status).toBe(1);
+    expect(cutVerified.stdout).toContain(
+      `audit.gap seq ${firstCheckpoint + 1}..${session.length}: events ${firstCheckpoint + 1}..${session.length} are missing`,
+    );
     for (const secret of secretForms) {
       expect(text).not.toContain(secret);
       expect(stderr).not.toContain(secret);

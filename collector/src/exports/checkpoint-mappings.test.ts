@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { auditSigner } from '@pgwarden/policy';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../event.js';
-import { makeSession } from '../testing/audit-events.js';
+import { makeHeads, makeSession } from '../testing/audit-events.js';
 import { toEcs } from './ecs-mapping.js';
 import { toOcsf } from './ocsf-mapping.js';
 import { formatSyslog } from './syslog-format.js';
@@ -41,5 +41,26 @@ describe('SIEM mappings of a signed checkpoint (audit.checkpoint)', () => {
     // The other events' mappings are unchanged by it.
     expect(toEcs(events[1]).event).toMatchObject({ type: ['access'] });
     expect(JSON.parse(JSON.stringify(toOcsf(events[1]))).unmapped).not.toHaveProperty('checkpoint');
+  });
+});
+
+describe('SIEM mappings of chain heads (audit.heads)', () => {
+  const session = makeSession({ id: 'siem-h', statements: 1 });
+  const [heads] = makeHeads('test-sidecar', [[session]]) as unknown as AuditEvent[];
+
+  it('maps them as informational records that keep the heads, so a SIEM copy can be checked for cut tails', () => {
+    const named = { chains: [{ id: 'siem-h', seq: 3, hash: session[2].hash }] };
+    expect(toOcsf(heads)).toMatchObject({
+      activity_name: 'audit.heads',
+      severity_id: 1,
+      status_id: 1,
+      metadata: { uid: 'sidecar-test-sidecar.1', correlation_uid: 'sidecar-test-sidecar' },
+      unmapped: { heads: named },
+    });
+    expect(toEcs(heads)).toMatchObject({
+      event: { action: 'audit.heads', type: ['info'] },
+      pgwarden: { heads: named },
+    });
+    expect(JSON.parse(JSON.stringify(toEcs(session[1] as unknown as AuditEvent))).pgwarden).not.toHaveProperty('heads');
   });
 });

@@ -4,8 +4,8 @@ import type { AuditEvent } from '../event.js';
 function ecsType(type: string): string {
   if (type === 'session.start') return 'start';
   if (type === 'session.end') return 'end';
-  // A signed checkpoint records nothing done to the database: it vouches for the events before it.
-  if (type === 'audit.checkpoint') return 'info';
+  // A signed checkpoint or a chain-heads record says nothing done to the database: it vouches for other events.
+  if (type === 'audit.checkpoint' || type === 'audit.heads') return 'info';
   return 'access';
 }
 
@@ -84,6 +84,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       masking: e.masking,
       checkpoint: e.checkpoint,
       read: e.read,
+      heads: e.heads,
     },
   };
 }

@@ -96,6 +96,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       checkpoint: e.checkpoint,
       // audit.read: who read which route of the trail, with what query, scope, answer and item count.
       read: e.read,
+      // audit.heads: the session chains' positions the sidecar recorded, so a SIEM copy can find cut tails too.
+      heads: e.heads,
     },
   };
 }

@@ -1,5 +1,6 @@
 import { hashOfCanonicalText } from '../chain/canonical-text.js';
 import { hashOfCanonicalUtf8 } from '../chain/canonical-utf8.js';
+import { type CommittedHead, headFindings } from '../chain/chain-heads.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { requiredSignatureFinding } from '../chain/verify-events.js';
@@ -227,13 +228,35 @@ export class AuditStore {
         seqTo: (r.next ?? r.from) - 1,
         detail: `events ${r.from}..${(r.next ?? r.from) - 1} did not arrive within ${Math.round(graceMs / 1000)}s`,
       }));
+      // Tails: a chain whose sidecar recorded a head beyond the last event stored (or that has no events at all),
+      // for longer than the grace period. No hole shows there; only the sidecar's own chain says it was longer.
+      const short = await tx.query<{ session_id: string; from: number; seq: number; event_id: string; known: boolean }>(
+        `SELECT h.session_id, coalesce(s.max_seq, 0)::int + 1 AS "from", h.seq::int, h.event_id,
+                s.session_id IS NOT NULL AS known
+         FROM audit_chain_heads h LEFT JOIN audit_sessions s ON s.session_id = h.session_id
+         WHERE h.received_at < now() - make_interval(secs => $1)
+           AND (s.session_id IS NULL OR (h.instance = s.instance AND h.seq > s.max_seq AND s.status NOT IN ('gap', 'tampered')))`,
+        [graceMs / 1000],
+      );
+      for (const r of short) {
+        findings.push({
+          kind: 'audit.gap',
+          sessionId: r.session_id,
+          seqFrom: r.from,
+          seqTo: r.seq,
+          detail: r.known
+            ? `events ${r.from}..${r.seq} are missing: the sidecar's ${r.event_id} recorded the chain up to seq ${r.seq}`
+            : `the whole chain is missing: the sidecar's ${r.event_id} recorded it up to seq ${r.seq}`,
+        });
+      }
       if (findings.length === 0) return findings;
-      await insertFindings(tx, findings);
+      // A finding already recorded for the same start is not reported again (a chain missing whole stays so).
+      const fresh = await insertFindings(tx, findings);
       await tx.query(
         `UPDATE audit_sessions SET status = 'gap' WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb))`,
-        [JSON.stringify(rows.map((r) => r.session_id))],
+        [JSON.stringify([...rows.map((r) => r.session_id), ...short.filter((r) => r.known).map((r) => r.session_id)])],
       );
-      return findings;
+      return fresh;
     });
   }
 
@@ -253,7 +276,8 @@ export class AuditStore {
   /** Session ids in the store (from events and from the sessions table, so a deleted side still shows). */
   async sessionIds(): Promise<string[]> {
     const rows = await this.db.query<{ id: string }>(
-      'SELECT session_id AS id FROM audit_sessions UNION SELECT DISTINCT session_id FROM audit_events ORDER BY 1',
+      `SELECT session_id AS id FROM audit_sessions UNION SELECT DISTINCT session_id FROM audit_events
+       UNION SELECT DISTINCT session_id FROM audit_chain_heads ORDER BY 1`,
     );
     return rows.map((r) => r.id);
   }
@@ -294,6 +318,11 @@ export class AuditStore {
       if (!meta && rows.length > 0) meta = await readMeta();
       const parsed = rows.map((r) => JSON.parse(r.event) as AuditEvent);
       const report = verifySession(sid, parsed, this.rules, meta?.max_seq, keyring);
+      const heads = await this.db.query<CommittedHead>(
+        'SELECT instance, seq::int, hash, event_id AS by FROM audit_chain_heads WHERE session_id = $1',
+        [sid],
+      );
+      report.findings.push(...headFindings(sid, parsed, heads));
       for (const [i, r] of rows.entries()) {
         const ev = parsed[i];
         const f = indexedFields(ev);
@@ -319,7 +348,7 @@ export class AuditStore {
         const f = requiredSignatureFinding(report, parsed, keyring, this.rules.firstSeq);
         if (f) report.findings.push(f);
       }
-      if (!meta)
+      if (!meta && parsed.length > 0)
         report.findings.push({
           kind: 'audit.gap',
           sessionId: sid,

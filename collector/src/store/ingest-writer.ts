@@ -1,3 +1,4 @@
+import { headsOf, instanceOf } from '../chain/chain-heads.js';
 import {
   type AdvanceResult,
   advance,
@@ -40,6 +41,8 @@ interface SessionRow {
   signature: SignatureState;
   signed_seq: number | null;
   signed_key: string | null;
+  /** `source.instance` of the session's first event that has one: the sidecar whose audit.heads count for it. */
+  instance: string | null;
 }
 
 export interface WriteResult {
@@ -103,17 +106,27 @@ export interface IngestItem {
 
 const UPSERT_SESSIONS = `
 INSERT INTO audit_sessions AS s (session_id, namespace, policy, identity, first_time, last_time, events, statements, denied,
-  max_seq, verified_seq, verified_hash, end_seq, status, signature, signed_seq, signed_key, updated_at)
+  max_seq, verified_seq, verified_hash, end_seq, status, signature, signed_seq, signed_key, instance, updated_at)
 SELECT r.session_id, r.namespace, r.policy, r.identity, r.first_time, r.last_time, r.events, r.statements, r.denied,
-  r.max_seq, r.verified_seq, r.verified_hash, r.end_seq, r.status, r.signature, r.signed_seq, r.signed_key, now()
+  r.max_seq, r.verified_seq, r.verified_hash, r.end_seq, r.status, r.signature, r.signed_seq, r.signed_key, r.instance, now()
 FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, namespace text, policy text, identity text, first_time timestamptz,
   last_time timestamptz, events bigint, statements bigint, denied bigint, max_seq bigint, verified_seq bigint,
-  verified_hash text, end_seq bigint, status text, signature text, signed_seq bigint, signed_key text)
+  verified_hash text, end_seq bigint, status text, signature text, signed_seq bigint, signed_key text, instance text)
 ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = EXCLUDED.policy, identity = EXCLUDED.identity,
   first_time = EXCLUDED.first_time, last_time = EXCLUDED.last_time, events = EXCLUDED.events, statements = EXCLUDED.statements,
   denied = EXCLUDED.denied, max_seq = EXCLUDED.max_seq, verified_seq = EXCLUDED.verified_seq,
   verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status,
-  signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key, updated_at = now()`;
+  signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key,
+  instance = EXCLUDED.instance, updated_at = now()`;
+
+/** Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded. */
+const UPSERT_HEADS = `
+INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id)
+SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id
+FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text)
+ON CONFLICT (session_id, instance) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, event_id = EXCLUDED.event_id,
+  received_at = now()
+WHERE EXCLUDED.seq > h.seq`;
 
 /** Renders a timestamptz column as RFC 3339 UTC with microseconds, independent of the session's DateStyle/TimeZone. */
 export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
@@ -259,7 +272,7 @@ export async function writeBatch(
   const existing = await tx.query<SessionRow>(
     `SELECT session_id, namespace, policy, identity, ${ISO('first_time')} AS first_time, ${ISO('last_time')} AS last_time, events::int, statements::int,
             denied::int, max_seq::int, verified_seq::int, verified_hash, end_seq::int, status,
-            signature, signed_seq::int, signed_key
+            signature, signed_seq::int, signed_key, instance
      FROM audit_sessions WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb)) FOR UPDATE`,
     [JSON.stringify([...bySession.keys()])],
   );
@@ -298,8 +311,31 @@ export async function writeBatch(
     }
   }
   await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  await recordHeads(tx, inserted);
   if (result.findings.length > 0) await insertFindings(tx, result.findings);
   return result;
+}
+
+/** Stores what the batch's audit.heads events recorded (AuditStore.sweepGaps and verify hold sessions to it). */
+async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promise<void> {
+  // One row per (session, instance) per statement: ON CONFLICT cannot touch the same row twice in one INSERT.
+  const top = new Map<string, { session_id: string; instance: string; seq: number; hash: string; event_id: string }>();
+  for (const e of events) {
+    for (const { sessionId, head } of headsOf(e)) {
+      if (head.instance === null) continue;
+      const key = `${sessionId}\n${head.instance}`;
+      const there = top.get(key);
+      if (there === undefined || head.seq > there.seq)
+        top.set(key, {
+          session_id: sessionId,
+          instance: head.instance,
+          seq: head.seq,
+          hash: head.hash,
+          event_id: head.by,
+        });
+    }
+  }
+  if (top.size > 0) await tx.query(UPSERT_HEADS, [JSON.stringify([...top.values()])]);
 }
 
 /**
@@ -351,12 +387,13 @@ function declaredGaps(events: readonly AuditEvent[]): ChainFinding[] {
   return out;
 }
 
-export async function insertFindings(tx: SqlRunner, findings: readonly ChainFinding[]): Promise<void> {
-  await tx.query(
+/** Stores findings, once per (session, kind, first seq); returns those not stored before. */
+export async function insertFindings(tx: SqlRunner, findings: readonly ChainFinding[]): Promise<ChainFinding[]> {
+  const stored = await tx.query<{ session_id: string; kind: string; seq_from: number }>(
     `INSERT INTO audit_chain_findings (session_id, kind, seq_from, seq_to, detail)
      SELECT r.session_id, r.kind, r.seq_from, r.seq_to, r.detail
      FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, kind text, seq_from bigint, seq_to bigint, detail text)
-     ON CONFLICT (session_id, kind, seq_from) DO NOTHING`,
+     ON CONFLICT (session_id, kind, seq_from) DO NOTHING RETURNING session_id, kind, seq_from::int`,
     [
       JSON.stringify(
         findings.map((f) => ({
@@ -369,6 +406,8 @@ export async function insertFindings(tx: SqlRunner, findings: readonly ChainFind
       ),
     ],
   );
+  const fresh = new Set(stored.map((r) => `${r.session_id}\n${r.kind}\n${r.seq_from}`));
+  return findings.filter((f) => fresh.has(`${f.sessionId}\n${f.kind}\n${f.seqFrom}`));
 }
 
 function emptyRow(sid: string, rules: ChainRules): SessionRow {
@@ -390,6 +429,7 @@ function emptyRow(sid: string, rules: ChainRules): SessionRow {
     signature: 'unsigned',
     signed_seq: null,
     signed_key: null,
+    instance: null,
   };
 }
 
@@ -410,6 +450,7 @@ function aggregate(row: SessionRow, evs: readonly AuditEvent[], step: AdvanceRes
       next.policy ??= f.policy;
       next.identity ??= f.identity;
     }
+    next.instance ??= instanceOf(e);
     next.first_time = earlier(next.first_time, e.time);
     next.last_time = later(next.last_time, e.time);
     next.events += 1;

@@ -95,6 +95,25 @@ ALTER TABLE audit_sessions ADD COLUMN signature text NOT NULL DEFAULT 'unsigned'
 ALTER TABLE audit_sessions ADD COLUMN signed_seq bigint;
 ALTER TABLE audit_sessions ADD COLUMN signed_key text;`,
   },
+  {
+    version: 3,
+    name: 'chain heads recorded by sidecars',
+    sql: `
+-- What each sidecar's own chain said about its session chains (audit.heads, collector/src/chain/chain-heads.ts): the
+-- highest seq and its hash, per session and per sidecar instance that said so, so that a forged claim from another
+-- publisher cannot mask the real one. A session whose stored events stop short of its head lost its tail.
+CREATE TABLE audit_chain_heads (
+  session_id text NOT NULL,
+  instance text NOT NULL,
+  seq bigint NOT NULL,
+  hash text NOT NULL,
+  event_id text NOT NULL,
+  received_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (session_id, instance)
+);
+-- The sidecar instance that wrote the session (source.instance of its first event): whose heads count for it.
+ALTER TABLE audit_sessions ADD COLUMN instance text;`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

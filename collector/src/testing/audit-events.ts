@@ -31,6 +31,8 @@ export interface SessionSpec {
    */
   signer?: AuditSigner;
   checkpointEvery?: number;
+  /** `source.instance` (default `test-sidecar`): the sidecar whose own chain (makeHeads) speaks for the session. */
+  instance?: string;
 }
 
 export function makeSession(s: SessionSpec): AuditEvent[] {
@@ -38,7 +40,7 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
   let t = s.startMicros ?? Date.UTC(2026, 10, 30, 12) * 1000;
   const base = {
     v: 1 as const,
-    source: { instance: 'test-sidecar' },
+    source: { instance: s.instance ?? 'test-sidecar' },
     identity: {
       namespace: s.namespace ?? 'agents',
       serviceAccount: 'analytics',
@@ -99,4 +101,41 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
 export function sidecarJson(e: AuditEvent): string {
   const { hash, ...rest } = e;
   return `${canonicalJson(rest).slice(0, -1)},"hash":"${hash}"}`;
+}
+
+/**
+ * A sidecar's own chain (`sidecar-<instance>`) holding one `audit.heads` event per entry of `rounds`, each naming
+ * the latest event of the given session events (as the recorder's tick does), in the shape of
+ * sidecar/src/audit/audit-recorder.ts.
+ */
+export function makeHeads(
+  instance: string,
+  rounds: readonly (readonly AuditEvent[][])[],
+  namespace = 'agents',
+): AuditEvent[] {
+  const chain = newChain();
+  const id = `sidecar-${instance}`;
+  let t = Date.UTC(2026, 10, 30, 13) * 1000;
+  return rounds.map((sessions) => {
+    const e = sealEvent(
+      {
+        v: 1,
+        type: 'audit.heads',
+        time: formatAuditTime(t),
+        session: { id },
+        source: { instance },
+        identity: { namespace, groups: [] },
+        policy: { name: 'analytics-agent', hash: 'sha256:0000' },
+        heads: {
+          chains: sessions.map((events) => {
+            const last = events[events.length - 1];
+            return { id: last.session.id, seq: last.session.seq, hash: last.hash };
+          }),
+        },
+      },
+      chain,
+    );
+    t += 1000;
+    return e;
+  });
 }

@@ -139,6 +139,23 @@ export const auditEventSchema = {
       },
       ['reader', 'route', 'status'],
     ),
+    heads: obj(
+      {
+        chains: {
+          type: 'array',
+          minItems: 1,
+          items: obj(
+            {
+              id: { type: 'string', minLength: 1 },
+              seq: { type: 'integer', minimum: 1 },
+              hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
+            },
+            ['id', 'seq', 'hash'],
+          ),
+        },
+      },
+      ['chains'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -154,5 +171,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'auth.refused' } } }, ['refusal', 'client']),
     requires({ properties: { type: { const: 'audit.checkpoint' } } }, ['checkpoint']),
     requires({ properties: { type: { const: 'audit.read' } } }, ['read']),
+    requires({ properties: { type: { const: 'audit.heads' } } }, ['heads']),
   ],
 } as const;

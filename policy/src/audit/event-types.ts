@@ -19,6 +19,7 @@ export const AUDIT_EVENT_TYPES = [
   'auth.refused',
   'audit.checkpoint',
   'audit.read',
+  'audit.heads',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -177,6 +178,24 @@ export interface AuditCheckpoint {
 }
 
 /**
+ * The heads of a sidecar's session chains (`audit.heads`), in its own chain (`sidecar-<instance>`): for each session
+ * chain that grew since the previous heads event, its latest seq and hash. A chain's tail (its last events, closing
+ * checkpoint included) can be cut without leaving a hole in it; the heads in the sidecar's own chain, which keeps
+ * growing as long as the sidecar runs, still name the events that were there. Signed with the sidecar's chain when
+ * signing is on (its checkpoint follows the heads), so a party without the key cannot rewrite them either.
+ */
+export interface AuditHeads {
+  chains: AuditChainHead[];
+}
+
+export interface AuditChainHead {
+  /** `session.id` of the chain. */
+  id: string;
+  seq: number;
+  hash: string;
+}
+
+/**
  * A read of the audit trail over the collector's HTTP API (`audit.read`), in the collector's own chain
  * (`collector-<instance>`): who asked, for what, and what they were answered, refusals included. It never holds the
  * bearer token, its hash or the Authorization header.
@@ -244,6 +263,7 @@ export interface AuditEvent {
   refusal?: AuditRefusal;
   checkpoint?: AuditCheckpoint;
   read?: AuditRead;
+  heads?: AuditHeads;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */

@@ -94,8 +94,18 @@ describe('audit flags', () => {
     s.end({});
     await setup.recorder.close();
     const events = eventsIn(path);
-    expect(events.map((e) => e.type)).toEqual(['session.start', 'statement', 'session.end', 'audit.checkpoint']);
-    expect(verifyCheckpoint(events[3], (id) => (id === trusted.keyId ? trusted.key : undefined)).ok).toBe(true);
+    // At close: the session's heads in the sidecar's own chain, signed by that chain's checkpoint.
+    expect(events.map((e) => e.type)).toEqual([
+      'session.start',
+      'statement',
+      'session.end',
+      'audit.checkpoint',
+      'audit.heads',
+      'audit.checkpoint',
+    ]);
+    expect(events[4].heads?.chains).toEqual([{ id: 'signed-session', seq: 4, hash: events[3].hash }]);
+    for (const c of [events[3], events[5]])
+      expect(verifyCheckpoint(c, (id) => (id === trusted.keyId ? trusted.key : undefined)).ok).toBe(true);
     expect(readFileSync(path, 'utf8')).not.toContain(
       privateKey.export({ format: 'pem', type: 'pkcs8' }).toString().split('\n')[1],
     );

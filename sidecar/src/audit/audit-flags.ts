@@ -63,7 +63,7 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
   ],
   [
     '--audit-checkpoint-interval <duration>',
-    'with --audit-signing-key: longest time events of a chain stay unsigned (10ms–1h)',
+    'how often the sidecar chain records the heads of the session chains (audit.heads) and, with --audit-signing-key, the longest time events stay unsigned (10ms–1h)',
     '1s',
   ],
 ];

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   type AuditApproval,
+  type AuditChainHead,
   type AuditError as AuditErrorBody,
   type AuditEvent,
   type AuditEventType,
@@ -20,7 +21,7 @@ import {
 } from '@pgwarden/policy';
 import type { SessionInfo, StatementRecord, StatementResult } from '../proxy/hooks.js';
 import { AUDIT_JSON, type AuditSink } from './audit-sink.js';
-import { type SignableChain, startChainCheckpoints } from './chain-checkpoints.js';
+import { chainCheckpoints, type SignableChain } from './chain-checkpoints.js';
 import { nowMicros } from './drop-tracker.js';
 import { buildStatementEvents, type StatementEventOptions } from './statement-events.js';
 import { sealStatementJson, statementJsonSession } from './statement-json.js';
@@ -43,7 +44,10 @@ export interface AuditRecorderOptions {
    * at most every `checkpointIntervalMs`, and at once after `session.end` and at close. Without it, none.
    */
   signer?: AuditSigner;
-  /** Default 1000. */
+  /**
+   * How often the sidecar's own chain records the heads of the session chains that grew (`audit.heads`) and, with
+   * a signer, how often chains are signed. Default 1000.
+   */
   checkpointIntervalMs?: number;
   now?: () => number;
 }
@@ -132,9 +136,6 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     ...pick(options.source, ['namespace', 'pod', 'node']),
   });
 
-  const checkpoints = options.signer
-    ? startChainCheckpoints(options.signer, options.checkpointIntervalMs ?? 1000)
-    : undefined;
   const emitJson = sink.emitJson?.bind(sink);
   const emit = (chain: ChainState, e: UnsealedAuditEvent) => {
     const { event, json } = sealEventToJson(e, chain);
@@ -175,7 +176,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         checkpoint,
       }),
   };
-  checkpoints?.track(instanceSigned);
+  const checkpoints = options.signer ? chainCheckpoints(options.signer, instanceSigned) : undefined;
   const instanceEvent = (type: AuditEventType, body: Partial<AuditEvent>) => {
     const policy = body.policy ?? options.policy?.();
     const event: UnsealedAuditEvent = {
@@ -196,12 +197,39 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   sink.onGap?.((gap) => instanceEvent('audit.gap', { gap }));
   const open = new Map<string, SessionAuditor>();
 
+  // Session chains whose head the sidecar's own chain has yet to record: the open ones (checked each tick for
+  // growth) and those that ended since the last tick. `reported` is the seq the last heads event named.
+  const live = new Map<string, HeadWatch>();
+  let ended: HeadWatch[] = [];
+  const headOf = (w: HeadWatch, out: AuditChainHead[]) => {
+    const { seq, prevHash } = w.state;
+    if (seq <= w.reported || prevHash === null) return;
+    w.reported = seq;
+    out.push({ id: w.id, seq, hash: prevHash });
+  };
+  const emitHeads = () => {
+    const chains: AuditChainHead[] = [];
+    for (const w of live.values()) headOf(w, chains);
+    for (const w of ended) headOf(w, chains);
+    ended = [];
+    // Bounded events: a sidecar with thousands of busy sessions writes several, not one of unbounded size.
+    for (let i = 0; i < chains.length; i += HEADS_PER_EVENT)
+      instanceEvent('audit.heads', { heads: { chains: chains.slice(i, i + HEADS_PER_EVENT) } });
+  };
+  // One timer (unref'd: it never keeps the process alive) for heads and checkpoints, so that each tick writes the
+  // sessions' checkpoints, then the heads that name them, then the checkpoint of the sidecar's chain over those.
+  const tick = () => (checkpoints ? checkpoints.sweep(emitHeads) : emitHeads());
+  const timer = setInterval(tick, options.checkpointIntervalMs ?? 1000);
+  timer.unref();
+
   return {
     sink,
     ready: () => sink.ready(),
     session: (id) => open.get(id),
     close: () => {
-      checkpoints?.close();
+      clearInterval(timer);
+      if (checkpoints) checkpoints.close(emitHeads);
+      else emitHeads();
       return sink.close();
     },
     policyLoaded: (policy) => instanceEvent('policy.loaded', { policy }),
@@ -313,6 +341,8 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         },
         end(reason) {
           open.delete(info.id);
+          const watch = live.get(info.id);
+          live.delete(info.id);
           emitSession({
             ...base('session.end', sessionPolicy ?? lastPolicy),
             end: {
@@ -324,14 +354,25 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
           });
           // A closed session is signed to its last event, not only up to the last sweep.
           checkpoints?.finish(signed);
+          if (watch) ended.push(watch);
         },
       };
       checkpoints?.track(signed);
+      live.set(info.id, { id: info.id, state: chain, reported: 0 });
       open.set(info.id, auditor);
       return auditor;
     },
   };
 }
+
+interface HeadWatch {
+  readonly id: string;
+  readonly state: ChainState;
+  reported: number;
+}
+
+/** Chains named per `audit.heads` event (~130 bytes each). */
+const HEADS_PER_EVENT = 200;
 
 /** `s`, cut to `max` characters with an ellipsis: client-chosen strings must not bloat the chain. */
 export const cutText = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max)}…`);

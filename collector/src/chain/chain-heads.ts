@@ -1,0 +1,86 @@
+import type { AuditEvent } from '../event.js';
+import type { ChainEvent, ChainFinding } from './verify-chain.js';
+
+/**
+ * What a sidecar's own chain said about one of its session chains (`audit.heads`): the chain reached `seq`, whose
+ * event had `hash`. `instance` is the sidecar that said so (`source.instance` of the heads event), `by` the heads
+ * event's id.
+ */
+export interface CommittedHead {
+  instance: string | null;
+  seq: number;
+  hash: string;
+  by: string;
+}
+
+/** The heads one `audit.heads` event names, as commitments (malformed entries are skipped: its hash covers them). */
+export function headsOf(e: AuditEvent): { sessionId: string; head: CommittedHead }[] {
+  if (e.type !== 'audit.heads') return [];
+  const chains = (e.heads as { chains?: unknown } | undefined)?.chains;
+  if (!Array.isArray(chains)) return [];
+  const instance = instanceOf(e);
+  const out: { sessionId: string; head: CommittedHead }[] = [];
+  for (const c of chains as { id?: unknown; seq?: unknown; hash?: unknown }[]) {
+    if (typeof c?.id !== 'string' || !Number.isSafeInteger(c.seq) || typeof c.hash !== 'string') continue;
+    out.push({ sessionId: c.id, head: { instance, seq: c.seq as number, hash: c.hash, by: e.id } });
+  }
+  return out;
+}
+
+export function instanceOf(e: ChainEvent): string | null {
+  const i = (e as { source?: { instance?: unknown } }).source?.instance;
+  return typeof i === 'string' ? i : null;
+}
+
+/**
+ * Holds a session's stored events to the heads its sidecar recorded for it. Only heads from the sidecar that wrote
+ * the session (same `source.instance`) count: another publisher's claims about the chain are ignored. A chain whose
+ * events stop before the highest recorded head lost its tail (`audit.gap`), even when what is left is intact and
+ * ends with a checkpoint; an event at a recorded position with another hash was replaced (`audit.tampered`); a
+ * chain with heads but no events at all was deleted whole.
+ */
+export function headFindings(
+  sessionId: string,
+  events: readonly ChainEvent[],
+  heads: readonly CommittedHead[],
+): ChainFinding[] {
+  const instance = events.map(instanceOf).find((i) => i !== null) ?? null;
+  let top: CommittedHead | undefined;
+  for (const h of heads) {
+    if (instance !== null && h.instance !== instance) continue;
+    if (top === undefined || h.seq > top.seq) top = h;
+  }
+  if (top === undefined) return [];
+  let last = 0;
+  let at: ChainEvent | undefined;
+  for (const e of events) {
+    if (e.session.seq > last) last = e.session.seq;
+    if (e.session.seq === top.seq) at = e;
+  }
+  if (events.length === 0 || last < top.seq) {
+    return [
+      {
+        kind: 'audit.gap',
+        sessionId,
+        seqFrom: last + 1,
+        seqTo: top.seq,
+        detail:
+          events.length === 0
+            ? `the whole chain is missing: the sidecar's ${top.by} recorded it up to seq ${top.seq}`
+            : `events ${last + 1}..${top.seq} are missing: the sidecar's ${top.by} recorded the chain up to seq ${top.seq}`,
+      },
+    ];
+  }
+  if (at !== undefined && at.hash !== top.hash) {
+    return [
+      {
+        kind: 'audit.tampered',
+        sessionId,
+        seqFrom: top.seq,
+        seqTo: top.seq,
+        detail: `event ${at.id} (seq ${top.seq}) is not the event the sidecar's ${top.by} recorded there`,
+      },
+    ];
+  }
+  return [];
+}
