@@ -167,6 +167,7 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
         'GET /api/v1/sessions',
         'GET /api/v1/sessions/{id}',
         'GET /api/v1/events',
+        'GET /api/v1/findings',
         'GET /api/v1/approvals',
         'GET /api/v1/approvals/{id}',
         'POST /api/v1/approvals/{id}',

@@ -60,7 +60,7 @@ export interface CollectorOptions {
   signatures?: { keysFile?: string; requireSigned?: boolean };
   /**
    * Reads of the trail recorded in the collector's own chain, `collector-<instance>` (the CLI always turns this on):
-   * every request to a read route (sessions, events, stream, verify, GET approvals), refusals included, becomes one
+   * every request to a read route (sessions, events, findings, stream, verify, GET approvals), refusals included, becomes one
    * `audit.read` event stored before the answer is sent. A read whose event is not stored within `timeoutMs`
    * (default 5 s) is refused with 503, unless `failOpen` (`--insecure-unrecorded-reads`) serves it anyway.
    * `signingKeyFile` (`--audit-signing-key`, PEM PKCS#8 Ed25519) signs the chain with `audit.checkpoint` events.

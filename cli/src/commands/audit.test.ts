@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { auditSigner, auditVerifyKey, verifyCheckpoint } from '@pgwarden/policy';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { makeSession } from '../../../collector/src/testing/audit-events.js';
+import { makeHeads, makeSession } from '../../../collector/src/testing/audit-events.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
 import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
@@ -91,6 +91,59 @@ describe.skipIf(!BUILT && !process.env.CI)(
       expect(bad.stdout).toContain('verified 4 session(s): 3 ok, 1 with findings');
       expect(bad.stdout).toMatch(/session http-sess .*\n\s+audit\.tampered seq 4: /);
     }, 180_000); // five CLI processes and two PGlite starts: slow on a loaded 2-core machine
+
+    it('audit findings lists a cut tail and a chain deleted whole, exit 1; none left: exit 0', async () => {
+      const { child, url } = await startCollectorProcess([
+        '--data-dir',
+        join(dir, 'findings-store'),
+        '--gap-grace',
+        '0',
+      ]);
+      try {
+        const cut = makeSession({ id: 'cli-cut', statements: 2, instance: 'cli-side' });
+        const gone = makeSession({ id: 'cli-gone', statements: 1, instance: 'cli-side' });
+        const events = [...cut.slice(0, 3), ...makeHeads('cli-side', [[cut, gone]])];
+        const r = await fetch(`${url}/api/v1/ingest`, {
+          method: 'POST',
+          body: events.map((e) => JSON.stringify(e)).join('\n'),
+        });
+        expect(await r.json()).toMatchObject({ stored: 4 });
+        let listed = spawnSync(BIN, ['audit', 'findings', '--collector', url], { encoding: 'utf8' });
+        const until = Date.now() + 30_000;
+        while (listed.stdout.trim().split('\n').length < 2 && Date.now() < until) {
+          await new Promise((res) => setTimeout(res, 300));
+          listed = spawnSync(BIN, ['audit', 'findings', '--collector', url], { encoding: 'utf8' });
+        }
+        expect([listed.status, listed.stderr]).toEqual([1, '']);
+        const lines = listed.stdout.trim().split('\n');
+        expect(lines).toHaveLength(2);
+        expect(lines).toContainEqual(
+          expect.stringMatching(
+            /^\S+Z audit\.gap session cli-cut \[agents\] seq 4: events 4\.\.4 are missing: the sidecar's sidecar-cli-side\.1 recorded the chain up to seq 4$/,
+          ),
+        );
+        expect(lines).toContainEqual(
+          expect.stringMatching(
+            / audit\.gap session cli-gone \(no record\) \[agents\] seq 1\.\.3: the whole chain is missing/,
+          ),
+        );
+        const json = spawnSync(BIN, ['audit', 'findings', '--collector', url, '--session', 'cli-gone', '--json'], {
+          encoding: 'utf8',
+        });
+        expect(JSON.parse(json.stdout)).toEqual([
+          expect.objectContaining({ sessionId: 'cli-gone', sessionKnown: false, seqFrom: 1, seqTo: 3 }),
+        ]);
+        const none = spawnSync(BIN, ['audit', 'findings', '--collector', url, '--state', 'resolved'], {
+          encoding: 'utf8',
+        });
+        expect([none.status, none.stdout]).toEqual([0, 'no findings\n']);
+        const bad = spawnSync(BIN, ['audit', 'findings', '--collector', url, '--state', 'later'], { encoding: 'utf8' });
+        expect(bad.status).toBe(2);
+        expect(bad.stderr).toContain('state must be open, resolved or all');
+      } finally {
+        expect(await stopProcess(child)).toBe(0);
+      }
+    }, 120_000);
 
     it('a collector with a readers file serves audit verify and audit tail only with a reader’s token', async () => {
       // `pgwarden audit token` makes the token and the readers-file entry (only the hash) that the collector reads.

@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import {
   type AuditEvent,
   AuditStore,
+  type FindingRow,
   type FullReport,
   parseAuditKeys,
   SIGNATURE_STATES,
@@ -275,6 +276,19 @@ async function verifyFiles(o: {
   };
 }
 
+/** The findings GET /api/v1/findings listed, one line each. */
+export function formatFindings(items: readonly FindingRow[], next: string | null): string {
+  if (items.length === 0) return 'no findings\n';
+  const lines = items.map(
+    (f) =>
+      `${f.detectedAt} ${f.kind} session ${f.sessionId}${f.sessionKnown ? '' : ' (no record)'}` +
+      `${f.namespace ? ` [${f.namespace}]` : ''} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${f.detail}` +
+      `${f.resolvedAt ? ` (resolved ${f.resolvedAt})` : ''}`,
+  );
+  if (next) lines.push('… more: raise --limit');
+  return `${lines.join('\n')}\n`;
+}
+
 export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('follow and verify the audit trail');
   const t = withCollectorOption(
@@ -295,6 +309,41 @@ export function registerAudit(program: Command): void {
     }
     await tail(url.toString(), Boolean(o.json), token);
   });
+
+  withCollectorOption(
+    audit
+      .command('findings')
+      .description(
+        'chain findings from a collector (gaps, cut tails, chains deleted whole, tampering), newest first; exit ' +
+          'status 1 when any is listed',
+      ),
+  )
+    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
+    .option('--state <state>', 'open, resolved or all', 'open')
+    .option('--kind <kind>', 'only this kind (audit.gap, audit.tampered)')
+    .option('--namespace <ns>', 'only sessions of this namespace')
+    .option('--session <id>', 'only this session')
+    .option('--limit <n>', 'at most this many (1–1000)', '100')
+    .option('--json', 'print the findings as JSON')
+    .action(async (o) => {
+      try {
+        const url = new URL('/api/v1/findings', o.collector);
+        for (const k of ['state', 'kind', 'namespace', 'session', 'limit'] as const)
+          if (o[k] !== undefined) url.searchParams.set(k, String(o[k]));
+        const token = readerToken(o.tokenFile);
+        const r = await fetch(url, { headers: authHeader(token) });
+        if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
+        if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
+        const page = (await r.json()) as { items: FindingRow[]; next: string | null };
+        process.stdout.write(
+          o.json ? `${JSON.stringify(page.items, null, 2)}\n` : formatFindings(page.items, page.next),
+        );
+        process.exitCode = page.items.length > 0 ? 1 : 0;
+      } catch (err) {
+        process.stderr.write(`audit findings: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
+    });
 
   audit
     .command('token')

@@ -3,7 +3,7 @@ import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
 import { CollectorError } from '../errors.js';
 import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
 import type { AuditStore } from '../store/audit-store.js';
-import { getSession, listSessions, searchEvents } from '../store/queries.js';
+import { getSession, listFindings, listSessions, searchEvents } from '../store/queries.js';
 import { type LiveFilter, liveFilterFrom } from './event-filter.js';
 import { HttpError, type Reply, readBody } from './json-io.js';
 
@@ -34,7 +34,7 @@ export interface ReaderNote {
 export type ReadReply = (Reply & { items?: number }) | { status: 200; stream: LiveFilter };
 
 /** The routes that serve the audit trail itself (statement text, result samples): readers only. */
-export const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|stream|verify)$/;
+export const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|findings|stream|verify)$/;
 
 /** The reader's namespaces (undefined: every namespace); throws 401/503 for anyone who may not read. */
 function requireReader(deps: ReadDeps, req: IncomingMessage, url: URL, note: ReaderNote): string[] | undefined {
@@ -128,6 +128,21 @@ export async function answerRead(deps: ReadDeps, req: IncomingMessage, url: URL,
       policy: opt(q, 'policy'),
       from: timeOf(q, 'from'),
       to: timeOf(q, 'to'),
+      limit: limitOf(q),
+      cursor: opt(q, 'cursor'),
+    });
+    return { status: 200, body: page, items: page.items.length };
+  }
+  if (method === 'GET' && path === '/api/v1/findings') {
+    const state = q.get('state') ?? 'open';
+    if (state !== 'open' && state !== 'resolved' && state !== 'all')
+      throw new HttpError(400, 'bad_state', 'state must be open, resolved or all');
+    const page = await listFindings(deps.store.db, {
+      state,
+      kind: opt(q, 'kind'),
+      session: opt(q, 'session'),
+      namespace: opt(q, 'namespace'),
+      namespaces: scope,
       limit: limitOf(q),
       cursor: opt(q, 'cursor'),
     });

@@ -11,7 +11,7 @@ import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
 import { approvalRequest } from '../testing/approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from '../testing/approvals-fixture.js';
-import { makeSession } from '../testing/audit-events.js';
+import { makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -334,3 +334,61 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
     }, 60_000);
   },
 );
+
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('chain findings in a real browser', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let collector: Collector;
+  // A forged heads event may name any session id: it must show as text, never become DOM.
+  const EVIL = 'ui-gone-<img src=x onerror=window.__pwned=3>';
+
+  beforeAll(async () => {
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await startCollector({
+      store: { url: db.url },
+      http: { port: 0 },
+      logger: pino({ level: 'silent' }),
+      gapGraceMs: 0,
+    });
+    const cut = makeSession({ id: 'ui-cut', statements: 2, instance: 'ui-side' });
+    const gone = makeSession({ id: EVIL, statements: 1, instance: 'ui-side' });
+    for (const e of [...cut.slice(0, 2), ...makeHeads('ui-side', [[cut, gone]])])
+      expect(await collector.ingest(e)).toBe('stored');
+    const until = Date.now() + 15_000;
+    for (;;) {
+      const page = (await (await fetch(`${collector.url}/api/v1/findings`)).json()) as { items: unknown[] };
+      if (page.items?.length === 2 || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+  afterAll(async () => {
+    await collector?.stop();
+    await db?.drop();
+  });
+
+  it('lists open findings, a chain deleted whole included, and opens the session of one that has a record', async () => {
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await page.waitForSelector('#finding-list tr[data-finding="ui-cut"]');
+      const rows = await page.$$eval('#finding-list tr', (trs) =>
+        trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      const byKind = new Map(rows.map((r) => [r[2], r]));
+      expect(byKind.get('ui-cut')?.slice(1, 4)).toEqual(['audit.gap', 'ui-cut', '3..4']);
+      expect(byKind.get('ui-cut')?.[4]).toMatch(/^events 3\.\.4 are missing: the sidecar's sidecar-ui-side\.1/);
+      expect(byKind.get(`${EVIL} (no record)`)?.slice(3)).toEqual([
+        '1..3',
+        "the whole chain is missing: the sidecar's sidecar-ui-side.1 recorded it up to seq 3",
+      ]);
+      expect(await page.$$eval('#findings img', (imgs) => imgs.length)).toBe(0);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      await page.click('#finding-list tr[data-finding="ui-cut"]');
+      await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session ui-cut');
+      expect(await page.$$eval('#detail p.bad', (ps) => ps.map((p) => p.textContent))).toContain(
+        "audit.gap: events 3..4 are missing: the sidecar's sidecar-ui-side.1 recorded the chain up to seq 4",
+      );
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+});

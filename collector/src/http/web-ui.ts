@@ -1,6 +1,6 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
- * or reject), a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * or reject), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order. Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
@@ -13,16 +13,18 @@ export const WEB_UI_HTML = `<!doctype html>
 body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 #list{width:42%;overflow:auto;border-right:1px solid #ccc}#detail{flex:1;overflow:auto;padding:0 1em}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
-tr.s{cursor:pointer}tr.s:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
+tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 #approvals{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
-#approval-list td:last-child{white-space:nowrap}.msg{color:#b00}
+#approval-list td:last-child{white-space:nowrap}.msg{color:#b00}#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
 <form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
+<section id="findings"><h1>Open chain findings <span id="findings-msg" class="msg"></span></h1>
+<table><thead><tr><th>detected</th><th>kind</th><th>session</th><th>seq</th><th>detail</th></tr></thead><tbody id="finding-list"></tbody></table></section>
 <h1>Sessions <span id="sessions-msg" class="msg"></span></h1>
 <form id="filter"><input name="identity" placeholder="identity"> <input name="namespace" placeholder="namespace"> <input name="policy" placeholder="policy">
 <select name="decision"><option value="">any decision</option><option>deny</option><option>review</option><option>dryrun</option><option>allow</option></select>
@@ -69,6 +71,23 @@ async function loadSessions(more) {
     tr.append(el('td', s.chain, s.chain === 'ok' ? 'ok' : 'bad'));
     tr.append(el('td', signatureShort(s), s.signature === 'signed' ? 'ok' : undefined));
     tr.onclick = () => showSession(s.id);
+    body.append(tr);
+  }
+}
+// Everything wrong with the trail at once (gaps, cut tails, chains deleted whole, tampering): a chain deleted whole
+// has no session to open, so this list is where it shows.
+async function loadFindings() {
+  const msg = document.getElementById('findings-msg');
+  let page;
+  try { page = await getJson('/api/v1/findings?limit=50'); } catch (e) { msg.textContent = String(e.message); return; }
+  msg.textContent = '';
+  const body = document.getElementById('finding-list'); body.replaceChildren();
+  if (!page.items.length) { const td = el('td', 'none: every chain checked so far is whole', 'ok'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
+  for (const f of page.items) {
+    const tr = el('tr', undefined, f.sessionKnown ? 'f' : undefined); tr.dataset.finding = f.sessionId;
+    tr.append(el('td', f.detectedAt), el('td', f.kind, 'bad'), el('td', f.sessionId + (f.sessionKnown ? '' : ' (no record)')));
+    tr.append(el('td', f.seqFrom === f.seqTo ? f.seqFrom : f.seqFrom + '..' + f.seqTo), el('td', f.detail));
+    if (f.sessionKnown) tr.onclick = () => showSession(f.sessionId);
     body.append(tr);
   }
 }
@@ -138,6 +157,7 @@ document.getElementById('token-form').onsubmit = (ev) => {
   sessionStorage.setItem('pgwarden-token', document.getElementById('token').value);
   document.getElementById('token').value = '';
   loadApprovals();
+  loadFindings();
   loadSessions().then(follow);
 };
 // New sessions as they start: the stream's server-sent events, read with fetch so the token goes along. A refused
@@ -167,6 +187,8 @@ async function follow() {
 }
 loadApprovals();
 setInterval(loadApprovals, 5000);
+loadFindings();
+setInterval(loadFindings, 15000);
 loadSessions().then(follow);
 </script></body></html>
 `;

@@ -121,11 +121,11 @@ ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = 
 
 /** Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded. */
 const UPSERT_HEADS = `
-INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id)
-SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id
-FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text)
+INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id, namespace)
+SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id, r.namespace
+FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text, namespace text)
 ON CONFLICT (session_id, instance) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, event_id = EXCLUDED.event_id,
-  received_at = now()
+  namespace = EXCLUDED.namespace, received_at = now()
 WHERE EXCLUDED.seq > h.seq`;
 
 /** Renders a timestamptz column as RFC 3339 UTC with microseconds, independent of the session's DateStyle/TimeZone. */
@@ -319,7 +319,10 @@ export async function writeBatch(
 /** Stores what the batch's audit.heads events recorded (AuditStore.sweepGaps and verify hold sessions to it). */
 async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promise<void> {
   // One row per (session, instance) per statement: ON CONFLICT cannot touch the same row twice in one INSERT.
-  const top = new Map<string, { session_id: string; instance: string; seq: number; hash: string; event_id: string }>();
+  const top = new Map<
+    string,
+    { session_id: string; instance: string; seq: number; hash: string; event_id: string; namespace: string | null }
+  >();
   for (const e of events) {
     for (const { sessionId, head } of headsOf(e)) {
       if (head.instance === null) continue;
@@ -332,6 +335,7 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
           seq: head.seq,
           hash: head.hash,
           event_id: head.by,
+          namespace: namespaceOf(e),
         });
     }
   }

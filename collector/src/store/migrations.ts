@@ -108,6 +108,8 @@ CREATE TABLE audit_chain_heads (
   seq bigint NOT NULL,
   hash text NOT NULL,
   event_id text NOT NULL,
+  -- The namespace of the heads event (the sidecar's): a chain deleted whole is filed under it.
+  namespace text,
   received_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (session_id, instance)
 );

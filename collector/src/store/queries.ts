@@ -106,6 +106,10 @@ class Where {
     this.params.push(values);
     this.parts.push(sql(`$${this.params.length}`));
   }
+  /** A condition with no value. */
+  raw(sql: string): void {
+    this.parts.push(sql);
+  }
   /** A condition over two values (keyset pagination). */
   add2(sql: (a: string, b: string) => string, a: unknown, b: unknown): void {
     this.params.push(a, b);
@@ -228,4 +232,57 @@ export async function setCursor(db: SqlRunner, name: string, position: number): 
 export async function lastIngestPosition(db: SqlRunner): Promise<number> {
   const [row] = await db.query<{ p: string | null }>('SELECT max(ingest_seq)::text AS p FROM audit_events');
   return row?.p ? Number(row.p) : 0;
+}
+
+export interface FindingFilter {
+  /** `open` (default): not resolved; `resolved`; `all`. */
+  state?: 'open' | 'resolved' | 'all';
+  kind?: string;
+  session?: string;
+  namespace?: string;
+  /** Only findings of sessions in these namespaces (a reader's scope); absent: all. */
+  namespaces?: string[];
+  limit: number;
+  cursor?: string;
+}
+
+export interface FindingRow extends Finding {
+  id: number;
+  sessionId: string;
+  /** The session's namespace; for a chain deleted whole, that of the sidecar whose heads named it. */
+  namespace: string | null;
+  /** False when the store holds no record of the session (a chain deleted whole, or never received). */
+  sessionKnown: boolean;
+}
+
+/**
+ * Chain findings across sessions, newest first, keyset-paged on id: what an operator looks at to see everything
+ * wrong with the trail at once, including chains deleted whole, which have no session to open.
+ */
+export async function listFindings(db: SqlRunner, f: FindingFilter): Promise<Page<FindingRow>> {
+  const w = new Where();
+  const state = f.state ?? 'open';
+  if (state === 'open') w.raw('f.resolved_at IS NULL');
+  else if (state === 'resolved') w.raw('f.resolved_at IS NOT NULL');
+  w.add((p) => `f.kind = ${p}`, f.kind);
+  w.add((p) => `f.session_id = ${p}`, f.session);
+  const ns =
+    'coalesce(s.namespace, (SELECT min(h.namespace) FROM audit_chain_heads h WHERE h.session_id = f.session_id))';
+  w.add((p) => `${ns} = ${p}`, f.namespace);
+  w.addList((p) => `${ns} = ANY(${p}::text[])`, f.namespaces);
+  if (f.cursor) {
+    const [, id] = decodeCursor(f.cursor);
+    w.add((p) => `f.id < ${p}::bigint`, id);
+  }
+  const rows = await db.query<FindingRow>(
+    `SELECT f.id::int, f.session_id AS "sessionId", ${ns} AS namespace, s.session_id IS NOT NULL AS "sessionKnown",
+            f.kind, f.seq_from::int AS "seqFrom", f.seq_to::int AS "seqTo", f.detail, ${ISO('f.detected_at')} AS "detectedAt",
+            CASE WHEN f.resolved_at IS NULL THEN NULL ELSE ${ISO('f.resolved_at')} END AS "resolvedAt"
+     FROM audit_chain_findings f LEFT JOIN audit_sessions s ON s.session_id = f.session_id
+     ${w.sql} ORDER BY f.id DESC LIMIT ${f.limit + 1}`,
+    w.params,
+  );
+  const items = rows.slice(0, f.limit);
+  const last = items[items.length - 1];
+  return { items, next: rows.length > f.limit && last ? encodeCursor(['finding', String(last.id)]) : null };
 }
