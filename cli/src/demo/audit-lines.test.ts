@@ -38,4 +38,21 @@ describe('formatAuditEvent', () => {
       }),
     ).toMatch(/session\.start postgres@postgres$/);
   });
+
+  it('prints chain heads as the sessions and seqs they name, at most four', () => {
+    const chains = ['aaaaaaaa1', 'bbbbbbbb2', 'cccccccc3', 'dddddddd4', 'eeeeeeee5', 'ffffffff6'].map((id, i) => ({
+      id,
+      seq: i + 1,
+      hash: '0'.repeat(64),
+    }));
+    const line = formatAuditEvent({
+      type: 'audit.heads',
+      time: '2026-11-30T04:01:02.123456Z',
+      session: { id: 'sidecar-1234abcd', seq: 9 },
+      heads: { chains },
+    });
+    expect(line).toBe(
+      '04:01:02.123 s:sidecar-   #9  audit.heads s:aaaaaaaa#1 s:bbbbbbbb#2 s:cccccccc#3 s:dddddddd#4 +2',
+    );
+  });
 });

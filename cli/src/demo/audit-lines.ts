@@ -12,6 +12,11 @@ export function formatAuditEvent(e: Event): string {
   const seq = e.session?.seq !== undefined ? `#${e.session.seq}` : '';
   const type = String(e.type ?? 'event');
   const head = [time, session.padEnd(10), seq.padStart(4)].join(' ');
+  if (type === 'audit.heads' && Array.isArray(e.heads?.chains)) {
+    // The sidecar's record of how far each session chain reached (docs/audit.md#chain-heads), kept to one line.
+    const chains = e.heads.chains.map((c: Event) => `s:${String(c.id).slice(0, 8)}#${c.seq}`);
+    return `${head}  audit.heads ${chains.slice(0, 4).join(' ')}${chains.length > 4 ? ` +${chains.length - 4}` : ''}`;
+  }
   if (type !== 'statement') {
     const who = e.database?.user ? ` ${e.database.user}@${e.database.name ?? ''}` : '';
     const why = e.reason ?? e.decision?.reason;
