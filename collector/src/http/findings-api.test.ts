@@ -49,7 +49,7 @@ describe('chain findings API', () => {
     const events = [
       ...cut.slice(0, 2),
       ...holed.filter((e) => e.session.seq !== 3),
-      ...makeHeads('side-a', [[cut, gone]], 'team-a'),
+      ...makeHeads('side-a', [[cut, gone]], { namespace: 'team-a' }),
     ];
     for (const e of events) expect(await collector.ingest(e)).toBe('stored');
     // The periodic sweep (every second with no grace) turns them into findings.

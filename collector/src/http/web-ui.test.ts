@@ -74,7 +74,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
       const ids = await page.$$eval('tr.s', (rows) => rows.map((r) => (r as HTMLElement).dataset.session));
       expect(ids).toEqual(['ui-sess', 'ui-evil']);
       const cells = await page.$$eval('tr.s[data-session="ui-sess"] td', (tds) => tds.map((td) => td.textContent));
-      expect(cells.slice(1)).toEqual(['alice', 'analytics-agent', '4', '2', 'ok', 'unsigned']);
+      expect(cells.slice(1)).toEqual(['alice', 'analytics-agent', '4', '2', 'ok', 'unsigned', 'ended']);
       await page.click('tr.s[data-session="ui-sess"]');
       await page.waitForSelector('#statements');
       const rows = await page.$$eval('#statements tr', (trs) =>
@@ -183,7 +183,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('signed checkpoints in
       const rows = await page.$$eval('tr.s', (trs) =>
         trs.map((tr) => [
           (tr as HTMLElement).dataset.session,
-          ...[...tr.querySelectorAll('td')].slice(5).map((td) => td.textContent),
+          ...[...tr.querySelectorAll('td')].slice(5, 7).map((td) => td.textContent),
         ]),
       );
       expect(rows).toEqual([
@@ -351,7 +351,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('chain findings in a r
     });
     const cut = makeSession({ id: 'ui-cut', statements: 2, instance: 'ui-side' });
     const gone = makeSession({ id: EVIL, statements: 1, instance: 'ui-side' });
-    for (const e of [...cut.slice(0, 2), ...makeHeads('ui-side', [[cut, gone]])])
+    // Its sidecar last named the cut session hours ago, and names its open chains every minute: interrupted.
+    for (const e of [...cut.slice(0, 2), ...makeHeads('ui-side', [[cut, gone]], { refreshMs: 60_000 })])
       expect(await collector.ingest(e)).toBe('stored');
     const until = Date.now() + 15_000;
     for (;;) {
@@ -386,6 +387,11 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('chain findings in a r
       expect(await page.$$eval('#detail p.bad', (ps) => ps.map((p) => p.textContent))).toContain(
         "audit.gap: events 3..4 are missing: the sidecar's sidecar-ui-side.1 recorded the chain up to seq 4",
       );
+      expect(await page.textContent('#state')).toBe(
+        'state: interrupted - its sidecar last named it at 2026-11-30T13:00:00.000000Z',
+      );
+      await page.waitForSelector('tr.s[data-session="ui-cut"]');
+      expect(await page.$$eval('tr.s[data-session="ui-cut"] td', (tds) => tds.at(-1)?.textContent)).toBe('interrupted');
       expect(errors).toEqual([]);
     } finally {
       await close();

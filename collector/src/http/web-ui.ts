@@ -29,7 +29,8 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 <form id="filter"><input name="identity" placeholder="identity"> <input name="namespace" placeholder="namespace"> <input name="policy" placeholder="policy">
 <select name="decision"><option value="">any decision</option><option>deny</option><option>review</option><option>dryrun</option><option>allow</option></select>
 <select name="chain"><option value="">any chain</option><option>ok</option><option>pending</option><option>gap</option><option>tampered</option></select>
-<select name="signature"><option value="">any signature</option><option>signed</option><option>partial</option><option>unsigned</option><option>unverified</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th><th>signature</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
+<select name="signature"><option value="">any signature</option><option>signed</option><option>partial</option><option>unsigned</option><option>unverified</option></select>
+<select name="state"><option value="">any state</option><option>open</option><option>ended</option><option>interrupted</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th><th>signature</th><th>state</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
 const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
@@ -70,6 +71,7 @@ async function loadSessions(more) {
     for (const v of [s.firstTime, s.identity ?? '', s.policy ?? '', s.statements, s.denied]) tr.append(el('td', v));
     tr.append(el('td', s.chain, s.chain === 'ok' ? 'ok' : 'bad'));
     tr.append(el('td', signatureShort(s), s.signature === 'signed' ? 'ok' : undefined));
+    tr.append(el('td', s.state, s.state === 'interrupted' ? 'bad' : undefined));
     tr.onclick = () => showSession(s.id);
     body.append(tr);
   }
@@ -98,6 +100,9 @@ async function showSession(id) {
   box.append(el('p', 'chain: ' + d.session.chain + ' - ' + d.session.events + ' events', d.session.chain === 'ok' ? 'ok' : 'bad'));
   const sig = el('p', 'signature: ' + signatureLong(d.session), d.session.signature === 'signed' ? 'ok' : undefined); sig.id = 'signature';
   box.append(sig);
+  // Interrupted: the sidecar stopped naming the chain (docs/audit.md#chain-heads) without ending the session.
+  const state = el('p', 'state: ' + d.session.state + (d.session.lastHeard ? ' - its sidecar last named it at ' + d.session.lastHeard : ''), d.session.state === 'interrupted' ? 'bad' : undefined); state.id = 'state';
+  box.append(state);
   for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail, 'bad'));
   const t = el('table'); t.id = 'statements';
   t.append(Object.assign(el('tr'), { innerHTML: '<th>seq</th><th>time</th><th>type</th><th>decision</th><th>statement</th><th>result</th>' }));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { verifyEvents } from '../chain/verify-events.js';
 import { makeHeads, makeSession } from '../testing/audit-events.js';
 import { useTestStore } from '../testing/test-store.js';
-import { getSession } from './queries.js';
+import { getSession, listSessions } from './queries.js';
 
 /**
  * A chain's tail can be cut without leaving a hole: what remains is consecutive, its hashes link, and with signing
@@ -91,6 +91,42 @@ describe('chain heads (audit.heads) in the store', () => {
     await t.store.ingest(s.slice(2));
     expect(await t.store.sweepGaps(0)).toEqual([]);
     expect((await t.store.verify(['heads-early']))[0]).toMatchObject({ ok: true });
+  });
+});
+
+describe('session state from chain heads', () => {
+  const t = useTestStore();
+
+  it('calls a session interrupted when its sidecar stopped naming it for three refresh periods, open while it names it', async () => {
+    const instance = 'sidecar-live';
+    const dead = makeSession({ id: 'st-dead', statements: 1, instance, end: false });
+    const ended = makeSession({ id: 'st-ended', statements: 1, instance });
+    const unnamed = makeSession({ id: 'st-unnamed', statements: 1, instance: 'sidecar-old', end: false });
+    const now = Date.now() * 1000;
+    // The dead session was last named 4 minutes ago with a 1-minute refresh; the quiet one 10 s ago.
+    const old = makeHeads(instance, [[dead, ended]], { refreshMs: 60_000, startMicros: now - 240e6 });
+    const quiet = makeSession({ id: 'st-quiet', statements: 1, instance: `${instance}-2`, end: false });
+    const fresh = makeHeads(`${instance}-2`, [[quiet]], { refreshMs: 60_000, startMicros: now - 10e6 });
+    await t.store.ingest([...dead, ...ended, ...unnamed, ...quiet, ...old, ...fresh]);
+    const states = new Map(
+      (await listSessions(t.store.db, { limit: 100 })).items
+        .filter((s) => s.id.startsWith('st-'))
+        .map((s) => [s.id, [s.state, s.lastHeard !== null]]),
+    );
+    expect(states).toEqual(
+      new Map([
+        ['st-quiet', ['open', true]],
+        ['st-dead', ['interrupted', true]],
+        ['st-ended', ['ended', true]],
+        ['st-unnamed', ['open', false]],
+      ]),
+    );
+    const interrupted = await listSessions(t.store.db, { limit: 100, state: 'interrupted' });
+    expect(interrupted.items.map((s) => s.id)).toEqual(['st-dead']);
+    expect((await getSession(t.store.db, 'st-dead'))?.session.lastHeard).toMatch(/^\d{4}-\d\d-\d\dT/);
+    // Named again (a refresh, the same head): open again.
+    await t.store.ingest(makeHeads(instance, [[], [], [dead]], { refreshMs: 60_000, startMicros: now - 2e6 }).slice(2));
+    expect((await getSession(t.store.db, 'st-dead'))?.session.state).toBe('open');
   });
 });
 

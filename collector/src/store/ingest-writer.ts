@@ -119,14 +119,23 @@ ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = 
   signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key,
   instance = EXCLUDED.instance, updated_at = now()`;
 
-/** Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded. */
+/**
+ * Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded, and when the sidecar
+ * last named the chain at all (a refresh names the same head again).
+ */
 const UPSERT_HEADS = `
-INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id, namespace)
-SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id, r.namespace
-FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text, namespace text)
-ON CONFLICT (session_id, instance) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, event_id = EXCLUDED.event_id,
-  namespace = EXCLUDED.namespace, received_at = now()
-WHERE EXCLUDED.seq > h.seq`;
+INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id, namespace, seen_at, refresh_ms)
+SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id, r.namespace, r.seen_at, r.refresh_ms
+FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text, namespace text,
+  seen_at timestamptz, refresh_ms integer)
+ON CONFLICT (session_id, instance) DO UPDATE SET
+  seq = greatest(h.seq, EXCLUDED.seq),
+  hash = CASE WHEN EXCLUDED.seq > h.seq THEN EXCLUDED.hash ELSE h.hash END,
+  event_id = CASE WHEN EXCLUDED.seq > h.seq THEN EXCLUDED.event_id ELSE h.event_id END,
+  received_at = CASE WHEN EXCLUDED.seq > h.seq THEN now() ELSE h.received_at END,
+  namespace = EXCLUDED.namespace,
+  seen_at = greatest(h.seen_at, EXCLUDED.seen_at),
+  refresh_ms = coalesce(EXCLUDED.refresh_ms, h.refresh_ms)`;
 
 /** Renders a timestamptz column as RFC 3339 UTC with microseconds, independent of the session's DateStyle/TimeZone. */
 export const ISO = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
@@ -321,13 +330,24 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
   // One row per (session, instance) per statement: ON CONFLICT cannot touch the same row twice in one INSERT.
   const top = new Map<
     string,
-    { session_id: string; instance: string; seq: number; hash: string; event_id: string; namespace: string | null }
+    {
+      session_id: string;
+      instance: string;
+      seq: number;
+      hash: string;
+      event_id: string;
+      namespace: string | null;
+      seen_at: string;
+      refresh_ms: number | null;
+    }
   >();
   for (const e of events) {
     for (const { sessionId, head } of headsOf(e)) {
       if (head.instance === null) continue;
       const key = `${sessionId}\n${head.instance}`;
       const there = top.get(key);
+      const refresh = (e.heads as { refreshMs?: unknown } | undefined)?.refreshMs;
+      const refreshMs = Number.isSafeInteger(refresh) && (refresh as number) > 0 ? (refresh as number) : null;
       if (there === undefined || head.seq > there.seq)
         top.set(key, {
           session_id: sessionId,
@@ -336,7 +356,10 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
           hash: head.hash,
           event_id: head.by,
           namespace: namespaceOf(e),
+          seen_at: there === undefined ? e.time : later(there.seen_at, e.time),
+          refresh_ms: refreshMs ?? there?.refresh_ms ?? null,
         });
+      else there.seen_at = later(there.seen_at, e.time);
     }
   }
   if (top.size > 0) await tx.query(UPSERT_HEADS, [JSON.stringify([...top.values()])]);

@@ -110,7 +110,12 @@ CREATE TABLE audit_chain_heads (
   event_id text NOT NULL,
   -- The namespace of the heads event (the sidecar's): a chain deleted whole is filed under it.
   namespace text,
+  -- When this seq was first recorded (the gap sweep's grace runs from it).
   received_at timestamptz NOT NULL DEFAULT now(),
+  -- The time of the latest heads event that named the chain, grown or not, and how often its sidecar names the
+  -- chains it holds open: a session not ended and not named for three such periods was cut off.
+  seen_at timestamptz NOT NULL,
+  refresh_ms integer,
   PRIMARY KEY (session_id, instance)
 );
 -- The sidecar instance that wrote the session (source.instance of its first event): whose heads count for it.

@@ -24,7 +24,16 @@ export interface SessionSummary {
   signedBy: string | null;
   /** Events after signedSeq (all of them without a valid checkpoint), not counting the closing checkpoint. */
   unsignedEvents: number;
+  /**
+   * `ended` (a session.end arrived), `interrupted` (not ended, and its sidecar stopped naming the chain in its
+   * audit.heads for three of its refresh periods: killed, or its trail stopped arriving), else `open`.
+   */
+  state: SessionState;
+  /** When the session's sidecar last named its chain in audit.heads (its clock); null when it never did. */
+  lastHeard: string | null;
 }
+
+export type SessionState = 'open' | 'ended' | 'interrupted';
 
 export interface SessionFilter {
   namespace?: string;
@@ -35,6 +44,7 @@ export interface SessionFilter {
   decision?: string;
   chain?: string;
   signature?: string;
+  state?: string;
   from?: string;
   to?: string;
   limit: number;
@@ -73,10 +83,20 @@ export interface Finding {
   resolvedAt: string | null;
 }
 
+/** A session's state (SessionSummary.state), from its row and its sidecar's latest heads (`hd`, SESSION_FROM). */
+const SESSION_STATE = `CASE WHEN end_seq IS NOT NULL THEN 'ended'
+  WHEN hd.seen_at < now() - make_interval(secs => 3 * hd.refresh_ms / 1000.0) THEN 'interrupted' ELSE 'open' END`;
+
+/** Sessions with what their own sidecar's heads last said of them (same instance only: see chain-heads.ts). */
+const SESSION_FROM = `audit_sessions s LEFT JOIN LATERAL (
+  SELECT h.seen_at, h.refresh_ms FROM audit_chain_heads h WHERE h.session_id = s.session_id AND h.instance = s.instance
+) hd ON true`;
+
 const SESSION_COLUMNS = `session_id AS id, namespace, policy, identity, ${ISO('first_time')} AS "firstTime", ${ISO('last_time')} AS "lastTime",
   events::int, statements::int, denied::int, max_seq::int AS "maxSeq", verified_seq::int AS "verifiedSeq", end_seq IS NOT NULL AS ended, status AS chain,
   signature, signed_seq::int AS "signedSeq", signed_key AS "signedBy",
-  (CASE WHEN signed_seq IS NULL THEN greatest(max_seq, 0) ELSE greatest(max_seq - signed_seq - 1, 0) END)::int AS "unsignedEvents"`;
+  (CASE WHEN signed_seq IS NULL THEN greatest(max_seq, 0) ELSE greatest(max_seq - signed_seq - 1, 0) END)::int AS "unsignedEvents",
+  ${SESSION_STATE} AS state, CASE WHEN hd.seen_at IS NULL THEN NULL ELSE ${ISO('hd.seen_at')} END AS "lastHeard"`;
 
 const encodeCursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url');
 function decodeCursor(c: string): [string, string] {
@@ -129,6 +149,7 @@ export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Pag
   w.add((p) => `identity = ${p}`, f.identity);
   w.add((p) => `status = ${p}`, f.chain);
   w.add((p) => `signature = ${p}`, f.signature);
+  w.add((p) => `${SESSION_STATE} = ${p}`, f.state);
   w.add((p) => `last_time >= ${p}::timestamptz`, f.from);
   w.add((p) => `first_time < ${p}::timestamptz`, f.to);
   w.add(
@@ -140,7 +161,7 @@ export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Pag
     w.add2((a, b) => `(first_time, session_id) < (${a}::timestamptz, ${b})`, t, id);
   }
   const rows = await db.query<SessionSummary>(
-    `SELECT ${SESSION_COLUMNS} FROM audit_sessions s ${w.sql} ORDER BY first_time DESC, session_id DESC LIMIT ${f.limit + 1}`,
+    `SELECT ${SESSION_COLUMNS} FROM ${SESSION_FROM} ${w.sql} ORDER BY first_time DESC, session_id DESC LIMIT ${f.limit + 1}`,
     w.params,
   );
   const items = rows.slice(0, f.limit);
@@ -153,7 +174,7 @@ export async function getSession(
   id: string,
 ): Promise<{ session: SessionSummary; events: AuditEvent[]; findings: Finding[] } | null> {
   const [session] = await db.query<SessionSummary>(
-    `SELECT ${SESSION_COLUMNS} FROM audit_sessions WHERE session_id = $1`,
+    `SELECT ${SESSION_COLUMNS} FROM ${SESSION_FROM} WHERE s.session_id = $1`,
     [id],
   );
   if (!session) return null;

@@ -111,11 +111,11 @@ export function sidecarJson(e: AuditEvent): string {
 export function makeHeads(
   instance: string,
   rounds: readonly (readonly AuditEvent[][])[],
-  namespace = 'agents',
+  opts: { namespace?: string; refreshMs?: number; startMicros?: number } = {},
 ): AuditEvent[] {
   const chain = newChain();
   const id = `sidecar-${instance}`;
-  let t = Date.UTC(2026, 10, 30, 13) * 1000;
+  let t = opts.startMicros ?? Date.UTC(2026, 10, 30, 13) * 1000;
   return rounds.map((sessions) => {
     const e = sealEvent(
       {
@@ -124,13 +124,14 @@ export function makeHeads(
         time: formatAuditTime(t),
         session: { id },
         source: { instance },
-        identity: { namespace, groups: [] },
+        identity: { namespace: opts.namespace ?? 'agents', groups: [] },
         policy: { name: 'analytics-agent', hash: 'sha256:0000' },
         heads: {
           chains: sessions.map((events) => {
             const last = events[events.length - 1];
             return { id: last.session.id, seq: last.session.seq, hash: last.hash };
           }),
+          ...(opts.refreshMs ? { refreshMs: opts.refreshMs } : {}),
         },
       },
       chain,

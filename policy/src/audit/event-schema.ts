@@ -153,6 +153,7 @@ export const auditEventSchema = {
             ['id', 'seq', 'hash'],
           ),
         },
+        refreshMs: { type: 'integer', minimum: 1 },
       },
       ['chains'],
     ),

@@ -186,6 +186,12 @@ export interface AuditCheckpoint {
  */
 export interface AuditHeads {
   chains: AuditChainHead[];
+  /**
+   * The sidecar names every session chain it still has open at least this often (ms), grown or not: a chain its
+   * sidecar stopped naming for several such periods without a `session.end` was cut off (the sidecar was killed, or
+   * its trail stopped arriving).
+   */
+  refreshMs?: number;
 }
 
 export interface AuditChainHead {

@@ -89,6 +89,28 @@ describe('audit.heads: the sidecar chain records the session chains it wrote', (
     expect(headsEvents(events)).toHaveLength(3);
   });
 
+  it('names open chains again once per refresh period, grown or not, and ended ones never again', async () => {
+    const { sink, events } = textSink();
+    const rec = createAuditRecorder(sink, { instanceId: 'h4', checkpointIntervalMs: 20, headsRefreshMs: 200 });
+    const open = rec.openSession(sessionInfo('still-open'));
+    const done = rec.openSession(sessionInfo('done'));
+    open.statement(selectRecord(1));
+    done.end({});
+    await sleep(100);
+    const first = headsEvents(events);
+    expect(first).toHaveLength(1);
+    expect(first[0].heads).toMatchObject({ refreshMs: 200 });
+    expect(first[0].heads?.chains.map((c) => c.id).sort()).toEqual(['done', 'still-open']);
+    // Nothing grows for a while: only the open chain is named again, with the same head, once per period.
+    await sleep(700);
+    const later = headsEvents(events).slice(1);
+    expect(later.length).toBeGreaterThanOrEqual(2);
+    expect(later.length).toBeLessThanOrEqual(5);
+    for (const e of later)
+      expect(e.heads?.chains).toEqual([{ id: 'still-open', seq: 2, hash: tailOf(events, 'still-open').hash }]);
+    await rec.close();
+  });
+
   it('splits the heads of many chains over several bounded events', async () => {
     const { sink, events } = textSink();
     const rec = createAuditRecorder(sink, { instanceId: 'h3', checkpointIntervalMs: 600_000 });

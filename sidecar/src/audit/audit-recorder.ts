@@ -49,6 +49,11 @@ export interface AuditRecorderOptions {
    * a signer, how often chains are signed. Default 1000.
    */
   checkpointIntervalMs?: number;
+  /**
+   * Every open session chain is named in an `audit.heads` event at least this often (ms), grown or not, so the
+   * collector can tell a session whose sidecar is gone from one that is merely idle. Default 60000.
+   */
+  headsRefreshMs?: number;
   now?: () => number;
 }
 
@@ -201,20 +206,25 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   // growth) and those that ended since the last tick. `reported` is the seq the last heads event named.
   const live = new Map<string, HeadWatch>();
   let ended: HeadWatch[] = [];
-  const headOf = (w: HeadWatch, out: AuditChainHead[]) => {
+  const refreshMs = options.headsRefreshMs ?? 60_000;
+  const headOf = (w: HeadWatch, out: AuditChainHead[], t: number) => {
     const { seq, prevHash } = w.state;
-    if (seq <= w.reported || prevHash === null) return;
+    if (prevHash === null) return;
+    // An open chain that did not grow is named again once per refresh period: its sidecar still holds it open.
+    if (seq <= w.reported && (w.ended || t - w.namedAt < refreshMs)) return;
     w.reported = seq;
+    w.namedAt = t;
     out.push({ id: w.id, seq, hash: prevHash });
   };
   const emitHeads = () => {
+    const t = performance.now();
     const chains: AuditChainHead[] = [];
-    for (const w of live.values()) headOf(w, chains);
-    for (const w of ended) headOf(w, chains);
+    for (const w of live.values()) headOf(w, chains, t);
+    for (const w of ended) headOf(w, chains, t);
     ended = [];
     // Bounded events: a sidecar with thousands of busy sessions writes several, not one of unbounded size.
     for (let i = 0; i < chains.length; i += HEADS_PER_EVENT)
-      instanceEvent('audit.heads', { heads: { chains: chains.slice(i, i + HEADS_PER_EVENT) } });
+      instanceEvent('audit.heads', { heads: { chains: chains.slice(i, i + HEADS_PER_EVENT), refreshMs } });
   };
   // One timer (unref'd: it never keeps the process alive) for heads and checkpoints, so that each tick writes the
   // sessions' checkpoints, then the heads that name them, then the checkpoint of the sidecar's chain over those.
@@ -354,11 +364,14 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
           });
           // A closed session is signed to its last event, not only up to the last sweep.
           checkpoints?.finish(signed);
-          if (watch) ended.push(watch);
+          if (watch) {
+            watch.ended = true;
+            ended.push(watch);
+          }
         },
       };
       checkpoints?.track(signed);
-      live.set(info.id, { id: info.id, state: chain, reported: 0 });
+      live.set(info.id, { id: info.id, state: chain, reported: 0, namedAt: 0, ended: false });
       open.set(info.id, auditor);
       return auditor;
     },
@@ -368,7 +381,10 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
 interface HeadWatch {
   readonly id: string;
   readonly state: ChainState;
+  /** The seq the last heads event named, and when (performance.now()). */
   reported: number;
+  namedAt: number;
+  ended: boolean;
 }
 
 /** Chains named per `audit.heads` event (~130 bytes each). */
