@@ -9,6 +9,7 @@ import { Command } from 'commander';
 import pg from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { freePort, waitForPort } from '../../../test/harness/index.js';
+import { startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 import { parseUpstream, registerSidecar } from './sidecar.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -316,6 +317,69 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     for (const secret of secretForms) {
       expect(text).not.toContain(secret);
       expect(stderr).not.toContain(secret);
+    }
+  }, 90_000);
+
+  it('a sidecar killed with a session open: the collector reads the session interrupted once its heads stop', async () => {
+    const shared = inject('pg');
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-killed-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+    const trail = join(dir, 'audit.jsonl');
+    writeFileSync(trail, '');
+    const port = await freePort();
+    child = spawn(
+      process.execPath,
+      [bin, 'sidecar', '--credentials-dir', dir, '--audit', `file:${trail}`, '--http', 'off'],
+      {
+        env: {
+          ...process.env,
+          PGWARDEN_LISTEN: `127.0.0.1:${port}`,
+          PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
+          PGWARDEN_CA_FILE: shared.caFile,
+          PGWARDEN_AUDIT_CHECKPOINT_INTERVAL: '100ms',
+          PGWARDEN_AUDIT_HEADS_REFRESH: '1s',
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child!.once('exit', (_c, sig) => resolve(sig)));
+    await waitForPort(port, '127.0.0.1', 60_000);
+    const collector = await startCollectorProcess(['--data-dir', join(dir, 'store'), '--tail-file', trail]);
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+      await c.connect();
+      c.on('error', () => {}); // the sidecar is killed under it
+      await c.query('SELECT 1 AS one');
+      type S = { id: string; state: string; lastHeard: string | null; ended: boolean };
+      const sessions = async () =>
+        ((await (await fetch(`${collector.url}/api/v1/sessions?limit=100`)).json()) as { items: S[] }).items.filter(
+          (x) => !x.id.startsWith('collector-') && !x.id.startsWith('sidecar-'),
+        );
+      const until = async (ok: (s: S[]) => boolean, what: string) => {
+        const by = Date.now() + 30_000;
+        for (let s = await sessions(); ; s = await sessions()) {
+          if (ok(s)) return s;
+          if (Date.now() > by) throw new Error(`${what}: ${JSON.stringify(s)}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      };
+      // Open and named by its sidecar, idle: stays open across several refreshes.
+      const [open] = await until((s) => s.length === 1 && s[0].lastHeard !== null, 'session named by its sidecar');
+      expect(open).toMatchObject({ state: 'open', ended: false });
+      await new Promise((r) => setTimeout(r, 3500));
+      expect((await sessions())[0]).toMatchObject({ id: open.id, state: 'open' });
+      child.kill('SIGKILL');
+      expect(await exited).toBe('SIGKILL');
+      const [cut] = await until((s) => s[0]?.state === 'interrupted', 'session read interrupted');
+      expect(cut).toMatchObject({ id: open.id, ended: false });
+      const filtered = (await (await fetch(`${collector.url}/api/v1/sessions?state=interrupted`)).json()) as {
+        items: S[];
+      };
+      expect(filtered.items.map((x) => x.id)).toEqual([open.id]);
+      await c.end().catch(() => {});
+    } finally {
+      expect(await stopProcess(collector.child)).toBe(0);
     }
   }, 90_000);
 

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditVerifyKey, verifyChain, verifyCheckpoint } from '@pgwarden/policy';
@@ -114,6 +114,13 @@ describe('audit flags', () => {
     expect(auditFromFlags({ audit: 'stdout' }).signingKeyId).toBeUndefined();
     for (const bad of ['5ms', '2h', 'often'])
       expect(() => auditFromFlags({ auditCheckpointInterval: bad }), bad).toThrow(/--audit-checkpoint-interval/);
+    // --audit-heads-refresh: 1s–1h, refused before any sink exists.
+    const refused = join(dir, 'refused-heads.jsonl');
+    for (const bad of ['500ms', '2h', 'sometimes'])
+      expect(() => auditFromFlags({ audit: `file:${refused}`, auditHeadsRefresh: bad }), bad).toThrow(
+        /--audit-heads-refresh/,
+      );
+    expect(existsSync(refused)).toBe(false);
     // A bad key refuses before any sink exists: no trail file is created.
     const unopened = join(dir, 'never.jsonl');
     expect(() => auditFromFlags({ audit: `file:${unopened}`, auditSigningKey: join(dir, 'nope.key') })).toThrow(

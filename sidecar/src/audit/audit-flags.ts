@@ -25,6 +25,7 @@ export interface AuditFlags {
   auditNatsCa?: string;
   auditSigningKey?: string;
   auditCheckpointInterval?: string;
+  auditHeadsRefresh?: string;
 }
 
 /** [flags, description, default] for each audit option; the sidecar command registers them with `.option(...)`. */
@@ -65,6 +66,11 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
     '--audit-checkpoint-interval <duration>',
     'how often the sidecar chain records the heads of the session chains (audit.heads) and, with --audit-signing-key, the longest time events stay unsigned (10ms–1h)',
     '1s',
+  ],
+  [
+    '--audit-heads-refresh <duration>',
+    'how often each open session chain is named in audit.heads even when idle; the collector reads a session not named for three such periods as interrupted (1s–1h)',
+    '1m',
   ],
 ];
 
@@ -118,6 +124,18 @@ export function loadAuditSigner(file: string): AuditSigner {
   }
 }
 
+/** `--audit-heads-refresh`: a duration from 1s to 1h. */
+export function parseHeadsRefresh(value: string): number {
+  const ms = parseDuration(value, '--audit-heads-refresh');
+  if (!(ms >= 1000 && ms <= 3_600_000)) {
+    throw new AuditError(
+      'AUDIT_BAD_SPEC',
+      `--audit-heads-refresh takes a duration from 1s to 1h (e.g. 1m), not "${value}"`,
+    );
+  }
+  return ms;
+}
+
 /** `--audit-checkpoint-interval`: a duration from 10ms to 1h. */
 export function parseCheckpointInterval(value: string): number {
   const ms = parseDuration(value, '--audit-checkpoint-interval');
@@ -169,6 +187,7 @@ export function auditFromFlags(
   const checkpointIntervalMs = flags.auditCheckpointInterval
     ? parseCheckpointInterval(flags.auditCheckpointInterval)
     : (ctx.checkpointIntervalMs ?? 1000);
+  const headsRefreshMs = flags.auditHeadsRefresh ? parseHeadsRefresh(flags.auditHeadsRefresh) : ctx.headsRefreshMs;
   // Before the sink exists: a bad key refuses the start without a file opened or a NATS connection made.
   const signer = flags.auditSigningKey ? loadAuditSigner(flags.auditSigningKey) : ctx.signer;
   const spec = flags.audit ?? 'stdout';
@@ -206,7 +225,7 @@ export function auditFromFlags(
     namespace: env[WORKLOAD_ENV.namespace],
     node: env[WORKLOAD_ENV.node],
   };
-  const recorder = createAuditRecorder(sink, { ...ctx, source, signer, checkpointIntervalMs });
+  const recorder = createAuditRecorder(sink, { ...ctx, source, signer, checkpointIntervalMs, headsRefreshMs });
   return {
     sink,
     recorder,
