@@ -114,4 +114,17 @@ for _ in $(seq 30); do
 done
 grep -q '"signedBy":"e2e"' <<<"$SESSIONS" || fail "no session of the agent is signed by the e2e key: $SESSIONS"
 
+echo "--- chain heads and findings"
+# The sidecar's own chain names the agent's session chains (audit.heads); nothing is missing, so no finding is open.
+for _ in $(seq 30); do
+  HEADS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER_TOKEN" node -e \
+    "fetch('http://127.0.0.1:8080/api/v1/events?type=audit.heads&namespace=agents&limit=5',{headers:{authorization:'Bearer '+process.env.T}}).then(r=>r.text()).then(t=>console.log(t))" 2>/dev/null || true)"
+  grep -q '"chains"' <<<"$HEADS" && break
+  sleep 2
+done
+grep -q '"chains"' <<<"$HEADS" || fail "no audit.heads event from the agent's sidecar: $HEADS"
+FINDINGS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER_TOKEN" node -e \
+  "fetch('http://127.0.0.1:8080/api/v1/findings',{headers:{authorization:'Bearer '+process.env.T}}).then(r=>r.text()).then(t=>console.log(t))")"
+grep -q '"items":\[\]' <<<"$FINDINGS" || fail "open chain findings: $FINDINGS"
+
 echo "e2e PASSED"
