@@ -27,6 +27,16 @@ export function headsOf(e: AuditEvent): { sessionId: string; head: CommittedHead
   return out;
 }
 
+/**
+ * The detail of a tail (or whole chain) found missing through a head: one wording for the periodic sweep and for
+ * verification, so a finding reads the same wherever it was raised.
+ */
+export function missingTailDetail(from: number, seq: number, by: string, known: boolean): string {
+  if (!known) return `the whole chain is missing: the sidecar's ${by} recorded it up to seq ${seq}`;
+  const what = from === seq ? `event ${seq} is` : `events ${from}..${seq} are`;
+  return `${what} missing: the sidecar's ${by} recorded the chain up to seq ${seq}`;
+}
+
 export function instanceOf(e: ChainEvent): string | null {
   const i = (e as { source?: { instance?: unknown } }).source?.instance;
   return typeof i === 'string' ? i : null;
@@ -64,10 +74,7 @@ export function headFindings(
         sessionId,
         seqFrom: last + 1,
         seqTo: top.seq,
-        detail:
-          events.length === 0
-            ? `the whole chain is missing: the sidecar's ${top.by} recorded it up to seq ${top.seq}`
-            : `events ${last + 1}..${top.seq} are missing: the sidecar's ${top.by} recorded the chain up to seq ${top.seq}`,
+        detail: missingTailDetail(last + 1, top.seq, top.by, events.length > 0),
       },
     ];
   }

@@ -1,6 +1,6 @@
 import { hashOfCanonicalText } from '../chain/canonical-text.js';
 import { hashOfCanonicalUtf8 } from '../chain/canonical-utf8.js';
-import { type CommittedHead, headFindings } from '../chain/chain-heads.js';
+import { type CommittedHead, headFindings, missingTailDetail } from '../chain/chain-heads.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { type ChainFinding, type ChainRules, type FullReport, verifySession } from '../chain/verify-chain.js';
 import { requiredSignatureFinding } from '../chain/verify-events.js';
@@ -244,9 +244,7 @@ export class AuditStore {
           sessionId: r.session_id,
           seqFrom: r.from,
           seqTo: r.seq,
-          detail: r.known
-            ? `events ${r.from}..${r.seq} are missing: the sidecar's ${r.event_id} recorded the chain up to seq ${r.seq}`
-            : `the whole chain is missing: the sidecar's ${r.event_id} recorded it up to seq ${r.seq}`,
+          detail: missingTailDetail(r.from, r.seq, r.event_id, r.known),
         });
       }
       if (findings.length === 0) return findings;
