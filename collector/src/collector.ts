@@ -180,6 +180,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       metrics.findings.inc({ kind: f.kind });
       live.publishFinding(f);
       log.warn({ finding: f }, 'audit chain finding');
+      reads?.finding(f);
     });
     q.on('rejected', (reason) => {
       metrics.rejected.inc();
@@ -245,6 +246,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       'audit.read event folding repeated reads not stored: those reads had been answered',
     );
   });
+  reads?.on('findingUnrecorded', (f, err) => {
+    metrics.findingEventsUnrecorded.inc();
+    log.error(
+      { finding: f, err: err.message },
+      'audit.finding event not stored: the finding is in the findings table only',
+    );
+  });
   reads?.on('checkpointFailed', (err) => {
     metrics.readCheckpointFailures.inc();
     log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');
@@ -258,6 +266,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         metrics.findings.inc({ kind: f.kind });
         live.publishFinding(f);
         log.warn({ finding: f }, 'audit chain gap');
+        reads?.finding(f);
       }
       if (opts.retentionDays !== undefined) {
         const dropped = await store.partitions.dropOlderThan(opts.retentionDays);

@@ -114,6 +114,11 @@ export class CollectorMetrics {
     help: 'audit.checkpoint events of the collector’s own chain that could not be stored',
     registers: [this.registry],
   });
+  readonly findingEventsUnrecorded = new Counter({
+    name: 'pgwarden_collector_finding_events_failed_total',
+    help: 'Chain findings whose audit.finding event could not be stored in the collector’s own chain (the finding itself is stored)',
+    registers: [this.registry],
+  });
   readonly sseClients = new Gauge({
     name: 'pgwarden_collector_stream_clients',
     help: 'Connected live-tail clients',

@@ -64,3 +64,42 @@ describe('SIEM mappings of chain heads (audit.heads)', () => {
     expect(JSON.parse(JSON.stringify(toEcs(session[1] as unknown as AuditEvent))).pgwarden).not.toHaveProperty('heads');
   });
 });
+
+describe('SIEM mappings of chain findings (audit.finding)', () => {
+  const finding = (kind: 'audit.gap' | 'audit.tampered') =>
+    ({
+      v: 1,
+      type: 'audit.finding',
+      id: 'collector-c1.7',
+      time: '2026-11-30T23:00:00.000000Z',
+      session: { id: 'collector-c1', seq: 7 },
+      identity: { groups: [] },
+      finding: { kind, session: 's-9', seqFrom: 4, seqTo: 6, detail: 'events 4..6 are missing' },
+      prevHash: null,
+      hash: '0'.repeat(64),
+    }) as unknown as AuditEvent;
+
+  it('maps a finding as an alert: high severity for missing events, critical for altered ones', () => {
+    expect(toOcsf(finding('audit.gap'))).toMatchObject({
+      activity_name: 'audit.finding',
+      severity_id: 4,
+      status_id: 2,
+      status_code: 'audit.gap',
+      status_detail: 'session s-9: events 4..6 are missing',
+      unmapped: { finding: { session: 's-9', seqFrom: 4 } },
+    });
+    expect(toOcsf(finding('audit.tampered'))).toMatchObject({ severity_id: 5 });
+    expect(toEcs(finding('audit.tampered'))).toMatchObject({
+      event: { kind: 'alert', severity: 99, outcome: 'failure', reason: 'events 4..6 are missing' },
+      pgwarden: { finding: { kind: 'audit.tampered' } },
+    });
+    expect(toEcs(finding('audit.gap'))).toMatchObject({ event: { kind: 'alert', severity: 73 } });
+    // Syslog PRI: facility 13 (log audit) × 8 + 3 error (missing) / 2 critical (altered).
+    expect(formatSyslog(finding('audit.gap'))).toMatch(/^<107>1 /);
+    expect(formatSyslog(finding('audit.tampered'))).toMatch(/^<106>1 /);
+    // An ordinary event is no alert.
+    expect(toEcs(makeSession({ id: 'plain', statements: 1 })[1] as unknown as AuditEvent)).toMatchObject({
+      event: { kind: 'event' },
+    });
+  });
+});

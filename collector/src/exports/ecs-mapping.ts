@@ -1,11 +1,12 @@
 import type { AuditEvent } from '../event.js';
+import { findingOf } from './ocsf-mapping.js';
 
 /** ECS event.type (allowed values: https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-type.html). */
 function ecsType(type: string): string {
   if (type === 'session.start') return 'start';
   if (type === 'session.end') return 'end';
   // A signed checkpoint or a chain-heads record says nothing done to the database: it vouches for other events.
-  if (type === 'audit.checkpoint' || type === 'audit.heads') return 'info';
+  if (type === 'audit.checkpoint' || type === 'audit.heads' || type === 'audit.finding') return 'info';
   return 'access';
 }
 
@@ -19,8 +20,11 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
   const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
   // audit.read: a read of the trail over the collector's API; who read it is the user, the answer its outcome.
   const read = e.type === 'audit.read' ? (e.read as { reader?: string; route?: string; status?: number }) : undefined;
-  const outcome =
-    read?.status !== undefined
+  // audit.finding: an alert that the trail is incomplete (gap) or altered (tampered), not an access.
+  const finding = findingOf(e);
+  const outcome = finding
+    ? 'failure'
+    : read?.status !== undefined
       ? read.status < 400
         ? 'success'
         : 'failure'
@@ -38,13 +42,15 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
     ecs: { version: '8.11.0' },
     event: {
       id: e.id,
-      kind: 'event',
+      kind: finding ? 'alert' : 'event',
+      // Elastic Security's risk scale (high 73, critical 99): events missing, events altered.
+      ...(finding ? { severity: finding.kind === 'audit.tampered' ? 99 : 73, reason: finding.detail } : {}),
       category: [read ? 'web' : 'database'],
       type: [ecsType(e.type)],
       action: e.type === 'statement' ? `statement-${e.statement?.kind ?? 'unknown'}` : e.type,
       outcome,
       ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
-      reason: e.decision?.reason,
+      ...(finding ? {} : { reason: e.decision?.reason }),
       sequence: e.session.seq,
       hash: e.hash,
     },
@@ -85,6 +91,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       checkpoint: e.checkpoint,
       read: e.read,
       heads: e.heads,
+      finding: e.finding,
     },
   };
 }

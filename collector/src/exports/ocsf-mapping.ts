@@ -24,12 +24,18 @@ function activityOf(e: AuditEvent): [number, string] {
   return [99, e.type];
 }
 
-/** OCSF severity: 1 Informational, 3 Medium (denied/held), 5 Critical is left for chain findings. */
+/** OCSF severity: 1 Informational, 3 Medium (denied/held), 4 High (events missing), 5 Critical (events altered). */
 function severityOf(e: AuditEvent): number {
+  if (e.type === 'audit.finding') return findingOf(e)?.kind === 'audit.tampered' ? 5 : 4;
   const a = e.decision?.action;
   if (a === 'deny') return 3;
   if (a === 'review') return 2;
   return 1;
+}
+
+/** The chain finding an `audit.finding` event (the collector's own chain) carries. */
+export function findingOf(e: AuditEvent): { kind?: string; session?: string; detail?: string } | undefined {
+  return e.type === 'audit.finding' ? (e.finding as { kind?: string; session?: string; detail?: string }) : undefined;
 }
 
 export function toOcsf(e: AuditEvent): Record<string, unknown> {
@@ -39,7 +45,9 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
   const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
   const client = e.client as { address?: string; port?: number; application?: string } | undefined;
   const read = e.type === 'audit.read' ? (e.read as { reader?: string; status?: number }) : undefined;
-  const failed = read?.status !== undefined ? read.status >= 400 : denied || error !== undefined;
+  const finding = findingOf(e);
+  const failed =
+    finding !== undefined || (read?.status !== undefined ? read.status >= 400 : denied || error !== undefined);
   const user = read?.reader ?? e.identity?.user;
   return {
     class_uid: CLASS_UID,
@@ -55,6 +63,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
     status: failed ? 'Failure' : 'Success',
     ...(error ? { status_code: error.code, status_detail: error.message } : {}),
     ...(read?.status !== undefined ? { status_code: String(read.status) } : {}),
+    // audit.finding: the trail itself is incomplete or altered; the detail names the session and what is wrong.
+    ...(finding ? { status_code: finding.kind, status_detail: `session ${finding.session}: ${finding.detail}` } : {}),
     // disposition_id: 1 Allowed, 2 Blocked, 17 Logged (dryrun), 99 Other (held for review).
     ...(e.decision
       ? { disposition_id: denied ? 2 : e.decision.action === 'allow' ? 1 : e.decision.action === 'dryrun' ? 17 : 99 }
@@ -98,6 +108,7 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       read: e.read,
       // audit.heads: the session chains' positions the sidecar recorded, so a SIEM copy can find cut tails too.
       heads: e.heads,
+      finding: e.finding,
     },
   };
 }

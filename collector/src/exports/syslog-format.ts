@@ -1,5 +1,5 @@
 import type { AuditEvent } from '../event.js';
-import { toOcsf } from './ocsf-mapping.js';
+import { findingOf, toOcsf } from './ocsf-mapping.js';
 
 /**
  * RFC 5424 syslog messages (https://www.rfc-editor.org/rfc/rfc5424) in RFC 6587 octet-counting framing
@@ -16,8 +16,13 @@ export interface SyslogFormatOptions {
   format?: 'pgwarden' | 'ocsf';
 }
 
-/** Severity: 4 warning for a denial, 5 notice for other decisions, 6 informational otherwise. */
+/**
+ * Severity: 2 critical for events found altered, 3 error for events found missing (audit.finding), 4 warning for a
+ * denial, 5 notice for other decisions, 6 informational otherwise.
+ */
 function severityOf(e: AuditEvent): number {
+  const f = findingOf(e);
+  if (f) return f.kind === 'audit.tampered' ? 2 : 3;
   const a = e.decision?.action;
   if (a === 'deny') return 4;
   if (a) return 5;

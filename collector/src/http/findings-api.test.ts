@@ -1,11 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { auditEventSchema } from '@pgwarden/policy';
+import { Ajv } from 'ajv';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, startCollector } from '../collector.js';
+import { buildExporter } from '../exports/export-config.js';
 import type { FindingRow, Page } from '../store/queries.js';
 import { makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
@@ -40,6 +43,7 @@ describe('chain findings API', () => {
       read: { readersFile },
       readAudit: { repeatWindowMs: 0 },
       gapGraceMs: 0,
+      exporters: [buildExporter({ type: 'jsonl', name: 'siem', path: join(dir, 'siem.jsonl'), format: 'ocsf' })],
     });
     // team-a: a session whose tail never arrived, and a chain that never arrived at all (named by its sidecar's
     // heads); team-b: a session with a hole in its middle.
@@ -125,6 +129,41 @@ describe('chain findings API', () => {
       namespaces: ['team-a'],
       status: 200,
       items: 2,
+    });
+  });
+
+  it('records each finding as an audit.finding event in its own chain, which the exports carry to the SIEM', async () => {
+    const rows = await collector.store.db.query<{ event: string }>(
+      "SELECT event FROM audit_events WHERE type = 'audit.finding' ORDER BY ingest_seq",
+    );
+    const events = rows.map((r) => JSON.parse(r.event));
+    const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+    for (const e of events) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+    expect(events.map((e) => [e.finding.session, e.finding.kind, e.finding.seqFrom, e.finding.seqTo]).sort()).toEqual([
+      ['fa-cut', 'audit.gap', 3, 5],
+      ['fa-gone', 'audit.gap', 1, 3],
+      ['fb-holed', 'audit.gap', 3, 3],
+    ]);
+    expect(new Set(events.map((e) => e.session.id)).size).toBe(1);
+    expect(events[0].session.id).toMatch(/^collector-/);
+    // The OCSF export: a failed, high-severity record naming the session and what is missing.
+    const siem = join(dir, 'siem.jsonl');
+    const by = Date.now() + 15_000;
+    const exported = () =>
+      existsSync(siem)
+        ? readFileSync(siem, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l))
+            .filter((r) => r.activity_name === 'audit.finding')
+        : [];
+    while (exported().length < 3 && Date.now() < by) await new Promise((r) => setTimeout(r, 200));
+    const gone = exported().find((r) => r.unmapped.finding.session === 'fa-gone');
+    expect(gone).toMatchObject({
+      severity_id: 4,
+      status_id: 2,
+      status_code: 'audit.gap',
+      status_detail: expect.stringMatching(/^session fa-gone: the whole chain is missing/),
     });
   });
 });

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import {
   type AuditCheckpoint,
+  type AuditFindingRecord,
   type AuditRead,
   type AuditSigner,
   type AuditSource,
@@ -11,6 +12,7 @@ import {
   sealEventToJson,
   type UnsealedAuditEvent,
 } from '@pgwarden/policy';
+import type { ChainFinding } from '../chain/verify-chain.js';
 import { CollectorError } from '../errors.js';
 import type { DeliveryOutcome } from '../ingest/ingest-queue.js';
 import { collectorSession, readEvent } from './read-event.js';
@@ -42,6 +44,8 @@ export interface ReadRecorderEvents {
   late: [read: AuditRead, elapsedMs: number];
   /** The event folding repeated reads (already answered) could not be stored. */
   repeatsUnrecorded: [read: AuditRead, repeated: number, error: Error];
+  /** A finding's audit.finding event could not be stored (the finding itself is in audit_chain_findings). */
+  findingUnrecorded: [finding: AuditFindingRecord, error: Error];
 }
 
 /** A read recorded within the repeat window, and the identical reads answered since. */
@@ -66,7 +70,8 @@ function packageVersion(): string | undefined {
 const nowMicros = () => Date.now() * 1000;
 
 /**
- * The collector's own hash chain, `collector-<instance>`: one `audit.read` event per read of the trail, sealed in the
+ * The collector's own hash chain, `collector-<instance>`: one `audit.read` event per read of the trail, and one
+ * `audit.finding` per chain finding the collector raises (so exports carry integrity alerts to the SIEM), sealed in the
  * order reads finish and stored through the same ingest path as every sidecar's chain (so verification, the API and
  * the exports treat it like any other). With a signer, a checkpoint follows the first read at once and then at most
  * one per interval while reads go on, and one at `close`: a collector reads rarely, so signing the leading edge
@@ -186,6 +191,40 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
           () => {},
         );
     }
+  }
+
+  /**
+   * Records a chain finding as an `audit.finding` event. Nobody waits for it: a failure is reported through
+   * `findingUnrecorded`, and the finding itself is already in the store's findings table.
+   */
+  finding(f: ChainFinding): void {
+    // audit.unsigned exists only in verification reports (never stored): not an event either.
+    if (f.kind === 'audit.unsigned') return;
+    const finding: AuditFindingRecord = {
+      kind: f.kind,
+      session: f.sessionId,
+      seqFrom: Math.max(0, f.seqFrom),
+      seqTo: Math.max(0, f.seqTo),
+      detail: f.detail,
+    };
+    if (this.closed) {
+      this.emit('findingUnrecorded', finding, new Error('the collector is stopping'));
+      return;
+    }
+    const json = this.seal({
+      v: 1,
+      type: 'audit.finding',
+      time: formatAuditTime(this.now()),
+      session: { id: this.sessionId },
+      source: this.source,
+      identity: { groups: [] },
+      finding,
+    });
+    this.opts.store(json).then(
+      (o) => o === 'rejected' && this.emit('findingUnrecorded', finding, new Error('the store refused it')),
+      (err: Error) => this.emit('findingUnrecorded', finding, err),
+    );
+    this.afterAppend();
   }
 
   /** Stops signing after one last checkpoint over whatever is unsigned; reads recorded from now on are refused. */

@@ -157,6 +157,16 @@ export const auditEventSchema = {
       },
       ['chains'],
     ),
+    finding: obj(
+      {
+        kind: { enum: ['audit.gap', 'audit.tampered'] },
+        session: { type: 'string', minLength: 1 },
+        seqFrom: { type: 'integer', minimum: 0 },
+        seqTo: { type: 'integer', minimum: 0 },
+        detail: str,
+      },
+      ['kind', 'session', 'seqFrom', 'seqTo', 'detail'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -173,5 +183,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'audit.checkpoint' } } }, ['checkpoint']),
     requires({ properties: { type: { const: 'audit.read' } } }, ['read']),
     requires({ properties: { type: { const: 'audit.heads' } } }, ['heads']),
+    requires({ properties: { type: { const: 'audit.finding' } } }, ['finding']),
   ],
 } as const;

@@ -20,6 +20,7 @@ export const AUDIT_EVENT_TYPES = [
   'audit.checkpoint',
   'audit.read',
   'audit.heads',
+  'audit.finding',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -202,6 +203,21 @@ export interface AuditChainHead {
 }
 
 /**
+ * A chain finding the collector raised (`audit.finding`), in its own chain (`collector-<instance>`): a session's
+ * events missing (`audit.gap`: a hole, a cut tail, a chain deleted whole, events a sidecar had to drop) or altered
+ * (`audit.tampered`). Recorded as an event so that exports carry it to the SIEM, where integrity alerts belong, and
+ * so that it is chained and signed like the reads of the trail.
+ */
+export interface AuditFindingRecord {
+  kind: 'audit.gap' | 'audit.tampered';
+  /** The session (chain) the finding is about. */
+  session: string;
+  seqFrom: number;
+  seqTo: number;
+  detail: string;
+}
+
+/**
  * A read of the audit trail over the collector's HTTP API (`audit.read`), in the collector's own chain
  * (`collector-<instance>`): who asked, for what, and what they were answered, refusals included. It never holds the
  * bearer token, its hash or the Authorization header.
@@ -270,6 +286,7 @@ export interface AuditEvent {
   checkpoint?: AuditCheckpoint;
   read?: AuditRead;
   heads?: AuditHeads;
+  finding?: AuditFindingRecord;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */
