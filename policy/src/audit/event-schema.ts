@@ -117,7 +117,18 @@ export const auditEventSchema = {
       ['dropped', 'since', 'until', 'cause', 'sessions'],
     ),
     error,
-    refusal: obj({ reason: str, code: str, message: str, user: str, database: str, mode: str }, ['reason', 'code']),
+    refusal: obj(
+      {
+        reason: str,
+        code: str,
+        message: str,
+        user: str,
+        database: str,
+        mode: str,
+        repeated: { type: 'integer', minimum: 1 },
+      },
+      ['reason', 'code'],
+    ),
     checkpoint: obj(
       {
         seq: { type: 'integer', minimum: 1 },

@@ -160,6 +160,11 @@ export interface AuditRefusal {
   database?: string;
   /** Authentication mode in force (`workload`, `oidc`). */
   mode?: string;
+  /**
+   * Identical refusals (the same in everything but the client's port) since this refusal was last recorded, folded
+   * into this event instead of one each: a client in a retry loop is recorded once a minute, not per attempt.
+   */
+  repeated?: number;
 }
 
 /**

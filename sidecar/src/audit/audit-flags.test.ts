@@ -50,7 +50,11 @@ describe('audit flags', () => {
 
   it('file sink from flags: policy and session events as chained JSON lines; metrics exposed on another registry', async () => {
     const path = join(dir, 'audit.jsonl');
-    const setup = auditFromFlags({ audit: `file:${path}`, auditFailMode: 'open' }, { instanceId: 'f1' });
+    // No heads tick within the test (exact event list below): audit-heads.test.ts covers them.
+    const setup = auditFromFlags(
+      { audit: `file:${path}`, auditFailMode: 'open' },
+      { instanceId: 'f1', checkpointIntervalMs: 600_000 },
+    );
     expect(setup.failMode).toBe('open');
     recordPolicyEvent(setup.recorder, { type: 'policy.loaded', names: ['p1'], hash: 'sha256:9' });
     recordPolicyEvent(setup.recorder, {

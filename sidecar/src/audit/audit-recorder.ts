@@ -54,6 +54,11 @@ export interface AuditRecorderOptions {
    * collector can tell a session whose sidecar is gone from one that is merely idle. Default 60000.
    */
   headsRefreshMs?: number;
+  /**
+   * Identical refused logins within this long of one recorded are folded into one later `auth.refused` with
+   * `refusal.repeated` (default 60000; 0 records each on its own).
+   */
+  refusalRepeatWindowMs?: number;
   now?: () => number;
 }
 
@@ -200,6 +205,21 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   };
 
   sink.onGap?.((gap) => instanceEvent('audit.gap', { gap }));
+
+  // Refused logins being folded (authRefused): per identical refusal, how many more came within the window.
+  const refusalWindowMs = options.refusalRepeatWindowMs ?? 60_000;
+  const refusals = new Map<string, { repeated: number; last: RefusalBody; timer: NodeJS.Timeout }>();
+  const flushRefusal = (key: string) => {
+    const f = refusals.get(key);
+    if (!f) return;
+    refusals.delete(key);
+    clearTimeout(f.timer);
+    if (f.repeated > 0)
+      instanceEvent('auth.refused', { ...f.last, refusal: { ...f.last.refusal, repeated: f.repeated } });
+  };
+  const flushRefusals = () => {
+    for (const key of [...refusals.keys()]) flushRefusal(key);
+  };
   const open = new Map<string, SessionAuditor>();
 
   // Session chains whose head the sidecar's own chain has yet to record: the open ones (checked each tick for
@@ -238,6 +258,8 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     session: (id) => open.get(id),
     close: () => {
       clearInterval(timer);
+      // Folded refusals first, so the last heads and checkpoints cover them.
+      flushRefusals();
       if (checkpoints) checkpoints.close(emitHeads);
       else emitHeads();
       return sink.close();
@@ -249,24 +271,26 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         ...(policyName ? { policy: { name: policyName, hash: '' } } : {}),
       }),
     authRefused(r) {
-      instanceEvent('auth.refused', {
-        ...(r.policy ? { policy: policyRef(r.policy) } : {}),
-        identity: { groups: [], ...pick(r.workload, ['namespace', 'serviceAccount', 'pod', 'node']) },
-        client: {
-          address: r.client.address,
-          port: r.client.port,
-          ...(r.application ? { application: cutText(r.application, 256) } : {}),
-        },
-        refusal: {
-          reason: r.reason,
-          code: r.code,
-          ...(r.message ? { message: cutText(redactSecrets(r.message), 1024) } : {}),
-          // Client-chosen strings: capped so a hostile startup packet cannot bloat the chain.
-          ...(r.user ? { user: cutText(r.user, 256) } : {}),
-          ...(r.database ? { database: cutText(r.database, 256) } : {}),
-          ...(r.mode ? { mode: r.mode } : {}),
-        },
-      });
+      const body = refusalBody(r, policyRef);
+      if (refusalWindowMs <= 0) {
+        instanceEvent('auth.refused', body);
+        return;
+      }
+      // A client in a retry loop (a bad token, a full listener) must not flood the chain: the first refusal is
+      // recorded at once, identical ones (same everything but the client's port) within the window are counted
+      // into one later event with `repeated`, like the collector folds repeated reads.
+      const key = JSON.stringify([body.policy ?? null, body.identity, { ...body.client, port: 0 }, body.refusal]);
+      const seen = refusals.get(key);
+      if (seen) {
+        seen.repeated++;
+        seen.last = body;
+        return;
+      }
+      if (refusals.size >= MAX_FOLDED_REFUSALS) flushRefusals();
+      instanceEvent('auth.refused', body);
+      const timer = setTimeout(() => flushRefusal(key), refusalWindowMs);
+      timer.unref();
+      refusals.set(key, { repeated: 0, last: body, timer });
     },
     openSession(info, at) {
       const chain = newChain();
@@ -377,6 +401,35 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
     },
   };
 }
+
+type RefusalBody = Required<Pick<AuditEvent, 'identity' | 'client' | 'refusal'>> & Pick<AuditEvent, 'policy'>;
+
+/** The body of an `auth.refused` event; client-chosen strings are capped so a hostile startup packet cannot bloat the chain. */
+function refusalBody(
+  r: LoginRefusal,
+  policyRef: (p: AuditPolicyRef | undefined) => AuditPolicyRef | undefined,
+): RefusalBody {
+  return {
+    ...(r.policy ? { policy: policyRef(r.policy) } : {}),
+    identity: { groups: [], ...pick(r.workload, ['namespace', 'serviceAccount', 'pod', 'node']) },
+    client: {
+      address: r.client.address,
+      port: r.client.port,
+      ...(r.application ? { application: cutText(r.application, 256) } : {}),
+    },
+    refusal: {
+      reason: r.reason,
+      code: r.code,
+      ...(r.message ? { message: cutText(redactSecrets(r.message), 1024) } : {}),
+      ...(r.user ? { user: cutText(r.user, 256) } : {}),
+      ...(r.database ? { database: cutText(r.database, 256) } : {}),
+      ...(r.mode ? { mode: r.mode } : {}),
+    },
+  };
+}
+
+/** Distinct refusals folded at once; beyond it (a client varying what it claims) the pending folds are written out. */
+const MAX_FOLDED_REFUSALS = 1000;
 
 interface HeadWatch {
   readonly id: string;

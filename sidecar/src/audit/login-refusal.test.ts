@@ -49,6 +49,7 @@ spec:
     auditRecorder: createAuditRecorder(sink, {
       instanceId: 'refusals',
       source: { namespace: 'agents', pod: 'agent-0' },
+      refusalRepeatWindowMs: 600,
     }),
     governance: {
       oidc: { ca: idp.ca },
@@ -114,12 +115,39 @@ describe('refused logins are audit events', () => {
     });
     expect(refused[0].refusal?.message).toMatch(/expired/);
     // Same chain as policy.loaded: seq continues, hashes link.
-    const own = events.filter((e) => e.session.id === 'sidecar-refusals');
+    // The sidecar's chain may also hold the heads of the valid login's session (audit.heads, on its own tick).
+    const own = events.filter((e) => e.session.id === 'sidecar-refusals' && e.type !== 'audit.heads');
     expect(own.map((e) => e.type)).toEqual(['policy.loaded', 'auth.refused', 'auth.refused']);
     expect(verifyChain(events).ok).toBe(true);
 
     const all = lines.join('\n');
     for (const token of [expired, malformed]) for (const part of token.split('.')) expect(all).not.toContain(part);
+  });
+
+  it('a client retrying with a bad token is recorded once, then once more with the count of its repeats', async () => {
+    const expired = await idp.sign({ sub: 'carol', exp: Math.floor(Date.now() / 1000) - 600 });
+    const before = lines.length;
+    const refusedNow = () =>
+      lines
+        .slice(before)
+        .map((l) => JSON.parse(l) as AuditEvent)
+        .filter((e) => e.type === 'auth.refused');
+    for (let i = 0; i < 5; i++) expect((await login(expired, { application_name: 'retry-loop' })).code).toBe('28P01');
+    // Another client's refusal is its own: not folded into the loop's.
+    expect((await login('not-a-jwt', { application_name: 'retry-loop' })).code).toBe('28P01');
+    expect(refusedNow().map((e) => e.refusal?.reason)).toEqual(['token_expired', 'malformed_token']);
+    const by = Date.now() + 5000;
+    while (refusedNow().length < 3 && Date.now() < by) await new Promise((r) => setTimeout(r, 50));
+    const [first, , folded] = refusedNow();
+    expect(folded).toMatchObject({
+      client: { address: '127.0.0.1', application: 'retry-loop' },
+      refusal: { reason: 'token_expired', code: '28P01', user: 'agent', repeated: 4 },
+    });
+    expect(first.refusal?.repeated).toBeUndefined();
+    expect(validate(folded), JSON.stringify(validate.errors)).toBe(true);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(refusedNow()).toHaveLength(3);
+    expect(verifyChain(lines.map((l) => JSON.parse(l) as AuditEvent)).ok).toBe(true);
   });
 
   it('a startup packet refused for its parameters (options -c role=…) is an auth.refused event too', async () => {

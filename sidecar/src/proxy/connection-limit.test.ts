@@ -8,8 +8,8 @@ import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks } from './hooks.js';
 
 /** Connects and returns the error the sidecar refused with, or undefined when it let the client in. */
-async function refusal(port: number): Promise<(Error & { code?: string }) | undefined> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app', application_name: 'over-cap' });
+async function refusal(port: number, application = 'over-cap'): Promise<(Error & { code?: string }) | undefined> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app', application_name: application });
   c.on('error', () => {});
   try {
     await c.connect();
@@ -51,7 +51,8 @@ describe('connection limit (--max-connections, guardrails.maxConnections)', () =
     expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('57014');
     // The refused client and the cancel left both sessions working and the count unchanged.
     expect((await b.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
-    expect((await refusal(fx.sidecar.port))?.code).toBe('53300');
+    // Another application: an identical refusal within a minute would be folded into a later event (audit-recorder.ts).
+    expect((await refusal(fx.sidecar.port, 'over-cap-again'))?.code).toBe('53300');
     await b.end();
     await new Promise((r) => setTimeout(r, 100));
     expect(await refusal(fx.sidecar.port)).toBeUndefined();
