@@ -211,20 +211,27 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
       this.emit('findingUnrecorded', finding, new Error('the collector is stopping'));
       return;
     }
+    this.appendUnawaited({ type: 'audit.finding', finding }, (err) => this.emit('findingUnrecorded', finding, err));
+    this.afterAppend();
+  }
+
+  /**
+   * Seals one of the collector's own events (no workload identity: it acts for nobody) into the chain and stores it
+   * with nobody waiting for it; `failed` hears of a refusal or an error.
+   */
+  private appendUnawaited(
+    body: Pick<UnsealedAuditEvent, 'type' | 'finding' | 'checkpoint'>,
+    failed: (err: Error) => void,
+  ): void {
     const json = this.seal({
       v: 1,
-      type: 'audit.finding',
       time: formatAuditTime(this.now()),
       session: { id: this.sessionId },
       source: this.source,
       identity: { groups: [] },
-      finding,
+      ...body,
     });
-    this.opts.store(json).then(
-      (o) => o === 'rejected' && this.emit('findingUnrecorded', finding, new Error('the store refused it')),
-      (err: Error) => this.emit('findingUnrecorded', finding, err),
-    );
-    this.afterAppend();
+    this.opts.store(json).then((o) => o === 'rejected' && failed(new Error('the store refused it')), failed);
   }
 
   /** Stops signing after one last checkpoint over whatever is unsigned; reads recorded from now on are refused. */
@@ -265,19 +272,7 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
     this.unsigned = false;
     this.lastSignedAt = Date.now();
     const checkpoint: AuditCheckpoint = signer.checkpoint(this.sessionId, this.chain.seq, this.chain.prevHash);
-    const json = this.seal({
-      v: 1,
-      type: 'audit.checkpoint',
-      time: formatAuditTime(this.now()),
-      session: { id: this.sessionId },
-      source: this.source,
-      identity: { groups: [] },
-      checkpoint,
-    });
-    this.opts.store(json).then(
-      (o) => o === 'rejected' && this.emit('checkpointFailed', new Error('the store refused the checkpoint')),
-      (err: Error) => this.emit('checkpointFailed', err),
-    );
+    this.appendUnawaited({ type: 'audit.checkpoint', checkpoint }, (err) => this.emit('checkpointFailed', err));
   }
 }
 
