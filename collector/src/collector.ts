@@ -268,6 +268,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         log.warn({ finding: f }, 'audit chain gap');
         reads?.finding(f);
       }
+      for (const s of await store.sweepInterrupted()) {
+        metrics.sessionsInterrupted.inc();
+        log.warn(
+          { session: s.sessionId, namespace: s.namespace, lastHeard: s.lastHeard },
+          'session interrupted: its sidecar stopped naming it without ending it',
+        );
+      }
       if (opts.retentionDays !== undefined) {
         const dropped = await store.partitions.dropOlderThan(opts.retentionDays);
         if (dropped.length > 0) log.info({ dropped }, 'retention dropped partitions');

@@ -119,6 +119,11 @@ export class CollectorMetrics {
     help: 'Chain findings whose audit.finding event could not be stored in the collector’s own chain (the finding itself is stored)',
     registers: [this.registry],
   });
+  readonly sessionsInterrupted = new Counter({
+    name: 'pgwarden_collector_sessions_interrupted_total',
+    help: 'Sessions found interrupted: their sidecar stopped naming them in audit.heads without ending them (killed, OOM, node loss), so statements in flight then left no event',
+    registers: [this.registry],
+  });
   readonly sseClients = new Gauge({
     name: 'pgwarden_collector_stream_clients',
     help: 'Connected live-tail clients',

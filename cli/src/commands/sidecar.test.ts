@@ -345,7 +345,15 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     );
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child!.once('exit', (_c, sig) => resolve(sig)));
     await waitForPort(port, '127.0.0.1', 60_000);
-    const collector = await startCollectorProcess(['--data-dir', join(dir, 'store'), '--tail-file', trail]);
+    // A short grace: its periodic sweep (which counts interrupted sessions) then runs every second.
+    const collector = await startCollectorProcess([
+      '--data-dir',
+      join(dir, 'store'),
+      '--tail-file',
+      trail,
+      '--gap-grace',
+      '2',
+    ]);
     try {
       const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
       await c.connect();
@@ -377,6 +385,14 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
         items: S[];
       };
       expect(filtered.items.map((x) => x.id)).toEqual([open.id]);
+      // Counted once by the sweep, for the alert (PgwardenSessionsInterrupted in the chart's PrometheusRule).
+      const counted = async () =>
+        /^pgwarden_collector_sessions_interrupted_total 1$/m.test(
+          await (await fetch(`${collector.url}/metrics`)).text(),
+        );
+      const countedBy = Date.now() + 15_000;
+      while (!(await counted()) && Date.now() < countedBy) await new Promise((r) => setTimeout(r, 200));
+      expect(await counted()).toBe(true);
       await c.end().catch(() => {});
     } finally {
       expect(await stopProcess(collector.child)).toBe(0);

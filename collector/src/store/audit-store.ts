@@ -259,6 +259,20 @@ export class AuditStore {
   }
 
   /**
+   * Sessions newly found interrupted: not ended, and their sidecar has not named them in `audit.heads` for three of
+   * its refresh periods (it was killed with them open, or its trail stopped arriving). Each is returned once.
+   */
+  async sweepInterrupted(): Promise<{ sessionId: string; namespace: string | null; lastHeard: string }[]> {
+    return this.db.query(
+      `UPDATE audit_sessions s SET interrupted_at = now()
+       FROM audit_chain_heads h
+       WHERE s.end_seq IS NULL AND s.interrupted_at IS NULL AND h.session_id = s.session_id AND h.instance = s.instance
+         AND h.seen_at < now() - make_interval(secs => 3 * h.refresh_ms / 1000.0)
+       RETURNING s.session_id AS "sessionId", s.namespace, ${ISO('h.seen_at')} AS "lastHeard"`,
+    );
+  }
+
+  /**
    * Whether a session's newest event was stored within the grace period: its closing checkpoint may still be on
    * its way (a sidecar signs at most once a second). Measured on the store's clock, not the sidecar's.
    */

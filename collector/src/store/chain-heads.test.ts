@@ -123,6 +123,12 @@ describe('session state from chain heads', () => {
     );
     const interrupted = await listSessions(t.store.db, { limit: 100, state: 'interrupted' });
     expect(interrupted.items.map((s) => s.id)).toEqual(['st-dead']);
+    // The periodic sweep reports each interrupted session once (metric and log in collector.ts).
+    const swept = await t.store.sweepInterrupted();
+    expect(swept).toEqual([
+      { sessionId: 'st-dead', namespace: 'agents', lastHeard: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) },
+    ]);
+    expect(await t.store.sweepInterrupted()).toEqual([]);
     expect((await getSession(t.store.db, 'st-dead'))?.session.lastHeard).toMatch(/^\d{4}-\d\d-\d\dT/);
     // Named again (a refresh, the same head): open again.
     await t.store.ingest(makeHeads(instance, [[], [], [dead]], { refreshMs: 60_000, startMicros: now - 2e6 }).slice(2));

@@ -119,7 +119,11 @@ CREATE TABLE audit_chain_heads (
   PRIMARY KEY (session_id, instance)
 );
 -- The sidecar instance that wrote the session (source.instance of its first event): whose heads count for it.
-ALTER TABLE audit_sessions ADD COLUMN instance text;`,
+ALTER TABLE audit_sessions ADD COLUMN instance text;
+-- When the periodic sweep first found the session interrupted (its sidecar stopped naming it without ending it),
+-- so that each is reported once; the partial index keeps that sweep to the sessions still open.
+ALTER TABLE audit_sessions ADD COLUMN interrupted_at timestamptz;
+CREATE INDEX audit_sessions_unended_idx ON audit_sessions (session_id) WHERE end_seq IS NULL AND interrupted_at IS NULL;`,
   },
 ];
 
