@@ -126,6 +126,7 @@ export const auditEventSchema = {
         database: str,
         mode: str,
         repeated: { type: 'integer', minimum: 1 },
+        varied: { type: 'boolean' },
       },
       ['reason', 'code'],
     ),

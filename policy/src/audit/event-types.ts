@@ -165,6 +165,11 @@ export interface AuditRefusal {
    * into this event instead of one each: a client in a retry loop is recorded once a minute, not per attempt.
    */
   repeated?: number;
+  /**
+   * The client kept varying the strings it chooses (user, database, application): its refusals are folded by client
+   * address, reason and code alone, and this event's strings are those of one of them.
+   */
+  varied?: boolean;
 }
 
 /**

@@ -208,14 +208,29 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
 
   // Refused logins being folded (authRefused): per identical refusal, how many more came within the window.
   const refusalWindowMs = options.refusalRepeatWindowMs ?? 60_000;
-  const refusals = new Map<string, { repeated: number; last: RefusalBody; timer: NodeJS.Timeout }>();
+  // `varied`: a fold by client address, reason and code alone, for a client varying what it claims (see below).
+  const refusals = new Map<
+    string,
+    { repeated: number; last: RefusalBody; timer: NodeJS.Timeout; address: string; varied: boolean }
+  >();
+  // Per client address, how many exact folds are open: past DISTINCT_REFUSALS_PER_CLIENT the client is varying the
+  // strings it chooses (user, database, application) and its refusals fold coarsely.
+  const distinct = new Map<string, number>();
   const flushRefusal = (key: string) => {
     const f = refusals.get(key);
     if (!f) return;
     refusals.delete(key);
     clearTimeout(f.timer);
+    if (!f.varied) {
+      const n = (distinct.get(f.address) ?? 1) - 1;
+      if (n > 0) distinct.set(f.address, n);
+      else distinct.delete(f.address);
+    }
     if (f.repeated > 0)
-      instanceEvent('auth.refused', { ...f.last, refusal: { ...f.last.refusal, repeated: f.repeated } });
+      instanceEvent('auth.refused', {
+        ...f.last,
+        refusal: { ...f.last.refusal, repeated: f.repeated, ...(f.varied ? { varied: true } : {}) },
+      });
   };
   const flushRefusals = () => {
     for (const key of [...refusals.keys()]) flushRefusal(key);
@@ -279,7 +294,12 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
       // A client in a retry loop (a bad token, a full listener) must not flood the chain: the first refusal is
       // recorded at once, identical ones (same everything but the client's port) within the window are counted
       // into one later event with `repeated`, like the collector folds repeated reads.
-      const key = JSON.stringify([body.policy ?? null, body.identity, { ...body.client, port: 0 }, body.refusal]);
+      // A client that varies what it claims would open a fold per string: past a few, its refusals fold by its
+      // address, the reason and the code alone (`refusal.varied`), so no string it chooses makes a new event.
+      const address = body.client.address;
+      let key = JSON.stringify([body.policy ?? null, body.identity, { ...body.client, port: 0 }, body.refusal]);
+      const varied = !refusals.has(key) && (distinct.get(address) ?? 0) >= DISTINCT_REFUSALS_PER_CLIENT;
+      if (varied) key = JSON.stringify(['varied', address, body.refusal.reason, body.refusal.code]);
       const seen = refusals.get(key);
       if (seen) {
         seen.repeated++;
@@ -287,10 +307,11 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         return;
       }
       if (refusals.size >= MAX_FOLDED_REFUSALS) flushRefusals();
-      instanceEvent('auth.refused', body);
+      instanceEvent('auth.refused', varied ? { ...body, refusal: { ...body.refusal, varied: true } } : body);
       const timer = setTimeout(() => flushRefusal(key), refusalWindowMs);
       timer.unref();
-      refusals.set(key, { repeated: 0, last: body, timer });
+      refusals.set(key, { repeated: 0, last: body, timer, address, varied });
+      if (!varied) distinct.set(address, (distinct.get(address) ?? 0) + 1);
     },
     openSession(info, at) {
       const chain = newChain();
@@ -428,8 +449,11 @@ function refusalBody(
   };
 }
 
-/** Distinct refusals folded at once; beyond it (a client varying what it claims) the pending folds are written out. */
+/** Distinct refusals folded at once; beyond it the pending folds are written out. */
 const MAX_FOLDED_REFUSALS = 1000;
+
+/** Exact folds one client address may have open before its refusals fold by address, reason and code alone. */
+const DISTINCT_REFUSALS_PER_CLIENT = 20;
 
 interface HeadWatch {
   readonly id: string;
