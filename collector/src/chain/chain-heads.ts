@@ -1,4 +1,5 @@
 import type { AuditEvent } from '../event.js';
+import { namespaceOf } from '../signatures/checkpoint-judgement.js';
 import type { ChainEvent, ChainFinding } from './verify-chain.js';
 
 /**
@@ -8,6 +9,8 @@ import type { ChainEvent, ChainFinding } from './verify-chain.js';
  */
 export interface CommittedHead {
   instance: string | null;
+  /** The namespace of the heads event ('' for none): it must be the session's own. */
+  namespace: string;
   seq: number;
   hash: string;
   by: string;
@@ -19,10 +22,11 @@ export function headsOf(e: AuditEvent): { sessionId: string; head: CommittedHead
   const chains = (e.heads as { chains?: unknown } | undefined)?.chains;
   if (!Array.isArray(chains)) return [];
   const instance = instanceOf(e);
+  const namespace = namespaceOf(e) ?? '';
   const out: { sessionId: string; head: CommittedHead }[] = [];
   for (const c of chains as { id?: unknown; seq?: unknown; hash?: unknown }[]) {
     if (typeof c?.id !== 'string' || !Number.isSafeInteger(c.seq) || typeof c.hash !== 'string') continue;
-    out.push({ sessionId: c.id, head: { instance, seq: c.seq as number, hash: c.hash, by: e.id } });
+    out.push({ sessionId: c.id, head: { instance, namespace, seq: c.seq as number, hash: c.hash, by: e.id } });
   }
   return out;
 }
@@ -44,7 +48,8 @@ export function instanceOf(e: ChainEvent): string | null {
 
 /**
  * Holds a session's stored events to the heads its sidecar recorded for it. Only heads from the sidecar that wrote
- * the session (same `source.instance`) count: another publisher's claims about the chain are ignored. A chain whose
+ * the session (same `source.instance`, published in the session's namespace) count: another publisher's claims about
+ * the chain are ignored. A chain whose
  * events stop before the highest recorded head lost its tail (`audit.gap`), even when what is left is intact and
  * ends with a checkpoint; an event at a recorded position with another hash was replaced (`audit.tampered`); a
  * chain with heads but no events at all was deleted whole.
@@ -55,9 +60,10 @@ export function headFindings(
   heads: readonly CommittedHead[],
 ): ChainFinding[] {
   const instance = events.map(instanceOf).find((i) => i !== null) ?? null;
+  const namespace = events.map(namespaceOf).find((n) => n !== null) ?? '';
   let top: CommittedHead | undefined;
   for (const h of heads) {
-    if (instance !== null && h.instance !== instance) continue;
+    if (events.length > 0 && (h.instance !== instance || h.namespace !== namespace)) continue;
     if (top === undefined || h.seq > top.seq) top = h;
   }
   if (top === undefined) return [];

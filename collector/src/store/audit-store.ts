@@ -235,7 +235,8 @@ export class AuditStore {
                 s.session_id IS NOT NULL AS known
          FROM audit_chain_heads h LEFT JOIN audit_sessions s ON s.session_id = h.session_id
          WHERE h.received_at < now() - make_interval(secs => $1)
-           AND (s.session_id IS NULL OR (h.instance = s.instance AND h.seq > s.max_seq AND s.status NOT IN ('gap', 'tampered')))`,
+           AND (s.session_id IS NULL OR (h.instance = s.instance AND h.namespace = coalesce(s.namespace, '')
+                AND h.seq > s.max_seq AND s.status NOT IN ('gap', 'tampered')))`,
         [graceMs / 1000],
       );
       for (const r of short) {
@@ -267,6 +268,7 @@ export class AuditStore {
       `UPDATE audit_sessions s SET interrupted_at = now()
        FROM audit_chain_heads h
        WHERE s.end_seq IS NULL AND s.interrupted_at IS NULL AND h.session_id = s.session_id AND h.instance = s.instance
+         AND h.namespace = coalesce(s.namespace, '')
          AND h.seen_at < now() - make_interval(secs => 3 * h.refresh_ms / 1000.0)
        RETURNING s.session_id AS "sessionId", s.namespace, ${ISO('h.seen_at')} AS "lastHeard"`,
     );
@@ -331,7 +333,7 @@ export class AuditStore {
       const parsed = rows.map((r) => JSON.parse(r.event) as AuditEvent);
       const report = verifySession(sid, parsed, this.rules, meta?.max_seq, keyring);
       const heads = await this.db.query<CommittedHead>(
-        'SELECT instance, seq::int, hash, event_id AS by FROM audit_chain_heads WHERE session_id = $1',
+        'SELECT instance, namespace, seq::int, hash, event_id AS by FROM audit_chain_heads WHERE session_id = $1',
         [sid],
       );
       report.findings.push(...headFindings(sid, parsed, heads));

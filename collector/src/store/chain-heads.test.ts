@@ -55,10 +55,13 @@ describe('chain heads (audit.heads) in the store', () => {
     const quiet = makeSession({ id: 'heads-quiet', statements: 1, instance });
     const heads = makeHeads(instance, [[a, gone, quiet]]);
     // A publisher that is not the session's sidecar claims the quiet chain is far longer.
-    const forged = makeHeads('another-sidecar', [[[{ ...quiet[2], session: { id: 'heads-quiet', seq: 99 } }]]]);
+    const longer = [{ ...quiet[2], session: { id: 'heads-quiet', seq: 99 } }];
+    const forged = makeHeads('another-sidecar', [[longer]]);
+    // So does one that names the right sidecar but publishes from another namespace (another NATS user).
+    const elsewhere = makeHeads(instance, [[], [longer]], { namespace: 'elsewhere' }).slice(1);
     // The deleted chain's events never reached the store; a's last event arrives with other content (re-hashed).
     const replaced = makeSession({ id: 'heads-replaced', statements: 2, tables: ['public.other'], instance });
-    await t.store.ingest([...replaced, ...quiet, ...heads, ...forged]);
+    await t.store.ingest([...replaced, ...quiet, ...heads, ...forged, ...elsewhere]);
 
     const reports = await t.store.verify(['heads-replaced', 'heads-gone', 'heads-quiet']);
     const byId = new Map(reports.map((r) => [r.sessionId, r]));

@@ -128,12 +128,11 @@ INSERT INTO audit_chain_heads AS h (session_id, instance, seq, hash, event_id, n
 SELECT r.session_id, r.instance, r.seq, r.hash, r.event_id, r.namespace, r.seen_at, r.refresh_ms
 FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, instance text, seq bigint, hash text, event_id text, namespace text,
   seen_at timestamptz, refresh_ms integer)
-ON CONFLICT (session_id, instance) DO UPDATE SET
+ON CONFLICT (session_id, instance, namespace) DO UPDATE SET
   seq = greatest(h.seq, EXCLUDED.seq),
   hash = CASE WHEN EXCLUDED.seq > h.seq THEN EXCLUDED.hash ELSE h.hash END,
   event_id = CASE WHEN EXCLUDED.seq > h.seq THEN EXCLUDED.event_id ELSE h.event_id END,
   received_at = CASE WHEN EXCLUDED.seq > h.seq THEN now() ELSE h.received_at END,
-  namespace = EXCLUDED.namespace,
   seen_at = greatest(h.seen_at, EXCLUDED.seen_at),
   refresh_ms = coalesce(EXCLUDED.refresh_ms, h.refresh_ms)`;
 
@@ -336,7 +335,7 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
       seq: number;
       hash: string;
       event_id: string;
-      namespace: string | null;
+      namespace: string;
       seen_at: string;
       refresh_ms: number | null;
     }
@@ -344,7 +343,7 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
   for (const e of events) {
     for (const { sessionId, head } of headsOf(e)) {
       if (head.instance === null) continue;
-      const key = `${sessionId}\n${head.instance}`;
+      const key = `${sessionId}\n${head.instance}\n${head.namespace}`;
       const there = top.get(key);
       const refresh = (e.heads as { refreshMs?: unknown } | undefined)?.refreshMs;
       const refreshMs = Number.isSafeInteger(refresh) && (refresh as number) > 0 ? (refresh as number) : null;
@@ -355,7 +354,7 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
           seq: head.seq,
           hash: head.hash,
           event_id: head.by,
-          namespace: namespaceOf(e),
+          namespace: head.namespace,
           seen_at: there === undefined ? e.time : later(there.seen_at, e.time),
           refresh_ms: refreshMs ?? there?.refresh_ms ?? null,
         });

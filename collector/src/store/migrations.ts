@@ -100,23 +100,24 @@ ALTER TABLE audit_sessions ADD COLUMN signed_key text;`,
     name: 'chain heads recorded by sidecars',
     sql: `
 -- What each sidecar's own chain said about its session chains (audit.heads, collector/src/chain/chain-heads.ts): the
--- highest seq and its hash, per session and per sidecar instance that said so, so that a forged claim from another
--- publisher cannot mask the real one. A session whose stored events stop short of its head lost its tail.
+-- highest seq and its hash, per session and per sidecar instance and namespace that said so, so that a claim
+-- published from another namespace (another NATS user) cannot mask or replace the real one. A session whose stored
+-- events stop short of its head lost its tail.
 CREATE TABLE audit_chain_heads (
   session_id text NOT NULL,
   instance text NOT NULL,
   seq bigint NOT NULL,
   hash text NOT NULL,
   event_id text NOT NULL,
-  -- The namespace of the heads event (the sidecar's): a chain deleted whole is filed under it.
-  namespace text,
+  -- The namespace of the heads event (the sidecar's; '' for none): a chain deleted whole is filed under it.
+  namespace text NOT NULL,
   -- When this seq was first recorded (the gap sweep's grace runs from it).
   received_at timestamptz NOT NULL DEFAULT now(),
   -- The time of the latest heads event that named the chain, grown or not, and how often its sidecar names the
   -- chains it holds open: a session not ended and not named for three such periods was cut off.
   seen_at timestamptz NOT NULL,
   refresh_ms integer,
-  PRIMARY KEY (session_id, instance)
+  PRIMARY KEY (session_id, instance, namespace)
 );
 -- The sidecar instance that wrote the session (source.instance of its first event): whose heads count for it.
 ALTER TABLE audit_sessions ADD COLUMN instance text;

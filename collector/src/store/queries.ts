@@ -87,9 +87,10 @@ export interface Finding {
 const SESSION_STATE = `CASE WHEN end_seq IS NOT NULL THEN 'ended'
   WHEN hd.seen_at < now() - make_interval(secs => 3 * hd.refresh_ms / 1000.0) THEN 'interrupted' ELSE 'open' END`;
 
-/** Sessions with what their own sidecar's heads last said of them (same instance only: see chain-heads.ts). */
+/** Sessions with what their own sidecar's heads last said of them (same instance and namespace: chain-heads.ts). */
 const SESSION_FROM = `audit_sessions s LEFT JOIN LATERAL (
-  SELECT h.seen_at, h.refresh_ms FROM audit_chain_heads h WHERE h.session_id = s.session_id AND h.instance = s.instance
+  SELECT h.seen_at, h.refresh_ms FROM audit_chain_heads h
+  WHERE h.session_id = s.session_id AND h.instance = s.instance AND h.namespace = coalesce(s.namespace, '')
 ) hd ON true`;
 
 const SESSION_COLUMNS = `session_id AS id, namespace, policy, identity, ${ISO('first_time')} AS "firstTime", ${ISO('last_time')} AS "lastTime",
@@ -288,7 +289,7 @@ export async function listFindings(db: SqlRunner, f: FindingFilter): Promise<Pag
   w.add((p) => `f.kind = ${p}`, f.kind);
   w.add((p) => `f.session_id = ${p}`, f.session);
   const ns =
-    'coalesce(s.namespace, (SELECT min(h.namespace) FROM audit_chain_heads h WHERE h.session_id = f.session_id))';
+    "coalesce(s.namespace, (SELECT min(nullif(h.namespace, '')) FROM audit_chain_heads h WHERE h.session_id = f.session_id))";
   w.add((p) => `${ns} = ${p}`, f.namespace);
   w.addList((p) => `${ns} = ANY(${p}::text[])`, f.namespaces);
   if (f.cursor) {
