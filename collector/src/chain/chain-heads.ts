@@ -49,10 +49,9 @@ export function instanceOf(e: ChainEvent): string | null {
 /**
  * Holds a session's stored events to the heads its sidecar recorded for it. Only heads from the sidecar that wrote
  * the session (same `source.instance`, published in the session's namespace) count: another publisher's claims about
- * the chain are ignored. A chain whose
- * events stop before the highest recorded head lost its tail (`audit.gap`), even when what is left is intact and
- * ends with a checkpoint; an event at a recorded position with another hash was replaced (`audit.tampered`); a
- * chain with heads but no events at all was deleted whole.
+ * the chain are ignored. A chain whose events stop before the highest recorded head lost its tail (`audit.gap`), even
+ * when what is left is intact and ends with a checkpoint; an event at a recorded position with another hash was
+ * replaced (`audit.tampered`); a chain with heads but no events at all was deleted whole.
  */
 export function headFindings(
   sessionId: string,
