@@ -16,4 +16,4 @@ export { AUDIT_STREAM, AUDIT_SUBJECTS, ensureStream } from './ingest/jetstream-s
 export { type AuditKey, type AuditKeyring, parseAuditKeys, watchAuditKeys } from './signatures/audit-keys.js';
 export { SIGNATURE_STATES, type SignatureReport, type SignatureState } from './signatures/checkpoint-judgement.js';
 export { AuditStore, type SignatureOptions } from './store/audit-store.js';
-export type { FindingRow } from './store/queries.js';
+export type { FindingRow, SessionSummary } from './store/queries.js';

@@ -9,6 +9,7 @@ import {
   type FindingRow,
   type FullReport,
   parseAuditKeys,
+  type SessionSummary,
   SIGNATURE_STATES,
   type SignatureReport,
   type SignatureState,
@@ -276,6 +277,34 @@ async function verifyFiles(o: {
   };
 }
 
+/** One page of a collector list route, with the query options given; a refusal or an error status throws. */
+async function getPage<T>(
+  o: Record<string, unknown> & { collector: string; tokenFile?: string },
+  route: string,
+  params: readonly string[],
+): Promise<{ items: T[]; next: string | null }> {
+  const url = new URL(route, o.collector);
+  for (const k of params) if (o[k] !== undefined) url.searchParams.set(k, String(o[k]));
+  const token = readerToken(o.tokenFile);
+  const r = await fetch(url, { headers: authHeader(token) });
+  if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
+  if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
+  return (await r.json()) as { items: T[]; next: string | null };
+}
+
+/** The sessions GET /api/v1/sessions listed, one line each. */
+export function formatSessions(items: readonly SessionSummary[], next: string | null): string {
+  if (items.length === 0) return 'no sessions\n';
+  const lines = items.map(
+    (s) =>
+      `${s.firstTime ?? '-'} ${s.id} ${s.identity ?? '-'} ${s.policy ?? '-'} statements=${s.statements} ` +
+      `denied=${s.denied} chain=${s.chain} signature=${s.signature} ${s.state}` +
+      `${s.state === 'interrupted' && s.lastHeard ? ` (last heard ${s.lastHeard})` : ''}`,
+  );
+  if (next) lines.push('… more: raise --limit or filter');
+  return `${lines.join('\n')}\n`;
+}
+
 /** The findings GET /api/v1/findings listed, one line each. */
 export function formatFindings(items: readonly FindingRow[], next: string | null): string {
   if (items.length === 0) return 'no findings\n';
@@ -327,20 +356,51 @@ export function registerAudit(program: Command): void {
     .option('--json', 'print the findings as JSON')
     .action(async (o) => {
       try {
-        const url = new URL('/api/v1/findings', o.collector);
-        for (const k of ['state', 'kind', 'namespace', 'session', 'limit'] as const)
-          if (o[k] !== undefined) url.searchParams.set(k, String(o[k]));
-        const token = readerToken(o.tokenFile);
-        const r = await fetch(url, { headers: authHeader(token) });
-        if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
-        if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
-        const page = (await r.json()) as { items: FindingRow[]; next: string | null };
+        const page = await getPage<FindingRow>(o, '/api/v1/findings', [
+          'state',
+          'kind',
+          'namespace',
+          'session',
+          'limit',
+        ]);
         process.stdout.write(
           o.json ? `${JSON.stringify(page.items, null, 2)}\n` : formatFindings(page.items, page.next),
         );
         process.exitCode = page.items.length > 0 ? 1 : 0;
       } catch (err) {
         process.stderr.write(`audit findings: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
+    });
+
+  withCollectorOption(
+    audit
+      .command('sessions')
+      .description('sessions from a collector, newest first: chain, signature and state (open, ended, interrupted)'),
+  )
+    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
+    .option('--state <state>', 'only open, ended or interrupted sessions')
+    .option('--chain <status>', 'only this chain status (ok, pending, gap, tampered)')
+    .option('--signature <state>', 'only this signature state (signed, partial, unsigned, unverified)')
+    .option('--namespace <ns>', 'only this namespace')
+    .option('--identity <identity>', 'only this identity')
+    .option('--limit <n>', 'at most this many (1–1000)', '50')
+    .option('--json', 'print the sessions as JSON')
+    .action(async (o) => {
+      try {
+        const page = await getPage<SessionSummary>(o, '/api/v1/sessions', [
+          'state',
+          'chain',
+          'signature',
+          'namespace',
+          'identity',
+          'limit',
+        ]);
+        process.stdout.write(
+          o.json ? `${JSON.stringify(page.items, null, 2)}\n` : formatSessions(page.items, page.next),
+        );
+      } catch (err) {
+        process.stderr.write(`audit sessions: ${(err as Error).message}\n`);
         process.exitCode = 2;
       }
     });

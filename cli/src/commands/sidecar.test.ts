@@ -393,6 +393,24 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
       const countedBy = Date.now() + 15_000;
       while (!(await counted()) && Date.now() < countedBy) await new Promise((r) => setTimeout(r, 200));
       expect(await counted()).toBe(true);
+      // The same from the command line.
+      const listed = spawnSync(
+        process.execPath,
+        [bin, 'audit', 'sessions', '--collector', collector.url, '--state', 'interrupted'],
+        { encoding: 'utf8' },
+      );
+      expect([listed.status, listed.stderr]).toEqual([0, '']);
+      expect(listed.stdout).toMatch(
+        new RegExp(`^\\S+Z ${open.id} .* chain=ok signature=unsigned interrupted \\(last heard \\S+Z\\)\\n$`),
+      );
+      const none = spawnSync(
+        process.execPath,
+        [bin, 'audit', 'sessions', '--collector', collector.url, '--state', 'ended'],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(none.stdout).toBe('no sessions\n');
       await c.end().catch(() => {});
     } finally {
       expect(await stopProcess(collector.child)).toBe(0);
