@@ -151,7 +151,7 @@ describe('audit flags', () => {
 describe('governance events → audit', () => {
   it('a held statement becomes approval.requested then granted/denied/expired in its session chain', async () => {
     const path = join(dir, 'approvals.jsonl');
-    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'ap' });
+    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'ap', checkpointIntervalMs: 600_000 });
     const s = setup.recorder.openSession(sessionInfo('held'));
     for (const outcome of ['approved', 'rejected', 'timeout'] as const) {
       recordPolicyEvent(setup.recorder, { type: 'statement.held', session: 'held', rule: 'writes', timeoutMs: 60_000 });
@@ -185,7 +185,7 @@ describe('governance events → audit', () => {
 
   it('carries the approval queue’s id, the approver and their reason into the chain', async () => {
     const path = join(dir, 'approvals-queue.jsonl');
-    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'aq' });
+    const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'aq', checkpointIntervalMs: 600_000 });
     const s = setup.recorder.openSession(sessionInfo('queued'));
     const approvalId = '6f1c2e3a-1b2c-4d5e-8f90-123456789abc';
     recordPolicyEvent(setup.recorder, {

@@ -13,6 +13,12 @@ import { createFileSink } from './line-sinks.js';
 import { NatsAuditSink, SubjectReader } from './nats-sink.js';
 import { readAuditStream, selectRecord, seqsBySession, sessionInfo } from './nats-test-kit.js';
 
+/**
+ * These tests count the events they sent: no heads or checkpoint tick of the recorder may add one of its own while a
+ * slow connect or spool drain runs (audit-heads.test.ts covers the tick).
+ */
+const NO_TICK = { checkpointIntervalMs: 600_000 };
+
 const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
@@ -48,6 +54,7 @@ describe('NATS audit sink (real nats-server)', () => {
       registry: new Registry(),
     });
     const rec = createAuditRecorder(sink, {
+      ...NO_TICK,
       instanceId: 't1',
       policy: () => ({ name: 'analytics.agent', hash: 'sha256:1' }),
     });
@@ -89,7 +96,7 @@ describe('NATS audit sink (real nats-server)', () => {
       publishTimeoutMs: 1000,
       registry: new Registry(),
     });
-    const rec = createAuditRecorder(sink, { instanceId: 't2' });
+    const rec = createAuditRecorder(sink, { instanceId: 't2', ...NO_TICK });
     const sessions = ['k1', 'k2', 'k3'].map((id) => rec.openSession(sessionInfo(id)));
     const perSession = 600;
     for (let i = 0; i < perSession; i++) {
@@ -128,7 +135,7 @@ describe('NATS audit sink (real nats-server)', () => {
       publishTimeoutMs: 1000,
       registry: new Registry(),
     });
-    const rec = createAuditRecorder(sink, { instanceId: 't2b' });
+    const rec = createAuditRecorder(sink, { instanceId: 't2b', ...NO_TICK });
     const s = rec.openSession(sessionInfo('steady'));
     let n = 0;
     // Steady traffic throughout: a few statements every millisecond or so, never a quiet moment.
@@ -176,7 +183,7 @@ describe('NATS audit sink (real nats-server)', () => {
     const dir = spoolDir();
     await nats.kill();
     const first = new NatsAuditSink({ servers: [nats.url], spool: { dir, maxBytes: 1e8 }, registry: new Registry() });
-    const rec = createAuditRecorder(first, { instanceId: 't3' });
+    const rec = createAuditRecorder(first, { instanceId: 't3', ...NO_TICK });
     const s = rec.openSession(sessionInfo('r1'));
     for (let i = 0; i < 300; i++) s.statement(selectRecord(i));
     s.end({});
@@ -204,7 +211,7 @@ describe('NATS audit sink (real nats-server)', () => {
       spool: { dir, maxBytes: 20_000, segmentBytes: 4096 },
       registry,
     });
-    const rec = createAuditRecorder(sink, { instanceId: 't4' });
+    const rec = createAuditRecorder(sink, { instanceId: 't4', ...NO_TICK });
     const s = rec.openSession(sessionInfo('cap'));
     let sent = 1;
     while (sink.ready() && sent < 500) {
@@ -250,7 +257,7 @@ describe('NATS audit sink (real nats-server)', () => {
       publishTimeoutMs: 1000,
       registry: new Registry(),
     });
-    const s = createAuditRecorder(sink, { instanceId: 't6' }).openSession(sessionInfo('del'));
+    const s = createAuditRecorder(sink, { instanceId: 't6', ...NO_TICK }).openSession(sessionInfo('del'));
     for (let i = 0; i < 50; i++) s.statement(selectRecord(i));
     await sink.whenIdle(10_000);
     const nc = await connect({ servers: nats.url });
@@ -274,7 +281,7 @@ describe('NATS audit sink (real nats-server)', () => {
       maxBatchEvents: 1,
       registry: new Registry(),
     });
-    const s = createAuditRecorder(sink, { instanceId: 't7' }).openSession(sessionInfo('one'));
+    const s = createAuditRecorder(sink, { instanceId: 't7', ...NO_TICK }).openSession(sessionInfo('one'));
     for (let i = 0; i < 4; i++) s.statement(selectRecord(i));
     await sink.whenIdle(10_000);
     await sink.close();
@@ -304,7 +311,7 @@ describe('NATS audit sink (real nats-server)', () => {
   it('throughput with acks (micro-measure, compared with the file sink)', async () => {
     const n = 20_000;
     const fileSink = createFileSink({ path: join(spoolDir(), 'audit.jsonl'), registry: new Registry() });
-    const fs = createAuditRecorder(fileSink, { instanceId: 't5f' }).openSession(sessionInfo('tpf'));
+    const fs = createAuditRecorder(fileSink, { instanceId: 't5f', ...NO_TICK }).openSession(sessionInfo('tpf'));
     const f0 = performance.now();
     for (let i = 0; i < n; i++) {
       fs.statement(selectRecord(i));
@@ -319,7 +326,7 @@ describe('NATS audit sink (real nats-server)', () => {
       spool: { dir: spoolDir(), maxBytes: 1e9 },
       registry: new Registry(),
     });
-    const rec = createAuditRecorder(sink, { instanceId: 't5' });
+    const rec = createAuditRecorder(sink, { instanceId: 't5', ...NO_TICK });
     const s = rec.openSession(sessionInfo('tp'));
     s.statement(selectRecord(0));
     await sink.whenIdle(10_000); // connected and in direct mode

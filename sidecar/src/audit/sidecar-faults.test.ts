@@ -115,7 +115,11 @@ describe('failMode through the real proxy', () => {
     const own = await startNats();
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-failmode-spool-'));
     await own.kill();
-    const a = auditFromFlags({ audit: own.url, spoolDir: dir, spoolMaxBytes: '24KiB', auditFailMode: 'closed' });
+    // No heads tick: the events and drops are counted exactly (audit-heads.test.ts covers the tick).
+    const a = auditFromFlags(
+      { audit: own.url, spoolDir: dir, spoolMaxBytes: '24KiB', auditFailMode: 'closed' },
+      { checkpointIntervalMs: 600_000 },
+    );
     const shared = inject('pg');
     const sc = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
@@ -160,7 +164,10 @@ describe('failMode open through the real proxy', () => {
     const own = await startNats();
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-failopen-spool-'));
     await own.kill();
-    const a = auditFromFlags({ audit: own.url, spoolDir: dir, spoolMaxBytes: '16KiB', auditFailMode: 'open' });
+    const a = auditFromFlags(
+      { audit: own.url, spoolDir: dir, spoolMaxBytes: '16KiB', auditFailMode: 'open' },
+      { checkpointIntervalMs: 600_000 },
+    );
     const shared = inject('pg');
     const sc = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
