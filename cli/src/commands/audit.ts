@@ -277,6 +277,44 @@ async function verifyFiles(o: {
   };
 }
 
+/**
+ * `pgwarden audit <name>`: one page of a collector list route, each `filters` flag passed as the query parameter of
+ * its name, printed by `format` (or as JSON); exit 2 when it could not ask, and with `failWhenAny` 1 when it listed
+ * anything.
+ */
+function listCommand<T>(
+  audit: Command,
+  c: {
+    name: string;
+    description: string;
+    route: string;
+    filters: [flag: string, description: string, defaultValue?: string][];
+    limit: string;
+    format: (items: readonly T[], next: string | null) => string;
+    failWhenAny: boolean;
+  },
+): void {
+  const cmd = withCollectorOption(audit.command(c.name).description(c.description)).option(
+    '--token-file <file>',
+    'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)',
+  );
+  for (const [flag, description, value] of c.filters) cmd.option(flag, description, value);
+  const params = [...c.filters.map(([flag]) => flag.slice(2, flag.indexOf(' '))), 'limit'];
+  cmd
+    .option('--limit <n>', 'at most this many (1–1000)', c.limit)
+    .option('--json', `print the ${c.name} as JSON`)
+    .action(async (o) => {
+      try {
+        const page = await getPage<T>(o, c.route, params);
+        process.stdout.write(o.json ? `${JSON.stringify(page.items, null, 2)}\n` : c.format(page.items, page.next));
+        process.exitCode = c.failWhenAny && page.items.length > 0 ? 1 : 0;
+      } catch (err) {
+        process.stderr.write(`audit ${c.name}: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
+    });
+}
+
 /** One page of a collector list route, with the query options given; a refusal or an error status throws. */
 async function getPage<T>(
   o: Record<string, unknown> & { collector: string; tokenFile?: string },
@@ -339,71 +377,38 @@ export function registerAudit(program: Command): void {
     await tail(url.toString(), Boolean(o.json), token);
   });
 
-  withCollectorOption(
-    audit
-      .command('findings')
-      .description(
-        'chain findings from a collector (gaps, cut tails, chains deleted whole, tampering), newest first; exit ' +
-          'status 1 when any is listed',
-      ),
-  )
-    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
-    .option('--state <state>', 'open, resolved or all', 'open')
-    .option('--kind <kind>', 'only this kind (audit.gap, audit.tampered)')
-    .option('--namespace <ns>', 'only sessions of this namespace')
-    .option('--session <id>', 'only this session')
-    .option('--limit <n>', 'at most this many (1–1000)', '100')
-    .option('--json', 'print the findings as JSON')
-    .action(async (o) => {
-      try {
-        const page = await getPage<FindingRow>(o, '/api/v1/findings', [
-          'state',
-          'kind',
-          'namespace',
-          'session',
-          'limit',
-        ]);
-        process.stdout.write(
-          o.json ? `${JSON.stringify(page.items, null, 2)}\n` : formatFindings(page.items, page.next),
-        );
-        process.exitCode = page.items.length > 0 ? 1 : 0;
-      } catch (err) {
-        process.stderr.write(`audit findings: ${(err as Error).message}\n`);
-        process.exitCode = 2;
-      }
-    });
+  listCommand(audit, {
+    name: 'findings',
+    description:
+      'chain findings from a collector (gaps, cut tails, chains deleted whole, tampering), newest first; exit ' +
+      'status 1 when any is listed',
+    route: '/api/v1/findings',
+    filters: [
+      ['--state <state>', 'open, resolved or all', 'open'],
+      ['--kind <kind>', 'only this kind (audit.gap, audit.tampered)'],
+      ['--namespace <ns>', 'only sessions of this namespace'],
+      ['--session <id>', 'only this session'],
+    ],
+    limit: '100',
+    format: formatFindings,
+    failWhenAny: true,
+  });
 
-  withCollectorOption(
-    audit
-      .command('sessions')
-      .description('sessions from a collector, newest first: chain, signature and state (open, ended, interrupted)'),
-  )
-    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
-    .option('--state <state>', 'only open, ended or interrupted sessions')
-    .option('--chain <status>', 'only this chain status (ok, pending, gap, tampered)')
-    .option('--signature <state>', 'only this signature state (signed, partial, unsigned, unverified)')
-    .option('--namespace <ns>', 'only this namespace')
-    .option('--identity <identity>', 'only this identity')
-    .option('--limit <n>', 'at most this many (1–1000)', '50')
-    .option('--json', 'print the sessions as JSON')
-    .action(async (o) => {
-      try {
-        const page = await getPage<SessionSummary>(o, '/api/v1/sessions', [
-          'state',
-          'chain',
-          'signature',
-          'namespace',
-          'identity',
-          'limit',
-        ]);
-        process.stdout.write(
-          o.json ? `${JSON.stringify(page.items, null, 2)}\n` : formatSessions(page.items, page.next),
-        );
-      } catch (err) {
-        process.stderr.write(`audit sessions: ${(err as Error).message}\n`);
-        process.exitCode = 2;
-      }
-    });
+  listCommand(audit, {
+    name: 'sessions',
+    description: 'sessions from a collector, newest first: chain, signature and state (open, ended, interrupted)',
+    route: '/api/v1/sessions',
+    filters: [
+      ['--state <state>', 'only open, ended or interrupted sessions'],
+      ['--chain <status>', 'only this chain status (ok, pending, gap, tampered)'],
+      ['--signature <state>', 'only this signature state (signed, partial, unsigned, unverified)'],
+      ['--namespace <ns>', 'only this namespace'],
+      ['--identity <identity>', 'only this identity'],
+    ],
+    limit: '50',
+    format: formatSessions,
+    failWhenAny: false,
+  });
 
   audit
     .command('token')
