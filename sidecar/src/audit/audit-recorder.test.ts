@@ -178,9 +178,13 @@ describe('withAudit', () => {
     const v = await s.checkQuery(req);
     expect(v).toMatchObject({ action: 'deny', code: AUDIT_UNAVAILABLE_SQLSTATE });
     expect(await s.checkParse(req)).toMatchObject({ action: 'deny', code: '53000' });
+    // A statement prepared earlier is refused at each Execute as well.
+    const prepared: Verdict = { action: 'allow', rule: 'r' };
+    expect(s.checkExecute?.(prepared)).toMatchObject({ action: 'deny', code: '53000' });
     s.statementDone(record(v, 'SELECT 1', []));
     sink.durable = true;
     expect(await s.checkQuery(req)).toMatchObject({ action: 'allow' });
+    expect(s.checkExecute?.(prepared)).toBe(prepared);
     s.close({});
     expect(events.map((e) => e.type)).toEqual(['session.start', 'statement', 'session.end']);
     expect(events[1].decision).toMatchObject({ action: 'deny', code: '53000', reason: 'audit_unavailable' });

@@ -132,6 +132,9 @@ describe('failMode through the real proxy', () => {
     try {
       const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
       await c.connect();
+      // Prepared while events could still be spooled: its later runs (Bind + Execute, no Parse) must be gated too.
+      const prepared = { name: 'p41', text: 'SELECT 41 + $1::int AS n', values: [1] };
+      expect((await c.query(prepared)).rows).toEqual([{ n: 42 }]);
       let denied: (Error & { code?: string }) | undefined;
       for (let i = 0; i < 500 && !denied; i++) {
         await c.query('SELECT 1').catch((err: Error & { code?: string }) => {
@@ -143,12 +146,14 @@ describe('failMode through the real proxy', () => {
       expect(denied?.message).toMatch(/audit log unavailable/);
       // A write that would have run upstream is refused before it gets there.
       await expect(c.query('CREATE TEMP TABLE should_not_exist (i int)')).rejects.toMatchObject({ code: '53000' });
+      await expect(c.query(prepared)).rejects.toMatchObject({ code: '53000', message: /audit log unavailable/ });
       await own.start();
       await (a.sink as NatsAuditSink).whenIdle(15_000);
       expect(a.sink.ready()).toBe(true);
       await expect(c.query('SELECT to_regclass($1) AS t', ['pg_temp.should_not_exist'])).resolves.toMatchObject({
         rows: [{ t: null }],
       });
+      expect((await c.query(prepared)).rows).toEqual([{ n: 42 }]);
       await c.end();
     } finally {
       await sc.close(500);

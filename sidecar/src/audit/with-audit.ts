@@ -71,6 +71,9 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         checkQuery: (req: StatementRequest) => gate(() => inner.checkQuery(req)),
         checkParse: (req: StatementRequest) => gate(() => inner.checkParse(req)),
         checkFunctionCall: (oid: number) => gate(() => inner.checkFunctionCall(oid)),
+        // A statement prepared while the trail was durable must not run once it is not: each Execute is gated too.
+        checkExecute: (prepared: Verdict) =>
+          blocked() ? AUDIT_UNAVAILABLE_VERDICT : inner.checkExecute ? inner.checkExecute(prepared) : prepared,
         planRows(fields, verdict) {
           const t = inner.planRows(fields, verdict);
           if (capture() !== 'rows') return t;

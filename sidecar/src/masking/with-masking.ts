@@ -53,6 +53,8 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
             'function-call',
           );
         },
+        // The verdict passes through as it is: the row plan finds the statement's SQL by its identity (m.bind).
+        checkExecute: inner.checkExecute ? (prepared) => inner.checkExecute!(prepared) : undefined,
         planRows: (fields, verdict) => m.planRows(fields, verdict),
         scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
         clientName: (name) => {

@@ -272,6 +272,49 @@ export class ClientRelay implements FramerHandler {
       s.discarding = true;
       return executeMessage(DENIED_PORTAL, 0);
     }
+    const st = new Stmt(info.request, info.verdict);
+    st.prepared = info;
+    const check = s.hooks.checkExecute;
+    if (check === undefined) return this.runPortal(st, portal, buf, start, end);
+    // Each run of a portal is checked again (the audit trail's durability, a rate limit): the statement's verdict
+    // from its Parse says what it may do, not whether it may run now.
+    let v: Verdict | Promise<Verdict>;
+    try {
+      v = check.call(s.hooks, info.verdict);
+    } catch (err) {
+      v = failClosed(err);
+    }
+    if (!(v instanceof Promise)) {
+      st.verdict = v;
+      return this.runPortal(st, portal, buf, start, end);
+    }
+    this.framer!.suspend();
+    this.io.hold();
+    const cancelled = new Promise<Verdict>((resolve) => {
+      this.cancelHeld = () => resolve(CANCELLED);
+    });
+    Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
+      this.cancelHeld = undefined;
+      st.verdict = verdict;
+      st.heldMs = performance.now() - st.t0;
+      const out = this.runPortal(st, portal, buf, start, end);
+      this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
+      this.io.release();
+    });
+    return false;
+  }
+
+  /** Sends an Execute of a known portal upstream under `st.verdict`: as it came, or as a denied run. */
+  private runPortal(st: Stmt, portal: string, buf: Buffer, start: number, end: number): true | Buffer {
+    const s = this.s;
+    const info = st.prepared!;
+    if (st.verdict.action === 'deny') {
+      st.denied = true;
+      st.sentAt = performance.now();
+      s.expect(K_EXECUTE, st);
+      s.discarding = true;
+      return executeMessage(DENIED_PORTAL, 0);
+    }
     // Rows are planned from the portal's RowDescription: only it has the result formats Bind chose (a statement's
     // Describe says text for all). A client that did not describe the portal would get rows planned from the wrong
     // formats, or not at all, so the proxy asks itself and keeps the answer to itself.
@@ -281,8 +324,6 @@ export class ClientRelay implements FramerHandler {
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
-    const st = new Stmt(info.request, info.verdict);
-    st.prepared = info;
     st.sentAt = performance.now();
     s.expect(K_EXECUTE, st);
     armTimeout(s, st);

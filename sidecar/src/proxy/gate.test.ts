@@ -25,6 +25,8 @@ function decide(req: StatementRequest): Verdict | Promise<Verdict> {
   if (req.sql.includes('review')) return new Promise(() => {}); // an approval nobody gives
   if (req.sql.includes('capped')) return { action: 'allow', maxRows: 10 };
   if (req.sql.includes('slow')) return { action: 'allow', timeoutMs: 200 };
+  for (const rule of ['exec-wait', 'exec-refused', 'exec-crash'])
+    if (req.sql.includes(rule)) return { action: 'allow', rule };
   return { action: 'allow' };
 }
 
@@ -35,6 +37,13 @@ const hooks: ProxyHooks = {
       setupSql: () => ["SET application_name = 'gate-test'"],
       checkQuery: decide,
       checkParse: decide,
+      // Each run of a prepared statement, by the rule its Parse got: held for 100 ms, denied, or a crashing check.
+      checkExecute: (v) => {
+        if (v.rule === 'exec-wait') return new Promise((r) => setTimeout(() => r(v), 100));
+        if (v.rule === 'exec-refused') return { action: 'deny', code: '53400', message: 'not now', rule: 'runs' };
+        if (v.rule === 'exec-crash') throw new Error('run check crashed');
+        return v;
+      },
       checkFunctionCall: (oid) =>
         oid === 1 ? { action: 'deny', code: '42501', message: 'function calls are not allowed' } : { action: 'allow' },
       planRows: (fields) => {
@@ -154,6 +163,50 @@ describe('statement gate', () => {
     expect(m2.filter((x) => x.type === B.DataRow).map((x) => rowOf(x)[0])).toEqual(['held', 'next']);
     const held = records.find((r) => r.request.sql.includes("'held'"))!;
     expect(held.heldMs).toBeGreaterThanOrEqual(140);
+  });
+
+  it('checks each Execute of a prepared statement: a held run keeps the pipeline in order', async () => {
+    await run(msg.parse('rh', "SELECT 'exec-wait' AS a"), msg.sync());
+    const t0 = Date.now();
+    const m = await run(
+      msg.bind('', 'rh'),
+      msg.execute(''),
+      msg.parse('', "SELECT 'after' AS b"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+    expect(types(m)).toBe('2 D C 1 2 D C Z');
+    expect(m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x)[0])).toEqual(['exec-wait', 'after']);
+    const held = records.filter((r) => r.request.sql.includes("'exec-wait'")).at(-1)!;
+    expect(held.heldMs).toBeGreaterThanOrEqual(90);
+    expect(held.verdict).toMatchObject({ action: 'allow', rule: 'exec-wait' });
+  });
+
+  it('a run denied at Execute errors and discards until Sync; the statement stays prepared and is checked again', async () => {
+    await run(msg.parse('rd', "SELECT 'exec-refused'"), msg.sync());
+    for (let i = 0; i < 2; i++) {
+      const m = await run(
+        msg.bind('', 'rd'),
+        msg.execute(''),
+        msg.parse('', 'SELECT 6'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      );
+      expect(types(m)).toBe('2 E Z');
+      expect([errorOf(m[1]).get('C'), errorOf(m[1]).get('M')]).toEqual(['53400', 'not now']);
+      expect(status(m)).toBe('I');
+    }
+    const r = records.filter((x) => x.request.sql.includes("'exec-refused'")).at(-1)!;
+    expect(r.verdict).toMatchObject({ action: 'deny', rule: 'runs' });
+    expect(r.results).toEqual([{ rows: 0, bytes: 0, error: { code: '53400', message: 'not now' } }]);
+    // A check that throws denies the run (fail closed).
+    await run(msg.parse('rx', "SELECT 'exec-crash'"), msg.sync());
+    const x = await run(msg.bind('', 'rx'), msg.execute(''), msg.sync());
+    expect([types(x), errorOf(x[1]).get('C')]).toEqual(['2 E Z', '42501']);
+    expect(errorOf(x[1]).get('M')).toMatch(/policy check failed/);
   });
 
   it('ends a held statement with 57014 when the client cancels it', async () => {

@@ -157,6 +157,12 @@ export interface SessionHooks {
   setupSql(): string[];
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict>;
   checkParse(req: StatementRequest): Verdict | Promise<Verdict>;
+  /**
+   * Each Execute of a portal, with the verdict its statement got at Parse: the verdict to run it under now (that one,
+   * a denial, or a promise while it waits, e.g. for a rate limit). Return `prepared` itself to run it as checked: row
+   * plans (masking) find a statement by its verdict's identity. Absent: every Execute runs under the Parse's verdict.
+   */
+  checkExecute?(prepared: Verdict): Verdict | Promise<Verdict>;
   /** The FunctionCall message bypasses SQL: allow it only where a policy says so. */
   checkFunctionCall(functionOid: number): Verdict | Promise<Verdict>;
   /** Called on each RowDescription; a transformer masks that result's DataRows. undefined = pass rows through as bytes. */
