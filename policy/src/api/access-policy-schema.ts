@@ -166,6 +166,30 @@ export const databaseAccessPolicySpecSchema = {
           description:
             '0 = no cap. Client connections the sidecar serves at once for this policy; the next one gets FATAL 53300 (too_many_connections), as from PostgreSQL.',
         },
+        rateLimit: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['statementsPerSecond'],
+          description:
+            'Statements per second this listener runs for all its sessions together (a token bucket); transaction control is never limited. Past it a statement is denied (53400) or, with onExceed: delay, waits up to maxDelay.',
+          properties: {
+            statementsPerSecond: { type: 'number', minimum: 0.001, maximum: 1_000_000 },
+            burst: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                'Statements that may run at once after a quiet spell. Default: statementsPerSecond rounded up.',
+            },
+            onExceed: { type: 'string', enum: ['deny', 'delay'], default: 'deny' },
+            maxDelay: {
+              ...duration,
+              default: '5s',
+              description:
+                'onExceed: delay: the longest a statement waits for its turn; one that would wait longer is denied.',
+            },
+          },
+        },
       },
     },
     approval: {

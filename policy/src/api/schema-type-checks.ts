@@ -19,6 +19,12 @@ export type SchemaTypeChecks = [
   Assert<Equals<DatabaseAccessPolicySpec['guardrails']['blockDDL'], boolean>>,
   Assert<Equals<DatabaseAccessPolicySpec['guardrails']['statementTimeout'], string | undefined>>,
   Assert<Equals<DatabaseAccessPolicySpec['audit']['failMode'], 'closed' | 'open'>>,
+  Assert<
+    Equals<
+      DatabaseAccessPolicySpec['guardrails']['rateLimit'],
+      { statementsPerSecond: number; burst?: number; onExceed: 'deny' | 'delay'; maxDelay: string } | undefined
+    >
+  >,
   Assert<Equals<MaskingStrategyType, 'redact' | 'partial' | 'hash' | 'null' | 'email' | 'digits'>>,
   Assert<Equals<MaskingRuleSpec['columns'][number]['strategy']['keepLast'], number | undefined>>,
   Assert<Equals<NonNullable<DatabaseAccessPolicySpec['podSelector']['matchLabels']>, Record<string, string>>>,

@@ -54,5 +54,16 @@ export type GovernanceEvent =
       by?: string;
       reason?: string;
     }
+  /**
+   * guardrails.rateLimit: a statement was denied (53400) or made to wait `waitMs` for its turn (delayed). Never
+   * carries the SQL; the statement's own audit event records the denial or the wait (timing.heldMs).
+   */
+  | {
+      type: 'statement.rate_limited';
+      session: string;
+      policy: PolicyRef;
+      outcome: 'denied' | 'delayed';
+      waitMs: number;
+    }
   /** The analysis or decision threw: the statement was denied (fail closed). Never carries the SQL. */
   | { type: 'statement.check_failed'; session: string; error: string };

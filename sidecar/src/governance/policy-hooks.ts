@@ -6,6 +6,7 @@ import { type ApprovalGate, noApproversGate } from './approval-gate.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { createPolicyAuthenticator } from './policy-authenticator.js';
 import { PolicySession } from './policy-session.js';
+import { RateLimiter, rateLimitKey } from './rate-limit.js';
 
 export interface PolicyHooksOptions {
   source: PolicySource<RenderedPolicy[]>;
@@ -49,6 +50,18 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
   };
   const policy = () => selectPolicy(opts.source.current()?.value, opts.policyName);
   const auth = createPolicyAuthenticator({ policy, env: opts.env, oidc: opts.oidc, onEvent: emit });
+  // One bucket for all of the listener's sessions (an agent that opens more connections gets no more statements),
+  // kept across reloads that leave guardrails.rateLimit as it was.
+  let limiter: RateLimiter | undefined;
+  let limiterSpec: object | undefined;
+  const rateLimiter = (): RateLimiter | undefined => {
+    const spec = policy()?.policy.spec.guardrails.rateLimit;
+    if (spec === limiterSpec) return limiter;
+    limiterSpec = spec;
+    if (spec === undefined) limiter = undefined;
+    else if (limiter === undefined || limiter.key !== rateLimitKey(spec)) limiter = new RateLimiter(spec);
+    return limiter;
+  };
   return {
     get needsPassword() {
       return auth.needsPassword();
@@ -63,6 +76,7 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
         approvals: opts.approvals ?? noApproversGate,
         reviewTimeoutMs: opts.reviewTimeoutMs,
         emit,
+        rateLimiter,
       });
     },
   };

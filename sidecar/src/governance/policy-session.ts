@@ -18,6 +18,7 @@ import type {
 } from '../proxy/hooks.js';
 import type { ApprovalGate } from './approval-gate.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
+import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
 import { INITIAL_SEARCH_PATH, sessionSetupSql } from './session-setup.js';
 import { SQLSTATE } from './sqlstate.js';
 
@@ -26,6 +27,8 @@ export interface PolicySessionContext {
   /** The policy in force right now (hot reload swaps it between statements). */
   policy(): RenderedPolicy | undefined;
   approvals: ApprovalGate;
+  /** The listener's guardrails.rateLimit bucket, shared by its sessions (undefined: no limit). */
+  rateLimiter?(): RateLimiter | undefined;
   /** Overrides every policy's approval.timeout (local runs and tests). */
   reviewTimeoutMs?: number;
   emit(e: GovernanceEvent): void;
@@ -63,7 +66,14 @@ export class PolicySession implements SessionHooks {
   }
 
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {
-    return this.check(req);
+    const v = this.check(req);
+    // A statement held for review is paced by its approver, not by the rate limit.
+    return v instanceof Promise ? v : this.limit(v);
+  }
+
+  /** A Parse runs nothing: its statement counts against the rate limit at each Execute. */
+  checkExecute(prepared: Verdict): Verdict | Promise<Verdict> {
+    return this.limit(prepared);
   }
 
   checkParse(req: StatementRequest): Verdict | Promise<Verdict> {
@@ -91,6 +101,46 @@ export class PolicySession implements SessionHooks {
 
   close(_reason: { error?: string }): void {
     this.held.abort();
+  }
+
+  /** guardrails.rateLimit: `v` now, `v` after its turn (delay), or a 53400 denial. */
+  private limit(v: Verdict): Verdict | Promise<Verdict> {
+    if (v.action === 'deny') return v;
+    const limiter = this.ctx.rateLimiter?.();
+    if (limiter === undefined) return v;
+    const n = limitedStatements(v);
+    if (n === 0) return v;
+    const a = limiter.take(n);
+    if (a.waitMs === 0) return v;
+    const policy = v.policy ?? { name: '', hash: '' };
+    if ('refused' in a) {
+      this.ctx.emit({
+        type: 'statement.rate_limited',
+        session: this.ctx.info.id,
+        policy,
+        outcome: 'denied',
+        waitMs: a.waitMs,
+      });
+      return rateLimitedVerdict(limiter, v, a.waitMs);
+    }
+    this.ctx.emit({
+      type: 'statement.rate_limited',
+      session: this.ctx.info.id,
+      policy,
+      outcome: 'delayed',
+      waitMs: a.waitMs,
+    });
+    const signal = this.held.signal;
+    return new Promise<Verdict>((resolve) => {
+      // A session that ends while a statement waits lets it go at once (the proxy sends nothing for a closed one).
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve(v);
+      };
+      const timer = setTimeout(done, a.waitMs);
+      signal.addEventListener('abort', done);
+    });
   }
 
   private check(req: StatementRequest): Verdict | Promise<Verdict> {

@@ -11,4 +11,6 @@ export const SQLSTATE = {
   internalError: 'XX000',
   /** 57P03 cannot_connect_now: no valid policy loaded yet. */
   cannotConnectNow: '57P03',
+  /** 53400 configuration_limit_exceeded: over guardrails.rateLimit (class 53: retry later, nothing is wrong with it). */
+  configurationLimitExceeded: '53400',
 } as const;

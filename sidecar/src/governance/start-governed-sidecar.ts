@@ -10,6 +10,7 @@ import { ApprovalMetrics } from './approval-metrics.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
+import { RateLimitMetrics } from './rate-limit.js';
 import { sessionSetupSql } from './session-setup.js';
 
 export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | 'listen' | 'upstream'> {
@@ -69,9 +70,11 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const recorder = opts.auditRecorder;
   const subscriber = opts.governance?.onEvent;
   const approvalMetrics = new ApprovalMetrics();
+  const rateLimitMetrics = new RateLimitMetrics();
   const events = (e: GovernanceEvent) => {
     if (recorder) recordPolicyEvent(recorder, e);
     approvalMetrics.onEvent(e);
+    rateLimitMetrics.onEvent(e);
     subscriber?.(e);
   };
   source.on(events);
@@ -141,6 +144,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       });
       source.registerMetrics(sidecar.metrics.registry);
       approvalMetrics.register(sidecar.metrics.registry);
+      rateLimitMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
   } catch (err) {
