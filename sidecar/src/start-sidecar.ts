@@ -72,6 +72,8 @@ export interface Sidecar {
   httpPort?: number;
   metrics: SidecarMetrics;
   sessions(): number;
+  /** Ends every session at once (ProxySession.kill): FATAL `error` to each client, running statements cancelled. */
+  killSessions(error: { code: string; message: string; hint?: string }, reason: string): number;
   /** Stops accepting, lets in-flight work finish for up to `graceMs` (default 10 s), then ends every session. */
   close(graceMs?: number): Promise<void>;
 }
@@ -212,6 +214,11 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     httpPort: admin?.port,
     metrics,
     sessions: () => sessions.size,
+    killSessions(error, reason) {
+      const all = [...sessions];
+      for (const s of all) s.kill(error, reason);
+      return all.length;
+    },
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // server.close() stops accepting at once; its callback only fires after every connection ended.

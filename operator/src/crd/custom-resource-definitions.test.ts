@@ -48,6 +48,7 @@ describe('CRDs generated from the policy JSON Schemas', () => {
     expect(v.additionalPrinterColumns.map((c: any) => c.name)).toEqual([
       'Ready',
       'Workloads',
+      'Suspended',
       'Database',
       'Host',
       'Age',

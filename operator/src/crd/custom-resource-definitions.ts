@@ -172,6 +172,7 @@ export function databaseAccessPolicyCrd(): Schema {
     columns: [
       { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
       { name: 'Workloads', type: 'integer', jsonPath: '.status.matchedWorkloads' },
+      { name: 'Suspended', type: 'boolean', jsonPath: '.spec.suspend' },
       { name: 'Database', type: 'string', jsonPath: '.spec.database.name' },
       { name: 'Host', type: 'string', jsonPath: '.spec.database.host', priority: 1 },
       { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },

@@ -141,6 +141,13 @@ export const databaseAccessPolicySpecSchema = {
         'pods (the sidecar still hot-reloads policy content). Unset: the annotation pgwarden.dev/rollout-strategy, ' +
         "then the operator's default (Workload).",
     },
+    // No schema default on purpose: rendered policies carry the field only when it is set, so sidecars older than
+    // it keep accepting every policy that does not use it.
+    suspend: {
+      type: 'boolean',
+      description:
+        'The kill switch: true refuses new sessions (FATAL 28000) and ends open ones at once, cancelling what they run (FATAL 57P01, their transactions rolled back), as pg_terminate_backend would. False again lets agents back in.',
+    },
     defaultAction: { type: 'string', enum: ACTIONS, default: 'deny' },
     rules: { type: 'array', maxItems: 256, items: rule, default: [] },
     guardrails: {

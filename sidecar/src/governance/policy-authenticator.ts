@@ -98,6 +98,15 @@ export function createPolicyAuthenticator(opts: {
           message: 'pgwarden: no valid policy is loaded yet',
           reason: 'policy_not_ready',
         });
+      const p = opts.policy();
+      // Before the credentials are even looked at: a suspended policy lets nobody in.
+      if (p?.policy.spec.suspend)
+        return refused(req, {
+          ok: false,
+          code: SQLSTATE.invalidAuthorization,
+          message: `pgwarden: policy "${p.policy.name}" is suspended: new sessions are refused`,
+          reason: 'policy_suspended',
+        });
       const out = await auth.authenticate(req);
       return out.ok ? out : refused(req, out, auth.mode);
     },

@@ -73,6 +73,8 @@ export class PolicySession implements SessionHooks {
 
   /** A Parse runs nothing: its statement counts against the rate limit at each Execute. */
   checkExecute(prepared: Verdict): Verdict | Promise<Verdict> {
+    const p = this.ctx.policy();
+    if (p?.policy.spec.suspend) return suspendedVerdict(p);
     return this.limit(prepared);
   }
 
@@ -151,6 +153,8 @@ export class PolicySession implements SessionHooks {
         'pgwarden: statement denied: no valid policy is loaded',
         'policy-not-ready',
       );
+    // Between a reload that suspends the policy and the end of its sessions, nothing more runs.
+    if (p.policy.spec.suspend) return suspendedVerdict(p);
     try {
       const analysis = analyzeSql(req.sql, this.state);
       if (req.protocol === 'extended' && req.statementName && analysis.ok && analysis.statements.length === 1) {
@@ -246,6 +250,15 @@ export class PolicySession implements SessionHooks {
       },
     );
   }
+}
+
+function suspendedVerdict(p: RenderedPolicy): Verdict {
+  return deny(
+    SQLSTATE.insufficientPrivilege,
+    `pgwarden: statement denied: policy "${p.policy.name}" is suspended`,
+    'policy-suspended',
+    { policy: refOf(p), rule: 'suspend' },
+  );
 }
 
 function details(d: Decision) {

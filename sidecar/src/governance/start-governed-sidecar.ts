@@ -12,6 +12,7 @@ import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
 import { RateLimitMetrics } from './rate-limit.js';
 import { sessionSetupSql } from './session-setup.js';
+import { SQLSTATE } from './sqlstate.js';
 
 export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | 'listen' | 'upstream'> {
   /** A policy file, a directory of them, or a mounted ConfigMap directory (`--policy`). */
@@ -153,10 +154,28 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     source.close();
     throw err;
   }
+  // spec.suspend, the kill switch: a reload that suspends a listener's policy ends its sessions at once (its
+  // authenticator already refuses new ones, its sessions deny every statement until they are gone).
+  const offSuspend = source.on((e) => {
+    if (e.type !== 'policy.loaded') return;
+    for (const l of listeners) {
+      const p = l.hooks.policy();
+      if (!p?.policy.spec.suspend) continue;
+      const n = l.sidecar.killSessions(
+        {
+          code: SQLSTATE.adminShutdown,
+          message: `terminating connection because pgwarden policy "${p.policy.name}" was suspended`,
+        },
+        'policy suspended',
+      );
+      if (n > 0) opts.logger?.warn({ policy: p.policy.name, sessions: n }, 'policy suspended: sessions ended');
+    }
+  });
   return {
     source,
     listeners,
     async close(graceMs) {
+      offSuspend();
       source.close();
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
       for (const m of maskings) m.close();

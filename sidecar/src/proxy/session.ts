@@ -95,6 +95,23 @@ export class ProxySession {
     if (this.idle) this.terminate();
   }
 
+  /**
+   * Ends the session now, as pg_terminate_backend does: the client gets FATAL `error`, a statement running upstream is
+   * cancelled first (PostgreSQL does not notice a closed connection while it executes), and the upstream rolls back
+   * an open transaction as the connection closes. `reason` is what the audit trail's session.end says.
+   */
+  kill(error: { code: string; message: string; hint?: string }, reason: string): void {
+    if (this.closed) return;
+    const up = this.upstream;
+    if (up && (this.state?.queue.length ?? 0) > 0) {
+      sendCancel(this.ctx.upstream, up.processId, up.secretKey).catch((err) => {
+        if (err instanceof UpstreamError) this.ctx.observer.upstreamError(this, err);
+      });
+    }
+    this.client.write(errorResponse({ severity: 'FATAL', ...error }));
+    this.close({ error: reason });
+  }
+
   /** Ends the session with FATAL 57P01, as PostgreSQL does on a smart/fast shutdown. */
   terminate(): void {
     if (this.closed) return;
