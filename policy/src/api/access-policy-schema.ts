@@ -164,6 +164,14 @@ export const databaseAccessPolicySpecSchema = {
         },
         maxRowsReturned: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0, description: '0 = no cap' },
         statementTimeout: { ...duration, description: 'Set upstream and enforced by the proxy.' },
+        // No schema default: rendered policies carry it only when set (older sidecars keep accepting the rest).
+        maxRowsAffected: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 1_000_000_000,
+          description:
+            'Rows one INSERT/UPDATE/DELETE/MERGE may change: the proxy runs it so that it can be undone, and one that changes more is rolled back and fails with 54000. Writes it cannot count (data-modifying CTEs, EXPLAIN ANALYZE, DO, CALL, nextval, COPY FROM) are denied.',
+        },
         blockedFunctions: { type: 'array', maxItems: 256, items: objectGlob, default: [] },
         maxConnections: {
           type: 'integer',

@@ -16,6 +16,7 @@ export type SchemaTypeChecks = [
   Assert<Equals<DatabaseAccessPolicySpec['database']['channelBinding'], 'disable' | 'prefer' | 'require'>>,
   Assert<Equals<DatabaseAccessPolicySpec['role'], string | undefined>>,
   Assert<Equals<DatabaseAccessPolicySpec['suspend'], boolean | undefined>>,
+  Assert<Equals<DatabaseAccessPolicySpec['guardrails']['maxRowsAffected'], number | undefined>>,
   Assert<Equals<PolicyRule['tables'], string[] | undefined>>,
   Assert<Equals<DatabaseAccessPolicySpec['guardrails']['blockDDL'], boolean>>,
   Assert<Equals<DatabaseAccessPolicySpec['guardrails']['statementTimeout'], string | undefined>>,

@@ -27,6 +27,8 @@ export interface CompiledPolicy {
   requireWhere: ReadonlySet<string>;
   maxRows: number | undefined;
   timeoutMs: number | undefined;
+  /** guardrails.maxRowsAffected. */
+  maxAffected: number | undefined;
   /** Decisions by analysis (cached analyses are shared objects) and subject object. */
   decisions: WeakMap<SqlAnalysis, WeakMap<Subject, Decision>>;
 }
@@ -61,6 +63,7 @@ export function compilePolicy(spec: DatabaseAccessPolicySpec): CompiledPolicy {
     requireWhere: new Set(g.requireWhere),
     maxRows: g.maxRowsReturned > 0 ? g.maxRowsReturned : undefined,
     timeoutMs: g.statementTimeout ? parseDuration(g.statementTimeout) : undefined,
+    maxAffected: g.maxRowsAffected,
     decisions: new WeakMap(),
   };
   compiled.set(spec, c);

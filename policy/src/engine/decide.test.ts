@@ -126,3 +126,57 @@ describe('decide', () => {
     expect(decide(spec, analyzeSql('SELECT * FROM t', s), { groups: [] })).toEqual(a);
   });
 });
+
+describe('guardrails.maxRowsAffected', () => {
+  const spec = policy(`  defaultAction: allow
+  guardrails: {maxRowsAffected: 5, blockDDL: false}
+`);
+
+  it('sets the cap on a Query that writes, and only then', () => {
+    expect(run(spec, 'UPDATE t SET a = 1 WHERE id = 1')).toMatchObject({ action: 'allow', maxAffected: 5 });
+    expect(run(spec, 'INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 2')).toMatchObject({
+      maxAffected: 5,
+    });
+    expect(run(spec, 'MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = 1')).toMatchObject({
+      maxAffected: 5,
+    });
+    expect(run(spec, 'SELECT * FROM t').maxAffected).toBeUndefined();
+    expect(run(spec, 'SELECT 1; UPDATE t SET a = 1 WHERE id = 2').maxAffected).toBe(5);
+    expect(run(spec, 'BEGIN').maxAffected).toBeUndefined();
+    expect(run(spec, 'COPY t TO STDOUT').action).toBe('allow');
+  });
+
+  it('denies writes whose rows the CommandComplete tag cannot count', () => {
+    for (const sql of [
+      'WITH d AS (DELETE FROM t WHERE id > 0 RETURNING 1) SELECT count(*) FROM d',
+      'EXPLAIN ANALYZE UPDATE t SET a = 1 WHERE id = 1',
+      'DO $$ BEGIN UPDATE t SET a = 1 WHERE id = 1; END $$',
+      'COPY t FROM STDIN',
+      "SELECT nextval('s')",
+    ]) {
+      const d = run(spec, sql);
+      expect(d, sql).toMatchObject({ action: 'deny', code: '42501', reason: 'guardrail:maxRowsAffected' });
+      expect(d.message, sql).toMatch(
+        /^pgwarden: statement denied by guardrail maxRowsAffected: the rows a \w+ statement changes cannot be counted/,
+      );
+      expect(d.maxAffected, sql).toBeUndefined();
+    }
+  });
+
+  it('denies transaction control in one Query with a write, not on its own or with reads only', () => {
+    expect(run(spec, 'BEGIN; UPDATE t SET a = 1 WHERE id = 1; COMMIT')).toMatchObject({
+      action: 'deny',
+      reason: 'guardrail:maxRowsAffected',
+    });
+    expect(run(spec, 'BEGIN; SELECT 1; COMMIT').action).toBe('allow');
+    expect(run(spec, 'COMMIT').action).toBe('allow');
+  });
+
+  it('leaves a policy without it alone', () => {
+    const plain = policy('  defaultAction: allow\n');
+    expect(run(plain, 'WITH d AS (DELETE FROM t WHERE id > 0 RETURNING 1) SELECT count(*) FROM d')).toMatchObject({
+      action: 'allow',
+    });
+    expect(run(plain, 'UPDATE t SET a = 1 WHERE id = 1').maxAffected).toBeUndefined();
+  });
+});

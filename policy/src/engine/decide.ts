@@ -173,6 +173,46 @@ function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subje
     statements,
   };
   if (worst.action === 'deny') d.code = '42501';
-  else Object.assign(d, limits);
+  else {
+    Object.assign(d, limits);
+    if (p.maxAffected !== undefined) return guardWrites(d, analysis.statements, p.maxAffected);
+  }
   return d;
+}
+
+const COUNTED_WRITES: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
+
+/**
+ * guardrails.maxRowsAffected: a Query that writes gets the cap (the proxy counts the rows in each CommandComplete
+ * tag and undoes a statement over it). What the tag cannot count is denied: a write inside a SELECT (data-modifying
+ * CTE, nextval), EXPLAIN ANALYZE, DO or CALL body, or COPY FROM; and transaction control in the same Query as a
+ * write, which would end the transaction the proxy needs to undo it.
+ */
+function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max: number): Decision {
+  let writes = false;
+  let control = false;
+  for (const s of statements) {
+    if (s.kind === 'transaction') control = true;
+    if (!s.kinds.some((k) => COUNTED_WRITES.has(k))) continue;
+    writes = true;
+    if (!COUNTED_WRITES.has(s.kind)) {
+      return guardDenial(
+        d,
+        `pgwarden: statement denied by guardrail maxRowsAffected: the rows a ${s.kind.toUpperCase()} statement changes cannot be counted (a write inside SELECT, EXPLAIN ANALYZE, DO, CALL or COPY)`,
+      );
+    }
+  }
+  if (!writes) return d;
+  if (control && statements.length > 1) {
+    return guardDenial(
+      d,
+      'pgwarden: statement denied by guardrail maxRowsAffected: send transaction control (BEGIN, COMMIT, …) as its own statement, not in one Query with a write',
+    );
+  }
+  return { ...d, maxAffected: max };
+}
+
+function guardDenial(d: Decision, message: string): Decision {
+  const { maxRows: _r, timeoutMs: _t, ...rest } = d;
+  return { ...rest, action: 'deny', reason: 'guardrail:maxRowsAffected', code: '42501', message };
 }

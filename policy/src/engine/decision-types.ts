@@ -22,6 +22,7 @@ export type DecisionReason =
   | 'guardrail:blockDDL'
   | 'guardrail:requireWhere'
   | 'guardrail:blockedFunctions'
+  | 'guardrail:maxRowsAffected'
   | `dangerous:${string}`;
 
 export interface StatementDecision {
@@ -52,5 +53,7 @@ export interface Decision {
   maxRows?: number;
   /** guardrails.statementTimeout in milliseconds. */
   timeoutMs?: number;
+  /** guardrails.maxRowsAffected, set only on a Query that writes (the proxy counts and undoes only those). */
+  maxAffected?: number;
   statements: StatementDecision[];
 }

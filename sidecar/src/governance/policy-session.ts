@@ -224,6 +224,7 @@ export class PolicySession implements SessionHooks {
         statements,
         heldMs,
         maxRows: d.maxRows,
+        maxAffected: d.maxAffected,
         timeoutMs: d.timeoutMs,
         context: d,
       };
@@ -295,6 +296,7 @@ export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
         statements,
         context: d,
         maxRows: d.maxRows,
+        maxAffected: d.maxAffected,
         timeoutMs: d.timeoutMs,
       };
     case 'allow':
@@ -306,6 +308,7 @@ export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
         statements,
         context: d,
         maxRows: d.maxRows,
+        maxAffected: d.maxAffected,
         timeoutMs: d.timeoutMs,
       };
     default:

@@ -15,7 +15,18 @@ import {
   queryMessage,
 } from '../protocol/frontend-messages.js';
 import type { StatementRequest, Verdict } from './hooks.js';
-import { K_BIND, K_CLOSE, K_DESCRIBE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, Stmt } from './pipeline.js';
+import {
+  K_BIND,
+  K_CLOSE,
+  K_DESCRIBE,
+  K_EXECUTE,
+  K_FUNCTION,
+  K_HIDDEN,
+  K_PARSE,
+  K_QUERY,
+  K_SYNC,
+  Stmt,
+} from './pipeline.js';
 import type { RelayState } from './relay-state.js';
 
 /**
@@ -24,9 +35,11 @@ import type { RelayState } from './relay-state.js';
  * session stays idle, inside one the transaction is failed until ROLLBACK — on the upstream as for the client. The
  * proxy swaps that error for the verdict's before the client sees it.
  */
-const DENIED_SQL = 'pgwarden denied this statement';
+export const DENIED_SQL = 'pgwarden denied this statement';
 /** Executing a portal that cannot exist fails with 34000 and puts the upstream into skip-until-Sync. */
-const DENIED_PORTAL = '\u0001pgwarden-denied';
+export const DENIED_PORTAL = '\u0001pgwarden-denied';
+/** A Flush message: PostgreSQL sends what it has buffered, the batch (and its transaction) goes on. */
+const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
 /** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
 const BIND_PEEK = 4096;
 
@@ -201,7 +214,7 @@ export class ClientRelay implements FramerHandler {
       v = failClosed(err);
     }
     const name = st.request.statementName ?? '';
-    if (!(v instanceof Promise)) return this.apply(kind, st, v, name);
+    if (!(v instanceof Promise)) return this.guarded(st, this.apply(kind, st, v, name), buf, start, end);
     // Held (e.g. review): nothing more from this client is read until the verdict is in, or the client cancels.
     this.framer!.suspend();
     this.io.hold();
@@ -211,7 +224,7 @@ export class ClientRelay implements FramerHandler {
     Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
       this.cancelHeld = undefined;
       st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
-      const out = this.apply(kind, st, verdict, name);
+      const out = this.guarded(st, this.apply(kind, st, verdict, name), buf, start, end);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
       this.io.release();
     });
@@ -222,6 +235,14 @@ export class ClientRelay implements FramerHandler {
     const s = this.s;
     st.verdict = v;
     st.sentAt = performance.now();
+    // guardrail maxRowsAffected: a simple Query commits before its CommandComplete, too late to undo, so a BEGIN of
+    // the proxy's own goes ahead of it. Whether that BEGIN opens a transaction (wrap), finds the client's open one
+    // (its 25001 warning: block) or a failed one (its error: failed) says how to undo the write; the transaction
+    // status seen so far cannot, with the client's own BEGIN or COMMIT possibly still in the pipeline ahead of it.
+    if (kind === K_QUERY && v.action !== 'deny' && v.maxAffected !== undefined) {
+      st.guard = 'wrap';
+      s.expect(K_HIDDEN, st, undefined, 'begin', true);
+    }
     s.expect(kind, st);
     if (v.action === 'deny') {
       st.denied = true;
@@ -237,6 +258,22 @@ export class ClientRelay implements FramerHandler {
       s.statements.set(name, { request: st.request, verdict: v });
     } else armTimeout(s, st);
     return true;
+  }
+
+  /**
+   * A guarded write is on its way (apply set `st.guard`): the client's next messages wait until the server relay has
+   * seen its outcome and sent whatever undoes it (RelayState.endGuard), so nothing of the client's can commit it
+   * first. Returns what to send upstream: the hidden BEGIN ahead of a `wrap` Query.
+   */
+  private guarded(st: Stmt, out: true | Buffer, buf: Buffer, start: number, end: number): true | Buffer {
+    if (st.guard === undefined) return out;
+    this.io.hold();
+    this.s.releaseGuard = () => this.io.release();
+    const sent = out === true ? buf.subarray(start, end) : out;
+    if (st.guard === 'wrap') return Buffer.concat([queryMessage('BEGIN'), sent]);
+    // PostgreSQL sends an Execute's results only at the next Sync or Flush, and the client's Sync now waits.
+    if (st.guard === 'ext') return Buffer.concat([sent, FLUSH]);
+    return out;
   }
 
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
@@ -325,9 +362,11 @@ export class ClientRelay implements FramerHandler {
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();
+    // guardrail maxRowsAffected: the batch's implicit transaction commits only at Sync, which waits (guarded).
+    if (st.maxAffected !== undefined) st.guard = 'ext';
     s.expect(K_EXECUTE, st);
     armTimeout(s, st);
-    return out;
+    return this.guarded(st, out, buf, start, end);
   }
 }
 

@@ -91,6 +91,11 @@ export type Verdict =
       heldMs?: number;
       /** Proxy-enforced statement timeout (guardrail statementTimeout): past it the proxy cancels upstream. */
       timeoutMs?: number;
+      /**
+       * Rows one write of this Query/Execute may change (guardrail maxRowsAffected): the proxy runs it so that it can
+       * be undone, and turns a CommandComplete over the cap into ERROR 54000 with the change rolled back.
+       */
+      maxAffected?: number;
     })
   | (VerdictBase & {
       action: 'deny';

@@ -15,6 +15,12 @@ export const K_EXECUTE = 5;
 export const K_CLOSE = 6;
 export const K_SYNC = 7;
 export const K_FUNCTION = 8;
+/**
+ * A Query the proxy sends itself to make a guarded write undoable (guardrail maxRowsAffected): its `name` says what
+ * reaches the client. `begin`: nothing. `commit`: an ErrorResponse (a deferred constraint) and the ReadyForQuery.
+ * `quiet`: only the ReadyForQuery (ROLLBACK, or the failing text that fails the client's transaction).
+ */
+export const K_HIDDEN = 9;
 
 /** A prepared statement or portal as the proxy knows it: what was checked and what it decided. */
 export interface PreparedInfo {
@@ -56,6 +62,15 @@ export class Stmt {
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
   capped = false;
   timedOut = false;
+  /**
+   * guardrail maxRowsAffected: how the proxy undoes this write if it changes too many rows. A simple Query goes after a
+   * hidden BEGIN; `wrap`: that BEGIN opened a transaction, ended by COMMIT or ROLLBACK; `block`: the client had one
+   * open (25001), which is made to fail; `failed`: the client's transaction had failed, nothing can run. `ext`: an
+   * Execute, whose batch is made to fail before its Sync.
+   */
+  guard: 'wrap' | 'block' | 'failed' | 'ext' | undefined = undefined;
+  /** A guarded write changed more rows than allowed: the client got 54000 and the change is being undone. */
+  overLimit = false;
   timer: NodeJS.Timeout | undefined = undefined;
   /** Finished or abandoned: its timeout must not fire any more. */
   settled = false;
@@ -63,6 +78,10 @@ export class Stmt {
   constructor(request: StatementRequest, verdict: Verdict) {
     this.request = request;
     this.verdict = verdict;
+  }
+
+  get maxAffected(): number | undefined {
+    return this.verdict.action === 'deny' ? undefined : this.verdict.maxAffected;
   }
 
   get maxRows(): number | undefined {

@@ -45,6 +45,8 @@ export class RelayState {
    */
   upstreamPid = 0;
   clientPid = 0;
+  /** Set while client input waits for a guarded write's outcome (ClientRelay.guard); the server relay calls it. */
+  releaseGuard: (() => void) | undefined = undefined;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -172,6 +174,15 @@ export class RelayState {
     const name = st.request.statementName ?? '';
     if (name !== '' && st.replaced !== undefined) this.statements.set(name, st.replaced);
     else this.statements.delete(name);
+  }
+
+  /** Lets the client's held input go on (after any undo was sent upstream, so it stays ahead of that input). */
+  endGuard(): void {
+    const r = this.releaseGuard;
+    if (r === undefined) return;
+    this.releaseGuard = undefined;
+    // Not from inside the server relay's handling of a message: resuming the client's input forwards it at once.
+    queueMicrotask(r);
   }
 
   finish(stmt: Stmt): void {

@@ -10,8 +10,10 @@ import {
 } from '../protocol/backend-messages.js';
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { DROP, type Framer, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
+import { executeMessage, queryMessage } from '../protocol/frontend-messages.js';
+import { DENIED_PORTAL, DENIED_SQL } from './client-relay.js';
 import type { StatementResult } from './hooks.js';
-import { K_BIND, K_CLOSE, K_EXECUTE, K_FUNCTION, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
+import { K_BIND, K_CLOSE, K_EXECUTE, K_FUNCTION, K_HIDDEN, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
 
 /**
@@ -82,6 +84,8 @@ export class ServerRelay implements FramerHandler {
         if (head?.kind === K_EXECUTE && head.stmt && !head.stmt.capped) {
           head.stmt.endResult({ rows: head.stmt.rows, bytes: head.stmt.bytes });
           s.complete(K_EXECUTE);
+          // A row-limited Execute of a guarded write: its tag (and the check) comes with the portal's last Execute.
+          if (head.stmt.guard !== undefined) s.endGuard();
           return PASS;
         }
         return head?.stmt?.capped ? WHOLE : PASS;
@@ -145,8 +149,7 @@ export class ServerRelay implements FramerHandler {
         return out === body ? true : message(B.DataRow, out);
       }
       case B.ReadyForQuery:
-        s.readyForQuery(String.fromCharCode(buf[start + 5]) as 'I' | 'T' | 'E');
-        return true;
+        return this.readyForQuery(String.fromCharCode(buf[start + 5]) as 'I' | 'T' | 'E');
       case B.RowDescription:
         return s.rowDescription(decodeRowDescription(buf, start, end));
       case B.CommandComplete:
@@ -156,8 +159,15 @@ export class ServerRelay implements FramerHandler {
         return this.commandComplete(undefined);
       case B.ErrorResponse:
         return this.error(buf, start, end);
-      case B.NoticeResponse:
+      case B.NoticeResponse: {
+        const head = s.queue.peek();
+        if (head?.kind === K_HIDDEN && head.name === 'begin') {
+          // WARNING 25001 "there is already a transaction in progress": the client's own, to be failed if need be.
+          if (decodeErrorFields(buf, start, end).get('C') === '25001' && head.stmt) head.stmt.guard = 'block';
+          return false;
+        }
         return this.scrubFields(buf, start, end);
+      }
       case B.NotificationResponse: {
         const n = decodeNotification(buf, start, end);
         const payload = s.scrub === undefined ? n.payload : s.scrub(n.payload);
@@ -182,29 +192,104 @@ export class ServerRelay implements FramerHandler {
   private commandComplete(tag: string | undefined): boolean | Buffer {
     const s = this.s;
     const head = s.queue.peek();
+    if (head?.kind === K_HIDDEN) return false; // the proxy's own BEGIN / COMMIT / ROLLBACK
     const st = head?.stmt;
     if (!head || !st || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return true;
     let out: boolean | Buffer = true;
     let result: StatementResult;
+    const rows = rowsOf(tag, st.rows);
+    // Only the writes' tags count (a multi-statement Query may also read).
+    const max = st.guard === undefined || !isWriteTag(tag) ? undefined : st.maxAffected;
     if (st.capped) {
       // The statement finished before the cancel landed: the client still gets the limit error, not the tag.
       out = capError(st);
       result = { rows: st.rows, bytes: st.bytes, error: { code: '54000', message: limitMessage(st) } };
+    } else if (max !== undefined && rows > max && !st.overLimit) {
+      // guardrail maxRowsAffected: the change is not committed yet (ClientRelay.guarded): the client gets 54000 and
+      // the proxy undoes it (below for an Execute, at ReadyForQuery for a Query).
+      st.overLimit = true;
+      const message = affectedMessage(tag!, rows, max);
+      out = errorResponse({
+        severity: 'ERROR',
+        code: '54000',
+        message,
+        hint: `Narrow the WHERE clause, or change at most ${max} rows per statement.`,
+      });
+      result = { tag, rows, bytes: st.bytes, error: { code: '54000', message } };
     } else {
-      result = { tag, rows: rowsOf(tag, st.rows), bytes: st.bytes };
+      result = { tag, rows, bytes: st.bytes };
     }
     st.endResult(result);
     if (out !== true) {
       // Like PostgreSQL after an error: nothing more reaches the client until ReadyForQuery.
       if (head.kind === K_EXECUTE) s.failExtended();
       s.swallow = true;
-    } else if (head.kind === K_EXECUTE) s.complete(K_EXECUTE);
+      if (st.overLimit && head.kind === K_EXECUTE) {
+        // An Execute of a portal that cannot exist fails the batch before the client's Sync (held until now), so the
+        // batch's transaction rolls back; the client's messages up to that Sync are skipped, as after any error.
+        s.toUpstream(executeMessage(DENIED_PORTAL, 0));
+        s.discarding = true;
+        s.endGuard();
+      }
+    } else if (head.kind === K_EXECUTE) {
+      s.complete(K_EXECUTE);
+      if (st.guard !== undefined) s.endGuard();
+    }
     return out;
+  }
+
+  /**
+   * ReadyForQuery ends a Query or a batch. After a guarded write (guardrail maxRowsAffected) the proxy ends what it
+   * opened: COMMIT, or ROLLBACK when the write went over the cap or failed (`wrap`), or fails the client's own
+   * transaction (`block`), and the client sees the ReadyForQuery of that instead.
+   */
+  private readyForQuery(status: 'I' | 'T' | 'E'): boolean {
+    const s = this.s;
+    const head = s.queue.peek();
+    if (head?.kind === K_HIDDEN) {
+      s.queue.shift();
+      if (head.name !== 'begin') {
+        s.txStatus = status;
+        s.swallow = false;
+      }
+      s.advance();
+      return head.name !== 'begin';
+    }
+    const st = head?.kind === K_QUERY ? head.stmt : undefined;
+    s.readyForQuery(status);
+    if (st?.guard === 'wrap') {
+      const undo = status !== 'T' || st.overLimit;
+      s.expect(K_HIDDEN, undefined, undefined, undo ? 'quiet' : 'commit', true);
+      s.toUpstream(queryMessage(undo ? 'ROLLBACK' : 'COMMIT'));
+      s.txStatus = 'I'; // what the client will see: the next statement runs outside a transaction
+      s.endGuard();
+      return false;
+    }
+    if (st?.guard === 'failed') s.endGuard();
+    if (st?.guard === 'block') {
+      if (st.overLimit) {
+        // The client got an error inside its transaction: fail that transaction upstream too, so that its changes,
+        // this write's included, can only be rolled back.
+        s.expect(K_HIDDEN, undefined, undefined, 'quiet', true);
+        s.toUpstream(queryMessage(DENIED_SQL));
+        s.txStatus = 'E';
+        s.endGuard();
+        return false;
+      }
+      s.endGuard();
+    }
+    return true;
   }
 
   private error(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const head = s.queue.peek();
+    // The proxy's own statements: only a COMMIT's error (a deferred constraint) is the client's to see. A BEGIN that
+    // fails met the client's failed transaction (25P02): the write will fail the same way, nothing to undo.
+    if (head?.kind === K_HIDDEN) {
+      if (head.name === 'begin' && head.stmt) head.stmt.guard = 'failed';
+      return head.name === 'commit' ? this.scrubFields(buf, start, end) : false;
+    }
     const st = head?.stmt;
     let out: boolean | Buffer = true;
     let code = '';
@@ -243,6 +328,8 @@ export class ServerRelay implements FramerHandler {
     }
     if (head.kind === K_PARSE && st && !st.denied) s.parseFailed(st);
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended();
+    // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
+    if (head.kind === K_EXECUTE && st?.guard !== undefined) s.endGuard();
     return out;
   }
 
@@ -279,6 +366,17 @@ function rowsOf(tag: string | undefined, seen: number): number {
   if (sp < 0) return seen;
   const n = Number(tag.slice(sp + 1));
   return Number.isInteger(n) ? n : seen;
+}
+
+const WRITE_TAGS = ['INSERT ', 'UPDATE ', 'DELETE ', 'MERGE '];
+
+function isWriteTag(tag: string | undefined): boolean {
+  return tag !== undefined && WRITE_TAGS.some((w) => tag.startsWith(w));
+}
+
+function affectedMessage(tag: string, rows: number, max: number): string {
+  const verb = tag.split(' ')[0];
+  return `${verb} would change ${rows} rows, more than the limit of ${max} set by pgwarden (guardrails.maxRowsAffected); the change was rolled back`;
 }
 
 function limitMessage(st: Stmt): string {

@@ -1,0 +1,221 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { B } from '../protocol/codes.js';
+import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
+import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { allowAllHooks } from './allow-all-hooks.js';
+import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './hooks.js';
+
+// Verdict.maxAffected (guardrail maxRowsAffected) on the wire against real PostgreSQL: a write over the cap fails with
+// 54000 and is undone upstream, whatever the protocol, transaction state or pipelining; one within it is untouched.
+const records: StatementRecord[] = [];
+const decide = (req: StatementRequest): Verdict =>
+  req.sql.includes('guarded') ? { action: 'allow', maxAffected: 3 } : { action: 'allow' };
+const hooks: ProxyHooks = {
+  ...allowAllHooks(),
+  openSession() {
+    return {
+      setupSql: () => [],
+      checkQuery: decide,
+      checkParse: decide,
+      checkFunctionCall: () => ({ action: 'allow' }),
+      planRows: () => undefined,
+      statementDone: (r) => void records.push(r),
+      close() {},
+    };
+  },
+};
+
+describe('maxAffected: writes over the cap are undone', () => {
+  let fx: Fixture;
+  let c: RawClient;
+  const run = async (...m: Buffer[]) => {
+    c.send(...m);
+    return c.untilReady();
+  };
+  const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+  const sum = async () => {
+    const m = await run(msg.query('SELECT sum(v)::int FROM ra_t'));
+    return Number(rowOf(m.find((x) => x.type === B.DataRow)!)[0]);
+  };
+  const count = async () => {
+    const m = await run(msg.query('SELECT count(*)::int FROM ra_t'));
+    return Number(rowOf(m.find((x) => x.type === B.DataRow)!)[0]);
+  };
+
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    c = (await RawClient.startup(fx.sidecar.port)).client;
+    await run(
+      msg.query(
+        'DROP TABLE IF EXISTS ra_t; CREATE TABLE ra_t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO ra_t SELECT i, 0 FROM generate_series(1, 10) i',
+      ),
+    );
+  });
+  afterAll(async () => {
+    c.close();
+    await fx.sidecar.close(500);
+  });
+
+  it('simple Query outside a transaction: within the cap it commits; over it, 54000 and nothing changed', async () => {
+    const ok = await run(msg.query('UPDATE ra_t SET v = v + 1 WHERE id <= 3 /* guarded */'));
+    expect([types(ok), tagOf(ok[0]), status(ok)]).toEqual(['C Z', 'UPDATE 3', 'I']);
+    expect(await sum()).toBe(3);
+    const over = await run(msg.query('UPDATE ra_t SET v = v + 1 WHERE id <= 5 /* guarded */'));
+    expect([types(over), status(over)]).toEqual(['E Z', 'I']);
+    const e = errorOf(over[0]);
+    expect([e.get('C'), e.get('M')]).toEqual([
+      '54000',
+      'UPDATE would change 5 rows, more than the limit of 3 set by pgwarden (guardrails.maxRowsAffected); the change was rolled back',
+    ]);
+    expect(e.get('H')).toBe('Narrow the WHERE clause, or change at most 3 rows per statement.');
+    expect(await sum()).toBe(3);
+    const r = records.at(-2)!; // the sum() after it is the last
+    expect(r.results).toEqual([{ tag: 'UPDATE 5', rows: 5, bytes: 0, error: { code: '54000', message: e.get('M') } }]);
+  });
+
+  it('the rows a RETURNING clause already sent are followed by the error, and the delete is undone', async () => {
+    const m = await run(msg.query('DELETE FROM ra_t WHERE id > 5 RETURNING id /* guarded */'));
+    expect(types(m)).toBe('T D D D D D E Z');
+    expect(errorOf(m[6]).get('C')).toBe('54000');
+    expect(await count()).toBe(10);
+  });
+
+  it('inside the client’s transaction: over the cap fails the transaction (on the upstream too) and ROLLBACK undoes all of it', async () => {
+    expect(status(await run(msg.query('BEGIN')))).toBe('T');
+    await run(msg.query('INSERT INTO ra_t VALUES (11, 0)'));
+    const ok = await run(msg.query('UPDATE ra_t SET v = v + 10 WHERE id IN (1, 2) /* guarded */'));
+    expect([types(ok), status(ok)]).toEqual(['C Z', 'T']);
+    const over = await run(msg.query('UPDATE ra_t SET v = v + 10 /* guarded */'));
+    expect([types(over), status(over), errorOf(over[0]).get('C')]).toEqual(['E Z', 'E', '54000']);
+    const after = await run(msg.query('SELECT 1'));
+    expect(errorOf(after[0]).get('C')).toBe('25P02');
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    expect([await count(), await sum()]).toEqual([10, 3]);
+    // Within the cap inside a transaction: committed by the client's own COMMIT.
+    await run(msg.query('BEGIN'));
+    await run(msg.query('UPDATE ra_t SET v = v + 1 WHERE id = 10 /* guarded */'));
+    expect(status(await run(msg.query('COMMIT')))).toBe('I');
+    expect(await sum()).toBe(4);
+  });
+
+  it('a guarded write that fails by itself leaves no transaction open; a multi-statement Query is undone as one', async () => {
+    const dup = await run(msg.query('UPDATE ra_t SET id = 1 WHERE id = 2 /* guarded */'));
+    expect([types(dup), status(dup), errorOf(dup[0]).get('C')]).toEqual(['E Z', 'I', '23505']);
+    const multi = await run(
+      msg.query('UPDATE ra_t SET v = v + 100 WHERE id = 1 /* guarded */; UPDATE ra_t SET v = v + 100 WHERE id <= 4'),
+    );
+    expect([types(multi), status(multi)]).toEqual(['C E Z', 'I']);
+    expect(await sum()).toBe(4);
+  });
+
+  it('finds the transaction state from its own BEGIN: a client BEGIN or COMMIT still in the pipeline counts', async () => {
+    const before = await sum();
+    // The client's BEGIN is ahead in the same packet: the write is inside the client's transaction (block).
+    c.send(msg.query('BEGIN'), msg.query('UPDATE ra_t SET v = v + 1 /* guarded */'));
+    const inTx = await c.untilReady(2);
+    expect(types(inTx)).toBe('C Z E Z');
+    expect(status(inTx)).toBe('E');
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    // The client's COMMIT is ahead: the write runs outside any transaction, in one of the proxy's (wrap).
+    await run(msg.query('BEGIN'));
+    c.send(msg.query('COMMIT'), msg.query('UPDATE ra_t SET v = v + 1 WHERE id = 1 /* guarded */'));
+    const after = await c.untilReady(2);
+    expect([types(after), status(after)]).toEqual(['C Z C Z', 'I']);
+    expect(await sum()).toBe(before + 1);
+    // Inside a failed transaction the write fails as any statement would, and the transaction stays failed.
+    await run(msg.query('BEGIN'));
+    await run(msg.query('SELECT 1/0'));
+    const failed = await run(msg.query('UPDATE ra_t SET v = v + 1 /* guarded */'));
+    expect([types(failed), status(failed), errorOf(failed[0]).get('C')]).toEqual(['E Z', 'E', '25P02']);
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    // Reads in the same Query are not writes: only the UPDATE's tag is counted.
+    const mixed = await run(msg.query('SELECT * FROM ra_t; UPDATE ra_t SET v = v + 1 WHERE id = 1 /* guarded */'));
+    expect([
+      types(mixed)
+        .split(' ')
+        .filter((t) => t !== 'D')
+        .join(' '),
+      status(mixed),
+    ]).toEqual(['T C C Z', 'I']);
+    expect(await sum()).toBe(before + 2);
+  });
+
+  it('pipelined simple queries behind a guarded write run after it, in order', async () => {
+    const v1 = await run(msg.query('SELECT v FROM ra_t WHERE id = 1'));
+    const next = String(Number(rowOf(v1.find((x) => x.type === B.DataRow)!)[0]) + 1);
+    c.send(
+      msg.query('UPDATE ra_t SET v = v + 1 WHERE id = 1 /* guarded */'),
+      msg.query('SELECT v FROM ra_t WHERE id = 1'),
+      msg.query('UPDATE ra_t SET v = v + 1 /* guarded */'),
+      msg.query('SELECT v FROM ra_t WHERE id = 1'),
+    );
+    const m = await c.untilReady(4);
+    expect(types(m)).toBe('C Z T D C Z E Z T D C Z');
+    expect(m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x)[0])).toEqual([next, next]);
+    expect(m.filter((x) => x.type === B.ReadyForQuery).map((x) => String.fromCharCode(x.buf[5]))).toEqual([
+      'I',
+      'I',
+      'I',
+      'I',
+    ]);
+  });
+
+  it('extended protocol: an Execute over the cap fails its batch before the Sync, so nothing commits', async () => {
+    const before = await sum();
+    c.send(
+      msg.parse('', 'UPDATE ra_t SET v = v + 1 WHERE id <= 6 /* guarded */'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('', 'UPDATE ra_t SET v = v + 1000 WHERE id = 1'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+      msg.parse('', 'SELECT sum(v)::int FROM ra_t'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    const m = await c.untilReady(2);
+    expect(types(m)).toBe('1 2 E Z 1 2 D C Z');
+    expect(errorOf(m[2]).get('C')).toBe('54000');
+    expect(rowOf(m.find((x) => x.type === B.DataRow)!)).toEqual([String(before)]);
+    expect(status(m)).toBe('I');
+    // Within the cap, the batch commits at its Sync as usual.
+    const ok = await run(
+      msg.parse('g', 'UPDATE ra_t SET v = v + 1 WHERE id <= $1::int /* guarded */'),
+      msg.bind('', 'g', ['2']),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(ok), tagOf(ok[2])]).toEqual(['1 2 C Z', 'UPDATE 2']);
+    expect(await sum()).toBe(before + 2);
+    // The same prepared statement over the cap, inside a transaction: the transaction is failed.
+    await run(msg.query('BEGIN'));
+    const over = await run(msg.bind('', 'g', ['9']), msg.execute(''), msg.sync());
+    expect([types(over), status(over)]).toEqual(['2 E Z', 'E']);
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    expect(await sum()).toBe(before + 2);
+    // Row-limited Executes of a guarded write with RETURNING: the check comes with the last one's tag.
+    const limited = await run(
+      msg.parse('', 'UPDATE ra_t SET v = v + 1 WHERE id <= 2 RETURNING id /* guarded */'),
+      msg.bind('p', ''),
+      msg.execute('p', 1),
+      msg.execute('p', 1),
+      msg.execute('p', 1),
+      msg.sync(),
+    );
+    expect(types(limited)).toBe('1 2 D s D s C Z');
+    expect(await sum()).toBe(before + 4);
+    // A guarded Execute that fails by itself (a unique violation) lets the client's Sync through as usual.
+    c.send(
+      msg.parse('', 'UPDATE ra_t SET id = 1 WHERE id = 2 /* guarded */'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+      msg.query('SELECT 7'),
+    );
+    const dup = await c.untilReady(2);
+    expect(types(dup)).toBe('1 2 E Z T D C Z');
+    expect(errorOf(dup[2]).get('C')).toBe('23505');
+  });
+});

@@ -1,0 +1,106 @@
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
+
+// guardrails.maxRowsAffected through the real sidecar, the real parser and PostgreSQL with node-postgres (simple
+// protocol for plain queries, extended for parameterized ones): a write over the cap fails with 54000 and changes
+// nothing; writes whose rows the tag cannot count are denied before they run.
+let db: GovernanceDb;
+let g: Governed;
+
+beforeAll(async () => {
+  db = await createGovernanceDb('rowsaffected');
+  const p = examplePolicy('analyst-readonly.yaml');
+  p.spec.role = db.roles.writer;
+  p.spec.rules.push({
+    name: 'write-orders',
+    action: 'allow',
+    statements: ['select', 'insert', 'update', 'delete'],
+    tables: ['public.orders'],
+  });
+  p.spec.guardrails.maxRowsAffected = 2;
+  g = await startGoverned(db.name, p);
+}, 60_000);
+afterAll(async () => {
+  await g?.close();
+  await db?.drop();
+});
+
+const notes = async () =>
+  (await db.su("SELECT count(*)::int AS n FROM orders WHERE note = 'touched'")).rows[0].n as number;
+
+describe('guardrails.maxRowsAffected', () => {
+  it('lets a write within the cap through and undoes one over it, with the simple and the extended protocol', async () => {
+    const c = await g.client();
+    expect((await c.query("UPDATE orders SET note = 'touched' WHERE id <= 2")).rowCount).toBe(2);
+    expect(await notes()).toBe(2);
+    const over = await errorOf(c, "UPDATE orders SET note = 'touched' WHERE id <= 10");
+    expect(over).toMatchObject({
+      code: '54000',
+      message:
+        'UPDATE would change 10 rows, more than the limit of 2 set by pgwarden (guardrails.maxRowsAffected); the change was rolled back',
+    });
+    expect(await notes()).toBe(2);
+    // Parameterized: Parse/Bind/Execute/Sync.
+    expect(await errorOf(c, 'UPDATE orders SET note = $1 WHERE id <= $2', ['touched', 20])).toMatchObject({
+      code: '54000',
+    });
+    expect(await errorOf(c, 'DELETE FROM orders WHERE id > $1', [40])).toMatchObject({ code: '54000' });
+    expect((await db.su('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(50);
+    // The session goes on, outside any transaction.
+    expect((await c.query('SELECT count(*)::int AS n FROM orders')).rows).toEqual([{ n: 50 }]);
+    const events = g.audit.events.filter((e) => e.type === 'statement' && e.result?.error?.code === '54000');
+    expect(events).toHaveLength(3);
+    expect(events[0]).toMatchObject({
+      decision: { action: 'allow', rule: 'write-orders' },
+      result: { tag: 'UPDATE 10', rows: 10 },
+    });
+  });
+
+  it('inside a transaction the error fails it, so nothing of it can commit', async () => {
+    const c = await g.client();
+    await c.query('BEGIN');
+    await c.query("UPDATE orders SET note = 'touched' WHERE id = 3");
+    expect((await errorOf(c, "UPDATE orders SET note = 'touched' WHERE id > 3"))?.code).toBe('54000');
+    expect((await errorOf(c, 'COMMIT'))?.code).toBeUndefined(); // COMMIT of a failed transaction reports ROLLBACK
+    expect(await notes()).toBe(2);
+  });
+
+  it('postgres.js pipelining many writes on one connection: each is checked on its own, in order', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: g.port, user: 'agent', database: 'app', pass: 'unused', max: 1 });
+    try {
+      const runs = await Promise.allSettled(
+        [11, 12, 13].flatMap((id) => [
+          sql`UPDATE orders SET note = 'piped' WHERE id = ${id}`,
+          sql`UPDATE orders SET note = 'piped' WHERE id > ${id}`,
+        ]),
+      );
+      expect(runs.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as { code?: string }).code))).toEqual([
+        'ok',
+        '54000',
+        'ok',
+        '54000',
+        'ok',
+        '54000',
+      ]);
+      const piped = await db.su("SELECT array_agg(id ORDER BY id) AS ids FROM orders WHERE note = 'piped'");
+      expect(piped.rows[0].ids).toEqual([11, 12, 13]);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('denies writes the tag cannot count, and transaction control in one Query with a write', async () => {
+    const c = await g.client();
+    const cte = await errorOf(c, 'WITH d AS (DELETE FROM orders WHERE id > 0 RETURNING 1) SELECT count(*) FROM d');
+    expect(cte).toMatchObject({
+      code: '42501',
+      message: expect.stringMatching(/^pgwarden: statement denied by guardrail maxRowsAffected: the rows a SELECT/),
+    });
+    const control = await errorOf(c, "BEGIN; UPDATE orders SET note = 'touched' WHERE id = 4; COMMIT");
+    expect(control?.message).toMatch(/send transaction control \(BEGIN, COMMIT, …\) as its own statement/);
+    expect((await db.su('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(50);
+    expect(await notes()).toBe(2);
+  });
+});
