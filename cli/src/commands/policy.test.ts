@@ -43,4 +43,16 @@ describe('pgwarden policy explain', () => {
     expect(text).toContain('relations hr.salaries (write)');
     expect(text).toContain('statement 2: DELETE FROM hr.salaries WHERE id = 1');
   });
+
+  it('shows the guardrails a write runs under', async () => {
+    await initSqlParser();
+    const doc = `apiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: w}\nspec:\n  database: {host: h, name: d}\n  defaultAction: allow\n  guardrails: {maxRowsAffected: 50, statementTimeout: 2s}\n`;
+    const spec = parsePolicyDocuments(doc).policies[0].spec;
+    const a = analyzeSql('UPDATE t SET a = 1 WHERE id < 10', createSessionState());
+    const text = formatExplain('w', a, decide(spec, a, { groups: [] }));
+    expect(text).toContain('  maxRowsAffected 50 (a write changing more is undone)');
+    expect(text).toContain('  timeout 2000 ms');
+    const r = analyzeSql('SELECT * FROM t', createSessionState());
+    expect(formatExplain('w', r, decide(spec, r, { groups: [] }))).not.toContain('maxRowsAffected');
+  });
 });
