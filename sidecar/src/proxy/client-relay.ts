@@ -215,7 +215,23 @@ export class ClientRelay implements FramerHandler {
     }
     const name = st.request.statementName ?? '';
     if (!(v instanceof Promise)) return this.guarded(st, this.apply(kind, st, v, name), buf, start, end);
-    // Held (e.g. review): nothing more from this client is read until the verdict is in, or the client cancels.
+    return this.hold(v, buf, start, end, (verdict) => {
+      st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
+      return this.guarded(st, this.apply(kind, st, verdict, name), buf, start, end);
+    });
+  }
+
+  /**
+   * Held (a review, a rate limit's wait): nothing more from this client is read until the verdict is in, or the
+   * client cancels (57014); then `send` says what goes upstream in place of the message in `buf[start, end)`.
+   */
+  private hold(
+    v: Promise<Verdict>,
+    buf: Buffer,
+    start: number,
+    end: number,
+    send: (verdict: Verdict) => true | Buffer,
+  ): false {
     this.framer!.suspend();
     this.io.hold();
     const cancelled = new Promise<Verdict>((resolve) => {
@@ -223,8 +239,7 @@ export class ClientRelay implements FramerHandler {
     });
     Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
       this.cancelHeld = undefined;
-      st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
-      const out = this.guarded(st, this.apply(kind, st, verdict, name), buf, start, end);
+      const out = send(verdict);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
       this.io.release();
     });
@@ -325,20 +340,11 @@ export class ClientRelay implements FramerHandler {
       st.verdict = v;
       return this.runPortal(st, portal, buf, start, end);
     }
-    this.framer!.suspend();
-    this.io.hold();
-    const cancelled = new Promise<Verdict>((resolve) => {
-      this.cancelHeld = () => resolve(CANCELLED);
-    });
-    Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
-      this.cancelHeld = undefined;
+    return this.hold(v, buf, start, end, (verdict) => {
       st.verdict = verdict;
       st.heldMs = performance.now() - st.t0;
-      const out = this.runPortal(st, portal, buf, start, end);
-      this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
-      this.io.release();
+      return this.runPortal(st, portal, buf, start, end);
     });
-    return false;
   }
 
   /** Sends an Execute of a known portal upstream under `st.verdict`: as it came, or as a denied run. */
