@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end scenario on a kind cluster: build the image, helm install, apply a policy, deploy an agent, run psql
-# through the injected sidecar, check a denial, masking, `kubectl get dap`, and the audit trail in the collector,
+# through the injected sidecar, check a denial, masking, `kubectl get dap`, the kill switch (spec.suspend), and the audit trail in the collector,
 # signed by the sidecars (audit.signingKeySecret) and judged against the public key (collector.auditKeys).
 # Needs: docker (with a running daemon), kind. helm and kubectl come from scripts/helm.sh when not installed.
 # Keep the cluster for debugging with KEEP_CLUSTER=1.
@@ -126,5 +126,24 @@ grep -q '"chains"' <<<"$HEADS" || fail "no audit.heads event from the agent's si
 FINDINGS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER_TOKEN" node -e \
   "fetch('http://127.0.0.1:8080/api/v1/findings',{headers:{authorization:'Bearer '+process.env.T}}).then(r=>r.text()).then(t=>console.log(t))")"
 grep -q '"items":\[\]' <<<"$FINDINGS" || fail "open chain findings: $FINDINGS"
+
+echo "--- kill switch (spec.suspend)"
+# Delivered through the re-rendered ConfigMap: the kubelet's sync takes up to about a minute.
+k -n agents patch dap analytics-agent --type merge -p '{"spec":{"suspend":true}}'
+[[ "$(k -n agents get dap analytics-agent -o jsonpath='{.spec.suspend}')" == true ]] || fail "suspend not set"
+SUSPENDED=
+for _ in $(seq 60); do
+  if ERR="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select 1' 2>&1)"; then sleep 3; continue; fi
+  grep -q "is suspended" <<<"$ERR" && SUSPENDED=1 && break
+  sleep 3
+done
+[[ -n "$SUSPENDED" ]] || fail "the suspended policy still let the agent in: $ERR"
+k -n agents patch dap analytics-agent --type merge -p '{"spec":{"suspend":false}}'
+for _ in $(seq 60); do
+  OUT="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select count(*) from public.orders' 2>/dev/null || true)"
+  [[ "$OUT" == 2 ]] && break
+  sleep 3
+done
+[[ "$OUT" == 2 ]] || fail "the agent was not let back in after suspend: false"
 
 echo "e2e PASSED"
