@@ -5,6 +5,9 @@ import { fileURLToPath } from 'node:url';
 const ROWS_1000 = fileURLToPath(new URL('./rows1000.sql', import.meta.url));
 const POLICY_PLAIN = fileURLToPath(new URL('./policy-plain.yaml', import.meta.url));
 const POLICY_MASKED = fileURLToPath(new URL('./policy-masked.yaml', import.meta.url));
+const POLICY_WRITES = fileURLToPath(new URL('./policy-writes.yaml', import.meta.url));
+const POLICY_WRITES_GUARDED = fileURLToPath(new URL('./policy-writes-guarded.yaml', import.meta.url));
+const UPDATE_1 = fileURLToPath(new URL('./update1.sql', import.meta.url));
 
 /**
  * kind: 'direct' connects pgbench straight to PostgreSQL; 'pipe' runs bench/bare-pipe.mjs;
@@ -31,6 +34,10 @@ export const LEGS = [
   // Masking (docs/masking.md): the same policy without and with a MaskingRule on 2 of rows1000.sql's 4 columns.
   { name: 'policy', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_PLAIN] },
   { name: 'masked', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_MASKED] },
+  // guardrails.maxRowsAffected (docs/protocol.md, guarded writes): the same write policy without and with the cap.
+  // A guarded write outside a transaction costs a hidden BEGIN ahead of it and a COMMIT after it (a round trip).
+  { name: 'writes', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_WRITES] },
+  { name: 'writes-guarded', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_WRITES_GUARDED] },
 ];
 
 /** The leg every proxy leg is compared with, besides `direct`. */
@@ -45,4 +52,6 @@ export const SCENARIOS = [
   { name: 'select-prepared-c8', pgbench: ['-S', '-M', 'prepared', '-c', '8', '-j', '2'] },
   { name: 'rows1000-c1', pgbench: ['-f', ROWS_1000, '-M', 'extended', '-c', '1'] },
   { name: 'rows1000-c8', pgbench: ['-f', ROWS_1000, '-M', 'extended', '-c', '8', '-j', '2'] },
+  { name: 'update-simple-c4', pgbench: ['-f', UPDATE_1, '-M', 'simple', '-c', '4', '-j', '2'] },
+  { name: 'update-extended-c4', pgbench: ['-f', UPDATE_1, '-M', 'extended', '-c', '4', '-j', '2'] },
 ];
