@@ -51,7 +51,8 @@ k -n "$NS" create secret generic pgwarden-audit-signing --from-file=signing.key=
 echo "--- helm install"
 "$HELM" upgrade --install pgw "$ROOT/charts/pgwarden" --kube-context "kind-$CLUSTER" --namespace "$NS" --create-namespace \
   --set image.repository=pgwarden --set image.tag=e2e --set image.pullPolicy=Never \
-  --set audit.signingKeySecret=pgwarden-audit-signing -f "$WORK/values-signing.json" --wait --timeout 5m
+  --set audit.signingKeySecret=pgwarden-audit-signing --set operator.refreshPods=true \
+  -f "$WORK/values-signing.json" --wait --timeout 5m
 k -n "$NS" rollout status deploy/pgw-pgwarden-operator --timeout=120s
 k get crd databaseaccesspolicies.pgwarden.dev maskingrules.pgwarden.dev
 
@@ -128,7 +129,8 @@ FINDINGS="$(k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "T=$READER
 grep -q '"items":\[\]' <<<"$FINDINGS" || fail "open chain findings: $FINDINGS"
 
 echo "--- kill switch (spec.suspend)"
-# Delivered through the re-rendered ConfigMap: the kubelet's sync takes up to about a minute.
+# Delivered through the re-rendered ConfigMap; operator.refreshPods annotates the agent's pod so its kubelet syncs
+# it at once (without it, up to about a minute). The pod must carry the operator's nudge.
 k -n agents patch dap analytics-agent --type merge -p '{"spec":{"suspend":true}}'
 [[ "$(k -n agents get dap analytics-agent -o jsonpath='{.spec.suspend}')" == true ]] || fail "suspend not set"
 SUSPENDED=
@@ -138,6 +140,8 @@ for _ in $(seq 60); do
   sleep 3
 done
 [[ -n "$SUSPENDED" ]] || fail "the suspended policy still let the agent in: $ERR"
+k -n agents get pod "$POD" -o jsonpath='{.metadata.annotations.pgwarden\.dev/policy-refresh}' | grep -q '^sha256:' \
+  || fail "the operator did not annotate the agent's pod (operator.refreshPods)"
 k -n agents patch dap analytics-agent --type merge -p '{"spec":{"suspend":false}}'
 for _ in $(seq 60); do
   OUT="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select count(*) from public.orders' 2>/dev/null || true)"

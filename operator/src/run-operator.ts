@@ -41,6 +41,8 @@ export interface OperatorConfig {
   metricsPort: number;
   sidecar: SidecarConfig;
   rollout: RolloutStrategy;
+  /** Annotate a policy's running pods when its content changes (PolicyControllerOptions.refreshPods). */
+  refreshPods?: boolean;
   resyncMs: number;
   /** Secret in `namespace` with the sidecars' NATS user; copied to policy namespaces (see SidecarConfig). */
   auditCredentialsSource?: string;
@@ -69,6 +71,7 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
     events,
     sidecar: cfg.sidecar,
     defaultRollout: cfg.rollout,
+    refreshPods: cfg.refreshPods,
     namespace: cfg.watchNamespace,
     auditCredentials: cfg.auditCredentialsSource
       ? { namespace: cfg.namespace, name: cfg.auditCredentialsSource }

@@ -35,6 +35,7 @@ describe('pgwarden operator run flags', () => {
       },
       metricsPort: 8080,
       rollout: 'Workload',
+      refreshPods: false,
       resyncMs: 600_000,
     });
     expect(cfg.sidecar.resources).toEqual({ requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } });
@@ -57,10 +58,12 @@ describe('pgwarden operator run flags', () => {
         'nats://nats.pgwarden:4222',
         '--rollout-strategy',
         'None',
+        '--refresh-pods',
         '--resync',
         '90s',
       ]),
     );
+    expect(cfg.refreshPods).toBe(true);
     expect(cfg.leaderElection).toBe(false);
     expect(cfg.webhook).toMatchObject({ enabled: false, tls: 'files' });
     expect(cfg.sidecar).toMatchObject({

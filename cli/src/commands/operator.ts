@@ -66,6 +66,7 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
     auditCredentialsSource: o.auditCredentialsSource,
     auditSigningKeySource: o.auditSigningKeySource,
     rollout: o.rolloutStrategy,
+    refreshPods: o.refreshPods === true,
     resyncMs: parseDurationMs('--resync', o.resync),
   };
 }
@@ -154,6 +155,12 @@ export function registerOperator(program: Command): void {
     new Option('--rollout-strategy <s>', 'default for policies without the pgwarden.dev/rollout-strategy annotation')
       .choices(['Workload', 'None'])
       .default('Workload'),
+  );
+  run.addOption(
+    new Option(
+      '--refresh-pods',
+      "annotate a policy's running pods when its content changes, so kubelets deliver it at once (needs patch on pods)",
+    ),
   );
   opt('--resync <duration>', 'period of full re-reconciliation', '10m');
   opt('--log-level <level>', 'pino log level (JSON logs on stderr)', 'info');

@@ -237,6 +237,17 @@ describe('charts/pgwarden with real helm', () => {
       },
       { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
     ]);
+    // No write to pods unless operator.refreshPods asks for it (then patch, for the pgwarden.dev/policy-refresh nudge).
+    const podVerbs = (objs: any[]) =>
+      objs.find((o) => o.kind === 'ClusterRole').rules.find((r: any) => r.resources.includes('pods')).verbs;
+    const operatorArgs = (objs: any[]) =>
+      objs.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator')).spec.template.spec
+        .containers[0].args as string[];
+    expect(podVerbs(objects)).toEqual(['get', 'list', 'watch']);
+    expect(operatorArgs(objects)).not.toContain('--refresh-pods');
+    const refreshing = await template('operator.refreshPods=true');
+    expect(podVerbs(refreshing)).toEqual(['get', 'list', 'watch', 'patch']);
+    expect(operatorArgs(refreshing)).toContain('--refresh-pods');
     const role = objects.find((o) => o.kind === 'Role');
     const secretRules = role.rules.filter((r: any) => r.resources.includes('secrets'));
     for (const r of secretRules) {

@@ -113,6 +113,24 @@ export class K8sWrites {
     );
   }
 
+  /** Sets one annotation on a running pod (merge patch); false when the pod is gone. */
+  async annotatePod(namespace: string, name: string, key: string, value: string): Promise<boolean> {
+    try {
+      await this.objects.patch(
+        { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, annotations: { [key]: value } } } as any,
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+        undefined,
+        PatchStrategy.MergePatch,
+      );
+      return true;
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return false;
+      throw err;
+    }
+  }
+
   /** A Secret's data (base64 values as stored), or undefined when it does not exist. */
   async readSecretData(namespace: string, name: string): Promise<Record<string, string> | undefined> {
     try {

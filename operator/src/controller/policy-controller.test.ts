@@ -60,6 +60,7 @@ async function startController(
     auditCredentials?: { namespace: string; name: string };
     auditSigningKey?: { namespace: string; name: string };
     auditRecheckMs?: number;
+    refreshPods?: boolean;
   } = {},
 ) {
   ctl = new PolicyController({
@@ -163,6 +164,66 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     expect(bad.conditions[0].message).toMatch(/oidc/);
     expect(parseRenderedPolicy(cmOf().data['policy.json']).policy.spec.role).toBe('reporting_ro');
     expect(eventsOf().some((e: any) => e.type === 'Warning' && e.reason === 'InvalidSpec')).toBe(true);
+  });
+
+  it('refreshPods: a content change annotates the running pods of that policy, so kubelets deliver it at once', async () => {
+    const pod = (name: string, policies: string) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name,
+        namespace: 'agents',
+        labels: { app: 'analytics' },
+        annotations: { [ANNOTATIONS.policies]: policies },
+      },
+      spec: { containers: [{ name: 'a', image: 'x' }] },
+    });
+    api.seed(policy());
+    api.seed(pod('agent-1', 'other,analytics'));
+    api.seed(pod('agent-2', 'other'));
+    const podOf = (name: string) => api.get('v1', 'Pod', 'agents', name);
+    await startController(undefined, { refreshPods: true });
+    const first = await until(() => dapOf()?.status?.renderedHash);
+    // The first render: no pod runs an older content of it.
+    expect(podOf('agent-1').metadata.annotations[ANNOTATIONS.policyRefresh]).toBeUndefined();
+
+    const edited = { ...dapOf(), spec: { ...policy().spec, suspend: true } };
+    api.store.replace(api.typeFor(V, 'DatabaseAccessPolicy'), 'agents', 'analytics', edited);
+    const second = await until(() =>
+      dapOf()?.status?.renderedHash !== first ? dapOf().status.renderedHash : undefined,
+    );
+    const refreshed = await until(() => podOf('agent-1').metadata.annotations[ANNOTATIONS.policyRefresh]);
+    expect(refreshed).toBe(second);
+    expect(podOf('agent-1').metadata.annotations[ANNOTATIONS.policies]).toBe('other,analytics');
+    expect(podOf('agent-2').metadata.annotations[ANNOTATIONS.policyRefresh]).toBeUndefined();
+    expect(eventsOf().some((e: any) => e.reason === 'PodsRefreshed' && /1 pod/.test(e.message))).toBe(true);
+    const patches = api.requests.filter((r) => r.method === 'PATCH' && r.path.includes('/pods/'));
+    expect(patches.map((r) => [r.path.split('/').pop(), r.contentType])).toEqual([
+      ['agent-1', 'application/merge-patch+json'],
+    ]);
+  });
+
+  it('without refreshPods the operator never writes to pods', async () => {
+    api.seed(policy());
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: 'agent-1',
+        namespace: 'agents',
+        labels: { app: 'analytics' },
+        annotations: { [ANNOTATIONS.policies]: 'analytics' },
+      },
+      spec: { containers: [{ name: 'a', image: 'x' }] },
+    });
+    await startController();
+    const first = await until(() => dapOf()?.status?.renderedHash);
+    api.store.replace(api.typeFor(V, 'DatabaseAccessPolicy'), 'agents', 'analytics', {
+      ...dapOf(),
+      spec: policy('other_ro').spec,
+    });
+    await until(() => dapOf()?.status?.renderedHash !== first);
+    expect(api.requests.some((r) => r.method !== 'GET' && r.path.includes('/pods'))).toBe(false);
   });
 
   it('restores a rendered ConfigMap someone deleted, and survives dropped watches and 410 Gone', async () => {

@@ -33,6 +33,8 @@ export interface PolicyControllerOptions {
   auditSigningKey?: { namespace: string; name: string };
   /** While an audit Secret's source is missing, look again this often (default 30 s). */
   auditRecheckMs?: number;
+  /** ReconcileDeps.refreshPods: annotate a policy's running pods when its content changes. */
+  refreshPods?: boolean;
 }
 
 export class PolicyController {
@@ -105,6 +107,7 @@ export class PolicyController {
             lastRendered,
             auditCredentials: opts.auditCredentials,
             auditSigningKey: opts.auditSigningKey,
+            refreshPods: opts.refreshPods,
             requeueAfter: () => {
               const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);
               t.unref();

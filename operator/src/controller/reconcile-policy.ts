@@ -57,6 +57,12 @@ export interface ReconcileDeps {
    * namespace as Secret `sidecar.auditSigningKeySecret`.
    */
   auditSigningKey?: { namespace: string; name: string };
+  /**
+   * After the rendered content changes, annotate the running pods with this policy's sidecar, so that their kubelets
+   * deliver the new ConfigMap at once rather than at their next periodic sync (up to about a minute): what makes
+   * `spec.suspend` and other edits take effect in seconds. Needs `patch` on pods (chart operator.refreshPods).
+   */
+  refreshPods?: boolean;
   /** Asks for this policy to be reconciled again later (the source Secrets are not watched). */
   requeueAfter?: () => void;
   now?: () => Date;
@@ -142,6 +148,8 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       'Rendered',
       `rendered to ConfigMap ${cmName} (${rendered.hash.slice(0, 19)})`,
     );
+  // A first render has no pods running an older content of it.
+  if (changed && deps.refreshPods && prev?.renderedHash !== undefined) await refreshPods(deps, ref, rendered.hash);
 
   const credentialsProblem = deps.auditCredentials
     ? await replicateAuditSecret(deps, ref, {
@@ -193,6 +201,24 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     renderedHash: rendered.hash,
     configMap: cmName,
   });
+}
+
+/**
+ * Annotates each live pod that runs this policy's sidecar (the webhook's pgwarden.dev/policies) with the new content
+ * hash: a change to the pod object makes its kubelet sync the pod, which refreshes its ConfigMap volumes now.
+ * https://kubernetes.io/docs/tasks/configure-pod-container/configure-pod-configmap/#mounted-configmaps-are-updated-automatically
+ */
+async function refreshPods(deps: ReconcileDeps, ref: ObjectRef, hash: string): Promise<void> {
+  let n = 0;
+  for (const p of deps.pods()) {
+    const a = p.metadata.annotations ?? {};
+    if (p.metadata.namespace !== ref.namespace || p.metadata.deletionTimestamp) continue;
+    if (!(a[ANNOTATIONS.policies] ?? '').split(',').includes(ref.name) || a[ANNOTATIONS.policyRefresh] === hash)
+      continue;
+    if (await deps.writes.annotatePod(ref.namespace, p.metadata.name, ANNOTATIONS.policyRefresh, hash)) n++;
+  }
+  if (n > 0)
+    await deps.writes.recordEvent(ref, 'Normal', 'PodsRefreshed', `asked the kubelet to deliver it to ${n} pod(s) now`);
 }
 
 /** Does any running pod of this workload (by its selector) lack the wanted sidecar hash? */

@@ -42,6 +42,11 @@ export const ANNOTATIONS = {
   status: 'pgwarden.dev/status',
   /** Comma-separated names of the policies whose sidecars were injected. */
   policies: 'pgwarden.dev/policies',
+  /**
+   * On a running pod: the hash of the last policy content the operator asked the kubelet to deliver now
+   * (--refresh-pods); changing a pod's annotations makes the kubelet refresh its ConfigMap volumes at once.
+   */
+  policyRefresh: 'pgwarden.dev/policy-refresh',
   /** Hash over the injected sidecar containers' shape (image, args, ports, resources...). */
   sidecarHash: 'pgwarden.dev/sidecar-hash',
   /** `"false"` on a pod (template) opts it out of injection. */
