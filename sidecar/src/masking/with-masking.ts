@@ -24,11 +24,22 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
       const m = masker(info);
       if (!m) return inner;
       // The policy decides first (its denial names its rule); masking can only turn an allow into a denial.
-      const check = async (
+      const check = (
+        req: StatementRequest,
+        next: (r: StatementRequest) => Verdict | Promise<Verdict>,
+      ): Verdict | Promise<Verdict> => {
+        if (req.statementName) m.rememberName(req.statementName);
+        // No masking rule applies to this session now: nothing to check or bind, and the inner verdict keeps its
+        // synchronous form (a promise holds the session's input until a later turn, for every statement). A
+        // statement planned after a reload that brings rules finds its SQL through the verdict's context instead
+        // (Masker.bind).
+        if (!m.config.active) return next(req);
+        return checkMasked(req, next);
+      };
+      const checkMasked = async (
         req: StatementRequest,
         next: (r: StatementRequest) => Verdict | Promise<Verdict>,
       ): Promise<Verdict> => {
-        if (req.statementName) m.rememberName(req.statementName);
         const decided = await next(req);
         const denied = await m.check(req.sql);
         // Always a fresh object: hooks may return one shared verdict (allow-all does), and planRows finds a
