@@ -10,11 +10,15 @@ const examples = (f: string) => new URL(`../../../examples/${f}`, import.meta.ur
 describe('pgwarden policy lint', () => {
   it('passes the shipped examples', () => {
     const out: string[] = [];
-    const files = ['analyst-readonly.yaml', 'writer-review.yaml', 'admin-dryrun.yaml', 'masking-pii.yaml'].map(
-      examples,
-    );
+    const files = [
+      'analyst-readonly.yaml',
+      'writer-review.yaml',
+      'admin-dryrun.yaml',
+      'masking-pii.yaml',
+      'batch-writer-guardrails.yaml',
+    ].map(examples);
     expect(lintFiles(files, (s) => out.push(s))).toBe(0);
-    expect(out.join('')).toContain('3 policies, 1 masking rules, 0 errors');
+    expect(out.join('')).toContain('4 policies, 1 masking rules, 0 errors');
   });
 
   it('fails on schema errors and shadowed rules, naming file and path', () => {
