@@ -114,24 +114,15 @@ export class PolicySession implements SessionHooks {
     if (n === 0) return v;
     const a = limiter.take(n);
     if (a.waitMs === 0) return v;
-    const policy = v.policy ?? { name: '', hash: '' };
-    if ('refused' in a) {
-      this.ctx.emit({
-        type: 'statement.rate_limited',
-        session: this.ctx.info.id,
-        policy,
-        outcome: 'denied',
-        waitMs: a.waitMs,
-      });
-      return rateLimitedVerdict(limiter, v, a.waitMs);
-    }
+    const refused = 'refused' in a;
     this.ctx.emit({
       type: 'statement.rate_limited',
       session: this.ctx.info.id,
-      policy,
-      outcome: 'delayed',
+      policy: v.policy ?? { name: '', hash: '' },
+      outcome: refused ? 'denied' : 'delayed',
       waitMs: a.waitMs,
     });
+    if (refused) return rateLimitedVerdict(limiter, v, a.waitMs);
     const signal = this.held.signal;
     return new Promise<Verdict>((resolve) => {
       // A session that ends while a statement waits lets it go at once (the proxy sends nothing for a closed one).

@@ -111,8 +111,10 @@ export class RateLimitMetrics {
   };
 
   register(registry: Registry): void {
-    for (const m of [this.limited, this.waited] as Metric[]) {
-      if (registry.getSingleMetric((m as unknown as { name: string }).name) !== m) registry.registerMetric(m);
-    }
+    const metrics: [string, Metric][] = [
+      ['pgwarden_rate_limited_total', this.limited],
+      ['pgwarden_rate_limit_wait_seconds', this.waited],
+    ];
+    for (const [name, m] of metrics) if (registry.getSingleMetric(name) !== m) registry.registerMetric(m);
   }
 }
