@@ -179,6 +179,23 @@ export const auditEventSchema = {
       },
       ['kind', 'session', 'seqFrom', 'seqTo', 'detail'],
     ),
+    control: obj(
+      {
+        kind: { enum: ['terminate', 'suspend', 'resume'] },
+        id: { type: 'string', minLength: 1 },
+        by: { type: 'string', minLength: 1 },
+        reason: str,
+        at: str,
+        session: { type: 'string', minLength: 1 },
+        policy: obj({ namespace: { type: 'string', minLength: 1 }, name: { type: 'string', minLength: 1 } }, [
+          'namespace',
+          'name',
+        ]),
+        signed: { type: 'boolean' },
+        sessionsEnded: nonNegInt,
+      },
+      ['kind', 'id', 'by', 'reason', 'at', 'signed', 'sessionsEnded'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -196,5 +213,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'audit.read' } } }, ['read']),
     requires({ properties: { type: { const: 'audit.heads' } } }, ['heads']),
     requires({ properties: { type: { const: 'audit.finding' } } }, ['finding']),
+    requires({ properties: { type: { const: 'control.applied' } } }, ['control']),
   ],
 } as const;

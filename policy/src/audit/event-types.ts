@@ -21,6 +21,7 @@ export const AUDIT_EVENT_TYPES = [
   'audit.read',
   'audit.heads',
   'audit.finding',
+  'control.applied',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -253,6 +254,29 @@ export interface AuditRead {
   repeated?: number;
 }
 
+/**
+ * A control message a sidecar applied (`control.applied`, in the sidecar's own chain): an approver ended a session
+ * or suspended or resumed a policy through the collector (policy/src/control/control-messages.ts).
+ */
+export interface AuditControl {
+  kind: 'terminate' | 'suspend' | 'resume';
+  /** The action's id (the collector's UUID), also in the `session.end` of a session it ended. */
+  id: string;
+  /** The approver who acted, and why. */
+  by: string;
+  reason: string;
+  /** When the collector published it. */
+  at: string;
+  /** terminate: the session it ended. */
+  session?: string;
+  /** suspend / resume: the policy (namespace `_` when it has none). */
+  policy?: { namespace: string; name: string };
+  /** Whether it carried a signature one of the policy's approval.decisionKeys verified (required when there are any). */
+  signed: boolean;
+  /** How many sessions applying it ended. */
+  sessionsEnded: number;
+}
+
 /** A result sample (`captureResults: rows`): the first rows as sent to the client, after masking. */
 export interface AuditResultSample {
   columns: string[];
@@ -297,6 +321,7 @@ export interface AuditEvent {
   read?: AuditRead;
   heads?: AuditHeads;
   finding?: AuditFindingRecord;
+  control?: AuditControl;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */
