@@ -74,6 +74,10 @@ export interface Sidecar {
   sessions(): number;
   /** Ends every session at once (ProxySession.kill): FATAL `error` to each client, running statements cancelled. */
   killSessions(error: { code: string; message: string; hint?: string }, reason: string): number;
+  /** Ids of the open sessions (the audit trail's session ids). */
+  sessionIds(): string[];
+  /** Ends one session as killSessions does; false when no open session has this id. */
+  killSession(id: string, error: { code: string; message: string; hint?: string }, reason: string): boolean;
   /** Stops accepting, lets in-flight work finish for up to `graceMs` (default 10 s), then ends every session. */
   close(graceMs?: number): Promise<void>;
 }
@@ -218,6 +222,15 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       const all = [...sessions];
       for (const s of all) s.kill(error, reason);
       return all.length;
+    },
+    sessionIds: () => [...sessions].map((s) => s.id),
+    killSession(id, error, reason) {
+      for (const s of sessions) {
+        if (s.id !== id) continue;
+        s.kill(error, reason);
+        return true;
+      }
+      return false;
     },
     close(graceMs = 10_000) {
       closing ??= (async () => {

@@ -8,6 +8,7 @@ import type { AuditSink } from '../../sidecar/src/audit/index.js';
 import {
   type GovernanceEvent,
   type GovernedSidecar,
+  type GovernedSidecarOptions,
   type PolicyHooksOptions,
   startGovernedSidecar,
 } from '../../sidecar/src/governance/index.js';
@@ -54,6 +55,8 @@ export async function startGoverned(
     http?: boolean;
     /** More documents for the same file, e.g. MaskingRules. */
     extraDocs?: object[];
+    /** Other sidecar options, e.g. a NATS audit sink (which brings live control). */
+    sidecar?: Partial<GovernedSidecarOptions>;
   } = {},
 ): Promise<Governed> {
   const shared = inject('pg');
@@ -72,6 +75,7 @@ export async function startGoverned(
     debounceMs: 30,
     pollMs: 0,
     governance: { ...opts.governance, onEvent: (e) => events.push(e) },
+    ...opts.sidecar,
   });
   const port = gs.listeners[0].sidecar.port;
   const clients: pg.Client[] = [];

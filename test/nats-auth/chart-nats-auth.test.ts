@@ -20,6 +20,7 @@ import { createTestDatabase } from '../../collector/src/testing/test-database.js
 import {
   APPROVALS_STREAM,
   approvalSubject,
+  CONTROL_STREAM,
   parseApprovalClosed,
   parseApprovalRequest,
 } from '../../policy/src/index.js';
@@ -507,6 +508,83 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
       await shared.close();
       await nc.close();
       await admin.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('carries live control: only the collector publishes it; a namespace’s user hears its own policies and any session', async () => {
+    const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
+    const server = await startNats({
+      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      env: { ...USERS, ...own },
+    });
+    const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });
+    try {
+      const admin = await connectAs(USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+      await (await jetstreamManager(admin)).streams.add({
+        name: CONTROL_STREAM,
+        subjects: ['pgwarden.control.>'],
+        max_msgs_per_subject: 1,
+        allow_direct: true,
+      });
+      const nc = await connectAs(own.SIDECAR_USER_0, own.SIDECAR_PASSWORD_0);
+      const shared = await connectAs(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+      const errors: string[] = [];
+      for (const c of [nc, shared])
+        void (async () => {
+          for await (const st of c.status()) if (st.type === 'error') errors.push(String((st as any).error?.message));
+        })();
+      const session = `pgwarden.control.session.${randomUUID()}`;
+      const heard: string[] = [];
+      for (const subject of [session, 'pgwarden.control.policy.team-a.writer']) {
+        const sub = nc.subscribe(subject);
+        void (async () => {
+          for await (const m of sub) heard.push(m.subject);
+        })();
+      }
+      await nc.flush();
+      const cjs = jetstream(admin);
+      await cjs.publish(session, '{}');
+      await cjs.publish('pgwarden.control.policy.team-a.writer', '{}');
+      await cjs.publish('pgwarden.control.policy.agents.writer', '{}');
+      // Sidecars may not publish control messages, to their own or any subject.
+      shared.publish('pgwarden.control.policy.agents.writer', '{"forged":true}');
+      nc.publish('pgwarden.control.policy.team-a.writer', '{"forged":true}');
+      await Promise.all([shared.flush(), nc.flush()]);
+      // Another namespace's policy: the server refuses the subscription.
+      nc.subscribe('pgwarden.control.policy.agents.writer');
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(heard.sort()).toEqual([session, 'pgwarden.control.policy.team-a.writer'].sort());
+      expect(errors.join('\n')).toMatch(
+        /Permissions Violation for Publish to "pgwarden\.control\.policy\.agents\.writer"/,
+      );
+      expect(errors.join('\n')).toMatch(
+        /Permissions Violation for Publish to "pgwarden\.control\.policy\.team-a\.writer"/,
+      );
+      expect(errors.join('\n')).toMatch(
+        /Permissions Violation for Subscription to "pgwarden\.control\.policy\.agents\.writer"/,
+      );
+      // Read-back after a reconnect: its own policies and sessions, not another namespace's.
+      const jsm = await jetstreamManager(nc, { checkAPI: false });
+      expect((await jsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: session }))?.subject).toBe(session);
+      expect(
+        (
+          await jsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: 'pgwarden.control.policy.team-a.writer' })
+        )?.string(),
+      ).toBe('{}');
+      await expect(
+        jsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: 'pgwarden.control.policy.agents.writer' }),
+      ).rejects.toThrow();
+      // The shared user serves every namespace not listed: it reads back any policy's state.
+      const sjsm = await jetstreamManager(shared, { checkAPI: false });
+      expect(
+        (
+          await sjsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: 'pgwarden.control.policy.agents.writer' })
+        )?.string(),
+      ).toBe('{}');
+      await Promise.all([nc.close(), shared.close(), admin.close()]);
     } finally {
       await server.stop();
     }

@@ -3,6 +3,7 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import type { ProxyHooks, SessionInfo, StatementRecord, Verdict } from '../proxy/hooks.js';
 import { createAuditRecorder } from './audit-recorder.js';
+import { recordPolicyEvent } from './governance-audit.js';
 import type { AuditSink, GapListener } from './audit-sink.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
 import { withAudit } from './with-audit.js';
@@ -150,6 +151,33 @@ describe('audit recorder', () => {
       gap: { dropped: 3 },
       identity: { namespace: 'agents' },
     });
+  });
+
+  it('records applied control messages (through the governance listener) as control.applied in the sidecar chain', () => {
+    const { sink, events } = capturingSink();
+    const recorder = createAuditRecorder(sink, { instanceId: 'i3', source: { namespace: 'agents', pod: 'p-0' } });
+    const control = {
+      kind: 'suspend' as const,
+      id: '7f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5b',
+      by: 'dana',
+      reason: 'incident 7',
+      at: '2026-12-01T03:00:00.000Z',
+      policy: { namespace: 'agents', name: 'analyst' },
+      signed: true,
+      sessionsEnded: 2,
+    };
+    recordPolicyEvent(recorder, { type: 'control.applied', control });
+    recordPolicyEvent(recorder, {
+      type: 'control.applied',
+      control: { ...control, kind: 'terminate', policy: undefined, session: 'sess-9', signed: false, sessionsEnded: 1 },
+    });
+    expect(events).toHaveLength(2);
+    for (const e of events) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+    expect(events[0]).toMatchObject({ type: 'control.applied', id: 'sidecar-i3.1', control });
+    expect(events[1].control).toMatchObject({ kind: 'terminate', session: 'sess-9', signed: false });
+    expect(verifyChain(events).ok).toBe(true);
+    // A control block missing what the schema requires is not a valid event.
+    expect(validate({ ...events[0], control: { kind: 'suspend' } })).toBe(false);
   });
 });
 

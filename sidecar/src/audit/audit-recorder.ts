@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   type AuditApproval,
   type AuditChainHead,
+  type AuditControl,
   type AuditError as AuditErrorBody,
   type AuditEvent,
   type AuditEventType,
@@ -81,6 +82,8 @@ export interface AuditRecorder {
   session(id: string): SessionAuditor | undefined;
   policyLoaded(policy: AuditPolicyRef): void;
   policyRejected(error: AuditErrorBody, policyName?: string): void;
+  /** A control message applied (an approver ended a session, suspended or resumed a policy): `control.applied`. */
+  controlApplied(control: AuditControl): void;
   /** A refused login: `auth.refused` in the sidecar's own chain (no session was opened). */
   authRefused(refusal: LoginRefusal): void;
   /** False while the sink cannot make events durable. */
@@ -285,6 +288,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         error: { code: error.code, message: redactSecrets(error.message) },
         ...(policyName ? { policy: { name: policyName, hash: '' } } : {}),
       }),
+    controlApplied: (control) => instanceEvent('control.applied', { control }),
     authRefused(r) {
       const body = refusalBody(r, policyRef);
       if (refusalWindowMs <= 0) {

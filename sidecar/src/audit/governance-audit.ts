@@ -1,4 +1,4 @@
-import { formatAuditTime } from '@pgwarden/policy';
+import { type AuditControl, formatAuditTime } from '@pgwarden/policy';
 import { type AuditRecorder, cutText, type LoginRefusal } from './audit-recorder.js';
 import { nowMicros } from './drop-tracker.js';
 
@@ -18,6 +18,7 @@ export type AuditedGovernanceEvent =
       reason?: string;
     }
   | ({ type: 'login.refused' } & LoginRefusal)
+  | { type: 'control.applied'; control: AuditControl }
   | { type: string };
 
 // An unavailable queue denies the statement with nobody named as approver: approval.denied without `approver`.
@@ -49,6 +50,8 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
       // refusal with less context, so it is not recorded twice.
       const { type: _type, ...refusal } = e as { type: 'login.refused' } & LoginRefusal;
       recorder.authRefused(refusal);
+    } else if (e.type === 'control.applied' && 'control' in e) {
+      recorder.controlApplied(e.control);
     } else if (e.type === 'statement.held' && 'timeoutMs' in e) {
       const id = e.approvalId ?? `${e.session}.approval.${++counter}`;
       holds.set(e.session, id);

@@ -104,6 +104,7 @@ export class NatsAuditSink implements AuditSink {
   private readonly publisher: JetStreamPublisher<Entry>;
   private readonly gaugeTimer: NodeJS.Timeout;
   private readonly subjects = new SubjectReader();
+  private readonly upListeners = new Set<(nc: NatsConnection) => void>();
 
   constructor(options: NatsSinkOptions) {
     this.opts = {
@@ -137,7 +138,7 @@ export class NatsAuditSink implements AuditSink {
       credsFile: options.credsFile,
       userFiles: options.userFiles,
       tls: options.tls,
-      up: (nc) => this.onConnected(nc),
+      up: (nc) => this.linkUp(nc),
       down: () => this.onDisconnected(),
       log: this.log,
     });
@@ -149,6 +150,16 @@ export class NatsAuditSink implements AuditSink {
    */
   natsConnection(): NatsConnection | undefined {
     return this.closing || this.nc?.isClosed() ? undefined : this.nc;
+  }
+
+  /**
+   * Calls `listener` each time the connection is up and usable (at once when it is already): other traffic over it,
+   * such as the control subscription (governance/nats-control.ts), reads back what it missed while it was down.
+   */
+  onConnected(listener: (nc: NatsConnection) => void): () => void {
+    this.upListeners.add(listener);
+    if (this.connected && this.nc && !this.nc.isClosed()) listener(this.nc);
+    return () => this.upListeners.delete(listener);
   }
 
   emit(event: Record<string, unknown>): void {
@@ -470,7 +481,7 @@ export class NatsAuditSink implements AuditSink {
   }
 
   /** The link is up and the stream exists: send from the oldest unacknowledged entry. */
-  private onConnected(nc: NatsConnection): void {
+  private linkUp(nc: NatsConnection): void {
     if (this.closing) return;
     this.nc = nc;
     this.publisher.attach(nc);
@@ -478,6 +489,13 @@ export class NatsAuditSink implements AuditSink {
     this.paused = false;
     this.sendIdx = this.head;
     this.pump();
+    for (const l of this.upListeners) {
+      try {
+        l(nc);
+      } catch (err) {
+        this.log('warn', 'a NATS connection listener failed', err);
+      }
+    }
   }
 
   private onDisconnected(): void {

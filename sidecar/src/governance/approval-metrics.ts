@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { GovernanceEvent } from './governance-events.js';
+import { registerOnce } from './governance-metrics.js';
 
 /**
  * Review holds as metrics: how many statements wait for a decision now, and how each hold ended. `unavailable`
@@ -29,7 +30,9 @@ export class ApprovalMetrics {
   };
 
   register(registry: Registry): void {
-    if (registry.getSingleMetric('pgwarden_approvals_held') !== this.held) registry.registerMetric(this.held);
-    if (registry.getSingleMetric('pgwarden_approvals_total') !== this.ended) registry.registerMetric(this.ended);
+    registerOnce(registry, [
+      ['pgwarden_approvals_held', this.held],
+      ['pgwarden_approvals_total', this.ended],
+    ]);
   }
 }

@@ -1,3 +1,4 @@
+import type { AuditControl } from '@pgwarden/policy';
 import type { AuthEvent, WorkloadIdentity } from '../identity/index.js';
 import type { PolicySourceEvent } from '../policy-source/index.js';
 
@@ -66,4 +67,12 @@ export type GovernanceEvent =
       waitMs: number;
     }
   /** The analysis or decision threw: the statement was denied (fail closed). Never carries the SQL. */
-  | { type: 'statement.check_failed'; session: string; error: string };
+  | { type: 'statement.check_failed'; session: string; error: string }
+  /** A control message from the collector was applied (governance/nats-control.ts): audited as `control.applied`. */
+  | { type: 'control.applied'; control: AuditControl }
+  /**
+   * A control message was not applied: malformed, on the wrong subject, without a valid signature where the policy
+   * requires one, or for a policy this sidecar does not serve. Counted and logged, not audited (anyone allowed to
+   * publish could otherwise fill the chain).
+   */
+  | { type: 'control.refused'; reason: 'malformed' | 'subject' | 'signature'; subject: string; kind?: string };

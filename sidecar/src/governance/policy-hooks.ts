@@ -1,4 +1,4 @@
-import { initSqlParser, type RenderedPolicy } from '@pgwarden/policy';
+import { initSqlParser, type RenderedPolicy, type SuspensionMessage } from '@pgwarden/policy';
 import type { OidcConfig } from '../identity/index.js';
 import type { PolicySource } from '../policy-source/index.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
@@ -23,8 +23,12 @@ export interface PolicyHooksOptions {
 }
 
 export interface PolicyHooks extends ProxyHooks {
-  /** The policy this listener currently enforces. */
+  /** The policy this listener currently enforces (with spec.suspend set while a live suspension is in force). */
   policy(): RenderedPolicy | undefined;
+  /** The collector's live suspension of this listener's policy (governance/nats-control.ts), if any. */
+  suspension(): SuspensionMessage | undefined;
+  /** Sets or lifts the live suspension; the caller ends the sessions (startGovernedSidecar). */
+  setSuspension(m: SuspensionMessage | undefined): void;
 }
 
 /** Picks this listener's policy from the loaded set (by name when several). */
@@ -48,7 +52,20 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
       // Subscribers must not break enforcement.
     }
   };
-  const policy = () => selectPolicy(opts.source.current()?.value, opts.policyName);
+  // A live suspension shows as spec.suspend on the policy every check reads, so it is enforced exactly where the
+  // Kubernetes kill switch is (logins, statements, prepared runs) and cannot be missed by one of them.
+  let live: SuspensionMessage | undefined;
+  let viewOf: RenderedPolicy | undefined;
+  let view: RenderedPolicy | undefined;
+  const policy = () => {
+    const p = selectPolicy(opts.source.current()?.value, opts.policyName);
+    if (p === undefined || live === undefined || p.policy.spec.suspend) return p;
+    if (viewOf !== p) {
+      viewOf = p;
+      view = { ...p, policy: { ...p.policy, spec: { ...p.policy.spec, suspend: true } } };
+    }
+    return view;
+  };
   const auth = createPolicyAuthenticator({ policy, env: opts.env, oidc: opts.oidc, onEvent: emit });
   // One bucket for all of the listener's sessions (an agent that opens more connections gets no more statements),
   // kept across reloads that leave guardrails.rateLimit as it was.
@@ -67,6 +84,12 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
       return auth.needsPassword();
     },
     policy,
+    suspension: () => live,
+    setSuspension(m) {
+      live = m;
+      viewOf = undefined;
+      view = undefined;
+    },
     ready: () => policy() !== undefined,
     authenticate: (req) => auth.authenticate(req),
     openSession(info) {

@@ -1,7 +1,8 @@
 import { type DatabaseAccessPolicySpec, parseDuration } from '@pgwarden/policy';
-import { Counter, Histogram, type Metric, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Verdict } from '../proxy/hooks.js';
 import type { GovernanceEvent } from './governance-events.js';
+import { registerOnce } from './governance-metrics.js';
 import { SQLSTATE } from './sqlstate.js';
 
 export type RateLimitSpec = NonNullable<DatabaseAccessPolicySpec['guardrails']['rateLimit']>;
@@ -111,10 +112,9 @@ export class RateLimitMetrics {
   };
 
   register(registry: Registry): void {
-    const metrics: [string, Metric][] = [
+    registerOnce(registry, [
       ['pgwarden_rate_limited_total', this.limited],
       ['pgwarden_rate_limit_wait_seconds', this.waited],
-    ];
-    for (const [name, m] of metrics) if (registry.getSingleMetric(name) !== m) registry.registerMetric(m);
+    ]);
   }
 }

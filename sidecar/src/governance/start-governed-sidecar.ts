@@ -1,5 +1,6 @@
-import { initSqlParser, type RenderedPolicy, warmUpSqlAnalysis } from '@pgwarden/policy';
+import { controlPolicyRef, initSqlParser, type RenderedPolicy, warmUpSqlAnalysis } from '@pgwarden/policy';
 import { recordPolicyEvent } from '../audit/governance-audit.js';
+import { NatsAuditSink } from '../audit/nats-sink.js';
 import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
 import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
@@ -8,6 +9,7 @@ import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
 import { ApprovalMetrics } from './approval-metrics.js';
 import type { GovernanceEvent } from './governance-events.js';
+import { type ControlListener, ControlMetrics, type NatsControlOptions, natsControl } from './nats-control.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
 import { RateLimitMetrics } from './rate-limit.js';
@@ -28,6 +30,11 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
   wrapHooks?: (hooks: PolicyHooks, policyName: string) => ProxyHooks;
   debounceMs?: number;
   pollMs?: number;
+  /**
+   * Where live control (governance/nats-control.ts) gets its NATS connection: by default the audit sink's, when it
+   * is NATS (one connection, one set of credentials); `false` turns it off.
+   */
+  control?: Pick<NatsControlOptions, 'onConnected'> | false;
 }
 
 export interface GovernedSidecar {
@@ -72,10 +79,12 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const subscriber = opts.governance?.onEvent;
   const approvalMetrics = new ApprovalMetrics();
   const rateLimitMetrics = new RateLimitMetrics();
+  const controlMetrics = new ControlMetrics();
   const events = (e: GovernanceEvent) => {
     if (recorder) recordPolicyEvent(recorder, e);
     approvalMetrics.onEvent(e);
     rateLimitMetrics.onEvent(e);
+    controlMetrics.onEvent(e);
     subscriber?.(e);
   };
   source.on(events);
@@ -146,6 +155,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       source.registerMetrics(sidecar.metrics.registry);
       approvalMetrics.register(sidecar.metrics.registry);
       rateLimitMetrics.register(sidecar.metrics.registry);
+      controlMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
   } catch (err) {
@@ -156,30 +166,78 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   }
   // spec.suspend, the kill switch: a reload that suspends a listener's policy ends its sessions at once (its
   // authenticator already refuses new ones, its sessions deny every statement until they are gone).
+  const endIfSuspended = (l: GovernedSidecar['listeners'][number]): number => {
+    const p = l.hooks.policy();
+    if (!p?.policy.spec.suspend) return 0;
+    const n = l.sidecar.killSessions(
+      {
+        code: SQLSTATE.adminShutdown,
+        message: `terminating connection because pgwarden policy "${p.policy.name}" was suspended`,
+      },
+      'policy suspended',
+    );
+    if (n > 0) opts.logger?.warn({ policy: p.policy.name, sessions: n }, 'policy suspended: sessions ended');
+    return n;
+  };
   const offSuspend = source.on((e) => {
-    if (e.type !== 'policy.loaded') return;
-    for (const l of listeners) {
-      const p = l.hooks.policy();
-      if (!p?.policy.spec.suspend) continue;
-      const n = l.sidecar.killSessions(
-        {
-          code: SQLSTATE.adminShutdown,
-          message: `terminating connection because pgwarden policy "${p.policy.name}" was suspended`,
-        },
-        'policy suspended',
-      );
-      if (n > 0) opts.logger?.warn({ policy: p.policy.name, sessions: n }, 'policy suspended: sessions ended');
-    }
+    if (e.type === 'policy.loaded') for (const l of listeners) endIfSuspended(l);
   });
+  // The collector's live control (terminate, suspend, resume).
+  const sink = opts.auditRecorder?.sink ?? opts.audit;
+  const link =
+    opts.control === false
+      ? undefined
+      : (opts.control ?? (sink instanceof NatsAuditSink ? { onConnected: sink.onConnected.bind(sink) } : undefined));
+  const control =
+    link &&
+    natsControl({
+      onConnected: link.onConnected,
+      listeners: listeners.map((l) => controlListener(l, endIfSuspended)),
+      emit: events,
+      log: (level, msg, fields) => opts.logger?.[level](fields ?? {}, msg),
+    });
   return {
     source,
     listeners,
     async close(graceMs) {
       offSuspend();
+      control?.close();
       source.close();
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
       for (const m of maskings) m.close();
     },
+  };
+}
+
+/** One listener as the control channel sees it. */
+function controlListener(
+  l: GovernedSidecar['listeners'][number],
+  endIfSuspended: (l: GovernedSidecar['listeners'][number]) => number,
+): ControlListener {
+  return {
+    policy() {
+      const p = l.hooks.policy();
+      return p ? controlPolicyRef(p.policy.name, p.policy.namespace) : undefined;
+    },
+    decisionKeys: () => l.hooks.policy()?.policy.spec.approval.decisionKeys ?? [],
+    sessionIds: () => l.sidecar.sessionIds(),
+    hasSession: (id) => l.sidecar.sessionIds().includes(id),
+    terminate: (m) =>
+      l.sidecar.killSession(
+        m.session,
+        {
+          code: SQLSTATE.adminShutdown,
+          message: `terminating connection due to administrator command: ended by ${m.by} through pgwarden: ${m.reason}`,
+        },
+        `terminated by ${m.by} (control ${m.id}): ${m.reason}`,
+      )
+        ? 1
+        : 0,
+    suspend(m) {
+      l.hooks.setSuspension(m);
+      return m ? endIfSuspended(l) : 0;
+    },
+    suspension: () => l.hooks.suspension(),
   };
 }
 

@@ -1,0 +1,259 @@
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CONTROL_STREAM,
+  type ControlMessage,
+  controlSubject,
+  decisionSigningKey,
+  type SuspensionMessage,
+  signControl,
+  type TerminateMessage,
+} from '../../policy/src/index.js';
+import { NatsAuditSink } from '../../sidecar/src/audit/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
+
+// Live control through the real sidecar, PostgreSQL and a real nats-server with JetStream: the test plays the
+// collector (its own side is tested in collector/), publishing terminate / suspend / resume messages to the
+// PGWARDEN_CONTROL stream the way it does, signed with the key the policy's approval.decisionKeys names.
+let db: GovernanceDb;
+let nats: TestNats;
+let sidecarNc: NatsConnection;
+let collectorNc: NatsConnection;
+let g: Governed;
+
+const keys = generateKeyPairSync('ed25519');
+const signingKey = decisionSigningKey(String(keys.privateKey.export({ type: 'pkcs8', format: 'pem' })));
+const publicPem = String(keys.publicKey.export({ type: 'spki', format: 'pem' }));
+
+function policy(): Record<string, any> {
+  const p = examplePolicy('analyst-readonly.yaml'); // metadata: {name: analyst, namespace: agents}
+  p.spec.role = db.roles.writer;
+  p.spec.rules.push({ name: 'write-orders', action: 'allow', statements: ['insert'], tables: ['public.orders'] });
+  p.spec.guardrails.blockedFunctions = [];
+  delete p.spec.guardrails.statementTimeout;
+  p.spec.approval = { decisionKeys: [publicPem] };
+  return p;
+}
+
+const base = (reason: string) => ({
+  v: 1 as const,
+  id: randomUUID(),
+  by: 'dana',
+  reason,
+  at: new Date().toISOString(),
+});
+const terminate = (session: string, reason = 'runaway agent'): TerminateMessage =>
+  signControl({ ...base(reason), kind: 'terminate', session }, signingKey);
+const suspension = (kind: 'suspend' | 'resume', reason = 'incident 7'): SuspensionMessage =>
+  signControl({ ...base(reason), kind, policy: { namespace: 'agents', name: 'analyst' } }, signingKey);
+
+const publish = (m: ControlMessage, subject = controlSubject(m)) =>
+  jetstream(collectorNc).publish(subject, JSON.stringify(m));
+
+async function until<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean): Promise<T> {
+  let v = await read();
+  for (let i = 0; i < 250 && !ok(v); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    v = await read();
+  }
+  if (!ok(v)) throw new Error(`${what}: still ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** A new session and its id (the one the sidecar did not have before). */
+async function session(): Promise<{ c: Awaited<ReturnType<Governed['client']>>; id: string }> {
+  const before = new Set(g.gs.listeners[0].sidecar.sessionIds());
+  const c = await g.client();
+  const id = g.gs.listeners[0].sidecar.sessionIds().find((s) => !before.has(s));
+  if (!id) throw new Error('no new session id');
+  return { c, id };
+}
+
+const metric = async (kind: string, outcome: string) => {
+  const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
+  const m = new RegExp(`^pgwarden_control_messages_total\\{kind="${kind}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(
+    text,
+  );
+  return m ? Number(m[1]) : 0;
+};
+
+beforeAll(async () => {
+  [db, nats] = await Promise.all([createGovernanceDb('control'), startNats()]);
+  sidecarNc = await connect({ servers: nats.url });
+  collectorNc = await connect({ servers: nats.url });
+  // As the collector creates it: the last message per subject is the state.
+  await (await jetstreamManager(collectorNc)).streams.add({
+    name: CONTROL_STREAM,
+    subjects: ['pgwarden.control.>'],
+    max_msgs_per_subject: 1,
+    allow_direct: true,
+  });
+  g = await startGoverned(db.name, policy(), {
+    sidecar: {
+      control: {
+        onConnected: (l) => {
+          l(sidecarNc);
+          return () => {};
+        },
+      },
+    },
+  });
+}, 60_000);
+afterAll(async () => {
+  await g?.close();
+  await sidecarNc?.close();
+  await collectorNc?.close();
+  await Promise.all([nats?.stop(), db?.drop()]);
+});
+
+describe('terminate', () => {
+  it('ends only that session, cancelling what it runs upstream, and says who and why', async () => {
+    const a = await session();
+    const b = await session();
+    await a.c.query('BEGIN');
+    await a.c.query('INSERT INTO orders (id, customer_id) VALUES (2001, 1)');
+    const running = errorOf(a.c, 'SELECT pg_sleep(30) /* control-test */');
+    const active = () =>
+      db
+        .su(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%control-test%' AND pid <> pg_backend_pid()",
+        )
+        .then((r) => r.rows[0].n as number);
+    await until('the sleep to start', active, (n) => n === 1);
+
+    const m = terminate(a.id);
+    await publish(m);
+    expect(await running).toMatchObject({
+      code: '57P01',
+      message: 'terminating connection due to administrator command: ended by dana through pgwarden: runaway agent',
+    });
+    await until('the sleep to be cancelled', active, (n) => n === 0);
+    const rows = () => db.su('SELECT count(*)::int AS n FROM orders WHERE id = 2001').then((r) => r.rows[0].n);
+    await until('the insert to be rolled back', rows, (n) => n === 0);
+    // The other session goes on.
+    expect((await b.c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    expect(g.gs.listeners[0].sidecar.sessionIds()).toEqual([b.id]);
+
+    const applied = await g.waitEvent((e) => e.type === 'control.applied');
+    expect(applied).toEqual({
+      type: 'control.applied',
+      control: {
+        kind: 'terminate',
+        id: m.id,
+        by: 'dana',
+        reason: 'runaway agent',
+        at: m.at,
+        session: a.id,
+        signed: true,
+        sessionsEnded: 1,
+      },
+    });
+    const end = await until(
+      'the session.end',
+      () => g.audit.events.find((e) => e.type === 'session.end' && e.session.id === a.id),
+      (e) => e !== undefined,
+    );
+    expect(end?.end.error).toBe(`terminated by dana (control ${m.id}): runaway agent`);
+    expect(await metric('terminate', 'applied')).toBe(1);
+    await b.c.end();
+  });
+
+  it('ignores a message without a valid signature, or on another session’s subject', async () => {
+    const a = await session();
+    const b = await session();
+    const before = g.events.length;
+    // Unsigned: the policy names decision keys, so only what they signed counts.
+    const { sig: _sig, ...unsigned } = terminate(a.id);
+    await publish(unsigned as TerminateMessage);
+    // Signed by someone else's key.
+    const other = generateKeyPairSync('ed25519').privateKey;
+    await publish(signControl({ ...base('x'), kind: 'terminate', session: a.id }, other));
+    // A good message for b, published on a's subject: the subject is what NATS permissions guard.
+    await publish(terminate(b.id), controlSubject(terminate(a.id)));
+    // Garbage.
+    await jetstream(collectorNc).publish(`pgwarden.control.session.${a.id}`, 'not json');
+    await until(
+      'the refusals',
+      () => metric('unknown', 'malformed'),
+      (n) => n === 1,
+    );
+    expect(await metric('terminate', 'signature')).toBe(2);
+    expect(await metric('terminate', 'subject')).toBe(1);
+    expect(g.events.slice(before).filter((e) => e.type === 'control.applied')).toEqual([]);
+    expect((await a.c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    expect((await b.c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await Promise.all([a.c.end(), b.c.end()]);
+  });
+});
+
+describe('suspend and resume', () => {
+  it('a suspension ends every session and refuses logins until it is lifted', async () => {
+    const a = await session();
+    const b = await session();
+    const before = g.events.length;
+    const s = suspension('suspend');
+    await publish(s);
+    for (const c of [a.c, b.c])
+      expect(await errorOf(c, 'SELECT 1')).toMatchObject({
+        code: '57P01',
+        message: 'terminating connection because pgwarden policy "analyst" was suspended',
+      });
+    const applied = await g.waitEvent((e) => e.type === 'control.applied', before);
+    expect(applied).toMatchObject({
+      control: { kind: 'suspend', id: s.id, policy: { namespace: 'agents', name: 'analyst' }, sessionsEnded: 2 },
+    });
+    await expect(g.client()).rejects.toMatchObject({
+      code: '28000',
+      message: 'pgwarden: policy "analyst" is suspended: new sessions are refused',
+    });
+
+    const r = suspension('resume', 'incident 7 over');
+    await publish(r);
+    await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === r.id, before);
+    const c = await g.client();
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await c.end();
+  });
+
+  it('a sidecar that starts (or reconnects) after the suspension reads it back from the stream', async () => {
+    const s = suspension('suspend', 'read back');
+    await publish(s);
+    await until(
+      'the running sidecar to apply it',
+      () => metric('suspend', 'applied'),
+      (n) => n === 2,
+    );
+    // A second sidecar of the same policy, auditing to NATS: live control comes with its sink's connection.
+    const sink = new NatsAuditSink({ servers: [nats.url] });
+    const late = await startGoverned(db.name, policy(), { sidecar: { audit: sink } });
+    try {
+      const applied = (await late.waitEvent((e) => e.type === 'control.applied', 0, 10_000)) as any;
+      expect(applied.control).toMatchObject({ kind: 'suspend', id: s.id, signed: true, sessionsEnded: 0 });
+      await expect(late.client()).rejects.toMatchObject({ code: '28000' });
+      // Lifted again: both let agents in.
+      await publish(suspension('resume'));
+      await until(
+        'the late sidecar to resume',
+        () => late.events.filter((e) => e.type === 'control.applied').length,
+        (n) => n === 2,
+      );
+      const c = await late.client();
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await late.close();
+      await sink.close();
+    }
+    await until(
+      'the first sidecar to resume',
+      () => metric('resume', 'applied'),
+      (n) => n === 2,
+    );
+    const c = await g.client();
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await c.end();
+  });
+});
