@@ -171,6 +171,9 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
         'GET /api/v1/approvals',
         'GET /api/v1/approvals/{id}',
         'POST /api/v1/approvals/{id}',
+        'POST /api/v1/sessions/{id}/terminate',
+        'POST /api/v1/policies/{namespace}/{name}/{action}',
+        'GET /api/v1/suspensions',
         'GET /api/v1/stream',
         'POST /api/v1/verify',
         'POST /api/v1/ingest',
@@ -182,7 +185,10 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
     for (const route of documented) {
       const [method, path] = route.split(' ');
       if (path === '/api/v1/stream') continue; // endless; covered by the live-tail test
-      const r = await fetch(`${collector.url}${path.replace('{id}', 'sess-a')}`, {
+      const concrete = path
+        .replace('{id}', 'sess-a')
+        .replace('{namespace}/{name}/{action}', 'agents/analytics-agent/suspend');
+      const r = await fetch(`${collector.url}${concrete}`, {
         method,
         body: method === 'POST' ? '{}' : undefined,
       });

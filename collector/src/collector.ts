@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { auditSigner, decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
+import { auditSigner, controlSubject, decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
+import { ControlStream } from './control/control-stream.js';
 import { CollectorError } from './errors.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
@@ -40,11 +41,15 @@ export interface CollectorOptions {
   /**
    * The approval queue follows stream PGWARDEN_APPROVALS whenever `nats` is set; its HTTP routes need an approvers
    * file (YAML/JSON list of `{name, groups, tokenSha256}`, re-read when it changes). Without one they answer 501.
+   * The same approvers, and the same signing key, serve live control (stream PGWARDEN_CONTROL: terminate, suspend).
    */
   approvals?: {
     approversFile?: string;
     maxEntries?: number;
-    /** PEM Ed25519 private key: every decision is signed with it (policies list its public key in decisionKeys). */
+    /**
+     * PEM Ed25519 private key: every decision and control message is signed with it (policies list its public key
+     * in decisionKeys).
+     */
     signingKeyFile?: string;
   };
   /**
@@ -227,6 +232,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       log.info({ approval: e.id, decision: e.decision?.decision, by: e.decision?.by.name }, 'approval decided');
     });
   }
+  const control = opts.nats
+    ? new ControlStream({
+        url: opts.nats.url,
+        userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
+      })
+    : undefined;
+  control?.on('status', (s) => log.info({ control: s }, 'control status'));
   const reads =
     readQueue &&
     new ReadRecorder({
@@ -295,6 +307,16 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         metrics,
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
         approvals: { queue: approvalQueue, approvers },
+        control: {
+          store,
+          stream: control,
+          approvers,
+          signingKey,
+          onAction: (kind, outcome, m) => {
+            metrics.controlActions.inc({ kind, outcome });
+            if (m) log.info({ control: m.id, kind, by: m.by, subject: controlSubject(m) }, 'control action published');
+          },
+        },
         read,
         onRead: (r) => log.info(r, 'audit trail read'),
         readAudit: reads && {
@@ -341,6 +363,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   }
   nats?.start();
   approvalQueue?.start();
+  control?.start();
   for (const t of tails) t.start();
   for (const r of runners) r.start();
   if (opts.retentionDays !== undefined) void sweepGaps();
@@ -374,6 +397,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         clearInterval(queueGauge);
         await nats?.stop();
         await approvalQueue?.close();
+        await control?.close();
         for (const t of tails) await t.stop();
         // The chain's last checkpoint goes in before its queue drains; a read after this is refused as unrecorded.
         reads?.close();

@@ -17,6 +17,8 @@ export type CollectorErrorCode =
   | 'COLLECTOR_APPROVAL_SELF'
   /** Approval queue: NATS is not connected, the stream is still replaying, or the publish failed. */
   | 'COLLECTOR_APPROVAL_UNAVAILABLE'
+  /** Live control: NATS is not connected, the control stream is not set up yet, or it did not acknowledge. */
+  | 'COLLECTOR_CONTROL_UNAVAILABLE'
   /** A read of the trail whose `audit.read` event could not be stored (in time): the read is refused with 503. */
   | 'COLLECTOR_READ_UNRECORDED';
 

@@ -7,6 +7,7 @@ export { schemaV1Rules } from './chain/chain-rules.js';
 export type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
 export { verifyEvents } from './chain/verify-events.js';
 export { type Collector, type CollectorOptions, startCollector } from './collector.js';
+export type { Suspension } from './control/control-actions.js';
 export { CollectorError, type CollectorErrorCode } from './errors.js';
 export type { AuditEvent } from './event.js';
 export { buildExporter, type ExportSpec, type ExportsConfig, loadExportsConfig } from './exports/export-config.js';

@@ -89,6 +89,12 @@ export class CollectorMetrics {
     help: 'Messages in the approvals stream that were not valid requests, decisions or closings (ignored)',
     registers: [this.registry],
   });
+  readonly controlActions = new Counter({
+    name: 'pgwarden_collector_control_actions_total',
+    help: 'Terminate, suspend and resume requests to this collector: published, refused (4xx, 501), or unavailable (NATS did not acknowledge)',
+    labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
   /** What the audit keys gauges read at each scrape (set by the owner of the --audit-keys file). */
   auditKeysState: () => { keys: number; invalid: boolean } = () => ({ keys: 0, invalid: false });
   readonly auditKeys: Gauge = new Gauge({

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import {
   approversYaml,
   startApprovalsFixture,
 } from '../../../collector/src/testing/approvals-fixture.js';
-import { BIN, BUILT } from '../testing/cli-process.js';
+import { BUILT, runAsApprover } from '../testing/cli-process.js';
 import { formatApproval, formatApprovalTable, relativeTime } from './approvals.js';
 
 const NOW = Date.parse('2026-11-30T12:00:00Z');
@@ -69,17 +68,7 @@ describe('approvals output', () => {
 });
 
 // Drives the built CLI (`make test` builds first) against a collector on a real nats-server, as an approver would.
-function pgwarden(args: string[], env: Record<string, string> = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const { PGWARDEN_APPROVER_TOKEN: _, PGWARDEN_COLLECTOR_URL: __, ...base } = process.env;
-    const child = spawn(BIN, args, { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const pgwarden = runAsApprover;
 
 // Under CI nothing may be skipped silently: a missing build fails these tests instead.
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collector', () => {

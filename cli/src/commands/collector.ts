@@ -63,13 +63,14 @@ export function registerCollector(program: Command): void {
     )
     .option(
       '--approvers-file <file>',
-      'who may read and decide held statements (YAML/JSON list of {name, groups, tokenSha256}; re-read when it ' +
-        'changes); or env PGWARDEN_APPROVERS_FILE. Without it the approvals API answers 501',
+      'who may read and decide held statements, and terminate sessions or suspend policies (YAML/JSON list of ' +
+        '{name, groups, tokenSha256}; re-read when it changes); or env PGWARDEN_APPROVERS_FILE. Without it the ' +
+        'approvals and control APIs answer 501',
     )
     .option(
       '--approvals-signing-key <file>',
-      'Ed25519 private key (PEM; `pgwarden approvals keygen`) every decision is signed with, for policies that list ' +
-        'its public key in approval.decisionKeys; or env PGWARDEN_APPROVALS_SIGNING_KEY_FILE',
+      'Ed25519 private key (PEM; `pgwarden approvals keygen`) every decision and control message is signed with, ' +
+        'for policies that list its public key in approval.decisionKeys; or env PGWARDEN_APPROVALS_SIGNING_KEY_FILE',
     )
     .option(
       '--readers-file <file>',

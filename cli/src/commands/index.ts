@@ -13,6 +13,7 @@ const commands: Record<string, () => Promise<Register>> = {
   collector: async () => (await import('./collector.js')).registerCollector,
   audit: async () => (await import('./audit.js')).registerAudit,
   approvals: async () => (await import('./approvals.js')).registerApprovals,
+  control: async () => (await import('./control.js')).registerControl,
   operator: async () => (await import('./operator.js')).registerOperator,
   inject: async () => (await import('./inject.js')).registerInject,
   render: async () => (await import('./render.js')).registerRender,

@@ -30,3 +30,19 @@ export const stopProcess = (child: ChildProcess) =>
     child.once('exit', (code) => resolve(code));
     child.kill('SIGTERM');
   });
+
+/**
+ * Runs `pgwarden <args>` to its exit as an approver's shell would: `env` over this process's environment, without
+ * the approver's token or collector URL unless `env` gives them.
+ */
+export function runAsApprover(args: string[], env: Record<string, string> = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const { PGWARDEN_APPROVER_TOKEN: _, PGWARDEN_COLLECTOR_URL: __, ...base } = process.env;
+    const child = spawn(BIN, args, { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (c) => (stdout += c));
+    child.stderr?.on('data', (c) => (stderr += c));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

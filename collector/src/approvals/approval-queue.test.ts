@@ -13,9 +13,8 @@ import {
   verifyDecision,
 } from '@pgwarden/policy';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
-import { ROLES } from '../../../test/harness/postgres.js';
 import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
 import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
@@ -23,8 +22,8 @@ import {
   type ApprovalsFixture,
   approversYaml as fixtureApprovers,
   startApprovalsFixture,
+  withoutApproverRoutes,
 } from '../testing/approvals-fixture.js';
-import { createTestDatabase } from '../testing/test-database.js';
 import { ensureApprovalsStream } from './approval-queue.js';
 
 const TOKENS = { alice: 'tok-alice-0123456789', bob: 'tok-bob-0123456789', mallory: 'tok-mallory', ana: 'tok-ana' };
@@ -343,15 +342,8 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
 });
 
 describe('approval routes on a collector that cannot serve them', () => {
-  it('answers 501 without an approvers file (even to a token) and without NATS', async () => {
-    const nats = await startNats();
-    const db = await createTestDatabase(inject('pg'), ROLES.superuser);
-    const common = { store: { url: db.url }, http: { port: 0 }, logger: pino({ level: 'silent' }) };
-    const withoutFile = await startCollector({ ...common, nats: { url: nats.url } });
-    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
-    writeFileSync(join(dir, 'a.yaml'), approversYaml());
-    const withoutNats = await startCollector({ ...common, approvals: { approversFile: join(dir, 'a.yaml') } });
-    try {
+  it('answers 501 without an approvers file (even to a token) and without NATS', () =>
+    withoutApproverRoutes(approversYaml(), async ({ withoutFile, withoutNats }) => {
       const auth = { authorization: `Bearer ${TOKENS.alice}` };
       const list = await fetch(`${withoutFile.url}/api/v1/approvals`, { headers: auth });
       expect(list.status).toBe(501);
@@ -367,14 +359,7 @@ describe('approval routes on a collector that cannot serve them', () => {
       expect(post.status).toBe(501);
       const off = await fetch(`${withoutNats.url}/api/v1/approvals`, { headers: auth });
       expect([off.status, ((await off.json()) as any).error.code]).toEqual([501, 'approvals_disabled']);
-    } finally {
-      await withoutFile.stop();
-      await withoutNats.stop();
-      await db.drop();
-      await nats.stop();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
   it('adds the current subjects to an approvals stream an older release created, keeping its messages', async () => {
     const nats = await startNats();

@@ -1,7 +1,20 @@
 import type { AuditEvent } from '../event.js';
-import { findingOf } from './ocsf-mapping.js';
+import { controlOf, findingOf } from './ocsf-mapping.js';
 
-/** ECS event.type (allowed values: https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-type.html). */
+/**
+ * ECS event.category and event.type (allowed values: https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-category.html,
+ * https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-type.html).
+ */
+function ecsCategorization(e: AuditEvent): { category: string[]; type: string[] } {
+  // control.applied: an approver ended a session, or changed whether a policy lets anyone in.
+  const control = controlOf(e);
+  if (control)
+    return control.kind === 'terminate'
+      ? { category: ['session'], type: ['end'] }
+      : { category: ['configuration'], type: ['change'] };
+  return { category: [e.type === 'audit.read' ? 'web' : 'database'], type: [ecsType(e.type)] };
+}
+
 function ecsType(type: string): string {
   if (type === 'session.start') return 'start';
   if (type === 'session.end') return 'end';
@@ -22,6 +35,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
   const read = e.type === 'audit.read' ? (e.read as { reader?: string; route?: string; status?: number }) : undefined;
   // audit.finding: an alert that the trail is incomplete (gap) or altered (tampered), not an access.
   const finding = findingOf(e);
+  const control = controlOf(e);
   const outcome = finding
     ? 'failure'
     : read?.status !== undefined
@@ -30,7 +44,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
         : 'failure'
       : action === 'deny' || error
         ? 'failure'
-        : e.type === 'statement'
+        : e.type === 'statement' || control
           ? 'success'
           : 'unknown';
   const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
@@ -45,17 +59,21 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       kind: finding ? 'alert' : 'event',
       // Elastic Security's risk scale (high 73, critical 99): events missing, events altered.
       ...(finding ? { severity: finding.kind === 'audit.tampered' ? 99 : 73, reason: finding.detail } : {}),
-      category: [read ? 'web' : 'database'],
-      type: [ecsType(e.type)],
-      action: e.type === 'statement' ? `statement-${e.statement?.kind ?? 'unknown'}` : e.type,
+      ...ecsCategorization(e),
+      action:
+        e.type === 'statement'
+          ? `statement-${e.statement?.kind ?? 'unknown'}`
+          : control
+            ? `control-${control.kind}`
+            : e.type,
       outcome,
       ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
-      ...(finding ? {} : { reason: e.decision?.reason }),
+      ...(finding ? {} : { reason: control?.reason ?? e.decision?.reason }),
       sequence: e.session.seq,
       hash: e.hash,
     },
     user: {
-      name: read?.reader ?? (typeof user === 'string' ? user : e.identity?.serviceAccount),
+      name: read?.reader ?? control?.by ?? (typeof user === 'string' ? user : e.identity?.serviceAccount),
       roles: e.identity?.groups,
     },
     ...(read ? { url: { path: read.route }, http: { response: { status_code: read.status } } } : {}),
@@ -92,6 +110,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
       read: e.read,
       heads: e.heads,
       finding: e.finding,
+      control: e.control,
     },
   };
 }

@@ -20,6 +20,7 @@ function activityOf(e: AuditEvent): [number, string] {
   if (e.type === 'session.start') return [3, 'Connect'];
   // audit.read (the collector's own chain): someone read the audit store itself.
   if (e.type === 'audit.read') return [1, 'Read'];
+  // control.applied: no Datastore Activity names an approver ending a session or suspending a policy.
   if (e.type === 'statement') return ACTIVITY[e.statement?.kind ?? ''] ?? [99, e.statement?.kind ?? 'Other'];
   return [99, e.type];
 }
@@ -27,6 +28,9 @@ function activityOf(e: AuditEvent): [number, string] {
 /** OCSF severity: 1 Informational, 3 Medium (denied/held), 4 High (events missing), 5 Critical (events altered). */
 function severityOf(e: AuditEvent): number {
   if (e.type === 'audit.finding') return findingOf(e)?.kind === 'audit.tampered' ? 5 : 4;
+  // Someone cut an agent off, as a denial does; a resume lets it back in.
+  const control = controlOf(e);
+  if (control) return control.kind === 'resume' ? 1 : 3;
   const a = e.decision?.action;
   if (a === 'deny') return 3;
   if (a === 'review') return 2;
@@ -36,6 +40,11 @@ function severityOf(e: AuditEvent): number {
 /** The chain finding an `audit.finding` event (the collector's own chain) carries. */
 export function findingOf(e: AuditEvent): { kind?: string; session?: string; detail?: string } | undefined {
   return e.type === 'audit.finding' ? (e.finding as { kind?: string; session?: string; detail?: string }) : undefined;
+}
+
+/** The action a `control.applied` event (a sidecar's own chain) records: who ended or suspended what, and why. */
+export function controlOf(e: AuditEvent): { kind?: string; by?: string; reason?: string } | undefined {
+  return e.type === 'control.applied' ? (e.control as { kind?: string; by?: string; reason?: string }) : undefined;
 }
 
 export function toOcsf(e: AuditEvent): Record<string, unknown> {
@@ -48,7 +57,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
   const finding = findingOf(e);
   const failed =
     finding !== undefined || (read?.status !== undefined ? read.status >= 400 : denied || error !== undefined);
-  const user = read?.reader ?? e.identity?.user;
+  const control = controlOf(e);
+  const user = read?.reader ?? control?.by ?? e.identity?.user;
   return {
     class_uid: CLASS_UID,
     class_name: 'Datastore Activity',
@@ -69,7 +79,7 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
     ...(e.decision
       ? { disposition_id: denied ? 2 : e.decision.action === 'allow' ? 1 : e.decision.action === 'dryrun' ? 17 : 99 }
       : {}),
-    message: e.decision?.reason ?? e.type,
+    message: control ? `${control.kind} by ${control.by}: ${control.reason}` : (e.decision?.reason ?? e.type),
     metadata: {
       version: OCSF_VERSION,
       uid: e.id,
@@ -109,6 +119,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       // audit.heads: the session chains' positions the sidecar recorded, so a SIEM copy can find cut tails too.
       heads: e.heads,
       finding: e.finding,
+      // control.applied: the action (kind, id, by, reason, target, signed, sessionsEnded) as the sidecar applied it.
+      control: e.control,
     },
   };
 }

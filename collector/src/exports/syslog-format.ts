@@ -1,5 +1,5 @@
 import type { AuditEvent } from '../event.js';
-import { findingOf, toOcsf } from './ocsf-mapping.js';
+import { controlOf, findingOf, toOcsf } from './ocsf-mapping.js';
 
 /**
  * RFC 5424 syslog messages (https://www.rfc-editor.org/rfc/rfc5424) in RFC 6587 octet-counting framing
@@ -18,14 +18,15 @@ export interface SyslogFormatOptions {
 
 /**
  * Severity: 2 critical for events found altered, 3 error for events found missing (audit.finding), 4 warning for a
- * denial, 5 notice for other decisions, 6 informational otherwise.
+ * denial, 5 notice for other decisions and for an approver's control action (control.applied), 6 informational
+ * otherwise.
  */
 function severityOf(e: AuditEvent): number {
   const f = findingOf(e);
   if (f) return f.kind === 'audit.tampered' ? 2 : 3;
   const a = e.decision?.action;
   if (a === 'deny') return 4;
-  if (a) return 5;
+  if (a || controlOf(e)) return 5;
   return 6;
 }
 

@@ -7,6 +7,7 @@ import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
 import { readQuery } from '../read-audit/read-event.js';
 import { type ApprovalsDeps, answerApprovals } from './approvals-api.js';
+import { answerControl, type ControlDeps, isControlPath } from './control-api.js';
 import { errorReply, HttpError, readBody, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
 import { answerRead, READ_ROUTE, type ReadDeps, type ReaderNote, type ReadReply } from './read-routes.js';
@@ -20,9 +21,12 @@ export interface ApiDeps extends ReadDeps {
   ingest?: { queue: IngestQueue; token?: string };
   /** The approval queue (needs NATS) and who may use it (needs an approvers file). */
   approvals: ApprovalsDeps;
+  /** Live control: terminate a session, suspend or resume a policy (needs NATS and an approvers file). */
+  control: ControlDeps;
   /**
-   * Records each read of the trail (the read routes and GET on the approvals routes, refusals included) as one
-   * `audit.read` event before it is answered. When recording fails the reader gets 503, unless `failOpen`.
+   * Records each read of the trail (the read routes, GET on the approvals routes and every control route, refusals
+   * included) as one `audit.read` event before it is answered. When recording fails the reader gets 503, unless
+   * `failOpen`.
    */
   readAudit?: {
     record(read: AuditRead): Promise<void>;
@@ -34,17 +38,34 @@ export interface ApiDeps extends ReadDeps {
 
 const isApprovalsPath = (path: string) => path === '/api/v1/approvals' || path.startsWith('/api/v1/approvals/');
 
+/** The routes whose every request is recorded as an `audit.read`, and who answers each. */
+function recordedRoute(
+  deps: ApiDeps,
+  req: IncomingMessage,
+  url: URL,
+): ((note: ReaderNote) => Promise<ReadReply>) | undefined {
+  const path = url.pathname;
+  if (READ_ROUTE.test(path)) return (note) => answerRead(deps, req, url, note);
+  if (req.method === 'GET' && isApprovalsPath(path)) return (note) => answerApprovals(deps.approvals, req, url, note);
+  // An action taken on behalf of an approver is recorded like a read: who asked for what, and the answer.
+  if (isControlPath(path)) return (note) => answerControl(deps.control, req, url, note);
+  return undefined;
+}
+
 /**
  * A read of the trail: answered in full, recorded (status and item count included), then sent. The data is thus
  * never released before its reading is in the trail; a read that cannot be recorded is refused instead.
  */
-async function serveRead(deps: ApiDeps, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+async function serveRead(
+  deps: ApiDeps,
+  res: ServerResponse,
+  url: URL,
+  answer: (note: ReaderNote) => Promise<ReadReply>,
+): Promise<void> {
   const note: ReaderNote = {};
   let reply: ReadReply;
   try {
-    reply = isApprovalsPath(url.pathname)
-      ? await answerApprovals(deps.approvals, req, url, note)
-      : await answerRead(deps, req, url, note);
+    reply = await answer(note);
   } catch (err) {
     reply = errorReply(err);
   }
@@ -63,8 +84,10 @@ async function serveRead(deps: ApiDeps, req: IncomingMessage, res: ServerRespons
       await deps.readAudit.record(read);
     } catch (err) {
       deps.readAudit.onUnrecorded?.(err as Error, read);
+      // Only a control action answers 202: it cannot be taken back, so the refusal must not suggest it failed.
+      const outcome = reply.status === 202 ? 'the action was published all the same' : 'refusing to serve it';
       if (!deps.readAudit.failOpen)
-        reply = errorReply(new HttpError(503, 'read_unrecorded', `${(err as Error).message}: refusing to serve it`));
+        reply = errorReply(new HttpError(503, 'read_unrecorded', `${(err as Error).message}: ${outcome}`));
     }
   }
   if ('stream' in reply) {
@@ -113,7 +136,8 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     res.end(WEB_UI_HTML);
     return;
   }
-  if (READ_ROUTE.test(path) || (method === 'GET' && isApprovalsPath(path))) return serveRead(deps, req, res, url);
+  const recorded = recordedRoute(deps, req, url);
+  if (recorded) return serveRead(deps, res, url, recorded);
   if (method === 'POST' && path === '/api/v1/ingest') {
     if (!deps.ingest) throw new HttpError(404, 'ingest_disabled', 'HTTP ingest is not enabled on this collector');
     if (deps.ingest.token !== undefined && !tokenMatches(req.headers.authorization, deps.ingest.token)) {

@@ -4,8 +4,9 @@ import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.
 import type { ApprovalQueue } from '../approvals/approval-queue.js';
 import type { TokenFile } from '../auth/token-file.js';
 import { CollectorError, type CollectorErrorCode } from '../errors.js';
-import { HttpError, type Reply, readBody } from './json-io.js';
-import type { ReaderNote } from './read-routes.js';
+import { requireApprover } from './approver-auth.js';
+import { HttpError, parseBodyObject, type Reply, readBody } from './json-io.js';
+import { inScope, type ReaderNote } from './read-routes.js';
 
 export interface ApprovalsDeps {
   /** Absent without NATS: there is no queue to show. */
@@ -22,8 +23,6 @@ const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
   COLLECTOR_APPROVAL_NOT_APPROVER: [403, 'not_an_approver'],
   COLLECTOR_APPROVAL_SELF: [403, 'self_approval'],
   COLLECTOR_APPROVAL_UNAVAILABLE: [503, 'unavailable'],
-  // The approvers file changed into something invalid: refused until it is fixed.
-  COLLECTOR_BAD_CONFIG: [503, 'approvers_unavailable'],
 };
 
 /**
@@ -60,17 +59,11 @@ async function route(
     throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
   const { queue, approvers } = deps;
   if (!queue) throw new HttpError(501, 'approvals_disabled', 'the approval queue needs NATS: start with --nats');
-  if (!approvers)
-    throw new HttpError(501, 'no_approvers', 'no approvers configured: start the collector with --approvers-file');
-  const who = approvers.authenticate(req.headers.authorization);
-  if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
-  note.reader = who.name;
-  if (who.namespaces) note.namespaces = who.namespaces;
+  const who = requireApprover(approvers, req, note);
 
   // An approver limited to some namespaces sees (and decides) only their requests; others are as if absent.
   const visible = (e: { request?: { policy?: { namespace?: string } } }) =>
-    who.namespaces === undefined ||
-    (e.request?.policy?.namespace !== undefined && who.namespaces.includes(e.request.policy.namespace));
+    inScope(who.namespaces, e.request?.policy?.namespace ?? null);
   if (id === undefined) {
     const state = url.searchParams.get('state') ?? 'pending';
     if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
@@ -88,17 +81,11 @@ async function route(
 
 /** `{decision: "approve" | "reject", reason?: string}`, nothing else. */
 export function parseDecisionBody(text: string): { decision: 'approved' | 'rejected'; reason?: string } {
-  let o: unknown;
-  try {
-    o = JSON.parse(text);
-  } catch {
-    throw new HttpError(400, 'bad_json', 'the body must be JSON: {"decision": "approve" | "reject", "reason"?: "..."}');
-  }
-  if (!o || typeof o !== 'object' || Array.isArray(o))
-    throw new HttpError(400, 'bad_request', 'the body must be an object');
-  const { decision, reason, ...extra } = o as Record<string, unknown>;
-  if (Object.keys(extra).length > 0)
-    throw new HttpError(400, 'bad_request', `unknown field(s): ${Object.keys(extra).join(', ')}`);
+  const { decision, reason } = parseBodyObject(
+    text,
+    ['decision', 'reason'],
+    '{"decision": "approve" | "reject", "reason"?: "..."}',
+  );
   if (decision !== 'approve' && decision !== 'reject')
     throw new HttpError(400, 'bad_request', 'decision must be "approve" or "reject"');
   if (reason !== undefined && (typeof reason !== 'string' || reason.length > MAX_REASON))

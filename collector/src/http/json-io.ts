@@ -33,6 +33,24 @@ export function errorReply(err: unknown): Reply {
   return { status: 500, body: { error: { code: 'internal', message: 'internal error' } } };
 }
 
+/**
+ * A request body that must be one JSON object with no members but `fields`: 400 `bad_json` (naming `shape`, the
+ * body expected) or `bad_request` otherwise, so a misspelt field is refused rather than ignored.
+ */
+export function parseBodyObject(text: string, fields: readonly string[], shape: string): Record<string, unknown> {
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'bad_json', `the body must be JSON: ${shape}`);
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o))
+    throw new HttpError(400, 'bad_request', 'the body must be an object');
+  const extra = Object.keys(o).filter((k) => !fields.includes(k));
+  if (extra.length > 0) throw new HttpError(400, 'bad_request', `unknown field(s): ${extra.join(', ')}`);
+  return o as Record<string, unknown>;
+}
+
 export function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {

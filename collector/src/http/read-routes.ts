@@ -63,8 +63,11 @@ function requireReader(deps: ReadDeps, req: IncomingMessage, url: URL, note: Rea
   return who === 'anonymous' ? undefined : who.namespaces;
 }
 
-/** 404, as for a session that does not exist: a scoped reader learns nothing about other namespaces. */
-const inScope = (scope: string[] | undefined, namespace: string | null) =>
+/**
+ * Whether `namespace` is within `scope` (undefined: every namespace; a null namespace only then). Outside it, the
+ * answer is 404, as for a session that does not exist: a scoped reader learns nothing about other namespaces.
+ */
+export const inScope = (scope: string[] | undefined, namespace: string | null) =>
   scope === undefined || (namespace !== null && scope.includes(namespace));
 
 function limitOf(q: URLSearchParams): number {

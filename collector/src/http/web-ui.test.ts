@@ -1,9 +1,15 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
-import { approvalSubject, auditSigner, parseApprovalDecision } from '@pgwarden/policy';
+import {
+  approvalSubject,
+  auditSigner,
+  parseApprovalDecision,
+  parseControlMessage,
+  terminateSubject,
+} from '@pgwarden/policy';
 import pino from 'pino';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -11,7 +17,7 @@ import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
 import { approvalRequest } from '../testing/approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from '../testing/approvals-fixture.js';
-import { makeHeads, makeSession } from '../testing/audit-events.js';
+import { makeControlApplied, makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -272,6 +278,65 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.inputValue('#token')).toBe('');
       expect(page.url()).not.toContain(TOKEN);
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it('lets an approver terminate an open session, and shows the sidecar’s control.applied as text', async () => {
+    const session = randomUUID();
+    for (const e of makeSession({ id: session, statements: 1, end: false, startMicros: Date.UTC(2026, 11, 2) * 1000 }))
+      expect(await collector.ingest(e)).toBe('stored');
+    const [applied] = makeControlApplied('ui-sc', [
+      {
+        kind: 'terminate',
+        id: randomUUID(),
+        by: 'alice',
+        reason: 'stuck <b>agent</b>',
+        at: new Date().toISOString(),
+        session,
+        signed: true,
+        sessionsEnded: 1,
+      },
+    ]);
+    expect(await collector.ingest(applied)).toBe('stored');
+    const published = fx.nc.subscribe(terminateSubject(session), { max: 1 });
+    await fx.nc.flush();
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      // Anyone may read this collector's trail (loopback, no readers file), but only an approver gets the button.
+      await page.fill('#token', 'not-a-token');
+      await page.click('#token-form button');
+      await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
+      await page.click(`tr.s[data-session="${session}"]`);
+      await page.waitForSelector('#statements');
+      expect(await page.$('#terminate')).toBeNull();
+
+      await page.fill('#token', TOKEN);
+      await page.click('#token-form button');
+      await page.waitForSelector('#approval-list tr');
+      await page.click(`tr.s[data-session="${session}"]`);
+      await page.fill('#terminate input', 'runaway loop');
+      await page.click('#terminate button');
+      let m: ReturnType<typeof parseControlMessage>;
+      for await (const msg of published) m = parseControlMessage(msg.data);
+      expect(m!).toMatchObject({ kind: 'terminate', session, by: 'alice', reason: 'runaway loop' });
+      await page.waitForFunction(() =>
+        /^terminate published/.test(document.querySelector('#terminate .ok')?.textContent ?? ''),
+      );
+      expect(await page.textContent('#terminate .ok')).toContain(m!.id);
+
+      await page.click('tr.s[data-session="sidecar-ui-sc"]');
+      await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session sidecar-ui-sc');
+      expect(
+        await page.$$eval('#statements tr:nth-child(2) td', (tds) => tds.slice(2, 5).map((td) => td.textContent)),
+      ).toEqual([
+        'control.applied',
+        '',
+        `terminate session ${session} by alice: stuck <b>agent</b> (1 session(s) ended, signed)`,
+      ]);
+      expect(await page.$$eval('#detail b', (b) => b.length)).toBe(0);
       expect(errors).toEqual([]);
     } finally {
       await close();

@@ -1,7 +1,7 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
  * or reject), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
- * order. Plain HTML + JS over
+ * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
  * reads) lives in sessionStorage (this tab only) and is sent only as a bearer header to this origin; the live stream
@@ -93,6 +93,31 @@ async function loadFindings() {
     body.append(tr);
   }
 }
+// What an event says besides its type: the statement, how a session ended, or an approver's control action as a
+// sidecar applied it (control.applied, in that sidecar's own chain).
+function eventText(e) {
+  if (e.statement) return e.statement.text;
+  if (e.end) return [e.end.reason, e.end.error].filter(Boolean).join(': ');
+  const c = e.control;
+  if (!c) return '';
+  const target = c.session ? 'session ' + c.session : 'policy ' + c.policy.namespace + '/' + c.policy.name;
+  return c.kind + ' ' + target + ' by ' + c.by + ': ' + c.reason + ' (' + c.sessionsEnded + ' session(s) ended' + (c.signed ? ', signed' : '') + ')';
+}
+// Ending a session is an approver's action: the form shows only once the token has loaded the approval queue.
+function terminateForm(id) {
+  const form = el('form'); form.id = 'terminate';
+  const reason = el('input'); reason.placeholder = 'reason (required)'; reason.required = true; reason.maxLength = 1024;
+  const msg = el('span', '', 'msg');
+  form.append(reason, ' ', el('button', 'Terminate'), ' ', msg);
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      const { control } = await approverApi('/api/v1/sessions/' + encodeURIComponent(id) + '/terminate', { method: 'POST', body: JSON.stringify({ reason: reason.value }) });
+      msg.className = 'ok'; msg.textContent = 'terminate published (control ' + control.id + '): its sidecar ends the session when it receives it';
+    } catch (e) { msg.className = 'msg'; msg.textContent = String(e.message); }
+  };
+  return form;
+}
 async function showSession(id) {
   const d = await getJson('/api/v1/sessions/' + encodeURIComponent(id));
   const box = document.getElementById('detail'); box.replaceChildren();
@@ -103,6 +128,8 @@ async function showSession(id) {
   // Interrupted: the sidecar stopped naming the chain (docs/audit.md#chain-heads) without ending the session.
   const state = el('p', 'state: ' + d.session.state + (d.session.lastHeard ? ' - its sidecar last named it at ' + d.session.lastHeard : ''), d.session.state === 'interrupted' ? 'bad' : undefined); state.id = 'state';
   box.append(state);
+  // A sidecar's session ids are UUIDs; its own chain, or the collector's, is no session to end.
+  if (isApprover && d.session.state !== 'ended' && /^[0-9a-f-]{36}$/.test(id)) box.append(terminateForm(id));
   for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail, 'bad'));
   const t = el('table'); t.id = 'statements';
   t.append(Object.assign(el('tr'), { innerHTML: '<th>seq</th><th>time</th><th>type</th><th>decision</th><th>statement</th><th>result</th>' }));
@@ -110,14 +137,15 @@ async function showSession(id) {
     const tr = el('tr');
     const action = e.decision ? e.decision.action : '';
     tr.append(el('td', e.session.seq), el('td', e.time), el('td', e.type), el('td', action, action === 'deny' ? 'deny' : ''));
-    const sql = el('td'); sql.append(el('code', e.statement ? e.statement.text : '')); tr.append(sql);
+    const sql = el('td'); sql.append(el('code', eventText(e))); tr.append(sql);
     tr.append(el('td', e.result ? [e.result.tag, e.result.error ? 'ERROR ' + e.result.error.code : ''].filter(Boolean).join(' ') : ''));
     t.append(tr);
   }
   box.append(t);
 }
 const approvalMsg = (text) => { document.getElementById('approval-msg').textContent = text; };
-async function approvalsApi(path, init) {
+let isApprover = false;
+async function approverApi(path, init) {
   const r = await fetch(path, { ...init, headers: { ...auth(), 'content-type': 'application/json' } });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error ? body.error.message : 'HTTP ' + r.status);
@@ -129,7 +157,8 @@ let loadFailed = false;
 async function loadApprovals() {
   if (!token()) return;
   let page;
-  try { page = await approvalsApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; return; }
+  try { page = await approverApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; isApprover = false; return; }
+  isApprover = true;
   if (loadFailed) { approvalMsg(''); loadFailed = false; }
   const body = document.getElementById('approval-list'); body.replaceChildren();
   if (!page.approvals.length) { const td = el('td', 'nothing waits for a decision'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
@@ -143,7 +172,7 @@ async function loadApprovals() {
       const b = el('button', label, decision); b.type = 'button';
       b.onclick = async () => {
         try {
-          await approvalsApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(reason.value ? { decision, reason: reason.value } : { decision }) });
+          await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(reason.value ? { decision, reason: reason.value } : { decision }) });
           approvalMsg(done + ': ' + a.id);
         } catch (e) { approvalMsg(String(e.message)); }
         loadFailed = false;

@@ -170,14 +170,20 @@ export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Pag
   return { items, next: rows.length > f.limit && last ? encodeCursor([last.firstTime, last.id]) : null };
 }
 
-export async function getSession(
-  db: SqlRunner,
-  id: string,
-): Promise<{ session: SessionSummary; events: AuditEvent[]; findings: Finding[] } | null> {
+/** One session's summary, without its events: what deciding about the session needs. */
+export async function getSessionSummary(db: SqlRunner, id: string): Promise<SessionSummary | null> {
   const [session] = await db.query<SessionSummary>(
     `SELECT ${SESSION_COLUMNS} FROM ${SESSION_FROM} WHERE s.session_id = $1`,
     [id],
   );
+  return session ?? null;
+}
+
+export async function getSession(
+  db: SqlRunner,
+  id: string,
+): Promise<{ session: SessionSummary; events: AuditEvent[]; findings: Finding[] } | null> {
+  const session = await getSessionSummary(db, id);
   if (!session) return null;
   const events = await db.query<{ event: string }>(
     'SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq, time',

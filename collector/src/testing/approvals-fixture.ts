@@ -9,6 +9,7 @@ import { ROLES } from '../../../test/harness/postgres.js';
 import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
 import { createTestDatabase } from './test-database.js';
+import { waitFor } from './wait-for.js';
 
 /** Test support: a collector with its own nats-server, store database and approvers file, ready to decide. */
 export interface ApprovalsFixture {
@@ -35,9 +36,16 @@ export function approversYaml(approvers: Record<string, { token: string; groups?
 }
 
 /**
- * Starts the fixture and waits until the queue has replayed the stream it creates (until then the approval routes
- * answer 503), probing with `probeToken`.
+ * Waits until `collector`'s approval queue has replayed its stream and its control stream is set up (until then
+ * those routes answer 503), asking as the approver whose token is `token`.
  */
+export async function untilApproverRoutesServe(collector: Collector, token: string): Promise<void> {
+  const headers = { authorization: `Bearer ${token}` };
+  for (const path of ['/api/v1/approvals', '/api/v1/suspensions'])
+    await waitFor(async () => (await fetch(`${collector.url}${path}`, { headers })).status === 200);
+}
+
+/** Starts the fixture and waits until its approver routes serve (untilApproverRoutesServe) for `probeToken`. */
 export async function startApprovalsFixture(approvers: string, probeToken: string): Promise<ApprovalsFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
   const approversFile = join(dir, 'approvers.yaml');
@@ -53,12 +61,7 @@ export async function startApprovalsFixture(approvers: string, probeToken: strin
       ...over,
     });
   const collector = await start();
-  const until = Date.now() + 15_000;
-  const headers = { authorization: `Bearer ${probeToken}` };
-  while ((await fetch(`${collector.url}/api/v1/approvals`, { headers })).status !== 200) {
-    if (Date.now() > until) throw new Error('the approval queue did not load');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await untilApproverRoutesServe(collector, probeToken);
   const nc = await connect({ servers: nats.url });
   return {
     nats,
@@ -75,4 +78,32 @@ export async function startApprovalsFixture(approvers: string, probeToken: strin
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Two collectors whose approver routes cannot serve: one on NATS without an approvers file, one without NATS. */
+export interface UnservedApproverRoutes {
+  withoutFile: Collector;
+  withoutNats: Collector;
+}
+
+/** Runs `fn` against UnservedApproverRoutes (`approvers`: the file the one without NATS has), then stops them. */
+export async function withoutApproverRoutes(
+  approvers: string,
+  fn: (c: UnservedApproverRoutes) => Promise<void>,
+): Promise<void> {
+  const [nats, db] = await Promise.all([startNats(), createTestDatabase(inject('pg'), ROLES.superuser)]);
+  const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvers-'));
+  writeFileSync(join(dir, 'approvers.yaml'), approvers);
+  const common = { store: { url: db.url }, http: { port: 0 }, logger: pino({ level: 'silent' }) };
+  const withoutFile = await startCollector({ ...common, nats: { url: nats.url } });
+  const withoutNats = await startCollector({ ...common, approvals: { approversFile: join(dir, 'approvers.yaml') } });
+  try {
+    await fn({ withoutFile, withoutNats });
+  } finally {
+    await withoutFile.stop();
+    await withoutNats.stop();
+    await db.drop();
+    await nats.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,4 +1,5 @@
 import {
+  type AuditControl,
   type AuditEvent,
   type AuditSigner,
   canonicalJson,
@@ -133,6 +134,32 @@ export function makeHeads(
           }),
           ...(opts.refreshMs ? { refreshMs: opts.refreshMs } : {}),
         },
+      },
+      chain,
+    );
+    t += 1000;
+    return e;
+  });
+}
+
+/**
+ * A sidecar's own chain (`sidecar-<instance>`) holding one `control.applied` event per control message it applied,
+ * as the sidecar records an approver's terminate, suspend or resume.
+ */
+export function makeControlApplied(instance: string, controls: readonly AuditControl[]): AuditEvent[] {
+  const chain = newChain();
+  let t = Date.UTC(2026, 10, 30, 14) * 1000;
+  return controls.map((control) => {
+    const e = sealEvent(
+      {
+        v: 1,
+        type: 'control.applied',
+        time: formatAuditTime(t),
+        session: { id: `sidecar-${instance}` },
+        source: { instance },
+        identity: { namespace: 'agents', groups: [] },
+        policy: { name: 'analytics-agent', hash: 'sha256:0000' },
+        control,
       },
       chain,
     );
