@@ -219,13 +219,33 @@ describe('suspend and resume', () => {
     await c.end();
   });
 
+  it('a replayed older message changes nothing: an old resume cannot lift a newer suspension', async () => {
+    const before = g.events.length;
+    const oldResume = suspension('resume', 'old');
+    await new Promise((r) => setTimeout(r, 5));
+    const s = suspension('suspend', 'newer');
+    await publish(s);
+    await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === s.id, before);
+    // Published later, written earlier: someone able to publish re-sends an old signed message.
+    await publish(oldResume);
+    await publish(s);
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(g.client()).rejects.toMatchObject({ code: '28000' });
+    expect(g.events.slice(before).filter((e) => e.type === 'control.applied')).toHaveLength(1);
+    const r = suspension('resume', 'done');
+    await publish(r);
+    await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === r.id, before);
+    const c = await g.client();
+    await c.end();
+  });
+
   it('a sidecar that starts (or reconnects) after the suspension reads it back from the stream', async () => {
     const s = suspension('suspend', 'read back');
     await publish(s);
     await until(
       'the running sidecar to apply it',
       () => metric('suspend', 'applied'),
-      (n) => n === 2,
+      (n) => n === 3,
     );
     // A second sidecar of the same policy, auditing to NATS: live control comes with its sink's connection.
     const sink = new NatsAuditSink({ servers: [nats.url] });
@@ -250,7 +270,7 @@ describe('suspend and resume', () => {
     await until(
       'the first sidecar to resume',
       () => metric('resume', 'applied'),
-      (n) => n === 2,
+      (n) => n === 3,
     );
     const c = await g.client();
     expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);

@@ -3,9 +3,9 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import type { ProxyHooks, SessionInfo, StatementRecord, Verdict } from '../proxy/hooks.js';
 import { createAuditRecorder } from './audit-recorder.js';
-import { recordPolicyEvent } from './governance-audit.js';
 import type { AuditSink, GapListener } from './audit-sink.js';
 import { AUDIT_UNAVAILABLE_SQLSTATE } from './errors.js';
+import { recordPolicyEvent } from './governance-audit.js';
 import { withAudit } from './with-audit.js';
 
 const ajv = new Ajv({ allErrors: true });

@@ -58,8 +58,9 @@ export interface NatsControlOptions {
 export function natsControl(opts: NatsControlOptions): { close(): void } {
   const log = opts.log ?? (() => {});
   const timeout = opts.requestTimeoutMs ?? 5000;
-  // The id of the message last applied per subject: a read-back of it, or a redelivery, changes nothing.
-  const applied = new Map<string, string>();
+  // The message last applied per subject: a read-back of it, or a redelivery, changes nothing; an older one is a
+  // replay (someone able to publish there re-sending an old signed `resume`) and is not applied.
+  const applied = new Map<string, { id: string; at: number }>();
   let subscriptions: Subscription[] = [];
   let connection: NatsConnection | undefined;
   let closed = false;
@@ -74,7 +75,9 @@ export function natsControl(opts: NatsControlOptions): { close(): void } {
     if (!m) return refuse('malformed', subject);
     // A message is only good for the subject it names: NATS permissions are granted per subject.
     if (controlSubject(m) !== subject) return refuse('subject', subject, m.kind);
-    if (applied.get(subject) === m.id) return;
+    const last = applied.get(subject);
+    const at = Date.parse(m.at);
+    if (last !== undefined && (last.id === m.id || !(at > last.at))) return;
     const listener =
       m.kind === 'terminate'
         ? opts.listeners.find((l) => l.hasSession(m.session))
@@ -84,7 +87,7 @@ export function natsControl(opts: NatsControlOptions): { close(): void } {
     const keys = decisionVerifyKeys(listener.decisionKeys());
     const signed = keys.length > 0;
     if (signed && !verifyControl(m, keys)) return refuse('signature', subject, m.kind);
-    applied.set(subject, m.id);
+    applied.set(subject, { id: m.id, at });
     let ended: number;
     if (m.kind === 'terminate') {
       ended = listener.terminate(m);
