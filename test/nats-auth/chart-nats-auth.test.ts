@@ -469,6 +469,160 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
   );
 });
 
+describe.skipIf(!BUILT && !process.env.CI)('live control through the real processes', () => {
+  it('ends a session and suspends a policy from `pgwarden control`, through `pgwarden collector` and `pgwarden sidecar`', async () => {
+    const shared = inject('pg');
+    const store = await createTestDatabase(shared, ROLES.superuser);
+    const app = await createTestDatabase(shared, ROLES.superuser);
+    try {
+      const port = await freePort();
+      const signingKeyFile = join(dir, 'control-signing.pem');
+      const decisionKey = execFileSync(process.execPath, [BIN, 'approvals', 'keygen', '--out', signingKeyFile], {
+        encoding: 'utf8',
+      });
+      const policyFile = join(dir, 'control-policy.json');
+      writeFileSync(
+        policyFile,
+        JSON.stringify({
+          apiVersion: 'pgwarden.dev/v1alpha1',
+          kind: 'DatabaseAccessPolicy',
+          metadata: { name: 'jobs', namespace: 'agents' },
+          spec: {
+            database: { host: shared.host, port: shared.port, name: app.name, sslMode: 'verify-full' },
+            listen: { port },
+            rules: [{ name: 'read', action: 'allow', statements: ['select'] }],
+            guardrails: { blockedFunctions: [] },
+            // Control messages count only when the collector's key signed them.
+            approval: { decisionKeys: [decisionKey] },
+          },
+        }),
+      );
+      const token = `erin-${randomUUID()}`;
+      const approversFile = join(dir, 'control-approvers.yaml');
+      const sha = createHash('sha256').update(token).digest('hex');
+      writeFileSync(approversFile, `- name: erin\n  groups: [sre]\n  tokenSha256: ${sha}\n`);
+      const collector = await startCli(
+        [
+          'collector',
+          '--nats',
+          nats.url,
+          '--nats-credentials-dir',
+          userDir('collector-ctl', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
+        ]
+          .concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile])
+          .concat(['--approvals-signing-key', signingKeyFile]),
+        /collector listening on (http:\S+)/,
+        { PGWARDEN_COLLECTOR_STORE: store.url },
+      );
+      procs.push(collector);
+      const api = collector.match[1];
+      const sidecar = await startCli(
+        ['sidecar', '--policy', policyFile, '--ca-file', shared.caFile]
+          .concat(['--credentials-dir', userDir('db-ctl', ROLES.scram.user, ROLES.scram.password)])
+          .concat([
+            '--audit',
+            nats.url,
+            '--audit-nats-credentials-dir',
+            userDir('sidecar-ctl', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD),
+          ])
+          .concat(['--spool-dir', join(dir, 'spool-ctl'), '--http', 'off']),
+        /sidecar listening/,
+      );
+      procs.push(sidecar);
+      const logs = () => `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`;
+      const control = (...args: string[]) =>
+        execFileSync(process.execPath, [BIN, 'control', ...args, '--collector', api], {
+          env: { ...process.env, PGWARDEN_APPROVER_TOKEN: token },
+          encoding: 'utf8',
+        });
+      const poll = async <T>(read: () => Promise<T>, ok: (v: T) => boolean): Promise<T> => {
+        let v = await read();
+        // Up to 30 s: under `make test` every suite shares two cores with these processes.
+        for (let i = 0; i < 600 && !ok(v); i++) {
+          await new Promise((res) => setTimeout(res, 50));
+          v = await read();
+        }
+        return v;
+      };
+      const events = async (type: string) =>
+        ((await (await fetch(`${api}/api/v1/events?type=${type}`)).json()) as any).items as any[];
+      const connectAgent = async () => {
+        const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
+        c.on('error', () => {});
+        await c.connect();
+        return c;
+      };
+
+      // terminate: the agent's running statement ends with 57P01, naming who and why.
+      const c = await connectAgent();
+      const running = c.query('SELECT pg_sleep(30)').then(
+        () => undefined,
+        (err: Error & { code?: string }) => err,
+      );
+      const starts = await poll(
+        () => events('session.start'),
+        (items) => items.length > 0,
+      );
+      expect(starts, logs()).toHaveLength(1);
+      const session = starts[0].session.id as string;
+      expect(control('terminate', session, '--reason', 'runaway agent')).toContain(session);
+      const ended = await running;
+      expect(ended, logs()).toMatchObject({
+        code: '57P01',
+        message: 'terminating connection due to administrator command: ended by erin through pgwarden: runaway agent',
+      });
+
+      // suspend: logins are refused until resume.
+      control('suspend', 'agents/jobs', '--reason', 'incident 7');
+      const refused = await poll(
+        () =>
+          connectAgent().then(
+            (x) => x.end().then(() => undefined),
+            (err: Error & { code?: string }) => err,
+          ),
+        (err) => err !== undefined,
+      );
+      expect(refused, logs()).toMatchObject({ code: '28000' });
+      expect(control('list')).toMatch(/agents\/jobs\s+.*erin\s+yes\s+incident 7/);
+      control('resume', 'agents/jobs', '--reason', 'incident 7 over');
+      const back = await poll(
+        () =>
+          connectAgent().then(
+            (x) => x.query('SELECT 1 AS one').then((r) => (x.end(), r.rows[0].one as number)),
+            () => 0,
+          ),
+        (n) => n === 1,
+      );
+      expect(back, logs()).toBe(1);
+      expect(control('list')).not.toContain('incident 7');
+
+      // The sidecar's chain records each action it applied, signed, as stored and verified by the collector.
+      const applied = await poll(
+        () => events('control.applied'),
+        (items) => items.length === 3,
+      );
+      expect(
+        applied.map((e) => [e.control.kind, e.control.by, e.control.signed]),
+        logs(),
+      ).toEqual(
+        expect.arrayContaining([
+          ['terminate', 'erin', true],
+          ['suspend', 'erin', true],
+          ['resume', 'erin', true],
+        ]),
+      );
+      expect(applied.find((e) => e.control.kind === 'terminate').control).toMatchObject({
+        session,
+        sessionsEnded: 1,
+      });
+      for (const p of [sidecar, collector]) expect(p.output()).not.toContain(token);
+    } finally {
+      await store.drop();
+      await app.drop();
+    }
+  }, 90_000);
+});
+
 describe('per-namespace NATS users (audit.namespaceUsers)', () => {
   it('lets a namespace’s own user publish audit events for that namespace only, and still ask for approvals', async () => {
     const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
