@@ -588,7 +588,11 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
       const back = await poll(
         () =>
           connectAgent().then(
-            (x) => x.query('SELECT 1 AS one').then((r) => (x.end(), r.rows[0].one as number)),
+            async (x) => {
+              const r = await x.query('SELECT 1 AS one');
+              await x.end();
+              return r.rows[0].one as number;
+            },
             () => 0,
           ),
         (n) => n === 1,
