@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end scenario on a kind cluster: build the image, helm install, apply a policy, deploy an agent, run psql
-# through the injected sidecar, check a denial, masking, `kubectl get dap`, the kill switch (spec.suspend), and the audit trail in the collector,
+# through the injected sidecar, check a denial, masking, `kubectl get dap`, the kill switch (spec.suspend), live control
+# (pgwarden control suspend/resume), and the audit trail in the collector,
 # signed by the sidecars (audit.signingKeySecret) and judged against the public key (collector.auditKeys).
 # Needs: docker (with a running daemon), kind. helm and kubectl come from scripts/helm.sh when not installed.
 # Keep the cluster for debugging with KEEP_CLUSTER=1.
@@ -47,11 +48,18 @@ fs.writeFileSync(process.argv[2], JSON.stringify({ collector: { auditKeys: [{ na
 k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 k -n "$NS" create secret generic pgwarden-audit-signing --from-file=signing.key="$WORK/signing.key" \
   --dry-run=client -o yaml | k apply -f -
+# An approver for live control (pgwarden control): the collector stores only the token's SHA-256.
+APPROVER_TOKEN="$(node -e 'console.log(require("node:crypto").randomBytes(24).toString("hex"))')"
+APPROVER_SHA="$(node -e 'console.log(require("node:crypto").createHash("sha256").update(process.argv[1]).digest("hex"))' "$APPROVER_TOKEN")"
+printf -- '- name: e2e-oncall\n  groups: [sre]\n  tokenSha256: %s\n' "$APPROVER_SHA" >"$WORK/approvers.yaml"
+k -n "$NS" create secret generic pgwarden-approvers --from-file=approvers.yaml="$WORK/approvers.yaml" \
+  --dry-run=client -o yaml | k apply -f -
 
 echo "--- helm install"
 "$HELM" upgrade --install pgw "$ROOT/charts/pgwarden" --kube-context "kind-$CLUSTER" --namespace "$NS" --create-namespace \
   --set image.repository=pgwarden --set image.tag=e2e --set image.pullPolicy=Never \
   --set audit.signingKeySecret=pgwarden-audit-signing --set operator.refreshPods=true \
+  --set collector.approversSecret=pgwarden-approvers \
   -f "$WORK/values-signing.json" --wait --timeout 5m
 k -n "$NS" rollout status deploy/pgw-pgwarden-operator --timeout=120s
 k get crd databaseaccesspolicies.pgwarden.dev maskingrules.pgwarden.dev
@@ -149,5 +157,27 @@ for _ in $(seq 60); do
   sleep 3
 done
 [[ "$OUT" == 2 ]] || fail "the agent was not let back in after suspend: false"
+
+echo "--- live control (pgwarden control suspend / resume, through the collector and NATS)"
+control() {
+  k -n "$NS" exec statefulset/pgw-pgwarden-collector -- env "PGWARDEN_APPROVER_TOKEN=$APPROVER_TOKEN" \
+    node /app/bin/pgwarden control "$@" --collector http://127.0.0.1:8080
+}
+control suspend agents/analytics-agent --reason "e2e incident"
+SUSPENDED=
+for _ in $(seq 15); do
+  if ERR="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select 1' 2>&1)"; then sleep 1; continue; fi
+  grep -q "is suspended" <<<"$ERR" && SUSPENDED=1 && break
+  sleep 1
+done
+[[ -n "$SUSPENDED" ]] || fail "a live suspension did not stop the agent within 15 s: $ERR"
+control list | grep -q "agents/analytics-agent" || fail "pgwarden control list does not show the suspension"
+control resume agents/analytics-agent --reason "e2e incident over"
+for _ in $(seq 15); do
+  OUT="$(k -n agents exec "$POD" -c agent -- psql -XAtc 'select count(*) from public.orders' 2>/dev/null || true)"
+  [[ "$OUT" == 2 ]] && break
+  sleep 1
+done
+[[ "$OUT" == 2 ]] || fail "the agent was not let back in after pgwarden control resume"
 
 echo "e2e PASSED"
