@@ -14,7 +14,7 @@ import {
 import { NatsAuditSink } from '../../sidecar/src/audit/index.js';
 import { startNats, type TestNats } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
+import { errorOf, examplePolicy, type Governed, startGoverned, until } from './governed-sidecar.js';
 
 // Live control through the real sidecar, PostgreSQL and a real nats-server with JetStream: the test plays the
 // collector (its own side is tested in collector/), publishing terminate / suspend / resume messages to the
@@ -53,16 +53,6 @@ const suspension = (kind: 'suspend' | 'resume', reason = 'incident 7'): Suspensi
 
 const publish = (m: ControlMessage, subject = controlSubject(m)) =>
   jetstream(collectorNc).publish(subject, JSON.stringify(m));
-
-async function until<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 250 && !ok(v); i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    v = await read();
-  }
-  if (!ok(v)) throw new Error(`${what}: still ${JSON.stringify(v)}`);
-  return v;
-}
 
 /** A new session and its id (the one the sidecar did not have before). */
 async function session(): Promise<{ c: Awaited<ReturnType<Governed['client']>>; id: string }> {

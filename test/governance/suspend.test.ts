@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { errorOf, examplePolicy, type Governed, startGoverned, writePolicy } from './governed-sidecar.js';
+import { errorOf, examplePolicy, type Governed, startGoverned, until, writePolicy } from './governed-sidecar.js';
 
 // spec.suspend, the kill switch, through the real sidecar and PostgreSQL: a reload that suspends the policy ends the
 // sessions at once (a statement running upstream is cancelled, an open transaction rolled back), refuses new ones
@@ -22,16 +22,6 @@ async function reload(suspend: boolean): Promise<void> {
   const n = g.events.length;
   writePolicy(g.policyFile, policy(suspend));
   await g.waitEvent((e) => e.type === 'policy.loaded', n);
-}
-
-async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  let v = await read();
-  for (let i = 0; i < 150 && !ok(v); i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    v = await read();
-  }
-  if (!ok(v)) throw new Error(`${what}: still ${JSON.stringify(v)}`);
-  return v;
 }
 
 beforeAll(async () => {

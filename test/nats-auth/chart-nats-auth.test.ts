@@ -74,6 +74,55 @@ function userDir(name: string, user: string, pass: string): string {
   return d;
 }
 
+/**
+ * `pgwarden collector` (the chart's collector NATS user, an approvers file with one approver holding a fresh token,
+ * the approvals signing key) and `pgwarden sidecar` (the sidecars' user, auditing to NATS) on this file's NATS.
+ * `tag` keeps each test's files apart.
+ */
+async function startCollectorAndSidecar(
+  tag: string,
+  opts: { policyFile: string; signingKeyFile: string; approver: string; storeUrl: string; caFile: string },
+) {
+  const token = `${opts.approver}-${randomUUID()}`;
+  const approversFile = join(dir, `${tag}-approvers.yaml`);
+  const sha = createHash('sha256').update(token).digest('hex');
+  writeFileSync(approversFile, `- name: ${opts.approver}\n  groups: [dba]\n  tokenSha256: ${sha}\n`);
+  const collector = await startCli(
+    [
+      'collector',
+      '--nats',
+      nats.url,
+      '--nats-credentials-dir',
+      userDir(`collector-${tag}`, USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
+    ]
+      .concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile])
+      .concat(['--approvals-signing-key', opts.signingKeyFile]),
+    /collector listening on (http:\S+)/,
+    { PGWARDEN_COLLECTOR_STORE: opts.storeUrl },
+  );
+  procs.push(collector);
+  const sidecar = await startCli(
+    ['sidecar', '--policy', opts.policyFile, '--ca-file', opts.caFile]
+      .concat(['--credentials-dir', userDir(`db-${tag}`, ROLES.scram.user, ROLES.scram.password)])
+      .concat([
+        '--audit',
+        nats.url,
+        '--audit-nats-credentials-dir',
+        userDir(`sidecar-${tag}`, USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD),
+      ])
+      .concat(['--spool-dir', join(dir, `spool-${tag}`), '--http', 'off']),
+    /sidecar listening/,
+  );
+  procs.push(sidecar);
+  return {
+    token,
+    api: collector.match[1],
+    collector,
+    sidecar,
+    logs: () => `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`,
+  };
+}
+
 const as = (user: string, pass: string) => connect({ servers: nats.url, user, pass, reconnect: false });
 
 describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)', () => {
@@ -387,39 +436,13 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
             },
           }),
         );
-        const token = `dana-${randomUUID()}`;
-        const approversFile = join(dir, 'approvers.yaml');
-        const sha = createHash('sha256').update(token).digest('hex');
-        writeFileSync(approversFile, `- name: dana\n  groups: [dba]\n  tokenSha256: ${sha}\n`);
-        const collector = await startCli(
-          [
-            'collector',
-            '--nats',
-            nats.url,
-            '--nats-credentials-dir',
-            userDir('collector-ap', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
-          ]
-            .concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile])
-            .concat(['--approvals-signing-key', signingKeyFile]),
-          /collector listening on (http:\S+)/,
-          { PGWARDEN_COLLECTOR_STORE: store.url },
-        );
-        procs.push(collector);
-        const api = collector.match[1];
-        const sidecar = await startCli(
-          ['sidecar', '--policy', policyFile, '--ca-file', shared.caFile]
-            .concat(['--credentials-dir', userDir('db-ap', ROLES.scram.user, ROLES.scram.password)])
-            .concat([
-              '--audit',
-              nats.url,
-              '--audit-nats-credentials-dir',
-              userDir('sidecar-ap', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD),
-            ])
-            .concat(['--spool-dir', join(dir, 'spool-ap'), '--http', 'off']),
-          /sidecar listening/,
-        );
-        procs.push(sidecar);
-        const logs = () => `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`;
+        const { token, api, collector, sidecar, logs } = await startCollectorAndSidecar('ap', {
+          policyFile,
+          signingKeyFile,
+          approver: 'dana',
+          storeUrl: store.url,
+          caFile: shared.caFile,
+        });
 
         const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
         await c.connect();
@@ -497,39 +520,13 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
           },
         }),
       );
-      const token = `erin-${randomUUID()}`;
-      const approversFile = join(dir, 'control-approvers.yaml');
-      const sha = createHash('sha256').update(token).digest('hex');
-      writeFileSync(approversFile, `- name: erin\n  groups: [sre]\n  tokenSha256: ${sha}\n`);
-      const collector = await startCli(
-        [
-          'collector',
-          '--nats',
-          nats.url,
-          '--nats-credentials-dir',
-          userDir('collector-ctl', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD),
-        ]
-          .concat(['--listen', '127.0.0.1:0', '--approvers-file', approversFile])
-          .concat(['--approvals-signing-key', signingKeyFile]),
-        /collector listening on (http:\S+)/,
-        { PGWARDEN_COLLECTOR_STORE: store.url },
-      );
-      procs.push(collector);
-      const api = collector.match[1];
-      const sidecar = await startCli(
-        ['sidecar', '--policy', policyFile, '--ca-file', shared.caFile]
-          .concat(['--credentials-dir', userDir('db-ctl', ROLES.scram.user, ROLES.scram.password)])
-          .concat([
-            '--audit',
-            nats.url,
-            '--audit-nats-credentials-dir',
-            userDir('sidecar-ctl', USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD),
-          ])
-          .concat(['--spool-dir', join(dir, 'spool-ctl'), '--http', 'off']),
-        /sidecar listening/,
-      );
-      procs.push(sidecar);
-      const logs = () => `${collector.output().slice(-2000)}\n${sidecar.output().slice(-2000)}`;
+      const { token, api, collector, sidecar, logs } = await startCollectorAndSidecar('ctl', {
+        policyFile,
+        signingKeyFile,
+        approver: 'erin',
+        storeUrl: store.url,
+        caFile: shared.caFile,
+      });
       const control = (...args: string[]) =>
         execFileSync(process.execPath, [BIN, 'control', ...args, '--collector', api], {
           env: { ...process.env, PGWARDEN_APPROVER_TOKEN: token },
@@ -559,10 +556,10 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
         () => undefined,
         (err: Error & { code?: string }) => err,
       );
-      const starts = await poll(
-        () => events('session.start'),
-        (items) => items.length > 0,
-      );
+      // The collector reads the audit stream from its start, earlier tests' sessions included: this one is the
+      // session on this test's own database.
+      const mine = async () => (await events('session.start')).filter((e) => e.database?.name === app.name);
+      const starts = await poll(mine, (items) => items.length > 0);
       expect(starts, logs()).toHaveLength(1);
       const session = starts[0].session.id as string;
       expect(control('terminate', session, '--reason', 'runaway agent')).toContain(session);

@@ -1,5 +1,5 @@
-import { type KeyObject, sign, verify } from 'node:crypto';
-import { canonicalJson } from '../api/canonical-json.js';
+import type { KeyObject } from 'node:crypto';
+import { signMessage, verifyMessage } from '../crypto/domain-signature.js';
 import { ed25519PrivateKey, ed25519PublicKey } from '../crypto/ed25519-keys.js';
 import type { ApprovalDecisionMessage } from './approval-messages.js';
 
@@ -14,11 +14,6 @@ import type { ApprovalDecisionMessage } from './approval-messages.js';
 /** Domain separation: these bytes are signed for nothing else. */
 const CONTEXT = 'pgwarden approval decision v1\n';
 
-function signedBytes(d: ApprovalDecisionMessage): Buffer {
-  const { sig: _sig, ...rest } = d;
-  return Buffer.from(CONTEXT + canonicalJson(rest), 'utf8');
-}
-
 /** The collector's signing key from a PEM private key; throws unless it is Ed25519. */
 export function decisionSigningKey(pem: string): KeyObject {
   return ed25519PrivateKey(pem, 'approval signing key');
@@ -31,16 +26,12 @@ export function decisionVerifyKey(pem: string): KeyObject {
 
 /** The decision with its signature (base64) in `sig`. */
 export function signDecision(d: ApprovalDecisionMessage, key: KeyObject): ApprovalDecisionMessage {
-  return { ...d, sig: sign(null, signedBytes(d), key).toString('base64') };
+  return { ...d, sig: signMessage(CONTEXT, d, key) };
 }
 
 /** Whether one of `keys` signed exactly this decision. */
 export function verifyDecision(d: ApprovalDecisionMessage, keys: readonly KeyObject[]): boolean {
-  if (typeof d.sig !== 'string') return false;
-  const sig = Buffer.from(d.sig, 'base64');
-  if (sig.length !== 64) return false;
-  const bytes = signedBytes(d);
-  return keys.some((k) => verify(null, bytes, k, sig));
+  return verifyMessage(CONTEXT, d, keys);
 }
 
 const parsed = new Map<string, KeyObject | null>();

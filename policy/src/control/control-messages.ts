@@ -1,6 +1,6 @@
-import { type KeyObject, sign, verify } from 'node:crypto';
-import { canonicalJson } from '../api/canonical-json.js';
+import type { KeyObject } from 'node:crypto';
 import { isApprovalId } from '../approvals/approval-messages.js';
+import { signMessage, verifyMessage } from '../crypto/domain-signature.js';
 
 /**
  * Live control of running sidecars: the collector's `terminate` (end one session now) and `suspend` / `resume` (a
@@ -121,21 +121,12 @@ export function parseControlMessage(data: Uint8Array | string): ControlMessage |
 /** Domain separation: these bytes are signed for nothing else (not an approval decision, not a checkpoint). */
 const CONTEXT = 'pgwarden control v1\n';
 
-function signedBytes(m: ControlMessage): Buffer {
-  const { sig: _sig, ...rest } = m;
-  return Buffer.from(CONTEXT + canonicalJson(rest), 'utf8');
-}
-
 /** The message with its signature (base64) in `sig`; the key is the collector's approval signing key. */
 export function signControl<M extends ControlMessage>(m: M, key: KeyObject): M {
-  return { ...m, sig: sign(null, signedBytes(m), key).toString('base64') };
+  return { ...m, sig: signMessage(CONTEXT, m, key) };
 }
 
 /** Whether one of `keys` (decisionVerifyKeys of a policy's approval.decisionKeys) signed exactly this message. */
 export function verifyControl(m: ControlMessage, keys: readonly KeyObject[]): boolean {
-  if (typeof m.sig !== 'string') return false;
-  const sig = Buffer.from(m.sig, 'base64');
-  if (sig.length !== 64) return false;
-  const bytes = signedBytes(m);
-  return keys.some((k) => verify(null, bytes, k, sig));
+  return verifyMessage(CONTEXT, m, keys);
 }
