@@ -83,6 +83,9 @@ async function startCollectorAndSidecar(
   tag: string,
   opts: { policyFile: string; signingKeyFile: string; approver: string; storeUrl: string; caFile: string },
 ) {
+  // Collectors share the audit stream's durable consumer: one an earlier test left running would take part of
+  // this test's events into its own store.
+  for (const p of procs.splice(0)) await p.kill();
   const token = `${opts.approver}-${randomUUID()}`;
   const approversFile = join(dir, `${tag}-approvers.yaml`);
   const sha = createHash('sha256').update(token).digest('hex');
