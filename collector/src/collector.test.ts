@@ -174,6 +174,7 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
         'POST /api/v1/sessions/{id}/terminate',
         'POST /api/v1/policies/{namespace}/{name}/{action}',
         'GET /api/v1/suspensions',
+        'GET /api/v1/control/{id}',
         'GET /api/v1/stream',
         'POST /api/v1/verify',
         'POST /api/v1/ingest',

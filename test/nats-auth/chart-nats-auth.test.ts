@@ -565,7 +565,12 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
       const starts = await poll(mine, (items) => items.length > 0);
       expect(starts, logs()).toHaveLength(1);
       const session = starts[0].session.id as string;
-      expect(control('terminate', session, '--reason', 'runaway agent')).toContain(session);
+      // The command waits until the sidecar's control.applied reaches the collector, and says so.
+      expect(control('terminate', session, '--reason', 'runaway agent')).toMatch(
+        new RegExp(
+          `^terminate ${session} published as erin \\(control [0-9a-f-]{36}, signed\\).*\\napplied by \\S+: ended 1 session\\n$`,
+        ),
+      );
       const ended = await running;
       expect(ended, logs()).toMatchObject({
         code: '57P01',
@@ -573,7 +578,9 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
       });
 
       // suspend: logins are refused until resume.
-      control('suspend', 'agents/jobs', '--reason', 'incident 7');
+      expect(control('suspend', 'agents/jobs', '--reason', 'incident 7')).toMatch(
+        /\napplied by \S+: ended 0 sessions\n$/,
+      );
       const refused = await poll(
         () =>
           connectAgent().then(

@@ -28,11 +28,14 @@ export function bearerToken(tokenFile: string | undefined, envVar: string): stri
   return process.env[envVar]?.trim() || undefined;
 }
 
-/** Exit status 1: the collector answered and refused (or found nothing). 2: the command could not run at all. */
+/**
+ * Exit status 1: the collector answered and refused (or found nothing). 2: the command could not run at all.
+ * 3: it was done, but not confirmed in time (`pgwarden control terminate`: no sidecar reported ending the session).
+ */
 export class CollectorCliError extends Error {
   constructor(
     message: string,
-    readonly exitCode: 1 | 2,
+    readonly exitCode: 1 | 2 | 3,
   ) {
     super(message);
   }

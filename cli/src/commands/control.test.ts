@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseControlMessage, suspensionSubject, terminateSubject } from '@pgwarden/policy';
+import { parseControlMessage, suspensionSubject, type TerminateMessage, terminateSubject } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type ApprovalsFixture,
   approversYaml,
   startApprovalsFixture,
 } from '../../../collector/src/testing/approvals-fixture.js';
-import { makeSession } from '../../../collector/src/testing/audit-events.js';
+import { makeControlApplied, makeSession } from '../../../collector/src/testing/audit-events.js';
 import { BUILT, runAsApprover } from '../testing/cli-process.js';
 import { formatControl, formatSuspensions, policyPath } from './control.js';
 
@@ -99,7 +99,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden control against a collector
   it('terminates, suspends, lists and resumes, and refuses with the documented exit codes', async () => {
     const ended = nextOn(terminateSubject(session));
     // The token from --token-file, the collector from --collector: no environment needed.
-    const terminated = await pgwarden([
+    const running = pgwarden([
       'control',
       'terminate',
       session,
@@ -110,17 +110,34 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden control against a collector
       '--token-file',
       tokenFile,
     ]);
+    const message = await ended;
+    expect(message).toMatchObject({ kind: 'terminate', session, by: 'alice', reason: 'runaway loop' });
+    // The session's sidecar reports it (its control.applied reaches the collector): the command waits for that.
+    const m = message as TerminateMessage;
+    const applied = { kind: m.kind, id: m.id, by: m.by, reason: m.reason, at: m.at, session, signed: false };
+    for (const e of makeControlApplied('sc-1', [{ ...applied, sessionsEnded: 1 }], Date.now()))
+      expect(await fx.collector.ingest(e)).toBe('stored');
+    const terminated = await running;
     expect(terminated).toMatchObject({ code: 0, stderr: '' });
-    expect(await ended).toMatchObject({ kind: 'terminate', session, by: 'alice', reason: 'runaway loop' });
     expect(terminated.stdout).toMatch(
-      new RegExp(`^terminate ${session} published as alice \\(control [0-9a-f-]{36}\\): its sidecar ends`),
+      new RegExp(
+        `^terminate ${session} published as alice \\(control [0-9a-f-]{36}\\): its sidecar ends.*\napplied by sc-1 \\(agents\\): ended 1 session\n$`,
+      ),
     );
+    // Nobody confirms: exit status 3, saying why that may be.
+    const unconfirmed = await pgwarden(['control', 'terminate', session, '--reason', 'again', '--wait', '1'], env);
+    expect([unconfirmed.code, unconfirmed.stderr]).toEqual([
+      3,
+      `control terminate: no sidecar reported ending session ${session} within 1 s: it may be cut off from NATS (it ends the session when it reconnects) or the session ended already\n`,
+    ]);
 
     const suspended = nextOn(suspensionSubject({ namespace: '_', name: 'local-policy' }));
-    expect((await pgwarden(['control', 'suspend', 'local-policy', '--reason', 'incident 42'], env)).code).toBe(0);
+    const alone = await pgwarden(['control', 'suspend', 'local-policy', '--reason', 'incident 42', '--wait', '1'], env);
+    expect(alone.code).toBe(0);
+    expect(alone.stdout).toMatch(/\nno sidecar reported applying it within 1 s \(a sidecar serving the policy/);
     expect(await suspended).toMatchObject({ kind: 'suspend', policy: { namespace: '_', name: 'local-policy' } });
     const json = await pgwarden(
-      ['control', 'suspend', 'agents/analytics-agent', '--reason', 'incident 42', '--json'],
+      ['control', 'suspend', 'agents/analytics-agent', '--reason', 'incident 42', '--json', '--wait', '0'],
       env,
     );
     expect(JSON.parse(json.stdout).control).toMatchObject({ kind: 'suspend', by: 'alice' });
@@ -129,7 +146,9 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden control against a collector
     expect(listed.stdout).toMatch(
       /^POLICY +SUSPENDED +BY +SIGNED +REASON\n_\/local-policy +\d+s ago +alice +no +incident 42\nagents\/analytics-agent /,
     );
-    expect((await pgwarden(['control', 'resume', 'local-policy', '--reason', 'over'], env)).code).toBe(0);
+    expect((await pgwarden(['control', 'resume', 'local-policy', '--reason', 'over', '--wait', '0'], env)).code).toBe(
+      0,
+    );
     const after = JSON.parse((await pgwarden(['control', 'list', '--json'], env)).stdout);
     expect(after.map((s: any) => `${s.policy.namespace}/${s.policy.name}`)).toEqual(['agents/analytics-agent']);
 

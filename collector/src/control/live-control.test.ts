@@ -319,6 +319,43 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     ]);
   });
 
+  it('tells approvers which sidecars reported applying an action (GET /api/v1/control/{id})', async () => {
+    const id = randomUUID();
+    const control = {
+      kind: 'suspend' as const,
+      id,
+      by: 'alice',
+      reason: 'incident 42',
+      at: '2026-11-30T13:59:59.000Z',
+      policy: { namespace: 'agents', name: 'analytics-agent' },
+      signed: true,
+      sessionsEnded: 2,
+    };
+    for (const e of [...makeControlApplied('sc-8', [control]), ...makeControlApplied('sc-9', [control])])
+      expect(await collector.ingest(e)).toBe('stored');
+    const status = (path: string, token = ALICE) => api(collector, path, { token, method: 'GET' });
+    const r = await status(`/api/v1/control/${id}?since=${control.at}`);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toEqual({
+      id,
+      applied: ['sc-8', 'sc-9'].map((instance) => ({
+        time: '2026-11-30T14:00:00.000000Z',
+        source: { instance, namespace: 'agents' },
+        kind: 'suspend',
+        sessionsEnded: 2,
+        signed: true,
+      })),
+    });
+    // Without `since`: the last day; after the reports: none; another action, or another namespace's approver: none.
+    expect((await status(`/api/v1/control/${id}`)).body.applied).toHaveLength(2);
+    expect((await status(`/api/v1/control/${id}?since=2026-11-30T15:00:00Z`)).body.applied).toEqual([]);
+    expect((await status(`/api/v1/control/${randomUUID()}`)).body.applied).toEqual([]);
+    expect((await status(`/api/v1/control/${id}`, SAM)).body.applied).toEqual([]);
+    expect((await status('/api/v1/control/not-an-id')).status).toBe(404);
+    expect((await status(`/api/v1/control/${id}?since=yesterday`)).status).toBe(400);
+    expect((await status(`/api/v1/control/${id}`, RITA)).status).toBe(401);
+  });
+
   // Last: it stops nats-server.
   it('answers 503 unavailable while NATS is down, counts it, and publishes again once NATS is back', async () => {
     const before = await metric(collector, 'suspend', 'unavailable');

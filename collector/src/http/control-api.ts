@@ -1,6 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import {
+  type AuditControl,
   type ControlMessage,
   isApprovalId,
   isControlNamespace,
@@ -14,7 +15,7 @@ import { type ControlKind, type ControlTarget, controlMessage, suspensionsOf } f
 import type { ControlStream } from '../control/control-stream.js';
 import { CollectorError } from '../errors.js';
 import type { AuditStore } from '../store/audit-store.js';
-import { getSessionSummary } from '../store/queries.js';
+import { getControlApplications, getSessionSummary } from '../store/queries.js';
 import { requireApprover } from './approver-auth.js';
 import { HttpError, parseBodyObject, type Reply, readBody } from './json-io.js';
 import { inScope, type ReaderNote } from './read-routes.js';
@@ -36,10 +37,14 @@ export interface ControlDeps {
 const TERMINATE = /^\/api\/v1\/sessions\/([^/]+)\/terminate$/;
 const SUSPENSION = /^\/api\/v1\/policies\/([^/]+)\/([^/]+)\/(suspend|resume)$/;
 const SUSPENSIONS = '/api/v1/suspensions';
+const STATUS = /^\/api\/v1\/control\/([^/]+)$/;
+/** How far back `GET /api/v1/control/{id}` looks without `since` (a day: actions are looked at while they happen). */
+const STATUS_LOOKBACK_MS = 24 * 3600_000;
 /** Every policy's subject: a policy name may hold dots, so its subject may have more than one token after `policy`. */
 const POLICY_SUBJECTS = 'pgwarden.control.policy.>';
 
-export const isControlPath = (path: string) => path === SUSPENSIONS || TERMINATE.test(path) || SUSPENSION.test(path);
+export const isControlPath = (path: string) =>
+  path === SUSPENSIONS || TERMINATE.test(path) || SUSPENSION.test(path) || STATUS.test(path);
 
 /**
  * `POST /api/v1/sessions/{id}/terminate`, `POST /api/v1/policies/{namespace}/{name}/suspend|resume` and
@@ -77,11 +82,16 @@ async function route(
 ): Promise<Reply & { items?: number }> {
   const method = req.method ?? 'GET';
   const path = url.pathname;
-  if (method !== (path === SUSPENSIONS ? 'GET' : 'POST'))
+  const status = STATUS.exec(path);
+  if (method !== (path === SUSPENSIONS || status ? 'GET' : 'POST'))
     throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
   const { stream } = deps;
   if (!stream) throw new HttpError(501, 'control_disabled', 'live control needs NATS: start the collector with --nats');
   const who = requireApprover(deps.approvers, req, note);
+  if (status) {
+    const applied = await applicationsOf(deps, decode(status[1]), url.searchParams.get('since'), who);
+    return { status: 200, body: { id: decode(status[1]), applied }, items: applied.length };
+  }
   if (method === 'GET') {
     const verifyKey = deps.signingKey && createPublicKey(deps.signingKey);
     const suspensions = suspensionsOf(await stream.lastPerSubject(POLICY_SUBJECTS), verifyKey).filter((s) =>
@@ -119,6 +129,45 @@ async function targetOf(deps: ControlDeps, path: string, who: TokenHolder): Prom
     );
   if (!policyInScope(who, namespace)) throw new HttpError(404, 'not_found', `no policy ${namespace}/${name}`);
   return { kind: kind as SuspensionMessage['kind'], policy: { namespace, name } };
+}
+
+/** One sidecar's report of applying an action (its `control.applied` event), as `GET /api/v1/control/{id}` lists it. */
+export interface ControlApplication {
+  time: string;
+  source: { instance?: string; pod?: string; namespace?: string };
+  kind: string;
+  sessionsEnded: number;
+  signed: boolean;
+}
+
+/**
+ * Which sidecars reported applying action `id` (their `control.applied` events, in the approver's namespaces): the
+ * approver's answer to "did it work?". `since` (RFC 3339, e.g. the action's `at`) bounds the search.
+ */
+async function applicationsOf(
+  deps: ControlDeps,
+  id: string,
+  since: string | null,
+  who: TokenHolder,
+): Promise<ControlApplication[]> {
+  if (!isApprovalId(id)) throw new HttpError(404, 'not_found', `no control action ${JSON.stringify(id)}`);
+  const from = since === null ? new Date(Date.now() - STATUS_LOOKBACK_MS) : new Date(since);
+  if (Number.isNaN(from.getTime())) throw new HttpError(400, 'bad_since', 'since must be an RFC 3339 time');
+  const events = await getControlApplications(deps.store.db, id, new Date(from.getTime() - 60_000));
+  return events
+    .filter((e) => inScope(who.namespaces, e.identity?.namespace ?? null))
+    .map((e) => {
+      const c = (e.control ?? {}) as Partial<AuditControl>;
+      const source = (e.source ?? {}) as ControlApplication['source'];
+      return {
+        time: e.time,
+        // The sidecar's namespace: its own (downward API), else the one its chain files its events under.
+        source: { instance: source.instance, pod: source.pod, namespace: source.namespace ?? e.identity?.namespace },
+        kind: String(c.kind),
+        sessionsEnded: c.sessionsEnded ?? 0,
+        signed: c.signed === true,
+      };
+    });
 }
 
 /** A policy without a namespace (`_`) is every namespace's business: only approvers without a limit act on it. */

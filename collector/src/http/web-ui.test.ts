@@ -326,6 +326,15 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
         /^terminate published/.test(document.querySelector('#terminate .ok')?.textContent ?? ''),
       );
       expect(await page.textContent('#terminate .ok')).toContain(m!.id);
+      // The session's sidecar reports applying it: the page says so.
+      const report = { kind: 'terminate' as const, id: m!.id, by: 'alice', reason: 'runaway loop', at: m!.at, session };
+      for (const e of makeControlApplied('ui-sc2', [{ ...report, signed: false, sessionsEnded: 1 }], Date.now()))
+        expect(await collector.ingest(e)).toBe('stored');
+      await page.waitForFunction(() =>
+        /^session ended by its sidecar \(ui-sc2, control /.test(
+          document.querySelector('#terminate .ok')?.textContent ?? '',
+        ),
+      );
 
       await page.click('tr.s[data-session="sidecar-ui-sc"]');
       await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session sidecar-ui-sc');

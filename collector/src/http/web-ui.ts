@@ -114,9 +114,24 @@ function terminateForm(id) {
     try {
       const { control } = await approverApi('/api/v1/sessions/' + encodeURIComponent(id) + '/terminate', { method: 'POST', body: JSON.stringify({ reason: reason.value }) });
       msg.className = 'ok'; msg.textContent = 'terminate published (control ' + control.id + '): its sidecar ends the session when it receives it';
+      confirmControl(control, msg);
     } catch (e) { msg.className = 'msg'; msg.textContent = String(e.message); }
   };
   return form;
+}
+// Did it work? Asks for up to 10 s which sidecar reported applying the action (GET /api/v1/control/{id}).
+async function confirmControl(control, msg) {
+  const path = '/api/v1/control/' + encodeURIComponent(control.id) + '?since=' + encodeURIComponent(control.at);
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    const applied = await approverApi(path).then((b) => b.applied, () => []);
+    if (applied.length > 0) {
+      const s = applied[0].source;
+      msg.className = 'ok'; msg.textContent = 'session ended by its sidecar (' + (s.pod || s.instance) + ', control ' + control.id + ')';
+      return;
+    }
+  }
+  msg.className = 'bad'; msg.textContent = 'terminate published (control ' + control.id + '), but no sidecar confirmed it within 10 s: it may be cut off from NATS';
 }
 async function showSession(id) {
   const d = await getJson('/api/v1/sessions/' + encodeURIComponent(id));

@@ -126,6 +126,14 @@ ALTER TABLE audit_sessions ADD COLUMN instance text;
 ALTER TABLE audit_sessions ADD COLUMN interrupted_at timestamptz;
 CREATE INDEX audit_sessions_unended_idx ON audit_sessions (session_id) WHERE end_seq IS NULL AND interrupted_at IS NULL;`,
   },
+  {
+    version: 4,
+    name: 'events other than statements by type',
+    sql: `
+-- Whether the sidecars applied a live control action (GET /api/v1/control/{id}) and searches by type look among the
+-- few events that are not statements; statements, nearly every row, stay out of the index and cost nothing more.
+CREATE INDEX audit_events_type_idx ON audit_events (type, time) WHERE type <> 'statement';`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

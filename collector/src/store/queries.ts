@@ -171,6 +171,17 @@ export async function listSessions(db: SqlRunner, f: SessionFilter): Promise<Pag
 }
 
 /** One session's summary, without its events: what deciding about the session needs. */
+/** The `control.applied` events of one control action (its id) recorded since `since`, oldest first. */
+export async function getControlApplications(db: SqlRunner, id: string, since: Date): Promise<AuditEvent[]> {
+  const rows = await db.query<{ event: string }>(
+    `SELECT event FROM audit_events
+     WHERE type = 'control.applied' AND time >= $2 AND (event::jsonb -> 'control' ->> 'id') = $1
+     ORDER BY time, id`,
+    [id, since.toISOString()],
+  );
+  return rows.map((r) => JSON.parse(r.event) as AuditEvent);
+}
+
 export async function getSessionSummary(db: SqlRunner, id: string): Promise<SessionSummary | null> {
   const [session] = await db.query<SessionSummary>(
     `SELECT ${SESSION_COLUMNS} FROM ${SESSION_FROM} WHERE s.session_id = $1`,

@@ -146,9 +146,13 @@ export function makeHeads(
  * A sidecar's own chain (`sidecar-<instance>`) holding one `control.applied` event per control message it applied,
  * as the sidecar records an approver's terminate, suspend or resume.
  */
-export function makeControlApplied(instance: string, controls: readonly AuditControl[]): AuditEvent[] {
+export function makeControlApplied(
+  instance: string,
+  controls: readonly AuditControl[],
+  startMs = Date.UTC(2026, 10, 30, 14),
+): AuditEvent[] {
   const chain = newChain();
-  let t = Date.UTC(2026, 10, 30, 14) * 1000;
+  let t = startMs * 1000;
   return controls.map((control) => {
     const e = sealEvent(
       {
