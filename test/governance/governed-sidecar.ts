@@ -161,10 +161,15 @@ export async function listenerClient(port: number): Promise<pg.Client> {
   return c;
 }
 
-/** Reads until `ok` holds (every 20 ms, up to ~5 s); throws naming `what` and the last value otherwise. */
-export async function until<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean): Promise<T> {
+/** Reads until `ok` holds (every 20 ms, up to `timeoutMs`); throws naming `what` and the last value otherwise. */
+export async function until<T>(
+  what: string,
+  read: () => Promise<T> | T,
+  ok: (v: T) => boolean,
+  timeoutMs = 5000,
+): Promise<T> {
   let v = await read();
-  for (let i = 0; i < 250 && !ok(v); i++) {
+  for (let i = 0; i < timeoutMs / 20 && !ok(v); i++) {
     await new Promise((r) => setTimeout(r, 20));
     v = await read();
   }

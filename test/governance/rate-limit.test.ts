@@ -1,8 +1,10 @@
 import { connect } from 'node:net';
+import { type NatsConnection, connect as natsConnect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelRequest } from '../../sidecar/src/protocol/frontend-messages.js';
+import { startNats, type TestNats } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { errorOf, examplePolicy, type Governed, startGoverned, writePolicy } from './governed-sidecar.js';
+import { errorOf, examplePolicy, type Governed, startGoverned, until, writePolicy } from './governed-sidecar.js';
 
 // guardrails.rateLimit through the real sidecar, the real parser and PostgreSQL: one bucket per listener, shared by
 // its sessions; simple and extended protocol (each Execute of a prepared statement counts); transaction control
@@ -167,3 +169,62 @@ function sendCancel(port: number, pid: number, secret: number): Promise<void> {
     s.on('error', reject).on('close', () => resolve());
   });
 }
+
+describe('guardrails.rateLimit, scope: policy', () => {
+  let nats: TestNats;
+  const pods: Governed[] = [];
+  const connections: NatsConnection[] = [];
+  beforeAll(async () => {
+    nats = await startNats();
+    // Two pods of one policy, each over its own NATS connection (as each sidecar's audit sink has one).
+    const policy = policyWith({ statementsPerSecond: 0.02, burst: 4, scope: 'policy' });
+    for (let i = 0; i < 2; i++) {
+      const nc = await natsConnect({ servers: nats.url });
+      connections.push(nc);
+      pods.push(
+        await startGoverned(db.name, policy, {
+          sidecar: {
+            control: {
+              onConnected: (l) => {
+                l(nc);
+                return () => {};
+              },
+            },
+          },
+        }),
+      );
+    }
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(pods.map((g) => g.close()));
+    await Promise.all(connections.map((c) => c.close()));
+    await nats?.stop();
+  });
+
+  it('splits one budget between the pods serving the policy: each gets its share, not the whole', async () => {
+    const pods_ = async (g: Governed) => {
+      const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
+      return Number(/^pgwarden_rate_limit_pods\{policy="analyst"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    // Presence runs every 2 s: until both pods count each other, no statement is run.
+    for (const g of pods)
+      await until(
+        'the pods to count each other',
+        () => pods_(g),
+        (n) => n === 2,
+        15_000,
+      );
+    // 4 statements for the policy (no token comes back while the test runs): 2 per pod, then 53400 naming the split.
+    for (const g of pods) {
+      const c = await g.client();
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      expect(await errorOf(c, 'SELECT 1')).toMatchObject({
+        code: '53400',
+        message:
+          "pgwarden: statement rate limit exceeded (guardrails.rateLimit: 0.01 statements/s, burst 2 (this pod's share: the policy's budget is split among 2 pods))",
+      });
+      await c.end();
+    }
+  });
+});

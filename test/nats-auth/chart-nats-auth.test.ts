@@ -731,6 +731,15 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
       expect(errors.join('\n')).toMatch(
         /Permissions Violation for Subscription to "pgwarden\.control\.policy\.agents\.writer"/,
       );
+      // Presence (rateLimit.scope: policy): a namespace's pods count each other, and only under their namespace.
+      const presence = nc.subscribe('pgwarden.presence.team-a.writer', { max: 1 });
+      await nc.flush();
+      nc.publish('pgwarden.presence.team-a.writer', '{"instance":"p1"}');
+      for await (const m of presence) expect(m.string()).toBe('{"instance":"p1"}');
+      nc.publish('pgwarden.presence.agents.writer', '{"instance":"p1"}');
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.presence\.agents\.writer"/);
       // Read-back after a reconnect: its own policies and sessions, not another namespace's.
       const jsm = await jetstreamManager(nc, { checkAPI: false });
       expect((await jsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: session }))?.subject).toBe(session);

@@ -197,6 +197,13 @@ export const databaseAccessPolicySpecSchema = {
                 'Statements that may run at once after a quiet spell. Default: statementsPerSecond rounded up.',
             },
             onExceed: { type: 'string', enum: ['deny', 'delay'], default: 'deny' },
+            scope: {
+              type: 'string',
+              enum: ['pod', 'policy'],
+              default: 'pod',
+              description:
+                'pod: each pod (sidecar) has the whole budget. policy: the budget is shared by every pod serving the policy, split evenly among those running (they find each other over the audit NATS connection).',
+            },
             maxDelay: {
               ...duration,
               default: '5s',

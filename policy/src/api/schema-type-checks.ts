@@ -24,7 +24,14 @@ export type SchemaTypeChecks = [
   Assert<
     Equals<
       DatabaseAccessPolicySpec['guardrails']['rateLimit'],
-      { statementsPerSecond: number; burst?: number; onExceed: 'deny' | 'delay'; maxDelay: string } | undefined
+      | {
+          statementsPerSecond: number;
+          burst?: number;
+          onExceed: 'deny' | 'delay';
+          scope: 'pod' | 'policy';
+          maxDelay: string;
+        }
+      | undefined
     >
   >,
   Assert<Equals<MaskingStrategyType, 'redact' | 'partial' | 'hash' | 'null' | 'email' | 'digits'>>,

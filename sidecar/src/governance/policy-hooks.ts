@@ -29,6 +29,8 @@ export interface PolicyHooks extends ProxyHooks {
   suspension(): SuspensionMessage | undefined;
   /** Sets or lifts the live suspension; the caller ends the sessions (startGovernedSidecar). */
   setSuspension(m: SuspensionMessage | undefined): void;
+  /** guardrails.rateLimit.scope: policy: how many pods share the budget now (governance/nats-presence.ts). */
+  setRatePods(n: number): void;
 }
 
 /** Picks this listener's policy from the loaded set (by name when several). */
@@ -71,12 +73,17 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
   // kept across reloads that leave guardrails.rateLimit as it was.
   let limiter: RateLimiter | undefined;
   let limiterSpec: object | undefined;
+  // scope: policy: the pods sharing the budget, as presence last counted them (1 until it has).
+  let pods = 1;
   const rateLimiter = (): RateLimiter | undefined => {
     const spec = policy()?.policy.spec.guardrails.rateLimit;
     if (spec === limiterSpec) return limiter;
     limiterSpec = spec;
     if (spec === undefined) limiter = undefined;
-    else if (limiter === undefined || limiter.key !== rateLimitKey(spec)) limiter = new RateLimiter(spec);
+    else if (limiter === undefined || limiter.key !== rateLimitKey(spec)) {
+      limiter = new RateLimiter(spec);
+      if (spec.scope === 'policy') limiter.share(pods);
+    }
     return limiter;
   };
   return {
@@ -89,6 +96,11 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
       live = m;
       viewOf = undefined;
       view = undefined;
+    },
+    setRatePods(n) {
+      pods = n;
+      const l = rateLimiter();
+      if (l && policy()?.policy.spec.guardrails.rateLimit?.scope === 'policy') l.share(n);
     },
     ready: () => policy() !== undefined,
     authenticate: (req) => auth.authenticate(req),

@@ -44,6 +44,37 @@ describe('RateLimiter (guardrails.rateLimit token bucket)', () => {
     expect(l.take(1)).toEqual({ waitMs: 50 });
   });
 
+  it('scope policy: a pod takes its share of the budget, and the share follows the count of pods', () => {
+    const c = clock();
+    const spec = {
+      statementsPerSecond: 12,
+      burst: 6,
+      onExceed: 'deny' as const,
+      maxDelay: '5s',
+      scope: 'policy' as const,
+    };
+    const l = new RateLimiter(spec, c.now);
+    l.share(3);
+    expect([l.perSecond, l.burst, l.sharedBy]).toEqual([4, 2, 3]);
+    // The balance shrinks to the new burst at once: no pod keeps more than its share.
+    expect([l.take(1), l.take(1)]).toEqual([{ waitMs: 0 }, { waitMs: 0 }]);
+    expect(l.take(1)).toEqual({ refused: true, waitMs: 250 });
+    c.advance(250);
+    expect(l.take(1)).toEqual({ waitMs: 0 });
+    // A pod left: the share grows back.
+    l.share(2);
+    expect([l.perSecond, l.burst]).toEqual([6, 3]);
+    c.advance(1000);
+    for (let i = 0; i < 3; i++) expect(l.take(1)).toEqual({ waitMs: 0 });
+    expect(l.take(1)).toMatchObject({ refused: true });
+    // More pods than burst: each keeps one.
+    l.share(10);
+    expect([l.perSecond, l.burst]).toEqual([1.2, 1]);
+    expect(rateLimitedVerdict(l, { action: 'allow' }, 500).message).toBe(
+      "pgwarden: statement rate limit exceeded (guardrails.rateLimit: 1.2 statements/s, burst 1 (this pod's share: the policy's budget is split among 10 pods))",
+    );
+  });
+
   it('a request of more statements than the burst takes the whole burst instead of being refused for ever', () => {
     const c = clock();
     const l = new RateLimiter({ statementsPerSecond: 1, burst: 2, onExceed: 'deny', maxDelay: '5s' }, c.now);

@@ -1,5 +1,5 @@
 import { type DatabaseAccessPolicySpec, parseDuration } from '@pgwarden/policy';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Verdict } from '../proxy/hooks.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { registerOnce } from './governance-metrics.js';
@@ -17,8 +17,11 @@ export type Admission = { waitMs: number } | { refused: true; waitMs: number };
  * one that would wait longer than `maxDelayMs` is refused and reserves nothing.
  */
 export class RateLimiter {
-  readonly perSecond: number;
-  readonly burst: number;
+  /** The rate and burst in force here: the policy's, divided by the pods sharing it (scope: policy). */
+  perSecond: number;
+  burst: number;
+  /** How many pods share the policy's budget (1 with scope: pod). */
+  sharedBy = 1;
   readonly delay: boolean;
   readonly maxDelayMs: number;
   /** The settings it was made from, to tell whether a reloaded policy changed them. */
@@ -26,17 +29,36 @@ export class RateLimiter {
   private tokens: number;
   private at: number;
 
+  private readonly fullPerSecond: number;
+  private readonly fullBurst: number;
+
   constructor(
     spec: RateLimitSpec,
     private readonly now: () => number = () => performance.now(),
   ) {
-    this.perSecond = spec.statementsPerSecond;
-    this.burst = spec.burst ?? Math.max(1, Math.ceil(spec.statementsPerSecond));
+    this.fullPerSecond = spec.statementsPerSecond;
+    this.fullBurst = spec.burst ?? Math.max(1, Math.ceil(spec.statementsPerSecond));
+    this.perSecond = this.fullPerSecond;
+    this.burst = this.fullBurst;
     this.delay = spec.onExceed === 'delay';
     this.maxDelayMs = parseDuration(spec.maxDelay) ?? 5000;
     this.key = rateLimitKey(spec);
     this.tokens = this.burst;
     this.at = this.now();
+  }
+
+  /**
+   * scope: policy: this pod's share when `pods` pods serve the policy. The rate divides exactly; the burst rounds
+   * down but stays at least 1, so with more pods than burst the pods together may burst a little over it.
+   */
+  share(pods: number): void {
+    const n = Math.max(1, Math.floor(pods));
+    if (n === this.sharedBy) return;
+    this.take(0); // settle the balance at the old rate first
+    this.sharedBy = n;
+    this.perSecond = this.fullPerSecond / n;
+    this.burst = Math.max(1, Math.floor(this.fullBurst / n));
+    this.tokens = Math.min(this.tokens, this.burst);
   }
 
   /**
@@ -59,8 +81,12 @@ export class RateLimiter {
   }
 }
 
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
 export function rateLimitKey(spec: RateLimitSpec | undefined): string {
-  return spec === undefined ? '' : JSON.stringify([spec.statementsPerSecond, spec.burst, spec.onExceed, spec.maxDelay]);
+  return spec === undefined
+    ? ''
+    : JSON.stringify([spec.statementsPerSecond, spec.burst, spec.onExceed, spec.maxDelay, spec.scope]);
 }
 
 /** Statements of a verdict that count against the limit: all but transaction control, which must always get through. */
@@ -74,7 +100,9 @@ export function limitedStatements(v: Verdict): number {
 
 /** The denial for a statement over the limit (SQLSTATE 53400, configuration_limit_exceeded). */
 export function rateLimitedVerdict(limiter: RateLimiter, v: Verdict, waitMs: number): Verdict {
-  const rate = `${limiter.perSecond} statements/s, burst ${limiter.burst}`;
+  const shared =
+    limiter.sharedBy > 1 ? ` (this pod's share: the policy's budget is split among ${limiter.sharedBy} pods)` : '';
+  const rate = `${round2(limiter.perSecond)} statements/s, burst ${limiter.burst}${shared}`;
   const message = limiter.delay
     ? `pgwarden: statement rate limit exceeded (guardrails.rateLimit: ${rate}): it would wait ${Math.ceil(waitMs)} ms, longer than maxDelay ${limiter.maxDelayMs} ms`
     : `pgwarden: statement rate limit exceeded (guardrails.rateLimit: ${rate})`;
@@ -105,6 +133,18 @@ export class RateLimitMetrics {
     registers: [],
   });
 
+  private readonly sharing = new Gauge({
+    name: 'pgwarden_rate_limit_pods',
+    help: 'guardrails.rateLimit.scope policy: how many pods this sidecar counts as sharing the policy budget (itself included)',
+    labelNames: ['policy'],
+    registers: [],
+  });
+
+  /** scope: policy: the count presence last gave for a policy. */
+  pods(policy: string, n: number): void {
+    this.sharing.set({ policy }, n);
+  }
+
   readonly onEvent = (e: GovernanceEvent): void => {
     if (e.type !== 'statement.rate_limited') return;
     this.limited.inc({ outcome: e.outcome });
@@ -115,6 +155,7 @@ export class RateLimitMetrics {
     registerOnce(registry, [
       ['pgwarden_rate_limited_total', this.limited],
       ['pgwarden_rate_limit_wait_seconds', this.waited],
+      ['pgwarden_rate_limit_pods', this.sharing],
     ]);
   }
 }

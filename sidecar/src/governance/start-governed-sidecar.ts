@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { controlPolicyRef, initSqlParser, type RenderedPolicy, warmUpSqlAnalysis } from '@pgwarden/policy';
 import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
@@ -10,6 +11,7 @@ import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sideca
 import { ApprovalMetrics } from './approval-metrics.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { type ControlListener, ControlMetrics, type NatsControlOptions, natsControl } from './nats-control.js';
+import { natsPresence } from './nats-presence.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
 import { RateLimitMetrics } from './rate-limit.js';
@@ -188,6 +190,31 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     opts.control === false
       ? undefined
       : (opts.control ?? (sink instanceof NatsAuditSink ? { onConnected: sink.onConnected.bind(sink) } : undefined));
+  // guardrails.rateLimit.scope: policy: the pods serving a policy count each other over the same connection.
+  const presence =
+    link &&
+    natsPresence({
+      onConnected: link.onConnected,
+      instance: randomUUID(),
+      listeners: listeners.map((l) => ({
+        policy: () => {
+          const p = l.hooks.policy();
+          return p ? controlPolicyRef(p.policy.name, p.policy.namespace) : undefined;
+        },
+        shared: () => l.hooks.policy()?.policy.spec.guardrails.rateLimit?.scope === 'policy',
+        setPods: (n) => {
+          l.hooks.setRatePods(n);
+          rateLimitMetrics.pods(l.policy, n);
+        },
+      })),
+    });
+  if (!link)
+    for (const l of listeners)
+      if (l.hooks.policy()?.policy.spec.guardrails.rateLimit?.scope === 'policy')
+        opts.logger?.warn(
+          { policy: l.policy },
+          'guardrails.rateLimit.scope is policy, but without a NATS audit sink this pod cannot find the others: it keeps the whole budget',
+        );
   const control =
     link &&
     natsControl({
@@ -202,6 +229,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     async close(graceMs) {
       offSuspend();
       control?.close();
+      presence?.close();
       source.close();
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
       for (const m of maskings) m.close();
