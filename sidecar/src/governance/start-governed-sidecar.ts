@@ -197,10 +197,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       onConnected: link.onConnected,
       instance: randomUUID(),
       listeners: listeners.map((l) => ({
-        policy: () => {
-          const p = l.hooks.policy();
-          return p ? controlPolicyRef(p.policy.name, p.policy.namespace) : undefined;
-        },
+        policy: () => policyRefOf(l),
         shared: () => l.hooks.policy()?.policy.spec.guardrails.rateLimit?.scope === 'policy',
         setPods: (n) => {
           l.hooks.setRatePods(n);
@@ -237,16 +234,19 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   };
 }
 
+/** A listener's policy as control and presence subjects name it. */
+function policyRefOf(l: GovernedSidecar['listeners'][number]) {
+  const p = l.hooks.policy();
+  return p ? controlPolicyRef(p.policy.name, p.policy.namespace) : undefined;
+}
+
 /** One listener as the control channel sees it. */
 function controlListener(
   l: GovernedSidecar['listeners'][number],
   endIfSuspended: (l: GovernedSidecar['listeners'][number]) => number,
 ): ControlListener {
   return {
-    policy() {
-      const p = l.hooks.policy();
-      return p ? controlPolicyRef(p.policy.name, p.policy.namespace) : undefined;
-    },
+    policy: () => policyRefOf(l),
     decisionKeys: () => l.hooks.policy()?.policy.spec.approval.decisionKeys ?? [],
     sessionIds: () => l.sidecar.sessionIds(),
     hasSession: (id) => l.sidecar.sessionIds().includes(id),
