@@ -8,10 +8,11 @@ import {
   auditSigner,
   parseApprovalDecision,
   parseControlMessage,
+  suspensionSubject,
   terminateSubject,
 } from '@pgwarden/policy';
 import pino from 'pino';
-import { chromium } from 'playwright-core';
+import { chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
@@ -37,6 +38,18 @@ async function openPage(url: string) {
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(url);
   return { page, errors, close: () => browser.close() };
+}
+
+/** Enters `token` in the page's token form, as a person would. */
+async function enterToken(page: Page, token: string) {
+  await page.fill('#token', token);
+  await page.click('#token-form button');
+}
+
+/** Enters a token nobody holds and waits until the approval queue says it was refused. */
+async function enterUnknownToken(page: Page) {
+  await enterToken(page, 'not-a-token');
+  await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
 }
 
 // scripts/system-deps.sh installs chromium (Debian package); without it there is no browser to drive.
@@ -245,12 +258,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
     const { page, errors, close } = await openPage(collector.url);
     try {
-      await page.fill('#token', 'not-a-token');
-      await page.click('#token-form button');
-      await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
+      await enterUnknownToken(page);
       expect(await page.textContent('#approval-msg')).toMatch(/token/i);
-      await page.fill('#token', TOKEN);
-      await page.click('#token-form button');
+      await enterToken(page, TOKEN);
       const row = `#approval-list tr[data-approval="${req.id}"]`;
       await page.waitForSelector(row);
       expect(await page.$$eval(`${row} td`, (tds) => tds.slice(1, 4).map((td) => td.textContent))).toEqual([
@@ -306,15 +316,12 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     const { page, errors, close } = await openPage(collector.url);
     try {
       // Anyone may read this collector's trail (loopback, no readers file), but only an approver gets the button.
-      await page.fill('#token', 'not-a-token');
-      await page.click('#token-form button');
-      await page.waitForFunction(() => document.getElementById('approval-msg')?.textContent !== '');
+      await enterUnknownToken(page);
       await page.click(`tr.s[data-session="${session}"]`);
       await page.waitForSelector('#statements');
       expect(await page.$('#terminate')).toBeNull();
 
-      await page.fill('#token', TOKEN);
-      await page.click('#token-form button');
+      await enterToken(page, TOKEN);
       await page.waitForSelector('#approval-list tr');
       await page.click(`tr.s[data-session="${session}"]`);
       await page.fill('#terminate input', 'runaway loop');
@@ -351,6 +358,70 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       await close();
     }
   }, 60_000);
+
+  it('lets an approver suspend a policy and resume it, with what its sidecars reported, and errors as text', async () => {
+    const policy = { namespace: 'agents', name: 'analytics-agent' };
+    const published = fx.nc.subscribe(suspensionSubject(policy), { max: 1 });
+    await fx.nc.flush();
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await enterUnknownToken(page);
+      expect(await page.isVisible('#suspensions')).toBe(false);
+
+      await enterToken(page, TOKEN);
+      await page.waitForSelector('#suspensions');
+      expect(await page.textContent('#suspension-list')).toBe('no policy is suspended');
+      await page.fill('#suspend input[name=policy]', 'agents/analytics-agent');
+      await page.fill('#suspend input[name=reason]', 'leaks <b>x</b>, OPS-12');
+      await page.click('#suspend button');
+      let m: ReturnType<typeof parseControlMessage>;
+      for await (const msg of published) m = parseControlMessage(msg.data);
+      expect(m!).toMatchObject({ kind: 'suspend', policy, by: 'alice', reason: 'leaks <b>x</b>, OPS-12' });
+      const row = '#suspension-list tr[data-policy="agents/analytics-agent"]';
+      await page.waitForSelector(row);
+      expect(await page.$$eval(`${row} td`, (tds) => tds.slice(0, 5).map((td) => td.textContent))).toEqual([
+        'agents/analytics-agent',
+        m!.at,
+        'alice',
+        'leaks <b>x</b>, OPS-12',
+        'no',
+      ]);
+      expect(await page.$$eval('#suspensions b', (b) => b.length)).toBe(0);
+      expect(await page.textContent('#suspension-action')).toBe(
+        `suspend agents/analytics-agent published (control ${m!.id}): every sidecar serving it refuses new logins and ends its sessions`,
+      );
+      // A sidecar serving the policy reports applying it: the page counts the sidecars and the sessions they ended.
+      const report = { kind: 'suspend' as const, id: m!.id, by: 'alice', reason: m!.reason, at: m!.at, policy };
+      for (const e of makeControlApplied('ui-sc3', [{ ...report, signed: false, sessionsEnded: 2 }], Date.now()))
+        expect(await collector.ingest(e)).toBe('stored');
+      await page.waitForFunction(
+        (text) => document.getElementById('suspension-action')?.textContent === text,
+        `suspend agents/analytics-agent published (control ${m!.id}): applied by 1 sidecar(s), ended 2 session(s)`,
+      );
+
+      await page.fill(`${row} input[name=reason]`, 'fixed in OPS-12');
+      await page.click(`${row} button`);
+      await page.waitForFunction(
+        () => document.getElementById('suspension-list')?.textContent === 'no policy is suspended',
+      );
+      expect(await page.textContent('#suspension-action')).toMatch(
+        /^resume agents\/analytics-agent published \(control [0-9a-f-]{36}\): its sidecars accept logins again$/,
+      );
+
+      await page.fill('#suspend input[name=policy]', 'agents/Not_A_Name');
+      await page.click('#suspend button');
+      await page.waitForFunction(() => document.querySelector('#suspension-action.msg') !== null);
+      expect(await page.textContent('#suspension-action')).toBe(
+        '"agents/Not_A_Name" is no policy: namespace and name are Kubernetes names (namespace _ for a policy without one)',
+      );
+      // A token that is no approver's (any more) hides the panel again.
+      await enterToken(page, 'not-a-token');
+      await page.waitForSelector('#suspensions', { state: 'hidden' });
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 30_000);
 });
 
 describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
@@ -389,8 +460,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)(
           'reading the audit trail needs a reader or approver token',
         );
         expect(await page.$$eval('tr.s', (rows) => rows.length)).toBe(0);
-        await page.fill('#token', TOKEN);
-        await page.click('#token-form button');
+        await enterToken(page, TOKEN);
         await page.waitForSelector('tr.s[data-session="tok-sess-1"]');
         expect(await page.textContent('#sessions-msg')).toBe('');
         // The live stream (read with fetch, carrying the token) brings a session that starts later without a reload.

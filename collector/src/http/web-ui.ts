@@ -1,6 +1,6 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
- * or reject), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * or reject), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
@@ -15,14 +15,17 @@ body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
-#approvals{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
-#approval-list td:last-child{white-space:nowrap}.msg{color:#b00}#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}
+#approvals,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
+#approval-list td:last-child,#suspension-list td:last-child{white-space:nowrap}.msg{color:#b00}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
 <form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
+<section id="suspensions" hidden><h1>Suspended policies <span id="suspensions-msg" class="msg"></span></h1>
+<div id="suspension-action"></div>
+<table><thead><tr><th>policy</th><th>since</th><th>by</th><th>reason</th><th>signed</th><th></th></tr></thead><tbody id="suspension-list"></tbody></table></section>
 <section id="findings"><h1>Open chain findings <span id="findings-msg" class="msg"></span></h1>
 <table><thead><tr><th>detected</th><th>kind</th><th>session</th><th>seq</th><th>detail</th></tr></thead><tbody id="finding-list"></tbody></table></section>
 <h1>Sessions <span id="sessions-msg" class="msg"></span></h1>
@@ -105,33 +108,65 @@ function eventText(e) {
 }
 // Ending a session is an approver's action: the form shows only once the token has loaded the approval queue.
 function terminateForm(id) {
-  const form = el('form'); form.id = 'terminate';
-  const reason = el('input'); reason.placeholder = 'reason (required)'; reason.required = true; reason.maxLength = 1024;
   const msg = el('span', '', 'msg');
-  form.append(reason, ' ', el('button', 'Terminate'), ' ', msg);
-  form.onsubmit = async (ev) => {
-    ev.preventDefault();
-    try {
-      const { control } = await approverApi('/api/v1/sessions/' + encodeURIComponent(id) + '/terminate', { method: 'POST', body: JSON.stringify({ reason: reason.value }) });
-      msg.className = 'ok'; msg.textContent = 'terminate published (control ' + control.id + '): its sidecar ends the session when it receives it';
-      confirmControl(control, msg);
-    } catch (e) { msg.className = 'msg'; msg.textContent = String(e.message); }
-  };
+  const form = controlForm('Terminate', () => '/api/v1/sessions/' + encodeURIComponent(id) + '/terminate', msg);
+  form.id = 'terminate'; form.append(' ', msg);
   return form;
 }
-// Did it work? Asks for up to 10 s which sidecar reported applying the action (GET /api/v1/control/{id}).
-async function confirmControl(control, msg) {
+// Every control action carries why (the API refuses a blank reason); path() is read on submit, to see the fields then.
+function controlForm(label, path, msg, done) {
+  const form = el('form');
+  const reason = el('input'); reason.name = 'reason'; reason.placeholder = 'reason (required)'; reason.required = true; reason.maxLength = 1024;
+  form.append(reason, ' ', el('button', label));
+  form.onsubmit = async (ev) => { ev.preventDefault(); await publishControl(path(), reason.value, msg); done?.(); };
+  return form;
+}
+const AFTER = {
+  terminate: 'its sidecar ends the session when it receives it',
+  suspend: 'every sidecar serving it refuses new logins and ends its sessions',
+  resume: 'its sidecars accept logins again',
+};
+const published = (c) => c.kind + (c.policy ? ' ' + c.policy.namespace + '/' + c.policy.name : '') + ' published (control ' + c.id + ')';
+// msg names the action it reports on, so that a late confirmation does not overwrite a newer action's line.
+async function publishControl(path, reason, msg) {
+  try {
+    const { control } = await approverApi(path, { method: 'POST', body: JSON.stringify({ reason }) });
+    msg.dataset.control = control.id; msg.className = 'ok'; msg.textContent = published(control) + ': ' + AFTER[control.kind];
+    confirmControl(control, msg);
+  } catch (e) { msg.dataset.control = ''; msg.className = 'msg'; msg.textContent = String(e.message); }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Did it work? Asks for up to 10 s which sidecars reported applying the action (GET /api/v1/control/{id}). A session
+// has one sidecar; a policy may have many, so once the first reported the others get one more second.
+async function sidecarReports(control) {
   const path = '/api/v1/control/' + encodeURIComponent(control.id) + '?since=' + encodeURIComponent(control.at);
+  const ask = () => approverApi(path).then((b) => b.applied, () => []);
   for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 500));
-    const applied = await approverApi(path).then((b) => b.applied, () => []);
-    if (applied.length > 0) {
-      const s = applied[0].source;
-      msg.className = 'ok'; msg.textContent = 'session ended by its sidecar (' + (s.pod || s.instance) + ', control ' + control.id + ')';
-      return;
-    }
+    await sleep(500);
+    const applied = await ask();
+    if (applied.length === 0) continue;
+    if (control.kind === 'terminate') return applied;
+    await sleep(1000);
+    const later = await ask();
+    return later.length ? later : applied;
   }
-  msg.className = 'bad'; msg.textContent = 'terminate published (control ' + control.id + '), but no sidecar confirmed it within 10 s: it may be cut off from NATS';
+  return [];
+}
+async function confirmControl(control, msg) {
+  const applied = await sidecarReports(control);
+  if (msg.dataset.control !== control.id) return;
+  if (control.kind === 'terminate') {
+    const s = applied[0]?.source;
+    msg.className = s ? 'ok' : 'bad';
+    msg.textContent = s ? 'session ended by its sidecar (' + (s.pod || s.instance) + ', control ' + control.id + ')'
+      : published(control) + ', but no sidecar confirmed it within 10 s: it may be cut off from NATS';
+    return;
+  }
+  // A policy nobody reported is no failure: it may have no sidecar running.
+  const ended = applied.reduce((n, a) => n + a.sessionsEnded, 0);
+  msg.className = applied.length ? 'ok' : '';
+  msg.textContent = published(control) + ': ' + (applied.length ? 'applied by ' + applied.length + ' sidecar(s), ended ' + ended + ' session(s)'
+    : 'no sidecar reported applying it within 10 s (a sidecar serving the policy applies it as soon as it is connected to NATS)');
 }
 async function showSession(id) {
   const d = await getJson('/api/v1/sessions/' + encodeURIComponent(id));
@@ -198,6 +233,38 @@ async function loadApprovals() {
     act.prepend(reason); tr.append(act); body.append(tr);
   }
 }
+// namespace/name, or a bare name (a policy without a namespace: _), as the API's path segments; the API judges the names.
+function policyPath(ref) {
+  const i = ref.indexOf('/');
+  return (i < 0 ? ['_', ref] : [ref.slice(0, i), ref.slice(i + 1)]).map(encodeURIComponent).join('/');
+}
+const suspensionAction = document.getElementById('suspension-action');
+const suspendPolicy = el('input'); suspendPolicy.name = 'policy'; suspendPolicy.placeholder = 'namespace/policy'; suspendPolicy.required = true;
+const suspendForm = controlForm('Suspend', () => '/api/v1/policies/' + policyPath(suspendPolicy.value.trim()) + '/suspend', suspensionAction, loadSuspensions);
+suspendForm.id = 'suspend'; suspendForm.prepend(suspendPolicy, ' '); suspensionAction.before(suspendForm);
+// Shown to approvers only, like the queue (whose load tells whether the token is an approver's). An unchanged list
+// is not redrawn: that would wipe a Resume reason being typed.
+let suspensionsShown = '';
+async function loadSuspensions() {
+  document.getElementById('suspensions').hidden = !isApprover;
+  if (!isApprover) return;
+  const msg = document.getElementById('suspensions-msg');
+  let page;
+  try { page = await approverApi('/api/v1/suspensions'); } catch (e) { msg.textContent = String(e.message); return; }
+  msg.textContent = '';
+  if (JSON.stringify(page.suspensions) === suspensionsShown) return;
+  suspensionsShown = JSON.stringify(page.suspensions);
+  const body = document.getElementById('suspension-list'); body.replaceChildren();
+  if (!page.suspensions.length) { const td = el('td', 'no policy is suspended'); td.colSpan = 6; body.append(el('tr')); body.lastChild.append(td); }
+  for (const s of page.suspensions) {
+    const ref = s.policy.namespace + '/' + s.policy.name;
+    const tr = el('tr'); tr.dataset.policy = ref;
+    tr.append(el('td', ref), el('td', s.at), el('td', s.by), el('td', s.reason), el('td', s.signed ? 'yes' : 'no', s.signed ? 'ok' : undefined));
+    const act = el('td'); act.append(controlForm('Resume', () => '/api/v1/policies/' + policyPath(ref) + '/resume', suspensionAction, loadSuspensions));
+    tr.append(act); body.append(tr);
+  }
+}
+const loadApproverPanels = () => loadApprovals().then(loadSuspensions);
 document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
 let nextCursorUsed = false;
 document.getElementById('more').onclick = () => { nextCursorUsed = true; loadSessions(true); };
@@ -205,7 +272,7 @@ document.getElementById('token-form').onsubmit = (ev) => {
   ev.preventDefault();
   sessionStorage.setItem('pgwarden-token', document.getElementById('token').value);
   document.getElementById('token').value = '';
-  loadApprovals();
+  loadApproverPanels();
   loadFindings();
   loadSessions().then(follow);
 };
@@ -234,8 +301,8 @@ async function follow() {
   } catch (e) { if (ac.signal.aborted) return; }
   setTimeout(() => { if (following === ac) follow(); }, 3000);
 }
-loadApprovals();
-setInterval(loadApprovals, 5000);
+loadApproverPanels();
+setInterval(loadApproverPanels, 5000);
 loadFindings();
 setInterval(loadFindings, 15000);
 loadSessions().then(follow);
