@@ -270,6 +270,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       ]);
       expect(await page.$$eval('#approvals img', (imgs) => imgs.length)).toBe(0);
       await page.fill(`${row} input.reason`, 'checked the ticket');
+      // The periodic refresh of an unchanged queue keeps what the approver is typing.
+      await page.evaluate(() => (window as unknown as { loadApprovals(): Promise<void> }).loadApprovals());
+      expect(await page.inputValue(`${row} input.reason`)).toBe('checked the ticket');
       await page.click(`${row} button.approve`);
       let decision: ReturnType<typeof parseApprovalDecision>;
       for await (const m of decisions) decision = parseApprovalDecision(m.data);

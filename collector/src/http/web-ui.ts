@@ -204,12 +204,16 @@ async function approverApi(path, init) {
 // The message line shows a failed load until a load succeeds, and an approve/reject result until the next action:
 // the 5 s refresh must not wipe out what the approver just did.
 let loadFailed = false;
+let approvalsShown;
 async function loadApprovals() {
   if (!token()) return;
   let page;
   try { page = await approverApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; isApprover = false; return; }
   isApprover = true;
   if (loadFailed) { approvalMsg(''); loadFailed = false; }
+  // Redrawn only when the queue changed: the 5 s refresh must not wipe a reason being typed.
+  if (JSON.stringify(page.approvals) === approvalsShown) return;
+  approvalsShown = JSON.stringify(page.approvals);
   const body = document.getElementById('approval-list'); body.replaceChildren();
   if (!page.approvals.length) { const td = el('td', 'nothing waits for a decision'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
   for (const a of page.approvals) {
