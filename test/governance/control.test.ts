@@ -229,13 +229,51 @@ describe('suspend and resume', () => {
     await c.end();
   });
 
+  it('a sidecar starting during a suspension lets nobody in before it has read the suspension back', async () => {
+    const before = g.events.length;
+    const s = suspension('suspend', 'starting pods too');
+    await publish(s);
+    await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === s.id, before);
+    // Its NATS connection comes up only after a client has already tried to log in.
+    const nc = await connect({ servers: nats.url });
+    let connected: ((c: NatsConnection) => void) | undefined;
+    const late = await startGoverned(db.name, policy(), {
+      sidecar: {
+        control: {
+          onConnected: (l) => {
+            connected = l;
+            return () => {};
+          },
+        },
+      },
+    });
+    try {
+      const login = late.client().then(
+        () => 'let in',
+        (err: Error & { code?: string }) => `${err.code}: ${err.message}`,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      expect(late.gs.listeners[0].sidecar.sessions()).toBe(1); // the login waits
+      connected?.(nc);
+      // The read-back suspends the policy, which ends the waiting login as it ends every session.
+      expect(await login).toBe('57P01: terminating connection because pgwarden policy "analyst" was suspended');
+      await expect(late.client()).rejects.toMatchObject({ code: '28000' });
+    } finally {
+      await late.close();
+      await nc.close();
+    }
+    const r = suspension('resume', 'pods may start');
+    await publish(r);
+    await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === r.id, before);
+  });
+
   it('a sidecar that starts (or reconnects) after the suspension reads it back from the stream', async () => {
     const s = suspension('suspend', 'read back');
     await publish(s);
     await until(
       'the running sidecar to apply it',
       () => metric('suspend', 'applied'),
-      (n) => n === 3,
+      (n) => n === 4,
     );
     // A second sidecar of the same policy, auditing to NATS: live control comes with its sink's connection.
     const sink = new NatsAuditSink({ servers: [nats.url] });
@@ -260,7 +298,7 @@ describe('suspend and resume', () => {
     await until(
       'the first sidecar to resume',
       () => metric('resume', 'applied'),
-      (n) => n === 3,
+      (n) => n === 4,
     );
     const c = await g.client();
     expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);

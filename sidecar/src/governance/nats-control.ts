@@ -55,7 +55,7 @@ export interface NatsControlOptions {
  * was cut off, or before it started, applies as soon as it is connected. Until the first connection the sidecar does
  * not know of any live suspension (spec.suspend, delivered by Kubernetes, does not depend on NATS).
  */
-export function natsControl(opts: NatsControlOptions): { close(): void } {
+export function natsControl(opts: NatsControlOptions): { close(): void; ready: Promise<void> } {
   const log = opts.log ?? (() => {});
   const timeout = opts.requestTimeoutMs ?? 5000;
   // The message last applied per subject: a read-back of it, or a redelivery, changes nothing; an older one is a
@@ -64,6 +64,11 @@ export function natsControl(opts: NatsControlOptions): { close(): void } {
   let subscriptions: Subscription[] = [];
   let connection: NatsConnection | undefined;
   let closed = false;
+  // Settled by the first read-back, done or failed: until then this sidecar does not know its live state.
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
 
   const refuse = (reason: 'malformed' | 'subject' | 'signature', subject: string, kind?: string) => {
     opts.emit({ type: 'control.refused', reason, subject, ...(kind ? { kind } : {}) });
@@ -159,9 +164,10 @@ export function natsControl(opts: NatsControlOptions): { close(): void } {
       connection = nc;
       subscribe(nc);
     }
-    void readBack(nc);
+    void readBack(nc).finally(markReady);
   });
   return {
+    ready,
     close() {
       closed = true;
       off();

@@ -42,6 +42,8 @@ export function createPolicyAuthenticator(opts: {
   env?: NodeJS.ProcessEnv;
   oidc?: Partial<OidcConfig>;
   onEvent?: (e: AuthEvent | LoginRefusedEvent) => void;
+  /** Awaited before each login is judged (startGovernedSidecar: until live control has read back its state). */
+  beforeLogin?: () => Promise<void>;
 }): { needsPassword(): boolean; authenticate(req: AuthRequest): Promise<AuthOutcome> } {
   const workload = readWorkloadIdentity(opts.env);
   // Built from the request's non-secret parts only: the password/token is never copied into the event.
@@ -80,6 +82,7 @@ export function createPolicyAuthenticator(opts: {
   return {
     needsPassword: () => get()?.needsPassword ?? false,
     async authenticate(req) {
+      await opts.beforeLogin?.();
       let auth: Authenticator | undefined;
       try {
         auth = get();

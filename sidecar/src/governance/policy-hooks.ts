@@ -20,6 +20,8 @@ export interface PolicyHooksOptions {
   /** Overrides approval.timeout for held statements (local runs, tests). */
   reviewTimeoutMs?: number;
   onEvent?: (e: GovernanceEvent) => void;
+  /** Awaited before each login is judged (see createPolicyAuthenticator). */
+  beforeLogin?: () => Promise<void>;
 }
 
 export interface PolicyHooks extends ProxyHooks {
@@ -68,7 +70,13 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
     }
     return view;
   };
-  const auth = createPolicyAuthenticator({ policy, env: opts.env, oidc: opts.oidc, onEvent: emit });
+  const auth = createPolicyAuthenticator({
+    policy,
+    env: opts.env,
+    oidc: opts.oidc,
+    onEvent: emit,
+    beforeLogin: opts.beforeLogin,
+  });
   // One bucket for all of the listener's sessions (an agent that opens more connections gets no more statements),
   // kept across reloads that leave guardrails.rateLimit as it was.
   let limiter: RateLimiter | undefined;

@@ -117,6 +117,22 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     }
     ports.set(port, p.policy.name);
   }
+  // The collector's live control (terminate, suspend, resume) and presence ride on the audit sink's NATS connection.
+  const sink = opts.auditRecorder?.sink ?? opts.audit;
+  const link =
+    opts.control === false
+      ? undefined
+      : (opts.control ?? (sink instanceof NatsAuditSink ? { onConnected: sink.onConnected.bind(sink) } : undefined));
+  // A pod that starts during a live suspension must not let the agent in before it has read the suspension back:
+  // logins wait for the first read-back, but no longer than LIVE_STATE_WAIT_MS (NATS may be away; spec.suspend is
+  // the switch that does not depend on it).
+  let liveStateKnown = () => {};
+  const liveState = link
+    ? new Promise<void>((resolve) => {
+        liveStateKnown = resolve;
+        setTimeout(resolve, LIVE_STATE_WAIT_MS).unref();
+      })
+    : Promise.resolve();
   const listeners: GovernedSidecar['listeners'] = [];
   const maskings: { close(): void }[] = [];
   try {
@@ -124,6 +140,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       const db = p.policy.spec.database;
       const hooks = await createPolicyHooks({
         ...opts.governance,
+        beforeLogin: () => liveState,
         onEvent: events,
         source,
         policyName: set.length > 1 ? p.policy.name : undefined,
@@ -184,12 +201,6 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const offSuspend = source.on((e) => {
     if (e.type === 'policy.loaded') for (const l of listeners) endIfSuspended(l);
   });
-  // The collector's live control (terminate, suspend, resume).
-  const sink = opts.auditRecorder?.sink ?? opts.audit;
-  const link =
-    opts.control === false
-      ? undefined
-      : (opts.control ?? (sink instanceof NatsAuditSink ? { onConnected: sink.onConnected.bind(sink) } : undefined));
   // guardrails.rateLimit.scope: policy: the pods serving a policy count each other over the same connection.
   const presence =
     link &&
@@ -220,6 +231,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       emit: events,
       log: (level, msg, fields) => opts.logger?.[level](fields ?? {}, msg),
     });
+  void control?.ready.then(liveStateKnown);
   return {
     source,
     listeners,
@@ -233,6 +245,9 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     },
   };
 }
+
+/** The longest a login waits at start for live control to read back whether its policy is suspended. */
+const LIVE_STATE_WAIT_MS = 5000;
 
 /** A listener's policy as control and presence subjects name it. */
 function policyRefOf(l: GovernedSidecar['listeners'][number]) {
