@@ -1,5 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { auditSigner, controlSubject, decisionSigningKey, isLoopbackHost, natsUserFiles } from '@pgwarden/policy';
+import {
+  auditSigner,
+  controlSubject,
+  decisionSigningKey,
+  isApprovalId,
+  isLoopbackHost,
+  natsUserFiles,
+  terminateSubject,
+} from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { readAccessFor } from './auth/read-access.js';
@@ -8,6 +16,7 @@ import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
 import { ControlStream } from './control/control-stream.js';
 import { CollectorError } from './errors.js';
+import type { AuditEvent } from './event.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { LiveStream } from './http/live-stream.js';
@@ -180,6 +189,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       metrics.healed.inc(outcome.healed);
       live.publish(events);
       for (const r of runners) r.notify();
+      forgetAppliedTerminates(events);
     });
     q.on('finding', (f) => {
       metrics.findings.inc({ kind: f.kind });
@@ -239,6 +249,17 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       })
     : undefined;
   control?.on('status', (s) => log.info({ control: s }, 'control status'));
+  // A terminate its sidecar applied is done: its message leaves the stream (one per terminated session otherwise).
+  function forgetAppliedTerminates(events: readonly AuditEvent[]): void {
+    if (!control) return;
+    for (const e of events) {
+      const c = e.type === 'control.applied' ? (e.control as { kind?: string; session?: unknown }) : undefined;
+      if (c?.kind !== 'terminate' || !isApprovalId(c.session)) continue;
+      control
+        .forget(terminateSubject(c.session))
+        .catch((err: Error) => log.warn({ err: err.message }, 'applied terminate not purged from the control stream'));
+    }
+  }
   const reads =
     readQueue &&
     new ReadRecorder({

@@ -118,6 +118,16 @@ export class ControlStream extends EventEmitter<ControlStreamEvents> {
     }
   }
 
+  /**
+   * Drops what `subject` holds: a terminate its sidecar reported applying has done its work, and the stream would
+   * otherwise keep one message per terminated session for ever. Best effort: a failure leaves one small message.
+   */
+  async forget(subject: string): Promise<void> {
+    const nc = this.connected();
+    const jsm = await jetstreamManager(nc, { timeout: this.timeoutMs, checkAPI: false });
+    await jsm.streams.purge(CONTROL_STREAM, { filter: subject });
+  }
+
   async close(): Promise<void> {
     this.running = false;
     await this.nc?.drain().catch(() => {});

@@ -293,7 +293,12 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     ]);
   });
 
-  it('stores and verifies a sidecar’s control.applied events', async () => {
+  it('stores and verifies a sidecar’s control.applied events; an applied terminate leaves the stream', async () => {
+    // A terminate waiting in the stream for the session's sidecar (published through the API).
+    expect((await terminate(open, ALICE, { reason: 'to be applied' })).status).toBe(202);
+    const jsm = await jetstreamManager(fx.nc);
+    const waiting = () => jsm.streams.getMessage(CONTROL_STREAM, { last_by_subj: terminateSubject(open) });
+    expect((await waiting())?.subject).toBe(terminateSubject(open));
     const events = makeControlApplied('sc-7', [
       {
         kind: 'terminate',
@@ -313,6 +318,14 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     }
     const [report] = await collector.verify(['sidecar-sc-7']);
     expect(report.ok).toBe(true);
+    // Its sidecar reported it: the message is purged (the stream would keep one per terminated session otherwise).
+    // (No message: null, or a 404 error, depending on the client's version.)
+    await waitFor(() =>
+      waiting().then(
+        (m) => m === null,
+        () => true,
+      ),
+    );
     const shown = await api(collector, '/api/v1/sessions/sidecar-sc-7', { token: RITA, method: 'GET' });
     expect(shown.body.events.map((e: AuditEvent) => [e.type, e.control])).toEqual([
       ['control.applied', events[0].control],
