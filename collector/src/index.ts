@@ -12,6 +12,7 @@ export { CollectorError, type CollectorErrorCode } from './errors.js';
 export type { AuditEvent } from './event.js';
 export { buildExporter, type ExportSpec, type ExportsConfig, loadExportsConfig } from './exports/export-config.js';
 export type { Exporter } from './exports/export-runner.js';
+export type { ControlApplication } from './http/control-api.js';
 export type { DeliveryOutcome } from './ingest/ingest-queue.js';
 export { AUDIT_STREAM, AUDIT_SUBJECTS, ensureStream } from './ingest/jetstream-source.js';
 export { type AuditKey, type AuditKeyring, parseAuditKeys, watchAuditKeys } from './signatures/audit-keys.js';

@@ -1,4 +1,4 @@
-import type { Suspension } from '@pgwarden/collector';
+import type { ControlApplication, Suspension } from '@pgwarden/collector';
 import type { ControlMessage } from '@pgwarden/policy';
 import type { Command } from 'commander';
 import { relativeTime } from './approvals.js';
@@ -42,15 +42,6 @@ export function formatSuspensions(entries: readonly Suspension[], now: number): 
     s.reason.replace(/\s+/g, ' '),
   ]);
   return textTable(['POLICY', 'SUSPENDED', 'BY', 'SIGNED', 'REASON'], rows);
-}
-
-/** One sidecar's report of applying an action (`GET /api/v1/control/{id}`). */
-export interface ControlApplication {
-  time: string;
-  source: { instance?: string; pod?: string; namespace?: string };
-  kind: string;
-  sessionsEnded: number;
-  signed: boolean;
 }
 
 /**
