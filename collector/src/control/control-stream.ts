@@ -130,7 +130,19 @@ export class ControlStream extends EventEmitter<ControlStreamEvents> {
 
   async close(): Promise<void> {
     this.running = false;
-    await this.nc?.drain().catch(() => {});
+    const nc = this.nc;
+    if (nc) {
+      // A drain waits for the server; one that is away (or reconnecting) must not hold the collector's stop.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        nc.drain().catch(() => {}),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, CLOSE_DRAIN_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!nc.isClosed()) await nc.close().catch(() => {});
+    }
     await this.loop;
     this.nc = null;
   }
@@ -178,6 +190,9 @@ export class ControlStream extends EventEmitter<ControlStreamEvents> {
     }
   }
 }
+
+/** The longest close() waits for the connection to drain before closing it outright. */
+const CLOSE_DRAIN_MS = 2000;
 
 const unavailable = (message: string, cause?: unknown) =>
   new CollectorError('COLLECTOR_CONTROL_UNAVAILABLE', message, { cause });

@@ -208,6 +208,7 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     expect([inBilling.status, inBilling.body.control.by]).toEqual([202, 'sam']);
   });
 
+  // Two more collector starts: under a full `make test` on two cores each can take many seconds.
   it('suspends and resumes policies; every replica, and a restarted collector, lists the same suspensions', async () => {
     const received = nextOn(suspensionSubject({ namespace: 'agents', name: 'analytics-agent' }));
     const res = await suspension(collector, 'agents/analytics-agent', 'suspend');
@@ -268,7 +269,7 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
       subjects_filter: suspensionSubject({ namespace: 'agents', name: 'analytics-agent' }),
     });
     expect(Object.values(info.state.subjects ?? {})).toEqual([1]);
-  });
+  }, 90_000);
 
   it('records every control request in the collector’s chain as an audit.read', async () => {
     const reads = async () =>
