@@ -75,6 +75,33 @@ function userDir(name: string, user: string, pass: string): string {
 }
 
 /**
+ * A fresh approvals signing key (`pgwarden approvals keygen`) and a policy file `jobs` in namespace `agents` on the
+ * shared cluster's database `database`, listening on `port`; `spec` adds to it, given the key's public half.
+ */
+function signedJobsPolicy(tag: string, database: string, port: number, spec: (decisionKey: string) => object) {
+  const shared = inject('pg');
+  const signingKeyFile = join(dir, `${tag}-signing.pem`);
+  const decisionKey = execFileSync(process.execPath, [BIN, 'approvals', 'keygen', '--out', signingKeyFile], {
+    encoding: 'utf8',
+  });
+  const policyFile = join(dir, `${tag}-policy.json`);
+  writeFileSync(
+    policyFile,
+    JSON.stringify({
+      apiVersion: 'pgwarden.dev/v1alpha1',
+      kind: 'DatabaseAccessPolicy',
+      metadata: { name: 'jobs', namespace: 'agents' },
+      spec: {
+        database: { host: shared.host, port: shared.port, name: database, sslMode: 'verify-full' },
+        listen: { port },
+        ...spec(decisionKey),
+      },
+    }),
+  );
+  return { signingKeyFile, decisionKey, policyFile };
+}
+
+/**
  * `pgwarden collector` (the chart's collector NATS user, an approvers file with one approver holding a fresh token,
  * the approvals signing key) and `pgwarden sidecar` (the sidecars' user, auditing to NATS) on this file's NATS.
  * `tag` keeps each test's files apart.
@@ -415,30 +442,15 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
         await su.query('CREATE TABLE jobs (id int PRIMARY KEY); INSERT INTO jobs VALUES (1), (2), (3)');
         await su.query(`GRANT SELECT, DELETE ON jobs TO ${ROLES.scram.user}`);
         const port = await freePort();
-        const signingKeyFile = join(dir, 'approvals-signing.pem');
-        const decisionKey = execFileSync(process.execPath, [BIN, 'approvals', 'keygen', '--out', signingKeyFile], {
-          encoding: 'utf8',
-        });
+        const { signingKeyFile, decisionKey, policyFile } = signedJobsPolicy('ap', app.name, port, (key) => ({
+          rules: [
+            { name: 'read', action: 'allow', statements: ['select'] },
+            { name: 'deletes-need-review', action: 'review', statements: ['delete'], tables: ['public.jobs'] },
+          ],
+          // Only decisions the collector's key signed count (its public key from `pgwarden approvals keygen`).
+          approval: { timeout: '60s', approvers: { users: ['dana'] }, decisionKeys: [key] },
+        }));
         expect(decisionKey).toMatch(/^-----BEGIN PUBLIC KEY-----\n[\s\S]+-----END PUBLIC KEY-----\n$/);
-        const policyFile = join(dir, 'review-policy.json');
-        writeFileSync(
-          policyFile,
-          JSON.stringify({
-            apiVersion: 'pgwarden.dev/v1alpha1',
-            kind: 'DatabaseAccessPolicy',
-            metadata: { name: 'jobs', namespace: 'agents' },
-            spec: {
-              database: { host: shared.host, port: shared.port, name: app.name, sslMode: 'verify-full' },
-              listen: { port },
-              rules: [
-                { name: 'read', action: 'allow', statements: ['select'] },
-                { name: 'deletes-need-review', action: 'review', statements: ['delete'], tables: ['public.jobs'] },
-              ],
-              // Only decisions the collector's key signed count (its public key from `pgwarden approvals keygen`).
-              approval: { timeout: '60s', approvers: { users: ['dana'] }, decisionKeys: [decisionKey] },
-            },
-          }),
-        );
         const { token, api, collector, sidecar, logs } = await startCollectorAndSidecar('ap', {
           policyFile,
           signingKeyFile,
@@ -502,27 +514,12 @@ describe.skipIf(!BUILT && !process.env.CI)('live control through the real proces
     const app = await createTestDatabase(shared, ROLES.superuser);
     try {
       const port = await freePort();
-      const signingKeyFile = join(dir, 'control-signing.pem');
-      const decisionKey = execFileSync(process.execPath, [BIN, 'approvals', 'keygen', '--out', signingKeyFile], {
-        encoding: 'utf8',
-      });
-      const policyFile = join(dir, 'control-policy.json');
-      writeFileSync(
-        policyFile,
-        JSON.stringify({
-          apiVersion: 'pgwarden.dev/v1alpha1',
-          kind: 'DatabaseAccessPolicy',
-          metadata: { name: 'jobs', namespace: 'agents' },
-          spec: {
-            database: { host: shared.host, port: shared.port, name: app.name, sslMode: 'verify-full' },
-            listen: { port },
-            rules: [{ name: 'read', action: 'allow', statements: ['select'] }],
-            guardrails: { blockedFunctions: [] },
-            // Control messages count only when the collector's key signed them.
-            approval: { decisionKeys: [decisionKey] },
-          },
-        }),
-      );
+      const { signingKeyFile, policyFile } = signedJobsPolicy('ctl', app.name, port, (key) => ({
+        rules: [{ name: 'read', action: 'allow', statements: ['select'] }],
+        guardrails: { blockedFunctions: [] },
+        // Control messages count only when the collector's key signed them.
+        approval: { decisionKeys: [key] },
+      }));
       const { token, api, collector, sidecar, logs } = await startCollectorAndSidecar('ctl', {
         policyFile,
         signingKeyFile,
