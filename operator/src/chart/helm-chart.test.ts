@@ -283,6 +283,15 @@ describe('charts/pgwarden with real helm', () => {
     ]);
   });
 
+  it('quotes the hashes it renders: a hex digest may read as a number in YAML (`1234e567…` is a float)', async () => {
+    const { stdout } = await run(helm, ['template', 'pgw', chart, '--namespace', 'pgwarden'], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    // Generated passwords make these differ per render, so an unquoted one fails only now and then.
+    expect(stdout).toMatch(/checksum\/config: "[0-9a-f]{16}"/);
+    expect(stdout).toMatch(/tokenSha256: "[0-9a-f]{64}"/);
+  });
+
   it('audit.signingKeySecret: the operator copies the key (a namespace’s own first), reading exactly those names', async () => {
     const objects = await template(
       'audit.signingKeySecret=pgwarden-audit-signing',
