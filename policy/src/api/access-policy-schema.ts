@@ -229,6 +229,19 @@ export const databaseAccessPolicySpecSchema = {
             'Ed25519 public keys (PEM) of the collector(s) allowed to sign decisions; when set, unsigned decisions are ignored. Several for rotation.',
           items: { type: 'string', maxLength: 1024, pattern: '^-----BEGIN PUBLIC KEY-----' },
         },
+        grants: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['maxDuration'],
+          description:
+            'Lets an approver approve, with one decision, later statements of the same shape (same fingerprint, relations and functions) under the same rule from the same identity, in the pod that held the first, for up to maxDuration. Absent: every held statement needs its own approval.',
+          properties: {
+            maxDuration: {
+              ...duration,
+              description: 'The longest grant an approver may give (at most 24h); a longer one is shortened to it.',
+            },
+          },
+        },
       },
     },
     audit: {

@@ -1,4 +1,5 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { grantDurationMs } from '../approvals/approval-messages.js';
 import { decisionVerifyKey } from '../approvals/decision-signature.js';
 import type { PolicyIssue } from '../errors.js';
 import { type DatabaseAccessPolicySpec, databaseAccessPolicySpecSchema } from './access-policy-schema.js';
@@ -121,6 +122,14 @@ function semanticPolicyIssues(spec: DatabaseAccessPolicySpec, base: string): Pol
       });
     }
   });
+  const grantMax = spec.approval.grants?.maxDuration;
+  if (grantMax !== undefined && grantDurationMs(grantMax) === undefined) {
+    issues.push({
+      path: `${base}/approval/grants/maxDuration`,
+      message: 'must be a duration from 1s to 24h',
+      severity: 'error',
+    });
+  }
   return issues;
 }
 

@@ -1,10 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
   approvalSubject,
+  formatGrantDuration,
+  grantDurationMs,
   isApprover,
   parseApprovalClosed,
   parseApprovalDecision,
   parseApprovalRequest,
+  parseApprovalRevoked,
+  parseApprovalSubject,
 } from './approval-messages.js';
 
 const id = '6f1c2e3a-1b2c-4d5e-8f90-123456789abc';
@@ -72,5 +76,61 @@ describe('approval messages', () => {
     expect(isApprover({ groups: ['dba'] }, { name: 'dba', groups: [] })).toBe(false);
     expect(isApprover({}, { name: 'dana', groups: ['dba'] })).toBe(false);
     expect(approvalSubject('decision', id)).toBe(`pgwarden.approval.decision.${id}`);
+  });
+
+  it('grants: a decision may carry one only with an approval and a duration from 1s to 24h', () => {
+    const ok = { v: 1, id, decision: 'approved', by: { name: 'dana', groups: ['dba'] }, at, grant: { for: '30m' } };
+    expect(parseApprovalDecision(JSON.stringify(ok))?.grant).toEqual({ for: '30m' });
+    for (const bad of [
+      { ...ok, decision: 'rejected' }, // a rejection grants nothing
+      { ...ok, grant: { for: '25h' } },
+      { ...ok, grant: { for: '500ms' } },
+      { ...ok, grant: { for: 'soon' } },
+      { ...ok, grant: { for: '30m', scope: 'all' } }, // nothing the sidecar would not understand
+      { ...ok, grant: '30m' },
+      { ...ok, grant: null },
+    ]) {
+      expect(parseApprovalDecision(JSON.stringify(bad)), JSON.stringify(bad)).toBeUndefined();
+    }
+    expect(grantDurationMs('1h30m')).toBe(5_400_000);
+    expect(grantDurationMs('24h')).toBe(86_400_000);
+    for (const ms of [1000, 59_000, 60_000, 5_400_000, 86_400_000, 3_723_000])
+      expect(grantDurationMs(formatGrantDuration(ms))).toBe(ms);
+    expect(formatGrantDuration(5_400_000)).toBe('1h30m');
+  });
+
+  it('revocations: parsed on their own subject, refused when malformed', () => {
+    expect(parseApprovalSubject(approvalSubject('revoked', id))).toEqual({ kind: 'revoked', id });
+    const ok = { v: 1, id, by: { name: 'dana', groups: ['dba'] }, at, reason: 'done' };
+    expect(parseApprovalRevoked(JSON.stringify(ok))).toEqual(ok);
+    for (const bad of [
+      { ...ok, id: 'x' },
+      { ...ok, by: 'dana' },
+      { ...ok, at: 'yesterday' },
+      { ...ok, reason: 'x'.repeat(1025) },
+      { ...ok, sig: 1 },
+    ])
+      expect(parseApprovalRevoked(JSON.stringify(bad)), JSON.stringify(bad)).toBeUndefined();
+  });
+
+  it('requests and closings carry the grant fields only when well-formed', () => {
+    const req = {
+      v: 1,
+      id,
+      session: 's',
+      policy: { name: 'writer', hash: 'sha256:x' },
+      rule: 'r',
+      sql: 'DELETE FROM t WHERE id = 1',
+      identity: {},
+      approvers: { groups: ['dba'] },
+      requestedAt: at,
+      expiresAt: at,
+    };
+    expect(parseApprovalRequest(JSON.stringify({ ...req, grantMax: '1h', fingerprint: 'abc' }))?.grantMax).toBe('1h');
+    expect(parseApprovalRequest(JSON.stringify({ ...req, grantMax: '48h' }))).toBeUndefined();
+    const closed = { v: 1, id, outcome: 'approved', at, grantUntil: at };
+    expect(parseApprovalClosed(JSON.stringify(closed))?.grantUntil).toBe(at);
+    expect(parseApprovalClosed(JSON.stringify({ ...closed, outcome: 'rejected' }))?.grantUntil).toBeUndefined();
+    expect(parseApprovalClosed(JSON.stringify({ ...closed, grantUntil: 'later' }))?.grantUntil).toBeUndefined();
   });
 });

@@ -1,5 +1,6 @@
 import type { Subjects } from '../api/access-policy-schema.js';
 import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
+import { parseDuration } from '../engine/duration.js';
 
 /**
  * The approval queue's wire contract, shared by the sidecar (which holds `review` statements) and the collector
@@ -10,6 +11,7 @@ import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
  *   collector → pgwarden.approval.decision.<id>  ApprovalDecisionMessage (a person approved or rejected)
  *   sidecar   → pgwarden.approval.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
  *                                                                          it expired, or the client went away)
+ *   collector → pgwarden.approval.revoked.<id>   ApprovalRevokedMessage  (a person ended the grant an approval gave)
  *
  * The sidecar listens for its decision on the plain subject (it does not need the stream) and checks the approver
  * against the policy's `approval.approvers` itself: the collector's check is for the people using it, the
@@ -18,10 +20,10 @@ import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
 
 export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
 export const APPROVALS_SUBJECTS = 'pgwarden.approval.>';
-export type ApprovalSubjectKind = 'request' | 'decision' | 'closed';
+export type ApprovalSubjectKind = 'request' | 'decision' | 'closed' | 'revoked';
 export const approvalSubject = (kind: ApprovalSubjectKind, id: string) => `pgwarden.approval.${kind}.${id}`;
 
-const SUBJECT = /^pgwarden\.approval\.(request|decision|closed)\.([^.]+)$/;
+const SUBJECT = /^pgwarden\.approval\.(request|decision|closed|revoked)\.([^.]+)$/;
 /** The kind and id an approval subject names, or undefined for any other subject (or an id that is not a UUID). */
 export function parseApprovalSubject(subject: string): { kind: ApprovalSubjectKind; id: string } | undefined {
   const m = SUBJECT.exec(subject);
@@ -48,7 +50,18 @@ export interface ApprovalRequestMessage {
   approvers: Subjects;
   requestedAt: string;
   expiresAt: string;
+  /**
+   * The policy's approval.grants.maxDuration, when the policy lets an approval cover later statements of the same
+   * shape (a grant) and this statement may be covered: the longest grant an approver may give. Absent: this
+   * approval covers this statement only.
+   */
+  grantMax?: string;
+  /** The statement's shape (its fingerprint: constants replaced), which a grant would cover. */
+  fingerprint?: string;
 }
+
+/** Grants are bounded here too, whatever a policy says: a standing approval is meant to be short. */
+export const MAX_GRANT_MS = 24 * 3_600_000;
 
 export interface Approver {
   name: string;
@@ -62,7 +75,22 @@ export interface ApprovalDecisionMessage {
   by: Approver;
   reason?: string;
   at: string;
+  /**
+   * With `approved`: the approver also approves, for `for` (a duration), later statements of the same shape, under
+   * the same rule, from the same identity, in the sidecar that held this one (sidecar approval-grants.ts).
+   */
+  grant?: { for: string };
   /** Ed25519 signature (base64) by the collector's approval signing key, when it has one (decision-signature.ts). */
+  sig?: string;
+}
+
+/** Ends the grant of approval `id` before its time (a person changed their mind). */
+export interface ApprovalRevokedMessage {
+  v: 1;
+  id: string;
+  by: Approver;
+  reason?: string;
+  at: string;
   sig?: string;
 }
 
@@ -75,6 +103,8 @@ export interface ApprovalClosedMessage {
   /** The approver whose decision the sidecar applied (approved / rejected). */
   by?: Approver;
   at: string;
+  /** When the approval gave a grant the sidecar took: when that grant ends (the policy may have shortened it). */
+  grantUntil?: string;
 }
 
 /** Whether `who` is one of `approvers` (a user name or a group, globs as in rule subjects). */
@@ -103,10 +133,52 @@ export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisi
   // The collector caps reasons at 1024 characters; a longer one is not the collector's. Kept as sent otherwise:
   // a signature covers the exact text.
   if (o.reason !== undefined && o.reason.length > 1024) return undefined;
+  let grant: { for: string } | undefined;
+  if (o.grant !== undefined) {
+    const g = o.grant as { for?: unknown } | null;
+    if (o.decision !== 'approved' || !g || typeof g !== 'object' || Object.keys(g).length !== 1) return undefined;
+    if (typeof g.for !== 'string' || grantDurationMs(g.for) === undefined) return undefined;
+    grant = { for: g.for };
+  }
   return {
     v: 1,
     id: o.id,
     decision: o.decision,
+    by,
+    at: o.at,
+    ...(o.reason !== undefined ? { reason: o.reason } : {}),
+    ...(grant ? { grant } : {}),
+    ...(o.sig !== undefined ? { sig: o.sig } : {}),
+  };
+}
+
+/** A grant's duration in ms: a schema duration of at least a second and at most MAX_GRANT_MS; else undefined. */
+export function grantDurationMs(text: string): number | undefined {
+  const ms = text.length <= 32 ? parseDuration(text) : undefined;
+  return ms !== undefined && ms >= 1000 && ms <= MAX_GRANT_MS ? ms : undefined;
+}
+
+/** `ms` as a duration the schema reads back (`1h30m`, `45s`), to whole seconds. */
+export function formatGrantDuration(ms: number): string {
+  let s = Math.max(1, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s ? `${s}s` : ''}`;
+}
+
+/** Parses a revocation; undefined when malformed. */
+export function parseApprovalRevoked(data: Uint8Array | string): ApprovalRevokedMessage | undefined {
+  const o = parseObject(data);
+  if (o?.v !== 1 || !isApprovalId(o.id)) return undefined;
+  const by = approverOf(o.by);
+  if (!by || !str(o.at, 64) || Number.isNaN(Date.parse(o.at))) return undefined;
+  if (o.reason !== undefined && (typeof o.reason !== 'string' || o.reason.length > 1024)) return undefined;
+  if (o.sig !== undefined && !str(o.sig, 128)) return undefined;
+  return {
+    v: 1,
+    id: o.id,
     by,
     at: o.at,
     ...(o.reason !== undefined ? { reason: o.reason } : {}),
@@ -124,6 +196,9 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
   if (!isSubjects(o.approvers)) return undefined;
   if (Number.isNaN(Date.parse(String(o.requestedAt))) || Number.isNaN(Date.parse(String(o.expiresAt))))
     return undefined;
+  if (o.grantMax !== undefined && (typeof o.grantMax !== 'string' || grantDurationMs(o.grantMax) === undefined))
+    return undefined;
+  if (o.fingerprint !== undefined && !str(o.fingerprint, 64)) return undefined;
   return o as unknown as ApprovalRequestMessage;
 }
 
@@ -144,7 +219,18 @@ export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMe
   const o = parseObject(data);
   if (o?.v !== 1 || !isApprovalId(o.id) || !OUTCOMES.includes(String(o.outcome)) || !str(o.at, 64)) return undefined;
   const by = o.by === undefined ? undefined : approverOf(o.by);
-  return { v: 1, id: o.id, outcome: o.outcome as ApprovalClosedOutcome, at: o.at, ...(by ? { by } : {}) };
+  const grantUntil =
+    typeof o.grantUntil === 'string' && o.grantUntil.length <= 64 && !Number.isNaN(Date.parse(o.grantUntil))
+      ? o.grantUntil
+      : undefined;
+  return {
+    v: 1,
+    id: o.id,
+    outcome: o.outcome as ApprovalClosedOutcome,
+    at: o.at,
+    ...(by ? { by } : {}),
+    ...(grantUntil && o.outcome === 'approved' ? { grantUntil } : {}),
+  };
 }
 
 function parseObject(data: Uint8Array | string): Record<string, unknown> | undefined {

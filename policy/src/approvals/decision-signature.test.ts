@@ -7,7 +7,9 @@ import {
   decisionVerifyKey,
   decisionVerifyKeys,
   signDecision,
+  signRevocation,
   verifyDecision,
+  verifyRevocation,
 } from './decision-signature.js';
 
 const ed = generateKeyPairSync('ed25519');
@@ -89,5 +91,25 @@ ${key
         message: expect.stringMatching(/^is not an Ed25519 public key in PEM/),
       }),
     ]);
+  });
+
+  it('revocations are signed in their own domain: a decision signature never verifies as one, nor the reverse', () => {
+    const key = decisionSigningKey(priv);
+    const keys = [decisionVerifyKey(pub)];
+    const revocation = { v: 1 as const, id: decision.id, by: decision.by, at: decision.at, reason: 'done' };
+    const signed = signRevocation(revocation, key);
+    expect(verifyRevocation(signed, keys)).toBe(true);
+    expect(verifyRevocation({ ...signed, reason: 'other' }, keys)).toBe(false);
+    expect(verifyRevocation({ ...signed, id: '00000000-0000-4000-8000-000000000000' }, keys)).toBe(false);
+    // The same fields signed as a decision do not make a revocation, and a signed revocation is no decision.
+    const asDecision = signDecision(revocation as unknown as ApprovalDecisionMessage, key);
+    expect(verifyRevocation({ ...revocation, sig: asDecision.sig }, keys)).toBe(false);
+    expect(verifyDecision({ ...(revocation as unknown as ApprovalDecisionMessage), sig: signed.sig }, keys)).toBe(
+      false,
+    );
+    // A grant is part of what a decision's signature covers.
+    const granted = signDecision({ ...decision, grant: { for: '30m' } }, key);
+    expect(verifyDecision(granted, keys)).toBe(true);
+    expect(verifyDecision({ ...granted, grant: { for: '24h' } }, keys)).toBe(false);
   });
 });

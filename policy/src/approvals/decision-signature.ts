@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { signMessage, verifyMessage } from '../crypto/domain-signature.js';
 import { ed25519PrivateKey, ed25519PublicKey } from '../crypto/ed25519-keys.js';
-import type { ApprovalDecisionMessage } from './approval-messages.js';
+import type { ApprovalDecisionMessage, ApprovalRevokedMessage } from './approval-messages.js';
 
 /**
  * Signed approval decisions. Without them a sidecar takes a decision's approver from whoever could publish on
@@ -13,6 +13,8 @@ import type { ApprovalDecisionMessage } from './approval-messages.js';
 
 /** Domain separation: these bytes are signed for nothing else. */
 const CONTEXT = 'pgwarden approval decision v1\n';
+/** Revocations are signed in their own domain, so a signed decision can never pass for one, nor the reverse. */
+const REVOKE_CONTEXT = 'pgwarden approval revocation v1\n';
 
 /** The collector's signing key from a PEM private key; throws unless it is Ed25519. */
 export function decisionSigningKey(pem: string): KeyObject {
@@ -32,6 +34,16 @@ export function signDecision(d: ApprovalDecisionMessage, key: KeyObject): Approv
 /** Whether one of `keys` signed exactly this decision. */
 export function verifyDecision(d: ApprovalDecisionMessage, keys: readonly KeyObject[]): boolean {
   return verifyMessage(CONTEXT, d, keys);
+}
+
+/** The revocation with its signature (base64) in `sig`. */
+export function signRevocation(r: ApprovalRevokedMessage, key: KeyObject): ApprovalRevokedMessage {
+  return { ...r, sig: signMessage(REVOKE_CONTEXT, r, key) };
+}
+
+/** Whether one of `keys` signed exactly this revocation. */
+export function verifyRevocation(r: ApprovalRevokedMessage, keys: readonly KeyObject[]): boolean {
+  return verifyMessage(REVOKE_CONTEXT, r, keys);
 }
 
 const parsed = new Map<string, KeyObject | null>();

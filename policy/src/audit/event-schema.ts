@@ -97,7 +97,7 @@ export const auditEventSchema = {
     ]),
     policy: obj({ name: str, hash: str }, ['name', 'hash']),
     end: obj({ reason: str, error: str, statements: nonNegInt, durationMs: nonNegNum }, ['statements', 'durationMs']),
-    approval: obj({ id: str, approver: str, reason: str, expiresAt: time }, ['id']),
+    approval: obj({ id: str, approver: str, reason: str, expiresAt: time, grantUntil: time }, ['id']),
     gap: obj(
       {
         dropped: nonNegInt,

@@ -128,6 +128,8 @@ export interface AuditApproval {
   approver?: string;
   reason?: string;
   expiresAt?: string;
+  /** approval.granted: the approval also covers later statements of the same shape until then (a grant). */
+  grantUntil?: string;
 }
 
 /** Events that could not be made durable (failMode: open, or spool full) and were dropped. */

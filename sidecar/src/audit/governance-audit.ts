@@ -16,6 +16,7 @@ export type AuditedGovernanceEvent =
       approvalId?: string;
       by?: string;
       reason?: string;
+      grantUntil?: number;
     }
   | ({ type: 'login.refused' } & LoginRefusal)
   | { type: 'control.applied'; control: AuditControl }
@@ -68,6 +69,7 @@ export function governanceAuditListener(recorder: AuditRecorder): (e: AuditedGov
         ...(e.by ? { approver: cutText(e.by, 256) } : {}),
         // The approver's own words when they give any; else which rule held it, as on approval.requested.
         ...(e.reason ? { reason: cutText(e.reason, 1024) } : e.rule ? { reason: `rule ${e.rule}` } : {}),
+        ...(e.grantUntil !== undefined ? { grantUntil: formatAuditTime(e.grantUntil * 1000) } : {}),
       });
     }
   };

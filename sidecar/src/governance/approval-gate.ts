@@ -1,5 +1,7 @@
 import type { Subjects } from '@pgwarden/policy';
 import type { Identity } from '../proxy/hooks.js';
+import type { Grant, GrantScope } from './approval-grants.js';
+import type { GovernanceEvent } from './governance-events.js';
 
 export interface ApprovalRequest {
   /** A UUID, also the id of the audit trail's approval events. */
@@ -17,12 +19,18 @@ export interface ApprovalRequest {
   sql: string;
   identity: Identity;
   timeoutMs: number;
+  /**
+   * Present when the policy allows grants (approval.grants) and this statement may be covered by one: an approval
+   * that asks for a grant then also covers later statements with this key (approval-grants.ts).
+   */
+  grant?: GrantScope;
   /** Aborted when the client session ends while the statement is held. */
   signal: AbortSignal;
 }
 
 export type ApprovalOutcome =
-  | { decision: 'approved'; by: string }
+  /** `grantUntil`: the approval also gave a grant, ending then (epoch ms). */
+  | { decision: 'approved'; by: string; grantUntil?: number }
   | { decision: 'rejected'; by: string; reason?: string }
   | { decision: 'timeout' }
   /** The queue could not take the request (NATS down, no stream): nobody decided, the statement is denied at once. */
@@ -31,6 +39,10 @@ export type ApprovalOutcome =
 /** Where held (`review`) statements wait: nats-approval-gate.ts with a NATS audit sink, else noApproversGate. */
 export interface ApprovalGate {
   request(req: ApprovalRequest): Promise<ApprovalOutcome>;
+  /** The live grant covering a statement with this grant key, if the gate keeps grants. */
+  granted?(key: string): Grant | undefined;
+  /** Registers a listener for the gate's own events (a grant revoked). */
+  listen?(listener: (e: GovernanceEvent) => void): void;
 }
 
 /**

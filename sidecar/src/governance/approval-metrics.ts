@@ -20,19 +20,29 @@ export class ApprovalMetrics {
     registers: [],
   });
 
+  private readonly grants = new Counter({
+    name: 'pgwarden_approval_grants_total',
+    help: 'Approval grants: given (an approval covering later statements of its shape), used (a statement ran under one, without a hold), revoked',
+    labelNames: ['event'],
+    registers: [],
+  });
+
   /** The governance event listener that keeps the metrics. */
   readonly onEvent = (e: GovernanceEvent): void => {
     if (e.type === 'statement.held') this.held.inc();
     else if (e.type === 'statement.released') {
       this.held.dec();
       this.ended.inc({ outcome: e.outcome });
-    }
+      if (e.grantUntil !== undefined) this.grants.inc({ event: 'given' });
+    } else if (e.type === 'statement.granted') this.grants.inc({ event: 'used' });
+    else if (e.type === 'approval.grant_revoked') this.grants.inc({ event: 'revoked' });
   };
 
   register(registry: Registry): void {
     registerOnce(registry, [
       ['pgwarden_approvals_held', this.held],
       ['pgwarden_approvals_total', this.ended],
+      ['pgwarden_approval_grants_total', this.grants],
     ]);
   }
 }

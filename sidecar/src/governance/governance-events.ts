@@ -54,7 +54,20 @@ export type GovernanceEvent =
       /** Who approved or rejected it. */
       by?: string;
       reason?: string;
+      /** The approval also gave a grant, ending then (epoch ms). */
+      grantUntil?: number;
     }
+  /** A statement held for review ran at once, covered by the grant approval `approvalId` gave (approval-grants.ts). */
+  | {
+      type: 'statement.granted';
+      session: string;
+      policy: PolicyRef;
+      rule?: string;
+      approvalId: string;
+      by: string;
+    }
+  /** An approver ended the grant of approval `approvalId` before its time. */
+  | { type: 'approval.grant_revoked'; approvalId: string; by: string; reason?: string }
   /**
    * guardrails.rateLimit: a statement was denied (53400) or made to wait `waitMs` for its turn (delayed). Never
    * carries the SQL; the statement's own audit event records the denial or the wait (timing.heldMs).

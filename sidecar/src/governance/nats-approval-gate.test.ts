@@ -103,6 +103,29 @@ describe('natsApprovalGate', () => {
     expect(await closedOf(req.id)).toMatchObject({ outcome: 'approved', by: { name: 'alice' } });
   });
 
+  it('a decision asking for a grant the request does not offer approves that statement only', async () => {
+    const warnings: string[] = [];
+    const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });
+    const req = request();
+    const { outcome } = await held(gate, req);
+    await jetstream(collector).publish(
+      approvalSubject('decision', req.id),
+      JSON.stringify({
+        v: 1,
+        id: req.id,
+        decision: 'approved',
+        by: { name: 'alice', groups: [] },
+        at: new Date().toISOString(),
+        grant: { for: '1h' },
+      }),
+    );
+    expect(await outcome).toEqual({ decision: 'approved', by: 'alice', grantUntil: undefined });
+    expect((await closedOf(req.id))?.grantUntil).toBeUndefined();
+    expect(warnings).toContain(
+      'approval: a grant the policy does not allow was asked for; approved this statement only',
+    );
+  });
+
   it('ignores malformed decisions, non-approvers and the requester itself; takes a group member’s rejection', async () => {
     const warnings: string[] = [];
     const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });

@@ -8,14 +8,20 @@ import {
   approvalSubject,
   decisionVerifyKeys,
   formatAuditTime,
+  formatGrantDuration,
+  grantDurationMs,
   isApprover,
   parseApprovalDecision,
+  parseApprovalRevoked,
   redactSecrets,
   verifyDecision,
+  verifyRevocation,
 } from '@pgwarden/policy';
 import type { AuditSink } from '../audit/audit-sink.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
 import type { ApprovalGate, ApprovalOutcome, ApprovalRequest } from './approval-gate.js';
+import { ApprovalGrants, type Grant } from './approval-grants.js';
+import type { GovernanceEvent } from './governance-events.js';
 
 export interface NatsApprovalGateOptions {
   /** The live NATS connection (the audit sink's), or undefined while there is none. */
@@ -23,6 +29,8 @@ export interface NatsApprovalGateOptions {
   /** How long publishing the request may take before the hold is refused (default 5 s). */
   publishTimeoutMs?: number;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** The grants approvals gave (tests pass their own to read the clock). */
+  grants?: ApprovalGrants;
 }
 
 /** Statement text in a request: as much as an operator needs to judge it, no more than one NATS message should carry. */
@@ -45,6 +53,11 @@ const MAX_SQL_CHARS = 64 * 1024;
 export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
   const log = opts.log ?? (() => {});
   const publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+  const grants = opts.grants ?? new ApprovalGrants();
+  const listeners: ((e: GovernanceEvent) => void)[] = [];
+  const emit = (e: GovernanceEvent) => {
+    for (const l of listeners) l(e);
+  };
   // One status watcher per connection, calling back every hold waiting on it after a reconnect.
   const watchers = new WeakMap<NatsConnection, Set<() => Promise<void>>>();
   const reconnects = (nc: NatsConnection) => {
@@ -59,7 +72,63 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
     }
     return set;
   };
+  /** Applies a revocation if it ends a live grant and comes from someone who may end it. */
+  const considerRevocation = (data: Uint8Array) => {
+    const r = parseApprovalRevoked(data);
+    const g = r && grants.get(r.id);
+    if (!r || !g) return;
+    const keys = g.decisionKeys?.length ? decisionVerifyKeys(g.decisionKeys) : undefined;
+    if (keys && !verifyRevocation(r, keys)) {
+      log('warn', 'approval: ignored a revocation not signed by a key in approval.decisionKeys', { id: r.id });
+      return;
+    }
+    if (!isApprover(g.approvers, r.by)) {
+      log('warn', 'approval: ignored a revocation by someone the policy does not name as approver', {
+        id: r.id,
+        by: r.by.name,
+      });
+      return;
+    }
+    if (!grants.revoke(r.id)) return;
+    log('info', 'approval: grant revoked', { id: r.id, by: r.by.name });
+    emit({
+      type: 'approval.grant_revoked',
+      approvalId: r.id,
+      by: r.by.name,
+      ...(r.reason ? { reason: r.reason } : {}),
+    });
+  };
+  // One subscription per connection to every revocation, from the first grant on: grants are few and revocations
+  // rarer, and one wildcard keeps a sidecar with many grants at one subscription.
+  const revocationWatch = new WeakSet<NatsConnection>();
+  const watchRevocations = (nc: NatsConnection) => {
+    if (revocationWatch.has(nc)) return;
+    revocationWatch.add(nc);
+    const sub = nc.subscribe(approvalSubject('revoked', '*'));
+    void (async () => {
+      for await (const m of sub) considerRevocation(m.data);
+    })();
+    // A revocation published while this connection was down is read back after the reconnect, as decisions are.
+    reconnects(nc).add(async () => {
+      for (const id of grants.ids()) {
+        try {
+          const jsm = await jetstreamManager(nc, { timeout: publishTimeoutMs, checkAPI: false });
+          const stored = await jsm.direct.getMessage(APPROVALS_STREAM, {
+            last_by_subj: approvalSubject('revoked', id),
+          });
+          if (stored) considerRevocation(stored.data);
+        } catch (err) {
+          if (!/no message found|not found/i.test((err as Error).message))
+            log('warn', 'approval: could not read back a revocation', { id, err: (err as Error).message });
+        }
+      }
+    });
+  };
   return {
+    granted: (key) => grants.find(key),
+    listen: (l) => {
+      listeners.push(l);
+    },
     request: (req) =>
       new Promise<ApprovalOutcome>((resolve) => {
         const nc = opts.connection();
@@ -86,6 +155,9 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
               at: new Date().toISOString(),
               ...(outcome.decision === 'approved' || outcome.decision === 'rejected'
                 ? { by: approverOf(outcome.by) }
+                : {}),
+              ...(outcome.decision === 'approved' && outcome.grantUntil !== undefined
+                ? { grantUntil: new Date(outcome.grantUntil).toISOString() }
                 : {}),
             };
             js.publish(approvalSubject('closed', req.id), JSON.stringify(msg), { msgID: `${req.id}.closed` }).catch(
@@ -129,8 +201,21 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
             log('warn', 'approval: ignored a decision by the requester itself', { id: req.id, by: d.by.name });
             return false;
           }
-          if (d.decision === 'approved') finish({ decision: 'approved', by: d.by.name }, 'approved');
-          else finish({ decision: 'rejected', by: d.by.name, reason: d.reason }, 'rejected');
+          if (d.decision === 'approved') {
+            const grant = d.grant && req.grant ? grantOf(req, d.by.name, grantDurationMs(d.grant.for)) : undefined;
+            if (grant) {
+              grants.add(grant);
+              watchRevocations(nc);
+              log('info', 'approval: grant given', { id: req.id, by: d.by.name, until: new Date(grant.until) });
+            } else if (d.grant) {
+              // The policy allows no grant for this statement (or none at all): the approval covers it alone.
+              log('warn', 'approval: a grant the policy does not allow was asked for; approved this statement only', {
+                id: req.id,
+                by: d.by.name,
+              });
+            }
+            finish({ decision: 'approved', by: d.by.name, grantUntil: grant?.until }, 'approved');
+          } else finish({ decision: 'rejected', by: d.by.name, reason: d.reason }, 'rejected');
           return true;
         };
         void (async () => {
@@ -163,6 +248,19 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
   };
 }
 
+/** The grant an approval gives: as long as the approver asked, never longer than the policy's maxDuration. */
+function grantOf(req: ApprovalRequest, by: string, askedMs: number | undefined): Grant | undefined {
+  if (!req.grant || askedMs === undefined) return undefined;
+  return {
+    id: req.id,
+    by,
+    until: Date.now() + Math.min(askedMs, req.grant.maxMs),
+    key: req.grant.key,
+    approvers: req.approvers,
+    decisionKeys: req.decisionKeys,
+  };
+}
+
 function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
   const now = Date.now();
   const sql = redactSecrets(req.sql);
@@ -177,6 +275,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),
     expiresAt: formatAuditTime((now + req.timeoutMs) * 1000),
+    ...(req.grant ? { grantMax: formatGrantDuration(req.grant.maxMs), fingerprint: req.grant.fingerprint } : {}),
   };
 }
 

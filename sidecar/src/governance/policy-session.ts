@@ -4,10 +4,12 @@ import {
   createSessionState,
   type Decision,
   decide,
+  grantDurationMs,
   parseDuration,
   type RenderedPolicy,
   type SessionState,
 } from '@pgwarden/policy';
+import { statementFingerprint } from '../audit/statement-text.js';
 import type {
   RowField,
   SessionHooks,
@@ -17,6 +19,7 @@ import type {
   Verdict,
 } from '../proxy/hooks.js';
 import type { ApprovalGate } from './approval-gate.js';
+import { type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
 import { INITIAL_SEARCH_PATH, sessionSetupSql } from './session-setup.js';
@@ -171,7 +174,48 @@ export class PolicySession implements SessionHooks {
     }
   }
 
-  private async hold(d: Decision, req: StatementRequest, p: RenderedPolicy): Promise<Verdict> {
+  /** What a grant may cover of this held statement, when the policy allows grants at all. */
+  private grantScope(d: Decision, req: StatementRequest, p: RenderedPolicy): GrantScope | undefined {
+    const max = p.policy.spec.approval.grants?.maxDuration;
+    const maxMs = max === undefined ? undefined : grantDurationMs(max);
+    if (maxMs === undefined) return undefined;
+    const fingerprint = statementFingerprint(req.sql);
+    const key = grantKey(
+      { namespace: p.policy.namespace, name: p.policy.name, hash: p.hash },
+      d,
+      this.ctx.info.identity,
+      fingerprint,
+    );
+    return key && fingerprint ? { key, maxMs, fingerprint } : undefined;
+  }
+
+  private hold(d: Decision, req: StatementRequest, p: RenderedPolicy): Verdict | Promise<Verdict> {
+    const grant = this.grantScope(d, req, p);
+    const given = grant && this.ctx.approvals.granted?.(grant.key);
+    if (!given) return this.wait(d, req, p, grant);
+    const policy = refOf(p);
+    this.ctx.emit({
+      type: 'statement.granted',
+      session: this.ctx.info.id,
+      policy,
+      rule: d.rule,
+      approvalId: given.id,
+      by: given.by,
+    });
+    return {
+      action: 'allow',
+      rule: d.rule,
+      reason: `approved by ${given.by} under the grant of approval ${given.id} (until ${new Date(given.until).toISOString()})`,
+      policy,
+      statements: details(d),
+      maxRows: d.maxRows,
+      maxAffected: d.maxAffected,
+      timeoutMs: d.timeoutMs,
+      context: d,
+    };
+  }
+
+  private async wait(d: Decision, req: StatementRequest, p: RenderedPolicy, grant?: GrantScope): Promise<Verdict> {
     const policy = refOf(p);
     const timeoutMs = this.ctx.reviewTimeoutMs ?? parseDuration(p.policy.spec.approval.timeout) ?? 600_000;
     const t0 = performance.now();
@@ -188,6 +232,7 @@ export class PolicySession implements SessionHooks {
       sql: req.sql,
       identity: this.ctx.info.identity,
       timeoutMs,
+      ...(grant ? { grant } : {}),
       signal: this.held.signal,
     });
     const heldMs = performance.now() - t0;
@@ -203,6 +248,9 @@ export class PolicySession implements SessionHooks {
       ...((outcome.decision === 'rejected' || outcome.decision === 'unavailable') && outcome.reason
         ? { reason: outcome.reason }
         : {}),
+      ...(outcome.decision === 'approved' && outcome.grantUntil !== undefined
+        ? { grantUntil: outcome.grantUntil }
+        : {}),
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
     const statements = details(d);
@@ -210,7 +258,10 @@ export class PolicySession implements SessionHooks {
       return {
         action: 'allow',
         rule: d.rule,
-        reason: `approved by ${outcome.by}`,
+        reason:
+          outcome.grantUntil === undefined
+            ? `approved by ${outcome.by}`
+            : `approved by ${outcome.by}, with a grant until ${new Date(outcome.grantUntil).toISOString()}`,
         policy,
         statements,
         heldMs,

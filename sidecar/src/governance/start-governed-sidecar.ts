@@ -90,6 +90,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     subscriber?.(e);
   };
   source.on(events);
+  // The gate's own events (a grant revoked) take the same path: log, metrics, audit subscribers.
+  opts.governance?.approvals?.listen?.(events);
   let firstError: string | undefined;
   const off = source.on((e) => {
     if (e.type === 'policy.rejected') firstError ??= e.message;

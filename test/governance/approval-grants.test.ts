@@ -1,0 +1,244 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Ajv } from 'ajv';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  APPROVALS_STREAM,
+  type ApprovalDecisionMessage,
+  type ApprovalRequestMessage,
+  type ApprovalRevokedMessage,
+  approvalSubject,
+  auditEventSchema,
+  parseApprovalClosed,
+  parseApprovalRequest,
+  signDecision,
+  signRevocation,
+} from '../../policy/src/index.js';
+import { createAuditRecorder } from '../../sidecar/src/audit/index.js';
+import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { examplePolicy, type Governed, memoryAudit, startGoverned, until } from './governed-sidecar.js';
+import { startTestIdp, type TestIdp } from './oidc-provider.js';
+
+// Approval grants through the real sidecar, parser, PostgreSQL and nats-server: one approval that also covers later
+// statements of the same shape (approval.grants), what it does not cover, its cap, and its revocation. Decisions
+// and revocations are signed (approval.decisionKeys), so the signature checks are exercised too. The test plays the
+// collector; the collector's side is in collector/src/approvals/.
+let db: GovernanceDb;
+let idp: TestIdp;
+let nats: TestNats;
+let sidecarNc: NatsConnection;
+let collectorNc: NatsConnection;
+let g: Governed;
+const keys = generateKeyPairSync('ed25519');
+const otherKeys = generateKeyPairSync('ed25519');
+const dana = { name: 'dana', groups: ['dba'] };
+const audit = memoryAudit();
+
+beforeAll(async () => {
+  [db, idp, nats] = await Promise.all([createGovernanceDb('grants'), startTestIdp(), startNats()]);
+  sidecarNc = await connect({ servers: nats.url });
+  collectorNc = await connect({ servers: nats.url });
+  await (await jetstreamManager(collectorNc)).streams.add({
+    name: APPROVALS_STREAM,
+    subjects: ['pgwarden.approval.>'],
+    allow_direct: true,
+  });
+  const policy = examplePolicy('writer-review.yaml'); // approval.approvers: {groups: [dba]}
+  await db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(100, 110) i');
+  policy.spec.role = db.roles.writer;
+  policy.spec.authentication.oidc.issuer = idp.issuer;
+  policy.spec.approval.grants = { maxDuration: '10m' };
+  policy.spec.approval.decisionKeys = [keys.publicKey.export({ type: 'spki', format: 'pem' }).toString()];
+  g = await startGoverned(db.name, policy, {
+    governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
+    // A recorder of its own, so that the review's approval.* events are audited next to the statements.
+    sidecar: { audit, auditRecorder: createAuditRecorder(audit) },
+  });
+}, 60_000);
+afterAll(async () => {
+  await g?.close();
+  await sidecarNc?.close();
+  await collectorNc?.close();
+  await Promise.all([idp?.close(), nats?.stop(), db?.drop()]);
+});
+
+const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+
+/** Approval messages of `kind` stored after `after`. */
+async function storedAfter(after: number, kind: 'request' | 'closed'): Promise<Uint8Array[]> {
+  const jsm = await jetstreamManager(collectorNc);
+  const out: Uint8Array[] = [];
+  const last = await lastSeq();
+  for (let seq = after + 1; seq <= last; seq++) {
+    const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
+    if (m?.subject.startsWith(`pgwarden.approval.${kind}.`)) out.push(m.data);
+  }
+  return out;
+}
+
+async function nextRequest(after: number): Promise<ApprovalRequestMessage> {
+  const [r] = await until(
+    'an approval request',
+    () => storedAfter(after, 'request'),
+    (l) => l.length > 0,
+  );
+  return parseApprovalRequest(r) as ApprovalRequestMessage;
+}
+
+const decide = (id: string, decision: 'approved' | 'rejected', grantFor?: string, key = keys.privateKey) => {
+  const d: ApprovalDecisionMessage = {
+    v: 1,
+    id,
+    decision,
+    by: dana,
+    at: new Date().toISOString(),
+    ...(grantFor ? { grant: { for: grantFor } } : {}),
+  };
+  return jetstream(collectorNc).publish(approvalSubject('decision', id), JSON.stringify(signDecision(d, key)));
+};
+
+const revoke = (id: string, opts: { key?: typeof keys.privateKey; by?: typeof dana; sign?: boolean } = {}) => {
+  const r: ApprovalRevokedMessage = { v: 1, id, by: opts.by ?? dana, at: new Date().toISOString(), reason: 'done' };
+  const body = opts.sign === false ? r : signRevocation(r, opts.key ?? keys.privateKey);
+  return collectorNc.publish(approvalSubject('revoked', id), JSON.stringify(body));
+};
+
+const rowsWithId = async (id: number) =>
+  (await db.su(`SELECT count(*)::int AS n FROM orders WHERE id = ${id}`)).rows[0].n as number;
+
+const alice = async () => g.client({ password: await idp.sign({ sub: 'alice', groups: ['data-team'] }) });
+
+/** Runs `sql` and answers the approval request it makes with `answer`; returns the request. */
+async function heldThen(c: Awaited<ReturnType<typeof alice>>, sql: string, answer: (id: string) => Promise<unknown>) {
+  const seq = await lastSeq();
+  const pending = c.query(sql).then(
+    (r) => ({ rows: r.rowCount }),
+    (e: { code?: string; message: string }) => ({ error: e }),
+  );
+  const req = await nextRequest(seq);
+  await answer(req.id);
+  return { req, result: await pending };
+}
+
+describe('approval grants', () => {
+  let grantId: string;
+
+  it('an approval with a grant also runs later statements of the same shape at once, without asking again', async () => {
+    const c = await alice();
+    const seq0 = await lastSeq();
+    const { req, result } = await heldThen(c, 'DELETE FROM orders WHERE id = 100', (id) =>
+      decide(id, 'approved', '5m'),
+    );
+    grantId = req.id;
+    expect(result).toEqual({ rows: 1 });
+    // The request told the queue the statement may be covered by a grant, and for how long at most.
+    expect(req.grantMax).toBe('10m');
+    expect(req.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    const [closedData] = await until(
+      'the closing',
+      () => storedAfter(seq0, 'closed'),
+      (l) => l.length > 0,
+    );
+    const closed = parseApprovalClosed(closedData);
+    expect(closed?.outcome).toBe('approved');
+    const until5m = Date.parse(closed?.grantUntil ?? '');
+    expect(until5m - Date.now()).toBeGreaterThan(4 * 60_000);
+    expect(until5m - Date.now()).toBeLessThanOrEqual(5 * 60_000);
+
+    // Same shape, other values, and another connection of the same identity: covered.
+    const seq1 = await lastSeq();
+    expect((await c.query('DELETE FROM orders WHERE id = 101')).rowCount).toBe(1);
+    const c2 = await alice();
+    expect((await c2.query('DELETE FROM orders WHERE id = 102')).rowCount).toBe(1);
+    expect(await rowsWithId(101)).toBe(0);
+    expect(await storedAfter(seq1, 'request')).toEqual([]);
+    const used = g.events.filter((e) => e.type === 'statement.granted' && e.approvalId === grantId);
+    expect(used).toHaveLength(2);
+    // The audit trail says, for each, whose approval it ran under.
+    const stmt = audit.events.find((e) => e.type === 'statement' && e.statement?.text?.includes('id = 101'));
+    expect(stmt?.decision).toMatchObject({ action: 'allow', rule: 'write-orders-needs-review' });
+    expect(stmt?.decision.reason).toContain(`approved by dana under the grant of approval ${grantId}`);
+    const granted = audit.events.find((e) => e.type === 'approval.granted' && e.approval?.id === grantId);
+    expect(Date.parse(granted?.approval.grantUntil)).toBeGreaterThan(Date.now() + 4 * 60_000);
+    const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+    for (const e of [granted, stmt]) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+    await c.end();
+    await c2.end();
+  });
+
+  it('covers nothing of another shape, another identity, or a statement a rule denies', async () => {
+    const c = await alice();
+    // Another shape (an extra condition) is held again.
+    const other = await heldThen(c, 'DELETE FROM orders WHERE id = 103 AND status IS NOT NULL', (id) =>
+      decide(id, 'rejected'),
+    );
+    expect(other.result).toMatchObject({ error: { code: '42501' } });
+    // Another table is another analysis, even under the same rule.
+    const items = await heldThen(c, 'DELETE FROM order_items WHERE order_id = 1', (id) => decide(id, 'rejected'));
+    expect(items.result).toMatchObject({ error: { code: '42501' } });
+    // The same shape from another person is held.
+    const bob = await g.client({ password: await idp.sign({ sub: 'bob', groups: ['data-team'] }) });
+    const fromBob = await heldThen(bob, 'DELETE FROM orders WHERE id = 104', (id) => decide(id, 'rejected'));
+    expect(fromBob.result).toMatchObject({ error: { code: '42501' } });
+    expect(await rowsWithId(104)).toBe(1);
+    // A guardrail still denies what the grant's shape would otherwise cover (no WHERE: requireWhere).
+    const seq = await lastSeq();
+    await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ code: '42501' });
+    expect(await storedAfter(seq, 'request')).toEqual([]);
+    await c.end();
+    await bob.end();
+  });
+
+  it('a grant longer than approval.grants.maxDuration is cut to it', async () => {
+    const c = await alice();
+    const seq = await lastSeq();
+    const { result } = await heldThen(c, 'UPDATE orders SET status = $$x$$ WHERE id = 105', (id) =>
+      decide(id, 'approved', '24h'),
+    );
+    expect(result).toEqual({ rows: 1 });
+    const [closedData] = await until(
+      'the closing',
+      () => storedAfter(seq, 'closed'),
+      (l) => l.length > 0,
+    );
+    const left = Date.parse(parseApprovalClosed(closedData)?.grantUntil ?? '') - Date.now();
+    expect(left).toBeGreaterThan(9 * 60_000);
+    expect(left).toBeLessThanOrEqual(10 * 60_000);
+    await c.end();
+  });
+
+  it('a decision not signed by the policy key gives no grant (and approves nothing)', async () => {
+    const c = await alice();
+    const seq = await lastSeq();
+    const pending = c.query('INSERT INTO orders (id, customer_id, status) VALUES (9001, 1, $$new$$)').catch((e) => e);
+    const req = await nextRequest(seq);
+    await decide(req.id, 'approved', '5m', otherKeys.privateKey);
+    await new Promise((r) => setTimeout(r, 200));
+    await decide(req.id, 'rejected');
+    expect(await pending).toMatchObject({ code: '42501' });
+    await c.end();
+  });
+
+  it('a revocation signed by the policy key ends the grant; an unsigned or foreign one does not', async () => {
+    const c = await alice();
+    await revoke(grantId, { sign: false });
+    await revoke(grantId, { key: otherKeys.privateKey });
+    await revoke(grantId, { by: { name: 'mallory', groups: ['data-team'] } }); // signed, but not an approver
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await c.query('DELETE FROM orders WHERE id = 106')).rowCount).toBe(1);
+    const n = g.events.length;
+    await revoke(grantId);
+    await g.waitEvent((e) => e.type === 'approval.grant_revoked' && e.approvalId === grantId, n);
+    const again = await heldThen(c, 'DELETE FROM orders WHERE id = 107', (id) => decide(id, 'rejected'));
+    expect(again.result).toMatchObject({ error: { code: '42501' } });
+    expect(await rowsWithId(107)).toBe(1);
+    const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
+    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="given"\} 2$/m);
+    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="used"\} 3$/m);
+    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="revoked"\} 1$/m);
+    await c.end();
+  });
+});
