@@ -15,6 +15,8 @@ export type CollectorErrorCode =
   | 'COLLECTOR_APPROVAL_NOT_APPROVER'
   /** Approval queue: the approver is the identity that asked (four-eyes rule). */
   | 'COLLECTOR_APPROVAL_SELF'
+  /** Approval queue: a grant the request's policy does not allow (none, or longer than approval.grants.maxDuration). */
+  | 'COLLECTOR_APPROVAL_BAD_GRANT'
   /** Approval queue: NATS is not connected, the stream is still replaying, or the publish failed. */
   | 'COLLECTOR_APPROVAL_UNAVAILABLE'
   /** Live control: NATS is not connected, the control stream is not set up yet, or it did not acknowledge. */

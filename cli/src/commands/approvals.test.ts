@@ -152,6 +152,52 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
     const unreachable = await pgwarden(['approvals', 'list', '--collector', 'http://127.0.0.1:9'], env);
     expect([unreachable.code, unreachable.stderr]).toEqual([2, expect.stringContaining('cannot reach the collector')]);
   }, 120_000);
+
+  it('approve --for asks for a grant; grants lists the active ones; revoke ends one', async () => {
+    const env = { PGWARDEN_COLLECTOR_URL: collector.url, PGWARDEN_APPROVER_TOKEN: 'alice-secret' };
+    const r = approvalRequest({ grantMax: '1h', fingerprint: '0123456789abcdef' });
+    await jetstream(nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    const seenBy = Date.now() + 30_000;
+    while (!(await pgwarden(['approvals', 'show', r.id], env)).stdout.includes('grantable  up to 1h')) {
+      if (Date.now() > seenBy) throw new Error('request never shown');
+    }
+    const tooLong = await pgwarden(['approvals', 'approve', r.id, '--for', '2h'], env);
+    expect([tooLong.code, tooLong.stderr]).toEqual([1, expect.stringContaining('400 bad_grant')]);
+    const ok = await pgwarden(['approvals', 'approve', r.id, '--for', '30m'], env);
+    expect(ok).toMatchObject({ code: 0, stderr: '' });
+    expect(ok.stdout).toBe(
+      `approved ${r.id} as alice (a grant for 30m was asked for): published; the sidecar applies it when it receives it\n`,
+    );
+    expect((await pgwarden(['approvals', 'grants'], env)).stdout).toBe('no active grants\n');
+    // The sidecar applies it and reports when the grant ends.
+    const until = new Date(Date.now() + 1_800_000).toISOString();
+    const closed = {
+      v: 1,
+      id: r.id,
+      outcome: 'approved',
+      by: { name: 'alice', groups: [] },
+      at: until,
+      grantUntil: until,
+    };
+    await jetstream(nc).publish(approvalSubject('closed', r.id), JSON.stringify(closed));
+    let grants = '';
+    while (!grants.includes(r.id)) {
+      if (Date.now() > seenBy) throw new Error('grant never listed');
+      grants = (await pgwarden(['approvals', 'grants'], env)).stdout;
+    }
+    expect(grants).toMatch(
+      new RegExp(`^${r.id}  in 30m  alice  ana  agents/writer-review#writes-need-approval  DELETE`, 'm'),
+    );
+    expect((await pgwarden(['approvals', 'show', r.id], env)).stdout).toContain(`grant      active until ${until}`);
+    const revoked = await pgwarden(['approvals', 'revoke', r.id, '--reason', 'done'], env);
+    expect(revoked).toMatchObject({
+      code: 0,
+      stdout: `revoked the grant of ${r.id}: published; the sidecar ends it when it receives it\n`,
+    });
+    const twice = await pgwarden(['approvals', 'revoke', r.id], env);
+    expect([twice.code, twice.stderr]).toEqual([1, expect.stringContaining('409 not_pending')]);
+    expect((await pgwarden(['approvals', 'show', r.id], env)).stdout).toContain('grant      revoked by alice at ');
+  }, 120_000);
 });
 
 // The built CLI writes the key: without a build it is skipped, except under CI, where that fails instead.

@@ -68,8 +68,33 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   }
   if (e.closed)
     lines.push(`closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}`);
+  if (e.grant) lines.push(`grant      ${grantText(e.grant, now)}`);
+  else if (r.grantMax) lines.push(`grantable  up to ${r.grantMax} (approve --for DURATION)`);
   lines.push('sql', ...r.sql.split('\n').map((l) => `  ${l}`));
   return `${lines.join('\n')}\n`;
+}
+
+/** "active, until … (in 28m)", "revoked by bob: …", "requested for 30m": where an approval's grant stands. */
+export function grantText(g: NonNullable<ApprovalEntry['grant']>, now: number): string {
+  const until = g.until ? ` until ${g.until} (${relativeTime(g.until, now)})` : '';
+  if (g.state === 'revoked' && g.revoked)
+    return `revoked by ${g.revoked.by.name} at ${g.revoked.at}${g.revoked.reason ? `: ${g.revoked.reason}` : ''}`;
+  if (g.state === 'requested') return `requested for ${g.for}; the sidecar has not applied the approval yet`;
+  if (g.state === 'refused') return `asked for ${g.for}, but the sidecar's policy allows none: this statement only`;
+  return `${g.state}${until}, asked for ${g.for}`;
+}
+
+/** Active grants: which approvals cover later statements of their shape, and until when. */
+export function formatGrantTable(entries: readonly ApprovalEntry[], now: number): string {
+  const rows = entries.map((e) => [
+    e.id,
+    e.grant?.until ? relativeTime(e.grant.until, now) : '-',
+    e.decision?.by.name ?? '-',
+    who(e.request.identity),
+    `${e.request.policy.namespace ? `${e.request.policy.namespace}/` : ''}${e.request.policy.name}${e.request.rule ? `#${e.request.rule}` : ''}`,
+    oneLine(e.request.sql, 60),
+  ]);
+  return textTable(['ID', 'ENDS', 'BY', 'WHO', 'POLICY', 'SQL'], rows);
 }
 
 const decisionWaiting = (e: ApprovalEntry) =>
@@ -112,24 +137,64 @@ export function registerApprovals(program: Command): void {
   );
 
   for (const decision of ['approve', 'reject'] as const) {
-    withApproverOptions(
+    const cmd = withApproverOptions(
       approvals
         .command(decision)
         .argument('<id>')
         .description(`${decision} a pending statement (you must be one of its approvers, and not the one who asked)`),
-    )
-      .option('--reason <text>', 'why (kept in the stream and shown to others; at most 1024 characters)')
-      .action(
-        approverAction(`approvals ${decision}`, async (o, target) => {
-          const e = (await callCollector(target, 'POST', `/api/v1/approvals/${encodeURIComponent(String(o.arg))}`, {
-            decision,
-            ...(o.reason ? { reason: o.reason } : {}),
-          })) as ApprovalEntry;
-          if (o.json) return `${JSON.stringify(e, null, 2)}\n`;
-          return `${e.decision?.decision ?? decision} ${e.id} as ${e.decision?.by.name ?? '?'}: ${decisionWaiting(e)}\n`;
-        }),
+    ).option('--reason <text>', 'why (kept in the stream and shown to others; at most 1024 characters)');
+    if (decision === 'approve')
+      cmd.option(
+        '--for <duration>',
+        "also approve later statements of the same shape (same rule, identity, tables and functions) from the same pod for this long, e.g. 30m; at most the policy's approval.grants.maxDuration",
       );
+    cmd.action(
+      approverAction(`approvals ${decision}`, async (o, target) => {
+        const e = (await callCollector(target, 'POST', `/api/v1/approvals/${encodeURIComponent(String(o.arg))}`, {
+          decision,
+          ...(o.reason ? { reason: o.reason } : {}),
+          ...(o.for ? { grantFor: o.for } : {}),
+        })) as ApprovalEntry;
+        if (o.json) return `${JSON.stringify(e, null, 2)}\n`;
+        const grant = e.decision?.grant ? ` (a grant for ${e.decision.grant.for} was asked for)` : '';
+        return `${e.decision?.decision ?? decision} ${e.id} as ${e.decision?.by.name ?? '?'}${grant}: ${decisionWaiting(e)}\n`;
+      }),
+    );
   }
+
+  withApproverOptions(
+    approvals
+      .command('grants')
+      .description('active grants: approvals that still cover later statements, and until when'),
+  ).action(
+    approverAction('approvals grants', async (o, target) => {
+      const { approvals: entries } = (await callCollector(target, 'GET', '/api/v1/approvals?grants=active')) as {
+        approvals: ApprovalEntry[];
+      };
+      if (o.json) return `${JSON.stringify(entries, null, 2)}\n`;
+      return entries.length === 0 ? 'no active grants\n' : formatGrantTable(entries, Date.now());
+    }),
+  );
+
+  withApproverOptions(
+    approvals
+      .command('revoke')
+      .argument('<id>')
+      .description("end an approval's grant now: later statements of its shape are held for review again"),
+  )
+    .option('--reason <text>', 'why (kept in the stream; at most 1024 characters)')
+    .action(
+      approverAction('approvals revoke', async (o, target) => {
+        const e = (await callCollector(
+          target,
+          'POST',
+          `/api/v1/approvals/${encodeURIComponent(String(o.arg))}/revoke`,
+          o.reason ? { reason: o.reason } : {},
+        )) as ApprovalEntry;
+        if (o.json) return `${JSON.stringify(e, null, 2)}\n`;
+        return `revoked the grant of ${e.id}: published; the sidecar ends it when it receives it\n`;
+      }),
+    );
 
   approvals
     .command('keygen')

@@ -21,7 +21,7 @@ const decision = (id: string, d: 'approved' | 'rejected' = 'approved', by = alic
   by,
   at: new Date(T0 + 1000).toISOString(),
 });
-const put = (book: ApprovalBook, kind: 'request' | 'decision' | 'closed', msg: { id: string }, at = T0) =>
+const put = (book: ApprovalBook, kind: 'request' | 'decision' | 'closed' | 'revoked', msg: { id: string }, at = T0) =>
   book.apply(approvalSubject(kind, msg.id), JSON.stringify(msg), at);
 
 const codeOf = (fn: () => unknown) => {
@@ -157,5 +157,46 @@ describe('ApprovalBook', () => {
         .sort(),
     ).toEqual([rs[2].id, rs[3].id].sort());
     expect(book.size).toBe(2);
+  });
+
+  it('follows a grant: requested, active until its end (or a revocation), refused when the sidecar gave none', () => {
+    const book = new ApprovalBook();
+    const r = request({ grantMax: '1h', fingerprint: '0123456789abcdef' });
+    put(book, 'request', r);
+    // Only a duration within the request's grantMax, and only for a request that offers one.
+    expect(codeOf(() => book.checkDecision(r.id, alice, T0, '2h'))).toBe('COLLECTOR_APPROVAL_BAD_GRANT');
+    expect(codeOf(() => book.checkDecision(r.id, alice, T0, 'soon'))).toBe('COLLECTOR_APPROVAL_BAD_GRANT');
+    expect(book.checkDecision(r.id, alice, T0, '30m').id).toBe(r.id);
+    const plain = request();
+    put(book, 'request', plain);
+    expect(codeOf(() => book.checkDecision(plain.id, alice, T0, '30m'))).toBe('COLLECTOR_APPROVAL_BAD_GRANT');
+
+    put(book, 'decision', { ...decision(r.id), grant: { for: '30m' } });
+    expect(book.get(r.id, T0)?.grant).toEqual({ for: '30m', state: 'requested' });
+    expect(codeOf(() => book.checkRevoke(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
+    const until = new Date(T0 + 1_800_000).toISOString();
+    put(book, 'closed', { ...approvalClosed(r.id, 'approved', alice), grantUntil: until });
+    expect(book.get(r.id, T0)?.grant).toEqual({ for: '30m', state: 'active', until });
+    expect(book.activeGrants(T0).map((e) => e.id)).toEqual([r.id]);
+    expect(book.get(r.id, T0 + 1_800_000)?.grant?.state).toBe('expired');
+    expect(book.activeGrants(T0 + 1_800_000)).toEqual([]);
+    // Who may end it: an approver of its policy only.
+    expect(codeOf(() => book.checkRevoke(r.id, { name: 'mallory', groups: ['interns'] }, T0))).toBe(
+      'COLLECTOR_APPROVAL_NOT_APPROVER',
+    );
+    expect(book.checkRevoke(r.id, alice, T0).id).toBe(r.id);
+    const revoked = { v: 1, id: r.id, by: alice, at: new Date(T0 + 5000).toISOString(), reason: 'done' };
+    expect(put(book, 'revoked', revoked)).toBe('applied');
+    expect(put(book, 'revoked', { ...revoked, reason: 'again' })).toBe('repeated');
+    expect(book.get(r.id, T0)?.grant).toMatchObject({ state: 'revoked', revoked: { reason: 'done' } });
+    expect(book.activeGrants(T0)).toEqual([]);
+    expect(codeOf(() => book.checkRevoke(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
+
+    // An approval whose grant the sidecar's policy did not allow covered its statement only.
+    const r2 = request({ grantMax: '1h' });
+    put(book, 'request', r2);
+    put(book, 'decision', { ...decision(r2.id), grant: { for: '30m' } });
+    put(book, 'closed', approvalClosed(r2.id, 'approved', alice));
+    expect(book.get(r2.id, T0)?.grant?.state).toBe('refused');
   });
 });

@@ -3,11 +3,14 @@ import {
   type ApprovalClosedOutcome,
   type ApprovalDecisionMessage,
   type ApprovalRequestMessage,
+  type ApprovalRevokedMessage,
   type Approver,
+  grantDurationMs,
   isApprover,
   parseApprovalClosed,
   parseApprovalDecision,
   parseApprovalRequest,
+  parseApprovalRevoked,
   parseApprovalSubject,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
@@ -28,18 +31,36 @@ export const APPROVAL_STATES: readonly ApprovalState[] = [
   'refused',
 ];
 
+/**
+ * Where the grant an approval asked for stands: `requested` until the sidecar applies the decision; `active` while
+ * it covers statements; `expired` past its end; `revoked` once someone ended it; `refused` when the sidecar's policy
+ * allowed no grant (the approval covered its own statement only).
+ */
+export type GrantState = 'requested' | 'active' | 'expired' | 'revoked' | 'refused';
+
+export interface ApprovalGrantView {
+  /** What the approver asked for (a duration). */
+  for: string;
+  state: GrantState;
+  /** When it ends, as the sidecar reported it (the policy may have shortened it). */
+  until?: string;
+  revoked?: ApprovalRevokedMessage;
+}
+
 export interface ApprovalEntry {
   id: string;
   state: ApprovalState;
   request: ApprovalRequestMessage;
   decision?: ApprovalDecisionMessage;
   closed?: ApprovalClosedMessage;
+  grant?: ApprovalGrantView;
 }
 
 interface Held {
   request?: ApprovalRequestMessage;
   decision?: ApprovalDecisionMessage;
   closed?: ApprovalClosedMessage;
+  revoked?: ApprovalRevokedMessage;
   /** Stream time (epoch ms) of the first message for this id: what the stream's max age is measured from. */
   since: number;
 }
@@ -82,7 +103,9 @@ export class ApprovalBook {
         ? parseApprovalRequest(data)
         : kind === 'decision'
           ? parseApprovalDecision(data)
-          : parseApprovalClosed(data);
+          : kind === 'revoked'
+            ? parseApprovalRevoked(data)
+            : parseApprovalClosed(data);
     if (!parsed || parsed.id !== id) return 'malformed';
     let h = this.held.get(id);
     if (!h) {
@@ -96,6 +119,9 @@ export class ApprovalBook {
     } else if (kind === 'decision') {
       if (h.decision) return 'repeated';
       h.decision = parsed as ApprovalDecisionMessage;
+    } else if (kind === 'revoked') {
+      if (h.revoked) return 'repeated';
+      h.revoked = parsed as ApprovalRevokedMessage;
     } else {
       if (h.closed) return 'repeated';
       h.closed = parsed as ApprovalClosedMessage;
@@ -122,6 +148,11 @@ export class ApprovalBook {
     return out.reverse().sort((a, b) => Date.parse(b.request.requestedAt) - Date.parse(a.request.requestedAt));
   }
 
+  /** Entries whose grant is active now, newest request first. */
+  activeGrants(now: number): ApprovalEntry[] {
+    return this.list('approved', now).filter((e) => e.grant?.state === 'active');
+  }
+
   countPending(now: number): number {
     let n = 0;
     for (const [id, h] of this.held) if (h.request && entryOf(id, h, now).state === 'pending') n++;
@@ -132,7 +163,39 @@ export class ApprovalBook {
    * Throws unless `approver` may decide `id` now: the request exists, the approver is one of its `approvers` and
    * not the identity that asked, and it is still pending.
    */
-  checkDecision(id: string, approver: Approver, now: number): ApprovalEntry {
+  checkDecision(id: string, approver: Approver, now: number, grantFor?: string): ApprovalEntry {
+    const e = this.checkApprover(id, approver, now);
+    if (e.state !== 'pending')
+      throw new CollectorError('COLLECTOR_APPROVAL_NOT_PENDING', `approval ${id} is ${e.state}`);
+    if (grantFor !== undefined) {
+      const asked = grantDurationMs(grantFor);
+      const max = e.request.grantMax === undefined ? undefined : grantDurationMs(e.request.grantMax);
+      if (max === undefined)
+        throw new CollectorError(
+          'COLLECTOR_APPROVAL_BAD_GRANT',
+          `policy ${e.request.policy.name} allows no grant for this statement (approval.grants), so an approval covers it alone`,
+        );
+      if (asked === undefined || asked > max)
+        throw new CollectorError(
+          'COLLECTOR_APPROVAL_BAD_GRANT',
+          `a grant must be a duration from 1s to ${e.request.grantMax} (the policy's approval.grants.maxDuration)`,
+        );
+    }
+    return e;
+  }
+
+  /** Throws unless `approver` may end the grant of approval `id` now: an approver of its policy, the grant active. */
+  checkRevoke(id: string, approver: Approver, now: number): ApprovalEntry {
+    const e = this.checkApprover(id, approver, now);
+    if (e.grant?.state !== 'active')
+      throw new CollectorError(
+        'COLLECTOR_APPROVAL_NOT_PENDING',
+        e.grant ? `the grant of approval ${id} is ${e.grant.state}` : `approval ${id} gave no grant`,
+      );
+    return e;
+  }
+
+  private checkApprover(id: string, approver: Approver, now: number): ApprovalEntry {
     const e = this.get(id, now);
     if (!e) throw new CollectorError('COLLECTOR_APPROVAL_UNKNOWN', `no approval request ${id}`);
     if (e.request.identity.user === approver.name) {
@@ -147,8 +210,6 @@ export class ApprovalBook {
         `${approver.name} is not an approver of policy ${e.request.policy.name}`,
       );
     }
-    if (e.state !== 'pending')
-      throw new CollectorError('COLLECTOR_APPROVAL_NOT_PENDING', `approval ${id} is ${e.state}`);
     return e;
   }
 
@@ -191,11 +252,27 @@ function entryOf(id: string, h: Held, now: number): ApprovalEntry {
       : now > Date.parse(request.expiresAt)
         ? 'expired'
         : 'pending';
+  const grant = h.decision?.grant ? grantOf(h, h.decision.grant.for, now) : undefined;
   return {
     id,
     state,
     request,
     ...(h.decision ? { decision: h.decision } : {}),
     ...(h.closed ? { closed: h.closed } : {}),
+    ...(grant ? { grant } : {}),
   };
+}
+
+function grantOf(h: Held, asked: string, now: number): ApprovalGrantView {
+  const until = h.closed?.outcome === 'approved' ? h.closed.grantUntil : undefined;
+  const state: GrantState = !h.closed
+    ? 'requested'
+    : until === undefined
+      ? 'refused'
+      : h.revoked
+        ? 'revoked'
+        : now >= Date.parse(until)
+          ? 'expired'
+          : 'active';
+  return { for: asked, state, ...(until ? { until } : {}), ...(h.revoked ? { revoked: h.revoked } : {}) };
 }

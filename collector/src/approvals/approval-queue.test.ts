@@ -10,7 +10,9 @@ import {
   approvalSubject,
   decisionVerifyKey,
   parseApprovalDecision,
+  parseApprovalRevoked,
   verifyDecision,
+  verifyRevocation,
 } from '@pgwarden/policy';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,7 +67,7 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
   const stateOf = async (c: Collector, id: string) =>
     (await api(c, `/api/v1/approvals/${id}`, { token: TOKENS.bob })).body.state as string | undefined;
   /** Publishes as the sidecar does: into the stream, acknowledged. */
-  const publish = async (kind: 'request' | 'decision' | 'closed', msg: { id: string }) =>
+  const publish = async (kind: 'request' | 'decision' | 'closed' | 'revoked', msg: { id: string }) =>
     jetstream(nc).publish(approvalSubject(kind, msg.id), JSON.stringify(msg));
   const held = async (over: Partial<ApprovalRequestMessage> = {}) => {
     const r = approvalRequest(over);
@@ -287,6 +289,83 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
         /approvals signing key .*none\.pem cannot be read: ENOENT/,
       );
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('grants: approve with grantFor within the request’s grantMax, list active grants, revoke once (signed)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-grants-'));
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const verifyKey = decisionVerifyKey(String(publicKey.export({ type: 'spki', format: 'pem' })));
+    writeFileSync(join(dir, 'signing.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const signing = await start({ approvals: { approversFile, signingKeyFile: join(dir, 'signing.pem') } });
+    try {
+      await waitFor(async () => (await api(signing, '/api/v1/approvals', { token: TOKENS.bob })).status === 200);
+      const r = approvalRequest({ grantMax: '1h', fingerprint: '0123456789abcdef' });
+      const plain = approvalRequest();
+      await publish('request', r);
+      await publish('request', plain);
+      await waitFor(async () => (await stateOf(signing, plain.id)) !== undefined);
+      // Refused: a grant the request does not offer, longer than its grantMax, malformed, or with a rejection.
+      for (const [id, body] of [
+        [plain.id, { decision: 'approve', grantFor: '30m' }],
+        [r.id, { decision: 'approve', grantFor: '2h' }],
+        [r.id, { decision: 'approve', grantFor: 30 }],
+        [r.id, { decision: 'reject', grantFor: '30m' }],
+      ] as const) {
+        const res = await decide(signing, id, TOKENS.alice, body);
+        expect([res.status, res.body.error.code], JSON.stringify(body)).toEqual([400, 'bad_grant']);
+      }
+      expect(await decisionsInStream(r.id)).toBe(0);
+
+      const res = await decide(signing, r.id, TOKENS.alice, { decision: 'approve', grantFor: '30m' });
+      expect(res.status).toBe(200);
+      expect(res.body.grant).toEqual({ for: '30m', state: 'requested' });
+      const jsm = await jetstreamManager(nc);
+      const stored = await jsm.streams.getMessage(APPROVALS_STREAM, {
+        last_by_subj: approvalSubject('decision', r.id),
+      });
+      const msg = parseApprovalDecision(stored!.data)!;
+      expect(msg.grant).toEqual({ for: '30m' });
+      expect(verifyDecision(msg, [verifyKey])).toBe(true);
+      // Not active until the sidecar reports it applied the grant (and when it ends).
+      expect((await api(signing, '/api/v1/approvals?grants=active', { token: TOKENS.bob })).body.approvals).toEqual([]);
+      const until = new Date(Date.now() + 1_800_000).toISOString();
+      await publish('closed', {
+        ...approvalClosed(r.id, 'approved', { name: 'alice', groups: [] }),
+        grantUntil: until,
+      });
+      await waitFor(async () => (await stateOf(signing, r.id)) === 'approved');
+      const active = await api(signing, '/api/v1/approvals?grants=active', { token: TOKENS.bob });
+      expect(active.body.approvals.map((e: any) => [e.id, e.grant])).toEqual([
+        [r.id, { for: '30m', state: 'active', until }],
+      ]);
+      expect((await api(signing, '/api/v1/approvals?grants=all', { token: TOKENS.bob })).status).toBe(400);
+
+      // Revoke: an approver only, once, signed in its own domain.
+      const byMallory = await api(signing, `/api/v1/approvals/${r.id}/revoke`, {
+        method: 'POST',
+        token: TOKENS.mallory,
+      });
+      expect([byMallory.status, byMallory.body.error.code]).toEqual([403, 'not_an_approver']);
+      expect((await api(signing, `/api/v1/approvals/${r.id}/revoke`, { token: TOKENS.bob })).status).toBe(405);
+      const revoked = await api(signing, `/api/v1/approvals/${r.id}/revoke`, {
+        method: 'POST',
+        token: TOKENS.bob,
+        body: { reason: 'batch finished' },
+      });
+      expect(revoked.status).toBe(200);
+      expect(revoked.body.grant).toMatchObject({ state: 'revoked', revoked: { by: { name: 'bob' } } });
+      const rm = await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('revoked', r.id) });
+      const rev = parseApprovalRevoked(rm!.data)!;
+      expect(rev).toMatchObject({ id: r.id, by: { name: 'bob' }, reason: 'batch finished' });
+      expect(verifyRevocation(rev, [verifyKey])).toBe(true);
+      expect(verifyDecision(rev as never, [verifyKey])).toBe(false);
+      const again = await api(signing, `/api/v1/approvals/${r.id}/revoke`, { method: 'POST', token: TOKENS.bob });
+      expect([again.status, again.body.error.code]).toEqual([409, 'not_pending']);
+      expect((await api(signing, '/api/v1/approvals?grants=active', { token: TOKENS.bob })).body.approvals).toEqual([]);
+    } finally {
+      await signing.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

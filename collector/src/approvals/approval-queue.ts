@@ -13,10 +13,12 @@ import {
   APPROVALS_STREAM,
   APPROVALS_SUBJECTS,
   type ApprovalDecisionMessage,
+  type ApprovalRevokedMessage,
   type Approver,
   approvalSubject,
   type NatsUserFiles,
   signDecision,
+  signRevocation,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 import { addStreamIfMissing, connectCollectorNats } from '../ingest/nats-connect.js';
@@ -114,6 +116,11 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     return this.book.get(id, Date.now());
   }
 
+  activeGrants(): ApprovalEntry[] {
+    this.assertLoaded();
+    return this.book.activeGrants(Date.now());
+  }
+
   /**
    * Publishes `approver`'s decision once the book allows it, and returns the entry as it now stands. The publish
    * expects no earlier message on the decision subject, so of two replicas (or two people) deciding at once the
@@ -124,10 +131,12 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     decision: ApprovalDecisionMessage['decision'],
     approver: Approver,
     reason?: string,
+    grantFor?: string,
   ): Promise<ApprovalEntry> {
-    const nc = this.nc;
-    if (!nc || !this.ready) throw unavailable('NATS is not connected or the approval queue is still loading');
-    this.book.checkDecision(id, approver, Date.now());
+    const nc = this.connected();
+    if (grantFor !== undefined && decision !== 'approved')
+      throw new CollectorError('COLLECTOR_APPROVAL_BAD_GRANT', 'only an approval can give a grant');
+    this.book.checkDecision(id, approver, Date.now(), grantFor);
     const unsigned: ApprovalDecisionMessage = {
       v: 1,
       id,
@@ -135,10 +144,42 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       by: { name: approver.name, groups: [...approver.groups] },
       ...(reason ? { reason } : {}),
       at: new Date().toISOString(),
+      ...(grantFor !== undefined ? { grant: { for: grantFor } } : {}),
     };
     const msg = this.opts.signingKey ? signDecision(unsigned, this.opts.signingKey) : unsigned;
-    const subject = approvalSubject('decision', id);
-    const body = JSON.stringify(msg);
+    await this.publishOnce(nc, approvalSubject('decision', id), JSON.stringify(msg), 'a decision');
+    const entry = this.book.get(id, Date.now()) as ApprovalEntry;
+    this.emit('decided', entry);
+    return entry;
+  }
+
+  /**
+   * Ends the grant approval `id` gave, in the sidecar that holds it (it checks the approver, and the signature
+   * where its policy lists decision keys). One revocation per approval: a second gets COLLECTOR_APPROVAL_NOT_PENDING.
+   */
+  async revoke(id: string, approver: Approver, reason?: string): Promise<ApprovalEntry> {
+    const nc = this.connected();
+    this.book.checkRevoke(id, approver, Date.now());
+    const unsigned: ApprovalRevokedMessage = {
+      v: 1,
+      id,
+      by: { name: approver.name, groups: [...approver.groups] },
+      ...(reason ? { reason } : {}),
+      at: new Date().toISOString(),
+    };
+    const msg = this.opts.signingKey ? signRevocation(unsigned, this.opts.signingKey) : unsigned;
+    await this.publishOnce(nc, approvalSubject('revoked', id), JSON.stringify(msg), 'a revocation');
+    return this.book.get(id, Date.now()) as ApprovalEntry;
+  }
+
+  private connected(): NatsConnection {
+    const nc = this.nc;
+    if (!nc || !this.ready) throw unavailable('NATS is not connected or the approval queue is still loading');
+    return nc;
+  }
+
+  /** Publishes the first message on `subject`, or fails with NOT_PENDING when the stream has one already. */
+  private async publishOnce(nc: NatsConnection, subject: string, body: string, what: string): Promise<void> {
     try {
       await jetstream(nc, { timeout: this.opts.publishTimeoutMs ?? 5000 }).publish(subject, body, {
         expect: { lastSubjectSequence: 0 },
@@ -147,15 +188,12 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       if ((err as { code?: unknown }).code === WRONG_LAST_SEQUENCE)
         throw new CollectorError(
           'COLLECTOR_APPROVAL_NOT_PENDING',
-          `approval ${id} already has a decision in the stream (decided meanwhile)`,
+          `approval ${subject.split('.').pop()} already has ${what} in the stream (made meanwhile)`,
         );
-      throw unavailable(`publishing the decision failed: ${(err as Error).message}`, err);
+      throw unavailable(`publishing ${what} failed: ${(err as Error).message}`, err);
     }
-    // The consumer applies the same message again when it arrives: the first decision stays, so this is idempotent.
+    // The consumer applies the same message again when it arrives: the first stays, so this is idempotent.
     this.book.apply(subject, body, Date.now());
-    const entry = this.book.get(id, Date.now()) as ApprovalEntry;
-    this.emit('decided', entry);
-    return entry;
   }
 
   private assertLoaded(): void {

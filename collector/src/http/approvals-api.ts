@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { isApprovalId } from '@pgwarden/policy';
+import { grantDurationMs, isApprovalId } from '@pgwarden/policy';
 import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.js';
 import type { ApprovalQueue } from '../approvals/approval-queue.js';
 import type { TokenFile } from '../auth/token-file.js';
@@ -22,11 +22,13 @@ const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
   COLLECTOR_APPROVAL_NOT_PENDING: [409, 'not_pending'],
   COLLECTOR_APPROVAL_NOT_APPROVER: [403, 'not_an_approver'],
   COLLECTOR_APPROVAL_SELF: [403, 'self_approval'],
+  COLLECTOR_APPROVAL_BAD_GRANT: [400, 'bad_grant'],
   COLLECTOR_APPROVAL_UNAVAILABLE: [503, 'unavailable'],
 };
 
 /**
- * `GET /api/v1/approvals[?state=]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`. Every route needs
+ * `GET /api/v1/approvals[?state=|?grants=active]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`,
+ * `POST /api/v1/approvals/{id}/revoke`. Every route needs
  * an approver's bearer token: the queue holds statement text, which may be sensitive. The answer is returned, not
  * sent, so that a read of the queue can be recorded first; `note` learns who asked.
  */
@@ -54,8 +56,11 @@ async function route(
   const method = req.method ?? 'GET';
   const rest = url.pathname.slice('/api/v1/approvals'.length);
   // Ids are UUIDs: nothing in them is percent-encoded, so the path segment is taken as it is.
-  const id = rest === '' ? undefined : rest.slice(1);
-  if (method !== 'GET' && !(method === 'POST' && id !== undefined))
+  const [idPart, action, ...more] = rest === '' ? [] : rest.slice(1).split('/');
+  const id = idPart;
+  if ((action !== undefined && action !== 'revoke') || more.length > 0)
+    throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
+  if (method !== (action ? 'POST' : 'GET') && !(method === 'POST' && id !== undefined))
     throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
   const { queue, approvers } = deps;
   if (!queue) throw new HttpError(501, 'approvals_disabled', 'the approval queue needs NATS: start with --nats');
@@ -64,6 +69,11 @@ async function route(
   // An approver limited to some namespaces sees (and decides) only their requests; others are as if absent.
   const visible = (e: { request?: { policy?: { namespace?: string } } }) =>
     inScope(who.namespaces, e.request?.policy?.namespace ?? null);
+  if (id === undefined && url.searchParams.get('grants') !== null) {
+    if (url.searchParams.get('grants') !== 'active') throw new HttpError(400, 'bad_grants', 'grants must be "active"');
+    const approvals = queue.activeGrants().filter(visible);
+    return { status: 200, body: { approvals }, items: approvals.length };
+  }
   if (id === undefined) {
     const state = url.searchParams.get('state') ?? 'pending';
     if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
@@ -75,20 +85,47 @@ async function route(
   const entry = queue.get(id);
   if (!entry || !visible(entry)) throw new HttpError(404, 'not_found', `no approval request ${id}`);
   if (method === 'GET') return { status: 200, body: entry, items: 1 };
+  if (action === 'revoke') {
+    const { reason } = parseRevokeBody(await readBody(req, 16 * 1024));
+    return { status: 200, body: await queue.revoke(id, who, reason) };
+  }
   const body = parseDecisionBody(await readBody(req, 16 * 1024));
-  return { status: 200, body: await queue.decide(id, body.decision, who, body.reason) };
+  return { status: 200, body: await queue.decide(id, body.decision, who, body.reason, body.grantFor) };
 }
 
-/** `{decision: "approve" | "reject", reason?: string}`, nothing else. */
-export function parseDecisionBody(text: string): { decision: 'approved' | 'rejected'; reason?: string } {
-  const { decision, reason } = parseBodyObject(
+/** `{decision: "approve" | "reject", reason?: string, grantFor?: duration}`, nothing else. */
+export function parseDecisionBody(text: string): {
+  decision: 'approved' | 'rejected';
+  reason?: string;
+  grantFor?: string;
+} {
+  const { decision, reason, grantFor } = parseBodyObject(
     text,
-    ['decision', 'reason'],
-    '{"decision": "approve" | "reject", "reason"?: "..."}',
+    ['decision', 'reason', 'grantFor'],
+    '{"decision": "approve" | "reject", "reason"?: "...", "grantFor"?: "30m"}',
   );
   if (decision !== 'approve' && decision !== 'reject')
     throw new HttpError(400, 'bad_request', 'decision must be "approve" or "reject"');
+  checkReason(reason);
+  if (grantFor !== undefined && (typeof grantFor !== 'string' || grantDurationMs(grantFor) === undefined))
+    throw new HttpError(400, 'bad_grant', 'grantFor must be a duration from 1s to 24h, e.g. "30m"');
+  if (grantFor !== undefined && decision !== 'approve')
+    throw new HttpError(400, 'bad_grant', 'only an approval can give a grant');
+  return {
+    decision: decision === 'approve' ? 'approved' : 'rejected',
+    ...(reason ? { reason: reason as string } : {}),
+    ...(grantFor !== undefined ? { grantFor: grantFor as string } : {}),
+  };
+}
+
+/** `{reason?: string}`, nothing else (an empty body is `{}`). */
+function parseRevokeBody(text: string): { reason?: string } {
+  const { reason } = parseBodyObject(text.trim() === '' ? '{}' : text, ['reason'], '{"reason"?: "..."}');
+  checkReason(reason);
+  return reason ? { reason: reason as string } : {};
+}
+
+function checkReason(reason: unknown): void {
   if (reason !== undefined && (typeof reason !== 'string' || reason.length > MAX_REASON))
     throw new HttpError(400, 'bad_request', `reason must be a string of at most ${MAX_REASON} characters`);
-  return { decision: decision === 'approve' ? 'approved' : 'rejected', ...(reason ? { reason } : {}) };
 }

@@ -7,6 +7,7 @@ import {
   approvalSubject,
   auditSigner,
   parseApprovalDecision,
+  parseApprovalRevoked,
   parseControlMessage,
   suspensionSubject,
   terminateSubject,
@@ -291,6 +292,68 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.inputValue('#token')).toBe('');
       expect(page.url()).not.toContain(TOKEN);
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it('offers a grant where the request allows one, lists the active grant, and revokes it', async () => {
+    const nc = fx.nc;
+    const req = approvalRequest({ grantMax: '1h', fingerprint: '0123456789abcdef', sql: 'DELETE FROM t WHERE id = 1' });
+    const plain = approvalRequest({ sql: 'DELETE FROM t WHERE id = 2' });
+    const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
+    await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
+    await jetstream(nc).publish(approvalSubject('request', plain.id), JSON.stringify(plain));
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await enterToken(page, TOKEN);
+      const row = `#approval-list tr[data-approval="${req.id}"]`;
+      await page.waitForSelector(row);
+      await page.waitForSelector(`#approval-list tr[data-approval="${plain.id}"]`);
+      // Only the request that offers a grant gets the choice, up to its grantMax.
+      expect(await page.$$eval(`#approval-list tr[data-approval="${plain.id}"] select.grant`, (s) => s.length)).toBe(0);
+      expect(
+        await page.$$eval(`${row} select.grant option`, (os) => os.map((o) => (o as HTMLOptionElement).value)),
+      ).toEqual(['', '5m', '15m', '1h']);
+      await page.selectOption(`${row} select.grant`, '15m');
+      await page.click(`${row} button.approve`);
+      let decision: ReturnType<typeof parseApprovalDecision>;
+      for await (const m of decisions) decision = parseApprovalDecision(m.data);
+      expect(decision!).toMatchObject({ id: req.id, decision: 'approved', grant: { for: '15m' } });
+      await page.waitForFunction(
+        (id) => document.getElementById('approval-msg')?.textContent === `approved: ${id}, with a grant for 15m`,
+        req.id,
+      );
+      // The sidecar reports the grant it took; the panel lists it, and Revoke publishes the revocation.
+      const until = new Date(Date.now() + 900_000).toISOString();
+      const closed = {
+        v: 1,
+        id: req.id,
+        outcome: 'approved',
+        by: { name: 'alice', groups: [] },
+        at: until,
+        grantUntil: until,
+      };
+      await jetstream(nc).publish(approvalSubject('closed', req.id), JSON.stringify(closed));
+      const grantRow = `#grant-list tr[data-grant="${req.id}"]`;
+      await page.evaluate(() => (window as unknown as { loadGrants(): Promise<void> }).loadGrants());
+      await page.waitForSelector(grantRow);
+      expect(await page.$$eval(`${grantRow} td`, (tds) => tds.slice(0, 5).map((td) => td.textContent))).toEqual([
+        until,
+        'alice',
+        'ana',
+        'writer-review / writes-need-approval',
+        req.sql,
+      ]);
+      const revocations = nc.subscribe(approvalSubject('revoked', req.id), { max: 1 });
+      await page.fill(`${grantRow} input.reason`, 'batch done');
+      await page.click(`${grantRow} button.revoke`);
+      let revoked: ReturnType<typeof parseApprovalRevoked>;
+      for await (const m of revocations) revoked = parseApprovalRevoked(m.data);
+      expect(revoked!).toMatchObject({ id: req.id, by: { name: 'alice' }, reason: 'batch done' });
+      await page.waitForFunction((sel) => !document.querySelector(sel), grantRow);
+      expect(await page.textContent('#grants-msg')).toBe(`revoked: ${req.id}`);
       expect(errors).toEqual([]);
     } finally {
       await close();

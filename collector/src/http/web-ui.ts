@@ -1,6 +1,6 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
- * or reject), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * or reject, with a grant where the policy allows one), the active grants (to revoke), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
@@ -15,14 +15,16 @@ body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
-#approvals,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
-#approval-list td:last-child,#suspension-list td:last-child{white-space:nowrap}.msg{color:#b00}
+#approvals,#grants,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
+#approval-list td:last-child,#grant-list td:last-child,#suspension-list td:last-child{white-space:nowrap}.msg{color:#b00}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
 <form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
+<section id="grants" hidden><h1>Active grants <span id="grants-msg" class="msg"></span></h1>
+<table><thead><tr><th>ends</th><th>approved by</th><th>who</th><th>policy / rule</th><th>approved statement</th><th></th></tr></thead><tbody id="grant-list"></tbody></table></section>
 <section id="suspensions" hidden><h1>Suspended policies <span id="suspensions-msg" class="msg"></span></h1>
 <div id="suspension-action"></div>
 <table><thead><tr><th>policy</th><th>since</th><th>by</th><th>reason</th><th>signed</th><th></th></tr></thead><tbody id="suspension-list"></tbody></table></section>
@@ -222,19 +224,66 @@ async function loadApprovals() {
     tr.append(el('td', r.requestedAt), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
     const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
     const act = el('td'); const reason = el('input'); reason.placeholder = 'reason'; reason.className = 'reason';
+    // A policy with approval.grants lets one approval cover later statements of this shape for a while.
+    const grant = r.grantMax ? grantChoice(r.grantMax) : undefined;
     for (const [label, decision, done] of [['Approve', 'approve', 'approved'], ['Reject', 'reject', 'rejected']]) {
       const b = el('button', label, decision); b.type = 'button';
       b.onclick = async () => {
+        const body = reason.value ? { decision, reason: reason.value } : { decision };
+        if (decision === 'approve' && grant && grant.value) body.grantFor = grant.value;
         try {
-          await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(reason.value ? { decision, reason: reason.value } : { decision }) });
-          approvalMsg(done + ': ' + a.id);
+          await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id), { method: 'POST', body: JSON.stringify(body) });
+          approvalMsg(done + ': ' + a.id + (body.grantFor ? ', with a grant for ' + body.grantFor : ''));
         } catch (e) { approvalMsg(String(e.message)); }
         loadFailed = false;
         loadApprovals();
       };
       act.append(' ', b);
     }
-    act.prepend(reason); tr.append(act); body.append(tr);
+    act.prepend(reason); if (grant) act.prepend(grant, ' '); tr.append(act); body.append(tr);
+  }
+}
+// Durations as the policy writes them (1h30m, 45s), to offer grants no longer than the request's grantMax.
+function durationMs(text) {
+  const units = { ms: 1, s: 1000, m: 60000, h: 3600000 }; let total = 0;
+  for (const m of String(text).matchAll(/([0-9]+)(ms|s|m|h)/g)) total += Number(m[1]) * units[m[2]];
+  return total;
+}
+function grantChoice(max) {
+  const sel = el('select'); sel.className = 'grant'; sel.title = 'also approve later statements of this shape for';
+  const opts = [['', 'this statement only']];
+  for (const d of ['5m', '15m', '1h', '4h', '24h']) if (durationMs(d) < durationMs(max)) opts.push([d, 'and its shape for ' + d]);
+  opts.push([max, 'and its shape for ' + max]);
+  for (const [value, label] of opts) { const o = el('option', label); o.value = value; sel.append(o); }
+  return sel;
+}
+// Grants given by approvals: shown to approvers, with Revoke. An unchanged list is not redrawn (a reason being typed).
+let grantsShown = '';
+async function loadGrants() {
+  document.getElementById('grants').hidden = !isApprover;
+  if (!isApprover) return;
+  const msg = document.getElementById('grants-msg');
+  let page;
+  try { page = await approverApi('/api/v1/approvals?grants=active'); } catch (e) { msg.textContent = String(e.message); return; }
+  if (JSON.stringify(page.approvals) === grantsShown) return;
+  grantsShown = JSON.stringify(page.approvals);
+  const body = document.getElementById('grant-list'); body.replaceChildren();
+  if (!page.approvals.length) { const td = el('td', 'no grant is active'); td.colSpan = 6; body.append(el('tr')); body.lastChild.append(td); }
+  for (const a of page.approvals) {
+    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const tr = el('tr'); tr.dataset.grant = a.id;
+    tr.append(el('td', a.grant.until), el('td', a.decision ? a.decision.by.name : ''), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
+    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    const act = el('td'); const reason = el('input'); reason.placeholder = 'reason'; reason.className = 'reason';
+    const b = el('button', 'Revoke', 'revoke'); b.type = 'button';
+    b.onclick = async () => {
+      try {
+        await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id) + '/revoke', { method: 'POST', body: JSON.stringify(reason.value ? { reason: reason.value } : {}) });
+        msg.textContent = 'revoked: ' + a.id;
+      } catch (e) { msg.textContent = String(e.message); return; }
+      grantsShown = ''; loadGrants();
+    };
+    act.append(reason, ' ', b); tr.append(act); body.append(tr);
   }
 }
 // namespace/name, or a bare name (a policy without a namespace: _), as the API's path segments; the API judges the names.
@@ -268,7 +317,7 @@ async function loadSuspensions() {
     tr.append(act); body.append(tr);
   }
 }
-const loadApproverPanels = () => loadApprovals().then(loadSuspensions);
+const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadSuspensions);
 document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
 let nextCursorUsed = false;
 document.getElementById('more').onclick = () => { nextCursorUsed = true; loadSessions(true); };
