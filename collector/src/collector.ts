@@ -9,6 +9,11 @@ import {
   terminateSubject,
 } from '@pgwarden/policy';
 import pino, { type Logger } from 'pino';
+import { ApprovalNotifier } from './approvals/approval-notifier.js';
+import {
+  type ApprovalNotificationOptions,
+  resolveApprovalNotifications,
+} from './approvals/approval-notifier-config.js';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
@@ -61,6 +66,13 @@ export interface CollectorOptions {
      */
     signingKeyFile?: string;
   };
+  /**
+   * A webhook (Slack or JSON) told about each statement held for approval, once across replicas; needs `nats`
+   * (docs/collector.md, "Notifications").
+   */
+  approvalNotifications?: ApprovalNotificationOptions;
+  /** The web UI's address as people reach it (e.g. through an ingress): notifications link to it. */
+  publicUrl?: string;
   /**
    * Who may read the audit trail over HTTP: the people in `readersFile` (and the approvers). Without a readers file
    * the read routes are open, which is allowed only on a loopback `http.host` or with `insecureOpen`.
@@ -124,6 +136,20 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const auditSigningKey = opts.readAudit?.signingKeyFile
     ? readKeyFile(opts.readAudit.signingKeyFile, 'audit signing key', auditSigner)
     : undefined;
+  // Read before anything starts too: a missing URL file or a URL that is not http(s) fails the start.
+  const notifications = opts.approvalNotifications
+    ? resolveApprovalNotifications(opts.approvalNotifications, opts.publicUrl)
+    : undefined;
+  if (notifications && !opts.nats)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      'approval notifications need --nats: held statements arrive there',
+    );
+  if (notifications?.plainHttpOffLoopback)
+    log.warn(
+      { webhook: notifications.origin },
+      'the approval webhook is plain http: its URL and notices travel unencrypted',
+    );
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
@@ -240,6 +266,31 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     approvalQueue.on('decided', (e) => {
       metrics.approvalDecisions.inc({ decision: e.decision?.decision ?? 'unknown' });
       log.info({ approval: e.id, decision: e.decision?.decision, by: e.decision?.by.name }, 'approval decided');
+    });
+  }
+  const notifier =
+    notifications && opts.nats
+      ? new ApprovalNotifier({
+          ...notifications.notifier,
+          nats: {
+            url: opts.nats.url,
+            userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
+          },
+          stateOf: (id) => approvalQueue?.book.get(id, Date.now())?.state,
+          bookLoaded: () => approvalQueue?.ready ?? true,
+        })
+      : undefined;
+  if (notifier) {
+    for (const outcome of ['sent', 'failed', 'retried', 'skipped'] as const)
+      metrics.approvalNotifications.inc({ outcome }, 0);
+    notifier.on('status', (s) => log.info({ approvalNotifier: s }, 'approval notifier status'));
+    // The webhook by its origin only: its path may hold a token. Neither the SQL nor the secret is ever logged.
+    notifier.on('notified', (outcome, r) => {
+      metrics.approvalNotifications.inc({ outcome });
+      const fields = { approval: r.id, attempt: r.attempt, webhook: notifications?.origin, reason: r.reason };
+      if (outcome === 'failed') log.error(fields, 'approval notification failed');
+      else if (outcome === 'retried') log.warn({ ...fields, retryInMs: r.delayMs }, 'approval notification retried');
+      else log.info(fields, `approval notification ${outcome}`);
     });
   }
   const control = opts.nats
@@ -384,6 +435,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   }
   nats?.start();
   approvalQueue?.start();
+  notifier?.start();
   control?.start();
   for (const t of tails) t.start();
   for (const r of runners) r.start();
@@ -395,6 +447,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       nats: Boolean(nats),
       httpIngest: httpIngest.enabled,
       approvers: approvers ? approvers.path : false,
+      approvalWebhook: notifications
+        ? { origin: notifications.origin, format: notifications.notifier.webhook.format }
+        : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
@@ -416,6 +471,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       (stopping ??= (async () => {
         clearInterval(sweepTimer);
         clearInterval(queueGauge);
+        // First: a webhook that hangs is cut off at once, not waited for.
+        await notifier?.close();
         await nats?.stop();
         await approvalQueue?.close();
         await control?.close();

@@ -89,6 +89,12 @@ export class CollectorMetrics {
     help: 'Messages in the approvals stream that were not valid requests, decisions or closings (ignored)',
     registers: [this.registry],
   });
+  readonly approvalNotifications = new Counter({
+    name: 'pgwarden_collector_approval_notifications_total',
+    help: 'Held statements announced to the approval webhook by this replica: sent (2xx), failed (given up), retried (another attempt scheduled), skipped (expired, decided or closed first)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly controlActions = new Counter({
     name: 'pgwarden_collector_control_actions_total',
     help: 'Terminate, suspend and resume requests to this collector: published, refused (4xx, 501), or unavailable (NATS did not acknowledge)',

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { afterAttempt, parseRetryAfter, type RetryPolicy, skipReason } from './notification-delivery.js';
+
+const NOW = Date.parse('2026-11-30T12:00:00Z');
+const IN_10_MIN = new Date(NOW + 600_000).toISOString();
+const RETRY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 1000, maxDelayMs: 8000 };
+
+describe('notification delivery rules', () => {
+  it('skips requests that expired, or that the queue knows were decided or closed', () => {
+    expect(skipReason(IN_10_MIN, undefined, NOW)).toBeUndefined();
+    expect(skipReason(IN_10_MIN, 'pending', NOW)).toBeUndefined();
+    expect(skipReason(new Date(NOW).toISOString(), undefined, NOW)).toBe('expired');
+    expect(skipReason(IN_10_MIN, 'decided', NOW)).toBe('already decided');
+    expect(skipReason(IN_10_MIN, 'withdrawn', NOW)).toBe('already withdrawn');
+  });
+
+  it('acks a 2xx as sent; fails a redirect or a 4xx at once, except 408 and 429', () => {
+    for (const status of [200, 202, 204])
+      expect(afterAttempt({ status }, 1, IN_10_MIN, NOW, RETRY).outcome).toBe('sent');
+    for (const status of [301, 302, 400, 401, 403, 404, 410])
+      expect(afterAttempt({ status }, 1, IN_10_MIN, NOW, RETRY)).toEqual({
+        ack: true,
+        outcome: 'failed',
+        reason: `HTTP ${status} (not retried)`,
+      });
+    for (const result of [
+      { status: 408 },
+      { status: 429 },
+      { status: 500 },
+      { status: 503 },
+      { error: 'ECONNREFUSED' },
+    ])
+      expect(afterAttempt(result, 1, IN_10_MIN, NOW, RETRY)).toMatchObject({ ack: false, outcome: 'retried' });
+  });
+
+  it('backs off exponentially within the cap, honours Retry-After, and gives up after the last attempt', () => {
+    const delays = [1, 2, 3, 4].map((n) => (afterAttempt({ status: 500 }, n, IN_10_MIN, NOW, RETRY) as any).delayMs);
+    expect(delays).toEqual([1000, 2000, 4000, 8000]);
+    expect(afterAttempt({ status: 500 }, 5, IN_10_MIN, NOW, RETRY)).toEqual({
+      ack: true,
+      outcome: 'failed',
+      reason: 'HTTP 500 (attempt 5 of 5)',
+    });
+    expect(afterAttempt({ status: 429, retryAfterMs: 6000 }, 1, IN_10_MIN, NOW, RETRY)).toMatchObject({
+      delayMs: 6000,
+    });
+    expect(afterAttempt({ status: 429, retryAfterMs: 3_600_000 }, 1, IN_10_MIN, NOW, RETRY)).toMatchObject({
+      delayMs: 8000,
+    });
+  });
+
+  it('does not schedule an attempt after the request expires', () => {
+    const soon = new Date(NOW + 1500).toISOString();
+    expect(afterAttempt({ error: 'timed out after 10000 ms' }, 2, soon, NOW, RETRY)).toEqual({
+      ack: true,
+      outcome: 'failed',
+      reason: 'timed out after 10000 ms (the request expires before another attempt)',
+    });
+  });
+
+  it('reads Retry-After as seconds or an HTTP date', () => {
+    expect(parseRetryAfter('7', NOW)).toBe(7000);
+    expect(parseRetryAfter(new Date(NOW + 30_000).toUTCString(), NOW)).toBe(30_000);
+    expect(parseRetryAfter('soon', NOW)).toBeUndefined();
+    expect(parseRetryAfter(undefined, NOW)).toBeUndefined();
+  });
+});

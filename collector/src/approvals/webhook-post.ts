@@ -1,0 +1,70 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { type AttemptResult, parseRetryAfter } from './notification-delivery.js';
+
+export interface WebhookPostOptions {
+  /** The whole exchange, from connecting to the answer's last byte (default 10 s). */
+  timeoutMs?: number;
+  /** Aborts the request at once (the collector is stopping). */
+  signal?: AbortSignal;
+}
+
+/** What of the answer's body is read, then dropped: receivers say nothing a notifier needs. */
+const MAX_ANSWER_BYTES = 16 * 1024;
+
+/**
+ * One POST to a webhook: resolves with the status (redirects are not followed: a 3xx is just its status), or with
+ * `{error}` naming the transport failure (a timeout, an errno code such as ECONNREFUSED, `aborted`). Never
+ * rejects, and the result never carries the URL: webhook URLs are secrets (Slack's carry a token in the path).
+ */
+export function postWebhook(
+  url: URL,
+  body: string,
+  headers: Record<string, string>,
+  opts: WebhookPostOptions = {},
+): Promise<AttemptResult> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (r: AttemptResult) => {
+      if (settled) return;
+      settled = true;
+      resolve(r);
+    };
+    const req = request(url, {
+      method: 'POST',
+      // No pooled socket outlives the exchange: a stopping collector leaves nothing open behind it.
+      agent: false,
+      headers: { ...headers, 'content-length': Buffer.byteLength(body) },
+    });
+    const fail = (error: string) => {
+      settle({ error });
+      req.destroy();
+    };
+    const timer = setTimeout(() => fail(`timed out after ${timeoutMs} ms`), timeoutMs);
+    const onAbort = () => fail('aborted');
+    if (opts.signal?.aborted) return fail('aborted');
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    // The deadline and the abort also cover an answer's body that trickles in after its status: the exchange ends
+    // (and its socket closes) within `timeoutMs` either way.
+    req.on('close', () => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    });
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      const retryAfter = res.headers['retry-after'];
+      settle({ status, retryAfterMs: parseRetryAfter(retryAfter, Date.now()) });
+      let read = 0;
+      res.on('data', (chunk: Buffer) => {
+        read += chunk.length;
+        if (read > MAX_ANSWER_BYTES) res.destroy();
+      });
+      res.on('error', () => {});
+    });
+    // Only the error's code: a message may quote more of the request than its origin.
+    req.on('error', (err: NodeJS.ErrnoException) => settle({ error: err.code ?? 'connection failed' }));
+    req.end(body);
+  });
+}
