@@ -275,6 +275,19 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
         sjsm.direct.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', id) }),
       ).rejects.toThrow();
       expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approval\.decision\./);
+      // Grants: only the collector revokes; sidecars hear revocations and read them back.
+      const heard = sidecar.subscribe(approvalSubject('revoked', '*'), { max: 1 });
+      await sidecar.flush();
+      sidecar.publish(approvalSubject('revoked', id), JSON.stringify({ v: 1, id, forged: true }));
+      await sidecar.flush();
+      const revocation = { v: 1, id, by: { name: 'alice', groups: [] }, at: new Date().toISOString() };
+      await jetstream(collector).publish(approvalSubject('revoked', id), JSON.stringify(revocation));
+      for await (const msg of heard) expect(JSON.parse(msg.string())).toEqual(revocation);
+      const revokedBack = await sjsm.direct.getMessage(APPROVALS_STREAM, {
+        last_by_subj: approvalSubject('revoked', id),
+      });
+      expect(JSON.parse(revokedBack!.string())).toEqual(revocation);
+      expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approval\.revoked\./);
     } finally {
       await sidecar.close().catch(() => {});
       await collector.close().catch(() => {});

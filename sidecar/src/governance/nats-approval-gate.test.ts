@@ -258,6 +258,36 @@ describe('natsApprovalGate', () => {
       open = true; // the client reconnects by itself; the gate then finds the decision in the stream
       expect(await outcome).toEqual({ decision: 'approved', by: 'alice' });
       expect((await closedOf(req.id))?.outcome).toBe('approved');
+
+      // A grant, and its revocation published while the connection is down: read back after the reconnect too.
+      const scope = { key: 'k-readback', maxMs: 600_000, fingerprint: 'f' };
+      const granted = request({ grant: scope });
+      const hold = await held(gate, granted);
+      await jetstream(collector).publish(
+        approvalSubject('decision', granted.id),
+        JSON.stringify({
+          v: 1,
+          id: granted.id,
+          decision: 'approved',
+          by: { name: 'alice', groups: [] },
+          at: new Date().toISOString(),
+          grant: { for: '5m' },
+        }),
+      );
+      expect((await hold.outcome).decision).toBe('approved');
+      expect(gate.granted?.('k-readback')?.id).toBe(granted.id);
+      open = false;
+      for (const s of links) s.destroy();
+      await jetstream(collector).publish(
+        approvalSubject('revoked', granted.id),
+        JSON.stringify({ v: 1, id: granted.id, by: { name: 'alice', groups: [] }, at: new Date().toISOString() }),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      expect(gate.granted?.('k-readback')?.id).toBe(granted.id); // not heard yet
+      open = true;
+      const t0 = Date.now();
+      while (gate.granted?.('k-readback') && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+      expect(gate.granted?.('k-readback')).toBeUndefined();
     } finally {
       await cut.close().catch(() => {});
       relay.close();
