@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { buildExporter, type Exporter, loadExportsConfig, startCollector } from '@pgwarden/collector';
-import { type Command, InvalidArgumentError } from 'commander';
+import {
+  buildExporter,
+  type CollectorOptions,
+  type Exporter,
+  loadExportsConfig,
+  startCollector,
+} from '@pgwarden/collector';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -73,6 +79,28 @@ export function registerCollector(program: Command): void {
         'for policies that list its public key in approval.decisionKeys; or env PGWARDEN_APPROVALS_SIGNING_KEY_FILE',
     )
     .option(
+      '--approval-webhook-url-file <file>',
+      'announce each statement held for approval to a webhook (Slack or JSON), once across replicas: a file holding ' +
+        'its URL, read at start (the URL is a secret: never an argument); or env PGWARDEN_APPROVAL_WEBHOOK_URL_FILE, ' +
+        'or PGWARDEN_APPROVAL_WEBHOOK_URL holding the URL itself. Needs --nats',
+    )
+    .addOption(
+      new Option('--approval-webhook-format <format>', 'json (pgwarden’s own body) or slack ({"text": …})')
+        .choices(['json', 'slack'])
+        .default('json'),
+    )
+    .option(
+      '--approval-webhook-secret-file <file>',
+      'sign each notice: X-Pgwarden-Signature: sha256=<hex HMAC-SHA256 of "<X-Pgwarden-Timestamp>.<body>"> keyed ' +
+        'with this file’s secret; or env PGWARDEN_APPROVAL_WEBHOOK_SECRET_FILE',
+    )
+    .option(
+      '--approval-webhook-sql',
+      'include the statement in notices (secret-redacted, cut to 500 characters); off by default: SQL may hold ' +
+        'personal data, and a chat is not the audit store',
+    )
+    .option('--public-url <url>', 'the web UI’s address as people reach it (e.g. an ingress): notices link to it')
+    .option(
       '--readers-file <file>',
       'who may read the audit trail over HTTP (sessions, events, stream, verify): same format as --approvers-file, ' +
         'approvers may read too; or env PGWARDEN_READERS_FILE. Without it those routes are open, which is allowed ' +
@@ -129,6 +157,8 @@ export function registerCollector(program: Command): void {
             approversFile: o.approversFile ?? process.env.PGWARDEN_APPROVERS_FILE,
             signingKeyFile: o.approvalsSigningKey ?? process.env.PGWARDEN_APPROVALS_SIGNING_KEY_FILE,
           },
+          approvalNotifications: approvalNotificationsOf(o),
+          publicUrl: o.publicUrl,
           read: {
             readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
             insecureOpen: Boolean(o.insecureOpenApi),
@@ -161,6 +191,26 @@ export function registerCollector(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'));
       process.on('SIGINT', () => void stop('SIGINT'));
     });
+}
+
+/** The webhook settings when any is given (the collector refuses a secret or --approval-webhook-sql without a URL). */
+function approvalNotificationsOf(o: {
+  approvalWebhookUrlFile?: string;
+  approvalWebhookFormat: 'json' | 'slack';
+  approvalWebhookSecretFile?: string;
+  approvalWebhookSql?: boolean;
+}): CollectorOptions['approvalNotifications'] {
+  const urlFile = o.approvalWebhookUrlFile ?? process.env.PGWARDEN_APPROVAL_WEBHOOK_URL_FILE;
+  const url = urlFile ? undefined : process.env.PGWARDEN_APPROVAL_WEBHOOK_URL;
+  const secretFile = o.approvalWebhookSecretFile ?? process.env.PGWARDEN_APPROVAL_WEBHOOK_SECRET_FILE;
+  if (!urlFile && !url && !secretFile && !o.approvalWebhookSql) return undefined;
+  return {
+    webhookUrlFile: urlFile,
+    webhookUrl: url,
+    format: o.approvalWebhookFormat,
+    signingSecretFile: secretFile,
+    includeSql: Boolean(o.approvalWebhookSql),
+  };
 }
 
 function tlsOf(o: { tlsCert?: string; tlsKey?: string }): { tls?: { certFile: string; keyFile: string } } {

@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { APPROVALS_STREAM, approvalSubject } from '@pgwarden/policy';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { waitFor } from '../../../collector/src/testing/wait-for.js';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { ROLES } from '../../../test/harness/postgres.js';
+import { BIN, BUILT, runAsApprover, stopProcess } from '../testing/cli-process.js';
+
+const URL_TOKEN = 'T0KEN-cli-3a9f5b';
+
+// Under CI nothing may be skipped silently: a missing build fails these tests instead.
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notifications', () => {
+  let nats: TestNats;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  beforeAll(async () => {
+    [nats, db] = await Promise.all([startNats(), createTestDatabase(inject('pg'), ROLES.superuser)]);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await nats?.stop();
+  });
+
+  it('lists the webhook flags in its help', async () => {
+    const help = await runAsApprover(['collector', '--help']);
+    expect(help.code).toBe(0);
+    for (const flag of [
+      '--approval-webhook-url-file <file>',
+      '--approval-webhook-format <format>',
+      '--approval-webhook-secret-file <file>',
+      '--approval-webhook-sql',
+      '--public-url <url>',
+    ])
+      expect(help.stdout).toContain(flag);
+    expect(help.stdout).toContain('PGWARDEN_APPROVAL_WEBHOOK_URL');
+  });
+
+  it('refuses webhook settings without a URL, in one line', async () => {
+    const r = await runAsApprover([
+      'collector',
+      '--nats',
+      nats.url,
+      '--listen',
+      '127.0.0.1:0',
+      '--approval-webhook-sql',
+    ]);
+    expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/^pgwarden collector: .*need a webhook URL/)]);
+  });
+
+  it('posts a Slack notice to the URL from PGWARDEN_APPROVAL_WEBHOOK_URL, which its output never shows', async () => {
+    const bodies: string[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        if (req.url === `/hook/${URL_TOKEN}`) bodies.push(body);
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const { port } = receiver.address() as { port: number };
+    const child = spawn(
+      BIN,
+      ['collector', '--nats', nats.url, '--listen', '127.0.0.1:0', '--approval-webhook-format', 'slack'].concat([
+        '--public-url',
+        'https://pgwarden.example.com',
+      ]),
+      {
+        env: {
+          ...process.env,
+          PGWARDEN_COLLECTOR_STORE: db.url,
+          PGWARDEN_APPROVAL_WEBHOOK_URL: `http://127.0.0.1:${port}/hook/${URL_TOKEN}`,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout?.on('data', (c) => (output += c));
+    child.stderr?.on('data', (c) => (output += c));
+    const nc = await connect({ servers: nats.url });
+    try {
+      // Announced are requests published once the shared consumer exists.
+      const jsm = await jetstreamManager(nc);
+      await waitFor(
+        () =>
+          jsm.consumers.info(APPROVALS_STREAM, 'pgwarden-approval-notifier').then(
+            () => true,
+            () => false,
+          ),
+        30_000,
+      );
+      const r = approvalRequest();
+      await jetstream(nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+      await waitFor(() => bodies.length === 1);
+      expect(JSON.parse(bodies[0]).text).toContain(
+        `asked by ana, expires in 10 min. <https://pgwarden.example.com/?approval=${r.id}#approvals|Review it`,
+      );
+    } finally {
+      await nc.close();
+      await stopProcess(child);
+      await new Promise((r) => receiver.close(r));
+    }
+    expect(output).toContain(`"approvalWebhook":{"origin":"http://127.0.0.1:${port}","format":"slack"}`);
+    expect(output).not.toContain(URL_TOKEN);
+  });
+});
