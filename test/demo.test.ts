@@ -151,10 +151,16 @@ describe('pgwarden demo', () => {
       if (!id) await new Promise((r) => setTimeout(r, 100));
     }
     expect(id, demo.output()).not.toBe('');
-    const approve = spawnSync(process.execPath, [cli, 'approvals', 'approve', id], { env, encoding: 'utf8' });
+    // With a grant, as the demo suggests: the same UPDATE for another order then runs without a new request.
+    const approve = spawnSync(process.execPath, [cli, 'approvals', 'approve', id, '--for', '15m'], {
+      env,
+      encoding: 'utf8',
+    });
     expect(approve.status, approve.stderr).toBe(0);
     expect((await held).rowCount).toBe(1);
     expect((await writer.query('SELECT status FROM orders WHERE id = 1')).rows[0].status).toBe('refunded');
+    expect(demo.output()).toContain("approve it --for 15m, and UPDATE orders SET status = 'refunded' WHERE id = 2");
+    expect((await writer.query("UPDATE orders SET status = 'refunded' WHERE id = 2")).rowCount).toBe(1);
     await writer.end();
 
     demo.child.kill('SIGINT');

@@ -130,6 +130,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       say(
         `      PGWARDEN_COLLECTOR_URL=${collector.url} PGWARDEN_APPROVER_TOKEN=${collector.approvals.token} bin/pgwarden approvals list`,
       );
+      say("      approve it --for 15m, and UPDATE orders SET status = 'refunded' WHERE id = 2 runs at once");
     }
     say();
     say('  audit events (one line each); Ctrl-C stops');
@@ -161,7 +162,8 @@ export function withDemoReview(yamlText: string): string {
         ...(o.spec.rules ?? []),
         { name: 'order-status-needs-review', action: 'review', statements: ['update'], tables: ['public.orders'] },
       ];
-      o.spec.approval = { timeout: '5m', approvers: { groups: ['demo-approvers'] } };
+      // A grant lets one approval cover the same UPDATE for other orders for a while (docs/collector.md).
+      o.spec.approval = { timeout: '5m', approvers: { groups: ['demo-approvers'] }, grants: { maxDuration: '15m' } };
       return stringify(o);
     })
     .join('---\n');
