@@ -7,6 +7,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,11 +17,14 @@ import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { ApprovalNotifier } from '../../collector/src/approvals/approval-notifier.js';
+import { approvalRequest } from '../../collector/src/testing/approval-messages.js';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
 import {
   APPROVALS_STREAM,
   approvalSubject,
   CONTROL_STREAM,
+  natsUserFiles,
   parseApprovalClosed,
   parseApprovalRequest,
 } from '../../policy/src/index.js';
@@ -291,6 +295,53 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
     } finally {
       await sidecar.close().catch(() => {});
       await collector.close().catch(() => {});
+    }
+  });
+
+  it('lets the collector user announce held statements through its shared consumer, acking and retrying', async () => {
+    const posts: number[] = [];
+    const receiver = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(posts.push(Date.now()) === 1 ? 503 : 200).end());
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const notifier = new ApprovalNotifier({
+      nats: {
+        url: nats.url,
+        userFiles: natsUserFiles(userDir('notifier', USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD)),
+      },
+      webhook: {
+        url: new URL(`http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`),
+        format: 'json',
+        includeSql: false,
+      },
+      retry: { baseDelayMs: 50 },
+    });
+    const outcomes: string[] = [];
+    notifier.on('notified', (outcome) => outcomes.push(outcome));
+    const sidecar = await as(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+    const collector = await as(USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+    try {
+      notifier.start();
+      const until = Date.now() + 15_000;
+      while (!notifier.ready && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(notifier.ready).toBe(true);
+      const request = approvalRequest();
+      await jetstream(sidecar).publish(approvalSubject('request', request.id), JSON.stringify(request));
+      while (outcomes.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      // The 503 was negatively acknowledged with a delay, the 200 acknowledged: both go to $JS.ACK.PGWARDEN_APPROVALS.
+      expect(outcomes).toEqual(['retried', 'sent']);
+      expect(posts).toHaveLength(2);
+      const info = await (await jetstreamManager(collector)).consumers.info(
+        APPROVALS_STREAM,
+        'pgwarden-approval-notifier',
+      );
+      expect([info.num_ack_pending, info.num_pending]).toEqual([0, 0]);
+    } finally {
+      await notifier.close();
+      await sidecar.close().catch(() => {});
+      await collector.close().catch(() => {});
+      await new Promise((r) => receiver.close(r));
     }
   });
 
