@@ -149,6 +149,75 @@ describe('charts/pgwarden with real helm', () => {
     await validateObject(withApprovers);
   });
 
+  it('collector.approvalNotifications: the webhook URL and signing secret mounted as files for the flags, never values', async () => {
+    const collectorOf = async (...set: string[]) => {
+      const objects = await template(...set);
+      const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
+      return { objects, sts, pod: sts.spec.template.spec };
+    };
+    const { objects, sts, pod } = await collectorOf(
+      'collector.approvalNotifications.webhookSecret=pgwarden-approval-webhook',
+      'collector.approvalNotifications.signingSecret=pgwarden-approval-webhook-signing',
+      'collector.approvalNotifications.format=slack',
+      'collector.approvalNotifications.publicUrl=https://pgwarden.example.com',
+    );
+    const c = pod.containers[0];
+    expect(c.args).toEqual(
+      expect.arrayContaining([
+        '--approval-webhook-url-file=/etc/pgwarden/approval-webhook/url',
+        '--approval-webhook-format=slack',
+        '--approval-webhook-secret-file=/etc/pgwarden/approval-webhook-signing/secret',
+        '--public-url=https://pgwarden.example.com',
+      ]),
+    );
+    expect(c.args).not.toContain('--approval-webhook-sql');
+    expect(c.volumeMounts).toEqual(
+      expect.arrayContaining([
+        { name: 'approval-webhook', mountPath: '/etc/pgwarden/approval-webhook', readOnly: true },
+        { name: 'approval-webhook-signing', mountPath: '/etc/pgwarden/approval-webhook-signing', readOnly: true },
+      ]),
+    );
+    expect(pod.volumes.find((v: any) => v.name === 'approval-webhook').secret).toMatchObject({
+      secretName: 'pgwarden-approval-webhook',
+      items: [{ key: 'url', path: 'url' }],
+    });
+    expect(pod.volumes.find((v: any) => v.name === 'approval-webhook-signing').secret).toMatchObject({
+      secretName: 'pgwarden-approval-webhook-signing',
+      items: [{ key: 'secret', path: 'secret' }],
+    });
+    // Files only: no environment variable carries them, and no other workload mounts them.
+    expect(JSON.stringify(c.env ?? [])).not.toContain('approval-webhook');
+    expect(objects.filter((o) => o !== sts && JSON.stringify(o).includes('pgwarden-approval-webhook'))).toEqual([]);
+    await validateObject(sts);
+
+    const withSql = await collectorOf(
+      'collector.approvalNotifications.webhookSecret=hook',
+      'collector.approvalNotifications.includeSql=true',
+    );
+    expect(withSql.pod.containers[0].args).toEqual(
+      expect.arrayContaining(['--approval-webhook-format=json', '--approval-webhook-sql']),
+    );
+    expect(withSql.pod.volumes.some((v: any) => v.name === 'approval-webhook-signing')).toBe(false);
+
+    const plain = (await collectorOf()).pod;
+    expect(plain.containers[0].args.join(' ')).not.toMatch(/--approval-webhook|--public-url/);
+    expect(plain.volumes.some((v: any) => v.name.startsWith('approval-webhook'))).toBe(false);
+
+    await expect(template('collector.approvalNotifications.signingSecret=hooksig')).rejects.toThrow(
+      /approvalNotifications needs webhookSecret/,
+    );
+    await expect(template('collector.approvalNotifications.includeSql=true')).rejects.toThrow(/needs webhookSecret/);
+    await expect(
+      template('collector.approvalNotifications.webhookSecret=hook', 'collector.approvalNotifications.format=teams'),
+    ).rejects.toThrow(/format/);
+    await expect(
+      template('collector.approvalNotifications.webhookSecret=hook', 'collector.approvalNotifications.publicUrl=pgw'),
+    ).rejects.toThrow(/publicUrl/);
+    await expect(template('collector.approvalNotifications.webhookSecret=hook', 'nats.deploy=false')).rejects.toThrow(
+      /approvalNotifications needs NATS/,
+    );
+  });
+
   it('never serves the audit trail without a token: a generated reader, or the readers Secret given', async () => {
     const objects = await template();
     const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');
