@@ -55,7 +55,7 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
       name: request.policy.name,
       ...(request.policy.namespace ? { namespace: request.policy.namespace } : {}),
     },
-    rule: request.rule,
+    rule: request.rule.slice(0, 256),
     session: request.session,
     identity: identityOf(request.identity),
     requestedAt: request.requestedAt,
@@ -104,7 +104,7 @@ export function askedBy(identity: Record<string, unknown>): string {
 
 function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string): string {
   const policy = request.policy.namespace ? `${request.policy.namespace}/${request.policy.name}` : request.policy.name;
-  const rule = request.rule ? `rule ${request.rule}` : 'the policy’s default action';
+  const rule = request.rule ? `rule ${request.rule.slice(0, 256)}` : 'the policy’s default action';
   const line =
     `Statement held for approval: policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}, ` +
     `${expiresIn(Date.parse(request.expiresAt) - now)}.`;

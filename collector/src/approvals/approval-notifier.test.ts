@@ -21,6 +21,7 @@ const SIGNING_SECRET = 'whsec-5e8d1c3a7f60';
 const ALICE = 'alice-token-0c1d2e3f';
 
 interface Post {
+  at: number;
   path: string;
   headers: IncomingHttpHeaders;
   body: string;
@@ -37,7 +38,7 @@ async function startReceiver(respond: (body: string, post: number) => number | '
       body += c;
     });
     req.on('end', () => {
-      posts.push({ path: req.url ?? '', headers: req.headers, body });
+      posts.push({ at: Date.now(), path: req.url ?? '', headers: req.headers, body });
       const status = control.respond(body, posts.length);
       if (status !== 'hang') res.writeHead(status).end('{"ok":true}');
     });
@@ -227,7 +228,11 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
       return n.sent === 1 && n.failed === 1;
     });
     await settle();
-    expect(rx.idsPosted().filter((id) => id === flaky.id)).toHaveLength(3);
+    const flakyPosts = rx.posts.filter((p) => idOf(p.body) === flaky.id).map((p) => p.at);
+    expect(flakyPosts).toHaveLength(3);
+    // Redelivered after the backoff (50 ms, then 100 ms), not at once.
+    expect(flakyPosts[1] - flakyPosts[0]).toBeGreaterThanOrEqual(45);
+    expect(flakyPosts[2] - flakyPosts[1]).toBeGreaterThanOrEqual(95);
     expect(rx.idsPosted().filter((id) => id === refused.id)).toHaveLength(1);
     expect(await notifications(c)).toEqual({ sent: 1, failed: 1, retried: 2, skipped: 0 });
     const failure = logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'approval notification failed');
