@@ -146,9 +146,12 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
 
   it('posts one JSON notice per held statement: the documented body, no SQL, a link to the web UI', async () => {
     const rx = await receiver();
+    // Already in the stream when notifications are turned on: not announced (the consumer starts at new messages).
+    const old = await held();
     const c = await notifying(rx.url, durable(), {}, { publicUrl: 'https://pgwarden.example.com/' });
     const r = await held();
     await waitFor(() => rx.posts.length === 1);
+    expect(rx.idsPosted()).not.toContain(old.id);
     expect(rx.posts[0].path).toBe(`/services/${URL_TOKEN}`);
     expect(rx.posts[0].headers['content-type']).toBe('application/json');
     expect(rx.posts[0].headers['x-pgwarden-signature']).toBeUndefined();
