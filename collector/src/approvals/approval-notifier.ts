@@ -80,6 +80,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retry: RetryPolicy;
   private consuming = false;
+  private up = false;
 
   constructor(private readonly opts: ApprovalNotifierOptions) {
     super();
@@ -88,7 +89,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
 
   /** Following its consumer (false before the first setup, while NATS is away, and after close). */
   get ready(): boolean {
-    return this.consuming && this.nc !== null && !this.nc.isClosed();
+    return this.up && this.consuming && this.nc !== null && !this.nc.isClosed();
   }
 
   start(): void {
@@ -128,6 +129,9 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
       userFiles: this.opts.nats.userFiles,
       running: () => this.running,
       onStatus: (s) => this.emit('status', s),
+      onUp: (up) => {
+        this.up = up;
+      },
     });
     if (!nc) return;
     this.nc = nc;
@@ -198,7 +202,11 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     });
   }
 
-  private track(p: Promise<void>): void {
+  private track(delivery: Promise<void>): void {
+    // An ack on a connection that closed meanwhile throws: the request is redelivered after ack_wait anyway.
+    const p = delivery.catch((err: Error) => {
+      this.emit('status', `approval notice not acknowledged: ${err.message}`);
+    });
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
   }
