@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import {
+  type AuditEvent,
   analyzeSql,
   createSessionState,
   type Decision,
@@ -10,11 +11,14 @@ import {
   objectRef,
   type PolicyDocuments,
   type PolicyIssue,
+  parseDuration,
   parsePolicyDocuments,
   type SqlAnalysis,
   type Subject,
 } from '@pgwarden/policy';
 import type { Command } from 'commander';
+import { bearerToken, withCollectorOption } from './collector-client.js';
+import { type FailOn, failed, formatReplay, replayStatements } from './policy-replay.js';
 
 /** Reads and parses every file; issues carry the file name in `object` when the document has none. */
 export function loadPolicyFiles(files: string[]): PolicyDocuments & { byFile: Map<string, PolicyIssue[]> } {
@@ -149,4 +153,99 @@ export function registerPolicy(program: Command): void {
         }
       },
     );
+
+  withCollectorOption(
+    policy
+      .command('replay')
+      .description(
+        "what these policies would have decided for the statements in a collector's audit trail, against what was " +
+          'decided then: a policy change tried on real traffic before it reaches the agents',
+      )
+      .argument(
+        '<files...>',
+        'YAML files: one policy (replayed against every event fetched), or several, matched by name',
+      ),
+  )
+    .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
+    .option('--policy <name>', 'only the trail of the policy of this name')
+    .option('--namespace <ns>', 'only the trail of this namespace')
+    .option('--since <duration>', 'how far back from now (e.g. 30m, 24h, 7d)', '24h')
+    .option('--from <time>', 'start (RFC 3339) instead of --since')
+    .option('--to <time>', 'end (RFC 3339; default now)')
+    .option('--max-statements <n>', 'fetch at most this many statement events (newest first)', '50000')
+    .option('--fail-on <what>', 'exit 1 when: never, denied (a statement would be newly denied) or changed', 'never')
+    .option('--json', 'print the report as JSON')
+    .action(async (files: string[], o: ReplayCliOptions) => {
+      try {
+        process.exitCode = await replayCommand(files, o, (s) => process.stdout.write(s));
+      } catch (err) {
+        process.stderr.write(`policy replay: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
+    });
+}
+
+interface ReplayCliOptions {
+  collector: string;
+  tokenFile?: string;
+  policy?: string;
+  namespace?: string;
+  since: string;
+  from?: string;
+  to?: string;
+  maxStatements: string;
+  failOn: string;
+  json?: boolean;
+}
+
+/** Fetches the trail, replays it and prints the report; returns the exit status (0, or 1 per --fail-on). */
+async function replayCommand(files: string[], o: ReplayCliOptions, write: (s: string) => void): Promise<number> {
+  if (!['never', 'denied', 'changed'].includes(o.failOn)) throw new Error('--fail-on must be never, denied or changed');
+  const max = Number(o.maxStatements);
+  if (!Number.isInteger(max) || max < 1) throw new Error('--max-statements must be a positive integer');
+  const loaded = loadPolicyFiles(files);
+  const bad = loaded.errors.filter((e) => e.severity === 'error');
+  if (bad.length) throw new Error(`the policy files have errors (pgwarden policy lint): ${formatIssue(bad[0])}`);
+  const policies = loaded.policies.filter(
+    (p) => o.policy === undefined || loaded.policies.length === 1 || p.metadata.name === o.policy,
+  );
+  if (policies.length === 0) throw new Error('no policy to replay in the files given');
+  let from = o.from;
+  if (!from) {
+    const days = /^([0-9]{1,4})d$/.exec(o.since);
+    const ms = days ? Number(days[1]) * 86_400_000 : parseDuration(o.since);
+    if (ms === undefined) throw new Error(`--since ${o.since} is not a duration such as 24h or 7d`);
+    from = new Date(Date.now() - ms).toISOString();
+  }
+  const token = bearerToken(o.tokenFile, 'PGWARDEN_COLLECTOR_TOKEN');
+  const events: AuditEvent[] = [];
+  let cursor: string | null = null;
+  do {
+    const url = new URL('/api/v1/events', o.collector);
+    const q: Record<string, string | undefined> = {
+      type: 'statement',
+      policy: o.policy,
+      namespace: o.namespace,
+      from,
+      to: o.to,
+      limit: String(Math.min(1000, max - events.length)),
+      cursor: cursor ?? undefined,
+    };
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) url.searchParams.set(k, v);
+    let r: Response;
+    try {
+      r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      throw new Error(`cannot reach the collector at ${o.collector}: ${cause?.code ?? (err as Error).message}`);
+    }
+    if (!r.ok) throw new Error(`collector answered ${r.status}: ${(await r.text()).slice(0, 300)}`);
+    const page = (await r.json()) as { items: AuditEvent[]; next: string | null };
+    events.push(...page.items);
+    cursor = page.next;
+  } while (cursor && events.length < max);
+  await initSqlParser();
+  const report = replayStatements(events, policies);
+  write(o.json ? `${JSON.stringify(report, null, 2)}\n` : formatReplay(report));
+  return failed(report, o.failOn as FailOn) ? 1 : 0;
 }
