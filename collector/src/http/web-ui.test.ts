@@ -305,12 +305,15 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     const decisions = nc.subscribe(approvalSubject('decision', req.id), { max: 1 });
     await jetstream(nc).publish(approvalSubject('request', req.id), JSON.stringify(req));
     await jetstream(nc).publish(approvalSubject('request', plain.id), JSON.stringify(plain));
-    const { page, errors, close } = await openPage(collector.url);
+    // Opened from a notification's link, the page marks the request it names.
+    const { page, errors, close } = await openPage(`${collector.url}/?approval=${req.id}#approvals`);
     try {
       await enterToken(page, TOKEN);
       const row = `#approval-list tr[data-approval="${req.id}"]`;
       await page.waitForSelector(row);
       await page.waitForSelector(`#approval-list tr[data-approval="${plain.id}"]`);
+      expect(await page.$eval(row, (tr) => tr.className)).toBe('linked');
+      expect(await page.$eval(`#approval-list tr[data-approval="${plain.id}"]`, (tr) => tr.className)).toBe('');
       // Only the request that offers a grant gets the choice, up to its grantMax.
       expect(await page.$$eval(`#approval-list tr[data-approval="${plain.id}"] select.grant`, (s) => s.length)).toBe(0);
       expect(

@@ -16,7 +16,7 @@ table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1p
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 #approvals,#grants,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
-#approval-list td:last-child,#grant-list td:last-child,#suspension-list td:last-child{white-space:nowrap}.msg{color:#b00}
+#approval-list td:last-child,#grant-list td:last-child,#suspension-list td:last-child{white-space:nowrap}tr.linked{background:#fff6d5}.msg{color:#b00}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
@@ -241,8 +241,12 @@ async function loadApprovals() {
       act.append(' ', b);
     }
     act.prepend(reason); if (grant) act.prepend(grant, ' '); tr.append(act); body.append(tr);
+    // A notification's link (?approval=<id>) points at one request: mark it and bring it into view once.
+    if (a.id === linkedApproval) { tr.className = 'linked'; if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); } }
   }
 }
+const linkedApproval = new URLSearchParams(location.search).get('approval');
+let linkedShown = false;
 // Durations as the policy writes them (1h30m, 45s), to offer grants no longer than the request's grantMax.
 function durationMs(text) {
   const units = { ms: 1, s: 1000, m: 60000, h: 3600000 }; let total = 0;
