@@ -171,6 +171,7 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
         'GET /api/v1/approvals',
         'GET /api/v1/approvals/{id}',
         'POST /api/v1/approvals/{id}',
+        'POST /api/v1/approvals/{id}/revoke',
         'POST /api/v1/sessions/{id}/terminate',
         'POST /api/v1/policies/{namespace}/{name}/{action}',
         'GET /api/v1/suspensions',
