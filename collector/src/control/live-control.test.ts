@@ -84,13 +84,19 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
   };
   const messagesInStream = async () =>
     (await (await jetstreamManager(fx.nc)).streams.info(CONTROL_STREAM)).state.messages;
-  /** The next message published on `subject`, as a sidecar subscribed to it receives it. */
+  /**
+   * Subscribes to `subject` as a sidecar does and resolves once the server has the subscription (the flush's
+   * answer), with the next message still to come in `data`: awaited before the action that publishes, or a message
+   * published by the collector's own connection can beat the subscription to the server and be missed (it was, now
+   * and then, under load: a 90 s hang).
+   */
   const nextOn = async (subject: string) => {
     const sub = fx.nc.subscribe(subject, { max: 1 });
     await fx.nc.flush();
-    return (async () => {
+    const data = (async () => {
       for await (const m of sub) return m.data;
     })();
+    return { data };
   };
   const startControl = async () => {
     const c = await fx.start(options);
@@ -143,7 +149,7 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
   });
 
   it('terminates an open session: a signed message on its subject, which the sidecar’s parser and key accept', async () => {
-    const received = nextOn(terminateSubject(open));
+    const received = (await nextOn(terminateSubject(open))).data;
     const res = await terminate(open, ALICE);
     expect(res.status).toBe(202);
     const m = parseControlMessage((await received) as Uint8Array) as ControlMessage;
@@ -210,7 +216,7 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
 
   // Two more collector starts: under a full `make test` on two cores each can take many seconds.
   it('suspends and resumes policies; every replica, and a restarted collector, lists the same suspensions', async () => {
-    const received = nextOn(suspensionSubject({ namespace: 'agents', name: 'analytics-agent' }));
+    const received = (await nextOn(suspensionSubject({ namespace: 'agents', name: 'analytics-agent' }))).data;
     const res = await suspension(collector, 'agents/analytics-agent', 'suspend');
     expect(res.status).toBe(202);
     const m = parseControlMessage((await received) as Uint8Array) as ControlMessage;

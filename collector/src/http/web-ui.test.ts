@@ -350,6 +350,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
         req.sql,
       ]);
       const revocations = nc.subscribe(approvalSubject('revoked', req.id), { max: 1 });
+      await nc.flush(); // the server has the subscription before the collector can publish
       await page.fill(`${grantRow} input.reason`, 'batch done');
       await page.click(`${grantRow} button.revoke`);
       let revoked: ReturnType<typeof parseApprovalRevoked>;
