@@ -1,6 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -16,53 +15,37 @@ import {
   signRevocation,
 } from '../../policy/src/index.js';
 import { createAuditRecorder } from '../../sidecar/src/audit/index.js';
-import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
-import { startNats, type TestNats } from '../harness/index.js';
-import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { examplePolicy, type Governed, memoryAudit, startGoverned, until } from './governed-sidecar.js';
-import { startTestIdp, type TestIdp } from './oidc-provider.js';
+import { memoryAudit, until } from './governed-sidecar.js';
+import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
 // Approval grants through the real sidecar, parser, PostgreSQL and nats-server: one approval that also covers later
 // statements of the same shape (approval.grants), what it does not cover, its cap, and its revocation. Decisions
 // and revocations are signed (approval.decisionKeys), so the signature checks are exercised too. The test plays the
 // collector; the collector's side is in collector/src/approvals/.
-let db: GovernanceDb;
-let idp: TestIdp;
-let nats: TestNats;
-let sidecarNc: NatsConnection;
-let collectorNc: NatsConnection;
-let g: Governed;
+let world: ReviewWorld;
+let db: ReviewWorld['db'];
+let idp: ReviewWorld['idp'];
+let collectorNc: ReviewWorld['collectorNc'];
+let g: ReviewWorld['g'];
 const keys = generateKeyPairSync('ed25519');
 const otherKeys = generateKeyPairSync('ed25519');
 const dana = { name: 'dana', groups: ['dba'] };
 const audit = memoryAudit();
 
 beforeAll(async () => {
-  [db, idp, nats] = await Promise.all([createGovernanceDb('grants'), startTestIdp(), startNats()]);
-  sidecarNc = await connect({ servers: nats.url });
-  collectorNc = await connect({ servers: nats.url });
-  await (await jetstreamManager(collectorNc)).streams.add({
-    name: APPROVALS_STREAM,
-    subjects: ['pgwarden.approval.>'],
-    allow_direct: true,
-  });
-  const policy = examplePolicy('writer-review.yaml'); // approval.approvers: {groups: [dba]}
-  await db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(100, 110) i');
-  policy.spec.role = db.roles.writer;
-  policy.spec.authentication.oidc.issuer = idp.issuer;
-  policy.spec.approval.grants = { maxDuration: '10m' };
-  policy.spec.approval.decisionKeys = [keys.publicKey.export({ type: 'spki', format: 'pem' }).toString()];
-  g = await startGoverned(db.name, policy, {
-    governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
+  world = await startReviewWorld('grants', {
+    adjust: async (policy, db) => {
+      await db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(100, 110) i');
+      policy.spec.approval.grants = { maxDuration: '10m' };
+      policy.spec.approval.decisionKeys = [keys.publicKey.export({ type: 'spki', format: 'pem' }).toString()];
+    },
     // A recorder of its own, so that the review's approval.* events are audited next to the statements.
     sidecar: { audit, auditRecorder: createAuditRecorder(audit) },
   });
+  ({ db, idp, collectorNc, g } = world);
 }, 60_000);
 afterAll(async () => {
-  await g?.close();
-  await sidecarNc?.close();
-  await collectorNc?.close();
-  await Promise.all([idp?.close(), nats?.stop(), db?.drop()]);
+  await world?.close();
 });
 
 const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;

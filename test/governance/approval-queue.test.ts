@@ -1,5 +1,4 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   APPROVALS_STREAM,
@@ -7,42 +6,24 @@ import {
   approvalSubject,
   parseApprovalRequest,
 } from '../../policy/src/index.js';
-import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
-import { startNats, type TestNats } from '../harness/index.js';
-import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
-import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
-import { startTestIdp, type TestIdp } from './oidc-provider.js';
+import { errorOf } from './governed-sidecar.js';
+import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
 // A `review` rule through the real sidecar, the real parser and PostgreSQL, with held statements in the approval
 // queue on a real nats-server. The test plays the collector: it reads requests from the stream and publishes
 // decisions (the collector's own side is tested in collector/src/approvals/).
-let db: GovernanceDb;
-let idp: TestIdp;
-let nats: TestNats;
-let sidecarNc: NatsConnection;
-let collectorNc: NatsConnection;
-let g: Governed;
+let world: ReviewWorld;
+let db: ReviewWorld['db'];
+let idp: ReviewWorld['idp'];
+let collectorNc: ReviewWorld['collectorNc'];
+let g: ReviewWorld['g'];
 
 beforeAll(async () => {
-  [db, idp, nats] = await Promise.all([createGovernanceDb('approvals'), startTestIdp(), startNats()]);
-  sidecarNc = await connect({ servers: nats.url });
-  collectorNc = await connect({ servers: nats.url });
-  await (await jetstreamManager(collectorNc)).streams.add({
-    name: APPROVALS_STREAM,
-    subjects: ['pgwarden.approval.>'],
-  });
-  const policy = examplePolicy('writer-review.yaml'); // approval.approvers: {groups: [dba]}
-  policy.spec.role = db.roles.writer;
-  policy.spec.authentication.oidc.issuer = idp.issuer;
-  g = await startGoverned(db.name, policy, {
-    governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
-  });
+  world = await startReviewWorld('approvals');
+  ({ db, idp, collectorNc, g } = world);
 }, 60_000);
 afterAll(async () => {
-  await g?.close();
-  await sidecarNc?.close();
-  await collectorNc?.close();
-  await Promise.all([idp?.close(), nats?.stop(), db?.drop()]);
+  await world?.close();
 });
 
 /** The next request the queue receives (an ordered consumer from the stream's end). */

@@ -10,7 +10,7 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { APPROVALS_STREAM, type NatsUserFiles, parseApprovalRequest, parseApprovalSubject } from '@pgwarden/policy';
-import { connectCollectorNats } from '../ingest/nats-connect.js';
+import { closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import type { ApprovalState } from './approval-book.js';
 import { type NoticeOptions, noticeBody, signatureHeaders } from './approval-notice.js';
 import { ensureApprovalsStream } from './approval-queue.js';
@@ -106,18 +106,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     this.messages?.stop();
     this.stopping.abort();
     await Promise.all(this.inFlight);
-    const nc = this.nc;
-    if (nc) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        nc.drain().catch(() => {}),
-        new Promise<void>((r) => {
-          timer = setTimeout(r, CLOSE_DRAIN_MS);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (!nc.isClosed()) await nc.close().catch(() => {});
-    }
+    if (this.nc) await closeWithin(this.nc, CLOSE_DRAIN_MS);
     await this.loop;
     this.nc = null;
   }

@@ -21,7 +21,7 @@ import {
   signRevocation,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
-import { addStreamIfMissing, connectCollectorNats } from '../ingest/nats-connect.js';
+import { addStreamIfMissing, closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
 
 const NANOS_PER_MS = 1_000_000;
@@ -272,7 +272,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
   async close(): Promise<void> {
     this.running = false;
     this.messages?.stop();
-    await this.nc?.drain().catch(() => {});
+    if (this.nc) await closeWithin(this.nc);
     await this.loop;
     this.nc = null;
   }

@@ -16,7 +16,7 @@ import {
   type NatsUserFiles,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
-import { addStreamIfMissing, connectCollectorNats } from '../ingest/nats-connect.js';
+import { addStreamIfMissing, closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 
 /**
  * What the contract (policy/src/control/control-messages.ts) needs of the stream: a subject's last message is its
@@ -130,19 +130,7 @@ export class ControlStream extends EventEmitter<ControlStreamEvents> {
 
   async close(): Promise<void> {
     this.running = false;
-    const nc = this.nc;
-    if (nc) {
-      // A drain waits for the server; one that is away (or reconnecting) must not hold the collector's stop.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        nc.drain().catch(() => {}),
-        new Promise<void>((r) => {
-          timer = setTimeout(r, CLOSE_DRAIN_MS);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (!nc.isClosed()) await nc.close().catch(() => {});
-    }
+    if (this.nc) await closeWithin(this.nc, CLOSE_DRAIN_MS);
     await this.loop;
     this.nc = null;
   }

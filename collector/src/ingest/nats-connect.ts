@@ -84,3 +84,19 @@ export async function addStreamIfMissing(
     if (!/already in use|exists/i.test((err as Error).message)) throw err;
   }
 }
+
+/**
+ * Drains `nc` for at most `ms`, then closes it: a drain waits for the server, and one that is away (or
+ * reconnecting) must not hold a collector's stop.
+ */
+export async function closeWithin(nc: NatsConnection, ms = 2000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    nc.drain().catch(() => {}),
+    new Promise<void>((r) => {
+      timer = setTimeout(r, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!nc.isClosed()) await nc.close().catch(() => {});
+}

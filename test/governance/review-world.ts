@@ -1,0 +1,63 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { APPROVALS_STREAM } from '../../policy/src/index.js';
+import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
+import { startTestIdp, type TestIdp } from './oidc-provider.js';
+
+/**
+ * The world of a `review` rule: the writer example policy (OIDC, held writes to orders, approvers group dba) on the
+ * real sidecar, parser and PostgreSQL, its approval queue on a real nats-server. The test plays the collector over
+ * `collectorNc`; the sidecar's gate has a connection of its own.
+ */
+export interface ReviewWorld {
+  db: GovernanceDb;
+  idp: TestIdp;
+  nats: TestNats;
+  sidecarNc: NatsConnection;
+  collectorNc: NatsConnection;
+  g: Governed;
+  close(): Promise<void>;
+}
+
+export async function startReviewWorld(
+  name: string,
+  opts: {
+    /** Changes to the policy before it is written (grants, decision keys). */
+    adjust?: (policy: Record<string, any>, db: GovernanceDb) => void | Promise<void>;
+    sidecar?: Parameters<typeof startGoverned>[2]['sidecar'];
+  } = {},
+): Promise<ReviewWorld> {
+  const [db, idp, nats] = await Promise.all([createGovernanceDb(name), startTestIdp(), startNats()]);
+  const sidecarNc = await connect({ servers: nats.url });
+  const collectorNc = await connect({ servers: nats.url });
+  await (await jetstreamManager(collectorNc)).streams.add({
+    name: APPROVALS_STREAM,
+    subjects: ['pgwarden.approval.>'],
+    allow_direct: true,
+  });
+  const policy = examplePolicy('writer-review.yaml');
+  policy.spec.role = db.roles.writer;
+  policy.spec.authentication.oidc.issuer = idp.issuer;
+  await opts.adjust?.(policy, db);
+  const g = await startGoverned(db.name, policy, {
+    governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
+    ...(opts.sidecar ? { sidecar: opts.sidecar } : {}),
+  });
+  return {
+    db,
+    idp,
+    nats,
+    sidecarNc,
+    collectorNc,
+    g,
+    async close() {
+      await g.close();
+      await sidecarNc.close();
+      await collectorNc.close();
+      await Promise.all([idp.close(), nats.stop(), db.drop()]);
+    },
+  };
+}
