@@ -23,7 +23,6 @@ function stmt(session: string, seq: number, text: string, decision: Record<strin
   } as unknown as AuditEvent;
 }
 const allowed = (rule: string) => ({ action: 'allow', rule, reason: 'rule' });
-const deniedBy = (rule: string) => ({ action: 'deny', rule, reason: 'rule', code: '42501' });
 const deniedByDefault = { action: 'deny', reason: 'default', code: '42501' };
 
 beforeAll(() => initSqlParser());

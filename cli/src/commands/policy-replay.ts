@@ -93,9 +93,9 @@ export function replayStatements(
   const sessions = new Map<string, AuditEvent[]>();
   for (const e of events) {
     if (e.type !== 'statement' || !e.statement) continue;
-    let list = sessions.get(e.session.id);
-    if (!list) sessions.set(e.session.id, (list = []));
-    list.push(e);
+    const list = sessions.get(e.session.id);
+    if (list) list.push(e);
+    else sessions.set(e.session.id, [e]);
   }
   const report: ReplayReport = {
     statements: 0,
