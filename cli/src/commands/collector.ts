@@ -99,7 +99,10 @@ export function registerCollector(program: Command): void {
       'include the statement in notices (secret-redacted, cut to 500 characters); off by default: SQL may hold ' +
         'personal data, and a chat is not the audit store',
     )
-    .option('--public-url <url>', 'the web UI’s address as people reach it (e.g. an ingress): notices link to it')
+    .option(
+      '--public-url <url>',
+      'the web UI’s address as people reach it (e.g. an ingress): notices link to it; or env PGWARDEN_PUBLIC_URL',
+    )
     .option(
       '--readers-file <file>',
       'who may read the audit trail over HTTP (sessions, events, stream, verify): same format as --approvers-file, ' +
@@ -158,7 +161,7 @@ export function registerCollector(program: Command): void {
             signingKeyFile: o.approvalsSigningKey ?? process.env.PGWARDEN_APPROVALS_SIGNING_KEY_FILE,
           },
           approvalNotifications: approvalNotificationsOf(o),
-          publicUrl: o.publicUrl,
+          publicUrl: o.publicUrl ?? process.env.PGWARDEN_PUBLIC_URL,
           read: {
             readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
             insecureOpen: Boolean(o.insecureOpenApi),
