@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ApprovalGrants, type Grant, grantKey } from './approval-grants.js';
 
 const policy = { namespace: 'agents', name: 'writer', hash: 'sha256:aaa' };
+/** What the analysis found the statement does (one statement: a delete). */
+const K = [['delete']];
 const identity = { groups: ['data-team'], namespace: 'agents', serviceAccount: 'bot', user: 'alice' };
 const decision = (over: Partial<Decision['statements'][number]> = {}): Decision => ({
   action: 'review',
@@ -25,34 +27,40 @@ const decision = (over: Partial<Decision['statements'][number]> = {}): Decision 
 });
 
 describe('grantKey', () => {
-  const base = grantKey(policy, decision(), identity, 'f1');
+  const base = grantKey(policy, decision(), identity, 'f1', K);
 
   it('is the same for the same shape, rule, identity and analysis, whatever the statement text', () => {
     expect(base).toBeDefined();
-    expect(grantKey(policy, decision({ text: 'DELETE FROM orders WHERE id = 2' }), identity, 'f1')).toBe(base);
+    expect(grantKey(policy, decision({ text: 'DELETE FROM orders WHERE id = 2' }), identity, 'f1', K)).toBe(base);
   });
 
   it('differs with anything a grant must not reach across', () => {
     const others = [
-      grantKey({ ...policy, hash: 'sha256:bbb' }, decision(), identity, 'f1'), // a reload changed the policy
-      grantKey({ ...policy, namespace: 'other' }, decision(), identity, 'f1'),
-      grantKey(policy, { ...decision(), rule: 'other-rule' }, identity, 'f1'),
-      grantKey(policy, decision(), { ...identity, user: 'bob' }, 'f1'),
-      grantKey(policy, decision(), { ...identity, serviceAccount: 'other' }, 'f1'),
-      grantKey(policy, decision(), { ...identity, issuer: 'https://other.example' }, 'f1'),
-      grantKey(policy, decision(), identity, 'f2'),
-      grantKey(policy, decision({ tables: ['public.order_items'] }), identity, 'f1'),
-      grantKey(policy, decision({ functions: ['public.f'] }), identity, 'f1'),
-      grantKey(policy, decision({ kind: 'update' }), identity, 'f1'),
+      grantKey({ ...policy, hash: 'sha256:bbb' }, decision(), identity, 'f1', K), // a reload changed the policy
+      grantKey({ ...policy, namespace: 'other' }, decision(), identity, 'f1', K),
+      grantKey(policy, { ...decision(), rule: 'other-rule' }, identity, 'f1', K),
+      grantKey(policy, decision(), { ...identity, user: 'bob' }, 'f1', K),
+      grantKey(policy, decision(), { ...identity, serviceAccount: 'other' }, 'f1', K),
+      grantKey(policy, decision(), { ...identity, issuer: 'https://other.example' }, 'f1', K),
+      grantKey(policy, decision(), identity, 'f2', K),
+      grantKey(policy, decision({ tables: ['public.order_items'] }), identity, 'f1', K),
+      grantKey(policy, decision({ functions: ['public.f'] }), identity, 'f1', K),
+      grantKey(policy, decision({ kind: 'update' }), identity, 'f1', K),
     ];
     for (const k of others) expect(k).not.toBe(base);
     expect(new Set(others).size).toBe(others.length);
   });
 
   it('is undefined for DO blocks (their body is a constant) and SQL without a fingerprint', () => {
-    expect(grantKey(policy, decision({ kind: 'do' }), identity, 'f1')).toBeUndefined();
-    expect(grantKey(policy, decision(), identity, undefined)).toBeUndefined();
-    expect(grantKey(policy, { ...decision(), statements: [] }, identity, 'f1')).toBeUndefined();
+    expect(grantKey(policy, decision({ kind: 'do' }), identity, 'f1', [['do']])).toBeUndefined();
+    // A constant names the setting: SET, or set_config() inside a SELECT.
+    expect(grantKey(policy, decision({ kind: 'select' }), identity, 'f1', [['select', 'set']])).toBeUndefined();
+    expect(grantKey(policy, decision({ kind: 'set' }), identity, 'f1', [['set']])).toBeUndefined();
+    // The analysis's kinds are part of the key, and must name every statement.
+    expect(grantKey(policy, decision(), identity, 'f1', [['delete', 'select']])).not.toBe(base);
+    expect(grantKey(policy, decision(), identity, 'f1', [])).toBeUndefined();
+    expect(grantKey(policy, decision(), identity, undefined, K)).toBeUndefined();
+    expect(grantKey(policy, { ...decision(), statements: [] }, identity, 'f1', K)).toBeUndefined();
   });
 });
 

@@ -11,8 +11,8 @@ import type { Identity } from '../proxy/hooks.js';
  * who asks (namespace, service account, OIDC user), the SQL's fingerprint (its text with constants replaced), and
  * what the analysis found in it (each statement's kind, relations and functions). The later statement is analysed
  * and decided afresh; a grant only stands in for the person when that decision is again `review`, so a rule or
- * guardrail that denies it still denies it. DO blocks are never covered: their body is a constant, so two DO
- * statements share a fingerprint whatever they run.
+ * guardrail that denies it still denies it. Statements whose effect a constant decides are never covered: a DO
+ * block's body, the setting a SET or set_config() names; two such statements share a fingerprint whatever they do.
  */
 
 export interface Grant {
@@ -44,9 +44,12 @@ export function grantKey(
   d: Decision,
   identity: Identity,
   fingerprint: string | undefined,
+  /** Every operation each statement performs (the analysis's `kinds`), in statement order. */
+  kinds: readonly (readonly string[])[],
 ): string | undefined {
-  if (fingerprint === undefined || d.statements.length === 0) return undefined;
-  if (d.statements.some((s) => s.kind === 'do')) return undefined;
+  if (fingerprint === undefined || d.statements.length === 0 || kinds.length !== d.statements.length) return undefined;
+  // A constant decides what these do: a DO block's body, the setting a set_config() or SET names.
+  if (kinds.some((k) => k.includes('do') || k.includes('set'))) return undefined;
   return JSON.stringify([
     policy.namespace ?? '',
     policy.name,
@@ -57,7 +60,7 @@ export function grantKey(
     identity.user ?? '',
     identity.issuer ?? '',
     fingerprint,
-    d.statements.map((s) => [s.kind, s.rule ?? '', s.tables, s.functions]),
+    d.statements.map((s, i) => [s.kind, kinds[i], s.rule ?? '', s.tables, s.functions]),
   ]);
 }
 

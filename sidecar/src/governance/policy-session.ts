@@ -157,7 +157,8 @@ export class PolicySession implements SessionHooks {
         this.state.addPrepared(req.statementName, a, JSON.stringify(['parse', req.sql, a.relations]));
       }
       const d = decide(p.policy.spec, analysis, this.ctx.info.identity);
-      if (d.action === 'review') return this.hold(d, req, p);
+      if (d.action === 'review')
+        return this.hold(d, req, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : []);
       return toVerdict(d, p);
     } catch (err) {
       this.ctx.emit({
@@ -175,7 +176,12 @@ export class PolicySession implements SessionHooks {
   }
 
   /** What a grant may cover of this held statement, when the policy allows grants at all. */
-  private grantScope(d: Decision, req: StatementRequest, p: RenderedPolicy): GrantScope | undefined {
+  private grantScope(
+    d: Decision,
+    req: StatementRequest,
+    p: RenderedPolicy,
+    kinds: readonly (readonly string[])[],
+  ): GrantScope | undefined {
     const max = p.policy.spec.approval.grants?.maxDuration;
     const maxMs = max === undefined ? undefined : grantDurationMs(max);
     if (maxMs === undefined) return undefined;
@@ -185,12 +191,18 @@ export class PolicySession implements SessionHooks {
       d,
       this.ctx.info.identity,
       fingerprint,
+      kinds,
     );
     return key && fingerprint ? { key, maxMs, fingerprint } : undefined;
   }
 
-  private hold(d: Decision, req: StatementRequest, p: RenderedPolicy): Verdict | Promise<Verdict> {
-    const grant = this.grantScope(d, req, p);
+  private hold(
+    d: Decision,
+    req: StatementRequest,
+    p: RenderedPolicy,
+    kinds: readonly (readonly string[])[],
+  ): Verdict | Promise<Verdict> {
+    const grant = this.grantScope(d, req, p, kinds);
     const given = grant && this.ctx.approvals.granted?.(grant.key);
     if (!given) return this.wait(d, req, p, grant);
     const policy = refOf(p);
