@@ -47,11 +47,12 @@ describe('policy replay', () => {
       stmt('s1', 5, 'SELECT 1', { action: 'deny', reason: 'rate_limited' }),
       stmt('s2', 1, 'SELECT email FROM customers WHERE id = 9', allowed('read-shop')),
       stmt('s2', 2, '[unparseable statement, 12 characters]', deniedByDefault),
+      stmt('s2', 3, 'SELECT email FROM customers WHERE id IN (1, 2…[truncated 9000 chars]', allowed('read-shop')),
     ];
     const same = replayStatements(trail, [analyst()]);
     expect(same.transitions).toEqual({ 'allow → allow': 4, 'deny → deny': 1 });
     expect(same.changes).toEqual([]);
-    expect(same.skipped).toEqual({ noPolicy: 0, decidedAtRunTime: 1, unreplayable: 1 });
+    expect(same.skipped).toEqual({ noPolicy: 0, decidedAtRunTime: 1, unreplayable: 2 });
     expect(same.sessions).toBe(2);
     expect(formatReplay(same)).toContain('no decision would change');
     expect(failed(same, 'changed')).toBe(false);

@@ -17,7 +17,7 @@ import {
  * statements), as the sidecar analysed it, and decided with the identity the event names. Only decisions the policy
  * made are compared: statements the sidecar refused at run time (rate limit, suspension, audit unavailable, a
  * statement too large) are counted apart, as are texts that cannot be replayed (`audit.statementText: normalized`
- * keeps no text of an unparseable statement).
+ * keeps no text of an unparseable statement, and a text cut to the sidecar's limit is not what ran).
  */
 
 export type ReplayAction = PolicyAction;
@@ -46,6 +46,9 @@ export interface ReplayReport {
   changes: ReplayChange[];
   skipped: { noPolicy: number; decidedAtRunTime: number; unreplayable: number };
 }
+
+/** The mark the sidecar puts after a statement text it cut (statement-json.ts). */
+const TRUNCATED = /…\[truncated [0-9]+ chars\]$/;
 
 /** Policy decisions as the sidecar records them; anything else was decided at run time. */
 const POLICY_REASON = /^(rule|default|identity-change|parse-error|unknown-prepared|guardrail:.+|dangerous:.+)$/;
@@ -115,7 +118,8 @@ export function replayStatements(
         continue;
       }
       const text = e.statement?.text ?? '';
-      if (text.startsWith('[unparseable statement,')) {
+      // Kept without its text (normalized and unparseable), or cut to the sidecar's limit: not the statement that ran.
+      if (text.startsWith('[unparseable statement,') || TRUNCATED.test(text)) {
         report.skipped.unreplayable++;
         continue;
       }
