@@ -15,7 +15,7 @@ import {
   signRevocation,
 } from '../../policy/src/index.js';
 import { createAuditRecorder } from '../../sidecar/src/audit/index.js';
-import { memoryAudit, until } from './governed-sidecar.js';
+import { memoryAudit, until, writePolicy } from './governed-sidecar.js';
 import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
 // Approval grants through the real sidecar, parser, PostgreSQL and nats-server: one approval that also covers later
@@ -224,4 +224,50 @@ describe('approval grants', () => {
     expect(text).toMatch(/^pgwarden_approval_grants_total\{event="revoked"\} 1$/m);
     await c.end();
   });
+
+  it('a suspension, live or by spec.suspend, ends the policy’s grants: after the resume the agent asks again', async () => {
+    const grantFor = async (sql: string) => {
+      const c = await alice();
+      const { req, result } = await heldThen(c, sql, (id) => decide(id, 'approved', '5m'));
+      expect(result).toEqual({ rows: 1 });
+      await c.end();
+      return req.id;
+    };
+    const stillHeld = async (sql: string) => {
+      const c = await alice();
+      const again = await heldThen(c, sql, (id) => decide(id, 'rejected'));
+      expect(again.result).toMatchObject({ error: { code: '42501' } });
+      await c.end();
+    };
+    const hooks = g.gs.listeners[0].hooks;
+    // Live: the collector's suspend, then its resume.
+    const live = await grantFor('UPDATE orders SET note = $$a$$ WHERE id = 108');
+    const n = g.events.length;
+    const at = new Date().toISOString();
+    const ref = { namespace: 'agents', name: 'writer' };
+    hooks.setSuspension({
+      v: 1,
+      kind: 'suspend',
+      id: crypto.randomUUID(),
+      by: 'dana',
+      reason: 'incident',
+      at,
+      policy: ref,
+    });
+    hooks.setSuspension(undefined);
+    const ended = await g.waitEvent((e) => e.type === 'approval.grant_revoked' && e.approvalId === live, n);
+    expect(ended).toMatchObject({ by: 'pgwarden', reason: 'policy suspended' });
+    await stillHeld('UPDATE orders SET note = $$b$$ WHERE id = 109');
+
+    // spec.suspend: the reload ends them too, though the resumed policy has the same hash as before.
+    const byReload = await grantFor('UPDATE orders SET status = $$c$$ WHERE id = 110');
+    const policy = JSON.parse(JSON.stringify(world.policy));
+    const m = g.events.length;
+    writePolicy(g.policyFile, { ...policy, spec: { ...policy.spec, suspend: true } });
+    await g.waitEvent((e) => e.type === 'approval.grant_revoked' && e.approvalId === byReload, m, 10_000);
+    const reloaded = g.events.length;
+    writePolicy(g.policyFile, policy);
+    await g.waitEvent((e) => e.type === 'policy.loaded', reloaded, 10_000);
+    await stillHeld('UPDATE orders SET status = $$d$$ WHERE id = 110');
+  }, 60_000);
 });

@@ -19,6 +19,8 @@ export interface ReviewWorld {
   sidecarNc: NatsConnection;
   collectorNc: NatsConnection;
   g: Governed;
+  /** The policy as written to the sidecar's file. */
+  policy: Record<string, any>;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ export async function startReviewWorld(
     sidecarNc,
     collectorNc,
     g,
+    policy,
     async close() {
       await g.close();
       await sidecarNc.close();

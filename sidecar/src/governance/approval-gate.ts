@@ -41,6 +41,11 @@ export interface ApprovalGate {
   request(req: ApprovalRequest): Promise<ApprovalOutcome>;
   /** The live grant covering a statement with this grant key, if the gate keeps grants. */
   granted?(key: string): Grant | undefined;
+  /**
+   * Ends every grant given under `policy`: a suspension (live or spec.suspend) is a stop, and the agent asks again
+   * after the resume.
+   */
+  endGrants?(policy: { namespace?: string; name: string }): void;
   /** Registers a listener for the gate's own events (a grant revoked). */
   listen?(listener: (e: GovernanceEvent) => void): void;
 }

@@ -26,6 +26,8 @@ export interface Grant {
   /** Who may revoke it, and whose signature a revocation needs: the policy's, as when the grant was given. */
   approvers: Subjects;
   decisionKeys?: readonly string[];
+  /** The policy it was given under: a suspension of that policy ends it. */
+  policy?: { namespace?: string; name: string };
 }
 
 /** What a held statement offers a grant: the key later statements must match, and the longest grant allowed. */
@@ -105,6 +107,17 @@ export class ApprovalGrants {
     if (!g) return undefined;
     this.remove(g);
     return g.until > this.now() ? g : undefined;
+  }
+
+  /** Ends every grant given under `policy` (it was suspended); returns them. */
+  endPolicy(policy: { namespace?: string; name: string }): Grant[] {
+    const ended: Grant[] = [];
+    for (const g of [...this.byId.values()]) {
+      if (g.policy?.name !== policy.name || (g.policy.namespace ?? '') !== (policy.namespace ?? '')) continue;
+      this.remove(g);
+      ended.push(g);
+    }
+    return ended;
   }
 
   get(id: string): Grant | undefined {

@@ -126,6 +126,12 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
   };
   return {
     granted: (key) => grants.find(key),
+    endGrants: (policy) => {
+      for (const g of grants.endPolicy(policy)) {
+        log('info', 'approval: grant ended by the suspension of its policy', { id: g.id, policy: policy.name });
+        emit({ type: 'approval.grant_revoked', approvalId: g.id, by: 'pgwarden', reason: 'policy suspended' });
+      }
+    },
     listen: (l) => {
       listeners.push(l);
     },
@@ -258,6 +264,7 @@ function grantOf(req: ApprovalRequest, by: string, askedMs: number | undefined):
     key: req.grant.key,
     approvers: req.approvers,
     decisionKeys: req.decisionKeys,
+    policy: { namespace: req.policy.namespace, name: req.policy.name },
   };
 }
 

@@ -61,9 +61,17 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
   let live: SuspensionMessage | undefined;
   let viewOf: RenderedPolicy | undefined;
   let view: RenderedPolicy | undefined;
+  // A suspended policy's grants end (approval-grants.ts): once per policy version seen suspended, off the hot path.
+  let grantsEndedFor: RenderedPolicy | undefined;
+  const endGrants = (p: RenderedPolicy) => {
+    grantsEndedFor = p;
+    opts.approvals?.endGrants?.({ namespace: p.policy.namespace, name: p.policy.name });
+  };
   const policy = () => {
     const p = selectPolicy(opts.source.current()?.value, opts.policyName);
-    if (p === undefined || live === undefined || p.policy.spec.suspend) return p;
+    if (p === undefined || (live === undefined && !p.policy.spec.suspend)) return p;
+    if (grantsEndedFor !== p) endGrants(p);
+    if (live === undefined || p.policy.spec.suspend) return p;
     if (viewOf !== p) {
       viewOf = p;
       view = { ...p, policy: { ...p.policy, spec: { ...p.policy.spec, suspend: true } } };
@@ -104,6 +112,8 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
       live = m;
       viewOf = undefined;
       view = undefined;
+      const p = m && selectPolicy(opts.source.current()?.value, opts.policyName);
+      if (p) endGrants(p);
     },
     setRatePods(n) {
       pods = n;
