@@ -97,4 +97,14 @@ describe('approval notice bodies', () => {
       h['x-pgwarden-signature'],
     );
   });
+
+  it('says when the request offers a grant, and for how long at most', () => {
+    const offered = { ...request, grantMax: '1h' };
+    expect(JSON.parse(noticeBody(offered, { format: 'json', includeSql: false }, NOW)).grantMax).toBe('1h');
+    expect(JSON.parse(noticeBody(request, { format: 'json', includeSql: false }, NOW)).grantMax).toBeUndefined();
+    expect(JSON.parse(noticeBody(offered, { format: 'slack', includeSql: false }, NOW)).text).toBe(
+      'Statement held for approval: policy agents/writer-review, rule writes-need-approval, asked by ana, ' +
+        'expires in 10 min. It may be approved with its shape for up to 1h.',
+    );
+  });
 });

@@ -33,6 +33,8 @@ export interface ApprovalRequestedNotice {
   expiresAt: string;
   url?: string;
   sql?: string;
+  /** The request offers a grant (approval.grants): an approver may also approve its shape for up to this long. */
+  grantMax?: string;
 }
 
 export interface NoticeIdentity {
@@ -62,6 +64,7 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
     expiresAt: request.expiresAt,
     ...(url ? { url } : {}),
     ...(sql !== undefined ? { sql } : {}),
+    ...(request.grantMax ? { grantMax: request.grantMax } : {}),
   };
   return JSON.stringify(notice);
 }
@@ -107,7 +110,8 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
   const rule = request.rule ? `rule ${request.rule.slice(0, 256)}` : 'the policy’s default action';
   const line =
     `Statement held for approval: policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}, ` +
-    `${expiresIn(Date.parse(request.expiresAt) - now)}.`;
+    `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
+    (request.grantMax ? ` It may be approved with its shape for up to ${request.grantMax}.` : '');
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
   let text = slackEscape(line);
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
