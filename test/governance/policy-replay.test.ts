@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -72,6 +72,14 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden policy replay against a col
     expect(r.stdout).toContain('2× allow → deny (rule "no-pii") [rule]  SELECT email FROM customers WHERE id = $1');
     const json = JSON.parse((await replay([candidate], '--json')).stdout);
     expect(json.transitions).toEqual({ 'allow → allow': 1, 'allow → deny': 2, 'deny → deny': 1 });
+
+    // The same trail from the sidecar's own audit file (`--audit file:PATH`), without a collector.
+    const file = join(dir, 'sidecar-audit.jsonl');
+    writeFileSync(file, `${g.audit.events.map((e) => JSON.stringify(e)).join('\n')}\nnot an event\n`);
+    const local = JSON.parse((await run(['policy', 'replay', candidate, '--audit-file', file, '--json'])).stdout);
+    expect(local.transitions).toEqual(json.transitions);
+    const missing = await run(['policy', 'replay', candidate, '--audit-file', join(dir, 'none.jsonl')]);
+    expect([missing.status, missing.stderr]).toEqual([2, expect.stringContaining('cannot read --audit-file')]);
 
     // Nothing of another policy's trail, and a clear exit 2 when the collector cannot be asked.
     expect((await replay([candidate], '--policy', 'someone-else')).stdout).toContain('replayed 0 statement(s)');

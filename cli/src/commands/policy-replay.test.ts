@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type AuditEvent, type DatabaseAccessPolicy, initSqlParser, parsePolicyDocuments } from '@pgwarden/policy';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { readAuditFile } from './policy.js';
 import { failed, formatReplay, groupChanges, recordedAction, replayStatements } from './policy-replay.js';
 
 const example = (f: string) => readFileSync(new URL(`../../../examples/${f}`, import.meta.url), 'utf8');
@@ -110,5 +113,35 @@ describe('policy replay', () => {
     expect(
       replayStatements([stmt('s6', 1, 'SELECT * FROM orders', allowed('read-shop'))], [other, analyst()]).statements,
     ).toBe(1);
+  });
+
+  it('reads a sidecar audit file with the API’s filters, the newest `max` statements', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-replay-'));
+    const file = join(dir, 'audit.jsonl');
+    const other = { ...stmt('s8', 1, 'SELECT 1', allowed('read-shop')), policy: { name: 'other', hash: 'x' } };
+    const elsewhere = stmt('s9', 1, 'SELECT 2', allowed('read-shop'));
+    (elsewhere.identity as { namespace?: string }).namespace = 'billing';
+    const lines = [
+      ...[1, 2, 3].map((i) => JSON.stringify(stmt('s7', i, `SELECT ${i}`, allowed('read-shop')))),
+      JSON.stringify({ ...stmt('s7', 4, 'x', allowed('r')), type: 'session.end' }),
+      JSON.stringify(other),
+      JSON.stringify(elsewhere),
+      '{"truncated',
+      '',
+    ];
+    writeFileSync(file, lines.join('\n'));
+    const all = { from: '2026-11-30T00:00:00Z', max: 100 };
+    expect(readAuditFile(file, all).map((e) => e.id)).toEqual(['s7.1', 's7.2', 's7.3', 's8.1', 's9.1']);
+    expect(readAuditFile(file, { ...all, policy: 'analyst', namespace: 'agents' }).map((e) => e.id)).toEqual([
+      's7.1',
+      's7.2',
+      's7.3',
+    ]);
+    expect(readAuditFile(file, { ...all, policy: 'analyst', max: 2 }).map((e) => e.id)).toEqual(['s7.3', 's9.1']);
+    // Window: [from, to) on the event's time.
+    expect(
+      readAuditFile(file, { from: '2026-11-30T12:00:02Z', to: '2026-11-30T12:00:03Z', max: 100 }).map((e) => e.id),
+    ).toEqual(['s7.2']);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

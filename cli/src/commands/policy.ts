@@ -167,6 +167,10 @@ export function registerPolicy(program: Command): void {
       ),
   )
     .option('--token-file <file>', 'file holding a reader’s token (default: env PGWARDEN_COLLECTOR_TOKEN)')
+    .option(
+      '--audit-file <file>',
+      'replay a sidecar’s audit file (`--audit file:PATH`, JSON lines) instead of asking a collector',
+    )
     .option('--policy <name>', 'only the trail of the policy of this name')
     .option('--namespace <ns>', 'only the trail of this namespace')
     .option('--since <duration>', 'how far back from now (e.g. 30m, 24h, 7d)', '24h')
@@ -196,6 +200,7 @@ interface ReplayCliOptions {
   maxStatements: string;
   failOn: string;
   json?: boolean;
+  auditFile?: string;
 }
 
 /** Fetches the trail, replays it and prints the report; returns the exit status (0, or 1 per --fail-on). */
@@ -217,6 +222,17 @@ async function replayCommand(files: string[], o: ReplayCliOptions, write: (s: st
     if (ms === undefined) throw new Error(`--since ${o.since} is not a duration such as 24h or 7d`);
     from = new Date(Date.now() - ms).toISOString();
   }
+  const events = o.auditFile
+    ? readAuditFile(o.auditFile, { policy: o.policy, namespace: o.namespace, from, to: o.to, max })
+    : await fetchStatements(o, from, max);
+  await initSqlParser();
+  const report = replayStatements(events, policies);
+  write(o.json ? `${JSON.stringify(report, null, 2)}\n` : formatReplay(report));
+  return failed(report, o.failOn as FailOn) ? 1 : 0;
+}
+
+/** Statement events from the collector, newest first, paged, at most `max`. */
+async function fetchStatements(o: ReplayCliOptions, from: string, max: number): Promise<AuditEvent[]> {
   const token = bearerToken(o.tokenFile, 'PGWARDEN_COLLECTOR_TOKEN');
   const events: AuditEvent[] = [];
   let cursor: string | null = null;
@@ -244,8 +260,40 @@ async function replayCommand(files: string[], o: ReplayCliOptions, write: (s: st
     events.push(...page.items);
     cursor = page.next;
   } while (cursor && events.length < max);
-  await initSqlParser();
-  const report = replayStatements(events, policies);
-  write(o.json ? `${JSON.stringify(report, null, 2)}\n` : formatReplay(report));
-  return failed(report, o.failOn as FailOn) ? 1 : 0;
+  return events;
+}
+
+/**
+ * Statement events from a sidecar's audit file (`--audit file:PATH`, one JSON event per line), with the same
+ * filters as the collector's API; the newest `max` when there are more. Lines that are not events are skipped.
+ */
+export function readAuditFile(
+  path: string,
+  f: { policy?: string; namespace?: string; from: string; to?: string; max: number },
+): AuditEvent[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read --audit-file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const from = Date.parse(f.from);
+  const to = f.to ? Date.parse(f.to) : Number.POSITIVE_INFINITY;
+  const out: AuditEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let e: AuditEvent;
+    try {
+      e = JSON.parse(line) as AuditEvent;
+    } catch {
+      continue;
+    }
+    if (e.type !== 'statement' || !e.session || !e.statement) continue;
+    if (f.policy !== undefined && e.policy?.name !== f.policy) continue;
+    if (f.namespace !== undefined && e.identity?.namespace !== f.namespace) continue;
+    const t = Date.parse(e.time);
+    if (!(t >= from && t < to)) continue;
+    out.push(e);
+  }
+  return out.slice(-f.max);
 }
