@@ -440,6 +440,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
 
       await enterToken(page, TOKEN);
       await page.waitForSelector('#suspensions');
+      // The panel shows before its list has loaded: wait for the answer, not only for the panel.
+      await page.waitForFunction(() => document.getElementById('suspension-list')?.textContent !== '');
       expect(await page.textContent('#suspension-list')).toBe('no policy is suspended');
       await page.fill('#suspend input[name=policy]', 'agents/analytics-agent');
       await page.fill('#suspend input[name=reason]', 'leaks <b>x</b>, OPS-12');
