@@ -15,6 +15,7 @@ import {
   resolveApprovalNotifications,
 } from './approvals/approval-notifier-config.js';
 import { ApprovalQueue } from './approvals/approval-queue.js';
+import { NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
@@ -281,8 +282,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         })
       : undefined;
   if (notifier) {
-    for (const outcome of ['sent', 'failed', 'retried', 'skipped'] as const)
-      metrics.approvalNotifications.inc({ outcome }, 0);
+    for (const outcome of NOTIFICATION_OUTCOMES) metrics.approvalNotifications.inc({ outcome }, 0);
     notifier.on('status', (s) => log.info({ approvalNotifier: s }, 'approval notifier status'));
     // The webhook by its origin only: its path may hold a token. Neither the SQL nor the secret is ever logged.
     notifier.on('notified', (outcome, r) => {

@@ -13,7 +13,7 @@ import {
 } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Collector } from '../../../collector/src/collector.js';
-import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
+import { approvalClosed, approvalRequest } from '../../../collector/src/testing/approval-messages.js';
 import {
   type ApprovalsFixture,
   approversYaml,
@@ -171,14 +171,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
     expect((await pgwarden(['approvals', 'grants'], env)).stdout).toBe('no active grants\n');
     // The sidecar applies it and reports when the grant ends.
     const until = new Date(Date.now() + 1_800_000).toISOString();
-    const closed = {
-      v: 1,
-      id: r.id,
-      outcome: 'approved',
-      by: { name: 'alice', groups: [] },
-      at: until,
-      grantUntil: until,
-    };
+    const closed = approvalClosed(r.id, 'approved', { name: 'alice', groups: [] }, until);
     await jetstream(nc).publish(approvalSubject('closed', r.id), JSON.stringify(closed));
     let grants = '';
     while (!grants.includes(r.id)) {

@@ -175,7 +175,7 @@ describe('ApprovalBook', () => {
     expect(book.get(r.id, T0)?.grant).toEqual({ for: '30m', state: 'requested' });
     expect(codeOf(() => book.checkRevoke(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
     const until = new Date(T0 + 1_800_000).toISOString();
-    put(book, 'closed', { ...approvalClosed(r.id, 'approved', alice), grantUntil: until });
+    put(book, 'closed', approvalClosed(r.id, 'approved', alice, until));
     expect(book.get(r.id, T0)?.grant).toEqual({ for: '30m', state: 'active', until });
     expect(book.activeGrants(T0).map((e) => e.id)).toEqual([r.id]);
     expect(book.get(r.id, T0 + 1_800_000)?.grant?.state).toBe('expired');

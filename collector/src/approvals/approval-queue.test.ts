@@ -331,10 +331,7 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
       // Not active until the sidecar reports it applied the grant (and when it ends).
       expect((await api(signing, '/api/v1/approvals?grants=active', { token: TOKENS.bob })).body.approvals).toEqual([]);
       const until = new Date(Date.now() + 1_800_000).toISOString();
-      await publish('closed', {
-        ...approvalClosed(r.id, 'approved', { name: 'alice', groups: [] }),
-        grantUntil: until,
-      });
+      await publish('closed', approvalClosed(r.id, 'approved', { name: 'alice', groups: [] }, until));
       await waitFor(async () => (await stateOf(signing, r.id)) === 'approved');
       const active = await api(signing, '/api/v1/approvals?grants=active', { token: TOKENS.bob });
       expect(active.body.approvals.map((e: any) => [e.id, e.grant])).toEqual([

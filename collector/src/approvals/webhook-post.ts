@@ -13,6 +13,10 @@ export interface WebhookPostOptions {
 const MAX_ANSWER_BYTES = 16 * 1024;
 
 /**
+ * Not the exporters' `post` (exports/http-post.ts): that one reads whole answers (a bulk API's per-item errors),
+ * times out on idleness and rejects with messages naming the host; a webhook's answer is dropped unread past 16 KiB,
+ * the deadline covers the whole exchange, a stopping collector aborts it, and nothing it returns names the URL.
+ *
  * One POST to a webhook: resolves with the status (redirects are not followed: a 3xx is just its status), or with
  * `{error}` naming the transport failure (a timeout, an errno code such as ECONNREFUSED, `aborted`). Never
  * rejects, and the result never carries the URL: webhook URLs are secrets (Slack's carry a token in the path).

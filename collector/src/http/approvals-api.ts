@@ -56,12 +56,12 @@ async function route(
   const method = req.method ?? 'GET';
   const rest = url.pathname.slice('/api/v1/approvals'.length);
   // Ids are UUIDs: nothing in them is percent-encoded, so the path segment is taken as it is.
-  const [idPart, action, ...more] = rest === '' ? [] : rest.slice(1).split('/');
-  const id = idPart;
+  const [id, action, ...more] = rest === '' ? [] : rest.slice(1).split('/');
   if ((action !== undefined && action !== 'revoke') || more.length > 0)
     throw new HttpError(404, 'not_found', `no route ${method} ${url.pathname}`);
-  if (method !== (action ? 'POST' : 'GET') && !(method === 'POST' && id !== undefined))
-    throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
+  // GET the list or an entry; POST a decision to an entry; POST (only) its revoke.
+  const allowed = action ? method === 'POST' : method === 'GET' || (method === 'POST' && id !== undefined);
+  if (!allowed) throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
   const { queue, approvers } = deps;
   if (!queue) throw new HttpError(501, 'approvals_disabled', 'the approval queue needs NATS: start with --nats');
   const who = requireApprover(approvers, req, note);

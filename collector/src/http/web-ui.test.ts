@@ -17,7 +17,7 @@ import { chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
-import { approvalRequest } from '../testing/approval-messages.js';
+import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from '../testing/approvals-fixture.js';
 import { makeControlApplied, makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
@@ -330,14 +330,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       );
       // The sidecar reports the grant it took; the panel lists it, and Revoke publishes the revocation.
       const until = new Date(Date.now() + 900_000).toISOString();
-      const closed = {
-        v: 1,
-        id: req.id,
-        outcome: 'approved',
-        by: { name: 'alice', groups: [] },
-        at: until,
-        grantUntil: until,
-      };
+      const closed = approvalClosed(req.id, 'approved', { name: 'alice', groups: [] }, until);
       await jetstream(nc).publish(approvalSubject('closed', req.id), JSON.stringify(closed));
       const grantRow = `#grant-list tr[data-grant="${req.id}"]`;
       await page.evaluate(() => (window as unknown as { loadGrants(): Promise<void> }).loadGrants());

@@ -28,10 +28,19 @@ export function approvalRequest(over: Partial<ApprovalRequestMessage> = {}): App
   };
 }
 
+/** `grantUntil`: the end of the grant the sidecar took (an approval that gave one). */
 export function approvalClosed(
   id: string,
   outcome: ApprovalClosedMessage['outcome'],
   by?: ApprovalClosedMessage['by'],
+  grantUntil?: string,
 ): ApprovalClosedMessage {
-  return { v: 1, id, outcome, at: new Date().toISOString(), ...(by ? { by } : {}) };
+  return {
+    v: 1,
+    id,
+    outcome,
+    at: new Date().toISOString(),
+    ...(by ? { by } : {}),
+    ...(grantUntil ? { grantUntil } : {}),
+  };
 }

@@ -79,6 +79,20 @@ const decide = (id: string, decision: 'approved' | 'rejected', name: string, gro
     JSON.stringify({ v: 1, id, decision, by: { name, groups }, at: new Date().toISOString(), reason }),
   );
 
+/** alice's approval that also asks for a grant of `grantFor`. */
+const approveFor = (id: string, grantFor: string) =>
+  jetstream(collector).publish(
+    approvalSubject('decision', id),
+    JSON.stringify({
+      v: 1,
+      id,
+      decision: 'approved',
+      by: { name: 'alice', groups: [] },
+      at: new Date().toISOString(),
+      grant: { for: grantFor },
+    }),
+  );
+
 const closedOf = async (id: string): Promise<ApprovalClosedMessage | undefined> =>
   parseApprovalClosed(await stored(approvalSubject('closed', id)));
 
@@ -108,17 +122,7 @@ describe('natsApprovalGate', () => {
     const gate = natsApprovalGate({ connection: () => sidecar, log: (_l, msg) => warnings.push(msg) });
     const req = request();
     const { outcome } = await held(gate, req);
-    await jetstream(collector).publish(
-      approvalSubject('decision', req.id),
-      JSON.stringify({
-        v: 1,
-        id: req.id,
-        decision: 'approved',
-        by: { name: 'alice', groups: [] },
-        at: new Date().toISOString(),
-        grant: { for: '1h' },
-      }),
-    );
+    await approveFor(req.id, '1h');
     expect(await outcome).toEqual({ decision: 'approved', by: 'alice', grantUntil: undefined });
     expect((await closedOf(req.id))?.grantUntil).toBeUndefined();
     expect(warnings).toContain(
@@ -263,17 +267,7 @@ describe('natsApprovalGate', () => {
       const scope = { key: 'k-readback', maxMs: 600_000, fingerprint: 'f' };
       const granted = request({ grant: scope });
       const hold = await held(gate, granted);
-      await jetstream(collector).publish(
-        approvalSubject('decision', granted.id),
-        JSON.stringify({
-          v: 1,
-          id: granted.id,
-          decision: 'approved',
-          by: { name: 'alice', groups: [] },
-          at: new Date().toISOString(),
-          grant: { for: '5m' },
-        }),
-      );
+      await approveFor(granted.id, '5m');
       expect((await hold.outcome).decision).toBe('approved');
       expect(gate.granted?.('k-readback')?.id).toBe(granted.id);
       open = false;
