@@ -214,17 +214,11 @@ export class PolicySession implements SessionHooks {
       approvalId: given.id,
       by: given.by,
     });
-    return {
-      action: 'allow',
-      rule: d.rule,
-      reason: `approved by ${given.by} under the grant of approval ${given.id} (until ${new Date(given.until).toISOString()})`,
+    return approvedVerdict(
+      d,
       policy,
-      statements: details(d),
-      maxRows: d.maxRows,
-      maxAffected: d.maxAffected,
-      timeoutMs: d.timeoutMs,
-      context: d,
-    };
+      `approved by ${given.by} under the grant of approval ${given.id} (until ${new Date(given.until).toISOString()})`,
+    );
   }
 
   private async wait(d: Decision, req: StatementRequest, p: RenderedPolicy, grant?: GrantScope): Promise<Verdict> {
@@ -265,24 +259,14 @@ export class PolicySession implements SessionHooks {
         : {}),
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
-    const statements = details(d);
     if (outcome.decision === 'approved') {
-      return {
-        action: 'allow',
-        rule: d.rule,
-        reason:
-          outcome.grantUntil === undefined
-            ? `approved by ${outcome.by}`
-            : `approved by ${outcome.by}, with a grant until ${new Date(outcome.grantUntil).toISOString()}`,
-        policy,
-        statements,
-        heldMs,
-        maxRows: d.maxRows,
-        maxAffected: d.maxAffected,
-        timeoutMs: d.timeoutMs,
-        context: d,
-      };
+      const reason =
+        outcome.grantUntil === undefined
+          ? `approved by ${outcome.by}`
+          : `approved by ${outcome.by}, with a grant until ${new Date(outcome.grantUntil).toISOString()}`;
+      return approvedVerdict(d, policy, reason, heldMs);
     }
+    const statements = details(d);
     const message =
       outcome.decision === 'rejected'
         ? `pgwarden: statement denied: held for review by ${rule} and rejected by ${outcome.by}${outcome.reason ? `: ${outcome.reason}` : ''}`
@@ -305,6 +289,22 @@ export class PolicySession implements SessionHooks {
       },
     );
   }
+}
+
+/** A held statement let through: by a person's approval (after `heldMs`) or by a grant one gave (at once). */
+function approvedVerdict(d: Decision, policy: PolicyRef, reason: string, heldMs?: number): Verdict {
+  return {
+    action: 'allow',
+    rule: d.rule,
+    reason,
+    policy,
+    statements: details(d),
+    heldMs,
+    maxRows: d.maxRows,
+    maxAffected: d.maxAffected,
+    timeoutMs: d.timeoutMs,
+    context: d,
+  };
 }
 
 function suspendedVerdict(p: RenderedPolicy): Verdict {
