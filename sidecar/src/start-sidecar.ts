@@ -76,6 +76,8 @@ export interface Sidecar {
   killSessions(error: { code: string; message: string; hint?: string }, reason: string): number;
   /** Ids of the open sessions (the audit trail's session ids). */
   sessionIds(): string[];
+  /** How the open sessions' sockets are read (socket-reader.ts): sockets per mode, reads, buffers given up. */
+  readStats(): { reusedBuffer: number; dataEvent: number; reads: number; handedOver: number };
   /** Ends one session as killSessions does; false when no open session has this id. */
   killSession(id: string, error: { code: string; message: string; hint?: string }, reason: string): boolean;
   /** Stops accepting, lets in-flight work finish for up to `graceMs` (default 10 s), then ends every session. */
@@ -224,6 +226,18 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       return all.length;
     },
     sessionIds: () => [...sessions].map((s) => s.id),
+    readStats() {
+      const out = { reusedBuffer: 0, dataEvent: 0, reads: 0, handedOver: 0 };
+      for (const s of sessions) {
+        for (const r of s.reads ? [s.reads.client, s.reads.upstream] : []) {
+          if (r.mode === 'reused-buffer') out.reusedBuffer++;
+          else out.dataEvent++;
+          out.reads += r.stats.reads;
+          out.handedOver += r.stats.handedOver;
+        }
+      }
+      return out;
+    },
     killSession(id, error, reason) {
       for (const s of sessions) {
         if (s.id !== id) continue;

@@ -31,7 +31,8 @@ export interface FramerHandler {
   header(type: number, length: number, buf: Buffer, pos: number, avail: number): number;
   /**
    * A whole message, type byte included, in `buf[start, end)`. Return true to forward its original bytes, false to
-   * forward nothing, or a Buffer to forward in its place. The bytes stay valid after the call (they may be kept).
+   * forward nothing, or a Buffer to forward in its place. The bytes may be a view of a read buffer that the next read
+   * overwrites: a handler that keeps them past the call must copy them or suspend the framer (holdsInput).
    */
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer;
   /** Bytes to forward, in order. */
@@ -109,6 +110,14 @@ export class Framer {
     this.counted = 0;
     this.countedBytes = 0;
     return out;
+  }
+
+  /**
+   * True while the framer holds on to input it was pushed: suspended (the handler may keep the message it stopped
+   * at) or with queued chunks. A caller that reuses its read buffer must not overwrite it then (socket-reader.ts).
+   */
+  holdsInput(): boolean {
+    return this.suspended || this.backlog.length > 0;
   }
 
   /** Bytes queued while suspended (for backpressure decisions). */

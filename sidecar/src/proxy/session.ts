@@ -23,6 +23,7 @@ import type { Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
+import { type ReadResult, readChunks } from './socket-reader.js';
 
 export type { SessionContext, SessionObserver } from './session-context.js';
 
@@ -56,6 +57,9 @@ export class ProxySession {
   private expired = false;
   private startupTimer: NodeJS.Timeout | undefined;
   private startupSeen = false;
+  private readonly onClientData = (chunk: Buffer) => this.fromClient(chunk);
+  /** How each socket is read once the relay runs (socket-reader.ts), with its counters. */
+  reads: { client: ReadResult; upstream: ReadResult } | undefined;
   private passwordWaiter: ((password: string) => void) | undefined;
 
   constructor(client: Socket, ctx: SessionContext) {
@@ -73,7 +77,8 @@ export class ProxySession {
     // the connection cap, for ever: ended like PostgreSQL's authentication_timeout.
     this.startupTimer = setTimeout(() => this.startupTimedOut(), ctx.authenticationTimeoutMs);
     this.startupTimer.unref();
-    client.on('data', (chunk: Buffer) => this.fromClient(chunk));
+    // The startup exchange reads through 'data' events; the relay moves both sockets to reused buffers (startRelay).
+    client.on('data', this.onClientData);
     client.on('error', (err) => this.close({ error: err.message }));
     client.on('close', () => this.close({}));
     client.on('drain', () => this.upstream?.socket.resume());
@@ -290,7 +295,22 @@ export class ProxySession {
     const serverRelay = new ServerRelay(state);
     this.upFramer = new Framer(serverRelay);
     serverRelay.framer = this.upFramer;
-    up.socket.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
+    // From here on both sockets read into reused buffers (socket-reader.ts). A chunk's bytes are kept past its read
+    // only by a write the other socket has not handed to the kernel, or by input the framer holds (a pending
+    // verdict, a proxy cancel): then the buffer is given up. Everything else decoded from a chunk is a copy.
+    const upFramer = this.upFramer;
+    const upstreamReads = readChunks(
+      up.socket,
+      (chunk) => this.fromUpstream(chunk),
+      () => this.client.writableLength > 0 || upFramer.holdsInput(),
+    );
+    this.client.removeListener('data', this.onClientData);
+    const clientReads = readChunks(
+      this.client,
+      this.onClientData,
+      () => up.socket.writableLength > 0 || this.framer.holdsInput(),
+    );
+    this.reads = { client: clientReads, upstream: upstreamReads };
     up.socket.on('drain', () => this.setPause(UPSTREAM_FULL, false));
     if (up.leftover.length > 0) this.fromUpstream(up.leftover);
     this.client.resume();
