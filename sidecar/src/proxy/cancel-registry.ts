@@ -6,10 +6,13 @@ import { randomInt } from 'node:crypto';
  * the upstream key (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
  */
 export class CancelRegistry {
-  private readonly byPid = new Map<number, { secret: number; cancel: () => void }>();
+  private readonly byPid = new Map<number, { secret: number; cancel: () => Promise<void> | void }>();
 
-  /** Allocates a key for a session; `cancel` runs when a matching CancelRequest arrives. */
-  register(cancel: () => void): { processId: number; secretKey: number } {
+  /**
+   * Allocates a key for a session; `cancel` runs when a matching CancelRequest arrives, and settles once the cancel
+   * has been passed on (for an upstream cancel: once the server closed the cancel connection).
+   */
+  register(cancel: () => Promise<void> | void): { processId: number; secretKey: number } {
     let processId: number;
     do processId = randomInt(1, 0x7fffffff);
     while (this.byPid.has(processId));
@@ -22,11 +25,18 @@ export class CancelRegistry {
     this.byPid.delete(processId);
   }
 
-  /** Returns whether the key matched a live session (the client is told nothing either way, like PostgreSQL). */
-  cancel(processId: number, secretKey: number): boolean {
+  /**
+   * Resolves to whether the key matched a live session (the client is told nothing either way, like PostgreSQL): at
+   * once when it did not, else once the session's cancel has been passed on. Never rejects.
+   */
+  async cancel(processId: number, secretKey: number): Promise<boolean> {
     const entry = this.byPid.get(processId);
     if (entry === undefined || entry.secret !== secretKey) return false;
-    entry.cancel();
+    try {
+      await entry.cancel();
+    } catch {
+      // The session reports its own upstream errors; the cancel was attempted.
+    }
     return true;
   }
 }

@@ -223,9 +223,14 @@ describe('relay through the sidecar', () => {
     expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('57014');
     // A wrong secret cancels nothing. Under the full suite's load the first statement after the cancel above was,
     // twice in many runs, cancelled too (57014), although the wrong key is refused before anything is sent to
-    // PostgreSQL (CancelRegistry, unit-tested). The cause was not found; PostgreSQL handles each cancel in a process
-    // of its own, asynchronously. So the check runs a second time when the first is cancelled: whatever stray
-    // signal there was is spent on one statement, while a wrong key that did cancel would cancel both runs.
+    // PostgreSQL (CancelRegistry, unit-tested). That is PostgreSQL's own race: the postmaster's cancel child
+    // signals the backend twice, SIGINT to its pid and then to its process group (postmaster.c signal_child,
+    // "signaling the child twice will not cause any problems"). When that child is descheduled between the two
+    // kill()s, the first ends the statement above and the second arrives once the next one runs. The sidecar waits
+    // for the child to close the cancel connection, so both signals are sent before the client's cancel
+    // connection closes (cancel-wait.test.ts), but not that the second has been handled. So the check runs a second
+    // time when the first is cancelled: a stray signal is spent on one statement, while a wrong key that did cancel
+    // would cancel both runs.
     const wrongKeyRun = async () => {
       client.send(msg.query('SELECT pg_sleep(0.5), 1'));
       const bad = await RawClient.open(fx.sidecar.port);

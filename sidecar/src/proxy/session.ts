@@ -197,8 +197,9 @@ export class ProxySession {
 
   private onStartupEvent(e: StartupEvent): void {
     if (e.kind === 'cancel') {
-      this.ctx.cancels.cancel(e.processId, e.secretKey);
-      this.client.end();
+      // As the postmaster does, the client's cancel connection closes only once the request was passed on: libpq's
+      // PQcancel waits for that close so that its next statement cannot be the one a late cancel hits.
+      void this.ctx.cancels.cancel(e.processId, e.secretKey).finally(() => this.client.end());
       return;
     }
     if (e.kind === 'password') {
@@ -396,15 +397,18 @@ export class ProxySession {
       .finally(() => this.release());
   }
 
-  /** A client's CancelRequest, mapped from the proxy's key to the upstream's (or ending a held statement). */
-  cancelUpstream(): void {
+  /**
+   * A client's CancelRequest, mapped from the proxy's key to the upstream's (or ending a held statement). Settles
+   * when the upstream has closed the cancel connection, i.e. has signalled its backend (or gave up).
+   */
+  cancelUpstream(): Promise<void> {
     if (this.relay?.cancelHeld) {
       this.relay.cancelHeld();
-      return;
+      return Promise.resolve();
     }
     const up = this.upstream;
-    if (!up || this.closed) return;
-    sendCancel(this.ctx.upstream, up.processId, up.secretKey).catch((err) => {
+    if (!up || this.closed) return Promise.resolve();
+    return sendCancel(this.ctx.upstream, up.processId, up.secretKey).catch((err) => {
       if (err instanceof UpstreamError) this.ctx.observer.upstreamError(this, err);
     });
   }
