@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The floor for any Node.js proxy: accept a TCP connection, open one upstream, pipe bytes both ways untouched.
+// The reference Node.js proxy: accept a TCP connection, open one upstream, pipe bytes both ways untouched (streams'
+// own reads; the sidecar's reused read buffers cost less, docs/benchmarks.md).
 // Usage: node bench/bare-pipe.mjs --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT
 import { connect, createServer } from 'node:net';
 
