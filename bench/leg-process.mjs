@@ -98,7 +98,7 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       '--listen',
       `127.0.0.1:${port}`,
       '--upstream',
-      `postgres://${pg.host}:${pg.port}/${pg.database}?sslmode=disable`,
+      `postgres://${pg.host}:${pg.port}/${pg.database}?sslmode=${leg.upstreamSslmode ?? 'disable'}`,
       '--credentials-dir',
       credentials,
       ...audit,

@@ -31,6 +31,9 @@ export const LEGS = [
   { name: 'sidecar-signed', kind: 'sidecar', signed: true, sidecarArgs: [] },
   // The same sidecar auditing to NATS JetStream instead of a file; target: within 10 % of `sidecar` (report.mjs).
   { name: 'sidecar-nats', kind: 'sidecar', audit: 'nats', sidecarArgs: [] },
+  // The same sidecar with TLS to PostgreSQL (sslmode=require), as production upstreams should be: what the upstream
+  // encryption adds next to `sidecar`. pgbench still talks plain TCP to the sidecar, as agents do on loopback.
+  { name: 'sidecar-tls', kind: 'sidecar', upstreamSslmode: 'require', sidecarArgs: [] },
   // Masking (docs/masking.md): the same policy without and with a MaskingRule on 2 of rows1000.sql's 4 columns.
   { name: 'policy', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_PLAIN] },
   { name: 'masked', kind: 'sidecar', sidecarArgs: ['--policy', POLICY_MASKED] },

@@ -55,9 +55,30 @@ export async function startBenchPostgres() {
       '--no-sync',
     ]),
   );
+  // TLS for the legs whose upstream asks for it (`sidecar-tls`): a self-signed certificate, made as the server's
+  // owner so that PostgreSQL accepts the key's permissions. Plain TCP logins keep working alongside.
+  run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    join(dataDir, 'server.key'),
+    '-out',
+    join(dataDir, 'server.crt'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+  ]);
+  run('chmod', ['600', join(dataDir, 'server.key')]);
   writeFileSync(
     join(dataDir, 'postgresql.auto.conf'),
     [
+      'ssl = on',
       "listen_addresses = '127.0.0.1'",
       `unix_socket_directories = '${socketDir}'`,
       'fsync = off',

@@ -44,7 +44,15 @@ describe('make bench (smoke)', () => {
     const result = JSON.parse(readFileSync(out, 'utf8'));
     const legs = result.config.legs.map((l: { name: string }) => l.name);
     expect(legs).toEqual(
-      expect.arrayContaining(['direct', 'bare-pipe', 'proxy-no-audit', 'sidecar', 'sidecar-signed', 'sidecar-nats']),
+      expect.arrayContaining([
+        'direct',
+        'bare-pipe',
+        'proxy-no-audit',
+        'sidecar',
+        'sidecar-signed',
+        'sidecar-nats',
+        'sidecar-tls',
+      ]),
     );
     // The native reference pipe runs wherever a C compiler does (bench/leg-process.mjs leaves it out, saying why,
     // where none is installed); the 1000-row scenario drives its backpressure path.

@@ -35,20 +35,24 @@ const rowText = (i: number) => `row-${i}-${'abcdefghij'.repeat(1 + (i % 40))}`;
 const ROWS_SQL = (n: number) =>
   `SELECT i, 'row-' || i || '-' || repeat('abcdefghij', 1 + i % 40) FROM generate_series(1, ${n}) AS i`;
 
-describe('reused read buffers', () => {
+// An upstream over TLS (sslmode=require) reads its decrypted records into the reused buffer the same way.
+describe.each(['disable', 'require'] as const)('reused read buffers, upstream sslmode=%s', (sslmode) => {
   let fx: Fixture;
   beforeAll(async () => {
-    fx = await startFixture({ hooks: slowVerdictHooks() });
+    fx = await startFixture({ hooks: slowVerdictHooks(), sslmode });
   });
   afterAll(() => fx.sidecar.close(500));
 
-  it('read both sockets of a plain-TCP session through reused buffers', async () => {
+  it('reads the sockets of a session through reused buffers (the client side only with a plain upstream)', async () => {
     const { client } = await RawClient.startup(fx.sidecar.port);
     client.send(msg.query('SELECT 1'));
     await client.untilReady();
     const stats = fx.sidecar.readStats();
-    expect(stats).toMatchObject({ reusedBuffer: 2, dataEvent: 0 });
-    expect(stats.reads).toBeGreaterThanOrEqual(2);
+    // A write to a TLS upstream stays queued until a later tick, so the client side keeps 'data' events there.
+    expect(stats).toMatchObject(
+      sslmode === 'disable' ? { reusedBuffer: 2, dataEvent: 0 } : { reusedBuffer: 1, dataEvent: 1 },
+    );
+    expect(stats.reads).toBeGreaterThanOrEqual(sslmode === 'disable' ? 2 : 1);
     client.close();
   });
 
@@ -87,7 +91,8 @@ describe('reused read buffers', () => {
     const rows = messages.filter((m) => m.type === B.DataRow).map(rowOf);
     expect(rows).toEqual(Array.from({ length: n }, (_, i) => [String(i), rowText(i)]));
     expect(messages.filter((m) => m.type === B.ErrorResponse)).toHaveLength(0);
-    expect(fx.sidecar.readStats().handedOver).toBeGreaterThan(before.handedOver);
+    // The client side reads through a reused buffer only in front of a plain upstream.
+    if (sslmode === 'disable') expect(fx.sidecar.readStats().handedOver).toBeGreaterThan(before.handedOver);
     client.close();
   });
 

@@ -187,32 +187,53 @@ describe('readChunks', () => {
     expect(Buffer.concat(chunks).toString()).toBe('bye');
   });
 
-  it("falls back to 'data' events for TLS sockets and for a socket that already has a reader", async () => {
+  it('reads a TLS socket over a connected TCP one (as the upstream after SSLRequest) through a reused buffer', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-reader-'));
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
     const certs = makeCertificates(dir);
-    const server = createTlsServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (s) =>
-      s.end('over tls'),
-    );
+    // Records of every size up to TLS's 16 KiB, many per read, and more data than the read buffer holds.
+    const parts = Array.from({ length: 60 }, (_, i) => randomBytes(1 + ((i * 7919) % 40_000)));
+    const server = createTlsServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (s) => {
+      for (const p of parts) s.write(p);
+      s.end();
+    });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const { port } = server.address() as { port: number };
-    const tls = tlsConnect({ port, host: '127.0.0.1', servername: 'localhost', ca: certs.ca });
+    const raw = new Socket();
+    raw.connect(port, '127.0.0.1');
+    await once(raw, 'connect');
+    const tls = tlsConnect({ socket: raw, servername: 'localhost', ca: certs.ca });
     cleanup.push(() => {
       tls.destroy();
       server.close();
     });
+    await once(tls, 'secureConnect');
     const chunks: Buffer[] = [];
-    expect(
-      readChunks(
-        tls,
-        (c) => chunks.push(c),
-        () => false,
-      ).mode,
-    ).toBe('data-event');
+    const views: Buffer[] = [];
+    const copies: Buffer[] = [];
+    let last = false;
+    const { mode, stats } = readChunks(
+      tls,
+      (c) => {
+        last = chunks.length % 4 === 0;
+        chunks.push(Buffer.from(c));
+        if (last) {
+          views.push(c);
+          copies.push(Buffer.from(c));
+        }
+      },
+      () => last,
+    );
+    expect(mode).toBe('reused-buffer');
     await once(tls, 'end');
-    expect(Buffer.concat(chunks).toString()).toBe('over tls');
+    expect(Buffer.concat(chunks).equals(Buffer.concat(parts))).toBe(true);
+    for (let i = 0; i < views.length; i++) expect(views[i].equals(copies[i])).toBe(true);
+    expect(stats.handedOver).toBe(views.length);
+    expect(stats.reads).toBeGreaterThan(2 * stats.handedOver);
+  });
 
+  it("falls back to 'data' events for a socket that already has a reader", async () => {
     const pair = await pairClosedAfterTest();
     pair.accepted.on('data', () => {});
     expect(

@@ -1,5 +1,4 @@
 import { Socket, type SocketConstructorOpts } from 'node:net';
-import { TLSSocket } from 'node:tls';
 
 /**
  * Reads a socket's bytes into one buffer that is used again and again (Node's `onread` mechanism) instead of the
@@ -18,9 +17,10 @@ import { TLSSocket } from 'node:tls';
  *
  * `net.connect` accepts `onread` but sockets a `net.Server` accepts do not, and the relay switches sockets over
  * only after the startup exchange; so the socket's own slots for it are set here (the symbols are found on a probe
- * socket that Node configured itself). Anything this cannot be sure of (TLS sockets, a Node without those slots,
- * bytes already buffered in the stream, another 'data' listener) keeps the ordinary 'data' event, whose chunks are
- * the consumer's to keep.
+ * socket that Node configured itself). A TLS socket works the same way: its handle (TLSWrap) is a stream like
+ * TCP's and decrypts each record into the buffer it is given. Anything this cannot be sure of (a Node without those
+ * slots or without `useUserBuffer` on the handle, bytes already buffered in the stream, another 'data' listener)
+ * keeps the ordinary 'data' event, whose chunks are the consumer's to keep.
  * Pause/resume keep working: net.Socket stops and restarts the handle itself in this mode.
  */
 
@@ -86,7 +86,6 @@ export function readChunks(socket: Socket, onChunk: (chunk: Buffer) => void, kee
   const handle = (socket as unknown as { _handle: UserBufferHandle | null })._handle;
   if (
     s === null ||
-    socket instanceof TLSSocket ||
     handle === null ||
     typeof handle.useUserBuffer !== 'function' ||
     socket.readableLength > 0 ||
