@@ -15,7 +15,7 @@ import {
   resolveApprovalNotifications,
 } from './approvals/approval-notifier-config.js';
 import { ApprovalQueue } from './approvals/approval-queue.js';
-import { NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
+import { NOTICE_KINDS, NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
@@ -277,17 +277,25 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             url: opts.nats.url,
             userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
           },
-          stateOf: (id) => approvalQueue?.book.get(id, Date.now())?.state,
+          entryOf: (id) => approvalQueue?.book.get(id, Date.now()),
           bookLoaded: () => approvalQueue?.ready ?? true,
         })
       : undefined;
   if (notifier) {
-    for (const outcome of NOTIFICATION_OUTCOMES) metrics.approvalNotifications.inc({ outcome }, 0);
+    const kinds = NOTICE_KINDS.filter((k) => k === 'request' || notifications?.notifier.outcomes);
+    for (const kind of kinds)
+      for (const outcome of NOTIFICATION_OUTCOMES) metrics.approvalNotifications.inc({ kind, outcome }, 0);
     notifier.on('status', (s) => log.info({ approvalNotifier: s }, 'approval notifier status'));
     // The webhook by its origin only: its path may hold a token. Neither the SQL nor the secret is ever logged.
     notifier.on('notified', (outcome, r) => {
-      metrics.approvalNotifications.inc({ outcome });
-      const fields = { approval: r.id, attempt: r.attempt, webhook: notifications?.origin, reason: r.reason };
+      metrics.approvalNotifications.inc({ kind: r.kind, outcome });
+      const fields = {
+        approval: r.id,
+        kind: r.kind,
+        attempt: r.attempt,
+        webhook: notifications?.origin,
+        reason: r.reason,
+      };
       if (outcome === 'failed') log.error(fields, 'approval notification failed');
       else if (outcome === 'retried') log.warn({ ...fields, retryInMs: r.delayMs }, 'approval notification retried');
       else log.info(fields, `approval notification ${outcome}`);
@@ -448,7 +456,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       httpIngest: httpIngest.enabled,
       approvers: approvers ? approvers.path : false,
       approvalWebhook: notifications
-        ? { origin: notifications.origin, format: notifications.notifier.webhook.format }
+        ? {
+            origin: notifications.origin,
+            format: notifications.notifier.webhook.format,
+            outcomes: notifications.notifier.outcomes,
+          }
         : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,

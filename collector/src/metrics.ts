@@ -91,8 +91,8 @@ export class CollectorMetrics {
   });
   readonly approvalNotifications = new Counter({
     name: 'pgwarden_collector_approval_notifications_total',
-    help: 'Held statements announced to the approval webhook by this replica: sent (2xx), failed (given up), retried (another attempt scheduled), skipped (expired, decided or closed first)',
-    labelNames: ['outcome'] as const,
+    help: 'Notices posted to the approval webhook by this replica, kind request (a statement is held) or outcome (its hold ended): sent (2xx), failed (given up), retried (another attempt scheduled), skipped (not needed: a request expired, decided or closed first; an outcome of a request not announced)',
+    labelNames: ['kind', 'outcome'] as const,
     registers: [this.registry],
   });
   readonly controlActions = new Counter({

@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { APPROVALS_STREAM, approvalSubject } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
+import { approvalClosed, approvalRequest } from '../../../collector/src/testing/approval-messages.js';
 import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
 import { waitFor } from '../../../collector/src/testing/wait-for.js';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
@@ -33,6 +33,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
       '--approval-webhook-format <format>',
       '--approval-webhook-secret-file <file>',
       '--approval-webhook-sql',
+      '--no-approval-webhook-outcomes',
       '--public-url <url>',
     ])
       expect(help.stdout).toContain(flag);
@@ -85,28 +86,61 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
     child.stderr?.on('data', (c) => (output += c));
     const nc = await connect({ servers: nats.url });
     try {
-      // Announced are requests published once the shared consumer exists.
+      // Announced are requests (and closings) published once the shared consumers exist.
       const jsm = await jetstreamManager(nc);
-      await waitFor(
-        () =>
-          jsm.consumers.info(APPROVALS_STREAM, 'pgwarden-approval-notifier').then(
-            () => true,
-            () => false,
-          ),
-        30_000,
-      );
+      for (const consumer of ['pgwarden-approval-notifier', 'pgwarden-approval-outcomes'])
+        await waitFor(
+          () =>
+            jsm.consumers.info(APPROVALS_STREAM, consumer).then(
+              () => true,
+              () => false,
+            ),
+          30_000,
+        );
       const r = approvalRequest();
       await jetstream(nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
       await waitFor(() => bodies.length === 1);
       expect(JSON.parse(bodies[0]).text).toContain(
         `asked by ana, expires in 10 min. <https://pgwarden.example.com/?approval=${r.id}#approvals|Review it`,
       );
+      // Followed up when its hold ends (on by default).
+      await jetstream(nc).publish(approvalSubject('closed', r.id), JSON.stringify(approvalClosed(r.id, 'expired')));
+      await waitFor(() => bodies.length === 2);
+      expect(JSON.parse(bodies[1]).text).toBe(
+        '⌛ Expired without a decision: policy agents/writer-review, rule writes-need-approval, asked by ana.',
+      );
     } finally {
       await nc.close();
       await stopProcess(child);
       await new Promise((r) => receiver.close(r));
     }
-    expect(output).toContain(`"approvalWebhook":{"origin":"http://127.0.0.1:${port}","format":"slack"}`);
+    expect(output).toContain(
+      `"approvalWebhook":{"origin":"http://127.0.0.1:${port}","format":"slack","outcomes":true}`,
+    );
     expect(output).not.toContain(URL_TOKEN);
+  });
+
+  it('announces held statements only with --no-approval-webhook-outcomes', async () => {
+    const child = spawn(
+      BIN,
+      ['collector', '--nats', nats.url, '--listen', '127.0.0.1:0', '--no-approval-webhook-outcomes'],
+      {
+        env: {
+          ...process.env,
+          PGWARDEN_COLLECTOR_STORE: db.url,
+          PGWARDEN_APPROVAL_WEBHOOK_URL: `http://127.0.0.1:9/hook/${URL_TOKEN}`,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout?.on('data', (c) => (output += c));
+    child.stderr?.on('data', (c) => (output += c));
+    try {
+      await waitFor(() => output.includes('collector started'), 30_000);
+    } finally {
+      await stopProcess(child);
+    }
+    expect(output).toContain('"approvalWebhook":{"origin":"http://127.0.0.1:9","format":"json","outcomes":false}');
   });
 });

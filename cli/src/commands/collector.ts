@@ -100,6 +100,11 @@ export function registerCollector(program: Command): void {
         'personal data, and a chat is not the audit store',
     )
     .option(
+      '--no-approval-webhook-outcomes',
+      'announce held statements only: by default each announced one is followed up when its hold ends ' +
+        '(approved by whom, rejected, expired, cancelled by the client), never with its SQL',
+    )
+    .option(
       '--public-url <url>',
       'the web UI’s address as people reach it (e.g. an ingress): notices link to it; or env PGWARDEN_PUBLIC_URL',
     )
@@ -202,6 +207,7 @@ function approvalNotificationsOf(o: {
   approvalWebhookFormat: 'json' | 'slack';
   approvalWebhookSecretFile?: string;
   approvalWebhookSql?: boolean;
+  approvalWebhookOutcomes: boolean;
 }): CollectorOptions['approvalNotifications'] {
   const urlFile = o.approvalWebhookUrlFile ?? process.env.PGWARDEN_APPROVAL_WEBHOOK_URL_FILE;
   const url = urlFile ? undefined : process.env.PGWARDEN_APPROVAL_WEBHOOK_URL;
@@ -213,6 +219,7 @@ function approvalNotificationsOf(o: {
     format: o.approvalWebhookFormat,
     signingSecretFile: secretFile,
     includeSql: Boolean(o.approvalWebhookSql),
+    outcomes: o.approvalWebhookOutcomes,
   };
 }
 

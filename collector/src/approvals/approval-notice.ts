@@ -105,11 +105,16 @@ export function askedBy(identity: Record<string, unknown>): string {
   return sa ?? id.pod ?? 'an unknown identity';
 }
 
-function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string): string {
+/** `policy agents/writer-review, rule writes-need-approval, asked by ana`: which held statement, for a chat line. */
+export function heldSummary(request: ApprovalRequestMessage): string {
   const policy = request.policy.namespace ? `${request.policy.namespace}/${request.policy.name}` : request.policy.name;
   const rule = request.rule ? `rule ${request.rule.slice(0, 256)}` : 'the policy’s default action';
+  return `policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}`;
+}
+
+function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string): string {
   const line =
-    `Statement held for approval: policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}, ` +
+    `Statement held for approval: ${heldSummary(request)}, ` +
     `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
     (request.grantMax ? ` It may be approved with its shape for up to ${request.grantMax}.` : '');
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
@@ -128,7 +133,7 @@ function expiresIn(ms: number): string {
  * Slack's three control characters (https://api.slack.com/reference/surfaces/formatting#escaping): escaped, a
  * name such as `<!channel>` in an identity or a statement cannot ping a channel or forge a link.
  */
-function slackEscape(s: string): string {
+export function slackEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 

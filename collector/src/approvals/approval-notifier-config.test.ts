@@ -33,6 +33,9 @@ describe('approval notification settings', () => {
     expect(r.notifier.webhook.url.pathname).toBe(`/services/${TOKEN}`);
     expect(r.origin).toBe('https://hooks.slack.com');
     expect(r.plainHttpOffLoopback).toBe(false);
+    // Follow-ups come with notifications unless turned off.
+    expect(r.notifier.outcomes).toBe(true);
+    expect(resolveApprovalNotifications({ webhookUrl: 'https://h/x', outcomes: false }).notifier.outcomes).toBe(false);
   });
 
   it('flags plain http beyond this machine, not on loopback', () => {

@@ -20,15 +20,18 @@ export interface ApprovalNotificationOptions {
   signingSecretFile?: string;
   /** Include the statement, cut to 500 characters (off by default: SQL may hold personal data). */
   includeSql?: boolean;
-  /** Tuning, for tests mostly: the shared consumer's name and ack wait, one POST's deadline, the retries. */
+  /** Follow each announced request up when its hold ends: approved, rejected, expired… (default true). */
+  outcomes?: boolean;
+  /** Tuning, for tests mostly: the shared consumers' names and ack wait, one POST's deadline, the retries. */
   durable?: string;
+  outcomesDurable?: string;
   ackWaitMs?: number;
   timeoutMs?: number;
   retry?: Partial<RetryPolicy>;
 }
 
 export interface ResolvedNotifications {
-  notifier: Omit<ApprovalNotifierOptions, 'nats' | 'stateOf' | 'bookLoaded'>;
+  notifier: Omit<ApprovalNotifierOptions, 'nats' | 'entryOf' | 'bookLoaded'> & { outcomes: boolean };
   /** What logs may say of the webhook: scheme://host[:port], never its path or query. */
   origin: string;
   /** Plain http to a host other than this machine: the URL (and the notices) cross the network unencrypted. */
@@ -69,7 +72,9 @@ export function resolveApprovalNotifications(
         ...(publicUrl ? { publicUrl: checkPublicUrl(publicUrl) } : {}),
         ...(signingSecret ? { signingSecret } : {}),
       },
+      outcomes: o.outcomes !== false,
       durable: o.durable,
+      outcomesDurable: o.outcomesDurable,
       ackWaitMs: o.ackWaitMs,
       timeoutMs: o.timeoutMs,
       retry: o.retry,

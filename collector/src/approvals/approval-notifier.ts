@@ -1,31 +1,29 @@
 import { EventEmitter } from 'node:events';
-import {
-  AckPolicy,
-  type ConsumerConfig,
-  type ConsumerMessages,
-  DeliverPolicy,
-  type JsMsg,
-  jetstream,
-  jetstreamManager,
-} from '@nats-io/jetstream';
+import type { JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { APPROVALS_STREAM, type NatsUserFiles, parseApprovalRequest, parseApprovalSubject } from '@pgwarden/policy';
+import { type NatsUserFiles, parseApprovalClosed, parseApprovalRequest, parseApprovalSubject } from '@pgwarden/policy';
 import { closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
-import type { ApprovalState } from './approval-book.js';
+import type { ApprovalEntry } from './approval-book.js';
 import { type NoticeOptions, noticeBody, signatureHeaders } from './approval-notice.js';
-import { ensureApprovalsStream } from './approval-queue.js';
 import {
   afterAttempt,
   DEFAULT_RETRY,
+  type NoticeKind,
   type NotificationOutcome,
+  outcomeSkipReason,
+  RequestNoticeLog,
   type RetryPolicy,
+  type Step,
   skipReason,
 } from './notification-delivery.js';
+import { outcomeNoticeBody } from './outcome-notice.js';
+import { SharedConsumer } from './shared-consumer.js';
 import { postWebhook } from './webhook-post.js';
 
-const NANOS_PER_MS = 1_000_000;
 export const NOTIFIER_DURABLE = 'pgwarden-approval-notifier';
 export const NOTIFIER_SUBJECTS = 'pgwarden.approval.request.>';
+export const OUTCOMES_DURABLE = 'pgwarden-approval-outcomes';
+export const OUTCOMES_SUBJECTS = 'pgwarden.approval.closed.>';
 /** A stopping notifier waits this long at most for NATS to take its last acks. */
 const CLOSE_DRAIN_MS = 2000;
 
@@ -33,15 +31,21 @@ export interface ApprovalNotifierOptions {
   nats: { url: string; userFiles?: NatsUserFiles };
   /** Where to post: the URL is a secret, never logged, never in an event (only `origin` is). */
   webhook: NoticeOptions & { url: URL; signingSecret?: string };
-  /** What the approval queue knows of an id (undefined: not seen yet): decided or closed ones are not announced. */
-  stateOf?(id: string): ApprovalState | undefined;
+  /** Follow each announced request up when its hold ends (default true). */
+  outcomes?: boolean;
+  /**
+   * What the approval queue knows of an id (undefined: not seen yet): decided or closed requests are not announced,
+   * and a follow-up names the request's policy and session.
+   */
+  entryOf?(id: string): ApprovalEntry | undefined;
   /**
    * Whether the approval queue has replayed its stream: until then the notifier takes nothing, so that after a
    * restart it does not announce requests decided meanwhile. Default: always.
    */
   bookLoaded?(): boolean;
-  /** Durable consumer every replica shares (default pgwarden-approval-notifier). */
+  /** Durable consumers every replica shares (defaults pgwarden-approval-notifier, pgwarden-approval-outcomes). */
   durable?: string;
+  outcomesDurable?: string;
   /** A delivery not acknowledged within this is given to a replica again (default 30 s; above `timeoutMs`). */
   ackWaitMs?: number;
   /** One POST's deadline (default 10 s). */
@@ -51,6 +55,7 @@ export interface ApprovalNotifierOptions {
 }
 
 export interface NotificationReport {
+  kind: NoticeKind;
   id: string;
   attempt: number;
   /** Why it failed, is retried or skipped: an HTTP status, a transport error's code, `expired`… never the URL. */
@@ -65,31 +70,58 @@ export interface ApprovalNotifierEvents {
 }
 
 /**
- * Announces held statements to a webhook, once per request however many collector replicas run: they share one
- * durable pull consumer on `pgwarden.approval.request.>` with explicit acks, so JetStream hands each request to
- * one of them (https://docs.nats.io/nats-concepts/jetstream/consumers). A request is acknowledged once its notice
- * is sent, failed for good, or not needed; a failure worth retrying is negatively acknowledged with a delay, and
- * the stream delivers it again (to any replica) after it.
+ * Announces held statements to a webhook, and follows each up when its hold ends, once per message however many
+ * collector replicas run: requests and closings each come through a durable consumer every replica shares
+ * (SharedConsumer). A message is acknowledged once its notice is sent, failed for good, or not needed; a failure
+ * worth retrying is negatively acknowledged with a delay, and the stream delivers it again (to any replica) after it.
  */
 export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private nc: NatsConnection | null = null;
-  private messages: ConsumerMessages | null = null;
   private running = false;
   private loop: Promise<void> | null = null;
   private readonly stopping = new AbortController();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retry: RetryPolicy;
-  private consuming = false;
+  private readonly consumers: SharedConsumer[];
+  private readonly requestNotices = new RequestNoticeLog();
+  /** The stream's last sequence when the outcomes consumer first followed it: closings up to it predate this run. */
+  private startSeq: number | undefined;
   private up = false;
 
   constructor(private readonly opts: ApprovalNotifierOptions) {
     super();
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
+    const ackWaitMs = opts.ackWaitMs ?? 30_000;
+    const hooks = {
+      running: () => this.running,
+      mayStart: () => !opts.bookLoaded || opts.bookLoaded(),
+      status: (s: string) => this.emit('status', s),
+    };
+    this.consumers = [
+      new SharedConsumer(
+        { durable: opts.durable ?? NOTIFIER_DURABLE, filterSubject: NOTIFIER_SUBJECTS, ackWaitMs },
+        { ...hooks, deliver: (m) => this.track(this.deliverRequest(m)) },
+      ),
+    ];
+    if (opts.outcomes !== false)
+      this.consumers.push(
+        new SharedConsumer(
+          { durable: opts.outcomesDurable ?? OUTCOMES_DURABLE, filterSubject: OUTCOMES_SUBJECTS, ackWaitMs },
+          {
+            ...hooks,
+            following: (lastSeq) => {
+              // A stream deleted and created again starts its sequences over.
+              if (this.startSeq === undefined || lastSeq < this.startSeq) this.startSeq = lastSeq;
+            },
+            deliver: (m) => this.track(this.deliverOutcome(m)),
+          },
+        ),
+      );
   }
 
-  /** Following its consumer (false before the first setup, while NATS is away, and after close). */
+  /** Following its consumers (false before the first setup, while NATS is away, and after close). */
   get ready(): boolean {
-    return this.up && this.consuming && this.nc !== null && !this.nc.isClosed();
+    return this.up && this.consumers.every((c) => c.consuming) && this.nc !== null && !this.nc.isClosed();
   }
 
   start(): void {
@@ -98,12 +130,12 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   }
 
   /**
-   * Stops at once: no more pulls, posts in flight aborted and their requests handed back to the stream (a nak
+   * Stops at once: no more pulls, posts in flight aborted and their messages handed back to the stream (a nak
    * without delay, so another replica takes them now), NATS drained for 2 s at most.
    */
   async close(): Promise<void> {
     this.running = false;
-    this.messages?.stop();
+    for (const c of this.consumers) c.stop();
     this.stopping.abort();
     await Promise.all(this.inFlight);
     if (this.nc) await closeWithin(this.nc, CLOSE_DRAIN_MS);
@@ -124,75 +156,11 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     });
     if (!nc) return;
     this.nc = nc;
-    await this.run(nc);
-  }
-
-  /**
-   * Supervises the consumer like the collector's other ones: any end (a server restart that lost it, the stream or
-   * consumer deleted) rebuilds it after a pause; the client itself re-pulls across plain reconnects.
-   */
-  private async run(nc: NatsConnection): Promise<void> {
-    while (this.running && !nc.isClosed()) {
-      try {
-        while (this.running && this.opts.bookLoaded && !this.opts.bookLoaded()) await pause(100);
-        if (!this.running) break;
-        this.messages = await this.follow(nc);
-        if (!this.running) {
-          this.messages.stop();
-          break;
-        }
-        this.consuming = true;
-        this.emit('status', 'consuming');
-        const ended = await this.messages.closed();
-        if (ended instanceof Error) throw ended;
-      } catch (err) {
-        if (!this.running) break;
-        this.emit('status', `approval notifier consumer error: ${(err as Error).message}`);
-      }
-      this.consuming = false;
-      if (this.running) await pause(500);
-    }
-    this.consuming = false;
-  }
-
-  private async follow(nc: NatsConnection): Promise<ConsumerMessages> {
-    const jsm = await jetstreamManager(nc);
-    await ensureApprovalsStream(jsm);
-    const durable = this.opts.durable ?? NOTIFIER_DURABLE;
-    const config: Partial<ConsumerConfig> & { durable_name: string } = {
-      durable_name: durable,
-      ack_policy: AckPolicy.Explicit,
-      // Created on the first start with notifications on: requests already in the stream are not announced.
-      deliver_policy: DeliverPolicy.New,
-      filter_subject: NOTIFIER_SUBJECTS,
-      ack_wait: (this.opts.ackWaitMs ?? 30_000) * NANOS_PER_MS,
-      // Requests out at once across every replica, waiting retries included: bounds the posts in flight.
-      max_ack_pending: 256,
-    };
-    try {
-      const info = await jsm.consumers.info(APPROVALS_STREAM, durable);
-      if (info.config.ack_wait !== config.ack_wait || info.config.max_ack_pending !== config.max_ack_pending)
-        await jsm.consumers.update(APPROVALS_STREAM, durable, {
-          ack_wait: config.ack_wait,
-          max_ack_pending: config.max_ack_pending,
-        });
-    } catch (err) {
-      if ((err as Error).name !== 'ConsumerNotFoundError') throw err;
-      // Two replicas creating it at once with the same configuration both succeed.
-      await jsm.consumers.add(APPROVALS_STREAM, config);
-    }
-    const consumer = await jetstream(nc).consumers.get(APPROVALS_STREAM, durable);
-    return consumer.consume({
-      // One request pulled ahead at a time: one a stopping replica pulled but never started waits out ack_wait.
-      max_messages: 1,
-      // A deleted consumer or stream ends the consume, and run() creates them again.
-      abort_on_missing_resource: true,
-      callback: (m) => this.track(this.deliver(m)),
-    });
+    await Promise.all(this.consumers.map((c) => c.run(nc)));
   }
 
   private track(delivery: Promise<void>): void {
-    // An ack on a connection that closed meanwhile throws: the request is redelivered after ack_wait anyway.
+    // An ack on a connection that closed meanwhile throws: the message is redelivered after ack_wait anyway.
     const p = delivery.catch((err: Error) => {
       this.emit('status', `approval notice not acknowledged: ${err.message}`);
     });
@@ -200,31 +168,77 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     void p.finally(() => this.inFlight.delete(p));
   }
 
-  private async deliver(m: JsMsg): Promise<void> {
-    const attempt = m.info.deliveryCount;
+  private async deliverRequest(m: JsMsg): Promise<void> {
     const named = parseApprovalSubject(m.subject);
     const request = parseApprovalRequest(m.data);
-    if (named?.kind !== 'request' || !request || request.id !== named.id) {
-      m.ack();
-      this.emit('notified', 'skipped', { id: named?.id ?? '?', attempt, reason: 'malformed request' });
-      return;
-    }
+    if (named?.kind !== 'request' || !request || request.id !== named.id)
+      return this.skip(m, 'request', named?.id ?? '?', 'malformed request');
     const id = request.id;
     const now = this.now();
-    const skip = skipReason(request.expiresAt, this.opts.stateOf?.(id), now);
+    const skip = skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
     if (skip) {
-      m.ack();
-      this.emit('notified', 'skipped', { id, attempt, reason: skip });
-      return;
+      this.requestNotices.record(id, { sent: false });
+      return this.skip(m, 'request', id, skip);
     }
+    const step = await this.post(m, 'request', id, noticeBody(request, this.opts.webhook, now), request.expiresAt);
+    if (step === 'handed back') return;
+    this.requestNotices.record(
+      id,
+      step.outcome === 'sent'
+        ? { sent: true }
+        : { sent: false, retryAt: step.ack ? undefined : this.now() + step.delayMs },
+    );
+  }
+
+  private async deliverOutcome(m: JsMsg): Promise<void> {
+    const named = parseApprovalSubject(m.subject);
+    const closed = parseApprovalClosed(m.data);
+    if (named?.kind !== 'closed' || !closed || closed.id !== named.id)
+      return this.skip(m, 'outcome', named?.id ?? '?', 'malformed closing');
+    const { id } = closed;
+    const entry = this.opts.entryOf?.(id);
+    // Decided once, at the first delivery: a redelivery is a retry some replica chose to post (or one a stopping
+    // replica handed back), and a replica that restarted since would judge it by a start that came later.
+    if (m.info.deliveryCount === 1) {
+      const skip = outcomeSkipReason({
+        repeated: entry?.closed !== undefined && JSON.stringify(entry.closed) !== JSON.stringify(closed),
+        request: this.requestNotices.get(id),
+        closedBeforeStart: this.startSeq !== undefined && m.seq <= this.startSeq,
+        closedAt: m.time.getTime(),
+      });
+      if (skip) {
+        this.requestNotices.forget(id);
+        return this.skip(m, 'outcome', id, skip);
+      }
+    }
+    const body = outcomeNoticeBody(closed, { request: entry?.request, decision: entry?.decision }, this.opts.webhook);
+    const step = await this.post(m, 'outcome', id, body, undefined);
+    if (step !== 'handed back' && step.ack) this.requestNotices.forget(id);
+  }
+
+  private skip(m: JsMsg, kind: NoticeKind, id: string, reason: string): void {
+    m.ack();
+    this.emit('notified', 'skipped', { kind, id, attempt: m.info.deliveryCount, reason });
+  }
+
+  /** Posts `body` for `m`, then acks or naks it by the retry rules; `expiresAt`: no retry past it. */
+  private async post(
+    m: JsMsg,
+    kind: NoticeKind,
+    id: string,
+    body: string,
+    expiresAt: string | undefined,
+  ): Promise<Step | 'handed back'> {
+    const attempt = m.info.deliveryCount;
     if (attempt > this.retry.maxAttempts) {
       // Deliveries that ended in nothing (a replica stopped mid-post) count too: the bound holds across replicas.
       m.ack();
-      this.emit('notified', 'failed', { id, attempt, reason: `gave up after ${this.retry.maxAttempts} attempts` });
-      return;
+      const reason = `gave up after ${this.retry.maxAttempts} attempts`;
+      this.emit('notified', 'failed', { kind, id, attempt, reason });
+      return { ack: true, outcome: 'failed', reason };
     }
     const { webhook } = this.opts;
-    const body = noticeBody(request, webhook, now);
+    const now = this.now();
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'pgwarden-collector',
@@ -237,22 +251,22 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     if (this.stopping.signal.aborted && !('status' in result)) {
       // Stopping: handed back at once, for another replica (or this one's successor) to post.
       m.nak();
-      return;
+      return 'handed back';
     }
-    const step = afterAttempt(result, attempt, request.expiresAt, this.now(), this.retry);
+    const step = afterAttempt(result, attempt, expiresAt, this.now(), this.retry);
     if (step.ack) m.ack();
     else m.nak(step.delayMs);
     this.emit('notified', step.outcome, {
+      kind,
       id,
       attempt,
       ...(step.reason ? { reason: step.reason } : {}),
       ...(step.ack ? {} : { delayMs: step.delayMs }),
     });
+    return step;
   }
 
   private now(): number {
     return this.opts.now ? this.opts.now() : Date.now();
   }
 }
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { afterAttempt, parseRetryAfter, type RetryPolicy, skipReason } from './notification-delivery.js';
+import {
+  afterAttempt,
+  type OutcomeFacts,
+  outcomeSkipReason,
+  parseRetryAfter,
+  RequestNoticeLog,
+  type RetryPolicy,
+  skipReason,
+} from './notification-delivery.js';
 
 const NOW = Date.parse('2026-11-30T12:00:00Z');
 const IN_10_MIN = new Date(NOW + 600_000).toISOString();
@@ -56,6 +64,51 @@ describe('notification delivery rules', () => {
       outcome: 'failed',
       reason: 'timed out after 10000 ms (the request expires before another attempt)',
     });
+  });
+
+  it('retries a follow-up, which has no expiry, until its attempts run out', () => {
+    expect(afterAttempt({ status: 503 }, 4, undefined, NOW, RETRY)).toEqual({
+      ack: false,
+      outcome: 'retried',
+      delayMs: 8000,
+      reason: 'HTTP 503',
+    });
+    expect(afterAttempt({ status: 503 }, 5, undefined, NOW, RETRY)).toMatchObject({ ack: true, outcome: 'failed' });
+  });
+
+  it('follows up what this replica announced, not what it skipped, gave up or was still retrying at the end', () => {
+    const facts = (over: Partial<OutcomeFacts>): OutcomeFacts => ({
+      repeated: false,
+      request: undefined,
+      closedBeforeStart: false,
+      closedAt: NOW,
+      ...over,
+    });
+    expect(outcomeSkipReason(facts({ request: { sent: true } }))).toBeUndefined();
+    expect(outcomeSkipReason(facts({ request: { sent: false } }))).toBe('request not announced');
+    // Its retry was not due when it closed: that retry finds it closed and skips it.
+    expect(outcomeSkipReason(facts({ request: { sent: false, retryAt: NOW + 1 } }))).toBe('request not announced');
+    // It was: another replica may have sent it.
+    expect(outcomeSkipReason(facts({ request: { sent: false, retryAt: NOW - 1 } }))).toBeUndefined();
+    // Handled elsewhere: followed up, unless the closing came before this replica started.
+    expect(outcomeSkipReason(facts({}))).toBeUndefined();
+    expect(outcomeSkipReason(facts({ closedBeforeStart: true }))).toBe('closed before this replica started');
+    expect(outcomeSkipReason(facts({ request: { sent: true }, repeated: true }))).toBe('not the first closing');
+  });
+
+  it('remembers the newest requests only', () => {
+    const log = new RequestNoticeLog(2);
+    log.record('a', { sent: true });
+    log.record('b', { sent: false });
+    log.record('a', { sent: false, retryAt: NOW });
+    log.record('c', { sent: true });
+    expect([log.get('a'), log.get('b'), log.get('c')]).toEqual([
+      { sent: false, retryAt: NOW },
+      undefined,
+      { sent: true },
+    ]);
+    log.forget('a');
+    expect(log.get('a')).toBeUndefined();
   });
 
   it('reads Retry-After as seconds or an HTTP date', () => {

@@ -1,11 +1,15 @@
 import type { ApprovalState } from './approval-book.js';
 
 /**
- * What becomes of one delivery of a held statement's notice: the rules alone, no I/O (the notifier does the
- * posting, acking and metrics). Counted as pgwarden_collector_approval_notifications_total{outcome}.
+ * What becomes of one delivery of a notice: the rules alone, no I/O (the notifier does the posting, acking and
+ * metrics). Counted as pgwarden_collector_approval_notifications_total{kind, outcome}.
  */
 export type NotificationOutcome = 'sent' | 'failed' | 'retried' | 'skipped';
 export const NOTIFICATION_OUTCOMES: readonly NotificationOutcome[] = ['sent', 'failed', 'retried', 'skipped'];
+
+/** `request`: a statement is held; `outcome`: the follow-up once its hold ended (approved, rejected, expired…). */
+export type NoticeKind = 'request' | 'outcome';
+export const NOTICE_KINDS: readonly NoticeKind[] = ['request', 'outcome'];
 
 export interface RetryPolicy {
   /** Posts per notice at most, the first included. */
@@ -38,13 +42,14 @@ export function skipReason(expiresAt: string, state: ApprovalState | undefined, 
 /**
  * After attempt number `attempt` (1 for the first): a 2xx is sent; a network error, a timeout, 408, 429 or a 5xx is
  * tried again with an exponential backoff (at least what Retry-After asks, within `maxDelayMs`) while attempts
- * remain and the request will not have expired by then; anything else (a redirect, which is not followed, or
- * another 4xx) will not get better by repeating it and fails at once.
+ * remain and the request will not have expired by then (`expiresAt`; undefined for a follow-up, whose news does not
+ * expire); anything else (a redirect, which is not followed, or another 4xx) will not get better by repeating it and
+ * fails at once.
  */
 export function afterAttempt(
   result: AttemptResult,
   attempt: number,
-  expiresAt: string,
+  expiresAt: string | undefined,
   now: number,
   retry: RetryPolicy,
 ): Step {
@@ -57,9 +62,63 @@ export function afterAttempt(
   const backoff = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
   const asked = 'status' in result ? Math.min(result.retryAfterMs ?? 0, retry.maxDelayMs) : 0;
   const delayMs = Math.max(backoff, asked);
-  if (now + delayMs >= Date.parse(expiresAt))
+  if (expiresAt !== undefined && now + delayMs >= Date.parse(expiresAt))
     return { ack: true, outcome: 'failed', reason: `${reason} (the request expires before another attempt)` };
   return { ack: false, outcome: 'retried', delayMs, reason };
+}
+
+/**
+ * What this replica did with a request's notice: sent; or not (skipped, failed, or retried: `retryAt`, when its next
+ * attempt is due, by whichever replica takes it).
+ */
+export type RequestNoticeRecord = { sent: true } | { sent: false; retryAt?: number };
+
+export interface OutcomeFacts {
+  /** The approval queue holds an earlier closing for this id: the sidecar's first one is what happened. */
+  repeated: boolean;
+  /** This replica's record of the request's notice; undefined when another replica (or an earlier run) took it. */
+  request: RequestNoticeRecord | undefined;
+  /** The closing was in the stream before this replica's notifier began following it (a restart's replay). */
+  closedBeforeStart: boolean;
+  /** The closing's stream time (epoch ms). */
+  closedAt: number;
+}
+
+/**
+ * Why a follow-up need not go out, or undefined: post it. Follow-ups are for requests that were announced, as far as
+ * that is known without any state shared between replicas. A request whose notice this replica skipped or gave up
+ * gets none; nor one whose retry was not due yet when it closed (that retry skips it: it is no longer pending).
+ * Of a request this replica did not handle, the closing is followed up unless it was already in the stream when
+ * this replica started: like requests, what ended meanwhile is not announced after a restart.
+ */
+export function outcomeSkipReason(f: OutcomeFacts): string | undefined {
+  if (f.repeated) return 'not the first closing';
+  const r = f.request;
+  if (r?.sent) return undefined;
+  if (r && (r.retryAt === undefined || f.closedAt < r.retryAt)) return 'request not announced';
+  if (f.closedBeforeStart) return 'closed before this replica started';
+  return undefined;
+}
+
+/** RequestNoticeRecords of the newest `max` requests this replica handled (default 10,000, as the approval queue). */
+export class RequestNoticeLog {
+  private readonly records = new Map<string, RequestNoticeRecord>();
+  constructor(private readonly max = 10_000) {}
+
+  record(id: string, r: RequestNoticeRecord): void {
+    this.records.delete(id);
+    this.records.set(id, r);
+    if (this.records.size > this.max) this.records.delete(this.records.keys().next().value as string);
+  }
+
+  get(id: string): RequestNoticeRecord | undefined {
+    return this.records.get(id);
+  }
+
+  /** Its follow-up was handled: the record is of no more use. */
+  forget(id: string): void {
+    this.records.delete(id);
+  }
 }
 
 export function retryableStatus(status: number): boolean {
