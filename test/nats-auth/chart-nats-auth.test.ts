@@ -18,7 +18,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { ApprovalNotifier } from '../../collector/src/approvals/approval-notifier.js';
-import { approvalRequest } from '../../collector/src/testing/approval-messages.js';
+import { approvalClosed, approvalRequest } from '../../collector/src/testing/approval-messages.js';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
 import {
   APPROVALS_STREAM,
@@ -298,11 +298,14 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
     }
   });
 
-  it('lets the collector user announce held statements through its shared consumer, acking and retrying', async () => {
-    const posts: number[] = [];
+  it('lets the collector user announce held statements and their ends through its shared consumers, acking and retrying', async () => {
+    const posts: string[] = [];
     const receiver = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.writeHead(posts.push(Date.now()) === 1 ? 503 : 200).end());
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => res.writeHead(posts.push(body) === 1 ? 503 : 200).end());
     });
     await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
     const notifier = new ApprovalNotifier({
@@ -332,11 +335,19 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       // The 503 was negatively acknowledged with a delay, the 200 acknowledged: both go to $JS.ACK.PGWARDEN_APPROVALS.
       expect(outcomes).toEqual(['retried', 'sent']);
       expect(posts).toHaveLength(2);
-      const info = await (await jetstreamManager(collector)).consumers.info(
-        APPROVALS_STREAM,
-        'pgwarden-approval-notifier',
+      // The sidecar ends the hold; the follow-up comes through the second consumer, acknowledged the same way.
+      await jetstream(sidecar).publish(
+        approvalSubject('closed', request.id),
+        JSON.stringify(approvalClosed(request.id, 'withdrawn')),
       );
-      expect([info.num_ack_pending, info.num_pending]).toEqual([0, 0]);
+      while (outcomes.length < 3 && Date.now() < until + 10_000) await new Promise((r) => setTimeout(r, 50));
+      expect(outcomes).toEqual(['retried', 'sent', 'sent']);
+      expect(JSON.parse(posts[2])).toMatchObject({ type: 'approval.closed', id: request.id, outcome: 'withdrawn' });
+      const jsm = await jetstreamManager(collector);
+      for (const durable of ['pgwarden-approval-notifier', 'pgwarden-approval-outcomes']) {
+        const info = await jsm.consumers.info(APPROVALS_STREAM, durable);
+        expect([durable, info.num_ack_pending, info.num_pending]).toEqual([durable, 0, 0]);
+      }
     } finally {
       await notifier.close();
       await sidecar.close().catch(() => {});

@@ -171,6 +171,8 @@ describe('charts/pgwarden with real helm', () => {
       ]),
     );
     expect(c.args).not.toContain('--approval-webhook-sql');
+    // Follow-ups are on unless turned off.
+    expect(c.args).not.toContain('--no-approval-webhook-outcomes');
     expect(c.volumeMounts).toEqual(
       expect.arrayContaining([
         { name: 'approval-webhook', mountPath: '/etc/pgwarden/approval-webhook', readOnly: true },
@@ -198,6 +200,11 @@ describe('charts/pgwarden with real helm', () => {
       expect.arrayContaining(['--approval-webhook-format=json', '--approval-webhook-sql']),
     );
     expect(withSql.pod.volumes.some((v: any) => v.name === 'approval-webhook-signing')).toBe(false);
+    const requestsOnly = await collectorOf(
+      'collector.approvalNotifications.webhookSecret=hook',
+      'collector.approvalNotifications.outcomes=false',
+    );
+    expect(requestsOnly.pod.containers[0].args).toContain('--no-approval-webhook-outcomes');
 
     const plain = (await collectorOf()).pod;
     expect(plain.containers[0].args.join(' ')).not.toMatch(/--approval-webhook|--public-url/);
@@ -213,6 +220,9 @@ describe('charts/pgwarden with real helm', () => {
     await expect(
       template('collector.approvalNotifications.webhookSecret=hook', 'collector.approvalNotifications.publicUrl=pgw'),
     ).rejects.toThrow(/publicUrl/);
+    await expect(
+      template('collector.approvalNotifications.webhookSecret=hook', 'collector.approvalNotifications.outcomes=off'),
+    ).rejects.toThrow(/outcomes/);
     await expect(template('collector.approvalNotifications.webhookSecret=hook', 'nats.deploy=false')).rejects.toThrow(
       /approvalNotifications needs NATS/,
     );
