@@ -175,6 +175,48 @@ describe('approval grants', () => {
     await bob.end();
   });
 
+  it("requests name their shape by a grant key digest; a decision under another pod's grant is applied as one", async () => {
+    // The collector compares these digests to approve, under an active grant, the same shape held in another pod
+    // (collector/src/approvals/approval-queue.ts): equal for the same shape and identity, different otherwise.
+    await db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(205, 208) i');
+    const carol = await g.client({ password: await idp.sign({ sub: 'carol', groups: ['data-team'] }) });
+    const c1 = await heldThen(carol, 'DELETE FROM orders WHERE id = 205', (id) => decide(id, 'rejected'));
+    const c2 = await heldThen(carol, 'DELETE FROM orders WHERE id = 206', (id) => decide(id, 'rejected'));
+    expect(c1.req.grantKey).toMatch(/^[0-9a-f]{64}$/);
+    expect(c2.req.grantKey).toBe(c1.req.grantKey);
+    const erin = await g.client({ password: await idp.sign({ sub: 'erin', groups: ['data-team'] }) });
+    const otherPod = '5b7e9c1d-3f4a-4b6c-8d2e-0a1b2c3d4e5f';
+    const e1 = await heldThen(erin, 'DELETE FROM orders WHERE id = 207', async (id) => {
+      const d: ApprovalDecisionMessage = {
+        v: 1,
+        id,
+        decision: 'approved',
+        by: dana,
+        reason: `under the grant of approval ${otherPod}`,
+        at: new Date().toISOString(),
+        grant: { for: '2m' },
+        under: otherPod,
+      };
+      return jetstream(collectorNc).publish(
+        approvalSubject('decision', id),
+        JSON.stringify(signDecision(d, keys.privateKey)),
+      );
+    });
+    expect(e1.req.grantKey).not.toBe(c1.req.grantKey);
+    expect(e1.result).toEqual({ rows: 1 });
+    // The trail says whose grant let it through: nobody looked at this statement itself.
+    const stmt = audit.events.find((e) => e.type === 'statement' && e.statement?.text?.includes('id = 207'));
+    expect(stmt?.decision.reason).toMatch(
+      new RegExp(`^approved by dana under the grant of approval ${otherPod} \\(until `),
+    );
+    // And the sidecar keeps the grant for the rest of its time: erin's next one of that shape is not held.
+    const seq = await lastSeq();
+    expect((await erin.query('DELETE FROM orders WHERE id = 208')).rowCount).toBe(1);
+    expect(await storedAfter(seq, 'request')).toEqual([]);
+    await carol.end();
+    await erin.end();
+  });
+
   it('a grant longer than approval.grants.maxDuration is cut to it', async () => {
     const c = await alice();
     const seq = await lastSeq();
@@ -219,8 +261,9 @@ describe('approval grants', () => {
     expect(again.result).toMatchObject({ error: { code: '42501' } });
     expect(await rowsWithId(107)).toBe(1);
     const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
-    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="given"\} 2$/m);
-    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="used"\} 3$/m);
+    // Given: the first test's, the cut one's and erin's (under another pod's grant); used: two, one and one.
+    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="given"\} 3$/m);
+    expect(text).toMatch(/^pgwarden_approval_grants_total\{event="used"\} 4$/m);
     expect(text).toMatch(/^pgwarden_approval_grants_total\{event="revoked"\} 1$/m);
     await c.end();
   });

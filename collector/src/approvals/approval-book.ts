@@ -153,6 +153,33 @@ export class ApprovalBook {
     return this.list('approved', now).filter((e) => e.grant?.state === 'active');
   }
 
+  /**
+   * The active grant that covers pending request `id` (the same grant key, policy and hash, an approver of this
+   * request who is not its requester), the one that lasts longest; undefined when none does.
+   */
+  coveringGrant(id: string, now: number): ApprovalEntry | undefined {
+    const e = this.get(id, now);
+    const key = e?.request.grantKey;
+    if (e?.state !== 'pending' || key === undefined) return undefined;
+    let best: ApprovalEntry | undefined;
+    for (const g of this.activeGrants(now)) {
+      if (g.id === id || g.request.grantKey !== key || !g.decision || !samePolicy(g.request, e.request)) continue;
+      if (g.decision.by.name === e.request.identity.user || !mayDecide(e.request, g.decision.by)) continue;
+      if (!best || Date.parse(g.grant!.until!) > Date.parse(best.grant!.until!)) best = g;
+    }
+    return best;
+  }
+
+  /** Pending requests with this grant key (waiting for a grant that has just become active). */
+  pendingWithGrantKey(key: string, now: number): ApprovalEntry[] {
+    return this.list('pending', now).filter((e) => e.request.grantKey === key);
+  }
+
+  /** Entries approved under the grant of `id` whose own grant is still active (revoking `id` ends them too). */
+  activeUnder(id: string, now: number): ApprovalEntry[] {
+    return this.activeGrants(now).filter((e) => e.decision?.under === id);
+  }
+
   countPending(now: number): number {
     let n = 0;
     for (const [id, h] of this.held) if (h.request && entryOf(id, h, now).state === 'pending') n++;
@@ -232,6 +259,12 @@ export class ApprovalBook {
       this.held.delete(id);
     }
   }
+}
+
+function samePolicy(a: ApprovalRequestMessage, b: ApprovalRequestMessage): boolean {
+  return (
+    a.policy.name === b.policy.name && a.policy.hash === b.policy.hash && a.policy.namespace === b.policy.namespace
+  );
 }
 
 /** The request's `approvers` were only checked to be an object: a shape compileSubjects cannot read decides no one. */

@@ -9,6 +9,7 @@ import {
   type ApprovalRequestMessage,
   approvalSubject,
   decisionVerifyKey,
+  grantDurationMs,
   parseApprovalDecision,
   parseApprovalRevoked,
   verifyDecision,
@@ -91,6 +92,8 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     ({ _nats, collector, nc, approversFile } = fx);
   });
   afterAll(async () => {
+    // A test may have replaced the fixture's collector with one of its own.
+    if (collector !== fx?.collector) await collector?.stop();
     await fx?.stop();
   });
 
@@ -364,6 +367,92 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     } finally {
       await signing.stop();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a grant covers the same statement shape held in another pod: approved under it, signed, revoked with it', async () => {
+    // Only the signing collector may decide here: the suite's own would race it for the same requests.
+    await collector.stop();
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-grants-'));
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const verifyKey = decisionVerifyKey(String(publicKey.export({ type: 'spki', format: 'pem' })));
+    writeFileSync(join(dir, 'signing.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const signing = await start({ approvals: { approversFile, signingKeyFile: join(dir, 'signing.pem') } });
+    const jsm = await jetstreamManager(nc);
+    const decisionOf = async (id: string) => {
+      const m = await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('decision', id) });
+      return parseApprovalDecision(m!.data)!;
+    };
+    try {
+      await waitFor(async () => (await api(signing, '/api/v1/approvals', { token: TOKENS.bob })).status === 200);
+      const grantKey = 'c0'.repeat(32);
+      const shape = { grantMax: '1h', fingerprint: '0123456789abcdef', grantKey };
+      const first = approvalRequest({ ...shape, identity: { ...approvalRequest().identity, pod: 'analytics-0' } });
+      await publish('request', first);
+      await waitFor(async () => (await stateOf(signing, first.id)) === 'pending');
+      expect((await decide(signing, first.id, TOKENS.alice, { decision: 'approve', grantFor: '30m' })).status).toBe(
+        200,
+      );
+      // Held in another pod while the first pod has not yet reported the grant: it waits until the grant is active.
+      const early = approvalRequest({ ...shape, identity: { ...first.identity, pod: 'analytics-1' } });
+      await publish('request', early);
+      await waitFor(async () => (await stateOf(signing, early.id)) === 'pending');
+      expect(await decisionsInStream(early.id)).toBe(0);
+      const until = new Date(Date.now() + 1_800_000).toISOString();
+      await publish('closed', approvalClosed(first.id, 'approved', { name: 'alice', groups: [] }, until));
+      await waitFor(async () => (await decisionsInStream(early.id)) === 1);
+
+      // Later ones are approved as they arrive.
+      const later = approvalRequest({ ...shape, identity: { ...first.identity, pod: 'analytics-2' } });
+      await publish('request', later);
+      await waitFor(async () => (await decisionsInStream(later.id)) === 1);
+      for (const id of [early.id, later.id]) {
+        const d = await decisionOf(id);
+        expect(d).toMatchObject({ decision: 'approved', by: { name: 'alice' }, under: first.id });
+        expect(d.reason).toBe(`under the grant of approval ${first.id}`);
+        // For what is left of the first grant, never longer.
+        const ms = grantDurationMs(d.grant!.for)!;
+        expect(ms).toBeLessThanOrEqual(1_800_000);
+        expect(ms).toBeGreaterThan(1_700_000);
+        expect(verifyDecision(d, [verifyKey])).toBe(true);
+      }
+
+      // Not covered: another shape, another policy version, the grant's approver asking, a request without a key.
+      const notCovered = [
+        approvalRequest({ ...shape, grantKey: 'c1'.repeat(32) }),
+        approvalRequest({ ...shape, policy: { ...first.policy, hash: 'sha256:2222' } }),
+        approvalRequest({ ...shape, identity: { ...first.identity, user: 'alice' } }),
+        approvalRequest({ grantMax: '1h', fingerprint: '0123456789abcdef' }),
+      ];
+      for (const r of notCovered) await publish('request', r);
+      for (const r of notCovered) await waitFor(async () => (await stateOf(signing, r.id)) === 'pending');
+      await new Promise((r) => setTimeout(r, 300));
+      for (const r of notCovered) expect(await decisionsInStream(r.id), JSON.stringify(r.policy)).toBe(0);
+
+      // The second pod applies its grant; revoking the first grant ends it too, signed, saying why.
+      await publish('closed', approvalClosed(early.id, 'approved', { name: 'alice', groups: [] }, until));
+      await waitFor(async () => (await stateOf(signing, early.id)) === 'approved');
+      const revoked = await api(signing, `/api/v1/approvals/${first.id}/revoke`, {
+        method: 'POST',
+        token: TOKENS.bob,
+        body: { reason: 'batch finished' },
+      });
+      expect(revoked.status).toBe(200);
+      const rm = await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('revoked', early.id) });
+      const rev = parseApprovalRevoked(rm!.data)!;
+      expect(rev).toMatchObject({ id: early.id, by: { name: 'bob' } });
+      expect(rev.reason).toBe(`the grant of approval ${first.id} it was given under was revoked: batch finished`);
+      expect(verifyRevocation(rev, [verifyKey])).toBe(true);
+      // `later`'s pod never reported its grant active: nothing to end there.
+      const laterRevocations = await jsm.streams.info(APPROVALS_STREAM, {
+        subjects_filter: approvalSubject('revoked', later.id),
+      });
+      expect(laterRevocations.state.subjects?.[approvalSubject('revoked', later.id)] ?? 0).toBe(0);
+    } finally {
+      await signing.stop();
+      rmSync(dir, { recursive: true, force: true });
+      collector = await start();
+      await waitFor(async () => (await api(collector, '/api/v1/approvals', { token: TOKENS.bob })).status === 200);
     }
   });
 

@@ -16,7 +16,9 @@ import {
   type ApprovalRevokedMessage,
   type Approver,
   approvalSubject,
+  formatGrantDuration,
   type NatsUserFiles,
+  parseApprovalSubject,
   signDecision,
   signRevocation,
 } from '@pgwarden/policy';
@@ -169,7 +171,73 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     };
     const msg = this.opts.signingKey ? signRevocation(unsigned, this.opts.signingKey) : unsigned;
     await this.publishOnce(nc, approvalSubject('revoked', id), JSON.stringify(msg), 'a revocation');
+    // The approvals given under this grant in other pods end with it.
+    for (const e of this.book.activeUnder(id, Date.now())) {
+      const derived: ApprovalRevokedMessage = {
+        ...unsigned,
+        id: e.id,
+        reason: `the grant of approval ${id} it was given under was revoked${reason ? `: ${reason}` : ''}`.slice(
+          0,
+          1024,
+        ),
+      };
+      const body = this.opts.signingKey ? signRevocation(derived, this.opts.signingKey) : derived;
+      await this.publishOnce(nc, approvalSubject('revoked', e.id), JSON.stringify(body), 'a revocation').catch(
+        (err: unknown) => {
+          if ((err as CollectorError).code !== 'COLLECTOR_APPROVAL_NOT_PENDING') throw err;
+        },
+      );
+    }
     return this.book.get(id, Date.now()) as ApprovalEntry;
+  }
+
+  /**
+   * Approves pending request `id` when an active grant covers it (ApprovalBook.coveringGrant): the same statement
+   * shape from the same identity under the same policy, held in another pod than the one the grant was given to.
+   * Decided in the grant approver's name, marked `under` the grant, for the grant's remaining time; replicas race
+   * as people do (the stream takes one decision), and the losers stay quiet.
+   */
+  private async approveUnderGrant(id: string): Promise<void> {
+    const nc = this.nc;
+    if (!nc || !this.ready) return;
+    const now = Date.now();
+    const g = this.book.coveringGrant(id, now);
+    const by = g?.decision?.by;
+    const remaining = g?.grant?.until ? Date.parse(g.grant.until) - now : 0;
+    if (!g || !by || remaining < 1000) return;
+    const root = g.decision?.under ?? g.id;
+    const unsigned: ApprovalDecisionMessage = {
+      v: 1,
+      id,
+      decision: 'approved',
+      by: { name: by.name, groups: [...by.groups] },
+      reason: `under the grant of approval ${root}`,
+      at: new Date(now).toISOString(),
+      grant: { for: formatGrantDuration(remaining) },
+      under: root,
+    };
+    const msg = this.opts.signingKey ? signDecision(unsigned, this.opts.signingKey) : unsigned;
+    try {
+      await this.publishOnce(nc, approvalSubject('decision', id), JSON.stringify(msg), 'a decision');
+    } catch (err) {
+      if ((err as CollectorError).code !== 'COLLECTOR_APPROVAL_NOT_PENDING')
+        this.emit('status', `could not approve ${id} under grant ${root}: ${(err as Error).message}`);
+      return;
+    }
+    const entry = this.book.get(id, Date.now());
+    if (entry) this.emit('decided', entry);
+  }
+
+  /** After a request arrives, or a grant becomes active: what the grants now cover is approved under them. */
+  private coverPending(subject: string): void {
+    const named = parseApprovalSubject(subject);
+    if (!named || !this.caughtUp) return;
+    const now = Date.now();
+    if (named.kind === 'request') void this.approveUnderGrant(named.id);
+    else if (named.kind === 'closed') {
+      const key = this.book.get(named.id, now)?.request.grantKey;
+      if (key !== undefined) for (const e of this.book.pendingWithGrantKey(key, now)) void this.approveUnderGrant(e.id);
+    }
   }
 
   private connected(): NatsConnection {
@@ -259,14 +327,20 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
 
   private receive(m: JsMsg): void {
     this.lastSeq = m.seq;
-    if (this.book.apply(m.subject, m.data, m.time.getTime()) === 'malformed') this.emit('malformed', m.subject);
-    if (m.seq >= this.replayTo || m.info.pending === 0) this.markLoaded();
+    const applied = this.book.apply(m.subject, m.data, m.time.getTime());
+    if (applied === 'malformed') this.emit('malformed', m.subject);
+    // Until the replay is done nothing is approved under a grant: markLoaded then looks at every pending request.
+    if (!this.caughtUp && (m.seq >= this.replayTo || m.info.pending === 0)) this.markLoaded();
+    else if (applied === 'applied') this.coverPending(m.subject);
   }
 
   private markLoaded(): void {
     if (this.caughtUp) return;
     this.caughtUp = true;
     this.emit('status', 'loaded');
+    // Requests that arrived while this replica was away and that an active grant covers.
+    const now = Date.now();
+    for (const e of this.book.list('pending', now)) if (e.request.grantKey) void this.approveUnderGrant(e.id);
   }
 
   async close(): Promise<void> {

@@ -99,6 +99,27 @@ describe('approval messages', () => {
     expect(formatGrantDuration(5_400_000)).toBe('1h30m');
   });
 
+  it("a decision made under another approval's grant names it, only as an approval, and never itself", () => {
+    const other = '7a2d3f4b-2c3d-4e5f-9a01-23456789abcd';
+    const ok = {
+      v: 1,
+      id,
+      decision: 'approved',
+      by: { name: 'dana', groups: [] },
+      at,
+      grant: { for: '90s' },
+      under: other,
+    };
+    expect(parseApprovalDecision(JSON.stringify(ok))).toEqual(ok);
+    for (const bad of [
+      { ...ok, decision: 'rejected', grant: undefined },
+      { ...ok, under: id },
+      { ...ok, under: 'not-an-id' },
+      { ...ok, under: 7 },
+    ])
+      expect(parseApprovalDecision(JSON.stringify(bad)), JSON.stringify(bad)).toBeUndefined();
+  });
+
   it('revocations: parsed on their own subject, refused when malformed', () => {
     expect(parseApprovalSubject(approvalSubject('revoked', id))).toEqual({ kind: 'revoked', id });
     const ok = { v: 1, id, by: { name: 'dana', groups: ['dba'] }, at, reason: 'done' };
@@ -128,6 +149,10 @@ describe('approval messages', () => {
     };
     expect(parseApprovalRequest(JSON.stringify({ ...req, grantMax: '1h', fingerprint: 'abc' }))?.grantMax).toBe('1h');
     expect(parseApprovalRequest(JSON.stringify({ ...req, grantMax: '48h' }))).toBeUndefined();
+    const grantKey = 'ab'.repeat(32);
+    expect(parseApprovalRequest(JSON.stringify({ ...req, grantMax: '1h', grantKey }))?.grantKey).toBe(grantKey);
+    for (const bad of ['AB'.repeat(32), 'ab'.repeat(31), 42])
+      expect(parseApprovalRequest(JSON.stringify({ ...req, grantKey: bad })), String(bad)).toBeUndefined();
     const closed = { v: 1, id, outcome: 'approved', at, grantUntil: at };
     expect(parseApprovalClosed(JSON.stringify(closed))?.grantUntil).toBe(at);
     expect(parseApprovalClosed(JSON.stringify({ ...closed, outcome: 'rejected' }))?.grantUntil).toBeUndefined();

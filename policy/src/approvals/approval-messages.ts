@@ -58,6 +58,13 @@ export interface ApprovalRequestMessage {
   grantMax?: string;
   /** The statement's shape (its fingerprint: constants replaced), which a grant would cover. */
   fingerprint?: string;
+  /**
+   * sha256 (hex) of the statement's grant key (sidecar approval-grants.ts: policy and its hash, rule, identity,
+   * fingerprint, what the analysis found). Requests with equal keys are the same statement shape from the same
+   * identity under the same policy: while one's grant is active, the collector approves the others under it, so a
+   * grant covers every pod of the workload, not only the one that asked.
+   */
+  grantKey?: string;
 }
 
 /** Grants are bounded here too, whatever a policy says: a standing approval is meant to be short. */
@@ -80,6 +87,11 @@ export interface ApprovalDecisionMessage {
    * the same rule, from the same identity, in the sidecar that held this one (sidecar approval-grants.ts).
    */
   grant?: { for: string };
+  /**
+   * With `approved`: no person decided this request; the collector approved it under the active grant of approval
+   * `under` (same grant key), on behalf of that grant's approver (`by`), for the grant's remaining time.
+   */
+  under?: string;
   /** Ed25519 signature (base64) by the collector's approval signing key, when it has one (decision-signature.ts). */
   sig?: string;
 }
@@ -140,6 +152,8 @@ export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisi
     if (typeof g.for !== 'string' || grantDurationMs(g.for) === undefined) return undefined;
     grant = { for: g.for };
   }
+  if (o.under !== undefined && (o.decision !== 'approved' || !isApprovalId(o.under) || o.under === o.id))
+    return undefined;
   return {
     v: 1,
     id: o.id,
@@ -148,6 +162,7 @@ export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisi
     at: o.at,
     ...(o.reason !== undefined ? { reason: o.reason } : {}),
     ...(grant ? { grant } : {}),
+    ...(o.under !== undefined ? { under: o.under as string } : {}),
     ...(o.sig !== undefined ? { sig: o.sig } : {}),
   };
 }
@@ -199,6 +214,8 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
   if (o.grantMax !== undefined && (typeof o.grantMax !== 'string' || grantDurationMs(o.grantMax) === undefined))
     return undefined;
   if (o.fingerprint !== undefined && !str(o.fingerprint, 64)) return undefined;
+  if (o.grantKey !== undefined && (typeof o.grantKey !== 'string' || !/^[0-9a-f]{64}$/.test(o.grantKey)))
+    return undefined;
   return o as unknown as ApprovalRequestMessage;
 }
 

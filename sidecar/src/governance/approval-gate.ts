@@ -30,7 +30,8 @@ export interface ApprovalRequest {
 
 export type ApprovalOutcome =
   /** `grantUntil`: the approval also gave a grant, ending then (epoch ms). */
-  | { decision: 'approved'; by: string; grantUntil?: number }
+  /** `under`: nobody decided this one; the collector approved it under that approval's grant (another pod's). */
+  | { decision: 'approved'; by: string; grantUntil?: number; under?: string }
   | { decision: 'rejected'; by: string; reason?: string }
   | { decision: 'timeout' }
   /** The queue could not take the request (NATS down, no stream): nobody decided, the statement is denied at once. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import {
@@ -220,7 +221,10 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
                 by: d.by.name,
               });
             }
-            finish({ decision: 'approved', by: d.by.name, grantUntil: grant?.until }, 'approved');
+            finish(
+              { decision: 'approved', by: d.by.name, grantUntil: grant?.until, ...(d.under ? { under: d.under } : {}) },
+              'approved',
+            );
           } else finish({ decision: 'rejected', by: d.by.name, reason: d.reason }, 'rejected');
           return true;
         };
@@ -282,7 +286,14 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),
     expiresAt: formatAuditTime((now + req.timeoutMs) * 1000),
-    ...(req.grant ? { grantMax: formatGrantDuration(req.grant.maxMs), fingerprint: req.grant.fingerprint } : {}),
+    ...(req.grant
+      ? {
+          grantMax: formatGrantDuration(req.grant.maxMs),
+          fingerprint: req.grant.fingerprint,
+          // A digest, not the key: the collector only compares keys, and the key names the identity in full.
+          grantKey: createHash('sha256').update(req.grant.key).digest('hex'),
+        }
+      : {}),
   };
 }
 

@@ -260,10 +260,13 @@ export class PolicySession implements SessionHooks {
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
     if (outcome.decision === 'approved') {
-      const reason =
-        outcome.grantUntil === undefined
+      const until = outcome.grantUntil === undefined ? '' : ` until ${new Date(outcome.grantUntil).toISOString()}`;
+      // Under another approval's grant nobody saw this statement: the trail says whose grant let it through.
+      const reason = outcome.under
+        ? `approved by ${outcome.by} under the grant of approval ${outcome.under}${until ? ` (${until.trim()})` : ''}`
+        : outcome.grantUntil === undefined
           ? `approved by ${outcome.by}`
-          : `approved by ${outcome.by}, with a grant until ${new Date(outcome.grantUntil).toISOString()}`;
+          : `approved by ${outcome.by}, with a grant${until}`;
       return approvedVerdict(d, policy, reason, heldMs);
     }
     const statements = details(d);
