@@ -278,6 +278,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
           },
           entryOf: (id) => approvalQueue?.book.get(id, Date.now()),
+          coveredByGrant: (request) => approvalQueue?.book.grantCovering(request, Date.now()) !== undefined,
           bookLoaded: () => approvalQueue?.ready ?? true,
         })
       : undefined;

@@ -159,12 +159,17 @@ export class ApprovalBook {
    */
   coveringGrant(id: string, now: number): ApprovalEntry | undefined {
     const e = this.get(id, now);
-    const key = e?.request.grantKey;
-    if (e?.state !== 'pending' || key === undefined) return undefined;
+    return e?.state === 'pending' ? this.grantCovering(e.request, now) : undefined;
+  }
+
+  /** The active grant that would cover `request` (as coveringGrant), whether or not the book has seen it yet. */
+  grantCovering(request: ApprovalRequestMessage, now: number): ApprovalEntry | undefined {
+    const key = request.grantKey;
+    if (key === undefined) return undefined;
     let best: ApprovalEntry | undefined;
     for (const g of this.activeGrants(now)) {
-      if (g.id === id || g.request.grantKey !== key || !g.decision || !samePolicy(g.request, e.request)) continue;
-      if (g.decision.by.name === e.request.identity.user || !mayDecide(e.request, g.decision.by)) continue;
+      if (g.id === request.id || g.request.grantKey !== key || !g.decision || !samePolicy(g.request, request)) continue;
+      if (g.decision.by.name === request.identity.user || !mayDecide(request, g.decision.by)) continue;
       if (!best || Date.parse(g.grant!.until!) > Date.parse(best.grant!.until!)) best = g;
     }
     return best;

@@ -154,6 +154,40 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
     await w.stop(second);
   });
 
+  it('does not announce a request an active grant covers: the collector approves it under the grant instead', async () => {
+    const rx = await w.receiver();
+    const c = await w.notifying(rx.url, w.durable());
+    const shape = { grantMax: '1h', fingerprint: '0123456789abcdef', grantKey: 'd4'.repeat(32) };
+    const first = await w.held(shape);
+    await waitFor(() => rx.idsPosted().includes(first.id));
+    const decided = await fetch(`${c.url}/api/v1/approvals/${first.id}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ALICE}` },
+      body: JSON.stringify({ decision: 'approve', grantFor: '30m' }),
+    });
+    expect(decided.status).toBe(200);
+    const until = new Date(Date.now() + 1_800_000).toISOString();
+    await w.publish('closed', approvalClosed(first.id, 'approved', { name: 'alice', groups: [] }, until));
+    await waitFor(async () => {
+      const r = await fetch(`${c.url}/api/v1/approvals?grants=active`, {
+        headers: { authorization: `Bearer ${ALICE}` },
+      });
+      return ((await r.json()) as { approvals: { id: string }[] }).approvals.some((e) => e.id === first.id);
+    });
+    // The same shape held in another pod: approved under the grant, and nobody is paged for it.
+    const before = (await w.notifications(c)).skipped ?? 0;
+    const other = await w.held({ ...shape, identity: { ...first.identity, pod: 'analytics-7' } });
+    await waitFor(async () => (await w.notifications(c)).skipped === before + 1);
+    const entry = await fetch(`${c.url}/api/v1/approvals/${other.id}`, {
+      headers: { authorization: `Bearer ${ALICE}` },
+    });
+    expect(((await entry.json()) as { decision?: { under?: string } }).decision?.under).toBe(first.id);
+    await settle();
+    expect(rx.idsPosted()).not.toContain(other.id);
+    expect(w.logs.some((l) => l.includes('covered by an active grant'))).toBe(true);
+    await w.stop(c);
+  });
+
   it('stops within seconds while a receiver never answers, handing the request back to the stream', async () => {
     const rx = await w.receiver(() => 'hang');
     const name = w.durable();

@@ -1,7 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { type NatsUserFiles, parseApprovalClosed, parseApprovalRequest, parseApprovalSubject } from '@pgwarden/policy';
+import {
+  type ApprovalRequestMessage,
+  type NatsUserFiles,
+  parseApprovalClosed,
+  parseApprovalRequest,
+  parseApprovalSubject,
+} from '@pgwarden/policy';
 import { closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import type { ApprovalEntry } from './approval-book.js';
 import { type NoticeOptions, noticeBody, signatureHeaders } from './approval-notice.js';
@@ -38,6 +44,11 @@ export interface ApprovalNotifierOptions {
    * and a follow-up names the request's policy and session.
    */
   entryOf?(id: string): ApprovalEntry | undefined;
+  /**
+   * Whether an active grant covers this request: the approval queue approves it under that grant at once
+   * (ApprovalBook.grantCovering), so nobody needs to be asked. Default: never.
+   */
+  coveredByGrant?(request: ApprovalRequestMessage): boolean;
   /**
    * Whether the approval queue has replayed its stream: until then the notifier takes nothing, so that after a
    * restart it does not announce requests decided meanwhile. Default: always.
@@ -175,7 +186,9 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
       return this.skip(m, 'request', named?.id ?? '?', 'malformed request');
     const id = request.id;
     const now = this.now();
-    const skip = skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
+    const skip = this.opts.coveredByGrant?.(request)
+      ? 'covered by an active grant'
+      : skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
     if (skip) {
       this.requestNotices.record(id, { sent: false });
       return this.skip(m, 'request', id, skip);
