@@ -1,6 +1,4 @@
 import { createHmac } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { APPROVALS_STREAM } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,9 +18,8 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
   const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
 
   beforeAll(async () => {
-    w = await startNotifyWorld(URL_TOKEN, ALICE);
-    secretFile = join(w.dir, 'signing-secret');
-    writeFileSync(secretFile, `${SIGNING_SECRET}\n`);
+    w = await startNotifyWorld(URL_TOKEN, ALICE, SIGNING_SECRET);
+    secretFile = w.secretFile;
   });
   afterAll(async () => {
     await w?.close();

@@ -1,6 +1,4 @@
 import { createHmac } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { APPROVALS_STREAM, type ApprovalClosedMessage } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,9 +37,8 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
   const close = (closed: ApprovalClosedMessage) => w.publish('closed', closed);
 
   beforeAll(async () => {
-    w = await startNotifyWorld(URL_TOKEN, ALICE);
-    secretFile = join(w.dir, 'signing-secret');
-    writeFileSync(secretFile, `${SIGNING_SECRET}\n`);
+    w = await startNotifyWorld(URL_TOKEN, ALICE, SIGNING_SECRET);
+    secretFile = w.secretFile;
   });
   afterAll(async () => {
     await w?.close();

@@ -16,11 +16,14 @@ import { startWebhookReceiver, type WebhookReceiver } from './webhook-receiver.j
 
 /**
  * Test support for approval notifications: an approvals fixture (its own nats-server and store, approver `alice` of
- * group dba), a client playing the sidecars, webhook receivers at a path holding `urlToken`, and notifying
+ * group dba), a webhook signing secret's file (`secretFile`), a client playing the sidecars, webhook receivers at a path holding `urlToken`, and notifying
  * collectors whose debug log lines are kept in `logs`.
  */
-export async function startNotifyWorld(urlToken: string, aliceToken: string) {
+export async function startNotifyWorld(urlToken: string, aliceToken: string, signingSecret: string) {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-notify-'));
+  // The webhook signing secret, in a file as the chart mounts it.
+  const secretFile = join(dir, 'signing-secret');
+  writeFileSync(secretFile, `${signingSecret}\n`);
   const fx: ApprovalsFixture = await startApprovalsFixture(
     approversYaml({ alice: { token: aliceToken, groups: ['dba'] } }),
     aliceToken,
@@ -35,6 +38,7 @@ export async function startNotifyWorld(urlToken: string, aliceToken: string) {
     fx,
     nc,
     dir,
+    secretFile,
     logs,
     async receiver(respond?: Parameters<typeof startWebhookReceiver>[1]): Promise<WebhookReceiver> {
       const r = await startWebhookReceiver(urlToken, respond);
