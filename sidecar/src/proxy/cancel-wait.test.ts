@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { B } from '../protocol/codes.js';
 import { cancelRequest } from '../protocol/frontend-messages.js';
 import { errorOf, msg, RawClient } from '../testing/raw-client.js';
-import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { type Fixture, startFixture, untilRunning } from '../testing/sidecar-fixture.js';
 
 /** PostgreSQL's CancelRequest code (protocol-message-formats.html). */
 const CANCEL_CODE = 80877102;
@@ -81,15 +81,7 @@ describe('a CancelRequest through the sidecar', () => {
     const { client, messages } = await RawClient.startup(fx.sidecar.port);
     const key = messages.find((x) => x.type === B.BackendKeyData)!;
     client.send(msg.query('SELECT pg_sleep(20) /* cancel-wait */'));
-    const watcher = await fx.client();
-    for (let i = 0; i < 200; i++) {
-      const r = await watcher.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancel-wait */' AND pid <> pg_backend_pid()",
-      );
-      if (r.rows[0].n > 0) break;
-      await new Promise((res) => setTimeout(res, 25));
-    }
-    await watcher.end();
+    await untilRunning(fx, '/* cancel-wait */');
     const canceller = await RawClient.open(fx.sidecar.port);
     const sentAt = performance.now();
     canceller.send(cancelRequest(key.buf.readInt32BE(5), key.buf.readInt32BE(9)));

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { B } from '../protocol/codes.js';
 import { cancelRequest } from '../protocol/frontend-messages.js';
 import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
-import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { type Fixture, startFixture, untilRunning } from '../testing/sidecar-fixture.js';
 
 describe('relay through the sidecar', () => {
   let fx: Fixture;
@@ -204,16 +204,7 @@ describe('relay through the sidecar', () => {
     const { client, messages } = await RawClient.startup(fx.sidecar.port);
     const key = messages.find((x) => x.type === B.BackendKeyData)!;
     client.send(msg.query('SELECT pg_sleep(20) /* cancel-me */'));
-    // A cancel that arrives before the statement runs is ignored by PostgreSQL: wait until it is active.
-    const watcher = await fx.client();
-    for (let i = 0; i < 200; i++) {
-      const r = await watcher.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()",
-      );
-      if (r.rows[0].n > 0) break;
-      await new Promise((res) => setTimeout(res, 25));
-    }
-    await watcher.end();
+    await untilRunning(fx, '/* cancel-me */');
     const canceller = await RawClient.open(fx.sidecar.port);
     canceller.send(cancelRequest(key.buf.readInt32BE(5), key.buf.readInt32BE(9)));
     await canceller.closed();

@@ -72,3 +72,23 @@ export async function startFixture(
     },
   };
 }
+
+/**
+ * Waits (up to ~5 s) until a statement whose text ends with `marker` runs upstream: a cancel that arrives before a
+ * statement runs is ignored by PostgreSQL.
+ */
+export async function untilRunning(fx: Fixture, marker: string): Promise<void> {
+  const watcher = await fx.client();
+  try {
+    for (let i = 0; i < 200; i++) {
+      const r = await watcher.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 AND pid <> pg_backend_pid()",
+        [marker],
+      );
+      if (r.rows[0].n > 0) return;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+  } finally {
+    await watcher.end();
+  }
+}
