@@ -69,29 +69,35 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-'));
     writeFileSync(join(dir, 'username'), 'app_scram\n');
     writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
-    const [port, httpPort] = [await freePort(), await freePort()];
     let stderr = '';
+    // Port 0 for both listeners, read back from the start-up log line: a port picked free beforehand can be taken by
+    // another test's listener before the CLI (seconds to start on a loaded machine) binds it, as happened once.
     child = spawn(
       process.execPath,
       [bin, 'sidecar', '--credentials-dir', dir, '--audit', `file:${join(dir, 'audit.jsonl')}`, '--grace-period', '5s'],
       {
         env: {
           ...process.env,
-          PGWARDEN_LISTEN: `127.0.0.1:${port}`,
+          PGWARDEN_LISTEN: '127.0.0.1:0',
           PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
           PGWARDEN_CA_FILE: shared.caFile,
-          PGWARDEN_HTTP: `127.0.0.1:${httpPort}`,
+          PGWARDEN_HTTP: '127.0.0.1:0',
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    // The CLI loads every subcommand's modules at start, which takes seconds on a loaded 2-core machine.
-    await waitForPort(port, '127.0.0.1', 60_000).catch((err) => {
-      throw new Error(`${err.message}; stderr: ${stderr}`);
-    });
-    await waitForPort(httpPort);
+    const deadline = Date.now() + 60_000;
+    let started: { listen: string; http: number } | undefined;
+    while (!started) {
+      const line = stderr.split('\n').find((l) => l.includes('"sidecar listening"'));
+      if (line) started = JSON.parse(line) as { listen: string; http: number };
+      else if (Date.now() > deadline) throw new Error(`the sidecar did not start; stderr: ${stderr}`);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    const port = Number(started.listen.split(':').pop());
+    const httpPort = started.http;
     const get = async (path: string) => {
       const r = await fetch(`http://127.0.0.1:${httpPort}${path}`);
       return { status: r.status, body: await r.text() };
