@@ -448,6 +448,30 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
         subjects_filter: approvalSubject('revoked', later.id),
       });
       expect(laterRevocations.state.subjects?.[approvalSubject('revoked', later.id)] ?? 0).toBe(0);
+
+      // A request that waited while no collector ran is approved under the grant once one has loaded the stream.
+      await signing.stop();
+      const key2 = { ...shape, grantKey: 'c2'.repeat(32) };
+      const granted = approvalRequest(key2);
+      await publish('request', granted);
+      await publish('decision', {
+        v: 1,
+        id: granted.id,
+        decision: 'approved',
+        by: { name: 'alice', groups: ['dba'] },
+        at: new Date().toISOString(),
+        grant: { for: '30m' },
+      } as never);
+      await publish('closed', approvalClosed(granted.id, 'approved', { name: 'alice', groups: [] }, until));
+      const waited = approvalRequest({ ...key2, identity: { ...first.identity, pod: 'analytics-3' } });
+      await publish('request', waited);
+      const restarted = await start({ approvals: { approversFile, signingKeyFile: join(dir, 'signing.pem') } });
+      try {
+        await waitFor(async () => (await decisionsInStream(waited.id)) === 1);
+        expect(await decisionOf(waited.id)).toMatchObject({ decision: 'approved', under: granted.id });
+      } finally {
+        await restarted.stop();
+      }
     } finally {
       await signing.stop();
       rmSync(dir, { recursive: true, force: true });

@@ -199,7 +199,8 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
    */
   private async approveUnderGrant(id: string): Promise<void> {
     const nc = this.nc;
-    if (!nc || !this.ready) return;
+    // Not `ready`: the replay can complete before the consumer counts as consuming (markLoaded from follow()).
+    if (!nc || nc.isClosed() || !this.caughtUp) return;
     const now = Date.now();
     const g = this.book.coveringGrant(id, now);
     const by = g?.decision?.by;
