@@ -175,10 +175,13 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
     const before = (await w.notifications(c)).skipped ?? 0;
     const other = await w.held({ ...shape, identity: { ...first.identity, pod: 'analytics-7' } });
     await waitFor(async () => (await w.notifications(c)).skipped === before + 1);
-    const entry = await fetch(`${c.url}/api/v1/approvals/${other.id}`, {
-      headers: { authorization: `Bearer ${ALICE}` },
-    });
-    expect(((await entry.json()) as { decision?: { under?: string } }).decision?.under).toBe(first.id);
+    // Approved under the grant (by this replica or the fixture's, whichever the stream took first).
+    const underOf = async () => {
+      const r = await fetch(`${c.url}/api/v1/approvals/${other.id}`, { headers: { authorization: `Bearer ${ALICE}` } });
+      return ((await r.json()) as { decision?: { under?: string } }).decision?.under;
+    };
+    await waitFor(async () => (await underOf()) !== undefined);
+    expect(await underOf()).toBe(first.id);
     await settle();
     expect(rx.idsPosted()).not.toContain(other.id);
     expect(w.logs.some((l) => l.includes('covered by an active grant'))).toBe(true);
