@@ -148,8 +148,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       at: new Date().toISOString(),
       ...(grantFor !== undefined ? { grant: { for: grantFor } } : {}),
     };
-    const msg = this.opts.signingKey ? signDecision(unsigned, this.opts.signingKey) : unsigned;
-    await this.publishOnce(nc, approvalSubject('decision', id), JSON.stringify(msg), 'a decision');
+    await this.publishDecision(nc, unsigned);
     const entry = this.book.get(id, Date.now()) as ApprovalEntry;
     this.emit('decided', entry);
     return entry;
@@ -169,8 +168,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       ...(reason ? { reason } : {}),
       at: new Date().toISOString(),
     };
-    const msg = this.opts.signingKey ? signRevocation(unsigned, this.opts.signingKey) : unsigned;
-    await this.publishOnce(nc, approvalSubject('revoked', id), JSON.stringify(msg), 'a revocation');
+    await this.publishRevocation(nc, unsigned);
     // The approvals given under this grant in other pods end with it.
     for (const e of this.book.activeUnder(id, Date.now())) {
       const derived: ApprovalRevokedMessage = {
@@ -181,12 +179,9 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
           1024,
         ),
       };
-      const body = this.opts.signingKey ? signRevocation(derived, this.opts.signingKey) : derived;
-      await this.publishOnce(nc, approvalSubject('revoked', e.id), JSON.stringify(body), 'a revocation').catch(
-        (err: unknown) => {
-          if ((err as CollectorError).code !== 'COLLECTOR_APPROVAL_NOT_PENDING') throw err;
-        },
-      );
+      await this.publishRevocation(nc, derived).catch((err: unknown) => {
+        if (!isNotPending(err)) throw err;
+      });
     }
     return this.book.get(id, Date.now()) as ApprovalEntry;
   }
@@ -217,11 +212,10 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       grant: { for: formatGrantDuration(remaining) },
       under: root,
     };
-    const msg = this.opts.signingKey ? signDecision(unsigned, this.opts.signingKey) : unsigned;
     try {
-      await this.publishOnce(nc, approvalSubject('decision', id), JSON.stringify(msg), 'a decision');
+      await this.publishDecision(nc, unsigned);
     } catch (err) {
-      if ((err as CollectorError).code !== 'COLLECTOR_APPROVAL_NOT_PENDING')
+      if (!isNotPending(err))
         this.emit('status', `could not approve ${id} under grant ${root}: ${(err as Error).message}`);
       return;
     }
@@ -245,6 +239,18 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     const nc = this.nc;
     if (!nc || !this.ready) throw unavailable('NATS is not connected or the approval queue is still loading');
     return nc;
+  }
+
+  /** Signs a decision when the collector has a signing key, then publishes it as its id's only decision. */
+  private publishDecision(nc: NatsConnection, d: ApprovalDecisionMessage): Promise<void> {
+    const msg = this.opts.signingKey ? signDecision(d, this.opts.signingKey) : d;
+    return this.publishOnce(nc, approvalSubject('decision', d.id), JSON.stringify(msg), 'a decision');
+  }
+
+  /** Signs a revocation (in its own domain) when the collector has a key, then publishes it as its id's only one. */
+  private publishRevocation(nc: NatsConnection, r: ApprovalRevokedMessage): Promise<void> {
+    const msg = this.opts.signingKey ? signRevocation(r, this.opts.signingKey) : r;
+    return this.publishOnce(nc, approvalSubject('revoked', r.id), JSON.stringify(msg), 'a revocation');
   }
 
   /** Publishes the first message on `subject`, or fails with NOT_PENDING when the stream has one already. */
@@ -352,6 +358,9 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     this.nc = null;
   }
 }
+
+/** Another replica or person published first: for a decision or revocation made on the side, nothing to report. */
+const isNotPending = (err: unknown) => (err as CollectorError).code === 'COLLECTOR_APPROVAL_NOT_PENDING';
 
 const unavailable = (message: string, cause?: unknown) =>
   new CollectorError('COLLECTOR_APPROVAL_UNAVAILABLE', message, { cause });
