@@ -143,6 +143,10 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
     const again = await pgwarden(['approvals', 'reject', r.id], env);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/^approvals reject: collector answered 409 not_pending: /);
+    const decided = await pgwarden(['approvals', 'list', '--state', 'decided,rejected', '--limit', '1', '--json'], env);
+    expect(JSON.parse(decided.stdout).map((e: { id: string }) => e.id)).toEqual([r.id]);
+    const badLimit = await pgwarden(['approvals', 'list', '--limit', '0'], env);
+    expect([badLimit.code, badLimit.stderr]).toEqual([1, expect.stringContaining('400 bad_limit')]);
     const badState = await pgwarden(['approvals', 'list', '--state', 'maybe'], env);
     expect([badState.code, badState.stderr]).toEqual([1, expect.stringContaining('400 bad_state')]);
     const wrongToken = await pgwarden(['approvals', 'list'], { ...env, PGWARDEN_APPROVER_TOKEN: 'guess' });

@@ -111,10 +111,16 @@ export function registerApprovals(program: Command): void {
       'list, show, approve or reject statements held by `review` rules (via a collector; exit 1 when it refuses, 2 when it cannot be asked); keygen makes the collector’s decision signing key',
     );
   withApproverOptions(approvals.command('list').description('held statements, newest first'))
-    .option('--state <state>', 'pending, decided, approved, rejected, expired, withdrawn, refused or all', 'pending')
+    .option(
+      '--state <state>',
+      'pending, decided, approved, rejected, expired, withdrawn, refused, a comma-separated list of these, or all',
+      'pending',
+    )
+    .option('--limit <n>', 'only the newest n (1–1000)')
     .action(
       approverAction('approvals list', async (o, target) => {
         const q = new URLSearchParams({ state: String(o.state) });
+        if (o.limit !== undefined) q.set('limit', String(o.limit));
         const { approvals: entries } = (await callCollector(target, 'GET', `/api/v1/approvals?${q}`)) as {
           approvals: ApprovalEntry[];
         };

@@ -191,6 +191,31 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     expect(expired.body.approvals.map((e: any) => e.id)).toContain(r.id);
     const pending = await api(collector, '/api/v1/approvals?state=pending', { token: TOKENS.alice });
     expect(pending.body.approvals.map((e: any) => e.id)).not.toContain(r.id);
+    // A comma-separated list of states (what the UI's "recently decided" asks for) and the newest N.
+    const waiting = await held();
+    const ids = async (query: string) => {
+      const res = await api(collector, `/api/v1/approvals?${query}`, { token: TOKENS.alice });
+      expect(res.status, query).toBe(200);
+      return res.body.approvals.map((e: any) => e.id) as string[];
+    };
+    const notPending = await ids('state=decided,approved,rejected,expired,withdrawn,refused');
+    expect(notPending).toContain(r.id);
+    expect(notPending).not.toContain(waiting.id);
+    expect(await ids('state=pending,expired')).toEqual(expect.arrayContaining([r.id, waiting.id]));
+    const all = await ids('state=all');
+    expect(all.length).toBeGreaterThan(2);
+    expect(await ids('state=all&limit=2')).toEqual(all.slice(0, 2));
+    expect(await ids('state=pending&limit=1')).toEqual([waiting.id]);
+    for (const bad of [
+      'state=pending,maybe',
+      'state=all,pending',
+      'state=',
+      'limit=0',
+      'limit=1001',
+      'limit=x',
+      'limit=-1',
+    ])
+      expect((await api(collector, `/api/v1/approvals?${bad}`, { token: TOKENS.alice })).status, bad).toBe(400);
     const res = await decide(collector, r.id, TOKENS.alice, { decision: 'approve' });
     expect([res.status, res.body.error.code]).toEqual([409, 'not_pending']);
     expect(await decisionsInStream(r.id)).toBe(0);
@@ -219,7 +244,8 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     const pendingOne = await held({ sql: 'UPDATE public.orders SET status = $1 WHERE id = 7' });
     const all = (await api(collector, '/api/v1/approvals?state=all', { token: TOKENS.alice })).body.approvals;
     expect(all.map((e: any) => e.state).sort()).toEqual(
-      ['approved', 'decided', 'decided', 'expired', 'pending'].sort(),
+      // The second pending one is the listing test's.
+      ['approved', 'decided', 'decided', 'expired', 'pending', 'pending'].sort(),
     );
 
     await collector.stop();

@@ -49,17 +49,49 @@ describe('follow-up bodies', () => {
     );
   });
 
-  it('slack: names the approval by id when the queue never saw its request, and links only to an active grant', () => {
+  it('slack: names the approval by id when the queue never saw its request (unlinked), else links to it', () => {
     expect(slack(closed({ outcome: 'withdrawn' }), {})).toBe(
       `↩︎ Cancelled by the client (or it went away): approval ${ID}.`,
     );
     const url = 'https://pgw.example.com';
-    expect(slack(closed({ outcome: 'rejected', by: alice }), { request }, url)).not.toContain('<https://');
+    // The page lists only requests the queue holds.
+    expect(slack(closed({ outcome: 'rejected', by: alice }), {}, url)).not.toContain('<https://');
+    expect(slack(closed({ outcome: 'rejected', by: alice }), { request }, url)).toBe(
+      `⛔ Rejected by alice: ${HELD} <https://pgw.example.com/?approval=${ID}#approvals|Open in pgwarden>`,
+    );
     expect(
       slack(closed({ outcome: 'approved', by: alice, grantUntil: '2026-11-30T13:00:00Z' }), { request }, url),
     ).toBe(
       `✅ Approved by alice (grant until 13:00 UTC): ${HELD} ` +
         `<https://pgw.example.com/?approval=${ID}#approvals|Review the grant in pgwarden>`,
+    );
+  });
+
+  it('carries the reason of the decision the sidecar applied, cut to 256 characters, in slack and json', () => {
+    const withReason = (d: 'approved' | 'rejected', reason: string, by = 'bob') => ({
+      request,
+      decision: { ...decision(d), by: { name: by, groups: [] }, reason },
+    });
+    const bob = { name: 'bob', groups: [] };
+    expect(slack(closed({ outcome: 'rejected', by: bob }), withReason('rejected', 'not in business hours'))).toBe(
+      `⛔ Rejected by bob (“not in business hours”): ${HELD}`,
+    );
+    expect(slack(closed({ outcome: 'approved', by: bob }), withReason('approved', 'ticket OPS-7'))).toBe(
+      `✅ Approved by bob (“ticket OPS-7”): ${HELD}`,
+    );
+    const json = (c: ApprovalClosedMessage, known: KnownRequest) =>
+      JSON.parse(outcomeNoticeBody(c, known, { format: 'json' })).reason;
+    expect(json(closed({ outcome: 'rejected', by: bob }), withReason('rejected', 'x'.repeat(300)))).toBe(
+      `${'x'.repeat(255)}…`,
+    );
+    // Not when the closing is not that decision's: another approver's, another outcome, or no decision applied.
+    expect(json(closed({ outcome: 'approved', by: alice }), withReason('approved', 'mine'))).toBeUndefined();
+    expect(json(closed({ outcome: 'rejected', by: bob }), withReason('approved', 'ok'))).toBeUndefined();
+    expect(json(closed({ outcome: 'expired' }), withReason('approved', 'too late'))).toBeUndefined();
+    expect(slack(closed({ outcome: 'expired' }), withReason('approved', 'too late'))).not.toContain('too late');
+    // A reason is the approver's free text: escaped like every name.
+    expect(slack(closed({ outcome: 'rejected', by: bob }), withReason('rejected', '<!here> see <https://x|y>'))).toBe(
+      `⛔ Rejected by bob (“&lt;!here&gt; see &lt;https://x|y&gt;”): ${HELD}`,
     );
   });
 

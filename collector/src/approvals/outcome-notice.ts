@@ -18,6 +18,11 @@ export interface ApprovalClosedNotice {
   at: string;
   /** The approval gave a grant: when it ends. */
   grantUntil?: string;
+  /**
+   * The approver's reason for the decision the sidecar applied (approved, rejected), as they typed it, cut to 256
+   * characters; for an approval under a grant, which grant.
+   */
+  reason?: string;
   /** Of the request, when the approval queue holds it. */
   policy?: { name: string; namespace?: string };
   rule?: string;
@@ -40,6 +45,7 @@ export function outcomeNoticeBody(
   const url = opts.publicUrl ? approvalLink(opts.publicUrl, closed.id) : undefined;
   if (opts.format === 'slack') return JSON.stringify({ text: outcomeSlackText(closed, known, url) });
   const { request } = known;
+  const reason = appliedReason(closed, known.decision);
   const notice: ApprovalClosedNotice = {
     type: 'approval.closed',
     id: closed.id,
@@ -47,6 +53,7 @@ export function outcomeNoticeBody(
     ...(closed.by ? { by: { name: closed.by.name } } : {}),
     at: closed.at,
     ...(closed.grantUntil ? { grantUntil: closed.grantUntil } : {}),
+    ...(reason ? { reason } : {}),
     ...(request
       ? {
           policy: {
@@ -63,15 +70,31 @@ export function outcomeNoticeBody(
 }
 
 /**
- * One chat line: what ended the wait, then which statement (as its request notice named it, or the approval's id
- * when the queue never saw the request). Linked only when a grant is active: the page lists those (with Revoke),
- * not closed requests.
+ * One chat line: what ended the wait, the approver's reason, then which statement (as its request notice named it,
+ * or the approval's id when the queue never saw the request). Linked when the queue holds the request: the page
+ * lists it among the recently decided (and an active grant, with Revoke).
  */
 function outcomeSlackText(closed: ApprovalClosedMessage, known: KnownRequest, url?: string): string {
   const which = known.request ? heldSummary(known.request) : `approval ${closed.id}`;
-  let text = slackEscape(`${headline(closed, known.decision)}: ${which}.`);
-  if (url && closed.grantUntil) text += ` <${slackEscape(url)}|Review the grant in pgwarden>`;
+  const reason = appliedReason(closed, known.decision);
+  let text = slackEscape(`${headline(closed, known.decision)}${reason ? ` (“${reason}”)` : ''}: ${which}.`);
+  if (url && known.request)
+    text += ` <${slackEscape(url)}|${closed.grantUntil ? 'Review the grant in pgwarden' : 'Open in pgwarden'}>`;
   return text;
+}
+
+const MAX_REASON_CHARS = 256;
+
+/**
+ * The reason of the decision the sidecar applied: only for approved and rejected, and only when the decision the
+ * queue holds is that approver's (the closing names who). Cut short: a follow-up is a line, not a report.
+ */
+function appliedReason(closed: ApprovalClosedMessage, decision?: ApprovalDecisionMessage): string | undefined {
+  if (closed.outcome !== 'approved' && closed.outcome !== 'rejected') return undefined;
+  if (!decision?.reason || decision.decision !== closed.outcome) return undefined;
+  if (closed.by && closed.by.name !== decision.by.name) return undefined;
+  const r = decision.reason;
+  return r.length <= MAX_REASON_CHARS ? r : `${r.slice(0, MAX_REASON_CHARS - 1)}…`;
 }
 
 function headline(closed: ApprovalClosedMessage, decision?: ApprovalDecisionMessage): string {

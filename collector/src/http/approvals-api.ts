@@ -16,6 +16,7 @@ export interface ApprovalsDeps {
 }
 
 const MAX_REASON = 1024;
+const MAX_LIMIT = 1000;
 
 const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
   COLLECTOR_APPROVAL_UNKNOWN: [404, 'not_found'],
@@ -27,7 +28,7 @@ const STATUS: Partial<Record<CollectorErrorCode, [number, string]>> = {
 };
 
 /**
- * `GET /api/v1/approvals[?state=|?grants=active]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`,
+ * `GET /api/v1/approvals[?state=&limit=|?grants=active]`, `GET /api/v1/approvals/{id}`, `POST /api/v1/approvals/{id}`,
  * `POST /api/v1/approvals/{id}/revoke`. Every route needs
  * an approver's bearer token: the queue holds statement text, which may be sensitive. The answer is returned, not
  * sent, so that a read of the queue can be recorded first; `note` learns who asked.
@@ -75,10 +76,12 @@ async function route(
     return { status: 200, body: { approvals }, items: approvals.length };
   }
   if (id === undefined) {
-    const state = url.searchParams.get('state') ?? 'pending';
-    if (state !== 'all' && !APPROVAL_STATES.includes(state as ApprovalState))
-      throw new HttpError(400, 'bad_state', `state must be one of ${[...APPROVAL_STATES, 'all'].join(', ')}`);
-    const approvals = queue.list(state as ApprovalState | 'all').filter(visible);
+    const states = parseStates(url.searchParams.get('state'));
+    const limit = parseLimit(url.searchParams.get('limit'));
+    const approvals = queue
+      .list(states.length === 1 ? states[0] : 'all')
+      .filter((e) => (states.length === 1 || states.includes(e.state)) && visible(e))
+      .slice(0, limit);
     return { status: 200, body: { approvals }, items: approvals.length };
   }
   if (!isApprovalId(id)) throw new HttpError(404, 'not_found', `no approval request ${JSON.stringify(id)}`);
@@ -91,6 +94,33 @@ async function route(
   }
   const body = parseDecisionBody(await readBody(req, 16 * 1024));
   return { status: 200, body: await queue.decide(id, body.decision, who, body.reason, body.grantFor) };
+}
+
+/**
+ * `state`: one state, `all`, or a comma-separated list (the UI's "recently decided" asks for every state but
+ * pending). Default `pending`.
+ */
+function parseStates(param: string | null): (ApprovalState | 'all')[] {
+  const states = (param ?? 'pending').split(',');
+  if (states.includes('all')) return states.length === 1 ? ['all'] : badState();
+  if (!states.every((s) => APPROVAL_STATES.includes(s as ApprovalState))) badState();
+  return states as ApprovalState[];
+}
+
+function badState(): never {
+  throw new HttpError(
+    400,
+    'bad_state',
+    `state must be all or one or more (comma-separated) of ${APPROVAL_STATES.join(', ')}`,
+  );
+}
+
+/** `limit`: the newest N entries (1–1000); absent: all of them. */
+function parseLimit(param: string | null): number | undefined {
+  if (param === null) return undefined;
+  const n = /^[0-9]{1,4}$/.test(param) ? Number(param) : 0;
+  if (n < 1 || n > MAX_LIMIT) throw new HttpError(400, 'bad_limit', `limit must be an integer from 1 to ${MAX_LIMIT}`);
+  return n;
 }
 
 /** `{decision: "approve" | "reject", reason?: string, grantFor?: duration}`, nothing else. */

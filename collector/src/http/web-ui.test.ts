@@ -357,6 +357,79 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     }
   }, 60_000);
 
+  it('lists recently decided requests with who decided, their reason and the outcome, and marks a linked one', async () => {
+    const nc = fx.nc;
+    const js = jetstream(nc);
+    const base = Date.now() + 3_600_000; // newer than the other tests' requests, so all four are on the first page
+    const at = (i: number) => new Date(base + i * 1000).toISOString();
+    const rejected = approvalRequest({ requestedAt: at(1), sql: 'DROP TABLE "<img src=x onerror=window.__pwned=1>"' });
+    const approved = approvalRequest({ requestedAt: at(2), sql: 'DELETE FROM t WHERE id = 3' });
+    const expired = approvalRequest({ requestedAt: at(3), expiresAt: new Date(Date.now() - 1000).toISOString() });
+    const pending = approvalRequest({ requestedAt: at(4), sql: 'DELETE FROM t WHERE id = 4' });
+    for (const r of [rejected, approved, expired, pending])
+      await js.publish(approvalSubject('request', r.id), JSON.stringify(r));
+    const decide = async (id: string, body: object) => {
+      const res = await fetch(`${collector.url}/api/v1/approvals/${id}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(200);
+    };
+    await decide(rejected.id, { decision: 'reject', reason: 'not during <b>business</b> hours' });
+    await decide(approved.id, { decision: 'approve', reason: 'ticket OPS-7' });
+    const alice = { name: 'alice', groups: ['dba'] };
+    await js.publish(
+      approvalSubject('closed', rejected.id),
+      JSON.stringify(approvalClosed(rejected.id, 'rejected', alice)),
+    );
+    // Opened from the rejection's follow-up notification: the page marks it among the decided ones.
+    const { page, errors, close } = await openPage(`${collector.url}/?approval=${rejected.id}`);
+    try {
+      await enterToken(page, TOKEN);
+      const row = (id: string) => `#decided-list tr[data-decided="${id}"]`;
+      await page.waitForSelector(row(rejected.id));
+      const cells = (id: string) => page.$$eval(`${row(id)} td`, (tds) => tds.map((td) => td.textContent));
+      expect(await cells(rejected.id)).toEqual([
+        rejected.requestedAt,
+        'ana',
+        'writer-review / writes-need-approval',
+        rejected.sql,
+        'rejected by alice: not during <b>business</b> hours',
+      ]);
+      expect(await page.$eval(row(rejected.id), (tr) => tr.className)).toBe('linked');
+      expect((await cells(approved.id))[4]).toBe('approved by alice: ticket OPS-7, not yet applied by its sidecar');
+      expect((await cells(expired.id))[4]).toBe('expired without a decision');
+      // Still pending: in the queue, not among the decided.
+      expect(await page.$$eval(row(pending.id), (trs) => trs.length)).toBe(0);
+      await page.waitForSelector(`#approval-list tr[data-approval="${pending.id}"]`);
+      // Newest request first.
+      const order = await page.$$eval('#decided-list tr', (trs) =>
+        trs.map((tr) => (tr as HTMLElement).dataset.decided),
+      );
+      expect(order.slice(0, 3)).toEqual([expired.id, approved.id, rejected.id]);
+      // The sidecar applies the approval: the next refresh shows the outcome it reported.
+      await js.publish(
+        approvalSubject('closed', approved.id),
+        JSON.stringify(approvalClosed(approved.id, 'approved', alice)),
+      );
+      await expect
+        .poll(
+          async () => {
+            await page.evaluate(() => (window as unknown as { loadDecided(): Promise<void> }).loadDecided());
+            return page.textContent(`${row(approved.id)} td:last-child`);
+          },
+          { timeout: 10_000 },
+        )
+        .toBe('approved by alice: ticket OPS-7');
+      expect(await page.$$eval('#decided img, #decided b', (e) => e.length)).toBe(0);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
   it('lets an approver terminate an open session, and shows the sidecar’s control.applied as text', async () => {
     const session = randomUUID();
     for (const e of makeSession({ id: session, statements: 1, end: false, startMicros: Date.UTC(2026, 11, 2) * 1000 }))

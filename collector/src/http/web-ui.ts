@@ -1,6 +1,7 @@
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
- * or reject, with a grant where the policy allows one), the active grants (to revoke), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * or reject, with a grant where the policy allows one), the active grants (to revoke), the recently decided requests
+ * (what became of each), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
  * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
@@ -15,7 +16,7 @@ body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
-#approvals,#grants,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
+#approvals,#grants,#decided,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
 #approval-list td:last-child,#grant-list td:last-child,#suspension-list td:last-child{white-space:nowrap}tr.linked{background:#fff6d5}.msg{color:#b00}
 </style></head><body>
 <div id="list">
@@ -25,6 +26,8 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 </section>
 <section id="grants" hidden><h1>Active grants <span id="grants-msg" class="msg"></span></h1>
 <table><thead><tr><th>ends</th><th>approved by</th><th>who</th><th>policy / rule</th><th>approved statement</th><th></th></tr></thead><tbody id="grant-list"></tbody></table></section>
+<section id="decided" hidden><h1>Recently decided <span id="decided-msg" class="msg"></span></h1>
+<table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th>outcome</th></tr></thead><tbody id="decided-list"></tbody></table></section>
 <section id="suspensions" hidden><h1>Suspended policies <span id="suspensions-msg" class="msg"></span></h1>
 <div id="suspension-action"></div>
 <table><thead><tr><th>policy</th><th>since</th><th>by</th><th>reason</th><th>signed</th><th></th></tr></thead><tbody id="suspension-list"></tbody></table></section>
@@ -290,6 +293,45 @@ async function loadGrants() {
     act.append(reason, ' ', b); tr.append(act); body.append(tr);
   }
 }
+// Requests no longer pending, newest first: what became of each (who decided, their reason, the grant, or why it
+// ended without a decision). A notification's follow-up links here.
+const DECIDED_LIMIT = 50;
+let decidedShown = '';
+function outcomeText(a) {
+  const d = a.decision, by = d ? d.by.name : '';
+  const why = d && d.reason ? ': ' + d.reason : '';
+  const grant = a.grant ? ' (grant ' + a.grant.state + (a.grant.until ? ' until ' + a.grant.until : ', asked for ' + a.grant.for) + ')' : '';
+  switch (a.state) {
+    case 'decided': return d.decision + ' by ' + by + why + ', not yet applied by its sidecar';
+    case 'approved': return 'approved by ' + by + why + grant;
+    case 'rejected': return 'rejected by ' + by + why;
+    case 'expired': return d ? 'expired before ' + by + '’s decision reached its sidecar' : 'expired without a decision';
+    case 'withdrawn': return 'withdrawn: the client cancelled or went away';
+    case 'refused': return 'refused: its sidecar could not hold it';
+    default: return String(a.state);
+  }
+}
+async function loadDecided() {
+  document.getElementById('decided').hidden = !isApprover;
+  if (!isApprover) return;
+  const msg = document.getElementById('decided-msg');
+  let page;
+  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { msg.textContent = String(e.message); return; }
+  msg.textContent = '';
+  if (JSON.stringify(page.approvals) === decidedShown) return;
+  decidedShown = JSON.stringify(page.approvals);
+  const body = document.getElementById('decided-list'); body.replaceChildren();
+  if (!page.approvals.length) { const td = el('td', 'nothing decided yet'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
+  for (const a of page.approvals) {
+    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const tr = el('tr'); tr.dataset.decided = a.id;
+    tr.append(el('td', r.requestedAt), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
+    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' ? 'deny' : undefined));
+    body.append(tr);
+    if (a.id === linkedApproval) { tr.className = 'linked'; if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); } }
+  }
+}
 // namespace/name, or a bare name (a policy without a namespace: _), as the API's path segments; the API judges the names.
 function policyPath(ref) {
   const i = ref.indexOf('/');
@@ -321,7 +363,7 @@ async function loadSuspensions() {
     tr.append(act); body.append(tr);
   }
 }
-const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadSuspensions);
+const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadDecided).then(loadSuspensions);
 document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
 let nextCursorUsed = false;
 document.getElementById('more').onclick = () => { nextCursorUsed = true; loadSessions(true); };
