@@ -107,7 +107,8 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
       await jetstream(nc).publish(approvalSubject('closed', r.id), JSON.stringify(approvalClosed(r.id, 'expired')));
       await waitFor(() => bodies.length === 2);
       expect(JSON.parse(bodies[1]).text).toBe(
-        '⌛ Expired without a decision: policy agents/writer-review, rule writes-need-approval, asked by ana.',
+        '⌛ Expired without a decision: policy agents/writer-review, rule writes-need-approval, asked by ana. ' +
+          `<https://pgwarden.example.com/?approval=${r.id}#approvals|Open in pgwarden>`,
       );
     } finally {
       await nc.close();
