@@ -19,6 +19,11 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Vitest's default is one worker per core but one, so a two-core CI machine ran every file in one worker, and
+    // the suite took 9–10 minutes while mostly waiting on PostgreSQL, nats-server, child processes and chromium.
+    // Two workers overlap those waits. Files are isolated from each other: each starts its own nats-server, makes
+    // its own databases on the shared cluster, and takes ports from its own slice (test/harness/ports.ts).
+    maxWorkers: 2,
     reporters: process.env.CI ? ['default', 'junit'] : ['default'],
     outputFile: { junit: 'test-results/junit.xml' },
   },
