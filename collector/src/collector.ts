@@ -280,6 +280,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           entryOf: (id) => approvalQueue?.book.get(id, Date.now()),
           coveredByGrant: (request) => approvalQueue?.book.grantCovering(request, Date.now()) !== undefined,
           bookLoaded: () => approvalQueue?.ready ?? true,
+          appliedSeq: approvalQueue ? () => approvalQueue.appliedSeq : undefined,
         })
       : undefined;
   if (notifier) {

@@ -26,6 +26,7 @@ import {
   CONTROL_STREAM,
   natsUserFiles,
   parseApprovalClosed,
+  parseApprovalNotified,
   parseApprovalRequest,
 } from '../../policy/src/index.js';
 import { natsApprovalGate } from '../../sidecar/src/governance/nats-approval-gate.js';
@@ -335,6 +336,21 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       // The 503 was negatively acknowledged with a delay, the 200 acknowledged: both go to $JS.ACK.PGWARDEN_APPROVALS.
       expect(outcomes).toEqual(['retried', 'sent']);
       expect(posts).toHaveLength(2);
+      // The collector user records in the stream that the request was announced; a sidecar's user cannot forge that.
+      const jsm0 = await jetstreamManager(collector);
+      const recorded = async () =>
+        jsm0.direct.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('notified', request.id) });
+      let record = await recorded().catch(() => null);
+      while (!record && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 50));
+        record = await recorded().catch(() => null);
+      }
+      expect(parseApprovalNotified(record!.data)).toMatchObject({ v: 1, id: request.id });
+      const forged = jetstream(sidecar, { timeout: 2000 }).publish(
+        approvalSubject('notified', request.id),
+        JSON.stringify({ v: 1, id: request.id, at: new Date().toISOString() }),
+      );
+      await expect(forged).rejects.toThrow();
       // The sidecar ends the hold; the follow-up comes through the second consumer, acknowledged the same way.
       await jetstream(sidecar).publish(
         approvalSubject('closed', request.id),

@@ -21,8 +21,12 @@ const decision = (id: string, d: 'approved' | 'rejected' = 'approved', by = alic
   by,
   at: new Date(T0 + 1000).toISOString(),
 });
-const put = (book: ApprovalBook, kind: 'request' | 'decision' | 'closed' | 'revoked', msg: { id: string }, at = T0) =>
-  book.apply(approvalSubject(kind, msg.id), JSON.stringify(msg), at);
+const put = (
+  book: ApprovalBook,
+  kind: 'request' | 'decision' | 'closed' | 'revoked' | 'notified',
+  msg: { id: string },
+  at = T0,
+) => book.apply(approvalSubject(kind, msg.id), JSON.stringify(msg), at);
 
 const codeOf = (fn: () => unknown) => {
   try {
@@ -84,6 +88,30 @@ describe('ApprovalBook', () => {
     expect(put(book, 'decision', decision(r.id, 'approved'))).toBe('repeated');
     expect(put(book, 'request', { ...r, sql: 'DROP TABLE x' })).toBe('repeated');
     expect(book.get(r.id, T0)).toMatchObject({ decision: { decision: 'rejected' }, request: { sql: r.sql } });
+  });
+
+  it('keeps when a notice went out (the first record), whatever arrives before or after it', () => {
+    const book = new ApprovalBook();
+    const r = request();
+    const at = new Date(T0 + 500).toISOString();
+    // A record before its request (another replica's stream position) is kept until the request arrives.
+    expect(put(book, 'notified', { v: 1, id: r.id, at } as { id: string })).toBe('applied');
+    expect(book.get(r.id, T0)).toBeUndefined();
+    put(book, 'request', r);
+    expect(book.get(r.id, T0)).toMatchObject({ state: 'pending', notifiedAt: at });
+    const later = { v: 1, id: r.id, at: new Date(T0 + 900).toISOString() };
+    expect(put(book, 'notified', later)).toBe('repeated');
+    expect(book.get(r.id, T0)?.notifiedAt).toBe(at);
+    const other = request();
+    put(book, 'request', other);
+    expect(book.get(other.id, T0)).not.toHaveProperty('notifiedAt');
+    for (const bad of [
+      { v: 1, id: other.id },
+      { v: 1, id: other.id, at: 'soon' },
+      { v: 2, id: other.id, at },
+    ])
+      expect(put(book, 'notified', bad as { id: string })).toBe('malformed');
+    expect(book.get(other.id, T0)).not.toHaveProperty('notifiedAt');
   });
 
   it('refuses malformed messages without keeping anything', () => {

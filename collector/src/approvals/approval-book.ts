@@ -2,6 +2,7 @@ import {
   type ApprovalClosedMessage,
   type ApprovalClosedOutcome,
   type ApprovalDecisionMessage,
+  type ApprovalNotifiedMessage,
   type ApprovalRequestMessage,
   type ApprovalRevokedMessage,
   type Approver,
@@ -9,6 +10,7 @@ import {
   isApprover,
   parseApprovalClosed,
   parseApprovalDecision,
+  parseApprovalNotified,
   parseApprovalRequest,
   parseApprovalRevoked,
   parseApprovalSubject,
@@ -54,6 +56,8 @@ export interface ApprovalEntry {
   decision?: ApprovalDecisionMessage;
   closed?: ApprovalClosedMessage;
   grant?: ApprovalGrantView;
+  /** When a collector sent the request's webhook notice (absent: not announced, or notifications are off). */
+  notifiedAt?: string;
 }
 
 interface Held {
@@ -61,6 +65,7 @@ interface Held {
   decision?: ApprovalDecisionMessage;
   closed?: ApprovalClosedMessage;
   revoked?: ApprovalRevokedMessage;
+  notified?: ApprovalNotifiedMessage;
   /** Stream time (epoch ms) of the first message for this id: what the stream's max age is measured from. */
   since: number;
 }
@@ -105,7 +110,9 @@ export class ApprovalBook {
           ? parseApprovalDecision(data)
           : kind === 'revoked'
             ? parseApprovalRevoked(data)
-            : parseApprovalClosed(data);
+            : kind === 'notified'
+              ? parseApprovalNotified(data)
+              : parseApprovalClosed(data);
     if (!parsed || parsed.id !== id) return 'malformed';
     let h = this.held.get(id);
     if (!h) {
@@ -122,6 +129,9 @@ export class ApprovalBook {
     } else if (kind === 'revoked') {
       if (h.revoked) return 'repeated';
       h.revoked = parsed as ApprovalRevokedMessage;
+    } else if (kind === 'notified') {
+      if (h.notified) return 'repeated';
+      h.notified = parsed as ApprovalNotifiedMessage;
     } else {
       if (h.closed) return 'repeated';
       h.closed = parsed as ApprovalClosedMessage;
@@ -298,6 +308,7 @@ function entryOf(id: string, h: Held, now: number): ApprovalEntry {
     ...(h.decision ? { decision: h.decision } : {}),
     ...(h.closed ? { closed: h.closed } : {}),
     ...(grant ? { grant } : {}),
+    ...(h.notified ? { notifiedAt: h.notified.at } : {}),
   };
 }
 

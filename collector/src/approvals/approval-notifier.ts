@@ -1,8 +1,11 @@
 import { EventEmitter } from 'node:events';
-import type { JsMsg } from '@nats-io/jetstream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type JsMsg, jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
+  type ApprovalNotifiedMessage,
   type ApprovalRequestMessage,
+  approvalSubject,
   type NatsUserFiles,
   parseApprovalClosed,
   parseApprovalRequest,
@@ -54,6 +57,11 @@ export interface ApprovalNotifierOptions {
    * restart it does not announce requests decided meanwhile. Default: always.
    */
   bookLoaded?(): boolean;
+  /**
+   * Stream sequence of the last message the approval queue applied: a closing is judged once the queue has seen
+   * everything before it, the record that its request was announced included. Default: no wait.
+   */
+  appliedSeq?(): number;
   /** Durable consumers every replica shares (defaults pgwarden-approval-notifier, pgwarden-approval-outcomes). */
   durable?: string;
   outcomesDurable?: string;
@@ -95,8 +103,6 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private readonly retry: RetryPolicy;
   private readonly consumers: SharedConsumer[];
   private readonly requestNotices = new RequestNoticeLog();
-  /** The stream's last sequence when the outcomes consumer first followed it: closings up to it predate this run. */
-  private startSeq: number | undefined;
   private up = false;
 
   constructor(private readonly opts: ApprovalNotifierOptions) {
@@ -118,14 +124,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
       this.consumers.push(
         new SharedConsumer(
           { durable: opts.outcomesDurable ?? OUTCOMES_DURABLE, filterSubject: OUTCOMES_SUBJECTS, ackWaitMs },
-          {
-            ...hooks,
-            following: (lastSeq) => {
-              // A stream deleted and created again starts its sequences over.
-              if (this.startSeq === undefined || lastSeq < this.startSeq) this.startSeq = lastSeq;
-            },
-            deliver: (m) => this.track(this.deliverOutcome(m)),
-          },
+          { ...hooks, deliver: (m) => this.track(this.deliverOutcome(m)) },
         ),
       );
   }
@@ -195,12 +194,34 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     }
     const step = await this.post(m, 'request', id, noticeBody(request, this.opts.webhook, now), request.expiresAt);
     if (step === 'handed back') return;
-    this.requestNotices.record(
-      id,
-      step.outcome === 'sent'
-        ? { sent: true }
-        : { sent: false, retryAt: step.ack ? undefined : this.now() + step.delayMs },
-    );
+    this.requestNotices.record(id, { sent: step.outcome === 'sent' });
+    if (step.outcome === 'sent') await this.recordAnnounced(id);
+  }
+
+  /**
+   * Puts the record that `id` was announced in the stream, for the replica that takes its closing (this one after a
+   * restart included). Best effort: without it, only this replica's own record (until it restarts) knows.
+   */
+  private async recordAnnounced(id: string): Promise<void> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed()) return;
+    const record: ApprovalNotifiedMessage = { v: 1, id, at: new Date(this.now()).toISOString() };
+    try {
+      // msgID: a redelivered request posted twice (a replica killed mid-ack) is recorded once.
+      await jetstream(nc, { timeout: 5000 }).publish(approvalSubject('notified', id), JSON.stringify(record), {
+        msgID: `notified-${id}`,
+      });
+    } catch (err) {
+      this.emit('status', `approval notice ${id} sent but not recorded in the stream: ${(err as Error).message}`);
+    }
+  }
+
+  /** Resolves once the approval queue has applied stream sequence `seq` (at most `waitMs`, or on close). */
+  private async queueReaches(seq: number, waitMs = 5000): Promise<void> {
+    const applied = this.opts.appliedSeq;
+    if (!applied) return;
+    const until = Date.now() + waitMs;
+    while (applied() < seq && Date.now() < until && this.running) await sleep(20);
   }
 
   private async deliverOutcome(m: JsMsg): Promise<void> {
@@ -209,15 +230,17 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     if (named?.kind !== 'closed' || !closed || closed.id !== named.id)
       return this.skip(m, 'outcome', named?.id ?? '?', 'malformed closing');
     const { id } = closed;
+    // The record that the request was announced comes before its closing in the stream: wait until the queue has
+    // applied everything up to this closing, so that it knows.
+    if (!this.requestNotices.get(id)?.sent) await this.queueReaches(m.seq);
     const entry = this.opts.entryOf?.(id);
     // Decided once, at the first delivery: a redelivery is a retry some replica chose to post (or one a stopping
-    // replica handed back), and a replica that restarted since would judge it by a start that came later.
+    // replica handed back).
     if (m.info.deliveryCount === 1) {
       const skip = outcomeSkipReason({
         repeated: entry?.closed !== undefined && JSON.stringify(entry.closed) !== JSON.stringify(closed),
         request: this.requestNotices.get(id),
-        closedBeforeStart: this.startSeq !== undefined && m.seq <= this.startSeq,
-        closedAt: m.time.getTime(),
+        announced: entry?.notifiedAt !== undefined,
       });
       if (skip) {
         this.requestNotices.forget(id);

@@ -171,7 +171,7 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
     await w.stop(c);
   });
 
-  it('after a restart: no follow-up for what ended meanwhile, one for a request announced before that ends after', async () => {
+  it('after a restart: follows up requests announced before it, also one that ended meanwhile; none nobody announced', async () => {
     const rx = await w.receiver();
     const name = w.durable();
     const first = await w.notifying(rx.url, name);
@@ -179,20 +179,27 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
     await waitFor(() => rx.posts.length === 2);
     await w.stop(first);
 
-    // While no replica runs: one announced request ends, and another is held, decided and closed.
+    // While no replica runs (a one-replica rolling restart): one announced request ends, and another is held,
+    // decided and closed before anyone could announce it.
     await close(approvalClosed(endsMeanwhile.id, 'approved', alice));
     const unseen = await w.held();
     await close(approvalClosed(unseen.id, 'approved', alice));
     const second = await w.notifying(rx.url, name);
+    // The stream records that the first run announced endsMeanwhile: its follow-up goes out after the restart.
     await waitFor(async () => (await w.notifications(second)).skipped === 1);
-    await waitFor(async () => (await w.notifications(second, 'outcome')).skipped === 2);
-    // This replica never handled it, but its end comes after the replica started.
-    await close(approvalClosed(endsAfter.id, 'expired'));
+    await waitFor(async () => (await w.notifications(second, 'outcome')).skipped === 1);
     await waitFor(() => rx.posts.length === 3);
+    // This replica never handled endsAfter either; announced by the first run, it is followed up too.
+    await close(approvalClosed(endsAfter.id, 'expired'));
+    await waitFor(() => rx.posts.length === 4);
     await settle();
     expect(requestNotices(rx).map((n) => n.id)).toEqual([endsMeanwhile.id, endsAfter.id]);
-    expect(followUps(rx)).toMatchObject([{ id: endsAfter.id, outcome: 'expired' }]);
-    expect(rx.posts).toHaveLength(3);
+    expect(followUps(rx)).toMatchObject([
+      { id: endsMeanwhile.id, outcome: 'approved', by: { name: 'alice' } },
+      { id: endsAfter.id, outcome: 'expired' },
+    ]);
+    expect(rx.posts).toHaveLength(4);
+    expect(await w.notifications(second, 'outcome')).toMatchObject({ sent: 2, skipped: 1 });
     await w.stop(second);
   });
 

@@ -103,6 +103,11 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     return this.caughtUp && this.up && this.consuming && this.nc !== null && !this.nc.isClosed();
   }
 
+  /** Stream sequence of the last message the book applied (0 before the first). */
+  get appliedSeq(): number {
+    return this.lastSeq;
+  }
+
   start(): void {
     this.running = true;
     this.loop = this.connectAndRun();

@@ -76,24 +76,23 @@ describe('notification delivery rules', () => {
     expect(afterAttempt({ status: 503 }, 5, undefined, NOW, RETRY)).toMatchObject({ ack: true, outcome: 'failed' });
   });
 
-  it('follows up what this replica announced, not what it skipped, gave up or was still retrying at the end', () => {
+  it('follows up what this replica or, as the stream records, any replica announced; nothing else', () => {
     const facts = (over: Partial<OutcomeFacts>): OutcomeFacts => ({
       repeated: false,
       request: undefined,
-      closedBeforeStart: false,
-      closedAt: NOW,
+      announced: false,
       ...over,
     });
     expect(outcomeSkipReason(facts({ request: { sent: true } }))).toBeUndefined();
+    // Sent by another replica, or by this one before a restart: the stream's record says so.
+    expect(outcomeSkipReason(facts({ announced: true }))).toBeUndefined();
+    // This replica's record is enough when recording in the stream failed.
+    expect(outcomeSkipReason(facts({ request: { sent: true }, announced: false }))).toBeUndefined();
+    // Skipped, given up, or still to be retried when it closed (that retry skips it): nobody was told.
     expect(outcomeSkipReason(facts({ request: { sent: false } }))).toBe('request not announced');
-    // Its retry was not due when it closed: that retry finds it closed and skips it.
-    expect(outcomeSkipReason(facts({ request: { sent: false, retryAt: NOW + 1 } }))).toBe('request not announced');
-    // It was: another replica may have sent it.
-    expect(outcomeSkipReason(facts({ request: { sent: false, retryAt: NOW - 1 } }))).toBeUndefined();
-    // Handled elsewhere: followed up, unless the closing came before this replica started.
-    expect(outcomeSkipReason(facts({}))).toBeUndefined();
-    expect(outcomeSkipReason(facts({ closedBeforeStart: true }))).toBe('closed before this replica started');
+    expect(outcomeSkipReason(facts({}))).toBe('request not announced');
     expect(outcomeSkipReason(facts({ request: { sent: true }, repeated: true }))).toBe('not the first closing');
+    expect(outcomeSkipReason(facts({ announced: true, repeated: true }))).toBe('not the first closing');
   });
 
   it('remembers the newest requests only', () => {

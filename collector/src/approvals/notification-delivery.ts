@@ -67,37 +67,33 @@ export function afterAttempt(
   return { ack: false, outcome: 'retried', delayMs, reason };
 }
 
-/**
- * What this replica did with a request's notice: sent; or not (skipped, failed, or retried: `retryAt`, when its next
- * attempt is due, by whichever replica takes it).
- */
-export type RequestNoticeRecord = { sent: true } | { sent: false; retryAt?: number };
+/** What this replica did with a request's notice: sent, or not (skipped, failed, or handed to a retry). */
+export interface RequestNoticeRecord {
+  sent: boolean;
+}
 
 export interface OutcomeFacts {
   /** The approval queue holds an earlier closing for this id: the sidecar's first one is what happened. */
   repeated: boolean;
   /** This replica's record of the request's notice; undefined when another replica (or an earlier run) took it. */
   request: RequestNoticeRecord | undefined;
-  /** The closing was in the stream before this replica's notifier began following it (a restart's replay). */
-  closedBeforeStart: boolean;
-  /** The closing's stream time (epoch ms). */
-  closedAt: number;
+  /**
+   * The stream holds the record that the request's notice was sent (`pgwarden.approval.notified.<id>`), by any
+   * replica, in this run or before a restart.
+   */
+  announced: boolean;
 }
 
 /**
- * Why a follow-up need not go out, or undefined: post it. Follow-ups are for requests that were announced, as far as
- * that is known without any state shared between replicas. A request whose notice this replica skipped or gave up
- * gets none; nor one whose retry was not due yet when it closed (that retry skips it: it is no longer pending).
- * Of a request this replica did not handle, the closing is followed up unless it was already in the stream when
- * this replica started: like requests, what ended meanwhile is not announced after a restart.
+ * Why a follow-up need not go out, or undefined: post it. Follow-ups are for requests that were announced: this
+ * replica sent the notice, or the stream records that some replica did (before a restart too, so a closing that
+ * came while the only replica restarted is still followed up). A request nobody announced (skipped, given up, a
+ * retry not yet due when it closed: that retry then skips it) gets none.
  */
 export function outcomeSkipReason(f: OutcomeFacts): string | undefined {
   if (f.repeated) return 'not the first closing';
-  const r = f.request;
-  if (r?.sent) return undefined;
-  if (r && (r.retryAt === undefined || f.closedAt < r.retryAt)) return 'request not announced';
-  if (f.closedBeforeStart) return 'closed before this replica started';
-  return undefined;
+  if (f.request?.sent || f.announced) return undefined;
+  return 'request not announced';
 }
 
 /** RequestNoticeRecords of the newest `max` requests this replica handled (default 10,000, as the approval queue). */

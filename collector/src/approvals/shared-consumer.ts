@@ -27,8 +27,6 @@ export interface SharedConsumerHooks {
   /** Nothing is taken until this holds (the approval queue has replayed its stream). */
   mayStart(): boolean;
   status(s: string): void;
-  /** The stream's last sequence when this consumer is (re)created, before it takes anything. */
-  following?(lastSeq: number): void;
   deliver(m: JsMsg): void;
 }
 
@@ -106,7 +104,6 @@ export class SharedConsumer {
       // Two replicas creating it at once with the same configuration both succeed.
       await jsm.consumers.add(APPROVALS_STREAM, config);
     }
-    if (this.hooks.following) this.hooks.following((await jsm.streams.info(APPROVALS_STREAM)).state.last_seq);
     const consumer = await jetstream(nc).consumers.get(APPROVALS_STREAM, durable);
     return consumer.consume({
       // One message pulled ahead at a time: one a stopping replica pulled but never started waits out ack_wait.

@@ -12,6 +12,7 @@ import { parseDuration } from '../engine/duration.js';
  *   sidecar   → pgwarden.approval.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
  *                                                                          it expired, or the client went away)
  *   collector → pgwarden.approval.revoked.<id>   ApprovalRevokedMessage  (a person ended the grant an approval gave)
+ *   collector → pgwarden.approval.notified.<id>  ApprovalNotifiedMessage (the request's webhook notice was sent)
  *
  * The sidecar listens for its decision on the plain subject (it does not need the stream) and checks the approver
  * against the policy's `approval.approvers` itself: the collector's check is for the people using it, the
@@ -20,10 +21,10 @@ import { parseDuration } from '../engine/duration.js';
 
 export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
 export const APPROVALS_SUBJECTS = 'pgwarden.approval.>';
-export type ApprovalSubjectKind = 'request' | 'decision' | 'closed' | 'revoked';
+export type ApprovalSubjectKind = 'request' | 'decision' | 'closed' | 'revoked' | 'notified';
 export const approvalSubject = (kind: ApprovalSubjectKind, id: string) => `pgwarden.approval.${kind}.${id}`;
 
-const SUBJECT = /^pgwarden\.approval\.(request|decision|closed|revoked)\.([^.]+)$/;
+const SUBJECT = /^pgwarden\.approval\.(request|decision|closed|revoked|notified)\.([^.]+)$/;
 /** The kind and id an approval subject names, or undefined for any other subject (or an id that is not a UUID). */
 export function parseApprovalSubject(subject: string): { kind: ApprovalSubjectKind; id: string } | undefined {
   const m = SUBJECT.exec(subject);
@@ -181,6 +182,24 @@ export function formatGrantDuration(ms: number): string {
   const m = Math.floor(s / 60);
   s -= m * 60;
   return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s ? `${s}s` : ''}`;
+}
+
+/**
+ * The collector's record that a request's notice reached the webhook (collector approval-notifier.ts). It is in the
+ * stream, so that whichever replica takes the request's closing, after a restart too, knows the request was
+ * announced and follows it up. Nothing else reads it; the sidecar never sees it.
+ */
+export interface ApprovalNotifiedMessage {
+  v: 1;
+  id: string;
+  at: string;
+}
+
+/** Parses a notice record; undefined when malformed. */
+export function parseApprovalNotified(data: Uint8Array | string): ApprovalNotifiedMessage | undefined {
+  const o = parseObject(data);
+  if (o?.v !== 1 || !isApprovalId(o.id) || !str(o.at, 64) || Number.isNaN(Date.parse(o.at))) return undefined;
+  return { v: 1, id: o.id, at: o.at };
 }
 
 /** Parses a revocation; undefined when malformed. */
