@@ -267,6 +267,58 @@ describe('suspend and resume', () => {
     await g.waitEvent((e) => e.type === 'control.applied' && (e as any).control.id === r.id, before);
   });
 
+  it('a sidecar whose NATS stays away at start refuses logins until it knows (fail closed); failMode open lets them in', async () => {
+    let connected: ((c: NatsConnection) => void) | undefined;
+    const control = {
+      onConnected: (l: (c: NatsConnection) => void) => {
+        connected = l;
+        return () => {};
+      },
+    };
+    const late = await startGoverned(db.name, policy(), { sidecar: { control, liveStateWaitMs: 300 } });
+    const open = policy();
+    open.spec.liveControl = { failMode: 'open' };
+    const lenient = await startGoverned(db.name, open, {
+      sidecar: { control: { onConnected: () => () => {} }, liveStateWaitMs: 300 },
+    });
+    const nc = await connect({ servers: nats.url });
+    try {
+      // NATS never answered: refused with 57P03 (clients retry), recorded with its reason.
+      const err = await late.client().then(
+        () => undefined,
+        (e: Error & { code?: string }) => e,
+      );
+      expect(err?.code).toBe('57P03');
+      expect(err?.message).toBe(
+        'pgwarden: cannot tell yet whether policy "analyst" is suspended (live control over NATS has not answered since this sidecar started); try again',
+      );
+      const refusal = (await late.waitEvent((e) => e.type === 'login.refused', 0)) as any;
+      expect(refusal).toMatchObject({ reason: 'live_state_unknown', code: '57P03' });
+      // The policy that chose availability lets the agent in after the wait, not knowing.
+      const c = await lenient.client();
+      await c.query('SELECT 1');
+      await c.end();
+      // NATS answers (nothing is suspended now): the state is known, logins go through.
+      connected?.(nc);
+      await until(
+        'a login to succeed once the state is read back',
+        () =>
+          late.client().then(
+            async (ok) => {
+              await ok.end();
+              return true;
+            },
+            () => false,
+          ),
+        (ok) => ok,
+      );
+    } finally {
+      await late.close();
+      await lenient.close();
+      await nc.close();
+    }
+  });
+
   it('a sidecar that starts (or reconnects) after the suspension reads it back from the stream', async () => {
     const s = suspension('suspend', 'read back');
     await publish(s);

@@ -148,6 +148,19 @@ export const databaseAccessPolicySpecSchema = {
       description:
         'The kill switch: true refuses new sessions (FATAL 28000) and ends open ones at once, cancelling what they run (FATAL 57P01, their transactions rolled back), as pg_terminate_backend would. False again lets agents back in.',
     },
+    // No schema default, like suspend: rendered policies carry it only when set, so older sidecars accept the rest.
+    liveControl: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        failMode: {
+          type: 'string',
+          enum: ['closed', 'open'],
+          description:
+            'What a sidecar auditing to NATS does with a login while it has not yet read back whether this policy is suspended live (NATS unreachable since it started). closed (the default when unset): the login waits up to 5 s, then is refused with FATAL 57P03 until the state is known; open: after 5 s it is let in, and spec.suspend is the only switch until NATS answers.',
+        },
+      },
+    },
     defaultAction: { type: 'string', enum: ACTIONS, default: 'deny' },
     rules: { type: 'array', maxItems: 256, items: rule, default: [] },
     guardrails: {

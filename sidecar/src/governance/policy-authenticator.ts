@@ -44,6 +44,11 @@ export function createPolicyAuthenticator(opts: {
   onEvent?: (e: AuthEvent | LoginRefusedEvent) => void;
   /** Awaited before each login is judged (startGovernedSidecar: until live control has read back its state). */
   beforeLogin?: () => Promise<void>;
+  /**
+   * True while live control has not read back whether the policy is suspended (NATS unreachable since start):
+   * logins are refused then, unless the policy's liveControl.failMode is open.
+   */
+  liveStateUnknown?: () => boolean;
 }): { needsPassword(): boolean; authenticate(req: AuthRequest): Promise<AuthOutcome> } {
   const workload = readWorkloadIdentity(opts.env);
   // Built from the request's non-secret parts only: the password/token is never copied into the event.
@@ -109,6 +114,15 @@ export function createPolicyAuthenticator(opts: {
           code: SQLSTATE.invalidAuthorization,
           message: `pgwarden: policy "${p.policy.name}" is suspended: new sessions are refused`,
           reason: 'policy_suspended',
+        });
+      // A live suspension this sidecar could not read back yet must not be walked around by restarting the pod
+      // while NATS is away: fail closed, unless the policy chose availability.
+      if (p && opts.liveStateUnknown?.() && p.policy.spec.liveControl?.failMode !== 'open')
+        return refused(req, {
+          ok: false,
+          code: SQLSTATE.cannotConnectNow,
+          message: `pgwarden: cannot tell yet whether policy "${p.policy.name}" is suspended (live control over NATS has not answered since this sidecar started); try again`,
+          reason: 'live_state_unknown',
         });
       const out = await auth.authenticate(req);
       return out.ok ? out : refused(req, out, auth.mode);

@@ -22,6 +22,8 @@ export interface PolicyHooksOptions {
   onEvent?: (e: GovernanceEvent) => void;
   /** Awaited before each login is judged (see createPolicyAuthenticator). */
   beforeLogin?: () => Promise<void>;
+  /** See createPolicyAuthenticator. */
+  liveStateUnknown?: () => boolean;
 }
 
 export interface PolicyHooks extends ProxyHooks {
@@ -84,6 +86,7 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
     oidc: opts.oidc,
     onEvent: emit,
     beforeLogin: opts.beforeLogin,
+    liveStateUnknown: opts.liveStateUnknown,
   });
   // One bucket for all of the listener's sessions (an agent that opens more connections gets no more statements),
   // kept across reloads that leave guardrails.rateLimit as it was.

@@ -37,6 +37,8 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
    * is NATS (one connection, one set of credentials); `false` turns it off.
    */
   control?: Pick<NatsControlOptions, 'onConnected'> | false;
+  /** How long a login waits at start for live control's first read-back (default 5 s; tests shorten it). */
+  liveStateWaitMs?: number;
 }
 
 export interface GovernedSidecar {
@@ -126,13 +128,18 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       ? undefined
       : (opts.control ?? (sink instanceof NatsAuditSink ? { onConnected: sink.onConnected.bind(sink) } : undefined));
   // A pod that starts during a live suspension must not let the agent in before it has read the suspension back:
-  // logins wait for the first read-back, but no longer than LIVE_STATE_WAIT_MS (NATS may be away; spec.suspend is
-  // the switch that does not depend on it).
+  // logins wait for the first read-back, but no longer than LIVE_STATE_WAIT_MS; then, while NATS stays away, they
+  // are refused unless the policy's liveControl.failMode is open (spec.suspend is the switch that does not depend
+  // on NATS). Once read back, the state is known for good: later outages keep the last state.
+  let liveKnown = !link;
   let liveStateKnown = () => {};
   const liveState = link
     ? new Promise<void>((resolve) => {
-        liveStateKnown = resolve;
-        setTimeout(resolve, LIVE_STATE_WAIT_MS).unref();
+        liveStateKnown = () => {
+          liveKnown = true;
+          resolve();
+        };
+        setTimeout(resolve, opts.liveStateWaitMs ?? LIVE_STATE_WAIT_MS).unref();
       })
     : Promise.resolve();
   const listeners: GovernedSidecar['listeners'] = [];
@@ -143,6 +150,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       const hooks = await createPolicyHooks({
         ...opts.governance,
         beforeLogin: () => liveState,
+        liveStateUnknown: () => !liveKnown,
         onEvent: events,
         source,
         policyName: set.length > 1 ? p.policy.name : undefined,
@@ -233,7 +241,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       emit: events,
       log: (level, msg, fields) => opts.logger?.[level](fields ?? {}, msg),
     });
-  void control?.ready.then(liveStateKnown);
+  if (control) void control.ready.then(liveStateKnown);
+  else liveKnown = true;
   return {
     source,
     listeners,
