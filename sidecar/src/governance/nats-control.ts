@@ -128,6 +128,15 @@ export function natsControl(opts: NatsControlOptions): { close(): void; ready: P
       log('warn', 'control: JetStream is not available for the read-back', { err: (err as Error).message });
       return;
     }
+    // A direct get on a stream that does not exist is not answered at all: it would wait out the timeout for each
+    // subject, and logins wait for this read-back. Asking for the stream first answers at once.
+    try {
+      await jsm.streams.info(CONTROL_STREAM);
+    } catch (err) {
+      // No collector has created it yet: no action to read back.
+      if (/stream not found/i.test((err as Error).message) || (err as Error).name === 'StreamNotFoundError') return;
+      // Not allowed to ask (a NATS user without $JS.API.STREAM.INFO.PGWARDEN_CONTROL): read back subject by subject.
+    }
     for (const subject of subjects) {
       if (closed || nc.isClosed()) return;
       try {
