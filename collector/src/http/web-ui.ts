@@ -92,7 +92,7 @@ async function loadFindings() {
   try { page = await getJson('/api/v1/findings?limit=50'); } catch (e) { msg.textContent = String(e.message); return; }
   msg.textContent = '';
   const body = document.getElementById('finding-list'); body.replaceChildren();
-  if (!page.items.length) { const td = el('td', 'none: every chain checked so far is whole', 'ok'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
+  if (!page.items.length) emptyRow(body, 'none: every chain checked so far is whole', 5, 'ok');
   for (const f of page.items) {
     const tr = el('tr', undefined, f.sessionKnown ? 'f' : undefined); tr.dataset.finding = f.sessionId;
     tr.append(el('td', f.detectedAt), el('td', f.kind, 'bad'), el('td', f.sessionId + (f.sessionKnown ? '' : ' (no record)')));
@@ -220,12 +220,11 @@ async function loadApprovals() {
   if (JSON.stringify(page.approvals) === approvalsShown) return;
   approvalsShown = JSON.stringify(page.approvals);
   const body = document.getElementById('approval-list'); body.replaceChildren();
-  if (!page.approvals.length) { const td = el('td', 'nothing waits for a decision'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
+  if (!page.approvals.length) emptyRow(body, 'nothing waits for a decision', 5);
   for (const a of page.approvals) {
-    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const r = a.request;
     const tr = el('tr'); tr.dataset.approval = a.id;
-    tr.append(el('td', r.requestedAt), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
-    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
     const act = el('td'); const reason = el('input'); reason.placeholder = 'reason'; reason.className = 'reason';
     // A policy with approval.grants lets one approval cover later statements of this shape for a while.
     const grant = r.grantMax ? grantChoice(r.grantMax) : undefined;
@@ -244,12 +243,22 @@ async function loadApprovals() {
       act.append(' ', b);
     }
     act.prepend(reason); if (grant) act.prepend(grant, ' '); tr.append(act); body.append(tr);
-    // A notification's link (?approval=<id>) points at one request: mark it and bring it into view once.
-    if (a.id === linkedApproval) { tr.className = 'linked'; if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); } }
+    markIfLinked(tr, a.id);
   }
 }
+// Cells shared by the approval panels; all text, never markup.
+const askedBy = (r) => r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+const policyCell = (r) => el('td', r.policy.name + (r.rule ? ' / ' + r.rule : ''));
+function sqlCell(r) { const td = el('td'); td.append(el('code', r.sql)); return td; }
+function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
+// A notification's link (?approval=<id>) points at one request: mark it wherever it is listed, bring it into view once.
 const linkedApproval = new URLSearchParams(location.search).get('approval');
 let linkedShown = false;
+function markIfLinked(tr, id) {
+  if (id !== linkedApproval) return;
+  tr.className = 'linked';
+  if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); }
+}
 // Durations as the policy writes them (1h30m, 45s), to offer grants no longer than the request's grantMax.
 function durationMs(text) {
   const units = { ms: 1, s: 1000, m: 60000, h: 3600000 }; let total = 0;
@@ -275,12 +284,11 @@ async function loadGrants() {
   if (JSON.stringify(page.approvals) === grantsShown) return;
   grantsShown = JSON.stringify(page.approvals);
   const body = document.getElementById('grant-list'); body.replaceChildren();
-  if (!page.approvals.length) { const td = el('td', 'no grant is active'); td.colSpan = 6; body.append(el('tr')); body.lastChild.append(td); }
+  if (!page.approvals.length) emptyRow(body, 'no grant is active', 6);
   for (const a of page.approvals) {
-    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const r = a.request;
     const tr = el('tr'); tr.dataset.grant = a.id;
-    tr.append(el('td', a.grant.until), el('td', a.decision ? a.decision.by.name : ''), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
-    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    tr.append(el('td', a.grant.until), el('td', a.decision ? a.decision.by.name : ''), el('td', askedBy(r)), policyCell(r), sqlCell(r));
     const act = el('td'); const reason = el('input'); reason.placeholder = 'reason'; reason.className = 'reason';
     const b = el('button', 'Revoke', 'revoke'); b.type = 'button';
     b.onclick = async () => {
@@ -321,15 +329,14 @@ async function loadDecided() {
   if (JSON.stringify(page.approvals) === decidedShown) return;
   decidedShown = JSON.stringify(page.approvals);
   const body = document.getElementById('decided-list'); body.replaceChildren();
-  if (!page.approvals.length) { const td = el('td', 'nothing decided yet'); td.colSpan = 5; body.append(el('tr')); body.lastChild.append(td); }
+  if (!page.approvals.length) emptyRow(body, 'nothing decided yet', 5);
   for (const a of page.approvals) {
-    const r = a.request, who = r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
+    const r = a.request;
     const tr = el('tr'); tr.dataset.decided = a.id;
-    tr.append(el('td', r.requestedAt), el('td', who), el('td', r.policy.name + (r.rule ? ' / ' + r.rule : '')));
-    const sql = el('td'); sql.append(el('code', r.sql)); tr.append(sql);
+    tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
     tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' ? 'deny' : undefined));
     body.append(tr);
-    if (a.id === linkedApproval) { tr.className = 'linked'; if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); } }
+    markIfLinked(tr, a.id);
   }
 }
 // namespace/name, or a bare name (a policy without a namespace: _), as the API's path segments; the API judges the names.
@@ -354,7 +361,7 @@ async function loadSuspensions() {
   if (JSON.stringify(page.suspensions) === suspensionsShown) return;
   suspensionsShown = JSON.stringify(page.suspensions);
   const body = document.getElementById('suspension-list'); body.replaceChildren();
-  if (!page.suspensions.length) { const td = el('td', 'no policy is suspended'); td.colSpan = 6; body.append(el('tr')); body.lastChild.append(td); }
+  if (!page.suspensions.length) emptyRow(body, 'no policy is suspended', 6);
   for (const s of page.suspensions) {
     const ref = s.policy.namespace + '/' + s.policy.name;
     const tr = el('tr'); tr.dataset.policy = ref;
