@@ -283,6 +283,11 @@ describe('suspend and resume', () => {
     });
     const nc = await connect({ servers: nats.url });
     try {
+      const known = async () =>
+        /^pgwarden_live_control_state_known (\d)$/m.exec(
+          await late.gs.listeners[0].sidecar.metrics.registry.metrics(),
+        )?.[1];
+      expect(await known()).toBe('0');
       // NATS never answered: refused with 57P03 (clients retry), recorded with its reason.
       const err = await late.client().then(
         () => undefined,
@@ -312,6 +317,7 @@ describe('suspend and resume', () => {
           ),
         (ok) => ok,
       );
+      expect(await known()).toBe('1');
     } finally {
       await late.close();
       await lenient.close();

@@ -14,7 +14,7 @@ import {
   terminateSubject,
   verifyControl,
 } from '@pgwarden/policy';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { GovernanceEvent } from './governance-events.js';
 import { registerOnce } from './governance-metrics.js';
 
@@ -211,12 +211,26 @@ export class ControlMetrics {
     registers: [],
   });
 
+  private readonly stateKnown = new Gauge({
+    name: 'pgwarden_live_control_state_known',
+    help: '1 once live control has read back whether the policies are suspended (always 1 without live control: no NATS audit sink); 0 while NATS has not answered since start, when logins are refused unless spec.liveControl.failMode is open',
+    registers: [],
+  });
+
+  /** Whether live control has read back the policies' state (see startGovernedSidecar). */
+  setStateKnown(known: boolean): void {
+    this.stateKnown.set(known ? 1 : 0);
+  }
+
   readonly onEvent = (e: GovernanceEvent): void => {
     if (e.type === 'control.applied') this.total.inc({ kind: e.control.kind, outcome: 'applied' });
     else if (e.type === 'control.refused') this.total.inc({ kind: e.kind ?? 'unknown', outcome: e.reason });
   };
 
   register(registry: Registry): void {
-    registerOnce(registry, [['pgwarden_control_messages_total', this.total]]);
+    registerOnce(registry, [
+      ['pgwarden_control_messages_total', this.total],
+      ['pgwarden_live_control_state_known', this.stateKnown],
+    ]);
   }
 }

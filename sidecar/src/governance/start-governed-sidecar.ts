@@ -132,11 +132,13 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   // are refused unless the policy's liveControl.failMode is open (spec.suspend is the switch that does not depend
   // on NATS). Once read back, the state is known for good: later outages keep the last state.
   let liveKnown = !link;
+  controlMetrics.setStateKnown(liveKnown);
   let liveStateKnown = () => {};
   const liveState = link
     ? new Promise<void>((resolve) => {
         liveStateKnown = () => {
           liveKnown = true;
+          controlMetrics.setStateKnown(true);
           resolve();
         };
         setTimeout(resolve, opts.liveStateWaitMs ?? LIVE_STATE_WAIT_MS).unref();
@@ -242,7 +244,10 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       log: (level, msg, fields) => opts.logger?.[level](fields ?? {}, msg),
     });
   if (control) void control.ready.then(liveStateKnown);
-  else liveKnown = true;
+  else {
+    liveKnown = true;
+    controlMetrics.setStateKnown(true);
+  }
   return {
     source,
     listeners,
