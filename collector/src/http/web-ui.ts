@@ -209,19 +209,13 @@ async function approverApi(path, init) {
 // The message line shows a failed load until a load succeeds, and an approve/reject result until the next action:
 // the 5 s refresh must not wipe out what the approver just did.
 let loadFailed = false;
-let approvalsShown;
 async function loadApprovals() {
   if (!token()) return;
   let page;
   try { page = await approverApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; isApprover = false; return; }
   isApprover = true;
   if (loadFailed) { approvalMsg(''); loadFailed = false; }
-  // Redrawn only when the queue changed: the 5 s refresh must not wipe a reason being typed.
-  if (JSON.stringify(page.approvals) === approvalsShown) return;
-  approvalsShown = JSON.stringify(page.approvals);
-  const body = document.getElementById('approval-list'); body.replaceChildren();
-  if (!page.approvals.length) emptyRow(body, 'nothing waits for a decision', 5);
-  for (const a of page.approvals) {
+  drawRows('approval-list', page.approvals, 'nothing waits for a decision', 5, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.approval = a.id;
     tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
@@ -242,22 +236,34 @@ async function loadApprovals() {
       };
       act.append(' ', b);
     }
-    act.prepend(reason); if (grant) act.prepend(grant, ' '); tr.append(act); body.append(tr);
+    act.prepend(reason); if (grant) act.prepend(grant, ' '); tr.append(act);
     markIfLinked(tr, a.id);
-  }
+    return tr;
+  });
 }
 // Cells shared by the approval panels; all text, never markup.
 const askedBy = (r) => r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
 const policyCell = (r) => el('td', r.policy.name + (r.rule ? ' / ' + r.rule : ''));
 function sqlCell(r) { const td = el('td'); td.append(el('code', r.sql)); return td; }
 function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
+// A panel's rows, redrawn only when its list changed: the 5 s refresh must not wipe a reason being typed.
+const drawn = {};
+function drawRows(bodyId, items, emptyText, cols, row) {
+  const text = JSON.stringify(items);
+  if (drawn[bodyId] === text) return;
+  drawn[bodyId] = text;
+  const body = document.getElementById(bodyId); body.replaceChildren();
+  if (!items.length) emptyRow(body, emptyText, cols);
+  for (const item of items) body.append(row(item));
+}
 // A notification's link (?approval=<id>) points at one request: mark it wherever it is listed, bring it into view once.
 const linkedApproval = new URLSearchParams(location.search).get('approval');
 let linkedShown = false;
 function markIfLinked(tr, id) {
   if (id !== linkedApproval) return;
   tr.className = 'linked';
-  if (!linkedShown) { linkedShown = true; tr.scrollIntoView(); }
+  // After the row is in the table (drawRows appends what the row function returns).
+  if (!linkedShown) { linkedShown = true; queueMicrotask(() => tr.scrollIntoView()); }
 }
 // Durations as the policy writes them (1h30m, 45s), to offer grants no longer than the request's grantMax.
 function durationMs(text) {
@@ -274,18 +280,13 @@ function grantChoice(max) {
   return sel;
 }
 // Grants given by approvals: shown to approvers, with Revoke. An unchanged list is not redrawn (a reason being typed).
-let grantsShown = '';
 async function loadGrants() {
   document.getElementById('grants').hidden = !isApprover;
   if (!isApprover) return;
   const msg = document.getElementById('grants-msg');
   let page;
   try { page = await approverApi('/api/v1/approvals?grants=active'); } catch (e) { msg.textContent = String(e.message); return; }
-  if (JSON.stringify(page.approvals) === grantsShown) return;
-  grantsShown = JSON.stringify(page.approvals);
-  const body = document.getElementById('grant-list'); body.replaceChildren();
-  if (!page.approvals.length) emptyRow(body, 'no grant is active', 6);
-  for (const a of page.approvals) {
+  drawRows('grant-list', page.approvals, 'no grant is active', 6, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.grant = a.id;
     tr.append(el('td', a.grant.until), el('td', a.decision ? a.decision.by.name : ''), el('td', askedBy(r)), policyCell(r), sqlCell(r));
@@ -296,15 +297,15 @@ async function loadGrants() {
         await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id) + '/revoke', { method: 'POST', body: JSON.stringify(reason.value ? { reason: reason.value } : {}) });
         msg.textContent = 'revoked: ' + a.id;
       } catch (e) { msg.textContent = String(e.message); return; }
-      grantsShown = ''; loadGrants();
+      drawn['grant-list'] = ''; loadGrants();
     };
-    act.append(reason, ' ', b); tr.append(act); body.append(tr);
-  }
+    act.append(reason, ' ', b); tr.append(act);
+    return tr;
+  });
 }
 // Requests no longer pending, newest first: what became of each (who decided, their reason, the grant, or why it
 // ended without a decision). A notification's follow-up links here.
 const DECIDED_LIMIT = 50;
-let decidedShown = '';
 function outcomeText(a) {
   const d = a.decision, by = d ? d.by.name : '';
   const why = d && d.reason ? ': ' + d.reason : '';
@@ -326,18 +327,14 @@ async function loadDecided() {
   let page;
   try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { msg.textContent = String(e.message); return; }
   msg.textContent = '';
-  if (JSON.stringify(page.approvals) === decidedShown) return;
-  decidedShown = JSON.stringify(page.approvals);
-  const body = document.getElementById('decided-list'); body.replaceChildren();
-  if (!page.approvals.length) emptyRow(body, 'nothing decided yet', 5);
-  for (const a of page.approvals) {
+  drawRows('decided-list', page.approvals, 'nothing decided yet', 5, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.decided = a.id;
     tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
     tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' ? 'deny' : undefined));
-    body.append(tr);
     markIfLinked(tr, a.id);
-  }
+    return tr;
+  });
 }
 // namespace/name, or a bare name (a policy without a namespace: _), as the API's path segments; the API judges the names.
 function policyPath(ref) {
@@ -350,7 +347,6 @@ const suspendForm = controlForm('Suspend', () => '/api/v1/policies/' + policyPat
 suspendForm.id = 'suspend'; suspendForm.prepend(suspendPolicy, ' '); suspensionAction.before(suspendForm);
 // Shown to approvers only, like the queue (whose load tells whether the token is an approver's). An unchanged list
 // is not redrawn: that would wipe a Resume reason being typed.
-let suspensionsShown = '';
 async function loadSuspensions() {
   document.getElementById('suspensions').hidden = !isApprover;
   if (!isApprover) return;
@@ -358,17 +354,14 @@ async function loadSuspensions() {
   let page;
   try { page = await approverApi('/api/v1/suspensions'); } catch (e) { msg.textContent = String(e.message); return; }
   msg.textContent = '';
-  if (JSON.stringify(page.suspensions) === suspensionsShown) return;
-  suspensionsShown = JSON.stringify(page.suspensions);
-  const body = document.getElementById('suspension-list'); body.replaceChildren();
-  if (!page.suspensions.length) emptyRow(body, 'no policy is suspended', 6);
-  for (const s of page.suspensions) {
+  drawRows('suspension-list', page.suspensions, 'no policy is suspended', 6, (s) => {
     const ref = s.policy.namespace + '/' + s.policy.name;
     const tr = el('tr'); tr.dataset.policy = ref;
     tr.append(el('td', ref), el('td', s.at), el('td', s.by), el('td', s.reason), el('td', s.signed ? 'yes' : 'no', s.signed ? 'ok' : undefined));
     const act = el('td'); act.append(controlForm('Resume', () => '/api/v1/policies/' + policyPath(ref) + '/resume', suspensionAction, loadSuspensions));
-    tr.append(act); body.append(tr);
-  }
+    tr.append(act);
+    return tr;
+  });
 }
 const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadDecided).then(loadSuspensions);
 document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
