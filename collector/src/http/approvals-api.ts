@@ -76,11 +76,11 @@ async function route(
     return { status: 200, body: { approvals }, items: approvals.length };
   }
   if (id === undefined) {
-    const states = parseStates(url.searchParams.get('state'));
+    const wanted = parseStates(url.searchParams.get('state'));
     const limit = parseLimit(url.searchParams.get('limit'));
     const approvals = queue
-      .list(states.length === 1 ? states[0] : 'all')
-      .filter((e) => (states.length === 1 || states.includes(e.state)) && visible(e))
+      .list('all')
+      .filter((e) => (wanted === 'all' || wanted.has(e.state)) && visible(e))
       .slice(0, limit);
     return { status: 200, body: { approvals }, items: approvals.length };
   }
@@ -100,11 +100,11 @@ async function route(
  * `state`: one state, `all`, or a comma-separated list (the UI's "recently decided" asks for every state but
  * pending). Default `pending`.
  */
-function parseStates(param: string | null): (ApprovalState | 'all')[] {
+function parseStates(param: string | null): Set<ApprovalState> | 'all' {
   const states = (param ?? 'pending').split(',');
-  if (states.includes('all')) return states.length === 1 ? ['all'] : badState();
+  if (states.includes('all')) return states.length === 1 ? 'all' : badState();
   if (!states.every((s) => APPROVAL_STATES.includes(s as ApprovalState))) badState();
-  return states as ApprovalState[];
+  return new Set(states as ApprovalState[]);
 }
 
 function badState(): never {

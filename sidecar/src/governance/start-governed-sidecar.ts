@@ -131,14 +131,18 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   // logins wait for the first read-back, but no longer than LIVE_STATE_WAIT_MS; then, while NATS stays away, they
   // are refused unless the policy's liveControl.failMode is open (spec.suspend is the switch that does not depend
   // on NATS). Once read back, the state is known for good: later outages keep the last state.
+  // Known from the start without live control (no NATS link): there is no live state to wait for.
   let liveKnown = !link;
   controlMetrics.setStateKnown(liveKnown);
+  const markLiveKnown = () => {
+    liveKnown = true;
+    controlMetrics.setStateKnown(true);
+  };
   let liveStateKnown = () => {};
   const liveState = link
     ? new Promise<void>((resolve) => {
         liveStateKnown = () => {
-          liveKnown = true;
-          controlMetrics.setStateKnown(true);
+          markLiveKnown();
           resolve();
         };
         setTimeout(resolve, opts.liveStateWaitMs ?? LIVE_STATE_WAIT_MS).unref();
@@ -244,10 +248,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       log: (level, msg, fields) => opts.logger?.[level](fields ?? {}, msg),
     });
   if (control) void control.ready.then(liveStateKnown);
-  else {
-    liveKnown = true;
-    controlMetrics.setStateKnown(true);
-  }
+  else markLiveKnown();
   return {
     source,
     listeners,
