@@ -103,4 +103,28 @@ describe('guardrails.maxRowsAffected', () => {
     expect((await db.su('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(50);
     expect(await notes()).toBe(2);
   });
+
+  it('counts the rows a foreign-key cascade deletes, with node-postgres in both protocols', async () => {
+    await db.su(`CREATE TABLE order_lines (id serial PRIMARY KEY, order_id int NOT NULL REFERENCES orders ON DELETE CASCADE);
+      INSERT INTO order_lines (order_id) VALUES (45), (45), (45), (46)`);
+    const c = await g.client();
+    const simple = await errorOf(c, 'DELETE FROM orders WHERE id = 45');
+    expect(simple).toMatchObject({
+      code: '54000',
+      message:
+        'DELETE would change 4 rows counting those its triggers, foreign-key cascades and functions change (1 by the statement itself), more than the limit of 2 set by pgwarden (guardrails.maxRowsAffected); the change was rolled back',
+    });
+    expect((await errorOf(c, 'DELETE FROM orders WHERE id = $1', [45]))?.code).toBe('54000');
+    const left = async () =>
+      (await db.su('SELECT (SELECT count(*) FROM orders)::int AS o, (SELECT count(*) FROM order_lines)::int AS i'))
+        .rows[0];
+    expect(await left()).toEqual({ o: 50, i: 4 });
+    // One order and its one item: 2 rows, within the cap; committed.
+    expect((await c.query('DELETE FROM orders WHERE id = $1', [46])).rowCount).toBe(1);
+    expect(await left()).toEqual({ o: 49, i: 3 });
+    const events = g.audit.events.filter(
+      (e) => e.type === 'statement' && e.statement?.text?.startsWith('DELETE FROM orders WHERE id ='),
+    );
+    expect(events.map((e) => e.result?.error?.code ?? e.result?.tag)).toEqual(['54000', '54000', 'DELETE 1']);
+  });
 });

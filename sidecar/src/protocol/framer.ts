@@ -143,7 +143,11 @@ export class Framer {
     this.flush();
   }
 
-  private flush(): void {
+  /**
+   * Hands the run of passed messages collected so far to the handler: a handler that writes something of its own in
+   * the middle of a chunk calls this first, so that it lands after them.
+   */
+  flush(): void {
     if (this.runBuf !== null) {
       const b = this.runBuf;
       this.runBuf = null;

@@ -185,6 +185,11 @@ export function executeMessage(portal: string, maxRows: number): Buffer {
   return typed(0x45, b);
 }
 
+/** A Bind of `statement` to `portal` with no parameters and text results. */
+export const bindMessage = (portal: string, statement: string) =>
+  typed(0x42, Buffer.concat([z(portal), z(statement), Buffer.alloc(6)]));
+export const closeMessage = (kind: 'S' | 'P', name: string) => typed(0x43, Buffer.concat([Buffer.from(kind), z(name)]));
+
 export const syncMessage = () => typed(0x53, Buffer.alloc(0));
 export const terminateMessage = () => typed(0x58, Buffer.alloc(0));
 

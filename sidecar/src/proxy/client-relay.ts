@@ -2,6 +2,8 @@ import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { ProtocolError } from '../protocol/errors.js';
 import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
 import {
+  bindMessage,
+  closeMessage,
   decodeBindNames,
   decodeExecute,
   decodeFunctionCall,
@@ -24,7 +26,10 @@ import {
   K_HIDDEN,
   K_PARSE,
   K_QUERY,
+  K_ROWS,
   K_SYNC,
+  ROWS_CHANGED_NAME,
+  ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
@@ -40,6 +45,15 @@ export const DENIED_SQL = 'pgwarden denied this statement';
 export const DENIED_PORTAL = '\u0001pgwarden-denied';
 /** A Flush message: PostgreSQL sends what it has buffered, the batch (and its transaction) goes on. */
 const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
+const BEGIN_QUERY = queryMessage('BEGIN');
+const ROWS_CHANGED_QUERY = queryMessage(ROWS_CHANGED_SQL);
+const ROWS_CHANGED_EXT = Buffer.concat([
+  parseMessage(ROWS_CHANGED_NAME, ROWS_CHANGED_SQL),
+  bindMessage(ROWS_CHANGED_NAME, ROWS_CHANGED_NAME),
+  executeMessage(ROWS_CHANGED_NAME, 0),
+  closeMessage('P', ROWS_CHANGED_NAME),
+  closeMessage('S', ROWS_CHANGED_NAME),
+]);
 /** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
 const BIND_PEEK = 4096;
 
@@ -257,6 +271,7 @@ export class ClientRelay implements FramerHandler {
     if (kind === K_QUERY && v.action !== 'deny' && v.maxAffected !== undefined) {
       st.guard = 'wrap';
       s.expect(K_HIDDEN, st, undefined, 'begin', true);
+      s.expect(K_ROWS, st, undefined, 'simple-before', true);
     }
     s.expect(kind, st);
     if (v.action === 'deny') {
@@ -285,10 +300,18 @@ export class ClientRelay implements FramerHandler {
     this.io.hold();
     this.s.releaseGuard = () => this.io.release();
     const sent = out === true ? buf.subarray(start, end) : out;
-    if (st.guard === 'wrap') return Buffer.concat([queryMessage('BEGIN'), sent]);
-    // PostgreSQL sends an Execute's results only at the next Sync or Flush, and the client's Sync now waits.
-    if (st.guard === 'ext') return Buffer.concat([sent, FLUSH]);
-    return out;
+    // Counts of the rows changed go right before and behind the write, in its transaction (no round trip of their
+    // own), so that what its triggers, cascades and functions changed is checked too (server-relay.ts, rowsChecked).
+    st.countQueued = true;
+    if (st.guard === 'wrap') {
+      this.s.expect(K_ROWS, st, undefined, 'simple', true);
+      return Buffer.concat([BEGIN_QUERY, ROWS_CHANGED_QUERY, sent, ROWS_CHANGED_QUERY]);
+    }
+    // PostgreSQL sends an Execute's results only at the next Sync or Flush, and the client's Sync now waits. A simple
+    // Query here would commit the batch's implicit transaction, so the counts are a named statement and portal of
+    // the proxy's own, closed again at once (execute() expected the one before).
+    this.s.expect(K_ROWS, st, undefined, 'ext', true);
+    return Buffer.concat([ROWS_CHANGED_EXT, sent, ROWS_CHANGED_EXT, FLUSH]);
   }
 
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
@@ -362,14 +385,18 @@ export class ClientRelay implements FramerHandler {
     // Describe says text for all). A client that did not describe the portal would get rows planned from the wrong
     // formats, or not at all, so the proxy asks itself and keeps the answer to itself.
     let out: true | Buffer = true;
+    // guardrail maxRowsAffected: the batch's implicit transaction commits only at Sync, which waits (guarded); a count
+    // of the rows changed goes ahead of the Execute (guarded() sends it).
+    if (st.maxAffected !== undefined) {
+      st.guard = 'ext';
+      s.expect(K_ROWS, st, undefined, 'ext-before', true);
+    }
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();
-    // guardrail maxRowsAffected: the batch's implicit transaction commits only at Sync, which waits (guarded).
-    if (st.maxAffected !== undefined) st.guard = 'ext';
     s.expect(K_EXECUTE, st);
     armTimeout(s, st);
     return this.guarded(st, out, buf, start, end);

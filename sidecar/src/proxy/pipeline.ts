@@ -21,6 +21,27 @@ export const K_FUNCTION = 8;
  * `quiet`: only the ReadyForQuery (ROLLBACK, or the failing text that fails the client's transaction).
  */
 export const K_HIDDEN = 9;
+/**
+ * The proxy's own count of the rows changed (ROWS_CHANGED_SQL), sent right before and right behind a guarded write
+ * (guardrail maxRowsAffected), in its transaction, so that the rows its triggers, foreign-key cascades and
+ * functions changed count too. Nothing of it reaches the client. `name`: `simple-before` / `simple` (a Query:
+ * RowDescription, DataRow, CommandComplete, ReadyForQuery) or `ext-before` / `ext` (Parse, Bind, Execute, Close,
+ * Close inside the write's batch).
+ */
+export const K_ROWS = 10;
+
+/**
+ * Rows inserted, updated and deleted in every table, from PostgreSQL's per-transaction statistics, which count what
+ * triggers, foreign-key cascades and functions did as well as the statement itself. Only a difference within one
+ * transaction means anything: the figure also holds the backend's earlier transactions whose statistics it has not
+ * reported yet, which it does only between transactions. Every name is schema-qualified (the operator too) so that
+ * nothing an agent creates on its search_path can stand in for them; resetting or turning off these counters needs
+ * a superuser. https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ALL-TABLES-VIEW
+ */
+export const ROWS_CHANGED_SQL =
+  'SELECT pg_catalog.sum(n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd OPERATOR(pg_catalog.+) n_tup_del)::pg_catalog.int8 FROM pg_catalog.pg_stat_xact_user_tables';
+/** Names of the prepared statement and portal the `ext` count uses: clients do not use a NUL-free name like it. */
+export const ROWS_CHANGED_NAME = '\u0001pgwarden-rows-changed';
 
 /** A prepared statement or portal as the proxy knows it: what was checked and what it decided. */
 export interface PreparedInfo {
@@ -71,6 +92,14 @@ export class Stmt {
   guard: 'wrap' | 'block' | 'failed' | 'ext' | undefined = undefined;
   /** A guarded write changed more rows than allowed: the client got 54000 and the change is being undone. */
   overLimit = false;
+  /** K_ROWS counts go before and behind this guarded write upstream. */
+  countQueued = false;
+  /** The count before the write (undefined: it failed or has not come). */
+  rowsBefore: number | undefined = undefined;
+  /** The write completed within its tag's cap: it is recorded once the count behind it has been checked. */
+  awaitCount = false;
+  /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
+  writeStatus: 'I' | 'T' | 'E' = 'I';
   timer: NodeJS.Timeout | undefined = undefined;
   /** Finished or abandoned: its timeout must not fire any more. */
   settled = false;

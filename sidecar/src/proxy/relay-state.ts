@@ -5,6 +5,7 @@ import {
   K_EXECUTE,
   K_FUNCTION,
   K_QUERY,
+  K_ROWS,
   K_SYNC,
   type PreparedInfo,
   type Stmt,
@@ -47,6 +48,10 @@ export class RelayState {
   clientPid = 0;
   /** Set while client input waits for a guarded write's outcome (ClientRelay.guard); the server relay calls it. */
   releaseGuard: (() => void) | undefined = undefined;
+  /** The K_ROWS count being read: its value (null: SQL NULL, no user table at all), an error, closes seen. */
+  rowsValue: number | null | undefined = undefined;
+  rowsError: { code: string; message: string } | undefined = undefined;
+  rowsCloses = 0;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -84,7 +89,8 @@ export class RelayState {
     const head = this.queue.peek();
     if (head?.kind !== kind) return;
     this.queue.shift();
-    if (head.stmt && (kind === K_EXECUTE || kind === K_QUERY || kind === K_FUNCTION)) this.finish(head.stmt);
+    if (head.stmt && !head.stmt.awaitCount && (kind === K_EXECUTE || kind === K_QUERY || kind === K_FUNCTION))
+      this.finish(head.stmt);
     this.advance();
   }
 
@@ -149,7 +155,7 @@ export class RelayState {
       this.queue.shift();
       const k = head.kind;
       if (k === K_QUERY || k === K_FUNCTION || k === K_SYNC) {
-        if (head.stmt && k !== K_SYNC) this.finish(head.stmt);
+        if (head.stmt && k !== K_SYNC && !head.stmt.awaitCount) this.finish(head.stmt);
         break;
       }
     }
@@ -158,11 +164,25 @@ export class RelayState {
 
   /** After an error in the extended protocol the server skips to the next Sync: so do the expectations. */
   failExtended(): void {
+    let guarded = false;
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
+      if (head.stmt?.guard !== undefined) guarded = true;
+      // A count behind a write (K_ROWS) is not a statement of the client's; a write waiting for it is recorded as it
+      // stands (the batch failed: nothing of it commits).
+      if (head.kind === K_ROWS) {
+        if (head.stmt?.awaitCount) {
+          head.stmt.awaitCount = false;
+          this.finish(head.stmt);
+        }
+        continue;
+      }
       if (head.stmt && head.stmt.results.length > 0) this.finish(head.stmt);
       else head.stmt?.settle(); // skipped by the server: it never ran
     }
+    // A guarded Execute skipped (an earlier message of its batch failed) settles nothing: the client's held input,
+    // its Sync among it, may go on (the upstream skips the rest up to that Sync too).
+    if (guarded) this.endGuard();
     this.advance();
   }
 

@@ -219,3 +219,174 @@ describe('maxAffected: writes over the cap are undone', () => {
     expect(errorOf(dup[2]).get('C')).toBe('23505');
   });
 });
+
+// The tag counts only the rows the statement itself changed: rows its triggers, foreign-key cascades and functions
+// change are counted from PostgreSQL's per-transaction statistics, before and behind the write (K_ROWS).
+describe('maxAffected: rows changed by triggers, cascades and functions count too', () => {
+  let fx: Fixture;
+  let c: RawClient;
+  const run = async (...m: Buffer[]) => {
+    c.send(...m);
+    return c.untilReady();
+  };
+  const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+  const one = async (sql: string) => {
+    const m = await run(msg.query(sql));
+    return rowOf(m.find((x) => x.type === B.DataRow)!)[0];
+  };
+  const rows = () =>
+    one(
+      "SELECT (SELECT count(*) FROM rc_p) || '/' || (SELECT count(*) FROM rc_c) || '/' || (SELECT count(*) FROM rc_log) || '/' || (SELECT sum(v) FROM rc_p)",
+    );
+
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    c = (await RawClient.startup(fx.sidecar.port)).client;
+    const setup = await run(
+      msg.query(`
+        DROP TABLE IF EXISTS rc_c, rc_p, rc_log, rc_tr CASCADE;
+        CREATE TABLE rc_p (id int PRIMARY KEY, v int NOT NULL DEFAULT 0);
+        CREATE TABLE rc_c (id serial PRIMARY KEY, pid int NOT NULL REFERENCES rc_p ON DELETE CASCADE);
+        CREATE TABLE rc_log (id serial PRIMARY KEY, note text);
+        CREATE TABLE rc_tr (id int PRIMARY KEY);
+        CREATE FUNCTION rc_log_twice() RETURNS trigger LANGUAGE plpgsql AS
+          $$ BEGIN INSERT INTO rc_log (note) VALUES ('a'), ('b'); RETURN NEW; END $$;
+        CREATE TRIGGER rc_tr_log AFTER INSERT ON rc_tr FOR EACH ROW EXECUTE FUNCTION rc_log_twice();
+        CREATE FUNCTION rc_touch_all() RETURNS int LANGUAGE plpgsql AS
+          $$ BEGIN UPDATE rc_c SET pid = pid; RETURN 1; END $$;
+        INSERT INTO rc_p (id) SELECT generate_series(1, 4);
+        INSERT INTO rc_c (pid) SELECT 1 FROM generate_series(1, 5);
+        INSERT INTO rc_c (pid) SELECT 2 FROM generate_series(1, 5);
+        INSERT INTO rc_c (pid) VALUES (3);
+      `),
+    );
+    expect(status(setup)).toBe('I');
+  });
+  afterAll(async () => {
+    c.close();
+    await fx.sidecar.close(500);
+  });
+
+  it('simple Query: a delete whose cascade goes over the cap is rolled back; one within it commits', async () => {
+    expect(await rows()).toBe('4/11/0/0');
+    const n = records.length;
+    const over = await run(msg.query('DELETE FROM rc_p WHERE id = 1 /* guarded */'));
+    // The tag comes first, then the error, as PostgreSQL sends a deferred constraint's error at commit.
+    expect([types(over), tagOf(over[0]), status(over)]).toEqual(['C E Z', 'DELETE 1', 'I']);
+    const e = errorOf(over[1]);
+    expect([e.get('C'), e.get('M')]).toEqual([
+      '54000',
+      'DELETE would change 6 rows counting those its triggers, foreign-key cascades and functions change (1 by the statement itself), more than the limit of 3 set by pgwarden (guardrails.maxRowsAffected); the change was rolled back',
+    ]);
+    expect(await rows()).toBe('4/11/0/0');
+    const r = records[n];
+    expect(r.request.sql).toContain('DELETE FROM rc_p');
+    expect(r.results).toEqual([{ tag: 'DELETE 1', rows: 1, bytes: 0, error: { code: '54000', message: e.get('M') } }]);
+    // Parent 3 has one child: 2 rows in all.
+    const ok = await run(msg.query('DELETE FROM rc_p WHERE id = 3 /* guarded */'));
+    expect([types(ok), status(ok)]).toEqual(['C Z', 'I']);
+    expect(await rows()).toBe('3/10/0/0');
+    expect(records[n + 2].results).toEqual([{ tag: 'DELETE 1', rows: 1, bytes: 0 }]);
+  });
+
+  it('rows a trigger writes and rows a called function changes count', async () => {
+    const trig = await run(msg.query('INSERT INTO rc_tr VALUES (1), (2) /* guarded */'));
+    expect([types(trig), errorOf(trig[1]).get('C')]).toEqual(['C E Z', '54000']);
+    expect(errorOf(trig[1]).get('M')).toMatch(/^INSERT would change 6 rows .*\(2 by the statement itself\)/);
+    expect(await one('SELECT count(*) FROM rc_tr')).toBe('0');
+    const fn = await run(msg.query('UPDATE rc_p SET v = rc_touch_all() WHERE id = 4 /* guarded */'));
+    expect([types(fn), errorOf(fn[1]).get('C')]).toEqual(['C E Z', '54000']);
+    expect(await rows()).toBe('3/10/0/0');
+    // One row plus one trigger row each: within the cap of 3.
+    expect(types(await run(msg.query('INSERT INTO rc_tr VALUES (1) /* guarded */')))).toBe('C Z');
+    expect(await rows()).toBe('3/10/2/0');
+  });
+
+  it('counts only this transaction: rows the session changed just before (statistics not yet reported) do not count', async () => {
+    // PostgreSQL folds a transaction's counts into the backend's unreported statistics, which the next
+    // transaction's figures include until the backend reports them (between transactions, at most once a second).
+    const bulk = await run(msg.query("INSERT INTO rc_log (note) SELECT 'x' FROM generate_series(1, 50)"));
+    expect(status(bulk)).toBe('I');
+    const ok = await run(msg.query('UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'));
+    expect([types(ok), status(ok)]).toEqual(['C Z', 'I']);
+    // Inside the client's transaction, its earlier writes there are not this write's either.
+    await run(msg.query('BEGIN'));
+    await run(msg.query("INSERT INTO rc_log (note) SELECT 'y' FROM generate_series(1, 20)"));
+    const inTx = await run(msg.query('UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'));
+    expect([types(inTx), status(inTx)]).toEqual(['C Z', 'T']);
+    // Over the cap by cascade inside the transaction: the transaction fails, ROLLBACK undoes all of it.
+    const over = await run(msg.query('DELETE FROM rc_p WHERE id = 2 /* guarded */'));
+    expect([types(over), status(over), errorOf(over[1]).get('C')]).toEqual(['C E Z', 'E', '54000']);
+    expect(errorOf((await run(msg.query('SELECT 1')))[0]).get('C')).toBe('25P02');
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    expect(await rows()).toBe('3/10/52/1');
+  });
+
+  it('extended protocol: a cascade over the cap fails the batch before its Sync; within it the batch commits', async () => {
+    const over = await run(
+      msg.parse('d', 'DELETE FROM rc_p WHERE id = $1::int /* guarded */'),
+      msg.bind('', 'd', ['2']),
+      msg.execute(''),
+      msg.parse('', "INSERT INTO rc_log (note) VALUES ('after')"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(over), tagOf(over[2]), errorOf(over[3]).get('C'), status(over)]).toEqual([
+      '1 2 C E Z',
+      'DELETE 1',
+      '54000',
+      'I',
+    ]);
+    expect(await rows()).toBe('3/10/52/1');
+    // Inside the client's transaction: the transaction is failed.
+    await run(msg.query('BEGIN'));
+    const inTx = await run(msg.bind('', 'd', ['2']), msg.execute(''), msg.sync());
+    expect([types(inTx), status(inTx)]).toEqual(['2 C E Z', 'E']);
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
+    // A function's writes through a prepared statement.
+    const fn = await run(
+      msg.parse('f', 'UPDATE rc_p SET v = rc_touch_all() WHERE id = $1::int /* guarded */'),
+      msg.bind('', 'f', ['4']),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(fn), errorOf(fn[3]).get('C')]).toEqual(['1 2 C E Z', '54000']);
+    // Within the cap: parent 4 has no children.
+    const ok = await run(
+      msg.parse('', 'DELETE FROM rc_p WHERE id = $1::int /* guarded */'),
+      msg.bind('', '', ['4']),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(ok), status(ok)]).toEqual(['1 2 C Z', 'I']);
+    expect(await rows()).toBe('2/10/52/1');
+  });
+
+  it('the counts cannot be shadowed from the search_path, and a count that fails fails the write (fail closed)', async () => {
+    await run(
+      msg.query(`DROP SCHEMA IF EXISTS rc_evil CASCADE; CREATE SCHEMA rc_evil;
+        CREATE VIEW rc_evil.pg_stat_xact_user_tables AS
+          SELECT 0::bigint AS n_tup_ins, 0::bigint AS n_tup_upd, 0::bigint AS n_tup_del`),
+    );
+    await run(msg.query('SET search_path = rc_evil, pg_catalog, public'));
+    const shadowed = await run(msg.query('DELETE FROM rc_p WHERE id = 2 /* guarded */'));
+    expect([types(shadowed), errorOf(shadowed[1]).get('C')]).toEqual(['C E Z', '54000']);
+    await run(msg.query('RESET search_path'));
+    // The proxy's count uses a named statement: a client that took its name makes the count fail, and the write with it.
+    await run(msg.parse('\u0001pgwarden-rows-changed', 'SELECT 1'), msg.sync());
+    const failed = await run(
+      msg.parse('', 'UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(failed), status(failed), errorOf(failed[2]).get('C')]).toEqual(['1 2 E Z', 'I', '42P05']);
+    expect(errorOf(failed[2]).get('M')).toMatch(/^pgwarden could not count the rows this write changed/);
+    const last = records.findLast((r) => r.request.sql.includes('v = v + 1 WHERE id = 2'))!;
+    expect(last.results.at(-1)!.error!.code).toBe('42P05');
+    expect(await rows()).toBe('2/10/52/1');
+    // The session goes on.
+    expect(await one('SELECT 41 + 1')).toBe('42');
+  });
+});

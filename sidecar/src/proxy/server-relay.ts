@@ -13,7 +13,19 @@ import { DROP, type Framer, type FramerHandler, PASS, WHOLE } from '../protocol/
 import { executeMessage, queryMessage } from '../protocol/frontend-messages.js';
 import { DENIED_PORTAL, DENIED_SQL } from './client-relay.js';
 import type { StatementResult } from './hooks.js';
-import { K_BIND, K_CLOSE, K_EXECUTE, K_FUNCTION, K_HIDDEN, K_PARSE, K_QUERY, K_SYNC, type Stmt } from './pipeline.js';
+import {
+  type Entry,
+  K_BIND,
+  K_CLOSE,
+  K_EXECUTE,
+  K_FUNCTION,
+  K_HIDDEN,
+  K_PARSE,
+  K_QUERY,
+  K_ROWS,
+  K_SYNC,
+  type Stmt,
+} from './pipeline.js';
 import type { RelayState } from './relay-state.js';
 
 /**
@@ -41,6 +53,7 @@ export class ServerRelay implements FramerHandler {
     // Counted rows belong to the statement they streamed for: settle them before anything can change it.
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
     if (s.swallow && type !== B.ReadyForQuery) return DROP;
+    if (s.queue.peek()?.kind === K_ROWS) return rowsHeader(type);
     switch (type) {
       case B.DataRow: {
         const st = s.cur;
@@ -140,6 +153,8 @@ export class ServerRelay implements FramerHandler {
 
   private handle(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
+    const head = s.queue.peek();
+    if (head?.kind === K_ROWS && type !== B.ReadyForQuery) return this.rows(head, type, buf, start, end);
     switch (type) {
       case B.DataRow: {
         const t = s.cur!.transformer!;
@@ -232,10 +247,161 @@ export class ServerRelay implements FramerHandler {
         s.endGuard();
       }
     } else if (head.kind === K_EXECUTE) {
+      // Within its tag's cap: the count behind it (K_ROWS) settles it, and only then may the client go on.
+      if (st.countQueued && isWriteTag(tag)) st.awaitCount = true;
       s.complete(K_EXECUTE);
-      if (st.guard !== undefined) s.endGuard();
+      if (st.guard !== undefined && !st.awaitCount) s.endGuard();
     }
     return out;
+  }
+
+  /** Writes a message of the proxy's own to the client, behind the responses passed before it. */
+  private toClient(b: Buffer): void {
+    this.framer?.flush();
+    this.s.toClient(b);
+  }
+
+  /** A response to the proxy's count of changed rows (K_ROWS): read, never forwarded. */
+  private rows(head: Entry, type: number, buf: Buffer, start: number, end: number): false {
+    const s = this.s;
+    if (type === B.DataRow) {
+      // One column: int16 count, int32 length (-1: NULL), the text of an int8.
+      const len = buf.readInt32BE(start + 7);
+      s.rowsValue = len < 0 ? null : Number(buf.toString('latin1', start + 11, start + 11 + len));
+    } else if (type === B.ErrorResponse) {
+      const f = decodeErrorFields(buf, start, end);
+      s.rowsError = { code: f.get('C') ?? 'XX000', message: f.get('M') ?? '' };
+      // An error ends an `ext` count: the upstream skips the rest of the batch (its Closes too) up to the Sync.
+      if (head.name === 'ext') this.rowsEnd(head);
+      else if (head.name === 'ext-before') this.rowsBeforeFailed(head);
+    } else if (type === B.CloseComplete && ++s.rowsCloses === 2) {
+      if (head.name === 'ext') this.rowsEnd(head);
+      else this.rowsBefore(head);
+    }
+    return false;
+  }
+
+  /** The count before a guarded write came (`ext-before` complete, `simple-before` at its ReadyForQuery). */
+  private rowsBefore(head: Entry): void {
+    const s = this.s;
+    s.queue.shift();
+    const value = s.rowsValue;
+    head.stmt!.rowsBefore = s.rowsError !== undefined || value === undefined ? undefined : (value ?? 0);
+    s.rowsValue = undefined;
+    s.rowsError = undefined;
+    s.rowsCloses = 0;
+    s.advance();
+  }
+
+  /**
+   * The count before a guarded Execute failed, and with it the batch: the write and the count behind it are skipped
+   * upstream. The client learns why from an error of the write's own; nothing of the batch commits.
+   */
+  private rowsBeforeFailed(head: Entry): void {
+    const s = this.s;
+    const st = head.stmt!;
+    const f = s.rowsError!;
+    s.queue.shift();
+    s.rowsError = undefined;
+    s.rowsValue = undefined;
+    s.rowsCloses = 0;
+    this.toClient(countError(f));
+    st.endResult({ rows: 0, bytes: 0, error: { code: f.code, message: countErrorMessage(f) } });
+    s.failExtended();
+    if (s.queue.peek()?.kind !== K_SYNC) s.discarding = true;
+    s.endGuard();
+  }
+
+  /**
+   * The `ext` count is complete (its second CloseComplete) or failed: the write it follows is settled and the client's
+   * held messages go on. Over the cap, the batch is made to fail before the client's Sync, as for a tag over it.
+   */
+  private rowsEnd(head: Entry): void {
+    const s = this.s;
+    s.queue.shift();
+    const failed = s.rowsError !== undefined;
+    this.rowsChecked(head.stmt!);
+    if (failed || head.stmt!.overLimit) {
+      // The batch fails upstream (by the count's error, or by an Execute of a portal that cannot exist): the proxy's
+      // expectations and the client's messages up to its Sync are skipped as the upstream skips them. The client's
+      // Sync may be on its way already only after a row-limited Execute (PortalSuspended released it).
+      s.failExtended();
+      if (!failed) {
+        s.swallow = true;
+        s.toUpstream(executeMessage(DENIED_PORTAL, 0));
+      }
+      if (s.queue.peek()?.kind !== K_SYNC) s.discarding = true;
+    } else {
+      s.advance();
+    }
+    s.endGuard();
+  }
+
+  /**
+   * guardrail maxRowsAffected, second check: the rows changed between the counts before and behind the write, less
+   * what the Query's other writes reported, are what this write changed,
+   * counting its triggers, cascades and functions. Over the cap, or when the count failed, the client gets an
+   * ErrorResponse after the write's CommandComplete, as PostgreSQL sends a deferred constraint's error at commit,
+   * and the caller undoes the change. Records the write.
+   */
+  private rowsChecked(st: Stmt): void {
+    const s = this.s;
+    const value = s.rowsValue;
+    const failed = s.rowsError;
+    s.rowsValue = undefined;
+    s.rowsError = undefined;
+    s.rowsCloses = 0;
+    // The write failed, or its tag was already over the cap: nothing to check. A failed count after a successful
+    // write still fails it (below); after a failed one it failed for the same reason.
+    if (!st.awaitCount) {
+      if (failed !== undefined && st.guard === 'ext') this.toClient(countError(failed));
+      return;
+    }
+    st.awaitCount = false;
+    let error: { code: string; message: string } | undefined;
+    let out: Buffer | undefined;
+    if (failed !== undefined || value === undefined) {
+      const f = failed ?? { code: '08P01', message: 'no count came back' };
+      out = countError(f);
+      error = { code: f.code, message: countErrorMessage(f) };
+    } else if (st.rowsBefore === undefined) {
+      const f = { code: '08P01', message: 'no count came back from before the write' };
+      out = countError(f);
+      error = { code: f.code, message: countErrorMessage(f) };
+    } else {
+      const delta = (value ?? 0) - st.rowsBefore;
+      let sum = 0;
+      let top = 0;
+      let verb = '';
+      for (const r of st.results) {
+        if (!isWriteTag(r.tag)) continue;
+        sum += r.rows;
+        if (r.rows >= top) {
+          top = r.rows;
+          verb = r.tag!.split(' ')[0];
+        }
+      }
+      const counted = delta - (sum - top);
+      const max = st.maxAffected!;
+      if (counted > max) {
+        const message = indirectMessage(verb, counted, top, max);
+        out = errorResponse({
+          severity: 'ERROR',
+          code: '54000',
+          message,
+          hint: `Change at most ${max} rows per statement, counting what its triggers and foreign-key cascades change.`,
+        });
+        error = { code: '54000', message };
+      }
+    }
+    if (out !== undefined) {
+      st.overLimit = true;
+      this.toClient(out);
+      const last = st.results.at(-1);
+      if (last !== undefined && last.error === undefined) last.error = error;
+      else st.results.push({ rows: 0, bytes: 0, error });
+    }
+    s.finish(st);
   }
 
   /**
@@ -246,6 +412,20 @@ export class ServerRelay implements FramerHandler {
   private readyForQuery(status: 'I' | 'T' | 'E'): boolean {
     const s = this.s;
     const head = s.queue.peek();
+    if (head?.kind === K_ROWS && head.name === 'simple-before') {
+      this.rowsBefore(head);
+      return false;
+    }
+    if (head?.kind === K_ROWS) {
+      // The ReadyForQuery of the count behind a guarded Query: now the write is settled, as below for one without.
+      s.queue.shift();
+      const st = head.stmt!;
+      this.rowsChecked(st);
+      s.txStatus = status;
+      s.swallow = false;
+      s.advance();
+      return this.endGuarded(st, st.writeStatus);
+    }
     if (head?.kind === K_HIDDEN) {
       s.queue.shift();
       if (head.name !== 'begin') {
@@ -256,7 +436,20 @@ export class ServerRelay implements FramerHandler {
       return head.name !== 'begin';
     }
     const st = head?.kind === K_QUERY ? head.stmt : undefined;
+    if (st?.countQueued) {
+      // The count (K_ROWS) comes next: its ReadyForQuery, not this one, reaches the client.
+      st.writeStatus = status;
+      if (status === 'T' && !st.overLimit) st.awaitCount = true;
+      s.readyForQuery(status);
+      return false;
+    }
     s.readyForQuery(status);
+    return this.endGuarded(st, status);
+  }
+
+  /** What ends a guarded Query (`st.guard`), given the status its own ReadyForQuery had; true: forward this one. */
+  private endGuarded(st: Stmt | undefined, status: 'I' | 'T' | 'E'): boolean {
+    const s = this.s;
     if (st?.guard === 'wrap') {
       const undo = status !== 'T' || st.overLimit;
       s.expect(K_HIDDEN, undefined, undefined, undo ? 'quiet' : 'commit', true);
@@ -284,6 +477,7 @@ export class ServerRelay implements FramerHandler {
   private error(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const head = s.queue.peek();
+    if (head?.kind === K_ROWS) return this.rows(head, B.ErrorResponse, buf, start, end);
     // The proxy's own statements: only a COMMIT's error (a deferred constraint) is the client's to see. A BEGIN that
     // fails met the client's failed transaction (25P02): the write will fail the same way, nothing to undo.
     if (head?.kind === K_HIDDEN) {
@@ -372,6 +566,34 @@ const WRITE_TAGS = ['INSERT ', 'UPDATE ', 'DELETE ', 'MERGE '];
 
 function isWriteTag(tag: string | undefined): boolean {
   return tag !== undefined && WRITE_TAGS.some((w) => tag.startsWith(w));
+}
+
+/** Which responses to a K_ROWS count the relay reads (handle → rows); the rest are dropped. */
+function rowsHeader(type: number): number {
+  switch (type) {
+    case B.DataRow:
+    case B.ErrorResponse:
+    case B.CloseComplete:
+    case B.ReadyForQuery:
+      return WHOLE;
+    case B.ParameterStatus:
+      return PASS;
+    default:
+      return DROP; // RowDescription, ParseComplete, BindComplete, CommandComplete
+  }
+}
+
+function indirectMessage(verb: string, counted: number, own: number, max: number): string {
+  const what = verb === '' ? 'The statement' : verb;
+  return `${what} would change ${counted} rows counting those its triggers, foreign-key cascades and functions change (${own} by the statement itself), more than the limit of ${max} set by pgwarden (guardrails.maxRowsAffected); the change was rolled back`;
+}
+
+function countErrorMessage(f: { code: string; message: string }): string {
+  return `pgwarden could not count the rows this write changed (guardrails.maxRowsAffected): ${f.message}; the change was rolled back`;
+}
+
+function countError(f: { code: string; message: string }): Buffer {
+  return errorResponse({ severity: 'ERROR', code: f.code, message: countErrorMessage(f) });
 }
 
 function affectedMessage(tag: string, rows: number, max: number): string {

@@ -19,7 +19,7 @@ import { ClientRelay } from './client-relay.js';
 import { ClientStartup, type StartupEvent } from './client-startup.js';
 import type { SessionHooks, SessionInfo, StartupRefusal, StatementRecord } from './hooks.js';
 import { openUpstreamSession } from './open-session.js';
-import type { Stmt } from './pipeline.js';
+import { K_ROWS, type Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
@@ -443,6 +443,8 @@ export class ProxySession {
     for (const e of this.state?.queue.drain() ?? []) {
       const st = e.stmt;
       if (st === undefined || drained.has(st)) continue;
+      // A count behind a write (K_ROWS): its write was recorded already, unless it waited for the count.
+      if (e.kind === K_ROWS && !st.awaitCount) continue;
       drained.add(st);
       if (st.sentAt === 0 && st.results.length === 0) {
         st.settle(); // never left the proxy
