@@ -217,6 +217,18 @@ describe('maxAffected: writes over the cap are undone', () => {
     const dup = await c.untilReady(2);
     expect(types(dup)).toBe('1 2 E Z T D C Z');
     expect(errorOf(dup[2]).get('C')).toBe('23505');
+    // In a failed transaction the batch fails at its Parse, before the guarded Execute runs: the client's Sync goes
+    // through all the same (it waited for the Execute's outcome, which never comes).
+    await run(msg.query('BEGIN'));
+    await run(msg.query('SELECT 1/0'));
+    const skipped = await run(
+      msg.parse('', 'UPDATE ra_t SET v = v + 1 WHERE id = 1 /* guarded */'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(skipped), status(skipped), errorOf(skipped[0]).get('C')]).toEqual(['E Z', 'E', '25P02']);
+    expect(status(await run(msg.query('ROLLBACK')))).toBe('I');
   });
 });
 
