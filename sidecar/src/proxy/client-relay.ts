@@ -46,14 +46,19 @@ export const DENIED_PORTAL = '\u0001pgwarden-denied';
 /** A Flush message: PostgreSQL sends what it has buffered, the batch (and its transaction) goes on. */
 const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
 const BEGIN_QUERY = queryMessage('BEGIN');
-const ROWS_CHANGED_QUERY = queryMessage(ROWS_CHANGED_SQL);
-const ROWS_CHANGED_EXT = Buffer.concat([
+// The counts of changed rows (guardrail maxRowsAffected): the statement prepared once per session (closed first, in
+// case a count that failed left it behind), then a named portal of it run and closed. Between simple Queries the
+// proxy's BEGIN has opened a transaction block, so their Sync commits nothing.
+const ROWS_PREPARE = Buffer.concat([
+  closeMessage('S', ROWS_CHANGED_NAME),
   parseMessage(ROWS_CHANGED_NAME, ROWS_CHANGED_SQL),
+]);
+const ROWS_RUN = Buffer.concat([
   bindMessage(ROWS_CHANGED_NAME, ROWS_CHANGED_NAME),
   executeMessage(ROWS_CHANGED_NAME, 0),
   closeMessage('P', ROWS_CHANGED_NAME),
-  closeMessage('S', ROWS_CHANGED_NAME),
 ]);
+const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 /** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
 const BIND_PEEK = 4096;
 
@@ -271,7 +276,7 @@ export class ClientRelay implements FramerHandler {
     if (kind === K_QUERY && v.action !== 'deny' && v.maxAffected !== undefined) {
       st.guard = 'wrap';
       s.expect(K_HIDDEN, st, undefined, 'begin', true);
-      s.expect(K_ROWS, st, undefined, 'simple-before', true);
+      this.rowsCount(st, 'simple-before');
     }
     s.expect(kind, st);
     if (v.action === 'deny') {
@@ -303,15 +308,25 @@ export class ClientRelay implements FramerHandler {
     // Counts of the rows changed go right before and behind the write, in its transaction (no round trip of their
     // own), so that what its triggers, cascades and functions changed is checked too (server-relay.ts, rowsChecked).
     st.countQueued = true;
-    if (st.guard === 'wrap') {
-      this.s.expect(K_ROWS, st, undefined, 'simple', true);
-      return Buffer.concat([BEGIN_QUERY, ROWS_CHANGED_QUERY, sent, ROWS_CHANGED_QUERY]);
-    }
+    const before = st.countBefore!;
+    st.countBefore = undefined;
+    if (st.guard === 'wrap') return Buffer.concat([BEGIN_QUERY, before, sent, this.rowsCount(st, 'simple')]);
     // PostgreSQL sends an Execute's results only at the next Sync or Flush, and the client's Sync now waits. A simple
     // Query here would commit the batch's implicit transaction, so the counts are a named statement and portal of
     // the proxy's own, closed again at once (execute() expected the one before).
-    this.s.expect(K_ROWS, st, undefined, 'ext', true);
-    return Buffer.concat([ROWS_CHANGED_EXT, sent, ROWS_CHANGED_EXT, FLUSH]);
+    return Buffer.concat([before, sent, this.rowsCount(st, 'ext'), FLUSH]);
+  }
+
+  /** Expects a count of changed rows for `st` and returns its messages (the `-before` ones go to st.countBefore). */
+  private rowsCount(st: Stmt, name: 'simple-before' | 'simple' | 'ext-before' | 'ext'): Buffer {
+    const s = this.s;
+    const prepare = !s.rowsPrepared;
+    s.rowsPrepared = true;
+    s.expect(K_ROWS, st, undefined, name, true, prepare ? 2 : 1);
+    const run = prepare ? Buffer.concat([ROWS_PREPARE, ROWS_RUN]) : ROWS_RUN;
+    const out = name.startsWith('simple') ? Buffer.concat([run, SYNC]) : run;
+    if (name.endsWith('-before')) st.countBefore = out;
+    return out;
   }
 
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
@@ -389,7 +404,7 @@ export class ClientRelay implements FramerHandler {
     // of the rows changed goes ahead of the Execute (guarded() sends it).
     if (st.maxAffected !== undefined) {
       st.guard = 'ext';
-      s.expect(K_ROWS, st, undefined, 'ext-before', true);
+      this.rowsCount(st, 'ext-before');
     }
     if (!info.described) {
       info.described = true;

@@ -39,8 +39,15 @@ export const K_ROWS = 10;
  * a superuser. https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ALL-TABLES-VIEW
  */
 export const ROWS_CHANGED_SQL =
-  'SELECT pg_catalog.sum(n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd OPERATOR(pg_catalog.+) n_tup_del)::pg_catalog.int8 FROM pg_catalog.pg_stat_xact_user_tables';
-/** Names of the prepared statement and portal the `ext` count uses: clients do not use a NUL-free name like it. */
+  'SELECT pg_catalog.sum(pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid) OPERATOR(pg_catalog.+) ' +
+  'pg_catalog.pg_stat_get_xact_tuples_updated(c.oid) OPERATOR(pg_catalog.+) ' +
+  'pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid))::pg_catalog.int8 FROM pg_catalog.pg_class c ' +
+  // User tables, temporary ones included: the catalogs' OIDs are all below FirstNormalObjectId (16384).
+  'WHERE c.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.=) ANY (\'{r,p,m}\'::pg_catalog."char"[])';
+/**
+ * Name of the prepared statement (parsed once per session, RelayState.rowsPrepared) and portal the counts use: no
+ * client names its statements like this.
+ */
 export const ROWS_CHANGED_NAME = '\u0001pgwarden-rows-changed';
 
 /** A prepared statement or portal as the proxy knows it: what was checked and what it decided. */
@@ -96,6 +103,8 @@ export class Stmt {
   countQueued = false;
   /** The count before the write (undefined: it failed or has not come). */
   rowsBefore: number | undefined = undefined;
+  /** The messages of the count before the write (client-relay.ts, rowsCount). */
+  countBefore: Buffer | undefined = undefined;
   /** The write completed within its tag's cap: it is recorded once the count behind it has been checked. */
   awaitCount = false;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
@@ -155,6 +164,8 @@ export interface Entry {
   name: string;
   /** A Describe the proxy added itself: its answer is used, not forwarded. */
   hidden: boolean;
+  /** K_ROWS: the CloseCompletes its answer has (2 when it prepares the statement first). */
+  closes: number;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
@@ -162,8 +173,8 @@ export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false): void {
-    this.items.push({ kind, stmt, target, name, hidden });
+  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
+    this.items.push({ kind, stmt, target, name, hidden, closes });
   }
 
   peek(): Entry | undefined {

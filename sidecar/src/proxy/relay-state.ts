@@ -52,6 +52,11 @@ export class RelayState {
   rowsValue: number | null | undefined = undefined;
   rowsError: { code: string; message: string } | undefined = undefined;
   rowsCloses = 0;
+  /**
+   * The proxy's count statement (ROWS_CHANGED_NAME) is prepared upstream, as far as the proxy knows: a count that
+   * fails, and the client's DISCARD ALL / DEALLOCATE ALL, make the next count prepare it again.
+   */
+  rowsPrepared = false;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -79,8 +84,8 @@ export class RelayState {
   }
 
   /** Records that a response is due for a client message just forwarded. */
-  expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false): void {
-    this.queue.push(kind, stmt, target, name, hidden);
+  expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
+    this.queue.push(kind, stmt, target, name, hidden, closes);
     if (this.queue.length === 1) this.advance();
   }
 

@@ -385,18 +385,28 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
     const shadowed = await run(msg.query('DELETE FROM rc_p WHERE id = 2 /* guarded */'));
     expect([types(shadowed), errorOf(shadowed[1]).get('C')]).toEqual(['C E Z', '54000']);
     await run(msg.query('RESET search_path'));
-    // The proxy's count uses a named statement: a client that took its name makes the count fail, and the write with it.
-    await run(msg.parse('\u0001pgwarden-rows-changed', 'SELECT 1'), msg.sync());
-    const failed = await run(
-      msg.parse('', 'UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'),
-      msg.bind('', ''),
-      msg.execute(''),
-      msg.sync(),
-    );
-    expect([types(failed), status(failed), errorOf(failed[2]).get('C')]).toEqual(['1 2 E Z', 'I', '42P05']);
+    // The proxy's count is a statement it prepares once per session. A client that closes it makes the next count
+    // fail, and the write with it; the count after that prepares it again.
+    await run(msg.close('S', '\u0001pgwarden-rows-changed'), msg.sync());
+    const write = () =>
+      run(
+        msg.parse('', 'UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      );
+    const failed = await write();
+    expect([types(failed), status(failed), errorOf(failed[2]).get('C')]).toEqual(['1 2 E Z', 'I', '26000']);
     expect(errorOf(failed[2]).get('M')).toMatch(/^pgwarden could not count the rows this write changed/);
     const last = records.findLast((r) => r.request.sql.includes('v = v + 1 WHERE id = 2'))!;
-    expect(last.results.at(-1)!.error!.code).toBe('42P05');
+    expect(last.results.at(-1)!.error!.code).toBe('26000');
+    expect(await rows()).toBe('2/10/52/1');
+    expect(types(await write())).toBe('1 2 C Z');
+    // DISCARD ALL drops it too: the proxy sees the tag and prepares it again, no write fails for it.
+    await run(msg.query('DISCARD ALL'));
+    expect(types(await run(msg.query('UPDATE rc_p SET v = v - 1 WHERE id = 2 /* guarded */')))).toBe('C Z');
+    expect(types(await write())).toBe('1 2 C Z');
+    await run(msg.query('UPDATE rc_p SET v = v - 1 WHERE id = 2'));
     expect(await rows()).toBe('2/10/52/1');
     // The session goes on.
     expect(await one('SELECT 41 + 1')).toBe('42');

@@ -208,6 +208,9 @@ export class ServerRelay implements FramerHandler {
     const s = this.s;
     const head = s.queue.peek();
     if (head?.kind === K_HIDDEN) return false; // the proxy's own BEGIN / COMMIT / ROLLBACK
+    // The client dropped every prepared statement, the proxy's count among them (guardrail maxRowsAffected).
+    if (tag !== undefined && tag.charCodeAt(0) === 68 && (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'))
+      s.rowsPrepared = false;
     const st = head?.stmt;
     if (!head || !st || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return true;
     let out: boolean | Buffer = true;
@@ -271,12 +274,14 @@ export class ServerRelay implements FramerHandler {
     } else if (type === B.ErrorResponse) {
       const f = decodeErrorFields(buf, start, end);
       s.rowsError = { code: f.get('C') ?? 'XX000', message: f.get('M') ?? '' };
+      s.rowsPrepared = false; // whatever failed, the next count prepares the statement anew
       // An error ends an `ext` count: the upstream skips the rest of the batch (its Closes too) up to the Sync.
       if (head.name === 'ext') this.rowsEnd(head);
       else if (head.name === 'ext-before') this.rowsBeforeFailed(head);
-    } else if (type === B.CloseComplete && ++s.rowsCloses === 2) {
+    } else if (type === B.CloseComplete && ++s.rowsCloses === head.closes) {
+      // A simple count ends at its Sync's ReadyForQuery instead.
       if (head.name === 'ext') this.rowsEnd(head);
-      else this.rowsBefore(head);
+      else if (head.name === 'ext-before') this.rowsBefore(head);
     }
     return false;
   }
