@@ -25,14 +25,18 @@ const hooks: ProxyHooks = {
   },
 };
 
+/** Sends messages and returns the answers up to the ReadyForQuery. */
+async function runOn(c: RawClient, ...m: Buffer[]) {
+  c.send(...m);
+  return c.untilReady();
+}
+/** The transaction status of a ReadyForQuery that ends `m`. */
+const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+
 describe('maxAffected: writes over the cap are undone', () => {
   let fx: Fixture;
   let c: RawClient;
-  const run = async (...m: Buffer[]) => {
-    c.send(...m);
-    return c.untilReady();
-  };
-  const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+  const run = (...m: Buffer[]) => runOn(c, ...m);
   const sum = async () => {
     const m = await run(msg.query('SELECT sum(v)::int FROM ra_t'));
     return Number(rowOf(m.find((x) => x.type === B.DataRow)!)[0]);
@@ -237,11 +241,7 @@ describe('maxAffected: writes over the cap are undone', () => {
 describe('maxAffected: rows changed by triggers, cascades and functions count too', () => {
   let fx: Fixture;
   let c: RawClient;
-  const run = async (...m: Buffer[]) => {
-    c.send(...m);
-    return c.untilReady();
-  };
-  const status = (m: { buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+  const run = (...m: Buffer[]) => runOn(c, ...m);
   const one = async (sql: string) => {
     const m = await run(msg.query(sql));
     return rowOf(m.find((x) => x.type === B.DataRow)!)[0];
