@@ -5,7 +5,7 @@ import { errorOf, examplePolicy, type Governed, startGoverned } from './governed
 
 // guardrails.maxRowsAffected through the real sidecar, the real parser and PostgreSQL with node-postgres (simple
 // protocol for plain queries, extended for parameterized ones): a write over the cap fails with 54000 and changes
-// nothing; writes whose rows the tag cannot count are denied before they run.
+// nothing, counting what triggers, cascades and writes inside a SELECT change; COPY FROM is denied before it runs.
 let db: GovernanceDb;
 let g: Governed;
 
@@ -91,13 +91,24 @@ describe('guardrails.maxRowsAffected', () => {
     }
   });
 
-  it('denies writes the tag cannot count, and transaction control in one Query with a write', async () => {
+  it('counts writes the tag does not (inside a SELECT); denies COPY FROM and transaction control in one Query with a write', async () => {
     const c = await g.client();
     const cte = await errorOf(c, 'WITH d AS (DELETE FROM orders WHERE id > 0 RETURNING 1) SELECT count(*) FROM d');
     expect(cte).toMatchObject({
-      code: '42501',
-      message: expect.stringMatching(/^pgwarden: statement denied by guardrail maxRowsAffected: the rows a SELECT/),
+      code: '54000',
+      message: expect.stringMatching(/^The statement would change 50 rows counting those its triggers/),
     });
+    expect(
+      (await errorOf(c, 'WITH d AS (DELETE FROM orders WHERE id > $1 RETURNING 1) SELECT count(*) FROM d', [0]))?.code,
+    ).toBe('54000');
+    // Within the cap it runs and commits.
+    const within = await c.query(
+      "WITH u AS (UPDATE orders SET note = 'cte' WHERE id = 5 RETURNING 1) SELECT count(*)::int AS n FROM u",
+    );
+    expect(within.rows).toEqual([{ n: 1 }]);
+    expect((await db.su("SELECT count(*)::int AS n FROM orders WHERE note = 'cte'")).rows[0].n).toBe(1);
+    // COPY FROM is denied (here by the rules already; decide.test.ts shows the guardrail's own denial).
+    expect((await errorOf(c, 'COPY orders (id) FROM STDIN'))?.code).toBe('42501');
     const control = await errorOf(c, "BEGIN; UPDATE orders SET note = 'touched' WHERE id = 4; COMMIT");
     expect(control?.message).toMatch(/send transaction control \(BEGIN, COMMIT, …\) as its own statement/);
     expect((await db.su('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(50);

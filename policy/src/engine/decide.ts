@@ -183,10 +183,11 @@ function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subje
 const COUNTED_WRITES: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
 
 /**
- * guardrails.maxRowsAffected: a Query that writes gets the cap (the proxy counts the rows in each CommandComplete
- * tag and undoes a statement over it). What the tag cannot count is denied: a write inside a SELECT (data-modifying
- * CTE, nextval), EXPLAIN ANALYZE, DO or CALL body, or COPY FROM; and transaction control in the same Query as a
- * write, which would end the transaction the proxy needs to undo it.
+ * guardrails.maxRowsAffected: a Query that writes gets the cap. The proxy counts the rows in each CommandComplete
+ * tag and, from PostgreSQL's per-transaction statistics, the rows the whole statement changed (its triggers,
+ * cascades and functions, a write inside a SELECT, EXPLAIN ANALYZE or DO body included), and undoes a statement over
+ * the cap. Denied: COPY FROM, whose rows arrive while the proxy would be holding the client's messages; and
+ * transaction control in the same Query as a write, which would end the transaction the proxy needs to undo it.
  */
 function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max: number): Decision {
   let writes = false;
@@ -195,10 +196,10 @@ function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max:
     if (s.kind === 'transaction') control = true;
     if (!s.kinds.some((k) => COUNTED_WRITES.has(k))) continue;
     writes = true;
-    if (!COUNTED_WRITES.has(s.kind)) {
+    if (s.kind === 'copy') {
       return guardDenial(
         d,
-        `pgwarden: statement denied by guardrail maxRowsAffected: the rows a ${s.kind.toUpperCase()} statement changes cannot be counted (a write inside SELECT, EXPLAIN ANALYZE, DO, CALL or COPY)`,
+        'pgwarden: statement denied by guardrail maxRowsAffected: the rows a COPY FROM statement changes cannot be counted before they are committed; use INSERT',
       );
     }
   }

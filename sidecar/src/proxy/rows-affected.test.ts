@@ -309,6 +309,26 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
     const fn = await run(msg.query('UPDATE rc_p SET v = rc_touch_all() WHERE id = 4 /* guarded */'));
     expect([types(fn), errorOf(fn[1]).get('C')]).toEqual(['C E Z', '54000']);
     expect(await rows()).toBe('3/10/0/0');
+    // Writes no tag counts: a DO block's, EXPLAIN ANALYZE's, a data-modifying CTE's.
+    const doBlock = await run(msg.query('DO $$ BEGIN DELETE FROM rc_c WHERE pid = 1; END $$ /* guarded */'));
+    expect([types(doBlock), tagOf(doBlock[0]), errorOf(doBlock[1]).get('M')]).toEqual([
+      'C E Z',
+      'DO',
+      'The statement would change 5 rows counting those its triggers, foreign-key cascades and functions change (0 by the statement itself), more than the limit of 3 set by pgwarden (guardrails.maxRowsAffected); the change was rolled back',
+    ]);
+    const explain = await run(msg.query('EXPLAIN ANALYZE DELETE FROM rc_c /* guarded */'));
+    expect([types(explain).slice(-5), errorOf(explain.at(-2)!).get('C')]).toEqual(['C E Z', '54000']);
+    const cte = await run(
+      msg.parse(
+        '',
+        'WITH d AS (DELETE FROM rc_c WHERE pid = $1::int RETURNING 1) SELECT count(*) FROM d /* guarded */',
+      ),
+      msg.bind('', '', ['2']),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect([types(cte), tagOf(cte[3]), errorOf(cte[4]).get('C')]).toEqual(['1 2 D C E Z', 'SELECT 1', '54000']);
+    expect(await rows()).toBe('3/10/0/0');
     // One row plus one trigger row each: within the cap of 3.
     expect(types(await run(msg.query('INSERT INTO rc_tr VALUES (1) /* guarded */')))).toBe('C Z');
     expect(await rows()).toBe('3/10/2/0');

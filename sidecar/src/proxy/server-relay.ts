@@ -250,8 +250,9 @@ export class ServerRelay implements FramerHandler {
         s.endGuard();
       }
     } else if (head.kind === K_EXECUTE) {
-      // Within its tag's cap: the count behind it (K_ROWS) settles it, and only then may the client go on.
-      if (st.countQueued && isWriteTag(tag)) st.awaitCount = true;
+      // Within its tag's cap (or a write its tag does not count: a data-modifying CTE, EXPLAIN ANALYZE): the count
+      // behind it (K_ROWS) settles it, and only then may the client go on.
+      if (st.countQueued) st.awaitCount = true;
       s.complete(K_EXECUTE);
       if (st.guard !== undefined && !st.awaitCount) s.endGuard();
     }
