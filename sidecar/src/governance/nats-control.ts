@@ -19,6 +19,9 @@ import type { GovernanceEvent } from './governance-events.js';
 import { registerOnce } from './governance-metrics.js';
 
 /** What the control channel needs from one listener (one policy) of the sidecar. */
+
+/** Direct gets of the control read-back in flight at once (one connection; each is a small request). */
+const READ_BACK_PARALLEL = 32;
 export interface ControlListener {
   /** The policy it serves, as control subjects name it; undefined while none is loaded. */
   policy(): ControlPolicyRef | undefined;
@@ -137,7 +140,9 @@ export function natsControl(opts: NatsControlOptions): { close(): void; ready: P
       if (/stream not found/i.test((err as Error).message) || (err as Error).name === 'StreamNotFoundError') return;
       // Not allowed to ask (a NATS user without $JS.API.STREAM.INFO.PGWARDEN_CONTROL): read back subject by subject.
     }
-    for (const subject of subjects) {
+    // Subjects are read back READ_BACK_PARALLEL at a time: where the stream is missing and could not be asked
+    // about, each get waits out the timeout, and one after another they would keep logins waiting that many times.
+    const one = async (subject: string) => {
       if (closed || nc.isClosed()) return;
       try {
         const stored = await jsm.direct.getMessage(CONTROL_STREAM, { last_by_subj: subject });
@@ -147,7 +152,12 @@ export function natsControl(opts: NatsControlOptions): { close(): void; ready: P
         if (!/no message found|not found/i.test((err as Error).message))
           log('warn', 'control: could not read back', { subject, err: (err as Error).message });
       }
-    }
+    };
+    let next = 0;
+    const worker = async () => {
+      while (next < subjects.length) await one(subjects[next++]);
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_BACK_PARALLEL, subjects.length) }, worker));
   };
 
   const subscribe = (nc: NatsConnection) => {
