@@ -39,9 +39,11 @@ export const K_ROWS = 10;
  * a superuser. https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ALL-TABLES-VIEW
  */
 export const ROWS_CHANGED_SQL =
-  'SELECT pg_catalog.sum(pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid) OPERATOR(pg_catalog.+) ' +
+  // -1 where the server keeps no such statistics (track_counts off): nothing could be counted.
+  "SELECT CASE WHEN pg_catalog.current_setting('track_counts')::pg_catalog.bool THEN COALESCE(" +
+  'pg_catalog.sum(pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid) OPERATOR(pg_catalog.+) ' +
   'pg_catalog.pg_stat_get_xact_tuples_updated(c.oid) OPERATOR(pg_catalog.+) ' +
-  'pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid))::pg_catalog.int8 FROM pg_catalog.pg_class c ' +
+  'pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid))::pg_catalog.int8, 0) ELSE -1 END FROM pg_catalog.pg_class c ' +
   // User tables, temporary ones included: the catalogs' OIDs are all below FirstNormalObjectId (16384).
   'WHERE c.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.=) ANY (\'{r,p,m}\'::pg_catalog."char"[])';
 /**

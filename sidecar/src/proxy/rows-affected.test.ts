@@ -431,4 +431,30 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
     // The session goes on.
     expect(await one('SELECT 41 + 1')).toBe('42');
   });
+
+  it('a server that keeps no per-table statistics (track_counts off) cannot count: the write fails and is undone', async () => {
+    // Only a superuser may turn them off, here for its own session.
+    const su = await startFixture({ hooks, role: 'super' });
+    const sc = (await RawClient.startup(su.sidecar.port)).client;
+    try {
+      expect(status(await runOn(sc, msg.query('SET track_counts = off')))).toBe('I');
+      const simple = await runOn(sc, msg.query('UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'));
+      expect([types(simple), errorOf(simple[1]).get('C'), status(simple)]).toEqual(['C E Z', '55000', 'I']);
+      expect(errorOf(simple[1]).get('M')).toMatch(
+        /could not count the rows this write changed .*: track_counts is off/,
+      );
+      const ext = await runOn(
+        sc,
+        msg.parse('', 'UPDATE rc_p SET v = v + 1 WHERE id = 2 /* guarded */'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      );
+      expect([types(ext), errorOf(ext[3]).get('C'), status(ext)]).toEqual(['1 2 C E Z', '55000', 'I']);
+      expect(await rows()).toBe('2/10/52/1');
+    } finally {
+      sc.close();
+      await su.sidecar.close(500);
+    }
+  });
 });

@@ -370,6 +370,14 @@ export class ServerRelay implements FramerHandler {
       const f = failed ?? { code: '08P01', message: 'no count came back' };
       out = countError(f);
       error = { code: f.code, message: countErrorMessage(f) };
+    } else if (value === -1 || (st.rowsBefore ?? 0) < 0) {
+      // track_counts is off: the count is no count. Not an error upstream, so the caller still undoes the write.
+      const f = {
+        code: '55000',
+        message: 'track_counts is off in PostgreSQL, so the rows triggers, cascades and functions change go uncounted',
+      };
+      out = countError(f);
+      error = { code: f.code, message: countErrorMessage(f) };
     } else if (st.rowsBefore === undefined) {
       const f = { code: '08P01', message: 'no count came back from before the write' };
       out = countError(f);
