@@ -19,6 +19,12 @@ beforeAll(async () => {
     statements: ['select', 'insert', 'update', 'delete'],
     tables: ['public.orders'],
   });
+  p.spec.rules.push({
+    name: 'archive',
+    action: 'allow',
+    statements: ['select'],
+    functions: ['public.archive_orders'],
+  });
   p.spec.guardrails.maxRowsAffected = 2;
   g = await startGoverned(db.name, p);
 }, 60_000);
@@ -133,6 +139,17 @@ describe('guardrails.maxRowsAffected', () => {
     // One order and its one item: 2 rows, within the cap; committed.
     expect((await c.query('DELETE FROM orders WHERE id = $1', [46])).rowCount).toBe(1);
     expect(await left()).toEqual({ o: 49, i: 3 });
+    // A user-defined function's writes, called from a SELECT: the analysis cannot see them, the count does.
+    await db.su(`CREATE FUNCTION archive_orders(above int) RETURNS int LANGUAGE sql AS
+      'WITH d AS (DELETE FROM orders WHERE id > above RETURNING 1) SELECT count(*)::int FROM d';
+      GRANT EXECUTE ON FUNCTION archive_orders(int) TO ${db.roles.writer}`);
+    expect(await errorOf(c, 'SELECT archive_orders(40)')).toMatchObject({
+      code: '54000',
+      message: expect.stringMatching(/^The statement would change \d+ rows counting those its triggers/),
+    });
+    expect(await left()).toEqual({ o: 49, i: 3 });
+    expect((await c.query('SELECT archive_orders($1) AS n', [49])).rows).toEqual([{ n: 1 }]);
+    expect(await left()).toEqual({ o: 48, i: 3 });
     const events = g.audit.events.filter(
       (e) => e.type === 'statement' && e.statement?.text?.startsWith('DELETE FROM orders WHERE id ='),
     );

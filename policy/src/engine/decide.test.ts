@@ -141,6 +141,13 @@ describe('guardrails.maxRowsAffected', () => {
       maxAffected: 5,
     });
     expect(run(spec, 'SELECT * FROM t').maxAffected).toBeUndefined();
+    // Calls of PostgreSQL's own functions cannot write rows; a user-defined function, a procedure or a DO block may.
+    expect(run(spec, 'SELECT lower(a), count(*), now() FROM t').maxAffected).toBeUndefined();
+    expect(run(spec, 'SELECT archive_orders(30)').maxAffected).toBe(5);
+    expect(run(spec, 'SELECT * FROM t WHERE ops.check_row(t.id)').maxAffected).toBe(5);
+    expect(run(spec, 'CALL archive_orders(30)').maxAffected).toBe(5);
+    expect(run(spec, 'DO $$ BEGIN PERFORM 1; END $$').maxAffected).toBe(5);
+    expect(run(spec, 'COPY (SELECT archive_orders(30)) TO STDOUT').maxAffected).toBeUndefined();
     expect(run(spec, 'SELECT 1; UPDATE t SET a = 1 WHERE id = 2').maxAffected).toBe(5);
     expect(run(spec, 'BEGIN').maxAffected).toBeUndefined();
     expect(run(spec, 'COPY t TO STDOUT').action).toBe('allow');

@@ -183,10 +183,10 @@ function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subje
 const COUNTED_WRITES: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
 
 /**
- * guardrails.maxRowsAffected: a Query that writes gets the cap. The proxy counts the rows in each CommandComplete
- * tag and, from PostgreSQL's per-transaction statistics, the rows the whole statement changed (its triggers,
- * cascades and functions, a write inside a SELECT, EXPLAIN ANALYZE or DO body included), and undoes a statement over
- * the cap. Denied: COPY FROM, whose rows arrive while the proxy would be holding the client's messages; and
+ * guardrails.maxRowsAffected: a Query that writes, or may (it calls a user-defined function or procedure, or is a DO
+ * block), gets the cap. The proxy counts the rows in each CommandComplete tag and, from PostgreSQL's per-transaction
+ * statistics, the rows the whole statement changed (its triggers, cascades and functions, a write inside a SELECT,
+ * EXPLAIN ANALYZE or DO body included), and undoes a statement over the cap. Denied: COPY FROM, whose rows arrive while the proxy would be holding the client's messages; and
  * transaction control in the same Query as a write, which would end the transaction the proxy needs to undo it.
  */
 function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max: number): Decision {
@@ -194,9 +194,12 @@ function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max:
   let control = false;
   for (const s of statements) {
     if (s.kind === 'transaction') control = true;
-    if (!s.kinds.some((k) => COUNTED_WRITES.has(k))) continue;
+    const counted = s.kinds.some((k) => COUNTED_WRITES.has(k));
+    // What the analysis cannot see may write too: a user-defined function's body (called from any statement but a
+    // COPY TO), a procedure, a DO block's dynamic SQL. The proxy's count sees what they change.
+    if (!counted && s.kind !== 'do' && s.kind !== 'call' && (s.kind === 'copy' || !callsUserFunction(s))) continue;
     writes = true;
-    if (s.kind === 'copy') {
+    if (counted && s.kind === 'copy') {
       return guardDenial(
         d,
         'pgwarden: statement denied by guardrail maxRowsAffected: the rows a COPY FROM statement changes cannot be counted before they are committed; use INSERT',
@@ -211,6 +214,12 @@ function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max:
     );
   }
   return { ...d, maxAffected: max };
+}
+
+/** Calls a function PostgreSQL does not define itself (the analysis resolves its own to pg_catalog). */
+function callsUserFunction(s: StatementAnalysis): boolean {
+  for (const f of s.functions) if (f.schema !== 'pg_catalog' && f.schema !== 'information_schema') return true;
+  return false;
 }
 
 function guardDenial(d: Decision, message: string): Decision {
