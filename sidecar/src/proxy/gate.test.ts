@@ -281,6 +281,14 @@ describe('statement gate', () => {
     ]);
   });
 
+  it('cancels an Execute sent with its Parse and Bind when timeoutMs passes (their answers wait for a Flush)', async () => {
+    const t0 = Date.now();
+    const m = await run(msg.parse('', "SELECT pg_sleep(10), 'slow'"), msg.bind('', ''), msg.execute(''), msg.sync());
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(types(m)).toBe('1 2 E Z');
+    expect(errorOf(m[2]).get('M')).toBe('canceling statement due to statement timeout of 200 ms set by pgwarden');
+  });
+
   it('applies the row transformer and scrubs errors, notices, notifications and COPY data', async () => {
     const rows = await run(msg.query("SELECT 1 AS id, 'hunter2' AS secret"));
     expect(rowOf(rows.find((x) => x.type === B.DataRow)!)).toEqual(['1', '***']);

@@ -194,9 +194,26 @@ export class EntryQueue {
     return e;
   }
 
-  /** True when every entry behind the head is a Sync. */
-  onlySyncsAfterHead(): boolean {
-    for (let i = this.head + 1; i < this.items.length; i++) if (this.items[i].kind !== K_SYNC) return false;
+  /**
+   * True when a cancel now can only stop `st`: nothing that runs is ahead of its Query or Execute, and only Syncs and
+   * its own counts of changed rows (K_ROWS) are behind it. Ahead of it there may still be entries whose answers the
+   * upstream has not sent yet although it is past them: Parse, Bind, Describe and Close answer at once but wait in
+   * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
+   * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
+   */
+  cancellable(st: Stmt): boolean {
+    let i = this.head;
+    for (; i < this.items.length; i++) {
+      const e = this.items[i];
+      if (e.stmt === st && (e.kind === K_QUERY || e.kind === K_EXECUTE)) break;
+      const own = e.stmt === st && (e.kind === K_HIDDEN || e.kind === K_ROWS);
+      if (!own && e.kind !== K_PARSE && e.kind !== K_BIND && e.kind !== K_DESCRIBE && e.kind !== K_CLOSE) return false;
+    }
+    if (i === this.items.length) return false;
+    for (i++; i < this.items.length; i++) {
+      const e = this.items[i];
+      if (e.kind !== K_SYNC && !(e.kind === K_ROWS && e.stmt === st)) return false;
+    }
     return true;
   }
 

@@ -74,11 +74,11 @@ export class RelayState {
   }
 
   /**
-   * Cancels `st` upstream when that cannot hit anything else: it is running (head of the queue) and nothing but
-   * Sync was forwarded behind it. Returns false when a cancel now could land on a later statement.
+   * Cancels `st` upstream when that cannot hit anything else (EntryQueue.cancellable: nothing that runs ahead of it,
+   * nothing but Syncs behind it). Returns false when a cancel now could land on another statement.
    */
   cancel(st: Stmt): boolean {
-    if (this.queue.peek()?.stmt !== st || !this.queue.onlySyncsAfterHead()) return false;
+    if (!this.queue.cancellable(st)) return false;
     this.io.cancelUpstream();
     return true;
   }

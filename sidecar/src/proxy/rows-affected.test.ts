@@ -9,7 +9,9 @@ import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './h
 // 54000 and is undone upstream, whatever the protocol, transaction state or pipelining; one within it is untouched.
 const records: StatementRecord[] = [];
 const decide = (req: StatementRequest): Verdict =>
-  req.sql.includes('guarded') ? { action: 'allow', maxAffected: 3 } : { action: 'allow' };
+  req.sql.includes('guarded')
+    ? { action: 'allow', maxAffected: 3, ...(req.sql.includes('slow') ? { timeoutMs: 300 } : {}) }
+    : { action: 'allow' };
 const hooks: ProxyHooks = {
   ...allowAllHooks(),
   openSession() {
@@ -430,6 +432,29 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
     expect(await rows()).toBe('2/10/52/1');
     // The session goes on.
     expect(await one('SELECT 41 + 1')).toBe('42');
+  });
+
+  it('a guarded write past its timeout is cancelled (the counts around it do not stop that) and undone', async () => {
+    for (const m of [
+      [msg.query('UPDATE rc_p SET v = v + 1 WHERE id = 2 AND pg_sleep(5) IS NOT NULL /* guarded slow */')],
+      [
+        msg.parse('', 'UPDATE rc_p SET v = v + 1 WHERE id = 2 AND pg_sleep(5) IS NOT NULL /* guarded slow */'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    ]) {
+      const started = Date.now();
+      const r = await run(...m);
+      const e = r.find((x) => x.type === B.ErrorResponse)!;
+      expect([errorOf(e).get('C'), errorOf(e).get('M'), status(r)]).toEqual([
+        '57014',
+        'canceling statement due to statement timeout of 300 ms set by pgwarden',
+        'I',
+      ]);
+      expect(Date.now() - started).toBeLessThan(4000);
+    }
+    expect(await rows()).toBe('2/10/52/1');
   });
 
   it('a server that keeps no per-table statistics (track_counts off) cannot count: the write fails and is undone', async () => {

@@ -367,7 +367,13 @@ export class ServerRelay implements FramerHandler {
     let error: { code: string; message: string } | undefined;
     let out: Buffer | undefined;
     if (failed !== undefined || value === undefined) {
-      const f = failed ?? { code: '08P01', message: 'no count came back' };
+      let f = failed ?? { code: '08P01', message: 'no count came back' };
+      // The proxy's timeout cancelled the statement just as the write finished: the cancel met the count.
+      if (st.timedOut && f.code === '57014')
+        f = {
+          code: f.code,
+          message: `canceling statement due to statement timeout of ${timeoutOf(st)} ms set by pgwarden`,
+        };
       out = countError(f);
       error = { code: f.code, message: countErrorMessage(f) };
     } else if (value === -1 || (st.rowsBefore ?? 0) < 0) {
