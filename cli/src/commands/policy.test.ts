@@ -54,7 +54,9 @@ describe('pgwarden policy explain', () => {
     const spec = parsePolicyDocuments(doc).policies[0].spec;
     const a = analyzeSql('UPDATE t SET a = 1 WHERE id < 10', createSessionState());
     const text = formatExplain('w', a, decide(spec, a, { groups: [] }));
-    expect(text).toContain('  maxRowsAffected 50 (a write changing more is undone)');
+    expect(text).toContain(
+      '  maxRowsAffected 50 (changing more rows, counting triggers, cascades and functions, is undone)',
+    );
     expect(text).toContain('  timeout 2000 ms');
     const r = analyzeSql('SELECT * FROM t', createSessionState());
     expect(formatExplain('w', r, decide(spec, r, { groups: [] }))).not.toContain('maxRowsAffected');

@@ -68,7 +68,10 @@ export function formatExplain(name: string, analysis: SqlAnalysis, d: Decision):
   if (d.code) lines.push(`  SQLSTATE ${d.code}`);
   if (d.maxRows !== undefined) lines.push(`  maxRows ${d.maxRows}`);
   if (d.timeoutMs !== undefined) lines.push(`  timeout ${d.timeoutMs} ms`);
-  if (d.maxAffected !== undefined) lines.push(`  maxRowsAffected ${d.maxAffected} (a write changing more is undone)`);
+  if (d.maxAffected !== undefined)
+    lines.push(
+      `  maxRowsAffected ${d.maxAffected} (changing more rows, counting triggers, cascades and functions, is undone)`,
+    );
   if (analysis.ok) {
     analysis.statements.forEach((a, i) => {
       const s = d.statements[i];
