@@ -386,6 +386,16 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
       msg.sync(),
     );
     expect([types(fn), errorOf(fn[3]).get('C')]).toEqual(['1 2 C E Z', '54000']);
+    // Row-limited Executes: a DELETE with RETURNING runs whole at its first Execute, and its cascade is counted then.
+    const limited = await run(
+      msg.parse('', 'DELETE FROM rc_p WHERE id = 2 RETURNING id /* guarded */'),
+      msg.bind('lp', ''),
+      msg.execute('lp', 1),
+      msg.execute('lp', 1),
+      msg.sync(),
+    );
+    expect([types(limited), errorOf(limited[4]).get('C'), status(limited)]).toEqual(['1 2 D s E Z', '54000', 'I']);
+    expect(await rows()).toBe('3/10/52/1');
     // Within the cap: parent 4 has no children.
     const ok = await run(
       msg.parse('', 'DELETE FROM rc_p WHERE id = $1::int /* guarded */'),

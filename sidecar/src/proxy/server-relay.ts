@@ -95,10 +95,14 @@ export class ServerRelay implements FramerHandler {
       case B.PortalSuspended: {
         const head = s.queue.peek();
         if (head?.kind === K_EXECUTE && head.stmt && !head.stmt.capped) {
-          head.stmt.endResult({ rows: head.stmt.rows, bytes: head.stmt.bytes });
+          const st = head.stmt;
+          st.endResult({ rows: st.rows, bytes: st.bytes });
+          // A row-limited Execute of a guarded write: its tag (and the tag's check) comes with the portal's last
+          // Execute, but what this one changed is counted now (a DML statement with RETURNING runs whole at its
+          // first Execute), and the client goes on once that is settled.
+          if (st.countQueued) st.awaitCount = true;
           s.complete(K_EXECUTE);
-          // A row-limited Execute of a guarded write: its tag (and the check) comes with the portal's last Execute.
-          if (head.stmt.guard !== undefined) s.endGuard();
+          if (st.guard !== undefined && !st.awaitCount) s.endGuard();
           return PASS;
         }
         return head?.stmt?.capped ? WHOLE : PASS;
