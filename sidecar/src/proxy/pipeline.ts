@@ -24,9 +24,10 @@ export const K_HIDDEN = 9;
 /**
  * The proxy's own count of the rows changed (ROWS_CHANGED_SQL), sent right before and right behind a guarded write
  * (guardrail maxRowsAffected), in its transaction, so that the rows its triggers, foreign-key cascades and
- * functions changed count too. Nothing of it reaches the client. `name`: `simple-before` / `simple` (a Query:
- * RowDescription, DataRow, CommandComplete, ReadyForQuery) or `ext-before` / `ext` (Parse, Bind, Execute, Close,
- * Close inside the write's batch).
+ * functions changed count too. Nothing of it reaches the client. It is a statement prepared once per session, run
+ * through a named portal: Bind, Execute, Close (after Close and Parse of the statement when it is prepared anew).
+ * `name`: `simple-before` / `simple` (between simple Queries, ended by a Sync: its ReadyForQuery ends the count) or
+ * `ext-before` / `ext` (inside the write's batch: its last CloseComplete ends it).
  */
 export const K_ROWS = 10;
 

@@ -323,7 +323,7 @@ export class ServerRelay implements FramerHandler {
   }
 
   /**
-   * The `ext` count is complete (its second CloseComplete) or failed: the write it follows is settled and the client's
+   * The `ext` count is complete (its last CloseComplete) or failed: the write it follows is settled and the client's
    * held messages go on. Over the cap, the batch is made to fail before the client's Sync, as for a tag over it.
    */
   private rowsEnd(head: Entry): void {
