@@ -183,7 +183,7 @@ export const databaseAccessPolicySpecSchema = {
           minimum: 1,
           maximum: 1_000_000_000,
           description:
-            'Rows one INSERT/UPDATE/DELETE/MERGE may change: the proxy runs it so that it can be undone, and one that changes more is rolled back and fails with 54000. Writes it cannot count (data-modifying CTEs, EXPLAIN ANALYZE, DO, CALL, nextval, COPY FROM) are denied.',
+            'Rows one statement may change, counting what its triggers, foreign-key cascades and functions change: the proxy runs each write (and each call of a user-defined function, CALL or DO) so that it can be undone, and one that changes more is rolled back and fails with 54000. COPY FROM is denied.',
         },
         blockedFunctions: { type: 'array', maxItems: 256, items: objectGlob, default: [] },
         maxConnections: {
