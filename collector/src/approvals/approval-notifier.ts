@@ -103,12 +103,18 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private readonly retry: RetryPolicy;
   private readonly consumers: SharedConsumer[];
   private readonly requestNotices = new RequestNoticeLog();
+  /**
+   * How long a closing waits for the record that its request was announced while some replica may still be posting
+   * its notice: one POST, the record's publish, a margin; within the ack wait, so the closing is not redelivered.
+   */
+  private readonly announceWaitMs: number;
   private up = false;
 
   constructor(private readonly opts: ApprovalNotifierOptions) {
     super();
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
     const ackWaitMs = opts.ackWaitMs ?? 30_000;
+    this.announceWaitMs = Math.max(0, Math.min((opts.timeoutMs ?? 10_000) + 6000, ackWaitMs - 5000));
     const hooks = {
       running: () => this.running,
       mayStart: () => !opts.bookLoaded || opts.bookLoaded(),
@@ -233,10 +239,11 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     // The record that the request was announced comes before its closing in the stream: wait until the queue has
     // applied everything up to this closing, so that it knows.
     if (!this.requestNotices.get(id)?.sent) await this.queueReaches(m.seq);
-    const entry = this.opts.entryOf?.(id);
+    let entry = this.opts.entryOf?.(id);
     // Decided once, at the first delivery: a redelivery is a retry some replica chose to post (or one a stopping
     // replica handed back).
     if (m.info.deliveryCount === 1) {
+      entry = await this.untilAnnouncedOrKnown(id, entry);
       const skip = outcomeSkipReason({
         repeated: entry?.closed !== undefined && JSON.stringify(entry.closed) !== JSON.stringify(closed),
         request: this.requestNotices.get(id),
@@ -250,6 +257,22 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const body = outcomeNoticeBody(closed, { request: entry?.request, decision: entry?.decision }, this.opts.webhook);
     const step = await this.post(m, 'outcome', id, body, undefined);
     if (step !== 'handed back' && step.ack) this.requestNotices.forget(id);
+  }
+
+  /**
+   * A hold can end while its notice is still being posted (a slow receiver), so its closing can reach the stream
+   * before the record that the request was announced. Until that record is in the queue, wait (announceWaitMs at
+   * most) unless it is known that none will come: this replica handled the request (and knows whether it sent the
+   * notice), or the request was approved under a grant (never announced).
+   */
+  private async untilAnnouncedOrKnown(id: string, entry: ApprovalEntry | undefined) {
+    const until = Date.now() + this.announceWaitMs;
+    for (let e = entry; ; e = this.opts.entryOf?.(id)) {
+      if (e?.notifiedAt !== undefined || this.requestNotices.get(id) !== undefined || e?.decision?.under !== undefined)
+        return e;
+      if (!this.running || Date.now() >= until) return e;
+      await sleep(200);
+    }
   }
 
   private skip(m: JsMsg, kind: NoticeKind, id: string, reason: string): void {

@@ -145,6 +145,24 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
     await w.stop(c);
   });
 
+  it('follows up a request that closed while its notice was still being posted', async () => {
+    // The receiver takes 800 ms to answer the request notice; the hold ends 100 ms into that POST, so the closing
+    // reaches the stream before the record that the request was announced.
+    const rx = await w.receiver((body) =>
+      JSON.parse(body).type === 'approval.requested' ? { status: 200, afterMs: 800 } : 200,
+    );
+    const c = await w.notifying(rx.url, w.durable());
+    const r = await w.held();
+    await waitFor(() => rx.posts.length === 1);
+    await settle(100);
+    await close(approvalClosed(r.id, 'expired'));
+    await waitFor(() => followUps(rx).length === 1, 15_000);
+    expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'expired' });
+    await settle();
+    expect(followUps(rx)).toHaveLength(1);
+    await w.stop(c);
+  });
+
   it('posts no follow-up for a request decided before its notice went out', async () => {
     // The request notice is refused once; its retry is due after 1.5 s, and the decision comes before that.
     const rx = await w.receiver((_, n) => (n === 1 ? 503 : 200));

@@ -12,11 +12,11 @@ export type WebhookReceiver = Awaited<ReturnType<typeof startWebhookReceiver>>;
 
 /**
  * A webhook receiver on a free loopback port, at a path holding `pathToken` (as a Slack webhook's carries its
- * token): records every POST and answers what `respond` says ('hang': never).
+ * token): records every POST and answers what `respond` says ('hang': never; `afterMs`: that much later).
  */
 export async function startWebhookReceiver(
   pathToken: string,
-  respond: (body: string, post: number) => number | 'hang' = () => 200,
+  respond: (body: string, post: number) => number | 'hang' | { status: number; afterMs: number } = () => 200,
 ) {
   const posts: WebhookPost[] = [];
   const sockets = new Set<Socket>();
@@ -29,7 +29,8 @@ export async function startWebhookReceiver(
     req.on('end', () => {
       posts.push({ at: Date.now(), path: req.url ?? '', headers: req.headers, body });
       const status = control.respond(body, posts.length);
-      if (status !== 'hang') res.writeHead(status).end('{"ok":true}');
+      if (typeof status === 'object') setTimeout(() => res.writeHead(status.status).end('{"ok":true}'), status.afterMs);
+      else if (status !== 'hang') res.writeHead(status).end('{"ok":true}');
     });
   });
   server.on('connection', (s) => {
