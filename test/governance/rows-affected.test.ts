@@ -1,5 +1,7 @@
+import { Ajv } from 'ajv';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditEventSchema } from '../../policy/src/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
 import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
 
@@ -154,5 +156,9 @@ describe('guardrails.maxRowsAffected', () => {
       (e) => e.type === 'statement' && e.statement?.text?.startsWith('DELETE FROM orders WHERE id ='),
     );
     expect(events.map((e) => e.result?.error?.code ?? e.result?.tag)).toEqual(['54000', '54000', 'DELETE 1']);
+    // The trail says what each changed in all, the cascade included.
+    expect(events.map((e) => e.result?.changed)).toEqual([4, 4, 2]);
+    const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+    for (const e of events) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
   });
 });

@@ -77,6 +77,7 @@ export const auditEventSchema = {
         tag: str,
         rows: nonNegInt,
         bytes: nonNegInt,
+        changed: nonNegInt,
         error,
         sample: obj(
           {

@@ -98,6 +98,11 @@ export interface AuditResult {
   tag?: string;
   rows: number;
   bytes: number;
+  /**
+   * Rows the statement changed counting what its triggers, foreign-key cascades and functions changed, from
+   * PostgreSQL's per-transaction statistics: only under guardrails.maxRowsAffected, on the last result of a Query.
+   */
+  changed?: number;
   error?: AuditError;
   /** Result rows as sent to the client (already masked), per the policy's `captureResults`. */
   sample?: AuditResultSample;

@@ -76,6 +76,7 @@ export function buildStatementEvents(record: StatementRecord, opts: StatementEve
 
 function toResult(r: StatementResult, withSample: boolean): AuditResult {
   const out: AuditResult = { rows: r.rows, bytes: r.bytes };
+  if (r.changed !== undefined) out.changed = r.changed;
   if (r.tag) out.tag = r.tag;
   if (r.error) out.error = { code: r.error.code, message: redactSecrets(r.error.message) };
   const sample = withSample ? (r as StatementResultExtras).sample : undefined;
@@ -88,6 +89,7 @@ function mergeResults(rs: StatementResult[]): StatementResult {
   for (const r of rs) {
     out.rows += r.rows;
     out.bytes += r.bytes;
+    if (r.changed !== undefined) out.changed = r.changed;
     if (r.tag) out.tag = r.tag;
     if (r.error && !out.error) out.error = r.error;
   }

@@ -33,6 +33,7 @@ const result: fc.Arbitrary<StatementResult & Record<string, unknown>> = fc.recor
     tag: optText,
     rows: fc.nat(),
     bytes: fc.nat(),
+    changed: fc.option(fc.nat(), { nil: undefined }),
     error: fc.option(fc.record({ code: text, message: text }), { nil: undefined }),
     masking: fc.option(fc.record({ columns: names, cells: fc.nat() }), { nil: undefined }),
     sample: fc.option(

@@ -157,9 +157,10 @@ function encodeDecision(v: Verdict): string {
   return m === '' ? '{}' : `{${m.slice(1)}}`;
 }
 
-/** Members bytes, error, rows, sample, tag: toResult of statement-events.ts. */
+/** Members bytes, changed, error, rows, sample, tag: toResult of statement-events.ts. */
 function resultJson(r: StatementResult, withSample: boolean): string {
   let m = r.bytes === undefined ? '' : `,"bytes":${value(r.bytes)}`;
+  if (r.changed !== undefined) m += `,"changed":${value(r.changed)}`;
   if (r.error) m += `,"error":${canonicalJson({ code: r.error.code, message: redactSecrets(r.error.message) })}`;
   if (r.rows !== undefined) m += `,"rows":${value(r.rows)}`;
   const sample = withSample ? (r as StatementResultExtras).sample : undefined;
@@ -173,6 +174,7 @@ function mergeResults(rs: StatementResult[]): StatementResult {
   for (const r of rs) {
     out.rows += r.rows;
     out.bytes += r.bytes;
+    if (r.changed !== undefined) out.changed = r.changed;
     if (r.tag) out.tag = r.tag;
     if (r.error && !out.error) out.error = r.error;
   }

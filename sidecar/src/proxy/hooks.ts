@@ -142,6 +142,8 @@ export interface StatementResult {
   tag?: string;
   rows: number;
   bytes: number;
+  /** guardrail maxRowsAffected: rows changed counting triggers, cascades and functions (the Query's last result). */
+  changed?: number;
   error?: { code: string; message: string };
 }
 

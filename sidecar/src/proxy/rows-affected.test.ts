@@ -295,12 +295,15 @@ describe('maxAffected: rows changed by triggers, cascades and functions count to
     expect(await rows()).toBe('4/11/0/0');
     const r = records[n];
     expect(r.request.sql).toContain('DELETE FROM rc_p');
-    expect(r.results).toEqual([{ tag: 'DELETE 1', rows: 1, bytes: 0, error: { code: '54000', message: e.get('M') } }]);
+    // The audit record says what the statement changed in all (`changed`), besides its tag's count.
+    expect(r.results).toEqual([
+      { tag: 'DELETE 1', rows: 1, bytes: 0, changed: 6, error: { code: '54000', message: e.get('M') } },
+    ]);
     // Parent 3 has one child: 2 rows in all.
     const ok = await run(msg.query('DELETE FROM rc_p WHERE id = 3 /* guarded */'));
     expect([types(ok), status(ok)]).toEqual(['C Z', 'I']);
     expect(await rows()).toBe('3/10/0/0');
-    expect(records[n + 2].results).toEqual([{ tag: 'DELETE 1', rows: 1, bytes: 0 }]);
+    expect(records[n + 2].results).toEqual([{ tag: 'DELETE 1', rows: 1, bytes: 0, changed: 2 }]);
   });
 
   it('rows a trigger writes and rows a called function changes count', async () => {

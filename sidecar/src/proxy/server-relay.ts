@@ -405,7 +405,10 @@ export class ServerRelay implements FramerHandler {
           verb = r.tag!.split(' ')[0];
         }
       }
-      const counted = delta - (sum - top);
+      const counted = Math.max(0, delta - (sum - top));
+      // The count covers the whole Query: the audit event of its last result says what it changed.
+      const last = st.results.at(-1);
+      if (last !== undefined) last.changed = Math.max(0, delta);
       const max = st.maxAffected!;
       if (counted > max) {
         const message = indirectMessage(verb, counted, top, max);
