@@ -74,6 +74,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
         id: 'ui-sess',
         statements: 4,
         denyEvery: 2,
+        changed: 3,
         user: 'alice',
         startMicros: Date.UTC(2026, 10, 30, 10) * 1000,
       }),
@@ -109,6 +110,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI in a real brow
         'DELETE FROM public.orders',
         'ERROR 42501',
       ]);
+      // What a guarded statement changed in all (result.changed), next to its tag.
+      expect(rows[1][5]).toBe('SELECT 1 (3 rows changed in all)');
       expect(await page.$$eval('#statements td.deny', (tds) => tds.length)).toBe(2);
       await page.click('tr.s[data-session="ui-evil"]');
       await page.waitForFunction(() => document.querySelector('#detail h1')?.textContent === 'Session ui-evil');

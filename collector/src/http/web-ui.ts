@@ -193,7 +193,7 @@ async function showSession(id) {
     const action = e.decision ? e.decision.action : '';
     tr.append(el('td', e.session.seq), el('td', e.time), el('td', e.type), el('td', action, action === 'deny' ? 'deny' : ''));
     const sql = el('td'); sql.append(el('code', eventText(e))); tr.append(sql);
-    tr.append(el('td', e.result ? [e.result.tag, e.result.error ? 'ERROR ' + e.result.error.code : ''].filter(Boolean).join(' ') : ''));
+    tr.append(el('td', e.result ? [e.result.tag, e.result.changed !== undefined ? '(' + e.result.changed + ' rows changed in all)' : '', e.result.error ? 'ERROR ' + e.result.error.code : ''].filter(Boolean).join(' ') : ''));
     t.append(tr);
   }
   box.append(t);

@@ -23,6 +23,8 @@ export interface SessionSpec {
   startMicros?: number;
   /** Every n-th statement is denied. */
   denyEvery?: number;
+  /** `result.changed` of the allowed statements (a sidecar under guardrails.maxRowsAffected reports it). */
+  changed?: number;
   tables?: string[];
   /** Emit session.end after the statements (default true). */
   end?: boolean;
@@ -82,7 +84,7 @@ export function makeSession(s: SessionSpec): AuditEvent[] {
           : { action: 'allow', rule: 'read-orders' },
         result: denied
           ? { rows: 0, bytes: 0, error: { code: '42501', message: 'denied by pgwarden' } }
-          : { tag: 'SELECT 1', rows: 1, bytes: 42 },
+          : { tag: 'SELECT 1', rows: 1, bytes: 42, ...(s.changed !== undefined ? { changed: s.changed } : {}) },
         timing: { start: formatAuditTime(t), durationMs: 0.4, upstreamMs: 0.3, heldMs: 0 },
       } as never),
     );
