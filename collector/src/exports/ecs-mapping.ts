@@ -94,6 +94,8 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
           operation: e.statement?.kind,
           sql: { table: e.statement?.tables },
           rows: (e.result as { rows?: number } | undefined)?.rows,
+          // guardrails.maxRowsAffected: what the statement changed in all, its triggers and cascades included.
+          rows_changed: (e.result as { changed?: number } | undefined)?.changed,
         }
       : undefined,
     labels: {

@@ -110,6 +110,7 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       db_user: db?.user,
       db_role: db?.role,
       rows: (e.result as { rows?: number } | undefined)?.rows,
+      rows_changed: (e.result as { changed?: number } | undefined)?.changed,
       hash: e.hash,
       prev_hash: e.prevHash,
       // audit.checkpoint: the signed position (seq, hash, key id, signature), so the SIEM keeps the evidence.

@@ -2,6 +2,7 @@ import { newChain, sealEvent } from '@pgwarden/policy';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../event.js';
 import { readEvent } from '../read-audit/read-event.js';
+import { makeSession } from '../testing/audit-events.js';
 import { toEcs } from './ecs-mapping.js';
 import { toOcsf } from './ocsf-mapping.js';
 import { formatSyslog } from './syslog-format.js';
@@ -58,5 +59,13 @@ describe('SIEM mappings of a read of the trail (audit.read)', () => {
       http: { response: { status_code: 401 } },
     });
     expect(toOcsf(refused)).toMatchObject({ status_id: 2, status: 'Failure', status_code: '401' });
+  });
+});
+
+describe('SIEM mappings of a guarded statement', () => {
+  it('carry what it changed in all (result.changed) next to its rows', () => {
+    const [, statement] = makeSession({ id: 'guarded', statements: 1, changed: 6 });
+    expect(toEcs(statement)).toMatchObject({ db: { rows: 1, rows_changed: 6 } });
+    expect(toOcsf(statement)).toMatchObject({ unmapped: { rows: 1, rows_changed: 6 } });
   });
 });
