@@ -269,6 +269,16 @@ export class ServerRelay implements FramerHandler {
     this.s.toClient(b);
   }
 
+  /** The count just read (value, or the upstream's error), made ready for the next one. */
+  private takeCount(): { value: number | null | undefined; error: { code: string; message: string } | undefined } {
+    const s = this.s;
+    const out = { value: s.rowsValue, error: s.rowsError };
+    s.rowsValue = undefined;
+    s.rowsError = undefined;
+    s.rowsCloses = 0;
+    return out;
+  }
+
   /** A response to the proxy's count of changed rows (K_ROWS): read, never forwarded. */
   private rows(head: Entry, type: number, buf: Buffer, start: number, end: number): false {
     const s = this.s;
@@ -295,11 +305,8 @@ export class ServerRelay implements FramerHandler {
   private rowsBefore(head: Entry): void {
     const s = this.s;
     s.queue.shift();
-    const value = s.rowsValue;
-    head.stmt!.rowsBefore = s.rowsError !== undefined || value === undefined ? undefined : (value ?? 0);
-    s.rowsValue = undefined;
-    s.rowsError = undefined;
-    s.rowsCloses = 0;
+    const { value, error } = this.takeCount();
+    head.stmt!.rowsBefore = error !== undefined || value === undefined ? undefined : (value ?? 0);
     s.advance();
   }
 
@@ -310,11 +317,8 @@ export class ServerRelay implements FramerHandler {
   private rowsBeforeFailed(head: Entry): void {
     const s = this.s;
     const st = head.stmt!;
-    const f = s.rowsError!;
+    const f = this.takeCount().error!;
     s.queue.shift();
-    s.rowsError = undefined;
-    s.rowsValue = undefined;
-    s.rowsCloses = 0;
     this.toClient(countError(f));
     st.endResult({ rows: 0, bytes: 0, error: { code: f.code, message: countErrorMessage(f) } });
     s.failExtended();
@@ -356,11 +360,7 @@ export class ServerRelay implements FramerHandler {
    */
   private rowsChecked(st: Stmt): void {
     const s = this.s;
-    const value = s.rowsValue;
-    const failed = s.rowsError;
-    s.rowsValue = undefined;
-    s.rowsError = undefined;
-    s.rowsCloses = 0;
+    const { value, error: failed } = this.takeCount();
     // The write failed, or its tag was already over the cap: nothing to check. A failed count after a successful
     // write still fails it (below); after a failed one it failed for the same reason.
     if (!st.awaitCount) {
@@ -370,30 +370,12 @@ export class ServerRelay implements FramerHandler {
     st.awaitCount = false;
     let error: { code: string; message: string } | undefined;
     let out: Buffer | undefined;
-    if (failed !== undefined || value === undefined) {
-      let f = failed ?? { code: '08P01', message: 'no count came back' };
-      // The proxy's timeout cancelled the statement just as the write finished: the cancel met the count.
-      if (st.timedOut && f.code === '57014')
-        f = {
-          code: f.code,
-          message: `canceling statement due to statement timeout of ${timeoutOf(st)} ms set by pgwarden`,
-        };
-      out = countError(f);
-      error = { code: f.code, message: countErrorMessage(f) };
-    } else if (value === -1 || (st.rowsBefore ?? 0) < 0) {
-      // track_counts is off: the count is no count. Not an error upstream, so the caller still undoes the write.
-      const f = {
-        code: '55000',
-        message: 'track_counts is off in PostgreSQL, so the rows triggers, cascades and functions change go uncounted',
-      };
-      out = countError(f);
-      error = { code: f.code, message: countErrorMessage(f) };
-    } else if (st.rowsBefore === undefined) {
-      const f = { code: '08P01', message: 'no count came back from before the write' };
-      out = countError(f);
-      error = { code: f.code, message: countErrorMessage(f) };
+    const unusable = countFailure(st, value, failed);
+    if (unusable !== undefined) {
+      out = countError(unusable);
+      error = { code: unusable.code, message: countErrorMessage(unusable) };
     } else {
-      const delta = (value ?? 0) - st.rowsBefore;
+      const delta = (value ?? 0) - st.rowsBefore!;
       let sum = 0;
       let top = 0;
       let verb = '';
@@ -613,6 +595,35 @@ function rowsHeader(type: number): number {
 function indirectMessage(verb: string, counted: number, own: number, max: number): string {
   const what = verb === '' ? 'The statement' : verb;
   return `${what} would change ${counted} rows counting those its triggers, foreign-key cascades and functions change (${own} by the statement itself), more than the limit of ${max} set by pgwarden (guardrails.maxRowsAffected); the change was rolled back`;
+}
+
+/**
+ * Why the counts around `st` cannot tell what it changed (undefined: they can): the count behind it failed or did not
+ * come, the server keeps no figures (track_counts off: -1, not an error upstream, so the caller still undoes the
+ * write), or the count before it failed.
+ */
+function countFailure(
+  st: Stmt,
+  value: number | null | undefined,
+  failed: { code: string; message: string } | undefined,
+): { code: string; message: string } | undefined {
+  if (failed !== undefined || value === undefined) {
+    const f = failed ?? { code: '08P01', message: 'no count came back' };
+    // The proxy's timeout cancelled the statement just as the write finished: the cancel met the count.
+    if (st.timedOut && f.code === '57014')
+      return {
+        code: f.code,
+        message: `canceling statement due to statement timeout of ${timeoutOf(st)} ms set by pgwarden`,
+      };
+    return f;
+  }
+  if (value === -1 || (st.rowsBefore ?? 0) < 0)
+    return {
+      code: '55000',
+      message: 'track_counts is off in PostgreSQL, so the rows triggers, cascades and functions change go uncounted',
+    };
+  if (st.rowsBefore === undefined) return { code: '08P01', message: 'no count came back from before the write' };
+  return undefined;
 }
 
 function countErrorMessage(f: { code: string; message: string }): string {
