@@ -16,6 +16,8 @@ export interface AuditSinkStats {
   failures?: number;
   /** fdatasync calls started in `batch` mode (file sink): shows the coalescing at work. */
   syncs?: number;
+  /** write(2) batches the file sink made: shows its write coalescing at work. */
+  writes?: number;
 }
 
 /** Where audit events go. `ready()` is false when events cannot currently be made durable (failMode: closed denies). */

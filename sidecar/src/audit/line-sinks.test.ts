@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BATCH_SYNC_INTERVAL_MS, createFileSink, createStdoutSink } from './line-sinks.js';
+import { BATCH_SYNC_INTERVAL_MS, createFileSink, createStdoutSink, WRITE_INTERVAL_MS } from './line-sinks.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-line-sinks-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,9 +31,9 @@ async function emitEachTurn(
 }
 
 describe('file sink batching', () => {
-  it('writes every line of a turn by the end of that turn, in emit order across turns and sessions', async () => {
+  it('without a write interval: every line of a turn by the end of that turn, in emit order', async () => {
     const path = join(dir, 'order.jsonl');
-    const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
+    const sink = createFileSink({ path, fsync: 'batch', writeIntervalMs: 0, registry: new Registry() });
     const want: string[] = [];
     for (let t = 0; t < 50; t++) {
       for (let k = 0; k < 7; k++) {
@@ -50,6 +50,47 @@ describe('file sink batching', () => {
     expect(lines(path).map((e) => `${e.session.id}.${e.session.seq}`)).toEqual(want);
     expect(sink.stats?.()).toMatchObject({ published: 350, dropped: 0, queued: 0 });
     await sink.close();
+  });
+
+  it('writes at most once per write interval however many turns emit; a turn after a quiet interval writes at its end', async () => {
+    const path = join(dir, 'write-interval.jsonl');
+    const sink = createFileSink({ path, fsync: 'never', registry: new Registry() });
+    // Quiet before: the first turn's lines are written at its end, as without an interval.
+    sink.emit({ session: { id: 'w', seq: 0 } });
+    sink.emit({ session: { id: 'w', seq: 1 } });
+    await turn();
+    expect(lines(path)).toHaveLength(2);
+    expect(sink.stats?.().writes).toBe(1);
+    // Busy: one emit per turn for 60 ms; the lines of later turns wait for the interval to be up.
+    const { turns, elapsed } = await emitEachTurn(sink, 60);
+    expect(turns).toBeGreaterThan(60);
+    const writes = (sink.stats?.().writes ?? 0) - 1;
+    expect(writes).toBeGreaterThanOrEqual(1);
+    // One write may follow at once (the interval since the first write may be up), then one per interval at most.
+    expect(writes).toBeLessThanOrEqual(Math.ceil(elapsed / WRITE_INTERVAL_MS) + 1);
+    expect(writes).toBeLessThan(turns / 2);
+    expect(lines(path).map((e) => e.session.seq)).toEqual([0, 1, ...Array.from({ length: turns }, (_, i) => i)]);
+    // Quiet again: the next turn writes at its end.
+    await new Promise((r) => setTimeout(r, WRITE_INTERVAL_MS + 5));
+    sink.emit({ session: { id: 'w', seq: turns } });
+    await turn();
+    expect(lines(path)).toHaveLength(turns + 3);
+    await sink.close();
+  });
+
+  it('close writes the lines waiting for the write interval at once', async () => {
+    const path = join(dir, 'write-interval-close.jsonl');
+    const sink = createFileSink({ path, fsync: 'never', writeIntervalMs: 50, registry: new Registry() });
+    sink.emit({ session: { id: 'x', seq: 1 } });
+    await turn();
+    sink.emit({ session: { id: 'x', seq: 2 } });
+    await turn();
+    // Within the interval: the second line waits for it.
+    expect(lines(path)).toHaveLength(1);
+    await sink.close();
+    expect(lines(path).map((e) => e.session.seq)).toEqual([1, 2]);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sink.stats?.()).toMatchObject({ published: 2, writes: 2, dropped: 0 });
   });
 
   it('emitJson text reaches the file byte for byte: multi-byte text, turns larger and smaller than its buffer', async () => {

@@ -14,6 +14,8 @@ export interface FileSinkOptions {
   fsync?: 'always' | 'batch' | 'never';
   /** `batch` mode: the least time between the starts of two fdatasyncs (ms). Default BATCH_SYNC_INTERVAL_MS. */
   syncIntervalMs?: number;
+  /** The least time between two write(2)s (ms; 0: one per event-loop turn). Default WRITE_INTERVAL_MS. */
+  writeIntervalMs?: number;
   registry?: Registry;
 }
 
@@ -26,6 +28,16 @@ export interface FileSinkOptions {
  * `--audit-fsync batch:<interval>` widens the window on purpose.
  */
 export const BATCH_SYNC_INTERVAL_MS = 5;
+
+/**
+ * The file sink writes at most once per this many milliseconds: a turn that follows a quiet millisecond writes at
+ * its own end, busier turns share the next write. On ext4 each append costs its syscall, the inode's lock and a
+ * journal handle whatever its size: one per event-loop turn cost 2–5 µs more CPU per statement under pgbench -c 8
+ * than one per millisecond (docs/benchmarks.md, seventeenth session). A kill of the sidecar
+ * can then take up to ~1 ms of events instead of one turn's; the NATS sink already holds events for up to 5 ms
+ * before sending them (JetStreamPublisher's linger), and `--audit-fsync always` still writes each one at once.
+ */
+export const WRITE_INTERVAL_MS = 1;
 
 /** Flushes of the open line sinks: run at process exit so a turn's buffered lines are not lost on the way out. */
 const openFileSinks = new Set<() => void>();
@@ -70,15 +82,17 @@ export function createStdoutSink(): AuditSink {
 }
 
 /**
- * Appends JSON lines to a file. Lines are collected for the rest of the current event-loop turn and written in emit
- * order with one write(2) at its end (setImmediate; also at close and at process exit), so an event has reached the
- * kernel (survives a crash of the sidecar) by the end of the turn that recorded it, as in the spool: a write(2) per
- * event cost more than building it. fdatasync follows per the fsync policy (what survives a crash of the machine):
- * `batch` coalesces them (BATCH_SYNC_INTERVAL_MS); `always` writes and fdatasyncs before emit returns.
+ * Appends JSON lines to a file. Lines are collected and written in emit order with one write(2) at the end of the
+ * event-loop turn that recorded them, or, when the last write is less than WRITE_INTERVAL_MS old, together with
+ * the lines of the turns that follow until that interval is up (also at close and at process exit): an event has
+ * reached the kernel (survives a crash of the sidecar) at most ~1 ms after its turn. A write(2) per event cost more
+ * than building it. fdatasync follows per the fsync policy (what survives a crash of the machine): `batch`
+ * coalesces them (BATCH_SYNC_INTERVAL_MS); `always` writes and fdatasyncs before emit returns.
  */
 export function createFileSink(opts: FileSinkOptions): AuditSink {
   const fsync = opts.fsync ?? 'batch';
   const syncIntervalMs = opts.syncIntervalMs ?? BATCH_SYNC_INTERVAL_MS;
+  const writeIntervalMs = opts.writeIntervalMs ?? WRITE_INTERVAL_MS;
   const metrics = auditMetrics(opts.registry);
   const drops = new DropTracker();
   let fd: number;
@@ -93,16 +107,20 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let syncing = false;
   let dirty = false;
   let syncs = 0;
+  let writes = 0;
   let lastSyncStart = Number.NEGATIVE_INFINITY;
   let syncTimer: NodeJS.Timeout | undefined;
   let closed = false;
   let gapListener: GapListener | undefined;
   const idleWaiters: (() => void)[] = [];
-  /** This turn's events not written yet (JSON text, no newline), and each one's session and seq (for the gap record). */
+  /** Events not written yet (JSON text, no newline), and each one's session and seq (for the gap record). */
   let pending: string[] = [];
   let pendingIds: (string | undefined)[] = [];
   let pendingSeqs: (number | undefined)[] = [];
-  let flushScheduled = false;
+  /** The pending write: at the end of this turn (Immediate) or when the write interval is up (Timeout). */
+  let flushTimer: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  let flushLater = false;
+  let lastWrite = Number.NEGATIVE_INFINITY;
   const lines = new LineBuffer();
 
   const wakeIdle = () => {
@@ -136,8 +154,15 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     for (let i = 0; i < ids.length; i++) drops.record(ids[i], seqs[i], 'file_io', at);
   };
   const flush = () => {
-    flushScheduled = false;
+    // Called early (close, exit, `always`): the scheduled write must not run later as well.
+    if (flushTimer !== undefined) {
+      if (flushLater) clearTimeout(flushTimer as NodeJS.Timeout);
+      else clearImmediate(flushTimer as NodeJS.Immediate);
+      flushTimer = undefined;
+    }
     if (pending.length === 0) return;
+    if (writeIntervalMs > 0) lastWrite = performance.now();
+    writes++;
     const texts = pending;
     const ids = pendingIds;
     const seqs = pendingSeqs;
@@ -169,7 +194,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   openFileSinks.add(flush);
   installExitHook();
 
-  const stats = (): AuditSinkStats => ({ kind: 'file', queued: pending.length, published, dropped, syncs });
+  const stats = (): AuditSinkStats => ({ kind: 'file', queued: pending.length, published, dropped, syncs, writes });
   const add = (json: string, id: string | undefined, seq: number | undefined) => {
     if (closed) {
       drop([id], [seq]);
@@ -179,9 +204,10 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     pendingIds.push(id);
     pendingSeqs.push(seq);
     if (fsync === 'always') flush();
-    else if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flush);
+    else if (flushTimer === undefined) {
+      const wait = writeIntervalMs > 0 ? lastWrite + writeIntervalMs - performance.now() : 0;
+      flushLater = wait > 0;
+      flushTimer = flushLater ? setTimeout(flush, wait) : setImmediate(flush);
     }
   };
   return {
