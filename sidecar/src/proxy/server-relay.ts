@@ -2,6 +2,7 @@ import {
   decodeCString,
   decodeErrorFields,
   decodeNotification,
+  decodeParameterStatus,
   decodeRowDescription,
   encodeErrorFields,
   errorResponse,
@@ -27,6 +28,7 @@ import {
   type Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
+import { UnsafeSettingError, unsafeSetting } from './unsafe-settings.js';
 
 /**
  * Upstream → client. Untouched messages leave as the byte spans they arrived in; only the messages the proxy must
@@ -90,8 +92,9 @@ export class ServerRelay implements FramerHandler {
       case B.CopyInResponse:
       case B.CopyOutResponse:
       case B.CopyBothResponse:
-      case B.ParameterStatus:
         return PASS;
+      case B.ParameterStatus:
+        return WHOLE; // rare (a SET of a reported setting); client_encoding and standard_conforming_strings are checked
       case B.PortalSuspended: {
         const head = s.queue.peek();
         if (head?.kind === K_EXECUTE && head.stmt && !head.stmt.capped) {
@@ -178,6 +181,11 @@ export class ServerRelay implements FramerHandler {
         return this.commandComplete(undefined);
       case B.ErrorResponse:
         return this.error(buf, start, end);
+      case B.ParameterStatus: {
+        const unsafe = unsafeSetting(...decodeParameterStatus(buf, start, end));
+        if (unsafe !== undefined) throw new UnsafeSettingError(unsafe);
+        return true;
+      }
       case B.NoticeResponse: {
         const head = s.queue.peek();
         if (head?.kind === K_HIDDEN && head.name === 'begin') {

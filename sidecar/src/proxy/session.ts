@@ -24,6 +24,7 @@ import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
 import { type ReadResult, readChunks } from './socket-reader.js';
+import { UNSAFE_SETTING_SQLSTATE, UnsafeSettingError, unsafeSetting } from './unsafe-settings.js';
 
 export type { SessionContext, SessionObserver } from './session-context.js';
 
@@ -162,6 +163,10 @@ export class ProxySession {
    * from a hook (planRows, a row transformer, scrubText): the session ends rather than let rows pass unmasked.
    */
   private protocolError(err: unknown, upstream = false): void {
+    if (err instanceof UnsafeSettingError) {
+      this.kill({ code: err.sqlstate, message: `${err.message}; the session was ended` }, err.message);
+      return;
+    }
     if (!(err instanceof ProtocolError)) {
       this.ctx.observer.hookError(this, err);
       this.fatal('XX000', 'pgwarden could not process the result safely; the session was ended');
@@ -263,6 +268,14 @@ export class ProxySession {
 
   private startRelay(up: UpstreamSession, hooks: SessionHooks): void {
     clearTimeout(this.startupTimer);
+    // A startup parameter, or a role or database default, the policy engine cannot read statements under.
+    for (const [k, v] of up.parameters) {
+      const unsafe = unsafeSetting(k, v);
+      if (unsafe !== undefined) {
+        this.fatal(UNSAFE_SETTING_SQLSTATE, unsafe);
+        return;
+      }
+    }
     const key = this.ctx.cancels.register(() => this.cancelUpstream());
     this.key = key;
     const parts = [authenticationOk()];
