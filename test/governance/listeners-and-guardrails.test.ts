@@ -24,7 +24,7 @@ beforeAll(async () => {
     db.name,
     [
       policy('reader', ports.reader, db.roles.analyst, {
-        rules: [{ name: 'read-orders', action: 'allow', statements: ['select'], tables: ['public.orders'] }],
+        rules: [{ name: 'read-orders', action: 'allow', statements: ['select', 'copy'], tables: ['public.orders'] }],
         guardrails: { maxRowsReturned: 5 },
       }),
       policy('sleeper', ports.sleeper, db.roles.writer, {
@@ -70,6 +70,24 @@ describe('one listener per policy, each enforcing its own policy', () => {
     const ok = await raw.until('readyForQuery');
     expect(ok.filter((m) => m.name === 'dataRow')).toHaveLength(5);
     expect(ok.map((m) => m.name)).not.toContain('error');
+    raw.end();
+  });
+
+  it('maxRowsReturned holds for COPY … TO STDOUT: rows up to the cap, then an error', async () => {
+    const raw = await RawClient.connect(ports.reader);
+    raw.send(serialize.query('COPY orders TO STDOUT'));
+    const msgs = await raw.until('readyForQuery');
+    expect(msgs.map((m) => m.name)).toContain('copyOutResponse');
+    expect(msgs.filter((m) => m.name === 'copyData')).toHaveLength(5);
+    expect(msgs.find((m) => m.name === 'error')).toMatchObject({
+      code: '54000',
+      message: expect.stringContaining('limit of 5 rows'),
+    });
+    raw.send(serialize.query('COPY (SELECT * FROM orders ORDER BY id LIMIT 5) TO STDOUT'));
+    const ok = await raw.until('readyForQuery');
+    expect(ok.filter((m) => m.name === 'copyData')).toHaveLength(5);
+    expect(ok.map((m) => m.name)).not.toContain('error');
+    expect(ok.find((m) => m.name === 'commandComplete')).toMatchObject({ text: 'COPY 5' });
     raw.end();
   });
 

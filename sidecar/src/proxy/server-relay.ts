@@ -73,8 +73,22 @@ export class ServerRelay implements FramerHandler {
         st.bytes += length + 1;
         return st.transformer === undefined ? PASS : WHOLE;
       }
-      case B.CopyData:
+      case B.CopyData: {
+        // guardrails.maxRowsReturned holds for COPY … TO STDOUT too: one CopyData per row (binary COPY adds its
+        // trailer as one more, so a binary COPY of exactly the limit is refused too).
+        const st = s.cur;
+        if (st !== undefined && st.maxRows !== undefined) {
+          if (st.capped) return DROP;
+          if (st.rows + st.rowBase >= st.maxRows) {
+            st.capped = true;
+            s.cancel(st);
+            return DROP;
+          }
+          st.rows++;
+          st.bytes += length + 1;
+        }
         return s.scrub === undefined ? PASS : WHOLE;
+      }
       case B.ParseComplete:
         s.complete(K_PARSE);
         return PASS;
