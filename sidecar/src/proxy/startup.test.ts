@@ -74,6 +74,29 @@ describe('client startup', () => {
     });
   }
 
+  for (const [name, extra, code, message] of [
+    [
+      'an unknown parameter',
+      { no_such_setting: 'x' },
+      '42704',
+      /^unrecognized configuration parameter "no_such_setting"$/,
+    ],
+    ['a bad value', { DateStyle: 'Nonsense' }, '22023', /^invalid value for parameter "DateStyle"/],
+  ] as const) {
+    it(`passes PostgreSQL's refusal of ${name} on as PostgreSQL words it (FATAL ${code}, not a connection failure)`, async () => {
+      const { client, messages } = await RawClient.startup(fx.sidecar.port, {
+        user: 'agent',
+        database: 'app',
+        ...extra,
+      });
+      const err = errorOf(messages[messages.length - 1]);
+      expect(err.get('S')).toBe('FATAL');
+      expect(err.get('C')).toBe(code);
+      expect(err.get('M')).toMatch(message);
+      await client.closed();
+    });
+  }
+
   it('accepts replication=false and an empty options', async () => {
     const { client, messages } = await RawClient.startup(fx.sidecar.port, {
       user: 'a',

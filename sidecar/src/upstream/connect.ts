@@ -222,8 +222,21 @@ export async function connectUpstream(
   }
 }
 
+/**
+ * PostgreSQL's refusals of a startup setting the client chose (forwarded startup parameters): an unknown parameter
+ * (42704), a bad value (22023), one that cannot be set now (55P02) or by this role (42501). The client gets them as
+ * PostgreSQL words them, not as a connection failure (class 08), which clients and poolers retry.
+ */
+const CLIENT_SETTING_CODES = new Set(['42704', '22023', '55P02', '42501']);
+
 function rejected(buf: Buffer): UpstreamError {
   const f = decodeErrorFields(buf, 0, buf.length);
+  const code = f.get('C');
+  if (code !== undefined && CLIENT_SETTING_CODES.has(code))
+    return new UpstreamError('PGW_UPSTREAM_REJECTED', f.get('M') ?? 'invalid startup parameter', {
+      upstreamCode: code,
+      sqlstate: code,
+    });
   return new UpstreamError(
     'PGW_UPSTREAM_REJECTED',
     `upstream rejected the connection: ${f.get('M') ?? 'unknown error'}`,

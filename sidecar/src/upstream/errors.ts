@@ -34,11 +34,15 @@ export class UpstreamError extends Error {
   /** PostgreSQL's own SQLSTATE when the upstream answered with an ErrorResponse. */
   readonly upstreamCode?: string;
 
-  constructor(code: UpstreamErrorCode, message: string, opts: { cause?: unknown; upstreamCode?: string } = {}) {
+  constructor(
+    code: UpstreamErrorCode,
+    message: string,
+    opts: { cause?: unknown; upstreamCode?: string; sqlstate?: string } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UpstreamError';
     this.code = code;
-    this.sqlstate = SQLSTATE[code];
+    this.sqlstate = opts.sqlstate ?? SQLSTATE[code];
     this.upstreamCode = opts.upstreamCode;
   }
 }
