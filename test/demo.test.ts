@@ -94,6 +94,13 @@ describe('pgwarden demo', () => {
     const r = await client.query('SELECT id, email, ssn, card_number FROM customers ORDER BY id LIMIT 3');
     expect(r.rows).toHaveLength(3);
     expect(r.rows[0].email).toMatch(/@example\.com$/);
+    // Column rules of examples/masking-pii.yaml: also what the card number's expressions and the birth date give.
+    expect(r.rows[0].card_number).toMatch(/^\*+\d{4}$/);
+    const exprs = await client.query(
+      'SELECT substr(card_number, 1, 12) AS head, birth_date FROM customers ORDER BY id LIMIT 1',
+    );
+    expect(exprs.rows[0].head).not.toMatch(/\d{5}/);
+    expect(exprs.rows[0].birth_date).toBeNull();
     const orders = await client.query(
       'SELECT count(*)::int AS n FROM orders o JOIN customers c ON c.id = o.customer_id',
     );
