@@ -190,6 +190,12 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         const reasons: string[] = [];
         const up = await upstreamReachable();
         if (up) reasons.push(`upstream unreachable: ${up}`);
+        // Every login would fail without them: a pod with a broken credentials mount must not look ready.
+        try {
+          credentials();
+        } catch (err) {
+          reasons.push(`credentials unreadable: ${err instanceof Error ? err.message : String(err)}`);
+        }
         if (hooks.ready?.() === false) reasons.push('policy not loaded');
         if (!audit.ready()) reasons.push('audit sink not durable');
         // Logged when the answer changes: the probe's own body shows the reasons to local callers only.

@@ -1,4 +1,6 @@
-import { networkInterfaces } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { allowAllHooks } from '../proxy/allow-all-hooks.js';
 import { type SidecarLogger, startSidecar } from '../start-sidecar.js';
@@ -43,6 +45,31 @@ describe('admin HTTP', () => {
     expect((await get(port, '/nope')).status).toBe(404);
     await c.end();
     await fx.sidecar.close(500);
+  });
+
+  it('is not ready while its credentials cannot be read, and tells the client nothing of where they are kept', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-creds-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    const fx = await startFixture({ http: { host: '127.0.0.1', port: 0 }, credentials: { dir } });
+    try {
+      const r = await get(fx.sidecar.httpPort!, '/readyz');
+      expect(r.status).toBe(503);
+      expect(r.body).toMatch(
+        /credentials unreadable: credentials directory .* must hold files "username" and "password"/,
+      );
+      const err = await fx.client().catch((e) => e);
+      expect(err.message).toBe('pgwarden cannot read its database credentials; see the sidecar log');
+      expect(err.message).not.toContain(dir);
+      // The mounted Secret arrives: ready, and logins work.
+      writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+      expect((await get(fx.sidecar.httpPort!, '/readyz')).status).toBe(200);
+      const c = await fx.client();
+      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      await c.end();
+    } finally {
+      await fx.sidecar.close(500);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('is not ready when the upstream is unreachable, and counts the failed connects', async () => {

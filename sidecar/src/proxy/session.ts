@@ -224,7 +224,12 @@ export class ProxySession {
       if (err instanceof StartupRefused) this.fatal(err.sqlstate, err.message);
       else if (err instanceof UpstreamError) {
         this.ctx.observer.upstreamError(this, err);
-        this.fatal(err.sqlstate, err.message);
+        // Where the sidecar keeps its credentials is none of the client's business; the log names the file.
+        const message =
+          err.code === 'PGW_UPSTREAM_CREDENTIALS'
+            ? 'pgwarden cannot read its database credentials; see the sidecar log'
+            : err.message;
+        this.fatal(err.sqlstate, message);
       } else if (err instanceof ProtocolError) this.fatal(err.sqlstate, err.message);
       else this.fatal('XX000', `pgwarden internal error: ${err instanceof Error ? err.message : String(err)}`);
     });
