@@ -110,6 +110,13 @@ export class LineageWalker {
         }
         continue;
       }
+      const ind = rt.val?.A_Indirection;
+      if (ind?.indirection?.[ind.indirection.length - 1]?.A_Star) {
+        // `(composite).*` becomes as many columns as the composite has: it expands like `*`, so the columns after
+        // it are not lined up with the wrong fields.
+        out.push({ name: '*', lin: this.expr(rt.val, scope), expands: true });
+        continue;
+      }
       out.push({ name: rt.name ?? this.exprName(rt.val), lin: this.expr(rt.val, scope) });
     }
     return out;

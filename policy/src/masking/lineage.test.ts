@@ -156,6 +156,14 @@ describe('lineage of output columns', () => {
     const lin = alignOutputs(o, 4);
     expect(lin.map((l) => cols(l).join(','))).toEqual(['', '', '', C('customers', 'ssn')]);
   });
+
+  it('(composite).* expands: the columns after it are not lined up with its fields', () => {
+    // A reviewer's bypass: the composite's 5 columns came back under the lineage of the constants behind it.
+    const sql =
+      'SELECT ((SELECT ROW(c.id, c.name, c.email, reverse(c.ssn), c.notes)::customers FROM customers c WHERE c.id = 1)).*, 1 a, 2 b, 3 d, 4 e, g.* FROM generate_series(1, 1) g';
+    const lin = alignOutputs(one(sql).outputs, 5 + 4 + 1);
+    for (const l of lin.slice(0, 5)) expect(cols(l)).toContain(C('customers', 'ssn'));
+  });
 });
 
 describe('predicate and write usage', () => {
