@@ -138,6 +138,10 @@ export class ClientRelay implements FramerHandler {
       case F.Sync:
       case F.Terminate:
         return WHOLE;
+      case F.CopyDone:
+      case F.CopyFail:
+        if (++s.copyEnds >= s.copyInEnd) s.copyInEnd = 0;
+        return PASS;
       default:
         return PASS; // Flush, CopyData, CopyDone, CopyFail
     }
@@ -182,6 +186,7 @@ export class ClientRelay implements FramerHandler {
         return true;
       }
       case F.Sync:
+        if (s.copyInEnd !== 0) return true; // read and ignored by the COPY (RelayState.copyIn)
         s.discarding = false;
         s.expect(K_SYNC);
         return true;

@@ -169,6 +169,10 @@ export interface Entry {
   hidden: boolean;
   /** K_ROWS: the CloseCompletes its answer has (2 when it prepares the statement first). */
   closes: number;
+  /** CopyDone/CopyFail messages the client had sent before this one (RelayState.copyIn). */
+  copyEnds: number;
+  /** Query/Execute: COPY FROM STDIN it started so far (a multi-statement Query may run several). */
+  copies: number;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
@@ -176,8 +180,18 @@ export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.items.push({ kind, stmt, target, name, hidden, closes });
+  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0, copyEnds = 0): void {
+    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0 });
+  }
+
+  /** Removes the Sync entries sent before the client's copy end number `end` (PostgreSQL read them in COPY IN). */
+  dropCopySyncs(end: number): void {
+    const kept = this.items.slice(0, this.head);
+    for (let i = this.head; i < this.items.length; i++) {
+      const e = this.items[i];
+      if (i === this.head || e.kind !== K_SYNC || e.copyEnds >= end) kept.push(e);
+    }
+    this.items = kept;
   }
 
   peek(): Entry | undefined {

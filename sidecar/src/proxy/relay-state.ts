@@ -57,6 +57,14 @@ export class RelayState {
    * fails, and the client's DISCARD ALL / DEALLOCATE ALL, make the next count prepare it again.
    */
   rowsPrepared = false;
+  /**
+   * COPY IN: PostgreSQL ignores Sync and Flush while it reads a COPY's data (copyfromparse.c), from the Query or
+   * Execute that starts it until the CopyDone or CopyFail that ends it, so such a Sync gets no ReadyForQuery and must
+   * get no entry. `copyEnds` counts the CopyDone/CopyFail messages the client sent; while `copyInEnd` is not 0 the
+   * upstream is in COPY IN until the client's copy end number `copyInEnd`.
+   */
+  copyEnds = 0;
+  copyInEnd = 0;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -85,8 +93,21 @@ export class RelayState {
 
   /** Records that a response is due for a client message just forwarded. */
   expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.queue.push(kind, stmt, target, name, hidden, closes);
+    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds);
     if (this.queue.length === 1) this.advance();
+  }
+
+  /**
+   * CopyInResponse: the head's COPY reads every client message sent after it up to the next copy end (messages the
+   * client pipelined before it saw this, like libpq's Sync behind an Execute, included): Syncs among them are no
+   * requests, already forwarded or still to come.
+   */
+  copyIn(): void {
+    const head = this.queue.peek();
+    if (head === undefined || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return;
+    const end = head.copyEnds + ++head.copies;
+    if (this.copyEnds < end) this.copyInEnd = end;
+    this.queue.dropCopySyncs(end);
   }
 
   /** Removes the head entry when it is of `kind` (the response for it arrived) and moves to the next. */

@@ -84,10 +84,12 @@ export class ServerRelay implements FramerHandler {
         return PASS;
       case B.NoData:
         return s.noData() ? PASS : DROP;
+      case B.CopyInResponse:
+        s.copyIn();
+        return PASS;
       case B.ParameterDescription:
       case B.FunctionCallResponse:
       case B.CopyDone:
-      case B.CopyInResponse:
       case B.CopyOutResponse:
       case B.CopyBothResponse:
       case B.ParameterStatus:
@@ -485,6 +487,9 @@ export class ServerRelay implements FramerHandler {
 
   private error(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
+    // An error ends a COPY IN at once: PostgreSQL reads the client's next Syncs as Syncs again. Those sent among the
+    // data before the failure are taken as read by the COPY (docs/protocol.md, Known limits).
+    s.copyInEnd = 0;
     const head = s.queue.peek();
     if (head?.kind === K_ROWS) return this.rows(head, B.ErrorResponse, buf, start, end);
     // The proxy's own statements: only a COMMIT's error (a deferred constraint) is the client's to see. A BEGIN that
