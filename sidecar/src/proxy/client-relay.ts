@@ -116,6 +116,8 @@ export class ClientRelay implements FramerHandler {
           s.hooks.clientName(names.portal);
           s.hooks.clientName(names.statement);
         }
+        s.expect(K_BIND);
+        s.willChange('P', names.portal);
         // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
         if (info === undefined) {
           s.portals.delete(names.portal);
@@ -129,7 +131,6 @@ export class ClientRelay implements FramerHandler {
             described: false,
           });
         }
-        s.expect(K_BIND);
         return PASS;
       }
       case F.Execute:
@@ -170,19 +171,23 @@ export class ClientRelay implements FramerHandler {
         const t = decodeTarget(buf, start, end);
         s.hooks.clientName?.(t.name);
         const info = (t.kind === 'S' ? s.statements : s.portals).get(t.name);
-        if (info) info.described = true;
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
+        if (info !== undefined && !info.described) {
+          info.described = true;
+          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: false };
+        }
         return true;
       }
       case F.Close: {
         const t = decodeTarget(buf, start, end);
         s.hooks.clientName?.(t.name);
+        s.expect(K_CLOSE);
+        s.willChange(t.kind, t.name);
         if (t.kind === 'S') s.statements.delete(t.name);
         else {
           s.portals.delete(t.name);
           s.uncheckedPortals.delete(t.name);
         }
-        s.expect(K_CLOSE);
         return true;
       }
       case F.Sync:
@@ -289,14 +294,18 @@ export class ClientRelay implements FramerHandler {
       if (kind === K_QUERY) return queryMessage(DENIED_SQL);
       if (kind === K_FUNCTION) return functionCallMessage(0); // OID 0 names no function: 42883
       // A failed Parse leaves no statement behind, and PostgreSQL then ignores everything up to Sync.
+      s.willChange('S', name);
       s.statements.delete(name);
       s.discarding = true;
       return parseMessage(name, DENIED_SQL);
     }
     if (kind === K_PARSE) {
-      st.replaced = s.statements.get(name);
+      s.willChange('S', name);
       s.statements.set(name, { request: st.request, verdict: v });
-    } else armTimeout(s, st);
+    } else {
+      if (kind === K_QUERY) s.forgetSqlNames(st.request.sql);
+      armTimeout(s, st);
+    }
     return true;
   }
 
@@ -411,9 +420,11 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
+    s.forgetSqlNames(info.request.sql);
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
+      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: false };
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();

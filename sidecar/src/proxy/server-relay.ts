@@ -534,8 +534,7 @@ export class ServerRelay implements FramerHandler {
     if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
-    if (head.kind === K_PARSE && st && !st.denied) s.parseFailed(st);
-    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended();
+    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended(true);
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
     if (head.kind === K_EXECUTE && st?.guard !== undefined) s.endGuard();
     return out;
