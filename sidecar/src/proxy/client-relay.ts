@@ -13,6 +13,7 @@ import {
   describeMessage,
   executeMessage,
   functionCallMessage,
+  nameText,
   parseMessage,
   queryMessage,
 } from '../protocol/frontend-messages.js';
@@ -113,8 +114,8 @@ export class ClientRelay implements FramerHandler {
         }
         const info = s.statements.get(names.statement);
         if (s.hooks.clientName !== undefined) {
-          s.hooks.clientName(names.portal);
-          s.hooks.clientName(names.statement);
+          s.hooks.clientName(nameText(names.portal));
+          s.hooks.clientName(nameText(names.statement));
         }
         s.expect(K_BIND);
         s.willChange('P', names.portal);
@@ -157,8 +158,13 @@ export class ClientRelay implements FramerHandler {
       }
       case F.Parse: {
         const { name, sql } = decodeParse(buf, start, end);
-        const req: StatementRequest = { sql, protocol: 'extended', statementName: name, txStatus: s.txStatus };
-        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end);
+        const req: StatementRequest = {
+          sql,
+          protocol: 'extended',
+          statementName: nameText(name),
+          txStatus: s.txStatus,
+        };
+        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end, name);
       }
       case F.FunctionCall: {
         const oid = decodeFunctionCall(buf, start, end);
@@ -169,7 +175,7 @@ export class ClientRelay implements FramerHandler {
         return this.execute(buf, start, end);
       case F.Describe: {
         const t = decodeTarget(buf, start, end);
-        s.hooks.clientName?.(t.name);
+        s.hooks.clientName?.(nameText(t.name));
         const info = (t.kind === 'S' ? s.statements : s.portals).get(t.name);
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
         if (info !== undefined && !info.described) {
@@ -180,7 +186,7 @@ export class ClientRelay implements FramerHandler {
       }
       case F.Close: {
         const t = decodeTarget(buf, start, end);
-        s.hooks.clientName?.(t.name);
+        s.hooks.clientName?.(nameText(t.name));
         s.expect(K_CLOSE);
         s.willChange(t.kind, t.name);
         if (t.kind === 'S') s.statements.delete(t.name);
@@ -235,6 +241,7 @@ export class ClientRelay implements FramerHandler {
     buf: Buffer,
     start: number,
     end: number,
+    name = '',
   ): boolean | Buffer {
     let v: Verdict | Promise<Verdict>;
     try {
@@ -242,7 +249,6 @@ export class ClientRelay implements FramerHandler {
     } catch (err) {
       v = failClosed(err);
     }
-    const name = st.request.statementName ?? '';
     if (!(v instanceof Promise)) return this.guarded(st, this.apply(kind, st, v, name), buf, start, end);
     return this.hold(v, buf, start, end, (verdict) => {
       st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
@@ -346,7 +352,7 @@ export class ClientRelay implements FramerHandler {
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const { portal } = decodeExecute(buf, start, end);
-    s.hooks.clientName?.(portal);
+    s.hooks.clientName?.(nameText(portal));
     const info = s.portals.get(portal);
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
@@ -358,14 +364,14 @@ export class ClientRelay implements FramerHandler {
         ? {
             action: 'deny',
             code: '42501',
-            message: `portal "${portal}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
+            message: `portal "${nameText(portal)}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
             hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
             reason: 'unchecked portal',
           }
         : {
             action: 'deny',
             code: '34000',
-            message: `portal "${portal}" does not exist`,
+            message: `portal "${nameText(portal)}" does not exist`,
             hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
             reason: 'unknown portal',
           };

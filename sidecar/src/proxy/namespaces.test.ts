@@ -160,3 +160,62 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
     await run(msg.query('ROLLBACK'));
   });
 });
+
+/** A message whose strings are given as bytes (names in a client_encoding other than UTF-8). */
+function raw(type: string, ...parts: Buffer[]): Buffer {
+  const body = Buffer.concat(parts);
+  const head = Buffer.alloc(5);
+  head[0] = type.charCodeAt(0);
+  head.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([head, body]);
+}
+const l1 = (s: string) => Buffer.from(`${s}\0`, 'latin1');
+
+describe('names and notifications in a LATIN1 session keep their bytes', () => {
+  let fx: Fixture;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+  });
+  afterAll(() => fx.sidecar.close(500));
+
+  it('portals whose names differ only in a non-UTF-8 byte stay apart', async () => {
+    const { client: c } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      client_encoding: 'LATIN1',
+    });
+    try {
+      const noParams = Buffer.alloc(6);
+      c.send(
+        msg.query('BEGIN'),
+        msg.parse('g', "SELECT upper('ssn-' || 'secret') AS u"),
+        msg.parse('h', "SELECT 'harmless'::text AS u"),
+        raw('B', l1('p\xe9'), l1('g'), noParams),
+        raw('B', l1('p\xe8'), l1('h'), noParams),
+        raw('E', l1('p\xe9'), Buffer.alloc(4)),
+        raw('E', l1('p\xe8'), Buffer.alloc(4)),
+        msg.sync(),
+      );
+      const m = await c.untilReady(2);
+      expect(m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x))).toEqual([['****'], ['harmless']]);
+    } finally {
+      c.close();
+    }
+  });
+
+  it("a notification the session sent itself keeps its payload's bytes when its pid is swapped", async () => {
+    const { client: c } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      client_encoding: 'LATIN1',
+    });
+    try {
+      c.send(raw('Q', l1("LISTEN ns_c; NOTIFY ns_c, 'caf\xe9'")));
+      const m = await c.untilReady();
+      const n = m.find((x) => x.type === B.NotificationResponse)!;
+      expect(n.buf.subarray(9)).toEqual(Buffer.from('ns_c\0caf\xe9\0', 'latin1'));
+    } finally {
+      c.close();
+    }
+  });
+});

@@ -1,3 +1,4 @@
+import { textKey } from '../protocol/frontend-messages.js';
 import type { RowField, SessionHooks, StatementRecord, TxStatus } from './hooks.js';
 import {
   type Entry,
@@ -315,5 +316,6 @@ function identifier(text: string): string | undefined {
   else if (/^[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*$/.test(text) && !/^all$/i.test(text))
     name = text.replace(/[A-Z]+/g, (c) => c.toLowerCase());
   else return undefined;
-  return name === '' || Buffer.byteLength(name) >= 63 ? undefined : name;
+  // The protocol's names are byte keys (frontend-messages.ts nameKey).
+  return name === '' || Buffer.byteLength(name) >= 63 ? undefined : textKey(name);
 }

@@ -194,7 +194,12 @@ export class ServerRelay implements FramerHandler {
         const payload = s.scrub === undefined ? n.payload : s.scrub(n.payload);
         // Self-notifications carry the upstream pid; clients compare it with the BackendKeyData they got (ours).
         const pid = n.pid === s.upstreamPid && s.upstreamPid !== 0 ? s.clientPid : n.pid;
-        return payload === n.payload && pid === n.pid ? true : notificationResponse(pid, n.channel, payload);
+        if (payload !== n.payload) return notificationResponse(pid, n.channel, payload);
+        if (pid === n.pid) return true;
+        // Only the pid changes: the channel and payload keep their bytes (they are in client_encoding, maybe not UTF-8).
+        const out = Buffer.from(buf.subarray(start, end));
+        out.writeInt32BE(pid, 5);
+        return out;
       }
       case B.CopyData: {
         const text = buf.toString('utf8', start + 5, end);
