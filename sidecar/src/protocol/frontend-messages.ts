@@ -26,6 +26,30 @@ function cstring(buf: Buffer, pos: number, end: number, what: string): [string, 
   return [buf.toString('utf8', pos, z), z + 1];
 }
 
+/**
+ * Statement and portal names are keys, not text: PostgreSQL compares their bytes, in whatever client_encoding the
+ * session has, so they are decoded one character per byte (latin1, a bijection) and two names differ here exactly when
+ * their bytes differ. `nameText` gives the UTF-8 reading for people and policies.
+ */
+function nameKey(buf: Buffer, pos: number, end: number, what: string): [string, number] {
+  const z = cstringEnd(buf, pos, end);
+  if (z < 0) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', `unterminated string in ${what}`);
+  return [buf.toString('latin1', pos, z), z + 1];
+}
+
+/** A name key (nameKey) as UTF-8 text; the key itself when it is ASCII, as nearly all are. */
+export function nameText(key: string): string {
+  return NON_ASCII.test(key) ? Buffer.from(key, 'latin1').toString('utf8') : key;
+}
+
+/** The key of a name read as UTF-8 text (from SQL); undefined when that reading lost bytes (U+FFFD). */
+export function textKey(text: string): string | undefined {
+  if (!NON_ASCII.test(text)) return text;
+  return text.includes('\uFFFD') ? undefined : Buffer.from(text, 'utf8').toString('latin1');
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
 export function parseStartupPacket(buf: Buffer, start: number, end: number): StartupPacket {
   const code = buf.readInt32BE(start + 4);
   if (code === SSL_REQUEST_CODE) return { kind: 'ssl' };
@@ -76,7 +100,7 @@ export function decodeQuery(buf: Buffer, start: number, end: number): string {
 
 /** Parse: statement name, query string, then parameter type OIDs (ignored here). */
 export function decodeParse(buf: Buffer, start: number, end: number): { name: string; sql: string } {
-  const [name, p] = cstring(buf, start + 5, end, 'Parse');
+  const [name, p] = nameKey(buf, start + 5, end, 'Parse');
   const [sql] = cstring(buf, p, end, 'Parse');
   return { name, sql };
 }
@@ -94,7 +118,7 @@ export function decodeBindNames(
   if (z1 < 0) return null;
   const z2 = cstringEnd(buf, z1 + 1, availEnd);
   if (z2 < 0) return null;
-  return { portal: buf.toString('utf8', start + 5, z1), statement: buf.toString('utf8', z1 + 1, z2) };
+  return { portal: buf.toString('latin1', start + 5, z1), statement: buf.toString('latin1', z1 + 1, z2) };
 }
 
 /** Describe and Close: 'S' (statement) or 'P' (portal), then the name. */
@@ -103,12 +127,12 @@ export function decodeTarget(buf: Buffer, start: number, end: number): { kind: '
   if (end - start < 7 || (k !== 0x53 && k !== 0x50)) {
     throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Describe/Close target');
   }
-  return { kind: k === 0x53 ? 'S' : 'P', name: cstring(buf, start + 6, end, 'Describe/Close')[0] };
+  return { kind: k === 0x53 ? 'S' : 'P', name: nameKey(buf, start + 6, end, 'Describe/Close')[0] };
 }
 
 /** Execute: portal name, then int32 row limit (0 = no limit). */
 export function decodeExecute(buf: Buffer, start: number, end: number): { portal: string; maxRows: number } {
-  const [portal, p] = cstring(buf, start + 5, end, 'Execute');
+  const [portal, p] = nameKey(buf, start + 5, end, 'Execute');
   if (p + 4 > end) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'truncated Execute');
   return { portal, maxRows: buf.readInt32BE(p) };
 }
@@ -135,6 +159,8 @@ function typed(type: number, body: Buffer): Buffer {
 }
 
 const z = (s: string) => Buffer.from(`${s}\0`, 'utf8');
+/** A name key (nameKey) back to its bytes. */
+const zk = (s: string) => Buffer.from(`${s}\0`, 'latin1');
 
 export function startupMessage(params: Record<string, string>): Buffer {
   const parts = [Buffer.alloc(8)];
@@ -173,12 +199,12 @@ export function saslInitialResponse(mechanism: string, data: Buffer): Buffer {
 export const saslResponse = (data: Buffer) => typed(0x70, data);
 export const queryMessage = (sql: string) => typed(0x51, z(sql));
 export const parseMessage = (name: string, sql: string) =>
-  typed(0x50, Buffer.concat([z(name), z(sql), Buffer.alloc(2)]));
+  typed(0x50, Buffer.concat([zk(name), z(sql), Buffer.alloc(2)]));
 export const describeMessage = (kind: 'S' | 'P', name: string) =>
-  typed(0x44, Buffer.concat([Buffer.from(kind), z(name)]));
+  typed(0x44, Buffer.concat([Buffer.from(kind), zk(name)]));
 
 export function executeMessage(portal: string, maxRows: number): Buffer {
-  const name = z(portal);
+  const name = zk(portal);
   const b = Buffer.alloc(name.length + 4);
   name.copy(b, 0);
   b.writeInt32BE(maxRows, name.length);
@@ -187,8 +213,9 @@ export function executeMessage(portal: string, maxRows: number): Buffer {
 
 /** A Bind of `statement` to `portal` with no parameters and text results. */
 export const bindMessage = (portal: string, statement: string) =>
-  typed(0x42, Buffer.concat([z(portal), z(statement), Buffer.alloc(6)]));
-export const closeMessage = (kind: 'S' | 'P', name: string) => typed(0x43, Buffer.concat([Buffer.from(kind), z(name)]));
+  typed(0x42, Buffer.concat([zk(portal), zk(statement), Buffer.alloc(6)]));
+export const closeMessage = (kind: 'S' | 'P', name: string) =>
+  typed(0x43, Buffer.concat([Buffer.from(kind), zk(name)]));
 
 export const syncMessage = () => typed(0x53, Buffer.alloc(0));
 export const terminateMessage = () => typed(0x58, Buffer.alloc(0));

@@ -13,6 +13,7 @@ import {
   describeMessage,
   executeMessage,
   functionCallMessage,
+  nameText,
   parseMessage,
   queryMessage,
 } from '../protocol/frontend-messages.js';
@@ -113,9 +114,11 @@ export class ClientRelay implements FramerHandler {
         }
         const info = s.statements.get(names.statement);
         if (s.hooks.clientName !== undefined) {
-          s.hooks.clientName(names.portal);
-          s.hooks.clientName(names.statement);
+          s.hooks.clientName(nameText(names.portal));
+          s.hooks.clientName(nameText(names.statement));
         }
+        s.expect(K_BIND);
+        s.willChange('P', names.portal);
         // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
         if (info === undefined) {
           s.portals.delete(names.portal);
@@ -129,7 +132,6 @@ export class ClientRelay implements FramerHandler {
             described: false,
           });
         }
-        s.expect(K_BIND);
         return PASS;
       }
       case F.Execute:
@@ -138,6 +140,10 @@ export class ClientRelay implements FramerHandler {
       case F.Sync:
       case F.Terminate:
         return WHOLE;
+      case F.CopyDone:
+      case F.CopyFail:
+        if (++s.copyEnds >= s.copyInEnd) s.copyInEnd = 0;
+        return PASS;
       default:
         return PASS; // Flush, CopyData, CopyDone, CopyFail
     }
@@ -152,8 +158,13 @@ export class ClientRelay implements FramerHandler {
       }
       case F.Parse: {
         const { name, sql } = decodeParse(buf, start, end);
-        const req: StatementRequest = { sql, protocol: 'extended', statementName: name, txStatus: s.txStatus };
-        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end);
+        const req: StatementRequest = {
+          sql,
+          protocol: 'extended',
+          statementName: nameText(name),
+          txStatus: s.txStatus,
+        };
+        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end, name);
       }
       case F.FunctionCall: {
         const oid = decodeFunctionCall(buf, start, end);
@@ -164,24 +175,29 @@ export class ClientRelay implements FramerHandler {
         return this.execute(buf, start, end);
       case F.Describe: {
         const t = decodeTarget(buf, start, end);
-        s.hooks.clientName?.(t.name);
+        s.hooks.clientName?.(nameText(t.name));
         const info = (t.kind === 'S' ? s.statements : s.portals).get(t.name);
-        if (info) info.described = true;
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
+        if (info !== undefined && !info.described) {
+          info.described = true;
+          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: false };
+        }
         return true;
       }
       case F.Close: {
         const t = decodeTarget(buf, start, end);
-        s.hooks.clientName?.(t.name);
+        s.hooks.clientName?.(nameText(t.name));
+        s.expect(K_CLOSE);
+        s.willChange(t.kind, t.name);
         if (t.kind === 'S') s.statements.delete(t.name);
         else {
           s.portals.delete(t.name);
           s.uncheckedPortals.delete(t.name);
         }
-        s.expect(K_CLOSE);
         return true;
       }
       case F.Sync:
+        if (s.copyInEnd !== 0) return true; // read and ignored by the COPY (RelayState.copyIn)
         s.discarding = false;
         s.expect(K_SYNC);
         return true;
@@ -225,6 +241,7 @@ export class ClientRelay implements FramerHandler {
     buf: Buffer,
     start: number,
     end: number,
+    name = '',
   ): boolean | Buffer {
     let v: Verdict | Promise<Verdict>;
     try {
@@ -232,7 +249,6 @@ export class ClientRelay implements FramerHandler {
     } catch (err) {
       v = failClosed(err);
     }
-    const name = st.request.statementName ?? '';
     if (!(v instanceof Promise)) return this.guarded(st, this.apply(kind, st, v, name), buf, start, end);
     return this.hold(v, buf, start, end, (verdict) => {
       st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
@@ -284,14 +300,18 @@ export class ClientRelay implements FramerHandler {
       if (kind === K_QUERY) return queryMessage(DENIED_SQL);
       if (kind === K_FUNCTION) return functionCallMessage(0); // OID 0 names no function: 42883
       // A failed Parse leaves no statement behind, and PostgreSQL then ignores everything up to Sync.
+      s.willChange('S', name);
       s.statements.delete(name);
       s.discarding = true;
       return parseMessage(name, DENIED_SQL);
     }
     if (kind === K_PARSE) {
-      st.replaced = s.statements.get(name);
+      s.willChange('S', name);
       s.statements.set(name, { request: st.request, verdict: v });
-    } else armTimeout(s, st);
+    } else {
+      if (kind === K_QUERY) s.forgetSqlNames(st.request.sql);
+      armTimeout(s, st);
+    }
     return true;
   }
 
@@ -332,7 +352,7 @@ export class ClientRelay implements FramerHandler {
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const { portal } = decodeExecute(buf, start, end);
-    s.hooks.clientName?.(portal);
+    s.hooks.clientName?.(nameText(portal));
     const info = s.portals.get(portal);
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
@@ -344,14 +364,14 @@ export class ClientRelay implements FramerHandler {
         ? {
             action: 'deny',
             code: '42501',
-            message: `portal "${portal}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
+            message: `portal "${nameText(portal)}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
             hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
             reason: 'unchecked portal',
           }
         : {
             action: 'deny',
             code: '34000',
-            message: `portal "${portal}" does not exist`,
+            message: `portal "${nameText(portal)}" does not exist`,
             hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
             reason: 'unknown portal',
           };
@@ -406,9 +426,11 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
+    s.forgetSqlNames(info.request.sql);
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
+      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: false };
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();

@@ -86,8 +86,6 @@ export class Stmt {
   prepared: PreparedInfo | undefined = undefined;
   /** Rows the portal delivered before this Execute: maxRows counts per portal, not per Execute. */
   rowBase = 0;
-  /** Parse only: the statement of that name before this Parse, restored if the upstream rejects the Parse. */
-  replaced: PreparedInfo | undefined = undefined;
   /** Denied: the upstream got a statement that fails instead, whose error the proxy replaces with the verdict's. */
   denied = false;
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
@@ -169,6 +167,26 @@ export interface Entry {
   hidden: boolean;
   /** K_ROWS: the CloseCompletes its answer has (2 when it prepares the statement first). */
   closes: number;
+  /** CopyDone/CopyFail messages the client had sent before this one (RelayState.copyIn). */
+  copyEnds: number;
+  /** Query/Execute: COPY FROM STDIN it started so far (a multi-statement Query may run several). */
+  copies: number;
+  /** Parse, Bind, Close, Describe: how to take back what forwarding it did to the proxy's maps (RelayState.undo). */
+  undo: Undo | undefined;
+}
+
+/**
+ * The proxy applies a Parse, Bind or Close to its maps when it forwards it, so that the messages pipelined behind it
+ * are judged by the state they will meet upstream; PostgreSQL may still reject it, or skip it after an earlier error
+ * of its batch. This is the slot as it was before, to put back then.
+ */
+export interface Undo {
+  /** 'S': RelayState.statements, 'P': portals (and uncheckedPortals), 'D': a Describe that set `info.described`. */
+  map: 'S' | 'P' | 'D';
+  name: string;
+  prev: PreparedInfo | undefined;
+  /** 'P': the name was in uncheckedPortals. */
+  unchecked: boolean;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
@@ -176,8 +194,23 @@ export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.items.push({ kind, stmt, target, name, hidden, closes });
+  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0, copyEnds = 0): void {
+    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0, undo: undefined });
+  }
+
+  /** The entry pushed last. */
+  tail(): Entry | undefined {
+    return this.items.length > this.head ? this.items[this.items.length - 1] : undefined;
+  }
+
+  /** Removes the Sync entries sent before the client's copy end number `end` (PostgreSQL read them in COPY IN). */
+  dropCopySyncs(end: number): void {
+    const kept = this.items.slice(0, this.head);
+    for (let i = this.head; i < this.items.length; i++) {
+      const e = this.items[i];
+      if (i === this.head || e.kind !== K_SYNC || e.copyEnds >= end) kept.push(e);
+    }
+    this.items = kept;
   }
 
   peek(): Entry | undefined {

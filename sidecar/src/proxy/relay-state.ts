@@ -1,5 +1,7 @@
+import { textKey } from '../protocol/frontend-messages.js';
 import type { RowField, SessionHooks, StatementRecord, TxStatus } from './hooks.js';
 import {
+  type Entry,
   EntryQueue,
   K_DESCRIBE,
   K_EXECUTE,
@@ -9,6 +11,7 @@ import {
   K_SYNC,
   type PreparedInfo,
   type Stmt,
+  type Undo,
 } from './pipeline.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
@@ -57,6 +60,14 @@ export class RelayState {
    * fails, and the client's DISCARD ALL / DEALLOCATE ALL, make the next count prepare it again.
    */
   rowsPrepared = false;
+  /**
+   * COPY IN: PostgreSQL ignores Sync and Flush while it reads a COPY's data (copyfromparse.c), from the Query or
+   * Execute that starts it until the CopyDone or CopyFail that ends it, so such a Sync gets no ReadyForQuery and must
+   * get no entry. `copyEnds` counts the CopyDone/CopyFail messages the client sent; while `copyInEnd` is not 0 the
+   * upstream is in COPY IN until the client's copy end number `copyInEnd`.
+   */
+  copyEnds = 0;
+  copyInEnd = 0;
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -85,8 +96,21 @@ export class RelayState {
 
   /** Records that a response is due for a client message just forwarded. */
   expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.queue.push(kind, stmt, target, name, hidden, closes);
+    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds);
     if (this.queue.length === 1) this.advance();
+  }
+
+  /**
+   * CopyInResponse: the head's COPY reads every client message sent after it up to the next copy end (messages the
+   * client pipelined before it saw this, like libpq's Sync behind an Execute, included): Syncs among them are no
+   * requests, already forwarded or still to come.
+   */
+  copyIn(): void {
+    const head = this.queue.peek();
+    if (head === undefined || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return;
+    const end = head.copyEnds + ++head.copies;
+    if (this.copyEnds < end) this.copyInEnd = end;
+    this.queue.dropCopySyncs(end);
   }
 
   /** Removes the head entry when it is of `kind` (the response for it arrived) and moves to the next. */
@@ -167,11 +191,22 @@ export class RelayState {
     this.advance();
   }
 
-  /** After an error in the extended protocol the server skips to the next Sync: so do the expectations. */
-  failExtended(): void {
+  /**
+   * After an error in the extended protocol the server skips to the next Sync: so do the expectations, and what the
+   * skipped Parse, Bind, Close and Describe messages did to the proxy's maps is taken back, last first. `failed`: the
+   * head is the message that failed (rather than one that completed, or none).
+   */
+  failExtended(failed = false): void {
     let guarded = false;
+    let undone: Entry[] | undefined;
+    let first: Entry | undefined;
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
+      if (first === undefined) first = head;
+      if (head.undo !== undefined) {
+        if (undone === undefined) undone = [];
+        undone.push(head);
+      }
       if (head.stmt?.guard !== undefined) guarded = true;
       // A count behind a write (K_ROWS) is not a statement of the client's; a write waiting for it is recorded as it
       // stands (the batch failed: nothing of it commits).
@@ -185,20 +220,70 @@ export class RelayState {
       if (head.stmt && head.stmt.results.length > 0) this.finish(head.stmt);
       else head.stmt?.settle(); // skipped by the server: it never ran
     }
+    if (undone !== undefined)
+      for (let i = undone.length - 1; i >= 0; i--) this.undo(undone[i].undo!, failed && undone[i] === first);
     // A guarded Execute skipped (an earlier message of its batch failed) settles nothing: the client's held input,
     // its Sync among it, may go on (the upstream skips the rest up to that Sync too).
     if (guarded) this.endGuard();
     this.advance();
   }
 
+  /** Notes on the entry just pushed how to take back its effect on the maps (the slot `name` of `map` as it is now). */
+  willChange(map: 'S' | 'P', name: string): void {
+    const prev = (map === 'S' ? this.statements : this.portals).get(name);
+    this.queue.tail()!.undo = { map, name, prev, unchecked: map === 'P' && this.uncheckedPortals.has(name) };
+  }
+
   /**
-   * The upstream rejected an allowed Parse: a named statement keeps its previous definition (PostgreSQL leaves it in
-   * place), while the unnamed one is gone either way (exec_parse_message drops it before parsing).
+   * Takes back a skipped message's effect. One that failed itself (`failed`) may have had part of its effect in
+   * PostgreSQL: the unnamed statement is dropped before a Parse is parsed, the unnamed portal replaced midway through
+   * a Bind. So those are forgotten instead (a later Bind or Execute of them is refused); a named statement or portal
+   * stays as it was (a duplicate name, a Parse that does not parse).
    */
-  parseFailed(st: Stmt): void {
-    const name = st.request.statementName ?? '';
-    if (name !== '' && st.replaced !== undefined) this.statements.set(name, st.replaced);
-    else this.statements.delete(name);
+  private undo(u: Undo, failed: boolean): void {
+    if (u.map === 'D') {
+      if (u.prev !== undefined) u.prev.described = false;
+      return;
+    }
+    const map = u.map === 'S' ? this.statements : this.portals;
+    if (u.prev === undefined || (failed && u.name === '')) map.delete(u.name);
+    else map.set(u.name, u.prev);
+    if (u.map === 'P') {
+      if (u.unchecked && !(failed && u.name === '')) this.uncheckedPortals.add(u.name);
+      else this.uncheckedPortals.delete(u.name);
+    }
+  }
+
+  /**
+   * SQL PREPARE, DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the
+   * proxy forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
+   * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
+   * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
+   * forgotten that still exist upstream, which fails closed.
+   */
+  forgetSqlNames(sql: string): void {
+    if (!SQL_NAMES_HINT.test(sql)) return;
+    SQL_NAMES.lastIndex = 0;
+    for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
+      const kw = m[1].toUpperCase();
+      const statements = kw.startsWith('PREPARE') || kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
+      const portals = kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD';
+      const name = identifier(m[2]);
+      if (name === undefined) {
+        // ALL, or a name the proxy cannot read for certain (a comment, a U& identifier): every one of them.
+        if (statements) this.statements.clear();
+        if (portals) {
+          this.portals.clear();
+          this.uncheckedPortals.clear();
+        }
+        continue;
+      }
+      if (statements) this.statements.delete(name);
+      if (portals) {
+        this.portals.delete(name);
+        this.uncheckedPortals.delete(name);
+      }
+    }
   }
 
   /** Lets the client's held input go on (after any undo was sent upstream, so it stays ahead of that input). */
@@ -213,4 +298,24 @@ export class RelayState {
   finish(stmt: Stmt): void {
     this.io.statementDone(stmt.record(), stmt);
   }
+}
+
+/** Cheap test before the scan below: most statements name none of these. */
+const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
+/** A keyword that creates or removes a statement or portal by name, and what follows it. */
+const SQL_NAMES = /\b(prepare|deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
+
+/**
+ * The name an SQL identifier stands for (quoted: as written; plain: ASCII letters folded to lower case, as
+ * PostgreSQL's scanner does), or undefined for ALL and whatever is not plainly an identifier. Names of 63 bytes
+ * and more are undefined too: PostgreSQL truncates them to NAMEDATALEN - 1.
+ */
+function identifier(text: string): string | undefined {
+  let name: string;
+  if (/^"(?:[^"]|"")*"$/.test(text)) name = text.slice(1, -1).replaceAll('""', '"');
+  else if (/^[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*$/.test(text) && !/^all$/i.test(text))
+    name = text.replace(/[A-Z]+/g, (c) => c.toLowerCase());
+  else return undefined;
+  // The protocol's names are byte keys (frontend-messages.ts nameKey).
+  return name === '' || Buffer.byteLength(name) >= 63 ? undefined : textKey(name);
 }

@@ -100,10 +100,12 @@ export class ServerRelay implements FramerHandler {
         return PASS;
       case B.NoData:
         return s.noData() ? PASS : DROP;
+      case B.CopyInResponse:
+        s.copyIn();
+        return PASS;
       case B.ParameterDescription:
       case B.FunctionCallResponse:
       case B.CopyDone:
-      case B.CopyInResponse:
       case B.CopyOutResponse:
       case B.CopyBothResponse:
         return PASS;
@@ -214,7 +216,12 @@ export class ServerRelay implements FramerHandler {
         const payload = s.scrub === undefined ? n.payload : s.scrub(n.payload);
         // Self-notifications carry the upstream pid; clients compare it with the BackendKeyData they got (ours).
         const pid = n.pid === s.upstreamPid && s.upstreamPid !== 0 ? s.clientPid : n.pid;
-        return payload === n.payload && pid === n.pid ? true : notificationResponse(pid, n.channel, payload);
+        if (payload !== n.payload) return notificationResponse(pid, n.channel, payload);
+        if (pid === n.pid) return true;
+        // Only the pid changes: the channel and payload keep their bytes (they are in client_encoding, maybe not UTF-8).
+        const out = Buffer.from(buf.subarray(start, end));
+        out.writeInt32BE(pid, 5);
+        return out;
       }
       case B.CopyData: {
         const text = buf.toString('utf8', start + 5, end);
@@ -507,6 +514,9 @@ export class ServerRelay implements FramerHandler {
 
   private error(buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
+    // An error ends a COPY IN at once: PostgreSQL reads the client's next Syncs as Syncs again. Those sent among the
+    // data before the failure are taken as read by the COPY (docs/protocol.md, Known limits).
+    s.copyInEnd = 0;
     const head = s.queue.peek();
     if (head?.kind === K_ROWS) return this.rows(head, B.ErrorResponse, buf, start, end);
     // The proxy's own statements: only a COMMIT's error (a deferred constraint) is the client's to see. A BEGIN that
@@ -551,8 +561,7 @@ export class ServerRelay implements FramerHandler {
     if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
-    if (head.kind === K_PARSE && st && !st.denied) s.parseFailed(st);
-    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended();
+    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended(true);
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
     if (head.kind === K_EXECUTE && st?.guard !== undefined) s.endGuard();
     return out;

@@ -225,6 +225,57 @@ export const SCRIPTS: Record<string, Step[]> = {
     { send: [msg.copyData('1\ta\n2\tb\n'), msg.copyDone(), msg.sync()], until: Z },
     q('SELECT count(*) FROM d_xc'),
   ],
+  // PostgreSQL ignores Sync and Flush during COPY IN: libpq's PQexecParams sends Sync behind the Execute of a COPY,
+  // and PQputCopyEnd another behind CopyDone. Only the second gets a ReadyForQuery.
+  'COPY FROM STDIN through the extended protocol as libpq sends it: a Sync before the data and one after': [
+    q('CREATE TEMP TABLE d_lc (a int, b text)'),
+    {
+      send: [
+        msg.parse('', 'COPY d_lc FROM STDIN'),
+        msg.bind('', ''),
+        msg.describe('P', ''),
+        msg.execute('', 0),
+        msg.sync(),
+      ],
+      until: B.CopyInResponse,
+    },
+    { send: [msg.copyData('1\tx\n'), msg.copyDone(), msg.sync()], until: Z },
+    { send: [msg.parse('', 'SELECT a, b FROM d_lc'), msg.bind('', ''), msg.execute('', 0), msg.sync()], until: Z },
+    // All of it in one write, a Sync and a Flush among the data too; then bad data (the Syncs after the failure
+    // are Syncs again: only the one after CopyDone here).
+    {
+      send: [
+        msg.parse('', 'COPY d_lc FROM STDIN'),
+        msg.bind('', ''),
+        msg.execute('', 0),
+        msg.sync(),
+        msg.copyData('2\ty\n'),
+        msg.flush(),
+        msg.sync(),
+        msg.copyData('3\tz\n'),
+        msg.copyDone(),
+        msg.sync(),
+      ],
+      until: Z,
+    },
+    {
+      send: [msg.parse('', 'COPY d_lc FROM STDIN'), msg.bind('', ''), msg.execute('', 0), msg.sync()],
+      until: B.CopyInResponse,
+    },
+    { send: [msg.copyData('not a number\tx\n'), msg.copyDone(), msg.sync()], until: Z },
+    { send: [msg.parse('', 'SELECT count(*) FROM d_lc'), msg.bind('', ''), msg.execute('', 0), msg.sync()], until: Z },
+  ],
+  'COPY FROM STDIN by a simple Query with a Sync and a Flush among the data': [
+    q('CREATE TEMP TABLE d_sc (a int, b text)'),
+    { send: [msg.query('COPY d_sc FROM STDIN')], until: B.CopyInResponse },
+    { send: [msg.copyData('1\tx\n'), msg.sync(), msg.flush(), msg.copyData('2\ty\n'), msg.copyDone()], until: Z },
+    { send: [msg.query('SELECT 1; COPY d_sc FROM STDIN; SELECT 2')], until: B.CopyInResponse },
+    { send: [msg.sync(), msg.copyData('3\tz\n'), msg.copyFail('no more')], until: Z },
+    {
+      send: [msg.parse('', 'SELECT a, b FROM d_sc ORDER BY a'), msg.bind('', ''), msg.execute('', 0), msg.sync()],
+      until: Z,
+    },
+  ],
   'search_path, EXPLAIN, a holdable cursor across COMMIT, COMMIT AND CHAIN': [
     q('CREATE TEMP TABLE d_sp (id int)'),
     q('SET search_path = pg_temp, public'),

@@ -1,0 +1,221 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { dataRow } from '../protocol/backend-messages.js';
+import { B } from '../protocol/codes.js';
+import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js';
+import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { allowAllHooks } from './allow-all-hooks.js';
+import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
+
+/**
+ * The proxy's record of which verdict each prepared statement and portal carries must follow what PostgreSQL did,
+ * not what the client sent: messages skipped after an error, a Bind PostgreSQL rejects, and the SQL statements that
+ * share these names (PREPARE, DEALLOCATE, DECLARE, CLOSE) must never leave a name with another statement's verdict.
+ * Here a statement that reads `secret` is masked (every column '****'); everything else is allowed as is.
+ */
+function decide(req: StatementRequest): Verdict {
+  return req.sql.includes('secret') ? { action: 'allow', rule: 'mask' } : { action: 'allow', rule: 'plain' };
+}
+
+const hooks: ProxyHooks = {
+  ...allowAllHooks(),
+  openSession() {
+    return {
+      ...allowAllHooks().openSession({} as never),
+      checkQuery: decide,
+      checkParse: decide,
+      planRows: (fields, verdict) =>
+        verdict.action === 'allow' && verdict.rule === 'mask'
+          ? () => dataRow(fields.map(() => '****')).subarray(5)
+          : undefined,
+    } as ReturnType<ProxyHooks['openSession']>;
+  },
+};
+
+describe('statement and portal names follow what PostgreSQL applied', () => {
+  let fx: Fixture;
+  let c: RawClient;
+  const run = async (...m: Buffer[]) => {
+    c.send(...m);
+    return c.untilReady();
+  };
+  const rows = (m: { type: number; buf: Buffer }[]) => m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x));
+
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    const setup = await RawClient.startup(fx.sidecar.port);
+    await (async () => {
+      setup.client.send(
+        msg.query(
+          "DROP TABLE IF EXISTS ns_t; CREATE TABLE ns_t (id int, secret text); INSERT INTO ns_t VALUES (1, 'SSN-1')",
+        ),
+      );
+      await setup.client.untilReady();
+      setup.client.close();
+    })();
+  });
+  beforeEach(async () => {
+    c?.close();
+    c = (await RawClient.startup(fx.sidecar.port)).client;
+  });
+  afterAll(async () => {
+    c.close();
+    await fx.sidecar.close(500);
+  });
+
+  it('a Close of a statement skipped after an error leaves the statement usable', async () => {
+    await run(msg.parse('a', 'SELECT 1 AS x'), msg.sync());
+    const failed = await run(
+      msg.parse('', 'SELECT 1/0'),
+      msg.bind('', ''),
+      msg.execute('', 0),
+      msg.close('S', 'a'),
+      msg.sync(),
+    );
+    expect(errorOf(failed.find((m) => m.type === B.ErrorResponse)!).get('C')).toBe('22012');
+    const m = await run(msg.bind('', 'a'), msg.execute('', 0), msg.sync());
+    expect(types(m)).toBe('2 D C Z');
+    expect(rows(m)).toEqual([['1']]);
+  });
+
+  it('a Close of a portal skipped after an error leaves the portal usable', async () => {
+    await run(msg.query('BEGIN'));
+    await run(msg.parse('', 'SELECT g FROM generate_series(1, 3) g'), msg.bind('cur', ''), msg.sync());
+    expect(rows(await run(msg.execute('cur', 1), msg.sync()))).toEqual([['1']]);
+    await run(msg.query('SAVEPOINT s'));
+    await run(msg.parse('', 'SELECT 1/0'), msg.bind('', ''), msg.execute('', 0), msg.close('P', 'cur'), msg.sync());
+    await run(msg.query('ROLLBACK TO s'));
+    const m = await run(msg.execute('cur', 1), msg.sync());
+    expect(types(m)).toBe('D s Z');
+    expect(rows(m)).toEqual([['2']]);
+    await run(msg.query('ROLLBACK'));
+  });
+
+  it('a Parse skipped after an error does not redefine the statement', async () => {
+    await run(msg.parse('g', 'SELECT upper(secret) AS u FROM ns_t'), msg.sync());
+    await run(
+      msg.parse('', 'SELECT 1/0'),
+      msg.bind('', ''),
+      msg.execute('', 0),
+      msg.parse('g', "SELECT 'x'::text AS u"),
+      msg.sync(),
+    );
+    const m = await run(msg.bind('p', 'g'), msg.describe('P', 'p'), msg.execute('p', 0), msg.sync());
+    expect(rows(m)).toEqual([['****']]);
+  });
+
+  it('a Describe skipped after an error still gets the portal described before its rows', async () => {
+    await run(msg.query('BEGIN'));
+    await run(msg.parse('', 'SELECT secret FROM ns_t'), msg.bind('q', ''), msg.sync());
+    await run(msg.query('SAVEPOINT s'));
+    await run(msg.parse('', 'SELECT 1/0'), msg.bind('', ''), msg.execute('', 0), msg.describe('P', 'q'), msg.sync());
+    await run(msg.query('ROLLBACK TO s'));
+    expect(rows(await run(msg.execute('q', 0), msg.sync()))).toEqual([['****']]);
+    await run(msg.query('ROLLBACK'));
+  });
+
+  it('a Bind that PostgreSQL rejects (duplicate portal) leaves the portal bound as before', async () => {
+    await run(msg.query('BEGIN'));
+    await run(
+      msg.parse('g', 'SELECT upper(secret) AS u FROM ns_t'),
+      msg.parse('h', "SELECT 'harmless'::text AS u"),
+      msg.bind('p', 'g'),
+      msg.sync(),
+    );
+    await run(msg.query('SAVEPOINT s'));
+    const dup = await run(msg.bind('p', 'h'), msg.sync());
+    expect(errorOf(dup[0]).get('C')).toBe('42P03');
+    await run(msg.query('ROLLBACK TO s'));
+    expect(rows(await run(msg.execute('p', 0), msg.sync()))).toEqual([['****']]);
+    await run(msg.query('ROLLBACK'));
+  });
+
+  it('SQL DEALLOCATE and PREPARE of a protocol statement name: its old verdict is gone', async () => {
+    await run(msg.parse('S', 'SELECT 1 AS x'), msg.sync());
+    await run(msg.query('DEALLOCATE "S"'));
+    await run(msg.query('PREPARE "S" AS DELETE FROM ns_t'));
+    const m = await run(msg.bind('', 'S'), msg.execute('', 0), msg.sync());
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+    // Pipelined behind the PREPARE, before its answer came: refused as well.
+    await run(msg.parse('T', 'SELECT 1 AS x'), msg.sync());
+    c.send(
+      msg.query('DEALLOCATE "T"; PREPARE "T" AS DELETE FROM ns_t'),
+      msg.bind('', 'T'),
+      msg.execute('', 0),
+      msg.sync(),
+    );
+    const p = await c.untilReady(2);
+    expect(errorOf(p.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+    const left = await run(msg.query('SELECT count(*) FROM ns_t'));
+    expect(rows(left)).toEqual([['1']]);
+  });
+
+  it('SQL CLOSE and DECLARE of a protocol portal name: its old verdict is gone', async () => {
+    await run(msg.query('BEGIN'));
+    await run(msg.parse('', "SELECT 'harmless'::text AS u"), msg.bind('P', ''), msg.sync());
+    await run(msg.query('CLOSE "P"'));
+    await run(msg.query('DECLARE "P" CURSOR FOR SELECT id, upper(secret) FROM ns_t'));
+    const m = await run(msg.execute('P', 0), msg.sync());
+    expect(rows(m)).toEqual([]);
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('34000');
+    await run(msg.query('ROLLBACK'));
+  });
+});
+
+/** A message whose strings are given as bytes (names in a client_encoding other than UTF-8). */
+function raw(type: string, ...parts: Buffer[]): Buffer {
+  const body = Buffer.concat(parts);
+  const head = Buffer.alloc(5);
+  head[0] = type.charCodeAt(0);
+  head.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([head, body]);
+}
+const l1 = (s: string) => Buffer.from(`${s}\0`, 'latin1');
+
+describe('names and notifications in a LATIN1 session keep their bytes', () => {
+  let fx: Fixture;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+  });
+  afterAll(() => fx.sidecar.close(500));
+
+  it('portals whose names differ only in a non-UTF-8 byte stay apart', async () => {
+    const { client: c } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      client_encoding: 'LATIN1',
+    });
+    try {
+      const noParams = Buffer.alloc(6);
+      c.send(
+        msg.query('BEGIN'),
+        msg.parse('g', "SELECT upper('ssn-' || 'secret') AS u"),
+        msg.parse('h', "SELECT 'harmless'::text AS u"),
+        raw('B', l1('p\xe9'), l1('g'), noParams),
+        raw('B', l1('p\xe8'), l1('h'), noParams),
+        raw('E', l1('p\xe9'), Buffer.alloc(4)),
+        raw('E', l1('p\xe8'), Buffer.alloc(4)),
+        msg.sync(),
+      );
+      const m = await c.untilReady(2);
+      expect(m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x))).toEqual([['****'], ['harmless']]);
+    } finally {
+      c.close();
+    }
+  });
+
+  it("a notification the session sent itself keeps its payload's bytes when its pid is swapped", async () => {
+    const { client: c } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      client_encoding: 'LATIN1',
+    });
+    try {
+      c.send(raw('Q', l1("LISTEN ns_c; NOTIFY ns_c, 'caf\xe9'")));
+      const m = await c.untilReady();
+      const n = m.find((x) => x.type === B.NotificationResponse)!;
+      expect(n.buf.subarray(9)).toEqual(Buffer.from('ns_c\0caf\xe9\0', 'latin1'));
+    } finally {
+      c.close();
+    }
+  });
+});
