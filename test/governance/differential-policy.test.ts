@@ -55,6 +55,7 @@ const REDACTED_UNDER_MASKING = new Set([
   'notices and warnings, SET sends ParameterStatus',
   'COPY FROM STDIN (done and failed) and COPY TO STDOUT',
   'a notice between the results of a multi-statement query, and a long statement',
+  'COPY FROM STDIN through the extended protocol as libpq sends it: a Sync before the data and one after',
 ]);
 
 function messageTextsRedacted(lines: string[]): string[] {
