@@ -52,6 +52,8 @@ function deny(code: string, message: string, reason: string, extra: Partial<Verd
 export class PolicySession implements SessionHooks {
   private readonly state: SessionState;
   private readonly held = new AbortController();
+  /** A prepared statement's verdict under the policy version after the one it was parsed under (keyed by its own). */
+  private readonly redecided = new WeakMap<Verdict, Verdict>();
 
   constructor(private readonly ctx: PolicySessionContext) {
     const p = ctx.policy();
@@ -88,8 +90,18 @@ export class PolicySession implements SessionHooks {
     if (p?.policy.spec.suspend) return suspendedVerdict(p);
     // The same execution going on: it was decided (and held) at its first Execute.
     if (resumed) return this.limit(prepared);
-    if (p === undefined) return this.check(req, p, false);
-    return prepared.action === 'review' ? this.hold(prepared, req, p) : this.limit(prepared);
+    let v = prepared;
+    // Decided under another policy version (or none is loaded now): decided again under this one, once per
+    // statement and version. The common case is one string comparison.
+    if (p === undefined || prepared.policy?.hash !== p.hash) {
+      const known = p && this.redecided.get(prepared);
+      if (known !== undefined && known.policy?.hash === p?.hash) v = known;
+      else {
+        v = this.check(req, p, false);
+        if (p !== undefined) this.redecided.set(prepared, v);
+      }
+    }
+    return v.action === 'review' ? this.hold(v, req, p!) : this.limit(v);
   }
 
   checkFunctionCall(functionOid: number): Verdict {
