@@ -62,6 +62,37 @@ describe('hot reload through the real sidecar', () => {
   });
 });
 
+describe('hot reload and prepared statements', () => {
+  it('a statement parsed under the old policy is decided again at its next Execute', async () => {
+    // The test before left a stricter policy in force.
+    const n0 = g.events.length;
+    writePolicy(g.policyFile, policy);
+    await g.waitEvent((e) => e.type === 'policy.loaded', n0);
+    const c = await g.client();
+    const prepared = { name: 's1', text: 'SELECT id FROM orders WHERE id = $1' };
+    expect((await c.query({ ...prepared, values: [1] })).rows).toEqual([{ id: 1 }]);
+
+    const n = g.events.length;
+    const stricter = structuredClone(policy);
+    stricter.spec.rules.unshift({ name: 'no-orders', action: 'deny', tables: ['public.orders'] });
+    writePolicy(g.policyFile, stricter);
+    await g.waitEvent((e) => e.type === 'policy.loaded', n);
+    expect((await errorOf(c, 'SELECT id FROM orders WHERE id = 1'))?.code).toBe('42501');
+    // pg binds and executes s1 without parsing it again: the reload must reach it all the same.
+    for (const id of [1, 2]) {
+      const err = await errorOf(c, prepared as never, [id]);
+      expect(err?.code).toBe('42501');
+      expect(err?.message).toContain('rule "no-orders"');
+    }
+
+    const m = g.events.length;
+    writePolicy(g.policyFile, policy);
+    await g.waitEvent((e) => e.type === 'policy.loaded', m);
+    expect((await c.query({ ...prepared, values: [2] })).rows).toEqual([{ id: 2 }]);
+    await c.end();
+  });
+});
+
 describe('readiness', () => {
   it('/readyz fails and logins are refused until a first valid policy arrives', async () => {
     const shared = inject('pg');

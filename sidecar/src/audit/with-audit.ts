@@ -72,8 +72,12 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         checkParse: (req: StatementRequest) => gate(() => inner.checkParse(req)),
         checkFunctionCall: (oid: number) => gate(() => inner.checkFunctionCall(oid)),
         // A statement prepared while the trail was durable must not run once it is not: each Execute is gated too.
-        checkExecute: (prepared: Verdict) =>
-          blocked() ? AUDIT_UNAVAILABLE_VERDICT : inner.checkExecute ? inner.checkExecute(prepared) : prepared,
+        checkExecute: (prepared: Verdict, req: StatementRequest, resumed: boolean) =>
+          blocked()
+            ? AUDIT_UNAVAILABLE_VERDICT
+            : inner.checkExecute
+              ? inner.checkExecute(prepared, req, resumed)
+              : prepared,
         planRows(fields, verdict) {
           const t = inner.planRows(fields, verdict);
           if (capture() !== 'rows') return t;

@@ -164,4 +164,32 @@ describe('policy session hooks', () => {
       message: expect.stringContaining('FunctionCall'),
     });
   });
+
+  it('decides a prepared statement again once per reload, and not while the policy is unchanged', () => {
+    let current = policy;
+    const { s } = session({ policy: () => current });
+    const parse: StatementRequest = {
+      sql: 'SELECT * FROM orders',
+      protocol: 'extended',
+      statementName: 's1',
+      txStatus: 'I',
+    };
+    const prepared = s.checkParse(parse);
+    expect(prepared.action).toBe('allow');
+    expect(s.checkExecute(prepared, parse, false)).toBe(prepared);
+    const denying = renderPolicy(
+      parsePolicyDocuments(yaml.replace('action: allow, statements: [select]', 'action: deny, statements: [select]'))
+        .policies[0],
+      [],
+    );
+    expect(denying.hash).not.toBe(policy.hash);
+    current = denying;
+    const again = s.checkExecute(prepared, parse, false) as Verdict;
+    expect(again).toMatchObject({ action: 'deny', code: '42501', rule: 'reads', policy: { hash: denying.hash } });
+    expect(s.checkExecute(prepared, parse, false)).toBe(again);
+    // The same execution going on keeps the verdict it started under.
+    expect(s.checkExecute(prepared, parse, true)).toBe(prepared);
+    current = policy;
+    expect(s.checkExecute(prepared, parse, false)).toBe(prepared);
+  });
 });

@@ -52,6 +52,8 @@ function deny(code: string, message: string, reason: string, extra: Partial<Verd
 export class PolicySession implements SessionHooks {
   private readonly state: SessionState;
   private readonly held = new AbortController();
+  /** A prepared statement's verdict under the policy version after the one it was parsed under (keyed by its own). */
+  private readonly redecided = new WeakMap<Verdict, Verdict>();
 
   constructor(private readonly ctx: PolicySessionContext) {
     const p = ctx.policy();
@@ -69,20 +71,37 @@ export class PolicySession implements SessionHooks {
   }
 
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {
-    const v = this.check(req);
+    const p = this.ctx.policy();
+    const v = this.check(req, p, false);
     // A statement held for review is paced by its approver, not by the rate limit.
-    return v instanceof Promise ? v : this.limit(v);
+    return v.action === 'review' ? this.hold(v, req, p!) : this.limit(v);
   }
 
-  /** A Parse runs nothing: its statement counts against the rate limit at each Execute. */
-  checkExecute(prepared: Verdict): Verdict | Promise<Verdict> {
+  /**
+   * A Parse runs nothing: its statement counts against the rate limit at each Execute, and one that needs review is
+   * held at each execution (an approval covers the statement it was asked for, not every later run of it).
+   */
+  checkParse(req: StatementRequest): Verdict {
+    return this.check(req, this.ctx.policy(), true);
+  }
+
+  checkExecute(prepared: Verdict, req: StatementRequest, resumed: boolean): Verdict | Promise<Verdict> {
     const p = this.ctx.policy();
     if (p?.policy.spec.suspend) return suspendedVerdict(p);
-    return this.limit(prepared);
-  }
-
-  checkParse(req: StatementRequest): Verdict | Promise<Verdict> {
-    return this.check(req);
+    // The same execution going on: it was decided (and held) at its first Execute.
+    if (resumed) return this.limit(prepared);
+    let v = prepared;
+    // Decided under another policy version (or none is loaded now): decided again under this one, once per
+    // statement and version. The common case is one string comparison.
+    if (p === undefined || prepared.policy?.hash !== p.hash) {
+      const known = p && this.redecided.get(prepared);
+      if (known !== undefined && known.policy?.hash === p?.hash) v = known;
+      else {
+        v = this.check(req, p, false);
+        if (p !== undefined) this.redecided.set(prepared, v);
+      }
+    }
+    return v.action === 'review' ? this.hold(v, req, p!) : this.limit(v);
   }
 
   checkFunctionCall(functionOid: number): Verdict {
@@ -139,8 +158,8 @@ export class PolicySession implements SessionHooks {
     });
   }
 
-  private check(req: StatementRequest): Verdict | Promise<Verdict> {
-    const p = this.ctx.policy();
+  /** The policy's decision on `req` now; `review` is returned as such (the caller holds it, or the Execute will). */
+  private check(req: StatementRequest, p: RenderedPolicy | undefined, parse: boolean): Verdict {
     if (!p)
       return deny(
         SQLSTATE.insufficientPrivilege,
@@ -151,14 +170,14 @@ export class PolicySession implements SessionHooks {
     if (p.policy.spec.suspend) return suspendedVerdict(p);
     try {
       const analysis = analyzeSql(req.sql, this.state);
-      if (req.protocol === 'extended' && req.statementName && analysis.ok && analysis.statements.length === 1) {
+      if (parse && req.statementName && analysis.ok && analysis.statements.length === 1) {
         // Protocol-level and SQL prepared statements share one namespace: a later SQL `EXECUTE name` runs this.
         const a = analysis.statements[0];
         this.state.addPrepared(req.statementName, a, JSON.stringify(['parse', req.sql, a.relations]));
       }
       const d = decide(p.policy.spec, analysis, this.ctx.info.identity);
       if (d.action === 'review')
-        return this.hold(d, req, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : []);
+        return reviewVerdict(d, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : [], req.sql);
       return toVerdict(d, p);
     } catch (err) {
       this.ctx.emit({
@@ -196,13 +215,19 @@ export class PolicySession implements SessionHooks {
     return key && fingerprint ? { key, maxMs, fingerprint } : undefined;
   }
 
-  private hold(
-    d: Decision,
-    req: StatementRequest,
-    p: RenderedPolicy,
-    kinds: readonly (readonly string[])[],
-  ): Verdict | Promise<Verdict> {
-    const grant = this.grantScope(d, req, p, kinds);
+  /** A `review` verdict of `p`: covered by a grant now, or held until a person decides. */
+  private hold(v: Verdict, req: StatementRequest, p: RenderedPolicy): Verdict | Promise<Verdict> {
+    const r = v.context;
+    // Only check() makes review verdicts; anything else claiming review is not one this session can hold.
+    if (!(r instanceof Review) || v.policy?.hash !== p.hash)
+      return deny(
+        SQLSTATE.insufficientPrivilege,
+        'pgwarden: statement denied: it needs review under a policy no longer in force',
+        'review-stale',
+        { policy: refOf(p) },
+      );
+    const d = r.decision;
+    const grant = this.grantScope(d, req, p, r.kinds);
     const given = grant && this.ctx.approvals.granted?.(grant.key);
     if (!given) return this.wait(d, req, p, grant);
     const policy = refOf(p);
@@ -292,6 +317,28 @@ export class PolicySession implements SessionHooks {
       },
     );
   }
+}
+
+/** What a held statement needs at its hold: the decision, and the kinds its grant key covers. */
+class Review {
+  constructor(
+    readonly decision: Decision,
+    readonly kinds: readonly (readonly string[])[],
+    /** Masking finds a statement's SQL here (Masker.sqlOf) when its verdict is not bound. */
+    readonly sql: string,
+  ) {}
+}
+
+/** A `review` decision not yet held: a Query holds it at once, a prepared statement at each execution. */
+function reviewVerdict(d: Decision, p: RenderedPolicy, kinds: readonly (readonly string[])[], sql: string): Verdict {
+  return {
+    action: 'review',
+    rule: d.rule,
+    reason: d.reason,
+    policy: refOf(p),
+    statements: details(d),
+    context: new Review(d, kinds, sql),
+  };
 }
 
 /** A held statement let through: by a person's approval (after `heldMs`) or by a grant one gave (at once). */

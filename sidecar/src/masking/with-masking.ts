@@ -51,6 +51,24 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         m.bind(verdict, req.sql);
         return verdict;
       };
+      // Per decided verdict its masked form, so that a statement re-decided once after a reload is checked once.
+      const masked = new WeakMap<Verdict, Verdict>();
+      const rebound = (prepared: Verdict, decided: Verdict, req: StatementRequest): Verdict | Promise<Verdict> => {
+        if (decided === prepared || decided.action === 'deny') return decided;
+        const known = masked.get(decided);
+        if (known !== undefined) return known;
+        if (!m.config.active) {
+          // Fresh for the same reason as in checkMasked; bound so a reload that brings rules finds its SQL.
+          const verdict: Verdict = { ...decided };
+          m.bind(verdict, req.sql);
+          masked.set(decided, verdict);
+          return verdict;
+        }
+        return checkMasked(req, () => decided).then((verdict) => {
+          masked.set(decided, verdict);
+          return verdict;
+        });
+      };
       const session: SessionHooks = {
         setupSql: () => inner.setupSql(),
         checkQuery: (req) => check(req, (r) => inner.checkQuery(r)),
@@ -64,8 +82,16 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
             'function-call',
           );
         },
-        // The verdict passes through as it is: the row plan finds the statement's SQL by its identity (m.bind).
-        checkExecute: inner.checkExecute ? (prepared) => inner.checkExecute!(prepared) : undefined,
+        // The Parse's verdict passes through as it is: the row plan finds the statement's SQL by its identity (m.bind).
+        // Another one (an approval, a decision under a reloaded policy) is checked and bound like a new statement's.
+        checkExecute: inner.checkExecute
+          ? (prepared, req, resumed) => {
+              const v = inner.checkExecute!(prepared, req, resumed);
+              if (v === prepared) return v;
+              if (!(v instanceof Promise)) return rebound(prepared, v, req);
+              return v.then((d) => rebound(prepared, d, req));
+            }
+          : undefined,
         planRows: (fields, verdict) => m.planRows(fields, verdict),
         scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
         clientName: (name) => {

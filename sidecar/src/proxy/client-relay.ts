@@ -249,8 +249,11 @@ export class ClientRelay implements FramerHandler {
     } catch (err) {
       v = failClosed(err);
     }
+    // Only a Parse can wait for review later (at each Execute): anything else held must be held by the hook.
+    if (kind !== K_PARSE && !(v instanceof Promise) && v.action === 'review') v = notHeld(v);
     if (!(v instanceof Promise)) return this.guarded(st, this.apply(kind, st, v, name), buf, start, end);
     return this.hold(v, buf, start, end, (verdict) => {
+      if (kind !== K_PARSE && verdict.action === 'review') verdict = notHeld(verdict);
       st.heldMs = verdict.heldMs ?? performance.now() - st.t0;
       return this.guarded(st, this.apply(kind, st, verdict, name), buf, start, end);
     });
@@ -386,11 +389,11 @@ export class ClientRelay implements FramerHandler {
     st.prepared = info;
     const check = s.hooks.checkExecute;
     if (check === undefined) return this.runPortal(st, portal, buf, start, end);
-    // Each run of a portal is checked again (the audit trail's durability, a rate limit): the statement's verdict
-    // from its Parse says what it may do, not whether it may run now.
+    // Each Execute is checked again (the audit trail's durability, a rate limit, a reloaded policy, a review per
+    // execution): the statement's verdict from its Parse says what it may do, not whether it may run now.
     let v: Verdict | Promise<Verdict>;
     try {
-      v = check.call(s.hooks, info.verdict);
+      v = check.call(s.hooks, info.verdict, info.request, info.executed === true);
     } catch (err) {
       v = failClosed(err);
     }
@@ -409,6 +412,7 @@ export class ClientRelay implements FramerHandler {
   private runPortal(st: Stmt, portal: string, buf: Buffer, start: number, end: number): true | Buffer {
     const s = this.s;
     const info = st.prepared!;
+    if (st.verdict.action === 'review') st.verdict = notHeld(st.verdict);
     if (st.verdict.action === 'deny') {
       st.denied = true;
       st.sentAt = performance.now();
@@ -419,6 +423,15 @@ export class ClientRelay implements FramerHandler {
     // Rows are planned from the portal's RowDescription: only it has the result formats Bind chose (a statement's
     // Describe says text for all). A client that did not describe the portal would get rows planned from the wrong
     // formats, or not at all, so the proxy asks itself and keeps the answer to itself.
+    if (info.executed !== true) {
+      info.executed = true;
+      // This execution's verdict (an approval, a reloaded policy's) is the portal's from now on: its later Executes
+      // go on under it, and rows are planned for it (a plan made for the Parse's verdict is made again).
+      if (info.verdict !== st.verdict) {
+        info.verdict = st.verdict;
+        info.transformer = undefined;
+      }
+    }
     let out: true | Buffer = true;
     // guardrail maxRowsAffected: the batch's implicit transaction commits only at Sync, which waits (guarded); a count
     // of the rows changed goes ahead of the Execute (guarded() sends it).
@@ -447,6 +460,19 @@ const CANCELLED: Verdict = {
   message: 'canceling statement due to user request',
   reason: 'cancelled by the client while held',
 };
+
+/** A `review` verdict where nothing holds it (anything but a Parse, or no checkExecute): it must not run. */
+function notHeld(v: Verdict): Verdict {
+  return {
+    action: 'deny',
+    code: '42501',
+    message: 'pgwarden: statement denied: it needs review, and nothing could hold it for approval',
+    reason: 'review not held',
+    rule: v.rule,
+    policy: v.policy,
+    statements: v.statements,
+  };
+}
 
 /** A hook that throws or rejects denies: security decisions fail closed. */
 function failClosed(err: unknown): Verdict {

@@ -107,6 +107,17 @@ export type Verdict =
       /** 'P' of the ErrorResponse: where in the statement text the error is (unparseable SQL). */
       position?: number;
       heldMs?: number;
+    })
+  /**
+   * Parse only: the statement needs a person's approval, which a Parse (it runs nothing) cannot use up. Each
+   * execution of it (a Bind's first Execute) is held by checkExecute; where nothing can hold it, the proxy denies it.
+   */
+  | (VerdictBase & {
+      action: 'review';
+      heldMs?: undefined;
+      maxRows?: undefined;
+      maxAffected?: undefined;
+      timeoutMs?: undefined;
     });
 
 /** One column of a RowDescription, as the proxy decoded it. */
@@ -165,11 +176,15 @@ export interface SessionHooks {
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict>;
   checkParse(req: StatementRequest): Verdict | Promise<Verdict>;
   /**
-   * Each Execute of a portal, with the verdict its statement got at Parse: the verdict to run it under now (that one,
-   * a denial, or a promise while it waits, e.g. for a rate limit). Return `prepared` itself to run it as checked: row
-   * plans (masking) find a statement by its verdict's identity. Absent: every Execute runs under the Parse's verdict.
+   * Each Execute of a portal: the verdict to run it under now (`prepared` itself, another, a denial, or a promise
+   * while it waits for a rate limit or a review). `resumed` false: the portal's first Execute since its Bind, a new
+   * execution of the statement, and `prepared` is the verdict its statement got at Parse. `resumed` true: the same
+   * execution goes on (after PortalSuspended; PostgreSQL never runs a portal twice), and `prepared` is the verdict its
+   * first Execute ran under. `request` is the statement's Parse. Return `prepared` itself when nothing changed: row
+   * plans (masking) find a statement by its verdict's identity. Absent: every Execute runs under the Parse's verdict
+   * (a `review` one is denied).
    */
-  checkExecute?(prepared: Verdict): Verdict | Promise<Verdict>;
+  checkExecute?(prepared: Verdict, request: StatementRequest, resumed: boolean): Verdict | Promise<Verdict>;
   /** The FunctionCall message bypasses SQL: allow it only where a policy says so. */
   checkFunctionCall(functionOid: number): Verdict | Promise<Verdict>;
   /** Called on each RowDescription; a transformer masks that result's DataRows. undefined = pass rows through as bytes. */

@@ -66,6 +66,11 @@ export interface PreparedInfo {
   described?: boolean;
   /** Rows already delivered from this portal by earlier Executes (row-limited Execute, PortalSuspended). */
   delivered?: number;
+  /**
+   * A portal that ran (its first Execute was sent): `verdict` is then that execution's, and later Executes of it
+   * continue the same execution rather than start one.
+   */
+  executed?: boolean;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */

@@ -1,0 +1,135 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  APPROVALS_STREAM,
+  type ApprovalRequestMessage,
+  approvalSubject,
+  parseApprovalRequest,
+} from '../../policy/src/index.js';
+import { errorOf } from './governed-sidecar.js';
+import { RawClient, serialize } from './raw-client.js';
+import { type ReviewWorld, startReviewWorld } from './review-world.js';
+
+// A `review` rule and a prepared statement, without approval.grants: an approval covers the execution it was asked
+// for, not the statement's later runs (a Bind with other values is another DELETE). The same execution going on
+// (a row-limited Execute, PortalSuspended, Execute again) is not asked about again.
+let world: ReviewWorld;
+let db: ReviewWorld['db'];
+let idp: ReviewWorld['idp'];
+let collectorNc: ReviewWorld['collectorNc'];
+let g: ReviewWorld['g'];
+
+beforeAll(async () => {
+  world = await startReviewWorld('perexec', {
+    adjust: (_policy, db) => db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(200, 215) i'),
+  });
+  ({ db, idp, collectorNc, g } = world);
+}, 60_000);
+afterAll(async () => {
+  await world?.close();
+});
+
+const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+
+async function requestsAfter(after: number): Promise<ApprovalRequestMessage[]> {
+  const jsm = await jetstreamManager(collectorNc);
+  const last = (await jsm.streams.info(APPROVALS_STREAM)).state.last_seq;
+  const out: ApprovalRequestMessage[] = [];
+  for (let seq = after + 1; seq <= last; seq++) {
+    const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
+    const r = m?.subject.startsWith('pgwarden.approval.request.') ? parseApprovalRequest(m.data) : undefined;
+    if (r) out.push(r as ApprovalRequestMessage);
+  }
+  return out;
+}
+
+/** The `n`th request stored after `after` (1-based), waiting for it. */
+async function nthRequest(after: number, n: number): Promise<ApprovalRequestMessage> {
+  for (let i = 0; i < 250; i++) {
+    const l = await requestsAfter(after);
+    if (l.length >= n) return l[n - 1];
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  throw new Error(`no approval request #${n} arrived`);
+}
+
+const decide = (id: string, decision: 'approved' | 'rejected') =>
+  jetstream(collectorNc).publish(
+    approvalSubject('decision', id),
+    JSON.stringify({ v: 1, id, decision, by: { name: 'dana', groups: ['dba'] }, at: new Date().toISOString() }),
+  );
+
+const rowsWithId = async (id: number) =>
+  (await db.su(`SELECT count(*)::int AS n FROM orders WHERE id = ${id}`)).rows[0].n as number;
+
+const token = () => idp.sign({ sub: 'alice', groups: ['data-team'] });
+
+describe('review of a prepared statement', () => {
+  it('each Bind + Execute of one named statement is held and needs its own approval', async () => {
+    const c = await g.client({ password: await token() });
+    const sql = 'DELETE FROM orders WHERE id = $1';
+    const seq = await lastSeq();
+    // pg parses a named statement once per connection, then only binds and executes it.
+    const first = c.query({ name: 'del', text: sql, values: [200] });
+    const r1 = await nthRequest(seq, 1);
+    expect(r1).toMatchObject({ rule: 'write-orders-needs-review', sql });
+    await decide(r1.id, 'approved');
+    expect((await first).rowCount).toBe(1);
+
+    const second = c.query({ name: 'del', text: sql, values: [201] });
+    const r2 = await nthRequest(seq, 2);
+    expect(r2.id).not.toBe(r1.id);
+    expect(r2.sql).toBe(sql);
+    expect(await rowsWithId(201)).toBe(1); // held, not run
+    await decide(r2.id, 'approved');
+    expect((await second).rowCount).toBe(1);
+
+    const third = errorOf(c, { name: 'del', text: sql, values: [202] } as never);
+    const r3 = await nthRequest(seq, 3);
+    await decide(r3.id, 'rejected');
+    expect((await third)?.code).toBe('42501');
+    expect(await rowsWithId(200)).toBe(0);
+    expect(await rowsWithId(201)).toBe(0);
+    expect(await rowsWithId(202)).toBe(1);
+    expect(await requestsAfter(seq)).toHaveLength(3);
+    await c.end();
+  });
+
+  it('a portal read in parts is one execution: held once; a new Bind of the statement is held again', async () => {
+    const c = await RawClient.connect(g.port, { user: 'agent', database: 'app' }, await token());
+    const seq = await lastSeq();
+    c.send(
+      serialize.parse({ name: 'ret', text: 'DELETE FROM orders WHERE id BETWEEN $1 AND $2 RETURNING id' }),
+      serialize.bind({ portal: 'p', statement: 'ret', values: ['203', '205'] }),
+      serialize.execute({ portal: 'p', rows: 1 }),
+      serialize.flush(),
+    );
+    const r1 = await nthRequest(seq, 1);
+    await decide(r1.id, 'approved');
+    const part1 = await c.until('portalSuspended');
+    expect(part1.filter((m) => m.name === 'dataRow')).toHaveLength(1);
+    c.send(serialize.execute({ portal: 'p', rows: 1 }), serialize.flush());
+    const part2 = await c.until('portalSuspended');
+    expect(part2.filter((m) => m.name === 'dataRow')).toHaveLength(1);
+    c.send(serialize.execute({ portal: 'p', rows: 0 }), serialize.sync());
+    const rest = await c.until('readyForQuery');
+    expect(rest.filter((m) => m.name === 'dataRow')).toHaveLength(1);
+    expect(rest.find((m) => m.name === 'commandComplete')).toBeDefined();
+    for (const id of [203, 204, 205]) expect(await rowsWithId(id)).toBe(0);
+    expect(await requestsAfter(seq)).toHaveLength(1);
+
+    c.send(
+      serialize.bind({ portal: 'p', statement: 'ret', values: ['206', '206'] }),
+      serialize.execute({ portal: 'p', rows: 0 }),
+      serialize.sync(),
+    );
+    const r2 = await nthRequest(seq, 2);
+    expect(await rowsWithId(206)).toBe(1); // held, not run
+    await decide(r2.id, 'rejected');
+    const denied = await c.until('readyForQuery');
+    expect(denied.find((m) => m.name === 'error')).toMatchObject({ code: '42501' });
+    expect(await rowsWithId(206)).toBe(1);
+    expect(await requestsAfter(seq)).toHaveLength(2);
+    c.end();
+  });
+});
