@@ -87,7 +87,10 @@ export function leakCorpus(S: string): LeakQuery[] {
       'rows',
       `WITH RECURSIVE r(v, n) AS (SELECT full_name, 1 FROM ${C} UNION ALL SELECT v, n + 1 FROM r WHERE n < 2) SELECT v FROM r`,
     ),
-    q('rows', `SELECT email FROM ${C} UNION SELECT 'x'`),
+    // UNION (not ALL), INTERSECT, EXCEPT and DISTINCT compare the masked values: a membership oracle.
+    q('denied', `SELECT email FROM ${C} UNION SELECT 'x'`),
+    q('denied', `SELECT count(*) FROM (SELECT ssn FROM ${C} INTERSECT SELECT '078-05-1120') x`),
+    q('denied', `SELECT count(CASE WHEN ssn LIKE '0%' THEN 1 END) FROM ${C}`),
     q('rows', `SELECT 'x' UNION ALL SELECT full_name FROM ${C}`),
     q('rows', `SELECT l.v FROM ${C} c, LATERAL (SELECT c.ssn || '' AS v) l`),
     q('rows', `SELECT * FROM (VALUES (1)) v, LATERAL (SELECT full_name FROM ${C} LIMIT 1) x`),

@@ -69,6 +69,9 @@ export class LineageWalker {
         ...c,
         lin: addLineage(addLineage(emptyLineage(), c.lin), r[i]?.lin ?? unknownLineage()),
       }));
+      // INTERSECT, EXCEPT and UNION compare rows to keep or drop them (only UNION ALL does not): how many come back
+      // says whether a guessed value is there, like a WHERE on it.
+      if (!(stmt.op === 'SETOP_UNION' && stmt.all)) for (const c of out) addLineage(this.sink.predicate, c.lin);
       this.orderingUsage(stmt, scope, out);
       return out;
     }
@@ -148,6 +151,9 @@ export class LineageWalker {
     for (const n of stmt.sortClause ?? []) use(n);
     for (const n of stmt.groupClause ?? []) use(n);
     for (const n of stmt.distinctClause ?? []) if (n && Object.keys(n).length) use(n);
+    // Plain DISTINCT compares whole output rows, as GROUP BY on every column would.
+    if (stmt.distinctClause?.length === 1 && !Object.keys(stmt.distinctClause[0] ?? {}).length)
+      for (const c of out) addLineage(this.sink.predicate, c.lin);
   }
 
   private withClause(w: Node, scope: Scope): void {
@@ -359,8 +365,14 @@ export class LineageWalker {
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;
     if (userDefined || OPAQUE_FUNCTIONS.has(fname)) return { cols: args.cols, unknown: true };
-    // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values.
-    if (fname === 'count') return emptyLineage();
+    // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values: of a column
+    // or `*`. Of an expression it counts the rows the expression makes non-NULL, `count(CASE WHEN ssn LIKE '0%'
+    // THEN 1 END)`: a predicate on what the expression reads.
+    if (fname === 'count') {
+      const only = fc.args?.length === 1 ? fc.args[0] : undefined;
+      if (only !== undefined && !only.ColumnRef) addLineage(this.sink.predicate, args);
+      return emptyLineage();
+    }
     return args;
   }
 

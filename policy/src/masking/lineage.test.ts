@@ -168,6 +168,20 @@ describe('lineage of output columns', () => {
 
 describe('predicate and write usage', () => {
   const pred = (sql: string) => cols(one(sql).predicate);
+  it('count() of an expression, set operations that compare rows, and DISTINCT read values like a WHERE', () => {
+    const ssn = [C('customers', 'ssn')];
+    // A reviewer rebuilt a masked value bit by bit from count(CASE WHEN … THEN 1 END) columns in one query.
+    expect(pred("SELECT count(CASE WHEN ssn LIKE '078%' THEN 1 END) FROM customers")).toEqual(ssn);
+    expect(pred("SELECT count(NULLIF(ssn, '078-05-1120')) FROM customers")).toEqual(ssn);
+    expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers INTERSECT SELECT '078-05-1120') x")).toEqual(ssn);
+    expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers EXCEPT SELECT '078-05-1120') x")).toEqual(ssn);
+    expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers UNION SELECT '078-05-1120') x")).toEqual(ssn);
+    expect(pred('SELECT count(*) FROM (SELECT DISTINCT ssn FROM customers) x')).toEqual(ssn);
+    // Counting rows or a column's non-NULL values, and UNION ALL, compare nothing.
+    expect(pred('SELECT count(*), count(ssn) FROM customers')).toEqual([]);
+    expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers UNION ALL SELECT '078-05-1120') x")).toEqual([]);
+  });
+
   it('WHERE, JOIN ON, GROUP BY, ORDER BY (also by alias and position), HAVING, FILTER, window', () => {
     expect(pred("SELECT id FROM customers WHERE ssn LIKE '1%'")).toEqual([C('customers', 'ssn')]);
     expect(pred('SELECT o.id FROM orders o JOIN customers c ON c.email = o.card')).toEqual([
