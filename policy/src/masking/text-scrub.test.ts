@@ -30,6 +30,19 @@ describe('echo redaction in messages', () => {
     );
     expect(redactEchoes('Failing row contains (1, Ximena, null).', c)).toBe('Failing row contains (****).');
   });
+  it("redacts what PostgreSQL echoes unquoted: the JSON parser's context, libxml's detail", () => {
+    // Texts as PostgreSQL 15 sends them for `SELECT name::json` and `SELECT ('<a>' || ssn || '</b>')::xml`.
+    const c = ctx(['SELECT name::json FROM customers', "SELECT ('<a>' || ssn || '</b>')::xml FROM customers"]);
+    expect(redactEchoes('JSON data, line 1: Ximena', c)).toBe('JSON data, line 1: ****');
+    expect(redactEchoes('JSON data, line 1: Ximena Quintero...', c)).toBe('JSON data, line 1: ****');
+    expect(
+      redactEchoes('line 1: Opening and ending tag mismatch: a line 1 and b\n<a>0211-50-870</b>\n              ^', c),
+    ).toBe('****');
+    // The client's own input stays.
+    const own = ctx(["SELECT '{\"a\": tru}'::json, '<a></b>'::xml"]);
+    expect(redactEchoes('JSON data, line 1: {"a": tru...', own)).toBe('JSON data, line 1: {"a": tru...');
+  });
+
   it('handles doubled quotes inside quoted values', () => {
     expect(redactEchoes('bad value: "a""b"', ctx(['x']))).toBe('bad value: "****"');
   });

@@ -24,10 +24,22 @@ function kept(inner: string, ctx: EchoContext): boolean {
   return ctx.recentSql.some((sql) => sql.includes(inner));
 }
 
+/**
+ * Input PostgreSQL echoes without quotes: libxml's error detail (`line 1: <message naming the input's tags>`, then the
+ * input line itself, then a caret line) and the JSON parser's context (`JSON data, line 1: <the input>`).
+ */
+const XML_DETAIL = /^line \d+: /;
+const JSON_CONTEXT = /^(JSON data, line \d+: )(.*)$/gm;
+
 /** Replaces quoted / parenthesised fragments the client did not send. */
 export function redactEchoes(text: string, ctx: EchoContext): string {
+  // The whole detail: the message names tags of the input, the next line is the input.
+  if (XML_DETAIL.test(text) && !kept(text, ctx)) return REDACTED;
   // Innermost parentheses first, then double-quoted strings (PostgreSQL doubles embedded quotes).
-  let out = text.replace(/\(([^()]*)\)/g, (m, inner: string) => {
+  let out = text.replace(JSON_CONTEXT, (m, head: string, input: string) =>
+    kept(input.replace(/\.\.\.$/, ''), ctx) ? m : `${head}${REDACTED}`,
+  );
+  out = out.replace(/\(([^()]*)\)/g, (m, inner: string) => {
     if (kept(inner, ctx)) return m;
     // A list of identifiers, as in `Key (a, b)=(...)`.
     if (inner.split(/,\s*/).every((p) => ctx.isIdentifier(p))) return m;
