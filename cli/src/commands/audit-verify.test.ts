@@ -9,6 +9,7 @@ import { schemaV1Rules } from '../../../collector/src/chain/chain-rules.js';
 import { AuditStore } from '../../../collector/src/store/audit-store.js';
 import { makeSession } from '../../../collector/src/testing/audit-events.js';
 import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { freePort } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
@@ -222,5 +223,17 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed ch
     const damaged = run(['audit', 'verify', '--file', file]);
     expect(damaged.status).toBe(1);
     expect(damaged.stdout).toContain(`${file}:10 is not an audit event`);
+  });
+});
+
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit against a collector that cannot be reached', () => {
+  it('names the collector and the reason, and exits 2', async () => {
+    // A free port: nothing listens there, so the connection is refused.
+    const url = `http://127.0.0.1:${await freePort()}`;
+    for (const cmd of [['verify'], ['findings'], ['sessions']]) {
+      const r = run(['audit', ...cmd, '--collector', url]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`audit ${cmd[0]}: cannot reach the collector at ${url}: ECONNREFUSED\n`);
+    }
   });
 });

@@ -167,7 +167,7 @@ async function verifyViaApi(
   sessions: string[] | undefined,
   token: string | undefined,
 ): Promise<VerifyResult> {
-  const r = await fetch(new URL('/api/v1/verify', base), {
+  const r = await reach(base, new URL('/api/v1/verify', base), {
     method: 'POST',
     body: JSON.stringify(sessions ? { sessions, details: true } : {}),
     headers: { 'content-type': 'application/json', ...authHeader(token) },
@@ -324,7 +324,7 @@ async function getPage<T>(
   const url = new URL(route, o.collector);
   for (const k of params) if (o[k] !== undefined) url.searchParams.set(k, String(o[k]));
   const token = readerToken(o.tokenFile);
-  const r = await fetch(url, { headers: authHeader(token) });
+  const r = await reach(o.collector, url, { headers: authHeader(token) });
   if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
   if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
   return (await r.json()) as { items: T[]; next: string | null };
@@ -542,4 +542,16 @@ export function registerAudit(program: Command): void {
         process.exitCode = 2;
       }
     });
+}
+
+/** fetch, with an error that names the collector and why it could not be reached (undici says only "fetch failed"). */
+async function reach(collector: string, url: URL, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(
+      `cannot reach the collector at ${collector}: ${cause?.code ?? cause?.message ?? (err as Error).message}`,
+    );
+  }
 }
