@@ -127,6 +127,85 @@ describe('decide', () => {
   });
 });
 
+describe('settings that change how PostgreSQL reads later statements', () => {
+  const spec = policy(`  rules:
+    - {name: housekeeping, action: allow, statements: [set, select, do]}
+`);
+
+  it('denies standard_conforming_strings off and client-only client encodings, whatever allows set', () => {
+    for (const sql of [
+      'SET standard_conforming_strings = off',
+      "SET SESSION standard_conforming_strings TO 'false'",
+      'SET LOCAL Standard_Conforming_Strings = 0',
+      "SET standard_conforming_strings = 'of'",
+      "SELECT set_config('standard_conforming_strings', 'off', false)",
+      "SELECT set_config('standard_conforming_strings', lower('OFF'), false)",
+      "SELECT 1 WHERE length(set_config('Standard_Conforming_Strings', 'no', true)) > 0",
+      "SET NAMES 'SJIS'",
+      'SET client_encoding = sjis',
+      "SET client_encoding TO 'Shift_JIS'",
+      "SET client_encoding = 'shift-jis-2004'",
+      "SET client_encoding = 'MS_Kanji'",
+      "SET client_encoding = 'BIG5'",
+      "SET client_encoding = 'windows-950'",
+      "SET client_encoding = 'gbk'",
+      "SET client_encoding = 'WIN936'",
+      "SET client_encoding = 'uhc'",
+      "SET client_encoding = 'GB18030'",
+      "SET client_encoding = 'johab'",
+      "SET client_encoding = 'no-such-encoding'",
+      "SELECT set_config('client_encoding', 'sjis', false)",
+      "SELECT set_config('client_encoding', current_setting('x.y'), false)",
+      "DO $$ BEGIN SET client_encoding = 'big5'; END $$",
+      "DO $$ BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); END $$",
+      "DO $$ DECLARE a text[]; BEGIN a[1] := set_config('client_encoding', 'gbk', false); END $$",
+      'ALTER ROLE agent SET standard_conforming_strings = off',
+      "ALTER DATABASE d SET client_encoding = 'sjis'",
+      "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'sjis' AS 'select 1'",
+    ]) {
+      const d = run(spec, `SELECT 1; ${sql}`);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'unsafe-setting', code: '42501' });
+      expect(d.message, sql).toMatch(/^pgwarden: statement denied: .* is never allowed$/);
+    }
+  });
+
+  it('lets the safe values, RESET and DEFAULT of those settings through', () => {
+    for (const sql of [
+      'SET standard_conforming_strings = on',
+      "SET standard_conforming_strings TO 'true'",
+      'SET standard_conforming_strings = 1',
+      'RESET standard_conforming_strings',
+      'SET standard_conforming_strings TO DEFAULT',
+      "SELECT set_config('standard_conforming_strings', 'on', false)",
+      "SET client_encoding = 'UTF8'",
+      "SET NAMES 'utf-8'",
+      "SET client_encoding = 'LATIN1'",
+      "SET client_encoding = 'EUC_JP'",
+      "SET client_encoding = 'SQL_ASCII'",
+      'RESET client_encoding',
+      "SELECT set_config('client_encoding', 'win1252', false)",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'allow', rule: 'housekeeping' });
+    }
+  });
+
+  it('denies returning search_path to its default; SET search_path to a list still works', () => {
+    for (const sql of [
+      'RESET search_path',
+      'SET search_path TO DEFAULT',
+      'SET LOCAL search_path TO DEFAULT',
+      'RESET ALL',
+      'DO $$ BEGIN RESET search_path; END $$',
+    ]) {
+      const d = run(spec, sql);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'unsafe-setting' });
+      expect(d.message, sql).toContain('search_path would return to a default');
+    }
+    expect(run(spec, 'SET search_path TO hr, public')).toMatchObject({ action: 'allow' });
+    expect(run(spec, 'RESET statement_timeout')).toMatchObject({ action: 'allow' });
+  });
+});
+
 describe('guardrails.maxRowsAffected', () => {
   const spec = policy(`  defaultAction: allow
   guardrails: {maxRowsAffected: 5, blockDDL: false}

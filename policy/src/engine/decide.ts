@@ -66,6 +66,9 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
   if (a.identityChange) {
     return deny('identity-change', `: ${a.identityChange} is never allowed (the session role is fixed by the policy)`);
   }
+  if (a.unsafeSetting) {
+    return deny('unsafe-setting', `: ${a.unsafeSetting} is never allowed`);
+  }
   if (a.unknownPrepared !== undefined) {
     return deny('unknown-prepared', `: prepared statement "${a.unknownPrepared}" is unknown to pgwarden`);
   }

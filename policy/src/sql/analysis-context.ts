@@ -11,6 +11,7 @@ export class StatementFacts {
   readonly missingWhere = new Set<'update' | 'delete'>();
   writes = false;
   identityChange: string | undefined;
+  unsafeSetting: string | undefined;
   unknownPrepared: string | undefined;
   private readonly relKeys = new Set<string>();
   private readonly fnKeys = new Set<string>();
@@ -41,6 +42,10 @@ export class StatementFacts {
     this.identityChange ??= reason;
   }
 
+  unsafe(reason: string): void {
+    this.unsafeSetting ??= reason;
+  }
+
   /** Folds in a statement that this one executes (EXECUTE of a prepared statement, SQL inside a function). */
   merge(a: StatementAnalysis, executed: boolean): void {
     if (executed) {
@@ -52,6 +57,7 @@ export class StatementFacts {
     for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);
     for (const d of a.dangerous) this.addDangerous(d);
     if (a.identityChange) this.identity(a.identityChange);
+    if (a.unsafeSetting) this.unsafe(a.unsafeSetting);
     if (a.unknownPrepared) this.unknownPrepared ??= a.unknownPrepared;
   }
 }

@@ -38,6 +38,11 @@ export interface StatementAnalysis {
   dangerous: DangerousUse[];
   /** Set when the statement would change the session's role or authorization: always denied. */
   identityChange?: string;
+  /**
+   * Set when the statement would change how PostgreSQL lexes later statements (standard_conforming_strings off, a
+   * client-only client_encoding) or return search_path to a default the analysis does not know: always denied.
+   */
+  unsafeSetting?: string;
   /** Set for EXECUTE of a name the session never prepared (or could not track). */
   unknownPrepared?: string;
 }

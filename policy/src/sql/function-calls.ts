@@ -3,6 +3,7 @@ import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 import { analyzeEmbeddedSql } from './embedded-sql.js';
 import { dangerousFunction, sideEffect, stringArgument } from './function-catalog.js';
 import type { Node } from './parser.js';
+import { unsafeSettingValue } from './session-settings.js';
 import { addUnqualifiedRelation, operation, walk } from './statement-walker.js';
 
 type Scope = ReadonlySet<string>;
@@ -115,7 +116,11 @@ function setConfig(args: unknown[], ctx: AnalysisContext): void {
   }
   if (setting === 'role' || setting === 'session_authorization') {
     ctx.facts.identity(`set_config('${setting}', ...)`);
-  } else if (setting === 'search_path') {
+    return;
+  }
+  const unsafe = unsafeSettingValue(setting, literalString(args[1]), 'set_config');
+  if (unsafe) ctx.facts.unsafe(unsafe);
+  if (setting === 'search_path') {
     const value = literalString(args[1]);
     const schemas = value === undefined ? ['*'] : parseSearchPathValue(value);
     recordSearchPath(schemas, ctx);
