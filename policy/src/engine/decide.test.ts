@@ -127,6 +127,37 @@ describe('decide', () => {
   });
 });
 
+describe('functions that run SQL given as text', () => {
+  const spec = policy(`  defaultAction: allow
+  rules:
+    - {name: no-hr, action: deny, tables: ["hr.*"]}
+`);
+
+  it('analyse the SQL argument of ts_rewrite, ts_stat and query_to_xml*, and deny what they cannot see', () => {
+    for (const sql of [
+      "select ts_rewrite('a'::tsquery, $$select 'a'::tsquery, quote_literal(emp||':'||salary)::tsquery from hr.salaries$$)",
+      "SELECT ts_stat('SELECT to_tsvector(note) FROM hr.salaries')",
+      "SELECT * FROM ts_stat('SELECT to_tsvector(note) FROM hr.salaries', 'ab')",
+      "SELECT query_to_xml('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT query_to_xmlschema('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT query_to_xml_and_xmlschema('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT get_raw_page('hr.salaries', 0)",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    for (const sql of [
+      "SELECT ts_rewrite('a'::tsquery, current_setting('x.q'))",
+      "SELECT cursor_to_xml('c', 10, true, false, '')",
+      "SELECT cursor_to_xmlschema('c', true, false, '')",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', reason: 'dangerous:dynamic-sql' });
+    }
+    // The three-tsquery form rewrites with constants and runs no SQL.
+    expect(run(spec, "SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)").action).toBe('allow');
+    expect(run(spec, "SELECT ts_rewrite('a'::tsquery, 'SELECT t, s FROM public.aliases')").action).toBe('allow');
+  });
+});
+
 describe('settings that change how PostgreSQL reads later statements', () => {
   const spec = policy(`  rules:
     - {name: housekeeping, action: allow, statements: [set, select, do]}

@@ -85,7 +85,7 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
   }
 
   const strArg = stringArgument(name);
-  if (strArg?.type === 'sql') {
+  if (strArg?.type === 'sql' && (strArg.arity === undefined || strArg.arity === args.length)) {
     for (const i of strArg.args) {
       if (i >= args.length) continue;
       const sql = literalString(args[i]);
@@ -93,7 +93,9 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
         ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `${qualified}(): SQL argument is not a literal` });
       else analyzeEmbeddedSql(sql, ctx, 'exec', `${qualified}()`);
     }
-  } else if (strArg?.type === 'relation')
+  } else if (strArg?.type === 'cursor')
+    ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `${qualified}(): reads a cursor by name` });
+  else if (strArg?.type === 'relation')
     addNamedRelation(literalString(args[strArg.arg]), 'read', ctx, `${qualified}()`);
   else if (strArg?.type === 'schema') {
     const schema = literalString(args[strArg.arg]);
