@@ -127,6 +127,57 @@ describe('decide', () => {
   });
 });
 
+describe('PL/pgSQL expressions in every place they hide', () => {
+  const spec = policy(`  defaultAction: allow
+  rules:
+    - {name: no-hr, action: deny, tables: ["hr.*"]}
+`);
+  const block = (decl: string, body: string) => `DO $$ DECLARE ${decl} BEGIN ${body} END $$`;
+
+  it('analyses the subscripts of an assignment target, not only its value', () => {
+    const roleChange = block('a text[];', "a[length(set_config('role','other_priv',false))] := 'x';");
+    expect(run(spec, roleChange)).toMatchObject({ action: 'deny', reason: 'identity-change' });
+    for (const sql of [
+      block('a text[];', "a[(SELECT length(set_config('x.y', emp, false)) FROM hr.salaries LIMIT 1)] := 'x';"),
+      block('a int[];', 'a[1:(SELECT count(*) FROM hr.salaries)] = ARRAY[1];'),
+      block('a int[]; b int[];', 'a[f(x := (SELECT 1 FROM hr.salaries))] := 1;'),
+      // A comment that would hide the real value if the text were split at the first `:=`.
+      block('a int;', "a -- := '\n = (SELECT 1 FROM hr.salaries) -- '\n;"),
+      block('r record;', 'SELECT 1 AS f INTO r; r.f := (SELECT 1 FROM hr.salaries);'),
+      block('a int;', 'a := x FROM hr.salaries;'),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    expect(run(spec, block('a text[];', "a[2] := 'x';")).action).toBe('allow');
+  });
+
+  it('analyses conditions, loop sources, RAISE and ASSERT, cursor and CALL arguments', () => {
+    const hr = '(SELECT count(*) FROM hr.salaries)';
+    for (const sql of [
+      block('i int;', `LOOP EXIT WHEN ${hr} > 0; END LOOP;`),
+      block('i int;', `FOR i IN 1..3 LOOP CONTINUE WHEN ${hr} > 0; END LOOP;`),
+      block('i int := 1;', `CASE WHEN ${hr} > 0 THEN NULL; ELSE NULL; END CASE;`),
+      block('', `RAISE NOTICE 'x' USING DETAIL = ${hr}::text;`),
+      block('', `ASSERT ${hr} = 0;`),
+      block('', `PERFORM ${hr};`),
+      block('', `CALL p(${hr});`),
+      block('x int[];', `FOREACH x SLICE 1 IN ARRAY (SELECT array_agg(ARRAY[1]) FROM hr.salaries) LOOP END LOOP;`),
+      block('c refcursor;', 'OPEN c FOR SELECT * FROM hr.salaries;'),
+      block(`c CURSOR FOR SELECT * FROM hr.salaries;`, 'OPEN c;'),
+      block(`n int := ${hr};`, 'NULL;'),
+      block('n int;', `IF ${hr} > 0 THEN COMMIT AND CHAIN; END IF;`),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    for (const sql of [
+      block('c refcursor;', "OPEN c FOR EXECUTE 'SELECT 1';"),
+      block('n int;', "GET DIAGNOSTICS n = ROW_COUNT; EXECUTE 'SELECT 1';"),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', reason: 'dangerous:dynamic-sql' });
+    }
+  });
+});
+
 describe('functions that run SQL given as text', () => {
   const spec = policy(`  defaultAction: allow
   rules:
