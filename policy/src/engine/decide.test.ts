@@ -127,6 +127,31 @@ describe('decide', () => {
   });
 });
 
+describe('cursors', () => {
+  const spec = policy(`  rules:
+    - {name: cursors, action: allow, statements: [cursor]}
+    - {name: reads, action: allow, statements: [cursor, select], tables: ["public.orders"]}
+`);
+
+  it('judges DECLARE by its query: a rule for cursor alone does not let it read any table', () => {
+    expect(run(spec, 'DECLARE c CURSOR FOR SELECT * FROM api_keys; FETCH ALL FROM c')).toMatchObject({
+      action: 'deny',
+      reason: 'default',
+    });
+    const [a] = analyzeSql(
+      'DECLARE c CURSOR WITH HOLD FOR SELECT * FROM api_keys FOR UPDATE',
+      createSessionState(),
+    ).statements;
+    expect(a).toMatchObject({ kind: 'cursor', kinds: ['cursor', 'select', 'lock'] });
+    expect(a.relations.map((r) => `${r.schema}.${r.name}`)).toEqual(['public.api_keys']);
+    expect(run(spec, 'DECLARE c CURSOR FOR SELECT * FROM orders; FETCH 10 FROM c; CLOSE c')).toMatchObject({
+      action: 'allow',
+      rule: 'reads',
+    });
+    expect(run(spec, 'FETCH ALL FROM c')).toMatchObject({ action: 'allow', rule: 'cursors' });
+  });
+});
+
 describe('PL/pgSQL expressions in every place they hide', () => {
   const spec = policy(`  defaultAction: allow
   rules:

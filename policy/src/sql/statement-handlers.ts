@@ -12,7 +12,7 @@ import {
 import type { Node } from './parser.js';
 import { unsafeSettingValue } from './session-settings.js';
 import { buildAnalysis } from './statement-analysis.js';
-import { kindOfNode } from './statement-kind.js';
+import { kindOfNode, unwrap } from './statement-kind.js';
 import { addRangeVar, operation, walk, walkIn, walkObject } from './statement-walker.js';
 
 type Scope = ReadonlySet<string>;
@@ -106,6 +106,14 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       if (variants === undefined) ctx.facts.unknownPrepared ??= name;
       else for (const v of variants) ctx.facts.merge(v, ctx.mode === 'exec');
       walk(body.params, scope, ctx);
+      return;
+    }
+    case 'DeclareCursorStmt': {
+      // FETCH returns what the query reads, so DECLARE counts as running it (kinds, relations, FOR UPDATE), as
+      // PREPARE's statement counts at EXECUTE; a rule for `cursor` alone must not let any table be read.
+      operation(ctx, 'cursor', false);
+      const [qt, q] = unwrap(body.query as Node);
+      walkStatementNode(qt, q, scope, ctx);
       return;
     }
     case 'DoStmt':
