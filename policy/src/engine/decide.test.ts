@@ -356,6 +356,27 @@ describe('guardrails.maxRowsAffected', () => {
     expect(d.maxAffected).toBeUndefined();
   });
 
+  it('denies TRUNCATE, whose rows nothing counts, also inside a DO block; not as a stored definition', () => {
+    const noWhere = policy(`  defaultAction: allow
+  guardrails: {maxRowsAffected: 5, blockDDL: false, requireWhere: []}
+`);
+    for (const sql of [
+      'TRUNCATE orders',
+      'TRUNCATE TABLE orders, items CASCADE',
+      'SELECT 1; TRUNCATE orders',
+      'DO $$ BEGIN TRUNCATE orders; END $$',
+    ]) {
+      const d = run(noWhere, sql);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'guardrail:maxRowsAffected', code: '42501' });
+      expect(d.message).toMatch(/^pgwarden: statement denied by guardrail maxRowsAffected: TRUNCATE removes rows/);
+    }
+    expect(run(noWhere, 'CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$TRUNCATE orders$$').action).toBe('allow');
+    expect(run(noWhere, 'DELETE FROM orders')).toMatchObject({ action: 'allow', maxAffected: 5 });
+    expect(run(policy('  defaultAction: allow\n  guardrails: {requireWhere: []}\n'), 'TRUNCATE orders').action).toBe(
+      'allow',
+    );
+  });
+
   it('denies transaction control in one Query with a write, not on its own or with reads only', () => {
     expect(run(spec, 'BEGIN; UPDATE t SET a = 1 WHERE id = 1; COMMIT')).toMatchObject({
       action: 'deny',

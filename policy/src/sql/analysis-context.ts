@@ -10,6 +10,7 @@ export class StatementFacts {
   readonly dangerous: DangerousUse[] = [];
   readonly missingWhere = new Set<'update' | 'delete'>();
   writes = false;
+  truncates = false;
   identityChange: string | undefined;
   unsafeSetting: string | undefined;
   unknownPrepared: string | undefined;
@@ -52,6 +53,7 @@ export class StatementFacts {
       for (const k of a.kinds) this.kinds.add(k);
       for (const m of a.missingWhere) this.missingWhere.add(m);
       this.writes ||= a.writes;
+      this.truncates ||= a.truncates === true;
     }
     for (const r of a.relations) this.addRelation(r.schema, r.name, r.access, r.qualified);
     for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);

@@ -33,6 +33,8 @@ export interface StatementAnalysis {
   functions: FunctionRef[];
   /** Writes data, takes row/advisory locks, or changes sequences. */
   writes: boolean;
+  /** Runs TRUNCATE (also inside a DO block): rows removed that no row count or statistic counts. */
+  truncates?: true;
   /** UPDATE/DELETE operations (anywhere in the statement) without a WHERE clause that references a column. */
   missingWhere: ('update' | 'delete')[];
   dangerous: DangerousUse[];

@@ -70,7 +70,10 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
     }
     case 'TruncateStmt':
       operation(ctx, 'delete', true);
-      if (ctx.mode === 'exec') ctx.facts.missingWhere.add('delete');
+      if (ctx.mode === 'exec') {
+        ctx.facts.missingWhere.add('delete');
+        ctx.facts.truncates = true;
+      }
       for (const rv of rangeVars(body.relations)) addRangeVar(rv, 'write', scope, ctx);
       return;
     case 'LockStmt':
