@@ -169,6 +169,16 @@ export const CORPUS: CorpusEntry[] = [
   c("SET NAMES 'SJIS'", 'D', 'D', 'D'),
   c("SET client_encoding = 'Shift_JIS'", 'D', 'D', 'D'),
   c("SET client_encoding = 'UTF8'", 'A', 'A', 'A'),
+  // SQL in ts_rewrite's text argument, a cursor's query, a PL/pgSQL assignment target's subscripts.
+  c(
+    "SELECT ts_rewrite('a'::tsquery, $$SELECT 'a'::tsquery, quote_literal(amount)::tsquery FROM hr.salaries$$)",
+    'D',
+    'D',
+    'A',
+  ),
+  c('DECLARE c CURSOR FOR SELECT * FROM hr.salaries', 'D', 'D', 'Y'),
+  c("DO $$ DECLARE a text[]; BEGIN a[length(set_config('role', 'postgres', false))] := 'x'; END $$", 'D', 'D', 'D'),
+  c('DO $$ DECLARE a int[]; BEGIN a[(SELECT count(*) FROM hr.salaries)] := 1; END $$', 'D', 'D', 'Y'),
   c('SHOW search_path', 'A', 'A', 'A'),
   c('BEGIN', 'A', 'A', 'A'),
   c('COMMIT', 'A', 'A', 'A'),
