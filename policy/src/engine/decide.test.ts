@@ -268,6 +268,7 @@ describe('settings that change how PostgreSQL reads later statements', () => {
       "DO $$ DECLARE a text[]; BEGIN a[1] := set_config('client_encoding', 'gbk', false); END $$",
       'ALTER ROLE agent SET standard_conforming_strings = off',
       "ALTER DATABASE d SET client_encoding = 'sjis'",
+      'ALTER SYSTEM SET standard_conforming_strings = off',
       "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'sjis' AS 'select 1'",
     ]) {
       const d = run(spec, `SELECT 1; ${sql}`);

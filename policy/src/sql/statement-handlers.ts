@@ -172,6 +172,8 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
     case 'AlterSystemStmt':
       operation(ctx, 'utility', true);
       ctx.facts.addDangerous({ category: 'alter-system', detail: 'ALTER SYSTEM' });
+      // Allowing ALTER SYSTEM (allowDangerous) must not allow the values no rule can.
+      if (body.setstmt) variableSet(body.setstmt as Node, ctx, false);
       return;
     case 'LoadStmt':
       operation(ctx, 'utility', true);
