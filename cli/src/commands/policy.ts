@@ -82,6 +82,7 @@ export function formatExplain(name: string, analysis: SqlAnalysis, d: Decision):
       if (a.functions.length) lines.push(`    functions ${a.functions.map((f) => `${f.schema}.${f.name}`).join(', ')}`);
       for (const x of a.dangerous) lines.push(`    dangerous ${x.category}: ${x.detail}`);
       if (a.identityChange) lines.push(`    identity change: ${a.identityChange}`);
+      if (a.unsafeSetting) lines.push(`    unsafe setting: ${a.unsafeSetting}`);
       if (a.missingWhere.length) lines.push(`    without WHERE: ${a.missingWhere.join(', ')}`);
       lines.push(`    → ${s.action.toUpperCase()}${s.rule ? ` by rule "${s.rule}"` : ''} [${s.reason}] ${s.message}`);
     });

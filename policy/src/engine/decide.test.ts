@@ -127,6 +127,193 @@ describe('decide', () => {
   });
 });
 
+describe('cursors', () => {
+  const spec = policy(`  rules:
+    - {name: cursors, action: allow, statements: [cursor]}
+    - {name: reads, action: allow, statements: [cursor, select], tables: ["public.orders"]}
+`);
+
+  it('judges DECLARE by its query: a rule for cursor alone does not let it read any table', () => {
+    expect(run(spec, 'DECLARE c CURSOR FOR SELECT * FROM api_keys; FETCH ALL FROM c')).toMatchObject({
+      action: 'deny',
+      reason: 'default',
+    });
+    const [a] = analyzeSql(
+      'DECLARE c CURSOR WITH HOLD FOR SELECT * FROM api_keys FOR UPDATE',
+      createSessionState(),
+    ).statements;
+    expect(a).toMatchObject({ kind: 'cursor', kinds: ['cursor', 'select', 'lock'] });
+    expect(a.relations.map((r) => `${r.schema}.${r.name}`)).toEqual(['public.api_keys']);
+    expect(run(spec, 'DECLARE c CURSOR FOR SELECT * FROM orders; FETCH 10 FROM c; CLOSE c')).toMatchObject({
+      action: 'allow',
+      rule: 'reads',
+    });
+    expect(run(spec, 'FETCH ALL FROM c')).toMatchObject({ action: 'allow', rule: 'cursors' });
+  });
+});
+
+describe('PL/pgSQL expressions in every place they hide', () => {
+  const spec = policy(`  defaultAction: allow
+  rules:
+    - {name: no-hr, action: deny, tables: ["hr.*"]}
+`);
+  const block = (decl: string, body: string) => `DO $$ DECLARE ${decl} BEGIN ${body} END $$`;
+
+  it('analyses the subscripts of an assignment target, not only its value', () => {
+    const roleChange = block('a text[];', "a[length(set_config('role','other_priv',false))] := 'x';");
+    expect(run(spec, roleChange)).toMatchObject({ action: 'deny', reason: 'identity-change' });
+    for (const sql of [
+      block('a text[];', "a[(SELECT length(set_config('x.y', emp, false)) FROM hr.salaries LIMIT 1)] := 'x';"),
+      block('a int[];', 'a[1:(SELECT count(*) FROM hr.salaries)] = ARRAY[1];'),
+      block('a int[]; b int[];', 'a[f(x := (SELECT 1 FROM hr.salaries))] := 1;'),
+      // A comment that would hide the real value if the text were split at the first `:=`.
+      block('a int;', "a -- := '\n = (SELECT 1 FROM hr.salaries) -- '\n;"),
+      block('r record;', 'SELECT 1 AS f INTO r; r.f := (SELECT 1 FROM hr.salaries);'),
+      block('a int;', 'a := x FROM hr.salaries;'),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    expect(run(spec, block('a text[];', "a[2] := 'x';")).action).toBe('allow');
+  });
+
+  it('analyses conditions, loop sources, RAISE and ASSERT, cursor and CALL arguments', () => {
+    const hr = '(SELECT count(*) FROM hr.salaries)';
+    for (const sql of [
+      block('i int;', `LOOP EXIT WHEN ${hr} > 0; END LOOP;`),
+      block('i int;', `FOR i IN 1..3 LOOP CONTINUE WHEN ${hr} > 0; END LOOP;`),
+      block('i int := 1;', `CASE WHEN ${hr} > 0 THEN NULL; ELSE NULL; END CASE;`),
+      block('', `RAISE NOTICE 'x' USING DETAIL = ${hr}::text;`),
+      block('', `ASSERT ${hr} = 0;`),
+      block('', `PERFORM ${hr};`),
+      block('', `CALL p(${hr});`),
+      block('x int[];', `FOREACH x SLICE 1 IN ARRAY (SELECT array_agg(ARRAY[1]) FROM hr.salaries) LOOP END LOOP;`),
+      block('c refcursor;', 'OPEN c FOR SELECT * FROM hr.salaries;'),
+      block(`c CURSOR FOR SELECT * FROM hr.salaries;`, 'OPEN c;'),
+      block(`n int := ${hr};`, 'NULL;'),
+      block('n int;', `IF ${hr} > 0 THEN COMMIT AND CHAIN; END IF;`),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    for (const sql of [
+      block('c refcursor;', "OPEN c FOR EXECUTE 'SELECT 1';"),
+      block('n int;', "GET DIAGNOSTICS n = ROW_COUNT; EXECUTE 'SELECT 1';"),
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', reason: 'dangerous:dynamic-sql' });
+    }
+  });
+});
+
+describe('functions that run SQL given as text', () => {
+  const spec = policy(`  defaultAction: allow
+  rules:
+    - {name: no-hr, action: deny, tables: ["hr.*"]}
+`);
+
+  it('analyse the SQL argument of ts_rewrite, ts_stat and query_to_xml*, and deny what they cannot see', () => {
+    for (const sql of [
+      "select ts_rewrite('a'::tsquery, $$select 'a'::tsquery, quote_literal(emp||':'||salary)::tsquery from hr.salaries$$)",
+      "SELECT ts_stat('SELECT to_tsvector(note) FROM hr.salaries')",
+      "SELECT * FROM ts_stat('SELECT to_tsvector(note) FROM hr.salaries', 'ab')",
+      "SELECT query_to_xml('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT query_to_xmlschema('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT query_to_xml_and_xmlschema('SELECT * FROM hr.salaries', true, false, '')",
+      "SELECT get_raw_page('hr.salaries', 0)",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', rule: 'no-hr' });
+    }
+    for (const sql of [
+      "SELECT ts_rewrite('a'::tsquery, current_setting('x.q'))",
+      "SELECT cursor_to_xml('c', 10, true, false, '')",
+      "SELECT cursor_to_xmlschema('c', true, false, '')",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'deny', reason: 'dangerous:dynamic-sql' });
+    }
+    // The three-tsquery form rewrites with constants and runs no SQL.
+    expect(run(spec, "SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)").action).toBe('allow');
+    expect(run(spec, "SELECT ts_rewrite('a'::tsquery, 'SELECT t, s FROM public.aliases')").action).toBe('allow');
+  });
+});
+
+describe('settings that change how PostgreSQL reads later statements', () => {
+  const spec = policy(`  rules:
+    - {name: housekeeping, action: allow, statements: [set, select, do]}
+`);
+
+  it('denies standard_conforming_strings off and client-only client encodings, whatever allows set', () => {
+    for (const sql of [
+      'SET standard_conforming_strings = off',
+      "SET SESSION standard_conforming_strings TO 'false'",
+      'SET LOCAL Standard_Conforming_Strings = 0',
+      "SET standard_conforming_strings = 'of'",
+      "SELECT set_config('standard_conforming_strings', 'off', false)",
+      "SELECT set_config('standard_conforming_strings', lower('OFF'), false)",
+      "SELECT 1 WHERE length(set_config('Standard_Conforming_Strings', 'no', true)) > 0",
+      "SET NAMES 'SJIS'",
+      'SET client_encoding = sjis',
+      "SET client_encoding TO 'Shift_JIS'",
+      "SET client_encoding = 'shift-jis-2004'",
+      "SET client_encoding = 'MS_Kanji'",
+      "SET client_encoding = 'BIG5'",
+      "SET client_encoding = 'windows-950'",
+      "SET client_encoding = 'gbk'",
+      "SET client_encoding = 'WIN936'",
+      "SET client_encoding = 'uhc'",
+      "SET client_encoding = 'GB18030'",
+      "SET client_encoding = 'johab'",
+      "SET client_encoding = 'no-such-encoding'",
+      "SELECT set_config('client_encoding', 'sjis', false)",
+      "SELECT set_config('client_encoding', current_setting('x.y'), false)",
+      "DO $$ BEGIN SET client_encoding = 'big5'; END $$",
+      "DO $$ BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); END $$",
+      "DO $$ DECLARE a text[]; BEGIN a[1] := set_config('client_encoding', 'gbk', false); END $$",
+      'ALTER ROLE agent SET standard_conforming_strings = off',
+      "ALTER DATABASE d SET client_encoding = 'sjis'",
+      'ALTER SYSTEM SET standard_conforming_strings = off',
+      "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'sjis' AS 'select 1'",
+    ]) {
+      const d = run(spec, `SELECT 1; ${sql}`);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'unsafe-setting', code: '42501' });
+      expect(d.message, sql).toMatch(/^pgwarden: statement denied: .* is never allowed$/);
+    }
+  });
+
+  it('lets the safe values, RESET and DEFAULT of those settings through', () => {
+    for (const sql of [
+      'SET standard_conforming_strings = on',
+      "SET standard_conforming_strings TO 'true'",
+      'SET standard_conforming_strings = 1',
+      'RESET standard_conforming_strings',
+      'SET standard_conforming_strings TO DEFAULT',
+      "SELECT set_config('standard_conforming_strings', 'on', false)",
+      "SET client_encoding = 'UTF8'",
+      "SET NAMES 'utf-8'",
+      "SET client_encoding = 'LATIN1'",
+      "SET client_encoding = 'EUC_JP'",
+      "SET client_encoding = 'SQL_ASCII'",
+      'RESET client_encoding',
+      "SELECT set_config('client_encoding', 'win1252', false)",
+    ]) {
+      expect(run(spec, sql), sql).toMatchObject({ action: 'allow', rule: 'housekeeping' });
+    }
+  });
+
+  it('denies returning search_path to its default; SET search_path to a list still works', () => {
+    for (const sql of [
+      'RESET search_path',
+      'SET search_path TO DEFAULT',
+      'SET LOCAL search_path TO DEFAULT',
+      'RESET ALL',
+      'DO $$ BEGIN RESET search_path; END $$',
+    ]) {
+      const d = run(spec, sql);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'unsafe-setting' });
+      expect(d.message, sql).toContain('search_path would return to a default');
+    }
+    expect(run(spec, 'SET search_path TO hr, public')).toMatchObject({ action: 'allow' });
+    expect(run(spec, 'RESET statement_timeout')).toMatchObject({ action: 'allow' });
+  });
+});
+
 describe('guardrails.maxRowsAffected', () => {
   const spec = policy(`  defaultAction: allow
   guardrails: {maxRowsAffected: 5, blockDDL: false}
@@ -168,6 +355,27 @@ describe('guardrails.maxRowsAffected', () => {
       /^pgwarden: statement denied by guardrail maxRowsAffected: the rows a COPY FROM statement/,
     );
     expect(d.maxAffected).toBeUndefined();
+  });
+
+  it('denies TRUNCATE, whose rows nothing counts, also inside a DO block; not as a stored definition', () => {
+    const noWhere = policy(`  defaultAction: allow
+  guardrails: {maxRowsAffected: 5, blockDDL: false, requireWhere: []}
+`);
+    for (const sql of [
+      'TRUNCATE orders',
+      'TRUNCATE TABLE orders, items CASCADE',
+      'SELECT 1; TRUNCATE orders',
+      'DO $$ BEGIN TRUNCATE orders; END $$',
+    ]) {
+      const d = run(noWhere, sql);
+      expect(d, sql).toMatchObject({ action: 'deny', reason: 'guardrail:maxRowsAffected', code: '42501' });
+      expect(d.message).toMatch(/^pgwarden: statement denied by guardrail maxRowsAffected: TRUNCATE removes rows/);
+    }
+    expect(run(noWhere, 'CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$TRUNCATE orders$$').action).toBe('allow');
+    expect(run(noWhere, 'DELETE FROM orders')).toMatchObject({ action: 'allow', maxAffected: 5 });
+    expect(run(policy('  defaultAction: allow\n  guardrails: {requireWhere: []}\n'), 'TRUNCATE orders').action).toBe(
+      'allow',
+    );
   });
 
   it('denies transaction control in one Query with a write, not on its own or with reads only', () => {

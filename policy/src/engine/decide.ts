@@ -66,6 +66,9 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
   if (a.identityChange) {
     return deny('identity-change', `: ${a.identityChange} is never allowed (the session role is fixed by the policy)`);
   }
+  if (a.unsafeSetting) {
+    return deny('unsafe-setting', `: ${a.unsafeSetting} is never allowed`);
+  }
   if (a.unknownPrepared !== undefined) {
     return deny('unknown-prepared', `: prepared statement "${a.unknownPrepared}" is unknown to pgwarden`);
   }
@@ -186,7 +189,8 @@ const COUNTED_WRITES: ReadonlySet<string> = new Set(['insert', 'update', 'delete
  * guardrails.maxRowsAffected: a Query that writes, or may (it calls a user-defined function or procedure, or is a DO
  * block), gets the cap. The proxy counts the rows in each CommandComplete tag and, from PostgreSQL's per-transaction
  * statistics, the rows the whole statement changed (its triggers, cascades and functions, a write inside a SELECT,
- * EXPLAIN ANALYZE or DO body included), and undoes a statement over the cap. Denied: COPY FROM, whose rows arrive while the proxy would be holding the client's messages; and
+ * EXPLAIN ANALYZE or DO body included), and undoes a statement over the cap. Denied: COPY FROM, whose rows arrive while the proxy would be holding the client's messages; TRUNCATE (also in a DO block), whose
+ * rows neither its tag (`TRUNCATE TABLE`) nor the per-table counters count; and
  * transaction control in the same Query as a write, which would end the transaction the proxy needs to undo it.
  */
 function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max: number): Decision {
@@ -199,6 +203,12 @@ function guardWrites(d: Decision, statements: readonly StatementAnalysis[], max:
     // COPY TO), a procedure, a DO block's dynamic SQL. The proxy's count sees what they change.
     if (!counted && s.kind !== 'do' && s.kind !== 'call' && (s.kind === 'copy' || !callsUserFunction(s))) continue;
     writes = true;
+    if (s.truncates) {
+      return guardDenial(
+        d,
+        "pgwarden: statement denied by guardrail maxRowsAffected: TRUNCATE removes rows that neither its command tag nor PostgreSQL's statistics count, so the cap cannot hold; use DELETE with a WHERE clause",
+      );
+    }
     if (counted && s.kind === 'copy') {
       return guardDenial(
         d,

@@ -11,12 +11,13 @@ export interface Subject {
 
 /**
  * Why a statement got its action. `rule` / `default` are policy outcomes; the rest are protections that no rule
- * (identity-change, parse-error) or only an explicit rule (dangerous:*) can lift.
+ * (identity-change, unsafe-setting, parse-error) or only an explicit rule (dangerous:*) can lift.
  */
 export type DecisionReason =
   | 'rule'
   | 'default'
   | 'identity-change'
+  | 'unsafe-setting'
   | 'parse-error'
   | 'unknown-prepared'
   | 'guardrail:blockDDL'

@@ -10,7 +10,9 @@ export class StatementFacts {
   readonly dangerous: DangerousUse[] = [];
   readonly missingWhere = new Set<'update' | 'delete'>();
   writes = false;
+  truncates = false;
   identityChange: string | undefined;
+  unsafeSetting: string | undefined;
   unknownPrepared: string | undefined;
   private readonly relKeys = new Set<string>();
   private readonly fnKeys = new Set<string>();
@@ -41,17 +43,23 @@ export class StatementFacts {
     this.identityChange ??= reason;
   }
 
+  unsafe(reason: string): void {
+    this.unsafeSetting ??= reason;
+  }
+
   /** Folds in a statement that this one executes (EXECUTE of a prepared statement, SQL inside a function). */
   merge(a: StatementAnalysis, executed: boolean): void {
     if (executed) {
       for (const k of a.kinds) this.kinds.add(k);
       for (const m of a.missingWhere) this.missingWhere.add(m);
       this.writes ||= a.writes;
+      this.truncates ||= a.truncates === true;
     }
     for (const r of a.relations) this.addRelation(r.schema, r.name, r.access, r.qualified);
     for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);
     for (const d of a.dangerous) this.addDangerous(d);
     if (a.identityChange) this.identity(a.identityChange);
+    if (a.unsafeSetting) this.unsafe(a.unsafeSetting);
     if (a.unknownPrepared) this.unknownPrepared ??= a.unknownPrepared;
   }
 }

@@ -33,11 +33,18 @@ export interface StatementAnalysis {
   functions: FunctionRef[];
   /** Writes data, takes row/advisory locks, or changes sequences. */
   writes: boolean;
+  /** Runs TRUNCATE (also inside a DO block): rows removed that no row count or statistic counts. */
+  truncates?: true;
   /** UPDATE/DELETE operations (anywhere in the statement) without a WHERE clause that references a column. */
   missingWhere: ('update' | 'delete')[];
   dangerous: DangerousUse[];
   /** Set when the statement would change the session's role or authorization: always denied. */
   identityChange?: string;
+  /**
+   * Set when the statement would change how PostgreSQL lexes later statements (standard_conforming_strings off, a
+   * client-only client_encoding) or return search_path to a default the analysis does not know: always denied.
+   */
+  unsafeSetting?: string;
   /** Set for EXECUTE of a name the session never prepared (or could not track). */
   unknownPrepared?: string;
 }

@@ -3,7 +3,7 @@ import { parsePlpgsqlBody, parsePlpgsqlFunction, parseSql } from './parser.js';
 import { walkStatementNode } from './statement-handlers.js';
 import { unwrap } from './statement-kind.js';
 import { textSlicer } from './statement-text.js';
-import { EMPTY_SCOPE, walkIn } from './statement-walker.js';
+import { EMPTY_SCOPE, walk, walkIn } from './statement-walker.js';
 
 /**
  * Analyses SQL that arrives as a string inside a statement (a function body, query_to_xml's argument, a
@@ -78,10 +78,14 @@ function analyzeExpression(query: string, parseMode: number, ctx: AnalysisContex
   let sql = query;
   if (parseMode === 2) sql = `SELECT ${query}`;
   else if (parseMode >= 3) {
-    const at = query.indexOf(':=');
-    const eq = query.indexOf('=');
-    const cut = at >= 0 ? at + 2 : eq >= 0 ? eq + 1 : -1;
-    sql = cut < 0 ? query : `SELECT ${query.slice(cut)}`;
+    const at = assignmentOperator(query);
+    if (at === undefined) {
+      ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `${what}: assignment does not parse` });
+      return;
+    }
+    // The target's subscripts are expressions PostgreSQL evaluates too (`a[f()] := x`).
+    walk(at.target, EMPTY_SCOPE, ctx);
+    sql = `SELECT ${query.slice(at.valueStart)}`;
   }
   const parsed = parseSql(sql);
   if (!parsed.ok) {
@@ -95,4 +99,27 @@ function analyzeExpression(query: string, parseMode: number, ctx: AnalysisContex
     // An expression (modes 2–5) is wrapped in SELECT only to parse it: it is not a query of its own.
     walkStatementNode(type, body, EMPTY_SCOPE, stmtCtx, parseMode !== 0);
   }
+}
+
+/**
+ * Where PostgreSQL splits a PL/pgSQL assignment `target[subscripts].field := value` (or `=`): its grammar reads the
+ * target as `ColId opt_indirection`, which is exactly an UPDATE's SET target. The first `:=` or `=` before which the
+ * text parses as such a target (with ` = NULL` after it, on the same line) is the operator: one inside a string, a
+ * comment or brackets leaves the target unterminated, since ` = NULL` then lands inside it. Returns the target's
+ * parse tree (its subscripts) and where the value starts.
+ */
+function assignmentOperator(query: string): { target: unknown; valueStart: number } | undefined {
+  const re = /:=|=/g;
+  for (let m = re.exec(query); m !== null; m = re.exec(query)) {
+    const head = query.slice(0, m.index);
+    // plassign_target is also a bare parameter ($1), which no SET target can be.
+    if (/^\s*\$\d+\s*$/.test(head)) return { target: undefined, valueStart: m.index + m[0].length };
+    const parsed = parseSql(`UPDATE pgwarden_target SET ${head} = NULL`);
+    if (!parsed.ok || parsed.stmts.length !== 1) continue;
+    const update = parsed.stmts[0].stmt.UpdateStmt as { targetList?: unknown[] } | undefined;
+    const target = update?.targetList?.[0] as { ResTarget?: { indirection?: unknown } } | undefined;
+    if (!target?.ResTarget || update?.targetList?.length !== 1) continue;
+    return { target: target.ResTarget.indirection, valueStart: m.index + m[0].length };
+  }
+  return undefined;
 }

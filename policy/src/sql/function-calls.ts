@@ -3,6 +3,7 @@ import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 import { analyzeEmbeddedSql } from './embedded-sql.js';
 import { dangerousFunction, sideEffect, stringArgument } from './function-catalog.js';
 import type { Node } from './parser.js';
+import { unsafeSettingValue } from './session-settings.js';
 import { addUnqualifiedRelation, operation, walk } from './statement-walker.js';
 
 type Scope = ReadonlySet<string>;
@@ -84,7 +85,7 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
   }
 
   const strArg = stringArgument(name);
-  if (strArg?.type === 'sql') {
+  if (strArg?.type === 'sql' && (strArg.arity === undefined || strArg.arity === args.length)) {
     for (const i of strArg.args) {
       if (i >= args.length) continue;
       const sql = literalString(args[i]);
@@ -92,7 +93,9 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
         ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `${qualified}(): SQL argument is not a literal` });
       else analyzeEmbeddedSql(sql, ctx, 'exec', `${qualified}()`);
     }
-  } else if (strArg?.type === 'relation')
+  } else if (strArg?.type === 'cursor')
+    ctx.facts.addDangerous({ category: 'dynamic-sql', detail: `${qualified}(): reads a cursor by name` });
+  else if (strArg?.type === 'relation')
     addNamedRelation(literalString(args[strArg.arg]), 'read', ctx, `${qualified}()`);
   else if (strArg?.type === 'schema') {
     const schema = literalString(args[strArg.arg]);
@@ -115,7 +118,11 @@ function setConfig(args: unknown[], ctx: AnalysisContext): void {
   }
   if (setting === 'role' || setting === 'session_authorization') {
     ctx.facts.identity(`set_config('${setting}', ...)`);
-  } else if (setting === 'search_path') {
+    return;
+  }
+  const unsafe = unsafeSettingValue(setting, literalString(args[1]), 'set_config');
+  if (unsafe) ctx.facts.unsafe(unsafe);
+  if (setting === 'search_path') {
     const value = literalString(args[1]);
     const schemas = value === undefined ? ['*'] : parseSearchPathValue(value);
     recordSearchPath(schemas, ctx);

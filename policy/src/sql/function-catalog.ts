@@ -98,7 +98,10 @@ export function sideEffect(name: string): SideEffect | undefined {
  * https://www.postgresql.org/docs/current/functions-xml.html#FUNCTIONS-XML-MAPPING
  */
 export type StringArgument =
-  | { type: 'sql'; args: number[] }
+  /** arity: only a call with exactly that many arguments runs SQL (an overload with another arity does not). */
+  | { type: 'sql'; args: number[]; arity?: number }
+  /** Reads an open cursor by name: what it returns was decided where the cursor was opened, out of sight here. */
+  | { type: 'cursor' }
   | { type: 'relation'; arg: number }
   | { type: 'schema'; arg: number }
   | { type: 'database' };
@@ -108,6 +111,11 @@ const STRING_ARGUMENTS: Record<string, StringArgument> = {
   query_to_xmlschema: { type: 'sql', args: [0] },
   query_to_xml_and_xmlschema: { type: 'sql', args: [0] },
   ts_stat: { type: 'sql', args: [0] },
+  // ts_rewrite(tsquery, text) runs its second argument; ts_rewrite(tsquery, tsquery, tsquery) runs nothing.
+  // https://www.postgresql.org/docs/current/textsearch-features.html#TEXTSEARCH-QUERY-REWRITING
+  ts_rewrite: { type: 'sql', args: [1], arity: 2 },
+  cursor_to_xml: { type: 'cursor' },
+  cursor_to_xmlschema: { type: 'cursor' },
   crosstab: { type: 'sql', args: [0, 1] },
   crosstab2: { type: 'sql', args: [0] },
   crosstab3: { type: 'sql', args: [0] },
@@ -116,6 +124,8 @@ const STRING_ARGUMENTS: Record<string, StringArgument> = {
   table_to_xmlschema: { type: 'relation', arg: 0 },
   table_to_xml_and_xmlschema: { type: 'relation', arg: 0 },
   connectby: { type: 'relation', arg: 0 },
+  // pageinspect: raw pages of the named relation, i.e. its rows. https://www.postgresql.org/docs/current/pageinspect.html
+  get_raw_page: { type: 'relation', arg: 0 },
   schema_to_xml: { type: 'schema', arg: 0 },
   schema_to_xmlschema: { type: 'schema', arg: 0 },
   schema_to_xml_and_xmlschema: { type: 'schema', arg: 0 },

@@ -18,6 +18,8 @@ export function buildAnalysis(facts: StatementFacts, text: string, kind: Stateme
     dangerous: facts.dangerous.slice(),
   };
   if (facts.identityChange !== undefined) a.identityChange = facts.identityChange;
+  if (facts.truncates) a.truncates = true;
+  if (facts.unsafeSetting !== undefined) a.unsafeSetting = facts.unsafeSetting;
   if (facts.unknownPrepared !== undefined) a.unknownPrepared = facts.unknownPrepared;
   return a;
 }

@@ -10,8 +10,9 @@ import {
   recordSearchPath,
 } from './function-calls.js';
 import type { Node } from './parser.js';
+import { unsafeSettingValue } from './session-settings.js';
 import { buildAnalysis } from './statement-analysis.js';
-import { kindOfNode } from './statement-kind.js';
+import { kindOfNode, unwrap } from './statement-kind.js';
 import { addRangeVar, operation, walk, walkIn, walkObject } from './statement-walker.js';
 
 type Scope = ReadonlySet<string>;
@@ -69,7 +70,10 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
     }
     case 'TruncateStmt':
       operation(ctx, 'delete', true);
-      if (ctx.mode === 'exec') ctx.facts.missingWhere.add('delete');
+      if (ctx.mode === 'exec') {
+        ctx.facts.missingWhere.add('delete');
+        ctx.facts.truncates = true;
+      }
       for (const rv of rangeVars(body.relations)) addRangeVar(rv, 'write', scope, ctx);
       return;
     case 'LockStmt':
@@ -107,6 +111,14 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       walk(body.params, scope, ctx);
       return;
     }
+    case 'DeclareCursorStmt': {
+      // FETCH returns what the query reads, so DECLARE counts as running it (kinds, relations, FOR UPDATE), as
+      // PREPARE's statement counts at EXECUTE; a rule for `cursor` alone must not let any table be read.
+      operation(ctx, 'cursor', false);
+      const [qt, q] = unwrap(body.query as Node);
+      walkStatementNode(qt, q, scope, ctx);
+      return;
+    }
     case 'DoStmt':
       operation(ctx, 'do', true);
       doBlock(body, ctx);
@@ -141,7 +153,16 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       return;
     case 'VariableSetStmt':
       operation(ctx, 'set', false);
-      variableSet(body, ctx);
+      // Nested, it is a function's SET clause: it applies while the function runs, not to the session.
+      variableSet(body, ctx, !nested);
+      return;
+    case 'AlterRoleSetStmt':
+    case 'AlterDatabaseSetStmt':
+      // The setting applies to later sessions (through pgwarden too): the same values are refused. Its setstmt is
+      // a bare VariableSetStmt (no wrapper), which the generic walk would not recognise.
+      operation(ctx, kind, true);
+      if (body.setstmt) variableSet(body.setstmt as Node, ctx, false);
+      walkRest(body, ['setstmt'], scope, ctx);
       return;
     case 'DiscardStmt':
       operation(ctx, 'utility', false);
@@ -151,6 +172,8 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
     case 'AlterSystemStmt':
       operation(ctx, 'utility', true);
       ctx.facts.addDangerous({ category: 'alter-system', detail: 'ALTER SYSTEM' });
+      // Allowing ALTER SYSTEM (allowDangerous) must not allow the values no rule can.
+      if (body.setstmt) variableSet(body.setstmt as Node, ctx, false);
       return;
     case 'LoadStmt':
       operation(ctx, 'utility', true);
@@ -253,17 +276,48 @@ function prepare(body: Node, ctx: AnalysisContext): void {
 }
 
 /** SET / RESET. https://www.postgresql.org/docs/current/sql-set.html — setting names are case-insensitive. */
-function variableSet(body: Node, ctx: AnalysisContext): void {
+function variableSet(body: Node, ctx: AnalysisContext, session: boolean): void {
   const name = String(body.name ?? '').toLowerCase();
   if (name === 'role' || name === 'session_authorization') {
     ctx.facts.identity(`${body.kind === 'VAR_RESET' ? 'RESET' : 'SET'} ${name.toUpperCase().replace('_', ' ')}`);
     return;
   }
+  const args = (body.args as Node[]) ?? [];
+  if (body.kind === 'VAR_SET_VALUE') {
+    // PostgreSQL refuses a list for these; a list is not a value pgwarden has checked.
+    const value = args.length === 1 ? constantText(args[0]) : undefined;
+    const unsafe = unsafeSettingValue(name, value, 'SET');
+    if (unsafe) ctx.facts.unsafe(unsafe);
+  }
   if (name === 'search_path' && body.kind === 'VAR_SET_VALUE') {
-    const values = ((body.args as Node[]) ?? []).map((a) => literalString(a) ?? '*');
+    const values = args.map((a) => literalString(a) ?? '*');
     recordSearchPath(
       values.flatMap((v) => (v === '*' ? ['*'] : parseSearchPathValue(`"${v.replace(/"/g, '""')}"`))),
       ctx,
     );
+  } else if (session && (name === 'search_path' || body.kind === 'VAR_RESET_ALL')) {
+    // RESET and DEFAULT return to the value the session started with (a startup parameter, the role's or the
+    // database's default), not to the path the sidecar pinned, which is all the analysis assumes.
+    if (body.kind === 'VAR_RESET' || body.kind === 'VAR_SET_DEFAULT' || body.kind === 'VAR_RESET_ALL') {
+      const what =
+        body.kind === 'VAR_RESET_ALL'
+          ? 'RESET ALL'
+          : body.kind === 'VAR_RESET'
+            ? 'RESET search_path'
+            : 'SET search_path TO DEFAULT';
+      ctx.facts.unsafe(
+        `${what} (search_path would return to a default pgwarden does not know, not the path it pinned; SET search_path to a list of schemas instead)`,
+      );
+    }
   }
+}
+
+/** A SET value as PostgreSQL's GUC code sees it: a string or identifier as is, a number as written. */
+function constantText(arg: Node): string | undefined {
+  const s = literalString(arg);
+  if (s !== undefined) return s;
+  const c = arg.A_Const as { ival?: { ival?: number }; fval?: { fval?: string } } | undefined;
+  if (c?.ival) return String(c.ival.ival ?? 0);
+  if (c?.fval) return c.fval.fval;
+  return undefined;
 }
