@@ -341,17 +341,22 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
 
   it('tells approvers which sidecars reported applying an action (GET /api/v1/control/{id})', async () => {
     const id = randomUUID();
+    // An hour ago, on a whole second: without `since` the route looks back one day from now.
+    const appliedMs = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
     const control = {
       kind: 'suspend' as const,
       id,
       by: 'alice',
       reason: 'incident 42',
-      at: '2026-11-30T13:59:59.000Z',
+      at: new Date(appliedMs - 1000).toISOString(),
       policy: { namespace: 'agents', name: 'analytics-agent' },
       signed: true,
       sessionsEnded: 2,
     };
-    for (const e of [...makeControlApplied('sc-8', [control]), ...makeControlApplied('sc-9', [control])])
+    for (const e of [
+      ...makeControlApplied('sc-8', [control], appliedMs),
+      ...makeControlApplied('sc-9', [control], appliedMs),
+    ])
       expect(await collector.ingest(e)).toBe('stored');
     const status = (path: string, token = ALICE) => api(collector, path, { token, method: 'GET' });
     const r = await status(`/api/v1/control/${id}?since=${control.at}`);
@@ -359,7 +364,7 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     expect(r.body).toEqual({
       id,
       applied: ['sc-8', 'sc-9'].map((instance) => ({
-        time: '2026-11-30T14:00:00.000000Z',
+        time: `${new Date(appliedMs).toISOString().slice(0, -1)}000Z`,
         source: { instance, namespace: 'agents' },
         kind: 'suspend',
         sessionsEnded: 2,
@@ -368,7 +373,8 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     });
     // Without `since`: the last day; after the reports: none; another action, or another namespace's approver: none.
     expect((await status(`/api/v1/control/${id}`)).body.applied).toHaveLength(2);
-    expect((await status(`/api/v1/control/${id}?since=2026-11-30T15:00:00Z`)).body.applied).toEqual([]);
+    const after = new Date(appliedMs + 3_600_000).toISOString();
+    expect((await status(`/api/v1/control/${id}?since=${after}`)).body.applied).toEqual([]);
     expect((await status(`/api/v1/control/${randomUUID()}`)).body.applied).toEqual([]);
     expect((await status(`/api/v1/control/${id}`, SAM)).body.applied).toEqual([]);
     expect((await status('/api/v1/control/not-an-id')).status).toBe(404);
