@@ -312,7 +312,7 @@ export class ClientRelay implements FramerHandler {
       s.willChange('S', name);
       s.statements.set(name, { request: st.request, verdict: v });
     } else {
-      if (kind === K_QUERY) s.forgetSqlNames(st.request.sql);
+      if (kind === K_QUERY) s.forgetSqlNames(st.request.sql, v);
       armTimeout(s, st);
     }
     return true;
@@ -439,7 +439,7 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
-    s.forgetSqlNames(info.request.sql);
+    s.forgetSqlNames(info.request.sql, info.verdict);
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);

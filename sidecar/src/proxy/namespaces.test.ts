@@ -13,6 +13,9 @@ import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
  * Here a statement that reads `secret` is masked (every column '****'); everything else is allowed as is.
  */
 function decide(req: StatementRequest): Verdict {
+  // A policy's verdicts name each statement's kind (the parser's); `note` stands for such a statement here.
+  if (req.sql.includes('note'))
+    return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: 'select' }] };
   return req.sql.includes('secret') ? { action: 'allow', rule: 'mask' } : { action: 'allow', rule: 'plain' };
 }
 
@@ -147,6 +150,18 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
     expect(errorOf(p.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
     const left = await run(msg.query('SELECT count(*) FROM ns_t'));
     expect(rows(left)).toEqual([['1']]);
+  });
+
+  it('a statement whose kind cannot touch a name keeps them all, whatever its literals say', async () => {
+    await run(msg.parse('K', 'SELECT 1 AS x'), msg.sync());
+    // Kind select (from the verdict): the words in the literal are data.
+    await run(msg.query("SELECT 'prepare K; deallocate all; close all' AS note"));
+    const kept = await run(msg.bind('', 'K'), msg.execute('', 0), msg.sync());
+    expect(rows(kept)).toEqual([['1']]);
+    // Without kinds (hooks that do not parse) the proxy cannot tell, and forgets: refused, never misapplied.
+    await run(msg.query("SELECT 'deallocate all' AS x"));
+    const m = await run(msg.bind('', 'K'), msg.execute('', 0), msg.sync());
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
   });
 
   it('SQL CLOSE and DECLARE of a protocol portal name: its old verdict is gone', async () => {

@@ -1,5 +1,5 @@
 import { textKey } from '../protocol/frontend-messages.js';
-import type { RowField, SessionHooks, StatementRecord, TxStatus } from './hooks.js';
+import type { RowField, SessionHooks, StatementRecord, TxStatus, Verdict } from './hooks.js';
 import {
   type Entry,
   EntryQueue,
@@ -261,7 +261,16 @@ export class RelayState {
    * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
    * forgotten that still exist upstream, which fails closed.
    */
-  forgetSqlNames(sql: string): void {
+  forgetSqlNames(sql: string, verdict?: Verdict): void {
+    // With the parser's kinds for every statement (a policy's verdict), only statements of those kinds can touch a
+    // name: a literal 'prepare dinner' in an INSERT must not cost the session its prepared statements.
+    const details = verdict?.statements;
+    if (
+      details !== undefined &&
+      details.length > 0 &&
+      details.every((d) => d.kind !== undefined && !NAME_KINDS.has(d.kind))
+    )
+      return;
     if (!SQL_NAMES_HINT.test(sql)) return;
     SQL_NAMES.lastIndex = 0;
     for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
@@ -302,6 +311,8 @@ export class RelayState {
 
 /** Cheap test before the scan below: most statements name none of these. */
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
+/** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
+const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'utility']);
 /** A keyword that creates or removes a statement or portal by name, and what follows it. */
 const SQL_NAMES = /\b(prepare|deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
 
