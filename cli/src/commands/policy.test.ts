@@ -18,7 +18,35 @@ describe('pgwarden policy lint', () => {
       'batch-writer-guardrails.yaml',
     ].map(examples);
     expect(lintFiles(files, (s) => out.push(s))).toBe(0);
-    expect(out.join('')).toContain('4 policies, 1 masking rules, 0 errors');
+    // No warnings either: they can be applied together (`pgwarden inject --policies examples/`).
+    expect(out.join('')).toBe('4 policies, 1 masking rules, 0 errors\n');
+  });
+
+  it('warns of two policies on one port whose pod selectors may select the same pods', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-lint-'));
+    const file = join(dir, 'ports.yaml');
+    const policy = (name: string, selector: string, port = 5432) =>
+      `apiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: ${name}, namespace: agents}\nspec: {database: {host: h, name: d}, podSelector: ${selector}, listen: {port: ${port}}}\n`;
+    writeFileSync(
+      file,
+      [
+        policy('all', '{}'),
+        policy('a', '{matchLabels: {app: a}}'),
+        policy('b', '{matchLabels: {app: b}}'),
+        policy('other-port', '{}', 6432),
+      ].join('---\n'),
+    );
+    const out: string[] = [];
+    expect(lintFiles([file], (s) => out.push(s))).toBe(0);
+    const warnings = out.filter((l) => l.startsWith('warning:'));
+    // `all` selects every pod: it collides with a and b; a and b exclude each other; other-port collides with none.
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain(
+      'DatabaseAccessPolicy/agents/a: /spec/listen/port: listens on port 5432 like DatabaseAccessPolicy/agents/all',
+    );
+    expect(warnings[1]).toContain(
+      'DatabaseAccessPolicy/agents/b: /spec/listen/port: listens on port 5432 like DatabaseAccessPolicy/agents/all',
+    );
   });
 
   it('fails on schema errors and shadowed rules, naming file and path', () => {

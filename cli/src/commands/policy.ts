@@ -51,6 +51,36 @@ export function loadPolicyFiles(files: string[]): PolicyDocuments & { byFile: Ma
   return all;
 }
 
+type LoadedPolicy = PolicyDocuments['policies'][number];
+
+/**
+ * Two policies of one namespace on the same listen port whose pod selectors are not provably disjoint: a pod both
+ * select cannot get both sidecars, so the webhook refuses it. Disjoint only when some label both require with
+ * `matchLabels` has different values; anything else (an empty selector selects every pod, expressions) may overlap.
+ */
+function portCollisions(policies: readonly LoadedPolicy[]): PolicyIssue[] {
+  const out: PolicyIssue[] = [];
+  const labels = (p: LoadedPolicy) => (p.spec.podSelector?.matchLabels ?? {}) as Record<string, string>;
+  for (let i = 0; i < policies.length; i++) {
+    for (let j = i + 1; j < policies.length; j++) {
+      const [a, b] = [policies[i], policies[j]];
+      if ((a.metadata.namespace ?? 'default') !== (b.metadata.namespace ?? 'default')) continue;
+      const port = a.spec.listen?.port ?? 5432;
+      if (port !== (b.spec.listen?.port ?? 5432)) continue;
+      const la = labels(a);
+      const lb = labels(b);
+      if (Object.keys(la).some((k) => k in lb && lb[k] !== la[k])) continue;
+      out.push({
+        path: '/spec/listen/port',
+        object: objectRef(b),
+        severity: 'warning',
+        message: `listens on port ${port} like ${objectRef(a)}, and their podSelectors may select the same pods: such a pod would be refused (give one another listen.port, or podSelectors that exclude each other)`,
+      });
+    }
+  }
+  return out;
+}
+
 /** `pgwarden policy lint`: exit code 1 when any file has an error (warnings only print). */
 export function lintFiles(files: string[], write: (s: string) => void): number {
   const loaded = loadPolicyFiles(files);
@@ -59,6 +89,7 @@ export function lintFiles(files: string[], write: (s: string) => void): number {
     for (const i of issues) write(`${file}: ${formatIssue(i)}\n`);
     errors += issues.filter((i) => i.severity === 'error').length;
   }
+  for (const i of portCollisions(loaded.policies)) write(`${formatIssue(i)}\n`);
   write(`${loaded.policies.length} policies, ${loaded.maskingRules.length} masking rules, ${errors} errors\n`);
   return errors > 0 ? 1 : 0;
 }
