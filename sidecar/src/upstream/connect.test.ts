@@ -57,6 +57,21 @@ describe('upstream authentication', () => {
     expect(err.message).not.toContain('not-the-password-xyz');
   });
 
+  it('says so when something other than PostgreSQL answers (an HTTP server on that port)', async () => {
+    const http = createServer((sock) => {
+      sock.on('error', () => sock.destroy());
+      sock.once('data', () => sock.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n'));
+    });
+    await new Promise<void>((res) => http.listen(0, '127.0.0.1', res));
+    const port = (http.address() as { port: number }).port;
+    const err = await whoAmI(target('disable', { port }), ROLE.scram).catch((e) => e);
+    http.close();
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err.message).toBe(
+      'upstream sent an invalid message length (it began "HTTP/1.1 400"): is it a PostgreSQL server?',
+    );
+  });
+
   it('reports an unreachable upstream as a connection failure', async () => {
     const err = await whoAmI(target('disable', { port: 1 }), ROLE.scram).catch((e) => e);
     expect(err).toBeInstanceOf(UpstreamError);

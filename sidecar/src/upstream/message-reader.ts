@@ -85,7 +85,17 @@ export class MessageReader {
       const len = this.buf.readInt32BE(1);
       if (len < 4 || len > LARGE_MESSAGE_LIMIT) {
         this.waiter = null;
-        w.reject(new UpstreamError('PGW_UPSTREAM_PROTOCOL', `${this.what} sent an invalid message length`));
+        // Text where a message header belongs: something else answers on that address (an HTTP server, a proxy).
+        const head = this.buf.subarray(0, 12);
+        const text = head.every((c) => c >= 0x20 && c < 0x7f)
+          ? ` (it began ${JSON.stringify(head.toString('latin1'))})`
+          : '';
+        w.reject(
+          new UpstreamError(
+            'PGW_UPSTREAM_PROTOCOL',
+            `${this.what} sent an invalid message length${text}: is it a PostgreSQL server?`,
+          ),
+        );
         return;
       }
       if (this.buf.length >= len + 1) {
