@@ -16,6 +16,28 @@ describe('formatAuditEvent', () => {
     );
   });
 
+  it('shows how long a statement was held and who approved it, in person or by a grant', () => {
+    const base = {
+      type: 'statement',
+      time: '2026-11-30T04:01:02.123Z',
+      session: { id: 's1', seq: 1 },
+      statement: { text: 'UPDATE orders SET status = 1 WHERE id = 1' },
+      result: { tag: 'UPDATE 1', rows: 1 },
+    };
+    expect(
+      formatAuditEvent({
+        ...base,
+        decision: { action: 'allow', rule: 'writes', reason: 'approved by alice' },
+        timing: { durationMs: 5458.4, heldMs: 5450 },
+      }),
+    ).toContain('5458.4 ms held=5.5s (approved by alice)  UPDATE orders');
+    const reason = 'approved by alice under the grant of approval 1f2e (until 2026-11-30T04:16:02Z)';
+    expect(
+      formatAuditEvent({ ...base, decision: { action: 'allow', reason }, timing: { durationMs: 1.2, heldMs: 0 } }),
+    ).toContain(`held=0.0s (${reason})`);
+    expect(formatAuditEvent({ ...base, timing: { durationMs: 1.2, heldMs: 0 } })).not.toContain('held=');
+  });
+
   it('shows errors and denials instead of ok', () => {
     const base = {
       type: 'statement',

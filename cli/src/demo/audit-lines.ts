@@ -31,8 +31,13 @@ export function formatAuditEvent(e: Event): string {
   const rows = typeof e.result?.rows === 'number' && !error && !/\d/.test(tag) ? ` rows=${e.result.rows}` : '';
   const ms = typeof e.timing?.durationMs === 'number' ? `${e.timing.durationMs.toFixed(1)} ms` : '';
   const masked = e.masking?.cells ? ` masked=${e.masking.cells}` : '';
+  // A statement held for review: how long, and who let it run (a person, or a grant: the decision's reason).
+  const heldMs = typeof e.timing?.heldMs === 'number' ? e.timing.heldMs : 0;
+  const reason = typeof e.decision?.reason === 'string' ? e.decision.reason : '';
+  const approval = /^approved by /.test(reason) ? ` (${reason})` : '';
+  const held = heldMs >= 1 || approval ? ` held=${(heldMs / 1000).toFixed(1)}s${approval}` : '';
   const text = oneLine(String(e.statement?.text ?? e.sql ?? ''));
-  return `${head}  ${verdict} ${(tag + rows).padEnd(14)} ${ms.padStart(9)}${masked}  ${text}`;
+  return `${head}  ${verdict} ${(tag + rows).padEnd(14)} ${ms.padStart(9)}${masked}${held}  ${text}`;
 }
 
 function oneLine(sql: string): string {
