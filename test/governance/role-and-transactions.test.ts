@@ -55,13 +55,44 @@ describe('the policy role cannot be changed', () => {
       expect(err?.code, sql).toBe('42501');
       expect(await whoami(c)).toEqual({ cu: db.roles.analyst, su: 'app_scram' });
     }
-    // RESET ALL would keep the role (GUC_NO_RESET_ALL) but return search_path to a default the analysis does not
-    // know: denied for that.
-    const reset = await errorOf(c, 'RESET ALL');
-    expect(reset?.code).toBe('42501');
-    expect(reset?.message).toMatch(/^pgwarden: statement denied: RESET ALL \(search_path would return/);
+    // RESET ALL keeps the role (GUC_NO_RESET_ALL); search_path returns to the pin the sidecar gave at login.
+    expect(await errorOf(c, 'RESET ALL')).toBeUndefined();
     expect((await whoami(c)).cu).toBe(db.roles.analyst);
+    expect((await c.query('SHOW search_path')).rows[0].search_path).toBe('"public"');
     await c.end();
+  });
+
+  it("search_path at login is the pin, not the client's startup parameter: RESET returns there", async () => {
+    // A client's search_path would be what RESET returns to (a reviewer read another schema's table that way).
+    const raw = await RawClient.connect(g.port, { user: 'agent', database: 'app', search_path: 'pg_temp, pg_catalog' });
+    const show = async (sql: string) => {
+      raw.send(serialize.query(`${sql}; SHOW search_path`));
+      const msgs = await raw.until('readyForQuery');
+      expect(
+        msgs.find((m) => m.name === 'error'),
+        sql,
+      ).toBeUndefined();
+      // The pin reads `"public"` as the setup's SET wrote it, `public` as the login's parameter reset it.
+      return String(
+        msgs
+          .filter((m) => m.name === 'dataRow')
+          .map((m) => m.fields[0])
+          .pop(),
+      ).replaceAll('"', '');
+    };
+    expect(await show('SELECT 1')).toBe('public');
+    expect(await show('SET search_path TO pg_catalog, public')).toBe('pg_catalog, public');
+    for (const sql of [
+      'RESET search_path',
+      'SET search_path TO pg_catalog',
+      'SET search_path TO DEFAULT',
+      'RESET ALL',
+    ]) {
+      const shown = await show(sql);
+      if (sql.startsWith('SET search_path TO pg')) expect(shown).toBe('pg_catalog');
+      else expect(shown, sql).toBe('public');
+    }
+    raw.end();
   });
 
   it('even the permissive admin (dry-run, DDL allowed) policy cannot create functions that switch role', async () => {

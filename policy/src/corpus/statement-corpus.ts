@@ -160,9 +160,9 @@ export const CORPUS: CorpusEntry[] = [
   c('SET search_path = hr; SELECT * FROM salaries', 'D', 'D', 'A'),
   c('SET search_path TO hr, public; SELECT * FROM orders', 'D', 'D', 'A'),
   c("SELECT set_config('search_path', 'hr', false); SELECT * FROM salaries", 'D', 'D', 'A'),
-  // RESET ALL and DEFAULT would return search_path to the session default, not the pinned path the analysis assumes.
-  c('RESET ALL', 'D', 'D', 'D'),
-  c('RESET search_path; SELECT * FROM orders', 'D', 'D', 'D'),
+  // RESET ALL and DEFAULT return search_path to the path given at login: the sidecar's pin, whatever the client sent.
+  c('RESET ALL', 'A', 'A', 'A'),
+  c('RESET search_path; SELECT * FROM orders', 'A', 'A', 'A'),
   // Settings under which PostgreSQL would split the text differently from the parser.
   c("SET standard_conforming_strings = off; SELECT 'x\\''; DELETE FROM orders; -- '", 'D', 'D', 'D'),
   c("SELECT set_config('standard_conforming_strings', 'off', false)", 'D', 'D', 'D'),
@@ -270,7 +270,7 @@ export const CORPUS: CorpusEntry[] = [
   c("SELECT * FROM orders; COPY orders TO PROGRAM 'x'", 'D', 'D', 'D'),
   c('PREPARE d AS DELETE FROM orders WHERE id = $1; EXPLAIN ANALYZE EXECUTE d(1)', 'D', 'D', 'Y'),
   c('PREPARE p AS SELECT * FROM orders; DEALLOCATE p; PREPARE p AS DELETE FROM orders; EXECUTE p', 'D', 'D', 'Y'),
-  c('SET search_path = DEFAULT; SELECT * FROM orders', 'D', 'D', 'D'),
+  c('SET search_path = DEFAULT; SELECT * FROM orders', 'A', 'A', 'A'),
   c("SELECT set_config('search_path', 'hr, public', false); SELECT * FROM orders", 'D', 'D', 'A'),
   c('CREATE TEMP TABLE scratch (id int)', 'D', 'D', 'Y'),
   c('WITH RECURSIVE d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d', 'D', 'R', 'Y'),

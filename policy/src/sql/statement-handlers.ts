@@ -295,21 +295,10 @@ function variableSet(body: Node, ctx: AnalysisContext, session: boolean): void {
       values.flatMap((v) => (v === '*' ? ['*'] : parseSearchPathValue(`"${v.replace(/"/g, '""')}"`))),
       ctx,
     );
-  } else if (session && (name === 'search_path' || body.kind === 'VAR_RESET_ALL')) {
-    // RESET and DEFAULT return to the value the session started with (a startup parameter, the role's or the
-    // database's default), not to the path the sidecar pinned, which is all the analysis assumes.
-    if (body.kind === 'VAR_RESET' || body.kind === 'VAR_SET_DEFAULT' || body.kind === 'VAR_RESET_ALL') {
-      const what =
-        body.kind === 'VAR_RESET_ALL'
-          ? 'RESET ALL'
-          : body.kind === 'VAR_RESET'
-            ? 'RESET search_path'
-            : 'SET search_path TO DEFAULT';
-      ctx.facts.unsafe(
-        `${what} (search_path would return to a default pgwarden does not know, not the path it pinned; SET search_path to a list of schemas instead)`,
-      );
-    }
   }
+  // RESET search_path, RESET ALL and `SET search_path TO DEFAULT` return to the path the session started with. The
+  // governed sidecar gives the pinned path at login (a startup parameter, in place of any the client sent), so that
+  // is the pin, never a role's or database's default; the analysis keeps the pin among its schemas throughout.
 }
 
 /** A SET value as PostgreSQL's GUC code sees it: a string or identifier as is, a number as written. */

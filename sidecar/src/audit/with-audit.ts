@@ -68,6 +68,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
       const gate = (check: () => Verdict | Promise<Verdict>) => (blocked() ? AUDIT_UNAVAILABLE_VERDICT : check());
       const session: SessionHooks = {
         setupSql: () => inner.setupSql(),
+        startupParams: () => inner.startupParams?.() ?? {},
         checkQuery: (req: StatementRequest) => gate(() => inner.checkQuery(req)),
         checkParse: (req: StatementRequest) => gate(() => inner.checkParse(req)),
         checkFunctionCall: (oid: number) => gate(() => inner.checkFunctionCall(oid)),

@@ -22,7 +22,7 @@ import type { ApprovalGate } from './approval-gate.js';
 import { type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
-import { INITIAL_SEARCH_PATH, sessionSetupSql } from './session-setup.js';
+import { INITIAL_SEARCH_PATH, quoteIdent, sessionSetupSql } from './session-setup.js';
 import { SQLSTATE } from './sqlstate.js';
 
 export interface PolicySessionContext {
@@ -68,6 +68,14 @@ export class PolicySession implements SessionHooks {
     const p = this.ctx.policy();
     if (!p) throw new Error('no valid policy is loaded');
     return sessionSetupSql(p.policy.spec);
+  }
+
+  /**
+   * search_path given at login too, in place of the client's: RESET search_path, RESET ALL and `SET search_path TO
+   * DEFAULT` then return to the pinned path, never to a client's startup parameter or a role or database default.
+   */
+  startupParams(): Record<string, string> {
+    return { search_path: INITIAL_SEARCH_PATH.map(quoteIdent).join(', ') };
   }
 
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {

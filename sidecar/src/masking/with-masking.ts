@@ -71,6 +71,7 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
       };
       const session: SessionHooks = {
         setupSql: () => inner.setupSql(),
+        startupParams: () => inner.startupParams?.() ?? {},
         checkQuery: (req) => check(req, (r) => inner.checkQuery(r)),
         checkParse: (req) => check(req, (r) => inner.checkParse(r)),
         // FunctionCall results come back as FunctionCallResponse, which no masking plan covers.

@@ -173,6 +173,11 @@ export interface StatementRecord {
 export interface SessionHooks {
   /** SQL the proxy runs upstream after authentication and before the client's first ReadyForQuery (SET ROLE, statement_timeout...). */
   setupSql(): string[];
+  /**
+   * Startup parameters sent upstream in place of the client's of the same name (case-insensitive). A setting given
+   * at login is what RESET, RESET ALL and `SET … TO DEFAULT` return to; a role's or database's default is not.
+   */
+  startupParams?(): Record<string, string>;
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict>;
   checkParse(req: StatementRequest): Verdict | Promise<Verdict>;
   /**

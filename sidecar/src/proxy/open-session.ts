@@ -34,7 +34,7 @@ export async function openUpstreamSession(
   const hooks = ctx.hooks.openSession(info);
   opened(info, hooks);
   const setup = hooks.setupSql();
-  const up = await connectUpstream(target, creds, auth.forward);
+  const up = await connectUpstream(target, creds, withOverrides(auth.forward, hooks.startupParams?.()));
   try {
     await runSetupSql(up, setup);
   } catch (err) {
@@ -42,4 +42,13 @@ export async function openUpstreamSession(
     throw err;
   }
   return up;
+}
+
+/** The client's forwarded parameters with the hooks' own in place of any of the same name (GUC names ignore case). */
+function withOverrides(forward: Record<string, string>, own: Record<string, string> | undefined): Record<string, string> {
+  if (own === undefined) return forward;
+  const names = new Set(Object.keys(own).map((k) => k.toLowerCase()));
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(forward)) if (!names.has(k.toLowerCase())) out[k] = v;
+  return { ...out, ...own };
 }

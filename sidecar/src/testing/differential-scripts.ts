@@ -289,7 +289,7 @@ export const SCRIPTS: Record<string, Step[]> = {
     q('COMMIT'),
     q('FETCH ALL FROM h'),
     q('CLOSE h'),
-    // Not RESET: under a policy it is denied (the default path is not the one the analysis assumes).
+    // Not RESET: through a governed sidecar it returns to the pinned path, directly to the server's default.
     q('SET search_path = public'),
   ],
   'a notice between the results of a multi-statement query, and a long statement': [
