@@ -153,15 +153,14 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       return;
     case 'VariableSetStmt':
       operation(ctx, 'set', false);
-      // Nested, it is a function's SET clause: it applies while the function runs, not to the session.
-      variableSet(body, ctx, !nested);
+      variableSet(body, ctx);
       return;
     case 'AlterRoleSetStmt':
     case 'AlterDatabaseSetStmt':
       // The setting applies to later sessions (through pgwarden too): the same values are refused. Its setstmt is
       // a bare VariableSetStmt (no wrapper), which the generic walk would not recognise.
       operation(ctx, kind, true);
-      if (body.setstmt) variableSet(body.setstmt as Node, ctx, false);
+      if (body.setstmt) variableSet(body.setstmt as Node, ctx);
       walkRest(body, ['setstmt'], scope, ctx);
       return;
     case 'DiscardStmt':
@@ -173,7 +172,7 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       operation(ctx, 'utility', true);
       ctx.facts.addDangerous({ category: 'alter-system', detail: 'ALTER SYSTEM' });
       // Allowing ALTER SYSTEM (allowDangerous) must not allow the values no rule can.
-      if (body.setstmt) variableSet(body.setstmt as Node, ctx, false);
+      if (body.setstmt) variableSet(body.setstmt as Node, ctx);
       return;
     case 'LoadStmt':
       operation(ctx, 'utility', true);
@@ -276,7 +275,7 @@ function prepare(body: Node, ctx: AnalysisContext): void {
 }
 
 /** SET / RESET. https://www.postgresql.org/docs/current/sql-set.html — setting names are case-insensitive. */
-function variableSet(body: Node, ctx: AnalysisContext, session: boolean): void {
+function variableSet(body: Node, ctx: AnalysisContext): void {
   const name = String(body.name ?? '').toLowerCase();
   if (name === 'role' || name === 'session_authorization') {
     ctx.facts.identity(`${body.kind === 'VAR_RESET' ? 'RESET' : 'SET'} ${name.toUpperCase().replace('_', ' ')}`);

@@ -45,7 +45,10 @@ export async function openUpstreamSession(
 }
 
 /** The client's forwarded parameters with the hooks' own in place of any of the same name (GUC names ignore case). */
-function withOverrides(forward: Record<string, string>, own: Record<string, string> | undefined): Record<string, string> {
+function withOverrides(
+  forward: Record<string, string>,
+  own: Record<string, string> | undefined,
+): Record<string, string> {
   if (own === undefined) return forward;
   const names = new Set(Object.keys(own).map((k) => k.toLowerCase()));
   const out: Record<string, string> = {};
