@@ -34,8 +34,13 @@ function cstring(buf: Buffer, pos: number, end: number, what: string): [string, 
 function nameKey(buf: Buffer, pos: number, end: number, what: string): [string, number] {
   const z = cstringEnd(buf, pos, end);
   if (z < 0) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', `unterminated string in ${what}`);
-  return [buf.toString('latin1', pos, z), z + 1];
+  // PostgreSQL keeps prepared statements and portals in hash tables keyed on NAMEDATALEN - 1 bytes: two names that
+  // share their first 63 bytes are one statement there, so they must be one here too.
+  return [buf.toString('latin1', pos, Math.min(z, pos + MAX_NAME_BYTES)), z + 1];
 }
+
+/** NAMEDATALEN - 1: the bytes of a name PostgreSQL keeps. */
+const MAX_NAME_BYTES = 63;
 
 /** A name key (nameKey) as UTF-8 text; the key itself when it is ASCII, as nearly all are. */
 export function nameText(key: string): string {
@@ -118,7 +123,10 @@ export function decodeBindNames(
   if (z1 < 0) return null;
   const z2 = cstringEnd(buf, z1 + 1, availEnd);
   if (z2 < 0) return null;
-  return { portal: buf.toString('latin1', start + 5, z1), statement: buf.toString('latin1', z1 + 1, z2) };
+  return {
+    portal: buf.toString('latin1', start + 5, Math.min(z1, start + 5 + MAX_NAME_BYTES)),
+    statement: buf.toString('latin1', z1 + 1, Math.min(z2, z1 + 1 + MAX_NAME_BYTES)),
+  };
 }
 
 /** Describe and Close: 'S' (statement) or 'P' (portal), then the name. */

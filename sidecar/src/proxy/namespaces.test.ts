@@ -164,6 +164,23 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
     expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
   });
 
+  it('names that share their first 63 bytes are one statement, as in PostgreSQL', async () => {
+    const p = 'y'.repeat(63);
+    await run(msg.parse(`${p}a`, 'SELECT 1 AS x'), msg.sync());
+    // PostgreSQL closes `p` (both names are it) and stores the masked statement under it.
+    await run(msg.close('S', `${p}b`), msg.sync());
+    await run(msg.parse(`${p}b`, 'SELECT secret FROM ns_t'), msg.sync());
+    const m = await run(msg.bind('', `${p}a`), msg.describe('P', ''), msg.execute('', 0), msg.sync());
+    expect(
+      types(m),
+      m
+        .filter((x) => x.type === B.ErrorResponse)
+        .map((x) => errorOf(x).get('M'))
+        .join(),
+    ).toBe('2 T D C Z');
+    expect(rows(m)).toEqual([['****']]);
+  });
+
   it('SQL CLOSE and DECLARE of a protocol portal name: its old verdict is gone', async () => {
     await run(msg.query('BEGIN'));
     await run(msg.parse('', "SELECT 'harmless'::text AS u"), msg.bind('P', ''), msg.sync());
