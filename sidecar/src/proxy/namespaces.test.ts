@@ -13,7 +13,8 @@ import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
  * Here a statement that reads `secret` is masked (every column '****'); everything else is allowed as is.
  */
 function decide(req: StatementRequest): Verdict {
-  // A policy's verdicts name each statement's kind (the parser's); `note` stands for such a statement here.
+  // A policy's verdicts name each statement's kind (the parser's); `note` and `DO` stand for such statements here.
+  if (req.sql.startsWith('DO')) return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: 'do' }] };
   if (req.sql.includes('note'))
     return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: 'select' }] };
   return req.sql.includes('secret') ? { action: 'allow', rule: 'mask' } : { action: 'allow', rule: 'plain' };
@@ -179,6 +180,25 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
         .join(),
     ).toBe('2 T D C Z');
     expect(rows(m)).toEqual([['****']]);
+  });
+
+  it('a DO block that reopens a refcursor under a bound portal name: the portal is forgotten', async () => {
+    // Reviewer: the portal bound to an unmasked statement was replaced by PL/pgSQL with one reading `secret`.
+    await run(msg.query('BEGIN'));
+    await run(msg.parse('s1', 'SELECT id::text FROM ns_t'), msg.bind('p1', 's1'), msg.sync());
+    await run(msg.query("DO $$DECLARE c refcursor := 'p1'; BEGIN CLOSE c; OPEN c FOR SELECT secret FROM ns_t; END$$"));
+    const m = await run(msg.execute('p1', 0), msg.sync());
+    expect(rows(m)).toEqual([]);
+    expect(errorOf(m.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('34000');
+    await run(msg.query('ROLLBACK'));
+    // Its statements stay (no EXECUTE in the body): a named statement prepared before still runs.
+    await run(msg.parse('s2', 'SELECT 2 AS x'), msg.sync());
+    await run(msg.query('DO $$BEGIN PERFORM 1; END$$'));
+    expect(rows(await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync()))).toEqual([['2']]);
+    // With an EXECUTE it may have prepared anything under any name: they are forgotten too.
+    await run(msg.query("DO $$BEGIN EXECUTE 'SELECT 1'; END$$"));
+    const after = await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync());
+    expect(errorOf(after.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
   });
 
   it('SQL CLOSE and DECLARE of a protocol portal name: its old verdict is gone', async () => {

@@ -265,7 +265,14 @@ export class RelayState {
     // With the parser's kinds for every statement (a policy's verdict), only statements of those kinds can touch a
     // name: a literal 'prepare dinner' in an INSERT must not cost the session its prepared statements.
     const details = verdict?.statements;
-    if (
+    if (details?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
+      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. PREPARE and
+      // DEALLOCATE run only as EXECUTE's text, which may be computed (`'PREP' || 'ARE …'`): with an EXECUTE, every
+      // statement too.
+      this.portals.clear();
+      this.uncheckedPortals.clear();
+      if (/\bexecute\b/i.test(sql)) this.statements.clear();
+    } else if (
       details !== undefined &&
       details.length > 0 &&
       details.every((d) => d.kind !== undefined && !NAME_KINDS.has(d.kind))
@@ -313,6 +320,8 @@ export class RelayState {
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
 /** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
 const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'utility']);
+/** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
+const PROCEDURAL_KINDS = new Set(['do', 'call']);
 /** A keyword that creates or removes a statement or portal by name, and what follows it. */
 const SQL_NAMES = /\b(prepare|deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
 
