@@ -241,7 +241,13 @@ export class LineageWalker {
     if (node.JoinExpr) {
       const j = node.JoinExpr;
       const leftItems = this.rangeItem(j.larg, scope);
-      const rightItems = this.rangeItem(j.rarg, scope);
+      // A LATERAL right side reads the left side's columns (`JOIN LATERAL (SELECT c.ssn) s ON …`), as a LATERAL item
+      // after a comma reads the items before it.
+      const rightItems = this.rangeItem(j.rarg, {
+        items: [...scope.items, ...leftItems],
+        parent: scope.parent,
+        ctes: scope.ctes,
+      });
       const items = [...leftItems, ...rightItems];
       const inner: Scope = { items: [...scope.items, ...items], parent: scope.parent, ctes: scope.ctes };
       addLineage(this.sink.predicate, this.expr(j.quals, inner));

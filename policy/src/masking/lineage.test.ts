@@ -177,6 +177,20 @@ describe('predicate and write usage', () => {
     expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers EXCEPT SELECT '078-05-1120') x")).toEqual(ssn);
     expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers UNION SELECT '078-05-1120') x")).toEqual(ssn);
     expect(pred('SELECT count(*) FROM (SELECT DISTINCT ssn FROM customers) x')).toEqual(ssn);
+    // JOIN LATERAL: the right side reads the left side's masked column (a reviewer compared SSNs through it).
+    expect(pred("SELECT c.id FROM customers c JOIN LATERAL (VALUES (c.ssn)) v(x) ON true WHERE v.x = '1'")).toEqual(
+      ssn,
+    );
+    expect(pred("SELECT c.id FROM customers c JOIN LATERAL (SELECT c.ssn AS x) s ON true WHERE s.x > '3'")).toEqual(
+      ssn,
+    );
+    expect(pred("SELECT count(*) FROM customers c CROSS JOIN LATERAL (SELECT 1 WHERE c.ssn LIKE '07%') s")).toEqual(
+      ssn,
+    );
+    expect(pred('SELECT c.id FROM customers c CROSS JOIN LATERAL (VALUES (c.ssn)) v(x) ORDER BY v.x')).toEqual(ssn);
+    expect(pred("SELECT count(*) FROM customers c JOIN LATERAL unnest(ARRAY[c.ssn]) u(x) ON u.x LIKE '0%'")).toEqual(
+      ssn,
+    );
     // Counting rows or a column's non-NULL values, and UNION ALL, compare nothing.
     expect(pred('SELECT count(*), count(ssn) FROM customers')).toEqual([]);
     expect(pred("SELECT count(*) FROM (SELECT ssn FROM customers UNION ALL SELECT '078-05-1120') x")).toEqual([]);
