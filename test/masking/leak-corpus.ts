@@ -176,6 +176,9 @@ export function leakCorpus(S: string): LeakQuery[] {
     // Echoed without quotes: the JSON parser's CONTEXT, libxml's DETAIL (a reviewer read name and ssn from them).
     q('error', `SELECT full_name::json FROM ${C}`),
     q('error', `SELECT ('<a>' || reverse(ssn) || '</b>')::xml FROM ${C}`),
+    // Computed from the value and printed unquoted.
+    q('error', `SELECT make_date(2020, 1, replace(ssn, '-', '')::int) FROM ${C} WHERE id = 2`),
+    q('error', `SELECT chr(replace(ssn, '-', '')::int) FROM ${C} WHERE id = 2`),
     q('error', `SELECT to_number(full_name, '9') / 0 FROM ${C}`),
     q('error', 'BEGIN', `UPDATE ${C} SET age = -1 WHERE id = 1`, 'ROLLBACK'),
     q('error', 'BEGIN', `UPDATE ${C} SET full_name = NULL WHERE id = 2`, 'ROLLBACK'),

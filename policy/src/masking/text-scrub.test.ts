@@ -43,6 +43,26 @@ describe('echo redaction in messages', () => {
     expect(redactEchoes('JSON data, line 1: {"a": tru...', own)).toBe('JSON data, line 1: {"a": tru...');
   });
 
+  it('redacts values PostgreSQL computes from the input and prints unquoted (make_date, make_time, chr, setval)', () => {
+    // Texts as PostgreSQL 15 sends them; a reviewer read a whole SSN from the first.
+    const c = ctx(["SELECT make_date(2020, 1, replace(ssn, '-', '')::int) FROM customers"]);
+    for (const [text, out] of [
+      ['date field value out of range: 2020-01-219099999', 'date field value out of range: ****'],
+      ['time field value out of range: 25:00:7.80511e+07', 'time field value out of range: ****'],
+      ['requested character too large for encoding: 78051120', 'requested character too large for encoding: ****'],
+      [
+        'setval: value -78051120 is out of bounds for sequence "sq" (1..9223372036854775807)',
+        'setval: value **** is out of bounds for sequence "****" (****)',
+      ],
+    ]) {
+      expect(redactEchoes(text, c)).toBe(out);
+    }
+    // PostgreSQL formats even the client's own constants anew (`2020-13-01` for `2020, 13, 1`): redacted as well.
+    expect(redactEchoes('date field value out of range: 2020-13-01', ctx(['SELECT make_date(2020, 13, 1)']))).toBe(
+      'date field value out of range: ****',
+    );
+  });
+
   it('handles doubled quotes inside quoted values', () => {
     expect(redactEchoes('bad value: "a""b"', ctx(['x']))).toBe('bad value: "****"');
   });

@@ -30,6 +30,14 @@ function kept(inner: string, ctx: EchoContext): boolean {
  */
 const XML_DETAIL = /^line \d+: /;
 const JSON_CONTEXT = /^(JSON data, line \d+: )(.*)$/gm;
+/**
+ * Messages that end with a value PostgreSQL computed from the input, unquoted: `make_date`/`make_time`/
+ * `make_timestamp` (`date field value out of range: 2020-01-219099999`), `chr()` (`requested character too large for
+ * encoding: 78051120`), `setval` (`value 78051120 is out of bounds for sequence …`).
+ */
+const UNQUOTED_VALUE =
+  /^((?:date |time |)field value out of range: |requested character too large for encoding: )(.+)$/gm;
+const SEQUENCE_BOUNDS = /^(setval: value )(\S+)( is out of bounds for sequence)/gm;
 
 /** Replaces quoted / parenthesised fragments the client did not send. */
 export function redactEchoes(text: string, ctx: EchoContext): string {
@@ -38,6 +46,10 @@ export function redactEchoes(text: string, ctx: EchoContext): string {
   // Innermost parentheses first, then double-quoted strings (PostgreSQL doubles embedded quotes).
   let out = text.replace(JSON_CONTEXT, (m, head: string, input: string) =>
     kept(input.replace(/\.\.\.$/, ''), ctx) ? m : `${head}${REDACTED}`,
+  );
+  out = out.replace(UNQUOTED_VALUE, (m, head: string, value: string) => (kept(value, ctx) ? m : `${head}${REDACTED}`));
+  out = out.replace(SEQUENCE_BOUNDS, (m, head: string, value: string, tail: string) =>
+    kept(value, ctx) ? m : `${head}${REDACTED}${tail}`,
   );
   out = out.replace(/\(([^()]*)\)/g, (m, inner: string) => {
     if (kept(inner, ctx)) return m;
