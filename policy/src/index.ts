@@ -56,6 +56,7 @@ export type {
   StatementAnalysis,
 } from './sql/analysis-types.js';
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
+export { parseSearchPathValue } from './sql/function-calls.js';
 export { initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';
 export { createSessionState, SessionState } from './sql/session-state.js';
 export { warmUpSqlAnalysis } from './sql/warm-up.js';

@@ -62,9 +62,9 @@ describe('the policy role cannot be changed', () => {
     await c.end();
   });
 
-  it("search_path at login is the pin, not the client's startup parameter: RESET returns there", async () => {
-    // A client's search_path would be what RESET returns to (a reviewer read another schema's table that way).
-    const raw = await RawClient.connect(g.port, { user: 'agent', database: 'app', search_path: 'pg_temp, pg_catalog' });
+  it("a client's search_path at login is the pin (pgjdbc currentSchema): honoured, and RESET returns there", async () => {
+    // Given at login, the value is what RESET returns to; a role's or database's default never is.
+    const raw = await RawClient.connect(g.port, { user: 'agent', database: 'app', search_path: 'pg_catalog, public' });
     const show = async (sql: string) => {
       raw.send(serialize.query(`${sql}; SHOW search_path`));
       const msgs = await raw.until('readyForQuery');
@@ -72,27 +72,26 @@ describe('the policy role cannot be changed', () => {
         msgs.find((m) => m.name === 'error'),
         sql,
       ).toBeUndefined();
-      // The pin reads `"public"` as the setup's SET wrote it, `public` as the login's parameter reset it.
       return String(
         msgs
           .filter((m) => m.name === 'dataRow')
           .map((m) => m.fields[0])
           .pop(),
-      ).replaceAll('"', '');
+      );
     };
-    expect(await show('SELECT 1')).toBe('public');
-    expect(await show('SET search_path TO pg_catalog, public')).toBe('pg_catalog, public');
-    for (const sql of [
-      'RESET search_path',
-      'SET search_path TO pg_catalog',
-      'SET search_path TO DEFAULT',
-      'RESET ALL',
-    ]) {
-      const shown = await show(sql);
-      if (sql.startsWith('SET search_path TO pg')) expect(shown).toBe('pg_catalog');
-      else expect(shown, sql).toBe('public');
-    }
+    expect(await show('SELECT 1')).toBe('pg_catalog, public');
+    expect(await show('SET search_path TO public')).toBe('public');
+    for (const sql of ['RESET search_path', 'SET search_path TO DEFAULT', 'RESET ALL'])
+      expect(await show(`SET search_path TO public; ${sql}`), sql).toBe('pg_catalog, public');
     raw.end();
+    // Without one, the pin is "public", whatever the role's or database's default.
+    const plain = await RawClient.connect(g.port);
+    plain.send(serialize.query('RESET ALL; SHOW search_path'));
+    const msgs = await plain.until('readyForQuery');
+    expect(msgs.filter((m) => m.name === 'dataRow').map((m) => String(m.fields[0]).replaceAll('"', ''))).toEqual([
+      'public',
+    ]);
+    plain.end();
   });
 
   it('even the permissive admin (dry-run, DDL allowed) policy cannot create functions that switch role', async () => {

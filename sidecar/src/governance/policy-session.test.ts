@@ -71,11 +71,9 @@ describe('policy session hooks', () => {
       action: 'dryrun',
       reason: expect.stringMatching(/^would deny/),
     });
-    expect(s.setupSql()).toEqual([
-      'SET ROLE "agent_ro"',
-      'SET search_path TO "public"',
-      'SET statement_timeout = 5000',
-    ]);
+    expect(s.setupSql()).toEqual(['SET ROLE "agent_ro"', 'SET statement_timeout = 5000']);
+    // search_path is given at login instead (RESET returns to it).
+    expect(s.startupParams()).toEqual({ search_path: '"public"' });
   });
 
   it('holds review statements: approval allows with heldMs, timeout and rejection deny naming the rule', async () => {

@@ -22,7 +22,7 @@ import type { ApprovalGate } from './approval-gate.js';
 import { type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
-import { INITIAL_SEARCH_PATH, quoteIdent, sessionSetupSql } from './session-setup.js';
+import { pinnedSearchPath, sessionSetupSql } from './session-setup.js';
 import { SQLSTATE } from './sqlstate.js';
 
 export interface PolicySessionContext {
@@ -55,11 +55,15 @@ export class PolicySession implements SessionHooks {
   /** A prepared statement's verdict under the policy version after the one it was parsed under (keyed by its own). */
   private readonly redecided = new WeakMap<Verdict, Verdict>();
 
+  /** The search_path this session is pinned to (session-setup.ts pinnedSearchPath). */
+  private readonly searchPath: { value: string; schemas: string[] };
+
   constructor(private readonly ctx: PolicySessionContext) {
     const p = ctx.policy();
-    // setupSql pins search_path upstream to the same value; `$user` (if the agent sets it) is the policy's role.
+    this.searchPath = pinnedSearchPath(ctx.info.startup.params);
+    // setupSql and the login pin search_path upstream to the same value; `$user` stands for the policy's role.
     this.state = createSessionState({
-      searchPath: INITIAL_SEARCH_PATH,
+      searchPath: this.searchPath.schemas,
       user: p?.policy.spec.role ?? ctx.info.upstream.user,
     });
   }
@@ -71,11 +75,12 @@ export class PolicySession implements SessionHooks {
   }
 
   /**
-   * search_path given at login too, in place of the client's: RESET search_path, RESET ALL and `SET search_path TO
-   * DEFAULT` then return to the pinned path, never to a client's startup parameter or a role or database default.
+   * search_path given at login too (the client's own value, or the default pin, in place of what the client sent):
+   * RESET search_path, RESET ALL and `SET search_path TO DEFAULT` then return to the pinned path, never to a role's
+   * or database's default.
    */
   startupParams(): Record<string, string> {
-    return { search_path: INITIAL_SEARCH_PATH.map(quoteIdent).join(', ') };
+    return { search_path: this.searchPath.value };
   }
 
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {
