@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
-import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js';
+import { errorOf, msg, RawClient, rowOf, typed, types } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
@@ -214,13 +214,7 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
 });
 
 /** A message whose strings are given as bytes (names in a client_encoding other than UTF-8). */
-function raw(type: string, ...parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const head = Buffer.alloc(5);
-  head[0] = type.charCodeAt(0);
-  head.writeInt32BE(4 + body.length, 1);
-  return Buffer.concat([head, body]);
-}
+const raw = typed;
 const l1 = (s: string) => Buffer.from(`${s}\0`, 'latin1');
 
 describe('names and notifications in a LATIN1 session keep their bytes', () => {

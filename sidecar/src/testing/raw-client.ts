@@ -87,7 +87,8 @@ export function errorOf(m: RawMessage): Map<string, string> {
   return decodeErrorFields(m.buf, 0, m.buf.length);
 }
 
-function typed(type: string, ...parts: Buffer[]): Buffer {
+/** A frontend message of `type` with `parts` as its body (strings given as bytes, e.g. in another encoding). */
+export function typed(type: string, ...parts: Buffer[]): Buffer {
   const body = Buffer.concat(parts);
   const head = Buffer.alloc(5);
   head[0] = type.charCodeAt(0);
