@@ -187,6 +187,32 @@ describe('admission webhook over HTTPS', () => {
     expect(bad.status).toBe(400);
   });
 
+  it('refuses over HTTPS an ephemeral container (kubectl debug) that targets the sidecar; allows one that does not', async () => {
+    const pod = agentPod();
+    const first = await post(review(pod));
+    const injected = applyJsonPatch(
+      pod,
+      JSON.parse(Buffer.from(first.json.response.patch, 'base64').toString()),
+    ) as any;
+    const debug = (target: string) => {
+      const r = review({
+        ...injected,
+        spec: {
+          ...injected.spec,
+          ephemeralContainers: [{ name: 'dbg', image: 'busybox', targetContainerName: target }],
+        },
+      });
+      r.request.operation = 'UPDATE';
+      (r.request as Record<string, unknown>).subResource = 'ephemeralcontainers';
+      return r;
+    };
+    const refused = await post(debug('pgwarden-analytics'));
+    expect(refused.json.response).toMatchObject({ allowed: false, status: { code: 403 } });
+    expect(refused.json.response.status.message).toMatch(/targets the pgwarden sidecar "pgwarden-analytics"/);
+    const allowed = await post(debug('agent'));
+    expect(allowed.json.response).toEqual({ uid: expect.any(String), allowed: true });
+  });
+
   it('rotates serving certificates (and the CA, with overlap) under continuous admissions without a failure', async () => {
     tls.start();
     const firstCert = tls.current!.cert;

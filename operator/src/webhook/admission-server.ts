@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { DatabaseAccessPolicy } from '@pgwarden/policy';
 import type { OperatorEvents } from '../core/operator-events.js';
 import type { KeyPairPem } from '../tls/certificates.js';
-import { mutatePod } from './mutate-pod.js';
+import { mutatePod, reviewEphemeralContainers } from './mutate-pod.js';
 import type { SidecarConfig } from './sidecar-config.js';
 
 /** Requests above this are refused (413); a Pod AdmissionReview is a few KiB, the API server caps objects at ~1.5 MiB. */
@@ -61,6 +61,16 @@ export function reviewPod(
     };
   }
   const req = review.request;
+  if (req.resource?.resource === 'pods' && req.subResource === 'ephemeralcontainers' && req.operation === 'UPDATE') {
+    const refused = reviewEphemeralContainers(req.object ?? {});
+    if (refused === undefined)
+      return { body: respond({ allowed: true }), result: 'skipped', reason: 'ephemeral containers' };
+    return {
+      body: respond({ allowed: false, status: { code: 403, reason: 'Forbidden', message: refused } }),
+      result: 'denied',
+      reason: refused,
+    };
+  }
   if (req.resource?.resource !== 'pods' || req.subResource || req.operation !== 'CREATE') {
     return { body: respond({ allowed: true }), result: 'skipped', reason: 'not a pod creation' };
   }

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { Pod } from 'kubernetes-models/v1';
 import { describe, expect, it } from 'vitest';
 import { applyJsonPatch } from '../core/json-patch.js';
-import { mutatePod, type PodLike } from './mutate-pod.js';
+import { mutatePod, type PodLike, reviewEphemeralContainers } from './mutate-pod.js';
 import {
   ANNOTATIONS,
   AUDIT_CREDENTIALS_SECRET,
@@ -146,6 +146,65 @@ describe('mutatePod', () => {
     expect(mutatePod(o, [policy('analytics', 'analytics')], config)).toMatchObject({ patch: [] });
   });
 
+  it('believes the injected annotation only with the sidecars there, and checks what a later webhook added', () => {
+    // Written by the pod's author: no sidecar yet, so the pod is checked and injected like any other.
+    const forged = basePod();
+    forged.metadata!.annotations = { [ANNOTATIONS.status]: 'injected' };
+    forged.spec = { ...forged.spec, hostPID: true };
+    expect(mutatePod(forged, [policy('analytics', 'analytics')], config)).toMatchObject({
+      denied: expect.stringMatching(/hostPID/),
+    });
+    const plain = basePod();
+    plain.metadata!.annotations = { [ANNOTATIONS.status]: 'injected' };
+    const injected = apply(plain, mutatePod(plain, [policy('analytics', 'analytics')], config));
+    expect(injected.spec.initContainers.map((c: any) => c.name)).toEqual(['pgwarden-analytics']);
+    // Reinvocation after another webhook added a container mounting the sidecar's credentials: refused.
+    injected.spec.containers.push({
+      name: 'late',
+      image: 'x',
+      volumeMounts: [{ name: 'pgw-creds-analytics', mountPath: '/s' }],
+    });
+    expect(mutatePod(injected, [policy('analytics', 'analytics')], config)).toMatchObject({
+      denied: expect.stringMatching(
+        /container "late" mounts volume "pgw-creds-analytics", which belongs to the pgwarden sidecar/,
+      ),
+    });
+  });
+
+  it('refuses ephemeral containers that could read a sidecar (kubectl debug), and allows the rest', () => {
+    const injected = apply(basePod(), mutatePod(basePod(), [policy('analytics', 'analytics')], config));
+    const withDebug = (c: Record<string, unknown>) => ({
+      ...injected,
+      spec: { ...injected.spec, ephemeralContainers: [c] },
+    });
+    expect(
+      reviewEphemeralContainers(withDebug({ name: 'd', image: 'busybox', targetContainerName: 'pgwarden-analytics' })),
+    ).toMatch(/"d" targets the pgwarden sidecar "pgwarden-analytics"/);
+    expect(
+      reviewEphemeralContainers(withDebug({ name: 'd', image: 'busybox', securityContext: { privileged: true } })),
+    ).toMatch(/privileged/);
+    expect(
+      reviewEphemeralContainers(
+        withDebug({ name: 'd', image: 'busybox', volumeMounts: [{ name: 'pgw-creds-analytics', mountPath: '/s' }] }),
+      ),
+    ).toMatch(/mounts volume "pgw-creds-analytics"/);
+    expect(
+      reviewEphemeralContainers(withDebug({ name: 'd', image: 'busybox', targetContainerName: 'agent' })),
+    ).toBeUndefined();
+    // A pod without a sidecar is none of pgwarden's business.
+    expect(
+      reviewEphemeralContainers({
+        ...basePod(),
+        spec: {
+          ...basePod().spec,
+          ephemeralContainers: [
+            { name: 'd', image: 'x', targetContainerName: 'agent', securityContext: { privileged: true } },
+          ],
+        },
+      }),
+    ).toBeUndefined();
+  });
+
   it('on reinvocation, gives containers added by a later webhook PGHOST/PGPORT and nothing else', () => {
     const once = apply(basePod(), mutatePod(basePod(), [policy('analytics', 'analytics')], config));
     once.spec.containers.push({ name: 'late', image: 'busybox' });
@@ -207,6 +266,35 @@ describe('mutatePod', () => {
       { containers: [{ name: 'agent', image: 'x', securityContext: { privileged: true } }] },
       /container "agent" is privileged/,
     ],
+    // A reviewer's findings (2026-12-01): each of these let the agent reach the sidecar's credentials or connections.
+    [
+      "a mount of the sidecar's credentials volume by its name, before the sidecar adds it",
+      { containers: [{ name: 'agent', image: 'x', volumeMounts: [{ name: 'pgw-creds-analytics', mountPath: '/s' }] }] },
+      /container "agent" mounts volume "pgw-creds-analytics", which the pod does not define/,
+    ],
+    [
+      "NET_ADMIN (DNAT of the sidecar's connections)",
+      { containers: [{ name: 'agent', image: 'x', securityContext: { capabilities: { add: ['net_admin'] } } }] },
+      /adds capability net_admin/,
+    ],
+    [
+      'hostAliases giving the database host another address',
+      { hostAliases: [{ ip: '127.0.0.2', hostnames: ['Orders-DB.data.svc'] }] },
+      /hostAliases give "Orders-DB.data.svc"/,
+    ],
+    [
+      'hostAliases giving the NATS host another address',
+      { hostAliases: [{ ip: '127.0.0.2', hostnames: ['nats.pgwarden'] }] },
+      /hostAliases give "nats.pgwarden"/,
+    ],
+    ['its own DNS servers', { dnsPolicy: 'None', dnsConfig: { nameservers: ['127.0.0.1'] } }, /its own DNS servers/],
+    ['a gitRepo volume', { volumes: [{ name: 'g', gitRepo: { repository: 'https://x' } }] }, /gitRepo volume/],
+    [
+      'a CSI volume handed the credentials Secret',
+      { volumes: [{ name: 'c', csi: { driver: 'x', nodePublishSecretRef: { name: 'orders-agent' } } }] },
+      /volume "c" mounts Secret "orders-agent"/,
+    ],
+    ['SELinux type spc_t', { securityContext: { seLinuxOptions: { type: 'spc_t' } } }, /spc_t/],
   ])('refuses a pod with %s, saying why', (_n, specPatch, message) => {
     const pod = basePod();
     pod.spec = { ...pod.spec, ...specPatch };

@@ -45,6 +45,8 @@ const DANGEROUS_CAPABILITIES = new Set([
   'DAC_READ_SEARCH',
   'BPF',
   'PERFMON',
+  // Routing and DNAT: the sidecar's connections to the database or NATS could be sent to the agent.
+  'NET_ADMIN',
 ]);
 
 /** Why a pod cannot safely hold credentials next to an untrusted agent, or undefined when it can. */
@@ -61,12 +63,22 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
     if (v?.hostPath) {
       return `volume "${v.name}" is a hostPath: through the node's filesystem a container could read the sidecar's mounted credentials`;
     }
+    // Cloned by the kubelet on the node (CVE-2024-10220): code the agent chose runs outside the pod.
+    if (v?.gitRepo) return `volume "${v.name}" is a gitRepo volume, which runs a clone on the node`;
   }
+  // The sidecar resolves the database and NATS through the pod's DNS: a resolver the pod picks can redirect it.
+  if (spec.dnsPolicy === 'None' || (spec.dnsConfig?.nameservers ?? []).length > 0) {
+    return "the pod chooses its own DNS servers (dnsPolicy None or dnsConfig.nameservers): they could send the sidecar's database and NATS connections elsewhere";
+  }
+  // spc_t ("super privileged container") runs unconfined by SELinux, the sidecar included when set for the pod.
+  const spc = (sc: any) => sc?.seLinuxOptions?.type === 'spc_t';
+  if (spc(spec.securityContext)) return 'the pod sets SELinux type spc_t, which leaves its containers unconfined';
   for (const list of ['initContainers', 'containers', 'ephemeralContainers']) {
     for (const c of spec[list] ?? []) {
       if (c?.securityContext?.privileged) {
         return `container "${c.name}" is privileged: it could read the sidecar's memory and credential files`;
       }
+      if (spc(c?.securityContext)) return `container "${c.name}" sets SELinux type spc_t, which leaves it unconfined`;
       const added: string[] = c?.securityContext?.capabilities?.add ?? [];
       const risky = added.find((cap) => DANGEROUS_CAPABILITIES.has(String(cap).toUpperCase().replace(/^CAP_/, '')));
       if (risky) {
@@ -90,7 +102,11 @@ function credentialVolume(
   // as the sidecar's, the other sign them.
   for (const s of auditSecrets) if (s) secrets.add(s);
   for (const v of spec.volumes ?? []) {
-    const names = [v?.secret?.secretName, ...(v?.projected?.sources ?? []).map((s: any) => s?.secret?.name)];
+    const names = [
+      v?.secret?.secretName,
+      v?.csi?.nodePublishSecretRef?.name,
+      ...(v?.projected?.sources ?? []).map((s: any) => s?.secret?.name),
+    ];
     const hit = names.find((n) => n && secrets.has(n));
     if (hit) return `volume "${v.name}" mounts Secret "${hit}", credentials only the sidecar may hold`;
   }
@@ -100,6 +116,44 @@ function credentialVolume(
       if (n && secrets.has(n))
         return `container "${c.name}" reads Secret "${n}", credentials only the sidecar may hold`;
     }
+  }
+  return undefined;
+}
+
+/** A container of the pod's own (init, app, ephemeral) that mounts a volume `hit` names. */
+function foreignMount(spec: Record<string, any>, hit: (volume: string) => boolean, what: string): string | undefined {
+  for (const list of ['initContainers', 'containers', 'ephemeralContainers']) {
+    for (const c of spec[list] ?? []) {
+      for (const m of [...(c?.volumeMounts ?? []), ...(c?.volumeDevices ?? [])]) {
+        if (m?.name !== undefined && hit(m.name)) return `container "${c.name}" mounts volume "${m.name}", ${what}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** A container other than the sidecars that mounts one of the sidecars' volumes. */
+function sidecarVolumeMount(spec: Record<string, any>, sidecarVolumes: ReadonlySet<string>): string | undefined {
+  return foreignMount(spec, (name) => sidecarVolumes.has(name), 'which belongs to the pgwarden sidecar');
+}
+
+/** hostAliases that give the database's or NATS's host name another address (the sidecar would connect there). */
+function redirectedHost(
+  spec: Record<string, any>,
+  policies: readonly DatabaseAccessPolicy[],
+  config: SidecarConfig,
+): string | undefined {
+  const hosts = new Set(policies.map((p) => String(p.spec?.database?.host ?? '').toLowerCase()).filter(Boolean));
+  if (config.auditUrl?.startsWith('nats://')) {
+    try {
+      hosts.add(new URL(config.auditUrl).hostname.toLowerCase());
+    } catch {
+      // An unparsable audit URL fails elsewhere (the sidecar refuses it); nothing to compare here.
+    }
+  }
+  for (const a of spec.hostAliases ?? []) {
+    const named = (a?.hostnames ?? []).find((h: string) => hosts.has(String(h).toLowerCase()));
+    if (named) return `hostAliases give "${named}", a host the sidecar connects to, the address ${a.ip}`;
   }
   return undefined;
 }
@@ -126,29 +180,53 @@ export function mutatePod(
   if (annotations[ANNOTATIONS.inject] === 'false') {
     return { patch: [], policies: names, skipped: `annotation ${ANNOTATIONS.inject}=false` };
   }
-  if (annotations[ANNOTATIONS.status] === 'injected') {
-    // Reinvocation (reinvocationPolicy IfNeeded): a later webhook may have added containers; give them PGHOST/PGPORT.
-    const port = buildSidecar(selected[0], 0, config).listenPort;
-    const patch = appEnvPatch(spec, port);
-    return patch.length ? { patch, policies: names } : { patch, policies: names, skipped: 'already injected' };
-  }
   const deny = (why: string): MutationResult => ({
     denied: `pgwarden: cannot inject the database sidecar: ${why}`,
     policies: names,
   });
+  const auditSecrets = [
+    config.auditUrl?.startsWith('nats://') ? config.auditCredentialsSecret : undefined,
+    config.auditSigningKeySecret,
+  ];
+  // The annotation alone proves nothing (the pod's author can write it): injected means the sidecars are there.
+  const expected = selected.map((p, i) => buildSidecar(p, i, config));
+  const present = new Set((spec.initContainers ?? []).map((c: any) => c?.name));
+  if (annotations[ANNOTATIONS.status] === 'injected' && expected.every((p) => present.has(p.container.name))) {
+    // Reinvocation (reinvocationPolicy IfNeeded): a later webhook may have added containers. They are checked as the
+    // pod's own were, and get PGHOST/PGPORT.
+    const sidecarNames = new Set(expected.map((p) => p.container.name));
+    const sidecarVolumes = new Set(expected.flatMap((p) => p.volumes.map((v) => v.name)));
+    const own = {
+      ...spec,
+      initContainers: (spec.initContainers ?? []).filter((c: any) => !sidecarNames.has(c?.name)),
+      volumes: (spec.volumes ?? []).filter((v: any) => !sidecarVolumes.has(v?.name)),
+    };
+    const why =
+      unsafePodReason(own) ??
+      credentialVolume(own, selected, auditSecrets) ??
+      sidecarVolumeMount(own, sidecarVolumes) ??
+      redirectedHost(own, selected, config);
+    if (why) return deny(why);
+    const patch = appEnvPatch(spec, expected[0].listenPort);
+    return patch.length ? { patch, policies: names } : { patch, policies: names, skipped: 'already injected' };
+  }
   const bad = selected.find((p) => invalid.includes(p.metadata.name));
   if (bad) return deny(`DatabaseAccessPolicy "${bad.metadata.name}" selects this pod but is invalid`);
   if (selected.length > MAX_POLICIES_PER_POD)
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);
   if (unsafe) return deny(unsafe);
-  const leaked = credentialVolume(spec, selected, [
-    config.auditUrl?.startsWith('nats://') ? config.auditCredentialsSecret : undefined,
-    config.auditSigningKeySecret,
-  ]);
+  const leaked = credentialVolume(spec, selected, auditSecrets);
   if (leaked) return deny(leaked);
+  // A mount of a volume the pod does not define would be one of the sidecar's once they are added (its credentials,
+  // the audit user and signing key, the spool): Kubernetes validates the pod after this patch.
+  const defined = new Set((spec.volumes ?? []).map((v: any) => v?.name));
+  const undefinedMount = foreignMount(spec, (name) => !defined.has(name), 'which the pod does not define');
+  if (undefinedMount) return deny(undefinedMount);
+  const redirected = redirectedHost(spec, selected, config);
+  if (redirected) return deny(redirected);
 
-  const parts = selected.map((p, i) => buildSidecar(p, i, config));
+  const parts = expected;
   const ports = new Map<number, string>();
   for (const [i, part] of parts.entries()) {
     const other = ports.get(part.listenPort);
@@ -229,4 +307,34 @@ export function expectedSidecarHash(policies: readonly DatabaseAccessPolicy[], c
     .map((p) => normalisePolicy(p).policy)
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
   return sidecarShapeHash(sorted.map((p, i) => buildSidecar(p, i, config).container));
+}
+
+/**
+ * An update of a pod's ephemeral containers (`kubectl debug`): refused when one of them could read a pgwarden
+ * sidecar, by joining its process namespace (`targetContainerName`; with the same uid it reads the sidecar's files
+ * through /proc/PID/root, no privilege needed), mounting its volumes, or by privilege. Pods without a sidecar: allowed.
+ */
+export function reviewEphemeralContainers(pod: PodLike): string | undefined {
+  const spec = pod.spec ?? {};
+  const sidecars = new Set(
+    (spec.initContainers ?? []).map((c: any) => String(c?.name ?? '')).filter((n: string) => n.startsWith('pgwarden-')),
+  );
+  if (sidecars.size === 0 && pod.metadata?.annotations?.[ANNOTATIONS.status] !== 'injected') return undefined;
+  const deny = (why: string) => `pgwarden: ephemeral container refused: ${why}`;
+  for (const c of spec.ephemeralContainers ?? []) {
+    const target = c?.targetContainerName;
+    if (target !== undefined && (sidecars.has(target) || String(target).startsWith('pgwarden-')))
+      return deny(
+        `"${c.name}" targets the pgwarden sidecar "${target}", whose memory and credential files it could read`,
+      );
+    const unsafe = unsafePodReason({ ephemeralContainers: [c] });
+    if (unsafe) return deny(unsafe);
+    const mount = foreignMount(
+      { ephemeralContainers: [c] },
+      (name) => name.startsWith('pgw-'),
+      'which belongs to the pgwarden sidecar',
+    );
+    if (mount) return deny(mount);
+  }
+  return undefined;
 }

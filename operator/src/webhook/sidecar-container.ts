@@ -176,6 +176,8 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
       privileged: false,
       capabilities: { drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
+      // Pinned here so that a pod-level Unconfined does not reach the sidecar (Kubernetes 1.30+; older ones drop it).
+      appArmorProfile: { type: 'RuntimeDefault' },
     },
     volumeMounts: mounts,
   };
