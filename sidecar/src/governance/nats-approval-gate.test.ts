@@ -97,6 +97,21 @@ const closedOf = async (id: string): Promise<ApprovalClosedMessage | undefined> 
   parseApprovalClosed(await stored(approvalSubject('closed', id)));
 
 describe('natsApprovalGate', () => {
+  it('refuses at once a statement too long to show an approver whole, queueing nothing', async () => {
+    // A reviewer hid `OR true` behind 70 000 spaces: approvers saw the first 64 Ki characters, the whole one ran.
+    const gate = natsApprovalGate({ connection: () => sidecar });
+    const req = request({ sql: `UPDATE orders SET status = 'x' WHERE id = 5${' '.repeat(70_000)}OR true` });
+    expect(await gate.request(req)).toEqual({
+      decision: 'unavailable',
+      reason: 'the statement is 70050 characters long, more than the 65536 an approver is shown',
+    });
+    const jsm = await jetstreamManager(collector);
+    const m = await jsm.streams
+      .getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', req.id) })
+      .catch(() => null);
+    expect(m).toBeNull();
+  });
+
   it('queues the request (secrets redacted) and applies an approver’s approval', async () => {
     const gate = natsApprovalGate({ connection: () => sidecar });
     const req = request({ sql: "UPDATE users SET password = 'hunter2' WHERE id = 1" });

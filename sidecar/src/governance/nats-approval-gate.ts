@@ -138,6 +138,14 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
     },
     request: (req) =>
       new Promise<ApprovalOutcome>((resolve) => {
+        // An approver must see what runs: a statement longer than a request shows is refused, not shown cut.
+        if (req.sql.length > MAX_SQL_CHARS) {
+          resolve({
+            decision: 'unavailable',
+            reason: `the statement is ${req.sql.length} characters long, more than the ${MAX_SQL_CHARS} an approver is shown`,
+          });
+          return;
+        }
         const nc = opts.connection();
         if (!nc || nc.isClosed()) {
           resolve(unavailable('NATS is not connected'));
@@ -281,7 +289,8 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     session: req.sessionId,
     policy: req.policy,
     rule: req.rule,
-    sql: sql.length <= MAX_SQL_CHARS ? sql : `${sql.slice(0, MAX_SQL_CHARS)}…`,
+    // Redaction can only shorten it; request() refused anything longer.
+    sql: sql.slice(0, MAX_SQL_CHARS),
     identity: { ...req.identity },
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),
