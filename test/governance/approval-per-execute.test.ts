@@ -72,7 +72,8 @@ describe('review of a prepared statement', () => {
     // pg parses a named statement once per connection, then only binds and executes it.
     const first = c.query({ name: 'del', text: sql, values: [200] });
     const r1 = await nthRequest(seq, 1);
-    expect(r1).toMatchObject({ rule: 'write-orders-needs-review', sql });
+    // The approver is shown the values this execution runs with (a reviewer approved `$1` that meant every row).
+    expect(r1).toMatchObject({ rule: 'write-orders-needs-review', sql, params: ['200'] });
     await decide(r1.id, 'approved');
     expect((await first).rowCount).toBe(1);
 
@@ -80,6 +81,7 @@ describe('review of a prepared statement', () => {
     const r2 = await nthRequest(seq, 2);
     expect(r2.id).not.toBe(r1.id);
     expect(r2.sql).toBe(sql);
+    expect(r2.params).toEqual(['201']);
     expect(await rowsWithId(201)).toBe(1); // held, not run
     await decide(r2.id, 'approved');
     expect((await second).rowCount).toBe(1);

@@ -71,6 +71,9 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   if (e.grant) lines.push(`grant      ${grantText(e.grant, now)}`);
   else if (r.grantMax) lines.push(`grantable  up to ${r.grantMax} (approve --for DURATION)`);
   lines.push('sql', ...r.sql.split('\n').map((l) => `  ${l}`));
+  // A prepared statement's execution: the values it runs with, which the approval is for.
+  if (r.params)
+    lines.push('values', ...r.params.map((v, i) => `  $${i + 1} = ${v === null ? 'NULL' : JSON.stringify(v)}`));
   return `${lines.join('\n')}\n`;
 }
 

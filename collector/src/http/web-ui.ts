@@ -244,7 +244,12 @@ async function loadApprovals() {
 // Cells shared by the approval panels; all text, never markup.
 const askedBy = (r) => r.identity.user || [r.identity.namespace, r.identity.serviceAccount].filter(Boolean).join('/');
 const policyCell = (r) => el('td', r.policy.name + (r.rule ? ' / ' + r.rule : ''));
-function sqlCell(r) { const td = el('td'); td.append(el('code', r.sql)); return td; }
+function sqlCell(r) {
+  const td = el('td'); td.append(el('code', r.sql));
+  // A prepared statement's execution: the values it runs with, which the approval is for.
+  if (Array.isArray(r.params)) td.append(el('div', 'with ' + r.params.map((v, i) => '$' + (i + 1) + ' = ' + (v === null ? 'NULL' : JSON.stringify(v))).join(', ')));
+  return td;
+}
 function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
 // A panel's rows, redrawn only when its list changed: the 5 s refresh must not wipe a reason being typed.
 const drawn = {};

@@ -45,6 +45,11 @@ export interface ApprovalRequestMessage {
   rule: string;
   /** The statement text, secrets redacted and capped (the audit event carries the same). */
   sql: string;
+  /**
+   * For an execution of a prepared statement: the values bound to `$1`, `$2`, … (null for NULL, binary ones as `\x`
+   * hex), secrets redacted. The approval is for the statement with these values.
+   */
+  params?: (string | null)[];
   /** Who asked: the session's identity (namespace, serviceAccount, pod, user, groups). */
   identity: Record<string, unknown>;
   /** The policy's approval.approvers: who may decide. */
@@ -233,6 +238,13 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
   if (o.grantMax !== undefined && (typeof o.grantMax !== 'string' || grantDurationMs(o.grantMax) === undefined))
     return undefined;
   if (o.fingerprint !== undefined && !str(o.fingerprint, 64)) return undefined;
+  if (
+    o.params !== undefined &&
+    (!Array.isArray(o.params) ||
+      o.params.length > 65_535 ||
+      !o.params.every((v) => v === null || typeof v === 'string'))
+  )
+    return undefined;
   if (o.grantKey !== undefined && (typeof o.grantKey !== 'string' || !/^[0-9a-f]{64}$/.test(o.grantKey)))
     return undefined;
   return o as unknown as ApprovalRequestMessage;

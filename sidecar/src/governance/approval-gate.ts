@@ -17,6 +17,8 @@ export interface ApprovalRequest {
   decisionKeys?: readonly string[];
   rule: string;
   sql: string;
+  /** The execution's bound values, for a prepared statement (StatementRequest.params). */
+  params?: (string | null)[];
   identity: Identity;
   timeoutMs: number;
   /**

@@ -139,10 +139,11 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
     request: (req) =>
       new Promise<ApprovalOutcome>((resolve) => {
         // An approver must see what runs: a statement longer than a request shows is refused, not shown cut.
-        if (req.sql.length > MAX_SQL_CHARS) {
+        const shown = req.sql.length + (req.params ?? []).reduce((n, v) => n + (v?.length ?? 0), 0);
+        if (shown > MAX_SQL_CHARS) {
           resolve({
             decision: 'unavailable',
-            reason: `the statement is ${req.sql.length} characters long, more than the ${MAX_SQL_CHARS} an approver is shown`,
+            reason: `the statement${req.params ? ' and its values' : ''} is ${shown} characters long, more than the ${MAX_SQL_CHARS} an approver is shown`,
           });
           return;
         }
@@ -291,6 +292,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     rule: req.rule,
     // Redaction can only shorten it; request() refused anything longer.
     sql: sql.slice(0, MAX_SQL_CHARS),
+    ...(req.params ? { params: req.params.map((v) => (v === null ? null : redactSecrets(v))) } : {}),
     identity: { ...req.identity },
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),

@@ -274,6 +274,7 @@ export class PolicySession implements SessionHooks {
       decisionKeys: p.policy.spec.approval.decisionKeys,
       rule: d.rule ?? '',
       sql: req.sql,
+      ...(req.params ? { params: req.params } : {}),
       identity: this.ctx.info.identity,
       timeoutMs,
       ...(grant ? { grant } : {}),

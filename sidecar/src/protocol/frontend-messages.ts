@@ -237,3 +237,44 @@ export function functionCallMessage(oid: number): Buffer {
   b.writeInt16BE(0, 8); // result format: text
   return typed(0x46, b.subarray(0, 10));
 }
+
+/**
+ * A whole Bind's names and parameter values as an approver reads them: text-format values as UTF-8, binary ones as
+ * `\x` hex (PostgreSQL's bytea output form), NULL as null. Throws ProtocolError on a malformed message.
+ */
+export function decodeBindValues(
+  buf: Buffer,
+  start: number,
+  end: number,
+): { portal: string; values: (string | null)[] } {
+  const bad = () => new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message');
+  const names = decodeBindNames(buf, start, end);
+  if (names === null) throw bad();
+  let p = start + 5;
+  p = buf.indexOf(0, p) + 1;
+  p = buf.indexOf(0, p) + 1;
+  if (p + 2 > end) throw bad();
+  const nFormats = buf.readInt16BE(p);
+  p += 2;
+  if (nFormats < 0 || p + 2 * nFormats + 2 > end) throw bad();
+  const formats: number[] = [];
+  for (let i = 0; i < nFormats; i++, p += 2) formats.push(buf.readInt16BE(p));
+  const n = buf.readInt16BE(p);
+  p += 2;
+  if (n < 0 || (nFormats > 1 && nFormats !== n)) throw bad();
+  const values: (string | null)[] = [];
+  for (let i = 0; i < n; i++) {
+    if (p + 4 > end) throw bad();
+    const len = buf.readInt32BE(p);
+    p += 4;
+    if (len === -1) {
+      values.push(null);
+      continue;
+    }
+    if (len < 0 || p + len > end) throw bad();
+    const binary = (nFormats === 1 ? formats[0] : (formats[i] ?? 0)) === 1;
+    values.push(binary ? `\\x${buf.toString('hex', p, p + len)}` : buf.toString('utf8', p, p + len));
+    p += len;
+  }
+  return { portal: names.portal, values };
+}

@@ -20,6 +20,7 @@ import { ProtocolError } from './errors.js';
 import {
   cancelRequest,
   decodeBindNames,
+  decodeBindValues,
   decodeExecute,
   decodeParse,
   decodeQuery,
@@ -89,6 +90,40 @@ describe('backend messages', () => {
 });
 
 describe('frontend messages', () => {
+  it('decodeBindValues: text, binary (as \\x hex) and NULL values, per-parameter or shared format codes', () => {
+    const i16 = (n: number) => Buffer.from([n >> 8, n & 255]);
+    const i32 = (n: number) => {
+      const b = Buffer.alloc(4);
+      b.writeInt32BE(n);
+      return b;
+    };
+    const bind = (formats: number[], values: (Buffer | null)[]) => {
+      const body = Buffer.concat([
+        Buffer.from('p\0s\0'),
+        i16(formats.length),
+        ...formats.map(i16),
+        i16(values.length),
+        ...values.map((v) => (v === null ? i32(-1) : Buffer.concat([i32(v.length), v]))),
+        i16(0),
+      ]);
+      return Buffer.concat([Buffer.from('B'), i32(body.length + 4), body]);
+    };
+    expect(decodeBindValues(...whole(bind([], [Buffer.from('200'), null])))).toEqual({
+      portal: 'p',
+      values: ['200', null],
+    });
+    expect(decodeBindValues(...whole(bind([0, 1], [Buffer.from('é'), Buffer.from([0, 1, 255])])))).toEqual({
+      portal: 'p',
+      values: ['é', '\\x0001ff'],
+    });
+    expect(decodeBindValues(...whole(bind([1], [Buffer.from([7]), Buffer.from([8])]))).values).toEqual([
+      '\\x07',
+      '\\x08',
+    ]);
+    const truncated = bind([], [Buffer.from('200')]).subarray(0, 17); // inside the value
+    expect(() => decodeBindValues(truncated, 0, truncated.length)).toThrow(ProtocolError);
+  });
+
   it('parses startup packets of every kind', () => {
     expect(parseStartupPacket(...whole(sslRequest()))).toEqual({ kind: 'ssl' });
     expect(parseStartupPacket(...whole(cancelRequest(7, -9)))).toEqual({ kind: 'cancel', processId: 7, secretKey: -9 });

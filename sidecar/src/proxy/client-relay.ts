@@ -5,6 +5,7 @@ import {
   bindMessage,
   closeMessage,
   decodeBindNames,
+  decodeBindValues,
   decodeExecute,
   decodeFunctionCall,
   decodeParse,
@@ -73,6 +74,12 @@ export interface ClientRelayIO {
 }
 
 /** Client → upstream: frames the client's messages, gates statements through the session hooks, forwards bytes. */
+/**
+ * The largest Bind whose values are read for an approver (1 MiB; the request may show 64 Ki characters anyway). A
+ * larger one is passed without them, and its approval request says so in place of the values.
+ */
+const MAX_REVIEWED_BIND_BYTES = 1024 * 1024;
+
 export class ClientRelay implements FramerHandler {
   framer: Framer | undefined;
   private readonly s: RelayState;
@@ -131,6 +138,12 @@ export class ClientRelay implements FramerHandler {
             statement: info,
             described: false,
           });
+          // A statement held for review at each execution: the approver is shown the values this Bind gives it.
+          if (info.verdict.action === 'review') {
+            if (length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
+            const note = `(the values are not shown: the Bind is ${length - 4} bytes)`;
+            s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
+          }
         }
         return PASS;
       }
@@ -170,6 +183,12 @@ export class ClientRelay implements FramerHandler {
         const oid = decodeFunctionCall(buf, start, end);
         const req: StatementRequest = { sql: `FunctionCall(${oid})`, protocol: 'simple', txStatus: s.txStatus };
         return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
+      }
+      case F.Bind: {
+        const { portal, values } = decodeBindValues(buf, start, end);
+        const info = s.portals.get(portal);
+        if (info !== undefined) info.request = { ...info.request, params: values };
+        return true;
       }
       case F.Execute:
         return this.execute(buf, start, end);

@@ -61,6 +61,11 @@ export interface StatementRequest {
   statementName?: string;
   /** Transaction status as the client last saw it. */
   txStatus: TxStatus;
+  /**
+   * The values a Bind gave an execution ($1, $2, …; null for NULL, binary ones as `\x` hex): only for a statement
+   * held for review, so an approver sees what runs.
+   */
+  params?: (string | null)[];
 }
 
 /** Per-statement detail a gate may return so audit can record one event per statement. */
