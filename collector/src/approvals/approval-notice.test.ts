@@ -53,6 +53,11 @@ describe('approval notice bodies', () => {
     expect(hostile).not.toMatch(/<!channel>|<!here>|<https:\/\/evil/);
     expect(hostile).toContain('asked by &lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;');
     expect(hostile).toContain('\n```SELECT 1 -- &lt;!here&gt;```');
+    // A ``` in the SQL cannot close the code block (the rest would be formatted, bare URLs linked).
+    const fence = text({ sql: 'SELECT 1 ``` *urgent* https://evil.example ```' }, { includeSql: true });
+    expect(fence.split('\n')[1]).toBe(
+      '```SELECT 1 `\u200b`\u200b`\u200b *urgent* https://evil.example `\u200b`\u200b`\u200b```',
+    );
     expect(text({ rule: '', policy: { name: 'p', hash: 'h' } })).toContain('policy p, the policy’s default action,');
     expect(text({ expiresAt: new Date(NOW + 20_000).toISOString() })).toContain('expires in less than a minute');
   });

@@ -120,7 +120,8 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
   let text = slackEscape(line);
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
-  if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql)}\`\`\``;
+  // Backticks split by a zero-width space: a ``` in the SQL cannot close the block and let the rest format as text.
+  if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql).replace(/`/g, '`\u200b')}\`\`\``;
   return text;
 }
 
