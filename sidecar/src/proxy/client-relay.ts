@@ -331,7 +331,7 @@ export class ClientRelay implements FramerHandler {
       s.willChange('S', name);
       s.statements.set(name, { request: st.request, verdict: v });
     } else {
-      if (kind === K_QUERY) s.forgetSqlNames(st.request.sql, v);
+      if (kind === K_QUERY) st.forgotten = s.forgetSqlNames(st.request.sql, v);
       armTimeout(s, st);
     }
     return true;

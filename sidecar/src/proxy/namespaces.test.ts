@@ -15,6 +15,9 @@ import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
 function decide(req: StatementRequest): Verdict {
   // A policy's verdicts name each statement's kind (the parser's); `note` and `DO` stand for such statements here.
   if (req.sql.startsWith('DO')) return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: 'do' }] };
+  // One PREPARE or DEALLOCATE, as a policy's parser would report it (the test marks them with a trailing `-- one`).
+  const one = /^(PREPARE|DEALLOCATE)\b.*-- one$/.exec(req.sql);
+  if (one) return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: one[1].toLowerCase() }] };
   if (req.sql.includes('note'))
     return { action: 'allow', rule: 'plain', statements: [{ text: req.sql, kind: 'select' }] };
   return req.sql.includes('secret') ? { action: 'allow', rule: 'mask' } : { action: 'allow', rule: 'plain' };
@@ -199,6 +202,24 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
     await run(msg.query("DO $$BEGIN EXECUTE 'SELECT 1'; END$$"));
     const after = await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync());
     expect(errorOf(after.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+  });
+
+  it('a PREPARE or DEALLOCATE that fails gives the name back: PostgreSQL kept the statement', async () => {
+    await run(msg.parse('n1', 'SELECT 1 AS x'), msg.sync());
+    // 42P05: n1 exists (protocol and SQL prepared statements share one namespace).
+    const dup = await run(msg.query('PREPARE n1 AS SELECT 3 -- one'));
+    expect(errorOf(dup.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42P05');
+    expect(rows(await run(msg.bind('', 'n1'), msg.execute('', 0), msg.sync()))).toEqual([['1']]);
+    // 25P02: a DEALLOCATE in a failed transaction does not run.
+    await run(msg.query('BEGIN'));
+    await run(msg.query('SELECT 1/0'));
+    await run(msg.query('DEALLOCATE n1 -- one'));
+    await run(msg.query('ROLLBACK'));
+    expect(rows(await run(msg.bind('', 'n1'), msg.execute('', 0), msg.sync()))).toEqual([['1']]);
+    // One that succeeds removes it, in both places: PostgreSQL's own answer (26000) to the Bind.
+    await run(msg.query('DEALLOCATE n1 -- one'));
+    const gone = await run(msg.bind('', 'n1'), msg.execute('', 0), msg.sync());
+    expect(errorOf(gone.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('26000');
   });
 
   it('SQL CLOSE and DECLARE of a protocol portal name: its old verdict is gone', async () => {

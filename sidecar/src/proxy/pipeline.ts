@@ -113,6 +113,8 @@ export class Stmt {
   countBefore: Buffer | undefined = undefined;
   /** The write completed within its tag's cap: it is recorded once the count behind it has been checked. */
   awaitCount = false;
+  /** Names a one-statement Query made the proxy forget, put back if it fails (RelayState.restoreNames). */
+  forgotten?: ForgottenNames;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
   writeStatus: 'I' | 'T' | 'E' = 'I';
   timer: NodeJS.Timeout | undefined = undefined;
@@ -267,4 +269,11 @@ export class EntryQueue {
     this.head = 0;
     return rest;
   }
+}
+
+/** Statement and portal entries a statement removed from the proxy's maps, as they were. */
+export interface ForgottenNames {
+  statements: [string, PreparedInfo][];
+  portals: [string, PreparedInfo][];
+  unchecked: string[];
 }

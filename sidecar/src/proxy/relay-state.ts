@@ -3,6 +3,7 @@ import type { RowField, SessionHooks, StatementRecord, TxStatus, Verdict } from 
 import {
   type Entry,
   EntryQueue,
+  type ForgottenNames,
   K_DESCRIBE,
   K_EXECUTE,
   K_FUNCTION,
@@ -261,7 +262,37 @@ export class RelayState {
    * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
    * forgotten that still exist upstream, which fails closed.
    */
-  forgetSqlNames(sql: string, verdict?: Verdict): void {
+  /**
+   * forget() below. A Query of one statement whose kind can touch a name (the parser's, from a policy's verdict)
+   * returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them when a PREPARE or
+   * DEALLOCATE fails (an existing name, a failed transaction). Anything else stays forgotten (fails closed).
+   */
+  forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
+    const d = verdict?.statements;
+    if (d?.length !== 1 || d[0].kind === undefined || !NAME_KINDS.has(d[0].kind)) {
+      this.forget(sql, verdict);
+      return undefined;
+    }
+    const statements = new Map(this.statements);
+    const portals = new Map(this.portals);
+    const unchecked = new Set(this.uncheckedPortals);
+    this.forget(sql, verdict);
+    const out: ForgottenNames = {
+      statements: [...statements].filter(([k]) => !this.statements.has(k)),
+      portals: [...portals].filter(([k]) => !this.portals.has(k)),
+      unchecked: [...unchecked].filter((k) => !this.uncheckedPortals.has(k)),
+    };
+    return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
+  }
+
+  /** Puts back what a failed statement made the proxy forget, where nothing took the name since. */
+  restoreNames(f: ForgottenNames): void {
+    for (const [k, v] of f.statements) if (!this.statements.has(k)) this.statements.set(k, v);
+    for (const [k, v] of f.portals) if (!this.portals.has(k) && !this.uncheckedPortals.has(k)) this.portals.set(k, v);
+    for (const k of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.add(k);
+  }
+
+  private forget(sql: string, verdict?: Verdict): void {
     // With the parser's kinds for every statement (a policy's verdict), only statements of those kinds can touch a
     // name: a literal 'prepare dinner' in an INSERT must not cost the session its prepared statements.
     const details = verdict?.statements;

@@ -558,6 +558,12 @@ export class ServerRelay implements FramerHandler {
       }
     }
     if (!head) return out;
+    // A one-statement Query that failed left PostgreSQL's names as they were (a PREPARE of a name that exists, a
+    // DEALLOCATE in a failed transaction): so are the proxy's.
+    if (head.kind === K_QUERY && st?.forgotten !== undefined) {
+      s.restoreNames(st.forgotten);
+      st.forgotten = undefined;
+    }
     if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
