@@ -48,7 +48,7 @@ afterAll(async () => {
   await world?.close();
 });
 
-const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+const lastSeq = () => world.lastSeq();
 
 /** Approval messages of `kind` stored after `after`. */
 async function storedAfter(after: number, kind: 'request' | 'closed'): Promise<Uint8Array[]> {

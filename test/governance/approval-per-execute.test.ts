@@ -1,11 +1,6 @@
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  APPROVALS_STREAM,
-  type ApprovalRequestMessage,
-  approvalSubject,
-  parseApprovalRequest,
-} from '../../policy/src/index.js';
+import { approvalSubject } from '../../policy/src/index.js';
 import { errorOf } from './governed-sidecar.js';
 import { RawClient, serialize } from './raw-client.js';
 import { type ReviewWorld, startReviewWorld } from './review-world.js';
@@ -29,29 +24,9 @@ afterAll(async () => {
   await world?.close();
 });
 
-const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
-
-async function requestsAfter(after: number): Promise<ApprovalRequestMessage[]> {
-  const jsm = await jetstreamManager(collectorNc);
-  const last = (await jsm.streams.info(APPROVALS_STREAM)).state.last_seq;
-  const out: ApprovalRequestMessage[] = [];
-  for (let seq = after + 1; seq <= last; seq++) {
-    const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
-    const r = m?.subject.startsWith('pgwarden.approval.request.') ? parseApprovalRequest(m.data) : undefined;
-    if (r) out.push(r as ApprovalRequestMessage);
-  }
-  return out;
-}
-
-/** The `n`th request stored after `after` (1-based), waiting for it. */
-async function nthRequest(after: number, n: number): Promise<ApprovalRequestMessage> {
-  for (let i = 0; i < 250; i++) {
-    const l = await requestsAfter(after);
-    if (l.length >= n) return l[n - 1];
-    await new Promise((res) => setTimeout(res, 20));
-  }
-  throw new Error(`no approval request #${n} arrived`);
-}
+const lastSeq = () => world.lastSeq();
+const requestsAfter = (after: number) => world.requestsAfter(after);
+const nthRequest = (after: number, n: number) => world.nthRequest(after, n);
 
 const decide = (id: string, decision: 'approved' | 'rejected') =>
   jetstream(collectorNc).publish(

@@ -1,11 +1,6 @@
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  APPROVALS_STREAM,
-  type ApprovalRequestMessage,
-  approvalSubject,
-  parseApprovalRequest,
-} from '../../policy/src/index.js';
+import { approvalSubject } from '../../policy/src/index.js';
 import { errorOf } from './governed-sidecar.js';
 import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
@@ -26,22 +21,9 @@ afterAll(async () => {
   await world?.close();
 });
 
-/** The next request the queue receives (an ordered consumer from the stream's end). */
-async function nextRequest(after: number): Promise<ApprovalRequestMessage> {
-  const jsm = await jetstreamManager(collectorNc);
-  for (let i = 0; i < 250; i++) {
-    const info = await jsm.streams.info(APPROVALS_STREAM);
-    for (let seq = after + 1; seq <= info.state.last_seq; seq++) {
-      const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
-      const r = m?.subject.startsWith('pgwarden.approval.request.') ? parseApprovalRequest(m.data) : undefined;
-      if (r) return r;
-    }
-    await new Promise((res) => setTimeout(res, 20));
-  }
-  throw new Error('no approval request arrived');
-}
-
-const lastSeq = async () => (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+/** The next request the queue receives after sequence `after`. */
+const nextRequest = (after: number) => world.nthRequest(after, 1);
+const lastSeq = () => world.lastSeq();
 
 const decide = (id: string, decision: 'approved' | 'rejected', reason?: string) =>
   jetstream(collectorNc).publish(

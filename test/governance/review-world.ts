@@ -1,6 +1,6 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { APPROVALS_STREAM } from '../../policy/src/index.js';
+import { APPROVALS_STREAM, type ApprovalRequestMessage, parseApprovalRequest } from '../../policy/src/index.js';
 import { natsApprovalGate } from '../../sidecar/src/governance/index.js';
 import { startNats, type TestNats } from '../harness/index.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
@@ -21,6 +21,12 @@ export interface ReviewWorld {
   g: Governed;
   /** The policy as written to the sidecar's file. */
   policy: Record<string, any>;
+  /** The approval stream's last sequence number (take it before a statement is held). */
+  lastSeq(): Promise<number>;
+  /** The approval requests stored after sequence `after`, in order. */
+  requestsAfter(after: number): Promise<ApprovalRequestMessage[]>;
+  /** The `n`th request stored after `after` (1-based), waiting up to ~5 s for it. */
+  nthRequest(after: number, n: number): Promise<ApprovalRequestMessage>;
   close(): Promise<void>;
 }
 
@@ -48,6 +54,19 @@ export async function startReviewWorld(
     governance: { oidc: { ca: idp.ca }, approvals: natsApprovalGate({ connection: () => sidecarNc }) },
     ...(opts.sidecar ? { sidecar: opts.sidecar } : {}),
   });
+  const lastSeq = async () =>
+    (await (await jetstreamManager(collectorNc)).streams.info(APPROVALS_STREAM)).state.last_seq;
+  const requestsAfter = async (after: number) => {
+    const jsm = await jetstreamManager(collectorNc);
+    const last = await lastSeq();
+    const out: ApprovalRequestMessage[] = [];
+    for (let seq = after + 1; seq <= last; seq++) {
+      const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
+      const r = m?.subject.startsWith('pgwarden.approval.request.') ? parseApprovalRequest(m.data) : undefined;
+      if (r) out.push(r);
+    }
+    return out;
+  };
   return {
     db,
     idp,
@@ -56,6 +75,16 @@ export async function startReviewWorld(
     collectorNc,
     g,
     policy,
+    lastSeq,
+    requestsAfter,
+    async nthRequest(after, n) {
+      for (let i = 0; i < 250; i++) {
+        const l = await requestsAfter(after);
+        if (l.length >= n) return l[n - 1];
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      throw new Error(`no approval request #${n} arrived`);
+    },
     async close() {
       await g.close();
       await sidecarNc.close();

@@ -226,6 +226,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed ch
   });
 });
 
+// Runs the built CLI: skipped only without a build outside CI (under CI a missing build fails it, as above).
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit against a collector that cannot be reached', () => {
   it('names the collector and the reason, and exits 2', async () => {
     // A free port: nothing listens there, so the connection is refused.

@@ -10,7 +10,11 @@
  * which also covers role and database defaults and settings changed where the analyser cannot see (a function).
  */
 
-/** PostgreSQL's client-only encodings, by the canonical names the server reports in ParameterStatus. */
+/**
+ * PostgreSQL's client-only encodings, by the canonical names the server reports in ParameterStatus. The policy
+ * engine's check (policy/src/sql/session-settings.ts) reads any spelling a client may write; the proxy, which does
+ * not depend on the policy package, only ever sees the server's canonical ones.
+ */
 const UNSAFE_CLIENT_ENCODINGS = new Set(['SJIS', 'SHIFT_JIS_2004', 'BIG5', 'GBK', 'UHC', 'GB18030', 'JOHAB']);
 
 /** SQLSTATE of the refusal: feature_not_supported, as PostgreSQL answers an encoding it cannot serve. */
