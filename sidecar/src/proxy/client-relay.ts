@@ -329,7 +329,7 @@ export class ClientRelay implements FramerHandler {
     }
     if (kind === K_PARSE) {
       s.willChange('S', name);
-      s.statements.set(name, { request: st.request, verdict: v });
+      s.statements.set(name, { request: st.request, verdict: v, namesFree: !s.touchesNames(st.request.sql, v) });
     } else {
       if (kind === K_QUERY) st.forgotten = s.forgetSqlNames(st.request.sql, v);
       armTimeout(s, st);
@@ -458,7 +458,7 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
-    s.forgetSqlNames(info.request.sql, info.verdict);
+    if (info.statement?.namesFree !== true) s.forgetSqlNames(info.request.sql, info.verdict);
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);

@@ -71,6 +71,8 @@ export interface PreparedInfo {
    * continue the same execution rather than start one.
    */
   executed?: boolean;
+  /** A statement whose SQL creates or removes no statement or portal by name (RelayState.touchesNames). */
+  namesFree?: boolean;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */

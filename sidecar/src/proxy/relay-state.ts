@@ -292,23 +292,33 @@ export class RelayState {
     for (const k of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.add(k);
   }
 
-  private forget(sql: string, verdict?: Verdict): void {
-    // With the parser's kinds for every statement (a policy's verdict), only statements of those kinds can touch a
-    // name: a literal 'prepare dinner' in an INSERT must not cost the session its prepared statements.
+  /**
+   * Whether running `sql` may create or remove a statement or portal by name. With the parser's kinds for every
+   * statement (a policy's verdict) only those kinds can: a literal 'prepare dinner' in an INSERT must not cost the
+   * session its prepared statements. A property of the statement: the relay asks once per Parse, not per Execute.
+   */
+  touchesNames(sql: string, verdict?: Verdict): boolean {
     const details = verdict?.statements;
-    if (details?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
+    if (details?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) return true;
+    if (
+      details !== undefined &&
+      details.length > 0 &&
+      details.every((d) => d.kind !== undefined && !NAME_KINDS.has(d.kind))
+    )
+      return false;
+    return SQL_NAMES_HINT.test(sql);
+  }
+
+  private forget(sql: string, verdict?: Verdict): void {
+    if (!this.touchesNames(sql, verdict)) return;
+    if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
       // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. PREPARE and
       // DEALLOCATE run only as EXECUTE's text, which may be computed (`'PREP' || 'ARE …'`): with an EXECUTE, every
       // statement too.
       this.portals.clear();
       this.uncheckedPortals.clear();
       if (/\bexecute\b/i.test(sql)) this.statements.clear();
-    } else if (
-      details !== undefined &&
-      details.length > 0 &&
-      details.every((d) => d.kind !== undefined && !NAME_KINDS.has(d.kind))
-    )
-      return;
+    }
     if (!SQL_NAMES_HINT.test(sql)) return;
     SQL_NAMES.lastIndex = 0;
     for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
