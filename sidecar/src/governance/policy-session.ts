@@ -49,6 +49,11 @@ function deny(code: string, message: string, reason: string, extra: Partial<Verd
  * session's state (search_path candidates, prepared statements) and decided with the session's subject. Anything
  * unexpected denies: an exception, a missing policy, the FunctionCall message.
  */
+/** A parameter reference in SQL text (crude on purpose: a false match only adds a note for the approver). */
+const PARAM_REF = /\$[0-9]/;
+const VALUES_NOT_KEPT =
+  '(the values are not shown: the statement was allowed when it was bound, and a policy reload made it need review)';
+
 export class PolicySession implements SessionHooks {
   private readonly state: SessionState;
   private readonly held = new AbortController();
@@ -114,7 +119,15 @@ export class PolicySession implements SessionHooks {
         if (p !== undefined) this.redecided.set(prepared, v);
       }
     }
-    return v.action === 'review' ? this.hold(v, req, p!) : this.limit(v);
+    if (v.action !== 'review') return this.limit(v);
+    // Allowed when it was bound, so the proxy kept none of its Bind's values (it keeps them only for a statement held
+    // at each execution); the approver is told so rather than shown `$1` as if it were the whole statement.
+    const unseen =
+      prepared.action !== 'review' &&
+      req.params === undefined &&
+      req.protocol === 'extended' &&
+      PARAM_REF.test(req.sql);
+    return this.hold(v, unseen ? { ...req, params: [VALUES_NOT_KEPT] } : req, p!);
   }
 
   checkFunctionCall(functionOid: number): Verdict {
