@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
 import { cancelRequest } from '../protocol/frontend-messages.js';
-import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
+import { errorOf, msg, RawClient, rowOf, tagOf, typed, types } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './hooks.js';
@@ -341,6 +341,34 @@ describe('statement gate', () => {
     expect(types(m)).toBe('E Z');
     expect(errorOf(m[0]).get('C')).toBe('54000');
     expect(types(await run(msg.query('SELECT 1')))).toBe('T D C Z');
+  });
+
+  it("a malformed body gets PostgreSQL's 08P01 without its bytes going upstream; statements stay as they were", async () => {
+    const raw = (type: string, body: string) => typed(type, Buffer.from(body, 'latin1'));
+    await run(msg.parse('kept', "SELECT 'kept' AS v"), msg.sync());
+    const before = records.length;
+    // A redefinition whose SQL has no NUL, and a new statement whose parameter count is missing: PostgreSQL reads
+    // neither, so 'kept' keeps its statement and its verdict here, and 'forbidden_one' never exists.
+    for (const body of ["kept\0SELECT 'forbidden'", "forbidden_one\0SELECT 'forbidden'\0"]) {
+      const m = await run(raw('P', body), msg.bind('', 'kept'), msg.execute(''), msg.sync());
+      expect(types(m)).toBe('E Z');
+      expect(errorOf(m[0]).get('C')).toBe('08P01');
+    }
+    const ok = await run(msg.bind('', 'kept'), msg.execute(''), msg.bind('', 'forbidden_one'), msg.sync());
+    expect(types(ok)).toBe('2 D C E Z');
+    expect(rowOf(ok[1])).toEqual(['kept']);
+    expect(errorOf(ok[3]).get('C')).toBe('26000');
+    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread.
+    expect(records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results[0]?.error?.code])).toEqual([
+      ['', 'malformed message', '08P01'],
+      ['', 'malformed message', '08P01'],
+      ["SELECT 'kept' AS v", undefined, undefined],
+    ]);
+    // A simple Query with bytes after its NUL is not run, even in part.
+    const q = await run(raw('Q', "INSERT INTO gate_t VALUES (9, 'x')\0SELECT 1\0"));
+    expect([types(q), errorOf(q[0]).get('M')]).toEqual(['E Z', 'invalid message format']);
+    const count = await run(msg.query('SELECT count(*) FROM gate_t WHERE id = 9'));
+    expect(rowOf(count.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
   });
 
   it('refuses to execute a portal of a statement it never checked', async () => {
