@@ -247,6 +247,40 @@ describe('statement gate', () => {
     expect(rowOf((await run(msg.query('SELECT 3'))).find((y) => y.type === B.DataRow)!)).toEqual(['3']);
   });
 
+  it('counts COPY TO STDOUT rows as its COPY n tag does: a HEADER line and a binary header and trailer are no rows', async () => {
+    // maxRows 10 ('capped'): at the limit every CopyData and the tag come through; one row past it, 54000 after rows
+    // within it (a text or CSV COPY stops one CopyData short: the last before the error may be a header's).
+    const copy = async (rows: number, options: string, via: 'query' | 'execute' = 'query') => {
+      const sql = `COPY (SELECT g, 'capped' FROM generate_series(1, ${rows}) g) TO STDOUT WITH (${options})`;
+      const m =
+        via === 'query'
+          ? await run(msg.query(sql))
+          : await run(msg.parse('', sql), msg.bind('', ''), msg.execute(''), msg.sync());
+      const data = m.filter((x) => x.type === B.CopyData).map((x) => x.buf.subarray(5));
+      const end = m.find((x) => x.type === B.CommandComplete || x.type === B.ErrorResponse)!;
+      return { data, end: end.type === B.CommandComplete ? tagOf(end) : errorOf(end).get('C') };
+    };
+    const text = await copy(10, 'FORMAT text');
+    expect([text.data.length, text.end]).toEqual([10, 'COPY 10']);
+    expect((await copy(11, 'FORMAT text')).end).toBe('54000');
+    const csv = await copy(10, 'FORMAT csv, HEADER');
+    expect([csv.data.length, csv.end]).toEqual([11, 'COPY 10']);
+    expect(csv.data[0].toString()).toBe('g,?column?\n');
+    expect(csv.data[10].toString()).toBe('10,capped\n');
+    expect(await copy(10, 'FORMAT csv, HEADER', 'execute')).toEqual(csv);
+    const over = await copy(11, 'FORMAT csv, HEADER');
+    expect([over.data.length, over.end]).toEqual([10, '54000']);
+    expect((await copy(10, 'FORMAT text, HEADER')).end).toBe('COPY 10');
+    // Binary: the signature comes with the first row, the trailer (int16 -1) alone at the end.
+    const binary = await copy(10, 'FORMAT binary');
+    expect([binary.data.length, binary.end]).toEqual([11, 'COPY 10']);
+    expect(binary.data[10]).toEqual(Buffer.from([0xff, 0xff]));
+    const binaryOver = await copy(11, 'FORMAT binary');
+    expect([binaryOver.data.length, binaryOver.end]).toEqual([10, '54000']);
+    expect((await copy(0, 'FORMAT binary')).end).toBe('COPY 0');
+    expect(rowOf((await run(msg.query('SELECT 3'))).find((y) => y.type === B.DataRow)!)).toEqual(['3']);
+  });
+
   it('counts maxRows per portal across row-limited Executes', async () => {
     const m = await run(
       msg.parse('', 'SELECT g AS capped FROM generate_series(1, 100) g'),

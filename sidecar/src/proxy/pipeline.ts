@@ -103,6 +103,14 @@ export class Stmt {
   denied = false;
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
   capped = false;
+  /** The overall format of the COPY TO STDOUT being read (its CopyOutResponse): 0 text or CSV, 1 binary. */
+  copyFormat = 0;
+  /**
+   * The CopyData of a text or CSV COPY one past maxRows, held back (copied) until the tag says whether the COPY had a
+   * HEADER line, which made it a row within the limit; and the CopyDone held behind it.
+   */
+  heldCopy: Buffer | undefined = undefined;
+  copyDoneHeld = false;
   timedOut = false;
   /**
    * guardrail maxRowsAffected: how the proxy undoes this write if it changes too many rows. A simple Query goes after a
@@ -150,6 +158,8 @@ export class Stmt {
     this.bytes = 0;
     this.transformer = undefined;
     this.capped = false;
+    this.heldCopy = undefined;
+    this.copyDoneHeld = false;
   }
 
   settle(): void {
