@@ -88,6 +88,28 @@ describe('one listener per policy, each enforcing its own policy', () => {
     expect(ok.filter((m) => m.name === 'copyData')).toHaveLength(5);
     expect(ok.map((m) => m.name)).not.toContain('error');
     expect(ok.find((m) => m.name === 'commandComplete')).toMatchObject({ text: 'COPY 5' });
+    // A CSV HEADER line and a binary COPY's trailer are no rows (PostgreSQL's COPY 5 does not count them).
+    for (const [options, copyData] of [
+      ['FORMAT csv, HEADER', 6],
+      ['FORMAT binary', 6],
+    ] as const) {
+      raw.send(serialize.query(`COPY (SELECT * FROM orders ORDER BY id LIMIT 5) TO STDOUT WITH (${options})`));
+      const exact = await raw.until('readyForQuery');
+      expect(
+        exact.filter((m) => m.name === 'copyData'),
+        options,
+      ).toHaveLength(copyData);
+      expect(
+        exact.find((m) => m.name === 'commandComplete'),
+        options,
+      ).toMatchObject({ text: 'COPY 5' });
+      raw.send(serialize.query(`COPY (SELECT * FROM orders ORDER BY id LIMIT 6) TO STDOUT WITH (${options})`));
+      const over = await raw.until('readyForQuery');
+      expect(
+        over.find((m) => m.name === 'error'),
+        options,
+      ).toMatchObject({ code: '54000' });
+    }
     raw.end();
   });
 

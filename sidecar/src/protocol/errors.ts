@@ -20,3 +20,42 @@ export class ProtocolError extends Error {
     this.sqlstate = sqlstate;
   }
 }
+
+/**
+ * Where PostgreSQL's reading of a frontend message body stops (src/backend/libpq/pqformat.c, postgres.c), each an
+ * ERROR 08P01 that it goes on from: `string` "invalid string in message" (no NUL before the end), `short`
+ * "insufficient data left in message", `trailing` "invalid message format" (bytes after the last field), `empty` "no
+ * data left in message" (a Describe or Close without its subtype byte), `subtype` "invalid DESCRIBE/CLOSE message
+ * subtype N".
+ */
+export type BodyFault = 'string' | 'short' | 'trailing' | 'empty' | 'subtype';
+
+const FAULT_TEXT: Record<Exclude<BodyFault, 'subtype'>, string> = {
+  string: 'invalid string in message',
+  short: 'insufficient data left in message',
+  trailing: 'invalid message format',
+  empty: 'no data left in message',
+};
+
+/**
+ * A frontend message with valid framing whose body PostgreSQL would fail to read. Unlike a bad type byte or length
+ * (FATAL: the message boundaries are lost), the session goes on; see frontend-messages.ts `failingLike`.
+ */
+export class MalformedBody extends ProtocolError {
+  readonly type: number;
+  readonly fault: BodyFault;
+  /** The Describe or Close subtype byte, for `subtype`. */
+  readonly subtype: number;
+
+  constructor(type: number, fault: BodyFault, subtype = 0) {
+    const what = type === 0x44 ? 'DESCRIBE' : 'CLOSE';
+    super(
+      'PGW_PROTO_MESSAGE_MALFORMED',
+      fault === 'subtype' ? `invalid ${what} message subtype ${subtype}` : FAULT_TEXT[fault],
+    );
+    this.name = 'MalformedBody';
+    this.type = type;
+    this.fault = fault;
+    this.subtype = subtype;
+  }
+}

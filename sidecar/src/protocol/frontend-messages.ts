@@ -1,11 +1,14 @@
-import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE } from './codes.js';
-import { ProtocolError } from './errors.js';
+import { CANCEL_REQUEST_CODE, F, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE } from './codes.js';
+import { MalformedBody, ProtocolError } from './errors.js';
 
 /**
  * Decoders for the frontend (client → server) messages the proxy must understand, and builders for the ones it
  * sends upstream. Every decoder takes the whole message span `buf[start, end)` including the type byte (typed
  * messages) or length word (startup packets); bodies are described in
  * https://www.postgresql.org/docs/current/protocol-message-formats.html
+ *
+ * The decoders of typed messages read a body as PostgreSQL 15 reads it (postgres.c, field by field through
+ * pqformat.c, the last field followed by `pq_getmsgend`) and throw MalformedBody where PostgreSQL's reading stops.
  */
 
 export type StartupPacket =
@@ -31,9 +34,9 @@ function cstring(buf: Buffer, pos: number, end: number, what: string): [string, 
  * session has, so they are decoded one character per byte (latin1, a bijection) and two names differ here exactly when
  * their bytes differ. `nameText` gives the UTF-8 reading for people and policies.
  */
-function nameKey(buf: Buffer, pos: number, end: number, what: string): [string, number] {
+function nameKey(buf: Buffer, start: number, pos: number, end: number): [string, number] {
   const z = cstringEnd(buf, pos, end);
-  if (z < 0) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', `unterminated string in ${what}`);
+  if (z < 0) throw new MalformedBody(buf[start], 'string');
   // PostgreSQL keeps prepared statements and portals in hash tables keyed on NAMEDATALEN - 1 bytes: two names that
   // share their first 63 bytes are one statement there, so they must be one here too.
   return [buf.toString('latin1', pos, Math.min(z, pos + MAX_NAME_BYTES)), z + 1];
@@ -100,14 +103,23 @@ export function parseStartupPacket(buf: Buffer, start: number, end: number): Sta
 
 /** Query: one string. */
 export function decodeQuery(buf: Buffer, start: number, end: number): string {
-  return cstring(buf, start + 5, end, 'Query')[0];
+  const z = cstringEnd(buf, start + 5, end);
+  if (z < 0) throw new MalformedBody(buf[start], 'string');
+  if (z !== end - 1) throw new MalformedBody(buf[start], 'trailing');
+  return buf.toString('utf8', start + 5, z);
 }
 
-/** Parse: statement name, query string, then parameter type OIDs (ignored here). */
+/** Parse: statement name, query string, int16 count of parameter type OIDs, the OIDs (not needed here). */
 export function decodeParse(buf: Buffer, start: number, end: number): { name: string; sql: string } {
-  const [name, p] = nameKey(buf, start + 5, end, 'Parse');
-  const [sql] = cstring(buf, p, end, 'Parse');
-  return { name, sql };
+  const [name, p] = nameKey(buf, start, start + 5, end);
+  const z = cstringEnd(buf, p, end);
+  if (z < 0) throw new MalformedBody(buf[start], 'string');
+  if (z + 3 > end) throw new MalformedBody(buf[start], 'short');
+  // PostgreSQL reads the count unsigned (pq_getmsgint), so 0xffff is 65535 OIDs, not -1.
+  const oidsEnd = z + 3 + 4 * buf.readUInt16BE(z + 1);
+  if (oidsEnd > end) throw new MalformedBody(buf[start], 'short');
+  if (oidsEnd !== end) throw new MalformedBody(buf[start], 'trailing');
+  return { name, sql: buf.toString('utf8', p, z) };
 }
 
 /**
@@ -129,27 +141,64 @@ export function decodeBindNames(
   };
 }
 
-/** Describe and Close: 'S' (statement) or 'P' (portal), then the name. */
+/**
+ * Describe and Close: 'S' (statement) or 'P' (portal), then the name. PostgreSQL reads both fields and the end of
+ * the message before it looks at the subtype.
+ */
 export function decodeTarget(buf: Buffer, start: number, end: number): { kind: 'S' | 'P'; name: string } {
+  if (end - start < 6) throw new MalformedBody(buf[start], 'empty');
+  const [name, p] = nameKey(buf, start, start + 6, end);
+  if (p !== end) throw new MalformedBody(buf[start], 'trailing');
   const k = buf[start + 5];
-  if (end - start < 7 || (k !== 0x53 && k !== 0x50)) {
-    throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Describe/Close target');
-  }
-  return { kind: k === 0x53 ? 'S' : 'P', name: nameKey(buf, start + 6, end, 'Describe/Close')[0] };
+  if (k !== 0x53 && k !== 0x50) throw new MalformedBody(buf[start], 'subtype', k);
+  return { kind: k === 0x53 ? 'S' : 'P', name };
 }
 
 /** Execute: portal name, then int32 row limit (0 = no limit). */
 export function decodeExecute(buf: Buffer, start: number, end: number): { portal: string; maxRows: number } {
-  const [portal, p] = nameKey(buf, start + 5, end, 'Execute');
-  if (p + 4 > end) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'truncated Execute');
+  const [portal, p] = nameKey(buf, start, start + 5, end);
+  if (p + 4 > end) throw new MalformedBody(buf[start], 'short');
+  if (p + 4 !== end) throw new MalformedBody(buf[start], 'trailing');
   return { portal, maxRows: buf.readInt32BE(p) };
 }
 
-/** FunctionCall: int32 function OID first. */
+/** FunctionCall: int32 function OID first; PostgreSQL reads the rest itself (the proxy forwards it). */
 export function decodeFunctionCall(buf: Buffer, start: number, end: number): number {
-  if (end - start < 9) throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'truncated FunctionCall');
+  if (end - start < 9) throw new MalformedBody(buf[start], 'short');
   return buf.readUInt32BE(start + 5);
 }
+
+/**
+ * A message of the same type as a malformed one that PostgreSQL fails to read at the same step, with the same
+ * error: sent upstream in its place, so that the error, what it does to the transaction (a block fails, a batch
+ * rolls back and skips to Sync) and what it leaves of statements and portals (nothing changes) are PostgreSQL's
+ * own. None of its bytes come from the client, only the Describe/Close subtype PostgreSQL names in its message.
+ */
+export function failingLike(e: MalformedBody): Buffer {
+  const target = e.type === F.Describe || e.type === F.Close;
+  switch (e.fault) {
+    case 'string':
+      return typed(e.type, target ? Buffer.from('S') : Buffer.alloc(0));
+    case 'empty':
+      return typed(e.type, Buffer.alloc(0));
+    case 'subtype':
+      return typed(e.type, Buffer.from([e.subtype, 0]));
+    case 'short':
+      // Empty strings where the message has them, then nothing where a number belongs.
+      return typed(e.type, Buffer.alloc(e.type === F.Parse ? 2 : e.type === F.Execute ? 1 : 0));
+    case 'trailing':
+      return typed(e.type, Buffer.concat([TRAILING_PREFIX[e.type] ?? Buffer.alloc(0), Buffer.from('x')]));
+  }
+}
+
+/** The shortest whole body of each type (Flush and Sync: none), which a `trailing` substitute follows with a byte. */
+const TRAILING_PREFIX: Record<number, Buffer> = {
+  [F.Query]: Buffer.alloc(1), // ''
+  [F.Parse]: Buffer.alloc(4), // '', '', no parameter types
+  [F.Execute]: Buffer.alloc(5), // '', no row limit
+  [F.Describe]: Buffer.from([0x53, 0]), // 'S', ''
+  [F.Close]: Buffer.from([0x53, 0]),
+};
 
 /** PasswordMessage: a NUL-terminated password. */
 export function decodePassword(buf: Buffer, start: number, end: number): string {
@@ -240,7 +289,8 @@ export function functionCallMessage(oid: number): Buffer {
 
 /**
  * A whole Bind's names and parameter values as an approver reads them: text-format values as UTF-8, binary ones as
- * `\x` hex (PostgreSQL's bytea output form), NULL as null. Throws ProtocolError on a malformed message.
+ * `\x` hex (PostgreSQL's bytea output form), NULL as null. Throws ProtocolError where PostgreSQL's reading of the
+ * same fields fails (exec_bind_message; it reads the counts unsigned), so PostgreSQL refuses whatever this refuses.
  */
 export function decodeBindValues(
   buf: Buffer,
@@ -254,14 +304,14 @@ export function decodeBindValues(
   p = buf.indexOf(0, p) + 1;
   p = buf.indexOf(0, p) + 1;
   if (p + 2 > end) throw bad();
-  const nFormats = buf.readInt16BE(p);
+  const nFormats = buf.readUInt16BE(p);
   p += 2;
-  if (nFormats < 0 || p + 2 * nFormats + 2 > end) throw bad();
+  if (p + 2 * nFormats + 2 > end) throw bad();
   const formats: number[] = [];
   for (let i = 0; i < nFormats; i++, p += 2) formats.push(buf.readInt16BE(p));
-  const n = buf.readInt16BE(p);
+  const n = buf.readUInt16BE(p);
   p += 2;
-  if (n < 0 || (nFormats > 1 && nFormats !== n)) throw bad();
+  if (nFormats > 1 && nFormats !== n) throw bad();
   const values: (string | null)[] = [];
   for (let i = 0; i < n; i++) {
     if (p + 4 > end) throw bad();

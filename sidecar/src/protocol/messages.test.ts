@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RowField } from '../proxy/hooks.js';
 import {
@@ -16,16 +17,18 @@ import {
   readyForQuery,
   rowDescription,
 } from './backend-messages.js';
-import { ProtocolError } from './errors.js';
+import { MalformedBody, ProtocolError } from './errors.js';
 import {
   cancelRequest,
   decodeBindNames,
   decodeBindValues,
   decodeExecute,
+  decodeFunctionCall,
   decodeParse,
   decodeQuery,
   decodeTarget,
   executeMessage,
+  failingLike,
   parseMessage,
   parseStartupPacket,
   queryMessage,
@@ -159,6 +162,87 @@ describe('frontend messages', () => {
     describe[5] = 0x51;
     expect(() => decodeTarget(...whole(describe))).toThrow(ProtocolError);
     expect(decodeExecute(...whole(executeMessage('p', 10)))).toEqual({ portal: 'p', maxRows: 10 });
-    expect(() => decodeQuery(...whole(Buffer.from([0x51, 0, 0, 0, 5, 0x41])))).toThrow(/unterminated/);
+    expect(() => decodeQuery(...whole(Buffer.from([0x51, 0, 0, 0, 5, 0x41])))).toThrow('invalid string in message');
+  });
+});
+
+describe('malformed bodies, read as PostgreSQL reads them', () => {
+  const msgOf = (type: string, ...body: (string | number[])[]) => {
+    const b = Buffer.concat(body.map((x) => (typeof x === 'string' ? Buffer.from(x, 'latin1') : Buffer.from(x))));
+    const head = Buffer.from([type.charCodeAt(0), 0, 0, 0, 0]);
+    head.writeInt32BE(4 + b.length, 1);
+    return Buffer.concat([head, b]);
+  };
+  const decoders: Record<string, (b: Buffer, s: number, e: number) => unknown> = {
+    Q: decodeQuery,
+    P: decodeParse,
+    D: decodeTarget,
+    C: decodeTarget,
+    E: decodeExecute,
+    F: decodeFunctionCall,
+  };
+  const faultOf = (b: Buffer): MalformedBody | undefined => {
+    try {
+      decoders[String.fromCharCode(b[0])](b, 0, b.length);
+      return undefined;
+    } catch (err) {
+      if (err instanceof MalformedBody) return err;
+      throw err;
+    }
+  };
+  // Each with the message PostgreSQL 15 answers (checked against a real server by differential.test.ts).
+  const cases: [Buffer, string][] = [
+    [msgOf('Q', 'SELECT 1'), 'invalid string in message'],
+    [msgOf('Q'), 'invalid string in message'],
+    [msgOf('Q', 'SELECT 1\0x'), 'invalid message format'],
+    [msgOf('P', 'name'), 'invalid string in message'],
+    [msgOf('P', 'n\0SELECT 1'), 'invalid string in message'],
+    [msgOf('P', 'n\0SELECT 1\0', [0]), 'insufficient data left in message'],
+    [msgOf('P', 'n\0SELECT 1\0', [0, 2, 0, 0, 0, 23]), 'insufficient data left in message'],
+    [msgOf('P', 'n\0SELECT 1\0', [0xff, 0xff]), 'insufficient data left in message'],
+    [msgOf('P', 'n\0SELECT 1\0', [0, 0], 'x'), 'invalid message format'],
+    [msgOf('D'), 'no data left in message'],
+    [msgOf('D', 'S'), 'invalid string in message'],
+    [msgOf('D', 'Xname'), 'invalid string in message'],
+    [msgOf('D', 'S\0x'), 'invalid message format'],
+    [msgOf('D', 'X\0'), 'invalid DESCRIBE message subtype 88'],
+    [msgOf('C', 'Z\0'), 'invalid CLOSE message subtype 90'],
+    [msgOf('C', [0, 0]), 'invalid CLOSE message subtype 0'],
+    [msgOf('E', 'portal'), 'invalid string in message'],
+    [msgOf('E', '\0', [0, 0, 0]), 'insufficient data left in message'],
+    [msgOf('E', '\0', [0, 0, 0, 0], 'x'), 'invalid message format'],
+    [msgOf('F', [0, 0, 1]), 'insufficient data left in message'],
+  ];
+
+  it.each(cases)("%# stops where PostgreSQL's reading stops, with its message", (b, message) => {
+    expect(faultOf(b)?.message).toBe(message);
+  });
+
+  it.each(cases)('%# has a substitute that fails at the same step and carries no byte of it', (b, message) => {
+    const e = faultOf(b)!;
+    const sub = failingLike(e);
+    expect(sub[0]).toBe(b[0]);
+    expect(sub.readInt32BE(1)).toBe(sub.length - 1);
+    expect(faultOf(sub)?.message).toBe(message);
+    expect(sub.length).toBeLessThanOrEqual(11);
+  });
+
+  it('reads well-formed bodies whole: parameter types, a zero OID count, a 0xffff row limit', () => {
+    const oids = msgOf('P', 'n\0SELECT $1, $2\0', [0, 2, 0, 0, 0, 23, 0, 0, 0, 25]);
+    expect(decodeParse(oids, 0, oids.length)).toEqual({ name: 'n', sql: 'SELECT $1, $2' });
+    const exec = msgOf('E', 'p\0', [0xff, 0xff, 0xff, 0xff]);
+    expect(decodeExecute(exec, 0, exec.length)).toEqual({ portal: 'p', maxRows: -1 });
+    expect(decodeTarget(...whole(msgOf('C', 'P\0')))).toEqual({ kind: 'P', name: '' });
+  });
+
+  it('random bodies: decoded, or MalformedBody whose substitute fails the same way; never another error', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...'QPDCEF'), fc.uint8Array({ maxLength: 24 }), (type, body) => {
+        const b = msgOf(type, [...body]);
+        const e = faultOf(b);
+        if (e !== undefined) expect(faultOf(failingLike(e))?.message).toBe(e.message);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

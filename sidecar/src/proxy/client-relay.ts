@@ -1,5 +1,5 @@
 import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { MalformedBody, ProtocolError } from '../protocol/errors.js';
 import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
 import {
   bindMessage,
@@ -13,6 +13,7 @@ import {
   decodeTarget,
   describeMessage,
   executeMessage,
+  failingLike,
   functionCallMessage,
   nameText,
   parseMessage,
@@ -26,6 +27,7 @@ import {
   K_EXECUTE,
   K_FUNCTION,
   K_HIDDEN,
+  K_INVALID,
   K_PARSE,
   K_QUERY,
   K_ROWS,
@@ -102,7 +104,8 @@ export class ClientRelay implements FramerHandler {
 
   header(type: number, length: number, buf: Buffer, pos: number, avail: number): number {
     const s = this.s;
-    if (s.discarding) return type === F.Sync ? WHOLE : DROP;
+    // PostgreSQL's skip to Sync ends at a Sync, and a Terminate is obeyed during it (postgres.c, SocketBackend).
+    if (s.discarding) return type === F.Sync || type === F.Terminate ? WHOLE : DROP;
     switch (type) {
       case F.Query:
       case F.Parse:
@@ -115,7 +118,8 @@ export class ClientRelay implements FramerHandler {
       case F.Bind: {
         const names = decodeBindNames(buf, pos, pos + avail);
         if (names === null) {
-          if (avail > length || avail >= BIND_PEEK)
+          if (avail > length) return WHOLE; // the whole message, and no names in it: whole() answers it
+          if (avail >= BIND_PEEK)
             throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message: names not terminated');
           return NEED_MORE;
         }
@@ -157,12 +161,24 @@ export class ClientRelay implements FramerHandler {
       case F.CopyFail:
         if (++s.copyEnds >= s.copyInEnd) s.copyInEnd = 0;
         return PASS;
+      case F.Flush:
+        // A Flush has no body; PostgreSQL refuses one with a body, except in COPY IN, where it ignores Flush unread.
+        return length === 4 || s.copyInEnd !== 0 ? PASS : WHOLE;
       default:
-        return PASS; // Flush, CopyData, CopyDone, CopyFail
+        return PASS; // CopyData
     }
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    try {
+      return this.decoded(type, buf, start, end);
+    } catch (err) {
+      if (err instanceof MalformedBody) return this.malformed(err);
+      throw err;
+    }
+  }
+
+  private decoded(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     switch (type) {
       case F.Query: {
@@ -185,11 +201,22 @@ export class ClientRelay implements FramerHandler {
         return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
       }
       case F.Bind: {
-        const { portal, values } = decodeBindValues(buf, start, end);
-        const info = s.portals.get(portal);
-        if (info !== undefined) info.request = { ...info.request, params: values };
+        const names = decodeBindNames(buf, start, end);
+        if (names === null) throw new MalformedBody(F.Bind, 'string');
+        const info = s.portals.get(names.portal);
+        if (info === undefined) return true;
+        let params: (string | null)[];
+        try {
+          params = decodeBindValues(buf, start, end).values;
+        } catch {
+          // PostgreSQL reads these fields the same way and refuses the Bind; the approver is not shown a guess.
+          params = ['(the values cannot be read: the Bind is malformed)'];
+        }
+        info.request = { ...info.request, params };
         return true;
       }
+      case F.Flush:
+        throw new MalformedBody(F.Flush, 'trailing');
       case F.Execute:
         return this.execute(buf, start, end);
       case F.Describe: {
@@ -226,6 +253,35 @@ export class ClientRelay implements FramerHandler {
       default:
         return true;
     }
+  }
+
+  /**
+   * A message whose body PostgreSQL cannot read: it answers ERROR 08P01 and goes on, in the extended protocol by
+   * skipping to the next Sync. Upstream gets a message that fails there at the same step (failingLike), so the error
+   * and its effects are PostgreSQL's own; nothing of the client's is forwarded, and the proxy's statements and
+   * portals stay as they are, as PostgreSQL's do. A Query, Parse, Execute or FunctionCall is recorded as refused.
+   */
+  private malformed(e: MalformedBody): Buffer {
+    const s = this.s;
+    const out = failingLike(e);
+    // In COPY IN PostgreSQL refuses a message of these types without reading it, failing the COPY's own statement.
+    if (s.copyInEnd !== 0) return out;
+    const kind = STATEMENT_KINDS.get(e.type);
+    if (kind !== undefined) {
+      const simple = kind === K_QUERY || kind === K_FUNCTION;
+      const req: StatementRequest = { sql: '', protocol: simple ? 'simple' : 'extended', txStatus: s.txStatus };
+      const verdict: Verdict = { action: 'deny', code: e.sqlstate, message: e.message, reason: 'malformed message' };
+      const st = new Stmt(req, verdict);
+      st.sentAt = performance.now();
+      s.expect(kind, st);
+      if (simple) return out;
+    } else {
+      s.expect(K_INVALID, undefined, undefined, e.type === F.Flush ? 'flush' : '');
+      // A COPY the client pipelined ahead of this Flush may be about to read it (and ignore it): not skipped here.
+      if (e.type === F.Flush) return out;
+    }
+    s.discarding = true;
+    return out;
   }
 
   pass(buf: Buffer, start: number, end: number): void {
@@ -471,6 +527,14 @@ export class ClientRelay implements FramerHandler {
     return this.guarded(st, out, buf, start, end);
   }
 }
+
+/** Messages that carry or run a statement, and the entry each gets. */
+const STATEMENT_KINDS = new Map<number, number>([
+  [F.Query, K_QUERY],
+  [F.Parse, K_PARSE],
+  [F.Execute, K_EXECUTE],
+  [F.FunctionCall, K_FUNCTION],
+]);
 
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
 const CANCELLED: Verdict = {

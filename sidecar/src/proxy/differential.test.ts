@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { B } from '../protocol/codes.js';
 import { runBoth, SCRIPTS } from '../testing/differential-scripts.js';
-import { msg, RawClient } from '../testing/raw-client.js';
+import { msg, RawClient, types } from '../testing/raw-client.js';
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { connectUpstream } from '../upstream/connect.js';
 
@@ -68,6 +68,18 @@ describe('differential: PostgreSQL directly vs through the sidecar', () => {
       );
     } finally {
       client.close();
+    }
+  });
+
+  it('a Terminate while skipping to Sync after an error ends the session, as in PostgreSQL', async () => {
+    const upstream = { host: pg.host, port: pg.port, database: pg.database, sslmode: 'disable' as const };
+    const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
+    const { client: proxied } = await RawClient.startup(fx.sidecar.port, { user: 'agent', database: 'app' });
+    const badDescribe = Buffer.from([0x44, 0, 0, 0, 6, 0x58, 0]);
+    for (const c of [direct, proxied]) {
+      c.send(badDescribe, msg.terminate());
+      expect(types([await c.next()])).toBe('E');
+      await c.closed();
     }
   });
 });

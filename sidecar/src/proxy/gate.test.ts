@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
 import { cancelRequest } from '../protocol/frontend-messages.js';
-import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
+import { errorOf, msg, RawClient, rowOf, tagOf, typed, types } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './hooks.js';
@@ -247,6 +247,40 @@ describe('statement gate', () => {
     expect(rowOf((await run(msg.query('SELECT 3'))).find((y) => y.type === B.DataRow)!)).toEqual(['3']);
   });
 
+  it('counts COPY TO STDOUT rows as its COPY n tag does: a HEADER line and a binary header and trailer are no rows', async () => {
+    // maxRows 10 ('capped'): at the limit every CopyData and the tag come through; one row past it, 54000 after rows
+    // within it (a text or CSV COPY stops one CopyData short: the last before the error may be a header's).
+    const copy = async (rows: number, options: string, via: 'query' | 'execute' = 'query') => {
+      const sql = `COPY (SELECT g, 'capped' FROM generate_series(1, ${rows}) g) TO STDOUT WITH (${options})`;
+      const m =
+        via === 'query'
+          ? await run(msg.query(sql))
+          : await run(msg.parse('', sql), msg.bind('', ''), msg.execute(''), msg.sync());
+      const data = m.filter((x) => x.type === B.CopyData).map((x) => x.buf.subarray(5));
+      const end = m.find((x) => x.type === B.CommandComplete || x.type === B.ErrorResponse)!;
+      return { data, end: end.type === B.CommandComplete ? tagOf(end) : errorOf(end).get('C') };
+    };
+    const text = await copy(10, 'FORMAT text');
+    expect([text.data.length, text.end]).toEqual([10, 'COPY 10']);
+    expect((await copy(11, 'FORMAT text')).end).toBe('54000');
+    const csv = await copy(10, 'FORMAT csv, HEADER');
+    expect([csv.data.length, csv.end]).toEqual([11, 'COPY 10']);
+    expect(csv.data[0].toString()).toBe('g,?column?\n');
+    expect(csv.data[10].toString()).toBe('10,capped\n');
+    expect(await copy(10, 'FORMAT csv, HEADER', 'execute')).toEqual(csv);
+    const over = await copy(11, 'FORMAT csv, HEADER');
+    expect([over.data.length, over.end]).toEqual([10, '54000']);
+    expect((await copy(10, 'FORMAT text, HEADER')).end).toBe('COPY 10');
+    // Binary: the signature comes with the first row, the trailer (int16 -1) alone at the end.
+    const binary = await copy(10, 'FORMAT binary');
+    expect([binary.data.length, binary.end]).toEqual([11, 'COPY 10']);
+    expect(binary.data[10]).toEqual(Buffer.from([0xff, 0xff]));
+    const binaryOver = await copy(11, 'FORMAT binary');
+    expect([binaryOver.data.length, binaryOver.end]).toEqual([10, '54000']);
+    expect((await copy(0, 'FORMAT binary')).end).toBe('COPY 0');
+    expect(rowOf((await run(msg.query('SELECT 3'))).find((y) => y.type === B.DataRow)!)).toEqual(['3']);
+  });
+
   it('counts maxRows per portal across row-limited Executes', async () => {
     const m = await run(
       msg.parse('', 'SELECT g AS capped FROM generate_series(1, 100) g'),
@@ -341,6 +375,34 @@ describe('statement gate', () => {
     expect(types(m)).toBe('E Z');
     expect(errorOf(m[0]).get('C')).toBe('54000');
     expect(types(await run(msg.query('SELECT 1')))).toBe('T D C Z');
+  });
+
+  it("a malformed body gets PostgreSQL's 08P01 without its bytes going upstream; statements stay as they were", async () => {
+    const raw = (type: string, body: string) => typed(type, Buffer.from(body, 'latin1'));
+    await run(msg.parse('kept', "SELECT 'kept' AS v"), msg.sync());
+    const before = records.length;
+    // A redefinition whose SQL has no NUL, and a new statement whose parameter count is missing: PostgreSQL reads
+    // neither, so 'kept' keeps its statement and its verdict here, and 'forbidden_one' never exists.
+    for (const body of ["kept\0SELECT 'forbidden'", "forbidden_one\0SELECT 'forbidden'\0"]) {
+      const m = await run(raw('P', body), msg.bind('', 'kept'), msg.execute(''), msg.sync());
+      expect(types(m)).toBe('E Z');
+      expect(errorOf(m[0]).get('C')).toBe('08P01');
+    }
+    const ok = await run(msg.bind('', 'kept'), msg.execute(''), msg.bind('', 'forbidden_one'), msg.sync());
+    expect(types(ok)).toBe('2 D C E Z');
+    expect(rowOf(ok[1])).toEqual(['kept']);
+    expect(errorOf(ok[3]).get('C')).toBe('26000');
+    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread.
+    expect(records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results[0]?.error?.code])).toEqual([
+      ['', 'malformed message', '08P01'],
+      ['', 'malformed message', '08P01'],
+      ["SELECT 'kept' AS v", undefined, undefined],
+    ]);
+    // A simple Query with bytes after its NUL is not run, even in part.
+    const q = await run(raw('Q', "INSERT INTO gate_t VALUES (9, 'x')\0SELECT 1\0"));
+    expect([types(q), errorOf(q[0]).get('M')]).toEqual(['E Z', 'invalid message format']);
+    const count = await run(msg.query('SELECT count(*) FROM gate_t WHERE id = 9'));
+    expect(rowOf(count.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
   });
 
   it('refuses to execute a portal of a statement it never checked', async () => {

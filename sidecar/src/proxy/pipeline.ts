@@ -30,6 +30,12 @@ export const K_HIDDEN = 9;
  * `ext-before` / `ext` (inside the write's batch: its last CloseComplete ends it).
  */
 export const K_ROWS = 10;
+/**
+ * A Bind, Describe, Close or Flush whose body PostgreSQL cannot read (client-relay.ts, malformed): its answer is an
+ * ErrorResponse, or nothing when an earlier error has PostgreSQL skipping to Sync. `name` is 'flush' for a Flush,
+ * which PostgreSQL ignores unread in COPY IN, as it ignores Sync there.
+ */
+export const K_INVALID = 11;
 
 /**
  * Rows inserted, updated and deleted in every table, from PostgreSQL's per-transaction statistics, which count what
@@ -97,6 +103,14 @@ export class Stmt {
   denied = false;
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
   capped = false;
+  /** The overall format of the COPY TO STDOUT being read (its CopyOutResponse): 0 text or CSV, 1 binary. */
+  copyFormat = 0;
+  /**
+   * The CopyData of a text or CSV COPY one past maxRows, held back (copied) until the tag says whether the COPY had a
+   * HEADER line, which made it a row within the limit; and the CopyDone held behind it.
+   */
+  heldCopy: Buffer | undefined = undefined;
+  copyDoneHeld = false;
   timedOut = false;
   /**
    * guardrail maxRowsAffected: how the proxy undoes this write if it changes too many rows. A simple Query goes after a
@@ -144,6 +158,8 @@ export class Stmt {
     this.bytes = 0;
     this.transformer = undefined;
     this.capped = false;
+    this.heldCopy = undefined;
+    this.copyDoneHeld = false;
   }
 
   settle(): void {
@@ -212,12 +228,16 @@ export class EntryQueue {
     return this.items.length > this.head ? this.items[this.items.length - 1] : undefined;
   }
 
-  /** Removes the Sync entries sent before the client's copy end number `end` (PostgreSQL read them in COPY IN). */
+  /**
+   * Removes the Sync entries (and those of malformed Flushes) sent before the client's copy end number `end`:
+   * PostgreSQL read them in COPY IN.
+   */
   dropCopySyncs(end: number): void {
     const kept = this.items.slice(0, this.head);
     for (let i = this.head; i < this.items.length; i++) {
       const e = this.items[i];
-      if (i === this.head || e.kind !== K_SYNC || e.copyEnds >= end) kept.push(e);
+      const readByCopy = e.kind === K_SYNC || (e.kind === K_INVALID && e.name === 'flush');
+      if (i === this.head || !readByCopy || e.copyEnds >= end) kept.push(e);
     }
     this.items = kept;
   }

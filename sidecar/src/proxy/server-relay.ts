@@ -10,7 +10,7 @@ import {
   notificationResponse,
 } from '../protocol/backend-messages.js';
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
-import { DROP, type Framer, type FramerHandler, PASS, WHOLE } from '../protocol/framer.js';
+import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
 import { executeMessage, queryMessage } from '../protocol/frontend-messages.js';
 import { DENIED_PORTAL, DENIED_SQL } from './client-relay.js';
 import type { StatementResult } from './hooks.js';
@@ -40,6 +40,8 @@ export class ServerRelay implements FramerHandler {
   framer: Framer | undefined;
   private readonly s: RelayState;
   private countedFor: Stmt | undefined;
+  /** header() chose to hold the CopyData it answered WHOLE for (copyRow). */
+  private holdCopy = false;
 
   constructor(state: RelayState) {
     this.s = state;
@@ -50,7 +52,7 @@ export class ServerRelay implements FramerHandler {
     return LARGE_MESSAGE_LIMIT;
   }
 
-  header(type: number, length: number): number {
+  header(type: number, length: number, buf: Buffer, pos: number, avail: number): number {
     const s = this.s;
     // Counted rows belong to the statement they streamed for: settle them before anything can change it.
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
@@ -74,21 +76,24 @@ export class ServerRelay implements FramerHandler {
         return st.transformer === undefined ? PASS : WHOLE;
       }
       case B.CopyData: {
-        // guardrails.maxRowsReturned holds for COPY … TO STDOUT too: one CopyData per row (binary COPY adds its
-        // trailer as one more, so a binary COPY of exactly the limit is refused too).
         const st = s.cur;
         if (st !== undefined && st.maxRows !== undefined) {
-          if (st.capped) return DROP;
-          if (st.rows + st.rowBase >= st.maxRows) {
-            st.capped = true;
-            s.cancel(st);
-            return DROP;
-          }
-          st.rows++;
-          st.bytes += length + 1;
+          const d = this.copyRow(st, st.maxRows, length, buf, pos, avail);
+          if (d !== PASS) return d;
         }
         return s.scrub === undefined ? PASS : WHOLE;
       }
+      case B.CopyOutResponse: {
+        const st = s.cur;
+        if (st === undefined || st.maxRows === undefined) return PASS;
+        if (avail < 6) return NEED_MORE;
+        st.copyFormat = buf[pos + 5];
+        return PASS;
+      }
+      case B.CopyDone:
+        if (s.cur?.heldCopy === undefined) return PASS;
+        s.cur.copyDoneHeld = true;
+        return DROP;
       case B.ParseComplete:
         s.complete(K_PARSE);
         return PASS;
@@ -105,8 +110,6 @@ export class ServerRelay implements FramerHandler {
         return PASS;
       case B.ParameterDescription:
       case B.FunctionCallResponse:
-      case B.CopyDone:
-      case B.CopyOutResponse:
       case B.CopyBothResponse:
         return PASS;
       case B.ParameterStatus:
@@ -131,6 +134,50 @@ export class ServerRelay implements FramerHandler {
         return WHOLE; // rare; its process id may need mapping (handle)
       default:
         return WHOLE;
+    }
+  }
+
+  /**
+   * guardrails.maxRowsReturned for COPY … TO STDOUT, counted as PostgreSQL's `COPY n` tag counts rows (copyto.c):
+   * one CopyData per row, but a binary COPY's signature comes with its first row (or with the trailer when there is
+   * none) and its trailer (int16 -1) is no row; a text or CSV COPY's HEADER line is a CopyData of its own that nothing
+   * marks, so the one CopyData past the limit is held until the tag says whether it was a row (releaseCopy). Returns
+   * PASS (counted), DROP (over the limit: the statement is capped), WHOLE (hold it) or NEED_MORE.
+   */
+  private copyRow(st: Stmt, max: number, length: number, buf: Buffer, pos: number, avail: number): number {
+    if (st.capped) return DROP;
+    if (st.copyFormat === 1 && (length === 6 || length === 25)) {
+      if (avail <= length) return NEED_MORE;
+      if (isBinaryCopyTrailer(buf, pos, length)) return PASS;
+    }
+    const seen = st.rows + st.rowBase;
+    if (seen < max || (seen === max && st.copyFormat === 0 && st.heldCopy === undefined)) {
+      st.rows++;
+      st.bytes += length + 1;
+      if (seen < max) return PASS;
+      this.holdCopy = true;
+      return WHOLE;
+    }
+    // Over the limit whether or not there was a header: the held CopyData may be a row past it, so it goes too.
+    st.capped = true;
+    st.heldCopy = undefined;
+    this.s.cancel(st);
+    return DROP;
+  }
+
+  /**
+   * The tag of a COPY with a CopyData held (copyRow): `rows` within the limit means a HEADER line took a place, and
+   * the held CopyData (and CopyDone) go on; over it, the statement is capped (the CopyDone goes on, as when capped
+   * at once).
+   */
+  private releaseCopy(st: Stmt, rows: number): void {
+    const held = st.heldCopy!;
+    st.heldCopy = undefined;
+    if (rows + st.rowBase <= st.maxRows!) this.toClient(held);
+    else st.capped = true;
+    if (st.copyDoneHeld) {
+      st.copyDoneHeld = false;
+      this.toClient(COPY_DONE);
     }
   }
 
@@ -224,9 +271,16 @@ export class ServerRelay implements FramerHandler {
         return out;
       }
       case B.CopyData: {
-        const text = buf.toString('utf8', start + 5, end);
-        const out = s.scrub!(text);
-        return out === text ? true : message(B.CopyData, Buffer.from(out, 'utf8'));
+        let out: boolean | Buffer = true;
+        if (s.scrub !== undefined) {
+          const text = buf.toString('utf8', start + 5, end);
+          const scrubbed = s.scrub(text);
+          if (scrubbed !== text) out = message(B.CopyData, Buffer.from(scrubbed, 'utf8'));
+        }
+        if (!this.holdCopy) return out;
+        this.holdCopy = false;
+        s.cur!.heldCopy = out === true ? Buffer.from(buf.subarray(start, end)) : out;
+        return false;
       }
       default:
         return true;
@@ -249,6 +303,7 @@ export class ServerRelay implements FramerHandler {
     let out: boolean | Buffer = true;
     let result: StatementResult;
     const rows = rowsOf(tag, st.rows);
+    if (st.heldCopy !== undefined) this.releaseCopy(st, rows);
     // Only the writes' tags count (a multi-statement Query may also read).
     const max = st.guard === undefined || !isWriteTag(tag) ? undefined : st.maxAffected;
     if (st.capped) {
@@ -598,6 +653,19 @@ export class ServerRelay implements FramerHandler {
 }
 
 const SCRUBBED_FIELDS = ['M', 'D', 'H', 'W', 'q'] as const;
+
+const COPY_DONE = Buffer.from([B.CopyDone, 0, 0, 0, 4]);
+/** The binary COPY signature (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4.5). */
+const BINARY_COPY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+
+/**
+ * A binary COPY's CopyData of `length` at `pos` is its trailer, int16 -1, alone or behind the 19-byte header (a COPY
+ * of no rows). A row starts with its int16 field count, never -1, nor the 0x5047 ('PG') of the signature.
+ */
+function isBinaryCopyTrailer(buf: Buffer, pos: number, length: number): boolean {
+  if (buf[pos + length - 1] !== 0xff || buf[pos + length] !== 0xff) return false;
+  return length === 6 || buf.compare(BINARY_COPY_SIGNATURE, 0, 11, pos + 5, pos + 16) === 0;
+}
 
 /** Rows of a result: the count in the tag ("INSERT 0 5", "UPDATE 3") when it has one, else the DataRows seen. */
 function rowsOf(tag: string | undefined, seen: number): number {

@@ -1,7 +1,7 @@
 import { B } from '../protocol/codes.js';
 import { type Credentials, connectUpstream, type UpstreamTarget } from '../upstream/connect.js';
 import type { RawMessage } from '../upstream/message-reader.js';
-import { msg, RawClient } from './raw-client.js';
+import { msg, RawClient, typed } from './raw-client.js';
 
 /**
  * Protocol scripts for differential tests: the same frontend bytes sent to PostgreSQL directly and through a
@@ -41,6 +41,11 @@ function int4(n: number): Buffer {
   return b;
 }
 const q = (sql: string): Step => ({ send: [msg.query(sql)], until: Z });
+/** A frontend message with a raw body: the framing is right, the body is what PostgreSQL may fail to read. */
+const raw = (type: string, ...body: (string | Buffer)[]): Buffer =>
+  typed(type, ...body.map((b) => (typeof b === 'string' ? Buffer.from(b, 'latin1') : b)));
+/** Bind of `statement` to the unnamed portal, no parameters, text results. */
+const bind0 = (statement = '') => msg.bind('', statement);
 
 export const SCRIPTS: Record<string, Step[]> = {
   'simple query: several statements, an error in the middle stops the rest': [
@@ -297,6 +302,101 @@ export const SCRIPTS: Record<string, Step[]> = {
     q(`SELECT count(*) FROM (VALUES ${Array.from({ length: 20_000 }, (_, i) => `(${i})`).join(', ')}) v(x)`),
   ],
   'FunctionCall (abs of int4)': [{ send: [msg.functionCall(1397 /* int4abs */, ['-7'])], until: Z }],
+  // Malformed bodies (valid framing): PostgreSQL answers ERROR 08P01 and goes on; in the extended protocol it skips
+  // to Sync. postgres.c reads each field through pqformat.c, and where that reading stops decides the message.
+  'malformed simple-protocol bodies: a Query without its NUL, with bytes after it, empty; a short FunctionCall': [
+    { send: [raw('Q', 'SELECT 1')], until: Z },
+    { send: [raw('Q', 'SELECT 1\0SELECT 2\0')], until: Z },
+    { send: [raw('Q')], until: Z },
+    { send: [raw('F', Buffer.from([0, 0]))], until: Z },
+    q('SELECT 1 AS still_here'),
+    // Inside a transaction block the error fails the transaction, as any error does.
+    q('BEGIN'),
+    { send: [raw('Q', 'SELECT 1')], until: Z },
+    q('SELECT 1'),
+    { send: [raw('F', Buffer.from([0, 0]))], until: Z },
+    q('ROLLBACK'),
+  ],
+  'malformed Parse bodies: name or SQL without its NUL, parameter types short or too many bytes': [
+    { send: [raw('P', 'p1'), msg.sync()], until: Z },
+    { send: [raw('P', 'p1\0SELECT 1'), msg.sync()], until: Z },
+    { send: [raw('P', 'p1\0SELECT 1\0', Buffer.from([0])), msg.sync()], until: Z },
+    // Two parameter types announced, one given; 0xffff is 65535 types to PostgreSQL, not -1.
+    { send: [raw('P', 'p1\0SELECT $1\0', Buffer.from([0, 2, 0, 0, 0, 23])), msg.sync()], until: Z },
+    { send: [raw('P', 'p1\0SELECT 1\0', Buffer.from([0xff, 0xff])), msg.sync()], until: Z },
+    { send: [raw('P', 'p1\0SELECT 1\0', Buffer.from([0, 0]), 'x'), msg.sync()], until: Z },
+    // None of them made p1; the unnamed statement made before them is still there.
+    { send: [msg.parse('', 'SELECT 42 AS kept'), msg.sync()], until: Z },
+    { send: [raw('P', '\0SELECT 1'), msg.sync()], until: Z },
+    { send: [msg.describe('S', 'p1'), bind0(), msg.execute('', 0), msg.sync()], until: Z },
+    { send: [bind0(), msg.execute('', 0), msg.sync()], until: Z },
+  ],
+  'malformed Bind, Describe, Close, Execute, Flush and Sync bodies': [
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('B', 'portal'), msg.sync()], until: Z },
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('B', 'p\0stmt'), msg.sync()], until: Z },
+    // Bind's fields after the names are PostgreSQL's to read (the proxy passes them): count, value, end.
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('B', '\0\0', Buffer.from([0, 0, 0, 0])), msg.sync()], until: Z },
+    {
+      send: [msg.parse('', 'SELECT 7 AS seven'), raw('B', '\0\0', Buffer.alloc(6), 'x'), msg.sync()],
+      until: Z,
+    },
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('D', 'X\0'), msg.sync()], until: Z },
+    { send: [raw('D'), msg.sync()], until: Z },
+    { send: [raw('D', 'Sname'), msg.sync()], until: Z },
+    { send: [raw('D', 'S\0x'), msg.sync()], until: Z },
+    { send: [raw('D', 'Xname'), msg.sync()], until: Z },
+    { send: [raw('C', 'Z\0'), msg.sync()], until: Z },
+    { send: [raw('C'), msg.sync()], until: Z },
+    { send: [raw('C', 'P\0', 'x'), msg.sync()], until: Z },
+    { send: [raw('E', 'portal'), msg.sync()], until: Z },
+    { send: [msg.parse('', 'SELECT 7 AS seven'), bind0(), raw('E', '\0', Buffer.from([0, 0])), msg.sync()], until: Z },
+    { send: [raw('E', '\0', Buffer.alloc(4), 'x'), msg.sync()], until: Z },
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('H', 'x'), bind0(), msg.execute('', 0), msg.sync()], until: Z },
+    // A Sync with a body fails, but is still the Sync: ReadyForQuery follows; in a block, the block is failed.
+    { send: [msg.parse('', 'SELECT 7 AS seven'), raw('S', 'x')], until: Z },
+    q('BEGIN'),
+    { send: [raw('S', 'x')], until: Z },
+    q('COMMIT'),
+    { send: [msg.parse('', 'SELECT 8 AS eight'), bind0(), msg.execute('', 0), msg.sync()], until: Z },
+  ],
+  'a malformed message behind messages already upstream, and one PostgreSQL skips after an earlier error': [
+    q('CREATE TEMP TABLE d_mal (a int)'),
+    {
+      send: [
+        msg.parse('ins', 'INSERT INTO d_mal VALUES (1) RETURNING a'),
+        msg.bind('', 'ins'),
+        msg.execute('', 0),
+        msg.parse('s1', 'SELECT 1 AS one'),
+        raw('D', 'X\0'),
+        // Skipped: neither s2 nor the portal is made, and the INSERT before them rolls back with the batch.
+        msg.parse('s2', 'SELECT 2 AS two'),
+        msg.bind('', 's1'),
+        msg.execute('', 0),
+        msg.flush(),
+        msg.sync(),
+      ],
+      until: Z,
+    },
+    { send: [msg.bind('', 's1'), msg.execute('', 0), msg.bind('', 's2'), msg.sync()], until: Z },
+    q('SELECT count(*) FROM d_mal'),
+    {
+      send: [
+        msg.parse('', 'SELECT 1/0'),
+        msg.bind('', ''),
+        msg.execute('', 0),
+        raw('D', 'X\0'),
+        raw('P', 'p9\0SELECT 9'),
+        raw('E', 'x'),
+        raw('H', 'x'),
+        msg.sync(),
+      ],
+      until: Z,
+    },
+    { send: [msg.describe('S', 'p9'), msg.sync()], until: Z },
+    // Two malformed messages in one batch: only the first is read, the second skipped.
+    { send: [raw('C', 'Z\0'), raw('Q', 'SELECT 1'), raw('D'), msg.sync()], until: Z },
+    q('SELECT 3 AS after'),
+  ],
 };
 
 /**
