@@ -264,6 +264,10 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       metrics.approvalsMalformed.inc();
       log.warn({ subject }, 'malformed approval message ignored');
     });
+    approvalQueue.on('foreign', (subject) => {
+      metrics.approvalsMalformed.inc();
+      log.warn({ subject }, "approval message on another namespace's subject than its request's ignored");
+    });
     approvalQueue.on('decided', (e) => {
       metrics.approvalDecisions.inc({ decision: e.decision?.decision ?? 'unknown' });
       log.info({ approval: e.id, decision: e.decision?.decision, by: e.decision?.by.name }, 'approval decided');
@@ -278,6 +282,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             userFiles: opts.nats.credentialsDir ? natsUserFiles(opts.nats.credentialsDir) : undefined,
           },
           entryOf: (id) => approvalQueue?.book.get(id, Date.now()),
+          closingFits: (id, namespace) => approvalQueue?.book.closingFits(id, namespace) ?? true,
           coveredByGrant: (request) => approvalQueue?.book.grantCovering(request, Date.now()) !== undefined,
           bookLoaded: () => approvalQueue?.ready ?? true,
           appliedSeq: approvalQueue ? () => approvalQueue.appliedSeq : undefined,

@@ -86,7 +86,7 @@ export class CollectorMetrics {
   });
   readonly approvalsMalformed = new Counter({
     name: 'pgwarden_collector_approval_messages_malformed_total',
-    help: 'Messages in the approvals stream that were not valid requests, decisions or closings (ignored)',
+    help: "Messages in the approvals stream that were not valid requests, decisions or closings, or named another namespace than their request's (ignored)",
     registers: [this.registry],
   });
   readonly approvalNotifications = new Counter({

@@ -23,6 +23,7 @@ export { type MutationResult, mutatePod } from './webhook/mutate-pod.js';
 export {
   ANNOTATIONS,
   AUDIT_CREDENTIALS_SECRET,
+  AUDIT_NATS_CA_SECRET,
   AUDIT_SIGNING_KEY_SECRET,
   DEFAULT_SIDECAR_CONFIG,
   INJECTION_NAMESPACE_LABEL,

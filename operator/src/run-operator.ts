@@ -48,6 +48,8 @@ export interface OperatorConfig {
   auditCredentialsSource?: string;
   /** Secret in `namespace` with the sidecars' audit signing key; copied to policy namespaces (see SidecarConfig). */
   auditSigningKeySource?: string;
+  /** Secret in `namespace` with the CA bundle sidecars verify NATS with; copied to policy namespaces (SidecarConfig). */
+  auditNatsCaSource?: string;
   kubeconfig?: KubeConfig;
 }
 
@@ -79,6 +81,7 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
     auditSigningKey: cfg.auditSigningKeySource
       ? { namespace: cfg.namespace, name: cfg.auditSigningKeySource }
       : undefined,
+    auditNatsCa: cfg.auditNatsCaSource ? { namespace: cfg.namespace, name: cfg.auditNatsCaSource } : undefined,
     // Real API servers send bookmarks about once a minute; a watch silent for 3 minutes is presumed dead.
     watch: { resyncMs: cfg.resyncMs, watchdogMs: 180_000, watchTimeoutSeconds: 290 },
   });

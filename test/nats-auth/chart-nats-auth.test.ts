@@ -28,6 +28,7 @@ import {
   parseApprovalClosed,
   parseApprovalNotified,
   parseApprovalRequest,
+  sidecarApprovalSubject,
 } from '../../policy/src/index.js';
 import { natsApprovalGate } from '../../sidecar/src/governance/nats-approval-gate.js';
 import { BIN, BUILT, type Proc, startCli } from '../audit-faults/processes.js';
@@ -158,6 +159,18 @@ async function startCollectorAndSidecar(
   };
 }
 
+/** What the sidecar asks the approval gate for a held statement of a policy in `namespace` (signal left to the caller). */
+const gateRequest = (id: string, namespace: string) => ({
+  id,
+  sessionId: `sess-${id}`,
+  policy: { name: 'writer', hash: 'sha256:abc', namespace },
+  approvers: { users: ['alice'] },
+  rule: 'review',
+  sql: 'DELETE FROM orders WHERE id = 7',
+  identity: { namespace },
+  timeoutMs: 10_000,
+});
+
 const as = (user: string, pass: string) => connect({ servers: nats.url, user, pass, reconnect: false });
 
 describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)', () => {
@@ -277,7 +290,7 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       });
       expect(readBack?.subject).toBe(approvalSubject('decision', id));
       await expect(
-        sjsm.direct.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', id) }),
+        sjsm.direct.getMessage(APPROVALS_STREAM, { last_by_subj: sidecarApprovalSubject('request', undefined, id) }),
       ).rejects.toThrow();
       expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.approval\.decision\./);
       // Grants: only the collector revokes; sidecars hear revocations and read them back.
@@ -331,7 +344,10 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       while (!notifier.ready && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       expect(notifier.ready).toBe(true);
       const request = approvalRequest();
-      await jetstream(sidecar).publish(approvalSubject('request', request.id), JSON.stringify(request));
+      await jetstream(sidecar).publish(
+        sidecarApprovalSubject('request', request.policy.namespace, request.id),
+        JSON.stringify(request),
+      );
       while (outcomes.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       // The 503 was negatively acknowledged with a delay, the 200 acknowledged: both go to $JS.ACK.PGWARDEN_APPROVALS.
       expect(outcomes).toEqual(['retried', 'sent']);
@@ -353,7 +369,7 @@ describe('bundled NATS authorization (charts/pgwarden/templates/nats-auth.yaml)'
       await expect(forged).rejects.toThrow();
       // The sidecar ends the hold; the follow-up comes through the second consumer, acknowledged the same way.
       await jetstream(sidecar).publish(
-        approvalSubject('closed', request.id),
+        sidecarApprovalSubject('closed', request.policy.namespace, request.id),
         JSON.stringify(approvalClosed(request.id, 'withdrawn')),
       );
       while (outcomes.length < 3 && Date.now() < until + 10_000) await new Promise((r) => setTimeout(r, 50));
@@ -751,7 +767,7 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
       await new Promise((r) => setTimeout(r, 200));
       expect(errors.join('\n')).toMatch(/Permissions Violation for Publish to "pgwarden\.audit\.agents\.writer"/);
       const id = randomUUID();
-      expect((await js.publish(approvalSubject('request', id), '{}')).seq).toBeGreaterThan(0);
+      expect((await js.publish(sidecarApprovalSubject('request', 'team-a', id), '{}')).seq).toBeGreaterThan(0);
       expect((await (await jetstreamManager(admin)).streams.info('PGWARDEN_AUDIT')).state.messages).toBe(1);
       // The shared sidecar user is still there for namespaces not listed.
       const shared = await connectAs(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
@@ -760,6 +776,75 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
       ).toBe(2);
       await shared.close();
       await nc.close();
+      await admin.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('holds a namespace’s user to its own approval requests and closings: another namespace’s are refused by NATS', async () => {
+    const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
+    const server = await startNats({
+      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      env: { ...USERS, ...own },
+    });
+    const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });
+    try {
+      const admin = await connectAs(USERS.COLLECTOR_USER, USERS.COLLECTOR_PASSWORD);
+      const jsm = await jetstreamManager(admin);
+      await jsm.streams.add({ name: APPROVALS_STREAM, subjects: ['pgwarden.approval.>'], allow_direct: true });
+      /** Messages stored on subjects matching `filter`. */
+      const stored = async (filter: string) => {
+        const { subjects } = (await jsm.streams.info(APPROVALS_STREAM, { subjects_filter: filter })).state;
+        return Object.values(subjects ?? {}).reduce((n, c) => n + c, 0);
+      };
+
+      // The sidecar's own gate, as team-a's user: its request and its closing are on subjects the user may use.
+      const teamA = await connectAs(own.SIDECAR_USER_0, own.SIDECAR_PASSWORD_0);
+      const errors: string[] = [];
+      void (async () => {
+        for await (const st of teamA.status()) if (st.type === 'error') errors.push(String((st as any).error?.message));
+      })();
+      const gate = natsApprovalGate({ connection: () => teamA, publishTimeoutMs: 2000 });
+      const ended = new AbortController();
+      const mine = randomUUID();
+      const outcome = gate.request({
+        ...gateRequest(mine, 'team-a'),
+        signal: ended.signal,
+      });
+      await expect.poll(() => stored(sidecarApprovalSubject('request', 'team-a', mine))).toBe(1);
+      ended.abort();
+      expect(await outcome).toEqual({ decision: 'timeout' });
+      await expect.poll(() => stored(sidecarApprovalSubject('closed', 'team-a', mine))).toBe(1);
+
+      // Namespace agents' request, whose id team-a learned: closing it under agents, or on the subject without a
+      // namespace that earlier sidecars used, is refused by the server, so JetStream never stores it.
+      const theirs = randomUUID();
+      const shared = await connectAs(USERS.SIDECAR_USER, USERS.SIDECAR_PASSWORD);
+      const sjs = jetstream(shared, { timeout: 2000 });
+      await sjs.publish(
+        sidecarApprovalSubject('request', 'agents', theirs),
+        JSON.stringify(approvalRequest({ id: theirs })),
+      );
+      const js = jetstream(teamA, { timeout: 2000 });
+      const forged = JSON.stringify(approvalClosed(theirs, 'withdrawn'));
+      for (const subject of [
+        sidecarApprovalSubject('closed', 'agents', theirs),
+        approvalSubject('closed', theirs),
+        sidecarApprovalSubject('request', 'agents', randomUUID()),
+        approvalSubject('request', randomUUID()),
+      ]) {
+        await expect(js.publish(subject, forged), subject).rejects.toThrow();
+        await teamA.flush();
+        await expect.poll(() => errors.join('\n')).toContain(`Permissions Violation for Publish to "${subject}"`);
+      }
+      expect(await stored('pgwarden.approval.closed.>')).toBe(1);
+      expect(await stored(sidecarApprovalSubject('closed', 'agents', theirs))).toBe(0);
+      // The shared user (namespaces without their own) may still close any namespace's: the collector holds it to
+      // the request's namespace (ApprovalBook.closingFits).
+      expect((await sjs.publish(sidecarApprovalSubject('closed', 'agents', theirs), forged)).seq).toBeGreaterThan(0);
+      await shared.close();
+      await teamA.close();
       await admin.close();
     } finally {
       await server.stop();

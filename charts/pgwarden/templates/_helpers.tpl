@@ -27,6 +27,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.audit.natsUrl -}}{{ .Values.audit.natsUrl }}{{- else if .Values.nats.deploy -}}nats://{{ include "pgwarden.fullname" . }}-nats.{{ .Release.Namespace }}.svc:4222{{- end -}}
 {{- end -}}
 
+{{- /* The NATS CA's Secret or ConfigMap, as `secret:<name>` / `configMap:<name>`; empty without one. */ -}}
+{{- define "pgwarden.natsCa" -}}
+{{- $ca := .Values.audit.natsCa | default dict -}}
+{{- if or $ca.secret $ca.configMap -}}
+{{- if include "pgwarden.bundledNats" . -}}
+{{- fail "audit.natsCa needs audit.natsUrl: the bundled NATS speaks no TLS, so every sidecar would refuse it" -}}
+{{- end -}}
+{{- if $ca.secret }}secret:{{ $ca.secret }}{{ else }}configMap:{{ $ca.configMap }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "pgwarden.bundledNats" -}}{{ if and .Values.nats.deploy (not .Values.audit.natsUrl) }}true{{ end }}{{- end -}}
 
 {{/* The Secret holding the sidecars' NATS user: given, or generated with the bundled NATS. */}}

@@ -85,6 +85,33 @@ describe('pgwarden operator run flags', () => {
     expect(plain.sidecar.auditSigningKeySecret).toBeUndefined();
   });
 
+  it('--audit-nats-ca-source / --audit-nats-ca-configmap: the CA sidecars verify NATS with, for nats:// and tls://', () => {
+    const copied = operatorConfigFromFlags(
+      runFlags(['--audit-url', 'tls://nats.example:4222', '--audit-nats-ca-source', 'nats-ca']),
+    );
+    expect(copied.auditNatsCaSource).toBe('nats-ca');
+    expect(copied.sidecar.auditNatsCa).toEqual({ kind: 'secret', name: 'pgwarden-audit-nats-ca' });
+    const shared = operatorConfigFromFlags(
+      runFlags(['--audit-url', 'nats://nats.example:4222', '--audit-nats-ca-configmap', 'nats-trust']),
+    );
+    expect(shared.auditNatsCaSource).toBeUndefined();
+    expect(shared.sidecar.auditNatsCa).toEqual({ kind: 'configMap', name: 'nats-trust' });
+    expect(operatorConfigFromFlags(runFlags([])).sidecar.auditNatsCa).toBeUndefined();
+    // A tls:// URL takes NATS credentials as nats:// does.
+    expect(
+      operatorConfigFromFlags(runFlags(['--audit-url', 'tls://n:4222', '--audit-credentials-source', 's']))
+        .auditCredentialsSource,
+    ).toBe('s');
+    expect(() =>
+      operatorConfigFromFlags(
+        runFlags(['--audit-url', 'nats://n:4222', '--audit-nats-ca-source', 'a', '--audit-nats-ca-configmap', 'b']),
+      ),
+    ).toThrow(/give one/);
+    expect(() => operatorConfigFromFlags(runFlags(['--audit-url', 'stdout', '--audit-nats-ca-source', 'a']))).toThrow(
+      /--audit-nats-ca-source/,
+    );
+  });
+
   it('rejects bad values with a message naming the flag', () => {
     expect(() => runFlags(['--rollout-strategy', 'Always'])).toThrow(/rollout-strategy/);
     expect(() => operatorConfigFromFlags(runFlags(['--webhook-port', '70000']))).toThrow(/--webhook-port/);

@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   AUDIT_CREDENTIALS_SECRET,
+  AUDIT_NATS_CA_SECRET,
   AUDIT_SIGNING_KEY_SECRET,
   crdFiles,
   createOperatorLogger,
@@ -34,8 +35,17 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
   if (o.auditUrl && !/^(nats|tls):\/\/|^stdout$|^file:/.test(o.auditUrl)) {
     throw new InvalidArgumentError('--audit-url must be nats://host:port (or stdout, file:PATH)');
   }
-  if (o.auditCredentialsSource && !String(o.auditUrl ?? '').startsWith('nats://')) {
+  const nats = /^(nats|tls):\/\//.test(String(o.auditUrl ?? ''));
+  if (o.auditCredentialsSource && !nats) {
     throw new InvalidArgumentError('--audit-credentials-source needs --audit-url nats://host:port');
+  }
+  if (o.auditNatsCaSource && o.auditNatsCaConfigmap) {
+    throw new InvalidArgumentError('--audit-nats-ca-source and --audit-nats-ca-configmap name the same CA: give one');
+  }
+  if ((o.auditNatsCaSource || o.auditNatsCaConfigmap) && !nats) {
+    throw new InvalidArgumentError(
+      '--audit-nats-ca-source/--audit-nats-ca-configmap need --audit-url nats:// or tls://',
+    );
   }
   return {
     namespace: o.namespace,
@@ -62,9 +72,15 @@ export function operatorConfigFromFlags(o: Record<string, any>): OperatorConfig 
       auditUrl: o.auditUrl,
       ...(o.auditCredentialsSource ? { auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET } : {}),
       ...(o.auditSigningKeySource ? { auditSigningKeySecret: AUDIT_SIGNING_KEY_SECRET } : {}),
+      ...(o.auditNatsCaSource
+        ? { auditNatsCa: { kind: 'secret' as const, name: AUDIT_NATS_CA_SECRET } }
+        : o.auditNatsCaConfigmap
+          ? { auditNatsCa: { kind: 'configMap' as const, name: o.auditNatsCaConfigmap } }
+          : {}),
     },
     auditCredentialsSource: o.auditCredentialsSource,
     auditSigningKeySource: o.auditSigningKeySource,
+    auditNatsCaSource: o.auditNatsCaSource,
     rollout: o.rolloutStrategy,
     refreshPods: o.refreshPods === true,
     resyncMs: parseDurationMs('--resync', o.resync),
@@ -150,6 +166,18 @@ export function registerOperator(program: Command): void {
     `Secret in --namespace (key signing.key): the Ed25519 key sidecars sign audit checkpoints with (\`pgwarden audit keygen\`); a Secret <secret>-<namespace> beside it wins for that namespace. Copied to each policy namespace as ${AUDIT_SIGNING_KEY_SECRET}`,
     undefined,
     'PGWARDEN_AUDIT_SIGNING_KEY_SOURCE',
+  );
+  opt(
+    '--audit-nats-ca-source <secret>',
+    `Secret in --namespace (key ca.crt): the CA bundle sidecars verify NATS's TLS certificate with (--audit-nats-ca); copied to each policy namespace as ${AUDIT_NATS_CA_SECRET}`,
+    undefined,
+    'PGWARDEN_AUDIT_NATS_CA_SOURCE',
+  );
+  opt(
+    '--audit-nats-ca-configmap <name>',
+    'ConfigMap (key ca.crt) present in every policy namespace, e.g. a trust-manager Bundle: the CA bundle sidecars verify NATS with (not copied)',
+    undefined,
+    'PGWARDEN_AUDIT_NATS_CA_CONFIGMAP',
   );
   run.addOption(
     new Option('--rollout-strategy <s>', 'default for policies without the pgwarden.dev/rollout-strategy annotation')

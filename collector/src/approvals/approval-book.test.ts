@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type ApprovalDecisionMessage, approvalSubject } from '@pgwarden/policy';
+import { type ApprovalDecisionMessage, approvalSubject, sidecarApprovalSubject } from '@pgwarden/policy';
 import { describe, expect, it } from 'vitest';
 import type { CollectorError } from '../errors.js';
 import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
@@ -125,6 +125,43 @@ describe('ApprovalBook', () => {
     expect(book.apply(`pgwarden.approval.verdict.${r.id}`, JSON.stringify(decision(r.id)), T0)).toBe('malformed');
     expect(book.apply('pgwarden.approval.request.not-a-uuid', JSON.stringify(r), T0)).toBe('malformed');
     expect(book.size).toBe(0);
+  });
+
+  it('takes a closing only on its request’s namespace, in either order; earlier sidecars’ subjects pair with each other', () => {
+    const on = (ns: string | undefined, kind: 'request' | 'closed', msg: { id: string }) =>
+      ns === undefined ? approvalSubject(kind, msg.id) : sidecarApprovalSubject(kind, ns, msg.id);
+    // [the request's (and its real closing's) subject namespace, a forged closing's]: undefined is none.
+    for (const [own, forged] of [
+      ['agents', 'team-b'],
+      ['agents', undefined],
+      [undefined, 'agents'],
+    ] as const) {
+      for (const closingFirst of [false, true]) {
+        const book = new ApprovalBook();
+        const r = request();
+        const steps: [string | undefined, 'request' | 'closed', { id: string }][] = [
+          [forged, 'closed', approvalClosed(r.id, 'withdrawn')],
+          [own, 'closed', approvalClosed(r.id, 'approved', alice)],
+        ];
+        if (closingFirst) steps.push([own, 'request', r]);
+        else steps.unshift([own, 'request', r]);
+        const outcomes = steps.map(([ns, kind, msg]) => book.apply(on(ns, kind, msg), JSON.stringify(msg), T0));
+        const label = `${own} ← ${forged}, closings ${closingFirst ? 'first' : 'last'}`;
+        // Before its request is known nothing can tell a closing from another: each waits under its namespace.
+        expect(outcomes, label).toEqual(
+          closingFirst ? ['applied', 'applied', 'applied'] : ['applied', 'foreign', 'applied'],
+        );
+        expect(book.get(r.id, T0)?.state, label).toBe('approved');
+        expect(book.closingFits(r.id, forged), label).toBe(false);
+        expect(book.closingFits(r.id, own), label).toBe(true);
+      }
+    }
+    // A request whose subject names another namespace than its policy's is not queued at all.
+    const book = new ApprovalBook();
+    const r = request({ policy: { name: 'writer', hash: 'sha256:1', namespace: 'agents' } });
+    expect(book.apply(sidecarApprovalSubject('request', 'team-b', r.id), JSON.stringify(r), T0)).toBe('foreign');
+    expect(book.size).toBe(0);
+    expect(book.apply(sidecarApprovalSubject('request', 'agents', r.id), JSON.stringify(r), T0)).toBe('applied');
   });
 
   it('lets only a listed approver who did not ask decide a pending request', () => {

@@ -14,6 +14,7 @@ import {
   parseApprovalRequest,
   parseApprovalRevoked,
   parseApprovalSubject,
+  requestFitsSubject,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 
@@ -62,15 +63,23 @@ export interface ApprovalEntry {
 
 interface Held {
   request?: ApprovalRequestMessage;
+  /** The namespace token of the request's subject; undefined for an earlier sidecar's `request.<id>`. */
+  requestNamespace?: string;
   decision?: ApprovalDecisionMessage;
+  /** The closing whose subject's namespace is the request's (closingFits). */
   closed?: ApprovalClosedMessage;
+  /** Closings that came before their request, the first per subject namespace ('' for none), until it comes. */
+  early?: Map<string, ApprovalClosedMessage>;
   revoked?: ApprovalRevokedMessage;
   notified?: ApprovalNotifiedMessage;
   /** Stream time (epoch ms) of the first message for this id: what the stream's max age is measured from. */
   since: number;
 }
 
-export type ApplyOutcome = 'applied' | 'repeated' | 'malformed';
+/** `foreign`: a message whose subject names a namespace other than its request's (ignored: see closingFits). */
+const MAX_EARLY_CLOSINGS = 8;
+
+export type ApplyOutcome = 'applied' | 'repeated' | 'malformed' | 'foreign';
 
 export interface ApprovalBookOptions {
   /** Ids kept at most; the oldest go first (default 10,000). */
@@ -102,7 +111,7 @@ export class ApprovalBook {
   apply(subject: string, data: Uint8Array | string, at: number): ApplyOutcome {
     const named = parseApprovalSubject(subject);
     if (!named) return 'malformed';
-    const { kind, id } = named;
+    const { kind, id, namespace } = named;
     const parsed =
       kind === 'request'
         ? parseApprovalRequest(data)
@@ -114,6 +123,8 @@ export class ApprovalBook {
               ? parseApprovalNotified(data)
               : parseApprovalClosed(data);
     if (!parsed || parsed.id !== id) return 'malformed';
+    if (kind === 'request' && !requestFitsSubject(parsed as ApprovalRequestMessage, namespace)) return 'foreign';
+    if (kind === 'closed' && !this.closingFits(id, namespace)) return 'foreign';
     let h = this.held.get(id);
     if (!h) {
       h = { since: at };
@@ -123,6 +134,9 @@ export class ApprovalBook {
     if (kind === 'request') {
       if (h.request) return 'repeated';
       h.request = parsed as ApprovalRequestMessage;
+      h.requestNamespace = namespace;
+      h.closed = h.early?.get(namespace ?? '');
+      h.early = undefined;
     } else if (kind === 'decision') {
       if (h.decision) return 'repeated';
       h.decision = parsed as ApprovalDecisionMessage;
@@ -132,11 +146,28 @@ export class ApprovalBook {
     } else if (kind === 'notified') {
       if (h.notified) return 'repeated';
       h.notified = parsed as ApprovalNotifiedMessage;
+    } else if (!h.request) {
+      h.early ??= new Map();
+      // A sidecar publishes a request before its closing, so these are rare; a publisher naming many namespaces
+      // for one id gets no more memory than this.
+      if (h.early.has(namespace ?? '') || h.early.size >= MAX_EARLY_CLOSINGS) return 'repeated';
+      h.early.set(namespace ?? '', parsed as ApprovalClosedMessage);
     } else {
       if (h.closed) return 'repeated';
       h.closed = parsed as ApprovalClosedMessage;
     }
     return 'applied';
+  }
+
+  /**
+   * Whether a closing of request `id` on a subject naming `subjectNamespace` may close it: the request's own subject
+   * named the same namespace (or, for an earlier sidecar's request, neither names one). A sidecar's NATS user of
+   * another namespace can publish only under its own, so it cannot mark this request withdrawn or approved; the
+   * shared user could name any namespace, and is held to the request's. True while the request is unknown.
+   */
+  closingFits(id: string, subjectNamespace: string | undefined): boolean {
+    const h = this.held.get(id);
+    return !h?.request || h.requestNamespace === subjectNamespace;
   }
 
   get(id: string, now: number): ApprovalEntry | undefined {

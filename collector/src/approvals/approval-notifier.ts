@@ -10,6 +10,7 @@ import {
   parseApprovalClosed,
   parseApprovalRequest,
   parseApprovalSubject,
+  requestFitsSubject,
 } from '@pgwarden/policy';
 import { closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import type { ApprovalEntry } from './approval-book.js';
@@ -47,6 +48,11 @@ export interface ApprovalNotifierOptions {
    * and a follow-up names the request's policy and session.
    */
   entryOf?(id: string): ApprovalEntry | undefined;
+  /**
+   * Whether a closing on a subject naming this namespace may close request `id` (ApprovalBook.closingFits): a
+   * follow-up never reports a closing from another namespace. Default: any.
+   */
+  closingFits?(id: string, subjectNamespace: string | undefined): boolean;
   /**
    * Whether an active grant covers this request: the approval queue approves it under that grant at once
    * (ApprovalBook.grantCovering), so nobody needs to be asked. Default: never.
@@ -189,6 +195,8 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const request = parseApprovalRequest(m.data);
     if (named?.kind !== 'request' || !request || request.id !== named.id)
       return this.skip(m, 'request', named?.id ?? '?', 'malformed request');
+    if (!requestFitsSubject(request, named.namespace))
+      return this.skip(m, 'request', request.id, "on another namespace's subject");
     const id = request.id;
     const now = this.now();
     const skip = this.opts.coveredByGrant?.(request)
@@ -236,6 +244,8 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     if (named?.kind !== 'closed' || !closed || closed.id !== named.id)
       return this.skip(m, 'outcome', named?.id ?? '?', 'malformed closing');
     const { id } = closed;
+    if (this.opts.closingFits && !this.opts.closingFits(id, named.namespace))
+      return this.skip(m, 'outcome', id, "on another namespace's subject");
     // The record that the request was announced comes before its closing in the stream: wait until the queue has
     // applied everything up to this closing, so that it knows.
     if (!this.requestNotices.get(id)?.sent) await this.queueReaches(m.seq);

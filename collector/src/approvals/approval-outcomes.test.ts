@@ -3,7 +3,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { APPROVALS_STREAM, type ApprovalClosedMessage } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Collector } from '../collector.js';
-import { approvalClosed } from '../testing/approval-messages.js';
+import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
 import { type NotifyWorld, startNotifyWorld } from '../testing/notify-world.js';
 import { waitFor } from '../testing/wait-for.js';
 import type { WebhookReceiver } from '../testing/webhook-receiver.js';
@@ -121,6 +121,28 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
     expect(na.sent + nb.sent).toBe(6);
     await w.stop(a);
     await w.stop(b);
+  });
+
+  it('posts no follow-up for a closing on another namespace’s subject than its request’s', async () => {
+    const rx = await w.receiver();
+    const c = await w.notifying(rx.url, w.durable());
+    const r = approvalRequest();
+    await w.publish('request', r, 'agents');
+    await waitFor(() => requestNotices(rx).length === 1);
+    // A sidecar of team-b that learned the id, or one that names no namespace as earlier sidecars did.
+    await w.publish('closed', approvalClosed(r.id, 'withdrawn'), 'team-b');
+    await w.publish('closed', approvalClosed(r.id, 'withdrawn'));
+    await settle(500);
+    expect(followUps(rx)).toEqual([]);
+    await w.publish('closed', approvalClosed(r.id, 'expired'), 'agents');
+    await waitFor(() => followUps(rx).length === 1);
+    expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'expired' });
+    // Nor is a request claiming a namespace other than its subject's announced.
+    const claimed = approvalRequest();
+    await w.publish('request', claimed, 'team-b');
+    await settle(500);
+    expect(requestNotices(rx).map((n) => n.id)).toEqual([r.id]);
+    await w.stop(c);
   });
 
   it('retries a follow-up answered 503, then delivers it', async () => {

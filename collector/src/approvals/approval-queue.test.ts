@@ -12,6 +12,7 @@ import {
   grantDurationMs,
   parseApprovalDecision,
   parseApprovalRevoked,
+  sidecarApprovalSubject,
   verifyDecision,
   verifyRevocation,
 } from '@pgwarden/policy';
@@ -548,6 +549,31 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
       writeFileSync(`${approversFile}.new`, approversYaml());
       renameSync(`${approversFile}.new`, approversFile);
     }
+  });
+
+  it('closes a request only from its own namespace’s subject; a closing or request naming another is ignored and counted', async () => {
+    const js = jetstream(nc);
+    const malformed = async () =>
+      (await metric(collector, /^pgwarden_collector_approval_messages_malformed_total (\d+)/m)) ?? 0;
+    const before = await malformed();
+    const r = approvalRequest();
+    await js.publish(sidecarApprovalSubject('request', 'agents', r.id), JSON.stringify(r));
+    await waitFor(async () => (await stateOf(collector, r.id)) === 'pending');
+    // A sidecar of team-b that learned the id marks it withdrawn on its own namespace's subject, and (as the shared
+    // user could) on the subject without namespace of earlier sidecars.
+    const forged = JSON.stringify(approvalClosed(r.id, 'withdrawn'));
+    await js.publish(sidecarApprovalSubject('closed', 'team-b', r.id), forged);
+    await js.publish(approvalSubject('closed', r.id), forged);
+    // And queues a request claiming namespace agents' policy on its own subject.
+    const claimed = approvalRequest();
+    await js.publish(sidecarApprovalSubject('request', 'team-b', claimed.id), JSON.stringify(claimed));
+    await waitFor(async () => (await malformed()) === before + 3);
+    expect(await stateOf(collector, r.id)).toBe('pending');
+    expect((await api(collector, `/api/v1/approvals/${claimed.id}`, { token: TOKENS.bob })).status).toBe(404);
+
+    // The request's own sidecar closes it.
+    await js.publish(sidecarApprovalSubject('closed', 'agents', r.id), JSON.stringify(approvalClosed(r.id, 'expired')));
+    await waitFor(async () => (await stateOf(collector, r.id)) === 'expired');
   });
 
   it('does not make /readyz depend on approvals', async () => {

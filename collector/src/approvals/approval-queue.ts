@@ -67,6 +67,11 @@ export interface ApprovalQueueEvents {
   status: [status: string];
   /** A message the contract's parsers refused (its subject; the body may hold SQL and is not repeated). */
   malformed: [subject: string];
+  /**
+   * A request or closing whose subject names another namespace than its request's policy: a sidecar's NATS user
+   * reaching outside its namespace, or a forgery (ApprovalBook.closingFits). Ignored.
+   */
+  foreign: [subject: string];
   /** A decision this collector published and the stream acknowledged. */
   decided: [entry: ApprovalEntry];
 }
@@ -341,6 +346,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     this.lastSeq = m.seq;
     const applied = this.book.apply(m.subject, m.data, m.time.getTime());
     if (applied === 'malformed') this.emit('malformed', m.subject);
+    else if (applied === 'foreign') this.emit('foreign', m.subject);
     // Until the replay is done nothing is approved under a grant: markLoaded then looks at every pending request.
     if (!this.caughtUp && (m.seq >= this.replayTo || m.info.pending === 0)) this.markLoaded();
     else if (applied === 'applied') this.coverPending(m.subject);

@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { APPROVALS_STREAM, type ApprovalRequestMessage, approvalSubject } from '@pgwarden/policy';
+import {
+  APPROVALS_STREAM,
+  type ApprovalRequestMessage,
+  approvalSubject,
+  sidecarApprovalSubject,
+} from '@pgwarden/policy';
 import pino from 'pino';
 import type { ApprovalNotificationOptions } from '../approvals/approval-notifier-config.js';
 import type { NoticeKind } from '../approvals/notification-delivery.js';
@@ -82,8 +87,11 @@ export async function startNotifyWorld(urlToken: string, aliceToken: string, sig
         );
       return c;
     },
-    async publish(kind: 'request' | 'closed', msg: { id: string }): Promise<void> {
-      await jetstream(nc).publish(approvalSubject(kind, msg.id), JSON.stringify(msg));
+    /** On the subject of `namespace` as sidecars publish, or without one as earlier sidecars did. */
+    async publish(kind: 'request' | 'closed', msg: { id: string }, namespace?: string): Promise<void> {
+      const subject =
+        namespace === undefined ? approvalSubject(kind, msg.id) : sidecarApprovalSubject(kind, namespace, msg.id);
+      await jetstream(nc).publish(subject, JSON.stringify(msg));
     },
     async held(over: Partial<ApprovalRequestMessage> = {}): Promise<ApprovalRequestMessage> {
       const r = approvalRequest(over);

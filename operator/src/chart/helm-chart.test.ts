@@ -418,6 +418,52 @@ describe('charts/pgwarden with real helm', () => {
     await expect(template('audit.signingKeyNamespaces={Not_A_Namespace}')).rejects.toThrow(/signingKeyNamespaces/);
   });
 
+  it('audit.natsCa: the operator copies a Secret (or names a ConfigMap) for --audit-nats-ca; the collector trusts it', async () => {
+    const operatorArgs = (objs: any[]) =>
+      objs.find((o) => o.kind === 'Deployment' && o.metadata.name.endsWith('-operator')).spec.template.spec
+        .containers[0].args as string[];
+    const collectorOf = (objs: any[]) =>
+      objs.find((o) => o.kind === 'StatefulSet' && o.metadata.name.endsWith('-collector'));
+
+    const objects = await template('audit.natsUrl=tls://nats.example:4222', 'audit.natsCa.secret=nats-ca');
+    expect(operatorArgs(objects)).toContain('--audit-nats-ca-source=nats-ca');
+    // Read by name in the release namespace; the copy in policy namespaces is the one the webhook mounts.
+    expect(secretRules(objects.find((o) => o.kind === 'Role'))).toContainEqual({
+      apiGroups: [''],
+      resources: ['secrets'],
+      resourceNames: ['nats-ca'],
+      verbs: ['get'],
+    });
+    expect(secretRules(objects.find((o) => o.kind === 'ClusterRole'))[0]).toEqual({
+      apiGroups: [''],
+      resources: ['secrets'],
+      resourceNames: ['pgwarden-audit-nats-ca'],
+      verbs: ['get', 'patch'],
+    });
+    const collector = collectorOf(objects);
+    const c = collector.spec.template.spec.containers[0];
+    expect(c.env).toContainEqual({ name: 'NODE_EXTRA_CA_CERTS', value: '/etc/pgwarden/nats-ca/ca.crt' });
+    const vol = collector.spec.template.spec.volumes.find((v: any) => v.name === 'nats-ca');
+    expect(vol.secret).toMatchObject({ secretName: 'nats-ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] });
+    expect(c.volumeMounts).toContainEqual({ name: 'nats-ca', mountPath: '/etc/pgwarden/nats-ca', readOnly: true });
+    for (const o of objects) if (o.kind !== 'CustomResourceDefinition') await validateObject(o);
+
+    // A ConfigMap (a trust-manager Bundle's) is already in every namespace: nothing to copy, no Secret rights.
+    const bundle = await template('audit.natsUrl=nats://nats.example:4222', 'audit.natsCa.configMap=nats-trust');
+    expect(operatorArgs(bundle)).toContain('--audit-nats-ca-configmap=nats-trust');
+    expect(JSON.stringify(bundle.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role'))).not.toContain('nats');
+    expect(
+      collectorOf(bundle).spec.template.spec.volumes.find((v: any) => v.name === 'nats-ca').configMap,
+    ).toMatchObject({ name: 'nats-trust' });
+
+    // Off by default; one source at most; and the bundled NATS, which speaks no TLS, would be refused by every sidecar.
+    expect(JSON.stringify(await template())).not.toMatch(/nats-ca|NODE_EXTRA_CA_CERTS/);
+    await expect(
+      template('audit.natsUrl=nats://n:4222', 'audit.natsCa.secret=a', 'audit.natsCa.configMap=b'),
+    ).rejects.toThrow(/natsCa/);
+    await expect(template('audit.natsCa.secret=nats-ca')).rejects.toThrow(/bundled NATS speaks no TLS/);
+  });
+
   it('collector.auditKeys: rendered as keys.yaml for --audit-keys, mounted read-only; a private key is refused', async () => {
     const pem = (k: any, type: 'spki' | 'pkcs8') => k.export({ format: 'pem', type }).toString();
     const a = generateKeyPairSync('ed25519');

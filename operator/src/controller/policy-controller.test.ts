@@ -7,6 +7,7 @@ import { expectedSidecarHash } from '../webhook/mutate-pod.js';
 import {
   ANNOTATIONS,
   AUDIT_CREDENTIALS_SECRET,
+  AUDIT_NATS_CA_SECRET,
   AUDIT_SIGNING_KEY_SECRET,
   DEFAULT_SIDECAR_CONFIG,
 } from '../webhook/sidecar-config.js';
@@ -59,6 +60,7 @@ async function startController(
   extra: {
     auditCredentials?: { namespace: string; name: string };
     auditSigningKey?: { namespace: string; name: string };
+    auditNatsCa?: { namespace: string; name: string };
     auditRecheckMs?: number;
     refreshPods?: boolean;
   } = {},
@@ -74,6 +76,9 @@ async function startController(
         ? { auditUrl: 'nats://nats.pgwarden:4222', auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET }
         : {}),
       ...(extra.auditSigningKey ? { auditSigningKeySecret: AUDIT_SIGNING_KEY_SECRET } : {}),
+      ...(extra.auditNatsCa
+        ? { auditUrl: 'tls://nats.pgwarden:4222', auditNatsCa: { kind: 'secret' as const, name: AUDIT_NATS_CA_SECRET } }
+        : {}),
     },
     watch: { backoff: { initialMs: 20, maxMs: 200 } },
     retry: { initialMs: 20, maxMs: 200 },
@@ -466,5 +471,32 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
       expect(JSON.stringify(dapOf().status)).not.toContain(b64(pem(who)));
       expect(JSON.stringify(eventsOf())).not.toContain(b64(pem(who)));
     }
+  });
+
+  it('copies the NATS CA bundle into the policy namespace, and reports Ready=False while it is missing', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    api.seed(policy());
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditNatsCa: { namespace: 'pgwarden', name: 'nats-ca' },
+      auditRecheckMs: 100,
+    });
+    const missing = await until(() => dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready'));
+    expect(missing).toMatchObject({ status: 'False', reason: 'AuditNatsCaMissing' });
+    expect(missing.message).toBe(
+      'NATS CA Secret pgwarden/nats-ca is missing or lacks ca.crt: injected sidecars cannot start',
+    );
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'nats-ca', namespace: 'pgwarden' },
+      data: { 'ca.crt': b64('-----BEGIN CERTIFICATE-----'), 'tls.key': b64('not copied') },
+    });
+    const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_NATS_CA_SECRET));
+    expect(copy.data).toEqual({ 'ca.crt': b64('-----BEGIN CERTIFICATE-----') });
+    expect(copy.metadata.labels['pgwarden.dev/role']).toBe('audit-nats-ca');
+    await until(() =>
+      dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
+    );
   });
 });

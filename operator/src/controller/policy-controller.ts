@@ -31,6 +31,8 @@ export interface PolicyControllerOptions {
   auditCredentials?: { namespace: string; name: string };
   /** Secret (key signing.key) the controller copies into policy namespaces for the sidecars' checkpoint signatures. */
   auditSigningKey?: { namespace: string; name: string };
+  /** Secret (key ca.crt) the controller copies into policy namespaces: the CA the sidecars verify NATS with. */
+  auditNatsCa?: { namespace: string; name: string };
   /** While an audit Secret's source is missing, look again this often (default 30 s). */
   auditRecheckMs?: number;
   /** ReconcileDeps.refreshPods: annotate a policy's running pods when its content changes. */
@@ -107,6 +109,7 @@ export class PolicyController {
             lastRendered,
             auditCredentials: opts.auditCredentials,
             auditSigningKey: opts.auditSigningKey,
+            auditNatsCa: opts.auditNatsCa,
             refreshPods: opts.refreshPods,
             requeueAfter: () => {
               const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);

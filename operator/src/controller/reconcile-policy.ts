@@ -58,6 +58,11 @@ export interface ReconcileDeps {
    */
   auditSigningKey?: { namespace: string; name: string };
   /**
+   * Source of the CA bundle (key `ca.crt`) sidecars verify NATS's certificate with; copied into each policy's
+   * namespace as the Secret `sidecar.auditNatsCa` names.
+   */
+  auditNatsCa?: { namespace: string; name: string };
+  /**
    * After the rendered content changes, annotate the running pods with this policy's sidecar, so that their kubelets
    * deliver the new ConfigMap at once rather than at their next periodic sync (up to about a minute): what makes
    * `spec.suspend` and other edits take effect in seconds. Needs `patch` on pods (chart operator.refreshPods).
@@ -171,19 +176,38 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
         what: 'audit signing key',
       })
     : undefined;
-  if (credentialsProblem || signingKeyProblem) deps.requeueAfter?.();
+  const natsCa = deps.sidecar.auditNatsCa;
+  const natsCaProblem =
+    deps.auditNatsCa && natsCa?.kind === 'secret'
+      ? await replicateAuditSecret(deps, ref, {
+          source: deps.auditNatsCa,
+          copy: natsCa.name,
+          keys: ['ca.crt'],
+          role: 'audit-nats-ca',
+          reason: 'AuditNatsCaMissing',
+          what: 'NATS CA',
+        })
+      : undefined;
+  const problem = credentialsProblem
+    ? 'AuditCredentialsMissing'
+    : signingKeyProblem
+      ? 'AuditSigningKeyMissing'
+      : natsCaProblem
+        ? 'AuditNatsCaMissing'
+        : undefined;
+  if (problem) deps.requeueAfter?.();
 
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
   if (strategy === 'Workload') await rollWorkloads(deps, policy, ref);
 
   const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
     { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
-    credentialsProblem || signingKeyProblem
+    problem
       ? {
           type: 'Ready',
           status: 'False',
-          reason: credentialsProblem ? 'AuditCredentialsMissing' : 'AuditSigningKeyMissing',
-          message: [credentialsProblem, signingKeyProblem].filter(Boolean).join('; '),
+          reason: problem,
+          message: [credentialsProblem, signingKeyProblem, natsCaProblem].filter(Boolean).join('; '),
           observedGeneration: generation,
         }
       : {

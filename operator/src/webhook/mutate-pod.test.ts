@@ -7,6 +7,7 @@ import { mutatePod, type PodLike, reviewEphemeralContainers } from './mutate-pod
 import {
   ANNOTATIONS,
   AUDIT_CREDENTIALS_SECRET,
+  AUDIT_NATS_CA_SECRET,
   AUDIT_SIGNING_KEY_SECRET,
   DEFAULT_SIDECAR_CONFIG,
 } from './sidecar-config.js';
@@ -386,6 +387,42 @@ describe('mutatePod', () => {
     // Not configured: no key, no flag.
     expect(JSON.stringify(mutatePod(basePod(), [policy('analytics', 'analytics')], config))).not.toContain('signing');
   });
+
+  it.each([
+    ['a Secret the operator copied', { kind: 'secret', name: AUDIT_NATS_CA_SECRET }, 'secret'],
+    ['a ConfigMap in the namespace', { kind: 'configMap', name: 'nats-trust' }, 'configMap'],
+  ] as const)(
+    'verifies NATS with the CA from %s: mounted read-only into the sidecar alone, with --audit-nats-ca',
+    (_n, ca, source) => {
+      const withCa = { ...config, auditCredentialsSecret: AUDIT_CREDENTIALS_SECRET, auditNatsCa: ca };
+      for (const auditUrl of ['nats://nats.pgwarden:4222', 'tls://nats.pgwarden:4222']) {
+        const out = apply(basePod(), mutatePod(basePod(), [policy('analytics', 'analytics')], { ...withCa, auditUrl }));
+        const sidecar = out.spec.initContainers.find((c: any) => c.name === 'pgwarden-analytics');
+        const i = sidecar.args.indexOf('--audit-nats-ca');
+        expect(i, auditUrl).toBeGreaterThan(0);
+        expect(sidecar.args[i + 1]).toBe('/etc/pgwarden/audit-nats-ca/ca.crt');
+        // A tls:// URL is NATS too: it gets the user and the spool as nats:// does.
+        expect(sidecar.args).toContain('--audit-nats-credentials-dir');
+        expect(sidecar.args).toContain('--spool-dir');
+        const vol = out.spec.volumes.find(
+          (v: any) => v[source]?.[source === 'secret' ? 'secretName' : 'name'] === ca.name,
+        );
+        expect(vol[source].items).toEqual([{ key: 'ca.crt', path: 'ca.crt' }]);
+        expect(sidecar.volumeMounts).toContainEqual({
+          name: vol.name,
+          mountPath: '/etc/pgwarden/audit-nats-ca',
+          readOnly: true,
+        });
+        for (const c of out.spec.containers)
+          expect((c.volumeMounts ?? []).map((m: any) => m.name)).not.toContain(vol.name);
+        expect(new Pod(out).validate()).toBeUndefined();
+      }
+      // Without NATS there is no connection to verify.
+      const fileAudit = mutatePod(basePod(), [policy('analytics', 'analytics')], { ...withCa, auditUrl: 'stdout' });
+      expect(JSON.stringify(fileAudit)).not.toContain('nats-ca');
+      expect(JSON.stringify(mutatePod(basePod(), [policy('analytics', 'analytics')], config))).not.toContain('nats-ca');
+    },
+  );
 
   it('refuses invalid selecting policies and listen-port clashes (fail closed)', () => {
     const broken = policy('broken', 'analytics', { defaultAction: 'maybe' as any });

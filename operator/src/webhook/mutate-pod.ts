@@ -5,7 +5,7 @@
 import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
 import { escapePointer, type JsonPatchOp } from '../core/json-patch.js';
 import { normalisePolicy } from '../core/normalise-policy.js';
-import { ANNOTATIONS, type SidecarConfig } from './sidecar-config.js';
+import { ANNOTATIONS, isNatsAuditUrl, type SidecarConfig } from './sidecar-config.js';
 import { buildSidecar, sidecarShapeHash } from './sidecar-container.js';
 
 export type MutationResult =
@@ -185,7 +185,7 @@ export function mutatePod(
     policies: names,
   });
   const auditSecrets = [
-    config.auditUrl?.startsWith('nats://') ? config.auditCredentialsSecret : undefined,
+    isNatsAuditUrl(config.auditUrl) ? config.auditCredentialsSecret : undefined,
     config.auditSigningKeySecret,
   ];
   // The annotation alone proves nothing (the pod's author can write it): injected means the sidecars are there.

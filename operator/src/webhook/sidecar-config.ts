@@ -21,6 +21,13 @@ export interface SidecarConfig {
    * sign audit checkpoints with (`--audit-signing-key`); the controller copies it there. Unset: chains unsigned.
    */
   auditSigningKeySecret?: string;
+  /**
+   * The CA bundle (key `ca.crt`) the sidecars verify NATS's TLS certificate with (`--audit-nats-ca`), in each workload
+   * namespace: a Secret the controller copies there (AUDIT_NATS_CA_SECRET), or a ConfigMap that something else puts
+   * in every namespace (e.g. a trust-manager Bundle). Without it NATS over plain TCP carries the sidecars' NATS
+   * password, and over `tls://` only the system CAs vouch for the server.
+   */
+  auditNatsCa?: { kind: 'secret' | 'configMap'; name: string };
   /** UID/GID the sidecar runs as (non-root). */
   runAsUser: number;
   /** Size limit of the writable spool (audit spool while NATS is unreachable; the root filesystem is read-only). */
@@ -62,5 +69,11 @@ export const AUDIT_CREDENTIALS_SECRET = 'pgwarden-audit-credentials';
 
 /** The Secret name the controller replicates the audit signing key to in every namespace with a policy. */
 export const AUDIT_SIGNING_KEY_SECRET = 'pgwarden-audit-signing-key';
+
+/** The Secret name the controller replicates the NATS CA bundle to in every namespace with a policy. */
+export const AUDIT_NATS_CA_SECRET = 'pgwarden-audit-nats-ca';
+
+/** Audit URLs the sidecar reaches NATS by (create-audit-sink.ts): only these get NATS credentials, a CA, a spool. */
+export const isNatsAuditUrl = (url: string | undefined): url is string => /^(nats|tls):\/\//.test(url ?? '');
 
 export const INJECTION_NAMESPACE_LABEL = 'pgwarden.dev/injection';

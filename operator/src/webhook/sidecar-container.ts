@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { DatabaseAccessPolicy } from '@pgwarden/policy';
-import type { SidecarConfig } from './sidecar-config.js';
+import { isNatsAuditUrl, type SidecarConfig } from './sidecar-config.js';
 
 /** Paths inside the sidecar container; the sidecar CLI (cli/src/commands/sidecar.ts) reads these flags. */
 export const SIDECAR_PATHS = {
@@ -9,6 +9,7 @@ export const SIDECAR_PATHS = {
   caDir: '/etc/pgwarden/ca',
   auditCredentialsDir: '/etc/pgwarden/audit-credentials',
   auditSigningKeyDir: '/etc/pgwarden/audit-signing-key',
+  auditNatsCaDir: '/etc/pgwarden/audit-nats-ca',
   spoolDir: '/var/lib/pgwarden',
 } as const;
 
@@ -95,14 +96,14 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
   if (config.auditUrl) {
     args.push('--audit', config.auditUrl);
     // While NATS is unreachable the sidecar spools to disk; the root filesystem is read-only, so the emptyDir.
-    if (config.auditUrl.startsWith('nats://')) {
+    if (isNatsAuditUrl(config.auditUrl)) {
       args.push('--spool-dir', SIDECAR_PATHS.spoolDir);
       // The kubelet evicts a pod whose emptyDir outgrows its sizeLimit, taking the unsent events with it: keep the
       // spool's own cap (which refuses or counts drops per failMode) safely below the volume's limit.
       const limit = quantityToBytes(config.spoolSizeLimit);
       if (limit !== undefined) args.push('--spool-max-bytes', String(Math.floor(limit * 0.9)));
     }
-    if (config.auditUrl.startsWith('nats://') && config.auditCredentialsSecret) {
+    if (isNatsAuditUrl(config.auditUrl) && config.auditCredentialsSecret) {
       // Mounted into the sidecar alone, like the database credentials: the agent cannot publish forged events.
       volumes.push({
         name: v('auditcreds'),
@@ -117,6 +118,21 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
       });
       mounts.push({ name: v('auditcreds'), mountPath: SIDECAR_PATHS.auditCredentialsDir, readOnly: true });
       args.push('--audit-nats-credentials-dir', SIDECAR_PATHS.auditCredentialsDir);
+    }
+    if (isNatsAuditUrl(config.auditUrl) && config.auditNatsCa) {
+      // With a CA the sidecar speaks TLS to NATS even on a nats:// URL and verifies the server's name, so a rewritten
+      // /etc/hosts in the pod cannot send the NATS password elsewhere (docs/security.md). Not secret, but mounted
+      // into the sidecar alone all the same: the agent has no use for it.
+      const ca = config.auditNatsCa;
+      const items = [{ key: 'ca.crt', path: 'ca.crt' }];
+      volumes.push({
+        name: v('natsca'),
+        ...(ca.kind === 'secret'
+          ? { secret: { secretName: ca.name, defaultMode: 0o444, items } }
+          : { configMap: { name: ca.name, defaultMode: 0o444, items } }),
+      });
+      mounts.push({ name: v('natsca'), mountPath: SIDECAR_PATHS.auditNatsCaDir, readOnly: true });
+      args.push('--audit-nats-ca', `${SIDECAR_PATHS.auditNatsCaDir}/ca.crt`);
     }
   }
   if (config.auditSigningKeySecret) {

@@ -9,6 +9,8 @@ import {
   parseApprovalRequest,
   parseApprovalRevoked,
   parseApprovalSubject,
+  requestFitsSubject,
+  sidecarApprovalSubject,
 } from './approval-messages.js';
 
 const id = '6f1c2e3a-1b2c-4d5e-8f90-123456789abc';
@@ -118,6 +120,30 @@ describe('approval messages', () => {
       { ...ok, under: 7 },
     ])
       expect(parseApprovalDecision(JSON.stringify(bad)), JSON.stringify(bad)).toBeUndefined();
+  });
+
+  it('requests and closings name their policy’s namespace in the subject; the collector’s kinds do not', () => {
+    expect(sidecarApprovalSubject('closed', 'team-a', id)).toBe(`pgwarden.approval.closed.team-a.${id}`);
+    expect(sidecarApprovalSubject('request', undefined, id)).toBe(`pgwarden.approval.request._.${id}`);
+    expect(parseApprovalSubject(`pgwarden.approval.closed.team-a.${id}`)).toEqual({
+      kind: 'closed',
+      id,
+      namespace: 'team-a',
+    });
+    // Earlier sidecars' subjects still parse, without a namespace.
+    expect(parseApprovalSubject(`pgwarden.approval.request.${id}`)).toEqual({ kind: 'request', id });
+    for (const bad of [
+      `pgwarden.approval.decision.team-a.${id}`,
+      `pgwarden.approval.closed.a.b.${id}`,
+      `pgwarden.approval.closed.team-a.not-an-id`,
+    ])
+      expect(parseApprovalSubject(bad), bad).toBeUndefined();
+    const request = { policy: { name: 'w', hash: 'h', namespace: 'team-a' } } as Parameters<
+      typeof requestFitsSubject
+    >[0];
+    expect(requestFitsSubject(request, 'team-a')).toBe(true);
+    expect(requestFitsSubject(request, undefined)).toBe(true);
+    expect(requestFitsSubject(request, 'team-b')).toBe(false);
   });
 
   it('revocations: parsed on their own subject, refused when malformed', () => {

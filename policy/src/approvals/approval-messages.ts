@@ -1,4 +1,5 @@
 import type { Subjects } from '../api/access-policy-schema.js';
+import { subjectToken } from '../audit/audit-subject.js';
 import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
 import { parseDuration } from '../engine/duration.js';
 
@@ -7,29 +8,57 @@ import { parseDuration } from '../engine/duration.js';
  * (which shows them to people and takes their decisions). Everything travels on NATS JetStream, stream
  * PGWARDEN_APPROVALS, so that a collector that restarts, or a second replica, rebuilds the queue by replaying it:
  *
- *   sidecar   → pgwarden.approval.request.<id>   ApprovalRequestMessage  (statement held)
- *   collector → pgwarden.approval.decision.<id>  ApprovalDecisionMessage (a person approved or rejected)
- *   sidecar   → pgwarden.approval.closed.<id>    ApprovalClosedMessage   (what the sidecar did: ran it, denied it,
- *                                                                          it expired, or the client went away)
+ *   sidecar   → pgwarden.approval.request.<ns>.<id>  ApprovalRequestMessage  (statement held)
+ *   collector → pgwarden.approval.decision.<id>      ApprovalDecisionMessage (a person approved or rejected)
+ *   sidecar   → pgwarden.approval.closed.<ns>.<id>   ApprovalClosedMessage   (what the sidecar did: ran it, denied
+ *                                                                              it, it expired, or the client went away)
  *   collector → pgwarden.approval.revoked.<id>   ApprovalRevokedMessage  (a person ended the grant an approval gave)
  *   collector → pgwarden.approval.notified.<id>  ApprovalNotifiedMessage (the request's webhook notice was sent)
  *
  * The sidecar listens for its decision on the plain subject (it does not need the stream) and checks the approver
  * against the policy's `approval.approvers` itself: the collector's check is for the people using it, the
  * sidecar's is the one that counts.
+ *
+ * What sidecars publish names the namespace of the request's policy (`<ns>`: subjectToken, `_` for none), so that
+ * NATS can hold a namespace's own user to its own requests (chart nats-auth.yaml): a sidecar that learned another
+ * namespace's request id cannot close that request. Earlier sidecars published both on `<kind>.<id>`; the collector
+ * still reads those (they stay in the stream for its 7-day max age, and old sidecars publish them until their pods
+ * roll), but a request on such a subject can only be closed on one, and a namespaced request only on its own.
  */
 
 export const APPROVALS_STREAM = 'PGWARDEN_APPROVALS';
 export const APPROVALS_SUBJECTS = 'pgwarden.approval.>';
 export type ApprovalSubjectKind = 'request' | 'decision' | 'closed' | 'revoked' | 'notified';
+/** The kinds sidecars publish, whose subjects carry the namespace. */
+export type SidecarApprovalKind = 'request' | 'closed';
+/** The subject of a message the collector publishes (decision, revoked, notified), or one without namespace. */
 export const approvalSubject = (kind: ApprovalSubjectKind, id: string) => `pgwarden.approval.${kind}.${id}`;
+/** The subject a sidecar publishes a request or its closing on: under the namespace of the request's policy. */
+export const sidecarApprovalSubject = (kind: SidecarApprovalKind, namespace: string | undefined, id: string) =>
+  `pgwarden.approval.${kind}.${subjectToken(namespace)}.${id}`;
 
-const SUBJECT = /^pgwarden\.approval\.(request|decision|closed|revoked|notified)\.([^.]+)$/;
-/** The kind and id an approval subject names, or undefined for any other subject (or an id that is not a UUID). */
-export function parseApprovalSubject(subject: string): { kind: ApprovalSubjectKind; id: string } | undefined {
+const SUBJECT =
+  /^pgwarden\.approval\.(?:(request|closed)\.([^.]+)|(request|decision|closed|revoked|notified))\.([^.]+)$/;
+/**
+ * The kind, id and (request and closed only) namespace token an approval subject names; undefined for any other
+ * subject or an id that is not a UUID. No `namespace`: an earlier sidecar's subject, or a kind the collector publishes.
+ */
+export function parseApprovalSubject(
+  subject: string,
+): { kind: ApprovalSubjectKind; id: string; namespace?: string } | undefined {
   const m = SUBJECT.exec(subject);
-  return m && isApprovalId(m[2]) ? { kind: m[1] as ApprovalSubjectKind, id: m[2] } : undefined;
+  if (!m || !isApprovalId(m[4])) return undefined;
+  return m[1]
+    ? { kind: m[1] as ApprovalSubjectKind, id: m[4], namespace: m[2] }
+    : { kind: m[3] as ApprovalSubjectKind, id: m[4] };
 }
+
+/**
+ * Whether a request may stand on the subject it came on: one naming a namespace must name its policy's. A namespace's
+ * own NATS user can publish only there, so this is what stops it queueing requests in another namespace's name.
+ */
+export const requestFitsSubject = (request: ApprovalRequestMessage, subjectNamespace: string | undefined) =>
+  subjectNamespace === undefined || subjectNamespace === subjectToken(request.policy.namespace);
 
 /** Ids are UUIDs: they are NATS subject tokens, so nothing else is accepted. */
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -9,6 +9,7 @@ import {
   approvalSubject,
   parseApprovalClosed,
   parseApprovalRequest,
+  sidecarApprovalSubject,
   signDecision,
 } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,7 +66,7 @@ async function stored(subject: string): Promise<Uint8Array> {
 /** Asks `gate` and waits until the request is in the queue; `settled()` tells whether the hold has ended. */
 async function held(gate: ApprovalGate, req: ApprovalRequest) {
   const outcome = gate.request(req);
-  await stored(approvalSubject('request', req.id));
+  await stored(sidecarApprovalSubject('request', 'agents', req.id));
   let done = false;
   void outcome.then(() => {
     done = true;
@@ -94,7 +95,7 @@ const approveFor = (id: string, grantFor: string) =>
   );
 
 const closedOf = async (id: string): Promise<ApprovalClosedMessage | undefined> =>
-  parseApprovalClosed(await stored(approvalSubject('closed', id)));
+  parseApprovalClosed(await stored(sidecarApprovalSubject('closed', 'agents', id)));
 
 describe('natsApprovalGate', () => {
   it('refuses at once a statement too long to show an approver whole, queueing nothing', async () => {
@@ -107,7 +108,7 @@ describe('natsApprovalGate', () => {
     });
     const jsm = await jetstreamManager(collector);
     const m = await jsm.streams
-      .getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('request', req.id) })
+      .getMessage(APPROVALS_STREAM, { last_by_subj: sidecarApprovalSubject('request', 'agents', req.id) })
       .catch(() => null);
     expect(m).toBeNull();
   });
@@ -116,7 +117,7 @@ describe('natsApprovalGate', () => {
     const gate = natsApprovalGate({ connection: () => sidecar });
     const req = request({ sql: "UPDATE users SET password = 'hunter2' WHERE id = 1" });
     const outcome = gate.request(req);
-    const queued = parseApprovalRequest(await stored(approvalSubject('request', req.id)));
+    const queued = parseApprovalRequest(await stored(sidecarApprovalSubject('request', 'agents', req.id)));
     expect(queued).toMatchObject({
       id: req.id,
       session: 'sess-1',
@@ -216,12 +217,30 @@ describe('natsApprovalGate', () => {
     const ac = new AbortController();
     const gone = request({ signal: ac.signal });
     const outcome = gate.request(gone);
-    await stored(approvalSubject('request', gone.id));
+    await stored(sidecarApprovalSubject('request', 'agents', gone.id));
     ac.abort();
     expect(await outcome).toEqual({ decision: 'timeout' });
     expect((await closedOf(gone.id))?.outcome).toBe('withdrawn');
     // A decision after the end changes nothing.
     await decide(gone.id, 'approved', 'alice');
+  });
+
+  it('publishes under its policy’s namespace, and a closing published first under its id does not drop its own', async () => {
+    const gate = natsApprovalGate({ connection: () => sidecar });
+    const ac = new AbortController();
+    const req = request({ policy: { name: 'writer', hash: 'sha256:abc', namespace: 'team-a' }, signal: ac.signal });
+    const outcome = gate.request(req);
+    await stored(sidecarApprovalSubject('request', 'team-a', req.id));
+    // Whoever learned the id (an approval notice, the audit trail) publishes a closing first, with the message id a
+    // sidecar would use: JetStream drops any later message with that id within its duplicate window, whatever subject.
+    const forged = JSON.stringify({ v: 1, id: req.id, outcome: 'approved', at: new Date().toISOString() });
+    for (const msgID of [`${req.id}.closed`, `${req.id}.closed.0000000000000000`])
+      await jetstream(collector).publish(sidecarApprovalSubject('closed', 'team-b', req.id), forged, { msgID });
+    ac.abort();
+    expect(await outcome).toEqual({ decision: 'timeout' });
+    expect(parseApprovalClosed(await stored(sidecarApprovalSubject('closed', 'team-a', req.id)))?.outcome).toBe(
+      'withdrawn',
+    );
   });
 
   it('fails closed at once without a connection or without the queue’s stream', async () => {

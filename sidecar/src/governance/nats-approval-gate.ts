@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import {
@@ -15,6 +15,7 @@ import {
   parseApprovalDecision,
   parseApprovalRevoked,
   redactSecrets,
+  sidecarApprovalSubject,
   verifyDecision,
   verifyRevocation,
 } from '@pgwarden/policy';
@@ -156,6 +157,7 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
         let sub: Subscription | undefined;
         let readBack: (() => Promise<void>) | undefined;
         let done = false;
+        const closeNonce = randomBytes(8).toString('hex');
         const finish = (outcome: ApprovalOutcome, closed: ApprovalClosedOutcome, publishClosed = true) => {
           if (done) return;
           done = true;
@@ -176,9 +178,12 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
                 ? { grantUntil: new Date(outcome.grantUntil).toISOString() }
                 : {}),
             };
-            js.publish(approvalSubject('closed', req.id), JSON.stringify(msg), { msgID: `${req.id}.closed` }).catch(
-              (err: Error) =>
-                log('warn', 'approval: could not publish the end of a hold', { id: req.id, err: err.message }),
+            // JetStream's duplicate window is stream-wide: with a msgID anyone who learned the request id could
+            // predict, a closing published first on any subject would have this one dropped as its duplicate.
+            js.publish(sidecarApprovalSubject('closed', req.policy.namespace, req.id), JSON.stringify(msg), {
+              msgID: `${req.id}.closed.${closeNonce}`,
+            }).catch((err: Error) =>
+              log('warn', 'approval: could not publish the end of a hold', { id: req.id, err: err.message }),
             );
           }
           resolve(outcome);
@@ -256,9 +261,13 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
         };
         reconnects(nc).add(readBack);
 
-        js.publish(approvalSubject('request', req.id), JSON.stringify(requestMessage(req)), {
-          msgID: `${req.id}.request`,
-        }).catch((err: Error) => {
+        js.publish(
+          sidecarApprovalSubject('request', req.policy.namespace, req.id),
+          JSON.stringify(requestMessage(req)),
+          {
+            msgID: `${req.id}.request`,
+          },
+        ).catch((err: Error) => {
           log('warn', 'approval: the approval queue did not take the request', { id: req.id, err: err.message });
           // Nothing reached the queue, so there is nothing to close there.
           finish(unavailable(err.message), 'refused', false);
