@@ -92,12 +92,17 @@ export function nonAsciiCharacters(text: string, max = 12): string[] {
 }
 
 /**
- * JSON for a terminal: the same value, with the characters JSON.stringify leaves raw but a terminal or a reader
+ * JSON text for a terminal: the same value, with the characters JSON.stringify leaves raw but a terminal or a reader
  * would act on (C1 controls, bidi controls, zero-width characters, line separators) written as `\uXXXX` escapes.
+ * Those characters can stand only inside JSON strings, where the escape means the same character.
  */
-export function terminalSafeJson(value: unknown, indent?: number): string {
-  return JSON.stringify(value, null, indent).replace(
+export function terminalSafeJsonText(json: string): string {
+  return json.replace(
     /[\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g,
     (c) => `\\u${(c.codePointAt(0) as number).toString(16).padStart(4, '0')}`,
   );
 }
+
+/** JSON.stringify(value, null, indent), made terminalSafeJsonText. */
+export const terminalSafeJson = (value: unknown, indent?: number) =>
+  terminalSafeJsonText(JSON.stringify(value, null, indent));
