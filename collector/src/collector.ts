@@ -41,8 +41,11 @@ export interface CollectorOptions {
   store?: { url?: string; dataDir?: string };
   /** The API's address; with `tls` (certificate and key files, re-read when they change) it serves HTTPS. */
   http: { host?: string; port?: number; tls?: { certFile: string; keyFile: string; reloadMs?: number } };
-  /** HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. */
-  httpIngest?: { enabled: boolean; token?: string };
+  /**
+   * HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. Without a token it
+   * is allowed only on a loopback `http.host`, or with `insecureOpen`.
+   */
+  httpIngest?: { enabled: boolean; token?: string; insecureOpen?: boolean };
   /** JSON-lines files written by sidecars with `--audit file:PATH`, followed like `tail -F`. */
   tailFiles?: string[];
   /** Days of events to keep; older day partitions are dropped hourly. Unset keeps everything. */
@@ -155,6 +158,31 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
   const read = readAccessFor({ host: opts.http.host, readers, approvers, insecureOpen: opts.read?.insecureOpen });
+  const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
+  // An empty token would match a request that sends none.
+  if (httpIngest.token !== undefined && httpIngest.token.trim() === '')
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      'the HTTP ingest token is empty: put a token in --ingest-token-file',
+    );
+  // Anyone who reaches an open ingest writes the trail: sessions in anyone's name, chained and hashed as a sidecar's
+  // would be (the hash is unkeyed). The agent can reach the collector's address over the pod network.
+  if (
+    httpIngest.enabled &&
+    httpIngest.token === undefined &&
+    !httpIngest.insecureOpen &&
+    !isLoopbackHost(opts.http.host)
+  )
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      `HTTP ingest on ${opts.http.host} would let anyone who reaches it add audit events: give --ingest-token-file, ` +
+        'use --nats without --http-ingest, listen on 127.0.0.1, or accept it with --insecure-open-ingest',
+    );
+  if (httpIngest.enabled && httpIngest.token === undefined && !isLoopbackHost(opts.http.host))
+    log.warn(
+      { listen: opts.http.host },
+      'HTTP ingest takes events from anyone who reaches it (--insecure-open-ingest)',
+    );
   if (opts.signatures?.requireSigned && !opts.signatures.keysFile)
     throw new CollectorError(
       'COLLECTOR_BAD_CONFIG',
@@ -357,7 +385,6 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');
   });
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
-  const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
 
   const sweepGaps = async () => {
     try {

@@ -67,6 +67,39 @@ describe('approvals output', () => {
   });
 });
 
+describe('approvals output of what the agent wrote', () => {
+  // Each reproduced through a real sidecar: in a terminal the first hid `*/ OR true /*` (ESC[8m conceals), the
+  // second wrote the harmless half over the line, the third displayed its comparison reordered.
+  const concealed = 'DELETE FROM orders WHERE id = 44 /*\x1b[8m*/ OR true /*\x1b[0m*/';
+  const overwritten = 'DELETE FROM orders WHERE id = 44 OR true /*\r*/ -- DELETE FROM orders WHERE id = 44';
+  const reordered = "DELETE FROM orders WHERE status <> 'new\u202E \u2066AND id = 44\u2069 \u2066'";
+  const entry = (sql: string, params?: string[]) => ({
+    id: '0b9a6c1e-8d3f-4a53-9f0e-2d1c5b7a9e11',
+    state: 'pending' as const,
+    request: approvalRequest({ sql, ...(params ? { params } : {}) }),
+  });
+
+  it('show and list print controls, bidi overrides and long padding as marks, never as themselves', () => {
+    const shown = [concealed, overwritten, reordered].map((sql) => formatApproval(entry(sql), NOW));
+    for (const text of shown) expect(text).not.toMatch(/[\x1b\r\u202e\u2066\u2069]/);
+    expect(shown[0]).toContain('sql\n  DELETE FROM orders WHERE id = 44 /*⟨U+001B⟩[8m*/ OR true /*⟨U+001B⟩[0m*/\n');
+    expect(shown[1]).toContain('OR true /*⟨1 other whitespace (tab, CR, FF, VT)⟩*/ -- DELETE');
+    expect(shown[2]).toContain("'new⟨U+202E⟩ ⟨U+2066⟩AND id = 44⟨U+2069⟩ ⟨U+2066⟩'\n");
+    expect(shown[2]).toContain('not ASCII  U+202E, U+2066, U+2069\n');
+    const padded = formatApproval(entry(`DELETE FROM orders WHERE id = 44${'\n'.repeat(5000)}OR true`), NOW);
+    expect(padded).toContain('sql\n  DELETE FROM orders WHERE id = 44⟨5000 line breaks⟩\n  OR true\n');
+    const values = formatApproval(
+      entry('UPDATE users SET role = $1 WHERE name = $2', ['admin', '\u0430lice\x1b[2K']),
+      NOW,
+    );
+    expect(values).toContain('values\n  $1 = "admin"\n  $2 = "аlice\\u001b[2K"\n');
+    expect(values).toContain('not ASCII  U+0430 а\n');
+    const table = formatApprovalTable([entry(concealed)], NOW);
+    expect(table).not.toContain('\x1b');
+    expect(table).toContain('DELETE FROM orders WHERE id = 44 /*⟨U+001B⟩[8m*/ OR true /*…');
+  });
+});
+
 // Drives the built CLI (`make test` builds first) against a collector on a real nats-server, as an approver would.
 const pgwarden = runAsApprover;
 
@@ -136,6 +169,19 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden approvals against a collect
       by: { name: 'alice' },
       reason: 'change ticket OPS-7',
     });
+
+    // What reaches the approver's terminal from the agent: marks, not escape sequences; JSON with them escaped.
+    const evil = approvalRequest({ sql: 'DELETE FROM orders /*\x1b[8m*/ OR true /*\x1b[0m\u202e*/' });
+    await jetstream(nc).publish(approvalSubject('request', evil.id), JSON.stringify(evil));
+    let evilShown = await pgwarden(['approvals', 'show', evil.id], env);
+    for (let i = 0; evilShown.code !== 0 && i < 50; i++)
+      evilShown = await pgwarden(['approvals', 'show', evil.id], env);
+    expect(evilShown.stdout).toContain('  DELETE FROM orders /*⟨U+001B⟩[8m*/ OR true /*⟨U+001B⟩[0m⟨U+202E⟩*/\n');
+    const evilJson = await pgwarden(['approvals', 'show', evil.id, '--json'], env);
+    expect(evilJson.stdout).not.toMatch(/[\x1b\u202e]/);
+    expect(JSON.parse(evilJson.stdout).request.sql).toBe(evil.sql);
+    expect((await pgwarden(['approvals', 'list'], env)).stdout).not.toMatch(/[\x1b\u202e]/);
+    expect((await pgwarden(['approvals', 'list', '--json'], env)).stdout).not.toMatch(/[\x1b\u202e]/);
 
     const shown = await pgwarden(['approvals', 'show', r.id, '--json'], env);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: r.id, state: 'decided', decision: { by: { name: 'alice' } } });

@@ -1,4 +1,4 @@
-import type { ApprovalEntry } from '@pgwarden/collector';
+import { type ApprovalEntry, nonAsciiCharacters, terminalSafeJson, visibleText } from '@pgwarden/collector';
 import type { Command } from 'commander';
 import { type ApproverOptions, approverAction, callCollector, withApproverOptions } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
@@ -20,16 +20,23 @@ export function relativeTime(iso: string, now: number): string {
 }
 
 function who(identity: Record<string, unknown>): string {
-  const s = (k: string) => (typeof identity[k] === 'string' ? (identity[k] as string) : undefined);
+  const s = (k: string) => (typeof identity[k] === 'string' ? visibleText(identity[k] as string) : undefined);
   if (s('user')) return s('user') as string;
   if (s('serviceAccount')) return `${s('namespace') ?? '-'}/${s('serviceAccount')}`;
   return '-';
 }
 
+// Every text a request carries reaches the terminal through visibleText: an escape sequence or a carriage return in
+// the agent's SQL would otherwise rewrite what the approver reads (conceal `OR true`, write over a line).
 const oneLine = (sql: string, max: number) => {
-  const t = sql.replace(/\s+/g, ' ').trim();
+  const t = visibleText(sql)
+    .replace(/[ \t\n]+/g, ' ')
+    .trim();
   return t.length > max ? `${t.slice(0, max - 1)}…` : t;
 };
+
+const policyRef = (r: ApprovalEntry['request']) =>
+  visibleText(`${r.policy.namespace ? `${r.policy.namespace}/` : ''}${r.policy.name}${r.rule ? `#${r.rule}` : ''}`);
 
 /** One row per entry, columns padded; the SQL is folded onto one line and cut. */
 export function formatApprovalTable(entries: readonly ApprovalEntry[], now: number): string {
@@ -39,7 +46,7 @@ export function formatApprovalTable(entries: readonly ApprovalEntry[], now: numb
     relativeTime(e.request.requestedAt, now),
     relativeTime(e.request.expiresAt, now),
     who(e.request.identity),
-    `${e.request.policy.namespace ? `${e.request.policy.namespace}/` : ''}${e.request.policy.name}${e.request.rule ? `#${e.request.rule}` : ''}`,
+    policyRef(e.request),
     oneLine(e.request.sql, 60),
   ]);
   return textTable(['ID', 'STATE', 'REQUESTED', 'EXPIRES', 'WHO', 'POLICY', 'SQL'], rows);
@@ -48,7 +55,7 @@ export function formatApprovalTable(entries: readonly ApprovalEntry[], now: numb
 const subjectsText = (s: Record<string, unknown>) =>
   (['users', 'groups', 'serviceAccounts'] as const)
     .filter((k) => Array.isArray(s[k]) && (s[k] as unknown[]).length > 0)
-    .map((k) => `${k} ${(s[k] as string[]).join(', ')}`)
+    .map((k) => `${k} ${visibleText((s[k] as string[]).join(', '))}`)
     .join('; ') || '(nobody)';
 
 /** Everything about one entry, the SQL in full. */
@@ -57,23 +64,36 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   const lines = [
     `id         ${e.id}`,
     `state      ${e.state}`,
-    `policy     ${r.policy.namespace ? `${r.policy.namespace}/` : ''}${r.policy.name}${r.rule ? ` (rule "${r.rule}")` : ' (defaultAction)'}`,
-    `requested  ${r.requestedAt} (${relativeTime(r.requestedAt, now)}) by ${who(r.identity)}, session ${r.session}`,
+    `policy     ${visibleText(`${r.policy.namespace ? `${r.policy.namespace}/` : ''}${r.policy.name}${r.rule ? ` (rule "${r.rule}")` : ' (defaultAction)'}`)}`,
+    `requested  ${r.requestedAt} (${relativeTime(r.requestedAt, now)}) by ${who(r.identity)}, session ${visibleText(r.session)}`,
     `expires    ${r.expiresAt} (${relativeTime(r.expiresAt, now)})`,
     `approvers  ${subjectsText(r.approvers as Record<string, unknown>)}`,
   ];
   if (e.decision) {
     const d = e.decision;
-    lines.push(`decision   ${d.decision} by ${d.by.name} at ${d.at}${d.reason ? `: ${d.reason}` : ''}`);
+    lines.push(visibleText(`decision   ${d.decision} by ${d.by.name} at ${d.at}${d.reason ? `: ${d.reason}` : ''}`));
   }
   if (e.closed)
-    lines.push(`closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}`);
-  if (e.grant) lines.push(`grant      ${grantText(e.grant, now)}`);
+    lines.push(
+      visibleText(`closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}`),
+    );
+  if (e.grant) lines.push(`grant      ${visibleText(grantText(e.grant, now))}`);
   else if (r.grantMax) lines.push(`grantable  up to ${r.grantMax} (approve --for DURATION)`);
-  lines.push('sql', ...r.sql.split('\n').map((l) => `  ${l}`));
+  lines.push(
+    'sql',
+    ...visibleText(r.sql)
+      .split('\n')
+      .map((l) => `  ${l}`),
+  );
   // A prepared statement's execution: the values it runs with, which the approval is for.
   if (r.params)
-    lines.push('values', ...r.params.map((v, i) => `  $${i + 1} = ${v === null ? 'NULL' : JSON.stringify(v)}`));
+    lines.push(
+      'values',
+      ...r.params.map((v, i) => `  $${i + 1} = ${v === null ? 'NULL' : visibleText(JSON.stringify(v))}`),
+    );
+  // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
+  const foreign = nonAsciiCharacters([r.sql, ...(r.params ?? [])].join(' '));
+  if (foreign.length > 0) lines.push(`not ASCII  ${foreign.join(', ')}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -94,7 +114,7 @@ export function formatGrantTable(entries: readonly ApprovalEntry[], now: number)
     e.grant?.until ? relativeTime(e.grant.until, now) : '-',
     e.decision?.by.name ?? '-',
     who(e.request.identity),
-    `${e.request.policy.namespace ? `${e.request.policy.namespace}/` : ''}${e.request.policy.name}${e.request.rule ? `#${e.request.rule}` : ''}`,
+    policyRef(e.request),
     oneLine(e.request.sql, 60),
   ]);
   return textTable(['ID', 'ENDS', 'BY', 'WHO', 'POLICY', 'SQL'], rows);
@@ -104,7 +124,7 @@ const decisionWaiting = (e: ApprovalEntry) =>
   e.state === 'decided' ? 'published; the sidecar applies it when it receives it' : `now ${e.state}`;
 
 const printEntry = (o: ApproverOptions, e: ApprovalEntry) =>
-  o.json ? `${JSON.stringify(e, null, 2)}\n` : formatApproval(e, Date.now());
+  o.json ? `${terminalSafeJson(e, 2)}\n` : formatApproval(e, Date.now());
 
 /** `pgwarden approvals list|show|approve|reject`: the collector's approval queue, for the people who decide. */
 export function registerApprovals(program: Command): void {
@@ -127,7 +147,7 @@ export function registerApprovals(program: Command): void {
         const { approvals: entries } = (await callCollector(target, 'GET', `/api/v1/approvals?${q}`)) as {
           approvals: ApprovalEntry[];
         };
-        if (o.json) return `${JSON.stringify(entries, null, 2)}\n`;
+        if (o.json) return `${terminalSafeJson(entries, 2)}\n`;
         return entries.length === 0
           ? `no ${o.state === 'all' ? '' : `${o.state} `}approvals\n`
           : formatApprovalTable(entries, Date.now());
@@ -164,7 +184,7 @@ export function registerApprovals(program: Command): void {
           ...(o.reason ? { reason: o.reason } : {}),
           ...(o.for ? { grantFor: o.for } : {}),
         })) as ApprovalEntry;
-        if (o.json) return `${JSON.stringify(e, null, 2)}\n`;
+        if (o.json) return `${terminalSafeJson(e, 2)}\n`;
         const grant = e.decision?.grant ? ` (a grant for ${e.decision.grant.for} was asked for)` : '';
         return `${e.decision?.decision ?? decision} ${e.id} as ${e.decision?.by.name ?? '?'}${grant}: ${decisionWaiting(e)}\n`;
       }),
@@ -180,7 +200,7 @@ export function registerApprovals(program: Command): void {
       const { approvals: entries } = (await callCollector(target, 'GET', '/api/v1/approvals?grants=active')) as {
         approvals: ApprovalEntry[];
       };
-      if (o.json) return `${JSON.stringify(entries, null, 2)}\n`;
+      if (o.json) return `${terminalSafeJson(entries, 2)}\n`;
       return entries.length === 0 ? 'no active grants\n' : formatGrantTable(entries, Date.now());
     }),
   );
@@ -200,7 +220,7 @@ export function registerApprovals(program: Command): void {
           `/api/v1/approvals/${encodeURIComponent(String(o.arg))}/revoke`,
           o.reason ? { reason: o.reason } : {},
         )) as ApprovalEntry;
-        if (o.json) return `${JSON.stringify(e, null, 2)}\n`;
+        if (o.json) return `${terminalSafeJson(e, 2)}\n`;
         return `revoked the grant of ${e.id}: published; the sidecar ends it when it receives it\n`;
       }),
     );

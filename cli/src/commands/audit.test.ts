@@ -8,6 +8,34 @@ import { parse as parseYaml } from 'yaml';
 import { makeHeads, makeSession } from '../../../collector/src/testing/audit-events.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
 import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
+import { formatFindings, formatSessions, formatTailLine } from './audit.js';
+
+describe('audit output of what the agent wrote', () => {
+  it('tail, sessions and findings lines show escape sequences, carriage returns and bidi controls as marks', () => {
+    const line = formatTailLine({
+      id: 's.2',
+      time: 'T',
+      type: 'statement',
+      session: { id: 's\x1b]0;pwned\x07', seq: 2 },
+      statement: { text: 'DELETE FROM t WHERE id = 44 /*\x1b[8m*/ OR true /*\r\u202e*/' },
+    });
+    expect(line).not.toMatch(/[\x00-\x1f\u202e]/);
+    expect(line).toBe(
+      'T -/- - s⟨U+001B⟩]0;pwned⟨U+0007⟩#2 statement  DELETE FROM t WHERE id = 44 /*⟨U+001B⟩[8m*/ OR true ' +
+        '/*⟨1 other whitespace (tab, CR, FF, VT)⟩⟨U+202E⟩*/',
+    );
+    const sessions = formatSessions(
+      [{ id: 'x\x1b[2K', identity: '\u202eana', policy: 'p' } as Parameters<typeof formatSessions>[0][0]],
+      null,
+    );
+    expect(sessions).not.toMatch(/[\x1b\u202e]/);
+    const findings = formatFindings(
+      [{ sessionId: 'x', detail: 'ok\rforged', seqFrom: 1, seqTo: 1 } as Parameters<typeof formatFindings>[0][0]],
+      null,
+    );
+    expect(findings).not.toContain('\r');
+  });
+});
 
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!BUILT && !process.env.CI)(

@@ -14,7 +14,10 @@ import {
   type SignatureReport,
   type SignatureState,
   schemaV1Rules,
+  terminalSafeJson,
+  terminalSafeJsonText,
   verifyEvents,
+  visibleText,
   watchAuditKeys,
 } from '@pgwarden/collector';
 import { ed25519KeyId } from '@pgwarden/policy';
@@ -36,14 +39,25 @@ interface TailEvent {
   result?: { tag?: string; rows?: number; error?: { code?: string } };
 }
 
-/** One human-readable line per event; SQL newlines folded so a line stays a line. */
+/**
+ * One human-readable line per event; SQL newlines folded so a line stays a line. The agent writes the SQL: escape
+ * sequences, carriage returns and bidi controls in it show as marks (visibleText), never act on the terminal.
+ */
 export function formatTailLine(e: TailEvent): string {
+  return visibleText(tailLine(e));
+}
+
+function tailLine(e: TailEvent): string {
   const who = e.identity?.user ?? e.identity?.serviceAccount ?? '-';
   const where = `${e.identity?.namespace ?? '-'}/${e.policy?.name ?? '-'}`;
   const decision = e.decision?.action
     ? `${e.decision.action.toUpperCase()}${e.decision.rule ? `(${e.decision.rule})` : ''}`
     : '';
-  const sql = e.statement?.text ? ` ${e.statement.text.replace(/\s+/g, ' ').slice(0, 200)}` : '';
+  const sql = e.statement?.text
+    ? ` ${visibleText(e.statement.text)
+        .replace(/[ \t\n]+/g, ' ')
+        .slice(0, 200)}`
+    : '';
   const res = e.result
     ? ` -> ${e.result.error ? `ERROR ${e.result.error.code}` : `${e.result.tag ?? ''} (${e.result.rows ?? 0} rows)`}`
     : '';
@@ -93,9 +107,9 @@ async function tail(url: string, json: boolean, token: string | undefined): Prom
               .map((l) => l.slice(6))
               .join('\n');
             if (!data) continue;
-            if (json) process.stdout.write(`${data}\n`);
+            if (json) process.stdout.write(`${terminalSafeJsonText(data)}\n`);
             else if (kind === 'audit') process.stdout.write(`${formatTailLine(JSON.parse(data) as TailEvent)}\n`);
-            else if (kind === 'finding') process.stdout.write(`!! chain finding: ${data}\n`);
+            else if (kind === 'finding') process.stdout.write(`!! chain finding: ${terminalSafeJsonText(data)}\n`);
           }
         });
         res.on('end', resolve);
@@ -140,7 +154,7 @@ export function describeSignature(s: SignatureReport | undefined): string {
 }
 
 const sessionLine = (r: FullReport) =>
-  `  session ${r.sessionId} (${r.events} events, seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}${r.ended ? ', ended' : ''}; ${describeSignature(r.signature)})`;
+  `  session ${visibleText(r.sessionId)} (${r.events} events, seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}${r.ended ? ', ended' : ''}; ${describeSignature(r.signature)})`;
 
 export function formatReport(v: VerifyResult): string {
   const bad = v.failed;
@@ -155,7 +169,9 @@ export function formatReport(v: VerifyResult): string {
   for (const r of bad) {
     lines.push(`${sessionLine(r)}:`);
     for (const f of r.findings)
-      lines.push(`    ${f.kind} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${f.detail}`);
+      lines.push(
+        `    ${f.kind} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${visibleText(f.detail)}`,
+      );
   }
   for (const r of v.reports ?? []) if (!failed.has(r.sessionId)) lines.push(`${sessionLine(r)}: ok`);
   return `${lines.join('\n')}\n`;
@@ -306,7 +322,7 @@ function listCommand<T>(
     .action(async (o) => {
       try {
         const page = await getPage<T>(o, c.route, params);
-        process.stdout.write(o.json ? `${JSON.stringify(page.items, null, 2)}\n` : c.format(page.items, page.next));
+        process.stdout.write(o.json ? `${terminalSafeJson(page.items, 2)}\n` : c.format(page.items, page.next));
         process.exitCode = c.failWhenAny && page.items.length > 0 ? 1 : 0;
       } catch (err) {
         process.stderr.write(`audit ${c.name}: ${(err as Error).message}\n`);
@@ -335,7 +351,7 @@ export function formatSessions(items: readonly SessionSummary[], next: string | 
   if (items.length === 0) return 'no sessions\n';
   const lines = items.map(
     (s) =>
-      `${s.firstTime ?? '-'} ${s.id} ${s.identity ?? '-'} ${s.policy ?? '-'} statements=${s.statements} ` +
+      `${s.firstTime ?? '-'} ${visibleText(s.id)} ${visibleText(s.identity ?? '-')} ${visibleText(s.policy ?? '-')} statements=${s.statements} ` +
       `denied=${s.denied} chain=${s.chain} signature=${s.signature} ${s.state}` +
       `${s.state === 'interrupted' && s.lastHeard ? ` (last heard ${s.lastHeard})` : ''}`,
   );
@@ -348,8 +364,8 @@ export function formatFindings(items: readonly FindingRow[], next: string | null
   if (items.length === 0) return 'no findings\n';
   const lines = items.map(
     (f) =>
-      `${f.detectedAt} ${f.kind} session ${f.sessionId}${f.sessionKnown ? '' : ' (no record)'}` +
-      `${f.namespace ? ` [${f.namespace}]` : ''} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${f.detail}` +
+      `${f.detectedAt} ${f.kind} session ${visibleText(f.sessionId)}${f.sessionKnown ? '' : ' (no record)'}` +
+      `${f.namespace ? ` [${visibleText(f.namespace)}]` : ''} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${visibleText(f.detail)}` +
       `${f.resolvedAt ? ` (resolved ${f.resolvedAt})` : ''}`,
   );
   if (next) lines.push('… more: raise --limit');
@@ -534,7 +550,7 @@ export function registerAudit(program: Command): void {
         const ok = result.failed.length === 0;
         const { total, failed, ...rest } = result;
         process.stdout.write(
-          o.json ? `${JSON.stringify({ ok, sessions: total, failed, ...rest }, null, 2)}\n` : formatReport(result),
+          o.json ? `${terminalSafeJson({ ok, sessions: total, failed, ...rest }, 2)}\n` : formatReport(result),
         );
         process.exitCode = ok ? 0 : 1;
       } catch (err) {

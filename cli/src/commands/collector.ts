@@ -52,6 +52,10 @@ export function registerCollector(program: Command): void {
     .option('--http-ingest', 'accept events on POST /api/v1/ingest (default on when there is no --nats)')
     .option('--ingest-token-file <file>', 'bearer token required by POST /api/v1/ingest')
     .option(
+      '--insecure-open-ingest',
+      'accept POST /api/v1/ingest without a token on a non-loopback --listen (anyone who reaches it can add events)',
+    )
+    .option(
       '--tail-file <path>',
       'follow a JSON-lines audit file written by a sidecar (--audit file:PATH); repeatable',
       collect,
@@ -155,7 +159,11 @@ export function registerCollector(program: Command): void {
             : undefined,
           store: { url: storeUrl, dataDir: o.dataDir },
           http: { ...parseListen(o.listen), ...tlsOf(o) },
-          httpIngest: { enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats, token },
+          httpIngest: {
+            enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats,
+            token,
+            insecureOpen: Boolean(o.insecureOpenIngest),
+          },
           tailFiles: o.tailFile,
           retentionDays: o.retentionDays,
           gapGraceMs: o.gapGrace * 1000,

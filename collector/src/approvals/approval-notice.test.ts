@@ -62,6 +62,17 @@ describe('approval notice bodies', () => {
     expect(text({ expiresAt: new Date(NOW + 20_000).toISOString() })).toContain('expires in less than a minute');
   });
 
+  it('slack: the statement as the web UI shows it, bidi overrides and controls as marks; json keeps it as stored', () => {
+    const sql = "DELETE FROM orders WHERE status <> 'new\u202E \u2066AND id = 44\u2069 \u2066' /*\x1b[8m*/";
+    const slack = JSON.parse(noticeBody({ ...request, sql }, { format: 'slack', includeSql: true }, NOW)).text;
+    expect(slack).not.toMatch(/[\u202e\u2066\u2069\x1b]/);
+    expect(slack.split('\n')[1]).toBe(
+      "```DELETE FROM orders WHERE status &lt;&gt; 'new⟨U+202E⟩ ⟨U+2066⟩AND id = 44⟨U+2069⟩ ⟨U+2066⟩' /*⟨U+001B⟩[8m*/```",
+    );
+    const json = JSON.parse(noticeBody({ ...request, sql }, { format: 'json', includeSql: true }, NOW));
+    expect(json.sql).toBe(sql);
+  });
+
   it('names who asked: the OIDC user, else service account and pod', () => {
     expect(askedBy({ user: 'ana', serviceAccount: 'sa', pod: 'p-0' })).toBe('ana');
     expect(askedBy({ namespace: 'agents', serviceAccount: 'sa', pod: 'p-0' })).toBe('agents/sa/p-0');

@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { ApprovalRequestMessage } from '@pgwarden/policy';
+import { visibleText } from '../display/visible-text.js';
 
 /**
  * What the collector posts to a webhook when a statement is held for approval: plain data in, the body and headers
@@ -48,8 +49,13 @@ export interface NoticeIdentity {
 /** The exact body to post for `request` (`now`: epoch ms, for the "expires in" of a chat line). */
 export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions, now: number): string {
   const url = opts.publicUrl ? approvalLink(opts.publicUrl, request.id) : undefined;
+  // A chat shows the statement to people who decide on it: controls, bidi overrides and padding as marks, as the web
+  // UI shows them. The json body is data for a program and carries the text as stored.
+  if (opts.format === 'slack') {
+    const shown = opts.includeSql ? truncateSql(visibleText(request.sql)) : undefined;
+    return JSON.stringify({ text: slackText(request, now, url, shown) });
+  }
   const sql = opts.includeSql ? truncateSql(request.sql) : undefined;
-  if (opts.format === 'slack') return JSON.stringify({ text: slackText(request, now, url, sql) });
   const notice: ApprovalRequestedNotice = {
     type: 'approval.requested',
     id: request.id,
@@ -118,7 +124,7 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
     `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
     (request.grantMax ? ` It may be approved with its shape for up to ${request.grantMax}.` : '');
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
-  let text = slackEscape(line);
+  let text = slackEscape(visibleText(line));
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
   // Backticks split by a zero-width space: a ``` in the SQL cannot close the block and let the rest format as text.
   if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql).replace(/`/g, '`\u200b')}\`\`\``;

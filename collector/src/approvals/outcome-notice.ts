@@ -4,6 +4,7 @@ import type {
   ApprovalDecisionMessage,
   ApprovalRequestMessage,
 } from '@pgwarden/policy';
+import { visibleText } from '../display/visible-text.js';
 import { approvalLink, heldSummary, type NoticeOptions, slackEscape } from './approval-notice.js';
 
 /** The body of a follow-up in `format: json`: how a held statement's wait ended. Never its SQL. */
@@ -77,7 +78,10 @@ export function outcomeNoticeBody(
 function outcomeSlackText(closed: ApprovalClosedMessage, known: KnownRequest, url?: string): string {
   const which = known.request ? heldSummary(known.request) : `approval ${closed.id}`;
   const reason = appliedReason(closed, known.decision);
-  let text = slackEscape(`${headline(closed, known.decision)}${reason ? ` (“${reason}”)` : ''}: ${which}.`);
+  // The headline is ours (its ↩︎ holds a variation selector); what people and the agent wrote shows as visibleText.
+  let text = slackEscape(
+    `${headline(closed, known.decision)}${reason ? ` (“${visibleText(reason)}”)` : ''}: ${visibleText(which)}.`,
+  );
   if (url && known.request)
     text += ` <${slackEscape(url)}|${closed.grantUntil ? 'Review the grant in pgwarden' : 'Open in pgwarden'}>`;
   return text;

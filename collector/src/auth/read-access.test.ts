@@ -188,6 +188,8 @@ describe('an open audit API only where nobody else can connect', () => {
         http: { host: '0.0.0.0', port: 0 },
         logger: pino({ level: 'silent' }),
         read: { insecureOpen: true },
+        // Tokenless ingest off loopback is refused on its own account (api-hardening.test.ts).
+        httpIngest: { enabled: false },
       });
       try {
         const port = new URL(open.url).port;

@@ -23,6 +23,16 @@ describe('RFC 5424 formatting and RFC 6587 octet counting', () => {
     }
   });
 
+  it('writes a time that is not RFC 3339 from its parsed value: text in it cannot pose as header fields', () => {
+    // Date.parse reads this (a parenthesised comment is ignored), so the collector stores it.
+    const [e] = makeSession({ id: 's', statements: 0 });
+    const forged = { ...e, time: 'Jan 1 2026 00:00:00 GMT (evil.example sshd - - [origin ip="10.0.0.1"])' };
+    expect(formatSyslog(forged)).toMatch(
+      /^<110>1 2026-01-01T00:00:00\.000Z - pgwarden - session\.start \[pgwarden@32473 /,
+    );
+    expect(formatSyslog({ ...e, time: 'not a time' })).toMatch(/^<110>1 - - pgwarden - /);
+  });
+
   it('rejects a frame whose length is not a number', () => {
     expect(() => parseOctetCounting(Buffer.from('abc <14>1 -'))).toThrow(/bad octet count/);
   });

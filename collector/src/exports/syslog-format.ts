@@ -40,6 +40,17 @@ function headerField(v: string | undefined, max: number): string {
   return clean.length > 0 ? clean : '-';
 }
 
+/**
+ * RFC 5424 TIMESTAMP (§6.2.3: RFC 3339, at most 6 fractional digits, no spaces). The collector accepts any time
+ * `Date.parse` reads (`Jan 1 2026 (any text)` too), so anything else is rewritten from its parsed value: a space in
+ * the header would shift every later field and let the text that follows pose as hostname, MSGID or structured data.
+ */
+function syslogTime(t: string): string {
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/.test(t)) return t;
+  const ms = Date.parse(t);
+  return Number.isNaN(ms) ? '-' : new Date(ms).toISOString();
+}
+
 export function formatSyslog(e: AuditEvent, o: SyslogFormatOptions = {}): string {
   const pri = (o.facility ?? 13) * 8 + severityOf(e);
   const params: [string, string | number | undefined][] = [
@@ -57,7 +68,7 @@ export function formatSyslog(e: AuditEvent, o: SyslogFormatOptions = {}): string
     .map(([k, v]) => ` ${k}="${sdValue(String(v))}"`)
     .join('')}]`;
   const body = JSON.stringify(o.format === 'ocsf' ? toOcsf(e) : e);
-  return `<${pri}>1 ${e.time} ${headerField(o.hostname, 255)} ${headerField(o.appName ?? 'pgwarden', 48)} - ${headerField(e.type, 32)} ${sd} ${body}`;
+  return `<${pri}>1 ${syslogTime(e.time)} ${headerField(o.hostname, 255)} ${headerField(o.appName ?? 'pgwarden', 48)} - ${headerField(e.type, 32)} ${sd} ${body}`;
 }
 
 /** Octet-counting frame: the length is in bytes (UTF-8), not characters. */

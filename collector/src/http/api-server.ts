@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -8,11 +8,11 @@ import type { CollectorMetrics } from '../metrics.js';
 import { readQuery } from '../read-audit/read-event.js';
 import { type ApprovalsDeps, answerApprovals } from './approvals-api.js';
 import { answerControl, type ControlDeps, isControlPath } from './control-api.js';
-import { errorReply, HttpError, readBody, send } from './json-io.js';
+import { errorReply, HttpError, readBody, SECURITY_HEADERS, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
 import { answerRead, READ_ROUTE, type ReadDeps, type ReaderNote, type ReadReply } from './read-routes.js';
 import { followServerTls, readServerTls, type ServerTlsFiles } from './server-tls.js';
-import { WEB_UI_HTML } from './web-ui.js';
+import { WEB_UI_CSP, WEB_UI_HTML } from './web-ui.js';
 
 export interface ApiDeps extends ReadDeps {
   live: LiveStream;
@@ -101,10 +101,11 @@ async function serveRead(
 
 const MAX_INGEST_BYTES = 16 * 1024 * 1024;
 
+/** Compared as SHA-256 digests, so the time taken tells nothing of the token's length either. */
 function tokenMatches(header: string | undefined, token: string): boolean {
-  const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
+  const digest = (t: string) => createHash('sha256').update(t, 'utf8').digest();
+  const given = header?.startsWith('Bearer ') ? header.slice(7) : undefined;
+  return given !== undefined && given !== '' && timingSafeEqual(digest(given), digest(token));
 }
 
 /** Ingest body: NDJSON (one event per line), a JSON array of events, or one event object. */
@@ -124,14 +125,16 @@ async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): 
     return send(res, Object.values(checks).every(Boolean) ? 200 : 503, { checks });
   }
   if (method === 'GET' && path === '/metrics') {
-    res.writeHead(200, { 'content-type': deps.metrics.registry.contentType });
+    res.writeHead(200, { 'content-type': deps.metrics.registry.contentType, ...SECURITY_HEADERS });
     res.end(await deps.metrics.registry.metrics());
     return;
   }
   if (method === 'GET' && (path === '/' || path === '/index.html')) {
     res.writeHead(200, {
       'content-type': 'text/html; charset=utf-8',
-      'content-security-policy': "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+      'content-security-policy': WEB_UI_CSP,
+      'cache-control': 'no-store',
+      ...SECURITY_HEADERS,
     });
     res.end(WEB_UI_HTML);
     return;

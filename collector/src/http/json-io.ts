@@ -51,11 +51,26 @@ export function parseBodyObject(text: string, fields: readonly string[], shape: 
   return o as Record<string, unknown>;
 }
 
+/**
+ * On every answer: a browser must not sniff JSON into HTML, frame the collector in another site's page, or send
+ * the collector's URL (an approval id in it) on as a referrer.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+
+/** An API answer is data, never a document: a browser that opens one directly runs nothing and frames nothing. */
+const API_CSP = "default-src 'none'; frame-ancestors 'none'";
+
 export function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
     'cache-control': 'no-store',
+    'content-security-policy': API_CSP,
+    ...SECURITY_HEADERS,
     ...headers,
   });
   res.end(text);

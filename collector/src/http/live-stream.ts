@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { AuditEvent } from '../event.js';
 import { type LiveFilter, matchesFilter } from './event-filter.js';
+import { SECURITY_HEADERS } from './json-io.js';
 
 interface Client {
   res: ServerResponse;
@@ -35,6 +36,7 @@ export class LiveStream {
       'cache-control': 'no-store',
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
+      ...SECURITY_HEADERS,
     });
     res.write(': connected\n\n');
     const client = { res, filter };
@@ -47,7 +49,7 @@ export class LiveStream {
     for (const c of this.clients) {
       let chunk = '';
       for (const e of events)
-        if (matchesFilter(e, c.filter)) chunk += `event: audit\nid: ${e.id}\ndata: ${JSON.stringify(e)}\n\n`;
+        if (matchesFilter(e, c.filter)) chunk += `event: audit\n${sseId(e.id)}data: ${JSON.stringify(e)}\n\n`;
       if (chunk) this.write(c, chunk);
     }
   }
@@ -77,3 +79,11 @@ export class LiveStream {
     c.res.write(chunk);
   }
 }
+
+/**
+ * The `id:` line of an event, or none: a line break in it would end the field and let the rest of the id be read as
+ * fields of its own (a forged `data:` for an event that is not in the trail), and a NUL makes browsers ignore it
+ * (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation). The sidecar's ids
+ * (`<session>.<seq>`) have neither; a session id is whatever its producer chose.
+ */
+export const sseId = (id: string) => (/[\r\n\0]/.test(id) ? '' : `id: ${id}\n`);

@@ -88,6 +88,15 @@ function timeOf(q: URLSearchParams, key: string): string | undefined {
 
 const opt = (q: URLSearchParams, k: string) => q.get(k) ?? undefined;
 
+/** A malformed escape (`%E0%A4%A`) names no session: 404 like any unknown id, not a 500. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(404, 'not_found', `no session ${JSON.stringify(segment)}`);
+  }
+}
+
 /** Answers a request on a READ_ROUTE path; throws HttpError for a refusal (401, 403, 404, 400, …). */
 export async function answerRead(deps: ReadDeps, req: IncomingMessage, url: URL, note: ReaderNote): Promise<ReadReply> {
   const q = url.searchParams;
@@ -113,7 +122,7 @@ export async function answerRead(deps: ReadDeps, req: IncomingMessage, url: URL,
   }
   const m = /^\/api\/v1\/sessions\/([^/]+)$/.exec(path);
   if (method === 'GET' && m) {
-    const id = decodeURIComponent(m[1]);
+    const id = decodeSegment(m[1]);
     const s = await getSession(deps.store.db, id);
     if (!s || !inScope(scope, s.session.namespace))
       throw new HttpError(404, 'not_found', `no session ${JSON.stringify(id)}`);

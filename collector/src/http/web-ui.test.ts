@@ -13,7 +13,7 @@ import {
   terminateSubject,
 } from '@pgwarden/policy';
 import pino from 'pino';
-import { chromium, type Page } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
@@ -295,6 +295,72 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.inputValue('#token')).toBe('');
       expect(page.url()).not.toContain(TOKEN);
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it('shows an approver what a held statement holds: controls, bidi overrides and padding as marks, in stored order', async () => {
+    // What the agent can send through the sidecar (each one reproduced through a real sidecar and approved: the
+    // first displayed as `status <> 'new' AND id = 44` and deleted every order).
+    const bidi = approvalRequest({
+      sql: "DELETE FROM orders WHERE status <> 'new\u202E \u2066AND id = 44\u2069 \u2066'",
+    });
+    const padded = approvalRequest({ sql: `DELETE FROM orders WHERE id = 44${'\n'.repeat(5000)}OR true` });
+    const lookalike = approvalRequest({
+      sql: 'UPDATE users SET role = $1 WHERE name = $2',
+      params: ['admin', '\u0430lice\u200b'],
+    });
+    for (const r of [bidi, padded, lookalike])
+      await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await enterToken(page, TOKEN);
+      const code = (r: { id: string }) => `#approval-list tr[data-approval="${r.id}"] code`;
+      for (const r of [bidi, padded, lookalike]) await page.waitForSelector(code(r));
+      expect(await page.textContent(code(bidi))).toBe(
+        "DELETE FROM orders WHERE status <> 'newU+202E U+2066AND id = 44U+2069 U+2066'",
+      );
+      expect(await page.$$eval(`${code(bidi)} span.mark`, (s) => s.map((e) => e.textContent))).toEqual([
+        'U+202E',
+        'U+2066',
+        'U+2069',
+        'U+2066',
+      ]);
+      // Characters display in the order they are stored, whatever their direction.
+      expect(await page.$eval(code(bidi), (e) => getComputedStyle(e).unicodeBidi)).toBe('bidi-override');
+      expect(await page.textContent(code(padded))).toBe('DELETE FROM orders WHERE id = 445000 line breaks\nOR true');
+      const height = await page.$eval(
+        `#approval-list tr[data-approval="${padded.id}"]`,
+        (e) => e.getBoundingClientRect().height,
+      );
+      expect(height).toBeLessThan(300);
+      const cell = `#approval-list tr[data-approval="${lookalike.id}"] td:nth-child(4)`;
+      expect(await page.textContent(`${cell} div:not(.nonascii)`)).toBe('with $1 = "admin", $2 = "аliceU+200B"');
+      expect(await page.textContent(`${cell} div.nonascii`)).toBe('not ASCII: U+0430 а, U+200B');
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it('runs no script but its own, even from markup that got into the page, and cannot be framed', async () => {
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await page.evaluate(() => {
+        const d = document.createElement('div');
+        d.innerHTML = '<img src="data:," onerror="window.__pwned=1"><svg onload="window.__pwned=2"></svg>';
+        document.body.append(d);
+      });
+      await page.waitForTimeout(300);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      // Another site's page framing the UI (clickjacking Approve): the browser refuses to render it.
+      const framer = await (page.context().browser() as Browser).newPage();
+      await framer.setContent(`<iframe id="f" src="${collector.url}/"></iframe>`);
+      await framer.waitForTimeout(1000);
+      const frame = framer.frames().find((f) => f !== framer.mainFrame());
+      expect(await frame?.evaluate(() => document.getElementById('approvals') !== null).catch(() => false)).toBe(false);
       expect(errors).toEqual([]);
     } finally {
       await close();

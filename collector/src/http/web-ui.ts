@@ -1,10 +1,15 @@
+import { createHash } from 'node:crypto';
+import { nonAsciiCharacters, visiblePieces, visibleText } from '../display/visible-text.js';
+
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
  * or reject, with a grant where the policy allows one), the active grants (to revoke), the recently decided requests
  * (what became of each), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
- * the public JSON API; no build step, no third-party code. All values are inserted with textContent, never as HTML,
- * because statements and identities are attacker-influenced text. One token (a reader's, or an approver's, which also
+ * the public JSON API; no build step, no third-party code. All values are inserted as text nodes, never as HTML,
+ * because statements and identities are attacker-influenced text; and every text goes through visiblePieces
+ * (display/visible-text.ts, embedded here from its source) so that controls, bidi overrides, invisible characters and
+ * padding show as marks, and cells display characters in the order they are stored (bidi-override), not reordered. One token (a reader's, or an approver's, which also
  * reads) lives in sessionStorage (this tab only) and is sent only as a bearer header to this origin; the live stream
  * is read with fetch, not EventSource, because EventSource cannot send that header.
  */
@@ -14,6 +19,7 @@ export const WEB_UI_HTML = `<!doctype html>
 body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 #list{width:42%;overflow:auto;border-right:1px solid #ccc}#detail{flex:1;overflow:auto;padding:0 1em}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+td,th,p,h1,code,.msg{unicode-bidi:bidi-override;direction:ltr}.mark{font:11px monospace;background:#fde2e2;color:#900;border:1px solid #e99;border-radius:3px;padding:0 2px;margin:0 1px}.nonascii{color:#b00;font-size:12px}
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 #approvals,#grants,#decided,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
@@ -41,10 +47,17 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 <select name="state"><option value="">any state</option><option>open</option><option>ended</option><option>interrupted</option></select> <button>Filter</button></form><table><thead><tr><th>started</th><th>identity</th><th>policy</th><th>stmts</th><th>denied</th><th>chain</th><th>signature</th><th>state</th></tr></thead><tbody id="sessions"></tbody></table><button id="more" type="button" hidden>More</button></div>
 <div id="detail"><p>Select a session.</p></div>
 <script>
-const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
+${visiblePieces.toString()}
+${visibleText.toString()}
+${nonAsciiCharacters.toString()}
+// Text only, never markup; what would display differently from what is stored becomes a marked span.
+function setText(e, text) {
+  e.replaceChildren(...visiblePieces(String(text)).map((p) => typeof p === 'string' ? p : Object.assign(document.createElement('span'), { className: 'mark', textContent: p.mark })));
+}
+const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) setText(e, text); if (cls) e.className = cls; return e; };
 const token = () => sessionStorage.getItem('pgwarden-token') || '';
 const auth = () => (token() ? { authorization: 'Bearer ' + token() } : {});
-const sessionsMsg = (text) => { document.getElementById('sessions-msg').textContent = text; };
+const sessionsMsg = (text) => { setText(document.getElementById('sessions-msg'), text); };
 // Signed checkpoints (docs/collector.md): short in the list, with the key and seq in a session's detail.
 const signatureShort = (s) => s.signature === 'partial' ? 'partial (' + s.unsignedEvents + ' unsigned)' : s.signature;
 function signatureLong(s) {
@@ -89,8 +102,8 @@ async function loadSessions(more) {
 async function loadFindings() {
   const msg = document.getElementById('findings-msg');
   let page;
-  try { page = await getJson('/api/v1/findings?limit=50'); } catch (e) { msg.textContent = String(e.message); return; }
-  msg.textContent = '';
+  try { page = await getJson('/api/v1/findings?limit=50'); } catch (e) { setText(msg, String(e.message)); return; }
+  setText(msg, '');
   const body = document.getElementById('finding-list'); body.replaceChildren();
   if (!page.items.length) emptyRow(body, 'none: every chain checked so far is whole', 5, 'ok');
   for (const f of page.items) {
@@ -136,9 +149,9 @@ const published = (c) => c.kind + (c.policy ? ' ' + c.policy.namespace + '/' + c
 async function publishControl(path, reason, msg) {
   try {
     const { control } = await approverApi(path, { method: 'POST', body: JSON.stringify({ reason }) });
-    msg.dataset.control = control.id; msg.className = 'ok'; msg.textContent = published(control) + ': ' + AFTER[control.kind];
+    msg.dataset.control = control.id; msg.className = 'ok'; setText(msg, published(control) + ': ' + AFTER[control.kind]);
     confirmControl(control, msg);
-  } catch (e) { msg.dataset.control = ''; msg.className = 'msg'; msg.textContent = String(e.message); }
+  } catch (e) { msg.dataset.control = ''; msg.className = 'msg'; setText(msg, String(e.message)); }
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Did it work? Asks for up to 10 s which sidecars reported applying the action (GET /api/v1/control/{id}). A session
@@ -163,15 +176,15 @@ async function confirmControl(control, msg) {
   if (control.kind === 'terminate') {
     const s = applied[0]?.source;
     msg.className = s ? 'ok' : 'bad';
-    msg.textContent = s ? 'session ended by its sidecar (' + (s.pod || s.instance) + ', control ' + control.id + ')'
-      : published(control) + ', but no sidecar confirmed it within 10 s: it may be cut off from NATS';
+    setText(msg, s ? 'session ended by its sidecar (' + (s.pod || s.instance) + ', control ' + control.id + ')'
+      : published(control) + ', but no sidecar confirmed it within 10 s: it may be cut off from NATS');
     return;
   }
   // A policy nobody reported is no failure: it may have no sidecar running.
   const ended = applied.reduce((n, a) => n + a.sessionsEnded, 0);
   msg.className = applied.length ? 'ok' : '';
-  msg.textContent = published(control) + ': ' + (applied.length ? 'applied by ' + applied.length + ' sidecar(s), ended ' + ended + ' session(s)'
-    : 'no sidecar reported applying it within 10 s (a sidecar serving the policy applies it as soon as it is connected to NATS)');
+  setText(msg, published(control) + ': ' + (applied.length ? 'applied by ' + applied.length + ' sidecar(s), ended ' + ended + ' session(s)'
+    : 'no sidecar reported applying it within 10 s (a sidecar serving the policy applies it as soon as it is connected to NATS)'));
 }
 async function showSession(id) {
   const d = await getJson('/api/v1/sessions/' + encodeURIComponent(id));
@@ -187,7 +200,8 @@ async function showSession(id) {
   if (isApprover && d.session.state !== 'ended' && /^[0-9a-f-]{36}$/.test(id)) box.append(terminateForm(id));
   for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail, 'bad'));
   const t = el('table'); t.id = 'statements';
-  t.append(Object.assign(el('tr'), { innerHTML: '<th>seq</th><th>time</th><th>type</th><th>decision</th><th>statement</th><th>result</th>' }));
+  const head = el('tr'); for (const h of ['seq', 'time', 'type', 'decision', 'statement', 'result']) head.append(el('th', h));
+  t.append(head);
   for (const e of d.events) {
     const tr = el('tr');
     const action = e.decision ? e.decision.action : '';
@@ -198,7 +212,7 @@ async function showSession(id) {
   }
   box.append(t);
 }
-const approvalMsg = (text) => { document.getElementById('approval-msg').textContent = text; };
+const approvalMsg = (text) => { setText(document.getElementById('approval-msg'), text); };
 let isApprover = false;
 async function approverApi(path, init) {
   const r = await fetch(path, { ...init, headers: { ...auth(), 'content-type': 'application/json' } });
@@ -248,6 +262,9 @@ function sqlCell(r) {
   const td = el('td'); td.append(el('code', r.sql));
   // A prepared statement's execution: the values it runs with, which the approval is for.
   if (Array.isArray(r.params)) td.append(el('div', 'with ' + r.params.map((v, i) => '$' + (i + 1) + ' = ' + (v === null ? 'NULL' : JSON.stringify(v))).join(', ')));
+  // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
+  const foreign = nonAsciiCharacters([r.sql, ...(Array.isArray(r.params) ? r.params : [])].join(' '));
+  if (foreign.length) td.append(el('div', 'not ASCII: ' + foreign.join(', '), 'nonascii'));
   return td;
 }
 function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
@@ -290,7 +307,7 @@ async function loadGrants() {
   if (!isApprover) return;
   const msg = document.getElementById('grants-msg');
   let page;
-  try { page = await approverApi('/api/v1/approvals?grants=active'); } catch (e) { msg.textContent = String(e.message); return; }
+  try { page = await approverApi('/api/v1/approvals?grants=active'); } catch (e) { setText(msg, String(e.message)); return; }
   drawRows('grant-list', page.approvals, 'no grant is active', 6, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.grant = a.id;
@@ -300,8 +317,8 @@ async function loadGrants() {
     b.onclick = async () => {
       try {
         await approverApi('/api/v1/approvals/' + encodeURIComponent(a.id) + '/revoke', { method: 'POST', body: JSON.stringify(reason.value ? { reason: reason.value } : {}) });
-        msg.textContent = 'revoked: ' + a.id;
-      } catch (e) { msg.textContent = String(e.message); return; }
+        setText(msg, 'revoked: ' + a.id);
+      } catch (e) { setText(msg, String(e.message)); return; }
       drawn['grant-list'] = ''; loadGrants();
     };
     act.append(reason, ' ', b); tr.append(act);
@@ -330,8 +347,8 @@ async function loadDecided() {
   if (!isApprover) return;
   const msg = document.getElementById('decided-msg');
   let page;
-  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { msg.textContent = String(e.message); return; }
-  msg.textContent = '';
+  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { setText(msg, String(e.message)); return; }
+  setText(msg, '');
   drawRows('decided-list', page.approvals, 'nothing decided yet', 5, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.decided = a.id;
@@ -357,8 +374,8 @@ async function loadSuspensions() {
   if (!isApprover) return;
   const msg = document.getElementById('suspensions-msg');
   let page;
-  try { page = await approverApi('/api/v1/suspensions'); } catch (e) { msg.textContent = String(e.message); return; }
-  msg.textContent = '';
+  try { page = await approverApi('/api/v1/suspensions'); } catch (e) { setText(msg, String(e.message)); return; }
+  setText(msg, '');
   drawRows('suspension-list', page.suspensions, 'no policy is suspended', 6, (s) => {
     const ref = s.policy.namespace + '/' + s.policy.name;
     const tr = el('tr'); tr.dataset.policy = ref;
@@ -412,3 +429,21 @@ setInterval(loadFindings, 15000);
 loadSessions().then(follow);
 </script></body></html>
 `;
+
+const SCRIPT = /<script>([\s\S]*)<\/script>/.exec(WEB_UI_HTML)?.[1] ?? '';
+
+/**
+ * The page's Content-Security-Policy: its one inline script by hash (CSP3 §8.3), so that markup which ever got into
+ * the page could not run a script of its own; no frames of it on other sites (clickjacking an approver's Approve
+ * button); no plugins, no <base>, no form posts anywhere.
+ */
+export const WEB_UI_CSP = [
+  "default-src 'none'",
+  "connect-src 'self'",
+  `script-src 'sha256-${createHash('sha256').update(SCRIPT, 'utf8').digest('base64')}'`,
+  "style-src 'unsafe-inline'",
+  "img-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
