@@ -226,6 +226,9 @@ describe('charts/pgwarden with real helm', () => {
     await expect(template('collector.approvalNotifications.webhookSecret=hook', 'nats.deploy=false')).rejects.toThrow(
       /approvalNotifications needs NATS/,
     );
+    // Without NATS the collector would only have HTTP ingest, which it refuses off loopback without a token.
+    await expect(template('nats.deploy=false')).rejects.toThrow(/collector needs NATS/);
+    expect((await template('nats.deploy=false', 'collector.enabled=false')).length).toBeGreaterThan(0);
   });
 
   it('never serves the audit trail without a token: a generated reader, or the readers Secret given', async () => {
