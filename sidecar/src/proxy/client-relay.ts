@@ -475,7 +475,7 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
-    if (info.statement?.namesFree !== true) s.forgetSqlNames(info.request.sql, info.verdict);
+    if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
     if (!info.described) {
       info.described = true;

@@ -200,6 +200,39 @@ const SCRIPTS: Record<string, Step[]> = {
     q('SELECT count(*) FROM pg_prepared_statements'),
     { send: [msg.parse('s1', 'SELECT 2'), msg.bind('', 's1'), msg.execute(''), msg.sync()] },
   ],
+  'extended protocol: after an Execute in the same batch (pipeline), and skipped after an error': [
+    {
+      send: [
+        msg.parse('', 'SELECT 1'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.parse('d', 'DISCARD ALL'),
+        msg.bind('', 'd'),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+    {
+      send: [
+        msg.parse('', 'SELECT 1/0'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.bind('', 'd'),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+    {
+      send: [
+        msg.bind('', 'd'),
+        msg.execute(''),
+        msg.parse('', 'SHOW DateStyle'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+  ],
   'extended protocol inside a transaction block: 25001': [
     q('BEGIN'),
     { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },

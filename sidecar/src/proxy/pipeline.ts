@@ -128,7 +128,10 @@ export class Stmt {
    */
   resets = false;
   restored = false;
-  /** Names a one-statement Query made the proxy forget, put back if it fails (RelayState.restoreNames). */
+  /**
+   * Names a one-statement Query or an Execute made the proxy forget, put back if it fails or, an Execute, is skipped
+   * (RelayState.restoreNames).
+   */
   forgotten?: ForgottenNames;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
   writeStatus: 'I' | 'T' | 'E' = 'I';

@@ -214,7 +214,12 @@ export class RelayState {
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
       if (first === undefined) first = head;
-      if (head.undo !== undefined) {
+      // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
+      const gaveBack =
+        head.kind === K_EXECUTE &&
+        head.stmt?.forgotten !== undefined &&
+        (head.stmt.results.length === 0 || (failed && head === first));
+      if (head.undo !== undefined || gaveBack) {
         if (undone === undefined) undone = [];
         undone.push(head);
       }
@@ -232,7 +237,14 @@ export class RelayState {
       else head.stmt?.settle(); // skipped by the server: it never ran
     }
     if (undone !== undefined)
-      for (let i = undone.length - 1; i >= 0; i--) this.undo(undone[i].undo!, failed && undone[i] === first);
+      for (let i = undone.length - 1; i >= 0; i--) {
+        const e = undone[i];
+        if (e.undo !== undefined) this.undo(e.undo, failed && e === first);
+        else {
+          this.restoreNames(e.stmt!.forgotten!);
+          e.stmt!.forgotten = undefined;
+        }
+      }
     // A guarded Execute (or a DISCARD ALL) skipped (an earlier message of its batch failed) settles nothing: the
     // client's held input, its Sync among it, may go on (the upstream skips the rest up to that Sync too).
     if (guarded) this.endGuard();
@@ -273,9 +285,10 @@ export class RelayState {
    * forgotten that still exist upstream, which fails closed.
    */
   /**
-   * forget() below. A Query of one statement whose kind can touch a name (the parser's, from a policy's verdict)
-   * returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them when a PREPARE or
-   * DEALLOCATE fails (an existing name, a failed transaction). Anything else stays forgotten (fails closed).
+   * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
+   * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
+   * when a PREPARE, DEALLOCATE or DISCARD ALL fails (an existing name, a transaction block). Anything else stays
+   * forgotten (fails closed).
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
