@@ -397,7 +397,7 @@ export class RelayState {
 /** Cheap test before the scan below: most statements name none of these. */
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
 /** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
-const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'discard', 'utility']);
+const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'discard']);
 /** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
 const PROCEDURAL_KINDS = new Set(['do', 'call']);
 /** A keyword that creates or removes a statement or portal by name, and what follows it. */

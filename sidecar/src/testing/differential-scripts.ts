@@ -297,6 +297,15 @@ export const SCRIPTS: Record<string, Step[]> = {
     q(`SELECT count(*) FROM (VALUES ${Array.from({ length: 20_000 }, (_, i) => `(${i})`).join(', ')}) v(x)`),
   ],
   'FunctionCall (abs of int4)': [{ send: [msg.functionCall(1397 /* int4abs */, ['-7'])], until: Z }],
+  'DISCARD ALL: prepared statements gone, inside a transaction block (25001), through the extended protocol': [
+    { send: [msg.parse('s1', 'SELECT 1'), msg.sync()] },
+    q('DISCARD ALL'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('BEGIN'),
+    q('DISCARD ALL'),
+    q('ROLLBACK'),
+    { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },
+  ],
 };
 
 /**
