@@ -135,6 +135,29 @@ describe('DISCARD ALL through the sidecar keeps the session as the sidecar set i
     }
   });
 
+  it('restores the setup as it ran at login, whatever the hooks would set up now (a reloaded policy)', async () => {
+    const base = hooksWith(role);
+    let sessions = 0;
+    const reloading: ProxyHooks = {
+      ...base,
+      openSession(info) {
+        const h = base.openSession(info);
+        // The first session's setup; any later call (none should come for it) answers as a policy without a role.
+        return { ...h, setupSql: () => (sessions++ === 0 ? h.setupSql() : []) };
+      },
+    };
+    const side = await startFixture({ hooks: reloading });
+    const { client } = await RawClient.startup(side.sidecar.port);
+    try {
+      client.send(msg.query('DISCARD ALL'));
+      expect(types(await client.untilReady())).toBe('C Z');
+      expect(await whoami(client)).toEqual([role, '54321ms', 'SQL, DMY']);
+    } finally {
+      client.close();
+      await side.sidecar.close(1000);
+    }
+  });
+
   it('the restore failing ends the session with FATAL, and nothing pipelined behind it runs', async () => {
     const side = await startFixture({ hooks: hooksWith(doomed) });
     const { client } = await RawClient.startup(side.sidecar.port);
