@@ -36,7 +36,6 @@ describe('the policy role cannot be changed', () => {
       "SELECT set_config('role', 'app_scram', false)",
       "SELECT set_config('ROLE', 'none', false)",
       "SELECT set_config('session_authorization', 'app_scram', false)",
-      'DISCARD ALL',
       "DO $$ BEGIN EXECUTE 'RESET ROLE'; END $$",
       'SELECT 1; RESET ROLE',
     ];

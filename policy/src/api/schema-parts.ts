@@ -28,6 +28,7 @@ export const STATEMENT_KINDS = [
   'lock',
   'listen',
   'notify',
+  'discard',
   'maintenance',
   'utility',
 ] as const;

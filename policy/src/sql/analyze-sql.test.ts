@@ -77,11 +77,26 @@ describe('analyzeSql', () => {
       'RESET ROLE',
       'SET SESSION AUTHORIZATION x',
       "SELECT set_config('Role', 'x', false)",
-      'DISCARD ALL',
+      'DO $$ BEGIN DISCARD ALL; END $$',
+      "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DISCARD ALL'",
     ]) {
       expect(one(sql)[0].identityChange, sql).toBeTruthy();
     }
     expect(one("SET statement_timeout = '1s'")[0].identityChange).toBeUndefined();
+  });
+
+  it('DISCARD is its own kind; a DISCARD ALL the client sends is no identity change (the sidecar restores its role)', () => {
+    for (const sql of [
+      'DISCARD ALL',
+      'discard /* pool reset */ all',
+      'DISCARD PLANS',
+      'DISCARD TEMP',
+      'DISCARD SEQUENCES',
+    ]) {
+      const [a] = one(sql);
+      expect(a.kinds, sql).toEqual(['discard']);
+      expect(a.identityChange, sql).toBeUndefined();
+    }
   });
 
   it('reports unparseable SQL with the position', () => {

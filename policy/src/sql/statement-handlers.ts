@@ -164,9 +164,12 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
       walkRest(body, ['setstmt'], scope, ctx);
       return;
     case 'DiscardStmt':
-      operation(ctx, 'utility', false);
-      // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT. https://www.postgresql.org/docs/current/sql-discard.html
-      if (body.target === 'DISCARD_ALL') ctx.facts.identity('DISCARD ALL (resets session authorization)');
+      operation(ctx, 'discard', false);
+      // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT (https://www.postgresql.org/docs/current/sql-discard.html).
+      // The sidecar restores its role right behind one that a client sends (sidecar/src/proxy/session-reset.ts), not
+      // behind one run inside a function or DO block, where PostgreSQL refuses it anyway (25001).
+      if (body.target === 'DISCARD_ALL' && (ctx.depth > 0 || ctx.mode !== 'exec'))
+        ctx.facts.identity('DISCARD ALL inside a function or DO block (resets session authorization)');
       return;
     case 'AlterSystemStmt':
       operation(ctx, 'utility', true);

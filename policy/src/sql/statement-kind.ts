@@ -43,7 +43,7 @@ const KINDS: Record<string, StatementKind> = {
   DropUserMappingStmt: 'dcl',
   CheckPointStmt: 'utility',
   LoadStmt: 'utility',
-  DiscardStmt: 'utility',
+  DiscardStmt: 'discard',
   AlterSystemStmt: 'utility',
   ConstraintsSetStmt: 'transaction',
 };

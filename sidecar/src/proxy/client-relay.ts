@@ -37,6 +37,7 @@ import {
   Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
+import { mayResetSession } from './session-reset.js';
 
 /**
  * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
@@ -387,7 +388,10 @@ export class ClientRelay implements FramerHandler {
       s.willChange('S', name);
       s.statements.set(name, { request: st.request, verdict: v, namesFree: !s.touchesNames(st.request.sql, v) });
     } else {
-      if (kind === K_QUERY) st.forgotten = s.forgetSqlNames(st.request.sql, v);
+      if (kind === K_QUERY) {
+        st.forgotten = s.forgetSqlNames(st.request.sql, v);
+        st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(st.request.sql, v);
+      }
       armTimeout(s, st);
     }
     return true;
@@ -399,6 +403,7 @@ export class ClientRelay implements FramerHandler {
    * first. Returns what to send upstream: the hidden BEGIN ahead of a `wrap` Query.
    */
   private guarded(st: Stmt, out: true | Buffer, buf: Buffer, start: number, end: number): true | Buffer {
+    if (st.resets) return this.heldForReset(st, out, buf, start, end);
     if (st.guard === undefined) return out;
     this.io.hold();
     this.s.releaseGuard = () => this.io.release();
@@ -413,6 +418,18 @@ export class ClientRelay implements FramerHandler {
     // Query here would commit the batch's implicit transaction, so the counts are a named statement and portal of
     // the proxy's own, closed again at once (execute() expected the one before).
     return Buffer.concat([before, sent, this.rowsCount(st, 'ext'), FLUSH]);
+  }
+
+  /**
+   * A DISCARD ALL is on its way (session-reset.ts): the client's next messages wait until the server relay has seen
+   * it fail, or succeed and sent the restore upstream (RelayState.restoreSession), so that none of them runs as the
+   * login role. An Execute's CommandComplete would wait for the client's Sync, which now waits: a Flush asks for it.
+   */
+  private heldForReset(st: Stmt, out: true | Buffer, buf: Buffer, start: number, end: number): true | Buffer {
+    this.io.hold();
+    this.s.releaseGuard = () => this.io.release();
+    if (st.prepared === undefined) return out;
+    return Buffer.concat([out === true ? buf.subarray(start, end) : out, FLUSH]);
   }
 
   /** Expects a count of changed rows for `st` and returns its messages (the `-before` ones go to st.countBefore). */
@@ -514,7 +531,8 @@ export class ClientRelay implements FramerHandler {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
-    if (info.statement?.namesFree !== true) s.forgetSqlNames(info.request.sql, info.verdict);
+    if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
+    st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);

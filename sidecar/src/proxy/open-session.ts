@@ -7,14 +7,15 @@ import type { SessionContext } from './session-context.js';
 /**
  * After the client authenticated: describes the session, opens its hooks (reported through `opened` before any
  * network wait, so a failing connect still closes them), connects upstream with the current credentials and runs
- * the hooks' setup SQL. Throws UpstreamError for the client's FATAL.
+ * the hooks' setup SQL. Returns the upstream session and that SQL as it ran (a DISCARD ALL later undoes it, and it is
+ * run again as it was at login, whatever a reloaded policy now says). Throws UpstreamError for the client's FATAL.
  */
 export async function openUpstreamSession(
   ctx: SessionContext,
   id: string,
   auth: AuthenticatedClient,
   opened: (info: SessionInfo, hooks: SessionHooks) => void,
-): Promise<UpstreamSession> {
+): Promise<{ up: UpstreamSession; setup: string[] }> {
   const creds = ctx.credentials();
   const target = ctx.upstream;
   const info: SessionInfo = {
@@ -41,7 +42,7 @@ export async function openUpstreamSession(
     up.socket.destroy();
     throw err;
   }
-  return up;
+  return { up, setup };
 }
 
 /** The client's forwarded parameters with the hooks' own in place of any of the same name (GUC names ignore case). */

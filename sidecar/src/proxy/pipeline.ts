@@ -36,6 +36,13 @@ export const K_ROWS = 10;
  * which PostgreSQL ignores unread in COPY IN, as it ignores Sync there.
  */
 export const K_INVALID = 11;
+/**
+ * The proxy's own Query that runs one statement of the session's setup SQL again after a client's DISCARD ALL
+ * (session-reset.ts). Its CommandComplete is dropped, its ParameterStatus values wait for the client's next
+ * ReadyForQuery (RelayState.pendingParams), an error ends the session. `name` 'reply': the last one after a simple
+ * Query, whose ReadyForQuery is the one the client gets for its DISCARD ALL.
+ */
+export const K_RESTORE = 12;
 
 /**
  * Rows inserted, updated and deleted in every table, from PostgreSQL's per-transaction statistics, which count what
@@ -129,7 +136,16 @@ export class Stmt {
   countBefore: Buffer | undefined = undefined;
   /** The write completed within its tag's cap: it is recorded once the count behind it has been checked. */
   awaitCount = false;
-  /** Names a one-statement Query made the proxy forget, put back if it fails (RelayState.restoreNames). */
+  /**
+   * It may be a DISCARD ALL and the session has setup SQL to restore (session-reset.ts): the client's next messages
+   * wait until its outcome is known. `restored`: it succeeded and the restore went upstream behind it.
+   */
+  resets = false;
+  restored = false;
+  /**
+   * Names a one-statement Query or an Execute made the proxy forget, put back if it fails or, an Execute, is skipped
+   * (RelayState.restoreNames).
+   */
   forgotten?: ForgottenNames;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
   writeStatus: 'I' | 'T' | 'E' = 'I';

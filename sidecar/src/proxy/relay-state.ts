@@ -8,6 +8,7 @@ import {
   K_EXECUTE,
   K_FUNCTION,
   K_QUERY,
+  K_RESTORE,
   K_ROWS,
   K_SYNC,
   type PreparedInfo,
@@ -69,6 +70,15 @@ export class RelayState {
    */
   copyEnds = 0;
   copyInEnd = 0;
+  /** The session's setup SQL as the messages that run it again after a DISCARD ALL (session-reset.ts). */
+  restore: Buffer[] | undefined = undefined;
+  /**
+   * ParameterStatus values as the client was last told them, and those reported while a DISCARD ALL and its restore
+   * ran: the client gets only what differs in the end (a SET ROLE undone and redone changes is_superuser twice, or
+   * not at all), right before its next ReadyForQuery, where PostgreSQL reports changes.
+   */
+  readonly clientParams = new Map<string, string>();
+  readonly pendingParams = new Map<string, string>();
   private readonly io: RelayIO;
 
   constructor(hooks: SessionHooks, io: RelayIO) {
@@ -204,11 +214,16 @@ export class RelayState {
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
       if (first === undefined) first = head;
-      if (head.undo !== undefined) {
+      // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
+      const gaveBack =
+        head.kind === K_EXECUTE &&
+        head.stmt?.forgotten !== undefined &&
+        (head.stmt.results.length === 0 || (failed && head === first));
+      if (head.undo !== undefined || gaveBack) {
         if (undone === undefined) undone = [];
         undone.push(head);
       }
-      if (head.stmt?.guard !== undefined) guarded = true;
+      if (head.stmt?.guard !== undefined || head.stmt?.resets) guarded = true;
       // A count behind a write (K_ROWS) is not a statement of the client's; a write waiting for it is recorded as it
       // stands (the batch failed: nothing of it commits).
       if (head.kind === K_ROWS) {
@@ -222,9 +237,16 @@ export class RelayState {
       else head.stmt?.settle(); // skipped by the server: it never ran
     }
     if (undone !== undefined)
-      for (let i = undone.length - 1; i >= 0; i--) this.undo(undone[i].undo!, failed && undone[i] === first);
-    // A guarded Execute skipped (an earlier message of its batch failed) settles nothing: the client's held input,
-    // its Sync among it, may go on (the upstream skips the rest up to that Sync too).
+      for (let i = undone.length - 1; i >= 0; i--) {
+        const e = undone[i];
+        if (e.undo !== undefined) this.undo(e.undo, failed && e === first);
+        else {
+          this.restoreNames(e.stmt!.forgotten!);
+          e.stmt!.forgotten = undefined;
+        }
+      }
+    // A guarded Execute (or a DISCARD ALL) skipped (an earlier message of its batch failed) settles nothing: the
+    // client's held input, its Sync among it, may go on (the upstream skips the rest up to that Sync too).
     if (guarded) this.endGuard();
     this.advance();
   }
@@ -263,9 +285,10 @@ export class RelayState {
    * forgotten that still exist upstream, which fails closed.
    */
   /**
-   * forget() below. A Query of one statement whose kind can touch a name (the parser's, from a policy's verdict)
-   * returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them when a PREPARE or
-   * DEALLOCATE fails (an existing name, a failed transaction). Anything else stays forgotten (fails closed).
+   * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
+   * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
+   * when a PREPARE, DEALLOCATE or DISCARD ALL fails (an existing name, a transaction block). Anything else stays
+   * forgotten (fails closed).
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
@@ -343,6 +366,20 @@ export class RelayState {
     }
   }
 
+  /**
+   * A DISCARD ALL succeeded (its CommandComplete is in): the setup SQL goes upstream right behind it. The client's
+   * next messages wait until all of it has succeeded (the last restore's ReadyForQuery): PostgreSQL would run a Query
+   * that follows a failed one, as the login role. `reply`: a simple Query's, whose ReadyForQuery the client gets only
+   * then too.
+   */
+  restoreSession(reply: boolean): void {
+    const msgs = this.restore!;
+    const last = reply ? 'reply' : 'last';
+    for (let i = 0; i < msgs.length; i++)
+      this.queue.push(K_RESTORE, undefined, undefined, i === msgs.length - 1 ? last : '', true);
+    this.io.toUpstream(msgs.length === 1 ? msgs[0] : Buffer.concat(msgs));
+  }
+
   /** Lets the client's held input go on (after any undo was sent upstream, so it stays ahead of that input). */
   endGuard(): void {
     const r = this.releaseGuard;
@@ -360,7 +397,7 @@ export class RelayState {
 /** Cheap test before the scan below: most statements name none of these. */
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
 /** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
-const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'utility']);
+const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'discard']);
 /** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
 const PROCEDURAL_KINDS = new Set(['do', 'call']);
 /** A keyword that creates or removes a statement or portal by name, and what follows it. */

@@ -8,6 +8,7 @@ import {
   errorResponse,
   message,
   notificationResponse,
+  parameterStatus,
 } from '../protocol/backend-messages.js';
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
@@ -23,11 +24,13 @@ import {
   K_HIDDEN,
   K_PARSE,
   K_QUERY,
+  K_RESTORE,
   K_ROWS,
   K_SYNC,
   type Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
+import { SessionResetError } from './session-reset.js';
 import { UnsafeSettingError, unsafeSetting } from './unsafe-settings.js';
 
 /**
@@ -56,8 +59,10 @@ export class ServerRelay implements FramerHandler {
     const s = this.s;
     // Counted rows belong to the statement they streamed for: settle them before anything can change it.
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
+    const kind = s.queue.peek()?.kind;
+    if (kind === K_RESTORE) return restoreHeader(type);
     if (s.swallow && type !== B.ReadyForQuery) return DROP;
-    if (s.queue.peek()?.kind === K_ROWS) return rowsHeader(type);
+    if (kind === K_ROWS) return rowsHeader(type);
     switch (type) {
       case B.DataRow: {
         const st = s.cur;
@@ -224,7 +229,9 @@ export class ServerRelay implements FramerHandler {
   private handle(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const head = s.queue.peek();
-    if (head?.kind === K_ROWS && type !== B.ReadyForQuery) return this.rows(head, type, buf, start, end);
+    if (head?.kind === K_ROWS && type !== B.ReadyForQuery && type !== B.ParameterStatus)
+      return this.rows(head, type, buf, start, end);
+    if (head?.kind === K_RESTORE && type === B.ErrorResponse) throw restoreFailed(buf, start, end);
     switch (type) {
       case B.DataRow: {
         const t = s.cur!.transformer!;
@@ -245,8 +252,16 @@ export class ServerRelay implements FramerHandler {
       case B.ErrorResponse:
         return this.error(buf, start, end);
       case B.ParameterStatus: {
-        const unsafe = unsafeSetting(...decodeParameterStatus(buf, start, end));
+        const [name, value] = decodeParameterStatus(buf, start, end);
+        const unsafe = unsafeSetting(name, value);
         if (unsafe !== undefined) throw new UnsafeSettingError(unsafe);
+        // From a DISCARD ALL and its restore: what the client gets is the difference they make (flushParams).
+        if (head?.kind === K_RESTORE || head?.stmt?.restored) {
+          s.pendingParams.set(name, value);
+          return false;
+        }
+        s.pendingParams.delete(name);
+        s.clientParams.set(name, value);
         return true;
       }
       case B.NoticeResponse: {
@@ -295,6 +310,13 @@ export class ServerRelay implements FramerHandler {
     const s = this.s;
     const head = s.queue.peek();
     if (head?.kind === K_HIDDEN) return false; // the proxy's own BEGIN / COMMIT / ROLLBACK
+    if (tag === 'DISCARD ALL' && s.restore !== undefined) {
+      // Not held for (ClientRelay.heldForReset): the client's next messages may already run as the login role.
+      if (head?.stmt?.resets !== true)
+        throw new SessionResetError('XX000', 'pgwarden did not expect this DISCARD ALL and cannot restore the session');
+      head.stmt.restored = true;
+      s.restoreSession(head.kind === K_QUERY);
+    }
     // The client dropped every prepared statement, the proxy's count among them (guardrail maxRowsAffected).
     if (tag !== undefined && tag.charCodeAt(0) === 68 && (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'))
       s.rowsPrepared = false;
@@ -503,8 +525,34 @@ export class ServerRelay implements FramerHandler {
    * transaction (`block`), and the client sees the ReadyForQuery of that instead.
    */
   private readyForQuery(status: 'I' | 'T' | 'E'): boolean {
+    const forward = this.readyForQueryOf(status);
+    if (forward && this.s.pendingParams.size > 0) this.flushParams();
+    return forward;
+  }
+
+  /** ParameterStatus values a DISCARD ALL and its restore left changed, as PostgreSQL reports them: before ReadyForQuery. */
+  private flushParams(): void {
+    const s = this.s;
+    for (const [name, value] of s.pendingParams) {
+      if (s.clientParams.get(name) === value) continue;
+      s.clientParams.set(name, value);
+      this.toClient(parameterStatus(name, value));
+    }
+    s.pendingParams.clear();
+  }
+
+  private readyForQueryOf(status: 'I' | 'T' | 'E'): boolean {
     const s = this.s;
     const head = s.queue.peek();
+    if (head?.kind === K_RESTORE) {
+      s.queue.shift();
+      s.advance();
+      if (head.name === '') return false;
+      s.endGuard();
+      if (head.name !== 'reply') return false;
+      s.txStatus = status;
+      return true;
+    }
     if (head?.kind === K_ROWS && head.name === 'simple-before') {
       this.rowsBefore(head);
       return false;
@@ -529,6 +577,13 @@ export class ServerRelay implements FramerHandler {
       return head.name !== 'begin';
     }
     const st = head?.kind === K_QUERY ? head.stmt : undefined;
+    if (st?.resets) {
+      s.readyForQuery(status);
+      // Succeeded: the client's ReadyForQuery is the restore's last (K_RESTORE 'reply'), which releases it.
+      if (st.restored) return false;
+      s.endGuard();
+      return true;
+    }
     if (st?.countQueued) {
       // The count (K_ROWS) comes next: its ReadyForQuery, not this one, reaches the client.
       st.writeStatus = status;
@@ -624,7 +679,7 @@ export class ServerRelay implements FramerHandler {
     }
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended(true);
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
-    if (head.kind === K_EXECUTE && st?.guard !== undefined) s.endGuard();
+    if (head.kind === K_EXECUTE && (st?.guard !== undefined || st?.resets)) s.endGuard();
     return out;
   }
 
@@ -689,12 +744,32 @@ function rowsHeader(type: number): number {
     case B.ErrorResponse:
     case B.CloseComplete:
     case B.ReadyForQuery:
+    case B.ParameterStatus: // the guarded statement's, reported at the count's ReadyForQuery: checked and passed
       return WHOLE;
-    case B.ParameterStatus:
-      return PASS;
     default:
       return DROP; // RowDescription, ParseComplete, BindComplete, CommandComplete
   }
+}
+
+/** Which responses to a restore (K_RESTORE) the relay reads; the rest (its CommandComplete) are dropped. */
+function restoreHeader(type: number): number {
+  switch (type) {
+    case B.ErrorResponse:
+    case B.ParameterStatus:
+    case B.ReadyForQuery:
+    case B.NotificationResponse: // the client's, whenever it comes
+      return WHOLE;
+    default:
+      return DROP;
+  }
+}
+
+function restoreFailed(buf: Buffer, start: number, end: number): SessionResetError {
+  const f = decodeErrorFields(buf, start, end);
+  return new SessionResetError(
+    f.get('C') ?? 'XX000',
+    `pgwarden could not restore the session's role and settings after DISCARD ALL: ${f.get('M') ?? 'unknown error'}`,
+  );
 }
 
 function indirectMessage(verb: string, counted: number, own: number, max: number): string {

@@ -23,6 +23,7 @@ import { K_ROWS, type Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
+import { restoreMessages, SessionResetError } from './session-reset.js';
 import { type ReadResult, readChunks } from './socket-reader.js';
 import { UNSAFE_SETTING_SQLSTATE, UnsafeSettingError, unsafeSetting } from './unsafe-settings.js';
 
@@ -163,7 +164,7 @@ export class ProxySession {
    * from a hook (planRows, a row transformer, scrubText): the session ends rather than let rows pass unmasked.
    */
   private protocolError(err: unknown, upstream = false): void {
-    if (err instanceof UnsafeSettingError) {
+    if (err instanceof UnsafeSettingError || err instanceof SessionResetError) {
       this.kill({ code: err.sqlstate, message: `${err.message}; the session was ended` }, err.message);
       return;
     }
@@ -237,7 +238,7 @@ export class ProxySession {
 
   private async establish(packet: { params: Record<string, string>; minor: number }): Promise<void> {
     const auth = await authenticateClient(this.client, this.ctx.hooks, packet, () => this.askPassword());
-    const up = await openUpstreamSession(this.ctx, this.id, auth, (info, hooks) => {
+    const { up, setup } = await openUpstreamSession(this.ctx, this.id, auth, (info, hooks) => {
       this.info = info;
       this.sessionHooks = hooks;
       this.ctx.observer.opened(this);
@@ -249,7 +250,7 @@ export class ProxySession {
     this.upstream = up;
     up.socket.on('error', (err) => this.close({ error: `upstream: ${err.message}` }));
     up.socket.on('close', () => this.close({ error: this.closed ? undefined : 'upstream closed the connection' }));
-    this.startRelay(up, this.sessionHooks!);
+    this.startRelay(up, this.sessionHooks!, setup);
   }
 
   private askPassword(): Promise<string> {
@@ -271,7 +272,7 @@ export class ProxySession {
     this.fatal('57014', message);
   }
 
-  private startRelay(up: UpstreamSession, hooks: SessionHooks): void {
+  private startRelay(up: UpstreamSession, hooks: SessionHooks, setup: string[]): void {
     clearTimeout(this.startupTimer);
     // A startup parameter, or a role or database default, the policy engine cannot read statements under.
     for (const [k, v] of up.parameters) {
@@ -299,6 +300,8 @@ export class ProxySession {
       statementDone: (record, stmt) => this.statementDone(record, stmt),
     });
     state.txStatus = up.txStatus;
+    state.restore = restoreMessages(setup);
+    for (const [k, v] of up.parameters) state.clientParams.set(k, v);
     state.upstreamPid = up.processId;
     state.clientPid = key.processId;
     this.state = state;

@@ -397,6 +397,15 @@ export const SCRIPTS: Record<string, Step[]> = {
     { send: [raw('C', 'Z\0'), raw('Q', 'SELECT 1'), raw('D'), msg.sync()], until: Z },
     q('SELECT 3 AS after'),
   ],
+  'DISCARD ALL: prepared statements gone, inside a transaction block (25001), through the extended protocol': [
+    { send: [msg.parse('s1', 'SELECT 1'), msg.sync()] },
+    q('DISCARD ALL'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('BEGIN'),
+    q('DISCARD ALL'),
+    q('ROLLBACK'),
+    { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },
+  ],
 };
 
 /**
