@@ -107,3 +107,25 @@ describe('statement names in a client encoding PostgreSQL converts', () => {
     c.end();
   });
 });
+
+describe('names when client_encoding changes', () => {
+  it('a non-ASCII name made in one encoding is not found by its bytes in another', async () => {
+    const c = await RawClient.connect(gs.listeners[0].sidecar.port, { user: 'agent', database: 'app' }, 'unused');
+    const name = Buffer.from('é'); // C3 A9: 'é' in UTF8, 'Ã©' in LATIN1
+    c.send(parse(name, `SELECT upper(full_name) AS v FROM ${S}.customers ORDER BY id`), sync());
+    await c.until('readyForQuery');
+    c.send(msg('Q', z(`SET client_encoding = 'LATIN1'`)));
+    await c.until('readyForQuery');
+    // PostgreSQL closes and parses 'Ã©' here; the bytes are the same.
+    c.send(close(name), parse(name, `SELECT upper(city) AS v FROM ${S}.customers ORDER BY id`), sync());
+    await c.until('readyForQuery');
+    c.send(msg('Q', z(`SET client_encoding = 'UTF8'`)));
+    await c.until('readyForQuery');
+    c.send(bind('', name), describePortal(''), execute(''), sync());
+    const got = await c.until('readyForQuery');
+    const text = JSON.stringify(got);
+    for (const p of planted.customers) expect(text).not.toContain(p.fullName.toUpperCase());
+    expect(got.find((m) => m.name === 'error')?.code).toBe('42501');
+    c.end();
+  });
+});

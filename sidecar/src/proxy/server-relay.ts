@@ -245,8 +245,10 @@ export class ServerRelay implements FramerHandler {
       case B.ErrorResponse:
         return this.error(buf, start, end);
       case B.ParameterStatus: {
-        const unsafe = unsafeSetting(...decodeParameterStatus(buf, start, end));
+        const [name, value] = decodeParameterStatus(buf, start, end);
+        const unsafe = unsafeSetting(name, value);
         if (unsafe !== undefined) throw new UnsafeSettingError(unsafe);
+        if (name === 'client_encoding') s.forgetConvertedNames();
         return true;
       }
       case B.NoticeResponse: {
