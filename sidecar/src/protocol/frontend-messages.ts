@@ -30,9 +30,10 @@ function cstring(buf: Buffer, pos: number, end: number, what: string): [string, 
 }
 
 /**
- * Statement and portal names are keys, not text: PostgreSQL compares their bytes, in whatever client_encoding the
- * session has, so they are decoded one character per byte (latin1, a bijection) and two names differ here exactly when
- * their bytes differ. `nameText` gives the UTF-8 reading for people and policies.
+ * Statement and portal names are keys, not text: PostgreSQL compares their bytes (after converting them to the server
+ * encoding), so they are decoded one character per byte (latin1, a bijection) and two names differ here exactly when
+ * their bytes differ; `trackedName` says when that is PostgreSQL's reading too. `nameText` gives the UTF-8 reading
+ * for people and policies.
  */
 function nameKey(buf: Buffer, start: number, pos: number, end: number): [string, number] {
   const z = cstringEnd(buf, pos, end);
@@ -44,6 +45,21 @@ function nameKey(buf: Buffer, start: number, pos: number, end: number): [string,
 
 /** NAMEDATALEN - 1: the bytes of a name PostgreSQL keeps. */
 const MAX_NAME_BYTES = 63;
+
+/**
+ * Whether a name key is the name PostgreSQL keys on. PostgreSQL converts a name from client_encoding to the server
+ * encoding (pq_getmsgstring) before it keeps its first 63 bytes, so a non-ASCII character may take up to 4 bytes
+ * there (MAX_CONVERSION_GROWTH, mbutils.c) and two names that differ here can be one statement there (LATIN1 'é' × 32
+ * + 'a' and + 'b' are both 31½ 'é' in UTF-8). ASCII bytes are themselves in every encoding the proxy allows, so a
+ * name is tracked when it is ASCII in its first 63 bytes, or short enough to stay under 63 bytes after any
+ * conversion (an exact 63 could equal a truncated key). Other names are never given a verdict: a Parse is refused,
+ * a portal bound with one is unchecked.
+ */
+export function trackedName(key: string): boolean {
+  let nonAscii = 0;
+  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) > 0x7f) nonAscii++;
+  return nonAscii === 0 || key.length + 3 * nonAscii < MAX_NAME_BYTES;
+}
 
 /** A name key (nameKey) as UTF-8 text; the key itself when it is ASCII, as nearly all are. */
 export function nameText(key: string): string {

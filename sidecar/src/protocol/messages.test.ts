@@ -34,6 +34,7 @@ import {
   queryMessage,
   sslRequest,
   startupMessage,
+  trackedName,
 } from './frontend-messages.js';
 
 const whole = (b: Buffer) => [b, 0, b.length] as const;
@@ -163,6 +164,18 @@ describe('frontend messages', () => {
     expect(() => decodeTarget(...whole(describe))).toThrow(ProtocolError);
     expect(decodeExecute(...whole(executeMessage('p', 10)))).toEqual({ portal: 'p', maxRows: 10 });
     expect(() => decodeQuery(...whole(Buffer.from([0x51, 0, 0, 0, 5, 0x41])))).toThrow('invalid string in message');
+  });
+});
+
+describe('names PostgreSQL keys as the proxy does', () => {
+  it('ASCII in the first 63 bytes, or under 63 bytes after any conversion (4 bytes a character)', () => {
+    const key = (bytes: number[]) => Buffer.from(bytes).toString('latin1');
+    expect(trackedName('x'.repeat(63))).toBe(true);
+    expect(trackedName(`${'x'.repeat(56)}\xe9\xe9`)).toBe(false);
+    expect(trackedName(key([...Array(14).fill(0x78), 0xe9]))).toBe(true); // 14 + 4 = 18
+    expect(trackedName(key(Array(15).fill(0xe9)))).toBe(true); // 60 bytes at most
+    expect(trackedName(key(Array(16).fill(0xe9)))).toBe(false); // 64: may be cut short
+    expect(trackedName(key([...Array(59).fill(0x78), 0xe9]))).toBe(false); // exactly 63 could equal a cut key
   });
 });
 

@@ -18,6 +18,7 @@ import {
   nameText,
   parseMessage,
   queryMessage,
+  trackedName,
 } from '../protocol/frontend-messages.js';
 import type { StatementRequest, Verdict } from './hooks.js';
 import {
@@ -124,7 +125,9 @@ export class ClientRelay implements FramerHandler {
             throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message: names not terminated');
           return NEED_MORE;
         }
-        const info = s.statements.get(names.statement);
+        // A name the proxy cannot key as PostgreSQL does has no verdict: the portal is unchecked (Execute refuses it).
+        const tracked = trackedName(names.portal) && trackedName(names.statement);
+        const info = tracked ? s.statements.get(names.statement) : undefined;
         if (s.hooks.clientName !== undefined) {
           s.hooks.clientName(nameText(names.portal));
           s.hooks.clientName(nameText(names.statement));
@@ -194,7 +197,8 @@ export class ClientRelay implements FramerHandler {
           statementName: nameText(name),
           txStatus: s.txStatus,
         };
-        return this.gate(K_PARSE, new Stmt(req, PENDING), () => s.hooks.checkParse(req), buf, start, end, name);
+        const check = trackedName(name) ? () => s.hooks.checkParse(req) : () => UNTRACKED_NAME;
+        return this.gate(K_PARSE, new Stmt(req, PENDING), check, buf, start, end, name);
       }
       case F.FunctionCall: {
         const oid = decodeFunctionCall(buf, start, end);
@@ -555,6 +559,14 @@ const STATEMENT_KINDS = new Map<number, number>([
 ]);
 
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
+const UNTRACKED_NAME: Verdict = {
+  action: 'deny',
+  code: '42602',
+  message:
+    'pgwarden: statement name not allowed: with its non-ASCII characters it may be cut short differently in the server encoding',
+  hint: 'Use a shorter statement name, or one whose first 63 bytes are ASCII.',
+  reason: 'untracked statement name',
+};
 const CANCELLED: Verdict = {
   action: 'deny',
   code: '57014',

@@ -262,6 +262,7 @@ export class ServerRelay implements FramerHandler {
         }
         s.pendingParams.delete(name);
         s.clientParams.set(name, value);
+        if (name === 'client_encoding') s.forgetConvertedNames();
         return true;
       }
       case B.NoticeResponse: {
