@@ -93,17 +93,18 @@ describe('statement names in a client encoding PostgreSQL converts', () => {
     c.end();
   });
 
-  it('short non-ASCII names and long names that are ASCII in their first 63 bytes are statements as before', async () => {
+  it('a non-ASCII name is refused; a long name whose first 63 bytes are ASCII is a statement as before', async () => {
     const c = await latin1Client();
     const short = Buffer.from('caf\xe9', 'latin1');
+    c.send(parse(short, `SELECT city FROM ${S}.customers ORDER BY id`), sync());
+    expect((await c.until('readyForQuery')).find((m) => m.name === 'error')?.code).toBe('42602');
+    // PostgreSQL keeps the first 63 bytes of the converted name: the same 63 ASCII bytes the proxy keys on.
     const long = Buffer.concat([Buffer.alloc(63, 0x78), Buffer.from('\xe9', 'latin1')]);
-    for (const name of [short, long]) {
-      c.send(parse(name, `SELECT city FROM ${S}.customers ORDER BY id`), bind('', name), execute(''), sync());
-      const got = await c.until('readyForQuery');
-      expect(got.filter((m) => m.name === 'dataRow').map((m) => m.fields[0])).toEqual(['Lisbon', 'Oslo', 'Quito']);
-      c.send(close(name), sync());
-      await c.until('readyForQuery');
-    }
+    c.send(parse(long, `SELECT city FROM ${S}.customers ORDER BY id`), bind('', long), execute(''), sync());
+    const got = await c.until('readyForQuery');
+    expect(got.filter((m) => m.name === 'dataRow').map((m) => m.fields[0])).toEqual(['Lisbon', 'Oslo', 'Quito']);
+    c.send(close(long), sync());
+    await c.until('readyForQuery');
     c.end();
   });
 });
@@ -113,7 +114,7 @@ describe('names when client_encoding changes', () => {
     const c = await RawClient.connect(gs.listeners[0].sidecar.port, { user: 'agent', database: 'app' }, 'unused');
     const name = Buffer.from('é'); // C3 A9: 'é' in UTF8, 'Ã©' in LATIN1
     c.send(parse(name, `SELECT upper(full_name) AS v FROM ${S}.customers ORDER BY id`), sync());
-    await c.until('readyForQuery');
+    expect((await c.until('readyForQuery')).find((m) => m.name === 'error')?.code).toBe('42602');
     c.send(msg('Q', z(`SET client_encoding = 'LATIN1'`)));
     await c.until('readyForQuery');
     // PostgreSQL closes and parses 'Ã©' here; the bytes are the same.
@@ -125,7 +126,35 @@ describe('names when client_encoding changes', () => {
     const got = await c.until('readyForQuery');
     const text = JSON.stringify(got);
     for (const p of planted.customers) expect(text).not.toContain(p.fullName.toUpperCase());
-    expect(got.find((m) => m.name === 'error')?.code).toBe('42501');
+    // Neither Parse reached PostgreSQL: it has no such statement (26000, its own answer to the Bind).
+    expect(got.find((m) => m.name === 'error')?.code).toBe('26000');
+    c.end();
+  });
+
+  it('the same, pipelined in one write ahead of the ParameterStatus that reports each change', async () => {
+    const c = await RawClient.connect(gs.listeners[0].sidecar.port, { user: 'agent', database: 'app' }, 'unused');
+    const name = Buffer.from('é');
+    c.send(
+      Buffer.concat([
+        parse(name, `SELECT upper(full_name) AS v FROM ${S}.customers ORDER BY id`),
+        sync(),
+        msg('Q', z(`SET client_encoding = 'LATIN1'`)),
+        close(name),
+        parse(name, `SELECT upper(city) AS v FROM ${S}.customers ORDER BY id`),
+        sync(),
+        msg('Q', z(`SET client_encoding = 'UTF8'`)),
+        bind('', name),
+        describePortal(''),
+        execute(''),
+        sync(),
+      ]),
+    );
+    const got: Record<string, any>[] = [];
+    for (let i = 0; i < 5; i++) got.push(...(await c.until('readyForQuery')));
+    const text = JSON.stringify(got);
+    for (const p of planted.customers) expect(text).not.toContain(p.fullName.toUpperCase());
+    expect(got.filter((m) => m.name === 'dataRow')).toEqual([]);
+    expect(got.filter((m) => m.name === 'error').map((m) => m.code)).toEqual(['42602', '42602', '26000']);
     c.end();
   });
 });

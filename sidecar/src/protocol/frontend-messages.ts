@@ -47,18 +47,16 @@ function nameKey(buf: Buffer, start: number, pos: number, end: number): [string,
 const MAX_NAME_BYTES = 63;
 
 /**
- * Whether a name key is the name PostgreSQL keys on. PostgreSQL converts a name from client_encoding to the server
- * encoding (pq_getmsgstring) before it keeps its first 63 bytes, so a non-ASCII character may take up to 4 bytes
- * there (MAX_CONVERSION_GROWTH, mbutils.c) and two names that differ here can be one statement there (LATIN1 'é' × 32
- * + 'a' and + 'b' are both 31½ 'é' in UTF-8). ASCII bytes are themselves in every encoding the proxy allows, so a
- * name is tracked when it is ASCII in its first 63 bytes, or short enough to stay under 63 bytes after any
- * conversion (an exact 63 could equal a truncated key). Other names are never given a verdict: a Parse is refused,
- * a portal bound with one is unchecked.
+ * Whether a name key is the name PostgreSQL keys on, now and for the rest of the session: only an ASCII name is.
+ * PostgreSQL converts a name from client_encoding to the server encoding (pq_getmsgstring) before it keeps its first
+ * 63 bytes, so two non-ASCII names that differ here can be one statement there (LATIN1 'é' × 32 + 'a' and + 'b'
+ * are both 31½ 'é' in UTF-8), and the same bytes are another name after a change of client_encoding (C3 A9 is 'é' in
+ * UTF8, 'Ã©' in LATIN1), which a client can pipeline ahead of the proxy's seeing it. ASCII bytes are themselves in
+ * every encoding the proxy allows (unsafe-settings.ts). Other names are never given a verdict: a Parse is refused,
+ * a portal bound with one is unchecked. Drivers name their statements in ASCII (S_1, __asyncpg_stmt_1__, _pg3_0).
  */
 export function trackedName(key: string): boolean {
-  let nonAscii = 0;
-  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) > 0x7f) nonAscii++;
-  return nonAscii === 0 || key.length + 3 * nonAscii < MAX_NAME_BYTES;
+  return !NON_ASCII.test(key);
 }
 
 /** A name key (nameKey) as UTF-8 text; the key itself when it is ASCII, as nearly all are. */

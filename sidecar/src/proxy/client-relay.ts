@@ -563,8 +563,8 @@ const UNTRACKED_NAME: Verdict = {
   action: 'deny',
   code: '42602',
   message:
-    'pgwarden: statement name not allowed: with its non-ASCII characters it may be cut short differently in the server encoding',
-  hint: 'Use a shorter statement name, or one whose first 63 bytes are ASCII.',
+    'pgwarden: statement name not allowed: pgwarden tracks only ASCII statement names (PostgreSQL converts other names to the server encoding, where two can become one)',
+  hint: 'Name the statement in ASCII.',
   reason: 'untracked statement name',
 };
 const CANCELLED: Verdict = {

@@ -245,7 +245,7 @@ describe('names and notifications in a LATIN1 session keep their bytes', () => {
   });
   afterAll(() => fx.sidecar.close(500));
 
-  it('portals whose names differ only in a non-UTF-8 byte stay apart', async () => {
+  it('portals with non-ASCII names get no verdict: their Executes are refused', async () => {
     const { client: c } = await RawClient.startup(fx.sidecar.port, {
       user: 'agent',
       database: 'app',
@@ -264,7 +264,9 @@ describe('names and notifications in a LATIN1 session keep their bytes', () => {
         msg.sync(),
       );
       const m = await c.untilReady(2);
-      expect(m.filter((x) => x.type === B.DataRow).map((x) => rowOf(x))).toEqual([['****'], ['harmless']]);
+      // PostgreSQL converts such names before keying them, so the proxy cannot know which statement one names.
+      expect(m.filter((x) => x.type === B.DataRow)).toEqual([]);
+      expect(m.filter((x) => x.type === B.ErrorResponse).map((x) => errorOf(x).get('C'))).toEqual(['42501']);
     } finally {
       c.close();
     }

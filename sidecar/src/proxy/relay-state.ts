@@ -308,23 +308,6 @@ export class RelayState {
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
 
-  /**
-   * client_encoding changed: PostgreSQL converts names from it before it keys them, so the same bytes of a non-ASCII
-   * name now name another statement or portal there (C3 A9 is 'é' in UTF8, 'Ã©' in LATIN1). Forgets them, and the
-   * portals bound to such statements; a later Bind or Execute of them is refused as unchecked.
-   */
-  forgetConvertedNames(): void {
-    const gone = new Set<PreparedInfo>();
-    for (const [k, info] of this.statements) {
-      if (!NON_ASCII.test(k)) continue;
-      gone.add(info);
-      this.statements.delete(k);
-    }
-    for (const [k, info] of this.portals) {
-      if (NON_ASCII.test(k) || (info.statement !== undefined && gone.has(info.statement))) this.portals.delete(k);
-    }
-  }
-
   /** Puts back what a failed statement made the proxy forget, where nothing took the name since. */
   restoreNames(f: ForgottenNames): void {
     for (const [k, v] of f.statements) if (!this.statements.has(k)) this.statements.set(k, v);
@@ -411,7 +394,6 @@ export class RelayState {
   }
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
 /** Cheap test before the scan below: most statements name none of these. */
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
 /** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */

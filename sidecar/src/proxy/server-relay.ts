@@ -262,7 +262,6 @@ export class ServerRelay implements FramerHandler {
         }
         s.pendingParams.delete(name);
         s.clientParams.set(name, value);
-        if (name === 'client_encoding') s.forgetConvertedNames();
         return true;
       }
       case B.NoticeResponse: {
