@@ -155,6 +155,23 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     expect(idp.fetches.discovery).toBe(before);
   });
 
+  it('gives up on an identity provider that answers too slowly, and verifies again once it recovers', async () => {
+    const token = await idp.sign({});
+    idp.behaviour.discovery = 'trickle';
+    try {
+      const v = createOidcVerifier(cfg({ timeoutMs: 800, discoveryRetryMs: 100 }));
+      const t0 = Date.now();
+      const err = await refusal(v.verify(token));
+      expect(err.reason).toBe('idp_unavailable');
+      expect(Date.now() - t0).toBeLessThan(3000);
+      idp.behaviour.discovery = 'ok';
+      await new Promise((r) => setTimeout(r, 150));
+      expect((await v.verify(token)).user).toBe('agent-1');
+    } finally {
+      idp.behaviour.discovery = 'ok';
+    }
+  });
+
   it('refuses unsafe configuration at startup', async () => {
     const bad: Partial<OidcConfig>[] = [
       { algorithms: ['HS256'] },
