@@ -65,3 +65,44 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
       req.end();
     });
 }
+
+/** Thrown without a request while an earlier failure's back-off lasts. */
+export class IdpBackoffError extends Error {
+  override readonly name = 'IdpBackoffError';
+}
+
+/**
+ * After a failed answer (network error, timeout, a status other than 200, a body that is not JSON) the next
+ * `retryMs` fail at once, without a request. jose's remote key set refetches on every verification while it holds
+ * no fresh keys, and counts its unknown-`kid` cooldown from the last success only: without this, an identity
+ * provider whose JWKS endpoint fails would be asked once per login attempt (made-up `kid`s included), just when it
+ * can least afford it.
+ */
+export function withFailureBackoff(fetchHttps: HttpsFetch, retryMs: number): HttpsFetch {
+  let failedAt = Number.NEGATIVE_INFINITY;
+  let lastError = '';
+  return async (url, init) => {
+    const since = Date.now() - failedAt;
+    if (since < retryMs)
+      throw new IdpBackoffError(`${lastError}; not retried for another ${Math.ceil((retryMs - since) / 1000)} s`);
+    const failed = (message: string): never => {
+      failedAt = Date.now();
+      lastError = message;
+      throw new Error(message);
+    };
+    let res: Response;
+    try {
+      res = await fetchHttps(url, init);
+    } catch (err) {
+      return failed(`request to ${new URL(url).origin} failed: ${(err as Error).message}`);
+    }
+    if (res.status !== 200) return failed(`${new URL(url).origin} answered HTTP ${res.status}`);
+    const body = await res.text();
+    try {
+      JSON.parse(body);
+    } catch {
+      return failed(`${new URL(url).origin} answered with a body that is not JSON`);
+    }
+    return new Response(body, { status: res.status, headers: res.headers });
+  };
+}

@@ -172,6 +172,31 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     }
   });
 
+  it('asks a failing JWKS endpoint at most once per retry interval, however many logins and made-up kids arrive', async () => {
+    const token = await idp.sign({});
+    const ghost = await idp.sign({}, await makeSigningKey('ghost'));
+    const v = createOidcVerifier(cfg({ discoveryRetryMs: 400, jwksCooldownMs: 0 }));
+    idp.behaviour.jwks = 'error';
+    try {
+      const before = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++)
+        expect((await refusal(v.verify(i % 2 ? ghost : token))).reason).toBe('idp_unavailable');
+      expect(idp.fetches.jwks - before).toBe(1);
+      idp.behaviour.jwks = 'ok';
+      await new Promise((r) => setTimeout(r, 450));
+      expect((await v.verify(token)).user).toBe('agent-1');
+      // Keys loaded, then the endpoint fails: made-up kids past the cooldown fetch once per retry interval, and
+      // tokens signed with a known key keep verifying from the cache.
+      idp.behaviour.jwks = 'error';
+      const loaded = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++) await refusal(v.verify(ghost));
+      expect(idp.fetches.jwks - loaded).toBe(1);
+      expect((await v.verify(token)).user).toBe('agent-1');
+    } finally {
+      idp.behaviour.jwks = 'ok';
+    }
+  });
+
   it('refuses unsafe configuration at startup', async () => {
     const bad: Partial<OidcConfig>[] = [
       { algorithms: ['HS256'] },

@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from 'jose';
 import type { Identity } from '../proxy/hooks.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
-import { createHttpsFetch, type HttpsFetch } from './https-fetch.js';
+import { createHttpsFetch, type HttpsFetch, withFailureBackoff } from './https-fetch.js';
 
 export interface OidcConfig {
   /** The `iss` tokens must carry; discovery is `<issuer>/.well-known/openid-configuration`. */
@@ -26,7 +26,7 @@ export interface OidcConfig {
   jwksCooldownMs?: number;
   /** How long fetched keys are trusted before a refetch. Default 10 min. */
   jwksMaxAgeMs?: number;
-  /** After a failed discovery, the next attempt waits at least this long. Default 5 s. */
+  /** After a failed discovery or JWKS fetch, the next attempt waits at least this long. Default 5 s. */
   discoveryRetryMs?: number;
   timeoutMs?: number;
   /** Clock for tests. */
@@ -147,6 +147,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
   const issuer = cfg.issuer;
   const fetchHttps = fetchImpl ?? createHttpsFetch({ ca: cfg.ca, timeoutMs: cfg.timeoutMs });
   const retryMs = cfg.discoveryRetryMs ?? 5000;
+  const jwksFetch = withFailureBackoff(fetchHttps, retryMs);
   let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   let pending: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined;
   let failedAt = 0;
@@ -156,7 +157,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
       cooldownDuration: cfg.jwksCooldownMs ?? 30_000,
       cacheMaxAge: cfg.jwksMaxAgeMs ?? 600_000,
       timeoutDuration: cfg.timeoutMs ?? 5000,
-      [customFetch]: fetchHttps as never,
+      [customFetch]: jwksFetch as never,
     });
 
   async function discover(): Promise<ReturnType<typeof createRemoteJWKSet>> {
