@@ -129,9 +129,34 @@ function refusal(err: unknown, allowed: string[], audience: string[]): IdentityE
   });
 }
 
+/**
+ * The claim `name` names: a top-level claim of that name, else, for a dotted name, the nested member
+ * (`realm_access.roles`, Keycloak's realm roles), so a nested claim is not silently read as absent.
+ */
+function claimAt(payload: JWTPayload, name: string): unknown {
+  if (Object.hasOwn(payload, name) || !name.includes('.')) return payload[name];
+  let at: unknown = payload;
+  for (const part of name.split('.')) {
+    if (typeof at !== 'object' || at === null || Array.isArray(at) || !Object.hasOwn(at, part)) return undefined;
+    at = (at as Record<string, unknown>)[part];
+  }
+  return at;
+}
+
 function groupsOf(payload: JWTPayload, claim: string): string[] {
-  const v = payload[claim];
-  if (v === undefined) return [];
+  const v = claimAt(payload, claim);
+  if (v === undefined) {
+    // The groups exist but are not in the token: a distributed or aggregated claim (OpenID Connect Core 1.0
+    // §5.6.2), which Entra ID sends instead of `groups` for a user in too many groups ("groups overage", also
+    // flagged by `hasgroups`). Reading that as "no groups" would let such a user walk past deny rules on groups.
+    const names = payload._claim_names;
+    if ((typeof names === 'object' && names !== null && Object.hasOwn(names, claim)) || payload.hasgroups === true)
+      throw new IdentityError(
+        'bad_claim',
+        `OIDC token claim "${claim}" is not in the token (the identity provider refers to it elsewhere, e.g. groups overage): it cannot be verified`,
+      );
+    return [];
+  }
   if (typeof v === 'string') return v.split(' ').filter((g) => g);
   if (Array.isArray(v) && v.every((g) => typeof g === 'string')) return v as string[];
   // A malformed groups claim is refused rather than read as "no groups": deny rules may match on groups.
@@ -227,7 +252,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
           currentDate: cfg.now?.(),
         });
         const claim = cfg.usernameClaim || 'sub';
-        const user = payload[claim];
+        const user = claimAt(payload, claim);
         if (typeof user !== 'string' || user === '')
           throw new IdentityError('missing_claim', `OIDC token lacks the required "${claim}" claim`);
         return {
