@@ -60,7 +60,7 @@ const loginError = (gov: Governed, password: string) =>
     (e: Error & { code?: string }) => e,
   );
 
-describe('claims that must not read as "no groups"', () => {
+describe('claims are read as strictly as the deny rules need', () => {
   it('a user whose groups the token only refers to (groups overage) is refused, not let past deny rules on groups', async () => {
     const overage = await idp.sign({
       sub: 'contractor-1',
@@ -87,6 +87,12 @@ describe('claims that must not read as "no groups"', () => {
     expect((await errorOf(c, 'SELECT 1'))?.message).toMatch(/denied by rule "no-contractors"/);
     const err = await loginError(nested, await idp.sign({ realm_access: { roles: 'contractors' } as never, sub: 'x' }));
     expect(err).toBeUndefined(); // a space-separated string is a list of one, as at the top level
+  });
+
+  it('refuses a token issued in the future (iat beyond the clock skew)', async () => {
+    const err = await loginError(g, await idp.sign({ iat: Math.floor(Date.now() / 1000) + 3600 }));
+    expect(err?.code).toBe('28P01');
+    expect(err?.message).toMatch(/iat is in the future/);
   });
 });
 

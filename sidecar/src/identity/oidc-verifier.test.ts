@@ -49,6 +49,20 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     expect((await refusal(byEmail.verify(await idp.sign({})))).reason).toBe('missing_claim');
   });
 
+  it('refuses an email user name the identity provider says it has not verified', async () => {
+    const byEmail = createOidcVerifier(cfg({ usernameClaim: 'email' }));
+    for (const email_verified of [false, 'false']) {
+      const err = await refusal(byEmail.verify(await idp.sign({ email: 'boss@example.com', email_verified })));
+      expect(err.reason).toBe('bad_claim');
+      expect(err.message).toMatch(/not verified/);
+    }
+    expect((await byEmail.verify(await idp.sign({ email: 'a@example.com', email_verified: true }))).user).toBe(
+      'a@example.com',
+    );
+    // Unverified addresses matter only where the address is the user name.
+    expect((await createOidcVerifier(cfg()).verify(await idp.sign({ email_verified: false }))).user).toBe('agent-1');
+  });
+
   it('refuses expired tokens, wrong audience, wrong issuer, missing sub/exp, and never echoes the token', async () => {
     const v = createOidcVerifier(cfg());
     const now = Math.floor(Date.now() / 1000);

@@ -251,10 +251,20 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
           requiredClaims: ['exp', 'sub'],
           currentDate: cfg.now?.(),
         });
+        // jose checks iat's type only (its age only with maxTokenAge); a token issued in the future comes from a
+        // wrong clock or a forger's, and is refused as nbf would be.
+        const now = (cfg.now?.() ?? new Date()).getTime() / 1000;
+        if (typeof payload.iat === 'number' && payload.iat > now + v.clockSkewSeconds)
+          throw new IdentityError('token_not_yet_valid', 'OIDC token is not valid yet (iat is in the future)');
         const claim = cfg.usernameClaim || 'sub';
         const user = claimAt(payload, claim);
         if (typeof user !== 'string' || user === '')
           throw new IdentityError('missing_claim', `OIDC token lacks the required "${claim}" claim`);
+        // An address the identity provider says it has not verified can be anybody's (OpenID Connect Core 1.0
+        // §5.1, email_verified): as a user name, rules naming that user would apply to whoever typed it in.
+        // Some providers (Amazon Cognito) send the boolean as a string.
+        if (claim === 'email' && (payload.email_verified === false || payload.email_verified === 'false'))
+          throw new IdentityError('bad_claim', 'OIDC token "email" is not verified (email_verified is false)');
         return {
           user,
           groups: groupsOf(payload, v.groupsClaim),
