@@ -1,5 +1,5 @@
-import { createPublicKey } from 'node:crypto';
-import { base64url, exportJWK, SignJWT } from 'jose';
+import { createPublicKey, createSign } from 'node:crypto';
+import { base64url, exportJWK, exportPKCS8, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSigningKey, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
@@ -99,6 +99,35 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     const err = await refusal(v.verify(hs));
     expect(err.reason).toBe('alg_not_allowed');
     expect(err.message).toContain('HS256');
+  });
+
+  it('takes keys from the JWKS only (jwk, jku, x5u in the header are ignored), refuses crit, keeps the last duplicate claim', async () => {
+    const v = createOidcVerifier(cfg());
+    const attacker = await makeSigningKey('k1');
+    const before = idp.fetches.jwks;
+    for (const header of [
+      { jwk: attacker.publicJwk },
+      { jku: `${idp.issuer}/keys?attacker`, x5u: `${idp.issuer}/x5u` },
+    ]) {
+      expect((await refusal(v.verify(await idp.sign({ sub: 'admin' }, attacker, header)))).reason).toBe(
+        'bad_signature',
+      );
+    }
+    expect(idp.fetches.jwks - before).toBeLessThanOrEqual(1);
+    const now = Math.floor(Date.now() / 1000);
+    const signed = async (header: object, payload: string) => {
+      const input = `${base64url.encode(JSON.stringify(header))}.${base64url.encode(payload)}`;
+      const sig = createSign('RSA-SHA256')
+        .update(input)
+        .sign(await exportPKCS8(idp.published[0].privateKey));
+      return `${input}.${sig.toString('base64url')}`;
+    };
+    const claims = `"iss":"${idp.issuer}","aud":"pgwarden","exp":${now + 300}`;
+    const crit = await signed({ alg: 'RS256', kid: 'k1', crit: ['x-ext'], 'x-ext': 1 }, `{${claims},"sub":"a"}`);
+    expect((await refusal(v.verify(crit))).reason).toBe('malformed_token');
+    // RFC 7519 §4 allows the lexically last duplicate; what matters is that it is the one identity everywhere.
+    const dup = await signed({ alg: 'RS256', kid: 'k1' }, `{${claims},"sub":"a","groups":["contractors"],"groups":[]}`);
+    expect(await v.verify(dup)).toEqual({ user: 'a', groups: [], issuer: idp.issuer });
   });
 
   it('refuses a signature by an unpublished key carrying a published kid, and an algorithm outside the allow-list', async () => {
