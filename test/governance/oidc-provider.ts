@@ -1,4 +1,5 @@
 import { mkdtempSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,8 @@ export async function makeSigningKey(kid: string, alg: 'RS256' | 'ES256' = 'RS25
   return { kid, alg, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' } };
 }
 
+export type IdpBehaviour = 'ok' | 'error' | 'trickle';
+
 /**
  * A real OpenID provider for tests: HTTPS with a throwaway CA, a discovery document and a JWKS that tests can
  * rotate. It counts requests so tests can prove caching and the refetch rate limit.
@@ -29,6 +32,11 @@ export interface TestIdp {
   /** Keys served at jwks_uri; replace to rotate. */
   published: SigningKey[];
   fetches: { discovery: number; jwks: number };
+  /**
+   * How each endpoint answers: `ok`, `error` (HTTP 500), or `trickle` (200 with headers, then a byte every 500 ms
+   * and never the end: a stuck proxy or IdP that idle timeouts never catch).
+   */
+  behaviour: { discovery: IdpBehaviour; jwks: IdpBehaviour };
   /** Signs claims with `key` (default the first published key); iss/aud/sub/iat/exp defaulted. */
   sign(claims?: JWTPayload, key?: SigningKey, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -37,13 +45,30 @@ export interface TestIdp {
 export async function startTestIdp(opts: { audience?: string; issuerPath?: string } = {}): Promise<TestIdp> {
   const certs = makeCertificates(mkdtempSync(join(tmpdir(), 'pgwarden-idp-')));
   const { readFileSync } = await import('node:fs');
-  const idp = { published: [await makeSigningKey('k1')], fetches: { discovery: 0, jwks: 0 } } as TestIdp;
+  const idp = {
+    published: [await makeSigningKey('k1')],
+    fetches: { discovery: 0, jwks: 0 },
+    behaviour: { discovery: 'ok', jwks: 'ok' },
+  } as TestIdp;
+  const misbehaved = (how: IdpBehaviour, res: ServerResponse): boolean => {
+    if (how === 'error') {
+      res.statusCode = 500;
+      res.end();
+    } else if (how === 'trickle') {
+      res.setHeader('content-type', 'application/json');
+      res.write(' ');
+      const t = setInterval(() => res.write(' '), 500);
+      res.on('close', () => clearInterval(t));
+    }
+    return how !== 'ok';
+  };
   const server: Server = createServer(
     { cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) },
     (req, res) => {
       const path = (req.url ?? '').split('?')[0];
       if (path === `${opts.issuerPath ?? ''}/.well-known/openid-configuration`) {
         idp.fetches.discovery++;
+        if (misbehaved(idp.behaviour.discovery, res)) return;
         res.setHeader('content-type', 'application/json');
         res.end(
           JSON.stringify({
@@ -54,6 +79,7 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
         );
       } else if (path === `${opts.issuerPath ?? ''}/keys`) {
         idp.fetches.jwks++;
+        if (misbehaved(idp.behaviour.jwks, res)) return;
         res.setHeader('content-type', 'application/json');
         res.end(JSON.stringify({ keys: idp.published.map((k) => k.publicJwk) }));
       } else {

@@ -1,5 +1,5 @@
 import type { AuthOutcome, AuthRequest, Identity } from '../proxy/hooks.js';
-import { IdentityError, type IdentityReason, INVALID_PASSWORD } from './errors.js';
+import { IdentityError, type IdentityReason, INVALID_AUTHORIZATION, INVALID_PASSWORD } from './errors.js';
 import { createOidcVerifier, type OidcConfig, type OidcVerifier } from './oidc-verifier.js';
 import { readWorkloadIdentity, type WorkloadIdentity } from './workload.js';
 
@@ -67,7 +67,8 @@ export function createAuthenticator(
           user: req.startup.user,
           workload,
         });
-        return { ok: false, code: INVALID_PASSWORD, message: `pgwarden: ${e.message}`, reason: e.reason };
+        const code = e.reason === 'idp_unavailable' ? INVALID_AUTHORIZATION : INVALID_PASSWORD;
+        return { ok: false, code, message: `pgwarden: ${e.message}`, reason: e.reason };
       }
     },
   };

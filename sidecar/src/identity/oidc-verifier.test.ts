@@ -1,5 +1,5 @@
-import { createPublicKey } from 'node:crypto';
-import { base64url, exportJWK, SignJWT } from 'jose';
+import { createPublicKey, createSign } from 'node:crypto';
+import { base64url, exportJWK, exportPKCS8, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSigningKey, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
@@ -49,6 +49,20 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     expect((await refusal(byEmail.verify(await idp.sign({})))).reason).toBe('missing_claim');
   });
 
+  it('refuses an email user name the identity provider says it has not verified', async () => {
+    const byEmail = createOidcVerifier(cfg({ usernameClaim: 'email' }));
+    for (const email_verified of [false, 'false']) {
+      const err = await refusal(byEmail.verify(await idp.sign({ email: 'boss@example.com', email_verified })));
+      expect(err.reason).toBe('bad_claim');
+      expect(err.message).toMatch(/not verified/);
+    }
+    expect((await byEmail.verify(await idp.sign({ email: 'a@example.com', email_verified: true }))).user).toBe(
+      'a@example.com',
+    );
+    // Unverified addresses matter only where the address is the user name.
+    expect((await createOidcVerifier(cfg()).verify(await idp.sign({ email_verified: false }))).user).toBe('agent-1');
+  });
+
   it('refuses expired tokens, wrong audience, wrong issuer, missing sub/exp, and never echoes the token', async () => {
     const v = createOidcVerifier(cfg());
     const now = Math.floor(Date.now() / 1000);
@@ -85,6 +99,35 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     const err = await refusal(v.verify(hs));
     expect(err.reason).toBe('alg_not_allowed');
     expect(err.message).toContain('HS256');
+  });
+
+  it('takes keys from the JWKS only (jwk, jku, x5u in the header are ignored), refuses crit, keeps the last duplicate claim', async () => {
+    const v = createOidcVerifier(cfg());
+    const attacker = await makeSigningKey('k1');
+    const before = idp.fetches.jwks;
+    for (const header of [
+      { jwk: attacker.publicJwk },
+      { jku: `${idp.issuer}/keys?attacker`, x5u: `${idp.issuer}/x5u` },
+    ]) {
+      expect((await refusal(v.verify(await idp.sign({ sub: 'admin' }, attacker, header)))).reason).toBe(
+        'bad_signature',
+      );
+    }
+    expect(idp.fetches.jwks - before).toBeLessThanOrEqual(1);
+    const now = Math.floor(Date.now() / 1000);
+    const signed = async (header: object, payload: string) => {
+      const input = `${base64url.encode(JSON.stringify(header))}.${base64url.encode(payload)}`;
+      const sig = createSign('RSA-SHA256')
+        .update(input)
+        .sign(await exportPKCS8(idp.published[0].privateKey));
+      return `${input}.${sig.toString('base64url')}`;
+    };
+    const claims = `"iss":"${idp.issuer}","aud":"pgwarden","exp":${now + 300}`;
+    const crit = await signed({ alg: 'RS256', kid: 'k1', crit: ['x-ext'], 'x-ext': 1 }, `{${claims},"sub":"a"}`);
+    expect((await refusal(v.verify(crit))).reason).toBe('malformed_token');
+    // RFC 7519 §4 allows the lexically last duplicate; what matters is that it is the one identity everywhere.
+    const dup = await signed({ alg: 'RS256', kid: 'k1' }, `{${claims},"sub":"a","groups":["contractors"],"groups":[]}`);
+    expect(await v.verify(dup)).toEqual({ user: 'a', groups: [], issuer: idp.issuer });
   });
 
   it('refuses a signature by an unpublished key carrying a published kid, and an algorithm outside the allow-list', async () => {
@@ -153,6 +196,48 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     const before = idp.fetches.discovery;
     expect((await createOidcVerifier(cfg({ jwksUri: `${idp.issuer}/keys` })).verify(token)).user).toBe('agent-1');
     expect(idp.fetches.discovery).toBe(before);
+  });
+
+  it('gives up on an identity provider that answers too slowly, and verifies again once it recovers', async () => {
+    const token = await idp.sign({});
+    idp.behaviour.discovery = 'trickle';
+    try {
+      const v = createOidcVerifier(cfg({ timeoutMs: 800, discoveryRetryMs: 100 }));
+      const t0 = Date.now();
+      const err = await refusal(v.verify(token));
+      expect(err.reason).toBe('idp_unavailable');
+      expect(Date.now() - t0).toBeLessThan(3000);
+      idp.behaviour.discovery = 'ok';
+      await new Promise((r) => setTimeout(r, 150));
+      expect((await v.verify(token)).user).toBe('agent-1');
+    } finally {
+      idp.behaviour.discovery = 'ok';
+    }
+  });
+
+  it('asks a failing JWKS endpoint at most once per retry interval, however many logins and made-up kids arrive', async () => {
+    const token = await idp.sign({});
+    const ghost = await idp.sign({}, await makeSigningKey('ghost'));
+    const v = createOidcVerifier(cfg({ discoveryRetryMs: 400, jwksCooldownMs: 0 }));
+    idp.behaviour.jwks = 'error';
+    try {
+      const before = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++)
+        expect((await refusal(v.verify(i % 2 ? ghost : token))).reason).toBe('idp_unavailable');
+      expect(idp.fetches.jwks - before).toBe(1);
+      idp.behaviour.jwks = 'ok';
+      await new Promise((r) => setTimeout(r, 450));
+      expect((await v.verify(token)).user).toBe('agent-1');
+      // Keys loaded, then the endpoint fails: made-up kids past the cooldown fetch once per retry interval, and
+      // tokens signed with a known key keep verifying from the cache.
+      idp.behaviour.jwks = 'error';
+      const loaded = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++) await refusal(v.verify(ghost));
+      expect(idp.fetches.jwks - loaded).toBe(1);
+      expect((await v.verify(token)).user).toBe('agent-1');
+    } finally {
+      idp.behaviour.jwks = 'ok';
+    }
   });
 
   it('refuses unsafe configuration at startup', async () => {

@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from 'jose';
 import type { Identity } from '../proxy/hooks.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
-import { createHttpsFetch, type HttpsFetch } from './https-fetch.js';
+import { createHttpsFetch, type HttpsFetch, withFailureBackoff } from './https-fetch.js';
 
 export interface OidcConfig {
   /** The `iss` tokens must carry; discovery is `<issuer>/.well-known/openid-configuration`. */
@@ -26,7 +26,7 @@ export interface OidcConfig {
   jwksCooldownMs?: number;
   /** How long fetched keys are trusted before a refetch. Default 10 min. */
   jwksMaxAgeMs?: number;
-  /** After a failed discovery, the next attempt waits at least this long. Default 5 s. */
+  /** After a failed discovery or JWKS fetch, the next attempt waits at least this long. Default 5 s. */
   discoveryRetryMs?: number;
   timeoutMs?: number;
   /** Clock for tests. */
@@ -129,9 +129,34 @@ function refusal(err: unknown, allowed: string[], audience: string[]): IdentityE
   });
 }
 
+/**
+ * The claim `name` names: a top-level claim of that name, else, for a dotted name, the nested member
+ * (`realm_access.roles`, Keycloak's realm roles), so a nested claim is not silently read as absent.
+ */
+function claimAt(payload: JWTPayload, name: string): unknown {
+  if (Object.hasOwn(payload, name) || !name.includes('.')) return payload[name];
+  let at: unknown = payload;
+  for (const part of name.split('.')) {
+    if (typeof at !== 'object' || at === null || Array.isArray(at) || !Object.hasOwn(at, part)) return undefined;
+    at = (at as Record<string, unknown>)[part];
+  }
+  return at;
+}
+
 function groupsOf(payload: JWTPayload, claim: string): string[] {
-  const v = payload[claim];
-  if (v === undefined) return [];
+  const v = claimAt(payload, claim);
+  if (v === undefined) {
+    // The groups exist but are not in the token: a distributed or aggregated claim (OpenID Connect Core 1.0
+    // §5.6.2), which Entra ID sends instead of `groups` for a user in too many groups ("groups overage", also
+    // flagged by `hasgroups`). Reading that as "no groups" would let such a user walk past deny rules on groups.
+    const names = payload._claim_names;
+    if ((typeof names === 'object' && names !== null && Object.hasOwn(names, claim)) || payload.hasgroups === true)
+      throw new IdentityError(
+        'bad_claim',
+        `OIDC token claim "${claim}" is not in the token (the identity provider refers to it elsewhere, e.g. groups overage): it cannot be verified`,
+      );
+    return [];
+  }
   if (typeof v === 'string') return v.split(' ').filter((g) => g);
   if (Array.isArray(v) && v.every((g) => typeof g === 'string')) return v as string[];
   // A malformed groups claim is refused rather than read as "no groups": deny rules may match on groups.
@@ -147,6 +172,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
   const issuer = cfg.issuer;
   const fetchHttps = fetchImpl ?? createHttpsFetch({ ca: cfg.ca, timeoutMs: cfg.timeoutMs });
   const retryMs = cfg.discoveryRetryMs ?? 5000;
+  const jwksFetch = withFailureBackoff(fetchHttps, retryMs);
   let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   let pending: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined;
   let failedAt = 0;
@@ -156,7 +182,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
       cooldownDuration: cfg.jwksCooldownMs ?? 30_000,
       cacheMaxAge: cfg.jwksMaxAgeMs ?? 600_000,
       timeoutDuration: cfg.timeoutMs ?? 5000,
-      [customFetch]: fetchHttps as never,
+      [customFetch]: jwksFetch as never,
     });
 
   async function discover(): Promise<ReturnType<typeof createRemoteJWKSet>> {
@@ -225,10 +251,20 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
           requiredClaims: ['exp', 'sub'],
           currentDate: cfg.now?.(),
         });
+        // jose checks iat's type only (its age only with maxTokenAge); a token issued in the future comes from a
+        // wrong clock or a forger's, and is refused as nbf would be.
+        const now = (cfg.now?.() ?? new Date()).getTime() / 1000;
+        if (typeof payload.iat === 'number' && payload.iat > now + v.clockSkewSeconds)
+          throw new IdentityError('token_not_yet_valid', 'OIDC token is not valid yet (iat is in the future)');
         const claim = cfg.usernameClaim || 'sub';
-        const user = payload[claim];
+        const user = claimAt(payload, claim);
         if (typeof user !== 'string' || user === '')
           throw new IdentityError('missing_claim', `OIDC token lacks the required "${claim}" claim`);
+        // An address the identity provider says it has not verified can be anybody's (OpenID Connect Core 1.0
+        // §5.1, email_verified): as a user name, rules naming that user would apply to whoever typed it in.
+        // Some providers (Amazon Cognito) send the boolean as a string.
+        if (claim === 'email' && (payload.email_verified === false || payload.email_verified === 'false'))
+          throw new IdentityError('bad_claim', 'OIDC token "email" is not verified (email_verified is false)');
         return {
           user,
           groups: groupsOf(payload, v.groupsClaim),

@@ -1,0 +1,170 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, type Governed, startGoverned } from './governed-sidecar.js';
+import { makeSigningKey, startTestIdp, type TestIdp } from './oidc-provider.js';
+
+// The agent's side of OIDC login through the real sidecar, a real HTTPS identity provider and real PostgreSQL:
+// tokens the identity provider really signed, shaped so that a careless reading of their claims lets the agent
+// past a deny rule, and identity providers that fail while the agent keeps connecting.
+let db: GovernanceDb;
+let idp: TestIdp;
+let g: Governed;
+let nested: Governed;
+const logged: string[] = [];
+const logger = {
+  info: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
+  warn: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
+  error: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
+  debug: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
+};
+
+const policy = (name: string, oidc: Record<string, unknown>) => ({
+  apiVersion: 'pgwarden.dev/v1alpha1',
+  kind: 'DatabaseAccessPolicy',
+  metadata: { name, namespace: 'agents' },
+  spec: {
+    database: { host: 'unused', name: 'app' },
+    authentication: { mode: 'oidc', oidc: { issuer: idp.issuer, audience: 'pgwarden', ...oidc } },
+    role: db.roles.writer,
+    defaultAction: 'allow',
+    rules: [{ name: 'no-contractors', action: 'deny', subjects: { groups: ['contractors'] } }],
+    guardrails: { blockedFunctions: [] },
+  },
+});
+
+beforeAll(async () => {
+  [db, idp] = await Promise.all([createGovernanceDb('oidcatk'), startTestIdp()]);
+  [g, nested] = await Promise.all([
+    startGoverned(db.name, policy('flat', {}), {
+      governance: { oidc: { ca: idp.ca, discoveryRetryMs: 500, jwksCooldownMs: 0 } },
+      sidecar: { logger },
+    }),
+    startGoverned(db.name, policy('nested', { groupsClaim: 'realm_access.roles' }), {
+      governance: { oidc: { ca: idp.ca } },
+    }),
+  ]);
+});
+afterAll(async () => {
+  await g?.close();
+  await nested?.close();
+  await idp?.close();
+  await db?.drop();
+});
+
+const loginError = (gov: Governed, password: string) =>
+  gov.client({ password }).then(
+    async (c) => {
+      await c.end();
+      return undefined;
+    },
+    (e: Error & { code?: string }) => e,
+  );
+
+describe('claims are read as strictly as the deny rules need', () => {
+  it('a user whose groups the token only refers to (groups overage) is refused, not let past deny rules on groups', async () => {
+    const overage = await idp.sign({
+      sub: 'contractor-1',
+      _claim_names: { groups: 'src1' },
+      _claim_sources: { src1: { endpoint: 'https://graph.example/v1.0/users/contractor-1/getMemberObjects' } },
+    });
+    const hasgroups = await idp.sign({ sub: 'contractor-2', hasgroups: true });
+    for (const token of [overage, hasgroups]) {
+      const err = await loginError(g, token);
+      expect(err?.code).toBe('28P01');
+      expect(err?.message).toMatch(/claim "groups" is not in the token/);
+    }
+    // The same user with the groups in the token is denied by the rule; without any groups claim, allowed.
+    const c = await g.client({ password: await idp.sign({ sub: 'contractor-1', groups: ['contractors'] }) });
+    expect((await errorOf(c, 'SELECT 1'))?.message).toMatch(/denied by rule "no-contractors"/);
+    const d = await g.client({ password: await idp.sign({ sub: 'employee-1' }) });
+    expect((await d.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  });
+
+  it('a dotted groupsClaim reads the nested claim (Keycloak realm_access.roles), so its deny rules apply', async () => {
+    const c = await nested.client({
+      password: await idp.sign({ sub: 'contractor-3', realm_access: { roles: ['contractors'] } }),
+    });
+    expect((await errorOf(c, 'SELECT 1'))?.message).toMatch(/denied by rule "no-contractors"/);
+    const err = await loginError(nested, await idp.sign({ realm_access: { roles: 'contractors' } as never, sub: 'x' }));
+    expect(err).toBeUndefined(); // a space-separated string is a list of one, as at the top level
+  });
+
+  it('refuses a token issued in the future (iat beyond the clock skew)', async () => {
+    const err = await loginError(g, await idp.sign({ iat: Math.floor(Date.now() / 1000) + 3600 }));
+    expect(err?.code).toBe('28P01');
+    expect(err?.message).toMatch(/iat is in the future/);
+  });
+});
+
+describe('an identity provider that fails while the agent keeps connecting', () => {
+  it('refuses new logins promptly, asks the failing JWKS endpoint once per retry interval, and open sessions go on', async () => {
+    const open = await g.client({ password: await idp.sign({ sub: 'already-in' }) });
+    const rotated = await makeSigningKey('rotated');
+    const old = idp.published;
+    idp.published = [...old, rotated];
+    idp.behaviour.jwks = 'error';
+    try {
+      const token = await idp.sign({ sub: 'new-key' }, rotated);
+      const before = idp.fetches.jwks;
+      const t0 = Date.now();
+      const errs = await Promise.all(Array.from({ length: 20 }, () => loginError(g, token)));
+      expect(Date.now() - t0).toBeLessThan(5000);
+      for (const err of errs) {
+        expect(err?.code).toBe('28000');
+        expect(err?.message).toMatch(/cannot verify OIDC token/);
+      }
+      expect(idp.fetches.jwks - before).toBe(1);
+      expect((await open.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+      // Keys already held keep verifying.
+      await (await g.client({ password: await idp.sign({ sub: 'old-key' }) })).end();
+      idp.behaviour.jwks = 'ok';
+      await new Promise((r) => setTimeout(r, 550));
+      await (await g.client({ password: token })).end();
+    } finally {
+      idp.behaviour.jwks = 'ok';
+      idp.published = old;
+    }
+  });
+
+  it('a login waiting on a stuck discovery answer fails after the request timeout, not at authentication_timeout', async () => {
+    const stuck = await startTestIdp();
+    stuck.behaviour.discovery = 'trickle';
+    const s = await startGoverned(
+      db.name,
+      {
+        ...policy('stuck', {}),
+        spec: {
+          ...policy('stuck', {}).spec,
+          authentication: { mode: 'oidc', oidc: { issuer: stuck.issuer, audience: 'pgwarden' } },
+        },
+      },
+      { governance: { oidc: { ca: stuck.ca, timeoutMs: 800 } } },
+    );
+    try {
+      const t0 = Date.now();
+      const err = await loginError(s, await stuck.sign({}));
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(err?.code).toBe('28000');
+      expect(err?.message).toMatch(/discovery failed/);
+    } finally {
+      await s.close();
+      await stuck.close();
+    }
+  });
+});
+
+describe('the token is a secret', () => {
+  it('appears in no audit event, governance event, log line or metric, refused or accepted', async () => {
+    const tokens = [
+      await idp.sign({ sub: 'secret-keeper', groups: ['data-team'] }),
+      await idp.sign({ sub: 'secret-keeper', exp: Math.floor(Date.now() / 1000) - 600 }),
+      await idp.sign({ sub: 'secret-keeper', aud: 'another-service' }),
+      await idp.sign({ sub: 'secret-keeper' }, await makeSigningKey('k1')),
+    ];
+    for (const t of tokens) await loginError(g, t);
+    const metrics = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
+    const recorded = JSON.stringify([g.audit.events, g.events, logged]) + metrics;
+    expect(recorded).toContain('secret-keeper');
+    for (const t of tokens) for (const part of t.split('.')) expect(recorded).not.toContain(part);
+  });
+});
