@@ -43,6 +43,28 @@ export class K8sWrites {
     return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   }
 
+  /**
+   * Removes data/binaryData keys from a ConfigMap (JSON merge patch: null deletes). Server-side apply cannot: keys
+   * another field manager added are not the applier's to drop.
+   */
+  async removeConfigMapKeys(namespace: string, name: string, keys: { data: string[]; binaryData: string[] }) {
+    const nulls = (ks: string[]) => (ks.length ? Object.fromEntries(ks.map((k) => [k, null])) : undefined);
+    await this.objects.patch(
+      {
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: { name, namespace },
+        data: nulls(keys.data),
+        binaryData: nulls(keys.binaryData),
+      } as any,
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      undefined,
+      PatchStrategy.MergePatch,
+    );
+  }
+
   /** Server-side apply to the status subresource of a pgwarden.dev object. */
   async applyStatus(ref: ObjectRef, status: PolicyStatus | MaskingRuleStatus): Promise<void> {
     await this.custom.patchNamespacedCustomObjectStatus(

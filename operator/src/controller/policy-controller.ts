@@ -8,6 +8,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
 import type { OperatorEvents } from '../core/operator-events.js';
 import type { SidecarConfig } from '../webhook/sidecar-config.js';
+import { configMapName } from '../webhook/sidecar-container.js';
 import { K8sWrites } from './k8s-writes.js';
 import { type KubeObject, ListWatch, type ListWatchOptions, objectKey } from './list-watch.js';
 import { reconcileMaskingRule } from './reconcile-masking-rule.js';
@@ -146,7 +147,15 @@ export class PolicyController {
     this.configMaps.onChange((type, obj) => {
       // Someone edited or deleted a rendered ConfigMap: put it back.
       if (type === 'resync') return;
-      const policy = obj.metadata.labels?.['pgwarden.dev/policy'];
+      // An edit that drops our label leaves the watch's selector; the DELETED it causes may show the edited object.
+      const policy =
+        obj.metadata.labels?.['pgwarden.dev/policy'] ??
+        this.policies
+          .list()
+          .find(
+            (p) =>
+              p.metadata.namespace === obj.metadata.namespace && configMapName(p.metadata.name) === obj.metadata.name,
+          )?.metadata.name;
       if (policy) this.queue.add(`${obj.metadata.namespace}/${policy}`);
     });
   }

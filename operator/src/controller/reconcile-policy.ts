@@ -23,7 +23,7 @@ import { configMapName } from '../webhook/sidecar-container.js';
 import type { K8sWrites, ObjectRef } from './k8s-writes.js';
 import type { KubeObject } from './list-watch.js';
 import { type Condition, countWorkloads, mergeConditions, type PolicyStatus } from './policy-status.js';
-import { buildRenderedConfigMap } from './rendered-configmap.js';
+import { buildRenderedConfigMap, RENDERED_KEY } from './rendered-configmap.js';
 import { replicateAuditSecret } from './replicate-audit-secrets.js';
 
 export type RolloutStrategy = 'Workload' | 'None';
@@ -136,7 +136,10 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   }
 
   const cmName = configMapName(ref.name);
-  await deps.writes.applyConfigMap(buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered));
+  const live = await deps.writes.applyConfigMap(
+    buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered),
+  );
+  await removeStrayKeys(deps, ref, live);
   const changed = (deps.lastRendered?.get(key) ?? prev?.renderedHash) !== rendered.hash;
   deps.lastRendered?.set(key, rendered.hash);
   deps.events.emit('policy.rendered', {
@@ -225,6 +228,27 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     renderedHash: rendered.hash,
     configMap: cmName,
   });
+}
+
+/**
+ * The sidecar loads every *.yaml/*.json file of the mounted ConfigMap (binaryData keys become files too), so a key
+ * someone added beside policy.json would be enforced with it, and apply (ours is forced) only takes back the fields
+ * it writes. Anything else goes, with a Warning naming the keys.
+ */
+async function removeStrayKeys(deps: ReconcileDeps, ref: ObjectRef, live: Record<string, any> | undefined) {
+  const data = Object.keys(live?.data ?? {}).filter((k) => k !== RENDERED_KEY);
+  const binaryData = Object.keys(live?.binaryData ?? {});
+  if (data.length + binaryData.length === 0) return;
+  const cmName = configMapName(ref.name);
+  await deps.writes.removeConfigMapKeys(ref.namespace, cmName, { data, binaryData });
+  const keys = [...data, ...binaryData].sort().join(', ');
+  deps.events.emit('policy.configmap-restored', { namespace: ref.namespace, name: ref.name, keys });
+  await deps.writes.recordEvent(
+    ref,
+    'Warning',
+    'ConfigMapRestored',
+    `removed keys someone else wrote into ConfigMap ${cmName}: ${keys}`,
+  );
 }
 
 /**

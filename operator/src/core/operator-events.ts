@@ -16,6 +16,8 @@ export interface OperatorEventMap {
   'reconcile.failed': { key: string; error: string; retryInMs: number };
   'policy.rendered': { namespace: string; name: string; hash: string; changed: boolean; matchedWorkloads: number };
   'policy.invalid': { namespace: string; name: string; message: string };
+  /** Keys someone else added to a rendered ConfigMap, removed. */
+  'policy.configmap-restored': { namespace: string; name: string; keys: string };
   'workload.rolled': { namespace: string; kind: string; name: string; sidecarHash: string };
   'leader.acquired': { identity: string; lease: string };
   'leader.lost': { identity: string; lease: string; reason: string };

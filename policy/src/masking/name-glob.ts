@@ -1,23 +1,24 @@
 /** Globs over PostgreSQL names as the MaskingRule API uses them: `*` any run of characters, `?` one character. */
 
-const cache = new Map<string, RegExp>();
+import { wildcardMatch } from '../engine/glob.js';
 
-export function globToRegExp(glob: string): RegExp {
-  let re = cache.get(glob);
-  if (!re) {
-    const body = glob
-      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-      .replace(/\*/g, '.*')
-      .replace(/\?/g, '.');
-    // Case-insensitive on purpose: a rule for `Customers` must not miss `customers` (failing towards masking).
-    re = new RegExp(`^${body}$`, 'is');
-    if (cache.size < 4096) cache.set(glob, re);
-  }
-  return re;
+/** Case-insensitive on purpose: a rule for `Customers` must not miss `customers` (failing towards masking). */
+export function globMatches(glob: string, value: string): boolean {
+  return wildcardMatch(foldCase(glob), foldCase(value));
 }
 
-export function globMatches(glob: string, value: string): boolean {
-  return globToRegExp(glob).test(value);
+/**
+ * The case folding of a RegExp's `i` flag without `u` (ECMA-262 Canonicalize), which these globs used before they
+ * stopped being RegExps: each code unit upper-cased when that gives one code unit, never from non-ASCII to ASCII.
+ */
+function foldCase(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i] as string;
+    const up = ch.toUpperCase();
+    out += up.length === 1 && !(ch.charCodeAt(0) >= 128 && up.charCodeAt(0) < 128) ? up : ch;
+  }
+  return out;
 }
 
 /**
