@@ -1,0 +1,146 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { verifyChain } from '@pgwarden/policy';
+import pg from 'pg';
+import { Registry } from 'prom-client';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { startSidecar } from '../start-sidecar.js';
+import { createAuditRecorder } from './audit-recorder.js';
+import { NatsAuditSink } from './nats-sink.js';
+import { readAuditStream, selectRecord, seqsBySession, sessionInfo } from './nats-test-kit.js';
+
+/**
+ * Faults that sidecar-faults.test.ts and nats-sink.test.ts (a killed nats-server, a deleted stream, a spool cap)
+ * do not inject: a server that stops answering without closing its sockets, a server with a smaller max_payload,
+ * a spool directory on a full disk. Real nats-server each time; these tests count the events they sent, so the
+ * recorder's heads tick is off.
+ */
+const NO_TICK = { checkpointIntervalMs: 600_000 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+const spoolDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'pgwarden-nats-faults-'));
+  cleanup.push(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+};
+const natsServer = async (config?: string): Promise<TestNats> => {
+  const n = await startNats(config === undefined ? {} : { config });
+  cleanup.push(() => n.stop());
+  return n;
+};
+
+describe('NATS audit sink: faults beyond a killed server', () => {
+  it('nats-server paused (SIGSTOP): acks time out, events spool, the window stays bounded, none lost or repeated after SIGCONT', async () => {
+    const nats = await natsServer();
+    const maxQueue = 1000;
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      publishTimeoutMs: 400,
+      maxQueue,
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 'stop', ...NO_TICK });
+    const ids = ['stop-a', 'stop-b'];
+    const sessions = ids.map((id) => rec.openSession(sessionInfo(id)));
+    await sink.whenIdle(10_000);
+    let n = 0;
+    const emitFor = async (ms: number) => {
+      for (const until = Date.now() + ms; Date.now() < until; n++) {
+        for (const s of sessions) s.statement(selectRecord(n));
+        if (n % 10 === 0) await sleep(2);
+      }
+    };
+    await emitFor(300);
+    nats.pause();
+    let maxQueued = 0;
+    const pausedAt = Date.now();
+    let spooled = false;
+    while (Date.now() - pausedAt < 1500) {
+      await emitFor(50);
+      maxQueued = Math.max(maxQueued, sink.stats().queued);
+      spooled ||= sink.stats().mode === 'spool';
+    }
+    const whilePaused = sink.stats();
+    nats.resume();
+    await emitFor(300);
+    for (const s of sessions) s.end({});
+    await sink.whenIdle(30_000);
+    const stats = sink.stats();
+    await sink.close();
+    expect(spooled).toBe(true);
+    expect(whilePaused.failures).toBeGreaterThan(0);
+    expect(whilePaused.spooled).toBeGreaterThan(0);
+    // Memory holds the window (a read-ahead of the spool) and what one turn added; the rest waits on disk.
+    expect(maxQueued).toBeLessThanOrEqual(maxQueue + 100);
+    expect(stats).toMatchObject({ dropped: 0, mode: 'direct' });
+
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    const seqs = seqsBySession(events);
+    for (const id of ids) expect(seqs.get(id)).toEqual(range(n + 2));
+    expect(verifyChain(events)).toMatchObject({ ok: true, duplicates: 0, open: [] });
+  }, 60_000);
+});
+
+describe('through the real proxy', () => {
+  it('nats-server paused: statements keep flowing without waiting for the audit trail, and every one is recorded once', async () => {
+    const nats = await natsServer();
+    const dir = spoolDir();
+    // The CLI's 5 s ack timeout, shortened so that the pause outlasts it within a few seconds.
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir, maxBytes: 1e8 },
+      publishTimeoutMs: 400,
+      registry: new Registry(),
+    });
+    const shared = inject('pg');
+    const sc = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+      credentials: { username: 'app_scram', password: 'scram-pw-1' },
+      audit: sink,
+      auditRecorder: createAuditRecorder(sink, { instanceId: 'proxy-stop', ...NO_TICK }),
+      auditFailMode: 'closed',
+    });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
+      await c.connect();
+      let n = 0;
+      let slowest = 0;
+      const run = async (ms: number) => {
+        for (const until = Date.now() + ms; Date.now() < until; n++) {
+          const t0 = performance.now();
+          expect((await c.query('SELECT $1::int AS n', [n])).rows[0].n).toBe(n);
+          slowest = Math.max(slowest, performance.now() - t0);
+        }
+      };
+      await run(200);
+      nats.pause();
+      slowest = 0;
+      await run(1500);
+      const whilePaused = { slowest, ...sink.stats() };
+      nats.resume();
+      await run(200);
+      await c.end();
+      await sleep(100);
+      await sink.whenIdle(30_000);
+      expect(whilePaused.failures).toBeGreaterThan(0);
+      expect(whilePaused.spooled).toBeGreaterThan(0);
+      expect(whilePaused.slowest).toBeLessThan(1000);
+      expect(sink.stats().dropped).toBe(0);
+      const events = (await readAuditStream(nats.url)).map((m) => m.event);
+      expect(events.filter((e) => e.type === 'statement')).toHaveLength(n);
+      expect(verifyChain(events)).toMatchObject({ ok: true, duplicates: 0, gaps: [], tampered: [] });
+    } finally {
+      await sc.close(500);
+      await sink.close();
+    }
+  }, 60_000);
+});
