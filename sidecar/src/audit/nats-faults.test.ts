@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verifyChain } from '@pgwarden/policy';
+import { type AuditEvent, verifyChain } from '@pgwarden/policy';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, inject, it } from 'vitest';
@@ -35,6 +35,16 @@ const natsServer = async (config?: string): Promise<TestNats> => {
   cleanup.push(() => n.stop());
   return n;
 };
+/** The seq ranges an audit.gap event declares equal the holes the chains show, and it counts them all. */
+function expectDeclaredGaps(events: AuditEvent[], dropped: number): void {
+  const gapEvents = events.filter((e) => e.type === 'audit.gap');
+  expect(gapEvents.reduce((n, e) => n + (e.gap?.dropped ?? 0), 0)).toBe(dropped);
+  const report = verifyChain(events);
+  expect(report.tampered).toEqual([]);
+  expect(report.duplicates).toBe(0);
+  const declared = gapEvents.flatMap((e) => e.gap?.sessions ?? []);
+  expect(report.gaps.map((g) => ({ id: g.session, fromSeq: g.fromSeq, toSeq: g.toSeq }))).toEqual(declared);
+}
 
 describe('NATS audit sink: faults beyond a killed server', () => {
   it('nats-server paused (SIGSTOP): acks time out, events spool, the window stays bounded, none lost or repeated after SIGCONT', async () => {
@@ -87,6 +97,34 @@ describe('NATS audit sink: faults beyond a killed server', () => {
     for (const id of ids) expect(seqs.get(id)).toEqual(range(n + 2));
     expect(verifyChain(events)).toMatchObject({ ok: true, duplicates: 0, open: [] });
   }, 60_000);
+
+  it('a server whose max_payload is below the batch size: batches shrink to fit, an event over it alone is dropped with an audit.gap instead of blocking the log', async () => {
+    const nats = await natsServer('max_payload: 16384\n');
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      spool: { dir: spoolDir(), maxBytes: 1e8 },
+      publishTimeoutMs: 500,
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 'payload', ...NO_TICK });
+    const s = rec.openSession(sessionInfo('payload'));
+    const statement = (i: number, size: number) => ({
+      ...selectRecord(i),
+      request: { sql: `SELECT '${'x'.repeat(size)}', ${i}`, protocol: 'simple' as const, txStatus: 'I' as const },
+    });
+    for (let i = 0; i < 200; i++) s.statement(statement(i, i === 100 ? 20_000 : 400));
+    s.end({});
+    await sink.whenIdle(10_000);
+    const stats = sink.stats();
+    await sink.close();
+    expect(stats.dropped).toBe(1);
+
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    // session.start is seq 1: the 101st statement is seq 102.
+    expect(seqsBySession(events).get('payload')).toEqual(range(202).filter((q) => q !== 102));
+    expectDeclaredGaps(events, 1);
+    expect(events.find((e) => e.type === 'audit.gap')?.gap?.cause).toBe('too_large');
+  }, 30_000);
 });
 
 describe('through the real proxy', () => {

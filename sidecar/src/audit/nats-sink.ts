@@ -130,6 +130,7 @@ export class NatsAuditSink implements AuditSink {
       (err) => this.failed(err),
       this.opts.publishLingerMs,
       { maxEvents: options.maxBatchEvents ?? DEFAULT_BATCH_LIMITS.maxEvents },
+      (items) => this.unsendable(items),
     );
     this.link = new NatsLink({
       servers: this.opts.servers,
@@ -404,6 +405,21 @@ export class NatsAuditSink implements AuditSink {
     else this.pump();
   }
 
+  /** An event over the server's max_payload: it leaves the log as dropped, so the events behind it can go. */
+  private unsendable(items: Entry[]): void {
+    for (const e of items) {
+      e.state = ACKED;
+      // Read back from the spool, an entry carries only its text: the gap must still name its session and seq.
+      if (e.session === undefined) Object.assign(e, positionOf(e.data));
+      this.drop(e, 'too_large');
+    }
+    this.log('error', `audit event ${items[0].msgID} is over the NATS server's max_payload; dropped`);
+    this.accepted();
+    this.advance();
+    if (this.paused) this.maybeResume();
+    else this.pump();
+  }
+
   /** Forget everything in flight (a later ack of it is ignored, a re-send deduplicates), spill, retry in order. */
   private failed(err: unknown): void {
     this.counts.failures++;
@@ -549,4 +565,13 @@ export class SubjectReader {
 export function messageId(position: string, hash: unknown): string {
   const id = typeof hash === 'string' && hash.length === 64 ? `${position}.${hash.slice(0, 16)}` : position;
   return id.replace(/[\t\n\r]/g, '_');
+}
+
+function positionOf(json: string): { session?: string; seq?: number } {
+  try {
+    const s = (JSON.parse(json) as { session?: { id?: unknown; seq?: unknown } }).session;
+    return typeof s?.id === 'string' && typeof s.seq === 'number' ? { session: s.id, seq: s.seq } : {};
+  } catch {
+    return {};
+  }
 }
