@@ -227,9 +227,10 @@ export class NatsAuditSink implements AuditSink {
   }
 
   ready(): boolean {
-    return this.spool
-      ? !this.spoolBroken && !this.spool.full
-      : this.connected && this.window.length - this.head < this.opts.maxQueue;
+    const direct = this.connected && this.window.length - this.head < this.opts.maxQueue;
+    // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
+    // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
+    return this.spool ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.full) : direct;
   }
 
   /** Gauges are sampled once a second instead of on every event (scrapes come every 15 s or so). */
@@ -376,13 +377,13 @@ export class NatsAuditSink implements AuditSink {
     }
     // Every spooled event is in the window now, in order: new ones can follow them there directly. Waiting
     // instead for the spool to be fully acknowledged never ends under steady traffic (something newer is always
-    // in flight), and every event would keep paying a disk write, an fsync and a read-back.
+    // in flight), and every event would keep paying a disk write, an fsync and a read-back. Nor for a spool
+    // that cannot be written (disk full): with NATS back, every new event would be dropped for nothing.
     if (
       this.spool?.readAll &&
       this.toSpool.length === 0 &&
       this.connected &&
       !this.paused &&
-      !this.spoolBroken &&
       this.window.length - this.head < this.opts.maxQueue
     ) {
       this.spoolMode = false;
