@@ -165,6 +165,38 @@ describe('NATS audit sink: faults beyond a killed server', () => {
     expect(events.filter((e) => e.session.id === 'full')).toHaveLength(i + 2 - stats.dropped);
     expectDeclaredGaps(events, stats.dropped);
   }, 30_000);
+  it('a stream size cap (--audit-stream-max-bytes) refuses new events instead of deleting stored ones: nothing already stored is lost, the rest waits in the spool', async () => {
+    const nats = await natsServer();
+    const dir = spoolDir();
+    const capped = (maxBytes: number) =>
+      new NatsAuditSink({
+        servers: [nats.url],
+        spool: { dir, maxBytes: 1e8 },
+        publishTimeoutMs: 500,
+        maxBatchEvents: 1,
+        stream: { maxBytes },
+        registry: new Registry(),
+      });
+    const sink = capped(64 * 1024);
+    const s = createAuditRecorder(sink, { instanceId: 'cap', ...NO_TICK }).openSession(sessionInfo('cap'));
+    for (let i = 0; i < 400; i++) s.statement(selectRecord(i));
+    for (let t = 0; t < 100 && sink.stats().failures === 0; t++) await sleep(20);
+    const stats = sink.stats();
+    await sink.close(100);
+    expect(stats).toMatchObject({ dropped: 0, mode: 'spool' });
+    expect(stats.published).toBeLessThan(401);
+    const stored = seqsBySession((await readAuditStream(nats.url)).map((m) => m.event)).get('cap') ?? [];
+    // The stream kept its oldest events: a full stream never deleted what the collector may not have read yet.
+    expect(stored).toEqual(range(stored.length));
+
+    // The operator lifts the cap: the next run delivers what the spool kept, in order, once each.
+    const next = capped(-1);
+    await next.whenIdle(10_000);
+    await next.close();
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    expect(seqsBySession(events).get('cap')).toEqual(range(401));
+    expect(verifyChain(events)).toMatchObject({ duplicates: 0, gaps: [], tampered: [] });
+  }, 30_000);
 });
 
 describe('through the real proxy', () => {
