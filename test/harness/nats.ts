@@ -13,6 +13,10 @@ export interface TestNats {
   kill(): Promise<void>;
   /** (Re)starts the server on the same port and store. */
   start(): Promise<void>;
+  /** SIGSTOP: the server keeps its sockets open and answers nothing (a hung host, a GC or I/O stall). */
+  pause(): void;
+  /** SIGCONT after `pause()`. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -60,6 +64,8 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     storeDir,
     kill,
     start,
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
     stop: async () => {
       await kill();
       rmSync(storeDir, { recursive: true, force: true });

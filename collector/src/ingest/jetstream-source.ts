@@ -2,6 +2,7 @@ import {
   AckPolicy,
   type ConsumerMessages,
   DeliverPolicy,
+  DiscardPolicy,
   type JetStreamManager,
   jetstream,
   jetstreamManager,
@@ -76,6 +77,7 @@ export function ensureStream(jsm: JetStreamManager): Promise<void> {
     max_age: 30 * 86_400_000 * NANOS_PER_MS,
     max_bytes: -1,
     duplicate_window: 120_000 * NANOS_PER_MS,
+    discard: DiscardPolicy.New,
   });
 }
 

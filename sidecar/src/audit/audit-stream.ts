@@ -1,4 +1,10 @@
-import { JetStreamApiError, type JetStreamManager, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import {
+  DiscardPolicy,
+  JetStreamApiError,
+  type JetStreamManager,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
 import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX } from '@pgwarden/policy';
 
 /** Limits of the PGWARDEN_AUDIT stream; applied when the sidecar creates it or finds it different. */
@@ -39,6 +45,11 @@ export async function ensureAuditStream(
     max_age: limits.maxAgeMs * NS_PER_MS,
     max_bytes: limits.maxBytes,
     duplicate_window: Math.max(limits.duplicateWindowMs, MIN_DUPLICATE_WINDOW_MS) * NS_PER_MS,
+    // At a size cap JetStream's default (discard old) deletes the oldest messages to make room, consumed or not:
+    // events the collector had not stored yet were lost while every publish was acknowledged. Discard new
+    // refuses the publish instead, and the sidecar keeps the event in its spool (max_age still expires old ones).
+    // https://docs.nats.io/nats-concepts/jetstream/streams#discardpolicy
+    discard: DiscardPolicy.New,
   };
   const subject = `${AUDIT_SUBJECT_PREFIX}.>`;
   try {
@@ -49,7 +60,8 @@ export async function ensureAuditStream(
       subjects === cfg.subjects &&
       cfg.max_age === want.max_age &&
       cfg.max_bytes === want.max_bytes &&
-      cfg.duplicate_window === want.duplicate_window
+      cfg.duplicate_window === want.duplicate_window &&
+      cfg.discard === want.discard
     ) {
       return 'unchanged';
     }

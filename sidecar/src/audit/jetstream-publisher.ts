@@ -27,6 +27,11 @@ export interface BatchLimits {
 
 export const DEFAULT_BATCH_LIMITS: BatchLimits = { maxEvents: 64, maxChars: 256 * 1024 };
 
+/** NATS's default max_payload, which the server's INFO may lower. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Bytes kept free for the headers (Nats-Msg-Id of a session id and hash, the batch count). */
+const HEADER_ROOM = 1024;
+
 /** Marks a message holding more than one event; its value is the event count (= the body's line count). */
 export const BATCH_HEADER = 'Pgwarden-Batch';
 
@@ -77,6 +82,8 @@ export class JetStreamPublisher<T extends Publishable> {
     private readonly failed: (err: unknown) => void,
     private readonly lingerMs = 0,
     limits: Partial<BatchLimits> = {},
+    /** The items of one event that the server's max_payload can never take: the caller drops them. */
+    private readonly tooLarge: (items: T[]) => void = () => {},
   ) {
     this.limits = { ...DEFAULT_BATCH_LIMITS, ...limits };
   }
@@ -132,7 +139,9 @@ export class JetStreamPublisher<T extends Publishable> {
     const out: Batch<T>[] = [];
     const fresh: Batch<T>[] = [];
     const open = new Map<string, { b: Batch<T>; chars: number }>();
-    const { maxEvents, maxChars } = this.limits;
+    const { maxEvents } = this.limits;
+    // A UTF-16 unit is at most 3 bytes of UTF-8: a batch within maxChars always fits the server's max_payload.
+    const maxChars = Math.min(this.limits.maxChars, Math.floor((this.maxPayload() - HEADER_ROOM) / 3));
     for (const item of items) {
       if (item.batch) {
         out.push(item.batch);
@@ -156,14 +165,28 @@ export class JetStreamPublisher<T extends Publishable> {
   }
 
   private send(b: Batch<T>): boolean {
+    const m = messageOf(b);
+    const data = Buffer.from(m.data);
+    // The client refuses a message over the server's max_payload (a server may be configured below NATS's 1 MiB
+    // default): re-sent as it is, such a message would block the ordered log behind it for good.
+    if (data.length + HEADER_ROOM > this.maxPayload()) {
+      if (b.items.length === 1) {
+        this.inflightItems -= 1;
+        this.tooLarge(b.items);
+        return true;
+      }
+      // Formed under a larger max_payload (the server changed since): regrouped when the caller resends.
+      for (const item of b.items) item.batch = undefined;
+      this.failed(new AuditError('AUDIT_NATS', `audit batch of ${data.length} bytes is over the server's max_payload`));
+      return false;
+    }
     const token = this.nextToken++;
     this.awaiting.set(token, { batch: b, sentAt: performance.now() });
-    const m = messageOf(b);
     const h = headers();
     h.set('Nats-Msg-Id', m.msgID);
     if (m.count > 1) h.set(BATCH_HEADER, String(m.count));
     try {
-      this.nc!.publish(b.subject, m.data, { reply: `${this.prefix}.${this.epoch}.${token}`, headers: h });
+      this.nc!.publish(b.subject, data, { reply: `${this.prefix}.${this.epoch}.${token}`, headers: h });
       return true;
     } catch (err) {
       // The rest are still held: failing forgets them all, and the caller resends in order.
@@ -171,6 +194,11 @@ export class JetStreamPublisher<T extends Publishable> {
       this.failed(err);
       return false;
     }
+  }
+
+  /** The connected server's max_payload (headers included); NATS's default before the first INFO. */
+  private maxPayload(): number {
+    return this.nc?.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
   }
 
   /** Forget everything in flight: later answers to it are ignored. */

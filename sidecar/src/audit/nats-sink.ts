@@ -130,6 +130,7 @@ export class NatsAuditSink implements AuditSink {
       (err) => this.failed(err),
       this.opts.publishLingerMs,
       { maxEvents: options.maxBatchEvents ?? DEFAULT_BATCH_LIMITS.maxEvents },
+      (items) => this.unsendable(items),
     );
     this.link = new NatsLink({
       servers: this.opts.servers,
@@ -226,9 +227,10 @@ export class NatsAuditSink implements AuditSink {
   }
 
   ready(): boolean {
-    return this.spool
-      ? !this.spoolBroken && !this.spool.full
-      : this.connected && this.window.length - this.head < this.opts.maxQueue;
+    const direct = this.connected && this.window.length - this.head < this.opts.maxQueue;
+    // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
+    // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
+    return this.spool ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.full) : direct;
   }
 
   /** Gauges are sampled once a second instead of on every event (scrapes come every 15 s or so). */
@@ -375,13 +377,13 @@ export class NatsAuditSink implements AuditSink {
     }
     // Every spooled event is in the window now, in order: new ones can follow them there directly. Waiting
     // instead for the spool to be fully acknowledged never ends under steady traffic (something newer is always
-    // in flight), and every event would keep paying a disk write, an fsync and a read-back.
+    // in flight), and every event would keep paying a disk write, an fsync and a read-back. Nor for a spool
+    // that cannot be written (disk full): with NATS back, every new event would be dropped for nothing.
     if (
       this.spool?.readAll &&
       this.toSpool.length === 0 &&
       this.connected &&
       !this.paused &&
-      !this.spoolBroken &&
       this.window.length - this.head < this.opts.maxQueue
     ) {
       this.spoolMode = false;
@@ -399,6 +401,21 @@ export class NatsAuditSink implements AuditSink {
     this.counts.published += items.length;
     this.consecutiveFailures = 0;
     this.metrics.published.inc({ sink: 'nats' }, items.length);
+    this.advance();
+    if (this.paused) this.maybeResume();
+    else this.pump();
+  }
+
+  /** An event over the server's max_payload: it leaves the log as dropped, so the events behind it can go. */
+  private unsendable(items: Entry[]): void {
+    for (const e of items) {
+      e.state = ACKED;
+      // Read back from the spool, an entry carries only its text: the gap must still name its session and seq.
+      if (e.session === undefined) Object.assign(e, positionOf(e.data));
+      this.drop(e, 'too_large');
+    }
+    this.log('error', `audit event ${items[0].msgID} is over the NATS server's max_payload; dropped`);
+    this.accepted();
     this.advance();
     if (this.paused) this.maybeResume();
     else this.pump();
@@ -549,4 +566,13 @@ export class SubjectReader {
 export function messageId(position: string, hash: unknown): string {
   const id = typeof hash === 'string' && hash.length === 64 ? `${position}.${hash.slice(0, 16)}` : position;
   return id.replace(/[\t\n\r]/g, '_');
+}
+
+function positionOf(json: string): { session?: string; seq?: number } {
+  try {
+    const s = (JSON.parse(json) as { session?: { id?: unknown; seq?: unknown } }).session;
+    return typeof s?.id === 'string' && typeof s.seq === 'number' ? { session: s.id, seq: s.seq } : {};
+  } catch {
+    return {};
+  }
 }
