@@ -205,6 +205,11 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('error', 'BEGIN', `INSERT INTO ${C} (id, full_name) VALUES (1, 'dup')`, 'ROLLBACK'),
     q('any', 'LISTEN mask_trg', `UPDATE ${S}.touched SET v = 'b' WHERE id = 1`, 'SELECT 1'),
     q('any', `SELECT ${S}.leak_notice()`),
+    // EXPLAIN ANALYZE runs the statement, its functions and triggers with it.
+    q('any', `EXPLAIN ANALYZE SELECT ${S}.leak_notice()`),
+    q('any', 'LISTEN mask_trg', `EXPLAIN ANALYZE UPDATE ${S}.touched SET v = 'c' WHERE id = 1`, 'SELECT 1'),
+    // A view calling a function that raises its argument: the reader's session runs it.
+    q('rows', `SELECT * FROM ${S}.shouting_view`),
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),
     q('error', `DO $$ BEGIN RAISE EXCEPTION '%', (SELECT email FROM ${C} ORDER BY id LIMIT 1); END $$`),

@@ -50,6 +50,12 @@ export interface LineageSink {
   opaque?: boolean;
 }
 
+interface ViewMemo {
+  outs: OutputColumn[];
+  /** The definition calls user-defined code. */
+  opaque: boolean;
+}
+
 export class LineageWalker {
   constructor(
     private readonly cat: CatalogSnapshot,
@@ -316,26 +322,29 @@ export class LineageWalker {
   }
 
   viewOutputs(rel: CatalogRelation): OutputColumn[] | undefined {
-    const memo = this.cat.viewMemo.get(rel.oid);
+    const memo = this.cat.viewMemo.get(rel.oid) as ViewMemo | 'busy' | undefined;
     if (memo === 'busy') return undefined; // a cycle: unknown
-    if (memo) return memo as OutputColumn[];
+    if (memo) {
+      // A view's user-defined functions run whenever it is read, and RAISE into the reader's session.
+      if (memo.opaque) this.sink.opaque = true;
+      return memo.outs;
+    }
     if (!rel.viewSql || this.depth > 16) return undefined;
     this.cat.viewMemo.set(rel.oid, 'busy');
-    let outs: OutputColumn[] | undefined;
+    let done: ViewMemo | undefined;
     try {
       const tree = parseViewQuery(rel.viewSql);
       // The view's own WHERE clause is the view owner's choice, not the client's: its usage is not recorded.
-      const walker = new LineageWalker(
-        this.cat,
-        { predicate: emptyLineage(), written: emptyLineage() },
-        this.depth + 1,
-      );
-      outs = tree ? walker.statementOutputs(tree) : undefined;
+      const sink: LineageSink = { predicate: emptyLineage(), written: emptyLineage() };
+      const walker = new LineageWalker(this.cat, sink, this.depth + 1);
+      const outs = tree ? walker.statementOutputs(tree) : undefined;
+      if (outs) done = { outs, opaque: sink.opaque === true };
     } finally {
-      if (outs) this.cat.viewMemo.set(rel.oid, outs);
+      if (done) this.cat.viewMemo.set(rel.oid, done);
       else this.cat.viewMemo.delete(rel.oid);
     }
-    return outs;
+    if (done?.opaque) this.sink.opaque = true;
+    return done?.outs;
   }
 
   /** Lineage of any expression: the union over every column reference and subquery inside it. */

@@ -85,6 +85,8 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
       const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named);
       a.predicate = inner.predicate;
       a.written = inner.written;
+      // EXPLAIN ANALYZE runs the statement: its functions and triggers RAISE and notify as they would without it.
+      a.opaque = inner.opaque;
       rows([{ name: 'QUERY PLAN', lin: emptyLineage() }]);
       break;
     }
