@@ -48,6 +48,12 @@ export interface LineageSink {
   written: Lineage;
   /** Set when user-defined code runs (functions outside pg_catalog, DO, CALL): its RAISE output is opaque. */
   opaque?: boolean;
+  /**
+   * Set when the statement reads data the parse tree cannot trace (SQL run from text, planner statistics, cursors
+   * and prepared statements it did not see declared): what it reads may be masked. Names that resolve to nothing
+   * do not set it.
+   */
+  untraceable?: boolean;
 }
 
 interface ViewMemo {
@@ -289,6 +295,8 @@ export class LineageWalker {
       if (cte) return renamed({ names, columns: cte, anyLin: emptyLineage() }, alias);
     }
     const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
+    // Not untraceable: most such names are typos, whose error should name them (a relation created elsewhere since
+    // the last catalog load is the exception; docs/masking.md, Not covered).
     if (candidates.length === 0) return { names, columns: null, anyLin: unknownLineage() };
     if (!alias) for (const c of candidates) names.push(`${c.schema}.${c.name}`);
     // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
@@ -297,8 +305,10 @@ export class LineageWalker {
     let anyLin = emptyLineage();
     for (const rel of candidates) {
       if (isSystemRelation(rel)) {
-        if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) anyLin = unknownLineage();
-        else if (rel.columns.length === 0) continue;
+        if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) {
+          anyLin = unknownLineage();
+          this.sink.untraceable = true;
+        } else if (rel.columns.length === 0) continue;
       }
       for (const col of rel.columns) {
         const lin = this.relationColumn(rel, col.name, col.attnum);
@@ -379,6 +389,7 @@ export class LineageWalker {
     // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;
+    if (OPAQUE_FUNCTIONS.has(fname)) this.sink.untraceable = true;
     if (userDefined || OPAQUE_FUNCTIONS.has(fname)) return { cols: args.cols, unknown: true };
     // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values: of a column
     // or `*`. Of an expression it counts the rows the expression makes non-NULL, `count(CASE WHEN ssn LIKE '0%'
