@@ -90,6 +90,34 @@ describe('leak corpus through the real sidecar', () => {
     await c.end();
   });
 
+  it('an echoed fragment computed from a masked value is redacted even when the client planted it in SQL or the catalog', async () => {
+    const c = await side.client();
+    const ssn = planted.customers[0].ssn;
+    const errorOf = (sql: string) =>
+      c.query(sql).then(
+        () => '',
+        (e: Error) => e.message,
+      );
+    // A dictionary of every 3-digit value in a comment: kept as "the client's own text" before.
+    const dict = Array.from({ length: 1000 }, (_, i) => `q${String(i).padStart(3, '0')}q`).join(' ');
+    const fromSql = await errorOf(
+      `SELECT ('q' || substr(ssn, 1, 3) || 'q')::int FROM ${S}.customers WHERE id = 1 /* ${dict} */`,
+    );
+    expect(fromSql).toBe('invalid input syntax for type integer: "****"');
+    // The same dictionary as column names of a table: kept as "a catalog identifier" before.
+    const cols = Array.from({ length: 10 }, (_, i) => `d${i}d int`).join(', ');
+    await c.query(`CREATE TABLE ${S}.dict (${cols})`);
+    const fromCatalog = await errorOf(`SELECT ('d' || substr(ssn, 5, 1) || 'd')::int FROM ${S}.customers WHERE id = 1`);
+    expect(fromCatalog).toBe('invalid input syntax for type integer: "****"');
+    expect([fromSql, fromCatalog].join()).not.toContain(ssn.slice(0, 3));
+    // Statements that read no masked value keep their echoes.
+    expect(await errorOf("SELECT 'abc'::int")).toBe('invalid input syntax for type integer: "abc"');
+    expect(await errorOf(`SELECT d5d FROM ${S}.dict WHERE d1d::text::date IS NULL`)).toBe('');
+    expect(await errorOf(`SELECT nosuch FROM ${S}.dict`)).toBe('column "nosuch" does not exist');
+    await c.query(`DROP TABLE ${S}.dict`);
+    await c.end();
+  });
+
   it('FunctionCall (fast path, answered outside any RowDescription) is denied while masking applies', async () => {
     const admin = adminClient();
     await admin.connect();

@@ -156,6 +156,26 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('denied', `SELECT full_name INTO TEMP launder2 FROM ${C}`),
     q('denied', `LISTEN ch; SELECT pg_notify('ch', full_name) FROM ${C}`),
     q('denied', `SELECT set_config('x.y', full_name, false) FROM ${C}`),
+    // Values kept by the server outside any table and read back later: a sequence's value, an advisory lock's key
+    // (pg_locks), a large object's OID (pg_largeobject_metadata).
+    q(
+      'denied',
+      'CREATE TEMP SEQUENCE sq',
+      `SELECT setval('sq', replace(ssn, '-', '')::bigint) FROM ${C} WHERE id = 1`,
+      "SELECT currval('sq'), last_value FROM pg_sequences WHERE sequencename = 'sq'",
+    ),
+    q(
+      'denied',
+      'BEGIN',
+      `SELECT pg_advisory_xact_lock(replace(ssn, '-', '')::bigint) FROM ${C} WHERE id = 1`,
+      "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory'",
+      'COMMIT',
+    ),
+    q(
+      'denied',
+      `SELECT lo_create(replace(ssn, '-', '')::int) FROM ${C} WHERE id = 2`,
+      'SELECT oid FROM pg_largeobject_metadata',
+    ),
     q(
       'denied',
       `INSERT INTO ${S}.orders (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET card_number = (SELECT full_name FROM ${C} LIMIT 1)`,
@@ -185,6 +205,11 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('error', 'BEGIN', `INSERT INTO ${C} (id, full_name) VALUES (1, 'dup')`, 'ROLLBACK'),
     q('any', 'LISTEN mask_trg', `UPDATE ${S}.touched SET v = 'b' WHERE id = 1`, 'SELECT 1'),
     q('any', `SELECT ${S}.leak_notice()`),
+    // EXPLAIN ANALYZE runs the statement, its functions and triggers with it.
+    q('any', `EXPLAIN ANALYZE SELECT ${S}.leak_notice()`),
+    q('any', 'LISTEN mask_trg', `EXPLAIN ANALYZE UPDATE ${S}.touched SET v = 'c' WHERE id = 1`, 'SELECT 1'),
+    // A view calling a function that raises its argument: the reader's session runs it.
+    q('rows', `SELECT * FROM ${S}.shouting_view`),
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),
     q('error', `DO $$ BEGIN RAISE EXCEPTION '%', (SELECT email FROM ${C} ORDER BY id LIMIT 1); END $$`),

@@ -108,6 +108,10 @@ export async function seed(schema: string): Promise<Planted> {
       RAISE NOTICE 'n: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); RETURN 1; END $$`);
     await c.query(`CREATE FUNCTION ${S}.leak_error() RETURNS int LANGUAGE plpgsql AS $$ BEGIN
       RAISE EXCEPTION 'e: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); END $$`);
+    // A view whose function raises what it is given: reading the view runs it in the reader's session.
+    await c.query(`CREATE FUNCTION ${S}.shout(text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 's: %', $1; RETURN 'x'; END $$`);
+    await c.query(`CREATE VIEW ${S}.shouting_view AS SELECT id, ${S}.shout(full_name) AS x FROM ${S}.customers`);
     // A table whose trigger raises and notifies a masked value: user code the sidecar cannot see in the SQL.
     await c.query(`CREATE TABLE ${S}.touched (id int PRIMARY KEY, v text)`);
     await c.query(`INSERT INTO ${S}.touched VALUES (1, 'a')`);

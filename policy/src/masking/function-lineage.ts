@@ -23,21 +23,38 @@ export const OPAQUE_FUNCTIONS = new Set([
   'loread',
   'pg_stat_statements',
   'pg_stat_get_activity',
+  // Another backend's current query text, by backend id: pg_stat_activity.query without the view.
+  'pg_stat_get_backend_activity',
 ]);
 
 /**
  * Built-ins whose arguments leave the statement by another way than its result: notification payloads
  * (https://www.postgresql.org/docs/current/sql-notify.html), settings read back with SHOW/current_setting,
- * large objects read back with lo_get. Their arguments count as written.
+ * large objects read back with lo_get (and their OIDs, chosen by lo_create, listed in pg_largeobject_metadata),
+ * sequence values read back with currval or pg_sequences, advisory lock keys listed in pg_locks (classid/objid:
+ * https://www.postgresql.org/docs/current/view-pg-locks.html). Their arguments count as written.
  */
 export const SIDE_CHANNEL_FUNCTIONS = new Set([
   'pg_notify',
   'set_config',
   'lo_from_bytea',
+  'lo_create',
+  'lo_import',
   'lo_put',
   'lowrite',
+  'lo_truncate',
+  'lo_truncate64',
   'dblink_exec',
   'pg_logical_emit_message',
+  'setval',
+  'pg_advisory_lock',
+  'pg_advisory_lock_shared',
+  'pg_advisory_xact_lock',
+  'pg_advisory_xact_lock_shared',
+  'pg_try_advisory_lock',
+  'pg_try_advisory_lock_shared',
+  'pg_try_advisory_xact_lock',
+  'pg_try_advisory_xact_lock_shared',
 ]);
 
 /** Built-in set-returning functions (https://www.postgresql.org/docs/current/functions-srf.html and JSON/array/regexp ones). */

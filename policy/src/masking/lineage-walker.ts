@@ -48,6 +48,18 @@ export interface LineageSink {
   written: Lineage;
   /** Set when user-defined code runs (functions outside pg_catalog, DO, CALL): its RAISE output is opaque. */
   opaque?: boolean;
+  /**
+   * Set when the statement reads data the parse tree cannot trace (SQL run from text, planner statistics, cursors
+   * and prepared statements it did not see declared): what it reads may be masked. Names that resolve to nothing
+   * do not set it.
+   */
+  untraceable?: boolean;
+}
+
+interface ViewMemo {
+  outs: OutputColumn[];
+  /** The definition calls user-defined code. */
+  opaque: boolean;
 }
 
 export class LineageWalker {
@@ -283,6 +295,8 @@ export class LineageWalker {
       if (cte) return renamed({ names, columns: cte, anyLin: emptyLineage() }, alias);
     }
     const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
+    // Not untraceable: most such names are typos, whose error should name them (a relation created elsewhere since
+    // the last catalog load is the exception; docs/masking.md, Not covered).
     if (candidates.length === 0) return { names, columns: null, anyLin: unknownLineage() };
     if (!alias) for (const c of candidates) names.push(`${c.schema}.${c.name}`);
     // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
@@ -291,8 +305,10 @@ export class LineageWalker {
     let anyLin = emptyLineage();
     for (const rel of candidates) {
       if (isSystemRelation(rel)) {
-        if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) anyLin = unknownLineage();
-        else if (rel.columns.length === 0) continue;
+        if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) {
+          anyLin = unknownLineage();
+          this.sink.untraceable = true;
+        } else if (rel.columns.length === 0) continue;
       }
       for (const col of rel.columns) {
         const lin = this.relationColumn(rel, col.name, col.attnum);
@@ -316,26 +332,29 @@ export class LineageWalker {
   }
 
   viewOutputs(rel: CatalogRelation): OutputColumn[] | undefined {
-    const memo = this.cat.viewMemo.get(rel.oid);
+    const memo = this.cat.viewMemo.get(rel.oid) as ViewMemo | 'busy' | undefined;
     if (memo === 'busy') return undefined; // a cycle: unknown
-    if (memo) return memo as OutputColumn[];
+    if (memo) {
+      // A view's user-defined functions run whenever it is read, and RAISE into the reader's session.
+      if (memo.opaque) this.sink.opaque = true;
+      return memo.outs;
+    }
     if (!rel.viewSql || this.depth > 16) return undefined;
     this.cat.viewMemo.set(rel.oid, 'busy');
-    let outs: OutputColumn[] | undefined;
+    let done: ViewMemo | undefined;
     try {
       const tree = parseViewQuery(rel.viewSql);
       // The view's own WHERE clause is the view owner's choice, not the client's: its usage is not recorded.
-      const walker = new LineageWalker(
-        this.cat,
-        { predicate: emptyLineage(), written: emptyLineage() },
-        this.depth + 1,
-      );
-      outs = tree ? walker.statementOutputs(tree) : undefined;
+      const sink: LineageSink = { predicate: emptyLineage(), written: emptyLineage() };
+      const walker = new LineageWalker(this.cat, sink, this.depth + 1);
+      const outs = tree ? walker.statementOutputs(tree) : undefined;
+      if (outs) done = { outs, opaque: sink.opaque === true };
     } finally {
-      if (outs) this.cat.viewMemo.set(rel.oid, outs);
+      if (done) this.cat.viewMemo.set(rel.oid, done);
       else this.cat.viewMemo.delete(rel.oid);
     }
-    return outs;
+    if (done?.opaque) this.sink.opaque = true;
+    return done?.outs;
   }
 
   /** Lineage of any expression: the union over every column reference and subquery inside it. */
@@ -370,6 +389,7 @@ export class LineageWalker {
     // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;
+    if (OPAQUE_FUNCTIONS.has(fname)) this.sink.untraceable = true;
     if (userDefined || OPAQUE_FUNCTIONS.has(fname)) return { cols: args.cols, unknown: true };
     // count()'s value depends only on how many rows (and non-NULL inputs) there are, not on the values: of a column
     // or `*`. Of an expression it counts the rows the expression makes non-NULL, `count(CASE WHEN ssn LIKE '0%'

@@ -21,6 +21,8 @@ export interface MaskAnalysis {
   copyOut?: { lin: Lineage; binary: boolean };
   /** User-defined code runs (functions outside pg_catalog, DO, CALL): notices and errors may carry anything. */
   opaque?: boolean;
+  /** Reads data the parse tree cannot trace (see LineageSink.untraceable). */
+  untraceable?: boolean;
   /** Relations a DDL statement alters (for the masked-DDL check), as [schema or undefined, name]. */
   ddlTargets?: Array<[string | undefined, string]>;
   /** DECLARE name CURSOR / PREPARE name AS: the outputs later FETCH / EXECUTE return. */
@@ -85,6 +87,9 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
       const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named);
       a.predicate = inner.predicate;
       a.written = inner.written;
+      // EXPLAIN ANALYZE runs the statement: its functions and triggers RAISE and notify as they would without it.
+      a.opaque = inner.opaque;
+      a.untraceable = inner.untraceable;
       rows([{ name: 'QUERY PLAN', lin: emptyLineage() }]);
       break;
     }
@@ -94,12 +99,18 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
     case 'PrepareStmt':
       a.names = { kind: 'prepared', name: s.name, outputs: w.statementOutputs(s.query) };
       break;
-    case 'ExecuteStmt':
-      rows(named.prepared(s.name) ?? UNKNOWN_ROWS);
+    case 'ExecuteStmt': {
+      const outs = named.prepared(s.name);
+      if (!outs) a.untraceable = true;
+      rows(outs ?? UNKNOWN_ROWS);
       break;
-    case 'FetchStmt':
-      if (!s.ismove) rows(named.cursor(s.portalname) ?? UNKNOWN_ROWS);
+    }
+    case 'FetchStmt': {
+      const outs = named.cursor(s.portalname);
+      if (!outs) a.untraceable = true;
+      if (!s.ismove) rows(outs ?? UNKNOWN_ROWS);
       break;
+    }
     case 'CopyStmt': {
       if (s.is_from) break;
       let lin: Lineage;
@@ -142,12 +153,14 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
     case 'CallStmt':
       // Procedure OUT parameters (one row) and RAISE output: the body is not analysed here.
       a.opaque = true;
+      a.untraceable = true;
       rows(UNKNOWN_ROWS);
       break;
     case 'DoStmt':
       // RAISE output only: a DO block returns no rows. Claiming it did would give the next statement's
       // RowDescription in a multi-statement Query (`DO …; SELECT 2`) this one's unknown lineage, and mask it whole.
       a.opaque = true;
+      a.untraceable = true;
       break;
     case 'RenameStmt':
     case 'AlterTableStmt':

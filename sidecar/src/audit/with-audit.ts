@@ -107,7 +107,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
           audit.end(reason);
         },
       };
-      if (inner.scrubText) session.scrubText = (text) => inner.scrubText!(text);
+      if (inner.scrubText) session.scrubText = (text, verdict) => inner.scrubText!(text, verdict);
       if (inner.clientName) session.clientName = (name) => inner.clientName!(name);
       return session;
     },

@@ -4,9 +4,11 @@ import {
   type CatalogSnapshot,
   checkMaskedUsage,
   compileMasking,
+  emptyLineage,
   initMaskingParser,
   type KeyResolver,
   type Lineage,
+  lineageVerdict,
   type MaskAnalysis,
   type MaskingConfig,
   type MaskingDenial,
@@ -54,7 +56,8 @@ export interface Masker {
   /** Ties a verdict to the SQL it was given for, so planRows finds the lineage (else verdict.context.sql / statements). */
   bind(verdict: Verdict, sql: string): void;
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
-  scrubText(text: string, channel?: TextChannel): string;
+  /** `verdict`: the statement whose response carries the text, when known. */
+  scrubText(text: string, channel?: TextChannel, verdict?: Verdict): string;
   /** A statement/portal name the client sent in a protocol message: kept by echo redaction like its SQL. */
   rememberName(name: string): void;
   statementDone(record: StatementRecord): void;
@@ -167,6 +170,32 @@ export function createMasker(opts: MaskerOptions): Masker {
     return plan;
   };
 
+  const readsCache = new WeakMap<MaskAnalysis[], { config: MaskingConfig; snap: CatalogSnapshot; reads: boolean }>();
+  /**
+   * Does the statement behind a verdict read a masked value anywhere (its outputs, predicates, writes or COPY), or
+   * data it cannot trace? An error it raises may then quote a value computed from one.
+   */
+  const readsMasked = (verdict: Verdict, config: MaskingConfig): boolean => {
+    const sql = sqlOf(verdict);
+    const analyses = sql === undefined ? undefined : analyze(sql);
+    if (analyses === undefined) return false; // nothing ran: unparseable SQL is denied before it reaches PostgreSQL
+    const snap = catalog.snapshot();
+    const hit = readsCache.get(analyses);
+    if (hit && hit.config === config && hit.snap === snap) return hit.reads;
+    const lin = emptyLineage();
+    let untraceable = false;
+    for (const a of analyses) {
+      untraceable ||= a.untraceable === true || a.opaque === true;
+      for (const part of [a.predicate, a.written, a.copyOut?.lin, ...a.outputs.map((o) => o.lin)]) {
+        if (part) for (const c of part.cols) lin.cols.add(c);
+      }
+    }
+    // Unknown lineage alone is not enough: a misspelt column resolves to nothing, and its error should name it.
+    const reads = untraceable || lineageVerdict(lin, config, snap).rule !== undefined;
+    readsCache.set(analyses, { config, snap, reads });
+    return reads;
+  };
+
   const remember = (sql: string): void => {
     if (recentSql[recentSql.length - 1] === sql) return;
     recentSql.push(sql);
@@ -258,16 +287,23 @@ export function createMasker(opts: MaskerOptions): Masker {
       recentNames.add(name);
       if (recentNames.size > RECENT_NAMES) recentNames.delete(recentNames.values().next().value as string);
     },
-    scrubText(text, channel) {
+    scrubText(text, channel, verdict) {
       const config = current();
       if (!config.active) return text;
+      // In what a statement reading masked values raised, a quoted fragment may be computed from one of them: the
+      // client's SQL, its protocol names and catalog identifiers are all the client's to choose, so a dictionary
+      // planted in any of them (`/* q000q … q999q */`, a table of 1000 such columns) would keep the fragment
+      // `("q" || substr(ssn, 1, 3) || "q")::int` made. Trust none of them there.
+      const untrusted = verdict !== undefined && config.columns.length > 0 && readsMasked(verdict, config);
       const echo =
-        config.columns.length > 0
-          ? {
-              recentSql: recentNames.size > 0 ? [...recentSql, ...recentNames] : recentSql,
-              isIdentifier: (n: string) => catalog.isIdentifier(n),
-            }
-          : undefined;
+        config.columns.length === 0
+          ? undefined
+          : untrusted
+            ? { recentSql: [], isIdentifier: () => false }
+            : {
+                recentSql: recentNames.size > 0 ? [...recentSql, ...recentNames] : recentSql,
+                isIdentifier: (n: string) => catalog.isIdentifier(n),
+              };
       const out = scrubFreeText(text, config.detectors, echo, channel);
       if (opaqueSeen && out.length > 0 && (channel ?? (text.endsWith('\n') ? 'copy' : 'error')) !== 'copy')
         return WITHHELD;

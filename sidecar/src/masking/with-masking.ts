@@ -94,7 +94,8 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
             }
           : undefined,
         planRows: (fields, verdict) => m.planRows(fields, verdict),
-        scrubText: (text) => m.scrubText(inner.scrubText ? inner.scrubText(text) : text),
+        scrubText: (text, verdict) =>
+          m.scrubText(inner.scrubText ? inner.scrubText(text, verdict) : text, undefined, verdict),
         clientName: (name) => {
           inner.clientName?.(name);
           m.rememberName(name);

@@ -199,8 +199,11 @@ export interface SessionHooks {
   checkFunctionCall(functionOid: number): Verdict | Promise<Verdict>;
   /** Called on each RowDescription; a transformer masks that result's DataRows. undefined = pass rows through as bytes. */
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
-  /** Scrubs free text the column rules cannot see: error/notice messages, notification payloads, COPY data. */
-  scrubText?(text: string): string;
+  /**
+   * Scrubs free text the column rules cannot see: error/notice messages, notification payloads, COPY data.
+   * `verdict` is the statement whose response carries the text, when there is one (notifications have none).
+   */
+  scrubText?(text: string, verdict?: Verdict): string;
   /**
    * A statement or portal name the client sent in a protocol message (Bind, Describe, Execute, Close): text the
    * client wrote itself, which masking's echo redaction may then leave in error messages that quote it.

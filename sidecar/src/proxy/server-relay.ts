@@ -692,12 +692,14 @@ export class ServerRelay implements FramerHandler {
   private scrubFields(buf: Buffer, start: number, end: number): boolean | Buffer {
     const scrub = this.s.scrub;
     if (scrub === undefined) return true;
+    // The statement the message answers: masking trusts fewer echoed fragments in what a masked read raised.
+    const verdict = this.s.queue.peek()?.stmt?.verdict;
     const f = decodeErrorFields(buf, start, end);
     let changed = false;
     for (const k of SCRUBBED_FIELDS) {
       const v = f.get(k);
       if (v === undefined) continue;
-      const x = scrub(v);
+      const x = scrub(v, verdict);
       if (x !== v) {
         f.set(k, x);
         changed = true;
