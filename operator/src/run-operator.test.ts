@@ -126,7 +126,113 @@ describe('runOperator (the `pgwarden operator run` process) against the fake API
     expect(metrics).toMatch(/pgwarden_operator_leader 1/);
     expect((await fetch(`http://127.0.0.1:${op.metricsPort}/readyz`)).status).toBe(200);
   });
+
+  it('mounts the HMAC key Secrets of a MaskingRule into the sidecar, and rolls workloads when a rule adds one', async () => {
+    await until(
+      () => api.get('coordination.k8s.io/v1', 'Lease', 'pgwarden', 'pgwarden-operator')?.spec?.holderIdentity,
+    );
+    const annotation = () =>
+      api.get('apps/v1', 'Deployment', 'agents', 'keyed-agent')?.spec.template.metadata.annotations?.[
+        'pgwarden.dev/sidecar-hash'
+      ];
+    api.seed({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'keyed-agent', namespace: 'agents' },
+      spec: {
+        selector: { matchLabels: { app: 'keyed' } },
+        template: {
+          metadata: { labels: { app: 'keyed' }, annotations: { 'pgwarden.dev/sidecar-hash': 'sha256:old' } },
+          spec: { containers: [{ name: 'a', image: 'x' }] },
+        },
+      },
+    });
+    api.seed({
+      apiVersion: 'pgwarden.dev/v1alpha1',
+      kind: 'DatabaseAccessPolicy',
+      metadata: { name: 'keyed', namespace: 'agents' },
+      spec: { podSelector: { matchLabels: { app: 'keyed' } }, database: { host: 'db', name: 'orders' } },
+    });
+    const before = await until(() => (annotation() !== 'sha256:old' ? annotation() : undefined));
+    api.seed({
+      apiVersion: 'pgwarden.dev/v1alpha1',
+      kind: 'MaskingRule',
+      metadata: { name: 'pii', namespace: 'agents' },
+      spec: {
+        policies: ['keyed'],
+        columns: [
+          {
+            table: 'customers',
+            column: 'name',
+            strategy: { type: 'hash', keySecretRef: { name: 'pii-key', key: 'hmac' } },
+          },
+        ],
+      },
+    });
+    // The rule reached the ConfigMap (sidecars hot-reload it) and, since their pods lack the key, the workload rolls.
+    await until(() => api.get('v1', 'ConfigMap', 'agents', 'pgwarden-keyed')?.data['policy.json'].includes('pii-key'));
+    const after = await until(() => (annotation() !== before ? annotation() : undefined));
+
+    const answer = await admit(op.webhookPort, {
+      metadata: { generateName: 'k-', labels: { app: 'keyed' } },
+      spec: { containers: [{ name: 'a', image: 'x' }] },
+    });
+    expect(answer.response).toMatchObject({ allowed: true, patchType: 'JSONPatch' });
+    const patch = JSON.parse(Buffer.from(answer.response.patch, 'base64').toString());
+    const sidecar = patch.find((o: any) => o.path === '/spec/initContainers').value[0];
+    expect(sidecar.env).toContainEqual({ name: 'PGWARDEN_MASKING_KEYS_DIR', value: '/etc/pgwarden/masking-keys' });
+    expect(sidecar.volumeMounts).toContainEqual({
+      name: 'pgw-mkeys-keyed',
+      mountPath: '/etc/pgwarden/masking-keys',
+      readOnly: true,
+    });
+    expect(patch.find((o: any) => o.path === '/spec/volumes').value).toContainEqual({
+      name: 'pgw-mkeys-keyed',
+      projected: {
+        defaultMode: 0o444,
+        sources: [{ secret: { name: 'pii-key', items: [{ key: 'hmac', path: 'pii-key/hmac' }] } }],
+      },
+    });
+    const marks = patch.find((o: any) => o.path === '/metadata/annotations').value;
+    expect(marks['pgwarden.dev/sidecar-hash']).toBe(after);
+  });
 });
+
+/** One AdmissionReview for a pod in namespace agents, over HTTPS verified against the published caBundle. */
+async function admit(port: number, pod: Record<string, any>): Promise<any> {
+  const mwc = api.get('admissionregistration.k8s.io/v1', 'MutatingWebhookConfiguration', undefined, 'pgwarden');
+  const ca = Buffer.from(mwc.webhooks[0].clientConfig.caBundle, 'base64').toString();
+  const review = {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: {
+      uid: crypto.randomUUID(),
+      resource: { group: '', version: 'v1', resource: 'pods' },
+      operation: 'CREATE',
+      namespace: 'agents',
+      object: { apiVersion: 'v1', kind: 'Pod', ...pod },
+    },
+  };
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/mutate-pods',
+        method: 'POST',
+        ca,
+        servername: 'pgwarden-webhook.pgwarden.svc',
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve(JSON.parse(text)));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(review));
+  });
+}
 
 describe('webhook TLS from files (cert-manager mode)', () => {
   it('serves the mounted certificate and picks up a renewed one without restarting', async () => {

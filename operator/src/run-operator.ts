@@ -155,6 +155,7 @@ export async function runOperator(cfg: OperatorConfig, log: Logger): Promise<Run
       sidecar: cfg.sidecar,
       events,
       policies: (ns) => controller.policiesIn(ns),
+      maskingRules: (ns) => controller.maskingRulesIn(ns),
       ready: () => controller.synced,
     });
     webhookPort = await admission.listen(cfg.webhook.port);

@@ -44,7 +44,7 @@ export function registerInject(program: Command): void {
     )
     .action(async (o) => {
       try {
-        const { policies } = await readPolicyFiles(o.policies);
+        const { policies, maskingRules } = await readPolicyFiles(o.policies);
         const config = {
           ...DEFAULT_SIDECAR_CONFIG,
           image: o.sidecarImage,
@@ -54,7 +54,13 @@ export function registerInject(program: Command): void {
           auditCredentialsSecret: o.auditCredentialsSecret,
           auditSigningKeySecret: o.auditSigningKeySecret,
         };
-        const { yaml, report } = injectManifests(await readInput(o.filename), policies, config, o.namespace);
+        const { yaml, report } = injectManifests(
+          await readInput(o.filename),
+          policies,
+          config,
+          o.namespace,
+          maskingRules,
+        );
         process.stdout.write(yaml);
         for (const r of report) {
           process.stderr.write(

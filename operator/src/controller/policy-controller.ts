@@ -5,7 +5,7 @@
  */
 
 import type { KubeConfig } from '@kubernetes/client-node';
-import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
+import { type DatabaseAccessPolicy, type MaskingRule, matchesLabelSelector } from '@pgwarden/policy';
 import type { OperatorEvents } from '../core/operator-events.js';
 import type { SidecarConfig } from '../webhook/sidecar-config.js';
 import { configMapName } from '../webhook/sidecar-container.js';
@@ -162,7 +162,9 @@ export class PolicyController {
 
   async start(): Promise<void> {
     for (const lw of [this.policies, this.maskingRules, this.pods, this.configMaps]) lw.start();
-    void this.policies.waitForSync().then(() => {
+    // The webhook waits for the MaskingRules too: a pod admitted before them would lack its masking key mounts
+    // for its whole life (the sidecar would hash with a random key).
+    void Promise.all([this.policies.waitForSync(), this.maskingRules.waitForSync()]).then(() => {
       this._synced = true;
     });
     await Promise.all([this.policies, this.maskingRules, this.pods, this.configMaps].map((lw) => lw.waitForSync()));
@@ -197,6 +199,11 @@ export class PolicyController {
   /** The current (cached) policies of a namespace: what the webhook matches pods against. */
   policiesIn(namespace: string): DatabaseAccessPolicy[] {
     return this.policies.list().filter((p) => p.metadata.namespace === namespace) as unknown as DatabaseAccessPolicy[];
+  }
+
+  /** The current (cached) MaskingRules of a namespace: the webhook mounts the key Secrets they name. */
+  maskingRulesIn(namespace: string): MaskingRule[] {
+    return this.maskingRules.list().filter((r) => r.metadata.namespace === namespace) as unknown as MaskingRule[];
   }
 
   private enqueueNamespace(ns: string | undefined): void {

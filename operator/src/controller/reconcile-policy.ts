@@ -201,7 +201,7 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   if (problem) deps.requeueAfter?.();
 
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
-  if (strategy === 'Workload') await rollWorkloads(deps, policy, ref);
+  if (strategy === 'Workload') await rollWorkloads(deps, policy, ref, rules);
 
   const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
     { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
@@ -292,7 +292,12 @@ export function rolloutStrategy(dap: { metadata: any; spec?: any }, fallback: Ro
  * workload's own controller rolls its pods; policy content changes alone never roll (the ConfigMap hot-reloads).
  * A template not yet marked is rolled only when its running pods lack the wanted sidecar.
  */
-async function rollWorkloads(deps: ReconcileDeps, policy: DatabaseAccessPolicy, ref: ObjectRef): Promise<void> {
+async function rollWorkloads(
+  deps: ReconcileDeps,
+  policy: DatabaseAccessPolicy,
+  ref: ObjectRef,
+  maskingRules: readonly MaskingRule[],
+): Promise<void> {
   const all = deps
     .policies()
     .filter((p) => p.metadata.namespace === ref.namespace) as unknown as DatabaseAccessPolicy[];
@@ -307,7 +312,7 @@ async function rollWorkloads(deps: ReconcileDeps, policy: DatabaseAccessPolicy, 
         { metadata: { labels, namespace: ref.namespace } },
         all.map((p) => normalisePolicy(p).policy),
       );
-      const want = expectedSidecarHash(selecting, deps.sidecar);
+      const want = expectedSidecarHash(selecting, deps.sidecar, maskingRules);
       const marked = template.metadata?.annotations?.[ANNOTATIONS.sidecarHash];
       if (marked === want) continue;
       // An unmarked template whose running pods already carry the right sidecar (created after the policy, injected

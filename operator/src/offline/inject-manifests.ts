@@ -3,7 +3,7 @@
  * Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs, and bare Pods, go through the same
  * mutatePod as admission; a refusal is an error naming the object.
  */
-import type { DatabaseAccessPolicy } from '@pgwarden/policy';
+import type { DatabaseAccessPolicy, MaskingRule } from '@pgwarden/policy';
 import { parseAllDocuments, stringify } from 'yaml';
 import { applyJsonPatch } from '../core/json-patch.js';
 import { InjectError } from '../errors.js';
@@ -35,9 +35,13 @@ export function injectObject(
   config: SidecarConfig,
   defaultNamespace: string,
   report: InjectReport[],
+  maskingRules: readonly MaskingRule[] = [],
 ): any {
   if (obj?.kind === 'List' && Array.isArray(obj.items)) {
-    return { ...obj, items: obj.items.map((i: any) => injectObject(i, policies, config, defaultNamespace, report)) };
+    return {
+      ...obj,
+      items: obj.items.map((i: any) => injectObject(i, policies, config, defaultNamespace, report, maskingRules)),
+    };
   }
   const path = TEMPLATE_PATHS[obj?.kind];
   if (!path || !obj.apiVersion) return obj;
@@ -47,7 +51,7 @@ export function injectObject(
   for (const k of path) template = template?.[k];
   if (!template?.spec) return obj;
   const pod = { metadata: { ...(template.metadata ?? {}), namespace }, spec: template.spec };
-  const res = mutatePod(pod, policies, config, namespace);
+  const res = mutatePod(pod, policies, config, namespace, maskingRules);
   if ('denied' in res) throw new InjectError(`${name}: ${res.denied}`);
   report.push({ object: name, policies: res.policies, injected: res.patch.length > 0, reason: res.skipped });
   if (res.patch.length === 0) return obj;
@@ -68,6 +72,7 @@ export function injectManifests(
   policies: readonly DatabaseAccessPolicy[],
   config: SidecarConfig,
   defaultNamespace = 'default',
+  maskingRules: readonly MaskingRule[] = [],
 ): { yaml: string; report: InjectReport[] } {
   const report: InjectReport[] = [];
   const docs = parseAllDocuments(yamlText);
@@ -77,7 +82,9 @@ export function injectManifests(
     if (doc.errors.length) throw new InjectError(`YAML: ${doc.errors[0].message.split('\n')[0]}`);
     const value = doc.toJS();
     if (value === null || value === undefined) continue;
-    out.push(stringify(injectObject(value, policies, config, defaultNamespace, report), { lineWidth: 0 }));
+    out.push(
+      stringify(injectObject(value, policies, config, defaultNamespace, report, maskingRules), { lineWidth: 0 }),
+    );
   }
   return { yaml: out.join('---\n'), report };
 }

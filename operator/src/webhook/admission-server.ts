@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { DatabaseAccessPolicy } from '@pgwarden/policy';
+import type { DatabaseAccessPolicy, MaskingRule } from '@pgwarden/policy';
 import type { OperatorEvents } from '../core/operator-events.js';
 import type { KeyPairPem } from '../tls/certificates.js';
 import { mutatePod, reviewEphemeralContainers } from './mutate-pod.js';
@@ -20,6 +20,8 @@ export interface AdmissionServerOptions {
   events: OperatorEvents;
   /** The policies of a namespace, from the operator's watch cache. */
   policies: (namespace: string) => DatabaseAccessPolicy[];
+  /** The MaskingRules of a namespace, from the same cache: their keySecretRefs are mounted into the sidecar. */
+  maskingRules?: (namespace: string) => MaskingRule[];
   /** False until the policy cache has synced: until then pods are refused (fail closed). */
   ready: () => boolean;
 }
@@ -40,7 +42,7 @@ export interface AdmissionReviewResponse {
 /** Pure: one AdmissionReview request in, the AdmissionReview response out. */
 export function reviewPod(
   review: any,
-  opts: Pick<AdmissionServerOptions, 'sidecar' | 'policies' | 'ready'>,
+  opts: Pick<AdmissionServerOptions, 'sidecar' | 'policies' | 'maskingRules' | 'ready'>,
 ): {
   body: AdmissionReviewResponse;
   result: 'injected' | 'skipped' | 'denied' | 'error';
@@ -83,7 +85,13 @@ export function reviewPod(
     };
   }
   const namespace: string = req.namespace ?? req.object?.metadata?.namespace ?? '';
-  const res = mutatePod(req.object ?? {}, opts.policies(namespace), opts.sidecar, namespace);
+  const res = mutatePod(
+    req.object ?? {},
+    opts.policies(namespace),
+    opts.sidecar,
+    namespace,
+    opts.maskingRules?.(namespace) ?? [],
+  );
   if ('denied' in res) {
     return {
       body: respond({ allowed: false, status: { code: 403, reason: 'Forbidden', message: res.denied } }),

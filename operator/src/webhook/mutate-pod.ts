@@ -2,9 +2,10 @@
  * The injection decision and patch, as a pure function of (pod, policies, config). The webhook, the offline
  * `pgwarden inject` and the workload-rollout hash all go through here.
  */
-import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
+import { type DatabaseAccessPolicy, type MaskingRule, matchesLabelSelector } from '@pgwarden/policy';
 import { escapePointer, type JsonPatchOp } from '../core/json-patch.js';
 import { normalisePolicy } from '../core/normalise-policy.js';
+import { maskingKeySecrets } from './masking-key-secrets.js';
 import { ANNOTATIONS, isNatsAuditUrl, type SidecarConfig } from './sidecar-config.js';
 import { buildSidecar, sidecarShapeHash } from './sidecar-container.js';
 
@@ -93,14 +94,15 @@ export function unsafePodReason(spec: Record<string, any>): string | undefined {
 function credentialVolume(
   spec: Record<string, any>,
   policies: readonly DatabaseAccessPolicy[],
-  auditSecrets: readonly (string | undefined)[],
+  sidecarSecrets: readonly (string | undefined)[],
 ): string | undefined {
   const secrets = new Set(
     policies.map((p) => p.spec?.database?.credentialsSecretRef?.name).filter((n): n is string => Boolean(n)),
   );
   // The audit NATS user and signing key too: an agent holding the one could publish events the collector would take
-  // as the sidecar's, the other sign them.
-  for (const s of auditSecrets) if (s) secrets.add(s);
+  // as the sidecar's, the other sign them. And the masking HMAC keys: with one, hash pseudonyms can be reversed by
+  // trying candidate values.
+  for (const s of sidecarSecrets) if (s) secrets.add(s);
   for (const v of spec.volumes ?? []) {
     const names = [
       v?.secret?.secretName,
@@ -158,11 +160,16 @@ function redirectedHost(
   return undefined;
 }
 
+/**
+ * `maskingRules`: the MaskingRules of the pod's namespace (the webhook's watch cache); those selecting a policy
+ * decide which HMAC key Secrets its sidecar mounts.
+ */
 export function mutatePod(
   pod: PodLike,
   policies: readonly DatabaseAccessPolicy[],
   config: SidecarConfig,
   namespace?: string,
+  maskingRules: readonly MaskingRule[] = [],
 ): MutationResult {
   const annotations = pod.metadata?.annotations ?? {};
   const spec = pod.spec ?? {};
@@ -184,12 +191,14 @@ export function mutatePod(
     denied: `pgwarden: cannot inject the database sidecar: ${why}`,
     policies: names,
   });
-  const auditSecrets = [
+  const keys = selected.map((p) => maskingKeySecrets(p, maskingRules));
+  const sidecarSecrets = [
     isNatsAuditUrl(config.auditUrl) ? config.auditCredentialsSecret : undefined,
     config.auditSigningKeySecret,
+    ...keys.flat().map((k) => k.secret),
   ];
   // The annotation alone proves nothing (the pod's author can write it): injected means the sidecars are there.
-  const expected = selected.map((p, i) => buildSidecar(p, i, config));
+  const expected = selected.map((p, i) => buildSidecar(p, i, config, keys[i]));
   const present = new Set((spec.initContainers ?? []).map((c: any) => c?.name));
   if (annotations[ANNOTATIONS.status] === 'injected' && expected.every((p) => present.has(p.container.name))) {
     // Reinvocation (reinvocationPolicy IfNeeded): a later webhook may have added containers. They are checked as the
@@ -203,7 +212,7 @@ export function mutatePod(
     };
     const why =
       unsafePodReason(own) ??
-      credentialVolume(own, selected, auditSecrets) ??
+      credentialVolume(own, selected, sidecarSecrets) ??
       sidecarVolumeMount(own, sidecarVolumes) ??
       redirectedHost(own, selected, config);
     if (why) return deny(why);
@@ -216,7 +225,7 @@ export function mutatePod(
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);
   if (unsafe) return deny(unsafe);
-  const leaked = credentialVolume(spec, selected, auditSecrets);
+  const leaked = credentialVolume(spec, selected, sidecarSecrets);
   if (leaked) return deny(leaked);
   // A mount of a volume the pod does not define would be one of the sidecar's once they are added (its credentials,
   // the audit user and signing key, the spool): Kubernetes validates the pod after this patch.
@@ -301,12 +310,21 @@ function appEnvPatch(spec: Record<string, any>, port: number): JsonPatchOp[] {
   return patch;
 }
 
-/** The sidecar-shape hash a pod selected by these policies would get (for workload rollouts). */
-export function expectedSidecarHash(policies: readonly DatabaseAccessPolicy[], config: SidecarConfig): string {
+/**
+ * The sidecar-shape hash a pod selected by these policies would get (for workload rollouts). The MaskingRules count:
+ * a keySecretRef added later changes the sidecar's mounts, so workloads roll to get the key.
+ */
+export function expectedSidecarHash(
+  policies: readonly DatabaseAccessPolicy[],
+  config: SidecarConfig,
+  maskingRules: readonly MaskingRule[] = [],
+): string {
   const sorted = policies
     .map((p) => normalisePolicy(p).policy)
     .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
-  return sidecarShapeHash(sorted.map((p, i) => buildSidecar(p, i, config).container));
+  return sidecarShapeHash(
+    sorted.map((p, i) => buildSidecar(p, i, config, maskingKeySecrets(p, maskingRules)).container),
+  );
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { DatabaseAccessPolicy } from '@pgwarden/policy';
+import type { MaskingKeySecret } from './masking-key-secrets.js';
 import { isNatsAuditUrl, type SidecarConfig } from './sidecar-config.js';
 
 /** Paths inside the sidecar container; the sidecar CLI (cli/src/commands/sidecar.ts) reads these flags. */
@@ -10,6 +11,8 @@ export const SIDECAR_PATHS = {
   auditCredentialsDir: '/etc/pgwarden/audit-credentials',
   auditSigningKeyDir: '/etc/pgwarden/audit-signing-key',
   auditNatsCaDir: '/etc/pgwarden/audit-nats-ca',
+  /** `PGWARDEN_MASKING_KEYS_DIR`: MaskingRule keySecretRefs as `<dir>/<secret>/<key>` (sidecar/src/masking). */
+  maskingKeysDir: '/etc/pgwarden/masking-keys',
   spoolDir: '/var/lib/pgwarden',
 } as const;
 
@@ -47,8 +50,14 @@ export function boundedName(prefix: string, name: string, max = 63): string {
 /**
  * The native sidecar for one policy: an init container with restartPolicy Always
  * (https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/), its volumes mounted into it alone.
+ * `maskingKeys`: the Secrets holding the HMAC keys of the MaskingRules that apply to the policy.
  */
-export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config: SidecarConfig): SidecarParts {
+export function buildSidecar(
+  policy: DatabaseAccessPolicy,
+  index: number,
+  config: SidecarConfig,
+  maskingKeys: readonly MaskingKeySecret[] = [],
+): SidecarParts {
   const p = policy.metadata.name;
   const spec = policy.spec;
   const listenPort = spec.listen?.port ?? 5432;
@@ -149,6 +158,25 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
     mounts.push({ name: v('auditkey'), mountPath: SIDECAR_PATHS.auditSigningKeyDir, readOnly: true });
     args.push('--audit-signing-key', `${SIDECAR_PATHS.auditSigningKeyDir}/signing.key`);
   }
+  const keysEnv: Record<string, string>[] = [];
+  if (maskingKeys.length > 0) {
+    // Not optional: a missing Secret or key keeps the pod from starting (FailedMount), where the sidecar would
+    // otherwise hash with a random per-process key and pseudonyms would silently stop joining across pods.
+    // One projected volume for all of them, only the referenced keys (items), into the sidecar alone: with the key
+    // the agent could reverse pseudonyms by dictionary. Absent when no rule names a key, so that pods without
+    // keyed rules keep their sidecar shape (no rollout on upgrade).
+    volumes.push({
+      name: v('mkeys'),
+      projected: {
+        defaultMode: 0o444,
+        sources: maskingKeys.map((s) => ({
+          secret: { name: s.secret, items: s.keys.map((key) => ({ key, path: `${s.secret}/${key}` })) },
+        })),
+      },
+    });
+    mounts.push({ name: v('mkeys'), mountPath: SIDECAR_PATHS.maskingKeysDir, readOnly: true });
+    keysEnv.push({ name: 'PGWARDEN_MASKING_KEYS_DIR', value: SIDECAR_PATHS.maskingKeysDir });
+  }
   const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
   const container: Record<string, any> = {
     name: boundedName('pgwarden-', p),
@@ -166,6 +194,7 @@ export function buildSidecar(policy: DatabaseAccessPolicy, index: number, config
       fieldEnv('PGWARDEN_POD_SERVICE_ACCOUNT', 'spec.serviceAccountName'),
       fieldEnv('PGWARDEN_NODE_NAME', 'spec.nodeName'),
       { name: 'PGWARDEN_POLICY', value: p },
+      ...keysEnv,
     ],
     ports: [{ name: `pgw-http-${index}`, containerPort: httpPort, protocol: 'TCP' }],
     // The app containers start only after this probe passes (native sidecar ordering).

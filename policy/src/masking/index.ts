@@ -8,6 +8,7 @@ export * from './detectors.js';
 export * from './errors.js';
 export * from './lineage.js';
 export * from './masking-config.js';
+export * from './masking-key-refs.js';
 export * from './masking-plan.js';
 export { initMaskingParser, parseStatements } from './sql-parse.js';
 export * from './statement-analysis.js';

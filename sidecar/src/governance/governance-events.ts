@@ -1,5 +1,6 @@
 import type { AuditControl } from '@pgwarden/policy';
 import type { AuthEvent, WorkloadIdentity } from '../identity/index.js';
+import type { UnreadableMaskingKey } from '../masking/masking-keys.js';
 import type { PolicySourceEvent } from '../policy-source/index.js';
 
 export interface PolicyRef {
@@ -88,4 +89,9 @@ export type GovernanceEvent =
    * requires one, or for a policy this sidecar does not serve. Counted and logged, not audited (anyone allowed to
    * publish could otherwise fill the chain).
    */
-  | { type: 'control.refused'; reason: 'malformed' | 'subject' | 'signature'; subject: string; kind?: string };
+  | { type: 'control.refused'; reason: 'malformed' | 'subject' | 'signature'; subject: string; kind?: string }
+  /**
+   * At a policy load: keySecretRefs of its MaskingRules whose key this sidecar cannot read (masking/masking-keys.ts).
+   * Those columns are still masked, with the per-process key. Names only, never key bytes.
+   */
+  | { type: 'masking.keys_unreadable'; policy: string; keys: UnreadableMaskingKey[] };

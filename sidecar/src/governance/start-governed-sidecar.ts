@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { controlPolicyRef, initSqlParser, type RenderedPolicy, warmUpSqlAnalysis } from '@pgwarden/policy';
+import {
+  controlPolicyRef,
+  initSqlParser,
+  type KeyResolver,
+  type RenderedPolicy,
+  warmUpSqlAnalysis,
+} from '@pgwarden/policy';
 import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
 import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
 import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
+import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-keys.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
@@ -39,6 +46,8 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
   control?: Pick<NatsControlOptions, 'onConnected'> | false;
   /** How long a login waits at start for live control's first read-back (default 5 s; tests shorten it). */
   liveStateWaitMs?: number;
+  /** Where MaskingRule keySecretRefs are read from; default `$PGWARDEN_MASKING_KEYS_DIR` (keyResolverFromEnv). */
+  resolveMaskingKey?: KeyResolver;
 }
 
 export interface GovernedSidecar {
@@ -84,6 +93,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const approvalMetrics = new ApprovalMetrics();
   const rateLimitMetrics = new RateLimitMetrics();
   const controlMetrics = new ControlMetrics();
+  const maskingKeyMetrics = new MaskingKeyMetrics();
   const events = (e: GovernanceEvent) => {
     if (recorder) recordPolicyEvent(recorder, e);
     approvalMetrics.onEvent(e);
@@ -150,6 +160,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     : Promise.resolve();
   const listeners: GovernedSidecar['listeners'] = [];
   const maskings: { close(): void }[] = [];
+  // One resolver for the process: it reads each key once, and the load-time check below sees what masking uses.
+  const resolveKey = opts.resolveMaskingKey ?? keyResolverFromEnv();
   try {
     for (const [i, p] of set.entries()) {
       const db = p.policy.spec.database;
@@ -175,7 +187,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         policy: () => hooks.policy(),
         upstream,
         credentials: credentialsProvider(opts.credentials),
-        resolveKey: keyResolverFromEnv(),
+        resolveKey,
       });
       maskings.push(masked);
       const inner = withPolicyView(masked, hooks) as PolicyHooks;
@@ -191,6 +203,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       approvalMetrics.register(sidecar.metrics.registry);
       rateLimitMetrics.register(sidecar.metrics.registry);
       controlMetrics.register(sidecar.metrics.registry);
+      maskingKeyMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
   } catch (err) {
@@ -214,8 +227,29 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     if (n > 0) opts.logger?.warn({ policy: p.policy.name, sessions: n }, 'policy suspended: sessions ended');
     return n;
   };
-  const offSuspend = source.on((e) => {
-    if (e.type === 'policy.loaded') for (const l of listeners) endIfSuspended(l);
+  // A keyed hash strategy whose key cannot be read still masks, with the per-process key, but its pseudonyms then
+  // differ between pods and restarts: said at every load (a rule edited after the pod started names a Secret the
+  // pod does not mount until it is recreated), by name, never the key.
+  const checkMaskingKeys = (l: GovernedSidecar['listeners'][number]) => {
+    const p = l.hooks.policy();
+    if (!p) return;
+    const keys = unreadableMaskingKeys(p, resolveKey);
+    maskingKeyMetrics.set(l.policy, keys.length);
+    if (keys.length === 0) return;
+    events({ type: 'masking.keys_unreadable', policy: l.policy, keys });
+    for (const k of keys)
+      opts.logger?.warn(
+        { policy: l.policy, rule: k.rule, secret: k.secret, key: k.key, reason: k.reason },
+        `MaskingRule "${k.rule}": key "${k.key}" of Secret "${k.secret}" cannot be read (${k.reason}); its hash columns are masked with a per-process key, so pseudonyms will not match across pods or restarts`,
+      );
+  };
+  for (const l of listeners) checkMaskingKeys(l);
+  const offLoaded = source.on((e) => {
+    if (e.type !== 'policy.loaded') return;
+    for (const l of listeners) {
+      endIfSuspended(l);
+      checkMaskingKeys(l);
+    }
   });
   // guardrails.rateLimit.scope: policy: the pods serving a policy count each other over the same connection.
   const presence =
@@ -253,7 +287,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
     source,
     listeners,
     async close(graceMs) {
-      offSuspend();
+      offLoaded();
       control?.close();
       presence?.close();
       source.close();

@@ -1,8 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { KeyResolver } from '@pgwarden/policy';
-
-const SAFE = /^[-._a-zA-Z0-9]+$/;
+import { isReadableKeyRef, type KeyResolver } from '@pgwarden/policy';
 
 /**
  * Resolves a strategy's keySecretRef to `<dir>/<secret name>/<key>`, the layout of Secrets mounted as volumes
@@ -12,8 +10,7 @@ const SAFE = /^[-._a-zA-Z0-9]+$/;
 export function secretFileKeyResolver(dir: string): KeyResolver {
   const cache = new Map<string, Buffer | undefined>();
   return (ref) => {
-    if (!SAFE.test(ref.name) || !SAFE.test(ref.key) || ref.name.startsWith('.') || ref.key.startsWith('.'))
-      return undefined;
+    if (!isReadableKeyRef({ secret: ref.name, key: ref.key })) return undefined;
     const id = `${ref.name}/${ref.key}`;
     if (!cache.has(id)) {
       let key: Buffer | undefined;
