@@ -130,6 +130,22 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     expect(await v.verify(dup)).toEqual({ user: 'a', groups: [], issuer: idp.issuer });
   });
 
+  it('refuses a back-channel logout token or any security event token signed for the same audience', async () => {
+    const v = createOidcVerifier(cfg());
+    const events = { 'http://schemas.openid.net/event/backchannel-logout': {} };
+    const key = idp.published[0];
+    for (const [claims, header] of [
+      [{ sub: 'alice', events }, { typ: 'logout+jwt' }],
+      [{ sub: 'alice', events }, {}],
+      [{ sub: 'alice' }, { typ: 'application/secevent+jwt' }],
+    ] as const) {
+      const err = await refusal(v.verify(await idp.sign(claims, key, header)));
+      expect(err.reason).toBe('bad_claim');
+    }
+    // An ID token's own typ (JWT) is fine.
+    expect((await v.verify(await idp.sign({ sub: 'alice' }, key, { typ: 'JWT' }))).user).toBe('alice');
+  });
+
   it('refuses a signature by an unpublished key carrying a published kid, and an algorithm outside the allow-list', async () => {
     const v = createOidcVerifier(cfg());
     const impostor = await makeSigningKey('k1');

@@ -33,6 +33,12 @@ export interface OidcConfig {
   now?: () => Date;
 }
 
+/**
+ * JWT `typ` values of tokens that report an event rather than identify a caller: OpenID Connect Back-Channel Logout
+ * 1.0 (§2.4, `logout+jwt`) and Security Event Tokens (RFC 8417 §2.3, `secevent+jwt`).
+ */
+const EVENT_TOKEN_TYPES = new Set(['logout+jwt', 'secevent+jwt']);
+
 /** Asymmetric JWS algorithms (RFC 7518 §3.1, RFC 8037): a verifier holding only public keys can check them. */
 const ASYMMETRIC = new Set([
   'RS256',
@@ -229,11 +235,16 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
     async verify(token: string): Promise<Identity> {
       if (!token) throw new IdentityError('no_token', 'an OIDC token (JWT) is required as the password');
       let alg: string | undefined;
+      let typ: unknown;
       try {
-        alg = decodeProtectedHeader(token).alg;
+        ({ alg, typ } = decodeProtectedHeader(token));
       } catch (err) {
         throw new IdentityError('malformed_token', 'password is not a well-formed signed JWT', { cause: err });
       }
+      // The IdP signs other tokens for the same audience with the same keys: a back-channel logout token, any
+      // Security Event Token (RFC 8417) says something happened to a user, it does not say who is asking.
+      if (typeof typ === 'string' && EVENT_TOKEN_TYPES.has(typ.toLowerCase().replace(/^application\//, '')))
+        throw new IdentityError('bad_claim', `OIDC token of type "${typ.slice(0, 32)}" is not an identity token`);
       // Checked before any key lookup, so `none` or HS256-with-the-public-key never reach a verifier.
       if (!alg || !v.algorithms.includes(alg)) {
         throw new IdentityError(
@@ -253,6 +264,8 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
         });
         // jose checks iat's type only (its age only with maxTokenAge); a token issued in the future comes from a
         // wrong clock or a forger's, and is refused as nbf would be.
+        if (payload.events !== undefined)
+          throw new IdentityError('bad_claim', 'OIDC token carries "events": it is a logout or security event token');
         const now = (cfg.now?.() ?? new Date()).getTime() / 1000;
         if (typeof payload.iat === 'number' && payload.iat > now + v.clockSkewSeconds)
           throw new IdentityError('token_not_yet_valid', 'OIDC token is not valid yet (iat is in the future)');
