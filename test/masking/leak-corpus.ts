@@ -210,6 +210,18 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('any', 'LISTEN mask_trg', `EXPLAIN ANALYZE UPDATE ${S}.touched SET v = 'c' WHERE id = 1`, 'SELECT 1'),
     // A view calling a function that raises its argument: the reader's session runs it.
     q('rows', `SELECT * FROM ${S}.shouting_view`),
+    // User code behind an operator, a cast, a domain CHECK or field notation RAISEs what it is given.
+    q('rows', `SELECT full_name OPERATOR(${S}.=~~=) 'x' FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT full_name =~~= 'x' FROM customers`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT c.peek_row FROM customers c`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT (c).peek_row FROM customers c`),
+    q('rows', `SELECT full_name::${S}.boxed FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT CAST(full_name AS boxed) FROM customers`),
+    q('rows', `SELECT n::text FROM ${S}.name_view n`),
+    q('rows', `SELECT full_name::${S}.checked FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT checked(full_name) FROM customers`),
+    q('any', `INSERT INTO ${S}.guarded VALUES ('a')`),
+    q('any', `INSERT INTO ${S}.domained VALUES ('a')`),
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),
     q('error', `DO $$ BEGIN RAISE EXCEPTION '%', (SELECT email FROM ${C} ORDER BY id LIMIT 1); END $$`),
