@@ -121,3 +121,23 @@ describe('casts and domains', () => {
     expect(opaque('SELECT ssn::text, id::int8, full_name::varchar(5) FROM customers c')).toBe(false);
   });
 });
+
+describe('code defined before the snapshot knows it', () => {
+  it('code-defining statements say so; a table only when a constraint or column type runs user code', () => {
+    expect(all('CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$')[0].definesCode).toBe(true);
+    expect(all('CREATE OPERATOR <~> (LEFTARG = text, RIGHTARG = text, FUNCTION = f)')[0].definesCode).toBe(true);
+    expect(all('CREATE CAST (text AS boxed) WITH FUNCTION f(text)')[0].definesCode).toBe(true);
+    expect(all('CREATE DOMAIN d AS text CHECK (f(VALUE))')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v text CHECK (peek(v, v)))')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v checked)')[0].definesCode).toBe(true);
+    expect(all('ALTER TABLE t ALTER v SET DEFAULT peek(1, 2)')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v text CHECK (length(v) > 0), n int DEFAULT 1)')[0].definesCode).toBeFalsy();
+  });
+  it('statements after one in the same Query count as running user code', () => {
+    const [def, use] = all(
+      "CREATE OPERATOR <~> (LEFTARG = text, RIGHTARG = text, FUNCTION = f); SELECT full_name <~> 'x' FROM customers",
+    );
+    expect(def.opaque).toBeFalsy();
+    expect(use.opaque).toBe(true);
+  });
+});
