@@ -210,6 +210,37 @@ export function leakCorpus(S: string): LeakQuery[] {
     q('any', 'LISTEN mask_trg', `EXPLAIN ANALYZE UPDATE ${S}.touched SET v = 'c' WHERE id = 1`, 'SELECT 1'),
     // A view calling a function that raises its argument: the reader's session runs it.
     q('rows', `SELECT * FROM ${S}.shouting_view`),
+    // User code behind an operator, a cast, a domain CHECK or field notation RAISEs what it is given.
+    q('rows', `SELECT full_name OPERATOR(${S}.=~~=) 'x' FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT full_name =~~= 'x' FROM customers`),
+    // LIKE and = overloaded for varchar: with the schema on the path, an exact match of the argument types beats
+    // pg_catalog's text operators. Rolled back, as every `=` in the database would count as user code meanwhile.
+    q(
+      'rows',
+      `BEGIN; CREATE FUNCTION ${S}.peek_v(varchar, varchar) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE '%', $1; RETURN true; END $$; CREATE OPERATOR ${S}.~~ (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = ${S}.peek_v); CREATE OPERATOR ${S}.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = ${S}.peek_v); SET LOCAL search_path TO ${S}, public; SELECT full_name::varchar LIKE 'x', CASE full_name::varchar WHEN 'x' THEN 1 END, nullif(full_name::varchar, 'x') FROM customers; ROLLBACK`,
+    ),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT c.peek_row FROM customers c`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT (c).peek_row FROM customers c`),
+    q('rows', `SELECT full_name::${S}.boxed FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT CAST(full_name AS boxed) FROM customers`),
+    q('rows', `SELECT n::text FROM ${S}.name_view n`),
+    q('rows', `SELECT full_name::${S}.checked FROM ${C}`),
+    q('rows', `SET search_path TO ${S}, public`, `SELECT checked(full_name) FROM customers`),
+    q('any', `INSERT INTO ${S}.guarded VALUES ('a')`),
+    q('any', `INSERT INTO ${S}.domained VALUES ('a')`),
+    // Code the catalog snapshot cannot know yet: defined in the same Query, or in the client's open transaction.
+    q(
+      'rows',
+      `BEGIN; CREATE FUNCTION ${S}.tx_peek(text, text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE '%', $1; RETURN true; END $$; CREATE OPERATOR ${S}.<~> (LEFTARG = text, RIGHTARG = text, FUNCTION = ${S}.tx_peek); SET LOCAL search_path TO ${S}, public; SELECT full_name <~> 'x' FROM customers; ROLLBACK`,
+    ),
+    q(
+      'rows',
+      'BEGIN',
+      `CREATE FUNCTION ${S}.tx_shout(text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE '%', $1; RETURN 'x'; END $$`,
+      `SET LOCAL search_path TO ${S}, public`,
+      'SELECT tx_shout(full_name) FROM customers',
+      'ROLLBACK',
+    ),
     q('error', `SELECT ${S}.leak_error()`),
     q('any', `DO $$ BEGIN RAISE NOTICE '%', (SELECT full_name FROM ${C} ORDER BY id LIMIT 1); END $$`),
     q('error', `DO $$ BEGIN RAISE EXCEPTION '%', (SELECT email FROM ${C} ORDER BY id LIMIT 1); END $$`),

@@ -112,6 +112,31 @@ export async function seed(schema: string): Promise<Planted> {
     await c.query(`CREATE FUNCTION ${S}.shout(text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN
       RAISE NOTICE 's: %', $1; RETURN 'x'; END $$`);
     await c.query(`CREATE VIEW ${S}.shouting_view AS SELECT id, ${S}.shout(full_name) AS x FROM ${S}.customers`);
+    // User code that runs without a function call in the SQL text: an operator's function, a cast's function, a
+    // domain's CHECK, a function called in field notation (`c.peek_row` is `peek_row(c)`). Each raises its input.
+    await c.query(`CREATE FUNCTION ${S}.peek(text, text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'o: %', $1; RETURN true; END $$`);
+    await c.query(`CREATE OPERATOR ${S}.=~~= (LEFTARG = text, RIGHTARG = text, FUNCTION = ${S}.peek)`);
+    await c.query(`CREATE FUNCTION ${S}.peek_row(${S}.customers) RETURNS text LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'r: %', $1.full_name; RETURN 'x'; END $$`);
+    await c.query(`CREATE TYPE ${S}.boxed AS (v text)`);
+    await c.query(`CREATE FUNCTION ${S}.to_boxed(text) RETURNS ${S}.boxed LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'c: %', $1; RETURN ROW('x'::text); END $$`);
+    await c.query(`CREATE CAST (text AS ${S}.boxed) WITH FUNCTION ${S}.to_boxed(text)`);
+    // A cast from a row type: `n::text` of a view the client owns runs it, with no user type named in the SQL.
+    await c.query(`CREATE VIEW ${S}.name_view AS SELECT id, full_name FROM ${S}.customers`);
+    await c.query(`CREATE FUNCTION ${S}.name_text(${S}.name_view) RETURNS text LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'nv: %', $1.full_name; RETURN 'x'; END $$`);
+    await c.query(`CREATE CAST (${S}.name_view AS text) WITH FUNCTION ${S}.name_text(${S}.name_view)`);
+    await c.query(`CREATE FUNCTION ${S}.chk(text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'd: %', $1; RETURN true; END $$`);
+    await c.query(`CREATE DOMAIN ${S}.checked AS text CHECK (${S}.chk(VALUE))`);
+    // A CHECK and a domain column whose function reads and raises a name: any write to these tables runs it.
+    await c.query(`CREATE FUNCTION ${S}.leaky_check(text) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
+      RAISE NOTICE 'k: %', (SELECT full_name FROM ${S}.customers ORDER BY id LIMIT 1); RETURN true; END $$`);
+    await c.query(`CREATE TABLE ${S}.guarded (v text CHECK (${S}.leaky_check(v)))`);
+    await c.query(`CREATE DOMAIN ${S}.leaky_dom AS text CHECK (${S}.leaky_check(VALUE))`);
+    await c.query(`CREATE TABLE ${S}.domained (v ${S}.leaky_dom)`);
     // A table whose trigger raises and notifies a masked value: user code the sidecar cannot see in the SQL.
     await c.query(`CREATE TABLE ${S}.touched (id int PRIMARY KEY, v text)`);
     await c.query(`INSERT INTO ${S}.touched VALUES (1, 'a')`);

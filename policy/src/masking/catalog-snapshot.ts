@@ -42,6 +42,16 @@ export interface CatalogSnapshot {
   userFunctions: Set<string>;
   /** OIDs of relations with user triggers or rules: DML on them runs code whose output is not analysed. */
   triggerRelations: Set<number>;
+  /** Names of operators (outside pg_catalog) whose function a client could have written. */
+  userOperators: Set<string>;
+  /**
+   * Names of types a cast to or from may run user code: domains (their CHECK), both user-defined ends of a cast
+   * made WITH FUNCTION, and their array types.
+   */
+  codeTypes: Set<string>;
+  /** The user-defined source types among codeTypes, by name and OID: a value of one can be cast without naming it. */
+  castSources: Set<string>;
+  castSourceOids: Set<number>;
   /** Memo of per-view output lineage, filled by the lineage code. */
   viewMemo: Map<number, unknown>;
   /**
@@ -50,6 +60,13 @@ export interface CatalogSnapshot {
    * partition, not the parent.
    */
   ancestors: Map<string, Array<{ schema: string; name: string }>>;
+}
+
+/** What the catalog says about user code that runs without a function call in the SQL text. */
+export interface UserCodeEntries {
+  operators?: readonly string[];
+  /** See CatalogSnapshot.codeTypes; `source` marks a type a cast from runs user code. */
+  types?: ReadonlyArray<{ oid: number; name: string; source: boolean }>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -76,6 +93,10 @@ export function emptyCatalog(): CatalogSnapshot {
     byName: new Map(),
     userFunctions: new Set(),
     triggerRelations: new Set(),
+    userOperators: new Set(),
+    codeTypes: new Set(),
+    castSources: new Set(),
+    castSourceOids: new Set(),
     viewMemo: new Map(),
     ancestors: new Map(),
   };
@@ -86,6 +107,7 @@ export function buildCatalogSnapshot(
   rows: readonly CatalogRow[],
   userFunctions: readonly string[],
   triggerRelations: readonly number[] = [],
+  code: UserCodeEntries = {},
 ): CatalogSnapshot {
   const snap = emptyCatalog();
   const parents = new Map<number, number[]>();
@@ -124,6 +146,13 @@ export function buildCatalogSnapshot(
   }
   for (const f of userFunctions) snap.userFunctions.add(f);
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
+  for (const o of code.operators ?? []) snap.userOperators.add(o);
+  for (const t of code.types ?? []) {
+    snap.codeTypes.add(t.name);
+    if (!t.source) continue;
+    snap.castSources.add(t.name);
+    snap.castSourceOids.add(t.oid);
+  }
   return snap;
 }
 

@@ -39,6 +39,7 @@ import {
   wholeRow,
 } from './lineage-scope.js';
 import { parseViewQuery } from './sql-parse.js';
+import { callsInFieldNotation, EQUALS, operatorRunsUserCode, typeRunsUserCode } from './user-code.js';
 
 /** Where predicate and write usage of columns is collected while walking. */
 export interface LineageSink {
@@ -264,6 +265,8 @@ export class LineageWalker {
       const inner: Scope = { items: [...scope.items, ...items], parent: scope.parent, ctes: scope.ctes };
       addLineage(this.sink.predicate, this.expr(j.quals, inner));
       for (const u of j.usingClause ?? []) addLineage(this.sink.predicate, resolveRef([u], inner));
+      // USING and NATURAL compare the shared columns with the `=` their names resolve to.
+      if ((j.usingClause?.length || j.isNatural) && operatorRunsUserCode(this.cat, EQUALS)) this.sink.opaque = true;
       if (j.isNatural) {
         // NATURAL JOIN compares every column name the two sides share (unknown columns: any of them).
         const names = (side: RangeItem[]) => new Set(side.flatMap((i) => (i.columns ?? []).map((c) => c.name)));
@@ -304,6 +307,10 @@ export class LineageWalker {
     const columns: ScopeColumn[] = [];
     let anyLin = emptyLineage();
     for (const rel of candidates) {
+      // A user cast from this row type, or from a column's type, runs when such a value is cast (`n::text`, or
+      // implicitly): the SQL need not name the type.
+      if (this.cat.castSources.has(rel.name) || rel.columns.some((c) => this.cat.castSourceOids.has(c.typeOid)))
+        this.sink.opaque = true;
       if (isSystemRelation(rel)) {
         if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) {
           anyLin = unknownLineage();
@@ -362,8 +369,15 @@ export class LineageWalker {
     if (node === null || typeof node !== 'object') return emptyLineage();
     if (Array.isArray(node))
       return node.reduce((acc: Lineage, n: Node) => addLineage(acc, this.expr(n, scope)), emptyLineage());
-    if (node.ColumnRef) return resolveRef(node.ColumnRef.fields, scope);
+    if (node.ColumnRef) {
+      if (callsInFieldNotation(this.cat, node.ColumnRef.fields, scope)) this.sink.opaque = true;
+      return resolveRef(node.ColumnRef.fields, scope);
+    }
     if (node.SubLink) {
+      // `x IN (SELECT …)` is an ANY sublink whose `=` the parser leaves unnamed.
+      const sl = node.SubLink;
+      if (operatorRunsUserCode(this.cat, sl.operName ?? (sl.subLinkType === 'ANY_SUBLINK' ? EQUALS : undefined)))
+        this.sink.opaque = true;
       const lin = this.expr(node.SubLink.testexpr, scope);
       for (const o of this.statementOutputs(node.SubLink.subselect, scope)) addLineage(lin, o.lin);
       return lin;
@@ -371,7 +385,9 @@ export class LineageWalker {
     if (node.FuncCall) return this.funcCall(node.FuncCall, scope);
     if (node.SelectStmt)
       return this.statementOutputs(node, scope).reduce((acc, o) => addLineage(acc, o.lin), emptyLineage());
+    if (node.TypeName && typeRunsUserCode(this.cat, node.TypeName)) this.sink.opaque = true;
     if (node.A_Const || node.TypeName || node.ParamRef) return emptyLineage();
+    if (!this.sink.opaque && this.runsUserCode(node)) this.sink.opaque = true;
     const lin = emptyLineage();
     for (const v of Object.values(node)) if (v && typeof v === 'object') addLineage(lin, this.expr(v, scope));
     return lin;
@@ -384,7 +400,10 @@ export class LineageWalker {
     if (fc.agg_filter) addLineage(this.sink.predicate, this.expr(fc.agg_filter, scope));
     if (fc.over) addLineage(this.sink.predicate, this.expr([fc.over.partitionClause, fc.over.orderClause], scope));
     const args = this.expr([fc.args, fc.agg_order], scope);
-    const userDefined = schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname);
+    // `checked(x)` is a cast to type `checked` when no function of that name exists.
+    const userDefined =
+      (schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname)) ||
+      this.cat.codeTypes.has(fname);
     if (SIDE_CHANNEL_FUNCTIONS.has(fname)) addLineage(this.sink.written, args);
     // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
@@ -400,6 +419,17 @@ export class LineageWalker {
       return emptyLineage();
     }
     return args;
+  }
+
+  /** Operators, `CASE x WHEN`, `(t).f` and casts (TypeCast, JSON/XML RETURNING types) that may run user code. */
+  private runsUserCode(node: Node): boolean {
+    if (node.A_Expr) return operatorRunsUserCode(this.cat, node.A_Expr.name, node.A_Expr.kind);
+    // `CASE x WHEN v` compares with the `=` its name resolves to, as a written `x = v` would.
+    if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS);
+    if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp);
+    if (node.A_Indirection)
+      return (node.A_Indirection.indirection ?? []).some((i: Node) => this.cat.userFunctions.has(str(i) ?? ''));
+    return node.typeName !== undefined && typeRunsUserCode(this.cat, node.typeName);
   }
 
   private exprName(val: Node): string {

@@ -23,6 +23,12 @@ export interface MaskAnalysis {
   opaque?: boolean;
   /** Reads data the parse tree cannot trace (see LineageSink.untraceable). */
   untraceable?: boolean;
+  /**
+   * Defines code that later statements can run without naming it as a function (an operator, cast, domain CHECK,
+   * trigger, rule, constraint) or a function: the catalog snapshot does not know it until the client's transaction
+   * commits and the snapshot is reloaded.
+   */
+  definesCode?: boolean;
   /** Relations a DDL statement alters (for the masked-DDL check), as [schema or undefined, name]. */
   ddlTargets?: Array<[string | undefined, string]>;
   /** DECLARE name CURSOR / PREPARE name AS: the outputs later FETCH / EXECUTE return. */
@@ -34,6 +40,23 @@ export interface NamedOutputs {
   cursor(name: string): OutputColumn[] | undefined;
   prepared(name: string): OutputColumn[] | undefined;
 }
+
+/** Statements that define code, whatever their contents. */
+const CODE_DEFINITIONS = new Set([
+  'CreateFunctionStmt',
+  'DefineStmt',
+  'CreateDomainStmt',
+  'AlterDomainStmt',
+  'CreateCastStmt',
+  'CreateTrigStmt',
+  'CreateEventTrigStmt',
+  'RuleStmt',
+  'CreatePolicyStmt',
+  'AlterPolicyStmt',
+  'CreateTransformStmt',
+  'CreateOpClassStmt',
+  'AlterOperatorStmt',
+]);
 
 const UNKNOWN_ROWS: OutputColumn[] = [{ name: '*', lin: unknownLineage(), expands: true }];
 
@@ -67,6 +90,13 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
     a.returnsRows = true;
     a.outputs = outputs;
   };
+  if (CODE_DEFINITIONS.has(kind)) a.definesCode = true;
+  else if (kind === 'CreateStmt' || kind === 'AlterTableStmt') {
+    // A CHECK, DEFAULT or generated column calling user code, or a column of a domain, runs on later writes.
+    const scratch = new LineageWalker(cat, { predicate: emptyLineage(), written: emptyLineage() });
+    scratch.expr(kind === 'CreateStmt' ? s.tableElts : s.cmds, scratch.scopeFor([]));
+    a.definesCode = scratch.sink.opaque === true;
+  }
   switch (kind) {
     case 'SelectStmt': {
       const outs = w.select(s);
@@ -191,8 +221,12 @@ export function analyzeForMasking(sql: string, cat: CatalogSnapshot, named: Name
     cursor: (n) => local.get(`c:${n}`) ?? named.cursor(n),
     prepared: (n) => local.get(`p:${n}`) ?? named.prepared(n),
   };
+  let defined = false;
   return parseStatements(sql).map((raw) => {
     const a = analyzeStatementForMasking(raw, cat, seen);
+    // `CREATE OPERATOR …; SELECT a =~~= b` in one Query: the snapshot cannot know the operator yet.
+    if (defined) a.opaque = true;
+    defined ||= a.definesCode === true;
     if (a.names) local.set(`${a.names.kind === 'cursor' ? 'c' : 'p'}:${a.names.name}`, a.names.outputs);
     return a;
   });

@@ -22,9 +22,57 @@ WHERE n.nspname <> 'pg_toast'`;
 export const FUNCTIONS_SQL = `SELECT DISTINCT p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 
-/** Relations with user triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) or rewrite rules. */
+const SYSTEM_NAMESPACES = `SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog','information_schema')`;
+
+/**
+ * Relations whose DML runs user code: triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) and
+ * rewrite rules; CHECK constraints, defaults and generated columns that call a user function, directly or as an
+ * operator's (pg_depend records the functions and operators an expression uses); columns of domain types, whose CHECK
+ * runs on every value written.
+ */
 export const TRIGGERS_SQL = `SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
-UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'`;
+UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'
+UNION SELECT COALESCE(con.conrelid, ad.adrelid)::int8::text FROM pg_depend d
+  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+  JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
+  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  WHERE d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+    AND COALESCE(con.conrelid, ad.adrelid, 0) <> 0
+UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type e ON e.oid = t.typelem
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'd' OR e.typtype = 'd')
+    AND t.typnamespace NOT IN (${SYSTEM_NAMESPACES})`;
+
+/**
+ * Operators whose function a client could have written: C and internal functions need a superuser to create
+ * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
+ * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ */
+export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
+JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
+WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
+
+/**
+ * Types a cast to or from may run user code: domains (a cast to one runs its CHECK), and the user-defined ends of a
+ * cast made WITH a user function a client could have written (both ends when neither is user-defined: a superuser's;
+ * pg_catalog's own SQL-language casts, such as circle to polygon, do not count),
+ * with their array types (an array cast runs the element cast). https://www.postgresql.org/docs/current/catalog-pg-cast.html
+ */
+export const CODE_TYPES_SQL = `WITH code_cast AS (
+  SELECT c.castsource, c.casttarget, s.typnamespace NOT IN (${SYSTEM_NAMESPACES}) AS user_source,
+    t.typnamespace NOT IN (${SYSTEM_NAMESPACES}) AS user_target
+  FROM pg_cast c JOIN pg_proc p ON p.oid = c.castfunc JOIN pg_language l ON l.oid = p.prolang
+  JOIN pg_type s ON s.oid = c.castsource JOIN pg_type t ON t.oid = c.casttarget
+  WHERE l.lanname NOT IN ('c', 'internal') AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+), ends AS (
+  SELECT oid, false AS source FROM pg_type WHERE typtype = 'd' AND typnamespace NOT IN (${SYSTEM_NAMESPACES})
+  UNION ALL SELECT casttarget, false FROM code_cast WHERE user_target OR NOT user_source
+  UNION ALL SELECT castsource, true FROM code_cast WHERE user_source OR NOT user_target
+)
+SELECT t.oid::int8::text AS oid, t.typname AS name, bool_or(e.source)::text AS source
+FROM ends e JOIN pg_type t ON t.oid = e.oid OR (t.typelem = e.oid AND t.typcategory = 'A')
+GROUP BY t.oid, t.typname`;
 
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
@@ -116,6 +164,8 @@ export class CatalogCache {
       const funcs = await this.query(FUNCTIONS_SQL);
       const cons = await this.query(CONSTRAINTS_SQL);
       const triggers = await this.query(TRIGGERS_SQL);
+      const operators = await this.query(OPERATORS_SQL);
+      const types = await this.query(CODE_TYPES_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -131,6 +181,10 @@ export class CatalogCache {
         catalogRows,
         funcs.map((f) => f.name ?? ''),
         triggers.map((t) => Number(t.oid)),
+        {
+          operators: operators.map((o) => o.name ?? ''),
+          types: types.map((t) => ({ oid: Number(t.oid), name: t.name ?? '', source: t.source === 'true' })),
+        },
       );
       const ids = new Set<string>();
       for (const r of catalogRows) {

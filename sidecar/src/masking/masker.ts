@@ -128,6 +128,8 @@ export function createMasker(opts: MaskerOptions): Masker {
   const counters = { cells: 0, columns: 0 };
   let ddlInTransaction = false;
   let opaqueSeen = false;
+  /** The session defined code (see MaskAnalysis.definesCode). */
+  let codeDefined = false;
 
   const analyze = (sql: string): MaskAnalysis[] | undefined => {
     const gen = catalog.generation;
@@ -253,8 +255,11 @@ export function createMasker(opts: MaskerOptions): Masker {
         checkedUsage.set(analyses, checked);
       }
       const denied = checked.denied;
-      // User-defined code may RAISE anything: from now on this session's notices and errors are withheld.
-      if (!denied && config.columns.length > 0 && analyses.some((a) => a.opaque)) opaqueSeen = true;
+      // User-defined code may RAISE anything: from now on this session's notices and errors are withheld. Code the
+      // session defined is unknown to the snapshot until its transaction commits and the snapshot reloads (and a
+      // pipelined statement is checked before the definition ran), so any later statement may run it unseen.
+      if (!denied && config.columns.length > 0 && (codeDefined || analyses.some((a) => a.opaque))) opaqueSeen = true;
+      if (!denied && analyses.some((a) => a.definesCode)) codeDefined = true;
       return denied;
     },
     bind(verdict, sql) {

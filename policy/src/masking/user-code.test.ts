@@ -1,0 +1,143 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildCatalogSnapshot, type CatalogRow, type CatalogSnapshot } from './catalog-snapshot.js';
+import { initMaskingParser } from './sql-parse.js';
+import { analyzeForMasking, type MaskAnalysis, type NamedOutputs } from './statement-analysis.js';
+
+// Statements that run user-defined code without calling it by name: its RAISE output must be withheld (`opaque`).
+
+const named: NamedOutputs = { cursor: () => undefined, prepared: () => undefined };
+const BOXED_OID = 50001;
+
+function table(oid: number, name: string, cols: Array<[string, number]>): CatalogRow[] {
+  return cols.map(([attname, atttypid], i) => ({
+    oid,
+    schema: 'public',
+    name,
+    kind: 'r',
+    attnum: i + 1,
+    attname,
+    atttypid,
+    viewdef: null,
+  }));
+}
+
+let cat: CatalogSnapshot;
+beforeAll(async () => {
+  await initMaskingParser();
+  cat = buildCatalogSnapshot(
+    [
+      ...table(100, 'customers', [
+        ['id', 23],
+        ['full_name', 25],
+        ['ssn', 1043],
+      ]),
+      ...table(101, 'parcels', [
+        ['id', 23],
+        ['content', BOXED_OID],
+      ]),
+      ...table(102, 'name_view', [['full_name', 25]]),
+    ],
+    ['peek', 'peek_row', 'full_name_of'],
+    [],
+    {
+      operators: ['=~~=', '~~', '='],
+      types: [
+        { oid: 50000, name: 'checked', source: false },
+        { oid: BOXED_OID, name: 'boxed', source: true },
+        { oid: 50002, name: 'name_view', source: true },
+      ],
+    },
+  );
+});
+
+const all = (sql: string, snap = cat): MaskAnalysis[] => analyzeForMasking(sql, snap, named);
+const opaque = (sql: string, snap = cat): boolean => all(sql, snap).some((a) => a.opaque === true);
+
+describe('user-defined operators', () => {
+  it('a qualified operator outside pg_catalog is a user’s, known or not', () => {
+    expect(opaque("SELECT full_name OPERATOR(s.=~~=) 'x' FROM customers")).toBe(true);
+    expect(opaque("SELECT full_name OPERATOR(other.<<<) 'x' FROM customers")).toBe(true);
+    expect(opaque("SELECT full_name OPERATOR(pg_catalog.||) 'x' FROM customers")).toBe(false);
+  });
+  it('an unqualified name some user operator has, however the syntax spells it', () => {
+    for (const sql of [
+      "SELECT full_name =~~= 'x' FROM customers",
+      "SELECT ssn LIKE 'x' FROM customers",
+      "SELECT CASE ssn WHEN 'x' THEN 1 END FROM customers",
+      "SELECT nullif(ssn, 'x') FROM customers",
+      "SELECT ssn IS DISTINCT FROM 'x' FROM customers",
+      "SELECT ssn IN ('a', 'b') FROM customers",
+      "SELECT ssn = ANY(ARRAY['a']) FROM customers",
+      'SELECT ssn IN (SELECT ssn FROM customers) FROM customers',
+      'SELECT 1 FROM customers a JOIN customers b USING (ssn)',
+      'SELECT 1 FROM customers a NATURAL JOIN customers b',
+      'SELECT id FROM customers WHERE id = 1',
+    ])
+      expect(opaque(sql), sql).toBe(true);
+  });
+  it('BETWEEN is checked as the comparisons it becomes', () => {
+    const snap = buildCatalogSnapshot(table(100, 'customers', [['ssn', 25]]), [], [], { operators: ['>='] });
+    expect(opaque("SELECT ssn BETWEEN 'a' AND 'b' FROM customers", snap)).toBe(true);
+  });
+  it('built-in operators alone run no user code', () => {
+    const snap = buildCatalogSnapshot(table(100, 'customers', [['ssn', 25]]), ['peek'], [], { operators: ['=~~='] });
+    for (const sql of [
+      "SELECT ssn LIKE 'x', ssn || 'y', ssn = 'z', CASE ssn WHEN 'a' THEN 1 END FROM customers",
+      "SELECT 1 FROM customers a JOIN customers b USING (ssn) WHERE a.ssn BETWEEN 'a' AND 'b' ORDER BY 1",
+    ])
+      expect(opaque(sql, snap), sql).toBe(false);
+  });
+});
+
+describe('field notation', () => {
+  it('`t.f` and `(t).f` call a user function f(t) when t has no column f', () => {
+    expect(opaque('SELECT c.peek_row FROM customers c')).toBe(true);
+    expect(opaque('SELECT customers.peek_row FROM customers')).toBe(true);
+    expect(opaque('SELECT (c).peek_row FROM customers c')).toBe(true);
+  });
+  it('a real column, or a name no user function has, is no call', () => {
+    expect(opaque('SELECT c.full_name, (c).ssn FROM customers c')).toBe(false);
+    expect(opaque('SELECT c.nosuch FROM customers c')).toBe(false);
+  });
+});
+
+describe('casts and domains', () => {
+  it('a cast to a domain or to an end of a user cast, in any spelling', () => {
+    for (const sql of [
+      'SELECT ssn::checked FROM customers',
+      'SELECT CAST(ssn AS public.checked) FROM customers',
+      'SELECT ARRAY[ssn]::checked[] FROM customers',
+      'SELECT checked(ssn) FROM customers',
+      'SELECT full_name::boxed FROM customers',
+      "SELECT JSON_VALUE('\"a\"', '$' RETURNING checked)",
+    ])
+      expect(opaque(sql), sql).toBe(true);
+  });
+  it('reading a value of a cast source type: a row type, a column', () => {
+    expect(opaque('SELECT n::text FROM name_view n')).toBe(true);
+    expect(opaque('SELECT id FROM parcels')).toBe(true);
+  });
+  it('built-in casts and ordinary relations run no user code', () => {
+    expect(opaque('SELECT ssn::text, id::int8, full_name::varchar(5) FROM customers c')).toBe(false);
+  });
+});
+
+describe('code defined before the snapshot knows it', () => {
+  it('code-defining statements say so; a table only when a constraint or column type runs user code', () => {
+    expect(all('CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$')[0].definesCode).toBe(true);
+    expect(all('CREATE OPERATOR <~> (LEFTARG = text, RIGHTARG = text, FUNCTION = f)')[0].definesCode).toBe(true);
+    expect(all('CREATE CAST (text AS boxed) WITH FUNCTION f(text)')[0].definesCode).toBe(true);
+    expect(all('CREATE DOMAIN d AS text CHECK (f(VALUE))')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v text CHECK (peek(v, v)))')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v checked)')[0].definesCode).toBe(true);
+    expect(all('ALTER TABLE t ALTER v SET DEFAULT peek(1, 2)')[0].definesCode).toBe(true);
+    expect(all('CREATE TABLE t (v text CHECK (length(v) > 0), n int DEFAULT 1)')[0].definesCode).toBeFalsy();
+  });
+  it('statements after one in the same Query count as running user code', () => {
+    const [def, use] = all(
+      "CREATE OPERATOR <~> (LEFTARG = text, RIGHTARG = text, FUNCTION = f); SELECT full_name <~> 'x' FROM customers",
+    );
+    expect(def.opaque).toBeFalsy();
+    expect(use.opaque).toBe(true);
+  });
+});
