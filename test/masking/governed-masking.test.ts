@@ -104,6 +104,10 @@ describe('masking in the governed sidecar', () => {
     expect(masked?.cells).toBeGreaterThanOrEqual(9);
     expect(findLeaks(everything, planted.columnValues)).toEqual([]);
     expect(everything.toString()).toMatch(/invalid input syntax for type integer: \\"\*\*\*\*\\"/);
+    // Masking's plan waits for its catalog, which holds nothing: no statement here was held.
+    const statements = events.filter((e) => e.type === 'statement');
+    expect(statements.length).toBeGreaterThanOrEqual(3);
+    expect(statements.map((e) => (e.timing as { heldMs: number }).heldMs)).toEqual(statements.map(() => 0));
   });
 
   it('a policy reload applies to sessions that are already open', async () => {

@@ -172,12 +172,14 @@ export class PolicySession implements SessionHooks {
     });
     if (refused) return rateLimitedVerdict(limiter, v, a.waitMs);
     const signal = this.held.signal;
+    const t0 = performance.now();
     return new Promise<Verdict>((resolve) => {
       // A session that ends while a statement waits lets it go at once (the proxy sends nothing for a closed one).
       const done = () => {
         clearTimeout(timer);
         signal.removeEventListener('abort', done);
-        resolve(v);
+        // The wait is the statement's held time (timing.heldMs); a copy, as verdicts may be shared.
+        resolve({ ...v, heldMs: (v.heldMs ?? 0) + performance.now() - t0 } as Verdict);
       };
       const timer = setTimeout(done, a.waitMs);
       signal.addEventListener('abort', done);

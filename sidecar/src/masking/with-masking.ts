@@ -48,6 +48,9 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
           denied && decided.action !== 'deny'
             ? { ...denial(denied.message, denied.reason), policy: decided.policy, statements: decided.statements }
             : { ...decided };
+        // This promise waits for masking's catalog, which is no hold: the statement was held only for what the
+        // policy reported (a review, a rate limit), and the proxy would otherwise take the wait as held time.
+        if (verdict.action !== 'review' && verdict.heldMs === undefined) verdict.heldMs = decided.heldMs ?? 0;
         m.bind(verdict, req.sql);
         return verdict;
       };
