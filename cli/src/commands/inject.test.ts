@@ -100,6 +100,8 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden inject with audit Secrets n
           'agents-nats-user',
           '--audit-signing-key-secret',
           'agents-audit-signing',
+          '--audit-nats-ca-secret',
+          'agents-nats-ca',
         ],
         { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -115,6 +117,11 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden inject with audit Secrets n
       ).mountPath;
       expect(keyAt).toBe(`${keyMount}/signing.key`);
       expect(sidecar.args).toContain('--audit-nats-credentials-dir');
+      // As the webhook does with audit.natsCa: the CA reaches the sidecar alone, and it verifies NATS with it.
+      expect(sidecarSecrets).toContain('agents-nats-ca');
+      const caAt = sidecar.args[sidecar.args.indexOf('--audit-nats-ca') + 1];
+      const caMount = sidecar.volumeMounts.find((m: { name: string }) => secretOf(m) === 'agents-nats-ca').mountPath;
+      expect(caAt).toBe(`${caMount}/ca.crt`);
       // The agent's container sees neither Secret.
       for (const c of pod.containers) expect((c.volumeMounts ?? []).map(secretOf).filter(Boolean)).toEqual([]);
     } finally {

@@ -42,8 +42,18 @@ export function registerInject(program: Command): void {
       '--audit-signing-key-secret <name>',
       'Secret in the workload namespace (key signing.key) the sidecars sign audit checkpoints with',
     )
+    .option(
+      '--audit-nats-ca-secret <name>',
+      "Secret in the workload namespace (key ca.crt) the sidecars verify NATS's TLS certificate with",
+    )
+    .option(
+      '--audit-nats-ca-configmap <name>',
+      'the same CA bundle as a ConfigMap in the workload namespace (e.g. a trust-manager Bundle)',
+    )
     .action(async (o) => {
       try {
+        if (o.auditNatsCaSecret && o.auditNatsCaConfigmap)
+          throw new InjectError('give --audit-nats-ca-secret or --audit-nats-ca-configmap, not both');
         const { policies, maskingRules } = await readPolicyFiles(o.policies);
         const config = {
           ...DEFAULT_SIDECAR_CONFIG,
@@ -53,6 +63,13 @@ export function registerInject(program: Command): void {
           // Without the operator nobody copies these Secrets into the namespace: they are named as they are there.
           auditCredentialsSecret: o.auditCredentialsSecret,
           auditSigningKeySecret: o.auditSigningKeySecret,
+          ...(o.auditNatsCaSecret || o.auditNatsCaConfigmap
+            ? {
+                auditNatsCa: o.auditNatsCaSecret
+                  ? { kind: 'secret' as const, name: o.auditNatsCaSecret as string }
+                  : { kind: 'configMap' as const, name: o.auditNatsCaConfigmap as string },
+              }
+            : {}),
         };
         const { yaml, report } = injectManifests(
           await readInput(o.filename),
