@@ -38,6 +38,21 @@ describe('formatAuditEvent', () => {
     expect(formatAuditEvent({ ...base, timing: { durationMs: 1.2, heldMs: 0 } })).not.toContain('held=');
   });
 
+  it('counts rows only where the tag does not and there are some (SHOW), not for SET or DISCARD ALL', () => {
+    const ev = (tag: string, rows: number) =>
+      formatAuditEvent({
+        type: 'statement',
+        time: '2026-11-30T04:01:02.123456Z',
+        session: { id: 'abcdef0123456789', seq: 1 },
+        statement: { text: tag },
+        result: { tag, rows },
+        timing: { durationMs: 0.4, heldMs: 0 },
+      });
+    expect(ev('SHOW', 1)).toContain('SHOW rows=1');
+    expect(ev('DISCARD ALL', 0)).not.toContain('rows=');
+    expect(ev('SET', 0)).not.toContain('rows=');
+  });
+
   it('shows errors and denials instead of ok', () => {
     const base = {
       type: 'statement',

@@ -28,7 +28,11 @@ export function formatAuditEvent(e: Event): string {
     action === 'deny' ? `DENIED${e.decision?.rule ? ` by ${e.decision.rule}` : ''}` : error || 'ok'
   ).padEnd(11);
   const tag = e.result?.tag ? String(e.result.tag) : '';
-  const rows = typeof e.result?.rows === 'number' && !error && !/\d/.test(tag) ? ` rows=${e.result.rows}` : '';
+  // A tag with a count says it already; SET, BEGIN or DISCARD ALL return no rows, and `rows=0` there is noise.
+  const rows =
+    typeof e.result?.rows === 'number' && e.result.rows > 0 && !error && !/\d/.test(tag)
+      ? ` rows=${e.result.rows}`
+      : '';
   const ms = typeof e.timing?.durationMs === 'number' ? `${e.timing.durationMs.toFixed(1)} ms` : '';
   const masked = e.masking?.cells ? ` masked=${e.masking.cells}` : '';
   // A statement held for review: how long, and who let it run (a person, or a grant: the decision's reason).
