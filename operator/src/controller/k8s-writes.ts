@@ -43,26 +43,24 @@ export class K8sWrites {
     return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   }
 
+  /** A JSON merge patch (RFC 7386) by the operator's field manager: fields it names, and null removes a key. */
+  private mergePatch(obj: object) {
+    return this.objects.patch(obj as any, undefined, undefined, FIELD_MANAGER, undefined, PatchStrategy.MergePatch);
+  }
+
   /**
    * Removes data/binaryData keys from a ConfigMap (JSON merge patch: null deletes). Server-side apply cannot: keys
    * another field manager added are not the applier's to drop.
    */
   async removeConfigMapKeys(namespace: string, name: string, keys: { data: string[]; binaryData: string[] }) {
     const nulls = (ks: string[]) => (ks.length ? Object.fromEntries(ks.map((k) => [k, null])) : undefined);
-    await this.objects.patch(
-      {
-        apiVersion: 'v1',
-        kind: 'ConfigMap',
-        metadata: { name, namespace },
-        data: nulls(keys.data),
-        binaryData: nulls(keys.binaryData),
-      } as any,
-      undefined,
-      undefined,
-      FIELD_MANAGER,
-      undefined,
-      PatchStrategy.MergePatch,
-    );
+    await this.mergePatch({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name, namespace },
+      data: nulls(keys.data),
+      binaryData: nulls(keys.binaryData),
+    });
   }
 
   /** Server-side apply to the status subresource of a pgwarden.dev object. */
@@ -120,32 +118,22 @@ export class K8sWrites {
     key: string,
     value: string,
   ) {
-    await this.objects.patch(
-      {
-        apiVersion,
-        kind,
-        metadata: { name, namespace },
-        spec: { template: { metadata: { annotations: { [key]: value } } } },
-      } as any,
-      undefined,
-      undefined,
-      FIELD_MANAGER,
-      undefined,
-      PatchStrategy.MergePatch,
-    );
+    await this.mergePatch({
+      apiVersion,
+      kind,
+      metadata: { name, namespace },
+      spec: { template: { metadata: { annotations: { [key]: value } } } },
+    });
   }
 
   /** Sets one annotation on a running pod (merge patch); false when the pod is gone. */
   async annotatePod(namespace: string, name: string, key: string, value: string): Promise<boolean> {
     try {
-      await this.objects.patch(
-        { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, annotations: { [key]: value } } } as any,
-        undefined,
-        undefined,
-        FIELD_MANAGER,
-        undefined,
-        PatchStrategy.MergePatch,
-      );
+      await this.mergePatch({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace, annotations: { [key]: value } },
+      });
       return true;
     } catch (err) {
       if ((err as { code?: number }).code === 404) return false;
