@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { type AuditEvent, indexedFields, parseEvent } from '../event.js';
 import { makeSession, sidecarJson } from '../testing/audit-events.js';
 import { readCanonicalEvent } from './canonical-event.js';
+import { instanceOf } from './chain-heads.js';
 
 const bytes = (s: string) => Buffer.from(s);
 const verdict = (f: () => unknown) => {
@@ -36,6 +37,8 @@ function agrees(text: string): boolean {
     full.hash,
   ]);
   if (verdict(() => parseEvent(full)) === 'ok') expect(indexedFields(e)).toEqual(indexedFields(full));
+  // The sidecar whose audit.heads speak for the session (chain-heads.ts instanceOf).
+  expect(instanceOf(e)).toBe(instanceOf(full));
   expect(JSON.parse(JSON.stringify(e))).toEqual(full);
   return true;
 }
@@ -50,6 +53,13 @@ describe('readCanonicalEvent', () => {
     for (const e of events) expect(agrees(sidecarJson(e))).toBe(true);
   });
 
+  it("reads source.instance, so a session is held to its own sidecar's heads", () => {
+    const e = { ...events[2], source: { instance: 'i-1', pod: 'p' } } as Record<string, unknown>;
+    delete e.hash;
+    const read = readCanonicalEvent(bytes(seal(e)));
+    expect(read && instanceOf(read.event)).toBe('i-1');
+  });
+
   it('reads escaped and non-ASCII values of indexed members', () => {
     const e = { ...events[2], hash: undefined } as Record<string, unknown>;
     e.statement = { kind: 'select', tables: ['public."Örders"', 'a\\b', 'tab\there'] };
@@ -58,13 +68,19 @@ describe('readCanonicalEvent', () => {
     expect(agrees(seal(e))).toBe(true);
   });
 
-  it('leaves to JSON.parse what it does not read: audit.gap and audit.checkpoint events and indexed members of another type', () => {
+  it('leaves to JSON.parse what it does not read: audit.gap, audit.checkpoint and audit.heads events and indexed members of another type', () => {
     const base = { ...events[2] } as Record<string, unknown>;
     delete base.hash;
     const variants: Record<string, unknown>[] = [
       { ...base, type: 'audit.gap', gap: { sessions: [{ id: 'ce', fromSeq: 1, toSeq: 2 }] } },
       // Its `checkpoint` member is judged at ingest, and the fast path does not materialise it.
       { ...base, type: 'audit.checkpoint', checkpoint: { seq: 2, hash: events[1].hash, key: 'k', sig: 's' } },
+      // Its `heads` member is recorded at ingest (which session chains the sidecar held, and how far).
+      {
+        ...base,
+        type: 'audit.heads',
+        heads: { chains: [{ id: 'ce', seq: 2, hash: events[1].hash }], refreshMs: 1000 },
+      },
       { ...base, session: { id: 'ce', seq: '3' } },
       { ...base, session: 'ce' },
       { ...base, identity: { namespace: 7 } },

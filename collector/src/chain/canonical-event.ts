@@ -5,9 +5,9 @@ import { type CanonicalSink, canonicalEventHash, hashDigitsAt } from './canonica
  * An event read from canonical sidecar bytes in the one pass that proves them canonical and hashes them
  * (canonical-utf8.ts), instead of JSON.parse of the whole event: only the members the collector indexes, verifies
  * and validates (`parseEvent`, `indexedFields`, the chain rules) are materialised, each equal to what JSON.parse of
- * the same bytes gives. A tracked member of an unexpected JSON type, an `audit.gap` or `audit.checkpoint` event
- * (their `gap` and `checkpoint` members are read at ingest; both are rare) or anything not canonical returns
- * undefined: the caller parses the whole text instead.
+ * the same bytes gives. A tracked member of an unexpected JSON type, an `audit.gap`, `audit.checkpoint` or
+ * `audit.heads` event (their `gap`, `checkpoint` and `heads` members are read at ingest; all are rare) or anything
+ * not canonical returns undefined: the caller parses the whole text instead.
  */
 export interface CanonicalEvent {
   event: AuditEvent;
@@ -19,7 +19,13 @@ export function readCanonicalEvent(utf8: Uint8Array): CanonicalEvent | undefined
   const b = Buffer.isBuffer(utf8) ? utf8 : Buffer.from(utf8.buffer, utf8.byteOffset, utf8.byteLength);
   sink.reset(b);
   const hash = canonicalEventHash(b, sink);
-  if (hash === undefined || sink.unsupported || sink.type === 'audit.gap' || sink.type === 'audit.checkpoint')
+  if (
+    hash === undefined ||
+    sink.unsupported ||
+    sink.type === 'audit.gap' ||
+    sink.type === 'audit.checkpoint' ||
+    sink.type === 'audit.heads'
+  )
     return undefined;
   const at = hashDigitsAt(b);
   return { event: sink.event((b as SliceableBuffer).latin1Slice(at, at + 64)), hash };
@@ -40,6 +46,7 @@ class ReceivedEvent {
     readonly statement: Record<string, unknown> | undefined,
     readonly decision: Record<string, unknown> | undefined,
     readonly policy: Record<string, unknown> | undefined,
+    readonly source: Record<string, unknown> | undefined,
     readonly prevHash: string | null | undefined,
     readonly hash: string,
     utf8: Buffer,
@@ -65,6 +72,7 @@ const POLICY = 6;
 const TABLES = 7;
 /** An element of statement.tables. */
 const TABLE = 8;
+const SOURCE = 9;
 // Scalar members.
 const ID = 10;
 const TYPE = 11;
@@ -79,6 +87,7 @@ const USER = 19;
 const KIND = 20;
 const ACTION = 21;
 const POLICY_NAME = 22;
+const INSTANCE = 23;
 
 /** Tracked member names by the code of the object holding them. */
 const MEMBERS: Record<number, [string, number][]> = {
@@ -92,6 +101,8 @@ const MEMBERS: Record<number, [string, number][]> = {
     ['statement', STATEMENT],
     ['decision', DECISION],
     ['policy', POLICY],
+    // source.instance: whose audit.heads speak for the session (chain-heads.ts).
+    ['source', SOURCE],
   ],
   [SESSION]: [
     ['id', SESSION_ID],
@@ -109,6 +120,7 @@ const MEMBERS: Record<number, [string, number][]> = {
   ],
   [DECISION]: [['action', ACTION]],
   [POLICY]: [['name', POLICY_NAME]],
+  [SOURCE]: [['instance', INSTANCE]],
 };
 /** MEMBERS by container code, the names as bytes. */
 const MEMBER_BYTES: ([Buffer, number][] | undefined)[] = [];
@@ -134,13 +146,14 @@ class EventFieldSink implements CanonicalSink {
   private statement: Record<string, unknown> | undefined;
   private decision: Record<string, unknown> | undefined;
   private policy: Record<string, unknown> | undefined;
+  private source: Record<string, unknown> | undefined;
   private tables: string[] | undefined;
 
   reset(b: Buffer): void {
     this.b = b;
     this.unsupported = false;
     this.type = this.id = this.time = this.prevHash = undefined;
-    this.session = this.identity = this.statement = this.decision = this.policy = this.tables = undefined;
+    this.session = this.identity = this.statement = this.decision = this.policy = this.source = this.tables = undefined;
   }
 
   event(hash: string): AuditEvent {
@@ -153,6 +166,7 @@ class EventFieldSink implements CanonicalSink {
       this.statement,
       this.decision,
       this.policy,
+      this.source,
       this.prevHash,
       hash,
       this.b,
@@ -199,6 +213,7 @@ class EventFieldSink implements CanonicalSink {
     else if (code === STATEMENT) this.statement = {};
     else if (code === DECISION) this.decision = {};
     else if (code === POLICY) this.policy = {};
+    else if (code === SOURCE) this.source = {};
     else inner = this.refuse(); // a tracked member that is not the object the collector reads
     this.container[depth + 1] = inner;
     this.pending[depth + 1] = NONE;
@@ -254,6 +269,9 @@ class EventFieldSink implements CanonicalSink {
         return;
       case POLICY_NAME:
         (this.policy as Record<string, unknown>).name = text;
+        return;
+      case INSTANCE:
+        (this.source as Record<string, unknown>).instance = text;
         return;
       default:
         this.unsupported = true;

@@ -29,6 +29,11 @@ export interface AuditSink {
    */
   emitJson?(json: string, session: string, seq: number): void;
   ready(): boolean;
+  /**
+   * Writes what the sink holds for a write later in this turn now (the spool), so that it survives a kill of the
+   * process before the caller lets anyone see the outcome the events record. Never waits for a disk flush.
+   */
+  flush?(): void;
   close(): Promise<void>;
   /** Registers the listener for dropped-event summaries (one listener; the recorder's). */
   onGap?(listener: GapListener): void;

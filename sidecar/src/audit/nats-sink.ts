@@ -226,6 +226,10 @@ export class NatsAuditSink implements AuditSink {
     }
   }
 
+  flush(): void {
+    if (this.toSpool.length > 0) this.flushSpool();
+  }
+
   ready(): boolean {
     const direct = this.connected && this.window.length - this.head < this.opts.maxQueue;
     // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not

@@ -102,6 +102,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
                 : record;
           audit.statement(shaped, { captureResults });
         },
+        settle: () => recorder.sink.flush?.(),
         close(reason) {
           inner.close(reason);
           audit.end(reason);

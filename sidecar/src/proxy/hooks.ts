@@ -210,6 +210,12 @@ export interface SessionHooks {
    */
   clientName?(name: string): void;
   statementDone(record: StatementRecord): void;
+  /**
+   * Called after statements were done and before the proxy lets the client see their replies: what statementDone
+   * recorded must survive a crash of the process from here on, or a client could be told a statement ran that the
+   * audit trail never holds.
+   */
+  settle?(): void;
   close(reason: { error?: string }): void;
 }
 

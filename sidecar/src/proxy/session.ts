@@ -53,6 +53,10 @@ export class ProxySession {
   /** Startup holds the framer suspended until the relay starts. */
   private holds = 1;
   private seq = 0;
+  /** A statement was done and its record not yet settled (SessionHooks.settle) before a reply to the client. */
+  private unsettled = false;
+  /** Inside fromUpstream: the client is corked, so settling can wait for the uncork and cover the whole chunk. */
+  private inUpstreamChunk = false;
   private closed = false;
   private draining = false;
   private expiry: NodeJS.Timeout | undefined;
@@ -147,11 +151,14 @@ export class ProxySession {
 
   private fromUpstream(chunk: Buffer): void {
     this.client.cork();
+    this.inUpstreamChunk = true;
     try {
       this.upFramer!.push(chunk);
     } catch (err) {
       this.protocolError(err, true);
     } finally {
+      this.inUpstreamChunk = false;
+      if (this.unsettled) this.settle();
       this.client.uncork();
     }
     this.ctx.observer.bytes(0, chunk.length);
@@ -290,6 +297,7 @@ export class ProxySession {
     this.client.write(Buffer.concat(parts));
     const state = new RelayState(hooks, {
       toClient: (b) => {
+        if (this.unsettled && !this.inUpstreamChunk) this.settle();
         if (!this.client.write(b)) up.socket.pause();
       },
       toUpstream: (b) => {
@@ -448,7 +456,17 @@ export class ProxySession {
       // The statement already ran; a failing recorder must not break the protocol stream.
       this.ctx.observer.hookError(this, err);
     }
+    this.unsettled = true;
     this.ctx.observer.statement(this, record, this.seq);
+  }
+
+  private settle(): void {
+    this.unsettled = false;
+    try {
+      this.sessionHooks?.settle?.();
+    } catch (err) {
+      this.ctx.observer.hookError(this, err);
+    }
   }
 
   /** Closes both sides; safe to call more than once. */
