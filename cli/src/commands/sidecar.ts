@@ -122,8 +122,7 @@ export function registerSidecar(program: Command): void {
   opt('--http <host:port|off>', 'admin HTTP: /healthz, /readyz, /metrics', '127.0.0.1:9187');
   opt(
     '--max-statement-bytes <n>',
-    'largest Query/Parse text accepted (SQLSTATE 54000 beyond)',
-    String(64 * 1024 * 1024),
+    'largest Query/Parse text accepted (SQLSTATE 54000 beyond; default 67108864, with --policy 1048576)',
   );
   opt(
     '--insecure-listen-any',
@@ -173,8 +172,8 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     log.warn({}, 'credentials taken from --upstream: they are visible in the process list; use --credentials-dir');
     credentials = { username: up.username, password: up.password };
   }
-  const maxStatementBytes = Number(o.maxStatementBytes);
-  if (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1)
+  const maxStatementBytes = o.maxStatementBytes === undefined ? undefined : Number(o.maxStatementBytes);
+  if (maxStatementBytes !== undefined && (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1))
     throw new InvalidArgumentError('--max-statement-bytes must be a positive integer');
   const listenAt = parseHostPort('--listen', o.listen);
   // Design: the sidecar listens on loopback only. In `workload` mode whoever connects *is* the pod, so an address

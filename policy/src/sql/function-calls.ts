@@ -4,9 +4,7 @@ import { analyzeEmbeddedSql } from './embedded-sql.js';
 import { dangerousFunction, sideEffect, stringArgument } from './function-catalog.js';
 import type { Node } from './parser.js';
 import { unsafeSettingValue } from './session-settings.js';
-import { addUnqualifiedRelation, operation, walk } from './statement-walker.js';
-
-type Scope = ReadonlySet<string>;
+import { addUnqualifiedRelation, operation, type Scope, walk } from './statement-walker.js';
 
 /** A string constant argument (`'x'` or `'x'::type`), or undefined when the value is computed. */
 export function literalString(node: unknown): string | undefined {

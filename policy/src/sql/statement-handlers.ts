@@ -13,9 +13,7 @@ import type { Node } from './parser.js';
 import { unsafeSettingValue } from './session-settings.js';
 import { buildAnalysis } from './statement-analysis.js';
 import { kindOfNode, unwrap } from './statement-kind.js';
-import { addRangeVar, operation, walk, walkIn, walkObject } from './statement-walker.js';
-
-type Scope = ReadonlySet<string>;
+import { addRangeVar, operation, type Scope, walk, walkIn, walkObject } from './statement-walker.js';
 
 /** Walks every key of `body` except the listed ones. */
 function walkRest(body: Node, skip: readonly string[], scope: Scope, ctx: AnalysisContext): void {

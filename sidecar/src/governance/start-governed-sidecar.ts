@@ -13,6 +13,7 @@ import { createOidcVerifier } from '../identity/index.js';
 import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
 import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-keys.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
+import { DEFAULT_ANALYZED_STATEMENT_BYTES } from '../protocol/codes.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
 import { ApprovalMetrics } from './approval-metrics.js';
@@ -193,6 +194,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       const inner = withPolicyView(masked, hooks) as PolicyHooks;
       const sidecar = await startSidecar({
         ...opts,
+        maxStatementBytes: opts.maxStatementBytes ?? DEFAULT_ANALYZED_STATEMENT_BYTES,
         listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
         upstream,
         hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,

@@ -37,7 +37,7 @@ import {
   ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
-import type { RelayState } from './relay-state.js';
+import { PREPARED_ENTRY_COST, type RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
 
 /**
@@ -366,6 +366,13 @@ export class ClientRelay implements FramerHandler {
 
   private apply(kind: number, st: Stmt, v: Verdict, name: string): true | Buffer {
     const s = this.s;
+    // The unnamed statement replaces itself; named ones accumulate until the client closes them.
+    if (kind === K_PARSE && name !== '' && v.action !== 'deny') {
+      const prev = s.statements.get(name);
+      const held = s.statements.held + PREPARED_ENTRY_COST + st.request.sql.length;
+      if (held - (prev === undefined ? 0 : PREPARED_ENTRY_COST + prev.request.sql.length) > MAX_PREPARED_BYTES)
+        v = TOO_MANY_PREPARED;
+    }
     st.verdict = v;
     st.sentAt = performance.now();
     // guardrail maxRowsAffected: a simple Query commits before its CommandComplete, too late to undo, so a BEGIN of
@@ -558,6 +565,18 @@ const STATEMENT_KINDS = new Map<number, number>([
   [F.FunctionCall, K_FUNCTION],
 ]);
 
+/**
+ * What one session's named prepared statements may hold in the sidecar (their text, and PREPARED_ENTRY_COST each:
+ * at most ~65 000 small ones). Drivers' statement caches hold a few hundred.
+ */
+export const MAX_PREPARED_BYTES = 32 * 1024 * 1024;
+const TOO_MANY_PREPARED: Verdict = {
+  action: 'deny',
+  code: '54000',
+  message: `pgwarden holds at most ${MAX_PREPARED_BYTES} bytes of prepared statements per session`,
+  hint: 'Close prepared statements that are no longer needed (Close, DEALLOCATE).',
+  reason: 'too many prepared statements',
+};
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
 const UNTRACKED_NAME: Verdict = {
   action: 'deny',

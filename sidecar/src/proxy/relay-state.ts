@@ -30,7 +30,7 @@ export interface RelayIO {
  */
 export class RelayState {
   readonly queue = new EntryQueue();
-  readonly statements = new Map<string, PreparedInfo>();
+  readonly statements = new PreparedStatements();
   readonly portals = new Map<string, PreparedInfo>();
   /** Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. */
   readonly uncheckedPortals = new Set<string>();
@@ -393,6 +393,39 @@ export class RelayState {
     this.io.statementDone(stmt.record(), stmt);
   }
 }
+
+/**
+ * Prepared statements with a running count of what they hold: their SQL text stays in the sidecar for as long as
+ * the statement exists upstream, so a client that parses named statements without closing them grows the one
+ * process every session shares (PostgreSQL keeps them in the client's own backend).
+ */
+export class PreparedStatements extends Map<string, PreparedInfo> {
+  /** UTF-16 code units of SQL text, plus PREPARED_ENTRY_COST per statement. */
+  held = 0;
+
+  override set(name: string, info: PreparedInfo): this {
+    const prev = super.get(name);
+    if (prev !== undefined) this.held -= cost(prev);
+    this.held += cost(info);
+    return super.set(name, info);
+  }
+
+  override delete(name: string): boolean {
+    const prev = super.get(name);
+    if (prev === undefined) return false;
+    this.held -= cost(prev);
+    return super.delete(name);
+  }
+
+  override clear(): void {
+    this.held = 0;
+    super.clear();
+  }
+}
+
+/** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
+export const PREPARED_ENTRY_COST = 512;
+const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;
 
 /** Cheap test before the scan below: most statements name none of these. */
 const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
