@@ -7,6 +7,11 @@ export type StatementTextMode = 'full' | 'normalized';
 
 /** Distinct texts kept normalized: agents repeat statements (prepared ones above all), so a small cache serves. */
 const CACHE_SIZE = 1024;
+/**
+ * Longer texts are normalized each time and not kept: 1024 entries of statements up to --max-statement-bytes could
+ * hold gigabytes, and a statement that long is rarely repeated (the analysis cache has the same bound).
+ */
+const CACHE_MAX_CHARS = 16 * 1024;
 
 /** A statement's shape, once per distinct text: its normalized text and fingerprint, or null when it does not parse. */
 interface Shape {
@@ -14,6 +19,11 @@ interface Shape {
   fingerprint: string;
 }
 const shapes = new Map<string, Shape | null>();
+
+/** How many texts the cache holds (tests). */
+export function cachedStatementTexts(): number {
+  return shapes.size;
+}
 
 function shapeOf(sql: string): Shape | null {
   let shape = shapes.get(sql);
@@ -24,6 +34,7 @@ function shapeOf(sql: string): Shape | null {
   } catch {
     shape = null;
   }
+  if (sql.length > CACHE_MAX_CHARS) return shape;
   // The oldest entry goes first: agents' statement mixes are small, and a miss only costs a normalization.
   if (shapes.size >= CACHE_SIZE) shapes.delete(shapes.keys().next().value as string);
   shapes.set(sql, shape);
