@@ -245,6 +245,16 @@ export const CORPUS: CorpusEntry[] = [
   c("SELECT table_to_xml('hr.salaries', true, true, '')", 'D', 'D', 'A'),
   c("SELECT database_to_xml(true, true, '')", 'D', 'D', 'A'),
   c("SELECT ts_stat('SELECT vector FROM hr.docs')", 'D', 'D', 'A'),
+  // Field notation: `(x).f` calls f(x) for an argument of any type
+  c("SELECT ('SELECT vector FROM hr.docs'::text).ts_stat", 'D', 'D', 'A'),
+  c("SELECT ('orders_id_seq'::regclass).nextval", 'D', 'R', 'Y'),
+  c("SELECT ('hr.emp_seq'::regclass).nextval", 'D', 'D', 'Y'),
+  c('SELECT (42::bigint).pg_advisory_lock', 'D', 'R', 'Y'),
+  c('SELECT (1234::oid).lo_unlink', 'D', 'D', 'Y'),
+  c('SELECT (10::float8).pg_sleep', 'D', 'D', 'A'),
+  c("SELECT ('x'::text).length.pg_sleep", 'D', 'D', 'A'),
+  c("SELECT ('/etc/passwd'::text).pg_read_file", 'D', 'D', 'D'),
+  c('SELECT (c).name FROM customers c', 'A', 'A', 'A'),
   // Other kinds
   c('LISTEN chan', 'D', 'D', 'Y'),
   c("NOTIFY chan, 'x'", 'D', 'D', 'Y'),
