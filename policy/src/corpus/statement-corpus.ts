@@ -300,4 +300,9 @@ export const CORPUS: CorpusEntry[] = [
   c('SELECT * FROM pg_class', 'A', 'A', 'A'),
   c('SELECT * FROM information_schema.tables', 'A', 'A', 'A'),
   c('SELECT * FROM pg_not_a_catalog_table', 'D', 'A', 'A'),
+  // Planner statistics hold sample values of every table (hr.* included)
+  c("SELECT most_common_vals::text FROM pg_stats WHERE schemaname = 'hr'", 'D', 'D', 'A'),
+  c('SELECT histogram_bounds::text FROM pg_catalog.pg_stats', 'D', 'D', 'A'),
+  c('SELECT * FROM pg_stats_ext', 'D', 'D', 'A'),
+  c('SELECT * FROM pg_stats_ext_exprs', 'D', 'D', 'A'),
 ];
