@@ -2,6 +2,19 @@ import type { StatementKind } from '../api/access-policy-schema.js';
 import type { DangerousUse, FunctionRef, RelationAccess, RelationRef, StatementAnalysis } from './analysis-types.js';
 import type { SessionState } from './session-state.js';
 
+/**
+ * Planner statistics: most-common values and histogram bounds of every column the role may read, in every schema
+ * (https://www.postgresql.org/docs/current/view-pg-stats.html). Reading one reads samples of any table, so it also
+ * counts as reading the unknown relation `*`, which only `*`-style globs cover.
+ */
+const STATISTICS_RELATIONS: ReadonlySet<string> = new Set([
+  'pg_stats',
+  'pg_stats_ext',
+  'pg_stats_ext_exprs',
+  'pg_statistic',
+  'pg_statistic_ext_data',
+]);
+
 /** Accumulates what one top-level statement does, including everything nested in it. */
 export class StatementFacts {
   readonly kinds = new Set<StatementKind>();
@@ -23,6 +36,7 @@ export class StatementFacts {
     if (this.relKeys.has(key)) return;
     this.relKeys.add(key);
     this.relations.push({ schema, name, access, qualified });
+    if (schema === 'pg_catalog' && STATISTICS_RELATIONS.has(name)) this.addRelation('*', '*', 'read', false);
   }
 
   addFunction(schema: string, name: string, qualified: boolean): void {

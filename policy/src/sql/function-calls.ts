@@ -66,6 +66,32 @@ export function addFunctionName(parts: string[], ctx: AnalysisContext): void {
 }
 
 export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): void {
+  recordCall(call, ctx);
+  for (const k in call) if (k !== 'funcname') walk(call[k], scope, ctx);
+}
+
+/**
+ * `(expr).name` calls `name(expr)` when expr's type has no field `name`, whatever that type is:
+ * `('SELECT … FROM hr.salaries'::text).ts_stat` runs ts_stat, `(42::bigint).pg_advisory_lock` takes the lock
+ * (https://www.postgresql.org/docs/current/xfunc-sql.html#XFUNC-SQL-COMPOSITE-FUNCTIONS; PostgreSQL's
+ * transformIndirection hands each field name to ParseFuncOrColumn). The raw tree has no types, so each field name
+ * counts as a call of that name on what precedes it.
+ */
+export function callInFieldNotation(indirection: Node, scope: Scope, ctx: AnalysisContext): void {
+  const steps = (indirection.indirection as Node[]) ?? [];
+  steps.forEach((step, i) => {
+    const field = (step.String as { sval?: string } | undefined)?.sval;
+    if (field === undefined) return;
+    const arg = i === 0 ? indirection.arg : { A_Indirection: { arg: indirection.arg, indirection: steps.slice(0, i) } };
+    // Not callFunction: walking the synthesized argument would visit each prefix of the chain again.
+    recordCall({ funcname: [{ String: { sval: field } }], args: [arg] }, ctx);
+  });
+  walk(indirection.arg, scope, ctx);
+  walk(steps, scope, ctx);
+}
+
+/** What a call does, by its name and literal arguments; the calls inside its arguments are the caller's to walk. */
+function recordCall(call: Node, ctx: AnalysisContext): void {
   const parts = nameParts(call.funcname);
   const name = parts[parts.length - 1] ?? '';
   const args = (call.args as unknown[]) ?? [];
@@ -99,8 +125,6 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
     const schema = literalString(args[strArg.arg]);
     ctx.facts.addRelation(schema ?? '*', '*', 'read', true);
   } else if (strArg?.type === 'database') ctx.facts.addRelation('*', '*', 'read', true);
-
-  for (const k in call) if (k !== 'funcname') walk(call[k], scope, ctx);
 }
 
 /**

@@ -44,6 +44,12 @@ const DANGEROUS: Record<string, DangerousCategory> = {
   pg_copy_logical_replication_slot: 'server-admin',
   pg_replication_slot_advance: 'server-admin',
   pg_logical_emit_message: 'server-admin',
+  // Decoded WAL: the rows every transaction wrote, in every table.
+  // https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-REPLICATION
+  pg_logical_slot_get_changes: 'server-admin',
+  pg_logical_slot_peek_changes: 'server-admin',
+  pg_logical_slot_get_binary_changes: 'server-admin',
+  pg_logical_slot_peek_binary_changes: 'server-admin',
   pg_stat_reset: 'server-admin',
   pg_stat_reset_shared: 'server-admin',
   pg_stat_reset_single_table_counters: 'server-admin',
@@ -124,6 +130,10 @@ const STRING_ARGUMENTS: Record<string, StringArgument> = {
   table_to_xmlschema: { type: 'relation', arg: 0 },
   table_to_xml_and_xmlschema: { type: 'relation', arg: 0 },
   connectby: { type: 'relation', arg: 0 },
+  // A sequence's state is its content. https://www.postgresql.org/docs/current/functions-sequence.html
+  currval: { type: 'relation', arg: 0 },
+  pg_sequence_last_value: { type: 'relation', arg: 0 },
+  pg_sequence_parameters: { type: 'relation', arg: 0 },
   // pageinspect: raw pages of the named relation, i.e. its rows. https://www.postgresql.org/docs/current/pageinspect.html
   get_raw_page: { type: 'relation', arg: 0 },
   schema_to_xml: { type: 'schema', arg: 0 },

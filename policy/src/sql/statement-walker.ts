@@ -2,7 +2,7 @@ import type { StatementKind } from '../api/access-policy-schema.js';
 import { type AnalysisContext, MAX_NESTING } from './analysis-context.js';
 import type { RelationAccess } from './analysis-types.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
-import { callFunction } from './function-calls.js';
+import { callFunction, callInFieldNotation } from './function-calls.js';
 import type { Node } from './parser.js';
 import { walkStatementNode } from './statement-handlers.js';
 
@@ -88,6 +88,7 @@ function walkFields(
       // A node-type wrapper `{ TypeName: body }`: PostgreSQL node names start upper case, fields lower case.
       if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
       else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
+      else if (key === 'A_Indirection') callInFieldNotation(v as Node, scope, ctx);
       else if (key.endsWith('Stmt')) walkStatementNode(key, v as Node, scope, ctx, true);
       else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
     } else if (key === 'lockingClause') {
