@@ -1,5 +1,4 @@
 import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
-import { foreignEvents } from './chain-claims.js';
 import {
   CHECKPOINT_TYPE,
   type CheckpointJudge,
@@ -9,6 +8,7 @@ import {
   signatureState,
   unsignedAfter,
 } from '../signatures/checkpoint-judgement.js';
+import { foreignEvents } from './chain-claims.js';
 
 /**
  * Per-session hash-chain checking, pure. Events of a session carry `session.seq` (consecutive from the first
