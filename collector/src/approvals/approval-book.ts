@@ -226,6 +226,18 @@ export class ApprovalBook {
     return this.activeGrants(now).filter((e) => e.decision?.under === id);
   }
 
+  /**
+   * The revocation of the grant `id` was given under, when `id`'s own grant is active although that one is revoked:
+   * the revocation raced the approval under it (published before its pod applied it, or by a replica that had not
+   * seen the approval yet), so `id` was never revoked with it.
+   */
+  revokedRootOf(id: string, now: number): ApprovalRevokedMessage | undefined {
+    const e = this.get(id, now);
+    const root = e?.decision?.under;
+    if (root === undefined || e?.grant?.state !== 'active') return undefined;
+    return this.held.get(root)?.revoked;
+  }
+
   countPending(now: number): number {
     let n = 0;
     for (const [id, h] of this.held) if (h.request && entryOf(id, h, now).state === 'pending') n++;

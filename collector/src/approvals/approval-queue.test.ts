@@ -507,6 +507,51 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
     }
   });
 
+  it('a grant given under another that is revoked before its pod applies it is revoked too, once it is active', async () => {
+    const grantKey = 'd0'.repeat(32);
+    const shape = { grantMax: '1h', fingerprint: '0123456789abcdef', grantKey };
+    const first = approvalRequest({ ...shape, identity: { ...approvalRequest().identity, pod: 'analytics-0' } });
+    await publish('request', first);
+    await waitFor(async () => (await stateOf(collector, first.id)) === 'pending');
+    expect((await decide(collector, first.id, TOKENS.alice, { decision: 'approve', grantFor: '30m' })).status).toBe(
+      200,
+    );
+    const until = new Date(Date.now() + 1_800_000).toISOString();
+    await publish('closed', approvalClosed(first.id, 'approved', { name: 'alice', groups: [] }, until));
+    await waitFor(async () => (await stateOf(collector, first.id)) === 'approved');
+    // Another pod's statement is approved under the grant; its sidecar has not applied the decision yet.
+    const other = approvalRequest({ ...shape, identity: { ...first.identity, pod: 'analytics-1' } });
+    await publish('request', other);
+    await waitFor(async () => (await decisionsInStream(other.id)) === 1);
+    const revoked = await api(collector, `/api/v1/approvals/${first.id}/revoke`, {
+      method: 'POST',
+      token: TOKENS.bob,
+      body: { reason: 'wrong table' },
+    });
+    expect(revoked.status).toBe(200);
+    // Then it does, and reports the grant it took: what it was given under is gone, so it ends as well.
+    await publish('closed', approvalClosed(other.id, 'approved', { name: 'alice', groups: [] }, until));
+    const revocations = async () => {
+      const info = await (await jetstreamManager(nc)).streams.info(APPROVALS_STREAM, {
+        subjects_filter: approvalSubject('revoked', other.id),
+      });
+      return info.state.subjects?.[approvalSubject('revoked', other.id)] ?? 0;
+    };
+    await waitFor(async () => (await revocations()) === 1);
+    const rm = await (await jetstreamManager(nc)).streams.getMessage(APPROVALS_STREAM, {
+      last_by_subj: approvalSubject('revoked', other.id),
+    });
+    expect(parseApprovalRevoked(rm!.data)).toMatchObject({
+      id: other.id,
+      by: { name: 'bob' },
+      reason: `the grant of approval ${first.id} it was given under was revoked: wrong table`,
+    });
+    await waitFor(
+      async () =>
+        (await api(collector, `/api/v1/approvals/${other.id}`, { token: TOKENS.bob })).body.grant?.state === 'revoked',
+    );
+  });
+
   it('follows a rotated approvers file: the new token works, the old one is refused', async () => {
     const rotated = 'tok-alice-rotated-abcdef';
     writeFileSync(`${approversFile}.new`, approversYaml(rotated));

@@ -179,21 +179,30 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       at: new Date().toISOString(),
     };
     await this.publishRevocation(nc, unsigned);
-    // The approvals given under this grant in other pods end with it.
+    // The approvals given under this grant in other pods end with it; those not active yet, once they are.
     for (const e of this.book.activeUnder(id, Date.now())) {
-      const derived: ApprovalRevokedMessage = {
-        ...unsigned,
-        id: e.id,
-        reason: `the grant of approval ${id} it was given under was revoked${reason ? `: ${reason}` : ''}`.slice(
-          0,
-          1024,
-        ),
-      };
-      await this.publishRevocation(nc, derived).catch((err: unknown) => {
+      await this.publishRevocation(nc, derivedRevocation(unsigned, e.id)).catch((err: unknown) => {
         if (!isNotPending(err)) throw err;
       });
     }
     return this.book.get(id, Date.now()) as ApprovalEntry;
+  }
+
+  /**
+   * Revokes `id`'s grant when the grant it was given under is revoked already (ApprovalBook.revokedRootOf). Every
+   * replica tries; the stream takes one revocation, and the others stay quiet.
+   */
+  private async revokeUnderRevoked(id: string): Promise<void> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed() || !this.caughtUp) return;
+    const root = this.book.revokedRootOf(id, Date.now());
+    if (!root) return;
+    try {
+      await this.publishRevocation(nc, derivedRevocation({ ...root, at: new Date().toISOString() }, id));
+    } catch (err) {
+      if (!isNotPending(err))
+        this.emit('status', `could not revoke ${id} under revoked grant ${root.id}: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -240,6 +249,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     const now = Date.now();
     if (named.kind === 'request') void this.approveUnderGrant(named.id);
     else if (named.kind === 'closed') {
+      void this.revokeUnderRevoked(named.id);
       const key = this.book.get(named.id, now)?.request.grantKey;
       if (key !== undefined) for (const e of this.book.pendingWithGrantKey(key, now)) void this.approveUnderGrant(e.id);
     }
@@ -359,6 +369,8 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     // Requests that arrived while this replica was away and that an active grant covers.
     const now = Date.now();
     for (const e of this.book.list('pending', now)) if (e.request.grantKey) void this.approveUnderGrant(e.id);
+    // Grants that became active while no replica ran, under one revoked meanwhile.
+    for (const e of this.book.activeGrants(now)) if (e.decision?.under) void this.revokeUnderRevoked(e.id);
   }
 
   async close(): Promise<void> {
@@ -368,6 +380,22 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     await this.loop;
     this.nc = null;
   }
+}
+
+/** The revocation of approval `id`, given under the grant that `root` (its revocation) ends. */
+function derivedRevocation(root: ApprovalRevokedMessage, id: string): ApprovalRevokedMessage {
+  // Built afresh: the root's signature covers the root's id, and publishRevocation signs this one.
+  return {
+    v: 1,
+    id,
+    by: { name: root.by.name, groups: [...root.by.groups] },
+    at: root.at,
+    reason:
+      `the grant of approval ${root.id} it was given under was revoked${root.reason ? `: ${root.reason}` : ''}`.slice(
+        0,
+        1024,
+      ),
+  };
 }
 
 /** Another replica or person published first: for a decision or revocation made on the side, nothing to report. */

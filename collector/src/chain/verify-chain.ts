@@ -8,6 +8,7 @@ import {
   signatureState,
   unsignedAfter,
 } from '../signatures/checkpoint-judgement.js';
+import { foreignEvents } from './chain-claims.js';
 
 /**
  * Per-session hash-chain checking, pure. Events of a session carry `session.seq` (consecutive from the first
@@ -212,6 +213,7 @@ export function verifySession(
   // The namespace the session is filed under: its first event's that names one (as at ingest).
   const sessionNamespace = sorted.map(namespaceOf).find((ns) => ns !== null) ?? null;
   const judge: CheckpointJudge = (e) => judgeCheckpoint(e, keyring, [...new Set([sessionNamespace, namespaceOf(e)])]);
+  findings.push(...foreignEvents(sessionNamespace, sorted));
   const checkpoints: CheckpointTally = { invalid: 0, unjudged: 0 };
   const add = (t: CheckpointTally) => {
     checkpoints.invalid += t.invalid;

@@ -248,6 +248,32 @@ describe('exports deliver every stored event to real receivers, retrying failure
     expect(received.every((m) => RFC5424.test(m))).toBe(true);
   });
 
+  it('syslog: a receiver that stops reading fails the delivery after timeoutMs instead of stalling the exporter', async () => {
+    const sockets: import('node:net').Socket[] = [];
+    // Accepts, then never reads: the kernel's buffers fill and a write never completes.
+    const server = createTcpServer((s) => {
+      s.pause();
+      s.on('error', () => {});
+      sockets.push(s);
+    });
+    const port = await listen(server);
+    const exporter = syslogExporter({ name: 'syslog-stuck', host: '127.0.0.1', port, timeoutMs: 500 });
+    const big = { ...events[1], statement: { ...events[1].statement!, text: 'x'.repeat(1 << 20) } } as AuditEvent;
+    const started = Date.now();
+    try {
+      await expect(
+        (async () => {
+          for (let i = 0; i < 64; i++) await exporter.deliver([big]);
+        })(),
+      ).rejects.toThrow(/timed out/);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await Promise.race([exporter.close(), new Promise((r) => setTimeout(r, 100))]);
+      for (const s of sockets) s.destroy();
+      server.close();
+    }
+  });
+
   it('syslog over TLS: verifies the receiver certificate against the configured CA', async () => {
     const certs = makeCertificates(join(dir, 'tls'));
     const received: string[] = [];

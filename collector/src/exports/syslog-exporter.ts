@@ -67,8 +67,25 @@ export function syslogExporter(o: SyslogOptions): Exporter {
       }
       const s = socket;
       const payload = Buffer.concat(events.map((e) => frameOctetCounting(formatSyslog(e, fmt))));
+      // A receiver that accepts but stops reading never lets the write complete (nor errs: TCP keeps the
+      // connection): without a bound the exporter would wait forever, its failure and lag metrics frozen.
+      const limit = o.timeoutMs ?? 15_000;
       await new Promise<void>((resolve, reject) => {
-        s.write(payload, (err) => (err ? reject(err) : resolve()));
+        const timer = setTimeout(() => {
+          socket = null;
+          s.destroy();
+          reject(
+            new CollectorError(
+              'COLLECTOR_EXPORT',
+              `syslog write timed out after ${limit} ms: the receiver is not reading; reconnecting`,
+            ),
+          );
+        }, limit);
+        s.write(payload, (err) => {
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve();
+        });
       });
       if (broken || s.destroyed) {
         socket = null;
@@ -81,7 +98,18 @@ export function syslogExporter(o: SyslogOptions): Exporter {
     async close() {
       const s = socket;
       socket = null;
-      if (s) await new Promise<void>((r) => s.end(() => r()));
+      if (!s) return;
+      await new Promise<void>((r) => {
+        const timer = setTimeout(() => s.destroy(), o.timeoutMs ?? 15_000);
+        s.end(() => {
+          clearTimeout(timer);
+          r();
+        });
+        s.once('close', () => {
+          clearTimeout(timer);
+          r();
+        });
+      });
     },
   };
 }

@@ -1,4 +1,4 @@
-import { newChain, sealEvent } from '@pgwarden/policy';
+import { type AuditEvent, hashEvent, newChain, sealEvent } from '@pgwarden/policy';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { schemaV1Rules } from '../chain/chain-rules.js';
@@ -103,6 +103,80 @@ describe('AuditStore on PostgreSQL', () => {
     await t.store.db.query('DELETE FROM audit_events WHERE session_id = $1 AND seq >= 3', ['s-tail']);
     expect((await t.store.verify(['s-tail']))[0].findings).toEqual([
       expect.objectContaining({ kind: 'audit.gap', seqFrom: 3, seqTo: 4 }),
+    ]);
+  });
+
+  it('reports a second event for a seq: after the seq was verified, at the same time, or with content its hash does not cover', async () => {
+    const ev = makeSession({ id: 's-second', statements: 3 });
+    await t.store.ingest(ev);
+    const resealed = (e: AuditEvent, patch: Record<string, unknown>) => {
+      const { hash: _old, ...rest } = { ...e, ...patch } as AuditEvent;
+      return { ...rest, hash: hashEvent(rest as AuditEvent) } as AuditEvent;
+    };
+    const text = { ...ev[2].statement!, text: 'SELECT forged' };
+    // Another time: another primary key, so it is stored beside the verified one (and shown, and exported).
+    const later = resealed(ev[2], { time: '2026-11-30T12:00:00.999999Z', statement: text });
+    const r1 = await t.store.ingest([later]);
+    expect(r1.findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', sessionId: 's-second', seqFrom: 3, seqTo: 3 }),
+    ]);
+    expect((await getSession(t.store.db, 's-second'))?.session.chain).toBe('tampered');
+
+    // The same time: the primary key drops it as a duplicate, which must not pass in silence.
+    const quiet = makeSession({ id: 's-quiet', statements: 3 });
+    await t.store.ingest(quiet);
+    const r2 = await t.store.ingest([resealed(quiet[2], { statement: text })]);
+    expect(r2.duplicates).toBe(1);
+    expect(r2.findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', sessionId: 's-quiet', seqFrom: 3 }),
+    ]);
+    expect((await getSession(t.store.db, 's-quiet'))?.session.chain).toBe('tampered');
+
+    // The stored event's hash over other content.
+    const mimic = makeSession({ id: 's-mimic', statements: 3 });
+    await t.store.ingest(mimic);
+    const r3 = await t.store.ingest([{ ...mimic[2], statement: text } as AuditEvent]);
+    expect(r3.findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', sessionId: 's-mimic', seqFrom: 3 }),
+    ]);
+
+    // A redelivery of the very same events is no finding.
+    const again = makeSession({ id: 's-again', statements: 3 });
+    await t.store.ingest(again);
+    const r4 = await t.store.ingest(again);
+    expect(r4).toMatchObject({ duplicates: again.length, findings: [] });
+    expect((await getSession(t.store.db, 's-again'))?.session.chain).toBe('ok');
+  });
+
+  it('reports an event naming another namespace than its session, and keeps the session where it was filed', async () => {
+    const ev = makeSession({ id: 's-theirs', statements: 2, namespace: 'team-b', end: false });
+    await t.store.ingest(ev);
+    const last = ev[ev.length - 1];
+    // What team-a's NATS user can publish (its own namespace, on its own subject), chained onto team-b's session.
+    const { hash: _h, ...body } = {
+      ...last,
+      id: 's-theirs.4',
+      session: { id: 's-theirs', seq: 4 },
+      prevHash: last.hash,
+      identity: { ...last.identity!, namespace: 'team-a' },
+      statement: { ...last.statement!, text: 'SELECT injected' },
+    } as AuditEvent;
+    const injected = { ...body, hash: hashEvent(body as AuditEvent) } as AuditEvent;
+    const r = await t.store.ingest([injected]);
+    expect(r.findings).toEqual([
+      expect.objectContaining({
+        kind: 'audit.tampered',
+        sessionId: 's-theirs',
+        seqFrom: 4,
+        detail: expect.stringContaining('names namespace "team-a", its session "team-b"'),
+      }),
+    ]);
+    expect((await getSession(t.store.db, 's-theirs'))?.session).toMatchObject({
+      chain: 'tampered',
+      namespace: 'team-b',
+    });
+    expect((await t.store.verify(['s-theirs']))[0].findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', seqFrom: 4 }),
     ]);
   });
 

@@ -1,3 +1,4 @@
+import { foreignEvents, secondEventFinding } from '../chain/chain-claims.js';
 import { headsOf, instanceOf } from '../chain/chain-heads.js';
 import {
   type AdvanceResult,
@@ -259,17 +260,23 @@ export async function writeBatch(
       : await insertEvents(tx, items);
   const rules = withKnownHashes(baseRules, items);
   const inserted: AuditEvent[] = [];
+  const repeated: AuditEvent[] = [];
   for (const e of events) {
     // A batch may itself contain the same event twice (redelivery): keep the first.
     if (ids.delete(e.id)) inserted.push(e);
+    else repeated.push(e);
   }
+  const conflicts = repeated.length > 0 ? await conflictingRepeats(tx, repeated, rules) : [];
   const result: WriteResult = {
     inserted,
     duplicates: events.length - inserted.length,
-    findings: declaredGaps(inserted),
+    findings: [...declaredGaps(inserted), ...conflicts],
     healed: 0,
   };
-  if (inserted.length === 0) return result;
+  if (inserted.length === 0) {
+    if (conflicts.length > 0) await markTampered(tx, conflicts);
+    return result;
+  }
 
   const bySession = new Map<string, AuditEvent[]>();
   for (const e of inserted) {
@@ -292,7 +299,16 @@ export async function writeBatch(
       row.verified_seq >= rules.firstSeq
         ? { verifiedSeq: row.verified_seq, verifiedHash: row.verified_hash }
         : startCursor(rules);
-    const judge = judgeFor(row, evs, opts.keyring ?? NO_KEYS);
+    const namespace = row.events > 0 ? row.namespace : filedNamespace(evs);
+    const judge = judgeFor(namespace, opts.keyring ?? NO_KEYS);
+    // Checked before the chain walk, which passes over positions it has verified already.
+    const claims = [
+      ...foreignEvents(namespace, evs),
+      ...evs
+        .filter((e) => e.session.seq <= cursor.verifiedSeq)
+        .map((e) => secondEventFinding(e, 'that seq was verified before it came')),
+      ...conflicts.filter((f) => f.sessionId === sid),
+    ];
     let step: AdvanceResult = advance(cursor, evs, rules, judge);
     if (step.holeAt !== undefined || row.max_seq > cursor.verifiedSeq) {
       // Out of order: events beyond the verified point are already stored (earlier batches); walk them too.
@@ -307,8 +323,10 @@ export async function writeBatch(
         judge,
       );
     }
-    result.findings.push(...step.findings);
-    const n = updated.push(aggregate(row, evs, step, rules));
+    const findings = [...claims, ...step.findings];
+    // The batch's conflicts are in result.findings already; here they only mark their session.
+    result.findings.push(...findings.filter((f) => !conflicts.includes(f)));
+    const n = updated.push(aggregate(row, namespace, evs, { ...step, findings }, rules));
     const next = updated[n - 1];
     if (row.status === 'gap' && next.status !== 'gap') {
       const healed = await tx.query(
@@ -319,6 +337,8 @@ export async function writeBatch(
     }
   }
   await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  const untouched = conflicts.filter((f) => !bySession.has(f.sessionId));
+  if (untouched.length > 0) await markTampered(tx, untouched);
   await recordHeads(tx, inserted);
   if (result.findings.length > 0) await insertFindings(tx, result.findings);
   return result;
@@ -365,15 +385,73 @@ async function recordHeads(tx: SqlRunner, events: readonly AuditEvent[]): Promis
 }
 
 /**
- * Judges a session's checkpoints against the namespace the session is filed under (its first event's that names
- * one, as `aggregate` records it) and each checkpoint's own.
+ * The namespace a new session is filed under: that of its lowest-seq event naming one. Later batches keep it, so an
+ * event naming another cannot move the session (and its trail) into that namespace's readers' view.
  */
-function judgeFor(row: SessionRow, evs: readonly AuditEvent[], keyring: AuditKeyring): CheckpointJudge {
-  let sessionNamespace = row.namespace;
-  for (const e of evs) {
-    if (sessionNamespace !== null) break;
-    sessionNamespace = namespaceOf(e);
+function filedNamespace(evs: readonly AuditEvent[]): string | null {
+  let best: AuditEvent | undefined;
+  for (const e of evs) if (namespaceOf(e) !== null && (!best || e.session.seq < best.session.seq)) best = e;
+  return best ? namespaceOf(best) : null;
+}
+
+/**
+ * Events whose primary key was stored already (not stored now) but which are not the stored event: the same
+ * position and time with other content, or a content that does not match its own hash. A redelivery repeats the
+ * stored event exactly; anything else is a replacement attempt, dropped by the primary key without a trace unless
+ * reported here. Runs only for batches with repeats.
+ */
+async function conflictingRepeats(
+  tx: SqlRunner,
+  repeated: readonly AuditEvent[],
+  rules: ChainRules,
+): Promise<ChainFinding[]> {
+  const stored = await tx.query<{ session_id: string; seq: number; hash: string }>(
+    `SELECT session_id, seq::int AS seq, hash FROM audit_events
+     WHERE (session_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))`,
+    [repeated.map((e) => e.session.id), repeated.map((e) => e.session.seq)],
+  );
+  const hashes = new Map<string, Set<string>>();
+  for (const r of stored) {
+    const key = `${r.session_id}\u0000${r.seq}`;
+    const set = hashes.get(key);
+    if (set) set.add(r.hash);
+    else hashes.set(key, new Set([r.hash]));
   }
+  const out = new Map<string, ChainFinding>();
+  for (const e of repeated) {
+    const key = `${e.session.id}\u0000${e.session.seq}`;
+    const there = hashes.get(key);
+    if (there === undefined || out.has(key)) continue;
+    let why: string | undefined;
+    if (!there.has(e.hash)) why = 'another event is stored at that position and time; this one was not stored';
+    else if (there.size > 1) why = 'two events are stored for it';
+    else {
+      let recomputed: string | undefined;
+      try {
+        recomputed = rules.hashOf(e);
+      } catch {
+        recomputed = undefined;
+      }
+      if (recomputed !== e.hash) why = 'it carries the stored event’s hash but not its content; it was not stored';
+    }
+    if (why) out.set(key, secondEventFinding(e, why));
+  }
+  return [...out.values()];
+}
+
+/** Sessions a batch stored nothing for but found replacement attempts in (their status is otherwise untouched). */
+async function markTampered(tx: SqlRunner, findings: readonly ChainFinding[]): Promise<void> {
+  await tx.query(
+    `UPDATE audit_sessions SET status = 'tampered', updated_at = now()
+     WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb)) AND status <> 'tampered'`,
+    [JSON.stringify([...new Set(findings.map((f) => f.sessionId))])],
+  );
+}
+
+/**
+ * Judges a session's checkpoints against the namespace the session is filed under and each checkpoint's own.
+ */
+function judgeFor(sessionNamespace: string | null, keyring: AuditKeyring): CheckpointJudge {
   return (e) => {
     const own = namespaceOf(e);
     return judgeCheckpoint(e, keyring, own === sessionNamespace ? [own] : [sessionNamespace, own]);
@@ -465,14 +543,19 @@ const before = (a: string, b: string) => (fixedUtc(a, b) ? a < b : Date.parse(a)
 const earlier = (a: string | null, b: string) => (a === null || before(b, a) ? b : a);
 const later = (a: string | null, b: string) => (a === null || before(a, b) ? b : a);
 
-function aggregate(row: SessionRow, evs: readonly AuditEvent[], step: AdvanceResult, rules: ChainRules): SessionRow {
-  const next: SessionRow = { ...row };
+function aggregate(
+  row: SessionRow,
+  namespace: string | null,
+  evs: readonly AuditEvent[],
+  step: AdvanceResult,
+  rules: ChainRules,
+): SessionRow {
+  const next: SessionRow = { ...row, namespace };
   for (const e of evs) {
-    // The session's namespace, policy and identity come from its first event that has them: once all three are
-    // set, the indexed fields (an object and an identity string per event) are not computed again.
-    if (next.namespace === null || next.policy === null || next.identity === null) {
+    // The session's policy and identity come from its first event that has them: once both are set, the indexed
+    // fields (an object and an identity string per event) are not computed again.
+    if (next.policy === null || next.identity === null) {
       const f = indexedFields(e);
-      next.namespace ??= f.namespace;
       next.policy ??= f.policy;
       next.identity ??= f.identity;
     }
