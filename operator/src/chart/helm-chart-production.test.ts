@@ -1,0 +1,160 @@
+/**
+ * What an SRE expects of the chart's workloads before production, rendered by the real `helm template`: restricted
+ * pods, resources, probes on ports the containers declare, no API token where nothing calls the API, a disruption
+ * budget and spread for the replicated webhook, and placement knobs that reach every pod.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { helm, renderChart, validateKubernetesObject } from '../testing/helm-chart.js';
+
+const WORKLOADS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'Job']);
+const workloads = (objects: any[]) => objects.filter((o) => WORKLOADS.has(o.kind));
+const byName = (objects: any[], kind: string, suffix: string) =>
+  objects.find((o) => o.kind === kind && o.metadata.name.endsWith(suffix));
+
+const placement = {
+  priorityClassName: 'pgwarden-critical',
+  nodeSelector: { pool: 'infra' },
+  tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'infra', effect: 'NoSchedule' }],
+  affinity: {
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'Exists' }] }],
+      },
+    },
+  },
+};
+const production = {
+  imagePullSecrets: [{ name: 'registry' }],
+  operator: placement,
+  collector: { ...placement, storageClassName: 'fast-ssd' },
+  nats: { ...placement, storageClassName: 'fast-ssd' },
+};
+
+beforeAll(async () => {
+  await helm();
+}, 150_000);
+
+describe('charts/pgwarden workloads, production checklist', () => {
+  it.each([
+    ['defaults', {}],
+    ['production placement', production],
+    [
+      'external NATS, certManager',
+      { audit: { natsUrl: 'nats://nats.infra:4222' }, webhook: { tls: { mode: 'certManager' } } },
+    ],
+  ])('%s: every pod restricted, sized and probed on a port it declares', async (_, values) => {
+    const objects = await renderChart(values);
+    const pods = workloads(objects);
+    expect(pods.map((w) => w.metadata.name).sort()).toEqual(
+      (values as any).audit
+        ? ['pgw-pgwarden-collector', 'pgw-pgwarden-operator']
+        : ['pgw-pgwarden-collector', 'pgw-pgwarden-nats', 'pgw-pgwarden-operator'],
+    );
+    for (const w of pods) {
+      const spec = w.spec.template.spec;
+      expect(spec.securityContext, w.metadata.name).toMatchObject({
+        runAsNonRoot: true,
+        seccompProfile: { type: 'RuntimeDefault' },
+      });
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
+        const where = `${w.metadata.name}/${c.name}`;
+        expect(c.securityContext, where).toMatchObject({
+          runAsNonRoot: true,
+          readOnlyRootFilesystem: true,
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ['ALL'] },
+          seccompProfile: { type: 'RuntimeDefault' },
+        });
+        expect(c.resources?.requests, where).toMatchObject({ cpu: expect.anything(), memory: expect.anything() });
+        expect(c.resources?.limits?.memory, where).toBeDefined();
+        const ports = new Set(c.ports.map((p: any) => p.name));
+        for (const probe of ['readinessProbe', 'livenessProbe']) {
+          expect(c[probe]?.httpGet, `${where} ${probe}`).toBeDefined();
+          expect(ports, `${where} ${probe} port`).toContain(c[probe].httpGet.port);
+        }
+      }
+      // Only the operator talks to the Kubernetes API; a token elsewhere is a credential for whoever gets in.
+      const sa = objects.find((o) => o.kind === 'ServiceAccount' && o.metadata.name === spec.serviceAccountName);
+      const automount = spec.automountServiceAccountToken ?? sa?.automountServiceAccountToken ?? true;
+      expect(automount, w.metadata.name).toBe(w.metadata.name.endsWith('-operator'));
+    }
+    for (const o of objects) await validateKubernetesObject(o);
+  });
+
+  it('gives every pod the pull secrets, and each component its priority, node selector, tolerations and affinity', async () => {
+    const objects = await renderChart(production);
+    for (const w of workloads(objects)) {
+      expect(w.spec.template.spec, w.metadata.name).toMatchObject({
+        imagePullSecrets: [{ name: 'registry' }],
+        ...placement,
+      });
+    }
+    for (const name of ['-collector', '-nats']) {
+      const claim = byName(objects, 'StatefulSet', name).spec.volumeClaimTemplates[0];
+      expect(claim.spec.storageClassName, name).toBe('fast-ssd');
+    }
+    for (const w of workloads(await renderChart())) {
+      const spec = w.spec.template.spec;
+      for (const key of ['imagePullSecrets', 'priorityClassName', 'nodeSelector', 'tolerations', 'affinity'])
+        expect(spec[key], `${w.metadata.name} ${key}`).toBeUndefined();
+      for (const claim of w.spec.volumeClaimTemplates ?? []) expect(claim.spec.storageClassName).toBeUndefined();
+    }
+  });
+
+  it('spreads the webhook replicas over nodes and keeps one through a drain; one replica has no budget to block it', async () => {
+    const objects = await renderChart();
+    const operator = byName(objects, 'Deployment', '-operator');
+    expect(operator.spec.replicas).toBe(2);
+    const labels = operator.spec.template.metadata.labels;
+    expect(operator.spec.template.spec.topologySpreadConstraints).toEqual([
+      {
+        maxSkew: 1,
+        topologyKey: 'kubernetes.io/hostname',
+        whenUnsatisfiable: 'ScheduleAnyway',
+        labelSelector: { matchLabels: labels },
+      },
+    ]);
+    const pdb = byName(objects, 'PodDisruptionBudget', '-operator');
+    expect(pdb.spec).toEqual({ minAvailable: 1, selector: { matchLabels: labels } });
+    // A PDB of minAvailable 1 over one replica would block every node drain.
+    expect((await renderChart({ operator: { replicas: 1 } })).some((o) => o.kind === 'PodDisruptionBudget')).toBe(
+      false,
+    );
+    // A constraint given with its own selector keeps it; zones instead of nodes, hard.
+    const zoned = await renderChart({
+      operator: {
+        topologySpreadConstraints: [
+          {
+            maxSkew: 1,
+            topologyKey: 'topology.kubernetes.io/zone',
+            whenUnsatisfiable: 'DoNotSchedule',
+            labelSelector: { matchLabels: { team: 'x' } },
+          },
+        ],
+      },
+    });
+    expect(byName(zoned, 'Deployment', '-operator').spec.template.spec.topologySpreadConstraints[0]).toMatchObject({
+      topologyKey: 'topology.kubernetes.io/zone',
+      labelSelector: { matchLabels: { team: 'x' } },
+    });
+    expect(
+      byName(await renderChart({ operator: { topologySpreadConstraints: [] } }), 'Deployment', '-operator').spec
+        .template.spec.topologySpreadConstraints,
+    ).toBeUndefined();
+  });
+
+  it('gives the bundled NATS resources, a liveness probe that spares a recovering JetStream, and no API token', async () => {
+    const nats = byName(await renderChart(), 'StatefulSet', '-nats');
+    const spec = nats.spec.template.spec;
+    expect(spec.automountServiceAccountToken).toBe(false);
+    expect(spec.containers[0].livenessProbe.httpGet).toEqual({
+      path: '/healthz?js-enabled-only=true',
+      port: 'monitor',
+    });
+    expect(spec.containers[0].readinessProbe.httpGet).toEqual({ path: '/healthz', port: 'monitor' });
+    expect(spec.containers[0].resources).toEqual({
+      requests: { cpu: '50m', memory: '128Mi' },
+      limits: { memory: '512Mi' },
+    });
+  });
+});
