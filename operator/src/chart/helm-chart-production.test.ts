@@ -157,4 +157,61 @@ describe('charts/pgwarden workloads, production checklist', () => {
       limits: { memory: '512Mi' },
     });
   });
+  it('webhook: fails closed for opted-in namespaces only, never for kube-system or its own namespace, whatever their labels', async () => {
+    const objects = await renderChart({}, 'platform');
+    const [hook] = byName(objects, 'MutatingWebhookConfiguration', 'pgwarden').webhooks;
+    expect(hook).toMatchObject({
+      failurePolicy: 'Fail',
+      sideEffects: 'None',
+      timeoutSeconds: 10,
+      reinvocationPolicy: 'IfNeeded',
+      objectSelector: {
+        matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'NotIn', values: ['operator'] }],
+      },
+    });
+    // The operator writes caBundle (tls.mode self): a rendered one would be put back on every upgrade.
+    expect(hook.clientConfig.caBundle).toBeUndefined();
+    const never = {
+      key: 'kubernetes.io/metadata.name',
+      operator: 'NotIn',
+      values: ['kube-system', 'kube-public', 'kube-node-lease', 'platform'],
+    };
+    expect(hook.namespaceSelector).toEqual({
+      matchLabels: { 'pgwarden.dev/injection': 'enabled' },
+      matchExpressions: [never],
+    });
+
+    // A selector of one's own keeps its expressions (Helm merges it with the default's matchLabels); the exclusion is
+    // added to them.
+    const own = { matchExpressions: [{ key: 'team', operator: 'In', values: ['agents'] }] };
+    const custom = await renderChart(
+      { webhook: { namespaceSelector: own, excludeNamespaces: ['kube-system', 'platform'] } },
+      'platform',
+    );
+    expect(byName(custom, 'MutatingWebhookConfiguration', 'pgwarden').webhooks[0].namespaceSelector).toEqual({
+      matchLabels: { 'pgwarden.dev/injection': 'enabled' },
+      matchExpressions: [...own.matchExpressions, { ...never, values: ['kube-system', 'platform'] }],
+    });
+    await expect(renderChart({ webhook: { excludeNamespaces: ['Kube_System'] } })).rejects.toThrow(/excludeNamespaces/);
+  });
+
+  it('webhook TLS: cert-manager injects the CA and renews before expiry; the self-managed operator may patch only its own configuration', async () => {
+    const cm = await renderChart({ webhook: { tls: { mode: 'certManager' } } });
+    const mwc = byName(cm, 'MutatingWebhookConfiguration', 'pgwarden');
+    expect(mwc.metadata.annotations['cert-manager.io/inject-ca-from']).toBe('pgwarden/pgw-pgwarden-webhook');
+    const cert = cm.find((o) => o.kind === 'Certificate' && o.metadata.name === 'pgw-pgwarden-webhook');
+    expect(cert.spec).toMatchObject({ secretName: 'pgw-pgwarden-webhook-tls', duration: '720h', renewBefore: '240h' });
+    expect(cert.spec.dnsNames).toContain('pgw-pgwarden-webhook.pgwarden.svc');
+    const cmRole = byName(cm, 'ClusterRole', '-operator');
+    expect(cmRole.rules.some((r: any) => r.resources.includes('mutatingwebhookconfigurations'))).toBe(false);
+
+    const self = await renderChart();
+    expect(byName(self, 'ClusterRole', '-operator').rules).toContainEqual({
+      apiGroups: ['admissionregistration.k8s.io'],
+      resources: ['mutatingwebhookconfigurations'],
+      resourceNames: ['pgw-pgwarden'],
+      verbs: ['get', 'patch'],
+    });
+    expect(self.some((o) => o.apiVersion.startsWith('cert-manager.io'))).toBe(false);
+  });
 });
