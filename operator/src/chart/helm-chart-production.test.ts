@@ -214,4 +214,62 @@ describe('charts/pgwarden workloads, production checklist', () => {
     });
     expect(self.some((o) => o.apiVersion.startsWith('cert-manager.io'))).toBe(false);
   });
+  it('networkPolicy.enabled: the webhook port, metrics from the release namespace, the collector API from it, NATS from the collector and opted-in namespaces', async () => {
+    expect((await renderChart()).some((o) => o.kind === 'NetworkPolicy')).toBe(false);
+    const prometheus = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } };
+    const ingress = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } } };
+    const apiServer = { ipBlock: { cidr: '10.0.0.0/24' } };
+    const objects = await renderChart({
+      networkPolicy: { enabled: true, metricsFrom: [prometheus], collectorFrom: [ingress] },
+    });
+    const policies = objects.filter((o) => o.kind === 'NetworkPolicy');
+    for (const p of policies) expect(await validateKubernetesObject(p)).toBe(true);
+    const of = (component: string) => policies.find((p) => p.metadata.name === `pgw-pgwarden-${component}`).spec;
+    const podsOf = (component: string) =>
+      workloads(objects).find((w) => w.metadata.name === `pgw-pgwarden-${component}`).spec.template.metadata.labels;
+    const release = { podSelector: {} };
+    for (const component of ['operator', 'collector', 'nats']) {
+      expect(of(component).podSelector, component).toEqual({ matchLabels: podsOf(component) });
+      expect(of(component).policyTypes, component).toEqual(['Ingress']);
+    }
+    expect(of('operator').ingress).toEqual([
+      { ports: [{ port: 'webhook', protocol: 'TCP' }] },
+      { ports: [{ port: 'metrics', protocol: 'TCP' }], from: [release, prometheus] },
+    ]);
+    expect(of('collector').ingress).toEqual([
+      { ports: [{ port: 'http', protocol: 'TCP' }], from: [release, ingress, prometheus] },
+    ]);
+    expect(of('nats').ingress).toEqual([
+      {
+        ports: [{ port: 'client', protocol: 'TCP' }],
+        from: [
+          { podSelector: { matchLabels: podsOf('collector') } },
+          { namespaceSelector: { matchLabels: { 'pgwarden.dev/injection': 'enabled' } } },
+        ],
+      },
+    ]);
+    // Every port a rule names is a port the selected pods declare.
+    for (const component of ['operator', 'collector', 'nats']) {
+      const declared = workloads(objects)
+        .find((w) => w.metadata.name === `pgw-pgwarden-${component}`)
+        .spec.template.spec.containers.flatMap((c: any) => c.ports.map((p: any) => p.name));
+      for (const rule of of(component).ingress)
+        for (const p of rule.ports) expect(declared, component).toContain(p.port);
+    }
+
+    const pinned = await renderChart({
+      networkPolicy: { enabled: true, webhookFrom: [apiServer] },
+      audit: { natsUrl: 'nats://nats.infra:4222' },
+    });
+    const nps = pinned.filter((o) => o.kind === 'NetworkPolicy');
+    expect(nps.map((p) => p.metadata.name).sort()).toEqual(['pgw-pgwarden-collector', 'pgw-pgwarden-operator']);
+    expect(nps.find((p) => p.metadata.name.endsWith('-operator')).spec.ingress[0]).toEqual({
+      ports: [{ port: 'webhook', protocol: 'TCP' }],
+      from: [apiServer],
+    });
+    await expect(renderChart({ networkPolicy: { enabled: true, natsFrom: [{ pods: {} }] } })).rejects.toThrow(
+      /natsFrom/,
+    );
+    await expect(renderChart({ networkPolicy: { enable: true } })).rejects.toThrow(/enable/);
+  });
 });
