@@ -357,6 +357,12 @@ export class ClientRelay implements FramerHandler {
     });
     Promise.race([v.catch(failClosed), cancelled]).then((verdict) => {
       this.cancelHeld = undefined;
+      // A message ahead of this one failed upstream while it waited: PostgreSQL skips it on its way to the client's
+      // Sync, so it must not reach the proxy's maps or queue either (server-relay.ts, error).
+      if (this.s.discarding) {
+        this.io.release();
+        return;
+      }
       const out = send(verdict);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
       this.io.release();

@@ -677,7 +677,13 @@ export class ServerRelay implements FramerHandler {
     if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
-    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) s.failExtended(true);
+    if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) {
+      s.failExtended(true);
+      // PostgreSQL skips everything up to the client's next Sync, which the client may not have sent yet: the
+      // client's messages until then are skipped here too, or the proxy would apply a Parse, Bind or Close that
+      // never happened upstream (and judge the next Execute by a statement PostgreSQL does not run).
+      if (s.queue.peek()?.kind !== K_SYNC) s.discarding = true;
+    }
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
     if (head.kind === K_EXECUTE && (st?.guard !== undefined || st?.resets)) s.endGuard();
     return out;
