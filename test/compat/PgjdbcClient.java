@@ -4,6 +4,7 @@
 import java.io.StringReader;
 import java.io.StringWriter;
 import java.sql.Connection;
+import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -31,6 +32,21 @@ public class PgjdbcClient {
       try (Statement st = c.createStatement()) {
         st.execute("CREATE TABLE " + table + " (id int PRIMARY KEY, name text)");
       }
+
+      // What ORMs and schema tools ask: pgjdbc reads key columns as `(information_schema._pg_expandarray(i.indkey)).n`.
+      DatabaseMetaData md = c.getMetaData();
+      String columns = "";
+      for (ResultSet rs : new ResultSet[] {
+          md.getPrimaryKeys(null, "public", table),
+          md.getIndexInfo(null, "public", table, false, true),
+          md.getBestRowIdentifier(null, "public", table, DatabaseMetaData.bestRowSession, true),
+          md.getColumns(null, "public", table, "%")}) {
+        try (rs) {
+          while (rs.next()) columns += rs.getString("COLUMN_NAME") + ",";
+        }
+        columns += ";";
+      }
+      emit("metadata", "\"columns\":" + q(columns));
 
       // Past prepareThreshold (5) pgjdbc switches to a named server-side statement (S_1, ...).
       long sum = 0;

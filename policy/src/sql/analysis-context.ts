@@ -1,5 +1,6 @@
 import type { StatementKind } from '../api/access-policy-schema.js';
 import type { DangerousUse, FunctionRef, RelationAccess, RelationRef, StatementAnalysis } from './analysis-types.js';
+import type { Node } from './parser.js';
 import type { SessionState } from './session-state.js';
 
 /**
@@ -89,6 +90,11 @@ export interface AnalysisContext {
   /** 'exec': the SQL runs now; 'definition': it is stored (view, rule, function body, plain EXPLAIN, PREPARE). */
   mode: 'exec' | 'definition';
   depth: number;
+  /**
+   * The statements being walked, innermost last: a SelectStmt's body, or undefined for other statements (whose FROM
+   * items field notation does not look into).
+   */
+  queryLevels?: Array<Node | undefined>;
   /** Text of the statement being walked (CREATE FUNCTION bodies are re-parsed from it). */
   text: string;
   /** Shared by every nested context of one analyzeSql call. */

@@ -3,6 +3,7 @@ import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 import { analyzeEmbeddedSql } from './embedded-sql.js';
 import { dangerousFunction, sideEffect, stringArgument } from './function-catalog.js';
 import type { Node } from './parser.js';
+import { selectsRecordField } from './record-fields.js';
 import { unsafeSettingValue } from './session-settings.js';
 import { addUnqualifiedRelation, operation, type Scope, walk } from './statement-walker.js';
 
@@ -75,13 +76,15 @@ export function callFunction(call: Node, scope: Scope, ctx: AnalysisContext): vo
  * `('SELECT … FROM hr.salaries'::text).ts_stat` runs ts_stat, `(42::bigint).pg_advisory_lock` takes the lock
  * (https://www.postgresql.org/docs/current/xfunc-sql.html#XFUNC-SQL-COMPOSITE-FUNCTIONS; PostgreSQL's
  * transformIndirection hands each field name to ParseFuncOrColumn). The raw tree has no types, so each field name
- * counts as a call of that name on what precedes it.
+ * counts as a call of that name on what precedes it, unless what precedes it is known to be a record with that field
+ * (record-fields.ts).
  */
 export function callInFieldNotation(indirection: Node, scope: Scope, ctx: AnalysisContext): void {
   const steps = (indirection.indirection as Node[]) ?? [];
   steps.forEach((step, i) => {
     const field = (step.String as { sval?: string } | undefined)?.sval;
     if (field === undefined) return;
+    if (i === 0 && selectsRecordField(indirection.arg, field, ctx)) return;
     const arg = i === 0 ? indirection.arg : { A_Indirection: { arg: indirection.arg, indirection: steps.slice(0, i) } };
     // Not callFunction: walking the synthesized argument would visit each prefix of the chain again.
     recordCall({ funcname: [{ String: { sval: field } }], args: [arg] }, ctx);

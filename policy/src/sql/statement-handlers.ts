@@ -37,6 +37,17 @@ function restrictsRows(where: unknown): boolean {
  * writes (data-modifying CTEs) count in full.
  */
 export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: AnalysisContext, nested = false): void {
+  ctx.queryLevels ??= [];
+  const levels = ctx.queryLevels;
+  levels.push(type === 'SelectStmt' ? body : undefined);
+  try {
+    walkStatementBody(type, body, scope, ctx, nested);
+  } finally {
+    levels.pop();
+  }
+}
+
+function walkStatementBody(type: string, body: Node, scope: Scope, ctx: AnalysisContext, nested: boolean): void {
   const kind = kindOfNode(type, body);
   switch (type) {
     case 'InsertStmt':
