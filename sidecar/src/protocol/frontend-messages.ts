@@ -289,6 +289,8 @@ export const closeMessage = (kind: 'S' | 'P', name: string) =>
   typed(0x43, Buffer.concat([Buffer.from(kind), zk(name)]));
 
 export const syncMessage = () => typed(0x53, Buffer.alloc(0));
+/** CopyFail: ends a COPY FROM STDIN with an error carrying `reason`. */
+export const copyFailMessage = (reason: string) => typed(0x66, zk(reason));
 export const terminateMessage = () => typed(0x58, Buffer.alloc(0));
 
 /** A FunctionCall of `oid` with no arguments and a text result. */

@@ -280,6 +280,12 @@ export class EntryQueue {
    * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
    * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
    */
+  /** Whether a Sync is pending (its ReadyForQuery has not come). */
+  hasSync(): boolean {
+    for (let i = this.head; i < this.items.length; i++) if (this.items[i].kind === K_SYNC) return true;
+    return false;
+  }
+
   cancellable(st: Stmt): boolean {
     let i = this.head;
     for (; i < this.items.length; i++) {

@@ -41,6 +41,12 @@ export class RelayState {
   discarding = false;
   /** Drop upstream responses until ReadyForQuery (the client was already told the statement failed). */
   swallow = false;
+  /**
+   * A row-capped Execute answered the client with 54000 while later messages of its batch were already upstream:
+   * PostgreSQL runs them (the cap is the proxy's, not an error there). Their answers are tracked as usual (names,
+   * guards, audit) but none reaches the client until ReadyForQuery, as after an error.
+   */
+  hide = false;
   /** Called whenever `cur` may have changed (the server relay switches its row fast path). */
   onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;

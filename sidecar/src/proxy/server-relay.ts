@@ -12,7 +12,7 @@ import {
 } from '../protocol/backend-messages.js';
 import { B, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
-import { executeMessage, queryMessage } from '../protocol/frontend-messages.js';
+import { copyFailMessage, executeMessage, queryMessage, syncMessage } from '../protocol/frontend-messages.js';
 import { DENIED_PORTAL, DENIED_SQL } from './client-relay.js';
 import type { StatementResult } from './hooks.js';
 import {
@@ -56,6 +56,12 @@ export class ServerRelay implements FramerHandler {
   }
 
   header(type: number, length: number, buf: Buffer, pos: number, avail: number): number {
+    const d = this.headerOf(type, length, buf, pos, avail);
+    // Behind a capped Execute (RelayState.hide) answers are tracked (above) but not passed to the client.
+    return d === PASS && this.s.hide && type !== B.ReadyForQuery ? DROP : d;
+  }
+
+  private headerOf(type: number, length: number, buf: Buffer, pos: number, avail: number): number {
     const s = this.s;
     // Counted rows belong to the statement they streamed for: settle them before anything can change it.
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
@@ -111,6 +117,14 @@ export class ServerRelay implements FramerHandler {
       case B.NoData:
         return s.noData() ? PASS : DROP;
       case B.CopyInResponse:
+        // Behind a capped Execute the client, told of an error, sends no data: the proxy ends the COPY itself.
+        if (s.hide) {
+          // PostgreSQL ignores a Sync during COPY IN: one the client already sent was taken by this COPY, and the
+          // error after CopyFail waits for another.
+          const fail = copyFailMessage('pgwarden: an earlier statement of the batch exceeded its row limit');
+          s.toUpstream(s.queue.hasSync() ? Buffer.concat([fail, syncMessage()]) : fail);
+          return PASS;
+        }
         s.copyIn();
         return PASS;
       case B.ParameterDescription:
@@ -187,6 +201,7 @@ export class ServerRelay implements FramerHandler {
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    const hidden = this.s.hide && type !== B.ReadyForQuery;
     const out = this.handle(type, buf, start, end);
     if (
       type === B.RowDescription ||
@@ -196,7 +211,7 @@ export class ServerRelay implements FramerHandler {
     ) {
       this.updateFast();
     }
-    return out;
+    return hidden ? false : out;
   }
 
   /**
@@ -328,7 +343,8 @@ export class ServerRelay implements FramerHandler {
     if (st.heldCopy !== undefined) this.releaseCopy(st, rows);
     // Only the writes' tags count (a multi-statement Query may also read).
     const max = st.guard === undefined || !isWriteTag(tag) ? undefined : st.maxAffected;
-    if (st.capped) {
+    const capped = st.capped; // endResult starts the next result afresh
+    if (capped) {
       // The statement finished before the cancel landed: the client still gets the limit error, not the tag.
       out = capError(st);
       result = { rows: st.rows, bytes: st.bytes, error: { code: '54000', message: limitMessage(st) } };
@@ -348,7 +364,15 @@ export class ServerRelay implements FramerHandler {
       result = { tag, rows, bytes: st.bytes };
     }
     st.endResult(result);
-    if (out !== true) {
+    if (out !== true && capped && head.kind === K_EXECUTE && !s.queue.cancellable(st)) {
+      // No cancel was sent (not cancellable: later messages of the batch are upstream), and the cap is the proxy's:
+      // PostgreSQL goes on with them. Their answers are tracked, not skipped (a Bind that happened upstream, a write
+      // that is counted and audited), and hidden from the client, which saw an error; what it sends before its Sync
+      // is skipped, as PostgreSQL would after one.
+      s.complete(K_EXECUTE);
+      s.hide = true;
+      if (!s.queue.hasSync()) s.discarding = true;
+    } else if (out !== true) {
       // Like PostgreSQL after an error: nothing more reaches the client until ReadyForQuery.
       if (head.kind === K_EXECUTE) s.failExtended();
       s.swallow = true;
@@ -525,7 +549,10 @@ export class ServerRelay implements FramerHandler {
    * transaction (`block`), and the client sees the ReadyForQuery of that instead.
    */
   private readyForQuery(status: 'I' | 'T' | 'E'): boolean {
+    const hid = this.s.hide;
     const forward = this.readyForQueryOf(status);
+    // The batch behind a capped Execute ended: the client, told of an error, gets this ReadyForQuery.
+    if (hid && forward) this.s.hide = false;
     if (forward && this.s.pendingParams.size > 0) this.flushParams();
     return forward;
   }

@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { B } from '../protocol/codes.js';
+import { msg, RawClient, rowOf, types } from '../testing/raw-client.js';
+import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
+import { allowAllHooks } from './allow-all-hooks.js';
+import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './hooks.js';
+
+// A row-capped Execute (Verdict.maxRows) followed by more messages of its batch: the proxy cannot cancel without
+// hitting them, so PostgreSQL runs them. The proxy used to treat them as skipped: a guarded UPDATE behind the cap
+// changed every row unchecked and unaudited, and a Bind behind it was taken back here while it existed upstream.
+const decide = (req: StatementRequest): Verdict =>
+  req.sql.includes('generate_series(1, 10)')
+    ? { action: 'allow', maxRows: 2 }
+    : req.sql.startsWith('UPDATE')
+      ? { action: 'allow', maxAffected: 1 }
+      : { action: 'allow' };
+const records: StatementRecord[] = [];
+const hooks: ProxyHooks = {
+  ...allowAllHooks(),
+  openSession(info) {
+    return {
+      ...allowAllHooks().openSession(info),
+      checkParse: decide,
+      checkQuery: decide,
+      statementDone: (r: StatementRecord) => void records.push(r),
+    };
+  },
+};
+
+describe('a row-capped Execute with more of its batch behind it', () => {
+  let fx: Fixture;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+  });
+  afterAll(() => fx.sidecar.close(500));
+
+  it('a guarded write behind it is still counted: over its cap it is rolled back, and it is audited', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const t = `capped_t_${process.pid}`;
+    client.send(msg.query(`CREATE TABLE ${t} (n int); INSERT INTO ${t} SELECT generate_series(1, 5)`));
+    await client.untilReady();
+    client.send(
+      msg.parse('', 'SELECT generate_series(1, 10)'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('u', `UPDATE ${t} SET n = n + 100`),
+      msg.bind('', 'u'),
+      msg.execute(''),
+      msg.sync(),
+    );
+    const m = await client.untilReady();
+    expect(types(m)).toBe('1 2 D D E Z');
+    client.send(msg.query(`SELECT count(*) FROM ${t} WHERE n > 100`));
+    const r = await client.untilReady();
+    expect(rowOf(r.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
+    const update = records.find((x) => x.request.sql.startsWith('UPDATE'));
+    expect(update?.results[0]?.error?.code).toBe('54000');
+    client.send(msg.query(`DROP TABLE ${t}`));
+    await client.untilReady();
+    client.close();
+  });
+
+  it('a Bind behind it exists upstream, and the next Execute of that portal keeps its own verdict', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    client.send(
+      msg.query('BEGIN'),
+      msg.parse('plain', 'SELECT 1'),
+      msg.parse('series', 'SELECT generate_series(1, 10)'),
+      msg.sync(),
+    );
+    await client.untilReady(2);
+    client.send(msg.bind('c', 'series'), msg.execute('c'), msg.bind('', 'series'), msg.sync());
+    const capped = await client.untilReady();
+    expect(types(capped)).toBe('2 D D E Z');
+    client.send(msg.execute(''), msg.sync());
+    const next = await client.untilReady();
+    // The unnamed portal is the series statement's: at most 2 rows, then the limit error.
+    expect(next.filter((x) => x.type === B.DataRow)).toHaveLength(2);
+    expect(types(next)).toBe('D D E Z');
+    client.send(msg.query('ROLLBACK'));
+    await client.untilReady();
+    client.close();
+  });
+
+  it('a COPY FROM STDIN behind it is ended by the proxy (the client sends no data), not left waiting', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const t = `capped_c_${process.pid}`;
+    client.send(msg.query(`CREATE TABLE ${t} (n int)`));
+    await client.untilReady();
+    client.send(
+      msg.parse('', 'SELECT generate_series(1, 10)'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('', `COPY ${t} FROM STDIN`),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(await client.untilReady())).toBe('1 2 D D E Z');
+    client.send(msg.query(`SELECT count(*) FROM ${t}`));
+    expect(rowOf((await client.untilReady()).find((x) => x.type === B.DataRow)!)).toEqual(['0']);
+    client.send(msg.query(`DROP TABLE ${t}`));
+    await client.untilReady();
+    client.close();
+  });
+});
