@@ -11,7 +11,9 @@ import type { ProxyHooks, StatementRecord, StatementRequest, Verdict } from './h
 const decide = (req: StatementRequest): Verdict =>
   req.sql.includes('generate_series(1, 10)')
     ? { action: 'allow', maxRows: 2 }
-    : req.sql.startsWith('UPDATE')
+    : req.sql.startsWith('COPY (')
+      ? { action: 'allow', maxRows: 1 }
+      : req.sql.startsWith('UPDATE')
       ? { action: 'allow', maxAffected: 1 }
       : { action: 'allow' };
 const records: StatementRecord[] = [];
@@ -101,6 +103,36 @@ describe('a row-capped Execute with more of its batch behind it', () => {
     expect(rowOf((await client.untilReady()).find((x) => x.type === B.DataRow)!)).toEqual(['0']);
     client.send(msg.query(`DROP TABLE ${t}`));
     await client.untilReady();
+    client.close();
+  });
+
+  it('rows of a statement behind it that nothing inspects are hidden too (the framer passed them uncounted)', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    client.send(
+      msg.parse('', 'SELECT generate_series(1, 10)'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('', "SELECT 'hidden-' || g FROM generate_series(1, 3) g"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(await client.untilReady())).toBe('1 2 D D E Z');
+    client.close();
+  });
+
+  it("a COPY TO behind it does not get the CopyData it held at its own limit through (HEADER's line)", async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    client.send(
+      msg.parse('', 'SELECT generate_series(1, 10)'),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.parse('', "COPY (SELECT 'hidden') TO STDOUT (FORMAT csv, HEADER)"),
+      msg.bind('', ''),
+      msg.execute(''),
+      msg.sync(),
+    );
+    expect(types(await client.untilReady())).toBe('1 2 D D E Z');
     client.close();
   });
 });

@@ -223,7 +223,9 @@ export class ServerRelay implements FramerHandler {
     const st = this.s.cur;
     const f = this.framer;
     if (f === undefined) return;
-    if (st !== undefined && !this.s.swallow && !st.capped && st.transformer === undefined && st.maxRows === undefined) {
+    // Behind a capped Execute (hide) rows must reach header() to be dropped: a counted pass goes to the client.
+    const hidden = this.s.swallow || this.s.hide;
+    if (st !== undefined && !hidden && !st.capped && st.transformer === undefined && st.maxRows === undefined) {
       f.countType = B.DataRow;
       this.countedFor = st;
     } else {
@@ -393,8 +395,12 @@ export class ServerRelay implements FramerHandler {
     return out;
   }
 
-  /** Writes a message of the proxy's own to the client, behind the responses passed before it. */
+  /**
+   * Writes a message of the proxy's own to the client, behind the responses passed before it. Behind a capped Execute
+   * (hide) the client hears nothing of the statements that still run: a COPY's held CopyData, a count's error.
+   */
   private toClient(b: Buffer): void {
+    if (this.s.hide) return;
     this.framer?.flush();
     this.s.toClient(b);
   }
