@@ -135,4 +135,25 @@ describe('a row-capped Execute with more of its batch behind it', () => {
     expect(types(await client.untilReady())).toBe('1 2 D D E Z');
     client.close();
   });
+
+  it('capped, and finished before its cancel landed: what the client sends before its Sync does not run', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const t = `capped_f_${process.pid}`;
+    client.send(msg.query(`CREATE TABLE ${t} (n int)`));
+    await client.untilReady();
+    records.length = 0;
+    // The Flush makes PostgreSQL send the whole result at once: the statement is over before the proxy's cancel,
+    // which the idle backend ignores, so the batch goes on upstream although the client was told of an error.
+    client.send(msg.parse('', 'SELECT generate_series(1, 10)'), msg.bind('', ''), msg.execute(''), msg.flush());
+    expect(types(await client.until(B.ErrorResponse))).toBe('1 2 D D E');
+    await new Promise((r) => setTimeout(r, 100));
+    client.send(msg.parse('', `INSERT INTO ${t} VALUES (1)`), msg.bind('', ''), msg.execute(''), msg.sync());
+    expect(types(await client.untilReady())).toBe('Z');
+    client.send(msg.query(`SELECT count(*) FROM ${t}`));
+    expect(rowOf((await client.untilReady()).find((x) => x.type === B.DataRow)!)).toEqual(['0']);
+    expect(records.filter((x) => x.request.sql.startsWith('INSERT'))).toEqual([]);
+    client.send(msg.query(`DROP TABLE ${t}`));
+    await client.untilReady();
+    client.close();
+  });
 });

@@ -366,11 +366,12 @@ export class ServerRelay implements FramerHandler {
       result = { tag, rows, bytes: st.bytes };
     }
     st.endResult(result);
-    if (out !== true && capped && head.kind === K_EXECUTE && !s.queue.cancellable(st)) {
-      // No cancel was sent (not cancellable: later messages of the batch are upstream), and the cap is the proxy's:
-      // PostgreSQL goes on with them. Their answers are tracked, not skipped (a Bind that happened upstream, a write
-      // that is counted and audited), and hidden from the client, which saw an error; what it sends before its Sync
-      // is skipped, as PostgreSQL would after one.
+    if (out !== true && capped && head.kind === K_EXECUTE) {
+      // The Execute ended without an error upstream: no cancel was sent (later messages of the batch are upstream), or
+      // it came too late (the backend was idle by then and ignored it). The cap is the proxy's: PostgreSQL goes on
+      // with the batch. What of it is upstream is tracked, not skipped (a Bind that happened upstream, a write that
+      // is counted and audited), and hidden from the client, which saw an error; what it sends before its Sync is
+      // skipped, as PostgreSQL would after one (taken as skipped, a statement sent after the error ran unaudited).
       s.complete(K_EXECUTE);
       s.hide = true;
       if (!s.queue.hasSync()) s.discarding = true;
