@@ -14,8 +14,8 @@ const decide = (req: StatementRequest): Verdict =>
     : req.sql.startsWith('COPY (')
       ? { action: 'allow', maxRows: 1 }
       : req.sql.startsWith('UPDATE')
-      ? { action: 'allow', maxAffected: 1 }
-      : { action: 'allow' };
+        ? { action: 'allow', maxAffected: 1 }
+        : { action: 'allow' };
 const records: StatementRecord[] = [];
 const hooks: ProxyHooks = {
   ...allowAllHooks(),
