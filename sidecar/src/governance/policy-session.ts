@@ -313,6 +313,15 @@ export class PolicySession implements SessionHooks {
         : {}),
     });
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
+    // The decision was checked against the approvers and decisionKeys of `p`; a reload during the hold may have
+    // removed that approver, rotated that key, or made the statement denied. The agent asks again under the new one.
+    if (outcome.decision === 'approved' && this.ctx.policy()?.hash !== p.hash)
+      return deny(
+        SQLSTATE.insufficientPrivilege,
+        `pgwarden: statement denied: approved by ${outcome.by} under a policy no longer in force (it was reloaded while the statement was held)`,
+        'review-stale',
+        { rule: d.rule, policy, statements: details(d), heldMs },
+      );
     if (outcome.decision === 'approved') {
       const until = outcome.grantUntil === undefined ? '' : ` until ${new Date(outcome.grantUntil).toISOString()}`;
       // Under another approval's grant nobody saw this statement: the trail says whose grant let it through.
