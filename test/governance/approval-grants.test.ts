@@ -49,6 +49,7 @@ afterAll(async () => {
 });
 
 const lastSeq = () => world.lastSeq();
+const nthRequest = (after: number, n: number) => world.nthRequest(after, n);
 
 /** Approval messages of `kind` stored after `after`. */
 async function storedAfter(after: number, kind: 'request' | 'closed'): Promise<Uint8Array[]> {
@@ -150,6 +151,26 @@ describe('approval grants', () => {
     for (const e of [granted, stmt]) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
     await c.end();
     await c2.end();
+  });
+
+  it('offers no grant for a statement a constant can steer as a whole (OR 1 = 0 shares its shape with OR 1 = 1)', async () => {
+    const c = await alice();
+    const seq = await lastSeq();
+    const { req, result } = await heldThen(c, 'DELETE FROM orders WHERE id = 109 OR 1 = 0', (id) =>
+      decide(id, 'approved', '5m'),
+    );
+    expect(req.grantMax).toBeUndefined();
+    expect(result).toEqual({ rows: 1 });
+    // Approved once, with a grant asked for: the same shape steered to every row is held again, not run.
+    const again = c.query('DELETE FROM orders WHERE id = 110 OR 1 = 1').catch((e: { code?: string }) => e);
+    const next = await nthRequest(seq, 2);
+    expect(next.sql).toBe('DELETE FROM orders WHERE id = 110 OR 1 = 1');
+    await decide(next.id, 'rejected');
+    expect(((await again) as { code?: string }).code).toBe('42501');
+    expect(
+      (await db.su('SELECT count(*)::int AS n FROM orders WHERE id BETWEEN 100 AND 108')).rows[0].n,
+    ).toBeGreaterThan(0);
+    await c.end();
   });
 
   it('covers nothing of another shape, another identity, or a statement a rule denies', async () => {

@@ -66,6 +66,80 @@ export function grantKey(
   ]);
 }
 
+/**
+ * Whether every constant of a statement (its `$n` in the normalized text: literals and Bind parameters alike) is a
+ * value compared with, or given to, a column: `col = $1`, `col LIKE $1`, `col IN ($1, $2)`, `SET col = $1`, the rows
+ * of an INSERT's VALUES. Only then do two statements of one shape differ in which rows or data they touch, the risk
+ * an approver takes with a grant. Anywhere else a constant can decide what the statement does as a whole:
+ * `WHERE id = 1 OR 1 = 0` and `… OR 1 = 1` share a shape, as do `WHERE false` and `WHERE true`, `LIMIT 1` and
+ * `LIMIT 1000000`, `now() > '2030-01-01'` and `> '2000-01-01'`. Such a statement gets no grant. Read off the text,
+ * so it errs towards no: a constant it cannot place makes the statement ungrantable.
+ */
+export function constantsOnlyAsValues(normalized: string): boolean {
+  let t = normalized;
+  // An INSERT's VALUES rows of bare constants (with casts): the data inserted.
+  if (/^\s*INSERT\s+INTO\s/i.test(t) && (t.match(/\bVALUES\b/gi) ?? []).length === 1)
+    t = t.replace(VALUES_ROWS, ' VALUES ');
+  // `col IN ($1, $2, …)`: the list is compared with the column.
+  t = t.replace(IN_LIST, (whole, col: string) => (isColumn(col) ? `${col} IN ()` : whole));
+  for (const m of t.matchAll(/\$\d+/g)) {
+    const before = t.slice(0, m.index);
+    const c = COMPARED.exec(before);
+    if (c === null || !isColumn(c[1])) return false;
+  }
+  return true;
+}
+
+const PLACEHOLDER = String.raw`-?\s*\$\d+(?:::[\w ."\[\]]+?)?`;
+const VALUES_ROWS = new RegExp(
+  String.raw`\bVALUES\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\)(?:\s*,\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\))*`,
+  'gi',
+);
+const IDENT = String.raw`(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+")(?:\.(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+"))*`;
+const IN_LIST = new RegExp(
+  String.raw`(?<![\w$".:])(${IDENT})\s+IN\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\)`,
+  'gi',
+);
+/** The text before a constant ends with `<identifier> <comparison>`; the identifier not a cast's type (`::text =`). */
+const COMPARED = new RegExp(String.raw`(?:^|[^\w$".:])(${IDENT})\s*(?:=|<>|!=|<=|>=|<|>|(?:NOT\s+)?I?LIKE)\s*-?\s*$`, 'i');
+/** Words that look like a column but are a value of the session or the clock, or a keyword. */
+const NOT_COLUMNS = new Set([
+  'current_user',
+  'session_user',
+  'user',
+  'current_role',
+  'current_catalog',
+  'current_schema',
+  'current_date',
+  'current_time',
+  'current_timestamp',
+  'localtime',
+  'localtimestamp',
+  'null',
+  'true',
+  'false',
+  'not',
+  'and',
+  'or',
+  'where',
+  'when',
+  'then',
+  'else',
+  'case',
+  'select',
+  'set',
+  'on',
+  'having',
+  'limit',
+  'offset',
+  'returning',
+]);
+
+function isColumn(ident: string): boolean {
+  const last = ident.split('.').at(-1)!;
+  return last.startsWith('"') || !NOT_COLUMNS.has(last.toLowerCase());
+}
+
 /** A grant at most this many are kept per sidecar; the one ending first goes when another comes. */
 const MAX_GRANTS = 1024;
 

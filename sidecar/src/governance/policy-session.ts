@@ -9,7 +9,7 @@ import {
   type RenderedPolicy,
   type SessionState,
 } from '@pgwarden/policy';
-import { statementFingerprint } from '../audit/statement-text.js';
+import { normalizedText, statementFingerprint } from '../audit/statement-text.js';
 import type {
   RowField,
   SessionHooks,
@@ -19,7 +19,7 @@ import type {
   Verdict,
 } from '../proxy/hooks.js';
 import type { ApprovalGate } from './approval-gate.js';
-import { type GrantScope, grantKey } from './approval-grants.js';
+import { constantsOnlyAsValues, type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
 import { pinnedSearchPath, sessionSetupSql } from './session-setup.js';
@@ -232,6 +232,8 @@ export class PolicySession implements SessionHooks {
     const max = p.policy.spec.approval.grants?.maxDuration;
     const maxMs = max === undefined ? undefined : grantDurationMs(max);
     if (maxMs === undefined) return undefined;
+    // A statement a constant can steer as a whole shares its shape with ones that do something else.
+    if (!constantsOnlyAsValues(normalizedText(req.sql))) return undefined;
     const fingerprint = statementFingerprint(req.sql);
     const key = grantKey(
       { namespace: p.policy.namespace, name: p.policy.name, hash: p.hash },
