@@ -76,36 +76,166 @@ export function grantKey(
  * so it errs towards no: a constant it cannot place makes the statement ungrantable.
  */
 export function constantsOnlyAsValues(normalized: string): boolean {
-  let t = normalized;
-  // An INSERT's VALUES rows of bare constants (with casts): the data inserted.
-  if (/^\s*INSERT\s+INTO\s/i.test(t) && (t.match(/\bVALUES\b/gi) ?? []).length === 1)
-    t = t.replace(VALUES_ROWS, ' VALUES ');
+  // Comments are whitespace to PostgreSQL, but a line comment can put `a =` right before a constant in the text.
+  const plain = withoutComments(normalized);
+  if (plain === undefined) return false;
+  let t = plain;
+  // A WITH query's columns can be anything (`WITH c AS (SELECT now() AS t) … WHERE t > $1`).
+  if (/\bWITH\b(?!\s+TIME\s+ZONE\b)/i.test(t)) return false;
+  // Nor may a FROM item be a function, a subquery or VALUES: `USING pg_backend_pid() p WHERE … OR p > $1`.
+  if (!fromItemsAreRelations(t)) return false;
+  // A constant inside a subquery decides it for every row at once (`OR EXISTS (SELECT … WHERE id > $1)`).
+  for (const m of t.matchAll(/\(\s*(?:SELECT|VALUES|TABLE)\b/gi)) {
+    const end = closingParen(t, m.index);
+    if (end === undefined || /\$\d/.test(t.slice(m.index, end))) return false;
+  }
+  // The INSERT's own VALUES rows of bare constants (with casts): the data inserted.
+  t = t.replace(INSERT_VALUES, (_whole, head: string) => `${head} `);
   // `col IN ($1, $2, …)`: the list is compared with the column.
-  t = t.replace(IN_LIST, (whole, col: string) => (isColumn(col) ? `${col} IN ()` : whole));
+  t = t.replace(IN_LIST, (whole, col: string, at: number, all: string) =>
+    isColumn(col, all.slice(0, at)) ? `${col} IN ()` : whole,
+  );
   for (const m of t.matchAll(/\$\d+/g)) {
     const before = t.slice(0, m.index);
     const c = COMPARED.exec(before);
-    if (c === null || !isColumn(c[1])) return false;
+    if (c === null || !isColumn(c[1], before.slice(0, c.index + c[0].indexOf(c[1])))) return false;
+  }
+  return true;
+}
+
+/** `sql` with each comment replaced by a space; undefined when one does not end or quoting is unclear. */
+function withoutComments(sql: string): string | undefined {
+  let out = '';
+  let i = 0;
+  while (i < sql.length) {
+    const ch = sql[i];
+    if (ch === '"' || ch === "'") {
+      // Quoted identifiers (and any literal the normalization left): copied whole, doubled quotes included.
+      let j = i + 1;
+      for (;;) {
+        const k = sql.indexOf(ch, j);
+        if (k < 0) return undefined;
+        if (sql[k + 1] === ch) j = k + 2;
+        else {
+          j = k + 1;
+          break;
+        }
+      }
+      out += sql.slice(i, j);
+      i = j;
+    } else if (ch === '-' && sql[i + 1] === '-') {
+      const k = sql.indexOf('\n', i);
+      out += ' ';
+      i = k < 0 ? sql.length : k;
+    } else if (ch === '/' && sql[i + 1] === '*') {
+      let depth = 1;
+      let j = i + 2;
+      while (depth > 0) {
+        if (j >= sql.length) return undefined;
+        if (sql.startsWith('/*', j)) {
+          depth++;
+          j += 2;
+        } else if (sql.startsWith('*/', j)) {
+          depth--;
+          j += 2;
+        } else j++;
+      }
+      out += ' ';
+      i = j;
+    } else {
+      out += ch;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** The index of the `)` closing the `(` at `open` (quoted identifiers skipped), if any. */
+function closingParen(t: string, open: number): number | undefined {
+  let depth = 0;
+  for (let i = open; i < t.length; i++) {
+    const ch = t[i];
+    if (ch === '"') {
+      const k = t.indexOf('"', i + 1);
+      if (k < 0) return undefined;
+      i = k;
+    } else if (ch === '(') depth++;
+    else if (ch === ')' && --depth === 0) return i;
+  }
+  return undefined;
+}
+
+/** Words that end a FROM list (at its own parenthesis depth). */
+const FROM_LIST_END =
+  /^(?:WHERE|GROUP|HAVING|ORDER|LIMIT|OFFSET|FETCH|FOR|WINDOW|UNION|INTERSECT|EXCEPT|RETURNING|ON|SET|SELECT|VALUES)\b/i;
+
+/**
+ * Whether every item of every FROM, USING and JOIN list is a relation named by identifier (with ONLY, an alias and
+ * column aliases). A function, a subquery, VALUES, LATERAL or a parenthesized join is not: its "columns" can hold one
+ * value for every row, so comparing one with a constant is a switch, not a choice of rows.
+ */
+function fromItemsAreRelations(t: string): boolean {
+  for (const m of t.matchAll(/(?<![\w$".])(?:FROM|USING|JOIN)\b/gi)) {
+    let i = m.index + m[0].length;
+    let itemStart = true;
+    let depth = 0;
+    while (i < t.length) {
+      const rest = t.slice(i);
+      const ws = /^\s+/.exec(rest);
+      if (ws) {
+        i += ws[0].length;
+        continue;
+      }
+      if (depth === 0 && itemStart) {
+        if (!new RegExp(String.raw`^(?:ONLY\s+)?${IDENT}(?![\w$".]|\s*\()`, 'i').test(rest)) return false;
+        if (/^(?:LATERAL|ROWS)\b/i.test(rest)) return false;
+        itemStart = false;
+      }
+      const ch = t[i];
+      if (ch === '(') depth++;
+      else if (ch === ')') {
+        if (depth === 0) break;
+        depth--;
+      } else if (ch === ';' && depth === 0) break;
+      else if (ch === ',' && depth === 0) itemStart = true;
+      else if (ch === '"') {
+        const k = t.indexOf('"', i + 1);
+        if (k < 0) return false;
+        i = k;
+      } else if (depth === 0 && /[A-Za-z_]/.test(ch) && !/[\w$".]/.test(t[i - 1] ?? ' ')) {
+        const word = /^[A-Za-z_][\w$]*/.exec(rest)![0];
+        if (FROM_LIST_END.test(word) || /^(?:JOIN|USING|FROM)$/i.test(word)) break;
+        i += word.length;
+        continue;
+      }
+      i++;
+    }
   }
   return true;
 }
 
 const PLACEHOLDER = String.raw`-?\s*\$\d+(?:::[\w ."\[\]]+?)?`;
-const VALUES_ROWS = new RegExp(
-  String.raw`\bVALUES\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\)(?:\s*,\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\))*`,
-  'gi',
-);
 const IDENT = String.raw`(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+")(?:\.(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+"))*`;
+const ROW = String.raw`\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\)`;
+/** The first statement's own VALUES rows, `INSERT INTO t [AS a] [(cols)] [OVERRIDING … VALUE] VALUES (…), …`. */
+const INSERT_VALUES = new RegExp(
+  String.raw`^(\s*INSERT\s+INTO\s+${IDENT}(?:\s+AS\s+${IDENT})?\s*(?:\([^()]*\))?\s*(?:OVERRIDING\s+(?:SYSTEM|USER)\s+VALUE\s+)?VALUES)\s*${ROW}(?:\s*,\s*${ROW})*`,
+  'i',
+);
 const IN_LIST = new RegExp(
   String.raw`(?<![\w$".:])(${IDENT})\s+IN\s*\(\s*${PLACEHOLDER}\s*(?:,\s*${PLACEHOLDER}\s*)*\)`,
   'gi',
 );
 /** The text before a constant ends with `<identifier> <comparison>`; the identifier not a cast's type (`::text =`). */
-const COMPARED = new RegExp(String.raw`(?:^|[^\w$".:])(${IDENT})\s*(?:=|<>|!=|<=|>=|<|>|(?:NOT\s+)?I?LIKE)\s*-?\s*$`, 'i');
+const COMPARED = new RegExp(
+  String.raw`(?:^|[^\w$".:])(${IDENT})\s*(?:=|<>|!=|<=|>=|<|>|(?:NOT\s+)?I?LIKE)\s*-?\s*$`,
+  'i',
+);
 /** Words that look like a column but are a value of the session or the clock, or a keyword. */
 const NOT_COLUMNS = new Set([
   'current_user',
   'session_user',
+  'system_user',
   'user',
   'current_role',
   'current_catalog',
@@ -133,9 +263,20 @@ const NOT_COLUMNS = new Set([
   'limit',
   'offset',
   'returning',
+  // `CASE … END > $1`, `ts AT LOCAL > $1`.
+  'end',
+  'local',
 ]);
 
-function isColumn(ident: string): boolean {
+/** The last words of a cast's type (`::double precision`, `::timestamp with time zone`, `::interval day`). */
+const CAST_TYPE_BEFORE = new RegExp(
+  String.raw`::\s*${IDENT}(?:\s+(?:with|without|time|zone|precision|varying|year|month|day|hour|minute|second|to))*\s*$`,
+  'i',
+);
+
+/** Whether `ident`, which `before` precedes, names a column: not a keyword, nor the last word of a cast's type. */
+function isColumn(ident: string, before: string): boolean {
+  if (CAST_TYPE_BEFORE.test(before)) return false;
   const last = ident.split('.').at(-1)!;
   return last.startsWith('"') || !NOT_COLUMNS.has(last.toLowerCase());
 }
