@@ -82,6 +82,9 @@ export function constantsOnlyAsValues(normalized: string): boolean {
   let t = plain;
   // A WITH query's columns can be anything (`WITH c AS (SELECT now() AS t) … WHERE t > $1`).
   if (/\bWITH\b(?!\s+TIME\s+ZONE\b)/i.test(t)) return false;
+  // One relation only: `DELETE FROM orders o USING orders p WHERE o.id = $1 OR p.id = $2` deletes every row or one,
+  // and UPDATE … FROM and JOIN name second relations too.
+  if (/(?<![\w$".])(?:USING|JOIN)\b/i.test(t) || /^\s*UPDATE\b[\s\S]*(?<![\w$".])FROM\b/i.test(t)) return false;
   // Nor may a FROM item be a function, a subquery or VALUES: `USING pg_backend_pid() p WHERE … OR p > $1`.
   if (!fromItemsAreRelations(t)) return false;
   // A constant inside a subquery decides it for every row at once (`OR EXISTS (SELECT … WHERE id > $1)`).
@@ -197,7 +200,9 @@ function fromItemsAreRelations(t: string): boolean {
         if (depth === 0) break;
         depth--;
       } else if (ch === ';' && depth === 0) break;
-      else if (ch === ',' && depth === 0) itemStart = true;
+      // A second relation: a constant compared with its column can hold for every row or none (a self-join, a
+      // catalog table, a one-row table), which the text cannot tell from a choice of rows.
+      else if (ch === ',' && depth === 0) return false;
       else if (ch === '"') {
         const k = t.indexOf('"', i + 1);
         if (k < 0) return false;

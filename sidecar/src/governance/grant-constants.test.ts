@@ -41,6 +41,11 @@ describe('which held statements a grant may cover', () => {
       'UPDATE orders SET n = n + 1 WHERE id = 3',
       'DELETE FROM orders WHERE EXISTS (SELECT FROM (VALUES (true)) v(b) WHERE b)',
       'DELETE FROM orders WHERE id = ANY($1)',
+      'DELETE FROM orders o USING orders p WHERE o.id = 5 OR p.id = 5',
+      "DELETE FROM orders USING pg_roles r WHERE id = 5 OR r.rolname = 'postgres'",
+      "SELECT * FROM orders o, pg_roles r WHERE o.id = 5 OR r.rolname = 'postgres'",
+      'SELECT * FROM orders o JOIN orders p ON true WHERE o.id = 5 OR p.id = 5',
+      "UPDATE orders SET status = 'x' FROM pg_roles r WHERE id = 5 OR r.rolname = 'postgres'",
       // A line comment hides what comes before a constant: `-- a =` makes `'f'::boolean` look compared with `a`.
       "DELETE FROM orders WHERE -- a =\n 'f'::boolean",
       'DELETE FROM orders WHERE id = 5 OR -- a =\n 1 -- b\n = 0',
