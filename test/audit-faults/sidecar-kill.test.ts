@@ -16,6 +16,8 @@ import { BUILT, type Proc, startCli } from './processes.js';
 const SESSIONS = 2;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// Runs the built code (dist/) in separate processes: skipped without a build outside CI; under CI a missing build
+// fails it instead, so nothing is skipped silently there.
 describe.skipIf(!BUILT && !process.env.CI)('sidecar killed with its spool holding events', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-sidecar-kill-'));
   let nats: TestNats | undefined;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
 import { ROLES } from '../harness/index.js';
 import { findLeaks } from './byte-tap.js';
-import { adminClient, maskingSpec, type Planted, seed } from './seed.js';
+import { adminClient, maskingPolicyDocs, type Planted, seed } from './seed.js';
 
 // The governed sidecar (`pgwarden sidecar --policy`): a policy file with a MaskingRule, the real decision engine,
 // masking wired in by startGovernedSidecar, audit outside it.
@@ -21,31 +21,7 @@ beforeAll(async () => {
   const shared = inject('pg');
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-mask-'));
   const policyFile = join(dir, 'policy.yaml');
-  const policy = {
-    apiVersion: 'pgwarden.dev/v1alpha1',
-    kind: 'DatabaseAccessPolicy',
-    metadata: { name: 'maskgov', namespace: 'agents' },
-    spec: {
-      database: { host: 'unused', name: 'app', credentialsSecretRef: { name: 'c' } },
-      authentication: { mode: 'workload' },
-      role: ROLES.scram.user,
-      defaultAction: 'deny',
-      rules: [
-        {
-          name: 'read',
-          action: 'allow',
-          statements: ['select', 'explain', 'show', 'copy', 'transaction'],
-          tables: [`${S}.*`],
-        },
-      ],
-    },
-  };
-  const rule = {
-    apiVersion: 'pgwarden.dev/v1alpha1',
-    kind: 'MaskingRule',
-    metadata: { name: 'pii', namespace: 'agents' },
-    spec: { policies: ['maskgov'], ...maskingSpec(S) },
-  };
+  const { policy, rule } = maskingPolicyDocs(S, ['select', 'explain', 'show', 'copy', 'transaction']);
   rewrite = (extra) => {
     const r = { ...rule, spec: { ...rule.spec, columns: [...rule.spec.columns, ...extra] } };
     writeFileSync(`${policyFile}.tmp`, [policy, r].map((d) => JSON.stringify(d)).join('\n---\n'));

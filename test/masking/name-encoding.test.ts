@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
 import { RawClient } from '../governance/raw-client.js';
 import { ROLES } from '../harness/index.js';
-import { maskingSpec, type Planted, seed } from './seed.js';
+import { maskingPolicyDocs, type Planted, seed } from './seed.js';
 
 const S = 'mask_names';
 let planted: Planted;
@@ -17,24 +17,7 @@ beforeAll(async () => {
   const shared = inject('pg');
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-names-'));
   const policyFile = join(dir, 'policy.yaml');
-  const policy = {
-    apiVersion: 'pgwarden.dev/v1alpha1',
-    kind: 'DatabaseAccessPolicy',
-    metadata: { name: 'maskgov', namespace: 'agents' },
-    spec: {
-      database: { host: 'unused', name: 'app', credentialsSecretRef: { name: 'c' } },
-      authentication: { mode: 'workload' },
-      role: ROLES.scram.user,
-      defaultAction: 'deny',
-      rules: [{ name: 'read', action: 'allow', statements: ['select', 'set'], tables: [`${S}.*`] }],
-    },
-  };
-  const rule = {
-    apiVersion: 'pgwarden.dev/v1alpha1',
-    kind: 'MaskingRule',
-    metadata: { name: 'pii', namespace: 'agents' },
-    spec: { policies: ['maskgov'], ...maskingSpec(S) },
-  };
+  const { policy, rule } = maskingPolicyDocs(S, ['select', 'set']);
   writeFileSync(policyFile, [policy, rule].map((d) => JSON.stringify(d)).join('\n---\n'));
   gs = await startGovernedSidecar({
     policyPath: policyFile,

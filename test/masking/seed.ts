@@ -190,3 +190,29 @@ export function maskingSpec(schema: string) {
     unmaskedFor: { groups: ['compliance'] },
   };
 }
+
+/**
+ * The policy `maskgov` (workload identity, the scram role, deny by default, one `read` rule on the schema's tables
+ * allowing `statements`) and the MaskingRule `pii` on it (maskingSpec): the documents of a governed sidecar's file.
+ */
+export function maskingPolicyDocs(schema: string, statements: string[]) {
+  const policy = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'DatabaseAccessPolicy',
+    metadata: { name: 'maskgov', namespace: 'agents' },
+    spec: {
+      database: { host: 'unused', name: 'app', credentialsSecretRef: { name: 'c' } },
+      authentication: { mode: 'workload' },
+      role: ROLES.scram.user,
+      defaultAction: 'deny',
+      rules: [{ name: 'read', action: 'allow', statements, tables: [`${schema}.*`] }],
+    },
+  };
+  const rule = {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind: 'MaskingRule',
+    metadata: { name: 'pii', namespace: 'agents' },
+    spec: { policies: ['maskgov'], ...maskingSpec(schema) },
+  };
+  return { policy, rule };
+}
