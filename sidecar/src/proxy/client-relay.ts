@@ -37,7 +37,7 @@ import {
   ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
-import { PREPARED_ENTRY_COST, type RelayState } from './relay-state.js';
+import type { RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
 
 /**
@@ -374,10 +374,7 @@ export class ClientRelay implements FramerHandler {
     const s = this.s;
     // The unnamed statement replaces itself; named ones accumulate until the client closes them.
     if (kind === K_PARSE && name !== '' && v.action !== 'deny') {
-      const prev = s.statements.get(name);
-      const held = s.statements.held + PREPARED_ENTRY_COST + st.request.sql.length;
-      if (held - (prev === undefined ? 0 : PREPARED_ENTRY_COST + prev.request.sql.length) > MAX_PREPARED_BYTES)
-        v = TOO_MANY_PREPARED;
+      if (s.statements.heldWith(name, st.request.sql) > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
     }
     st.verdict = v;
     st.sentAt = performance.now();

@@ -416,6 +416,12 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
     return super.set(name, info);
   }
 
+  /** What the map would hold with `name` parsed as `sql` (replacing a statement of that name). */
+  heldWith(name: string, sql: string): number {
+    const prev = super.get(name);
+    return this.held - (prev === undefined ? 0 : cost(prev)) + PREPARED_ENTRY_COST + sql.length;
+  }
+
   override delete(name: string): boolean {
     const prev = super.get(name);
     if (prev === undefined) return false;
