@@ -75,14 +75,18 @@ try {
       // Round-robin within a scenario so drift in machine load spreads over every leg alike.
       for (const leg of rep % 2 ? [...started].reverse() : started) {
         const before = leg.pid ? cpuTimes(leg.pid) : undefined;
+        const preciseBefore = leg.pid ? preciseCpuMicros(leg.pid) : undefined;
         // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
         const natsBefore = leg.auditNats ? [preciseCpuMicros(nats.pid), cpuMicros(nats.pid)] : undefined;
         const machineBefore = machineTicks();
         const r = await runPgbench(target(leg), scenario.pgbench, seconds, transactions);
         const machineAfter = machineTicks();
         const after = leg.pid ? cpuTimes(leg.pid) : undefined;
-        const cpu = after ? after.user + after.system - before.user - before.system : undefined;
-        const systemCpu = after ? after.system - before.system : undefined;
+        const ticks = after ? after.user + after.system - before.user - before.system : undefined;
+        // A short run of a cheap leg (the smoke test's 150 transactions through the native pipe) can stay under one
+        // 10 ms clock tick: then the per-thread nanoseconds say what it used, rather than 0.
+        const cpu = ticks === 0 ? Math.max(0, preciseCpuMicros(leg.pid) - preciseBefore) : ticks;
+        const systemCpu = after ? Math.min(after.system - before.system, cpu) : undefined;
         // Per-thread nanoseconds; if a thread exited mid-run its time vanished from the sum, so take the coarse
         // (whole-process, 10 ms ticks) figure instead.
         const natsPrecise = leg.auditNats ? preciseCpuMicros(nats.pid) - natsBefore[0] : undefined;
