@@ -42,6 +42,11 @@ export interface CatalogSnapshot {
   userFunctions: Set<string>;
   /** OIDs of relations with user triggers or rules: DML on them runs code whose output is not analysed. */
   triggerRelations: Set<number>;
+  /**
+   * OIDs of relations whose row-level-security policy expressions run user code: any statement reading or writing
+   * them runs it (https://www.postgresql.org/docs/current/ddl-rowsecurity.html).
+   */
+  readCodeRelations: Set<number>;
   /** Names of operators (outside pg_catalog) whose function a client could have written. */
   userOperators: Set<string>;
   /**
@@ -67,6 +72,8 @@ export interface UserCodeEntries {
   operators?: readonly string[];
   /** See CatalogSnapshot.codeTypes; `source` marks a type a cast from runs user code. */
   types?: ReadonlyArray<{ oid: number; name: string; source: boolean }>;
+  /** See CatalogSnapshot.readCodeRelations. */
+  readRelations?: readonly number[];
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -93,6 +100,7 @@ export function emptyCatalog(): CatalogSnapshot {
     byName: new Map(),
     userFunctions: new Set(),
     triggerRelations: new Set(),
+    readCodeRelations: new Set(),
     userOperators: new Set(),
     codeTypes: new Set(),
     castSources: new Set(),
@@ -146,6 +154,7 @@ export function buildCatalogSnapshot(
   }
   for (const f of userFunctions) snap.userFunctions.add(f);
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
+  for (const oid of code.readRelations ?? []) snap.readCodeRelations.add(oid);
   for (const o of code.operators ?? []) snap.userOperators.add(o);
   for (const t of code.types ?? []) {
     snap.codeTypes.add(t.name);

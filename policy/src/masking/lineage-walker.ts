@@ -311,6 +311,8 @@ export class LineageWalker {
       // implicitly): the SQL need not name the type.
       if (this.cat.castSources.has(rel.name) || rel.columns.some((c) => this.cat.castSourceOids.has(c.typeOid)))
         this.sink.opaque = true;
+      // Row-level-security policies run their expressions on every row read or written, user code included.
+      if (this.cat.readCodeRelations.has(rel.oid)) this.sink.opaque = true;
       if (isSystemRelation(rel)) {
         if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) {
           anyLin = unknownLineage();

@@ -25,35 +25,6 @@ WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 const SYSTEM_NAMESPACES = `SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog','information_schema')`;
 
 /**
- * Relations whose DML runs user code: triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) and
- * rewrite rules; CHECK constraints, defaults and generated columns that call a user function, directly or as an
- * operator's (pg_depend records the functions and operators an expression uses); columns of domain types, whose CHECK
- * runs on every value written.
- */
-export const TRIGGERS_SQL = `SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
-UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'
-UNION SELECT COALESCE(con.conrelid, ad.adrelid)::int8::text FROM pg_depend d
-  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-  JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
-  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
-  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-  WHERE d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
-    AND COALESCE(con.conrelid, ad.adrelid, 0) <> 0
-UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_type e ON e.oid = t.typelem
-  WHERE a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'd' OR e.typtype = 'd')
-    AND t.typnamespace NOT IN (${SYSTEM_NAMESPACES})`;
-
-/**
- * Operators whose function a client could have written: C and internal functions need a superuser to create
- * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
- * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
- */
-export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
-JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
-WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
-
-/**
  * Types a cast to or from may run user code: domains (a cast to one runs its CHECK), and the user-defined ends of a
  * cast made WITH a user function a client could have written (both ends when neither is user-defined: a superuser's;
  * pg_catalog's own SQL-language casts, such as circle to polygon, do not count),
@@ -74,6 +45,66 @@ SELECT t.oid::int8::text AS oid, t.typname AS name, bool_or(e.source)::text AS s
 FROM ends e JOIN pg_type t ON t.oid = e.oid OR (t.typelem = e.oid AND t.typcategory = 'A')
 GROUP BY t.oid, t.typname`;
 
+/**
+ * Relations whose DML runs user code: triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) and
+ * rewrite rules; CHECK constraints, defaults, generated columns and index expressions or predicates that call a user
+ * function, directly, as an operator's or as a cast's (pg_depend records the functions and operators an expression
+ * uses), or that cast to a code type (a domain, whose CHECK runs: pg_depend records only the type); columns of domain
+ * types, whose CHECK runs on every value written.
+ */
+export const TRIGGERS_SQL = `WITH code_type AS (${CODE_TYPES_SQL})
+SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
+UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'
+UNION SELECT COALESCE(con.conrelid, ad.adrelid, ix.indrelid)::int8::text FROM pg_depend d
+  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+  LEFT JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
+  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  LEFT JOIN pg_index ix ON d.classid = 'pg_class'::regclass AND ix.indexrelid = d.objid
+  WHERE COALESCE(con.conrelid, ad.adrelid, ix.indrelid, 0) <> 0 AND (
+    (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES}))
+    OR (d.refclassid = 'pg_type'::regclass AND d.refobjid::int8::text IN (SELECT oid FROM code_type)))
+UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type e ON e.oid = t.typelem
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'd' OR e.typtype = 'd')
+    AND t.typnamespace NOT IN (${SYSTEM_NAMESPACES})`;
+
+/**
+ * Relations whose row-level-security policies run user code on every row a statement reads or writes: a USING or
+ * WITH CHECK expression calling a user function (directly, as an operator's or a cast's), casting to a code type, or
+ * reading a relation that is itself such a relation (pg_depend of pg_policy). Policies count whether or not row
+ * security is enabled on the table now: enabling it changes pg_class, not the policy.
+ * https://www.postgresql.org/docs/current/catalog-pg-policy.html
+ */
+export const POLICY_CODE_SQL = `WITH RECURSIVE code_type AS (${CODE_TYPES_SQL}), code_rel(oid) AS (
+  SELECT pol.polrelid FROM pg_policy pol JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+  LEFT JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
+  WHERE (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES}))
+    OR (d.refclassid = 'pg_type'::regclass AND d.refobjid::int8::text IN (SELECT oid FROM code_type))
+  UNION
+  SELECT pol.polrelid FROM pg_policy pol JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+  JOIN code_rel r ON d.refclassid = 'pg_class'::regclass AND d.refobjid = r.oid
+)
+SELECT oid::int8::text AS oid FROM code_rel`;
+
+/**
+ * Enabled event triggers whose function a client could have written: they run on DDL of every role
+ * (https://www.postgresql.org/docs/current/event-trigger-matrix.html), and their RAISE reaches the client.
+ */
+export const EVENT_TRIGGERS_SQL = `SELECT count(*)::text AS n FROM pg_event_trigger e
+JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_language l ON l.oid = p.prolang
+WHERE e.evtenabled <> 'D' AND l.lanname NOT IN ('c', 'internal')`;
+
+/**
+ * Operators whose function a client could have written: C and internal functions need a superuser to create
+ * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
+ * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ */
+export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
+JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
+WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
+
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
 
@@ -90,6 +121,8 @@ export interface CatalogCacheOptions {
 export class CatalogCache {
   private snap: CatalogSnapshot = emptyCatalog();
   private identifiers = new Set<string>();
+  /** Fail closed until the first load says otherwise. */
+  private events = true;
   private loadedAt = 0;
   private stale = true;
   private failedAt = 0;
@@ -112,6 +145,11 @@ export class CatalogCache {
   /** Changes whenever a new snapshot is installed (analysis caches key on it). */
   get generation(): number {
     return this.version;
+  }
+
+  /** Event triggers a client could have written exist: DDL runs user code (true until a load says otherwise). */
+  get eventTriggers(): boolean {
+    return this.events;
   }
 
   isIdentifier(name: string): boolean {
@@ -166,6 +204,8 @@ export class CatalogCache {
       const triggers = await this.query(TRIGGERS_SQL);
       const operators = await this.query(OPERATORS_SQL);
       const types = await this.query(CODE_TYPES_SQL);
+      const policies = await this.query(POLICY_CODE_SQL);
+      const events = await this.query(EVENT_TRIGGERS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -184,6 +224,7 @@ export class CatalogCache {
         {
           operators: operators.map((o) => o.name ?? ''),
           types: types.map((t) => ({ oid: Number(t.oid), name: t.name ?? '', source: t.source === 'true' })),
+          readRelations: policies.map((p) => Number(p.oid)),
         },
       );
       const ids = new Set<string>();
@@ -194,6 +235,7 @@ export class CatalogCache {
       }
       for (const c of cons) if (c.name) ids.add(c.name);
       this.identifiers = ids;
+      this.events = Number(events[0]?.n ?? 0) > 0;
       this.loadedAt = Date.now();
       this.version++;
       this.lastError = undefined;

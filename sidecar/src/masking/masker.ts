@@ -92,6 +92,16 @@ const CATALOG_NEUTRAL = new Set([
   'CheckPointStmt',
 ]);
 
+/**
+ * Statements event triggers may fire on: anything that may change the catalog but transaction control and VACUUM /
+ * ANALYZE (https://www.postgresql.org/docs/current/event-trigger-matrix.html), and SELECT INTO.
+ */
+function firesEventTriggers(a: MaskAnalysis): boolean {
+  if (a.kind === 'SelectStmt') return !a.returnsRows;
+  if (a.kind === 'TransactionStmt' || a.kind === 'VacuumStmt') return false;
+  return a.kind === 'ExplainStmt' || !CATALOG_NEUTRAL.has(a.kind);
+}
+
 const RECENT_SQL = 16;
 /** Protocol-level statement/portal names kept for echo redaction (a client cycles through a few names). */
 const RECENT_NAMES = 32;
@@ -259,6 +269,10 @@ export function createMasker(opts: MaskerOptions): Masker {
       // session defined is unknown to the snapshot until its transaction commits and the snapshot reloads (and a
       // pipelined statement is checked before the definition ran), so any later statement may run it unseen.
       if (!denied && config.columns.length > 0 && (codeDefined || analyses.some((a) => a.opaque))) opaqueSeen = true;
+      // Event triggers run on DDL of any role; which commands each fires for is not worth modelling: any statement
+      // that may change the catalog counts (SELECT INTO and EXPLAIN, which may run CREATE TABLE AS, too).
+      if (!denied && config.columns.length > 0 && catalog.eventTriggers && analyses.some(firesEventTriggers))
+        opaqueSeen = true;
       if (!denied && analyses.some((a) => a.definesCode)) codeDefined = true;
       return denied;
     },
