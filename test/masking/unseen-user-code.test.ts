@@ -69,6 +69,11 @@ beforeAll(async () => {
     await c.query(peek('to_wrapped', 'text', `${S}.wrapped`, `ROW($1)::${S}.wrapped`));
     await c.query(`CREATE CAST (text AS ${S}.wrapped) WITH FUNCTION ${S}.to_wrapped(text) AS IMPLICIT`);
     await c.query(`CREATE TABLE ${S}.via_cast (v text CHECK (v::${S}.wrapped IS NOT NULL))`);
+    // A user `=` for varchar only: comparisons of other types cannot choose it.
+    await c.query(peek('veq', 'varchar, varchar', 'boolean', 'true'));
+    await c.query(`CREATE OPERATOR ${S}.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = ${S}.veq)`);
+    await c.query(`CREATE TABLE ${S}.items (id int, code varchar(5), label text)`);
+    await c.query(`INSERT INTO ${S}.items VALUES (1, 'a', 'b')`);
     await c.query(`CREATE TABLE ${S}.via_default (v text, w text DEFAULT ('x'::${S}.peeking))`);
   } finally {
     await c.end();
@@ -143,5 +148,23 @@ describe('user code the statement does not name', () => {
       expect(r.leaks, sql).toEqual([]);
       expect(r.notices.length, sql).toBeGreaterThan(0);
     }
+  });
+
+  it('counts a user `=` only where the operand types could choose it', async () => {
+    const plain = await through([
+      `SELECT id FROM ${S}.items WHERE id = 1 AND label = 'b' AND id IN (1, 2)`,
+      `SELECT nullif(label, 'x') FROM ${S}.items`,
+      'SELECT 1/0',
+    ]);
+    expect(plain.errors).toEqual(['division by zero']);
+    const user = await through([
+      `SET search_path TO ${S}, public`,
+      `SELECT id FROM items WHERE code = 'a'`,
+      'SELECT 1/0',
+    ]);
+    expect(user.leaks).toEqual([]);
+    expect(user.errors).toHaveLength(1);
+    expect(user.errors[0]).toContain('withheld');
+    expect(user.notices.length).toBeGreaterThan(0);
   });
 });

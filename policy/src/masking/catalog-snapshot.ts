@@ -50,6 +50,11 @@ export interface CatalogSnapshot {
   /** Names of operators (outside pg_catalog) whose function a client could have written. */
   userOperators: Set<string>;
   /**
+   * For each name in userOperators, the operand types (`left,right` pg_type OIDs) of its user operators and of
+   * pg_catalog's operators of that name: an operator use whose operand types are known resolves by them.
+   */
+  operatorSignatures: Map<string, { user: Set<string>; builtin: Set<string> }>;
+  /**
    * Names of types a cast to or from may run user code: domains (their CHECK), both user-defined ends of a cast
    * made WITH FUNCTION, and their array types.
    */
@@ -74,6 +79,8 @@ export interface UserCodeEntries {
   types?: ReadonlyArray<{ oid: number; name: string; source: boolean }>;
   /** See CatalogSnapshot.readCodeRelations. */
   readRelations?: readonly number[];
+  /** See CatalogSnapshot.operatorSignatures: `user` for a user operator, else one of pg_catalog's. */
+  operatorSignatures?: ReadonlyArray<{ name: string; left: number; right: number; user: boolean }>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -102,6 +109,7 @@ export function emptyCatalog(): CatalogSnapshot {
     triggerRelations: new Set(),
     readCodeRelations: new Set(),
     userOperators: new Set(),
+    operatorSignatures: new Map(),
     codeTypes: new Set(),
     castSources: new Set(),
     castSourceOids: new Set(),
@@ -156,6 +164,14 @@ export function buildCatalogSnapshot(
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
   for (const oid of code.readRelations ?? []) snap.readCodeRelations.add(oid);
   for (const o of code.operators ?? []) snap.userOperators.add(o);
+  for (const o of code.operatorSignatures ?? []) {
+    let sigs = snap.operatorSignatures.get(o.name);
+    if (!sigs) {
+      sigs = { user: new Set(), builtin: new Set() };
+      snap.operatorSignatures.set(o.name, sigs);
+    }
+    (o.user ? sigs.user : sigs.builtin).add(`${o.left},${o.right}`);
+  }
   for (const t of code.types ?? []) {
     snap.codeTypes.add(t.name);
     if (!t.source) continue;

@@ -25,6 +25,28 @@ WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 const SYSTEM_NAMESPACES = `SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog','information_schema')`;
 
 /**
+ * Operators whose function a client could have written: C and internal functions need a superuser to create
+ * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
+ * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ */
+export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
+JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
+WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
+
+/**
+ * Operand types of the operators named like a user operator (OPERATORS_SQL): the user operators' and pg_catalog's.
+ * An operator use whose operand types are known then counts as user code only when a user operator of exactly those
+ * types exists or pg_catalog has none (see typedOperatorRunsUserCode).
+ */
+export const OPERATOR_SIGNATURES_SQL = `WITH user_op AS (${OPERATORS_SQL})
+SELECT o.oprname AS name, o.oprleft::int8::text AS l, o.oprright::int8::text AS r,
+  (o.oprnamespace <> 'pg_catalog'::regnamespace)::text AS user
+FROM pg_operator o JOIN user_op u ON u.name = o.oprname
+LEFT JOIN pg_proc p ON p.oid = o.oprcode LEFT JOIN pg_language l ON l.oid = p.prolang
+WHERE o.oprnamespace = 'pg_catalog'::regnamespace
+  OR (o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal'))`;
+
+/**
  * Types a cast to or from may run user code: domains (a cast to one runs its CHECK), and the user-defined ends of a
  * cast made WITH a user function a client could have written (both ends when neither is user-defined: a superuser's;
  * pg_catalog's own SQL-language casts, such as circle to polygon, do not count),
@@ -95,15 +117,6 @@ SELECT oid::int8::text AS oid FROM code_rel`;
 export const EVENT_TRIGGERS_SQL = `SELECT count(*)::text AS n FROM pg_event_trigger e
 JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_language l ON l.oid = p.prolang
 WHERE e.evtenabled <> 'D' AND l.lanname NOT IN ('c', 'internal')`;
-
-/**
- * Operators whose function a client could have written: C and internal functions need a superuser to create
- * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
- * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
- */
-export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
-JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
-WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
 
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
@@ -202,7 +215,7 @@ export class CatalogCache {
       const funcs = await this.query(FUNCTIONS_SQL);
       const cons = await this.query(CONSTRAINTS_SQL);
       const triggers = await this.query(TRIGGERS_SQL);
-      const operators = await this.query(OPERATORS_SQL);
+      const operators = await this.query(OPERATOR_SIGNATURES_SQL);
       const types = await this.query(CODE_TYPES_SQL);
       const policies = await this.query(POLICY_CODE_SQL);
       const events = await this.query(EVENT_TRIGGERS_SQL);
@@ -222,7 +235,13 @@ export class CatalogCache {
         funcs.map((f) => f.name ?? ''),
         triggers.map((t) => Number(t.oid)),
         {
-          operators: operators.map((o) => o.name ?? ''),
+          operators: operators.filter((o) => o.user === 'true').map((o) => o.name ?? ''),
+          operatorSignatures: operators.map((o) => ({
+            name: o.name ?? '',
+            left: Number(o.l),
+            right: Number(o.r),
+            user: o.user === 'true',
+          })),
           types: types.map((t) => ({ oid: Number(t.oid), name: t.name ?? '', source: t.source === 'true' })),
           readRelations: policies.map((p) => Number(p.oid)),
         },
