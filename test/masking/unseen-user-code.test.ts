@@ -42,6 +42,9 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE ${S}.customers (id int PRIMARY KEY, full_name text, email text UNIQUE, ssn varchar(11),
       phone text, card_number text, secret_note text, city text)`);
     await c.query(
+      `INSERT INTO ${S}.customers VALUES (2, 'Other', 'second@planted-unseen.example', NULL, NULL, NULL, NULL, 'Rome')`,
+    );
+    await c.query(
       `INSERT INTO ${S}.customers VALUES (1, $1, 'xq.unseen@planted-unseen.example', $2, NULL, NULL, NULL, 'Oslo')`,
       [NAME, SSN],
     );
@@ -166,5 +169,56 @@ describe('user code the statement does not name', () => {
     expect(user.errors).toHaveLength(1);
     expect(user.errors[0]).toContain('withheld');
     expect(user.notices.length).toBeGreaterThan(0);
+  });
+});
+
+describe('errors of statements that read masked columns', () => {
+  /** One statement on a fresh client: the error's message and detail as the client got them, and any leak. */
+  async function failing(sql: string): Promise<{ message: string; detail?: string; leaks: string[] }> {
+    const c = await side.client();
+    side.tap.take();
+    try {
+      await c.query(sql);
+    } catch (err) {
+      const e = err as { message: string; detail?: string };
+      return { message: e.message, detail: e.detail, leaks: findLeaks(side.tap.take(), [NAME, SSN]) };
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    throw new Error(`no error: ${sql}`);
+  }
+
+  it('keep the identifiers they name and the structure, not the values', async () => {
+    expect((await failing(`SELECT ssn, nosuch FROM ${S}.customers`)).message).toBe('column "nosuch" does not exist');
+    expect((await failing(`SELECT ssn, "NoSuch" FROM ${S}.customers`)).message).toBe('column "NoSuch" does not exist');
+    expect((await failing(`SELECT c.ssn FROM ${S}.customers c JOIN ${S}.nosuch n ON true`)).message).toBe(
+      `relation "${S}.nosuch" does not exist`,
+    );
+    const dup = await failing(
+      `INSERT INTO ${S}.customers (id, email) VALUES (3, 'second@planted-unseen.example') RETURNING ssn`,
+    );
+    expect(dup.message).toBe('duplicate key value violates unique constraint "customers_email_key"');
+    expect(dup.detail).toBe('Key (email)=(****) already exists.');
+    expect((await failing(`SELECT 1 / (length(ssn) - 11) FROM ${S}.customers`)).message).toBe('division by zero');
+  });
+
+  it('still remove values computed from masked columns, also where they look like identifiers', async () => {
+    for (const [sql, message] of [
+      [`SELECT full_name::int FROM ${S}.customers`, 'invalid input syntax for type integer: "****"'],
+      // The value (q478q) is planted as an alias, a column reference at the error's position would be too.
+      [
+        `SELECT ('q' || substr(ssn, 1, 3) || 'q')::int AS q478q FROM ${S}.customers WHERE id = 1`,
+        'invalid input syntax for type integer: "****"',
+      ],
+      [
+        `SELECT has_column_privilege('${S}.customers', ssn, 'SELECT') FROM ${S}.customers WHERE id = 1`,
+        'column "****" of relation "****" does not exist',
+      ],
+      [`SELECT ssn::regclass FROM ${S}.customers WHERE id = 1`, 'relation "****" does not exist'],
+    ]) {
+      const r = await failing(sql);
+      expect(r.message, sql).toBe(message);
+      expect(r.leaks, sql).toEqual([]);
+    }
   });
 });
