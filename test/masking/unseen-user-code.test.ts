@@ -23,7 +23,7 @@ function connect(user: { user: string; password: string }, database: string): pg
 /** SQL of a function that raises the first customer's name and ssn, returning `ret`. */
 const peek = (name: string, args: string, returns: string, ret: string) =>
   `CREATE FUNCTION ${S}.${name}(${args}) RETURNS ${returns} LANGUAGE plpgsql AS $$ BEGIN
-     RAISE NOTICE 'peek: % %', (SELECT full_name FROM ${S}.customers LIMIT 1), (SELECT ssn FROM ${S}.customers LIMIT 1);
+     RAISE NOTICE 'peek: % %', (SELECT full_name FROM ${S}.customers WHERE id = 1), (SELECT ssn FROM ${S}.customers WHERE id = 1);
      RETURN ${ret}; END $$`;
 
 beforeAll(async () => {
@@ -86,7 +86,7 @@ beforeAll(async () => {
   try {
     // Event triggers need a superuser; any role's DDL fires them.
     await su2.query(`CREATE FUNCTION ${S}.evt_peek() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN
-      RAISE NOTICE 'evt: % %', (SELECT full_name FROM ${S}.customers LIMIT 1), (SELECT ssn FROM ${S}.customers LIMIT 1);
+      RAISE NOTICE 'evt: % %', (SELECT full_name FROM ${S}.customers WHERE id = 1), (SELECT ssn FROM ${S}.customers WHERE id = 1);
       END $$`);
     await su2.query(`CREATE EVENT TRIGGER evt_peek ON ddl_command_end EXECUTE FUNCTION ${S}.evt_peek()`);
   } finally {
@@ -219,6 +219,29 @@ describe('errors of statements that read masked columns', () => {
       const r = await failing(sql);
       expect(r.message, sql).toBe(message);
       expect(r.leaks, sql).toEqual([]);
+    }
+  });
+});
+
+describe('code another connection creates', () => {
+  it('is seen by the next statement a second later, without a reload through the sidecar', async () => {
+    await through(['SELECT 1']); // the snapshot is loaded and current
+    const admin = connect(ROLES.scram, DB);
+    admin.on('notice', () => {});
+    await admin.connect();
+    try {
+      await admin.query(peek('late_peek', 'text, text', 'boolean', 'true'));
+      await admin.query(`CREATE OPERATOR ${S}.<~~> (LEFTARG = text, RIGHTARG = text, FUNCTION = ${S}.late_peek)`);
+      await admin.query(peek('late_fn', 'text', 'text', "'x'"));
+    } finally {
+      await admin.end();
+    }
+    await new Promise((r) => setTimeout(r, 1200));
+    for (const sql of [`SELECT full_name <~~> 'x' FROM customers`, 'SELECT late_fn(full_name) FROM customers']) {
+      const r = await through([`SET search_path TO ${S}, public`, sql]);
+      expect(r.errors, sql).toEqual([]);
+      expect(r.leaks, sql).toEqual([]);
+      expect(r.notices.length, sql).toBeGreaterThan(0);
     }
   });
 });

@@ -121,9 +121,45 @@ WHERE e.evtenabled <> 'D' AND l.lanname NOT IN ('c', 'internal')`;
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
 
+/**
+ * A fingerprint of the catalog rows user code lives in (functions, operators, casts, domains, triggers, rules,
+ * policies, event triggers, CHECK constraints, defaults, index expressions, relations), to see another connection's DDL without
+ * a reload: their count and the sum of their xmin. A row inserted or updated (CREATE, CREATE OR REPLACE, ALTER, RENAME)
+ * carries its transaction's xmin, newer than any row it replaces, so the sum moves; a dropped row lowers the count.
+ * Only objects created after initdb (OID >= 16384, FirstNormalObjectId) are summed, which keeps it under a
+ * millisecond. https://www.postgresql.org/docs/current/ddl-system-columns.html
+ */
+export const FINGERPRINT_SQL = `SELECT concat_ws(' ', ${[
+  'pg_proc',
+  'pg_operator',
+  'pg_cast',
+  "pg_type WHERE oid >= 16384 AND typtype = 'd'",
+  'pg_trigger',
+  'pg_rewrite',
+  'pg_policy',
+  'pg_event_trigger',
+  "pg_constraint WHERE oid >= 16384 AND contype = 'c'",
+  'pg_attrdef',
+  'pg_index WHERE indexrelid >= 16384 AND (indexprs IS NOT NULL OR indpred IS NOT NULL)',
+  // New tables and views (a column of a domain type, a view calling user code) and changed ones (a column added):
+  // another session's temporary tables are no concern of this one's.
+  "pg_class WHERE oid >= 16384 AND relkind IN ('r', 'p', 'v', 'm', 'f') AND relpersistence <> 't'",
+]
+  .map(
+    (from) =>
+      `(SELECT count(*) || ':' || COALESCE(sum(xmin::text::int8), 0) FROM ${from.includes(' ') ? from : `${from} WHERE oid >= 16384`})`,
+  )
+  .join(', ')}) AS f`;
+
 export interface CatalogCacheOptions {
   /** Reload at least this often even without DDL seen through this sidecar (other writers). Default 60 s. */
   maxAgeMs?: number;
+  /**
+   * Before a statement is checked against a snapshot older than this, compare the catalog's fingerprint
+   * (FINGERPRINT_SQL) and reload if it moved: code another connection created is seen within this long. Default 1 s;
+   * 0 turns it off (then only maxAgeMs).
+   */
+  verifyMs?: number;
 }
 
 /**
@@ -143,6 +179,10 @@ export class CatalogCache {
   private unknownAt = 0;
   private inflight: Promise<CatalogSnapshot> | undefined;
   private version = 0;
+  /** FINGERPRINT_SQL as the snapshot's load saw it, and when the catalog last matched it. */
+  private fingerprint: string | undefined;
+  private verifiedAt = 0;
+  private verifying: Promise<CatalogSnapshot> | undefined;
   lastError: Error | undefined;
 
   constructor(
@@ -191,14 +231,45 @@ export class CatalogCache {
     this.policyVersion = version;
   }
 
-  /** A fresh snapshot: waits for a reload when stale or too old, else returns at once. */
+  /**
+   * A fresh snapshot: waits for a reload when stale or too old, or for a fingerprint check when the last one is older
+   * than verifyMs (and a reload if the catalog moved); else returns at once.
+   */
   async ensure(): Promise<CatalogSnapshot> {
     const now = Date.now();
     const old = now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
-    if (!this.stale && !old) return this.snap;
     // After a failure, retry at most every 2 s so statements do not each wait for a dead connection.
     if (now - this.failedAt < 2000) return this.snap;
-    return this.refresh();
+    if (this.stale || old) return this.refresh();
+    const every = this.options.verifyMs ?? 1000;
+    if (every > 0 && now - this.verifiedAt >= every) return this.verify();
+    return this.snap;
+  }
+
+  /** One fingerprint query shared by every statement waiting for it; a reload when the catalog moved. */
+  private verify(): Promise<CatalogSnapshot> {
+    this.verifying ??= (async () => {
+      const started = Date.now();
+      try {
+        const seen = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
+        if (seen !== this.fingerprint) {
+          // A load already running may have read the catalog before the change: wait for it, then load again unless
+          // it saw what this check saw.
+          if (this.inflight) await this.inflight;
+          if (seen !== this.fingerprint) {
+            this.invalidate();
+            await this.refresh();
+          }
+        } else this.verifiedAt = started;
+      } catch (err) {
+        this.failedAt = Date.now();
+        this.lastError = err as Error;
+      }
+      return this.snap;
+    })().finally(() => {
+      this.verifying = undefined;
+    });
+    return this.verifying;
   }
 
   refresh(): Promise<CatalogSnapshot> {
@@ -211,6 +282,9 @@ export class CatalogCache {
   private async load(): Promise<CatalogSnapshot> {
     this.stale = false;
     try {
+      // Taken first: a change while the rest loads moves the catalog past it, and the next check reloads.
+      const started = Date.now();
+      const fingerprint = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
       const rows = await this.query(CATALOG_SQL);
       const funcs = await this.query(FUNCTIONS_SQL);
       const cons = await this.query(CONSTRAINTS_SQL);
@@ -256,6 +330,8 @@ export class CatalogCache {
       this.identifiers = ids;
       this.events = Number(events[0]?.n ?? 0) > 0;
       this.loadedAt = Date.now();
+      this.fingerprint = fingerprint;
+      this.verifiedAt = started;
       this.version++;
       this.lastError = undefined;
     } catch (err) {
