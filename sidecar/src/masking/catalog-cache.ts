@@ -141,15 +141,19 @@ export const FINGERPRINT_SQL = `SELECT concat_ws(' ', ${[
   "pg_constraint WHERE oid >= 16384 AND contype = 'c'",
   'pg_attrdef',
   'pg_index WHERE indexrelid >= 16384 AND (indexprs IS NOT NULL OR indpred IS NOT NULL)',
-  // New tables and views (a column of a domain type, a view calling user code) and changed ones (a column added):
-  // another session's temporary tables are no concern of this one's.
-  "pg_class WHERE oid >= 16384 AND relkind IN ('r', 'p', 'v', 'm', 'f') AND relpersistence <> 't'",
 ]
   .map(
     (from) =>
       `(SELECT count(*) || ':' || COALESCE(sum(xmin::text::int8), 0) FROM ${from.includes(' ') ? from : `${from} WHERE oid >= 16384`})`,
   )
-  .join(', ')}) AS f`;
+  .join(', ')},
+  ${
+    // New, dropped, renamed or moved tables and views, columns added (a column of a domain type, a view calling user
+    // code). Not by xmin: TRUNCATE, VACUUM FULL and CLUSTER rewrite pg_class rows too, and must not cause reloads.
+    // Another session's temporary tables are no concern of this one's.
+    `(SELECT count(*) || ':' || COALESCE(sum(oid::int8 + relnamespace::int8 + relnatts + hashtext(relname)), 0)
+    FROM pg_class WHERE oid >= 16384 AND relkind IN ('r', 'p', 'v', 'm', 'f') AND relpersistence <> 't')`
+  }) AS f`;
 
 export interface CatalogCacheOptions {
   /** Reload at least this often even without DDL seen through this sidecar (other writers). Default 60 s. */
