@@ -2,7 +2,13 @@ import type { MaskingSettings } from '@pgwarden/policy';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { allowAllHooks, type Sidecar, startSidecar } from '../../sidecar/src/index.js';
-import { CatalogCache, createMasker, upstreamCatalogQuery, withMasking } from '../../sidecar/src/masking/index.js';
+import {
+  CatalogCache,
+  type CatalogCacheOptions,
+  createMasker,
+  upstreamCatalogQuery,
+  withMasking,
+} from '../../sidecar/src/masking/index.js';
 import { ROLES } from '../harness/index.js';
 import { ByteTap } from './byte-tap.js';
 import { maskingSpec } from './seed.js';
@@ -17,12 +23,17 @@ export interface MaskedSidecar {
 }
 
 /** The real sidecar (allow-all policy) with masking for `schema`'s planted tables, behind a byte tap. */
-export async function startMaskedSidecar(schema: string, settings: MaskingSettings = {}): Promise<MaskedSidecar> {
+export async function startMaskedSidecar(
+  schema: string,
+  settings: MaskingSettings = {},
+  opts: { database?: string; catalog?: CatalogCacheOptions } = {},
+): Promise<MaskedSidecar> {
   const shared = inject('pg');
-  const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+  const database = opts.database ?? shared.database;
+  const upstream = { host: shared.host, port: shared.port, database, sslmode: 'disable' as const };
   const creds = { username: ROLES.scram.user, password: ROLES.scram.password };
   const query = upstreamCatalogQuery(upstream, creds);
-  const catalog = new CatalogCache(query);
+  const catalog = new CatalogCache(query, opts.catalog);
   const rules = [{ name: 'pii', spec: maskingSpec(schema) }];
   const hooks = withMasking(allowAllHooks(), (info) =>
     createMasker({
@@ -51,7 +62,7 @@ export async function startMaskedSidecar(schema: string, settings: MaskingSettin
         host: '127.0.0.1',
         port: tap.port,
         user: opts.user ?? 'agent',
-        database: 'app',
+        database,
         password: 'unused',
         binary: opts.binary,
       });

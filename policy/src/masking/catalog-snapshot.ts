@@ -42,8 +42,18 @@ export interface CatalogSnapshot {
   userFunctions: Set<string>;
   /** OIDs of relations with user triggers or rules: DML on them runs code whose output is not analysed. */
   triggerRelations: Set<number>;
+  /**
+   * OIDs of relations whose row-level-security policy expressions run user code: any statement reading or writing
+   * them runs it (https://www.postgresql.org/docs/current/ddl-rowsecurity.html).
+   */
+  readCodeRelations: Set<number>;
   /** Names of operators (outside pg_catalog) whose function a client could have written. */
   userOperators: Set<string>;
+  /**
+   * For each name in userOperators, the operand types (`left,right` pg_type OIDs) of its user operators and of
+   * pg_catalog's operators of that name: an operator use whose operand types are known resolves by them.
+   */
+  operatorSignatures: Map<string, { user: Set<string>; builtin: Set<string> }>;
   /**
    * Names of types a cast to or from may run user code: domains (their CHECK), both user-defined ends of a cast
    * made WITH FUNCTION, and their array types.
@@ -67,6 +77,10 @@ export interface UserCodeEntries {
   operators?: readonly string[];
   /** See CatalogSnapshot.codeTypes; `source` marks a type a cast from runs user code. */
   types?: ReadonlyArray<{ oid: number; name: string; source: boolean }>;
+  /** See CatalogSnapshot.readCodeRelations. */
+  readRelations?: readonly number[];
+  /** See CatalogSnapshot.operatorSignatures: `user` for a user operator, else one of pg_catalog's. */
+  operatorSignatures?: ReadonlyArray<{ name: string; left: number; right: number; user: boolean }>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -93,7 +107,9 @@ export function emptyCatalog(): CatalogSnapshot {
     byName: new Map(),
     userFunctions: new Set(),
     triggerRelations: new Set(),
+    readCodeRelations: new Set(),
     userOperators: new Set(),
+    operatorSignatures: new Map(),
     codeTypes: new Set(),
     castSources: new Set(),
     castSourceOids: new Set(),
@@ -146,7 +162,16 @@ export function buildCatalogSnapshot(
   }
   for (const f of userFunctions) snap.userFunctions.add(f);
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
+  for (const oid of code.readRelations ?? []) snap.readCodeRelations.add(oid);
   for (const o of code.operators ?? []) snap.userOperators.add(o);
+  for (const o of code.operatorSignatures ?? []) {
+    let sigs = snap.operatorSignatures.get(o.name);
+    if (!sigs) {
+      sigs = { user: new Set(), builtin: new Set() };
+      snap.operatorSignatures.set(o.name, sigs);
+    }
+    (o.user ? sigs.user : sigs.builtin).add(`${o.left},${o.right}`);
+  }
   for (const t of code.types ?? []) {
     snap.codeTypes.add(t.name);
     if (!t.source) continue;

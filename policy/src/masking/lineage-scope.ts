@@ -8,6 +8,8 @@ export const str = (n: Node): string | undefined => n?.String?.sval;
 export interface ScopeColumn {
   name: string;
   lin: Lineage;
+  /** pg_type OID of a catalog relation's column (undefined: not known, e.g. a subquery's or CTE's). */
+  typeOid?: number;
 }
 
 export interface RangeItem {
@@ -83,6 +85,32 @@ export function resolveRef(fields: Node[], scope: Scope): Lineage {
   }
   return lin;
 }
+/**
+ * The pg_type OID a ColumnRef resolves to, when every column it may name is a catalog column of that one type;
+ * undefined when any candidate's type is not known (a whole row, a function's or subquery's column).
+ */
+export function refType(fields: Node[], scope: Scope): number | undefined {
+  const names = fields.map(str);
+  if (names.length === 0 || names.some((n) => n === undefined)) return undefined;
+  const last = names[names.length - 1] as string;
+  const cols: ScopeColumn[] = [];
+  if (names.length === 1) {
+    for (let s: Scope | undefined = scope; s && cols.length === 0; s = s.parent) {
+      for (const item of s.items) {
+        if (!item.columns || item.names.includes(last)) return undefined;
+        for (const c of item.columns) if (c.name === last) cols.push(c);
+      }
+    }
+  } else {
+    for (const item of findItems(scope, names.slice(0, -1) as string[])) {
+      const c = item.columns?.find((col) => col.name === last);
+      if (!c) return undefined;
+      cols.push(c);
+    }
+  }
+  const t = cols[0]?.typeOid;
+  return t !== undefined && cols.every((c) => c.typeOid === t) ? t : undefined;
+}
 export function findCte(name: string, scope: Scope | undefined): ScopeColumn[] | undefined {
   for (let s = scope; s; s = s.parent) {
     const c = s.ctes.get(name);
@@ -93,7 +121,7 @@ export function findCte(name: string, scope: Scope | undefined): ScopeColumn[] |
 /** Applies an alias column list (`AS a(x, y)`) positionally. */
 export function renamed(item: RangeItem, alias: Node): RangeItem {
   if (!alias?.colnames || !item.columns) return item;
-  const columns = item.columns.map((c, i) => ({ name: str(alias.colnames[i]) ?? c.name, lin: c.lin }));
+  const columns = item.columns.map((c, i) => ({ ...c, name: str(alias.colnames[i]) ?? c.name }));
   return { ...item, columns };
 }
 /** The name a function in FROM is referenced by when it has no alias. */

@@ -31,6 +31,7 @@ import {
   functionNames,
   type Node,
   type RangeItem,
+  refType,
   renamed,
   resolveRef,
   type Scope,
@@ -39,7 +40,30 @@ import {
   wholeRow,
 } from './lineage-scope.js';
 import { parseViewQuery } from './sql-parse.js';
-import { callsInFieldNotation, EQUALS, operatorRunsUserCode, typeRunsUserCode } from './user-code.js';
+import {
+  callsInFieldNotation,
+  EQUALS,
+  operatorRunsUserCode,
+  typedOperatorRunsUserCode,
+  typeRunsUserCode,
+  UNKNOWN_TYPE,
+} from './user-code.js';
+
+/** pg_type OIDs of pg_catalog types a cast names as keywords (`::int`, `::varchar(5)`: parsed `pg_catalog.x`). */
+const CATALOG_TYPE_OIDS: Record<string, number> = {
+  bool: 16,
+  int2: 21,
+  int4: 23,
+  int8: 20,
+  float4: 700,
+  float8: 701,
+  numeric: 1700,
+  varchar: 1043,
+  bpchar: 1042,
+  timestamp: 1114,
+  timestamptz: 1184,
+  interval: 1186,
+};
 
 /** Where predicate and write usage of columns is collected while walking. */
 export interface LineageSink {
@@ -311,6 +335,8 @@ export class LineageWalker {
       // implicitly): the SQL need not name the type.
       if (this.cat.castSources.has(rel.name) || rel.columns.some((c) => this.cat.castSourceOids.has(c.typeOid)))
         this.sink.opaque = true;
+      // Row-level-security policies run their expressions on every row read or written, user code included.
+      if (this.cat.readCodeRelations.has(rel.oid)) this.sink.opaque = true;
       if (isSystemRelation(rel)) {
         if (LEAKY_SYSTEM_RELATIONS.has(rel.name)) {
           anyLin = unknownLineage();
@@ -320,8 +346,10 @@ export class LineageWalker {
       for (const col of rel.columns) {
         const lin = this.relationColumn(rel, col.name, col.attnum);
         const have = columns.find((c) => c.name === col.name);
-        if (have) addLineage(have.lin, lin);
-        else columns.push({ name: col.name, lin });
+        if (have) {
+          addLineage(have.lin, lin);
+          if (have.typeOid !== col.typeOid) have.typeOid = undefined;
+        } else columns.push({ name: col.name, lin, typeOid: col.typeOid || undefined });
       }
     }
     const onlyOpaque = candidates.every((r) => isSystemRelation(r) && r.columns.length === 0);
@@ -387,7 +415,7 @@ export class LineageWalker {
       return this.statementOutputs(node, scope).reduce((acc, o) => addLineage(acc, o.lin), emptyLineage());
     if (node.TypeName && typeRunsUserCode(this.cat, node.TypeName)) this.sink.opaque = true;
     if (node.A_Const || node.TypeName || node.ParamRef) return emptyLineage();
-    if (!this.sink.opaque && this.runsUserCode(node)) this.sink.opaque = true;
+    if (!this.sink.opaque && this.runsUserCode(node, scope)) this.sink.opaque = true;
     const lin = emptyLineage();
     for (const v of Object.values(node)) if (v && typeof v === 'object') addLineage(lin, this.expr(v, scope));
     return lin;
@@ -422,14 +450,45 @@ export class LineageWalker {
   }
 
   /** Operators, `CASE x WHEN`, `(t).f` and casts (TypeCast, JSON/XML RETURNING types) that may run user code. */
-  private runsUserCode(node: Node): boolean {
-    if (node.A_Expr) return operatorRunsUserCode(this.cat, node.A_Expr.name, node.A_Expr.kind);
+  private runsUserCode(node: Node, scope: Scope): boolean {
+    if (node.A_Expr) {
+      const a = node.A_Expr;
+      const type = (n: Node) => this.operandType(n, scope);
+      if ((a.kind === 'AEXPR_OP' || a.kind === 'AEXPR_NULLIF') && a.lexpr && a.rexpr)
+        return typedOperatorRunsUserCode(this.cat, a.name, [[type(a.lexpr), type(a.rexpr)]]);
+      if (a.kind === 'AEXPR_IN' && a.rexpr?.List)
+        return typedOperatorRunsUserCode(
+          this.cat,
+          a.name,
+          (a.rexpr.List.items ?? []).map((i: Node) => [type(a.lexpr), type(i)] as const),
+        );
+      return operatorRunsUserCode(this.cat, a.name, a.kind);
+    }
     // `CASE x WHEN v` compares with the `=` its name resolves to, as a written `x = v` would.
     if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS);
     if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp);
     if (node.A_Indirection)
       return (node.A_Indirection.indirection ?? []).some((i: Node) => this.cat.userFunctions.has(str(i) ?? ''));
     return node.typeName !== undefined && typeRunsUserCode(this.cat, node.typeName);
+  }
+
+  /**
+   * The type of an operator's operand where it is known without analysis: a catalog column, a literal (a string or
+   * NULL is `unknown`), a cast to a pg_catalog keyword type. undefined otherwise.
+   */
+  private operandType(node: Node, scope: Scope): number | undefined {
+    if (node?.ColumnRef) return refType(node.ColumnRef.fields, scope);
+    const c = node?.A_Const;
+    if (c) {
+      if (c.isnull || c.sval) return UNKNOWN_TYPE;
+      if (c.ival) return 23;
+      if (c.boolval) return 16;
+      return undefined; // fval: int8 or numeric by size
+    }
+    const names: Node[] | undefined = node?.TypeCast?.typeName?.names;
+    if (names?.length === 2 && str(names[0]) === 'pg_catalog' && !node.TypeCast.typeName.arrayBounds)
+      return CATALOG_TYPE_OIDS[str(names[1]) ?? ''];
+    return undefined;
   }
 
   private exprName(val: Node): string {

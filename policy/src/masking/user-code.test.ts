@@ -89,6 +89,62 @@ describe('user-defined operators', () => {
   });
 });
 
+describe('operators resolved by operand types', () => {
+  // A user `=` on (varchar, varchar); pg_catalog's on (int4, int4), (text, text), (int8, int4).
+  const typed = (): CatalogSnapshot =>
+    buildCatalogSnapshot(
+      table(100, 'customers', [
+        ['id', 23],
+        ['full_name', 25],
+        ['ssn', 1043],
+        ['big', 20],
+      ]),
+      [],
+      [],
+      {
+        operators: ['='],
+        operatorSignatures: [
+          { name: '=', left: 1043, right: 1043, user: true },
+          { name: '=', left: 23, right: 23, user: false },
+          { name: '=', left: 25, right: 25, user: false },
+          { name: '=', left: 20, right: 23, user: false },
+        ],
+      },
+    );
+  it('operands of known types that pg_catalog has an exact operator for run no user code', () => {
+    for (const sql of [
+      'SELECT id FROM customers WHERE id = 1',
+      "SELECT id FROM customers c WHERE c.full_name = 'x' AND big = 0",
+      'SELECT id FROM customers WHERE id IN (1, 2, 3)',
+      "SELECT nullif(full_name, 'x') FROM customers",
+      'SELECT 1 FROM customers a, customers b WHERE a.id = b.id',
+      'SELECT id FROM customers WHERE id::pg_catalog.int4 = 1',
+      'SELECT 1 FROM customers WHERE ssn OPERATOR(pg_catalog.=) ssn',
+    ])
+      expect(opaque(sql, typed()), sql).toBe(false);
+  });
+  it('the user operator’s own types, types not known, or no exact built-in: user code', () => {
+    for (const sql of [
+      "SELECT id FROM customers WHERE ssn = 'x'",
+      "SELECT id FROM customers WHERE ssn::varchar = 'x'",
+      'SELECT id FROM customers WHERE ssn = full_name',
+      'SELECT id FROM customers WHERE id = $1',
+      'SELECT id FROM customers WHERE id = 99999999999',
+      "SELECT 'a' = 'b'",
+      'SELECT x.id = 1 FROM (SELECT id FROM customers) x',
+      'SELECT id FROM customers WHERE (SELECT 1) = id',
+      "SELECT id FROM customers WHERE id IN (1, '2', $1)",
+      'SELECT id FROM customers WHERE nosuch = 1',
+      'SELECT CASE id WHEN 1 THEN 1 END FROM customers',
+    ])
+      expect(opaque(sql, typed()), sql).toBe(true);
+  });
+  it('without the operand types of a name loaded, every use of it counts', () => {
+    const snap = buildCatalogSnapshot(table(100, 'customers', [['id', 23]]), [], [], { operators: ['='] });
+    expect(opaque('SELECT id FROM customers WHERE id = 1', snap)).toBe(true);
+  });
+});
+
 describe('field notation', () => {
   it('`t.f` and `(t).f` call a user function f(t) when t has no column f', () => {
     expect(opaque('SELECT c.peek_row FROM customers c')).toBe(true);

@@ -21,7 +21,8 @@ export function operatorRunsUserCode(cat: CatalogSnapshot, name: Node[] | undefi
   if (!name?.length) return false;
   const parts = name.map(str);
   const schema = parts.length > 1 ? parts[parts.length - 2] : undefined;
-  if (schema !== undefined && !SYSTEM_FUNCTION_SCHEMAS.has(schema)) return true;
+  // `OPERATOR(pg_catalog.=)` looks in pg_catalog only.
+  if (schema !== undefined) return !SYSTEM_FUNCTION_SCHEMAS.has(schema);
   // BETWEEN is parsed with its own name and becomes `>=` and `<=` (NOT BETWEEN: `<` and `>`).
   const ops = kind?.includes('BETWEEN') ? ['>=', '<=', '<', '>'] : [parts[parts.length - 1] ?? ''];
   return ops.some((o) => cat.userOperators.has(o));
@@ -44,4 +45,32 @@ export function typeRunsUserCode(cat: CatalogSnapshot, typeName: Node): boolean 
   const names: Node[] = typeName?.names ?? [];
   const name = str(names[names.length - 1]);
   return name !== undefined && cat.codeTypes.has(name);
+}
+
+/** pg_type OID of a literal or parameter whose type PostgreSQL resolves from the other operand. */
+export const UNKNOWN_TYPE = 705;
+
+/**
+ * operatorRunsUserCode for uses whose operand types are known: `l op r`, each comparison of `x IN (…)`, NULLIF.
+ * PostgreSQL takes the operator accepting exactly the operand types when one is visible, an unknown-typed literal
+ * taking the other side's type, and pg_catalog is always searched
+ * (https://www.postgresql.org/docs/current/typeconv-oper.html): where pg_catalog has that exact operator, only a
+ * user operator of exactly those types can be chosen. Without an exact built-in (implicit coercions decide then) or
+ * with a type not known, any user operator of the name may be: fail closed as the untyped check does.
+ */
+export function typedOperatorRunsUserCode(
+  cat: CatalogSnapshot,
+  name: Node[] | undefined,
+  pairs: ReadonlyArray<readonly [number | undefined, number | undefined]>,
+): boolean {
+  if (!operatorRunsUserCode(cat, name)) return false;
+  if (!name || name.length > 1) return true;
+  const sigs = cat.operatorSignatures.get(str(name[0]) ?? '');
+  if (!sigs || pairs.length === 0) return true;
+  for (const [l0, r0] of pairs) {
+    if (l0 === undefined || r0 === undefined || (l0 === UNKNOWN_TYPE && r0 === UNKNOWN_TYPE)) return true;
+    const key = `${l0 === UNKNOWN_TYPE ? r0 : l0},${r0 === UNKNOWN_TYPE ? l0 : r0}`;
+    if (sigs.user.has(key) || !sigs.builtin.has(key)) return true;
+  }
+  return false;
 }

@@ -108,7 +108,7 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
           audit.end(reason);
         },
       };
-      if (inner.scrubText) session.scrubText = (text, verdict) => inner.scrubText!(text, verdict);
+      if (inner.scrubText) session.scrubText = (text, verdict, fields) => inner.scrubText!(text, verdict, fields);
       if (inner.clientName) session.clientName = (name) => inner.clientName!(name);
       return session;
     },

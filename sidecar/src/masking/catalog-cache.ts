@@ -25,26 +25,6 @@ WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 const SYSTEM_NAMESPACES = `SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog','information_schema')`;
 
 /**
- * Relations whose DML runs user code: triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) and
- * rewrite rules; CHECK constraints, defaults and generated columns that call a user function, directly or as an
- * operator's (pg_depend records the functions and operators an expression uses); columns of domain types, whose CHECK
- * runs on every value written.
- */
-export const TRIGGERS_SQL = `SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
-UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'
-UNION SELECT COALESCE(con.conrelid, ad.adrelid)::int8::text FROM pg_depend d
-  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-  JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
-  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
-  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-  WHERE d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
-    AND COALESCE(con.conrelid, ad.adrelid, 0) <> 0
-UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_type e ON e.oid = t.typelem
-  WHERE a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'd' OR e.typtype = 'd')
-    AND t.typnamespace NOT IN (${SYSTEM_NAMESPACES})`;
-
-/**
  * Operators whose function a client could have written: C and internal functions need a superuser to create
  * (https://www.postgresql.org/docs/current/sql-createfunction.html), so extension operators like citext's `=` do not
  * count. https://www.postgresql.org/docs/current/catalog-pg-operator.html
@@ -52,6 +32,19 @@ UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid 
 export const OPERATORS_SQL = `SELECT DISTINCT o.oprname AS name FROM pg_operator o
 JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
 WHERE o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal')`;
+
+/**
+ * Operand types of the operators named like a user operator (OPERATORS_SQL): the user operators' and pg_catalog's.
+ * An operator use whose operand types are known then counts as user code only when a user operator of exactly those
+ * types exists or pg_catalog has none (see typedOperatorRunsUserCode).
+ */
+export const OPERATOR_SIGNATURES_SQL = `WITH user_op AS (${OPERATORS_SQL})
+SELECT o.oprname AS name, o.oprleft::int8::text AS l, o.oprright::int8::text AS r,
+  (o.oprnamespace <> 'pg_catalog'::regnamespace)::text AS user
+FROM pg_operator o JOIN user_op u ON u.name = o.oprname
+LEFT JOIN pg_proc p ON p.oid = o.oprcode LEFT JOIN pg_language l ON l.oid = p.prolang
+WHERE o.oprnamespace = 'pg_catalog'::regnamespace
+  OR (o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal'))`;
 
 /**
  * Types a cast to or from may run user code: domains (a cast to one runs its CHECK), and the user-defined ends of a
@@ -74,12 +67,103 @@ SELECT t.oid::int8::text AS oid, t.typname AS name, bool_or(e.source)::text AS s
 FROM ends e JOIN pg_type t ON t.oid = e.oid OR (t.typelem = e.oid AND t.typcategory = 'A')
 GROUP BY t.oid, t.typname`;
 
+/**
+ * Relations whose DML runs user code: triggers (https://www.postgresql.org/docs/current/catalog-pg-trigger.html) and
+ * rewrite rules; CHECK constraints, defaults, generated columns and index expressions or predicates that call a user
+ * function, directly, as an operator's or as a cast's (pg_depend records the functions and operators an expression
+ * uses), or that cast to a code type (a domain, whose CHECK runs: pg_depend records only the type); columns of domain
+ * types, whose CHECK runs on every value written.
+ */
+export const TRIGGERS_SQL = `WITH code_type AS (${CODE_TYPES_SQL})
+SELECT tgrelid::int8::text AS oid FROM pg_trigger WHERE NOT tgisinternal
+UNION SELECT ev_class::int8::text FROM pg_rewrite WHERE rulename <> '_RETURN'
+UNION SELECT COALESCE(con.conrelid, ad.adrelid, ix.indrelid)::int8::text FROM pg_depend d
+  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+  LEFT JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
+  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  LEFT JOIN pg_index ix ON d.classid = 'pg_class'::regclass AND ix.indexrelid = d.objid
+  WHERE COALESCE(con.conrelid, ad.adrelid, ix.indrelid, 0) <> 0 AND (
+    (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES}))
+    OR (d.refclassid = 'pg_type'::regclass AND d.refobjid::int8::text IN (SELECT oid FROM code_type)))
+UNION SELECT a.attrelid::int8::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type e ON e.oid = t.typelem
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND (t.typtype = 'd' OR e.typtype = 'd')
+    AND t.typnamespace NOT IN (${SYSTEM_NAMESPACES})`;
+
+/**
+ * Relations whose row-level-security policies run user code on every row a statement reads or writes: a USING or
+ * WITH CHECK expression calling a user function (directly, as an operator's or a cast's), casting to a code type, or
+ * reading a relation that is itself such a relation (pg_depend of pg_policy). Policies count whether or not row
+ * security is enabled on the table now: enabling it changes pg_class, not the policy.
+ * https://www.postgresql.org/docs/current/catalog-pg-policy.html
+ */
+export const POLICY_CODE_SQL = `WITH RECURSIVE code_type AS (${CODE_TYPES_SQL}), code_rel(oid) AS (
+  SELECT pol.polrelid FROM pg_policy pol JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+  LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+  LEFT JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode END
+  WHERE (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass) AND p.pronamespace NOT IN (${SYSTEM_NAMESPACES}))
+    OR (d.refclassid = 'pg_type'::regclass AND d.refobjid::int8::text IN (SELECT oid FROM code_type))
+  UNION
+  SELECT pol.polrelid FROM pg_policy pol JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+  JOIN code_rel r ON d.refclassid = 'pg_class'::regclass AND d.refobjid = r.oid
+)
+SELECT oid::int8::text AS oid FROM code_rel`;
+
+/**
+ * Enabled event triggers whose function a client could have written: they run on DDL of every role
+ * (https://www.postgresql.org/docs/current/event-trigger-matrix.html), and their RAISE reaches the client.
+ */
+export const EVENT_TRIGGERS_SQL = `SELECT count(*)::text AS n FROM pg_event_trigger e
+JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_language l ON l.oid = p.prolang
+WHERE e.evtenabled <> 'D' AND l.lanname NOT IN ('c', 'internal')`;
+
 /** Constraint names PostgreSQL quotes in error messages (kept by the error scrubber). */
 export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constraint`;
+
+/**
+ * A fingerprint of the catalog rows user code lives in (functions, operators, casts, domains, triggers, rules,
+ * policies, event triggers, CHECK constraints, defaults, index expressions, relations), to see another connection's DDL without
+ * a reload: their count and the sum of their xmin. A row inserted or updated (CREATE, CREATE OR REPLACE, ALTER, RENAME)
+ * carries its transaction's xmin, newer than any row it replaces, so the sum moves; a dropped row lowers the count.
+ * Only objects created after initdb (OID >= 16384, FirstNormalObjectId) are summed, which keeps it under a
+ * millisecond. https://www.postgresql.org/docs/current/ddl-system-columns.html
+ */
+export const FINGERPRINT_SQL = `SELECT concat_ws(' ', ${[
+  'pg_proc',
+  'pg_operator',
+  'pg_cast',
+  "pg_type WHERE oid >= 16384 AND typtype = 'd'",
+  'pg_trigger',
+  'pg_rewrite',
+  'pg_policy',
+  'pg_event_trigger',
+  "pg_constraint WHERE oid >= 16384 AND contype = 'c'",
+  'pg_attrdef',
+  'pg_index WHERE indexrelid >= 16384 AND (indexprs IS NOT NULL OR indpred IS NOT NULL)',
+]
+  .map(
+    (from) =>
+      `(SELECT count(*) || ':' || COALESCE(sum(xmin::text::int8), 0) FROM ${from.includes(' ') ? from : `${from} WHERE oid >= 16384`})`,
+  )
+  .join(', ')},
+  ${
+    // New, dropped, renamed or moved tables and views, columns added (a column of a domain type, a view calling user
+    // code). Not by xmin: TRUNCATE, VACUUM FULL and CLUSTER rewrite pg_class rows too, and must not cause reloads.
+    // Another session's temporary tables are no concern of this one's.
+    `(SELECT count(*) || ':' || COALESCE(sum(oid::int8 + relnamespace::int8 + relnatts + hashtext(relname)), 0)
+    FROM pg_class WHERE oid >= 16384 AND relkind IN ('r', 'p', 'v', 'm', 'f') AND relpersistence <> 't')`
+  }) AS f`;
 
 export interface CatalogCacheOptions {
   /** Reload at least this often even without DDL seen through this sidecar (other writers). Default 60 s. */
   maxAgeMs?: number;
+  /**
+   * Before a statement is checked against a snapshot older than this, compare the catalog's fingerprint
+   * (FINGERPRINT_SQL) and reload if it moved: code another connection created is seen within this long. Default 1 s;
+   * 0 turns it off (then only maxAgeMs).
+   */
+  verifyMs?: number;
 }
 
 /**
@@ -90,6 +174,8 @@ export interface CatalogCacheOptions {
 export class CatalogCache {
   private snap: CatalogSnapshot = emptyCatalog();
   private identifiers = new Set<string>();
+  /** Fail closed until the first load says otherwise. */
+  private events = true;
   private loadedAt = 0;
   private stale = true;
   private failedAt = 0;
@@ -97,6 +183,10 @@ export class CatalogCache {
   private unknownAt = 0;
   private inflight: Promise<CatalogSnapshot> | undefined;
   private version = 0;
+  /** FINGERPRINT_SQL as the snapshot's load saw it, and when the catalog last matched it. */
+  private fingerprint: string | undefined;
+  private verifiedAt = 0;
+  private verifying: Promise<CatalogSnapshot> | undefined;
   lastError: Error | undefined;
 
   constructor(
@@ -112,6 +202,11 @@ export class CatalogCache {
   /** Changes whenever a new snapshot is installed (analysis caches key on it). */
   get generation(): number {
     return this.version;
+  }
+
+  /** Event triggers a client could have written exist: DDL runs user code (true until a load says otherwise). */
+  get eventTriggers(): boolean {
+    return this.events;
   }
 
   isIdentifier(name: string): boolean {
@@ -140,14 +235,45 @@ export class CatalogCache {
     this.policyVersion = version;
   }
 
-  /** A fresh snapshot: waits for a reload when stale or too old, else returns at once. */
+  /**
+   * A fresh snapshot: waits for a reload when stale or too old, or for a fingerprint check when the last one is older
+   * than verifyMs (and a reload if the catalog moved); else returns at once.
+   */
   async ensure(): Promise<CatalogSnapshot> {
     const now = Date.now();
     const old = now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
-    if (!this.stale && !old) return this.snap;
     // After a failure, retry at most every 2 s so statements do not each wait for a dead connection.
     if (now - this.failedAt < 2000) return this.snap;
-    return this.refresh();
+    if (this.stale || old) return this.refresh();
+    const every = this.options.verifyMs ?? 1000;
+    if (every > 0 && now - this.verifiedAt >= every) return this.verify();
+    return this.snap;
+  }
+
+  /** One fingerprint query shared by every statement waiting for it; a reload when the catalog moved. */
+  private verify(): Promise<CatalogSnapshot> {
+    this.verifying ??= (async () => {
+      const started = Date.now();
+      try {
+        const seen = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
+        if (seen !== this.fingerprint) {
+          // A load already running may have read the catalog before the change: wait for it, then load again unless
+          // it saw what this check saw.
+          if (this.inflight) await this.inflight;
+          if (seen !== this.fingerprint) {
+            this.invalidate();
+            await this.refresh();
+          }
+        } else this.verifiedAt = started;
+      } catch (err) {
+        this.failedAt = Date.now();
+        this.lastError = err as Error;
+      }
+      return this.snap;
+    })().finally(() => {
+      this.verifying = undefined;
+    });
+    return this.verifying;
   }
 
   refresh(): Promise<CatalogSnapshot> {
@@ -160,12 +286,17 @@ export class CatalogCache {
   private async load(): Promise<CatalogSnapshot> {
     this.stale = false;
     try {
+      // Taken first: a change while the rest loads moves the catalog past it, and the next check reloads.
+      const started = Date.now();
+      const fingerprint = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
       const rows = await this.query(CATALOG_SQL);
       const funcs = await this.query(FUNCTIONS_SQL);
       const cons = await this.query(CONSTRAINTS_SQL);
       const triggers = await this.query(TRIGGERS_SQL);
-      const operators = await this.query(OPERATORS_SQL);
+      const operators = await this.query(OPERATOR_SIGNATURES_SQL);
       const types = await this.query(CODE_TYPES_SQL);
+      const policies = await this.query(POLICY_CODE_SQL);
+      const events = await this.query(EVENT_TRIGGERS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -182,8 +313,15 @@ export class CatalogCache {
         funcs.map((f) => f.name ?? ''),
         triggers.map((t) => Number(t.oid)),
         {
-          operators: operators.map((o) => o.name ?? ''),
+          operators: operators.filter((o) => o.user === 'true').map((o) => o.name ?? ''),
+          operatorSignatures: operators.map((o) => ({
+            name: o.name ?? '',
+            left: Number(o.l),
+            right: Number(o.r),
+            user: o.user === 'true',
+          })),
           types: types.map((t) => ({ oid: Number(t.oid), name: t.name ?? '', source: t.source === 'true' })),
+          readRelations: policies.map((p) => Number(p.oid)),
         },
       );
       const ids = new Set<string>();
@@ -194,7 +332,10 @@ export class CatalogCache {
       }
       for (const c of cons) if (c.name) ids.add(c.name);
       this.identifiers = ids;
+      this.events = Number(events[0]?.n ?? 0) > 0;
       this.loadedAt = Date.now();
+      this.fingerprint = fingerprint;
+      this.verifiedAt = started;
       this.version++;
       this.lastError = undefined;
     } catch (err) {

@@ -56,8 +56,11 @@ export interface Masker {
   /** Ties a verdict to the SQL it was given for, so planRows finds the lineage (else verdict.context.sql / statements). */
   bind(verdict: Verdict, sql: string): void;
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
-  /** `verdict`: the statement whose response carries the text, when known. */
-  scrubText(text: string, channel?: TextChannel, verdict?: Verdict): string;
+  /**
+   * `verdict`: the statement whose response carries the text, when known; `fields`: all fields of the error or
+   * notice the text is one field of.
+   */
+  scrubText(text: string, channel?: TextChannel, verdict?: Verdict, fields?: ReadonlyMap<string, string>): string;
   /** A statement/portal name the client sent in a protocol message: kept by echo redaction like its SQL. */
   rememberName(name: string): void;
   statementDone(record: StatementRecord): void;
@@ -91,6 +94,82 @@ const CATALOG_NEUTRAL = new Set([
   'DiscardStmt',
   'CheckPointStmt',
 ]);
+
+/**
+ * Statements event triggers may fire on: anything that may change the catalog but transaction control and VACUUM /
+ * ANALYZE (https://www.postgresql.org/docs/current/event-trigger-matrix.html), and SELECT INTO.
+ */
+function firesEventTriggers(a: MaskAnalysis): boolean {
+  if (a.kind === 'SelectStmt') return !a.returnsRows;
+  if (a.kind === 'TransactionStmt' || a.kind === 'VacuumStmt') return false;
+  return a.kind === 'ExplainStmt' || !CATALOG_NEUTRAL.has(a.kind);
+}
+
+/**
+ * The names an error or notice vouches for by its own fields, which a value computed at run time cannot be: the
+ * schema, table, column, data type and constraint fields (the server fills them from catalog objects:
+ * https://www.postgresql.org/docs/current/protocol-error-fields.html), the table's columns (the key list of
+ * `Key (email)=(…)`), and the identifier at the error's position P in the statement (`column "nosuch" does not exist`):
+ * P is set only for errors found while parsing and analysing the text, before any value was read. A value matching
+ * one of them is one guess per statement, as any error is.
+ */
+function errorIdentifiers(
+  fields: ReadonlyMap<string, string> | undefined,
+  sql: string | undefined,
+  snap: CatalogSnapshot,
+): (name: string) => boolean {
+  if (fields === undefined) return () => false;
+  const names = new Set<string>();
+  for (const k of ['s', 't', 'c', 'd', 'n']) {
+    const v = fields.get(k);
+    if (v) names.add(v);
+  }
+  const schema = fields.get('s');
+  const table = fields.get('t');
+  if (schema && table)
+    for (const rel of snap.byName.get(table) ?? [])
+      if (rel.schema === schema) for (const col of rel.columns) names.add(col.name);
+  const pos = Number(fields.get('P'));
+  if (sql !== undefined && Number.isInteger(pos) && pos > 0) {
+    const parts = identifiersAt(sql, pos - 1);
+    for (const p of parts) names.add(p);
+    if (parts.length > 1) names.add(parts.join('.'));
+  }
+  names.delete('');
+  return (name) => names.has(name);
+}
+
+const BARE_IDENTIFIER = /^[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/;
+
+/** The (dotted) identifier starting at `i`, as PostgreSQL names it: unquoted parts downcased (ASCII only), quoted kept. */
+function identifiersAt(sql: string, i: number): string[] {
+  const parts: string[] = [];
+  let j = i;
+  for (;;) {
+    if (sql[j] === '"') {
+      let out = '';
+      let k = j + 1;
+      for (; k < sql.length; k++) {
+        if (sql[k] !== '"') out += sql[k];
+        else if (sql[k + 1] === '"') {
+          out += '"';
+          k++;
+        } else break;
+      }
+      if (k >= sql.length) break;
+      parts.push(out);
+      j = k + 1;
+    } else {
+      const m = BARE_IDENTIFIER.exec(sql.slice(j, j + 256));
+      if (!m) break;
+      parts.push(m[0].replace(/[A-Z]/g, (c) => c.toLowerCase()));
+      j += m[0].length;
+    }
+    if (sql[j] !== '.') break;
+    j++;
+  }
+  return parts;
+}
 
 const RECENT_SQL = 16;
 /** Protocol-level statement/portal names kept for echo redaction (a client cycles through a few names). */
@@ -259,6 +338,10 @@ export function createMasker(opts: MaskerOptions): Masker {
       // session defined is unknown to the snapshot until its transaction commits and the snapshot reloads (and a
       // pipelined statement is checked before the definition ran), so any later statement may run it unseen.
       if (!denied && config.columns.length > 0 && (codeDefined || analyses.some((a) => a.opaque))) opaqueSeen = true;
+      // Event triggers run on DDL of any role; which commands each fires for is not worth modelling: any statement
+      // that may change the catalog counts (SELECT INTO and EXPLAIN, which may run CREATE TABLE AS, too).
+      if (!denied && config.columns.length > 0 && catalog.eventTriggers && analyses.some(firesEventTriggers))
+        opaqueSeen = true;
       if (!denied && analyses.some((a) => a.definesCode)) codeDefined = true;
       return denied;
     },
@@ -292,19 +375,20 @@ export function createMasker(opts: MaskerOptions): Masker {
       recentNames.add(name);
       if (recentNames.size > RECENT_NAMES) recentNames.delete(recentNames.values().next().value as string);
     },
-    scrubText(text, channel, verdict) {
+    scrubText(text, channel, verdict, fields) {
       const config = current();
       if (!config.active) return text;
       // In what a statement reading masked values raised, a quoted fragment may be computed from one of them: the
       // client's SQL, its protocol names and catalog identifiers are all the client's to choose, so a dictionary
       // planted in any of them (`/* q000q … q999q */`, a table of 1000 such columns) would keep the fragment
-      // `("q" || substr(ssn, 1, 3) || "q")::int` made. Trust none of them there.
+      // `("q" || substr(ssn, 1, 3) || "q")::int` made. Trust none of them there, only the names the error itself
+      // carries (errorIdentifiers).
       const untrusted = verdict !== undefined && config.columns.length > 0 && readsMasked(verdict, config);
       const echo =
         config.columns.length === 0
           ? undefined
           : untrusted
-            ? { recentSql: [], isIdentifier: () => false }
+            ? { recentSql: [], isIdentifier: errorIdentifiers(fields, sqlOf(verdict), catalog.snapshot()) }
             : {
                 recentSql: recentNames.size > 0 ? [...recentSql, ...recentNames] : recentSql,
                 isIdentifier: (n: string) => catalog.isIdentifier(n),

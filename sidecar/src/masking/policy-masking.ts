@@ -15,6 +15,8 @@ export interface PolicyMaskingOptions {
   credentials: Credentials | (() => Credentials);
   resolveKey?: KeyResolver;
   catalogMaxAgeMs?: number;
+  /** See CatalogCacheOptions.verifyMs (default 1 s). */
+  catalogVerifyMs?: number;
 }
 
 /**
@@ -24,7 +26,7 @@ export interface PolicyMaskingOptions {
  */
 export function withPolicyMasking(hooks: ProxyHooks, opts: PolicyMaskingOptions): ProxyHooks & { close(): void } {
   const query = upstreamCatalogQuery(opts.upstream, opts.credentials);
-  const catalog = new CatalogCache(query, { maxAgeMs: opts.catalogMaxAgeMs });
+  const catalog = new CatalogCache(query, { maxAgeMs: opts.catalogMaxAgeMs, verifyMs: opts.catalogVerifyMs });
   const source = () => {
     const p = opts.policy();
     if (!p) return undefined;

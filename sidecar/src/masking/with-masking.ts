@@ -97,8 +97,8 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
             }
           : undefined,
         planRows: (fields, verdict) => m.planRows(fields, verdict),
-        scrubText: (text, verdict) =>
-          m.scrubText(inner.scrubText ? inner.scrubText(text, verdict) : text, undefined, verdict),
+        scrubText: (text, verdict, fields) =>
+          m.scrubText(inner.scrubText ? inner.scrubText(text, verdict, fields) : text, undefined, verdict, fields),
         clientName: (name) => {
           inner.clientName?.(name);
           m.rememberName(name);

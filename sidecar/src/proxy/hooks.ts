@@ -201,9 +201,10 @@ export interface SessionHooks {
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
   /**
    * Scrubs free text the column rules cannot see: error/notice messages, notification payloads, COPY data.
-   * `verdict` is the statement whose response carries the text, when there is one (notifications have none).
+   * `verdict` is the statement whose response carries the text, when there is one (notifications have none);
+   * `fields`, for a field of an ErrorResponse/NoticeResponse, all of its fields by code (S, C, P, t, n, ...).
    */
-  scrubText?(text: string, verdict?: Verdict): string;
+  scrubText?(text: string, verdict?: Verdict, fields?: ReadonlyMap<string, string>): string;
   /**
    * A statement or portal name the client sent in a protocol message (Bind, Describe, Execute, Close): text the
    * client wrote itself, which masking's echo redaction may then leave in error messages that quote it.

@@ -50,7 +50,7 @@ export class RelayState {
   /** Called whenever `cur` may have changed (the server relay switches its row fast path). */
   onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;
-  readonly scrub: ((text: string, verdict?: Verdict) => string) | undefined;
+  readonly scrub: ((text: string, verdict?: Verdict, fields?: ReadonlyMap<string, string>) => string) | undefined;
   /**
    * The upstream backend's process id and the one the client got in the proxy's BackendKeyData: a notification the
    * session sent itself carries the first and must reach the client with the second (server-relay.ts).
@@ -90,7 +90,9 @@ export class RelayState {
   constructor(hooks: SessionHooks, io: RelayIO) {
     this.hooks = hooks;
     this.io = io;
-    this.scrub = hooks.scrubText ? (t: string, v?: Verdict) => hooks.scrubText!(t, v) : undefined;
+    this.scrub = hooks.scrubText
+      ? (t: string, v?: Verdict, f?: ReadonlyMap<string, string>) => hooks.scrubText!(t, v, f)
+      : undefined;
   }
 
   toClient(buf: Buffer): void {

@@ -739,7 +739,7 @@ export class ServerRelay implements FramerHandler {
     for (const k of SCRUBBED_FIELDS) {
       const v = f.get(k);
       if (v === undefined) continue;
-      const x = scrub(v, verdict);
+      const x = scrub(v, verdict, f);
       if (x !== v) {
         f.set(k, x);
         changed = true;
