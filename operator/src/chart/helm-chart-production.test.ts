@@ -143,6 +143,26 @@ describe('charts/pgwarden workloads, production checklist', () => {
     ).toBeUndefined();
   });
 
+  it('collector.replicas above 1 with a PostgreSQL store; refused with the embedded store, which each replica has alone', async () => {
+    const collector = byName(
+      await renderChart({ collector: { replicas: 3, storeSecret: 'collector-store' } }),
+      'StatefulSet',
+      '-collector',
+    );
+    expect(collector.spec.replicas).toBe(3);
+    const c = collector.spec.template.spec.containers[0];
+    expect(c.env).toContainEqual({
+      name: 'PGWARDEN_COLLECTOR_STORE',
+      valueFrom: { secretKeyRef: { name: 'collector-store', key: 'url' } },
+    });
+    // Every replica consumes through the same durable (the default name): JetStream hands each event to one of them.
+    expect(c.args.some((a: string) => a.startsWith('--durable'))).toBe(false);
+    await expect(renderChart({ collector: { replicas: 2 } })).rejects.toThrow(
+      /collector.replicas=2 needs collector.storeSecret \(a PostgreSQL store\): the embedded store lives on each replica's own volume/,
+    );
+    expect(byName(await renderChart({ collector: { replicas: 0 } }), 'StatefulSet', '-collector').spec.replicas).toBe(0);
+  });
+
   it('gives the bundled NATS resources, a liveness probe that spares a recovering JetStream, and no API token', async () => {
     const nats = byName(await renderChart(), 'StatefulSet', '-nats');
     const spec = nats.spec.template.spec;
