@@ -18,6 +18,8 @@ export function attachLogging(events: OperatorEvents, log: Logger): void {
   events.on('policy.rendered', (e) => (e.changed ? log.info(e, 'policy rendered') : log.debug(e, 'policy unchanged')));
   events.on('policy.invalid', (e) => log.warn(e, 'policy invalid'));
   events.on('policy.configmap-restored', (e) => log.warn(e, 'rendered ConfigMap had keys of someone else: removed'));
+  events.on('policy.undeliverable', (e) => log.warn(e, 'policy not delivered: the last good ConfigMap stays'));
+  events.on('policy.configmap-recreated', (e) => log.warn(e, 'rendered ConfigMap was immutable: recreated'));
   events.on('workload.rolled', (e) => log.info(e, 'workload rollout triggered'));
   events.on('leader.acquired', (e) => log.info(e, 'became leader'));
   events.on('leader.lost', (e) => log.warn(e, 'lost leadership'));

@@ -3,7 +3,18 @@
 {{- end -}}
 
 {{- define "pgwarden.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ include "pgwarden.imageRef" (dict "repository" .Values.image.repository "tag" (.Values.image.tag | default .Chart.AppVersion) "digest" .Values.image.digest) }}
+{{- end -}}
+
+{{- /* repository[:tag][@digest] from (dict "repository" "tag" "digest"). */ -}}
+{{- define "pgwarden.imageRef" -}}
+{{ .repository }}{{ with .tag }}:{{ . }}{{ end }}{{ with .digest }}@{{ . }}{{ end }}
+{{- end -}}
+
+{{- /* The bundled NATS's image: nats.image as a reference string, or {repository, tag, digest}. */ -}}
+{{- define "pgwarden.natsImage" -}}
+{{- $i := .Values.nats.image -}}
+{{- if kindIs "string" $i }}{{ $i }}{{ else }}{{ include "pgwarden.imageRef" $i }}{{ end -}}
 {{- end -}}
 
 {{- define "pgwarden.labels" -}}
@@ -31,12 +42,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "pgwarden.natsCa" -}}
 {{- $ca := .Values.audit.natsCa | default dict -}}
 {{- if or $ca.secret $ca.configMap -}}
-{{- if include "pgwarden.bundledNats" . -}}
-{{- fail "audit.natsCa needs audit.natsUrl: the bundled NATS speaks no TLS, so every sidecar would refuse it" -}}
+{{- if and (include "pgwarden.bundledNats" .) (not (include "pgwarden.natsTlsSecret" .)) -}}
+{{- fail "audit.natsCa with the bundled NATS needs nats.tls.secret: without it the bundled NATS speaks no TLS, so every sidecar would refuse it" -}}
 {{- end -}}
 {{- if $ca.secret }}secret:{{ $ca.secret }}{{ else }}configMap:{{ $ca.configMap }}{{ end -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "pgwarden.natsTlsSecret" -}}{{ (.Values.nats.tls | default dict).secret }}{{- end -}}
 
 {{- define "pgwarden.bundledNats" -}}{{ if and .Values.nats.deploy (not .Values.audit.natsUrl) }}true{{ end }}{{- end -}}
 

@@ -143,6 +143,53 @@ describe('charts/pgwarden workloads, production checklist', () => {
     ).toBeUndefined();
   });
 
+  it('collector.replicas above 1 with a PostgreSQL store; refused with the embedded store, which each replica has alone', async () => {
+    const collector = byName(
+      await renderChart({ collector: { replicas: 3, storeSecret: 'collector-store' } }),
+      'StatefulSet',
+      '-collector',
+    );
+    expect(collector.spec.replicas).toBe(3);
+    const c = collector.spec.template.spec.containers[0];
+    expect(c.env).toContainEqual({
+      name: 'PGWARDEN_COLLECTOR_STORE',
+      valueFrom: { secretKeyRef: { name: 'collector-store', key: 'url' } },
+    });
+    // Every replica consumes through the same durable (the default name): JetStream hands each event to one of them.
+    expect(c.args.some((a: string) => a.startsWith('--durable'))).toBe(false);
+    await expect(renderChart({ collector: { replicas: 2 } })).rejects.toThrow(
+      /collector.replicas=2 needs collector.storeSecret \(a PostgreSQL store\): the embedded store lives on each replica's own volume/,
+    );
+    expect(byName(await renderChart({ collector: { replicas: 0 } }), 'StatefulSet', '-collector').spec.replicas).toBe(
+      0,
+    );
+  });
+
+  it('pins every image by digest when given one (image.digest, nats.image.digest); a tag-only image stays as it was', async () => {
+    const d1 = `sha256:${'1'.repeat(64)}`;
+    const d2 = `sha256:${'2'.repeat(64)}`;
+    const objects = await renderChart({ image: { digest: d1 }, nats: { image: { digest: d2 } } });
+    const images = workloads(objects).flatMap((w) => w.spec.template.spec.containers.map((c: any) => c.image));
+    expect(images.sort()).toEqual([
+      `ghcr.io/pgwarden/pgwarden:0.1.0@${d1}`,
+      `ghcr.io/pgwarden/pgwarden:0.1.0@${d1}`,
+      `nats:2.10-alpine@${d2}`,
+    ]);
+    // The sidecars the operator injects: the same pinned image.
+    expect(byName(objects, 'Deployment', '-operator').spec.template.spec.containers[0].args).toContain(
+      `--sidecar-image=ghcr.io/pgwarden/pgwarden:0.1.0@${d1}`,
+    );
+    expect(byName(await renderChart(), 'StatefulSet', '-nats').spec.template.spec.containers[0].image).toBe(
+      'nats:2.10-alpine',
+    );
+    // nats.image as a reference string, as before it took an object.
+    const legacy = await renderChart({ nats: { image: `registry.local/nats:2.10@${d2}` } });
+    expect(byName(legacy, 'StatefulSet', '-nats').spec.template.spec.containers[0].image).toBe(
+      `registry.local/nats:2.10@${d2}`,
+    );
+    await expect(renderChart({ image: { digest: 'latest' } })).rejects.toThrow(/image\/digest/);
+  });
+
   it('gives the bundled NATS resources, a liveness probe that spares a recovering JetStream, and no API token', async () => {
     const nats = byName(await renderChart(), 'StatefulSet', '-nats');
     const spec = nats.spec.template.spec;

@@ -459,7 +459,8 @@ describe('charts/pgwarden with real helm', () => {
       collectorOf(bundle).spec.template.spec.volumes.find((v: any) => v.name === 'nats-ca').configMap,
     ).toMatchObject({ name: 'nats-trust' });
 
-    // Off by default; one source at most; and the bundled NATS, which speaks no TLS, would be refused by every sidecar.
+    // Off by default; one source at most; and the bundled NATS without nats.tls.secret speaks no TLS: every sidecar
+    // would refuse it (with nats.tls.secret: test/nats-auth/chart-nats-tls.test.ts).
     expect(JSON.stringify(await template())).not.toMatch(/nats-ca|NODE_EXTRA_CA_CERTS/);
     await expect(
       template('audit.natsUrl=nats://n:4222', 'audit.natsCa.secret=a', 'audit.natsCa.configMap=b'),

@@ -43,6 +43,24 @@ export class K8sWrites {
     return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   }
 
+  /** The live ConfigMap, or undefined when it does not exist. */
+  async readConfigMap(namespace: string, name: string): Promise<Record<string, any> | undefined> {
+    try {
+      return JSON.parse(JSON.stringify(await this.core.readNamespacedConfigMap({ namespace, name })));
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes a ConfigMap, only if it is still the object `uid` names (a precondition: one recreated meanwhile by
+   * someone else is not ours to delete).
+   */
+  async deleteConfigMap(namespace: string, name: string, uid: string): Promise<void> {
+    await this.core.deleteNamespacedConfigMap({ namespace, name, body: { preconditions: { uid } } });
+  }
+
   /** A JSON merge patch (RFC 7386) by the operator's field manager: fields it names, and null removes a key. */
   private mergePatch(obj: object) {
     return this.objects.patch(obj as any, undefined, undefined, FIELD_MANAGER, undefined, PatchStrategy.MergePatch);

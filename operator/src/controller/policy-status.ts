@@ -22,6 +22,21 @@ export interface PolicyStatus {
   configMap?: string;
 }
 
+/**
+ * Ready=False reasons of a valid policy whose rendering cannot reach its ConfigMap. The webhook refuses new pods such
+ * a policy selects: they would start on the last good content, or on a ConfigMap someone else wrote.
+ */
+export const UNDELIVERABLE_REASONS = ['RenderedPolicyTooLarge', 'ConfigMapNotOwned'] as const;
+export type UndeliverableReason = (typeof UNDELIVERABLE_REASONS)[number];
+
+/** The Ready condition that makes a policy undeliverable, from the status the leader wrote (any replica reads it). */
+export function undeliverablePolicy(p: { status?: { conditions?: Condition[] } }): Condition | undefined {
+  const ready = p.status?.conditions?.find((c) => c.type === 'Ready');
+  return ready?.status === 'False' && (UNDELIVERABLE_REASONS as readonly string[]).includes(ready.reason)
+    ? ready
+    : undefined;
+}
+
 /** RFC 3339 at second precision, as metav1.Time serialises. */
 export function k8sTime(d: Date): string {
   return d.toISOString().replace(/\.\d+Z$/, 'Z');

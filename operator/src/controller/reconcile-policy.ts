@@ -22,8 +22,19 @@ import {
 import { configMapName } from '../webhook/sidecar-container.js';
 import type { K8sWrites, ObjectRef } from './k8s-writes.js';
 import type { KubeObject } from './list-watch.js';
-import { type Condition, countWorkloads, mergeConditions, type PolicyStatus } from './policy-status.js';
-import { buildRenderedConfigMap, RENDERED_KEY } from './rendered-configmap.js';
+import {
+  type Condition,
+  countWorkloads,
+  mergeConditions,
+  type PolicyStatus,
+  type UndeliverableReason,
+} from './policy-status.js';
+import {
+  buildRenderedConfigMap,
+  MAX_CONFIGMAP_BYTES,
+  RENDERED_KEY,
+  renderedConfigMapBytes,
+} from './rendered-configmap.js';
 import { replicateAuditSecret } from './replicate-audit-secrets.js';
 
 export type RolloutStrategy = 'Workload' | 'None';
@@ -136,10 +147,44 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   }
 
   const cmName = configMapName(ref.name);
-  const live = await deps.writes.applyConfigMap(
+  const blocked = await writeRenderedConfigMap(
+    deps,
+    ref,
     buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered),
+    prev?.renderedHash,
   );
-  await removeStrayKeys(deps, ref, live);
+  if (blocked) {
+    const previousMessage = deps.lastRendered?.get(key) ?? prev?.conditions?.find((c) => c.type === 'Ready')?.message;
+    deps.lastRendered?.set(key, blocked.message);
+    // Deleting a ConfigMap without our labels is not seen by the ConfigMap watch: look again later.
+    if (blocked.reason === 'ConfigMapNotOwned') deps.requeueAfter?.();
+    if (previousMessage !== blocked.message) {
+      deps.events.emit('policy.undeliverable', { namespace: ns, name: ref.name, ...blocked });
+      await deps.writes.recordEvent(ref, 'Warning', blocked.reason, blocked.message);
+    }
+    await deps.writes.applyStatus(ref, {
+      observedGeneration: generation,
+      conditions: mergeConditions(
+        prev?.conditions,
+        [
+          {
+            type: 'Accepted',
+            status: 'True',
+            reason: 'Valid',
+            message: 'the spec is valid',
+            observedGeneration: generation,
+          },
+          { type: 'Ready', status: 'False', ...blocked, observedGeneration: generation },
+        ],
+        now,
+      ),
+      matchedWorkloads,
+      // What the sidecars enforce: the last content this policy's own ConfigMap received, if it still has one.
+      renderedHash: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.renderedHash,
+      configMap: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.configMap,
+    });
+    return;
+  }
   const changed = (deps.lastRendered?.get(key) ?? prev?.renderedHash) !== rendered.hash;
   deps.lastRendered?.set(key, rendered.hash);
   deps.events.emit('policy.rendered', {
@@ -228,6 +273,73 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
     renderedHash: rendered.hash,
     configMap: cmName,
   });
+}
+
+/**
+ * Writes the rendered ConfigMap, or says why it cannot (then the ConfigMap is left as it is: running sidecars keep the
+ * last good content, and the webhook refuses new pods of this policy, see undeliverablePolicy).
+ * - over the API server's 1 MiB ConfigMap limit: the write would be refused with 422 and retried forever;
+ * - a ConfigMap of that name that this policy does not control (pre-created, or left by another owner): a forced
+ *   apply would take it over, and whoever created it chose what the pods mount, so it is left alone;
+ * - one of ours someone made `immutable`: updates are refused with 422, so it is deleted and created again.
+ */
+async function writeRenderedConfigMap(
+  deps: ReconcileDeps,
+  ref: ObjectRef,
+  desired: Record<string, any>,
+  lastHash: string | undefined,
+): Promise<{ reason: UndeliverableReason; message: string } | undefined> {
+  const cmName = desired.metadata.name;
+  const size = renderedConfigMapBytes(desired);
+  if (size > MAX_CONFIGMAP_BYTES) {
+    const kept = lastHash ? `keeps the last good policy (${lastHash.slice(0, 19)})` : 'is not created';
+    return {
+      reason: 'RenderedPolicyTooLarge',
+      message:
+        `the rendered policy is ${size} bytes, over the ${MAX_CONFIGMAP_BYTES} bytes (1 MiB) a ConfigMap holds: ` +
+        `ConfigMap ${cmName} ${kept} and new pods this policy selects are refused; make the policy or its ` +
+        'MaskingRules smaller, or split it',
+    };
+  }
+  let live = await deps.writes.readConfigMap(ref.namespace, cmName);
+  if (live && !controlledBy(live, ref)) {
+    const owner = (live.metadata?.ownerReferences ?? []).find((o: any) => o.controller);
+    const stale = owner?.kind === 'DatabaseAccessPolicy' && owner.name === ref.name;
+    return {
+      reason: 'ConfigMapNotOwned',
+      message: stale
+        ? `ConfigMap ${cmName} belongs to an earlier DatabaseAccessPolicy of this name (uid ${owner.uid}): it is ` +
+          'rendered once garbage collection has deleted that ConfigMap; new pods this policy selects are refused until then'
+        : `ConfigMap ${cmName} exists but this policy does not own it (${owner ? `its controller is ${owner.kind} ${owner.name}` : 'no controller ownerReference'}): ` +
+          'the operator does not overwrite it and new pods this policy selects are refused; delete it (or rename the policy)',
+    };
+  }
+  if (live?.immutable === true) {
+    // Kubelets stop refreshing an immutable ConfigMap once they have read it; a new object of the same name is what
+    // new pods get. Pods that ran while it was immutable keep that content until restarted.
+    await deps.writes.deleteConfigMap(ref.namespace, cmName, live.metadata.uid);
+    live = undefined;
+    deps.events.emit('policy.configmap-recreated', { namespace: ref.namespace, name: ref.name });
+    await deps.writes.recordEvent(
+      ref,
+      'Warning',
+      'ConfigMapRecreated',
+      `ConfigMap ${cmName} was made immutable, which freezes it: deleted and created it again; kubelets stop ` +
+        'refreshing an immutable ConfigMap, so pods of this policy that ran while it was immutable keep its content ' +
+        'until restarted (kubectl rollout restart)',
+    );
+  }
+  // Keys of others go first: with them the apply could exceed the size limit.
+  await removeStrayKeys(deps, ref, live);
+  await deps.writes.applyConfigMap(desired);
+  return undefined;
+}
+
+/** The policy's own: its controller ownerReference names this very object (uid), as the operator writes it. */
+function controlledBy(cm: Record<string, any>, ref: ObjectRef): boolean {
+  return (cm.metadata?.ownerReferences ?? []).some(
+    (o: any) => o.controller === true && o.kind === 'DatabaseAccessPolicy' && ref.uid && o.uid === ref.uid,
+  );
 }
 
 /**

@@ -86,10 +86,13 @@ describe('a rendered ConfigMap edited by someone else', () => {
       },
     );
     expect(cm()?.data).toEqual({ 'policy.json': rendered });
-    const warnings = api.store
-      .list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] })
-      .items.filter((e: any) => e.reason === 'ConfigMapRestored');
-    expect(warnings[0]?.message).toContain('zz-loose.yaml, zz.json');
+    const warnings = () =>
+      api.store
+        .list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] })
+        .items.filter((e: any) => e.reason === 'ConfigMapRestored');
+    // The Event is written after the keys are gone.
+    await until(() => warnings().length > 0);
+    expect(warnings()[0]?.message).toContain('zz-loose.yaml, zz.json');
   });
 
   it('is put back even when the edit also dropped the labels the watch selects on', async () => {

@@ -6,6 +6,19 @@ import { configMapName } from '../webhook/sidecar-container.js';
 export const RENDERED_KEY = 'policy.json';
 
 /**
+ * The API server refuses a ConfigMap whose data (key lengths plus value bytes) exceeds this (core.MaxSecretSize,
+ * https://kubernetes.io/docs/concepts/configuration/configmap/#motivation).
+ */
+export const MAX_CONFIGMAP_BYTES = 1024 * 1024;
+
+/** What the API server counts against MAX_CONFIGMAP_BYTES. */
+export function renderedConfigMapBytes(cm: { data?: Record<string, string> }): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(cm.data ?? {})) n += k.length + Buffer.byteLength(v);
+  return n;
+}
+
+/**
  * The ConfigMap the controller applies (and `pgwarden render` prints) for one rendered policy: deterministic bytes
  * (canonical JSON) and the content hash as an annotation. Owned by the policy when its uid is known, so deleting
  * the policy garbage-collects it.

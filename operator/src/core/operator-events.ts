@@ -18,6 +18,10 @@ export interface OperatorEventMap {
   'policy.invalid': { namespace: string; name: string; message: string };
   /** Keys someone else added to a rendered ConfigMap, removed. */
   'policy.configmap-restored': { namespace: string; name: string; keys: string };
+  /** A valid policy that could not be written to its ConfigMap (too large, a ConfigMap of someone else's). */
+  'policy.undeliverable': { namespace: string; name: string; reason: string; message: string };
+  /** A rendered ConfigMap someone made immutable, deleted and created again. */
+  'policy.configmap-recreated': { namespace: string; name: string };
   'workload.rolled': { namespace: string; kind: string; name: string; sidecarHash: string };
   'leader.acquired': { identity: string; lease: string };
   'leader.lost': { identity: string; lease: string; reason: string };

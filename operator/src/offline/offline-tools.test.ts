@@ -128,6 +128,17 @@ describe('pgwarden inject / render (offline, same code paths as webhook and cont
     // Deterministic: masking rules in another order give the same bytes.
     const reordered = renderConfigMaps({ policies: docs.policies, maskingRules: [...docs.maskingRules].reverse() });
     expect(reordered[0].data['policy.json']).toBe(cm.data['policy.json']);
+    // Over the 1 MiB a ConfigMap holds: an error rather than a manifest the API server would refuse.
+    const huge = structuredClone(docs.policies[0]);
+    huge.spec.rules = Array.from({ length: 40 }, (_, i) => ({
+      name: `r${i}`,
+      action: 'allow' as const,
+      statements: ['select' as const],
+      tables: Array.from({ length: 128 }, (_, j) => `s${i}.t${j}_${'x'.repeat(240)}`),
+    }));
+    expect(() => renderConfigMaps({ policies: [huge], maskingRules: docs.maskingRules })).toThrow(
+      /agents\/analytics-agent: the rendered policy is \d+ bytes, over the 1048576 bytes \(1 MiB\) a ConfigMap holds/,
+    );
   });
 });
 

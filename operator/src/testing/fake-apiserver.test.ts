@@ -243,4 +243,71 @@ describe('fake API server through @kubernetes/client-node', () => {
     expect(res.status).toBe(200);
     expect((await res.json()).webhooks[0].clientConfig.caBundle).toBe('Q0E=');
   });
+  it('refuses ConfigMaps over 1 MiB of data and updates of an immutable ConfigMap (422), as the real server does', async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    // The limit counts key lengths plus value bytes: 1 MiB exactly is accepted, one byte more is not.
+    const exact = 'x'.repeat(1024 * 1024 - 'k'.length);
+    await core.createNamespacedConfigMap({
+      namespace: 'agents',
+      body: { metadata: { name: 'big' }, data: { k: exact } },
+    });
+    const over = core.createNamespacedConfigMap({
+      namespace: 'agents',
+      body: { metadata: { name: 'big2' }, data: { k: `${exact}y` } },
+    });
+    await expect(over).rejects.toMatchObject({ code: 422 });
+    await expect(over).rejects.toThrow(/Too long: must have at most 1048576 bytes/);
+    const apply = (name: string, data: Record<string, string>) =>
+      objects.patch(
+        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: 'agents' }, data } as any,
+        undefined,
+        undefined,
+        'tester',
+        true,
+        PatchStrategy.ServerSideApply,
+      );
+    await expect(apply('big', { k: `${exact}y` })).rejects.toMatchObject({ code: 422 });
+
+    await core.createNamespacedConfigMap({
+      namespace: 'agents',
+      body: { metadata: { name: 'frozen' }, data: { a: '1' }, immutable: true },
+    });
+    const frozen = apply('frozen', { a: '2' });
+    await expect(frozen).rejects.toMatchObject({ code: 422 });
+    await expect(frozen).rejects.toThrow(/data: Forbidden: field is immutable when `immutable` is set/);
+    // Metadata stays writable; the flag itself cannot be cleared; delete and recreate is the way out.
+    await objects.patch(
+      {
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: { name: 'frozen', namespace: 'agents', labels: { l: 'v' } },
+      } as any,
+      undefined,
+      undefined,
+      'tester',
+      undefined,
+      PatchStrategy.MergePatch,
+    );
+    await expect(
+      objects.patch(
+        {
+          apiVersion: 'v1',
+          kind: 'ConfigMap',
+          metadata: { name: 'frozen', namespace: 'agents' },
+          immutable: false,
+        } as any,
+        undefined,
+        undefined,
+        'tester',
+        undefined,
+        PatchStrategy.MergePatch,
+      ),
+    ).rejects.toMatchObject({ code: 422 });
+    await core.deleteNamespacedConfigMap({ namespace: 'agents', name: 'frozen' });
+    await core.createNamespacedConfigMap({
+      namespace: 'agents',
+      body: { metadata: { name: 'frozen' }, data: { a: '2' } },
+    });
+  });
 });

@@ -242,8 +242,26 @@ export class FakeApiServer {
         return store.get(rt, ns, name);
       case 'PUT':
         return store.replace(rt, ns, name, JSON.parse(body), opts);
-      case 'DELETE':
+      case 'DELETE': {
+        // DeleteOptions.preconditions: the object must still be the one the client looked at.
+        const pre = body ? JSON.parse(body)?.preconditions : undefined;
+        if (pre?.uid || pre?.resourceVersion) {
+          const cur = store.get(rt, ns, name);
+          if (pre.uid && pre.uid !== cur.metadata.uid)
+            throw new ApiError(
+              409,
+              'Conflict',
+              `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${cur.metadata.uid}`,
+            );
+          if (pre.resourceVersion && pre.resourceVersion !== cur.metadata.resourceVersion)
+            throw new ApiError(
+              409,
+              'Conflict',
+              `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${cur.metadata.resourceVersion}`,
+            );
+        }
         return store.delete(rt, ns, name);
+      }
       case 'PATCH': {
         const type = contentType.split(';')[0].trim();
         if (type === 'application/apply-patch+yaml') {

@@ -3,6 +3,7 @@
  * `pgwarden inject` and the workload-rollout hash all go through here.
  */
 import { type DatabaseAccessPolicy, type MaskingRule, matchesLabelSelector } from '@pgwarden/policy';
+import { undeliverablePolicy } from '../controller/policy-status.js';
 import { escapePointer, type JsonPatchOp } from '../core/json-patch.js';
 import { normalisePolicy } from '../core/normalise-policy.js';
 import { maskingKeySecrets } from './masking-key-secrets.js';
@@ -221,6 +222,12 @@ export function mutatePod(
   }
   const bad = selected.find((p) => invalid.includes(p.metadata.name));
   if (bad) return deny(`DatabaseAccessPolicy "${bad.metadata.name}" selects this pod but is invalid`);
+  // Its ConfigMap holds an older content or someone else's: fail closed rather than start a pod on either.
+  for (const p of policies) {
+    const why = names.includes(p.metadata.name) ? undeliverablePolicy(p as any) : undefined;
+    if (why)
+      return deny(`DatabaseAccessPolicy "${p.metadata.name}" selects this pod but cannot be delivered: ${why.message}`);
+  }
   if (selected.length > MAX_POLICIES_PER_POD)
     return deny(`${selected.length} policies select this pod (at most ${MAX_POLICIES_PER_POD})`);
   const unsafe = unsafePodReason(spec);

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { validateCoreObject } from './core-validation.js';
 import { type CrdSchema, invalidStatusMessage } from './crd-validation.js';
 import {
   changedPaths,
@@ -162,6 +163,7 @@ export class ObjectStore {
     obj.metadata.creationTimestamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     if (rt.status && rt.kind !== 'Namespace' && rt.kind !== 'Pod') obj.metadata.generation = 1;
     this.admit(rt, obj);
+    validateCoreObject(rt, obj);
     const stored: Stored = { obj, managers: [] };
     if (opts.fieldManager) this.takeOwnership(stored, opts.fieldManager, 'Update', leafPaths(strip(obj)), opts);
     return this.commit(rt, stored, 'ADDED', `${ns ?? ''}/${name}`);
@@ -298,6 +300,7 @@ export class ObjectStore {
       else next.metadata[k] = before.metadata[k];
     }
     this.admit(rt, next, opts.subresource);
+    validateCoreObject(rt, next, before);
     const changed = changedPaths(strip(before), strip(next));
     if (changed.length === 0 && !appliedPaths) return structuredClone(before); // no-op writes keep the resourceVersion
     const specChanged = changed.some((p) => p[0] !== 'metadata' && p[0] !== 'status');
