@@ -284,17 +284,16 @@ export class RelayState {
   }
 
   /**
-   * SQL PREPARE, DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the
-   * proxy forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
+   * SQL DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the proxy
+   * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
    * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
-   * forgotten that still exist upstream, which fails closed.
+   * forgotten that still exist upstream, which fails closed. (SQL PREPARE needs nothing: NAME_KINDS.)
    */
   /**
    * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
    * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
-   * when a PREPARE, DEALLOCATE or DISCARD ALL fails (an existing name, a transaction block). Anything else stays
-   * forgotten (fails closed).
+   * when a DEALLOCATE or DISCARD ALL fails (a transaction block). Anything else stays forgotten (fails closed).
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
@@ -341,23 +340,23 @@ export class RelayState {
   private forget(sql: string, verdict?: Verdict): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
-      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. PREPARE and
-      // DEALLOCATE run only as EXECUTE's text, which may be computed (`'PREP' || 'ARE …'`): with an EXECUTE, every
-      // statement too.
+      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
+      // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
+      // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
       this.portals.clear();
       this.uncheckedPortals.clear();
-      if (/\bexecute\b/i.test(sql)) this.statements.clear();
+      if (/\bexecute\b/i.test(sql)) this.statements.clearNamed();
     }
     if (!SQL_NAMES_HINT.test(sql)) return;
     SQL_NAMES.lastIndex = 0;
     for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
       const kw = m[1].toUpperCase();
-      const statements = kw.startsWith('PREPARE') || kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
+      const statements = kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
       const portals = kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD';
       const name = identifier(m[2]);
       if (name === undefined) {
         // ALL, or a name the proxy cannot read for certain (a comment, a U& identifier): every one of them.
-        if (statements) this.statements.clear();
+        if (statements) this.statements.clearNamed();
         if (portals) {
           this.portals.clear();
           this.uncheckedPortals.clear();
@@ -433,6 +432,16 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
     this.held = 0;
     super.clear();
   }
+
+  /**
+   * Every named statement: what DEALLOCATE ALL and DISCARD ALL drop (DropAllPreparedStatements walks the hash of
+   * named ones). The unnamed statement lives apart in PostgreSQL and no SQL names it.
+   */
+  clearNamed(): void {
+    const unnamed = super.get('');
+    this.clear();
+    if (unnamed !== undefined) this.set('', unnamed);
+  }
 }
 
 /** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
@@ -440,13 +449,17 @@ export const PREPARED_ENTRY_COST = 512;
 const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;
 
 /** Cheap test before the scan below: most statements name none of these. */
-const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
-/** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
-const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'discard']);
+const SQL_NAMES_HINT = /deallocate|declare|close|discard/i;
+/**
+ * Statement kinds (policy/src/sql/statement-kind.ts) of DEALLOCATE, DECLARE/CLOSE and DISCARD. Not PREPARE: it
+ * fails on a name that exists (42P05, protocol and SQL statements share one hash), so it can never replace a
+ * statement the proxy knows, and one it creates is unknown to the proxy, as unchecked as a name it never saw.
+ */
+const NAME_KINDS = new Set(['deallocate', 'cursor', 'discard']);
 /** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
 const PROCEDURAL_KINDS = new Set(['do', 'call']);
-/** A keyword that creates or removes a statement or portal by name, and what follows it. */
-const SQL_NAMES = /\b(prepare|deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
+/** A keyword that removes a statement or portal by name (or may replace a portal: DECLARE), and what follows it. */
+const SQL_NAMES = /\b(deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
 
 /**
  * The name an SQL identifier stands for (quoted: as written; plain: ASCII letters folded to lower case, as

@@ -406,6 +406,45 @@ export const SCRIPTS: Record<string, Step[]> = {
     q('ROLLBACK'),
     { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },
   ],
+  // DEALLOCATE ALL and DISCARD ALL drop the named statements only (DropAllPreparedStatements walks the hash of named
+  // ones); the unnamed statement stays, here behind an Execute of a named one (a simple Query drops it anyway).
+  'DEALLOCATE ALL and DISCARD ALL keep the unnamed statement': [
+    {
+      send: [
+        msg.parse('', 'SELECT 1 AS kept'),
+        msg.parse('d', 'DEALLOCATE ALL'),
+        msg.bind('p', 'd'),
+        msg.execute('p'),
+        msg.sync(),
+      ],
+    },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+    {
+      send: [
+        msg.parse('', 'SELECT 2 AS kept'),
+        msg.parse('d', 'DISCARD ALL'),
+        msg.bind('p', 'd'),
+        msg.execute('p'),
+        msg.sync(),
+      ],
+    },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+    { send: [msg.bind('', 'd'), msg.sync()] },
+  ],
+  // A PREPARE of a name that exists fails (42P05): the protocol statement of that name stays, alone in a Query or
+  // with other statements, ahead of the PREPARE or behind it.
+  "a PREPARE of a protocol statement's name fails and the statement stays, in a multi-statement Query too": [
+    { send: [msg.parse('s1', 'SELECT 1 AS still_s1'), msg.sync()] },
+    q('PREPARE s1 AS SELECT 2'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('SELECT 3 AS first; PREPARE s1 AS SELECT 4'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('PREPARE s1 AS SELECT 5; SELECT 6'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('BEGIN; PREPARE s1 AS SELECT 7; COMMIT'),
+    q('ROLLBACK'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+  ],
 };
 
 /**
