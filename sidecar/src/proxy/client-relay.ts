@@ -1,7 +1,8 @@
 import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
-import { MalformedBody, ProtocolError } from '../protocol/errors.js';
-import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
+import { MalformedBody } from '../protocol/errors.js';
+import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, SCAN, WHOLE } from '../protocol/framer.js';
 import {
+  BindNameScanner,
   bindMessage,
   closeMessage,
   decodeBindNames,
@@ -65,7 +66,10 @@ const ROWS_RUN = Buffer.concat([
   closeMessage('P', ROWS_CHANGED_NAME),
 ]);
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
-/** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
+/**
+ * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes); longer
+ * names are read as the Bind passes (scan).
+ */
 const BIND_PEEK = 4096;
 
 export interface ClientRelayIO {
@@ -90,6 +94,9 @@ export class ClientRelay implements FramerHandler {
   private readonly io: ClientRelayIO;
   private readonly maxStatementBytes: number;
   private oversize = 0;
+  /** A Bind whose names are read as it passes (SCAN), and its length word. */
+  private bindScan: BindNameScanner | undefined = undefined;
+  private bindLength = 0;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
@@ -121,39 +128,13 @@ export class ClientRelay implements FramerHandler {
         const names = decodeBindNames(buf, pos, pos + avail);
         if (names === null) {
           if (avail > length) return WHOLE; // the whole message, and no names in it: whole() answers it
-          if (avail >= BIND_PEEK)
-            throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message: names not terminated');
-          return NEED_MORE;
+          if (avail < BIND_PEEK) return NEED_MORE;
+          // Names this long are PostgreSQL's to take (it keys them on 63 bytes): read them as the Bind passes.
+          this.bindScan = new BindNameScanner();
+          this.bindLength = length;
+          return SCAN;
         }
-        // A name the proxy cannot key as PostgreSQL does has no verdict: the portal is unchecked (Execute refuses it).
-        const tracked = trackedName(names.portal) && trackedName(names.statement);
-        const info = tracked ? s.statements.get(names.statement) : undefined;
-        if (s.hooks.clientName !== undefined) {
-          s.hooks.clientName(nameText(names.portal));
-          s.hooks.clientName(nameText(names.statement));
-        }
-        s.expect(K_BIND);
-        s.willChange('P', names.portal);
-        // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
-        if (info === undefined) {
-          s.portals.delete(names.portal);
-          s.uncheckedPortals.add(names.portal);
-        } else {
-          s.uncheckedPortals.delete(names.portal);
-          s.portals.set(names.portal, {
-            request: info.request,
-            verdict: info.verdict,
-            statement: info,
-            described: false,
-          });
-          // A statement held for review at each execution: the approver is shown the values this Bind gives it.
-          if (info.verdict.action === 'review') {
-            if (length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
-            const note = `(the values are not shown: the Bind is ${length - 4} bytes)`;
-            s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
-          }
-        }
-        return PASS;
+        return this.bind(names, length, false);
       }
       case F.Execute:
       case F.Describe:
@@ -171,6 +152,58 @@ export class ClientRelay implements FramerHandler {
       default:
         return PASS; // CopyData
     }
+  }
+
+  /**
+   * A Bind is forwarded: its portal now stands for its statement as the proxy knows it. `streamed`: its bytes are
+   * already on their way (names too long to wait for), so it cannot be held whole for a reviewer.
+   */
+  private bind(names: { portal: string; statement: string }, length: number, streamed: boolean): number {
+    const s = this.s;
+    // A name the proxy cannot key as PostgreSQL does has no verdict: the portal is unchecked (Execute refuses it).
+    const tracked = trackedName(names.portal) && trackedName(names.statement);
+    const info = tracked ? s.statements.get(names.statement) : undefined;
+    if (s.hooks.clientName !== undefined) {
+      s.hooks.clientName(nameText(names.portal));
+      s.hooks.clientName(nameText(names.statement));
+    }
+    s.expect(K_BIND);
+    s.willChange('P', names.portal);
+    // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
+    if (info === undefined) {
+      s.portals.delete(names.portal);
+      s.uncheckedPortals.add(names.portal);
+    } else {
+      s.uncheckedPortals.delete(names.portal);
+      s.portals.set(names.portal, {
+        request: info.request,
+        verdict: info.verdict,
+        statement: info,
+        described: false,
+      });
+      // A statement held for review at each execution: the approver is shown the values this Bind gives it.
+      if (info.verdict.action === 'review') {
+        if (!streamed && length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
+        const note = streamed
+          ? `(the values are not shown: the Bind's names pass ${BIND_PEEK} bytes)`
+          : `(the values are not shown: the Bind is ${length - 4} bytes)`;
+        s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
+      }
+    }
+    return PASS;
+  }
+
+  /** The next piece of a Bind whose names pass BIND_PEEK bytes (header answered SCAN). */
+  scan(buf: Buffer, start: number, end: number, last: boolean): boolean {
+    const names = this.bindScan!.push(buf, start, end);
+    if (names === null && !last) return false;
+    this.bindScan = undefined;
+    // Skipped upstream when an earlier message failed meanwhile (PostgreSQL is on its way to Sync): nothing to track.
+    if (this.s.discarding) return true;
+    // Names without their NULs: PostgreSQL refuses the Bind itself (08P01) and skips to Sync, as for any failed Bind.
+    if (names === null) this.s.expect(K_BIND);
+    else this.bind(names, this.bindLength, true);
+    return true;
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {

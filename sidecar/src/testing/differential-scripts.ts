@@ -44,6 +44,8 @@ const q = (sql: string): Step => ({ send: [msg.query(sql)], until: Z });
 /** A frontend message with a raw body: the framing is right, the body is what PostgreSQL may fail to read. */
 const raw = (type: string, ...body: (string | Buffer)[]): Buffer =>
   typed(type, ...body.map((b) => (typeof b === 'string' ? Buffer.from(b, 'latin1') : b)));
+const LONG_STATEMENT = 'L'.repeat(5000);
+const LONG_PORTAL = 'P'.repeat(5000);
 /** Bind of `statement` to the unnamed portal, no parameters, text results. */
 const bind0 = (statement = '') => msg.bind('', statement);
 
@@ -444,6 +446,31 @@ export const SCRIPTS: Record<string, Step[]> = {
     q('BEGIN; PREPARE s1 AS SELECT 7; COMMIT'),
     q('ROLLBACK'),
     { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+  ],
+  // PostgreSQL reads names of any length (pq_getmsgstring) and keys statements and portals on their first 63 bytes.
+  'Bind with portal and statement names longer than 4 KiB, one past a read buffer, one never terminated': [
+    {
+      send: [
+        msg.parse(LONG_STATEMENT, 'SELECT 1 AS long_names'),
+        msg.bind(LONG_PORTAL, LONG_STATEMENT),
+        msg.describe('P', LONG_PORTAL),
+        msg.execute(LONG_PORTAL),
+        msg.sync(),
+      ],
+    },
+    {
+      send: [
+        msg.parse('', 'SELECT 2 AS longer'),
+        msg.bind('Q'.repeat(100_000), ''),
+        msg.execute('Q'.repeat(63)),
+        msg.bind('', `${LONG_STATEMENT}${'x'.repeat(70_000)}`),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+    { send: [raw('B', 'R'.repeat(6000)), msg.execute('R'.repeat(63)), msg.sync()] },
+    { send: [raw('B', '\0', 'S'.repeat(9000)), msg.sync()] },
+    q('SELECT 3 AS after'),
   ],
 };
 
