@@ -38,7 +38,7 @@ import {
   ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
-import type { RelayState } from './relay-state.js';
+import { MAX_PORTALS, type RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
 
 /**
@@ -167,12 +167,19 @@ export class ClientRelay implements FramerHandler {
       s.hooks.clientName(nameText(names.portal));
       s.hooks.clientName(nameText(names.statement));
     }
+    const room = s.portalRoom(names.portal);
     s.expect(K_BIND);
     s.willChange('P', names.portal);
+    if (!room) {
+      // Forwarded, but not tracked: its Execute is refused (54000), as the proxy has no verdict for it.
+      s.portals.delete(names.portal);
+      s.uncheckedPortals.delete(names.portal);
+      return PASS;
+    }
     // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
     if (info === undefined) {
       s.portals.delete(names.portal);
-      s.uncheckedPortals.add(names.portal);
+      s.uncheckedPortals.set(names.portal, s.seq);
     } else {
       s.uncheckedPortals.delete(names.portal);
       s.portals.set(names.portal, {
@@ -180,6 +187,7 @@ export class ClientRelay implements FramerHandler {
         verdict: info.verdict,
         statement: info,
         described: false,
+        boundAt: s.seq,
       });
       // A statement held for review at each execution: the approver is shown the values this Bind gives it.
       if (info.verdict.action === 'review') {
@@ -264,7 +272,7 @@ export class ClientRelay implements FramerHandler {
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
         if (info !== undefined && !info.described) {
           info.described = true;
-          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: false };
+          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: undefined };
         }
         return true;
       }
@@ -510,13 +518,21 @@ export class ClientRelay implements FramerHandler {
             hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
             reason: 'unchecked portal',
           }
-        : {
-            action: 'deny',
-            code: '34000',
-            message: `portal "${nameText(portal)}" does not exist`,
-            hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
-            reason: 'unknown portal',
-          };
+        : !s.portalRoom(portal)
+          ? {
+              action: 'deny',
+              code: '54000',
+              message: `portal "${nameText(portal)}" is not known to pgwarden, which tracks at most ${MAX_PORTALS} portals per session`,
+              hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
+              reason: 'too many portals',
+            }
+          : {
+              action: 'deny',
+              code: '34000',
+              message: `portal "${nameText(portal)}" does not exist`,
+              hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
+              reason: 'unknown portal',
+            };
       const st = new Stmt(req, verdict);
       st.denied = true;
       st.sentAt = performance.now();
@@ -583,7 +599,7 @@ export class ClientRelay implements FramerHandler {
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
-      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: false };
+      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: undefined };
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();

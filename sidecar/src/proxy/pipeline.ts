@@ -86,6 +86,8 @@ export interface PreparedInfo {
   executed?: boolean;
   /** A statement whose SQL creates or removes no statement or portal by name (RelayState.touchesNames). */
   namesFree?: boolean;
+  /** For a portal: the `seq` of the Bind that made it (RelayState.endTransaction). */
+  boundAt?: number;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */
@@ -214,6 +216,8 @@ export interface Entry {
   copies: number;
   /** Parse, Bind, Close, Describe: how to take back what forwarding it did to the proxy's maps (RelayState.undo). */
   undo: Undo | undefined;
+  /** Order of the client message among those expected (RelayState.expect): what was bound before it. */
+  seq: number;
 }
 
 /**
@@ -226,8 +230,8 @@ export interface Undo {
   map: 'S' | 'P' | 'D';
   name: string;
   prev: PreparedInfo | undefined;
-  /** 'P': the name was in uncheckedPortals. */
-  unchecked: boolean;
+  /** 'P': the name was in uncheckedPortals, bound then (its value there). */
+  unchecked: number | undefined;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
@@ -235,8 +239,17 @@ export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0, copyEnds = 0): void {
-    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0, undo: undefined });
+  push(
+    kind: number,
+    stmt?: Stmt,
+    target?: 'S' | 'P',
+    name = '',
+    hidden = false,
+    closes = 0,
+    copyEnds = 0,
+    seq = 0,
+  ): void {
+    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0, undo: undefined, seq });
   }
 
   /** The entry pushed last. */
@@ -319,5 +332,5 @@ export class EntryQueue {
 export interface ForgottenNames {
   statements: [string, PreparedInfo][];
   portals: [string, PreparedInfo][];
-  unchecked: string[];
+  unchecked: [string, number][];
 }

@@ -32,8 +32,13 @@ export class RelayState {
   readonly queue = new EntryQueue();
   readonly statements = new PreparedStatements();
   readonly portals = new Map<string, PreparedInfo>();
-  /** Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. */
-  readonly uncheckedPortals = new Set<string>();
+  /**
+   * Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. The value
+   * is the `seq` of their Bind, as PreparedInfo.boundAt is for checked ones (endTransaction).
+   */
+  readonly uncheckedPortals = new Map<string, number>();
+  /** Client messages expected so far (Entry.seq). */
+  seq = 0;
   txStatus: TxStatus = 'I';
   /** Statement receiving DataRows (head of the queue when it is a Query or Execute). */
   cur: Stmt | undefined = undefined;
@@ -113,8 +118,31 @@ export class RelayState {
 
   /** Records that a response is due for a client message just forwarded. */
   expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds);
+    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds, ++this.seq);
     if (this.queue.length === 1) this.advance();
+  }
+
+  /**
+   * The transaction that the client message `seq` ended is over (its ReadyForQuery says idle, or its COMMIT /
+   * ROLLBACK / PREPARE TRANSACTION completed): PostgreSQL has dropped every portal bound before it
+   * (PreCommit_Portals, AtCleanup_Portals), so the proxy forgets them too. Without this a client binding ever-new
+   * names, transaction after transaction, would grow the maps without end; and a name left behind could be taken
+   * by a cursor PostgreSQL opens later (a function's refcursor) and run under the old portal's verdict.
+   */
+  endTransaction(seq: number): void {
+    // Bound behind that message (pipelined after its Sync): in the next transaction, alive.
+    for (const [name, info] of this.portals) if ((info.boundAt ?? 0) < seq) this.portals.delete(name);
+    for (const [name, at] of this.uncheckedPortals) if (at < seq) this.uncheckedPortals.delete(name);
+  }
+
+  /**
+   * Whether a Bind of portal `name` may be tracked: the unnamed portal and a name already held replace themselves; a
+   * new name only while the session holds fewer than MAX_PORTALS (PostgreSQL keeps them for the transaction, the
+   * proxy too; one that binds ever more names in one transaction is refused at their Execute, client-relay.ts).
+   */
+  portalRoom(name: string): boolean {
+    if (name === '' || this.portals.has(name) || this.uncheckedPortals.has(name)) return true;
+    return this.portals.size + this.uncheckedPortals.size < MAX_PORTALS;
   }
 
   /**
@@ -202,6 +230,7 @@ export class RelayState {
       const k = head.kind;
       if (k === K_QUERY || k === K_FUNCTION || k === K_SYNC) {
         if (head.stmt && k !== K_SYNC && !head.stmt.awaitCount) this.finish(head.stmt);
+        if (status === 'I') this.endTransaction(head.seq);
         break;
       }
     }
@@ -260,7 +289,7 @@ export class RelayState {
   /** Notes on the entry just pushed how to take back its effect on the maps (the slot `name` of `map` as it is now). */
   willChange(map: 'S' | 'P', name: string): void {
     const prev = (map === 'S' ? this.statements : this.portals).get(name);
-    this.queue.tail()!.undo = { map, name, prev, unchecked: map === 'P' && this.uncheckedPortals.has(name) };
+    this.queue.tail()!.undo = { map, name, prev, unchecked: map === 'P' ? this.uncheckedPortals.get(name) : undefined };
   }
 
   /**
@@ -278,7 +307,7 @@ export class RelayState {
     if (u.prev === undefined || (failed && u.name === '')) map.delete(u.name);
     else map.set(u.name, u.prev);
     if (u.map === 'P') {
-      if (u.unchecked && !(failed && u.name === '')) this.uncheckedPortals.add(u.name);
+      if (u.unchecked !== undefined && !(failed && u.name === '')) this.uncheckedPortals.set(u.name, u.unchecked);
       else this.uncheckedPortals.delete(u.name);
     }
   }
@@ -303,12 +332,12 @@ export class RelayState {
     }
     const statements = new Map(this.statements);
     const portals = new Map(this.portals);
-    const unchecked = new Set(this.uncheckedPortals);
+    const unchecked = new Map(this.uncheckedPortals);
     this.forget(sql, verdict);
     const out: ForgottenNames = {
       statements: [...statements].filter(([k]) => !this.statements.has(k)),
       portals: [...portals].filter(([k]) => !this.portals.has(k)),
-      unchecked: [...unchecked].filter((k) => !this.uncheckedPortals.has(k)),
+      unchecked: [...unchecked].filter(([k]) => !this.uncheckedPortals.has(k)),
     };
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
@@ -317,7 +346,7 @@ export class RelayState {
   restoreNames(f: ForgottenNames): void {
     for (const [k, v] of f.statements) if (!this.statements.has(k)) this.statements.set(k, v);
     for (const [k, v] of f.portals) if (!this.portals.has(k) && !this.uncheckedPortals.has(k)) this.portals.set(k, v);
-    for (const k of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.add(k);
+    for (const [k, at] of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.set(k, at);
   }
 
   /**
@@ -443,6 +472,13 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
     if (unnamed !== undefined) this.set('', unnamed);
   }
 }
+
+/**
+ * Portals one session may have tracked at once. PostgreSQL drops them when their transaction ends (so does the
+ * proxy), so only a transaction that binds this many names without closing them reaches it; drivers keep a few
+ * open (a JDBC result set read with a fetch size holds one).
+ */
+export const MAX_PORTALS = 10_000;
 
 /** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
 export const PREPARED_ENTRY_COST = 512;

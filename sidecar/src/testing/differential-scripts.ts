@@ -480,17 +480,17 @@ export const SCRIPTS: Record<string, Step[]> = {
  * one (to plan masking for its rows), so a portal that has gone raises the same SQLSTATE and message from
  * PostgreSQL's Describe code instead of its Execute code.
  */
-export const ERROR_LOCATION_MAY_DIFFER = new Set([
-  'portals end with their transaction: Execute after Sync, and inside an explicit transaction',
-]);
+export const ERROR_LOCATION_MAY_DIFFER = new Set<string>([]);
 
 /**
  * Scripts where the proxy answers an error itself, on PostgreSQL's behalf: Execute of a portal it did not see made
- * by Bind (here: one the client closed). Same severity, SQLSTATE and message as PostgreSQL's; no F/L/R (PostgreSQL
- * source location) and a hint naming pgwarden, so those fields are left out of the comparison.
+ * by Bind, or knows has gone (here: one the client closed, one whose transaction ended). Same severity, SQLSTATE
+ * and message as PostgreSQL's; no F/L/R (PostgreSQL source location) and a hint naming pgwarden, so those fields are
+ * left out of the comparison.
  */
 export const ERROR_ANSWERED_BY_PROXY = new Set([
   'extended protocol oddities: two statements in one Parse, an empty statement, a closed portal',
+  'portals end with their transaction: Execute after Sync, and inside an explicit transaction',
 ]);
 
 /** An ErrorResponse body without its F, L and R fields (and H, with `hint`). */
