@@ -40,6 +40,7 @@ import {
 } from './pipeline.js';
 import { MAX_PORTALS, type RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
+import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
 /**
  * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
@@ -93,17 +94,40 @@ export class ClientRelay implements FramerHandler {
   private readonly s: RelayState;
   private readonly io: ClientRelayIO;
   private readonly maxStatementBytes: number;
+  private readonly budget: StatementBudget;
+  /** A Query/Parse/FunctionCall skipped unread (dropped), and whether for the process-wide budget. */
   private oversize = 0;
+  private overBudget = false;
+  /**
+   * Bytes of the budget the statement message being handled holds, until its entry is pushed (attachReserved; the
+   * entry gives them back when it is answered) or it turns out to need none (freeReserved).
+   */
+  private reserved = 0;
   /** A Bind whose names are read as it passes (SCAN), and its length word. */
   private bindScan: BindNameScanner | undefined = undefined;
   private bindLength = 0;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
-  constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number) {
+  constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number, budget: StatementBudget) {
     this.s = state;
     this.io = io;
     this.maxStatementBytes = maxStatementBytes;
+    this.budget = budget;
+  }
+
+  /** The statement just expected (s.expect) holds the reserved bytes until its answer. */
+  private attachReserved(): void {
+    if (this.reserved === 0) return;
+    this.s.queue.tail()!.reserved = this.reserved;
+    this.reserved = 0;
+  }
+
+  /** Gives back what the message being handled reserved and nothing took over (also when the session ends). */
+  freeReserved(): void {
+    if (this.reserved === 0) return;
+    this.budget.release(this.reserved);
+    this.reserved = 0;
   }
 
   limit(type: number): number {
@@ -122,6 +146,16 @@ export class ClientRelay implements FramerHandler {
         if (length - 4 > this.maxStatementBytes) {
           this.oversize = type;
           return DROP;
+        }
+        // Read whole (assembled in a buffer of its size when it spans reads, then decoded): large ones count against
+        // the process's budget until PostgreSQL has answered them.
+        if (length >= UNCOUNTED_STATEMENT_BYTES) {
+          if (!this.budget.reserve(length + 1)) {
+            this.oversize = type;
+            this.overBudget = true;
+            return DROP;
+          }
+          this.reserved = length + 1;
         }
         return WHOLE;
       case F.Bind: {
@@ -220,6 +254,9 @@ export class ClientRelay implements FramerHandler {
     } catch (err) {
       if (err instanceof MalformedBody) return this.malformed(err);
       throw err;
+    } finally {
+      // Held for a verdict: the message is kept until it settles (hold).
+      if (this.cancelHeld === undefined) this.freeReserved();
     }
   }
 
@@ -320,6 +357,7 @@ export class ClientRelay implements FramerHandler {
       const st = new Stmt(req, verdict);
       st.sentAt = performance.now();
       s.expect(kind, st);
+      this.attachReserved();
       if (simple) return out;
     } else {
       s.expect(K_INVALID, undefined, undefined, e.type === F.Flush ? 'flush' : '');
@@ -334,23 +372,37 @@ export class ClientRelay implements FramerHandler {
     this.s.toUpstream(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
   }
 
-  /** A Query/Parse/FunctionCall over --max-statement-bytes was skipped unread: deny it like PostgreSQL's 54000. */
+  /**
+   * A Query/Parse/FunctionCall was skipped unread: over --max-statement-bytes, denied like PostgreSQL's 54000; past the
+   * process's budget for statement text, like its 53200 (out of memory), which a retry may not meet.
+   */
   dropped(): void {
     const type = this.oversize;
     if (type === 0) return;
     this.oversize = 0;
+    const overBudget = this.overBudget;
+    this.overBudget = false;
     const kind = type === F.Query ? K_QUERY : type === F.Parse ? K_PARSE : K_FUNCTION;
     const req: StatementRequest = {
       sql: '',
       protocol: kind === K_PARSE ? 'extended' : 'simple',
       txStatus: this.s.txStatus,
     };
-    const verdict: Verdict = {
-      action: 'deny',
-      code: '54000',
-      message: `statement is larger than the limit of ${this.maxStatementBytes} bytes set by pgwarden`,
-      reason: 'statement too large',
-    };
+    const verdict: Verdict = overBudget
+      ? {
+          action: 'deny',
+          code: '53200',
+          message: 'out of memory',
+          detail: `pgwarden already holds ${this.budget.held} bytes of statement text for its sessions; this statement would pass its limit of ${this.budget.limit} bytes`,
+          hint: 'Retry when fewer large statements are in flight; values sent as Bind parameters or COPY data are streamed, not held.',
+          reason: 'statement memory budget exhausted',
+        }
+      : {
+          action: 'deny',
+          code: '54000',
+          message: `statement is larger than the limit of ${this.maxStatementBytes} bytes set by pgwarden`,
+          reason: 'statement too large',
+        };
     const out = this.apply(kind, new Stmt(req, verdict), verdict, '');
     if (out !== true) this.s.toUpstream(out);
   }
@@ -401,11 +453,13 @@ export class ClientRelay implements FramerHandler {
       // A message ahead of this one failed upstream while it waited: PostgreSQL skips it on its way to the client's
       // Sync, so it must not reach the proxy's maps or queue either (server-relay.ts, error).
       if (this.s.discarding) {
+        this.freeReserved();
         this.io.release();
         return;
       }
       const out = send(verdict);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
+      this.freeReserved();
       this.io.release();
     });
     return false;
@@ -429,6 +483,7 @@ export class ClientRelay implements FramerHandler {
       this.rowsCount(st, 'simple-before');
     }
     s.expect(kind, st);
+    this.attachReserved();
     if (v.action === 'deny') {
       st.denied = true;
       if (kind === K_QUERY) return queryMessage(DENIED_SQL);

@@ -218,6 +218,8 @@ export interface Entry {
   undo: Undo | undefined;
   /** Order of the client message among those expected (RelayState.expect): what was bound before it. */
   seq: number;
+  /** Bytes of the process-wide StatementBudget its statement text holds until this entry is answered. */
+  reserved: number;
 }
 
 /**
@@ -238,6 +240,8 @@ export interface Undo {
 export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
+  /** Gives an entry's `reserved` bytes back once it leaves the queue (answered, skipped, or the session ended). */
+  release: ((bytes: number) => void) | undefined = undefined;
 
   push(
     kind: number,
@@ -249,7 +253,19 @@ export class EntryQueue {
     copyEnds = 0,
     seq = 0,
   ): void {
-    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0, undo: undefined, seq });
+    this.items.push({
+      kind,
+      stmt,
+      target,
+      name,
+      hidden,
+      closes,
+      copyEnds,
+      copies: 0,
+      undo: undefined,
+      seq,
+      reserved: 0,
+    });
   }
 
   /** The entry pushed last. */
@@ -278,6 +294,7 @@ export class EntryQueue {
   shift(): Entry | undefined {
     const e = this.items[this.head];
     if (e === undefined) return undefined;
+    if (e.reserved !== 0) this.release?.(e.reserved);
     this.items[this.head++] = undefined as unknown as Entry;
     if (this.head > 256 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
@@ -322,6 +339,7 @@ export class EntryQueue {
   /** Every pending entry, oldest first (for failing them when the session ends). */
   drain(): Entry[] {
     const rest = this.items.slice(this.head);
+    for (const e of rest) if (e.reserved !== 0) this.release?.(e.reserved);
     this.items = [];
     this.head = 0;
     return rest;
