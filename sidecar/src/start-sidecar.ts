@@ -16,6 +16,7 @@ import { allowAllHooks } from './proxy/allow-all-hooks.js';
 import { CancelRegistry } from './proxy/cancel-registry.js';
 import type { ProxyHooks } from './proxy/hooks.js';
 import { ProxySession, type SessionObserver } from './proxy/session.js';
+import { defaultStatementBudget, StatementBudget } from './proxy/statement-budget.js';
 import type { ChannelBindingMode } from './upstream/channel-binding.js';
 import { openTransport, type SslMode } from './upstream/connect.js';
 
@@ -56,6 +57,13 @@ export interface SidecarOptions {
   /** Admin HTTP (/healthz, /readyz, /metrics); false or absent = off. */
   http?: { host: string; port: number } | false;
   maxStatementBytes?: number;
+  /**
+   * Statement text (Query, Parse, FunctionCall of 64 KiB or more) read whole at once, over every session: past it a
+   * statement is refused with 53200. Default 128 MiB, or twice maxStatementBytes when that is larger.
+   */
+  maxBufferedStatementBytes?: number;
+  /** The budget itself, to share one among several listeners of a process (startGovernedSidecar). */
+  statementBudget?: StatementBudget;
   /**
    * Client connections served at once (0 or absent = no cap); the policy's `guardrails.maxConnections` may lower it.
    * Cancel requests do not count, as in PostgreSQL.
@@ -132,12 +140,18 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     bytes: (a, b) => metrics.bytes(a, b),
   };
 
+  const maxStatementBytes = options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES;
+  const statementBudget =
+    options.statementBudget ??
+    new StatementBudget(options.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
+
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
     const session = new ProxySession(socket, {
       hooks,
       upstream: options.upstream,
       credentials,
-      maxStatementBytes: options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES,
+      maxStatementBytes,
+      statementBudget,
       authenticationTimeoutMs: options.authenticationTimeoutMs ?? 60_000,
       cancels,
       observer,

@@ -125,6 +125,11 @@ export function registerSidecar(program: Command): void {
     'largest Query/Parse text accepted (SQLSTATE 54000 beyond; default 67108864, with --policy 1048576)',
   );
   opt(
+    '--max-buffered-statement-bytes <n>',
+    'Query/Parse text of 64 KiB or more held at once over all sessions (SQLSTATE 53200 beyond; default 134217728, ' +
+      'or twice --max-statement-bytes when larger)',
+  );
+  opt(
     '--insecure-listen-any',
     'accept a --listen address other than loopback: the sidecar then serves anyone who reaches it, with the pod’s workload identity',
   );
@@ -175,6 +180,13 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const maxStatementBytes = o.maxStatementBytes === undefined ? undefined : Number(o.maxStatementBytes);
   if (maxStatementBytes !== undefined && (!Number.isInteger(maxStatementBytes) || maxStatementBytes < 1))
     throw new InvalidArgumentError('--max-statement-bytes must be a positive integer');
+  const maxBufferedStatementBytes =
+    o.maxBufferedStatementBytes === undefined ? undefined : Number(o.maxBufferedStatementBytes);
+  if (
+    maxBufferedStatementBytes !== undefined &&
+    (!Number.isInteger(maxBufferedStatementBytes) || maxBufferedStatementBytes < 1)
+  )
+    throw new InvalidArgumentError('--max-buffered-statement-bytes must be a positive integer');
   const listenAt = parseHostPort('--listen', o.listen);
   // Design: the sidecar listens on loopback only. In `workload` mode whoever connects *is* the pod, so an address
   // others can reach would hand the pod's identity and credentials to them.
@@ -206,6 +218,7 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     auditFailMode: audit.failMode,
     http,
     maxStatementBytes,
+    maxBufferedStatementBytes,
     maxConnections,
     authenticationTimeoutMs,
     logger,

@@ -15,6 +15,7 @@ import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-key
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import { DEFAULT_ANALYZED_STATEMENT_BYTES } from '../protocol/codes.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
+import { defaultStatementBudget, StatementBudget } from '../proxy/statement-budget.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
 import { ApprovalMetrics } from './approval-metrics.js';
 import type { GovernanceEvent } from './governance-events.js';
@@ -160,6 +161,11 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       })
     : Promise.resolve();
   const listeners: GovernedSidecar['listeners'] = [];
+  // One budget of statement text for the process, whichever listener a session came through.
+  const maxStatementBytes = opts.maxStatementBytes ?? DEFAULT_ANALYZED_STATEMENT_BYTES;
+  const statementBudget =
+    opts.statementBudget ??
+    new StatementBudget(opts.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
   const maskings: { close(): void }[] = [];
   // One resolver for the process: it reads each key once, and the load-time check below sees what masking uses.
   const resolveKey = opts.resolveMaskingKey ?? keyResolverFromEnv();
@@ -194,7 +200,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       const inner = withPolicyView(masked, hooks) as PolicyHooks;
       const sidecar = await startSidecar({
         ...opts,
-        maxStatementBytes: opts.maxStatementBytes ?? DEFAULT_ANALYZED_STATEMENT_BYTES,
+        maxStatementBytes,
+        statementBudget,
         listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
         upstream,
         hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,

@@ -2,8 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { frontendLimit, LARGE_MESSAGE_LIMIT } from './codes.js';
 import { ProtocolError } from './errors.js';
-import { DROP, Framer, type FramerHandler, PASS, WHOLE } from './framer.js';
+import { DROP, Framer, type FramerHandler, PASS, SCAN, WHOLE } from './framer.js';
 import {
+  BindNameScanner,
   decodeQuery,
   parseStartupPacket,
   queryMessage,
@@ -201,5 +202,40 @@ describe('Framer', () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('Framer SCAN: a message passed while the handler reads its first pieces', () => {
+  const longBind = Buffer.concat([
+    Buffer.from([0x42, 0, 0, 0, 0]),
+    Buffer.from(`${'p'.repeat(70_000)}\0${'s'.repeat(5000)}\0`),
+    Buffer.alloc(6),
+  ]);
+  longBind.writeInt32BE(longBind.length - 1, 1);
+  const input = Buffer.concat([longBind, queryMessage('SELECT 1'), syncMessage()]);
+
+  it('shows the pieces in order until the scanner has the names, forwards every byte, at any split', () => {
+    for (const size of [1, 7, 4096, 65_536, input.length]) {
+      const passed: Buffer[] = [];
+      const names: (string | null)[] = [];
+      let scanner = new BindNameScanner();
+      const h: FramerHandler = {
+        limit: (t) => frontendLimit(t, 1 << 20),
+        header: (t) => (t === 0x42 ? SCAN : t === 0x51 ? WHOLE : PASS),
+        whole: () => true,
+        pass: (buf, s, e) => void passed.push(Buffer.from(buf.subarray(s, e))),
+        scan(buf, s, e) {
+          const n = scanner.push(buf, s, e);
+          if (n === null) return false;
+          names.push(n.portal, n.statement);
+          scanner = new BindNameScanner();
+          return true;
+        },
+      };
+      const f = new Framer(h);
+      for (let i = 0; i < input.length; i += size) f.push(input.subarray(i, i + size));
+      expect(names).toEqual(['p'.repeat(63), 's'.repeat(63)]);
+      expect(Buffer.concat(passed).equals(input)).toBe(true);
+    }
   });
 });

@@ -20,6 +20,11 @@ export const WHOLE = 1;
 export const DROP = 2;
 /** The handler needs more of this message in one buffer before it can decide (at most what `avail` can grow to). */
 export const NEED_MORE = 3;
+/**
+ * Forward the message as it arrives, as PASS does, and show its pieces to `handler.scan` first, from its type byte
+ * on, until that has read what it needs (a Bind's names, which may be longer than any buffer worth waiting for).
+ */
+export const SCAN = 4;
 
 export interface FramerHandler {
   /** Largest allowed length word for a message type; a negative value means the type is invalid here. */
@@ -37,6 +42,11 @@ export interface FramerHandler {
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer;
   /** Bytes to forward, in order. */
   pass(buf: Buffer, start: number, end: number): void;
+  /**
+   * The next piece `buf[start, end)` of a message answered SCAN (the first starts at its type byte); `last`: the
+   * message ends with it. Return true once nothing more of the message needs to be seen.
+   */
+  scan?(buf: Buffer, start: number, end: number, last: boolean): boolean;
   /** A message answered DROP has been consumed completely. */
   dropped?(type: number): void;
   /** A startup-phase packet, length word included, while `framer.startup` is true. */
@@ -60,6 +70,8 @@ export class Framer {
   private collectType = 0;
   private dropType = 0;
   private passLeft = 0;
+  /** The message being passed was answered SCAN and the handler still reads it. */
+  private scanning = false;
   private dropLeft = 0;
   private suspended = false;
   private backlog: Buffer[] = [];
@@ -189,6 +201,7 @@ export class Framer {
     while (i < n) {
       if (this.passLeft > 0) {
         const take = Math.min(this.passLeft, n - i);
+        if (this.scanning && this.handler.scan!(buf, i, i + take, take === this.passLeft)) this.scanning = false;
         this.extendRun(buf, i, i + take);
         this.passLeft -= take;
         i += take;
@@ -268,6 +281,9 @@ export class Framer {
       const d = this.handler.header(type, len, buf, i, avail);
       if (d === PASS) {
         this.passLeft = total;
+      } else if (d === SCAN) {
+        this.passLeft = total;
+        this.scanning = true;
       } else if (d === DROP) {
         this.dropLeft = total;
         this.dropType = type;

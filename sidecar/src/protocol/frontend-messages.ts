@@ -156,6 +156,42 @@ export function decodeBindNames(
 }
 
 /**
+ * A Bind's portal and statement names read as the message passes, piece by piece, for names longer than the prefix
+ * decodeBindNames is given: PostgreSQL reads names of any length (pq_getmsgstring) and keys them on their first 63
+ * bytes, which is all that is kept here.
+ */
+export class BindNameScanner {
+  /** Header bytes (type and length) still to skip. */
+  private skip = 5;
+  private field = 0;
+  private readonly kept = [Buffer.alloc(MAX_NAME_BYTES), Buffer.alloc(MAX_NAME_BYTES)];
+  private readonly lens = [0, 0];
+
+  /** Reads the next piece of the message; returns the names once both have ended, else null. */
+  push(buf: Buffer, start: number, end: number): { portal: string; statement: string } | null {
+    let i = start + Math.min(this.skip, end - start);
+    this.skip -= i - start;
+    while (i < end && this.field < 2) {
+      const z = buf.subarray(i, end).indexOf(0);
+      const stop = z < 0 ? end : i + z;
+      const f = this.field;
+      const room = MAX_NAME_BYTES - this.lens[f];
+      if (room > 0) this.lens[f] += buf.copy(this.kept[f], this.lens[f], i, Math.min(stop, i + room));
+      i = stop;
+      if (z >= 0) {
+        this.field++;
+        i++;
+      }
+    }
+    if (this.field < 2) return null;
+    return {
+      portal: this.kept[0].toString('latin1', 0, this.lens[0]),
+      statement: this.kept[1].toString('latin1', 0, this.lens[1]),
+    };
+  }
+}
+
+/**
  * Describe and Close: 'S' (statement) or 'P' (portal), then the name. PostgreSQL reads both fields and the end of
  * the message before it looks at the subtype.
  */

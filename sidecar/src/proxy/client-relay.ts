@@ -1,7 +1,8 @@
 import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
-import { MalformedBody, ProtocolError } from '../protocol/errors.js';
-import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, WHOLE } from '../protocol/framer.js';
+import { MalformedBody } from '../protocol/errors.js';
+import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, SCAN, WHOLE } from '../protocol/framer.js';
 import {
+  BindNameScanner,
   bindMessage,
   closeMessage,
   decodeBindNames,
@@ -37,8 +38,9 @@ import {
   ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
-import type { RelayState } from './relay-state.js';
+import { MAX_PORTALS, type RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
+import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
 /**
  * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
@@ -65,7 +67,10 @@ const ROWS_RUN = Buffer.concat([
   closeMessage('P', ROWS_CHANGED_NAME),
 ]);
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
-/** Largest Bind prefix examined for the portal and statement names (NAMEDATALEN is 64 bytes). */
+/**
+ * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes); longer
+ * names are read as the Bind passes (scan).
+ */
 const BIND_PEEK = 4096;
 
 export interface ClientRelayIO {
@@ -89,14 +94,40 @@ export class ClientRelay implements FramerHandler {
   private readonly s: RelayState;
   private readonly io: ClientRelayIO;
   private readonly maxStatementBytes: number;
+  private readonly budget: StatementBudget;
+  /** A Query/Parse/FunctionCall skipped unread (dropped), and whether for the process-wide budget. */
   private oversize = 0;
+  private overBudget = false;
+  /**
+   * Bytes of the budget the statement message being handled holds, until its entry is pushed (attachReserved; the
+   * entry gives them back when it is answered) or it turns out to need none (freeReserved).
+   */
+  private reserved = 0;
+  /** A Bind whose names are read as it passes (SCAN), and its length word. */
+  private bindScan: BindNameScanner | undefined = undefined;
+  private bindLength = 0;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
-  constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number) {
+  constructor(state: RelayState, io: ClientRelayIO, maxStatementBytes: number, budget: StatementBudget) {
     this.s = state;
     this.io = io;
     this.maxStatementBytes = maxStatementBytes;
+    this.budget = budget;
+  }
+
+  /** The statement just expected (s.expect) holds the reserved bytes until its answer. */
+  private attachReserved(): void {
+    if (this.reserved === 0) return;
+    this.s.queue.tail()!.reserved = this.reserved;
+    this.reserved = 0;
+  }
+
+  /** Gives back what the message being handled reserved and nothing took over (also when the session ends). */
+  freeReserved(): void {
+    if (this.reserved === 0) return;
+    this.budget.release(this.reserved);
+    this.reserved = 0;
   }
 
   limit(type: number): number {
@@ -116,44 +147,28 @@ export class ClientRelay implements FramerHandler {
           this.oversize = type;
           return DROP;
         }
+        // Read whole (assembled in a buffer of its size when it spans reads, then decoded): large ones count against
+        // the process's budget until PostgreSQL has answered them.
+        if (length >= UNCOUNTED_STATEMENT_BYTES) {
+          if (!this.budget.reserve(length + 1)) {
+            this.oversize = type;
+            this.overBudget = true;
+            return DROP;
+          }
+          this.reserved = length + 1;
+        }
         return WHOLE;
       case F.Bind: {
         const names = decodeBindNames(buf, pos, pos + avail);
         if (names === null) {
           if (avail > length) return WHOLE; // the whole message, and no names in it: whole() answers it
-          if (avail >= BIND_PEEK)
-            throw new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message: names not terminated');
-          return NEED_MORE;
+          if (avail < BIND_PEEK) return NEED_MORE;
+          // Names this long are PostgreSQL's to take (it keys them on 63 bytes): read them as the Bind passes.
+          this.bindScan = new BindNameScanner();
+          this.bindLength = length;
+          return SCAN;
         }
-        // A name the proxy cannot key as PostgreSQL does has no verdict: the portal is unchecked (Execute refuses it).
-        const tracked = trackedName(names.portal) && trackedName(names.statement);
-        const info = tracked ? s.statements.get(names.statement) : undefined;
-        if (s.hooks.clientName !== undefined) {
-          s.hooks.clientName(nameText(names.portal));
-          s.hooks.clientName(nameText(names.statement));
-        }
-        s.expect(K_BIND);
-        s.willChange('P', names.portal);
-        // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
-        if (info === undefined) {
-          s.portals.delete(names.portal);
-          s.uncheckedPortals.add(names.portal);
-        } else {
-          s.uncheckedPortals.delete(names.portal);
-          s.portals.set(names.portal, {
-            request: info.request,
-            verdict: info.verdict,
-            statement: info,
-            described: false,
-          });
-          // A statement held for review at each execution: the approver is shown the values this Bind gives it.
-          if (info.verdict.action === 'review') {
-            if (length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
-            const note = `(the values are not shown: the Bind is ${length - 4} bytes)`;
-            s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
-          }
-        }
-        return PASS;
+        return this.bind(names, length, false);
       }
       case F.Execute:
       case F.Describe:
@@ -173,12 +188,75 @@ export class ClientRelay implements FramerHandler {
     }
   }
 
+  /**
+   * A Bind is forwarded: its portal now stands for its statement as the proxy knows it. `streamed`: its bytes are
+   * already on their way (names too long to wait for), so it cannot be held whole for a reviewer.
+   */
+  private bind(names: { portal: string; statement: string }, length: number, streamed: boolean): number {
+    const s = this.s;
+    // A name the proxy cannot key as PostgreSQL does has no verdict: the portal is unchecked (Execute refuses it).
+    const tracked = trackedName(names.portal) && trackedName(names.statement);
+    const info = tracked ? s.statements.get(names.statement) : undefined;
+    if (s.hooks.clientName !== undefined) {
+      s.hooks.clientName(nameText(names.portal));
+      s.hooks.clientName(nameText(names.statement));
+    }
+    const room = s.portalRoom(names.portal);
+    s.expect(K_BIND);
+    s.willChange('P', names.portal);
+    if (!room) {
+      // Forwarded, but not tracked: its Execute is refused (54000), as the proxy has no verdict for it.
+      s.portals.delete(names.portal);
+      s.uncheckedPortals.delete(names.portal);
+      return PASS;
+    }
+    // A statement the proxy never saw parsed (e.g. SQL PREPARE) leaves the portal unknown: Execute refuses it.
+    if (info === undefined) {
+      s.portals.delete(names.portal);
+      s.uncheckedPortals.set(names.portal, s.seq);
+    } else {
+      s.uncheckedPortals.delete(names.portal);
+      s.portals.set(names.portal, {
+        request: info.request,
+        verdict: info.verdict,
+        statement: info,
+        described: false,
+        boundAt: s.seq,
+      });
+      // A statement held for review at each execution: the approver is shown the values this Bind gives it.
+      if (info.verdict.action === 'review') {
+        if (!streamed && length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
+        const note = streamed
+          ? `(the values are not shown: the Bind's names pass ${BIND_PEEK} bytes)`
+          : `(the values are not shown: the Bind is ${length - 4} bytes)`;
+        s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
+      }
+    }
+    return PASS;
+  }
+
+  /** The next piece of a Bind whose names pass BIND_PEEK bytes (header answered SCAN). */
+  scan(buf: Buffer, start: number, end: number, last: boolean): boolean {
+    const names = this.bindScan!.push(buf, start, end);
+    if (names === null && !last) return false;
+    this.bindScan = undefined;
+    // Skipped upstream when an earlier message failed meanwhile (PostgreSQL is on its way to Sync): nothing to track.
+    if (this.s.discarding) return true;
+    // Names without their NULs: PostgreSQL refuses the Bind itself (08P01) and skips to Sync, as for any failed Bind.
+    if (names === null) this.s.expect(K_BIND);
+    else this.bind(names, this.bindLength, true);
+    return true;
+  }
+
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     try {
       return this.decoded(type, buf, start, end);
     } catch (err) {
       if (err instanceof MalformedBody) return this.malformed(err);
       throw err;
+    } finally {
+      // Held for a verdict: the message is kept until it settles (hold).
+      if (this.cancelHeld === undefined) this.freeReserved();
     }
   }
 
@@ -231,7 +309,7 @@ export class ClientRelay implements FramerHandler {
         s.expect(K_DESCRIBE, undefined, t.kind, t.name);
         if (info !== undefined && !info.described) {
           info.described = true;
-          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: false };
+          s.queue.tail()!.undo = { map: 'D', name: t.name, prev: info, unchecked: undefined };
         }
         return true;
       }
@@ -279,6 +357,7 @@ export class ClientRelay implements FramerHandler {
       const st = new Stmt(req, verdict);
       st.sentAt = performance.now();
       s.expect(kind, st);
+      this.attachReserved();
       if (simple) return out;
     } else {
       s.expect(K_INVALID, undefined, undefined, e.type === F.Flush ? 'flush' : '');
@@ -293,23 +372,37 @@ export class ClientRelay implements FramerHandler {
     this.s.toUpstream(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
   }
 
-  /** A Query/Parse/FunctionCall over --max-statement-bytes was skipped unread: deny it like PostgreSQL's 54000. */
+  /**
+   * A Query/Parse/FunctionCall was skipped unread: over --max-statement-bytes, denied like PostgreSQL's 54000; past the
+   * process's budget for statement text, like its 53200 (out of memory), which a retry may not meet.
+   */
   dropped(): void {
     const type = this.oversize;
     if (type === 0) return;
     this.oversize = 0;
+    const overBudget = this.overBudget;
+    this.overBudget = false;
     const kind = type === F.Query ? K_QUERY : type === F.Parse ? K_PARSE : K_FUNCTION;
     const req: StatementRequest = {
       sql: '',
       protocol: kind === K_PARSE ? 'extended' : 'simple',
       txStatus: this.s.txStatus,
     };
-    const verdict: Verdict = {
-      action: 'deny',
-      code: '54000',
-      message: `statement is larger than the limit of ${this.maxStatementBytes} bytes set by pgwarden`,
-      reason: 'statement too large',
-    };
+    const verdict: Verdict = overBudget
+      ? {
+          action: 'deny',
+          code: '53200',
+          message: 'out of memory',
+          detail: `pgwarden already holds ${this.budget.held} bytes of statement text for its sessions; this statement would pass its limit of ${this.budget.limit} bytes`,
+          hint: 'Retry when fewer large statements are in flight; values sent as Bind parameters or COPY data are streamed, not held.',
+          reason: 'statement memory budget exhausted',
+        }
+      : {
+          action: 'deny',
+          code: '54000',
+          message: `statement is larger than the limit of ${this.maxStatementBytes} bytes set by pgwarden`,
+          reason: 'statement too large',
+        };
     const out = this.apply(kind, new Stmt(req, verdict), verdict, '');
     if (out !== true) this.s.toUpstream(out);
   }
@@ -360,11 +453,13 @@ export class ClientRelay implements FramerHandler {
       // A message ahead of this one failed upstream while it waited: PostgreSQL skips it on its way to the client's
       // Sync, so it must not reach the proxy's maps or queue either (server-relay.ts, error).
       if (this.s.discarding) {
+        this.freeReserved();
         this.io.release();
         return;
       }
       const out = send(verdict);
       this.s.toUpstream(out === true ? buf.subarray(start, end) : out);
+      this.freeReserved();
       this.io.release();
     });
     return false;
@@ -388,6 +483,7 @@ export class ClientRelay implements FramerHandler {
       this.rowsCount(st, 'simple-before');
     }
     s.expect(kind, st);
+    this.attachReserved();
     if (v.action === 'deny') {
       st.denied = true;
       if (kind === K_QUERY) return queryMessage(DENIED_SQL);
@@ -477,13 +573,21 @@ export class ClientRelay implements FramerHandler {
             hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
             reason: 'unchecked portal',
           }
-        : {
-            action: 'deny',
-            code: '34000',
-            message: `portal "${nameText(portal)}" does not exist`,
-            hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
-            reason: 'unknown portal',
-          };
+        : !s.portalRoom(portal)
+          ? {
+              action: 'deny',
+              code: '54000',
+              message: `portal "${nameText(portal)}" is not known to pgwarden, which tracks at most ${MAX_PORTALS} portals per session`,
+              hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
+              reason: 'too many portals',
+            }
+          : {
+              action: 'deny',
+              code: '34000',
+              message: `portal "${nameText(portal)}" does not exist`,
+              hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
+              reason: 'unknown portal',
+            };
       const st = new Stmt(req, verdict);
       st.denied = true;
       st.sentAt = performance.now();
@@ -550,7 +654,7 @@ export class ClientRelay implements FramerHandler {
     if (!info.described) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
-      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: false };
+      s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: undefined };
       out = Buffer.concat([describeMessage('P', portal), buf.subarray(start, end)]);
     }
     st.sentAt = performance.now();

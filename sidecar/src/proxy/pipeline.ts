@@ -86,6 +86,8 @@ export interface PreparedInfo {
   executed?: boolean;
   /** A statement whose SQL creates or removes no statement or portal by name (RelayState.touchesNames). */
   namesFree?: boolean;
+  /** For a portal: the `seq` of the Bind that made it (RelayState.endTransaction). */
+  boundAt?: number;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */
@@ -214,6 +216,10 @@ export interface Entry {
   copies: number;
   /** Parse, Bind, Close, Describe: how to take back what forwarding it did to the proxy's maps (RelayState.undo). */
   undo: Undo | undefined;
+  /** Order of the client message among those expected (RelayState.expect): what was bound before it. */
+  seq: number;
+  /** Bytes of the process-wide StatementBudget its statement text holds until this entry is answered. */
+  reserved: number;
 }
 
 /**
@@ -226,17 +232,40 @@ export interface Undo {
   map: 'S' | 'P' | 'D';
   name: string;
   prev: PreparedInfo | undefined;
-  /** 'P': the name was in uncheckedPortals. */
-  unchecked: boolean;
+  /** 'P': the name was in uncheckedPortals, bound then (its value there). */
+  unchecked: number | undefined;
 }
 
 /** A FIFO without Array.shift's O(n) cost. */
 export class EntryQueue {
   private items: Entry[] = [];
   private head = 0;
+  /** Gives an entry's `reserved` bytes back once it leaves the queue (answered, skipped, or the session ended). */
+  release: ((bytes: number) => void) | undefined = undefined;
 
-  push(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0, copyEnds = 0): void {
-    this.items.push({ kind, stmt, target, name, hidden, closes, copyEnds, copies: 0, undo: undefined });
+  push(
+    kind: number,
+    stmt?: Stmt,
+    target?: 'S' | 'P',
+    name = '',
+    hidden = false,
+    closes = 0,
+    copyEnds = 0,
+    seq = 0,
+  ): void {
+    this.items.push({
+      kind,
+      stmt,
+      target,
+      name,
+      hidden,
+      closes,
+      copyEnds,
+      copies: 0,
+      undo: undefined,
+      seq,
+      reserved: 0,
+    });
   }
 
   /** The entry pushed last. */
@@ -265,6 +294,7 @@ export class EntryQueue {
   shift(): Entry | undefined {
     const e = this.items[this.head];
     if (e === undefined) return undefined;
+    if (e.reserved !== 0) this.release?.(e.reserved);
     this.items[this.head++] = undefined as unknown as Entry;
     if (this.head > 256 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
@@ -309,6 +339,7 @@ export class EntryQueue {
   /** Every pending entry, oldest first (for failing them when the session ends). */
   drain(): Entry[] {
     const rest = this.items.slice(this.head);
+    for (const e of rest) if (e.reserved !== 0) this.release?.(e.reserved);
     this.items = [];
     this.head = 0;
     return rest;
@@ -319,5 +350,5 @@ export class EntryQueue {
 export interface ForgottenNames {
   statements: [string, PreparedInfo][];
   portals: [string, PreparedInfo][];
-  unchecked: string[];
+  unchecked: [string, number][];
 }

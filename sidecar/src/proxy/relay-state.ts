@@ -32,8 +32,13 @@ export class RelayState {
   readonly queue = new EntryQueue();
   readonly statements = new PreparedStatements();
   readonly portals = new Map<string, PreparedInfo>();
-  /** Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. */
-  readonly uncheckedPortals = new Set<string>();
+  /**
+   * Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. The value
+   * is the `seq` of their Bind, as PreparedInfo.boundAt is for checked ones (endTransaction).
+   */
+  readonly uncheckedPortals = new Map<string, number>();
+  /** Client messages expected so far (Entry.seq). */
+  seq = 0;
   txStatus: TxStatus = 'I';
   /** Statement receiving DataRows (head of the queue when it is a Query or Execute). */
   cur: Stmt | undefined = undefined;
@@ -115,8 +120,31 @@ export class RelayState {
 
   /** Records that a response is due for a client message just forwarded. */
   expect(kind: number, stmt?: Stmt, target?: 'S' | 'P', name = '', hidden = false, closes = 0): void {
-    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds);
+    this.queue.push(kind, stmt, target, name, hidden, closes, this.copyEnds, ++this.seq);
     if (this.queue.length === 1) this.advance();
+  }
+
+  /**
+   * The transaction that the client message `seq` ended is over (its ReadyForQuery says idle, or its COMMIT /
+   * ROLLBACK / PREPARE TRANSACTION completed): PostgreSQL has dropped every portal bound before it
+   * (PreCommit_Portals, AtCleanup_Portals), so the proxy forgets them too. Without this a client binding ever-new
+   * names, transaction after transaction, would grow the maps without end; and a name left behind could be taken
+   * by a cursor PostgreSQL opens later (a function's refcursor) and run under the old portal's verdict.
+   */
+  endTransaction(seq: number): void {
+    // Bound behind that message (pipelined after its Sync): in the next transaction, alive.
+    for (const [name, info] of this.portals) if ((info.boundAt ?? 0) < seq) this.portals.delete(name);
+    for (const [name, at] of this.uncheckedPortals) if (at < seq) this.uncheckedPortals.delete(name);
+  }
+
+  /**
+   * Whether a Bind of portal `name` may be tracked: the unnamed portal and a name already held replace themselves; a
+   * new name only while the session holds fewer than MAX_PORTALS (PostgreSQL keeps them for the transaction, the
+   * proxy too; one that binds ever more names in one transaction is refused at their Execute, client-relay.ts).
+   */
+  portalRoom(name: string): boolean {
+    if (name === '' || this.portals.has(name) || this.uncheckedPortals.has(name)) return true;
+    return this.portals.size + this.uncheckedPortals.size < MAX_PORTALS;
   }
 
   /**
@@ -204,6 +232,7 @@ export class RelayState {
       const k = head.kind;
       if (k === K_QUERY || k === K_FUNCTION || k === K_SYNC) {
         if (head.stmt && k !== K_SYNC && !head.stmt.awaitCount) this.finish(head.stmt);
+        if (status === 'I') this.endTransaction(head.seq);
         break;
       }
     }
@@ -262,7 +291,7 @@ export class RelayState {
   /** Notes on the entry just pushed how to take back its effect on the maps (the slot `name` of `map` as it is now). */
   willChange(map: 'S' | 'P', name: string): void {
     const prev = (map === 'S' ? this.statements : this.portals).get(name);
-    this.queue.tail()!.undo = { map, name, prev, unchecked: map === 'P' && this.uncheckedPortals.has(name) };
+    this.queue.tail()!.undo = { map, name, prev, unchecked: map === 'P' ? this.uncheckedPortals.get(name) : undefined };
   }
 
   /**
@@ -280,23 +309,22 @@ export class RelayState {
     if (u.prev === undefined || (failed && u.name === '')) map.delete(u.name);
     else map.set(u.name, u.prev);
     if (u.map === 'P') {
-      if (u.unchecked && !(failed && u.name === '')) this.uncheckedPortals.add(u.name);
+      if (u.unchecked !== undefined && !(failed && u.name === '')) this.uncheckedPortals.set(u.name, u.unchecked);
       else this.uncheckedPortals.delete(u.name);
     }
   }
 
   /**
-   * SQL PREPARE, DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the
-   * proxy forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
+   * SQL DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the proxy
+   * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
    * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
-   * forgotten that still exist upstream, which fails closed.
+   * forgotten that still exist upstream, which fails closed. (SQL PREPARE needs nothing: NAME_KINDS.)
    */
   /**
    * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
    * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
-   * when a PREPARE, DEALLOCATE or DISCARD ALL fails (an existing name, a transaction block). Anything else stays
-   * forgotten (fails closed).
+   * when a DEALLOCATE or DISCARD ALL fails (a transaction block). Anything else stays forgotten (fails closed).
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
@@ -306,12 +334,12 @@ export class RelayState {
     }
     const statements = new Map(this.statements);
     const portals = new Map(this.portals);
-    const unchecked = new Set(this.uncheckedPortals);
+    const unchecked = new Map(this.uncheckedPortals);
     this.forget(sql, verdict);
     const out: ForgottenNames = {
       statements: [...statements].filter(([k]) => !this.statements.has(k)),
       portals: [...portals].filter(([k]) => !this.portals.has(k)),
-      unchecked: [...unchecked].filter((k) => !this.uncheckedPortals.has(k)),
+      unchecked: [...unchecked].filter(([k]) => !this.uncheckedPortals.has(k)),
     };
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
@@ -320,7 +348,7 @@ export class RelayState {
   restoreNames(f: ForgottenNames): void {
     for (const [k, v] of f.statements) if (!this.statements.has(k)) this.statements.set(k, v);
     for (const [k, v] of f.portals) if (!this.portals.has(k) && !this.uncheckedPortals.has(k)) this.portals.set(k, v);
-    for (const k of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.add(k);
+    for (const [k, at] of f.unchecked) if (!this.portals.has(k)) this.uncheckedPortals.set(k, at);
   }
 
   /**
@@ -343,23 +371,23 @@ export class RelayState {
   private forget(sql: string, verdict?: Verdict): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
-      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. PREPARE and
-      // DEALLOCATE run only as EXECUTE's text, which may be computed (`'PREP' || 'ARE …'`): with an EXECUTE, every
-      // statement too.
+      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
+      // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
+      // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
       this.portals.clear();
       this.uncheckedPortals.clear();
-      if (/\bexecute\b/i.test(sql)) this.statements.clear();
+      if (/\bexecute\b/i.test(sql)) this.statements.clearNamed();
     }
     if (!SQL_NAMES_HINT.test(sql)) return;
     SQL_NAMES.lastIndex = 0;
     for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
       const kw = m[1].toUpperCase();
-      const statements = kw.startsWith('PREPARE') || kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
+      const statements = kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
       const portals = kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD';
       const name = identifier(m[2]);
       if (name === undefined) {
         // ALL, or a name the proxy cannot read for certain (a comment, a U& identifier): every one of them.
-        if (statements) this.statements.clear();
+        if (statements) this.statements.clearNamed();
         if (portals) {
           this.portals.clear();
           this.uncheckedPortals.clear();
@@ -435,20 +463,41 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
     this.held = 0;
     super.clear();
   }
+
+  /**
+   * Every named statement: what DEALLOCATE ALL and DISCARD ALL drop (DropAllPreparedStatements walks the hash of
+   * named ones). The unnamed statement lives apart in PostgreSQL and no SQL names it.
+   */
+  clearNamed(): void {
+    const unnamed = super.get('');
+    this.clear();
+    if (unnamed !== undefined) this.set('', unnamed);
+  }
 }
+
+/**
+ * Portals one session may have tracked at once. PostgreSQL drops them when their transaction ends (so does the
+ * proxy), so only a transaction that binds this many names without closing them reaches it; drivers keep a few
+ * open (a JDBC result set read with a fetch size holds one).
+ */
+export const MAX_PORTALS = 10_000;
 
 /** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
 export const PREPARED_ENTRY_COST = 512;
 const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;
 
 /** Cheap test before the scan below: most statements name none of these. */
-const SQL_NAMES_HINT = /prepare|deallocate|declare|close|discard/i;
-/** Statement kinds (policy/src/sql/statement-kind.ts) of PREPARE, DEALLOCATE, DECLARE/CLOSE and DISCARD. */
-const NAME_KINDS = new Set(['prepare', 'deallocate', 'cursor', 'discard']);
+const SQL_NAMES_HINT = /deallocate|declare|close|discard/i;
+/**
+ * Statement kinds (policy/src/sql/statement-kind.ts) of DEALLOCATE, DECLARE/CLOSE and DISCARD. Not PREPARE: it
+ * fails on a name that exists (42P05, protocol and SQL statements share one hash), so it can never replace a
+ * statement the proxy knows, and one it creates is unknown to the proxy, as unchecked as a name it never saw.
+ */
+const NAME_KINDS = new Set(['deallocate', 'cursor', 'discard']);
 /** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
 const PROCEDURAL_KINDS = new Set(['do', 'call']);
-/** A keyword that creates or removes a statement or portal by name, and what follows it. */
-const SQL_NAMES = /\b(prepare|deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
+/** A keyword that removes a statement or portal by name (or may replace a portal: DECLARE), and what follows it. */
+const SQL_NAMES = /\b(deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
 
 /**
  * The name an SQL identifier stands for (quoted: as written; plain: ASCII letters folded to lower case, as

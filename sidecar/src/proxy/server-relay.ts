@@ -337,6 +337,18 @@ export class ServerRelay implements FramerHandler {
     // The client dropped every prepared statement, the proxy's count among them (guardrail maxRowsAffected).
     if (tag !== undefined && tag.charCodeAt(0) === 68 && (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'))
       s.rowsPrepared = false;
+    // A transaction ended inside a Query or batch: the portals bound before it are gone. ROLLBACK TO SAVEPOINT has
+    // the same tag and keeps those made before the savepoint: with a TO anywhere in the text, nothing is forgotten
+    // here (the idle ReadyForQuery at the end forgets them in any case).
+    if (
+      tag !== undefined &&
+      head !== undefined &&
+      (head.kind === K_QUERY || head.kind === K_EXECUTE) &&
+      (tag === 'COMMIT' ||
+        tag === 'PREPARE TRANSACTION' ||
+        (tag === 'ROLLBACK' && !ROLLBACK_TO.test(head.stmt?.request.sql ?? '')))
+    )
+      s.endTransaction(head.seq);
     const st = head?.stmt;
     if (!head || !st || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) return true;
     let out: boolean | Buffer = true;
@@ -750,6 +762,8 @@ export class ServerRelay implements FramerHandler {
 }
 
 const SCRUBBED_FIELDS = ['M', 'D', 'H', 'W', 'q'] as const;
+/** A text that may hold a ROLLBACK TO SAVEPOINT (also ROLLBACK TRANSACTION TO …). */
+const ROLLBACK_TO = /\bto\b/i;
 
 const COPY_DONE = Buffer.from([B.CopyDone, 0, 0, 0, 4]);
 /** The binary COPY signature (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4.5). */

@@ -3,6 +3,7 @@ import type { UpstreamError } from '../upstream/errors.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import type { ProxyHooks, StatementRecord } from './hooks.js';
 import type { ProxySession } from './session.js';
+import type { StatementBudget } from './statement-budget.js';
 
 /** Everything a session needs from the listener that created it. */
 export interface SessionContext {
@@ -10,6 +11,8 @@ export interface SessionContext {
   upstream: UpstreamTarget;
   credentials: () => Credentials;
   maxStatementBytes: number;
+  /** Statement text read whole, counted over every session of the process (statement-budget.ts). */
+  statementBudget: StatementBudget;
   /** How long a client may take from connecting to an established session (PostgreSQL's authentication_timeout). */
   authenticationTimeoutMs: number;
   cancels: CancelRegistry;

@@ -318,7 +318,10 @@ export class ProxySession {
       state,
       { hold: () => this.hold(), release: () => this.release(), terminate: () => {} },
       this.ctx.maxStatementBytes,
+      this.ctx.statementBudget,
     );
+    const budget = this.ctx.statementBudget;
+    state.queue.release = (n) => budget.release(n);
     relay.framer = this.framer;
     this.relay = relay;
     this.framer.setHandler(relay);
@@ -476,6 +479,8 @@ export class ProxySession {
     clearTimeout(this.expiry);
     clearTimeout(this.startupTimer);
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
+    // A statement being read or held gives its share of the process's budget back (the queue's, drained below, too).
+    this.relay?.freeReserved();
     // Statements already sent upstream may have run (or failed) even though their ReadyForQuery never arrived, e.g.
     // the client sent Terminate right after an ErrorResponse: they are audited with what is known, never dropped.
     const drained = new Set<Stmt>();

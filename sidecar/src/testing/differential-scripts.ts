@@ -44,6 +44,8 @@ const q = (sql: string): Step => ({ send: [msg.query(sql)], until: Z });
 /** A frontend message with a raw body: the framing is right, the body is what PostgreSQL may fail to read. */
 const raw = (type: string, ...body: (string | Buffer)[]): Buffer =>
   typed(type, ...body.map((b) => (typeof b === 'string' ? Buffer.from(b, 'latin1') : b)));
+const LONG_STATEMENT = 'L'.repeat(5000);
+const LONG_PORTAL = 'P'.repeat(5000);
 /** Bind of `statement` to the unnamed portal, no parameters, text results. */
 const bind0 = (statement = '') => msg.bind('', statement);
 
@@ -406,6 +408,70 @@ export const SCRIPTS: Record<string, Step[]> = {
     q('ROLLBACK'),
     { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },
   ],
+  // DEALLOCATE ALL and DISCARD ALL drop the named statements only (DropAllPreparedStatements walks the hash of named
+  // ones); the unnamed statement stays, here behind an Execute of a named one (a simple Query drops it anyway).
+  'DEALLOCATE ALL and DISCARD ALL keep the unnamed statement': [
+    {
+      send: [
+        msg.parse('', 'SELECT 1 AS kept'),
+        msg.parse('d', 'DEALLOCATE ALL'),
+        msg.bind('p', 'd'),
+        msg.execute('p'),
+        msg.sync(),
+      ],
+    },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+    {
+      send: [
+        msg.parse('', 'SELECT 2 AS kept'),
+        msg.parse('d', 'DISCARD ALL'),
+        msg.bind('p', 'd'),
+        msg.execute('p'),
+        msg.sync(),
+      ],
+    },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+    { send: [msg.bind('', 'd'), msg.sync()] },
+  ],
+  // A PREPARE of a name that exists fails (42P05): the protocol statement of that name stays, alone in a Query or
+  // with other statements, ahead of the PREPARE or behind it.
+  "a PREPARE of a protocol statement's name fails and the statement stays, in a multi-statement Query too": [
+    { send: [msg.parse('s1', 'SELECT 1 AS still_s1'), msg.sync()] },
+    q('PREPARE s1 AS SELECT 2'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('SELECT 3 AS first; PREPARE s1 AS SELECT 4'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('PREPARE s1 AS SELECT 5; SELECT 6'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+    q('BEGIN; PREPARE s1 AS SELECT 7; COMMIT'),
+    q('ROLLBACK'),
+    { send: [msg.bind('', 's1'), msg.execute(''), msg.sync()] },
+  ],
+  // PostgreSQL reads names of any length (pq_getmsgstring) and keys statements and portals on their first 63 bytes.
+  'Bind with portal and statement names longer than 4 KiB, one past a read buffer, one never terminated': [
+    {
+      send: [
+        msg.parse(LONG_STATEMENT, 'SELECT 1 AS long_names'),
+        msg.bind(LONG_PORTAL, LONG_STATEMENT),
+        msg.describe('P', LONG_PORTAL),
+        msg.execute(LONG_PORTAL),
+        msg.sync(),
+      ],
+    },
+    {
+      send: [
+        msg.parse('', 'SELECT 2 AS longer'),
+        msg.bind('Q'.repeat(100_000), ''),
+        msg.execute('Q'.repeat(63)),
+        msg.bind('', `${LONG_STATEMENT}${'x'.repeat(70_000)}`),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+    { send: [raw('B', 'R'.repeat(6000)), msg.execute('R'.repeat(63)), msg.sync()] },
+    { send: [raw('B', '\0', 'S'.repeat(9000)), msg.sync()] },
+    q('SELECT 3 AS after'),
+  ],
 };
 
 /**
@@ -414,17 +480,17 @@ export const SCRIPTS: Record<string, Step[]> = {
  * one (to plan masking for its rows), so a portal that has gone raises the same SQLSTATE and message from
  * PostgreSQL's Describe code instead of its Execute code.
  */
-export const ERROR_LOCATION_MAY_DIFFER = new Set([
-  'portals end with their transaction: Execute after Sync, and inside an explicit transaction',
-]);
+export const ERROR_LOCATION_MAY_DIFFER = new Set<string>([]);
 
 /**
  * Scripts where the proxy answers an error itself, on PostgreSQL's behalf: Execute of a portal it did not see made
- * by Bind (here: one the client closed). Same severity, SQLSTATE and message as PostgreSQL's; no F/L/R (PostgreSQL
- * source location) and a hint naming pgwarden, so those fields are left out of the comparison.
+ * by Bind, or knows has gone (here: one the client closed, one whose transaction ended). Same severity, SQLSTATE
+ * and message as PostgreSQL's; no F/L/R (PostgreSQL source location) and a hint naming pgwarden, so those fields are
+ * left out of the comparison.
  */
 export const ERROR_ANSWERED_BY_PROXY = new Set([
   'extended protocol oddities: two statements in one Parse, an empty statement, a closed portal',
+  'portals end with their transaction: Execute after Sync, and inside an explicit transaction',
 ]);
 
 /** An ErrorResponse body without its F, L and R fields (and H, with `hint`). */
