@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   analyzeSql,
+  constantsOnlyAsValues,
   createSessionState,
   type Decision,
   decide,
@@ -19,7 +20,7 @@ import type {
   Verdict,
 } from '../proxy/hooks.js';
 import type { ApprovalGate } from './approval-gate.js';
-import { constantsOnlyAsValues, type GrantScope, grantKey } from './approval-grants.js';
+import { type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
 import { pinnedSearchPath, sessionSetupSql } from './session-setup.js';
