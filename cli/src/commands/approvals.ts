@@ -75,9 +75,14 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   }
   if (e.closed)
     lines.push(
-      visibleText(`closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}`),
+      visibleText(
+        `closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}${e.closed.reason ? `: ${e.closed.reason}` : ''}`,
+      ),
     );
-  if (e.grant) lines.push(`grant      ${visibleText(grantText(e.grant, now))}`);
+  // An approval the sidecar could not apply gave no grant either, whatever the approver asked for.
+  if (e.grant && e.state === 'denied')
+    lines.push(`grant      asked for ${visibleText(e.grant.for)}, none given: the sidecar denied the statement`);
+  else if (e.grant) lines.push(`grant      ${visibleText(grantText(e.grant, now))}`);
   else if (r.grantMax) lines.push(`grantable  up to ${r.grantMax} (approve --for DURATION)`);
   lines.push(
     'sql',
@@ -136,7 +141,7 @@ export function registerApprovals(program: Command): void {
   withApproverOptions(approvals.command('list').description('held statements, newest first'))
     .option(
       '--state <state>',
-      'pending, decided, approved, rejected, expired, withdrawn, refused, a comma-separated list of these, or all',
+      'pending, decided, approved, rejected, denied, expired, withdrawn, refused, a comma-separated list of these, or all',
       'pending',
     )
     .option('--limit <n>', 'only the newest n (1–1000)')

@@ -435,7 +435,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     const approved = approvalRequest({ requestedAt: at(2), sql: 'DELETE FROM t WHERE id = 3' });
     const expired = approvalRequest({ requestedAt: at(3), expiresAt: new Date(Date.now() - 1000).toISOString() });
     const pending = approvalRequest({ requestedAt: at(4), sql: 'DELETE FROM t WHERE id = 4' });
-    for (const r of [rejected, approved, expired, pending])
+    // Approved, but its sidecar's policy was reloaded during the hold: the sidecar denied it.
+    const stale = approvalRequest({ requestedAt: at(0), sql: 'DELETE FROM t WHERE id = 5' });
+    for (const r of [rejected, approved, expired, pending, stale])
       await js.publish(approvalSubject('request', r.id), JSON.stringify(r));
     const decide = async (id: string, body: object) => {
       const res = await fetch(`${collector.url}/api/v1/approvals/${id}`, {
@@ -447,6 +449,11 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     };
     await decide(rejected.id, { decision: 'reject', reason: 'not during <b>business</b> hours' });
     await decide(approved.id, { decision: 'approve', reason: 'ticket OPS-7' });
+    await decide(stale.id, { decision: 'approve', reason: 'ticket OPS-8' });
+    await js.publish(
+      approvalSubject('closed', stale.id),
+      JSON.stringify({ ...approvalClosed(stale.id, 'denied'), reason: 'stale: policy reloaded' }),
+    );
     const alice = { name: 'alice', groups: ['dba'] };
     await js.publish(
       approvalSubject('closed', rejected.id),
@@ -469,6 +476,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.$eval(row(rejected.id), (tr) => tr.className)).toBe('linked');
       expect((await cells(approved.id))[4]).toBe('approved by alice: ticket OPS-7, not yet applied by its sidecar');
       expect((await cells(expired.id))[4]).toBe('expired without a decision');
+      expect((await cells(stale.id))[4]).toBe('denied by its sidecar after alice’s approval: stale: policy reloaded');
+      expect(await page.$eval(`${row(stale.id)} td:last-child`, (td) => td.className)).toBe('deny');
       // Still pending: in the queue, not among the decided.
       expect(await page.$$eval(row(pending.id), (trs) => trs.length)).toBe(0);
       await page.waitForSelector(`#approval-list tr[data-approval="${pending.id}"]`);

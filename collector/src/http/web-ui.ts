@@ -336,6 +336,8 @@ function outcomeText(a) {
     case 'decided': return d.decision + ' by ' + by + why + ', not yet applied by its sidecar';
     case 'approved': return 'approved by ' + by + why + grant;
     case 'rejected': return 'rejected by ' + by + why;
+    // Approved, but the sidecar denied it all the same (the policy was reloaded during the hold): it did not run.
+    case 'denied': return 'denied by its sidecar' + (d && d.decision === 'approved' ? ' after ' + by + '’s approval' : '') + ': ' + ((a.closed && a.closed.reason) || 'no reason given');
     case 'expired': return d ? 'expired before ' + by + '’s decision reached its sidecar' : 'expired without a decision';
     case 'withdrawn': return 'withdrawn: the client cancelled or went away';
     case 'refused': return 'refused: its sidecar could not hold it';
@@ -347,13 +349,13 @@ async function loadDecided() {
   if (!isApprover) return;
   const msg = document.getElementById('decided-msg');
   let page;
-  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { setText(msg, String(e.message)); return; }
+  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,denied,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { setText(msg, String(e.message)); return; }
   setText(msg, '');
   drawRows('decided-list', page.approvals, 'nothing decided yet', 5, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.decided = a.id;
     tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
-    tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' ? 'deny' : undefined));
+    tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' || a.state === 'denied' ? 'deny' : undefined));
     markIfLinked(tr, a.id);
     return tr;
   });

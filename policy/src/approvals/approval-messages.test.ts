@@ -10,6 +10,7 @@ import {
   parseApprovalRevoked,
   parseApprovalSubject,
   requestFitsSubject,
+  STALE_APPROVAL_REASON,
   sidecarApprovalSubject,
 } from './approval-messages.js';
 
@@ -70,6 +71,12 @@ describe('approval messages', () => {
       at,
     });
     expect(parseApprovalClosed(JSON.stringify({ v: 1, id, outcome: 'ran', at }))).toBeUndefined();
+    // An approval the sidecar could not apply: the closing says the statement was denied, and why.
+    const denied = { v: 1, id, outcome: 'denied', at, reason: STALE_APPROVAL_REASON };
+    expect(parseApprovalClosed(JSON.stringify(denied))).toEqual(denied);
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, reason: undefined }))).toBeUndefined();
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, reason: 'x'.repeat(257) }))).toBeUndefined();
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, outcome: 'approved' }))).not.toHaveProperty('reason');
   });
 
   it('matches approvers by name or group, with globs, and nobody for empty approvers', () => {
