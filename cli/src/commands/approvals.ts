@@ -1,4 +1,10 @@
-import { type ApprovalEntry, nonAsciiCharacters, terminalSafeJson, visibleText } from '@pgwarden/collector';
+import {
+  type ApprovalEntry,
+  boundValuesText,
+  nonAsciiCharacters,
+  terminalSafeJson,
+  visibleText,
+} from '@pgwarden/collector';
 import type { Command } from 'commander';
 import { type ApproverOptions, approverAction, callCollector, withApproverOptions } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
@@ -90,12 +96,8 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
       .split('\n')
       .map((l) => `  ${l}`),
   );
-  // A prepared statement's execution: the values it runs with, which the approval is for.
-  if (r.params)
-    lines.push(
-      'values',
-      ...r.params.map((v, i) => `  $${i + 1} = ${v === null ? 'NULL' : visibleText(JSON.stringify(v))}`),
-    );
+  // A prepared statement's execution: the values it runs with, which the approval is for, each marked text or binary.
+  if (r.params) lines.push('values', ...boundValuesText(r.params, r.paramFormats).map((l) => `  ${visibleText(l)}`));
   // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
   const foreign = nonAsciiCharacters([r.sql, ...(r.params ?? [])].join(' '));
   if (foreign.length > 0) lines.push(`not ASCII  ${foreign.join(', ')}`);

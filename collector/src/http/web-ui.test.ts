@@ -345,6 +345,32 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     }
   }, 60_000);
 
+  it('marks each bound value of a held statement text or binary: a text `\\x41` is not shown as bytes', async () => {
+    const typed = approvalRequest({
+      sql: 'UPDATE files SET body = $1, name = $2, note = $3 WHERE id = $4',
+      params: ['\\x41', '\\x41', null, '7'],
+      paramFormats: ['binary', 'text', 'text', 'text'],
+    });
+    // From a sidecar that does not say (or a note in place of the values): quoted and unmarked, as before.
+    const unsaid = approvalRequest({ sql: 'DELETE FROM t WHERE id = $1', params: ['\\x41'] });
+    for (const r of [typed, unsaid])
+      await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await enterToken(page, TOKEN);
+      const values = (r: { id: string }) => `#approval-list tr[data-approval="${r.id}"] td:nth-child(4) div`;
+      await page.waitForSelector(values(typed));
+      expect(await page.textContent(values(typed))).toBe(
+        'with $1 (binary) = \\x41, $2 (text) = "\\\\x41", $3 = NULL, $4 (text) = "7"',
+      );
+      await page.waitForSelector(values(unsaid));
+      expect(await page.textContent(values(unsaid))).toBe('with $1 = "\\\\x41"');
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
   it('runs no script but its own, even from markup that got into the page, and cannot be framed', async () => {
     const { page, errors, close } = await openPage(collector.url);
     try {

@@ -60,6 +60,12 @@ describe('approval messages', () => {
     };
     expect(parseApprovalRequest(JSON.stringify(req))).toEqual(req);
     expect(parseApprovalRequest(JSON.stringify({ ...req, expiresAt: 'soon' }))).toBeUndefined();
+    // Bound values with one format each; formats that do not line up with them, or name another format, are refused.
+    const bound = { ...req, params: ['\\x41', '\\x41'], paramFormats: ['text', 'binary'] };
+    expect(parseApprovalRequest(JSON.stringify(bound))).toEqual(bound);
+    for (const paramFormats of [['text'], ['text', 'hex'], 'text', null])
+      expect(parseApprovalRequest(JSON.stringify({ ...bound, paramFormats })), String(paramFormats)).toBeUndefined();
+    expect(parseApprovalRequest(JSON.stringify({ ...req, paramFormats: [] }))).toBeUndefined();
     expect(parseApprovalRequest(JSON.stringify({ ...req, policy: { hash: '' } }))).toBeUndefined();
     for (const approvers of [null, [], { groups: 'dba' }, { groups: [1] }, { roles: ['x'] }]) {
       expect(parseApprovalRequest(JSON.stringify({ ...req, approvers })), JSON.stringify(approvers)).toBeUndefined();

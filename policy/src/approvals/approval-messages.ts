@@ -81,6 +81,12 @@ export interface ApprovalRequestMessage {
    * hex), secrets redacted. The approval is for the statement with these values.
    */
   params?: (string | null)[];
+  /**
+   * Each of `params`' format as the client sent it, in order: `binary` values are shown as `\x` hex, and a `text`
+   * value may read the same (`\x41` typed as text). Absent from earlier sidecars, and when `params` holds a note
+   * from the sidecar in place of the values (they were not kept, or the Bind could not be read).
+   */
+  paramFormats?: ('text' | 'binary')[];
   /** Who asked: the session's identity (namespace, serviceAccount, pod, user, groups). */
   identity: Record<string, unknown>;
   /** The policy's approval.approvers: who may decide. */
@@ -286,6 +292,15 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
   )
     return undefined;
   if (o.grantKey !== undefined && (typeof o.grantKey !== 'string' || !/^[0-9a-f]{64}$/.test(o.grantKey)))
+    return undefined;
+  // One format per value, or none: a list that does not line up would label the wrong value.
+  if (
+    o.paramFormats !== undefined &&
+    (!Array.isArray(o.paramFormats) ||
+      !Array.isArray(o.params) ||
+      o.paramFormats.length !== o.params.length ||
+      !o.paramFormats.every((f) => f === 'text' || f === 'binary'))
+  )
     return undefined;
   return o as unknown as ApprovalRequestMessage;
 }

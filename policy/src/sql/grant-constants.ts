@@ -198,7 +198,7 @@ function operatorName(name: unknown): string | undefined {
 function isColumn(node: unknown, ref: string): boolean {
   const c = (node as Node | undefined)?.ColumnRef as Node | undefined;
   const fields = c?.fields as Node[] | undefined;
-  if (!fields || !fields.every((f) => typeof (f.String as Node | undefined)?.sval === 'string')) return false;
+  if (!fields?.every((f) => typeof (f.String as Node | undefined)?.sval === 'string')) return false;
   const names = fields.map((f) => (f.String as Node).sval as string);
   if (names.length === 1) return true;
   return names.length === 2 && names[0] === ref;

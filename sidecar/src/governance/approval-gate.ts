@@ -19,6 +19,8 @@ export interface ApprovalRequest {
   sql: string;
   /** The execution's bound values, for a prepared statement (StatementRequest.params). */
   params?: (string | null)[];
+  /** Each value's format (StatementRequest.paramFormats); absent when `params` is a note. */
+  paramFormats?: ('text' | 'binary')[];
   identity: Identity;
   timeoutMs: number;
   /**

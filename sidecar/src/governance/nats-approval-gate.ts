@@ -315,6 +315,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     // Redaction can only shorten it; request() refused anything longer.
     sql: sql.slice(0, MAX_SQL_CHARS),
     ...(req.params ? { params: req.params.map((v) => (v === null ? null : redactSecrets(v))) } : {}),
+    ...(req.params && req.paramFormats?.length === req.params.length ? { paramFormats: req.paramFormats } : {}),
     identity: { ...req.identity },
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),

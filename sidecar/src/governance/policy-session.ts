@@ -294,6 +294,7 @@ export class PolicySession implements SessionHooks {
       rule: d.rule ?? '',
       sql: req.sql,
       ...(req.params ? { params: req.params } : {}),
+      ...(req.params && req.paramFormats ? { paramFormats: req.paramFormats } : {}),
       identity: this.ctx.info.identity,
       timeoutMs,
       ...(grant ? { grant } : {}),
