@@ -57,6 +57,7 @@ export type {
 } from './sql/analysis-types.js';
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
 export { parseSearchPathValue } from './sql/function-calls.js';
+export { constantsOnlyAsValues } from './sql/grant-constants.js';
 export { initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';
 export { createSessionState, SessionState } from './sql/session-state.js';
 export { warmUpSqlAnalysis } from './sql/warm-up.js';

@@ -1,6 +1,15 @@
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { approvalSubject } from '../../policy/src/index.js';
+import { formatApproval } from '../../cli/src/commands/approvals.js';
+import { ApprovalBook } from '../../collector/src/approvals/approval-book.js';
+import { outcomeNoticeBody } from '../../collector/src/approvals/outcome-notice.js';
+import {
+  APPROVALS_STREAM,
+  type ApprovalRequestMessage,
+  approvalSubject,
+  parseApprovalClosed,
+  sidecarApprovalSubject,
+} from '../../policy/src/index.js';
 import { writePolicy } from './governed-sidecar.js';
 import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
@@ -11,8 +20,10 @@ let world: ReviewWorld;
 
 beforeAll(async () => {
   world = await startReviewWorld('reloadapprovers', {
-    adjust: async (_policy, db) => {
-      await db.su('INSERT INTO orders (id, customer_id) VALUES (400, 1), (401, 1)');
+    adjust: async (policy, db) => {
+      // Grants allowed: an approval that asks for one must not leave one behind when it could not be applied.
+      policy.spec.approval.grants = { maxDuration: '10m' };
+      await db.su('INSERT INTO orders (id, customer_id) VALUES (400, 1), (401, 1), (402, 1)');
     },
   });
 }, 60_000);
@@ -23,7 +34,7 @@ afterAll(async () => {
 const rowsWithId = async (id: number) =>
   (await world.db.su(`SELECT count(*)::int AS n FROM orders WHERE id = ${id}`)).rows[0].n as number;
 
-const approveAsDana = (id: string) =>
+const approveAsDana = (id: string, grantFor?: string) =>
   jetstream(world.collectorNc).publish(
     approvalSubject('decision', id),
     JSON.stringify({
@@ -32,11 +43,34 @@ const approveAsDana = (id: string) =>
       decision: 'approved',
       by: { name: 'dana', groups: ['dba'] },
       at: new Date().toISOString(),
+      ...(grantFor ? { grant: { for: grantFor } } : {}),
     }),
   );
 
-/** Holds `sql`, reloads the policy as `change` makes it, then approves as dana (group dba); returns the outcome. */
-async function heldAcrossReload(sql: string, change: (policy: Record<string, any>) => void) {
+/** Every message of the approval stream about `id`, in stream order, waiting until its closing is there. */
+async function messagesOf(id: string): Promise<{ subject: string; data: Uint8Array }[]> {
+  const jsm = await jetstreamManager(world.collectorNc);
+  for (let i = 0; i < 250; i++) {
+    const out: { subject: string; data: Uint8Array }[] = [];
+    for (let seq = 1; seq <= (await world.lastSeq()); seq++) {
+      const m = await jsm.streams.getMessage(APPROVALS_STREAM, { seq }).catch(() => null);
+      if (m?.subject.endsWith(`.${id}`)) out.push({ subject: m.subject, data: m.data });
+    }
+    if (out.some((m) => m.subject === sidecarApprovalSubject('closed', 'agents', id))) return out;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  throw new Error(`no closing for approval ${id}`);
+}
+
+/**
+ * Holds `sql`, reloads the policy as `change` makes it, then approves as dana (group dba); returns the outcome and
+ * the approval request.
+ */
+async function heldAcrossReload(
+  sql: string,
+  change: (policy: Record<string, any>) => void,
+  grantFor?: string,
+): Promise<{ rows?: number | null; error?: string; request: ApprovalRequestMessage }> {
   const { g, idp } = world;
   const c = await g.client({ password: await idp.sign({ sub: 'alice', groups: ['data-team'] }) });
   try {
@@ -51,8 +85,8 @@ async function heldAcrossReload(sql: string, change: (policy: Record<string, any
     change(policy);
     writePolicy(g.policyFile, policy);
     await g.waitEvent((e) => e.type === 'policy.loaded', loadedBefore);
-    await approveAsDana(request.id);
-    return await pending;
+    await approveAsDana(request.id, grantFor);
+    return { ...(await pending), request };
   } finally {
     await c.end().catch(() => {});
     const loadedBefore = g.events.length;
@@ -76,5 +110,47 @@ describe('a decision that arrives after a reload of the policy it was held under
     });
     expect(out).toMatchObject({ error: expect.stringMatching(/policy no longer in force/) });
     expect(await rowsWithId(401)).toBe(1);
+  });
+
+  it('closes the hold as denied (stale), not approved: the queue, the CLI, the follow-up and the trail say so', async () => {
+    // A reload that changes nothing but the policy's hash: dana may still approve, asks for a grant, and the
+    // statement is still denied, because her approval was given under the earlier version.
+    const out = await heldAcrossReload(
+      'DELETE FROM orders WHERE id = 402',
+      (p) => {
+        p.spec.approval.timeout = '9m';
+      },
+      '5m',
+    );
+    expect(out).toMatchObject({ error: expect.stringMatching(/policy no longer in force/) });
+    expect(await rowsWithId(402)).toBe(1);
+    const { id } = out.request;
+    const messages = await messagesOf(id);
+    const closing = messages.find((m) => m.subject === sidecarApprovalSubject('closed', 'agents', id))!;
+    const closed = parseApprovalClosed(closing.data);
+    expect(closed).toMatchObject({ id, outcome: 'denied', reason: 'stale: policy reloaded' });
+    expect(closed).not.toHaveProperty('grantUntil');
+    // The collector's queue, rebuilt from the same stream messages, and what the CLI shows of it.
+    const book = new ApprovalBook();
+    for (const m of messages) book.apply(m.subject, m.data, Date.now());
+    const entry = book.get(id, Date.now())!;
+    expect(entry.state).toBe('denied');
+    expect(entry.grant?.state).not.toBe('active');
+    const shown = formatApproval(entry, Date.now());
+    expect(shown).toMatch(/^state {6}denied$/m);
+    expect(shown).toMatch(/^closed {5}denied at \S+: stale: policy reloaded$/m);
+    expect(shown).toMatch(/^grant {6}asked for 5m, none given: the sidecar denied the statement$/m);
+    const notice = JSON.parse(outcomeNoticeBody(closed!, entry, { format: 'slack' })).text as string;
+    expect(notice).toMatch(/^🚫 Denied by its sidecar after dana’s approval \(stale: policy reloaded\)/);
+    // The sidecar's own record: denied, with who had approved in the reason; no grant given or kept.
+    const released = await world.g.waitEvent(
+      (e) => e.type === 'statement.released' && (e as { approvalId?: string }).approvalId === id,
+    );
+    expect(released).toMatchObject({
+      outcome: 'stale',
+      reason: 'stale: policy reloaded (approved by dana under the policy it was held under)',
+    });
+    expect(released).not.toHaveProperty('grantUntil');
+    expect(released).not.toHaveProperty('by');
   });
 });

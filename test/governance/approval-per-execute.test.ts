@@ -1,7 +1,11 @@
 import { jetstream } from '@nats-io/jetstream';
+import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { approvalSubject } from '../../policy/src/index.js';
-import { errorOf } from './governed-sidecar.js';
+import { formatApproval } from '../../cli/src/commands/approvals.js';
+import { noticeBody } from '../../collector/src/approvals/approval-notice.js';
+import { approvalSubject, auditEventSchema } from '../../policy/src/index.js';
+import { createAuditRecorder } from '../../sidecar/src/audit/index.js';
+import { errorOf, memoryAudit } from './governed-sidecar.js';
 import { RawClient, serialize } from './raw-client.js';
 import { type ReviewWorld, startReviewWorld } from './review-world.js';
 
@@ -9,6 +13,7 @@ import { type ReviewWorld, startReviewWorld } from './review-world.js';
 // for, not the statement's later runs (a Bind with other values is another DELETE). The same execution going on
 // (a row-limited Execute, PortalSuspended, Execute again) is not asked about again.
 let world: ReviewWorld;
+const trail = memoryAudit();
 let db: ReviewWorld['db'];
 let idp: ReviewWorld['idp'];
 let collectorNc: ReviewWorld['collectorNc'];
@@ -17,6 +22,8 @@ let g: ReviewWorld['g'];
 beforeAll(async () => {
   world = await startReviewWorld('perexec', {
     adjust: (_policy, db) => db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(200, 215) i'),
+    // Bound values in the trail too, to check they are labelled as the approver saw them.
+    sidecar: { auditRecorder: createAuditRecorder(trail, { captureParams: true }) },
   });
   ({ db, idp, collectorNc, g } = world);
 }, 60_000);
@@ -108,5 +115,33 @@ describe('review of a prepared statement', () => {
     expect(await rowsWithId(206)).toBe(1);
     expect(await requestsAfter(seq)).toHaveLength(2);
     c.end();
+  });
+
+  it('marks each bound value text or binary, so a text value that reads like hex is not taken for bytes', async () => {
+    const c = await g.client({ password: await token() });
+    const sql = 'DELETE FROM orders WHERE id = $1 AND note IS DISTINCT FROM $2 AND note IS DISTINCT FROM $3';
+    const seq = await lastSeq();
+    // pg sends a Buffer in binary format, strings in text: `\x41` typed as text, and the byte `A`.
+    const pending = c.query({ name: 'fmt', text: sql, values: ['207', '\\x41', Buffer.from('A')] });
+    const r = await nthRequest(seq, 1);
+    expect(r.params).toEqual(['207', '\\x41', '\\x41']);
+    expect(r.paramFormats).toEqual(['text', 'text', 'binary']);
+    // As the CLI and a Slack notice show them to the approver.
+    const shown = formatApproval({ id: r.id, state: 'pending', request: r }, Date.now());
+    expect(shown).toContain('values\n  $1 (text) = "207"\n  $2 (text) = "\\\\x41"\n  $3 (binary) = \\x41\n');
+    const slack = JSON.parse(noticeBody(r, { format: 'slack', includeSql: true }, Date.now())).text as string;
+    expect(slack).toContain('with `$1 (text) = "207", $2 (text) = "\\\\x41", $3 (binary) = \\x41`');
+    await decide(r.id, 'approved');
+    expect((await pending).rowCount).toBe(1);
+    // The trail keeps the params as before and adds their formats, within schema v1.
+    const event = trail.events.find(
+      (e) => e.type === 'statement' && e.statement.text === sql && e.decision.action === 'allow',
+    );
+    expect(event?.statement).toMatchObject({
+      params: ['207', '\\x41', '\\x41'],
+      paramFormats: ['text', 'text', 'binary'],
+    });
+    expect(new Ajv({ allErrors: true }).validate(auditEventSchema, event)).toBe(true);
+    await c.end();
   });
 });

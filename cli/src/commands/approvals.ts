@@ -1,4 +1,10 @@
-import { type ApprovalEntry, nonAsciiCharacters, terminalSafeJson, visibleText } from '@pgwarden/collector';
+import {
+  type ApprovalEntry,
+  boundValuesText,
+  nonAsciiCharacters,
+  terminalSafeJson,
+  visibleText,
+} from '@pgwarden/collector';
 import type { Command } from 'commander';
 import { type ApproverOptions, approverAction, callCollector, withApproverOptions } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
@@ -75,9 +81,14 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   }
   if (e.closed)
     lines.push(
-      visibleText(`closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}`),
+      visibleText(
+        `closed     ${e.closed.outcome} at ${e.closed.at}${e.closed.by ? ` (${e.closed.by.name})` : ''}${e.closed.reason ? `: ${e.closed.reason}` : ''}`,
+      ),
     );
-  if (e.grant) lines.push(`grant      ${visibleText(grantText(e.grant, now))}`);
+  // An approval the sidecar could not apply gave no grant either, whatever the approver asked for.
+  if (e.grant && e.state === 'denied')
+    lines.push(`grant      asked for ${visibleText(e.grant.for)}, none given: the sidecar denied the statement`);
+  else if (e.grant) lines.push(`grant      ${visibleText(grantText(e.grant, now))}`);
   else if (r.grantMax) lines.push(`grantable  up to ${r.grantMax} (approve --for DURATION)`);
   lines.push(
     'sql',
@@ -85,12 +96,8 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
       .split('\n')
       .map((l) => `  ${l}`),
   );
-  // A prepared statement's execution: the values it runs with, which the approval is for.
-  if (r.params)
-    lines.push(
-      'values',
-      ...r.params.map((v, i) => `  $${i + 1} = ${v === null ? 'NULL' : visibleText(JSON.stringify(v))}`),
-    );
+  // A prepared statement's execution: the values it runs with, which the approval is for, each marked text or binary.
+  if (r.params) lines.push('values', ...boundValuesText(r.params, r.paramFormats).map((l) => `  ${visibleText(l)}`));
   // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
   const foreign = nonAsciiCharacters([r.sql, ...(r.params ?? [])].join(' '));
   if (foreign.length > 0) lines.push(`not ASCII  ${foreign.join(', ')}`);
@@ -136,7 +143,7 @@ export function registerApprovals(program: Command): void {
   withApproverOptions(approvals.command('list').description('held statements, newest first'))
     .option(
       '--state <state>',
-      'pending, decided, approved, rejected, expired, withdrawn, refused, a comma-separated list of these, or all',
+      'pending, decided, approved, rejected, denied, expired, withdrawn, refused, a comma-separated list of these, or all',
       'pending',
     )
     .option('--limit <n>', 'only the newest n (1–1000)')

@@ -19,7 +19,8 @@ import {
 import { CollectorError } from '../errors.js';
 
 /**
- * Where a held statement stands, as far as the stream tells: the sidecar's closed outcome once it reported one;
+ * Where a held statement stands, as far as the stream tells: the sidecar's closed outcome once it reported one
+ * (`denied`: approved, but the sidecar denied it all the same, as after a reload of the policy during the hold);
  * `decided` while a decision waits for the sidecar to apply it; `expired` once `expiresAt` passed without either;
  * else `pending`.
  */
@@ -29,6 +30,7 @@ export const APPROVAL_STATES: readonly ApprovalState[] = [
   'decided',
   'approved',
   'rejected',
+  'denied',
   'expired',
   'withdrawn',
   'refused',

@@ -36,6 +36,27 @@ describe('approval notice bodies', () => {
     expect(full.url).toBe(`https://pgw.example.com/?approval=${request.id}#approvals`);
   });
 
+  it('with the SQL, a prepared statement’s values, each marked text or binary (a text `\\x41` is not bytes)', () => {
+    const bound = {
+      ...request,
+      params: ['\\x41', '\\x41', null],
+      paramFormats: ['text' as const, 'binary' as const, 'text' as const],
+    };
+    const json = JSON.parse(noticeBody(bound, { format: 'json', includeSql: true }, NOW));
+    expect(json).toMatchObject({ params: bound.params, paramFormats: bound.paramFormats });
+    const without = JSON.parse(noticeBody(bound, { format: 'json', includeSql: false }, NOW));
+    expect(without).not.toHaveProperty('params');
+    expect(without).not.toHaveProperty('paramFormats');
+    const slack = (r: typeof request, includeSql: boolean) =>
+      JSON.parse(noticeBody(r, { format: 'slack', includeSql }, NOW)).text as string;
+    expect(slack(bound, true).split('\n').at(-1)).toBe('with `$1 (text) = "\\\\x41", $2 (binary) = \\x41, $3 = NULL`');
+    expect(slack(bound, false)).not.toContain('x41');
+    // A value cannot close the code span and format the rest.
+    expect(slack({ ...bound, params: ['a` *b*'], paramFormats: ['text'] }, true)).toContain(
+      'with `$1 (text) = "a`\u200b *b*"`',
+    );
+  });
+
   it('slack: one line saying what, who and until when, escaped so nothing in it can ping or link', () => {
     const text = (over = {}, opts = {}) =>
       JSON.parse(noticeBody({ ...request, ...over }, { format: 'slack', includeSql: false, ...opts }, NOW)).text;

@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { ApprovalRequestMessage } from '@pgwarden/policy';
+import { boundValuesText } from '../display/bound-values.js';
 import { visibleText } from '../display/visible-text.js';
 
 /**
@@ -15,7 +16,10 @@ export const NOTICE_SQL_LIMIT = 500;
 
 export interface NoticeOptions {
   format: NoticeFormat;
-  /** Add the statement (already secret-redacted by the sidecar), cut to NOTICE_SQL_LIMIT characters. */
+  /**
+   * Add the statement (already secret-redacted by the sidecar), cut to NOTICE_SQL_LIMIT characters, and the values a
+   * prepared statement's execution was bound with (each marked text or binary), cut the same way.
+   */
   includeSql: boolean;
   /** The web UI as people reach it: the notice links to the queue there. */
   publicUrl?: string;
@@ -34,6 +38,12 @@ export interface ApprovalRequestedNotice {
   expiresAt: string;
   url?: string;
   sql?: string;
+  /**
+   * With `sql`, for an execution of a prepared statement: its bound values as the request carries them (binary ones
+   * as `\x` hex), each cut to NOTICE_SQL_LIMIT characters, and their formats (`text` | `binary`) when it says.
+   */
+  params?: (string | null)[];
+  paramFormats?: ('text' | 'binary')[];
   /** The request offers a grant (approval.grants): an approver may also approve its shape for up to this long. */
   grantMax?: string;
 }
@@ -53,9 +63,14 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
   // UI shows them. The json body is data for a program and carries the text as stored.
   if (opts.format === 'slack') {
     const shown = opts.includeSql ? truncateSql(visibleText(request.sql)) : undefined;
-    return JSON.stringify({ text: slackText(request, now, url, shown) });
+    const values =
+      opts.includeSql && request.params
+        ? truncateSql(visibleText(boundValuesText(request.params, request.paramFormats).join(', ')))
+        : undefined;
+    return JSON.stringify({ text: slackText(request, now, url, shown, values) });
   }
   const sql = opts.includeSql ? truncateSql(request.sql) : undefined;
+  const params = opts.includeSql ? request.params : undefined;
   const notice: ApprovalRequestedNotice = {
     type: 'approval.requested',
     id: request.id,
@@ -70,6 +85,8 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
     expiresAt: request.expiresAt,
     ...(url ? { url } : {}),
     ...(sql !== undefined ? { sql } : {}),
+    ...(params ? { params: params.map((v) => (v === null ? null : truncateSql(v))) } : {}),
+    ...(params && request.paramFormats ? { paramFormats: request.paramFormats } : {}),
     ...(request.grantMax ? { grantMax: request.grantMax } : {}),
   };
   return JSON.stringify(notice);
@@ -118,7 +135,7 @@ export function heldSummary(request: ApprovalRequestMessage): string {
   return `policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}`;
 }
 
-function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string): string {
+function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string, values?: string): string {
   const line =
     `Statement held for approval: ${heldSummary(request)}, ` +
     `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
@@ -128,6 +145,8 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
   // Backticks split by a zero-width space: a ``` in the SQL cannot close the block and let the rest format as text.
   if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql).replace(/`/g, '`\u200b')}\`\`\``;
+  // The values it runs with, each marked (text) or (binary): a text value that reads `\x41` is not bytes.
+  if (values !== undefined) text += `\nwith \`${slackEscape(values).replace(/`/g, '`\u200b')}\``;
   return text;
 }
 

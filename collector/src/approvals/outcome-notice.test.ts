@@ -49,6 +49,17 @@ describe('follow-up bodies', () => {
     );
   });
 
+  it('an approval the sidecar could not apply (policy reloaded during the hold) is told as a denial, not approved', () => {
+    const stale = closed({ outcome: 'denied', reason: 'stale: policy reloaded' });
+    expect(slack(stale, { request, decision: decision('approved') })).toBe(
+      `🚫 Denied by its sidecar after bob’s approval (stale: policy reloaded): ${HELD}`,
+    );
+    expect(slack(stale)).not.toMatch(/approved/i);
+    const json = JSON.parse(outcomeNoticeBody(stale, { request, decision: decision('approved') }, { format: 'json' }));
+    expect(json).toMatchObject({ outcome: 'denied', deniedBecause: 'stale: policy reloaded' });
+    expect(json).not.toHaveProperty('grantUntil');
+  });
+
   it('slack: names the approval by id when the queue never saw its request (unlinked), else links to it', () => {
     expect(slack(closed({ outcome: 'withdrawn' }), {})).toBe(
       `↩︎ Cancelled by the client (or it went away): approval ${ID}.`,

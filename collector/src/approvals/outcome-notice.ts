@@ -19,6 +19,8 @@ export interface ApprovalClosedNotice {
   at: string;
   /** The approval gave a grant: when it ends. */
   grantUntil?: string;
+  /** With `denied`: why the sidecar denied the statement an approver had approved (`stale: policy reloaded`). */
+  deniedBecause?: string;
   /**
    * The approver's reason for the decision the sidecar applied (approved, rejected), as they typed it, cut to 256
    * characters; for an approval under a grant, which grant.
@@ -54,6 +56,7 @@ export function outcomeNoticeBody(
     ...(closed.by ? { by: { name: closed.by.name } } : {}),
     at: closed.at,
     ...(closed.grantUntil ? { grantUntil: closed.grantUntil } : {}),
+    ...(closed.reason ? { deniedBecause: closed.reason } : {}),
     ...(reason ? { reason } : {}),
     ...(request
       ? {
@@ -108,6 +111,9 @@ function headline(closed: ApprovalClosedMessage, decision?: ApprovalDecisionMess
       return `✅ Approved${by ? ` by ${by}` : ''}${closed.grantUntil ? ` (grant until ${clockTime(closed.grantUntil, closed.at)})` : ''}`;
     case 'rejected':
       return `⛔ Rejected${by ? ` by ${by}` : ''}`;
+    case 'denied':
+      // Approved, but the sidecar could not apply it (a reload of the policy during the hold): it did not run.
+      return `🚫 Denied by its sidecar${decision?.decision === 'approved' ? ` after ${visibleText(decision.by.name)}’s approval` : ''} (${visibleText(closed.reason ?? 'no reason given')})`;
     case 'expired':
       // A decision the sidecar never applied: published while the sidecar was cut off from NATS.
       return decision

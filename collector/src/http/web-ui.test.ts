@@ -345,6 +345,32 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     }
   }, 60_000);
 
+  it('marks each bound value of a held statement text or binary: a text `\\x41` is not shown as bytes', async () => {
+    const typed = approvalRequest({
+      sql: 'UPDATE files SET body = $1, name = $2, note = $3 WHERE id = $4',
+      params: ['\\x41', '\\x41', null, '7'],
+      paramFormats: ['binary', 'text', 'text', 'text'],
+    });
+    // From a sidecar that does not say (or a note in place of the values): quoted and unmarked, as before.
+    const unsaid = approvalRequest({ sql: 'DELETE FROM t WHERE id = $1', params: ['\\x41'] });
+    for (const r of [typed, unsaid])
+      await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      await enterToken(page, TOKEN);
+      const values = (r: { id: string }) => `#approval-list tr[data-approval="${r.id}"] td:nth-child(4) div`;
+      await page.waitForSelector(values(typed));
+      expect(await page.textContent(values(typed))).toBe(
+        'with $1 (binary) = \\x41, $2 (text) = "\\\\x41", $3 = NULL, $4 (text) = "7"',
+      );
+      await page.waitForSelector(values(unsaid));
+      expect(await page.textContent(values(unsaid))).toBe('with $1 = "\\\\x41"');
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
   it('runs no script but its own, even from markup that got into the page, and cannot be framed', async () => {
     const { page, errors, close } = await openPage(collector.url);
     try {
@@ -435,7 +461,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     const approved = approvalRequest({ requestedAt: at(2), sql: 'DELETE FROM t WHERE id = 3' });
     const expired = approvalRequest({ requestedAt: at(3), expiresAt: new Date(Date.now() - 1000).toISOString() });
     const pending = approvalRequest({ requestedAt: at(4), sql: 'DELETE FROM t WHERE id = 4' });
-    for (const r of [rejected, approved, expired, pending])
+    // Approved, but its sidecar's policy was reloaded during the hold: the sidecar denied it.
+    const stale = approvalRequest({ requestedAt: at(0), sql: 'DELETE FROM t WHERE id = 5' });
+    for (const r of [rejected, approved, expired, pending, stale])
       await js.publish(approvalSubject('request', r.id), JSON.stringify(r));
     const decide = async (id: string, body: object) => {
       const res = await fetch(`${collector.url}/api/v1/approvals/${id}`, {
@@ -447,6 +475,11 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     };
     await decide(rejected.id, { decision: 'reject', reason: 'not during <b>business</b> hours' });
     await decide(approved.id, { decision: 'approve', reason: 'ticket OPS-7' });
+    await decide(stale.id, { decision: 'approve', reason: 'ticket OPS-8' });
+    await js.publish(
+      approvalSubject('closed', stale.id),
+      JSON.stringify({ ...approvalClosed(stale.id, 'denied'), reason: 'stale: policy reloaded' }),
+    );
     const alice = { name: 'alice', groups: ['dba'] };
     await js.publish(
       approvalSubject('closed', rejected.id),
@@ -469,6 +502,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.$eval(row(rejected.id), (tr) => tr.className)).toBe('linked');
       expect((await cells(approved.id))[4]).toBe('approved by alice: ticket OPS-7, not yet applied by its sidecar');
       expect((await cells(expired.id))[4]).toBe('expired without a decision');
+      expect((await cells(stale.id))[4]).toBe('denied by its sidecar after alice’s approval: stale: policy reloaded');
+      expect(await page.$eval(`${row(stale.id)} td:last-child`, (td) => td.className)).toBe('deny');
       // Still pending: in the queue, not among the decided.
       expect(await page.$$eval(row(pending.id), (trs) => trs.length)).toBe(0);
       await page.waitForSelector(`#approval-list tr[data-approval="${pending.id}"]`);

@@ -261,11 +261,20 @@ const policyCell = (r) => el('td', r.policy.name + (r.rule ? ' / ' + r.rule : ''
 function sqlCell(r) {
   const td = el('td'); td.append(el('code', r.sql));
   // A prepared statement's execution: the values it runs with, which the approval is for.
-  if (Array.isArray(r.params)) td.append(el('div', 'with ' + r.params.map((v, i) => '$' + (i + 1) + ' = ' + (v === null ? 'NULL' : JSON.stringify(v))).join(', ')));
+  if (Array.isArray(r.params)) td.append(el('div', 'with ' + r.params.map((v, i) => boundValue(r, v, i)).join(', ')));
   // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
   const foreign = nonAsciiCharacters([r.sql, ...(Array.isArray(r.params) ? r.params : [])].join(' '));
   if (foreign.length) td.append(el('div', 'not ASCII: ' + foreign.join(', '), 'nonascii'));
   return td;
+}
+// A bound value marked with its format (display/bound-values.ts writes the same): a binary one as its \\x hex, a text
+// one quoted, so a text value that reads like hex cannot pass for bytes.
+function boundValue(r, v, i) {
+  const f = Array.isArray(r.paramFormats) && r.paramFormats.length === r.params.length ? r.paramFormats[i] : undefined;
+  const name = '$' + (i + 1);
+  if (v === null) return name + ' = NULL';
+  if (f === 'binary') return name + ' (binary) = ' + v;
+  return name + (f === 'text' ? ' (text)' : '') + ' = ' + JSON.stringify(v);
 }
 function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
 // A panel's rows, redrawn only when its list changed: the 5 s refresh must not wipe a reason being typed.
@@ -336,6 +345,8 @@ function outcomeText(a) {
     case 'decided': return d.decision + ' by ' + by + why + ', not yet applied by its sidecar';
     case 'approved': return 'approved by ' + by + why + grant;
     case 'rejected': return 'rejected by ' + by + why;
+    // Approved, but the sidecar denied it all the same (the policy was reloaded during the hold): it did not run.
+    case 'denied': return 'denied by its sidecar' + (d && d.decision === 'approved' ? ' after ' + by + '’s approval' : '') + ': ' + ((a.closed && a.closed.reason) || 'no reason given');
     case 'expired': return d ? 'expired before ' + by + '’s decision reached its sidecar' : 'expired without a decision';
     case 'withdrawn': return 'withdrawn: the client cancelled or went away';
     case 'refused': return 'refused: its sidecar could not hold it';
@@ -347,13 +358,13 @@ async function loadDecided() {
   if (!isApprover) return;
   const msg = document.getElementById('decided-msg');
   let page;
-  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { setText(msg, String(e.message)); return; }
+  try { page = await approverApi('/api/v1/approvals?state=decided,approved,rejected,denied,expired,withdrawn,refused&limit=' + DECIDED_LIMIT); } catch (e) { setText(msg, String(e.message)); return; }
   setText(msg, '');
   drawRows('decided-list', page.approvals, 'nothing decided yet', 5, (a) => {
     const r = a.request;
     const tr = el('tr'); tr.dataset.decided = a.id;
     tr.append(el('td', r.requestedAt), el('td', askedBy(r)), policyCell(r), sqlCell(r));
-    tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' ? 'deny' : undefined));
+    tr.append(el('td', outcomeText(a), a.state === 'approved' ? 'ok' : a.state === 'rejected' || a.state === 'denied' ? 'deny' : undefined));
     markIfLinked(tr, a.id);
     return tr;
   });

@@ -10,6 +10,7 @@ import {
   parseApprovalRevoked,
   parseApprovalSubject,
   requestFitsSubject,
+  STALE_APPROVAL_REASON,
   sidecarApprovalSubject,
 } from './approval-messages.js';
 
@@ -59,6 +60,12 @@ describe('approval messages', () => {
     };
     expect(parseApprovalRequest(JSON.stringify(req))).toEqual(req);
     expect(parseApprovalRequest(JSON.stringify({ ...req, expiresAt: 'soon' }))).toBeUndefined();
+    // Bound values with one format each; formats that do not line up with them, or name another format, are refused.
+    const bound = { ...req, params: ['\\x41', '\\x41'], paramFormats: ['text', 'binary'] };
+    expect(parseApprovalRequest(JSON.stringify(bound))).toEqual(bound);
+    for (const paramFormats of [['text'], ['text', 'hex'], 'text', null])
+      expect(parseApprovalRequest(JSON.stringify({ ...bound, paramFormats })), String(paramFormats)).toBeUndefined();
+    expect(parseApprovalRequest(JSON.stringify({ ...req, paramFormats: [] }))).toBeUndefined();
     expect(parseApprovalRequest(JSON.stringify({ ...req, policy: { hash: '' } }))).toBeUndefined();
     for (const approvers of [null, [], { groups: 'dba' }, { groups: [1] }, { roles: ['x'] }]) {
       expect(parseApprovalRequest(JSON.stringify({ ...req, approvers })), JSON.stringify(approvers)).toBeUndefined();
@@ -70,6 +77,12 @@ describe('approval messages', () => {
       at,
     });
     expect(parseApprovalClosed(JSON.stringify({ v: 1, id, outcome: 'ran', at }))).toBeUndefined();
+    // An approval the sidecar could not apply: the closing says the statement was denied, and why.
+    const denied = { v: 1, id, outcome: 'denied', at, reason: STALE_APPROVAL_REASON };
+    expect(parseApprovalClosed(JSON.stringify(denied))).toEqual(denied);
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, reason: undefined }))).toBeUndefined();
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, reason: 'x'.repeat(257) }))).toBeUndefined();
+    expect(parseApprovalClosed(JSON.stringify({ ...denied, outcome: 'approved' }))).not.toHaveProperty('reason');
   });
 
   it('matches approvers by name or group, with globs, and nobody for empty approvers', () => {

@@ -11,7 +11,9 @@ import { parseDuration } from '../engine/duration.js';
  *   sidecar   → pgwarden.approval.request.<ns>.<id>  ApprovalRequestMessage  (statement held)
  *   collector → pgwarden.approval.decision.<id>      ApprovalDecisionMessage (a person approved or rejected)
  *   sidecar   → pgwarden.approval.closed.<ns>.<id>   ApprovalClosedMessage   (what the sidecar did: ran it, denied
- *                                                                              it, it expired, or the client went away)
+ *                                                                              it (rejected, or approved too late to
+ *                                                                              apply), it expired, or the client went
+ *                                                                              away)
  *   collector → pgwarden.approval.revoked.<id>   ApprovalRevokedMessage  (a person ended the grant an approval gave)
  *   collector → pgwarden.approval.notified.<id>  ApprovalNotifiedMessage (the request's webhook notice was sent)
  *
@@ -79,6 +81,12 @@ export interface ApprovalRequestMessage {
    * hex), secrets redacted. The approval is for the statement with these values.
    */
   params?: (string | null)[];
+  /**
+   * Each of `params`' format as the client sent it, in order: `binary` values are shown as `\x` hex, and a `text`
+   * value may read the same (`\x41` typed as text). Absent from earlier sidecars, and when `params` holds a note
+   * from the sidecar in place of the values (they were not kept, or the Bind could not be read).
+   */
+  paramFormats?: ('text' | 'binary')[];
   /** Who asked: the session's identity (namespace, serviceAccount, pod, user, groups). */
   identity: Record<string, unknown>;
   /** The policy's approval.approvers: who may decide. */
@@ -141,7 +149,11 @@ export interface ApprovalRevokedMessage {
   sig?: string;
 }
 
-export type ApprovalClosedOutcome = 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'refused';
+/**
+ * `denied`: an approver approved, but the sidecar could not apply the approval and denied the statement (`reason`
+ * says why: `stale: policy reloaded` when the policy it was held under was reloaded during the hold).
+ */
+export type ApprovalClosedOutcome = 'approved' | 'rejected' | 'denied' | 'expired' | 'withdrawn' | 'refused';
 
 export interface ApprovalClosedMessage {
   v: 1;
@@ -152,7 +164,12 @@ export interface ApprovalClosedMessage {
   at: string;
   /** When the approval gave a grant the sidecar took: when that grant ends (the policy may have shortened it). */
   grantUntil?: string;
+  /** With `denied`: why the sidecar denied the statement an approver had approved (at most 256 characters). */
+  reason?: string;
 }
+
+/** The closing reason of a statement approved during a hold, but under a policy the sidecar no longer enforces. */
+export const STALE_APPROVAL_REASON = 'stale: policy reloaded';
 
 /** Whether `who` is one of `approvers` (a user name or a group, globs as in rule subjects). */
 export function isApprover(approvers: Subjects, who: Approver): boolean {
@@ -276,6 +293,15 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
     return undefined;
   if (o.grantKey !== undefined && (typeof o.grantKey !== 'string' || !/^[0-9a-f]{64}$/.test(o.grantKey)))
     return undefined;
+  // One format per value, or none: a list that does not line up would label the wrong value.
+  if (
+    o.paramFormats !== undefined &&
+    (!Array.isArray(o.paramFormats) ||
+      !Array.isArray(o.params) ||
+      o.paramFormats.length !== o.params.length ||
+      !o.paramFormats.every((f) => f === 'text' || f === 'binary'))
+  )
+    return undefined;
   return o as unknown as ApprovalRequestMessage;
 }
 
@@ -289,7 +315,7 @@ function isSubjects(v: unknown): v is Subjects {
   return true;
 }
 
-const OUTCOMES: readonly string[] = ['approved', 'rejected', 'expired', 'withdrawn', 'refused'];
+const OUTCOMES: readonly string[] = ['approved', 'rejected', 'denied', 'expired', 'withdrawn', 'refused'];
 
 /** Parses a closed message (collector side); undefined when malformed. */
 export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMessage | undefined {
@@ -300,6 +326,9 @@ export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMe
     typeof o.grantUntil === 'string' && o.grantUntil.length <= 64 && !Number.isNaN(Date.parse(o.grantUntil))
       ? o.grantUntil
       : undefined;
+  // A denial says why; a reason on any other outcome is not this contract's and is dropped.
+  const reason = o.outcome === 'denied' && str(o.reason, 256) ? o.reason : undefined;
+  if (o.outcome === 'denied' && reason === undefined) return undefined;
   return {
     v: 1,
     id: o.id,
@@ -307,6 +336,7 @@ export function parseApprovalClosed(data: Uint8Array | string): ApprovalClosedMe
     at: o.at,
     ...(by ? { by } : {}),
     ...(grantUntil && o.outcome === 'approved' ? { grantUntil } : {}),
+    ...(reason ? { reason } : {}),
   };
 }
 

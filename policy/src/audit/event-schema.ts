@@ -62,6 +62,7 @@ export const auditEventSchema = {
         tables: strArr,
         functions: strArr,
         params: { type: 'array', items: { type: ['string', 'null'] } },
+        paramFormats: { type: 'array', items: { enum: ['text', 'binary'] } },
         protocol: { enum: ['simple', 'extended'] },
         index: nonNegInt,
         count: { type: 'integer', minimum: 1 },

@@ -66,8 +66,10 @@ export interface AuditStatement {
   kind?: string;
   tables: string[];
   functions: string[];
-  /** Bind parameters, only when the policy asks for them. */
+  /** Bind parameters, only when the policy asks for them (binary-format ones as `\x` hex). */
   params?: (string | null)[];
+  /** Each of `params`' format as the client sent it (a text value may read `\x41` too); absent for a note. */
+  paramFormats?: ('text' | 'binary')[];
   protocol?: 'simple' | 'extended';
   /** Position of this statement in a multi-statement Query (0-based) and how many it held. */
   index?: number;

@@ -153,7 +153,8 @@ describe('governance events → audit', () => {
     const path = join(dir, 'approvals.jsonl');
     const setup = auditFromFlags({ audit: `file:${path}` }, { instanceId: 'ap', checkpointIntervalMs: 600_000 });
     const s = setup.recorder.openSession(sessionInfo('held'));
-    for (const outcome of ['approved', 'rejected', 'timeout'] as const) {
+    // `stale`: approved under a policy reloaded during the hold, so the sidecar denied it.
+    for (const outcome of ['approved', 'rejected', 'timeout', 'stale'] as const) {
       recordPolicyEvent(setup.recorder, { type: 'statement.held', session: 'held', rule: 'writes', timeoutMs: 60_000 });
       recordPolicyEvent(setup.recorder, {
         type: 'statement.released',
@@ -175,6 +176,8 @@ describe('governance events → audit', () => {
       'approval.denied',
       'approval.requested',
       'approval.expired',
+      'approval.requested',
+      'approval.denied',
       'session.end',
     ]);
     expect(events[1].approval.id).toBe(events[2].approval.id);

@@ -11,7 +11,7 @@ export type AuditedGovernanceEvent =
       type: 'statement.released';
       session: string;
       rule?: string;
-      outcome: 'approved' | 'rejected' | 'timeout' | 'unavailable';
+      outcome: 'approved' | 'rejected' | 'stale' | 'timeout' | 'unavailable';
       heldMs: number;
       approvalId?: string;
       by?: string;
@@ -22,10 +22,13 @@ export type AuditedGovernanceEvent =
   | { type: 'control.applied'; control: AuditControl }
   | { type: string };
 
-// An unavailable queue denies the statement with nobody named as approver: approval.denied without `approver`.
+// An unavailable queue denies the statement with nobody named as approver: approval.denied without `approver`. So
+// does an approval that came after a reload of the policy the statement was held under (`stale`): the sidecar denied
+// it, and the reason names who had approved.
 const OUTCOME = {
   approved: 'approval.granted',
   rejected: 'approval.denied',
+  stale: 'approval.denied',
   timeout: 'approval.expired',
   unavailable: 'approval.denied',
 } as const;

@@ -62,7 +62,11 @@ export function buildStatementEvents(record: StatementRecord, opts: StatementEve
     } else if (combined) {
       statement.count = results.length;
     }
-    if (params) statement.params = params.map((p) => (p === null ? null : cut(redactSecrets(String(p)), 4096)));
+    if (params) {
+      statement.params = params.map((p) => (p === null ? null : cut(redactSecrets(String(p)), 4096)));
+      const formats = paramFormatsOf(params, (request as { paramFormats?: string[] }).paramFormats);
+      if (formats) statement.paramFormats = formats;
+    }
     const body: StatementBody = { statement, decision, timing };
     const res = combined ? mergeResults(results) : results[i];
     if (res && (opts.captureResults !== 'none' || res.error)) {
@@ -72,6 +76,19 @@ export function buildStatementEvents(record: StatementRecord, opts: StatementEve
     }
     return body;
   });
+}
+
+/**
+ * `statement.paramFormats`: each captured param's format (`text`, or `binary` shown as `\x` hex), only when there is
+ * one per param (a note in place of the values has none). Added to schema v1 beside `params`, which keeps its form.
+ */
+export function paramFormatsOf(
+  params: readonly (string | null)[],
+  formats: readonly string[] | undefined,
+): ('text' | 'binary')[] | undefined {
+  if (formats === undefined || formats.length !== params.length) return undefined;
+  for (const f of formats) if (f !== 'text' && f !== 'binary') return undefined;
+  return formats as ('text' | 'binary')[];
 }
 
 function toResult(r: StatementResult, withSample: boolean): AuditResult {

@@ -86,6 +86,8 @@ const statementRecord: fc.Arbitrary<StatementRecord> = fc.record({
       protocol: fc.constantFrom('simple', 'extended') as fc.Arbitrary<'simple' | 'extended'>,
       txStatus: fc.constant('I' as const),
       params: fc.array(fc.option(text, { nil: null }), { maxLength: 3 }),
+      // Not always one per param: a list that does not line up is left out by both builders.
+      paramFormats: fc.array(fc.constantFrom('text' as const, 'binary' as const), { maxLength: 3 }),
     },
     { requiredKeys: ['sql', 'protocol', 'txStatus'] },
   ),

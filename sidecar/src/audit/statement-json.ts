@@ -1,7 +1,7 @@
 import { type ChainState, canonicalJson, formatAuditTime, hashCanonical, redactSecrets } from '@pgwarden/policy';
 import type { StatementDetail, StatementRecord, StatementResult, Verdict } from '../proxy/hooks.js';
 import type { StatementResultExtras } from './audit-recorder.js';
-import type { StatementEventOptions } from './statement-events.js';
+import { paramFormatsOf, type StatementEventOptions } from './statement-events.js';
 
 /**
  * The canonical JSON of a session's `statement` events written directly, member by member in canonical key order,
@@ -71,7 +71,11 @@ export function sealStatementJson(
   const timing = `{"durationMs":${ms3(record.durationMs)},"heldMs":${ms3(record.heldMs)},"start":"${formatAuditTime(record.startedAt.getTime() * 1000)}","upstreamMs":${ms3(record.upstreamMs)}}`;
   const protocol = request.protocol === undefined ? '' : `,"protocol":${value(request.protocol)}`;
   const params = opts.captureParams ? (request as { params?: (string | null)[] }).params : undefined;
-  const paramsJson = params === undefined ? '' : `,"params":${paramsToJson(params)}`;
+  // Key order is canonical (sorted): "paramFormats" sorts before "params".
+  const paramsJson =
+    params === undefined
+      ? ''
+      : `${formatsJson(params, (request as { paramFormats?: string[] }).paramFormats)},"params":${paramsToJson(params)}`;
   const policyJson = policy === '' ? '' : `,"policy":${policy}`;
   for (let i = 0; i < n; i++) {
     const d = details === undefined ? undefined : details[i];
@@ -179,6 +183,12 @@ function mergeResults(rs: StatementResult[]): StatementResult {
     if (r.error && !out.error) out.error = r.error;
   }
   return out;
+}
+
+/** `,"paramFormats":[…]` when each param has a format (see statement-events.ts paramFormatsOf), else ''. */
+function formatsJson(params: (string | null)[], formats: string[] | undefined): string {
+  const f = paramFormatsOf(params, formats);
+  return f === undefined ? '' : `,"paramFormats":${stringArray(f)}`;
 }
 
 function paramsToJson(params: (string | null)[]): string {

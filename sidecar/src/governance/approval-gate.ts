@@ -19,6 +19,8 @@ export interface ApprovalRequest {
   sql: string;
   /** The execution's bound values, for a prepared statement (StatementRequest.params). */
   params?: (string | null)[];
+  /** Each value's format (StatementRequest.paramFormats); absent when `params` is a note. */
+  paramFormats?: ('text' | 'binary')[];
   identity: Identity;
   timeoutMs: number;
   /**
@@ -28,6 +30,12 @@ export interface ApprovalRequest {
   grant?: GrantScope;
   /** Aborted when the client session ends while the statement is held. */
   signal: AbortSignal;
+  /**
+   * Why an approval arriving now can no longer be applied (the policy the statement was held under was reloaded:
+   * STALE_APPROVAL_REASON), or undefined. Asked when the approval arrives, before the hold's closing is published,
+   * so the closing says what happens to the statement: `denied`, not `approved`.
+   */
+  stale?(): string | undefined;
 }
 
 export type ApprovalOutcome =
@@ -35,6 +43,8 @@ export type ApprovalOutcome =
   /** `under`: nobody decided this one; the collector approved it under that approval's grant (another pod's). */
   | { decision: 'approved'; by: string; grantUntil?: number; under?: string }
   | { decision: 'rejected'; by: string; reason?: string }
+  /** `by` approved, but too late to apply (ApprovalRequest.stale): the statement is denied, no grant given. */
+  | { decision: 'stale'; by: string; reason: string }
   | { decision: 'timeout' }
   /** The queue could not take the request (NATS down, no stream): nobody decided, the statement is denied at once. */
   | { decision: 'unavailable'; reason: string };

@@ -15,7 +15,7 @@ export class ApprovalMetrics {
   });
   private readonly ended = new Counter({
     name: 'pgwarden_approvals_total',
-    help: 'Review holds by outcome (approved, rejected, timeout, unavailable)',
+    help: 'Review holds by outcome (approved, rejected, stale: approved after a policy reload and denied, timeout, unavailable)',
     labelNames: ['outcome'],
     registers: [],
   });

@@ -49,7 +49,8 @@ export type GovernanceEvent =
       session: string;
       policy: PolicyRef;
       rule?: string;
-      outcome: 'approved' | 'rejected' | 'timeout' | 'unavailable';
+      /** `stale`: approved, but under a policy reloaded during the hold; the statement was denied. */
+      outcome: 'approved' | 'rejected' | 'stale' | 'timeout' | 'unavailable';
       heldMs: number;
       approvalId?: string;
       /** Who approved or rejected it. */

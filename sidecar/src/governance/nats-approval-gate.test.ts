@@ -15,6 +15,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import type { ApprovalGate, ApprovalRequest } from './approval-gate.js';
+import { ApprovalGrants } from './approval-grants.js';
 import { natsApprovalGate } from './nats-approval-gate.js';
 
 let nats: TestNats;
@@ -144,6 +145,25 @@ describe('natsApprovalGate', () => {
     expect(warnings).toContain(
       'approval: a grant the policy does not allow was asked for; approved this statement only',
     );
+  });
+
+  it('an approval that comes once the request is stale closes the hold as denied, with why, and gives no grant', async () => {
+    const grants = new ApprovalGrants();
+    const gate = natsApprovalGate({ connection: () => sidecar, grants });
+    let reloaded = false;
+    const req = request({
+      grant: { key: 'k-stale', maxMs: 3_600_000, fingerprint: 'f' },
+      stale: () => (reloaded ? 'stale: policy reloaded' : undefined),
+    });
+    const { outcome } = await held(gate, req);
+    reloaded = true;
+    await approveFor(req.id, '1h');
+    expect(await outcome).toEqual({ decision: 'stale', by: 'alice', reason: 'stale: policy reloaded' });
+    const closed = await closedOf(req.id);
+    expect(closed).toMatchObject({ outcome: 'denied', reason: 'stale: policy reloaded' });
+    expect(closed).not.toHaveProperty('grantUntil');
+    expect(closed).not.toHaveProperty('by');
+    expect(grants.find('k-stale')).toBeUndefined();
   });
 
   it('ignores malformed decisions, non-approvers and the requester itself; takes a group member’s rejection', async () => {

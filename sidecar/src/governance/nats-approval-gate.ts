@@ -177,6 +177,7 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
               ...(outcome.decision === 'approved' && outcome.grantUntil !== undefined
                 ? { grantUntil: new Date(outcome.grantUntil).toISOString() }
                 : {}),
+              ...(outcome.decision === 'stale' ? { reason: outcome.reason.slice(0, 256) } : {}),
             };
             // JetStream's duplicate window is stream-wide: with a msgID anyone who learned the request id could
             // predict, a closing published first on any subject would have this one dropped as its duplicate.
@@ -223,6 +224,18 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
             return false;
           }
           if (d.decision === 'approved') {
+            // Approved under a policy no longer in force: the statement is denied, so neither the closing nor a
+            // grant may say it was approved (the collector would list the grant as active and approve other pods'
+            // statements under it).
+            const stale = req.stale?.();
+            if (stale !== undefined) {
+              log('info', 'approval: an approval arrived after a reload of the policy it was asked under', {
+                id: req.id,
+                by: d.by.name,
+              });
+              finish({ decision: 'stale', by: d.by.name, reason: stale }, 'denied');
+              return true;
+            }
             const grant = d.grant && req.grant ? grantOf(req, d.by.name, grantDurationMs(d.grant.for)) : undefined;
             if (grant) {
               grants.add(grant);
@@ -302,6 +315,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     // Redaction can only shorten it; request() refused anything longer.
     sql: sql.slice(0, MAX_SQL_CHARS),
     ...(req.params ? { params: req.params.map((v) => (v === null ? null : redactSecrets(v))) } : {}),
+    ...(req.params && req.paramFormats?.length === req.params.length ? { paramFormats: req.paramFormats } : {}),
     identity: { ...req.identity },
     approvers: req.approvers,
     requestedAt: formatAuditTime(now * 1000),

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   analyzeSql,
+  constantsOnlyAsValues,
   createSessionState,
   type Decision,
   decide,
@@ -8,6 +9,7 @@ import {
   parseDuration,
   type RenderedPolicy,
   type SessionState,
+  STALE_APPROVAL_REASON,
 } from '@pgwarden/policy';
 import { normalizedText, statementFingerprint } from '../audit/statement-text.js';
 import type {
@@ -19,7 +21,7 @@ import type {
   Verdict,
 } from '../proxy/hooks.js';
 import type { ApprovalGate } from './approval-gate.js';
-import { constantsOnlyAsValues, type GrantScope, grantKey } from './approval-grants.js';
+import { type GrantScope, grantKey } from './approval-grants.js';
 import type { GovernanceEvent, PolicyRef } from './governance-events.js';
 import { limitedStatements, type RateLimiter, rateLimitedVerdict } from './rate-limit.js';
 import { pinnedSearchPath, sessionSetupSql } from './session-setup.js';
@@ -292,10 +294,12 @@ export class PolicySession implements SessionHooks {
       rule: d.rule ?? '',
       sql: req.sql,
       ...(req.params ? { params: req.params } : {}),
+      ...(req.params && req.paramFormats ? { paramFormats: req.paramFormats } : {}),
       identity: this.ctx.info.identity,
       timeoutMs,
       ...(grant ? { grant } : {}),
       signal: this.held.signal,
+      stale: () => (this.ctx.policy()?.hash === p.hash ? undefined : STALE_APPROVAL_REASON),
     });
     const heldMs = performance.now() - t0;
     this.ctx.emit({
@@ -310,6 +314,10 @@ export class PolicySession implements SessionHooks {
       ...((outcome.decision === 'rejected' || outcome.decision === 'unavailable') && outcome.reason
         ? { reason: outcome.reason }
         : {}),
+      // Nobody denied it: the approver's name goes into the reason, not `by` (which the trail reads as who decided).
+      ...(outcome.decision === 'stale'
+        ? { reason: `${outcome.reason} (approved by ${outcome.by} under the policy it was held under)` }
+        : {}),
       ...(outcome.decision === 'approved' && outcome.grantUntil !== undefined
         ? { grantUntil: outcome.grantUntil }
         : {}),
@@ -317,7 +325,8 @@ export class PolicySession implements SessionHooks {
     const rule = d.rule ? `rule "${d.rule}"` : 'the default action';
     // The decision was checked against the approvers and decisionKeys of `p`; a reload during the hold may have
     // removed that approver, rotated that key, or made the statement denied. The agent asks again under the new one.
-    if (outcome.decision === 'approved' && this.ctx.policy()?.hash !== p.hash)
+    // The gate asks `stale` before it closes the hold; the hash is compared here too for a gate that does not.
+    if (outcome.decision === 'stale' || (outcome.decision === 'approved' && this.ctx.policy()?.hash !== p.hash))
       return deny(
         SQLSTATE.insufficientPrivilege,
         `pgwarden: statement denied: approved by ${outcome.by} under a policy no longer in force (it was reloaded while the statement was held)`,

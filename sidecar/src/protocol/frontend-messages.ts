@@ -339,16 +339,20 @@ export function functionCallMessage(oid: number): Buffer {
   return typed(0x46, b.subarray(0, 10));
 }
 
+/** The format a Bind sent a parameter value in (its format code: 0 text, 1 binary). */
+export type ParamFormat = 'text' | 'binary';
+
 /**
  * A whole Bind's names and parameter values as an approver reads them: text-format values as UTF-8, binary ones as
- * `\x` hex (PostgreSQL's bytea output form), NULL as null. Throws ProtocolError where PostgreSQL's reading of the
- * same fields fails (exec_bind_message; it reads the counts unsigned), so PostgreSQL refuses whatever this refuses.
+ * `\x` hex (PostgreSQL's bytea output form), NULL as null, and each value's format, since a text value can itself
+ * read `\x41`. Throws ProtocolError where PostgreSQL's reading of the same fields fails (exec_bind_message; it reads
+ * the counts unsigned), so PostgreSQL refuses whatever this refuses.
  */
 export function decodeBindValues(
   buf: Buffer,
   start: number,
   end: number,
-): { portal: string; values: (string | null)[] } {
+): { portal: string; values: (string | null)[]; formats: ParamFormat[] } {
   const bad = () => new ProtocolError('PGW_PROTO_MESSAGE_MALFORMED', 'invalid Bind message');
   const names = decodeBindNames(buf, start, end);
   if (names === null) throw bad();
@@ -365,18 +369,20 @@ export function decodeBindValues(
   p += 2;
   if (nFormats > 1 && nFormats !== n) throw bad();
   const values: (string | null)[] = [];
+  const valueFormats: ParamFormat[] = [];
   for (let i = 0; i < n; i++) {
     if (p + 4 > end) throw bad();
     const len = buf.readInt32BE(p);
     p += 4;
+    const binary = (nFormats === 1 ? formats[0] : (formats[i] ?? 0)) === 1;
+    valueFormats.push(binary ? 'binary' : 'text');
     if (len === -1) {
       values.push(null);
       continue;
     }
     if (len < 0 || p + len > end) throw bad();
-    const binary = (nFormats === 1 ? formats[0] : (formats[i] ?? 0)) === 1;
     values.push(binary ? `\\x${buf.toString('hex', p, p + len)}` : buf.toString('utf8', p, p + len));
     p += len;
   }
-  return { portal: names.portal, values };
+  return { portal: names.portal, values, formats: valueFormats };
 }

@@ -115,10 +115,17 @@ describe('frontend messages', () => {
     expect(decodeBindValues(...whole(bind([], [Buffer.from('200'), null])))).toEqual({
       portal: 'p',
       values: ['200', null],
+      formats: ['text', 'text'],
     });
     expect(decodeBindValues(...whole(bind([0, 1], [Buffer.from('é'), Buffer.from([0, 1, 255])])))).toEqual({
       portal: 'p',
       values: ['é', '\\x0001ff'],
+      formats: ['text', 'binary'],
+    });
+    // A text value that reads like hex is told apart from a binary one by its format, not its text.
+    expect(decodeBindValues(...whole(bind([0, 1], [Buffer.from('\\x41'), Buffer.from('A')])))).toMatchObject({
+      values: ['\\x41', '\\x41'],
+      formats: ['text', 'binary'],
     });
     expect(decodeBindValues(...whole(bind([1], [Buffer.from([7]), Buffer.from([8])]))).values).toEqual([
       '\\x07',

@@ -288,14 +288,13 @@ export class ClientRelay implements FramerHandler {
         if (names === null) throw new MalformedBody(F.Bind, 'string');
         const info = s.portals.get(names.portal);
         if (info === undefined) return true;
-        let params: (string | null)[];
         try {
-          params = decodeBindValues(buf, start, end).values;
+          const { values, formats } = decodeBindValues(buf, start, end);
+          info.request = { ...info.request, params: values, paramFormats: formats };
         } catch {
           // PostgreSQL reads these fields the same way and refuses the Bind; the approver is not shown a guess.
-          params = ['(the values cannot be read: the Bind is malformed)'];
+          info.request = { ...info.request, params: ['(the values cannot be read: the Bind is malformed)'] };
         }
-        info.request = { ...info.request, params };
         return true;
       }
       case F.Flush:

@@ -66,6 +66,11 @@ export interface StatementRequest {
    * held for review, so an approver sees what runs.
    */
   params?: (string | null)[];
+  /**
+   * Each of `params`' format as the Bind sent it (`binary` ones are shown as `\x` hex, and a text value can read the
+   * same). Absent when `params` holds a note in place of the values.
+   */
+  paramFormats?: ('text' | 'binary')[];
 }
 
 /** Per-statement detail a gate may return so audit can record one event per statement. */
