@@ -3,6 +3,7 @@ import { Counter, register as defaultRegistry, Gauge, type Registry } from 'prom
 /** The sink's metrics; get-or-create so several sinks (tests, reloads) can share one registry. */
 export interface AuditMetrics {
   dropped: Counter<'sink' | 'cause'>;
+  fsyncFailures: Counter<'sink'>;
   published: Counter<'sink'>;
   spooled: Counter<'sink'>;
   spoolBytes: Gauge<'sink'>;
@@ -22,6 +23,7 @@ function gauge<L extends string>(reg: Registry, name: string, help: string, labe
 
 export const AUDIT_METRIC_NAMES = [
   'pgwarden_audit_dropped_total',
+  'pgwarden_audit_fsync_failures_total',
   'pgwarden_audit_published_total',
   'pgwarden_audit_spooled_total',
   'pgwarden_audit_spool_bytes',
@@ -36,6 +38,12 @@ export function auditMetrics(reg: Registry = defaultRegistry): AuditMetrics {
       'pgwarden_audit_dropped_total',
       'Audit events dropped because they could not be made durable',
       ['sink', 'cause'],
+    ),
+    fsyncFailures: counter(
+      reg,
+      'pgwarden_audit_fsync_failures_total',
+      'fdatasync calls of the audit file or spool that failed (events written before them may be lost)',
+      ['sink'],
     ),
     published: counter(reg, 'pgwarden_audit_published_total', 'Audit events acknowledged by the sink', ['sink']),
     spooled: counter(reg, 'pgwarden_audit_spooled_total', 'Audit events written to the disk spool', ['sink']),

@@ -45,6 +45,7 @@ export function createAuditSink(spec: string, options: AuditSinkOptions = {}): A
       fsync: options.fsync,
       syncIntervalMs: options.fsyncIntervalMs,
       registry: options.registry,
+      log: options.log,
     });
   }
   if (spec.startsWith('nats://') || spec.startsWith('tls://')) {

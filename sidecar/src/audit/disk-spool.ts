@@ -48,7 +48,17 @@ export interface DiskSpoolOptions {
   segmentBytes?: number;
   /** always: fdatasync before append returns; batch (default): fdatasync after each append, off the event loop; never. */
   fsync?: SpoolFsync;
+  /** Called for each fdatasync that failed (the spool is `syncFailed` until a later one succeeds, see below). */
+  onSyncError?: (err: Error) => void;
 }
+
+/**
+ * After a failed fdatasync the spool or file sink counts as failed until a sync succeeds at least this long after the
+ * last failure. A sync right after one can succeed although the disk still fails: Linux reports a writeback error
+ * once, and new writes may land in blocks that already have their storage (the rest of a partly written block)
+ * while the next new block fails again; readiness then flapped with every batch, admitting statements between.
+ */
+export const SYNC_FAILURE_HOLD_MS = 1000;
 
 const SEGMENT = /^audit-(\d{12})\.jsonl$/;
 const segName = (n: number) => `audit-${String(n).padStart(12, '0')}.jsonl`;
@@ -69,6 +79,14 @@ export class DiskSpool {
   private totalBytes = 0;
   private syncing = false;
   private syncAgain = false;
+  private readonly onSyncError: ((err: Error) => void) | undefined;
+  /**
+   * The last fdatasync failed: records written before it may be lost (Linux drops the dirty pages of a failed
+   * writeback and reports the error once, so a retry proves nothing about them). Cleared by a sync that succeeds
+   * SYNC_FAILURE_HOLD_MS or more after the last failure, which shows that the writes since reached the disk.
+   */
+  syncFailed = false;
+  private lastSyncFailure = 0;
   /** An append was refused at the cap; cleared when delivered segments are deleted. */
   private refused = false;
   /** Malformed lines skipped by read() so far. */
@@ -79,6 +97,7 @@ export class DiskSpool {
     this.maxBytes = opts.maxBytes;
     this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
     this.fsync = opts.fsync ?? 'batch';
+    this.onSyncError = opts.onSyncError;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       for (const f of readdirSync(this.dir)) {
@@ -286,7 +305,14 @@ export class DiskSpool {
   private sync(): void {
     if (this.fsync === 'never' || this.writeFd === undefined) return;
     if (this.fsync === 'always') {
-      fdatasyncSync(this.writeFd);
+      // The records are written (append returns their ends): a failed sync makes the spool not durable, not them lost.
+      let err: Error | null = null;
+      try {
+        fdatasyncSync(this.writeFd);
+      } catch (e) {
+        err = e as Error;
+      }
+      this.synced(err);
       return;
     }
     if (this.syncing) {
@@ -295,13 +321,24 @@ export class DiskSpool {
     }
     this.syncing = true;
     const fd = this.writeFd;
-    fdatasync(fd, () => {
+    fdatasync(fd, (err) => {
       this.syncing = false;
+      this.synced(err);
       if (this.syncAgain && this.writeFd === fd) {
         this.syncAgain = false;
         this.sync();
       }
     });
+  }
+
+  private synced(err: Error | null): void {
+    if (err) {
+      this.onSyncError?.(err);
+      this.syncFailed = true;
+      this.lastSyncFailure = performance.now();
+    } else if (this.syncFailed && performance.now() - this.lastSyncFailure >= SYNC_FAILURE_HOLD_MS) {
+      this.syncFailed = false;
+    }
   }
 
   private openWriteSegment(): void {
@@ -322,8 +359,17 @@ export class DiskSpool {
     if (this.writeFd === undefined) return;
     const fd = this.writeFd;
     this.writeFd = undefined;
-    // A batch fdatasync may still be queued on this fd: finish durability synchronously before closing it.
-    if (this.fsync !== 'never') fdatasyncSync(fd);
+    // A batch fdatasync may still be queued on this fd: finish durability synchronously before closing it. Its
+    // records are written whatever the sync says: a failure is reported (syncFailed), not thrown as a failed write.
+    if (this.fsync !== 'never') {
+      let err: Error | null = null;
+      try {
+        fdatasyncSync(fd);
+      } catch (e) {
+        err = e as Error;
+      }
+      this.synced(err);
+    }
     closeSync(fd);
   }
 

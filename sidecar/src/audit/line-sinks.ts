@@ -2,6 +2,7 @@ import { closeSync, fdatasync, fdatasyncSync, openSync, writeSync } from 'node:f
 import type { Registry } from 'prom-client';
 import { auditMetrics } from './audit-metrics.js';
 import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
+import { SYNC_FAILURE_HOLD_MS } from './disk-spool.js';
 import { DropTracker, nowMicros } from './drop-tracker.js';
 import { AuditError } from './errors.js';
 
@@ -17,6 +18,7 @@ export interface FileSinkOptions {
   /** The least time between two write(2)s (ms; 0: one per event-loop turn). Default WRITE_INTERVAL_MS. */
   writeIntervalMs?: number;
   registry?: Registry;
+  log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
 }
 
 /**
@@ -95,6 +97,15 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   const writeIntervalMs = opts.writeIntervalMs ?? WRITE_INTERVAL_MS;
   const metrics = auditMetrics(opts.registry);
   const drops = new DropTracker();
+  const log = opts.log ?? (() => {});
+  /** pgwarden_audit_ready, set when readiness changes (not per write). */
+  let shownReady = true;
+  const showReady = () => {
+    const r = healthy && syncOk && !closed;
+    if (r === shownReady) return;
+    shownReady = r;
+    metrics.ready.set({ sink: 'file' }, r ? 1 : 0);
+  };
   let fd: number;
   try {
     fd = openSync(opts.path, 'a', 0o600);
@@ -102,6 +113,15 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
   let healthy = true;
+  metrics.ready.set({ sink: 'file' }, 1);
+  /**
+   * The last fdatasync succeeded. Linux drops the dirty pages of a failed writeback and reports the error once, so
+   * the events written before a failed sync may be gone while a retry succeeds (PostgreSQL PANICs for this): a failure
+   * makes the sink not ready until a sync of later writes succeeds SYNC_FAILURE_HOLD_MS or more after the last
+   * failure, which only shows that those reached the disk.
+   */
+  let syncOk = true;
+  let lastSyncFailure = 0;
   let published = 0;
   let dropped = 0;
   let syncing = false;
@@ -140,14 +160,30 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     dirty = false;
     lastSyncStart = performance.now();
     syncs++;
-    fdatasync(fd, () => {
+    fdatasync(fd, (err) => {
       syncing = false;
+      synced(err);
       if (dirty) sync();
       else wakeIdle();
     });
   };
-  const drop = (ids: (string | undefined)[], seqs: (number | undefined)[]) => {
+  const synced = (err: Error | null) => {
+    if (err) {
+      metrics.fsyncFailures.inc({ sink: 'file' });
+      if (syncOk) log('error', 'audit file fdatasync failed: events written before it may be lost; not ready', err);
+      syncOk = false;
+      lastSyncFailure = performance.now();
+      showReady();
+    } else if (!syncOk && performance.now() - lastSyncFailure >= SYNC_FAILURE_HOLD_MS) {
+      syncOk = true;
+      log('info', 'audit file fdatasync succeeded again');
+      showReady();
+    }
+  };
+  const drop = (ids: (string | undefined)[], seqs: (number | undefined)[], err?: unknown) => {
+    if (healthy && err !== undefined) log('error', 'audit file write failed: events dropped; not ready', err);
     healthy = false;
+    showReady();
     dropped += ids.length;
     metrics.dropped.inc({ sink: 'file', cause: 'file_io' }, ids.length);
     const at = nowMicros();
@@ -173,12 +209,23 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       const buf = lines.encode(texts);
       // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
-      if (fsync === 'always') fdatasyncSync(fd);
-      else if (fsync === 'batch') {
+      if (fsync === 'always') {
+        // Written (the kernel has them): a failed sync is a sync failure, not a drop.
+        let err: Error | null = null;
+        try {
+          fdatasyncSync(fd);
+        } catch (e) {
+          err = e as Error;
+        }
+        synced(err);
+      } else if (fsync === 'batch') {
         dirty = true;
         sync();
       }
-      healthy = true;
+      if (!healthy) {
+        healthy = true;
+        showReady();
+      }
       published += texts.length;
       metrics.published.inc({ sink: 'file' }, texts.length);
       if (drops.pending > 0 && gapListener) {
@@ -186,8 +233,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
         const l = gapListener;
         queueMicrotask(() => l(gap));
       }
-    } catch {
-      drop(ids, seqs);
+    } catch (err) {
+      drop(ids, seqs, err);
     }
     wakeIdle();
   };
@@ -216,7 +263,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       add(eventJson(e), session?.id, session?.seq);
     },
     emitJson: add,
-    ready: () => healthy && !closed,
+    ready: () => healthy && syncOk && !closed,
     onGap: (l) => {
       gapListener = l;
     },
@@ -230,7 +277,16 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       clearTimeout(syncTimer);
       syncTimer = undefined;
       openFileSinks.delete(flush);
-      if (fsync !== 'never') fdatasyncSync(fd);
+      if (fsync !== 'never') {
+        // A failure here is reported like any other sync failure; the fd is closed all the same.
+        let err: Error | null = null;
+        try {
+          fdatasyncSync(fd);
+        } catch (e) {
+          err = e as Error;
+        }
+        synced(err);
+      }
       closeSync(fd);
       for (const w of idleWaiters.splice(0)) w();
     },

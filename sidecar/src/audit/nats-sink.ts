@@ -118,7 +118,7 @@ export class NatsAuditSink implements AuditSink {
     this.metrics = auditMetrics(options.registry);
     this.log = options.log ?? (() => {});
     if (options.spool) {
-      this.spool = new DiskSpool(options.spool);
+      this.spool = new DiskSpool({ ...options.spool, onSyncError: (err) => this.spoolSyncFailed(err) });
       // A spool left by a previous run is drained before anything new (its events are older).
       this.spoolMode = !this.spool.empty;
     }
@@ -234,7 +234,15 @@ export class NatsAuditSink implements AuditSink {
     const direct = this.connected && this.window.length - this.head < this.opts.maxQueue;
     // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
     // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
-    return this.spool ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.full) : direct;
+    // A spool whose last fdatasync failed may have lost what it held: not durable until a later sync succeeds.
+    return this.spool
+      ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.syncFailed && !this.spool.full)
+      : direct;
+  }
+
+  private spoolSyncFailed(err: Error): void {
+    this.metrics.fsyncFailures.inc({ sink: 'nats' });
+    if (!this.spool?.syncFailed) this.log('error', 'audit spool fdatasync failed: spooled events may be lost', err);
   }
 
   /** Gauges are sampled once a second instead of on every event (scrapes come every 15 s or so). */

@@ -52,6 +52,12 @@ export class RelayState {
    * guards, audit) but none reaches the client until ReadyForQuery, as after an error.
    */
   hide = false;
+  /**
+   * The ErrorResponse of a simple Query or FunctionCall, held back (copied) until its ReadyForQuery: the statement is
+   * recorded only then, and clients such as node-postgres report the failure at the ErrorResponse, so a kill of the
+   * sidecar in between would leave a failure the client saw out of the trail (server-relay.ts readyForQuery).
+   */
+  heldError: Buffer | undefined = undefined;
   /** Called whenever `cur` may have changed (the server relay switches its row fast path). */
   onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;

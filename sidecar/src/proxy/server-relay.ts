@@ -572,6 +572,12 @@ export class ServerRelay implements FramerHandler {
     const forward = this.readyForQueryOf(status);
     // The batch behind a capped Execute ended: the client, told of an error, gets this ReadyForQuery.
     if (hid && forward) this.s.hide = false;
+    if (forward && this.s.heldError !== undefined) {
+      // The failed statement is recorded by now; the session settles it before the client gets these bytes.
+      const e = this.s.heldError;
+      this.s.heldError = undefined;
+      this.toClient(e);
+    }
     if (forward && this.s.pendingParams.size > 0) this.flushParams();
     return forward;
   }
@@ -732,6 +738,12 @@ export class ServerRelay implements FramerHandler {
     }
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
     if (head.kind === K_EXECUTE && (st?.guard !== undefined || st?.resets)) s.endGuard();
+    // A failed Execute was recorded above (failExtended); a Query or FunctionCall is recorded at its ReadyForQuery,
+    // which PostgreSQL sends without waiting for the client: its error waits for it (RelayState.heldError).
+    if (st && out !== false && (head.kind === K_QUERY || head.kind === K_FUNCTION)) {
+      s.heldError = out === true ? Buffer.from(buf.subarray(start, end)) : out;
+      return false;
+    }
     return out;
   }
 

@@ -119,21 +119,20 @@ export class ProxySession {
         if (err instanceof UpstreamError) this.ctx.observer.upstreamError(this, err);
       });
     }
-    this.client.write(errorResponse({ severity: 'FATAL', ...error }));
-    this.close({ error: reason });
+    this.close({ error: reason }, errorResponse({ severity: 'FATAL', ...error }));
   }
 
   /** Ends the session with FATAL 57P01, as PostgreSQL does on a smart/fast shutdown. */
   terminate(): void {
     if (this.closed) return;
-    this.client.write(
+    this.close(
+      { error: 'shutdown' },
       errorResponse({
         severity: 'FATAL',
         code: '57P01',
         message: 'terminating connection due to administrator command',
       }),
     );
-    this.close({ error: 'shutdown' });
   }
 
   private fromClient(chunk: Buffer): void {
@@ -204,8 +203,7 @@ export class ProxySession {
 
   private fatal(code: string, message: string): void {
     if (this.closed) return;
-    this.client.write(errorResponse({ severity: 'FATAL', code, message }));
-    this.close({ error: message });
+    this.close({ error: message }, errorResponse({ severity: 'FATAL', code, message }));
   }
 
   private onStartupEvent(e: StartupEvent): void {
@@ -378,7 +376,8 @@ export class ProxySession {
   private endIfExpired(): void {
     if (this.closed || (this.state?.queue.length ?? 0) > 0) return;
     const at = new Date(this.info?.identity.sessionEndsAt ?? Date.now()).toISOString();
-    this.client.write(
+    this.close(
+      { error: 'token expired' },
       errorResponse({
         severity: 'FATAL',
         code: '28000',
@@ -386,7 +385,6 @@ export class ProxySession {
         hint: 'Reconnect with a fresh token.',
       }),
     );
-    this.close({ error: 'token expired' });
   }
 
   /** Stops forwarding client messages (a verdict is pending, or a proxy cancel is on its way). Counted. */
@@ -472,8 +470,11 @@ export class ProxySession {
     }
   }
 
-  /** Closes both sides; safe to call more than once. */
-  close(reason: { error?: string }): void {
+  /**
+   * Closes both sides; safe to call more than once. `last`: the proxy's FATAL for the client, sent after the
+   * statements still in flight are recorded (and any error the upstream sent for them, held back until then).
+   */
+  close(reason: { error?: string }, last?: Buffer): void {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.expiry);
@@ -503,6 +504,13 @@ export class ProxySession {
       }
       this.statementDone(st.record(), st);
     }
+    if (this.unsettled) this.settle();
+    const held = this.state?.heldError;
+    if (held !== undefined) {
+      this.state!.heldError = undefined;
+      if (!this.client.destroyed) this.client.write(held);
+    }
+    if (last !== undefined) this.client.write(last);
     this.client.end();
     this.client.destroySoon?.();
     const up = this.upstream?.socket;
