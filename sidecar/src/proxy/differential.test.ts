@@ -82,6 +82,29 @@ describe('differential: PostgreSQL directly vs through the sidecar', () => {
       await c.closed();
     }
   });
+
+  it("a notification PostgreSQL sends between a failed Query's error and its ReadyForQuery stays behind the error", async () => {
+    // The proxy holds a failed Query's ErrorResponse until its ReadyForQuery (the statement's event is recorded first):
+    // what PostgreSQL sends in between (here its own notification, delivered as the session goes idle) must keep its
+    // place behind the error. Message types only: a self-notification carries the session's pid, which differs.
+    const upstream = { host: pg.host, port: pg.port, database: pg.database, sslmode: 'disable' as const };
+    const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
+    const { client: proxied } = await RawClient.startup(fx.sidecar.port, { user: 'agent', database: 'app' });
+    const seen: string[] = [];
+    try {
+      for (const c of [direct, proxied]) {
+        c.send(msg.query('LISTEN d_between'));
+        await c.untilReady(1);
+        c.send(msg.query("NOTIFY d_between, 'x'; COMMIT; SELECT 1/0"));
+        seen.push(types(await c.untilReady(1)));
+      }
+    } finally {
+      direct.close();
+      proxied.close();
+    }
+    expect(seen[0]).toMatch(/E( A)+ Z$/);
+    expect(seen[1]).toBe(seen[0]);
+  });
 });
 
 describe('differential with TLS to the upstream (sslmode verify-full): the same bytes', () => {

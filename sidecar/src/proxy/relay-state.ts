@@ -55,9 +55,11 @@ export class RelayState {
   /**
    * The ErrorResponse of a simple Query or FunctionCall, held back (copied) until its ReadyForQuery: the statement is
    * recorded only then, and clients such as node-postgres report the failure at the ErrorResponse, so a kill of the
-   * sidecar in between would leave a failure the client saw out of the trail (server-relay.ts readyForQuery).
+   * sidecar in between would leave a failure the client saw out of the trail (server-relay.ts readyForQuery). What
+   * PostgreSQL sends between the two (a notification delivered as the session goes idle, a notice) joins it, copied,
+   * so that the client gets everything in PostgreSQL's order.
    */
-  heldError: Buffer | undefined = undefined;
+  heldReply: Buffer[] | undefined = undefined;
   /** Called whenever `cur` may have changed (the server relay switches its row fast path). */
   onCurChange: (() => void) | undefined = undefined;
   readonly hooks: SessionHooks;

@@ -320,7 +320,10 @@ export class ServerRelay implements FramerHandler {
   }
 
   pass(buf: Buffer, start: number, end: number): void {
-    this.s.toClient(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+    const held = this.s.heldReply;
+    // Behind a held error the bytes wait too; the read buffer they are in is reused, so they are copied.
+    if (held !== undefined) held.push(Buffer.from(buf.subarray(start, end)));
+    else this.s.toClient(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
   }
 
   private commandComplete(tag: string | undefined): boolean | Buffer {
@@ -415,7 +418,9 @@ export class ServerRelay implements FramerHandler {
   private toClient(b: Buffer): void {
     if (this.s.hide) return;
     this.framer?.flush();
-    this.s.toClient(b);
+    const held = this.s.heldReply;
+    if (held !== undefined) held.push(b);
+    else this.s.toClient(b);
   }
 
   /** The count just read (value, or the upstream's error), made ready for the next one. */
@@ -572,11 +577,13 @@ export class ServerRelay implements FramerHandler {
     const forward = this.readyForQueryOf(status);
     // The batch behind a capped Execute ended: the client, told of an error, gets this ReadyForQuery.
     if (hid && forward) this.s.hide = false;
-    if (forward && this.s.heldError !== undefined) {
-      // The failed statement is recorded by now; the session settles it before the client gets these bytes.
-      const e = this.s.heldError;
-      this.s.heldError = undefined;
-      this.toClient(e);
+    if (forward && this.s.heldReply !== undefined) {
+      // The failed statement is recorded by now; the session settles it before the client gets these bytes. The
+      // messages passed since the error join the held reply first (flush), in their order.
+      this.framer?.flush();
+      const held = this.s.heldReply;
+      this.s.heldReply = undefined;
+      this.toClient(held.length === 1 ? held[0] : Buffer.concat(held));
     }
     if (forward && this.s.pendingParams.size > 0) this.flushParams();
     return forward;
@@ -739,9 +746,11 @@ export class ServerRelay implements FramerHandler {
     // A guarded Execute that failed by itself: the batch is failed already, the client's Sync may follow.
     if (head.kind === K_EXECUTE && (st?.guard !== undefined || st?.resets)) s.endGuard();
     // A failed Execute was recorded above (failExtended); a Query or FunctionCall is recorded at its ReadyForQuery,
-    // which PostgreSQL sends without waiting for the client: its error waits for it (RelayState.heldError).
+    // which PostgreSQL sends without waiting for the client: its error waits for it (RelayState.heldReply).
     if (st && out !== false && (head.kind === K_QUERY || head.kind === K_FUNCTION)) {
-      s.heldError = out === true ? Buffer.from(buf.subarray(start, end)) : out;
+      // What was passed before the error goes out now; what follows it waits with it (pass, toClient).
+      this.framer?.flush();
+      s.heldReply = [out === true ? Buffer.from(buf.subarray(start, end)) : out];
       return false;
     }
     return out;

@@ -505,10 +505,10 @@ export class ProxySession {
       this.statementDone(st.record(), st);
     }
     if (this.unsettled) this.settle();
-    const held = this.state?.heldError;
+    const held = this.state?.heldReply;
     if (held !== undefined) {
-      this.state!.heldError = undefined;
-      if (!this.client.destroyed) this.client.write(held);
+      this.state!.heldReply = undefined;
+      if (!this.client.destroyed) this.client.write(held.length === 1 ? held[0] : Buffer.concat(held));
     }
     if (last !== undefined) this.client.write(last);
     this.client.end();
