@@ -37,6 +37,8 @@ export interface TestIdp {
    * and never the end: a stuck proxy or IdP that idle timeouts never catch).
    */
   behaviour: { discovery: IdpBehaviour; jwks: IdpBehaviour };
+  /** Extra response headers of the JWKS endpoint (Cache-Control, Age). */
+  jwksHeaders: Record<string, string>;
   /** Signs claims with `key` (default the first published key); iss/aud/sub/iat/exp defaulted. */
   sign(claims?: JWTPayload, key?: SigningKey, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -49,6 +51,7 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
     published: [await makeSigningKey('k1')],
     fetches: { discovery: 0, jwks: 0 },
     behaviour: { discovery: 'ok', jwks: 'ok' },
+    jwksHeaders: {},
   } as TestIdp;
   const misbehaved = (how: IdpBehaviour, res: ServerResponse): boolean => {
     if (how === 'error') {
@@ -81,6 +84,7 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
         idp.fetches.jwks++;
         if (misbehaved(idp.behaviour.jwks, res)) return;
         res.setHeader('content-type', 'application/json');
+        for (const [k, v] of Object.entries(idp.jwksHeaders)) res.setHeader(k, v);
         res.end(JSON.stringify({ keys: idp.published.map((k) => k.publicJwk) }));
       } else {
         res.statusCode = 404;
