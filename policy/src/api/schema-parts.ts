@@ -134,7 +134,8 @@ export const labelSelector = {
 export const subjects = {
   type: 'object',
   additionalProperties: false,
-  description: 'Matches when the session has ANY listed group, service account or user (globs allowed).',
+  description:
+    'Matches when the session has ANY listed group, service account or user (globs allowed, case-sensitive).',
   properties: {
     groups: stringList(64, 256),
     serviceAccounts: { ...stringList(64, 317), description: '`name` or `namespace/name`, globs allowed' },
