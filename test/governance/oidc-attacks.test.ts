@@ -10,6 +10,7 @@ let db: GovernanceDb;
 let idp: TestIdp;
 let g: Governed;
 let nested: Governed;
+let byEmail: Governed;
 const logged: string[] = [];
 const logger = {
   info: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
@@ -43,10 +44,18 @@ beforeAll(async () => {
       governance: { oidc: { ca: idp.ca } },
     }),
   ]);
+  const emailPolicy = policy('by-email', { usernameClaim: 'email' });
+  emailPolicy.spec.defaultAction = 'deny';
+  emailPolicy.spec.rules = [
+    { name: 'no-boss', action: 'deny', subjects: { users: ['boss@example.com'] } } as never,
+    { name: 'alice-reads', action: 'allow', subjects: { users: ['alice@example.com'] } } as never,
+  ];
+  byEmail = await startGoverned(db.name, emailPolicy, { governance: { oidc: { ca: idp.ca } } });
 });
 afterAll(async () => {
   await g?.close();
   await nested?.close();
+  await byEmail?.close();
   await idp?.close();
   await db?.drop();
 });
@@ -93,6 +102,39 @@ describe('claims are read as strictly as the deny rules need', () => {
     const err = await loginError(g, await idp.sign({ iat: Math.floor(Date.now() / 1000) + 3600 }));
     expect(err?.code).toBe('28P01');
     expect(err?.message).toMatch(/iat is in the future/);
+  });
+});
+
+describe('a user name the user can edit (usernameClaim: email)', () => {
+  const as = async (email: string) =>
+    byEmail.client({ password: await idp.sign({ sub: `id-${email.length}`, email, email_verified: true }) });
+
+  it('cannot step around a deny rule by spelling the address differently', async () => {
+    for (const email of [
+      'boss@example.com',
+      'Boss@Example.COM',
+      'boss+ci@example.com',
+      'boss@example.com.',
+      'b\u043ess@example.com', // Cyrillic о
+      '\uff42\uff4f\uff53\uff53@example.com', // fullwidth
+      'bo\u200bss@example.com', // zero-width space
+      ' boss@example.com',
+    ]) {
+      const c = await as(email);
+      expect((await errorOf(c, 'SELECT 1'))?.message, JSON.stringify(email)).toMatch(/denied by rule "no-boss"/);
+      await c.end();
+    }
+  });
+
+  it('allow rules still match exactly: another spelling of an allowed name is not let in', async () => {
+    const alice = await as('alice@example.com');
+    expect((await alice.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await alice.end();
+    for (const email of ['Alice@example.com', 'alice+x@example.com', '\u0430lice@example.com']) {
+      const c = await as(email);
+      expect((await errorOf(c, 'SELECT 1'))?.message, JSON.stringify(email)).toMatch(/by the default action/);
+      await c.end();
+    }
   });
 });
 
