@@ -13,6 +13,11 @@ export interface JwksCacheOptions {
   maxRefreshMs: number;
   /** While the identity provider cannot be asked, keys fetched this recently keep verifying; older ones do not. */
   maxStaleMs: number;
+  /**
+   * After a failed refresh, the next waits this long. withFailureBackoff covers transport, status and JSON failures;
+   * this covers a JSON body that is not a key set, which would otherwise be fetched again at every login.
+   */
+  retryMs: number;
 }
 
 /** How long a JWKS response may be used (RFC 9111 §4.2.1: max-age minus the Age a cache in front already spent). */
@@ -44,6 +49,8 @@ export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
   let refreshAfterMs = 0;
   let attemptedAt = Number.NEGATIVE_INFINITY;
   let pending: Promise<void> | undefined;
+  let failedAt = Number.NEGATIVE_INFINITY;
+  let failure: unknown;
 
   const reload = (): Promise<void> => {
     pending ??= (async () => {
@@ -55,6 +62,10 @@ export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
         local = next;
         fetchedAt = Date.now();
         refreshAfterMs = freshnessMs(res.headers, o.minRefreshMs, o.maxRefreshMs);
+      } catch (err) {
+        failedAt = Date.now();
+        failure = err;
+        throw err;
       } finally {
         pending = undefined;
       }
@@ -65,6 +76,7 @@ export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
   return async (header, token) => {
     if (!local || Date.now() - fetchedAt >= refreshAfterMs) {
       try {
+        if (Date.now() - failedAt < o.retryMs) throw failure;
         await reload();
       } catch (err) {
         // An identity provider that cannot be asked cannot say a key was withdrawn either: the keys held keep

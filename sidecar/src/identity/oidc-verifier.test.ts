@@ -275,6 +275,27 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     }
   });
 
+  it('asks a JWKS endpoint that answers with something other than a key set once per retry interval', async () => {
+    idp.jwksHeaders = { 'cache-control': 'max-age=0' };
+    try {
+      const v = createOidcVerifier(cfg({ jwksMinAgeMs: 100, jwksMaxAgeMs: 100, discoveryRetryMs: 1000 }));
+      const token = await idp.sign({});
+      await v.verify(token);
+      idp.behaviour.jwks = 'not-a-key-set';
+      await sleep(150);
+      const before = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++) expect((await v.verify(token)).user).toBe('agent-1');
+      expect(idp.fetches.jwks - before).toBe(1);
+      const fresh = createOidcVerifier(cfg({ discoveryRetryMs: 1000 }));
+      const unloaded = idp.fetches.jwks;
+      for (let i = 0; i < 10; i++) expect((await refusal(fresh.verify(token))).reason).toBe('idp_unavailable');
+      expect(idp.fetches.jwks - unloaded).toBe(1);
+    } finally {
+      idp.behaviour.jwks = 'ok';
+      idp.jwksHeaders = {};
+    }
+  });
+
   it('follows key rotation: an unknown kid refetches the JWKS, rate limited by the cooldown', async () => {
     const v = createOidcVerifier(cfg({ jwksCooldownMs: 1000 }));
     const old = idp.published[0];

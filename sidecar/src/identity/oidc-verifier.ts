@@ -238,6 +238,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
       minRefreshMs: Math.min(cfg.jwksMinAgeMs ?? 60_000, maxRefreshMs),
       maxRefreshMs,
       maxStaleMs: Math.max(cfg.jwksMaxStaleMs ?? 600_000, maxRefreshMs),
+      retryMs,
     });
 
   async function discover(): Promise<JWTVerifyGetKey> {
