@@ -52,24 +52,26 @@ export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
   let failedAt = Number.NEGATIVE_INFINITY;
   let failure: unknown;
 
+  const fetchOnce = async (): Promise<void> => {
+    attemptedAt = Date.now();
+    try {
+      const res = await o.fetch(o.uri);
+      if (res.status !== 200) throw new errors.JOSEError('Expected 200 OK from the JSON Web Key Set HTTP response');
+      local = createLocalJWKSet((await res.json()) as JSONWebKeySet);
+      fetchedAt = Date.now();
+      failedAt = Number.NEGATIVE_INFINITY;
+      refreshAfterMs = freshnessMs(res.headers, o.minRefreshMs, o.maxRefreshMs);
+    } catch (err) {
+      failedAt = Date.now();
+      failure = err;
+      throw err;
+    }
+  };
+  // Concurrent logins share one request; cleared when it settles, whatever it did.
   const reload = (): Promise<void> => {
-    pending ??= (async () => {
-      attemptedAt = Date.now();
-      try {
-        const res = await o.fetch(o.uri);
-        if (res.status !== 200) throw new errors.JOSEError('Expected 200 OK from the JSON Web Key Set HTTP response');
-        const next = createLocalJWKSet((await res.json()) as JSONWebKeySet);
-        local = next;
-        fetchedAt = Date.now();
-        refreshAfterMs = freshnessMs(res.headers, o.minRefreshMs, o.maxRefreshMs);
-      } catch (err) {
-        failedAt = Date.now();
-        failure = err;
-        throw err;
-      } finally {
-        pending = undefined;
-      }
-    })();
+    pending ??= fetchOnce().finally(() => {
+      pending = undefined;
+    });
     return pending;
   };
 
