@@ -42,6 +42,7 @@ export { decide, ruleMatches } from './engine/decide.js';
 export type { Decision, DecisionReason, StatementDecision, Subject } from './engine/decision-types.js';
 export { parseDuration } from './engine/duration.js';
 export { compileGlob, compileObjectGlob } from './engine/glob.js';
+export { foldIdentity, sameIdentity } from './engine/identity-fold.js';
 export * from './errors.js';
 export { lintPolicySpec } from './lint/lint-policy.js';
 export * from './masking/index.js';

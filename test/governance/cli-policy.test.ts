@@ -56,7 +56,12 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar --policy (the CLI p
         '--oidc-ca-file',
         idp.caFile,
       ],
-      { cwd: new URL('../../', import.meta.url), stdio: ['ignore', 'ignore', 'pipe'] },
+      {
+        cwd: new URL('../../', import.meta.url),
+        stdio: ['ignore', 'ignore', 'pipe'],
+        // The environment equivalent of --oidc-max-token-lifetime (the policy sets no maxTokenLifetime).
+        env: { ...process.env, PGWARDEN_OIDC_MAX_TOKEN_LIFETIME: '2h' },
+      },
     );
     child.stderr!.on('data', (d) => (stderr += d));
     // Node start + WASM parser load can take seconds on a loaded CI machine.
@@ -90,6 +95,20 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar --policy (the CLI p
         )
       )?.code,
     ).toBe('28P01');
+    const T = Math.floor(Date.now() / 1000);
+    const long = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'agent',
+      database: 'app',
+      password: await idp.sign({ iat: T, exp: T + 3 * 3600 }),
+    });
+    const refused = await long.connect().then(
+      () => undefined,
+      (e: { code?: string; message?: string }) => e,
+    );
+    expect(refused?.code).toBe('28P01');
+    expect(refused?.message).toMatch(/lifetime 3h \(exp - iat\) exceeds the maximum of 2h/);
     const token = await idp.sign({ sub: 'cli-user' });
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app', password: token });
     await c.connect();

@@ -10,6 +10,7 @@ let db: GovernanceDb;
 let idp: TestIdp;
 let g: Governed;
 let nested: Governed;
+let byEmail: Governed;
 const logged: string[] = [];
 const logger = {
   info: (o: object, m?: string) => void logged.push(JSON.stringify([o, m])),
@@ -36,17 +37,25 @@ beforeAll(async () => {
   [db, idp] = await Promise.all([createGovernanceDb('oidcatk'), startTestIdp()]);
   [g, nested] = await Promise.all([
     startGoverned(db.name, policy('flat', {}), {
-      governance: { oidc: { ca: idp.ca, discoveryRetryMs: 500, jwksCooldownMs: 0 } },
+      governance: { oidc: { ca: idp.ca, discoveryRetryMs: 500, jwksCooldownMs: 0, jwksMinAgeMs: 500 } },
       sidecar: { logger },
     }),
-    startGoverned(db.name, policy('nested', { groupsClaim: 'realm_access.roles' }), {
+    startGoverned(db.name, policy('nested', { groupsClaim: 'realm_access.roles', maxTokenLifetime: '2h' }), {
       governance: { oidc: { ca: idp.ca } },
     }),
   ]);
+  const emailPolicy = policy('by-email', { usernameClaim: 'email' });
+  emailPolicy.spec.defaultAction = 'deny';
+  emailPolicy.spec.rules = [
+    { name: 'no-boss', action: 'deny', subjects: { users: ['boss@example.com'] } } as never,
+    { name: 'alice-reads', action: 'allow', subjects: { users: ['alice@example.com'] } } as never,
+  ];
+  byEmail = await startGoverned(db.name, emailPolicy, { governance: { oidc: { ca: idp.ca } } });
 });
 afterAll(async () => {
   await g?.close();
   await nested?.close();
+  await byEmail?.close();
   await idp?.close();
   await db?.drop();
 });
@@ -93,6 +102,83 @@ describe('claims are read as strictly as the deny rules need', () => {
     const err = await loginError(g, await idp.sign({ iat: Math.floor(Date.now() / 1000) + 3600 }));
     expect(err?.code).toBe('28P01');
     expect(err?.message).toMatch(/iat is in the future/);
+  });
+});
+
+describe('a user name the user can edit (usernameClaim: email)', () => {
+  const as = async (email: string) =>
+    byEmail.client({ password: await idp.sign({ sub: `id-${email.length}`, email, email_verified: true }) });
+
+  it('cannot step around a deny rule by spelling the address differently', async () => {
+    for (const email of [
+      'boss@example.com',
+      'Boss@Example.COM',
+      'boss+ci@example.com',
+      'boss@example.com.',
+      'b\u043ess@example.com', // Cyrillic о
+      '\uff42\uff4f\uff53\uff53@example.com', // fullwidth
+      'bo\u200bss@example.com', // zero-width space
+      ' boss@example.com',
+    ]) {
+      const c = await as(email);
+      expect((await errorOf(c, 'SELECT 1'))?.message, JSON.stringify(email)).toMatch(/denied by rule "no-boss"/);
+      await c.end();
+    }
+  });
+
+  it('allow rules still match exactly: another spelling of an allowed name is not let in', async () => {
+    const alice = await as('alice@example.com');
+    expect((await alice.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await alice.end();
+    for (const email of ['Alice@example.com', 'alice+x@example.com', '\u0430lice@example.com']) {
+      const c = await as(email);
+      expect((await errorOf(c, 'SELECT 1'))?.message, JSON.stringify(email)).toMatch(/by the default action/);
+      await c.end();
+    }
+  });
+});
+
+describe('token lifetime and withdrawn keys', () => {
+  it('refuses a token valid for a year with 28P01; the policy maxTokenLifetime replaces the 24h default', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    for (const gov of [g, nested]) {
+      const err = await loginError(gov, await idp.sign({ sub: 'forever', iat: T, exp: T + 365 * 86400 }));
+      expect(err?.code).toBe('28P01');
+      expect(err?.message).toMatch(/^pgwarden: OIDC token lifetime 365d \(exp - iat\) exceeds the maximum of/);
+    }
+    const threeHours = await idp.sign({ sub: 'three-hours', iat: T, exp: T + 3 * 3600 });
+    expect(await loginError(g, threeHours)).toBeUndefined();
+    const err = await loginError(nested, threeHours);
+    expect(err?.code).toBe('28P01');
+    expect(err?.message).toMatch(/lifetime 3h \(exp - iat\) exceeds the maximum of 2h/);
+    expect(g.events).toContainEqual(
+      expect.objectContaining({ type: 'login.refused', reason: 'token_lifetime_too_long' }),
+    );
+  });
+
+  it('a key the identity provider withdraws stops letting agents log in once the JWKS max-age has passed', async () => {
+    const old = idp.published;
+    const k3 = await makeSigningKey('k3');
+    idp.published = [...old, k3];
+    idp.jwksHeaders = { 'cache-control': 'max-age=1' };
+    try {
+      const token = await idp.sign({ sub: 'k3-user' }, k3);
+      // An unknown kid refetches (cooldown 0 here) and picks up the one-second max-age.
+      expect(await loginError(g, token)).toBeUndefined();
+      idp.published = old;
+      const open = await g.client({ password: token });
+      await new Promise((r) => setTimeout(r, 1100));
+      const err = await loginError(g, token);
+      expect(err?.code).toBe('28P01');
+      expect(err?.message).toBe('pgwarden: OIDC token is signed with a key the identity provider does not publish');
+      // Identity is fixed at login: a session opened before the key was withdrawn goes on (docs/identity.md).
+      expect((await open.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await open.end();
+      expect(await loginError(g, await idp.sign({ sub: 'k1-user' }))).toBeUndefined();
+    } finally {
+      idp.published = old;
+      idp.jwksHeaders = {};
+    }
   });
 });
 

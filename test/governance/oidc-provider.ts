@@ -19,7 +19,7 @@ export async function makeSigningKey(kid: string, alg: 'RS256' | 'ES256' = 'RS25
   return { kid, alg, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' } };
 }
 
-export type IdpBehaviour = 'ok' | 'error' | 'trickle';
+export type IdpBehaviour = 'ok' | 'error' | 'trickle' | 'not-a-key-set';
 
 /**
  * A real OpenID provider for tests: HTTPS with a throwaway CA, a discovery document and a JWKS that tests can
@@ -33,10 +33,13 @@ export interface TestIdp {
   published: SigningKey[];
   fetches: { discovery: number; jwks: number };
   /**
-   * How each endpoint answers: `ok`, `error` (HTTP 500), or `trickle` (200 with headers, then a byte every 500 ms
-   * and never the end: a stuck proxy or IdP that idle timeouts never catch).
+   * How each endpoint answers: `ok`, `error` (HTTP 500), `trickle` (200 with headers, then a byte every 500 ms
+   * and never the end: a stuck proxy or IdP that idle timeouts never catch), or `not-a-key-set` (200 with JSON that
+   * is not a JWKS).
    */
   behaviour: { discovery: IdpBehaviour; jwks: IdpBehaviour };
+  /** Extra response headers of the JWKS endpoint (Cache-Control, Age). */
+  jwksHeaders: Record<string, string>;
   /** Signs claims with `key` (default the first published key); iss/aud/sub/iat/exp defaulted. */
   sign(claims?: JWTPayload, key?: SigningKey, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -49,9 +52,13 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
     published: [await makeSigningKey('k1')],
     fetches: { discovery: 0, jwks: 0 },
     behaviour: { discovery: 'ok', jwks: 'ok' },
+    jwksHeaders: {},
   } as TestIdp;
   const misbehaved = (how: IdpBehaviour, res: ServerResponse): boolean => {
-    if (how === 'error') {
+    if (how === 'not-a-key-set') {
+      res.setHeader('content-type', 'application/json');
+      res.end('{"keys":"none"}');
+    } else if (how === 'error') {
       res.statusCode = 500;
       res.end();
     } else if (how === 'trickle') {
@@ -81,6 +88,7 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
         idp.fetches.jwks++;
         if (misbehaved(idp.behaviour.jwks, res)) return;
         res.setHeader('content-type', 'application/json');
+        for (const [k, v] of Object.entries(idp.jwksHeaders)) res.setHeader(k, v);
         res.end(JSON.stringify({ keys: idp.published.map((k) => k.publicJwk) }));
       } else {
         res.statusCode = 404;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type GovernedSidecar, startGovernedSidecar } from '../../sidecar/src/governance/index.js';
+import { startTestIdp } from '../governance/oidc-provider.js';
 import { ROLES } from '../harness/index.js';
 import { findLeaks } from './byte-tap.js';
 import { adminClient, maskingPolicyDocs, type Planted, seed } from './seed.js';
@@ -156,6 +157,58 @@ describe('masking in the governed sidecar', () => {
       expect((probe as { code?: string }).code).toBe('42501');
     } finally {
       await c.end();
+    }
+  });
+});
+
+describe('unmaskedFor against OIDC identities', () => {
+  it('matches groups and users exactly: another case of a listed name stays masked', async () => {
+    const idp = await startTestIdp();
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-mask-oidc-'));
+    const { policy, rule } = maskingPolicyDocs(S, ['select']);
+    const oidcPolicy = {
+      ...policy,
+      spec: { ...policy.spec, authentication: { mode: 'oidc', oidc: { issuer: idp.issuer, audience: 'pgwarden' } } },
+    };
+    const exempt = { ...rule, spec: { ...rule.spec, unmaskedFor: { groups: ['compliance'], users: ['auditor-*'] } } };
+    writeFileSync(join(dir, 'policy.yaml'), [oidcPolicy, exempt].map((d) => JSON.stringify(d)).join('\n---\n'));
+    const shared = inject('pg');
+    const oidc = await startGovernedSidecar({
+      policyPath: join(dir, 'policy.yaml'),
+      listenPort: 0,
+      upstream: { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+      credentials: { username: ROLES.scram.user, password: ROLES.scram.password },
+      audit: { emit: () => {}, ready: () => true, close: async () => {} },
+      http: false,
+      pollMs: 0,
+      governance: { oidc: { ca: idp.ca } },
+    });
+    const ssnAs = async (claims: Record<string, unknown>) => {
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: oidc.listeners[0].sidecar.port,
+        user: 'agent',
+        database: 'app',
+        password: await idp.sign(claims),
+      });
+      await c.connect();
+      try {
+        return (await c.query(`SELECT ssn FROM ${S}.customers WHERE id = 1`)).rows[0].ssn as string;
+      } finally {
+        await c.end();
+      }
+    };
+    try {
+      const clear = planted.customers[0].ssn;
+      const masked = `*******${clear.slice(-4)}`;
+      expect(await ssnAs({ sub: 'someone', groups: ['compliance'] })).toBe(clear);
+      expect(await ssnAs({ sub: 'auditor-7' })).toBe(clear);
+      for (const groups of [['Compliance'], ['COMPLIANCE'], ['compliance ']])
+        expect(await ssnAs({ sub: 'someone', groups }), JSON.stringify(groups)).toBe(masked);
+      expect(await ssnAs({ sub: 'AUDITOR-7' })).toBe(masked);
+    } finally {
+      await oidc.close(100);
+      await idp.close();
     }
   });
 });

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isLoopbackHost } from '@pgwarden/policy';
+import { isLoopbackHost, parseDuration } from '@pgwarden/policy';
 import {
   AUDIT_CLI_OPTIONS,
   type AuditFlags,
@@ -77,6 +77,14 @@ export function parseGrace(value: string, flag = '--grace-period'): number {
   return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's']!);
 }
 
+/** `--oidc-max-token-lifetime`: a policy duration (`24h`, `90m`, `1h30m`), in seconds. */
+export function parseLifetime(value: string): number {
+  const ms = parseDuration(value.trim());
+  if (ms === undefined || ms < 1000)
+    throw new InvalidArgumentError('--oidc-max-token-lifetime must be a duration of at least 1s, like 24h or 90m');
+  return ms / 1000;
+}
+
 const envName = (flags: string) =>
   `PGWARDEN_${flags.replace(/^--/, '').split(' ')[0].replace(/-/g, '_').toUpperCase()}`;
 
@@ -117,6 +125,11 @@ export function registerSidecar(program: Command): void {
   opt(
     '--oidc-ca-file <file>',
     'PEM CA bundle trusted for the OIDC issuer (authentication.mode oidc; default: Node roots)',
+  );
+  opt(
+    '--oidc-max-token-lifetime <duration>',
+    'longest OIDC token lifetime accepted (exp - iat) when the policy sets no authentication.oidc.maxTokenLifetime',
+    '24h',
   );
   for (const [flags, description, def] of AUDIT_CLI_OPTIONS) opt(flags, description, def);
   opt('--http <host:port|off>', 'admin HTTP: /healthz, /readyz, /metrics', '127.0.0.1:9187');
@@ -246,7 +259,10 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
       // startGovernedSidecar audits governance events through common.auditRecorder: policy.loaded /
       // policy.rejected / auth.refused in the sidecar's own chain, review holds in their sessions' chains.
       governance: {
-        oidc: o.oidcCaFile ? { ca: readFileSync(o.oidcCaFile) } : undefined,
+        oidc: {
+          ...(o.oidcCaFile ? { ca: readFileSync(o.oidcCaFile) } : {}),
+          maxTokenLifetimeSeconds: parseLifetime(o.oidcMaxTokenLifetime),
+        },
         // Held (`review`) statements wait in the collector's approval queue, over the audit sink's NATS
         // connection; with any other sink nobody can approve and they are denied after approval.timeout.
         approvals: approvalGateForSink(audit.sink, (level, msg, fields) => log[level](fields ?? {}, msg)),

@@ -178,6 +178,16 @@ describe('ApprovalBook', () => {
     );
     expect(book.checkDecision(r.id, alice, T0).id).toBe(r.id);
     expect(book.checkDecision(r.id, { name: 'bob', groups: [] }, T0).id).toBe(r.id);
+    // The requester's name may come from a claim they edit: another spelling of the approver is still the approver.
+    for (const user of ['Bob', 'bob+agent@example.com', 'b\u043eb']) {
+      const self = request({ identity: { ...r.identity, user }, approvers: { users: ['bob', 'bob@example.com'] } });
+      put(book, 'request', self);
+      const approver = user.includes('@') ? 'bob@example.com' : 'bob';
+      expect(
+        codeOf(() => book.checkDecision(self.id, { name: approver, groups: [] }, T0)),
+        user,
+      ).toBe('COLLECTOR_APPROVAL_SELF');
+    }
     expect(codeOf(() => book.checkDecision(r.id, alice, T0 + 600_001))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');
     put(book, 'decision', decision(r.id));
     expect(codeOf(() => book.checkDecision(r.id, alice, T0))).toBe('COLLECTOR_APPROVAL_NOT_PENDING');

@@ -15,6 +15,7 @@ import {
   parseApprovalRevoked,
   parseApprovalSubject,
   requestFitsSubject,
+  sameIdentity,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 
@@ -212,7 +213,7 @@ export class ApprovalBook {
     let best: ApprovalEntry | undefined;
     for (const g of this.activeGrants(now)) {
       if (g.id === request.id || g.request.grantKey !== key || !g.decision || !samePolicy(g.request, request)) continue;
-      if (g.decision.by.name === request.identity.user || !mayDecide(request, g.decision.by)) continue;
+      if (isRequester(request, g.decision.by.name) || !mayDecide(request, g.decision.by)) continue;
       if (!best || Date.parse(g.grant!.until!) > Date.parse(best.grant!.until!)) best = g;
     }
     return best;
@@ -285,7 +286,7 @@ export class ApprovalBook {
   private checkApprover(id: string, approver: Approver, now: number): ApprovalEntry {
     const e = this.get(id, now);
     if (!e) throw new CollectorError('COLLECTOR_APPROVAL_UNKNOWN', `no approval request ${id}`);
-    if (e.request.identity.user === approver.name) {
+    if (isRequester(e.request, approver.name)) {
       throw new CollectorError(
         'COLLECTOR_APPROVAL_SELF',
         `${approver.name} asked for this statement and cannot decide it (four-eyes rule)`,
@@ -369,4 +370,13 @@ function grantOf(h: Held, asked: string, now: number): ApprovalGrantView {
           ? 'expired'
           : 'active';
   return { for: asked, state, ...(until ? { until } : {}), ...(h.revoked ? { revoked: h.revoked } : {}) };
+}
+
+/**
+ * The four-eyes rule: the requester's user name may come from a claim they can edit (`usernameClaim: email`), so
+ * `Alice@Example.com` or `alice+x@example.com` asking does not make approver `alice@example.com` someone else.
+ */
+function isRequester(request: ApprovalRequestMessage, approverName: string): boolean {
+  const user = request.identity.user;
+  return typeof user === 'string' ? sameIdentity(user, approverName) : user === approverName;
 }

@@ -114,6 +114,11 @@ export const databaseAccessPolicySpecSchema = {
               default: ['RS256', 'ES256'],
             },
             clockSkew: { ...duration, default: '30s' },
+            maxTokenLifetime: {
+              ...duration,
+              description:
+                "Longest token lifetime accepted (exp - iat; exp - now for a token without iat); a longer-lived token is refused (28P01). Default: the sidecar's --oidc-max-token-lifetime, 24h.",
+            },
             endSessionAtExpiry: {
               type: 'boolean',
               default: false,

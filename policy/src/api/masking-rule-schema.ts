@@ -44,7 +44,11 @@ export const maskingRuleSpecSchema = {
       },
     },
     detectors: { type: 'array', maxItems: DETECTORS.length, items: { type: 'string', enum: DETECTORS }, default: [] },
-    unmaskedFor: subjects,
+    unmaskedFor: {
+      ...subjects,
+      description:
+        'Sessions that see clear values: ANY listed group, service account or user, matched exactly (case-sensitive globs).',
+    },
   },
 } as const;
 

@@ -134,10 +134,14 @@ export const labelSelector = {
 export const subjects = {
   type: 'object',
   additionalProperties: false,
-  description: 'Matches when the session has ANY listed group, service account or user (globs allowed).',
+  description:
+    'Matches when the session has ANY listed group, service account or user (globs allowed): exactly (case-sensitive), except that a deny rule also matches other spellings of a listed name (case, Unicode look-alikes, user+tag@domain).',
   properties: {
     groups: stringList(64, 256),
     serviceAccounts: { ...stringList(64, 317), description: '`name` or `namespace/name`, globs allowed' },
-    users: { ...stringList(64, 256), description: 'OIDC subjects (`sub`), globs allowed' },
+    users: {
+      ...stringList(64, 256),
+      description: 'OIDC user names (the usernameClaim, default `sub`), globs allowed',
+    },
   },
 } as const;

@@ -3,11 +3,17 @@ import type { SqlAnalysis } from '../sql/analysis-types.js';
 import type { Decision, Subject } from './decision-types.js';
 import { parseDuration } from './duration.js';
 import { compileGlob, compileObjectGlob, type Glob } from './glob.js';
+import { foldIdentity } from './identity-fold.js';
 
-export interface CompiledSubjects {
+interface SubjectGlobs {
   groups: Glob[];
   serviceAccounts: Glob[];
   users: Glob[];
+}
+
+export interface CompiledSubjects extends SubjectGlobs {
+  /** Deny rules only: the lists folded (foldIdentity), also tried against the folded subject. */
+  folded?: SubjectGlobs;
 }
 
 export interface CompiledRule {
@@ -35,12 +41,36 @@ export interface CompiledPolicy {
 
 const compiled = new WeakMap<DatabaseAccessPolicySpec, CompiledPolicy>();
 
-export function compileSubjects(s: Subjects): CompiledSubjects {
-  return {
-    groups: (s.groups ?? []).map(compileGlob),
-    serviceAccounts: (s.serviceAccounts ?? []).map(compileGlob),
-    users: (s.users ?? []).map(compileGlob),
-  };
+function subjectGlobs(s: Subjects, spell: (name: string) => string): SubjectGlobs {
+  const globs = (list: readonly string[] | undefined) => (list ?? []).map((p) => compileGlob(spell(p)));
+  return { groups: globs(s.groups), serviceAccounts: globs(s.serviceAccounts), users: globs(s.users) };
+}
+
+/**
+ * `loose` (deny rules): the subject matches when its names match exactly or when both sides, folded to one spelling
+ * (foldIdentity), do: a user who may edit the claim a deny rule names cannot step around it as `Boss@Example.com`,
+ * `boss+x@example.com` or with a Cyrillic `о`. Only deny rules: matching more names there denies more, while an
+ * allow or review rule (it may come before a deny rule) matched loosely would let in names nobody listed.
+ */
+export function compileSubjects(s: Subjects, loose = false): CompiledSubjects {
+  return { ...subjectGlobs(s, (p) => p), ...(loose ? { folded: subjectGlobs(s, foldIdentity) } : {}) };
+}
+
+const foldedSubjects = new WeakMap<Subject, Subject>();
+
+/** The subject with every name folded, once per subject object (a session's, for the life of the session). */
+function foldedSubject(subject: Subject): Subject {
+  let f = foldedSubjects.get(subject);
+  if (!f) {
+    f = {
+      groups: subject.groups.map(foldIdentity),
+      ...(subject.namespace !== undefined ? { namespace: foldIdentity(subject.namespace) } : {}),
+      ...(subject.serviceAccount !== undefined ? { serviceAccount: foldIdentity(subject.serviceAccount) } : {}),
+      ...(subject.user !== undefined ? { user: foldIdentity(subject.user) } : {}),
+    };
+    foldedSubjects.set(subject, f);
+  }
+  return f;
 }
 
 /** Compiles (once per spec object) the globs and limits of a validated policy spec. */
@@ -56,7 +86,7 @@ export function compilePolicy(spec: DatabaseAccessPolicySpec): CompiledPolicy {
       kinds: rule.statements ? new Set(rule.statements) : undefined,
       tables: rule.tables?.map(compileObjectGlob),
       functions: rule.functions?.map(compileObjectGlob),
-      subjects: rule.subjects ? compileSubjects(rule.subjects) : undefined,
+      subjects: rule.subjects ? compileSubjects(rule.subjects, rule.action === 'deny') : undefined,
       allowDangerous: new Set(rule.allowDangerous ?? []),
     })),
     blockedFunctions: g.blockedFunctions.map(compileObjectGlob),
@@ -70,8 +100,12 @@ export function compilePolicy(spec: DatabaseAccessPolicySpec): CompiledPolicy {
   return c;
 }
 
-/** Any listed group, service account (`name` or `namespace/name`) or user matches. */
+/** Any listed group, service account (`name` or `namespace/name`) or user matches (or, when loose, its folded form). */
 export function subjectMatches(s: CompiledSubjects, subject: Subject): boolean {
+  return globsMatch(s, subject) || (s.folded !== undefined && globsMatch(s.folded, foldedSubject(subject)));
+}
+
+function globsMatch(s: SubjectGlobs, subject: Subject): boolean {
   for (const g of s.groups) for (const have of subject.groups) if (g.test(have)) return true;
   if (subject.serviceAccount !== undefined) {
     const full = `${subject.namespace ?? ''}/${subject.serviceAccount}`;

@@ -48,6 +48,25 @@ describe('decide', () => {
     expect(run(spec, 'SELECT 1')).toMatchObject({ action: 'allow', rule: 'read' }); // no relations: deny rule not hit
   });
 
+  it('deny rules match other spellings of a listed name; allow and review rules only the name itself', () => {
+    const p = policy(`  defaultAction: allow
+  rules:
+    - {name: review-carol, action: review, subjects: {users: [carol@example.com]}}
+    - {name: no-boss, action: deny, subjects: {users: [boss@example.com], groups: [contractors]}}
+    - {name: carol-too, action: deny, subjects: {users: [carol@example.com]}}
+    - {name: dave-reads, action: allow, subjects: {users: [dave@example.com]}}
+`);
+    const as = (user: string, groups: string[] = []) => run(p, 'SELECT 1', { user, groups });
+    for (const user of ['boss@example.com', 'Boss@Example.com', 'boss+x@example.com', 'b\u043ess@example.com'])
+      expect(as(user), user).toMatchObject({ action: 'deny', rule: 'no-boss' });
+    expect(as('someone', ['Contractors'])).toMatchObject({ action: 'deny', rule: 'no-boss' });
+    // The review rule, which comes first, matches carol only: Carol is denied by the deny rule behind it, not held.
+    expect(as('carol@example.com')).toMatchObject({ action: 'review', rule: 'review-carol' });
+    expect(as('Carol@example.com')).toMatchObject({ action: 'deny', rule: 'carol-too' });
+    expect(as('dave@example.com')).toMatchObject({ action: 'allow', rule: 'dave-reads' });
+    expect(as('Dave@example.com')).toMatchObject({ action: 'allow', rule: undefined, reason: 'default' });
+  });
+
   it('one denied statement denies the whole Query and is the one reported', () => {
     const d = run(spec, 'SELECT 1; SELECT * FROM secret.k; SELECT 2');
     expect(d.action).toBe('deny');

@@ -37,4 +37,15 @@ describe('lintPolicySpec', () => {
     );
     expect(lintPolicySpec(s).filter((i) => i.severity === 'error')).toEqual([]);
   });
+
+  it('warns about a deny rule on user names taken from a claim other than sub', () => {
+    const doc = (claim: string) =>
+      parsePolicyDocuments(
+        `apiVersion: pgwarden.dev/v1alpha1\nkind: DatabaseAccessPolicy\nmetadata: {name: p}\nspec:\n  database: {host: h, name: d}\n  role: r\n  authentication: {mode: oidc, oidc: {issuer: "https://idp", audience: a, usernameClaim: ${claim}}}\n  rules:\n    - {name: no-boss, action: deny, subjects: {users: [boss@example.com]}}\n    - {name: alice, action: allow, subjects: {users: [alice@example.com]}}\n`,
+      ).policies[0].spec;
+    const about = (claim: string) => lintPolicySpec(doc(claim)).filter((i) => i.path.includes('/subjects/users'));
+    expect(about('email').map((i) => `${i.severity} ${i.path}`)).toEqual(['warning /spec/rules/0/subjects/users']);
+    expect(about('email')[0].message).toMatch(/claim "email", which the user may be able to edit/);
+    expect(about('sub')).toEqual([]);
+  });
 });

@@ -29,6 +29,13 @@ export function lintPolicySpec(spec: DatabaseAccessPolicySpec, base = '/spec'): 
     ) {
       err(`${at}/statements`, `rule "${r.name}" only covers ddl, which guardrail blockDDL always denies`);
     }
+    const claim = spec.authentication.mode === 'oidc' ? (spec.authentication.oidc?.usernameClaim ?? 'sub') : 'sub';
+    if (r.action === 'deny' && s?.users?.length && claim !== 'sub') {
+      warn(
+        `${at}/subjects/users`,
+        `deny rule "${r.name}" names users from claim "${claim}", which the user may be able to edit at the identity provider: other spellings are folded, but name groups (or use usernameClaim sub) for a rule that has to hold`,
+      );
+    }
     r.tables?.forEach((t, j) => {
       for (const p of globProblems(t, 'object')) warn(`${at}/tables/${j}`, `"${t}" ${p}`);
       if (!t.includes('.')) warn(`${at}/tables/${j}`, `"${t}" has no schema: it matches the name in every schema`);

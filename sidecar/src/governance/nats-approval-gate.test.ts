@@ -175,11 +175,14 @@ describe('natsApprovalGate', () => {
     await decide(req.id, 'approved', 'mallory', ['agents']);
     // The requester's own OIDC user, even in an approver group: four eyes.
     await decide(req.id, 'approved', 'bot@example.com', ['dba']);
+    // ... and spelled another way, as a user name claim the requester can edit may be.
+    await decide(req.id, 'approved', 'Bot+x@Example.com', ['dba']);
     await new Promise((r) => setTimeout(r, 200));
     expect(settled()).toBe(false);
     expect(warnings).toEqual([
       'approval: ignored a malformed decision',
       'approval: ignored a decision by someone the policy does not name as approver',
+      'approval: ignored a decision by the requester itself',
       'approval: ignored a decision by the requester itself',
     ]);
     await decide(req.id, 'rejected', 'carol', ['dba'], 'not on a Friday');

@@ -15,6 +15,7 @@ import {
   parseApprovalDecision,
   parseApprovalRevoked,
   redactSecrets,
+  sameIdentity,
   sidecarApprovalSubject,
   verifyDecision,
   verifyRevocation,
@@ -219,7 +220,8 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
             });
             return false;
           }
-          if (req.identity.user !== undefined && d.by.name === req.identity.user) {
+          // Another spelling of the approver's name (a user name claim the requester edits) is still the approver.
+          if (req.identity.user !== undefined && sameIdentity(req.identity.user, d.by.name)) {
             log('warn', 'approval: ignored a decision by the requester itself', { id: req.id, by: d.by.name });
             return false;
           }

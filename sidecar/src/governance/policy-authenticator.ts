@@ -29,6 +29,10 @@ export function identityConfigOf(auth: AuthSpec, local: Partial<OidcConfig> = {}
       clockSkewSeconds: o.clockSkew ? (parseDuration(o.clockSkew) ?? Number.NaN) / 1000 : undefined,
       endSessionAtExpiry: o.endSessionAtExpiry,
       ...local,
+      // The sidecar's flag is the default; a policy that names its identity provider knows its token lifetimes.
+      maxTokenLifetimeSeconds: o.maxTokenLifetime
+        ? (parseDuration(o.maxTokenLifetime) ?? Number.NaN) / 1000
+        : local.maxTokenLifetimeSeconds,
     },
   };
 }

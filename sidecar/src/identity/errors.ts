@@ -10,6 +10,7 @@ export type IdentityReason =
   | 'bad_signature'
   | 'token_expired'
   | 'token_not_yet_valid'
+  | 'token_lifetime_too_long'
   | 'wrong_issuer'
   | 'wrong_audience'
   | 'missing_claim'

@@ -3,6 +3,7 @@ import { base64url, exportJWK, exportPKCS8, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSigningKey, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
+import { freshnessMs } from './jwks-cache.js';
 import { createOidcVerifier, type OidcConfig } from './oidc-verifier.js';
 
 let idp: TestIdp;
@@ -10,6 +11,8 @@ beforeAll(async () => {
   idp = await startTestIdp();
 });
 afterAll(() => idp.close());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const cfg = (over: Partial<OidcConfig> = {}): OidcConfig => ({
   issuer: idp.issuer,
@@ -174,6 +177,125 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
     expect((await refusal(at(T - 31).verify(nbf))).reason).toBe('token_not_yet_valid');
   });
 
+  it('refuses a token that lives longer than the maximum lifetime (exp - iat, or exp - now without iat)', async () => {
+    const T = Math.floor(Date.now() / 1000);
+    const v = createOidcVerifier(cfg());
+    expect((await v.verify(await idp.sign({ iat: T, exp: T + 24 * 3600 }))).user).toBe('agent-1');
+    const year = await refusal(v.verify(await idp.sign({ iat: T, exp: T + 365 * 86400 })));
+    expect(year.reason).toBe('token_lifetime_too_long');
+    expect(year.message).toBe(
+      'OIDC token lifetime 365d (exp - iat) exceeds the maximum of 1d: ask the identity provider for a shorter-lived token',
+    );
+    // Without iat, what is left of the token is its lifetime as far as the sidecar can tell.
+    const noIat = await refusal(v.verify(await idp.sign({ iat: undefined, exp: T + 25 * 3600 })));
+    expect(noIat.reason).toBe('token_lifetime_too_long');
+    expect(noIat.message).toMatch(/\(exp - now, no iat\)/);
+    expect((await v.verify(await idp.sign({ iat: undefined, exp: T + 24 * 3600 }))).user).toBe('agent-1');
+    // The lifetime, not what is left of it: a 70-minute token is refused under a 1-hour cap with 20 minutes to go.
+    const hour = createOidcVerifier(cfg({ maxTokenLifetimeSeconds: 3600 }));
+    expect((await hour.verify(await idp.sign({ iat: T, exp: T + 3600 }))).user).toBe('agent-1');
+    const err = await refusal(hour.verify(await idp.sign({ iat: T - 3000, exp: T + 1200 })));
+    expect(err.message).toMatch(/lifetime 1h10m \(exp - iat\) exceeds the maximum of 1h/);
+  });
+
+  it('reads how long a JWKS answer may be used from Cache-Control max-age less Age, within the bounds', () => {
+    const f = (h: Record<string, string>) => freshnessMs(new Headers(h), 60_000, 300_000);
+    expect(f({})).toBe(300_000);
+    expect(f({ 'cache-control': 'public, max-age=120' })).toBe(120_000);
+    expect(f({ 'cache-control': 'max-age=120', age: '30' })).toBe(90_000);
+    expect(f({ 'cache-control': 'max-age=120', age: '100' })).toBe(60_000);
+    expect(f({ 'cache-control': 'max-age=86400' })).toBe(300_000);
+    expect(f({ 'cache-control': 'no-cache, max-age=120' })).toBe(60_000);
+    expect(f({ 'cache-control': 'no-store' })).toBe(60_000);
+    expect(f({ 'cache-control': 'max-age=0' })).toBe(60_000);
+    expect(f({ 'cache-control': 's-maxage=10' })).toBe(300_000);
+    expect(f({ 'cache-control': 'max-age=-5' })).toBe(300_000);
+  });
+
+  it('stops trusting a key the identity provider withdrew once the JWKS max-age has passed, without a request per login', async () => {
+    const old = idp.published[0];
+    const k2 = await makeSigningKey('k2');
+    idp.published = [old, k2];
+    idp.jwksHeaders = { 'cache-control': 'public, max-age=1' };
+    try {
+      const v = createOidcVerifier(cfg({ jwksMinAgeMs: 500 }));
+      const before = idp.fetches.jwks;
+      const byOld = await idp.sign({ sub: 'old' }, old);
+      expect((await v.verify(byOld)).user).toBe('old');
+      idp.published = [k2];
+      expect((await v.verify(byOld)).user).toBe('old');
+      expect(idp.fetches.jwks - before).toBe(1);
+      await sleep(1100);
+      const results = await Promise.all(Array.from({ length: 10 }, () => refusal(v.verify(byOld))));
+      for (const r of results) expect(r.reason).toBe('unknown_key');
+      expect((await v.verify(await idp.sign({ sub: 'new' }, k2))).user).toBe('new');
+      expect(idp.fetches.jwks - before).toBe(2);
+      // A max-age longer than the bound is cut to it; no-cache is raised to the minimum, not a request per login.
+      idp.published = [old, k2];
+      idp.jwksHeaders = { 'cache-control': 'max-age=86400' };
+      const capped = createOidcVerifier(cfg({ jwksMaxAgeMs: 600, jwksMinAgeMs: 100 }));
+      expect((await capped.verify(byOld)).user).toBe('old');
+      idp.published = [k2];
+      await sleep(650);
+      expect((await refusal(capped.verify(byOld))).reason).toBe('unknown_key');
+      idp.jwksHeaders = { 'cache-control': 'no-cache' };
+      const floor = createOidcVerifier(cfg({ jwksMinAgeMs: 400 }));
+      const token = await idp.sign({}, k2);
+      const n = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++) await floor.verify(token);
+      expect(idp.fetches.jwks - n).toBe(1);
+      await sleep(450);
+      await floor.verify(token);
+      expect(idp.fetches.jwks - n).toBe(2);
+    } finally {
+      idp.published = [old];
+      idp.jwksHeaders = {};
+    }
+  });
+
+  it('keeps verifying with held keys through a short JWKS outage, and refuses once they are older than the stale limit', async () => {
+    idp.jwksHeaders = { 'cache-control': 'max-age=0' };
+    try {
+      const v = createOidcVerifier(
+        cfg({ jwksMinAgeMs: 200, jwksMaxAgeMs: 200, jwksMaxStaleMs: 1000, discoveryRetryMs: 100 }),
+      );
+      const token = await idp.sign({});
+      expect((await v.verify(token)).user).toBe('agent-1');
+      idp.behaviour.jwks = 'error';
+      await sleep(300);
+      expect((await v.verify(token)).user).toBe('agent-1');
+      await sleep(800);
+      expect((await refusal(v.verify(token))).reason).toBe('idp_unavailable');
+      idp.behaviour.jwks = 'ok';
+      await sleep(150);
+      expect((await v.verify(token)).user).toBe('agent-1');
+    } finally {
+      idp.behaviour.jwks = 'ok';
+      idp.jwksHeaders = {};
+    }
+  });
+
+  it('asks a JWKS endpoint that answers with something other than a key set once per retry interval', async () => {
+    idp.jwksHeaders = { 'cache-control': 'max-age=0' };
+    try {
+      const v = createOidcVerifier(cfg({ jwksMinAgeMs: 100, jwksMaxAgeMs: 100, discoveryRetryMs: 1000 }));
+      const token = await idp.sign({});
+      await v.verify(token);
+      idp.behaviour.jwks = 'not-a-key-set';
+      await sleep(150);
+      const before = idp.fetches.jwks;
+      for (let i = 0; i < 20; i++) expect((await v.verify(token)).user).toBe('agent-1');
+      expect(idp.fetches.jwks - before).toBe(1);
+      const fresh = createOidcVerifier(cfg({ discoveryRetryMs: 1000 }));
+      const unloaded = idp.fetches.jwks;
+      for (let i = 0; i < 10; i++) expect((await refusal(fresh.verify(token))).reason).toBe('idp_unavailable');
+      expect(idp.fetches.jwks - unloaded).toBe(1);
+    } finally {
+      idp.behaviour.jwks = 'ok';
+      idp.jwksHeaders = {};
+    }
+  });
+
   it('follows key rotation: an unknown kid refetches the JWKS, rate limited by the cooldown', async () => {
     const v = createOidcVerifier(cfg({ jwksCooldownMs: 1000 }));
     const old = idp.published[0];
@@ -265,6 +387,9 @@ describe('OIDC verification against a real HTTPS identity provider', () => {
       { issuer: 'http://idp.example' },
       { audience: '' },
       { jwksUri: 'http://idp.example/keys' },
+      { maxTokenLifetimeSeconds: 0 },
+      { maxTokenLifetimeSeconds: -60 },
+      { maxTokenLifetimeSeconds: Number.NaN },
     ];
     for (const b of bad) expect(() => createOidcVerifier(cfg(b)), JSON.stringify(b)).toThrow(IdentityConfigError);
     expect(await exportJWK(idp.published[0].privateKey)).toHaveProperty('d');

@@ -1,7 +1,8 @@
-import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from 'jose';
+import { decodeProtectedHeader, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
 import type { Identity } from '../proxy/hooks.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
 import { createHttpsFetch, type HttpsFetch, withFailureBackoff } from './https-fetch.js';
+import { createJwksCache } from './jwks-cache.js';
 
 export interface OidcConfig {
   /** The `iss` tokens must carry; discovery is `<issuer>/.well-known/openid-configuration`. */
@@ -18,14 +19,23 @@ export interface OidcConfig {
   algorithms?: string[];
   /** Tolerance for exp/nbf, seconds. Default 30, at most 300. */
   clockSkewSeconds?: number;
+  /**
+   * Longest token lifetime accepted, seconds: exp − iat, or exp − now (less the clock skew) for a token without
+   * iat. Default 24 h.
+   */
+  maxTokenLifetimeSeconds?: number;
   /** Set Identity.sessionEndsAt (exp + clock skew), so the proxy ends the session when the token expires. */
   endSessionAtExpiry?: boolean;
   /** Extra CA certificates (PEM) for the identity provider's TLS. */
   ca?: string | Buffer;
   /** Minimum time between JWKS refetches triggered by an unknown `kid` (rate limit). Default 30 s. */
   jwksCooldownMs?: number;
-  /** How long fetched keys are trusted before a refetch. Default 10 min. */
+  /** Longest time between JWKS refreshes (a longer Cache-Control max-age is cut to this). Default 5 min. */
   jwksMaxAgeMs?: number;
+  /** Shortest time between JWKS refreshes (Cache-Control no-cache or a smaller max-age is raised to this). Default 60 s. */
+  jwksMinAgeMs?: number;
+  /** While the JWKS endpoint fails, keys fetched this recently keep verifying. Default 10 min. */
+  jwksMaxStaleMs?: number;
   /** After a failed discovery or JWKS fetch, the next attempt waits at least this long. Default 5 s. */
   discoveryRetryMs?: number;
   timeoutMs?: number;
@@ -56,15 +66,23 @@ const ASYMMETRIC = new Set([
 export const DEFAULT_ALGORITHMS = ['RS256', 'ES256'];
 export const DEFAULT_CLOCK_SKEW_S = 30;
 export const MAX_CLOCK_SKEW_S = 300;
+/**
+ * Kubernetes' TokenRequest gives an hour by default and kubelet rotates projected tokens at 80 % of their life;
+ * identity providers issue access and ID tokens for minutes to hours. A day admits all of those and refuses the
+ * "valid for years" tokens that make a leak permanent.
+ */
+export const DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600;
 
 export interface OidcVerifier {
   readonly issuer: string;
   verify(token: string): Promise<Identity>;
 }
 
-function validated(
-  cfg: OidcConfig,
-): Required<Pick<OidcConfig, 'algorithms' | 'clockSkewSeconds' | 'groupsClaim'>> & { audience: string[] } {
+function validated(cfg: OidcConfig): Required<
+  Pick<OidcConfig, 'algorithms' | 'clockSkewSeconds' | 'groupsClaim' | 'maxTokenLifetimeSeconds'>
+> & {
+  audience: string[];
+} {
   let issuerUrl: URL;
   try {
     issuerUrl = new URL(cfg.issuer);
@@ -89,7 +107,16 @@ function validated(
   }
   const audience = (Array.isArray(cfg.audience) ? cfg.audience : [cfg.audience]).filter((a) => a);
   if (audience.length === 0) throw new IdentityConfigError('oidc.audience is required');
-  return { algorithms, clockSkewSeconds: skew, groupsClaim: cfg.groupsClaim || 'groups', audience };
+  const maxLifetime = cfg.maxTokenLifetimeSeconds ?? DEFAULT_MAX_TOKEN_LIFETIME_S;
+  if (!Number.isFinite(maxLifetime) || maxLifetime < 1)
+    throw new IdentityConfigError(`oidc maximum token lifetime must be at least 1 second, got ${maxLifetime}`);
+  return {
+    algorithms,
+    clockSkewSeconds: skew,
+    groupsClaim: cfg.groupsClaim || 'groups',
+    audience,
+    maxTokenLifetimeSeconds: maxLifetime,
+  };
 }
 
 /** Maps jose's errors onto stable reasons with messages that name the problem and never echo the token. */
@@ -172,6 +199,25 @@ function groupsOf(payload: JWTPayload, claim: string): string[] {
   );
 }
 
+/** `90061` → `1d1h1m1s`: a lifetime as an operator would write it. */
+function formatSeconds(total: number): string {
+  let s = Math.floor(total);
+  if (s < 1) return '0s';
+  let out = '';
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
+    if (s >= size) {
+      out += `${Math.floor(s / size)}${unit}`;
+      s %= size;
+    }
+  }
+  return out;
+}
+
 /** Verifies OIDC access/ID tokens against the issuer's published keys (OpenID Connect Discovery 1.0 §4). */
 export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): OidcVerifier {
   const v = validated(cfg);
@@ -179,19 +225,23 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
   const fetchHttps = fetchImpl ?? createHttpsFetch({ ca: cfg.ca, timeoutMs: cfg.timeoutMs });
   const retryMs = cfg.discoveryRetryMs ?? 5000;
   const jwksFetch = withFailureBackoff(fetchHttps, retryMs);
-  let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
-  let pending: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined;
+  let jwks: JWTVerifyGetKey | undefined;
+  let pending: Promise<JWTVerifyGetKey> | undefined;
   let failedAt = 0;
 
+  const maxRefreshMs = cfg.jwksMaxAgeMs ?? 300_000;
   const makeJwks = (uri: string) =>
-    createRemoteJWKSet(new URL(uri), {
-      cooldownDuration: cfg.jwksCooldownMs ?? 30_000,
-      cacheMaxAge: cfg.jwksMaxAgeMs ?? 600_000,
-      timeoutDuration: cfg.timeoutMs ?? 5000,
-      [customFetch]: jwksFetch as never,
+    createJwksCache({
+      uri,
+      fetch: jwksFetch,
+      cooldownMs: cfg.jwksCooldownMs ?? 30_000,
+      minRefreshMs: Math.min(cfg.jwksMinAgeMs ?? 60_000, maxRefreshMs),
+      maxRefreshMs,
+      maxStaleMs: Math.max(cfg.jwksMaxStaleMs ?? 600_000, maxRefreshMs),
+      retryMs,
     });
 
-  async function discover(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+  async function discover(): Promise<JWTVerifyGetKey> {
     if (cfg.jwksUri) return makeJwks(cfg.jwksUri);
     const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
     const res = await fetchHttps(url);
@@ -204,7 +254,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
     return makeJwks(doc.jwks_uri);
   }
 
-  async function keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+  async function keySet(): Promise<JWTVerifyGetKey> {
     if (jwks) return jwks;
     if (!pending) {
       if (Date.now() - failedAt < retryMs)
@@ -269,6 +319,15 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
         const now = (cfg.now?.() ?? new Date()).getTime() / 1000;
         if (typeof payload.iat === 'number' && payload.iat > now + v.clockSkewSeconds)
           throw new IdentityError('token_not_yet_valid', 'OIDC token is not valid yet (iat is in the future)');
+        // A token that lives for years is as good as a password that never changes once it leaks. Without iat the
+        // lifetime left is all the sidecar can know; the skew covers a token issued a moment ago by a faster clock.
+        const exp = payload.exp as number;
+        const lifetime = typeof payload.iat === 'number' ? exp - payload.iat : exp - now - v.clockSkewSeconds;
+        if (lifetime > v.maxTokenLifetimeSeconds)
+          throw new IdentityError(
+            'token_lifetime_too_long',
+            `OIDC token lifetime ${formatSeconds(lifetime)} (${typeof payload.iat === 'number' ? 'exp - iat' : 'exp - now, no iat'}) exceeds the maximum of ${formatSeconds(v.maxTokenLifetimeSeconds)}: ask the identity provider for a shorter-lived token`,
+          );
         const claim = cfg.usernameClaim || 'sub';
         const user = claimAt(payload, claim);
         if (typeof user !== 'string' || user === '')
