@@ -4,16 +4,20 @@ import type { Node } from './parser.js';
 import type { SessionState } from './session-state.js';
 
 /**
- * Planner statistics: most-common values and histogram bounds of every column the role may read, in every schema
- * (https://www.postgresql.org/docs/current/view-pg-stats.html). Reading one reads samples of any table, so it also
- * counts as reading the unknown relation `*`, which only `*`-style globs cover.
+ * System views and catalogs that show contents of other relations. Planner statistics: most-common values and
+ * histogram bounds of every column the role may read, in every schema
+ * (https://www.postgresql.org/docs/current/view-pg-stats.html). pg_sequences: every sequence's last value, as
+ * `currval`/`pg_sequence_last_value` would read it (https://www.postgresql.org/docs/current/view-pg-sequences.html).
+ * Reading one reads any table or sequence, so it also counts as reading the unknown relation `*`, which only
+ * `*`-style globs cover.
  */
-const STATISTICS_RELATIONS: ReadonlySet<string> = new Set([
+const CONTENT_RELATIONS: ReadonlySet<string> = new Set([
   'pg_stats',
   'pg_stats_ext',
   'pg_stats_ext_exprs',
   'pg_statistic',
   'pg_statistic_ext_data',
+  'pg_sequences',
 ]);
 
 /** Accumulates what one top-level statement does, including everything nested in it. */
@@ -37,7 +41,7 @@ export class StatementFacts {
     if (this.relKeys.has(key)) return;
     this.relKeys.add(key);
     this.relations.push({ schema, name, access, qualified });
-    if (schema === 'pg_catalog' && STATISTICS_RELATIONS.has(name)) this.addRelation('*', '*', 'read', false);
+    if (schema === 'pg_catalog' && CONTENT_RELATIONS.has(name)) this.addRelation('*', '*', 'read', false);
   }
 
   addFunction(schema: string, name: string, qualified: boolean): void {
