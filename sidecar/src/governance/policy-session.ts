@@ -425,7 +425,8 @@ export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
         message: d.message,
         hint: d.hint,
         position: d.position,
-        reason: d.reason,
+        // The audit's decision.reason says what the client was told was not covered.
+        reason: d.detail === undefined ? d.reason : `${d.reason}: ${d.detail}`,
         rule: d.rule,
         policy,
         statements,
