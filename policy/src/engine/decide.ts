@@ -13,11 +13,23 @@ function qualified(o: { schema: string; name: string }): string {
 interface Names {
   tables: string[];
   functions: string[];
+  /** Functions `t.f` field references may call (the analysis had no catalog to tell): only `functions` lists see them. */
+  possible: string[];
+}
+
+const NONE: string[] = [];
+
+function possibleCalls(a: StatementAnalysis): string[] {
+  if (a.fieldCalls === undefined) return NONE;
+  const out = new Set<string>();
+  for (const c of a.fieldCalls) for (const f of c.functions) out.add(qualified(f));
+  return [...out];
 }
 
 const namesOf = (a: StatementAnalysis): Names => ({
   tables: a.relations.map(qualified),
   functions: a.functions.map(qualified),
+  possible: possibleCalls(a),
 });
 
 /**
@@ -33,14 +45,22 @@ export function ruleMatches(
   if (r.rule.action === 'deny') return denyRuleMatches(r, a, subject, names);
   if (r.kinds) for (const k of a.kinds) if (!r.kinds.has(k)) return false;
   if (r.tables) for (const q of names.tables) if (!r.tables.some((g) => g.test(q))) return false;
-  if (r.functions) for (const q of names.functions) if (!r.functions.some((g) => g.test(q))) return false;
+  if (r.functions) {
+    for (const q of names.functions) if (!r.functions.some((g) => g.test(q))) return false;
+    for (const q of names.possible) if (!r.functions.some((g) => g.test(q))) return false;
+  }
   return r.subjects === undefined || subjectMatches(r.subjects, subject);
 }
 
 function denyRuleMatches(r: CompiledRule, a: StatementAnalysis, subject: Subject, names: Names): boolean {
   if (r.kinds && !a.kinds.some((k) => r.kinds?.has(k))) return false;
   if (r.tables && !names.tables.some((q) => r.tables?.some((g) => g.test(q)))) return false;
-  if (r.functions && !names.functions.some((q) => r.functions?.some((g) => g.test(q)))) return false;
+  if (
+    r.functions &&
+    !names.functions.some((q) => r.functions?.some((g) => g.test(q))) &&
+    !names.possible.some((q) => r.functions?.some((g) => g.test(q)))
+  )
+    return false;
   return r.subjects === undefined || subjectMatches(r.subjects, subject);
 }
 
@@ -81,14 +101,20 @@ export function uncovered(
     const r = byKinds[0];
     return `relation "${names.tables.find((q) => !covers(r.tables, q))}" is not covered by rule "${r.rule.name}"`;
   }
-  for (const q of names.functions)
-    if (!byTables.some((r) => covers(r.functions, q)))
+  // A possible call of field notation is named as such: `o.id` is most likely a column, and the message says why.
+  const fns = [
+    ...names.functions.map((q) => `function "${q}"`),
+    ...names.possible.map((q) => `function "${q}" (field notation: t.${q.slice(q.lastIndexOf('.') + 1)} may call it)`),
+  ];
+  const all = [...names.functions, ...names.possible];
+  for (let i = 0; i < all.length; i++)
+    if (!byTables.some((r) => covers(r.functions, all[i])))
       return byTables.length === 1
-        ? `function "${q}" is not in rule "${byTables[0].rule.name}"'s functions list`
-        : `function "${q}" is not in the functions list of ${none(byTables, ' on these relations')}`;
+        ? `${fns[i]} is not in rule "${byTables[0].rule.name}"'s functions list`
+        : `${fns[i]} is not in the functions list of ${none(byTables, ' on these relations')}`;
   const r = byTables[0];
-  const f = names.functions.find((q) => !covers(r.functions, q));
-  if (f !== undefined) return `function "${f}" is not in rule "${r.rule.name}"'s functions list`;
+  const i = all.findIndex((q) => !covers(r.functions, q));
+  if (i >= 0) return `${fns[i]} is not in rule "${r.rule.name}"'s functions list`;
   return 'no rule matched';
 }
 
