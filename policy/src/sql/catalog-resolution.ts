@@ -61,9 +61,11 @@ export function resolveWithCatalog(
   analysis: SqlAnalysis,
   catalog: PolicyCatalog,
   searchPath: readonly string[],
+  /** A string that changes whenever searchPath does (SessionState.resolutionKey), to save joining it. */
+  pathKey: string = searchPath.join('\u0000'),
 ): SqlAnalysis {
   if (!analysis.ok) return analysis;
-  const path = searchPath.join('\u0000');
+  const path = pathKey;
   const hit = resolved.get(analysis);
   if (hit !== undefined && hit.catalog === catalog && hit.path === path) return hit.result;
   let changed = false;

@@ -209,7 +209,12 @@ export class PolicySession implements SessionHooks {
     const catalog = this.ctx.catalog?.();
     if (catalog === undefined || !catalog.loaded || !policyNeedsCatalog(p.policy.spec)) return analysis;
     catalog.refreshIfOld();
-    return resolveWithCatalog(analysis, policyCatalogOf(catalog.snapshot()), this.state.searchPath);
+    return resolveWithCatalog(
+      analysis,
+      policyCatalogOf(catalog.snapshot()),
+      this.state.searchPath,
+      this.state.resolutionKey,
+    );
   }
 
   close(_reason: { error?: string }): void {
