@@ -155,7 +155,10 @@ export function buildCatalogSnapshot(
     }
     snap.userFunctions.add(f.name);
     let schemas = snap.userFunctionSchemas.get(f.name);
-    if (schemas === undefined) snap.userFunctionSchemas.set(f.name, (schemas = new Set()));
+    if (schemas === undefined) {
+      schemas = new Set();
+      snap.userFunctionSchemas.set(f.name, schemas);
+    }
     schemas.add(f.schema);
   }
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);

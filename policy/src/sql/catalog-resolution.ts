@@ -87,10 +87,9 @@ function resolveStatement(
   const calls: FunctionRef[] = [];
   for (const c of s.fieldCalls ?? []) {
     const known = c.relations?.map((r) => catalog.columns(r.schema, r.name));
-    const call =
-      known !== undefined && known.every((cols) => cols !== undefined)
-        ? known.some((cols) => !cols?.has(c.name))
-        : catalog.functionSchemas(c.name) !== undefined;
+    const call = known?.every((cols) => cols !== undefined)
+      ? known.some((cols) => !cols?.has(c.name))
+      : catalog.functionSchemas(c.name) !== undefined;
     if (call) calls.push(...c.functions);
   }
   const functions = [...s.functions, ...calls];

@@ -95,7 +95,8 @@ function walkFields(
       else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
     } else if ((key === 'larg' || key === 'rarg') && typeof o.op === 'string' && o.op !== 'SETOP_NONE') {
       // A branch of UNION/INTERSECT/EXCEPT is a query level of its own: its FROM items name its columns.
-      const levels = (ctx.queryLevels ??= []);
+      ctx.queryLevels ??= [];
+      const levels = ctx.queryLevels;
       levels.push(v as Node);
       try {
         walk(v, scope, ctx);
