@@ -15,6 +15,8 @@
  * - decide(policySpec, analysis, subject) → Decision { action, rule, reason, code, message, maxRows, timeoutMs,
  *   statements[] }. subject = the sidecar Identity ({ groups, namespace, serviceAccount, user }); pass the same
  *   object for a session so decisions are cached.
+ * - resolveWithCatalog(analysis, policyCatalogOf(snapshot), session.searchPath) → the analysis with `t.f` field
+ *   references and unqualified calls resolved against the database's catalog (user functions), before decide().
  * - lintPolicySpec(spec) → PolicyIssue[] (never-matching/shadowed rules, bad globs): `pgwarden policy lint`.
  */
 export * from './api/access-policy-schema.js';
@@ -50,6 +52,7 @@ export { isLoopbackHost } from './net/loopback-host.js';
 // Explicit (not `export *`) so these names win over same-named exports of ./masking (ES star-export rules).
 export type {
   DangerousUse,
+  FieldCall,
   FunctionRef,
   RelationAccess,
   RelationRef,
@@ -57,6 +60,7 @@ export type {
   StatementAnalysis,
 } from './sql/analysis-types.js';
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
+export { type PolicyCatalog, policyCatalogOf, resolveWithCatalog } from './sql/catalog-resolution.js';
 export { parseSearchPathValue } from './sql/function-calls.js';
 export { constantsOnlyAsValues } from './sql/grant-constants.js';
 export { initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';

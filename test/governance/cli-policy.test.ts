@@ -126,7 +126,11 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar --policy (the CLI p
     const denial = events.find((e) => e.type === 'statement' && /DELETE FROM orders/.test(JSON.stringify(e.statement)));
     const loaded = events.find((e) => e.type === 'policy.loaded');
     expect(denial).toMatchObject({
-      decision: { action: 'deny', code: '42501', reason: 'default' },
+      decision: {
+        action: 'deny',
+        code: '42501',
+        reason: 'default: statement kind "delete" is not allowed by any rule',
+      },
       policy: { name: 'analyst', hash: loaded.policy.hash },
       statement: { kind: 'delete', tables: ['public.orders'] },
     });

@@ -12,7 +12,11 @@ beforeAll(async () => {
   db = await createGovernanceDb('hidden');
   await db.su(`INSERT INTO hr.docs VALUES (to_tsvector('simple', 'bonus 250000'));
     INSERT INTO hr.salaries_data SELECT i, 90000 + i % 3 FROM generate_series(1, 200) i;
-    ANALYZE hr.salaries_data`);
+    ANALYZE hr.salaries_data;
+    SELECT setval('hr.emp_seq', 31337);
+    CREATE TABLE public.events (id int) WITH (autovacuum_enabled = false);
+    CREATE INDEX events_brin ON public.events USING brin (id) WITH (pages_per_range = 1);
+    INSERT INTO public.events SELECT generate_series(1, 2000)`);
   const a = examplePolicy('analyst-readonly.yaml');
   a.spec.role = db.roles.analyst;
   analyst = await startGoverned(db.name, a);
@@ -35,6 +39,8 @@ const cases: [string, string, RegExp][] = [
     "SELECT most_common_vals::text AS v FROM pg_stats WHERE schemaname = 'hr' AND attname = 'amount'",
     /90001/,
   ],
+  // pg_sequences shows the last value of every sequence the role may use.
+  ['sequence values', "SELECT last_value::text AS v FROM pg_sequences WHERE schemaname = 'hr'", /31337/],
 ];
 
 describe('HR data through calls and catalogs the SQL does not name', () => {
@@ -57,5 +63,15 @@ describe('HR data through calls and catalogs the SQL does not name', () => {
     const ad = await admin.client();
     expect(await errorOf(ad, "SELECT ('orders_id_seq'::regclass).nextval")).toBeUndefined();
     expect(await db.fingerprint()).not.toBe(before);
+  });
+
+  it('index maintenance in a function call changes the index only when the policy allows maintenance', async () => {
+    const c = await analyst.client();
+    const err = await errorOf(c, "SELECT brin_summarize_new_values('public.events_brin')");
+    expect(err?.code).toBe('42501');
+    expect(err?.message).toMatch(/^pgwarden: statement denied/);
+    // The pages the INSERT added are still unsummarized (autovacuum is off for the table): the analyst's call never ran.
+    const { rows } = await db.su("SELECT brin_summarize_new_values('public.events_brin') AS n");
+    expect(Number(rows[0].n)).toBeGreaterThan(0);
   });
 });

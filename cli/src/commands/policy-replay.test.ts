@@ -34,6 +34,10 @@ describe('policy replay', () => {
   it('takes from the trail what the policy decided, and leaves run-time refusals out', () => {
     expect(recordedAction({ action: 'allow', rule: 'r', reason: 'rule' })).toBe('allow');
     expect(recordedAction({ action: 'deny', reason: 'guardrail:requireWhere' })).toBe('deny');
+    // A default denial records what no rule covered.
+    expect(
+      recordedAction({ action: 'deny', reason: 'default: statement kind "copy" is not allowed by any rule' }),
+    ).toBe('deny');
     expect(recordedAction({ action: 'allow', rule: 'r', reason: 'approved by dana' })).toBe('review');
     expect(recordedAction({ action: 'deny', rule: 'r', reason: 'review-timeout' })).toBe('review');
     expect(recordedAction({ action: 'dryrun', rule: 'r', reason: 'would deny: x' })).toBe('dryrun');

@@ -52,7 +52,7 @@ const TRUNCATED = /…\[truncated [0-9]+ chars\]$/;
 
 /** Policy decisions as the sidecar records them; anything else was decided at run time. */
 const POLICY_REASON =
-  /^(rule|default|identity-change|unsafe-setting|parse-error|unknown-prepared|guardrail:.+|dangerous:.+)$/;
+  /^(rule|default|default: .+|identity-change|unsafe-setting|parse-error|unknown-prepared|guardrail:.+|dangerous:.+)$/;
 
 /** What the policy decided for a recorded statement, or undefined when the sidecar refused it for another cause. */
 export function recordedAction(decision: AuditEvent['decision']): ReplayAction | undefined {

@@ -132,9 +132,43 @@ describe('decide', () => {
 `);
     expect(run(dry, 'DROP TABLE t')).toMatchObject({ action: 'dryrun', reason: 'default' });
     expect(run(dry, 'DROP TABLE t').message).toBe(
-      'pgwarden: statement allowed in dry-run (would be denied) by the default action (no rule matched)',
+      'pgwarden: statement allowed in dry-run (would be denied) by the default action: no rule applies to this client',
     );
     expect(run(dry, "COPY t TO PROGRAM 'x'")).toMatchObject({ action: 'deny', reason: 'dangerous:copy-program' });
+  });
+
+  it('a default denial says what no rule covered, without literals', () => {
+    const p = policy(`  rules:
+    - {name: reads, action: allow, statements: [select], tables: ["public.*"], functions: ["pg_catalog.*"]}
+    - {name: writes, action: allow, statements: [select, insert], tables: [public.log], functions: [pg_catalog.lower]}
+    - {name: ops, action: allow, statements: [copy], subjects: {groups: [ops]}}
+  guardrails: {blockDDL: false}
+`);
+    const message = (sql: string) => {
+      const d = run(p, sql);
+      expect(d).toMatchObject({ action: 'deny', reason: 'default', code: '42501' });
+      expect(d.detail).toBe(d.message.replace('pgwarden: statement denied by the default action: ', ''));
+      return d.message.replace('pgwarden: statement denied by the default action: ', '');
+    };
+    expect(message("COPY (SELECT 'secret-literal') TO STDOUT")).toBe(
+      'statement kind "copy" is not allowed by any rule',
+    );
+    expect(run(p, 'COPY t TO STDOUT', { groups: ['ops'] }).action).toBe('allow');
+    expect(message("SELECT * FROM hr.salaries WHERE name = 'secret-literal'")).toBe(
+      'relation "hr.salaries" is not covered by any rule allowing select',
+    );
+    expect(message("SELECT pg_sleep(1), app.f('secret-literal') FROM log")).toBe(
+      'function "app.f" is not in the functions list of any rule allowing select on these relations',
+    );
+    // Only one rule allows the kinds: what it lacks.
+    expect(message('INSERT INTO log SELECT * FROM t')).toBe('relation "public.t" is not covered by rule "writes"');
+    expect(message('INSERT INTO log SELECT upper(x) FROM log')).toBe(
+      'function "pg_catalog.upper" is not in rule "writes"\'s functions list',
+    );
+    // The one rule allowing the kinds on these relations: what it lacks.
+    expect(message('SELECT * FROM log JOIN t ON true WHERE f(1)')).toBe(
+      'function "public.f" is not in rule "reads"\'s functions list',
+    );
   });
 
   it('caches per analysis and subject object, and the cached answer is the same', () => {

@@ -13,11 +13,23 @@ function qualified(o: { schema: string; name: string }): string {
 interface Names {
   tables: string[];
   functions: string[];
+  /** Functions `t.f` field references may call (the analysis had no catalog to tell): only `functions` lists see them. */
+  possible: string[];
+}
+
+const NONE: string[] = [];
+
+function possibleCalls(a: StatementAnalysis): string[] {
+  if (a.fieldCalls === undefined) return NONE;
+  const out = new Set<string>();
+  for (const c of a.fieldCalls) for (const f of c.functions) out.add(qualified(f));
+  return [...out];
 }
 
 const namesOf = (a: StatementAnalysis): Names => ({
   tables: a.relations.map(qualified),
   functions: a.functions.map(qualified),
+  possible: possibleCalls(a),
 });
 
 /**
@@ -33,14 +45,22 @@ export function ruleMatches(
   if (r.rule.action === 'deny') return denyRuleMatches(r, a, subject, names);
   if (r.kinds) for (const k of a.kinds) if (!r.kinds.has(k)) return false;
   if (r.tables) for (const q of names.tables) if (!r.tables.some((g) => g.test(q))) return false;
-  if (r.functions) for (const q of names.functions) if (!r.functions.some((g) => g.test(q))) return false;
+  if (r.functions) {
+    for (const q of names.functions) if (!r.functions.some((g) => g.test(q))) return false;
+    for (const q of names.possible) if (!r.functions.some((g) => g.test(q))) return false;
+  }
   return r.subjects === undefined || subjectMatches(r.subjects, subject);
 }
 
 function denyRuleMatches(r: CompiledRule, a: StatementAnalysis, subject: Subject, names: Names): boolean {
   if (r.kinds && !a.kinds.some((k) => r.kinds?.has(k))) return false;
   if (r.tables && !names.tables.some((q) => r.tables?.some((g) => g.test(q)))) return false;
-  if (r.functions && !names.functions.some((q) => r.functions?.some((g) => g.test(q)))) return false;
+  if (
+    r.functions &&
+    !names.functions.some((q) => r.functions?.some((g) => g.test(q))) &&
+    !names.possible.some((q) => r.functions?.some((g) => g.test(q)))
+  )
+    return false;
   return r.subjects === undefined || subjectMatches(r.subjects, subject);
 }
 
@@ -48,10 +68,66 @@ function by(rule: CompiledRule | undefined): string {
   return rule ? `by rule "${rule.rule.name}"` : 'by the default action (no rule matched)';
 }
 
+const covers = (globs: CompiledRule['tables'], q: string) => globs === undefined || globs.some((g) => g.test(q));
+
+/**
+ * What kept every rule from matching, for a statement the default action decides. Narrowed as rules are matched:
+ * the rules that apply to the subject, those of them allowing all the statement's kinds, those of these covering all
+ * its relations; the first kind, relation or function none of a step's rules covers is named. Only names the
+ * statement itself uses (never literals), kinds and rule names.
+ */
+export function uncovered(
+  p: CompiledPolicy,
+  a: StatementAnalysis,
+  subject: Subject,
+  names: Names = namesOf(a),
+): string {
+  const applying = p.rules.filter(
+    (r) => r.rule.action !== 'deny' && (r.subjects === undefined || subjectMatches(r.subjects, subject)),
+  );
+  if (applying.length === 0) return 'no rule applies to this client';
+  for (const k of a.kinds)
+    if (!applying.some((r) => r.kinds === undefined || r.kinds.has(k)))
+      return `statement kind "${k}" is not allowed by any rule`;
+  const byKinds = applying.filter((r) => a.kinds.every((k) => r.kinds === undefined || r.kinds.has(k)));
+  if (byKinds.length === 0)
+    return `statement kinds ${a.kinds.map((k) => `"${k}"`).join(', ')} are not allowed together by any rule`;
+  const none = (rules: CompiledRule[], list: string) =>
+    rules.length === 1 ? `rule "${rules[0].rule.name}"` : `any rule allowing ${a.kinds.join(', ')}${list}`;
+  for (const q of names.tables)
+    if (!byKinds.some((r) => covers(r.tables, q))) return `relation "${q}" is not covered by ${none(byKinds, '')}`;
+  const byTables = byKinds.filter((r) => names.tables.every((q) => covers(r.tables, q)));
+  if (byTables.length === 0) {
+    const r = byKinds[0];
+    return `relation "${names.tables.find((q) => !covers(r.tables, q))}" is not covered by rule "${r.rule.name}"`;
+  }
+  // A possible call of field notation is named as such: `o.id` is most likely a column, and the message says why.
+  const fns = [
+    ...names.functions.map((q) => `function "${q}"`),
+    ...names.possible.map((q) => `function "${q}" (field notation: t.${q.slice(q.lastIndexOf('.') + 1)} may call it)`),
+  ];
+  const all = [...names.functions, ...names.possible];
+  for (let i = 0; i < all.length; i++)
+    if (!byTables.some((r) => covers(r.functions, all[i])))
+      return byTables.length === 1
+        ? `${fns[i]} is not in rule "${byTables[0].rule.name}"'s functions list`
+        : `${fns[i]} is not in the functions list of ${none(byTables, ' on these relations')}`;
+  const r = byTables[0];
+  const i = all.findIndex((q) => !covers(r.functions, q));
+  if (i >= 0) return `${fns[i]} is not in rule "${r.rule.name}"'s functions list`;
+  return 'no rule matched';
+}
+
 function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): StatementDecision {
   const names = namesOf(a);
   // Decisions are built as literals of one shape: an object spread here cost more than the rule matching.
-  const result = (action: PolicyAction, reason: DecisionReason, message: string, rule: CompiledRule | undefined) => ({
+  const result = (
+    action: PolicyAction,
+    reason: DecisionReason,
+    message: string,
+    rule: CompiledRule | undefined,
+    detail?: string,
+  ): StatementDecision => ({
     text: a.text,
     kind: a.kind,
     tables: names.tables,
@@ -60,9 +136,10 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
     rule: rule?.rule.name,
     reason,
     message,
+    detail,
   });
-  const deny = (reason: DecisionReason, message: string, rule?: CompiledRule): StatementDecision =>
-    result('deny', reason, `pgwarden: statement denied${message}`, rule);
+  const deny = (reason: DecisionReason, message: string, rule?: CompiledRule, detail?: string): StatementDecision =>
+    result('deny', reason, `pgwarden: statement denied${message}`, rule, detail);
   if (a.identityChange) {
     return deny('identity-change', `: ${a.identityChange} is never allowed (the session role is fixed by the policy)`);
   }
@@ -80,9 +157,12 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
     }
   }
   const action = rule ? rule.rule.action : p.spec.defaultAction;
+  // Under the default action, what no rule covered: the client's way to a fix (the same text reaches the audit).
+  const miss = rule === undefined && action !== 'allow' ? uncovered(p, a, subject, names) : undefined;
   if (action === 'deny') {
+    if (miss !== undefined) return deny('default', ` by the default action: ${miss}`, undefined, miss);
     const touched = names.tables.length > 0 ? ` (relations: ${names.tables.slice(0, 5).join(', ')})` : '';
-    return deny(rule ? 'rule' : 'default', ` ${by(rule)}${touched}`, rule);
+    return deny('rule', ` ${by(rule)}${touched}`, rule);
   }
   for (const d of a.dangerous) {
     const allowed =
@@ -116,7 +196,8 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
   }
   const verb =
     action === 'allow' ? 'allowed' : action === 'review' ? 'held for review' : 'allowed in dry-run (would be denied)';
-  return result(action, rule ? 'rule' : 'default', `pgwarden: statement ${verb} ${by(rule)}`, rule);
+  const how = miss === undefined ? by(rule) : `by the default action: ${miss}`;
+  return result(action, rule ? 'rule' : 'default', `pgwarden: statement ${verb} ${how}`, rule, miss);
 }
 
 /**
@@ -175,6 +256,7 @@ function decideUncached(p: CompiledPolicy, analysis: SqlAnalysis, subject: Subje
     message: worst.message,
     statements,
   };
+  if (worst.detail !== undefined) d.detail = worst.detail;
   if (worst.action === 'deny') d.code = '42501';
   else {
     Object.assign(d, limits);

@@ -34,6 +34,8 @@ export interface StatementDecision {
   reason: DecisionReason;
   /** Human explanation; for deny it is the client's error message. */
   message: string;
+  /** Under the default action (not allow): what no rule covered, e.g. `statement kind "copy" is not allowed by any rule`. */
+  detail?: string;
   tables: string[];
   functions: string[];
 }
@@ -47,6 +49,8 @@ export interface Decision {
   /** SQLSTATE for a deny: 42501 (policy), 42601 (unparseable SQL), 54001 (too deeply nested to analyse). */
   code?: string;
   message: string;
+  /** StatementDecision.detail of the statement behind the action. */
+  detail?: string;
   /** For unparseable SQL: PostgreSQL's 1-based character position of the error, as it would report it. */
   position?: number;
   hint?: string;

@@ -40,6 +40,8 @@ export interface CatalogSnapshot {
   byName: Map<string, CatalogRelation[]>;
   /** Names of functions defined outside pg_catalog / information_schema (their bodies may read anything). */
   userFunctions: Set<string>;
+  /** The schemas defining each of userFunctions, when the loader said (an unqualified call may resolve to any). */
+  userFunctionSchemas: Map<string, Set<string>>;
   /** OIDs of relations with user triggers or rules: DML on them runs code whose output is not analysed. */
   triggerRelations: Set<number>;
   /**
@@ -106,6 +108,7 @@ export function emptyCatalog(): CatalogSnapshot {
     byOid: new Map(),
     byName: new Map(),
     userFunctions: new Set(),
+    userFunctionSchemas: new Map(),
     triggerRelations: new Set(),
     readCodeRelations: new Set(),
     userOperators: new Set(),
@@ -121,7 +124,8 @@ export function emptyCatalog(): CatalogSnapshot {
 /** Builds a snapshot from one row per (relation, column) — relations without columns come with attnum null. */
 export function buildCatalogSnapshot(
   rows: readonly CatalogRow[],
-  userFunctions: readonly string[],
+  /** Names, or names with their schema (a name alone is a function in an unknown schema). */
+  userFunctions: ReadonlyArray<string | { schema: string; name: string }>,
   triggerRelations: readonly number[] = [],
   code: UserCodeEntries = {},
 ): CatalogSnapshot {
@@ -160,7 +164,19 @@ export function buildCatalogSnapshot(
     }
     if (found.length) snap.ancestors.set(`${rel.schema}.${rel.name}`, found);
   }
-  for (const f of userFunctions) snap.userFunctions.add(f);
+  for (const f of userFunctions) {
+    if (typeof f === 'string') {
+      snap.userFunctions.add(f);
+      continue;
+    }
+    snap.userFunctions.add(f.name);
+    let schemas = snap.userFunctionSchemas.get(f.name);
+    if (schemas === undefined) {
+      schemas = new Set();
+      snap.userFunctionSchemas.set(f.name, schemas);
+    }
+    schemas.add(f.schema);
+  }
   for (const oid of triggerRelations) snap.triggerRelations.add(oid);
   for (const oid of code.readRelations ?? []) snap.readCodeRelations.add(oid);
   for (const o of code.operators ?? []) snap.userOperators.add(o);

@@ -1,19 +1,30 @@
 import type { StatementKind } from '../api/access-policy-schema.js';
-import type { DangerousUse, FunctionRef, RelationAccess, RelationRef, StatementAnalysis } from './analysis-types.js';
+import type {
+  DangerousUse,
+  FieldCall,
+  FunctionRef,
+  RelationAccess,
+  RelationRef,
+  StatementAnalysis,
+} from './analysis-types.js';
 import type { Node } from './parser.js';
 import type { SessionState } from './session-state.js';
 
 /**
- * Planner statistics: most-common values and histogram bounds of every column the role may read, in every schema
- * (https://www.postgresql.org/docs/current/view-pg-stats.html). Reading one reads samples of any table, so it also
- * counts as reading the unknown relation `*`, which only `*`-style globs cover.
+ * System views and catalogs that show contents of other relations. Planner statistics: most-common values and
+ * histogram bounds of every column the role may read, in every schema
+ * (https://www.postgresql.org/docs/current/view-pg-stats.html). pg_sequences: every sequence's last value, as
+ * `currval`/`pg_sequence_last_value` would read it (https://www.postgresql.org/docs/current/view-pg-sequences.html).
+ * Reading one reads any table or sequence, so it also counts as reading the unknown relation `*`, which only
+ * `*`-style globs cover.
  */
-const STATISTICS_RELATIONS: ReadonlySet<string> = new Set([
+const CONTENT_RELATIONS: ReadonlySet<string> = new Set([
   'pg_stats',
   'pg_stats_ext',
   'pg_stats_ext_exprs',
   'pg_statistic',
   'pg_statistic_ext_data',
+  'pg_sequences',
 ]);
 
 /** Accumulates what one top-level statement does, including everything nested in it. */
@@ -22,6 +33,7 @@ export class StatementFacts {
   readonly relations: RelationRef[] = [];
   readonly functions: FunctionRef[] = [];
   readonly dangerous: DangerousUse[] = [];
+  readonly fieldCalls: FieldCall[] = [];
   readonly missingWhere = new Set<'update' | 'delete'>();
   writes = false;
   truncates = false;
@@ -31,13 +43,14 @@ export class StatementFacts {
   private readonly relKeys = new Set<string>();
   private readonly fnKeys = new Set<string>();
   private readonly dangerKeys = new Set<string>();
+  private readonly fieldKeys = new Set<string>();
 
   addRelation(schema: string, name: string, access: RelationAccess, qualified: boolean): void {
     const key = `${access}\u0000${schema}\u0000${name}`;
     if (this.relKeys.has(key)) return;
     this.relKeys.add(key);
     this.relations.push({ schema, name, access, qualified });
-    if (schema === 'pg_catalog' && STATISTICS_RELATIONS.has(name)) this.addRelation('*', '*', 'read', false);
+    if (schema === 'pg_catalog' && CONTENT_RELATIONS.has(name)) this.addRelation('*', '*', 'read', false);
   }
 
   addFunction(schema: string, name: string, qualified: boolean): void {
@@ -45,6 +58,14 @@ export class StatementFacts {
     if (this.fnKeys.has(key)) return;
     this.fnKeys.add(key);
     this.functions.push({ schema, name, qualified });
+  }
+
+  addFieldCall(call: FieldCall): void {
+    const rels = call.relations?.map((r) => `${r.schema}.${r.name}`).join(',') ?? '?';
+    const key = `${call.name}\u0000${rels}`;
+    if (this.fieldKeys.has(key)) return;
+    this.fieldKeys.add(key);
+    this.fieldCalls.push(call);
   }
 
   addDangerous(use: DangerousUse): void {
@@ -73,6 +94,7 @@ export class StatementFacts {
     for (const r of a.relations) this.addRelation(r.schema, r.name, r.access, r.qualified);
     for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);
     for (const d of a.dangerous) this.addDangerous(d);
+    for (const c of a.fieldCalls ?? []) this.addFieldCall(c);
     if (a.identityChange) this.identity(a.identityChange);
     if (a.unsafeSetting) this.unsafe(a.unsafeSetting);
     if (a.unknownPrepared) this.unknownPrepared ??= a.unknownPrepared;
@@ -91,8 +113,8 @@ export interface AnalysisContext {
   mode: 'exec' | 'definition';
   depth: number;
   /**
-   * The statements being walked, innermost last: a SelectStmt's body, or undefined for other statements (whose FROM
-   * items field notation does not look into).
+   * The statements being walked, innermost last: the body of a SELECT (or of one branch of a set operation), INSERT,
+   * UPDATE, DELETE or MERGE, or undefined for other statements (whose FROM items field notation does not look into).
    */
   queryLevels?: Array<Node | undefined>;
   /** Text of the statement being walked (CREATE FUNCTION bodies are re-parsed from it). */

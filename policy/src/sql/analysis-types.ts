@@ -16,6 +16,19 @@ export interface FunctionRef {
   qualified: boolean;
 }
 
+/**
+ * `t.f` where the analysis cannot tell a column from a call: PostgreSQL reads it as `f(t)` when `t` has no column `f`
+ * and a function `f` takes t's row type (https://www.postgresql.org/docs/current/xfunc-sql.html#XFUNC-SQL-COMPOSITE-FUNCTIONS).
+ */
+export interface FieldCall {
+  /** The field name `f`. */
+  name: string;
+  /** The relation `t` names (its candidates, as an unqualified relation resolves), when it names a table or view. */
+  relations?: Array<{ schema: string; name: string }>;
+  /** What `f(t)` would call, resolved as an unqualified call of `f`. */
+  functions: FunctionRef[];
+}
+
 export interface DangerousUse {
   category: DangerousCategory;
   /** What triggered it, e.g. `pg_catalog.pg_read_file` or `COPY ... PROGRAM`. */
@@ -31,6 +44,11 @@ export interface StatementAnalysis {
   kinds: StatementKind[];
   relations: RelationRef[];
   functions: FunctionRef[];
+  /**
+   * Field references that may be calls. Without the database's catalog they count as calls for rules with a
+   * `functions` list; resolveWithCatalog turns each into a call or drops it.
+   */
+  fieldCalls?: FieldCall[];
   /** Writes data, takes row/advisory locks, or changes sequences. */
   writes: boolean;
   /** Runs TRUNCATE (also inside a DO block): rows removed that no row count or statistic counts. */

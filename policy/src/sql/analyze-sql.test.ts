@@ -99,6 +99,36 @@ describe('analyzeSql', () => {
     }
   });
 
+  it('index maintenance functions are maintenance writes of the index they name', () => {
+    for (const f of [
+      "brin_summarize_new_values('public.orders_brin')",
+      "brin_summarize_range('public.orders_brin', 0)",
+      "brin_desummarize_range('public.orders_brin', 0)",
+      "gin_clean_pending_list('public.orders_brin')",
+    ]) {
+      const [a] = one(`SELECT ${f}`);
+      expect(a.kinds, f).toEqual(['select', 'maintenance']);
+      expect(a.writes, f).toBe(true);
+      expect(a.relations, f).toContainEqual({
+        schema: 'public',
+        name: 'orders_brin',
+        access: 'write',
+        qualified: true,
+      });
+    }
+    // A computed index name could be any index.
+    const [c] = one("SELECT brin_summarize_new_values(c.oid) FROM pg_class c WHERE relkind = 'i'");
+    expect(c.relations).toContainEqual({ schema: '*', name: '*', access: 'write', qualified: false });
+  });
+
+  it("pg_sequences shows every sequence's last value: reading it reads the unknown relation *", () => {
+    expect(one("SELECT last_value FROM pg_sequences WHERE schemaname = 'hr'")[0].relations).toEqual([
+      { schema: 'pg_catalog', name: 'pg_sequences', access: 'read', qualified: false },
+      { schema: '*', name: '*', access: 'read', qualified: false },
+    ]);
+    expect(one('SELECT * FROM pg_catalog.pg_sequence')[0].relations).toHaveLength(1);
+  });
+
   it('reports unparseable SQL with the position', () => {
     const a = analyzeSql('SELECT * FROM', createSessionState());
     expect(a).toMatchObject({ ok: false, error: { message: 'syntax error at end of input', position: 14 } });

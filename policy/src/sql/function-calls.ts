@@ -105,6 +105,9 @@ function recordCall(call: Node, ctx: AnalysisContext): void {
   if (effect?.type === 'sequence') {
     operation(ctx, 'update', true);
     addNamedRelation(literalString(args[effect.arg]), 'write', ctx, `${qualified}()`);
+  } else if (effect?.type === 'relation') {
+    operation(ctx, effect.kind, true);
+    addNamedRelation(literalString(args[effect.arg]), 'write', ctx, `${qualified}()`);
   } else if (effect?.type === 'kind') operation(ctx, effect.kind, effect.writes);
   else if (effect?.type === 'large-object') {
     operation(ctx, effect.writes ? 'update' : 'select', effect.writes);

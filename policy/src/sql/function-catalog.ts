@@ -70,6 +70,8 @@ export function dangerousFunction(name: string): DangerousCategory | undefined {
 export type SideEffect =
   | { type: 'sequence'; arg: number } // nextval/setval: an update of the sequence named by a regclass argument
   | { type: 'kind'; kind: StatementKind; writes: boolean }
+  /** Changes the relation (an index) named by a regclass argument. */
+  | { type: 'relation'; kind: StatementKind; arg: number }
   | { type: 'large-object'; writes: boolean };
 
 const SIDE_EFFECTS: Record<string, SideEffect> = {
@@ -89,6 +91,14 @@ const SIDE_EFFECTS: Record<string, SideEffect> = {
   lo_get: { type: 'large-object', writes: false },
   loread: { type: 'large-object', writes: false },
   lo_open: { type: 'large-object', writes: false },
+  // Index maintenance, VACUUM's work done by a function: it changes the index (summaries, the GIN pending list) and
+  // needs a rule that allows `maintenance` on it. https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-INDEX
+  brin_summarize_new_values: { type: 'relation', kind: 'maintenance', arg: 0 },
+  brin_summarize_range: { type: 'relation', kind: 'maintenance', arg: 0 },
+  brin_desummarize_range: { type: 'relation', kind: 'maintenance', arg: 0 },
+  gin_clean_pending_list: { type: 'relation', kind: 'maintenance', arg: 0 },
+  // pg_visibility: drops the table's visibility map. https://www.postgresql.org/docs/current/pgvisibility.html
+  pg_truncate_visibility_map: { type: 'relation', kind: 'maintenance', arg: 0 },
 };
 
 export function sideEffect(name: string): SideEffect | undefined {

@@ -17,6 +17,7 @@ export function buildAnalysis(facts: StatementFacts, text: string, kind: Stateme
     missingWhere: [...facts.missingWhere],
     dangerous: facts.dangerous.slice(),
   };
+  if (facts.fieldCalls.length > 0) a.fieldCalls = facts.fieldCalls.slice();
   if (facts.identityChange !== undefined) a.identityChange = facts.identityChange;
   if (facts.truncates) a.truncates = true;
   if (facts.unsafeSetting !== undefined) a.unsafeSetting = facts.unsafeSetting;

@@ -15,6 +15,14 @@ import { buildAnalysis } from './statement-analysis.js';
 import { kindOfNode, unwrap } from './statement-kind.js';
 import { addRangeVar, operation, type Scope, walk, walkIn, walkObject } from './statement-walker.js';
 
+const QUERY_LEVELS: ReadonlySet<string> = new Set([
+  'SelectStmt',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+]);
+
 /** Walks every key of `body` except the listed ones. */
 function walkRest(body: Node, skip: readonly string[], scope: Scope, ctx: AnalysisContext): void {
   for (const k in body) if (!skip.includes(k)) walk(body[k], scope, ctx);
@@ -39,7 +47,8 @@ function restrictsRows(where: unknown): boolean {
 export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: AnalysisContext, nested = false): void {
   ctx.queryLevels ??= [];
   const levels = ctx.queryLevels;
-  levels.push(type === 'SelectStmt' ? body : undefined);
+  // DML bodies too: their target and FROM/USING items are what `t.f` in them names.
+  levels.push(QUERY_LEVELS.has(type) ? body : undefined);
   try {
     walkStatementBody(type, body, scope, ctx, nested);
   } finally {

@@ -2,6 +2,7 @@ import type { StatementKind } from '../api/access-policy-schema.js';
 import { type AnalysisContext, MAX_NESTING } from './analysis-context.js';
 import type { RelationAccess } from './analysis-types.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
+import { fieldReference } from './field-references.js';
 import { callFunction, callInFieldNotation } from './function-calls.js';
 import type { Node } from './parser.js';
 import { walkStatementNode } from './statement-handlers.js';
@@ -89,8 +90,19 @@ function walkFields(
       if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
       else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
       else if (key === 'A_Indirection') callInFieldNotation(v as Node, scope, ctx);
+      else if (key === 'ColumnRef') fieldReference(v as Node, scope, ctx);
       else if (key.endsWith('Stmt')) walkStatementNode(key, v as Node, scope, ctx, true);
       else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
+    } else if ((key === 'larg' || key === 'rarg') && typeof o.op === 'string' && o.op !== 'SETOP_NONE') {
+      // A branch of UNION/INTERSECT/EXCEPT is a query level of its own: its FROM items name its columns.
+      ctx.queryLevels ??= [];
+      const levels = ctx.queryLevels;
+      levels.push(v as Node);
+      try {
+        walk(v, scope, ctx);
+      } finally {
+        levels.pop();
+      }
     } else if (key === 'lockingClause') {
       if (Array.isArray(v) && v.length > 0) operation(ctx, 'lock', true);
     } else walk(v, scope, ctx);

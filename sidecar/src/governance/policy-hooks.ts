@@ -5,7 +5,7 @@ import type { ProxyHooks } from '../proxy/hooks.js';
 import { type ApprovalGate, noApproversGate } from './approval-gate.js';
 import type { GovernanceEvent } from './governance-events.js';
 import { createPolicyAuthenticator } from './policy-authenticator.js';
-import { PolicySession } from './policy-session.js';
+import { type PolicyCatalogSource, PolicySession } from './policy-session.js';
 import { RateLimiter, rateLimitKey } from './rate-limit.js';
 
 export interface PolicyHooksOptions {
@@ -24,6 +24,8 @@ export interface PolicyHooksOptions {
   beforeLogin?: () => Promise<void>;
   /** See createPolicyAuthenticator. */
   liveStateUnknown?: () => boolean;
+  /** The upstream's catalog cache, for decisions that depend on user functions (PolicySessionContext.catalog). */
+  catalog?: () => PolicyCatalogSource | undefined;
 }
 
 export interface PolicyHooks extends ProxyHooks {
@@ -133,6 +135,7 @@ export async function createPolicyHooks(opts: PolicyHooksOptions): Promise<Polic
         reviewTimeoutMs: opts.reviewTimeoutMs,
         emit,
         rateLimiter,
+        catalog: opts.catalog,
       });
     },
   };

@@ -1,14 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import {
   analyzeSql,
+  type CatalogSnapshot,
   constantsOnlyAsValues,
   createSessionState,
+  type DatabaseAccessPolicySpec,
   type Decision,
   decide,
   grantDurationMs,
   parseDuration,
+  policyCatalogOf,
   type RenderedPolicy,
+  resolveWithCatalog,
   type SessionState,
+  type SqlAnalysis,
   STALE_APPROVAL_REASON,
 } from '@pgwarden/policy';
 import { normalizedText, statementFingerprint } from '../audit/statement-text.js';
@@ -37,6 +42,36 @@ export interface PolicySessionContext {
   /** Overrides every policy's approval.timeout (local runs and tests). */
   reviewTimeoutMs?: number;
   emit(e: GovernanceEvent): void;
+  /** The upstream database's catalog snapshot (the masking catalog cache), when the sidecar loads one. */
+  catalog?(): PolicyCatalogSource | undefined;
+}
+
+/** What the policy check uses of the catalog cache (sidecar/src/masking/catalog-cache.ts). */
+export interface PolicyCatalogSource {
+  readonly loaded: boolean;
+  snapshot(): CatalogSnapshot;
+  refreshIfOld(): void;
+  invalidate(): void;
+  ensure(): Promise<CatalogSnapshot>;
+}
+
+const needs = new WeakMap<DatabaseAccessPolicySpec, boolean>();
+
+/**
+ * Whether a function a statement calls can change the policy's decision: a rule (allow or deny) with a `functions`
+ * list, blockedFunctions, or maxRowsAffected (a user function may write). Only then does the decision need the
+ * catalog to tell which names are user functions.
+ */
+export function policyNeedsCatalog(spec: DatabaseAccessPolicySpec): boolean {
+  let n = needs.get(spec);
+  if (n === undefined) {
+    n =
+      spec.rules.some((r) => r.functions !== undefined) ||
+      spec.guardrails.blockedFunctions.length > 0 ||
+      spec.guardrails.maxRowsAffected !== undefined;
+    needs.set(spec, n);
+  }
+  return n;
 }
 
 const refOf = (p: RenderedPolicy): PolicyRef => ({ name: p.policy.name, hash: p.hash });
@@ -61,6 +96,8 @@ export class PolicySession implements SessionHooks {
   private readonly held = new AbortController();
   /** A prepared statement's verdict under the policy version after the one it was parsed under (keyed by its own). */
   private readonly redecided = new WeakMap<Verdict, Verdict>();
+  /** DDL ran in the open transaction: the catalog sees it at COMMIT. */
+  private ddlInTransaction = false;
 
   /** The search_path this session is pinned to (session-setup.ts pinnedSearchPath). */
   private readonly searchPath: { value: string; schemas: string[] };
@@ -147,8 +184,39 @@ export class PolicySession implements SessionHooks {
     return undefined;
   }
 
-  statementDone(_record: StatementRecord): void {
+  statementDone(record: StatementRecord): void {
     // Audit events are built by the proxy from the record; the verdict already carries the decision and policy.
+    // DDL may define or drop functions and columns: reload the catalog once it is visible (at once, or at COMMIT).
+    const statements = record.verdict.statements;
+    if (statements === undefined || record.verdict.action === 'deny') return;
+    const catalog = this.ctx.catalog?.();
+    if (catalog === undefined) return;
+    for (const s of statements) {
+      if (s.kind === 'ddl') {
+        catalog.invalidate();
+        this.ddlInTransaction = true;
+      } else if (s.kind === 'transaction' && this.ddlInTransaction) {
+        catalog.invalidate();
+        this.ddlInTransaction = false;
+      }
+    }
+  }
+
+  /**
+   * The analysis resolved against the upstream's catalog (`t.f` field references, user functions behind unqualified
+   * names), when the policy's decision depends on functions and a snapshot is loaded; else as it is (its possible
+   * calls then count for rules with a functions list: fail closed).
+   */
+  private withCatalog(analysis: SqlAnalysis, p: RenderedPolicy): SqlAnalysis {
+    const catalog = this.ctx.catalog?.();
+    if (catalog === undefined || !catalog.loaded || !policyNeedsCatalog(p.policy.spec)) return analysis;
+    catalog.refreshIfOld();
+    return resolveWithCatalog(
+      analysis,
+      policyCatalogOf(catalog.snapshot()),
+      this.state.searchPath,
+      this.state.resolutionKey,
+    );
   }
 
   close(_reason: { error?: string }): void {
@@ -205,7 +273,7 @@ export class PolicySession implements SessionHooks {
         const a = analysis.statements[0];
         this.state.addPrepared(req.statementName, a, JSON.stringify(['parse', req.sql, a.relations]));
       }
-      const d = decide(p.policy.spec, analysis, this.ctx.info.identity);
+      const d = decide(p.policy.spec, this.withCatalog(analysis, p), this.ctx.info.identity);
       if (d.action === 'review')
         return reviewVerdict(d, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : [], req.sql);
       return toVerdict(d, p);
@@ -434,7 +502,8 @@ export function toVerdict(d: Decision, p: RenderedPolicy): Verdict {
         message: d.message,
         hint: d.hint,
         position: d.position,
-        reason: d.reason,
+        // The audit's decision.reason says what the client was told was not covered.
+        reason: d.detail === undefined ? d.reason : `${d.reason}: ${d.detail}`,
         rule: d.rule,
         policy,
         statements,

@@ -10,7 +10,7 @@ import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
 import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
-import { keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
+import { type CatalogCache, keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
 import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-keys.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import { DEFAULT_ANALYZED_STATEMENT_BYTES } from '../protocol/codes.js';
@@ -23,9 +23,13 @@ import { type ControlListener, ControlMetrics, type NatsControlOptions, natsCont
 import { natsPresence } from './nats-presence.js';
 import { identityConfigOf } from './policy-authenticator.js';
 import { createPolicyHooks, type PolicyHooks, type PolicyHooksOptions } from './policy-hooks.js';
+import { policyNeedsCatalog } from './policy-session.js';
 import { RateLimitMetrics } from './rate-limit.js';
 import { sessionSetupSql } from './session-setup.js';
 import { SQLSTATE } from './sqlstate.js';
+
+/** How long a login waits for the catalog's first load when the policy's decisions need it. */
+const CATALOG_WAIT_MS = 5000;
 
 export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | 'listen' | 'upstream'> {
   /** A policy file, a directory of them, or a mounted ConfigMap directory (`--policy`). */
@@ -172,9 +176,18 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   try {
     for (const [i, p] of set.entries()) {
       const db = p.policy.spec.database;
-      const hooks = await createPolicyHooks({
+      let catalog: CatalogCache | undefined;
+      const hooks: PolicyHooks = await createPolicyHooks({
         ...opts.governance,
-        beforeLogin: () => liveState,
+        // A policy whose decisions depend on user functions decides with the catalog: the first login waits for its
+        // first load (bounded; without one, possible calls count as calls, which denies more).
+        beforeLogin: async () => {
+          await liveState;
+          const policy = hooks.policy();
+          if (catalog === undefined || catalog.loaded || !policy || !policyNeedsCatalog(policy.policy.spec)) return;
+          await Promise.race([catalog.ensure(), new Promise((r) => setTimeout(r, CATALOG_WAIT_MS).unref())]);
+        },
+        catalog: () => catalog,
         liveStateUnknown: () => !liveKnown,
         onEvent: events,
         source,
@@ -197,6 +210,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         resolveKey,
       });
       maskings.push(masked);
+      catalog = masked.catalog;
       const inner = withPolicyView(masked, hooks) as PolicyHooks;
       const sidecar = await startSidecar({
         ...opts,

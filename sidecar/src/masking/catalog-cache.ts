@@ -19,7 +19,7 @@ LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisd
   AND c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema','pg_toast')
 WHERE n.nspname <> 'pg_toast'`;
 
-export const FUNCTIONS_SQL = `SELECT DISTINCT p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+export const FUNCTIONS_SQL = `SELECT DISTINCT n.nspname AS schema, p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog','information_schema')`;
 
 const SYSTEM_NAMESPACES = `SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog','information_schema')`;
@@ -235,6 +235,20 @@ export class CatalogCache {
     this.policyVersion = version;
   }
 
+  /** Whether a snapshot was ever loaded (before that, snapshot() is empty). */
+  get loaded(): boolean {
+    return this.version > 0;
+  }
+
+  /** Starts a reload when ensure() would wait for one; never waits (the policy check runs synchronously). */
+  refreshIfOld(): void {
+    if (this.inflight !== undefined) return;
+    const now = Date.now();
+    if (!this.stale && now - this.loadedAt <= (this.options.maxAgeMs ?? 60_000)) return;
+    if (now - this.failedAt < 2000) return;
+    void this.refresh();
+  }
+
   /**
    * A fresh snapshot: waits for a reload when stale or too old, or for a fingerprint check when the last one is older
    * than verifyMs (and a reload if the catalog moved); else returns at once.
@@ -310,7 +324,7 @@ export class CatalogCache {
       }));
       this.snap = buildCatalogSnapshot(
         catalogRows,
-        funcs.map((f) => f.name ?? ''),
+        funcs.map((f) => ({ schema: f.schema ?? '', name: f.name ?? '' })),
         triggers.map((t) => Number(t.oid)),
         {
           operators: operators.filter((o) => o.user === 'true').map((o) => o.name ?? ''),

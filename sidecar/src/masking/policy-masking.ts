@@ -22,9 +22,13 @@ export interface PolicyMaskingOptions {
 /**
  * Masking for a governed listener: every session gets a masker fed by the listener's current policy (its
  * MaskingRules and spec.masking), sharing one catalog cache per database. Wrap the policy hooks with this
- * before audit, so audit sees scrubbed records. close() ends the catalog connection.
+ * before audit, so audit sees scrubbed records. close() ends the catalog connection. `catalog` is that cache, which
+ * the policy's decisions use too (user functions in `t.f` and behind unqualified names).
  */
-export function withPolicyMasking(hooks: ProxyHooks, opts: PolicyMaskingOptions): ProxyHooks & { close(): void } {
+export function withPolicyMasking(
+  hooks: ProxyHooks,
+  opts: PolicyMaskingOptions,
+): ProxyHooks & { close(): void; catalog: CatalogCache } {
   const query = upstreamCatalogQuery(opts.upstream, opts.credentials);
   const catalog = new CatalogCache(query, { maxAgeMs: opts.catalogMaxAgeMs, verifyMs: opts.catalogVerifyMs });
   const source = () => {
@@ -35,5 +39,5 @@ export function withPolicyMasking(hooks: ProxyHooks, opts: PolicyMaskingOptions)
   const wrapped = withMasking(hooks, (info) =>
     createMasker({ source, catalog, subject: info.identity, resolveKey: opts.resolveKey }),
   );
-  return Object.assign(wrapped, { close: () => query.close() });
+  return Object.assign(wrapped, { close: () => query.close(), catalog });
 }

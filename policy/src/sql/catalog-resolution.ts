@@ -1,0 +1,115 @@
+import type { CatalogSnapshot } from '../masking/catalog-snapshot.js';
+import type { FunctionRef, SqlAnalysis, StatementAnalysis } from './analysis-types.js';
+import { catalogColumns } from './catalog-columns.js';
+
+/**
+ * What the decision needs to know of the database: which schemas define a user function of a name, and a relation's
+ * columns. The sidecar builds it from the catalog snapshot it loads (pg_proc, pg_attribute).
+ */
+export interface PolicyCatalog {
+  /**
+   * Schemas outside pg_catalog/information_schema defining a function `name`; `*` among them when the catalog knows
+   * the name but not where. Undefined: no such user function.
+   */
+  functionSchemas(name: string): ReadonlySet<string> | undefined;
+  /** The columns of `schema.name`, or undefined when the relation is unknown. */
+  columns(schema: string, name: string): ReadonlySet<string> | undefined;
+}
+
+const ANYWHERE: ReadonlySet<string> = new Set(['*']);
+const catalogs = new WeakMap<CatalogSnapshot, PolicyCatalog>();
+
+/** The PolicyCatalog of a masking catalog snapshot (one per snapshot; column sets built on first use). */
+export function policyCatalogOf(snap: CatalogSnapshot): PolicyCatalog {
+  let c = catalogs.get(snap);
+  if (c !== undefined) return c;
+  const columns = new Map<string, ReadonlySet<string> | undefined>();
+  c = {
+    functionSchemas: (name) =>
+      snap.userFunctionSchemas.get(name) ?? (snap.userFunctions.has(name) ? ANYWHERE : undefined),
+    columns(schema, name) {
+      const system = catalogColumns(schema, name);
+      if (system !== undefined) return system;
+      const key = `${schema}.${name}`;
+      if (columns.has(key)) return columns.get(key);
+      const rel = snap.byName.get(name)?.find((r) => r.schema === schema);
+      // The snapshot loads no columns of system relations: one missing from catalogColumns stays unknown.
+      const set = rel && rel.schema !== 'pg_catalog' ? new Set(rel.columns.map((col) => col.name)) : undefined;
+      columns.set(key, set);
+      return set;
+    },
+  };
+  catalogs.set(snap, c);
+  return c;
+}
+
+const resolved = new WeakMap<SqlAnalysis, { catalog: PolicyCatalog; path: string; result: SqlAnalysis }>();
+
+/**
+ * The analysis as the database's catalog resolves it, for `decide`:
+ * - a field reference `t.f` (fieldCalls) is a call of `f` when t is a relation the catalog knows without a column f
+ *   (whatever functions the catalog knows: one created since it was loaded runs too), or when t is not a known
+ *   relation (a CTE, a composite column…) and a user function f exists; else it is a column and dropped;
+ * - an unqualified call resolved to pg_catalog also counts as a call of each user function of that name in a
+ *   schema that may be on search_path: PostgreSQL picks the best match by argument types over the whole path
+ *   (https://www.postgresql.org/docs/current/typeconv-func.html), so `public.lower(varchar)` beats
+ *   `pg_catalog.lower(text)` for a varchar argument.
+ * `searchPath` is the session's candidates after the analysis (a superset of those during it). Cached per analysis,
+ * catalog and path; the same object comes back when nothing changes.
+ */
+export function resolveWithCatalog(
+  analysis: SqlAnalysis,
+  catalog: PolicyCatalog,
+  searchPath: readonly string[],
+  /** A string that changes whenever searchPath does (SessionState.resolutionKey), to save joining it. */
+  pathKey: string = searchPath.join('\u0000'),
+): SqlAnalysis {
+  if (!analysis.ok) return analysis;
+  const path = pathKey;
+  const hit = resolved.get(analysis);
+  if (hit !== undefined && hit.catalog === catalog && hit.path === path) return hit.result;
+  let changed = false;
+  const statements = analysis.statements.map((s) => {
+    const r = resolveStatement(s, catalog, searchPath);
+    if (r !== s) changed = true;
+    return r;
+  });
+  const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
+  resolved.set(analysis, { catalog, path, result });
+  return result;
+}
+
+function resolveStatement(
+  s: StatementAnalysis,
+  catalog: PolicyCatalog,
+  searchPath: readonly string[],
+): StatementAnalysis {
+  const calls: FunctionRef[] = [];
+  for (const c of s.fieldCalls ?? []) {
+    const known = c.relations?.map((r) => catalog.columns(r.schema, r.name));
+    const call = known?.every((cols) => cols !== undefined)
+      ? known.some((cols) => !cols?.has(c.name))
+      : catalog.functionSchemas(c.name) !== undefined;
+    if (call) calls.push(...c.functions);
+  }
+  const functions = [...s.functions, ...calls];
+  for (const f of [...functions]) {
+    if (f.schema !== 'pg_catalog' || f.qualified) continue;
+    const schemas = catalog.functionSchemas(f.name);
+    if (schemas === undefined) continue;
+    const anywhere = schemas.has('*') || searchPath.includes('*');
+    for (const p of searchPath)
+      if (p !== 'pg_catalog' && (anywhere || schemas.has(p)))
+        functions.push({ schema: p, name: f.name, qualified: false });
+  }
+  if (s.fieldCalls === undefined && functions.length === s.functions.length) return s;
+  const seen = new Set<string>();
+  const unique = functions.filter((f) => {
+    const k = `${f.schema}\u0000${f.name}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+  const { fieldCalls: _resolved, ...rest } = s;
+  return { ...rest, functions: unique };
+}

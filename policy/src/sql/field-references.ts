@@ -1,0 +1,181 @@
+import type { AnalysisContext } from './analysis-context.js';
+import type { FunctionRef } from './analysis-types.js';
+import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
+import { catalogColumns, SYSTEM_COLUMNS } from './catalog-columns.js';
+import { CATALOG_RELATIONS } from './catalog-relations.js';
+import type { Node } from './parser.js';
+import type { Scope } from './statement-walker.js';
+
+const str = (n: Node | undefined) => (n?.String as { sval?: string } | undefined)?.sval;
+
+/**
+ * `t.f` reads column f of t, or calls `f(t)` when t has no column f and a function f takes t's row type
+ * (https://www.postgresql.org/docs/current/xfunc-sql.html#XFUNC-SQL-COMPOSITE-FUNCTIONS; PostgreSQL's
+ * transformColumnRef falls back to ParseFuncOrColumn). The raw tree has no catalog: a reference the analysis cannot
+ * show to be a column (of a catalog relation, a subquery or a function in FROM) is recorded as a possible call, with
+ * the relation t names when it names one, for the catalog (resolveWithCatalog) or, without one, the rules to judge.
+ */
+export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): void {
+  const fields = (ref.fields as Node[] | undefined) ?? [];
+  if (fields.length < 2) return;
+  const parts = fields.map(str);
+  const name = parts[parts.length - 1];
+  // `t.*`, and system columns, which PostgreSQL resolves before any function.
+  if (name === undefined || SYSTEM_COLUMNS.has(name)) return;
+  const qualifier = parts.slice(0, -1);
+  if (qualifier.some((q) => q === undefined)) return;
+  const found = qualifiedItem(qualifier as string[], ctx);
+  let relations: Array<{ schema: string; name: string }> | undefined;
+  if (found !== undefined) {
+    const shown = columnOf(found, name, scope, ctx);
+    if (shown === true) return;
+    relations = shown === false ? undefined : shown;
+  }
+  ctx.facts.addFieldCall({ name, ...(relations ? { relations } : {}), functions: unqualifiedCall(name, ctx) });
+}
+
+/** The functions an unqualified call of `name` may resolve to (as addFunctionName records them). */
+export function unqualifiedCall(name: string, ctx: AnalysisContext): FunctionRef[] {
+  const out: FunctionRef[] = [];
+  if (BUILTIN_FUNCTIONS.has(name)) out.push({ schema: 'pg_catalog', name, qualified: false });
+  if (out.length > 0 && !ctx.state.catalogExplicit) return out;
+  for (const s of ctx.state.searchPath) out.push({ schema: s, name, qualified: false });
+  return out;
+}
+
+/** The FROM item `qualifier` names, searching the walk's query levels from the innermost out, as PostgreSQL does. */
+function qualifiedItem(qualifier: string[], ctx: AnalysisContext): Node | undefined {
+  if (qualifier.length > 2) return undefined;
+  const levels = ctx.queryLevels ?? [];
+  for (let i = levels.length - 1; i >= 0; i--) {
+    const level = levels[i];
+    if (level === undefined) continue;
+    const items: Array<{ name: string; schema?: string; node: Node }> = [];
+    for (const item of (level.fromClause as Node[] | undefined) ?? []) fromItems(item, items);
+    for (const item of (level.usingClause as Node[] | undefined) ?? []) fromItems(item, items);
+    if (level.sourceRelation) fromItems(level.sourceRelation as Node, items);
+    // A DML target: a bare RangeVar-shaped object.
+    const target = level.relation as Node | undefined;
+    if (typeof target?.relname === 'string') fromItems({ RangeVar: target }, items);
+    const hit =
+      qualifier.length === 1
+        ? items.find((it) => it.name === qualifier[0])
+        : items.find((it) => it.schema === qualifier[0] && it.name === qualifier[1]);
+    if (hit) return hit.node;
+  }
+  return undefined;
+}
+
+function fromItems(item: Node, out: Array<{ name: string; schema?: string; node: Node }>): void {
+  const alias = (n: Node) => (n.alias as { aliasname?: string } | undefined)?.aliasname;
+  if (item.RangeVar) {
+    const rv = item.RangeVar as Node;
+    const a = alias(rv);
+    if (a !== undefined) out.push({ name: a, node: item });
+    else
+      out.push({
+        name: String(rv.relname),
+        schema: typeof rv.schemaname === 'string' ? rv.schemaname : undefined,
+        node: item,
+      });
+  } else if (item.JoinExpr) {
+    const j = item.JoinExpr as Node;
+    const a = alias(j);
+    if (a !== undefined) out.push({ name: a, node: item });
+    else {
+      fromItems(j.larg as Node, out);
+      fromItems(j.rarg as Node, out);
+    }
+  } else if (item.RangeTableSample) {
+    const rv = (item.RangeTableSample as Node).relation as Node;
+    if (rv) fromItems(rv, out);
+  } else {
+    const body = Object.values(item)[0] as Node | undefined;
+    const a = body && alias(body);
+    if (a !== undefined) out.push({ name: a, node: item });
+    else if (item.RangeFunction) {
+      // Without an alias a single function's item is named after the function.
+      const fname = functionName(item.RangeFunction as Node);
+      if (fname !== undefined) out.push({ name: fname, node: item });
+    }
+  }
+}
+
+function functionName(rf: Node): string | undefined {
+  const fns = (rf.functions as Node[] | undefined) ?? [];
+  if (fns.length !== 1) return undefined;
+  const call = ((fns[0].List as { items?: Node[] } | undefined)?.items?.[0]?.FuncCall ?? undefined) as Node | undefined;
+  const names = (call?.funcname as Node[] | undefined) ?? [];
+  return str(names[names.length - 1]);
+}
+
+/**
+ * Whether FROM item `item` has a column `name`: true when the tree shows it, the relation candidates it names when a
+ * catalog must tell (a table or view), false when nothing can (a CTE, a subquery with `*`, a join's alias).
+ */
+function columnOf(
+  item: Node,
+  name: string,
+  scope: Scope,
+  ctx: AnalysisContext,
+): true | false | Array<{ schema: string; name: string }> {
+  const body = Object.values(item)[0] as Node;
+  const colnames = ((body.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).map(str);
+  if (colnames.includes(name)) return true;
+  if (item.RangeVar) {
+    const rv = item.RangeVar as Node;
+    const rel = String(rv.relname);
+    if (typeof rv.schemaname !== 'string' && scope.has(rel)) return false;
+    const relations = relationCandidates(rv, ctx);
+    if (relations.every((r) => catalogColumns(r.schema, r.name)?.has(name))) return true;
+    return relations;
+  }
+  if (item.RangeSubselect) {
+    const names = targetNames((body.subquery as Node | undefined)?.SelectStmt as Node | undefined);
+    return names?.includes(name) === true;
+  }
+  if (item.RangeFunction) {
+    const defs = ((body.coldeflist as Node[] | undefined) ?? []).map(
+      (d) => (d.ColumnDef as { colname?: string } | undefined)?.colname,
+    );
+    // A function returning a scalar gives one column named after its alias (or itself).
+    const own = (body.alias as { aliasname?: string } | undefined)?.aliasname ?? functionName(body);
+    return defs.includes(name) || own === name;
+  }
+  return false;
+}
+
+/** Output column names of a SELECT (its first branch for a set operation); undefined when one is `*`. */
+function targetNames(select: Node | undefined): Array<string | undefined> | undefined {
+  let s = select;
+  while (s && s.op !== undefined && s.op !== 'SETOP_NONE') s = s.larg as Node;
+  if (s === undefined) return undefined;
+  const out: Array<string | undefined> = [];
+  for (const t of (s.targetList as Node[] | undefined) ?? []) {
+    const rt = t.ResTarget as Node;
+    if (typeof rt?.name === 'string') {
+      out.push(rt.name);
+      continue;
+    }
+    const val = rt?.val as Node | undefined;
+    const fields = ((val?.ColumnRef as Node | undefined)?.fields as Node[] | undefined) ?? undefined;
+    if (fields) {
+      if (fields[fields.length - 1]?.A_Star) return undefined;
+      out.push(str(fields[fields.length - 1]));
+    } else if (val?.FuncCall) {
+      const fn = ((val.FuncCall as Node).funcname as Node[]) ?? [];
+      out.push(str(fn[fn.length - 1]));
+    } else out.push(undefined);
+  }
+  return out;
+}
+
+/** The relations an unqualified or qualified RangeVar may be (as addRangeVar records them). */
+function relationCandidates(rv: Node, ctx: AnalysisContext): Array<{ schema: string; name: string }> {
+  const name = String(rv.relname);
+  if (typeof rv.schemaname === 'string') return [{ schema: rv.schemaname, name }];
+  if (CATALOG_RELATIONS.has(name) && !ctx.state.catalogExplicit) return [{ schema: 'pg_catalog', name }];
+  const out = name.startsWith('pg_') ? [{ schema: 'pg_catalog', name }] : [];
+  for (const s of ctx.state.searchPath) out.push({ schema: s, name });
+  return out;
+}
