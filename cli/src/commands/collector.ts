@@ -93,7 +93,7 @@ export function registerCollector(program: Command): void {
     .option(
       '--approvers-file <file>',
       'who may read and decide held statements, and terminate sessions or suspend policies (YAML/JSON list of ' +
-        '{name, groups, tokenSha256}; re-read when it changes); or env PGWARDEN_APPROVERS_FILE. Without it the ' +
+        '{name, groups, tokenSha256, oidc?, serviceAccounts?}; re-read when it changes); or env PGWARDEN_APPROVERS_FILE. Without it the ' +
         'approvals and control APIs answer 501',
     )
     .option(
