@@ -771,9 +771,9 @@ describe('four eyes against other spellings and other identities of the requeste
       'self_approval',
       expect.stringMatching(/the same subject at another issuer may be the same person/),
     ]);
-    // Neither a user nor a service account: nobody can tell who asked, so nobody may decide.
+    // No service account: whether it is one of sam's cannot be told.
     const byNobody = await held({ identity: { namespace: 'agents', pod: 'analytics-0' } });
-    expect((await refusal(byNobody, TOKENS.alice)).slice(0, 2)).toEqual([403, 'self_approval']);
+    expect((await refusal(byNobody, LOOKALIKE.serviceAccount.token)).slice(0, 2)).toEqual([403, 'self_approval']);
     const malformed = await held({ identity: { user: ['ana'] as never, serviceAccount: 'analytics' } });
     expect((await refusal(malformed, TOKENS.alice)).slice(0, 2)).toEqual([403, 'self_approval']);
     for (const r of [byName, bySub, byNobody, malformed]) expect(await decisionsInStream(r.id)).toBe(0);

@@ -29,8 +29,11 @@ describe('selfApprovalReason', () => {
   });
 
   it('fails closed when the request does not say who asked', () => {
-    expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, { name: 'bob' })).toMatch(/names no user/);
-    expect(selfApprovalReason({ user: '' }, { name: 'bob' })).toMatch(/names no user/);
+    const sam = { name: 'sam', serviceAccounts: ['agents/analytics'] };
+    expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, sam)).toMatch(/names no service account/);
+    expect(selfApprovalReason({ user: 'ana', serviceAccount: '' }, sam)).toMatch(/names no service account/);
+    // Without service accounts of their own, an approver is compared by name alone (a sidecar outside Kubernetes).
+    expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, { name: 'bob' })).toBeUndefined();
     expect(selfApprovalReason({ ...ana, user: ['ana'] }, { name: 'bob' })).toMatch(/identity\.user is not a string/);
     expect(selfApprovalReason({ ...ana, issuer: 7 }, { name: 'bob' })).toMatch(/identity\.issuer/);
   });

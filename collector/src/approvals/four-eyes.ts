@@ -34,8 +34,8 @@ const localPart = (name: string) => (name.lastIndexOf('@') > 0 ? name.slice(0, n
  * approver's name and the OIDC subjects and service accounts the approvers file binds to them, with the requester's
  * authenticated fields: `issuer` + `user` (OIDC mode) and `namespace` + `serviceAccount` (the pod). Fails closed:
  * names that differ only in case, accents, look-alike letters or an `@domain` count as the same person, the same
- * subject at another issuer might be, and a request whose identity cannot be compared (a field that is no string,
- * neither a user nor a service account) is nobody's to approve.
+ * subject at another issuer might be, a request whose identity fields are not strings is nobody's to approve, and
+ * one that names no service account is not for an approver bound to service accounts.
  */
 export function selfApprovalReason(identity: Record<string, unknown>, approver: ApproverIdentity): string | undefined {
   const field = (k: string) => identity[k];
@@ -46,13 +46,14 @@ export function selfApprovalReason(identity: Record<string, unknown>, approver: 
   const issuer = (field('issuer') as string | undefined) ?? '';
   const namespace = field('namespace') as string | undefined;
   const serviceAccount = (field('serviceAccount') as string | undefined) || undefined;
-  if (!user && !serviceAccount)
-    return `the request names no user and no service account, so whether ${approver.name} asked for it cannot be told`;
-
+  const accounts = approver.serviceAccounts ?? [];
   if (serviceAccount) {
     const sa = `${namespace ?? ''}/${serviceAccount}`.toLowerCase();
-    if ((approver.serviceAccounts ?? []).some((s) => s.toLowerCase() === sa))
+    if (accounts.some((s) => s.toLowerCase() === sa))
       return `${approver.name} holds service account ${sa}, which asked for this statement`;
+  } else if (accounts.length > 0) {
+    // A pod whose service account is not known (a sidecar outside Kubernetes) may run as one of the approver's.
+    return `the request names no service account, so whether it came from one of ${approver.name}'s cannot be told`;
   }
   if (!user) return undefined;
   for (const b of approver.oidc ?? []) {
