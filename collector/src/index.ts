@@ -8,6 +8,7 @@ export type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.
 export { verifyEvents } from './chain/verify-events.js';
 export { type Collector, type CollectorOptions, startCollector } from './collector.js';
 export type { Suspension } from './control/control-actions.js';
+export { lookAlikeSkeleton, lookAlikes } from './display/look-alikes.js';
 export { nonAsciiCharacters, terminalSafeJson, terminalSafeJsonText, visibleText } from './display/visible-text.js';
 export { CollectorError, type CollectorErrorCode } from './errors.js';
 export type { AuditEvent } from './event.js';

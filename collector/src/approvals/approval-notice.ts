@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { ApprovalRequestMessage } from '@pgwarden/policy';
+import { lookAlikes } from '../display/look-alikes.js';
 import { visibleText } from '../display/visible-text.js';
 
 /**
@@ -53,7 +54,13 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
   // UI shows them. The json body is data for a program and carries the text as stored.
   if (opts.format === 'slack') {
     const shown = opts.includeSql ? truncateSql(visibleText(request.sql)) : undefined;
-    return JSON.stringify({ text: slackText(request, now, url, shown) });
+    // Words that pass for others in what the chat line shows (the statement only when it is included: its words
+    // may be personal data).
+    const id = identityOf(request.identity);
+    const texts = [id.user, id.namespace, id.serviceAccount, id.pod, request.policy.namespace, request.policy.name];
+    texts.push(request.rule, ...(opts.includeSql ? [request.sql] : []));
+    const flagged = lookAlikes(texts.filter((t): t is string => typeof t === 'string').join(' '));
+    return JSON.stringify({ text: slackText(request, now, url, shown, flagged) });
   }
   const sql = opts.includeSql ? truncateSql(request.sql) : undefined;
   const notice: ApprovalRequestedNotice = {
@@ -118,7 +125,13 @@ export function heldSummary(request: ApprovalRequestMessage): string {
   return `policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}`;
 }
 
-function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string): string {
+function slackText(
+  request: ApprovalRequestMessage,
+  now: number,
+  url?: string,
+  sql?: string,
+  lookAlike: string[] = [],
+): string {
   const line =
     `Statement held for approval: ${heldSummary(request)}, ` +
     `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
@@ -126,6 +139,7 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
   let text = slackEscape(visibleText(line));
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
+  if (lookAlike.length > 0) text += `\n:warning: Look-alike letters: ${slackEscape(visibleText(lookAlike.join('; ')))}`;
   // Backticks split by a zero-width space: a ``` in the SQL cannot close the block and let the rest format as text.
   if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql).replace(/`/g, '`\u200b')}\`\`\``;
   return text;

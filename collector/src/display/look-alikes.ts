@@ -121,7 +121,7 @@ export function lookAlikes(text: string, max = 8): string[] {
       const s = scriptOf(ch);
       if (s) inWord.add(s);
     }
-    const names = [...inWord];
+    const names = [...inWord].sort();
     const mixed = names.length > 1 && !together.some((ok) => names.every((n) => ok.includes(n)));
     // What it reads as: other scripts' Latin look-alikes and compatibility forms replaced, accents kept (é is seen).
     const reads = lookAlikeSkeleton(word, true);
