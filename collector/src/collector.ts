@@ -40,7 +40,16 @@ export interface CollectorOptions {
   /** PostgreSQL URL, or a PGlite data directory, or neither (PGlite in memory). */
   store?: { url?: string; dataDir?: string };
   /** The API's address; with `tls` (certificate and key files, re-read when they change) it serves HTTPS. */
-  http: { host?: string; port?: number; tls?: { certFile: string; keyFile: string; reloadMs?: number } };
+  http: {
+    host?: string;
+    port?: number;
+    tls?: { certFile: string; keyFile: string; reloadMs?: number };
+    /**
+     * Host names the API answers to (`Host` header), besides IP addresses, `localhost`, a listen name and
+     * `publicUrl`'s name; any other name gets 421, so a DNS-rebinding page cannot read the API. `*` accepts any name.
+     */
+    allowedHosts?: string[];
+  };
   /**
    * HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. Without a token it
    * is allowed only on a loopback `http.host`, or with `insecureOpen`.
@@ -466,7 +475,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           return checks;
         },
       },
-      opts.http,
+      { ...opts.http, publicUrl: opts.publicUrl },
       (message) => log.error({ err: message }, 'TLS certificate change not applied; still serving the previous one'),
     );
   } catch (err) {

@@ -9,6 +9,7 @@ export { verifyEvents } from './chain/verify-events.js';
 export { type Collector, type CollectorOptions, startCollector } from './collector.js';
 export type { Suspension } from './control/control-actions.js';
 export { boundValuesText, boundValueText } from './display/bound-values.js';
+export { lookAlikeSkeleton, lookAlikes } from './display/look-alikes.js';
 export { nonAsciiCharacters, terminalSafeJson, terminalSafeJsonText, visibleText } from './display/visible-text.js';
 export { CollectorError, type CollectorErrorCode } from './errors.js';
 export type { AuditEvent } from './event.js';

@@ -65,9 +65,21 @@ export class CollectorMetrics {
   });
   readonly exportLag = new Gauge({
     name: 'pgwarden_collector_export_lag_events',
-    help: 'Stored events an exporter has not delivered yet',
+    help: 'Stored events an exporter has not delivered yet (as of its last attempt)',
     labelNames: ['exporter'] as const,
     registers: [this.registry],
+  });
+  /** Per exporter, the seconds its oldest undelivered event has waited (set by each export runner). */
+  readonly exportLagSources = new Map<string, () => number>();
+  readonly exportLagSeconds: Gauge<'exporter'> = new Gauge({
+    name: 'pgwarden_collector_export_lag_seconds',
+    help: 'Seconds since the oldest stored event an exporter has not delivered yet was stored (0 when caught up)',
+    labelNames: ['exporter'] as const,
+    registers: [this.registry],
+    // Read at scrape time: while a destination refuses, nothing else happens that could update a gauge.
+    collect: (): void => {
+      for (const [exporter, seconds] of this.exportLagSources) this.exportLagSeconds.set({ exporter }, seconds());
+    },
   });
   /** What the pending-approvals gauge reads at each scrape (set by the approval queue's owner). */
   countPendingApprovals: () => number = () => 0;

@@ -94,6 +94,21 @@ describe('approvals output of what the agent wrote', () => {
     );
     expect(values).toContain('values\n  $1 = "admin"\n  $2 = "аlice\\u001b[2K"\n');
     expect(values).toContain('not ASCII  U+0430 а\n');
+    expect(values).toContain('⚠ look-alike "аlice" mixes Cyrillic and Latin (U+0430 а), reads as "alice"\n');
+    // A table and a requester that pass for others: flagged in show, and in list before the SQL.
+    const spoofed = {
+      ...entry('DELETE FROM public.\u0440ayments WHERE id = 1'),
+      request: approvalRequest({
+        sql: 'DELETE FROM public.\u0440ayments WHERE id = 1',
+        identity: { ...approvalRequest().identity, user: 'b\u043eb' },
+      }),
+    };
+    expect(formatApproval(spoofed, NOW)).toContain(
+      '⚠ look-alike "рayments" mixes Cyrillic and Latin (U+0440 р), reads as "payments"\n' +
+        '             "bоb" mixes Cyrillic and Latin (U+043E о), reads as "bob"\n',
+    );
+    expect(formatApprovalTable([spoofed], NOW)).toContain('⚠ look-alike: DELETE FROM public.рayments WHERE id = 1');
+    expect(formatApprovalTable([entry(concealed)], NOW)).not.toContain('look-alike');
     const table = formatApprovalTable([entry(concealed)], NOW);
     expect(table).not.toContain('\x1b');
     expect(table).toContain('DELETE FROM orders WHERE id = 44 /*⟨U+001B⟩[8m*/ OR true /*…');

@@ -1,6 +1,7 @@
 import {
   type ApprovalEntry,
   boundValuesText,
+  lookAlikes,
   nonAsciiCharacters,
   terminalSafeJson,
   visibleText,
@@ -41,6 +42,23 @@ const oneLine = (sql: string, max: number) => {
   return t.length > max ? `${t.slice(0, max - 1)}…` : t;
 };
 
+/** Every text of a request the agent chose or influenced: statement, values, who asked, policy, rule, session. */
+function requestTexts(r: ApprovalEntry['request']): string[] {
+  const id = r.identity as Record<string, unknown>;
+  return [
+    r.sql,
+    ...(r.params ?? []),
+    ...['user', 'namespace', 'serviceAccount', 'pod'].map((k) => id[k]),
+    r.policy.namespace,
+    r.policy.name,
+    r.rule,
+    r.session,
+  ].filter((t): t is string => typeof t === 'string');
+}
+
+/** Words of the request that pass for others (a Cyrillic а in `аlice`): flagged on their own lines by `show`. */
+const requestLookAlikes = (r: ApprovalEntry['request']) => lookAlikes(requestTexts(r).join(' '));
+
 const policyRef = (r: ApprovalEntry['request']) =>
   visibleText(`${r.policy.namespace ? `${r.policy.namespace}/` : ''}${r.policy.name}${r.rule ? `#${r.rule}` : ''}`);
 
@@ -53,7 +71,8 @@ export function formatApprovalTable(entries: readonly ApprovalEntry[], now: numb
     relativeTime(e.request.expiresAt, now),
     who(e.request.identity),
     policyRef(e.request),
-    oneLine(e.request.sql, 60),
+    // A request with look-alike words says so before its SQL: `show` names them.
+    (requestLookAlikes(e.request).length > 0 ? '⚠ look-alike: ' : '') + oneLine(e.request.sql, 60),
   ]);
   return textTable(['ID', 'STATE', 'REQUESTED', 'EXPIRES', 'WHO', 'POLICY', 'SQL'], rows);
 }
@@ -101,6 +120,9 @@ export function formatApproval(e: ApprovalEntry, now: number): string {
   // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
   const foreign = nonAsciiCharacters([r.sql, ...(r.params ?? [])].join(' '));
   if (foreign.length > 0) lines.push(`not ASCII  ${foreign.join(', ')}`);
+  // Which words pass for others, in the statement and in who and what asked: not what they look like.
+  for (const [i, word] of requestLookAlikes(r).entries())
+    lines.push(`${i === 0 ? '⚠ look-alike' : '            '} ${visibleText(word)}`);
   return `${lines.join('\n')}\n`;
 }
 

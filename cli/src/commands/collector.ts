@@ -24,6 +24,18 @@ function parseListen(v: string): { host: string; port: number } {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** --allowed-host names, else env PGWARDEN_ALLOWED_HOSTS (comma-separated). */
+function allowedHostsOf(flags: string[] | undefined): string[] {
+  const env = process.env.PGWARDEN_ALLOWED_HOSTS;
+  if (flags?.length) return flags;
+  return env
+    ? env
+        .split(',')
+        .map((n) => n.trim())
+        .filter(Boolean)
+    : [];
+}
+
 /** `pgwarden collector`: the audit store service (NATS consumer, chain checks, HTTP API, exports). */
 export function registerCollector(program: Command): void {
   program
@@ -47,6 +59,13 @@ export function registerCollector(program: Command): void {
     )
     .option('--data-dir <dir>', 'embedded store (PGlite) data directory when no --store is given; in memory if omitted')
     .option('--listen <host:port>', 'HTTP API address', '127.0.0.1:8080')
+    .option(
+      '--allowed-host <name>',
+      'a host name the API is reached by (Host header; repeatable, or env PGWARDEN_ALLOWED_HOSTS, comma-separated): ' +
+        'other names get 421, so a DNS-rebinding web page cannot read the API. Addresses, localhost, the --listen ' +
+        'name and the --public-url name are always accepted; * accepts any name',
+      collect,
+    )
     .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM; re-read when it changes)')
     .option('--tls-key <file>', 'the certificate’s private key (PEM)')
     .option('--http-ingest', 'accept events on POST /api/v1/ingest (default on when there is no --nats)')
@@ -74,7 +93,7 @@ export function registerCollector(program: Command): void {
     .option(
       '--approvers-file <file>',
       'who may read and decide held statements, and terminate sessions or suspend policies (YAML/JSON list of ' +
-        '{name, groups, tokenSha256}; re-read when it changes); or env PGWARDEN_APPROVERS_FILE. Without it the ' +
+        '{name, groups, tokenSha256, oidc?, serviceAccounts?}; re-read when it changes); or env PGWARDEN_APPROVERS_FILE. Without it the ' +
         'approvals and control APIs answer 501',
     )
     .option(
@@ -158,7 +177,7 @@ export function registerCollector(program: Command): void {
             ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
             : undefined,
           store: { url: storeUrl, dataDir: o.dataDir },
-          http: { ...parseListen(o.listen), ...tlsOf(o) },
+          http: { ...parseListen(o.listen), ...tlsOf(o), allowedHosts: allowedHostsOf(o.allowedHost) },
           httpIngest: {
             enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats,
             token,

@@ -94,6 +94,26 @@ describe('approval notice bodies', () => {
     expect(json.sql).toBe(sql);
   });
 
+  it('slack: flags words that pass for others, in the statement only when the statement is shown', () => {
+    const spoofed = {
+      ...request,
+      sql: 'DELETE FROM public.\u0440ayments',
+      identity: { ...request.identity, user: 'b\u043eb' },
+    };
+    const withSql = JSON.parse(noticeBody(spoofed, { format: 'slack', includeSql: true }, NOW)).text.split('\n');
+    expect(withSql[1]).toBe(
+      ':warning: Look-alike letters: "bоb" mixes Cyrillic and Latin (U+043E о), reads as "bob"; ' +
+        '"рayments" mixes Cyrillic and Latin (U+0440 р), reads as "payments"',
+    );
+    expect(withSql[2]).toBe('```DELETE FROM public.рayments```');
+    const withoutSql = JSON.parse(noticeBody(spoofed, { format: 'slack', includeSql: false }, NOW)).text;
+    expect(withoutSql).toContain('"bоb" mixes Cyrillic and Latin');
+    expect(withoutSql).not.toContain('ayments');
+    expect(JSON.parse(noticeBody(request, { format: 'slack', includeSql: true }, NOW)).text).not.toContain(
+      'Look-alike',
+    );
+  });
+
   it('names who asked: the OIDC user, else service account and pod', () => {
     expect(askedBy({ user: 'ana', serviceAccount: 'sa', pod: 'p-0' })).toBe('ana');
     expect(askedBy({ namespace: 'agents', serviceAccount: 'sa', pod: 'p-0' })).toBe('agents/sa/p-0');

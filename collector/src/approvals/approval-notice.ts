@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { ApprovalRequestMessage } from '@pgwarden/policy';
 import { boundValuesText } from '../display/bound-values.js';
+import { lookAlikes } from '../display/look-alikes.js';
 import { visibleText } from '../display/visible-text.js';
 
 /**
@@ -67,7 +68,13 @@ export function noticeBody(request: ApprovalRequestMessage, opts: NoticeOptions,
       opts.includeSql && request.params
         ? truncateSql(visibleText(boundValuesText(request.params, request.paramFormats).join(', ')))
         : undefined;
-    return JSON.stringify({ text: slackText(request, now, url, shown, values) });
+    // Words that pass for others in what the chat line shows (the statement only when it is included: its words
+    // may be personal data).
+    const id = identityOf(request.identity);
+    const texts = [id.user, id.namespace, id.serviceAccount, id.pod, request.policy.namespace, request.policy.name];
+    texts.push(request.rule, ...(opts.includeSql ? [request.sql] : []));
+    const flagged = lookAlikes(texts.filter((t): t is string => typeof t === 'string').join(' '));
+    return JSON.stringify({ text: slackText(request, now, url, shown, values, flagged) });
   }
   const sql = opts.includeSql ? truncateSql(request.sql) : undefined;
   const params = opts.includeSql ? request.params : undefined;
@@ -135,7 +142,14 @@ export function heldSummary(request: ApprovalRequestMessage): string {
   return `policy ${policy}, ${rule}, asked by ${askedBy(request.identity)}`;
 }
 
-function slackText(request: ApprovalRequestMessage, now: number, url?: string, sql?: string, values?: string): string {
+function slackText(
+  request: ApprovalRequestMessage,
+  now: number,
+  url?: string,
+  sql?: string,
+  values?: string,
+  lookAlike: string[] = [],
+): string {
   const line =
     `Statement held for approval: ${heldSummary(request)}, ` +
     `${expiresIn(Date.parse(request.expiresAt) - now)}.` +
@@ -143,6 +157,7 @@ function slackText(request: ApprovalRequestMessage, now: number, url?: string, s
   // Only the link is left unescaped: it is ours, and Slack reads <url|label> as a link.
   let text = slackEscape(visibleText(line));
   if (url) text += ` <${slackEscape(url)}|Review it in pgwarden>`;
+  if (lookAlike.length > 0) text += `\n:warning: Look-alike letters: ${slackEscape(visibleText(lookAlike.join('; ')))}`;
   // Backticks split by a zero-width space: a ``` in the SQL cannot close the block and let the rest format as text.
   if (sql !== undefined) text += `\n\`\`\`${slackEscape(sql).replace(/`/g, '`\u200b')}\`\`\``;
   // The values it runs with, each marked (text) or (binary): a text value that reads `\x41` is not bytes.

@@ -32,6 +32,25 @@ import { ensureApprovalsStream } from './approval-queue.js';
 
 const TOKENS = { alice: 'tok-alice-0123456789', bob: 'tok-bob-0123456789', mallory: 'tok-mallory', ana: 'tok-ana' };
 
+/**
+ * Approvers (all in group dba) who are, or may be, the requester under another spelling or identity: the fixture's
+ * requests come from user `ana`, service account agents/analytics.
+ */
+const LOOKALIKE = {
+  upper: { name: 'ANA', token: 'tok-upper-ana' },
+  cyrillic: { name: '\u0430na', token: 'tok-cyrillic-ana' },
+  email: { name: 'ana@example.com', token: 'tok-email-ana' },
+  sub: { name: 'dora', token: 'tok-dora', oidc: '[{issuer: "https://idp.example", subject: 00u-ana}]' },
+  otherIssuer: { name: 'otto', token: 'tok-otto', oidc: '[{issuer: "https://other.example", subject: 00u-ana}]' },
+  serviceAccount: { name: 'sam', token: 'tok-sam', serviceAccounts: '[agents/analytics]' },
+  someoneElse: {
+    name: 'bea',
+    token: 'tok-bea',
+    oidc: '[{issuer: "https://idp.example", subject: 00u-bea}]',
+    serviceAccounts: '[agents/reporting]',
+  },
+};
+
 /** alice (group dba) and bob (named in the requests) may approve; mallory may not; ana is the agent's own user. */
 const approversYaml = (alice = TOKENS.alice) =>
   fixtureApprovers({
@@ -39,7 +58,14 @@ const approversYaml = (alice = TOKENS.alice) =>
     bob: { token: TOKENS.bob },
     mallory: { token: TOKENS.mallory, groups: ['interns'] },
     ana: { token: TOKENS.ana, groups: ['dba'] },
-  });
+  }) +
+  Object.values(LOOKALIKE)
+    .map(
+      (a: { name: string; token: string; oidc?: string; serviceAccounts?: string }) =>
+        `- {name: "${a.name}", groups: [dba], tokenSha256: ${sha256Hex(a.token)}` +
+        `${a.oidc ? `, oidc: ${a.oidc}` : ''}${a.serviceAccounts ? `, serviceAccounts: ${a.serviceAccounts}` : ''}}\n`,
+    )
+    .join('');
 
 const waitFor = async (check: () => Promise<boolean>, ms = 15_000) => {
   const until = Date.now() + ms;
@@ -678,5 +704,83 @@ describe('approval routes on a collector that cannot serve them', () => {
       }),
     ).rejects.toThrow(/unknown field\(s\) token/);
     rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+/** A queue of its own: the requests left pending here would change what the tests above count. */
+describe('four eyes against other spellings and other identities of the requester (real nats-server and PostgreSQL)', () => {
+  let fx: ApprovalsFixture;
+  let collector: Collector;
+  beforeAll(async () => {
+    fx = await startApprovalsFixture(approversYaml(), TOKENS.alice);
+    ({ collector } = fx);
+  });
+  afterAll(async () => {
+    await fx?.stop();
+  });
+  const decide = async (id: string, token: string, body: unknown) => {
+    const r = await fetch(`${collector.url}/api/v1/approvals/${id}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
+    return { status: r.status, body: (await r.json()) as any };
+  };
+  const held = async (over: Partial<ApprovalRequestMessage> = {}) => {
+    const r = approvalRequest(over);
+    await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    await waitFor(
+      async () =>
+        (
+          await fetch(`${collector.url}/api/v1/approvals/${r.id}`, {
+            headers: { authorization: `Bearer ${TOKENS.bob}` },
+          })
+        ).status === 200,
+    );
+    return r;
+  };
+  const decisionsInStream = async (id: string) => {
+    const info = await (await jetstreamManager(fx.nc)).streams.info(APPROVALS_STREAM, {
+      subjects_filter: approvalSubject('decision', id),
+    });
+    return info.state.subjects?.[approvalSubject('decision', id)] ?? 0;
+  };
+
+  it('refuses self-approval by another spelling, by the requester’s bound OIDC subject or service account, and when who asked is unclear', async () => {
+    const refusal = async (r: { id: string }, token: string) => {
+      const res = await decide(r.id, token, { decision: 'approve' });
+      return [res.status, res.body.error?.code, res.body.error?.message];
+    };
+    const byName = await held();
+    for (const a of [LOOKALIKE.upper, LOOKALIKE.cyrillic, LOOKALIKE.email, LOOKALIKE.serviceAccount]) {
+      const [status, code, message] = await refusal(byName, a.token);
+      expect([status, code], a.name).toEqual([403, 'self_approval']);
+      expect(message).toMatch(/four-eyes rule$/);
+    }
+    // An opaque subject (as many identity providers' `sub` is) matches no approver's name: the approvers file binds it.
+    const bySub = await held({
+      identity: { namespace: 'agents', serviceAccount: 'batch', user: '00u-ana', issuer: 'https://idp.example/' },
+    });
+    expect(await refusal(bySub, LOOKALIKE.sub.token)).toEqual([
+      403,
+      'self_approval',
+      expect.stringMatching(/^dora is 00u-ana at https:\/\/idp\.example\/, who asked/),
+    ]);
+    expect(await refusal(bySub, LOOKALIKE.otherIssuer.token)).toEqual([
+      403,
+      'self_approval',
+      expect.stringMatching(/the same subject at another issuer may be the same person/),
+    ]);
+    // No service account: whether it is one of sam's cannot be told.
+    const byNobody = await held({ identity: { namespace: 'agents', pod: 'analytics-0' } });
+    expect((await refusal(byNobody, LOOKALIKE.serviceAccount.token)).slice(0, 2)).toEqual([403, 'self_approval']);
+    const malformed = await held({ identity: { user: ['ana'] as never, serviceAccount: 'analytics' } });
+    expect((await refusal(malformed, TOKENS.alice)).slice(0, 2)).toEqual([403, 'self_approval']);
+    for (const r of [byName, bySub, byNobody, malformed]) expect(await decisionsInStream(r.id)).toBe(0);
+    // Someone with identities of their own decides as before.
+    for (const r of [byName, bySub]) {
+      const ok = await decide(r.id, LOOKALIKE.someoneElse.token, { decision: 'reject' });
+      expect(ok.body).toMatchObject({ state: 'decided', decision: { decision: 'rejected', by: { name: 'bea' } } });
+    }
   });
 });

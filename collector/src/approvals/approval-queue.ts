@@ -25,6 +25,7 @@ import {
 import { CollectorError } from '../errors.js';
 import { addStreamIfMissing, closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
+import { type ApproverIdentity, selfApprovalReason } from './four-eyes.js';
 
 const NANOS_PER_MS = 1_000_000;
 export const APPROVALS_MAX_AGE_MS = 7 * 86_400_000;
@@ -141,7 +142,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
   async decide(
     id: string,
     decision: ApprovalDecisionMessage['decision'],
-    approver: Approver,
+    approver: Approver & ApproverIdentity,
     reason?: string,
     grantFor?: string,
   ): Promise<ApprovalEntry> {
@@ -168,7 +169,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
    * Ends the grant approval `id` gave, in the sidecar that holds it (it checks the approver, and the signature
    * where its policy lists decision keys). One revocation per approval: a second gets COLLECTOR_APPROVAL_NOT_PENDING.
    */
-  async revoke(id: string, approver: Approver, reason?: string): Promise<ApprovalEntry> {
+  async revoke(id: string, approver: Approver & ApproverIdentity, reason?: string): Promise<ApprovalEntry> {
     const nc = this.connected();
     this.book.checkRevoke(id, approver, Date.now());
     const unsigned: ApprovalRevokedMessage = {
@@ -220,6 +221,10 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     const by = g?.decision?.by;
     const remaining = g?.grant?.until ? Date.parse(g.grant.until) - now : 0;
     if (!g || !by || remaining < 1000) return;
+    // Equal grant keys mean the same identity, as the requesting sidecar computed them; a request whose identity
+    // could be the grant approver's own is left to a person all the same.
+    const held = this.book.get(id, now);
+    if (!held || selfApprovalReason(held.request.identity, by)) return;
     const root = g.decision?.under ?? g.id;
     const unsigned: ApprovalDecisionMessage = {
       v: 1,

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Approver } from '@pgwarden/policy';
 import { parse as parseYaml } from 'yaml';
+import type { OidcSubject } from '../approvals/four-eyes.js';
 import { WatchedFile } from '../config/watched-file.js';
 import { CollectorError } from '../errors.js';
 
@@ -11,9 +12,15 @@ import { CollectorError } from '../errors.js';
  */
 export type TokenFileKind = 'approvers' | 'readers';
 
-/** A person a token file names; `namespaces` (absent: all) limits which sessions they may read. */
+/**
+ * A person a token file names; `namespaces` (absent: all) limits which sessions they may read. `oidc` and
+ * `serviceAccounts` (approvers) are the other identities they hold: a request made under one of them is their own,
+ * and they may not decide it (approvals/four-eyes.ts).
+ */
 export interface TokenHolder extends Approver {
   namespaces?: string[];
+  oidc?: OidcSubject[];
+  serviceAccounts?: string[];
 }
 
 interface NamedToken extends TokenHolder {
@@ -21,7 +28,26 @@ interface NamedToken extends TokenHolder {
 }
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
-const FIELDS = new Set(['name', 'groups', 'tokenSha256', 'namespaces']);
+const FIELDS = new Set(['name', 'groups', 'tokenSha256', 'namespaces', 'oidc', 'serviceAccounts']);
+const DNS_NAME = '[a-z0-9]([-a-z0-9.]*[a-z0-9])?';
+const SERVICE_ACCOUNT = new RegExp(`^${DNS_NAME}/${DNS_NAME}$`);
+
+/** `oidc: [{issuer, subject}]`: each a non-empty string, nothing else. */
+function parseOidcSubjects(v: unknown, bad: (msg: string) => Error): OidcSubject[] {
+  const ok = (x: unknown) => typeof x === 'string' && x.trim().length > 0 && x.length <= 1024;
+  if (!Array.isArray(v) || v.length > 64) throw bad('oidc must be a list of {issuer, subject}');
+  return v.map((o) => {
+    if (
+      !o ||
+      typeof o !== 'object' ||
+      Array.isArray(o) ||
+      Object.keys(o).some((k) => k !== 'issuer' && k !== 'subject')
+    )
+      throw bad('oidc entries are {issuer, subject}');
+    if (!ok(o.issuer) || !ok(o.subject)) throw bad('oidc entries need a non-empty issuer and subject');
+    return { issuer: o.issuer, subject: o.subject };
+  });
+}
 
 export const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
@@ -57,6 +83,16 @@ export function parseTokenFile(text: string, source: string, kind: TokenFileKind
         !namespaces.every((n) => typeof n === 'string' && n.length > 0 && n.length <= 253))
     )
       throw bad(`entry ${i} (${o.name}): namespaces must be a list of namespace names`);
+    const oidc =
+      o.oidc === undefined ? undefined : parseOidcSubjects(o.oidc, (m) => bad(`entry ${i} (${o.name}): ${m}`));
+    const serviceAccounts = o.serviceAccounts;
+    if (
+      serviceAccounts !== undefined &&
+      (!Array.isArray(serviceAccounts) ||
+        serviceAccounts.length > 256 ||
+        !serviceAccounts.every((n) => typeof n === 'string' && SERVICE_ACCOUNT.test(n)))
+    )
+      throw bad(`entry ${i} (${o.name}): serviceAccounts must be a list of namespace/name`);
     const hex = typeof o.tokenSha256 === 'string' ? o.tokenSha256.toLowerCase() : '';
     if (!HEX_SHA256.test(hex)) throw bad(`entry ${i} (${o.name}): tokenSha256 must be 64 hex digits`);
     if (seen.has(hex)) throw bad(`entry ${i} (${o.name}): the same token hash appears twice`);
@@ -65,6 +101,8 @@ export function parseTokenFile(text: string, source: string, kind: TokenFileKind
       name: o.name,
       groups: [...groups],
       ...(namespaces ? { namespaces: [...(namespaces as string[])] } : {}),
+      ...(oidc ? { oidc } : {}),
+      ...(serviceAccounts ? { serviceAccounts: [...(serviceAccounts as string[])] } : {}),
       digest: Buffer.from(hex, 'hex'),
     };
   });
@@ -113,6 +151,8 @@ export class TokenFile extends EventEmitter<TokenFileEvents> {
       name: found.name,
       groups: [...found.groups],
       ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
+      ...(found.oidc ? { oidc: found.oidc.map((b) => ({ ...b })) } : {}),
+      ...(found.serviceAccounts ? { serviceAccounts: [...found.serviceAccounts] } : {}),
     };
   }
 }

@@ -30,6 +30,11 @@ export class ExportRunner {
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private readonly cursorName: string;
+  /**
+   * When (this process's clock, ms) the oldest stored event not yet delivered was stored; null while none is known
+   * to wait. The lag-seconds gauge is computed from it at each scrape, so it keeps growing while deliveries fail.
+   */
+  private pendingSince: number | null = null;
 
   constructor(
     private readonly store: AuditStore,
@@ -38,6 +43,12 @@ export class ExportRunner {
     private readonly opts: ExportRunnerOptions = {},
   ) {
     this.cursorName = `export:${exporter.name}`;
+    metrics.exportLagSources.set(exporter.name, () => this.lagSeconds());
+  }
+
+  /** Seconds since the oldest undelivered event was stored (0 when caught up), at the time of asking. */
+  lagSeconds(now = Date.now()): number {
+    return this.pendingSince === null ? 0 : Math.max(0, now - this.pendingSince) / 1000;
   }
 
   start(): void {
@@ -47,14 +58,18 @@ export class ExportRunner {
 
   /** Called when new events are stored, so delivery does not wait for the idle poll. */
   notify(): void {
+    // Stored just now and not read yet: if reading them fails, the lag still counts from here.
+    this.pendingSince ??= Date.now();
     this.wake?.();
   }
 
   async stop(): Promise<void> {
     this.running = false;
-    this.notify();
+    this.wake?.();
     await this.loop;
     await this.exporter.close();
+    this.metrics.exportLagSources.delete(this.exporter.name);
+    this.metrics.exportLagSeconds.remove({ exporter: this.exporter.name });
   }
 
   private sleep(ms: number): Promise<void> {
@@ -83,10 +98,12 @@ export class ExportRunner {
         }
         const rows = await eventsAfter(this.store.db, position, this.opts.batchSize ?? 500);
         if (rows.length === 0) {
+          this.pendingSince = null;
           this.metrics.exportLag.set({ exporter: name }, 0);
           await this.sleep(this.opts.idleMs ?? 1000);
           continue;
         }
+        this.pendingSince = Date.now() - rows[0].ageMs;
         await this.exporter.deliver(rows.map((r) => r.event));
         const next = rows[rows.length - 1].position;
         await setCursor(this.store.db, this.cursorName, next);
@@ -98,6 +115,15 @@ export class ExportRunner {
         this.metrics.exportFailures.inc({ exporter: name });
         this.opts.onError?.(name, err as Error);
         if (!this.running) break;
+        // What waits keeps growing while the destination refuses: the events gauge follows the store, not the last
+        // success (a store that fails too leaves it as it was).
+        if (position !== null) {
+          const from = position;
+          await lastIngestPosition(this.store.db).then(
+            (last) => this.metrics.exportLag.set({ exporter: name }, Math.max(0, last - from)),
+            () => {},
+          );
+        }
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, this.opts.maxBackoffMs ?? 30_000);
       }

@@ -308,4 +308,81 @@ describe('exports deliver every stored event to real receivers, retrying failure
       server.close();
     }
   });
+
+  /** A gauge's value for one exporter as Prometheus would scrape it now. */
+  async function scraped(metric: string, exporter: string): Promise<number> {
+    const text = await metrics.registry.metrics();
+    const m = new RegExp(`^${metric}\\{exporter="${exporter}"\\} (\\S+)$`, 'm').exec(text);
+    if (!m) throw new Error(`${metric}{exporter="${exporter}"} not scraped`);
+    return Number(m[1]);
+  }
+
+  // Last: it stores more events, which the tests above count.
+  it('export lag keeps growing while a receiver refuses every delivery, and drops to 0 once it accepts', async () => {
+    let refuse = true;
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () =>
+        refuse
+          ? res.writeHead(503).end('{"text":"Server is busy","code":9}')
+          : res.writeHead(200).end('{"text":"Success","code":0}'),
+      );
+    });
+    const hecPort = await listen(server);
+    // Nothing listens on this port: every syslog delivery is refused at connect.
+    const syslogPort = await freePort();
+    const runners = [
+      new ExportRunner(
+        store,
+        splunkHecExporter({ name: 'hec-refusing', url: `http://127.0.0.1:${hecPort}`, token: 't' }),
+        metrics,
+        { batchSize: 10, idleMs: 50, maxBackoffMs: 200 },
+      ),
+      new ExportRunner(
+        store,
+        syslogExporter({ name: 'syslog-refusing', host: '127.0.0.1', port: syslogPort }),
+        metrics,
+        { batchSize: 10, idleMs: 50, maxBackoffMs: 200 },
+      ),
+    ];
+    const failures = async (name: string) =>
+      (await metrics.exportFailures.get()).values.find((v) => v.labels.exporter === name)?.value ?? 0;
+    try {
+      for (const r of runners) r.start();
+      await waitFor(async () => (await failures('hec-refusing')) > 2 && (await failures('syslog-refusing')) > 2);
+      const first = {
+        hec: await scraped('pgwarden_collector_export_lag_seconds', 'hec-refusing'),
+        syslog: await scraped('pgwarden_collector_export_lag_seconds', 'syslog-refusing'),
+      };
+      expect(first.hec).toBeGreaterThan(0);
+      expect(await scraped('pgwarden_collector_export_lag_events', 'hec-refusing')).toBe(events.length);
+      expect(await scraped('pgwarden_collector_export_lag_events', 'syslog-refusing')).toBe(events.length);
+      await new Promise((r) => setTimeout(r, 1500));
+      // Still refused, nothing delivered: the oldest waiting event is 1.5 s older, and the gauges say so.
+      expect(await scraped('pgwarden_collector_export_lag_seconds', 'hec-refusing')).toBeGreaterThanOrEqual(
+        first.hec + 1.4,
+      );
+      expect(await scraped('pgwarden_collector_export_lag_seconds', 'syslog-refusing')).toBeGreaterThanOrEqual(
+        first.syslog + 1.4,
+      );
+      // More events stored meanwhile: the events gauge grows too, without a single success.
+      const more = makeSession({ id: 'exp-lag', statements: 2 });
+      await store.ingest(more);
+      await waitFor(
+        async () =>
+          (await scraped('pgwarden_collector_export_lag_events', 'hec-refusing')) === events.length + more.length,
+      );
+      refuse = false;
+      await waitFor(async () => (await scraped('pgwarden_collector_export_lag_seconds', 'hec-refusing')) === 0);
+      expect(await scraped('pgwarden_collector_export_lag_events', 'hec-refusing')).toBe(0);
+      expect(await scraped('pgwarden_collector_export_lag_seconds', 'syslog-refusing')).toBeGreaterThan(
+        first.syslog + 1.4,
+      );
+    } finally {
+      for (const r of runners) await r.stop();
+      server.close();
+    }
+    // A stopped exporter is no longer reported.
+    await expect(scraped('pgwarden_collector_export_lag_seconds', 'hec-refusing')).rejects.toThrow(/not scraped/);
+  });
 });

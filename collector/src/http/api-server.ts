@@ -8,6 +8,7 @@ import type { CollectorMetrics } from '../metrics.js';
 import { readQuery } from '../read-audit/read-event.js';
 import { type ApprovalsDeps, answerApprovals } from './approvals-api.js';
 import { answerControl, type ControlDeps, isControlPath } from './control-api.js';
+import { checkHostAndOrigin, type HostPolicy, hostPolicy } from './host-check.js';
 import { errorReply, HttpError, readBody, SECURITY_HEADERS, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
 import { answerRead, READ_ROUTE, type ReadDeps, type ReaderNote, type ReadReply } from './read-routes.js';
@@ -115,7 +116,9 @@ function splitIngestBody(body: string): unknown[] {
   return t.split('\n').filter((l) => l.trim().length > 0);
 }
 
-async function route(deps: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(deps: ApiDeps, hosts: HostPolicy, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // Before anything else, /healthz and the page included: a rebinding page must not learn even what serves here.
+  checkHostAndOrigin(hosts, req);
   const url = new URL(req.url ?? '/', 'http://collector');
   const path = url.pathname;
   const method = req.method ?? 'GET';
@@ -172,12 +175,21 @@ export interface ApiServer {
 
 export async function startApiServer(
   deps: ApiDeps,
-  listen: { host?: string; port?: number; tls?: ServerTlsFiles } = {},
+  listen: {
+    host?: string;
+    port?: number;
+    tls?: ServerTlsFiles;
+    /** Names the API answers to besides addresses, localhost and a listen name (host-check.ts); `*`: any. */
+    allowedHosts?: readonly string[];
+    /** The web UI's address as people reach it: its name is accepted too. */
+    publicUrl?: string;
+  } = {},
   onTlsError: (message: string) => void = () => {},
 ): Promise<ApiServer> {
+  const hosts = hostPolicy(listen.host, listen.allowedHosts, listen.publicUrl);
   // HTTPS when given a certificate: the API carries bearer tokens and the audit trail.
   const handler = (req: IncomingMessage, res: ServerResponse) => {
-    route(deps, req, res).catch((err: unknown) => {
+    route(deps, hosts, req, res).catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();
         return;

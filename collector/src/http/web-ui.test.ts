@@ -312,7 +312,12 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       sql: 'UPDATE users SET role = $1 WHERE name = $2',
       params: ['admin', '\u0430lice\u200b'],
     });
-    for (const r of [bidi, padded, lookalike])
+    // A table and a requester that pass for others: Cyrillic р and о.
+    const spoofed = approvalRequest({
+      sql: 'DELETE FROM public.\u0440ayments WHERE id = 1',
+      identity: { ...approvalRequest().identity, user: 'b\u043eb' },
+    });
+    for (const r of [bidi, padded, lookalike, spoofed])
       await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
     const { page, errors, close } = await openPage(collector.url);
     try {
@@ -337,8 +342,21 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       );
       expect(height).toBeLessThan(300);
       const cell = `#approval-list tr[data-approval="${lookalike.id}"] td:nth-child(4)`;
-      expect(await page.textContent(`${cell} div:not(.nonascii)`)).toBe('with $1 = "admin", $2 = "аliceU+200B"');
+      expect(await page.textContent(`${cell} div:not(.nonascii):not(.lookalike)`)).toBe(
+        'with $1 = "admin", $2 = "аliceU+200B"',
+      );
       expect(await page.textContent(`${cell} div.nonascii`)).toBe('not ASCII: U+0430 а, U+200B');
+      expect(await page.textContent(`${cell} div.lookalike`)).toBe(
+        '⚠ look-alike letters: "аlice" mixes Cyrillic and Latin (U+0430 а), reads as "alice"',
+      );
+      const spoofedCell = `#approval-list tr[data-approval="${spoofed.id}"] td:nth-child(4)`;
+      await page.waitForSelector(`${spoofedCell} div.lookalike`);
+      expect(await page.textContent(`${spoofedCell} div.lookalike`)).toBe(
+        '⚠ look-alike letters: "рayments" mixes Cyrillic and Latin (U+0440 р), reads as "payments"; ' +
+          '"bоb" mixes Cyrillic and Latin (U+043E о), reads as "bob"',
+      );
+      // Plain statements carry no such warning.
+      expect(await page.$$(`#approval-list tr[data-approval="${bidi.id}"] div.lookalike`)).toEqual([]);
       expect(errors).toEqual([]);
     } finally {
       await close();

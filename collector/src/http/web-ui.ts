@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { lookAlikeSkeleton, lookAlikes } from '../display/look-alikes.js';
 import { nonAsciiCharacters, visiblePieces, visibleText } from '../display/visible-text.js';
 
 /**
@@ -19,7 +20,7 @@ export const WEB_UI_HTML = `<!doctype html>
 body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 #list{width:42%;overflow:auto;border-right:1px solid #ccc}#detail{flex:1;overflow:auto;padding:0 1em}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
-td,th,p,h1,code,.msg{unicode-bidi:bidi-override;direction:ltr}.mark{font:11px monospace;background:#fde2e2;color:#900;border:1px solid #e99;border-radius:3px;padding:0 2px;margin:0 1px}.nonascii{color:#b00;font-size:12px}
+td,th,p,h1,code,.msg{unicode-bidi:bidi-override;direction:ltr}.mark{font:11px monospace;background:#fde2e2;color:#900;border:1px solid #e99;border-radius:3px;padding:0 2px;margin:0 1px}.nonascii{color:#b00;font-size:12px}.lookalike{color:#fff;background:#b00;font-weight:bold;font-size:12px;padding:1px 4px;border-radius:3px}
 tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 #approvals,#grants,#decided,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
@@ -50,6 +51,8 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 ${visiblePieces.toString()}
 ${visibleText.toString()}
 ${nonAsciiCharacters.toString()}
+${lookAlikeSkeleton.toString()}
+${lookAlikes.toString()}
 // Text only, never markup; what would display differently from what is stored becomes a marked span.
 function setText(e, text) {
   e.replaceChildren(...visiblePieces(String(text)).map((p) => typeof p === 'string' ? p : Object.assign(document.createElement('span'), { className: 'mark', textContent: p.mark })));
@@ -206,7 +209,7 @@ async function showSession(id) {
     const tr = el('tr');
     const action = e.decision ? e.decision.action : '';
     tr.append(el('td', e.session.seq), el('td', e.time), el('td', e.type), el('td', action, action === 'deny' ? 'deny' : ''));
-    const sql = el('td'); sql.append(el('code', eventText(e))); tr.append(sql);
+    const sql = el('td'); sql.append(el('code', eventText(e))); lookAlikeNote(sql, [eventText(e)]); tr.append(sql);
     tr.append(el('td', e.result ? [e.result.tag, e.result.changed !== undefined ? '(' + e.result.changed + ' rows changed in all)' : '', e.result.error ? 'ERROR ' + e.result.error.code : ''].filter(Boolean).join(' ') : ''));
     t.append(tr);
   }
@@ -265,6 +268,9 @@ function sqlCell(r) {
   // Letters that look like ASCII ones may not be (a Cyrillic а in a name or a literal): the approver is told.
   const foreign = nonAsciiCharacters([r.sql, ...(Array.isArray(r.params) ? r.params : [])].join(' '));
   if (foreign.length) td.append(el('div', 'not ASCII: ' + foreign.join(', '), 'nonascii'));
+  // Which words pretend to be others (a table рayments, a user аna), in the statement and in who and what asked.
+  const id = r.identity || {};
+  lookAlikeNote(td, [r.sql, ...(Array.isArray(r.params) ? r.params : []), id.user, id.namespace, id.serviceAccount, id.pod, r.policy.namespace, r.policy.name, r.rule, r.session]);
   return td;
 }
 // A bound value marked with its format (display/bound-values.ts writes the same): a binary one as its \\x hex, a text
@@ -275,6 +281,10 @@ function boundValue(r, v, i) {
   if (v === null) return name + ' = NULL';
   if (f === 'binary') return name + ' (binary) = ' + v;
   return name + (f === 'text' ? ' (text)' : '') + ' = ' + JSON.stringify(v);
+}
+function lookAlikeNote(parent, texts) {
+  const words = lookAlikes(texts.filter((t) => typeof t === 'string').join(' '));
+  if (words.length) parent.append(el('div', '⚠ look-alike letters: ' + words.join('; '), 'lookalike'));
 }
 function emptyRow(body, text, cols, cls) { const td = el('td', text, cls); td.colSpan = cols; body.append(el('tr')); body.lastChild.append(td); }
 // A panel's rows, redrawn only when its list changed: the 5 s refresh must not wipe a reason being typed.

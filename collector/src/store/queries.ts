@@ -240,16 +240,25 @@ export async function searchEvents(db: SqlRunner, f: EventFilter): Promise<Page<
 }
 
 /** Events stored after an ingest position, in ingest order: what an exporter has not delivered yet. */
+/**
+ * The next `limit` stored events after ingest position `position`, each with `ageMs`: how long ago it was stored, by
+ * the store's clock (an age, not a time, so that the collector's clock need not agree with the database's).
+ */
 export async function eventsAfter(
   db: SqlRunner,
   position: number,
   limit: number,
-): Promise<{ position: number; event: AuditEvent }[]> {
-  const rows = await db.query<{ p: string; event: string }>(
-    'SELECT ingest_seq::text AS p, event FROM audit_events WHERE ingest_seq > $1 ORDER BY ingest_seq LIMIT $2',
+): Promise<{ position: number; ageMs: number; event: AuditEvent }[]> {
+  const rows = await db.query<{ p: string; age: string; event: string }>(
+    `SELECT ingest_seq::text AS p, (extract(epoch FROM now() - received_at) * 1000)::bigint::text AS age, event
+       FROM audit_events WHERE ingest_seq > $1 ORDER BY ingest_seq LIMIT $2`,
     [position, limit],
   );
-  return rows.map((r) => ({ position: Number(r.p), event: JSON.parse(r.event) as AuditEvent }));
+  return rows.map((r) => ({
+    position: Number(r.p),
+    ageMs: Math.max(0, Number(r.age)),
+    event: JSON.parse(r.event) as AuditEvent,
+  }));
 }
 
 export async function getCursor(db: SqlRunner, name: string): Promise<number | null> {

@@ -231,6 +231,21 @@ describe('charts/pgwarden with real helm', () => {
     expect((await template('nats.deploy=false', 'collector.enabled=false')).length).toBeGreaterThan(0);
   });
 
+  it('tells the collector the names it is reached by (its Service’s, collector.allowedHosts), and no others', async () => {
+    const args = async (...set: string[]) =>
+      (await template(...set)).find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector')
+        .spec.template.spec.containers[0].args as string[];
+    const hosts = (a: string[]) => a.filter((x) => x.startsWith('--allowed-host=')).map((x) => x.slice(15));
+    expect(hosts(await args())).toEqual([
+      'pgw-pgwarden-collector',
+      'pgw-pgwarden-collector.pgwarden',
+      'pgw-pgwarden-collector.pgwarden.svc',
+      'pgw-pgwarden-collector.pgwarden.svc.cluster.local',
+    ]);
+    expect(hosts(await args('collector.allowedHosts={audit.example.com}'))).toContain('audit.example.com');
+    await expect(template('collector.allowedHosts={evil.com/x}')).rejects.toThrow(/allowedHosts/);
+  });
+
   it('never serves the audit trail without a token: a generated reader, or the readers Secret given', async () => {
     const objects = await template();
     const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');

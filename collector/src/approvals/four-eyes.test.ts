@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { parseTokenFile } from '../auth/token-file.js';
+import { namesLookAlike, selfApprovalReason } from './four-eyes.js';
+
+const ana = { namespace: 'agents', serviceAccount: 'analytics', pod: 'analytics-0', user: 'ana', groups: [] };
+
+describe('selfApprovalReason', () => {
+  it('takes names that differ only in case, accents, look-alike letters, invisible characters or a domain for one', () => {
+    for (const name of ['ana', 'ANA', ' ana ', '\u0430na', 'anа', 'ａｎａ', 'áná', 'a\u200bna', 'ana@example.com'])
+      expect(selfApprovalReason(ana, { name }), name).toMatch(/can pass for it$/);
+    expect(namesLookAlike('alice', 'aIice')).toBe(true);
+    expect(namesLookAlike('alice', 'a1ice')).toBe(true);
+    expect(namesLookAlike('martin', 'rnartin')).toBe(true);
+    expect(namesLookAlike('alice', 'alicia')).toBe(false);
+  });
+
+  it('knows an approver by the OIDC subjects and service accounts the approvers file binds to them', () => {
+    const oidc = { ...ana, user: '00u1f3', issuer: 'https://idp.example/' };
+    const dora = { name: 'dora', oidc: [{ issuer: 'https://idp.example', subject: '00u1f3' }] };
+    expect(selfApprovalReason(oidc, dora)).toMatch(/^dora is 00u1f3 at https:\/\/idp\.example\//);
+    // The same subject at another issuer is not known to be someone else.
+    expect(selfApprovalReason({ ...oidc, issuer: 'https://other.example' }, dora)).toMatch(/another issuer/);
+    expect(selfApprovalReason({ ...oidc, issuer: undefined }, dora)).toMatch(/another issuer/);
+    expect(selfApprovalReason({ ...oidc, user: '00u9zz' }, dora)).toBeUndefined();
+    const sam = { name: 'sam', serviceAccounts: ['agents/analytics'] };
+    expect(selfApprovalReason(ana, sam)).toMatch(/service account agents\/analytics/);
+    expect(selfApprovalReason({ ...ana, namespace: 'other' }, sam)).toBeUndefined();
+    expect(selfApprovalReason(ana, { name: 'bob' })).toBeUndefined();
+  });
+
+  it('fails closed when the request does not say who asked', () => {
+    const sam = { name: 'sam', serviceAccounts: ['agents/analytics'] };
+    expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, sam)).toMatch(/names no service account/);
+    expect(selfApprovalReason({ user: 'ana', serviceAccount: '' }, sam)).toMatch(/names no service account/);
+    // Without service accounts of their own, an approver is compared by name alone (a sidecar outside Kubernetes).
+    expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, { name: 'bob' })).toBeUndefined();
+    expect(selfApprovalReason({ ...ana, user: ['ana'] }, { name: 'bob' })).toMatch(/identity\.user is not a string/);
+    expect(selfApprovalReason({ ...ana, issuer: 7 }, { name: 'bob' })).toMatch(/identity\.issuer/);
+  });
+});
+
+describe('approvers file identities', () => {
+  const hash = 'a'.repeat(64);
+  it('reads oidc and serviceAccounts, and refuses malformed ones', () => {
+    const [e] = parseTokenFile(
+      `- {name: dora, tokenSha256: ${hash}, oidc: [{issuer: "https://idp.example", subject: 00u1}], serviceAccounts: [agents/bot]}`,
+      'f',
+    );
+    expect(e).toMatchObject({
+      oidc: [{ issuer: 'https://idp.example', subject: '00u1' }],
+      serviceAccounts: ['agents/bot'],
+    });
+    for (const extra of [
+      'oidc: [{issuer: x}]',
+      'oidc: [{issuer: x, subject: y, name: z}]',
+      'oidc: {issuer: x, subject: y}',
+      'serviceAccounts: [bot]',
+      'serviceAccounts: [Agents/Bot]',
+    ])
+      expect(() => parseTokenFile(`- {name: dora, tokenSha256: ${hash}, ${extra}}`, 'f'), extra).toThrow(
+        /oidc|serviceAccounts/,
+      );
+  });
+});

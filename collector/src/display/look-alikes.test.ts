@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { lookAlikeSkeleton, lookAlikes } from './look-alikes.js';
+
+describe('lookAlikes', () => {
+  it('flags words that mix scripts or pass for ASCII ones, naming what they read as', () => {
+    expect(lookAlikes("UPDATE users SET role = 'admin' WHERE name = '\u0430lice'")).toEqual([
+      '"\u0430lice" mixes Cyrillic and Latin (U+0430 \u0430), reads as "alice"',
+    ]);
+    // A table wholly in another script that reads as a Latin name, and one in fullwidth forms.
+    expect(lookAlikes('DELETE FROM \u0441\u043e\u0440')).toEqual([
+      '"\u0441\u043e\u0440" is Cyrillic (U+0441 \u0441, U+043E \u043e, U+0440 \u0440), reads as "cop"',
+    ]);
+    expect(lookAlikes('DELETE FROM \uff55\uff53\uff45\uff52\uff53')).toEqual([
+      '"\uff55\uff53\uff45\uff52\uff53" is in compatibility forms (U+FF55 \uff55, U+FF53 \uff53, U+FF45 \uff45, U+FF52 \uff52), reads as "users"',
+    ]);
+    // Greek in a Latin word, with no ASCII reading: still mixed.
+    expect(lookAlikes('SELECT \u03a9mega')).toEqual(['"\u03a9mega" mixes Greek and Latin (U+03A9 \u03a9)']);
+    // Each word once, at most `max`.
+    expect(lookAlikes('\u0430 \u0430 \u0435 \u043e', 2)).toHaveLength(2);
+  });
+
+  it('leaves ordinary text in one script alone', () => {
+    expect(
+      lookAlikes(
+        "SELECT 'h\u00e9llo \u6771\u4eac \u05e9\u05dc\u05d5\u05dd \u6771\u4eac\u30bf\u30ef\u30fc \u0434\u0430\u043d\u043d\u044b\u0435' FROM t",
+      ),
+    ).toEqual([]);
+    expect(lookAlikes('plain ascii_only $1')).toEqual([]);
+  });
+});
+
+describe('lookAlikeSkeleton', () => {
+  it('reduces names to what they look like', () => {
+    for (const s of ['\u0430na', '\uff41\uff4e\uff41', 'an\u00e1', 'a\u200bna'])
+      expect(lookAlikeSkeleton(s), s).toBe('ana');
+    expect(lookAlikeSkeleton('aIice')).toBe(lookAlikeSkeleton('alice'));
+    expect(lookAlikeSkeleton('rnartin')).toBe(lookAlikeSkeleton('martin'));
+    expect(lookAlikeSkeleton('\u0440', true)).toBe('p');
+  });
+});

@@ -1,0 +1,143 @@
+/**
+ * Words that are not what they look like: `DELETE FROM users WHERE name = 'аdmin'` (a Cyrillic а), a table
+ * `рayments` beside `payments`, an identity `ana` whose `а` is Cyrillic. Naming every non-ASCII character
+ * (visible-text.ts) tells an approver *that* something is foreign, not *which word* pretends to be which; these
+ * functions say so. Both are self-contained (no imports, no outer constants): the web UI embeds their source, so the
+ * browser, the CLI and chat notices flag the same words.
+ */
+
+/**
+ * `text` reduced to what it looks like, for telling whether two names could be taken for each other: compatibility
+ * forms folded (NFKC: fullwidth, mathematical letters), letters of other scripts that look like Latin ones replaced
+ * by them (a subset of Unicode TR #39's confusables: Cyrillic, Greek, Armenian, Cherokee, Latin variants), accents
+ * and invisible characters dropped, and the ASCII look-alikes `I 1 |` → `l`, `0` → `o`, `rn` → `m`, `vv` → `w`.
+ * `lettersOnly`: only the first two steps (what a word reads as, its accents kept).
+ */
+export function lookAlikeSkeleton(text: string, lettersOnly = false): string {
+  // Pairs: a letter of another script (or a Latin variant), then the ASCII letter it passes for.
+  const pairs = [
+    'аa вB еe ёe з3 іi їi јj кk мM нH оo пn рp сc тT уy хx ѕs ԁd һh ӏl ԛq ԝw үy ьb ɡg АA ВB ЕE ЁE З3 ІI ЇI',
+    'ЈJ КK МM НH ОO РP СC ТT УY ХX ЅS ԀD ҺH Ӏl ԚQ ԜW ҮY αa βB γy εe ιi κk νv οo ρp τt υu χx ωw ΑA ΒB ΕE ΖZ',
+    'ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX ϲc ϹC ϳj ϴO օo սu ոn հh զq ցg աw ՍU ՕO ԼL ᎪA ᏴB ᏟC ᎠD ᎬE ᏀG ᎻH ᎫJ ᏦK ᏞL',
+    'ᎷM ᏢP ᏚS ᎢT ᏙV ᏔW ᏃZ ıi ɩi ȷj ɑa ʏy ǀl Ɩl ꓲI ꓮA ꓐB ꓚC ꓓD ꓰE ꓝF ꓖG ꓧH ꓙJ ꓗK ꓡL ꓟM ꓠN ꓑP ꓣR ꓢS ꓔT ꓴU ꓦV',
+    'ꓪW ꓫX ꓬY ꓜZ',
+  ].join(' ');
+  const latin: Record<string, string> = {};
+  for (const pair of pairs.split(' ')) {
+    const [from, to] = [...pair];
+    latin[from] = to;
+  }
+
+  let out = '';
+  for (const ch of text.normalize('NFKC')) out += latin[ch] ?? ch;
+  if (lettersOnly) return out;
+  return out
+    .normalize('NFKD')
+    .replace(/[\p{M}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '')
+    .replace(/[I1|]/g, 'l')
+    .replace(/0/g, 'o')
+    .replace(/rn/g, 'm')
+    .replace(/vv/g, 'w');
+}
+
+/**
+ * The words of `text` (letters, marks, digits, `_`, `$`: identifiers and the words of literals) that are not what
+ * they look like, at most `max`, each as one line for a person: a word mixing scripts (`аdmin`: Cyrillic and Latin),
+ * a word of another script, or of compatibility forms (fullwidth, mathematical letters), that reads as an ASCII one.
+ * Ordinary text in one script (`héllo`, `東京`, `שלום`, Japanese mixing Han and kana) is not flagged.
+ */
+export function lookAlikes(text: string, max = 8): string[] {
+  const scriptNames = [
+    'Latin',
+    'Cyrillic',
+    'Greek',
+    'Armenian',
+    'Cherokee',
+    'Lisu',
+    'Georgian',
+    'Coptic',
+    'Hebrew',
+    'Arabic',
+    'Syriac',
+    'Thaana',
+    'Nko',
+    'Devanagari',
+    'Bengali',
+    'Gurmukhi',
+    'Gujarati',
+    'Oriya',
+    'Tamil',
+    'Telugu',
+    'Kannada',
+    'Malayalam',
+    'Sinhala',
+    'Thai',
+    'Lao',
+    'Tibetan',
+    'Myanmar',
+    'Ethiopic',
+    'Khmer',
+    'Mongolian',
+    'Hangul',
+    'Hiragana',
+    'Katakana',
+    'Bopomofo',
+    'Han',
+    'Canadian_Aboriginal',
+    'Tifinagh',
+    'Vai',
+    'Yi',
+    'Runic',
+    'Ogham',
+    'Osage',
+    'Adlam',
+    'Deseret',
+    'Gothic',
+    'Old_Italic',
+    'Glagolitic',
+  ];
+  const scripts = scriptNames.map((name) => ({ name, re: new RegExp(`\\p{Script=${name}}`, 'u') }));
+  const neutral = /[\p{Script=Common}\p{Script=Inherited}]/u;
+  const scriptOf = (ch: string) => {
+    if (neutral.test(ch)) return undefined;
+    const found = scripts.find((s) => s.re.test(ch));
+    return found ? found.name : 'another script';
+  };
+  // Writing systems that mix scripts by nature (Unicode TR #39, "highly restrictive"): not a sign of spoofing.
+  const together = [
+    ['Han', 'Hiragana', 'Katakana'],
+    ['Han', 'Hangul'],
+    ['Han', 'Bopomofo'],
+  ];
+  const hex = (ch: string) => `U+${(ch.codePointAt(0) as number).toString(16).toUpperCase().padStart(4, '0')}`;
+  const found: string[] = [];
+  const seen = new Set<string>();
+  for (const [word] of text.matchAll(/[\p{L}\p{M}\p{N}_$]+/gu)) {
+    if (found.length >= max) break;
+    if (/^[\x00-\x7f]*$/.test(word) || seen.has(word)) continue;
+    seen.add(word);
+    const inWord = new Set<string>();
+    for (const ch of word) {
+      const s = scriptOf(ch);
+      if (s) inWord.add(s);
+    }
+    const names = [...inWord].sort();
+    const mixed = names.length > 1 && !together.some((ok) => names.every((n) => ok.includes(n)));
+    // What it reads as: other scripts' Latin look-alikes and compatibility forms replaced, accents kept (é is seen).
+    const reads = lookAlikeSkeleton(word, true);
+    const posesAsAscii = reads !== word && /^[\x00-\x7f]*$/.test(reads);
+    if (!mixed && !posesAsAscii) continue;
+    const foreign = [...new Set([...word].filter((ch) => (ch.codePointAt(0) as number) >= 0x80))];
+    const named = foreign
+      .slice(0, 4)
+      .map((ch) => `${hex(ch)} ${ch}`)
+      .join(', ');
+    const what = mixed
+      ? `mixes ${names.join(' and ')}`
+      : `is ${names.includes('Latin') || names.length === 0 ? 'in compatibility forms' : names.join(' and ')}`;
+    found.push(
+      `"${word}" ${what} (${named}${foreign.length > 4 ? ', …' : ''})${posesAsAscii ? `, reads as "${reads}"` : ''}`,
+    );
+  }
+  return found;
+}
