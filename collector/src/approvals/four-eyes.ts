@@ -1,3 +1,4 @@
+import { sameIdentity } from '@pgwarden/policy';
 import { lookAlikeSkeleton } from '../display/look-alikes.js';
 
 /** An identity provider's user, as the sidecar records it: the token's `iss` and its username claim (`sub` by default). */
@@ -19,10 +20,14 @@ export interface ApproverIdentity {
 
 const sameIssuer = (a: string, b: string) => a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
 
-/** Whether two names could be taken for one another: equal once case, look-alike letters and accents are set aside. */
+/**
+ * Whether two names could be taken for one another: equal once case, look-alike letters and accents are set aside,
+ * or as the policy's deny rules and the sidecar's four-eyes check fold them (sameIdentity: also an address's
+ * `+tag` and trailing dots), so the collector never lets through a spelling the sidecar would refuse.
+ */
 export function namesLookAlike(a: string, b: string): boolean {
   const s = (t: string) => lookAlikeSkeleton(t.trim());
-  return s(a) === s(b) || s(a.toLowerCase()) === s(b.toLowerCase());
+  return s(a) === s(b) || s(a.toLowerCase()) === s(b.toLowerCase()) || sameIdentity(a, b);
 }
 
 /** `ana` of `ana@example.com`; the name itself when it is no address. */
