@@ -5,12 +5,13 @@ import { type AuditEvent, auditEventSchema } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { RawClient, serialize } from '../../../test/governance/raw-client.js';
 import { ROLES } from '../../../test/harness/index.js';
 import { type GovernedSidecar, startGovernedSidecar } from '../governance/index.js';
 import { createAuditRecorder } from './audit-recorder.js';
 import type { AuditSink } from './audit-sink.js';
 
-// audit.captureParams through the real governed sidecar against the shared
+// audit.captureParams and statements whose Bind fails, through the real governed sidecar against the shared
 // PostgreSQL, with both encodings of statement events: the event object (sinks like NATS) and the canonical JSON
 // written directly (file, stdout: statement-json.ts).
 const S = 'audit_params';
@@ -142,6 +143,65 @@ describe.each(['object', 'json'] as const)('statement events (%s encoding)', (ki
       writePolicy({ captureParams: true });
       const on = await run(`SELECT id FROM ${S}.t WHERE id = $1`, [2]);
       expect(on.events[0].statement?.params).toEqual(['2']);
+    });
+  });
+
+  describe('a statement whose Bind fails', () => {
+    it('pg (Parse/Bind/Describe/Execute/Sync in one batch): one event with the error, redacted', async () => {
+      writePolicy({ captureParams: true });
+      const sql = `SELECT id FROM ${S}.t WHERE id = $1::int`;
+      const { error, events } = await run(sql, [SECRET_URI]);
+      expect(error?.code).toBe('22P02');
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({
+        decision: { action: 'allow' },
+        statement: { text: sql, protocol: 'extended', params: ['postgres://app:[REDACTED]@db.internal/app'] },
+        result: { rows: 0, error: { code: '22P02' } },
+      });
+      expect(events[0].result?.error?.message).toContain('invalid input syntax for type integer');
+      expect(events[0].result?.error?.message).toContain('[REDACTED]');
+      expect(lines.join('\n')).not.toContain('hunter2');
+    });
+
+    it('raw protocol, pipelined and Bind-then-Flush: one event each, none for the skipped Execute', async () => {
+      writePolicy({});
+      const sql = `SELECT id FROM ${S}.t WHERE id = $1::int`;
+      const n = lines.length;
+      const c = await RawClient.connect(port());
+      // Pipelined: Parse, Bind, Execute, Sync at once; PostgreSQL fails the Bind and skips the Execute.
+      c.send(
+        serialize.parse({ name: 'p1', text: sql }),
+        serialize.bind({ statement: 'p1', values: ['abc'] }),
+        serialize.execute({}),
+        serialize.sync(),
+      );
+      let got = await c.until('readyForQuery');
+      expect(got.map((m) => m.name)).toEqual(['parseComplete', 'error', 'readyForQuery']);
+      // Bind-then-Flush: the client sees the Bind's error before it sends its Execute, which is then skipped.
+      c.send(serialize.bind({ statement: 'p1', values: ['def'] }), serialize.flush());
+      expect((await c.next()).name).toBe('error');
+      c.send(serialize.execute({}), serialize.sync());
+      got = await c.until('readyForQuery');
+      expect(got.map((m) => m.name)).toEqual(['readyForQuery']);
+      // The session goes on: a good Bind runs.
+      c.send(serialize.bind({ statement: 'p1', values: ['2'] }), serialize.execute({}), serialize.sync());
+      got = await c.until('readyForQuery');
+      expect(got.map((m) => m.name)).toEqual(['bindComplete', 'dataRow', 'commandComplete', 'readyForQuery']);
+      c.end();
+      await vi.waitFor(() => expect(lines.slice(n).some((l) => l.includes('"session.end"'))).toBe(true));
+      const events = statements(n);
+      // A Parse that succeeds records nothing: the two failed Binds and the Execute that ran.
+      expect(events.map((e) => e.result?.error?.code ?? e.result?.tag)).toEqual(['22P02', '22P02', 'SELECT 1']);
+      for (const e of events.slice(0, 2)) {
+        expect(e.statement?.text).toBe(sql);
+        expect(e.statement).not.toHaveProperty('params'); // captureParams absent
+        expect(e.result?.error?.message).toMatch(/invalid input syntax for type integer/);
+      }
+      const end = lines
+        .slice(n)
+        .map((l) => JSON.parse(l) as AuditEvent)
+        .find((e) => e.type === 'session.end');
+      expect(end?.end?.statements).toBe(events.length);
     });
   });
 });
