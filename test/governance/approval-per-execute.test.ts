@@ -21,9 +21,12 @@ let g: ReviewWorld['g'];
 
 beforeAll(async () => {
   world = await startReviewWorld('perexec', {
-    adjust: (_policy, db) => db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(200, 215) i'),
-    // Bound values in the trail too, to check they are labelled as the approver saw them.
-    sidecar: { auditRecorder: createAuditRecorder(trail, { captureParams: true }) },
+    adjust: (policy, db) => {
+      // Bound values in the trail too, to check they are labelled as the approver saw them.
+      policy.spec.audit = { ...policy.spec.audit, captureParams: true };
+      return db.su('INSERT INTO orders (id, customer_id) SELECT i, 1 FROM generate_series(200, 215) i');
+    },
+    sidecar: { auditRecorder: createAuditRecorder(trail) },
   });
   ({ db, idp, collectorNc, g } = world);
 }, 60_000);

@@ -36,7 +36,10 @@ export interface AuditRecorderOptions {
   policy?: () => AuditPolicyRef | undefined;
   /** The role the sidecar sets upstream (policy `role`). */
   role?: (info: SessionInfo) => string | undefined;
-  /** Record bind parameters (policy `audit` setting); off by default. */
+  /**
+   * Record bind parameters when the statement's capture does not say (a sidecar without a policy); off by default.
+   * Under a policy its `audit.captureParams` decides (StatementCapture).
+   */
   captureParams?: boolean;
   /** Longest statement text kept (characters); longer text is cut and marked. Default 32768. */
   maxTextChars?: number;
@@ -66,6 +69,8 @@ export interface AuditRecorderOptions {
 /** Per-statement settings that follow the policy in force (hot reloads change them between statements). */
 export interface StatementCapture {
   captureResults?: 'none' | 'summary' | 'rows';
+  /** The policy's `audit.captureParams`; undefined: the recorder's own option. */
+  captureParams?: boolean;
 }
 
 export interface SessionAuditor {
@@ -76,6 +81,8 @@ export interface SessionAuditor {
 
 export interface AuditRecorder {
   readonly sink: AuditSink;
+  /** Whether bound values are recorded where no policy says (the recorder's `captureParams` option). */
+  readonly captureParams?: boolean;
   /** Emits `session.start` and returns the session's chain; `at` names the policy and role in force for it. */
   openSession(info: SessionInfo, at?: { policy?: AuditPolicyRef; role?: string }): SessionAuditor;
   /** The open session with this id (approval events arrive from the governance by session id). */
@@ -161,13 +168,17 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
   };
   const captureParams = options.captureParams ?? false;
   const maxTextChars = options.maxTextChars ?? 32_768;
-  // One options object per captureResults value, not one per statement.
+  // One options object per combination of settings, not one per statement.
   const statementOptions = new Map<StatementCapture['captureResults'], StatementEventOptions>();
-  const optionsFor = (captureResults: StatementCapture['captureResults']): StatementEventOptions => {
-    let o = statementOptions.get(captureResults);
+  const withParams = new Map<StatementCapture['captureResults'], StatementEventOptions>();
+  const optionsFor = (capture: StatementCapture | undefined): StatementEventOptions => {
+    const captureResults = capture?.captureResults;
+    const params = capture?.captureParams ?? captureParams;
+    const cache = params ? withParams : statementOptions;
+    let o = cache.get(captureResults);
     if (o === undefined) {
-      o = { captureParams, maxTextChars, captureResults };
-      statementOptions.set(captureResults, o);
+      o = { captureParams: params, maxTextChars, captureResults };
+      cache.set(captureResults, o);
     }
     return o;
   };
@@ -272,6 +283,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
 
   return {
     sink,
+    captureParams,
     ready: () => sink.ready(),
     session: (id) => open.get(id),
     close: () => {
@@ -376,7 +388,7 @@ export function createAuditRecorder(sink: AuditSink, options: AuditRecorderOptio
         statement(record, capture) {
           const policy = policyRef(record.verdict.policy) ?? sessionPolicy;
           lastPolicy = policy ?? lastPolicy;
-          const opts = optionsFor(capture?.captureResults);
+          const opts = optionsFor(capture);
           signed.unsigned = true;
           if (direct) {
             statements += sealStatementJson(

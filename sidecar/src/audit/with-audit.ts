@@ -65,6 +65,9 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
       );
       const samples = new ResultSamples();
       const capture = (): CaptureResults => current()?.policy.spec?.audit?.captureResults ?? DEFAULT_CAPTURE;
+      // The policy's audit.captureParams (read per statement: a reload applies to the session's next one); without a
+      // policy, the recorder's own option.
+      const params = (): boolean => current()?.policy.spec?.audit?.captureParams ?? recorder.captureParams === true;
       const gate = (check: () => Verdict | Promise<Verdict>) => (blocked() ? AUDIT_UNAVAILABLE_VERDICT : check());
       const session: SessionHooks = {
         setupSql: () => inner.setupSql(),
@@ -88,9 +91,10 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
         statementDone(record) {
           // Inner first: masking scrubs error messages and adds its counters before audit reads the record.
           inner.statementDone(record);
-          // One policy lookup per statement for both settings.
+          // One policy lookup per statement for all its settings.
           const settings = current()?.policy.spec?.audit;
           const captureResults: CaptureResults = settings?.captureResults ?? DEFAULT_CAPTURE;
+          const captureParams = settings?.captureParams ?? recorder.captureParams === true;
           if (captureResults === 'rows') samples.attach(record.verdict, record.results);
           const text: StatementTextMode = settings?.statementText ?? 'full';
           // Fingerprints only on request in full mode: each distinct text then costs a normalization (docs/audit.md).
@@ -100,8 +104,10 @@ export function withAudit(hooks: ProxyHooks, recorder: AuditRecorder, failMode: 
               : settings?.fingerprint
                 ? withFingerprints(record)
                 : record;
-          audit.statement(shaped, { captureResults });
+          audit.statement(shaped, { captureResults, captureParams });
         },
+        // Bind values are read only for a statement that needs them (review, or this).
+        captureParams: params,
         settle: () => recorder.sink.flush?.(),
         close(reason) {
           inner.close(reason);
@@ -125,6 +131,7 @@ export interface PolicyView {
         failMode?: string;
         captureResults?: CaptureResults;
         maxResultBytes?: number;
+        captureParams?: boolean;
         statementText?: StatementTextMode;
         fingerprint?: boolean;
       };

@@ -223,8 +223,9 @@ export class ClientRelay implements FramerHandler {
         described: false,
         boundAt: s.seq,
       });
-      // A statement held for review at each execution: the approver is shown the values this Bind gives it.
-      if (info.verdict.action === 'review') {
+      // A statement held for review at each execution: the approver is shown the values this Bind gives it. The
+      // audit trail records them under `audit.captureParams`. Otherwise the Bind passes unread.
+      if (info.verdict.action === 'review' || s.hooks.captureParams?.() === true) {
         if (!streamed && length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
         const note = streamed
           ? `(the values are not shown: the Bind's names pass ${BIND_PEEK} bytes)`

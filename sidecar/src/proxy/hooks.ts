@@ -215,6 +215,11 @@ export interface SessionHooks {
    * client wrote itself, which masking's echo redaction may then leave in error messages that quote it.
    */
   clientName?(name: string): void;
+  /**
+   * Whether the audit trail records the values a Bind gives (`audit.captureParams`): asked at each Bind of a checked
+   * statement; true makes the proxy read the Bind whole, as for a reviewed one, to put them in the request's `params`.
+   */
+  captureParams?(): boolean;
   statementDone(record: StatementRecord): void;
   /**
    * Called after statements were done and before the proxy lets the client see their replies: what statementDone

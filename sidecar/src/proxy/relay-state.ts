@@ -4,6 +4,7 @@ import {
   type Entry,
   EntryQueue,
   type ForgottenNames,
+  K_BIND,
   K_DESCRIBE,
   K_EXECUTE,
   K_FUNCTION,
@@ -12,7 +13,7 @@ import {
   K_ROWS,
   K_SYNC,
   type PreparedInfo,
-  type Stmt,
+  Stmt,
   type Undo,
 } from './pipeline.js';
 
@@ -250,15 +251,22 @@ export class RelayState {
   /**
    * After an error in the extended protocol the server skips to the next Sync: so do the expectations, and what the
    * skipped Parse, Bind, Close and Describe messages did to the proxy's maps is taken back, last first. `failed`: the
-   * head is the message that failed (rather than one that completed, or none).
+   * head is the message that failed (rather than one that completed, or none), and `error` what it failed with.
    */
-  failExtended(failed = false): void {
+  failExtended(failed = false, error?: { code: string; message: string }): void {
     let guarded = false;
     let undone: Entry[] | undefined;
     let first: Entry | undefined;
+    // A failed Bind: the statement its portal stands for was attempted (one event, DESIGN §5), though no Execute of
+    // it runs upstream.
+    let bound: PreparedInfo | undefined;
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
-      if (first === undefined) first = head;
+      if (first === undefined) {
+        first = head;
+        if (failed && error !== undefined && head.kind === K_BIND && head.undo?.map === 'P')
+          bound = this.portals.get(head.undo.name);
+      }
       // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
       const gaveBack =
         head.kind === K_EXECUTE &&
@@ -279,7 +287,19 @@ export class RelayState {
         continue;
       }
       if (head.stmt && head.stmt.results.length > 0) this.finish(head.stmt);
-      else head.stmt?.settle(); // skipped by the server: it never ran
+      else if (bound !== undefined && head.kind === K_EXECUTE && head.stmt?.prepared === bound) {
+        // The Execute the client pipelined behind the failed Bind carries its error, under its own verdict.
+        head.stmt.endResult({ rows: 0, bytes: 0, error: error! });
+        this.finish(head.stmt);
+        bound = undefined;
+      } else head.stmt?.settle(); // skipped by the server: it never ran
+    }
+    // No Execute of it was sent yet (the client flushed the Bind and waits): the statement is recorded under its
+    // Parse's verdict. The Execute that may follow is skipped unread, as upstream (discarding), and records nothing.
+    if (bound !== undefined) {
+      const st = new Stmt(bound.request, bound.verdict);
+      st.endResult({ rows: 0, bytes: 0, error: error! });
+      this.finish(st);
     }
     if (undone !== undefined)
       for (let i = undone.length - 1; i >= 0; i--) {

@@ -737,7 +737,7 @@ export class ServerRelay implements FramerHandler {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) {
-      s.failExtended(true);
+      s.failExtended(true, head.kind === K_BIND ? { code, message: msg } : undefined);
       // PostgreSQL skips everything up to the client's next Sync, which the client may not have sent yet: the
       // client's messages until then are skipped here too, or the proxy would apply a Parse, Bind or Close that
       // never happened upstream (and judge the next Execute by a statement PostgreSQL does not run).
