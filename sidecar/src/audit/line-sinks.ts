@@ -167,6 +167,16 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       else wakeIdle();
     });
   };
+  /** A sync on this thread (fsync always, close), its outcome reported as the background one's is. */
+  const syncNow = () => {
+    let err: Error | null = null;
+    try {
+      fdatasyncSync(fd);
+    } catch (e) {
+      err = e as Error;
+    }
+    synced(err);
+  };
   const synced = (err: Error | null) => {
     if (err) {
       metrics.fsyncFailures.inc({ sink: 'file' });
@@ -211,13 +221,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
       if (fsync === 'always') {
         // Written (the kernel has them): a failed sync is a sync failure, not a drop.
-        let err: Error | null = null;
-        try {
-          fdatasyncSync(fd);
-        } catch (e) {
-          err = e as Error;
-        }
-        synced(err);
+        syncNow();
       } else if (fsync === 'batch') {
         dirty = true;
         sync();
@@ -279,13 +283,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       openFileSinks.delete(flush);
       if (fsync !== 'never') {
         // A failure here is reported like any other sync failure; the fd is closed all the same.
-        let err: Error | null = null;
-        try {
-          fdatasyncSync(fd);
-        } catch (e) {
-          err = e as Error;
-        }
-        synced(err);
+        syncNow();
       }
       closeSync(fd);
       for (const w of idleWaiters.splice(0)) w();
