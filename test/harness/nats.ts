@@ -11,7 +11,7 @@ export interface TestNats {
   storeDir: string;
   /** Kills the server (SIGKILL: no graceful flush), keeping its store so `start()` resumes it. */
   kill(): Promise<void>;
-  /** (Re)starts the server on the same port and store. */
+  /** (Re)starts the server on the same port and store; nothing while it runs. */
   start(): Promise<void>;
   /** SIGSTOP: the server keeps its sockets open and answers nothing (a hung host, a GC or I/O stall). */
   pause(): void;
@@ -41,6 +41,8 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   }
   let child: ChildProcess | undefined;
   const start = async () => {
+    // Running already: nothing to do (a test's afterEach may restart a server that a failed test left killed).
+    if (child && child.exitCode === null) return;
     child = spawn(bin, [...configArgs, '-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], {
       stdio: 'ignore',
       env: { ...process.env, ...opts.env },
