@@ -1,13 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
-import { freePort, startNats, type TestNats } from '../harness/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
-import { BIN, BUILT, type Proc, startCli } from './processes.js';
+import { BIN, BUILT, type Proc, spoolingSidecar, startCli } from './processes.js';
 
 /**
  * Proof that the audit trail loses nothing under faults, with real processes: nats-server, `pgwarden sidecar
@@ -51,13 +51,12 @@ describe.skipIf(!BUILT && !process.env.CI)('audit under faults: nats-server and 
       nats = await startNats();
       store = await createTestDatabase(shared, ROLES.superuser);
       const storeEnv = { PGWARDEN_COLLECTOR_STORE: store.url };
-      const creds = join(dir, 'creds');
-      const spool = join(dir, 'spool');
-      for (const d of [creds, spool]) rmSync(d, { recursive: true, force: true });
-      mkdirSync(creds);
-      writeFileSync(join(creds, 'username'), `${ROLES.scram.user}\n`);
-      writeFileSync(join(creds, 'password'), `${ROLES.scram.password}\n`);
-      const port = await freePort();
+      const { port, start: startSidecar } = await spoolingSidecar(
+        dir,
+        `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
+        () => nats!.url,
+        ['--ca-file', shared.caFile],
+      );
 
       const startCollector = () =>
         startCli(
@@ -66,26 +65,7 @@ describe.skipIf(!BUILT && !process.env.CI)('audit under faults: nats-server and 
           storeEnv,
         );
       collector = await startCollector();
-      sidecar = await startCli(
-        [
-          'sidecar',
-          '--listen',
-          `127.0.0.1:${port}`,
-          '--upstream',
-          `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
-          '--ca-file',
-          shared.caFile,
-          '--credentials-dir',
-          creds,
-          '--audit',
-          nats.url,
-          '--spool-dir',
-          spool,
-          '--http',
-          'off',
-        ],
-        /sidecar listening/,
-      );
+      sidecar = await startSidecar();
 
       let done = 0;
       const faultLog: string[] = [];

@@ -1,13 +1,12 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { readAuditStream } from '../../sidecar/src/audit/nats-test-kit.js';
-import { freePort, startNats, type TestNats } from '../harness/index.js';
-import { ROLES } from '../harness/postgres.js';
-import { BUILT, type Proc, startCli } from './processes.js';
+import { startNats, type TestNats } from '../harness/index.js';
+import { BUILT, type Proc, spoolingSidecar } from './processes.js';
 
 /**
  * A failed statement and a kill of the sidecar between its ErrorResponse and its ReadyForQuery. node-postgres reports
@@ -78,31 +77,11 @@ describe.skipIf(!BUILT && !process.env.CI)(
       nats = await startNats();
       const r = await errorDelayingRelay({ host: shared.host, port: shared.port });
       relay = r.server;
-      const creds = join(dir, 'creds');
-      const spool = join(dir, 'spool');
-      mkdirSync(creds);
-      writeFileSync(join(creds, 'username'), `${ROLES.scram.user}\n`);
-      writeFileSync(join(creds, 'password'), `${ROLES.scram.password}\n`);
-      const port = await freePort();
-      const startSidecar = () =>
-        startCli(
-          [
-            'sidecar',
-            '--listen',
-            `127.0.0.1:${port}`,
-            '--upstream',
-            `postgres://127.0.0.1:${r.port}/app?sslmode=disable`,
-            '--credentials-dir',
-            creds,
-            '--audit',
-            nats!.url,
-            '--spool-dir',
-            spool,
-            '--http',
-            'off',
-          ],
-          /sidecar listening/,
-        );
+      const { port, start: startSidecar } = await spoolingSidecar(
+        dir,
+        `postgres://127.0.0.1:${r.port}/app?sslmode=disable`,
+        () => nats!.url,
+      );
 
       // Each failing statement in a session of its own, the sidecar killed as soon as the client reports the error.
       const cases: { sql: string; params?: unknown[] }[] = [

@@ -1,6 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../harness/index.js';
+import { ROLES } from '../harness/postgres.js';
 
 /** The built CLI (`make test` builds first): the proof drives the real binaries, as production runs them. */
 export const BIN = fileURLToPath(new URL('../../bin/pgwarden', import.meta.url));
@@ -64,4 +67,52 @@ export function startCli(
       reject(new Error(`pgwarden ${args[0]} exited (${code ?? sig}) before it was ready:\n${out.slice(-3000)}`));
     });
   });
+}
+
+/** A `pgwarden sidecar` auditing to NATS with a spool, as the fault suites restart it: same port, creds and spool. */
+export interface SpoolingSidecar {
+  port: number;
+  spool: string;
+  /** Starts a sidecar process on the same port, credentials and spool; resolves once it listens. */
+  start(): Promise<Proc & { match: RegExpExecArray }>;
+}
+
+/**
+ * Prepares `dir/creds` (the scram role's credentials) and `dir/spool` (emptied first) and a free port, for sidecars
+ * that reach PostgreSQL at `upstream` (a postgres:// URL) and audit to `natsUrl`; `extra` flags go last.
+ */
+export async function spoolingSidecar(
+  dir: string,
+  upstream: string,
+  natsUrl: () => string,
+  extra: string[] = [],
+): Promise<SpoolingSidecar> {
+  const creds = join(dir, 'creds');
+  const spool = join(dir, 'spool');
+  for (const d of [creds, spool]) rmSync(d, { recursive: true, force: true });
+  mkdirSync(creds);
+  writeFileSync(join(creds, 'username'), `${ROLES.scram.user}\n`);
+  writeFileSync(join(creds, 'password'), `${ROLES.scram.password}\n`);
+  const port = await freePort();
+  const start = () =>
+    startCli(
+      [
+        'sidecar',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--upstream',
+        upstream,
+        '--credentials-dir',
+        creds,
+        '--audit',
+        natsUrl(),
+        '--spool-dir',
+        spool,
+        '--http',
+        'off',
+        ...extra,
+      ],
+      /sidecar listening/,
+    );
+  return { port, spool, start };
 }

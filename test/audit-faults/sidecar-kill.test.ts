@@ -1,12 +1,12 @@
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
-import { freePort, startNats, type TestNats } from '../harness/index.js';
+import { startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
-import { BUILT, type Proc, startCli } from './processes.js';
+import { BUILT, type Proc, spoolingSidecar, startCli } from './processes.js';
 
 /**
  * The sidecar itself SIGKILLed while NATS is down and its events sit in the spool (with a torn last line, as a
@@ -37,35 +37,16 @@ describe.skipIf(!BUILT && !process.env.CI)('sidecar killed with its spool holdin
     const shared = inject('pg');
     nats = await startNats();
     store = await createTestDatabase(shared, ROLES.superuser);
-    const creds = join(dir, 'creds');
-    const spool = join(dir, 'spool');
-    mkdirSync(creds);
-    writeFileSync(join(creds, 'username'), `${ROLES.scram.user}\n`);
-    writeFileSync(join(creds, 'password'), `${ROLES.scram.password}\n`);
-    const port = await freePort();
-    const startSidecar = () =>
-      startCli(
-        [
-          'sidecar',
-          '--listen',
-          `127.0.0.1:${port}`,
-          '--upstream',
-          `postgres://${shared.host}:${shared.port}/app?sslmode=disable`,
-          '--credentials-dir',
-          creds,
-          '--audit',
-          nats!.url,
-          '--spool-dir',
-          spool,
-          '--audit-heads-refresh',
-          '1s',
-          '--audit-checkpoint-interval',
-          '100ms',
-          '--http',
-          'off',
-        ],
-        /sidecar listening/,
-      );
+    const {
+      port,
+      spool,
+      start: startSidecar,
+    } = await spoolingSidecar(dir, `postgres://${shared.host}:${shared.port}/app?sslmode=disable`, () => nats!.url, [
+      '--audit-heads-refresh',
+      '1s',
+      '--audit-checkpoint-interval',
+      '100ms',
+    ]);
     collector = await startCli(
       ['collector', '--nats', nats.url, '--listen', '127.0.0.1:0', '--ack-wait', '3', '--gap-grace', '600'],
       /collector listening on (http:\S+)/,
