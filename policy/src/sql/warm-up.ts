@@ -13,6 +13,11 @@ import { createSessionState } from './session-state.js';
  */
 let warmed = false;
 
+/** Whether this process has already run the warm-up (a sidecar started in it did, say). */
+export function sqlAnalysisWarmedUp(): boolean {
+  return warmed;
+}
+
 export async function warmUpSqlAnalysis(rounds = 8): Promise<number> {
   await initSqlParser();
   // Once per process: a second sidecar listener (or test) in the same process finds the code already compiled.
