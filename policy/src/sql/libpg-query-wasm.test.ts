@@ -1,4 +1,4 @@
-import { parsePlPgSQLSync, parseSync } from 'libpg-query';
+import { loadModule, parsePlPgSQLSync, parseSync } from 'libpg-query';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CORPUS } from '../corpus/statement-corpus.js';
 import { loadPgQuery, type PgQueryBinding } from './libpg-query-wasm.js';
@@ -45,6 +45,9 @@ describe('libpg-query binding', () => {
   beforeAll(async () => {
     await initSqlParser();
     pg = await loadPgQuery();
+    // The wrapper instantiates its WASM when first imported, without waiting; where the parser was already loaded in
+    // this worker (files share it), the line above returns at once, before the wrapper is ready.
+    await loadModule();
   });
 
   it('parses every corpus statement and edge case as libpg-query parseSync does', () => {
