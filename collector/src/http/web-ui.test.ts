@@ -24,9 +24,17 @@ import { createTestDatabase } from '../testing/test-database.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
-/** A page of a fresh headless chromium at `url`, collecting the page's uncaught errors. */
+let shared: Promise<Browser> | undefined;
+afterAll(async () => {
+  await (await shared)?.close();
+});
+
+/**
+ * A page at `url` in a context of its own (its own cookies, storage and cache, as a fresh browser profile), collecting
+ * the page's uncaught errors. One headless chromium serves the whole file: launching one per test cost 2–3 s each.
+ */
 async function openPage(url: string) {
-  const browser = await chromium.launch({
+  shared ??= chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'].concat([
       '--no-first-run',
@@ -34,11 +42,12 @@ async function openPage(url: string) {
       '--disable-sync',
     ]),
   });
-  const page = await browser.newPage();
+  const context = await (await shared).newContext();
+  const page = await context.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(url);
-  return { page, errors, close: () => browser.close() };
+  return { page, errors, close: () => context.close() };
 }
 
 /** Enters `token` in the page's token form, as a person would. */
@@ -400,7 +409,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       await page.waitForTimeout(300);
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
       // Another site's page framing the UI (clickjacking Approve): the browser refuses to render it.
-      const framer = await (page.context().browser() as Browser).newPage();
+      const framer = await page.context().newPage();
       await framer.setContent(`<iframe id="f" src="${collector.url}/"></iframe>`);
       await framer.waitForTimeout(1000);
       const frame = framer.frames().find((f) => f !== framer.mainFrame());
