@@ -37,10 +37,11 @@ export const K_ROWS = 10;
  */
 export const K_INVALID = 11;
 /**
- * The proxy's own Query that runs one statement of the session's setup SQL again after a client's DISCARD ALL
- * (session-reset.ts). Its CommandComplete is dropped, its ParameterStatus values wait for the client's next
- * ReadyForQuery (RelayState.pendingParams), an error ends the session. `name` 'reply': the last one after a simple
- * Query, whose ReadyForQuery is the one the client gets for its DISCARD ALL.
+ * The proxy's own Parse/Bind/Execute/Close/Sync that runs one statement of the session's setup SQL again after a
+ * client's DISCARD ALL (session-reset.ts), answered up to its ReadyForQuery. Everything but its ParameterStatus
+ * values (which wait for the client's next ReadyForQuery, RelayState.pendingParams) and an error (which ends the
+ * session) is dropped. `name` 'reply': the last one after a simple Query, whose ReadyForQuery is the one the client
+ * gets for its DISCARD ALL.
  */
 export const K_RESTORE = 12;
 

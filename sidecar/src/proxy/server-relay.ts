@@ -828,7 +828,7 @@ function rowsHeader(type: number): number {
   }
 }
 
-/** Which responses to a restore (K_RESTORE) the relay reads; the rest (its CommandComplete) are dropped. */
+/** Which responses to a restore (K_RESTORE) the relay reads; the rest (ParseComplete … CloseComplete) are dropped. */
 function restoreHeader(type: number): number {
   switch (type) {
     case B.ErrorResponse:
