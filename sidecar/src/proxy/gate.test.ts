@@ -392,11 +392,13 @@ describe('statement gate', () => {
     expect(types(ok)).toBe('2 D C E Z');
     expect(rowOf(ok[1])).toEqual(['kept']);
     expect(errorOf(ok[3]).get('C')).toBe('26000');
-    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread.
+    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread. The failed Bind of the
+    // statement that never existed is recorded too, as what an Execute of its portal would have been.
     expect(records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results[0]?.error?.code])).toEqual([
       ['', 'malformed message', '08P01'],
       ['', 'malformed message', '08P01'],
       ["SELECT 'kept' AS v", undefined, undefined],
+      ['', 'unchecked portal', '26000'],
     ]);
     // A simple Query with bytes after its NUL is not run, even in part.
     const q = await run(raw('Q', "INSERT INTO gate_t VALUES (9, 'x')\0SELECT 1\0"));

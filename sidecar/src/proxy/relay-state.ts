@@ -1,5 +1,5 @@
-import { textKey } from '../protocol/frontend-messages.js';
-import type { RowField, SessionHooks, StatementRecord, TxStatus, Verdict } from './hooks.js';
+import { nameText, textKey } from '../protocol/frontend-messages.js';
+import type { RowField, SessionHooks, StatementRecord, StatementRequest, TxStatus, Verdict } from './hooks.js';
 import {
   type Entry,
   EntryQueue,
@@ -147,6 +147,39 @@ export class RelayState {
   }
 
   /**
+   * Why an Execute of portal `name`, which the proxy has no verdict for, is refused. A portal bound to a statement
+   * made with SQL PREPARE exists upstream but was never checked: refused as such. Otherwise it usually does not exist
+   * at all (closed, its transaction over, never bound) and PostgreSQL would say exactly this; it may also be an SQL
+   * cursor (DECLARE), which the proxy will not run through Execute, as it cannot plan masking for rows it never saw
+   * described: the hint covers that case.
+   */
+  unknownPortal(name: string): Verdict {
+    if (this.uncheckedPortals.has(name))
+      return {
+        action: 'deny',
+        code: '42501',
+        message: `portal "${nameText(name)}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
+        hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
+        reason: 'unchecked portal',
+      };
+    if (!this.portalRoom(name))
+      return {
+        action: 'deny',
+        code: '54000',
+        message: `portal "${nameText(name)}" is not known to pgwarden, which tracks at most ${MAX_PORTALS} portals per session`,
+        hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
+        reason: 'too many portals',
+      };
+    return {
+      action: 'deny',
+      code: '34000',
+      message: `portal "${nameText(name)}" does not exist`,
+      hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
+      reason: 'unknown portal',
+    };
+  }
+
+  /**
    * Whether a Bind of portal `name` may be tracked: the unnamed portal and a name already held replace themselves; a
    * new name only while the session holds fewer than MAX_PORTALS (PostgreSQL keeps them for the transaction, the
    * proxy too; one that binds ever more names in one transaction is refused at their Execute, client-relay.ts).
@@ -258,14 +291,18 @@ export class RelayState {
     let undone: Entry[] | undefined;
     let first: Entry | undefined;
     // A failed Bind: the statement its portal stands for was attempted (one event, DESIGN §5), though no Execute of
-    // it runs upstream.
+    // it runs upstream. `unchecked`: the Bind of a statement the proxy has no verdict for (made with SQL PREPARE, or
+    // none at all), and the verdict an Execute of its portal gets (unknownPortal), taken before the undo below.
     let bound: PreparedInfo | undefined;
+    let unchecked: { bind: Entry; verdict: Verdict } | undefined;
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
       if (first === undefined) {
         first = head;
-        if (failed && error !== undefined && head.kind === K_BIND && head.undo?.map === 'P')
+        if (failed && error !== undefined && head.kind === K_BIND && head.undo?.map === 'P') {
           bound = this.portals.get(head.undo.name);
+          if (bound === undefined) unchecked = { bind: head, verdict: this.unknownPortal(head.undo.name) };
+        }
       }
       // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
       const gaveBack =
@@ -292,12 +329,34 @@ export class RelayState {
         head.stmt.endResult({ rows: 0, bytes: 0, error: error! });
         this.finish(head.stmt);
         bound = undefined;
+      } else if (
+        unchecked !== undefined &&
+        head.kind === K_EXECUTE &&
+        head.target === 'P' &&
+        head.name === unchecked.bind.undo!.name
+      ) {
+        // The Execute the proxy refused behind it (unknownPortal): the client got the Bind's error, recorded on it.
+        head.stmt!.endResult({ rows: 0, bytes: 0, error: error! });
+        this.finish(head.stmt!);
+        unchecked = undefined;
       } else head.stmt?.settle(); // skipped by the server: it never ran
     }
     // No Execute of it was sent yet (the client flushed the Bind and waits): the statement is recorded under its
     // Parse's verdict. The Execute that may follow is skipped unread, as upstream (discarding), and records nothing.
     if (bound !== undefined) {
       const st = new Stmt(bound.request, bound.verdict);
+      st.endResult({ rows: 0, bytes: 0, error: error! });
+      this.finish(st);
+    }
+    if (unchecked !== undefined) {
+      // Nothing decided the statement: the record is the one its portal's Execute would have made, refused as such.
+      const req: StatementRequest = {
+        sql: '',
+        protocol: 'extended',
+        statementName: nameText(unchecked.bind.name),
+        txStatus: this.txStatus,
+      };
+      const st = new Stmt(req, unchecked.verdict);
       st.endResult({ rows: 0, bytes: 0, error: error! });
       this.finish(st);
     }
