@@ -146,8 +146,8 @@ export class Stmt {
   resets = false;
   restored = false;
   /**
-   * Names a one-statement Query or an Execute made the proxy forget, put back if it fails or, an Execute, is skipped
-   * (RelayState.restoreNames).
+   * Names a Query or an Execute made the proxy forget, put back if it fails (a Query: those its failed statement and
+   * the ones behind it could remove, RelayState.restoreUnrun) or, an Execute, is skipped (RelayState.restoreNames).
    */
   forgotten?: ForgottenNames;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */

@@ -1,5 +1,14 @@
-import { nameText, textKey } from '../protocol/frontend-messages.js';
-import type { RowField, SessionHooks, StatementRecord, StatementRequest, TxStatus, Verdict } from './hooks.js';
+import { nameText } from '../protocol/frontend-messages.js';
+import type {
+  RowField,
+  SessionHooks,
+  StatementDetail,
+  StatementRecord,
+  StatementRequest,
+  StatementResult,
+  TxStatus,
+  Verdict,
+} from './hooks.js';
 import {
   type Entry,
   EntryQueue,
@@ -16,6 +25,7 @@ import {
   Stmt,
   type Undo,
 } from './pipeline.js';
+import { NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
 export interface RelayIO {
@@ -405,17 +415,18 @@ export class RelayState {
    * SQL DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the proxy
    * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
-   * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
-   * forgotten that still exist upstream, which fails closed. (SQL PREPARE needs nothing: NAME_KINDS.)
-   */
-  /**
-   * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
-   * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
-   * when a DEALLOCATE or DISCARD ALL fails (a transaction block). Anything else stays forgotten (fails closed).
+   * forwarded (a Bind pipelined behind it must not find the old verdict). (SQL PREPARE needs nothing: NAME_KINDS.)
+   * When the parser's kinds (a policy's verdict) say which statements can touch a name, and none is procedural, it
+   * returns what it removed, so that a failure gives back the names PostgreSQL kept (restoreUnrun). Anything else
+   * stays forgotten, which fails closed.
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
-    if (d?.length !== 1 || d[0].kind === undefined || !NAME_KINDS.has(d[0].kind)) {
+    if (
+      d === undefined ||
+      !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
+      d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind))
+    ) {
       this.forget(sql, verdict);
       return undefined;
     }
@@ -429,6 +440,29 @@ export class RelayState {
       unchecked: [...unchecked].filter(([k]) => !this.uncheckedPortals.has(k)),
     };
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
+  }
+
+  /**
+   * A Query failed after `results.length` of its statements completed: gives back what `f` (forgetSqlNames) holds
+   * that none of those may have removed; the failed statement and the ones behind it, which never ran, removed
+   * nothing (sql-names.ts, removedBy). When the proxy cannot tell which ran, nothing comes back.
+   */
+  restoreUnrun(
+    f: ForgottenNames,
+    details: readonly StatementDetail[] | undefined,
+    results: readonly StatementResult[],
+  ): void {
+    if (results.length === 0) {
+      this.restoreNames(f);
+      return;
+    }
+    const done = removedBy(details, results);
+    if (done === undefined) return;
+    this.restoreNames({
+      statements: f.statements.filter(([k]) => !done.statement(k)),
+      portals: f.portals.filter(([k]) => !done.portal(k)),
+      unchecked: f.unchecked.filter(([k]) => !done.portal(k)),
+    });
   }
 
   /** Puts back what a failed statement made the proxy forget, where nothing took the name since. */
@@ -465,28 +499,22 @@ export class RelayState {
       this.uncheckedPortals.clear();
       if (/\bexecute\b/i.test(sql)) this.statements.clearNamed();
     }
-    if (!SQL_NAMES_HINT.test(sql)) return;
-    SQL_NAMES.lastIndex = 0;
-    for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
-      const kw = m[1].toUpperCase();
-      const statements = kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
-      const portals = kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD';
-      const name = identifier(m[2]);
+    scanSqlNames(sql, (statements, portals, name) => {
       if (name === undefined) {
-        // ALL, or a name the proxy cannot read for certain (a comment, a U& identifier): every one of them.
+        // ALL, or a name the proxy cannot read for certain: every one of them.
         if (statements) this.statements.clearNamed();
         if (portals) {
           this.portals.clear();
           this.uncheckedPortals.clear();
         }
-        continue;
+        return;
       }
       if (statements) this.statements.delete(name);
       if (portals) {
         this.portals.delete(name);
         this.uncheckedPortals.delete(name);
       }
-    }
+    });
   }
 
   /**
@@ -572,31 +600,3 @@ export const MAX_PORTALS = 10_000;
 /** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
 export const PREPARED_ENTRY_COST = 512;
 const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;
-
-/** Cheap test before the scan below: most statements name none of these. */
-const SQL_NAMES_HINT = /deallocate|declare|close|discard/i;
-/**
- * Statement kinds (policy/src/sql/statement-kind.ts) of DEALLOCATE, DECLARE/CLOSE and DISCARD. Not PREPARE: it
- * fails on a name that exists (42P05, protocol and SQL statements share one hash), so it can never replace a
- * statement the proxy knows, and one it creates is unknown to the proxy, as unchecked as a name it never saw.
- */
-const NAME_KINDS = new Set(['deallocate', 'cursor', 'discard']);
-/** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
-const PROCEDURAL_KINDS = new Set(['do', 'call']);
-/** A keyword that removes a statement or portal by name (or may replace a portal: DECLARE), and what follows it. */
-const SQL_NAMES = /\b(deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
-
-/**
- * The name an SQL identifier stands for (quoted: as written; plain: ASCII letters folded to lower case, as
- * PostgreSQL's scanner does), or undefined for ALL and whatever is not plainly an identifier. Names of 63 bytes
- * and more are undefined too: PostgreSQL truncates them to NAMEDATALEN - 1.
- */
-function identifier(text: string): string | undefined {
-  let name: string;
-  if (/^"(?:[^"]|"")*"$/.test(text)) name = text.slice(1, -1).replaceAll('""', '"');
-  else if (/^[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*$/.test(text) && !/^all$/i.test(text))
-    name = text.replace(/[A-Z]+/g, (c) => c.toLowerCase());
-  else return undefined;
-  // The protocol's names are byte keys (frontend-messages.ts nameKey).
-  return name === '' || Buffer.byteLength(name) >= 63 ? undefined : textKey(name);
-}

@@ -727,10 +727,11 @@ export class ServerRelay implements FramerHandler {
       }
     }
     if (!head) return out;
-    // A one-statement Query that failed left PostgreSQL's names as they were (a PREPARE of a name that exists, a
-    // DEALLOCATE in a failed transaction): so are the proxy's.
+    // The statement of a Query that failed, and those behind it, left PostgreSQL's names as they were (a DEALLOCATE
+    // of a name that does not exist, or in a failed transaction): so are the proxy's. Its results so far are the
+    // CommandCompletes of the statements ahead of it.
     if (head.kind === K_QUERY && st?.forgotten !== undefined) {
-      s.restoreNames(st.forgotten);
+      s.restoreUnrun(st.forgotten, st.verdict.statements, st.results);
       st.forgotten = undefined;
     }
     if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
