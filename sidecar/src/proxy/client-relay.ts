@@ -245,7 +245,7 @@ export class ClientRelay implements FramerHandler {
     // Skipped upstream when an earlier message failed meanwhile (PostgreSQL is on its way to Sync): nothing to track.
     if (this.s.discarding) return true;
     // Names without their NULs: PostgreSQL refuses the Bind itself (08P01) and skips to Sync, as for any failed Bind.
-    if (names === null) this.s.expect(K_BIND);
+    if (names === null) this.s.expect(K_BIND, this.refusedUnread(new MalformedBody(F.Bind, 'string'), 'extended'));
     else this.bind(names, this.bindLength, true);
     return true;
   }
@@ -353,11 +353,7 @@ export class ClientRelay implements FramerHandler {
     const kind = STATEMENT_KINDS.get(e.type);
     if (kind !== undefined) {
       const simple = kind === K_QUERY || kind === K_FUNCTION;
-      const req: StatementRequest = { sql: '', protocol: simple ? 'simple' : 'extended', txStatus: s.txStatus };
-      const verdict: Verdict = { action: 'deny', code: e.sqlstate, message: e.message, reason: 'malformed message' };
-      const st = new Stmt(req, verdict);
-      st.sentAt = performance.now();
-      s.expect(kind, st);
+      s.expect(kind, this.refusedUnread(e, simple ? 'simple' : 'extended'));
       this.attachReserved();
       if (simple) return out;
     } else {
@@ -367,6 +363,14 @@ export class ClientRelay implements FramerHandler {
     }
     s.discarding = true;
     return out;
+  }
+
+  /** The record of a message PostgreSQL refuses unread (malformed): its error is PostgreSQL's, its result too. */
+  private refusedUnread(e: MalformedBody, protocol: 'simple' | 'extended'): Stmt {
+    const req: StatementRequest = { sql: '', protocol, txStatus: this.s.txStatus };
+    const st = new Stmt(req, { action: 'deny', code: e.sqlstate, message: e.message, reason: 'malformed message' });
+    st.sentAt = performance.now();
+    return st;
   }
 
   pass(buf: Buffer, start: number, end: number): void {
@@ -639,10 +643,14 @@ export class ClientRelay implements FramerHandler {
   }
 }
 
-/** Messages that carry or run a statement, and the entry each gets. */
+/**
+ * Messages that carry, bind or run a statement, and the entry each gets: one of them malformed is recorded (a Bind is
+ * recorded when it fails, as any failed Bind: RelayState.failExtended).
+ */
 const STATEMENT_KINDS = new Map<number, number>([
   [F.Query, K_QUERY],
   [F.Parse, K_PARSE],
+  [F.Bind, K_BIND],
   [F.Execute, K_EXECUTE],
   [F.FunctionCall, K_FUNCTION],
 ]);

@@ -407,6 +407,30 @@ describe('statement gate', () => {
     expect(rowOf(count.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
   });
 
+  it('a Bind PostgreSQL cannot read (names without their NULs) is recorded once, with its 08P01', async () => {
+    const before = records.length;
+    const m = await run(typed('B', Buffer.from('p\0kept', 'latin1')), msg.execute('p'), msg.sync());
+    expect(types(m)).toBe('E Z');
+    expect(errorOf(m[0]).get('C')).toBe('08P01');
+    // Names longer than the proxy waits for pass as they come (a socket read holds 64 KiB at most, so this Bind is
+    // read in pieces): the same record.
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    try {
+      client.send(typed('B', Buffer.from('P'.repeat(200_000), 'latin1')), msg.execute(''), msg.sync());
+      const got = await client.untilReady();
+      expect(types(got)).toBe('E Z');
+      expect(errorOf(got[0]).get('C')).toBe('08P01');
+    } finally {
+      client.close();
+    }
+    expect(
+      records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results.map((x) => x.error?.code)]),
+    ).toEqual([
+      ['', 'malformed message', ['08P01']],
+      ['', 'malformed message', ['08P01']],
+    ]);
+  });
+
   it('refuses to execute a portal of a statement it never checked', async () => {
     await run(msg.query("PREPARE sneaky AS SELECT 'unchecked'"));
     const m = await run(msg.bind('', 'sneaky'), msg.execute(''), msg.sync());

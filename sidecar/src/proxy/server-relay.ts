@@ -734,7 +734,15 @@ export class ServerRelay implements FramerHandler {
       s.restoreUnrun(st.forgotten, st.verdict.statements, st.results);
       st.forgotten = undefined;
     }
-    if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
+    // (A Bind carries a statement only when it is malformed: RelayState.failExtended records it.)
+    if (
+      st &&
+      (head.kind === K_QUERY ||
+        head.kind === K_FUNCTION ||
+        head.kind === K_EXECUTE ||
+        head.kind === K_PARSE ||
+        head.kind === K_BIND)
+    ) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) {
