@@ -204,7 +204,11 @@ export class Stmt {
 export interface Entry {
   kind: number;
   stmt: Stmt | undefined;
-  /** Describe/Close target: 'S' statement or 'P' portal, and its name. */
+  /**
+   * Describe/Close target: 'S' statement or 'P' portal, and its name. A Bind has the name of its statement, an Execute
+   * the proxy refused for want of a verdict target 'P' and its portal's (RelayState.failExtended records a failed Bind
+   * by them); other entries use `name` as their kind says.
+   */
   target: 'S' | 'P' | undefined;
   name: string;
   /** A Describe the proxy added itself: its answer is used, not forwarded. */
