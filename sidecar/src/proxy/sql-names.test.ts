@@ -35,13 +35,23 @@ describe('removedBy: what the completed statements of a failed Query may have re
 
   it('NamesTouched folds plain names to lower case and keeps quoted ones', () => {
     const t = new NamesTouched();
-    t.add('DEALLOCATE PREPARE Foo; CLOSE "Bar"; DISCARD TEMP');
-    expect([t.statement('foo'), t.portal('Bar'), t.portal('bar'), t.statement('temp'), t.portal('temp')]).toEqual([
-      true,
-      true,
+    t.add('DEALLOCATE PREPARE Foo; CLOSE "Bar"');
+    expect([t.statement('foo'), t.portal('Bar'), t.portal('bar')]).toEqual([true, true, false]);
+  });
+
+  it('DISCARD PLANS, TEMP, TEMPORARY and SEQUENCES name nothing; DISCARD ALL, or what it cannot read, every name', () => {
+    const other = new NamesTouched();
+    other.add('DISCARD PLANS; discard temp; DISCARD TEMPORARY; DISCARD SEQUENCES');
+    expect([other.statement('plans'), other.statement('temp'), other.portal('temporary'), other.allPortals]).toEqual([
       false,
-      true,
-      true,
+      false,
+      false,
+      false,
     ]);
+    for (const sql of ['DISCARD ALL', 'DISCARD /* x */ TEMP']) {
+      const all = new NamesTouched();
+      all.add(sql);
+      expect([all.allStatements, all.allPortals], sql).toEqual([true, true]);
+    }
   });
 });

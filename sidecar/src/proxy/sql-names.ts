@@ -20,6 +20,9 @@ export const PROCEDURAL_KINDS = new Set(['do', 'call']);
 /** A keyword that removes a statement or portal by name (or may replace a portal: DECLARE), and what follows it. */
 const SQL_NAMES = /\b(deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
 
+/** What DISCARD may be followed by other than ALL (https://www.postgresql.org/docs/current/sql-discard.html). */
+const DISCARD_OTHER = /^(plans|temp|temporary|sequences)$/i;
+
 /**
  * Calls `each` for every name `sql` may remove: whether it is a statement's, a portal's or both (DISCARD), and the
  * name as the protocol keys it, or undefined for every one of them (ALL, or a name the proxy cannot read for certain:
@@ -33,6 +36,8 @@ export function scanSqlNames(
   SQL_NAMES.lastIndex = 0;
   for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
     const kw = m[1].toUpperCase();
+    // DISCARD PLANS, TEMP[ORARY] and SEQUENCES remove no statement or portal; only DISCARD ALL does.
+    if (kw === 'DISCARD' && DISCARD_OTHER.test(m[2])) continue;
     each(
       kw.startsWith('DEALLOCATE') || kw === 'DISCARD',
       kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD',

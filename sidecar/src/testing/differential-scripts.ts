@@ -569,6 +569,20 @@ const SERIES = 'SELECT g FROM generate_series(1, 3) g';
  * carries a hint PostgreSQL's lacks, and its location fields are not PostgreSQL's.
  */
 export const NAME_SCRIPTS: Record<string, { steps: Step[]; ignoreHint?: boolean }> = {
+  'DISCARD PLANS, TEMP and SEQUENCES leave prepared statements and portals, whatever their names': {
+    steps: [
+      { send: [msg.parse('temp', 'SELECT 1 AS t'), msg.parse('plans', 'SELECT 2 AS p'), msg.sync()] },
+      q('DISCARD TEMP'),
+      q('DISCARD PLANS; DISCARD SEQUENCES'),
+      bindRun('', 'temp'),
+      bindRun('', 'plans'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('temp', ''), msg.sync()] },
+      q('DISCARD TEMP'),
+      { send: [msg.execute('temp', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
   'a DEALLOCATE behind the failing statement never ran: the statement still binds': {
     steps: [
       { send: [msg.parse('s2', 'SELECT 2 AS b'), msg.sync()] },
