@@ -430,15 +430,9 @@ export class RelayState {
       this.forget(sql, verdict);
       return undefined;
     }
-    const statements = new Map(this.statements);
-    const portals = new Map(this.portals);
-    const unchecked = new Map(this.uncheckedPortals);
-    this.forget(sql, verdict);
-    const out: ForgottenNames = {
-      statements: [...statements].filter(([k]) => !this.statements.has(k)),
-      portals: [...portals].filter(([k]) => !this.portals.has(k)),
-      unchecked: [...unchecked].filter(([k]) => !this.uncheckedPortals.has(k)),
-    };
+    // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
+    const out: ForgottenNames = { statements: [], portals: [], unchecked: [] };
+    this.forget(sql, verdict, out);
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
 
@@ -489,32 +483,59 @@ export class RelayState {
     return SQL_NAMES_HINT.test(sql);
   }
 
-  private forget(sql: string, verdict?: Verdict): void {
+  /** Forgets the names `sql` may remove; `out` (when given) gets each entry removed, as it was. */
+  private forget(sql: string, verdict?: Verdict, out?: ForgottenNames): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
       // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
       // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
       // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
-      this.portals.clear();
-      this.uncheckedPortals.clear();
-      if (/\bexecute\b/i.test(sql)) this.statements.clearNamed();
+      this.dropPortals(out);
+      if (/\bexecute\b/i.test(sql)) this.dropStatements(out);
     }
     scanSqlNames(sql, (statements, portals, name) => {
       if (name === undefined) {
         // ALL, or a name the proxy cannot read for certain: every one of them.
-        if (statements) this.statements.clearNamed();
-        if (portals) {
-          this.portals.clear();
-          this.uncheckedPortals.clear();
-        }
+        if (statements) this.dropStatements(out);
+        if (portals) this.dropPortals(out);
         return;
       }
-      if (statements) this.statements.delete(name);
+      if (statements) {
+        const prev = this.statements.get(name);
+        if (prev !== undefined) {
+          out?.statements.push([name, prev]);
+          this.statements.delete(name);
+        }
+      }
       if (portals) {
-        this.portals.delete(name);
-        this.uncheckedPortals.delete(name);
+        const prev = this.portals.get(name);
+        if (prev !== undefined) {
+          out?.portals.push([name, prev]);
+          this.portals.delete(name);
+        }
+        const at = this.uncheckedPortals.get(name);
+        if (at !== undefined) {
+          out?.unchecked.push([name, at]);
+          this.uncheckedPortals.delete(name);
+        }
       }
     });
+  }
+
+  /** Every named statement (PreparedStatements.clearNamed), noted in `out`. */
+  private dropStatements(out: ForgottenNames | undefined): void {
+    if (out !== undefined) for (const e of this.statements) if (e[0] !== '') out.statements.push(e);
+    this.statements.clearNamed();
+  }
+
+  /** Every portal, checked or not, noted in `out`. */
+  private dropPortals(out: ForgottenNames | undefined): void {
+    if (out !== undefined) {
+      for (const e of this.portals) out.portals.push(e);
+      for (const e of this.uncheckedPortals) out.unchecked.push(e);
+    }
+    this.portals.clear();
+    this.uncheckedPortals.clear();
   }
 
   /**
