@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { runBoth, SCRIPTS } from '../../sidecar/src/testing/differential-scripts.js';
+import { NAME_SCRIPTS, runBoth, runScript, SCRIPTS } from '../../sidecar/src/testing/differential-scripts.js';
 import { errorOf, msg, RawClient } from '../../sidecar/src/testing/raw-client.js';
 import { connectUpstream } from '../../sidecar/src/upstream/connect.js';
 import { type Governed, startGoverned } from './governed-sidecar.js';
@@ -84,6 +84,22 @@ describe.each([
         expect(messageTextsRedacted(proxied)).toEqual(messageTextsRedacted(direct));
         expect(proxied).not.toEqual(direct); // else the script belongs with the exact ones
       } else expect(proxied).toEqual(direct);
+    });
+  }
+
+  // The policy's parser names each statement's kind: names a failing multi-statement Query did not remove stay usable.
+  for (const [name, { steps, ignoreHint }] of Object.entries(NAME_SCRIPTS)) {
+    it(`names: ${name}`, async () => {
+      const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+      const direct = RawClient.fromSocket((await connectUpstream(upstream, LOGIN, {})).socket);
+      const { client: proxied } = await RawClient.startup(g.port, { user: 'agent', database: 'app' });
+      try {
+        const want = await runScript(direct, steps, ignoreHint === true, ignoreHint === true);
+        expect(await runScript(proxied, steps, ignoreHint === true, ignoreHint === true)).toEqual(want);
+      } finally {
+        direct.close();
+        proxied.close();
+      }
     });
   }
 

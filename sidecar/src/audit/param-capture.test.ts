@@ -8,6 +8,11 @@ import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { RawClient, serialize } from '../../../test/governance/raw-client.js';
 import { ROLES } from '../../../test/harness/index.js';
 import { type GovernedSidecar, startGovernedSidecar } from '../governance/index.js';
+import { B } from '../protocol/codes.js';
+import { runScript, type Step } from '../testing/differential-scripts.js';
+import { msg, RawClient as WireClient } from '../testing/raw-client.js';
+import { ROLE } from '../testing/sidecar-fixture.js';
+import { connectUpstream } from '../upstream/connect.js';
 import { createAuditRecorder } from './audit-recorder.js';
 import type { AuditSink } from './audit-sink.js';
 
@@ -54,7 +59,7 @@ describe.each(['object', 'json'] as const)('statement events (%s encoding)', (ki
       spec: {
         database: { host: 'unused', name: 'app' },
         authentication: { mode: 'workload' },
-        rules: [{ name: 'read', action: 'allow', statements: ['select'], tables: [`${S}.*`] }],
+        rules: [{ name: 'read', action: 'allow', statements: ['select', 'prepare'], tables: [`${S}.*`] }],
         audit,
       },
     };
@@ -202,6 +207,44 @@ describe.each(['object', 'json'] as const)('statement events (%s encoding)', (ki
         .map((l) => JSON.parse(l) as AuditEvent)
         .find((e) => e.type === 'session.end');
       expect(end?.end?.statements).toBe(events.length);
+    });
+
+    it('of a statement pgwarden never checked (SQL PREPARE, or none): the bytes PostgreSQL sends, one event each', async () => {
+      writePolicy({});
+      const steps: Step[] = [
+        { send: [msg.query(`PREPARE sqlprep (int) AS SELECT id FROM ${S}.t WHERE id = $1`)] },
+        // Pipelined: the Bind fails, PostgreSQL skips the Execute (which the proxy refuses as unchecked).
+        { send: [msg.bind('', 'sqlprep', ['abc']), msg.execute(''), msg.sync()] },
+        // Bind-then-Flush: the client sees the error before it sends its Execute, which is then skipped.
+        { send: [msg.bind('', 'sqlprep', ['def']), msg.flush()], until: B.ErrorResponse },
+        { send: [msg.execute(''), msg.sync()] },
+        // No statement of that name at all: 26000.
+        { send: [msg.bind('p', 'nosuch'), msg.execute('p'), msg.sync()] },
+      ];
+      const shared = inject('pg');
+      const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+      const direct = WireClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
+      const want = await runScript(direct, steps, true);
+      direct.close();
+      const n = lines.length;
+      const proxied = (await WireClient.startup(port())).client;
+      const got = await runScript(proxied, steps, true);
+      proxied.close();
+      expect(got).toEqual(want);
+      expect(want.filter((m) => m.startsWith('E')).map((m) => /\bC(\w{5})\b/.exec(m)?.[1])).toEqual([
+        '22P02',
+        '22P02',
+        '26000',
+      ]);
+      expect(got.at(-1)).toBe('Z I');
+      await vi.waitFor(() => expect(lines.slice(n).some((l) => l.includes('"session.end"'))).toBe(true));
+      const events = statements(n);
+      expect(events.map((e) => e.result?.error?.code ?? e.result?.tag)).toEqual(['PREPARE', '22P02', '22P02', '26000']);
+      for (const e of events.slice(1)) {
+        expect(e.decision).toMatchObject({ action: 'deny', reason: 'unchecked portal' });
+        expect(e.statement?.protocol).toBe('extended');
+      }
+      expect(events[3].result?.error?.message).toBe('prepared statement "nosuch" does not exist');
     });
   });
 });

@@ -38,7 +38,7 @@ import {
   ROWS_CHANGED_SQL,
   Stmt,
 } from './pipeline.js';
-import { MAX_PORTALS, type RelayState } from './relay-state.js';
+import type { RelayState } from './relay-state.js';
 import { mayResetSession } from './session-reset.js';
 import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
@@ -202,7 +202,8 @@ export class ClientRelay implements FramerHandler {
       s.hooks.clientName(nameText(names.statement));
     }
     const room = s.portalRoom(names.portal);
-    s.expect(K_BIND);
+    // The statement's name: a Bind of one the proxy has no verdict for is recorded by it if it fails (failExtended).
+    s.expect(K_BIND, undefined, undefined, names.statement);
     s.willChange('P', names.portal);
     if (!room) {
       // Forwarded, but not tracked: its Execute is refused (54000), as the proxy has no verdict for it.
@@ -244,7 +245,7 @@ export class ClientRelay implements FramerHandler {
     // Skipped upstream when an earlier message failed meanwhile (PostgreSQL is on its way to Sync): nothing to track.
     if (this.s.discarding) return true;
     // Names without their NULs: PostgreSQL refuses the Bind itself (08P01) and skips to Sync, as for any failed Bind.
-    if (names === null) this.s.expect(K_BIND);
+    if (names === null) this.s.expect(K_BIND, this.refusedUnread(new MalformedBody(F.Bind, 'string'), 'extended'));
     else this.bind(names, this.bindLength, true);
     return true;
   }
@@ -352,11 +353,7 @@ export class ClientRelay implements FramerHandler {
     const kind = STATEMENT_KINDS.get(e.type);
     if (kind !== undefined) {
       const simple = kind === K_QUERY || kind === K_FUNCTION;
-      const req: StatementRequest = { sql: '', protocol: simple ? 'simple' : 'extended', txStatus: s.txStatus };
-      const verdict: Verdict = { action: 'deny', code: e.sqlstate, message: e.message, reason: 'malformed message' };
-      const st = new Stmt(req, verdict);
-      st.sentAt = performance.now();
-      s.expect(kind, st);
+      s.expect(kind, this.refusedUnread(e, simple ? 'simple' : 'extended'));
       this.attachReserved();
       if (simple) return out;
     } else {
@@ -366,6 +363,14 @@ export class ClientRelay implements FramerHandler {
     }
     s.discarding = true;
     return out;
+  }
+
+  /** The record of a message PostgreSQL refuses unread (malformed): its error is PostgreSQL's, its result too. */
+  private refusedUnread(e: MalformedBody, protocol: 'simple' | 'extended'): Stmt {
+    const req: StatementRequest = { sql: '', protocol, txStatus: this.s.txStatus };
+    const st = new Stmt(req, { action: 'deny', code: e.sqlstate, message: e.message, reason: 'malformed message' });
+    st.sentAt = performance.now();
+    return st;
   }
 
   pass(buf: Buffer, start: number, end: number): void {
@@ -561,37 +566,11 @@ export class ClientRelay implements FramerHandler {
     const info = s.portals.get(portal);
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
-      // A portal bound to a statement made with SQL PREPARE exists upstream but was never checked: refused as such.
-      // Otherwise it usually does not exist at all (closed, its transaction over, never bound) and PostgreSQL would
-      // say exactly this; it may also be an SQL cursor (DECLARE), which the proxy will not run through Execute, as it
-      // cannot plan masking for rows it never saw described: the hint covers that case.
-      const verdict: Verdict = s.uncheckedPortals.has(portal)
-        ? {
-            action: 'deny',
-            code: '42501',
-            message: `portal "${nameText(portal)}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
-            hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
-            reason: 'unchecked portal',
-          }
-        : !s.portalRoom(portal)
-          ? {
-              action: 'deny',
-              code: '54000',
-              message: `portal "${nameText(portal)}" is not known to pgwarden, which tracks at most ${MAX_PORTALS} portals per session`,
-              hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
-              reason: 'too many portals',
-            }
-          : {
-              action: 'deny',
-              code: '34000',
-              message: `portal "${nameText(portal)}" does not exist`,
-              hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
-              reason: 'unknown portal',
-            };
-      const st = new Stmt(req, verdict);
+      const st = new Stmt(req, s.unknownPortal(portal));
       st.denied = true;
       st.sentAt = performance.now();
-      s.expect(K_EXECUTE, st);
+      // The portal's name goes with it: a failed Bind of that portal ahead of it is recorded on it (failExtended).
+      s.expect(K_EXECUTE, st, 'P', portal);
       s.discarding = true;
       return executeMessage(DENIED_PORTAL, 0);
     }
@@ -664,10 +643,14 @@ export class ClientRelay implements FramerHandler {
   }
 }
 
-/** Messages that carry or run a statement, and the entry each gets. */
+/**
+ * Messages that carry, bind or run a statement, and the entry each gets: one of them malformed is recorded (a Bind is
+ * recorded when it fails, as any failed Bind: RelayState.failExtended).
+ */
 const STATEMENT_KINDS = new Map<number, number>([
   [F.Query, K_QUERY],
   [F.Parse, K_PARSE],
+  [F.Bind, K_BIND],
   [F.Execute, K_EXECUTE],
   [F.FunctionCall, K_FUNCTION],
 ]);

@@ -256,6 +256,32 @@ const SCRIPTS: Record<string, Step[]> = {
       ],
     },
   ],
+  // PostgreSQL keeps the unnamed statement apart from the named ones DEALLOCATE ALL drops; only a simple Query
+  // replaces it (exec_simple_query). The restore behind the DISCARD ALL must not either.
+  'extended protocol: the unnamed statement survives a DISCARD ALL run from a named one': [
+    { send: [msg.parse('', 'SELECT 1 AS kept'), msg.parse('d', 'DISCARD ALL'), msg.sync()] },
+    { send: [msg.bind('', 'd'), msg.execute(''), msg.sync()] },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+  ],
+  'extended protocol: an unnamed DISCARD ALL runs again from its statement': [
+    { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+    {
+      send: [
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.parse('', 'SHOW DateStyle'),
+        msg.bind('', ''),
+        msg.execute(''),
+        msg.sync(),
+      ],
+    },
+  ],
+  'simple Query: the DISCARD ALL Query itself drops the unnamed statement (26000)': [
+    { send: [msg.parse('', 'SELECT 1 AS gone'), msg.sync()] },
+    q('DISCARD ALL'),
+    { send: [msg.bind('', ''), msg.execute(''), msg.sync()] },
+  ],
   'extended protocol inside a transaction block: 25001': [
     q('BEGIN'),
     { send: [msg.parse('', 'DISCARD ALL'), msg.bind('', ''), msg.execute(''), msg.sync()] },

@@ -392,17 +392,43 @@ describe('statement gate', () => {
     expect(types(ok)).toBe('2 D C E Z');
     expect(rowOf(ok[1])).toEqual(['kept']);
     expect(errorOf(ok[3]).get('C')).toBe('26000');
-    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread.
+    // The policy saw neither (no deny of 'forbidden'); each is recorded as refused unread. The failed Bind of the
+    // statement that never existed is recorded too, as what an Execute of its portal would have been.
     expect(records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results[0]?.error?.code])).toEqual([
       ['', 'malformed message', '08P01'],
       ['', 'malformed message', '08P01'],
       ["SELECT 'kept' AS v", undefined, undefined],
+      ['', 'unchecked portal', '26000'],
     ]);
     // A simple Query with bytes after its NUL is not run, even in part.
     const q = await run(raw('Q', "INSERT INTO gate_t VALUES (9, 'x')\0SELECT 1\0"));
     expect([types(q), errorOf(q[0]).get('M')]).toEqual(['E Z', 'invalid message format']);
     const count = await run(msg.query('SELECT count(*) FROM gate_t WHERE id = 9'));
     expect(rowOf(count.find((x) => x.type === B.DataRow)!)).toEqual(['0']);
+  });
+
+  it('a Bind PostgreSQL cannot read (names without their NULs) is recorded once, with its 08P01', async () => {
+    const before = records.length;
+    const m = await run(typed('B', Buffer.from('p\0kept', 'latin1')), msg.execute('p'), msg.sync());
+    expect(types(m)).toBe('E Z');
+    expect(errorOf(m[0]).get('C')).toBe('08P01');
+    // Names longer than the proxy waits for pass as they come (a socket read holds 64 KiB at most, so this Bind is
+    // read in pieces): the same record.
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    try {
+      client.send(typed('B', Buffer.from('P'.repeat(200_000), 'latin1')), msg.execute(''), msg.sync());
+      const got = await client.untilReady();
+      expect(types(got)).toBe('E Z');
+      expect(errorOf(got[0]).get('C')).toBe('08P01');
+    } finally {
+      client.close();
+    }
+    expect(
+      records.slice(before).map((r) => [r.request.sql, r.verdict.reason, r.results.map((x) => x.error?.code)]),
+    ).toEqual([
+      ['', 'malformed message', ['08P01']],
+      ['', 'malformed message', ['08P01']],
+    ]);
   });
 
   it('refuses to execute a portal of a statement it never checked', async () => {

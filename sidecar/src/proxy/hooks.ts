@@ -181,7 +181,11 @@ export interface StatementRecord {
 }
 
 export interface SessionHooks {
-  /** SQL the proxy runs upstream after authentication and before the client's first ReadyForQuery (SET ROLE, statement_timeout...). */
+  /**
+   * SQL the proxy runs upstream after authentication and before the client's first ReadyForQuery (SET ROLE,
+   * statement_timeout...), one statement per entry: after a client's DISCARD ALL each runs again as a prepared
+   * statement (session-reset.ts), which cannot hold several.
+   */
   setupSql(): string[];
   /**
    * Startup parameters sent upstream in place of the client's of the same name (case-insensitive). A setting given

@@ -37,10 +37,11 @@ export const K_ROWS = 10;
  */
 export const K_INVALID = 11;
 /**
- * The proxy's own Query that runs one statement of the session's setup SQL again after a client's DISCARD ALL
- * (session-reset.ts). Its CommandComplete is dropped, its ParameterStatus values wait for the client's next
- * ReadyForQuery (RelayState.pendingParams), an error ends the session. `name` 'reply': the last one after a simple
- * Query, whose ReadyForQuery is the one the client gets for its DISCARD ALL.
+ * The proxy's own Parse/Bind/Execute/Close/Sync that runs one statement of the session's setup SQL again after a
+ * client's DISCARD ALL (session-reset.ts), answered up to its ReadyForQuery. Everything but its ParameterStatus
+ * values (which wait for the client's next ReadyForQuery, RelayState.pendingParams) and an error (which ends the
+ * session) is dropped. `name` 'reply': the last one after a simple Query, whose ReadyForQuery is the one the client
+ * gets for its DISCARD ALL.
  */
 export const K_RESTORE = 12;
 
@@ -145,8 +146,8 @@ export class Stmt {
   resets = false;
   restored = false;
   /**
-   * Names a one-statement Query or an Execute made the proxy forget, put back if it fails or, an Execute, is skipped
-   * (RelayState.restoreNames).
+   * Names a Query or an Execute made the proxy forget, put back if it fails (a Query: those its failed statement and
+   * the ones behind it could remove, RelayState.restoreUnrun) or, an Execute, is skipped (RelayState.restoreNames).
    */
   forgotten?: ForgottenNames;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
@@ -203,7 +204,11 @@ export class Stmt {
 export interface Entry {
   kind: number;
   stmt: Stmt | undefined;
-  /** Describe/Close target: 'S' statement or 'P' portal, and its name. */
+  /**
+   * Describe/Close target: 'S' statement or 'P' portal, and its name. A Bind has the name of its statement, an Execute
+   * the proxy refused for want of a verdict target 'P' and its portal's (RelayState.failExtended records a failed Bind
+   * by them); other entries use `name` as their kind says.
+   */
   target: 'S' | 'P' | undefined;
   name: string;
   /** A Describe the proxy added itself: its answer is used, not forwarded. */

@@ -1,5 +1,14 @@
-import { textKey } from '../protocol/frontend-messages.js';
-import type { RowField, SessionHooks, StatementRecord, TxStatus, Verdict } from './hooks.js';
+import { nameText } from '../protocol/frontend-messages.js';
+import type {
+  RowField,
+  SessionHooks,
+  StatementDetail,
+  StatementRecord,
+  StatementRequest,
+  StatementResult,
+  TxStatus,
+  Verdict,
+} from './hooks.js';
 import {
   type Entry,
   EntryQueue,
@@ -16,6 +25,7 @@ import {
   Stmt,
   type Undo,
 } from './pipeline.js';
+import { NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
 export interface RelayIO {
@@ -147,6 +157,39 @@ export class RelayState {
   }
 
   /**
+   * Why an Execute of portal `name`, which the proxy has no verdict for, is refused. A portal bound to a statement
+   * made with SQL PREPARE exists upstream but was never checked: refused as such. Otherwise it usually does not exist
+   * at all (closed, its transaction over, never bound) and PostgreSQL would say exactly this; it may also be an SQL
+   * cursor (DECLARE), which the proxy will not run through Execute, as it cannot plan masking for rows it never saw
+   * described: the hint covers that case.
+   */
+  unknownPortal(name: string): Verdict {
+    if (this.uncheckedPortals.has(name))
+      return {
+        action: 'deny',
+        code: '42501',
+        message: `portal "${nameText(name)}" was bound to a statement pgwarden did not check (e.g. one made with SQL PREPARE)`,
+        hint: 'Prepare statements with the protocol (Parse) or run them with SQL EXECUTE.',
+        reason: 'unchecked portal',
+      };
+    if (!this.portalRoom(name))
+      return {
+        action: 'deny',
+        code: '54000',
+        message: `portal "${nameText(name)}" is not known to pgwarden, which tracks at most ${MAX_PORTALS} portals per session`,
+        hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
+        reason: 'too many portals',
+      };
+    return {
+      action: 'deny',
+      code: '34000',
+      message: `portal "${nameText(name)}" does not exist`,
+      hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
+      reason: 'unknown portal',
+    };
+  }
+
+  /**
    * Whether a Bind of portal `name` may be tracked: the unnamed portal and a name already held replace themselves; a
    * new name only while the session holds fewer than MAX_PORTALS (PostgreSQL keeps them for the transaction, the
    * proxy too; one that binds ever more names in one transaction is refused at their Execute, client-relay.ts).
@@ -258,14 +301,18 @@ export class RelayState {
     let undone: Entry[] | undefined;
     let first: Entry | undefined;
     // A failed Bind: the statement its portal stands for was attempted (one event, DESIGN §5), though no Execute of
-    // it runs upstream.
+    // it runs upstream. `unchecked`: the Bind of a statement the proxy has no verdict for (made with SQL PREPARE, or
+    // none at all), and the verdict an Execute of its portal gets (unknownPortal), taken before the undo below.
     let bound: PreparedInfo | undefined;
+    let unchecked: { bind: Entry; verdict: Verdict } | undefined;
     for (let head = this.queue.peek(); head !== undefined && head.kind !== K_SYNC; head = this.queue.peek()) {
       this.queue.shift();
       if (first === undefined) {
         first = head;
-        if (failed && error !== undefined && head.kind === K_BIND && head.undo?.map === 'P')
+        if (failed && error !== undefined && head.kind === K_BIND && head.undo?.map === 'P') {
           bound = this.portals.get(head.undo.name);
+          if (bound === undefined) unchecked = { bind: head, verdict: this.unknownPortal(head.undo.name) };
+        }
       }
       // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
       const gaveBack =
@@ -292,12 +339,34 @@ export class RelayState {
         head.stmt.endResult({ rows: 0, bytes: 0, error: error! });
         this.finish(head.stmt);
         bound = undefined;
+      } else if (
+        unchecked !== undefined &&
+        head.kind === K_EXECUTE &&
+        head.target === 'P' &&
+        head.name === unchecked.bind.undo!.name
+      ) {
+        // The Execute the proxy refused behind it (unknownPortal): the client got the Bind's error, recorded on it.
+        head.stmt!.endResult({ rows: 0, bytes: 0, error: error! });
+        this.finish(head.stmt!);
+        unchecked = undefined;
       } else head.stmt?.settle(); // skipped by the server: it never ran
     }
     // No Execute of it was sent yet (the client flushed the Bind and waits): the statement is recorded under its
     // Parse's verdict. The Execute that may follow is skipped unread, as upstream (discarding), and records nothing.
     if (bound !== undefined) {
       const st = new Stmt(bound.request, bound.verdict);
+      st.endResult({ rows: 0, bytes: 0, error: error! });
+      this.finish(st);
+    }
+    if (unchecked !== undefined) {
+      // Nothing decided the statement: the record is the one its portal's Execute would have made, refused as such.
+      const req: StatementRequest = {
+        sql: '',
+        protocol: 'extended',
+        statementName: nameText(unchecked.bind.name),
+        txStatus: this.txStatus,
+      };
+      const st = new Stmt(req, unchecked.verdict);
       st.endResult({ rows: 0, bytes: 0, error: error! });
       this.finish(st);
     }
@@ -346,30 +415,48 @@ export class RelayState {
    * SQL DEALLOCATE, DECLARE, CLOSE and DISCARD share the namespaces of protocol statements and portals: the proxy
    * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
-   * forwarded (a Bind pipelined behind it must not find the old verdict); a statement that then fails leaves names
-   * forgotten that still exist upstream, which fails closed. (SQL PREPARE needs nothing: NAME_KINDS.)
-   */
-  /**
-   * forget() below. A Query of one statement (or the Execute of one) whose kind can touch a name (the parser's, from a
-   * policy's verdict) returns what it removed, so that a failure of it gives the names back: PostgreSQL keeps them
-   * when a DEALLOCATE or DISCARD ALL fails (a transaction block). Anything else stays forgotten (fails closed).
+   * forwarded (a Bind pipelined behind it must not find the old verdict). (SQL PREPARE needs nothing: NAME_KINDS.)
+   * When the parser's kinds (a policy's verdict) say which statements can touch a name, and none is procedural, it
+   * returns what it removed, so that a failure gives back the names PostgreSQL kept (restoreUnrun). Anything else
+   * stays forgotten, which fails closed.
    */
   forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
     const d = verdict?.statements;
-    if (d?.length !== 1 || d[0].kind === undefined || !NAME_KINDS.has(d[0].kind)) {
+    if (
+      d === undefined ||
+      !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
+      d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind))
+    ) {
       this.forget(sql, verdict);
       return undefined;
     }
-    const statements = new Map(this.statements);
-    const portals = new Map(this.portals);
-    const unchecked = new Map(this.uncheckedPortals);
-    this.forget(sql, verdict);
-    const out: ForgottenNames = {
-      statements: [...statements].filter(([k]) => !this.statements.has(k)),
-      portals: [...portals].filter(([k]) => !this.portals.has(k)),
-      unchecked: [...unchecked].filter(([k]) => !this.uncheckedPortals.has(k)),
-    };
+    // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
+    const out: ForgottenNames = { statements: [], portals: [], unchecked: [] };
+    this.forget(sql, verdict, out);
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
+  }
+
+  /**
+   * A Query failed after `results.length` of its statements completed: gives back what `f` (forgetSqlNames) holds
+   * that none of those may have removed; the failed statement and the ones behind it, which never ran, removed
+   * nothing (sql-names.ts, removedBy). When the proxy cannot tell which ran, nothing comes back.
+   */
+  restoreUnrun(
+    f: ForgottenNames,
+    details: readonly StatementDetail[] | undefined,
+    results: readonly StatementResult[],
+  ): void {
+    if (results.length === 0) {
+      this.restoreNames(f);
+      return;
+    }
+    const done = removedBy(details, results);
+    if (done === undefined) return;
+    this.restoreNames({
+      statements: f.statements.filter(([k]) => !done.statement(k)),
+      portals: f.portals.filter(([k]) => !done.portal(k)),
+      unchecked: f.unchecked.filter(([k]) => !done.portal(k)),
+    });
   }
 
   /** Puts back what a failed statement made the proxy forget, where nothing took the name since. */
@@ -396,38 +483,59 @@ export class RelayState {
     return SQL_NAMES_HINT.test(sql);
   }
 
-  private forget(sql: string, verdict?: Verdict): void {
+  /** Forgets the names `sql` may remove; `out` (when given) gets each entry removed, as it was. */
+  private forget(sql: string, verdict?: Verdict, out?: ForgottenNames): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
       // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
       // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
       // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
-      this.portals.clear();
-      this.uncheckedPortals.clear();
-      if (/\bexecute\b/i.test(sql)) this.statements.clearNamed();
+      this.dropPortals(out);
+      if (/\bexecute\b/i.test(sql)) this.dropStatements(out);
     }
-    if (!SQL_NAMES_HINT.test(sql)) return;
-    SQL_NAMES.lastIndex = 0;
-    for (let m = SQL_NAMES.exec(sql); m !== null; m = SQL_NAMES.exec(sql)) {
-      const kw = m[1].toUpperCase();
-      const statements = kw.startsWith('DEALLOCATE') || kw === 'DISCARD';
-      const portals = kw === 'DECLARE' || kw === 'CLOSE' || kw === 'DISCARD';
-      const name = identifier(m[2]);
+    scanSqlNames(sql, (statements, portals, name) => {
       if (name === undefined) {
-        // ALL, or a name the proxy cannot read for certain (a comment, a U& identifier): every one of them.
-        if (statements) this.statements.clearNamed();
-        if (portals) {
-          this.portals.clear();
-          this.uncheckedPortals.clear();
+        // ALL, or a name the proxy cannot read for certain: every one of them.
+        if (statements) this.dropStatements(out);
+        if (portals) this.dropPortals(out);
+        return;
+      }
+      if (statements) {
+        const prev = this.statements.get(name);
+        if (prev !== undefined) {
+          out?.statements.push([name, prev]);
+          this.statements.delete(name);
         }
-        continue;
       }
-      if (statements) this.statements.delete(name);
       if (portals) {
-        this.portals.delete(name);
-        this.uncheckedPortals.delete(name);
+        const prev = this.portals.get(name);
+        if (prev !== undefined) {
+          out?.portals.push([name, prev]);
+          this.portals.delete(name);
+        }
+        const at = this.uncheckedPortals.get(name);
+        if (at !== undefined) {
+          out?.unchecked.push([name, at]);
+          this.uncheckedPortals.delete(name);
+        }
       }
+    });
+  }
+
+  /** Every named statement (PreparedStatements.clearNamed), noted in `out`. */
+  private dropStatements(out: ForgottenNames | undefined): void {
+    if (out !== undefined) for (const e of this.statements) if (e[0] !== '') out.statements.push(e);
+    this.statements.clearNamed();
+  }
+
+  /** Every portal, checked or not, noted in `out`. */
+  private dropPortals(out: ForgottenNames | undefined): void {
+    if (out !== undefined) {
+      for (const e of this.portals) out.portals.push(e);
+      for (const e of this.uncheckedPortals) out.unchecked.push(e);
     }
+    this.portals.clear();
+    this.uncheckedPortals.clear();
   }
 
   /**
@@ -513,31 +621,3 @@ export const MAX_PORTALS = 10_000;
 /** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
 export const PREPARED_ENTRY_COST = 512;
 const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;
-
-/** Cheap test before the scan below: most statements name none of these. */
-const SQL_NAMES_HINT = /deallocate|declare|close|discard/i;
-/**
- * Statement kinds (policy/src/sql/statement-kind.ts) of DEALLOCATE, DECLARE/CLOSE and DISCARD. Not PREPARE: it
- * fails on a name that exists (42P05, protocol and SQL statements share one hash), so it can never replace a
- * statement the proxy knows, and one it creates is unknown to the proxy, as unchecked as a name it never saw.
- */
-const NAME_KINDS = new Set(['deallocate', 'cursor', 'discard']);
-/** Procedural code: PL/pgSQL can CLOSE and OPEN a refcursor under a portal's name the text does not show. */
-const PROCEDURAL_KINDS = new Set(['do', 'call']);
-/** A keyword that removes a statement or portal by name (or may replace a portal: DECLARE), and what follows it. */
-const SQL_NAMES = /\b(deallocate(?:\s+prepare)?|declare|close|discard)\b\s*("(?:[^"]|"")*"|[^\s;(]*)/gi;
-
-/**
- * The name an SQL identifier stands for (quoted: as written; plain: ASCII letters folded to lower case, as
- * PostgreSQL's scanner does), or undefined for ALL and whatever is not plainly an identifier. Names of 63 bytes
- * and more are undefined too: PostgreSQL truncates them to NAMEDATALEN - 1.
- */
-function identifier(text: string): string | undefined {
-  let name: string;
-  if (/^"(?:[^"]|"")*"$/.test(text)) name = text.slice(1, -1).replaceAll('""', '"');
-  else if (/^[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*$/.test(text) && !/^all$/i.test(text))
-    name = text.replace(/[A-Z]+/g, (c) => c.toLowerCase());
-  else return undefined;
-  // The protocol's names are byte keys (frontend-messages.ts nameKey).
-  return name === '' || Buffer.byteLength(name) >= 63 ? undefined : textKey(name);
-}

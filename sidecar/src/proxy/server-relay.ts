@@ -727,13 +727,22 @@ export class ServerRelay implements FramerHandler {
       }
     }
     if (!head) return out;
-    // A one-statement Query that failed left PostgreSQL's names as they were (a PREPARE of a name that exists, a
-    // DEALLOCATE in a failed transaction): so are the proxy's.
+    // The statement of a Query that failed, and those behind it, left PostgreSQL's names as they were (a DEALLOCATE
+    // of a name that does not exist, or in a failed transaction): so are the proxy's. Its results so far are the
+    // CommandCompletes of the statements ahead of it.
     if (head.kind === K_QUERY && st?.forgotten !== undefined) {
-      s.restoreNames(st.forgotten);
+      s.restoreUnrun(st.forgotten, st.verdict.statements, st.results);
       st.forgotten = undefined;
     }
-    if (st && (head.kind === K_QUERY || head.kind === K_FUNCTION || head.kind === K_EXECUTE || head.kind === K_PARSE)) {
+    // (A Bind carries a statement only when it is malformed: RelayState.failExtended records it.)
+    if (
+      st &&
+      (head.kind === K_QUERY ||
+        head.kind === K_FUNCTION ||
+        head.kind === K_EXECUTE ||
+        head.kind === K_PARSE ||
+        head.kind === K_BIND)
+    ) {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) {
@@ -828,7 +837,7 @@ function rowsHeader(type: number): number {
   }
 }
 
-/** Which responses to a restore (K_RESTORE) the relay reads; the rest (its CommandComplete) are dropped. */
+/** Which responses to a restore (K_RESTORE) the relay reads; the rest (ParseComplete … CloseComplete) are dropped. */
 function restoreHeader(type: number): number {
   switch (type) {
     case B.ErrorResponse:

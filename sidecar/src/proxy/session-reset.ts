@@ -1,4 +1,4 @@
-import { queryMessage } from '../protocol/frontend-messages.js';
+import { bindMessage, closeMessage, executeMessage, parseMessage, syncMessage } from '../protocol/frontend-messages.js';
 import type { Verdict } from './hooks.js';
 
 /**
@@ -26,9 +26,29 @@ export function mayResetSession(sql: string, verdict: Verdict): boolean {
   return /discard/i.test(sql);
 }
 
-/** The setup SQL as the Query messages that restore it: one each, as at login (upstream/setup-sql.ts). */
+/**
+ * Name of the statement and portal a restore runs through: no client names its statements like this, and the DISCARD
+ * ALL just before it dropped every named statement and portal anyway.
+ */
+const RESTORE_NAME = '\u0001pgwarden-restore';
+
+/**
+ * The setup SQL as the messages that restore it: one statement per Sync, each in its own transaction, as at login
+ * (upstream/setup-sql.ts). Not as simple Queries: a Query replaces the unnamed statement and portal
+ * (exec_simple_query), which a DISCARD ALL run through the extended protocol leaves in place (it drops only named
+ * statements), so the client's next Bind of the unnamed statement would fail where PostgreSQL's succeeds.
+ */
 export function restoreMessages(setup: readonly string[]): Buffer[] | undefined {
-  return setup.length === 0 ? undefined : setup.map((sql) => queryMessage(sql));
+  if (setup.length === 0) return undefined;
+  return setup.map((sql) =>
+    Buffer.concat([
+      parseMessage(RESTORE_NAME, sql),
+      bindMessage(RESTORE_NAME, RESTORE_NAME),
+      executeMessage(RESTORE_NAME, 0),
+      closeMessage('S', RESTORE_NAME),
+      syncMessage(),
+    ]),
+  );
 }
 
 /**

@@ -554,3 +554,90 @@ export async function runBoth(
     proxied?.close();
   }
 }
+
+const bindRun = (portal: string, statement: string): Step => ({
+  send: [msg.bind(portal, statement), msg.execute(portal), msg.sync()],
+});
+const SERIES = 'SELECT g FROM generate_series(1, 3) g';
+
+/**
+ * Scripts whose answers are PostgreSQL's only when the verdicts name each statement's kind, as a policy's parser does
+ * (sidecar/src/proxy/multi-statement-names.test.ts with kinds from the first word, test/governance/differential-
+ * policy.test.ts with the real parser): a multi-statement Query whose DEALLOCATE, CLOSE or DECLARE failed or never ran
+ * left those names in PostgreSQL, and the proxy must give them back; those that completed stay gone. Without kinds
+ * the proxy keeps them forgotten (fails closed). `ignoreHint`: the proxy's own 34000 for a portal it knows is gone
+ * carries a hint PostgreSQL's lacks, and its location fields are not PostgreSQL's.
+ */
+export const NAME_SCRIPTS: Record<string, { steps: Step[]; ignoreHint?: boolean }> = {
+  'DISCARD PLANS, TEMP and SEQUENCES leave prepared statements and portals, whatever their names': {
+    steps: [
+      { send: [msg.parse('temp', 'SELECT 1 AS t'), msg.parse('plans', 'SELECT 2 AS p'), msg.sync()] },
+      q('DISCARD TEMP'),
+      q('DISCARD PLANS; DISCARD SEQUENCES'),
+      bindRun('', 'temp'),
+      bindRun('', 'plans'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('temp', ''), msg.sync()] },
+      q('DISCARD TEMP'),
+      { send: [msg.execute('temp', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+  'a DEALLOCATE behind the failing statement never ran: the statement still binds': {
+    steps: [
+      { send: [msg.parse('s2', 'SELECT 2 AS b'), msg.sync()] },
+      q('SELECT 1/0; DEALLOCATE s2'),
+      bindRun('', 's2'),
+    ],
+  },
+  'DEALLOCATEs ahead of, at and behind the failing one: only the first is gone': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('DEALLOCATE a; DEALLOCATE nosuch; DEALLOCATE b'),
+      bindRun('', 'a'),
+      bindRun('', 'b'),
+    ],
+  },
+  'a DEALLOCATE that completed stays done though the implicit transaction rolls back': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('DEALLOCATE a; SELECT 1/0; DEALLOCATE b'),
+      bindRun('', 'a'),
+      bindRun('', 'b'),
+    ],
+  },
+  'a CLOSE behind the failing statement never ran: the portal reads on after ROLLBACK TO': {
+    steps: [
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      q('SELECT 1/0; CLOSE cur'),
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+  'a DECLARE that fails on a portal of that name (42P03) leaves the portal': {
+    steps: [
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      q('SELECT 1; DECLARE cur CURSOR FOR SELECT 2'),
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+  'a CLOSE that completed ahead of the failing statement: the portal is gone': {
+    ignoreHint: true,
+    steps: [
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      q('CLOSE cur; SELECT 1/0'),
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+};

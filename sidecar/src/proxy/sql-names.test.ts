@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import type { StatementDetail, StatementResult } from './hooks.js';
+import { NamesTouched, removedBy } from './sql-names.js';
+
+const st = (text: string, kind?: string): StatementDetail => ({ text, kind });
+const done = (...tags: (string | undefined)[]): StatementResult[] => tags.map((tag) => ({ tag, rows: 0, bytes: 0 }));
+
+describe('removedBy: what the completed statements of a failed Query may have removed', () => {
+  const query = [st('DEALLOCATE a', 'deallocate'), st('CLOSE "Cur"', 'cursor'), st('SELECT 1/0', 'select')];
+
+  it('reads the names of the statements whose CommandComplete came, and only theirs', () => {
+    const one = removedBy(query, done('DEALLOCATE'))!;
+    expect([one.statement('a'), one.portal('Cur'), one.statement('b')]).toEqual([true, false, false]);
+    const two = removedBy(query, done('DEALLOCATE', 'CLOSE CURSOR'))!;
+    expect([two.statement('a'), two.portal('Cur'), two.portal('cur')]).toEqual([true, true, false]);
+  });
+
+  it('ALL or a name it cannot read stands for every name of its kind', () => {
+    const all = removedBy([st('DEALLOCATE ALL', 'deallocate'), st('SELECT 1/0', 'select')], done('DEALLOCATE ALL'))!;
+    expect([all.statement('x'), all.portal('x')]).toEqual([true, false]);
+    const odd = removedBy([st('CLOSE /* c */ x', 'cursor'), st('SELECT 1/0', 'select')], done('CLOSE CURSOR'))!;
+    expect(odd.portal('anything')).toBe(true);
+  });
+
+  it('cannot tell (undefined) when the tags do not follow the kinds, or kinds or statements are missing', () => {
+    expect(removedBy(query, done('SELECT 1'))).toBeUndefined();
+    expect(removedBy(query, done('DEALLOCATE', 'FETCH 1'))).not.toBeUndefined();
+    expect(removedBy([st('SELECT 1', 'select'), st('DEALLOCATE a', 'deallocate')], done('DEALLOCATE'))).toBeUndefined();
+    expect(removedBy([st('DEALLOCATE a'), st('SELECT 1/0')], done('DEALLOCATE'))).toBeUndefined();
+    expect(removedBy([st('DO $$ $$', 'do'), st('SELECT 1/0', 'select')], done('DO'))).toBeUndefined();
+    expect(removedBy(undefined, done('DEALLOCATE'))).toBeUndefined();
+    expect(removedBy(query.slice(0, 1), done('DEALLOCATE'))).toBeUndefined();
+    expect(removedBy(query, done(undefined))).toBeUndefined();
+  });
+
+  it('NamesTouched folds plain names to lower case and keeps quoted ones', () => {
+    const t = new NamesTouched();
+    t.add('DEALLOCATE PREPARE Foo; CLOSE "Bar"');
+    expect([t.statement('foo'), t.portal('Bar'), t.portal('bar')]).toEqual([true, true, false]);
+  });
+
+  it('DISCARD PLANS, TEMP, TEMPORARY and SEQUENCES name nothing; DISCARD ALL, or what it cannot read, every name', () => {
+    const other = new NamesTouched();
+    other.add('DISCARD PLANS; discard temp; DISCARD TEMPORARY; DISCARD SEQUENCES');
+    expect([other.statement('plans'), other.statement('temp'), other.portal('temporary'), other.allPortals]).toEqual([
+      false,
+      false,
+      false,
+      false,
+    ]);
+    for (const sql of ['DISCARD ALL', 'DISCARD /* x */ TEMP']) {
+      const all = new NamesTouched();
+      all.add(sql);
+      expect([all.allStatements, all.allPortals], sql).toEqual([true, true]);
+    }
+  });
+});
