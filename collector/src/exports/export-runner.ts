@@ -23,6 +23,8 @@ export interface ExportRunnerOptions {
   standbyRetryMs?: number;
   /** How often the active replica checks its lock connection (default 1 s). */
   leaseCheckMs?: number;
+  /** A check unanswered this long loses the lease (default 3 s; keep it well under the server's ~11 s). */
+  leaseTimeoutMs?: number;
   /** This replica became the active exporter (true) or stopped being it (false; `err`: the lease was lost). */
   onActive?: (exporter: string, active: boolean, err?: Error) => void;
 }
@@ -62,6 +64,7 @@ export class ExportRunner {
       store.db.kind === 'postgres'
         ? new AdvisoryLease(store.db, this.cursorName, {
             checkMs: opts.leaseCheckMs,
+            timeoutMs: opts.leaseTimeoutMs,
             onLost: (err) => {
               // Said at once (not when the loop comes round), so a scrape never shows two active replicas for long.
               this.standBy(err);
