@@ -105,7 +105,8 @@ describe('exports from replicas sharing a PostgreSQL store', () => {
   async function lockHolder(store: AuditStore, name: string): Promise<{ pid: number; app: string } | undefined> {
     const [row] = await store.db.query<{ pid: number; app: string }>(
       `SELECT l.pid, a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2`,
+       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       [EXPORT_LOCK_CLASS, exportLockKey(`export:${name}`) >>> 0],
     );
     return row;

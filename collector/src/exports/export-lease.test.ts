@@ -102,7 +102,8 @@ describe('an exporter lease on a connection that goes silent', () => {
   const lockHolder = async () =>
     (
       await store.db.query<{ pid: number }>(
-        `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 2`,
+        `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 2
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
         [EXPORT_LOCK_CLASS, exportLockKey('export:siem') >>> 0],
       )
     )[0]?.pid;
