@@ -97,10 +97,13 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
       // Without an 'error' listener a terminated session would crash the process.
       c.on('error', (err) => settle(err));
       c.on('end', () => settle(new Error('connection closed')));
+      // end() waits for the server's goodbye, which a dead network never sends: give up waiting after the timeout.
+      const end = () =>
+        Promise.race([c.end().catch(() => {}), new Promise<void>((r) => setTimeout(r, queryTimeoutMs).unref())]);
       try {
         await c.connect();
       } catch (err) {
-        await c.end().catch(() => {});
+        await end();
         throw new CollectorError('COLLECTOR_STORE', `cannot connect to store: ${(err as Error).message}`, {
           cause: err,
         });
@@ -108,9 +111,7 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
       return {
         query: async (t, p) => (await c.query(t, p as unknown[])).rows,
         ended,
-        // end() waits for the server's goodbye, which a dead network never sends: give up waiting after the timeout.
-        close: () =>
-          Promise.race([c.end().catch(() => {}), new Promise<void>((r) => setTimeout(r, queryTimeoutMs).unref())]),
+        close: end,
       };
     },
     close: () => pool.end(),
