@@ -237,6 +237,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       new ExportRunner(store, e, metrics, {
         startAt: opts.exportStartAt,
         onError: (name, err) => log.warn({ exporter: name, err: err.message }, 'export failed, retrying'),
+        onActive: (name, active, err) =>
+          active
+            ? log.info({ exporter: name }, 'exporting from this replica')
+            : err
+              ? log.warn({ exporter: name, err: err.message }, 'export lock lost, standing by')
+              : log.info({ exporter: name }, 'stopped exporting'),
       }),
   );
 

@@ -63,9 +63,15 @@ export class CollectorMetrics {
     labelNames: ['exporter'] as const,
     registers: [this.registry],
   });
+  readonly exportActive = new Gauge({
+    name: 'pgwarden_collector_export_active',
+    help: '1 while this replica is the one delivering the exporter (it holds its lock in a shared store), 0 on standby',
+    labelNames: ['exporter'] as const,
+    registers: [this.registry],
+  });
   readonly exportLag = new Gauge({
     name: 'pgwarden_collector_export_lag_events',
-    help: 'Stored events an exporter has not delivered yet (as of its last attempt)',
+    help: 'Stored events an exporter has not delivered yet (as of its last attempt); reported by the active replica only',
     labelNames: ['exporter'] as const,
     registers: [this.registry],
   });
@@ -73,7 +79,7 @@ export class CollectorMetrics {
   readonly exportLagSources = new Map<string, () => number>();
   readonly exportLagSeconds: Gauge<'exporter'> = new Gauge({
     name: 'pgwarden_collector_export_lag_seconds',
-    help: 'Seconds since the oldest stored event an exporter has not delivered yet was stored (0 when caught up)',
+    help: 'Seconds since the oldest stored event an exporter has not delivered yet was stored (0 when caught up); reported by the active replica only',
     labelNames: ['exporter'] as const,
     registers: [this.registry],
     // Read at scrape time: while a destination refuses, nothing else happens that could update a gauge.

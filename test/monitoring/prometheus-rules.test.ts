@@ -109,6 +109,38 @@ describe('chart monitoring objects (real helm)', () => {
     // The grammar check can fail: a broken expression is reported.
     expect(promqlErrors('sum(increase(pgwarden_audit_dropped_total[5m]) > ')).not.toEqual([]);
   });
+
+  it('alerts on export lag as the active replica reports it, at monitoring.prometheusRule.exportLagSeconds', async () => {
+    const alert = async (name: string, ...set: string[]) =>
+      (await template(...ALL, ...set))
+        .find((d) => d.kind === 'PrometheusRule')
+        .spec.groups.flatMap((g: any) => g.rules)
+        .find((r: any) => r.alert === name);
+    // Standbys report no lag series at all (collector/src/exports/export-runner.ts), so max over replicas is the
+    // active one's; a sum or a min over replicas would be wrong once one of them stands by.
+    expect(await alert('PgwardenCollectorExportLagging')).toMatchObject({
+      expr: 'max by (exporter) (pgwarden_collector_export_lag_seconds) > 600',
+      for: '5m',
+      labels: { severity: 'warning' },
+    });
+    const custom = await alert(
+      'PgwardenCollectorExportLagging',
+      'monitoring.prometheusRule.exportLagSeconds=1800',
+      'collector.replicas=3',
+      'collector.storeSecret=collector-store',
+    );
+    expect(custom.expr).toBe('max by (exporter) (pgwarden_collector_export_lag_seconds) > 1800');
+    expect(custom.annotations.summary).toContain('{{ $labels.exporter }}');
+    // Nobody exporting shows as no lag at all: its own alert.
+    expect(await alert('PgwardenCollectorExportInactive')).toMatchObject({
+      expr: 'max by (exporter) (pgwarden_collector_export_active) == 0',
+      for: '5m',
+    });
+    await expect(template(...ALL, 'monitoring.prometheusRule.exportLagSeconds=0')).rejects.toThrow(/exportLagSeconds/);
+    await expect(template(...ALL, 'monitoring.prometheusRule.exportLagSeconds=soon')).rejects.toThrow(
+      /exportLagSeconds/,
+    );
+  });
 });
 
 // Under CI nothing may be skipped silently: a missing build fails these tests instead.

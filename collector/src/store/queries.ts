@@ -276,6 +276,20 @@ export async function setCursor(db: SqlRunner, name: string, position: number): 
   );
 }
 
+/**
+ * Saves an export cursor that only ever moves forward, and returns it as stored: a replica that lost its export
+ * lease while delivering saves its batch late, after the replica that took over may have saved more.
+ */
+export async function advanceCursor(db: SqlRunner, name: string, position: number): Promise<number> {
+  const [row] = await db.query<{ p: string }>(
+    `INSERT INTO collector_cursors (name, position) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET position = GREATEST(collector_cursors.position, EXCLUDED.position), updated_at = now()
+     RETURNING position::text AS p`,
+    [name, position],
+  );
+  return Number(row.p);
+}
+
 /** The newest ingest position (0 when empty): a new exporter configured with `from: now` starts here. */
 export async function lastIngestPosition(db: SqlRunner): Promise<number> {
   const [row] = await db.query<{ p: string | null }>('SELECT max(ingest_seq)::text AS p FROM audit_events');

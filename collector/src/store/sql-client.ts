@@ -17,8 +17,20 @@ export interface SqlRunner {
   copyIn?(text: string, data: Buffer | CopyPayload): Promise<number>;
 }
 
+/** A connection of its own, outside the pool, for state that lives as long as a session (a session-level lock). */
+export interface SqlSession extends SqlRunner {
+  /** Settles once the connection has ended or failed (terminated, network lost); every query fails after that. */
+  readonly ended: Promise<Error>;
+  close(): Promise<void>;
+}
+
 export interface SqlClient extends SqlRunner {
   readonly kind: 'postgres' | 'pglite';
+  /**
+   * PostgreSQL only (PGlite is one process's database, so has nobody to share a session lock with).
+   * `applicationName` shows in pg_stat_activity; a query not answered within `queryTimeoutMs` fails.
+   */
+  session?(opts: { applicationName: string; queryTimeoutMs: number }): Promise<SqlSession>;
   /**
    * Runs `fn` in one transaction; PGlite runs one transaction at a time, a pool may run several. `lock`: a
    * transaction-level advisory lock taken before `fn` runs, in the same round trip as BEGIN.
@@ -71,6 +83,36 @@ export async function connectPostgres(url: string, opts: { max?: number } = {}):
       } finally {
         c.release();
       }
+    },
+    async session({ applicationName, queryTimeoutMs }) {
+      const c = new pg.Client({
+        connectionString: url,
+        application_name: applicationName,
+        query_timeout: queryTimeoutMs,
+        connectionTimeoutMillis: queryTimeoutMs,
+        keepAlive: true,
+      });
+      let settle: (err: Error) => void = () => {};
+      const ended = new Promise<Error>((resolve) => (settle = resolve));
+      // Without an 'error' listener a terminated session would crash the process.
+      c.on('error', (err) => settle(err));
+      c.on('end', () => settle(new Error('connection closed')));
+      // end() waits for the server's goodbye, which a dead network never sends: give up waiting after the timeout.
+      const end = () =>
+        Promise.race([c.end().catch(() => {}), new Promise<void>((r) => setTimeout(r, queryTimeoutMs).unref())]);
+      try {
+        await c.connect();
+      } catch (err) {
+        await end();
+        throw new CollectorError('COLLECTOR_STORE', `cannot connect to store: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      return {
+        query: async (t, p) => (await c.query(t, p as unknown[])).rows,
+        ended,
+        close: end,
+      };
     },
     close: () => pool.end(),
   };
