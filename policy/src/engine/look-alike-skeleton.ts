@@ -11,22 +11,29 @@
  * (`lookAlikeSkeleton.toString()`), so the browser reads names as the sidecar and the collector do.
  */
 export function lookAlikeSkeleton(text: string, lettersOnly = false): string {
-  // Pairs: a letter of another script (or a Latin variant), then the ASCII letter it passes for.
-  const pairs = [
-    'аa вB еe ёe з3 іi їi јj кk мM нH оo пn рp сc тT уy хx ѕs ԁd һh ӏl ԛq ԝw үy ьb ɡg АA ВB ЕE ЁE З3 ІI ЇI',
-    'ЈJ КK МM НH ОO РP СC ТT УY ХX ЅS ԀD ҺH Ӏl ԚQ ԜW ҮY αa βB γy εe ιi κk νv οo ρp τt υu χx ωw ΑA ΒB ΕE ΖZ',
-    'ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX ϲc ϹC ϳj ϴO օo սu ոn հh զq ցg աw ՍU ՕO ԼL ᎪA ᏴB ᏟC ᎠD ᎬE ᏀG ᎻH ᎫJ ᏦK ᏞL',
-    'ᎷM ᏢP ᏚS ᎢT ᏙV ᏔW ᏃZ ıi ɩi ȷj ɑa ʏy ǀl Ɩl ꓲI ꓮA ꓐB ꓚC ꓓD ꓰE ꓝF ꓖG ꓧH ꓙJ ꓗK ꓡL ꓟM ꓠN ꓑP ꓣR ꓢS ꓔT ꓴU ꓦV',
-    'ꓪW ꓫX ꓬY ꓜZ',
-  ].join(' ');
-  const latin: Record<string, string> = {};
-  for (const pair of pairs.split(' ')) {
-    const [from, to] = [...pair];
-    latin[from] = to;
+  // The table is built on the first call and kept on the function itself, the one place a self-contained function
+  // can keep it: building it took ~60 µs, and identity folding calls this several times for every name it compares.
+  const self = lookAlikeSkeleton as typeof lookAlikeSkeleton & { latin?: Map<string, string> };
+  let latin = self.latin;
+  if (!latin) {
+    latin = new Map();
+    // Pairs: a letter of another script (or a Latin variant), then the ASCII letter it passes for.
+    const pairs = [
+      'аa вB еe ёe з3 іi їi јj кk мM нH оo пn рp сc тT уy хx ѕs ԁd һh ӏl ԛq ԝw үy ьb ɡg АA ВB ЕE ЁE З3 ІI ЇI',
+      'ЈJ КK МM НH ОO РP СC ТT УY ХX ЅS ԀD ҺH Ӏl ԚQ ԜW ҮY αa βB γy εe ιi κk νv οo ρp τt υu χx ωw ΑA ΒB ΕE ΖZ',
+      'ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX ϲc ϹC ϳj ϴO օo սu ոn հh զq ցg աw ՍU ՕO ԼL ᎪA ᏴB ᏟC ᎠD ᎬE ᏀG ᎻH ᎫJ ᏦK ᏞL',
+      'ᎷM ᏢP ᏚS ᎢT ᏙV ᏔW ᏃZ ıi ɩi ȷj ɑa ʏy ǀl Ɩl ꓲI ꓮA ꓐB ꓚC ꓓD ꓰE ꓝF ꓖG ꓧH ꓙJ ꓗK ꓡL ꓟM ꓠN ꓑP ꓣR ꓢS ꓔT ꓴU ꓦV',
+      'ꓪW ꓫX ꓬY ꓜZ',
+    ].join(' ');
+    for (const pair of pairs.split(' ')) {
+      const [from, to] = [...pair] as [string, string];
+      latin.set(from, to);
+    }
+    self.latin = latin;
   }
 
   let out = '';
-  for (const ch of text.normalize('NFKC')) out += latin[ch] ?? ch;
+  for (const ch of text.normalize('NFKC')) out += latin.get(ch) ?? ch;
   if (lettersOnly) return out;
   return out
     .normalize('NFKD')
