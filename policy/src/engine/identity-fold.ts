@@ -10,9 +10,10 @@ const latinLetters = (s: string) => lookAlikeSkeleton(s, true);
 
 function spell(name: string, foldCase: boolean): string {
   let s = latinLetters(name.normalize('NFKD').replace(MARKS_AND_INVISIBLES, ''));
-  // The table is per case (Cyrillic м passes for a Latin M, Greek ω for w but Ω for nothing): read it after each
-  // change of case too. Lower, upper, lower: ẞ → ß → SS → ss, ı → I → i; toLowerCase alone leaves ß and ı as they
-  // are, and toUpperCase leaves ẞ.
+  // The table is per case (Cyrillic м passes for a Latin M; Cherokee's small letters are in it only as capitals):
+  // read it after each change of case too, which reads more letters as Latin (Ω as ω, so w): matching more is the
+  // safe direction here. Lower, upper, lower: ẞ → ß → SS → ss, ı → I → i; toLowerCase alone leaves ß and ı as
+  // they are, and toUpperCase leaves ẞ.
   if (foldCase) s = latinLetters(latinLetters(s.toLowerCase().toUpperCase()).toLowerCase()).toLowerCase();
   s = s.trim();
   const at = s.lastIndexOf('@');
