@@ -45,6 +45,7 @@ export type { Decision, DecisionReason, StatementDecision, Subject } from './eng
 export { parseDuration } from './engine/duration.js';
 export { compileGlob, compileObjectGlob } from './engine/glob.js';
 export { foldIdentity, sameIdentity } from './engine/identity-fold.js';
+export { lookAlikeSkeleton } from './engine/look-alike-skeleton.js';
 export * from './errors.js';
 export { lintPolicySpec } from './lint/lint-policy.js';
 export * from './masking/index.js';

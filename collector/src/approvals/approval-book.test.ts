@@ -179,10 +179,16 @@ describe('ApprovalBook', () => {
     expect(book.checkDecision(r.id, alice, T0).id).toBe(r.id);
     expect(book.checkDecision(r.id, { name: 'bob', groups: [] }, T0).id).toBe(r.id);
     // The requester's name may come from a claim they edit: another spelling of the approver is still the approver.
-    for (const user of ['Bob', 'bob+agent@example.com', 'b\u043eb']) {
-      const self = request({ identity: { ...r.identity, user }, approvers: { users: ['bob', 'bob@example.com'] } });
+    for (const user of ['Bob', 'bob+agent@example.com', 'b\u043eb', 'b.ob@googlemail.com']) {
+      const approvers = { users: ['bob', 'bob@example.com', 'bob@gmail.com'] };
+      const self = request({ identity: { ...r.identity, user }, approvers });
       put(book, 'request', self);
-      const approver = user.includes('@') ? 'bob@example.com' : 'bob';
+      const approver =
+        user.includes('@gmail') || user.includes('@googlemail')
+          ? 'bob@gmail.com'
+          : user.includes('@')
+            ? 'bob@example.com'
+            : 'bob';
       expect(
         codeOf(() => book.checkDecision(self.id, { name: approver, groups: [] }, T0)),
         user,

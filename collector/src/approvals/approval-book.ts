@@ -371,7 +371,8 @@ function grantOf(h: Held, asked: string, now: number): ApprovalGrantView {
 
 /**
  * The four-eyes rule: the requester's user name may come from a claim they can edit (`usernameClaim: email`), so
- * `Alice@Example.com` or `alice+x@example.com` asking does not make approver `alice@example.com` someone else.
+ * `Alice@Example.com`, `alice+x@example.com` or `a1ice@example.com` asking does not make approver
+ * `alice@example.com` someone else.
  */
 function isRequester(request: ApprovalRequestMessage, approverName: string): boolean {
   const user = request.identity.user;

@@ -1,5 +1,4 @@
 import { sameIdentity } from '@pgwarden/policy';
-import { lookAlikeSkeleton } from '../display/look-alikes.js';
 
 /** An identity provider's user, as the sidecar records it: the token's `iss` and its username claim (`sub` by default). */
 export interface OidcSubject {
@@ -20,16 +19,6 @@ export interface ApproverIdentity {
 
 const sameIssuer = (a: string, b: string) => a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
 
-/**
- * Whether two names could be taken for one another: equal once case, look-alike letters and accents are set aside,
- * or as the policy's deny rules and the sidecar's four-eyes check fold them (sameIdentity: also an address's
- * `+tag` and trailing dots), so the collector never lets through a spelling the sidecar would refuse.
- */
-export function namesLookAlike(a: string, b: string): boolean {
-  const s = (t: string) => lookAlikeSkeleton(t.trim());
-  return s(a) === s(b) || s(a.toLowerCase()) === s(b.toLowerCase()) || sameIdentity(a, b);
-}
-
 /** `ana` of `ana@example.com`; the name itself when it is no address. */
 const localPart = (name: string) => (name.lastIndexOf('@') > 0 ? name.slice(0, name.lastIndexOf('@')) : name);
 
@@ -38,9 +27,10 @@ const localPart = (name: string) => (name.lastIndexOf('@') > 0 ? name.slice(0, n
  * user, groups, issuer) asked for, or undefined when the approver is someone else (four eyes). Compared are the
  * approver's name and the OIDC subjects and service accounts the approvers file binds to them, with the requester's
  * authenticated fields: `issuer` + `user` (OIDC mode) and `namespace` + `serviceAccount` (the pod). Fails closed:
- * names that differ only in case, accents, look-alike letters or an `@domain` count as the same person, the same
- * subject at another issuer might be, a request whose identity fields are not strings is nobody's to approve, and
- * one that names no service account is not for an approver bound to service accounts.
+ * names that can pass for one another (sameIdentity, as the sidecar's own four-eyes check and deny rules compare
+ * them: case, accents, look-alike letters, `+tag`, Gmail's dots) or differ in an `@domain` count as the same person,
+ * the same subject at another issuer might be, a request whose identity fields are not strings is nobody's to
+ * approve, and one that names no service account is not for an approver bound to service accounts.
  */
 export function selfApprovalReason(identity: Record<string, unknown>, approver: ApproverIdentity): string | undefined {
   const field = (k: string) => identity[k];
@@ -62,15 +52,15 @@ export function selfApprovalReason(identity: Record<string, unknown>, approver: 
   }
   if (!user) return undefined;
   for (const b of approver.oidc ?? []) {
-    if (!namesLookAlike(b.subject, user)) continue;
+    if (!sameIdentity(b.subject, user)) continue;
     return sameIssuer(b.issuer, issuer)
       ? `${approver.name} is ${user} at ${issuer || 'the identity provider'}, who asked for this statement`
       : `${approver.name} is ${b.subject} at ${b.issuer}, and ${user} at ${issuer || 'an unnamed issuer'} asked for this statement: the same subject at another issuer may be the same person`;
   }
   if (
-    namesLookAlike(approver.name, user) ||
-    namesLookAlike(localPart(approver.name), localPart(user)) ||
-    (approver.oidc ?? []).some((b) => namesLookAlike(localPart(b.subject), localPart(user)))
+    sameIdentity(approver.name, user) ||
+    sameIdentity(localPart(approver.name), localPart(user)) ||
+    (approver.oidc ?? []).some((b) => sameIdentity(localPart(b.subject), localPart(user)))
   )
     return `${approver.name} asked for this statement as ${user}, or a name that can pass for it`;
   return undefined;

@@ -1,44 +1,19 @@
 /**
  * Words that are not what they look like: `DELETE FROM users WHERE name = 'аdmin'` (a Cyrillic а), a table
  * `рayments` beside `payments`, an identity `ana` whose `а` is Cyrillic. Naming every non-ASCII character
- * (visible-text.ts) tells an approver *that* something is foreign, not *which word* pretends to be which; these
- * functions say so. Both are self-contained (no imports, no outer constants): the web UI embeds their source, so the
- * browser, the CLI and chat notices flag the same words.
+ * (visible-text.ts) tells an approver *that* something is foreign, not *which word* pretends to be which; lookAlikes
+ * says so. It uses nothing but lookAlikeSkeleton (@pgwarden/policy: the one table of look-alike letters, which the
+ * sidecar's deny rules and four-eyes check fold with too), and both are self-contained: the web UI embeds their
+ * source, so the browser, the CLI and chat notices flag the same words.
  */
+import { lookAlikeSkeleton as policyLookAlikeSkeleton } from '@pgwarden/policy';
 
 /**
- * `text` reduced to what it looks like, for telling whether two names could be taken for each other: compatibility
- * forms folded (NFKC: fullwidth, mathematical letters), letters of other scripts that look like Latin ones replaced
- * by them (a subset of Unicode TR #39's confusables: Cyrillic, Greek, Armenian, Cherokee, Latin variants), accents
- * and invisible characters dropped, and the ASCII look-alikes `I 1 |` → `l`, `0` → `o`, `rn` → `m`, `vv` → `w`.
- * `lettersOnly`: only the first two steps (what a word reads as, its accents kept).
+ * The policy package's, bound to a name of this module: lookAlikes calls it by that name, which its embedded copy in
+ * the web UI also has. A call through the import itself is compiled for the test runner into a property of the
+ * imported module object, which the browser does not have.
  */
-export function lookAlikeSkeleton(text: string, lettersOnly = false): string {
-  // Pairs: a letter of another script (or a Latin variant), then the ASCII letter it passes for.
-  const pairs = [
-    'аa вB еe ёe з3 іi їi јj кk мM нH оo пn рp сc тT уy хx ѕs ԁd һh ӏl ԛq ԝw үy ьb ɡg АA ВB ЕE ЁE З3 ІI ЇI',
-    'ЈJ КK МM НH ОO РP СC ТT УY ХX ЅS ԀD ҺH Ӏl ԚQ ԜW ҮY αa βB γy εe ιi κk νv οo ρp τt υu χx ωw ΑA ΒB ΕE ΖZ',
-    'ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX ϲc ϹC ϳj ϴO օo սu ոn հh զq ցg աw ՍU ՕO ԼL ᎪA ᏴB ᏟC ᎠD ᎬE ᏀG ᎻH ᎫJ ᏦK ᏞL',
-    'ᎷM ᏢP ᏚS ᎢT ᏙV ᏔW ᏃZ ıi ɩi ȷj ɑa ʏy ǀl Ɩl ꓲI ꓮA ꓐB ꓚC ꓓD ꓰE ꓝF ꓖG ꓧH ꓙJ ꓗK ꓡL ꓟM ꓠN ꓑP ꓣR ꓢS ꓔT ꓴU ꓦV',
-    'ꓪW ꓫX ꓬY ꓜZ',
-  ].join(' ');
-  const latin: Record<string, string> = {};
-  for (const pair of pairs.split(' ')) {
-    const [from, to] = [...pair];
-    latin[from] = to;
-  }
-
-  let out = '';
-  for (const ch of text.normalize('NFKC')) out += latin[ch] ?? ch;
-  if (lettersOnly) return out;
-  return out
-    .normalize('NFKD')
-    .replace(/[\p{M}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '')
-    .replace(/[I1|]/g, 'l')
-    .replace(/0/g, 'o')
-    .replace(/rn/g, 'm')
-    .replace(/vv/g, 'w');
-}
+export const lookAlikeSkeleton = policyLookAlikeSkeleton;
 
 /**
  * The words of `text` (letters, marks, digits, `_`, `$`: identifiers and the words of literals) that are not what

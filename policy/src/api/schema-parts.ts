@@ -135,7 +135,7 @@ export const subjects = {
   type: 'object',
   additionalProperties: false,
   description:
-    'Matches when the session has ANY listed group, service account or user (globs allowed): exactly (case-sensitive), except that a deny rule also matches other spellings of a listed name (case, Unicode look-alikes, user+tag@domain).',
+    'Matches when the session has ANY listed group, service account or user (globs allowed): exactly (case-sensitive), except that a deny rule also matches other spellings of a listed name (case, look-alike letters such as a Cyrillic о or a 0 for an o, user+tag@domain, dots in a Gmail address).',
   properties: {
     groups: stringList(64, 256),
     serviceAccounts: { ...stringList(64, 317), description: '`name` or `namespace/name`, globs allowed' },

@@ -90,6 +90,10 @@ describe('approval messages', () => {
     expect(isApprover({ groups: ['dba-*'] }, { name: 'x', groups: ['dba-emea'] })).toBe(true);
     expect(isApprover({ groups: ['dba'] }, { name: 'dba', groups: [] })).toBe(false);
     expect(isApprover({}, { name: 'dana', groups: ['dba'] })).toBe(false);
+    // Exact: another spelling of an approver (which the four-eyes check takes for them) is not an approver.
+    for (const name of ['Dana', 'd\u0430na', 'DANA', 'dan\u0430', 'd4na', 'dana+x'])
+      expect(isApprover({ users: ['dana'] }, { name, groups: [] }), name).toBe(false);
+    expect(isApprover({ users: ['ana@gmail.com'] }, { name: 'a.na@gmail.com', groups: [] })).toBe(false);
     expect(approvalSubject('decision', id)).toBe(`pgwarden.approval.decision.${id}`);
   });
 

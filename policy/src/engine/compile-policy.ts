@@ -3,7 +3,7 @@ import type { SqlAnalysis } from '../sql/analysis-types.js';
 import type { Decision, Subject } from './decision-types.js';
 import { parseDuration } from './duration.js';
 import { compileGlob, compileObjectGlob, type Glob } from './glob.js';
-import { foldIdentity } from './identity-fold.js';
+import { identitySpellings } from './identity-fold.js';
 
 interface SubjectGlobs {
   groups: Glob[];
@@ -12,8 +12,8 @@ interface SubjectGlobs {
 }
 
 export interface CompiledSubjects extends SubjectGlobs {
-  /** Deny rules only: the lists folded (foldIdentity), also tried against the folded subject. */
-  folded?: SubjectGlobs;
+  /** Deny rules only: the lists in each of identitySpellings' spellings, tried against the subject in the same one. */
+  spelled?: SubjectGlobs[];
 }
 
 export interface CompiledRule {
@@ -46,29 +46,43 @@ function subjectGlobs(s: Subjects, spell: (name: string) => string): SubjectGlob
   return { groups: globs(s.groups), serviceAccounts: globs(s.serviceAccounts), users: globs(s.users) };
 }
 
+const SPELLINGS = [0, 1, 2] as const;
+
 /**
- * `loose` (deny rules): the subject matches when its names match exactly or when both sides, folded to one spelling
- * (foldIdentity), do: a user who may edit the claim a deny rule names cannot step around it as `Boss@Example.com`,
- * `boss+x@example.com` or with a Cyrillic `о`. Only deny rules: matching more names there denies more, while an
- * allow or review rule (it may come before a deny rule) matched loosely would let in names nobody listed.
+ * `loose` (deny rules): the subject matches when its names match exactly or when both sides, in one of the spellings
+ * of identitySpellings, do: a user who may edit the claim a deny rule names cannot step around it as
+ * `Boss@Example.com`, `boss+x@example.com`, `b0ss@example.com` or with a Cyrillic `о`. Only deny rules: matching
+ * more names there denies more, while an allow or review rule (it may come before a deny rule) matched loosely would
+ * let in names nobody listed.
  */
 export function compileSubjects(s: Subjects, loose = false): CompiledSubjects {
-  return { ...subjectGlobs(s, (p) => p), ...(loose ? { folded: subjectGlobs(s, foldIdentity) } : {}) };
+  if (!loose) return subjectGlobs(s, (p) => p);
+  const spellings = new Map<string, readonly string[]>();
+  const spelling = (name: string, i: number) => {
+    const all = spellings.get(name) ?? identitySpellings(name);
+    spellings.set(name, all);
+    return all[i] as string;
+  };
+  return { ...subjectGlobs(s, (p) => p), spelled: SPELLINGS.map((i) => subjectGlobs(s, (p) => spelling(p, i))) };
 }
 
-const foldedSubjects = new WeakMap<Subject, Subject>();
+const spelledSubjects = new WeakMap<Subject, Subject[]>();
 
-/** The subject with every name folded, once per subject object (a session's, for the life of the session). */
-function foldedSubject(subject: Subject): Subject {
-  let f = foldedSubjects.get(subject);
+/** The subject in each spelling, once per subject object (a session's, for the life of the session). */
+function spelledSubject(subject: Subject): Subject[] {
+  let f = spelledSubjects.get(subject);
   if (!f) {
-    f = {
-      groups: subject.groups.map(foldIdentity),
-      ...(subject.namespace !== undefined ? { namespace: foldIdentity(subject.namespace) } : {}),
-      ...(subject.serviceAccount !== undefined ? { serviceAccount: foldIdentity(subject.serviceAccount) } : {}),
-      ...(subject.user !== undefined ? { user: foldIdentity(subject.user) } : {}),
-    };
-    foldedSubjects.set(subject, f);
+    const groups = subject.groups.map(identitySpellings);
+    const [namespace, serviceAccount, user] = [subject.namespace, subject.serviceAccount, subject.user].map((n) =>
+      n === undefined ? undefined : identitySpellings(n),
+    );
+    f = SPELLINGS.map((i) => ({
+      groups: groups.map((g) => g[i]),
+      ...(namespace ? { namespace: namespace[i] } : {}),
+      ...(serviceAccount ? { serviceAccount: serviceAccount[i] } : {}),
+      ...(user ? { user: user[i] } : {}),
+    }));
+    spelledSubjects.set(subject, f);
   }
   return f;
 }
@@ -100,9 +114,12 @@ export function compilePolicy(spec: DatabaseAccessPolicySpec): CompiledPolicy {
   return c;
 }
 
-/** Any listed group, service account (`name` or `namespace/name`) or user matches (or, when loose, its folded form). */
+/** Any listed group, service account (`name` or `namespace/name`) or user matches (or, when loose, a spelling of it). */
 export function subjectMatches(s: CompiledSubjects, subject: Subject): boolean {
-  return globsMatch(s, subject) || (s.folded !== undefined && globsMatch(s.folded, foldedSubject(subject)));
+  if (globsMatch(s, subject)) return true;
+  if (s.spelled === undefined) return false;
+  const spelled = spelledSubject(subject);
+  return s.spelled.some((globs, i) => globsMatch(globs, spelled[i] as Subject));
 }
 
 function globsMatch(s: SubjectGlobs, subject: Subject): boolean {

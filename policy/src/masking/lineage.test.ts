@@ -322,6 +322,18 @@ describe('plans and checks', () => {
     );
     expect(c.active).toBe(false);
     expect(planColumns([field('ssn', 100, 4)], undefined, c, cat).any).toBe(false);
+    // Exact: a look-alike of a listed name (which deny rules and the four-eyes check fold) stays masked.
+    for (const subject of [
+      { groups: ['Compliance'] },
+      { groups: ['c\u043empliance'] },
+      { groups: ['comp1iance'] },
+      { groups: [], user: 'a.uditor@gmail.com' },
+    ]) {
+      const unmaskedFor = { groups: ['compliance'], users: ['auditor@gmail.com'] };
+      const ssn = { table: '*', column: 'ssn', strategy: { type: 'redact' } };
+      const c = compileMasking([{ name: 'pii', spec: { columns: [ssn], unmaskedFor } }], undefined, subject);
+      expect(c.active, JSON.stringify(subject)).toBe(true);
+    }
   });
   it('denies masked predicates (by default), masked writes and COPY', () => {
     const deny = (sql: string, settings = {}) =>

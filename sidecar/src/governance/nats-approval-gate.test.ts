@@ -177,11 +177,16 @@ describe('natsApprovalGate', () => {
     await decide(req.id, 'approved', 'bot@example.com', ['dba']);
     // ... and spelled another way, as a user name claim the requester can edit may be.
     await decide(req.id, 'approved', 'Bot+x@Example.com', ['dba']);
+    // ... or with letters that pass for its own, as the collector reads them (an Armenian օ, a zero for an o).
+    await decide(req.id, 'approved', 'b\u0585t@example.com', ['dba']);
+    await decide(req.id, 'approved', 'B0T@example.com', ['dba']);
     await new Promise((r) => setTimeout(r, 200));
     expect(settled()).toBe(false);
     expect(warnings).toEqual([
       'approval: ignored a malformed decision',
       'approval: ignored a decision by someone the policy does not name as approver',
+      'approval: ignored a decision by the requester itself',
+      'approval: ignored a decision by the requester itself',
       'approval: ignored a decision by the requester itself',
       'approval: ignored a decision by the requester itself',
     ]);
