@@ -1,11 +1,11 @@
+import type { ApprovalEntry } from '@pgwarden/collector';
 import {
-  type ApprovalEntry,
   boundValuesText,
   lookAlikes,
   nonAsciiCharacters,
   terminalSafeJson,
   visibleText,
-} from '@pgwarden/collector';
+} from '@pgwarden/collector/client';
 import type { Command } from 'commander';
 import { type ApproverOptions, approverAction, callCollector, withApproverOptions } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';

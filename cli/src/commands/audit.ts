@@ -3,24 +3,15 @@ import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
-import {
-  type AuditEvent,
-  AuditStore,
-  type FindingRow,
-  type FullReport,
-  parseAuditKeys,
-  type SessionSummary,
-  SIGNATURE_STATES,
-  type SignatureReport,
-  type SignatureState,
-  schemaV1Rules,
-  terminalSafeJson,
-  terminalSafeJsonText,
-  verifyEvents,
-  visibleText,
-  watchAuditKeys,
+import type {
+  AuditEvent,
+  FindingRow,
+  FullReport,
+  SessionSummary,
+  SignatureReport,
+  SignatureState,
 } from '@pgwarden/collector';
-import { ed25519KeyId } from '@pgwarden/policy';
+import { SIGNATURE_STATES, terminalSafeJson, terminalSafeJsonText, visibleText } from '@pgwarden/collector/client';
 import { type Command, InvalidArgumentError } from 'commander';
 import { bearerToken, withCollectorOption } from './collector-client.js';
 import { publicKeyPem, writePrivateKey } from './ed25519-keygen.js';
@@ -209,6 +200,8 @@ async function verifyStore(o: {
   requireSigned: boolean;
   graceMs: number;
 }): Promise<VerifyResult> {
+  // The store, chain and key code only here: the client subcommands start without them (collector/src/client.ts).
+  const { AuditStore, schemaV1Rules, watchAuditKeys } = await import('@pgwarden/collector');
   const keys = o.keysFile ? watchAuditKeys(o.keysFile) : undefined;
   const store = await AuditStore.open({
     url: o.url,
@@ -243,6 +236,7 @@ async function verifyFiles(o: {
   keysFile?: string;
   requireSigned: boolean;
 }): Promise<VerifyResult> {
+  const { parseAuditKeys, verifyEvents } = await import('@pgwarden/collector');
   const keyring = o.keysFile ? parseAuditKeys(readFileSync(o.keysFile, 'utf8'), o.keysFile) : undefined;
   const events: AuditEvent[] = [];
   const unreadable: string[] = [];
@@ -471,7 +465,8 @@ export function registerAudit(program: Command): void {
     .requiredOption('--out <file>', 'where to write the private key (refuses to overwrite)')
     .option('--name <name>', "the key's name in the collector's keys file (default: its key id)")
     .option('--namespaces <list>', 'comma-separated namespaces whose events the key may vouch for; default all')
-    .action((o: { out: string; name?: string; namespaces?: string }) => {
+    .action(async (o: { out: string; name?: string; namespaces?: string }) => {
+      const { ed25519KeyId } = await import('@pgwarden/policy');
       const publicKey = writePrivateKey(o.out, 'audit keygen');
       const pem = publicKeyPem(publicKey);
       const keyId = ed25519KeyId(publicKey);

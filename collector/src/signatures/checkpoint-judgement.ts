@@ -1,6 +1,7 @@
 import { type CheckpointProblem, verifyCheckpoint } from '@pgwarden/policy';
 import type { ChainEvent, ChainFinding } from '../chain/verify-chain.js';
 import { type AuditKey, type AuditKeyring, keyAllows } from './audit-keys.js';
+import type { SignatureState } from './signature-states.js';
 
 /**
  * What the collector makes of `audit.checkpoint` events (contract: checkpoint-signature.ts in @pgwarden/policy).
@@ -9,12 +10,7 @@ import { type AuditKey, type AuditKeyring, keyAllows } from './audit-keys.js';
  */
 export const CHECKPOINT_TYPE = 'audit.checkpoint';
 
-/**
- * Per chain: `signed` every event (but the closing checkpoint) vouched for; `partial` events after the last valid
- * checkpoint; `unsigned` no valid checkpoint; `unverified` checkpoints that could not be judged (no keys).
- */
-export const SIGNATURE_STATES = ['signed', 'partial', 'unsigned', 'unverified'] as const;
-export type SignatureState = (typeof SIGNATURE_STATES)[number];
+export { SIGNATURE_STATES, type SignatureState } from './signature-states.js';
 
 export interface SignatureReport {
   state: SignatureState;
