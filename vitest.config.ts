@@ -7,8 +7,11 @@ export default defineConfig({
   resolve: {
     // Tests run against sources so `vitest` never depends on a stale `dist/`.
     alias: {
-      // Before the package's own entry: a prefix alias would map this subpath to collector/src/index.ts/client.
+      // Subpaths before their package's own entry: a prefix alias would map them to collector/src/index.ts/client.
       '@pgwarden/collector/client': fileURLToPath(new URL('./collector/src/client.ts', import.meta.url)),
+      '@pgwarden/policy/look-alike-skeleton': fileURLToPath(
+        new URL('./policy/src/engine/look-alike-skeleton.ts', import.meta.url),
+      ),
       '@pgwarden/policy': src('policy'),
       '@pgwarden/sidecar': src('sidecar'),
       '@pgwarden/collector': src('collector'),

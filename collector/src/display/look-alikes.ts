@@ -6,7 +6,8 @@
  * sidecar's deny rules and four-eyes check fold with too), and both are self-contained: the web UI embeds their
  * source, so the browser, the CLI and chat notices flag the same words.
  */
-import { lookAlikeSkeleton as policyLookAlikeSkeleton } from '@pgwarden/policy';
+// The subpath (one module, no imports), not the package: the CLI's client commands load this without the parser.
+import { lookAlikeSkeleton as policyLookAlikeSkeleton } from '@pgwarden/policy/look-alike-skeleton';
 
 /**
  * The policy package's, bound to a name of this module: lookAlikes calls it by that name, which its embedded copy in
