@@ -128,17 +128,20 @@ describe('guardrails.rateLimit, onExceed: delay', () => {
     expect(results).toEqual(Array(9).fill(50));
     // 9 statements at 20/s with a burst of 1: the last one's turn comes 8 × 50 ms after the first.
     expect(elapsed).toBeGreaterThanOrEqual(380);
-    expect(await metric(g, 'delayed')).toBe(8);
-    const timings = g.audit.events
-      .slice(before)
-      .filter((e) => e.type === 'statement')
-      .map((e) => e.timing.heldMs as number);
-    // Each delayed one waits at least one 50 ms slot; the one that did not wait was not held at all.
-    const held = timings.filter((ms) => ms >= 40);
-    expect(held).toHaveLength(8);
-    expect(timings.filter((ms) => ms < 40)).toEqual([0]);
-    // Three sessions at once: the first three waits are one, two and three slots, the rest three slots each.
-    expect(Math.max(...held)).toBeGreaterThanOrEqual(140);
+    const statements = g.audit.events.slice(before).filter((e) => e.type === 'statement');
+    expect(statements).toHaveLength(9);
+    const timings = statements.map((e) => e.timing.heldMs as number);
+    // What each waited is in its event, and the metric counts the ones that waited. How many had to wait depends on
+    // how fast the clients send their next statement (a loaded machine may send one after its turn came), so the
+    // rate is checked on the turns themselves: each statement's arrival plus its wait. With a burst of 1 at 20/s no
+    // two turns are closer than one 50 ms slot (45: the start is recorded in whole milliseconds).
+    const waited = timings.filter((ms) => ms > 0).length;
+    expect(waited).toBeGreaterThanOrEqual(1);
+    expect(await metric(g, 'delayed')).toBe(waited);
+    expect(timings.filter((ms) => ms === 0).length).toBe(9 - waited);
+    const turns = statements.map((e) => Date.parse(e.timing.start as string) + (e.timing.heldMs as number));
+    turns.sort((a, b) => a - b);
+    for (let i = 1; i < turns.length; i++) expect(turns[i] - turns[i - 1], `turn ${i}`).toBeGreaterThanOrEqual(45);
   });
 
   it('a statement that would wait longer than maxDelay is denied at once', async () => {

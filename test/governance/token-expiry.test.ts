@@ -45,13 +45,15 @@ function fatalOf(c: pg.Client): Promise<{ err: Error & { code?: string; hint?: s
   return new Promise((resolve) => c.once('error', (err) => resolve({ err, at: Date.now() })));
 }
 
+/** A token valid for at least `seconds` more (exp is in whole seconds: rounded up, never down). */
 const expiringIn = async (seconds: number) =>
-  idp.sign({ sub: 'alice', groups: ['data-team'], exp: Math.floor(Date.now() / 1000) + seconds });
+  idp.sign({ sub: 'alice', groups: ['data-team'], exp: Math.ceil(Date.now() / 1000 + seconds) });
+const expOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).exp as number;
 
 describe('authentication.oidc.endSessionAtExpiry', () => {
   it('ends an idle session when its token expires, with FATAL 28000 and the reason in the audit trail', async () => {
     const token = await expiringIn(2);
-    const exp = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).exp as number;
+    const exp = expOf(token);
     const c = await ending.client({ password: token });
     const ended = fatalOf(c);
     expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
@@ -84,8 +86,11 @@ describe('authentication.oidc.endSessionAtExpiry', () => {
   }, 30_000);
 
   it('without it (the default), a session outlives its token, as PostgreSQL sessions outlive a password change', async () => {
-    const c = await lasting.client({ password: await expiringIn(1) });
-    await new Promise((r) => setTimeout(r, 2200));
+    const token = await expiringIn(2);
+    const c = await lasting.client({ password: token });
+    // Until the token has expired, however long the login took.
+    await new Promise((r) => setTimeout(r, Math.max(0, expOf(token) * 1000 - Date.now()) + 300));
+    expect(Date.now()).toBeGreaterThan(expOf(token) * 1000);
     expect((await c.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
     await c.end();
   }, 30_000);

@@ -223,7 +223,8 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden audit verify with signed ch
     const damaged = run(['audit', 'verify', '--file', file]);
     expect(damaged.status).toBe(1);
     expect(damaged.stdout).toContain(`${file}:10 is not an audit event`);
-  });
+    // Eight CLI processes one after another, as the two tests above: seconds each on a loaded machine.
+  }, 120_000);
 });
 
 // Runs the built CLI: skipped only without a build outside CI (under CI a missing build fails it, as above).
