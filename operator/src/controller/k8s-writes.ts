@@ -1,6 +1,9 @@
 /**
  * The controller's writes, through @kubernetes/client-node: server-side apply (field manager `pgwarden`) for the
  * rendered ConfigMaps and the policy status, core/v1 Events, and merge patches of workload pod templates.
+ * Writes that follow a read carry the resourceVersion read as a precondition, so a write by someone else in between
+ * fails with 409 Conflict instead of being overwritten
+ * (https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions); see conflict-retry.ts.
  */
 import {
   CoreV1Api,
@@ -38,9 +41,22 @@ export class K8sWrites {
     this.core = kc.makeApiClient(CoreV1Api);
   }
 
-  /** https://kubernetes.io/docs/reference/using-api/server-side-apply/ — force: the operator owns these objects. */
-  async applyConfigMap(cm: Record<string, any>): Promise<Record<string, any>> {
-    return this.objects.patch(cm as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  /**
+   * https://kubernetes.io/docs/reference/using-api/server-side-apply/ — force: the operator owns these objects. Only
+   * onto the version `resourceVersion` that the caller read and judged (a resourceVersion in the applied
+   * configuration is a precondition): 409 Conflict if it changed since.
+   */
+  async applyConfigMap(cm: Record<string, any>, resourceVersion: string): Promise<Record<string, any>> {
+    const body = { ...cm, metadata: { ...cm.metadata, resourceVersion } };
+    return this.objects.patch(body as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  }
+
+  /**
+   * Creates a ConfigMap the caller found absent: 409 AlreadyExists if someone created it meanwhile (an apply would
+   * silently take theirs over).
+   */
+  async createConfigMap(cm: Record<string, any>): Promise<Record<string, any>> {
+    return this.objects.create(cm as any, undefined, undefined, FIELD_MANAGER);
   }
 
   /** The live ConfigMap, or undefined when it does not exist. */
@@ -54,11 +70,26 @@ export class K8sWrites {
   }
 
   /**
-   * Deletes a ConfigMap, only if it is still the object `uid` names (a precondition: one recreated meanwhile by
-   * someone else is not ours to delete).
+   * Deletes a ConfigMap, only if it is still the object and version the caller read (preconditions: one recreated
+   * or changed meanwhile by someone else is not ours to delete).
    */
-  async deleteConfigMap(namespace: string, name: string, uid: string): Promise<void> {
-    await this.core.deleteNamespacedConfigMap({ namespace, name, body: { preconditions: { uid } } });
+  async deleteConfigMap(namespace: string, name: string, uid: string, resourceVersion: string): Promise<void> {
+    await this.core.deleteNamespacedConfigMap({ namespace, name, body: { preconditions: { uid, resourceVersion } } });
+  }
+
+  /** A pgwarden.dev object as the API server has it now (not the informer cache), or undefined when it is gone. */
+  async readCustomObject(ref: ObjectRef): Promise<Record<string, any> | undefined> {
+    try {
+      return await this.custom.getNamespacedCustomObject({
+        ...PGWARDEN_GROUP,
+        plural: PLURALS[ref.kind],
+        namespace: ref.namespace,
+        name: ref.name,
+      });
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
   }
 
   /** A JSON merge patch (RFC 7386) by the operator's field manager: fields it names, and null removes a key. */
@@ -68,21 +99,34 @@ export class K8sWrites {
 
   /**
    * Removes data/binaryData keys from a ConfigMap (JSON merge patch: null deletes). Server-side apply cannot: keys
-   * another field manager added are not the applier's to drop.
+   * another field manager added are not the applier's to drop. Only from the version read (`resourceVersion`, a
+   * precondition); returns the object after the patch.
    */
-  async removeConfigMapKeys(namespace: string, name: string, keys: { data: string[]; binaryData: string[] }) {
+  async removeConfigMapKeys(
+    namespace: string,
+    name: string,
+    keys: { data: string[]; binaryData: string[] },
+    resourceVersion: string,
+  ): Promise<Record<string, any>> {
     const nulls = (ks: string[]) => (ks.length ? Object.fromEntries(ks.map((k) => [k, null])) : undefined);
-    await this.mergePatch({
+    return this.mergePatch({
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: { name, namespace },
+      metadata: { name, namespace, resourceVersion },
       data: nulls(keys.data),
       binaryData: nulls(keys.binaryData),
     });
   }
 
-  /** Server-side apply to the status subresource of a pgwarden.dev object. */
-  async applyStatus(ref: ObjectRef, status: PolicyStatus | MaskingRuleStatus): Promise<void> {
+  /**
+   * Server-side apply to the status subresource of a pgwarden.dev object, computed from its version
+   * `resourceVersion` (a precondition: 409 Conflict when the object changed since, spec or status).
+   */
+  async applyStatus(
+    ref: ObjectRef,
+    status: PolicyStatus | MaskingRuleStatus,
+    resourceVersion: string | undefined,
+  ): Promise<void> {
     await this.custom.patchNamespacedCustomObjectStatus(
       {
         ...PGWARDEN_GROUP,
@@ -92,7 +136,7 @@ export class K8sWrites {
         body: {
           apiVersion: ref.apiVersion,
           kind: ref.kind,
-          metadata: { name: ref.name, namespace: ref.namespace },
+          metadata: { name: ref.name, namespace: ref.namespace, resourceVersion },
           status,
         },
         fieldManager: FIELD_MANAGER,

@@ -93,7 +93,7 @@ const dapOf = () => api.get(V, 'DatabaseAccessPolicy', 'agents', 'analytics');
 const eventsOf = () => api.store.list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] }).items;
 
 describe('PolicyController through @kubernetes/client-node against the fake API server', () => {
-  it('renders a policy with its masking rules into a ConfigMap via SSA, with status and an Event', async () => {
+  it('renders a policy with its masking rules into a ConfigMap (created, then applied), with status and an Event', async () => {
     api.seed(policy());
     api.seed({
       apiVersion: V,
@@ -128,7 +128,8 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
       name: 'analytics',
       controller: true,
     });
-    expect(cm.metadata.managedFields[0]).toMatchObject({ manager: 'pgwarden', operation: 'Apply' });
+    // Created (POST: a create cannot take over a ConfigMap someone made meanwhile, an apply would); applied after.
+    expect(cm.metadata.managedFields.map((m: any) => m.manager)).toEqual(['pgwarden']);
     expect(dap.status).toMatchObject({ observedGeneration: 1, matchedWorkloads: 1, renderedHash: rendered.hash });
     expect(dap.status.conditions.map((c: any) => [c.type, c.status])).toEqual([
       ['Accepted', 'True'],
@@ -155,6 +156,9 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     const second = await until(() => (dapOf()?.status?.renderedHash !== first ? dapOf().status : undefined));
     expect(second.observedGeneration).toBe(2);
     expect(cmOf().data['policy.json']).not.toBe(firstCm);
+    expect(cmOf().metadata.managedFields).toContainEqual(
+      expect.objectContaining({ manager: 'pgwarden', operation: 'Apply' }),
+    );
     expect(parseRenderedPolicy(cmOf().data['policy.json']).policy.spec.role).toBe('reporting_ro');
     expect(second.conditions[1].lastTransitionTime).toBe(firstTransition); // still Ready: no transition
 

@@ -9,6 +9,7 @@ import { type DatabaseAccessPolicy, type MaskingRule, matchesLabelSelector } fro
 import type { OperatorEvents } from '../core/operator-events.js';
 import type { SidecarConfig } from '../webhook/sidecar-config.js';
 import { configMapName } from '../webhook/sidecar-container.js';
+import { type ConflictRetryOptions, reconcileRetryingConflicts } from './conflict-retry.js';
 import { K8sWrites } from './k8s-writes.js';
 import { type KubeObject, ListWatch, type ListWatchOptions, objectKey } from './list-watch.js';
 import { reconcileMaskingRule } from './reconcile-masking-rule.js';
@@ -28,6 +29,8 @@ export interface PolicyControllerOptions {
   watch?: ListWatchOptions;
   concurrency?: number;
   retry?: { initialMs: number; maxMs: number };
+  /** Re-reads and reconciles again after a 409 (a write that landed between our read and our write). */
+  conflictRetry?: ConflictRetryOptions;
   /** Secret (keys username, password) the controller copies into policy namespaces for the sidecars' NATS user. */
   auditCredentials?: { namespace: string; name: string };
   /** Secret (key signing.key) the controller copies into policy namespaces for the sidecars' checkpoint signatures. */
@@ -90,7 +93,14 @@ export class PolicyController {
       async (key) => {
         if (key.startsWith(RULE_PREFIX)) {
           const rule = this.maskingRules.cache.get(key.slice(RULE_PREFIX.length));
-          if (rule) await reconcileMaskingRule({ policies: () => this.policies.list(), writes }, rule);
+          if (rule) {
+            await reconcileRetryingConflicts(
+              rule,
+              () => writes.readCustomObject(pgwardenRef('MaskingRule', rule)),
+              (r) => reconcileMaskingRule({ policies: () => this.policies.list(), writes }, r),
+              opts.conflictRetry,
+            );
+          }
           return;
         }
         const obj = this.policies.cache.get(key);
@@ -98,26 +108,29 @@ export class PolicyController {
           lastRendered.delete(key);
           return; // deleted: the ConfigMap goes with it (ownerReference garbage collection)
         }
-        await reconcilePolicy(
-          {
-            policies: () => this.policies.list(),
-            maskingRules: () => this.maskingRules.list(),
-            pods: () => this.pods.list(),
-            writes,
-            events,
-            sidecar: opts.sidecar,
-            defaultRollout: opts.defaultRollout ?? 'Workload',
-            lastRendered,
-            auditCredentials: opts.auditCredentials,
-            auditSigningKey: opts.auditSigningKey,
-            auditNatsCa: opts.auditNatsCa,
-            refreshPods: opts.refreshPods,
-            requeueAfter: () => {
-              const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);
-              t.unref();
-            },
+        const deps = {
+          policies: () => this.policies.list(),
+          maskingRules: () => this.maskingRules.list(),
+          pods: () => this.pods.list(),
+          writes,
+          events,
+          sidecar: opts.sidecar,
+          defaultRollout: opts.defaultRollout ?? 'Workload',
+          lastRendered,
+          auditCredentials: opts.auditCredentials,
+          auditSigningKey: opts.auditSigningKey,
+          auditNatsCa: opts.auditNatsCa,
+          refreshPods: opts.refreshPods,
+          requeueAfter: () => {
+            const t = setTimeout(() => this.queue.add(key), opts.auditRecheckMs ?? 30_000);
+            t.unref();
           },
+        };
+        await reconcileRetryingConflicts(
           obj,
+          () => writes.readCustomObject(pgwardenRef('DatabaseAccessPolicy', obj)),
+          (p) => reconcilePolicy(deps, p),
+          opts.conflictRetry,
         );
       },
       events,
@@ -253,4 +266,13 @@ function sameExceptStatus(a: KubeObject, b: KubeObject): boolean {
       gen: o.metadata.generation,
     });
   return strip(a) === strip(b);
+}
+
+function pgwardenRef(kind: string, obj: KubeObject) {
+  return {
+    apiVersion: 'pgwarden.dev/v1alpha1',
+    kind,
+    name: obj.metadata.name,
+    namespace: obj.metadata.namespace ?? '',
+  };
 }

@@ -77,9 +77,13 @@ export async function reconcileMaskingRule(
               observedGeneration: generation,
             },
       ];
-  await deps.writes.applyStatus(ref, {
-    observedGeneration: generation,
-    conditions: mergeConditions(rule.status?.conditions, next, deps.now?.() ?? new Date()),
-    policies,
-  });
+  await deps.writes.applyStatus(
+    ref,
+    {
+      observedGeneration: generation,
+      conditions: mergeConditions(rule.status?.conditions, next, deps.now?.() ?? new Date()),
+      policies,
+    },
+    rule.metadata.resourceVersion,
+  );
 }

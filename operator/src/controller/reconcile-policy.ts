@@ -2,6 +2,8 @@
  * One reconciliation of one DatabaseAccessPolicy: render it with its masking rules into ConfigMap
  * `pgwarden-<policy>`, roll workloads whose sidecar shape changed (rolloutStrategy Workload), and write status.
  * Spec problems are reported in status and Events and are not retried; API errors throw, so the queue retries.
+ * Every write is conditional on the resourceVersion it was computed from: a 409 means someone wrote in between, and
+ * the caller runs the reconciliation again on fresh objects (conflict-retry.ts), never overwriting them blindly.
  */
 import {
   type DatabaseAccessPolicy,
@@ -98,6 +100,8 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   const key = `${ns}/${ref.name}`;
   const generation = dap.metadata.generation;
   const prev = dap.status;
+  // Status is computed from this version of the policy (its spec, its previous conditions): written only onto it.
+  const policyVersion: string | undefined = dap.metadata.resourceVersion;
 
   const { policy, errors } = normalisePolicy(dap);
   const rules = deps.maskingRules().filter((r) => r.metadata.namespace === ns) as unknown as MaskingRule[];
@@ -137,12 +141,16 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       await deps.writes.recordEvent(ref, 'Warning', 'InvalidSpec', message);
     }
     // The last good ConfigMap stays in place: running sidecars keep enforcing the previous valid policy.
-    await deps.writes.applyStatus(ref, {
-      observedGeneration: generation,
-      conditions,
-      matchedWorkloads,
-      renderedHash: prev?.renderedHash,
-    });
+    await deps.writes.applyStatus(
+      ref,
+      {
+        observedGeneration: generation,
+        conditions,
+        matchedWorkloads,
+        renderedHash: prev?.renderedHash,
+      },
+      policyVersion,
+    );
     return;
   }
 
@@ -162,27 +170,31 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
       deps.events.emit('policy.undeliverable', { namespace: ns, name: ref.name, ...blocked });
       await deps.writes.recordEvent(ref, 'Warning', blocked.reason, blocked.message);
     }
-    await deps.writes.applyStatus(ref, {
-      observedGeneration: generation,
-      conditions: mergeConditions(
-        prev?.conditions,
-        [
-          {
-            type: 'Accepted',
-            status: 'True',
-            reason: 'Valid',
-            message: 'the spec is valid',
-            observedGeneration: generation,
-          },
-          { type: 'Ready', status: 'False', ...blocked, observedGeneration: generation },
-        ],
-        now,
-      ),
-      matchedWorkloads,
-      // What the sidecars enforce: the last content this policy's own ConfigMap received, if it still has one.
-      renderedHash: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.renderedHash,
-      configMap: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.configMap,
-    });
+    await deps.writes.applyStatus(
+      ref,
+      {
+        observedGeneration: generation,
+        conditions: mergeConditions(
+          prev?.conditions,
+          [
+            {
+              type: 'Accepted',
+              status: 'True',
+              reason: 'Valid',
+              message: 'the spec is valid',
+              observedGeneration: generation,
+            },
+            { type: 'Ready', status: 'False', ...blocked, observedGeneration: generation },
+          ],
+          now,
+        ),
+        matchedWorkloads,
+        // What the sidecars enforce: the last content this policy's own ConfigMap received, if it still has one.
+        renderedHash: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.renderedHash,
+        configMap: blocked.reason === 'ConfigMapNotOwned' ? undefined : prev?.configMap,
+      },
+      policyVersion,
+    );
     return;
   }
   const changed = (deps.lastRendered?.get(key) ?? prev?.renderedHash) !== rendered.hash;
@@ -266,13 +278,17 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
           observedGeneration: generation,
         },
   ];
-  await deps.writes.applyStatus(ref, {
-    observedGeneration: generation,
-    conditions: mergeConditions(prev?.conditions, conditions, now),
-    matchedWorkloads,
-    renderedHash: rendered.hash,
-    configMap: cmName,
-  });
+  await deps.writes.applyStatus(
+    ref,
+    {
+      observedGeneration: generation,
+      conditions: mergeConditions(prev?.conditions, conditions, now),
+      matchedWorkloads,
+      renderedHash: rendered.hash,
+      configMap: cmName,
+    },
+    policyVersion,
+  );
 }
 
 /**
@@ -282,6 +298,9 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
  * - a ConfigMap of that name that this policy does not control (pre-created, or left by another owner): a forced
  *   apply would take it over, and whoever created it chose what the pods mount, so it is left alone;
  * - one of ours someone made `immutable`: updates are refused with 422, so it is deleted and created again.
+ * Each decision holds only for the version read: the delete, the key removal and the apply carry its uid or
+ * resourceVersion as a precondition, and an absent ConfigMap is created (not applied), so one created meanwhile is
+ * a 409 rather than taken over.
  */
 async function writeRenderedConfigMap(
   deps: ReconcileDeps,
@@ -317,7 +336,7 @@ async function writeRenderedConfigMap(
   if (live?.immutable === true) {
     // Kubelets stop refreshing an immutable ConfigMap once they have read it; a new object of the same name is what
     // new pods get. Pods that ran while it was immutable keep that content until restarted.
-    await deps.writes.deleteConfigMap(ref.namespace, cmName, live.metadata.uid);
+    await deps.writes.deleteConfigMap(ref.namespace, cmName, live.metadata.uid, live.metadata.resourceVersion);
     live = undefined;
     deps.events.emit('policy.configmap-recreated', { namespace: ref.namespace, name: ref.name });
     await deps.writes.recordEvent(
@@ -329,9 +348,13 @@ async function writeRenderedConfigMap(
         'until restarted (kubectl rollout restart)',
     );
   }
+  if (!live) {
+    await deps.writes.createConfigMap(desired);
+    return undefined;
+  }
   // Keys of others go first: with them the apply could exceed the size limit.
-  await removeStrayKeys(deps, ref, live);
-  await deps.writes.applyConfigMap(desired);
+  live = await removeStrayKeys(deps, ref, live);
+  await deps.writes.applyConfigMap(desired, live.metadata.resourceVersion);
   return undefined;
 }
 
@@ -347,12 +370,21 @@ function controlledBy(cm: Record<string, any>, ref: ObjectRef): boolean {
  * someone added beside policy.json would be enforced with it, and apply (ours is forced) only takes back the fields
  * it writes. Anything else goes, with a Warning naming the keys.
  */
-async function removeStrayKeys(deps: ReconcileDeps, ref: ObjectRef, live: Record<string, any> | undefined) {
-  const data = Object.keys(live?.data ?? {}).filter((k) => k !== RENDERED_KEY);
-  const binaryData = Object.keys(live?.binaryData ?? {});
-  if (data.length + binaryData.length === 0) return;
+async function removeStrayKeys(
+  deps: ReconcileDeps,
+  ref: ObjectRef,
+  live: Record<string, any>,
+): Promise<Record<string, any>> {
+  const data = Object.keys(live.data ?? {}).filter((k) => k !== RENDERED_KEY);
+  const binaryData = Object.keys(live.binaryData ?? {});
+  if (data.length + binaryData.length === 0) return live;
   const cmName = configMapName(ref.name);
-  await deps.writes.removeConfigMapKeys(ref.namespace, cmName, { data, binaryData });
+  const patched = await deps.writes.removeConfigMapKeys(
+    ref.namespace,
+    cmName,
+    { data, binaryData },
+    live.metadata.resourceVersion,
+  );
   const keys = [...data, ...binaryData].sort().join(', ');
   deps.events.emit('policy.configmap-restored', { namespace: ref.namespace, name: ref.name, keys });
   await deps.writes.recordEvent(
@@ -361,6 +393,7 @@ async function removeStrayKeys(deps: ReconcileDeps, ref: ObjectRef, live: Record
     'ConfigMapRestored',
     `removed keys someone else wrote into ConfigMap ${cmName}: ${keys}`,
   );
+  return patched;
 }
 
 /**

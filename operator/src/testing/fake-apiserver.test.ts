@@ -220,6 +220,67 @@ describe('fake API server through @kubernetes/client-node', () => {
     ).rejects.toMatchObject({ code: 409 });
   });
 
+  it('a resourceVersion in a write is a precondition (409 Conflict Status) for apply, merge patch, PUT and status', async () => {
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    const core = kc.makeApiClient(CoreV1Api);
+    const ssa = (o: any) => objects.patch(o, undefined, undefined, 'pgwarden', true, PatchStrategy.ServerSideApply);
+    const meta = { name: 'rv', namespace: 'agents' };
+    const cm = { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta, data: { a: '1' } };
+    const rv1 = (await ssa(cm)).metadata!.resourceVersion!;
+    // With the current version the write goes through, and every write moves the version on.
+    const rv2 = (await ssa({ ...cm, metadata: { ...meta, resourceVersion: rv1 }, data: { a: '2' } })).metadata!
+      .resourceVersion!;
+    expect(rv2).not.toBe(rv1);
+    const conflict = { code: 409, body: expect.stringMatching(/"kind":"Status".*"reason":"Conflict"/) };
+    await expect(
+      ssa({ ...cm, metadata: { ...meta, resourceVersion: rv1 }, data: { a: 'stale' } }),
+    ).rejects.toMatchObject(conflict);
+    await expect(
+      objects.patch(
+        { ...cm, metadata: { ...meta, resourceVersion: rv1 }, data: { a: 'stale' } },
+        undefined,
+        undefined,
+        'kubectl',
+        undefined,
+        PatchStrategy.MergePatch,
+      ),
+    ).rejects.toMatchObject(conflict);
+    await expect(
+      core.replaceNamespacedConfigMap({
+        ...meta,
+        body: { metadata: { ...meta, resourceVersion: rv1 }, data: { a: 'stale' } },
+      }),
+    ).rejects.toMatchObject(conflict);
+    expect(api.get('v1', 'ConfigMap', 'agents', 'rv')).toMatchObject({
+      data: { a: '2' },
+      metadata: { resourceVersion: rv2 },
+    });
+    // Without a resourceVersion a write is unconditional.
+    const rv3 = (await ssa({ ...cm, data: { a: '3' } })).metadata!.resourceVersion!;
+    expect(rv3).not.toBe(rv2);
+
+    // The status subresource: the object's version covers spec and status alike.
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const g = { group: 'pgwarden.dev', version: 'v1alpha1', namespace: 'agents', plural: 'databaseaccesspolicies' };
+    const p = await custom.createNamespacedCustomObject({ ...g, body: dap('rv', {}) });
+    await custom.patchNamespacedCustomObject(
+      { ...g, name: 'rv', body: { spec: { database: { host: 'db2', name: 'app' } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const status = (resourceVersion: string) =>
+      custom.patchNamespacedCustomObjectStatus(
+        {
+          ...g,
+          name: 'rv',
+          body: { ...dap('rv', {}), metadata: { name: 'rv', namespace: 'agents', resourceVersion }, status: {} },
+          fieldManager: 'pgwarden',
+          force: true,
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+      );
+    await expect(status(p.metadata.resourceVersion)).rejects.toMatchObject(conflict);
+  });
+
   it('serves discovery, Events and JSON patches on MutatingWebhookConfigurations', async () => {
     const objects = KubernetesObjectApi.makeApiClient(kc);
     const ev = await objects.create({

@@ -34,6 +34,14 @@ interface InjectedFailure {
   times: number;
 }
 
+/** Something another client does while one request is in flight (see FakeApiServer.interleave). */
+interface Interleaving {
+  method?: string;
+  pathIncludes?: string;
+  when: 'before' | 'after';
+  action: () => unknown;
+}
+
 export interface RequestRecord {
   method: string;
   path: string;
@@ -47,6 +55,7 @@ export class FakeApiServer {
   private readonly types: ResourceType[] = [];
   private readonly live = new Set<LiveWatch>();
   private readonly failures: InjectedFailure[] = [];
+  private readonly interleavings: Interleaving[] = [];
   private expireWatches = 0;
   private server?: Server;
   url = '';
@@ -132,6 +141,26 @@ export class FakeApiServer {
     this.failures.push({ times: 1, ...f });
   }
 
+  /**
+   * Once, on the next matching request: `before` runs `action` before the server handles it, `after` runs it after
+   * the response is computed and before it is sent, so the client acts on what is by then stale (another writer
+   * landing between a client's read and its write). The request waits for the action (which may itself call this
+   * server).
+   */
+  interleave(f: { method?: string; pathIncludes?: string; when?: 'before' | 'after' }, action: () => unknown): void {
+    this.interleavings.push({ when: 'after', ...f, action });
+  }
+
+  private async interleaved(when: 'before' | 'after', method: string, path: string): Promise<void> {
+    const i = this.interleavings.findIndex(
+      (x) =>
+        x.when === when && (!x.method || x.method === method) && (!x.pathIncludes || path.includes(x.pathIncludes)),
+    );
+    if (i < 0) return;
+    const [x] = this.interleavings.splice(i, 1);
+    await x.action();
+  }
+
   /** Sends a BOOKMARK to every watch that asked for bookmarks (allowWatchBookmarks=true). */
   bookmark(): void {
     for (const w of this.live) {
@@ -202,7 +231,14 @@ export class FakeApiServer {
       if (!route) throw new ApiError(404, 'NotFound', `the server could not find the requested resource`);
       const isWatch = query.watch === 'true' || query.watch === '1';
       if (method === 'GET' && isWatch) return this.watch(route, query, res);
-      send(res, 200, this.serve(method, route, query, body, req.headers['content-type'] ?? ''));
+      await this.interleaved('before', method, url.pathname);
+      let answer: Json;
+      try {
+        answer = this.serve(method, route, query, body, req.headers['content-type'] ?? '');
+      } finally {
+        await this.interleaved('after', method, url.pathname);
+      }
+      send(res, 200, answer);
     } catch (err) {
       if (err instanceof ApiError) return send(res, err.code, err.toStatus());
       if (err instanceof JsonPatchError || err instanceof SyntaxError) {

@@ -202,7 +202,12 @@ export class ObjectStore {
     }
     const key = `${ns ?? ''}/${name}`;
     const bucket = this.bucket(rt);
-    if (!bucket.has(key)) {
+    // A resourceVersion in the applied configuration is a precondition, as in every patch: the server stores the
+    // merged object only if that version is still the current one (kubernetes/kubernetes#63104), else 409 Conflict.
+    const wantRv = applied?.metadata?.resourceVersion;
+    const current = bucket.get(key);
+    if (wantRv && current && wantRv !== current.obj.metadata.resourceVersion) throw conflict(rt, name);
+    if (!current) {
       if (opts.subresource) throw notFound(rt, name);
       this.create(rt, ns, { ...applied, metadata: { ...applied.metadata, name } }, {});
     }
