@@ -214,6 +214,52 @@ describe('AuditStore on PostgreSQL', () => {
     expect(rows).toHaveLength(1);
   });
 
+  it('an fsync_failed audit.gap: a finding for what is missing, "may have lost", none for what arrived and links', async () => {
+    // 8 events (start, 6 statements, end); 5..8 lost, 1..4 arrived before the declaration, as from a page cache.
+    const lostTail = makeSession({ id: 's-fsync-lost', statements: 6 });
+    expect(lostTail).toHaveLength(8);
+    await t.store.ingest(lostTail.slice(0, 4));
+    const whole = makeSession({ id: 's-fsync-kept', statements: 2 });
+    await t.store.ingest(whole);
+    const chain = newChain();
+    const declare = (sessions: { id: string; fromSeq: number; toSeq: number }[]) =>
+      sealEvent(
+        {
+          v: 1,
+          type: 'audit.gap',
+          time: '2026-11-30T12:40:00.000000Z',
+          session: { id: 'sidecar-instance-fsync' },
+          gap: {
+            dropped: sessions.reduce((n, r) => n + r.toSeq - r.fromSeq + 1, 0),
+            since: '2026-11-30T12:39:00.000000Z',
+            until: '2026-11-30T12:40:00.000000Z',
+            cause: 'fsync_failed',
+            sessions,
+          },
+        },
+        chain,
+      );
+    const r = await t.store.ingest([
+      declare([
+        { id: 's-fsync-lost', fromSeq: 3, toSeq: 8 },
+        { id: 's-fsync-kept', fromSeq: 2, toSeq: 3 },
+      ]),
+    ]);
+    expect(r.findings).toEqual([
+      {
+        kind: 'audit.gap',
+        sessionId: 's-fsync-lost',
+        seqFrom: 5,
+        seqTo: 8,
+        detail: 'sidecar may have lost events 3..8 (fsync_failed: an fdatasync of its audit file or spool failed)',
+      },
+    ]);
+    const rows = await t.store.db.query<{ session_id: string; seq_from: number }>(
+      `SELECT session_id, seq_from::int FROM audit_chain_findings WHERE session_id LIKE 's-fsync-%'`,
+    );
+    expect(rows).toEqual([{ session_id: 's-fsync-lost', seq_from: 5 }]);
+  });
+
   it('keeps events PostgreSQL refuses in audit_rejected and stores the rest of the batch', async () => {
     const ev = makeSession({ id: 's-nul', statements: 2 });
     // A NUL in an indexed column cannot be stored as PostgreSQL text (22021); the JSON text itself escapes it.

@@ -267,10 +267,11 @@ export async function writeBatch(
     else repeated.push(e);
   }
   const conflicts = repeated.length > 0 ? await conflictingRepeats(tx, repeated, rules) : [];
+  const declared = declaredGaps(inserted);
   const result: WriteResult = {
     inserted,
     duplicates: events.length - inserted.length,
-    findings: [...declaredGaps(inserted), ...conflicts],
+    findings: [...declared, ...conflicts],
     healed: 0,
   };
   if (inserted.length === 0) {
@@ -337,6 +338,7 @@ export async function writeBatch(
     }
   }
   await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  if (declared.length > 0) await dropVerifiedDeclarations(tx, result, declared);
   const untouched = conflicts.filter((f) => !bySession.has(f.sessionId));
   if (untouched.length > 0) await markTampered(tx, untouched);
   await recordHeads(tx, inserted);
@@ -467,8 +469,9 @@ function withKnownHashes(rules: ChainRules, items: readonly IngestItem[]): Chain
 }
 
 /**
- * A sidecar that dropped events (failMode open, spool full) says so in an `audit.gap` event listing the dropped
- * seq ranges per session; those become findings on the affected sessions, with the sidecar's stated cause.
+ * A sidecar that dropped events (failMode open, spool full), or whose fdatasync failed after it wrote them (cause
+ * `fsync_failed`: possibly lost), says so in an `audit.gap` event listing the seq ranges per session; those become
+ * findings on the affected sessions, with the sidecar's stated cause.
  */
 function declaredGaps(events: readonly AuditEvent[]): ChainFinding[] {
   const out: ChainFinding[] = [];
@@ -484,11 +487,33 @@ function declaredGaps(events: readonly AuditEvent[]): ChainFinding[] {
         sessionId: s.id,
         seqFrom: s.fromSeq,
         seqTo: s.toSeq,
-        detail: `sidecar dropped events ${s.fromSeq}..${s.toSeq} (${gap?.cause ?? 'no cause given'})`,
+        detail:
+          gap?.cause === 'fsync_failed'
+            ? `sidecar may have lost events ${s.fromSeq}..${s.toSeq} (fsync_failed: an fdatasync of its audit file or spool failed)`
+            : `sidecar dropped events ${s.fromSeq}..${s.toSeq} (${gap?.cause ?? 'no cause given'})`,
       });
     }
   }
   return out;
+}
+
+/**
+ * Declared ranges (or their starts) the chain has verified already are no gap: their events arrived and link (an `fsync_failed`
+ * declaration names events a failed fdatasync may have lost, and the page cache often still delivered them). The
+ * `audit.gap` event itself stays in the sidecar's chain as the record that the disk failed.
+ */
+async function dropVerifiedDeclarations(tx: SqlRunner, result: WriteResult, declared: ChainFinding[]): Promise<void> {
+  const rows = await tx.query<{ session_id: string; verified_seq: number }>(
+    'SELECT session_id, verified_seq::int FROM audit_sessions WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb))',
+    [JSON.stringify([...new Set(declared.map((f) => f.sessionId))])],
+  );
+  const verified = new Map(rows.map((r) => [r.session_id, r.verified_seq]));
+  result.findings = result.findings.flatMap((f) => {
+    const v = declared.includes(f) ? verified.get(f.sessionId) : undefined;
+    if (v === undefined || v < f.seqFrom) return [f];
+    // What is verified arrived; only the rest may be missing.
+    return v >= f.seqTo ? [] : [{ ...f, seqFrom: v + 1 }];
+  });
 }
 
 /** Stores findings, once per (session, kind, first seq); returns those not stored before. */

@@ -16,7 +16,9 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import type { AuditGap } from '@pgwarden/policy';
 import { AuditError } from './errors.js';
+import { UnsyncedEvents } from './unsynced-events.js';
 
 /**
  * Append-only, strictly FIFO spool of audit records in segment files `audit-<n>.jsonl` under one directory.
@@ -50,6 +52,8 @@ export interface DiskSpoolOptions {
   fsync?: SpoolFsync;
   /** Called for each fdatasync that failed (the spool is `syncFailed` until a later one succeeds, see below). */
   onSyncError?: (err: Error) => void;
+  /** Called when `syncFailed` clears; takeSyncGap() then names what the failed syncs may have lost. */
+  onSyncRecovered?: () => void;
 }
 
 /**
@@ -80,6 +84,8 @@ export class DiskSpool {
   private syncing = false;
   private syncAgain = false;
   private readonly onSyncError: ((err: Error) => void) | undefined;
+  private readonly onSyncRecovered: (() => void) | undefined;
+  private readonly unsynced = new UnsyncedEvents();
   /**
    * The last fdatasync failed: records written before it may be lost (Linux drops the dirty pages of a failed
    * writeback and reports the error once, so a retry proves nothing about them). Cleared by a sync that succeeds
@@ -98,6 +104,7 @@ export class DiskSpool {
     this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
     this.fsync = opts.fsync ?? 'batch';
     this.onSyncError = opts.onSyncError;
+    this.onSyncRecovered = opts.onSyncRecovered;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       for (const f of readdirSync(this.dir)) {
@@ -159,7 +166,9 @@ export class DiskSpool {
    * Appends records in order and returns the end position of each one written. Stops at the size cap: the
    * caller drops what did not fit (returned array shorter). Throws AuditError(AUDIT_SPOOL_IO) on I/O failure.
    */
-  append(records: readonly { subject: string; msgID: string; data: string }[]): SpoolPos[] {
+  append(
+    records: readonly { subject: string; msgID: string; data: string; session?: string; seq?: number }[],
+  ): SpoolPos[] {
     const ends: SpoolPos[] = [];
     let i = 0;
     while (i < records.length) {
@@ -185,6 +194,8 @@ export class DiskSpool {
       }
       if (parts.length === 0) break;
       this.writeAll(parts.join(''), batchBytes, size);
+      if (this.fsync !== 'never')
+        for (let k = i - parts.length; k < i; k++) this.unsynced.wrote(records[k].session, records[k].seq);
       size += batchBytes;
       this.segments.set(this.writeSeg, size);
       this.totalBytes += batchBytes;
@@ -306,13 +317,14 @@ export class DiskSpool {
     if (this.fsync === 'never' || this.writeFd === undefined) return;
     if (this.fsync === 'always') {
       // The records are written (append returns their ends): a failed sync makes the spool not durable, not them lost.
+      const token = this.unsynced.syncStarting();
       let err: Error | null = null;
       try {
         fdatasyncSync(this.writeFd);
       } catch (e) {
         err = e as Error;
       }
-      this.synced(err);
+      this.synced(err, token);
       return;
     }
     if (this.syncing) {
@@ -321,9 +333,10 @@ export class DiskSpool {
     }
     this.syncing = true;
     const fd = this.writeFd;
+    const token = this.unsynced.syncStarting();
     fdatasync(fd, (err) => {
       this.syncing = false;
-      this.synced(err);
+      this.synced(err, token);
       if (this.syncAgain && this.writeFd === fd) {
         this.syncAgain = false;
         this.sync();
@@ -331,13 +344,20 @@ export class DiskSpool {
     });
   }
 
-  private synced(err: Error | null): void {
+  /** What failed syncs may have lost (cause `fsync_failed`), once; undefined when nothing. */
+  takeSyncGap(): AuditGap | undefined {
+    return this.unsynced.take();
+  }
+
+  private synced(err: Error | null, token: number): void {
+    this.unsynced.synced(token, !err);
     if (err) {
       this.onSyncError?.(err);
       this.syncFailed = true;
       this.lastSyncFailure = performance.now();
     } else if (this.syncFailed && performance.now() - this.lastSyncFailure >= SYNC_FAILURE_HOLD_MS) {
       this.syncFailed = false;
+      this.onSyncRecovered?.();
     }
   }
 
@@ -362,13 +382,14 @@ export class DiskSpool {
     // A batch fdatasync may still be queued on this fd: finish durability synchronously before closing it. Its
     // records are written whatever the sync says: a failure is reported (syncFailed), not thrown as a failed write.
     if (this.fsync !== 'never') {
+      const token = this.unsynced.syncStarting();
       let err: Error | null = null;
       try {
         fdatasyncSync(fd);
       } catch (e) {
         err = e as Error;
       }
-      this.synced(err);
+      this.synced(err, token);
     }
     closeSync(fd);
   }

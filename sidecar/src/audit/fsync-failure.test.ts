@@ -1,5 +1,6 @@
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { type AuditEvent, verifyChain } from '@pgwarden/policy';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -7,6 +8,7 @@ import { freePort } from '../../../test/harness/index.js';
 import { type Sidecar, startSidecar } from '../start-sidecar.js';
 import { auditFromFlags } from './audit-flags.js';
 import { createAuditRecorder } from './audit-recorder.js';
+import type { AuditSink } from './audit-sink.js';
 import { type FailingDisk, mountFailingDisk } from './failing-disk.js';
 import { createFileSink } from './line-sinks.js';
 import { NatsAuditSink } from './nats-sink.js';
@@ -31,6 +33,50 @@ const fsyncFailures = async (reg: Registry, sink: string) =>
         .find((l) => l.includes(`sink="${sink}"`)) ?? '0',
     )?.[0],
   );
+
+/** `sink`, noting the seq of each event of session `id` it is given (what was written, per round). */
+function noting(sink: AuditSink, id: string, seqs: number[]): AuditSink {
+  const note = (session: unknown, seq: unknown) => {
+    if (session === id && typeof seq === 'number') seqs.push(seq);
+  };
+  // Not a spread: a class's methods are on its prototype.
+  return {
+    ready: () => sink.ready(),
+    onGap: (l) => sink.onGap?.(l),
+    flush: () => sink.flush?.(),
+    close: () => sink.close(),
+    emit(e) {
+      const s = e.session as { id?: string; seq?: number } | undefined;
+      note(s?.id, s?.seq);
+      sink.emit(e);
+    },
+    emitJson(json, session, seq) {
+      note(session, seq);
+      sink.emitJson!(json, session, seq);
+    },
+  };
+}
+
+type Declared = { id: string; fromSeq: number; toSeq: number };
+
+/**
+ * The gap a sink declares for what a failed sync may have lost must let verification tell that loss from tampering:
+ * with those events gone from the trail (as after a crash that lost them), the chain shows exactly the declared
+ * holes and nothing else, and the gap event's own chain (the sidecar's) verifies.
+ */
+function expectDeclaredFsyncGap(trail: AuditEvent[], atRisk: Declared[]) {
+  const gaps = trail.filter((e) => e.type === 'audit.gap');
+  expect(gaps).toHaveLength(1);
+  expect(gaps[0].gap).toMatchObject({ cause: 'fsync_failed', sessions: atRisk });
+  expect(gaps[0].gap!.dropped).toBe(atRisk.reduce((n, r) => n + r.toSeq - r.fromSeq + 1, 0));
+  // The page cache still shows every event: the trail as read back is whole.
+  expect(verifyChain(trail)).toMatchObject({ gaps: [], tampered: [] });
+  const lost = (e: AuditEvent) =>
+    atRisk.some((r) => r.id === e.session.id && e.session.seq >= r.fromSeq && e.session.seq <= r.toSeq);
+  const report = verifyChain(trail.filter((e) => !lost(e)));
+  expect(report.tampered).toEqual([]);
+  expect(report.gaps.map((g) => ({ id: g.session, fromSeq: g.fromSeq, toSeq: g.toSeq }))).toEqual(atRisk);
+}
 
 // Skipped where the tests do not run as root (mount, losetup); sessions and CI here run as root.
 describe.skipIf(process.getuid?.() !== 0)('a failed fdatasync of the audit trail', () => {
@@ -131,6 +177,100 @@ describe.skipIf(process.getuid?.() !== 0)('a failed fdatasync of the audit trail
     expect(sink.stats()).toMatchObject({ dropped: 0 });
     expect(await fsyncFailures(registry, 'nats')).toBeGreaterThan(0);
     expect(lines.filter((l) => /spool fdatasync failed/.test(l.msg))).toHaveLength(1);
+  }, 30_000);
+
+  it('file sink, batch: once syncs work again, an audit.gap names exactly the events the failed sync covered', async () => {
+    const d = disk();
+    const path = join(d.dir, 'audit.jsonl');
+    const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
+    cleanup.push(() => sink.close());
+    const seqs: number[] = [];
+    const rec = createAuditRecorder(noting(sink, 'fsync-gap', seqs), {
+      instanceId: 'fsync-gap',
+      checkpointIntervalMs: 600_000,
+    });
+    const s = rec.openSession(sessionInfo('fsync-gap'));
+    let i = 0;
+    for (; i < 5; i++) s.statement(selectRecord(i));
+    await sink.whenIdle!();
+
+    d.fill();
+    // One write and one sync per round, each awaited: the sync that fails covered exactly that round's events, and
+    // every sync before it succeeded (their events are on disk).
+    let atRisk: Declared[] = [];
+    for (let round = 0; round < 300 && sink.ready(); round++) {
+      const before = seqs.length;
+      for (let k = 0; k < 8; k++) s.statement(selectRecord(i++));
+      await sink.whenIdle!();
+      atRisk = [{ id: 'fsync-gap', fromSeq: seqs[before], toSeq: seqs.at(-1)! }];
+    }
+    expect(sink.ready()).toBe(false);
+
+    rmSync(join(d.dir, '..', 'backing', 'fill'));
+    for (let k = 0; k < 300 && !sink.ready(); k++) {
+      s.statement(selectRecord(i++));
+      await sleep(10);
+    }
+    expect(sink.ready()).toBe(true);
+    s.end({});
+    await sink.whenIdle!();
+    await sink.close();
+    const trail = readFileSync(path, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as AuditEvent);
+    expectDeclaredFsyncGap(trail, atRisk);
+  }, 30_000);
+
+  it('NATS sink spooling, fsync always: once spool syncs work again, an audit.gap names the events they may have lost', async () => {
+    const d = disk();
+    const dir = join(d.dir, 'spool');
+    const sink = new NatsAuditSink({
+      servers: [`nats://127.0.0.1:${await freePort()}`],
+      spool: { dir, maxBytes: 1e9, fsync: 'always' },
+      registry: new Registry(),
+    });
+    cleanup.push(() => sink.close(100));
+    const seqs: number[] = [];
+    const rec = createAuditRecorder(noting(sink, 'fsync-spool-gap', seqs), {
+      instanceId: 'fsync-spool-gap',
+      checkpointIntervalMs: 600_000,
+    });
+    const s = rec.openSession(sessionInfo('fsync-spool-gap'));
+    let i = 0;
+    for (; i < 5; i++) s.statement(selectRecord(i));
+    sink.flush();
+    expect(sink.stats()).toMatchObject({ mode: 'spool', dropped: 0 });
+
+    d.fill();
+    // flush() appends and (fsync always) syncs before it returns: each round's sync covers that round alone.
+    const atRisk: Declared[] = [];
+    for (let round = 0; round < 300 && sink.ready(); round++) {
+      const before = seqs.length;
+      for (let k = 0; k < 8; k++) s.statement(selectRecord(i++));
+      sink.flush();
+      if (!sink.ready()) atRisk.push({ id: 'fsync-spool-gap', fromSeq: seqs[before], toSeq: seqs.at(-1)! });
+    }
+    expect(sink.ready()).toBe(false);
+
+    rmSync(join(d.dir, '..', 'backing', 'fill'));
+    for (let k = 0; k < 300 && !sink.ready(); k++) {
+      s.statement(selectRecord(i++));
+      sink.flush();
+      await sleep(10);
+    }
+    expect(sink.ready()).toBe(true);
+    s.end({});
+    await sleep(0);
+    sink.flush();
+    // The spool as the next start would deliver it (NATS stays away): `<subject>\t<msgID>\t<event>` lines.
+    const trail = readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .sort()
+      .flatMap((f) => readFileSync(join(dir, f), 'utf8').trimEnd().split('\n'))
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l.split('\t')[2]) as AuditEvent);
+    expectDeclaredFsyncGap(trail, atRisk);
   }, 30_000);
 
   /** The sidecar in front of the real PostgreSQL, auditing to a file on the failing disk. */

@@ -1,10 +1,12 @@
 import { closeSync, fdatasync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import { auditMetrics } from './audit-metrics.js';
 import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
 import { SYNC_FAILURE_HOLD_MS } from './disk-spool.js';
 import { DropTracker, nowMicros } from './drop-tracker.js';
 import { AuditError } from './errors.js';
+import { UnsyncedEvents } from './unsynced-events.js';
 
 export interface FileSinkOptions {
   path: string;
@@ -132,6 +134,10 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let syncTimer: NodeJS.Timeout | undefined;
   let closed = false;
   let gapListener: GapListener | undefined;
+  /** What failed syncs may have lost, declared in an `audit.gap` once syncs succeed again. */
+  const unsynced = new UnsyncedEvents();
+  /** Gaps handed to the listener on a later microtask, not yet emitted (keeps whenIdle honest). */
+  let gapsDue = 0;
   const idleWaiters: (() => void)[] = [];
   /** Events not written yet (JSON text, no newline), and each one's session and seq (for the gap record). */
   let pending: string[] = [];
@@ -144,7 +150,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   const lines = new LineBuffer();
 
   const wakeIdle = () => {
-    if (pending.length === 0 && !dirty && !syncing) for (const w of idleWaiters.splice(0)) w();
+    if (pending.length === 0 && !dirty && !syncing && gapsDue === 0) for (const w of idleWaiters.splice(0)) w();
   };
   const sync = () => {
     if (syncing || !dirty || closed || syncTimer) return;
@@ -160,24 +166,27 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     dirty = false;
     lastSyncStart = performance.now();
     syncs++;
+    const token = unsynced.syncStarting();
     fdatasync(fd, (err) => {
       syncing = false;
-      synced(err);
+      synced(err, token);
       if (dirty) sync();
       else wakeIdle();
     });
   };
   /** A sync on this thread (fsync always, close), its outcome reported as the background one's is. */
   const syncNow = () => {
+    const token = unsynced.syncStarting();
     let err: Error | null = null;
     try {
       fdatasyncSync(fd);
     } catch (e) {
       err = e as Error;
     }
-    synced(err);
+    synced(err, token);
   };
-  const synced = (err: Error | null) => {
+  const synced = (err: Error | null, token: number) => {
+    unsynced.synced(token, !err);
     if (err) {
       metrics.fsyncFailures.inc({ sink: 'file' });
       if (syncOk) log('error', 'audit file fdatasync failed: events written before it may be lost; not ready', err);
@@ -188,7 +197,19 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       syncOk = true;
       log('info', 'audit file fdatasync succeeded again');
       showReady();
+      // Only now: the gap event itself goes to a file whose syncs work again.
+      const gap = unsynced.take();
+      if (gap && gapListener) reportGap(gapListener, gap);
     }
+  };
+  const reportGap = (l: GapListener, gap: AuditGap) => {
+    // Outside this call stack: the listener emits into this sink (fsync always writes and syncs at once).
+    gapsDue++;
+    queueMicrotask(() => {
+      gapsDue--;
+      l(gap);
+      wakeIdle();
+    });
   };
   const drop = (ids: (string | undefined)[], seqs: (number | undefined)[], err?: unknown) => {
     if (healthy && err !== undefined) log('error', 'audit file write failed: events dropped; not ready', err);
@@ -219,6 +240,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       const buf = lines.encode(texts);
       // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
       for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
+      if (fsync !== 'never') for (let i = 0; i < ids.length; i++) unsynced.wrote(ids[i], seqs[i]);
       if (fsync === 'always') {
         // Written (the kernel has them): a failed sync is a sync failure, not a drop.
         syncNow();
@@ -232,11 +254,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       }
       published += texts.length;
       metrics.published.inc({ sink: 'file' }, texts.length);
-      if (drops.pending > 0 && gapListener) {
-        const gap = drops.take()!;
-        const l = gapListener;
-        queueMicrotask(() => l(gap));
-      }
+      if (drops.pending > 0 && gapListener) reportGap(gapListener, drops.take()!);
     } catch (err) {
       drop(ids, seqs, err);
     }
@@ -273,7 +291,9 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     },
     stats,
     whenIdle: () =>
-      pending.length === 0 && !dirty && !syncing ? Promise.resolve() : new Promise((r) => idleWaiters.push(r)),
+      pending.length === 0 && !dirty && !syncing && gapsDue === 0
+        ? Promise.resolve()
+        : new Promise((r) => idleWaiters.push(r)),
     async close() {
       if (closed) return;
       flush();

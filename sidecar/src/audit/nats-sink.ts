@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { NatsUserFiles } from '@pgwarden/policy';
+import type { AuditGap, NatsUserFiles } from '@pgwarden/policy';
 import { auditSubject } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import { type AuditMetrics, auditMetrics } from './audit-metrics.js';
@@ -118,7 +118,11 @@ export class NatsAuditSink implements AuditSink {
     this.metrics = auditMetrics(options.registry);
     this.log = options.log ?? (() => {});
     if (options.spool) {
-      this.spool = new DiskSpool({ ...options.spool, onSyncError: (err) => this.spoolSyncFailed(err) });
+      this.spool = new DiskSpool({
+        ...options.spool,
+        onSyncError: (err) => this.spoolSyncFailed(err),
+        onSyncRecovered: () => this.spoolSyncRecovered(),
+      });
       // A spool left by a previous run is drained before anything new (its events are older).
       this.spoolMode = !this.spool.empty;
     }
@@ -245,6 +249,13 @@ export class NatsAuditSink implements AuditSink {
     if (!this.spool?.syncFailed) this.log('error', 'audit spool fdatasync failed: spooled events may be lost', err);
   }
 
+  /** The spool's syncs work again: name what the failed ones may have lost, in an event that can now be kept. */
+  private spoolSyncRecovered(): void {
+    this.log('info', 'audit spool fdatasync succeeded again');
+    const gap = this.spool?.takeSyncGap();
+    if (gap) this.reportGap(gap);
+  }
+
   /** Gauges are sampled once a second instead of on every event (scrapes come every 15 s or so). */
   private sampleGauges(): void {
     this.metrics.queued.set({ sink: 'nats' }, this.window.length - this.head + this.toSpool.length);
@@ -356,8 +367,12 @@ export class NatsAuditSink implements AuditSink {
   /** An event was made durable (or queued for delivery) after drops: report the gap, outside this call stack. */
   private accepted(): void {
     if (this.drops.pending === 0 || !this.gapListener) return;
-    const gap = this.drops.take()!;
+    this.reportGap(this.drops.take()!);
+  }
+
+  private reportGap(gap: AuditGap): void {
     const listener = this.gapListener;
+    if (!listener) return;
     this.gapsDue++;
     queueMicrotask(() => {
       this.gapsDue--;
