@@ -1,11 +1,17 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { KubeConfig, KubernetesObjectApi, PatchStrategy } from '@kubernetes/client-node';
 import { parseRenderedPolicy } from '@pgwarden/policy';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { OperatorEvents } from '../core/operator-events.js';
 import { FakeApiServer } from '../testing/fake-apiserver.js';
 import { reviewPod } from '../webhook/admission-server.js';
 import { DEFAULT_SIDECAR_CONFIG } from '../webhook/sidecar-config.js';
 import { PolicyController } from './policy-controller.js';
+
+const run = promisify(execFile);
 
 // What happens when the rendered policy cannot simply be applied: over the API server's 1 MiB ConfigMap limit, a
 // ConfigMap someone made immutable, a ConfigMap of the same name the policy does not own. The fake API server
@@ -167,7 +173,41 @@ describe('delivering the rendered policy to its ConfigMap', () => {
     expect(cm().immutable).toBeUndefined();
     expect(parseRenderedPolicy(cm().data['policy.json']).policy.spec.rules[0].tables).toEqual(['public.*']);
     expect(cm().metadata.ownerReferences[0]).toMatchObject({ kind: 'DatabaseAccessPolicy', uid: dap().metadata.uid });
-  });
+
+    // Every verb the operator used on ConfigMaps here (the recreate deletes one) is one the chart's ClusterRole grants:
+    // the fake API server checks no permissions, a real one answers 403.
+    const used = new Set(
+      api.requests
+        .filter((r) => /\/configmaps(\/|$)/.test(r.path))
+        .map((r) =>
+          r.method === 'GET'
+            ? r.query.watch === 'true' || r.query.watch === '1'
+              ? 'watch'
+              : /\/configmaps$/.test(r.path)
+                ? 'list'
+                : 'get'
+            : ({ POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' } as Record<string, string>)[r.method],
+        ),
+    );
+    expect(used).toContain('delete');
+    const { stdout: helm } = await run('bash', [fileURLToPath(new URL('../../../scripts/helm.sh', import.meta.url))], {
+      timeout: 120_000,
+    });
+    const { stdout } = await run(
+      helm.trim(),
+      ['template', 'pgw', fileURLToPath(new URL('../../../charts/pgwarden', import.meta.url))],
+      {
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    );
+    const role = parseAllDocuments(stdout)
+      .map((d) => d.toJS())
+      .find((o) => o?.kind === 'ClusterRole');
+    const granted = role.rules
+      .filter((r: { resources: string[] }) => r.resources.includes('configmaps'))
+      .flatMap((r: { verbs: string[] }) => r.verbs);
+    expect(granted).toEqual(expect.arrayContaining([...used]));
+  }, 150_000);
 
   it('never takes over a ConfigMap of that name the policy does not own; renders once it is gone', async () => {
     const loose = '{"not":"pgwarden"}';
