@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { scanSync } from 'libpg-query';
+import { loadModule, scanSync } from 'libpg-query';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   analyzeSql,
@@ -39,6 +39,9 @@ describe('decisions survive re-spelling', () => {
   const policies: Record<string, DatabaseAccessPolicySpec> = {};
   beforeAll(async () => {
     await initSqlParser();
+    // scanSync is libpg-query's own wrapper, whose WASM loads when first imported, without waiting: where this
+    // worker's parser was already loaded (test files share it), the line above returns before the wrapper is ready.
+    await loadModule();
     const load = (f: string) =>
       parsePolicyDocuments(readFileSync(new URL(`../../../examples/${f}`, import.meta.url), 'utf8')).policies[0].spec;
     policies.analyst = load('analyst-readonly.yaml');
