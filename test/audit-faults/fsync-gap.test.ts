@@ -1,14 +1,13 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditEvent } from '@pgwarden/policy';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { useTestStore } from '../../collector/src/testing/test-store.js';
 import { createAuditRecorder } from '../../sidecar/src/audit/audit-recorder.js';
-import type { AuditSink } from '../../sidecar/src/audit/audit-sink.js';
 import { type FailingDisk, mountFailingDisk } from '../../sidecar/src/audit/failing-disk.js';
 import { createFileSink } from '../../sidecar/src/audit/line-sinks.js';
-import { selectRecord, sessionInfo } from '../../sidecar/src/audit/nats-test-kit.js';
+import { noting, selectRecord, sessionInfo } from '../../sidecar/src/audit/nats-test-kit.js';
 
 /**
  * The file sink's fdatasync really fails (failing-disk.ts), the disk recovers, and a crash then loses the events the
@@ -29,17 +28,10 @@ describe.skipIf(process.getuid?.() !== 0)('events a failed fdatasync may have lo
     const path = join(disk.dir, 'audit.jsonl');
     const sink = createFileSink({ path, fsync: 'batch', registry: new Registry() });
     const seqs: number[] = [];
-    const noting: AuditSink = {
-      ready: () => sink.ready(),
-      onGap: (l) => sink.onGap?.(l),
-      close: () => sink.close(),
-      emit: (e) => sink.emit(e),
-      emitJson(json, session, seq) {
-        if (session === SESSION) seqs.push(seq);
-        sink.emitJson!(json, session, seq);
-      },
-    };
-    const rec = createAuditRecorder(noting, { instanceId: 'fsync-collector', checkpointIntervalMs: 600_000 });
+    const rec = createAuditRecorder(noting(sink, SESSION, seqs), {
+      instanceId: 'fsync-collector',
+      checkpointIntervalMs: 600_000,
+    });
     const s = rec.openSession(sessionInfo(SESSION));
     let i = 0;
     for (; i < 5; i++) s.statement(selectRecord(i));
@@ -57,7 +49,7 @@ describe.skipIf(process.getuid?.() !== 0)('events a failed fdatasync may have lo
       toSeq = seqs.at(-1)!;
     }
     expect(sink.ready()).toBe(false);
-    rmSync(join(disk.dir, '..', 'backing', 'fill'));
+    disk.free();
     for (let k = 0; k < 300 && !sink.ready(); k++) {
       s.statement(selectRecord(i++));
       await sleep(10);

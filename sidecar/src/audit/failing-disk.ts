@@ -15,6 +15,8 @@ export interface FailingDisk {
   dir: string;
   /** Uses up the space under the loop device: writeback of blocks not yet backed fails from now on. */
   fill(): void;
+  /** Gives back the space fill() took: writeback succeeds again. */
+  free(): void;
   close(): void;
 }
 
@@ -61,6 +63,9 @@ export function mountFailingDisk(): FailingDisk {
       } finally {
         closeSync(fd);
       }
+    },
+    free() {
+      rmSync(join(backing, 'fill'), { force: true });
     },
     close,
   };

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AuditEvent, verifyChain } from '@pgwarden/policy';
 import pg from 'pg';
@@ -8,11 +8,10 @@ import { freePort } from '../../../test/harness/index.js';
 import { type Sidecar, startSidecar } from '../start-sidecar.js';
 import { auditFromFlags } from './audit-flags.js';
 import { createAuditRecorder } from './audit-recorder.js';
-import type { AuditSink } from './audit-sink.js';
 import { type FailingDisk, mountFailingDisk } from './failing-disk.js';
 import { createFileSink } from './line-sinks.js';
 import { NatsAuditSink } from './nats-sink.js';
-import { selectRecord, sessionInfo } from './nats-test-kit.js';
+import { noting, selectRecord, sessionInfo } from './nats-test-kit.js';
 
 /**
  * A background fdatasync that fails (`--audit-fsync batch`): Linux drops the dirty pages of a failed writeback, so
@@ -33,29 +32,6 @@ const fsyncFailures = async (reg: Registry, sink: string) =>
         .find((l) => l.includes(`sink="${sink}"`)) ?? '0',
     )?.[0],
   );
-
-/** `sink`, noting the seq of each event of session `id` it is given (what was written, per round). */
-function noting(sink: AuditSink, id: string, seqs: number[]): AuditSink {
-  const note = (session: unknown, seq: unknown) => {
-    if (session === id && typeof seq === 'number') seqs.push(seq);
-  };
-  // Not a spread: a class's methods are on its prototype.
-  return {
-    ready: () => sink.ready(),
-    onGap: (l) => sink.onGap?.(l),
-    flush: () => sink.flush?.(),
-    close: () => sink.close(),
-    emit(e) {
-      const s = e.session as { id?: string; seq?: number } | undefined;
-      note(s?.id, s?.seq);
-      sink.emit(e);
-    },
-    emitJson(json, session, seq) {
-      note(session, seq);
-      sink.emitJson!(json, session, seq);
-    },
-  };
-}
 
 type Declared = { id: string; fromSeq: number; toSeq: number };
 
@@ -126,7 +102,7 @@ describe.skipIf(process.getuid?.() !== 0)('a failed fdatasync of the audit trail
     expect(JSON.stringify(lines)).not.toContain('SELECT');
 
     // Space again: a sync of writes made after the failure succeeds, and only that makes the sink ready again.
-    rmSync(join(d.dir, '..', 'backing', 'fill'));
+    d.free();
     for (let k = 0; k < 300 && !sink.ready(); k++) {
       s.statement(selectRecord(i++));
       await sleep(10);
@@ -206,7 +182,7 @@ describe.skipIf(process.getuid?.() !== 0)('a failed fdatasync of the audit trail
     }
     expect(sink.ready()).toBe(false);
 
-    rmSync(join(d.dir, '..', 'backing', 'fill'));
+    d.free();
     for (let k = 0; k < 300 && !sink.ready(); k++) {
       s.statement(selectRecord(i++));
       await sleep(10);
@@ -253,7 +229,7 @@ describe.skipIf(process.getuid?.() !== 0)('a failed fdatasync of the audit trail
     }
     expect(sink.ready()).toBe(false);
 
-    rmSync(join(d.dir, '..', 'backing', 'fill'));
+    d.free();
     for (let k = 0; k < 300 && !sink.ready(); k++) {
       s.statement(selectRecord(i++));
       sink.flush();

@@ -2,6 +2,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { AUDIT_STREAM, type AuditEvent } from '@pgwarden/policy';
 import type { SessionInfo, StatementRecord } from '../proxy/hooks.js';
+import type { AuditSink } from './audit-sink.js';
 
 /** Test support (not shipped through index.ts): read back the audit stream, and realistic hook inputs. */
 
@@ -74,4 +75,27 @@ export function seqsBySession(events: AuditEvent[]): Map<string, number[]> {
   }
   for (const a of m.values()) a.sort((x, y) => x - y);
   return m;
+}
+
+/** `sink`, noting the seq of each event of session `id` it is given (what was written, per round). */
+export function noting(sink: AuditSink, id: string, seqs: number[]): AuditSink {
+  const note = (session: unknown, seq: unknown) => {
+    if (session === id && typeof seq === 'number') seqs.push(seq);
+  };
+  // Not a spread: a class's methods are on its prototype.
+  return {
+    ready: () => sink.ready(),
+    onGap: (l) => sink.onGap?.(l),
+    flush: () => sink.flush?.(),
+    close: () => sink.close(),
+    emit(e) {
+      const s = e.session as { id?: string; seq?: number } | undefined;
+      note(s?.id, s?.seq);
+      sink.emit(e);
+    },
+    emitJson(json, session, seq) {
+      note(session, seq);
+      sink.emitJson!(json, session, seq);
+    },
+  };
 }
