@@ -25,6 +25,8 @@ export interface StartNatsOptions {
   config?: string;
   /** Environment for the server (a config may reference `$VARS`). */
   env?: Record<string, string>;
+  /** More server flags (a rendered pod's `-P pidfile`, say), after the config's. */
+  args?: string[];
 }
 
 /** A private nats-server with JetStream on a free loopback port and a temp store dir. */
@@ -39,6 +41,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     // A config may set a monitoring port (the chart's does); move it off any shared port.
     configArgs.push('-c', file, '-m', String(await freePort()));
   }
+  configArgs.push(...(opts.args ?? []));
   let child: ChildProcess | undefined;
   const start = async () => {
     // Running already: nothing to do (a test's afterEach may restart a server that a failed test left killed).

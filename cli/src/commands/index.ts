@@ -18,6 +18,7 @@ const commands: Record<string, () => Promise<Register>> = {
   inject: async () => (await import('./inject.js')).registerInject,
   render: async () => (await import('./render.js')).registerRender,
   demo: async () => (await import('./demo.js')).registerDemo,
+  'nats-reloader': async () => (await import('./nats-reloader.js')).registerNatsReloader,
 };
 
 /** Registers the subcommand named in argv, or every subcommand when none is named (top-level help, typos). */
