@@ -248,7 +248,11 @@ export function podMetadataOnly(pod: KubeObject): KubeObject {
       ),
       ownerReferences: m.ownerReferences,
       deletionTimestamp: m.deletionTimestamp,
+      // Which pods started before a frozen ConfigMap was replaced (reconcile-policy's frozenPods).
+      creationTimestamp: m.creationTimestamp,
     },
+    // Only whether it still runs: a finished pod enforces no policy.
+    status: { phase: pod.status?.phase },
   };
 }
 

@@ -6,7 +6,7 @@
 import { type DatabaseAccessPolicy, matchesLabelSelector } from '@pgwarden/policy';
 
 export interface Condition {
-  type: 'Accepted' | 'Ready';
+  type: 'Accepted' | 'Ready' | 'PodsCurrent';
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;

@@ -155,13 +155,14 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
   }
 
   const cmName = configMapName(ref.name);
-  const blocked = await writeRenderedConfigMap(
+  const delivery = await writeRenderedConfigMap(
     deps,
     ref,
     buildRenderedConfigMap({ name: ref.name, namespace: ns, uid: ref.uid }, rendered),
     prev?.renderedHash,
   );
-  if (blocked) {
+  if ('blocked' in delivery) {
+    const { blocked } = delivery;
     const previousMessage = deps.lastRendered?.get(key) ?? prev?.conditions?.find((c) => c.type === 'Ready')?.message;
     deps.lastRendered?.set(key, blocked.message);
     // Deleting a ConfigMap without our labels is not seen by the ConfigMap watch: look again later.
@@ -259,6 +260,10 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
 
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
   if (strategy === 'Workload') await rollWorkloads(deps, policy, ref, rules);
+  const live = delivery.written;
+  const replacedUid: string | undefined = live.metadata?.annotations?.[ANNOTATIONS.replacedImmutable];
+  const frozen = replacedUid ? frozenPods(deps, ref, live) : [];
+  if (frozen.length > 0 && strategy === 'Workload') await rollOffFrozenConfigMap(deps, ref, live, frozen);
 
   const conditions: Omit<Condition, 'lastTransitionTime'>[] = [
     { type: 'Accepted', status: 'True', reason: 'Valid', message: 'the spec is valid', observedGeneration: generation },
@@ -278,6 +283,32 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
           observedGeneration: generation,
         },
   ];
+  if (replacedUid) {
+    const names = frozen.map((p) => p.metadata.name).sort();
+    const listed = names.length > 5 ? `${names.slice(0, 5).join(', ')} and ${names.length - 5} more` : names.join(', ');
+    conditions.push(
+      frozen.length === 0
+        ? {
+            type: 'PodsCurrent',
+            status: 'True',
+            reason: 'AllPodsCurrent',
+            message: `every running pod of this policy mounts ConfigMap ${cmName} as the operator writes it`,
+            observedGeneration: generation,
+          }
+        : {
+            type: 'PodsCurrent',
+            status: 'False',
+            reason: 'FrozenConfigMap',
+            message:
+              `${names.length} pod(s) (${listed}) started before ConfigMap ${cmName} was made immutable and replaced ` +
+              `(uid ${replacedUid}): they enforce the policy as it was then until restarted; ` +
+              (strategy === 'Workload'
+                ? 'their Deployments, StatefulSets and DaemonSets are rolled; delete bare pods and Job pods yourself'
+                : 'rollout strategy None: restart them (kubectl rollout restart, or delete the pods)'),
+            observedGeneration: generation,
+          },
+    );
+  }
   await deps.writes.applyStatus(
     ref,
     {
@@ -307,17 +338,19 @@ async function writeRenderedConfigMap(
   ref: ObjectRef,
   desired: Record<string, any>,
   lastHash: string | undefined,
-): Promise<{ reason: UndeliverableReason; message: string } | undefined> {
+): Promise<{ blocked: { reason: UndeliverableReason; message: string } } | { written: Record<string, any> }> {
   const cmName = desired.metadata.name;
   const size = renderedConfigMapBytes(desired);
   if (size > MAX_CONFIGMAP_BYTES) {
     const kept = lastHash ? `keeps the last good policy (${lastHash.slice(0, 19)})` : 'is not created';
     return {
-      reason: 'RenderedPolicyTooLarge',
-      message:
-        `the rendered policy is ${size} bytes, over the ${MAX_CONFIGMAP_BYTES} bytes (1 MiB) a ConfigMap holds: ` +
-        `ConfigMap ${cmName} ${kept} and new pods this policy selects are refused; make the policy or its ` +
-        'MaskingRules smaller, or split it',
+      blocked: {
+        reason: 'RenderedPolicyTooLarge',
+        message:
+          `the rendered policy is ${size} bytes, over the ${MAX_CONFIGMAP_BYTES} bytes (1 MiB) a ConfigMap holds: ` +
+          `ConfigMap ${cmName} ${kept} and new pods this policy selects are refused; make the policy or its ` +
+          'MaskingRules smaller, or split it',
+      },
     };
   }
   let live = await deps.writes.readConfigMap(ref.namespace, cmName);
@@ -325,18 +358,24 @@ async function writeRenderedConfigMap(
     const owner = (live.metadata?.ownerReferences ?? []).find((o: any) => o.controller);
     const stale = owner?.kind === 'DatabaseAccessPolicy' && owner.name === ref.name;
     return {
-      reason: 'ConfigMapNotOwned',
-      message: stale
-        ? `ConfigMap ${cmName} belongs to an earlier DatabaseAccessPolicy of this name (uid ${owner.uid}): it is ` +
-          'rendered once garbage collection has deleted that ConfigMap; new pods this policy selects are refused until then'
-        : `ConfigMap ${cmName} exists but this policy does not own it (${owner ? `its controller is ${owner.kind} ${owner.name}` : 'no controller ownerReference'}): ` +
-          'the operator does not overwrite it and new pods this policy selects are refused; delete it (or rename the policy)',
+      blocked: {
+        reason: 'ConfigMapNotOwned',
+        message: stale
+          ? `ConfigMap ${cmName} belongs to an earlier DatabaseAccessPolicy of this name (uid ${owner.uid}): it is ` +
+            'rendered once garbage collection has deleted that ConfigMap; new pods this policy selects are refused until then'
+          : `ConfigMap ${cmName} exists but this policy does not own it (${owner ? `its controller is ${owner.kind} ${owner.name}` : 'no controller ownerReference'}): ` +
+            'the operator does not overwrite it and new pods this policy selects are refused; delete it (or rename the policy)',
+      },
     };
   }
+  // Which ConfigMap the frozen one was stays on its successors: its pods are found (and rolled) from it until the
+  // policy's pods are all newer than the successor.
+  let replaced: string | undefined = live?.metadata?.annotations?.[ANNOTATIONS.replacedImmutable];
   if (live?.immutable === true) {
     // Kubelets stop refreshing an immutable ConfigMap once they have read it; a new object of the same name is what
     // new pods get. Pods that ran while it was immutable keep that content until restarted.
     await deps.writes.deleteConfigMap(ref.namespace, cmName, live.metadata.uid, live.metadata.resourceVersion);
+    replaced = live.metadata.uid;
     live = undefined;
     deps.events.emit('policy.configmap-recreated', { namespace: ref.namespace, name: ref.name });
     await deps.writes.recordEvent(
@@ -348,14 +387,19 @@ async function writeRenderedConfigMap(
         'until restarted (kubectl rollout restart)',
     );
   }
-  if (!live) {
-    await deps.writes.createConfigMap(desired);
-    return undefined;
+  if (replaced) {
+    desired = {
+      ...desired,
+      metadata: {
+        ...desired.metadata,
+        annotations: { ...desired.metadata.annotations, [ANNOTATIONS.replacedImmutable]: replaced },
+      },
+    };
   }
+  if (!live) return { written: await deps.writes.createConfigMap(desired) };
   // Keys of others go first: with them the apply could exceed the size limit.
   live = await removeStrayKeys(deps, ref, live);
-  await deps.writes.applyConfigMap(desired, live.metadata.resourceVersion);
-  return undefined;
+  return { written: await deps.writes.applyConfigMap(desired, live.metadata.resourceVersion) };
 }
 
 /** The policy's own: its controller ownerReference names this very object (uid), as the operator writes it. */
@@ -412,6 +456,63 @@ async function refreshPods(deps: ReconcileDeps, ref: ObjectRef, hash: string): P
   }
   if (n > 0)
     await deps.writes.recordEvent(ref, 'Normal', 'PodsRefreshed', `asked the kubelet to deliver it to ${n} pod(s) now`);
+}
+
+/**
+ * Running pods of this policy that mounted the frozen ConfigMap the live one replaced: created no later than the live
+ * one and not rolled onto it. creationTimestamp has whole seconds, so a pod of the same second counts as frozen: it
+ * may have been admitted before the delete.
+ */
+function frozenPods(deps: ReconcileDeps, ref: ObjectRef, cm: Record<string, any>): KubeObject[] {
+  const since = Date.parse(cm.metadata?.creationTimestamp ?? '');
+  return deps.pods().filter((p) => {
+    const a = p.metadata.annotations ?? {};
+    return (
+      p.metadata.namespace === ref.namespace &&
+      !p.metadata.deletionTimestamp &&
+      p.status?.phase !== 'Succeeded' &&
+      p.status?.phase !== 'Failed' &&
+      (a[ANNOTATIONS.policies] ?? '').split(',').includes(ref.name) &&
+      a[ANNOTATIONS.configMapUid] !== cm.metadata.uid &&
+      !(Date.parse(p.metadata.creationTimestamp ?? '') > since)
+    );
+  });
+}
+
+/**
+ * Rolls the Deployments, StatefulSets and DaemonSets whose pods still mount a frozen ConfigMap: their template gets
+ * the live ConfigMap's uid, so the workload's controller replaces the pods, and the new ones carry that uid (which
+ * tells them from the frozen ones). Once per replacement: a template that has the uid is left alone.
+ */
+async function rollOffFrozenConfigMap(
+  deps: ReconcileDeps,
+  ref: ObjectRef,
+  cm: Record<string, any>,
+  frozen: KubeObject[],
+): Promise<void> {
+  const uid: string = cm.metadata.uid;
+  for (const { apiVersion, kind } of ROLLOUT_KINDS) {
+    for (const w of await deps.writes.listWorkloads(apiVersion, kind, ref.namespace)) {
+      if (w.spec?.template?.metadata?.annotations?.[ANNOTATIONS.configMapUid] === uid) continue;
+      const selector = w.spec?.selector ?? { matchLabels: w.spec?.template?.metadata?.labels ?? {} };
+      if (!frozen.some((p) => matchesLabelSelector(selector, p.metadata.labels ?? {}))) continue;
+      await deps.writes.annotatePodTemplate(
+        apiVersion,
+        kind,
+        ref.namespace,
+        w.metadata.name,
+        ANNOTATIONS.configMapUid,
+        uid,
+      );
+      deps.events.emit('workload.rolled', { namespace: ref.namespace, kind, name: w.metadata.name, configMapUid: uid });
+      await deps.writes.recordEvent(
+        ref,
+        'Normal',
+        'RolloutTriggered',
+        `${kind} ${w.metadata.name}: its pods mount the frozen ConfigMap ${cm.metadata.name} replaced, rolling pods`,
+      );
+    }
+  }
 }
 
 /** Does any running pod of this workload (by its selector) lack the wanted sidecar hash? */

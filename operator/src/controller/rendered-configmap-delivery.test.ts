@@ -156,6 +156,88 @@ describe('delivering the rendered policy to its ConfigMap', () => {
     await until(() => admit().allowed);
   });
 
+  it('pods that mounted the frozen ConfigMap are named in PodsCurrent and their Deployment is rolled off it', async () => {
+    const podsCurrent = () => dap()?.status?.conditions?.find((c: any) => c.type === 'PodsCurrent');
+    const pod = (
+      name: string,
+      labels: Record<string, string>,
+      annotations: Record<string, string> = {},
+      phase = 'Running',
+    ) =>
+      api.seed({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name,
+          namespace: 'agents',
+          labels,
+          annotations: { 'pgwarden.dev/policies': 'analytics', ...annotations },
+        },
+        spec: { containers: [{ name: 'app', image: 'agent:1' }] },
+        status: { phase },
+      });
+    const web = { app: 'analytics', tier: 'web' };
+    api.seed(policy());
+    api.seed({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web', namespace: 'agents' },
+      spec: {
+        selector: { matchLabels: web },
+        template: { metadata: { labels: web }, spec: { containers: [{ name: 'app', image: 'agent:1' }] } },
+      },
+    });
+    pod('web-1', web);
+    pod('adhoc', { app: 'analytics' }); // a bare pod: nothing rolls it
+    pod('done', { app: 'analytics' }, {}, 'Succeeded'); // finished: it enforces nothing any more
+    pod('other', { app: 'analytics' }, { 'pgwarden.dev/policies': 'someone-else' });
+    await startController();
+    await until(() => dap()?.status?.renderedHash);
+    // Before any ConfigMap was frozen the condition is not there: nothing to tell.
+    expect(podsCurrent()).toBeUndefined();
+    const frozenUid = cm().metadata.uid;
+    await kubectlPatch({ immutable: true });
+    const replacement = await until(() => (cm() && cm().metadata.uid !== frozenUid ? cm() : undefined));
+    expect(replacement.metadata.annotations['pgwarden.dev/replaced-immutable']).toBe(frozenUid);
+
+    const stale = await until(() => (podsCurrent()?.status === 'False' ? podsCurrent() : undefined));
+    expect(stale.reason).toBe('FrozenConfigMap');
+    expect(stale.message).toContain('2 pod(s) (adhoc, web-1)');
+    expect(stale.message).toContain(frozenUid);
+    const deployment = () => api.get('apps/v1', 'Deployment', 'agents', 'web');
+    await until(() => deployment().spec.template.metadata.annotations?.['pgwarden.dev/configmap-uid']);
+    expect(deployment().spec.template.metadata.annotations['pgwarden.dev/configmap-uid']).toBe(
+      replacement.metadata.uid,
+    );
+    expect(
+      api.store
+        .list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] })
+        .items.some(
+          (e: any) => e.reason === 'RolloutTriggered' && /Deployment web: .*frozen ConfigMap/.test(e.message),
+        ),
+    ).toBe(true);
+
+    // The Deployment's controller replaces web-1 with a pod of the new template (its annotation comes along).
+    api.store.delete(api.typeFor('v1', 'Pod'), 'agents', 'web-1');
+    pod('web-2', web, { 'pgwarden.dev/configmap-uid': replacement.metadata.uid });
+    const onlyAdhoc = await until(() =>
+      podsCurrent()?.message.includes('1 pod(s) (adhoc)') ? podsCurrent() : undefined,
+    );
+    expect(onlyAdhoc.status).toBe('False');
+    // A later edit of the policy (a new apply of the ConfigMap) keeps the record of what was replaced.
+    editSpec(spec([{ name: 'read', action: 'allow', statements: ['select'], tables: ['public.*'] }]));
+    await until(() => (dap().status.observedGeneration === 2 ? dap() : undefined));
+    expect(cm().metadata.annotations['pgwarden.dev/replaced-immutable']).toBe(frozenUid);
+    expect(podsCurrent().status).toBe('False');
+
+    // Someone deletes the bare pod and starts it again, a second later than the ConfigMap: nothing frozen is left.
+    api.store.delete(api.typeFor('v1', 'Pod'), 'agents', 'adhoc');
+    await new Promise((r) => setTimeout(r, 1100));
+    pod('adhoc-2', { app: 'analytics' });
+    const current = await until(() => (podsCurrent()?.status === 'True' ? podsCurrent() : undefined));
+    expect(current.reason).toBe('AllPodsCurrent');
+  });
+
   it('a rendered ConfigMap someone made immutable is deleted and created again with the new content', async () => {
     api.seed(policy());
     await startController();

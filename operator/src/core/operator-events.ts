@@ -22,7 +22,15 @@ export interface OperatorEventMap {
   'policy.undeliverable': { namespace: string; name: string; reason: string; message: string };
   /** A rendered ConfigMap someone made immutable, deleted and created again. */
   'policy.configmap-recreated': { namespace: string; name: string };
-  'workload.rolled': { namespace: string; kind: string; name: string; sidecarHash: string };
+  'workload.rolled': {
+    namespace: string;
+    kind: string;
+    name: string;
+    /** A new sidecar shape, or */
+    sidecarHash?: string;
+    /** the rendered ConfigMap that replaced a frozen one. */
+    configMapUid?: string;
+  };
   'leader.acquired': { identity: string; lease: string };
   'leader.lost': { identity: string; lease: string; reason: string };
   'webhook.admission': {

@@ -56,6 +56,16 @@ export const ANNOTATIONS = {
   policyRefresh: 'pgwarden.dev/policy-refresh',
   /** Hash over the injected sidecar containers' shape (image, args, ports, resources...). */
   sidecarHash: 'pgwarden.dev/sidecar-hash',
+  /**
+   * On a rendered ConfigMap the operator created again because someone had made it immutable: the uid of the frozen
+   * one. Pods that mounted that one never see another (kubelets stop watching an immutable ConfigMap).
+   */
+  replacedImmutable: 'pgwarden.dev/replaced-immutable',
+  /**
+   * On a pod template (and so on its pods): the uid of the rendered ConfigMap its pods were rolled to mount, set
+   * when the operator rolls a workload off a frozen ConfigMap.
+   */
+  configMapUid: 'pgwarden.dev/configmap-uid',
   /** `"false"` on a pod (template) opts it out of injection. */
   inject: 'pgwarden.dev/inject',
   /** On a DatabaseAccessPolicy: `Workload` (default) or `None`. */
