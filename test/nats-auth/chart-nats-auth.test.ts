@@ -4,22 +4,20 @@
  * In the approval queue the sidecars ask and listen, and only the collector answers.
  * The configuration text is what `helm template` renders, so the chart cannot drift from what is tested here.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import { ApprovalNotifier } from '../../collector/src/approvals/approval-notifier.js';
 import { approvalClosed, approvalRequest } from '../../collector/src/testing/approval-messages.js';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import { renderChart } from '../../operator/src/testing/helm-chart.js';
 import {
   APPROVALS_STREAM,
   approvalSubject,
@@ -35,8 +33,6 @@ import { BIN, BUILT, type Proc, startCli } from '../audit-faults/processes.js';
 import { freePort, startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
 
-const run = promisify(execFile);
-const repo = fileURLToPath(new URL('../../', import.meta.url));
 const USERS = {
   SIDECAR_USER: 'sidecar',
   SIDECAR_PASSWORD: 'sidecar-pw-7f3a',
@@ -48,16 +44,10 @@ let nats: TestNats;
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-nats-auth-'));
 const procs: Proc[] = [];
 
-async function chartNatsConfig(...set: string[]): Promise<string> {
-  const { stdout: helm } = await run(`${repo}scripts/helm.sh`, [], { maxBuffer: 1 << 20 });
-  const { stdout } = await run(
-    helm.trim(),
-    ['template', 'pgw', `${repo}charts/pgwarden`, '--namespace', 'pgwarden', ...set.flatMap((x) => ['--set', x])],
-    { maxBuffer: 16 << 20 },
+async function chartNatsConfig(values: unknown = {}): Promise<string> {
+  const cm = (await renderChart(values)).find(
+    (o: any) => o.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config',
   );
-  const cm = parseAllDocuments(stdout)
-    .map((d: any) => d.toJS())
-    .find((o: any) => o?.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config');
   if (!cm) throw new Error('the chart renders no NATS ConfigMap');
   return cm.data['nats.conf'];
 }
@@ -742,7 +732,7 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
   it('lets a namespace’s own user publish audit events for that namespace only, and still ask for approvals', async () => {
     const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
     const server = await startNats({
-      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      config: await chartNatsConfig({ audit: { namespaceUsers: ['team-a'] } }),
       env: { ...USERS, ...own },
     });
     const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });
@@ -785,7 +775,7 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
   it('holds a namespace’s user to its own approval requests and closings: another namespace’s are refused by NATS', async () => {
     const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
     const server = await startNats({
-      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      config: await chartNatsConfig({ audit: { namespaceUsers: ['team-a'] } }),
       env: { ...USERS, ...own },
     });
     const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });
@@ -854,7 +844,7 @@ describe('per-namespace NATS users (audit.namespaceUsers)', () => {
   it('carries live control: only the collector publishes it; a namespace’s user hears its own policies and any session', async () => {
     const own = { SIDECAR_USER_0: 'sidecar-team-a', SIDECAR_PASSWORD_0: 'team-a-pw-5c1d' };
     const server = await startNats({
-      config: await chartNatsConfig('audit.namespaceUsers={team-a}'),
+      config: await chartNatsConfig({ audit: { namespaceUsers: ['team-a'] } }),
       env: { ...USERS, ...own },
     });
     const connectAs = (user: string, pass: string) => connect({ servers: server.url, user, pass, reconnect: false });

@@ -3,23 +3,18 @@
  * (run here as the real CLI, with the rendered args) watches the Secret's files as the kubelet lays them out
  * (`..data` symlink swapped atomically) and sends SIGHUP to the PID the rendered `-P` makes a real nats-server write.
  */
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { renderChart, validateKubernetesObject } from '../../operator/src/testing/helm-chart.js';
 import { BUILT, type Proc, startCli } from '../audit-faults/processes.js';
 import { makeCertificates, startNats, type TestCertificates, type TestNats } from '../harness/index.js';
 
-const run = promisify(execFile);
-const repo = fileURLToPath(new URL('../../', import.meta.url));
 const USERS = {
   SIDECAR_USER: 'sidecar',
   SIDECAR_PASSWORD: 'sidecar-pw-reload-7b2c',
@@ -27,18 +22,8 @@ const USERS = {
   COLLECTOR_PASSWORD: 'collector-pw-reload-3e9f',
 };
 const SERVICE_HOST = 'pgw-pgwarden-nats.pgwarden.svc';
+const WITH_TLS = { nats: { tls: { secret: 'nats-tls' } }, audit: { natsCa: { secret: 'nats-ca' } } };
 
-async function render(...set: string[]): Promise<any[]> {
-  const { stdout: helm } = await run(`${repo}scripts/helm.sh`, [], { maxBuffer: 1 << 20 });
-  const { stdout } = await run(
-    helm.trim(),
-    ['template', 'pgw', `${repo}charts/pgwarden`, '--namespace', 'pgwarden', ...set.flatMap((x) => ['--set', x])],
-    { maxBuffer: 16 << 20 },
-  );
-  return parseAllDocuments(stdout)
-    .map((d: any) => d.toJS())
-    .filter(Boolean);
-}
 const natsPod = (objects: any[]) =>
   objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-nats').spec.template.spec;
 
@@ -103,7 +88,10 @@ afterAll(async () => {
 
 describe('bundled NATS certificate reload', () => {
   it('renders the reloader next to NATS with TLS, sharing its PID namespace, and nothing of it without TLS', async () => {
-    const pod = natsPod(await render('nats.tls.secret=nats-tls', 'audit.natsCa.secret=nats-ca'));
+    const objects = await renderChart(WITH_TLS);
+    const statefulSet = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-nats');
+    expect(await validateKubernetesObject(statefulSet)).toBe(true);
+    const pod = natsPod(objects);
     expect(pod.shareProcessNamespace).toBe(true);
     const [natsC, reloaderC] = pod.containers;
     expect(natsC.args.slice(-2)).toEqual(['-P', '/var/run/nats/nats.pid']);
@@ -131,7 +119,7 @@ describe('bundled NATS certificate reload', () => {
     expect(natsC.volumeMounts).toContainEqual({ name: 'pid', mountPath: '/var/run/nats' });
     expect(pod.volumes.find((v: any) => v.name === 'pid').emptyDir).toMatchObject({ medium: 'Memory' });
 
-    const plain = natsPod(await render());
+    const plain = natsPod(await renderChart());
     expect(plain.shareProcessNamespace).toBeUndefined();
     expect(plain.containers.map((c: any) => c.name)).toEqual(['nats']);
     expect(plain.containers[0].args).not.toContain('-P');
@@ -140,7 +128,7 @@ describe('bundled NATS certificate reload', () => {
   it.skipIf(!BUILT && !process.env.CI)(
     'a renewed certificate swapped into the Secret is served to new clients; connected clients stay; a key that does not match waits',
     async () => {
-      const objects = await render('nats.tls.secret=nats-tls', 'audit.natsCa.secret=nats-ca');
+      const objects = await renderChart(WITH_TLS);
       const config = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config').data[
         'nats.conf'
       ];

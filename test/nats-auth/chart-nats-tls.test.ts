@@ -3,17 +3,14 @@
  * every client, the sidecar (flags as the operator injects them with audit.natsCa) publishes over TLS verified by
  * name, and `pgwarden collector` with the chart's NODE_EXTRA_CA_CERTS consumes and stores the events.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import { renderChart } from '../../operator/src/testing/helm-chart.js';
 import { auditFromFlags } from '../../sidecar/src/audit/audit-flags.js';
 import type { NatsAuditSink } from '../../sidecar/src/audit/nats-sink.js';
 import { sessionInfo } from '../../sidecar/src/audit/nats-test-kit.js';
@@ -21,8 +18,6 @@ import { BUILT, type Proc, startCli } from '../audit-faults/processes.js';
 import { makeCertificates, startNats, type TestCertificates, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
 
-const run = promisify(execFile);
-const repo = fileURLToPath(new URL('../../', import.meta.url));
 const USERS = {
   SIDECAR_USER: 'sidecar',
   SIDECAR_PASSWORD: 'sidecar-pw-tls-5d1e',
@@ -38,18 +33,6 @@ let certs: TestCertificates;
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-nats-tls-chart-'));
 const procs: Proc[] = [];
 
-async function render(...set: string[]): Promise<any[]> {
-  const { stdout: helm } = await run(`${repo}scripts/helm.sh`, [], { maxBuffer: 1 << 20 });
-  const { stdout } = await run(
-    helm.trim(),
-    ['template', 'pgw', `${repo}charts/pgwarden`, '--namespace', 'pgwarden', ...set.flatMap((x) => ['--set', x])],
-    { maxBuffer: 16 << 20 },
-  );
-  return parseAllDocuments(stdout)
-    .map((d: any) => d.toJS())
-    .filter(Boolean);
-}
-
 const natsContainer = () =>
   objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-nats').spec.template.spec;
 
@@ -62,7 +45,7 @@ function userDir(name: string, user: string, pass: string): string {
 }
 
 beforeAll(async () => {
-  objects = await render('nats.tls.secret=nats-tls', 'audit.natsCa.secret=nats-ca');
+  objects = await renderChart({ nats: { tls: { secret: 'nats-tls' } }, audit: { natsCa: { secret: 'nats-ca' } } });
   const config = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'pgw-pgwarden-nats-config').data[
     'nats.conf'
   ];

@@ -496,20 +496,12 @@ async function rollOffFrozenConfigMap(
       if (w.spec?.template?.metadata?.annotations?.[ANNOTATIONS.configMapUid] === uid) continue;
       const selector = w.spec?.selector ?? { matchLabels: w.spec?.template?.metadata?.labels ?? {} };
       if (!frozen.some((p) => matchesLabelSelector(selector, p.metadata.labels ?? {}))) continue;
-      await deps.writes.annotatePodTemplate(
-        apiVersion,
-        kind,
-        ref.namespace,
-        w.metadata.name,
-        ANNOTATIONS.configMapUid,
-        uid,
-      );
-      deps.events.emit('workload.rolled', { namespace: ref.namespace, kind, name: w.metadata.name, configMapUid: uid });
-      await deps.writes.recordEvent(
+      await rollWorkload(
+        deps,
         ref,
-        'Normal',
-        'RolloutTriggered',
-        `${kind} ${w.metadata.name}: its pods mount the frozen ConfigMap ${cm.metadata.name} replaced, rolling pods`,
+        { apiVersion, kind, name: w.metadata.name },
+        { configMapUid: uid },
+        `its pods mount the frozen ConfigMap ${cm.metadata.name} replaced`,
       );
     }
   }
@@ -564,21 +556,28 @@ async function rollWorkloads(
       // An unmarked template whose running pods already carry the right sidecar (created after the policy, injected
       // at admission) needs no restart; one whose pods lack it, or carry an old shape, does.
       if (marked === undefined && !podsNeedRollout(w, deps.pods(), ref.namespace, want)) continue;
-      await deps.writes.annotatePodTemplate(
-        apiVersion,
-        kind,
-        ref.namespace,
-        w.metadata.name,
-        ANNOTATIONS.sidecarHash,
-        want,
-      );
-      deps.events.emit('workload.rolled', { namespace: ref.namespace, kind, name: w.metadata.name, sidecarHash: want });
-      await deps.writes.recordEvent(
+      await rollWorkload(
+        deps,
         ref,
-        'Normal',
-        'RolloutTriggered',
-        `${kind} ${w.metadata.name}: sidecar shape changed, rolling pods`,
+        { apiVersion, kind, name: w.metadata.name },
+        { sidecarHash: want },
+        'sidecar shape changed',
       );
     }
   }
+}
+
+/** Rolls one workload by changing one pgwarden annotation on its pod template (its controller replaces the pods). */
+async function rollWorkload(
+  deps: ReconcileDeps,
+  ref: ObjectRef,
+  w: { apiVersion: string; kind: string; name: string },
+  mark: { sidecarHash: string } | { configMapUid: string },
+  why: string,
+): Promise<void> {
+  const [key, value] =
+    'sidecarHash' in mark ? [ANNOTATIONS.sidecarHash, mark.sidecarHash] : [ANNOTATIONS.configMapUid, mark.configMapUid];
+  await deps.writes.annotatePodTemplate(w.apiVersion, w.kind, ref.namespace, w.name, key, value);
+  deps.events.emit('workload.rolled', { namespace: ref.namespace, kind: w.kind, name: w.name, ...mark });
+  await deps.writes.recordEvent(ref, 'Normal', 'RolloutTriggered', `${w.kind} ${w.name}: ${why}, rolling pods`);
 }
