@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { StatementRecord } from '../proxy/hooks.js';
+import type { RetainedBudget } from '../proxy/retained-budget.js';
 
 /**
  * The sidecar's Prometheus metrics, in a registry of its own (several sidecars can live in one process in tests).
@@ -78,6 +79,27 @@ export class SidecarMetrics {
         this.reset();
         this.inc({ direction: 'client_to_upstream' }, self.bytesFromClient);
         this.inc({ direction: 'upstream_to_client' }, self.bytesFromUpstream);
+      },
+    });
+  }
+
+  /** The process's budget for kept statements (retained-budget.ts), read at scrape time. */
+  retained(budget: RetainedBudget): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'pgwarden_retained_statement_bytes',
+      help: 'Bytes of prepared statements, described columns and Bind values the sidecar keeps for its sessions',
+      registers,
+      collect() {
+        this.set(budget.held);
+      },
+    });
+    new Gauge({
+      name: 'pgwarden_retained_statement_bytes_limit',
+      help: 'Bound on pgwarden_retained_statement_bytes (--max-retained-statement-bytes); a Parse past it gets 53200',
+      registers,
+      collect() {
+        this.set(budget.limit);
       },
     });
   }

@@ -39,6 +39,7 @@ import {
   Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
+import { paramsCost, type RetainedBudget } from './retained-budget.js';
 import { mayResetSession } from './session-reset.js';
 import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
@@ -292,7 +293,12 @@ export class ClientRelay implements FramerHandler {
         if (info === undefined) return true;
         try {
           const { values, formats } = decodeBindValues(buf, start, end);
-          info.request = { ...info.request, params: values, paramFormats: formats };
+          // Kept with the portal until it is gone: counted, and not kept when the process's budget is full.
+          const cost = paramsCost(values);
+          if (s.retained.budget.fits(cost)) {
+            info.request = { ...info.request, params: values, paramFormats: formats };
+            s.retained.grow(info, cost);
+          } else info.request = { ...info.request, params: [PARAMS_NOT_KEPT] };
         } catch {
           // PostgreSQL reads these fields the same way and refuses the Bind; the approver is not shown a guess.
           info.request = { ...info.request, params: ['(the values cannot be read: the Bind is malformed)'] };
@@ -473,8 +479,11 @@ export class ClientRelay implements FramerHandler {
   private apply(kind: number, st: Stmt, v: Verdict, name: string): true | Buffer {
     const s = this.s;
     // The unnamed statement replaces itself; named ones accumulate until the client closes them.
-    if (kind === K_PARSE && name !== '' && v.action !== 'deny') {
-      if (s.statements.heldWith(name, st.request.sql) > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
+    // Every statement's text is kept until it is replaced or closed, counted over the process too (retained-budget.ts).
+    if (kind === K_PARSE && v.action !== 'deny') {
+      const { held, adds } = s.statements.heldWith(name, st.request.sql);
+      if (name !== '' && held > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
+      else if (!s.retained.budget.fits(adds)) v = retainedFull(s.retained.budget, adds);
     }
     st.verdict = v;
     st.sentAt = performance.now();
@@ -656,8 +665,8 @@ const STATEMENT_KINDS = new Map<number, number>([
 ]);
 
 /**
- * What one session's named prepared statements may hold in the sidecar (their text, and PREPARED_ENTRY_COST each:
- * at most ~65 000 small ones). Drivers' statement caches hold a few hundred.
+ * What one session's prepared statements and portals may hold in the sidecar (their text, and PREPARED_ENTRY_COST each:
+ * at most ~65 000 small ones; retained-budget.ts). Drivers' statement caches hold a few hundred.
  */
 export const MAX_PREPARED_BYTES = 32 * 1024 * 1024;
 const TOO_MANY_PREPARED: Verdict = {
@@ -667,6 +676,21 @@ const TOO_MANY_PREPARED: Verdict = {
   hint: 'Close prepared statements that are no longer needed (Close, DEALLOCATE).',
   reason: 'too many prepared statements',
 };
+/**
+ * The process's budget for kept statements is full: 53200, the class PostgreSQL gives what it cannot allocate (a
+ * retry may succeed once other sessions close statements), rather than 54000, a limit of the statement itself.
+ */
+function retainedFull(budget: RetainedBudget, adds: number): Verdict {
+  return {
+    action: 'deny',
+    code: '53200',
+    message: 'out of memory',
+    detail: `pgwarden keeps ${budget.held} bytes of prepared statements for its sessions; this one (${adds} bytes) would pass its limit of ${budget.limit} bytes`,
+    hint: 'Close prepared statements that are no longer needed (Close, DEALLOCATE), or raise --max-retained-statement-bytes.',
+    reason: 'retained statement budget exhausted',
+  };
+}
+const PARAMS_NOT_KEPT = "(the values are not shown: pgwarden's budget for kept statements is full)";
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
 const UNTRACKED_NAME: Verdict = {
   action: 'deny',

@@ -89,6 +89,9 @@ export interface PreparedInfo {
   namesFree?: boolean;
   /** For a portal: the `seq` of the Bind that made it (RelayState.endTransaction). */
   boundAt?: number;
+  /** Maps and portals holding it, and the bytes it is counted for meanwhile (retained-budget.ts, RetainedText). */
+  refs?: number;
+  charged?: number;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */
