@@ -224,6 +224,9 @@ export class ClientRelay implements FramerHandler {
         statement: info,
         described: false,
         boundAt: s.seq,
+        // Set by the map (retained-budget.ts); present from the start so that every entry has one shape.
+        refs: 0,
+        charged: 0,
       });
       // A statement held for review at each execution: the approver is shown the values this Bind gives it. The
       // audit trail records them under `audit.captureParams`. Otherwise the Bind passes unread.
@@ -510,7 +513,13 @@ export class ClientRelay implements FramerHandler {
     }
     if (kind === K_PARSE) {
       s.willChange('S', name);
-      s.statements.set(name, { request: st.request, verdict: v, namesFree: !s.touchesNames(st.request.sql, v) });
+      s.statements.set(name, {
+        request: st.request,
+        verdict: v,
+        namesFree: !s.touchesNames(st.request.sql, v),
+        refs: 0,
+        charged: 0,
+      });
     } else {
       if (kind === K_QUERY) {
         st.forgotten = s.forgetSqlNames(st.request.sql, v);
