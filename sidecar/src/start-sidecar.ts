@@ -66,6 +66,11 @@ export interface SidecarOptions {
   /** The budget itself, to share one among several listeners of a process (startGovernedSidecar). */
   statementBudget?: StatementBudget;
   /**
+   * When a statement of that budget does not fit, a session whose statement has not grown for this long is ended
+   * (FATAL 08P01) to make room. Default 10 s; 0: never.
+   */
+  statementStallTimeoutMs?: number;
+  /**
    * Prepared statements' text, the columns Describe returned and Bind values kept for review or audit, over every
    * session for as long as they exist: past it a Parse is refused with 53200. Default 32 MiB.
    */
@@ -151,11 +156,14 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const maxStatementBytes = options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES;
   const statementBudget =
     options.statementBudget ??
-    new StatementBudget(options.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
+    new StatementBudget(
+      options.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes),
+      options.statementStallTimeoutMs,
+    );
 
   const retainedBudget =
     options.retainedBudget ?? new RetainedBudget(options.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
-  metrics.retained(retainedBudget);
+  metrics.budgets(statementBudget, retainedBudget);
 
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
     const session = new ProxySession(socket, {

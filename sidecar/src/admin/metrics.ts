@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { StatementRecord } from '../proxy/hooks.js';
 import type { RetainedBudget } from '../proxy/retained-budget.js';
+import type { StatementBudget } from '../proxy/statement-budget.js';
 
 /**
  * The sidecar's Prometheus metrics, in a registry of its own (several sidecars can live in one process in tests).
@@ -83,9 +84,26 @@ export class SidecarMetrics {
     });
   }
 
-  /** The process's budget for kept statements (retained-budget.ts), read at scrape time. */
-  retained(budget: RetainedBudget): void {
+  /** The process's budgets for statements being read and kept (statement-budget.ts, retained-budget.ts), at scrape. */
+  budgets(statements: StatementBudget, budget: RetainedBudget): void {
     const registers = [this.registry];
+    new Gauge({
+      name: 'pgwarden_buffered_statement_bytes',
+      help: 'Bytes of large statements being read or awaiting their answer (--max-buffered-statement-bytes)',
+      registers,
+      collect() {
+        this.set(statements.held);
+      },
+    });
+    new Counter({
+      name: 'pgwarden_statement_stalls_ended_total',
+      help: 'Sessions ended (FATAL 08P01) because their statement stopped arriving while others needed its memory',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(statements.stallsEnded);
+      },
+    });
     new Gauge({
       name: 'pgwarden_retained_statement_bytes',
       help: 'Bytes of prepared statements, described columns and Bind values the sidecar keeps for its sessions',

@@ -170,7 +170,10 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const maxStatementBytes = opts.maxStatementBytes ?? DEFAULT_ANALYZED_STATEMENT_BYTES;
   const statementBudget =
     opts.statementBudget ??
-    new StatementBudget(opts.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
+    new StatementBudget(
+      opts.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes),
+      opts.statementStallTimeoutMs,
+    );
   const retainedBudget =
     opts.retainedBudget ?? new RetainedBudget(opts.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
   const maskings: { close(): void }[] = [];

@@ -41,7 +41,7 @@ import {
 import type { RelayState } from './relay-state.js';
 import { paramsCost, type RetainedBudget } from './retained-budget.js';
 import { mayResetSession } from './session-reset.js';
-import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
+import { type StatementBudget, type StatementReader, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
 /**
  * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
@@ -81,6 +81,10 @@ export interface ClientRelayIO {
   release(): void;
   /** The client sent Terminate. */
   terminate(): void;
+  /** Whether the session has stopped reading the client (backpressure, a held verdict): then it is not stalling. */
+  readingPaused(): boolean;
+  /** Ends the session at once with FATAL `error` (the proxy's own, as ProxySession.kill). */
+  kill(error: { code: string; message: string; hint?: string }, reason: string): void;
 }
 
 /** Client → upstream: frames the client's messages, gates statements through the session hooks, forwards bytes. */
@@ -90,7 +94,7 @@ export interface ClientRelayIO {
  */
 const MAX_REVIEWED_BIND_BYTES = 1024 * 1024;
 
-export class ClientRelay implements FramerHandler {
+export class ClientRelay implements FramerHandler, StatementReader {
   framer: Framer | undefined;
   private readonly s: RelayState;
   private readonly io: ClientRelayIO;
@@ -104,6 +108,8 @@ export class ClientRelay implements FramerHandler {
    * entry gives them back when it is answered) or it turns out to need none (freeReserved).
    */
   private reserved = 0;
+  /** When the statement holding `reserved` was announced (its length word read). */
+  private reservedAt = 0;
   /** A Bind whose names are read as it passes (SCAN), and its length word. */
   private bindScan: BindNameScanner | undefined = undefined;
   private bindLength = 0;
@@ -127,8 +133,31 @@ export class ClientRelay implements FramerHandler {
   /** Gives back what the message being handled reserved and nothing took over (also when the session ends). */
   freeReserved(): void {
     if (this.reserved === 0) return;
+    this.budget.arrived(this);
     this.budget.release(this.reserved);
     this.reserved = 0;
+  }
+
+  progressAt(): number {
+    if (this.io.readingPaused()) return Number.POSITIVE_INFINITY;
+    return Math.max(this.reservedAt, this.framer!.collectAt);
+  }
+
+  /**
+   * The statement being read stopped arriving while another session's did not fit the budget (StatementBudget
+   * reclaim). PostgreSQL would wait for the rest for ever, as it holds a backend; here the memory is shared, so the
+   * session ends as one that broke the protocol does (08P01), saying why.
+   */
+  evict(stalledMs: number): void {
+    const [got, total] = this.framer!.collecting();
+    this.io.kill(
+      {
+        code: '08P01',
+        message: `pgwarden: terminating connection because the client stopped sending a statement: ${got} of its ${total} bytes arrived, then nothing for ${Math.round(stalledMs / 1000)} s while other sessions needed the memory it holds`,
+        hint: 'Send statements whole; a client that cannot should raise --statement-stall-timeout or --max-buffered-statement-bytes.',
+      },
+      'stalled mid-statement while the statement budget was contended',
+    );
   }
 
   limit(type: number): number {
@@ -151,12 +180,13 @@ export class ClientRelay implements FramerHandler {
         // Read whole (assembled in a buffer of its size when it spans reads, then decoded): large ones count against
         // the process's budget until PostgreSQL has answered them.
         if (length >= UNCOUNTED_STATEMENT_BYTES) {
-          if (!this.budget.reserve(length + 1)) {
+          if (!this.budget.reserve(length + 1, this)) {
             this.oversize = type;
             this.overBudget = true;
             return DROP;
           }
           this.reserved = length + 1;
+          this.reservedAt = performance.now();
         }
         return WHOLE;
       case F.Bind: {
@@ -255,6 +285,8 @@ export class ClientRelay implements FramerHandler {
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    // Arrived whole: from here on it holds its share for PostgreSQL's answer or a verdict, not for the client.
+    if (this.reserved !== 0) this.budget.arrived(this);
     try {
       return this.decoded(type, buf, start, end);
     } catch (err) {

@@ -137,6 +137,8 @@ export class ProxySession {
   }
 
   private fromClient(chunk: Buffer): void {
+    // Ended (killed mid-statement, say): nothing more of the client's is read, nor reserves a share again.
+    if (this.closed) return;
     const up = this.upstream?.socket;
     up?.cork();
     try {
@@ -319,7 +321,13 @@ export class ProxySession {
     this.armExpiry();
     const relay = new ClientRelay(
       state,
-      { hold: () => this.hold(), release: () => this.release(), terminate: () => {} },
+      {
+        hold: () => this.hold(),
+        release: () => this.release(),
+        terminate: () => {},
+        readingPaused: () => this.clientPause !== 0 || this.framer.isSuspended,
+        kill: (error, reason) => this.kill(error, reason),
+      },
       this.ctx.maxStatementBytes,
       this.ctx.statementBudget,
     );
@@ -419,7 +427,11 @@ export class ProxySession {
     if (on) this.clientPause |= bit;
     else this.clientPause &= ~bit;
     if (this.clientPause !== 0 || this.framer.isSuspended) this.client.pause();
-    else if (!this.closed) this.client.resume();
+    else if (!this.closed) {
+      this.client.resume();
+      // Time the proxy did not read is not time the client stalled (StatementBudget reclaim).
+      this.framer.touch();
+    }
   }
 
   /**
