@@ -618,6 +618,7 @@ export class ClientRelay implements FramerHandler, StatementReader {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
       const st = new Stmt(req, s.unknownPortal(portal));
       st.denied = true;
+      st.portalGone = st.verdict.action === 'deny' && st.verdict.code === '34000';
       st.sentAt = performance.now();
       // The portal's name goes with it: a failed Bind of that portal ahead of it is recorded on it (failExtended).
       s.expect(K_EXECUTE, st, 'P', portal);
@@ -680,7 +681,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
     }
     if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
-    if (!info.described) {
+    // In a transaction already failed, with nothing ahead of it in flight, the Execute can only fail (25P02) or end the
+    // transaction (a bound ROLLBACK or COMMIT): no rows to plan for, and the proxy's Describe would take the error
+    // from it, with the location of PostgreSQL's Describe code instead of its Execute code.
+    if (!info.described && !(s.txStatus === 'E' && s.queue.length === 0)) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
       s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: undefined };

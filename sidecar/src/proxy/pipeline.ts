@@ -114,6 +114,11 @@ export class Stmt {
   rowBase = 0;
   /** Denied: the upstream got a statement that fails instead, whose error the proxy replaces with the verdict's. */
   denied = false;
+  /**
+   * Denied as an Execute of a portal that does not exist (34000): PostgreSQL's own error for the proxy's stand-in
+   * portal is passed on with the client's name in its message, so that every field is the server's (server-relay.ts).
+   */
+  portalGone = false;
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
   capped = false;
   /** The overall format of the COPY TO STDOUT being read (its CopyOutResponse): 0 text or CSV, 1 binary. */

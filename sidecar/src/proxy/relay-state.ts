@@ -174,7 +174,7 @@ export class RelayState {
    * made with SQL PREPARE exists upstream but was never checked: refused as such. Otherwise it usually does not exist
    * at all (closed, its transaction over, never bound) and PostgreSQL would say exactly this; it may also be an SQL
    * cursor (DECLARE), which the proxy will not run through Execute, as it cannot plan masking for rows it never saw
-   * described: the hint covers that case.
+   * described (clients read those with FETCH).
    */
   unknownPortal(name: string): Verdict {
     if (this.uncheckedPortals.has(name))
@@ -193,11 +193,11 @@ export class RelayState {
         hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
         reason: 'too many portals',
       };
+    // Answered with PostgreSQL's own ErrorResponse for a missing portal (server-relay.ts, portalGone): no hint.
     return {
       action: 'deny',
       code: '34000',
       message: `portal "${nameText(name)}" does not exist`,
-      hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
       reason: 'unknown portal',
     };
   }
