@@ -516,8 +516,8 @@ export class ClientRelay implements FramerHandler, StatementReader {
     // The unnamed statement replaces itself; named ones accumulate until the client closes them.
     // Every statement's text is kept until it is replaced or closed, counted over the process too (retained-budget.ts).
     if (kind === K_PARSE && v.action !== 'deny') {
-      const { held, adds } = s.statements.heldWith(name, st.request.sql);
-      if (name !== '' && held > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
+      const adds = s.statements.addsWith(name, st.request.sql);
+      if (name !== '' && s.retained.held + adds > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
       else if (!s.retained.budget.fits(adds)) v = retainedFull(s.retained.budget, adds);
     }
     st.verdict = v;

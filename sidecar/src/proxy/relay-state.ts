@@ -610,14 +610,13 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
   }
 
   /**
-   * What the session would hold with `name` parsed as `sql` (replacing a statement of that name): the per-session
-   * cap's measure. `adds`: what the process-wide budget would gain.
+   * What keeping `name` parsed as `sql` would add to what the session and the process hold (replacing a statement of
+   * that name frees it, unless a portal still keeps it).
    */
-  heldWith(name: string, sql: string): { held: number; adds: number } {
+  addsWith(name: string, sql: string): number {
     const prev = super.get(name);
     const freed = prev !== undefined && prev.refs === 1 ? (prev.charged ?? 0) : 0;
-    const adds = PREPARED_ENTRY_COST + sql.length - freed;
-    return { held: this.retained.held + adds, adds };
+    return PREPARED_ENTRY_COST + sql.length - freed;
   }
 
   override delete(name: string): boolean {
