@@ -86,6 +86,11 @@ describe('process-wide budget for kept prepared statements', () => {
       raw.close();
     }
 
+    // DISCARD ALL drops a session's statements, and their bytes with them.
+    const beforeDiscard = (await metric()).held;
+    await sessions[1].query('DISCARD ALL');
+    expect((await metric()).held).toBeLessThanOrEqual(beforeDiscard - STATEMENT);
+
     // The end of a session gives back everything it kept.
     const open = (await metric()).held;
     await sessions[2].end();
