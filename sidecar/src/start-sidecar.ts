@@ -15,6 +15,7 @@ import { DEFAULT_MAX_STATEMENT_BYTES } from './protocol/codes.js';
 import { allowAllHooks } from './proxy/allow-all-hooks.js';
 import { CancelRegistry } from './proxy/cancel-registry.js';
 import type { ProxyHooks } from './proxy/hooks.js';
+import { DEFAULT_RETAINED_STATEMENT_BYTES, RetainedBudget } from './proxy/retained-budget.js';
 import { ProxySession, type SessionObserver } from './proxy/session.js';
 import { defaultStatementBudget, StatementBudget } from './proxy/statement-budget.js';
 import type { ChannelBindingMode } from './upstream/channel-binding.js';
@@ -64,6 +65,18 @@ export interface SidecarOptions {
   maxBufferedStatementBytes?: number;
   /** The budget itself, to share one among several listeners of a process (startGovernedSidecar). */
   statementBudget?: StatementBudget;
+  /**
+   * When a statement of that budget does not fit, a session whose statement has not grown for this long is ended
+   * (FATAL 08P01) to make room. Default 10 s; 0: never.
+   */
+  statementStallTimeoutMs?: number;
+  /**
+   * Prepared statements' text, the columns Describe returned and Bind values kept for review or audit, over every
+   * session for as long as they exist: past it a Parse is refused with 53200. Default 32 MiB.
+   */
+  maxRetainedStatementBytes?: number;
+  /** That budget itself, to share one among several listeners of a process (startGovernedSidecar). */
+  retainedBudget?: RetainedBudget;
   /**
    * Client connections served at once (0 or absent = no cap); the policy's `guardrails.maxConnections` may lower it.
    * Cancel requests do not count, as in PostgreSQL.
@@ -143,7 +156,14 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
   const maxStatementBytes = options.maxStatementBytes ?? DEFAULT_MAX_STATEMENT_BYTES;
   const statementBudget =
     options.statementBudget ??
-    new StatementBudget(options.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
+    new StatementBudget(
+      options.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes),
+      options.statementStallTimeoutMs,
+    );
+
+  const retainedBudget =
+    options.retainedBudget ?? new RetainedBudget(options.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
+  metrics.budgets(statementBudget, retainedBudget);
 
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
     const session = new ProxySession(socket, {
@@ -152,6 +172,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       credentials,
       maxStatementBytes,
       statementBudget,
+      retainedBudget,
       authenticationTimeoutMs: options.authenticationTimeoutMs ?? 60_000,
       cancels,
       observer,

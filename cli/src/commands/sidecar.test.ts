@@ -82,6 +82,8 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
           PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app?sslmode=verify-full`,
           PGWARDEN_CA_FILE: shared.caFile,
           PGWARDEN_HTTP: '127.0.0.1:0',
+          PGWARDEN_MAX_RETAINED_STATEMENT_BYTES: '20000000',
+          PGWARDEN_STATEMENT_STALL_TIMEOUT: '30s',
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
@@ -112,6 +114,9 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     const metrics = (await get('/metrics')).body;
     expect(metrics).toMatch(/^pgwarden_sessions_active 1$/m);
     expect(metrics).toMatch(/^pgwarden_statements_total\{action="allow",outcome="ok"\} 1$/m);
+    // The process-wide bound on kept statements, from its environment variable; pg's query left nothing kept.
+    expect(metrics).toMatch(/^pgwarden_retained_statement_bytes_limit 20000000$/m);
+    expect(metrics).toMatch(/^pgwarden_retained_statement_bytes \d+$/m);
 
     const inflight = c.query('SELECT pg_sleep(1) AS slept, 7 AS n');
     await new Promise((r) => setTimeout(r, 200));

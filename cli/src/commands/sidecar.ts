@@ -143,6 +143,18 @@ export function registerSidecar(program: Command): void {
       'or twice --max-statement-bytes when larger)',
   );
   opt(
+    '--statement-stall-timeout <duration>',
+    'when a large statement does not fit --max-buffered-statement-bytes, end sessions whose statement has stopped ' +
+      'arriving for this long to make room (FATAL 08P01); 0 = never',
+    '10s',
+  );
+  opt(
+    '--max-retained-statement-bytes <n>',
+    'prepared statement text, described columns and Bind values kept for review/audit, over all sessions for as long ' +
+      'as they exist (SQLSTATE 53200 for a Parse beyond; metric pgwarden_retained_statement_bytes)',
+    '33554432',
+  );
+  opt(
     '--insecure-listen-any',
     'accept a --listen address other than loopback: the sidecar then serves anyone who reaches it, with the pod’s workload identity',
   );
@@ -200,6 +212,10 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     (!Number.isInteger(maxBufferedStatementBytes) || maxBufferedStatementBytes < 1)
   )
     throw new InvalidArgumentError('--max-buffered-statement-bytes must be a positive integer');
+  const maxRetainedStatementBytes = Number(o.maxRetainedStatementBytes);
+  if (!Number.isInteger(maxRetainedStatementBytes) || maxRetainedStatementBytes < 1)
+    throw new InvalidArgumentError('--max-retained-statement-bytes must be a positive integer');
+  const statementStallTimeoutMs = parseGrace(o.statementStallTimeout, '--statement-stall-timeout');
   const listenAt = parseHostPort('--listen', o.listen);
   // Design: the sidecar listens on loopback only. In `workload` mode whoever connects *is* the pod, so an address
   // others can reach would hand the pod's identity and credentials to them.
@@ -232,6 +248,8 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
     http,
     maxStatementBytes,
     maxBufferedStatementBytes,
+    maxRetainedStatementBytes,
+    statementStallTimeoutMs,
     maxConnections,
     authenticationTimeoutMs,
     logger,

@@ -1,5 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { StatementRecord } from '../proxy/hooks.js';
+import type { RetainedBudget } from '../proxy/retained-budget.js';
+import type { StatementBudget } from '../proxy/statement-budget.js';
 
 /**
  * The sidecar's Prometheus metrics, in a registry of its own (several sidecars can live in one process in tests).
@@ -78,6 +80,44 @@ export class SidecarMetrics {
         this.reset();
         this.inc({ direction: 'client_to_upstream' }, self.bytesFromClient);
         this.inc({ direction: 'upstream_to_client' }, self.bytesFromUpstream);
+      },
+    });
+  }
+
+  /** The process's budgets for statements being read and kept (statement-budget.ts, retained-budget.ts), at scrape. */
+  budgets(statements: StatementBudget, budget: RetainedBudget): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'pgwarden_buffered_statement_bytes',
+      help: 'Bytes of large statements being read or awaiting their answer (--max-buffered-statement-bytes)',
+      registers,
+      collect() {
+        this.set(statements.held);
+      },
+    });
+    new Counter({
+      name: 'pgwarden_statement_stalls_ended_total',
+      help: 'Sessions ended (FATAL 08P01) because their statement stopped arriving while others needed its memory',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(statements.stallsEnded);
+      },
+    });
+    new Gauge({
+      name: 'pgwarden_retained_statement_bytes',
+      help: 'Bytes of prepared statements, described columns and Bind values the sidecar keeps for its sessions',
+      registers,
+      collect() {
+        this.set(budget.held);
+      },
+    });
+    new Gauge({
+      name: 'pgwarden_retained_statement_bytes_limit',
+      help: 'Bound on pgwarden_retained_statement_bytes (--max-retained-statement-bytes); a Parse past it gets 53200',
+      registers,
+      collect() {
+        this.set(budget.limit);
       },
     });
   }

@@ -224,11 +224,11 @@ describe.each(['object', 'json'] as const)('statement events (%s encoding)', (ki
       const shared = inject('pg');
       const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
       const direct = WireClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
-      const want = await runScript(direct, steps, true);
+      const want = await runScript(direct, steps);
       direct.close();
       const n = lines.length;
       const proxied = (await WireClient.startup(port())).client;
-      const got = await runScript(proxied, steps, true);
+      const got = await runScript(proxied, steps);
       proxied.close();
       expect(got).toEqual(want);
       expect(want.filter((m) => m.startsWith('E')).map((m) => /\bC(\w{5})\b/.exec(m)?.[1])).toEqual([

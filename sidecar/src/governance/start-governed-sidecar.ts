@@ -15,6 +15,7 @@ import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-key
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import { DEFAULT_ANALYZED_STATEMENT_BYTES } from '../protocol/codes.js';
 import type { ProxyHooks } from '../proxy/hooks.js';
+import { DEFAULT_RETAINED_STATEMENT_BYTES, RetainedBudget } from '../proxy/retained-budget.js';
 import { defaultStatementBudget, StatementBudget } from '../proxy/statement-budget.js';
 import { type Sidecar, type SidecarOptions, startSidecar } from '../start-sidecar.js';
 import { ApprovalMetrics } from './approval-metrics.js';
@@ -169,7 +170,12 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const maxStatementBytes = opts.maxStatementBytes ?? DEFAULT_ANALYZED_STATEMENT_BYTES;
   const statementBudget =
     opts.statementBudget ??
-    new StatementBudget(opts.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes));
+    new StatementBudget(
+      opts.maxBufferedStatementBytes ?? defaultStatementBudget(maxStatementBytes),
+      opts.statementStallTimeoutMs,
+    );
+  const retainedBudget =
+    opts.retainedBudget ?? new RetainedBudget(opts.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
   const maskings: { close(): void }[] = [];
   // One resolver for the process: it reads each key once, and the load-time check below sees what masking uses.
   const resolveKey = opts.resolveMaskingKey ?? keyResolverFromEnv();
@@ -216,6 +222,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         ...opts,
         maxStatementBytes,
         statementBudget,
+        retainedBudget,
         listen: { host: opts.listenHost ?? '127.0.0.1', port: opts.listenPort ?? p.policy.spec.listen.port },
         upstream,
         hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,

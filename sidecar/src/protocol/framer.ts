@@ -68,6 +68,8 @@ export class Framer {
   private collect: Buffer | null = null;
   private collectPos = 0;
   private collectType = 0;
+  /** When the message being assembled last grew (performance.now()): a client that stalls mid-statement shows here. */
+  collectAt = 0;
   private dropType = 0;
   private passLeft = 0;
   /** The message being passed was answered SCAN and the handler still reads it. */
@@ -223,6 +225,7 @@ export class Framer {
         const take = Math.min(c.length - this.collectPos, n - i);
         buf.copy(c, this.collectPos, i, i + take);
         this.collectPos += take;
+        this.collectAt = performance.now();
         i += take;
         if (this.collectPos < c.length) continue;
         this.collect = null;
@@ -317,6 +320,17 @@ export class Framer {
     this.collect = c;
     this.collectPos = buf.length - i;
     this.collectType = type;
+    this.collectAt = performance.now();
+  }
+
+  /** Bytes of the message being assembled so far, and its size (0 and 0 when none is). */
+  collecting(): [number, number] {
+    return this.collect === null ? [0, 0] : [this.collectPos, this.collect.length];
+  }
+
+  /** The reader was paused by its owner, not by the peer: a message being assembled counts as growing from now. */
+  touch(): void {
+    if (this.collect !== null) this.collectAt = performance.now();
   }
 
   /** Keeps an incomplete header (or a header the handler wants more of) for the next chunk. */

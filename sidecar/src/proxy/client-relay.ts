@@ -39,8 +39,9 @@ import {
   Stmt,
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
+import { paramsCost, type RetainedBudget } from './retained-budget.js';
 import { mayResetSession } from './session-reset.js';
-import { type StatementBudget, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
+import { type StatementBudget, type StatementReader, UNCOUNTED_STATEMENT_BYTES } from './statement-budget.js';
 
 /**
  * Text sent upstream in place of a denied statement. It fails in PostgreSQL's raw parser (42601) without touching
@@ -80,6 +81,10 @@ export interface ClientRelayIO {
   release(): void;
   /** The client sent Terminate. */
   terminate(): void;
+  /** Whether the session has stopped reading the client (backpressure, a held verdict): then it is not stalling. */
+  readingPaused(): boolean;
+  /** Ends the session at once with FATAL `error` (the proxy's own, as ProxySession.kill). */
+  kill(error: { code: string; message: string; hint?: string }, reason: string): void;
 }
 
 /** Client → upstream: frames the client's messages, gates statements through the session hooks, forwards bytes. */
@@ -89,7 +94,7 @@ export interface ClientRelayIO {
  */
 const MAX_REVIEWED_BIND_BYTES = 1024 * 1024;
 
-export class ClientRelay implements FramerHandler {
+export class ClientRelay implements FramerHandler, StatementReader {
   framer: Framer | undefined;
   private readonly s: RelayState;
   private readonly io: ClientRelayIO;
@@ -103,6 +108,8 @@ export class ClientRelay implements FramerHandler {
    * entry gives them back when it is answered) or it turns out to need none (freeReserved).
    */
   private reserved = 0;
+  /** When the statement holding `reserved` was announced (its length word read). */
+  private reservedAt = 0;
   /** A Bind whose names are read as it passes (SCAN), and its length word. */
   private bindScan: BindNameScanner | undefined = undefined;
   private bindLength = 0;
@@ -126,8 +133,31 @@ export class ClientRelay implements FramerHandler {
   /** Gives back what the message being handled reserved and nothing took over (also when the session ends). */
   freeReserved(): void {
     if (this.reserved === 0) return;
+    this.budget.arrived(this);
     this.budget.release(this.reserved);
     this.reserved = 0;
+  }
+
+  progressAt(): number {
+    if (this.io.readingPaused()) return Number.POSITIVE_INFINITY;
+    return Math.max(this.reservedAt, this.framer!.collectAt);
+  }
+
+  /**
+   * The statement being read stopped arriving while another session's did not fit the budget (StatementBudget
+   * reclaim). PostgreSQL would wait for the rest for ever, as it holds a backend; here the memory is shared, so the
+   * session ends as one that broke the protocol does (08P01), saying why.
+   */
+  evict(stalledMs: number): void {
+    const [got, total] = this.framer!.collecting();
+    this.io.kill(
+      {
+        code: '08P01',
+        message: `pgwarden: terminating connection because the client stopped sending a statement: ${got} of its ${total} bytes arrived, then nothing for ${Math.round(stalledMs / 1000)} s while other sessions needed the memory it holds`,
+        hint: 'Send statements whole; a client that cannot should raise --statement-stall-timeout or --max-buffered-statement-bytes.',
+      },
+      'stalled mid-statement while the statement budget was contended',
+    );
   }
 
   limit(type: number): number {
@@ -150,12 +180,13 @@ export class ClientRelay implements FramerHandler {
         // Read whole (assembled in a buffer of its size when it spans reads, then decoded): large ones count against
         // the process's budget until PostgreSQL has answered them.
         if (length >= UNCOUNTED_STATEMENT_BYTES) {
-          if (!this.budget.reserve(length + 1)) {
+          if (!this.budget.reserve(length + 1, this)) {
             this.oversize = type;
             this.overBudget = true;
             return DROP;
           }
           this.reserved = length + 1;
+          this.reservedAt = performance.now();
         }
         return WHOLE;
       case F.Bind: {
@@ -223,6 +254,9 @@ export class ClientRelay implements FramerHandler {
         statement: info,
         described: false,
         boundAt: s.seq,
+        // Set by the map (retained-budget.ts); present from the start so that every entry has one shape.
+        refs: 0,
+        charged: 0,
       });
       // A statement held for review at each execution: the approver is shown the values this Bind gives it. The
       // audit trail records them under `audit.captureParams`. Otherwise the Bind passes unread.
@@ -251,6 +285,8 @@ export class ClientRelay implements FramerHandler {
   }
 
   whole(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
+    // Arrived whole: from here on it holds its share for PostgreSQL's answer or a verdict, not for the client.
+    if (this.reserved !== 0) this.budget.arrived(this);
     try {
       return this.decoded(type, buf, start, end);
     } catch (err) {
@@ -292,7 +328,12 @@ export class ClientRelay implements FramerHandler {
         if (info === undefined) return true;
         try {
           const { values, formats } = decodeBindValues(buf, start, end);
-          info.request = { ...info.request, params: values, paramFormats: formats };
+          // Kept with the portal until it is gone: counted, and not kept when the process's budget is full.
+          const cost = paramsCost(values);
+          if (s.retained.budget.fits(cost)) {
+            info.request = { ...info.request, params: values, paramFormats: formats };
+            s.retained.grow(info, cost);
+          } else info.request = { ...info.request, params: [PARAMS_NOT_KEPT] };
         } catch {
           // PostgreSQL reads these fields the same way and refuses the Bind; the approver is not shown a guess.
           info.request = { ...info.request, params: ['(the values cannot be read: the Bind is malformed)'] };
@@ -473,8 +514,11 @@ export class ClientRelay implements FramerHandler {
   private apply(kind: number, st: Stmt, v: Verdict, name: string): true | Buffer {
     const s = this.s;
     // The unnamed statement replaces itself; named ones accumulate until the client closes them.
-    if (kind === K_PARSE && name !== '' && v.action !== 'deny') {
-      if (s.statements.heldWith(name, st.request.sql) > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
+    // Every statement's text is kept until it is replaced or closed, counted over the process too (retained-budget.ts).
+    if (kind === K_PARSE && v.action !== 'deny') {
+      const adds = s.statements.addsWith(name, st.request.sql);
+      if (name !== '' && s.retained.held + adds > MAX_PREPARED_BYTES) v = TOO_MANY_PREPARED;
+      else if (!s.retained.budget.fits(adds)) v = retainedFull(s.retained.budget, adds);
     }
     st.verdict = v;
     st.sentAt = performance.now();
@@ -501,7 +545,13 @@ export class ClientRelay implements FramerHandler {
     }
     if (kind === K_PARSE) {
       s.willChange('S', name);
-      s.statements.set(name, { request: st.request, verdict: v, namesFree: !s.touchesNames(st.request.sql, v) });
+      s.statements.set(name, {
+        request: st.request,
+        verdict: v,
+        namesFree: !s.touchesNames(st.request.sql, v),
+        refs: 0,
+        charged: 0,
+      });
     } else {
       if (kind === K_QUERY) {
         st.forgotten = s.forgetSqlNames(st.request.sql, v);
@@ -568,6 +618,7 @@ export class ClientRelay implements FramerHandler {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
       const st = new Stmt(req, s.unknownPortal(portal));
       st.denied = true;
+      st.portalGone = st.verdict.action === 'deny' && st.verdict.code === '34000';
       st.sentAt = performance.now();
       // The portal's name goes with it: a failed Bind of that portal ahead of it is recorded on it (failExtended).
       s.expect(K_EXECUTE, st, 'P', portal);
@@ -630,7 +681,10 @@ export class ClientRelay implements FramerHandler {
     }
     if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
-    if (!info.described) {
+    // In a transaction already failed, with nothing ahead of it in flight, the Execute can only fail (25P02) or end the
+    // transaction (a bound ROLLBACK or COMMIT): no rows to plan for, and the proxy's Describe would take the error
+    // from it, with the location of PostgreSQL's Describe code instead of its Execute code.
+    if (!info.described && !(s.txStatus === 'E' && s.queue.length === 0)) {
       info.described = true;
       s.expect(K_DESCRIBE, undefined, 'P', portal, true);
       s.queue.tail()!.undo = { map: 'D', name: portal, prev: info, unchecked: undefined };
@@ -656,8 +710,8 @@ const STATEMENT_KINDS = new Map<number, number>([
 ]);
 
 /**
- * What one session's named prepared statements may hold in the sidecar (their text, and PREPARED_ENTRY_COST each:
- * at most ~65 000 small ones). Drivers' statement caches hold a few hundred.
+ * What one session's prepared statements and portals may hold in the sidecar (their text, and PREPARED_ENTRY_COST each:
+ * at most ~65 000 small ones; retained-budget.ts). Drivers' statement caches hold a few hundred.
  */
 export const MAX_PREPARED_BYTES = 32 * 1024 * 1024;
 const TOO_MANY_PREPARED: Verdict = {
@@ -667,6 +721,21 @@ const TOO_MANY_PREPARED: Verdict = {
   hint: 'Close prepared statements that are no longer needed (Close, DEALLOCATE).',
   reason: 'too many prepared statements',
 };
+/**
+ * The process's budget for kept statements is full: 53200, the class PostgreSQL gives what it cannot allocate (a
+ * retry may succeed once other sessions close statements), rather than 54000, a limit of the statement itself.
+ */
+function retainedFull(budget: RetainedBudget, adds: number): Verdict {
+  return {
+    action: 'deny',
+    code: '53200',
+    message: 'out of memory',
+    detail: `pgwarden keeps ${budget.held} bytes of prepared statements for its sessions; this one (${adds} bytes) would pass its limit of ${budget.limit} bytes`,
+    hint: 'Close prepared statements that are no longer needed (Close, DEALLOCATE), or raise --max-retained-statement-bytes.',
+    reason: 'retained statement budget exhausted',
+  };
+}
+const PARAMS_NOT_KEPT = "(the values are not shown: pgwarden's budget for kept statements is full)";
 const PENDING: Verdict = { action: 'deny', code: '42501', message: 'pending' };
 const UNTRACKED_NAME: Verdict = {
   action: 'deny',

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { B } from '../protocol/codes.js';
 import { runBoth, SCRIPTS } from '../testing/differential-scripts.js';
-import { msg, RawClient, types } from '../testing/raw-client.js';
+import { errorOf, msg, RawClient, types } from '../testing/raw-client.js';
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { connectUpstream } from '../upstream/connect.js';
 
@@ -54,19 +54,27 @@ describe('differential: PostgreSQL directly vs through the sidecar', () => {
     expect(params.length).toBeGreaterThanOrEqual(10);
   });
 
-  it("Execute of a portal the proxy did not see made by Bind: PostgreSQL's 34000, with a hint naming pgwarden", async () => {
+  it("Execute of a portal the proxy did not see made by Bind: PostgreSQL's own 34000, every field", async () => {
     // PostgreSQL answers 34000 for a portal that does not exist, or runs a cursor made with SQL DECLARE; the proxy
-    // cannot plan masking for rows it never saw described, so it answers 34000 either way (docs/protocol.md). The
+    // cannot plan masking for rows it never saw described, so it answers 34000 either way (docs/protocol.md), as the
+    // server's own error for a stand-in portal: the same fields, F/L/R included, as a direct session gets. The
     // session stays in step: ReadyForQuery follows, as after any error.
+    const upstream = { host: pg.host, port: pg.port, database: pg.database, sslmode: 'disable' as const };
+    const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
     const { client } = await RawClient.startup(fx.sidecar.port, { user: 'agent', database: 'app' });
     try {
-      client.send(msg.execute('nope', 0), msg.sync(), msg.query('SELECT 1 AS still_here'));
-      const got = await client.untilReady(2);
-      expect(got.map((m) => String.fromCharCode(m.type)).join(' ')).toBe('E Z T D C Z');
-      expect(got[0].buf.subarray(5).toString('latin1')).toContain(
-        'C34000\0Mportal "nope" does not exist\0Hpgwarden runs only portals made by Bind',
-      );
+      const seen: Map<string, string>[] = [];
+      for (const c of [direct, client]) {
+        c.send(msg.execute('nope', 0), msg.sync(), msg.query('SELECT 1 AS still_here'));
+        const got = await c.untilReady(2);
+        expect(types(got)).toBe('E Z T D C Z');
+        seen.push(errorOf(got[0]));
+      }
+      expect(seen[0].get('M')).toBe('portal "nope" does not exist');
+      expect(['F', 'L', 'R'].every((k) => seen[0].has(k))).toBe(true);
+      expect([...seen[1]]).toEqual([...seen[0]]);
     } finally {
+      direct.close();
       client.close();
     }
   });

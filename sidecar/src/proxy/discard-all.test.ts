@@ -317,8 +317,8 @@ describe('differential: DISCARD ALL through the sidecar answers as PostgreSQL do
       const direct = RawClient.fromSocket(up.socket);
       const proxied = (await RawClient.startup(fx.sidecar.port, { user: 'agent', database: 'app', ...app })).client;
       try {
-        const want = await runScript(direct, steps, false);
-        const got = await runScript(proxied, steps, false);
+        const want = await runScript(direct, steps);
+        const got = await runScript(proxied, steps);
         expect(want.some((m) => m.startsWith('C DISCARD ALL') || m.includes('C25001'))).toBe(true);
         expect(got).toEqual(want);
       } finally {

@@ -89,6 +89,9 @@ export interface PreparedInfo {
   namesFree?: boolean;
   /** For a portal: the `seq` of the Bind that made it (RelayState.endTransaction). */
   boundAt?: number;
+  /** Maps and portals holding it, and the bytes it is counted for meanwhile (retained-budget.ts, RetainedText). */
+  refs?: number;
+  charged?: number;
 }
 
 /** One statement-bearing client message in flight (Query, Parse, Execute, FunctionCall). */
@@ -111,6 +114,11 @@ export class Stmt {
   rowBase = 0;
   /** Denied: the upstream got a statement that fails instead, whose error the proxy replaces with the verdict's. */
   denied = false;
+  /**
+   * Denied as an Execute of a portal that does not exist (34000): PostgreSQL's own error for the proxy's stand-in
+   * portal is passed on with the client's name in its message, so that every field is the server's (server-relay.ts).
+   */
+  portalGone = false;
   /** Verdict.maxRows was exceeded: further rows are dropped and the upstream is cancelled. */
   capped = false;
   /** The overall format of the COPY TO STDOUT being read (its CopyOutResponse): 0 text or CSV, 1 binary. */

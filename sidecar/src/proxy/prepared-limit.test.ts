@@ -10,7 +10,8 @@ const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 describe('named prepared statements a session may hold', () => {
   let fx: Fixture;
   beforeAll(async () => {
-    fx = await startFixture();
+    // The process-wide bound (retained-budget.test.ts) well above one session's, which is what this tests.
+    fx = await startFixture({ maxRetainedStatementBytes: 4 * MAX_PREPARED_BYTES });
   });
   afterAll(() => fx.sidecar.close(500));
 
@@ -30,7 +31,7 @@ describe('named prepared statements a session may hold', () => {
       new Array(MAX_PREPARED_BYTES / mib - 1).fill(undefined),
     );
     expect(codes.at(-1)).toBe('54000');
-    // The unnamed statement replaces itself: never refused for this.
+    // The unnamed statement replaces itself: never refused by the session's limit.
     client.send(parseMessage('', `SELECT 2 /* ${''.padEnd(mib, 'y')} */`), SYNC);
     expect((await client.untilReady()).some((x) => x.type === B.ErrorResponse)).toBe(false);
     // Closing one makes room again.

@@ -25,6 +25,14 @@ import {
   Stmt,
   type Undo,
 } from './pipeline.js';
+import {
+  fieldsCost,
+  PORTAL_ENTRY_COST,
+  PREPARED_ENTRY_COST,
+  paramsCost,
+  RetainedBudget,
+  RetainedText,
+} from './retained-budget.js';
 import { NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
@@ -41,8 +49,10 @@ export interface RelayIO {
  */
 export class RelayState {
   readonly queue = new EntryQueue();
-  readonly statements = new PreparedStatements();
-  readonly portals = new Map<string, PreparedInfo>();
+  readonly statements: PreparedStatements;
+  readonly portals: Portals;
+  /** What the two maps keep, counted against the process's budget (retained-budget.ts). */
+  readonly retained: RetainedText;
   /**
    * Portals bound to a statement the proxy never saw parsed (SQL PREPARE): they exist upstream, unchecked. The value
    * is the `seq` of their Bind, as PreparedInfo.boundAt is for checked ones (endTransaction).
@@ -111,9 +121,12 @@ export class RelayState {
   readonly pendingParams = new Map<string, string>();
   private readonly io: RelayIO;
 
-  constructor(hooks: SessionHooks, io: RelayIO) {
+  constructor(hooks: SessionHooks, io: RelayIO, retained = new RetainedText(new RetainedBudget(Infinity))) {
     this.hooks = hooks;
     this.io = io;
+    this.retained = retained;
+    this.statements = new PreparedStatements(retained);
+    this.portals = new Portals(retained);
     this.scrub = hooks.scrubText
       ? (t: string, v?: Verdict, f?: ReadonlyMap<string, string>) => hooks.scrubText!(t, v, f)
       : undefined;
@@ -161,7 +174,7 @@ export class RelayState {
    * made with SQL PREPARE exists upstream but was never checked: refused as such. Otherwise it usually does not exist
    * at all (closed, its transaction over, never bound) and PostgreSQL would say exactly this; it may also be an SQL
    * cursor (DECLARE), which the proxy will not run through Execute, as it cannot plan masking for rows it never saw
-   * described: the hint covers that case.
+   * described (clients read those with FETCH).
    */
   unknownPortal(name: string): Verdict {
     if (this.uncheckedPortals.has(name))
@@ -180,11 +193,11 @@ export class RelayState {
         hint: 'Close portals that are no longer needed, or end the transaction (it drops them).',
         reason: 'too many portals',
       };
+    // Answered with PostgreSQL's own ErrorResponse for a missing portal (server-relay.ts, portalGone): no hint.
     return {
       action: 'deny',
       code: '34000',
       message: `portal "${nameText(name)}" does not exist`,
-      hint: 'pgwarden runs only portals made by Bind in this session; read SQL cursors with FETCH.',
       reason: 'unknown portal',
     };
   }
@@ -256,16 +269,25 @@ export class RelayState {
     const hidden = head.hidden;
     if (head.target === 'S') {
       const info = this.statements.get(head.name);
-      if (info) info.fields = fields;
+      if (info) this.keepFields(info, fields);
     } else {
       const info = this.portals.get(head.name);
       if (info) {
-        info.fields = fields;
+        this.keepFields(info, fields);
         info.transformer = this.hooks.planRows(fields, info.verdict);
       }
     }
     this.complete(K_DESCRIBE);
     return !hidden;
+  }
+
+  /**
+   * A Describe's columns are kept with the statement or portal and counted with it. They cannot be refused (the
+   * statement exists upstream): the budget may pass its bound by one RowDescription, and the next Parse is refused.
+   */
+  private keepFields(info: PreparedInfo, fields: RowField[]): void {
+    this.retained.grow(info, fieldsCost(fields) - (info.fields === undefined ? 0 : fieldsCost(info.fields)));
+    info.fields = fields;
   }
 
   /** NoData answers a Describe; false when it was the proxy's own. */
@@ -567,36 +589,45 @@ export class RelayState {
 }
 
 /**
- * Prepared statements with a running count of what they hold: their SQL text stays in the sidecar for as long as
- * the statement exists upstream, so a client that parses named statements without closing them grows the one
- * process every session shares (PostgreSQL keeps them in the client's own backend).
+ * Prepared statements, counted as they come and go (retained-budget.ts): their SQL text stays in the sidecar for as
+ * long as the statement exists upstream, so a client that parses named statements without closing them grows the
+ * one process every session shares (PostgreSQL keeps them in the client's own backend).
  */
 export class PreparedStatements extends Map<string, PreparedInfo> {
-  /** UTF-16 code units of SQL text, plus PREPARED_ENTRY_COST per statement. */
-  held = 0;
+  readonly retained: RetainedText;
+
+  constructor(retained: RetainedText) {
+    super();
+    this.retained = retained;
+  }
 
   override set(name: string, info: PreparedInfo): this {
     const prev = super.get(name);
-    if (prev !== undefined) this.held -= cost(prev);
-    this.held += cost(info);
+    if (prev === info) return this;
+    this.retained.ref(info, statementCost(info));
+    if (prev !== undefined) this.retained.unref(prev);
     return super.set(name, info);
   }
 
-  /** What the map would hold with `name` parsed as `sql` (replacing a statement of that name). */
-  heldWith(name: string, sql: string): number {
+  /**
+   * What keeping `name` parsed as `sql` would add to what the session and the process hold (replacing a statement of
+   * that name frees it, unless a portal still keeps it).
+   */
+  addsWith(name: string, sql: string): number {
     const prev = super.get(name);
-    return this.held - (prev === undefined ? 0 : cost(prev)) + PREPARED_ENTRY_COST + sql.length;
+    const freed = prev !== undefined && prev.refs === 1 ? (prev.charged ?? 0) : 0;
+    return PREPARED_ENTRY_COST + sql.length - freed;
   }
 
   override delete(name: string): boolean {
     const prev = super.get(name);
     if (prev === undefined) return false;
-    this.held -= cost(prev);
+    this.retained.unref(prev);
     return super.delete(name);
   }
 
   override clear(): void {
-    this.held = 0;
+    for (const info of super.values()) this.retained.unref(info);
     super.clear();
   }
 
@@ -606,10 +637,61 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
    */
   clearNamed(): void {
     const unnamed = super.get('');
+    if (unnamed !== undefined) this.retained.ref(unnamed, statementCost(unnamed));
     this.clear();
-    if (unnamed !== undefined) this.set('', unnamed);
+    if (unnamed !== undefined) {
+      super.set('', unnamed);
+      // Held across the clear by the extra reference: nothing was freed and counted again.
+    }
   }
 }
+
+/** Portals, counted as PreparedStatements are; a portal keeps the statement it was bound from alive. */
+export class Portals extends Map<string, PreparedInfo> {
+  readonly retained: RetainedText;
+
+  constructor(retained: RetainedText) {
+    super();
+    this.retained = retained;
+  }
+
+  override set(name: string, info: PreparedInfo): this {
+    const prev = super.get(name);
+    if (prev === info) return this;
+    this.hold(info);
+    if (prev !== undefined) this.free(prev);
+    return super.set(name, info);
+  }
+
+  override delete(name: string): boolean {
+    const prev = super.get(name);
+    if (prev === undefined) return false;
+    this.free(prev);
+    return super.delete(name);
+  }
+
+  override clear(): void {
+    for (const info of super.values()) this.free(info);
+    super.clear();
+  }
+
+  private hold(info: PreparedInfo): void {
+    this.retained.ref(info, portalCost(info));
+    if (info.statement !== undefined) this.retained.ref(info.statement, statementCost(info.statement));
+  }
+
+  private free(info: PreparedInfo): void {
+    this.retained.unref(info);
+    if (info.statement !== undefined) this.retained.unref(info.statement);
+  }
+}
+
+const statementCost = (info: PreparedInfo): number =>
+  PREPARED_ENTRY_COST + info.request.sql.length + (info.fields === undefined ? 0 : fieldsCost(info.fields));
+const portalCost = (info: PreparedInfo): number =>
+  PORTAL_ENTRY_COST +
+  (info.fields === undefined ? 0 : fieldsCost(info.fields)) +
+  (info.request.params === undefined ? 0 : paramsCost(info.request.params));
 
 /**
  * Portals one session may have tracked at once. PostgreSQL drops them when their transaction ends (so does the
@@ -617,7 +699,3 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
  * open (a JDBC result set read with a fetch size holds one).
  */
 export const MAX_PORTALS = 10_000;
-
-/** What a tracked statement costs besides its text (the entry, its request and verdict objects), roughly. */
-export const PREPARED_ENTRY_COST = 512;
-const cost = (info: PreparedInfo): number => PREPARED_ENTRY_COST + info.request.sql.length;

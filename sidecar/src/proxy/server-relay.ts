@@ -698,7 +698,16 @@ export class ServerRelay implements FramerHandler {
     let out: boolean | Buffer = true;
     let code = '';
     let msg = '';
-    if (st?.denied && st.verdict.action === 'deny') {
+    // PostgreSQL's error for the stand-in portal (DENIED_PORTAL) is the one it would give for the client's: the same
+    // fields from the same code (postgres.c exec_execute_message), but for the name in its message.
+    const gone = st?.portalGone ? decodeErrorFields(buf, start, end) : undefined;
+    if (gone?.get('C') === '34000' && st!.verdict.action === 'deny') {
+      const f = gone;
+      f.set('M', st!.verdict.message);
+      out = encodeErrorFields(B.ErrorResponse, f);
+      code = '34000';
+      msg = f.get('M')!;
+    } else if (st?.denied && st.verdict.action === 'deny') {
       const v = st.verdict;
       out = errorResponse({
         severity: 'ERROR',

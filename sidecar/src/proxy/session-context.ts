@@ -2,6 +2,7 @@ import type { Credentials, UpstreamTarget } from '../upstream/connect.js';
 import type { UpstreamError } from '../upstream/errors.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import type { ProxyHooks, StatementRecord } from './hooks.js';
+import type { RetainedBudget } from './retained-budget.js';
 import type { ProxySession } from './session.js';
 import type { StatementBudget } from './statement-budget.js';
 
@@ -13,6 +14,8 @@ export interface SessionContext {
   maxStatementBytes: number;
   /** Statement text read whole, counted over every session of the process (statement-budget.ts). */
   statementBudget: StatementBudget;
+  /** Prepared statements and portals kept, counted over every session of the process (retained-budget.ts). */
+  retainedBudget: RetainedBudget;
   /** How long a client may take from connecting to an established session (PostgreSQL's authentication_timeout). */
   authenticationTimeoutMs: number;
   cancels: CancelRegistry;

@@ -21,6 +21,7 @@ import type { SessionHooks, SessionInfo, StartupRefusal, StatementRecord } from 
 import { openUpstreamSession } from './open-session.js';
 import { K_ROWS, type Stmt } from './pipeline.js';
 import { RelayState } from './relay-state.js';
+import { RetainedText } from './retained-budget.js';
 import { ServerRelay } from './server-relay.js';
 import type { SessionContext } from './session-context.js';
 import { restoreMessages, SessionResetError } from './session-reset.js';
@@ -136,6 +137,8 @@ export class ProxySession {
   }
 
   private fromClient(chunk: Buffer): void {
+    // Ended (killed mid-statement, say): nothing more of the client's is read, nor reserves a share again.
+    if (this.closed) return;
     const up = this.upstream?.socket;
     up?.cork();
     try {
@@ -293,18 +296,22 @@ export class ProxySession {
     for (const [k, v] of up.parameters) parts.push(parameterStatus(k, v));
     parts.push(backendKeyData(key.processId, key.secretKey), readyForQuery(up.txStatus));
     this.client.write(Buffer.concat(parts));
-    const state = new RelayState(hooks, {
-      toClient: (b) => {
-        if (this.unsettled && !this.inUpstreamChunk) this.settle();
-        if (!this.client.write(b)) up.socket.pause();
+    const state = new RelayState(
+      hooks,
+      {
+        toClient: (b) => {
+          if (this.unsettled && !this.inUpstreamChunk) this.settle();
+          if (!this.client.write(b)) up.socket.pause();
+        },
+        toUpstream: (b) => {
+          if (this.closed) return; // e.g. a held verdict that arrived after the client left
+          if (!up.socket.write(b)) this.setPause(UPSTREAM_FULL, true);
+        },
+        cancelUpstream: () => this.proxyCancel(),
+        statementDone: (record, stmt) => this.statementDone(record, stmt),
       },
-      toUpstream: (b) => {
-        if (this.closed) return; // e.g. a held verdict that arrived after the client left
-        if (!up.socket.write(b)) this.setPause(UPSTREAM_FULL, true);
-      },
-      cancelUpstream: () => this.proxyCancel(),
-      statementDone: (record, stmt) => this.statementDone(record, stmt),
-    });
+      new RetainedText(this.ctx.retainedBudget),
+    );
     state.txStatus = up.txStatus;
     state.restore = restoreMessages(setup);
     for (const [k, v] of up.parameters) state.clientParams.set(k, v);
@@ -314,7 +321,13 @@ export class ProxySession {
     this.armExpiry();
     const relay = new ClientRelay(
       state,
-      { hold: () => this.hold(), release: () => this.release(), terminate: () => {} },
+      {
+        hold: () => this.hold(),
+        release: () => this.release(),
+        terminate: () => {},
+        readingPaused: () => this.clientPause !== 0 || this.framer.isSuspended,
+        kill: (error, reason) => this.kill(error, reason),
+      },
       this.ctx.maxStatementBytes,
       this.ctx.statementBudget,
     );
@@ -414,7 +427,11 @@ export class ProxySession {
     if (on) this.clientPause |= bit;
     else this.clientPause &= ~bit;
     if (this.clientPause !== 0 || this.framer.isSuspended) this.client.pause();
-    else if (!this.closed) this.client.resume();
+    else if (!this.closed) {
+      this.client.resume();
+      // Time the proxy did not read is not time the client stalled (StatementBudget reclaim).
+      this.framer.touch();
+    }
   }
 
   /**
@@ -482,6 +499,8 @@ export class ProxySession {
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
     // A statement being read or held gives its share of the process's budget back (the queue's, drained below, too).
     this.relay?.freeReserved();
+    // So do its prepared statements and portals, which PostgreSQL drops with the session.
+    this.state?.retained.end();
     // Statements already sent upstream may have run (or failed) even though their ReadyForQuery never arrived, e.g.
     // the client sent Terminate right after an ErrorResponse: they are audited with what is known, never dropped.
     const drained = new Set<Stmt>();

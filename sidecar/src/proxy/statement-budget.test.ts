@@ -20,7 +20,7 @@ const until = async (f: () => boolean) => {
 
 describe('process-wide budget for statement text', () => {
   let fx: Fixture;
-  const budget = new StatementBudget(1024 * 1024);
+  const budget = new StatementBudget(1024 * 1024, 0);
   beforeAll(async () => {
     fx = await startFixture({ statementBudget: budget });
   });
@@ -88,7 +88,7 @@ describe('process-wide budget for statement text', () => {
 
 describe('process-wide budget: a statement held for its verdict', () => {
   let fx: Fixture;
-  const budget = new StatementBudget(1024 * 1024);
+  const budget = new StatementBudget(1024 * 1024, 0);
   let release: (() => void) | undefined;
   const hooks: ProxyHooks = {
     ...allowAllHooks(),
@@ -120,6 +120,79 @@ describe('process-wide budget: a statement held for its verdict', () => {
       expect(budget.held).toBe(0);
     } finally {
       a.close();
+    }
+  });
+});
+
+describe('process-wide budget: a statement that stops arriving', () => {
+  let fx: Fixture;
+  // A statement that has not grown for a second loses its share when another one does not fit.
+  const budget = new StatementBudget(1024 * 1024, 1000);
+  beforeAll(async () => {
+    fx = await startFixture({ statementBudget: budget });
+  });
+  afterAll(() => fx.sidecar.close(500));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('a slow client that keeps sending keeps its share; the next statement is refused (53200)', async () => {
+    const slow = (await RawClient.startup(fx.sidecar.port)).client;
+    const b = (await RawClient.startup(fx.sidecar.port)).client;
+    try {
+      const q = msg.query(big('slow'));
+      // 5 KiB every 20 ms or more: at least 2.8 s for the whole statement, far past the stall timeout, but it grows
+      // all the time (a slower machine makes it slower still, and so still arriving when b asks).
+      let sent = 0;
+      const drip = (async () => {
+        for (; sent < q.length; sent += 5 * 1024) {
+          slow.send(q.subarray(sent, Math.min(q.length, sent + 5 * 1024)));
+          await sleep(20);
+        }
+      })();
+      await until(() => budget.held > 0);
+      const begun = performance.now();
+      while (performance.now() - begun < 1500) await sleep(20);
+      expect(sent).toBeLessThan(q.length);
+      b.send(msg.query(big('b')));
+      expect(codes(await b.untilReady())).toEqual(['53200']);
+      await drip;
+      const done = await slow.untilReady();
+      expect(done.filter((x) => x.type === B.DataRow).map(rowOf)).toEqual([[String(700 * 1024)]]);
+      expect(budget.stallsEnded).toBe(0);
+    } finally {
+      slow.close();
+      b.close();
+    }
+  });
+
+  it('a session stalled mid-statement is ended (FATAL 08P01) when another needs the memory, which then runs', async () => {
+    const a = (await RawClient.startup(fx.sidecar.port)).client;
+    const b = (await RawClient.startup(fx.sidecar.port)).client;
+    try {
+      const q = msg.query(big('a'));
+      a.send(q.subarray(0, 300 * 1024));
+      await until(() => budget.held > 0);
+      // Nothing more from a for longer than the stall timeout (a slower machine only makes the stall longer).
+      await sleep(1500);
+      b.send(msg.query(big('b')));
+      const ran = await b.untilReady();
+      expect(codes(ran)).toEqual([]);
+      expect(ran.filter((x) => x.type === B.DataRow).map(rowOf)).toEqual([[String(700 * 1024)]]);
+      const [fatal] = await a.until(B.ErrorResponse);
+      const f = errorOf(fatal);
+      expect([f.get('S'), f.get('C')]).toEqual(['FATAL', '08P01']);
+      expect(f.get('M')).toMatch(
+        /^pgwarden: terminating connection because the client stopped sending a statement: \d+ of its \d+ bytes arrived/,
+      );
+      await a.closed();
+      expect(budget.stallsEnded).toBe(1);
+      expect(budget.held).toBe(0);
+      // Other sessions go on.
+      const c = await fx.client();
+      expect((await c.query('SELECT 3 AS three')).rows).toEqual([{ three: 3 }]);
+      await c.end();
+    } finally {
+      a.close();
+      b.close();
     }
   });
 });

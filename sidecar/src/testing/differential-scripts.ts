@@ -183,6 +183,24 @@ export const SCRIPTS: Record<string, Step[]> = {
     { send: [msg.execute('tx', 0), msg.sync()], until: Z },
     q('COMMIT'),
   ],
+  'a portal bound before its transaction failed: Execute gets 25P02 from the Execute, a bound ROLLBACK still runs': [
+    q('BEGIN'),
+    // Never described by the client: the proxy would describe them itself to plan their rows.
+    {
+      send: [
+        msg.parse('', 'SELECT g FROM generate_series(1, 3) g'),
+        msg.bind('rows', ''),
+        msg.parse('rb', 'ROLLBACK'),
+        msg.bind('rb', 'rb'),
+        msg.sync(),
+      ],
+      until: Z,
+    },
+    q('SELECT 1/0'),
+    { send: [msg.execute('rows', 1), msg.sync()], until: Z },
+    { send: [msg.execute('rb', 0), msg.sync()], until: Z },
+    q('SELECT 2 AS after'),
+  ],
   'several Syncs in one write, Describe of an unnamed statement with parameters': [
     {
       send: [
@@ -475,39 +493,11 @@ export const SCRIPTS: Record<string, Step[]> = {
 };
 
 /**
- * Scripts whose ErrorResponses are compared without their F/L/R fields (source file, line, routine of the server
- * code that raised them): there the proxy sends its own Describe of a portal before an Execute that came without
- * one (to plan masking for its rows), so a portal that has gone raises the same SQLSTATE and message from
- * PostgreSQL's Describe code instead of its Execute code.
+ * Runs a script and returns what came back, one line per message (type letter and body). ErrorResponses are compared
+ * whole, their F/L/R fields (the server's source file, line and routine) included: where the proxy answers for
+ * PostgreSQL (an Execute of a portal it knows is gone) it passes on the server's own error for a stand-in.
  */
-export const ERROR_LOCATION_MAY_DIFFER = new Set<string>([]);
-
-/**
- * Scripts where the proxy answers an error itself, on PostgreSQL's behalf: Execute of a portal it did not see made
- * by Bind, or knows has gone (here: one the client closed, one whose transaction ended). Same severity, SQLSTATE
- * and message as PostgreSQL's; no F/L/R (PostgreSQL source location) and a hint naming pgwarden, so those fields are
- * left out of the comparison.
- */
-export const ERROR_ANSWERED_BY_PROXY = new Set([
-  'extended protocol oddities: two statements in one Parse, an empty statement, a closed portal',
-  'portals end with their transaction: Execute after Sync, and inside an explicit transaction',
-]);
-
-/** An ErrorResponse body without its F, L and R fields (and H, with `hint`). */
-function withoutLocation(body: string, hint = false): string {
-  return body
-    .split('\0')
-    .filter((f) => !(hint ? /^[FLRH]/ : /^[FLR]/).test(f))
-    .join('\0');
-}
-
-/** Runs a script and returns what came back, one line per message (type letter and body). */
-export async function runScript(
-  client: RawClient,
-  steps: Step[],
-  ignoreLocation: boolean,
-  ignoreHint = false,
-): Promise<string[]> {
+export async function runScript(client: RawClient, steps: Step[]): Promise<string[]> {
   const out: string[] = [];
   for (const step of steps) {
     client.send(...step.send);
@@ -517,8 +507,7 @@ export async function runScript(
       for (;;) {
         const m: RawMessage = await client.next();
         const body = m.buf.subarray(5).toString('latin1');
-        const shown = ignoreLocation && m.type === B.ErrorResponse ? withoutLocation(body, ignoreHint) : body;
-        out.push(`${String.fromCharCode(m.type)} ${shown}`);
+        out.push(`${String.fromCharCode(m.type)} ${body}`);
         if (m.type === (step.until ?? Z) || m.type === Z) break;
       }
     }
@@ -537,8 +526,6 @@ export async function runBoth(
   sidecarPort: number,
 ): Promise<{ direct: string[]; proxied: string[] }> {
   const steps = SCRIPTS[name];
-  const byProxy = ERROR_ANSWERED_BY_PROXY.has(name);
-  const ignoreLocation = byProxy || ERROR_LOCATION_MAY_DIFFER.has(name);
   const params = { application_name: 'pgwarden-differential' };
   const up = await connectUpstream(upstream, credentials, params);
   const direct = RawClient.fromSocket(up.socket);
@@ -546,8 +533,8 @@ export async function runBoth(
   try {
     proxied = (await RawClient.startup(sidecarPort, { user: 'agent', database: 'app', ...params })).client;
     return {
-      direct: await runScript(direct, steps, ignoreLocation, byProxy),
-      proxied: await runScript(proxied, steps, ignoreLocation, byProxy),
+      direct: await runScript(direct, steps),
+      proxied: await runScript(proxied, steps),
     };
   } finally {
     direct.close();
@@ -565,10 +552,9 @@ const SERIES = 'SELECT g FROM generate_series(1, 3) g';
  * (sidecar/src/proxy/multi-statement-names.test.ts with kinds from the first word, test/governance/differential-
  * policy.test.ts with the real parser): a multi-statement Query whose DEALLOCATE, CLOSE or DECLARE failed or never ran
  * left those names in PostgreSQL, and the proxy must give them back; those that completed stay gone. Without kinds
- * the proxy keeps them forgotten (fails closed). `ignoreHint`: the proxy's own 34000 for a portal it knows is gone
- * carries a hint PostgreSQL's lacks, and its location fields are not PostgreSQL's.
+ * the proxy keeps them forgotten (fails closed).
  */
-export const NAME_SCRIPTS: Record<string, { steps: Step[]; ignoreHint?: boolean }> = {
+export const NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
   'DISCARD PLANS, TEMP and SEQUENCES leave prepared statements and portals, whatever their names': {
     steps: [
       { send: [msg.parse('temp', 'SELECT 1 AS t'), msg.parse('plans', 'SELECT 2 AS p'), msg.sync()] },
@@ -629,7 +615,6 @@ export const NAME_SCRIPTS: Record<string, { steps: Step[]; ignoreHint?: boolean 
     ],
   },
   'a CLOSE that completed ahead of the failing statement: the portal is gone': {
-    ignoreHint: true,
     steps: [
       q('BEGIN'),
       { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
