@@ -87,6 +87,22 @@ export function leakCorpus(S: string): LeakQuery[] {
       'rows',
       `WITH RECURSIVE r(v, n) AS (SELECT full_name, 1 FROM ${C} UNION ALL SELECT v, n + 1 FROM r WHERE n < 2) SELECT v FROM r`,
     ),
+    // A `*` over a function whose columns the tree does not show (jsonb_to_record's two here) shifts the columns a
+    // CTE's or subquery's column list renames: `b` is the masked q, not orders.id.
+    q(
+      'rows',
+      `WITH x(a, b, c) AS (SELECT * FROM jsonb_to_record((SELECT jsonb_build_object('p', ssn, 'q', full_name) FROM ${C} LIMIT 1)) AS j(p text, q text), ${S}.orders o) SELECT b, c FROM x`,
+    ),
+    q(
+      'rows',
+      `SELECT s.b FROM (SELECT * FROM jsonb_to_record((SELECT jsonb_build_object('p', ssn, 'q', full_name) FROM ${C} LIMIT 1)) AS j(p text, q text), ${S}.orders o) s(a, b)`,
+    ),
+    // A DML target is always the table, never a CTE of the same name: its WHERE filters on the masked column.
+    q(
+      'denied',
+      `SET search_path = ${S}`,
+      `WITH customers AS (SELECT 1 AS id) UPDATE customers SET id = id WHERE ssn LIKE '%-%' RETURNING id`,
+    ),
     // UNION (not ALL), INTERSECT, EXCEPT and DISTINCT compare the masked values: a membership oracle.
     q('denied', `SELECT email FROM ${C} UNION SELECT 'x'`),
     q('denied', `SELECT count(*) FROM (SELECT ssn FROM ${C} INTERSECT SELECT '078-05-1120') x`),
