@@ -4,6 +4,8 @@
  * (https://www.postgresql.org/docs/current/sql-expressions.html#SQL-EXPRESSIONS-COLUMN-REFS), resolved
  * conservatively: where a name could mean several things, the lineage is the union of all of them.
  */
+
+import { figureColname } from '../sql/output-names.js';
 import {
   type CatalogRelation,
   type CatalogSnapshot,
@@ -505,11 +507,8 @@ export class LineageWalker {
     return undefined;
   }
 
+  /** PostgreSQL's name for a target without AS; `?column?` where figureColname cannot tell (a lookup then fails). */
   private exprName(val: Node): string {
-    const ref = val?.ColumnRef?.fields;
-    if (ref) return str(ref[ref.length - 1]) ?? '?column?';
-    const fn = val?.FuncCall?.funcname;
-    if (fn) return str(fn[fn.length - 1]) ?? '?column?';
-    return '?column?';
+    return figureColname(val) ?? '?column?';
   }
 }
