@@ -18,7 +18,11 @@ beforeAll(async () => {
     CREATE TABLE public.notes (v varchar);
     INSERT INTO public.notes VALUES ('A');
     CREATE FUNCTION public.lower(v varchar) RETURNS text LANGUAGE sql AS $$ SELECT public.log_read('lower')::text $$;
-    GRANT ALL ON public.notes TO ${db.roles.analyst}`);
+    GRANT ALL ON public.notes TO ${db.roles.analyst};
+    CREATE TYPE public.pair AS (a int, b int);
+    CREATE TABLE public.boxes (id int, p public.pair);
+    INSERT INTO public.boxes VALUES (1, ROW(1, 2));
+    GRANT ALL ON public.boxes TO ${db.roles.analyst}`);
   const a = examplePolicy('analyst-readonly.yaml');
   a.spec.role = db.roles.analyst;
   analyst = await startGoverned(db.name, a);
@@ -167,6 +171,42 @@ describe('t.f on a CTE or subquery', () => {
     const theirs = fields.map((f) => f.name);
     // Where figureColname names a target, it names it as PostgreSQL does; it names all of these.
     expect(ours).toEqual(theirs);
+  });
+});
+
+describe('a name the catalog snapshot does not know', () => {
+  it('is looked up in the catalog before deciding: a function another connection just created is a call', async () => {
+    const c = await listed.client();
+    // `(c).f` on a composite is always a call; `t.f` on a CTE over `*`, or on a relation created since, is f's call
+    // only if f exists.
+    const sqls = [
+      'SELECT (p).fresh_call FROM boxes',
+      'WITH x AS (SELECT * FROM orders) SELECT x.fresh_call FROM x LIMIT 1',
+      'SELECT k.fresh_call FROM crates k',
+    ];
+    expect((await c.query('SELECT count(*)::int AS n FROM boxes')).rows).toEqual([{ n: 1 }]);
+    await db.su(`CREATE TABLE public.crates (id int); INSERT INTO public.crates VALUES (1);
+      GRANT ALL ON public.crates TO ${db.roles.analyst};
+      CREATE FUNCTION public.fresh_call(r anyelement) RETURNS text LANGUAGE sql
+        AS $$ SELECT public.log_read('fresh_call')::text $$`);
+    try {
+      // Past the checks' rate limit (one per 100 ms per database), so the next one starts after the CREATE.
+      await new Promise((r) => setTimeout(r, 150));
+      const before = await db.readCount();
+      for (const sql of sqls) {
+        const err = await errorOf(c, sql);
+        expect(err?.message, sql).toBe(
+          `pgwarden: statement denied by the default action: function "public.fresh_call" is not in rule "reads"'s functions list`,
+        );
+      }
+      expect(await db.readCount()).toBe(before);
+      // PostgreSQL runs it for each of them.
+      for (const sql of sqls) expect((await db.su(sql)).rows, sql).toEqual([{ fresh_call: 'true' }]);
+      // A name that is a column stays one: the new relation's column, now that the catalog knows it.
+      expect((await c.query('SELECT k.id FROM crates k')).rows).toEqual([{ id: 1 }]);
+    } finally {
+      await db.su('DROP FUNCTION public.fresh_call(anyelement); DROP TABLE public.crates');
+    }
   });
 });
 
