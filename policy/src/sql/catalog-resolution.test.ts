@@ -3,7 +3,7 @@ import { parsePolicyDocuments } from '../api/load-documents.js';
 import { decide } from '../engine/decide.js';
 import { buildCatalogSnapshot, type CatalogRow } from '../masking/catalog-snapshot.js';
 import { analyzeSql } from './analyze-sql.js';
-import { policyCatalogOf, resolveWithCatalog } from './catalog-resolution.js';
+import { policyCatalogOf, resolvedByUnknownNames, resolveWithCatalog } from './catalog-resolution.js';
 import { initSqlParser } from './parser.js';
 import { createSessionState } from './session-state.js';
 
@@ -119,6 +119,22 @@ describe('t.f: a column, or a call of f(t)', () => {
       possible: ['fresh'],
       resolved: [],
     });
+  });
+
+  it('says when a name the catalog does not know made t.f a column (the sidecar checks the catalog then)', () => {
+    const unknown = (sql: string) => {
+      const { raw } = analyse(sql);
+      return resolvedByUnknownNames(raw);
+    };
+    // No function `fresh` known, and nothing else tells: a function created since would make it a call.
+    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.fresh FROM w')).toBe(true);
+    expect(unknown('SELECT n.fresh FROM new_table n')).toBe(true);
+    expect(unknown('SELECT j.fresh FROM (orders o JOIN orders p USING (id)) j')).toBe(true);
+    // Decided by what the catalog or the tree does know.
+    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.leak FROM w')).toBe(false);
+    expect(unknown('SELECT o.id, o.fresh FROM orders o')).toBe(false);
+    expect(unknown('WITH w AS (SELECT id FROM orders) SELECT w.id, w.fresh FROM w')).toBe(false);
+    expect(unknown('SELECT id FROM orders')).toBe(false);
   });
 
   it('without a catalog counts for rules with a functions list, fail closed', () => {
