@@ -177,11 +177,12 @@ describe('t.f on a CTE or subquery', () => {
 describe('a name the catalog snapshot does not know', () => {
   it('is looked up in the catalog before deciding: a function another connection just created is a call', async () => {
     const c = await listed.client();
-    // `(c).f` on a composite is always a call; `t.f` on a CTE over `*`, or on a relation created since, is f's call
-    // only if f exists.
+    // `(c).f` on a composite is always a call, and `t.f` on a CTE over one table's `*` a call when the table has no
+    // column f; `t.f` on a CTE over a join's `*`, or on a relation created since, is f's call only if f exists.
     const sqls = [
       'SELECT (p).fresh_call FROM boxes',
       'WITH x AS (SELECT * FROM orders) SELECT x.fresh_call FROM x LIMIT 1',
+      'WITH x AS (SELECT * FROM orders JOIN boxes USING (id)) SELECT x.fresh_call FROM x LIMIT 1',
       'SELECT k.fresh_call FROM crates k',
     ];
     expect((await c.query('SELECT count(*)::int AS n FROM boxes')).rows).toEqual([{ n: 1 }]);

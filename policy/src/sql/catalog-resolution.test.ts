@@ -113,8 +113,20 @@ describe('t.f: a column, or a call of f(t)', () => {
         resolved: [],
       },
     );
-    // A `*` the tree cannot expand, or a name FigureColname does not know: the catalog decides, as before.
-    expect(both('WITH x AS (SELECT * FROM orders) SELECT x.fresh FROM x')).toEqual({
+    // A `*` over one table: the table's columns, as the catalog knows them (a column, or else a call).
+    expect(both('WITH x AS (SELECT * FROM orders) SELECT x.id, x.fresh FROM x')).toEqual({
+      raw: [],
+      possible: ['id', 'fresh'],
+      resolved: ['public.fresh'],
+    });
+    expect(both('SELECT s.n, s.status, s.fresh FROM (SELECT id AS n, * FROM public.orders o) s')).toEqual({
+      raw: [],
+      possible: ['status', 'fresh'],
+      resolved: ['public.fresh'],
+    });
+    // A `*` the tree cannot expand otherwise (a join), or a name FigureColname does not know: a user function of that
+    // name decides, as before.
+    expect(both('WITH x AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT x.fresh FROM x')).toEqual({
       raw: [],
       possible: ['fresh'],
       resolved: [],
@@ -127,11 +139,12 @@ describe('t.f: a column, or a call of f(t)', () => {
       return resolvedByUnknownNames(raw);
     };
     // No function `fresh` known, and nothing else tells: a function created since would make it a call.
-    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.fresh FROM w')).toBe(true);
+    expect(unknown('WITH w AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT w.fresh FROM w')).toBe(true);
     expect(unknown('SELECT n.fresh FROM new_table n')).toBe(true);
     expect(unknown('SELECT j.fresh FROM (orders o JOIN orders p USING (id)) j')).toBe(true);
     // Decided by what the catalog or the tree does know.
-    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.leak FROM w')).toBe(false);
+    expect(unknown('WITH w AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT w.leak FROM w')).toBe(false);
+    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.fresh FROM w')).toBe(false);
     expect(unknown('SELECT o.id, o.fresh FROM orders o')).toBe(false);
     expect(unknown('WITH w AS (SELECT id FROM orders) SELECT w.id, w.fresh FROM w')).toBe(false);
     expect(unknown('SELECT id FROM orders')).toBe(false);

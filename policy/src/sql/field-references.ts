@@ -4,7 +4,7 @@ import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 import { catalogColumns, SYSTEM_COLUMNS } from './catalog-columns.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
 import { dangerousFunction } from './function-catalog.js';
-import { outputNames } from './output-names.js';
+import { figureColname, outputNames } from './output-names.js';
 import type { Node } from './parser.js';
 import type { Scope } from './statement-walker.js';
 
@@ -157,8 +157,11 @@ function columnOf(
       const listed = ((cte?.aliascolnames as Node[] | undefined) ?? []).map(str);
       // `WITH x(a, b)` renames the first columns; more outputs keep their own names.
       if (own === undefined) {
-        // A `*` in the CTE: only the names its column list gives are known.
-        return listed.some((n, i) => (colnames[i] ?? n) === name) || colnames.includes(name);
+        // A `*` in the CTE: the names its column list gives, or the star's table's by the catalog.
+        if (listed.some((n, i) => (colnames[i] ?? n) === name) || colnames.includes(name)) return true;
+        return listed.length === 0 && colnames.length === 0
+          ? starColumn(cte?.ctequery as Node, name, scope, ctx)
+          : false;
       }
       return shownColumn(
         own.map((n, i) => listed[i] ?? n),
@@ -169,7 +172,11 @@ function columnOf(
     if (colnames.includes(name)) return true;
     return catalogRelation(rv, name, ctx);
   }
-  if (item.RangeSubselect) return shownColumn(outputNames(body.subquery as Node | undefined), colnames, name);
+  if (item.RangeSubselect) {
+    const names = outputNames(body.subquery as Node | undefined);
+    if (names === undefined && colnames.length === 0) return starColumn(body.subquery as Node, name, scope, ctx);
+    return shownColumn(names, colnames, name);
+  }
   if (colnames.includes(name)) return true;
   if (item.RangeFunction) {
     const defs = ((body.coldeflist as Node[] | undefined) ?? []).map(
@@ -195,6 +202,43 @@ function shownColumn(
   const visible = names.map((n, i) => colnames[i] ?? n);
   if (visible.includes(name)) return true;
   return visible.every((n) => n !== undefined) ? 'call' : false;
+}
+
+/**
+ * Column `name` of `SELECT [named targets,] * FROM one_table` (a CTE's or subquery's query): true when a named
+ * target is it, else the table's candidates for the catalog to tell, as for `t.f` on the table itself. False (the
+ * catalog's functions decide) for any other shape: a join, a nested WITH, a set operation, `(c).*`, a CTE as the
+ * star's source.
+ */
+function starColumn(
+  query: Node | undefined,
+  name: string,
+  scope: Scope,
+  ctx: AnalysisContext,
+): true | false | Array<{ schema: string; name: string }> {
+  const s = query?.SelectStmt as Node | undefined;
+  const from = (s?.fromClause as Node[] | undefined) ?? [];
+  if (s === undefined || s.withClause || (s.op !== undefined && s.op !== 'SETOP_NONE') || from.length !== 1)
+    return false;
+  const rv = from[0].RangeVar as Node | undefined;
+  if (rv === undefined || (typeof rv.schemaname !== 'string' && scope.has(String(rv.relname)))) return false;
+  const own = (rv.alias as { aliasname?: string } | undefined)?.aliasname ?? String(rv.relname);
+  for (const t of (s.targetList as Node[] | undefined) ?? []) {
+    const rt = t.ResTarget as Node;
+    const fields = ((rt?.val as Node | undefined)?.ColumnRef as Node | undefined)?.fields as Node[] | undefined;
+    if (fields?.[fields.length - 1]?.A_Star) {
+      // `*` or `t.*` of the one table (`s.t.*` too); anything else is not this shape.
+      if (fields.length > 1 && str(fields[fields.length - 2]) !== own) return false;
+      continue;
+    }
+    const ind = ((rt?.val as Node | undefined)?.A_Indirection as Node | undefined)?.indirection as Node[] | undefined;
+    if (ind?.[ind.length - 1]?.A_Star) return false; // `(c).*`: as many columns as c has
+    const named = typeof rt?.name === 'string' ? rt.name : figureColname(rt?.val as Node | undefined);
+    if (named === name) return true;
+    if (named === undefined) return false;
+  }
+  if (((rv.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).length > 0) return false;
+  return catalogRelation(rv, name, ctx);
 }
 
 function catalogRelation(rv: Node, name: string, ctx: AnalysisContext): true | Array<{ schema: string; name: string }> {
