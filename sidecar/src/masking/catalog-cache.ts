@@ -262,18 +262,19 @@ export class CatalogCache {
 
   /**
    * For a statement that a name the snapshot does not know decided (PolicySession): a promise of a current snapshot
-   * when a reload is due, a fingerprint check is running (joined), or the last one started at least
-   * unknownNameCheckMs ago (then one starts, reloading if the catalog moved); undefined when a check started more
-   * recently, or after a failure (for 2 s). Rate-limited so a loop of such statements costs the database at most one
+   * when a reload is due, or when the last fingerprint check started at least unknownNameCheckMs ago (then one starts
+   * now, reloading if the catalog moved); a check that started more recently is joined while it runs. Undefined when
+   * nothing is due, or after a failure (for 2 s). Rate-limited so a loop of such statements costs the database at most one
    * fingerprint query per unknownNameCheckMs, shared by every session.
    */
   checkForUnknownName(): Promise<CatalogSnapshot> | undefined {
     const now = Date.now();
     if (now - this.failedAt < 2000) return undefined;
     if (this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000)) return this.refresh();
-    if (this.verifying !== undefined) return this.verifying;
-    if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100)) return undefined;
-    return this.verify();
+    // A check started moments ago: join it while it runs (it may not see what was created since), else none.
+    if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100)) return this.verifying;
+    // Else a check that starts now, after one still running from before.
+    return this.verifying ? this.verifying.then(() => this.verify()) : this.verify();
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
