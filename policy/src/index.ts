@@ -16,7 +16,8 @@
  *   statements[] }. subject = the sidecar Identity ({ groups, namespace, serviceAccount, user }); pass the same
  *   object for a session so decisions are cached.
  * - resolveWithCatalog(analysis, policyCatalogOf(snapshot), session.searchPath) → the analysis with `t.f` field
- *   references and unqualified calls resolved against the database's catalog (user functions), before decide().
+ *   references and unqualified calls resolved against the database's catalog (user functions), before decide();
+ *   resolvedByUnknownNames(analysis) afterwards: whether a name the catalog did not know decided it.
  * - lintPolicySpec(spec) → PolicyIssue[] (never-matching/shadowed rules, bad globs): `pgwarden policy lint`.
  */
 export * from './api/access-policy-schema.js';
@@ -61,7 +62,12 @@ export type {
   StatementAnalysis,
 } from './sql/analysis-types.js';
 export { analysisCacheSize, analyzeSql, clearAnalysisCache } from './sql/analyze-sql.js';
-export { type PolicyCatalog, policyCatalogOf, resolveWithCatalog } from './sql/catalog-resolution.js';
+export {
+  type PolicyCatalog,
+  policyCatalogOf,
+  resolvedByUnknownNames,
+  resolveWithCatalog,
+} from './sql/catalog-resolution.js';
 export { parseSearchPathValue } from './sql/function-calls.js';
 export { constantsOnlyAsValues } from './sql/grant-constants.js';
 export { initSqlParser, isSqlParserReady, normalizeSql } from './sql/parser.js';

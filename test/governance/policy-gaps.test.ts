@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { figureColname } from '../../policy/src/sql/output-names.js';
+import { initSqlParser, parseSql } from '../../policy/src/sql/parser.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
 import { errorOf, examplePolicy, type Governed, startGoverned } from './governed-sidecar.js';
 
@@ -16,7 +18,11 @@ beforeAll(async () => {
     CREATE TABLE public.notes (v varchar);
     INSERT INTO public.notes VALUES ('A');
     CREATE FUNCTION public.lower(v varchar) RETURNS text LANGUAGE sql AS $$ SELECT public.log_read('lower')::text $$;
-    GRANT ALL ON public.notes TO ${db.roles.analyst}`);
+    GRANT ALL ON public.notes TO ${db.roles.analyst};
+    CREATE TYPE public.pair AS (a int, b int);
+    CREATE TABLE public.boxes (id int, p public.pair);
+    INSERT INTO public.boxes VALUES (1, ROW(1, 2));
+    GRANT ALL ON public.boxes TO ${db.roles.analyst}`);
   const a = examplePolicy('analyst-readonly.yaml');
   a.spec.role = db.roles.analyst;
   analyst = await startGoverned(db.name, a);
@@ -77,6 +83,131 @@ describe('user functions a rule with a functions list must cover', () => {
     expect(await db.readCount()).toBe(before);
     // Qualified, it is pg_catalog's.
     expect((await c.query('SELECT pg_catalog.lower(v) AS l FROM notes')).rows).toEqual([{ l: 'a' }]);
+  });
+});
+
+describe('t.f on a CTE or subquery', () => {
+  it('reads a column its targets name, without a catalog lookup deciding', async () => {
+    const c = await listed.client();
+    const rows = async (sql: string) => (await c.query(sql)).rows;
+    expect(await rows('WITH x AS (SELECT id AS e FROM orders) SELECT x.e FROM x ORDER BY 1 LIMIT 1')).toEqual([
+      { e: 1 },
+    ]);
+    expect(await rows('WITH x(a) AS (SELECT id FROM orders) SELECT x.a FROM x ORDER BY 1 LIMIT 1')).toEqual([{ a: 1 }]);
+    expect(await rows('SELECT s.id FROM (SELECT id::int FROM orders) s ORDER BY 1 LIMIT 1')).toEqual([{ id: 1 }]);
+  });
+
+  it('calls a function another connection created since the catalog was loaded, and is denied unless listed', async () => {
+    const c = await listed.client();
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]); // the session and its catalog are up
+    // Another connection creates fresh(anyelement): `x.fresh` on a CTE without a column fresh runs it.
+    await db.su(`CREATE FUNCTION public.fresh(r anyelement) RETURNS text LANGUAGE sql
+      AS $$ SELECT public.log_read('fresh')::text $$`);
+    try {
+      const direct = await db.su('WITH x AS (SELECT 1 AS n) SELECT x.fresh FROM x');
+      expect(direct.rows).toEqual([{ fresh: 'true' }]);
+      const before = await db.readCount();
+      for (const sql of [
+        'WITH x AS (SELECT id AS n FROM orders) SELECT x.fresh FROM x',
+        'WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x WHERE n < 2) SELECT x.fresh FROM x',
+        'SELECT s.fresh FROM (SELECT id FROM orders) s',
+        // A CTE named like the table hides it: its row, not orders', is fresh's argument.
+        'WITH orders AS (SELECT 1 AS n) SELECT orders.fresh FROM orders',
+        'SELECT (WITH y(v) AS (SELECT 1) SELECT y.fresh FROM y)',
+      ]) {
+        const err = await errorOf(c, sql);
+        expect(err?.message, sql).toBe(
+          `pgwarden: statement denied by the default action: function "public.fresh" is not in rule "reads"'s functions list`,
+        );
+      }
+      expect(await db.readCount()).toBe(before);
+    } finally {
+      await db.su('DROP FUNCTION public.fresh(anyelement)');
+    }
+  });
+
+  it('names outputs as PostgreSQL does (FigureColname), or not at all', async () => {
+    const exprs = [
+      'id',
+      'o.id',
+      'id::text',
+      "'x'::varchar",
+      '1',
+      'id + 1',
+      'upper(status)',
+      'pg_catalog.lower(status)',
+      'coalesce(status, id::text)',
+      'nullif(id, 2)',
+      'greatest(id, 2)',
+      'least(id, 2)',
+      'CASE WHEN id > 1 THEN 1 END',
+      'CASE WHEN id > 1 THEN 1 ELSE id END',
+      'ARRAY[id]',
+      'ROW(id, status)',
+      '(SELECT 1 AS z)',
+      '(SELECT status FROM orders LIMIT 1)',
+      'EXISTS (SELECT 1)',
+      'ARRAY(SELECT 1)',
+      '(ARRAY[id])[1]',
+      '(o).id',
+      'id IS NULL',
+      'NOT true',
+      'status COLLATE "C"',
+      'current_date',
+      'current_user',
+      'localtimestamp(2)',
+      'session_user',
+      "xmlelement(name a, 'b')",
+      "xmlconcat('<a/>', '<b/>')",
+      '(1 + id)::text',
+    ];
+    const { fields } = await db.su(`SELECT ${exprs.join(', ')} FROM orders o LIMIT 0`);
+    await initSqlParser();
+    const tree = parseSql(`SELECT ${exprs.join(', ')} FROM orders o`);
+    if (!tree.ok) throw new Error('unparsed');
+    const targets = (tree.stmts[0].stmt as { SelectStmt: { targetList: { ResTarget: { val: unknown } }[] } }).SelectStmt
+      .targetList;
+    const ours = targets.map((t) => figureColname(t.ResTarget.val as never));
+    const theirs = fields.map((f) => f.name);
+    // Where figureColname names a target, it names it as PostgreSQL does; it names all of these.
+    expect(ours).toEqual(theirs);
+  });
+});
+
+describe('a name the catalog snapshot does not know', () => {
+  it('is looked up in the catalog before deciding: a function another connection just created is a call', async () => {
+    const c = await listed.client();
+    // `(c).f` on a composite is always a call, and `t.f` on a CTE over one table's `*` a call when the table has no
+    // column f; `t.f` on a CTE over a join's `*`, or on a relation created since, is f's call only if f exists.
+    const sqls = [
+      'SELECT (p).fresh_call FROM boxes',
+      'WITH x AS (SELECT * FROM orders) SELECT x.fresh_call FROM x LIMIT 1',
+      'WITH x AS (SELECT * FROM orders JOIN boxes USING (id)) SELECT x.fresh_call FROM x LIMIT 1',
+      'SELECT k.fresh_call FROM crates k',
+    ];
+    expect((await c.query('SELECT count(*)::int AS n FROM boxes')).rows).toEqual([{ n: 1 }]);
+    await db.su(`CREATE TABLE public.crates (id int); INSERT INTO public.crates VALUES (1);
+      GRANT ALL ON public.crates TO ${db.roles.analyst};
+      CREATE FUNCTION public.fresh_call(r anyelement) RETURNS text LANGUAGE sql
+        AS $$ SELECT public.log_read('fresh_call')::text $$`);
+    try {
+      // Past the checks' rate limit (one per 100 ms per database), so the next one starts after the CREATE.
+      await new Promise((r) => setTimeout(r, 150));
+      const before = await db.readCount();
+      for (const sql of sqls) {
+        const err = await errorOf(c, sql);
+        expect(err?.message, sql).toBe(
+          `pgwarden: statement denied by the default action: function "public.fresh_call" is not in rule "reads"'s functions list`,
+        );
+      }
+      expect(await db.readCount()).toBe(before);
+      // PostgreSQL runs it for each of them.
+      for (const sql of sqls) expect((await db.su(sql)).rows, sql).toEqual([{ fresh_call: 'true' }]);
+      // A name that is a column stays one: the new relation's column, now that the catalog knows it.
+      expect((await c.query('SELECT k.id FROM crates k')).rows).toEqual([{ id: 1 }]);
+    } finally {
+      await db.su('DROP FUNCTION public.fresh_call(anyelement); DROP TABLE public.crates');
+    }
   });
 });
 

@@ -87,6 +87,38 @@ export function leakCorpus(S: string): LeakQuery[] {
       'rows',
       `WITH RECURSIVE r(v, n) AS (SELECT full_name, 1 FROM ${C} UNION ALL SELECT v, n + 1 FROM r WHERE n < 2) SELECT v FROM r`,
     ),
+    // CTEs read as the subqueries they are: column lists (also shorter than the outputs), nesting, a CTE inside a
+    // subquery, recursion, a data-modifying CTE's RETURNING, a CTE hiding a table of its name.
+    q('rows', `WITH x(a) AS (SELECT full_name, ssn FROM ${C}) SELECT upper(a), lower(ssn) FROM x`),
+    q('rows', `WITH x AS (WITH y(q) AS (SELECT ssn FROM ${C}) SELECT q AS z FROM y) SELECT upper(z) FROM x`),
+    q('rows', `SELECT (WITH y(q) AS (SELECT full_name FROM ${C}) SELECT lower(q) FROM y LIMIT 1)`),
+    q(
+      'rows',
+      `WITH RECURSIVE r(n, v) AS (SELECT 1, ''::text UNION ALL SELECT n + 1, (SELECT email FROM ${C} ORDER BY id LIMIT 1) || '' FROM r WHERE n < 2) SELECT v FROM r`,
+    ),
+    q('rows', `WITH u AS (UPDATE ${C} SET city = city WHERE id > 0 RETURNING full_name AS n) SELECT reverse(n) FROM u`),
+    q(
+      'rows',
+      `SET search_path = ${S}`,
+      `WITH orders AS (SELECT id, full_name AS card_number FROM customers) SELECT upper(o.card_number) FROM orders o`,
+    ),
+    q('denied', `WITH x(a) AS (SELECT ssn FROM ${C}) SELECT count(*) FROM x WHERE a LIKE '1%'`),
+    // A `*` over a function whose columns the tree does not show (jsonb_to_record's two here) shifts the columns a
+    // CTE's or subquery's column list renames: `b` is the masked q, not orders.id.
+    q(
+      'rows',
+      `WITH x(a, b, c) AS (SELECT * FROM jsonb_to_record((SELECT jsonb_build_object('p', ssn, 'q', full_name) FROM ${C} LIMIT 1)) AS j(p text, q text), ${S}.orders o) SELECT b, c FROM x`,
+    ),
+    q(
+      'rows',
+      `SELECT s.b FROM (SELECT * FROM jsonb_to_record((SELECT jsonb_build_object('p', ssn, 'q', full_name) FROM ${C} LIMIT 1)) AS j(p text, q text), ${S}.orders o) s(a, b)`,
+    ),
+    // A DML target is always the table, never a CTE of the same name: its WHERE filters on the masked column.
+    q(
+      'denied',
+      `SET search_path = ${S}`,
+      `WITH customers AS (SELECT 1 AS id) UPDATE customers SET id = id WHERE ssn LIKE '%-%' RETURNING id`,
+    ),
     // UNION (not ALL), INTERSECT, EXCEPT and DISTINCT compare the masked values: a membership oracle.
     q('denied', `SELECT email FROM ${C} UNION SELECT 'x'`),
     q('denied', `SELECT count(*) FROM (SELECT ssn FROM ${C} INTERSECT SELECT '078-05-1120') x`),

@@ -1,5 +1,5 @@
 /** Name scopes for lineage: FROM items, their columns and lineage, and how column references resolve. */
-import { addLineage, emptyLineage, type Lineage, unknownLineage } from './lineage.js';
+import { addLineage, emptyLineage, type Lineage, type OutputColumn, unknownLineage } from './lineage.js';
 
 export type Node = any;
 
@@ -24,7 +24,32 @@ export interface RangeItem {
 export interface Scope {
   items: RangeItem[];
   parent?: Scope;
-  ctes: Map<string, ScopeColumn[]>;
+  ctes: Map<string, DerivedColumns>;
+}
+
+/** The columns a subquery or CTE gives the FROM item that reads it. */
+export interface DerivedColumns {
+  /** null when they are not known one by one (see derivedColumns). */
+  columns: ScopeColumn[] | null;
+  /** Lineage of any column when `columns` is null. */
+  anyLin: Lineage;
+}
+
+/**
+ * The FROM-item columns of a query's outputs, renamed by a column list (`WITH x(a, b)`, `AS s(a, b)`) by position.
+ * A `*` over something whose columns are unknown (a function in FROM, `(composite).*`) stands for any number of
+ * columns: the names after it no longer sit at the positions the list renames, and a name read through the item may
+ * be one of the star's. Such outputs give an item of unknown columns whose every column has the lineage of all of
+ * them, as a function in FROM does: otherwise `WITH x(a, b, c) AS (SELECT * FROM jsonb_to_record(…) AS j(p, q),
+ * orders o)` named q (a masked value) `b` with the lineage of orders.id.
+ */
+export function derivedColumns(outs: readonly OutputColumn[], colnames?: Node[]): DerivedColumns {
+  if (outs.some((o) => o.expands)) {
+    const anyLin = emptyLineage();
+    for (const o of outs) addLineage(anyLin, o.lin);
+    return { columns: null, anyLin };
+  }
+  return { columns: outs.map((o, i) => ({ name: str(colnames?.[i]) ?? o.name, lin: o.lin })), anyLin: emptyLineage() };
 }
 
 export function findItems(scope: Scope, qual: string[]): RangeItem[] {
@@ -111,7 +136,7 @@ export function refType(fields: Node[], scope: Scope): number | undefined {
   const t = cols[0]?.typeOid;
   return t !== undefined && cols.every((c) => c.typeOid === t) ? t : undefined;
 }
-export function findCte(name: string, scope: Scope | undefined): ScopeColumn[] | undefined {
+export function findCte(name: string, scope: Scope | undefined): DerivedColumns | undefined {
   for (let s = scope; s; s = s.parent) {
     const c = s.ctes.get(name);
     if (c) return c;

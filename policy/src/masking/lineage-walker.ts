@@ -4,6 +4,8 @@
  * (https://www.postgresql.org/docs/current/sql-expressions.html#SQL-EXPRESSIONS-COLUMN-REFS), resolved
  * conservatively: where a name could mean several things, the lineage is the union of all of them.
  */
+
+import { figureColname } from '../sql/output-names.js';
 import {
   type CatalogRelation,
   type CatalogSnapshot,
@@ -26,6 +28,7 @@ import {
   unknownLineage,
 } from './lineage.js';
 import {
+  derivedColumns,
   findCte,
   findItems,
   functionNames,
@@ -196,31 +199,42 @@ export class LineageWalker {
   private withClause(w: Node, scope: Scope): void {
     for (const c of w.ctes ?? []) {
       const cte = c.CommonTableExpr;
-      const rename = (cols: OutputColumn[]): ScopeColumn[] =>
-        cols.map((o, i) => ({ name: str(cte.aliascolnames?.[i]) ?? o.name, lin: o.lin }));
       if (!w.recursive) {
-        scope.ctes.set(cte.ctename, rename(this.statementOutputs(cte.ctequery, scope)));
+        scope.ctes.set(cte.ctename, derivedColumns(this.statementOutputs(cte.ctequery, scope), cte.aliascolnames));
         continue;
       }
       // Recursive CTE: the self-reference's columns start empty and grow, position by position, to a fixed point.
       // Seed with the non-recursive term (the leftmost branch of the UNION).
       let seedTerm = cte.ctequery?.SelectStmt;
       while (seedTerm?.larg) seedTerm = seedTerm.larg;
-      const cols: ScopeColumn[] =
-        seedTerm && seedTerm !== cte.ctequery?.SelectStmt ? rename(this.select(seedTerm, scope)) : [];
-      scope.ctes.set(cte.ctename, cols);
+      const seed = seedTerm && seedTerm !== cte.ctequery?.SelectStmt ? this.select(seedTerm, scope) : [];
+      const entry = derivedColumns(seed, cte.aliascolnames);
+      scope.ctes.set(cte.ctename, entry);
       let converged = false;
       for (let i = 0; i < 6 && !converged; i++) {
-        const outs = this.statementOutputs(cte.ctequery, scope);
-        converged = cols.length === outs.length;
-        outs.forEach((o, j) => {
-          cols[j] ??= { name: str(cte.aliascolnames?.[j]) ?? o.name, lin: emptyLineage() };
-          const next = addLineage(addLineage(emptyLineage(), cols[j].lin), o.lin);
-          if (!sameLineage(next, cols[j].lin)) converged = false;
-          cols[j].lin = next;
+        const next = derivedColumns(this.statementOutputs(cte.ctequery, scope), cte.aliascolnames);
+        const cols = entry.columns;
+        if (cols === null || next.columns === null) {
+          // Columns not known one by one on either side: every column has the lineage of all of them.
+          const all = addLineage(addLineage(emptyLineage(), entry.anyLin), next.anyLin);
+          for (const col of [...(cols ?? []), ...(next.columns ?? [])]) addLineage(all, col.lin);
+          converged = cols === null && sameLineage(all, entry.anyLin);
+          entry.columns = null;
+          entry.anyLin = all;
+          continue;
+        }
+        converged = cols.length === next.columns.length;
+        next.columns.forEach((o, j) => {
+          cols[j] ??= { name: o.name, lin: emptyLineage() };
+          const merged = addLineage(addLineage(emptyLineage(), cols[j].lin), o.lin);
+          if (!sameLineage(merged, cols[j].lin)) converged = false;
+          cols[j].lin = merged;
         });
       }
-      if (!converged) for (const c of cols) c.lin = unknownLineage();
+      if (!converged) {
+        entry.columns = null;
+        entry.anyLin = unknownLineage();
+      }
     }
   }
 
@@ -237,7 +251,9 @@ export class LineageWalker {
     const s = node.InsertStmt ?? node.UpdateStmt ?? node.DeleteStmt ?? node.MergeStmt;
     const scope: Scope = { items: [], parent, ctes: new Map() };
     if (s.withClause) this.withClause(s.withClause, scope);
-    scope.items.push(...this.rangeItem({ RangeVar: s.relation }, scope));
+    // The target is always a table or view: a CTE of the same name does not hide it
+    // (https://www.postgresql.org/docs/current/sql-update.html: table_name), so its columns are the table's.
+    scope.items.push(this.relationItem(s.relation, scope, true));
     // Triggers and rules on the target run user code (RAISE, pg_notify) the parse tree does not show.
     const targets = this.cat.byName.get(s.relation?.relname) ?? [];
     if (targets.some((r) => this.cat.triggerRelations.has(r.oid))) this.sink.opaque = true;
@@ -267,8 +283,8 @@ export class LineageWalker {
     if (node.RangeVar) return [this.relationItem(node.RangeVar, scope)];
     if (node.RangeSubselect) {
       const rs = node.RangeSubselect;
-      const cols = this.statementOutputs(rs.subquery, scope);
-      return [renamed({ names: [rs.alias?.aliasname ?? ''], columns: cols, anyLin: emptyLineage() }, rs.alias)];
+      const derived = derivedColumns(this.statementOutputs(rs.subquery, scope));
+      return [renamed({ names: [rs.alias?.aliasname ?? ''], ...derived }, rs.alias)];
     }
     if (node.RangeFunction) {
       const rf = node.RangeFunction;
@@ -313,13 +329,13 @@ export class LineageWalker {
     return [{ names: [], columns: null, anyLin: lin }];
   }
 
-  private relationItem(rv: Node, scope: Scope): RangeItem {
+  private relationItem(rv: Node, scope: Scope, target = false): RangeItem {
     const name: string = rv.relname;
     const alias = rv.alias;
     const names = alias ? [alias.aliasname] : [name];
-    if (!rv.schemaname) {
+    if (!rv.schemaname && !target) {
       const cte = findCte(name, scope);
-      if (cte) return renamed({ names, columns: cte, anyLin: emptyLineage() }, alias);
+      if (cte) return renamed({ names, columns: cte.columns, anyLin: cte.anyLin }, alias);
     }
     const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
     // Not untraceable: most such names are typos, whose error should name them (a relation created elsewhere since
@@ -491,11 +507,8 @@ export class LineageWalker {
     return undefined;
   }
 
+  /** PostgreSQL's name for a target without AS; `?column?` where figureColname cannot tell (a lookup then fails). */
   private exprName(val: Node): string {
-    const ref = val?.ColumnRef?.fields;
-    if (ref) return str(ref[ref.length - 1]) ?? '?column?';
-    const fn = val?.FuncCall?.funcname;
-    if (fn) return str(fn[fn.length - 1]) ?? '?column?';
-    return '?column?';
+    return figureColname(val) ?? '?column?';
   }
 }

@@ -119,6 +119,27 @@ describe('lineage of output columns', () => {
       ),
     ).toEqual(['', C('customers', 'ssn')]);
   });
+  it('a column list over a `*` of unknown width does not pin names to positions', () => {
+    const all = [C('customers', 'ssn'), C('orders', 'amount'), C('orders', 'card'), C('orders', 'customer_id')];
+    const allIds = [...all, C('orders', 'id')].sort().join(',');
+    // jsonb_to_record gives two columns: b is its q, computed from ssn, not orders.id.
+    const fn = 'jsonb_to_record((SELECT to_jsonb(ssn) FROM customers LIMIT 1)) AS j(p text, q text), orders o';
+    expect(outs(`WITH x(a, b, c) AS (SELECT * FROM ${fn}) SELECT b, x.c FROM x`)).toEqual([allIds, allIds]);
+    expect(outs(`SELECT s.b FROM (SELECT * FROM ${fn}) s(a, b)`)).toEqual([allIds]);
+    expect(outs(`WITH RECURSIVE r(a, b) AS (SELECT * FROM ${fn} UNION ALL SELECT * FROM r) SELECT b FROM r`)).toEqual([
+      'UNKNOWN',
+    ]);
+    // Without such a star, names stay exact.
+    expect(outs('WITH x(a, b) AS (SELECT id, ssn FROM customers) SELECT x.a, b FROM x')).toEqual([
+      C('customers', 'id'),
+      C('customers', 'ssn'),
+    ]);
+  });
+  it('a DML target is the table even where a CTE of its name is visible', () => {
+    const a = one("WITH customers AS (SELECT 1 AS id) UPDATE customers SET id = id WHERE ssn LIKE '1%' RETURNING name");
+    expect(cols(a.predicate)).toEqual([C('customers', 'ssn')]);
+    expect(a.outputs.map((o) => cols(o.lin))).toEqual([[C('customers', 'name')]]);
+  });
   it('views resolve through their definitions', () => {
     expect(outs('SELECT e, name FROM customer_v')).toEqual([
       [C('customer_v', 'e'), C('customers', 'email')].join(','),

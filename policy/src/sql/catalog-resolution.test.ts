@@ -3,7 +3,7 @@ import { parsePolicyDocuments } from '../api/load-documents.js';
 import { decide } from '../engine/decide.js';
 import { buildCatalogSnapshot, type CatalogRow } from '../masking/catalog-snapshot.js';
 import { analyzeSql } from './analyze-sql.js';
-import { policyCatalogOf, resolveWithCatalog } from './catalog-resolution.js';
+import { policyCatalogOf, resolvedByUnknownNames, resolveWithCatalog } from './catalog-resolution.js';
 import { initSqlParser } from './parser.js';
 import { createSessionState } from './session-state.js';
 
@@ -62,6 +62,92 @@ describe('t.f: a column, or a call of f(t)', () => {
     expect(functions('SELECT x.y.leak FROM orders x')).toEqual(['public.leak']);
     // Subquery targets are its columns.
     expect(functions('SELECT s.n, s.leak FROM (SELECT id AS n FROM orders) s')).toEqual(['public.leak']);
+  });
+
+  it('on a CTE or subquery, is a column when the tree names one, else a call whatever the catalog knows', () => {
+    const both = (sql: string) => {
+      const { raw, resolved } = analyse(sql);
+      if (!raw.ok || !resolved.ok) throw new Error('not ok');
+      const fns = (a: typeof raw) =>
+        a.ok ? a.statements.flatMap((s) => s.functions.map((f) => `${f.schema}.${f.name}`)) : [];
+      const possible = raw.statements.flatMap((s) => (s.fieldCalls ?? []).map((c) => c.name));
+      return { raw: fns(raw), possible, resolved: fns(resolved) };
+    };
+    const none = { raw: [], possible: [], resolved: [] };
+    // Output names through AS, a column list, FigureColname's rules, nesting, recursion and RETURNING.
+    expect(both('WITH x AS (SELECT status AS e FROM orders) SELECT x.e FROM x')).toEqual(none);
+    expect(both('WITH x(a, b) AS (SELECT id, status FROM orders) SELECT x.a, x.b FROM x')).toEqual(none);
+    expect(both('WITH x(a) AS (SELECT id, status FROM orders) SELECT x.a, x.status FROM x')).toEqual(none);
+    expect(
+      both(
+        "WITH x AS (SELECT status::text, coalesce(status, 'x'), (SELECT 1 AS one) FROM orders) SELECT x.status, x.coalesce, x.one FROM x",
+      ),
+    ).toEqual(none);
+    expect(both('SELECT y.a FROM (WITH x(a) AS (SELECT 1) SELECT a FROM x) y')).toEqual(none);
+    expect(
+      both('WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r WHERE r.n < 3) SELECT r.n FROM r'),
+    ).toEqual(none);
+    expect(both('WITH w AS (DELETE FROM orders WHERE id = 0 RETURNING id AS gone) SELECT w.gone FROM w')).toEqual(none);
+    expect(both('SELECT v.column1 FROM (VALUES (1)) v')).toEqual(none);
+    // No such column: a call of fresh(x), known to the catalog or not (created by another connection since).
+    const fresh = { raw: ['public.fresh'], possible: [], resolved: ['public.fresh'] };
+    expect(both('WITH x AS (SELECT status AS e FROM orders) SELECT x.fresh FROM x')).toEqual(fresh);
+    expect(both('WITH x(a) AS (SELECT id, status FROM orders) SELECT x.status, x.fresh FROM x')).toEqual(fresh);
+    expect(both('SELECT s.fresh FROM (SELECT id AS n FROM orders) s')).toEqual(fresh);
+    expect(both('SELECT s.id, s.fresh FROM (SELECT id FROM orders) s(n)')).toEqual({
+      raw: ['public.id', 'public.fresh'],
+      possible: [],
+      resolved: ['public.id', 'public.fresh'],
+    });
+    // A CTE hides the table of its name, and its columns are the CTE's.
+    expect(both('WITH orders AS (SELECT 1 AS n) SELECT orders.id FROM orders')).toEqual({
+      raw: ['public.id'],
+      possible: [],
+      resolved: ['public.id'],
+    });
+    // …but not the table an UPDATE writes: there t.f is judged by the table's columns.
+    expect(both('WITH orders AS (SELECT 1 AS n) UPDATE orders SET status = orders.status WHERE orders.id = 0')).toEqual(
+      {
+        raw: [],
+        possible: ['status', 'id'],
+        resolved: [],
+      },
+    );
+    // A `*` over one table: the table's columns, as the catalog knows them (a column, or else a call).
+    expect(both('WITH x AS (SELECT * FROM orders) SELECT x.id, x.fresh FROM x')).toEqual({
+      raw: [],
+      possible: ['id', 'fresh'],
+      resolved: ['public.fresh'],
+    });
+    expect(both('SELECT s.n, s.status, s.fresh FROM (SELECT id AS n, * FROM public.orders o) s')).toEqual({
+      raw: [],
+      possible: ['status', 'fresh'],
+      resolved: ['public.fresh'],
+    });
+    // A `*` the tree cannot expand otherwise (a join), or a name FigureColname does not know: a user function of that
+    // name decides, as before.
+    expect(both('WITH x AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT x.fresh FROM x')).toEqual({
+      raw: [],
+      possible: ['fresh'],
+      resolved: [],
+    });
+  });
+
+  it('says when a name the catalog does not know made t.f a column (the sidecar checks the catalog then)', () => {
+    const unknown = (sql: string) => {
+      const { raw } = analyse(sql);
+      return resolvedByUnknownNames(raw);
+    };
+    // No function `fresh` known, and nothing else tells: a function created since would make it a call.
+    expect(unknown('WITH w AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT w.fresh FROM w')).toBe(true);
+    expect(unknown('SELECT n.fresh FROM new_table n')).toBe(true);
+    expect(unknown('SELECT j.fresh FROM (orders o JOIN orders p USING (id)) j')).toBe(true);
+    // Decided by what the catalog or the tree does know.
+    expect(unknown('WITH w AS (SELECT * FROM orders o JOIN orders p USING (id)) SELECT w.leak FROM w')).toBe(false);
+    expect(unknown('WITH w AS (SELECT * FROM orders) SELECT w.fresh FROM w')).toBe(false);
+    expect(unknown('SELECT o.id, o.fresh FROM orders o')).toBe(false);
+    expect(unknown('WITH w AS (SELECT id FROM orders) SELECT w.id, w.fresh FROM w')).toBe(false);
+    expect(unknown('SELECT id FROM orders')).toBe(false);
   });
 
   it('without a catalog counts for rules with a functions list, fail closed', () => {

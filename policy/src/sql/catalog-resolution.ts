@@ -43,7 +43,24 @@ export function policyCatalogOf(snap: CatalogSnapshot): PolicyCatalog {
   return c;
 }
 
-const resolved = new WeakMap<SqlAnalysis, { catalog: PolicyCatalog; path: string; result: SqlAnalysis }>();
+interface Resolution {
+  catalog: PolicyCatalog;
+  path: string;
+  result: SqlAnalysis;
+  /** Some `t.f` was judged a column only because the catalog knows no relation t or no function f. */
+  unknownNames: boolean;
+}
+
+const resolved = new WeakMap<SqlAnalysis, Resolution>();
+
+/**
+ * Whether the last resolveWithCatalog of `analysis` took a `t.f` for a column only because the catalog did not know a
+ * name in it (a function f, or the relation t): a function or relation another connection created since the snapshot
+ * was loaded would make it a call. The sidecar checks the catalog is current before deciding such a statement.
+ */
+export function resolvedByUnknownNames(analysis: SqlAnalysis): boolean {
+  return resolved.get(analysis)?.unknownNames === true;
+}
 
 /**
  * The analysis as the database's catalog resolves it, for `decide`:
@@ -69,13 +86,14 @@ export function resolveWithCatalog(
   const hit = resolved.get(analysis);
   if (hit !== undefined && hit.catalog === catalog && hit.path === path) return hit.result;
   let changed = false;
+  const unknown = { names: false };
   const statements = analysis.statements.map((s) => {
-    const r = resolveStatement(s, catalog, searchPath);
+    const r = resolveStatement(s, catalog, searchPath, unknown);
     if (r !== s) changed = true;
     return r;
   });
   const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
-  resolved.set(analysis, { catalog, path, result });
+  resolved.set(analysis, { catalog, path, result, unknownNames: unknown.names });
   return result;
 }
 
@@ -83,6 +101,7 @@ function resolveStatement(
   s: StatementAnalysis,
   catalog: PolicyCatalog,
   searchPath: readonly string[],
+  unknown: { names: boolean },
 ): StatementAnalysis {
   const calls: FunctionRef[] = [];
   for (const c of s.fieldCalls ?? []) {
@@ -91,6 +110,9 @@ function resolveStatement(
       ? known.some((cols) => !cols?.has(c.name))
       : catalog.functionSchemas(c.name) !== undefined;
     if (call) calls.push(...c.functions);
+    // A column because f is no function the catalog knows (t being no relation it knows): one created since the
+    // snapshot was loaded would run.
+    else if (!known?.every((cols) => cols !== undefined)) unknown.names = true;
   }
   const functions = [...s.functions, ...calls];
   for (const f of [...functions]) {

@@ -3,6 +3,8 @@ import type { FunctionRef } from './analysis-types.js';
 import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
 import { catalogColumns, SYSTEM_COLUMNS } from './catalog-columns.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
+import { dangerousFunction } from './function-catalog.js';
+import { figureColname, outputNames } from './output-names.js';
 import type { Node } from './parser.js';
 import type { Scope } from './statement-walker.js';
 
@@ -12,8 +14,11 @@ const str = (n: Node | undefined) => (n?.String as { sval?: string } | undefined
  * `t.f` reads column f of t, or calls `f(t)` when t has no column f and a function f takes t's row type
  * (https://www.postgresql.org/docs/current/xfunc-sql.html#XFUNC-SQL-COMPOSITE-FUNCTIONS; PostgreSQL's
  * transformColumnRef falls back to ParseFuncOrColumn). The raw tree has no catalog: a reference the analysis cannot
- * show to be a column (of a catalog relation, a subquery or a function in FROM) is recorded as a possible call, with
- * the relation t names when it names one, for the catalog (resolveWithCatalog) or, without one, the rules to judge.
+ * show to be a column (of a catalog relation, a subquery, a CTE or a function in FROM) is recorded as a possible
+ * call, with the relation t names when it names one, for the catalog (resolveWithCatalog) or, without one, the rules
+ * to judge. Where t is a subquery or CTE whose every column name the tree shows and f is none of them, it is a call
+ * (or an error) whatever the catalog holds: recorded as one, so a function created since the catalog was loaded
+ * counts too.
  */
 export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): void {
   const fields = (ref.fields as Node[] | undefined) ?? [];
@@ -29,6 +34,12 @@ export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): v
   if (found !== undefined) {
     const shown = columnOf(found, name, scope, ctx);
     if (shown === true) return;
+    if (shown === 'call') {
+      for (const f of unqualifiedCall(name, ctx)) ctx.facts.addFunction(f.schema, f.name, false);
+      const danger = dangerousFunction(name);
+      if (danger) ctx.facts.addDangerous({ category: danger, detail: `${parts.join('.')} (field notation)` });
+      return;
+    }
     relations = shown === false ? undefined : shown;
   }
   ctx.facts.addFieldCall({ name, ...(relations ? { relations } : {}), functions: unqualifiedCall(name, ctx) });
@@ -50,33 +61,42 @@ function qualifiedItem(qualifier: string[], ctx: AnalysisContext): Node | undefi
   for (let i = levels.length - 1; i >= 0; i--) {
     const level = levels[i];
     if (level === undefined) continue;
-    const items: Array<{ name: string; schema?: string; node: Node }> = [];
+    const items: FromItem[] = [];
     for (const item of (level.fromClause as Node[] | undefined) ?? []) fromItems(item, items);
     for (const item of (level.usingClause as Node[] | undefined) ?? []) fromItems(item, items);
     if (level.sourceRelation) fromItems(level.sourceRelation as Node, items);
     // A DML target: a bare RangeVar-shaped object.
     const target = level.relation as Node | undefined;
-    if (typeof target?.relname === 'string') fromItems({ RangeVar: target }, items);
+    if (typeof target?.relname === 'string') fromItems({ RangeVar: target }, items, true);
     const hit =
       qualifier.length === 1
         ? items.find((it) => it.name === qualifier[0])
         : items.find((it) => it.schema === qualifier[0] && it.name === qualifier[1]);
-    if (hit) return hit.node;
+    if (hit) return hit.target ? { DmlTarget: hit.node.RangeVar } : hit.node;
   }
   return undefined;
 }
 
-function fromItems(item: Node, out: Array<{ name: string; schema?: string; node: Node }>): void {
+/** A FROM item by the name a qualified reference uses; `target`: the table an INSERT/UPDATE/DELETE/MERGE writes. */
+interface FromItem {
+  name: string;
+  schema?: string;
+  node: Node;
+  target?: true;
+}
+
+function fromItems(item: Node, out: FromItem[], target?: true): void {
   const alias = (n: Node) => (n.alias as { aliasname?: string } | undefined)?.aliasname;
   if (item.RangeVar) {
     const rv = item.RangeVar as Node;
     const a = alias(rv);
-    if (a !== undefined) out.push({ name: a, node: item });
+    if (a !== undefined) out.push({ name: a, node: item, ...(target ? { target } : {}) });
     else
       out.push({
         name: String(rv.relname),
         schema: typeof rv.schemaname === 'string' ? rv.schemaname : undefined,
         node: item,
+        ...(target ? { target } : {}),
       });
   } else if (item.JoinExpr) {
     const j = item.JoinExpr as Node;
@@ -110,30 +130,54 @@ function functionName(rf: Node): string | undefined {
 }
 
 /**
- * Whether FROM item `item` has a column `name`: true when the tree shows it, the relation candidates it names when a
- * catalog must tell (a table or view), false when nothing can (a CTE, a subquery with `*`, a join's alias).
+ * Whether FROM item `item` has a column `name`: true when the tree shows it; 'call' when the tree shows every column
+ * of the item (a subquery or CTE whose targets all have names) and none is `name`; the relation candidates it names
+ * when a catalog must tell (a table or view); false when nothing can (a `*` over what the tree does not show, a
+ * join's alias).
  */
 function columnOf(
   item: Node,
   name: string,
   scope: Scope,
   ctx: AnalysisContext,
-): true | false | Array<{ schema: string; name: string }> {
+): true | false | 'call' | Array<{ schema: string; name: string }> {
   const body = Object.values(item)[0] as Node;
   const colnames = ((body.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).map(str);
-  if (colnames.includes(name)) return true;
+  if (item.DmlTarget) {
+    // The written table itself: never a CTE, whatever the WITH clause names.
+    if (colnames.includes(name)) return true;
+    return catalogRelation(body, name, ctx);
+  }
   if (item.RangeVar) {
     const rv = item.RangeVar as Node;
     const rel = String(rv.relname);
-    if (typeof rv.schemaname !== 'string' && scope.has(rel)) return false;
-    const relations = relationCandidates(rv, ctx);
-    if (relations.every((r) => catalogColumns(r.schema, r.name)?.has(name))) return true;
-    return relations;
+    if (typeof rv.schemaname !== 'string' && scope.has(rel)) {
+      const cte = scope.cte(rel) as Node | undefined;
+      const own = outputNames(cte?.ctequery as Node | undefined);
+      const listed = ((cte?.aliascolnames as Node[] | undefined) ?? []).map(str);
+      // `WITH x(a, b)` renames the first columns; more outputs keep their own names.
+      if (own === undefined) {
+        // A `*` in the CTE: the names its column list gives, or the star's table's by the catalog.
+        if (listed.some((n, i) => (colnames[i] ?? n) === name) || colnames.includes(name)) return true;
+        return listed.length === 0 && colnames.length === 0
+          ? starColumn(cte?.ctequery as Node, name, scope, ctx)
+          : false;
+      }
+      return shownColumn(
+        own.map((n, i) => listed[i] ?? n),
+        colnames,
+        name,
+      );
+    }
+    if (colnames.includes(name)) return true;
+    return catalogRelation(rv, name, ctx);
   }
   if (item.RangeSubselect) {
-    const names = targetNames((body.subquery as Node | undefined)?.SelectStmt as Node | undefined);
-    return names?.includes(name) === true;
+    const names = outputNames(body.subquery as Node | undefined);
+    if (names === undefined && colnames.length === 0) return starColumn(body.subquery as Node, name, scope, ctx);
+    return shownColumn(names, colnames, name);
   }
+  if (colnames.includes(name)) return true;
   if (item.RangeFunction) {
     const defs = ((body.coldeflist as Node[] | undefined) ?? []).map(
       (d) => (d.ColumnDef as { colname?: string } | undefined)?.colname,
@@ -145,29 +189,62 @@ function columnOf(
   return false;
 }
 
-/** Output column names of a SELECT (its first branch for a set operation); undefined when one is `*`. */
-function targetNames(select: Node | undefined): Array<string | undefined> | undefined {
-  let s = select;
-  while (s && s.op !== undefined && s.op !== 'SETOP_NONE') s = s.larg as Node;
-  if (s === undefined) return undefined;
-  const out: Array<string | undefined> = [];
+/**
+ * A subquery's or CTE's column `name`, given its output names (undefined when their number is unknown) and the FROM
+ * item's column list (`AS s(a, b)`), which renames them by position.
+ */
+function shownColumn(
+  names: Array<string | undefined> | undefined,
+  colnames: Array<string | undefined>,
+  name: string,
+): true | false | 'call' {
+  if (names === undefined) return colnames.includes(name);
+  const visible = names.map((n, i) => colnames[i] ?? n);
+  if (visible.includes(name)) return true;
+  return visible.every((n) => n !== undefined) ? 'call' : false;
+}
+
+/**
+ * Column `name` of `SELECT [named targets,] * FROM one_table` (a CTE's or subquery's query): true when a named
+ * target is it, else the table's candidates for the catalog to tell, as for `t.f` on the table itself. False (the
+ * catalog's functions decide) for any other shape: a join, a nested WITH, a set operation, `(c).*`, a CTE as the
+ * star's source.
+ */
+function starColumn(
+  query: Node | undefined,
+  name: string,
+  scope: Scope,
+  ctx: AnalysisContext,
+): true | false | Array<{ schema: string; name: string }> {
+  const s = query?.SelectStmt as Node | undefined;
+  const from = (s?.fromClause as Node[] | undefined) ?? [];
+  if (s === undefined || s.withClause || (s.op !== undefined && s.op !== 'SETOP_NONE') || from.length !== 1)
+    return false;
+  const rv = from[0].RangeVar as Node | undefined;
+  if (rv === undefined || (typeof rv.schemaname !== 'string' && scope.has(String(rv.relname)))) return false;
+  const own = (rv.alias as { aliasname?: string } | undefined)?.aliasname ?? String(rv.relname);
   for (const t of (s.targetList as Node[] | undefined) ?? []) {
     const rt = t.ResTarget as Node;
-    if (typeof rt?.name === 'string') {
-      out.push(rt.name);
+    const fields = ((rt?.val as Node | undefined)?.ColumnRef as Node | undefined)?.fields as Node[] | undefined;
+    if (fields?.[fields.length - 1]?.A_Star) {
+      // `*` or `t.*` of the one table (`s.t.*` too); anything else is not this shape.
+      if (fields.length > 1 && str(fields[fields.length - 2]) !== own) return false;
       continue;
     }
-    const val = rt?.val as Node | undefined;
-    const fields = ((val?.ColumnRef as Node | undefined)?.fields as Node[] | undefined) ?? undefined;
-    if (fields) {
-      if (fields[fields.length - 1]?.A_Star) return undefined;
-      out.push(str(fields[fields.length - 1]));
-    } else if (val?.FuncCall) {
-      const fn = ((val.FuncCall as Node).funcname as Node[]) ?? [];
-      out.push(str(fn[fn.length - 1]));
-    } else out.push(undefined);
+    const ind = ((rt?.val as Node | undefined)?.A_Indirection as Node | undefined)?.indirection as Node[] | undefined;
+    if (ind?.[ind.length - 1]?.A_Star) return false; // `(c).*`: as many columns as c has
+    const named = typeof rt?.name === 'string' ? rt.name : figureColname(rt?.val as Node | undefined);
+    if (named === name) return true;
+    if (named === undefined) return false;
   }
-  return out;
+  if (((rv.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).length > 0) return false;
+  return catalogRelation(rv, name, ctx);
+}
+
+function catalogRelation(rv: Node, name: string, ctx: AnalysisContext): true | Array<{ schema: string; name: string }> {
+  const relations = relationCandidates(rv, ctx);
+  if (relations.every((r) => catalogColumns(r.schema, r.name)?.has(name))) return true;
+  return relations;
 }
 
 /** The relations an unqualified or qualified RangeVar may be (as addRangeVar records them). */

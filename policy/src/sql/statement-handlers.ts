@@ -13,7 +13,7 @@ import type { Node } from './parser.js';
 import { unsafeSettingValue } from './session-settings.js';
 import { buildAnalysis } from './statement-analysis.js';
 import { kindOfNode, unwrap } from './statement-kind.js';
-import { addRangeVar, operation, type Scope, walk, walkIn, walkObject } from './statement-walker.js';
+import { addRangeVar, EMPTY_SCOPE, operation, type Scope, walk, walkIn, walkObject } from './statement-walker.js';
 
 const QUERY_LEVELS: ReadonlySet<string> = new Set([
   'SelectStmt',
@@ -272,7 +272,7 @@ function doBlock(body: Node, ctx: AnalysisContext): void {
 function functionBody(body: Node, ctx: AnalysisContext): void {
   const language = (strings(defElemString(body.options, 'language'))[0] ?? 'sql').toLowerCase();
   if (body.sql_body) {
-    walkIn(ctx, 'definition', (inner) => walk(body.sql_body, new Set(), inner));
+    walkIn(ctx, 'definition', (inner) => walk(body.sql_body, EMPTY_SCOPE, inner));
     return;
   }
   const src = strings(defElemString(body.options, 'as'))[0] ?? '';
@@ -287,7 +287,7 @@ function prepare(body: Node, ctx: AnalysisContext): void {
   const facts = new StatementFacts();
   const inner: AnalysisContext = { ...ctx, facts, mode: 'exec', depth: ctx.depth + 1 };
   const [type, q] = Object.entries(body.query as Node)[0] ?? ['', {}];
-  walkStatementNode(type, q as Node, new Set(), inner);
+  walkStatementNode(type, q as Node, EMPTY_SCOPE, inner);
   const analysis = buildAnalysis(facts, `PREPARE ${String(body.name)}`, kindOfNode(type, q as Node));
   // Keyed by the parse tree (search_path candidates included via the relations), not by display text.
   const key = JSON.stringify([body.query, analysis.relations], (k, v) => (k === 'location' ? undefined : v));

@@ -10,8 +10,10 @@ import { walkStatementNode } from './statement-handlers.js';
 /** The CTE names visible where a relation name is read: such a name is the CTE, not a table. */
 export interface Scope {
   has(name: string): boolean;
+  /** The CommonTableExpr a visible CTE name stands for. */
+  cte(name: string): Node | undefined;
 }
-const EMPTY: Scope = new Set<string>();
+const EMPTY: Scope = { has: () => false, cte: () => undefined };
 
 /**
  * The names of one WITH clause whose index is below `visible`, then the enclosing scope. Sibling CTEs share the
@@ -23,11 +25,17 @@ class WithScope implements Scope {
     private readonly outer: Scope,
     private readonly index: ReadonlyMap<string, number>,
     private readonly visible: number,
+    private readonly ctes: readonly Node[],
   ) {}
 
   has(name: string): boolean {
     const i = this.index.get(name);
     return (i !== undefined && i < this.visible) || this.outer.has(name);
+  }
+
+  cte(name: string): Node | undefined {
+    const i = this.index.get(name);
+    return i !== undefined && i < this.visible ? this.ctes[i] : this.outer.cte(name);
   }
 }
 
@@ -117,11 +125,11 @@ function walkWithScope(o: Node, skip: string | undefined, scope: Scope, ctx: Ana
     const name = String(c.ctename);
     if (!index.has(name)) index.set(name, i);
   });
-  const all = new WithScope(scope, index, ctes.length);
+  const all = new WithScope(scope, index, ctes.length, ctes);
   ctes.forEach((cte, i) => {
     // A CTE body sees the earlier siblings; WITH RECURSIVE lets it see all of them.
     // https://www.postgresql.org/docs/current/queries-with.html
-    walk(cte.ctequery, w.recursive ? all : new WithScope(scope, index, i), ctx);
+    walk(cte.ctequery, w.recursive ? all : new WithScope(scope, index, i, ctes), ctx);
   });
   walkFields(o, skip, 'withClause', all, ctx);
 }

@@ -11,6 +11,7 @@ import {
   parseDuration,
   policyCatalogOf,
   type RenderedPolicy,
+  resolvedByUnknownNames,
   resolveWithCatalog,
   type SessionState,
   type SqlAnalysis,
@@ -49,6 +50,10 @@ export interface PolicySessionContext {
 /** What the policy check uses of the catalog cache (sidecar/src/masking/catalog-cache.ts). */
 export interface PolicyCatalogSource {
   readonly loaded: boolean;
+  /** A current snapshot for a statement an unknown name decided, when a check is due (CatalogCache). */
+  checkForUnknownName(): Promise<CatalogSnapshot> | undefined;
+  /** The last load or check failed. */
+  readonly failing: boolean;
   snapshot(): CatalogSnapshot;
   refreshIfOld(): void;
   invalidate(): void;
@@ -98,6 +103,8 @@ export class PolicySession implements SessionHooks {
   private readonly redecided = new WeakMap<Verdict, Verdict>();
   /** DDL ran in the open transaction: the catalog sees it at COMMIT. */
   private ddlInTransaction = false;
+  /** The analysis check() decided last (checkCurrent reads it back without a closure per statement). */
+  private analysed: SqlAnalysis | undefined;
 
   /** The search_path this session is pinned to (session-setup.ts pinnedSearchPath). */
   private readonly searchPath: { value: string; schemas: string[] };
@@ -129,7 +136,16 @@ export class PolicySession implements SessionHooks {
 
   checkQuery(req: StatementRequest): Verdict | Promise<Verdict> {
     const p = this.ctx.policy();
-    const v = this.check(req, p, false);
+    const v = this.checkCurrent(req, p, false);
+    if (v instanceof Promise) return v.then((d) => this.afterQueryCheck(d, req, p));
+    return this.afterQueryCheck(v, req, p);
+  }
+
+  private afterQueryCheck(
+    v: Verdict,
+    req: StatementRequest,
+    p: RenderedPolicy | undefined,
+  ): Verdict | Promise<Verdict> {
     // A statement held for review is paced by its approver, not by the rate limit.
     return v.action === 'review' ? this.hold(v, req, p!) : this.limit(v);
   }
@@ -138,8 +154,33 @@ export class PolicySession implements SessionHooks {
    * A Parse runs nothing: its statement counts against the rate limit at each Execute, and one that needs review is
    * held at each execution (an approval covers the statement it was asked for, not every later run of it).
    */
-  checkParse(req: StatementRequest): Verdict {
-    return this.check(req, this.ctx.policy(), true);
+  checkParse(req: StatementRequest): Verdict | Promise<Verdict> {
+    return this.checkCurrent(req, this.ctx.policy(), true);
+  }
+
+  /**
+   * check(), except that a statement a name unknown to the catalog snapshot decided (`t.f` taken for a column because
+   * no function f, or no relation t, was known) waits for a check of the catalog (a fingerprint query shared by every
+   * session, at most one per 100 ms: CatalogCache.checkForUnknownName) and a reload if it moved, and is decided again
+   * against what it finds: a function or relation another connection created since the last load then counts. When
+   * the catalog cannot be read, such a statement is decided without it (possible calls count: fail closed). Every
+   * other statement is decided at once, as before.
+   */
+  private checkCurrent(
+    req: StatementRequest,
+    p: RenderedPolicy | undefined,
+    parse: boolean,
+  ): Verdict | Promise<Verdict> {
+    this.analysed = undefined;
+    const v = this.check(req, p, parse);
+    const a = this.analysed as SqlAnalysis | undefined;
+    if (a === undefined || p === undefined || !resolvedByUnknownNames(a)) return v;
+    const check = this.ctx.catalog?.()?.checkForUnknownName();
+    if (check === undefined) return v;
+    return check.then(
+      () => this.decideAnalysed(a, req, p),
+      () => this.decideAnalysed(a, req, p),
+    );
   }
 
   checkExecute(prepared: Verdict, req: StatementRequest, resumed: boolean): Verdict | Promise<Verdict> {
@@ -211,12 +252,14 @@ export class PolicySession implements SessionHooks {
     const catalog = this.ctx.catalog?.();
     if (catalog === undefined || !catalog.loaded || !policyNeedsCatalog(p.policy.spec)) return analysis;
     catalog.refreshIfOld();
-    return resolveWithCatalog(
+    const resolved = resolveWithCatalog(
       analysis,
       policyCatalogOf(catalog.snapshot()),
       this.state.searchPath,
       this.state.resolutionKey,
     );
+    // While the catalog cannot be read, a name the snapshot does not know decides nothing: decided without it.
+    return catalog.failing && resolvedByUnknownNames(analysis) ? analysis : resolved;
   }
 
   close(_reason: { error?: string }): void {
@@ -273,23 +316,37 @@ export class PolicySession implements SessionHooks {
         const a = analysis.statements[0];
         this.state.addPrepared(req.statementName, a, JSON.stringify(['parse', req.sql, a.relations]));
       }
+      this.analysed = analysis;
+      return this.decideAnalysed(analysis, req, p);
+    } catch (err) {
+      return this.checkFailed(err, p);
+    }
+  }
+
+  /** The decision on an analysed statement (analysis has run and recorded its session effects). */
+  private decideAnalysed(analysis: SqlAnalysis, req: StatementRequest, p: RenderedPolicy): Verdict {
+    try {
       const d = decide(p.policy.spec, this.withCatalog(analysis, p), this.ctx.info.identity);
       if (d.action === 'review')
         return reviewVerdict(d, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : [], req.sql);
       return toVerdict(d, p);
     } catch (err) {
-      this.ctx.emit({
-        type: 'statement.check_failed',
-        session: this.ctx.info.id,
-        error: err instanceof Error ? err.message : String(err),
-      });
-      return deny(
-        SQLSTATE.internalError,
-        'pgwarden: statement denied: the policy check failed (internal error)',
-        'internal-error',
-        { policy: refOf(p) },
-      );
+      return this.checkFailed(err, p);
     }
+  }
+
+  private checkFailed(err: unknown, p: RenderedPolicy): Verdict {
+    this.ctx.emit({
+      type: 'statement.check_failed',
+      session: this.ctx.info.id,
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return deny(
+      SQLSTATE.internalError,
+      'pgwarden: statement denied: the policy check failed (internal error)',
+      'internal-error',
+      { policy: refOf(p) },
+    );
   }
 
   /** What a grant may cover of this held statement, when the policy allows grants at all. */

@@ -164,6 +164,11 @@ export interface CatalogCacheOptions {
    * 0 turns it off (then only maxAgeMs).
    */
   verifyMs?: number;
+  /**
+   * A policy decision that a name unknown to the snapshot made (`t.f` taken for a column because no function f, or
+   * no relation t, is known) waits for a fingerprint check unless one started less than this long ago. Default 100 ms.
+   */
+  unknownNameCheckMs?: number;
 }
 
 /**
@@ -186,6 +191,8 @@ export class CatalogCache {
   /** FINGERPRINT_SQL as the snapshot's load saw it, and when the catalog last matched it. */
   private fingerprint: string | undefined;
   private verifiedAt = 0;
+  /** When the last fingerprint query (a check's or a load's) was sent. */
+  private checkStartedAt = 0;
   private verifying: Promise<CatalogSnapshot> | undefined;
   lastError: Error | undefined;
 
@@ -240,13 +247,44 @@ export class CatalogCache {
     return this.version > 0;
   }
 
-  /** Starts a reload when ensure() would wait for one; never waits (the policy check runs synchronously). */
+  /**
+   * Starts a reload when ensure() would wait for one, or a fingerprint check when one is due; never waits (the policy
+   * check runs synchronously). So a policy decision sees another connection's function or relation within about
+   * verifyMs plus a round trip, not maxAgeMs.
+   */
   refreshIfOld(): void {
-    if (this.inflight !== undefined) return;
+    if (this.inflight !== undefined || this.verifying !== undefined) return;
     const now = Date.now();
-    if (!this.stale && now - this.loadedAt <= (this.options.maxAgeMs ?? 60_000)) return;
     if (now - this.failedAt < 2000) return;
-    void this.refresh();
+    if (this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000)) void this.refresh();
+    else if (this.verifyDue(now)) void this.verify();
+  }
+
+  /**
+   * For a statement that a name the snapshot does not know decided (PolicySession): a promise of a current snapshot
+   * when a reload is due, or when the last fingerprint check started at least unknownNameCheckMs ago (then one starts
+   * now, reloading if the catalog moved); a check that started more recently is joined while it runs. Undefined when
+   * nothing is due, or after a failure (for 2 s). Rate-limited so a loop of such statements costs the database at most one
+   * fingerprint query per unknownNameCheckMs, shared by every session.
+   */
+  checkForUnknownName(): Promise<CatalogSnapshot> | undefined {
+    const now = Date.now();
+    if (now - this.failedAt < 2000) return undefined;
+    if (this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000)) return this.refresh();
+    // A check started moments ago: join it while it runs (it may not see what was created since), else none.
+    if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100)) return this.verifying;
+    // Else a check that starts now, after one still running from before.
+    return this.verifying ? this.verifying.then(() => this.verify()) : this.verify();
+  }
+
+  /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
+  get failing(): boolean {
+    return this.lastError !== undefined;
+  }
+
+  private verifyDue(now: number): boolean {
+    const every = this.options.verifyMs ?? 1000;
+    return every > 0 && now - this.verifiedAt >= every;
   }
 
   /**
@@ -259,8 +297,7 @@ export class CatalogCache {
     // After a failure, retry at most every 2 s so statements do not each wait for a dead connection.
     if (now - this.failedAt < 2000) return this.snap;
     if (this.stale || old) return this.refresh();
-    const every = this.options.verifyMs ?? 1000;
-    if (every > 0 && now - this.verifiedAt >= every) return this.verify();
+    if (this.verifyDue(now)) return this.verify();
     return this.snap;
   }
 
@@ -268,6 +305,7 @@ export class CatalogCache {
   private verify(): Promise<CatalogSnapshot> {
     this.verifying ??= (async () => {
       const started = Date.now();
+      this.checkStartedAt = started;
       try {
         const seen = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
         if (seen !== this.fingerprint) {
@@ -278,7 +316,10 @@ export class CatalogCache {
             this.invalidate();
             await this.refresh();
           }
-        } else this.verifiedAt = started;
+        } else {
+          this.verifiedAt = started;
+          this.lastError = undefined;
+        }
       } catch (err) {
         this.failedAt = Date.now();
         this.lastError = err as Error;
@@ -302,6 +343,7 @@ export class CatalogCache {
     try {
       // Taken first: a change while the rest loads moves the catalog past it, and the next check reloads.
       const started = Date.now();
+      this.checkStartedAt = started;
       const fingerprint = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
       const rows = await this.query(CATALOG_SQL);
       const funcs = await this.query(FUNCTIONS_SQL);
