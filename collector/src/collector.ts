@@ -16,6 +16,7 @@ import {
 } from './approvals/approval-notifier-config.js';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { NOTICE_KINDS, NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
+import { OidcBearer, type OidcBearerOptions } from './auth/oidc-bearer.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
@@ -92,6 +93,12 @@ export interface CollectorOptions {
    */
   read?: { readersFile?: string; insecureOpen?: boolean };
   /**
+   * An identity provider whose OIDC tokens (JWTs) the API takes as bearer tokens besides the static ones: a token
+   * verified against the issuer's keys acts as the approvers or readers entry whose `oidc` binding names its holder
+   * (docs/collector.md, "Signing in with OIDC"). Needs an approvers or readers file to bind people in.
+   */
+  oidc?: OidcBearerOptions;
+  /**
    * Signed audit checkpoints: `keysFile` (`--audit-keys`, YAML/JSON `{keys: [{name, publicKey, namespaces?}]}`,
    * re-read when it changes) holds the sidecars' public keys; without it checkpoints are stored but not judged.
    * `requireSigned` (needs keysFile) makes verification fail sessions that are not signed (docs/collector.md).
@@ -166,7 +173,20 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
-  const read = readAccessFor({ host: opts.http.host, readers, approvers, insecureOpen: opts.read?.insecureOpen });
+  // Checked at start-up like the files: a bad issuer URL, audience or algorithm fails the start, not the first login.
+  if (opts.oidc && !approvers && !readers)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      'OIDC tokens act as the approvers or readers entries that bind them (oidc): give --approvers-file or --readers-file',
+    );
+  const oidc = opts.oidc ? new OidcBearer(opts.oidc) : undefined;
+  const read = readAccessFor({
+    host: opts.http.host,
+    readers,
+    approvers,
+    insecureOpen: opts.read?.insecureOpen,
+    oidc,
+  });
   const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
   // An empty token would match a request that sends none.
   if (httpIngest.token !== undefined && httpIngest.token.trim() === '')
@@ -435,11 +455,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         live,
         metrics,
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
-        approvals: { queue: approvalQueue, approvers },
+        approvals: { queue: approvalQueue, approvers, oidc },
         control: {
           store,
           stream: control,
           approvers,
+          oidc,
           signingKey,
           onAction: (kind, outcome, m) => {
             metrics.controlActions.inc({ kind, outcome });
@@ -512,6 +533,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           }
         : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
+      oidcIssuer: oidc ? oidc.issuer : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
       readAudit: reads ? { session: reads.sessionId, signedBy: reads.keyId ?? false } : false,
