@@ -160,6 +160,17 @@ export function registerCollector(program: Command): void {
         'PGWARDEN_OIDC_USERNAME_CLAIM',
     )
     .option(
+      '--oidc-client-id <id>',
+      'let people sign in to the web UI through the identity provider (authorization code + PKCE) as this OAuth ' +
+        'client, redirected back to <--public-url>/auth/callback; its id counts as an audience; or env ' +
+        'PGWARDEN_OIDC_CLIENT_ID',
+    )
+    .option(
+      '--oidc-client-secret-file <file>',
+      'the client secret, for a confidential client (without it the client is public, PKCE only); or env ' +
+        'PGWARDEN_OIDC_CLIENT_SECRET_FILE',
+    )
+    .option(
       '--oidc-groups-claim <claim>',
       'add the token’s groups from this claim to those its approvers/readers entry gives (default: the token’s ' +
         'groups are ignored; they never stand in for an entry); or env PGWARDEN_OIDC_GROUPS_CLAIM',
@@ -284,6 +295,8 @@ function oidcOf(o: {
   oidcCaFile?: string;
   oidcUsernameClaim?: string;
   oidcGroupsClaim?: string;
+  oidcClientId?: string;
+  oidcClientSecretFile?: string;
 }): CollectorOptions['oidc'] {
   const env = process.env;
   const issuer = o.oidcIssuer ?? env.PGWARDEN_OIDC_ISSUER;
@@ -296,18 +309,23 @@ function oidcOf(o: {
   const caFile = o.oidcCaFile ?? env.PGWARDEN_OIDC_CA_FILE;
   const usernameClaim = o.oidcUsernameClaim ?? env.PGWARDEN_OIDC_USERNAME_CLAIM;
   const groupsClaim = o.oidcGroupsClaim ?? env.PGWARDEN_OIDC_GROUPS_CLAIM;
+  const clientId = o.oidcClientId ?? env.PGWARDEN_OIDC_CLIENT_ID;
+  const clientSecretFile = o.oidcClientSecretFile ?? env.PGWARDEN_OIDC_CLIENT_SECRET_FILE;
+  if (clientSecretFile && !clientId) throw new InvalidArgumentError('--oidc-client-secret-file needs --oidc-client-id');
   if (!issuer) {
-    if (audience.length || caFile || usernameClaim || groupsClaim)
+    if (audience.length || caFile || usernameClaim || groupsClaim || clientId)
       throw new InvalidArgumentError('the --oidc-* flags need --oidc-issuer');
     return undefined;
   }
-  if (audience.length === 0) throw new InvalidArgumentError('--oidc-issuer needs --oidc-audience');
+  if (audience.length === 0 && !clientId)
+    throw new InvalidArgumentError('--oidc-issuer needs --oidc-audience (or --oidc-client-id)');
   return {
     issuer,
     audience,
     ...(caFile ? { caFile } : {}),
     ...(usernameClaim ? { usernameClaim } : {}),
     ...(groupsClaim ? { groupsClaim } : {}),
+    ...(clientId ? { webLogin: { clientId, ...(clientSecretFile ? { clientSecretFile } : {}) } } : {}),
   };
 }
 

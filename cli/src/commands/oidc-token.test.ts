@@ -108,6 +108,10 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden with an OIDC token as the b
       [['--oidc-issuer', idp.issuer], /--oidc-issuer needs --oidc-audience/],
       [['--oidc-audience', 'pgwarden'], /the --oidc-\* flags need --oidc-issuer/],
       [
+        ['--oidc-issuer', idp.issuer, '--oidc-client-id', 'web', '--readers-file', join(dir, 'readers.yaml')],
+        /web sign-in \(--oidc-client-id\) needs --public-url/,
+      ],
+      [
         ['--oidc-issuer', 'http://idp.example', '--oidc-audience', 'a', '--readers-file', join(dir, 'readers.yaml')],
         /must be https/,
       ],

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import {
+  createHttpsFetch,
   createOidcVerifier,
   type HttpsFetch,
   IdentityConfigError,
@@ -10,6 +11,7 @@ import {
 import type { OidcSubject } from '../approvals/four-eyes.js';
 import { CollectorError } from '../errors.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
+import type { WebSessions } from './web-sessions.js';
 
 /** `--oidc-*`: the identity provider whose tokens (JWTs) the API accepts as bearer tokens besides the static ones. */
 export interface OidcBearerOptions {
@@ -36,6 +38,11 @@ export interface OidcBearerOptions {
   jwksCooldownMs?: number;
   /** After a failed discovery or JWKS fetch, the next attempt waits at least this long (default 5 s). */
   retryMs?: number;
+  /**
+   * The web UI's sign-in (authorization code + PKCE, http/web-login.ts) as this OAuth client; needs the collector's
+   * public URL. Its client id counts as an audience too (an ID token's `aud` is the client id).
+   */
+  webLogin?: { clientId: string; clientSecretFile?: string };
 }
 
 /** Who a verified token is. */
@@ -48,7 +55,9 @@ export interface OidcCaller {
   groups: string[];
 }
 
-export type OidcOutcome = { ok: true; caller: OidcCaller } | { ok: false; reason: IdentityReason; message: string };
+export type OidcOutcome =
+  | { ok: true; caller: OidcCaller; expiresAt: number; nonce?: string }
+  | { ok: false; reason: IdentityReason; message: string };
 
 /**
  * A compact JWS (RFC 7515 §7.1): three base64url parts (an empty signature too: an `alg: none` token is refused by the verifier, by name). Static tokens are compared first, so a static token of this
@@ -71,6 +80,10 @@ export function jwtOf(authorization: string | undefined): string | undefined {
 export class OidcBearer {
   private readonly verifier: OidcVerifier;
   readonly issuer: string;
+  /** HTTPS to the identity provider with its CA (the web sign-in's discovery and code exchange use it too). */
+  readonly fetch: HttpsFetch;
+  /** The web UI's signed-in people, when its sign-in is set up (http/web-login.ts). */
+  sessions?: WebSessions;
 
   constructor(
     private readonly opts: OidcBearerOptions,
@@ -87,11 +100,12 @@ export class OidcBearer {
         );
       }
     }
+    this.fetch = fetchImpl ?? createHttpsFetch({ ca });
     try {
       this.verifier = createOidcVerifier(
         {
           issuer: opts.issuer,
-          audience: opts.audience,
+          audience: opts.webLogin ? [...opts.audience, opts.webLogin.clientId] : opts.audience,
           ca,
           usernameClaim: opts.usernameClaim || 'sub',
           groupsClaim: opts.groupsClaim || false,
@@ -101,7 +115,7 @@ export class OidcBearer {
           discoveryRetryMs: opts.retryMs,
           credentialName: 'bearer token',
         },
-        fetchImpl,
+        this.fetch,
       );
     } catch (err) {
       if (err instanceof IdentityConfigError) throw new CollectorError('COLLECTOR_BAD_CONFIG', err.message);
@@ -114,7 +128,12 @@ export class OidcBearer {
   async verify(token: string): Promise<OidcOutcome> {
     try {
       const t = await this.verifier.verify(token);
-      return { ok: true, caller: { issuer: t.issuer, subject: t.subject, user: t.user, groups: t.groups } };
+      return {
+        ok: true,
+        caller: { issuer: t.issuer, subject: t.subject, user: t.user, groups: t.groups },
+        expiresAt: t.expiresAt,
+        ...(t.nonce !== undefined ? { nonce: t.nonce } : {}),
+      };
     } catch (err) {
       if (err instanceof IdentityError) return { ok: false, reason: err.reason, message: err.message };
       return { ok: false, reason: 'idp_unavailable', message: 'cannot verify OIDC token: internal error' };

@@ -6,7 +6,8 @@ import { HttpError } from './json-io.js';
 import type { ReaderNote } from './read-routes.js';
 
 /**
- * The OIDC caller whose JWT `authorization` carries, or undefined when it carries none (or no issuer is set up).
+ * The OIDC caller whose JWT the request's `Authorization` carries, or whose web sign-in its session cookie names;
+ * undefined for neither (or when no issuer is set up).
  * 401 `invalid_token` for a token the issuer's keys do not vouch for (expired, wrong audience or issuer, bad
  * signature, forbidden algorithm, unknown key), with the verifier's reason and never the token; 503
  * `idp_unavailable` when the issuer's keys cannot be had, which says nothing about the token, and nothing about the
@@ -14,10 +15,13 @@ import type { ReaderNote } from './read-routes.js';
  */
 export async function oidcCallerOf(
   oidc: OidcBearer | undefined,
-  authorization: string | undefined,
+  req: IncomingMessage,
 ): Promise<OidcCaller | undefined> {
-  const jwt = oidc && jwtOf(authorization);
-  if (!oidc || !jwt) return undefined;
+  if (!oidc) return undefined;
+  const authorization = req.headers.authorization;
+  const jwt = jwtOf(authorization);
+  // The web UI's sign-in (web-login.ts): a session cookie, only when no bearer credential was given.
+  if (!jwt) return authorization ? undefined : oidc.sessions?.callerOf(req.headers.cookie);
   const outcome = await oidc.verify(jwt);
   if (outcome.ok) return outcome.caller;
   if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
@@ -62,7 +66,7 @@ export async function requireApprover(
     unavailable(err);
   }
   if (!who) {
-    const caller = await oidcCallerOf(oidc, req.headers.authorization);
+    const caller = await oidcCallerOf(oidc, req);
     if (caller && oidc) {
       try {
         who = boundHolder(oidc, approvers, caller);

@@ -45,7 +45,7 @@ export const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|findings|strea
  */
 async function oidcReader(deps: ReadDeps, req: IncomingMessage, broken: unknown): Promise<TokenHolder | undefined> {
   const { oidc, readers, approvers } = deps.read;
-  const caller = await oidcCallerOf(oidc, req.headers.authorization);
+  const caller = await oidcCallerOf(oidc, req);
   if (!caller || !oidc) return undefined;
   let unreadable = broken;
   for (const file of [readers, approvers]) {

@@ -269,6 +269,22 @@ describe('charts/pgwarden with real helm', () => {
     expect(spec.containers[0].volumeMounts.find((m: any) => m.name === 'oidc-ca').mountPath).toBe(
       '/etc/pgwarden/oidc-ca',
     );
+    const web = await collector(
+      'collector.oidc.issuer=https://idp.example.com',
+      'collector.oidc.clientId=pgwarden-web',
+      'collector.oidc.clientSecretSecret=idp-client',
+      'collector.approvalNotifications.publicUrl=https://pgwarden.example.com',
+    );
+    expect(oidcArgs(web)).toEqual([
+      '--oidc-issuer=https://idp.example.com',
+      '--oidc-client-id=pgwarden-web',
+      '--oidc-client-secret-file=/etc/pgwarden/oidc-client/secret',
+    ]);
+    expect(web.containers[0].args).toContain('--public-url=https://pgwarden.example.com');
+    expect(web.volumes.find((v: any) => v.name === 'oidc-client').secret.secretName).toBe('idp-client');
+    await expect(
+      template('collector.oidc.issuer=https://idp.example.com', 'collector.oidc.clientId=pgwarden-web'),
+    ).rejects.toThrow(/needs collector.approvalNotifications.publicUrl/);
     await expect(template('collector.oidc.issuer=https://idp.example.com')).rejects.toThrow(
       /needs collector.oidc.audiences/,
     );

@@ -55,6 +55,8 @@ export interface VerifiedToken {
   issuer: string;
   /** The token's `exp`, seconds since the epoch. */
   expiresAt: number;
+  /** An ID token's `nonce` (OpenID Connect Core 1.0 §2), which a login compares with the one it sent. */
+  nonce?: string;
 }
 
 /**
@@ -361,7 +363,14 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
         // The subject is what bindings and four-eyes checks key on, whatever names the user.
         if (typeof payload.sub !== 'string' || payload.sub === '')
           throw new IdentityError('missing_claim', 'OIDC token lacks the required "sub" claim');
-        return { user, subject: payload.sub, groups: groupsOf(payload, v.groupsClaim), issuer, expiresAt: exp };
+        return {
+          user,
+          subject: payload.sub,
+          groups: groupsOf(payload, v.groupsClaim),
+          issuer,
+          expiresAt: exp,
+          ...(typeof payload.nonce === 'string' ? { nonce: payload.nonce } : {}),
+        };
       } catch (err) {
         throw refusal(err, v.algorithms, v.audience, v.credentialName);
       }
