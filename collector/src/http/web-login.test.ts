@@ -1,8 +1,11 @@
+import { existsSync } from 'node:fs';
 import { jetstream } from '@nats-io/jetstream';
 import { approvalSubject } from '@pgwarden/policy';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
+import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { freePort } from '../../../test/harness/ports.js';
 import { sha256Hex } from '../auth/token-file.js';
 import type { Collector } from '../collector.js';
 import { approvalRequest } from '../testing/approval-messages.js';
@@ -152,5 +155,69 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
     const nobody = await signIn('u-nobody');
     expect([nobody.status, JSON.parse(nobody.text).error.code]).toEqual([403, 'not_a_reader']);
     expect(nobody.res.headers.get('set-cookie')).toBeNull();
+  });
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+
+// Under CI nothing may be skipped silently: a missing browser fails this test instead.
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI sign-in in a real browser', () => {
+  let idp: TestIdp;
+  let fx: ApprovalsFixture;
+  let c: Collector;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    const approvers = [
+      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
+      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
+      '',
+    ].join('\n');
+    fx = await startApprovalsFixture(approvers, ALICE);
+    const port = await freePort();
+    c = await fx.start({
+      http: { host: '127.0.0.1', port },
+      publicUrl: `http://127.0.0.1:${port}`,
+      oidc: { issuer: idp.issuer, audience: [], caFile: idp.caFile, webLogin: { clientId: 'pgwarden-web' } },
+    });
+    await untilApproverRoutesServe(c, ALICE);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await c?.stop();
+    await fx?.stop();
+    await idp?.close();
+  });
+
+  it('Sign in with SSO leads through the identity provider and back to the queue; the page never sees a token', async () => {
+    const r = approvalRequest();
+    await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
+    idp.login = { claims: { sub: 'u-dora' } };
+    // The identity provider's certificate comes from the test's own CA.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    try {
+      const page = await context.newPage();
+      await page.goto(c.url);
+      await page.waitForSelector('#sso-in', { state: 'visible' });
+      await page.click('#sso-in');
+      await page.waitForSelector('#sso-user', { state: 'visible' });
+      expect(await page.textContent('#sso-user')).toBe('signed in as dora');
+      expect(page.url()).toBe(`${c.url}/`);
+      await page.waitForSelector(`#approval-list tr[data-approval="${r.id}"]`);
+      expect(await page.evaluate(() => document.cookie)).not.toContain('pgwarden-session');
+      expect(await page.content()).not.toMatch(/eyJ|opaque-access-token/);
+      expect(await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }))).not.toMatch(/eyJ/);
+
+      await page.click('#sso-out');
+      await page.waitForSelector('#sso-in', { state: 'visible' });
+      expect(await page.isHidden('#sso-user')).toBe(true);
+    } finally {
+      await context.close();
+    }
   });
 });
