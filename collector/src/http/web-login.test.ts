@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { approvalSubject } from '@pgwarden/policy';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
@@ -28,6 +30,7 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
   let fx: ApprovalsFixture;
   let c: Collector;
   let toIdp: ReturnType<typeof createHttpsFetch>;
+  let dir: string;
 
   beforeAll(async () => {
     idp = await startTestIdp();
@@ -38,7 +41,10 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
       '',
     ].join('\n');
     fx = await startApprovalsFixture(approvers, ALICE);
+    dir = mkdtempSync(join(tmpdir(), 'pgwarden-web-login-'));
+    writeFileSync(join(dir, 'readers.yaml'), `- {name: rhea, oidc: [{issuer: "${idp.issuer}", subject: u-rhea}]}\n`);
     c = await fx.start({
+      read: { readersFile: join(dir, 'readers.yaml') },
       publicUrl: PUBLIC_URL,
       oidc: { issuer: idp.issuer, audience: [], caFile: idp.caFile, webLogin: { clientId: 'pgwarden-web' } },
     });
@@ -48,6 +54,7 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
     await c?.stop();
     await fx?.stop();
     await idp?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const cookieOf = (r: Response) => (r.headers.get('set-cookie') ?? '').split(';')[0];
@@ -124,6 +131,17 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
     expect([out.status, out.headers.get('set-cookie')]).toEqual([200, expect.stringMatching(/Max-Age=0/)]);
     expect((await api('/auth/me', cookie)).status).toBe(401);
     expect((await api('/api/v1/approvals', cookie)).status).toBe(401);
+  });
+
+  it('a reader signs in and reads (the readers file binds them), but the approval queue is not theirs', async () => {
+    const rhea = await signIn('u-rhea');
+    expect(rhea.status).toBe(302);
+    expect(await (await api('/auth/me', rhea.cookie)).json()).toEqual({ name: 'rhea' });
+    expect((await api('/api/v1/sessions', rhea.cookie)).status).toBe(200);
+    const queue = await api('/api/v1/approvals', rhea.cookie);
+    expect([queue.status, ((await queue.json()) as any).error.code]).toEqual([403, 'not_an_approver']);
+    // Without the cookie the same request is nobody's.
+    expect((await fetch(`${c.url}/api/v1/sessions`)).status).toBe(401);
   });
 
   it('refuses a callback from another browser, a replayed one, a wrong nonce and an unbound user', async () => {
