@@ -12,6 +12,7 @@ export default defineConfig({
       '@pgwarden/policy/look-alike-skeleton': fileURLToPath(
         new URL('./policy/src/engine/look-alike-skeleton.ts', import.meta.url),
       ),
+      '@pgwarden/policy/oidc': fileURLToPath(new URL('./policy/src/oidc/index.ts', import.meta.url)),
       '@pgwarden/policy': src('policy'),
       '@pgwarden/sidecar': src('sidecar'),
       '@pgwarden/collector': src('collector'),

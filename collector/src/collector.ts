@@ -16,8 +16,10 @@ import {
 } from './approvals/approval-notifier-config.js';
 import { ApprovalQueue } from './approvals/approval-queue.js';
 import { NOTICE_KINDS, NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
+import { OidcBearer, type OidcBearerOptions } from './auth/oidc-bearer.js';
 import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
+import { WebSessions } from './auth/web-sessions.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainRules, FullReport } from './chain/verify-chain.js';
 import { ControlStream } from './control/control-stream.js';
@@ -26,6 +28,7 @@ import type { AuditEvent } from './event.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { LiveStream } from './http/live-stream.js';
+import { WebLogin } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
 import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
 import { JetStreamSource } from './ingest/jetstream-source.js';
@@ -91,6 +94,12 @@ export interface CollectorOptions {
    * the read routes are open, which is allowed only on a loopback `http.host` or with `insecureOpen`.
    */
   read?: { readersFile?: string; insecureOpen?: boolean };
+  /**
+   * An identity provider whose OIDC tokens (JWTs) the API takes as bearer tokens besides the static ones: a token
+   * verified against the issuer's keys acts as the approvers or readers entry whose `oidc` binding names its holder
+   * (docs/collector.md, "Signing in with OIDC"). Needs an approvers or readers file to bind people in.
+   */
+  oidc?: OidcBearerOptions;
   /**
    * Signed audit checkpoints: `keysFile` (`--audit-keys`, YAML/JSON `{keys: [{name, publicKey, namespaces?}]}`,
    * re-read when it changes) holds the sidecars' public keys; without it checkpoints are stored but not judged.
@@ -166,7 +175,22 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const readers = opts.read?.readersFile ? new TokenFile(opts.read.readersFile, 'readers') : undefined;
   readers?.on('loaded', (count) => log.info({ readers: count }, 'readers file reloaded'));
   readers?.on('invalid', (message) => log.error({ err: message }, 'readers file invalid: refusing every reader token'));
-  const read = readAccessFor({ host: opts.http.host, readers, approvers, insecureOpen: opts.read?.insecureOpen });
+  // Checked at start-up like the files: a bad issuer URL, audience or algorithm fails the start, not the first login.
+  if (opts.oidc && !approvers && !readers)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      'OIDC tokens act as the approvers or readers entries that bind them (oidc): give --approvers-file or --readers-file',
+    );
+  const oidc = opts.oidc ? new OidcBearer(opts.oidc) : undefined;
+  const webLogin =
+    oidc && opts.oidc?.webLogin && webLoginFor(oidc, opts.oidc.webLogin, opts.publicUrl, () => [readers, approvers]);
+  const read = readAccessFor({
+    host: opts.http.host,
+    readers,
+    approvers,
+    insecureOpen: opts.read?.insecureOpen,
+    oidc,
+  });
   const httpIngest = opts.httpIngest ?? { enabled: !opts.nats };
   // An empty token would match a request that sends none.
   if (httpIngest.token !== undefined && httpIngest.token.trim() === '')
@@ -435,11 +459,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         live,
         metrics,
         ingest: httpIngest.enabled ? { queue, token: httpIngest.token } : undefined,
-        approvals: { queue: approvalQueue, approvers },
+        approvals: { queue: approvalQueue, approvers, oidc },
         control: {
           store,
           stream: control,
           approvers,
+          oidc,
           signingKey,
           onAction: (kind, outcome, m) => {
             metrics.controlActions.inc({ kind, outcome });
@@ -447,6 +472,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           },
         },
         read,
+        ...(webLogin ? { webLogin } : {}),
         onRead: (r) => log.info(r, 'audit trail read'),
         readAudit: reads && {
           record: (r) => reads.record(r),
@@ -512,6 +538,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           }
         : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
+      oidcIssuer: oidc ? oidc.issuer : false,
+      webLogin: Boolean(webLogin),
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
       readAudit: reads ? { session: reads.sessionId, signedBy: reads.keyId ?? false } : false,
@@ -568,4 +596,37 @@ function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): 
     // The key's text is never repeated in the message.
     throw new CollectorError('COLLECTOR_BAD_CONFIG', `${what} ${path}: ${(err as Error).message.split('\n')[0]}`);
   }
+}
+
+/** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */
+function webLoginFor(
+  oidc: OidcBearer,
+  o: { clientId: string; clientSecretFile?: string },
+  publicUrl: string | undefined,
+  files: () => (TokenFile | undefined)[],
+): WebLogin {
+  if (!publicUrl)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      'the web sign-in (--oidc-client-id) needs --public-url: the identity provider redirects browsers back to it',
+    );
+  let clientSecret: string | undefined;
+  if (o.clientSecretFile) {
+    try {
+      clientSecret = readFileSync(o.clientSecretFile, 'utf8').trim();
+    } catch (err) {
+      throw new CollectorError(
+        'COLLECTOR_BAD_CONFIG',
+        `OIDC client secret file ${o.clientSecretFile}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+      );
+    }
+    if (!clientSecret)
+      throw new CollectorError('COLLECTOR_BAD_CONFIG', `OIDC client secret file ${o.clientSecretFile} is empty`);
+  }
+  oidc.sessions = new WebSessions();
+  return new WebLogin(oidc, oidc.sessions, files, {
+    clientId: o.clientId,
+    publicUrl,
+    ...(clientSecret !== undefined ? { clientSecret } : {}),
+  });
 }

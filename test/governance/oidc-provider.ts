@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
@@ -40,6 +41,12 @@ export interface TestIdp {
   behaviour: { discovery: IdpBehaviour; jwks: IdpBehaviour };
   /** Extra response headers of the JWKS endpoint (Cache-Control, Age). */
   jwksHeaders: Record<string, string>;
+  /**
+   * The authorization code flow (`/authorize`, `/token`): who signs in next (claims of the ID token issued for the
+   * code; `sub` at least), and the client secret `/token` then requires (HTTP Basic), if any. `/authorize` signs in
+   * at once, without a page: it redirects to redirect_uri with a code bound to the PKCE challenge and nonce.
+   */
+  login: { claims: JWTPayload; clientSecret?: string };
   /** Signs claims with `key` (default the first published key); iss/aud/sub/iat/exp defaulted. */
   sign(claims?: JWTPayload, key?: SigningKey, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -53,7 +60,12 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
     fetches: { discovery: 0, jwks: 0 },
     behaviour: { discovery: 'ok', jwks: 'ok' },
     jwksHeaders: {},
+    login: { claims: { sub: 'agent-1' } },
   } as TestIdp;
+  const codes = new Map<
+    string,
+    { clientId: string; redirectUri: string; nonce?: string; challenge: string; claims: JWTPayload }
+  >();
   const misbehaved = (how: IdpBehaviour, res: ServerResponse): boolean => {
     if (how === 'not-a-key-set') {
       res.setHeader('content-type', 'application/json');
@@ -81,6 +93,8 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
           JSON.stringify({
             issuer: idp.issuer,
             jwks_uri: `${idp.issuer}/keys`,
+            authorization_endpoint: `${idp.issuer}/authorize`,
+            token_endpoint: `${idp.issuer}/token`,
             id_token_signing_alg_values_supported: ['RS256', 'ES256'],
           }),
         );
@@ -90,6 +104,55 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
         res.setHeader('content-type', 'application/json');
         for (const [k, v] of Object.entries(idp.jwksHeaders)) res.setHeader(k, v);
         res.end(JSON.stringify({ keys: idp.published.map((k) => k.publicJwk) }));
+      } else if (path === `${opts.issuerPath ?? ''}/authorize`) {
+        const q = new URL(req.url ?? '', idp.issuer).searchParams;
+        const redirectUri = q.get('redirect_uri') ?? '';
+        if (q.get('response_type') !== 'code' || q.get('code_challenge_method') !== 'S256' || !redirectUri) {
+          res.statusCode = 400;
+          res.end();
+          return;
+        }
+        const code = randomBytes(16).toString('hex');
+        codes.set(code, {
+          clientId: q.get('client_id') ?? '',
+          redirectUri,
+          nonce: q.get('nonce') ?? undefined,
+          challenge: q.get('code_challenge') ?? '',
+          claims: { ...idp.login.claims },
+        });
+        const back = new URL(redirectUri);
+        back.searchParams.set('code', code);
+        back.searchParams.set('state', q.get('state') ?? '');
+        res.writeHead(302, { location: back.toString() }).end();
+      } else if (path === `${opts.issuerPath ?? ''}/token` && req.method === 'POST') {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', async () => {
+          const f = new URLSearchParams(body);
+          const grant = codes.get(f.get('code') ?? '');
+          codes.delete(f.get('code') ?? '');
+          const basic = `Basic ${Buffer.from(`${grant?.clientId}:${idp.login.clientSecret}`).toString('base64')}`;
+          const verifier = f.get('code_verifier') ?? '';
+          const ok =
+            grant &&
+            f.get('grant_type') === 'authorization_code' &&
+            f.get('redirect_uri') === grant.redirectUri &&
+            f.get('client_id') === grant.clientId &&
+            createHash('sha256').update(verifier).digest('base64url') === grant.challenge &&
+            (idp.login.clientSecret === undefined || req.headers.authorization === basic);
+          res.setHeader('content-type', 'application/json');
+          if (!ok || !grant) {
+            res.statusCode = 400;
+            res.end(JSON.stringify({ error: 'invalid_grant' }));
+            return;
+          }
+          const idToken = await idp.sign({
+            aud: grant.clientId,
+            ...(grant.nonce ? { nonce: grant.nonce } : {}),
+            ...grant.claims,
+          });
+          res.end(JSON.stringify({ id_token: idToken, access_token: 'opaque-access-token', token_type: 'Bearer' }));
+        });
       } else {
         res.statusCode = 404;
         res.end();

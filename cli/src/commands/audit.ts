@@ -64,8 +64,19 @@ const readerToken = (tokenFile: string | undefined) => bearerToken(tokenFile, 'P
 const authHeader = (token: string | undefined): Record<string, string> =>
   token ? { authorization: `Bearer ${token}` } : {};
 
-const REFUSED = (status: number, token: string | undefined) =>
-  `collector answered ${status}: ${token ? 'the token is not a reader’s or approver’s' : 'it needs a reader’s token (set PGWARDEN_COLLECTOR_TOKEN or give --token-file)'}`;
+/**
+ * A refusal, in the collector's own words where they say more than "unknown token": an OIDC token's reason
+ * (`token_expired`: fetch a new one) or a valid token nobody is bound to.
+ */
+function refusal(status: number, token: string | undefined, body = ''): string {
+  let said: { code?: unknown; message?: unknown } | undefined;
+  try {
+    said = (JSON.parse(body) as { error?: { code?: unknown; message?: unknown } }).error;
+  } catch {}
+  if (token && said && said.code !== 'unauthorized' && typeof said.message === 'string')
+    return `collector answered ${status} ${String(said.code)}: ${said.message}`;
+  return `collector answered ${status}: ${token ? 'the token is not a reader’s or approver’s' : 'it needs a reader’s token (set PGWARDEN_COLLECTOR_TOKEN or give --token-file)'}`;
+}
 
 /** Follows the collector's SSE stream, reconnecting after a pause when it drops; a refused token ends it (exit 2). */
 async function tail(url: string, json: boolean, token: string | undefined): Promise<never> {
@@ -75,8 +86,17 @@ async function tail(url: string, json: boolean, token: string | undefined): Prom
       const request = url.startsWith('https:') ? httpsRequest : httpRequest;
       const req = request(url, { headers: { accept: 'text/event-stream', ...authHeader(token) } }, (res) => {
         if (res.statusCode === 401 || res.statusCode === 403) {
-          process.stderr.write(`${REFUSED(res.statusCode, token)}\n`);
-          process.exit(2);
+          const status = res.statusCode;
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            if (body.length < 16_384) body += c;
+          });
+          res.on('end', () => {
+            process.stderr.write(`${refusal(status, token, body)}\n`);
+            process.exit(2);
+          });
+          return;
         }
         if (res.statusCode !== 200) {
           process.stderr.write(`collector answered ${res.statusCode}\n`);
@@ -179,7 +199,7 @@ async function verifyViaApi(
     body: JSON.stringify(sessions ? { sessions, details: true } : {}),
     headers: { 'content-type': 'application/json', ...authHeader(token) },
   });
-  if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
+  if (r.status === 401 || r.status === 403) throw new Error(refusal(r.status, token, await r.text()));
   if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
   const body = (await r.json()) as Omit<VerifyResult, 'total'> & { sessions: number };
   return {
@@ -335,7 +355,7 @@ async function getPage<T>(
   for (const k of params) if (o[k] !== undefined) url.searchParams.set(k, String(o[k]));
   const token = readerToken(o.tokenFile);
   const r = await reach(o.collector, url, { headers: authHeader(token) });
-  if (r.status === 401 || r.status === 403) throw new Error(REFUSED(r.status, token));
+  if (r.status === 401 || r.status === 403) throw new Error(refusal(r.status, token, await r.text()));
   if (!r.ok) throw new Error(`collector answered ${r.status}: ${await r.text()}`);
   return (await r.json()) as { items: T[]; next: string | null };
 }

@@ -139,6 +139,43 @@ export function registerCollector(program: Command): void {
     )
     .option('--insecure-open-api', 'serve the audit trail without a token on a non-loopback --listen')
     .option(
+      '--oidc-issuer <url>',
+      'also accept this identity provider’s OIDC tokens (JWTs) as bearer tokens, verified against its keys (https ' +
+        'discovery): a token acts as the approvers or readers entry whose oidc binding names its holder; or env ' +
+        'PGWARDEN_OIDC_ISSUER',
+    )
+    .option(
+      '--oidc-audience <aud>',
+      'an audience the tokens must carry in aud (repeatable; required with --oidc-issuer); or env ' +
+        'PGWARDEN_OIDC_AUDIENCE, comma-separated',
+      collect,
+    )
+    .option(
+      '--oidc-ca-file <file>',
+      'CA certificates (PEM) for the identity provider’s TLS, besides the system roots; or env PGWARDEN_OIDC_CA_FILE',
+    )
+    .option(
+      '--oidc-username-claim <claim>',
+      'the claim matched against the subject of oidc bindings (default sub, as the sidecar records users); or env ' +
+        'PGWARDEN_OIDC_USERNAME_CLAIM',
+    )
+    .option(
+      '--oidc-client-id <id>',
+      'let people sign in to the web UI through the identity provider (authorization code + PKCE) as this OAuth ' +
+        'client, redirected back to <--public-url>/auth/callback; its id counts as an audience; or env ' +
+        'PGWARDEN_OIDC_CLIENT_ID',
+    )
+    .option(
+      '--oidc-client-secret-file <file>',
+      'the client secret, for a confidential client (without it the client is public, PKCE only); or env ' +
+        'PGWARDEN_OIDC_CLIENT_SECRET_FILE',
+    )
+    .option(
+      '--oidc-groups-claim <claim>',
+      'add the token’s groups from this claim to those its approvers/readers entry gives (default: the token’s ' +
+        'groups are ignored; they never stand in for an entry); or env PGWARDEN_OIDC_GROUPS_CLAIM',
+    )
+    .option(
       '--audit-keys <file>',
       'public keys of the sidecars’ audit signing keys (YAML/JSON {keys: [{name, publicKey, namespaces?}]}, ' +
         '`pgwarden audit keygen`; re-read when it changes): audit.checkpoint events are verified against them; or ' +
@@ -198,6 +235,7 @@ export function registerCollector(program: Command): void {
             readersFile: o.readersFile ?? process.env.PGWARDEN_READERS_FILE,
             insecureOpen: Boolean(o.insecureOpenApi),
           },
+          oidc: oidcOf(o),
           signatures: {
             keysFile: o.auditKeys ?? process.env.PGWARDEN_AUDIT_KEYS_FILE,
             requireSigned: Boolean(o.requireSignedAudit),
@@ -247,6 +285,47 @@ function approvalNotificationsOf(o: {
     signingSecretFile: secretFile,
     includeSql: Boolean(o.approvalWebhookSql),
     outcomes: o.approvalWebhookOutcomes,
+  };
+}
+
+/** The `--oidc-*` flags (or their environment variables); undefined without an issuer. */
+function oidcOf(o: {
+  oidcIssuer?: string;
+  oidcAudience?: string[];
+  oidcCaFile?: string;
+  oidcUsernameClaim?: string;
+  oidcGroupsClaim?: string;
+  oidcClientId?: string;
+  oidcClientSecretFile?: string;
+}): CollectorOptions['oidc'] {
+  const env = process.env;
+  const issuer = o.oidcIssuer ?? env.PGWARDEN_OIDC_ISSUER;
+  const audience = o.oidcAudience?.length
+    ? o.oidcAudience
+    : (env.PGWARDEN_OIDC_AUDIENCE ?? '')
+        .split(',')
+        .map((a) => a.trim())
+        .filter(Boolean);
+  const caFile = o.oidcCaFile ?? env.PGWARDEN_OIDC_CA_FILE;
+  const usernameClaim = o.oidcUsernameClaim ?? env.PGWARDEN_OIDC_USERNAME_CLAIM;
+  const groupsClaim = o.oidcGroupsClaim ?? env.PGWARDEN_OIDC_GROUPS_CLAIM;
+  const clientId = o.oidcClientId ?? env.PGWARDEN_OIDC_CLIENT_ID;
+  const clientSecretFile = o.oidcClientSecretFile ?? env.PGWARDEN_OIDC_CLIENT_SECRET_FILE;
+  if (clientSecretFile && !clientId) throw new InvalidArgumentError('--oidc-client-secret-file needs --oidc-client-id');
+  if (!issuer) {
+    if (audience.length || caFile || usernameClaim || groupsClaim || clientId)
+      throw new InvalidArgumentError('the --oidc-* flags need --oidc-issuer');
+    return undefined;
+  }
+  if (audience.length === 0 && !clientId)
+    throw new InvalidArgumentError('--oidc-issuer needs --oidc-audience (or --oidc-client-id)');
+  return {
+    issuer,
+    audience,
+    ...(caFile ? { caFile } : {}),
+    ...(usernameClaim ? { usernameClaim } : {}),
+    ...(groupsClaim ? { groupsClaim } : {}),
+    ...(clientId ? { webLogin: { clientId, ...(clientSecretFile ? { clientSecretFile } : {}) } } : {}),
   };
 }
 

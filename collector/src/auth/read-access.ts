@@ -1,5 +1,6 @@
 import { isLoopbackHost } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
+import type { OidcBearer } from './oidc-bearer.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
 
 /**
@@ -9,12 +10,15 @@ import type { TokenFile, TokenHolder } from './token-file.js';
  * - With a readers file, a reader's or an approver's bearer token is required.
  * - Without one the read routes are open, which the collector allows only where nobody else can connect: an API on
  *   a loopback address, or an operator who said so (`--insecure-open-api`). Anything else fails at start-up.
+ * - With an OIDC issuer (`--oidc-issuer`), a JWT whose holder a readers or approvers entry binds (`oidc`) reads as
+ *   that entry (http/read-routes.ts); this module knows the static tokens only.
  */
 export interface ReadAccess {
   /** `open`: no token needed; `tokens`: a reader's or approver's token. */
   mode: 'open' | 'tokens';
   readers?: TokenFile;
   approvers?: TokenFile;
+  oidc?: OidcBearer;
 }
 
 /** Open (no token needed) ⇒ `anonymous`; else the reader, or undefined for a missing or unknown token. */
@@ -49,8 +53,15 @@ export function readAccessFor(opts: {
   readers?: TokenFile;
   approvers?: TokenFile;
   insecureOpen?: boolean;
+  oidc?: OidcBearer;
 }): ReadAccess {
-  if (opts.readers) return { mode: 'tokens', readers: opts.readers, approvers: opts.approvers };
+  if (opts.readers)
+    return {
+      mode: 'tokens',
+      readers: opts.readers,
+      approvers: opts.approvers,
+      ...(opts.oidc ? { oidc: opts.oidc } : {}),
+    };
   if (opts.insecureOpen || isLoopbackHost(opts.host)) return { mode: 'open' };
   throw new CollectorError(
     'COLLECTOR_BAD_CONFIG',

@@ -49,6 +49,8 @@ describe('parseTokenFile', () => {
       [`- {name: a, namespaces: [""], tokenSha256: ${h}}`, /namespaces must be a list of namespace names/],
       [`- {name: a, tokenSha256: ${h}}\n- {name: b, tokenSha256: ${h}}`, /same token hash appears twice/],
       ['- [unclosed', /not YAML\/JSON/],
+      ['- {name: a, groups: [dba]}', /needs tokenSha256, an oidc binding, or both/],
+      ['- {name: a, oidc: []}', /needs tokenSha256, an oidc binding, or both/],
     ];
     for (const [text, re] of cases) {
       let message = '';
@@ -59,6 +61,28 @@ describe('parseTokenFile', () => {
       }
       expect(message, text).toMatch(re);
       expect(message).not.toContain('s3cret-plain-token');
+    }
+  });
+});
+
+describe('an entry bound to an OIDC subject only', () => {
+  it('needs no static token, and no static token reaches it', () => {
+    const [dora] = parseTokenFile('- {name: dora, oidc: [{issuer: "https://idp.example", subject: u-dora}]}', 'f');
+    expect(dora).toEqual({ name: 'dora', groups: [], oidc: [{ issuer: 'https://idp.example', subject: 'u-dora' }] });
+    const dir = mkdtempSync(join(tmpdir(), 'pgwarden-oidc-only-'));
+    try {
+      const path = join(dir, 'approvers.yaml');
+      writeFileSync(
+        path,
+        `- {name: dora, oidc: [{issuer: "https://idp.example", subject: u-dora}]}\n- {name: a, tokenSha256: ${sha256Hex('t')}}\n`,
+      );
+      const file = new TokenFile(path);
+      expect(file.authenticate('Bearer ')).toBeUndefined();
+      expect(file.authenticate(`Bearer ${'0'.repeat(64)}`)).toBeUndefined();
+      expect(file.authenticate('Bearer t')?.name).toBe('a');
+      expect(file.boundTo((b) => b.subject === 'u-dora').map((h) => h.name)).toEqual(['dora']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -24,7 +24,8 @@ export interface TokenHolder extends Approver {
 }
 
 interface NamedToken extends TokenHolder {
-  digest: Buffer;
+  /** Absent for someone bound to an OIDC subject only. */
+  digest?: Buffer;
 }
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
@@ -52,7 +53,8 @@ function parseOidcSubjects(v: unknown, bad: (msg: string) => Error): OidcSubject
 export const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
 /**
- * Parses an approvers or readers file: a YAML (or JSON) list of `{name, groups?, tokenSha256}`. Throws on anything
+ * Parses an approvers or readers file: a YAML (or JSON) list of `{name, groups?, tokenSha256?, oidc?, ...}`, each
+ * with a token hash, an OIDC binding, or both. Throws on anything
  * else, including unknown fields, so a plain `token:` put there by mistake is refused rather than ignored.
  */
 export function parseTokenFile(text: string, source: string, kind: TokenFileKind = 'approvers'): NamedToken[] {
@@ -93,17 +95,21 @@ export function parseTokenFile(text: string, source: string, kind: TokenFileKind
         !serviceAccounts.every((n) => typeof n === 'string' && SERVICE_ACCOUNT.test(n)))
     )
       throw bad(`entry ${i} (${o.name}): serviceAccounts must be a list of namespace/name`);
+    // Someone who signs in only through the identity provider (an `oidc` binding) needs no static token.
     const hex = typeof o.tokenSha256 === 'string' ? o.tokenSha256.toLowerCase() : '';
-    if (!HEX_SHA256.test(hex)) throw bad(`entry ${i} (${o.name}): tokenSha256 must be 64 hex digits`);
-    if (seen.has(hex)) throw bad(`entry ${i} (${o.name}): the same token hash appears twice`);
-    seen.add(hex);
+    if (o.tokenSha256 === undefined && !oidc?.length)
+      throw bad(`entry ${i} (${o.name}): needs tokenSha256, an oidc binding, or both`);
+    if (o.tokenSha256 !== undefined && !HEX_SHA256.test(hex))
+      throw bad(`entry ${i} (${o.name}): tokenSha256 must be 64 hex digits`);
+    if (hex && seen.has(hex)) throw bad(`entry ${i} (${o.name}): the same token hash appears twice`);
+    if (hex) seen.add(hex);
     return {
       name: o.name,
       groups: [...groups],
       ...(namespaces ? { namespaces: [...(namespaces as string[])] } : {}),
       ...(oidc ? { oidc } : {}),
       ...(serviceAccounts ? { serviceAccounts: [...(serviceAccounts as string[])] } : {}),
-      digest: Buffer.from(hex, 'hex'),
+      ...(hex ? { digest: Buffer.from(hex, 'hex') } : {}),
     };
   });
 }
@@ -145,14 +151,28 @@ export class TokenFile extends EventEmitter<TokenFileEvents> {
     if (!m) return undefined;
     const given = createHash('sha256').update(m[1], 'utf8').digest();
     let found: NamedToken | undefined;
-    for (const t of tokens) if (timingSafeEqual(given, t.digest) && !found) found = t;
-    if (!found) return undefined;
-    return {
-      name: found.name,
-      groups: [...found.groups],
-      ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
-      ...(found.oidc ? { oidc: found.oidc.map((b) => ({ ...b })) } : {}),
-      ...(found.serviceAccounts ? { serviceAccounts: [...found.serviceAccounts] } : {}),
-    };
+    for (const t of tokens) if (t.digest && timingSafeEqual(given, t.digest) && !found) found = t;
+    return found && holderOf(found);
   }
+
+  /**
+   * The people whose `oidc` bindings include one `matches` accepts (an OIDC token's holder: auth/oidc-bearer.ts).
+   * Throws while the file is invalid, as authenticate() does.
+   */
+  boundTo(matches: (binding: OidcSubject) => boolean): TokenHolder[] {
+    const { value: tokens, error } = this.file.current();
+    if (error) throw new CollectorError('COLLECTOR_BAD_CONFIG', error);
+    return tokens.filter((t) => t.oidc?.some(matches)).map(holderOf);
+  }
+}
+
+/** A copy without the digest: callers may change it. */
+function holderOf(found: NamedToken): TokenHolder {
+  return {
+    name: found.name,
+    groups: [...found.groups],
+    ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
+    ...(found.oidc ? { oidc: found.oidc.map((b) => ({ ...b })) } : {}),
+    ...(found.serviceAccounts ? { serviceAccounts: [...found.serviceAccounts] } : {}),
+  };
 }

@@ -13,6 +13,7 @@ import { errorReply, HttpError, readBody, SECURITY_HEADERS, send } from './json-
 import type { LiveStream } from './live-stream.js';
 import { answerRead, READ_ROUTE, type ReadDeps, type ReaderNote, type ReadReply } from './read-routes.js';
 import { followServerTls, readServerTls, type ServerTlsFiles } from './server-tls.js';
+import { WebLogin } from './web-login.js';
 import { WEB_UI_CSP, WEB_UI_HTML } from './web-ui.js';
 
 export interface ApiDeps extends ReadDeps {
@@ -35,6 +36,8 @@ export interface ApiDeps extends ReadDeps {
     onUnrecorded?(err: Error, read: AuditRead): void;
   };
   ready(): Promise<Record<string, boolean>>;
+  /** The web UI's sign-in through the identity provider (`/auth/*`); absent: those paths are 404. */
+  webLogin?: WebLogin;
 }
 
 const isApprovalsPath = (path: string) => path === '/api/v1/approvals' || path.startsWith('/api/v1/approvals/');
@@ -141,6 +144,10 @@ async function route(deps: ApiDeps, hosts: HostPolicy, req: IncomingMessage, res
     });
     res.end(WEB_UI_HTML);
     return;
+  }
+  if (deps.webLogin && WebLogin.isPath(path)) {
+    const reply = await deps.webLogin.answer(req, url);
+    return send(res, reply.status, reply.body, { 'cache-control': 'no-store', ...reply.headers });
   }
   const recorded = recordedRoute(deps, req, url);
   if (recorded) return serveRead(deps, res, url, recorded);

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { grantDurationMs, isApprovalId } from '@pgwarden/policy';
 import { APPROVAL_STATES, type ApprovalState } from '../approvals/approval-book.js';
 import type { ApprovalQueue } from '../approvals/approval-queue.js';
+import type { OidcBearer } from '../auth/oidc-bearer.js';
 import type { TokenFile } from '../auth/token-file.js';
 import { CollectorError, type CollectorErrorCode } from '../errors.js';
 import { requireApprover } from './approver-auth.js';
@@ -13,6 +14,8 @@ export interface ApprovalsDeps {
   queue?: ApprovalQueue;
   /** Absent without --approvers-file: nobody can authenticate, so every approvals route is refused. */
   approvers?: TokenFile;
+  /** `--oidc-issuer`: approvers may also present that issuer's tokens (JWTs) their `oidc` binding names. */
+  oidc?: OidcBearer;
 }
 
 const MAX_REASON = 1024;
@@ -65,7 +68,7 @@ async function route(
   if (!allowed) throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${url.pathname}`);
   const { queue, approvers } = deps;
   if (!queue) throw new HttpError(501, 'approvals_disabled', 'the approval queue needs NATS: start with --nats');
-  const who = requireApprover(approvers, req, note);
+  const who = await requireApprover(approvers, deps.oidc, req, note);
 
   // An approver limited to some namespaces sees (and decides) only their requests; others are as if absent.
   const visible = (e: { request?: { policy?: { namespace?: string } } }) =>

@@ -1,23 +1,86 @@
 import type { IncomingMessage } from 'node:http';
+import { jwtOf, type OidcBearer, type OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { CollectorError } from '../errors.js';
 import { HttpError } from './json-io.js';
 import type { ReaderNote } from './read-routes.js';
 
 /**
- * The approver whose bearer token `req` carries, told to `note` for the request's `audit.read` event. 501 without
- * an approvers file (nobody can authenticate), 401 for a missing or unknown token, 503 while the file on disk is
- * invalid (every token is refused until it is fixed).
+ * The OIDC caller whose JWT the request's `Authorization` carries, or whose web sign-in its session cookie names;
+ * undefined for neither (or when no issuer is set up).
+ * 401 `invalid_token` for a token the issuer's keys do not vouch for (expired, wrong audience or issuer, bad
+ * signature, forbidden algorithm, unknown key), with the verifier's reason and never the token; 503
+ * `idp_unavailable` when the issuer's keys cannot be had, which says nothing about the token, and nothing about the
+ * static tokens either, which keep working.
  */
-export function requireApprover(approvers: TokenFile | undefined, req: IncomingMessage, note: ReaderNote): TokenHolder {
+export async function oidcCallerOf(
+  oidc: OidcBearer | undefined,
+  req: IncomingMessage,
+): Promise<OidcCaller | undefined> {
+  if (!oidc) return undefined;
+  const authorization = req.headers.authorization;
+  const jwt = jwtOf(authorization);
+  // The web UI's sign-in (web-login.ts): a session cookie, only when no bearer credential was given.
+  if (!jwt) return authorization ? undefined : oidc.sessions?.callerOf(req.headers.cookie);
+  const outcome = await oidc.verify(jwt);
+  if (outcome.ok) return outcome.caller;
+  if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
+  throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
+}
+
+/** The holder `file` binds the caller to; 403 `ambiguous_oidc_binding` when several entries bind them. */
+export function boundHolder(oidc: OidcBearer, file: TokenFile, caller: OidcCaller): TokenHolder | undefined {
+  const holder = oidc.holderIn(file, caller);
+  if (holder === 'ambiguous')
+    throw new HttpError(
+      403,
+      'ambiguous_oidc_binding',
+      `OIDC user ${caller.user} at ${caller.issuer} is bound to several ${file.kind} file entries: bind them to one`,
+    );
+  return holder;
+}
+
+/**
+ * The approver whose bearer token `req` carries, told to `note` for the request's `audit.read` event: a static
+ * token of the approvers file, else an OIDC token (JWT) whose holder an approvers entry binds (`oidc`). 501 without
+ * an approvers file (nobody can authenticate), 401 for a missing or unknown static token or an invalid JWT, 403 for
+ * a valid JWT no approver is bound to, 503 while the file on disk is invalid (every token is refused until it is
+ * fixed) or while the identity provider's keys cannot be had (for JWTs only).
+ */
+export async function requireApprover(
+  approvers: TokenFile | undefined,
+  oidc: OidcBearer | undefined,
+  req: IncomingMessage,
+  note: ReaderNote,
+): Promise<TokenHolder> {
   if (!approvers)
     throw new HttpError(501, 'no_approvers', 'no approvers configured: start the collector with --approvers-file');
+  const unavailable = (err: unknown): never => {
+    if (err instanceof CollectorError) throw new HttpError(503, 'approvers_unavailable', err.message);
+    throw err;
+  };
   let who: TokenHolder | undefined;
   try {
     who = approvers.authenticate(req.headers.authorization);
   } catch (err) {
-    if (err instanceof CollectorError) throw new HttpError(503, 'approvers_unavailable', err.message);
-    throw err;
+    unavailable(err);
+  }
+  if (!who) {
+    const caller = await oidcCallerOf(oidc, req);
+    if (caller && oidc) {
+      try {
+        who = boundHolder(oidc, approvers, caller);
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        unavailable(err);
+      }
+      if (!who)
+        throw new HttpError(
+          403,
+          'not_an_approver',
+          `OIDC user ${caller.user} at ${caller.issuer} is not bound to an approver (approvers file, oidc)`,
+        );
+    }
   }
   if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
   note.reader = who.name;

@@ -10,6 +10,7 @@ import {
   NO_NAMESPACE,
   type SuspensionMessage,
 } from '@pgwarden/policy';
+import type { OidcBearer } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { type ControlKind, type ControlTarget, controlMessage, suspensionsOf } from '../control/control-actions.js';
 import type { ControlStream } from '../control/control-stream.js';
@@ -28,6 +29,8 @@ export interface ControlDeps {
   stream?: ControlStream;
   /** Absent without --approvers-file: nobody can authenticate, so every control route is refused. */
   approvers?: TokenFile;
+  /** `--oidc-issuer`: approvers may also present that issuer's tokens (JWTs) their `oidc` binding names. */
+  oidc?: OidcBearer;
   /** The approvals signing key (--approvals-signing-key): every control message is signed with it. */
   signingKey?: KeyObject;
   /** Told of every action asked for and how it ended, with the message when it was published. */
@@ -87,7 +90,7 @@ async function route(
     throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
   const { stream } = deps;
   if (!stream) throw new HttpError(501, 'control_disabled', 'live control needs NATS: start the collector with --nats');
-  const who = requireApprover(deps.approvers, req, note);
+  const who = await requireApprover(deps.approvers, deps.oidc, req, note);
   if (status) {
     const applied = await applicationsOf(deps, decode(status[1]), url.searchParams.get('since'), who);
     return { status: 200, body: { id: decode(status[1]), applied }, items: applied.length };

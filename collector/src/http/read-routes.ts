@@ -1,9 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import { authenticateReader, type ReadAccess } from '../auth/read-access.js';
+import type { TokenHolder } from '../auth/token-file.js';
 import { CollectorError } from '../errors.js';
 import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
 import type { AuditStore } from '../store/audit-store.js';
 import { getSession, listFindings, listSessions, searchEvents } from '../store/queries.js';
+import { boundHolder, oidcCallerOf } from './approver-auth.js';
 import { type LiveFilter, liveFilterFrom } from './event-filter.js';
 import { HttpError, type Reply, readBody } from './json-io.js';
 
@@ -36,11 +38,52 @@ export type ReadReply = (Reply & { items?: number }) | { status: 200; stream: Li
 /** The routes that serve the audit trail itself (statement text, result samples): readers only. */
 export const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|findings|stream|verify)$/;
 
-/** The reader's namespaces (undefined: every namespace); throws 401/503 for anyone who may not read. */
-function requireReader(deps: ReadDeps, req: IncomingMessage, url: URL, note: ReaderNote): string[] | undefined {
-  let who: ReturnType<typeof authenticateReader>;
+/**
+ * The reader an OIDC token's holder is (a readers entry binding them, else an approvers one), undefined without a
+ * JWT; 403 `not_a_reader` for a valid token nobody is bound to. A file that cannot be read is skipped, as for static
+ * tokens: `broken` (the readers file's error) then answers 503 if the approvers file does not know them either.
+ */
+async function oidcReader(deps: ReadDeps, req: IncomingMessage, broken: unknown): Promise<TokenHolder | undefined> {
+  const { oidc, readers, approvers } = deps.read;
+  const caller = await oidcCallerOf(oidc, req);
+  if (!caller || !oidc) return undefined;
+  let unreadable = broken;
+  for (const file of [readers, approvers]) {
+    if (!file || (file === readers && broken)) continue;
+    try {
+      const who = boundHolder(oidc, file, caller);
+      if (who) return who;
+    } catch (err) {
+      if (!(err instanceof CollectorError)) throw err;
+      unreadable ??= err;
+    }
+  }
+  if (unreadable) throw unreadable;
+  throw new HttpError(
+    403,
+    'not_a_reader',
+    `OIDC user ${caller.user} at ${caller.issuer} is not bound to a reader or approver (readers or approvers file, oidc)`,
+  );
+}
+
+/** The reader's namespaces (undefined: every namespace); throws 401/403/503 for anyone who may not read. */
+async function requireReader(
+  deps: ReadDeps,
+  req: IncomingMessage,
+  url: URL,
+  note: ReaderNote,
+): Promise<string[] | undefined> {
+  let who: TokenHolder | 'anonymous' | undefined;
   try {
-    who = authenticateReader(deps.read, req.headers.authorization);
+    let broken: unknown;
+    try {
+      who = authenticateReader(deps.read, req.headers.authorization);
+    } catch (err) {
+      if (!(err instanceof CollectorError)) throw err;
+      broken = err;
+    }
+    who ??= await oidcReader(deps, req, broken);
+    if (!who && broken) throw broken;
   } catch (err) {
     if (err instanceof CollectorError)
       throw new HttpError(503, 'readers_unavailable', `${err.message}: refusing every reader until it is fixed`);
@@ -102,7 +145,7 @@ export async function answerRead(deps: ReadDeps, req: IncomingMessage, url: URL,
   const q = url.searchParams;
   const path = url.pathname;
   const method = req.method ?? 'GET';
-  const scope = requireReader(deps, req, url, note);
+  const scope = await requireReader(deps, req, url, note);
   if (method === 'GET' && path === '/api/v1/sessions') {
     const page = await listSessions(deps.store.db, {
       namespace: opt(q, 'namespace'),

@@ -28,7 +28,7 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 </style></head><body>
 <div id="list">
 <section id="approvals"><h1>Pending approvals</h1>
-<form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <span id="approval-msg" class="msg"></span></form>
+<form id="token-form"><input id="token" type="password" autocomplete="off" placeholder="reader or approver token"> <button>Load</button> <a id="sso-in" href="/auth/login" hidden>Sign in with SSO</a><span id="sso-user" hidden></span> <button id="sso-out" type="button" hidden>Sign out</button> <span id="approval-msg" class="msg"></span></form>
 <table><thead><tr><th>requested</th><th>who</th><th>policy / rule</th><th>statement</th><th></th></tr></thead><tbody id="approval-list"></tbody></table>
 </section>
 <section id="grants" hidden><h1>Active grants <span id="grants-msg" class="msg"></span></h1>
@@ -227,7 +227,7 @@ async function approverApi(path, init) {
 // the 5 s refresh must not wipe out what the approver just did.
 let loadFailed = false;
 async function loadApprovals() {
-  if (!token()) return;
+  if (!token() && !ssoName) return;
   let page;
   try { page = await approverApi('/api/v1/approvals?state=pending'); } catch (e) { approvalMsg(String(e.message)); loadFailed = true; isApprover = false; return; }
   isApprover = true;
@@ -443,11 +443,30 @@ async function follow() {
   } catch (e) { if (ac.signal.aborted) return; }
   setTimeout(() => { if (following === ac) follow(); }, 3000);
 }
-loadApproverPanels();
-setInterval(loadApproverPanels, 5000);
-loadFindings();
-setInterval(loadFindings, 15000);
-loadSessions().then(follow);
+// Signed in through the identity provider (/auth/*, when the collector offers it): the session is an HttpOnly
+// cookie the page never sees; /auth/me says whose it is (404: no such sign-in here, 401: not signed in).
+let ssoName = '';
+async function loadSso() {
+  const r = await fetch('/auth/me').catch(() => undefined);
+  if (!r || r.status === 404) return;
+  if (r.ok) {
+    ssoName = (await r.json()).name;
+    const u = document.getElementById('sso-user');
+    u.textContent = 'signed in as ' + ssoName; u.hidden = false;
+    document.getElementById('sso-out').hidden = false;
+  } else document.getElementById('sso-in').hidden = false;
+}
+document.getElementById('sso-out').onclick = async () => {
+  await fetch('/auth/logout', { method: 'POST' }).catch(() => undefined);
+  location.reload();
+};
+loadSso().then(() => {
+  loadApproverPanels();
+  setInterval(loadApproverPanels, 5000);
+  loadFindings();
+  setInterval(loadFindings, 15000);
+  loadSessions().then(follow);
+});
 </script></body></html>
 `;
 

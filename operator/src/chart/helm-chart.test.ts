@@ -246,6 +246,53 @@ describe('charts/pgwarden with real helm', () => {
     await expect(template('collector.allowedHosts={evil.com/x}')).rejects.toThrow(/allowedHosts/);
   });
 
+  it('passes collector.oidc as the --oidc-* flags, mounts its CA, and needs an audience', async () => {
+    const collector = async (...set: string[]) =>
+      (await template(...set)).find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector')
+        .spec.template.spec;
+    const oidcArgs = (spec: any) => (spec.containers[0].args as string[]).filter((a) => a.startsWith('--oidc-'));
+    expect(oidcArgs(await collector())).toEqual([]);
+    const spec = await collector(
+      'collector.oidc.issuer=https://idp.example.com',
+      'collector.oidc.audiences={pgwarden,pgwarden-cli}',
+      'collector.oidc.caConfigMap=idp-ca',
+      'collector.oidc.usernameClaim=email',
+    );
+    expect(oidcArgs(spec)).toEqual([
+      '--oidc-issuer=https://idp.example.com',
+      '--oidc-audience=pgwarden',
+      '--oidc-audience=pgwarden-cli',
+      '--oidc-ca-file=/etc/pgwarden/oidc-ca/ca.crt',
+      '--oidc-username-claim=email',
+    ]);
+    expect(spec.volumes.find((v: any) => v.name === 'oidc-ca').configMap.name).toBe('idp-ca');
+    expect(spec.containers[0].volumeMounts.find((m: any) => m.name === 'oidc-ca').mountPath).toBe(
+      '/etc/pgwarden/oidc-ca',
+    );
+    const web = await collector(
+      'collector.oidc.issuer=https://idp.example.com',
+      'collector.oidc.clientId=pgwarden-web',
+      'collector.oidc.clientSecretSecret=idp-client',
+      'collector.approvalNotifications.publicUrl=https://pgwarden.example.com',
+    );
+    expect(oidcArgs(web)).toEqual([
+      '--oidc-issuer=https://idp.example.com',
+      '--oidc-client-id=pgwarden-web',
+      '--oidc-client-secret-file=/etc/pgwarden/oidc-client/secret',
+    ]);
+    expect(web.containers[0].args).toContain('--public-url=https://pgwarden.example.com');
+    expect(web.volumes.find((v: any) => v.name === 'oidc-client').secret.secretName).toBe('idp-client');
+    await expect(
+      template('collector.oidc.issuer=https://idp.example.com', 'collector.oidc.clientId=pgwarden-web'),
+    ).rejects.toThrow(/needs collector.approvalNotifications.publicUrl/);
+    await expect(template('collector.oidc.issuer=https://idp.example.com')).rejects.toThrow(
+      /needs collector.oidc.audiences/,
+    );
+    await expect(
+      template('collector.oidc.issuer=http://idp.example.com', 'collector.oidc.audiences={a}'),
+    ).rejects.toThrow(/issuer/);
+  });
+
   it('never serves the audit trail without a token: a generated reader, or the readers Secret given', async () => {
     const objects = await template();
     const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector');

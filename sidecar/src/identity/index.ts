@@ -1,6 +1,6 @@
+export { createHttpsFetch, type HttpsFetch } from '@pgwarden/policy/oidc';
 export { type AuthEvent, type Authenticator, createAuthenticator, type IdentityConfig } from './authenticator.js';
 export { IdentityConfigError, IdentityError, type IdentityReason, INVALID_PASSWORD } from './errors.js';
-export { createHttpsFetch, type HttpsFetch } from './https-fetch.js';
 export {
   createOidcVerifier,
   DEFAULT_ALGORITHMS,

@@ -1,9 +1,9 @@
 import { createPublicKey, createSign } from 'node:crypto';
+import { freshnessMs } from '@pgwarden/policy/oidc';
 import { base64url, exportJWK, exportPKCS8, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSigningKey, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { IdentityConfigError, IdentityError } from './errors.js';
-import { freshnessMs } from './jwks-cache.js';
 import { createOidcVerifier, type OidcConfig } from './oidc-verifier.js';
 
 let idp: TestIdp;

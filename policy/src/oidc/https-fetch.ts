@@ -11,11 +11,17 @@ export interface HttpsFetchOptions {
 
 export type HttpsFetch = (
   url: string,
-  init?: { headers?: Headers | Record<string, string>; signal?: AbortSignal },
+  init?: {
+    headers?: Headers | Record<string, string>;
+    signal?: AbortSignal;
+    /** GET by default; POST (with `body`) for an authorization code exchange at a token endpoint. */
+    method?: 'GET' | 'POST';
+    body?: string;
+  },
 ) => Promise<Response>;
 
 /**
- * A minimal GET-only fetch over node:https. Node 20's global fetch cannot take a per-request CA without importing
+ * A minimal fetch over node:https (GET, and POST for a token endpoint). Node 20's global fetch cannot take a per-request CA without importing
  * undici, so this is what jose's `customFetch` and the discovery request use. Plain http and redirects are refused:
  * the keys that decide who a client is must come from the configured issuer over verified TLS.
  *
@@ -39,7 +45,9 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
       const signal = init.signal
         ? AbortSignal.any([init.signal, AbortSignal.timeout(timeoutMs)])
         : AbortSignal.timeout(timeoutMs);
-      const req = request(target, { method: 'GET', headers, ca: opts.ca, timeout: timeoutMs, signal }, (res) => {
+      const method = init.method ?? 'GET';
+      if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
+      const req = request(target, { method, headers, ca: opts.ca, timeout: timeoutMs, signal }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
@@ -62,7 +70,7 @@ export function createHttpsFetch(opts: HttpsFetchOptions = {}): HttpsFetch {
       });
       req.on('timeout', () => req.destroy(new Error(`request to ${target.origin} timed out`)));
       req.on('error', reject);
-      req.end();
+      req.end(init.body);
     });
 }
 

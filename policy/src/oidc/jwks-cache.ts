@@ -40,7 +40,7 @@ export function freshnessMs(headers: Headers, minMs: number, maxMs: number): num
  * the response's Cache-Control, so a key the identity provider stopped publishing stayed trusted for that whole age.
  * Here a refresh is due after the response's max-age, bounded by [minRefreshMs, maxRefreshMs], and replaces the
  * whole set: a key no longer listed stops verifying at the first login after the refresh is due. The refresh runs on
- * that login (concurrent logins share it) rather than on a timer, so an idle sidecar asks nothing, and a login never
+ * that login (concurrent logins share it) rather than on a timer, so an idle verifier asks nothing, and a login never
  * verifies against keys older than the refresh interval while the identity provider answers.
  */
 export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
@@ -91,7 +91,7 @@ export function createJwksCache(o: JwksCacheOptions): JWTVerifyGetKey {
       return await keys(header, token);
     } catch (err) {
       // Key rotation: a kid the cached set lacks may be new. Counted from the last attempt, so made-up kids cannot
-      // make the sidecar ask more than once per cooldown; logins arriving while that fetch runs wait for it.
+      // make the verifier ask more than once per cooldown; logins arriving while that fetch runs wait for it.
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
       if (pending) await pending;
       else if (Date.now() - attemptedAt >= o.cooldownMs) await reload();

@@ -1,0 +1,218 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { OidcBearer } from '../auth/oidc-bearer.js';
+import type { TokenFile, TokenHolder } from '../auth/token-file.js';
+import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
+import { CollectorError } from '../errors.js';
+import { boundHolder } from './approver-auth.js';
+import { HttpError, type Reply } from './json-io.js';
+
+/** `--oidc-client-id` and friends: the web UI's sign-in through the identity provider. */
+export interface WebLoginOptions {
+  clientId: string;
+  /** For a confidential client (client_secret_basic); without it the client is public and PKCE alone binds the code. */
+  clientSecret?: string;
+  /** The collector's address as browsers reach it: the redirect URI is `<publicUrl>/auth/callback`. */
+  publicUrl: string;
+}
+
+/** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
+const LOGIN_COOKIE = '__Host-pgwarden-login';
+const LOGIN_TTL_MS = 10 * 60_000;
+const MAX_PENDING = 1000;
+
+const random = () => randomBytes(32).toString('base64url');
+
+/**
+ * OpenID Connect authorization code flow with PKCE (RFC 7636, S256) for the web UI: `/auth/login` sends the browser
+ * to the issuer's authorization endpoint; `/auth/callback` exchanges the code at its token endpoint (server to
+ * server), verifies the ID token as any bearer JWT (OidcBearer) plus its `nonce`, and opens a server-side session
+ * whose random id is the only thing the browser gets (HttpOnly, Secure, SameSite=Strict cookie). The tokens are
+ * dropped once verified: never in the page, never stored.
+ */
+export class WebLogin {
+  private readonly pending = new Map<string, { nonce: string; verifier: string; at: number }>();
+  private endpoints: Promise<{ authorization: string; token: string }> | undefined;
+  private readonly redirectUri: string;
+
+  constructor(
+    private readonly oidc: OidcBearer,
+    readonly sessions: WebSessions,
+    private readonly files: () => (TokenFile | undefined)[],
+    private readonly opts: WebLoginOptions,
+  ) {
+    this.redirectUri = `${opts.publicUrl.replace(/\/+$/, '')}/auth/callback`;
+  }
+
+  static isPath(path: string): boolean {
+    return path === '/auth/login' || path === '/auth/callback' || path === '/auth/logout' || path === '/auth/me';
+  }
+
+  async answer(req: IncomingMessage, url: URL): Promise<Reply> {
+    const method = req.method ?? 'GET';
+    const path = url.pathname;
+    if (path === '/auth/logout') {
+      if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'sign out with POST');
+      this.sessions.close(req.headers.cookie);
+      return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': expired(SESSION_COOKIE) } };
+    }
+    if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
+    if (path === '/auth/me') {
+      const caller = this.sessions.callerOf(req.headers.cookie);
+      const who = caller && this.holderOf(caller);
+      if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
+      return { status: 200, body: { name: who.name } };
+    }
+    if (path === '/auth/login') return this.login();
+    return this.callback(req, url);
+  }
+
+  private async login(): Promise<Reply> {
+    const { authorization } = await this.discover();
+    const now = Date.now();
+    for (const [k, p] of this.pending) if (now - p.at > LOGIN_TTL_MS) this.pending.delete(k);
+    while (this.pending.size >= MAX_PENDING) {
+      const oldest = this.pending.keys().next().value;
+      if (oldest === undefined) break;
+      this.pending.delete(oldest);
+    }
+    const state = random();
+    const nonce = random();
+    const verifier = random();
+    this.pending.set(state, { nonce, verifier, at: now });
+    const to = new URL(authorization);
+    for (const [k, v] of Object.entries({
+      response_type: 'code',
+      client_id: this.opts.clientId,
+      redirect_uri: this.redirectUri,
+      scope: 'openid profile email',
+      state,
+      nonce,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    }))
+      to.searchParams.set(k, v);
+    return {
+      status: 302,
+      body: {},
+      // Lax, not Strict: the identity provider's redirect back is a cross-site navigation, and must carry it.
+      headers: {
+        location: to.toString(),
+        'set-cookie': `${LOGIN_COOKIE}=${state}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=${LOGIN_TTL_MS / 1000}`,
+      },
+    };
+  }
+
+  private async callback(req: IncomingMessage, url: URL): Promise<Reply> {
+    const q = url.searchParams;
+    const state = q.get('state') ?? '';
+    // The state must be the one this browser was given (login CSRF: someone else's code would sign it in as them).
+    const pending = state && cookieValue(req.headers.cookie, LOGIN_COOKIE) === state && this.pending.get(state);
+    if (state) this.pending.delete(state);
+    if (!pending || Date.now() - pending.at > LOGIN_TTL_MS)
+      throw new HttpError(
+        400,
+        'bad_login_state',
+        'this sign-in is unknown, expired or from another browser: start again',
+      );
+    if (q.get('error'))
+      throw new HttpError(
+        401,
+        'login_refused',
+        `the identity provider refused the sign-in (${q.get('error')?.slice(0, 64)})`,
+      );
+    const code = q.get('code');
+    if (!code) throw new HttpError(400, 'bad_login_state', 'the identity provider sent no code');
+    const idToken = await this.exchange(code, pending.verifier);
+    const outcome = await this.oidc.verify(idToken);
+    if (!outcome.ok) {
+      if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
+      throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
+    }
+    if (outcome.nonce !== pending.nonce)
+      throw new HttpError(401, 'invalid_token', 'the ID token does not carry this sign-in’s nonce');
+    const who = this.holderOf(outcome.caller);
+    if (!who)
+      throw new HttpError(
+        403,
+        'not_a_reader',
+        `OIDC user ${outcome.caller.user} at ${outcome.caller.issuer} is not bound to a reader or approver (oidc)`,
+      );
+    const id = this.sessions.open(outcome.caller, outcome.expiresAt * 1000);
+    const maxAge = Math.max(0, Math.floor(outcome.expiresAt - Date.now() / 1000));
+    return {
+      status: 302,
+      body: {},
+      headers: {
+        location: `${this.opts.publicUrl.replace(/\/+$/, '')}/`,
+        'set-cookie': `${SESSION_COOKIE}=${id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=${maxAge}`,
+      },
+    };
+  }
+
+  /** A readers or approvers entry binding the caller (throws 403 `ambiguous_oidc_binding`, 503 for a broken file). */
+  private holderOf(caller: Parameters<OidcBearer['holderIn']>[1]): TokenHolder | undefined {
+    for (const file of this.files()) {
+      if (!file) continue;
+      try {
+        const who = boundHolder(this.oidc, file, caller);
+        if (who) return who;
+      } catch (err) {
+        if (err instanceof CollectorError) throw new HttpError(503, `${file.kind}_unavailable`, err.message);
+        throw err;
+      }
+    }
+    return undefined;
+  }
+
+  /** The code for tokens at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.5): the ID token only is kept. */
+  private async exchange(code: string, verifier: string): Promise<string> {
+    const { token } = await this.discover();
+    const form = new URLSearchParams({
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: this.redirectUri,
+      code_verifier: verifier,
+      client_id: this.opts.clientId,
+    });
+    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+    if (this.opts.clientSecret !== undefined) {
+      const enc = (s: string) => encodeURIComponent(s);
+      headers.authorization = `Basic ${Buffer.from(`${enc(this.opts.clientId)}:${enc(this.opts.clientSecret)}`).toString('base64')}`;
+    }
+    let res: Response;
+    try {
+      res = await this.oidc.fetch(token, { method: 'POST', headers, body: form.toString() });
+    } catch (err) {
+      throw new HttpError(503, 'idp_unavailable', `the token endpoint cannot be reached: ${(err as Error).message}`);
+    }
+    const body = (await res.json().catch(() => ({}))) as { id_token?: unknown; error?: unknown };
+    if (res.status !== 200 || typeof body.id_token !== 'string')
+      throw new HttpError(
+        401,
+        'login_refused',
+        `the token endpoint answered ${res.status}${typeof body.error === 'string' ? ` (${body.error.slice(0, 64)})` : ''} without an ID token`,
+      );
+    return body.id_token;
+  }
+
+  private discover(): Promise<{ authorization: string; token: string }> {
+    this.endpoints ??= (async () => {
+      const url = `${this.oidc.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+      const res = await this.oidc.fetch(url);
+      const doc = (await res.json()) as Record<string, unknown>;
+      if (res.status !== 200 || doc.issuer !== this.oidc.issuer)
+        throw new Error('no discovery document for the issuer');
+      const https = (v: unknown) => typeof v === 'string' && v.startsWith('https://');
+      if (!https(doc.authorization_endpoint) || !https(doc.token_endpoint))
+        throw new Error('the discovery document names no https authorization and token endpoints');
+      return { authorization: doc.authorization_endpoint as string, token: doc.token_endpoint as string };
+    })().catch((err: unknown) => {
+      this.endpoints = undefined;
+      throw new HttpError(503, 'idp_unavailable', `cannot sign in: ${(err as Error).message}`);
+    });
+    return this.endpoints;
+  }
+}
+
+const expired = (name: string) => `${name}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`;
