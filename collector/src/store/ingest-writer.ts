@@ -53,6 +53,8 @@ export interface WriteResult {
   findings: ChainFinding[];
   /** Gap findings healed because the missing events finally arrived. */
   healed: number;
+  /** Gap findings resolved for the events that arrived, each followed by an open one for those still missing. */
+  narrowed: number;
 }
 
 const EVENT_COLUMNS =
@@ -119,6 +121,28 @@ ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = 
   verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status,
   signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key,
   instance = EXCLUDED.instance, updated_at = now()`;
+
+/**
+ * Upserts the sessions and settles their open `audit.gap` findings against the verified points just written, in
+ * one statement (no round trip more per batch; the lookup is an index probe per session of the batch). Whatever
+ * recorded the gap (the sweep's hole or tail, a sidecar's declaration), its events may come later: redelivery, another
+ * stream, a spool drained after a restart, a declaration ingested before the events it names. A finding the chain has
+ * verified through is resolved; one verified partway is resolved and followed by an open finding for the rest, with
+ * the same detail, so the history (what was reported, when it healed) stays readable. Runs under the ingest lock,
+ * so replicas sharing the store and a restarted collector see the same findings and verified points.
+ */
+const UPSERT_SESSIONS_SETTLING_GAPS = `
+WITH up AS (${UPSERT_SESSIONS} RETURNING s.session_id, s.verified_seq),
+settled AS (
+  UPDATE audit_chain_findings f SET resolved_at = now() FROM up
+  WHERE f.session_id = up.session_id AND f.kind = 'audit.gap' AND f.resolved_at IS NULL AND f.seq_from <= up.verified_seq
+  RETURNING f.session_id, f.seq_to, f.detail, up.verified_seq),
+rest AS (
+  INSERT INTO audit_chain_findings (session_id, kind, seq_from, seq_to, detail)
+  SELECT session_id, 'audit.gap', verified_seq + 1, seq_to, detail FROM settled WHERE seq_to > verified_seq
+  ON CONFLICT (session_id, kind, seq_from) DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM settled WHERE seq_to <= verified_seq)::int AS healed,
+       (SELECT count(*) FROM settled WHERE seq_to > verified_seq)::int AS narrowed`;
 
 /**
  * Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded, and when the sidecar
@@ -273,6 +297,7 @@ export async function writeBatch(
     duplicates: events.length - inserted.length,
     findings: [...declared, ...conflicts],
     healed: 0,
+    narrowed: 0,
   };
   if (inserted.length === 0) {
     if (conflicts.length > 0) await markTampered(tx, conflicts);
@@ -327,17 +352,13 @@ export async function writeBatch(
     const findings = [...claims, ...step.findings];
     // The batch's conflicts are in result.findings already; here they only mark their session.
     result.findings.push(...findings.filter((f) => !conflicts.includes(f)));
-    const n = updated.push(aggregate(row, namespace, evs, { ...step, findings }, rules));
-    const next = updated[n - 1];
-    if (row.status === 'gap' && next.status !== 'gap') {
-      const healed = await tx.query(
-        `UPDATE audit_chain_findings SET resolved_at = now() WHERE session_id = $1 AND kind = 'audit.gap' AND resolved_at IS NULL AND seq_to <= $2 RETURNING id`,
-        [sid, next.verified_seq],
-      );
-      result.healed += healed.length;
-    }
+    updated.push(aggregate(row, namespace, evs, { ...step, findings }, rules));
   }
-  await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  const [settled] = await tx.query<{ healed: number; narrowed: number }>(UPSERT_SESSIONS_SETTLING_GAPS, [
+    JSON.stringify(updated),
+  ]);
+  result.healed += settled?.healed ?? 0;
+  result.narrowed += settled?.narrowed ?? 0;
   if (declared.length > 0) await dropVerifiedDeclarations(tx, result, declared);
   const untouched = conflicts.filter((f) => !bySession.has(f.sessionId));
   if (untouched.length > 0) await markTampered(tx, untouched);
