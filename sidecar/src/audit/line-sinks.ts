@@ -1,6 +1,7 @@
 import { closeSync, fdatasync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
+import { AtRiskRecord, type CarriedRisk } from './at-risk-record.js';
 import { auditMetrics } from './audit-metrics.js';
 import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
 import { SYNC_FAILURE_HOLD_MS } from './disk-spool.js';
@@ -114,6 +115,18 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
+  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts).
+  let record: AtRiskRecord | undefined;
+  let carried: CarriedRisk | undefined;
+  if (fsync !== 'never') {
+    ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
+      log(
+        'error',
+        'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+        err,
+      ),
+    ));
+  }
   let healthy = true;
   metrics.ready.set({ sink: 'file' }, 1);
   /**
@@ -135,7 +148,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let closed = false;
   let gapListener: GapListener | undefined;
   /** What failed syncs may have lost, declared in an `audit.gap` once syncs succeed again. */
-  const unsynced = new UnsyncedEvents();
+  const unsynced = new UnsyncedEvents(record);
+  if (carried) unsynced.restore(carried);
   /** Gaps handed to the listener on a later microtask, not yet emitted (keeps whenIdle honest). */
   let gapsDue = 0;
   const idleWaiters: (() => void)[] = [];
@@ -288,6 +302,10 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     ready: () => healthy && syncOk && !closed,
     onGap: (l) => {
       gapListener = l;
+      // A run before this one left events at risk undeclared (it stopped before its syncs recovered): declare them.
+      const gap = carried && syncOk ? unsynced.take() : undefined;
+      carried = undefined;
+      if (gap) reportGap(l, gap);
     },
     stats,
     whenIdle: () =>
@@ -306,6 +324,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
         syncNow();
       }
       closeSync(fd);
+      await record?.close();
       for (const w of idleWaiters.splice(0)) w();
     },
   };
