@@ -11,7 +11,9 @@ import { BUILT, type Proc, spoolingSidecar, startCli } from './processes.js';
  * The sidecar's fdatasync fails (a real kernel writeback failure: failing-disk.ts), and the process is SIGKILLed
  * before its syncs recover, so the running sidecar never got to declare what the failed syncs may have lost. The
  * sidecar started next on the same file or spool must declare it: an `audit.gap` with cause `fsync_failed` naming
- * the session's events written after the last sync that succeeded, once, not again at the start after that.
+ * the session's events written after the last sync that succeeded, once, not again at the start after that. Either
+ * the node kept running (its page cache still shows everything), or it crashed: the filesystem is mounted again,
+ * so only what the device kept is read, the lost events and the at-risk record's own page cache included.
  */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -49,8 +51,14 @@ describe.skipIf(process.getuid?.() !== 0 || (!BUILT && !process.env.CI))(
       disk?.close();
     });
 
-    for (const sink of ['file', 'spool'] as const) {
-      it(`${sink === 'file' ? 'file sink' : 'NATS sink spooling'}: the next start declares them, once`, async () => {
+    for (const [sink, crash] of [
+      ['file', false],
+      ['spool', false],
+      ['file', true],
+      ['spool', true],
+    ] as const) {
+      const name = `${sink === 'file' ? 'file sink' : 'NATS sink spooling'}, ${crash ? 'the node crashes' : 'the sidecar restarts'}`;
+      it(`${name}: the next start declares them, once`, async () => {
         disk = mountFailingDisk();
         const shared = inject('pg');
         const upstream = `postgres://${shared.host}:${shared.port}/app?sslmode=disable`;
@@ -103,11 +111,18 @@ describe.skipIf(process.getuid?.() !== 0 || (!BUILT && !process.env.CI))(
         // Killed before any sync succeeds again: the running sidecar declared nothing.
         await sidecar.kill();
         await client.end().catch(() => {});
-        disk.free();
         const before = trail(target);
         expect(gapsIn(before)).toEqual([]);
         const lastWritten = Math.max(...before.filter((e) => e.session.id === sessionId).map((e) => e.session.seq));
         expect(lastWritten).toBeGreaterThan(lastSynced);
+        // As a crash of the node leaves it: only what the device kept (the failed writeback's pages are gone).
+        if (crash) {
+          disk.remount();
+          // The newest events were in blocks whose writeback kept failing: the device does not have them.
+          const kept = trail(target).filter((e) => e.session.id === sessionId);
+          expect(Math.max(...kept.map((e) => e.session.seq))).toBeLessThan(lastWritten);
+        }
+        disk.free();
 
         sidecar = await start();
         const until = Date.now() + 15_000;

@@ -1,4 +1,4 @@
-import { closeSync, fdatasync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import { AtRiskRecord, type CarriedRisk } from './at-risk-record.js';
@@ -112,6 +112,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let fd: number;
   try {
     fd = openSync(opts.path, 'a', 0o600);
+    endLastLine(opts.path, fd);
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
@@ -328,6 +329,24 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       for (const w of idleWaiters.splice(0)) w();
     },
   };
+}
+
+/**
+ * A file that does not end with a newline was cut: a kill in the middle of a write, or a node crash after which the
+ * blocks of a failed writeback read as zeros. The next event starts a line of its own, or it would be joined to the
+ * broken one and lost to every reader with it; the broken line stays as it is (evidence), unparseable.
+ */
+function endLastLine(path: string, appendFd: number): void {
+  const size = fstatSync(appendFd).size;
+  if (size === 0) return;
+  const last = Buffer.alloc(1);
+  const rfd = openSync(path, 'r');
+  try {
+    readSync(rfd, last, 0, 1, size - 1);
+  } finally {
+    closeSync(rfd);
+  }
+  if (last[0] !== 0x0a) writeSync(appendFd, '\n');
 }
 
 /** Size of the buffer a file sink encodes each turn's lines into (turns that may need more get their own). */
