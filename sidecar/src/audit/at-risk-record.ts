@@ -111,7 +111,7 @@ export class AtRiskRecord {
     }
     this.next = undefined;
     this.writing = true;
-    const buf = encode(gap);
+    const buf = encode(gap, false);
     writeAsync(this.fd, buf, 0, buf.length, 0, (werr) => {
       const done = (err: Error | null) => {
         this.writing = false;
@@ -126,28 +126,29 @@ export class AtRiskRecord {
 
   /** At open only: written and synced before the sink takes events. */
   private writeNow(gap: AuditGap | null): void {
-    const buf = encode(gap);
+    const buf = encode(gap, true);
     for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off, buf.length - off, off);
     fdatasyncSync(this.fd);
   }
 }
 
-/** `<magic> <length> <sha256 hex>\n<JSON>` padded with zeros to AT_RISK_RECORD_BYTES; length 0 for "nothing". */
-function encode(gap: AuditGap | null): Buffer {
+/** `<magic> <length> <sha256 hex>\n<JSON>` (length 0 and `-`: nothing at risk); `whole`: zeros to the full size. */
+function encode(gap: AuditGap | null, whole: boolean): Buffer {
   const buf = Buffer.alloc(AT_RISK_RECORD_BYTES);
   let body = gap ? Buffer.from(JSON.stringify(gap)) : Buffer.alloc(0);
   if (gap && body.length > AT_RISK_RECORD_BYTES - 200) {
     // More ranges than fit: keep the first ones and say the list is cut (as a gap past MAX_RANGES does).
     const sessions = [...(gap.sessions ?? [])];
     while (body.length > AT_RISK_RECORD_BYTES - 200 && sessions.length > 0) {
-      sessions.splice(Math.ceil(sessions.length * 0.9));
+      sessions.length = Math.floor(sessions.length * 0.9);
       body = Buffer.from(JSON.stringify({ ...gap, sessions, truncated: true }));
     }
   }
   const sum = body.length > 0 ? createHash('sha256').update(body).digest('hex') : '-';
   const head = buf.write(`${MAGIC} ${body.length} ${sum}\n`, 0);
   body.copy(buf, head);
-  return buf;
+  // Past the record, the file's earlier bytes stay: its length says where it ends, so a rewrite is a few hundred bytes.
+  return whole ? buf : buf.subarray(0, head + body.length);
 }
 
 function readRecord(fd: number, size: number): CarriedRisk | undefined {
