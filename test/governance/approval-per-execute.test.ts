@@ -159,6 +159,25 @@ describe('review of a prepared statement', () => {
     c.end();
   });
 
+  it('node-postgres: a query whose value its parameter refuses fails at once, and no approver is asked', async () => {
+    const c = await g.client({ password: await token() });
+    const seq = await lastSeq();
+    // pg sends Parse, Bind, Describe, Execute and Sync in one write.
+    const failed = await errorOf(c, {
+      name: 'pgbad',
+      text: 'DELETE FROM orders WHERE id = $1',
+      values: ['x'],
+    } as never);
+    expect(failed?.code).toBe('22P02');
+    const held = c.query({ name: 'pgbad', text: 'DELETE FROM orders WHERE id = $1', values: [209] });
+    const r = await nthRequest(seq, 1);
+    expect(r.params).toEqual(['209']);
+    await decide(r.id, 'approved');
+    expect((await held).rowCount).toBe(1);
+    expect(await requestsAfter(seq)).toHaveLength(1);
+    await c.end();
+  });
+
   it('marks each bound value text or binary, so a text value that reads like hex is not taken for bytes', async () => {
     const c = await g.client({ password: await token() });
     const sql = 'DELETE FROM orders WHERE id = $1 AND note IS DISTINCT FROM $2 AND note IS DISTINCT FROM $3';
