@@ -120,6 +120,64 @@ describe('review of a prepared statement', () => {
     c.end();
   });
 
+  it('an Execute pipelined behind a Bind that fails is skipped, as PostgreSQL skips it: not held, no request', async () => {
+    const c = await RawClient.connect(g.port, { user: 'agent', database: 'app' }, await token());
+    const seq = await lastSeq();
+    const recorded = trail.events.length;
+    // One write: the Bind's value is no integer (22P02 upstream), so PostgreSQL skips the Execute on its way to Sync.
+    c.send(
+      serialize.parse({ name: 'badbind', text: 'DELETE FROM orders WHERE id = $1', types: [23] }),
+      serialize.bind({ portal: 'bb', statement: 'badbind', values: ['not-a-number'] }),
+      serialize.execute({ portal: 'bb', rows: 0 }),
+      serialize.sync(),
+    );
+    // Answered at once, as PostgreSQL answers it (no reviewer is waited for).
+    const answer = await c.until('readyForQuery');
+    expect(answer.filter((m) => m.name === 'error')).toEqual([expect.objectContaining({ code: '22P02' })]);
+    expect(answer.find((m) => m.name === 'commandComplete')).toBeUndefined();
+
+    // The same statement bound right, pipelined the same way, is held as before: its request is the only one.
+    c.send(
+      serialize.bind({ portal: 'bb', statement: 'badbind', values: ['208'] }),
+      serialize.execute({ portal: 'bb', rows: 0 }),
+      serialize.sync(),
+    );
+    const r = await nthRequest(seq, 1);
+    expect(r).toMatchObject({ sql: 'DELETE FROM orders WHERE id = $1', params: ['208'] });
+    expect(await rowsWithId(208)).toBe(1); // held, not run
+    await decide(r.id, 'approved');
+    const ran = await c.until('readyForQuery');
+    expect(ran.find((m) => m.name === 'commandComplete')).toMatchObject({ text: 'DELETE 1' });
+    expect(await requestsAfter(seq)).toHaveLength(1);
+    // The failed execution is in the trail once, with the Bind's error.
+    const failed = trail.events
+      .slice(recorded)
+      .filter(
+        (e) => e.type === 'statement' && e.statement.text === 'DELETE FROM orders WHERE id = $1' && e.result?.error,
+      );
+    expect(failed.map((e) => e.result!.error!.code)).toEqual(['22P02']);
+    c.end();
+  });
+
+  it('node-postgres: a query whose value its parameter refuses fails at once, and no approver is asked', async () => {
+    const c = await g.client({ password: await token() });
+    const seq = await lastSeq();
+    // pg sends Parse, Bind, Describe, Execute and Sync in one write.
+    const failed = await errorOf(c, {
+      name: 'pgbad',
+      text: 'DELETE FROM orders WHERE id = $1',
+      values: ['x'],
+    } as never);
+    expect(failed?.code).toBe('22P02');
+    const held = c.query({ name: 'pgbad', text: 'DELETE FROM orders WHERE id = $1', values: [209] });
+    const r = await nthRequest(seq, 1);
+    expect(r.params).toEqual(['209']);
+    await decide(r.id, 'approved');
+    expect((await held).rowCount).toBe(1);
+    expect(await requestsAfter(seq)).toHaveLength(1);
+    await c.end();
+  });
+
   it('marks each bound value text or binary, so a text value that reads like hex is not taken for bytes', async () => {
     const c = await g.client({ password: await token() });
     const sql = 'DELETE FROM orders WHERE id = $1 AND note IS DISTINCT FROM $2 AND note IS DISTINCT FROM $3';

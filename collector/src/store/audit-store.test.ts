@@ -260,6 +260,52 @@ describe('AuditStore on PostgreSQL', () => {
     expect(rows).toEqual([{ session_id: 's-fsync-lost', seq_from: 5 }]);
   });
 
+  it('a declaration naming more than the open hole starting at the same seq widens it; arrivals settle it', async () => {
+    // 10 events; 1, 2, 5, 6 arrive, the sweep reports the hole 3..4; then the sidecar declares 3..8 possibly lost.
+    const ev = makeSession({ id: 's-widen', statements: 8 });
+    await t.store.ingest([ev[0], ev[1], ev[4], ev[5]]);
+    expect(await t.store.sweepGaps(0)).toEqual([
+      expect.objectContaining({ sessionId: 's-widen', seqFrom: 3, seqTo: 4 }),
+    ]);
+    const declared = 'sidecar may have lost events 3..8 (fsync_failed: an fdatasync of its audit file or spool failed)';
+    const r = await t.store.ingest([
+      sealEvent(
+        {
+          v: 1,
+          type: 'audit.gap',
+          time: '2026-11-30T12:41:00.000000Z',
+          session: { id: 'sidecar-instance-widen' },
+          gap: {
+            dropped: 6,
+            since: '2026-11-30T12:40:00.000000Z',
+            until: '2026-11-30T12:41:00.000000Z',
+            cause: 'fsync_failed',
+            sessions: [{ id: 's-widen', fromSeq: 3, toSeq: 8 }],
+          },
+        },
+        newChain(),
+      ),
+    ]);
+    expect(r.findings).toEqual([expect.objectContaining({ sessionId: 's-widen', seqFrom: 3, seqTo: 8 })]);
+    const findings = () =>
+      t.store.db.query<{ seq_from: number; seq_to: number; detail: string; resolved: boolean }>(
+        `SELECT seq_from::int, seq_to::int, detail, resolved_at IS NOT NULL AS resolved FROM audit_chain_findings
+         WHERE session_id = 's-widen' ORDER BY id`,
+      );
+    // 7..8 were declared and never arrived: the open finding covers them too, and says both things.
+    expect(await findings()).toEqual([
+      { seq_from: 3, seq_to: 8, detail: `events 3..4 did not arrive within 0s; ${declared}`, resolved: false },
+    ]);
+    await t.store.ingest([ev[2], ev[3]]);
+    expect((await findings()).map((f) => [f.seq_from, f.seq_to, f.resolved])).toEqual([
+      [3, 8, true],
+      [7, 8, false],
+    ]);
+    const late = await t.store.ingest(ev.slice(6));
+    expect(late.healed).toBe(1);
+    expect((await findings()).every((f) => f.resolved)).toBe(true);
+  });
+
   it('keeps events PostgreSQL refuses in audit_rejected and stores the rest of the batch', async () => {
     const ev = makeSession({ id: 's-nul', statements: 2 });
     // A NUL in an indexed column cannot be stored as PostgreSQL text (22021); the JSON text itself escapes it.

@@ -129,7 +129,7 @@ export class AuditStore {
     this.prehash(items);
     if (events.length === 0) {
       rows?.discard();
-      return { inserted: [], duplicates: 0, findings: [], healed: 0, rejected: 0, rejectedEvents: [] };
+      return { inserted: [], duplicates: 0, findings: [], healed: 0, narrowed: 0, rejected: 0, rejectedEvents: [] };
     }
     await this.partitions.ensure(new Set(events.map((e) => dayKey(e.time))));
     try {
@@ -151,6 +151,7 @@ export class AuditStore {
       duplicates: 0,
       findings: [],
       healed: 0,
+      narrowed: 0,
       rejected: 0,
       rejectedEvents: [],
     };
@@ -162,6 +163,7 @@ export class AuditStore {
         total.duplicates += r.duplicates;
         total.findings.push(...r.findings);
         total.healed += r.healed;
+        total.narrowed += r.narrowed;
       } catch (err) {
         if (!isDataError(err))
           throw new CollectorError('COLLECTOR_STORE', `storing event failed: ${(err as Error).message}`, {

@@ -53,6 +53,8 @@ export interface WriteResult {
   findings: ChainFinding[];
   /** Gap findings healed because the missing events finally arrived. */
   healed: number;
+  /** Gap findings resolved for the events that arrived, each followed by an open one for those still missing. */
+  narrowed: number;
 }
 
 const EVENT_COLUMNS =
@@ -119,6 +121,35 @@ ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = 
   verified_hash = EXCLUDED.verified_hash, end_seq = EXCLUDED.end_seq, status = EXCLUDED.status,
   signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key,
   instance = EXCLUDED.instance, updated_at = now()`;
+
+/** An open gap finding another one starting at the same seq reaches past covers both (see insertFindings). */
+const WIDEN_OPEN_GAP = `DO UPDATE SET seq_to = EXCLUDED.seq_to, detail = f.detail || '; ' || EXCLUDED.detail
+  WHERE f.kind = 'audit.gap' AND f.resolved_at IS NULL AND EXCLUDED.seq_to > f.seq_to`;
+
+/**
+ * Upserts the sessions and settles their open `audit.gap` findings against the verified points just written, in
+ * one statement (no round trip more per batch; the lookup is an index probe per session of the batch). Whatever
+ * recorded the gap (the sweep's hole or tail, a sidecar's declaration), its events may come later: redelivery, another
+ * stream, a spool drained after a restart, a declaration ingested before the events it names. A finding the chain has
+ * verified through is resolved; one verified partway is resolved and followed by an open finding for the rest, with
+ * its detail (those of all it continues, when several meet at one seq), so the history (what was reported, when it
+ * healed) stays readable. Runs under the ingest lock,
+ * so replicas sharing the store and a restarted collector see the same findings and verified points.
+ */
+const UPSERT_SESSIONS_SETTLING_GAPS = `
+WITH up AS (${UPSERT_SESSIONS} RETURNING s.session_id, s.verified_seq),
+settled AS (
+  UPDATE audit_chain_findings f SET resolved_at = now() FROM up
+  WHERE f.session_id = up.session_id AND f.kind = 'audit.gap' AND f.resolved_at IS NULL AND f.seq_from <= up.verified_seq
+  RETURNING f.session_id, f.seq_to, f.detail, up.verified_seq),
+rest AS (
+  INSERT INTO audit_chain_findings AS f (session_id, kind, seq_from, seq_to, detail)
+  SELECT session_id, 'audit.gap', verified_seq + 1, max(seq_to), string_agg(DISTINCT detail, '; ')
+  FROM settled WHERE seq_to > verified_seq GROUP BY session_id, verified_seq
+  ON CONFLICT (session_id, kind, seq_from) ${WIDEN_OPEN_GAP}
+  RETURNING 1)
+SELECT (SELECT count(*) FROM settled WHERE seq_to <= verified_seq)::int AS healed,
+       (SELECT count(*) FROM settled WHERE seq_to > verified_seq)::int AS narrowed`;
 
 /**
  * Keeps, per session and per sidecar instance, the highest head an audit.heads event recorded, and when the sidecar
@@ -273,6 +304,7 @@ export async function writeBatch(
     duplicates: events.length - inserted.length,
     findings: [...declared, ...conflicts],
     healed: 0,
+    narrowed: 0,
   };
   if (inserted.length === 0) {
     if (conflicts.length > 0) await markTampered(tx, conflicts);
@@ -327,22 +359,18 @@ export async function writeBatch(
     const findings = [...claims, ...step.findings];
     // The batch's conflicts are in result.findings already; here they only mark their session.
     result.findings.push(...findings.filter((f) => !conflicts.includes(f)));
-    const n = updated.push(aggregate(row, namespace, evs, { ...step, findings }, rules));
-    const next = updated[n - 1];
-    if (row.status === 'gap' && next.status !== 'gap') {
-      const healed = await tx.query(
-        `UPDATE audit_chain_findings SET resolved_at = now() WHERE session_id = $1 AND kind = 'audit.gap' AND resolved_at IS NULL AND seq_to <= $2 RETURNING id`,
-        [sid, next.verified_seq],
-      );
-      result.healed += healed.length;
-    }
+    updated.push(aggregate(row, namespace, evs, { ...step, findings }, rules));
   }
-  await tx.query(UPSERT_SESSIONS, [JSON.stringify(updated)]);
+  const [settled] = await tx.query<{ healed: number; narrowed: number }>(UPSERT_SESSIONS_SETTLING_GAPS, [
+    JSON.stringify(updated),
+  ]);
+  result.healed += settled?.healed ?? 0;
+  result.narrowed += settled?.narrowed ?? 0;
   if (declared.length > 0) await dropVerifiedDeclarations(tx, result, declared);
   const untouched = conflicts.filter((f) => !bySession.has(f.sessionId));
   if (untouched.length > 0) await markTampered(tx, untouched);
   await recordHeads(tx, inserted);
-  if (result.findings.length > 0) await insertFindings(tx, result.findings);
+  if (result.findings.length > 0) await insertFindings(tx, result.findings, true);
   return result;
 }
 
@@ -516,16 +544,37 @@ async function dropVerifiedDeclarations(tx: SqlRunner, result: WriteResult, decl
   });
 }
 
-/** Stores findings, once per (session, kind, first seq); returns those not stored before. */
-export async function insertFindings(tx: SqlRunner, findings: readonly ChainFinding[]): Promise<ChainFinding[]> {
+/**
+ * Stores findings, once per (session, kind, first seq); returns those not stored before. With `widen` (the findings
+ * of an ingested batch, a sidecar's declarations among them), an open `audit.gap` that one starting at the same seq
+ * reaches past (the sweep's hole, then a declaration naming more) is widened to cover both, with both details, and
+ * returned again: kept as it was, the rest would go unreported. The sweep's own findings do not widen (a tail whose
+ * head grows is the same finding, reported once).
+ */
+export async function insertFindings(
+  tx: SqlRunner,
+  findings: readonly ChainFinding[],
+  widen = false,
+): Promise<ChainFinding[]> {
+  // One row per key and statement (ON CONFLICT DO UPDATE cannot touch a row twice): the first finding of a kind, for a
+  // gap the widest.
+  const rows = new Map<string, ChainFinding>();
+  for (const f of findings) {
+    const key = `${f.sessionId}\n${f.kind}\n${f.seqFrom}`;
+    const there = rows.get(key);
+    if (there === undefined) rows.set(key, f);
+    else if (f.kind === 'audit.gap' && f.seqTo > there.seqTo)
+      rows.set(key, { ...there, seqTo: f.seqTo, detail: `${there.detail}; ${f.detail}` });
+  }
   const stored = await tx.query<{ session_id: string; kind: string; seq_from: number }>(
-    `INSERT INTO audit_chain_findings (session_id, kind, seq_from, seq_to, detail)
+    `INSERT INTO audit_chain_findings AS f (session_id, kind, seq_from, seq_to, detail)
      SELECT r.session_id, r.kind, r.seq_from, r.seq_to, r.detail
      FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, kind text, seq_from bigint, seq_to bigint, detail text)
-     ON CONFLICT (session_id, kind, seq_from) DO NOTHING RETURNING session_id, kind, seq_from::int`,
+     ON CONFLICT (session_id, kind, seq_from) ${widen ? WIDEN_OPEN_GAP : 'DO NOTHING'}
+     RETURNING session_id, kind, seq_from::int`,
     [
       JSON.stringify(
-        findings.map((f) => ({
+        [...rows.values()].map((f) => ({
           session_id: f.sessionId,
           kind: f.kind,
           seq_from: f.seqFrom,

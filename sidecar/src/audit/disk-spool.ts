@@ -17,6 +17,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
+import { AtRiskRecord } from './at-risk-record.js';
 import { AuditError } from './errors.js';
 import { UnsyncedEvents } from './unsynced-events.js';
 
@@ -54,6 +55,8 @@ export interface DiskSpoolOptions {
   onSyncError?: (err: Error) => void;
   /** Called when `syncFailed` clears; takeSyncGap() then names what the failed syncs may have lost. */
   onSyncRecovered?: () => void;
+  /** Called when the at-risk record (what failed syncs may have lost) could not be synced itself. */
+  onRecordError?: (err: Error) => void;
 }
 
 /**
@@ -85,7 +88,12 @@ export class DiskSpool {
   private syncAgain = false;
   private readonly onSyncError: ((err: Error) => void) | undefined;
   private readonly onSyncRecovered: (() => void) | undefined;
-  private readonly unsynced = new UnsyncedEvents();
+  private readonly unsynced: UnsyncedEvents;
+  /** What failed syncs may have lost, kept in the spool directory until declared durably (at-risk-record.ts). */
+  private readonly record: AtRiskRecord | undefined;
+  private recordClosed: Promise<void> = Promise.resolve();
+  /** A run before this one left events at risk undeclared: takeSyncGap() names them (with any of this run's). */
+  carriedRisk = false;
   /**
    * The last fdatasync failed: records written before it may be lost (Linux drops the dirty pages of a failed
    * writeback and reports the error once, so a retry proves nothing about them). Cleared by a sync that succeeds
@@ -113,6 +121,19 @@ export class DiskSpool {
       }
     } catch (err) {
       throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool ${this.dir}`, { cause: err });
+    }
+    if (this.fsync !== 'never') {
+      try {
+        const { record, carried } = AtRiskRecord.open(join(this.dir, 'at-risk'), (err) => opts.onRecordError?.(err));
+        this.record = record;
+        this.unsynced = new UnsyncedEvents(record);
+        if (carried) this.unsynced.restore(carried);
+        this.carriedRisk = carried !== undefined;
+      } catch (err) {
+        throw new AuditError('AUDIT_SPOOL_IO', `cannot open the at-risk record in ${this.dir}`, { cause: err });
+      }
+    } else {
+      this.unsynced = new UnsyncedEvents();
     }
     const ids = [...this.segments.keys()].sort((a, b) => a - b);
     const sizes = new Map(this.segments);
@@ -258,6 +279,12 @@ export class DiskSpool {
   close(): void {
     this.saveCursor();
     this.closeWriteSegment();
+    if (this.record) this.recordClosed = this.record.close();
+  }
+
+  /** Resolves once the at-risk record's last write after close() ended. */
+  closed(): Promise<void> {
+    return this.recordClosed;
   }
 
   private readLines(seg: number, size: number, max: number, out: SpoolRecord[]): void {
@@ -346,6 +373,7 @@ export class DiskSpool {
 
   /** What failed syncs may have lost (cause `fsync_failed`), once; undefined when nothing. */
   takeSyncGap(): AuditGap | undefined {
+    this.carriedRisk = false;
     return this.unsynced.take();
   }
 

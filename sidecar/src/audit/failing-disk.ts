@@ -17,6 +17,11 @@ export interface FailingDisk {
   fill(): void;
   /** Gives back the space fill() took: writeback succeeds again. */
   free(): void;
+  /**
+   * Unmounts and mounts the filesystem again (nothing may hold a file open on it): its page cache is gone, so reads
+   * show what the device kept, as after a crash of the node. Pages whose writeback failed are lost here.
+   */
+  remount(): void;
   close(): void;
 }
 
@@ -34,6 +39,7 @@ export function mountFailingDisk(): FailingDisk {
       } catch {}
     }
   };
+  let loop = '';
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', backing]);
     undo.push(() => execFileSync('umount', ['-l', backing]));
@@ -41,8 +47,9 @@ export function mountFailingDisk(): FailingDisk {
     const fd = openSync(image, 'w');
     ftruncateSync(fd, 64 * 1024 * 1024);
     closeSync(fd);
-    const loop = execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim();
-    undo.push(() => execFileSync('losetup', ['-d', loop]));
+    loop = execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim();
+    const device = loop;
+    undo.push(() => execFileSync('losetup', ['-d', device]));
     // Inode tables and journal written now, not lazily after the fill (their writes would fail instead).
     execFileSync('mkfs.ext4', ['-q', '-E', 'lazy_itable_init=0,lazy_journal_init=0', loop]);
     execFileSync('mount', [loop, dir]);
@@ -66,6 +73,10 @@ export function mountFailingDisk(): FailingDisk {
     },
     free() {
       rmSync(join(backing, 'fill'), { force: true });
+    },
+    remount() {
+      execFileSync('umount', [dir]);
+      execFileSync('mount', [loop, dir]);
     },
     close,
   };

@@ -1,6 +1,7 @@
-import { closeSync, fdatasync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
+import { AtRiskRecord, type CarriedRisk } from './at-risk-record.js';
 import { auditMetrics } from './audit-metrics.js';
 import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
 import { SYNC_FAILURE_HOLD_MS } from './disk-spool.js';
@@ -111,8 +112,21 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let fd: number;
   try {
     fd = openSync(opts.path, 'a', 0o600);
+    endLastLine(opts.path, fd);
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
+  }
+  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts).
+  let record: AtRiskRecord | undefined;
+  let carried: CarriedRisk | undefined;
+  if (fsync !== 'never') {
+    ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
+      log(
+        'error',
+        'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+        err,
+      ),
+    ));
   }
   let healthy = true;
   metrics.ready.set({ sink: 'file' }, 1);
@@ -135,7 +149,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let closed = false;
   let gapListener: GapListener | undefined;
   /** What failed syncs may have lost, declared in an `audit.gap` once syncs succeed again. */
-  const unsynced = new UnsyncedEvents();
+  const unsynced = new UnsyncedEvents(record);
+  if (carried) unsynced.restore(carried);
   /** Gaps handed to the listener on a later microtask, not yet emitted (keeps whenIdle honest). */
   let gapsDue = 0;
   const idleWaiters: (() => void)[] = [];
@@ -288,6 +303,10 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     ready: () => healthy && syncOk && !closed,
     onGap: (l) => {
       gapListener = l;
+      // A run before this one left events at risk undeclared (it stopped before its syncs recovered): declare them.
+      const gap = carried && syncOk ? unsynced.take() : undefined;
+      carried = undefined;
+      if (gap) reportGap(l, gap);
     },
     stats,
     whenIdle: () =>
@@ -306,9 +325,28 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
         syncNow();
       }
       closeSync(fd);
+      await record?.close();
       for (const w of idleWaiters.splice(0)) w();
     },
   };
+}
+
+/**
+ * A file that does not end with a newline was cut: a kill in the middle of a write, or a node crash after which the
+ * blocks of a failed writeback read as zeros. The next event starts a line of its own, or it would be joined to the
+ * broken one and lost to every reader with it; the broken line stays as it is (evidence), unparseable.
+ */
+function endLastLine(path: string, appendFd: number): void {
+  const size = fstatSync(appendFd).size;
+  if (size === 0) return;
+  const last = Buffer.alloc(1);
+  const rfd = openSync(path, 'r');
+  try {
+    readSync(rfd, last, 0, 1, size - 1);
+  } finally {
+    closeSync(rfd);
+  }
+  if (last[0] !== 0x0a) writeSync(appendFd, '\n');
 }
 
 /** Size of the buffer a file sink encodes each turn's lines into (turns that may need more get their own). */

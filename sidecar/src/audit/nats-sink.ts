@@ -122,6 +122,12 @@ export class NatsAuditSink implements AuditSink {
         ...options.spool,
         onSyncError: (err) => this.spoolSyncFailed(err),
         onSyncRecovered: () => this.spoolSyncRecovered(),
+        onRecordError: (err) =>
+          this.log(
+            'error',
+            'audit spool at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+            err,
+          ),
       });
       // A spool left by a previous run is drained before anything new (its events are older).
       this.spoolMode = !this.spool.empty;
@@ -265,6 +271,11 @@ export class NatsAuditSink implements AuditSink {
 
   onGap(listener: GapListener): void {
     this.gapListener = listener;
+    // A run before this one left events at risk undeclared (it stopped before its spool syncs recovered).
+    if (this.spool?.carriedRisk && !this.spool.syncFailed) {
+      const gap = this.spool.takeSyncGap();
+      if (gap) this.reportGap(gap);
+    }
   }
 
   stats(): AuditSinkStats {
@@ -308,6 +319,7 @@ export class NatsAuditSink implements AuditSink {
     // Whatever memory still holds goes to disk so the next start delivers it.
     if (this.spool && !this.spoolMode) this.spill();
     this.spool?.close();
+    await this.spool?.closed();
     await this.link.close();
   }
 

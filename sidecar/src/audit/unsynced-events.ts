@@ -1,5 +1,6 @@
 import type { AuditGap } from '@pgwarden/policy';
 import { formatAuditTime } from '@pgwarden/policy';
+import type { CarriedRisk } from './at-risk-record.js';
 import { nowMicros } from './drop-tracker.js';
 
 /** Ranges named in one gap at most (as DropTracker's sessions); past it the gap says `truncated`. */
@@ -52,6 +53,11 @@ class WrittenRanges {
   }
 }
 
+/** Where the ranges at risk are kept across restarts (at-risk-record.ts): null once nothing is at risk. */
+export interface RiskKeeper {
+  save(gap: AuditGap | null): void;
+}
+
 /**
  * Which events a failed fdatasync may have lost, for the `audit.gap` that names them (cause `fsync_failed`).
  * Linux reports a failed writeback once and marks the pages clean (PostgreSQL's "fsyncgate", after which it PANICs
@@ -61,6 +67,13 @@ class WrittenRanges {
  * that to the sync that starts next, and on a failure keeps it as possibly lost until the sink can declare it.
  */
 export class UnsyncedEvents {
+  /**
+   * The gap taken for declaration is kept (by `keeper`) until a sync that started after its event was written
+   * succeeds: 1 taken, 2 its event written, 3 a sync covering it started (token `declaredAt`).
+   */
+  private declaring = 0;
+  private declaredAt = 0;
+  private taken: AuditGap | undefined;
   /** Written since the last sync started. */
   private written = new WrittenRanges();
   /** Written before the newest sync in flight started: what its success shows to be on disk. */
@@ -73,9 +86,31 @@ export class UnsyncedEvents {
   private since = 0;
   private until = 0;
 
+  constructor(private readonly keeper?: RiskKeeper) {}
+
+  /** What a run before this one left at risk and did not declare durably (at-risk-record.ts): declared by this one. */
+  restore(carried: CarriedRisk): void {
+    if (this.lostCount === 0 && !this.lostTruncated) this.since = nowMicros();
+    if ('unreadable' in carried) {
+      // Which events is unknown: a gap that names none and says its list is cut.
+      this.lostTruncated = true;
+    } else {
+      const g = carried.gap;
+      if (this.lostCount === 0) this.since = micros(g.since) ?? this.since;
+      this.lostCount += Number.isSafeInteger(g.dropped) ? g.dropped : 0;
+      this.lostTruncated ||= g.truncated === true;
+      for (const r of g.sessions)
+        if (typeof r?.id === 'string' && Number.isSafeInteger(r.fromSeq) && Number.isSafeInteger(r.toSeq))
+          this.keepLost(r.id, { fromSeq: r.fromSeq, toSeq: r.toSeq });
+    }
+    this.until = Math.max(this.until, this.since);
+  }
+
   /** An event reached the file (write(2) returned). */
   wrote(session: string | undefined, seq: number | undefined): void {
     this.written.add(session, seq);
+    // The first write after take() carries the gap event (it is emitted before the sink writes again).
+    if (this.declaring === 1) this.declaring = 2;
   }
 
   /** A sync starts; the token goes to synced(). */
@@ -90,7 +125,12 @@ export class UnsyncedEvents {
         this.covered.absorb(this.written);
       }
     }
-    return ++this.starts;
+    const token = ++this.starts;
+    if (this.declaring === 2) {
+      this.declaring = 3;
+      this.declaredAt = token;
+    }
+    return token;
   }
 
   /**
@@ -101,7 +141,20 @@ export class UnsyncedEvents {
   synced(token: number, ok: boolean): void {
     if (ok) {
       if (token === this.starts) this.covered.clear();
+      if (this.declaring === 3 && token >= this.declaredAt) {
+        // The gap event is on disk: the record keeps only what failed since (nothing, usually).
+        this.declaring = 0;
+        this.taken = undefined;
+        this.keeper?.save(this.peek() ?? null);
+      }
       return;
+    }
+    if (this.declaring !== 0) {
+      // The gap event may be lost with the rest: its ranges are at risk of going undeclared again.
+      this.declaring = 0;
+      const t = this.taken!;
+      this.taken = undefined;
+      this.restore({ gap: t });
     }
     const at = nowMicros();
     for (const w of [this.covered, this.written]) {
@@ -113,6 +166,7 @@ export class UnsyncedEvents {
       w.clear();
     }
     this.until = at;
+    this.keeper?.save(this.peek() ?? null);
   }
 
   private keepLost(id: string, r: Range): void {
@@ -130,17 +184,41 @@ export class UnsyncedEvents {
 
   /** The gap for what failed syncs may have lost (if anything), and a fresh start. */
   take(): AuditGap | undefined {
-    if (this.lostCount === 0) return undefined;
+    if (this.lostCount === 0 && !this.lostTruncated) return undefined;
+    if (this.taken) {
+      // The last declaration is not known to be on disk yet: this one repeats it (a duplicate, never a loss).
+      const t = this.taken;
+      this.taken = undefined;
+      this.restore({ gap: t });
+    }
+    const gap = this.peek()!;
+    this.lost.length = 0;
+    this.lostCount = 0;
+    this.lostTruncated = false;
+    if (this.keeper) {
+      // Until its event is on disk the record keeps it (a failed sync puts it back: see synced).
+      this.taken = gap;
+      this.declaring = 1;
+    }
+    return gap;
+  }
+
+  /** What take() would return, without taking it. */
+  private peek(): AuditGap | undefined {
+    if (this.lostCount === 0 && !this.lostTruncated) return undefined;
     const gap: AuditGap = {
       dropped: this.lostCount,
       since: formatAuditTime(this.since),
       until: formatAuditTime(this.until),
       cause: FSYNC_FAILED_CAUSE,
-      sessions: this.lost.splice(0),
+      sessions: this.lost.map((r) => ({ ...r })),
     };
     if (this.lostTruncated) gap.truncated = true;
-    this.lostCount = 0;
-    this.lostTruncated = false;
     return gap;
   }
+}
+
+function micros(rfc3339: string | undefined): number | undefined {
+  const ms = rfc3339 === undefined ? Number.NaN : Date.parse(rfc3339);
+  return Number.isFinite(ms) ? ms * 1000 : undefined;
 }

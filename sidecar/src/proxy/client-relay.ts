@@ -34,6 +34,7 @@ import {
   K_QUERY,
   K_ROWS,
   K_SYNC,
+  type PreparedInfo,
   ROWS_CHANGED_NAME,
   ROWS_CHANGED_SQL,
   Stmt,
@@ -629,6 +630,46 @@ export class ClientRelay implements FramerHandler, StatementReader {
     st.prepared = info;
     const check = s.hooks.checkExecute;
     if (check === undefined) return this.runPortal(st, portal, buf, start, end);
+    // A statement held for review at each execution asks a reviewer only for an Execute PostgreSQL will run: behind a
+    // Bind (or anything) that fails, it skips the Execute on its way to Sync. So the messages ahead are answered first.
+    if (info.verdict.action === 'review' && info.executed !== true && s.queue.length > 0)
+      return this.afterAnswers(buf, start, end, () => this.checkedExecute(st, info, portal, buf, start, end));
+    return this.checkedExecute(st, info, portal, buf, start, end);
+  }
+
+  /**
+   * Holds the client's input (the message in `buf[start, end)` included) until every message forwarded so far is
+   * answered, asking for the answers with a Flush (PostgreSQL keeps ParseComplete, BindComplete and an error in its
+   * output buffer until a Flush or Sync: https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY).
+   * Then `next` decides the message, unless one of them failed: then it is skipped, as PostgreSQL skips it.
+   */
+  private afterAnswers(buf: Buffer, start: number, end: number, next: () => boolean | Buffer): false {
+    const s = this.s;
+    this.framer!.suspend();
+    this.io.hold();
+    s.answeredAhead = () => {
+      if (!s.discarding) {
+        const out = next();
+        if (out !== false) s.toUpstream(out === true ? buf.subarray(start, end) : out);
+      }
+      this.io.release();
+    };
+    // Behind the messages passed so far in this read, which the framer still collects into one write.
+    this.framer!.flush();
+    s.toUpstream(FLUSH);
+    return false;
+  }
+
+  private checkedExecute(
+    st: Stmt,
+    info: PreparedInfo,
+    portal: string,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean | Buffer {
+    const s = this.s;
+    const check = s.hooks.checkExecute!;
     // Each Execute is checked again (the audit trail's durability, a rate limit, a reloaded policy, a review per
     // execution): the statement's verdict from its Parse says what it may do, not whether it may run now.
     let v: Verdict | Promise<Verdict>;

@@ -93,6 +93,11 @@ export class RelayState {
   clientPid = 0;
   /** Set while client input waits for a guarded write's outcome (ClientRelay.guard); the server relay calls it. */
   releaseGuard: (() => void) | undefined = undefined;
+  /**
+   * Called (on a microtask) once every message forwarded so far is answered, or one of them failed and the rest up to
+   * the client's Sync are skipped (`discarding`): an Execute waits for it before it may ask a reviewer (client-relay).
+   */
+  answeredAhead: (() => void) | undefined = undefined;
   /** The K_ROWS count being read: its value (null: SQL NULL, no user table at all), an error, closes seen. */
   rowsValue: number | null | undefined = undefined;
   rowsError: { code: string; message: string } | undefined = undefined;
@@ -238,6 +243,11 @@ export class RelayState {
   /** Called after the head changed: find the statement whose rows come next and plan its row transformer. */
   advance(): void {
     const head = this.queue.peek();
+    if (this.answeredAhead !== undefined && head === undefined) {
+      // On a microtask: a failure's skip to Sync (discarding) is set right after the entries are taken off.
+      queueMicrotask(this.answeredAhead);
+      this.answeredAhead = undefined;
+    }
     if (head === undefined || (head.kind !== K_QUERY && head.kind !== K_EXECUTE)) {
       this.cur = undefined;
       this.onCurChange?.();
