@@ -4,24 +4,27 @@ import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js'
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import type { RawMessage } from '../upstream/message-reader.js';
 import { MAX_PORTALS } from './relay-state.js';
+import { RetainedBudget } from './retained-budget.js';
 
 /**
  * PostgreSQL drops every portal a Bind made when its transaction ends (only SQL cursors WITH HOLD outlive it). The
  * proxy forgets them then too: its map of portals cannot grow without end, and a name PostgreSQL dropped cannot
- * keep a verdict. It tells by answering an Execute of such a portal itself (its hint names pgwarden) instead of
- * passing it to PostgreSQL.
+ * keep a verdict. An Execute of such a portal gets PostgreSQL's own 34000 (the proxy's stand-in portal's, every field
+ * the server's), so what tells is the process-wide count of what sessions keep (retained-budget.ts): a portal the
+ * proxy still tracks is counted there.
  */
 const errors = (m: RawMessage[]) => m.filter((x) => x.type === B.ErrorResponse).map((x) => errorOf(x));
 
 describe('portals end with their transaction, in the proxy too', () => {
   let fx: Fixture;
   let c: RawClient;
+  const budget = new RetainedBudget(64 * 1024 * 1024);
   const run = async (...m: Buffer[]) => {
     c.send(...m);
     return c.untilReady();
   };
   beforeAll(async () => {
-    fx = await startFixture();
+    fx = await startFixture({ retainedBudget: budget });
     c = (await RawClient.startup(fx.sidecar.port)).client;
   });
   afterAll(async () => {
@@ -30,10 +33,15 @@ describe('portals end with their transaction, in the proxy too', () => {
   });
 
   it('an idle ReadyForQuery forgets the portals bound before it, not those pipelined behind its Sync', async () => {
-    await run(msg.parse('s', 'SELECT 7 AS seven'), msg.bind('gone', 's'), msg.sync());
+    await run(msg.parse('s', 'SELECT 7 AS seven'), msg.sync());
+    const statementOnly = budget.held;
+    c.send(msg.bind('gone', 's'), msg.flush());
+    expect((await c.next()).type).toBe(B.BindComplete);
+    expect(budget.held).toBeGreaterThan(statementOnly); // tracked while its transaction lasts
+    await run(msg.sync());
+    expect(budget.held).toBe(statementOnly);
     const gone = errors(await run(msg.execute('gone'), msg.sync()));
-    expect(gone.map((e) => e.get('C'))).toEqual(['34000']);
-    expect(gone[0].get('H')).toContain('pgwarden');
+    expect(gone.map((e) => [e.get('C'), e.get('M')])).toEqual([['34000', 'portal "gone" does not exist']]);
     // 'kept' is bound behind a Sync whose ReadyForQuery has not come yet (the sleep runs): it lives on.
     c.send(msg.query('SELECT pg_sleep(0.3)'), msg.bind('kept', 's'), msg.flush());
     await c.until(B.ReadyForQuery);
@@ -43,15 +51,17 @@ describe('portals end with their transaction, in the proxy too', () => {
   });
 
   it('a COMMIT inside a Query forgets the portals of the transaction it ended; ROLLBACK TO SAVEPOINT keeps them', async () => {
+    const before = budget.held;
     await run(msg.query('BEGIN'));
     await run(msg.bind('tx', 's'), msg.sync());
     await run(msg.query('SAVEPOINT x; ROLLBACK TO x'));
     // (The RowDescription answers the proxy's own Describe, which it keeps.)
     expect(types(await run(msg.execute('tx'), msg.sync()))).toBe('D C Z');
+    expect(budget.held).toBeGreaterThan(before);
     await run(msg.query('COMMIT; BEGIN'));
+    expect(budget.held).toBe(before);
     const gone = errors(await run(msg.execute('tx'), msg.sync()));
-    expect(gone.map((e) => e.get('C'))).toEqual(['34000']);
-    expect(gone[0].get('H')).toContain('pgwarden');
+    expect(gone.map((e) => [e.get('C'), e.get('M')])).toEqual([['34000', 'portal "tx" does not exist']]);
     await run(msg.query('ROLLBACK'));
   });
 
