@@ -254,10 +254,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     },
   });
   // Sessions and sign-ins in flight live in the store, so that every replica and the next start see them.
-  const webLogin =
-    oidc &&
-    webLoginOptions &&
-    new WebLogin(oidc, (oidc.sessions = new WebSessions(store.db)), () => [readers, approvers], webLoginOptions);
+  let webLogin: WebLogin | undefined;
+  if (oidc && webLoginOptions) {
+    oidc.sessions = new WebSessions(store.db);
+    webLogin = new WebLogin(oidc, oidc.sessions, () => [readers, approvers], webLoginOptions);
+  }
   const queue = new IngestQueue(store, opts.batch);
   const live = new LiveStream();
   const runners = (opts.exporters ?? []).map(
