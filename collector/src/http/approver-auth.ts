@@ -68,6 +68,7 @@ export async function requireApprover(
   if (!who) {
     const caller = await oidcCallerOf(oidc, req);
     if (caller && oidc) {
+      note.oidc = { issuer: caller.issuer, subject: caller.subject };
       try {
         who = boundHolder(oidc, approvers, caller);
       } catch (err) {
