@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { CollectorError } from '../errors.js';
 import type { SqlRunner } from '../store/sql-client.js';
 import type { OidcCaller } from './oidc-bearer.js';
 
@@ -42,15 +43,24 @@ export interface PendingLogin {
 export class WebSessions {
   constructor(private readonly db: SqlRunner) {}
 
+  /** Store failures as COLLECTOR_STORE, so the HTTP layer answers 503, never "signed out" (401) nor 500. */
+  private async query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]> {
+    try {
+      return await this.db.query<T>(text, params);
+    } catch (err) {
+      throw new CollectorError('COLLECTOR_STORE', `web sessions: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
   /** A new session for `caller`, bound to `entry` now, until `expiresAt` (epoch s); returns its id, for the cookie only. */
   async open(caller: OidcCaller, entry: string, expiresAt: number): Promise<string> {
     const id = random();
-    await this.db.query(
+    await this.query(
       `INSERT INTO collector_web_sessions (id_sha256, entry, issuer, subject, username, groups, expires_at)
        VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))`,
       [digest(id), entry, caller.issuer, caller.subject, caller.user, caller.groups, expiresAt],
     );
-    await this.db.query(
+    await this.query(
       `DELETE FROM collector_web_sessions WHERE id_sha256 IN
          (SELECT id_sha256 FROM collector_web_sessions ORDER BY created_at DESC OFFSET $1)`,
       [MAX_SESSIONS],
@@ -62,7 +72,7 @@ export class WebSessions {
   async callerOf(cookieHeader: string | undefined): Promise<OidcCaller | undefined> {
     const id = cookieValue(cookieHeader, SESSION_COOKIE);
     if (!id) return undefined;
-    const [row] = await this.db.query<{ issuer: string; subject: string; username: string; groups: string[] }>(
+    const [row] = await this.query<{ issuer: string; subject: string; username: string; groups: string[] }>(
       `SELECT issuer, subject, username, groups FROM collector_web_sessions
        WHERE id_sha256 = $1 AND expires_at > now()`,
       [digest(id)],
@@ -73,18 +83,18 @@ export class WebSessions {
   /** Ends the session the cookie names (sign-out), on every replica. */
   async close(cookieHeader: string | undefined): Promise<void> {
     const id = cookieValue(cookieHeader, SESSION_COOKIE);
-    if (id) await this.db.query('DELETE FROM collector_web_sessions WHERE id_sha256 = $1', [digest(id)]);
+    if (id) await this.query('DELETE FROM collector_web_sessions WHERE id_sha256 = $1', [digest(id)]);
   }
 
   /** A new sign-in lasting `ttlMs`; returns its `state`, which names it in the login cookie and the callback. */
   async begin(login: PendingLogin, ttlMs: number): Promise<string> {
     const state = random();
-    await this.db.query(
+    await this.query(
       `INSERT INTO collector_web_logins (state_sha256, verifier, nonce, return_to, expires_at)
        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
       [digest(state), login.verifier, login.nonce, login.returnTo, ttlMs / 1000],
     );
-    await this.db.query(
+    await this.query(
       `DELETE FROM collector_web_logins WHERE state_sha256 IN
          (SELECT state_sha256 FROM collector_web_logins ORDER BY expires_at DESC OFFSET $1)`,
       [MAX_PENDING],
@@ -97,7 +107,7 @@ export class WebSessions {
    * this replica or another) exactly one gets it. Undefined when unknown, used or expired.
    */
   async consume(state: string): Promise<PendingLogin | undefined> {
-    const [row] = await this.db.query<{ verifier: string; nonce: string; return_to: string; live: boolean }>(
+    const [row] = await this.query<{ verifier: string; nonce: string; return_to: string; live: boolean }>(
       `DELETE FROM collector_web_logins WHERE state_sha256 = $1
        RETURNING verifier, nonce, return_to, expires_at > now() AS live`,
       [digest(state)],
@@ -107,8 +117,8 @@ export class WebSessions {
 
   /** Removes expired sessions and sign-ins (rows nobody can use any more); returns how many. */
   async sweep(): Promise<number> {
-    const s = await this.db.query('DELETE FROM collector_web_sessions WHERE expires_at <= now() RETURNING 1');
-    const l = await this.db.query('DELETE FROM collector_web_logins WHERE expires_at <= now() RETURNING 1');
+    const s = await this.query('DELETE FROM collector_web_sessions WHERE expires_at <= now() RETURNING 1');
+    const l = await this.query('DELETE FROM collector_web_logins WHERE expires_at <= now() RETURNING 1');
     return s.length + l.length;
   }
 }

@@ -188,6 +188,26 @@ describe('web UI sign-in across collector replicas on one store', () => {
     }
   });
 
+  it('while the store cannot answer, a session is unavailable (503), not signed out, and comes back with it', async () => {
+    const cookie = await signIn(a, b);
+    await db.query('ALTER TABLE collector_web_sessions RENAME TO collector_web_sessions_away');
+    try {
+      for (const path of ['/auth/me', '/api/v1/sessions', '/api/v1/approvals']) {
+        const r = await fetch(`${b.url}${path}`, { headers: { cookie } });
+        const body = await r.text();
+        expect([r.status, JSON.parse(body).error.code], path).toEqual([503, 'store_unavailable']);
+        expect(body).not.toMatch(/collector_web_sessions|postgres/i);
+      }
+      // Static tokens do not depend on it.
+      expect((await fetch(`${b.url}/api/v1/approvals`, { headers: { authorization: `Bearer ${ALICE}` } })).status).toBe(
+        200,
+      );
+    } finally {
+      await db.query('ALTER TABLE collector_web_sessions_away RENAME TO collector_web_sessions');
+    }
+    expect([await me(a, cookie), await me(b, cookie)]).toEqual(['dora', 'dora']);
+  });
+
   it('a session ends with its ID token’s exp, on every replica', async () => {
     idp.login = { claims: { sub: 'u-dora', exp: Math.floor(Date.now() / 1000) + 3 } };
     const login = await fetch(`${a.url}/auth/login`, { redirect: 'manual' });

@@ -4,7 +4,7 @@ import type { OidcBearer } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
-import { boundHolder } from './approver-auth.js';
+import { boundHolder, storeUnavailable } from './approver-auth.js';
 import { HttpError, type Reply } from './json-io.js';
 
 /** `--oidc-client-id` and friends: the web UI's sign-in through the identity provider. */
@@ -47,6 +47,10 @@ export class WebLogin {
   }
 
   async answer(req: IncomingMessage, url: URL): Promise<Reply> {
+    return this.route(req, url).catch(storeUnavailable);
+  }
+
+  private async route(req: IncomingMessage, url: URL): Promise<Reply> {
     const method = req.method ?? 'GET';
     const path = url.pathname;
     if (path === '/auth/logout') {
