@@ -28,7 +28,7 @@ import type { AuditEvent } from './event.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { LiveStream } from './http/live-stream.js';
-import { WebLogin } from './http/web-login.js';
+import { WebLogin, type WebLoginOptions } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
 import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
 import { JetStreamSource } from './ingest/jetstream-source.js';
@@ -182,8 +182,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       'OIDC tokens act as the approvers or readers entries that bind them (oidc): give --approvers-file or --readers-file',
     );
   const oidc = opts.oidc ? new OidcBearer(opts.oidc) : undefined;
-  const webLogin =
-    oidc && opts.oidc?.webLogin && webLoginFor(oidc, opts.oidc.webLogin, opts.publicUrl, () => [readers, approvers]);
+  const webLoginOptions = oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl);
   const read = readAccessFor({
     host: opts.http.host,
     readers,
@@ -254,6 +253,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       graceMs: opts.gapGraceMs ?? 30_000,
     },
   });
+  // Sessions and sign-ins in flight live in the store, so that every replica and the next start see them.
+  let webLogin: WebLogin | undefined;
+  if (oidc && webLoginOptions) {
+    oidc.sessions = new WebSessions(store.db);
+    webLogin = new WebLogin(oidc, oidc.sessions, () => [readers, approvers], webLoginOptions);
+  }
   const queue = new IngestQueue(store, opts.batch);
   const live = new LiveStream();
   const runners = (opts.exporters ?? []).map(
@@ -450,6 +455,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   };
   const sweepTimer = setInterval(sweepGaps, Math.max(1000, Math.min(60_000, (opts.gapGraceMs ?? 30_000) / 2)));
   sweepTimer.unref();
+  // Expired web sessions and sign-ins can no longer be used (every lookup checks expiry); this only reclaims rows.
+  const webSweepTimer = setInterval(() => {
+    oidc?.sessions?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'web session sweep failed'));
+  }, 60_000);
+  webSweepTimer.unref();
 
   let api: ApiServer;
   try {
@@ -512,6 +522,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     );
   } catch (err) {
     clearInterval(sweepTimer);
+    clearInterval(webSweepTimer);
     clearInterval(queueGauge);
     await store.close().catch(() => {});
     throw err;
@@ -559,6 +570,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     stop: () =>
       (stopping ??= (async () => {
         clearInterval(sweepTimer);
+        clearInterval(webSweepTimer);
         clearInterval(queueGauge);
         // First: a webhook that hangs is cut off at once, not waited for.
         await notifier?.close();
@@ -599,12 +611,10 @@ function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): 
 }
 
 /** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */
-function webLoginFor(
-  oidc: OidcBearer,
+function webLoginOptionsOf(
   o: { clientId: string; clientSecretFile?: string },
   publicUrl: string | undefined,
-  files: () => (TokenFile | undefined)[],
-): WebLogin {
+): WebLoginOptions {
   if (!publicUrl)
     throw new CollectorError(
       'COLLECTOR_BAD_CONFIG',
@@ -623,10 +633,5 @@ function webLoginFor(
     if (!clientSecret)
       throw new CollectorError('COLLECTOR_BAD_CONFIG', `OIDC client secret file ${o.clientSecretFile} is empty`);
   }
-  oidc.sessions = new WebSessions();
-  return new WebLogin(oidc, oidc.sessions, files, {
-    clientId: o.clientId,
-    publicUrl,
-    ...(clientSecret !== undefined ? { clientSecret } : {}),
-  });
+  return { clientId: o.clientId, publicUrl, ...(clientSecret !== undefined ? { clientSecret } : {}) };
 }

@@ -81,6 +81,7 @@ async function serveRead(
       route: url.pathname,
       ...(query ? { query } : {}),
       ...(note.namespaces ? { namespaces: note.namespaces } : {}),
+      ...(note.oidc ? { oidc: note.oidc } : {}),
       status: reply.status,
       ...(items !== undefined ? { items } : {}),
     };

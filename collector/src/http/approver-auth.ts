@@ -21,11 +21,24 @@ export async function oidcCallerOf(
   const authorization = req.headers.authorization;
   const jwt = jwtOf(authorization);
   // The web UI's sign-in (web-login.ts): a session cookie, only when no bearer credential was given.
-  if (!jwt) return authorization ? undefined : oidc.sessions?.callerOf(req.headers.cookie);
+  if (!jwt) {
+    if (authorization || !oidc.sessions) return undefined;
+    return oidc.sessions.callerOf(req.headers.cookie).catch(storeUnavailable);
+  }
   const outcome = await oidc.verify(jwt);
   if (outcome.ok) return outcome.caller;
   if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
   throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
+}
+
+/**
+ * A web session the store cannot look up is not a signed-out one: 503, so the page says to retry rather than to sign
+ * in again. The store's own message is not passed on (it may name the server).
+ */
+export function storeUnavailable(err: unknown): never {
+  if (err instanceof CollectorError && err.code === 'COLLECTOR_STORE')
+    throw new HttpError(503, 'store_unavailable', 'web sign-in unavailable: the store does not answer');
+  throw err;
 }
 
 /** The holder `file` binds the caller to; 403 `ambiguous_oidc_binding` when several entries bind them. */
@@ -68,6 +81,7 @@ export async function requireApprover(
   if (!who) {
     const caller = await oidcCallerOf(oidc, req);
     if (caller && oidc) {
+      note.oidc = { issuer: caller.issuer, subject: caller.subject };
       try {
         who = boundHolder(oidc, approvers, caller);
       } catch (err) {

@@ -30,6 +30,8 @@ export interface ReaderNote {
   reader?: string;
   /** The reader's namespace scope, when their entry limits it. */
   namespaces?: string[];
+  /** The verified OIDC token's (or web sign-in's) issuer and `sub`, whoever it is bound to. */
+  oidc?: { issuer: string; subject: string };
 }
 
 /** A read route's answer: JSON with how many items it holds, or the live stream to open. */
@@ -43,10 +45,16 @@ export const READ_ROUTE = /^\/api\/v1\/(sessions(\/[^/]+)?|events|findings|strea
  * JWT; 403 `not_a_reader` for a valid token nobody is bound to. A file that cannot be read is skipped, as for static
  * tokens: `broken` (the readers file's error) then answers 503 if the approvers file does not know them either.
  */
-async function oidcReader(deps: ReadDeps, req: IncomingMessage, broken: unknown): Promise<TokenHolder | undefined> {
+async function oidcReader(
+  deps: ReadDeps,
+  req: IncomingMessage,
+  broken: unknown,
+  note: ReaderNote,
+): Promise<TokenHolder | undefined> {
   const { oidc, readers, approvers } = deps.read;
   const caller = await oidcCallerOf(oidc, req);
   if (!caller || !oidc) return undefined;
+  note.oidc = { issuer: caller.issuer, subject: caller.subject };
   let unreadable = broken;
   for (const file of [readers, approvers]) {
     if (!file || (file === readers && broken)) continue;
@@ -82,7 +90,7 @@ async function requireReader(
       if (!(err instanceof CollectorError)) throw err;
       broken = err;
     }
-    who ??= await oidcReader(deps, req, broken);
+    who ??= await oidcReader(deps, req, broken, note);
     if (!who && broken) throw broken;
   } catch (err) {
     if (err instanceof CollectorError)

@@ -4,7 +4,7 @@ import type { OidcBearer } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
-import { boundHolder } from './approver-auth.js';
+import { boundHolder, storeUnavailable } from './approver-auth.js';
 import { HttpError, type Reply } from './json-io.js';
 
 /** `--oidc-client-id` and friends: the web UI's sign-in through the identity provider. */
@@ -19,7 +19,6 @@ export interface WebLoginOptions {
 /** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
 const LOGIN_COOKIE = '__Host-pgwarden-login';
 const LOGIN_TTL_MS = 10 * 60_000;
-const MAX_PENDING = 1000;
 
 const random = () => randomBytes(32).toString('base64url');
 
@@ -31,7 +30,6 @@ const random = () => randomBytes(32).toString('base64url');
  * dropped once verified: never in the page, never stored.
  */
 export class WebLogin {
-  private readonly pending = new Map<string, { nonce: string; verifier: string; at: number }>();
   private endpoints: Promise<{ authorization: string; token: string }> | undefined;
   private readonly redirectUri: string;
 
@@ -49,37 +47,36 @@ export class WebLogin {
   }
 
   async answer(req: IncomingMessage, url: URL): Promise<Reply> {
+    return this.route(req, url).catch(storeUnavailable);
+  }
+
+  private async route(req: IncomingMessage, url: URL): Promise<Reply> {
     const method = req.method ?? 'GET';
     const path = url.pathname;
     if (path === '/auth/logout') {
       if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'sign out with POST');
-      this.sessions.close(req.headers.cookie);
+      await this.sessions.close(req.headers.cookie);
       return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': expired(SESSION_COOKIE) } };
     }
     if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
     if (path === '/auth/me') {
-      const caller = this.sessions.callerOf(req.headers.cookie);
+      const caller = await this.sessions.callerOf(req.headers.cookie);
       const who = caller && this.holderOf(caller);
       if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
       return { status: 200, body: { name: who.name } };
     }
-    if (path === '/auth/login') return this.login();
+    if (path === '/auth/login') return this.login(url);
     return this.callback(req, url);
   }
 
-  private async login(): Promise<Reply> {
+  private async login(url: URL): Promise<Reply> {
     const { authorization } = await this.discover();
-    const now = Date.now();
-    for (const [k, p] of this.pending) if (now - p.at > LOGIN_TTL_MS) this.pending.delete(k);
-    while (this.pending.size >= MAX_PENDING) {
-      const oldest = this.pending.keys().next().value;
-      if (oldest === undefined) break;
-      this.pending.delete(oldest);
-    }
-    const state = random();
     const nonce = random();
     const verifier = random();
-    this.pending.set(state, { nonce, verifier, at: now });
+    const state = await this.sessions.begin(
+      { nonce, verifier, returnTo: returnPath(url.searchParams.get('return')) },
+      LOGIN_TTL_MS,
+    );
     const to = new URL(authorization);
     for (const [k, v] of Object.entries({
       response_type: 'code',
@@ -107,9 +104,10 @@ export class WebLogin {
     const q = url.searchParams;
     const state = q.get('state') ?? '';
     // The state must be the one this browser was given (login CSRF: someone else's code would sign it in as them).
-    const pending = state && cookieValue(req.headers.cookie, LOGIN_COOKIE) === state && this.pending.get(state);
-    if (state) this.pending.delete(state);
-    if (!pending || Date.now() - pending.at > LOGIN_TTL_MS)
+    // Taken whatever the cookie says: a state seen with the wrong cookie is spent, not left for another try.
+    const taken = state ? await this.sessions.consume(state) : undefined;
+    const pending = cookieValue(req.headers.cookie, LOGIN_COOKIE) === state ? taken : undefined;
+    if (!pending)
       throw new HttpError(
         400,
         'bad_login_state',
@@ -138,13 +136,13 @@ export class WebLogin {
         'not_a_reader',
         `OIDC user ${outcome.caller.user} at ${outcome.caller.issuer} is not bound to a reader or approver (oidc)`,
       );
-    const id = this.sessions.open(outcome.caller, outcome.expiresAt * 1000);
+    const id = await this.sessions.open(outcome.caller, who.name, outcome.expiresAt);
     const maxAge = Math.max(0, Math.floor(outcome.expiresAt - Date.now() / 1000));
     return {
       status: 302,
       body: {},
       headers: {
-        location: `${this.opts.publicUrl.replace(/\/+$/, '')}/`,
+        location: `${this.opts.publicUrl.replace(/\/+$/, '')}${pending.returnTo}`,
         'set-cookie': `${SESSION_COOKIE}=${id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=${maxAge}`,
       },
     };
@@ -213,6 +211,14 @@ export class WebLogin {
     });
     return this.endpoints;
   }
+}
+
+/**
+ * `/auth/login?return=/path`: where to land after signing in, a path of this collector only (`//host` or `/\\host`
+ * would leave it: an open redirect); anything else lands on the home page.
+ */
+function returnPath(wanted: string | null): string {
+  return wanted && wanted.length <= 512 && /^\/(?![/\\])[\x21-\x7e]*$/.test(wanted) ? wanted : '/';
 }
 
 const expired = (name: string) => `${name}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`;

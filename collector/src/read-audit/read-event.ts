@@ -39,6 +39,7 @@ export function readEvent(
       route: read.route,
       ...(read.query ? { query: read.query } : {}),
       ...(read.namespaces ? { namespaces: [...read.namespaces] } : {}),
+      ...(read.oidc ? { oidc: { issuer: read.oidc.issuer, subject: read.oidc.subject } } : {}),
       status: read.status,
       ...(read.items !== undefined ? { items: read.items } : {}),
       ...(read.repeated ? { repeated: read.repeated } : {}),

@@ -124,6 +124,7 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
       read.route,
       read.query ?? null,
       read.namespaces ?? null,
+      read.oidc ?? null,
       read.status,
       read.items ?? null,
     ]);

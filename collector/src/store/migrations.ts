@@ -134,6 +134,36 @@ CREATE INDEX audit_sessions_unended_idx ON audit_sessions (session_id) WHERE end
 -- few events that are not statements; statements, nearly every row, stay out of the index and cost nothing more.
 CREATE INDEX audit_events_type_idx ON audit_events (type, time) WHERE type <> 'statement';`,
   },
+  {
+    version: 5,
+    name: 'web UI sessions and sign-ins in flight',
+    sql: `
+-- The web UI's OIDC sign-in (auth/web-sessions.ts) kept where every replica sees it, and through restarts. A session
+-- is keyed by the SHA-256 of the random id its cookie holds, so whoever reads this table cannot present one; it
+-- holds who signed in (the entry bound then, and the ID token's issuer, sub, username claim and groups) until the ID
+-- token's exp, never a token of the identity provider.
+CREATE TABLE collector_web_sessions (
+  id_sha256 text PRIMARY KEY,
+  entry text NOT NULL,
+  issuer text NOT NULL,
+  subject text NOT NULL,
+  username text NOT NULL,
+  groups text[] NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX collector_web_sessions_expires_idx ON collector_web_sessions (expires_at);
+-- A sign-in between the redirect to the identity provider and its callback, keyed by the SHA-256 of its state
+-- (the browser's login cookie holds the state itself); deleted as it is used, so a callback works once, anywhere.
+CREATE TABLE collector_web_logins (
+  state_sha256 text PRIMARY KEY,
+  verifier text NOT NULL,
+  nonce text NOT NULL,
+  return_to text NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX collector_web_logins_expires_idx ON collector_web_logins (expires_at);`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

@@ -147,6 +147,7 @@ export const auditEventSchema = {
         route: str,
         query: { type: 'object', additionalProperties: str },
         namespaces: strArr,
+        oidc: obj({ issuer: str, subject: str }, ['issuer', 'subject']),
         status: { type: 'integer', minimum: 100, maximum: 599 },
         items: nonNegInt,
         repeated: { type: 'integer', minimum: 1 },

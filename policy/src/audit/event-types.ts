@@ -251,6 +251,11 @@ export interface AuditRead {
   query?: Record<string, string>;
   /** The reader's namespace scope, when their entry limits it (absent: every namespace). */
   namespaces?: string[];
+  /**
+   * For a reader who came with an OIDC token or the web UI's sign-in: the token's issuer and `sub`, verified, besides
+   * the entry's name (several people may be bound to one entry). Also on a refusal of a valid token nobody binds.
+   */
+  oidc?: { issuer: string; subject: string };
   /** The HTTP status the collector answered. */
   status: number;
   /** How many sessions, events or approvals the answer held, where that is known. */

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../store/migrations.js';
+import { openPglite, type SqlClient } from '../store/sql-client.js';
+import { useTestStore } from '../testing/test-store.js';
+import { SESSION_COOKIE, WebSessions } from './web-sessions.js';
+
+const dora = { issuer: 'https://idp.example', subject: 'u-dora', user: 'dora@example.com', groups: ['dba', 'ops'] };
+const cookie = (id: string) => `theme=dark; ${SESSION_COOKIE}=${id}`;
+const now = () => Math.floor(Date.now() / 1000);
+
+/** The same checks on the production store and the embedded one (the demo's). */
+function sessionsOn(db: () => SqlClient) {
+  it('a session is who signed in until exp, judged by the store’s clock; expired rows are swept', async () => {
+    const s = new WebSessions(db());
+    const live = await s.open(dora, 'dora', now() + 600);
+    const gone = await s.open(dora, 'dora', now() - 1);
+    expect(await s.callerOf(cookie(live))).toEqual(dora);
+    expect(await s.callerOf(cookie(gone))).toBeUndefined();
+    expect(await s.callerOf(cookie(`${live}x`))).toBeUndefined();
+    expect(await s.callerOf(undefined)).toBeUndefined();
+    const count = async () =>
+      Number((await db().query<{ n: number }>('SELECT count(*)::int AS n FROM collector_web_sessions'))[0].n);
+    const before = await count();
+    expect(await s.sweep()).toBeGreaterThanOrEqual(1);
+    expect(await count()).toBe(before - 1);
+    expect(await s.callerOf(cookie(live))).toEqual(dora);
+    await s.close(cookie(live));
+    expect(await s.callerOf(cookie(live))).toBeUndefined();
+  });
+
+  it('a sign-in in flight is taken once, and not after its time', async () => {
+    const s = new WebSessions(db());
+    const login = { verifier: 'v'.repeat(43), nonce: 'n'.repeat(43), returnTo: '/#approvals' };
+    const state = await s.begin(login, 60_000);
+    expect(await s.consume(state)).toEqual(login);
+    expect(await s.consume(state)).toBeUndefined();
+    const stale = await s.begin(login, -1000);
+    expect(await s.consume(stale)).toBeUndefined();
+    await s.begin(login, -1000);
+    expect(await s.sweep()).toBe(1);
+  });
+}
+
+describe('web sessions in the PostgreSQL store', () => {
+  const t = useTestStore();
+  sessionsOn(() => t.store.db);
+});
+
+describe('web sessions in the embedded store (PGlite)', () => {
+  let db: SqlClient | undefined;
+  beforeAll(async () => {
+    db = await openPglite();
+    await migrate(db);
+  }, 60_000);
+  afterAll(async () => {
+    await db?.close();
+  });
+  sessionsOn(() => {
+    if (!db) throw new Error('opened in beforeAll');
+    return db;
+  });
+});
