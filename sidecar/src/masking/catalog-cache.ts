@@ -47,6 +47,14 @@ WHERE o.oprnamespace = 'pg_catalog'::regnamespace
   OR (o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal'))`;
 
 /**
+ * Built-in base types other than arrays, each with the types it converts to implicitly: operator resolution's
+ * candidates when no operator takes exactly the operand types (https://www.postgresql.org/docs/current/typeconv-oper.html).
+ */
+export const IMPLICIT_CASTS_SQL = `SELECT t.oid::int8::text AS oid, string_agg(c.casttarget::int8::text, ',') AS targets
+FROM pg_type t LEFT JOIN pg_cast c ON c.castsource = t.oid AND c.castcontext = 'i'
+WHERE t.oid < 16384 AND t.typtype = 'b' AND t.typcategory <> 'A' GROUP BY t.oid`;
+
+/**
  * Types a cast to or from may run user code: domains (a cast to one runs its CHECK), and the user-defined ends of a
  * cast made WITH a user function a client could have written (both ends when neither is user-defined: a superuser's;
  * pg_catalog's own SQL-language casts, such as circle to polygon, do not count),
@@ -365,6 +373,7 @@ export class CatalogCache {
       const types = await this.query(CODE_TYPES_SQL);
       const policies = await this.query(POLICY_CODE_SQL);
       const events = await this.query(EVENT_TRIGGERS_SQL);
+      const implicit = await this.query(IMPLICIT_CASTS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -390,6 +399,10 @@ export class CatalogCache {
           })),
           types: types.map((t) => ({ oid: Number(t.oid), name: t.name ?? '', source: t.source === 'true' })),
           readRelations: policies.map((p) => Number(p.oid)),
+          implicitCasts: implicit.map((c) => ({
+            source: Number(c.oid),
+            targets: c.targets ? c.targets.split(',').map(Number) : [],
+          })),
         },
       );
       const ids = new Set<string>();
