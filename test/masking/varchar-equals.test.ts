@@ -42,8 +42,8 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE ${S}.customers (id int PRIMARY KEY, full_name text, email text, ssn varchar(11),
       phone text, card_number text, secret_note text, city text)`);
     await c.query(`INSERT INTO ${S}.customers (id, full_name) VALUES (1, $1)`, [NAME]);
-    await c.query(`CREATE TABLE ${S}.items (id int, code varchar(5), other varchar(5))`);
-    await c.query(`INSERT INTO ${S}.items VALUES (1, 'a', 'a')`);
+    await c.query(`CREATE TABLE ${S}.items (id int, code varchar(5), other varchar(5), label text)`);
+    await c.query(`INSERT INTO ${S}.items VALUES (1, 'a', 'a', 'x')`);
     // User `=` operators on types varchar does not convert to implicitly.
     await c.query(peek('date_eq', 'date, date'));
     await c.query(`CREATE OPERATOR ${S}.= (LEFTARG = date, RIGHTARG = date, FUNCTION = ${S}.date_eq)`);
@@ -52,7 +52,8 @@ beforeAll(async () => {
   } finally {
     await c.end();
   }
-  side = await startMaskedSidecar(S, {}, { database: DB });
+  // The periodic reload out of reach: only the catalog checks (at most once a second) see another connection's DDL.
+  side = await startMaskedSidecar(S, {}, { database: DB, catalog: { maxAgeMs: 3_600_000 } });
 });
 
 afterAll(async () => {
@@ -116,5 +117,32 @@ describe('`=` on varchar columns', () => {
       expect(r.notices.length, sql).toBeGreaterThan(0);
       expect(r.leaks, sql).toEqual([]);
     }
+  });
+});
+
+describe('a text column another connection retypes to varchar (no rewrite) beside a user `=` (varchar, varchar)', () => {
+  it('is seen by the catalog check: `=` on it is withheld from then on', async () => {
+    const sql = `SELECT id FROM items WHERE label = 'x'`;
+    // text = text is pg_catalog's exact match: the user operator cannot be chosen.
+    const before = await through([sql, 'SELECT 1/0']);
+    expect(before.notices).toEqual([]);
+    expect(before.errors).toEqual(['division by zero']);
+    const admin = connect(ROLES.scram, DB);
+    admin.on('notice', () => {});
+    await admin.connect();
+    try {
+      await admin.query(`ALTER TABLE ${S}.items ALTER COLUMN label TYPE varchar`);
+    } finally {
+      await admin.end();
+    }
+    let r = await through([sql, 'SELECT 1/0']);
+    for (const until = Date.now() + 20_000; !r.errors[0]?.includes('withheld') && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 250));
+      r = await through([sql, 'SELECT 1/0']);
+    }
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain('withheld');
+    expect(r.notices.length).toBeGreaterThan(0);
+    expect(r.leaks).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * FINGERPRINT_SQL against a real PostgreSQL: it must move when a column's type becomes or stops being a domain (whose
- * CHECK runs user code), which leaves pg_class alone, and stay put on the maintenance that rewrites a table without changing it (so another
+ * CHECK runs user code), which leaves pg_class alone, on any column change while user-written operators exist, and stay put on the maintenance that rewrites a table without changing it (so another
  * connection's TRUNCATE or VACUUM FULL causes no reload), and on temporary tables.
  */
 import pg from 'pg';
@@ -80,6 +80,28 @@ describe('the catalog fingerprint', () => {
       const before = await fingerprint();
       await c.query(sql);
       expect(await fingerprint(), sql).not.toBe(before);
+    }
+  });
+
+  it('while a user-written operator exists: moves on any column change, still not on maintenance', async () => {
+    await c.query(`CREATE FUNCTION veq(varchar, varchar) RETURNS boolean LANGUAGE sql AS 'SELECT $1::text = $2::text'`);
+    await c.query('CREATE OPERATOR public.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = veq)');
+    await c.query('CREATE TABLE u (id int PRIMARY KEY, a text, b varchar(10), c text, d text)');
+    await c.query(`INSERT INTO u SELECT i, repeat('a', 5000), 'b', 'c', 'd' FROM generate_series(1, 20) i`);
+    const before = await fingerprint();
+    for (const sql of ['VACUUM FULL u', 'CLUSTER u USING u_pkey', 'REINDEX TABLE u', 'TRUNCATE u', 'ANALYZE u'])
+      await c.query(sql);
+    expect(await fingerprint()).toBe(before);
+    for (const sql of [
+      // Between built-in types, without a rewrite: `a = 'x'` can now choose the user `=` (varchar, varchar).
+      'ALTER TABLE u ALTER COLUMN a TYPE varchar',
+      'ALTER TABLE u ALTER COLUMN b TYPE varchar(20)',
+      'ALTER TABLE u RENAME COLUMN c TO c2',
+      'ALTER TABLE u DROP COLUMN d',
+    ]) {
+      const was = await fingerprint();
+      await c.query(sql);
+      expect(await fingerprint(), sql).not.toBe(was);
     }
   });
 
