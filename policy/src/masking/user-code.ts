@@ -57,7 +57,7 @@ export const UNKNOWN_TYPE = 705;
  * (https://www.postgresql.org/docs/current/typeconv-oper.html): where pg_catalog has that exact operator, only a
  * user operator of exactly those types can be chosen. Without an exact built-in, implicit coercions decide (step 3):
  * only operators whose operand types both operands convert to implicitly are candidates, so a user operator that is
- * not one cannot be chosen (`varchar = 'x'` resolves to pg_catalog's `text = text` beside a user `int = int`).
+ * not one cannot be chosen (`varchar = 'x'` resolves to pg_catalog's `text = text` beside a user `date = date`).
  * With a type not known, any user operator of the name may be: fail closed as the untyped check does.
  */
 export function typedOperatorRunsUserCode(
