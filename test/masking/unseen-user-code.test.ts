@@ -78,6 +78,7 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE ${S}.items (id int, code varchar(5), label text)`);
     await c.query(`INSERT INTO ${S}.items VALUES (1, 'a', 'b')`);
     await c.query(`CREATE TABLE ${S}.via_default (v text, w text DEFAULT ('x'::${S}.peeking))`);
+    await c.query(`CREATE TABLE ${S}.retyped (id int, v text)`);
   } finally {
     await c.end();
   }
@@ -104,18 +105,21 @@ afterAll(async () => {
 });
 
 /** Runs the statements on a fresh client through the sidecar; returns the bytes the client got and the notices. */
-async function through(sqls: string[]): Promise<{ leaks: string[]; notices: string[]; errors: string[] }> {
-  const c = await side.client();
+async function through(
+  sqls: string[],
+  via: MaskedSidecar = side,
+): Promise<{ leaks: string[]; notices: string[]; errors: string[] }> {
+  const c = await via.client();
   const notices: string[] = [];
   const errors: string[] = [];
   c.on('notice', (n) => notices.push(n.message ?? ''));
-  side.tap.take();
+  via.tap.take();
   try {
     for (const sql of sqls) await c.query(sql).catch((e: Error) => errors.push(e.message));
   } finally {
     await c.end().catch(() => undefined);
   }
-  return { leaks: findLeaks(side.tap.take(), [NAME, SSN]), notices, errors };
+  return { leaks: findLeaks(via.tap.take(), [NAME, SSN]), notices, errors };
 }
 
 describe('user code the statement does not name', () => {
@@ -243,5 +247,38 @@ describe('code another connection creates', () => {
       expect(r.leaks, sql).toEqual([]);
       expect(r.notices.length, sql).toBeGreaterThan(0);
     }
+  });
+});
+
+describe('a column another connection retypes', () => {
+  let own: MaskedSidecar | undefined;
+  afterAll(async () => {
+    await own?.stop();
+  });
+
+  it('to a domain whose CHECK runs user code is seen by the catalog check, not only at the periodic reload', async () => {
+    // Its own sidecar, with the periodic reload out of reach: only the once-a-second fingerprint check can see it.
+    own = await startMaskedSidecar(S, {}, { database: DB, catalog: { maxAgeMs: 3_600_000 } });
+    const insert = `INSERT INTO ${S}.retyped VALUES (1, 'a')`;
+    const plain = await through([insert, 'SELECT 1/0'], own);
+    expect(plain.notices).toEqual([]);
+    expect(plain.errors).toEqual(['division by zero']);
+    const admin = connect(ROLES.scram, DB);
+    admin.on('notice', () => {});
+    await admin.connect();
+    try {
+      await admin.query(`ALTER TABLE ${S}.retyped ALTER COLUMN v TYPE ${S}.peeking`);
+    } finally {
+      await admin.end();
+    }
+    // Generous polling: the check runs at most once a second, and this machine may be slow.
+    let r = await through([insert], own);
+    for (const until = Date.now() + 20_000; r.leaks.length > 0 && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 250));
+      r = await through([insert], own);
+    }
+    expect(r.errors).toEqual([]);
+    expect(r.leaks).toEqual([]);
+    expect(r.notices.length).toBeGreaterThan(0);
   });
 });

@@ -57,6 +57,12 @@ export interface CatalogSnapshot {
    */
   operatorSignatures: Map<string, { user: Set<string>; builtin: Set<string> }>;
   /**
+   * For each built-in base type that is not an array (pg_type OID), the types it converts to implicitly (pg_cast,
+   * castcontext 'i'): where no operator of a name takes exactly the operand types, these decide which ones can be
+   * chosen. A type missing here may convert to more than pg_cast says (arrays, domains, pseudo-types).
+   */
+  implicitCasts: Map<number, Set<number>>;
+  /**
    * Names of types a cast to or from may run user code: domains (their CHECK), both user-defined ends of a cast
    * made WITH FUNCTION, and their array types.
    */
@@ -83,6 +89,8 @@ export interface UserCodeEntries {
   readRelations?: readonly number[];
   /** See CatalogSnapshot.operatorSignatures: `user` for a user operator, else one of pg_catalog's. */
   operatorSignatures?: ReadonlyArray<{ name: string; left: number; right: number; user: boolean }>;
+  /** See CatalogSnapshot.implicitCasts. */
+  implicitCasts?: ReadonlyArray<{ source: number; targets: readonly number[] }>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -113,6 +121,7 @@ export function emptyCatalog(): CatalogSnapshot {
     readCodeRelations: new Set(),
     userOperators: new Set(),
     operatorSignatures: new Map(),
+    implicitCasts: new Map(),
     codeTypes: new Set(),
     castSources: new Set(),
     castSourceOids: new Set(),
@@ -188,6 +197,7 @@ export function buildCatalogSnapshot(
     }
     (o.user ? sigs.user : sigs.builtin).add(`${o.left},${o.right}`);
   }
+  for (const c of code.implicitCasts ?? []) snap.implicitCasts.set(c.source, new Set(c.targets));
   for (const t of code.types ?? []) {
     snap.codeTypes.add(t.name);
     if (!t.source) continue;

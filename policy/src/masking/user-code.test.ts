@@ -139,6 +139,71 @@ describe('operators resolved by operand types', () => {
     ])
       expect(opaque(sql, typed()), sql).toBe(true);
   });
+  // Implicit casts as pg_cast has them (PostgreSQL 15): varchar to text, bpchar, name, regclass; text to bpchar,
+  // varchar, name, regclass; date to timestamp(tz). Point has none.
+  const implicitCasts = [
+    { source: 1043, targets: [25, 1042, 19, 2205, 1043] },
+    { source: 25, targets: [1042, 1043, 19, 2205] },
+    { source: 1082, targets: [1114, 1184] },
+    { source: 1114, targets: [1184, 1083, 1114] },
+    { source: 23, targets: [20, 21, 700, 701, 1700] },
+    { source: 600, targets: [] },
+  ];
+  const withUserEquals = (left: number, right: number): CatalogSnapshot =>
+    buildCatalogSnapshot(
+      table(100, 'customers', [
+        ['id', 23],
+        ['full_name', 25],
+        ['ssn', 1043],
+        ['born', 1082],
+        ['spot', 600],
+      ]),
+      [],
+      [],
+      {
+        operators: ['='],
+        operatorSignatures: [
+          { name: '=', left, right, user: true },
+          { name: '=', left: 25, right: 25, user: false },
+          { name: '=', left: 1042, right: 1042, user: false },
+          { name: '=', left: 1082, right: 1082, user: false },
+        ],
+        implicitCasts,
+      },
+    );
+  const varcharUses = [
+    "SELECT id FROM customers WHERE ssn = 'x'",
+    'SELECT id FROM customers WHERE ssn = ssn',
+    'SELECT id FROM customers WHERE ssn = full_name',
+    "SELECT id FROM customers WHERE ssn IN ('a', 'b')",
+    "SELECT nullif(ssn, 'x') FROM customers",
+  ];
+  it('no exact built-in, but no user operator the operands convert to implicitly: no user code', () => {
+    // A user `=` on dates, or on (date, text): a varchar left operand reaches neither (no implicit cast to date).
+    for (const [l, r] of [
+      [1082, 1082],
+      [1082, 25],
+      [1114, 1114],
+    ] as const)
+      for (const sql of varcharUses) expect(opaque(sql, withUserEquals(l, r)), `${l},${r}: ${sql}`).toBe(false);
+  });
+  it('a user operator the operands may convert to, or operand types whose conversions are not known: user code', () => {
+    // varchar itself, text (implicit), polymorphic, a domain or user type (its base type or a WITH INOUT cast).
+    for (const [l, r] of [
+      [1043, 1043],
+      [25, 25],
+      [1043, 25],
+      [2283, 2283],
+      [2276, 25],
+      [60001, 60001],
+    ] as const)
+      for (const sql of varcharUses) expect(opaque(sql, withUserEquals(l, r)), `${l},${r}: ${sql}`).toBe(true);
+    // A date literal operand is unknown and converts to anything: the user (date, date) `=` is a candidate.
+    expect(opaque("SELECT id FROM customers WHERE born = '2020-01-01'", withUserEquals(1082, 1082))).toBe(true);
+    // An operand type without its implicit casts loaded (point's are; timestamp[]'s are not): counted.
+    expect(opaque("SELECT id FROM customers WHERE spot = 'x'", withUserEquals(1082, 1082))).toBe(false);
+    expect(opaque("SELECT id FROM customers WHERE ssn::text[] = '{x}'", withUserEquals(1082, 1082))).toBe(true);
+  });
   it('without the operand types of a name loaded, every use of it counts', () => {
     const snap = buildCatalogSnapshot(table(100, 'customers', [['id', 23]]), [], [], { operators: ['='] });
     expect(opaque('SELECT id FROM customers WHERE id = 1', snap)).toBe(true);

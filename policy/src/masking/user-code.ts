@@ -55,8 +55,10 @@ export const UNKNOWN_TYPE = 705;
  * PostgreSQL takes the operator accepting exactly the operand types when one is visible, an unknown-typed literal
  * taking the other side's type, and pg_catalog is always searched
  * (https://www.postgresql.org/docs/current/typeconv-oper.html): where pg_catalog has that exact operator, only a
- * user operator of exactly those types can be chosen. Without an exact built-in (implicit coercions decide then) or
- * with a type not known, any user operator of the name may be: fail closed as the untyped check does.
+ * user operator of exactly those types can be chosen. Without an exact built-in, implicit coercions decide (step 3):
+ * only operators whose operand types both operands convert to implicitly are candidates, so a user operator that is
+ * not one cannot be chosen (`varchar = 'x'` resolves to pg_catalog's `text = text` beside a user `date = date`).
+ * With a type not known, any user operator of the name may be: fail closed as the untyped check does.
  */
 export function typedOperatorRunsUserCode(
   cat: CatalogSnapshot,
@@ -70,7 +72,29 @@ export function typedOperatorRunsUserCode(
   for (const [l0, r0] of pairs) {
     if (l0 === undefined || r0 === undefined || (l0 === UNKNOWN_TYPE && r0 === UNKNOWN_TYPE)) return true;
     const key = `${l0 === UNKNOWN_TYPE ? r0 : l0},${r0 === UNKNOWN_TYPE ? l0 : r0}`;
-    if (sigs.user.has(key) || !sigs.builtin.has(key)) return true;
+    if (sigs.user.has(key)) return true;
+    if (!sigs.builtin.has(key) && userOperatorCandidate(cat, sigs.user, l0, r0)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether some user operator (`left,right` keys) is a candidate for operands of types l and r under implicit
+ * coercion (typeconv-oper step 3.a): an unknown-typed literal converts to anything. Operand types other than
+ * built-in, non-array base types (domains, whose base type counts; arrays; user types) are not followed: true.
+ * An operator type that is not such a built-in (a pseudo-type such as anyelement, a domain, a user type that may
+ * have an implicit cast WITH INOUT from its owner) is taken as reachable.
+ */
+function userOperatorCandidate(cat: CatalogSnapshot, user: ReadonlySet<string>, l: number, r: number): boolean {
+  const from = (t: number) => (t === UNKNOWN_TYPE ? undefined : cat.implicitCasts.get(t));
+  const lt = from(l);
+  const rt = from(r);
+  if ((l !== UNKNOWN_TYPE && !lt) || (r !== UNKNOWN_TYPE && !rt)) return true;
+  const reaches = (t: number, targets: ReadonlySet<number> | undefined, to: number) =>
+    targets === undefined || t === to || targets.has(to) || !cat.implicitCasts.has(to);
+  for (const key of user) {
+    const [left, right] = key.split(',').map(Number) as [number, number];
+    if (reaches(l, lt, left) && reaches(r, rt, right)) return true;
   }
   return false;
 }
