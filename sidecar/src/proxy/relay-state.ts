@@ -598,12 +598,8 @@ export class RelayState {
   }
 }
 
-/**
- * Prepared statements, counted as they come and go (retained-budget.ts): their SQL text stays in the sidecar for as
- * long as the statement exists upstream, so a client that parses named statements without closing them grows the
- * one process every session shares (PostgreSQL keeps them in the client's own backend).
- */
-export class PreparedStatements extends Map<string, PreparedInfo> {
+/** A map of statements or portals whose entries are counted in the retained budget while they are in it. */
+abstract class CountedEntries extends Map<string, PreparedInfo> {
   readonly retained: RetainedText;
 
   constructor(retained: RetainedText) {
@@ -611,59 +607,8 @@ export class PreparedStatements extends Map<string, PreparedInfo> {
     this.retained = retained;
   }
 
-  override set(name: string, info: PreparedInfo): this {
-    const prev = super.get(name);
-    if (prev === info) return this;
-    this.retained.ref(info, statementCost(info));
-    if (prev !== undefined) this.retained.unref(prev);
-    return super.set(name, info);
-  }
-
-  /**
-   * What keeping `name` parsed as `sql` would add to what the session and the process hold (replacing a statement of
-   * that name frees it, unless a portal still keeps it).
-   */
-  addsWith(name: string, sql: string): number {
-    const prev = super.get(name);
-    const freed = prev !== undefined && prev.refs === 1 ? (prev.charged ?? 0) : 0;
-    return PREPARED_ENTRY_COST + sql.length - freed;
-  }
-
-  override delete(name: string): boolean {
-    const prev = super.get(name);
-    if (prev === undefined) return false;
-    this.retained.unref(prev);
-    return super.delete(name);
-  }
-
-  override clear(): void {
-    for (const info of super.values()) this.retained.unref(info);
-    super.clear();
-  }
-
-  /**
-   * Every named statement: what DEALLOCATE ALL and DISCARD ALL drop (DropAllPreparedStatements walks the hash of
-   * named ones). The unnamed statement lives apart in PostgreSQL and no SQL names it.
-   */
-  clearNamed(): void {
-    const unnamed = super.get('');
-    if (unnamed !== undefined) this.retained.ref(unnamed, statementCost(unnamed));
-    this.clear();
-    if (unnamed !== undefined) {
-      super.set('', unnamed);
-      // Held across the clear by the extra reference: nothing was freed and counted again.
-    }
-  }
-}
-
-/** Portals, counted as PreparedStatements are; a portal keeps the statement it was bound from alive. */
-export class Portals extends Map<string, PreparedInfo> {
-  readonly retained: RetainedText;
-
-  constructor(retained: RetainedText) {
-    super();
-    this.retained = retained;
-  }
+  protected abstract hold(info: PreparedInfo): void;
+  protected abstract free(info: PreparedInfo): void;
 
   override set(name: string, info: PreparedInfo): this {
     const prev = super.get(name);
@@ -684,13 +629,53 @@ export class Portals extends Map<string, PreparedInfo> {
     for (const info of super.values()) this.free(info);
     super.clear();
   }
+}
 
-  private hold(info: PreparedInfo): void {
+/**
+ * Prepared statements, counted as they come and go (retained-budget.ts): their SQL text stays in the sidecar for as
+ * long as the statement exists upstream, so a client that parses named statements without closing them grows the
+ * one process every session shares (PostgreSQL keeps them in the client's own backend).
+ */
+export class PreparedStatements extends CountedEntries {
+  protected hold(info: PreparedInfo): void {
+    this.retained.ref(info, statementCost(info));
+  }
+
+  protected free(info: PreparedInfo): void {
+    this.retained.unref(info);
+  }
+
+  /**
+   * What keeping `name` parsed as `sql` would add to what the session and the process hold (replacing a statement of
+   * that name frees it, unless a portal still keeps it).
+   */
+  addsWith(name: string, sql: string): number {
+    const prev = super.get(name);
+    const freed = prev !== undefined && prev.refs === 1 ? (prev.charged ?? 0) : 0;
+    return PREPARED_ENTRY_COST + sql.length - freed;
+  }
+
+  /**
+   * Every named statement: what DEALLOCATE ALL and DISCARD ALL drop (DropAllPreparedStatements walks the hash of
+   * named ones). The unnamed statement lives apart in PostgreSQL and no SQL names it.
+   */
+  clearNamed(): void {
+    const unnamed = super.get('');
+    // An extra reference holds it across the clear: nothing is freed and counted again.
+    if (unnamed !== undefined) this.hold(unnamed);
+    this.clear();
+    if (unnamed !== undefined) super.set('', unnamed);
+  }
+}
+
+/** Portals, counted as PreparedStatements are; a portal keeps the statement it was bound from alive. */
+export class Portals extends CountedEntries {
+  protected hold(info: PreparedInfo): void {
     this.retained.ref(info, portalCost(info));
     if (info.statement !== undefined) this.retained.ref(info.statement, statementCost(info.statement));
   }
 
-  private free(info: PreparedInfo): void {
+  protected free(info: PreparedInfo): void {
     this.retained.unref(info);
     if (info.statement !== undefined) this.retained.unref(info.statement);
   }
