@@ -1,11 +1,6 @@
-/**
- * User code that runs without the statement naming it: row-level-security policy expressions, event triggers, CHECK
- * constraints that run code only through a cast. Each raises a masked value in a notice; the sidecar must withhold
- * it. Runs in its own database: an event trigger fires for every DDL of the database it is in.
- */
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROLES } from '../harness/index.js';
+import { dropDatabase, freshDatabase, sharedClient } from '../harness/own-database.js';
 import { findLeaks } from './byte-tap.js';
 import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
 
@@ -15,11 +10,6 @@ const NAME = 'Ximena Unseenvalue Quorrafeld';
 const SSN = '478-31-9052';
 let side: MaskedSidecar;
 
-function connect(user: { user: string; password: string }, database: string): pg.Client {
-  const shared = inject('pg');
-  return new pg.Client({ host: shared.host, port: shared.port, database, user: user.user, password: user.password });
-}
-
 /** SQL of a function that raises the first customer's name and ssn, returning `ret`. */
 const peek = (name: string, args: string, returns: string, ret: string) =>
   `CREATE FUNCTION ${S}.${name}(${args}) RETURNS ${returns} LANGUAGE plpgsql AS $$ BEGIN
@@ -27,15 +17,8 @@ const peek = (name: string, args: string, returns: string, ret: string) =>
      RETURN ${ret}; END $$`;
 
 beforeAll(async () => {
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  try {
-    await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-    await su.query(`CREATE DATABASE ${DB} OWNER ${ROLES.scram.user}`);
-  } finally {
-    await su.end();
-  }
-  const c = connect(ROLES.scram, DB);
+  await freshDatabase(DB);
+  const c = sharedClient(ROLES.scram, DB);
   await c.connect();
   try {
     await c.query(`CREATE SCHEMA ${S}`);
@@ -82,7 +65,7 @@ beforeAll(async () => {
   } finally {
     await c.end();
   }
-  const su2 = connect(ROLES.superuser, DB);
+  const su2 = sharedClient(ROLES.superuser, DB);
   await su2.connect();
   try {
     // Event triggers need a superuser; any role's DDL fires them.
@@ -98,10 +81,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await side?.stop();
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`).catch(() => undefined);
-  await su.end();
+  await dropDatabase(DB);
 });
 
 /** Runs the statements on a fresh client through the sidecar; returns the bytes the client got and the notices. */
@@ -230,7 +210,7 @@ describe('errors of statements that read masked columns', () => {
 describe('code another connection creates', () => {
   it('is seen by the next statement a second later, without a reload through the sidecar', async () => {
     await through(['SELECT 1']); // the snapshot is loaded and current
-    const admin = connect(ROLES.scram, DB);
+    const admin = sharedClient(ROLES.scram, DB);
     admin.on('notice', () => {});
     await admin.connect();
     try {
@@ -263,7 +243,7 @@ describe('a column another connection retypes', () => {
     const plain = await through([insert, 'SELECT 1/0'], own);
     expect(plain.notices).toEqual([]);
     expect(plain.errors).toEqual(['division by zero']);
-    const admin = connect(ROLES.scram, DB);
+    const admin = sharedClient(ROLES.scram, DB);
     admin.on('notice', () => {});
     await admin.connect();
     try {

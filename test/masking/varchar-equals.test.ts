@@ -1,12 +1,6 @@
-/**
- * `=` on varchar columns beside user-written `=` operators, through the real sidecar and PostgreSQL: pg_catalog has
- * no varchar `=`, so PostgreSQL resolves `code = 'a'` by implicit casts (to `text = text`) unless a user operator the
- * operands convert to is visible. One it cannot choose must not make the session's messages withheld; one it does
- * choose must. Runs in its own database: operators anywhere in a database count for every statement in it.
- */
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROLES } from '../harness/index.js';
+import { dropDatabase, freshDatabase, sharedClient } from '../harness/own-database.js';
 import { findLeaks } from './byte-tap.js';
 import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
 
@@ -15,11 +9,6 @@ const S = 'vareq';
 const NAME = 'Ottilie Varcharvalue Brennecke';
 let side: MaskedSidecar;
 
-function connect(user: { user: string; password: string }, database: string): pg.Client {
-  const shared = inject('pg');
-  return new pg.Client({ host: shared.host, port: shared.port, database, user: user.user, password: user.password });
-}
-
 /** A function on (`args`) that raises the first customer's name whenever PostgreSQL calls it. */
 const peek = (name: string, args: string) =>
   `CREATE FUNCTION ${S}.${name}(${args}) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
@@ -27,15 +16,8 @@ const peek = (name: string, args: string) =>
      RETURN true; END $$`;
 
 beforeAll(async () => {
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  try {
-    await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-    await su.query(`CREATE DATABASE ${DB} OWNER ${ROLES.scram.user}`);
-  } finally {
-    await su.end();
-  }
-  const c = connect(ROLES.scram, DB);
+  await freshDatabase(DB);
+  const c = sharedClient(ROLES.scram, DB);
   await c.connect();
   try {
     await c.query(`CREATE SCHEMA ${S}`);
@@ -58,10 +40,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await side?.stop();
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`).catch(() => undefined);
-  await su.end();
+  await dropDatabase(DB);
 });
 
 /** The statements on a fresh client through the sidecar, the user's schema first on the search_path. */
@@ -96,7 +75,7 @@ describe('`=` on varchar columns', () => {
   });
 
   it('a user `=` on (varchar, varchar), created by another connection, makes them withheld', async () => {
-    const admin = connect(ROLES.scram, DB);
+    const admin = sharedClient(ROLES.scram, DB);
     await admin.connect();
     try {
       await admin.query(peek('varchar_eq', 'varchar, varchar'));
@@ -127,7 +106,7 @@ describe('a text column another connection retypes to varchar (no rewrite) besid
     const before = await through([sql, 'SELECT 1/0']);
     expect(before.notices).toEqual([]);
     expect(before.errors).toEqual(['division by zero']);
-    const admin = connect(ROLES.scram, DB);
+    const admin = sharedClient(ROLES.scram, DB);
     admin.on('notice', () => {});
     await admin.connect();
     try {

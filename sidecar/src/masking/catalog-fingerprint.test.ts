@@ -3,33 +3,22 @@
  * CHECK runs user code), which leaves pg_class alone, on any column change while user-written operators exist, and stay put on the maintenance that rewrites a table without changing it (so another
  * connection's TRUNCATE or VACUUM FULL causes no reload), and on temporary tables.
  */
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROLES } from '../../../test/harness/index.js';
+import { dropDatabase, freshDatabase, sharedClient } from '../../../test/harness/own-database.js';
 import { FINGERPRINT_SQL } from './catalog-cache.js';
 
 const DB = 'mask_fingerprint';
 let c: pg.Client;
-
-function connect(user: { user: string; password: string }, database: string): pg.Client {
-  const shared = inject('pg');
-  return new pg.Client({ host: shared.host, port: shared.port, database, user: user.user, password: user.password });
-}
 
 async function fingerprint(): Promise<string> {
   return (await c.query<{ f: string }>(FINGERPRINT_SQL)).rows[0]?.f ?? '';
 }
 
 beforeAll(async () => {
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  try {
-    await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
-    await su.query(`CREATE DATABASE ${DB} OWNER ${ROLES.scram.user}`);
-  } finally {
-    await su.end();
-  }
-  c = connect(ROLES.scram, DB);
+  await freshDatabase(DB);
+  c = sharedClient(ROLES.scram, DB);
   await c.connect();
   await c.query(`CREATE DOMAIN plain_dom AS text`);
   await c.query(`CREATE DOMAIN checked_dom AS text CHECK (length(VALUE) < 100)`);
@@ -39,10 +28,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await c?.end();
-  const su = connect(ROLES.superuser, 'postgres');
-  await su.connect();
-  await su.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`).catch(() => undefined);
-  await su.end();
+  await dropDatabase(DB);
 });
 
 describe('the catalog fingerprint', () => {
