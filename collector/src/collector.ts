@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { BlockList } from 'node:net';
 import {
   auditSigner,
   controlSubject,
@@ -188,8 +189,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       'OIDC tokens act as the approvers or readers entries that bind them (oidc): give --approvers-file or --readers-file',
     );
   const oidc = opts.oidc ? new OidcBearer(opts.oidc) : undefined;
-  const webLoginOptions =
-    oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl, opts.http.trustedProxies);
+  // Checked whether or not the web sign-in uses them: a mistyped proxy fails the start, not the first flood.
+  const proxies = trustedProxies(opts.http.trustedProxies);
+  const webLoginOptions = oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl, proxies);
   const read = readAccessFor({
     host: opts.http.host,
     readers,
@@ -621,7 +623,7 @@ function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): 
 function webLoginOptionsOf(
   o: NonNullable<OidcBearerOptions['webLogin']>,
   publicUrl: string | undefined,
-  proxies: string[] | undefined,
+  trusted: BlockList | undefined,
 ): WebLoginOptions {
   if (!publicUrl)
     throw new CollectorError(
@@ -641,7 +643,6 @@ function webLoginOptionsOf(
     if (!clientSecret)
       throw new CollectorError('COLLECTOR_BAD_CONFIG', `OIDC client secret file ${o.clientSecretFile} is empty`);
   }
-  const trusted = trustedProxies(proxies);
   return {
     clientId: o.clientId,
     publicUrl,
