@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { BlockList } from 'node:net';
 import {
   auditSigner,
   controlSubject,
@@ -27,6 +28,7 @@ import { CollectorError } from './errors.js';
 import type { AuditEvent } from './event.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
+import { trustedProxies } from './http/client-address.js';
 import { LiveStream } from './http/live-stream.js';
 import { WebLogin, type WebLoginOptions } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
@@ -52,6 +54,11 @@ export interface CollectorOptions {
      * `publicUrl`'s name; any other name gets 421, so a DNS-rebinding page cannot read the API. `*` accepts any name.
      */
     allowedHosts?: string[];
+    /**
+     * Proxies (addresses, CIDR ranges) in front of the API whose `X-Forwarded-For` names the client, for the web
+     * sign-in's per-client limits; without them every request counts against its peer address.
+     */
+    trustedProxies?: string[];
   };
   /**
    * HTTP ingest (POST /api/v1/ingest): on by default when there is no NATS; a token protects it. Without a token it
@@ -182,7 +189,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       'OIDC tokens act as the approvers or readers entries that bind them (oidc): give --approvers-file or --readers-file',
     );
   const oidc = opts.oidc ? new OidcBearer(opts.oidc) : undefined;
-  const webLoginOptions = oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl);
+  // Checked whether or not the web sign-in uses them: a mistyped proxy fails the start, not the first flood.
+  const proxies = trustedProxies(opts.http.trustedProxies);
+  const webLoginOptions = oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl, proxies);
   const read = readAccessFor({
     host: opts.http.host,
     readers,
@@ -612,8 +621,9 @@ function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): 
 
 /** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */
 function webLoginOptionsOf(
-  o: { clientId: string; clientSecretFile?: string },
+  o: NonNullable<OidcBearerOptions['webLogin']>,
   publicUrl: string | undefined,
+  trusted: BlockList | undefined,
 ): WebLoginOptions {
   if (!publicUrl)
     throw new CollectorError(
@@ -633,5 +643,11 @@ function webLoginOptionsOf(
     if (!clientSecret)
       throw new CollectorError('COLLECTOR_BAD_CONFIG', `OIDC client secret file ${o.clientSecretFile} is empty`);
   }
-  return { clientId: o.clientId, publicUrl, ...(clientSecret !== undefined ? { clientSecret } : {}) };
+  return {
+    clientId: o.clientId,
+    publicUrl,
+    ...(clientSecret !== undefined ? { clientSecret } : {}),
+    ...(o.rate ? { rate: o.rate } : {}),
+    ...(trusted ? { trustedProxies: trusted } : {}),
+  };
 }

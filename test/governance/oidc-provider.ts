@@ -52,6 +52,22 @@ export interface TestIdp {
   close(): Promise<void>;
 }
 
+/**
+ * The client id and secret of an `Authorization: Basic` header: each form-urlencoded before base64 (RFC 6749
+ * §2.3.1), so a `:` or `+` in them survives.
+ */
+function basicClient(header: string | undefined): { id: string; secret: string } | undefined {
+  if (!header?.startsWith('Basic ')) return undefined;
+  const raw = Buffer.from(header.slice(6), 'base64').toString('utf8');
+  const i = raw.indexOf(':');
+  const decode = (v: string) => decodeURIComponent(v.replace(/\+/g, ' '));
+  try {
+    return i < 0 ? undefined : { id: decode(raw.slice(0, i)), secret: decode(raw.slice(i + 1)) };
+  } catch {
+    return undefined;
+  }
+}
+
 export async function startTestIdp(opts: { audience?: string; issuerPath?: string } = {}): Promise<TestIdp> {
   const certs = makeCertificates(mkdtempSync(join(tmpdir(), 'pgwarden-idp-')));
   const { readFileSync } = await import('node:fs');
@@ -131,16 +147,24 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
           const f = new URLSearchParams(body);
           const grant = codes.get(f.get('code') ?? '');
           codes.delete(f.get('code') ?? '');
-          const basic = `Basic ${Buffer.from(`${grant?.clientId}:${idp.login.clientSecret}`).toString('base64')}`;
           const verifier = f.get('code_verifier') ?? '';
+          res.setHeader('content-type', 'application/json');
+          // client_secret_basic (RFC 6749 §2.3.1): one method only, so no client_secret in the body besides.
+          const client = basicClient(req.headers.authorization);
+          if (
+            idp.login.clientSecret !== undefined &&
+            (client?.id !== grant?.clientId || client?.secret !== idp.login.clientSecret || f.has('client_secret'))
+          ) {
+            res.writeHead(401, { 'www-authenticate': 'Basic realm="test-idp"' });
+            res.end(JSON.stringify({ error: 'invalid_client' }));
+            return;
+          }
           const ok =
             grant &&
             f.get('grant_type') === 'authorization_code' &&
             f.get('redirect_uri') === grant.redirectUri &&
             f.get('client_id') === grant.clientId &&
-            createHash('sha256').update(verifier).digest('base64url') === grant.challenge &&
-            (idp.login.clientSecret === undefined || req.headers.authorization === basic);
-          res.setHeader('content-type', 'application/json');
+            createHash('sha256').update(verifier).digest('base64url') === grant.challenge;
           if (!ok || !grant) {
             res.statusCode = 400;
             res.end(JSON.stringify({ error: 'invalid_grant' }));

@@ -52,6 +52,26 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
     expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/^pgwarden collector: .*need a webhook URL/)]);
   });
 
+  it('refuses a --trusted-proxy that is not an address or CIDR range, in one line', async () => {
+    const r = await runAsApprover([
+      'collector',
+      '--nats',
+      nats.url,
+      '--listen',
+      '127.0.0.1:0',
+      '--trusted-proxy',
+      '10.0.0.0/8',
+      '--trusted-proxy',
+      'ingress-nginx',
+    ]);
+    expect([r.code, r.stderr]).toEqual([
+      1,
+      expect.stringMatching(
+        /^pgwarden collector: .*--trusted-proxy ingress-nginx: not an IP address or CIDR range\n?$/,
+      ),
+    ]);
+  });
+
   it('posts a Slack notice to the URL from PGWARDEN_APPROVAL_WEBHOOK_URL, which its output never shows', async () => {
     const bodies: string[] = [];
     const receiver = createServer((req, res) => {

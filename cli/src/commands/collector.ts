@@ -24,9 +24,8 @@ function parseListen(v: string): { host: string; port: number } {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** --allowed-host names, else env PGWARDEN_ALLOWED_HOSTS (comma-separated). */
-function allowedHostsOf(flags: string[] | undefined): string[] {
-  const env = process.env.PGWARDEN_ALLOWED_HOSTS;
+/** --allowed-host names, else env PGWARDEN_ALLOWED_HOSTS (comma-separated); the same for --trusted-proxy. */
+function listOf(flags: string[] | undefined, env = process.env.PGWARDEN_ALLOWED_HOSTS): string[] {
   if (flags?.length) return flags;
   return env
     ? env
@@ -64,6 +63,13 @@ export function registerCollector(program: Command): void {
       'a host name the API is reached by (Host header; repeatable, or env PGWARDEN_ALLOWED_HOSTS, comma-separated): ' +
         'other names get 421, so a DNS-rebinding web page cannot read the API. Addresses, localhost, the --listen ' +
         'name and the --public-url name are always accepted; * accepts any name',
+      collect,
+    )
+    .option(
+      '--trusted-proxy <address>',
+      'an address or CIDR range of a proxy in front of the API (an ingress) whose X-Forwarded-For names the client, ' +
+        'so that the web sign-in is rate-limited per person rather than per proxy (repeatable, or env ' +
+        'PGWARDEN_TRUSTED_PROXIES, comma-separated). Without it X-Forwarded-For is ignored',
       collect,
     )
     .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM; re-read when it changes)')
@@ -214,7 +220,12 @@ export function registerCollector(program: Command): void {
             ? { url: o.nats, durable: o.durable, ackWaitMs: o.ackWait * 1000, credentialsDir: o.natsCredentialsDir }
             : undefined,
           store: { url: storeUrl, dataDir: o.dataDir },
-          http: { ...parseListen(o.listen), ...tlsOf(o), allowedHosts: allowedHostsOf(o.allowedHost) },
+          http: {
+            ...parseListen(o.listen),
+            ...tlsOf(o),
+            allowedHosts: listOf(o.allowedHost),
+            trustedProxies: listOf(o.trustedProxy, process.env.PGWARDEN_TRUSTED_PROXIES),
+          },
           httpIngest: {
             enabled: Boolean(o.httpIngest) || token !== undefined || !o.nats,
             token,

@@ -10,6 +10,7 @@ import {
 } from '@pgwarden/policy/oidc';
 import type { OidcSubject } from '../approvals/four-eyes.js';
 import { CollectorError } from '../errors.js';
+import type { SignInRateOptions } from '../http/sign-in-rate.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
 import type { WebSessions } from './web-sessions.js';
 
@@ -42,7 +43,7 @@ export interface OidcBearerOptions {
    * The web UI's sign-in (authorization code + PKCE, http/web-login.ts) as this OAuth client; needs the collector's
    * public URL. Its client id counts as an audience too (an ID token's `aud` is the client id).
    */
-  webLogin?: { clientId: string; clientSecretFile?: string };
+  webLogin?: { clientId: string; clientSecretFile?: string; rate?: SignInRateOptions };
 }
 
 /** Who a verified token is. */

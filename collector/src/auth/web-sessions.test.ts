@@ -31,13 +31,34 @@ function sessionsOn(db: () => SqlClient) {
   it('a sign-in in flight is taken once, and not after its time', async () => {
     const s = new WebSessions(db());
     const login = { verifier: 'v'.repeat(43), nonce: 'n'.repeat(43), returnTo: '/#approvals' };
-    const state = await s.begin(login, 60_000);
+    const state = await s.begin(login, 60_000, '192.0.2.1');
     expect(await s.consume(state)).toEqual(login);
     expect(await s.consume(state)).toBeUndefined();
-    const stale = await s.begin(login, -1000);
+    const stale = await s.begin(login, -1000, '192.0.2.1');
     expect(await s.consume(stale)).toBeUndefined();
-    await s.begin(login, -1000);
+    await s.begin(login, -1000, '192.0.2.1');
     expect(await s.sweep()).toBe(1);
+  });
+
+  it('past the cap a flood from one source evicts its own sign-ins, not those of others', async () => {
+    await db().query('DELETE FROM collector_web_logins');
+    const s = new WebSessions(db(), 5);
+    const login = (who: string) => ({ verifier: `v-${who}`, nonce: `n-${who}`, returnTo: `/#${who}` });
+    const early = await s.begin(login('early'), 60_000, '198.51.100.7');
+    const mine = await s.begin(login('flood-0'), 60_000, '203.0.113.9');
+    const other = await s.begin(login('other'), 60_000, '2001:db8:1:2::/64');
+    for (let i = 1; i <= 12; i++) await s.begin(login(`flood-${i}`), 60_000, '203.0.113.9');
+    const rows = await db().query<{ source: string; n: number }>(
+      'SELECT source, count(*)::int AS n FROM collector_web_logins GROUP BY source ORDER BY source',
+    );
+    expect(rows.map((r) => [r.source, Number(r.n)])).toEqual([
+      ['198.51.100.7', 1],
+      ['2001:db8:1:2::/64', 1],
+      ['203.0.113.9', 3],
+    ]);
+    expect(await s.consume(early)).toEqual(login('early'));
+    expect(await s.consume(other)).toEqual(login('other'));
+    expect(await s.consume(mine)).toBeUndefined();
   });
 }
 

@@ -6,7 +6,10 @@ import type { OidcCaller } from './oidc-bearer.js';
 /** The web UI's session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host or path can set or read it. */
 export const SESSION_COOKIE = '__Host-pgwarden-session';
 
-/** A flood of sign-ins cannot grow the tables without bound: past these the oldest rows go first. */
+/**
+ * A flood of sign-ins cannot grow the tables without bound: past these the oldest sessions go first, and the
+ * sign-ins in flight of whoever holds the most (begin).
+ */
 const MAX_SESSIONS = 10_000;
 const MAX_PENDING = 1000;
 
@@ -41,7 +44,10 @@ export interface PendingLogin {
  * removed from the approvers or readers file takes effect at once.
  */
 export class WebSessions {
-  constructor(private readonly db: SqlRunner) {}
+  constructor(
+    private readonly db: SqlRunner,
+    private readonly maxPending = MAX_PENDING,
+  ) {}
 
   /** Store failures as COLLECTOR_STORE, so the HTTP layer answers 503, never "signed out" (401) nor 500. */
   private async query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]> {
@@ -86,18 +92,28 @@ export class WebSessions {
     if (id) await this.query('DELETE FROM collector_web_sessions WHERE id_sha256 = $1', [digest(id)]);
   }
 
-  /** A new sign-in lasting `ttlMs`; returns its `state`, which names it in the login cookie and the callback. */
-  async begin(login: PendingLogin, ttlMs: number): Promise<string> {
+  /**
+   * A new sign-in lasting `ttlMs`, started by `source` (the client's address, http/client-address.ts); returns its
+   * `state`, which names it in the login cookie and the callback. Past the cap the rows go by their rank within
+   * their source, newest first: the 1000th sign-in of one client goes before anyone's 2nd, and a client's only
+   * sign-in goes only when more than the cap of distinct sources each have one in flight. A flood from one address
+   * thus evicts nothing but its own.
+   */
+  async begin(login: PendingLogin, ttlMs: number, source: string): Promise<string> {
     const state = random();
     await this.query(
-      `INSERT INTO collector_web_logins (state_sha256, verifier, nonce, return_to, expires_at)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-      [digest(state), login.verifier, login.nonce, login.returnTo, ttlMs / 1000],
+      `INSERT INTO collector_web_logins (state_sha256, verifier, nonce, return_to, source, expires_at)
+       VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
+      [digest(state), login.verifier, login.nonce, login.returnTo, source, ttlMs / 1000],
     );
     await this.query(
       `DELETE FROM collector_web_logins WHERE state_sha256 IN
-         (SELECT state_sha256 FROM collector_web_logins ORDER BY expires_at DESC OFFSET $1)`,
-      [MAX_PENDING],
+         (SELECT state_sha256 FROM
+            (SELECT state_sha256, expires_at,
+                    row_number() OVER (PARTITION BY source ORDER BY expires_at DESC, state_sha256) AS rank
+             FROM collector_web_logins) ranked
+          ORDER BY rank, expires_at DESC, state_sha256 OFFSET $1)`,
+      [this.maxPending],
     );
     return state;
   }

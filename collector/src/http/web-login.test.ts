@@ -220,13 +220,15 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI sign-in in a r
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     try {
       const page = await context.newPage();
-      await page.goto(c.url);
+      // Arriving by a notification's link to one statement: signing in comes back to it, not to the home page.
+      const linked = `${c.url}/?approval=${encodeURIComponent(r.id)}`;
+      await page.goto(linked);
       await page.waitForSelector('#sso-in', { state: 'visible' });
       await page.click('#sso-in');
       await page.waitForSelector('#sso-user', { state: 'visible' });
       expect(await page.textContent('#sso-user')).toBe('signed in as dora');
-      expect(page.url()).toBe(`${c.url}/`);
-      await page.waitForSelector(`#approval-list tr[data-approval="${r.id}"]`);
+      expect(page.url()).toBe(linked);
+      await page.waitForSelector(`#approval-list tr[data-approval="${r.id}"].linked`);
       expect(await page.evaluate(() => document.cookie)).not.toContain('pgwarden-session');
       expect(await page.content()).not.toMatch(/eyJ|opaque-access-token/);
       expect(await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }))).not.toMatch(/eyJ/);

@@ -1,11 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { BlockList } from 'node:net';
 import type { OidcBearer } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
 import { boundHolder, storeUnavailable } from './approver-auth.js';
+import { clientAddress, rateKey } from './client-address.js';
 import { HttpError, type Reply } from './json-io.js';
+import { SignInRate, type SignInRateOptions } from './sign-in-rate.js';
 
 /** `--oidc-client-id` and friends: the web UI's sign-in through the identity provider. */
 export interface WebLoginOptions {
@@ -14,6 +17,10 @@ export interface WebLoginOptions {
   clientSecret?: string;
   /** The collector's address as browsers reach it: the redirect URI is `<publicUrl>/auth/callback`. */
   publicUrl: string;
+  /** Sign-ins one client may start (`/auth/login`, `/auth/callback`); default 20 at once, then 10 a minute. */
+  rate?: SignInRateOptions;
+  /** Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); without them the peer address counts. */
+  trustedProxies?: BlockList;
 }
 
 /** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
@@ -32,6 +39,7 @@ const random = () => randomBytes(32).toString('base64url');
 export class WebLogin {
   private endpoints: Promise<{ authorization: string; token: string }> | undefined;
   private readonly redirectUri: string;
+  private readonly rate: SignInRate;
 
   constructor(
     private readonly oidc: OidcBearer,
@@ -40,6 +48,7 @@ export class WebLogin {
     private readonly opts: WebLoginOptions,
   ) {
     this.redirectUri = `${opts.publicUrl.replace(/\/+$/, '')}/auth/callback`;
+    this.rate = new SignInRate(opts.rate);
   }
 
   static isPath(path: string): boolean {
@@ -47,10 +56,22 @@ export class WebLogin {
   }
 
   async answer(req: IncomingMessage, url: URL): Promise<Reply> {
-    return this.route(req, url).catch(storeUnavailable);
+    const source = rateKey(
+      clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.opts.trustedProxies),
+    );
+    if (url.pathname === '/auth/login' || url.pathname === '/auth/callback') {
+      const wait = this.rate.take(source);
+      if (wait > 0)
+        return {
+          status: 429,
+          body: { error: { code: 'too_many_sign_ins', message: `too many sign-ins from ${source}: try again later` } },
+          headers: { 'retry-after': String(wait) },
+        };
+    }
+    return this.route(req, url, source).catch(storeUnavailable);
   }
 
-  private async route(req: IncomingMessage, url: URL): Promise<Reply> {
+  private async route(req: IncomingMessage, url: URL, source: string): Promise<Reply> {
     const method = req.method ?? 'GET';
     const path = url.pathname;
     if (path === '/auth/logout') {
@@ -65,17 +86,18 @@ export class WebLogin {
       if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
       return { status: 200, body: { name: who.name } };
     }
-    if (path === '/auth/login') return this.login(url);
+    if (path === '/auth/login') return this.login(url, source);
     return this.callback(req, url);
   }
 
-  private async login(url: URL): Promise<Reply> {
+  private async login(url: URL, source: string): Promise<Reply> {
     const { authorization } = await this.discover();
     const nonce = random();
     const verifier = random();
     const state = await this.sessions.begin(
       { nonce, verifier, returnTo: returnPath(url.searchParams.get('return')) },
       LOGIN_TTL_MS,
+      source,
     );
     const to = new URL(authorization);
     for (const [k, v] of Object.entries({

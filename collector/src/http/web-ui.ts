@@ -454,7 +454,16 @@ async function loadSso() {
     const u = document.getElementById('sso-user');
     u.textContent = 'signed in as ' + ssoName; u.hidden = false;
     document.getElementById('sso-out').hidden = false;
-  } else document.getElementById('sso-in').hidden = false;
+  } else {
+    const a = document.getElementById('sso-in');
+    a.href = ssoLogin(); a.hidden = false;
+    a.onclick = () => { a.href = ssoLogin(); };
+  }
+}
+// Back to this very page once signed in (a notification's ?approval= link included); /auth/login itself accepts
+// nothing but a path of this collector.
+function ssoLogin() {
+  return '/auth/login?return=' + encodeURIComponent(location.pathname + location.search + location.hash);
 }
 document.getElementById('sso-out').onclick = async () => {
   await fetch('/auth/logout', { method: 'POST' }).catch(() => undefined);

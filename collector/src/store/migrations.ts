@@ -164,6 +164,14 @@ CREATE TABLE collector_web_logins (
 );
 CREATE INDEX collector_web_logins_expires_idx ON collector_web_logins (expires_at);`,
   },
+  {
+    version: 6,
+    name: 'the client each sign-in in flight came from',
+    sql: `
+-- Who started each sign-in (its address, an IPv6 /64): past the cap the rows of whoever holds the most go first, so
+-- a flood from one client cannot push everyone else's sign-ins out (auth/web-sessions.ts). Rows from before hold ''.
+ALTER TABLE collector_web_logins ADD COLUMN source text NOT NULL DEFAULT '';`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

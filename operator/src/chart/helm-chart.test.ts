@@ -244,6 +244,14 @@ describe('charts/pgwarden with real helm', () => {
     ]);
     expect(hosts(await args('collector.allowedHosts={audit.example.com}'))).toContain('audit.example.com');
     await expect(template('collector.allowedHosts={evil.com/x}')).rejects.toThrow(/allowedHosts/);
+    // The proxies whose X-Forwarded-For the web sign-in's limits believe: addresses and ranges only, none by default.
+    const proxies = (a: string[]) => a.filter((x) => x.startsWith('--trusted-proxy='));
+    expect(proxies(await args())).toEqual([]);
+    expect(proxies(await args('collector.trustedProxies={10.42.0.0/16,fd00::/8}'))).toEqual([
+      '--trusted-proxy=10.42.0.0/16',
+      '--trusted-proxy=fd00::/8',
+    ]);
+    await expect(template('collector.trustedProxies={ingress-nginx}')).rejects.toThrow(/trustedProxies/);
   });
 
   it('passes collector.oidc as the --oidc-* flags, mounts its CA, and needs an audience', async () => {
