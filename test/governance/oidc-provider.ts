@@ -210,3 +210,13 @@ export async function startTestIdp(opts: { audience?: string; issuerPath?: strin
     });
   return idp;
 }
+
+/**
+ * An approvers file for the collector's OIDC tests: alice with a static token (`aliceToken`), and each of `people`
+ * in group dba bound to subject `u-<name>` at `issuer`.
+ */
+export function approversWithOidc(issuer: string, aliceToken: string, people: string[] = ['dora']): string {
+  const alice = `- {name: alice, groups: [dba], tokenSha256: ${createHash('sha256').update(aliceToken).digest('hex')}}`;
+  const bound = people.map((p) => `- {name: ${p}, groups: [dba], oidc: [{issuer: "${issuer}", subject: u-${p}}]}`);
+  return [alice, ...bound, ''].join('\n');
+}

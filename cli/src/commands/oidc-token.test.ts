@@ -5,10 +5,9 @@ import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { approvalSubject } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../../collector/src/auth/token-file.js';
 import { approvalRequest } from '../../../collector/src/testing/approval-messages.js';
 import { type ApprovalsFixture, startApprovalsFixture } from '../../../collector/src/testing/approvals-fixture.js';
-import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { BIN, BUILT, runAsApprover, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
 const ALICE = 'tok-alice-cli-oidc-0123456789';
@@ -27,11 +26,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden with an OIDC token as the b
   beforeAll(async () => {
     idp = await startTestIdp();
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-oidc-'));
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE);
     fx = await startApprovalsFixture(approvers, ALICE);
     writeFileSync(join(dir, 'readers.yaml'), `- {name: rhea, oidc: [{issuer: "${idp.issuer}", subject: u-rhea}]}\n`);
     ({ child, url } = await startCollectorProcess([

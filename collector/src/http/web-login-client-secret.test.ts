@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
-import { sha256Hex } from '../auth/token-file.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import type { Collector } from '../collector.js';
 import { type ApprovalsFixture, startApprovalsFixture } from '../testing/approvals-fixture.js';
 
@@ -37,11 +36,7 @@ describe('web UI sign-in as a confidential client (client_secret_basic)', () => 
   beforeAll(async () => {
     idp = await startTestIdp();
     toIdp = createHttpsFetch({ ca: idp.ca });
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE);
     fx = await startApprovalsFixture(approvers, ALICE);
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-client-secret-'));
     // A trailing newline, as `kubectl create secret --from-file` often leaves: not part of the secret.

@@ -1,8 +1,7 @@
 import { request } from 'node:http';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
-import { sha256Hex } from '../auth/token-file.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import type { Collector } from '../collector.js';
 import { type ApprovalsFixture, startApprovalsFixture } from '../testing/approvals-fixture.js';
 
@@ -44,12 +43,7 @@ describe('web UI sign-in under a flood', () => {
   beforeAll(async () => {
     idp = await startTestIdp();
     toIdp = createHttpsFetch({ ca: idp.ca });
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      `- {name: finn, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-finn}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE, ['dora', 'finn']);
     fx = await startApprovalsFixture(approvers, ALICE);
     c = await fx.start({
       // 127.0.0.4 plays an ingress: its X-Forwarded-For is believed, nobody else's.

@@ -6,9 +6,8 @@ import { approvalSubject } from '@pgwarden/policy';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { freePort } from '../../../test/harness/ports.js';
-import { sha256Hex } from '../auth/token-file.js';
 import type { Collector } from '../collector.js';
 import { approvalRequest } from '../testing/approval-messages.js';
 import {
@@ -35,11 +34,7 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
   beforeAll(async () => {
     idp = await startTestIdp();
     toIdp = createHttpsFetch({ ca: idp.ca });
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE);
     fx = await startApprovalsFixture(approvers, ALICE);
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-web-login-'));
     writeFileSync(join(dir, 'readers.yaml'), `- {name: rhea, oidc: [{issuer: "${idp.issuer}", subject: u-rhea}]}\n`);
@@ -187,11 +182,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('web UI sign-in in a r
 
   beforeAll(async () => {
     idp = await startTestIdp();
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE);
     fx = await startApprovalsFixture(approvers, ALICE);
     const port = await freePort();
     c = await fx.start({

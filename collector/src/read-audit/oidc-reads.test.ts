@@ -6,7 +6,7 @@ import { createHttpsFetch } from '@pgwarden/policy/oidc';
 import { Ajv } from 'ajv';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { sha256Hex } from '../auth/token-file.js';
 import type { Collector } from '../collector.js';
 import {
@@ -33,11 +33,7 @@ describe('reads through OIDC are recorded with the token’s issuer and subject'
 
   beforeAll(async () => {
     idp = await startTestIdp();
-    const approvers = [
-      `- {name: alice, groups: [dba], tokenSha256: ${sha256Hex(ALICE)}}`,
-      `- {name: dora, groups: [dba], oidc: [{issuer: "${idp.issuer}", subject: u-dora}]}`,
-      '',
-    ].join('\n');
+    const approvers = approversWithOidc(idp.issuer, ALICE);
     fx = await startApprovalsFixture(approvers, ALICE);
     dir = mkdtempSync(join(tmpdir(), 'pgwarden-oidc-reads-'));
     writeFileSync(
