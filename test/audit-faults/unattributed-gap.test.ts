@@ -55,6 +55,8 @@ describe('a declared gap of unknown sessions', () => {
       http: { port: 0 },
       logger: pino({ level: 'silent' }),
       gapGraceMs: 600_000,
+      // As `pgwarden collector` runs: findings also become audit.finding events in its own chain.
+      readAudit: {},
     });
     replicas.push(c);
     await waitFor(
@@ -77,19 +79,24 @@ describe('a declared gap of unknown sessions', () => {
   });
 
   /** An event of the sidecar's own chain, as its recorder seals it. */
-  const instanceEvent = (type: 'audit.gap' | 'policy.loaded', time: string, gap?: AuditGap): AuditEvent =>
+  const instanceEvent = (
+    type: 'audit.gap' | 'policy.loaded',
+    time: string,
+    gap?: AuditGap,
+    on = { id: SIDECAR_CHAIN, chain },
+  ): AuditEvent =>
     sealEvent(
       {
         v: 1,
         type,
         time,
-        session: { id: SIDECAR_CHAIN },
+        session: { id: on.id },
         source: { instance: 'gap-sidecar-1', pod: 'analytics-7f9c', namespace: 'agents' },
         identity: { namespace: 'agents', serviceAccount: 'analytics', groups: [] },
         policy: { name: 'analytics-agent', hash: 'sha256:0000' },
         ...(gap ? { gap } : {}),
       },
-      chain,
+      on.chain,
     );
   /** `again`: a second copy on the stream (another msgID), as a sidecar's spool re-sending it would put there. */
   const publish = async (events: readonly AuditEvent[], again = false) => {
@@ -196,6 +203,22 @@ describe('a declared gap of unknown sessions', () => {
     expect((await session(c, SIDECAR_CHAIN))?.session.verifiedSeq).toBe(4);
     expect(await unattributed(c)).toEqual(first);
 
+    // Each became one audit.finding event in the collector's own chain (for the SIEM), not one per copy.
+    const findingEvents = async () => {
+      const r = await fetch(`${c.url}/api/v1/events?type=audit.finding&limit=100`);
+      const items = ((await r.json()) as { items: { finding?: { kind: string; session: string; seqFrom: number } }[] })
+        .items;
+      return items
+        .filter((e) => e.finding?.kind === 'audit.gap.unattributed')
+        .map((e) => [e.finding?.session, e.finding?.seqFrom])
+        .sort();
+    };
+    await waitFor(async () => (await findingEvents()).length >= 2, 'the audit.finding events');
+    expect(await findingEvents()).toEqual([
+      [SIDECAR_CHAIN, 1],
+      [SIDECAR_CHAIN, 3],
+    ]);
+
     // A restart of every replica: the findings are the store's.
     for (const r of [b, c]) await r.stop();
     const d = await replica();
@@ -219,17 +242,22 @@ describe('a declared gap of unknown sessions', () => {
 
   it('a declaration naming every session it lost stays without one', async () => {
     const c = replicas.at(-1) ?? (await replica());
-    const before = (await unattributed(c)).length;
-    const gap = instanceEvent('audit.gap', '2026-11-30T12:50:00.000000Z', {
-      dropped: 2,
-      since: '2026-11-30T12:49:00.000000Z',
-      until: '2026-11-30T12:50:00.000000Z',
-      cause: 'queue_full',
-      sessions: [{ id: 'fully-named', fromSeq: 1, toSeq: 2 }],
-    });
+    const other = { id: 'sidecar-names-all', chain: newChain() };
+    const gap = instanceEvent(
+      'audit.gap',
+      '2026-11-30T12:50:00.000000Z',
+      {
+        dropped: 2,
+        since: '2026-11-30T12:49:00.000000Z',
+        until: '2026-11-30T12:50:00.000000Z',
+        cause: 'queue_full',
+        sessions: [{ id: 'fully-named', fromSeq: 1, toSeq: 2 }],
+      },
+      other,
+    );
     await publish([gap]);
-    await waitFor(async () => (await stored(c, SIDECAR_CHAIN)) === 5, 'the declaration');
+    await waitFor(async () => (await stored(c, other.id)) === 1, 'the declaration');
     await waitFor(async () => (await findings(c, 'session=fully-named')).length === 1, 'its finding');
-    expect((await unattributed(c)).length).toBe(before);
+    expect(await findings(c, `session=${other.id}`)).toEqual([]);
   }, 60_000);
 });
