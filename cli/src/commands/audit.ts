@@ -415,7 +415,7 @@ export function registerAudit(program: Command): void {
     route: '/api/v1/findings',
     filters: [
       ['--state <state>', 'open, resolved or all', 'open'],
-      ['--kind <kind>', 'only this kind (audit.gap, audit.tampered)'],
+      ['--kind <kind>', 'only this kind (audit.gap, audit.gap.unattributed, audit.tampered)'],
       ['--namespace <ns>', 'only sessions of this namespace'],
       ['--session <id>', 'only this session'],
     ],

@@ -33,8 +33,11 @@ export interface ChainRules {
   idOf?(sessionId: string, seq: number): string;
 }
 
-/** `audit.unsigned` comes only from a full verification with `--require-signed-audit` (never stored). */
-export type FindingKind = 'audit.gap' | 'audit.tampered' | 'audit.unsigned';
+/**
+ * `audit.unsigned` comes only from a full verification with `--require-signed-audit` (never stored);
+ * `audit.gap.unattributed` only from a sidecar's declaration naming no (or not all) sessions (store/declared-gaps.ts).
+ */
+export type FindingKind = 'audit.gap' | 'audit.gap.unattributed' | 'audit.tampered' | 'audit.unsigned';
 
 export interface ChainFinding {
   kind: FindingKind;

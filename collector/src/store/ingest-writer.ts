@@ -20,6 +20,7 @@ import {
 } from '../signatures/checkpoint-judgement.js';
 import { CopyPayload, copyField } from './copy-in.js';
 import { CopyRows } from './copy-rows.js';
+import { declaredGaps } from './declared-gaps.js';
 import type { SqlRunner } from './sql-client.js';
 
 /** The row of `audit_sessions` the writer keeps up to date (chain cursor + aggregates). */
@@ -298,11 +299,12 @@ export async function writeBatch(
     else repeated.push(e);
   }
   const conflicts = repeated.length > 0 ? await conflictingRepeats(tx, repeated, rules) : [];
-  const declared = declaredGaps(inserted);
+  // Unattributed declarations are no range of any chain: the chain verified at ingest neither drops nor settles them.
+  const { ranges: declared, unattributed } = declaredGaps(inserted);
   const result: WriteResult = {
     inserted,
     duplicates: events.length - inserted.length,
-    findings: [...declared, ...conflicts],
+    findings: [...declared, ...unattributed, ...conflicts],
     healed: 0,
     narrowed: 0,
   };
@@ -494,35 +496,6 @@ function withKnownHashes(rules: ChainRules, items: readonly IngestItem[]): Chain
   for (const it of items) if (it.hash !== undefined) known.set(it.event, it.hash);
   if (known.size === 0) return rules;
   return { ...rules, hashOf: (e) => known.get(e) ?? rules.hashOf(e) };
-}
-
-/**
- * A sidecar that dropped events (failMode open, spool full), or whose fdatasync failed after it wrote them (cause
- * `fsync_failed`: possibly lost), says so in an `audit.gap` event listing the seq ranges per session; those become
- * findings on the affected sessions, with the sidecar's stated cause.
- */
-function declaredGaps(events: readonly AuditEvent[]): ChainFinding[] {
-  const out: ChainFinding[] = [];
-  for (const e of events) {
-    if (e.type !== 'audit.gap') continue;
-    const gap = e.gap as
-      | { cause?: string; dropped?: number; sessions?: { id: string; fromSeq: number; toSeq: number }[] }
-      | undefined;
-    for (const s of gap?.sessions ?? []) {
-      if (typeof s?.id !== 'string' || !Number.isSafeInteger(s.fromSeq) || !Number.isSafeInteger(s.toSeq)) continue;
-      out.push({
-        kind: 'audit.gap',
-        sessionId: s.id,
-        seqFrom: s.fromSeq,
-        seqTo: s.toSeq,
-        detail:
-          gap?.cause === 'fsync_failed'
-            ? `sidecar may have lost events ${s.fromSeq}..${s.toSeq} (fsync_failed: an fdatasync of its audit file or spool failed)`
-            : `sidecar dropped events ${s.fromSeq}..${s.toSeq} (${gap?.cause ?? 'no cause given'})`,
-      });
-    }
-  }
-  return out;
 }
 
 /**

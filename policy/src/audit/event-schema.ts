@@ -174,7 +174,7 @@ export const auditEventSchema = {
     ),
     finding: obj(
       {
-        kind: { enum: ['audit.gap', 'audit.tampered'] },
+        kind: { enum: ['audit.gap', 'audit.gap.unattributed', 'audit.tampered'] },
         session: { type: 'string', minLength: 1 },
         seqFrom: { type: 'integer', minimum: 0 },
         seqTo: { type: 'integer', minimum: 0 },

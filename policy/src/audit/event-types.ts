@@ -229,7 +229,8 @@ export interface AuditChainHead {
  * so that it is chained and signed like the reads of the trail.
  */
 export interface AuditFindingRecord {
-  kind: 'audit.gap' | 'audit.tampered';
+  /** `audit.gap.unattributed`: a sidecar declared events lost that it could not name (`session` is its own chain). */
+  kind: 'audit.gap' | 'audit.gap.unattributed' | 'audit.tampered';
   /** The session (chain) the finding is about. */
   session: string;
   seqFrom: number;
