@@ -2,12 +2,12 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { type AuditEvent, auditSubject, newChain, sealEvent } from '@pgwarden/policy';
 import pg from 'pg';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startNats, type TestNats } from '../../test/harness/index.js';
 import { ROLES } from '../../test/harness/postgres.js';
-import { type Collector, startCollector } from './collector.js';
+import type { Collector } from './collector.js';
 import { makeSession } from './testing/audit-events.js';
+import { startReadyCollector } from './testing/ready-collector.js';
 import { createTestDatabase } from './testing/test-database.js';
 
 const waitFor = async (check: () => Promise<boolean>, what: string, ms = 20_000) => {
@@ -40,18 +40,8 @@ describe('a declared gap ingested before the events it names', () => {
   const replicas: Collector[] = [];
 
   const replica = async () => {
-    const c = await startCollector({
-      nats: { url: nats.url },
-      store: { url: db.url },
-      http: { port: 0 },
-      logger: pino({ level: 'silent' }),
-      gapGraceMs: 600_000,
-    });
+    const c = await startReadyCollector(nats.url, db.url);
     replicas.push(c);
-    await waitFor(
-      async () => ((await (await fetch(`${c.url}/readyz`)).json()) as any).checks?.nats === true,
-      'replica ready',
-    );
     return c;
   };
 

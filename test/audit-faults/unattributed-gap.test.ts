@@ -2,10 +2,10 @@ import { execFile } from 'node:child_process';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { type AuditEvent, type AuditGap, auditSubject, newChain, sealEvent } from '@pgwarden/policy';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BIN } from '../../cli/src/testing/cli-process.js';
-import { type Collector, startCollector } from '../../collector/src/collector.js';
+import type { Collector } from '../../collector/src/collector.js';
+import { startReadyCollector } from '../../collector/src/testing/ready-collector.js';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
 import { startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
@@ -49,20 +49,9 @@ describe('a declared gap of unknown sessions', () => {
   const chain = newChain();
 
   const replica = async () => {
-    const c = await startCollector({
-      nats: { url: nats.url },
-      store: { url: db.url },
-      http: { port: 0 },
-      logger: pino({ level: 'silent' }),
-      gapGraceMs: 600_000,
-      // As `pgwarden collector` runs: findings also become audit.finding events in its own chain.
-      readAudit: {},
-    });
+    // As `pgwarden collector` runs: findings also become audit.finding events in its own chain.
+    const c = await startReadyCollector(nats.url, db.url, { readAudit: {} });
     replicas.push(c);
-    await waitFor(
-      async () => ((await (await fetch(`${c.url}/readyz`)).json()) as any).checks?.nats === true,
-      'replica ready',
-    );
     return c;
   };
 
