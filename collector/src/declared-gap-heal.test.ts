@@ -9,14 +9,7 @@ import type { Collector } from './collector.js';
 import { makeSession } from './testing/audit-events.js';
 import { startReadyCollector } from './testing/ready-collector.js';
 import { createTestDatabase } from './testing/test-database.js';
-
-const waitFor = async (check: () => Promise<boolean>, what: string, ms = 20_000) => {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`not in time: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
+import { waitFor } from './testing/wait-for.js';
 
 interface Row {
   session_id: string;
@@ -81,7 +74,7 @@ describe('a declared gap ingested before the events it names', () => {
     const partly = makeSession({ id: 'declared-partly', statements: 6 });
     const unseen = makeSession({ id: 'declared-unseen', statements: 6 });
     await publish(partly.slice(0, 2));
-    await waitFor(async () => (await stored('declared-partly')) === 2, 'first events stored');
+    await waitFor(async () => (await stored('declared-partly')) === 2, 20_000, 'first events stored');
 
     const sidecarChain = newChain();
     const detail = (from: number, to: number) =>
@@ -109,7 +102,7 @@ describe('a declared gap ingested before the events it names', () => {
       sidecarChain,
     );
     await publish([gap]);
-    await waitFor(async () => (await findings()).length === 2, 'the declared findings');
+    await waitFor(async () => (await findings()).length === 2, 20_000, 'the declared findings');
     expect(await findings()).toEqual([
       { session_id: 'declared-partly', seq_from: 3, seq_to: 8, detail: detail(3, 8), resolved: false },
       { session_id: 'declared-unseen', seq_from: 1, seq_to: 8, detail: detail(1, 8), resolved: false },
@@ -121,10 +114,11 @@ describe('a declared gap ingested before the events it names', () => {
     await replica();
     await waitFor(
       async () => (await stored('declared-partly')) === 5 && (await stored('declared-unseen')) === 8,
+      20_000,
       'the events that arrived late',
     );
     const open = async () => (await findings()).filter((f) => !f.resolved);
-    await waitFor(async () => (await open())[0]?.seq_from === 6, 'the finding narrowed');
+    await waitFor(async () => (await open())[0]?.seq_from === 6, 20_000, 'the finding narrowed');
     // Still missing: 6..8, as the sidecar declared them; the declarations stay, resolved. (Replicas may take 3..5 in
     // more than one batch: a finding narrowed on the way, e.g. to 4..8, shows in between, resolved too.)
     expect(await open()).toEqual([
@@ -137,8 +131,8 @@ describe('a declared gap ingested before the events it names', () => {
     ]);
 
     await publish(partly.slice(5));
-    await waitFor(async () => (await stored('declared-partly')) === 8, 'the last events');
-    await waitFor(async () => (await open()).length === 0, 'every finding resolved');
+    await waitFor(async () => (await stored('declared-partly')) === 8, 20_000, 'the last events');
+    await waitFor(async () => (await open()).length === 0, 20_000, 'every finding resolved');
     // Nothing deleted: the history shows what was declared, what was missing after the first arrivals, and that
     // all of it healed; the sessions verify whole.
     const history = await findings();

@@ -7,16 +7,9 @@ import { BIN } from '../../cli/src/testing/cli-process.js';
 import type { Collector } from '../../collector/src/collector.js';
 import { startReadyCollector } from '../../collector/src/testing/ready-collector.js';
 import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import { waitFor } from '../../collector/src/testing/wait-for.js';
 import { startNats, type TestNats } from '../harness/index.js';
 import { ROLES } from '../harness/postgres.js';
-
-const waitFor = async (check: () => Promise<boolean>, what: string, ms = 20_000) => {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`not in time: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
 
 interface Finding {
   sessionId: string;
@@ -141,7 +134,7 @@ describe('a declared gap of unknown sessions', () => {
       truncated: true,
     });
     await publish([torn, loaded, cut]);
-    await waitFor(async () => (await unattributed(b)).length === 2, 'the unattributed findings');
+    await waitFor(async () => (await unattributed(b)).length === 2, 20_000, 'the unattributed findings');
     const first = await unattributed(a);
     expect(first).toEqual([
       {
@@ -181,14 +174,18 @@ describe('a declared gap of unknown sessions', () => {
     const c = await replica();
     const more = [instanceEvent('policy.loaded', '2026-11-30T12:42:00.000000Z')];
     await publish(more);
-    await waitFor(async () => (await stored(c, SIDECAR_CHAIN)) === 4, 'the chain going on');
+    await waitFor(async () => (await stored(c, SIDECAR_CHAIN)) === 4, 20_000, 'the chain going on');
     // Every copy handled: nothing pending or unacknowledged on the stream's consumers.
     const jsm = await jetstreamManager(nc);
-    await waitFor(async () => {
-      for await (const ci of jsm.consumers.list('PGWARDEN_AUDIT'))
-        if (ci.num_pending > 0 || ci.num_ack_pending > 0) return false;
-      return true;
-    }, 'every copy acknowledged');
+    await waitFor(
+      async () => {
+        for await (const ci of jsm.consumers.list('PGWARDEN_AUDIT'))
+          if (ci.num_pending > 0 || ci.num_ack_pending > 0) return false;
+        return true;
+      },
+      20_000,
+      'every copy acknowledged',
+    );
     expect((await session(c, SIDECAR_CHAIN))?.session.verifiedSeq).toBe(4);
     expect(await unattributed(c)).toEqual(first);
 
@@ -202,7 +199,7 @@ describe('a declared gap of unknown sessions', () => {
         .map((e) => [e.finding?.session, e.finding?.seqFrom])
         .sort();
     };
-    await waitFor(async () => (await findingEvents()).length >= 2, 'the audit.finding events');
+    await waitFor(async () => (await findingEvents()).length >= 2, 20_000, 'the audit.finding events');
     expect(await findingEvents()).toEqual([
       [SIDECAR_CHAIN, 1],
       [SIDECAR_CHAIN, 3],
@@ -245,8 +242,8 @@ describe('a declared gap of unknown sessions', () => {
       other,
     );
     await publish([gap]);
-    await waitFor(async () => (await stored(c, other.id)) === 1, 'the declaration');
-    await waitFor(async () => (await findings(c, 'session=fully-named')).length === 1, 'its finding');
+    await waitFor(async () => (await stored(c, other.id)) === 1, 20_000, 'the declaration');
+    await waitFor(async () => (await findings(c, 'session=fully-named')).length === 1, 20_000, 'its finding');
     expect(await findings(c, `session=${other.id}`)).toEqual([]);
   }, 60_000);
 });
