@@ -19,7 +19,8 @@ export interface FailingDisk {
   free(): void;
   /**
    * Unmounts and mounts the filesystem again (nothing may hold a file open on it): its page cache is gone, so reads
-   * show what the device kept, as after a crash of the node. Pages whose writeback failed are lost here.
+   * show what the device kept, as after a crash of the node. Pages whose writeback failed are lost here. Gives the
+   * space fill() took back, as the mount needs to write.
    */
   remount(): void;
   close(): void;
@@ -75,7 +76,11 @@ export function mountFailingDisk(): FailingDisk {
       rmSync(join(backing, 'fill'), { force: true });
     },
     remount() {
+      // Unmounted while full, as a crashed node leaves its device: what failed to reach it stays lost. The space is
+      // given back before mounting again: a read-write mount writes the superblock (and replays the journal), which a
+      // full backing refused now and then ("can't read superblock").
       execFileSync('umount', [dir]);
+      rmSync(join(backing, 'fill'), { force: true });
       execFileSync('mount', [loop, dir]);
     },
     close,
