@@ -11,17 +11,28 @@ import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-/** Samples live external memory (Buffers) every 100 ms; returns the peak above the starting point when stopped. */
+/**
+ * Samples live external memory (Buffers) after a full GC; returns the peak above the starting point when stopped.
+ * A full GC stops the whole worker, the in-process sidecar included, and takes long on a big heap (other files'
+ * modules stay loaded: isolate is off). A fixed 100 ms interval let back-to-back collections starve the copy on a slow
+ * CI machine (60 s timeout); the pause after each sample is four times what it took, so GC stays under a fifth of the time.
+ */
 function sampleLiveBuffers(): () => number {
   gc();
   const base = process.memoryUsage().arrayBuffers;
   let peak = 0;
-  const timer = setInterval(() => {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const sample = () => {
+    const t0 = performance.now();
     gc();
     peak = Math.max(peak, process.memoryUsage().arrayBuffers - base);
-  }, 100);
+    if (!stopped) timer = setTimeout(sample, Math.max(100, 4 * (performance.now() - t0)));
+  };
+  timer = setTimeout(sample, 100);
   return () => {
-    clearInterval(timer);
+    stopped = true;
+    clearTimeout(timer);
     return peak;
   };
 }
