@@ -205,18 +205,35 @@ export class K8sWrites {
 
   /** A Secret's data (base64 values as stored), or undefined when it does not exist. */
   async readSecretData(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    return (await this.readSecret(namespace, name))?.data;
+  }
+
+  /** The live Secret (metadata, type, data), or undefined when it does not exist. */
+  async readSecret(
+    namespace: string,
+    name: string,
+  ): Promise<{ metadata: Record<string, any>; type?: string; data: Record<string, string> } | undefined> {
     try {
       const s = await this.core.readNamespacedSecret({ namespace, name });
-      return { ...(s.data ?? {}) };
+      return { metadata: JSON.parse(JSON.stringify(s.metadata ?? {})), type: s.type, data: { ...(s.data ?? {}) } };
     } catch (err) {
       if ((err as { code?: number }).code === 404) return undefined;
       throw err;
     }
   }
 
-  /** Server-side apply of a Secret the operator owns (the audit credentials copy). */
-  async applySecret(secret: Record<string, any>): Promise<void> {
-    await this.objects.patch(secret as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  /**
+   * Server-side apply of a Secret the operator owns (an audit Secret's copy), only onto the version the caller read
+   * (`resourceVersion` as a precondition: 409 Conflict if someone changed or replaced it since).
+   */
+  async applySecret(secret: Record<string, any>, resourceVersion: string): Promise<void> {
+    const body = { ...secret, metadata: { ...secret.metadata, resourceVersion } };
+    await this.objects.patch(body as any, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  }
+
+  /** Creates a Secret the caller found absent: 409 AlreadyExists if someone created one meanwhile. */
+  async createSecret(secret: Record<string, any>): Promise<void> {
+    await this.objects.create(secret as any, undefined, undefined, FIELD_MANAGER);
   }
 
   async listWorkloads(apiVersion: string, kind: string, namespace: string): Promise<Record<string, any>[]> {

@@ -399,13 +399,102 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     const copy = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET));
     expect(copy.data).toEqual({ username: b64('sidecar'), password: b64('s3cret-pw') });
     expect(copy.metadata.labels['pgwarden.dev/role']).toBe('audit-credentials');
-    expect(copy.metadata.managedFields[0]).toMatchObject({ manager: 'pgwarden', operation: 'Apply' });
+    expect(copy.metadata.managedFields[0]).toMatchObject({ manager: 'pgwarden' });
     await until(() =>
       dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
     );
     // No secret material in the policy's status or Events.
     expect(JSON.stringify(dapOf().status)).not.toContain(b64('s3cret-pw'));
     expect(JSON.stringify(eventsOf())).not.toContain(b64('s3cret-pw'));
+  });
+
+  it('leaves a Secret of the copy’s name that pgwarden did not create alone, says so, and copies once it is gone', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
+      data: { username: b64('sidecar'), password: b64('s3cret-pw') },
+    });
+    // Someone else's Secret of that name, e.g. an external secrets manager's.
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: AUDIT_CREDENTIALS_SECRET, namespace: 'agents', labels: { owner: 'external-secrets' } },
+      data: { username: b64('theirs'), password: b64('their-pw') },
+    });
+    api.seed(policy());
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditCredentials: { namespace: 'pgwarden', name: 'pgwarden-nats-sidecar' },
+      auditRecheckMs: 100,
+    });
+    const ready = await until(() => dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready'));
+    expect(ready).toMatchObject({ status: 'False', reason: 'AuditSecretNotOwned' });
+    expect(ready.message).toContain(`agents/${AUDIT_CREDENTIALS_SECRET} exists and pgwarden did not create it`);
+    expect(eventsOf().filter((e: any) => e.reason === 'AuditSecretNotOwned')).toHaveLength(1);
+    const theirs = api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET);
+    expect(theirs.data).toEqual({ username: b64('theirs'), password: b64('their-pw') });
+    expect(theirs.metadata.labels).toEqual({ owner: 'external-secrets' });
+    expect(JSON.stringify(dapOf().status)).not.toContain(b64('s3cret-pw'));
+
+    api.store.delete(api.typeFor('v1', 'Secret'), 'agents', AUDIT_CREDENTIALS_SECRET);
+    const copy = await until(() => {
+      const s = api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET);
+      return s?.metadata?.labels?.['app.kubernetes.io/managed-by'] === 'pgwarden' ? s : undefined;
+    });
+    expect(copy.data).toEqual({ username: b64('sidecar'), password: b64('s3cret-pw') });
+    await until(() =>
+      dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
+    );
+  });
+
+  it('writes the copy only when it differs: a steady state writes nothing, an edited copy is put back', async () => {
+    const b64 = (v: string) => Buffer.from(v).toString('base64');
+    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+    api.seed({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
+      data: { username: b64('sidecar'), password: b64('s3cret-pw') },
+    });
+    api.seed(policy());
+    await startController(DEFAULT_SIDECAR_CONFIG.image, {
+      auditCredentials: { namespace: 'pgwarden', name: 'pgwarden-nats-sidecar' },
+      auditRecheckMs: 50,
+    });
+    const first = await until(() => api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET));
+    await until(() =>
+      dapOf()?.status?.conditions?.find((c: any) => c.type === 'Ready' && c.status === 'True') ? true : undefined,
+    );
+    // Reconciliations go on (the policy is edited); the copy is not written again.
+    const dapType = api.typeFor(V, 'DatabaseAccessPolicy');
+    const secretType = api.typeFor('v1', 'Secret');
+    api.store.replace(dapType, 'agents', 'analytics', { ...dapOf(), spec: policy('analytics_rw').spec });
+    await until(() => (JSON.stringify(cmOf()?.data ?? {}).includes('analytics_rw') ? true : undefined));
+    await ctl!.queue.idle();
+    const secretWrites = () =>
+      api.requests.filter((r) => r.method !== 'GET' && r.path.includes(`/secrets/${AUDIT_CREDENTIALS_SECRET}`)).length +
+      api.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/namespaces/agents/secrets')).length;
+    expect(secretWrites()).toBe(1); // the create
+    expect(api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET).metadata.resourceVersion).toBe(
+      first.metadata.resourceVersion,
+    );
+
+    const live = api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET);
+    api.store.replace(secretType, 'agents', AUDIT_CREDENTIALS_SECRET, {
+      ...live,
+      data: { ...live.data, password: b64('tampered') },
+    });
+    api.store.replace(dapType, 'agents', 'analytics', { ...dapOf(), spec: policy('analytics_ro').spec });
+    const restored = await until(() => {
+      const s = api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET);
+      return s?.data?.password === b64('s3cret-pw') ? s : undefined;
+    });
+    expect(restored.metadata.managedFields.some((f: any) => f.manager === 'pgwarden' && f.operation === 'Apply')).toBe(
+      true,
+    );
+    expect(secretWrites()).toBe(2); // the create and the one apply that put it back
   });
 
   it('copies a namespace’s own NATS user (<source>-<namespace>) instead of the shared one when it exists', async () => {

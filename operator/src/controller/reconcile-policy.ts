@@ -249,13 +249,8 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
           what: 'NATS CA',
         })
       : undefined;
-  const problem = credentialsProblem
-    ? 'AuditCredentialsMissing'
-    : signingKeyProblem
-      ? 'AuditSigningKeyMissing'
-      : natsCaProblem
-        ? 'AuditNatsCaMissing'
-        : undefined;
+  const problems = [credentialsProblem, signingKeyProblem, natsCaProblem].filter((p) => p !== undefined);
+  const problem = problems[0]?.reason;
   if (problem) deps.requeueAfter?.();
 
   const strategy = rolloutStrategy(dap, deps.defaultRollout);
@@ -272,7 +267,7 @@ export async function reconcilePolicy(deps: ReconcileDeps, raw: KubeObject): Pro
           type: 'Ready',
           status: 'False',
           reason: problem,
-          message: [credentialsProblem, signingKeyProblem, natsCaProblem].filter(Boolean).join('; '),
+          message: problems.map((p) => p.message).join('; '),
           observedGeneration: generation,
         }
       : {
