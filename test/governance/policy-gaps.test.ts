@@ -174,6 +174,55 @@ describe('t.f on a CTE or subquery', () => {
   });
 });
 
+describe('t.f where names are scoped', () => {
+  it('a column list renames the first columns: `o.id` under `orders o(x)` calls id(o), denied unless listed', async () => {
+    const c = await listed.client();
+    await db.su(`CREATE FUNCTION public.id(o public.orders) RETURNS text LANGUAGE sql
+      AS $$ SELECT public.log_read('id')::text $$`);
+    try {
+      const sql = 'SELECT o.id FROM orders o(x) LIMIT 1';
+      expect((await db.su(sql)).rows).toEqual([{ id: 'true' }]); // PostgreSQL runs it
+      const before = await db.readCount();
+      const err = await errorOf(c, sql);
+      expect(err?.message).toBe(
+        `pgwarden: statement denied by the default action: function "public.id" is not in rule "reads"'s functions list`,
+      );
+      expect(await db.readCount()).toBe(before);
+      // The list's names and the columns after it are columns.
+      expect((await c.query('SELECT o.x, o.status FROM orders o(x) ORDER BY o.x LIMIT 1')).rows).toEqual([
+        { x: 1, status: 'new' },
+      ]);
+    } finally {
+      await db.su('DROP FUNCTION public.id(public.orders)');
+    }
+  });
+
+  it('a CTE name means the CTE visible where the FROM item is, not a nested WITH’s of that name', async () => {
+    const c = await listed.client();
+    await db.su(`CREATE FUNCTION public.peek_any(r anyelement) RETURNS text LANGUAGE sql
+      AS $$ SELECT public.log_read('peek_any')::text $$`);
+    try {
+      // `c.peek_any` names the outer c, which has no such column: PostgreSQL calls peek_any(c).
+      const sql =
+        'WITH c AS (SELECT 1 AS other) SELECT (WITH c AS (SELECT 1 AS peek_any) SELECT c.peek_any FROM orders LIMIT 1) AS v FROM c';
+      expect((await db.su(sql)).rows).toEqual([{ v: 'true' }]);
+      const before = await db.readCount();
+      const err = await errorOf(c, sql);
+      expect(err?.message).toBe(
+        `pgwarden: statement denied by the default action: function "public.peek_any" is not in rule "reads"'s functions list`,
+      );
+      expect(await db.readCount()).toBe(before);
+      // The other way round it is the outer c's column.
+      const column =
+        'WITH c AS (SELECT 1 AS peek_any) SELECT (WITH c AS (SELECT 1 AS other) SELECT c.peek_any FROM orders LIMIT 1) AS v FROM c';
+      expect((await c.query(column)).rows).toEqual([{ v: 1 }]);
+      expect(await db.readCount()).toBe(before);
+    } finally {
+      await db.su('DROP FUNCTION public.peek_any(anyelement)');
+    }
+  });
+});
+
 describe('a name the catalog snapshot does not know', () => {
   it('is looked up in the catalog before deciding: a function another connection just created is a call', async () => {
     const c = await listed.client();

@@ -10,6 +10,11 @@ export interface ScopeColumn {
   lin: Lineage;
   /** pg_type OID of a catalog relation's column (undefined: not known, e.g. a subquery's or CTE's). */
   typeOid?: number;
+  /**
+   * Not a column of every relation an unqualified name may be (or renamed away in some by an alias's column list):
+   * there `t.name` is PostgreSQL's call name(t), which reads the whole row.
+   */
+  maybeCall?: true;
 }
 
 export interface RangeItem {
@@ -25,6 +30,10 @@ export interface Scope {
   items: RangeItem[];
   parent?: Scope;
   ctes: Map<string, DerivedColumns>;
+  /** What an unqualified `*` expands to, when not `items` (a join's columns come once, in its order). */
+  star?: RangeItem[];
+  /** While a WITH RECURSIVE list is read: reads a member not read yet (see LineageWalker.withClause). */
+  pendingCte?: (name: string) => DerivedColumns | undefined;
 }
 
 /** The columns a subquery or CTE gives the FROM item that reads it. */
@@ -106,6 +115,7 @@ export function resolveRef(fields: Node[], scope: Scope): Lineage {
     else {
       const c = item.columns.find((col) => col.name === last);
       addLineage(lin, c ? c.lin : unknownLineage());
+      if (c?.maybeCall) addLineage(lin, wholeRow(item));
     }
   }
   return lin;
@@ -136,13 +146,39 @@ export function refType(fields: Node[], scope: Scope): number | undefined {
   const t = cols[0]?.typeOid;
   return t !== undefined && cols.every((c) => c.typeOid === t) ? t : undefined;
 }
+/** The CTE a relation name stands for: the innermost WITH's member of that name that is visible there. */
 export function findCte(name: string, scope: Scope | undefined): DerivedColumns | undefined {
   for (let s = scope; s; s = s.parent) {
-    const c = s.ctes.get(name);
+    const c = s.ctes.get(name) ?? s.pendingCte?.(name);
     if (c) return c;
   }
   return undefined;
 }
+/**
+ * A join's output columns as PostgreSQL orders them, which an alias's column list renames by position (`(a JOIN b
+ * USING (id)) AS j(x, y)`): with USING or NATURAL the shared columns first, once each, then the left side's others,
+ * then the right side's (https://www.postgresql.org/docs/current/queries-table-expressions.html#QUERIES-JOIN).
+ * A shared column is the left one's value, the right one's (RIGHT JOIN) or either (FULL JOIN): it gets both
+ * lineages. null when a side's columns are not known one by one.
+ */
+export function joinColumns(left: ScopeColumn[] | null, right: ScopeColumn[] | null, j: Node): ScopeColumn[] | null {
+  if (left === null || right === null) return null;
+  const shared: string[] = j.isNatural
+    ? left.filter((l) => right.some((r) => r.name === l.name)).map((l) => l.name)
+    : (j.usingClause ?? []).map((u: Node) => str(u));
+  if (shared.length === 0) return [...left, ...right];
+  const merged: ScopeColumn[] = [];
+  for (const name of shared) {
+    const l = left.find((c) => c.name === name);
+    const r = right.find((c) => c.name === name);
+    // A USING name one side lacks is PostgreSQL's error; unknown keeps a wrong guess from passing.
+    const lin = l && r ? addLineage(addLineage(emptyLineage(), l.lin), r.lin) : unknownLineage();
+    merged.push({ name, lin, typeOid: l?.typeOid === r?.typeOid ? l?.typeOid : undefined });
+  }
+  const rest = (side: ScopeColumn[]) => side.filter((c) => !shared.includes(c.name));
+  return [...merged, ...rest(left), ...rest(right)];
+}
+
 /** Applies an alias column list (`AS a(x, y)`) positionally. */
 export function renamed(item: RangeItem, alias: Node): RangeItem {
   if (!alias?.colnames || !item.columns) return item;

@@ -32,6 +32,7 @@ import {
   findCte,
   findItems,
   functionNames,
+  joinColumns,
   type Node,
   type RangeItem,
   refType,
@@ -91,6 +92,9 @@ interface ViewMemo {
 }
 
 export class LineageWalker {
+  /** Each JoinExpr's output columns as PostgreSQL orders them (joinColumns), for the join above it and its alias. */
+  private joinOutputs?: WeakMap<Node, ScopeColumn[] | null>;
+
   constructor(
     private readonly cat: CatalogSnapshot,
     readonly sink: LineageSink,
@@ -125,7 +129,14 @@ export class LineageWalker {
       }
       return out;
     }
-    for (const f of stmt.fromClause ?? []) scope.items.push(...this.rangeItem(f, scope));
+    for (const f of stmt.fromClause ?? []) {
+      const items = this.rangeItem(f, scope);
+      scope.items.push(...items);
+      // `*` gives a join's columns once, in its own order (USING columns merged), not each side's.
+      scope.star ??= [];
+      if (f.JoinExpr) scope.star.push(this.joinStarItem(f.JoinExpr, items));
+      else scope.star.push(...items);
+    }
     if (stmt.whereClause) addLineage(this.sink.predicate, this.expr(stmt.whereClause, scope));
     if (stmt.havingClause) addLineage(this.sink.predicate, this.expr(stmt.havingClause, scope));
     const out = this.targets(stmt.targetList ?? [], scope);
@@ -145,7 +156,7 @@ export class LineageWalker {
       const ref = rt.val?.ColumnRef;
       if (ref?.fields[ref.fields.length - 1]?.A_Star) {
         const qual: string[] = ref.fields.slice(0, -1).map(str);
-        const items = qual.length === 0 ? scope.items : findItems(scope, qual);
+        const items = qual.length === 0 ? (scope.star ?? scope.items) : findItems(scope, qual);
         if (items.length === 0) out.push({ name: '*', lin: unknownLineage(), expands: true });
         for (const item of items) {
           if (item.columns) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
@@ -196,45 +207,68 @@ export class LineageWalker {
       for (const c of out) addLineage(this.sink.predicate, c.lin);
   }
 
+  /**
+   * A WITH list's members into `scope.ctes`. Without RECURSIVE a member sees the members before it (and, under the
+   * same name, an outer CTE or table, not itself); with RECURSIVE it sees every member, also later ones: PostgreSQL
+   * orders them by their references (https://www.postgresql.org/docs/current/queries-with.html), so each member is
+   * read the first time a member refers to it. The query body and nested queries see all of them, innermost WITH
+   * first (findCte).
+   */
   private withClause(w: Node, scope: Scope): void {
-    for (const c of w.ctes ?? []) {
-      const cte = c.CommonTableExpr;
-      if (!w.recursive) {
+    const list: Node[] = (w.ctes ?? []).map((c: Node) => c.CommonTableExpr);
+    if (!w.recursive) {
+      for (const cte of list)
         scope.ctes.set(cte.ctename, derivedColumns(this.statementOutputs(cte.ctequery, scope), cte.aliascolnames));
+      return;
+    }
+    const pending = new Map<string, Node>();
+    for (const cte of list) if (!pending.has(cte.ctename)) pending.set(cte.ctename, cte);
+    scope.pendingCte = (name) => {
+      const cte = pending.get(name);
+      if (cte === undefined) return undefined;
+      pending.delete(name);
+      this.recursiveCte(cte, scope);
+      return scope.ctes.get(name);
+    };
+    for (const cte of list) scope.pendingCte(cte.ctename);
+    scope.pendingCte = undefined;
+  }
+
+  /** One member of a WITH RECURSIVE list into `scope.ctes`, its self-reference read to a fixed point. */
+  private recursiveCte(cte: Node, scope: Scope): void {
+    // Until its seed is known, a reference to it (only mutual recursion, which PostgreSQL rejects) reads as unknown.
+    scope.ctes.set(cte.ctename, { columns: null, anyLin: unknownLineage() });
+    // The self-reference's columns start empty and grow, position by position, to a fixed point.
+    // Seed with the non-recursive term (the leftmost branch of the UNION).
+    let seedTerm = cte.ctequery?.SelectStmt;
+    while (seedTerm?.larg) seedTerm = seedTerm.larg;
+    const seed = seedTerm && seedTerm !== cte.ctequery?.SelectStmt ? this.select(seedTerm, scope) : [];
+    const entry = derivedColumns(seed, cte.aliascolnames);
+    scope.ctes.set(cte.ctename, entry);
+    let converged = false;
+    for (let i = 0; i < 6 && !converged; i++) {
+      const next = derivedColumns(this.statementOutputs(cte.ctequery, scope), cte.aliascolnames);
+      const cols = entry.columns;
+      if (cols === null || next.columns === null) {
+        // Columns not known one by one on either side: every column has the lineage of all of them.
+        const all = addLineage(addLineage(emptyLineage(), entry.anyLin), next.anyLin);
+        for (const col of [...(cols ?? []), ...(next.columns ?? [])]) addLineage(all, col.lin);
+        converged = cols === null && sameLineage(all, entry.anyLin);
+        entry.columns = null;
+        entry.anyLin = all;
         continue;
       }
-      // Recursive CTE: the self-reference's columns start empty and grow, position by position, to a fixed point.
-      // Seed with the non-recursive term (the leftmost branch of the UNION).
-      let seedTerm = cte.ctequery?.SelectStmt;
-      while (seedTerm?.larg) seedTerm = seedTerm.larg;
-      const seed = seedTerm && seedTerm !== cte.ctequery?.SelectStmt ? this.select(seedTerm, scope) : [];
-      const entry = derivedColumns(seed, cte.aliascolnames);
-      scope.ctes.set(cte.ctename, entry);
-      let converged = false;
-      for (let i = 0; i < 6 && !converged; i++) {
-        const next = derivedColumns(this.statementOutputs(cte.ctequery, scope), cte.aliascolnames);
-        const cols = entry.columns;
-        if (cols === null || next.columns === null) {
-          // Columns not known one by one on either side: every column has the lineage of all of them.
-          const all = addLineage(addLineage(emptyLineage(), entry.anyLin), next.anyLin);
-          for (const col of [...(cols ?? []), ...(next.columns ?? [])]) addLineage(all, col.lin);
-          converged = cols === null && sameLineage(all, entry.anyLin);
-          entry.columns = null;
-          entry.anyLin = all;
-          continue;
-        }
-        converged = cols.length === next.columns.length;
-        next.columns.forEach((o, j) => {
-          cols[j] ??= { name: o.name, lin: emptyLineage() };
-          const merged = addLineage(addLineage(emptyLineage(), cols[j].lin), o.lin);
-          if (!sameLineage(merged, cols[j].lin)) converged = false;
-          cols[j].lin = merged;
-        });
-      }
-      if (!converged) {
-        entry.columns = null;
-        entry.anyLin = unknownLineage();
-      }
+      converged = cols.length === next.columns.length;
+      next.columns.forEach((o, j) => {
+        cols[j] ??= { name: o.name, lin: emptyLineage() };
+        const merged = addLineage(addLineage(emptyLineage(), cols[j].lin), o.lin);
+        if (!sameLineage(merged, cols[j].lin)) converged = false;
+        cols[j].lin = merged;
+      });
+    }
+    if (!converged) {
+      entry.columns = null;
+      entry.anyLin = unknownLineage();
     }
   }
 
@@ -316,8 +350,10 @@ export class LineageWalker {
           else for (const c of item.columns) if (l.has(c.name) && r.has(c.name)) addLineage(this.sink.predicate, c.lin);
         }
       }
+      const cols = joinColumns(this.sideColumns(j.larg, leftItems), this.sideColumns(j.rarg, rightItems), j);
+      this.joinOutputs ??= new WeakMap();
+      this.joinOutputs.set(j, cols);
       if (j.alias) {
-        const cols = items.some((i) => !i.columns) ? null : items.flatMap((i) => i.columns ?? []);
         const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
         items.push(renamed({ names: [j.alias.aliasname], columns: cols, anyLin }, j.alias));
       }
@@ -327,6 +363,22 @@ export class LineageWalker {
     // XMLTABLE, JSON_TABLE and anything newer: columns unknown, lineage of every expression inside.
     const lin = this.expr(node, scope);
     return [{ names: [], columns: null, anyLin: lin }];
+  }
+
+  /** What `*` reads of a join in FROM: its alias's item, or one item of its output columns. */
+  private joinStarItem(j: Node, items: RangeItem[]): RangeItem {
+    if (j.alias) return items[items.length - 1];
+    const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
+    return { names: [], columns: this.joinOutputs?.get(j) ?? null, anyLin };
+  }
+
+  /**
+   * The columns one side of a join gives it, in order: a nested join's output (as its alias's column list renames
+   * it), else its one item's columns.
+   */
+  private sideColumns(side: Node, items: RangeItem[]): ScopeColumn[] | null {
+    if (side?.JoinExpr) return this.joinStarItem(side.JoinExpr, items).columns;
+    return items.length === 1 ? items[0].columns : null;
   }
 
   private relationItem(rv: Node, scope: Scope, target = false): RangeItem {
@@ -345,6 +397,8 @@ export class LineageWalker {
     // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
     // take every candidate.
     const columns: ScopeColumn[] = [];
+    const seen = new Map<string, number>();
+    let read = 0;
     let anyLin = emptyLineage();
     for (const rel of candidates) {
       // A user cast from this row type, or from a column's type, runs when such a value is cast (`n::text`, or
@@ -359,17 +413,27 @@ export class LineageWalker {
           this.sink.untraceable = true;
         } else if (rel.columns.length === 0) continue;
       }
-      for (const col of rel.columns) {
+      // An alias's column list renames each candidate's first columns by position (dropped columns are not in the
+      // snapshot and do not count: https://www.postgresql.org/docs/current/queries-table-expressions.html), so a
+      // name means a different column in candidates whose columns come in another order.
+      const own = new Set<string>();
+      rel.columns.forEach((col, i) => {
+        const name = str(alias?.colnames?.[i]) ?? col.name;
         const lin = this.relationColumn(rel, col.name, col.attnum);
-        const have = columns.find((c) => c.name === col.name);
+        const have = columns.find((c) => c.name === name);
+        if (!own.has(name)) seen.set(name, (seen.get(name) ?? 0) + 1);
+        own.add(name);
         if (have) {
           addLineage(have.lin, lin);
           if (have.typeOid !== col.typeOid) have.typeOid = undefined;
-        } else columns.push({ name: col.name, lin, typeOid: col.typeOid || undefined });
-      }
+        } else columns.push({ name, lin, typeOid: col.typeOid || undefined });
+      });
+      read++;
     }
+    // Where a candidate has no column of the name, `t.name` on it is PostgreSQL's call name(t).
+    for (const c of columns) if ((seen.get(c.name) ?? 0) < read) c.maybeCall = true;
     const onlyOpaque = candidates.every((r) => isSystemRelation(r) && r.columns.length === 0);
-    return renamed({ names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin }, alias);
+    return { names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin };
   }
 
   /** Lineage of one column of a catalog relation: itself, plus (for views) what the view computes it from. */

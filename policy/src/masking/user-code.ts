@@ -37,7 +37,7 @@ export function callsInFieldNotation(cat: CatalogSnapshot, fields: Node[], scope
   const name = str(fields[fields.length - 1]);
   if (name === undefined || !cat.userFunctions.has(name)) return false;
   const items = findItems(scope, fields.slice(0, -1).map(str) as string[]);
-  return items.length === 0 || items.some((i) => !i.columns?.some((c) => c.name === name));
+  return items.length === 0 || items.some((i) => !i.columns?.some((c) => c.name === name && !c.maybeCall));
 }
 
 /** A cast to a domain runs its CHECK; a cast to or from a type with a user cast runs the cast's function. */

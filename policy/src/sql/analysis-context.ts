@@ -9,6 +9,7 @@ import type {
 } from './analysis-types.js';
 import type { Node } from './parser.js';
 import type { SessionState } from './session-state.js';
+import type { Scope } from './statement-walker.js';
 
 /**
  * System views and catalogs that show contents of other relations. Planner statistics: most-common values and
@@ -62,7 +63,7 @@ export class StatementFacts {
 
   addFieldCall(call: FieldCall): void {
     const rels = call.relations?.map((r) => `${r.schema}.${r.name}`).join(',') ?? '?';
-    const key = `${call.name}\u0000${rels}`;
+    const key = `${call.name}\u0000${rels}\u0000${call.renamed ?? 0}`;
     if (this.fieldKeys.has(key)) return;
     this.fieldKeys.add(key);
     this.fieldCalls.push(call);
@@ -116,7 +117,7 @@ export interface AnalysisContext {
    * The statements being walked, innermost last: the body of a SELECT (or of one branch of a set operation), INSERT,
    * UPDATE, DELETE or MERGE, or undefined for other statements (whose FROM items field notation does not look into).
    */
-  queryLevels?: Array<Node | undefined>;
+  queryLevels?: QueryLevel[];
   /** Text of the statement being walked (CREATE FUNCTION bodies are re-parsed from it). */
   text: string;
   /** Shared by every nested context of one analyzeSql call. */
@@ -125,6 +126,16 @@ export interface AnalysisContext {
     /** Set when the result depends on prepared statements (then it is not cacheable by text). */
     usedPrepared: boolean;
   };
+}
+
+/**
+ * One query level of the walk: its statement body (undefined for statements without FROM items), and the CTE names
+ * visible where its FROM items are read, its own WITH included (a qualified name found at an outer level is resolved
+ * there, not where the reference sits).
+ */
+export interface QueryLevel {
+  node: Node | undefined;
+  scope: Scope;
 }
 
 export const MAX_NESTING = 6;

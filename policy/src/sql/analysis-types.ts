@@ -25,6 +25,8 @@ export interface FieldCall {
   name: string;
   /** The relation `t` names (its candidates, as an unqualified relation resolves), when it names a table or view. */
   relations?: Array<{ schema: string; name: string }>;
+  /** How many of the relation's first columns an alias's column list renamed (`FROM t o(a)`): not f, whatever their names. */
+  renamed?: number;
   /** What `f(t)` would call, resolved as an unqualified call of `f`. */
   functions: FunctionRef[];
 }

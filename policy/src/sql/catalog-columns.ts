@@ -239,3 +239,18 @@ export function catalogColumns(schema: string, name: string): ReadonlySet<string
   }
   return byRelation.get(`${schema}.${name}`);
 }
+
+/**
+ * Whether `columns` (a relation's, in attnum order) has a column `name` past the first `renamed`, which an alias's
+ * column list (`FROM t o(a, b)`) gave other names: `o.name` reads a column only then.
+ */
+export function hasColumnAfter(columns: ReadonlySet<string> | undefined, name: string, renamed: number): boolean {
+  if (columns === undefined || !columns.has(name)) return false;
+  if (renamed === 0) return true;
+  let i = 0;
+  for (const c of columns) {
+    if (c === name) return i >= renamed;
+    i++;
+  }
+  return false;
+}

@@ -190,3 +190,57 @@ describe('unqualified calls of a name a user function overloads', () => {
     expect(resolveWithCatalog(b, catalog, state.searchPath)).toBe(resolveWithCatalog(b, catalog, state.searchPath));
   });
 });
+
+describe('t.f where names are scoped', () => {
+  it('a column list renames the relation’s first columns: their own names are calls there', () => {
+    // orders is (id, status): `o(a)` renames id, so `o.id` is id(o) and `o.status` stays a column.
+    expect(functions('SELECT o.id FROM orders o(a)')).toEqual(['public.id']);
+    expect(functions('SELECT o.a, o.status, a, status FROM orders o(a)')).toEqual([]);
+    expect(functions('SELECT o.status FROM orders o(a, b)')).toEqual(['public.status']);
+    // A catalog relation's columns come with pgwarden, in order: pg_namespace is (oid, nspname, …).
+    expect(functions('SELECT n.oid FROM pg_catalog.pg_namespace n(x)')).toEqual(['pg_catalog.oid']);
+    expect(functions('SELECT n.nspname FROM pg_catalog.pg_namespace n(x)')).toEqual([]);
+    // The same name under two aliases of one statement is judged for each.
+    expect(functions('SELECT p.id, o.id FROM orders p, orders o(a)')).toEqual(['public.id']);
+  });
+
+  it('a function in FROM: a column list renames its one scalar column', () => {
+    const possible = (sql: string) => {
+      const { raw } = analyse(sql);
+      return raw.ok ? raw.statements.flatMap((s) => (s.fieldCalls ?? []).map((c) => c.name)) : [];
+    };
+    expect(possible('SELECT g.g FROM generate_series(1, 2) AS g')).toEqual([]);
+    expect(possible('SELECT g.g, g.ordinality FROM generate_series(1, 2) WITH ORDINALITY AS g')).toEqual([]);
+    expect(possible('SELECT g.a FROM generate_series(1, 2) AS g(a)')).toEqual([]);
+    // Renamed to a: `g.g` is g(g), if such a function exists.
+    expect(possible('SELECT g.g FROM generate_series(1, 2) AS g(a)')).toEqual(['g']);
+    expect(possible('SELECT r.r FROM ROWS FROM (generate_series(1, 2), generate_series(1, 3)) AS r')).toEqual(['r']);
+    expect(possible("SELECT t.b FROM json_to_record('{}') AS t(a int, b text)")).toEqual([]);
+    expect(possible("SELECT t.t FROM json_to_record('{}') AS t(a int, b text)")).toEqual(['t']);
+  });
+
+  it('a CTE name is resolved at the query level whose FROM reads it, not where the reference sits', () => {
+    // `c.leak` names the outer query's c (no column leak: a call), though an inner WITH defines a c that has one.
+    expect(
+      functions('WITH c AS (SELECT 1 AS other) SELECT (WITH c AS (SELECT 1 AS leak) SELECT c.leak FROM orders) FROM c'),
+    ).toEqual(['public.leak']);
+    expect(
+      functions('WITH c AS (SELECT 1 AS leak) SELECT (WITH c AS (SELECT 1 AS other) SELECT c.leak FROM orders) FROM c'),
+    ).toEqual([]);
+    // In WHERE too.
+    expect(
+      functions(
+        'WITH c AS (SELECT 1 AS other) SELECT 1 FROM c WHERE EXISTS (WITH c AS (SELECT 1 AS leak) SELECT c.leak FROM orders)',
+      ),
+    ).toEqual(['public.leak']);
+    // A CTE over `*` reads its FROM where it is defined: there `orders` is the table (whose catalog columns tell
+    // that status is one), not the CTE of that name where the reference sits.
+    const { raw } = analyse(
+      'WITH x AS (SELECT * FROM orders) SELECT (WITH orders AS (SELECT 1 AS n) SELECT x.status FROM x LIMIT 1)',
+    );
+    expect(raw.ok && raw.statements[0].fieldCalls?.map((c) => c.relations)).toEqual([
+      [{ schema: 'public', name: 'orders' }],
+    ]);
+    expect(resolvedByUnknownNames(raw)).toBe(false);
+  });
+});

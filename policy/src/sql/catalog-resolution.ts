@@ -1,6 +1,6 @@
 import type { CatalogSnapshot } from '../masking/catalog-snapshot.js';
 import type { FunctionRef, SqlAnalysis, StatementAnalysis } from './analysis-types.js';
-import { catalogColumns } from './catalog-columns.js';
+import { catalogColumns, hasColumnAfter } from './catalog-columns.js';
 
 /**
  * What the decision needs to know of the database: which schemas define a user function of a name, and a relation's
@@ -12,7 +12,7 @@ export interface PolicyCatalog {
    * the name but not where. Undefined: no such user function.
    */
   functionSchemas(name: string): ReadonlySet<string> | undefined;
-  /** The columns of `schema.name`, or undefined when the relation is unknown. */
+  /** The columns of `schema.name` in attnum order, or undefined when the relation is unknown. */
   columns(schema: string, name: string): ReadonlySet<string> | undefined;
 }
 
@@ -107,7 +107,7 @@ function resolveStatement(
   for (const c of s.fieldCalls ?? []) {
     const known = c.relations?.map((r) => catalog.columns(r.schema, r.name));
     const call = known?.every((cols) => cols !== undefined)
-      ? known.some((cols) => !cols?.has(c.name))
+      ? known.some((cols) => !hasColumnAfter(cols, c.name, c.renamed ?? 0))
       : catalog.functionSchemas(c.name) !== undefined;
     if (call) calls.push(...c.functions);
     // A column because f is no function the catalog knows (t being no relation it knows): one created since the

@@ -1,7 +1,7 @@
 import type { AnalysisContext } from './analysis-context.js';
 import type { FunctionRef } from './analysis-types.js';
 import { BUILTIN_FUNCTIONS } from './builtin-functions.js';
-import { catalogColumns, SYSTEM_COLUMNS } from './catalog-columns.js';
+import { catalogColumns, hasColumnAfter, SYSTEM_COLUMNS } from './catalog-columns.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
 import { dangerousFunction } from './function-catalog.js';
 import { figureColname, outputNames } from './output-names.js';
@@ -20,7 +20,7 @@ const str = (n: Node | undefined) => (n?.String as { sval?: string } | undefined
  * (or an error) whatever the catalog holds: recorded as one, so a function created since the catalog was loaded
  * counts too.
  */
-export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): void {
+export function fieldReference(ref: Node, ctx: AnalysisContext): void {
   const fields = (ref.fields as Node[] | undefined) ?? [];
   if (fields.length < 2) return;
   const parts = fields.map(str);
@@ -30,9 +30,10 @@ export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): v
   const qualifier = parts.slice(0, -1);
   if (qualifier.some((q) => q === undefined)) return;
   const found = qualifiedItem(qualifier as string[], ctx);
-  let relations: Array<{ schema: string; name: string }> | undefined;
+  let relations: CatalogColumnCheck | undefined;
   if (found !== undefined) {
-    const shown = columnOf(found, name, scope, ctx);
+    // CTE names resolve where the item is read, not where the reference sits (a nested WITH may shadow them there).
+    const shown = columnOf(found.node, name, found.scope, ctx);
     if (shown === true) return;
     if (shown === 'call') {
       for (const f of unqualifiedCall(name, ctx)) ctx.facts.addFunction(f.schema, f.name, false);
@@ -42,7 +43,21 @@ export function fieldReference(ref: Node, scope: Scope, ctx: AnalysisContext): v
     }
     relations = shown === false ? undefined : shown;
   }
-  ctx.facts.addFieldCall({ name, ...(relations ? { relations } : {}), functions: unqualifiedCall(name, ctx) });
+  ctx.facts.addFieldCall({
+    name,
+    ...(relations ? { relations: relations.relations } : {}),
+    ...(relations?.renamed ? { renamed: relations.renamed } : {}),
+    functions: unqualifiedCall(name, ctx),
+  });
+}
+
+/**
+ * Relation candidates for the catalog to tell whether one has a column `name`; `renamed`: how many of its first
+ * columns an alias's column list renamed (`FROM t o(a)`), which no longer answer to their own names.
+ */
+interface CatalogColumnCheck {
+  relations: Array<{ schema: string; name: string }>;
+  renamed?: number;
 }
 
 /** The functions an unqualified call of `name` may resolve to (as addFunctionName records them). */
@@ -54,12 +69,15 @@ export function unqualifiedCall(name: string, ctx: AnalysisContext): FunctionRef
   return out;
 }
 
-/** The FROM item `qualifier` names, searching the walk's query levels from the innermost out, as PostgreSQL does. */
-function qualifiedItem(qualifier: string[], ctx: AnalysisContext): Node | undefined {
+/**
+ * The FROM item `qualifier` names, searching the walk's query levels from the innermost out, as PostgreSQL does, with
+ * the CTE names visible at its level.
+ */
+function qualifiedItem(qualifier: string[], ctx: AnalysisContext): { node: Node; scope: Scope } | undefined {
   if (qualifier.length > 2) return undefined;
   const levels = ctx.queryLevels ?? [];
   for (let i = levels.length - 1; i >= 0; i--) {
-    const level = levels[i];
+    const level = levels[i].node;
     if (level === undefined) continue;
     const items: FromItem[] = [];
     for (const item of (level.fromClause as Node[] | undefined) ?? []) fromItems(item, items);
@@ -72,7 +90,7 @@ function qualifiedItem(qualifier: string[], ctx: AnalysisContext): Node | undefi
       qualifier.length === 1
         ? items.find((it) => it.name === qualifier[0])
         : items.find((it) => it.schema === qualifier[0] && it.name === qualifier[1]);
-    if (hit) return hit.target ? { DmlTarget: hit.node.RangeVar } : hit.node;
+    if (hit) return { node: hit.target ? { DmlTarget: hit.node.RangeVar } : hit.node, scope: levels[i].scope };
   }
   return undefined;
 }
@@ -140,7 +158,7 @@ function columnOf(
   name: string,
   scope: Scope,
   ctx: AnalysisContext,
-): true | false | 'call' | Array<{ schema: string; name: string }> {
+): true | false | 'call' | CatalogColumnCheck {
   const body = Object.values(item)[0] as Node;
   const colnames = ((body.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).map(str);
   if (item.DmlTarget) {
@@ -159,8 +177,9 @@ function columnOf(
       if (own === undefined) {
         // A `*` in the CTE: the names its column list gives, or the star's table's by the catalog.
         if (listed.some((n, i) => (colnames[i] ?? n) === name) || colnames.includes(name)) return true;
+        // The CTE's own FROM names resolve where its body is read.
         return listed.length === 0 && colnames.length === 0
-          ? starColumn(cte?.ctequery as Node, name, scope, ctx)
+          ? starColumn(cte?.ctequery as Node, name, scope.cteScope(rel) ?? scope, ctx)
           : false;
       }
       return shownColumn(
@@ -169,8 +188,9 @@ function columnOf(
         name,
       );
     }
+    // `FROM t o(a)` renames t's first column: only the columns after the list answer to their own names.
     if (colnames.includes(name)) return true;
-    return catalogRelation(rv, name, ctx);
+    return catalogRelation(rv, name, ctx, colnames.length);
   }
   if (item.RangeSubselect) {
     const names = outputNames(body.subquery as Node | undefined);
@@ -182,9 +202,14 @@ function columnOf(
     const defs = ((body.coldeflist as Node[] | undefined) ?? []).map(
       (d) => (d.ColumnDef as { colname?: string } | undefined)?.colname,
     );
-    // A function returning a scalar gives one column named after its alias (or itself).
+    // `AS t(a int, b text)` names every column the function gives.
+    if (defs.length > 0) return defs.includes(name);
+    // One function returning a scalar gives one column named after its alias (or itself), unless a column list
+    // renames it; WITH ORDINALITY adds `ordinality` after it. A composite result's columns need the catalog.
+    // https://www.postgresql.org/docs/current/queries-table-expressions.html#QUERIES-TABLEFUNCTIONS
+    if (colnames.length > 0 || ((body.functions as Node[] | undefined) ?? []).length !== 1) return false;
     const own = (body.alias as { aliasname?: string } | undefined)?.aliasname ?? functionName(body);
-    return defs.includes(name) || own === name;
+    return own === name || (body.ordinality === true && name === 'ordinality');
   }
   return false;
 }
@@ -215,7 +240,7 @@ function starColumn(
   name: string,
   scope: Scope,
   ctx: AnalysisContext,
-): true | false | Array<{ schema: string; name: string }> {
+): true | false | CatalogColumnCheck {
   const s = query?.SelectStmt as Node | undefined;
   const from = (s?.fromClause as Node[] | undefined) ?? [];
   if (s === undefined || s.withClause || (s.op !== undefined && s.op !== 'SETOP_NONE') || from.length !== 1)
@@ -241,10 +266,10 @@ function starColumn(
   return catalogRelation(rv, name, ctx);
 }
 
-function catalogRelation(rv: Node, name: string, ctx: AnalysisContext): true | Array<{ schema: string; name: string }> {
+function catalogRelation(rv: Node, name: string, ctx: AnalysisContext, renamed = 0): true | CatalogColumnCheck {
   const relations = relationCandidates(rv, ctx);
-  if (relations.every((r) => catalogColumns(r.schema, r.name)?.has(name))) return true;
-  return relations;
+  if (relations.every((r) => hasColumnAfter(catalogColumns(r.schema, r.name), name, renamed))) return true;
+  return renamed > 0 ? { relations, renamed } : { relations };
 }
 
 /** The relations an unqualified or qualified RangeVar may be (as addRangeVar records them). */

@@ -25,7 +25,7 @@ export function selectsRecordField(arg: unknown, field: string, ctx: AnalysisCon
   if (ref?.length !== 2) return false;
   const [alias, column] = ref.map((f) => (f.String as { sval?: string } | undefined)?.sval);
   if (alias === undefined || column === undefined) return false;
-  const target = subqueryTarget(ctx.queryLevels?.at(-1), alias, column);
+  const target = subqueryTarget(ctx.queryLevels?.at(-1)?.node, alias, column);
   return target?.FuncCall !== undefined && recordFields(target.FuncCall as Node, ctx)?.has(field) === true;
 }
 

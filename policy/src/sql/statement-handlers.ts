@@ -48,7 +48,7 @@ export function walkStatementNode(type: string, body: Node, scope: Scope, ctx: A
   ctx.queryLevels ??= [];
   const levels = ctx.queryLevels;
   // DML bodies too: their target and FROM/USING items are what `t.f` in them names.
-  levels.push(QUERY_LEVELS.has(type) ? body : undefined);
+  levels.push({ node: QUERY_LEVELS.has(type) ? body : undefined, scope });
   try {
     walkStatementBody(type, body, scope, ctx, nested);
   } finally {

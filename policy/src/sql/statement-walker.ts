@@ -12,8 +12,10 @@ export interface Scope {
   has(name: string): boolean;
   /** The CommonTableExpr a visible CTE name stands for. */
   cte(name: string): Node | undefined;
+  /** The names visible in the body of the CTE `name` stands for (where its own FROM items are read). */
+  cteScope(name: string): Scope | undefined;
 }
-const EMPTY: Scope = { has: () => false, cte: () => undefined };
+const EMPTY: Scope = { has: () => false, cte: () => undefined, cteScope: () => undefined };
 
 /**
  * The names of one WITH clause whose index is below `visible`, then the enclosing scope. Sibling CTEs share the
@@ -26,6 +28,7 @@ class WithScope implements Scope {
     private readonly index: ReadonlyMap<string, number>,
     private readonly visible: number,
     private readonly ctes: readonly Node[],
+    private readonly recursive: boolean,
   ) {}
 
   has(name: string): boolean {
@@ -36,6 +39,13 @@ class WithScope implements Scope {
   cte(name: string): Node | undefined {
     const i = this.index.get(name);
     return i !== undefined && i < this.visible ? this.ctes[i] : this.outer.cte(name);
+  }
+
+  cteScope(name: string): Scope | undefined {
+    const i = this.index.get(name);
+    if (i === undefined || i >= this.visible) return this.outer.cteScope(name);
+    // A member's body sees the members before it, or with RECURSIVE all of them (this scope's own view).
+    return this.recursive ? this : new WithScope(this.outer, this.index, i, this.ctes, false);
   }
 }
 
@@ -98,14 +108,14 @@ function walkFields(
       if (key === 'RangeVar') addRangeVar(v as Node, 'read', scope, ctx);
       else if (key === 'FuncCall') callFunction(v as Node, scope, ctx);
       else if (key === 'A_Indirection') callInFieldNotation(v as Node, scope, ctx);
-      else if (key === 'ColumnRef') fieldReference(v as Node, scope, ctx);
+      else if (key === 'ColumnRef') fieldReference(v as Node, ctx);
       else if (key.endsWith('Stmt')) walkStatementNode(key, v as Node, scope, ctx, true);
       else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
     } else if ((key === 'larg' || key === 'rarg') && typeof o.op === 'string' && o.op !== 'SETOP_NONE') {
       // A branch of UNION/INTERSECT/EXCEPT is a query level of its own: its FROM items name its columns.
       ctx.queryLevels ??= [];
       const levels = ctx.queryLevels;
-      levels.push(v as Node);
+      levels.push({ node: v as Node, scope });
       try {
         walk(v, scope, ctx);
       } finally {
@@ -125,12 +135,15 @@ function walkWithScope(o: Node, skip: string | undefined, scope: Scope, ctx: Ana
     const name = String(c.ctename);
     if (!index.has(name)) index.set(name, i);
   });
-  const all = new WithScope(scope, index, ctes.length, ctes);
+  const all = new WithScope(scope, index, ctes.length, ctes, w.recursive === true);
   ctes.forEach((cte, i) => {
     // A CTE body sees the earlier siblings; WITH RECURSIVE lets it see all of them.
     // https://www.postgresql.org/docs/current/queries-with.html
-    walk(cte.ctequery, w.recursive ? all : new WithScope(scope, index, i, ctes), ctx);
+    walk(cte.ctequery, w.recursive ? all : new WithScope(scope, index, i, ctes, false), ctx);
   });
+  // The level this WITH belongs to reads its FROM items where these names are visible.
+  const level = ctx.queryLevels?.at(-1);
+  if (level !== undefined && level.node === o) level.scope = all;
   walkFields(o, skip, 'withClause', all, ctx);
 }
 
