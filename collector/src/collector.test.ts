@@ -168,6 +168,7 @@ describe('collector over NATS JetStream into PostgreSQL', () => {
         'GET /api/v1/sessions/{id}',
         'GET /api/v1/events',
         'GET /api/v1/findings',
+        'POST /api/v1/findings/{id}/close',
         'GET /api/v1/approvals',
         'GET /api/v1/approvals/{id}',
         'POST /api/v1/approvals/{id}',

@@ -22,7 +22,7 @@ import { readAccessFor } from './auth/read-access.js';
 import { TokenFile } from './auth/token-file.js';
 import { WebSessions } from './auth/web-sessions.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
-import type { ChainRules, FullReport } from './chain/verify-chain.js';
+import type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
 import { ControlStream } from './control/control-stream.js';
 import { CollectorError } from './errors.js';
 import type { AuditEvent } from './event.js';
@@ -439,14 +439,27 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   });
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
 
+  const raised = (f: ChainFinding, message: string) => {
+    metrics.findings.inc({ kind: f.kind });
+    live.publishFinding(f);
+    log.warn({ finding: f }, message);
+    reads?.finding(f);
+  };
+  // Gap events a collector stored without filing their findings (an older version) get them now; retried by the
+  // sweep until it has run once.
+  let declarationsFiled = false;
+  const fileStoredDeclarations = async () => {
+    if (declarationsFiled) return;
+    for (const f of await store.fileStoredDeclarations()) raised(f, 'audit chain finding of a stored audit.gap');
+    declarationsFiled = true;
+  };
+  await fileStoredDeclarations().catch((err: Error) =>
+    log.warn({ err: err.message }, 'filing the findings of stored audit.gap events failed: the sweep retries'),
+  );
   const sweepGaps = async () => {
     try {
-      for (const f of await store.sweepGaps(opts.gapGraceMs ?? 30_000)) {
-        metrics.findings.inc({ kind: f.kind });
-        live.publishFinding(f);
-        log.warn({ finding: f }, 'audit chain gap');
-        reads?.finding(f);
-      }
+      await fileStoredDeclarations();
+      for (const f of await store.sweepGaps(opts.gapGraceMs ?? 30_000)) raised(f, 'audit chain gap');
       for (const s of await store.sweepInterrupted()) {
         metrics.sessionsInterrupted.inc();
         log.warn(
@@ -490,6 +503,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             if (m) log.info({ control: m.id, kind, by: m.by, subject: controlSubject(m) }, 'control action published');
           },
         },
+        onFindingClosed: (f) =>
+          log.info(
+            { finding: f.id, kind: f.kind, session: f.sessionId, by: f.closed?.by },
+            'chain finding closed by hand',
+          ),
         read,
         ...(webLogin ? { webLogin } : {}),
         onRead: (r) => log.info(r, 'audit trail read'),

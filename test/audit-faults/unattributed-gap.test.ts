@@ -221,7 +221,7 @@ describe('a declared gap of unknown sessions', () => {
     const lines = listed.stdout.trim().split('\n');
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatch(
-      new RegExp(`^\\S+ audit\\.gap\\.unattributed session ${SIDECAR_CHAIN} \\[agents\\] seq 1: `),
+      new RegExp(`^#\\d+ \\S+ audit\\.gap\\.unattributed session ${SIDECAR_CHAIN} \\[agents\\] seq 1: `),
     );
     expect(lines[1]).toContain(TORN_DETAIL);
   }, 120_000);

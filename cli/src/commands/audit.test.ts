@@ -30,10 +30,19 @@ describe('audit output of what the agent wrote', () => {
     );
     expect(sessions).not.toMatch(/[\x1b\u202e]/);
     const findings = formatFindings(
-      [{ sessionId: 'x', detail: 'ok\rforged', seqFrom: 1, seqTo: 1 } as Parameters<typeof formatFindings>[0][0]],
+      [
+        {
+          sessionId: 'x',
+          detail: 'ok\rforged',
+          seqFrom: 1,
+          seqTo: 1,
+          closed: { at: 'T', by: 'cleo\u202e', reason: 'fine\x1b[2K' },
+        } as Parameters<typeof formatFindings>[0][0],
+      ],
       null,
     );
-    expect(findings).not.toContain('\r');
+    expect(findings).not.toMatch(/[\r\x1b\u202e]/);
+    expect(findings).toContain('(closed T by cleo⟨U+202E⟩: fine⟨U+001B⟩[2K)');
   });
 });
 
@@ -147,7 +156,7 @@ describe.skipIf(!BUILT && !process.env.CI)(
         expect(lines).toHaveLength(2);
         expect(lines).toContainEqual(
           expect.stringMatching(
-            /^\S+Z audit\.gap session cli-cut \[agents\] seq 4: event 4 is missing: the sidecar's sidecar-cli-side\.1 recorded the chain up to seq 4$/,
+            /^#\d+ \S+Z audit\.gap session cli-cut \[agents\] seq 4: event 4 is missing: the sidecar's sidecar-cli-side\.1 recorded the chain up to seq 4$/,
           ),
         );
         expect(lines).toContainEqual(
@@ -167,7 +176,7 @@ describe.skipIf(!BUILT && !process.env.CI)(
         expect([none.status, none.stdout]).toEqual([0, 'no findings\n']);
         const bad = spawnSync(BIN, ['audit', 'findings', '--collector', url, '--state', 'later'], { encoding: 'utf8' });
         expect(bad.status).toBe(2);
-        expect(bad.stderr).toContain('state must be open, resolved or all');
+        expect(bad.stderr).toContain('state must be open, resolved, closed, all');
       } finally {
         expect(await stopProcess(child)).toBe(0);
       }

@@ -373,14 +373,20 @@ export function formatSessions(items: readonly SessionSummary[], next: string | 
   return `${lines.join('\n')}\n`;
 }
 
-/** The findings GET /api/v1/findings listed, one line each. */
+/** Who closed a finding, when and why (the reason on one line, as the person wrote it otherwise). */
+export function closedText(c: NonNullable<FindingRow['closed']>): string {
+  const oidc = c.oidc ? ` (${visibleText(c.oidc.subject)} at ${visibleText(c.oidc.issuer)})` : '';
+  return `closed ${c.at} by ${visibleText(c.by)}${oidc}: ${visibleText(c.reason.replace(/\s+/g, ' '))}`;
+}
+
+/** The findings GET /api/v1/findings listed, one line each, with the id `pgwarden findings close` takes. */
 export function formatFindings(items: readonly FindingRow[], next: string | null): string {
   if (items.length === 0) return 'no findings\n';
   const lines = items.map(
     (f) =>
-      `${f.detectedAt} ${f.kind} session ${visibleText(f.sessionId)}${f.sessionKnown ? '' : ' (no record)'}` +
+      `#${f.id} ${f.detectedAt} ${f.kind} session ${visibleText(f.sessionId)}${f.sessionKnown ? '' : ' (no record)'}` +
       `${f.namespace ? ` [${visibleText(f.namespace)}]` : ''} seq ${f.seqFrom}${f.seqTo !== f.seqFrom ? `..${f.seqTo}` : ''}: ${visibleText(f.detail)}` +
-      `${f.resolvedAt ? ` (resolved ${f.resolvedAt})` : ''}`,
+      `${f.resolvedAt ? ` (resolved ${f.resolvedAt})` : ''}${f.closed ? ` (${closedText(f.closed)})` : ''}`,
   );
   if (next) lines.push('… more: raise --limit');
   return `${lines.join('\n')}\n`;
@@ -414,7 +420,7 @@ export function registerAudit(program: Command): void {
       'status 1 when any is listed',
     route: '/api/v1/findings',
     filters: [
-      ['--state <state>', 'open, resolved or all', 'open'],
+      ['--state <state>', 'open, resolved, closed or all', 'open'],
       ['--kind <kind>', 'only this kind (audit.gap, audit.gap.unattributed, audit.tampered)'],
       ['--namespace <ns>', 'only sessions of this namespace'],
       ['--session <id>', 'only this session'],

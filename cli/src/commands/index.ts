@@ -14,6 +14,7 @@ const commands: Record<string, () => Promise<Register>> = {
   audit: async () => (await import('./audit.js')).registerAudit,
   approvals: async () => (await import('./approvals.js')).registerApprovals,
   control: async () => (await import('./control.js')).registerControl,
+  findings: async () => (await import('./findings.js')).registerFindings,
   operator: async () => (await import('./operator.js')).registerOperator,
   inject: async () => (await import('./inject.js')).registerInject,
   render: async () => (await import('./render.js')).registerRender,

@@ -6,8 +6,10 @@ import type { AuditRead } from '@pgwarden/policy';
 import type { IngestQueue } from '../ingest/ingest-queue.js';
 import type { CollectorMetrics } from '../metrics.js';
 import { readQuery } from '../read-audit/read-event.js';
+import type { FindingRow } from '../store/queries.js';
 import { type ApprovalsDeps, answerApprovals } from './approvals-api.js';
 import { answerControl, type ControlDeps, isControlPath } from './control-api.js';
+import { answerFindingClose, isFindingClosePath } from './finding-close.js';
 import { checkHostAndOrigin, type HostPolicy, hostPolicy } from './host-check.js';
 import { errorReply, HttpError, readBody, SECURITY_HEADERS, send } from './json-io.js';
 import type { LiveStream } from './live-stream.js';
@@ -25,6 +27,8 @@ export interface ApiDeps extends ReadDeps {
   approvals: ApprovalsDeps;
   /** Live control: terminate a session, suspend or resume a policy (needs NATS and an approvers file). */
   control: ControlDeps;
+  /** Told of each finding an approver closed (POST /api/v1/findings/{id}/close). */
+  onFindingClosed?(finding: FindingRow): void;
   /**
    * Records each read of the trail (the read routes, GET on the approvals routes and every control route, refusals
    * included) as one `audit.read` event before it is answered. When recording fails the reader gets 503, unless
@@ -53,6 +57,12 @@ function recordedRoute(
   if (req.method === 'GET' && isApprovalsPath(path)) return (note) => answerApprovals(deps.approvals, req, url, note);
   // An action taken on behalf of an approver is recorded like a read: who asked for what, and the answer.
   if (isControlPath(path)) return (note) => answerControl(deps.control, req, url, note);
+  // So is closing a finding: the same approvers (those who decide), recorded the same way.
+  if (isFindingClosePath(path)) {
+    const { approvers, oidc } = deps.approvals;
+    const closing = { store: deps.store, approvers, oidc, onClosed: deps.onFindingClosed };
+    return (note) => answerFindingClose(closing, req, url, note);
+  }
   return undefined;
 }
 

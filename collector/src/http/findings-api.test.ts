@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditEventSchema } from '@pgwarden/policy';
 import { Ajv } from 'ajv';
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
@@ -10,7 +11,7 @@ import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, startCollector } from '../collector.js';
 import { buildExporter } from '../exports/export-config.js';
 import type { FindingRow, Page } from '../store/queries.js';
-import { makeHeads, makeSession } from '../testing/audit-events.js';
+import { makeGapDeclaration, makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
 /**
@@ -20,6 +21,8 @@ import { createTestDatabase } from '../testing/test-database.js';
 describe('chain findings API', () => {
   const ADMIN = 'ada-admin-7f3c21';
   const TEAM_A = 'tom-team-a-91b0e4';
+  const APPROVER = 'cleo-approver-5d2e80';
+  const APPROVER_A = 'ted-approver-a-0c4b19';
   let dir: string;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let collector: Collector;
@@ -35,12 +38,19 @@ describe('chain findings API', () => {
       readersFile,
       `- {name: ada, tokenSha256: ${sha256Hex(ADMIN)}}\n- {name: tom, tokenSha256: ${sha256Hex(TEAM_A)}, namespaces: [team-a]}\n`,
     );
+    const approversFile = join(dir, 'approvers.yaml');
+    writeFileSync(
+      approversFile,
+      `- {name: cleo, groups: [], tokenSha256: ${sha256Hex(APPROVER)}}\n` +
+        `- {name: ted, groups: [], tokenSha256: ${sha256Hex(APPROVER_A)}, namespaces: [team-a]}\n`,
+    );
     db = await createTestDatabase(inject('pg'), ROLES.superuser);
     collector = await startCollector({
       store: { url: db.url },
       http: { port: 0 },
       logger: pino({ level: 'silent' }),
       read: { readersFile },
+      approvals: { approversFile },
       readAudit: { repeatWindowMs: 0 },
       gapGraceMs: 0,
       exporters: [buildExporter({ type: 'jsonl', name: 'siem', path: join(dir, 'siem.jsonl'), format: 'ocsf' })],
@@ -166,4 +176,128 @@ describe('chain findings API', () => {
       status_detail: expect.stringMatching(/^session fa-gone: the whole chain is missing/),
     });
   });
+  it('lets an approver close an open finding with a reason, once; the listing shows who closed it, the trail the act', async () => {
+    const close = async (id: number | string, body: unknown, token = APPROVER, method = 'POST') => {
+      const r = await fetch(`${collector.url}/api/v1/findings/${id}/close`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        ...(method === 'POST' ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      });
+      return { status: r.status, body: (await r.json()) as { finding?: FindingRow; error?: { code: string } } };
+    };
+    const open = (await get('/api/v1/findings')).body.items;
+    const gone = open.find((f) => f.sessionId === 'fa-gone') as FindingRow;
+    const reason = 'fa-gone was a test pod deleted with its volume; nothing to recover';
+    // Readers read, approvers act: a reader's token is no approver's.
+    expect(await close(gone.id, { reason }, ADMIN)).toMatchObject({
+      status: 401,
+      body: { error: { code: 'unauthorized' } },
+    });
+    expect(await close(gone.id, {})).toMatchObject({ status: 400, body: { error: { code: 'bad_reason' } } });
+    expect(await close(gone.id, { reason: '  ' })).toMatchObject({
+      status: 400,
+      body: { error: { code: 'bad_reason' } },
+    });
+    expect(await close(gone.id, 'not json')).toMatchObject({ status: 400, body: { error: { code: 'bad_json' } } });
+    expect(await close(987_654, { reason })).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
+    expect(await close('x1', { reason })).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
+    expect(await close(gone.id, undefined, APPROVER, 'GET')).toMatchObject({ status: 405 });
+    // A scoped approver closes their namespaces' findings only; others' do not exist for them.
+    const holed = (await get('/api/v1/findings?state=all&session=fb-holed')).body.items[0];
+    expect(await close(holed.id, { reason }, APPROVER_A)).toMatchObject({ status: 404 });
+    // fb-holed's events arrived (the test before): nothing is left to close.
+    expect(await close(holed.id, { reason })).toMatchObject({
+      status: 409,
+      body: { error: { code: 'finding_resolved' } },
+    });
+
+    const done = await close(gone.id, { reason }, APPROVER_A);
+    expect(done.status).toBe(200);
+    expect(done.body.finding).toEqual({ ...gone, closed: { at: expect.stringMatching(/Z$/), by: 'ted', reason } });
+    expect(await close(gone.id, { reason: 'again' })).toMatchObject({
+      status: 409,
+      body: { error: { code: 'already_closed' } },
+    });
+    expect((await get('/api/v1/findings')).body.items.map((f) => f.sessionId)).toEqual(['fa-cut']);
+    expect((await get('/api/v1/findings?state=closed')).body.items).toEqual([done.body.finding]);
+    const all = (await get('/api/v1/findings?state=all')).body.items;
+    expect(all.find((f) => f.id === gone.id)?.closed).toMatchObject({ by: 'ted', reason });
+
+    // Each attempt is in the collector's chain as who asked for what and the answer, as every control action is.
+    const reads = await collector.store.db.query<{ event: string }>(
+      "SELECT event FROM audit_events WHERE type = 'audit.read' ORDER BY ingest_seq",
+    );
+    const attempts = reads
+      .map((r) => JSON.parse(r.event).read)
+      .filter((r) => r.route === `/api/v1/findings/${gone.id}/close`);
+    expect(attempts.map((r) => [r.reader, r.status])).toEqual([
+      ['unknown', 401],
+      ['cleo', 400],
+      ['cleo', 400],
+      ['cleo', 400],
+      // The method is refused before anyone is recognised, as on the control routes.
+      ['unknown', 405],
+      ['ted', 200],
+      ['cleo', 409],
+    ]);
+    expect(attempts[5]).toMatchObject({ namespaces: ['team-a'], items: 1 });
+  });
+});
+
+describe('findings of audit.gap events stored without them', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  beforeAll(async () => {
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('are filed when the collector starts, and reported, once however often it restarts', async () => {
+    const start = () =>
+      startCollector({
+        store: { url: db.url },
+        http: { port: 0 },
+        logger: pino({ level: 'silent' }),
+        readAudit: { repeatWindowMs: 0 },
+      });
+    const findingEvents = async () => {
+      const sql = new pg.Client({ connectionString: db.url });
+      await sql.connect();
+      try {
+        const { rows } = await sql.query(
+          "SELECT count(*)::int AS n FROM audit_events WHERE type = 'audit.finding' AND event LIKE '%boot-lost%'",
+        );
+        return rows[0].n as number;
+      } finally {
+        await sql.end();
+      }
+    };
+    let c = await start();
+    const gap = makeGapDeclaration({
+      instance: 'boot-run1',
+      pod: 'boot-0',
+      sessions: [{ id: 'boot-lost', fromSeq: 2, toSeq: 4 }],
+      truncated: true,
+    });
+    expect(await c.ingest(gap)).toBe('stored');
+    // As a collector that did not file declarations left its store.
+    await c.store.db.query('DELETE FROM audit_chain_findings');
+    await c.stop();
+    expect(await findingEvents()).toBe(1);
+    for (const round of [1, 2]) {
+      c = await start();
+      try {
+        const page = (await (await fetch(`${c.url}/api/v1/findings`)).json()) as Page<FindingRow>;
+        expect(page.items.map((f) => [f.kind, f.sessionId]).sort(), `start ${round}`).toEqual([
+          ['audit.gap', 'boot-lost'],
+          ['audit.gap.unattributed', 'sidecar-boot-run1'],
+        ]);
+      } finally {
+        await c.stop();
+      }
+      // Filed (and so reported as an audit.finding) at the first start only.
+      expect(await findingEvents(), `start ${round}`).toBe(2);
+    }
+  }, 60_000);
 });

@@ -4,7 +4,7 @@ import type { TokenHolder } from '../auth/token-file.js';
 import { CollectorError } from '../errors.js';
 import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
 import type { AuditStore } from '../store/audit-store.js';
-import { getSession, listFindings, listSessions, searchEvents } from '../store/queries.js';
+import { FINDING_STATES, getSession, listFindings, listSessions, searchEvents } from '../store/queries.js';
 import { boundHolder, oidcCallerOf } from './approver-auth.js';
 import { type LiveFilter, liveFilterFrom } from './event-filter.js';
 import { HttpError, type Reply, readBody } from './json-io.js';
@@ -198,9 +198,9 @@ export async function answerRead(deps: ReadDeps, req: IncomingMessage, url: URL,
     return { status: 200, body: page, items: page.items.length };
   }
   if (method === 'GET' && path === '/api/v1/findings') {
-    const state = q.get('state') ?? 'open';
-    if (state !== 'open' && state !== 'resolved' && state !== 'all')
-      throw new HttpError(400, 'bad_state', 'state must be open, resolved or all');
+    const state = (q.get('state') ?? 'open') as (typeof FINDING_STATES)[number];
+    if (!FINDING_STATES.includes(state))
+      throw new HttpError(400, 'bad_state', `state must be ${FINDING_STATES.join(', ')}`);
     const page = await listFindings(deps.store.db, {
       state,
       kind: opt(q, 'kind'),

@@ -17,9 +17,10 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { type Collector, startCollector } from '../collector.js';
+import type { FindingRow } from '../store/queries.js';
 import { approvalClosed, approvalRequest } from '../testing/approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from '../testing/approvals-fixture.js';
-import { makeControlApplied, makeHeads, makeSession } from '../testing/audit-events.js';
+import { makeControlApplied, makeGapDeclaration, makeHeads, makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -561,6 +562,39 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
     }
   }, 60_000);
 
+  it('lets an approver close a finding with a reason, and shows it closed, with who and why, as text', async () => {
+    const gap = makeGapDeclaration({ instance: 'ui-torn', pod: 'orders-0', sessions: [], truncated: true });
+    expect(await collector.ingest(gap)).toBe('stored');
+    const row = 'tr[data-finding="sidecar-ui-torn"]';
+    const { page, errors, close } = await openPage(collector.url);
+    try {
+      // Anyone may read this collector's trail, but only an approver gets a Close form.
+      await enterUnknownToken(page);
+      await page.waitForSelector(`${row} td.bad:last-child`);
+      expect(await page.$(`${row} form`)).toBeNull();
+
+      await enterToken(page, TOKEN);
+      await page.waitForSelector(`${row} form`);
+      await page.click(`${row} form button`);
+      // The reason is required: the browser refuses to submit without one, and nothing is closed.
+      expect(await page.$eval(`${row} input`, (i) => (i as HTMLInputElement).validity.valueMissing)).toBe(true);
+      await page.fill(`${row} input`, 'torn record after node <b>reboot</b>; checked');
+      await page.click(`${row} form button`);
+      await page.waitForSelector(`${row}.closed`);
+      expect(await page.$eval(`${row} td:last-child`, (td) => td.textContent)).toMatch(
+        /^closed \S+Z by alice: torn record after node <b>reboot<\/b>; checked$/,
+      );
+      expect(await page.$$eval('#findings b', (b) => b.length)).toBe(0);
+      const [closed] = (
+        (await (await fetch(`${collector.url}/api/v1/findings?state=closed`)).json()) as { items: FindingRow[] }
+      ).items;
+      expect(closed).toMatchObject({ sessionId: 'sidecar-ui-torn', closed: { by: 'alice' } });
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
   it('lets an approver terminate an open session, and shows the sidecar’s control.applied as text', async () => {
     const session = randomUUID();
     for (const e of makeSession({ id: session, statements: 1, end: false, startMicros: Date.UTC(2026, 11, 2) * 1000 }))
@@ -792,6 +826,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('chain findings in a r
       expect(byKind.get(`${EVIL} (no record)`)?.slice(3)).toEqual([
         '1..3',
         "the whole chain is missing: the sidecar's sidecar-ui-side.1 recorded it up to seq 3",
+        'open',
       ]);
       expect(await page.$$eval('#findings img', (imgs) => imgs.length)).toBe(0);
       expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();

@@ -5,7 +5,7 @@ import { nonAsciiCharacters, visiblePieces, visibleText } from '../display/visib
 /**
  * The collector's single-page UI: the approval queue (for approvers: statements held by `review` rules, to approve
  * or reject, with a grant where the policy allows one), the active grants (to revoke), the recently decided requests
- * (what became of each), the suspended policies (for approvers: suspend and resume), the open chain findings, a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
+ * (what became of each), the suspended policies (for approvers: suspend and resume), the open chain findings and those closed by hand (for approvers: close one, with a reason), a session list (newest first, chain status, signed-checkpoint state) and a session's statements in
  * order (and, for approvers, Terminate on an open one). Plain HTML + JS over
  * the public JSON API; no build step, no third-party code. All values are inserted as text nodes, never as HTML,
  * because statements and identities are attacker-influenced text; and every text goes through visiblePieces
@@ -21,7 +21,7 @@ body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh}
 #list{width:42%;overflow:auto;border-right:1px solid #ccc}#detail{flex:1;overflow:auto;padding:0 1em}
 table{border-collapse:collapse;width:100%}td,th{padding:4px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 td,th,p,h1,code,.msg{unicode-bidi:bidi-override;direction:ltr}.mark{font:11px monospace;background:#fde2e2;color:#900;border:1px solid #e99;border-radius:3px;padding:0 2px;margin:0 1px}.nonascii{color:#b00;font-size:12px}.lookalike{color:#fff;background:#b00;font-weight:bold;font-size:12px;padding:1px 4px;border-radius:3px}
-tr.s,tr.f{cursor:pointer}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
+tr.s,tr.f{cursor:pointer}.closed{color:#555}tr.s:hover,tr.f:hover{background:#f4f4ff}.ok{color:#070}.bad{color:#b00;font-weight:bold}.deny{color:#b00}
 code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 #approvals,#grants,#decided,#suspensions,#findings{padding:0 8px 8px;border-bottom:1px solid #ccc}#approvals input[type=password]{width:16em}
 #approval-list td:last-child,#grant-list td:last-child,#suspension-list td:last-child{white-space:nowrap}tr.linked{background:#fff6d5}.msg{color:#b00}
@@ -38,8 +38,8 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 <section id="suspensions" hidden><h1>Suspended policies <span id="suspensions-msg" class="msg"></span></h1>
 <div id="suspension-action"></div>
 <table><thead><tr><th>policy</th><th>since</th><th>by</th><th>reason</th><th>signed</th><th></th></tr></thead><tbody id="suspension-list"></tbody></table></section>
-<section id="findings"><h1>Open chain findings <span id="findings-msg" class="msg"></span></h1>
-<table><thead><tr><th>detected</th><th>kind</th><th>session</th><th>seq</th><th>detail</th></tr></thead><tbody id="finding-list"></tbody></table></section>
+<section id="findings"><h1>Chain findings <span id="findings-msg" class="msg"></span></h1>
+<table><thead><tr><th>detected</th><th>kind</th><th>session</th><th>seq</th><th>detail</th><th>state</th></tr></thead><tbody id="finding-list"></tbody></table></section>
 <h1>Sessions <span id="sessions-msg" class="msg"></span></h1>
 <form id="filter"><input name="identity" placeholder="identity"> <input name="namespace" placeholder="namespace"> <input name="policy" placeholder="policy">
 <select name="decision"><option value="">any decision</option><option>deny</option><option>review</option><option>dryrun</option><option>allow</option></select>
@@ -101,21 +101,50 @@ async function loadSessions(more) {
   }
 }
 // Everything wrong with the trail at once (gaps, cut tails, chains deleted whole, tampering): a chain deleted whole
-// has no session to open, so this list is where it shows.
+// has no session to open, so this list is where it shows. The latest findings closed by hand follow the open ones,
+// marked closed, with who closed them and why; an approver may close an open one, with a reason. An unchanged list
+// is not redrawn: that would wipe a reason being typed.
+let findingsDrawnFor;
 async function loadFindings() {
   const msg = document.getElementById('findings-msg');
-  let page;
-  try { page = await getJson('/api/v1/findings?limit=50'); } catch (e) { setText(msg, String(e.message)); return; }
+  let open, closed;
+  try {
+    [open, closed] = await Promise.all([getJson('/api/v1/findings?limit=50'), getJson('/api/v1/findings?state=closed&limit=20')]);
+  } catch (e) { setText(msg, String(e.message)); return; }
   setText(msg, '');
+  findingsDrawnFor = isApprover;
+  const items = [...open.items.map((f) => ({ ...f, closable: isApprover })), ...closed.items];
+  const text = JSON.stringify(items);
+  if (drawn['finding-list'] === text) return;
+  drawn['finding-list'] = text;
   const body = document.getElementById('finding-list'); body.replaceChildren();
-  if (!page.items.length) emptyRow(body, 'none: every chain checked so far is whole', 5, 'ok');
-  for (const f of page.items) {
-    const tr = el('tr', undefined, f.sessionKnown ? 'f' : undefined); tr.dataset.finding = f.sessionId;
-    tr.append(el('td', f.detectedAt), el('td', f.kind, 'bad'), el('td', f.sessionId + (f.sessionKnown ? '' : ' (no record)')));
+  if (!open.items.length) emptyRow(body, closed.items.length ? 'none open' : 'none: every chain checked so far is whole', 6, 'ok');
+  for (const f of items) {
+    const tr = el('tr', undefined, f.sessionKnown ? 'f' : undefined); tr.dataset.finding = f.sessionId; tr.dataset.id = f.id;
+    if (f.closed) tr.classList.add('closed');
+    tr.append(el('td', f.detectedAt), el('td', f.kind, f.closed ? undefined : 'bad'), el('td', f.sessionId + (f.sessionKnown ? '' : ' (no record)')));
     tr.append(el('td', f.seqFrom === f.seqTo ? f.seqFrom : f.seqFrom + '..' + f.seqTo), el('td', f.detail));
+    tr.append(f.closed ? el('td', closedText(f.closed)) : f.closable ? closeCell(f) : el('td', 'open', 'bad'));
     if (f.sessionKnown) tr.onclick = () => showSession(f.sessionId);
     body.append(tr);
   }
+}
+const closedText = (c) => 'closed ' + c.at + ' by ' + c.by + (c.oidc ? ' (' + c.oidc.subject + ' at ' + c.oidc.issuer + ')' : '') + ': ' + c.reason;
+// Closing takes an integrity alert off the open list: the API wants an approver and a reason, and keeps both.
+function closeCell(f) {
+  const td = el('td'); td.onclick = (ev) => ev.stopPropagation();
+  const form = el('form'); const msg = el('span', '', 'msg');
+  const reason = el('input'); reason.name = 'reason'; reason.placeholder = 'reason (required)'; reason.required = true; reason.maxLength = 1024;
+  form.append(reason, ' ', el('button', 'Close'), ' ', msg);
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      await approverApi('/api/v1/findings/' + encodeURIComponent(f.id) + '/close', { method: 'POST', body: JSON.stringify({ reason: reason.value }) });
+      await loadFindings();
+    } catch (e) { setText(msg, String(e.message)); }
+  };
+  td.append(form);
+  return td;
 }
 // What an event says besides its type: the statement, how a session ended, or an approver's control action as a
 // sidecar applied it (control.applied, in that sidecar's own chain).
@@ -201,7 +230,7 @@ async function showSession(id) {
   box.append(state);
   // A sidecar's session ids are UUIDs; its own chain, or the collector's, is no session to end.
   if (isApprover && d.session.state !== 'ended' && /^[0-9a-f-]{36}$/.test(id)) box.append(terminateForm(id));
-  for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail, 'bad'));
+  for (const f of d.findings) box.append(el('p', f.kind + ': ' + f.detail + (f.closed ? ' (' + closedText(f.closed) + ')' : ''), f.closed ? 'closed' : 'bad'));
   const t = el('table'); t.id = 'statements';
   const head = el('tr'); for (const h of ['seq', 'time', 'type', 'decision', 'statement', 'result']) head.append(el('th', h));
   t.append(head);
@@ -406,7 +435,9 @@ async function loadSuspensions() {
     return tr;
   });
 }
-const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadDecided).then(loadSuspensions);
+// The findings are everyone's; only their Close forms depend on whether the token is an approver's.
+const loadApproverPanels = () => loadApprovals().then(loadGrants).then(loadDecided).then(loadSuspensions)
+  .then(() => { if (findingsDrawnFor !== undefined && findingsDrawnFor !== isApprover) loadFindings(); });
 document.getElementById('filter').onsubmit = (ev) => { ev.preventDefault(); nextCursorUsed = false; loadSessions(); };
 let nextCursorUsed = false;
 document.getElementById('more').onclick = () => { nextCursorUsed = true; loadSessions(true); };

@@ -14,6 +14,7 @@ import {
   startApprovalsFixture,
   untilApproverRoutesServe,
 } from '../testing/approvals-fixture.js';
+import { makeGapDeclaration } from '../testing/audit-events.js';
 import { waitFor } from '../testing/wait-for.js';
 
 const ALICE = 'tok-alice-oidc-reads-0123456789';
@@ -130,5 +131,33 @@ describe('reads through OIDC are recorded with the token’s issuer and subject'
     const cookie = (res.headers.get('set-cookie') ?? '').split(';')[0];
     expect((await get('/api/v1/events?note=web', { cookie })).status).toBe(200);
     expect(await readOf('web')).toMatchObject({ reader: 'oncall', oidc: { issuer: idp.issuer, subject: 'u-bob' } });
+  });
+  it('a finding closed with an OIDC token: the approver entry, and the token’s issuer and subject', async () => {
+    const gap = makeGapDeclaration({ instance: 'oidc-close', pod: 'oidc-close-0', sessions: [], truncated: true });
+    expect(await c.ingest(gap)).toBe('stored');
+    const page = await (await get('/api/v1/findings?session=sidecar-oidc-close', await bearer('u-dora'))).json();
+    const r = await fetch(`${c.url}/api/v1/findings/${page.items[0].id}/close`, {
+      method: 'POST',
+      headers: { ...(await bearer('u-dora')), 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'disk replaced; see ticket OPS-1234' }),
+    });
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { finding: { closed: unknown } }).finding.closed).toEqual({
+      at: expect.stringMatching(/Z$/),
+      by: 'dora',
+      reason: 'disk replaced; see ticket OPS-1234',
+      oidc: { issuer: idp.issuer, subject: 'u-dora' },
+    });
+    let closing: AuditEvent | undefined;
+    await waitFor(async () => {
+      closing = (await reads()).findLast((e) => e.read?.route === `/api/v1/findings/${page.items[0].id}/close`);
+      return closing !== undefined;
+    });
+    expect(validate(closing), JSON.stringify(validate.errors)).toBe(true);
+    expect(closing?.read).toMatchObject({
+      reader: 'dora',
+      status: 200,
+      oidc: { issuer: idp.issuer, subject: 'u-dora' },
+    });
   });
 });

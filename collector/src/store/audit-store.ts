@@ -9,6 +9,7 @@ import { type AuditEvent, indexedFields } from '../event.js';
 import { type AuditKeyring, NO_KEYS } from '../signatures/audit-keys.js';
 import { CopyRows } from './copy-rows.js';
 import {
+  fileStoredDeclarations,
   INGEST_LOCK_KEY,
   type IngestItem,
   ISO,
@@ -209,6 +210,15 @@ export class AuditStore {
       reason,
       raw.replaceAll('\u0000', '\\u0000'),
     ]);
+  }
+
+  /**
+   * Files the findings the stored `audit.gap` events call for and the store lacks (events stored by a collector that
+   * did not file them yet); the collector runs it at start-up. Under the ingest lock, as an ingest: a replica starting
+   * while another ingests files each once. Returns the findings filed now.
+   */
+  async fileStoredDeclarations(): Promise<ChainFinding[]> {
+    return this.db.transaction((tx) => fileStoredDeclarations(tx), WITH_INGEST_LOCK);
   }
 
   /**

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ChainFinding } from '../chain/verify-chain.js';
 import type { AuditEvent } from '../event.js';
 
@@ -9,6 +10,15 @@ interface GapBody {
   until?: unknown;
   truncated?: unknown;
   sessions?: unknown;
+}
+
+/**
+ * An `audit.gap.unattributed` finding with what identifies the loss it reports (`declaration`): a restarted sidecar
+ * declares what its at-risk record still holds again (sidecar/src/audit/unsynced-events.ts), from a chain of its own
+ * with a new instance id, and that is the same loss, filed once (ingest-writer.ts, insertFindings).
+ */
+export interface DeclaredFinding extends ChainFinding {
+  declaration: string;
 }
 
 interface SessionRange {
@@ -26,10 +36,10 @@ interface SessionRange {
  */
 export function declaredGaps(events: readonly AuditEvent[]): {
   ranges: ChainFinding[];
-  unattributed: ChainFinding[];
+  unattributed: DeclaredFinding[];
 } {
   const ranges: ChainFinding[] = [];
-  const unattributed: ChainFinding[] = [];
+  const unattributed: DeclaredFinding[] = [];
   for (const e of events) {
     if (e.type !== 'audit.gap') continue;
     const gap: GapBody = typeof e.gap === 'object' && e.gap !== null ? (e.gap as GapBody) : {};
@@ -62,6 +72,7 @@ export function declaredGaps(events: readonly AuditEvent[]): {
       seqFrom: e.session.seq,
       seqTo: e.session.seq,
       detail: `${who(e)} may have lost ${what}${window(gap)} (${causeText(gap)}; ${countText(gap)}): which events is unknown, so no chain verification can resolve this`,
+      declaration: declarationOf(e, gap, listed),
     });
   }
   return { ranges, unattributed };
@@ -76,6 +87,26 @@ function isRange(s: unknown): s is SessionRange {
     Number.isSafeInteger(r.fromSeq) &&
     Number.isSafeInteger(r.toSeq)
   );
+}
+
+/**
+ * What makes two declarations the same loss: the same sidecar (its pod, which a restart keeps; else its instance)
+ * saying the same thing. `until` is left out: a restarted sidecar declares the carried gap with `until` at `since`.
+ * Anything else that differs (more dropped, another range) is a loss declared anew, so it is another finding.
+ */
+function declarationOf(e: AuditEvent, gap: GapBody, listed: readonly unknown[]): string {
+  const source = (typeof e.source === 'object' && e.source !== null ? e.source : {}) as Record<string, unknown>;
+  const pod = source.pod ?? e.identity?.pod;
+  const declarer =
+    typeof pod === 'string' && pod !== ''
+      ? ['pod', source.namespace ?? e.identity?.namespace ?? null, pod]
+      : typeof source.instance === 'string' && source.instance !== ''
+        ? ['instance', source.instance]
+        : ['chain', e.session.id];
+  const said = [gap.cause ?? null, gap.since ?? null, gap.dropped ?? null, gap.truncated === true, listed];
+  return createHash('sha256')
+    .update(JSON.stringify([declarer, said]))
+    .digest('hex');
 }
 
 /** The declaring sidecar, as far as its event tells: instance, pod, policy. */

@@ -123,9 +123,12 @@ ON CONFLICT (session_id) DO UPDATE SET namespace = EXCLUDED.namespace, policy = 
   signature = EXCLUDED.signature, signed_seq = EXCLUDED.signed_seq, signed_key = EXCLUDED.signed_key,
   instance = EXCLUDED.instance, updated_at = now()`;
 
-/** An open gap finding another one starting at the same seq reaches past covers both (see insertFindings). */
+/**
+ * An open gap finding another one starting at the same seq reaches past covers both (see insertFindings). One closed
+ * by hand stays as it was closed.
+ */
 const WIDEN_OPEN_GAP = `DO UPDATE SET seq_to = EXCLUDED.seq_to, detail = f.detail || '; ' || EXCLUDED.detail
-  WHERE f.kind = 'audit.gap' AND f.resolved_at IS NULL AND EXCLUDED.seq_to > f.seq_to`;
+  WHERE f.kind = 'audit.gap' AND f.resolved_at IS NULL AND f.closed_at IS NULL AND EXCLUDED.seq_to > f.seq_to`;
 
 /**
  * Upserts the sessions and settles their open `audit.gap` findings against the verified points just written, in
@@ -141,7 +144,8 @@ const UPSERT_SESSIONS_SETTLING_GAPS = `
 WITH up AS (${UPSERT_SESSIONS} RETURNING s.session_id, s.verified_seq),
 settled AS (
   UPDATE audit_chain_findings f SET resolved_at = now() FROM up
-  WHERE f.session_id = up.session_id AND f.kind = 'audit.gap' AND f.resolved_at IS NULL AND f.seq_from <= up.verified_seq
+  WHERE f.session_id = up.session_id AND f.kind = 'audit.gap' AND f.resolved_at IS NULL AND f.closed_at IS NULL
+    AND f.seq_from <= up.verified_seq
   RETURNING f.session_id, f.seq_to, f.detail, up.verified_seq),
 rest AS (
   INSERT INTO audit_chain_findings AS f (session_id, kind, seq_from, seq_to, detail)
@@ -368,12 +372,56 @@ export async function writeBatch(
   ]);
   result.healed += settled?.healed ?? 0;
   result.narrowed += settled?.narrowed ?? 0;
-  if (declared.length > 0) await dropVerifiedDeclarations(tx, result, declared);
+  const declarations = new Set<ChainFinding>(unattributed);
+  if (declared.length > 0) {
+    const rest = await unverifiedDeclarations(tx, declared);
+    for (const f of rest) declarations.add(f);
+    result.findings = [...rest, ...result.findings.filter((f) => !declared.includes(f))];
+  }
   const untouched = conflicts.filter((f) => !bySession.has(f.sessionId));
   if (untouched.length > 0) await markTampered(tx, untouched);
   await recordHeads(tx, inserted);
-  if (result.findings.length > 0) await insertFindings(tx, result.findings, true);
+  if (result.findings.length > 0) {
+    const fresh = new Set(await insertFindings(tx, result.findings, true));
+    // A declaration already on file (a range declared before, a restarted sidecar declaring the same loss again) is
+    // that finding, not a new one: reported once, like the sweep's.
+    result.findings = result.findings.filter((f) => !declarations.has(f) || fresh.has(f)).map(withoutDeclaration);
+  }
   return result;
+}
+
+/** A finding as reported (live stream, audit.finding, logs): the declaration's fingerprint is the store's business. */
+function withoutDeclaration(f: ChainFinding & { declaration?: string }): ChainFinding {
+  if (f.declaration === undefined) return f;
+  const { declaration: _, ...rest } = f;
+  return rest;
+}
+
+/**
+ * The findings the store lacks for the `audit.gap` events it holds, created now: gap events stored before declared
+ * gaps became findings, or before they were keyed as they are. Declarations keep their keys, so running it again
+ * (every start-up does) creates nothing twice. Unattributed findings filed before they carried their declaration get
+ * it first, so that a later re-declaration of the same loss finds them.
+ */
+export async function fileStoredDeclarations(tx: SqlRunner): Promise<ChainFinding[]> {
+  const rows = await tx.query<{ event: string }>(
+    `SELECT event FROM audit_events WHERE type = 'audit.gap' ORDER BY ingest_seq`,
+  );
+  if (rows.length === 0) return [];
+  const { ranges, unattributed } = declaredGaps(rows.map((r) => JSON.parse(r.event) as AuditEvent));
+  const unkeyed = await tx.query(
+    `SELECT 1 FROM audit_chain_findings WHERE kind = 'audit.gap.unattributed' AND declaration IS NULL LIMIT 1`,
+  );
+  for (const u of unkeyed.length > 0 ? unattributed : [])
+    await tx.query(
+      `UPDATE audit_chain_findings SET declaration = $4
+       WHERE session_id = $1 AND kind = $2 AND seq_from = $3 AND declaration IS NULL
+         AND NOT EXISTS (SELECT 1 FROM audit_chain_findings d WHERE d.declaration = $4)`,
+      [u.sessionId, u.kind, u.seqFrom, u.declaration],
+    );
+  const findings = [...(ranges.length > 0 ? await unverifiedDeclarations(tx, ranges) : []), ...unattributed];
+  if (findings.length === 0) return [];
+  return (await insertFindings(tx, findings, true)).map(withoutDeclaration);
 }
 
 /** Stores what the batch's audit.heads events recorded (AuditStore.sweepGaps and verify hold sessions to it). */
@@ -501,16 +549,16 @@ function withKnownHashes(rules: ChainRules, items: readonly IngestItem[]): Chain
 /**
  * Declared ranges (or their starts) the chain has verified already are no gap: their events arrived and link (an `fsync_failed`
  * declaration names events a failed fdatasync may have lost, and the page cache often still delivered them). The
- * `audit.gap` event itself stays in the sidecar's chain as the record that the disk failed.
+ * `audit.gap` event itself stays in the sidecar's chain as the record that the disk failed. Returns what is left.
  */
-async function dropVerifiedDeclarations(tx: SqlRunner, result: WriteResult, declared: ChainFinding[]): Promise<void> {
+async function unverifiedDeclarations(tx: SqlRunner, declared: readonly ChainFinding[]): Promise<ChainFinding[]> {
   const rows = await tx.query<{ session_id: string; verified_seq: number }>(
     'SELECT session_id, verified_seq::int FROM audit_sessions WHERE session_id = ANY(SELECT jsonb_array_elements_text($1::jsonb))',
     [JSON.stringify([...new Set(declared.map((f) => f.sessionId))])],
   );
   const verified = new Map(rows.map((r) => [r.session_id, r.verified_seq]));
-  result.findings = result.findings.flatMap((f) => {
-    const v = declared.includes(f) ? verified.get(f.sessionId) : undefined;
+  return declared.flatMap((f) => {
+    const v = verified.get(f.sessionId);
     if (v === undefined || v < f.seqFrom) return [f];
     // What is verified arrived; only the rest may be missing.
     return v >= f.seqTo ? [] : [{ ...f, seqFrom: v + 1 }];
@@ -518,21 +566,28 @@ async function dropVerifiedDeclarations(tx: SqlRunner, result: WriteResult, decl
 }
 
 /**
- * Stores findings, once per (session, kind, first seq); returns those not stored before. With `widen` (the findings
- * of an ingested batch, a sidecar's declarations among them), an open `audit.gap` that one starting at the same seq
- * reaches past (the sweep's hole, then a declaration naming more) is widened to cover both, with both details, and
- * returned again: kept as it was, the rest would go unreported. The sweep's own findings do not widen (a tail whose
- * head grows is the same finding, reported once).
+ * Stores findings, once per (session, kind, first seq), and a sidecar's unattributed declaration once per loss it
+ * declares (DeclaredFinding); returns those not stored before. With `widen` (the findings of an ingested batch, a
+ * sidecar's declarations among them), an open `audit.gap` that one starting at the same seq reaches past (the sweep's
+ * hole, then a declaration naming more) is widened to cover both, with both details, and returned again: kept as it
+ * was, the rest would go unreported. The sweep's own findings do not widen (a tail whose head grows is the same
+ * finding, reported once). A finding within one closed by hand (same session and kind) is not raised again: whoever
+ * closed it has looked at those events already.
  */
 export async function insertFindings(
   tx: SqlRunner,
-  findings: readonly ChainFinding[],
+  findings: readonly (ChainFinding & { declaration?: string })[],
   widen = false,
 ): Promise<ChainFinding[]> {
   // One row per key and statement (ON CONFLICT DO UPDATE cannot touch a row twice): the first finding of a kind, for a
-  // gap the widest.
-  const rows = new Map<string, ChainFinding>();
+  // gap the widest; one per declaration (its unique index).
+  const rows = new Map<string, ChainFinding & { declaration?: string }>();
+  const declarations = new Set<string>();
   for (const f of findings) {
+    if (f.declaration !== undefined) {
+      if (declarations.has(f.declaration)) continue;
+      declarations.add(f.declaration);
+    }
     const key = `${f.sessionId}\n${f.kind}\n${f.seqFrom}`;
     const there = rows.get(key);
     if (there === undefined) rows.set(key, f);
@@ -540,9 +595,13 @@ export async function insertFindings(
       rows.set(key, { ...there, seqTo: f.seqTo, detail: `${there.detail}; ${f.detail}` });
   }
   const stored = await tx.query<{ session_id: string; kind: string; seq_from: number }>(
-    `INSERT INTO audit_chain_findings AS f (session_id, kind, seq_from, seq_to, detail)
-     SELECT r.session_id, r.kind, r.seq_from, r.seq_to, r.detail
-     FROM jsonb_to_recordset($1::jsonb) AS r(session_id text, kind text, seq_from bigint, seq_to bigint, detail text)
+    `INSERT INTO audit_chain_findings AS f (session_id, kind, seq_from, seq_to, detail, declaration)
+     SELECT r.session_id, r.kind, r.seq_from, r.seq_to, r.detail, r.declaration
+     FROM jsonb_to_recordset($1::jsonb)
+       AS r(session_id text, kind text, seq_from bigint, seq_to bigint, detail text, declaration text)
+     WHERE NOT EXISTS (SELECT 1 FROM audit_chain_findings d WHERE d.declaration = r.declaration)
+       AND NOT EXISTS (SELECT 1 FROM audit_chain_findings c WHERE c.session_id = r.session_id AND c.kind = r.kind
+         AND c.closed_at IS NOT NULL AND c.seq_from <= r.seq_from AND r.seq_to <= c.seq_to)
      ON CONFLICT (session_id, kind, seq_from) ${widen ? WIDEN_OPEN_GAP : 'DO NOTHING'}
      RETURNING session_id, kind, seq_from::int`,
     [
@@ -553,12 +612,20 @@ export async function insertFindings(
           seq_from: f.seqFrom,
           seq_to: f.seqTo,
           detail: f.detail,
+          declaration: f.declaration ?? null,
         })),
       ),
     ],
   );
   const fresh = new Set(stored.map((r) => `${r.session_id}\n${r.kind}\n${r.seq_from}`));
-  return findings.filter((f) => fresh.has(`${f.sessionId}\n${f.kind}\n${f.seqFrom}`));
+  // Each stored row is reported once, as the finding that made it.
+  const reported = new Set<string>();
+  return findings.filter((f) => {
+    const key = `${f.sessionId}\n${f.kind}\n${f.seqFrom}`;
+    if (!fresh.has(key) || reported.has(key)) return false;
+    reported.add(key);
+    return true;
+  });
 }
 
 function emptyRow(sid: string, rules: ChainRules): SessionRow {

@@ -172,6 +172,23 @@ CREATE INDEX collector_web_logins_expires_idx ON collector_web_logins (expires_a
 -- a flood from one client cannot push everyone else's sign-ins out (auth/web-sessions.ts). Rows from before hold ''.
 ALTER TABLE collector_web_logins ADD COLUMN source text NOT NULL DEFAULT '';`,
   },
+  {
+    version: 7,
+    name: 'findings closed by hand, and declarations made again',
+    sql: `
+-- An approver may close a finding (POST /api/v1/findings/{id}/close): who (the entry's name, and the OIDC issuer and
+-- sub when they came that way), when and why. A closed finding is no longer open; it is neither resolved by events
+-- that arrive later nor widened, and a finding it covers is not raised again.
+ALTER TABLE audit_chain_findings ADD COLUMN closed_at timestamptz;
+ALTER TABLE audit_chain_findings ADD COLUMN closed_by text;
+ALTER TABLE audit_chain_findings ADD COLUMN closed_reason text;
+ALTER TABLE audit_chain_findings ADD COLUMN closed_oidc_issuer text;
+ALTER TABLE audit_chain_findings ADD COLUMN closed_oidc_subject text;
+-- What a sidecar's declaration of an unattributed loss said (store/declared-gaps.ts): a restarted sidecar declares
+-- the same loss again in a chain of its own, which is the same finding, not a second one.
+ALTER TABLE audit_chain_findings ADD COLUMN declaration text;
+CREATE UNIQUE INDEX audit_chain_findings_declaration_idx ON audit_chain_findings (declaration) WHERE declaration IS NOT NULL;`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

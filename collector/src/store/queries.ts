@@ -81,6 +81,47 @@ export interface Finding {
   detail: string;
   detectedAt: string;
   resolvedAt: string | null;
+  /** Closed by hand (POST /api/v1/findings/{id}/close): who, when and why; null while it is not. */
+  closed: FindingClosure | null;
+}
+
+export interface FindingClosure {
+  at: string;
+  /** The approvers entry's name. */
+  by: string;
+  reason: string;
+  /** The verified OIDC token's (or web sign-in's) issuer and `sub`, when the approver came that way. */
+  oidc?: { issuer: string; subject: string };
+}
+
+/** The closure columns of `audit_chain_findings` (alias `f`), read back by closureOf. */
+export const CLOSURE_COLUMNS = `CASE WHEN f.closed_at IS NULL THEN NULL ELSE ${ISO('f.closed_at')} END AS "closedAt",
+  f.closed_by AS "closedBy", f.closed_reason AS "closedReason", f.closed_oidc_issuer AS "closedIssuer",
+  f.closed_oidc_subject AS "closedSubject"`;
+
+export interface ClosureColumns {
+  closedAt: string | null;
+  closedBy: string | null;
+  closedReason: string | null;
+  closedIssuer: string | null;
+  closedSubject: string | null;
+}
+
+/** A row selected with CLOSURE_COLUMNS, with those folded into `closed`. */
+export function closureOf<T extends ClosureColumns>(row: T): Omit<T, keyof ClosureColumns> & Pick<Finding, 'closed'> {
+  const { closedAt, closedBy, closedReason, closedIssuer, closedSubject, ...rest } = row;
+  const closed: FindingClosure | null =
+    closedAt === null
+      ? null
+      : {
+          at: closedAt,
+          by: closedBy ?? '',
+          reason: closedReason ?? '',
+          ...(closedIssuer !== null && closedSubject !== null
+            ? { oidc: { issuer: closedIssuer, subject: closedSubject } }
+            : {}),
+        };
+  return { ...rest, closed };
 }
 
 /** A session's state (SessionSummary.state), from its row and its sidecar's latest heads (`hd`, SESSION_FROM). */
@@ -200,13 +241,17 @@ export async function getSession(
     'SELECT event FROM audit_events WHERE session_id = $1 ORDER BY seq, time',
     [id],
   );
-  const findings = await db.query<Finding>(
-    `SELECT kind, seq_from::int AS "seqFrom", seq_to::int AS "seqTo", detail, ${ISO('detected_at')} AS "detectedAt",
-            CASE WHEN resolved_at IS NULL THEN NULL ELSE ${ISO('resolved_at')} END AS "resolvedAt"
-     FROM audit_chain_findings WHERE session_id = $1 ORDER BY id`,
+  const findings = await db.query<Omit<Finding, 'closed'> & ClosureColumns>(
+    `SELECT f.kind, f.seq_from::int AS "seqFrom", f.seq_to::int AS "seqTo", f.detail, ${ISO('f.detected_at')} AS "detectedAt",
+            CASE WHEN f.resolved_at IS NULL THEN NULL ELSE ${ISO('f.resolved_at')} END AS "resolvedAt", ${CLOSURE_COLUMNS}
+     FROM audit_chain_findings f WHERE f.session_id = $1 ORDER BY f.id`,
     [id],
   );
-  return { session, events: events.map((r) => JSON.parse(r.event) as AuditEvent), findings };
+  return {
+    session,
+    events: events.map((r) => JSON.parse(r.event) as AuditEvent),
+    findings: findings.map(closureOf),
+  };
 }
 
 /** Event search, newest first, keyset-paged on (time, id). */
@@ -296,9 +341,11 @@ export async function lastIngestPosition(db: SqlRunner): Promise<number> {
   return row?.p ? Number(row.p) : 0;
 }
 
+export const FINDING_STATES = ['open', 'resolved', 'closed', 'all'] as const;
+
 export interface FindingFilter {
-  /** `open` (default): not resolved; `resolved`; `all`. */
-  state?: 'open' | 'resolved' | 'all';
+  /** `open` (default): neither resolved nor closed; `resolved`: settled by the events; `closed`: by hand; `all`. */
+  state?: (typeof FINDING_STATES)[number];
   kind?: string;
   session?: string;
   namespace?: string;
@@ -317,6 +364,17 @@ export interface FindingRow extends Finding {
   sessionKnown: boolean;
 }
 
+/** A finding's namespace: its session's, else (a chain deleted whole) that of the sidecar whose heads named it. */
+const FINDING_NAMESPACE =
+  "coalesce(s.namespace, (SELECT min(nullif(h.namespace, '')) FROM audit_chain_heads h WHERE h.session_id = f.session_id))";
+
+/** Findings (`f`) as FindingRow, before closureOf; callers add the WHERE. */
+export const FINDING_ROW_SELECT = `SELECT f.id::int, f.session_id AS "sessionId", ${FINDING_NAMESPACE} AS namespace,
+  s.session_id IS NOT NULL AS "sessionKnown", f.kind, f.seq_from::int AS "seqFrom", f.seq_to::int AS "seqTo", f.detail,
+  ${ISO('f.detected_at')} AS "detectedAt",
+  CASE WHEN f.resolved_at IS NULL THEN NULL ELSE ${ISO('f.resolved_at')} END AS "resolvedAt", ${CLOSURE_COLUMNS}
+  FROM audit_chain_findings f LEFT JOIN audit_sessions s ON s.session_id = f.session_id`;
+
 /**
  * Chain findings across sessions, newest first, keyset-paged on id: what an operator looks at to see everything
  * wrong with the trail at once, including chains deleted whole, which have no session to open.
@@ -324,27 +382,23 @@ export interface FindingRow extends Finding {
 export async function listFindings(db: SqlRunner, f: FindingFilter): Promise<Page<FindingRow>> {
   const w = new Where();
   const state = f.state ?? 'open';
-  if (state === 'open') w.raw('f.resolved_at IS NULL');
+  if (state === 'open') w.raw('f.resolved_at IS NULL AND f.closed_at IS NULL');
   else if (state === 'resolved') w.raw('f.resolved_at IS NOT NULL');
+  else if (state === 'closed') w.raw('f.closed_at IS NOT NULL');
   w.add((p) => `f.kind = ${p}`, f.kind);
   w.add((p) => `f.session_id = ${p}`, f.session);
-  const ns =
-    "coalesce(s.namespace, (SELECT min(nullif(h.namespace, '')) FROM audit_chain_heads h WHERE h.session_id = f.session_id))";
+  const ns = FINDING_NAMESPACE;
   w.add((p) => `${ns} = ${p}`, f.namespace);
   w.addList((p) => `${ns} = ANY(${p}::text[])`, f.namespaces);
   if (f.cursor) {
     const [, id] = decodeCursor(f.cursor);
     w.add((p) => `f.id < ${p}::bigint`, id);
   }
-  const rows = await db.query<FindingRow>(
-    `SELECT f.id::int, f.session_id AS "sessionId", ${ns} AS namespace, s.session_id IS NOT NULL AS "sessionKnown",
-            f.kind, f.seq_from::int AS "seqFrom", f.seq_to::int AS "seqTo", f.detail, ${ISO('f.detected_at')} AS "detectedAt",
-            CASE WHEN f.resolved_at IS NULL THEN NULL ELSE ${ISO('f.resolved_at')} END AS "resolvedAt"
-     FROM audit_chain_findings f LEFT JOIN audit_sessions s ON s.session_id = f.session_id
-     ${w.sql} ORDER BY f.id DESC LIMIT ${f.limit + 1}`,
+  const rows = await db.query<Omit<FindingRow, 'closed'> & ClosureColumns>(
+    `${FINDING_ROW_SELECT} ${w.sql} ORDER BY f.id DESC LIMIT ${f.limit + 1}`,
     w.params,
   );
-  const items = rows.slice(0, f.limit);
+  const items = rows.slice(0, f.limit).map(closureOf);
   const last = items[items.length - 1];
   return { items, next: rows.length > f.limit && last ? encodeCursor(['finding', String(last.id)]) : null };
 }

@@ -173,3 +173,46 @@ export function makeControlApplied(
     return e;
   });
 }
+
+/** What a sidecar's `audit.gap` declares (docs/audit.md): an fsync failure's ranges unless `cause` says otherwise. */
+export interface GapDeclaration {
+  /** The declaring sidecar's instance id: a restart gets a new one, and a new chain `sidecar-<instance>`. */
+  instance: string;
+  /** The sidecar's pod (downward API), which a restart of its container keeps. */
+  pod?: string;
+  namespace?: string;
+  sessions: { id: string; fromSeq: number; toSeq: number }[];
+  truncated?: boolean;
+  dropped?: number;
+  cause?: string;
+  since?: string;
+  until?: string;
+}
+
+/**
+ * The first event of a sidecar's own chain: its `audit.gap`, in the shape of sidecar/src/audit/audit-recorder.ts (a
+ * sidecar started on an at-risk record declares it first thing).
+ */
+export function makeGapDeclaration(g: GapDeclaration): AuditEvent {
+  const since = g.since ?? '2026-11-30T12:39:00.000000Z';
+  return sealEvent(
+    {
+      v: 1,
+      type: 'audit.gap',
+      time: '2026-11-30T12:40:00.000000Z',
+      session: { id: `sidecar-${g.instance}` },
+      source: { instance: g.instance, ...(g.pod ? { pod: g.pod, namespace: g.namespace ?? 'agents' } : {}) },
+      identity: { namespace: g.namespace ?? 'agents', groups: [], ...(g.pod ? { pod: g.pod } : {}) },
+      policy: { name: 'analytics-agent', hash: 'sha256:0000' },
+      gap: {
+        dropped: g.dropped ?? g.sessions.reduce((n, r) => n + r.toSeq - r.fromSeq + 1, 0),
+        since,
+        until: g.until ?? '2026-11-30T12:40:00.000000Z',
+        cause: g.cause ?? 'fsync_failed',
+        sessions: g.sessions,
+        ...(g.truncated ? { truncated: true } : {}),
+      },
+    },
+    newChain(),
+  );
+}
