@@ -27,6 +27,8 @@ const QUERY_TIMEOUT_MS = 1000;
 
 let relay: StallingRelay;
 let gs: GovernedSidecar;
+/** Writes the policy file: both policies, the masked one with `extraRules` (a reload changes its hash). */
+let writePolicies: (extraRules?: object[]) => void;
 const audit = memoryAudit();
 const logs: Array<{ level: string; obj: Record<string, unknown>; msg?: string }> = [];
 const clients: pg.Client[] = [];
@@ -77,10 +79,13 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 }
 
 /** The first refusal by the catalog (53000) `sql` gets on `c`: statements run until a catalog check is due. */
-const refused = (c: pg.Client, sql: string) =>
-  until(`53000 for ${sql}`, async () => {
-    const e = await errorOf(c, sql);
-    return e?.code === '53000' ? (e as Error & { code: string; hint?: string }) : undefined;
+const refused = (c: pg.Client, q: string | pg.QueryConfig) =>
+  until(`53000 for ${typeof q === 'string' ? q : q.text}`, async () => {
+    const e = await c.query(q).then(
+      () => undefined,
+      (err: Error & { code?: string; hint?: string }) => err,
+    );
+    return e?.code === '53000' ? e : undefined;
   });
 
 /** The catalog connections' ports as PostgreSQL sees them (their legs through the relay). */
@@ -122,21 +127,25 @@ beforeAll(async () => {
   await relay.start();
   const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-catalog-outage-')), 'policy.yaml');
   const [maskedPort, functionsPort] = [await freePort(), await freePort()];
-  writePolicy(
-    file,
-    policy('masked', maskedPort),
-    {
-      apiVersion: 'pgwarden.dev/v1alpha1',
-      kind: 'MaskingRule',
-      metadata: { name: 'pii', namespace: 'agents' },
-      spec: {
-        policies: ['masked'],
-        columns: [{ table: 'co.customers', column: 'ssn', strategy: { type: 'partial', keepLast: 4 } }],
+  writePolicies = (extraRules = []) =>
+    writePolicy(
+      file,
+      policy('masked', maskedPort, {
+        rules: [{ name: 'read', action: 'allow', statements: ['select'], tables: ['co.*'] }, ...extraRules],
+      }),
+      {
+        apiVersion: 'pgwarden.dev/v1alpha1',
+        kind: 'MaskingRule',
+        metadata: { name: 'pii', namespace: 'agents' },
+        spec: {
+          policies: ['masked'],
+          columns: [{ table: 'co.customers', column: 'ssn', strategy: { type: 'partial', keepLast: 4 } }],
+        },
       },
-    },
-    // A function list makes decisions read the catalog: a statement resting on a name it does not know waits for a check.
-    policy('functions', functionsPort, { guardrails: { blockedFunctions: ['co.secret_fn'] } }),
-  );
+      // A function list makes decisions read the catalog: a statement resting on a name it does not know waits for a check.
+      policy('functions', functionsPort, { guardrails: { blockedFunctions: ['co.secret_fn'] } }),
+    );
+  writePolicies();
   const log = (level: string) => (obj: object, msg?: string) =>
     void logs.push({ level, obj: obj as Record<string, unknown>, msg });
   const logger: SidecarLogger = { info: log('info'), warn: log('warn'), error: log('error'), debug: log('debug') };
@@ -227,6 +236,35 @@ describe('a catalog that does not answer or cannot be read', () => {
     expect(await metric('pgwarden_catalog_available')).toMatch(/pgwarden_catalog_available\{policy="masked"\} 1/);
     expect(logs.some((l) => l.level === 'info' && l.msg?.startsWith('catalog connection answers again'))).toBe(true);
     expect((await other.query('SELECT id FROM co.customers ORDER BY id')).rows).toHaveLength(2);
+  });
+
+  it('does not keep the refusal of a prepared statement re-decided after a policy reload', async () => {
+    const masked = await client('masked');
+    const byId = (id: number) => ({
+      name: 'by_id',
+      text: 'SELECT id, ssn FROM co.customers WHERE id = $1',
+      values: [id],
+    });
+    const functions = await client('functions');
+    await expectWorking(masked, functions);
+    expect((await masked.query(byId(1))).rows).toEqual([{ id: 1, ssn: `*******${SSN.slice(-4)}` }]);
+    const hooks = gs.listeners.find((l) => l.policy === 'masked')!.hooks;
+    const hash = hooks.policy()?.hash;
+    await superuser(DB, (c) => c.query('REVOKE SELECT ON pg_catalog.pg_proc FROM PUBLIC'));
+    try {
+      await refused(masked, 'SELECT id FROM co.customers');
+      // Decided again under the reloaded policy at its next Execute, and checked by masking then: refused.
+      writePolicies([{ name: 'more', action: 'allow', statements: ['select'], tables: ['co.more'] }]);
+      await until('the reload', async () => (hooks.policy()?.hash !== hash ? true : undefined));
+      await refused(masked, byId(2));
+    } finally {
+      await superuser(DB, (c) => c.query('GRANT SELECT ON pg_catalog.pg_proc TO PUBLIC'));
+    }
+    const rows = await until('the prepared statement to run again', async () => {
+      const r = await masked.query(byId(2)).catch(() => undefined);
+      return r?.rows;
+    });
+    expect(rows).toEqual([{ id: 2, ssn: '*******4321' }]);
   });
 
   it('refuses them while the login cannot read the catalog (an error, not a hang), and recovers', async () => {
