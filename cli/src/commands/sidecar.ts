@@ -149,6 +149,13 @@ export function registerSidecar(program: Command): void {
     '10s',
   );
   opt(
+    '--catalog-query-timeout <duration>',
+    'with --policy: longest a query of the catalog connection (masking, function rules) may run before PostgreSQL ' +
+      'cancels it (statement_timeout; a connection silent 1s longer is closed and reopened later); a statement ' +
+      'waiting for a catalog check that fails or times out is refused (SQLSTATE 53000)',
+    '5s',
+  );
+  opt(
     '--max-retained-statement-bytes <n>',
     'prepared statement text, described columns and Bind values kept for review/audit, over all sessions for as long ' +
       'as they exist (SQLSTATE 53200 for a Parse beyond; metric pgwarden_retained_statement_bytes)',
@@ -216,6 +223,8 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   if (!Number.isInteger(maxRetainedStatementBytes) || maxRetainedStatementBytes < 1)
     throw new InvalidArgumentError('--max-retained-statement-bytes must be a positive integer');
   const statementStallTimeoutMs = parseGrace(o.statementStallTimeout, '--statement-stall-timeout');
+  const catalogQueryTimeoutMs = parseGrace(o.catalogQueryTimeout, '--catalog-query-timeout');
+  if (catalogQueryTimeoutMs < 100) throw new InvalidArgumentError('--catalog-query-timeout must be at least 100ms');
   const listenAt = parseHostPort('--listen', o.listen);
   // Design: the sidecar listens on loopback only. In `workload` mode whoever connects *is* the pod, so an address
   // others can reach would hand the pod's identity and credentials to them.
@@ -289,6 +298,7 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
       listenPort: listenGiven ? listen.port : undefined,
       upstream: upstream ? { ...upstream, caFile: o.caFile } : o.caFile ? { caFile: o.caFile } : undefined,
       credentials,
+      catalogQueryTimeoutMs,
     });
     for (const l of governed.listeners) audit.exposeMetrics(l.sidecar.metrics.registry);
     close = (g) => governed.close(g);

@@ -18,6 +18,7 @@ import {
   STALE_APPROVAL_REASON,
 } from '@pgwarden/policy';
 import { normalizedText, statementFingerprint } from '../audit/statement-text.js';
+import { catalogRefusal } from '../masking/errors.js';
 import type {
   RowField,
   SessionHooks,
@@ -50,7 +51,10 @@ export interface PolicySessionContext {
 /** What the policy check uses of the catalog cache (sidecar/src/masking/catalog-cache.ts). */
 export interface PolicyCatalogSource {
   readonly loaded: boolean;
-  /** A current snapshot for a statement an unknown name decided, when a check is due (CatalogCache). */
+  /**
+   * A current snapshot for a statement an unknown name decided, when a check is due (CatalogCache); rejects with the
+   * cache's PGW_MASK_CATALOG_UNAVAILABLE error when the catalog cannot be read.
+   */
   checkForUnknownName(): Promise<CatalogSnapshot> | undefined;
   /** The last load or check failed. */
   readonly failing: boolean;
@@ -163,8 +167,8 @@ export class PolicySession implements SessionHooks {
    * no function f, or no relation t, was known) waits for a check of the catalog (a fingerprint query shared by every
    * session, at most one per 100 ms: CatalogCache.checkForUnknownName) and a reload if it moved, and is decided again
    * against what it finds: a function or relation another connection created since the last load then counts. When
-   * the catalog cannot be read, such a statement is decided without it (possible calls count: fail closed). Every
-   * other statement is decided at once, as before.
+   * the catalog cannot be read (the check fails or times out, or failures are being retried), such a statement is
+   * refused (53000): fail closed. Every other statement is decided at once, as before.
    */
   private checkCurrent(
     req: StatementRequest,
@@ -179,7 +183,16 @@ export class PolicySession implements SessionHooks {
     if (check === undefined) return v;
     return check.then(
       () => this.decideAnalysed(a, req, p),
-      () => this.decideAnalysed(a, req, p),
+      (err: unknown) => {
+        const refused = catalogRefusal(err);
+        // Only the cache's refusal is expected here; anything else is a failed check (denied as such).
+        if (refused === undefined) return this.checkFailed(err, p);
+        return deny(refused.code, refused.message, refused.reason, {
+          hint: refused.hint,
+          rule: refused.rule,
+          policy: refOf(p),
+        });
+      },
     );
   }
 

@@ -10,7 +10,13 @@ import { recordPolicyEvent } from '../audit/governance-audit.js';
 import { NatsAuditSink } from '../audit/nats-sink.js';
 import { credentialsProvider } from '../credentials.js';
 import { createOidcVerifier } from '../identity/index.js';
-import { type CatalogCache, keyResolverFromEnv, withPolicyMasking } from '../masking/index.js';
+import {
+  type CatalogCache,
+  type CatalogEvent,
+  CatalogMetrics,
+  keyResolverFromEnv,
+  withPolicyMasking,
+} from '../masking/index.js';
 import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-keys.js';
 import { compilePolicyFiles, createPolicySource, type PolicySource } from '../policy-source/index.js';
 import { DEFAULT_ANALYZED_STATEMENT_BYTES } from '../protocol/codes.js';
@@ -55,6 +61,8 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
   liveStateWaitMs?: number;
   /** Where MaskingRule keySecretRefs are read from; default `$PGWARDEN_MASKING_KEYS_DIR` (keyResolverFromEnv). */
   resolveMaskingKey?: KeyResolver;
+  /** `--catalog-query-timeout`: the longest one query of the catalog connection may take (default 5 s). */
+  catalogQueryTimeoutMs?: number;
 }
 
 export interface GovernedSidecar {
@@ -101,6 +109,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const rateLimitMetrics = new RateLimitMetrics();
   const controlMetrics = new ControlMetrics();
   const maskingKeyMetrics = new MaskingKeyMetrics();
+  const catalogMetrics = new CatalogMetrics();
   const events = (e: GovernanceEvent) => {
     if (recorder) recordPolicyEvent(recorder, e);
     approvalMetrics.onEvent(e);
@@ -191,7 +200,11 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
           await liveState;
           const policy = hooks.policy();
           if (catalog === undefined || catalog.loaded || !policy || !policyNeedsCatalog(policy.policy.spec)) return;
-          await Promise.race([catalog.ensure(), new Promise((r) => setTimeout(r, CATALOG_WAIT_MS).unref())]);
+          // A catalog that cannot be read lets the login in: the statements that need it are refused one by one.
+          await Promise.race([
+            catalog.ensure().catch(() => undefined),
+            new Promise((r) => setTimeout(r, CATALOG_WAIT_MS).unref()),
+          ]);
         },
         catalog: () => catalog,
         liveStateUnknown: () => !liveKnown,
@@ -214,6 +227,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         upstream,
         credentials: credentialsProvider(opts.credentials),
         resolveKey,
+        catalogQueryTimeoutMs: opts.catalogQueryTimeoutMs,
+        onCatalogEvent: catalogEvents(p.policy.name, catalogMetrics.listen(p.policy.name), opts.logger),
       });
       maskings.push(masked);
       catalog = masked.catalog;
@@ -234,6 +249,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       rateLimitMetrics.register(sidecar.metrics.registry);
       controlMetrics.register(sidecar.metrics.registry);
       maskingKeyMetrics.register(sidecar.metrics.registry);
+      catalogMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
   } catch (err) {
@@ -324,6 +340,28 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       await Promise.all(listeners.map((l) => l.sidecar.close(graceMs)));
       for (const m of maskings) m.close();
     },
+  };
+}
+
+/**
+ * A listener's catalog events to its metrics and the log: a warning when the catalog stops answering (then one per
+ * failed retry at debug level, at most one per 2 s), and when it answers again.
+ */
+function catalogEvents(
+  policy: string,
+  metrics: (e: CatalogEvent) => void,
+  logger: SidecarOptions['logger'],
+): (e: CatalogEvent) => void {
+  return (e) => {
+    metrics(e);
+    if (e.type === 'catalog.recovered')
+      logger?.info({ policy, downMs: e.downMs }, 'catalog connection answers again: statements are checked again');
+    else if (e.first)
+      logger?.warn(
+        { policy, cause: e.cause, err: e.error },
+        'catalog unavailable: statements that need a catalog check (masked sessions, names the snapshot does not know) are refused (53000) until it answers',
+      );
+    else logger?.debug({ policy, cause: e.cause, err: e.error }, 'catalog still unavailable');
   };
 }
 

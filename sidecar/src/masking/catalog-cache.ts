@@ -1,4 +1,5 @@
 import { buildCatalogSnapshot, type CatalogRow, type CatalogSnapshot, emptyCatalog } from '@pgwarden/policy';
+import { catalogFailureCause, MaskingIoError } from './errors.js';
 
 /** Runs one read-only catalog query and returns its rows as text values keyed by column name (NULL = null). */
 export type CatalogQuery = (sql: string) => Promise<Array<Record<string, string | null>>>;
@@ -199,12 +200,23 @@ export interface CatalogCacheOptions {
    * no relation t, is known) waits for a fingerprint check unless one started less than this long ago. Default 100 ms.
    */
   unknownNameCheckMs?: number;
+  /** Told when a load or check fails (each time) and when one succeeds again after failures. */
+  onEvent?: (e: CatalogEvent) => void;
 }
+
+/** What the cache reports for logs and metrics; `error` is the failure's own text (host:port at most, no secret). */
+export type CatalogEvent =
+  | { type: 'catalog.failed'; cause: 'timeout' | 'error'; error: string; first: boolean }
+  | { type: 'catalog.recovered'; downMs: number };
+
+/** After a failure, checks and loads are retried at most this often; statements that need one meanwhile are refused. */
+const RETRY_MS = 2000;
 
 /**
  * The catalog snapshot shared by every session of one upstream database. Loaded through its own connection,
  * reloaded on invalidate() (DDL seen, policy reload) and after maxAgeMs. A failed load keeps the previous snapshot
- * (an empty one at first, with which every base column is "unknown" and so masked: failing closed).
+ * for what does not wait (row plans: an empty one at first, with which every base column is "unknown" and so
+ * masked); a statement that waits for a load or check (ensure, checkForUnknownName) is refused when it fails.
  */
 export class CatalogCache {
   private snap: CatalogSnapshot = emptyCatalog();
@@ -214,16 +226,20 @@ export class CatalogCache {
   private loadedAt = 0;
   private stale = true;
   private failedAt = 0;
+  /** When the failures in a row began (0: the last load or check succeeded). */
+  private downSince = 0;
   private policyVersion: string | undefined;
   private unknownAt = 0;
-  private inflight: Promise<CatalogSnapshot> | undefined;
+  /** The running load; resolves to its failure, if any (never rejects: nobody may have to be listening). */
+  private inflight: Promise<Error | undefined> | undefined;
   private version = 0;
   /** FINGERPRINT_SQL as the snapshot's load saw it, and when the catalog last matched it. */
   private fingerprint: string | undefined;
   private verifiedAt = 0;
   /** When the last fingerprint query (a check's or a load's) was sent. */
   private checkStartedAt = 0;
-  private verifying: Promise<CatalogSnapshot> | undefined;
+  /** The running fingerprint check, resolving to its failure like `inflight`. */
+  private verifying: Promise<Error | undefined> | undefined;
   lastError: Error | undefined;
 
   constructor(
@@ -263,7 +279,8 @@ export class CatalogCache {
     if (now - this.unknownAt < 1000) return;
     this.unknownAt = now;
     this.invalidate();
-    void this.refresh();
+    // While failures are being retried, the next statement that needs the catalog retries (and reloads).
+    if (now - this.failedAt >= RETRY_MS) void this.refresh();
   }
 
   /** A policy reload (seen by any session) reloads the catalog once; the first version seen does not. */
@@ -285,8 +302,8 @@ export class CatalogCache {
   refreshIfOld(): void {
     if (this.inflight !== undefined || this.verifying !== undefined) return;
     const now = Date.now();
-    if (now - this.failedAt < 2000) return;
-    if (this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000)) void this.refresh();
+    if (now - this.failedAt < RETRY_MS) return;
+    if (this.reloadDue(now)) void this.refresh();
     else if (this.verifyDue(now)) void this.verify();
   }
 
@@ -294,22 +311,29 @@ export class CatalogCache {
    * For a statement that a name the snapshot does not know decided (PolicySession): a promise of a current snapshot
    * when a reload is due, or when the last fingerprint check started at least unknownNameCheckMs ago (then one starts
    * now, reloading if the catalog moved); a check that started more recently is joined while it runs. Undefined when
-   * nothing is due, or after a failure (for 2 s). Rate-limited so a loop of such statements costs the database at most one
-   * fingerprint query per unknownNameCheckMs, shared by every session.
+   * nothing is due. Rate-limited so a loop of such statements costs the database at most one fingerprint query per
+   * unknownNameCheckMs, shared by every session. The promise rejects (PGW_MASK_CATALOG_UNAVAILABLE) when the check
+   * fails, and at once for RETRY_MS after a failure: the statement is then refused.
    */
   checkForUnknownName(): Promise<CatalogSnapshot> | undefined {
     const now = Date.now();
-    if (now - this.failedAt < 2000) return undefined;
-    if (this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000)) return this.refresh();
+    if (now - this.failedAt < RETRY_MS) return Promise.reject(this.unavailable(this.lastError));
+    if (this.reloadDue(now)) return this.current(this.reload());
     // A check started moments ago: join it while it runs (it may not see what was created since), else none.
-    if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100)) return this.verifying;
-    // Else a check that starts now, after one still running from before.
-    return this.verifying ? this.verifying.then(() => this.verify()) : this.verify();
+    if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100))
+      return this.verifying && this.current(this.verifying);
+    // Else a check that starts now, after one still running from before (unless that one failed: no retry yet).
+    const running = this.verifying;
+    return this.current(running ? running.then((failure) => failure ?? this.verify()) : this.verify());
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
   get failing(): boolean {
     return this.lastError !== undefined;
+  }
+
+  private reloadDue(now: number): boolean {
+    return this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
   }
 
   private verifyDue(now: number): boolean {
@@ -319,56 +343,105 @@ export class CatalogCache {
 
   /**
    * A fresh snapshot: waits for a reload when stale or too old, or for a fingerprint check when the last one is older
-   * than verifyMs (and a reload if the catalog moved); else returns at once.
+   * than verifyMs (and a reload if the catalog moved); else returns at once. Rejects (PGW_MASK_CATALOG_UNAVAILABLE)
+   * when the reload or check it waited for failed, and at once while failures are being retried (RETRY_MS), so
+   * statements do not each wait for a dead connection; a snapshot that needs no check is returned all the same.
    */
   async ensure(): Promise<CatalogSnapshot> {
     const now = Date.now();
-    const old = now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
-    // After a failure, retry at most every 2 s so statements do not each wait for a dead connection.
-    if (now - this.failedAt < 2000) return this.snap;
-    if (this.stale || old) return this.refresh();
-    if (this.verifyDue(now)) return this.verify();
+    const reload = this.reloadDue(now);
+    if (!reload && !this.verifyDue(now)) return this.snap;
+    if (now - this.failedAt < RETRY_MS) throw this.unavailable(this.lastError);
+    return this.current(reload ? this.reload() : this.verify());
+  }
+
+  /** The snapshot once `check` succeeded, or the error that refuses the statement waiting for it. */
+  private async current(check: Promise<Error | undefined>): Promise<CatalogSnapshot> {
+    const failure = await check;
+    if (failure !== undefined) throw this.unavailable(failure);
     return this.snap;
   }
 
+  private unavailable(failure: Error | undefined): MaskingIoError {
+    const timeout = catalogFailureCause(failure) === 'timeout';
+    return new MaskingIoError(
+      'PGW_MASK_CATALOG_UNAVAILABLE',
+      timeout
+        ? 'the database catalog did not answer in time, so masking and the policy cannot check this statement'
+        : 'the database catalog cannot be read, so masking and the policy cannot check this statement',
+      { cause: failure },
+    );
+  }
+
   /** One fingerprint query shared by every statement waiting for it; a reload when the catalog moved. */
-  private verify(): Promise<CatalogSnapshot> {
+  private verify(): Promise<Error | undefined> {
     this.verifying ??= (async () => {
       const started = Date.now();
       this.checkStartedAt = started;
       try {
         const seen = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
-        if (seen !== this.fingerprint) {
-          // A load already running may have read the catalog before the change: wait for it, then load again unless
-          // it saw what this check saw.
-          if (this.inflight) await this.inflight;
-          if (seen !== this.fingerprint) {
-            this.invalidate();
-            await this.refresh();
-          }
-        } else {
+        if (seen === this.fingerprint) {
           this.verifiedAt = started;
-          this.lastError = undefined;
+          this.succeeded();
+          return undefined;
         }
+        // A load already running may have read the catalog before the change: wait for it, then load again unless
+        // it saw what this check saw.
+        if (this.inflight) {
+          const failure = await this.inflight;
+          if (failure !== undefined) return failure;
+        }
+        if (seen === this.fingerprint) return undefined;
+        this.invalidate();
+        return await this.reload();
       } catch (err) {
-        this.failedAt = Date.now();
-        this.lastError = err as Error;
+        return this.failed(err);
       }
-      return this.snap;
     })().finally(() => {
       this.verifying = undefined;
     });
     return this.verifying;
   }
 
+  /** Reloads (joining a load already running); resolves to the snapshot, loaded or not. */
   refresh(): Promise<CatalogSnapshot> {
+    return this.reload().then(() => this.snap);
+  }
+
+  private reload(): Promise<Error | undefined> {
     this.inflight ??= this.load().finally(() => {
       this.inflight = undefined;
     });
     return this.inflight;
   }
 
-  private async load(): Promise<CatalogSnapshot> {
+  private succeeded(): void {
+    this.lastError = undefined;
+    // It answers: nothing to hold back for (a check that was already running when another failed may succeed).
+    this.failedAt = 0;
+    if (this.downSince === 0) return;
+    const downMs = Date.now() - this.downSince;
+    this.downSince = 0;
+    this.options.onEvent?.({ type: 'catalog.recovered', downMs });
+  }
+
+  private failed(err: unknown): Error {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.failedAt = Date.now();
+    this.lastError = error;
+    const first = this.downSince === 0;
+    if (first) this.downSince = this.failedAt;
+    const cause = error instanceof MaskingIoError && error.cause instanceof Error ? `: ${error.cause.message}` : '';
+    this.options.onEvent?.({
+      type: 'catalog.failed',
+      cause: catalogFailureCause(error),
+      error: `${error.message}${cause}`,
+      first,
+    });
+    return error;
+  }
+
+  private async load(): Promise<Error | undefined> {
     this.stale = false;
     try {
       // Taken first: a change while the rest loads moves the catalog past it, and the next check reloads.
@@ -428,12 +501,11 @@ export class CatalogCache {
       this.fingerprint = fingerprint;
       this.verifiedAt = started;
       this.version++;
-      this.lastError = undefined;
+      this.succeeded();
+      return undefined;
     } catch (err) {
       this.stale = true;
-      this.failedAt = Date.now();
-      this.lastError = err as Error;
+      return this.failed(err);
     }
-    return this.snap;
   }
 }

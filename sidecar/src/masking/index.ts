@@ -1,7 +1,17 @@
-export { CatalogCache, type CatalogCacheOptions, type CatalogQuery } from './catalog-cache.js';
-export { upstreamCatalogQuery } from './catalog-connection.js';
+export { CatalogCache, type CatalogCacheOptions, type CatalogEvent, type CatalogQuery } from './catalog-cache.js';
+export {
+  type CatalogConnectionOptions,
+  DEFAULT_CATALOG_QUERY_TIMEOUT_MS,
+  upstreamCatalogQuery,
+} from './catalog-connection.js';
+export { CatalogMetrics } from './catalog-metrics.js';
 export { createRowTransformer, type MaskingCounters } from './data-row-transformer.js';
-export { MaskingIoError, type MaskingIoErrorCode } from './errors.js';
+export {
+  CATALOG_UNAVAILABLE_SQLSTATE,
+  catalogRefusal,
+  MaskingIoError,
+  type MaskingIoErrorCode,
+} from './errors.js';
 export { createMasker, type Masker, type MaskerOptions, type MaskingSource } from './masker.js';
 export { type PolicyMaskingOptions, withPolicyMasking } from './policy-masking.js';
 export { keyResolverFromEnv, secretFileKeyResolver } from './secret-key-files.js';

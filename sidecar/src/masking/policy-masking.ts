@@ -1,7 +1,7 @@
 import type { KeyResolver, MaskingSettings, RenderedPolicy } from '@pgwarden/policy';
 import type { ProxyHooks } from '../proxy/hooks.js';
 import type { Credentials, UpstreamTarget } from '../upstream/connect.js';
-import { CatalogCache } from './catalog-cache.js';
+import { CatalogCache, type CatalogEvent } from './catalog-cache.js';
 import { upstreamCatalogQuery } from './catalog-connection.js';
 import { createMasker } from './masker.js';
 import { withMasking } from './with-masking.js';
@@ -17,6 +17,10 @@ export interface PolicyMaskingOptions {
   catalogMaxAgeMs?: number;
   /** See CatalogCacheOptions.verifyMs (default 1 s). */
   catalogVerifyMs?: number;
+  /** `--catalog-query-timeout`: see CatalogConnectionOptions.queryTimeoutMs (default 5 s). */
+  catalogQueryTimeoutMs?: number;
+  /** The catalog's failures and recoveries (logs, metrics). */
+  onCatalogEvent?: (e: CatalogEvent) => void;
 }
 
 /**
@@ -29,8 +33,12 @@ export function withPolicyMasking(
   hooks: ProxyHooks,
   opts: PolicyMaskingOptions,
 ): ProxyHooks & { close(): void; catalog: CatalogCache } {
-  const query = upstreamCatalogQuery(opts.upstream, opts.credentials);
-  const catalog = new CatalogCache(query, { maxAgeMs: opts.catalogMaxAgeMs, verifyMs: opts.catalogVerifyMs });
+  const query = upstreamCatalogQuery(opts.upstream, opts.credentials, { queryTimeoutMs: opts.catalogQueryTimeoutMs });
+  const catalog = new CatalogCache(query, {
+    maxAgeMs: opts.catalogMaxAgeMs,
+    verifyMs: opts.catalogVerifyMs,
+    onEvent: opts.onCatalogEvent,
+  });
   const source = () => {
     const p = opts.policy();
     if (!p) return undefined;

@@ -1,4 +1,5 @@
 import type { ProxyHooks, SessionHooks, SessionInfo, StatementRequest, Verdict } from '../proxy/hooks.js';
+import { catalogRefusal } from './errors.js';
 import type { Masker } from './masker.js';
 
 /** SQLSTATE 42501 insufficient_privilege, as for every policy denial. */
@@ -36,21 +37,37 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         if (!m.config.active) return next(req);
         return checkMasked(req, next);
       };
+      /** Catalog refusals: never kept as a statement's masked verdict, as the next execution may find the catalog back. */
+      const refusals = new WeakSet<Verdict>();
       const checkMasked = async (
         req: StatementRequest,
         next: (r: StatementRequest) => Verdict | Promise<Verdict>,
       ): Promise<Verdict> => {
         const decided = await next(req);
-        const denied = await m.check(req.sql);
+        let denied: Awaited<ReturnType<Masker['check']>>;
+        let refused: ReturnType<typeof catalogRefusal>;
+        try {
+          denied = await m.check(req.sql);
+        } catch (err) {
+          // The catalog could not be read when this statement needed it checked: refused (fail closed), the session
+          // goes on. Anything else stays an error of the hook, which the proxy denies as such.
+          refused = catalogRefusal(err);
+          if (refused === undefined) throw err;
+        }
         // Always a fresh object: hooks may return one shared verdict (allow-all does), and planRows finds a
         // statement's SQL by verdict identity — pipelined statements must not see each other's SQL.
         const verdict: Verdict =
-          denied && decided.action !== 'deny'
-            ? { ...denial(denied.message, denied.reason), policy: decided.policy, statements: decided.statements }
-            : { ...decided };
+          decided.action === 'deny'
+            ? { ...decided }
+            : refused
+              ? { action: 'deny', ...refused, policy: decided.policy, statements: decided.statements }
+              : denied
+                ? { ...denial(denied.message, denied.reason), policy: decided.policy, statements: decided.statements }
+                : { ...decided };
         // This promise waits for masking's catalog, which is no hold: the statement was held only for what the
         // policy reported (a review, a rate limit), and the proxy would otherwise take the wait as held time.
         if (verdict.action !== 'review' && verdict.heldMs === undefined) verdict.heldMs = decided.heldMs ?? 0;
+        if (refused && decided.action !== 'deny') refusals.add(verdict);
         m.bind(verdict, req.sql);
         return verdict;
       };
@@ -68,7 +85,7 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
           return verdict;
         }
         return checkMasked(req, () => decided).then((verdict) => {
-          masked.set(decided, verdict);
+          if (!refusals.has(verdict)) masked.set(decided, verdict);
           return verdict;
         });
       };
