@@ -2,6 +2,7 @@ import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { holdThreadPool } from '../testing/hold-thread-pool.js';
 import { DiskSpool } from './disk-spool.js';
 
 const dirs: string[] = [];
@@ -112,5 +113,31 @@ describe('DiskSpool', () => {
     expect(got.map((r) => r.msgID)).toEqual(['s.1', 's.2']);
     expect((JSON.parse(got[0].data) as { p: string }).p).toHaveLength(600_000);
     spool.close();
+  });
+});
+
+describe('DiskSpool: background fdatasync and segment rotation', () => {
+  it('a segment retired while its fdatasync waits for a thread is closed after that sync, not under it', async () => {
+    const dir = tempDir();
+    const errors: Error[] = [];
+    const spool = new DiskSpool({ dir, maxBytes: 1e7, segmentBytes: 1000, onSyncError: (e) => errors.push(e) });
+    const release = await holdThreadPool();
+    let released = false;
+    try {
+      spool.append([rec(0, 20)]); // a background fdatasync of segment 0, queued behind the held threads
+      spool.append(Array.from({ length: 40 }, (_, i) => rec(i + 1, 20))); // fills segment 0 and more: rotations
+      // The last segment is closed too: segment 0's fd number, reused by each new segment, is then free.
+      spool.close();
+      await release();
+      released = true;
+    } finally {
+      if (!released) await release();
+    }
+    await spool.closed();
+    // Before: the queued sync ran on an fd that was closed by then, failed with EBADF, and the spool was not durable
+    // (with the number reused by the next segment meanwhile, it synced that file instead).
+    expect(errors.map((e) => e.message)).toEqual([]);
+    expect(spool.syncFailed).toBe(false);
+    expect(spool.takeSyncGap()).toBeUndefined();
   });
 });

@@ -86,6 +86,10 @@ export class DiskSpool {
   private totalBytes = 0;
   private syncing = false;
   private syncAgain = false;
+  /** The fd the background fdatasync runs on, and whether its segment was retired meanwhile (closeWriteSegment). */
+  private syncingFd: number | undefined;
+  private closeAfterSync = false;
+  private syncWaiters: (() => void)[] = [];
   private readonly onSyncError: ((err: Error) => void) | undefined;
   private readonly onSyncRecovered: (() => void) | undefined;
   private readonly unsynced: UnsyncedEvents;
@@ -282,9 +286,10 @@ export class DiskSpool {
     if (this.record) this.recordClosed = this.record.close();
   }
 
-  /** Resolves once the at-risk record's last write after close() ended. */
-  closed(): Promise<void> {
-    return this.recordClosed;
+  /** Resolves once the at-risk record's last write after close() ended, and the background fdatasync with it. */
+  async closed(): Promise<void> {
+    if (this.syncing) await new Promise<void>((r) => this.syncWaiters.push(r));
+    await this.recordClosed;
   }
 
   private readLines(seg: number, size: number, max: number, out: SpoolRecord[]): void {
@@ -360,11 +365,19 @@ export class DiskSpool {
     }
     this.syncing = true;
     const fd = this.writeFd;
+    this.syncingFd = fd;
     const token = this.unsynced.syncStarting();
     fdatasync(fd, (err) => {
       this.syncing = false;
+      this.syncingFd = undefined;
+      if (this.closeAfterSync) {
+        this.closeAfterSync = false;
+        closeSync(fd);
+      }
       this.synced(err, token);
-      if (this.syncAgain && this.writeFd === fd) {
+      for (const w of this.syncWaiters.splice(0)) w();
+      // Records appended while this sync ran, perhaps to a segment opened since: sync whatever segment is current.
+      if (this.syncAgain) {
         this.syncAgain = false;
         this.sync();
       }
@@ -419,7 +432,11 @@ export class DiskSpool {
       }
       this.synced(err, token);
     }
-    closeSync(fd);
+    // A background fdatasync still queued on this fd must not find it closed: it failed with EBADF, which read as a
+    // failed sync (the sink turned not ready and declared a gap for nothing; under load, with the thread pool behind,
+    // it did), or, with the number reused meanwhile, it synced another file. Its callback closes the fd instead.
+    if (this.syncingFd === fd) this.closeAfterSync = true;
+    else closeSync(fd);
   }
 
   private removeSegment(seg: number, size: number): void {

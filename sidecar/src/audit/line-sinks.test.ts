@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
+import { holdThreadPool } from '../testing/hold-thread-pool.js';
 import { BATCH_SYNC_INTERVAL_MS, createFileSink, createStdoutSink, WRITE_INTERVAL_MS } from './line-sinks.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgwarden-line-sinks-'));
@@ -186,5 +187,32 @@ describe('stdout sink', () => {
     } finally {
       process.stdout.write = real;
     }
+  });
+});
+
+describe('file sink close', () => {
+  it('waits for a background fdatasync before closing its file, instead of failing it', async () => {
+    const path = join(dir, 'close-while-syncing.jsonl');
+    const logged: string[] = [];
+    const sink = createFileSink({
+      path,
+      fsync: 'batch',
+      writeIntervalMs: 0,
+      registry: new Registry(),
+      log: (level, msg) => logged.push(`${level}: ${msg}`),
+    });
+    const release = await holdThreadPool();
+    let closing: Promise<void> | undefined;
+    try {
+      sink.emit({ session: { id: 's', seq: 1 } });
+      await turn(); // written; its fdatasync waits for a thread
+      closing = sink.close();
+    } finally {
+      await release();
+    }
+    await closing;
+    // Before: close() closed the fd under the queued sync, which failed with EBADF and was logged as a failed sync.
+    expect(logged.filter((l) => l.startsWith('error'))).toEqual([]);
+    expect(lines(path)).toHaveLength(1);
   });
 });

@@ -164,6 +164,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let lastWrite = Number.NEGATIVE_INFINITY;
   const lines = new LineBuffer();
 
+  /** close() waits for the background fdatasync: closing its fd under it fails it (EBADF) or syncs a reused number. */
+  const syncWaiters: (() => void)[] = [];
   const wakeIdle = () => {
     if (pending.length === 0 && !dirty && !syncing && gapsDue === 0) for (const w of idleWaiters.splice(0)) w();
   };
@@ -184,6 +186,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     const token = unsynced.syncStarting();
     fdatasync(fd, (err) => {
       syncing = false;
+      for (const w of syncWaiters.splice(0)) w();
       synced(err, token);
       if (dirty) sync();
       else wakeIdle();
@@ -320,6 +323,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       clearTimeout(syncTimer);
       syncTimer = undefined;
       openFileSinks.delete(flush);
+      if (syncing) await new Promise<void>((r) => syncWaiters.push(r));
       if (fsync !== 'never') {
         // A failure here is reported like any other sync failure; the fd is closed all the same.
         syncNow();

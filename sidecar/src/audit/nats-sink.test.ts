@@ -229,7 +229,8 @@ describe('NATS audit sink (real nats-server)', () => {
     sent += 5;
     // The sink takes them on a later turn: on a loaded machine (CI's whole suite) 20 ms was not always enough.
     for (let i = 0; i < 200 && sink.stats().dropped < 5; i++) await sleep(25);
-    // Once failed with 0 drops under load (cause not found): the stats say which way the sink went.
+    // Failed now and then under load with 0 drops: a rotated segment's fd was closed under its queued fdatasync, the
+    // EBADF read as a failed sync and the sink turned not ready before the spool was full (disk-spool.test.ts).
     expect(sink.stats().dropped, JSON.stringify({ ...sink.stats(), ready: sink.ready() })).toBeGreaterThanOrEqual(5);
     const metric = await registry.getSingleMetricAsString('pgwarden_audit_dropped_total');
     expect(metric).toMatch(/pgwarden_audit_dropped_total\{sink="nats",cause="spool_full"\} \d+/);
