@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { OidcSubject } from '@pgwarden/policy';
 import {
   createHttpsFetch,
   createOidcVerifier,
@@ -8,7 +9,6 @@ import {
   type IdentityReason,
   type OidcVerifier,
 } from '@pgwarden/policy/oidc';
-import type { OidcSubject } from '../approvals/four-eyes.js';
 import { CollectorError } from '../errors.js';
 import type { SignInRateOptions } from '../http/sign-in-rate.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
