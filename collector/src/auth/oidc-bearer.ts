@@ -43,7 +43,8 @@ export interface OidcBearerOptions {
    * The web UI's sign-in (authorization code + PKCE, http/web-login.ts) as this OAuth client; needs the collector's
    * public URL. Its client id counts as an audience too (an ID token's `aud` is the client id).
    */
-  webLogin?: { clientId: string; clientSecretFile?: string; rate?: SignInRateOptions };
+  /** `rate`: what is set of the per-client limit on starting sign-ins (sign-in-rate.ts), the defaults for the rest. */
+  webLogin?: { clientId: string; clientSecretFile?: string; rate?: Partial<SignInRateOptions> };
 }
 
 /** Who a verified token is. */
