@@ -802,4 +802,38 @@ describe('four eyes against other spellings and other identities of the requeste
       expect(ok.body.decision.by).toStrictEqual({ name: 'bea', groups: ['dba'] });
     }
   });
+  it('approving under a grant tells a sidecar that reads them the grant approver’s identities, and no other sidecar', async () => {
+    const shape = { grantMax: '1h', fingerprint: 'fedcba9876543210', grantKey: 'e7'.repeat(32) };
+    const first = approvalRequest({ ...shape, approverIdentities: true });
+    await jetstream(fx.nc).publish(approvalSubject('request', first.id), JSON.stringify(first));
+    await waitFor(
+      async () =>
+        (await decide(first.id, LOOKALIKE.someoneElse.token, { decision: 'approve', grantFor: '30m' })).status === 200,
+    );
+    const until = new Date(Date.now() + 1_800_000).toISOString();
+    await jetstream(fx.nc).publish(
+      approvalSubject('closed', first.id),
+      JSON.stringify(approvalClosed(first.id, 'approved', { name: 'bea', groups: [] }, until)),
+    );
+    const reads = await held({
+      ...shape,
+      identity: { ...first.identity, pod: 'analytics-1' },
+      approverIdentities: true,
+    });
+    const older = await held({ ...shape, identity: { ...first.identity, pod: 'analytics-2' } });
+    await waitFor(async () => (await decisionsInStream(reads.id)) === 1 && (await decisionsInStream(older.id)) === 1);
+    const jsm = await jetstreamManager(fx.nc);
+    const byOf = async (id: string) =>
+      parseApprovalDecision(
+        (await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('decision', id) }))!.data,
+      )!;
+    expect(await byOf(reads.id)).toMatchObject({ under: first.id });
+    expect((await byOf(reads.id)).by).toStrictEqual({
+      name: 'bea',
+      groups: ['dba'],
+      oidc: [{ issuer: 'https://idp.example', subject: '00u-bea' }],
+      serviceAccounts: ['agents/reporting'],
+    });
+    expect((await byOf(older.id)).by).toStrictEqual({ name: 'bea', groups: ['dba'] });
+  });
 });
