@@ -30,6 +30,7 @@ import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { trustedProxies } from './http/client-address.js';
 import { LiveStream } from './http/live-stream.js';
+import { signInRateOf } from './http/sign-in-rate.js';
 import { WebLogin, type WebLoginOptions } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
 import { type DeliveryOutcome, IngestQueue } from './ingest/ingest-queue.js';
@@ -577,7 +578,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       oidcIssuer: oidc ? oidc.issuer : false,
-      webLogin: Boolean(webLogin),
+      webLogin: webLoginOptions ? { signInRate: webLoginOptions.rate } : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
       readAudit: reads ? { session: reads.sessionId, signedBy: reads.keyId ?? false } : false,
@@ -665,7 +666,7 @@ function webLoginOptionsOf(
     clientId: o.clientId,
     publicUrl,
     ...(clientSecret !== undefined ? { clientSecret } : {}),
-    ...(o.rate ? { rate: o.rate } : {}),
+    rate: signInRateOf(o.rate),
     ...(trusted ? { trustedProxies: trusted } : {}),
   };
 }

@@ -55,8 +55,8 @@ describe('OIDC bearer tokens on the collector API', () => {
   };
   const decide = (c: Collector, id: string, token: string) =>
     api(c, `/api/v1/approvals/${id}`, token, { method: 'POST', body: { decision: 'approve' } });
-  const held = async (identity: ApprovalRequestMessage['identity']) => {
-    const r = approvalRequest({ identity });
+  const held = async (identity: ApprovalRequestMessage['identity'], over: Partial<ApprovalRequestMessage> = {}) => {
+    const r = approvalRequest({ identity, ...over });
     await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
     for (const c of [bySub, byEmail])
       await waitFor(async () => (await api(c, `/api/v1/approvals/${r.id}`, ALICE)).status === 200);
@@ -231,6 +231,25 @@ describe('OIDC bearer tokens on the collector API', () => {
     });
     const ok = await decide(byEmail, other.id, token);
     expect([ok.status, ok.body.decision?.by?.name]).toEqual([200, 'olga']);
+    // The sidecar of that request reads no approver identities, so the decision names none.
+    expect(ok.body.decision.by).toStrictEqual({ name: 'olga', groups: ['dba'] });
+    // One that does is told who olga is: what the file binds and the token she signed in with (its sub and e-mail),
+    // so that its own four-eyes check sees u-olga2 too.
+    const reads = await held(
+      { namespace: 'agents', serviceAccount: 'analytics', user: 'ana', issuer: idp.issuer, groups: [] },
+      { approverIdentities: true },
+    );
+    const told = await decide(byEmail, reads.id, token);
+    expect(told.status).toBe(200);
+    expect(told.body.decision.by).toStrictEqual({
+      name: 'olga',
+      groups: ['dba'],
+      oidc: [
+        { issuer: idp.issuer, subject: 'u-olga' },
+        { issuer: idp.issuer, subject: 'olga@example.com' },
+        { issuer: idp.issuer, subject: 'u-olga2' },
+      ],
+    });
   });
 
   it('while the issuer cannot be reached, tokens get 503 and static tokens keep working', async () => {

@@ -38,6 +38,7 @@ export type { FromSchema } from './api/schema-types.js';
 export * from './api/validate.js';
 export * from './approvals/approval-messages.js';
 export * from './approvals/decision-signature.js';
+export * from './approvals/four-eyes.js';
 export * from './audit/index.js';
 export * from './control/control-messages.js';
 export { ed25519KeyId, ed25519PrivateKey, ed25519PublicKey } from './crypto/ed25519-keys.js';

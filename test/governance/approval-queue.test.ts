@@ -74,10 +74,50 @@ describe('review through the approval queue', () => {
     await c.end();
   });
 
+  it('an approval by someone else’s name who holds the requester’s OIDC issuer and subject is not applied', async () => {
+    const c = await g.client({ password: await idp.sign({ sub: 'alice', groups: ['data-team'] }) });
+    const before = await db.fingerprint();
+    const seq = await lastSeq();
+    const pending = errorOf(c, 'DELETE FROM orders WHERE id = 44');
+    const req = await nextRequest(seq);
+    expect(req).toMatchObject({ identity: { user: 'alice', issuer: idp.issuer }, approverIdentities: true });
+    // Straight onto NATS, as a collector that let it through would publish it: dana, in the approvers group, but
+    // also alice at alice's identity provider (the issuer spelled with a trailing slash).
+    await jetstream(collectorNc).publish(
+      approvalSubject('decision', req.id),
+      JSON.stringify({
+        v: 1,
+        id: req.id,
+        decision: 'approved',
+        by: { name: 'dana', groups: ['dba'], oidc: [{ issuer: `${idp.issuer}/`, subject: 'alice' }] },
+        at: new Date().toISOString(),
+      }),
+    );
+    // The sidecar reads decisions in order: had it applied the approval, this rejection would come too late.
+    await jetstream(collectorNc).publish(
+      approvalSubject('decision', req.id),
+      JSON.stringify({
+        v: 1,
+        id: req.id,
+        decision: 'rejected',
+        by: { name: 'erin', groups: ['dba'], oidc: [{ issuer: idp.issuer, subject: 'erin' }] },
+        at: new Date().toISOString(),
+        reason: 'not yours to approve',
+      }),
+    );
+    const err = await pending;
+    expect(err?.code).toBe('42501');
+    expect(err?.message).toMatch(/rejected by erin: not yours to approve$/);
+    expect(await db.fingerprint()).toBe(before);
+    const released = await g.waitEvent((e) => e.type === 'statement.released' && (e as any).approvalId === req.id);
+    expect(released).toMatchObject({ outcome: 'rejected', by: 'erin' });
+    await c.end();
+  });
+
   it('counts holds and how they ended on /metrics', async () => {
     const text = await g.gs.listeners[0].sidecar.metrics.registry.metrics();
     expect(text).toMatch(/^pgwarden_approvals_held 0$/m);
     expect(text).toMatch(/^pgwarden_approvals_total\{outcome="approved"\} 1$/m);
-    expect(text).toMatch(/^pgwarden_approvals_total\{outcome="rejected"\} 1$/m);
+    expect(text).toMatch(/^pgwarden_approvals_total\{outcome="rejected"\} 2$/m);
   });
 });

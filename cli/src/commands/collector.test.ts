@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { APPROVALS_STREAM, approvalSubject } from '@pgwarden/policy';
@@ -7,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { approvalClosed, approvalRequest } from '../../../collector/src/testing/approval-messages.js';
 import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
 import { waitFor } from '../../../collector/src/testing/wait-for.js';
+import { approversWithOidc, startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { BIN, BUILT, runAsApprover, stopProcess } from '../testing/cli-process.js';
@@ -163,5 +167,82 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
       await stopProcess(child);
     }
     expect(output).toContain('"approvalWebhook":{"origin":"http://127.0.0.1:9","format":"json","outcomes":false}');
+  });
+});
+
+describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in limit', () => {
+  let idp: TestIdp;
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let dir: string;
+  beforeAll(async () => {
+    [idp, db] = await Promise.all([startTestIdp(), createTestDatabase(inject('pg'), ROLES.superuser)]);
+    dir = mkdtempSync(join(tmpdir(), 'pgwarden-sign-in-'));
+    writeFileSync(join(dir, 'approvers.yaml'), approversWithOidc(idp.issuer, 'tok-alice-sign-in-0123456789', ['dora']));
+  });
+  afterAll(async () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    await db?.drop();
+    await idp?.close();
+  });
+  const web = () => [
+    '--approvers-file',
+    join(dir, 'approvers.yaml'),
+    '--oidc-issuer',
+    idp.issuer,
+    '--oidc-ca-file',
+    idp.caFile,
+    '--oidc-client-id',
+    'pgwarden-web',
+    '--public-url',
+    'https://pgwarden.example',
+  ];
+
+  it('lists the flags in its help', async () => {
+    const help = await runAsApprover(['collector', '--help']);
+    for (const text of ['--sign-in-burst <n>', '--sign-in-per-minute <n>', 'PGWARDEN_SIGN_IN_BURST'])
+      expect(help.stdout).toContain(text);
+  });
+
+  it('takes the burst from --sign-in-burst and the refill from env, and answers 429 past them', async () => {
+    const child = spawn(
+      BIN,
+      ['collector', '--listen', '127.0.0.1:0', ...web(), '--sign-in-burst', '3', '--store', db.url],
+      {
+        // A refill that adds nothing within the test: what passes does not hang on the machine's speed.
+        env: { ...process.env, PGWARDEN_SIGN_IN_PER_MINUTE: '0.01' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout?.on('data', (c) => (output += c));
+    child.stderr?.on('data', (c) => (output += c));
+    try {
+      await waitFor(() => /collector listening on (\S+)/.test(output), 30_000);
+      const url = /collector listening on (\S+)/.exec(output)![1];
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) statuses.push((await fetch(`${url}/auth/login`, { redirect: 'manual' })).status);
+      expect(statuses).toEqual([302, 302, 302, 429]);
+    } finally {
+      await stopProcess(child);
+    }
+    expect(output).toContain('"webLogin":{"signInRate":{"burst":3,"perMinute":0.01}}');
+  });
+
+  it('refuses a limit out of bounds, not a number, or without the web sign-in, in one line', async () => {
+    for (const [args, message] of [
+      [['--sign-in-burst', '0'], /--sign-in-burst\) must be a whole number from 1 to 1000, not 0$/],
+      [['--sign-in-per-minute', '0'], /--sign-in-per-minute\) must be above 0 and at most 6000, not 0$/],
+      [['--sign-in-burst', '2e1'], /--sign-in-burst must be a number, not "2e1"$/],
+      [['--sign-in-per-minute', ''], /--sign-in-per-minute must be a number, not ""$/],
+    ] as const) {
+      const r = await runAsApprover(['collector', '--listen', '127.0.0.1:0', ...web(), '--store', db.url, ...args]);
+      expect([r.code, r.stderr.trim()], args.join(' ')).toEqual([1, expect.stringMatching(message)]);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+    const r = await runAsApprover(['collector', '--listen', '127.0.0.1:0', '--sign-in-burst', '5', '--store', db.url]);
+    expect([r.code, r.stderr.trim()]).toEqual([
+      1,
+      'pgwarden collector: --sign-in-burst and --sign-in-per-minute limit the web sign-in: they need --oidc-client-id',
+    ]);
   });
 });

@@ -177,6 +177,16 @@ export function registerCollector(program: Command): void {
         'PGWARDEN_OIDC_CLIENT_SECRET_FILE',
     )
     .option(
+      '--sign-in-burst <n>',
+      'sign-ins one client (IPv4 address or IPv6 /64) may start at once through the web UI before it gets 429, per ' +
+        'replica (default 20; needs --oidc-client-id); or env PGWARDEN_SIGN_IN_BURST',
+    )
+    .option(
+      '--sign-in-per-minute <n>',
+      'sign-ins a client may start per minute past its burst, per replica (default 10, may be a fraction: 0.5 is one ' +
+        'every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
+    )
+    .option(
       '--oidc-groups-claim <claim>',
       'add the token’s groups from this claim to those its approvers/readers entry gives (default: the token’s ' +
         'groups are ignored; they never stand in for an entry); or env PGWARDEN_OIDC_GROUPS_CLAIM',
@@ -308,6 +318,8 @@ function oidcOf(o: {
   oidcGroupsClaim?: string;
   oidcClientId?: string;
   oidcClientSecretFile?: string;
+  signInBurst?: string;
+  signInPerMinute?: string;
 }): CollectorOptions['oidc'] {
   const env = process.env;
   const issuer = o.oidcIssuer ?? env.PGWARDEN_OIDC_ISSUER;
@@ -323,6 +335,14 @@ function oidcOf(o: {
   const clientId = o.oidcClientId ?? env.PGWARDEN_OIDC_CLIENT_ID;
   const clientSecretFile = o.oidcClientSecretFile ?? env.PGWARDEN_OIDC_CLIENT_SECRET_FILE;
   if (clientSecretFile && !clientId) throw new InvalidArgumentError('--oidc-client-secret-file needs --oidc-client-id');
+  const rate = signInRateFlags(
+    o.signInBurst ?? env.PGWARDEN_SIGN_IN_BURST,
+    o.signInPerMinute ?? env.PGWARDEN_SIGN_IN_PER_MINUTE,
+  );
+  if (rate && !clientId)
+    throw new InvalidArgumentError(
+      '--sign-in-burst and --sign-in-per-minute limit the web sign-in: they need --oidc-client-id',
+    );
   if (!issuer) {
     if (audience.length || caFile || usernameClaim || groupsClaim || clientId)
       throw new InvalidArgumentError('the --oidc-* flags need --oidc-issuer');
@@ -336,7 +356,23 @@ function oidcOf(o: {
     ...(caFile ? { caFile } : {}),
     ...(usernameClaim ? { usernameClaim } : {}),
     ...(groupsClaim ? { groupsClaim } : {}),
-    ...(clientId ? { webLogin: { clientId, ...(clientSecretFile ? { clientSecretFile } : {}) } } : {}),
+    ...(clientId
+      ? { webLogin: { clientId, ...(clientSecretFile ? { clientSecretFile } : {}), ...(rate ? { rate } : {}) } }
+      : {}),
+  };
+}
+
+/** What is set of the sign-in limit; the collector fills in the defaults and checks the bounds. */
+function signInRateFlags(burst: string | undefined, perMinute: string | undefined) {
+  if (burst === undefined && perMinute === undefined) return undefined;
+  // Number('') is 0 and Number(' 5 ') is 5: only a plain decimal is read as one.
+  const num = (flag: string, v: string) => {
+    if (!/^\d+(\.\d+)?$/.test(v)) throw new InvalidArgumentError(`${flag} must be a number, not ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+  return {
+    ...(burst !== undefined ? { burst: num('--sign-in-burst', burst) } : {}),
+    ...(perMinute !== undefined ? { perMinute: num('--sign-in-per-minute', perMinute) } : {}),
   };
 }
 

@@ -16,9 +16,9 @@ import {
   parseApprovalSubject,
   requestFitsSubject,
   sameIdentity,
+  selfApprovalReason,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
-import { type ApproverIdentity, selfApprovalReason } from './four-eyes.js';
 
 /**
  * Where a held statement stands, as far as the stream tells: the sidecar's closed outcome once it reported one
@@ -252,7 +252,7 @@ export class ApprovalBook {
    * Throws unless `approver` may decide `id` now: the request exists, the approver is one of its `approvers` and
    * not the identity that asked, and it is still pending.
    */
-  checkDecision(id: string, approver: Approver & ApproverIdentity, now: number, grantFor?: string): ApprovalEntry {
+  checkDecision(id: string, approver: Approver, now: number, grantFor?: string): ApprovalEntry {
     const e = this.checkApprover(id, approver, now);
     if (e.state !== 'pending')
       throw new CollectorError('COLLECTOR_APPROVAL_NOT_PENDING', `approval ${id} is ${e.state}`);
@@ -274,7 +274,7 @@ export class ApprovalBook {
   }
 
   /** Throws unless `approver` may end the grant of approval `id` now: an approver of its policy, the grant active. */
-  checkRevoke(id: string, approver: Approver & ApproverIdentity, now: number): ApprovalEntry {
+  checkRevoke(id: string, approver: Approver, now: number): ApprovalEntry {
     const e = this.checkApprover(id, approver, now);
     if (e.grant?.state !== 'active')
       throw new CollectorError(
@@ -284,7 +284,7 @@ export class ApprovalBook {
     return e;
   }
 
-  private checkApprover(id: string, approver: Approver & ApproverIdentity, now: number): ApprovalEntry {
+  private checkApprover(id: string, approver: Approver, now: number): ApprovalEntry {
     const e = this.get(id, now);
     if (!e) throw new CollectorError('COLLECTOR_APPROVAL_UNKNOWN', `no approval request ${id}`);
     const self = selfApprovalReason(e.request.identity, approver);

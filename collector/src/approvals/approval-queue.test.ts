@@ -327,9 +327,26 @@ describe('approval queue (real nats-server and PostgreSQL)', () => {
         expect((await decide(signing, r.id, TOKENS.alice, { decision: 'reject', reason: 'no' })).status).toBe(200);
         const msg = parseApprovalDecision((await received) as Uint8Array)!;
         expect(msg.sig).toMatch(/^[A-Za-z0-9+/]{86}==$/);
-        expect(
-          verifyDecision(msg, [decisionVerifyKey(String(publicKey.export({ type: 'spki', format: 'pem' })))]),
-        ).toBe(true);
+        const verifyKey = decisionVerifyKey(String(publicKey.export({ type: 'spki', format: 'pem' })));
+        expect(verifyDecision(msg, [verifyKey])).toBe(true);
+        // For a sidecar that reads them, `by` carries the approver's bound identities, under the signature too.
+        const marked = approvalRequest({ approverIdentities: true });
+        await publish('request', marked);
+        await waitFor(async () => (await stateOf(signing, marked.id)) !== undefined);
+        expect((await decide(signing, marked.id, LOOKALIKE.someoneElse.token, { decision: 'approve' })).status).toBe(
+          200,
+        );
+        const stored = await (await jetstreamManager(nc)).streams.getMessage(APPROVALS_STREAM, {
+          last_by_subj: approvalSubject('decision', marked.id),
+        });
+        const withIds = parseApprovalDecision(stored!.data)!;
+        expect(withIds.by).toStrictEqual({
+          name: 'bea',
+          groups: ['dba'],
+          oidc: [{ issuer: 'https://idp.example', subject: '00u-bea' }],
+          serviceAccounts: ['agents/reporting'],
+        });
+        expect(verifyDecision(withIds, [verifyKey])).toBe(true);
       } finally {
         await signing.stop();
       }
@@ -777,10 +794,46 @@ describe('four eyes against other spellings and other identities of the requeste
     const malformed = await held({ identity: { user: ['ana'] as never, serviceAccount: 'analytics' } });
     expect((await refusal(malformed, TOKENS.alice)).slice(0, 2)).toEqual([403, 'self_approval']);
     for (const r of [byName, bySub, byNobody, malformed]) expect(await decisionsInStream(r.id)).toBe(0);
-    // Someone with identities of their own decides as before.
+    // Someone with identities of their own decides as before; a sidecar that does not ask for the approver's
+    // identities (an earlier release, which would drop them and then fail the signature) gets name and groups only.
     for (const r of [byName, bySub]) {
       const ok = await decide(r.id, LOOKALIKE.someoneElse.token, { decision: 'reject' });
-      expect(ok.body).toMatchObject({ state: 'decided', decision: { decision: 'rejected', by: { name: 'bea' } } });
+      expect(ok.body).toMatchObject({ state: 'decided', decision: { decision: 'rejected' } });
+      expect(ok.body.decision.by).toStrictEqual({ name: 'bea', groups: ['dba'] });
     }
+  });
+  it('approving under a grant tells a sidecar that reads them the grant approver’s identities, and no other sidecar', async () => {
+    const shape = { grantMax: '1h', fingerprint: 'fedcba9876543210', grantKey: 'e7'.repeat(32) };
+    const first = approvalRequest({ ...shape, approverIdentities: true });
+    await jetstream(fx.nc).publish(approvalSubject('request', first.id), JSON.stringify(first));
+    await waitFor(
+      async () =>
+        (await decide(first.id, LOOKALIKE.someoneElse.token, { decision: 'approve', grantFor: '30m' })).status === 200,
+    );
+    const until = new Date(Date.now() + 1_800_000).toISOString();
+    await jetstream(fx.nc).publish(
+      approvalSubject('closed', first.id),
+      JSON.stringify(approvalClosed(first.id, 'approved', { name: 'bea', groups: [] }, until)),
+    );
+    const reads = await held({
+      ...shape,
+      identity: { ...first.identity, pod: 'analytics-1' },
+      approverIdentities: true,
+    });
+    const older = await held({ ...shape, identity: { ...first.identity, pod: 'analytics-2' } });
+    await waitFor(async () => (await decisionsInStream(reads.id)) === 1 && (await decisionsInStream(older.id)) === 1);
+    const jsm = await jetstreamManager(fx.nc);
+    const byOf = async (id: string) =>
+      parseApprovalDecision(
+        (await jsm.streams.getMessage(APPROVALS_STREAM, { last_by_subj: approvalSubject('decision', id) }))!.data,
+      )!;
+    expect(await byOf(reads.id)).toMatchObject({ under: first.id });
+    expect((await byOf(reads.id)).by).toStrictEqual({
+      name: 'bea',
+      groups: ['dba'],
+      oidc: [{ issuer: 'https://idp.example', subject: '00u-bea' }],
+      serviceAccounts: ['agents/reporting'],
+    });
+    expect((await byOf(older.id)).by).toStrictEqual({ name: 'bea', groups: ['dba'] });
   });
 });

@@ -13,19 +13,20 @@ import {
   APPROVALS_STREAM,
   APPROVALS_SUBJECTS,
   type ApprovalDecisionMessage,
+  type ApprovalRequestMessage,
   type ApprovalRevokedMessage,
   type Approver,
   approvalSubject,
   formatGrantDuration,
   type NatsUserFiles,
   parseApprovalSubject,
+  selfApprovalReason,
   signDecision,
   signRevocation,
 } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 import { addStreamIfMissing, closeWithin, connectCollectorNats } from '../ingest/nats-connect.js';
 import { ApprovalBook, type ApprovalEntry, type ApprovalState } from './approval-book.js';
-import { type ApproverIdentity, selfApprovalReason } from './four-eyes.js';
 
 const NANOS_PER_MS = 1_000_000;
 export const APPROVALS_MAX_AGE_MS = 7 * 86_400_000;
@@ -142,19 +143,19 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
   async decide(
     id: string,
     decision: ApprovalDecisionMessage['decision'],
-    approver: Approver & ApproverIdentity,
+    approver: Approver,
     reason?: string,
     grantFor?: string,
   ): Promise<ApprovalEntry> {
     const nc = this.connected();
     if (grantFor !== undefined && decision !== 'approved')
       throw new CollectorError('COLLECTOR_APPROVAL_BAD_GRANT', 'only an approval can give a grant');
-    this.book.checkDecision(id, approver, Date.now(), grantFor);
+    const held = this.book.checkDecision(id, approver, Date.now(), grantFor);
     const unsigned: ApprovalDecisionMessage = {
       v: 1,
       id,
       decision,
-      by: { name: approver.name, groups: [...approver.groups] },
+      by: decidedBy(held.request, approver),
       ...(reason ? { reason } : {}),
       at: new Date().toISOString(),
       ...(grantFor !== undefined ? { grant: { for: grantFor } } : {}),
@@ -169,7 +170,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
    * Ends the grant approval `id` gave, in the sidecar that holds it (it checks the approver, and the signature
    * where its policy lists decision keys). One revocation per approval: a second gets COLLECTOR_APPROVAL_NOT_PENDING.
    */
-  async revoke(id: string, approver: Approver & ApproverIdentity, reason?: string): Promise<ApprovalEntry> {
+  async revoke(id: string, approver: Approver, reason?: string): Promise<ApprovalEntry> {
     const nc = this.connected();
     this.book.checkRevoke(id, approver, Date.now());
     const unsigned: ApprovalRevokedMessage = {
@@ -230,7 +231,7 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
       v: 1,
       id,
       decision: 'approved',
-      by: { name: by.name, groups: [...by.groups] },
+      by: decidedBy(held.request, by),
       reason: `under the grant of approval ${root}`,
       at: new Date(now).toISOString(),
       grant: { for: formatGrantDuration(remaining) },
@@ -385,6 +386,27 @@ export class ApprovalQueue extends EventEmitter<ApprovalQueueEvents> {
     await this.loop;
     this.nc = null;
   }
+}
+
+/**
+ * The decision's `by`: name and groups, and for a sidecar that reads them (the request's `approverIdentities`) the
+ * approver's OIDC subjects and service accounts, so that its own four-eyes check knows them too. Each list only when
+ * non-empty, and without repeats: a decision by an approver without any is the same message as before.
+ */
+function decidedBy(request: ApprovalRequestMessage, approver: Approver): Approver {
+  const by: Approver = { name: approver.name, groups: [...approver.groups] };
+  if (request.approverIdentities !== true) return by;
+  const seen = new Set<string>();
+  const oidc = (approver.oidc ?? []).filter((b) => {
+    const key = JSON.stringify([b.issuer, b.subject]);
+    return !seen.has(key) && seen.add(key);
+  });
+  const accounts = [...new Set(approver.serviceAccounts ?? [])];
+  return {
+    ...by,
+    ...(oidc.length ? { oidc: oidc.map((b) => ({ issuer: b.issuer, subject: b.subject })) } : {}),
+    ...(accounts.length ? { serviceAccounts: accounts } : {}),
+  };
 }
 
 /** The revocation of approval `id`, given under the grant that `root` (its revocation) ends. */

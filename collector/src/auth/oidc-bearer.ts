@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { OidcSubject } from '@pgwarden/policy';
 import {
   createHttpsFetch,
   createOidcVerifier,
@@ -8,7 +9,6 @@ import {
   type IdentityReason,
   type OidcVerifier,
 } from '@pgwarden/policy/oidc';
-import type { OidcSubject } from '../approvals/four-eyes.js';
 import { CollectorError } from '../errors.js';
 import type { SignInRateOptions } from '../http/sign-in-rate.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
@@ -43,7 +43,8 @@ export interface OidcBearerOptions {
    * The web UI's sign-in (authorization code + PKCE, http/web-login.ts) as this OAuth client; needs the collector's
    * public URL. Its client id counts as an audience too (an ID token's `aud` is the client id).
    */
-  webLogin?: { clientId: string; clientSecretFile?: string; rate?: SignInRateOptions };
+  /** `rate`: what is set of the per-client limit on starting sign-ins (sign-in-rate.ts), the defaults for the rest. */
+  webLogin?: { clientId: string; clientSecretFile?: string; rate?: Partial<SignInRateOptions> };
 }
 
 /** Who a verified token is. */

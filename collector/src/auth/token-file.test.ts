@@ -125,3 +125,27 @@ describe('TokenFile', () => {
     expect(() => new TokenFile(bad)).toThrow(/must be a list/);
   });
 });
+
+describe('approvers file identities', () => {
+  const hash = 'a'.repeat(64);
+  it('reads oidc and serviceAccounts, and refuses malformed ones', () => {
+    const [e] = parseTokenFile(
+      `- {name: dora, tokenSha256: ${hash}, oidc: [{issuer: "https://idp.example", subject: 00u1}], serviceAccounts: [agents/bot]}`,
+      'f',
+    );
+    expect(e).toMatchObject({
+      oidc: [{ issuer: 'https://idp.example', subject: '00u1' }],
+      serviceAccounts: ['agents/bot'],
+    });
+    for (const extra of [
+      'oidc: [{issuer: x}]',
+      'oidc: [{issuer: x, subject: y, name: z}]',
+      'oidc: {issuer: x, subject: y}',
+      'serviceAccounts: [bot]',
+      'serviceAccounts: [Agents/Bot]',
+    ])
+      expect(() => parseTokenFile(`- {name: dora, tokenSha256: ${hash}, ${extra}}`, 'f'), extra).toThrow(
+        /oidc|serviceAccounts/,
+      );
+  });
+});

@@ -1,8 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Approver } from '@pgwarden/policy';
+import type { Approver, OidcSubject } from '@pgwarden/policy';
 import { parse as parseYaml } from 'yaml';
-import type { OidcSubject } from '../approvals/four-eyes.js';
 import { WatchedFile } from '../config/watched-file.js';
 import { CollectorError } from '../errors.js';
 
@@ -15,12 +14,10 @@ export type TokenFileKind = 'approvers' | 'readers';
 /**
  * A person a token file names; `namespaces` (absent: all) limits which sessions they may read. `oidc` and
  * `serviceAccounts` (approvers) are the other identities they hold: a request made under one of them is their own,
- * and they may not decide it (approvals/four-eyes.ts).
+ * and they may not decide it (policy four-eyes.ts).
  */
 export interface TokenHolder extends Approver {
   namespaces?: string[];
-  oidc?: OidcSubject[];
-  serviceAccounts?: string[];
 }
 
 interface NamedToken extends TokenHolder {

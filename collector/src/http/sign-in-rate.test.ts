@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SignInRate } from './sign-in-rate.js';
+import { SignInRate, signInRateOf } from './sign-in-rate.js';
 
 describe('the sign-in token bucket', () => {
   it('grants a burst, then one per interval, and says how long to wait; each client has its own', () => {
@@ -29,5 +29,24 @@ describe('the sign-in token bucket', () => {
     // Still remembered with the one token it earned since: the flood of addresses did not refill its bucket.
     expect(rate.take('busy')).toBe(0);
     expect(rate.take('busy')).toBeGreaterThan(0);
+  });
+
+  it('takes what is set, the defaults for the rest, and refuses a burst or refill out of bounds', () => {
+    expect(signInRateOf()).toEqual({ burst: 20, perMinute: 10 });
+    expect(signInRateOf({ burst: 5 })).toEqual({ burst: 5, perMinute: 10 });
+    expect(signInRateOf({ perMinute: 0.5 })).toEqual({ burst: 20, perMinute: 0.5 });
+    expect(signInRateOf({ burst: 1000, perMinute: 6000 })).toEqual({ burst: 1000, perMinute: 6000 });
+    for (const bad of [{ burst: 0 }, { burst: 2.5 }, { burst: 1001 }, { burst: Number.NaN }])
+      expect(() => signInRateOf(bad), JSON.stringify(bad)).toThrow(
+        /--sign-in-burst\) must be a whole number from 1 to 1000/,
+      );
+    // 0 would never refill; Infinity would be no limit at all.
+    for (const bad of [
+      { perMinute: 0 },
+      { perMinute: -1 },
+      { perMinute: 6001 },
+      { perMinute: Number.POSITIVE_INFINITY },
+    ])
+      expect(() => signInRateOf(bad), String(bad.perMinute)).toThrow(/--sign-in-per-minute\) must be above 0/);
   });
 });

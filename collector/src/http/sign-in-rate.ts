@@ -1,3 +1,5 @@
+import { CollectorError } from '../errors.js';
+
 /** How many sign-ins one client may start: a burst, then one more every `60 / perMinute` seconds. */
 export interface SignInRateOptions {
   burst: number;
@@ -5,6 +7,29 @@ export interface SignInRateOptions {
 }
 
 export const DEFAULT_SIGN_IN_RATE: SignInRateOptions = { burst: 20, perMinute: 10 };
+/** Bounds of the settings (--sign-in-burst, --sign-in-per-minute): the store keeps 1,000 sign-ins in flight. */
+export const MAX_SIGN_IN_BURST = 1000;
+export const MAX_SIGN_IN_PER_MINUTE = 6000;
+
+/**
+ * The rate from what was set, the defaults for the rest; throws COLLECTOR_BAD_CONFIG for a burst that is no whole
+ * number from 1 to MAX_SIGN_IN_BURST, or a refill that is not above 0 and at most MAX_SIGN_IN_PER_MINUTE (0 would
+ * never refill: a client's first burst would be its last sign-ins).
+ */
+export function signInRateOf(set: Partial<SignInRateOptions> = {}): SignInRateOptions {
+  const rate = { ...DEFAULT_SIGN_IN_RATE, ...set };
+  if (!Number.isInteger(rate.burst) || rate.burst < 1 || rate.burst > MAX_SIGN_IN_BURST)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      `the sign-in burst (--sign-in-burst) must be a whole number from 1 to ${MAX_SIGN_IN_BURST}, not ${rate.burst}`,
+    );
+  if (!Number.isFinite(rate.perMinute) || rate.perMinute <= 0 || rate.perMinute > MAX_SIGN_IN_PER_MINUTE)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      `the sign-in rate (--sign-in-per-minute) must be above 0 and at most ${MAX_SIGN_IN_PER_MINUTE}, not ${rate.perMinute}`,
+    );
+  return rate;
+}
 
 /** Clients remembered at most: past this the ones with a full bucket (idle) go, then the longest known. */
 const MAX_CLIENTS = 10_000;

@@ -290,6 +290,31 @@ describe('charts/pgwarden with real helm', () => {
     ]);
     expect(web.containers[0].args).toContain('--public-url=https://pgwarden.example.com');
     expect(web.volumes.find((v: any) => v.name === 'oidc-client').secret.secretName).toBe('idp-client');
+    // The web sign-in's per-client limit: flags only for what is set, so the collector's defaults stay its own.
+    const signInArgs = (spec: any) => (spec.containers[0].args as string[]).filter((a) => a.startsWith('--sign-in-'));
+    expect(signInArgs(web)).toEqual([]);
+    const webIn = [
+      'collector.oidc.issuer=https://idp.example.com',
+      'collector.oidc.clientId=pgwarden-web',
+      'collector.approvalNotifications.publicUrl=https://pgwarden.example.com',
+    ];
+    // From a values file: `--set` reads 0.5 as a string.
+    const fromValues = (
+      await templateValues({ collector: { oidc: { signInRate: { burst: 5, perMinute: 0.5 } } } }, ...webIn)
+    ).find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'pgw-pgwarden-collector').spec.template.spec;
+    expect(signInArgs(fromValues)).toEqual(['--sign-in-burst=5', '--sign-in-per-minute=0.5']);
+    expect(signInArgs(await collector(...webIn, 'collector.oidc.signInRate.perMinute=120'))).toEqual([
+      '--sign-in-per-minute=120',
+    ]);
+    for (const bad of ['burst=0', 'burst=2.5', 'perMinute=0', 'perMinute=6001', 'every=5'])
+      await expect(template(...webIn, `collector.oidc.signInRate.${bad}`), bad).rejects.toThrow(/signInRate/);
+    await expect(
+      template(
+        'collector.oidc.issuer=https://idp.example.com',
+        'collector.oidc.audiences={a}',
+        'collector.oidc.signInRate.burst=5',
+      ),
+    ).rejects.toThrow(/signInRate limits the web sign-in: it needs collector.oidc.clientId/);
     await expect(
       template('collector.oidc.issuer=https://idp.example.com', 'collector.oidc.clientId=pgwarden-web'),
     ).rejects.toThrow(/needs collector.approvalNotifications.publicUrl/);

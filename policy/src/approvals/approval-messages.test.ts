@@ -45,6 +45,46 @@ describe('approval messages', () => {
     expect(parseApprovalDecision(JSON.stringify({ ...ok, sig: 7 }))).toBeUndefined();
   });
 
+  it("carries the approver's OIDC subjects and service accounts exactly as sent, or refuses the decision", () => {
+    const ok = { v: 1, id, decision: 'approved', by: { name: 'dana', groups: ['dba'] }, at };
+    // An earlier collector's decision: no identity fields, and none are made up (the signature covers `by` whole).
+    expect(parseApprovalDecision(JSON.stringify(ok))?.by).toStrictEqual({ name: 'dana', groups: ['dba'] });
+    const by = {
+      name: 'dana',
+      groups: ['dba'],
+      oidc: [
+        { issuer: 'https://idp.example', subject: '00u1' },
+        { issuer: 'https://idp.example', subject: '00u1' },
+      ],
+      serviceAccounts: ['agents/bot'],
+    };
+    expect(parseApprovalDecision(JSON.stringify({ ...ok, by }))?.by).toStrictEqual(by);
+    expect(parseApprovalDecision(JSON.stringify({ ...ok, by: { ...by, oidc: [], serviceAccounts: [] } }))?.by).toEqual({
+      ...by,
+      oidc: [],
+      serviceAccounts: [],
+    });
+    for (const bad of [
+      { oidc: {} },
+      { oidc: [{ issuer: 'https://idp.example' }] },
+      { oidc: [{ issuer: 'https://idp.example', subject: '' }] },
+      { oidc: [{ issuer: 'https://idp.example', subject: 7 }] },
+      { oidc: [{ issuer: 'https://idp.example', subject: 'x', name: 'y' }] },
+      { oidc: [null] },
+      { oidc: [{ issuer: 'i', subject: 'x'.repeat(1025) }] },
+      { oidc: Array(257).fill({ issuer: 'i', subject: 's' }) },
+      { serviceAccounts: 'agents/bot' },
+      { serviceAccounts: [''] },
+      { serviceAccounts: [7] },
+      { serviceAccounts: Array(257).fill('agents/bot') },
+    ]) {
+      const text = JSON.stringify({ ...ok, by: { ...ok.by, ...bad } });
+      expect(parseApprovalDecision(text), JSON.stringify(bad).slice(0, 80)).toBeUndefined();
+      // Revocations and closings name an approver the same way.
+      expect(parseApprovalRevoked(JSON.stringify({ v: 1, id, by: { ...ok.by, ...bad }, at }))).toBeUndefined();
+    }
+  });
+
   it('reads requests and closings, refusing malformed ones', () => {
     const req = {
       v: 1,
@@ -175,6 +215,25 @@ describe('approval messages', () => {
       { ...ok, sig: 1 },
     ])
       expect(parseApprovalRevoked(JSON.stringify(bad)), JSON.stringify(bad)).toBeUndefined();
+  });
+
+  it('a request says whether its sidecar reads the approver identities of a decision, with `true` or not at all', () => {
+    const r = {
+      v: 1,
+      id,
+      session: 's',
+      policy: { name: 'p', hash: 'h' },
+      rule: '',
+      sql: 'DELETE FROM t',
+      identity: { user: 'ana' },
+      approvers: { groups: ['dba'] },
+      requestedAt: at,
+      expiresAt: at,
+    };
+    expect(parseApprovalRequest(JSON.stringify(r))).not.toHaveProperty('approverIdentities');
+    expect(parseApprovalRequest(JSON.stringify({ ...r, approverIdentities: true }))?.approverIdentities).toBe(true);
+    for (const bad of [false, 'true', 1, null])
+      expect(parseApprovalRequest(JSON.stringify({ ...r, approverIdentities: bad })), String(bad)).toBeUndefined();
   });
 
   it('requests and closings carry the grant fields only when well-formed', () => {

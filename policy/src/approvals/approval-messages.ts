@@ -2,6 +2,7 @@ import type { Subjects } from '../api/access-policy-schema.js';
 import { subjectToken } from '../audit/audit-subject.js';
 import { compileSubjects, subjectMatches } from '../engine/compile-policy.js';
 import { parseDuration } from '../engine/duration.js';
+import type { OidcSubject } from './four-eyes.js';
 
 /**
  * The approval queue's wire contract, shared by the sidecar (which holds `review` statements) and the collector
@@ -108,6 +109,12 @@ export interface ApprovalRequestMessage {
    * grant covers every pod of the workload, not only the one that asked.
    */
   grantKey?: string;
+  /**
+   * Set by sidecars that apply the four-eyes rule to the approver's `oidc` and `serviceAccounts` too: the collector
+   * puts them into this request's decision only then, because an earlier sidecar drops fields it does not know
+   * from `by` before it checks the signature, and would ignore a signed decision that carried them.
+   */
+  approverIdentities?: true;
 }
 
 /** Grants are bounded here too, whatever a policy says: a standing approval is meant to be short. */
@@ -116,6 +123,13 @@ export const MAX_GRANT_MS = 24 * 3_600_000;
 export interface Approver {
   name: string;
   groups: string[];
+  /**
+   * The approver's OIDC subjects (approvers file `oidc`, and the token they signed in with) and service accounts
+   * (`namespace/name`), in a decision for a request with `approverIdentities`: the sidecar's four-eyes check
+   * (four-eyes.ts) compares them with the requester's identity. Absent: none, or an earlier collector.
+   */
+  oidc?: OidcSubject[];
+  serviceAccounts?: string[];
 }
 
 export interface ApprovalDecisionMessage {
@@ -178,12 +192,41 @@ export function isApprover(approvers: Subjects, who: Approver): boolean {
 
 const str = (v: unknown, max: number): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
 
+/**
+ * Kept exactly as sent, or refused: a signature covers `by` whole, and a list cut or tidied here would no longer
+ * verify. A malformed identity list makes the whole message malformed, never an approver without identities.
+ */
 function approverOf(v: unknown): Approver | undefined {
   const o = v as Approver | undefined;
   if (!o || typeof o !== 'object' || !str(o.name, 256) || !Array.isArray(o.groups)) return undefined;
   if (o.groups.length > 256 || !o.groups.every((g) => str(g, 256))) return undefined;
-  return { name: o.name, groups: [...o.groups] };
+  const oidc = o.oidc as unknown;
+  if (
+    oidc !== undefined &&
+    (!Array.isArray(oidc) ||
+      oidc.length > MAX_APPROVER_IDENTITIES ||
+      !oidc.every(
+        (b: Partial<OidcSubject> | null) =>
+          b && typeof b === 'object' && Object.keys(b).length === 2 && str(b.issuer, 1024) && str(b.subject, 1024),
+      ))
+  )
+    return undefined;
+  const accounts = o.serviceAccounts as unknown;
+  if (
+    accounts !== undefined &&
+    (!Array.isArray(accounts) || accounts.length > MAX_APPROVER_IDENTITIES || !accounts.every((a) => str(a, 512)))
+  )
+    return undefined;
+  return {
+    name: o.name,
+    groups: [...o.groups],
+    ...(oidc ? { oidc: (oidc as OidcSubject[]).map((b) => ({ issuer: b.issuer, subject: b.subject })) } : {}),
+    ...(accounts ? { serviceAccounts: [...(accounts as string[])] } : {}),
+  };
 }
+
+/** At most this many OIDC subjects, and service accounts, in an approver's `by` (the approvers file allows 64 and 256). */
+export const MAX_APPROVER_IDENTITIES = 256;
 
 /** Parses a decision message; undefined for anything malformed (the caller ignores it, the hold goes on). */
 export function parseApprovalDecision(data: Uint8Array | string): ApprovalDecisionMessage | undefined {
@@ -293,6 +336,7 @@ export function parseApprovalRequest(data: Uint8Array | string): ApprovalRequest
     return undefined;
   if (o.grantKey !== undefined && (typeof o.grantKey !== 'string' || !/^[0-9a-f]{64}$/.test(o.grantKey)))
     return undefined;
+  if (o.approverIdentities !== undefined && o.approverIdentities !== true) return undefined;
   // One format per value, or none: a list that does not line up would label the wrong value.
   if (
     o.paramFormats !== undefined &&

@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { parsePolicyDocuments } from '../api/load-documents.js';
-import type { ApprovalDecisionMessage } from './approval-messages.js';
+import { type ApprovalDecisionMessage, parseApprovalDecision } from './approval-messages.js';
 import {
   decisionSigningKey,
   decisionVerifyKey,
@@ -49,6 +49,42 @@ describe('approval decision signatures', () => {
       ]),
     ).toBe(false);
     expect(verifyDecision(signed, [])).toBe(false);
+  });
+
+  it("covers the approver's OIDC subjects and service accounts, and still verifies decisions made without them", () => {
+    const key = decisionSigningKey(priv);
+    const keys = [decisionVerifyKey(pub)];
+    const by = {
+      name: 'alice',
+      groups: ['dba'],
+      oidc: [{ issuer: 'https://idp.example', subject: '00u1' }],
+      serviceAccounts: ['agents/bot'],
+    };
+    // As the sidecar reads it: the wire bytes parsed, then verified.
+    const wire = (d: ApprovalDecisionMessage) => parseApprovalDecision(JSON.stringify(d)) as ApprovalDecisionMessage;
+    const signed = signDecision({ ...decision, by }, key);
+    expect(verifyDecision(wire(signed), keys)).toBe(true);
+    // Taking an identity away (so that a self-approval would pass the sidecar's four-eyes check) breaks it.
+    for (const changed of [
+      { ...by, oidc: undefined },
+      { ...by, oidc: [] },
+      { ...by, oidc: [{ issuer: 'https://idp.example', subject: '00u2' }] },
+      { ...by, serviceAccounts: undefined },
+      { ...by, serviceAccounts: ['agents/other'] },
+    ])
+      expect(verifyDecision(wire({ ...signed, by: changed }), keys), JSON.stringify(changed)).toBe(false);
+    // An earlier sidecar drops fields it does not know from `by` before it verifies: such a decision fails closed
+    // there (ignored, the statement waits), which is why the collector sends them only to sidecars that ask.
+    expect(verifyDecision({ ...signed, by: { name: by.name, groups: by.groups } }, keys)).toBe(false);
+    // A decision signed by the collector before this change (this exact message and signature) still verifies.
+    const before = decisionVerifyKey(
+      '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAeuTf58+r4P+yvDPbHnYQ/aC43viPIjAcjw7Hbhtrplo=\n-----END PUBLIC KEY-----\n',
+    );
+    const earlier = parseApprovalDecision(
+      '{"v":1,"id":"0d9a7c3e-5b1f-4c2a-9e8d-7f6a5b4c3d2e","decision":"approved","by":{"name":"dana","groups":["dba"]},"reason":"ticket 7","at":"2026-12-01T09:00:00.000Z","grant":{"for":"30m"},"sig":"Agh1hZ6yvNnVvaGXxojjmdys7toVvRvfYeAKq18Bvy9tbZ3sxjzyDOL39GHUFbJHHtVo55VAE8GoBymlrpzAAQ=="}',
+    ) as ApprovalDecisionMessage;
+    expect(verifyDecision(earlier, [before])).toBe(true);
+    expect(verifyDecision({ ...earlier, by: { ...earlier.by, oidc: [] } }, [before])).toBe(false);
   });
 
   it('takes only Ed25519 keys, and skips a verification key that does not parse', () => {

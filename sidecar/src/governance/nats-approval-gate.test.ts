@@ -195,6 +195,70 @@ describe('natsApprovalGate', () => {
     expect(await closedOf(req.id)).toMatchObject({ outcome: 'rejected', by: { name: 'carol' } });
   });
 
+  it('ignores a decision whose approver holds the requester’s OIDC subject or service account, whatever the name', async () => {
+    const warnings: { msg: string; why?: unknown }[] = [];
+    const collectorKey = generateKeyPairSync('ed25519');
+    const gate = natsApprovalGate({
+      connection: () => sidecar,
+      log: (_l, msg, f) => warnings.push({ msg, why: f?.why }),
+    });
+    const identity = {
+      groups: ['agents'],
+      user: '00u-bot',
+      issuer: 'https://idp.example',
+      namespace: 'agents',
+      serviceAccount: 'bot',
+    };
+    const req = request({
+      identity,
+      decisionKeys: [String(collectorKey.publicKey.export({ type: 'spki', format: 'pem' }))],
+    });
+    const { outcome, settled } = await held(gate, req);
+    // The request tells the collector to put the approver's identities into the decision.
+    expect(parseApprovalRequest(await stored(sidecarApprovalSubject('request', 'agents', req.id)))).toMatchObject({
+      approverIdentities: true,
+    });
+    const signed = (by: ApprovalDecisionMessage['by']) =>
+      jetstream(collector).publish(
+        approvalSubject('decision', req.id),
+        JSON.stringify(
+          signDecision(
+            { v: 1, id: req.id, decision: 'approved', by, at: new Date().toISOString() },
+            collectorKey.privateKey,
+          ),
+        ),
+      );
+    // Signed by the collector's own key: a collector that let these through does not get them past the sidecar.
+    await signed({ name: 'carol', groups: ['dba'], oidc: [{ issuer: 'https://idp.example/', subject: '00u-bot' }] });
+    await signed({ name: 'carol', groups: ['dba'], oidc: [{ issuer: 'https://other.example', subject: '00u-bot' }] });
+    await signed({ name: 'carol', groups: ['dba'], serviceAccounts: ['agents/bot'] });
+    for (const t0 = Date.now(); warnings.length < 3 && Date.now() - t0 < 10_000; )
+      await new Promise((r) => setTimeout(r, 20));
+    expect(settled()).toBe(false);
+    expect(warnings).toEqual([
+      {
+        msg: 'approval: ignored a decision by the requester itself',
+        why: 'carol is 00u-bot at https://idp.example, who asked for this statement',
+      },
+      {
+        msg: 'approval: ignored a decision by the requester itself',
+        why: expect.stringMatching(/the same subject at another issuer may be the same person$/),
+      },
+      {
+        msg: 'approval: ignored a decision by the requester itself',
+        why: 'carol holds service account agents/bot, which asked for this statement',
+      },
+    ]);
+    // Someone else, with identities of their own, decides.
+    await signed({
+      name: 'carol',
+      groups: ['dba'],
+      oidc: [{ issuer: 'https://idp.example', subject: '00u-carol' }],
+      serviceAccounts: ['agents/reporting'],
+    });
+    expect(await outcome).toEqual({ decision: 'approved', by: 'carol' });
+  });
+
   it('with approval.decisionKeys applies only a decision the collector’s key signed, for this request', async () => {
     const collectorKey = generateKeyPairSync('ed25519');
     const otherKey = generateKeyPairSync('ed25519');

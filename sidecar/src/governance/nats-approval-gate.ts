@@ -15,7 +15,7 @@ import {
   parseApprovalDecision,
   parseApprovalRevoked,
   redactSecrets,
-  sameIdentity,
+  selfApprovalReason,
   sidecarApprovalSubject,
   verifyDecision,
   verifyRevocation,
@@ -75,7 +75,10 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
     }
     return set;
   };
-  /** Applies a revocation if it ends a live grant and comes from someone who may end it. */
+  /**
+   * Applies a revocation if it ends a live grant and comes from someone who may end it. No four-eyes check here: a
+   * revocation only takes a grant away, so even the requester ending its own grant is the safe direction.
+   */
   const considerRevocation = (data: Uint8Array) => {
     const r = parseApprovalRevoked(data);
     const g = r && grants.get(r.id);
@@ -220,9 +223,16 @@ export function natsApprovalGate(opts: NatsApprovalGateOptions): ApprovalGate {
             });
             return false;
           }
-          // Another spelling of the approver's name (a user name claim the requester edits) is still the approver.
-          if (req.identity.user !== undefined && sameIdentity(req.identity.user, d.by.name)) {
-            log('warn', 'approval: ignored a decision by the requester itself', { id: req.id, by: d.by.name });
+          // The collector's rule, by the same code: the approver's name (in any spelling that can pass for the
+          // requester's), OIDC subjects and service accounts against who asked. A collector that lets a
+          // self-approval through (misconfigured, or an older replica with a bug) does not get it past here.
+          const self = selfApprovalReason(req.identity, d.by);
+          if (self) {
+            log('warn', 'approval: ignored a decision by the requester itself', {
+              id: req.id,
+              by: d.by.name,
+              why: self,
+            });
             return false;
           }
           if (d.decision === 'approved') {
@@ -320,6 +330,7 @@ function requestMessage(req: ApprovalRequest): ApprovalRequestMessage {
     ...(req.params && req.paramFormats?.length === req.params.length ? { paramFormats: req.paramFormats } : {}),
     identity: { ...req.identity },
     approvers: req.approvers,
+    approverIdentities: true,
     requestedAt: formatAuditTime(now * 1000),
     expiresAt: formatAuditTime((now + req.timeoutMs) * 1000),
     ...(req.grant

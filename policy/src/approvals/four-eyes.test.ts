@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { parseTokenFile } from '../auth/token-file.js';
 import { selfApprovalReason } from './four-eyes.js';
 
 const ana = { namespace: 'agents', serviceAccount: 'analytics', pod: 'analytics-0', user: 'ana', groups: [] };
@@ -35,6 +34,26 @@ describe('selfApprovalReason', () => {
     expect(selfApprovalReason(ana, { name: 'bob' })).toBeUndefined();
   });
 
+  it("takes a decision's `by` and the sidecar's own Identity as they are", () => {
+    // What the sidecar holds: the token's issuer and user, the pod's fields, and a number that is no identity field.
+    const session = {
+      user: 'alice',
+      issuer: 'https://idp.example',
+      groups: ['data-team'],
+      namespace: 'agents',
+      serviceAccount: 'writer',
+      pod: 'writer-0',
+      sessionEndsAt: Date.now() + 60_000,
+    };
+    const by = (over: object) => ({ name: 'dana', groups: ['dba'], ...over });
+    expect(selfApprovalReason(session, by({}))).toBeUndefined();
+    expect(selfApprovalReason(session, by({ oidc: [{ issuer: 'https://idp.example/', subject: 'alice' }] }))).toMatch(
+      /^dana is alice at https:\/\/idp\.example, who asked/,
+    );
+    expect(selfApprovalReason(session, by({ serviceAccounts: ['agents/writer'] }))).toMatch(/agents\/writer/);
+    expect(selfApprovalReason(session, by({ oidc: [], serviceAccounts: [] }))).toBeUndefined();
+  });
+
   it('fails closed when the request does not say who asked', () => {
     const sam = { name: 'sam', serviceAccounts: ['agents/analytics'] };
     expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, sam)).toMatch(/names no service account/);
@@ -43,29 +62,5 @@ describe('selfApprovalReason', () => {
     expect(selfApprovalReason({ namespace: 'agents', pod: 'p' }, { name: 'bob' })).toBeUndefined();
     expect(selfApprovalReason({ ...ana, user: ['ana'] }, { name: 'bob' })).toMatch(/identity\.user is not a string/);
     expect(selfApprovalReason({ ...ana, issuer: 7 }, { name: 'bob' })).toMatch(/identity\.issuer/);
-  });
-});
-
-describe('approvers file identities', () => {
-  const hash = 'a'.repeat(64);
-  it('reads oidc and serviceAccounts, and refuses malformed ones', () => {
-    const [e] = parseTokenFile(
-      `- {name: dora, tokenSha256: ${hash}, oidc: [{issuer: "https://idp.example", subject: 00u1}], serviceAccounts: [agents/bot]}`,
-      'f',
-    );
-    expect(e).toMatchObject({
-      oidc: [{ issuer: 'https://idp.example', subject: '00u1' }],
-      serviceAccounts: ['agents/bot'],
-    });
-    for (const extra of [
-      'oidc: [{issuer: x}]',
-      'oidc: [{issuer: x, subject: y, name: z}]',
-      'oidc: {issuer: x, subject: y}',
-      'serviceAccounts: [bot]',
-      'serviceAccounts: [Agents/Bot]',
-    ])
-      expect(() => parseTokenFile(`- {name: dora, tokenSha256: ${hash}, ${extra}}`, 'f'), extra).toThrow(
-        /oidc|serviceAccounts/,
-      );
   });
 });

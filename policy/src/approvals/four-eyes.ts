@@ -1,4 +1,4 @@
-import { sameIdentity } from '@pgwarden/policy';
+import { sameIdentity } from '../engine/identity-fold.js';
 
 /** An identity provider's user, as the sidecar records it: the token's `iss` and its username claim (`sub` by default). */
 export interface OidcSubject {
@@ -7,8 +7,9 @@ export interface OidcSubject {
 }
 
 /**
- * Who an approver is, beyond the name their token file gives them: the identities they also hold (approvers file
- * `oidc` and `serviceAccounts`), so that a request those identities made is known to be their own.
+ * Who an approver is, beyond the name their token file gives them: the identities they also hold (the collector's
+ * approvers file `oidc` and `serviceAccounts`, and the OIDC token they signed in with), so that a request those
+ * identities made is known to be their own. A decision message's `by` carries them to the sidecar.
  */
 export interface ApproverIdentity {
   name: string;
@@ -23,17 +24,20 @@ const sameIssuer = (a: string, b: string) => a.replace(/\/+$/, '') === b.replace
 const localPart = (name: string) => (name.lastIndexOf('@') > 0 ? name.slice(0, name.lastIndexOf('@')) : name);
 
 /**
+ * The four-eyes rule, one implementation for the collector (before it publishes a decision or revocation) and the
+ * sidecar (before it applies a decision: the check that counts, since the statement runs there).
+ *
  * Why `approver` may not decide a statement that `identity` (the approval request's: namespace, serviceAccount, pod,
  * user, groups, issuer) asked for, or undefined when the approver is someone else (four eyes). Compared are the
  * approver's name and the OIDC subjects and service accounts the approvers file binds to them, with the requester's
  * authenticated fields: `issuer` + `user` (OIDC mode) and `namespace` + `serviceAccount` (the pod). Fails closed:
- * names that can pass for one another (sameIdentity, as the sidecar's own four-eyes check and deny rules compare
- * them: case, accents, look-alike letters, `+tag`, Gmail's dots) or differ in an `@domain` count as the same person,
+ * names that can pass for one another (sameIdentity, as deny rules compare them: case, accents, look-alike letters, `+tag`, Gmail's dots) or differ in an `@domain` count as the same person,
  * the same subject at another issuer might be, a request whose identity fields are not strings is nobody's to
  * approve, and one that names no service account is not for an approver bound to service accounts.
  */
-export function selfApprovalReason(identity: Record<string, unknown>, approver: ApproverIdentity): string | undefined {
-  const field = (k: string) => identity[k];
+export function selfApprovalReason(identity: object, approver: ApproverIdentity): string | undefined {
+  // `object`: the sidecar's Identity as it is, or the collector's parsed request, whose fields are not checked yet.
+  const field = (k: string) => (identity as Record<string, unknown>)[k];
   for (const k of ['user', 'issuer', 'namespace', 'serviceAccount'])
     if (field(k) !== undefined && typeof field(k) !== 'string')
       return `the request's identity.${k} is not a string, so whether ${approver.name} asked for it cannot be told`;
