@@ -88,6 +88,19 @@ async function startController(
   return ctl;
 }
 
+const b64 = (v: string) => Buffer.from(v).toString('base64');
+
+/** The operator namespace with the shared NATS user the controller copies (`--audit-credentials-source`). */
+function seedNatsSource(): void {
+  api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
+  api.seed({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
+    data: { username: b64('sidecar'), password: b64('s3cret-pw') },
+  });
+}
+
 const cmOf = () => api.get('v1', 'ConfigMap', 'agents', 'pgwarden-analytics');
 const dapOf = () => api.get(V, 'DatabaseAccessPolicy', 'agents', 'analytics');
 const eventsOf = () => api.store.list({ rt: api.typeFor('v1', 'Event'), namespace: 'agents', selector: [] }).items;
@@ -388,7 +401,6 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
     expect(eventsOf().filter((e: any) => e.reason === 'AuditCredentialsMissing')).toHaveLength(1);
     expect(api.get('v1', 'Secret', 'agents', AUDIT_CREDENTIALS_SECRET)).toBeUndefined();
 
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
     api.seed({
       apiVersion: 'v1',
       kind: 'Secret',
@@ -409,14 +421,7 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
   });
 
   it('leaves a Secret of the copy’s name that pgwarden did not create alone, says so, and copies once it is gone', async () => {
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
-    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
-    api.seed({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
-      data: { username: b64('sidecar'), password: b64('s3cret-pw') },
-    });
+    seedNatsSource();
     // Someone else's Secret of that name, e.g. an external secrets manager's.
     api.seed({
       apiVersion: 'v1',
@@ -450,14 +455,7 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
   });
 
   it('writes the copy only when it differs: a steady state writes nothing, an edited copy is put back', async () => {
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
-    api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
-    api.seed({
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'pgwarden-nats-sidecar', namespace: 'pgwarden' },
-      data: { username: b64('sidecar'), password: b64('s3cret-pw') },
-    });
+    seedNatsSource();
     api.seed(policy());
     await startController(DEFAULT_SIDECAR_CONFIG.image, {
       auditCredentials: { namespace: 'pgwarden', name: 'pgwarden-nats-sidecar' },
@@ -498,7 +496,6 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
   });
 
   it('copies a namespace’s own NATS user (<source>-<namespace>) instead of the shared one when it exists', async () => {
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
     api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
     for (const [name, user] of [
       ['pgwarden-nats-sidecar', 'sidecar'],
@@ -520,7 +517,6 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
   });
 
   it('copies the audit signing key (a namespace’s own first), and reports Ready=False while it is missing', async () => {
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
     const pem = (who: string) => `-----BEGIN PRIVATE KEY-----\n${b64(`key of ${who}`)}\n-----END PRIVATE KEY-----\n`;
     api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
     api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'billing' } });
@@ -567,7 +563,6 @@ describe('PolicyController through @kubernetes/client-node against the fake API 
   });
 
   it('copies the NATS CA bundle into the policy namespace, and reports Ready=False while it is missing', async () => {
-    const b64 = (v: string) => Buffer.from(v).toString('base64');
     api.seed({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pgwarden' } });
     api.seed(policy());
     await startController(DEFAULT_SIDECAR_CONFIG.image, {
