@@ -279,11 +279,11 @@ export class RelayState {
     const hidden = head.hidden;
     if (head.target === 'S') {
       const info = this.statements.get(head.name);
-      if (info) this.keepFields(info, fields);
+      if (info) this.keepFields(info, fields, false);
     } else {
       const info = this.portals.get(head.name);
       if (info) {
-        this.keepFields(info, fields);
+        this.keepFields(info, fields, true);
         info.transformer = this.hooks.planRows(fields, info.verdict);
       }
     }
@@ -292,12 +292,25 @@ export class RelayState {
   }
 
   /**
-   * A Describe's columns are kept with the statement or portal and counted with it. They cannot be refused (the
-   * statement exists upstream): the budget may pass its bound by one RowDescription, and the next Parse is refused.
+   * A Describe's columns are kept with the statement or portal and counted with it, when they fit the process's
+   * budget (retained-budget.ts); the bound is checked before they are kept, so it holds. Columns that do not fit are
+   * not kept (nor older ones, which are the same), and nothing needs them but a plan of rows made again later: a
+   * portal's rows are planned from them as they arrive (rowDescription), and when the first Execute brings another
+   * verdict (checkExecute), a portal that has not run yet is described again by the proxy ahead of it (runPortal),
+   * so its rows are planned from that answer. A statement's columns are only a fallback for a portal never described,
+   * and every portal is described before its first Execute that may return rows.
    */
-  private keepFields(info: PreparedInfo, fields: RowField[]): void {
-    this.retained.grow(info, fieldsCost(fields) - (info.fields === undefined ? 0 : fieldsCost(info.fields)));
-    info.fields = fields;
+  private keepFields(info: PreparedInfo, fields: RowField[], portal: boolean): void {
+    const before = info.fields === undefined ? 0 : fieldsCost(info.fields);
+    const cost = fieldsCost(fields);
+    if (cost <= before || this.retained.budget.fits(cost - before)) {
+      this.retained.grow(info, cost - before);
+      info.fields = fields;
+      return;
+    }
+    this.retained.grow(info, -before);
+    info.fields = undefined;
+    if (portal && info.executed !== true) info.described = false;
   }
 
   /** NoData answers a Describe; false when it was the proxy's own. */
