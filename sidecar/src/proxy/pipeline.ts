@@ -402,4 +402,10 @@ export interface ForgottenNames {
   statements: [string, PreparedInfo][];
   portals: [string, PreparedInfo][];
   unchecked: [string, number][];
+  /**
+   * A Query's: the CommandComplete tags PostgreSQL sent for it so far, one per statement that completed, also those
+   * the client does not see (behind a capped or guarded statement: server-relay.ts), so that a failure gives back
+   * what did not run.
+   */
+  ran: (string | undefined)[];
 }

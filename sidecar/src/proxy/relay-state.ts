@@ -5,7 +5,6 @@ import type {
   StatementDetail,
   StatementRecord,
   StatementRequest,
-  StatementResult,
   TxStatus,
   Verdict,
 } from './hooks.js';
@@ -33,7 +32,8 @@ import {
   RetainedBudget,
   RetainedText,
 } from './retained-budget.js';
-import { NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
+import { kindOfKeyword, NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
+import { splitStatements } from './sql-statements.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
 export interface RelayIO {
@@ -461,46 +461,48 @@ export class RelayState {
    * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
    * forwarded (a Bind pipelined behind it must not find the old verdict). (SQL PREPARE needs nothing: NAME_KINDS.)
-   * When the parser's kinds (a policy's verdict) say which statements can touch a name, and none is procedural, it
-   * returns what it removed, so that a failure gives back the names PostgreSQL kept (restoreUnrun). Anything else
-   * stays forgotten, which fails closed.
+   * Returns what it removed, so that a failure can give back the names PostgreSQL kept: a Query's (`query`) whatever
+   * its statements' kinds (restoreUnrun); an Execute's, one statement, only when the parser's kind says it can touch
+   * a name and is not procedural (a failed DO may have removed names before it failed). Anything else stays
+   * forgotten, which fails closed.
    */
-  forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
+  forgetSqlNames(sql: string, verdict: Verdict | undefined, query: boolean): ForgottenNames | undefined {
     const d = verdict?.statements;
     if (
-      d === undefined ||
-      !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
-      d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind))
+      !query &&
+      (d === undefined ||
+        !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
+        d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind)))
     ) {
       this.forget(sql, verdict);
       return undefined;
     }
     // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
-    const out: ForgottenNames = { statements: [], portals: [], unchecked: [] };
+    const out: ForgottenNames = { statements: [], portals: [], unchecked: [], ran: [] };
     this.forget(sql, verdict, out);
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
 
   /**
-   * A Query failed after `results.length` of its statements completed: gives back what `f` (forgetSqlNames) holds
-   * that none of those may have removed; the failed statement and the ones behind it, which never ran, removed
-   * nothing (sql-names.ts, removedBy). When the proxy cannot tell which ran, nothing comes back.
+   * A Query failed after the statements whose tags `f.ran` holds completed upstream: gives back what `f`
+   * (forgetSqlNames) holds that none of those, nor the failed one, may have removed (sql-names.ts, removedBy); the
+   * statements behind it never ran. Each statement's kind is the parser's (a policy's verdict) or, without it, its
+   * first keyword, the Query split as PostgreSQL splits it (sql-statements.ts). When the proxy cannot tell which ran,
+   * nothing comes back.
    */
-  restoreUnrun(
-    f: ForgottenNames,
-    details: readonly StatementDetail[] | undefined,
-    results: readonly StatementResult[],
-  ): void {
-    if (results.length === 0) {
-      this.restoreNames(f);
-      return;
+  restoreUnrun(f: ForgottenNames, sql: string, details: readonly StatementDetail[] | undefined): void {
+    let statements: readonly { text: string; kind?: string }[] | undefined = details;
+    if (statements === undefined || statements.some((d) => d.kind === undefined)) {
+      statements = splitStatements(sql)?.map((x) => ({ text: x.text, kind: kindOfKeyword(x.first) }));
+      if (statements === undefined) return;
     }
-    const done = removedBy(details, results);
+    const done = removedBy(statements, f.ran);
     if (done === undefined) return;
     this.restoreNames({
       statements: f.statements.filter(([k]) => !done.statement(k)),
       portals: f.portals.filter(([k]) => !done.portal(k)),
       unchecked: f.unchecked.filter(([k]) => !done.portal(k)),
+      ran: [],
     });
   }
 

@@ -659,3 +659,37 @@ export const NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
     ],
   },
 };
+
+/**
+ * NAME_SCRIPTS with procedural code (DO, CALL) among the statements: what it closes or deallocates is not in its text
+ * (a refcursor's name is a value, EXECUTE's text may be computed), so the proxy forgets names for it; only when it
+ * never ran (behind the failing statement) can they come back, and a DO or CALL that ran removes no prepared
+ * statement unless its text has an EXECUTE. Not run through a policy that withholds the messages of user-defined code.
+ */
+export const PROCEDURAL_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
+  'a DO behind the failing statement never ran: statements and portals stay': {
+    steps: [
+      { send: [msg.parse('s2', 'SELECT 2 AS b'), msg.sync()] },
+      q("SELECT 1/0; DO $$BEGIN RAISE NOTICE 'DEALLOCATE s2'; END$$"),
+      bindRun('', 's2'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      q("SELECT 1/0; DO $$DECLARE c refcursor := 'cur'; BEGIN CLOSE c; END$$"),
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+  'a CALL and a DO without EXECUTE that ran remove no statement: one behind the failure stays': {
+    steps: [
+      q('CREATE PROCEDURE pg_temp.nop() LANGUAGE plpgsql AS $$BEGIN END$$'),
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('CALL pg_temp.nop(); SELECT 1/0; DEALLOCATE a'),
+      bindRun('', 'a'),
+      q('DO $$BEGIN END$$; DEALLOCATE a; SELECT 1/0; DEALLOCATE b'),
+      bindRun('', 'a'),
+      bindRun('', 'b'),
+    ],
+  },
+};
