@@ -168,6 +168,7 @@ describe.each([
   // Which names are gone is what ran upstream, though the client saw none of it.
   const check = (req: StatementRequest): Verdict => {
     const v: Verdict = kinds ? decide(req) : { action: 'allow' };
+    if (req.sql.includes('/* guarded */')) return { ...v, maxAffected: 1 };
     return req.sql.includes('/* capped */') ? { ...v, maxRows: 1 } : v;
   };
   const capHooks: ProxyHooks = {
@@ -219,6 +220,29 @@ describe.each([
       const unchecked = await run(msg.bind('', 'a'), msg.execute(''), msg.sync());
       expect(types(unchecked)).toBe('2 E Z');
       expect(errorOf(unchecked[1]).get('C')).toBe('42501');
+    } finally {
+      client.close();
+    }
+  });
+  it('behind a guarded write over its cap (rolled back by the proxy), as behind a capped read', async () => {
+    client = (await RawClient.startup(fx.sidecar.port)).client;
+    try {
+      expect(types(await run(msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()))).toBe(
+        '1 1 Z',
+      );
+      expect(types(await run(msg.query('CREATE TEMP TABLE guarded_t AS SELECT g FROM generate_series(1, 2) g')))).toBe(
+        'C Z',
+      );
+      // The UPDATE changes two rows, one more than its cap: the client gets 54000, and PostgreSQL runs on.
+      const got = await run(
+        msg.query('UPDATE guarded_t SET g = g /* guarded */; DEALLOCATE b; SELECT 1/0; DEALLOCATE a'),
+      );
+      expect(types(got)).toBe('E Z');
+      expect(errorOf(got[0]).get('C')).toBe('54000');
+      expect(types(await run(msg.bind('', 'a'), msg.execute(''), msg.sync()))).toBe('2 D C Z');
+      const gone = await run(msg.bind('', 'b'), msg.execute(''), msg.sync());
+      expect(types(gone)).toBe('E Z');
+      expect(errorOf(gone[0]).get('C')).toBe('26000');
     } finally {
       client.close();
     }

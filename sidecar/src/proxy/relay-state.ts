@@ -477,6 +477,7 @@ export class RelayState {
       this.forget(sql, verdict);
       return undefined;
     }
+    if (!this.touchesNames(sql, verdict)) return undefined;
     // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
     const out: ForgottenNames = { statements: [], portals: [], unchecked: [], ran: [] };
     this.forget(sql, verdict, out);
