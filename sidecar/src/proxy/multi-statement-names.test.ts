@@ -161,6 +161,44 @@ describe('a DO with EXECUTE that ran may have removed any statement: they stay f
 describe.each([
   ['with statement kinds', true],
   ['without statement kinds', false],
+])('a DEALLOCATE that PL/pgSQL ran itself, before a failure (%s)', (_label, kinds) => {
+  let fx: Fixture;
+  beforeAll(async () => {
+    fx = await startFixture(kinds ? { hooks } : {});
+  });
+  afterAll(async () => {
+    await fx?.sidecar.close(1000);
+  });
+
+  it('the statement is gone, and its name PREPAREd again stays unchecked', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    try {
+      expect(types(await run(msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()))).toBe(
+        '1 1 Z',
+      );
+      // The DO completes (its DEALLOCATE ran), the next statement fails: `a` is gone, `b` never named.
+      expect(types(await run(msg.query('DO $$BEGIN DEALLOCATE a; END$$; SELECT 1/0')))).toBe('C E Z');
+      const gone = await run(msg.bind('', 'a'), msg.execute(''), msg.sync());
+      expect(types(gone)).toBe('E Z');
+      expect(errorOf(gone[0]).get('C')).toBe('26000');
+      expect(types(await run(msg.query("PREPARE a AS SELECT 'not checked' AS a")))).toBe('C Z');
+      const unchecked = await run(msg.bind('', 'a'), msg.execute(''), msg.sync());
+      expect(types(unchecked)).toBe('2 E Z');
+      expect(errorOf(unchecked[1]).get('C')).toBe('42501');
+      expect(types(await run(msg.bind('', 'b'), msg.execute(''), msg.sync()))).toBe('2 D C Z');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe.each([
+  ['with statement kinds', true],
+  ['without statement kinds', false],
 ])('names behind a statement whose error the client got from the proxy (%s)', (_label, kinds) => {
   // A statement marked `/* capped */` returns at most one row (Verdict.maxRows): past it the client gets 54000 and
   // nothing more of its Query, but PostgreSQL runs the Query on to its end or its first error. A second Query sent in

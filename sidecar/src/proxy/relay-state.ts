@@ -535,9 +535,10 @@ export class RelayState {
   private forget(sql: string, verdict?: Verdict, out?: ForgottenNames): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
-      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
-      // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
-      // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
+      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. A DEALLOCATE that
+      // PL/pgSQL runs as written is in the text (the scan below reads it); one that EXECUTE runs may be computed
+      // (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named statement too (a DEALLOCATE and a PREPARE of the same
+      // name replace it).
       this.dropPortals(out);
       if (/\bexecute\b/i.test(sql)) this.dropStatements(out);
     }

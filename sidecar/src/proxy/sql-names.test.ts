@@ -42,6 +42,11 @@ describe('removedBy: what the completed statements of a failed Query may have re
     expect([exec.allPortals, exec.allStatements]).toEqual([true, true]);
     const failed = removedBy([st('CALL p()', 'call'), st('DEALLOCATE a', 'deallocate')], done())!;
     expect([failed.allPortals, failed.allStatements, failed.statement('a')]).toEqual([true, false, false]);
+    // PL/pgSQL runs a DEALLOCATE of its own (SPI): the name is gone, whether the DO completed or failed after it.
+    const direct = removedBy([st('DO $$BEGIN DEALLOCATE a; END$$', 'do'), fail], done('DO'))!;
+    expect([direct.allStatements, direct.statement('a'), direct.statement('b')]).toEqual([false, true, false]);
+    const midway = removedBy([st('DO $$BEGIN DEALLOCATE a; PERFORM 1/0; END$$', 'do')], done())!;
+    expect(midway.statement('a')).toBe(true);
     // Behind the failed statement it never ran.
     const behind = removedBy([fail, st("DO $$BEGIN EXECUTE 'x'; END$$", 'do')], done())!;
     expect([behind.allPortals, behind.allStatements]).toEqual([false, false]);

@@ -80,8 +80,9 @@ export class NamesTouched {
  * exec_simple_query), what those completed ones and the failed one may have removed; undefined when the proxy cannot
  * tell (a kind unknown, or tags that do not follow the statements' kinds). A DEALLOCATE, CLOSE or DECLARE that fails
  * leaves every name as it was, and the statements behind the failed one never ran. Procedural code (DO, CALL) that
- * ran, completed or failed, may have closed any portal (a refcursor's name is a value) and, with an EXECUTE in its
- * text, removed any statement (the EXECUTE's text may be computed): those stay removed. What ran stays removed
+ * ran, completed or failed, may have closed any portal (a refcursor's name is a value), removed the statements its
+ * text names (PL/pgSQL runs a DEALLOCATE itself) and, with an EXECUTE in its text, any statement (the EXECUTE's text
+ * may be computed): those stay removed. What ran stays removed
  * although the implicit transaction rolls back: prepared statements are not transactional, and a closed portal is
  * dropped at once (a DECLAREd cursor goes with the rollback anyway).
  */
@@ -96,8 +97,10 @@ export function removedBy(
     const { kind, text } = statements[i];
     if (kind === undefined || (i < done && !tagFits(kind, ran[i]))) return undefined;
     if (PROCEDURAL_KINDS.has(kind)) {
+      // PL/pgSQL runs a DEALLOCATE, CLOSE or DECLARE in its text as well (SPI), and what EXECUTE runs is computed.
       touched.allPortals = true;
       if (/\bexecute\b/i.test(text)) touched.allStatements = true;
+      touched.add(text);
     } else if (i < done && NAME_KINDS.has(kind)) touched.add(text);
   }
   return touched;
