@@ -317,13 +317,6 @@ export class EntryQueue {
   }
 
   /**
-   * True when a cancel now can only stop `st`: nothing that runs is ahead of its Query or Execute, and only Syncs and
-   * its own counts of changed rows (K_ROWS) are behind it. Ahead of it there may still be entries whose answers the
-   * upstream has not sent yet although it is past them: Parse, Bind, Describe and Close answer at once but wait in
-   * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
-   * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
-   */
-  /**
    * Whether something pushed after client message `seq` may end or fail the transaction and let a message pushed now
    * run all the same, so that the transaction status at that message is not known yet: a Query, FunctionCall or Sync
    * (a failed Query does not make PostgreSQL skip what follows it, and each of them ends the batch), the proxy's own
@@ -360,6 +353,13 @@ export class EntryQueue {
     return false;
   }
 
+  /**
+   * True when a cancel now can only stop `st`: nothing that runs is ahead of its Query or Execute, and only Syncs and
+   * its own counts of changed rows (K_ROWS) are behind it. Ahead of it there may still be entries whose answers the
+   * upstream has not sent yet although it is past them: Parse, Bind, Describe and Close answer at once but wait in
+   * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
+   * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
+   */
   cancellable(st: Stmt): boolean {
     let i = this.head;
     for (; i < this.items.length; i++) {

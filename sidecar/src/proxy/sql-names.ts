@@ -82,9 +82,9 @@ export class NamesTouched {
  * leaves every name as it was, and the statements behind the failed one never ran. Procedural code (DO, CALL) that
  * ran, completed or failed, may have closed any portal (a refcursor's name is a value), removed the statements its
  * text names (PL/pgSQL runs a DEALLOCATE itself) and, with an EXECUTE in its text, any statement (the EXECUTE's text
- * may be computed): those stay removed. What ran stays removed
- * although the implicit transaction rolls back: prepared statements are not transactional, and a closed portal is
- * dropped at once (a DECLAREd cursor goes with the rollback anyway).
+ * may be computed): those stay removed. What ran stays removed although the implicit transaction rolls back:
+ * prepared statements are not transactional, and a closed portal is dropped at once (a DECLAREd cursor goes with the
+ * rollback anyway).
  */
 export function removedBy(
   statements: readonly { text: string; kind?: string }[],
