@@ -555,7 +555,7 @@ export class ClientRelay implements FramerHandler, StatementReader {
       });
     } else {
       if (kind === K_QUERY) {
-        st.forgotten = s.forgetSqlNames(st.request.sql, v, true);
+        st.forgotten = s.forgetSqlNames(st.request.sql, v);
         st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(st.request.sql, v);
       }
       armTimeout(s, st);
@@ -731,7 +731,7 @@ export class ClientRelay implements FramerHandler, StatementReader {
       st.guard = 'ext';
       this.rowsCount(st, 'ext-before');
     }
-    if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict, false);
+    if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
     // In a transaction already failed, with nothing ahead of it in flight, the Execute can only fail (25P02) or end the
     // transaction (a bound ROLLBACK or COMMIT): no rows to plan for, and the proxy's Describe would take the error

@@ -194,6 +194,26 @@ describe.each([
       client.close();
     }
   });
+  it('also when the DO runs through the extended protocol and fails after its DEALLOCATE', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    try {
+      const failing = 'DO $$BEGIN DEALLOCATE a; PERFORM 1/0; END$$';
+      expect(types(await run(msg.parse('a', 'SELECT 1 AS a'), msg.parse('x', failing), msg.sync()))).toBe('1 1 Z');
+      const failed = await run(msg.bind('', 'x'), msg.execute(''), msg.sync());
+      expect(types(failed)).toBe('2 E Z');
+      expect(errorOf(failed[1]).get('C')).toBe('22012');
+      expect(types(await run(msg.query("PREPARE a AS SELECT 'not checked' AS a")))).toBe('C Z');
+      const unchecked = await run(msg.bind('', 'a'), msg.execute(''), msg.sync());
+      expect(types(unchecked)).toBe('2 E Z');
+      expect(errorOf(unchecked[1]).get('C')).toBe('42501');
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe.each([

@@ -359,11 +359,12 @@ export class RelayState {
           if (bound === undefined) unchecked = { bind: head, verdict: this.unknownPortal(head.undo.name) };
         }
       }
-      // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
+      // An Execute that was skipped, or failed (but for procedural code, which may have removed names before it
+      // failed), removed no name upstream: the names it made the proxy forget go back.
       const gaveBack =
         head.kind === K_EXECUTE &&
         head.stmt?.forgotten !== undefined &&
-        (head.stmt.results.length === 0 || (failed && head === first));
+        (head.stmt.results.length === 0 || (failed && head === first && !procedural(head.stmt)));
       if (head.undo !== undefined || gaveBack) {
         if (undone === undefined) undone = [];
         undone.push(head);
@@ -461,22 +462,11 @@ export class RelayState {
    * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
    * forwarded (a Bind pipelined behind it must not find the old verdict). (SQL PREPARE needs nothing: NAME_KINDS.)
-   * Returns what it removed, so that a failure can give back the names PostgreSQL kept: a Query's (`query`) whatever
-   * its statements' kinds (restoreUnrun); an Execute's, one statement, only when the parser's kind says it can touch
-   * a name and is not procedural (a failed DO may have removed names before it failed). Anything else stays
-   * forgotten, which fails closed.
+   * Returns what it removed, so that a failure gives back the names PostgreSQL kept: a Query's that its statements
+   * that did not run could remove (restoreUnrun), an Execute's when it was skipped, or failed and is no procedural
+   * code (failExtended). Anything else stays forgotten, which fails closed.
    */
-  forgetSqlNames(sql: string, verdict: Verdict | undefined, query: boolean): ForgottenNames | undefined {
-    const d = verdict?.statements;
-    if (
-      !query &&
-      (d === undefined ||
-        !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
-        d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind)))
-    ) {
-      this.forget(sql, verdict);
-      return undefined;
-    }
+  forgetSqlNames(sql: string, verdict: Verdict | undefined): ForgottenNames | undefined {
     if (!this.touchesNames(sql, verdict)) return undefined;
     // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
     const out: ForgottenNames = { statements: [], portals: [], unchecked: [], ran: [] };
@@ -492,11 +482,8 @@ export class RelayState {
    * nothing comes back.
    */
   restoreUnrun(f: ForgottenNames, sql: string, details: readonly StatementDetail[] | undefined): void {
-    let statements: readonly { text: string; kind?: string }[] | undefined = details;
-    if (statements === undefined || statements.some((d) => d.kind === undefined)) {
-      statements = splitStatements(sql)?.map((x) => ({ text: x.text, kind: kindOfKeyword(x.first) }));
-      if (statements === undefined) return;
-    }
+    const statements = statementsOf(sql, details);
+    if (statements === undefined) return;
     const done = removedBy(statements, f.ran);
     if (done === undefined) return;
     this.restoreNames({
@@ -613,6 +600,24 @@ export class RelayState {
   finish(stmt: Stmt): void {
     this.io.statementDone(stmt.record(), stmt);
   }
+}
+
+/**
+ * The statements of `sql` with their kinds: the parser's (a policy's verdict), or without them the proxy's own split
+ * with each statement's first keyword (sql-statements.ts); undefined when it cannot split.
+ */
+function statementsOf(
+  sql: string,
+  details: readonly StatementDetail[] | undefined,
+): readonly { text: string; kind?: string }[] | undefined {
+  if (details?.every((d) => d.kind !== undefined)) return details;
+  return splitStatements(sql)?.map((x) => ({ text: x.text, kind: kindOfKeyword(x.first) }));
+}
+
+/** Whether the statement an Execute ran may be procedural code (DO, CALL), or cannot be told apart from it. */
+function procedural(st: Stmt): boolean {
+  const statements = statementsOf(st.request.sql, st.verdict.statements);
+  return statements === undefined || statements.some((d) => d.kind === undefined || PROCEDURAL_KINDS.has(d.kind));
 }
 
 /** A map of statements or portals whose entries are counted in the retained budget while they are in it. */

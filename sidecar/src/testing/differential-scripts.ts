@@ -647,6 +647,20 @@ export const NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       q('ROLLBACK'),
     ],
   },
+  'through the extended protocol: a DEALLOCATE skipped after an earlier error, a DECLARE that fails (42P03)': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('d', 'DEALLOCATE a'), msg.sync()] },
+      { send: [msg.parse('', 'SELECT 1/0'), bind0(), msg.execute(''), bind0('d'), msg.execute(''), msg.sync()] },
+      bindRun('', 'a'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      { send: [msg.parse('dc', 'DECLARE cur CURSOR FOR SELECT 2'), bind0('dc'), msg.execute(''), msg.sync()] },
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
   'a CLOSE that completed ahead of the failing statement: the portal is gone': {
     steps: [
       q('BEGIN'),
