@@ -611,10 +611,21 @@ export class ClientRelay implements FramerHandler, StatementReader {
   }
 
   private execute(buf: Buffer, start: number, end: number): boolean | Buffer {
-    const s = this.s;
     const { portal } = decodeExecute(buf, start, end);
-    s.hooks.clientName?.(nameText(portal));
+    this.s.hooks.clientName?.(nameText(portal));
+    return this.executePortal(portal, buf, start, end);
+  }
+
+  private executePortal(portal: string, buf: Buffer, start: number, end: number): boolean | Buffer {
+    const s = this.s;
     const info = s.portals.get(portal);
+    // The proxy describes a portal the client did not (runPortal), and PostgreSQL answers that Describe in place of the
+    // Execute when the portal cannot run: gone with its transaction (34000), or in a failed one (25P02). The error is
+    // then located in exec_describe_portal_message, not exec_execute_message as the client's own Execute's would be.
+    // With a Query, FunctionCall or Sync (or a transaction's end) in flight since the Bind, that may have happened
+    // by the time this Execute runs, so it waits for their answers and is then decided with what they left.
+    if (info !== undefined && !info.described && s.queue.endsTransactionAfter(info.boundAt ?? 0))
+      return this.afterAnswers(buf, start, end, () => this.executePortal(portal, buf, start, end));
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
       const st = new Stmt(req, s.unknownPortal(portal));

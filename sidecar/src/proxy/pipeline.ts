@@ -317,18 +317,49 @@ export class EntryQueue {
   }
 
   /**
-   * True when a cancel now can only stop `st`: nothing that runs is ahead of its Query or Execute, and only Syncs and
-   * its own counts of changed rows (K_ROWS) are behind it. Ahead of it there may still be entries whose answers the
-   * upstream has not sent yet although it is past them: Parse, Bind, Describe and Close answer at once but wait in
-   * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
-   * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
+   * Whether something pushed after client message `seq` may end or fail the transaction and let a message pushed now
+   * run all the same, so that the transaction status at that message is not known yet: a Query, FunctionCall or Sync
+   * (a failed Query does not make PostgreSQL skip what follows it, and each of them ends the batch), the proxy's own
+   * Queries and Syncs, or an Execute of a statement that may end the transaction (TRANSACTION_END). Anything else
+   * that fails makes PostgreSQL skip the later messages up to a Sync. Looks back only to `seq`: nothing per
+   * message of a pipeline whose Executes follow their own Binds.
    */
+  endsTransactionAfter(seq: number): boolean {
+    for (let i = this.items.length - 1; i >= this.head; i--) {
+      const e = this.items[i];
+      // K_RESTORE entries carry no seq; they are the proxy's own Syncs.
+      if (e.seq !== 0 && e.seq <= seq) return false;
+      switch (e.kind) {
+        case K_QUERY:
+        case K_FUNCTION:
+        case K_SYNC:
+        case K_HIDDEN:
+        case K_RESTORE:
+          return true;
+        case K_ROWS:
+          if (e.name.startsWith('simple')) return true;
+          break;
+        case K_EXECUTE:
+          if (e.stmt !== undefined && TRANSACTION_END.test(e.stmt.request.sql)) return true;
+          break;
+      }
+    }
+    return false;
+  }
+
   /** Whether a Sync is pending (its ReadyForQuery has not come). */
   hasSync(): boolean {
     for (let i = this.head; i < this.items.length; i++) if (this.items[i].kind === K_SYNC) return true;
     return false;
   }
 
+  /**
+   * True when a cancel now can only stop `st`: nothing that runs is ahead of its Query or Execute, and only Syncs and
+   * its own counts of changed rows (K_ROWS) are behind it. Ahead of it there may still be entries whose answers the
+   * upstream has not sent yet although it is past them: Parse, Bind, Describe and Close answer at once but wait in
+   * the backend's output buffer for the next Flush or Sync, so an Execute pipelined with its Parse and Bind runs with
+   * their entries still at the head. A cancel landing on one of them fails the batch, which `st` is part of.
+   */
   cancellable(st: Stmt): boolean {
     let i = this.head;
     for (; i < this.items.length; i++) {
@@ -359,9 +390,22 @@ export class EntryQueue {
   }
 }
 
+/**
+ * The start of a statement that may end its transaction when run through Execute (COMMIT, END, ROLLBACK, ABORT,
+ * PREPARE TRANSACTION), or of procedural code that may commit (CALL, DO): PostgreSQL then drops the portals bound
+ * before it. A comment ahead of the keyword hides it; the cost of a miss is fidelity, not safety (client-relay.ts).
+ */
+const TRANSACTION_END = /^\s*(?:commit|end|rollback|abort|prepare\s+transaction|call|do)\b/i;
+
 /** Statement and portal entries a statement removed from the proxy's maps, as they were. */
 export interface ForgottenNames {
   statements: [string, PreparedInfo][];
   portals: [string, PreparedInfo][];
   unchecked: [string, number][];
+  /**
+   * A Query's: the CommandComplete tags PostgreSQL sent for it so far, one per statement that completed, also those
+   * the client does not see (behind a capped or guarded statement: server-relay.ts), so that a failure gives back
+   * what did not run.
+   */
+  ran: (string | undefined)[];
 }

@@ -5,7 +5,6 @@ import type {
   StatementDetail,
   StatementRecord,
   StatementRequest,
-  StatementResult,
   TxStatus,
   Verdict,
 } from './hooks.js';
@@ -33,7 +32,8 @@ import {
   RetainedBudget,
   RetainedText,
 } from './retained-budget.js';
-import { NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
+import { kindOfKeyword, NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
+import { splitStatements } from './sql-statements.js';
 
 /** The I/O a relay needs from its session; sockets stay in session.ts. */
 export interface RelayIO {
@@ -279,11 +279,11 @@ export class RelayState {
     const hidden = head.hidden;
     if (head.target === 'S') {
       const info = this.statements.get(head.name);
-      if (info) this.keepFields(info, fields);
+      if (info) this.keepFields(info, fields, false);
     } else {
       const info = this.portals.get(head.name);
       if (info) {
-        this.keepFields(info, fields);
+        this.keepFields(info, fields, true);
         info.transformer = this.hooks.planRows(fields, info.verdict);
       }
     }
@@ -292,12 +292,25 @@ export class RelayState {
   }
 
   /**
-   * A Describe's columns are kept with the statement or portal and counted with it. They cannot be refused (the
-   * statement exists upstream): the budget may pass its bound by one RowDescription, and the next Parse is refused.
+   * A Describe's columns are kept with the statement or portal and counted with it, when they fit the process's
+   * budget (retained-budget.ts); the bound is checked before they are kept, so it holds. Columns that do not fit are
+   * not kept (nor older ones, which are the same), and nothing needs them but a plan of rows made again later: a
+   * portal's rows are planned from them as they arrive (rowDescription), and when the first Execute brings another
+   * verdict (checkExecute), a portal that has not run yet is described again by the proxy ahead of it (runPortal),
+   * so its rows are planned from that answer. A statement's columns are only a fallback for a portal never described,
+   * and every portal is described before its first Execute that may return rows.
    */
-  private keepFields(info: PreparedInfo, fields: RowField[]): void {
-    this.retained.grow(info, fieldsCost(fields) - (info.fields === undefined ? 0 : fieldsCost(info.fields)));
-    info.fields = fields;
+  private keepFields(info: PreparedInfo, fields: RowField[], portal: boolean): void {
+    const before = info.fields === undefined ? 0 : fieldsCost(info.fields);
+    const cost = fieldsCost(fields);
+    if (cost <= before || this.retained.budget.fits(cost - before)) {
+      this.retained.grow(info, cost - before);
+      info.fields = fields;
+      return;
+    }
+    this.retained.grow(info, -before);
+    info.fields = undefined;
+    if (portal && info.executed !== true) info.described = false;
   }
 
   /** NoData answers a Describe; false when it was the proxy's own. */
@@ -346,11 +359,12 @@ export class RelayState {
           if (bound === undefined) unchecked = { bind: head, verdict: this.unknownPortal(head.undo.name) };
         }
       }
-      // An Execute that failed, or was skipped, removed no name upstream: the names it made the proxy forget go back.
+      // An Execute that was skipped, or failed (but for procedural code, which may have removed names before it
+      // failed), removed no name upstream: the names it made the proxy forget go back.
       const gaveBack =
         head.kind === K_EXECUTE &&
         head.stmt?.forgotten !== undefined &&
-        (head.stmt.results.length === 0 || (failed && head === first));
+        (head.stmt.results.length === 0 || (failed && head === first && !procedural(head.stmt)));
       if (head.undo !== undefined || gaveBack) {
         if (undone === undefined) undone = [];
         undone.push(head);
@@ -448,46 +462,35 @@ export class RelayState {
    * forgets what it knows of the names they may touch, so that a Bind or Execute of such a name is refused as
    * unchecked rather than run under the verdict of what used to have that name. Called when the statement is
    * forwarded (a Bind pipelined behind it must not find the old verdict). (SQL PREPARE needs nothing: NAME_KINDS.)
-   * When the parser's kinds (a policy's verdict) say which statements can touch a name, and none is procedural, it
-   * returns what it removed, so that a failure gives back the names PostgreSQL kept (restoreUnrun). Anything else
-   * stays forgotten, which fails closed.
+   * Returns what it removed, so that a failure gives back the names PostgreSQL kept: a Query's that its statements
+   * that did not run could remove (restoreUnrun), an Execute's when it was skipped, or failed and is no procedural
+   * code (failExtended). Anything else stays forgotten, which fails closed.
    */
-  forgetSqlNames(sql: string, verdict?: Verdict): ForgottenNames | undefined {
-    const d = verdict?.statements;
-    if (
-      d === undefined ||
-      !d.some((x) => x.kind !== undefined && NAME_KINDS.has(x.kind)) ||
-      d.some((x) => x.kind === undefined || PROCEDURAL_KINDS.has(x.kind))
-    ) {
-      this.forget(sql, verdict);
-      return undefined;
-    }
+  forgetSqlNames(sql: string, verdict: Verdict | undefined): ForgottenNames | undefined {
+    if (!this.touchesNames(sql, verdict)) return undefined;
     // What is removed is noted as it goes (a copy of the maps would cost the session's every statement each time).
-    const out: ForgottenNames = { statements: [], portals: [], unchecked: [] };
+    const out: ForgottenNames = { statements: [], portals: [], unchecked: [], ran: [] };
     this.forget(sql, verdict, out);
     return out.statements.length + out.portals.length + out.unchecked.length > 0 ? out : undefined;
   }
 
   /**
-   * A Query failed after `results.length` of its statements completed: gives back what `f` (forgetSqlNames) holds
-   * that none of those may have removed; the failed statement and the ones behind it, which never ran, removed
-   * nothing (sql-names.ts, removedBy). When the proxy cannot tell which ran, nothing comes back.
+   * A Query failed after the statements whose tags `f.ran` holds completed upstream: gives back what `f`
+   * (forgetSqlNames) holds that none of those, nor the failed one, may have removed (sql-names.ts, removedBy); the
+   * statements behind it never ran. Each statement's kind is the parser's (a policy's verdict) or, without it, its
+   * first keyword, the Query split as PostgreSQL splits it (sql-statements.ts). When the proxy cannot tell which ran,
+   * nothing comes back.
    */
-  restoreUnrun(
-    f: ForgottenNames,
-    details: readonly StatementDetail[] | undefined,
-    results: readonly StatementResult[],
-  ): void {
-    if (results.length === 0) {
-      this.restoreNames(f);
-      return;
-    }
-    const done = removedBy(details, results);
+  restoreUnrun(f: ForgottenNames, sql: string, details: readonly StatementDetail[] | undefined): void {
+    const statements = statementsOf(sql, details);
+    if (statements === undefined) return;
+    const done = removedBy(statements, f.ran);
     if (done === undefined) return;
     this.restoreNames({
       statements: f.statements.filter(([k]) => !done.statement(k)),
       portals: f.portals.filter(([k]) => !done.portal(k)),
       unchecked: f.unchecked.filter(([k]) => !done.portal(k)),
+      ran: [],
     });
   }
 
@@ -519,9 +522,10 @@ export class RelayState {
   private forget(sql: string, verdict?: Verdict, out?: ForgottenNames): void {
     if (!this.touchesNames(sql, verdict)) return;
     if (verdict?.statements?.some((d) => d.kind !== undefined && PROCEDURAL_KINDS.has(d.kind))) {
-      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. DEALLOCATE runs
-      // only as EXECUTE's text, which may be computed (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named
-      // statement too (a DEALLOCATE and a PREPARE of the same name replace it).
+      // A refcursor's name is a value (`c refcursor := 'p1'`): any portal may have been replaced. A DEALLOCATE that
+      // PL/pgSQL runs as written is in the text (the scan below reads it); one that EXECUTE runs may be computed
+      // (`'DEALL' || 'OCATE …'`): with an EXECUTE, every named statement too (a DEALLOCATE and a PREPARE of the same
+      // name replace it).
       this.dropPortals(out);
       if (/\bexecute\b/i.test(sql)) this.dropStatements(out);
     }
@@ -596,6 +600,24 @@ export class RelayState {
   finish(stmt: Stmt): void {
     this.io.statementDone(stmt.record(), stmt);
   }
+}
+
+/**
+ * The statements of `sql` with their kinds: the parser's (a policy's verdict), or without them the proxy's own split
+ * with each statement's first keyword (sql-statements.ts); undefined when it cannot split.
+ */
+function statementsOf(
+  sql: string,
+  details: readonly StatementDetail[] | undefined,
+): readonly { text: string; kind?: string }[] | undefined {
+  if (details?.every((d) => d.kind !== undefined)) return details;
+  return splitStatements(sql)?.map((x) => ({ text: x.text, kind: kindOfKeyword(x.first) }));
+}
+
+/** Whether the statement an Execute ran may be procedural code (DO, CALL), or cannot be told apart from it. */
+function procedural(st: Stmt): boolean {
+  const statements = statementsOf(st.request.sql, st.verdict.statements);
+  return statements === undefined || statements.some((d) => d.kind === undefined || PROCEDURAL_KINDS.has(d.kind));
 }
 
 /** A map of statements or portals whose entries are counted in the retained budget while they are in it. */

@@ -1,10 +1,12 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
-import { errorOf, msg, RawClient } from '../testing/raw-client.js';
+import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js';
 import { type Fixture, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks } from './hooks.js';
+import { PREPARED_ENTRY_COST } from './retained-budget.js';
 
 /**
  * Prepared statements' text is kept by the sidecar for as long as they exist, in one process every session shares:
@@ -150,6 +152,76 @@ describe('what portals keep', () => {
       raw.send(msg.close('S', 't'), msg.sync());
       await raw.untilReady();
       expect(await held()).toBe(start);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe('described columns within the bound', () => {
+  // Columns a Describe returns are kept with their statement or portal, counted in the same budget: whether they fit
+  // is decided before they are kept, so a wide RowDescription cannot take the budget past its bound. Rows are masked
+  // all the same: the Parse's verdict needs no plan, each Execute's does (checkExecute), so a portal's rows are
+  // planned again at its first Execute, which needs its columns.
+  const COLUMNS = 400;
+  const WIDE = `SELECT ${Array.from({ length: COLUMNS }, (_, i) => `'v${i}'::text AS c${i}_${'x'.repeat(45)}`).join(', ')}`;
+  let fx: Fixture;
+  const hooks: ProxyHooks = {
+    ...allowAllHooks(),
+    openSession: (info) => ({
+      ...allowAllHooks().openSession(info),
+      checkParse: () => ({ action: 'allow', rule: 'plain' }),
+      checkExecute: () => ({ action: 'allow', rule: 'mask' }),
+      planRows: (fields, verdict) =>
+        verdict.action === 'allow' && verdict.rule === 'mask'
+          ? () => dataRow(fields.map(() => '****')).subarray(5)
+          : undefined,
+    }),
+  };
+  beforeAll(async () => {
+    fx = await startFixture({ hooks, statementEvents: false, maxRetainedStatementBytes: LIMIT });
+  });
+  afterAll(() => fx.sidecar.close(500));
+  const held = async () =>
+    (await fx.sidecar.metrics.registry.getSingleMetric('pgwarden_retained_statement_bytes')!.get()).values[0].value;
+
+  it('a RowDescription that does not fit is not kept; the rows of its portal are still planned', async () => {
+    const raw = (await RawClient.startup(fx.sidecar.port)).client;
+    try {
+      raw.send(msg.parse('w', WIDE), msg.sync());
+      expect(types(await raw.untilReady())).toBe('1 Z');
+      // A statement that leaves 2000 bytes of the bound: less than the wide statement's columns cost (~57 KB).
+      const filler = LIMIT - (await held()) - PREPARED_ENTRY_COST - 2000;
+      raw.send(msg.parse('f', `SELECT 1 /* ${'f'.repeat(filler - 15)} */`), msg.sync());
+      expect(types(await raw.untilReady())).toBe('1 Z');
+      const full = await held();
+      expect(full).toBe(LIMIT - 2000);
+
+      // The client gets its RowDescription whole; the sidecar keeps nothing of it.
+      raw.send(msg.describe('S', 'w'), msg.sync());
+      const described = await raw.untilReady();
+      expect(types(described)).toBe('t T Z');
+      expect(described[1].buf.readInt16BE(5)).toBe(COLUMNS);
+      expect(await held()).toBe(full);
+
+      // A portal described by the client before it runs, then run under another verdict: masked.
+      raw.send(msg.query('BEGIN'));
+      await raw.untilReady();
+      raw.send(msg.bind('p', 'w'), msg.describe('P', 'p'), msg.sync());
+      expect(types(await raw.untilReady())).toBe('2 T Z');
+      expect(await held()).toBeLessThanOrEqual(LIMIT);
+      raw.send(msg.execute('p', 0), msg.sync());
+      const ran = await raw.untilReady();
+      expect(types(ran)).toBe('D C Z');
+      expect(rowOf(ran[0])).toEqual(Array(COLUMNS).fill('****'));
+      // Described and run in one batch: planned from the Describe's answer, under the Execute's verdict.
+      raw.send(msg.bind('q', 'w'), msg.describe('P', 'q'), msg.execute('q', 0), msg.sync());
+      const batch = await raw.untilReady();
+      expect(types(batch)).toBe('2 T D C Z');
+      expect(rowOf(batch[2])).toEqual(Array(COLUMNS).fill('****'));
+      expect(await held()).toBeLessThanOrEqual(LIMIT);
+      raw.send(msg.query('COMMIT'));
+      await raw.untilReady();
     } finally {
       raw.close();
     }

@@ -67,7 +67,7 @@ export class ServerRelay implements FramerHandler {
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
     const kind = s.queue.peek()?.kind;
     if (kind === K_RESTORE) return restoreHeader(type);
-    if (s.swallow && type !== B.ReadyForQuery) return DROP;
+    if (s.swallow && type !== B.ReadyForQuery) return this.swallowed(type);
     if (kind === K_ROWS) return rowsHeader(type);
     switch (type) {
       case B.DataRow: {
@@ -243,9 +243,33 @@ export class ServerRelay implements FramerHandler {
     st.bytes += bytes;
   }
 
+  /**
+   * What PostgreSQL sends after an error the client already got from the proxy (a capped or guarded statement) up to
+   * ReadyForQuery is dropped. A Query that made the proxy forget names is still followed: the statements behind the
+   * capped one ran upstream, and their tags, or the error that stopped them, say which names are gone (ranBehind).
+   */
+  private swallowed(type: number): number {
+    if (type !== B.CommandComplete && type !== B.ErrorResponse) return DROP;
+    const head = this.s.queue.peek();
+    return head?.kind === K_QUERY && head.stmt?.forgotten !== undefined ? WHOLE : DROP;
+  }
+
+  private ranBehind(type: number, buf: Buffer, start: number, end: number): false {
+    const st = this.s.queue.peek()!.stmt!;
+    const f = st.forgotten!;
+    if (type === B.CommandComplete) f.ran.push(decodeCString(buf, start, end));
+    else {
+      this.s.restoreUnrun(f, st.request.sql, st.verdict.statements);
+      st.forgotten = undefined;
+    }
+    return false;
+  }
+
   private handle(type: number, buf: Buffer, start: number, end: number): boolean | Buffer {
     const s = this.s;
     const head = s.queue.peek();
+    if (s.swallow && type !== B.ReadyForQuery && this.swallowed(type) === WHOLE)
+      return this.ranBehind(type, buf, start, end);
     if (head?.kind === K_ROWS && type !== B.ReadyForQuery && type !== B.ParameterStatus)
       return this.rows(head, type, buf, start, end);
     if (head?.kind === K_RESTORE && type === B.ErrorResponse) throw restoreFailed(buf, start, end);
@@ -330,6 +354,7 @@ export class ServerRelay implements FramerHandler {
     const s = this.s;
     const head = s.queue.peek();
     if (head?.kind === K_HIDDEN) return false; // the proxy's own BEGIN / COMMIT / ROLLBACK
+    if (head?.kind === K_QUERY) head.stmt?.forgotten?.ran.push(tag);
     if (tag === 'DISCARD ALL' && s.restore !== undefined) {
       // Not held for (ClientRelay.heldForReset): the client's next messages may already run as the login role.
       if (head?.stmt?.resets !== true)
@@ -740,7 +765,7 @@ export class ServerRelay implements FramerHandler {
     // of a name that does not exist, or in a failed transaction): so are the proxy's. Its results so far are the
     // CommandCompletes of the statements ahead of it.
     if (head.kind === K_QUERY && st?.forgotten !== undefined) {
-      s.restoreUnrun(st.forgotten, st.verdict.statements, st.results);
+      s.restoreUnrun(st.forgotten, st.request.sql, st.verdict.statements);
       st.forgotten = undefined;
     }
     // (A Bind carries a statement only when it is malformed: RelayState.failExtended records it.)

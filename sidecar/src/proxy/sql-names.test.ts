@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { StatementDetail, StatementResult } from './hooks.js';
-import { NamesTouched, removedBy } from './sql-names.js';
+import type { StatementDetail } from './hooks.js';
+import { kindOfKeyword, NamesTouched, removedBy } from './sql-names.js';
 
 const st = (text: string, kind?: string): StatementDetail => ({ text, kind });
-const done = (...tags: (string | undefined)[]): StatementResult[] => tags.map((tag) => ({ tag, rows: 0, bytes: 0 }));
+/** The CommandComplete tags of the statements that completed before the error. */
+const done = (...tags: (string | undefined)[]) => tags;
 
 describe('removedBy: what the completed statements of a failed Query may have removed', () => {
   const query = [st('DEALLOCATE a', 'deallocate'), st('CLOSE "Cur"', 'cursor'), st('SELECT 1/0', 'select')];
@@ -27,10 +28,38 @@ describe('removedBy: what the completed statements of a failed Query may have re
     expect(removedBy(query, done('DEALLOCATE', 'FETCH 1'))).not.toBeUndefined();
     expect(removedBy([st('SELECT 1', 'select'), st('DEALLOCATE a', 'deallocate')], done('DEALLOCATE'))).toBeUndefined();
     expect(removedBy([st('DEALLOCATE a'), st('SELECT 1/0')], done('DEALLOCATE'))).toBeUndefined();
-    expect(removedBy([st('DO $$ $$', 'do'), st('SELECT 1/0', 'select')], done('DO'))).toBeUndefined();
-    expect(removedBy(undefined, done('DEALLOCATE'))).toBeUndefined();
+    expect(removedBy([st('SELECT 1', 'select'), st('SELECT 1/0', 'select')], done('DO'))).toBeUndefined();
+    expect(removedBy([st('DO $$ $$', 'do'), st('SELECT 1/0', 'select')], done('SELECT 1'))).toBeUndefined();
     expect(removedBy(query.slice(0, 1), done('DEALLOCATE'))).toBeUndefined();
     expect(removedBy(query, done(undefined))).toBeUndefined();
+  });
+
+  it('procedural code that ran, completed or failed, may have closed any portal, and with EXECUTE removed any statement', () => {
+    const fail = st('SELECT 1/0', 'select');
+    const ran = removedBy([st('DO $$BEGIN CLOSE c; END$$', 'do'), fail], done('DO'))!;
+    expect([ran.allPortals, ran.allStatements]).toEqual([true, false]);
+    const exec = removedBy([st("DO $$BEGIN EXECUTE 'DEALL' || 'OCATE a'; END$$", 'do'), fail], done('DO'))!;
+    expect([exec.allPortals, exec.allStatements]).toEqual([true, true]);
+    const failed = removedBy([st('CALL p()', 'call'), st('DEALLOCATE a', 'deallocate')], done())!;
+    expect([failed.allPortals, failed.allStatements, failed.statement('a')]).toEqual([true, false, false]);
+    // PL/pgSQL runs a DEALLOCATE of its own (SPI): the name is gone, whether the DO completed or failed after it.
+    const direct = removedBy([st('DO $$BEGIN DEALLOCATE a; END$$', 'do'), fail], done('DO'))!;
+    expect([direct.allStatements, direct.statement('a'), direct.statement('b')]).toEqual([false, true, false]);
+    const midway = removedBy([st('DO $$BEGIN DEALLOCATE a; PERFORM 1/0; END$$', 'do')], done())!;
+    expect(midway.statement('a')).toBe(true);
+    // Behind the failed statement it never ran.
+    const behind = removedBy([fail, st("DO $$BEGIN EXECUTE 'x'; END$$", 'do')], done())!;
+    expect([behind.allPortals, behind.allStatements]).toEqual([false, false]);
+  });
+
+  it('kinds from first keywords, for a Query without a parser', () => {
+    expect(
+      ['deallocate', 'declare', 'close', 'fetch', 'move', 'discard', 'do', 'call', 'select', ''].map(kindOfKeyword),
+    ).toEqual(['deallocate', 'cursor', 'cursor', 'cursor', 'cursor', 'discard', 'do', 'call', 'other', 'other']);
+    const q = [st('SELECT 1', 'other'), st('CLOSE c', 'cursor'), st('SELECT 1/0', 'other')];
+    expect(removedBy(q, done('SELECT 1', 'CLOSE CURSOR'))!.portal('c')).toBe(true);
+    expect(removedBy(q, done('SELECT 1', 'DEALLOCATE'))).toBeUndefined();
+    expect(removedBy(q, done('CLOSE CURSOR', 'CLOSE CURSOR'))).toBeUndefined();
   });
 
   it('NamesTouched folds plain names to lower case and keeps quoted ones', () => {

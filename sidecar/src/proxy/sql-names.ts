@@ -1,5 +1,4 @@
 import { textKey } from '../protocol/frontend-messages.js';
-import type { StatementDetail, StatementResult } from './hooks.js';
 
 /**
  * The SQL statements that remove a prepared statement or portal by name (DEALLOCATE, CLOSE, DISCARD) or may replace
@@ -76,42 +75,73 @@ export class NamesTouched {
 }
 
 /**
- * Of a Query that failed after its first `results.length` statements completed (PostgreSQL runs a multi-statement
- * Query's statements in order, each ending in a CommandComplete, and stops at the first error: postgres.c,
- * exec_simple_query), what those completed ones may have removed; undefined when the proxy cannot tell (no kinds, a
- * procedural statement, or tags that do not follow the statements' kinds). The failed statement and those behind it
- * removed nothing: a DEALLOCATE, CLOSE or DECLARE that fails leaves every name as it was. What the completed ones
- * removed stays removed although the implicit transaction rolls back: prepared statements are not transactional, and
- * a closed portal is dropped at once (a DECLAREd cursor goes with the rollback anyway).
+ * Of a Query that failed after its first `ran.length` statements completed (PostgreSQL runs a multi-statement Query's
+ * statements in order, each ending in a CommandComplete, and stops at the first error: postgres.c,
+ * exec_simple_query), what those completed ones and the failed one may have removed; undefined when the proxy cannot
+ * tell (a kind unknown, or tags that do not follow the statements' kinds). A DEALLOCATE, CLOSE or DECLARE that fails
+ * leaves every name as it was, and the statements behind the failed one never ran. Procedural code (DO, CALL) that
+ * ran, completed or failed, may have closed any portal (a refcursor's name is a value), removed the statements its
+ * text names (PL/pgSQL runs a DEALLOCATE itself) and, with an EXECUTE in its text, any statement (the EXECUTE's text
+ * may be computed): those stay removed. What ran stays removed although the implicit transaction rolls back:
+ * prepared statements are not transactional, and a closed portal is dropped at once (a DECLAREd cursor goes with the
+ * rollback anyway).
  */
 export function removedBy(
-  details: readonly StatementDetail[] | undefined,
-  results: readonly StatementResult[],
+  statements: readonly { text: string; kind?: string }[],
+  ran: readonly (string | undefined)[],
 ): NamesTouched | undefined {
-  const done = results.length;
-  if (details === undefined || done >= details.length) return undefined;
+  const done = ran.length;
+  if (done >= statements.length) return undefined;
   const touched = new NamesTouched();
-  for (let i = 0; i < done; i++) {
-    const kind = details[i].kind;
-    if (kind === undefined || PROCEDURAL_KINDS.has(kind) || !tagFits(kind, results[i].tag)) return undefined;
-    if (NAME_KINDS.has(kind)) touched.add(details[i].text);
+  for (let i = 0; i <= done; i++) {
+    const { kind, text } = statements[i];
+    if (kind === undefined || (i < done && !tagFits(kind, ran[i]))) return undefined;
+    if (PROCEDURAL_KINDS.has(kind)) {
+      // PL/pgSQL runs a DEALLOCATE, CLOSE or DECLARE in its text as well (SPI), and what EXECUTE runs is computed.
+      touched.allPortals = true;
+      if (/\bexecute\b/i.test(text)) touched.allStatements = true;
+      touched.add(text);
+    } else if (i < done && NAME_KINDS.has(kind)) touched.add(text);
   }
   return touched;
+}
+
+/**
+ * The statement kind a statement's first keyword gives, for the kinds the proxy needs (NAME_KINDS, PROCEDURAL_KINDS);
+ * `other` for the rest, none of which removes a name or is procedural (sql-statements.ts splits a Query without a
+ * policy's parser).
+ */
+export function kindOfKeyword(first: string): string {
+  switch (first) {
+    case 'deallocate':
+    case 'discard':
+    case 'do':
+    case 'call':
+      return first;
+    case 'declare':
+    case 'close':
+    case 'fetch':
+    case 'move':
+      return 'cursor';
+    default:
+      return 'other';
+  }
 }
 
 /** Whether a statement of `kind` could have completed with `tag` (CommandComplete tags: cmdtaglist.h). */
 function tagFits(kind: string, tag: string | undefined): boolean {
   if (tag === undefined) return false;
-  const nameTag = nameKindOfTag(tag);
-  return kind === 'cursor'
-    ? nameTag === 'cursor' || /^(FETCH|MOVE) /.test(tag)
-    : nameTag === (NAME_KINDS.has(kind) ? kind : undefined);
+  return kindOfTag(tag) === (NAME_KINDS.has(kind) || PROCEDURAL_KINDS.has(kind) ? kind : undefined);
 }
 
-function nameKindOfTag(tag: string): string | undefined {
+/** The kind of statement that completes with `tag`, when it is one of NAME_KINDS or PROCEDURAL_KINDS. */
+function kindOfTag(tag: string): string | undefined {
   if (tag === 'DEALLOCATE' || tag === 'DEALLOCATE ALL') return 'deallocate';
   if (tag === 'DECLARE CURSOR' || tag === 'CLOSE CURSOR' || tag === 'CLOSE CURSOR ALL') return 'cursor';
+  if (/^(FETCH|MOVE) \d+$/.test(tag)) return 'cursor';
   if (tag.startsWith('DISCARD')) return 'discard';
+  if (tag === 'DO') return 'do';
+  if (tag === 'CALL') return 'call';
   return undefined;
 }
 

@@ -44,6 +44,7 @@ const q = (sql: string): Step => ({ send: [msg.query(sql)], until: Z });
 /** A frontend message with a raw body: the framing is right, the body is what PostgreSQL may fail to read. */
 const raw = (type: string, ...body: (string | Buffer)[]): Buffer =>
   typed(type, ...body.map((b) => (typeof b === 'string' ? Buffer.from(b, 'latin1') : b)));
+const SERIES = 'SELECT g FROM generate_series(1, 3) g';
 const LONG_STATEMENT = 'L'.repeat(5000);
 const LONG_PORTAL = 'P'.repeat(5000);
 /** Bind of `statement` to the unnamed portal, no parameters, text results. */
@@ -200,6 +201,39 @@ export const SCRIPTS: Record<string, Step[]> = {
     { send: [msg.execute('rows', 1), msg.sync()], until: Z },
     { send: [msg.execute('rb', 0), msg.sync()], until: Z },
     q('SELECT 2 AS after'),
+  ],
+  // The proxy describes a portal the client did not, ahead of its first Execute: pipelined behind what fails or ends
+  // the portal's transaction, that Describe would take the error in place of the Execute, located in PostgreSQL's
+  // Describe code (exec_describe_portal_message) rather than its Execute code.
+  'an Execute pipelined behind a Query or a batch that fails its transaction block: 25P02 from the Execute': [
+    q('BEGIN'),
+    { send: [msg.parse('', SERIES), msg.bind('rows', ''), msg.sync()], until: Z },
+    { send: [msg.query('SELECT 1/0'), msg.execute('rows', 1), msg.sync()], until: Z, times: 2 },
+    q('ROLLBACK'),
+    q('BEGIN'),
+    { send: [msg.parse('', SERIES), msg.bind('rows', ''), msg.sync()], until: Z },
+    {
+      send: [msg.parse('', 'SELECT 1/0'), bind0(), msg.execute(''), msg.sync(), msg.execute('rows', 1), msg.sync()],
+      until: Z,
+      times: 2,
+    },
+    q('ROLLBACK'),
+  ],
+  "an Execute pipelined behind the Sync, Query or Execute that ends its portal's transaction: 34000 from the Execute": [
+    {
+      send: [msg.parse('', SERIES), msg.bind('gone', ''), msg.sync(), msg.execute('gone', 0), msg.sync()],
+      until: Z,
+      times: 2,
+    },
+    q('BEGIN'),
+    { send: [msg.parse('', SERIES), msg.bind('tx', ''), msg.sync()], until: Z },
+    { send: [msg.query('COMMIT'), msg.execute('tx', 0), msg.sync()], until: Z, times: 2 },
+    q('BEGIN'),
+    { send: [msg.parse('', SERIES), msg.bind('tx', ''), msg.sync()], until: Z },
+    {
+      send: [msg.parse('c', 'COMMIT'), msg.bind('c', 'c'), msg.execute('c'), msg.execute('tx', 0), msg.sync()],
+      until: Z,
+    },
   ],
   'several Syncs in one write, Describe of an unnamed statement with parameters': [
     {
@@ -545,7 +579,6 @@ export async function runBoth(
 const bindRun = (portal: string, statement: string): Step => ({
   send: [msg.bind(portal, statement), msg.execute(portal), msg.sync()],
 });
-const SERIES = 'SELECT g FROM generate_series(1, 3) g';
 
 /**
  * Scripts whose answers are PostgreSQL's only when the verdicts name each statement's kind, as a policy's parser does
@@ -614,6 +647,20 @@ export const NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       q('ROLLBACK'),
     ],
   },
+  'through the extended protocol: a DEALLOCATE skipped after an earlier error, a DECLARE that fails (42P03)': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('d', 'DEALLOCATE a'), msg.sync()] },
+      { send: [msg.parse('', 'SELECT 1/0'), bind0(), msg.execute(''), bind0('d'), msg.execute(''), msg.sync()] },
+      bindRun('', 'a'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      { send: [msg.parse('dc', 'DECLARE cur CURSOR FOR SELECT 2'), bind0('dc'), msg.execute(''), msg.sync()] },
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
   'a CLOSE that completed ahead of the failing statement: the portal is gone': {
     steps: [
       q('BEGIN'),
@@ -623,6 +670,40 @@ export const NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       q('ROLLBACK TO s'),
       { send: [msg.execute('cur', 1), msg.sync()] },
       q('ROLLBACK'),
+    ],
+  },
+};
+
+/**
+ * NAME_SCRIPTS with procedural code (DO, CALL) among the statements: what it closes or deallocates is not in its text
+ * (a refcursor's name is a value, EXECUTE's text may be computed), so the proxy forgets names for it; only when it
+ * never ran (behind the failing statement) can they come back, and a DO or CALL that ran removes no prepared
+ * statement unless its text has an EXECUTE. Not run through a policy that withholds the messages of user-defined code.
+ */
+export const PROCEDURAL_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
+  'a DO behind the failing statement never ran: statements and portals stay': {
+    steps: [
+      { send: [msg.parse('s2', 'SELECT 2 AS b'), msg.sync()] },
+      q("SELECT 1/0; DO $$BEGIN RAISE NOTICE 'DEALLOCATE s2'; END$$"),
+      bindRun('', 's2'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('cur', ''), msg.sync()] },
+      q('SAVEPOINT s'),
+      q("SELECT 1/0; DO $$DECLARE c refcursor := 'cur'; BEGIN CLOSE c; END$$"),
+      q('ROLLBACK TO s'),
+      { send: [msg.execute('cur', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+  'a CALL and a DO without EXECUTE that ran remove no statement: one behind the failure stays': {
+    steps: [
+      q('CREATE PROCEDURE pg_temp.nop() LANGUAGE plpgsql AS $$BEGIN END$$'),
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('CALL pg_temp.nop(); SELECT 1/0; DEALLOCATE a'),
+      bindRun('', 'a'),
+      q('DO $$BEGIN END$$; DEALLOCATE a; SELECT 1/0; DEALLOCATE b'),
+      bindRun('', 'a'),
+      bindRun('', 'b'),
     ],
   },
 };
