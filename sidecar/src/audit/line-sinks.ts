@@ -1,4 +1,4 @@
-import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
 import { AtRiskRecord, type CarriedRisk } from './at-risk-record.js';
@@ -163,6 +163,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   let flushLater = false;
   let lastWrite = Number.NEGATIVE_INFINITY;
   const lines = new LineBuffer();
+  /** A write that failed part way left a piece of a line that could not be taken out: the next write ends it first. */
+  let lineCut = false;
 
   /** close() waits for the background fdatasync: closing its fd under it fails it (EBADF) or syncs a reused number. */
   const syncWaiters: (() => void)[] = [];
@@ -254,10 +256,15 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     pending = [];
     pendingIds = [];
     pendingSeqs = [];
+    let written = 0;
     try {
+      if (lineCut) {
+        writeSync(fd, '\n');
+        lineCut = false;
+      }
       const buf = lines.encode(texts);
       // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
-      for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
+      while (written < buf.length) written += writeSync(fd, buf, written, buf.length - written);
       if (fsync !== 'never') for (let i = 0; i < ids.length; i++) unsynced.wrote(ids[i], seqs[i]);
       if (fsync === 'always') {
         // Written (the kernel has them): a failed sync is a sync failure, not a drop.
@@ -274,6 +281,16 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       metrics.published.inc({ sink: 'file' }, texts.length);
       if (drops.pending > 0 && gapListener) reportGap(gapListener, drops.take()!);
     } catch (err) {
+      // The disk filled part way through: what did write is the start of a line whose events are now dropped (and
+      // declared as a gap). Left in place, the next event would be appended to it and lost to every reader with it;
+      // taking the piece back out frees space on a full disk, and where that fails the next write starts a new line.
+      if (written > 0) {
+        try {
+          ftruncateSync(fd, fstatSync(fd).size - written);
+        } catch {
+          lineCut = true;
+        }
+      }
       drop(ids, seqs, err);
     }
     wakeIdle();
