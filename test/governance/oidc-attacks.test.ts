@@ -120,6 +120,8 @@ describe('a user name the user can edit (usernameClaim: email)', () => {
       'bo\u200bss@example.com', // zero-width space
       ' boss@example.com',
       'b\u0585ss@example.com', // Armenian օ, which only the collector's table of look-alikes had
+      'b\u03c3ss@example.com', // Greek σ and Cherokee Ꮟ: Unicode's confusables (UTS #39) read them as o and b
+      '\u13cfoss@example.com',
       'B0SS@example.com', // a zero for the O, as the collector reads names
       'bo.ss@googlemail.com', // the same Gmail mailbox as boss@gmail.com
     ]) {

@@ -179,7 +179,16 @@ describe('ApprovalBook', () => {
     expect(book.checkDecision(r.id, alice, T0).id).toBe(r.id);
     expect(book.checkDecision(r.id, { name: 'bob', groups: [] }, T0).id).toBe(r.id);
     // The requester's name may come from a claim they edit: another spelling of the approver is still the approver.
-    for (const user of ['Bob', 'bob+agent@example.com', 'b\u043eb', 'b.ob@googlemail.com']) {
+    // Greek σ, Cherokee Ꮟ, Coptic ⲟ: Unicode's confusables (UTS #39) read them as o, b, o.
+    for (const user of [
+      'Bob',
+      'bob+agent@example.com',
+      'b\u043eb',
+      'b.ob@googlemail.com',
+      'b\u03c3b',
+      '\u13cfob',
+      'b\u2c9fb@example.com',
+    ]) {
       const approvers = { users: ['bob', 'bob@example.com', 'bob@gmail.com'] };
       const self = request({ identity: { ...r.identity, user }, approvers });
       put(book, 'request', self);

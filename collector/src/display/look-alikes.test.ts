@@ -13,6 +13,13 @@ describe('lookAlikes', () => {
     expect(lookAlikes('DELETE FROM \uff55\uff53\uff45\uff52\uff53')).toEqual([
       '"\uff55\uff53\uff45\uff52\uff53" is in compatibility forms (U+FF55 \uff55, U+FF53 \uff53, U+FF45 \uff45, U+FF52 \uff52), reads as "users"',
     ]);
+    // Scripts whose look-alikes only Unicode's full confusables table (UTS #39) knows: Coptic, Deseret.
+    expect(lookAlikes('DELETE FROM \u2ca2\u2c9e\u2c9e\u2ca6')).toEqual([
+      '"\u2ca2\u2c9e\u2c9e\u2ca6" is Coptic (U+2CA2 \u2ca2, U+2C9E \u2c9e, U+2CA6 \u2ca6), reads as "POOT"',
+    ]);
+    expect(lookAlikes("WHERE name = '\u{10420}\u{1042c}\u{1042c}'")).toEqual([
+      '"\u{10420}\u{1042c}\u{1042c}" is Deseret (U+10420 \u{10420}, U+1042C \u{1042c}), reads as "Soo"',
+    ]);
     // Greek in a Latin word, with no ASCII reading: still mixed.
     expect(lookAlikes('SELECT \u03a9mega')).toEqual(['"\u03a9mega" mixes Greek and Latin (U+03A9 \u03a9)']);
     // Each word once, at most `max`.

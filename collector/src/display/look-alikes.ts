@@ -2,12 +2,15 @@
  * Words that are not what they look like: `DELETE FROM users WHERE name = 'аdmin'` (a Cyrillic а), a table
  * `рayments` beside `payments`, an identity `ana` whose `а` is Cyrillic. Naming every non-ASCII character
  * (visible-text.ts) tells an approver *that* something is foreign, not *which word* pretends to be which; lookAlikes
- * says so. It uses nothing but lookAlikeSkeleton (@pgwarden/policy: the one table of look-alike letters, which the
- * sidecar's deny rules and four-eyes check fold with too), and both are self-contained: the web UI embeds their
- * source, so the browser, the CLI and chat notices flag the same words.
+ * says so. It uses nothing but lookAlikeSkeleton (@pgwarden/policy: the one reading of look-alike letters, Unicode's
+ * confusables, which the sidecar's deny rules and four-eyes check fold with too), and both are self-contained but for
+ * the table: the web UI embeds their source and the table, so the browser, the CLI and chat notices flag the same words.
  */
-// The subpath (one module, no imports), not the package: the CLI's client commands load this without the parser.
-import { lookAlikeSkeleton as policyLookAlikeSkeleton } from '@pgwarden/policy/look-alike-skeleton';
+// The subpath (the skeleton and its table), not the package: the CLI's client commands load this without the parser.
+import {
+  confusablePrototypes as policyConfusablePrototypes,
+  lookAlikeSkeleton as policyLookAlikeSkeleton,
+} from '@pgwarden/policy/look-alike-skeleton';
 
 /**
  * The policy package's, bound to a name of this module: lookAlikes calls it by that name, which its embedded copy in
@@ -15,6 +18,9 @@ import { lookAlikeSkeleton as policyLookAlikeSkeleton } from '@pgwarden/policy/l
  * imported module object, which the browser does not have.
  */
 export const lookAlikeSkeleton = policyLookAlikeSkeleton;
+
+/** The table lookAlikeSkeleton reads (Unicode's confusables, in its compact form), for the web UI to define beside it. */
+export const confusablePrototypes = policyConfusablePrototypes;
 
 /**
  * The words of `text` (letters, marks, digits, `_`, `$`: identifiers and the words of literals) that are not what

@@ -327,7 +327,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       sql: 'DELETE FROM public.\u0440ayments WHERE id = 1',
       identity: { ...approvalRequest().identity, user: 'b\u043eb' },
     });
-    for (const r of [bidi, padded, lookalike, spoofed])
+    // A table of Coptic letters, which only Unicode's full confusables table (embedded in the page) reads as ASCII.
+    const coptic = approvalRequest({ sql: 'DELETE FROM \u2ca2\u2c9e\u2c9e\u2ca6' });
+    for (const r of [bidi, padded, lookalike, spoofed, coptic])
       await jetstream(fx.nc).publish(approvalSubject('request', r.id), JSON.stringify(r));
     const { page, errors, close } = await openPage(collector.url);
     try {
@@ -364,6 +366,11 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)('approval queue in a r
       expect(await page.textContent(`${spoofedCell} div.lookalike`)).toBe(
         '⚠ look-alike letters: "рayments" mixes Cyrillic and Latin (U+0440 р), reads as "payments"; ' +
           '"bоb" mixes Cyrillic and Latin (U+043E о), reads as "bob"',
+      );
+      const copticCell = `#approval-list tr[data-approval="${coptic.id}"] td:nth-child(4)`;
+      await page.waitForSelector(`${copticCell} div.lookalike`);
+      expect(await page.textContent(`${copticCell} div.lookalike`)).toBe(
+        '⚠ look-alike letters: "ⲢⲞⲞⲦ" is Coptic (U+2CA2 Ⲣ, U+2C9E Ⲟ, U+2CA6 Ⲧ), reads as "POOT"',
       );
       // Plain statements carry no such warning.
       expect(await page.$$(`#approval-list tr[data-approval="${bidi.id}"] div.lookalike`)).toEqual([]);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lookAlikeSkeleton, lookAlikes } from '../display/look-alikes.js';
+import { confusablePrototypes, lookAlikeSkeleton, lookAlikes } from '../display/look-alikes.js';
 import { nonAsciiCharacters, visiblePieces, visibleText } from '../display/visible-text.js';
 
 /**
@@ -51,6 +51,8 @@ code{white-space:pre-wrap;word-break:break-all}h1{font-size:16px;margin:8px}
 ${visiblePieces.toString()}
 ${visibleText.toString()}
 ${nonAsciiCharacters.toString()}
+// Unicode's confusables (UTS #39) as lookAlikeSkeleton reads them: base-36 digits and ,:.+= only, nothing HTML reads.
+const confusablePrototypes = ${JSON.stringify(confusablePrototypes)};
 ${lookAlikeSkeleton.toString()}
 ${lookAlikes.toString()}
 // Text only, never markup; what would display differently from what is stored becomes a marked span.

@@ -20,6 +20,23 @@ describe('selfApprovalReason', () => {
     );
   });
 
+  it("takes the spellings Unicode's confusables (UTS #39) read as the requester's name for the requester", () => {
+    // Entries of confusables.txt that the earlier hand-picked table did not have.
+    for (const name of [
+      '\u237ana', // APL ⍺ → a
+      'a\u057ca', // Armenian ռ → n
+      '\u15c5na', // Canadian syllabics ᗅ → A
+      'a\u2c9aa', // Coptic Ⲛ → N
+      '\u{102a0}na', // Carian 𐊠 → A
+      'a\u{10513}a', // Elbasan 𐔓 → N
+    ])
+      expect(selfApprovalReason(ana, { name }), name).toMatch(/can pass for it$/);
+    const boss = { ...ana, user: 'boss@example.com' };
+    for (const name of ['b\u03c3ss', '\u13cfoss@example.org', 'b\u{1042c}ss@example.com'])
+      expect(selfApprovalReason(boss, { name }), name).toMatch(/can pass for it$/);
+    expect(selfApprovalReason(boss, { name: 'bass' })).toBeUndefined();
+  });
+
   it('knows an approver by the OIDC subjects and service accounts the approvers file binds to them', () => {
     const oidc = { ...ana, user: '00u1f3', issuer: 'https://idp.example/' };
     const dora = { name: 'dora', oidc: [{ issuer: 'https://idp.example', subject: '00u1f3' }] };

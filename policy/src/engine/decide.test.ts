@@ -77,6 +77,36 @@ describe('decide', () => {
       expect(as(user), user).toMatchObject({ action: 'allow', rule: undefined, reason: 'default' });
   });
 
+  it("deny rules match the spellings Unicode's confusables (UTS #39) read as a listed name, in every script", () => {
+    const p = policy(`  defaultAction: allow
+  rules:
+    - {name: no-boss, action: deny, subjects: {users: [boss@example.com]}}
+    - {name: dave-reads, action: allow, subjects: {users: [dave@example.com]}}
+`);
+    const as = (user: string) => run(p, 'SELECT 1', { user, groups: [] });
+    // Entries of confusables.txt (source → prototype) that the earlier hand-picked table did not have.
+    for (const user of [
+      'b\u03c3ss@example.com', // Greek σ → o
+      'bo\u13d5s@example.com', // Cherokee Ꮥ → S
+      '\u13cfoss@example.com', // Cherokee Ꮟ → b
+      '\u15afoss@example.com', // Canadian syllabics ᖯ → b
+      'b\u2c9fss@example.com', // Coptic ⲟ → o
+      'b\u{1042c}ss@example.com', // Deseret 𐐬 → o
+      'b\u{104ea}ss@example.com', // Osage 𐓪 → o
+      'b\u05e1ss@example.com', // Hebrew ס → o
+      'b\u0966ss@example.com', // Devanagari digit zero ० → o
+      'b\u1d0fss@example.com', // Latin small capital ᴏ → o
+      'bo\u054fs@example.com', // Armenian Տ → S
+      'bos\u01bd@example.com', // Latin tone five ƽ → s
+      '\u{10301}oss@example.com', // Old Italic 𐌁 → B
+      'boss@exa\u16d6ple.com', // Runic ᛖ → M
+    ])
+      expect(as(user), user).toMatchObject({ action: 'deny', rule: 'no-boss' });
+    // An allow rule still names exactly one spelling.
+    for (const user of ['d\u237ave@example.com', 'd\u{102a0}ve@example.com']) // APL ⍺, Carian 𐊠
+      expect(as(user), user).toMatchObject({ action: 'allow', rule: undefined, reason: 'default' });
+  });
+
   it('one denied statement denies the whole Query and is the one reported', () => {
     const d = run(spec, 'SELECT 1; SELECT * FROM secret.k; SELECT 2');
     expect(d.action).toBe('deny');

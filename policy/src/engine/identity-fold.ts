@@ -5,11 +5,13 @@ const MARKS_AND_INVISIBLES = /[\p{M}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 /** Gmail reads no dots in the local part, and googlemail.com is the same mailbox as gmail.com. */
 const DOTLESS_MAIL_DOMAINS = new Set(['gmail.com', 'googlemail.com']);
 
-/** Letters of other scripts read as the Latin ones they pass for (the collector's table, lookAlikeSkeleton). */
+/** Letters of other scripts read as the Latin ones they pass for (the collector's reading, lookAlikeSkeleton). */
 const latinLetters = (s: string) => lookAlikeSkeleton(s, true);
 
 function spell(name: string, foldCase: boolean): string {
-  let s = latinLetters(name.normalize('NFKD').replace(MARKS_AND_INVISIBLES, ''));
+  // Read before and after compatibility folding: some compatibility forms have an entry of their own that their
+  // decomposition does not (ϲ is c, its NFKD ς is not; ¢ is c̸), and what folding leaves can have one too.
+  let s = latinLetters(latinLetters(name).normalize('NFKD').replace(MARKS_AND_INVISIBLES, ''));
   // The table is per case (Cyrillic м passes for a Latin M; Cherokee's small letters are in it only as capitals):
   // read it after each change of case too, which reads more letters as Latin (Ω as ω, so w): matching more is the
   // safe direction here. Lower, upper, lower: ẞ → ß → SS → ss, ı → I → i; toLowerCase alone leaves ß and ı as
@@ -36,7 +38,7 @@ function spell(name: string, foldCase: boolean): string {
  * One spelling for the many ways a user can write the same name in a claim they can edit (`email`,
  * `preferred_username`): compatibility forms (fullwidth, mathematical letters, ligatures) and accents dropped
  * (NFKD without marks), zero-width and other invisible characters removed, letters of other scripts that pass for
- * Latin ones read as those (lookAlikeSkeleton's table: Cyrillic, Greek, Armenian, Cherokee, Lisu, Latin variants),
+ * Latin ones read as those (lookAlikeSkeleton's reading: Unicode's confusables, UTS #39, in every script),
  * case folded, surrounding white space trimmed, and for an address `local+tag@domain.` the tag and the domain's
  * trailing dots dropped; at gmail.com and googlemail.com, which ignore them, the local part's dots too.
  *
@@ -58,7 +60,8 @@ export function foldIdentity(name: string): string {
  * would split (`ar*` against `arnold` read as `amold`) still matches as it did.
  *
  * Because two of them are lookAlikeSkeleton's reading put through foldIdentity, names whose skeletons are equal,
- * as written or in lower case, share a spelling: the sidecar folds at least every look-alike the collector does.
+ * as written or in lower case, share a spelling: the sidecar folds at least every look-alike the collector does, and
+ * (the skeleton starting from Unicode's) every pair of names UTS #39 calls confusable.
  * For the same decisions as foldIdentity only.
  */
 export function identitySpellings(name: string): readonly [string, string, string] {
