@@ -71,9 +71,15 @@ export function afterAttempt(
   return { ack: false, outcome: 'retried', delayMs, reason };
 }
 
-/** What this replica did with a request's notice: sent, or not (skipped, failed, or handed to a retry). */
+/** What this replica did with a request's notice. */
 export interface RequestNoticeRecord {
+  /**
+   * An attempt was sent, or may have been: one that ended without an answer after its body went out (a timeout,
+   * a reset, a stop) counts, as the receiver may show it. Once true it stays true.
+   */
   sent: boolean;
+  /** Its last attempt here was handed back to the stream: a retry is due, here or on another replica. */
+  retrying?: boolean;
 }
 
 export interface OutcomeFacts {
