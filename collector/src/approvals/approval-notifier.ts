@@ -89,6 +89,14 @@ export interface NotificationReport {
   delayMs?: number;
 }
 
+/**
+ * Names one notice, the same at every attempt and from every replica: `approval.requested:<id>` or
+ * `approval.closed:<id>` (the json body's `type` and `id`). A receiver drops a notice whose id it has seen.
+ */
+export const NOTICE_ID_HEADER = 'x-pgwarden-notice-id';
+export const noticeIdOf = (kind: NoticeKind, id: string) =>
+  `${kind === 'request' ? 'approval.requested' : 'approval.closed'}:${id}`;
+
 /** How one delivery's POST went: its step (or handed back by a stopping replica), and whether it may have arrived. */
 interface Posted {
   step: Step | 'handed back';
@@ -105,7 +113,8 @@ export interface ApprovalNotifierEvents {
  * collector replicas run: requests and closings each come through a durable consumer every replica shares
  * (SharedConsumer). A message is acknowledged once its notice is sent, failed for good, or not needed; a failure
  * worth retrying is negatively acknowledged with a delay, and the stream delivers it again (to any replica) after it.
- * At least once: a POST that ended without an answer may have arrived, and is retried.
+ * At least once: a POST that ended without an answer may have arrived, and is retried (receivers dedupe on
+ * NOTICE_ID_HEADER).
  */
 export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private nc: NatsConnection | null = null;
@@ -358,6 +367,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'pgwarden-collector',
+      [NOTICE_ID_HEADER]: noticeIdOf(kind, id),
       ...(webhook.signingSecret ? signatureHeaders(webhook.signingSecret, body, Math.floor(now / 1000)) : {}),
     };
     const result = await postWebhook(webhook.url, body, headers, {
