@@ -89,6 +89,20 @@ export interface NotificationReport {
   delayMs?: number;
 }
 
+/**
+ * Names one notice, the same at every attempt and from every replica: `approval.requested:<id>` or
+ * `approval.closed:<id>` (the json body's `type` and `id`). A receiver drops a notice whose id it has seen.
+ */
+export const NOTICE_ID_HEADER = 'x-pgwarden-notice-id';
+export const noticeIdOf = (kind: NoticeKind, id: string) =>
+  `${kind === 'request' ? 'approval.requested' : 'approval.closed'}:${id}`;
+
+/** How one delivery's POST went: its step (or handed back by a stopping replica), and whether it may have arrived. */
+interface Posted {
+  step: Step | 'handed back';
+  maybeDelivered: boolean;
+}
+
 export interface ApprovalNotifierEvents {
   status: [status: string];
   notified: [outcome: NotificationOutcome, report: NotificationReport];
@@ -99,6 +113,8 @@ export interface ApprovalNotifierEvents {
  * collector replicas run: requests and closings each come through a durable consumer every replica shares
  * (SharedConsumer). A message is acknowledged once its notice is sent, failed for good, or not needed; a failure
  * worth retrying is negatively acknowledged with a delay, and the stream delivers it again (to any replica) after it.
+ * At least once: a POST that ended without an answer may have arrived, and is retried (receivers dedupe on
+ * NOTICE_ID_HEADER).
  */
 export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private nc: NatsConnection | null = null;
@@ -109,11 +125,18 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
   private readonly retry: RetryPolicy;
   private readonly consumers: SharedConsumer[];
   private readonly requestNotices = new RequestNoticeLog();
+  /** Requests whose notice this replica is posting now: their closings wait, so a follow-up never overtakes one. */
+  private readonly postingRequests = new Set<string>();
   /**
    * How long a closing waits for the record that its request was announced while some replica may still be posting
-   * its notice: one POST, the record's publish, a margin; within the ack wait, so the closing is not redelivered.
+   * its notice: one POST, the record's publish, a margin.
    */
   private readonly announceWaitMs: number;
+  /**
+   * How often a message being worked on is reported in progress: a closing's waits and its POST can together
+   * outlast the ack wait, and JetStream would then give it to a replica again, which posted it a second time.
+   */
+  private readonly workingEveryMs: number;
   private up = false;
 
   constructor(private readonly opts: ApprovalNotifierOptions) {
@@ -121,6 +144,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
     const ackWaitMs = opts.ackWaitMs ?? 30_000;
     this.announceWaitMs = Math.max(0, Math.min((opts.timeoutMs ?? 10_000) + 6000, ackWaitMs - 5000));
+    this.workingEveryMs = Math.max(100, Math.floor(ackWaitMs / 3));
     const hooks = {
       running: () => this.running,
       mayStart: () => !opts.bookLoaded || opts.bookLoaded(),
@@ -129,14 +153,14 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     this.consumers = [
       new SharedConsumer(
         { durable: opts.durable ?? NOTIFIER_DURABLE, filterSubject: NOTIFIER_SUBJECTS, ackWaitMs },
-        { ...hooks, deliver: (m) => this.track(this.deliverRequest(m)) },
+        { ...hooks, deliver: (m) => this.track(m, () => this.deliverRequest(m)) },
       ),
     ];
     if (opts.outcomes !== false)
       this.consumers.push(
         new SharedConsumer(
           { durable: opts.outcomesDurable ?? OUTCOMES_DURABLE, filterSubject: OUTCOMES_SUBJECTS, ackWaitMs },
-          { ...hooks, deliver: (m) => this.track(this.deliverOutcome(m)) },
+          { ...hooks, deliver: (m) => this.track(m, () => this.deliverOutcome(m)) },
         ),
       );
   }
@@ -181,11 +205,22 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     await Promise.all(this.consumers.map((c) => c.run(nc)));
   }
 
-  private track(delivery: Promise<void>): void {
+  private track(m: JsMsg, handle: () => Promise<void>): void {
+    // In progress (+WPI) restarts the message's ack wait; a no-op once it is acked or naked. A replica that dies stops
+    // sending it, and the message goes to another after one ack wait as before.
+    const working = setInterval(() => {
+      try {
+        m.working();
+      } catch {
+        // The connection closed: the message is redelivered after ack_wait.
+      }
+    }, this.workingEveryMs);
     // An ack on a connection that closed meanwhile throws: the message is redelivered after ack_wait anyway.
-    const p = delivery.catch((err: Error) => {
-      this.emit('status', `approval notice not acknowledged: ${err.message}`);
-    });
+    const p = handle()
+      .catch((err: Error) => {
+        this.emit('status', `approval notice not acknowledged: ${err.message}`);
+      })
+      .finally(() => clearInterval(working));
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
   }
@@ -202,14 +237,23 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const skip = this.opts.coveredByGrant?.(request)
       ? 'covered by an active grant'
       : skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
+    const sentBefore = this.requestNotices.get(id)?.sent ?? false;
     if (skip) {
-      this.requestNotices.record(id, { sent: false });
+      this.requestNotices.record(id, { sent: sentBefore });
       return this.skip(m, 'request', id, skip);
     }
-    const step = await this.post(m, 'request', id, noticeBody(request, this.opts.webhook, now), request.expiresAt);
-    if (step === 'handed back') return;
-    this.requestNotices.record(id, { sent: step.outcome === 'sent' });
-    if (step.outcome === 'sent') await this.recordAnnounced(id);
+    this.postingRequests.add(id);
+    let posted: Posted;
+    try {
+      posted = await this.post(m, 'request', id, noticeBody(request, this.opts.webhook, now), request.expiresAt);
+    } finally {
+      this.postingRequests.delete(id);
+    }
+    const { step, maybeDelivered } = posted;
+    // At least once: a notice that may have reached the receiver gets its follow-up, though a retry may show it twice.
+    const sent = sentBefore || maybeDelivered || (step !== 'handed back' && step.outcome === 'sent');
+    this.requestNotices.record(id, { sent, retrying: step === 'handed back' || !step.ack });
+    if (sent && !sentBefore) await this.recordAnnounced(id);
   }
 
   /**
@@ -249,38 +293,50 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     // The record that the request was announced comes before its closing in the stream: wait until the queue has
     // applied everything up to this closing, so that it knows.
     if (!this.requestNotices.get(id)?.sent) await this.queueReaches(m.seq);
-    let entry = this.opts.entryOf?.(id);
-    // Decided once, at the first delivery: a redelivery is a retry some replica chose to post (or one a stopping
-    // replica handed back).
-    if (m.info.deliveryCount === 1) {
-      entry = await this.untilAnnouncedOrKnown(id, entry);
-      const skip = outcomeSkipReason({
-        repeated: entry?.closed !== undefined && JSON.stringify(entry.closed) !== JSON.stringify(closed),
-        request: this.requestNotices.get(id),
-        announced: entry?.notifiedAt !== undefined,
-      });
-      if (skip) {
-        this.requestNotices.forget(id);
-        return this.skip(m, 'outcome', id, skip);
-      }
+    // Judged at every delivery, a retry's too: what decides it is in the stream (the record below), so each replica
+    // judges alike, and a closing a stopping replica handed back before judging it is judged by the next.
+    const { entry, known } = await this.untilAnnouncedOrKnown(id, this.opts.entryOf?.(id));
+    if (!known) {
+      // Stopping before it could tell: handed back for the next replica to judge. Acknowledged as not announced, the
+      // follow-up of a request announced meanwhile would be lost.
+      m.nak();
+      return;
     }
+    const mine = this.requestNotices.get(id);
+    const skip = outcomeSkipReason({
+      repeated: entry?.closed !== undefined && JSON.stringify(entry.closed) !== JSON.stringify(closed),
+      request: mine,
+      announced: entry?.notifiedAt !== undefined,
+    });
+    if (skip) {
+      this.requestNotices.forget(id);
+      return this.skip(m, 'outcome', id, skip);
+    }
+    // Posted on this replica's word alone (its record did not reach the stream): the record again, so that a retry
+    // on another replica judges it announced too.
+    if (mine?.sent && entry?.notifiedAt === undefined) await this.recordAnnounced(id);
     const body = outcomeNoticeBody(closed, { request: entry?.request, decision: entry?.decision }, this.opts.webhook);
-    const step = await this.post(m, 'outcome', id, body, undefined);
+    const { step } = await this.post(m, 'outcome', id, body, undefined);
     if (step !== 'handed back' && step.ack) this.requestNotices.forget(id);
   }
 
   /**
-   * A hold can end while its notice is still being posted (a slow receiver), so its closing can reach the stream
-   * before the record that the request was announced. Until that record is in the queue, wait (announceWaitMs at
-   * most) unless it is known that none will come: this replica handled the request (and knows whether it sent the
-   * notice), or the request was approved under a grant (never announced).
+   * A hold can end while its notice is still being posted (a slow receiver, a retry), so its closing can reach the
+   * stream before the record that the request was announced. Until that record is in the queue, wait
+   * (announceWaitMs at most) unless it is known: this replica sent the notice (or may have), or handled it last
+   * without a retry to come (so knows it was not), or the request was approved under a grant (never announced).
+   * And while this replica is posting the notice, wait for that POST: a follow-up does not overtake its notice.
+   * `known` false: stopped before it could tell.
    */
   private async untilAnnouncedOrKnown(id: string, entry: ApprovalEntry | undefined) {
     const until = Date.now() + this.announceWaitMs;
     for (let e = entry; ; e = this.opts.entryOf?.(id)) {
-      if (e?.notifiedAt !== undefined || this.requestNotices.get(id) !== undefined || e?.decision?.under !== undefined)
-        return e;
-      if (!this.running || Date.now() >= until) return e;
+      const mine = this.requestNotices.get(id);
+      const known =
+        e?.notifiedAt !== undefined || mine?.sent || (mine && !mine.retrying) || e?.decision?.under !== undefined;
+      if (known && !this.postingRequests.has(id)) return { entry: e, known: true };
+      if (!this.running) return { entry: e, known: false };
+      if (Date.now() >= until) return { entry: e, known: true };
       await sleep(200);
     }
   }
@@ -297,30 +353,32 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     id: string,
     body: string,
     expiresAt: string | undefined,
-  ): Promise<Step | 'handed back'> {
+  ): Promise<Posted> {
     const attempt = m.info.deliveryCount;
     if (attempt > this.retry.maxAttempts) {
       // Deliveries that ended in nothing (a replica stopped mid-post) count too: the bound holds across replicas.
       m.ack();
       const reason = `gave up after ${this.retry.maxAttempts} attempts`;
       this.emit('notified', 'failed', { kind, id, attempt, reason });
-      return { ack: true, outcome: 'failed', reason };
+      return { step: { ack: true, outcome: 'failed', reason }, maybeDelivered: false };
     }
     const { webhook } = this.opts;
     const now = this.now();
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'pgwarden-collector',
+      [NOTICE_ID_HEADER]: noticeIdOf(kind, id),
       ...(webhook.signingSecret ? signatureHeaders(webhook.signingSecret, body, Math.floor(now / 1000)) : {}),
     };
     const result = await postWebhook(webhook.url, body, headers, {
       timeoutMs: this.opts.timeoutMs,
       signal: this.stopping.signal,
     });
+    const maybeDelivered = 'maybeDelivered' in result && result.maybeDelivered === true;
     if (this.stopping.signal.aborted && !('status' in result)) {
       // Stopping: handed back at once, for another replica (or this one's successor) to post.
       m.nak();
-      return 'handed back';
+      return { step: 'handed back', maybeDelivered };
     }
     const step = afterAttempt(result, attempt, expiresAt, this.now(), this.retry);
     if (step.ack) m.ack();
@@ -332,7 +390,7 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
       ...(step.reason ? { reason: step.reason } : {}),
       ...(step.ack ? {} : { delayMs: step.delayMs }),
     });
-    return step;
+    return { step, maybeDelivered };
   }
 
   private now(): number {

@@ -161,6 +161,12 @@ describe('follow-up notices when a held statement’s wait ends (real nats-serve
     const posts = rx.posts.filter((p) => JSON.parse(p.body).type === 'approval.closed');
     expect(posts).toHaveLength(2);
     expect(posts[1].body).toBe(posts[0].body);
+    // One id for the notice at every attempt, distinct from its request notice's: what a receiver dedupes on.
+    expect(posts.map((p) => p.headers['x-pgwarden-notice-id'])).toEqual([
+      `approval.closed:${r.id}`,
+      `approval.closed:${r.id}`,
+    ]);
+    expect(rx.posts[0].headers['x-pgwarden-notice-id']).toBe(`approval.requested:${r.id}`);
     // Redelivered after the backoff (50 ms), not at once.
     expect(posts[1].at - posts[0].at).toBeGreaterThanOrEqual(45);
     expect(await w.notifications(c, 'outcome')).toEqual({ sent: 1, failed: 0, retried: 1, skipped: 0 });

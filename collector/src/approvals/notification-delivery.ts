@@ -21,8 +21,12 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 8, baseDelayMs: 5000, maxDelayMs: 60_000 };
 
-/** How one POST ended: the receiver's status (and its Retry-After, in ms), or a transport error's short name. */
-export type AttemptResult = { status: number; retryAfterMs?: number } | { error: string };
+/**
+ * How one POST ended: the receiver's status (and its Retry-After, in ms), or a transport error's short name;
+ * `maybeDelivered` when that error came after the whole body was sent (a timeout waiting for the answer, a reset,
+ * an abort): HTTP cannot tell whether the receiver acted on it.
+ */
+export type AttemptResult = { status: number; retryAfterMs?: number } | { error: string; maybeDelivered?: true };
 
 /** Acknowledge (done, whatever the outcome) or ask the stream to deliver it again after `delayMs`. */
 export type Step =
@@ -67,9 +71,15 @@ export function afterAttempt(
   return { ack: false, outcome: 'retried', delayMs, reason };
 }
 
-/** What this replica did with a request's notice: sent, or not (skipped, failed, or handed to a retry). */
+/** What this replica did with a request's notice. */
 export interface RequestNoticeRecord {
+  /**
+   * An attempt was sent, or may have been: one that ended without an answer after its body went out (a timeout,
+   * a reset, a stop) counts, as the receiver may show it. Once true it stays true.
+   */
   sent: boolean;
+  /** Its last attempt here was handed back to the stream: a retry is due, here or on another replica. */
+  retrying?: boolean;
 }
 
 export interface OutcomeFacts {

@@ -61,15 +61,39 @@ describe('postWebhook', () => {
     expect(posts).toBe(1);
   });
 
-  it('gives up on a receiver that never answers, and at once when aborted', async () => {
-    const url = await serve((req) => req.resume());
+  it('gives up on a receiver that never answers, and at once when aborted: the receiver may have taken it', async () => {
+    let received = 0;
+    const url = await serve((req) => {
+      req.resume();
+      req.on('end', () => received++);
+    });
     const t0 = Date.now();
-    expect(await postWebhook(url, '{}', {}, { timeoutMs: 200 })).toEqual({ error: 'timed out after 200 ms' });
+    expect(await postWebhook(url, '{}', {}, { timeoutMs: 200 })).toEqual({
+      error: 'timed out after 200 ms',
+      maybeDelivered: true,
+    });
     expect(Date.now() - t0).toBeLessThan(2000);
     const stop = new AbortController();
     const pending = postWebhook(url, '{}', {}, { signal: stop.signal });
     setTimeout(() => stop.abort(), 50);
-    expect(await pending).toEqual({ error: 'aborted' });
+    expect(await pending).toEqual({ error: 'aborted', maybeDelivered: true });
+    // Both bodies arrived: neither answer did.
+    expect(received).toBe(2);
+  });
+
+  it('sends nothing when aborted before it starts, and does not crash on the request it never made', async () => {
+    let posts = 0;
+    const url = await serve((req, res) => {
+      posts++;
+      req.resume();
+      res.end();
+    });
+    const stop = new AbortController();
+    stop.abort();
+    expect(await postWebhook(url, '{}', {}, { signal: stop.signal })).toEqual({ error: 'aborted' });
+    // An error event of a request destroyed with no listener yet would have thrown by now.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(posts).toBe(0);
   });
 
   it('reports a refused connection by its code only, without the URL', async () => {

@@ -18,7 +18,8 @@ const MAX_ANSWER_BYTES = 16 * 1024;
  * the deadline covers the whole exchange, a stopping collector aborts it, and nothing it returns names the URL.
  *
  * One POST to a webhook: resolves with the status (redirects are not followed: a 3xx is just its status), or with
- * `{error}` naming the transport failure (a timeout, an errno code such as ECONNREFUSED, `aborted`). Never
+ * `{error}` naming the transport failure (a timeout, an errno code such as ECONNREFUSED, `aborted`), with
+ * `maybeDelivered` when it came after the whole body was sent (the receiver may have acted on it). Never
  * rejects, and the result never carries the URL: webhook URLs are secrets (Slack's carry a token in the path).
  */
 export function postWebhook(
@@ -29,12 +30,16 @@ export function postWebhook(
 ): Promise<AttemptResult> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  // Before a request exists: one destroyed at once emits an error no listener would take yet (a crash).
+  if (opts.signal?.aborted) return Promise.resolve({ error: 'aborted' });
   return new Promise((resolve) => {
     let settled = false;
+    // The whole body went out: a receiver may have taken it whatever happens next (its answer lost, late, cut off).
+    let written = false;
     const settle = (r: AttemptResult) => {
       if (settled) return;
       settled = true;
-      resolve(r);
+      resolve('error' in r && written ? { ...r, maybeDelivered: true } : r);
     };
     const req = request(url, {
       method: 'POST',
@@ -48,7 +53,6 @@ export function postWebhook(
     };
     const timer = setTimeout(() => fail(`timed out after ${timeoutMs} ms`), timeoutMs);
     const onAbort = () => fail('aborted');
-    if (opts.signal?.aborted) return fail('aborted');
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     // The deadline and the abort also cover an answer's body that trickles in after its status: the exchange ends
     // (and its socket closes) within `timeoutMs` either way.
@@ -69,6 +73,9 @@ export function postWebhook(
     });
     // Only the error's code: a message may quote more of the request than its origin.
     req.on('error', (err: NodeJS.ErrnoException) => settle({ error: err.code ?? 'connection failed' }));
+    req.on('finish', () => {
+      written = true;
+    });
     req.end(body);
   });
 }

@@ -1,0 +1,128 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { APPROVALS_STREAM, type ApprovalNotifiedMessage, approvalSubject } from '@pgwarden/policy';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { approvalClosed } from '../testing/approval-messages.js';
+import { type NotifyWorld, startNotifyWorld } from '../testing/notify-world.js';
+import { waitFor } from '../testing/wait-for.js';
+import type { WebhookReceiver } from '../testing/webhook-receiver.js';
+
+const URL_TOKEN = 'T0KEN-5c2e8a1f70b3';
+const SIGNING_SECRET = 'whsec-0a7d3e9b15c4';
+const ALICE = 'alice-token-9a8b7c6d';
+const alice = { name: 'alice', groups: [] };
+
+const bodies = (rx: WebhookReceiver, type: string) =>
+  rx.posts.map((p) => JSON.parse(p.body)).filter((b) => b.type === type);
+const followUps = (rx: WebhookReceiver) => bodies(rx, 'approval.closed');
+const requestNotices = (rx: WebhookReceiver) => bodies(rx, 'approval.requested');
+
+/**
+ * The races between a held statement's notice and its follow-up: each test drives one order of events with a
+ * receiver that answers when told, so that the window the race needs is open for seconds, not microseconds.
+ */
+describe('follow-up notices: one per announced request, whatever the order of events (real nats-server, HTTP)', () => {
+  let w: NotifyWorld;
+  const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
+  /** The closings `durable`'s outcome consumer has handed out and not had acknowledged yet. */
+  const closingsOut = async (durable: string) =>
+    (await (await jetstreamManager(w.nc)).consumers.info(APPROVALS_STREAM, `${durable}-outcomes`)).num_ack_pending;
+
+  beforeAll(async () => {
+    w = await startNotifyWorld(URL_TOKEN, ALICE, SIGNING_SECRET);
+  });
+  afterAll(async () => {
+    await w?.close();
+  });
+
+  it('posts a follow-up once when waiting for its announcement and posting it outlast the ack wait', async () => {
+    // The request notice takes 3.5 s to answer; the hold ends at once, so its closing waits for it (4 s at most
+    // with these settings), then the follow-up takes 6.5 s: 10 s in all, past the 9 s ack wait, each step within
+    // its own bound (the defaults allow 5 + 16 + 10 s against 30 s).
+    const rx = await w.receiver((body) =>
+      JSON.parse(body).type === 'approval.requested' ? { status: 200, afterMs: 3500 } : { status: 200, afterMs: 6500 },
+    );
+    const c = await w.notifying(rx.url, w.durable(), { ackWaitMs: 9000, timeoutMs: 8000 });
+    const r = await w.held();
+    await waitFor(() => rx.posts.length === 1);
+    await w.publish('closed', approvalClosed(r.id, 'expired'));
+    await waitFor(async () => (await w.notifications(c, 'outcome')).sent === 1, 25_000);
+    await settle(1000);
+    // Not given to the replica again while it still worked on it: posted twice otherwise.
+    expect(followUps(rx).map((f) => f.id)).toEqual([r.id]);
+    expect(await w.notifications(c, 'outcome')).toEqual({ sent: 1, failed: 0, retried: 0, skipped: 0 });
+    await w.stop(c);
+  });
+
+  it('follows up a request whose notice timed out: the receiver may have shown it, and its retry finds it closed', async () => {
+    // The receiver takes 3 s to answer what it got; the notifier gives up on the POST after 1 s.
+    const rx = await w.receiver((body) =>
+      JSON.parse(body).type === 'approval.requested' ? { status: 200, afterMs: 3000 } : 200,
+    );
+    const c = await w.notifying(rx.url, w.durable(), { timeoutMs: 1000, retry: { baseDelayMs: 4000 } });
+    const r = await w.held();
+    await waitFor(async () => (await w.notifications(c)).retried === 1);
+    await w.publish('closed', approvalClosed(r.id, 'withdrawn'));
+    await waitFor(() => followUps(rx).length === 1);
+    expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'withdrawn' });
+    // The retry finds the request closed and skips it: the receiver saw its notice once, then its end.
+    await waitFor(async () => (await w.notifications(c)).skipped === 1);
+    await settle();
+    expect(requestNotices(rx).map((n) => n.id)).toEqual([r.id]);
+    expect(followUps(rx)).toHaveLength(1);
+    await w.stop(c);
+  });
+
+  it('follows up a request whose notice was being retried when it closed', async () => {
+    // The first POST is refused; the retry (after 300 ms) takes 2 s to answer, and the hold ends during it.
+    const rx = await w.receiver((body, n) => {
+      if (JSON.parse(body).type !== 'approval.requested') return 200;
+      return n === 1 ? 503 : { status: 200, afterMs: 2000 };
+    });
+    const c = await w.notifying(rx.url, w.durable(), { retry: { baseDelayMs: 300 } });
+    const r = await w.held();
+    await waitFor(() => rx.posts.length === 2);
+    await w.publish('closed', approvalClosed(r.id, 'approved', alice));
+    await waitFor(async () => (await w.notifications(c)).sent === 1);
+    await waitFor(() => followUps(rx).length === 1);
+    expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'approved', by: { name: 'alice' } });
+    await settle();
+    expect(await w.notifications(c, 'outcome')).toEqual({ sent: 1, failed: 0, retried: 0, skipped: 0 });
+    await w.stop(c);
+  });
+
+  it('a replica stopping while a closing waits for its announcement hands it back, and the next one follows it up', async () => {
+    const rx = await w.receiver();
+    const name = w.durable();
+    // Held before this group's consumers exist: in the queue, but announced by a replica of another group whose
+    // notice is still on its way (its record comes later).
+    const r = await w.held();
+    const first = await w.notifying(rx.url, name);
+    await w.publish('closed', approvalClosed(r.id, 'rejected', alice));
+    await waitFor(async () => (await closingsOut(name)) === 1);
+    await w.stop(first);
+    const notified: ApprovalNotifiedMessage = { v: 1, id: r.id, at: new Date().toISOString() };
+    await jetstream(w.nc).publish(approvalSubject('notified', r.id), JSON.stringify(notified));
+    const second = await w.notifying(rx.url, name);
+    await waitFor(() => followUps(rx).length === 1);
+    expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'rejected' });
+    await waitFor(async () => (await closingsOut(name)) === 0);
+    expect(rx.posts).toHaveLength(1);
+    await w.stop(second);
+  });
+
+  it('a closing handed back by a stopping replica is judged again: no follow-up when nobody announced the request', async () => {
+    const rx = await w.receiver();
+    const name = w.durable();
+    const r = await w.held();
+    const first = await w.notifying(rx.url, name);
+    await w.publish('closed', approvalClosed(r.id, 'expired'));
+    await waitFor(async () => (await closingsOut(name)) === 1);
+    await w.stop(first);
+    // No record comes: after its wait (3 s with these settings) the next replica skips the closing.
+    const second = await w.notifying(rx.url, name, { ackWaitMs: 8000, timeoutMs: 1000 });
+    await waitFor(async () => (await w.notifications(second, 'outcome')).skipped === 1);
+    await settle();
+    expect(rx.posts).toEqual([]);
+    await w.stop(second);
+  });
+});
