@@ -593,12 +593,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         : false,
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       oidcIssuer: oidc ? oidc.issuer : false,
-      webLogin: webLoginOptions
+      webLogin: webLoginOptions ? { signInRate: webLoginOptions.rate } : false,
+      webSessions: webSessionLimits
         ? {
-            signInRate: webLoginOptions.rate,
-            renewSessions: webSessionLimits?.seal !== undefined,
-            sessionMaxAgeS: webSessionLimits?.maxAgeS,
-            sessionIdleS: webSessionLimits?.idleS,
+            renew: webSessionLimits.seal !== undefined,
+            maxAgeS: webSessionLimits.maxAgeS,
+            idleS: webSessionLimits.idleS,
           }
         : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
