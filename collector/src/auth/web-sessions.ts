@@ -78,7 +78,11 @@ export interface RenewalClaim {
   expired: boolean;
 }
 
-/** A renewal in progress is someone's for this long; a replica that died mid-way holds it no longer. */
+/**
+ * A renewal in progress is someone's for this long; a replica that died mid-way holds it no longer. Longer than a
+ * renewal can take: each of its requests to the identity provider (token endpoint, then at most discovery and JWKS)
+ * is cut off after 5 s (policy/oidc/https-fetch.ts), so a claim never lapses under a renewal still running.
+ */
 const CLAIM_S = 30;
 
 /**
