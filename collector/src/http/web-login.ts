@@ -174,17 +174,15 @@ export class WebLogin {
         `OIDC user ${outcome.caller.user} at ${outcome.caller.issuer} is not bound to a reader or approver (oidc)`,
       );
     // Kept only with a key to seal it (WebSessions); the session then lasts as long as it can be renewed.
-    const renews = tokens.refreshToken !== undefined && this.sessions.renews;
-    const id = await this.sessions.open(
-      outcome.caller,
-      who.name,
-      outcome.expiresAt,
-      renews && tokens.refreshToken !== undefined
+    const renewal =
+      tokens.refreshToken !== undefined && this.sessions.renews
         ? { refreshToken: tokens.refreshToken, nonce: pending.nonce, authTime: outcome.authTime }
-        : undefined,
-    );
+        : undefined;
+    const id = await this.sessions.open(outcome.caller, who.name, outcome.expiresAt, renewal);
     const { maxAgeS } = this.sessions.limits;
-    const maxAge = renews ? maxAgeS : Math.max(0, Math.min(maxAgeS, Math.floor(outcome.expiresAt - Date.now() / 1000)));
+    const maxAge = renewal
+      ? maxAgeS
+      : Math.max(0, Math.min(maxAgeS, Math.floor(outcome.expiresAt - Date.now() / 1000)));
     return {
       status: 302,
       body: {},
