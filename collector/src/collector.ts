@@ -19,8 +19,9 @@ import { ApprovalQueue } from './approvals/approval-queue.js';
 import { NOTICE_KINDS, NOTIFICATION_OUTCOMES } from './approvals/notification-delivery.js';
 import { OidcBearer, type OidcBearerOptions } from './auth/oidc-bearer.js';
 import { readAccessFor } from './auth/read-access.js';
+import { RefreshTokenSeal } from './auth/refresh-token-seal.js';
 import { TokenFile } from './auth/token-file.js';
-import { WebSessions } from './auth/web-sessions.js';
+import { DEFAULT_LIMITS, type SessionLimits, WebSessions } from './auth/web-sessions.js';
 import { schemaV1Rules } from './chain/chain-rules.js';
 import type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.js';
 import { ControlStream } from './control/control-stream.js';
@@ -193,6 +194,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   // Checked whether or not the web sign-in uses them: a mistyped proxy fails the start, not the first flood.
   const proxies = trustedProxies(opts.http.trustedProxies);
   const webLoginOptions = oidc && opts.oidc?.webLogin && webLoginOptionsOf(opts.oidc.webLogin, opts.publicUrl, proxies);
+  const webSessionLimits = opts.oidc?.webLogin && webSessionLimitsOf(opts.oidc.webLogin);
   const read = readAccessFor({
     host: opts.http.host,
     readers,
@@ -266,8 +268,21 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   // Sessions and sign-ins in flight live in the store, so that every replica and the next start see them.
   let webLogin: WebLogin | undefined;
   if (oidc && webLoginOptions) {
-    oidc.sessions = new WebSessions(store.db);
-    webLogin = new WebLogin(oidc, oidc.sessions, () => [readers, approvers], webLoginOptions);
+    const sessions = new WebSessions(store.db, undefined, webSessionLimits);
+    webLogin = new WebLogin(
+      oidc,
+      sessions,
+      () => [readers, approvers],
+      webLoginOptions,
+      (o) => {
+        // Who and why, never a token.
+        if (o.type === 'renewed') log.debug({ subject: o.subject, rotated: o.rotated }, 'web session renewed');
+        else if (o.type === 'retry')
+          log.warn({ subject: o.subject, why: o.why }, 'web session renewal failed, retrying');
+        else log.info({ subject: o.subject, why: o.why }, 'web session ended');
+      },
+    );
+    oidc.sessions = webLogin.renewal;
   }
   const queue = new IngestQueue(store, opts.batch);
   const live = new LiveStream();
@@ -480,7 +495,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   sweepTimer.unref();
   // Expired web sessions and sign-ins can no longer be used (every lookup checks expiry); this only reclaims rows.
   const webSweepTimer = setInterval(() => {
-    oidc?.sessions?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'web session sweep failed'));
+    webLogin?.sessions.sweep().catch((err: Error) => log.warn({ err: err.message }, 'web session sweep failed'));
   }, 60_000);
   webSweepTimer.unref();
 
@@ -579,6 +594,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       readers: read.mode === 'open' ? 'open' : (readers?.path ?? false),
       oidcIssuer: oidc ? oidc.issuer : false,
       webLogin: webLoginOptions ? { signInRate: webLoginOptions.rate } : false,
+      webSessions: webSessionLimits
+        ? {
+            renew: webSessionLimits.seal !== undefined,
+            maxAgeS: webSessionLimits.maxAgeS,
+            idleS: webSessionLimits.idleS,
+          }
+        : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
       requireSignedAudit: opts.signatures?.requireSigned === true,
       readAudit: reads ? { session: reads.sessionId, signedBy: reads.keyId ?? false } : false,
@@ -638,6 +660,22 @@ function readKeyFile<T>(path: string, what: string, parse: (pem: string) => T): 
   }
 }
 
+/**
+ * How long web sessions may last, and the key that seals their refresh tokens, read now: a missing or malformed key
+ * fails the start rather than every renewal.
+ */
+function webSessionLimitsOf(o: NonNullable<OidcBearerOptions['webLogin']>): SessionLimits {
+  const maxAgeS = o.sessionMaxAgeS ?? DEFAULT_LIMITS.maxAgeS;
+  const idleS = o.sessionIdleS ?? DEFAULT_LIMITS.idleS;
+  for (const [flag, v] of [
+    ['--web-session-max-age', maxAgeS],
+    ['--web-session-idle-timeout', idleS],
+  ] as const)
+    if (!Number.isFinite(v) || v < 1 || v > 30 * 86_400)
+      throw new CollectorError('COLLECTOR_BAD_CONFIG', `${flag} must be between 1s and 30 days`);
+  return { maxAgeS, idleS, ...(o.sessionKeyFile ? { seal: RefreshTokenSeal.fromFile(o.sessionKeyFile) } : {}) };
+}
+
 /** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */
 function webLoginOptionsOf(
   o: NonNullable<OidcBearerOptions['webLogin']>,
@@ -668,5 +706,6 @@ function webLoginOptionsOf(
     ...(clientSecret !== undefined ? { clientSecret } : {}),
     rate: signInRateOf(o.rate),
     ...(trusted ? { trustedProxies: trusted } : {}),
+    ...(o.offlineAccess ? { offlineAccess: true } : {}),
   };
 }

@@ -74,6 +74,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.collector.readersSecret | default (printf "%s-collector-reader" (include "pgwarden.fullname" .)) -}}
 {{- end -}}
 
+{{/*
+The Secret holding the web sessions' key when sign-ins are renewed: the user's collector.oidc.sessions.keySecret, or
+the generated one; empty when they are not.
+*/}}
+{{- define "pgwarden.webSessionKeySecret" -}}
+{{- $o := .Values.collector.oidc | default dict -}}
+{{- $s := $o.sessions | default dict -}}
+{{- if and $o.issuer $o.clientId $s.renew -}}
+{{- $s.keySecret | default (printf "%s-collector-web-session" (include "pgwarden.fullname" .)) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "pgwarden.restrictedContainer" -}}
 securityContext:
   runAsNonRoot: true

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -243,6 +244,60 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
     expect([r.code, r.stderr.trim()]).toEqual([
       1,
       'pgwarden collector: --sign-in-burst and --sign-in-per-minute limit the web sign-in: they need --oidc-client-id',
+    ]);
+  });
+
+  it('renews sign-ins with --web-session-key-file, bounded by the age and idle flags (env too), and refuses bad ones', async () => {
+    const key = join(dir, 'session.key');
+    writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const child = spawn(
+      BIN,
+      [
+        'collector',
+        '--listen',
+        '127.0.0.1:0',
+        ...web(),
+        '--store',
+        db.url,
+        '--web-session-key-file',
+        key,
+        '--web-session-max-age',
+        '8h',
+      ],
+      { env: { ...process.env, PGWARDEN_WEB_SESSION_IDLE_TIMEOUT: '30m' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout?.on('data', (c) => (output += c));
+    child.stderr?.on('data', (c) => (output += c));
+    try {
+      await waitFor(() => output.includes('collector started'), 30_000);
+    } finally {
+      await stopProcess(child);
+    }
+    expect(output).toContain('"webSessions":{"renew":true,"maxAgeS":28800,"idleS":1800}');
+    writeFileSync(join(dir, 'short.key'), 'not-a-key-0123456789');
+    for (const [args, message] of [
+      [['--web-session-max-age', '12 hours'], /--web-session-max-age must be a duration from 1s to 720h/],
+      [['--web-session-idle-timeout', '0s'], /--web-session-idle-timeout must be a duration from 1s to 720h/],
+      [['--web-session-key-file', join(dir, 'missing.key')], /web session key file .*missing\.key: ENOENT$/],
+      [['--web-session-key-file', join(dir, 'short.key')], /short\.key holds no 32-byte key/],
+    ] as const) {
+      const r = await runAsApprover(['collector', '--listen', '127.0.0.1:0', ...web(), '--store', db.url, ...args]);
+      expect([r.code, r.stderr.trim()], args.join(' ')).toEqual([1, expect.stringMatching(message)]);
+      expect(r.stderr).not.toContain('not-a-key');
+    }
+    const r = await runAsApprover([
+      'collector',
+      '--listen',
+      '127.0.0.1:0',
+      '--web-session-key-file',
+      key,
+      '--store',
+      db.url,
+    ]);
+    expect([r.code, r.stderr.trim()]).toEqual([
+      1,
+      'pgwarden collector: --oidc-offline-access and the --web-session-* flags shape the web sign-in: they need --oidc-client-id',
     ]);
   });
 });

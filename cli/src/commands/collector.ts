@@ -6,6 +6,7 @@ import {
   loadExportsConfig,
   startCollector,
 } from '@pgwarden/collector';
+import { parseDuration } from '@pgwarden/policy';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 
 const int = (name: string) => (v: string) => {
@@ -187,6 +188,27 @@ export function registerCollector(program: Command): void {
         'every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
     )
     .option(
+      '--oidc-offline-access',
+      'ask for the offline_access scope (with prompt=consent) at web sign-in, for identity providers that issue ' +
+        'refresh tokens only then; or env PGWARDEN_OIDC_OFFLINE_ACCESS=true',
+    )
+    .option(
+      '--web-session-key-file <file>',
+      'keep web sign-ins past their ID token with the identity provider’s refresh token, sealed (AES-256-GCM) with ' +
+        'the 32 bytes in this file, the same on every replica (openssl rand -out FILE 32); without it a sign-in ends ' +
+        'with its ID token; or env PGWARDEN_WEB_SESSION_KEY_FILE',
+    )
+    .option(
+      '--web-session-max-age <duration>',
+      'no web sign-in lasts longer than this, renewed or not (default 12h; like 8h, 90m); or env ' +
+        'PGWARDEN_WEB_SESSION_MAX_AGE',
+    )
+    .option(
+      '--web-session-idle-timeout <duration>',
+      'a web sign-in unused this long ends (default 1h; an open page keeps it in use); or env ' +
+        'PGWARDEN_WEB_SESSION_IDLE_TIMEOUT',
+    )
+    .option(
       '--oidc-groups-claim <claim>',
       'add the token’s groups from this claim to those its approvers/readers entry gives (default: the token’s ' +
         'groups are ignored; they never stand in for an entry); or env PGWARDEN_OIDC_GROUPS_CLAIM',
@@ -320,6 +342,10 @@ function oidcOf(o: {
   oidcClientSecretFile?: string;
   signInBurst?: string;
   signInPerMinute?: string;
+  oidcOfflineAccess?: boolean;
+  webSessionKeyFile?: string;
+  webSessionMaxAge?: string;
+  webSessionIdleTimeout?: string;
 }): CollectorOptions['oidc'] {
   const env = process.env;
   const issuer = o.oidcIssuer ?? env.PGWARDEN_OIDC_ISSUER;
@@ -343,6 +369,11 @@ function oidcOf(o: {
     throw new InvalidArgumentError(
       '--sign-in-burst and --sign-in-per-minute limit the web sign-in: they need --oidc-client-id',
     );
+  const sessions = webSessionFlags(o);
+  if (Object.keys(sessions).length && !clientId)
+    throw new InvalidArgumentError(
+      '--oidc-offline-access and the --web-session-* flags shape the web sign-in: they need --oidc-client-id',
+    );
   if (!issuer) {
     if (audience.length || caFile || usernameClaim || groupsClaim || clientId)
       throw new InvalidArgumentError('the --oidc-* flags need --oidc-issuer');
@@ -357,8 +388,44 @@ function oidcOf(o: {
     ...(usernameClaim ? { usernameClaim } : {}),
     ...(groupsClaim ? { groupsClaim } : {}),
     ...(clientId
-      ? { webLogin: { clientId, ...(clientSecretFile ? { clientSecretFile } : {}), ...(rate ? { rate } : {}) } }
+      ? {
+          webLogin: {
+            clientId,
+            ...(clientSecretFile ? { clientSecretFile } : {}),
+            ...(rate ? { rate } : {}),
+            ...sessions,
+          },
+        }
       : {}),
+  };
+}
+
+/** `--oidc-offline-access` and `--web-session-*` (or their environment variables), as far as they are set. */
+function webSessionFlags(o: {
+  oidcOfflineAccess?: boolean;
+  webSessionKeyFile?: string;
+  webSessionMaxAge?: string;
+  webSessionIdleTimeout?: string;
+}) {
+  const env = process.env;
+  const seconds = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const ms = parseDuration(v.trim());
+    if (ms === undefined || ms < 1000 || ms > 30 * 86_400_000)
+      throw new InvalidArgumentError(
+        `${flag} must be a duration from 1s to 720h, like 12h or 90m, not ${JSON.stringify(v)}`,
+      );
+    return Math.floor(ms / 1000);
+  };
+  const offline = o.oidcOfflineAccess || env.PGWARDEN_OIDC_OFFLINE_ACCESS === 'true';
+  const keyFile = o.webSessionKeyFile ?? env.PGWARDEN_WEB_SESSION_KEY_FILE;
+  const maxAge = seconds('--web-session-max-age', o.webSessionMaxAge ?? env.PGWARDEN_WEB_SESSION_MAX_AGE);
+  const idle = seconds('--web-session-idle-timeout', o.webSessionIdleTimeout ?? env.PGWARDEN_WEB_SESSION_IDLE_TIMEOUT);
+  return {
+    ...(offline ? { offlineAccess: true } : {}),
+    ...(keyFile ? { sessionKeyFile: keyFile } : {}),
+    ...(maxAge !== undefined ? { sessionMaxAgeS: maxAge } : {}),
+    ...(idle !== undefined ? { sessionIdleS: idle } : {}),
   };
 }
 

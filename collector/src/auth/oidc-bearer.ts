@@ -12,7 +12,6 @@ import {
 import { CollectorError } from '../errors.js';
 import type { SignInRateOptions } from '../http/sign-in-rate.js';
 import type { TokenFile, TokenHolder } from './token-file.js';
-import type { WebSessions } from './web-sessions.js';
 
 /** `--oidc-*`: the identity provider whose tokens (JWTs) the API accepts as bearer tokens besides the static ones. */
 export interface OidcBearerOptions {
@@ -44,7 +43,22 @@ export interface OidcBearerOptions {
    * public URL. Its client id counts as an audience too (an ID token's `aud` is the client id).
    */
   /** `rate`: what is set of the per-client limit on starting sign-ins (sign-in-rate.ts), the defaults for the rest. */
-  webLogin?: { clientId: string; clientSecretFile?: string; rate?: Partial<SignInRateOptions> };
+  webLogin?: {
+    clientId: string;
+    clientSecretFile?: string;
+    rate?: Partial<SignInRateOptions>;
+    /** `--oidc-offline-access`: ask for `offline_access` (some issuers give refresh tokens only then). */
+    offlineAccess?: boolean;
+    /**
+     * `--web-session-key-file`: 32 bytes, the same on every replica, that seal the refresh tokens kept to renew
+     * sessions past their ID token. Without it no refresh token is kept and a session ends with its ID token.
+     */
+    sessionKeyFile?: string;
+    /** `--web-session-max-age` (default 12 h): no session lasts longer, renewed or not. */
+    sessionMaxAgeS?: number;
+    /** `--web-session-idle-timeout` (default 1 h): a session unused this long ends. */
+    sessionIdleS?: number;
+  };
 }
 
 /** Who a verified token is. */
@@ -57,8 +71,11 @@ export interface OidcCaller {
   groups: string[];
 }
 
+/** Who a web session's cookie stands for, or why it stopped standing for anyone (shown to its browser). */
+export type SignedIn = OidcCaller | { ended: string };
+
 export type OidcOutcome =
-  | { ok: true; caller: OidcCaller; expiresAt: number; nonce?: string }
+  | { ok: true; caller: OidcCaller; expiresAt: number; nonce?: string; authTime?: number }
   | { ok: false; reason: IdentityReason; message: string };
 
 /**
@@ -85,7 +102,7 @@ export class OidcBearer {
   /** HTTPS to the identity provider with its CA (the web sign-in's discovery and code exchange use it too). */
   readonly fetch: HttpsFetch;
   /** The web UI's signed-in people, when its sign-in is set up (http/web-login.ts). */
-  sessions?: WebSessions;
+  sessions?: { signedIn(cookieHeader: string | undefined): Promise<SignedIn | undefined> };
 
   constructor(
     private readonly opts: OidcBearerOptions,
@@ -135,6 +152,7 @@ export class OidcBearer {
         caller: { issuer: t.issuer, subject: t.subject, user: t.user, groups: t.groups },
         expiresAt: t.expiresAt,
         ...(t.nonce !== undefined ? { nonce: t.nonce } : {}),
+        ...(t.authTime !== undefined ? { authTime: t.authTime } : {}),
       };
     } catch (err) {
       if (err instanceof IdentityError) return { ok: false, reason: err.reason, message: err.message };

@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../store/migrations.js';
 import { openPglite, type SqlClient } from '../store/sql-client.js';
 import { useTestStore } from '../testing/test-store.js';
-import { SESSION_COOKIE, WebSessions } from './web-sessions.js';
+import { RefreshTokenSeal } from './refresh-token-seal.js';
+import { DEFAULT_LIMITS, SESSION_COOKIE, WebSessions } from './web-sessions.js';
 
 const dora = { issuer: 'https://idp.example', subject: 'u-dora', user: 'dora@example.com', groups: ['dba', 'ops'] };
 const cookie = (id: string) => `theme=dark; ${SESSION_COOKIE}=${id}`;
@@ -10,6 +12,50 @@ const now = () => Math.floor(Date.now() / 1000);
 
 /** The same checks on the production store and the embedded one (the demo's). */
 function sessionsOn(db: () => SqlClient) {
+  it('keeps a refresh token sealed, lets one request at a time renew with it, and ends a session saying why', async () => {
+    const s = new WebSessions(db(), undefined, { ...DEFAULT_LIMITS, seal: new RefreshTokenSeal(randomBytes(32)) });
+    const token = `rt-${randomBytes(24).toString('hex')}`;
+    // Due at once: its ID token expired a moment ago, which a refresh token outlives.
+    const id = await s.open(dora, 'dora', now() - 1, { refreshToken: token, nonce: 'n-1', authTime: 1_700_000_000 });
+    const dump = async () =>
+      (await db().query<{ t: string }>('SELECT row_to_json(w)::text AS t FROM collector_web_sessions w'))
+        .map((r) => r.t)
+        .join('\n');
+    expect(await dump()).not.toContain(token);
+    expect(await dump()).not.toContain(Buffer.from(token).toString('hex'));
+    expect(await s.lookup(cookie(id))).toMatchObject({ state: 'live', renewDue: true, expired: true, renewing: false });
+    // Expired and not renewed: no caller without renewal.
+    expect(await s.callerOf(cookie(id))).toBeUndefined();
+    const [first, second] = await Promise.all([s.claimRenewal(cookie(id)), s.claimRenewal(cookie(id))]);
+    const claim = first ?? second;
+    expect([first, second].filter(Boolean)).toHaveLength(1);
+    expect(claim).toMatchObject({ refreshToken: token, subject: 'u-dora', authTime: 1_700_000_000, expired: true });
+    expect(await s.lookup(cookie(id))).toMatchObject({ state: 'live', renewing: true });
+    const next = `rt-${randomBytes(24).toString('hex')}`;
+    const renewed = { ...dora, groups: ['dba'] };
+    expect(await s.renewed(claim!, renewed, 'dora', now() + 600, next)).toBe(true);
+    // A claim used once is spent.
+    expect(await s.renewed(claim!, renewed, 'dora', now() + 600, next)).toBe(false);
+    expect(await s.callerOf(cookie(id))).toEqual(renewed);
+    expect(await s.lookup(cookie(id))).toMatchObject({ state: 'live', renewDue: false, expired: false });
+    expect(await dump()).not.toContain(next);
+
+    await s.end(cookie(id), 'the identity provider refused to renew the sign-in (invalid_grant)');
+    expect(await s.lookup(cookie(id))).toEqual({
+      state: 'ended',
+      why: 'the identity provider refused to renew the sign-in (invalid_grant)',
+    });
+    expect(await s.claimRenewal(cookie(id))).toBeUndefined();
+    // Kept a while for its browser to learn why, then swept.
+    await s.sweep();
+    expect(await s.lookup(cookie(id))).toMatchObject({ state: 'ended' });
+    await db().query(
+      "UPDATE collector_web_sessions SET ends_at = now() - interval '11 minutes' WHERE ended IS NOT NULL",
+    );
+    await s.sweep();
+    expect(await s.lookup(cookie(id))).toBeUndefined();
+  });
+
   it('a session is who signed in until exp, judged by the store’s clock; expired rows are swept', async () => {
     const s = new WebSessions(db());
     const live = await s.open(dora, 'dora', now() + 600);

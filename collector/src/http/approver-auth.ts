@@ -23,12 +23,19 @@ export async function oidcCallerOf(
   // The web UI's sign-in (web-login.ts): a session cookie, only when no bearer credential was given.
   if (!jwt) {
     if (authorization || !oidc.sessions) return undefined;
-    return oidc.sessions.callerOf(req.headers.cookie).catch(storeUnavailable);
+    const s = await oidc.sessions.signedIn(req.headers.cookie).catch(storeUnavailable);
+    if (s && 'ended' in s) throw sessionEnded(s.ended);
+    return s;
   }
   const outcome = await oidc.verify(jwt);
   if (outcome.ok) return outcome.caller;
   if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
   throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
+}
+
+/** 401 for a cookie whose session ended, saying why, so that the page can tell its user (not just "sign in"). */
+export function sessionEnded(why: string): HttpError {
+  return new HttpError(401, 'session_ended', `signed out: ${why}; sign in again`);
 }
 
 /**

@@ -1,14 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { BlockList } from 'node:net';
-import type { OidcBearer } from '../auth/oidc-bearer.js';
+import type { OidcBearer, OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
 import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
-import { boundHolder, storeUnavailable } from './approver-auth.js';
+import { boundHolder, sessionEnded, storeUnavailable } from './approver-auth.js';
 import { clientAddress, rateKey } from './client-address.js';
 import { HttpError, type Reply } from './json-io.js';
+import { type RenewalOutcome, SessionRenewal } from './session-renewal.js';
 import { SignInRate, type SignInRateOptions } from './sign-in-rate.js';
+import { TokenEndpoint } from './token-endpoint.js';
 
 /** `--oidc-client-id` and friends: the web UI's sign-in through the identity provider. */
 export interface WebLoginOptions {
@@ -21,6 +23,11 @@ export interface WebLoginOptions {
   rate?: SignInRateOptions;
   /** Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); without them the peer address counts. */
   trustedProxies?: BlockList;
+  /**
+   * `--oidc-offline-access`: ask for the `offline_access` scope (with `prompt=consent`, OpenID Connect Core 1.0 §11),
+   * which some identity providers want before they issue a refresh token.
+   */
+  offlineAccess?: boolean;
 }
 
 /** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
@@ -33,22 +40,28 @@ const random = () => randomBytes(32).toString('base64url');
  * OpenID Connect authorization code flow with PKCE (RFC 7636, S256) for the web UI: `/auth/login` sends the browser
  * to the issuer's authorization endpoint; `/auth/callback` exchanges the code at its token endpoint (server to
  * server), verifies the ID token as any bearer JWT (OidcBearer) plus its `nonce`, and opens a server-side session
- * whose random id is the only thing the browser gets (HttpOnly, Secure, SameSite=Strict cookie). The tokens are
- * dropped once verified: never in the page, never stored.
+ * whose random id is the only thing the browser gets (HttpOnly, Secure, SameSite=Strict cookie). The ID and access
+ * tokens are dropped once verified: never in the page, never stored. A refresh token is kept, sealed, only with a
+ * web session key (`renewal` renews the session with it: session-renewal.ts); without one it is dropped too.
  */
 export class WebLogin {
-  private endpoints: Promise<{ authorization: string; token: string }> | undefined;
+  private readonly endpoint: TokenEndpoint;
   private readonly redirectUri: string;
   private readonly rate: SignInRate;
+  /** Who a session cookie stands for, renewing the session when due (OidcBearer.sessions). */
+  readonly renewal: SessionRenewal;
 
   constructor(
     private readonly oidc: OidcBearer,
     readonly sessions: WebSessions,
     private readonly files: () => (TokenFile | undefined)[],
     private readonly opts: WebLoginOptions,
+    onRenewal?: (o: RenewalOutcome) => void,
   ) {
     this.redirectUri = `${opts.publicUrl.replace(/\/+$/, '')}/auth/callback`;
     this.rate = new SignInRate(opts.rate);
+    this.endpoint = new TokenEndpoint(oidc, opts);
+    this.renewal = new SessionRenewal(oidc, sessions, this.endpoint, (c) => this.holderOf(c), onRenewal);
   }
 
   static isPath(path: string): boolean {
@@ -81,7 +94,8 @@ export class WebLogin {
     }
     if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
     if (path === '/auth/me') {
-      const caller = await this.sessions.callerOf(req.headers.cookie);
+      const caller = await this.renewal.signedIn(req.headers.cookie);
+      if (caller && 'ended' in caller) throw sessionEnded(caller.ended);
       const who = caller && this.holderOf(caller);
       if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
       return { status: 200, body: { name: who.name } };
@@ -91,7 +105,7 @@ export class WebLogin {
   }
 
   private async login(url: URL, source: string): Promise<Reply> {
-    const { authorization } = await this.discover();
+    const { authorization } = await this.endpoint.discover();
     const nonce = random();
     const verifier = random();
     const state = await this.sessions.begin(
@@ -104,7 +118,8 @@ export class WebLogin {
       response_type: 'code',
       client_id: this.opts.clientId,
       redirect_uri: this.redirectUri,
-      scope: 'openid profile email',
+      scope: this.opts.offlineAccess ? 'openid profile email offline_access' : 'openid profile email',
+      ...(this.opts.offlineAccess ? { prompt: 'consent' } : {}),
       state,
       nonce,
       code_challenge: createHash('sha256').update(verifier).digest('base64url'),
@@ -143,8 +158,8 @@ export class WebLogin {
       );
     const code = q.get('code');
     if (!code) throw new HttpError(400, 'bad_login_state', 'the identity provider sent no code');
-    const idToken = await this.exchange(code, pending.verifier);
-    const outcome = await this.oidc.verify(idToken);
+    const tokens = await this.exchange(code, pending.verifier);
+    const outcome = await this.oidc.verify(tokens.idToken);
     if (!outcome.ok) {
       if (outcome.reason === 'idp_unavailable') throw new HttpError(503, 'idp_unavailable', outcome.message);
       throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
@@ -158,8 +173,16 @@ export class WebLogin {
         'not_a_reader',
         `OIDC user ${outcome.caller.user} at ${outcome.caller.issuer} is not bound to a reader or approver (oidc)`,
       );
-    const id = await this.sessions.open(outcome.caller, who.name, outcome.expiresAt);
-    const maxAge = Math.max(0, Math.floor(outcome.expiresAt - Date.now() / 1000));
+    // Kept only with a key to seal it (WebSessions); the session then lasts as long as it can be renewed.
+    const renewal =
+      tokens.refreshToken !== undefined && this.sessions.renews
+        ? { refreshToken: tokens.refreshToken, nonce: pending.nonce, authTime: outcome.authTime }
+        : undefined;
+    const id = await this.sessions.open(outcome.caller, who.name, outcome.expiresAt, renewal);
+    const { maxAgeS } = this.sessions.limits;
+    const maxAge = renewal
+      ? maxAgeS
+      : Math.max(0, Math.min(maxAgeS, Math.floor(outcome.expiresAt - Date.now() / 1000)));
     return {
       status: 302,
       body: {},
@@ -171,7 +194,7 @@ export class WebLogin {
   }
 
   /** A readers or approvers entry binding the caller (throws 403 `ambiguous_oidc_binding`, 503 for a broken file). */
-  private holderOf(caller: Parameters<OidcBearer['holderIn']>[1]): TokenHolder | undefined {
+  private holderOf(caller: OidcCaller): TokenHolder | undefined {
     for (const file of this.files()) {
       if (!file) continue;
       try {
@@ -185,53 +208,20 @@ export class WebLogin {
     return undefined;
   }
 
-  /** The code for tokens at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.5): the ID token only is kept. */
-  private async exchange(code: string, verifier: string): Promise<string> {
-    const { token } = await this.discover();
-    const form = new URLSearchParams({
-      grant_type: 'authorization_code',
-      code,
-      redirect_uri: this.redirectUri,
-      code_verifier: verifier,
-      client_id: this.opts.clientId,
-    });
-    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
-    if (this.opts.clientSecret !== undefined) {
-      const enc = (s: string) => encodeURIComponent(s);
-      headers.authorization = `Basic ${Buffer.from(`${enc(this.opts.clientId)}:${enc(this.opts.clientSecret)}`).toString('base64')}`;
+  /** The code for tokens at the token endpoint: the ID token, and the refresh token if the issuer gave one. */
+  private async exchange(code: string, verifier: string): Promise<{ idToken: string; refreshToken?: string }> {
+    const answer = await this.endpoint.exchange(code, verifier, this.redirectUri);
+    if (answer.kind === 'unreachable' && answer.status === undefined)
+      throw new HttpError(503, 'idp_unavailable', answer.message);
+    if (answer.kind !== 'tokens' || answer.idToken === undefined) {
+      const status = answer.kind === 'refused' || answer.kind === 'unreachable' ? answer.status : 200;
+      const error = answer.kind === 'refused' && answer.error !== undefined ? ` (${answer.error})` : '';
+      throw new HttpError(401, 'login_refused', `the token endpoint answered ${status}${error} without an ID token`);
     }
-    let res: Response;
-    try {
-      res = await this.oidc.fetch(token, { method: 'POST', headers, body: form.toString() });
-    } catch (err) {
-      throw new HttpError(503, 'idp_unavailable', `the token endpoint cannot be reached: ${(err as Error).message}`);
-    }
-    const body = (await res.json().catch(() => ({}))) as { id_token?: unknown; error?: unknown };
-    if (res.status !== 200 || typeof body.id_token !== 'string')
-      throw new HttpError(
-        401,
-        'login_refused',
-        `the token endpoint answered ${res.status}${typeof body.error === 'string' ? ` (${body.error.slice(0, 64)})` : ''} without an ID token`,
-      );
-    return body.id_token;
-  }
-
-  private discover(): Promise<{ authorization: string; token: string }> {
-    this.endpoints ??= (async () => {
-      const url = `${this.oidc.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
-      const res = await this.oidc.fetch(url);
-      const doc = (await res.json()) as Record<string, unknown>;
-      if (res.status !== 200 || doc.issuer !== this.oidc.issuer)
-        throw new Error('no discovery document for the issuer');
-      const https = (v: unknown) => typeof v === 'string' && v.startsWith('https://');
-      if (!https(doc.authorization_endpoint) || !https(doc.token_endpoint))
-        throw new Error('the discovery document names no https authorization and token endpoints');
-      return { authorization: doc.authorization_endpoint as string, token: doc.token_endpoint as string };
-    })().catch((err: unknown) => {
-      this.endpoints = undefined;
-      throw new HttpError(503, 'idp_unavailable', `cannot sign in: ${(err as Error).message}`);
-    });
-    return this.endpoints;
+    return {
+      idToken: answer.idToken,
+      ...(answer.refreshToken !== undefined ? { refreshToken: answer.refreshToken } : {}),
+    };
   }
 }
 

@@ -73,7 +73,11 @@ function signatureLong(s) {
 }
 async function getJson(path) {
   const r = await fetch(path, { headers: auth() });
-  if (r.status === 401) throw new Error('reading the audit trail needs a reader or approver token');
+  if (r.status === 401) {
+    const body = await r.json().catch(() => ({}));
+    if (body.error && body.error.code === 'session_ended') { ssoEnded(); throw new Error(body.error.message); }
+    throw new Error('reading the audit trail needs a reader or approver token');
+  }
   if (!r.ok) throw new Error(path + ': ' + r.status);
   return r.json();
 }
@@ -251,6 +255,7 @@ let isApprover = false;
 async function approverApi(path, init) {
   const r = await fetch(path, { ...init, headers: { ...auth(), 'content-type': 'application/json' } });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401 && body.error && body.error.code === 'session_ended') ssoEnded();
   if (!r.ok) throw new Error(body.error ? body.error.message : 'HTTP ' + r.status);
   return body;
 }
@@ -488,10 +493,20 @@ async function loadSso() {
     u.textContent = 'signed in as ' + ssoName; u.hidden = false;
     document.getElementById('sso-out').hidden = false;
   } else {
-    const a = document.getElementById('sso-in');
-    a.href = ssoLogin(); a.hidden = false;
-    a.onclick = () => { a.href = ssoLogin(); };
+    const body = await r.json().catch(() => ({}));
+    ssoEnded();
+    if (body.error && body.error.code === 'session_ended') approvalMsg(body.error.message);
   }
+}
+// The sign-in ended (its maximum age, idle, or the identity provider would not renew it: the API's 401
+// session_ended says which, and the caller shows it): offer to sign in again.
+function ssoEnded() {
+  ssoName = '';
+  document.getElementById('sso-user').hidden = true;
+  document.getElementById('sso-out').hidden = true;
+  const a = document.getElementById('sso-in');
+  a.href = ssoLogin(); a.hidden = false;
+  a.onclick = () => { a.href = ssoLogin(); };
 }
 // Back to this very page once signed in (a notification's ?approval= link included); /auth/login itself accepts
 // nothing but a path of this collector.

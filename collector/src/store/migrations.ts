@@ -189,6 +189,28 @@ ALTER TABLE audit_chain_findings ADD COLUMN closed_oidc_subject text;
 ALTER TABLE audit_chain_findings ADD COLUMN declaration text;
 CREATE UNIQUE INDEX audit_chain_findings_declaration_idx ON audit_chain_findings (declaration) WHERE declaration IS NOT NULL;`,
   },
+  {
+    version: 8,
+    name: 'web sessions renewed with refresh tokens, bounded by age and idleness',
+    sql: `
+-- A web session may outlive its ID token (auth/web-sessions.ts, --web-session-key-file): the identity provider's
+-- refresh token, sealed with AES-256-GCM under a key the store never holds and the session's id (only the browser
+-- holds it) as associated data; the sign-in's nonce (its SHA-256) and auth_time, which a renewed ID token must
+-- repeat if it carries them (OpenID Connect Core 1.0 §12.2); when to renew (renew_after), which replica is renewing
+-- until when (one claim per row: two replicas never spend one refresh token twice) and why the last attempt failed.
+-- Every session ends at ends_at (its maximum age) or once unused for the idle timeout; "ended" says why one was
+-- ended early (the identity provider refused to renew it), for the page to show.
+ALTER TABLE collector_web_sessions ADD COLUMN refresh_sealed bytea;
+ALTER TABLE collector_web_sessions ADD COLUMN nonce_sha256 text;
+ALTER TABLE collector_web_sessions ADD COLUMN auth_time bigint;
+ALTER TABLE collector_web_sessions ADD COLUMN renew_after timestamptz;
+ALTER TABLE collector_web_sessions ADD COLUMN renewing_by text;
+ALTER TABLE collector_web_sessions ADD COLUMN renewing_until timestamptz;
+ALTER TABLE collector_web_sessions ADD COLUMN renew_failure text;
+ALTER TABLE collector_web_sessions ADD COLUMN ends_at timestamptz NOT NULL DEFAULT 'infinity';
+ALTER TABLE collector_web_sessions ADD COLUMN last_seen_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE collector_web_sessions ADD COLUMN ended text;`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

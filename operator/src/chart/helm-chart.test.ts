@@ -315,6 +315,55 @@ describe('charts/pgwarden with real helm', () => {
         'collector.oidc.signInRate.burst=5',
       ),
     ).rejects.toThrow(/signInRate limits the web sign-in: it needs collector.oidc.clientId/);
+    // Sign-ins renewed with refresh tokens: the key in a generated Secret (32 bytes) or the user's, mounted for
+    // --web-session-key-file, readable by the collector alone; the other flags only for what is set.
+    const sessionArgs = (spec: any) =>
+      (spec.containers[0].args as string[]).filter((a) => /^--(web-session-|oidc-offline-access)/.test(a));
+    expect(sessionArgs(web)).toEqual([]);
+    expect(web.volumes.some((v: any) => v.name === 'web-session')).toBe(false);
+    const renewing = await template(
+      ...webIn,
+      'collector.oidc.sessions.renew=true',
+      'collector.oidc.sessions.offlineAccess=true',
+      'collector.oidc.sessions.maxAge=8h',
+      'collector.oidc.sessions.idleTimeout=30m',
+    );
+    const renewingSpec = renewing.find((o) => o.kind === 'StatefulSet').spec.template.spec;
+    expect(sessionArgs(renewingSpec)).toEqual([
+      '--web-session-key-file=/etc/pgwarden/web-session/key',
+      '--oidc-offline-access',
+      '--web-session-max-age=8h',
+      '--web-session-idle-timeout=30m',
+    ]);
+    const keySecret = renewing.find(
+      (o) => o.kind === 'Secret' && o.metadata.name === 'pgw-pgwarden-collector-web-session',
+    );
+    expect(Buffer.from(keySecret.data.key, 'base64')).toHaveLength(32);
+    expect(renewingSpec.volumes.find((v: any) => v.name === 'web-session').secret).toMatchObject({
+      secretName: 'pgw-pgwarden-collector-web-session',
+      items: [{ key: 'key', path: 'key' }],
+    });
+    expect(renewingSpec.containers[0].volumeMounts.find((m: any) => m.name === 'web-session').mountPath).toBe(
+      '/etc/pgwarden/web-session',
+    );
+    const own = await template(
+      ...webIn,
+      'collector.oidc.sessions.renew=true',
+      'collector.oidc.sessions.keySecret=my-key',
+    );
+    expect(own.some((o) => o.kind === 'Secret' && o.metadata.name.endsWith('web-session'))).toBe(false);
+    expect(
+      own.find((o) => o.kind === 'StatefulSet').spec.template.spec.volumes.find((v: any) => v.name === 'web-session')
+        .secret.secretName,
+    ).toBe('my-key');
+    await expect(
+      template(
+        'collector.oidc.issuer=https://idp.example.com',
+        'collector.oidc.audiences={a}',
+        'collector.oidc.sessions.renew=true',
+      ),
+    ).rejects.toThrow(/sessions shapes the web sign-in: it needs collector.oidc.clientId/);
+    await expect(template(...webIn, 'collector.oidc.sessions.maxAge=12 hours')).rejects.toThrow(/maxAge/);
     await expect(
       template('collector.oidc.issuer=https://idp.example.com', 'collector.oidc.clientId=pgwarden-web'),
     ).rejects.toThrow(/needs collector.approvalNotifications.publicUrl/);

@@ -57,6 +57,11 @@ export interface VerifiedToken {
   expiresAt: number;
   /** An ID token's `nonce` (OpenID Connect Core 1.0 §2), which a login compares with the one it sent. */
   nonce?: string;
+  /**
+   * An ID token's `auth_time` (OpenID Connect Core 1.0 §2): when its holder last authenticated, which a token
+   * renewed with a refresh token must repeat (§12.2).
+   */
+  authTime?: number;
 }
 
 /**
@@ -370,6 +375,7 @@ export function createOidcVerifier(cfg: OidcConfig, fetchImpl?: HttpsFetch): Oid
           issuer,
           expiresAt: exp,
           ...(typeof payload.nonce === 'string' ? { nonce: payload.nonce } : {}),
+          ...(typeof payload.auth_time === 'number' ? { authTime: payload.auth_time } : {}),
         };
       } catch (err) {
         throw refusal(err, v.algorithms, v.audience, v.credentialName);
