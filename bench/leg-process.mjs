@@ -136,7 +136,8 @@ export async function startLeg(leg, pg, role, workDir, nats) {
     exited = true;
   });
   try {
-    await waitForPort(port, { alive: () => !exited });
+    // Every leg starts at once (bench/run.mjs): on a loaded two-core machine one may take well over the default.
+    await waitForPort(port, { alive: () => !exited, timeoutMs: 60_000 });
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`leg ${leg.name} did not start: ${err.message}\n${log}`);
