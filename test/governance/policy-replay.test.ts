@@ -3,9 +3,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BIN, BUILT } from '../../cli/src/testing/cli-process.js';
 import { type Collector, startCollector } from '../../collector/src/collector.js';
+import { createTestDatabase } from '../../collector/src/testing/test-database.js';
+import { ROLES } from '../harness/postgres.js';
 import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
 import { examplePolicy, type Governed, startGoverned, writePolicy } from './governed-sidecar.js';
 
@@ -16,6 +18,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden policy replay against a col
   let db: GovernanceDb;
   let g: Governed;
   let collector: Collector;
+  let store: Awaited<ReturnType<typeof createTestDatabase>>;
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-replay-'));
 
   beforeAll(async () => {
@@ -23,11 +26,19 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden policy replay against a col
     const policy = examplePolicy('analyst-readonly.yaml');
     policy.spec.role = db.roles.analyst;
     g = await startGoverned(db.name, policy);
-    collector = await startCollector({ http: { host: '127.0.0.1', port: 0 }, logger: pino({ level: 'silent' }) });
+    // A store on the shared cluster: what the replay reads does not depend on the store, and an embedded (PGlite)
+    // one took ~4 s of this file's start to initialise (collector/src/embedded-store.test.ts covers that store).
+    store = await createTestDatabase(inject('pg'), ROLES.superuser);
+    collector = await startCollector({
+      store: { url: store.url },
+      http: { host: '127.0.0.1', port: 0 },
+      logger: pino({ level: 'silent' }),
+    });
   }, 60_000);
   afterAll(async () => {
     await g?.close();
     await collector?.stop();
+    await store?.drop();
     await db?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
