@@ -3,9 +3,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditSigner, auditVerifyKey, verifyCheckpoint } from '@pgwarden/policy';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { makeHeads, makeSession } from '../../../collector/src/testing/audit-events.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { ROLES } from '../../../test/harness/postgres.js';
 import { makeCertificates } from '../../../test/harness/tls.js';
 import { BIN, BUILT, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 import { formatFindings, formatSessions, formatTailLine } from './audit.js';
@@ -52,6 +54,20 @@ describe.skipIf(!BUILT && !process.env.CI)(
   () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgwarden-cli-collector-'));
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    /**
+     * `--store` on a database of its own on the shared cluster, for the tests whose subject is not the store: an
+     * embedded (PGlite) store in memory costs each collector process ~3.5 s of CPU to initialise. The first two tests
+     * keep the embedded store, which is what they read back.
+     */
+    const stores: Awaited<ReturnType<typeof createTestDatabase>>[] = [];
+    afterAll(async () => {
+      for (const db of stores) await db.drop();
+    });
+    const sharedStore = async () => {
+      const db = await createTestDatabase(inject('pg'), ROLES.superuser);
+      stores.push(db);
+      return ['--store', db.url];
+    };
 
     it('ingests over HTTP and from a tailed file, tails live, verifies, and flags a tampered session with exit 1', async () => {
       const tailed = join(dir, 'sidecar-audit.jsonl');
@@ -203,7 +219,7 @@ describe.skipIf(!BUILT && !process.env.CI)(
       expect(open.status).toBe(1);
       expect(open.stderr).toMatch(/^pgwarden collector: the audit API on 0\.0\.0\.0 would let anyone .*--readers-file/);
       expect(open.stderr).not.toMatch(/\n\s+at /);
-      const { child, url } = await startCollectorProcess(['--readers-file', readers]);
+      const { child, url } = await startCollectorProcess(['--readers-file', readers, ...(await sharedStore())]);
       try {
         const env = { ...process.env, PGWARDEN_COLLECTOR_TOKEN: undefined };
         const none = spawnSync(BIN, ['audit', 'verify', '--collector', url], { encoding: 'utf8', env });
@@ -242,7 +258,13 @@ describe.skipIf(!BUILT && !process.env.CI)(
 
     it('talks to a collector that serves HTTPS, trusting its CA through NODE_EXTRA_CA_CERTS', async () => {
       const certs = makeCertificates(join(dir, 'tls'));
-      const { child, url } = await startCollectorProcess(['--tls-cert', certs.certFile, '--tls-key', certs.keyFile]);
+      const { child, url } = await startCollectorProcess([
+        '--tls-cert',
+        certs.certFile,
+        '--tls-key',
+        certs.keyFile,
+        ...(await sharedStore()),
+      ]);
       try {
         expect(url).toMatch(/^https:\/\//);
         const trusted = { ...process.env, NODE_EXTRA_CA_CERTS: certs.caFile };

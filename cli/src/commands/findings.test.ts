@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { sha256Hex } from '../../../collector/src/auth/token-file.js';
 import { makeGapDeclaration } from '../../../collector/src/testing/audit-events.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { ROLES } from '../../../test/harness/postgres.js';
 import { BUILT, runAsApprover, startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 
 const TOKEN = 'tok-cleo-findings-cli-0123456789';
@@ -15,9 +17,12 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden findings list|close against
 
   it('lists a finding with its id, closes it with a reason as the approver, and refuses to close it twice', async () => {
     writeFileSync(join(dir, 'approvers.yaml'), `- {name: cleo, groups: [], tokenSha256: ${sha256Hex(TOKEN)}}\n`);
+    // A store on the shared cluster: the findings do not depend on which store holds them, and an embedded (PGlite)
+    // one cost the collector process ~3.5 s of CPU to initialise.
+    const store = await createTestDatabase(inject('pg'), ROLES.superuser);
     const { child, url } = await startCollectorProcess([
-      '--data-dir',
-      join(dir, 'store'),
+      '--store',
+      store.url,
       '--approvers-file',
       join(dir, 'approvers.yaml'),
     ]);
@@ -59,6 +64,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden findings list|close against
       ]);
     } finally {
       expect(await stopProcess(child)).toBe(0);
+      await store.drop();
     }
   }, 120_000);
 });
