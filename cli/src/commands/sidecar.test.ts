@@ -8,7 +8,8 @@ import { type AuditEvent, auditVerifyKey, verifyChain, verifyCheckpoint } from '
 import { Command } from 'commander';
 import pg from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { freePort, waitForPort } from '../../../test/harness/index.js';
+import { createTestDatabase } from '../../../collector/src/testing/test-database.js';
+import { freePort, ROLES, waitForPort } from '../../../test/harness/index.js';
 import { startCollectorProcess, stopProcess } from '../testing/cli-process.js';
 import { parseUpstream, registerSidecar } from './sidecar.js';
 
@@ -356,15 +357,11 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     );
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child!.once('exit', (_c, sig) => resolve(sig)));
     await waitForPort(port, '127.0.0.1', 60_000);
+    // A store on the shared cluster: how the collector reads the session does not depend on the store, and an
+    // embedded (PGlite) one cost the collector process ~3.5 s of CPU to initialise.
+    const store = await createTestDatabase(shared, ROLES.superuser);
     // A short grace: its periodic sweep (which counts interrupted sessions) then runs every second.
-    const collector = await startCollectorProcess([
-      '--data-dir',
-      join(dir, 'store'),
-      '--tail-file',
-      trail,
-      '--gap-grace',
-      '2',
-    ]);
+    const collector = await startCollectorProcess(['--store', store.url, '--tail-file', trail, '--gap-grace', '2']);
     try {
       const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'app' });
       await c.connect();
@@ -425,6 +422,7 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
       await c.end().catch(() => {});
     } finally {
       expect(await stopProcess(collector.child)).toBe(0);
+      await store.drop();
     }
   }, 90_000);
 
