@@ -19,6 +19,20 @@ import { BIN, BUILT, runAsApprover, stopProcess } from '../testing/cli-process.j
 const URL_TOKEN = 'T0KEN-cli-3a9f5b';
 
 // Under CI nothing may be skipped silently: a missing build fails these tests instead.
+/** Starts `pgwarden <args>`, waits for its start-up line and stops it: what it logged up to then. */
+async function startLogOf(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const child = spawn(BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout?.on('data', (c) => (output += c));
+  child.stderr?.on('data', (c) => (output += c));
+  try {
+    await waitFor(() => output.includes('collector started'), 30_000);
+  } finally {
+    await stopProcess(child);
+  }
+  return output;
+}
+
 describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notifications', () => {
   let nats: TestNats;
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -147,26 +161,13 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: approval notific
   });
 
   it('announces held statements only with --no-approval-webhook-outcomes', async () => {
-    const child = spawn(
-      BIN,
+    const output = await startLogOf(
       ['collector', '--nats', nats.url, '--listen', '127.0.0.1:0', '--no-approval-webhook-outcomes'],
       {
-        env: {
-          ...process.env,
-          PGWARDEN_COLLECTOR_STORE: db.url,
-          PGWARDEN_APPROVAL_WEBHOOK_URL: `http://127.0.0.1:9/hook/${URL_TOKEN}`,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        PGWARDEN_COLLECTOR_STORE: db.url,
+        PGWARDEN_APPROVAL_WEBHOOK_URL: `http://127.0.0.1:9/hook/${URL_TOKEN}`,
       },
     );
-    let output = '';
-    child.stdout?.on('data', (c) => (output += c));
-    child.stderr?.on('data', (c) => (output += c));
-    try {
-      await waitFor(() => output.includes('collector started'), 30_000);
-    } finally {
-      await stopProcess(child);
-    }
     expect(output).toContain('"approvalWebhook":{"origin":"http://127.0.0.1:9","format":"json","outcomes":false}');
   });
 });
@@ -250,8 +251,7 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
   it('renews sign-ins with --web-session-key-file, bounded by the age and idle flags (env too), and refuses bad ones', async () => {
     const key = join(dir, 'session.key');
     writeFileSync(key, randomBytes(32), { mode: 0o600 });
-    const child = spawn(
-      BIN,
+    const output = await startLogOf(
       [
         'collector',
         '--listen',
@@ -264,16 +264,8 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
         '--web-session-max-age',
         '8h',
       ],
-      { env: { ...process.env, PGWARDEN_WEB_SESSION_IDLE_TIMEOUT: '30m' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      { PGWARDEN_WEB_SESSION_IDLE_TIMEOUT: '30m' },
     );
-    let output = '';
-    child.stdout?.on('data', (c) => (output += c));
-    child.stderr?.on('data', (c) => (output += c));
-    try {
-      await waitFor(() => output.includes('collector started'), 30_000);
-    } finally {
-      await stopProcess(child);
-    }
     expect(output).toContain('"webSessions":{"renew":true,"maxAgeS":28800,"idleS":1800}');
     writeFileSync(join(dir, 'short.key'), 'not-a-key-0123456789');
     for (const [args, message] of [

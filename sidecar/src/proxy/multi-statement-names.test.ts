@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { NAME_SCRIPTS, PROCEDURAL_NAME_SCRIPTS, runScript } from '../testing/differential-scripts.js';
+import { NAME_SCRIPTS, PROCEDURAL_NAME_SCRIPTS, runScript, type Step } from '../testing/differential-scripts.js';
 import { errorOf, msg, RawClient, types } from '../testing/raw-client.js';
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { connectUpstream } from '../upstream/connect.js';
@@ -42,6 +42,23 @@ const hooks: ProxyHooks = {
   },
 };
 
+/** Runs `steps` on a direct session and through the sidecar; every answer must be PostgreSQL's. */
+async function expectSameAsDirect(fx: Fixture, steps: Step[]): Promise<void> {
+  const shared = inject('pg');
+  const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
+  const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
+  const proxied = (await RawClient.startup(fx.sidecar.port)).client;
+  try {
+    const want = await runScript(direct, steps);
+    const got = await runScript(proxied, steps);
+    expect(want.length).toBeGreaterThan(0);
+    expect(got).toEqual(want);
+  } finally {
+    direct.close();
+    proxied.close();
+  }
+}
+
 describe('differential: names a failing multi-statement Query did not remove stay usable, as in PostgreSQL', () => {
   let fx: Fixture;
   beforeAll(async () => {
@@ -51,23 +68,8 @@ describe('differential: names a failing multi-statement Query did not remove sta
     await fx?.sidecar.close(1000);
   });
 
-  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS })) {
-    it(name, async () => {
-      const shared = inject('pg');
-      const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
-      const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
-      const proxied = (await RawClient.startup(fx.sidecar.port)).client;
-      try {
-        const want = await runScript(direct, steps);
-        const got = await runScript(proxied, steps);
-        expect(want.length).toBeGreaterThan(0);
-        expect(got).toEqual(want);
-      } finally {
-        direct.close();
-        proxied.close();
-      }
-    });
-  }
+  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS }))
+    it(name, () => expectSameAsDirect(fx, steps));
 });
 
 describe('the same without statement kinds (no policy): the proxy splits the Query itself', () => {
@@ -79,23 +81,8 @@ describe('the same without statement kinds (no policy): the proxy splits the Que
     await fx?.sidecar.close(1000);
   });
 
-  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS })) {
-    it(name, async () => {
-      const shared = inject('pg');
-      const upstream = { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' as const };
-      const direct = RawClient.fromSocket((await connectUpstream(upstream, ROLE.scram, {})).socket);
-      const proxied = (await RawClient.startup(fx.sidecar.port)).client;
-      try {
-        const want = await runScript(direct, steps);
-        const got = await runScript(proxied, steps);
-        expect(want.length).toBeGreaterThan(0);
-        expect(got).toEqual(want);
-      } finally {
-        direct.close();
-        proxied.close();
-      }
-    });
-  }
+  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS }))
+    it(name, () => expectSameAsDirect(fx, steps));
 });
 
 describe('names a completed statement of a failing Query removed stay forgotten', () => {
