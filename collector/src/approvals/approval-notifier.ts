@@ -237,40 +237,64 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const skip = this.opts.coveredByGrant?.(request)
       ? 'covered by an active grant'
       : skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
-    const sentBefore = this.requestNotices.get(id)?.sent ?? false;
+    const before = this.requestNotices.get(id);
+    const sentBefore = before?.sent ?? false;
     if (skip) {
-      this.requestNotices.record(id, { sent: sentBefore });
+      this.requestNotices.record(id, { sent: sentBefore, recorded: before?.recorded });
       return this.skip(m, 'request', id, skip);
     }
     this.postingRequests.add(id);
-    let posted: Posted;
     try {
-      posted = await this.post(m, 'request', id, noticeBody(request, this.opts.webhook, now), request.expiresAt);
+      await this.post(
+        m,
+        'request',
+        id,
+        noticeBody(request, this.opts.webhook, now),
+        request.expiresAt,
+        async ({ step, maybeDelivered }) => {
+          // At least once: a notice that may have reached the receiver gets its follow-up, though a retry may show
+          // it twice.
+          const sent = sentBefore || maybeDelivered || (step !== 'handed back' && step.outcome === 'sent');
+          const retrying = step === 'handed back' || !step.ack;
+          this.requestNotices.record(id, { sent, retrying, recorded: before?.recorded });
+          if (!sent || before?.recorded) return true;
+          // The request is acknowledged only once the record is in: acknowledged first, a replica that died between
+          // the two left the stream saying nobody announced it, and its follow-up was lost. Not acknowledged, it
+          // comes back (to any replica), is posted again and recorded.
+          const recorded = await this.recordAnnounced(id, 'until recorded');
+          this.requestNotices.record(id, { sent, retrying: retrying || !recorded, recorded });
+          return recorded;
+        },
+      );
     } finally {
       this.postingRequests.delete(id);
     }
-    const { step, maybeDelivered } = posted;
-    // At least once: a notice that may have reached the receiver gets its follow-up, though a retry may show it twice.
-    const sent = sentBefore || maybeDelivered || (step !== 'handed back' && step.outcome === 'sent');
-    this.requestNotices.record(id, { sent, retrying: step === 'handed back' || !step.ack });
-    if (sent && !sentBefore) await this.recordAnnounced(id);
   }
 
   /**
    * Puts the record that `id` was announced in the stream, for the replica that takes its closing (this one after a
-   * restart included). Best effort: without it, only this replica's own record (until it restarts) knows.
+   * restart included). `once`: one try, best effort. `until recorded`: tries again for about one announcement wait,
+   * while the message stays in progress; false when it is not in by then, or the replica is stopping.
    */
-  private async recordAnnounced(id: string): Promise<void> {
-    const nc = this.nc;
-    if (!nc || nc.isClosed()) return;
+  private async recordAnnounced(id: string, mode: 'once' | 'until recorded' = 'once'): Promise<boolean> {
     const record: ApprovalNotifiedMessage = { v: 1, id, at: new Date(this.now()).toISOString() };
-    try {
-      // msgID: a redelivered request posted twice (a replica killed mid-ack) is recorded once.
-      await jetstream(nc, { timeout: 5000 }).publish(approvalSubject('notified', id), JSON.stringify(record), {
-        msgID: `notified-${id}`,
-      });
-    } catch (err) {
-      this.emit('status', `approval notice ${id} sent but not recorded in the stream: ${(err as Error).message}`);
+    const until = Date.now() + this.announceWaitMs;
+    for (let delayMs = 200; ; delayMs = Math.min(delayMs * 2, 2000)) {
+      const nc = this.nc;
+      let failure = 'NATS is not connected';
+      if (nc && !nc.isClosed())
+        try {
+          // msgID: a request posted twice (handed back, or a replica killed mid-ack) is recorded once.
+          await jetstream(nc, { timeout: 5000 }).publish(approvalSubject('notified', id), JSON.stringify(record), {
+            msgID: `notified-${id}`,
+          });
+          return true;
+        } catch (err) {
+          failure = (err as Error).message;
+        }
+      this.emit('status', `approval notice ${id} sent but not recorded in the stream: ${failure}`);
+      if (mode === 'once' || !this.running || Date.now() + delayMs >= until) return false;
+      await sleep(delayMs, undefined, { signal: this.stopping.signal }).catch(() => {});
     }
   }
 
@@ -353,6 +377,8 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     id: string,
     body: string,
     expiresAt: string | undefined,
+    /** Runs after the POST, before `m` is settled; false hands `m` back (a nak) instead of acknowledging it. */
+    beforeSettle?: (posted: Posted) => Promise<boolean>,
   ): Promise<Posted> {
     const attempt = m.info.deliveryCount;
     if (attempt > this.retry.maxAttempts) {
@@ -377,11 +403,16 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
     const maybeDelivered = 'maybeDelivered' in result && result.maybeDelivered === true;
     if (this.stopping.signal.aborted && !('status' in result)) {
       // Stopping: handed back at once, for another replica (or this one's successor) to post.
+      await beforeSettle?.({ step: 'handed back', maybeDelivered });
       m.nak();
       return { step: 'handed back', maybeDelivered };
     }
     const step = afterAttempt(result, attempt, expiresAt, this.now(), this.retry);
-    if (step.ack) m.ack();
+    // Posted, but its record is not in the stream: handed back, to be posted again (at once by another replica when
+    // this one stops); the attempt counts against the retry bound like any other.
+    if (beforeSettle && !(await beforeSettle({ step, maybeDelivered })))
+      m.nak(this.stopping.signal.aborted ? undefined : this.retry.baseDelayMs);
+    else if (step.ack) m.ack();
     else m.nak(step.delayMs);
     this.emit('notified', step.outcome, {
       kind,

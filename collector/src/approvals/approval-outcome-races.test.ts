@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { APPROVALS_STREAM, type ApprovalNotifiedMessage, approvalSubject } from '@pgwarden/policy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,4 +128,57 @@ describe('follow-up notices: one per announced request, whatever the order of ev
     expect(rx.posts).toEqual([]);
     await w.stop(second);
   });
+});
+
+describe('a request notice is acknowledged only once its record is in the stream (real nats-server, HTTP)', () => {
+  let w: NotifyWorld;
+  let credentials: string;
+  beforeAll(async () => {
+    // Connections without credentials (the test's own, the second replica) are `full`; the first replica signs in as
+    // `norecord`, which may not publish the record that a request was announced: it dies, as far as the stream can
+    // tell, between posting a notice and recording it.
+    const config = `
+      authorization {
+        users = [
+          { user: full, password: full-pw-1f3a }
+          { user: norecord, password: norecord-pw-7c2e, permissions: { publish: { deny: ["pgwarden.approval.notified.>"] } } }
+        ]
+      }
+      no_auth_user: full
+    `;
+    w = await startNotifyWorld(URL_TOKEN, ALICE, SIGNING_SECRET, { config });
+    credentials = mkdtempSync(join(tmpdir(), 'pgwarden-norecord-'));
+    writeFileSync(join(credentials, 'username'), 'norecord\n');
+    writeFileSync(join(credentials, 'password'), 'norecord-pw-7c2e\n');
+  });
+  afterAll(async () => {
+    await w?.close();
+    if (credentials) rmSync(credentials, { recursive: true, force: true });
+  });
+
+  it('a request given out again while still pending is announced again, recorded, and its closing followed up once', async () => {
+    const rx = await w.receiver();
+    const name = w.durable();
+    const first = await w.notifying(
+      rx.url,
+      name,
+      { ackWaitMs: 20_000, timeoutMs: 3000 },
+      { nats: { url: w.fx.nats.url, credentialsDir: credentials } },
+    );
+    const r = await w.held();
+    await waitFor(() => w.logs.some((l) => l.includes(`approval notice ${r.id} sent but not recorded`)), 20_000);
+    await w.stop(first);
+    const second = await w.notifying(rx.url, name, { ackWaitMs: 20_000, timeoutMs: 3000 });
+    // Posted again under the same notice id (receivers drop the second), and recorded this time.
+    await waitFor(() => requestNotices(rx).length === 2, 30_000);
+    await waitFor(async () => (await w.notifications(second)).sent === 1);
+    await w.publish('closed', approvalClosed(r.id, 'expired'));
+    await waitFor(() => followUps(rx).length === 1, 30_000);
+    expect(new Set(rx.posts.map((p) => p.headers['x-pgwarden-notice-id']))).toEqual(
+      new Set([`approval.requested:${r.id}`, `approval.closed:${r.id}`]),
+    );
+    await new Promise((res) => setTimeout(res, 500));
+    expect(followUps(rx)).toHaveLength(1);
+    await w.stop(second);
+  }, 90_000);
 });

@@ -80,6 +80,8 @@ export interface RequestNoticeRecord {
   sent: boolean;
   /** Its last attempt here was handed back to the stream: a retry is due, here or on another replica. */
   retrying?: boolean;
+  /** The record that it was announced is in the stream (put there by this replica). */
+  recorded?: boolean;
 }
 
 export interface OutcomeFacts {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { inject } from 'vitest';
-import { startNats, type TestNats } from '../../../test/harness/index.js';
+import { type StartNatsOptions, startNats, type TestNats } from '../../../test/harness/index.js';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { sha256Hex } from '../auth/token-file.js';
 import { type Collector, type CollectorOptions, startCollector } from '../collector.js';
@@ -46,11 +46,15 @@ export async function untilApproverRoutesServe(collector: Collector, token: stri
 }
 
 /** Starts the fixture and waits until its approver routes serve (untilApproverRoutesServe) for `probeToken`. */
-export async function startApprovalsFixture(approvers: string, probeToken: string): Promise<ApprovalsFixture> {
+export async function startApprovalsFixture(
+  approvers: string,
+  probeToken: string,
+  natsOptions?: StartNatsOptions,
+): Promise<ApprovalsFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-approvals-'));
   const approversFile = join(dir, 'approvers.yaml');
   writeFileSync(approversFile, approvers);
-  const [nats, db] = await Promise.all([startNats(), createTestDatabase(inject('pg'), ROLES.superuser)]);
+  const [nats, db] = await Promise.all([startNats(natsOptions), createTestDatabase(inject('pg'), ROLES.superuser)]);
   const start = (over: Partial<CollectorOptions> = {}) =>
     startCollector({
       nats: { url: nats.url },

@@ -14,6 +14,7 @@ import pino from 'pino';
 import type { ApprovalNotificationOptions } from '../approvals/approval-notifier-config.js';
 import type { NoticeKind } from '../approvals/notification-delivery.js';
 import type { Collector, CollectorOptions } from '../collector.js';
+import type { StartNatsOptions } from '../../../test/harness/index.js';
 import { approvalRequest } from './approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from './approvals-fixture.js';
 import { waitFor } from './wait-for.js';
@@ -24,7 +25,12 @@ import { startWebhookReceiver, type WebhookReceiver } from './webhook-receiver.j
  * group dba), a webhook signing secret's file (`secretFile`), a client playing the sidecars, webhook receivers at a path holding `urlToken`, and notifying
  * collectors whose debug log lines are kept in `logs`.
  */
-export async function startNotifyWorld(urlToken: string, aliceToken: string, signingSecret: string) {
+export async function startNotifyWorld(
+  urlToken: string,
+  aliceToken: string,
+  signingSecret: string,
+  natsOptions?: StartNatsOptions,
+) {
   const dir = mkdtempSync(join(tmpdir(), 'pgwarden-notify-'));
   // The webhook signing secret, in a file as the chart mounts it.
   const secretFile = join(dir, 'signing-secret');
@@ -32,6 +38,7 @@ export async function startNotifyWorld(urlToken: string, aliceToken: string, sig
   const fx: ApprovalsFixture = await startApprovalsFixture(
     approversYaml({ alice: { token: aliceToken, groups: ['dba'] } }),
     aliceToken,
+    natsOptions,
   );
   // Reconnects at once after a NATS restart.
   const nc: NatsConnection = await connect({ servers: fx.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
