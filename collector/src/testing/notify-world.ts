@@ -11,10 +11,10 @@ import {
   sidecarApprovalSubject,
 } from '@pgwarden/policy';
 import pino from 'pino';
+import type { StartNatsOptions } from '../../../test/harness/index.js';
 import type { ApprovalNotificationOptions } from '../approvals/approval-notifier-config.js';
 import type { NoticeKind } from '../approvals/notification-delivery.js';
 import type { Collector, CollectorOptions } from '../collector.js';
-import type { StartNatsOptions } from '../../../test/harness/index.js';
 import { approvalRequest } from './approval-messages.js';
 import { type ApprovalsFixture, approversYaml, startApprovalsFixture } from './approvals-fixture.js';
 import { waitFor } from './wait-for.js';
