@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { getCursor } from '../store/queries.js';
 import { connectPostgres, type SqlClient } from '../store/sql-client.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
-import { EXPORT_LOCK_CLASS, exportLockKey } from './export-lease.js';
+import { AdvisoryLease, EXPORT_LOCK_CLASS, exportLockKey } from './export-lease.js';
 import { ExportRunner } from './export-runner.js';
 import { jsonlFileExporter } from './jsonl-file.js';
 
@@ -158,6 +158,65 @@ describe('an exporter lease on a connection that goes silent', () => {
     } finally {
       await a.stop();
       await b.stop();
+    }
+  });
+});
+
+describe('the lease connection asks PostgreSQL to probe it within seconds', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let store: AuditStore;
+  beforeAll(async () => {
+    db = await createTestDatabase(inject('pg'), ROLES.superuser);
+    store = await AuditStore.open({ url: db.url, rules: schemaV1Rules });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  /**
+   * The keepalive timer of backend `pid`'s TCP socket in seconds, as the kernel shows it in /proc/net/tcp (`tr` 2 is
+   * the keepalive timer, `tm->when` its remaining time in clock ticks of USER_HZ = 100); undefined while another
+   * timer runs (a retransmission's, while a reply is not yet acknowledged) or none does.
+   */
+  const keepaliveTimer = (pid: number): number | undefined => {
+    const inodes = new Set<string>();
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' }));
+      if (m) inodes.add(m[1]);
+    }
+    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f.length < 10 || !inodes.has(f[9])) continue;
+        const [tr, when] = f[5].split(':');
+        return tr === '02' ? Number.parseInt(when, 16) / 100 : undefined;
+      }
+    }
+    return undefined;
+  };
+
+  it("the holder's backend socket probes after 5 s idle, not the kernel's two hours: a vanished holder's lock is freed in ~11 s", async () => {
+    const lease = new AdvisoryLease(store.db, 'export:keepalive');
+    try {
+      expect(await lease.acquire()).toBe(true);
+      const [row] = await store.db.query<{ pid: number }>(
+        `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+        [EXPORT_LOCK_CLASS, exportLockKey('export:keepalive') >>> 0],
+      );
+      expect(row?.pid).toBeDefined();
+      // PostgreSQL turns SO_KEEPALIVE on for every client socket; the lease's SETs shorten its idle time to 5 s.
+      // Without them the timer reads the kernel's default (7200 s).
+      let timer = keepaliveTimer(row.pid);
+      for (let i = 0; timer === undefined && i < 50; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        timer = keepaliveTimer(row.pid);
+      }
+      expect(timer, 'a keepalive timer on the backend socket').toBeDefined();
+      expect(timer).toBeLessThanOrEqual(5);
+    } finally {
+      await lease.release();
     }
   });
 });
