@@ -116,17 +116,23 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
-  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts).
+  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts); a sink that
+  // cannot create it does not start.
   let record: AtRiskRecord | undefined;
   let carried: CarriedRisk | undefined;
   if (fsync !== 'never') {
-    ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
-      log(
-        'error',
-        'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
-        err,
-      ),
-    ));
+    try {
+      ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
+        log(
+          'error',
+          'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+          err,
+        ),
+      ));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
   let healthy = true;
   metrics.ready.set({ sink: 'file' }, 1);

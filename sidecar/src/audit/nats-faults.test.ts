@@ -134,8 +134,9 @@ describe('NATS audit sink: faults beyond a killed server', () => {
     async () => {
       const nats = await natsServer();
       const dir = spoolDir();
-      // A real ENOSPC: a 64 KiB tmpfs (sessions and CI run as root).
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', dir]);
+      // A real ENOSPC: a tmpfs with 64 KiB left once the spool's at-risk record (128 KiB, preallocated at open: a
+      // spool that cannot create it does not start) is in (sessions and CI run as root).
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=192k,mode=0700', 'tmpfs', dir]);
       cleanup.push(() => execFileSync('umount', [dir]));
       await nats.kill();
       const sink = new NatsAuditSink({
