@@ -44,7 +44,10 @@ export function registerFindings(program: Command): void {
       .argument('<id>', 'the finding’s id (findings list shows it)')
       .description('close an open finding: it leaves the open list, with who closed it, when and why'),
   )
-    .requiredOption('--reason <text>', 'why (kept with the finding; 1 to 1024 characters)')
+    .requiredOption(
+      '--reason <text>',
+      'why (kept with the finding and in the collector’s audit chain; 1 to 1024 characters)',
+    )
     .action(
       approverAction('findings close', async (o, target) => {
         const { finding } = (await callCollector(

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -466,6 +466,39 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
       });
       for (const key of [String(rsa), String(ed)]) expect(r.stderr).not.toContain(key.split('\n')[1]);
       expect(r.stderr).not.toContain('bm90IGEga2V5');
+    }
+  }, 120_000);
+
+  it('refuses to start when its audit file or spool cannot have its at-risk record: one line naming the path and errno', () => {
+    const shared = inject('pg');
+    const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-at-risk-'));
+    writeFileSync(join(dir, 'username'), 'app_scram\n');
+    writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
+    // Something in the way of each record: a directory where the file must go.
+    mkdirSync(join(dir, 'audit.jsonl.at-risk'));
+    mkdirSync(join(dir, 'spool', 'at-risk'), { recursive: true });
+    const cases: [string[], string][] = [
+      [['--audit', `file:${join(dir, 'audit.jsonl')}`], join(dir, 'audit.jsonl.at-risk')],
+      [['--audit', 'nats://127.0.0.1:9', '--spool-dir', join(dir, 'spool')], join(dir, 'spool', 'at-risk')],
+    ];
+    for (const [flags, path] of cases) {
+      const r = spawnSync(process.execPath, [bin, 'sidecar', '--credentials-dir', dir, '--http', 'off', ...flags], {
+        env: {
+          ...process.env,
+          PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app`,
+          PGWARDEN_CA_FILE: shared.caFile,
+        },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.status, r.stderr).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(JSON.parse(lines[0])).toMatchObject({
+        msg: 'sidecar failed to start',
+        err: expect.stringContaining(`cannot create the audit at-risk record ${path} (EISDIR)`),
+      });
+      expect(r.stderr).not.toContain('scram-pw-1');
     }
   }, 120_000);
 });

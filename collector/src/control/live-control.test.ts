@@ -293,9 +293,16 @@ describe('live control through the collector (real nats-server and PostgreSQL)',
     expect((await suspension(collector, 'billing/invoices.v2', 'resume', SAM)).status).toBe(202);
     await suspended(collector, SAM);
     expect((await reads()).slice(before)).toEqual([
-      { reader: 'alice', route: `/api/v1/sessions/${open}/terminate`, status: 202 },
+      // Who acted on what, and why (the reason is in the chain once the request got as far as reading it).
+      { reader: 'alice', route: `/api/v1/sessions/${open}/terminate`, status: 202, reason: 'again' },
       { reader: 'unknown', route: `/api/v1/sessions/${open}/terminate`, status: 401 },
-      { reader: 'sam', route: '/api/v1/policies/billing/invoices.v2/resume', namespaces: ['billing'], status: 202 },
+      {
+        reader: 'sam',
+        route: '/api/v1/policies/billing/invoices.v2/resume',
+        namespaces: ['billing'],
+        status: 202,
+        reason: 'incident 42',
+      },
       { reader: 'sam', route: '/api/v1/suspensions', namespaces: ['billing'], status: 200, items: 0 },
     ]);
   });

@@ -32,7 +32,10 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
   const action = e.decision?.action;
   const error = (e.result as { error?: { code?: string; message?: string } } | undefined)?.error;
   // audit.read: a read of the trail over the collector's API; who read it is the user, the answer its outcome.
-  const read = e.type === 'audit.read' ? (e.read as { reader?: string; route?: string; status?: number }) : undefined;
+  const read =
+    e.type === 'audit.read'
+      ? (e.read as { reader?: string; route?: string; status?: number; reason?: string })
+      : undefined;
   // audit.finding: an alert that the trail is incomplete (gap) or altered (tampered), not an access.
   const finding = findingOf(e);
   const control = controlOf(e);
@@ -68,7 +71,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
             : e.type,
       outcome,
       ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
-      ...(finding ? {} : { reason: control?.reason ?? e.decision?.reason }),
+      ...(finding ? {} : { reason: control?.reason ?? read?.reason ?? e.decision?.reason }),
       sequence: e.session.seq,
       hash: e.hash,
     },

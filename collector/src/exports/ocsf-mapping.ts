@@ -115,7 +115,7 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
       prev_hash: e.prevHash,
       // audit.checkpoint: the signed position (seq, hash, key id, signature), so the SIEM keeps the evidence.
       checkpoint: e.checkpoint,
-      // audit.read: who read which route of the trail, with what query, scope, answer and item count.
+      // audit.read: who read which route of the trail, with what query, scope, answer and item count (and an action's reason).
       read: e.read,
       // audit.heads: the session chains' positions the sidecar recorded, so a SIEM copy can find cut tails too.
       heads: e.heads,

@@ -94,6 +94,7 @@ async function serveRead(
       ...(note.oidc ? { oidc: note.oidc } : {}),
       status: reply.status,
       ...(items !== undefined ? { items } : {}),
+      ...(note.reason !== undefined ? { reason: note.reason } : {}),
     };
     try {
       await deps.readAudit.record(read);

@@ -104,6 +104,7 @@ async function route(
   }
   const target = await targetOf(deps, path, who);
   const reason = parseReasonBody(await readBody(req, 16 * 1024));
+  note.reason = reason;
   const control = controlMessage(target, who.name, reason, deps.signingKey);
   await stream.publish(control);
   return { status: 202, body: { control } };

@@ -45,6 +45,7 @@ export async function answerFindingClose(
   const raw = (CLOSE.exec(url.pathname) as RegExpExecArray)[1];
   if (!FINDING_ID.test(raw)) throw new HttpError(404, 'not_found', `no finding ${JSON.stringify(raw)}`);
   const reason = parseReasonBody(await readBody(req, 16 * 1024));
+  note.reason = reason;
   const outcome = await closeFinding(
     deps.store.db,
     Number(raw),

@@ -241,6 +241,33 @@ describe('chain findings API', () => {
       ['cleo', 409],
     ]);
     expect(attempts[5]).toMatchObject({ namespaces: ['team-a'], items: 1 });
+    // Why, too, wherever the request got as far as an accepted reason: the close and the refused second one.
+    expect(attempts.map((r) => r.reason)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      reason,
+      'again',
+    ]);
+
+    // The reason is covered by the collector's chain: altered in the store, verification calls it tampered.
+    const session = collector.readAuditSession as string;
+    const [closing] = await collector.store.db.query<{ id: string; seq: number; event: string }>(
+      "SELECT id, seq, event FROM audit_events WHERE session_id = $1 AND type = 'audit.read' AND event::jsonb #>> '{read,status}' = '200' AND event::jsonb #>> '{read,route}' = $2",
+      [session, `/api/v1/findings/${gone.id}/close`],
+    );
+    const validate = new Ajv({ allErrors: true }).compile(auditEventSchema);
+    expect(validate(JSON.parse(closing.event)), JSON.stringify(validate.errors)).toBe(true);
+    expect((await collector.store.verify([session]))[0]).toMatchObject({ ok: true });
+    await collector.store.db.query(
+      `UPDATE audit_events SET event = jsonb_set(event::jsonb, '{read,reason}', '"closed by mistake"')::text WHERE id = $1`,
+      [closing.id],
+    );
+    expect((await collector.store.verify([session]))[0].findings).toEqual([
+      expect.objectContaining({ kind: 'audit.tampered', seqFrom: Number(closing.seq) }),
+    ]);
   });
 });
 

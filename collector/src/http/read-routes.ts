@@ -32,6 +32,8 @@ export interface ReaderNote {
   namespaces?: string[];
   /** The verified OIDC token's (or web sign-in's) issuer and `sub`, whoever it is bound to. */
   oidc?: { issuer: string; subject: string };
+  /** An action's reason, once the request body was read and the reason accepted (the chain's `read.reason`). */
+  reason?: string;
 }
 
 /** A read route's answer: JSON with how many items it holds, or the live stream to open. */

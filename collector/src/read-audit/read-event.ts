@@ -42,6 +42,7 @@ export function readEvent(
       ...(read.oidc ? { oidc: { issuer: read.oidc.issuer, subject: read.oidc.subject } } : {}),
       status: read.status,
       ...(read.items !== undefined ? { items: read.items } : {}),
+      ...(read.reason !== undefined ? { reason: read.reason } : {}),
       ...(read.repeated ? { repeated: read.repeated } : {}),
     },
   };

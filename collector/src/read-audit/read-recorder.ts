@@ -127,6 +127,7 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
       read.oidc ?? null,
       read.status,
       read.items ?? null,
+      read.reason ?? null,
     ]);
     const seen = this.recent.get(key);
     if (seen) {

@@ -65,8 +65,12 @@ describe('audit event schema v1', () => {
         items: 3,
       }),
       read({ reader: 'unknown', route: '/api/v1/sessions', status: 401 }),
+      read({ reader: 'cleo', route: '/api/v1/findings/7/close', status: 200, items: 1, reason: 'test pod, deleted' }),
     ])
       expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
+    // An action's reason is as long as the API takes (MAX_CONTROL_REASON), never empty.
+    for (const reason of ['', 'x'.repeat(1025)])
+      expect(validate(read({ reader: 'cleo', route: '/api/v1/findings/7/close', status: 200, reason }))).toBe(false);
   });
 
   it.each([

@@ -150,6 +150,7 @@ export const auditEventSchema = {
         oidc: obj({ issuer: str, subject: str }, ['issuer', 'subject']),
         status: { type: 'integer', minimum: 100, maximum: 599 },
         items: nonNegInt,
+        reason: { type: 'string', minLength: 1, maxLength: 1024 },
         repeated: { type: 'integer', minimum: 1 },
       },
       ['reader', 'route', 'status'],

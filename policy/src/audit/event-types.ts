@@ -262,6 +262,12 @@ export interface AuditRead {
   /** How many sessions, events or approvals the answer held, where that is known. */
   items?: number;
   /**
+   * The reason an approver gave for an action (closing a finding, ending a session, suspending or resuming a policy),
+   * as sent, once the request got as far as reading it; so the chain says who did what and why. Absent on reads and
+   * on events written before it existed (which verify as they did).
+   */
+  reason?: string;
+  /**
    * Identical reads (same reader, route, query, scope, status and item count) answered since this read was last
    * recorded, folded into one event instead of one each: a dashboard that polls is recorded once a minute, not on
    * every poll. Absent on a read's first event.

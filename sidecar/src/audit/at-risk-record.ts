@@ -11,6 +11,7 @@ import {
 } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
+import { AuditError } from './errors.js';
 
 /**
  * Room for the record: a gap names at most 1000 session ranges (unsynced-events.ts), about 80 bytes each.
@@ -56,35 +57,36 @@ export class AtRiskRecord {
   }
 
   /**
-   * Opens (creating and preallocating) the record at `path`; returns it with what the run before left there. A disk
-   * that refuses it (full, failing) does not stop the sink, which then refuses statements by its own syncs: the
-   * error goes to `onError`, and the record is missing (not created) or not durable (not preallocated).
+   * Opens (creating and preallocating) the record at `path`; returns it with what the run before left there. Throws
+   * AuditError(AUDIT_AT_RISK_RECORD) naming the path and the errno when it cannot be created, read, preallocated or
+   * synced: a sink without it would run while a failed sync and a restart could lose events with no gap ever
+   * declared, so the sidecar refuses to start (docs/audit.md). `onError` hears of later writes that fail.
    */
-  static open(path: string, onError: (err: Error) => void): { record?: AtRiskRecord; carried?: CarriedRisk } {
-    let fd: number;
+  static open(path: string, onError: (err: Error) => void): { record: AtRiskRecord; carried?: CarriedRisk } {
+    let fd: number | undefined;
     try {
       // Created if missing; then opened for writes at offset 0 (O_APPEND would ignore the offset).
       closeSync(openSync(path, 'a', 0o600));
       fd = openSync(path, 'r+');
-    } catch (err) {
-      onError(err as Error);
-      return {};
-    }
-    const record = new AtRiskRecord(path, fd, onError);
-    let carried: CarriedRisk | undefined;
-    try {
+      const record = new AtRiskRecord(path, fd, onError);
       const size = fstatSync(fd).size;
-      carried = size > 0 ? readRecord(fd, size) : undefined;
+      const carried = size > 0 ? readRecord(fd, size) : undefined;
       if (carried === undefined) {
         // Fresh or cleared: written whole now. A carried record stays as it is until its gap is declared.
         record.writeNow(null);
         syncDirectory(path);
       }
+      return { record, carried };
     } catch (err) {
-      record.durable = false;
-      onError(err as Error);
+      if (fd !== undefined) closeSync(fd);
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new AuditError(
+        'AUDIT_AT_RISK_RECORD',
+        `cannot create the audit at-risk record ${path} (${code}): without it a failed fdatasync followed by a ` +
+          'restart could lose events without a declared gap',
+        { cause: err },
+      );
     }
-    return { record, carried };
   }
 
   /** Records `gap` as at risk (null: nothing is), off the event loop; coalesces with a write in flight. */

@@ -127,15 +127,12 @@ export class DiskSpool {
       throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool ${this.dir}`, { cause: err });
     }
     if (this.fsync !== 'never') {
-      try {
-        const { record, carried } = AtRiskRecord.open(join(this.dir, 'at-risk'), (err) => opts.onRecordError?.(err));
-        this.record = record;
-        this.unsynced = new UnsyncedEvents(record);
-        if (carried) this.unsynced.restore(carried);
-        this.carriedRisk = carried !== undefined;
-      } catch (err) {
-        throw new AuditError('AUDIT_SPOOL_IO', `cannot open the at-risk record in ${this.dir}`, { cause: err });
-      }
+      // Throws (naming the path) when it cannot be created: a spool without it does not start.
+      const { record, carried } = AtRiskRecord.open(join(this.dir, 'at-risk'), (err) => opts.onRecordError?.(err));
+      this.record = record;
+      this.unsynced = new UnsyncedEvents(record);
+      if (carried) this.unsynced.restore(carried);
+      this.carriedRisk = carried !== undefined;
     } else {
       this.unsynced = new UnsyncedEvents();
     }

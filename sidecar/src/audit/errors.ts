@@ -4,6 +4,7 @@ export type AuditErrorCode =
   | 'AUDIT_SPOOL_FULL'
   | 'AUDIT_SPOOL_IO'
   | 'AUDIT_SPOOL_CORRUPT'
+  | 'AUDIT_AT_RISK_RECORD'
   | 'AUDIT_NATS'
   | 'AUDIT_CLOSED';
 

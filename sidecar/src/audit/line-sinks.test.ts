@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AuditEvent, verifyChain } from '@pgwarden/policy';
@@ -265,6 +265,74 @@ describe.skipIf(process.getuid?.() !== 0)('file sink on a disk that fills', () =
       expect(events.filter((e) => e.session.id === 'full-file')).toHaveLength(i + 2 - dropped);
     } finally {
       execFileSync('umount', [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('where the piece cannot be cut back out (an append-only file: ftruncate EPERM), the next line starts on its own', async (ctx) => {
+    const mnt = mkdtempSync(join(tmpdir(), 'pgwarden-full-append-only-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', mnt]);
+    try {
+      writeFileSync(join(mnt, 'filler'), Buffer.alloc(24 * 1024, 1));
+      const path = join(mnt, 'audit.jsonl');
+      writeFileSync(path, '');
+      // chattr +a: writes opened O_APPEND go on, ftruncate(2) fails with EPERM (as on an audit file an operator made
+      // append-only). tmpfs takes the flag since Linux 6.0; older kernels refuse the ioctl.
+      try {
+        execFileSync('chattr', ['+a', path], { stdio: 'pipe' });
+      } catch (err) {
+        ctx.skip(`chattr +a is not supported on tmpfs here: ${(err as Error).message}`);
+      }
+      expect(() => truncateSync(path, 0)).toThrow(/EPERM/);
+      const sink = createFileSink({ path, fsync: 'never', writeIntervalMs: 0, registry: new Registry() });
+      const rec = createAuditRecorder(sink, { instanceId: 'cut-kept', checkpointIntervalMs: 600_000 });
+      const s = rec.openSession(sessionInfo('cut-kept'));
+      let i = 0;
+      while ((sink.stats?.().dropped ?? 0) === 0 && i < 2000) {
+        for (let k = 0; k < 20; k++) s.statement(selectRecord(i++));
+        await new Promise((r) => setImmediate(r));
+      }
+      expect(sink.stats?.().dropped).toBeGreaterThan(0);
+      // The write was cut short and its piece is still there: the truncate really failed.
+      const kept = readFileSync(path);
+      expect(kept.at(-1)).not.toBe(0x0a);
+      rmSync(join(mnt, 'filler'));
+      for (let k = 0; k < 5; k++) {
+        s.statement(selectRecord(i++));
+        await new Promise((r) => setImmediate(r));
+      }
+      s.end({});
+      await sink.whenIdle?.();
+      const { dropped = 0, published = 0 } = sink.stats?.() ?? {};
+      await sink.close();
+      const text = readFileSync(path, 'utf8');
+      expect(text.endsWith('\n')).toBe(true);
+      const parsed: AuditEvent[] = [];
+      const pieces: string[] = [];
+      for (const line of text.split('\n').filter(Boolean)) {
+        try {
+          parsed.push(JSON.parse(line) as AuditEvent);
+        } catch {
+          pieces.push(line);
+        }
+      }
+      // What a reader cannot parse is the piece (or pieces) of the writes that failed, each the start of an event
+      // never counted as written; every event counted as written reads back whole.
+      expect(pieces.length).toBeGreaterThan(0);
+      for (const p of pieces) expect(p.startsWith('{"')).toBe(true);
+      expect(parsed).toHaveLength(published);
+      // Before: the line after the piece was appended to it, and lost with it (one fewer event, an undeclared hole).
+      expect(parsed.filter((e) => e.session.id === 'cut-kept')).toHaveLength(i + 2 - dropped);
+      const gapEvents = parsed.filter((e) => e.type === 'audit.gap');
+      expect(gapEvents.reduce((n, e) => n + (e.gap?.dropped ?? 0), 0)).toBe(dropped);
+      const report = verifyChain(parsed);
+      expect(report.tampered).toEqual([]);
+      expect(report.gaps.map((g) => ({ id: g.session, fromSeq: g.fromSeq, toSeq: g.toSeq }))).toEqual(
+        gapEvents.flatMap((e) => e.gap?.sessions ?? []),
+      );
+    } finally {
+      // The append-only file goes with the mount.
+      execFileSync('umount', ['-l', mnt]);
       rmSync(mnt, { recursive: true, force: true });
     }
   }, 30_000);

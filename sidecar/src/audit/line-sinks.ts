@@ -116,17 +116,23 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
-  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts).
+  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts); a sink that
+  // cannot create it does not start.
   let record: AtRiskRecord | undefined;
   let carried: CarriedRisk | undefined;
   if (fsync !== 'never') {
-    ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
-      log(
-        'error',
-        'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
-        err,
-      ),
-    ));
+    try {
+      ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
+        log(
+          'error',
+          'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+          err,
+        ),
+      ));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
   let healthy = true;
   metrics.ready.set({ sink: 'file' }, 1);
@@ -257,43 +263,58 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
     pendingIds = [];
     pendingSeqs = [];
     let written = 0;
+    let buf: Buffer | undefined;
     try {
       if (lineCut) {
         writeSync(fd, '\n');
         lineCut = false;
       }
-      const buf = lines.encode(texts);
+      buf = lines.encode(texts);
       // write(2) on a regular file is complete unless the disk fills; loop so a short write is not silently cut.
       while (written < buf.length) written += writeSync(fd, buf, written, buf.length - written);
-      if (fsync !== 'never') for (let i = 0; i < ids.length; i++) unsynced.wrote(ids[i], seqs[i]);
-      if (fsync === 'always') {
-        // Written (the kernel has them): a failed sync is a sync failure, not a drop.
-        syncNow();
-      } else if (fsync === 'batch') {
-        dirty = true;
-        sync();
-      }
+      wroteWhole(ids, seqs, ids.length);
       if (!healthy) {
         healthy = true;
         showReady();
       }
-      published += texts.length;
-      metrics.published.inc({ sink: 'file' }, texts.length);
       if (drops.pending > 0 && gapListener) reportGap(gapListener, drops.take()!);
     } catch (err) {
-      // The disk filled part way through: what did write is the start of a line whose events are now dropped (and
+      // The disk filled part way through: what did write ends in the start of a line whose events are now dropped (and
       // declared as a gap). Left in place, the next event would be appended to it and lost to every reader with it;
-      // taking the piece back out frees space on a full disk, and where that fails the next write starts a new line.
-      if (written > 0) {
+      // taking the write back out frees space on a full disk. Where that fails (an append-only file: EPERM), the lines
+      // it holds whole stay, counted as written (a gap naming them would claim events lost that every reader has),
+      // and the next write starts a new line after the piece.
+      let whole = 0;
+      if (written > 0 && buf) {
         try {
           ftruncateSync(fd, fstatSync(fd).size - written);
         } catch {
-          lineCut = true;
+          let end = 0;
+          // JSON text holds no raw newline (JSON.stringify escapes it), and UTF-8 has no 0x0a inside a character.
+          for (let nl = buf.indexOf(0x0a); nl !== -1 && nl < written; nl = buf.indexOf(0x0a, nl + 1)) {
+            whole++;
+            end = nl + 1;
+          }
+          lineCut = end < written;
         }
       }
-      drop(ids, seqs, err);
+      if (whole > 0) wroteWhole(ids, seqs, whole);
+      if (whole < ids.length) drop(whole > 0 ? ids.slice(whole) : ids, whole > 0 ? seqs.slice(whole) : seqs, err);
     }
     wakeIdle();
+  };
+  /** The first `n` of a write's events are in the file whole: counted, and synced per the fsync policy. */
+  const wroteWhole = (ids: (string | undefined)[], seqs: (number | undefined)[], n: number) => {
+    if (fsync !== 'never') for (let i = 0; i < n; i++) unsynced.wrote(ids[i], seqs[i]);
+    if (fsync === 'always') {
+      // Written (the kernel has them): a failed sync is a sync failure, not a drop.
+      syncNow();
+    } else if (fsync === 'batch') {
+      dirty = true;
+      sync();
+    }
+    published += n;
+    metrics.published.inc({ sink: 'file' }, n);
   };
   openFileSinks.add(flush);
   installExitHook();

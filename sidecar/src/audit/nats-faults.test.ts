@@ -134,8 +134,9 @@ describe('NATS audit sink: faults beyond a killed server', () => {
     async () => {
       const nats = await natsServer();
       const dir = spoolDir();
-      // A real ENOSPC: a 64 KiB tmpfs (sessions and CI run as root).
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', dir]);
+      // A real ENOSPC: a tmpfs with 64 KiB left once the spool's at-risk record (128 KiB, preallocated at open: a
+      // spool that cannot create it does not start) is in (sessions and CI run as root).
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=192k,mode=0700', 'tmpfs', dir]);
       cleanup.push(() => execFileSync('umount', [dir]));
       await nats.kill();
       const sink = new NatsAuditSink({
@@ -258,5 +259,110 @@ describe('through the real proxy', () => {
       await sc.close(500);
       await sink.close();
     }
+  }, 60_000);
+});
+
+describe('without a spool (direct mode): events wait in memory for their ack', () => {
+  it('nats-server paused, failMode closed: statements are refused (53000) once an ack is overdue, not after 10000 events in memory; every statement that ran is recorded', async () => {
+    const nats = await natsServer();
+    // The CLI's 5 s ack timeout, shortened so that the test does not wait for it.
+    const sink = new NatsAuditSink({ servers: [nats.url], publishTimeoutMs: 400, registry: new Registry() });
+    const shared = inject('pg');
+    const sc = await startSidecar({
+      listen: { host: '127.0.0.1', port: 0 },
+      upstream: { host: shared.host, port: shared.port, database: shared.database, sslmode: 'disable' },
+      credentials: { username: 'app_scram', password: 'scram-pw-1' },
+      audit: sink,
+      auditRecorder: createAuditRecorder(sink, { instanceId: 'direct-stop', ...NO_TICK }),
+      auditFailMode: 'closed',
+    });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
+      await c.connect();
+      let ran = 0;
+      let refused = 0;
+      const query = async () => {
+        try {
+          expect((await c.query('SELECT $1::int AS n', [ran])).rows[0].n).toBe(ran);
+          ran++;
+          return true;
+        } catch (err) {
+          expect((err as { code?: string }).code).toBe('53000');
+          refused++;
+          return false;
+        }
+      };
+      for (let i = 0; i < 50; i++) expect(await query()).toBe(true);
+      await sink.whenIdle(10_000);
+      nats.pause();
+      // The socket stays open: only the overdue acks tell. Before: the sink stayed ready until 10000 events waited in
+      // memory (or ~30 s of missed pings), every one of them lost to a crash meanwhile.
+      let ranWhilePaused = 0;
+      for (const until = Date.now() + 20_000; Date.now() < until && (await query()); ) ranWhilePaused++;
+      expect(refused).toBe(1);
+      expect(sink.ready()).toBe(false);
+      const waiting = sink.stats().queued;
+      expect(waiting).toBeLessThan(10_000);
+      // What waits in memory is what ran since the last ack (and the refusal's own event).
+      expect(waiting).toBeLessThanOrEqual(ranWhilePaused + 2);
+      for (let i = 0; i < 5; i++) expect(await query()).toBe(false);
+      nats.resume();
+      let back = false;
+      for (const until = Date.now() + 30_000; !back && Date.now() < until; ) {
+        back = await query();
+        if (!back) await sleep(100);
+      }
+      expect(back).toBe(true);
+      for (let i = 0; i < 20; i++) expect(await query()).toBe(true);
+      await c.end();
+      await sleep(100);
+      await sink.whenIdle(30_000);
+      expect(sink.stats().dropped).toBe(0);
+      const events = (await readAuditStream(nats.url)).map((m) => m.event);
+      const statements = events.filter((e) => e.type === 'statement');
+      expect(statements.filter((e) => e.decision?.action !== 'deny')).toHaveLength(ran);
+      expect(statements.filter((e) => e.decision?.reason === 'audit_unavailable')).toHaveLength(refused);
+      expect(verifyChain(events)).toMatchObject({ ok: true, duplicates: 0, gaps: [], tampered: [] });
+    } finally {
+      await sc.close(500);
+      await sink.close();
+    }
+  }, 90_000);
+
+  it('the memory it may take is bounded in characters too: past maxQueueChars events drop (declared) and the sink is not ready', async () => {
+    const nats = await natsServer();
+    const sink = new NatsAuditSink({
+      servers: [nats.url],
+      publishTimeoutMs: 400,
+      maxQueueChars: 64 * 1024,
+      registry: new Registry(),
+    });
+    const rec = createAuditRecorder(sink, { instanceId: 'direct-chars', ...NO_TICK });
+    const s = rec.openSession(sessionInfo('direct-chars'));
+    await sink.whenIdle(10_000);
+    nats.pause();
+    // Statements of ~10 KB of text each: a few fit under 64 KiB, the rest would only pile up in memory.
+    const big = (i: number) => ({
+      ...selectRecord(i),
+      request: { ...selectRecord(i).request, sql: `SELECT '${'x'.repeat(10_000)}', ${i}` },
+    });
+    for (let i = 0; i < 20; i++) s.statement(big(i));
+    const whilePaused = sink.stats();
+    expect(whilePaused.queued).toBeLessThanOrEqual(8);
+    expect(whilePaused.dropped).toBe(20 - whilePaused.queued);
+    expect(sink.ready()).toBe(false);
+    nats.resume();
+    for (let i = 20; i < 25; i++) {
+      // Once it is up again, events are taken (a small one now and then, as statements come).
+      for (const until = Date.now() + 30_000; !sink.ready() && Date.now() < until; ) await sleep(50);
+      s.statement(selectRecord(i));
+    }
+    s.end({});
+    await sink.whenIdle(30_000);
+    const dropped = sink.stats().dropped;
+    await sink.close();
+    const events = (await readAuditStream(nats.url)).map((m) => m.event);
+    expect(events.filter((e) => e.session.id === 'direct-chars')).toHaveLength(27 - dropped);
+    expectDeclaredGaps(events, dropped);
   }, 60_000);
 });

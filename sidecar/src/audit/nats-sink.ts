@@ -19,6 +19,11 @@ export interface NatsSinkOptions {
   spool?: DiskSpoolOptions;
   /** Events held in memory awaiting an ack before the sink spills to the spool. Default 10000. */
   maxQueue?: number;
+  /**
+   * The same bound in characters of event JSON (about bytes: the text is mostly one-byte strings). Default
+   * MAX_QUEUE_CHARS. Without a spool, events past either bound are dropped and the sink is not ready.
+   */
+  maxQueueChars?: number;
   /** Publishes awaiting their ack at once. Default 512. */
   maxInFlight?: number;
   /** An ack slower than this counts as a failure: the window spills to the spool and is retried. Default 5000. */
@@ -38,6 +43,13 @@ export interface NatsSinkOptions {
 
 /** Below NATS's default max_payload (1 MiB) with room for headers (a UTF-16 unit is at most 3 UTF-8 bytes). */
 const MAX_EVENT_BYTES = 1_000_000;
+
+/**
+ * Default bound on the event text waiting in memory for its ack. 10000 events of ~1 KB fit well below it; 10000 with
+ * result samples (`captureResults: rows`, up to 64 KiB each) would be ~640 MB, past the sidecar container's 256 MiB
+ * limit: the OOM kill would take every unacknowledged event with it (docs/operations.md).
+ */
+export const MAX_QUEUE_CHARS = 32 * 1024 * 1024;
 
 const PENDING = 0;
 const INFLIGHT = 1;
@@ -83,6 +95,8 @@ export class NatsAuditSink implements AuditSink {
   private readonly log: NonNullable<NatsSinkOptions['log']>;
   private window: Entry[] = [];
   private head = 0;
+  /** Characters of event text in the window from `head` on (released slots hold none). */
+  private windowChars = 0;
   private sendIdx = 0;
   private spoolMode = false;
   private spoolBroken = false;
@@ -110,6 +124,7 @@ export class NatsAuditSink implements AuditSink {
     this.opts = {
       servers: options.servers,
       maxQueue: options.maxQueue ?? 10_000,
+      maxQueueChars: options.maxQueueChars ?? MAX_QUEUE_CHARS,
       maxInFlight: options.maxInFlight ?? 512,
       publishTimeoutMs: options.publishTimeoutMs ?? 5000,
       publishLingerMs: options.publishLingerMs ?? 5,
@@ -213,16 +228,18 @@ export class NatsAuditSink implements AuditSink {
       return;
     }
     if (!this.spool) {
-      if (this.window.length - this.head >= this.opts.maxQueue) {
+      if (!this.windowHasRoom()) {
         this.drop(entry, 'queue_full');
         return;
       }
+      this.windowChars += entry.data.length;
       this.window.push(entry);
       this.accepted();
       this.pump();
       return;
     }
-    if (!this.spoolMode && this.connected && this.window.length - this.head < this.opts.maxQueue) {
+    if (!this.spoolMode && this.connected && this.windowHasRoom()) {
+      this.windowChars += entry.data.length;
       this.window.push(entry);
       this.accepted();
       this.pump();
@@ -240,8 +257,15 @@ export class NatsAuditSink implements AuditSink {
     if (this.toSpool.length > 0) this.flushSpool();
   }
 
+  private windowHasRoom(): boolean {
+    return this.window.length - this.head < this.opts.maxQueue && this.windowChars < this.opts.maxQueueChars;
+  }
+
   ready(): boolean {
-    const direct = this.connected && this.window.length - this.head < this.opts.maxQueue;
+    // Paused: a publish failed or went unacknowledged for publishTimeoutMs (a server that stopped answering keeps its
+    // socket open until ~30 s of missed pings). Without a spool every event accepted then waits in memory, where a
+    // crash loses it: not ready until the link is checked and up again.
+    const direct = this.connected && !this.paused && this.windowHasRoom();
     // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
     // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
     // A spool whose last fdatasync failed may have lost what it held: not durable until a later sync succeeds.
@@ -403,10 +427,13 @@ export class NatsAuditSink implements AuditSink {
 
   private refill(): void {
     const room = Math.min(this.opts.maxQueue, 4 * this.opts.maxInFlight) - (this.window.length - this.head);
-    if (room > 0 && this.spool && !this.spool.readAll) {
+    if (room > 0 && this.windowChars < this.opts.maxQueueChars && this.spool && !this.spool.readAll) {
       try {
         const skippedBefore = this.spool.skippedLines;
-        for (const r of this.spool.read(room)) this.window.push({ ...r, state: PENDING });
+        for (const r of this.spool.read(room)) {
+          this.windowChars += r.data.length;
+          this.window.push({ ...r, state: PENDING });
+        }
         for (let i = skippedBefore; i < this.spool.skippedLines; i++) {
           this.drop({ subject: '', msgID: '', data: '', state: ACKED }, 'spool_corrupt');
         }
@@ -418,13 +445,7 @@ export class NatsAuditSink implements AuditSink {
     // instead for the spool to be fully acknowledged never ends under steady traffic (something newer is always
     // in flight), and every event would keep paying a disk write, an fsync and a read-back. Nor for a spool
     // that cannot be written (disk full): with NATS back, every new event would be dropped for nothing.
-    if (
-      this.spool?.readAll &&
-      this.toSpool.length === 0 &&
-      this.connected &&
-      !this.paused &&
-      this.window.length - this.head < this.opts.maxQueue
-    ) {
+    if (this.spool?.readAll && this.toSpool.length === 0 && this.connected && !this.paused && this.windowHasRoom()) {
       this.spoolMode = false;
     }
   }
@@ -485,6 +506,7 @@ export class NatsAuditSink implements AuditSink {
     let end: SpoolPos | undefined;
     while (this.head < this.window.length && this.window[this.head].state === ACKED) {
       end = this.window[this.head].end ?? end;
+      this.windowChars -= this.window[this.head].data.length;
       // Released now, not at the next compaction: a slot still pointing at an acknowledged event kept its
       // text alive through scavenges until V8 promoted it, and old-generation GC became the sink's largest cost.
       this.window[this.head] = RELEASED;
