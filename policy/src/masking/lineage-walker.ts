@@ -41,6 +41,7 @@ import {
   type Scope,
   type ScopeColumn,
   str,
+  usingAliasItem,
   wholeRow,
 } from './lineage-scope.js';
 import { parseViewQuery } from './sql-parse.js';
@@ -353,6 +354,8 @@ export class LineageWalker {
       const cols = joinColumns(this.sideColumns(j.larg, leftItems), this.sideColumns(j.rarg, rightItems), j);
       this.joinOutputs ??= new WeakMap();
       this.joinOutputs.set(j, cols);
+      // Before the join's alias, which joinStarItem finds last.
+      if (j.join_using_alias) items.push(usingAliasItem(j, cols, [...leftItems, ...rightItems]));
       if (j.alias) {
         const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
         items.push(renamed({ names: [j.alias.aliasname], columns: cols, anyLin }, j.alias));
