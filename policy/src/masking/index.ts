@@ -10,6 +10,7 @@ export * from './lineage.js';
 export * from './masking-config.js';
 export * from './masking-key-refs.js';
 export * from './masking-plan.js';
+export * from './search-path.js';
 export { initMaskingParser, parseStatements } from './sql-parse.js';
 export * from './statement-analysis.js';
 export * from './strategies.js';

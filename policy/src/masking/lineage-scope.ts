@@ -24,6 +24,12 @@ export interface RangeItem {
   columns: ScopeColumn[] | null;
   /** Lineage of any column of an item with unknown columns. */
   anyLin: Lineage;
+  /**
+   * An unqualified name that may be relations of different columns (one per schema a search_path may reach): `columns`
+   * holds each name once, with every candidate's lineage, but no candidate's order, so `*` expands to an unknown number
+   * of columns.
+   */
+  unordered?: true;
 }
 
 export interface Scope {

@@ -44,6 +44,7 @@ import {
   usingAliasItem,
   wholeRow,
 } from './lineage-scope.js';
+import { onSearchPath, type SearchPaths } from './search-path.js';
 import { parseViewQuery } from './sql-parse.js';
 import {
   callsInFieldNotation,
@@ -78,6 +79,10 @@ export interface LineageSink {
   written: Lineage;
   /** Set when user-defined code runs (functions outside pg_catalog, DO, CALL): its RAISE output is opaque. */
   opaque?: boolean;
+  /** Set when set_config() runs: it may change search_path (see search-path.ts). */
+  setsConfig?: boolean;
+  /** Set when an unqualified relation name had candidates in more than one schema. */
+  ambiguousNames?: boolean;
   /**
    * Set when the statement reads data the parse tree cannot trace (SQL run from text, planner statistics, cursors
    * and prepared statements it did not see declared): what it reads may be masked. Names that resolve to nothing
@@ -90,16 +95,23 @@ interface ViewMemo {
   outs: OutputColumn[];
   /** The definition calls user-defined code. */
   opaque: boolean;
+  /** The definition calls set_config(). */
+  setsConfig: boolean;
 }
 
 export class LineageWalker {
   /** Each JoinExpr's output columns as PostgreSQL orders them (joinColumns), for the join above it and its alias. */
   private joinOutputs?: WeakMap<Node, ScopeColumn[] | null>;
 
+  /**
+   * `paths`: the search_paths the session may be under, when known (see search-path.ts); a view's definition never
+   * gets them, as pg_get_viewdef qualifies names by the catalog connection's path, not the session's.
+   */
   constructor(
     private readonly cat: CatalogSnapshot,
     readonly sink: LineageSink,
     private readonly depth = 0,
+    private readonly paths?: SearchPaths,
   ) {}
 
   /** Output columns of a SelectStmt body (also the bare larg/rarg objects of set operations). */
@@ -160,8 +172,8 @@ export class LineageWalker {
         const items = qual.length === 0 ? (scope.star ?? scope.items) : findItems(scope, qual);
         if (items.length === 0) out.push({ name: '*', lin: unknownLineage(), expands: true });
         for (const item of items) {
-          if (item.columns) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
-          else out.push({ name: '*', lin: item.anyLin, expands: true });
+          if (item.columns && !item.unordered) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
+          else out.push({ name: '*', lin: wholeRow(item), expands: true });
         }
         continue;
       }
@@ -381,7 +393,7 @@ export class LineageWalker {
    */
   private sideColumns(side: Node, items: RangeItem[]): ScopeColumn[] | null {
     if (side?.JoinExpr) return this.joinStarItem(side.JoinExpr, items).columns;
-    return items.length === 1 ? items[0].columns : null;
+    return items.length === 1 && !items[0].unordered ? items[0].columns : null;
   }
 
   private relationItem(rv: Node, scope: Scope, target = false): RangeItem {
@@ -392,14 +404,16 @@ export class LineageWalker {
       const cte = findCte(name, scope);
       if (cte) return renamed({ names, columns: cte.columns, anyLin: cte.anyLin }, alias);
     }
-    const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
+    const all = this.cat.byName.get(name) ?? [];
+    const candidates = rv.schemaname ? all.filter((r) => r.schema === rv.schemaname) : onSearchPath(all, this.paths);
     // Not untraceable: most such names are typos, whose error should name them (a relation created elsewhere since
     // the last catalog load is the exception; docs/masking.md, Not covered).
     if (candidates.length === 0) return { names, columns: null, anyLin: unknownLineage() };
     if (!alias) for (const c of candidates) names.push(`${c.schema}.${c.name}`);
-    // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
-    // take every candidate.
+    // Unqualified names may resolve to any schema on a search_path the session may be under (every schema when the
+    // sidecar does not know the path): take every such candidate.
     const columns: ScopeColumn[] = [];
+    const shapes = new Set<string>();
     const seen = new Map<string, number>();
     let read = 0;
     let anyLin = emptyLineage();
@@ -432,11 +446,17 @@ export class LineageWalker {
         } else columns.push({ name, lin, typeOid: col.typeOid || undefined });
       });
       read++;
+      shapes.add(rel.columns.map((c) => c.name).join('\u0000'));
     }
+    if (read > 1) this.sink.ambiguousNames = true;
     // Where a candidate has no column of the name, `t.name` on it is PostgreSQL's call name(t).
     for (const c of columns) if ((seen.get(c.name) ?? 0) < read) c.maybeCall = true;
     const onlyOpaque = candidates.every((r) => isSystemRelation(r) && r.columns.length === 0);
-    return { names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin };
+    const item: RangeItem = { names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin };
+    // Candidates whose columns differ in name or order: no position is known (positions of one, names of another
+    // lined a masked column up with an unmasked one's lineage).
+    if (shapes.size > 1) item.unordered = true;
+    return item;
   }
 
   /** Lineage of one column of a catalog relation: itself, plus (for views) what the view computes it from. */
@@ -455,6 +475,7 @@ export class LineageWalker {
     if (memo) {
       // A view's user-defined functions run whenever it is read, and RAISE into the reader's session.
       if (memo.opaque) this.sink.opaque = true;
+      if (memo.setsConfig) this.sink.setsConfig = true;
       return memo.outs;
     }
     if (!rel.viewSql || this.depth > 16) return undefined;
@@ -466,12 +487,13 @@ export class LineageWalker {
       const sink: LineageSink = { predicate: emptyLineage(), written: emptyLineage() };
       const walker = new LineageWalker(this.cat, sink, this.depth + 1);
       const outs = tree ? walker.statementOutputs(tree) : undefined;
-      if (outs) done = { outs, opaque: sink.opaque === true };
+      if (outs) done = { outs, opaque: sink.opaque === true, setsConfig: sink.setsConfig === true };
     } finally {
       if (done) this.cat.viewMemo.set(rel.oid, done);
       else this.cat.viewMemo.delete(rel.oid);
     }
     if (done?.opaque) this.sink.opaque = true;
+    if (done?.setsConfig) this.sink.setsConfig = true;
     return done?.outs;
   }
 
@@ -516,6 +538,7 @@ export class LineageWalker {
       (schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname)) ||
       this.cat.codeTypes.has(fname);
     if (SIDE_CHANNEL_FUNCTIONS.has(fname)) addLineage(this.sink.written, args);
+    if (fname === 'set_config') this.sink.setsConfig = true;
     // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;

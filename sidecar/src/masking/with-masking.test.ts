@@ -3,7 +3,7 @@ import type { ProxyHooks, SessionInfo, Verdict } from '../proxy/hooks.js';
 import type { Masker } from './masker.js';
 import { withMasking } from './with-masking.js';
 
-const info = { id: 's', identity: { groups: [] } } as unknown as SessionInfo;
+const info = { id: 's', identity: { groups: [] }, startup: { params: {} } } as unknown as SessionInfo;
 const allow: Verdict = { action: 'allow', rule: 'r' };
 const inner: ProxyHooks = {
   needsPassword: false,
@@ -30,6 +30,7 @@ function masker(active: { now: boolean }) {
     check: async () => undefined,
     bind: (v: Verdict) => void bound.push(v),
     rememberName: (n: string) => void names.push(n),
+    unchecked: () => {},
   } as unknown as Masker;
   return { m, bound, names };
 }
