@@ -105,7 +105,7 @@ describe('a path the sidecar gave at login', () => {
       const cat = await pinned.catalog.ensure();
       const named = { cursor: () => undefined, prepared: () => undefined };
       const paths = [[TWO, ONE]];
-      expect(analyzeForMasking(sql, cat, named, paths)[0].outputs.map((o) => o.name)).toEqual(r.direct.fields);
+      expect(analyzeForMasking(sql, cat, named, { paths })[0].outputs.map((o) => o.name)).toEqual(r.direct.fields);
     }
   });
 

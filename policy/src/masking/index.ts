@@ -16,3 +16,4 @@ export * from './statement-analysis.js';
 export * from './strategies.js';
 export * from './subject-match.js';
 export * from './text-scrub.js';
+export { hidesUserOperators } from './user-code.js';

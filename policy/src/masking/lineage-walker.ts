@@ -44,7 +44,7 @@ import {
   usingAliasItem,
   wholeRow,
 } from './lineage-scope.js';
-import { onSearchPath, type SearchPaths } from './search-path.js';
+import { onSearchPath, type SearchPaths, type SessionPaths } from './search-path.js';
 import { parseViewQuery } from './sql-parse.js';
 import {
   callsInFieldNotation,
@@ -103,16 +103,22 @@ export class LineageWalker {
   /** Each JoinExpr's output columns as PostgreSQL orders them (joinColumns), for the join above it and its alias. */
   private joinOutputs?: WeakMap<Node, ScopeColumn[] | null>;
 
+  private readonly paths?: SearchPaths;
+  private readonly catalogFirst: boolean;
+
   /**
-   * `paths`: the search_paths the session may be under, when known (see search-path.ts); a view's definition never
-   * gets them, as pg_get_viewdef qualifies names by the catalog connection's path, not the session's.
+   * `session`: what the sidecar knows of the session's search_path (see search-path.ts). A view's definition never
+   * gets it, as pg_get_viewdef qualifies names by the catalog connection's path, not the session's.
    */
   constructor(
     private readonly cat: CatalogSnapshot,
     readonly sink: LineageSink,
     private readonly depth = 0,
-    private readonly paths?: SearchPaths,
-  ) {}
+    session: SessionPaths = {},
+  ) {
+    this.paths = session.paths;
+    this.catalogFirst = session.catalogFirst === true;
+  }
 
   /** Output columns of a SelectStmt body (also the bare larg/rarg objects of set operations). */
   select(stmt: Node, parent?: Scope): OutputColumn[] {
@@ -353,7 +359,11 @@ export class LineageWalker {
       addLineage(this.sink.predicate, this.expr(j.quals, inner));
       for (const u of j.usingClause ?? []) addLineage(this.sink.predicate, resolveRef([u], inner));
       // USING and NATURAL compare the shared columns with the `=` their names resolve to.
-      if ((j.usingClause?.length || j.isNatural) && operatorRunsUserCode(this.cat, EQUALS)) this.sink.opaque = true;
+      if (
+        (j.usingClause?.length || j.isNatural) &&
+        operatorRunsUserCode(this.cat, EQUALS, undefined, this.catalogFirst)
+      )
+        this.sink.opaque = true;
       if (j.isNatural) {
         // NATURAL JOIN compares every column name the two sides share (unknown columns: any of them).
         const names = (side: RangeItem[]) => new Set(side.flatMap((i) => (i.columns ?? []).map((c) => c.name)));
@@ -509,8 +519,8 @@ export class LineageWalker {
     if (node.SubLink) {
       // `x IN (SELECT …)` is an ANY sublink whose `=` the parser leaves unnamed.
       const sl = node.SubLink;
-      if (operatorRunsUserCode(this.cat, sl.operName ?? (sl.subLinkType === 'ANY_SUBLINK' ? EQUALS : undefined)))
-        this.sink.opaque = true;
+      const op = sl.operName ?? (sl.subLinkType === 'ANY_SUBLINK' ? EQUALS : undefined);
+      if (operatorRunsUserCode(this.cat, op, undefined, this.catalogFirst)) this.sink.opaque = true;
       const lin = this.expr(node.SubLink.testexpr, scope);
       for (const o of this.statementOutputs(node.SubLink.subselect, scope)) addLineage(lin, o.lin);
       return lin;
@@ -561,18 +571,19 @@ export class LineageWalker {
       const a = node.A_Expr;
       const type = (n: Node) => this.operandType(n, scope);
       if ((a.kind === 'AEXPR_OP' || a.kind === 'AEXPR_NULLIF') && a.lexpr && a.rexpr)
-        return typedOperatorRunsUserCode(this.cat, a.name, [[type(a.lexpr), type(a.rexpr)]]);
+        return typedOperatorRunsUserCode(this.cat, a.name, [[type(a.lexpr), type(a.rexpr)]], this.catalogFirst);
       if (a.kind === 'AEXPR_IN' && a.rexpr?.List)
         return typedOperatorRunsUserCode(
           this.cat,
           a.name,
           (a.rexpr.List.items ?? []).map((i: Node) => [type(a.lexpr), type(i)] as const),
+          this.catalogFirst,
         );
-      return operatorRunsUserCode(this.cat, a.name, a.kind);
+      return operatorRunsUserCode(this.cat, a.name, a.kind, this.catalogFirst);
     }
     // `CASE x WHEN v` compares with the `=` its name resolves to, as a written `x = v` would.
-    if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS);
-    if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp);
+    if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS, undefined, this.catalogFirst);
+    if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp, undefined, this.catalogFirst);
     if (node.A_Indirection)
       return (node.A_Indirection.indirection ?? []).some((i: Node) => this.cat.userFunctions.has(str(i) ?? ''));
     return node.typeName !== undefined && typeRunsUserCode(this.cat, node.typeName);

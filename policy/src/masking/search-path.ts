@@ -13,6 +13,19 @@ const MAX_PATHS = 16;
 /** Every search_path that may be in effect (schema names, in order); undefined when not known. */
 export type SearchPaths = ReadonlyArray<readonly string[]>;
 
+/** What the analysis knows of a session's search_path. */
+export interface SessionPaths {
+  /** Unqualified relation names resolve through these (onSearchPath). */
+  paths?: SearchPaths;
+  /** Every path searches pg_catalog first (see reachableUserOperators). */
+  catalogFirst?: boolean;
+}
+
+/** Whether every path searches pg_catalog first: it does not name it, or names it first. False when not known. */
+export function catalogFirst(paths: SearchPaths | undefined): boolean {
+  return paths?.every((p) => p.indexOf('pg_catalog') <= 0) === true;
+}
+
 /**
  * The relations among `candidates` (one name, several schemas) that some path reaches first. All of them where a path
  * reaches none (PostgreSQL's error) or none is known.

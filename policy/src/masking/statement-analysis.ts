@@ -7,7 +7,7 @@ import type { CatalogSnapshot } from './catalog-snapshot.js';
 import { emptyLineage, type Lineage, type OutputColumn, unknownLineage } from './lineage.js';
 import { resolveRef } from './lineage-scope.js';
 import { LineageWalker } from './lineage-walker.js';
-import type { SearchPaths } from './search-path.js';
+import type { SessionPaths } from './search-path.js';
 import { parseStatements, type RawStmt } from './sql-parse.js';
 
 export interface MaskAnalysis {
@@ -88,18 +88,18 @@ function relationNames(node: Node, out: Array<[string | undefined, string]> = []
   return out;
 }
 
-/** `paths`: the search_paths the session may be under, when known (unqualified names then resolve through them). */
+/** `session`: what the sidecar knows of the session's search_path (unqualified names and operators resolve by it). */
 export function analyzeStatementForMasking(
   raw: RawStmt,
   cat: CatalogSnapshot,
   named: NamedOutputs,
-  paths?: SearchPaths,
+  session?: SessionPaths,
 ): MaskAnalysis {
   const node = raw.stmt ?? {};
   const kind = Object.keys(node)[0] ?? 'Unknown';
   const s = node[kind];
   const a: MaskAnalysis = { kind, returnsRows: false, outputs: [], predicate: emptyLineage(), written: emptyLineage() };
-  const w = new LineageWalker(cat, a, 0, paths);
+  const w = new LineageWalker(cat, a, 0, session);
   const rows = (outputs: OutputColumn[]): void => {
     a.returnsRows = true;
     a.outputs = outputs;
@@ -128,7 +128,7 @@ export function analyzeStatementForMasking(
     case 'ExplainStmt': {
       // The plan text holds expressions and the client's own literals, not column values; the inner
       // statement still counts for predicates (EXPLAIN ANALYZE runs it) and writes.
-      const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named, paths);
+      const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named, session);
       a.predicate = inner.predicate;
       a.written = inner.written;
       // EXPLAIN ANALYZE runs the statement: its functions and triggers RAISE and notify as they would without it.
@@ -241,7 +241,7 @@ export function analyzeForMasking(
   sql: string,
   cat: CatalogSnapshot,
   named: NamedOutputs,
-  paths?: SearchPaths,
+  session?: SessionPaths,
 ): MaskAnalysis[] {
   // A DECLARE or PREPARE earlier in the same Query is visible to a FETCH or EXECUTE later in it.
   const local = new Map<string, OutputColumn[]>();
@@ -251,7 +251,7 @@ export function analyzeForMasking(
   };
   let defined = false;
   return parseStatements(sql).map((raw) => {
-    const a = analyzeStatementForMasking(raw, cat, seen, paths);
+    const a = analyzeStatementForMasking(raw, cat, seen, session);
     // `CREATE OPERATOR …; SELECT a =~~= b` in one Query: the snapshot cannot know the operator yet.
     if (defined) a.opaque = true;
     defined ||= a.definesCode === true;

@@ -2,9 +2,11 @@ import {
   alignOutputs,
   analyzeForMasking,
   type CatalogSnapshot,
+  catalogFirst,
   checkMaskedUsage,
   compileMasking,
   emptyLineage,
+  hidesUserOperators,
   initMaskingParser,
   type KeyResolver,
   type Lineage,
@@ -222,7 +224,7 @@ export function createMasker(opts: MaskerOptions): Masker {
   const bound = new WeakMap<Verdict, string>();
   const rowCalls = new WeakMap<Verdict, number>();
   const stats = new WeakMap<Verdict, Array<{ columns: string[]; counters: MaskingCounters; reported: number }>>();
-  const cache = new Map<string, { gen: number; analyses: MaskAnalysis[] }>();
+  const cache = new Map<string, { gen: number; catalogFirst: boolean; analyses: MaskAnalysis[] }>();
   const counters = { cells: 0, columns: 0 };
   const paths = new SearchPathTracker(opts.searchPath);
   /** Analyses under the search_paths the session may be under, for output lineage (see lineageFor). */
@@ -235,17 +237,18 @@ export function createMasker(opts: MaskerOptions): Masker {
   const analyze = (sql: string): MaskAnalysis[] | undefined => {
     const gen = catalog.generation;
     const hit = cache.get(sql);
-    if (hit && hit.gen === gen) return hit.analyses;
+    const first = catalogFirst(paths.paths);
+    if (hit && hit.gen === gen && hit.catalogFirst === first) return hit.analyses;
     let analyses: MaskAnalysis[];
     try {
-      analyses = analyzeForMasking(sql, catalog.snapshot(), named);
+      analyses = analyzeForMasking(sql, catalog.snapshot(), named, { catalogFirst: first });
     } catch {
       return undefined; // unparseable: the decision engine denies it; planRows treats lineage as unknown
     }
     // FETCH / EXECUTE depend on session state, not only on the text.
     if (!analyses.some((a) => a.kind === 'FetchStmt' || a.kind === 'ExecuteStmt')) {
       if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-      cache.set(sql, { gen, analyses });
+      cache.set(sql, { gen, catalogFirst: first, analyses });
     }
     return analyses;
   };
@@ -330,7 +333,7 @@ export function createMasker(opts: MaskerOptions): Masker {
     if (hit && hit.gen === gen && hit.version === paths.version) return hit.analyses;
     let analyses: MaskAnalysis[];
     try {
-      analyses = analyzeForMasking(sql, catalog.snapshot(), named, known);
+      analyses = analyzeForMasking(sql, catalog.snapshot(), named, { paths: known, catalogFirst: catalogFirst(known) });
     } catch {
       return all;
     }
@@ -366,6 +369,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!config.active) return undefined;
       remember(sql);
       await Promise.all([initMaskingParser(), catalog.ensure()]);
+      const wasCatalogFirst = catalogFirst(paths.paths);
       const analyses = analyze(sql);
       if (!analyses) {
         paths.forget();
@@ -396,6 +400,11 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!denied && analyses.some((a) => a.definesCode)) codeDefined = true;
       // Code the snapshot does not show (the session's own, an event trigger's) may call set_config() too.
       if (codeDefined || (catalog.eventTriggers && analyses.some(firesEventTriggers))) paths.forget();
+      // pg_catalog no longer surely first on the path: a user operator it hid may now be chosen, also by statements
+      // checked before (PostgreSQL analyses a prepared statement again under the new path, and this Query's own were
+      // analysed under the old one).
+      if (wasCatalogFirst && !catalogFirst(paths.paths) && config.columns.length > 0 && hidesUserOperators(snap))
+        opaqueSeen = true;
       return denied;
     },
     bind(verdict, sql) {
