@@ -57,3 +57,25 @@ describe('withMasking', () => {
     expect(bound).toEqual([v]);
   });
 });
+
+describe('the search_path a masker starts from', () => {
+  it('is the one the login gives PostgreSQL: the hooks’ own in place of the client’s, else the client’s', () => {
+    const { m } = masker({ now: false });
+    const seen: Array<string | undefined> = [];
+    const client = { ...info, startup: { params: { Search_Path: 'client_schema' } } } as unknown as SessionInfo;
+    const pinned: ProxyHooks = {
+      ...inner,
+      openSession: (i) => ({ ...inner.openSession(i), startupParams: () => ({ search_path: '"public"' }) }),
+    };
+    for (const [hooks, who] of [
+      [pinned, client],
+      [inner, client],
+      [inner, info],
+    ] as const)
+      withMasking(hooks, (_i, path) => {
+        seen.push(path);
+        return m;
+      }).openSession(who);
+    expect(seen).toEqual(['"public"', 'client_schema', undefined]);
+  });
+});
