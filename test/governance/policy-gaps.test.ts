@@ -84,6 +84,27 @@ describe('user functions a rule with a functions list must cover', () => {
     // Qualified, it is pg_catalog's.
     expect((await c.query('SELECT pg_catalog.lower(v) AS l FROM notes')).rows).toEqual([{ l: 'a' }]);
   });
+
+  it('one another connection created during an idle spell counts for the first statement after it', async () => {
+    const c = await listed.client();
+    expect((await c.query('SELECT pg_catalog.upper(v) AS u FROM notes')).rows).toEqual([{ u: 'A' }]);
+    // Idle past the catalog check interval (1 s): no check runs, the snapshot stays as it was.
+    await new Promise((r) => setTimeout(r, 1_500));
+    await db.su(`CREATE FUNCTION public.upper(v varchar) RETURNS text LANGUAGE sql
+      AS $$ SELECT public.log_read('upper')::text $$`);
+    try {
+      const before = await db.readCount();
+      const err = await errorOf(c, 'SELECT upper(v) AS u FROM notes');
+      expect(err?.message).toBe(
+        `pgwarden: statement denied by the default action: function "public.upper" is not in rule "reads"'s functions list`,
+      );
+      expect(await db.readCount()).toBe(before);
+      // PostgreSQL runs the user's for a varchar.
+      expect((await db.su('SELECT upper(v) AS u FROM notes')).rows).toEqual([{ u: 'true' }]);
+    } finally {
+      await db.su('DROP FUNCTION public.upper(varchar)');
+    }
+  });
 });
 
 describe('t.f on a CTE or subquery', () => {

@@ -1,7 +1,7 @@
 import type { MaskingSettings } from '@pgwarden/policy';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { allowAllHooks, type Sidecar, startSidecar } from '../../sidecar/src/index.js';
+import { allowAllHooks, type ProxyHooks, type Sidecar, startSidecar } from '../../sidecar/src/index.js';
 import {
   CatalogCache,
   type CatalogCacheOptions,
@@ -26,7 +26,8 @@ export interface MaskedSidecar {
 export async function startMaskedSidecar(
   schema: string,
   settings: MaskingSettings = {},
-  opts: { database?: string; catalog?: CatalogCacheOptions } = {},
+  /** `searchPath`: given to PostgreSQL at login in place of the client's, as the governed sidecar pins it. */
+  opts: { database?: string; catalog?: CatalogCacheOptions; searchPath?: string } = {},
 ): Promise<MaskedSidecar> {
   const shared = inject('pg');
   const database = opts.database ?? shared.database;
@@ -35,8 +36,18 @@ export async function startMaskedSidecar(
   const query = upstreamCatalogQuery(upstream, creds);
   const catalog = new CatalogCache(query, opts.catalog);
   const rules = [{ name: 'pii', spec: maskingSpec(schema) }];
-  const hooks = withMasking(allowAllHooks(), (info) =>
+  const allow = allowAllHooks();
+  const pin = opts.searchPath;
+  const inner: ProxyHooks =
+    pin === undefined
+      ? allow
+      : {
+          ...allow,
+          openSession: (info) => ({ ...allow.openSession(info), startupParams: () => ({ search_path: pin }) }),
+        };
+  const hooks = withMasking(inner, (info, searchPath) =>
     createMasker({
+      searchPath,
       rules,
       settings,
       catalog,

@@ -24,6 +24,12 @@ export interface RangeItem {
   columns: ScopeColumn[] | null;
   /** Lineage of any column of an item with unknown columns. */
   anyLin: Lineage;
+  /**
+   * An unqualified name that may be relations of different columns (one per schema a search_path may reach): `columns`
+   * holds each name once, with every candidate's lineage, but no candidate's order, so `*` expands to an unknown number
+   * of columns.
+   */
+  unordered?: true;
 }
 
 export interface Scope {
@@ -158,8 +164,11 @@ export function findCte(name: string, scope: Scope | undefined): DerivedColumns 
  * A join's output columns as PostgreSQL orders them, which an alias's column list renames by position (`(a JOIN b
  * USING (id)) AS j(x, y)`): with USING or NATURAL the shared columns first, once each, then the left side's others,
  * then the right side's (https://www.postgresql.org/docs/current/queries-table-expressions.html#QUERIES-JOIN).
- * A shared column is the left one's value, the right one's (RIGHT JOIN) or either (FULL JOIN): it gets both
- * lineages. null when a side's columns are not known one by one.
+ * null when a side's columns are not known one by one. A shared column's value is what PostgreSQL's
+ * buildMergedJoinVar (parse_clause.c) makes it: the left column's for LEFT JOIN, the right one's for RIGHT JOIN,
+ * `COALESCE(left, right)` for FULL JOIN (both lineages); for an inner join the left one unless it needs a coercion to
+ * the common type and the right one does not, so the left one only where both are catalog columns of one type (a
+ * typmod difference relabels both, which keeps the left), else both.
  */
 export function joinColumns(left: ScopeColumn[] | null, right: ScopeColumn[] | null, j: Node): ScopeColumn[] | null {
   if (left === null || right === null) return null;
@@ -172,11 +181,39 @@ export function joinColumns(left: ScopeColumn[] | null, right: ScopeColumn[] | n
     const l = left.find((c) => c.name === name);
     const r = right.find((c) => c.name === name);
     // A USING name one side lacks is PostgreSQL's error; unknown keeps a wrong guess from passing.
-    const lin = l && r ? addLineage(addLineage(emptyLineage(), l.lin), r.lin) : unknownLineage();
+    const lin = l && r ? mergedLineage(l, r, j.jointype) : unknownLineage();
     merged.push({ name, lin, typeOid: l?.typeOid === r?.typeOid ? l?.typeOid : undefined });
   }
   const rest = (side: ScopeColumn[]) => side.filter((c) => !shared.includes(c.name));
   return [...merged, ...rest(left), ...rest(right)];
+}
+
+function mergedLineage(l: ScopeColumn, r: ScopeColumn, jointype: string | undefined): Lineage {
+  const both = () => addLineage(addLineage(emptyLineage(), l.lin), r.lin);
+  switch (jointype) {
+    case 'JOIN_LEFT':
+      return addLineage(emptyLineage(), l.lin);
+    case 'JOIN_RIGHT':
+      return addLineage(emptyLineage(), r.lin);
+    case 'JOIN_INNER':
+      return l.typeOid !== undefined && l.typeOid === r.typeOid ? addLineage(emptyLineage(), l.lin) : both();
+    default:
+      return both();
+  }
+}
+
+/**
+ * The item a join's USING alias names (`a JOIN b USING (id) AS x`, PostgreSQL 14+): the shared columns only, as the
+ * join gives them (https://www.postgresql.org/docs/current/sql-select.html#SQL-FROM, join_using_alias). `x.f` for
+ * any other f is `f(x)`, and `x` the row of those columns. `joined`: the join's columns (joinColumns), null when not
+ * known one by one; `sides`: its left and right items, whose columns of each name any shared column may then be.
+ */
+export function usingAliasItem(j: Node, joined: ScopeColumn[] | null, sides: RangeItem[]): RangeItem {
+  const names: string[] = (j.usingClause ?? []).map((u: Node) => str(u) ?? '');
+  const columns =
+    joined?.slice(0, names.length) ??
+    names.map((name) => ({ name, lin: resolveRef([{ String: { sval: name } }], { items: sides, ctes: new Map() }) }));
+  return { names: [j.join_using_alias.aliasname], columns, anyLin: emptyLineage() };
 }
 
 /** Applies an alias column list (`AS a(x, y)`) positionally. */

@@ -41,8 +41,10 @@ import {
   type Scope,
   type ScopeColumn,
   str,
+  usingAliasItem,
   wholeRow,
 } from './lineage-scope.js';
+import { onSearchPath, type SearchPaths, type SessionPaths } from './search-path.js';
 import { parseViewQuery } from './sql-parse.js';
 import {
   callsInFieldNotation,
@@ -77,6 +79,10 @@ export interface LineageSink {
   written: Lineage;
   /** Set when user-defined code runs (functions outside pg_catalog, DO, CALL): its RAISE output is opaque. */
   opaque?: boolean;
+  /** Set when set_config() runs: it may change search_path (see search-path.ts). */
+  setsConfig?: boolean;
+  /** Set when an unqualified relation name had candidates in more than one schema. */
+  ambiguousNames?: boolean;
   /**
    * Set when the statement reads data the parse tree cannot trace (SQL run from text, planner statistics, cursors
    * and prepared statements it did not see declared): what it reads may be masked. Names that resolve to nothing
@@ -89,17 +95,30 @@ interface ViewMemo {
   outs: OutputColumn[];
   /** The definition calls user-defined code. */
   opaque: boolean;
+  /** The definition calls set_config(). */
+  setsConfig: boolean;
 }
 
 export class LineageWalker {
   /** Each JoinExpr's output columns as PostgreSQL orders them (joinColumns), for the join above it and its alias. */
   private joinOutputs?: WeakMap<Node, ScopeColumn[] | null>;
 
+  private readonly paths?: SearchPaths;
+  private readonly catalogFirst: boolean;
+
+  /**
+   * `session`: what the sidecar knows of the session's search_path (see search-path.ts). A view's definition never
+   * gets it, as pg_get_viewdef qualifies names by the catalog connection's path, not the session's.
+   */
   constructor(
     private readonly cat: CatalogSnapshot,
     readonly sink: LineageSink,
     private readonly depth = 0,
-  ) {}
+    session: SessionPaths = {},
+  ) {
+    this.paths = session.paths;
+    this.catalogFirst = session.catalogFirst === true;
+  }
 
   /** Output columns of a SelectStmt body (also the bare larg/rarg objects of set operations). */
   select(stmt: Node, parent?: Scope): OutputColumn[] {
@@ -159,8 +178,8 @@ export class LineageWalker {
         const items = qual.length === 0 ? (scope.star ?? scope.items) : findItems(scope, qual);
         if (items.length === 0) out.push({ name: '*', lin: unknownLineage(), expands: true });
         for (const item of items) {
-          if (item.columns) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
-          else out.push({ name: '*', lin: item.anyLin, expands: true });
+          if (item.columns && !item.unordered) out.push(...item.columns.map((c) => ({ name: c.name, lin: c.lin })));
+          else out.push({ name: '*', lin: wholeRow(item), expands: true });
         }
         continue;
       }
@@ -340,7 +359,11 @@ export class LineageWalker {
       addLineage(this.sink.predicate, this.expr(j.quals, inner));
       for (const u of j.usingClause ?? []) addLineage(this.sink.predicate, resolveRef([u], inner));
       // USING and NATURAL compare the shared columns with the `=` their names resolve to.
-      if ((j.usingClause?.length || j.isNatural) && operatorRunsUserCode(this.cat, EQUALS)) this.sink.opaque = true;
+      if (
+        (j.usingClause?.length || j.isNatural) &&
+        operatorRunsUserCode(this.cat, EQUALS, undefined, this.catalogFirst)
+      )
+        this.sink.opaque = true;
       if (j.isNatural) {
         // NATURAL JOIN compares every column name the two sides share (unknown columns: any of them).
         const names = (side: RangeItem[]) => new Set(side.flatMap((i) => (i.columns ?? []).map((c) => c.name)));
@@ -353,6 +376,8 @@ export class LineageWalker {
       const cols = joinColumns(this.sideColumns(j.larg, leftItems), this.sideColumns(j.rarg, rightItems), j);
       this.joinOutputs ??= new WeakMap();
       this.joinOutputs.set(j, cols);
+      // Before the join's alias, which joinStarItem finds last.
+      if (j.join_using_alias) items.push(usingAliasItem(j, cols, [...leftItems, ...rightItems]));
       if (j.alias) {
         const anyLin = items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
         items.push(renamed({ names: [j.alias.aliasname], columns: cols, anyLin }, j.alias));
@@ -378,7 +403,7 @@ export class LineageWalker {
    */
   private sideColumns(side: Node, items: RangeItem[]): ScopeColumn[] | null {
     if (side?.JoinExpr) return this.joinStarItem(side.JoinExpr, items).columns;
-    return items.length === 1 ? items[0].columns : null;
+    return items.length === 1 && !items[0].unordered ? items[0].columns : null;
   }
 
   private relationItem(rv: Node, scope: Scope, target = false): RangeItem {
@@ -389,14 +414,16 @@ export class LineageWalker {
       const cte = findCte(name, scope);
       if (cte) return renamed({ names, columns: cte.columns, anyLin: cte.anyLin }, alias);
     }
-    const candidates = (this.cat.byName.get(name) ?? []).filter((r) => !rv.schemaname || r.schema === rv.schemaname);
+    const all = this.cat.byName.get(name) ?? [];
+    const candidates = rv.schemaname ? all.filter((r) => r.schema === rv.schemaname) : onSearchPath(all, this.paths);
     // Not untraceable: most such names are typos, whose error should name them (a relation created elsewhere since
     // the last catalog load is the exception; docs/masking.md, Not covered).
     if (candidates.length === 0) return { names, columns: null, anyLin: unknownLineage() };
     if (!alias) for (const c of candidates) names.push(`${c.schema}.${c.name}`);
-    // Unqualified names may resolve to any schema on the session's search_path, which the client can change:
-    // take every candidate.
+    // Unqualified names may resolve to any schema on a search_path the session may be under (every schema when the
+    // sidecar does not know the path): take every such candidate.
     const columns: ScopeColumn[] = [];
+    const shapes = new Set<string>();
     const seen = new Map<string, number>();
     let read = 0;
     let anyLin = emptyLineage();
@@ -429,11 +456,17 @@ export class LineageWalker {
         } else columns.push({ name, lin, typeOid: col.typeOid || undefined });
       });
       read++;
+      shapes.add(rel.columns.map((c) => c.name).join('\u0000'));
     }
+    if (read > 1) this.sink.ambiguousNames = true;
     // Where a candidate has no column of the name, `t.name` on it is PostgreSQL's call name(t).
     for (const c of columns) if ((seen.get(c.name) ?? 0) < read) c.maybeCall = true;
     const onlyOpaque = candidates.every((r) => isSystemRelation(r) && r.columns.length === 0);
-    return { names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin };
+    const item: RangeItem = { names, columns: onlyOpaque || anyLin.unknown ? null : columns, anyLin };
+    // Candidates whose columns differ in name or order: no position is known (positions of one, names of another
+    // lined a masked column up with an unmasked one's lineage).
+    if (shapes.size > 1) item.unordered = true;
+    return item;
   }
 
   /** Lineage of one column of a catalog relation: itself, plus (for views) what the view computes it from. */
@@ -452,6 +485,7 @@ export class LineageWalker {
     if (memo) {
       // A view's user-defined functions run whenever it is read, and RAISE into the reader's session.
       if (memo.opaque) this.sink.opaque = true;
+      if (memo.setsConfig) this.sink.setsConfig = true;
       return memo.outs;
     }
     if (!rel.viewSql || this.depth > 16) return undefined;
@@ -463,12 +497,13 @@ export class LineageWalker {
       const sink: LineageSink = { predicate: emptyLineage(), written: emptyLineage() };
       const walker = new LineageWalker(this.cat, sink, this.depth + 1);
       const outs = tree ? walker.statementOutputs(tree) : undefined;
-      if (outs) done = { outs, opaque: sink.opaque === true };
+      if (outs) done = { outs, opaque: sink.opaque === true, setsConfig: sink.setsConfig === true };
     } finally {
       if (done) this.cat.viewMemo.set(rel.oid, done);
       else this.cat.viewMemo.delete(rel.oid);
     }
     if (done?.opaque) this.sink.opaque = true;
+    if (done?.setsConfig) this.sink.setsConfig = true;
     return done?.outs;
   }
 
@@ -484,8 +519,8 @@ export class LineageWalker {
     if (node.SubLink) {
       // `x IN (SELECT …)` is an ANY sublink whose `=` the parser leaves unnamed.
       const sl = node.SubLink;
-      if (operatorRunsUserCode(this.cat, sl.operName ?? (sl.subLinkType === 'ANY_SUBLINK' ? EQUALS : undefined)))
-        this.sink.opaque = true;
+      const op = sl.operName ?? (sl.subLinkType === 'ANY_SUBLINK' ? EQUALS : undefined);
+      if (operatorRunsUserCode(this.cat, op, undefined, this.catalogFirst)) this.sink.opaque = true;
       const lin = this.expr(node.SubLink.testexpr, scope);
       for (const o of this.statementOutputs(node.SubLink.subselect, scope)) addLineage(lin, o.lin);
       return lin;
@@ -513,6 +548,7 @@ export class LineageWalker {
       (schema ? !SYSTEM_FUNCTION_SCHEMAS.has(schema) : this.cat.userFunctions.has(fname)) ||
       this.cat.codeTypes.has(fname);
     if (SIDE_CHANNEL_FUNCTIONS.has(fname)) addLineage(this.sink.written, args);
+    if (fname === 'set_config') this.sink.setsConfig = true;
     // A set-returning function's row count depends on its arguments: like a predicate, it can be read back.
     if (SET_RETURNING_FUNCTIONS.has(fname)) addLineage(this.sink.predicate, args);
     if (userDefined) this.sink.opaque = true;
@@ -535,18 +571,19 @@ export class LineageWalker {
       const a = node.A_Expr;
       const type = (n: Node) => this.operandType(n, scope);
       if ((a.kind === 'AEXPR_OP' || a.kind === 'AEXPR_NULLIF') && a.lexpr && a.rexpr)
-        return typedOperatorRunsUserCode(this.cat, a.name, [[type(a.lexpr), type(a.rexpr)]]);
+        return typedOperatorRunsUserCode(this.cat, a.name, [[type(a.lexpr), type(a.rexpr)]], this.catalogFirst);
       if (a.kind === 'AEXPR_IN' && a.rexpr?.List)
         return typedOperatorRunsUserCode(
           this.cat,
           a.name,
           (a.rexpr.List.items ?? []).map((i: Node) => [type(a.lexpr), type(i)] as const),
+          this.catalogFirst,
         );
-      return operatorRunsUserCode(this.cat, a.name, a.kind);
+      return operatorRunsUserCode(this.cat, a.name, a.kind, this.catalogFirst);
     }
     // `CASE x WHEN v` compares with the `=` its name resolves to, as a written `x = v` would.
-    if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS);
-    if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp);
+    if (node.CaseExpr?.arg) return operatorRunsUserCode(this.cat, EQUALS, undefined, this.catalogFirst);
+    if (node.SortBy) return operatorRunsUserCode(this.cat, node.SortBy.useOp, undefined, this.catalogFirst);
     if (node.A_Indirection)
       return (node.A_Indirection.indirection ?? []).some((i: Node) => this.cat.userFunctions.has(str(i) ?? ''));
     return node.typeName !== undefined && typeRunsUserCode(this.cat, node.typeName);

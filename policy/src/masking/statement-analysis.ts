@@ -2,10 +2,12 @@
  * Per-statement lineage facts for masking: output columns, predicate and write usage of columns, COPY TO
  * sources, and cursor / prepared-statement names (so FETCH and EXECUTE find the lineage of their query).
  */
+import { literalString } from '../sql/function-calls.js';
 import type { CatalogSnapshot } from './catalog-snapshot.js';
 import { emptyLineage, type Lineage, type OutputColumn, unknownLineage } from './lineage.js';
 import { resolveRef } from './lineage-scope.js';
 import { LineageWalker } from './lineage-walker.js';
+import type { SessionPaths } from './search-path.js';
 import { parseStatements, type RawStmt } from './sql-parse.js';
 
 export interface MaskAnalysis {
@@ -23,6 +25,12 @@ export interface MaskAnalysis {
   opaque?: boolean;
   /** Reads data the parse tree cannot trace (see LineageSink.untraceable). */
   untraceable?: boolean;
+  /** Calls set_config() (see LineageSink.setsConfig). */
+  setsConfig?: boolean;
+  /** An unqualified relation name had candidates in more than one schema (see LineageSink.ambiguousNames). */
+  ambiguousNames?: boolean;
+  /** `SET search_path`: the schemas it names, or `unknown` where they are not constants. */
+  searchPath?: readonly string[] | 'unknown';
   /**
    * Defines code that later statements can run without naming it as a function (an operator, cast, domain CHECK,
    * trigger, rule, constraint) or a function: the catalog snapshot does not know it until the client's transaction
@@ -80,12 +88,18 @@ function relationNames(node: Node, out: Array<[string | undefined, string]> = []
   return out;
 }
 
-export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, named: NamedOutputs): MaskAnalysis {
+/** `session`: what the sidecar knows of the session's search_path (unqualified names and operators resolve by it). */
+export function analyzeStatementForMasking(
+  raw: RawStmt,
+  cat: CatalogSnapshot,
+  named: NamedOutputs,
+  session?: SessionPaths,
+): MaskAnalysis {
   const node = raw.stmt ?? {};
   const kind = Object.keys(node)[0] ?? 'Unknown';
   const s = node[kind];
   const a: MaskAnalysis = { kind, returnsRows: false, outputs: [], predicate: emptyLineage(), written: emptyLineage() };
-  const w = new LineageWalker(cat, a);
+  const w = new LineageWalker(cat, a, 0, session);
   const rows = (outputs: OutputColumn[]): void => {
     a.returnsRows = true;
     a.outputs = outputs;
@@ -114,12 +128,14 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
     case 'ExplainStmt': {
       // The plan text holds expressions and the client's own literals, not column values; the inner
       // statement still counts for predicates (EXPLAIN ANALYZE runs it) and writes.
-      const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named);
+      const inner = analyzeStatementForMasking({ stmt: s.query }, cat, named, session);
       a.predicate = inner.predicate;
       a.written = inner.written;
       // EXPLAIN ANALYZE runs the statement: its functions and triggers RAISE and notify as they would without it.
       a.opaque = inner.opaque;
       a.untraceable = inner.untraceable;
+      a.setsConfig = inner.setsConfig;
+      a.ambiguousNames = inner.ambiguousNames;
       rows([{ name: 'QUERY PLAN', lin: emptyLineage() }]);
       break;
     }
@@ -177,6 +193,13 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
       // creating client's predicates (a view the agent writes must not launder a predicate on a masked column).
       w.statementOutputs(s.query);
       break;
+    case 'VariableSetStmt':
+      // Each argument is one schema name, as written (an identifier is already folded to lower case by the parser).
+      if (String(s.name).toLowerCase() === 'search_path' && s.kind === 'VAR_SET_VALUE') {
+        const schemas = ((s.args ?? []) as Node[]).map((arg) => literalString(arg));
+        a.searchPath = schemas.every((x) => x !== undefined) ? (schemas as string[]) : 'unknown';
+      }
+      break;
     case 'VariableShowStmt':
       rows([{ name: s.name, lin: emptyLineage() }]);
       break;
@@ -214,7 +237,12 @@ export function analyzeStatementForMasking(raw: RawStmt, cat: CatalogSnapshot, n
 }
 
 /** Analyses every statement of a Query/Parse text. Throws MaskingError on unparseable SQL. */
-export function analyzeForMasking(sql: string, cat: CatalogSnapshot, named: NamedOutputs): MaskAnalysis[] {
+export function analyzeForMasking(
+  sql: string,
+  cat: CatalogSnapshot,
+  named: NamedOutputs,
+  session?: SessionPaths,
+): MaskAnalysis[] {
   // A DECLARE or PREPARE earlier in the same Query is visible to a FETCH or EXECUTE later in it.
   const local = new Map<string, OutputColumn[]>();
   const seen: NamedOutputs = {
@@ -223,7 +251,7 @@ export function analyzeForMasking(sql: string, cat: CatalogSnapshot, named: Name
   };
   let defined = false;
   return parseStatements(sql).map((raw) => {
-    const a = analyzeStatementForMasking(raw, cat, seen);
+    const a = analyzeStatementForMasking(raw, cat, seen, session);
     // `CREATE OPERATOR …; SELECT a =~~= b` in one Query: the snapshot cannot know the operator yet.
     if (defined) a.opaque = true;
     defined ||= a.definesCode === true;

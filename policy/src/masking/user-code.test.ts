@@ -204,6 +204,26 @@ describe('operators resolved by operand types', () => {
     expect(opaque("SELECT id FROM customers WHERE spot = 'x'", withUserEquals(1082, 1082))).toBe(false);
     expect(opaque("SELECT id FROM customers WHERE ssn::text[] = '{x}'", withUserEquals(1082, 1082))).toBe(true);
   });
+  it('a user operator of pg_catalog’s operand types is hidden where every search_path searches pg_catalog first', () => {
+    const snap = withUserEquals(25, 25);
+    const uses = [
+      ...varcharUses,
+      "SELECT id FROM customers WHERE full_name = 'x'",
+      'SELECT CASE ssn WHEN 1 THEN 1 END FROM customers',
+    ];
+    const on = (sql: string, catalogFirst: boolean) =>
+      analyzeForMasking(sql, snap, named, { catalogFirst }).some((a) => a.opaque === true);
+    for (const sql of uses) {
+      expect(on(sql, true), sql).toBe(false);
+      expect(on(sql, false), sql).toBe(true);
+    }
+    // A user operator of other operand types is not hidden by pg_catalog's.
+    expect(
+      analyzeForMasking("SELECT id FROM customers WHERE ssn = 'x'", withUserEquals(1043, 1043), named, {
+        catalogFirst: true,
+      }).some((a) => a.opaque === true),
+    ).toBe(true);
+  });
   it('without the operand types of a name loaded, every use of it counts', () => {
     const snap = buildCatalogSnapshot(table(100, 'customers', [['id', 23]]), [], [], { operators: ['='] });
     expect(opaque('SELECT id FROM customers WHERE id = 1', snap)).toBe(true);

@@ -15,9 +15,15 @@ export const EQUALS: Node[] = [{ String: { sval: '=' } }];
  * name resolves by argument types over the search_path
  * (https://www.postgresql.org/docs/current/typeconv-oper.html), so a user operator of that name anywhere may be the
  * one chosen (`~~` on (varchar, varchar) beats pg_catalog's (text, text) for `v LIKE 'x'`); a qualified one outside
- * pg_catalog is always a user's, known to the snapshot or not.
+ * pg_catalog is always a user's, known to the snapshot or not. `catalogFirst`: every search_path the session may be
+ * under searches pg_catalog first (see reachableUserOperators).
  */
-export function operatorRunsUserCode(cat: CatalogSnapshot, name: Node[] | undefined, kind?: string): boolean {
+export function operatorRunsUserCode(
+  cat: CatalogSnapshot,
+  name: Node[] | undefined,
+  kind?: string,
+  catalogFirst = false,
+): boolean {
   if (!name?.length) return false;
   const parts = name.map(str);
   const schema = parts.length > 1 ? parts[parts.length - 2] : undefined;
@@ -25,7 +31,28 @@ export function operatorRunsUserCode(cat: CatalogSnapshot, name: Node[] | undefi
   if (schema !== undefined) return !SYSTEM_FUNCTION_SCHEMAS.has(schema);
   // BETWEEN is parsed with its own name and becomes `>=` and `<=` (NOT BETWEEN: `<` and `>`).
   const ops = kind?.includes('BETWEEN') ? ['>=', '<=', '<', '>'] : [parts[parts.length - 1] ?? ''];
-  return ops.some((o) => cat.userOperators.has(o));
+  return ops.some((o) => cat.userOperators.has(o) && (!catalogFirst || reachableUserOperators(cat, o, true).size > 0));
+}
+
+/** Whether pg_catalog hides some user operator (one of the same name and operand types) while searched first. */
+export function hidesUserOperators(cat: CatalogSnapshot): boolean {
+  for (const sigs of cat.operatorSignatures.values()) for (const k of sigs.user) if (sigs.builtin.has(k)) return true;
+  return false;
+}
+
+/**
+ * The operand types (`left,right` keys) of the user operators named `name` that an unqualified use can reach. Among
+ * operators of one name and the same operand types only the one in the schema the search_path reaches first is a
+ * candidate (namespace.c, OpernameGetCandidates), and pg_catalog comes first unless the path names it
+ * (https://www.postgresql.org/docs/current/ddl-schemas.html#DDL-SCHEMAS-CATALOG): with `catalogFirst`, a user
+ * `=` (text, text) is never chosen, for text operands or for varchar ones that convert to text, as pg_catalog's hides
+ * it. Unknown signatures: all of them.
+ */
+export function reachableUserOperators(cat: CatalogSnapshot, name: string, catalogFirst: boolean): ReadonlySet<string> {
+  const sigs = cat.operatorSignatures.get(name);
+  if (sigs === undefined) return new Set(['?']);
+  if (!catalogFirst) return sigs.user;
+  return new Set([...sigs.user].filter((k) => !sigs.builtin.has(k)));
 }
 
 /**
@@ -64,16 +91,18 @@ export function typedOperatorRunsUserCode(
   cat: CatalogSnapshot,
   name: Node[] | undefined,
   pairs: ReadonlyArray<readonly [number | undefined, number | undefined]>,
+  catalogFirst = false,
 ): boolean {
-  if (!operatorRunsUserCode(cat, name)) return false;
+  if (!operatorRunsUserCode(cat, name, undefined, catalogFirst)) return false;
   if (!name || name.length > 1) return true;
   const sigs = cat.operatorSignatures.get(str(name[0]) ?? '');
   if (!sigs || pairs.length === 0) return true;
+  const user = reachableUserOperators(cat, str(name[0]) ?? '', catalogFirst);
   for (const [l0, r0] of pairs) {
     if (l0 === undefined || r0 === undefined || (l0 === UNKNOWN_TYPE && r0 === UNKNOWN_TYPE)) return true;
     const key = `${l0 === UNKNOWN_TYPE ? r0 : l0},${r0 === UNKNOWN_TYPE ? l0 : r0}`;
-    if (sigs.user.has(key)) return true;
-    if (!sigs.builtin.has(key) && userOperatorCandidate(cat, sigs.user, l0, r0)) return true;
+    if (user.has(key)) return true;
+    if (!sigs.builtin.has(key) && userOperatorCandidate(cat, user, l0, r0)) return true;
   }
   return false;
 }

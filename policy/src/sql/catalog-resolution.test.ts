@@ -133,6 +133,21 @@ describe('t.f: a column, or a call of f(t)', () => {
     });
   });
 
+  it("on a join's USING alias, is a column for a USING column, else a call whatever the catalog knows", () => {
+    // `AS x` after USING (PostgreSQL 14+) names the USING columns only; PostgreSQL runs `x.f` as f(x) for any other.
+    const sql = (refs: string) => `SELECT ${refs} FROM orders o JOIN orders p USING (id) AS x`;
+    const { raw } = analyse(sql('x.id, o.status'));
+    // o.status is the catalog's to tell; x.id is a column by the tree alone.
+    expect(raw.ok && raw.statements[0].fieldCalls?.map((c) => c.name)).toEqual(['status']);
+    expect(resolvedByUnknownNames(raw)).toBe(false);
+    expect(functions(sql('x.id'))).toEqual([]);
+    expect(functions(sql('x.status'))).toEqual(['public.status']);
+    expect(functions(sql('x.fresh'))).toEqual(['public.fresh']);
+    expect(resolvedByUnknownNames(analyse(sql('x.fresh')).raw)).toBe(false);
+    // Without parentheses the sides keep their names.
+    expect(functions('SELECT o.id, p.status FROM orders o JOIN orders p USING (id) AS x')).toEqual([]);
+  });
+
   it('says when a name the catalog does not know made t.f a column (the sidecar checks the catalog then)', () => {
     const unknown = (sql: string) => {
       const { raw } = analyse(sql);

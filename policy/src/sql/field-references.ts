@@ -123,6 +123,9 @@ function fromItems(item: Node, out: FromItem[], target?: true): void {
     else {
       fromItems(j.larg as Node, out);
       fromItems(j.rarg as Node, out);
+      // `a JOIN b USING (id) AS x` (PostgreSQL 14+): x names the USING columns, and hides neither side.
+      const using = (j.join_using_alias as { aliasname?: string } | undefined)?.aliasname;
+      if (using !== undefined) out.push({ name: using, node: { JoinUsingAlias: j } });
     }
   } else if (item.RangeTableSample) {
     const rv = (item.RangeTableSample as Node).relation as Node;
@@ -160,6 +163,8 @@ function columnOf(
   ctx: AnalysisContext,
 ): true | false | 'call' | CatalogColumnCheck {
   const body = Object.values(item)[0] as Node;
+  // A join's USING alias has the USING columns and no others: `x.f` for any other f calls f(x).
+  if (item.JoinUsingAlias) return ((body.usingClause as Node[] | undefined) ?? []).map(str).includes(name) || 'call';
   const colnames = ((body.alias as { colnames?: Node[] } | undefined)?.colnames ?? []).map(str);
   if (item.DmlTarget) {
     // The written table itself: never a CTE, whatever the WITH clause names.

@@ -56,6 +56,8 @@ export interface PolicyCatalogSource {
    * cache's PGW_MASK_CATALOG_UNAVAILABLE error when the catalog cannot be read.
    */
   checkForUnknownName(): Promise<CatalogSnapshot> | undefined;
+  /** A current snapshot for a statement calling a built-in name, when a check is due (CatalogCache.checkIfDue). */
+  checkIfDue(): Promise<CatalogSnapshot> | undefined;
   /** The last load or check failed. */
   readonly failing: boolean;
   snapshot(): CatalogSnapshot;
@@ -178,7 +180,19 @@ export class PolicySession implements SessionHooks {
     this.analysed = undefined;
     const v = this.check(req, p, parse);
     const a = this.analysed as SqlAnalysis | undefined;
-    if (a === undefined || p === undefined || !resolvedByUnknownNames(a)) return v;
+    if (a === undefined || p === undefined) return v;
+    if (!resolvedByUnknownNames(a)) {
+      // A user overload of a built-in name another connection created: seen by a check at most verifyMs old (else
+      // the first statement after an idle spell was decided on a snapshot as old as the spell). A failed check keeps
+      // the decision made on the last snapshot.
+      const due = this.callsBuiltinByName(a, p) ? this.ctx.catalog?.()?.checkIfDue() : undefined;
+      return due === undefined
+        ? v
+        : due.then(
+            () => this.decideAnalysed(a, req, p),
+            () => v,
+          );
+    }
     const check = this.ctx.catalog?.()?.checkForUnknownName();
     if (check === undefined) return v;
     return check.then(
@@ -254,6 +268,12 @@ export class PolicySession implements SessionHooks {
         this.ddlInTransaction = false;
       }
     }
+  }
+
+  /** Whether a decision on `a` depends on user functions behind unqualified built-in names (resolveWithCatalog). */
+  private callsBuiltinByName(a: SqlAnalysis, p: RenderedPolicy): boolean {
+    if (!a.ok || !this.ctx.catalog?.()?.loaded || !policyNeedsCatalog(p.policy.spec)) return false;
+    return a.statements.some((s) => s.functions.some((f) => f.schema === 'pg_catalog' && !f.qualified));
   }
 
   /**

@@ -327,6 +327,20 @@ export class CatalogCache {
     return this.current(running ? running.then((failure) => failure ?? this.verify()) : this.verify());
   }
 
+  /**
+   * For a policy decision a user function created since the last check could change (an unqualified call of a
+   * built-in name, which a user overload may stand behind: PolicySession): a promise of a current snapshot when a
+   * reload is due or the last fingerprint check started verifyMs ago or more (joining one that runs), so no decision
+   * rests on a snapshot older than that; undefined when none is due, and while failures are being retried (the
+   * decision then keeps the last snapshot, as before).
+   */
+  checkIfDue(): Promise<CatalogSnapshot> | undefined {
+    const now = Date.now();
+    if (now - this.failedAt < RETRY_MS) return undefined;
+    if (this.reloadDue(now)) return this.current(this.reload());
+    return this.verifyDue(now) ? this.current(this.verify()) : undefined;
+  }
+
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
   get failing(): boolean {
     return this.lastError !== undefined;

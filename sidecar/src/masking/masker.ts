@@ -2,9 +2,11 @@ import {
   alignOutputs,
   analyzeForMasking,
   type CatalogSnapshot,
+  catalogFirst,
   checkMaskedUsage,
   compileMasking,
   emptyLineage,
+  hidesUserOperators,
   initMaskingParser,
   type KeyResolver,
   type Lineage,
@@ -18,6 +20,7 @@ import {
   type MaskingSubject,
   type OutputColumn,
   planColumns,
+  SearchPathTracker,
   scrubFreeText,
   type TextChannel,
   unionLineage,
@@ -45,6 +48,8 @@ export interface MaskerOptions {
   catalog: CatalogCache;
   /** Reads a hash key Secret (mounted files); without one a per-process random key is used. */
   resolveKey?: KeyResolver;
+  /** The search_path the session's login gave PostgreSQL (startupSearchPath); undefined when it gave none. */
+  searchPath?: string;
 }
 
 /** Per-session masking: statement checks, a row plan per RowDescription, free-text scrubbing. */
@@ -63,6 +68,8 @@ export interface Masker {
   scrubText(text: string, channel?: TextChannel, verdict?: Verdict, fields?: ReadonlyMap<string, string>): string;
   /** A statement/portal name the client sent in a protocol message: kept by echo redaction like its SQL. */
   rememberName(name: string): void;
+  /** A statement goes upstream unchecked (no masking rule applied to it): what it did to search_path is not known. */
+  unchecked(): void;
   statementDone(record: StatementRecord): void;
   /** Masked columns and cells of a verdict's results since the last call (audit `masking`), or undefined. */
   takeStats(verdict: Verdict): { columns: string[]; cells: number } | undefined;
@@ -179,6 +186,20 @@ const WITHHELD =
   '[pgwarden: message withheld: user-defined code ran in this session and may have raised masked values]';
 const CACHE_SIZE = 256;
 
+/**
+ * The search_path a session's login gives PostgreSQL: the hooks' own startup parameter in place of the client's (as
+ * the proxy sends them upstream), else the client's; a startup parameter outranks a role's or database's default.
+ * undefined when neither gives one (the path then comes from settings the sidecar does not read).
+ */
+export function startupSearchPath(
+  client: Record<string, string>,
+  own: Record<string, string> | undefined,
+): string | undefined {
+  const find = (params: Record<string, string> | undefined) =>
+    Object.entries(params ?? {}).find(([k]) => k.toLowerCase() === 'search_path')?.[1];
+  return find(own) ?? find(client);
+}
+
 export function createMasker(opts: MaskerOptions): Masker {
   const catalog = opts.catalog;
   let version: string | undefined;
@@ -203,8 +224,11 @@ export function createMasker(opts: MaskerOptions): Masker {
   const bound = new WeakMap<Verdict, string>();
   const rowCalls = new WeakMap<Verdict, number>();
   const stats = new WeakMap<Verdict, Array<{ columns: string[]; counters: MaskingCounters; reported: number }>>();
-  const cache = new Map<string, { gen: number; analyses: MaskAnalysis[] }>();
+  const cache = new Map<string, { gen: number; catalogFirst: boolean; analyses: MaskAnalysis[] }>();
   const counters = { cells: 0, columns: 0 };
+  const paths = new SearchPathTracker(opts.searchPath);
+  /** Analyses under the search_paths the session may be under, for output lineage (see lineageFor). */
+  const pathCache = new Map<string, { gen: number; version: number; analyses: MaskAnalysis[] }>();
   let ddlInTransaction = false;
   let opaqueSeen = false;
   /** The session defined code (see MaskAnalysis.definesCode). */
@@ -213,17 +237,18 @@ export function createMasker(opts: MaskerOptions): Masker {
   const analyze = (sql: string): MaskAnalysis[] | undefined => {
     const gen = catalog.generation;
     const hit = cache.get(sql);
-    if (hit && hit.gen === gen) return hit.analyses;
+    const first = catalogFirst(paths.paths);
+    if (hit && hit.gen === gen && hit.catalogFirst === first) return hit.analyses;
     let analyses: MaskAnalysis[];
     try {
-      analyses = analyzeForMasking(sql, catalog.snapshot(), named);
+      analyses = analyzeForMasking(sql, catalog.snapshot(), named, { catalogFirst: first });
     } catch {
       return undefined; // unparseable: the decision engine denies it; planRows treats lineage as unknown
     }
     // FETCH / EXECUTE depend on session state, not only on the text.
     if (!analyses.some((a) => a.kind === 'FetchStmt' || a.kind === 'ExecuteStmt')) {
       if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string);
-      cache.set(sql, { gen, analyses });
+      cache.set(sql, { gen, catalogFirst: first, analyses });
     }
     return analyses;
   };
@@ -292,10 +317,35 @@ export function createMasker(opts: MaskerOptions): Masker {
     return texts?.length ? texts.join(';\n') : undefined;
   };
 
+  /**
+   * The analyses of `sql` with unqualified names resolved through the search_paths the session may be under, when the
+   * sidecar knows them and some name has candidates in several schemas; else `analyze`'s, which take every candidate.
+   * Checks (predicates, writes, COPY) and the outputs of DECLARE and PREPARE keep every candidate: PostgreSQL analyses
+   * a prepared statement again under the search_path its EXECUTE runs with. Rows are planned after every statement
+   * sent before them was checked, so the paths known then include the one PostgreSQL ran them under.
+   */
+  const analyzeOnPath = (sql: string): MaskAnalysis[] | undefined => {
+    const all = analyze(sql);
+    const known = paths.paths;
+    if (all === undefined || known === undefined || !all.some((a) => a.ambiguousNames)) return all;
+    const gen = catalog.generation;
+    const hit = pathCache.get(sql);
+    if (hit && hit.gen === gen && hit.version === paths.version) return hit.analyses;
+    let analyses: MaskAnalysis[];
+    try {
+      analyses = analyzeForMasking(sql, catalog.snapshot(), named, { paths: known, catalogFirst: catalogFirst(known) });
+    } catch {
+      return all;
+    }
+    if (pathCache.size >= CACHE_SIZE) pathCache.delete(pathCache.keys().next().value as string);
+    pathCache.set(sql, { gen, version: paths.version, analyses });
+    return analyses;
+  };
+
   /** Per-field lineage of the statement a RowDescription belongs to, or undefined (= undecidable). */
   const lineageFor = (fields: RowField[], verdict: Verdict): Lineage[] | undefined => {
     const sql = sqlOf(verdict);
-    const analyses = sql === undefined ? undefined : analyze(sql);
+    const analyses = sql === undefined ? undefined : analyzeOnPath(sql);
     const rowStmts = analyses?.filter((a) => a.returnsRows) ?? [];
     if (rowStmts.length === 0) return undefined;
     // Several row-returning statements in one Query answer in order, one RowDescription each.
@@ -319,8 +369,13 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!config.active) return undefined;
       remember(sql);
       await Promise.all([initMaskingParser(), catalog.ensure()]);
+      const wasCatalogFirst = catalogFirst(paths.paths);
       const analyses = analyze(sql);
-      if (!analyses) return undefined;
+      if (!analyses) {
+        paths.forget();
+        return undefined;
+      }
+      paths.observe(analyses);
       for (const a of analyses) {
         if (a.names?.kind === 'cursor') cursors.set(a.names.name, a.names.outputs);
         if (a.names?.kind === 'prepared') prepared.set(a.names.name, a.names.outputs);
@@ -343,6 +398,13 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!denied && config.columns.length > 0 && catalog.eventTriggers && analyses.some(firesEventTriggers))
         opaqueSeen = true;
       if (!denied && analyses.some((a) => a.definesCode)) codeDefined = true;
+      // Code the snapshot does not show (the session's own, an event trigger's) may call set_config() too.
+      if (codeDefined || (catalog.eventTriggers && analyses.some(firesEventTriggers))) paths.forget();
+      // pg_catalog no longer surely first on the path: a user operator it hid may now be chosen, also by statements
+      // checked before (PostgreSQL analyses a prepared statement again under the new path, and this Query's own were
+      // analysed under the old one).
+      if (wasCatalogFirst && !catalogFirst(paths.paths) && config.columns.length > 0 && hidesUserOperators(snap))
+        opaqueSeen = true;
       return denied;
     },
     bind(verdict, sql) {
@@ -367,6 +429,9 @@ export function createMasker(opts: MaskerOptions): Masker {
       list.push({ columns: plan.masked, counters: own, reported: 0 });
       stats.set(verdict, list);
       return createRowTransformer(plan, fields, config.detectors, own);
+    },
+    unchecked() {
+      paths.forget();
     },
     rememberName(name) {
       // NAMEDATALEN bounds real names; '' (unnamed) would match any fragment.

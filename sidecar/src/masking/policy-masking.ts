@@ -44,8 +44,8 @@ export function withPolicyMasking(
     if (!p) return undefined;
     return { version: p.hash, rules: p.maskingRules, settings: p.policy.spec.masking as MaskingSettings | undefined };
   };
-  const wrapped = withMasking(hooks, (info) =>
-    createMasker({ source, catalog, subject: info.identity, resolveKey: opts.resolveKey }),
+  const wrapped = withMasking(hooks, (info, searchPath) =>
+    createMasker({ source, catalog, subject: info.identity, resolveKey: opts.resolveKey, searchPath }),
   );
   return Object.assign(wrapped, { close: () => query.close(), catalog });
 }

@@ -3,7 +3,7 @@ import type { ProxyHooks, SessionInfo, Verdict } from '../proxy/hooks.js';
 import type { Masker } from './masker.js';
 import { withMasking } from './with-masking.js';
 
-const info = { id: 's', identity: { groups: [] } } as unknown as SessionInfo;
+const info = { id: 's', identity: { groups: [] }, startup: { params: {} } } as unknown as SessionInfo;
 const allow: Verdict = { action: 'allow', rule: 'r' };
 const inner: ProxyHooks = {
   needsPassword: false,
@@ -30,6 +30,7 @@ function masker(active: { now: boolean }) {
     check: async () => undefined,
     bind: (v: Verdict) => void bound.push(v),
     rememberName: (n: string) => void names.push(n),
+    unchecked: () => {},
   } as unknown as Masker;
   return { m, bound, names };
 }
@@ -54,5 +55,27 @@ describe('withMasking', () => {
     expect(v).toEqual({ ...allow, heldMs: 0 });
     expect(v).not.toBe(allow);
     expect(bound).toEqual([v]);
+  });
+});
+
+describe('the search_path a masker starts from', () => {
+  it('is the one the login gives PostgreSQL: the hooks’ own in place of the client’s, else the client’s', () => {
+    const { m } = masker({ now: false });
+    const seen: Array<string | undefined> = [];
+    const client = { ...info, startup: { params: { Search_Path: 'client_schema' } } } as unknown as SessionInfo;
+    const pinned: ProxyHooks = {
+      ...inner,
+      openSession: (i) => ({ ...inner.openSession(i), startupParams: () => ({ search_path: '"public"' }) }),
+    };
+    for (const [hooks, who] of [
+      [pinned, client],
+      [inner, client],
+      [inner, info],
+    ] as const)
+      withMasking(hooks, (_i, path) => {
+        seen.push(path);
+        return m;
+      }).openSession(who);
+    expect(seen).toEqual(['"public"', 'client_schema', undefined]);
   });
 });

@@ -1,6 +1,6 @@
 import type { ProxyHooks, SessionHooks, SessionInfo, StatementRequest, Verdict } from '../proxy/hooks.js';
 import { catalogRefusal } from './errors.js';
-import type { Masker } from './masker.js';
+import { type Masker, startupSearchPath } from './masker.js';
 
 /** SQLSTATE 42501 insufficient_privilege, as for every policy denial. */
 function denial(message: string, reason: string): Verdict {
@@ -13,7 +13,11 @@ function denial(message: string, reason: string): Verdict {
  * free text is scrubbed, and error messages in statement records are scrubbed before anything outside (audit)
  * sees them. Sessions for which `masker` returns undefined are passed through untouched.
  */
-export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Masker | undefined): ProxyHooks {
+export function withMasking(
+  hooks: ProxyHooks,
+  /** `searchPath`: the one the session's login gives PostgreSQL (startupSearchPath), undefined when none. */
+  masker: (info: SessionInfo, searchPath: string | undefined) => Masker | undefined,
+): ProxyHooks {
   return {
     get needsPassword() {
       return hooks.needsPassword;
@@ -22,7 +26,7 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
     authenticate: (req) => hooks.authenticate(req),
     openSession(info): SessionHooks {
       const inner = hooks.openSession(info);
-      const m = masker(info);
+      const m = masker(info, startupSearchPath(info.startup.params, inner.startupParams?.()));
       if (!m) return inner;
       // The policy decides first (its denial names its rule); masking can only turn an allow into a denial.
       const check = (
@@ -34,7 +38,10 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
         // synchronous form (a promise holds the session's input until a later turn, for every statement). A
         // statement planned after a reload that brings rules finds its SQL through the verdict's context instead
         // (Masker.bind).
-        if (!m.config.active) return next(req);
+        if (!m.config.active) {
+          m.unchecked();
+          return next(req);
+        }
         return checkMasked(req, next);
       };
       /** Catalog refusals: never kept as a statement's masked verdict, as the next execution may find the catalog back. */
