@@ -276,10 +276,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       webLoginOptions,
       (o) => {
         // Who and why, never a token.
-        if (o.type === 'renewed') log.debug({ subject: o.subject, rotated: o.rotated }, 'web session renewed');
-        else if (o.type === 'retry')
-          log.warn({ subject: o.subject, why: o.why }, 'web session renewal failed, retrying');
-        else log.info({ subject: o.subject, why: o.why }, 'web session ended');
+        if (o.type === 'renewed')
+          log.debug({ subject: o.subject, rotated: o.rotated, resealed: o.resealed }, 'web session renewed');
+        else log.warn({ subject: o.subject, why: o.why }, 'web session renewal failed, retrying');
       },
     );
     oidc.sessions = webLogin.renewal;
@@ -453,6 +452,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     metrics.readCheckpointFailures.inc();
     log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');
   });
+  reads?.on('webSessionUnrecorded', (w, err) => {
+    metrics.webSessionEventsUnrecorded.inc();
+    log.error(
+      { reader: w.reader, subject: w.oidc.subject, reason: w.reason, err: err.message },
+      'web.session.end event not stored: the sign-in ended all the same',
+    );
+  });
+  // Each end of a web sign-in, told once across replicas (WebSessions): logged, and recorded in the collector's chain.
+  webLogin?.sessions.on('ended', (e) => {
+    log.info({ reader: e.entry, subject: e.subject, reason: e.reason, why: e.detail }, 'web session ended');
+    reads?.webSessionEnded({
+      reader: e.entry,
+      oidc: { issuer: e.issuer, subject: e.subject },
+      reason: e.reason,
+      detail: e.detail,
+    });
+  });
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
 
   const raised = (f: ChainFinding, message: string) => {
@@ -599,6 +615,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             renew: webSessionLimits.seal !== undefined,
             maxAgeS: webSessionLimits.maxAgeS,
             idleS: webSessionLimits.idleS,
+            ...(opts.oidc?.webLogin?.sessionPreviousKeyFiles?.length
+              ? { previousKeys: opts.oidc.webLogin.sessionPreviousKeyFiles.length }
+              : {}),
           }
         : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
@@ -673,7 +692,18 @@ function webSessionLimitsOf(o: NonNullable<OidcBearerOptions['webLogin']>): Sess
   ] as const)
     if (!Number.isFinite(v) || v < 1 || v > 30 * 86_400)
       throw new CollectorError('COLLECTOR_BAD_CONFIG', `${flag} must be between 1s and 30 days`);
-  return { maxAgeS, idleS, ...(o.sessionKeyFile ? { seal: RefreshTokenSeal.fromFile(o.sessionKeyFile) } : {}) };
+  if (o.sessionPreviousKeyFiles?.length && !o.sessionKeyFile)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      '--web-session-previous-key-file only opens what --web-session-key-file sealed: it needs --web-session-key-file',
+    );
+  return {
+    maxAgeS,
+    idleS,
+    ...(o.sessionKeyFile
+      ? { seal: RefreshTokenSeal.fromFiles(o.sessionKeyFile, o.sessionPreviousKeyFiles ?? []) }
+      : {}),
+  };
 }
 
 /** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */

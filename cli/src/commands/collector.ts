@@ -199,6 +199,13 @@ export function registerCollector(program: Command): void {
         'with its ID token; or env PGWARDEN_WEB_SESSION_KEY_FILE',
     )
     .option(
+      '--web-session-previous-key-file <file>',
+      'a web session key that only opens refresh tokens sealed before a key rotation (they are sealed again with ' +
+        '--web-session-key-file at their next renewal); repeatable; or env PGWARDEN_WEB_SESSION_PREVIOUS_KEY_FILE ' +
+        '(comma-separated)',
+      collect,
+    )
+    .option(
       '--web-session-max-age <duration>',
       'no web sign-in lasts longer than this, renewed or not (default 12h; like 8h, 90m); or env ' +
         'PGWARDEN_WEB_SESSION_MAX_AGE',
@@ -344,6 +351,7 @@ function oidcOf(o: {
   signInPerMinute?: string;
   oidcOfflineAccess?: boolean;
   webSessionKeyFile?: string;
+  webSessionPreviousKeyFile?: string[];
   webSessionMaxAge?: string;
   webSessionIdleTimeout?: string;
 }): CollectorOptions['oidc'] {
@@ -404,6 +412,7 @@ function oidcOf(o: {
 function webSessionFlags(o: {
   oidcOfflineAccess?: boolean;
   webSessionKeyFile?: string;
+  webSessionPreviousKeyFile?: string[];
   webSessionMaxAge?: string;
   webSessionIdleTimeout?: string;
 }) {
@@ -419,11 +428,22 @@ function webSessionFlags(o: {
   };
   const offline = o.oidcOfflineAccess || env.PGWARDEN_OIDC_OFFLINE_ACCESS === 'true';
   const keyFile = o.webSessionKeyFile ?? env.PGWARDEN_WEB_SESSION_KEY_FILE;
+  const previous = o.webSessionPreviousKeyFile?.length
+    ? o.webSessionPreviousKeyFile
+    : (env.PGWARDEN_WEB_SESSION_PREVIOUS_KEY_FILE ?? '')
+        .split(',')
+        .map((f) => f.trim())
+        .filter(Boolean);
+  if (previous.length && !keyFile)
+    throw new InvalidArgumentError(
+      '--web-session-previous-key-file only opens what --web-session-key-file sealed: it needs --web-session-key-file',
+    );
   const maxAge = seconds('--web-session-max-age', o.webSessionMaxAge ?? env.PGWARDEN_WEB_SESSION_MAX_AGE);
   const idle = seconds('--web-session-idle-timeout', o.webSessionIdleTimeout ?? env.PGWARDEN_WEB_SESSION_IDLE_TIMEOUT);
   return {
     ...(offline ? { offlineAccess: true } : {}),
     ...(keyFile ? { sessionKeyFile: keyFile } : {}),
+    ...(previous.length ? { sessionPreviousKeyFiles: previous } : {}),
     ...(maxAge !== undefined ? { sessionMaxAgeS: maxAge } : {}),
     ...(idle !== undefined ? { sessionIdleS: idle } : {}),
   };

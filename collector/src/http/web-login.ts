@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { BlockList } from 'node:net';
 import type { OidcBearer, OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
-import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
+import { CLEAR_SESSION_COOKIE, cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
 import { boundHolder, sessionEnded, storeUnavailable } from './approver-auth.js';
 import { clientAddress, rateKey } from './client-address.js';
@@ -90,7 +90,7 @@ export class WebLogin {
     if (path === '/auth/logout') {
       if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'sign out with POST');
       await this.sessions.close(req.headers.cookie);
-      return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': expired(SESSION_COOKIE) } };
+      return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': CLEAR_SESSION_COOKIE } };
     }
     if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
     if (path === '/auth/me') {
@@ -232,5 +232,3 @@ export class WebLogin {
 function returnPath(wanted: string | null): string {
   return wanted && wanted.length <= 512 && /^\/(?![/\\])[\x21-\x7e]*$/.test(wanted) ? wanted : '/';
 }
-
-const expired = (name: string) => `${name}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`;
