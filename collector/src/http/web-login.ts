@@ -97,7 +97,11 @@ export class WebLogin {
       const caller = await this.renewal.signedIn(req.headers.cookie);
       if (caller && 'ended' in caller) throw sessionEnded(caller.ended);
       const who = caller && this.holderOf(caller);
-      if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
+      // A cookie naming no session (signed out elsewhere, or swept since it ended) is dropped too: the page asks here
+      // when it opens, so a stale cookie goes at once.
+      const stale = !caller && cookieValue(req.headers.cookie, SESSION_COOKIE) !== undefined;
+      if (!who)
+        throw new HttpError(401, 'unauthorized', 'not signed in', stale ? { 'set-cookie': CLEAR_SESSION_COOKIE } : {});
       return { status: 200, body: { name: who.name } };
     }
     if (path === '/auth/login') return this.login(url, source);

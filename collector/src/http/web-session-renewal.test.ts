@@ -257,7 +257,9 @@ describe('web sessions renewed past their ID token', () => {
       const r = await raw(`${c.url}/auth/logout`, cookie, { method: 'POST' });
       expect([r.status, r.setCookie]).toEqual([200, CLEARED]);
     }
-    expect(await me(a, cookie)).toMatchObject({ status: 401 });
+    // Its row is gone: the cookie names nothing, and /auth/me (which the page asks when it opens) drops it too.
+    expect(await raw(`${a.url}/auth/me`, cookie)).toEqual({ status: 401, code: 'unauthorized', setCookie: CLEARED });
+    expect(await raw(`${a.url}/auth/me`, '')).toEqual({ status: 401, code: 'unauthorized', setCookie: null });
     expect(await endOf('u-dora-out')).toEqual({
       reader: 'dora',
       oidc: { issuer: idp.issuer, subject: 'u-dora-out' },
