@@ -257,12 +257,6 @@ export class WebSessions extends EventEmitter<WebSessionEvents> {
   }
 
   /**
-   * Takes the renewal of the session the cookie names: one UPDATE whose condition is that nobody holds it, so of two
-   * requests (on one replica or two) exactly one gets it, and a refresh token is never spent twice. Undefined when
-   * another holds it or it is not due (any more). After a failed try the next waits (renewalFailed), except once the
-   * ID token has expired: then one more try decides at once whether the session goes on.
-   */
-  /**
    * A session found past its end: marked ended (so that the next request, on any replica, is told the same without
    * telling it again), and the end told by whoever marked it.
    */
@@ -282,6 +276,12 @@ export class WebSessions extends EventEmitter<WebSessionEvents> {
     this.told(rows, reason, detail);
   }
 
+  /**
+   * Takes the renewal of the session the cookie names: one UPDATE whose condition is that nobody holds it, so of two
+   * requests (on one replica or two) exactly one gets it, and a refresh token is never spent twice. Undefined when
+   * another holds it or it is not due (any more). After a failed try the next waits (renewalFailed), except once the
+   * ID token has expired: then one more try decides at once whether the session goes on.
+   */
   async claimRenewal(cookieHeader: string | undefined): Promise<RenewalClaim | undefined> {
     const id = cookieValue(cookieHeader, SESSION_COOKIE);
     if (!id || !this.limits.seal) return undefined;
