@@ -31,6 +31,7 @@ import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { trustedProxies } from './http/client-address.js';
 import { LiveStream } from './http/live-stream.js';
+import { SharedSignInRate } from './http/shared-sign-in-rate.js';
 import { signInRateOf } from './http/sign-in-rate.js';
 import { WebLogin, type WebLoginOptions } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
@@ -267,13 +268,15 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   });
   // Sessions and sign-ins in flight live in the store, so that every replica and the next start see them.
   let webLogin: WebLogin | undefined;
+  let signInRate: SharedSignInRate | undefined;
   if (oidc && webLoginOptions) {
     const sessions = new WebSessions(store.db, undefined, webSessionLimits);
+    signInRate = new SharedSignInRate(store.db, webLoginOptions.rate);
     webLogin = new WebLogin(
       oidc,
       sessions,
       () => [readers, approvers],
-      webLoginOptions,
+      { ...webLoginOptions, limiter: signInRate },
       (o) => {
         // Who and why, never a token.
         if (o.type === 'renewed')
@@ -512,6 +515,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   // Expired web sessions and sign-ins can no longer be used (every lookup checks expiry); this only reclaims rows.
   const webSweepTimer = setInterval(() => {
     webLogin?.sessions.sweep().catch((err: Error) => log.warn({ err: err.message }, 'web session sweep failed'));
+    signInRate?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'sign-in rate sweep failed'));
   }, 60_000);
   webSweepTimer.unref();
 

@@ -179,13 +179,13 @@ export function registerCollector(program: Command): void {
     )
     .option(
       '--sign-in-burst <n>',
-      'sign-ins one client (IPv4 address or IPv6 /64) may start at once through the web UI before it gets 429, per ' +
-        'replica (default 20; needs --oidc-client-id); or env PGWARDEN_SIGN_IN_BURST',
+      'sign-ins one client (IPv4 address or IPv6 /64) may start at once through the web UI before it gets 429, ' +
+        'counted in the store across replicas (default 20; needs --oidc-client-id); or env PGWARDEN_SIGN_IN_BURST',
     )
     .option(
       '--sign-in-per-minute <n>',
-      'sign-ins a client may start per minute past its burst, per replica (default 10, may be a fraction: 0.5 is one ' +
-        'every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
+      'sign-ins a client may start per minute past its burst, across replicas (default 10, may be a fraction: 0.5 is ' +
+        'one every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
     )
     .option(
       '--oidc-offline-access',

@@ -21,6 +21,11 @@ export interface WebLoginOptions {
   publicUrl: string;
   /** Sign-ins one client may start (`/auth/login`, `/auth/callback`); default 20 at once, then 10 a minute. */
   rate?: SignInRateOptions;
+  /**
+   * Who counts them: by default a bucket per client in this process's memory (SignInRate); the collector passes
+   * one in its store (SharedSignInRate), so that the limit holds across replicas.
+   */
+  limiter?: SignInLimiter;
   /** Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); without them the peer address counts. */
   trustedProxies?: BlockList;
   /**
@@ -28,6 +33,11 @@ export interface WebLoginOptions {
    * which some identity providers want before they issue a refresh token.
    */
   offlineAccess?: boolean;
+}
+
+/** Takes one sign-in of a client: 0 when granted, else the seconds until the next one. */
+export interface SignInLimiter {
+  take(client: string): number | Promise<number>;
 }
 
 /** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
@@ -47,7 +57,7 @@ const random = () => randomBytes(32).toString('base64url');
 export class WebLogin {
   private readonly endpoint: TokenEndpoint;
   private readonly redirectUri: string;
-  private readonly rate: SignInRate;
+  private readonly rate: SignInLimiter;
   /** Who a session cookie stands for, renewing the session when due (OidcBearer.sessions). */
   readonly renewal: SessionRenewal;
 
@@ -59,7 +69,7 @@ export class WebLogin {
     onRenewal?: (o: RenewalOutcome) => void,
   ) {
     this.redirectUri = `${opts.publicUrl.replace(/\/+$/, '')}/auth/callback`;
-    this.rate = new SignInRate(opts.rate);
+    this.rate = opts.limiter ?? new SignInRate(opts.rate);
     this.endpoint = new TokenEndpoint(oidc, opts);
     this.renewal = new SessionRenewal(oidc, sessions, this.endpoint, (c) => this.holderOf(c), onRenewal);
   }
@@ -73,7 +83,12 @@ export class WebLogin {
       clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.opts.trustedProxies),
     );
     if (url.pathname === '/auth/login' || url.pathname === '/auth/callback') {
-      const wait = this.rate.take(source);
+      let wait: number;
+      try {
+        wait = await this.rate.take(source);
+      } catch (err) {
+        return storeUnavailable(err);
+      }
       if (wait > 0)
         return {
           status: 429,
