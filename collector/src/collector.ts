@@ -31,6 +31,7 @@ import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { trustedProxies } from './http/client-address.js';
 import { LiveStream } from './http/live-stream.js';
+import { SharedSignInRate } from './http/shared-sign-in-rate.js';
 import { signInRateOf } from './http/sign-in-rate.js';
 import { WebLogin, type WebLoginOptions } from './http/web-login.js';
 import { FileTailSource } from './ingest/file-tail-source.js';
@@ -267,19 +268,20 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   });
   // Sessions and sign-ins in flight live in the store, so that every replica and the next start see them.
   let webLogin: WebLogin | undefined;
+  let signInRate: SharedSignInRate | undefined;
   if (oidc && webLoginOptions) {
     const sessions = new WebSessions(store.db, undefined, webSessionLimits);
+    signInRate = new SharedSignInRate(store.db, webLoginOptions.rate);
     webLogin = new WebLogin(
       oidc,
       sessions,
       () => [readers, approvers],
-      webLoginOptions,
+      { ...webLoginOptions, limiter: signInRate },
       (o) => {
         // Who and why, never a token.
-        if (o.type === 'renewed') log.debug({ subject: o.subject, rotated: o.rotated }, 'web session renewed');
-        else if (o.type === 'retry')
-          log.warn({ subject: o.subject, why: o.why }, 'web session renewal failed, retrying');
-        else log.info({ subject: o.subject, why: o.why }, 'web session ended');
+        if (o.type === 'renewed')
+          log.debug({ subject: o.subject, rotated: o.rotated, resealed: o.resealed }, 'web session renewed');
+        else log.warn({ subject: o.subject, why: o.why }, 'web session renewal failed, retrying');
       },
     );
     oidc.sessions = webLogin.renewal;
@@ -453,6 +455,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     metrics.readCheckpointFailures.inc();
     log.error({ err: err.message }, 'audit.checkpoint of the collector’s chain not stored');
   });
+  reads?.on('webSessionUnrecorded', (w, err) => {
+    metrics.webSessionEventsUnrecorded.inc();
+    log.error(
+      { reader: w.reader, subject: w.oidc.subject, reason: w.reason, err: err.message },
+      'web.session.end event not stored: the sign-in ended all the same',
+    );
+  });
+  // Each end of a web sign-in, told once across replicas (WebSessions): logged, and recorded in the collector's chain.
+  webLogin?.sessions.on('ended', (e) => {
+    log.info({ reader: e.entry, subject: e.subject, reason: e.reason, why: e.detail }, 'web session ended');
+    reads?.webSessionEnded({
+      reader: e.entry,
+      oidc: { issuer: e.issuer, subject: e.subject },
+      reason: e.reason,
+      detail: e.detail,
+    });
+  });
   const tails = (opts.tailFiles ?? []).map((p) => new FileTailSource(store, queue, p));
 
   const raised = (f: ChainFinding, message: string) => {
@@ -496,6 +515,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   // Expired web sessions and sign-ins can no longer be used (every lookup checks expiry); this only reclaims rows.
   const webSweepTimer = setInterval(() => {
     webLogin?.sessions.sweep().catch((err: Error) => log.warn({ err: err.message }, 'web session sweep failed'));
+    signInRate?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'sign-in rate sweep failed'));
   }, 60_000);
   webSweepTimer.unref();
 
@@ -599,6 +619,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
             renew: webSessionLimits.seal !== undefined,
             maxAgeS: webSessionLimits.maxAgeS,
             idleS: webSessionLimits.idleS,
+            ...(opts.oidc?.webLogin?.sessionPreviousKeyFiles?.length
+              ? { previousKeys: opts.oidc.webLogin.sessionPreviousKeyFiles.length }
+              : {}),
           }
         : false,
       auditKeys: auditKeys ? auditKeys.current().value.keys.map((k) => k.name) : false,
@@ -673,7 +696,18 @@ function webSessionLimitsOf(o: NonNullable<OidcBearerOptions['webLogin']>): Sess
   ] as const)
     if (!Number.isFinite(v) || v < 1 || v > 30 * 86_400)
       throw new CollectorError('COLLECTOR_BAD_CONFIG', `${flag} must be between 1s and 30 days`);
-  return { maxAgeS, idleS, ...(o.sessionKeyFile ? { seal: RefreshTokenSeal.fromFile(o.sessionKeyFile) } : {}) };
+  if (o.sessionPreviousKeyFiles?.length && !o.sessionKeyFile)
+    throw new CollectorError(
+      'COLLECTOR_BAD_CONFIG',
+      '--web-session-previous-key-file only opens what --web-session-key-file sealed: it needs --web-session-key-file',
+    );
+  return {
+    maxAgeS,
+    idleS,
+    ...(o.sessionKeyFile
+      ? { seal: RefreshTokenSeal.fromFiles(o.sessionKeyFile, o.sessionPreviousKeyFiles ?? []) }
+      : {}),
+  };
 }
 
 /** The web UI's sign-in: its secret read now (a missing file fails the start), redirects to the public URL. */

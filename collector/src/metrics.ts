@@ -149,6 +149,11 @@ export class CollectorMetrics {
     help: 'Chain findings whose audit.finding event could not be stored in the collector’s own chain (the finding itself is stored)',
     registers: [this.registry],
   });
+  readonly webSessionEventsUnrecorded = new Counter({
+    name: 'pgwarden_collector_web_session_events_failed_total',
+    help: 'Web sign-ins whose end (web.session.end) could not be stored in the collector’s own chain (they ended all the same)',
+    registers: [this.registry],
+  });
   readonly sessionsInterrupted = new Counter({
     name: 'pgwarden_collector_sessions_interrupted_total',
     help: 'Sessions found interrupted: their sidecar stopped naming them in audit.heads without ending them (killed, OOM, node loss), so statements in flight then left no event',

@@ -248,9 +248,11 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
     ]);
   });
 
-  it('renews sign-ins with --web-session-key-file, bounded by the age and idle flags (env too), and refuses bad ones', async () => {
+  it('renews sign-ins with --web-session-key-file (and previous keys), bounded by the age and idle flags (env too), and refuses bad ones', async () => {
     const key = join(dir, 'session.key');
     writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const previous = join(dir, 'previous.key');
+    writeFileSync(previous, randomBytes(32).toString('base64'), { mode: 0o600 });
     const output = await startLogOf(
       [
         'collector',
@@ -263,16 +265,28 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
         key,
         '--web-session-max-age',
         '8h',
+        '--web-session-previous-key-file',
+        previous,
+        '--web-session-previous-key-file',
+        key,
       ],
       { PGWARDEN_WEB_SESSION_IDLE_TIMEOUT: '30m' },
     );
-    expect(output).toContain('"webSessions":{"renew":true,"maxAgeS":28800,"idleS":1800}');
+    expect(output).toContain('"webSessions":{"renew":true,"maxAgeS":28800,"idleS":1800,"previousKeys":2}');
     writeFileSync(join(dir, 'short.key'), 'not-a-key-0123456789');
     for (const [args, message] of [
       [['--web-session-max-age', '12 hours'], /--web-session-max-age must be a duration from 1s to 720h/],
       [['--web-session-idle-timeout', '0s'], /--web-session-idle-timeout must be a duration from 1s to 720h/],
       [['--web-session-key-file', join(dir, 'missing.key')], /web session key file .*missing\.key: ENOENT$/],
       [['--web-session-key-file', join(dir, 'short.key')], /short\.key holds no 32-byte key/],
+      [
+        ['--web-session-key-file', key, '--web-session-previous-key-file', join(dir, 'short.key')],
+        /previous web session key file .*short\.key holds no 32-byte key/,
+      ],
+      [
+        ['--web-session-previous-key-file', previous],
+        /--web-session-previous-key-file only opens what --web-session-key-file sealed: it needs --web-session-key-file$/,
+      ],
     ] as const) {
       const r = await runAsApprover(['collector', '--listen', '127.0.0.1:0', ...web(), '--store', db.url, ...args]);
       expect([r.code, r.stderr.trim()], args.join(' ')).toEqual([1, expect.stringMatching(message)]);
@@ -291,5 +305,6 @@ describe.skipIf(!BUILT && !process.env.CI)('pgwarden collector: the web sign-in 
       1,
       'pgwarden collector: --oidc-offline-access and the --web-session-* flags shape the web sign-in: they need --oidc-client-id',
     ]);
-  });
+    // Seven collector processes, each refused or started: generous for CI at twice this machine's time.
+  }, 120_000);
 });

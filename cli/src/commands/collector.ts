@@ -179,13 +179,13 @@ export function registerCollector(program: Command): void {
     )
     .option(
       '--sign-in-burst <n>',
-      'sign-ins one client (IPv4 address or IPv6 /64) may start at once through the web UI before it gets 429, per ' +
-        'replica (default 20; needs --oidc-client-id); or env PGWARDEN_SIGN_IN_BURST',
+      'sign-ins one client (IPv4 address or IPv6 /64) may start at once through the web UI before it gets 429, ' +
+        'counted in the store across replicas (default 20; needs --oidc-client-id); or env PGWARDEN_SIGN_IN_BURST',
     )
     .option(
       '--sign-in-per-minute <n>',
-      'sign-ins a client may start per minute past its burst, per replica (default 10, may be a fraction: 0.5 is one ' +
-        'every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
+      'sign-ins a client may start per minute past its burst, across replicas (default 10, may be a fraction: 0.5 is ' +
+        'one every 2 minutes); or env PGWARDEN_SIGN_IN_PER_MINUTE',
     )
     .option(
       '--oidc-offline-access',
@@ -197,6 +197,13 @@ export function registerCollector(program: Command): void {
       'keep web sign-ins past their ID token with the identity provider’s refresh token, sealed (AES-256-GCM) with ' +
         'the 32 bytes in this file, the same on every replica (openssl rand -out FILE 32); without it a sign-in ends ' +
         'with its ID token; or env PGWARDEN_WEB_SESSION_KEY_FILE',
+    )
+    .option(
+      '--web-session-previous-key-file <file>',
+      'a web session key that only opens refresh tokens sealed before a key rotation (they are sealed again with ' +
+        '--web-session-key-file at their next renewal); repeatable; or env PGWARDEN_WEB_SESSION_PREVIOUS_KEY_FILE ' +
+        '(comma-separated)',
+      collect,
     )
     .option(
       '--web-session-max-age <duration>',
@@ -344,6 +351,7 @@ function oidcOf(o: {
   signInPerMinute?: string;
   oidcOfflineAccess?: boolean;
   webSessionKeyFile?: string;
+  webSessionPreviousKeyFile?: string[];
   webSessionMaxAge?: string;
   webSessionIdleTimeout?: string;
 }): CollectorOptions['oidc'] {
@@ -404,6 +412,7 @@ function oidcOf(o: {
 function webSessionFlags(o: {
   oidcOfflineAccess?: boolean;
   webSessionKeyFile?: string;
+  webSessionPreviousKeyFile?: string[];
   webSessionMaxAge?: string;
   webSessionIdleTimeout?: string;
 }) {
@@ -419,11 +428,22 @@ function webSessionFlags(o: {
   };
   const offline = o.oidcOfflineAccess || env.PGWARDEN_OIDC_OFFLINE_ACCESS === 'true';
   const keyFile = o.webSessionKeyFile ?? env.PGWARDEN_WEB_SESSION_KEY_FILE;
+  const previous = o.webSessionPreviousKeyFile?.length
+    ? o.webSessionPreviousKeyFile
+    : (env.PGWARDEN_WEB_SESSION_PREVIOUS_KEY_FILE ?? '')
+        .split(',')
+        .map((f) => f.trim())
+        .filter(Boolean);
+  if (previous.length && !keyFile)
+    throw new InvalidArgumentError(
+      '--web-session-previous-key-file only opens what --web-session-key-file sealed: it needs --web-session-key-file',
+    );
   const maxAge = seconds('--web-session-max-age', o.webSessionMaxAge ?? env.PGWARDEN_WEB_SESSION_MAX_AGE);
   const idle = seconds('--web-session-idle-timeout', o.webSessionIdleTimeout ?? env.PGWARDEN_WEB_SESSION_IDLE_TIMEOUT);
   return {
     ...(offline ? { offlineAccess: true } : {}),
     ...(keyFile ? { sessionKeyFile: keyFile } : {}),
+    ...(previous.length ? { sessionPreviousKeyFiles: previous } : {}),
     ...(maxAge !== undefined ? { sessionMaxAgeS: maxAge } : {}),
     ...(idle !== undefined ? { sessionIdleS: idle } : {}),
   };

@@ -54,6 +54,12 @@ export interface OidcBearerOptions {
      * sessions past their ID token. Without it no refresh token is kept and a session ends with its ID token.
      */
     sessionKeyFile?: string;
+    /**
+     * `--web-session-previous-key-file`: keys that only open refresh tokens, never seal them (a key being rotated out,
+     * or one about to become current); a token one of them opens is sealed again under the current key when its
+     * session next renews.
+     */
+    sessionPreviousKeyFiles?: string[];
     /** `--web-session-max-age` (default 12 h): no session lasts longer, renewed or not. */
     sessionMaxAgeS?: number;
     /** `--web-session-idle-timeout` (default 1 h): a session unused this long ends. */

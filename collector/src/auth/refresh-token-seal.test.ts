@@ -34,6 +34,25 @@ describe('refresh tokens sealed for the store', () => {
     expect(seal.open(sealed.subarray(0, 20), 'session-a')).toBeUndefined();
   });
 
+  it('after a rotation seals under the current key only and opens under any, telling which', () => {
+    const [oldKey, newKey, other] = [randomBytes(32), randomBytes(32), randomBytes(32)];
+    const before = new RefreshTokenSeal(oldKey).seal(token, 's');
+    const rotated = new RefreshTokenSeal(newKey, [other, oldKey]);
+    expect(rotated.unseal(before, 's')).toEqual({ token, current: false });
+    expect(rotated.unseal(before, 't')).toBeUndefined();
+    const after = rotated.seal(token, 's');
+    expect(rotated.unseal(after, 's')).toEqual({ token, current: true });
+    // Sealed under the new key: the old key alone no longer opens it, the new one alone does.
+    expect(new RefreshTokenSeal(oldKey).open(after, 's')).toBeUndefined();
+    expect(new RefreshTokenSeal(newKey).open(after, 's')).toBe(token);
+    // The old key gone: what only it sealed opens no more.
+    expect(new RefreshTokenSeal(newKey, [other]).unseal(before, 's')).toBeUndefined();
+    // The next key staged as a previous one before it becomes current opens what replicas already on it sealed.
+    expect(new RefreshTokenSeal(oldKey, [newKey]).unseal(after, 's')).toEqual({ token, current: false });
+    const files = [file('current', newKey), file('previous', `${oldKey.toString('hex')}\n`)];
+    expect(RefreshTokenSeal.fromFiles(files[0], [files[1]]).unseal(before, 's')).toEqual({ token, current: false });
+  });
+
   it('reads the key as 32 bytes, 64 hex digits or base64, the same key each way', () => {
     const key = randomBytes(32);
     const sealed = new RefreshTokenSeal(key).seal(token, 's');

@@ -4,7 +4,7 @@ import { migrate } from '../store/migrations.js';
 import { openPglite, type SqlClient } from '../store/sql-client.js';
 import { useTestStore } from '../testing/test-store.js';
 import { RefreshTokenSeal } from './refresh-token-seal.js';
-import { DEFAULT_LIMITS, SESSION_COOKIE, WebSessions } from './web-sessions.js';
+import { DEFAULT_LIMITS, SESSION_COOKIE, type SessionEnd, WebSessions } from './web-sessions.js';
 
 const dora = { issuer: 'https://idp.example', subject: 'u-dora', user: 'dora@example.com', groups: ['dba', 'ops'] };
 const cookie = (id: string) => `theme=dark; ${SESSION_COOKIE}=${id}`;
@@ -40,7 +40,7 @@ function sessionsOn(db: () => SqlClient) {
     expect(await s.lookup(cookie(id))).toMatchObject({ state: 'live', renewDue: false, expired: false });
     expect(await dump()).not.toContain(next);
 
-    await s.end(cookie(id), 'the identity provider refused to renew the sign-in (invalid_grant)');
+    await s.end(cookie(id), 'refresh_refused', 'the identity provider refused to renew the sign-in (invalid_grant)');
     expect(await s.lookup(cookie(id))).toEqual({
       state: 'ended',
       why: 'the identity provider refused to renew the sign-in (invalid_grant)',
@@ -60,6 +60,7 @@ function sessionsOn(db: () => SqlClient) {
     const s = new WebSessions(db());
     const live = await s.open(dora, 'dora', now() + 600);
     const gone = await s.open(dora, 'dora', now() - 1);
+    const unseen = await s.open(dora, 'dora', now() - 1);
     expect(await s.callerOf(cookie(live))).toEqual(dora);
     expect(await s.callerOf(cookie(gone))).toBeUndefined();
     expect(await s.callerOf(cookie(`${live}x`))).toBeUndefined();
@@ -68,10 +69,70 @@ function sessionsOn(db: () => SqlClient) {
       Number((await db().query<{ n: number }>('SELECT count(*)::int AS n FROM collector_web_sessions'))[0].n);
     const before = await count();
     expect(await s.sweep()).toBeGreaterThanOrEqual(1);
+    // The one nobody asked for goes at once; the one whose browser was told it ended stays to tell it again.
     expect(await count()).toBe(before - 1);
+    expect(await s.lookup(cookie(unseen))).toBeUndefined();
+    expect(await s.lookup(cookie(gone))).toEqual({ state: 'ended', why: 'the sign-in expired with its ID token' });
     expect(await s.callerOf(cookie(live))).toEqual(dora);
     await s.close(cookie(live));
     expect(await s.callerOf(cookie(live))).toBeUndefined();
+  });
+
+  it('every end of a session is told once, whichever of two instances sees it end, saying why', async () => {
+    const limits = { ...DEFAULT_LIMITS, seal: new RefreshTokenSeal(randomBytes(32)) };
+    const [a, b] = [new WebSessions(db(), undefined, limits), new WebSessions(db(), undefined, limits)];
+    const told: SessionEnd[] = [];
+    for (const s of [a, b]) s.on('ended', (e) => told.push(e));
+    const as = (subject: string, expiresAt: number, renew = false) =>
+      a.open(
+        { ...dora, subject },
+        `entry-${subject}`,
+        expiresAt,
+        renew ? { refreshToken: `rt-${subject}`, nonce: 'n' } : undefined,
+      );
+    const age = async (id: string, column: string, by: string) =>
+      db().query(
+        `UPDATE collector_web_sessions SET ${column} = now() - interval '${by}' WHERE id_sha256 = (
+           SELECT id_sha256 FROM collector_web_sessions WHERE subject = $1)`,
+        [id],
+      );
+    const seen = [await as('u-expired', now() - 1), await as('u-aged', now() + 600), await as('u-idle', now() + 600)];
+    await age('u-aged', 'ends_at', '1 second');
+    await age('u-idle', 'last_seen_at', '2 hours');
+    // Each seen by both at once, twice.
+    await Promise.all(seen.flatMap((id) => [a, b, a, b].map((s) => s.lookup(cookie(id)))));
+    const unseen = [await as('u-unseen-expired', now() - 1), await as('u-unseen-aged', now() + 600, true)];
+    await age('u-unseen-aged', 'ends_at', '1 second');
+    await Promise.all([a.sweep(), b.sweep()]);
+    for (const id of unseen) expect(await a.lookup(cookie(id))).toBeUndefined();
+    const out = await as('u-out', now() + 600);
+    await Promise.all([a.close(cookie(out)), b.close(cookie(out))]);
+    const refused = await as('u-refused', now() + 600, true);
+    await Promise.all([
+      a.end(cookie(refused), 'refresh_refused', 'the identity provider refused to renew the sign-in (invalid_grant)'),
+      b.end(cookie(refused), 'refresh_refused', 'the identity provider refused to renew the sign-in (invalid_grant)'),
+    ]);
+    await b.close(cookie(refused));
+    expect(told.filter((e) => e.subject !== dora.subject).sort((x, y) => x.subject.localeCompare(y.subject))).toEqual(
+      [
+        ['u-aged', 'max_age', 'the sign-in reached its maximum age (12h)'],
+        ['u-expired', 'expired', 'the sign-in expired with its ID token'],
+        ['u-idle', 'idle', 'the sign-in was unused for 1h'],
+        ['u-out', 'signed_out', 'signed out'],
+        ['u-refused', 'refresh_refused', 'the identity provider refused to renew the sign-in (invalid_grant)'],
+        ['u-unseen-aged', 'max_age', 'the sign-in reached its maximum age (12h)'],
+        ['u-unseen-expired', 'expired', 'the sign-in expired with its ID token'],
+      ].map(([subject, reason, detail]) => ({
+        reason,
+        detail,
+        entry: `entry-${subject}`,
+        issuer: dora.issuer,
+        subject,
+      })),
+    );
+    // Each browser that comes back is told why (and the store is asked, not told again).
+    for (const id of seen) expect(await b.lookup(cookie(id))).toMatchObject({ state: 'ended' });
+    expect(told.filter((e) => e.subject !== dora.subject)).toHaveLength(7);
   });
 
   it('a sign-in in flight is taken once, and not after its time', async () => {

@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { WebSessionEndReason } from '@pgwarden/policy';
 import { CollectorError } from '../errors.js';
 import type { SqlRunner } from '../store/sql-client.js';
 import type { OidcCaller } from './oidc-bearer.js';
@@ -6,6 +8,12 @@ import type { RefreshTokenSeal } from './refresh-token-seal.js';
 
 /** The web UI's session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host or path can set or read it. */
 export const SESSION_COOKIE = '__Host-pgwarden-session';
+
+/**
+ * The Set-Cookie that makes the browser drop the session cookie: the attributes it was set with (a cookie is replaced
+ * only by one of the same name, path and domain; `__Host-` also wants Secure), and Max-Age=0 (RFC 6265 §5.2.2).
+ */
+export const CLEAR_SESSION_COOKIE = `${SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`;
 
 /**
  * A flood of sign-ins cannot grow the tables without bound: past these the oldest sessions go first, and the
@@ -67,11 +75,32 @@ export type SessionState =
     }
   | { state: 'ended'; why: string };
 
+/** A sign-in that ended, once, on whichever replica saw it end: for the audit trail and the log, never a token. */
+export interface SessionEnd {
+  reason: WebSessionEndReason;
+  /** The reason in words, as the browser is told. */
+  detail: string;
+  /** The readers or approvers entry it acted as. */
+  entry: string;
+  issuer: string;
+  subject: string;
+}
+
+export interface WebSessionEvents {
+  ended: [end: SessionEnd];
+}
+
+/** What the end of a session is told with: the row's who, as `… RETURNING ${WHO}` gives it. */
+const WHO = 'entry, issuer, subject';
+type Who = { entry: string; issuer: string; subject: string };
+
 /** A renewal claimed by one request: the refresh token and what the renewed ID token must match. */
 export interface RenewalClaim {
   id: string;
   by: string;
   refreshToken: string | undefined;
+  /** Its refresh token opened under a previous key only: sealed again under the current one once renewed. */
+  reseal: boolean;
   subject: string;
   nonceSha256: string | null;
   authTime: number | undefined;
@@ -95,13 +124,22 @@ const CLAIM_S = 30;
  * refresh token when there is one: http/session-renewal.ts), never past its maximum age nor once idle longer than
  * the idle timeout, and ends at sign-out, on every replica at once; which entry the caller acts as is looked up in
  * the files at every request, so a binding removed from the approvers or readers file takes effect at once.
+ *
+ * Every end of a session is told once (`ended`), by the replica whose statement ended it: one UPDATE or DELETE whose
+ * condition is that it had not ended yet, so two replicas that see it end at once do not both tell it.
  */
-export class WebSessions {
+export class WebSessions extends EventEmitter<WebSessionEvents> {
   constructor(
     private readonly db: SqlRunner,
     private readonly maxPending = MAX_PENDING,
     readonly limits: SessionLimits = DEFAULT_LIMITS,
-  ) {}
+  ) {
+    super();
+  }
+
+  private told(rows: Who[], reason: WebSessionEndReason, detail: string): void {
+    for (const r of rows) this.emit('ended', { reason, detail, entry: r.entry, issuer: r.issuer, subject: r.subject });
+  }
 
   /** Store failures as COLLECTOR_STORE, so the HTTP layer answers 503, never "signed out" (401) nor 500. */
   private async query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]> {
@@ -143,10 +181,16 @@ export class WebSessions {
         sealed ? (renewal?.authTime ?? null) : null,
       ],
     );
-    await this.query(
+    const evicted = await this.query<Who & { ended: string | null }>(
       `DELETE FROM collector_web_sessions WHERE id_sha256 IN
-         (SELECT id_sha256 FROM collector_web_sessions ORDER BY created_at DESC OFFSET $1)`,
+         (SELECT id_sha256 FROM collector_web_sessions ORDER BY created_at DESC OFFSET $1)
+       RETURNING ${WHO}, ended`,
       [MAX_SESSIONS],
+    );
+    this.told(
+      evicted.filter((r) => r.ended === null),
+      'evicted',
+      `pushed out by newer sign-ins (at most ${MAX_SESSIONS} are kept)`,
     );
     return id;
   }
@@ -189,16 +233,18 @@ export class WebSessions {
     );
     if (!row) return undefined;
     if (row.ended) return { state: 'ended', why: row.ended };
-    if (row.aged) return { state: 'ended', why: `the sign-in reached its maximum age (${hours(this.limits.maxAgeS)})` };
-    if (row.idle) return { state: 'ended', why: `the sign-in was unused for ${hours(this.limits.idleS)}` };
+    if (row.aged)
+      return this.ends(id, 'max_age', `the sign-in reached its maximum age (${hours(this.limits.maxAgeS)})`);
+    if (row.idle) return this.ends(id, 'idle', `the sign-in was unused for ${hours(this.limits.idleS)}`);
     const renewable = row.renewable && this.renews;
     if (row.expired && !renewable)
-      return {
-        state: 'ended',
-        why: row.failure
-          ? `the sign-in expired with its ID token: it could not be renewed (${row.failure})`
-          : 'the sign-in expired with its ID token',
-      };
+      return row.failure
+        ? this.ends(
+            id,
+            'idp_unavailable',
+            `the sign-in expired with its ID token: it could not be renewed (${row.failure})`,
+          )
+        : this.ends(id, 'expired', 'the sign-in expired with its ID token');
     if (!row.seen)
       await this.query('UPDATE collector_web_sessions SET last_seen_at = now() WHERE id_sha256 = $1', [digest(id)]);
     return {
@@ -208,6 +254,26 @@ export class WebSessions {
       expired: row.expired,
       renewing: row.renewing,
     };
+  }
+
+  /**
+   * A session found past its end: marked ended (so that the next request, on any replica, is told the same without
+   * telling it again), and the end told by whoever marked it.
+   */
+  private async ends(id: string, reason: WebSessionEndReason, why: string): Promise<SessionState> {
+    await this.endById(id, reason, why);
+    return { state: 'ended', why };
+  }
+
+  private async endById(id: string, reason: WebSessionEndReason, why: string): Promise<void> {
+    const detail = why.slice(0, 512);
+    const rows = await this.query<Who>(
+      `UPDATE collector_web_sessions SET ended = $2, ends_at = least(ends_at, now()), refresh_sealed = NULL,
+         renewing_by = NULL, renewing_until = NULL
+       WHERE id_sha256 = $1 AND ended IS NULL RETURNING ${WHO}`,
+      [digest(id), detail],
+    );
+    this.told(rows, reason, detail);
   }
 
   /**
@@ -235,10 +301,12 @@ export class WebSessions {
       [digest(id), by, CLAIM_S],
     );
     if (!row) return undefined;
+    const opened = this.limits.seal.unseal(Buffer.from(row.sealed), id);
     return {
       id,
       by,
-      refreshToken: this.limits.seal.open(Buffer.from(row.sealed), id),
+      refreshToken: opened?.token,
+      reseal: opened !== undefined && !opened.current,
       subject: row.subject,
       nonceSha256: row.nonce_sha256,
       authTime: row.auth_time === null ? undefined : Number(row.auth_time),
@@ -248,8 +316,9 @@ export class WebSessions {
 
   /**
    * The renewal done: the session acts as the renewed ID token says until its `exp`, with the new refresh token if
-   * the identity provider rotated it. Only while the claim is still this one's (a claim that lapsed may have been
-   * taken and used by another).
+   * the identity provider rotated it, else with the same one (sealed again under the current key if a previous key
+   * sealed it: after a key rotation every session that renews leaves the old key behind). Only while the claim is
+   * still this one's (a claim that lapsed may have been taken and used by another).
    */
   async renewed(
     claim: RenewalClaim,
@@ -258,7 +327,8 @@ export class WebSessions {
     expiresAt: number,
     refreshToken?: string,
   ): Promise<boolean> {
-    const sealed = refreshToken !== undefined ? this.limits.seal?.seal(refreshToken, claim.id) : undefined;
+    const keep = refreshToken ?? (claim.reseal ? claim.refreshToken : undefined);
+    const sealed = keep !== undefined ? this.limits.seal?.seal(keep, claim.id) : undefined;
     const rows = await this.query(
       `UPDATE collector_web_sessions SET entry = $3, username = $4, groups = $5, expires_at = to_timestamp($6),
          renew_after = now() + (to_timestamp($6) - now()) / 2, refresh_sealed = coalesce($7, refresh_sealed),
@@ -283,21 +353,25 @@ export class WebSessions {
    * Ends the session the cookie names on every replica, saying why (shown to its browser until the row is swept);
    * its refresh token is dropped at once.
    */
-  async end(cookieHeader: string | undefined, why: string): Promise<void> {
+  async end(cookieHeader: string | undefined, reason: WebSessionEndReason, why: string): Promise<void> {
     const id = cookieValue(cookieHeader, SESSION_COOKIE);
-    if (!id) return;
-    await this.query(
-      `UPDATE collector_web_sessions SET ended = $2, ends_at = least(ends_at, now()), refresh_sealed = NULL,
-         renewing_by = NULL, renewing_until = NULL
-       WHERE id_sha256 = $1 AND ended IS NULL`,
-      [digest(id), why.slice(0, 512)],
-    );
+    if (id) await this.endById(id, reason, why);
   }
 
   /** Ends the session the cookie names (sign-out), on every replica. */
   async close(cookieHeader: string | undefined): Promise<void> {
     const id = cookieValue(cookieHeader, SESSION_COOKIE);
-    if (id) await this.query('DELETE FROM collector_web_sessions WHERE id_sha256 = $1', [digest(id)]);
+    if (!id) return;
+    const rows = await this.query<Who & { ended: string | null }>(
+      `DELETE FROM collector_web_sessions WHERE id_sha256 = $1 RETURNING ${WHO}, ended`,
+      [digest(id)],
+    );
+    // One that had ended already was told then; signing out of it ends nothing.
+    this.told(
+      rows.filter((r) => r.ended === null),
+      'signed_out',
+      'signed out',
+    );
   }
 
   /**
@@ -341,15 +415,25 @@ export class WebSessions {
 
   /** Removes expired sessions and sign-ins (rows nobody can use any more); returns how many. */
   async sweep(): Promise<number> {
-    // One that was ended early stays 10 minutes, so that its browser's next request learns why.
-    const s = await this.query(
+    // One that was ended early stays 10 minutes, so that its browser's next request learns why. One that ran out
+    // unseen (its browser never came back) ends here, and is told here.
+    const s = await this.query<Who & { reason: WebSessionEndReason | null }>(
       `DELETE FROM collector_web_sessions
        WHERE CASE WHEN ended IS NOT NULL THEN ends_at <= now() - interval '10 minutes'
              ELSE ends_at <= now() OR last_seen_at <= now() - make_interval(secs => $1)
                OR (expires_at <= now() AND (refresh_sealed IS NULL OR NOT $2)) END
-       RETURNING 1`,
+       RETURNING ${WHO},
+         CASE WHEN ended IS NOT NULL THEN NULL WHEN ends_at <= now() THEN 'max_age'
+              WHEN last_seen_at <= now() - make_interval(secs => $1) THEN 'idle' ELSE 'expired' END AS reason`,
       [this.limits.idleS, this.renews],
     );
+    const said = (reason: WebSessionEndReason) =>
+      reason === 'max_age'
+        ? `the sign-in reached its maximum age (${hours(this.limits.maxAgeS)})`
+        : reason === 'idle'
+          ? `the sign-in was unused for ${hours(this.limits.idleS)}`
+          : 'the sign-in expired with its ID token';
+    for (const r of s) if (r.reason) this.told([r], r.reason, said(r.reason));
     const l = await this.query('DELETE FROM collector_web_logins WHERE expires_at <= now() RETURNING 1');
     return s.length + l.length;
   }

@@ -1,5 +1,5 @@
 import type { AuditEvent } from '../event.js';
-import { controlOf, findingOf } from './ocsf-mapping.js';
+import { controlOf, findingOf, webSessionOf } from './ocsf-mapping.js';
 
 /**
  * ECS event.category and event.type (allowed values: https://www.elastic.co/guide/en/ecs/current/ecs-allowed-values-event-category.html,
@@ -12,6 +12,8 @@ function ecsCategorization(e: AuditEvent): { category: string[]; type: string[] 
     return control.kind === 'terminate'
       ? { category: ['session'], type: ['end'] }
       : { category: ['configuration'], type: ['change'] };
+  // web.session.end: a person's sign-in to the web UI ended.
+  if (e.type === 'web.session.end') return { category: ['session'], type: ['end'] };
   return { category: [e.type === 'audit.read' ? 'web' : 'database'], type: [ecsType(e.type)] };
 }
 
@@ -39,6 +41,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
   // audit.finding: an alert that the trail is incomplete (gap) or altered (tampered), not an access.
   const finding = findingOf(e);
   const control = controlOf(e);
+  const web = webSessionOf(e);
   const outcome = finding
     ? 'failure'
     : read?.status !== undefined
@@ -47,7 +50,7 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
         : 'failure'
       : action === 'deny' || error
         ? 'failure'
-        : e.type === 'statement' || control
+        : e.type === 'statement' || control || web
           ? 'success'
           : 'unknown';
   const db = e.database as { host?: string; port?: number; name?: string; user?: string; role?: string } | undefined;
@@ -71,12 +74,13 @@ export function toEcs(e: AuditEvent): Record<string, unknown> {
             : e.type,
       outcome,
       ...(timing?.durationMs !== undefined ? { duration: Math.round(timing.durationMs * 1e6) } : {}),
-      ...(finding ? {} : { reason: control?.reason ?? read?.reason ?? e.decision?.reason }),
+      ...(finding ? {} : { reason: control?.reason ?? read?.reason ?? web?.detail ?? e.decision?.reason }),
       sequence: e.session.seq,
       hash: e.hash,
     },
     user: {
-      name: read?.reader ?? control?.by ?? (typeof user === 'string' ? user : e.identity?.serviceAccount),
+      name:
+        read?.reader ?? control?.by ?? web?.reader ?? (typeof user === 'string' ? user : e.identity?.serviceAccount),
       roles: e.identity?.groups,
     },
     ...(read ? { url: { path: read.route }, http: { response: { status_code: read.status } } } : {}),

@@ -47,6 +47,13 @@ export function controlOf(e: AuditEvent): { kind?: string; by?: string; reason?:
   return e.type === 'control.applied' ? (e.control as { kind?: string; by?: string; reason?: string }) : undefined;
 }
 
+/** The web UI sign-in a `web.session.end` event (the collector's own chain) says ended: whose, and why. */
+export function webSessionOf(e: AuditEvent): { reader?: string; reason?: string; detail?: string } | undefined {
+  return e.type === 'web.session.end'
+    ? (e.webSession as { reader?: string; reason?: string; detail?: string } | undefined)
+    : undefined;
+}
+
 export function toOcsf(e: AuditEvent): Record<string, unknown> {
   const [activityId, activityName] = activityOf(e);
   const denied = e.decision?.action === 'deny';
@@ -58,7 +65,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
   const failed =
     finding !== undefined || (read?.status !== undefined ? read.status >= 400 : denied || error !== undefined);
   const control = controlOf(e);
-  const user = read?.reader ?? control?.by ?? e.identity?.user;
+  const web = webSessionOf(e);
+  const user = read?.reader ?? control?.by ?? web?.reader ?? e.identity?.user;
   return {
     class_uid: CLASS_UID,
     class_name: 'Datastore Activity',
@@ -75,6 +83,8 @@ export function toOcsf(e: AuditEvent): Record<string, unknown> {
     ...(read?.status !== undefined ? { status_code: String(read.status) } : {}),
     // audit.finding: the trail itself is incomplete or altered; the detail names the session and what is wrong.
     ...(finding ? { status_code: finding.kind, status_detail: `session ${finding.session}: ${finding.detail}` } : {}),
+    // web.session.end: no Datastore Activity names a sign-in ending; activity 99 with why in the status fields.
+    ...(web ? { status_code: web.reason, status_detail: web.detail } : {}),
     // disposition_id: 1 Allowed, 2 Blocked, 17 Logged (dryrun), 99 Other (held for review).
     ...(e.decision
       ? { disposition_id: denied ? 2 : e.decision.action === 'allow' ? 1 : e.decision.action === 'dryrun' ? 17 : 99 }

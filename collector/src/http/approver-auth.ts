@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { jwtOf, type OidcBearer, type OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
+import { CLEAR_SESSION_COOKIE } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
 import { HttpError } from './json-io.js';
 import type { ReaderNote } from './read-routes.js';
@@ -33,9 +34,14 @@ export async function oidcCallerOf(
   throw new HttpError(401, 'invalid_token', `${outcome.message} (${outcome.reason})`);
 }
 
-/** 401 for a cookie whose session ended, saying why, so that the page can tell its user (not just "sign in"). */
+/**
+ * 401 for a cookie whose session ended, saying why, so that the page can tell its user (not just "sign in"); the
+ * browser is told to drop the cookie, which names nothing any more.
+ */
 export function sessionEnded(why: string): HttpError {
-  return new HttpError(401, 'session_ended', `signed out: ${why}; sign in again`);
+  return new HttpError(401, 'session_ended', `signed out: ${why}; sign in again`, {
+    'set-cookie': CLEAR_SESSION_COOKIE,
+  });
 }
 
 /**

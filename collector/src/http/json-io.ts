@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-/** A refusal with an HTTP status; the server answers it as `{error: {code, message}}`. */
+/** A refusal with an HTTP status; the server answers it as `{error: {code, message}}`, with `headers` if given. */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
   }
@@ -25,7 +26,7 @@ export function errorReply(err: unknown): Reply {
       status: err.status,
       body: { error: { code: err.code, message: err.message } },
       // RFC 6750 §3: a 401 names the scheme it wants.
-      headers: err.status === 401 ? { 'www-authenticate': 'Bearer realm="pgwarden"' } : {},
+      headers: { ...(err.status === 401 ? { 'www-authenticate': 'Bearer realm="pgwarden"' } : {}), ...err.headers },
     };
   if (err instanceof SyntaxError) return { status: 400, body: { error: { code: 'bad_json', message: err.message } } };
   if ((err as Error).message === 'bad cursor')

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { WebSessionEndReason } from '@pgwarden/policy';
 import type { OidcBearer, OidcCaller, SignedIn } from '../auth/oidc-bearer.js';
 import type { TokenHolder } from '../auth/token-file.js';
 import type { RenewalClaim, WebSessions } from '../auth/web-sessions.js';
@@ -10,10 +11,9 @@ const RETRY_S = 15;
 /** How long a request whose session another request is renewing waits for it, once its ID token has expired. */
 const WAIT_MS = 15_000;
 
-/** What became of a renewal, for the log: never a token. */
+/** What became of a renewal, for the log: never a token. (An end is told by WebSessions' `ended`.) */
 export type RenewalOutcome =
-  | { type: 'renewed'; subject: string; rotated: boolean }
-  | { type: 'ended'; subject: string; why: string }
+  | { type: 'renewed'; subject: string; rotated: boolean; resealed: boolean }
   | { type: 'retry'; subject: string; why: string };
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('base64url');
@@ -59,50 +59,67 @@ export class SessionRenewal {
   }
 
   private async renew(cookie: string | undefined, claim: RenewalClaim, before: OidcCaller): Promise<SignedIn> {
-    const end = async (why: string): Promise<SignedIn> => {
-      await this.sessions.end(cookie, why);
-      this.onOutcome({ type: 'ended', subject: claim.subject, why });
+    const end = async (reason: WebSessionEndReason, why: string): Promise<SignedIn> => {
+      await this.sessions.end(cookie, reason, why);
       return { ended: why };
     };
     const later = async (why: string): Promise<SignedIn> => {
-      if (claim.expired) return end(`the ID token expired and the identity provider could not renew it (${why})`);
+      if (claim.expired)
+        return end('idp_unavailable', `the ID token expired and the identity provider could not renew it (${why})`);
       await this.sessions.renewalFailed(claim, why, RETRY_S);
       this.onOutcome({ type: 'retry', subject: claim.subject, why });
       return before;
     };
     if (claim.refreshToken === undefined)
-      return end('its refresh token cannot be opened with this --web-session-key-file (was the key changed?)');
+      return end(
+        'key_unknown',
+        'its refresh token opens under none of the web session keys (--web-session-key-file, ' +
+          '--web-session-previous-key-file): the key it was sealed with was rotated out',
+      );
     const answer = await this.endpoint.refresh(claim.refreshToken);
     if (answer.kind === 'unreachable') return later(answer.message);
     if (answer.kind === 'refused')
-      return end(`the identity provider refused to renew the sign-in (${answer.error ?? `HTTP ${answer.status}`})`);
-    if (!answer.idToken) return end('the identity provider renewed the sign-in without an ID token');
+      return end(
+        'refresh_refused',
+        `the identity provider refused to renew the sign-in (${answer.error ?? `HTTP ${answer.status}`})`,
+      );
+    if (!answer.idToken) return end('renewal_invalid', 'the identity provider renewed the sign-in without an ID token');
     const v = await this.oidc.verify(answer.idToken);
     if (!v.ok) {
       if (v.reason === 'idp_unavailable') return later(v.message);
-      return end(`the renewed ID token was refused: ${v.message} (${v.reason})`);
+      return end('renewal_invalid', `the renewed ID token was refused: ${v.message} (${v.reason})`);
     }
-    if (v.caller.subject !== claim.subject) return end('the renewed ID token names another subject (sub)');
+    if (v.caller.subject !== claim.subject)
+      return end('renewal_invalid', 'the renewed ID token names another subject (sub)');
     if (v.nonce !== undefined && (claim.nonceSha256 === null || sha256(v.nonce) !== claim.nonceSha256))
-      return end('the renewed ID token carries a nonce other than the sign-in’s');
+      return end('renewal_invalid', 'the renewed ID token carries a nonce other than the sign-in’s');
     if (claim.authTime !== undefined && v.authTime !== undefined && v.authTime !== claim.authTime)
-      return end('the renewed ID token carries an auth_time other than the sign-in’s');
+      return end('renewal_invalid', 'the renewed ID token carries an auth_time other than the sign-in’s');
     let who: TokenHolder | undefined;
     try {
       who = this.holderOf(v.caller);
     } catch (err) {
       if (err instanceof HttpError && err.status === 503) return later(err.message);
-      if (err instanceof HttpError) return end(err.message);
+      if (err instanceof HttpError) return end('unbound', err.message);
       throw err;
     }
-    if (!who) return end(`OIDC user ${v.caller.user} at ${v.caller.issuer} is no longer bound to a reader or approver`);
+    if (!who)
+      return end(
+        'unbound',
+        `OIDC user ${v.caller.user} at ${v.caller.issuer} is no longer bound to a reader or approver`,
+      );
     if (!(await this.sessions.renewed(claim, v.caller, who.name, v.expiresAt, answer.refreshToken))) {
       // The claim lapsed while the identity provider took its time, and another took it: theirs is what counts.
       const now = await this.sessions.lookup(cookie);
       if (!now) return { ended: 'the sign-in ended while it was being renewed' };
       return now.state === 'ended' ? { ended: now.why } : now.caller;
     }
-    this.onOutcome({ type: 'renewed', subject: claim.subject, rotated: answer.refreshToken !== undefined });
+    this.onOutcome({
+      type: 'renewed',
+      subject: claim.subject,
+      rotated: answer.refreshToken !== undefined,
+      resealed: claim.reseal,
+    });
     return v.caller;
   }
 }

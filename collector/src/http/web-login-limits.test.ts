@@ -38,6 +38,7 @@ describe('web UI sign-in under a flood', () => {
   let idp: TestIdp;
   let fx: ApprovalsFixture;
   let c: Collector;
+  let c2: Collector;
   let toIdp: ReturnType<typeof createHttpsFetch>;
 
   beforeAll(async () => {
@@ -45,20 +46,24 @@ describe('web UI sign-in under a flood', () => {
     toIdp = createHttpsFetch({ ca: idp.ca });
     const approvers = approversWithOidc(idp.issuer, ALICE, ['dora', 'finn']);
     fx = await startApprovalsFixture(approvers, ALICE);
-    c = await fx.start({
-      // 127.0.0.4 plays an ingress: its X-Forwarded-For is believed, nobody else's.
-      http: { port: 0, trustedProxies: ['127.0.0.4'] },
-      publicUrl: PUBLIC_URL,
-      oidc: {
-        issuer: idp.issuer,
-        audience: [],
-        caFile: idp.caFile,
-        // A bucket that does not refill within the test: what passes and what is refused does not hang on speed.
-        webLogin: { clientId: 'pgwarden-web', rate: { burst: 4, perMinute: 0.01 } },
-      },
-    });
+    const replica = () =>
+      fx.start({
+        // 127.0.0.4 plays an ingress: its X-Forwarded-For is believed, nobody else's.
+        http: { port: 0, trustedProxies: ['127.0.0.4'] },
+        publicUrl: PUBLIC_URL,
+        oidc: {
+          issuer: idp.issuer,
+          audience: [],
+          caFile: idp.caFile,
+          // A bucket that does not refill within the test: what passes and what is refused does not hang on speed.
+          webLogin: { clientId: 'pgwarden-web', rate: { burst: 4, perMinute: 0.01 } },
+        },
+      });
+    // Two replicas on one store.
+    [c, c2] = [await replica(), await replica()];
   });
   afterAll(async () => {
+    await c2?.stop();
     await c?.stop();
     await fx?.stop();
     await idp?.close();
@@ -97,6 +102,15 @@ describe('web UI sign-in under a flood', () => {
     expect(await finish('127.0.0.5', during)).toEqual({ name: 'finn' });
     idp.login = { claims: { sub: 'u-dora' } };
     expect(await finish('127.0.0.3', before)).toEqual({ name: 'dora' });
+  });
+
+  it('the limit holds across replicas on one store: a client spreading its sign-ins over both gets the burst once', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++)
+      statuses.push((await getFrom('127.0.0.6', `${(i % 2 ? c2 : c).url}/auth/login`)).status);
+    expect(statuses).toEqual([302, 302, 302, 302, ...Array(6).fill(429)]);
+    // Someone else, on either replica, still signs in.
+    for (const r of [c, c2]) expect((await getFrom('127.0.0.7', `${r.url}/auth/login`)).status).toBe(302);
   });
 
   it('behind a trusted proxy each client named by X-Forwarded-For has its own budget; one it did not write is ignored', async () => {

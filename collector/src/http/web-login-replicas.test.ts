@@ -49,7 +49,13 @@ describe('web UI sign-in across collector replicas on one store', () => {
     const options: Partial<CollectorOptions> = {
       read: { readersFile: join(dir, 'readers.yaml') },
       publicUrl: PUBLIC_URL,
-      oidc: { issuer: idp.issuer, audience: [], caFile: idp.caFile, webLogin: { clientId: 'pgwarden-web' } },
+      oidc: {
+        issuer: idp.issuer,
+        audience: [],
+        caFile: idp.caFile,
+        // Every sign-in here comes from one address, and the replicas share its limit (web-login-limits.test.ts).
+        webLogin: { clientId: 'pgwarden-web', rate: { burst: 1000, perMinute: 6000 } },
+      },
     };
     startReplica = async () => {
       const c = await fx.start(options);

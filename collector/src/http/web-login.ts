@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { BlockList } from 'node:net';
 import type { OidcBearer, OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
-import { cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
+import { CLEAR_SESSION_COOKIE, cookieValue, SESSION_COOKIE, type WebSessions } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
 import { boundHolder, sessionEnded, storeUnavailable } from './approver-auth.js';
 import { clientAddress, rateKey } from './client-address.js';
@@ -21,6 +21,11 @@ export interface WebLoginOptions {
   publicUrl: string;
   /** Sign-ins one client may start (`/auth/login`, `/auth/callback`); default 20 at once, then 10 a minute. */
   rate?: SignInRateOptions;
+  /**
+   * Who counts them: by default a bucket per client in this process's memory (SignInRate); the collector passes
+   * one in its store (SharedSignInRate), so that the limit holds across replicas.
+   */
+  limiter?: SignInLimiter;
   /** Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`); without them the peer address counts. */
   trustedProxies?: BlockList;
   /**
@@ -28,6 +33,11 @@ export interface WebLoginOptions {
    * which some identity providers want before they issue a refresh token.
    */
   offlineAccess?: boolean;
+}
+
+/** Takes one sign-in of a client: 0 when granted, else the seconds until the next one. */
+export interface SignInLimiter {
+  take(client: string): number | Promise<number>;
 }
 
 /** The sign-in in flight: bound to the browser by a cookie, used once, for ten minutes at most. */
@@ -47,7 +57,7 @@ const random = () => randomBytes(32).toString('base64url');
 export class WebLogin {
   private readonly endpoint: TokenEndpoint;
   private readonly redirectUri: string;
-  private readonly rate: SignInRate;
+  private readonly rate: SignInLimiter;
   /** Who a session cookie stands for, renewing the session when due (OidcBearer.sessions). */
   readonly renewal: SessionRenewal;
 
@@ -59,7 +69,7 @@ export class WebLogin {
     onRenewal?: (o: RenewalOutcome) => void,
   ) {
     this.redirectUri = `${opts.publicUrl.replace(/\/+$/, '')}/auth/callback`;
-    this.rate = new SignInRate(opts.rate);
+    this.rate = opts.limiter ?? new SignInRate(opts.rate);
     this.endpoint = new TokenEndpoint(oidc, opts);
     this.renewal = new SessionRenewal(oidc, sessions, this.endpoint, (c) => this.holderOf(c), onRenewal);
   }
@@ -73,7 +83,12 @@ export class WebLogin {
       clientAddress(req.socket.remoteAddress, req.headers['x-forwarded-for'], this.opts.trustedProxies),
     );
     if (url.pathname === '/auth/login' || url.pathname === '/auth/callback') {
-      const wait = this.rate.take(source);
+      let wait: number;
+      try {
+        wait = await this.rate.take(source);
+      } catch (err) {
+        return storeUnavailable(err);
+      }
       if (wait > 0)
         return {
           status: 429,
@@ -90,14 +105,18 @@ export class WebLogin {
     if (path === '/auth/logout') {
       if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'sign out with POST');
       await this.sessions.close(req.headers.cookie);
-      return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': expired(SESSION_COOKIE) } };
+      return { status: 200, body: { signedOut: true }, headers: { 'set-cookie': CLEAR_SESSION_COOKIE } };
     }
     if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `${method} is not supported on ${path}`);
     if (path === '/auth/me') {
       const caller = await this.renewal.signedIn(req.headers.cookie);
       if (caller && 'ended' in caller) throw sessionEnded(caller.ended);
       const who = caller && this.holderOf(caller);
-      if (!who) throw new HttpError(401, 'unauthorized', 'not signed in');
+      // A cookie naming no session (signed out elsewhere, or swept since it ended) is dropped too: the page asks here
+      // when it opens, so a stale cookie goes at once.
+      const stale = !caller && cookieValue(req.headers.cookie, SESSION_COOKIE) !== undefined;
+      if (!who)
+        throw new HttpError(401, 'unauthorized', 'not signed in', stale ? { 'set-cookie': CLEAR_SESSION_COOKIE } : {});
       return { status: 200, body: { name: who.name } };
     }
     if (path === '/auth/login') return this.login(url, source);
@@ -232,5 +251,3 @@ export class WebLogin {
 function returnPath(wanted: string | null): string {
   return wanted && wanted.length <= 512 && /^\/(?![/\\])[\x21-\x7e]*$/.test(wanted) ? wanted : '/';
 }
-
-const expired = (name: string) => `${name}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0`;

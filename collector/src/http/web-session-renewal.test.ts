@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttpsFetch } from '@pgwarden/policy/oidc';
@@ -9,8 +9,10 @@ import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startTestIdp, type TestIdp } from '../../../test/governance/oidc-provider.js';
 import { freePort } from '../../../test/harness/ports.js';
+import { RefreshTokenSeal } from '../auth/refresh-token-seal.js';
 import { sha256Hex } from '../auth/token-file.js';
 import type { Collector, CollectorOptions } from '../collector.js';
+import type { AuditEvent } from '../event.js';
 import {
   type ApprovalsFixture,
   startApprovalsFixture,
@@ -22,6 +24,8 @@ const ALICE = 'tok-alice-web-renewal-0123456789';
 const PUBLIC_URL = 'https://pgwarden.example';
 const TTL = 3;
 const CHROMIUM = '/usr/bin/chromium';
+/** What a 401 for an ended session must send: the session cookie, dropped with the attributes it was set with. */
+const CLEARED = '__Host-pgwarden-session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0';
 
 /**
  * Web sessions renewed with the identity provider's refresh tokens (--web-session-key-file), against a real HTTPS
@@ -51,13 +55,16 @@ describe('web sessions renewed past their ID token', () => {
   const options = (webLogin: Record<string, unknown>): Partial<CollectorOptions> => ({
     publicUrl: PUBLIC_URL,
     logger: pino({ level: 'trace' }, { write: (line: string) => void logs.push(line) }),
+    // As the CLI runs it: the collector's own chain records reads, and the ends of web sign-ins.
+    readAudit: {},
     oidc: {
       issuer: idp.issuer,
       audience: [],
       caFile: idp.caFile,
       usernameClaim: 'email',
       groupsClaim: 'groups',
-      webLogin: { clientId: 'pgwarden-web', ...webLogin },
+      // Every sign-in here comes from one address; the limit is shared by the replicas, and not what is tested.
+      webLogin: { clientId: 'pgwarden-web', rate: { burst: 1000, perMinute: 6000 }, ...webLogin },
     },
   });
   const start = async (webLogin: Record<string, unknown>) => {
@@ -130,6 +137,33 @@ describe('web sessions renewed past their ID token', () => {
     return rows[0];
   };
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** The web.session.end events stored for sign-ins of `subject` (the IdP's `sub`), oldest first. */
+  const ends = async (subject: string) =>
+    (
+      await db.query<{ event: string }>(
+        "SELECT event::text FROM audit_events WHERE type = 'web.session.end' ORDER BY ingest_seq",
+      )
+    ).rows
+      .map((r) => JSON.parse(r.event) as AuditEvent)
+      .filter((e) => e.webSession?.oidc.subject === subject);
+  /** The one web.session.end of `subject`'s sign-in, once stored (none is stored twice: checked after a pause). */
+  const endOf = async (subject: string) => {
+    await waitFor(async () => (await ends(subject)).length > 0, 15_000, `web.session.end of ${subject}`);
+    await sleep(500);
+    const all = await ends(subject);
+    expect(all).toHaveLength(1);
+    return all[0].webSession;
+  };
+  /** A request with the cookie, raw: status, error code and Set-Cookie. */
+  const raw = async (url: string, cookie: string, init: RequestInit = {}) => {
+    const r = await fetch(url, { ...init, headers: { cookie, ...init.headers } });
+    const text = await r.text();
+    bodies.push(text);
+    return { status: r.status, code: JSON.parse(text).error?.code, setCookie: r.headers.get('set-cookie') };
+  };
+  const signInAs = (sub: string) => {
+    idp.login.claims = { ...idp.login.claims, sub };
+  };
 
   it('a session outlives several ID tokens on both replicas, renewed with rotated refresh tokens', async () => {
     // offline_access is asked for because it is configured, and with it prompt=consent (OpenID Connect Core §11).
@@ -192,9 +226,10 @@ describe('web sessions renewed past their ID token', () => {
   });
 
   it('a revoked refresh token ends the session at its next renewal, on every replica, saying why', async () => {
+    signInAs('u-dora-revoked');
     const { cookie } = await signIn(a);
     expect(await me(b, cookie)).toBe('dora');
-    idp.revoke('u-dora');
+    idp.revoke('u-dora-revoked');
     await waitFor(async () => typeof (await me(b, cookie)) !== 'string', 15_000, 'ended');
     for (const c of [a, b]) {
       const r = await me(c, cookie);
@@ -203,6 +238,95 @@ describe('web sessions renewed past their ID token', () => {
     }
     // Its refresh token is gone from the store at once.
     expect((await sessionRow(cookie)).refresh_sealed).toBeNull();
+    // Every 401 of the ended session tells the browser to drop its cookie, on the API as on /auth/me.
+    for (const url of [`${a.url}/auth/me`, `${b.url}/api/v1/approvals`])
+      expect(await raw(url, cookie)).toEqual({ status: 401, code: 'session_ended', setCookie: CLEARED });
+    // Recorded once in the collector's own chain, however many replicas and requests saw it end.
+    expect(await endOf('u-dora-revoked')).toEqual({
+      reader: 'dora',
+      oidc: { issuer: idp.issuer, subject: 'u-dora-revoked' },
+      reason: 'refresh_refused',
+      detail: 'the identity provider refused to renew the sign-in (invalid_grant)',
+    });
+  });
+
+  it('signing out ends the session on every replica, clears the cookie and is recorded once', async () => {
+    signInAs('u-dora-out');
+    const { cookie } = await signIn(b);
+    expect(await me(a, cookie)).toBe('dora');
+    for (const c of [a, b]) {
+      const r = await raw(`${c.url}/auth/logout`, cookie, { method: 'POST' });
+      expect([r.status, r.setCookie]).toEqual([200, CLEARED]);
+    }
+    // Its row is gone: the cookie names nothing, and /auth/me (which the page asks when it opens) drops it too.
+    expect(await raw(`${a.url}/auth/me`, cookie)).toEqual({ status: 401, code: 'unauthorized', setCookie: CLEARED });
+    expect(await raw(`${a.url}/auth/me`, '')).toEqual({ status: 401, code: 'unauthorized', setCookie: null });
+    expect(await endOf('u-dora-out')).toEqual({
+      reader: 'dora',
+      oidc: { issuer: idp.issuer, subject: 'u-dora-out' },
+      reason: 'signed_out',
+      detail: 'signed out',
+    });
+  });
+
+  it('a key rotation signs nobody out: tokens sealed under the old key renew and move to the new one; with the old key gone they end cleanly', async () => {
+    // Not rotated by the identity provider: only sealing it again moves a session's token to the new key.
+    idp.refresh.rotate = false;
+    const oldKey = readFileSync(keyFile);
+    const newKey = randomBytes(32);
+    const newKeyFile = join(dir, 'session-next.key');
+    writeFileSync(newKeyFile, `${newKey.toString('base64')}\n`, { mode: 0o600 });
+    signInAs('u-dora-kept');
+    const kept = await signIn(a);
+    signInAs('u-dora-stale');
+    const stale = await signIn(a);
+    const id = (cookie: string) => cookie.split('=')[1];
+    const sealed = async (cookie: string) => (await sessionRow(cookie)).refresh_sealed as Buffer;
+    expect(new RefreshTokenSeal(oldKey).open(await sealed(kept.cookie), id(kept.cookie))).toBeDefined();
+
+    const rotated = await startExtra({
+      sessionKeyFile: newKeyFile,
+      sessionPreviousKeyFiles: [keyFile],
+      offlineAccess: true,
+    });
+    const before = idp.fetches.refresh;
+    await waitFor(
+      async () => (await me(rotated, kept.cookie)) === 'dora' && idp.fetches.refresh > before,
+      15_000,
+      'renewed after the rotation',
+    );
+    const moved = await sealed(kept.cookie);
+    expect(new RefreshTokenSeal(newKey).open(moved, id(kept.cookie))).toBeDefined();
+    expect(new RefreshTokenSeal(oldKey).open(moved, id(kept.cookie))).toBeUndefined();
+    expect(logs.join('')).toMatch(/"resealed":true[^\n]*web session renewed/);
+
+    // The old key removed: the session that renewed goes on; the one that did not since ends, saying why.
+    const only = await startExtra({ sessionKeyFile: newKeyFile, offlineAccess: true });
+    const after = idp.fetches.refresh;
+    await waitFor(
+      async () => (await me(only, kept.cookie)) === 'dora' && idp.fetches.refresh > after,
+      15_000,
+      'renewed under the new key alone',
+    );
+    let ended: Awaited<ReturnType<typeof raw>> | undefined;
+    await waitFor(
+      async () => {
+        const r = await raw(`${only.url}/api/v1/approvals`, stale.cookie);
+        expect(r.status).not.toBe(500);
+        if (r.status === 200) return false;
+        ended = r;
+        return true;
+      },
+      15_000,
+      'the stale session ended',
+    );
+    expect(ended).toEqual({ status: 401, code: 'session_ended', setCookie: CLEARED });
+    expect(((await me(only, stale.cookie)) as { message: string }).message).toMatch(
+      /its refresh token opens under none of the web session keys/,
+    );
+    expect(await endOf('u-dora-stale')).toMatchObject({ reason: 'key_unknown', reader: 'dora' });
+    expect(await me(only, kept.cookie)).toBe('dora');
+    expect(await ends('u-dora-kept')).toEqual([]);
   });
 
   it('while the identity provider does not answer, the session lasts until its ID token expires, then ends saying why', async () => {
@@ -242,6 +366,7 @@ describe('web sessions renewed past their ID token', () => {
 
   it('a session ends at its maximum age, and once idle, renewals or not', async () => {
     const short = await startExtra({ sessionKeyFile: keyFile, offlineAccess: true, sessionMaxAgeS: 2 * TTL + 1 });
+    signInAs('u-dora-aged');
     const t0 = Date.now();
     const { cookie, setCookie } = await signIn(short);
     expect(setCookie).toMatch(`Max-Age=${2 * TTL + 1}`);
@@ -250,13 +375,17 @@ describe('web sessions renewed past their ID token', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(2 * TTL * 1000);
     expect(idp.fetches.refresh - before).toBeGreaterThanOrEqual(1);
     expect(((await me(short, cookie)) as { message: string }).message).toContain('maximum age');
+    expect(await raw(`${short.url}/auth/me`, cookie)).toMatchObject({ status: 401, setCookie: CLEARED });
+    expect(await endOf('u-dora-aged')).toMatchObject({ reason: 'max_age', detail: expect.stringContaining('7s') });
 
     const idle = await startExtra({ sessionKeyFile: keyFile, offlineAccess: true, sessionIdleS: TTL });
     idp.login.ttl = 60;
+    signInAs('u-dora-idle');
     const used = await signIn(idle);
     expect(await me(idle, used.cookie)).toBe('dora');
     await sleep((TTL + 1) * 1000);
     expect(await me(idle, used.cookie)).toMatchObject({ status: 401, code: 'session_ended' });
+    expect(await endOf('u-dora-idle')).toMatchObject({ reason: 'idle', detail: 'the sign-in was unused for 3s' });
   });
 
   it('without a key no refresh token is kept (nor offline_access asked for): the session ends with its ID token', async () => {
@@ -290,7 +419,10 @@ describe('web sessions renewed past their ID token', () => {
       });
       try {
         // The identity provider's certificate comes from the test's own CA.
-        const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+        const context = await browser.newContext({ ignoreHTTPSErrors: true });
+        const page = await context.newPage();
+        const sessionCookie = async () =>
+          (await context.cookies()).filter((k) => k.name === '__Host-pgwarden-session').map((k) => k.name);
         await page.goto(c.url);
         await page.waitForSelector('#sso-in', { state: 'visible' });
         await page.click('#sso-in');
@@ -303,6 +435,7 @@ describe('web sessions renewed past their ID token', () => {
         await page.reload();
         await page.waitForSelector('#sso-user', { state: 'visible' });
         expect(await page.content()).not.toMatch(/rt-[0-9a-f]{48}/);
+        expect(await sessionCookie()).toEqual(['__Host-pgwarden-session']);
 
         idp.revoke('u-dora');
         await page.waitForSelector('#sso-in', { state: 'visible', timeout: 30_000 });
@@ -310,6 +443,8 @@ describe('web sessions renewed past their ID token', () => {
         expect(await page.textContent('#approval-msg')).toMatch(
           /^signed out: the identity provider refused to renew the sign-in \(invalid_grant\); sign in again$/,
         );
+        // The 401 that said so also dropped the cookie: the browser holds nothing that names the ended session.
+        expect(await sessionCookie()).toEqual([]);
       } finally {
         await browser.close();
       }

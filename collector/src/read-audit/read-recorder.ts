@@ -7,6 +7,7 @@ import {
   type AuditRead,
   type AuditSigner,
   type AuditSource,
+  type AuditWebSession,
   formatAuditTime,
   newChain,
   sealEventToJson,
@@ -46,6 +47,8 @@ export interface ReadRecorderEvents {
   repeatsUnrecorded: [read: AuditRead, repeated: number, error: Error];
   /** A finding's audit.finding event could not be stored (the finding itself is in audit_chain_findings). */
   findingUnrecorded: [finding: AuditFindingRecord, error: Error];
+  /** A web sign-in's web.session.end event could not be stored. */
+  webSessionUnrecorded: [end: AuditWebSession, error: Error];
 }
 
 /** A read recorded within the repeat window, and the identical reads answered since. */
@@ -70,8 +73,9 @@ function packageVersion(): string | undefined {
 const nowMicros = () => Date.now() * 1000;
 
 /**
- * The collector's own hash chain, `collector-<instance>`: one `audit.read` event per read of the trail, and one
- * `audit.finding` per chain finding the collector raises (so exports carry integrity alerts to the SIEM), sealed in the
+ * The collector's own hash chain, `collector-<instance>`: one `audit.read` event per read of the trail, one
+ * `audit.finding` per chain finding the collector raises (so exports carry integrity alerts to the SIEM), and one
+ * `web.session.end` per web UI sign-in that ends on this replica, sealed in the
  * order reads finish and stored through the same ingest path as every sidecar's chain (so verification, the API and
  * the exports treat it like any other). With a signer, a checkpoint follows the first read at once and then at most
  * one per interval while reads go on, and one at `close`: a collector reads rarely, so signing the leading edge
@@ -218,11 +222,33 @@ export class ReadRecorder extends EventEmitter<ReadRecorderEvents> {
   }
 
   /**
+   * Records the end of a web UI sign-in as a `web.session.end` event. Nobody waits for it: ending a sign-in releases
+   * nothing (unlike a read), and the person is told why whether or not the event is stored; a failure is reported
+   * through `webSessionUnrecorded`.
+   */
+  webSessionEnded(end: AuditWebSession): void {
+    const webSession: AuditWebSession = {
+      reader: end.reader,
+      oidc: { issuer: end.oidc.issuer, subject: end.oidc.subject },
+      reason: end.reason,
+      detail: end.detail,
+    };
+    if (this.closed) {
+      this.emit('webSessionUnrecorded', webSession, new Error('the collector is stopping'));
+      return;
+    }
+    this.appendUnawaited({ type: 'web.session.end', webSession }, (err) =>
+      this.emit('webSessionUnrecorded', webSession, err),
+    );
+    this.afterAppend();
+  }
+
+  /**
    * Seals one of the collector's own events (no workload identity: it acts for nobody) into the chain and stores it
    * with nobody waiting for it; `failed` hears of a refusal or an error.
    */
   private appendUnawaited(
-    body: Pick<UnsealedAuditEvent, 'type' | 'finding' | 'checkpoint'>,
+    body: Pick<UnsealedAuditEvent, 'type' | 'finding' | 'checkpoint' | 'webSession'>,
     failed: (err: Error) => void,
   ): void {
     const json = this.seal({

@@ -17,7 +17,7 @@ describe('AuditStore on PostgreSQL', () => {
     const rows = await t.store.db.query<{ version: number }>(
       'SELECT version FROM pgwarden_schema_migrations ORDER BY version',
     );
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     // A session crossing midnight UTC lands in two partitions.
     const events = makeSession({

@@ -211,6 +211,20 @@ ALTER TABLE collector_web_sessions ADD COLUMN ends_at timestamptz NOT NULL DEFAU
 ALTER TABLE collector_web_sessions ADD COLUMN last_seen_at timestamptz NOT NULL DEFAULT now();
 ALTER TABLE collector_web_sessions ADD COLUMN ended text;`,
   },
+  {
+    version: 9,
+    name: 'web sign-in rate shared by replicas',
+    sql: `
+-- One token bucket per client (its address, or IPv6 /64) for starting web sign-ins, shared by every replica on the
+-- store: one upsert takes a token or says how long to wait (http/shared-sign-in-rate.ts). Rows of clients whose
+-- bucket has refilled are swept.
+CREATE TABLE collector_sign_in_buckets (
+  client text PRIMARY KEY,
+  tokens float8 NOT NULL,
+  at timestamptz NOT NULL,
+  granted boolean NOT NULL
+);`,
+  },
 ];
 
 const LOCK_KEY = 7_245_001; // arbitrary constant: the advisory lock that serialises migrations

@@ -356,6 +356,29 @@ describe('charts/pgwarden with real helm', () => {
       own.find((o) => o.kind === 'StatefulSet').spec.template.spec.volumes.find((v: any) => v.name === 'web-session')
         .secret.secretName,
     ).toBe('my-key');
+    // A rotation: the same Secret's `previous-key` only opens, mounted beside `key`.
+    const rotating = (
+      await template(
+        ...webIn,
+        'collector.oidc.sessions.renew=true',
+        'collector.oidc.sessions.keySecret=my-key',
+        'collector.oidc.sessions.previousKey=true',
+      )
+    ).find((o) => o.kind === 'StatefulSet').spec.template.spec;
+    expect(sessionArgs(rotating)).toEqual([
+      '--web-session-key-file=/etc/pgwarden/web-session/key',
+      '--web-session-previous-key-file=/etc/pgwarden/web-session/previous-key',
+    ]);
+    expect(rotating.volumes.find((v: any) => v.name === 'web-session').secret).toMatchObject({
+      secretName: 'my-key',
+      items: [
+        { key: 'key', path: 'key' },
+        { key: 'previous-key', path: 'previous-key' },
+      ],
+    });
+    await expect(template(...webIn, 'collector.oidc.sessions.previousKey=true')).rejects.toThrow(
+      /previousKey opens what the current key sealed: it needs collector.oidc.sessions.renew/,
+    );
     await expect(
       template(
         'collector.oidc.issuer=https://idp.example.com',

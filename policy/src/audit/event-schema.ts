@@ -1,4 +1,4 @@
-import { AUDIT_EVENT_TYPES } from './event-types.js';
+import { AUDIT_EVENT_TYPES, WEB_SESSION_END_REASONS } from './event-types.js';
 
 /**
  * JSON Schema (draft-07) of audit event v1: the one description the sidecar, the collector and the tests share.
@@ -200,6 +200,15 @@ export const auditEventSchema = {
       },
       ['kind', 'id', 'by', 'reason', 'at', 'signed', 'sessionsEnded'],
     ),
+    webSession: obj(
+      {
+        reader: { type: 'string', minLength: 1 },
+        oidc: obj({ issuer: str, subject: str }, ['issuer', 'subject']),
+        reason: { enum: [...WEB_SESSION_END_REASONS] },
+        detail: str,
+      },
+      ['reader', 'oidc', 'reason', 'detail'],
+    ),
     prevHash: { anyOf: [{ type: 'null' }, { type: 'string', pattern: AUDIT_HASH_PATTERN }] },
     hash: { type: 'string', pattern: AUDIT_HASH_PATTERN },
   },
@@ -218,5 +227,6 @@ export const auditEventSchema = {
     requires({ properties: { type: { const: 'audit.heads' } } }, ['heads']),
     requires({ properties: { type: { const: 'audit.finding' } } }, ['finding']),
     requires({ properties: { type: { const: 'control.applied' } } }, ['control']),
+    requires({ properties: { type: { const: 'web.session.end' } } }, ['webSession']),
   ],
 } as const;

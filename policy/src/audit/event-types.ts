@@ -22,6 +22,7 @@ export const AUDIT_EVENT_TYPES = [
   'audit.heads',
   'audit.finding',
   'control.applied',
+  'web.session.end',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -275,6 +276,45 @@ export interface AuditRead {
   repeated?: number;
 }
 
+/** Why a web UI sign-in ended (`web.session.end`): a stable code; `detail` says it in words. */
+export const WEB_SESSION_END_REASONS = [
+  /** The person signed out (POST /auth/logout). */
+  'signed_out',
+  /** `--web-session-max-age` passed, renewed or not. */
+  'max_age',
+  /** Unused for `--web-session-idle-timeout`. */
+  'idle',
+  /** Its ID token expired and it had no refresh token (no `--web-session-key-file`, or none was issued). */
+  'expired',
+  /** The identity provider refused the refresh token (revoked, `invalid_grant`, ...). */
+  'refresh_refused',
+  /** The renewed ID token failed verification or named another subject, nonce or auth_time. */
+  'renewal_invalid',
+  /** The ID token expired while the identity provider could not be reached to renew it. */
+  'idp_unavailable',
+  /** Its refresh token opens under none of the collector's web session keys (a key rotated out too early). */
+  'key_unknown',
+  /** The renewed token's claims no longer bind the person to a readers or approvers entry. */
+  'unbound',
+  /** Pushed out by newer sign-ins past the store's cap on sessions. */
+  'evicted',
+] as const;
+export type WebSessionEndReason = (typeof WEB_SESSION_END_REASONS)[number];
+
+/**
+ * A web UI sign-in that ended (`web.session.end`, in the collector's own chain): whose, and why. Exactly one per
+ * sign-in, whichever replica saw it end; never the session's cookie, its digest or any token.
+ */
+export interface AuditWebSession {
+  /** The readers or approvers entry the sign-in acted as. */
+  reader: string;
+  /** The verified ID token's issuer and `sub`. */
+  oidc: { issuer: string; subject: string };
+  reason: WebSessionEndReason;
+  /** The reason in words, as the person's browser was told. */
+  detail: string;
+}
+
 /**
  * A control message a sidecar applied (`control.applied`, in the sidecar's own chain): an approver ended a session
  * or suspended or resumed a policy through the collector (policy/src/control/control-messages.ts).
@@ -343,6 +383,7 @@ export interface AuditEvent {
   heads?: AuditHeads;
   finding?: AuditFindingRecord;
   control?: AuditControl;
+  webSession?: AuditWebSession;
   /** `hash` of the previous event of the same session; null for seq 1. */
   prevHash: string | null;
   /** Lowercase hex sha256 over the canonical JSON of the event without `hash`. */
