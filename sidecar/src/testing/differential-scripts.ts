@@ -235,6 +235,18 @@ export const SCRIPTS: Record<string, Step[]> = {
       until: Z,
     },
   ],
+  // The same, the statement that ends the transaction led by comments and whitespace, which PostgreSQL's lexer skips.
+  'an Execute behind an Execute of a COMMIT, ROLLBACK or END led by comments: 34000 from the Execute': [
+    ...['/* a /* nested */ comment */ COMMIT', '-- a line\n  ROLLBACK', '\n\t End', '/**/abort/**/'].flatMap((sql) => [
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('tx', ''), msg.sync()], until: Z },
+      {
+        send: [msg.parse('c', sql), msg.bind('c', 'c'), msg.execute('c'), msg.execute('tx', 0), msg.sync()],
+        until: Z,
+      },
+      { send: [msg.close('S', 'c'), msg.sync()], until: Z },
+    ]),
+  ],
   'several Syncs in one write, Describe of an unnamed statement with parameters': [
     {
       send: [
