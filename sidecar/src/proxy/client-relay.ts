@@ -372,6 +372,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
         if (s.copyInEnd !== 0) return true; // read and ignored by the COPY (RelayState.copyIn)
         s.discarding = false;
         s.expect(K_SYNC);
+        if (s.recheck.length > 0 && s.releaseRecheck === undefined) {
+          s.queue.tail()!.name = 'recheck';
+          this.heldForNames();
+        }
         return true;
       case F.Terminate:
         this.io.terminate();
@@ -556,7 +560,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
     } else {
       if (kind === K_QUERY) {
         st.forgotten = s.forgetSqlNames(st.request.sql, v);
+        if (st.forgotten !== undefined && s.mayBeProcedural(st.request.sql, v)) s.recheck.push(st.forgotten);
         st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(st.request.sql, v);
+        // What a DO or CALL (this one, or an Execute's since) left is asked at this Query's ReadyForQuery.
+        st.recheckNames = s.recheck.length > 0 && st.guard === undefined && !st.resets;
       }
       armTimeout(s, st);
     }
@@ -570,7 +577,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
    */
   private guarded(st: Stmt, out: true | Buffer, buf: Buffer, start: number, end: number): true | Buffer {
     if (st.resets) return this.heldForReset(st, out, buf, start, end);
-    if (st.guard === undefined) return out;
+    if (st.guard === undefined) {
+      if (st.recheckNames) this.heldForNames();
+      return out;
+    }
     this.io.hold();
     this.s.releaseGuard = () => this.io.release();
     const sent = out === true ? buf.subarray(start, end) : out;
@@ -596,6 +606,15 @@ export class ClientRelay implements FramerHandler, StatementReader {
     this.s.releaseGuard = () => this.io.release();
     if (st.prepared === undefined) return out;
     return Buffer.concat([out === true ? buf.subarray(start, end) : out, FLUSH]);
+  }
+
+  /**
+   * The Query or Sync just forwarded is answered with a question of the proxy's own behind it (names-check.ts): the
+   * client's next messages wait for its answer, so that they meet the names PostgreSQL has (RelayState.namesReady).
+   */
+  private heldForNames(): void {
+    this.io.hold();
+    this.s.releaseRecheck = () => this.io.release();
   }
 
   /** Expects a count of changed rows for `st` and returns its messages (the `-before` ones go to st.countBefore). */
@@ -732,6 +751,7 @@ export class ClientRelay implements FramerHandler, StatementReader {
       this.rowsCount(st, 'ext-before');
     }
     if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
+    if (st.forgotten !== undefined && s.mayBeProcedural(info.request.sql, info.verdict)) s.recheck.push(st.forgotten);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
     // In a transaction already failed, with nothing ahead of it in flight, the Execute can only fail (25P02) or end the
     // transaction (a bound ROLLBACK or COMMIT): no rows to plan for, and the proxy's Describe would take the error

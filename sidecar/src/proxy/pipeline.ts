@@ -44,6 +44,12 @@ export const K_INVALID = 11;
  * gets for its DISCARD ALL.
  */
 export const K_RESTORE = 12;
+/**
+ * The proxy's own question, after a DO or CALL, of which named statements and portals still exist (names-check.ts),
+ * answered up to its ReadyForQuery: only its rows and an error are read, nothing reaches the client (but a
+ * notification, whenever it comes). `name` 'check', or 'undo' for the rollback to its savepoint after it failed.
+ */
+export const K_NAMES = 13;
 
 /**
  * Rows inserted, updated and deleted in every table, from PostgreSQL's per-transaction statistics, which count what
@@ -158,6 +164,11 @@ export class Stmt {
    * the ones behind it could remove, RelayState.restoreUnrun) or, an Execute, is skipped (RelayState.restoreNames).
    */
   forgotten?: ForgottenNames;
+  /**
+   * A Query at whose ReadyForQuery the proxy asks PostgreSQL which names a DO or CALL left (RelayState.recheck,
+   * names-check.ts); the client's messages behind it wait for the answer.
+   */
+  recheckNames = false;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
   writeStatus: 'I' | 'T' | 'E' = 'I';
   timer: NodeJS.Timeout | undefined = undefined;
