@@ -70,8 +70,9 @@ const ROWS_RUN = Buffer.concat([
 ]);
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 /**
- * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes); longer
- * names are read as the Bind passes (scan).
+ * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes). Past it a
+ * Bind small enough to be shown to a reviewer (MAX_REVIEWED_BIND_BYTES) is waited for whole, as a reviewed one with
+ * short names is; a larger one's names are read as it passes (scan).
  */
 const BIND_PEEK = 4096;
 
@@ -114,6 +115,8 @@ export class ClientRelay implements FramerHandler, StatementReader {
   /** A Bind whose names are read as it passes (SCAN), and its length word. */
   private bindScan: BindNameScanner | undefined = undefined;
   private bindLength = 0;
+  /** The Bind being collected has names past BIND_PEEK: it is tracked once whole (decoded), not at its header. */
+  private bindWhole = false;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
@@ -195,7 +198,13 @@ export class ClientRelay implements FramerHandler, StatementReader {
         if (names === null) {
           if (avail > length) return WHOLE; // the whole message, and no names in it: whole() answers it
           if (avail < BIND_PEEK) return NEED_MORE;
-          // Names this long are PostgreSQL's to take (it keys them on 63 bytes): read them as the Bind passes.
+          // Names this long are PostgreSQL's to take (it keys them on 63 bytes). A Bind that could be shown whole to
+          // a reviewer or the audit trail is collected whole (one buffer of its size), and tracked then (decoded).
+          if (length - 4 <= MAX_REVIEWED_BIND_BYTES) {
+            this.bindWhole = true;
+            return WHOLE;
+          }
+          // Larger: read them as the Bind passes.
           this.bindScan = new BindNameScanner();
           this.bindLength = length;
           return SCAN;
@@ -262,10 +271,9 @@ export class ClientRelay implements FramerHandler, StatementReader {
       // A statement held for review at each execution: the approver is shown the values this Bind gives it. The
       // audit trail records them under `audit.captureParams`. Otherwise the Bind passes unread.
       if (info.verdict.action === 'review' || s.hooks.captureParams?.() === true) {
+        // A streamed Bind (names past BIND_PEEK) is one larger than that too (header).
         if (!streamed && length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
-        const note = streamed
-          ? `(the values are not shown: the Bind's names pass ${BIND_PEEK} bytes)`
-          : `(the values are not shown: the Bind is ${length - 4} bytes)`;
+        const note = `(the values are not shown: the Bind is ${length - 4} bytes)`;
         s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
       }
     }
@@ -323,8 +331,15 @@ export class ClientRelay implements FramerHandler, StatementReader {
         return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
       }
       case F.Bind: {
+        const late = this.bindWhole;
+        this.bindWhole = false;
         const names = decodeBindNames(buf, start, end);
         if (names === null) throw new MalformedBody(F.Bind, 'string');
+        if (late) {
+          // Skipped upstream when an earlier message failed while it was collected: nothing to track (as scan).
+          if (s.discarding) return true;
+          if (this.bind(names, end - start - 1, false) === PASS) return true;
+        }
         const info = s.portals.get(names.portal);
         if (info === undefined) return true;
         try {
