@@ -1,10 +1,14 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { dataRow } from '../protocol/backend-messages.js';
 import { B } from '../protocol/codes.js';
 import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js';
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
+import { NamesFound } from './names-check.js';
+import type { ForgottenNames, PreparedInfo } from './pipeline.js';
 
 // After a DO or CALL the proxy asks PostgreSQL which names are left (names-check.ts). Inside the client's transaction
 // block the question runs between a savepoint and its release: when it fails (here: the client's lock_timeout, while
@@ -88,5 +92,51 @@ describe('a question of names that fails inside a transaction block', () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe('NamesFound: what comes back of what was forgotten', () => {
+  const info = (sql: string): PreparedInfo => ({
+    request: { sql, protocol: 'extended' },
+    verdict: { action: 'allow' },
+  });
+  const row = (...cols: (string | null)[]) => dataRow(cols).subarray(5);
+  const md5 = (t: string) => createHash('md5').update(t, 'utf8').digest('hex');
+
+  it('statements by name (Parse-made only are listed), portals by name and text, unchecked portals by name', () => {
+    const found = new NamesFound();
+    found.row(row('S', 'a', null));
+    found.row(row('P', 'p1', md5('SELECT 1')));
+    found.row(row('P', 'p2', md5('SELECT secret FROM t')));
+    found.row(row('P', 'u', md5('anything')));
+    found.row(row('X', 'ignored', null));
+    found.row(Buffer.alloc(1));
+    const f: ForgottenNames = {
+      statements: [
+        ['a', info('SELECT 1')],
+        ['b', info('SELECT 2')],
+      ],
+      portals: [
+        ['p1', info('SELECT 1')],
+        ['p2', info('SELECT 2')],
+        ['p3', info('SELECT 3')],
+      ],
+      unchecked: [
+        ['u', 7],
+        ['v', 8],
+      ],
+      ran: [],
+    };
+    const kept = found.kept(f);
+    expect(kept.statements.map(([k]) => k)).toEqual(['a']);
+    // p2's name is there with another text (PL/pgSQL opened another cursor under it): not the portal that was checked.
+    expect(kept.portals.map(([k]) => k)).toEqual(['p1']);
+    expect(kept.unchecked).toEqual([['u', 7]]);
+  });
+
+  it('names as the proxy keys them: the bytes of a non-ASCII name', () => {
+    const found = new NamesFound();
+    found.row(row('S', 'é', null));
+    expect(found.statements.has(Buffer.from('é', 'utf8').toString('latin1'))).toBe(true);
   });
 });
