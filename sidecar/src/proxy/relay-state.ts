@@ -380,6 +380,12 @@ export class RelayState {
     this.io.toUpstream(namesCheckMessages(status));
   }
 
+  /** What `f` holds is not to be asked about: its statement never started (server-relay.ts, notStarted). */
+  unnoteRecheck(f: ForgottenNames): void {
+    const i = this.recheck.indexOf(f);
+    if (i >= 0) this.recheck.splice(i, 1);
+  }
+
   /** A row or an error answering the proxy's question (K_NAMES). */
   namesAnswer(row: Buffer | undefined): void {
     if (row === undefined) this.namesFailed = true;

@@ -774,6 +774,8 @@ export class ServerRelay implements FramerHandler {
     if (!head) return out;
     // Refused by PostgreSQL before it started (in a failed transaction): procedural code too removed nothing.
     const started = code !== '25P02' || st?.forgotten === undefined || !notStarted(decodeErrorFields(buf, start, end));
+    // Nor is there anything to ask PostgreSQL about it (each DO sent into a failed transaction would add a list).
+    if (!started) s.unnoteRecheck(st!.forgotten!);
     // The statement of a Query that failed, and those behind it, left PostgreSQL's names as they were (a DEALLOCATE
     // of a name that does not exist, or in a failed transaction): so are the proxy's. Its results so far are the
     // CommandCompletes of the statements ahead of it.
