@@ -798,6 +798,18 @@ export const DYNAMIC_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       bindRun('', 'a'),
     ],
   },
+  'a DO that fails its transaction block after its EXECUTE removed a statement: the others usable after ROLLBACK': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('BEGIN'),
+      q("DO $$BEGIN EXECUTE 'DEALLOCATE a'; PERFORM 1/0; END$$"),
+      q('SELECT 1'),
+      { send: [msg.bind('', 'b'), msg.execute(''), msg.sync()] },
+      q('ROLLBACK'),
+      bindRun('', 'b'),
+      bindRun('', 'a'),
+    ],
+  },
   'a DO that fails after its EXECUTE removed a statement: the others stay usable': {
     steps: [
       { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
