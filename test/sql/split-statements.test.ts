@@ -50,6 +50,22 @@ const PIECES = [
   "SELECT 'x'\n'y;'",
   'SELECT 1e5, 1.5, .5, 0x1F',
   "SELECT b'101', x'1F', n'nat;ional'",
+  // SQL-standard function bodies: `;` inside BEGIN ATOMIC … END ends the body's statements, not the Query's.
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END',
+  'CREATE OR REPLACE PROCEDURE pg_temp.p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql begin /* c */ atomic\n SELECT 1; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END end; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 end; SELECT 2 AS end; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.end FROM (SELECT 1 AS end) t; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT (CASE WHEN true THEN 1 END); END',
+  "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 'END;'; SELECT $$;END$$::int; END",
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT begin atomic FROM (SELECT 1 AS begin) s; END',
+  'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 2; END',
+  'CREATE FUNCTION pg_temp.f(begin int) RETURNS int LANGUAGE sql RETURN CASE WHEN begin > 0 THEN 1 END',
+  'SELECT begin atomic FROM (SELECT 1 AS begin) s',
+  'SELECT 1 end',
 ];
 
 describe('splitStatements: as PostgreSQL splits a Query', () => {
@@ -66,7 +82,7 @@ describe('splitStatements: as PostgreSQL splits a Query', () => {
         sql,
       ).toEqual(want);
     }
-    // The corpus has SQL-standard function bodies (BEGIN ATOMIC), which are not split: undefined, never wrong.
+    // The corpus has SQL-standard function bodies (BEGIN ATOMIC) too: split like the rest.
     let split = 0;
     for (const { sql } of CORPUS) {
       const want = pgStatements(sql);
@@ -102,9 +118,17 @@ describe('splitStatements: as PostgreSQL splits a Query', () => {
     ]);
   });
 
-  it('no split where the grammar, not the lexer, decides, or the text does not parse', () => {
+  it('a function body (BEGIN ATOMIC) is one statement with its CREATE, whatever its semicolons', () => {
+    const sql =
+      'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; DEALLOCATE a';
+    expect(pgStatements(sql)).toHaveLength(2);
+    expect(splitStatements(sql)?.map((s) => s.first)).toEqual(['create', 'deallocate']);
+    expect(splitStatements(sql)?.map((s) => s.text)).toEqual(pgStatements(sql));
+  });
+
+  it('no split where the text does not parse', () => {
     for (const sql of [
-      'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; DEALLOCATE a',
+      'CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; DEALLOCATE a',
       "SELECT 'open",
       'SELECT $$open',
       'SELECT /* open',

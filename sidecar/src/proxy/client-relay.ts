@@ -70,8 +70,9 @@ const ROWS_RUN = Buffer.concat([
 ]);
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 /**
- * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes); longer
- * names are read as the Bind passes (scan).
+ * Largest Bind prefix waited for to read the portal and statement names at once (NAMEDATALEN is 64 bytes). Past it a
+ * Bind small enough to be shown to a reviewer (MAX_REVIEWED_BIND_BYTES) is waited for whole, as a reviewed one with
+ * short names is; a larger one's names are read as it passes (scan).
  */
 const BIND_PEEK = 4096;
 
@@ -114,6 +115,8 @@ export class ClientRelay implements FramerHandler, StatementReader {
   /** A Bind whose names are read as it passes (SCAN), and its length word. */
   private bindScan: BindNameScanner | undefined = undefined;
   private bindLength = 0;
+  /** The Bind being collected has names past BIND_PEEK: it is tracked once whole (decoded), not at its header. */
+  private bindWhole = false;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
@@ -195,7 +198,13 @@ export class ClientRelay implements FramerHandler, StatementReader {
         if (names === null) {
           if (avail > length) return WHOLE; // the whole message, and no names in it: whole() answers it
           if (avail < BIND_PEEK) return NEED_MORE;
-          // Names this long are PostgreSQL's to take (it keys them on 63 bytes): read them as the Bind passes.
+          // Names this long are PostgreSQL's to take (it keys them on 63 bytes). A Bind that could be shown whole to
+          // a reviewer or the audit trail is collected whole (one buffer of its size), and tracked then (decoded).
+          if (length - 4 <= MAX_REVIEWED_BIND_BYTES) {
+            this.bindWhole = true;
+            return WHOLE;
+          }
+          // Larger: read them as the Bind passes.
           this.bindScan = new BindNameScanner();
           this.bindLength = length;
           return SCAN;
@@ -262,10 +271,9 @@ export class ClientRelay implements FramerHandler, StatementReader {
       // A statement held for review at each execution: the approver is shown the values this Bind gives it. The
       // audit trail records them under `audit.captureParams`. Otherwise the Bind passes unread.
       if (info.verdict.action === 'review' || s.hooks.captureParams?.() === true) {
+        // A streamed Bind (names past BIND_PEEK) is one larger than that too (header).
         if (!streamed && length - 4 <= MAX_REVIEWED_BIND_BYTES) return WHOLE;
-        const note = streamed
-          ? `(the values are not shown: the Bind's names pass ${BIND_PEEK} bytes)`
-          : `(the values are not shown: the Bind is ${length - 4} bytes)`;
+        const note = `(the values are not shown: the Bind is ${length - 4} bytes)`;
         s.portals.get(names.portal)!.request = { ...info.request, params: [note] };
       }
     }
@@ -323,8 +331,15 @@ export class ClientRelay implements FramerHandler, StatementReader {
         return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
       }
       case F.Bind: {
+        const late = this.bindWhole;
+        this.bindWhole = false;
         const names = decodeBindNames(buf, start, end);
         if (names === null) throw new MalformedBody(F.Bind, 'string');
+        if (late) {
+          // Skipped upstream when an earlier message failed while it was collected: nothing to track (as scan).
+          if (s.discarding) return true;
+          if (this.bind(names, end - start - 1, false) === PASS) return true;
+        }
         const info = s.portals.get(names.portal);
         if (info === undefined) return true;
         try {
@@ -372,6 +387,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
         if (s.copyInEnd !== 0) return true; // read and ignored by the COPY (RelayState.copyIn)
         s.discarding = false;
         s.expect(K_SYNC);
+        if (s.recheck.length > 0 && s.releaseRecheck === undefined) {
+          s.queue.tail()!.name = 'recheck';
+          this.heldForNames();
+        }
         return true;
       case F.Terminate:
         this.io.terminate();
@@ -556,7 +575,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
     } else {
       if (kind === K_QUERY) {
         st.forgotten = s.forgetSqlNames(st.request.sql, v);
+        if (st.forgotten !== undefined && s.mayBeProcedural(st.request.sql, v)) s.recheck.push(st.forgotten);
         st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(st.request.sql, v);
+        // What a DO or CALL (this one, or an Execute's since) left is asked at this Query's ReadyForQuery.
+        st.recheckNames = s.recheck.length > 0 && st.guard === undefined && !st.resets;
       }
       armTimeout(s, st);
     }
@@ -570,7 +592,10 @@ export class ClientRelay implements FramerHandler, StatementReader {
    */
   private guarded(st: Stmt, out: true | Buffer, buf: Buffer, start: number, end: number): true | Buffer {
     if (st.resets) return this.heldForReset(st, out, buf, start, end);
-    if (st.guard === undefined) return out;
+    if (st.guard === undefined) {
+      if (st.recheckNames) this.heldForNames();
+      return out;
+    }
     this.io.hold();
     this.s.releaseGuard = () => this.io.release();
     const sent = out === true ? buf.subarray(start, end) : out;
@@ -596,6 +621,15 @@ export class ClientRelay implements FramerHandler, StatementReader {
     this.s.releaseGuard = () => this.io.release();
     if (st.prepared === undefined) return out;
     return Buffer.concat([out === true ? buf.subarray(start, end) : out, FLUSH]);
+  }
+
+  /**
+   * The Query or Sync just forwarded is answered with a question of the proxy's own behind it (names-check.ts): the
+   * client's next messages wait for its answer, so that they meet the names PostgreSQL has (RelayState.namesReady).
+   */
+  private heldForNames(): void {
+    this.io.hold();
+    this.s.releaseRecheck = () => this.io.release();
   }
 
   /** Expects a count of changed rows for `st` and returns its messages (the `-before` ones go to st.countBefore). */
@@ -732,6 +766,7 @@ export class ClientRelay implements FramerHandler, StatementReader {
       this.rowsCount(st, 'ext-before');
     }
     if (info.statement?.namesFree !== true) st.forgotten = s.forgetSqlNames(info.request.sql, info.verdict);
+    if (st.forgotten !== undefined && s.mayBeProcedural(info.request.sql, info.verdict)) s.recheck.push(st.forgotten);
     st.resets = s.restore !== undefined && st.guard === undefined && mayResetSession(info.request.sql, st.verdict);
     // In a transaction already failed, with nothing ahead of it in flight, the Execute can only fail (25P02) or end the
     // transaction (a bound ROLLBACK or COMMIT): no rows to plan for, and the proxy's Describe would take the error

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { NAME_SCRIPTS, PROCEDURAL_NAME_SCRIPTS, runScript, type Step } from '../testing/differential-scripts.js';
+import {
+  DYNAMIC_NAME_SCRIPTS,
+  NAME_SCRIPTS,
+  PROCEDURAL_NAME_SCRIPTS,
+  runScript,
+  type Step,
+} from '../testing/differential-scripts.js';
 import { errorOf, msg, RawClient, types } from '../testing/raw-client.js';
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { connectUpstream } from '../upstream/connect.js';
@@ -68,7 +74,11 @@ describe('differential: names a failing multi-statement Query did not remove sta
     await fx?.sidecar.close(1000);
   });
 
-  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS }))
+  for (const [name, { steps }] of Object.entries({
+    ...NAME_SCRIPTS,
+    ...PROCEDURAL_NAME_SCRIPTS,
+    ...DYNAMIC_NAME_SCRIPTS,
+  }))
     it(name, () => expectSameAsDirect(fx, steps));
 });
 
@@ -81,7 +91,11 @@ describe('the same without statement kinds (no policy): the proxy splits the Que
     await fx?.sidecar.close(1000);
   });
 
-  for (const [name, { steps }] of Object.entries({ ...NAME_SCRIPTS, ...PROCEDURAL_NAME_SCRIPTS }))
+  for (const [name, { steps }] of Object.entries({
+    ...NAME_SCRIPTS,
+    ...PROCEDURAL_NAME_SCRIPTS,
+    ...DYNAMIC_NAME_SCRIPTS,
+  }))
     it(name, () => expectSameAsDirect(fx, steps));
 });
 
@@ -114,7 +128,7 @@ describe('names a completed statement of a failing Query removed stay forgotten'
   });
 });
 
-describe('a DO with EXECUTE that ran may have removed any statement: they stay forgotten (fails closed)', () => {
+describe('a DO with EXECUTE that ran: PostgreSQL is asked which statements are left', () => {
   let fx: Fixture;
   beforeAll(async () => {
     fx = await startFixture({ hooks });
@@ -123,22 +137,30 @@ describe('a DO with EXECUTE that ran may have removed any statement: they stay f
     await fx?.sidecar.close(1000);
   });
 
-  it('a statement PostgreSQL kept is refused as unchecked; one it dropped gets its 26000', async () => {
+  it("one it kept runs, one it dropped gets PostgreSQL's 26000, one it PREPAREd again in its place stays unchecked", async () => {
     // EXECUTE's text may be computed ('DEALL' || 'OCATE b'): which statements it removed is not in the SQL.
     const { client } = await RawClient.startup(fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
     try {
-      client.send(msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync());
-      expect(types(await client.untilReady())).toBe('1 1 Z');
-      client.send(msg.query("DO $$BEGIN EXECUTE 'DEALLOCATE a'; END$$; SELECT 1/0"));
-      expect(types(await client.untilReady())).toBe('C E Z');
-      client.send(msg.bind('', 'b'), msg.execute(''), msg.sync());
-      const kept = await client.untilReady();
-      expect(types(kept)).toBe('2 E Z');
-      expect(errorOf(kept[1]).get('C')).toBe('42501');
-      client.send(msg.bind('', 'a'), msg.execute(''), msg.sync());
-      const dropped = await client.untilReady();
+      const parsed = await run(
+        msg.parse('a', 'SELECT 1 AS a'),
+        msg.parse('b', 'SELECT 2 AS b'),
+        msg.parse('c', 'SELECT 3 AS c'),
+        msg.sync(),
+      );
+      expect(types(parsed)).toBe('1 1 1 Z');
+      const sql = "DO $$BEGIN EXECUTE 'DEALL' || 'OCATE a'; DEALLOCATE c; PREPARE c AS SELECT 'not checked'; END$$";
+      expect(types(await run(msg.query(`${sql}; SELECT 1/0`)))).toBe('C E Z');
+      expect(types(await run(msg.bind('', 'b'), msg.execute(''), msg.sync()))).toBe('2 D C Z');
+      const dropped = await run(msg.bind('', 'a'), msg.execute(''), msg.sync());
       expect(types(dropped)).toBe('E Z');
       expect(errorOf(dropped[0]).get('C')).toBe('26000');
+      const unchecked = await run(msg.bind('', 'c'), msg.execute(''), msg.sync());
+      expect(types(unchecked)).toBe('2 E Z');
+      expect(errorOf(unchecked[1]).get('C')).toBe('42501');
     } finally {
       client.close();
     }

@@ -198,10 +198,26 @@ describe('statement and portal names follow what PostgreSQL applied', () => {
     await run(msg.parse('s2', 'SELECT 2 AS x'), msg.sync());
     await run(msg.query('DO $$BEGIN PERFORM 1; END$$'));
     expect(rows(await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync()))).toEqual([['2']]);
-    // With an EXECUTE it may have prepared anything under any name: they are forgotten too.
+    // With an EXECUTE it may have removed any statement: PostgreSQL is asked which are left (names-check.ts).
     await run(msg.query("DO $$BEGIN EXECUTE 'SELECT 1'; END$$"));
+    expect(rows(await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync()))).toEqual([['2']]);
+    // One it dropped and PREPAREd again under that name is not the statement that was checked.
+    await run(msg.query("DO $$BEGIN EXECUTE 'DEALLOCATE s2'; EXECUTE 'PREPARE s2 AS SELECT secret FROM ns_t'; END$$"));
     const after = await run(msg.bind('', 's2'), msg.execute('', 0), msg.sync());
+    expect(rows(after)).toEqual([]);
     expect(errorOf(after.find((x) => x.type === B.ErrorResponse)!).get('C')).toBe('42501');
+  });
+
+  it('a portal PL/pgSQL closed and opened again with the same SQL text comes back, described anew', async () => {
+    await run(msg.query('BEGIN'));
+    const sql = 'SELECT id::text FROM ns_t';
+    await run(msg.parse('s3', sql), msg.bind('p3', 's3'), msg.bind('p4', 's3'), msg.sync());
+    await run(msg.query(`DO $$DECLARE c refcursor := 'p3'; BEGIN CLOSE c; OPEN c FOR ${sql}; END$$`));
+    // The proxy describes it again itself (its RowDescription is not passed on): rows and tag as PostgreSQL sends.
+    const m = await run(msg.execute('p3', 0), msg.execute('p4', 0), msg.sync());
+    expect(m.map((x) => String.fromCharCode(x.type)).join(' ')).toBe('D C D C Z');
+    expect(rows(m)).toEqual([['1'], ['1']]);
+    await run(msg.query('ROLLBACK'));
   });
 
   it('a PREPARE or DEALLOCATE that fails gives the name back: PostgreSQL kept the statement', async () => {

@@ -44,6 +44,12 @@ export const K_INVALID = 11;
  * gets for its DISCARD ALL.
  */
 export const K_RESTORE = 12;
+/**
+ * The proxy's own question, after a DO or CALL, of which named statements and portals still exist (names-check.ts),
+ * answered up to its ReadyForQuery: only its rows and an error are read, nothing reaches the client (but a
+ * notification, whenever it comes). `name` 'check', or 'undo' for the rollback to its savepoint after it failed.
+ */
+export const K_NAMES = 13;
 
 /**
  * Rows inserted, updated and deleted in every table, from PostgreSQL's per-transaction statistics, which count what
@@ -158,6 +164,11 @@ export class Stmt {
    * the ones behind it could remove, RelayState.restoreUnrun) or, an Execute, is skipped (RelayState.restoreNames).
    */
   forgotten?: ForgottenNames;
+  /**
+   * A Query at whose ReadyForQuery the proxy asks PostgreSQL which names a DO or CALL left (RelayState.recheck,
+   * names-check.ts); the client's messages behind it wait for the answer.
+   */
+  recheckNames = false;
   /** The status of the guarded Query's own ReadyForQuery (the count's comes after it). */
   writeStatus: 'I' | 'T' | 'E' = 'I';
   timer: NodeJS.Timeout | undefined = undefined;
@@ -340,7 +351,7 @@ export class EntryQueue {
           if (e.name.startsWith('simple')) return true;
           break;
         case K_EXECUTE:
-          if (e.stmt !== undefined && TRANSACTION_END.test(e.stmt.request.sql)) return true;
+          if (e.stmt !== undefined && mayEndTransaction(e.stmt.request.sql)) return true;
           break;
       }
     }
@@ -391,11 +402,65 @@ export class EntryQueue {
 }
 
 /**
- * The start of a statement that may end its transaction when run through Execute (COMMIT, END, ROLLBACK, ABORT,
- * PREPARE TRANSACTION), or of procedural code that may commit (CALL, DO): PostgreSQL then drops the portals bound
- * before it. A comment ahead of the keyword hides it; the cost of a miss is fidelity, not safety (client-relay.ts).
+ * Whether `sql` starts a statement that may end its transaction when run through Execute (COMMIT, END, ROLLBACK, ABORT,
+ * PREPARE TRANSACTION), or procedural code that may commit (CALL, DO): PostgreSQL then drops the portals bound before
+ * it. Its keywords are read as PostgreSQL's lexer reads them (scan.l): whitespace and comments (`--` to the end of
+ * the line, `/* … *\/` nested) separate tokens, letters in any case. A miss costs fidelity, not safety: the proxy's
+ * Describe ahead of a later Execute would take that Execute's error, with the Describe code's location.
+ * Read only for an Execute pipelined behind a portal's Bind that was not described yet (client-relay.ts).
  */
-const TRANSACTION_END = /^\s*(?:commit|end|rollback|abort|prepare\s+transaction|call|do)\b/i;
+export function mayEndTransaction(sql: string): boolean {
+  let at = skipBlank(sql, 0);
+  const first = wordAt(sql, at);
+  switch (first) {
+    case 'commit':
+    case 'end':
+    case 'rollback':
+    case 'abort':
+    case 'call':
+    case 'do':
+      return true;
+    case 'prepare':
+      at = skipBlank(sql, at + first.length);
+      return wordAt(sql, at) === 'transaction';
+    default:
+      return false;
+  }
+}
+
+/** Index of the first character at or after `at` that is not whitespace or inside a comment (scan.l). */
+function skipBlank(sql: string, at: number): number {
+  const n = sql.length;
+  let i = at;
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    if (c === 32 || (c >= 9 && c <= 13)) i++;
+    else if (c === 45 && sql.charCodeAt(i + 1) === 45) {
+      const nl = sql.indexOf('\n', i);
+      i = nl < 0 ? n : nl + 1;
+    } else if (c === 47 && sql.charCodeAt(i + 1) === 42) {
+      let level = 1;
+      i += 2;
+      while (i < n && level > 0) {
+        if (sql.charCodeAt(i) === 47 && sql.charCodeAt(i + 1) === 42) {
+          level++;
+          i += 2;
+        } else if (sql.charCodeAt(i) === 42 && sql.charCodeAt(i + 1) === 47) {
+          level--;
+          i += 2;
+        } else i++;
+      }
+    } else break;
+  }
+  return i;
+}
+
+/** The keyword-shaped word (ASCII letters, then identifier characters) at `at`, lower case; '' if none. */
+function wordAt(sql: string, at: number): string {
+  const m = WORD.exec(sql.slice(at, at + 16));
+  return m === null ? '' : m[0].toLowerCase();
+}
+const WORD = /^[A-Za-z_][A-Za-z0-9_$\u0080-\uffff]*/;
 
 /** Statement and portal entries a statement removed from the proxy's maps, as they were. */
 export interface ForgottenNames {

@@ -8,6 +8,7 @@ import type {
   TxStatus,
   Verdict,
 } from './hooks.js';
+import { NamesFound, namesCheckMessages, namesUndoMessages } from './names-check.js';
 import {
   type Entry,
   EntryQueue,
@@ -16,11 +17,13 @@ import {
   K_DESCRIBE,
   K_EXECUTE,
   K_FUNCTION,
+  K_NAMES,
   K_QUERY,
   K_RESTORE,
   K_ROWS,
   K_SYNC,
   type PreparedInfo,
+  ROWS_CHANGED_NAME,
   Stmt,
   type Undo,
 } from './pipeline.js';
@@ -32,6 +35,7 @@ import {
   RetainedBudget,
   RetainedText,
 } from './retained-budget.js';
+import { SessionResetError } from './session-reset.js';
 import { kindOfKeyword, NAME_KINDS, PROCEDURAL_KINDS, removedBy, SQL_NAMES_HINT, scanSqlNames } from './sql-names.js';
 import { splitStatements } from './sql-statements.js';
 
@@ -115,6 +119,16 @@ export class RelayState {
    */
   copyEnds = 0;
   copyInEnd = 0;
+  /**
+   * What DO blocks and CALLs that ran made the proxy forget since PostgreSQL was last asked what is left
+   * (names-check.ts): asked at the ReadyForQuery of the next Query or Sync (`recheckNames`, an entry named 'recheck'),
+   * while the client's later messages wait (`releaseRecheck`), so that they meet the names PostgreSQL has.
+   */
+  readonly recheck: ForgottenNames[] = [];
+  releaseRecheck: (() => void) | undefined = undefined;
+  private namesFound: NamesFound | undefined = undefined;
+  private namesFailed = false;
+  private namesStatus: 'I' | 'T' = 'I';
   /** The session's setup SQL as the messages that run it again after a DISCARD ALL (session-reset.ts). */
   restore: Buffer[] | undefined = undefined;
   /**
@@ -324,16 +338,104 @@ export class RelayState {
     this.txStatus = status;
     this.swallow = false;
     // Normally the head is the Query, Sync or FunctionCall this answers; anything before it got no answer.
+    let ask = false;
     for (let head = this.queue.peek(); head !== undefined; head = this.queue.peek()) {
       this.queue.shift();
       const k = head.kind;
+      if (head.stmt?.recheckNames || (k === K_SYNC && head.name === 'recheck')) ask = true;
       if (k === K_QUERY || k === K_FUNCTION || k === K_SYNC) {
         if (head.stmt && k !== K_SYNC && !head.stmt.awaitCount) this.finish(head.stmt);
         if (status === 'I') this.endTransaction(head.seq);
         break;
       }
     }
+    if (ask) this.askNames(status);
     this.advance();
+  }
+
+  /**
+   * Whether a Query or an Execute of `sql` may run procedural code (DO, CALL), or cannot be told apart from one: what
+   * it made the proxy forget is then asked of PostgreSQL once it ran (recheck). Read only for statements that made the
+   * proxy forget names.
+   */
+  mayBeProcedural(sql: string, verdict: Verdict): boolean {
+    const statements = statementsOf(sql, verdict.statements);
+    return statements === undefined || statements.some((d) => d.kind === undefined || PROCEDURAL_KINDS.has(d.kind));
+  }
+
+  /**
+   * The ReadyForQuery of a Query or Sync behind a DO or CALL came: asks PostgreSQL what is left (names-check.ts).
+   * Not in a failed transaction, where any query fails too: what was forgotten stays forgotten (fails closed) until
+   * the ReadyForQuery of a later Query or Sync finds the transaction over (ROLLBACK), and the question is asked then.
+   */
+  private askNames(status: TxStatus): void {
+    if (status === 'E' || this.recheck.length === 0) {
+      this.endRecheck(status !== 'E');
+      return;
+    }
+    this.namesFound = new NamesFound();
+    this.namesFailed = false;
+    this.namesStatus = status;
+    this.expect(K_NAMES, undefined, undefined, 'check', true);
+    this.io.toUpstream(namesCheckMessages(status));
+  }
+
+  /** What `f` holds is not to be asked about: its statement never started (server-relay.ts, notStarted). */
+  unnoteRecheck(f: ForgottenNames): void {
+    const i = this.recheck.indexOf(f);
+    if (i >= 0) this.recheck.splice(i, 1);
+  }
+
+  /** A row or an error answering the proxy's question (K_NAMES). */
+  namesAnswer(row: Buffer | undefined): void {
+    if (row === undefined) this.namesFailed = true;
+    else this.namesFound?.row(row);
+  }
+
+  /** The ReadyForQuery of the proxy's question (K_NAMES): what still exists comes back, and the client goes on. */
+  namesReady(status: TxStatus): void {
+    const head = this.queue.shift()!;
+    this.advance();
+    if (head.name === 'undo') {
+      // The client was told its transaction is open; if it cannot be again, the session cannot go on truthfully.
+      if (status !== this.namesStatus)
+        throw new SessionResetError(
+          'XX000',
+          'pgwarden could not undo its own check of prepared statements and portals',
+        );
+      this.endRecheck();
+      return;
+    }
+    const found = this.namesFound!;
+    this.namesFound = undefined;
+    if (!this.namesFailed && status === this.namesStatus) {
+      for (const f of this.recheck) {
+        const kept = found.kept(f);
+        // PL/pgSQL may have moved the portal (FETCH) or opened it anew with the same text: its rows are described
+        // again before its next Execute, and planned from that.
+        for (const [, info] of kept.portals) {
+          info.described = false;
+          info.transformer = undefined;
+        }
+        this.restoreNames(kept);
+      }
+      this.rowsPrepared = found.statements.has(ROWS_CHANGED_NAME);
+    } else if (this.namesStatus === 'T' && status === 'E') {
+      // Failed after its savepoint (a statement_timeout): back to it, so that the client's transaction is as it was.
+      this.expect(K_NAMES, undefined, undefined, 'undo', true);
+      this.io.toUpstream(namesUndoMessages());
+      return;
+    }
+    this.endRecheck();
+  }
+
+  /** The question is settled, or not asked (`settled`: nor to be asked later): the client's held messages go on. */
+  private endRecheck(settled = true): void {
+    if (settled) this.recheck.length = 0;
+    const r = this.releaseRecheck;
+    if (r === undefined) return;
+    this.releaseRecheck = undefined;
+    queueMicrotask(r);
   }
 
   /**
@@ -341,7 +443,7 @@ export class RelayState {
    * skipped Parse, Bind, Close and Describe messages did to the proxy's maps is taken back, last first. `failed`: the
    * head is the message that failed (rather than one that completed, or none), and `error` what it failed with.
    */
-  failExtended(failed = false, error?: { code: string; message: string }): void {
+  failExtended(failed = false, error?: { code: string; message: string }, started = true): void {
     let guarded = false;
     let undone: Entry[] | undefined;
     let first: Entry | undefined;
@@ -364,7 +466,7 @@ export class RelayState {
       const gaveBack =
         head.kind === K_EXECUTE &&
         head.stmt?.forgotten !== undefined &&
-        (head.stmt.results.length === 0 || (failed && head === first && !procedural(head.stmt)));
+        (head.stmt.results.length === 0 || (failed && head === first && (!started || !procedural(head.stmt))));
       if (head.undo !== undefined || gaveBack) {
         if (undone === undefined) undone = [];
         undone.push(head);
@@ -481,10 +583,15 @@ export class RelayState {
    * first keyword, the Query split as PostgreSQL splits it (sql-statements.ts). When the proxy cannot tell which ran,
    * nothing comes back.
    */
-  restoreUnrun(f: ForgottenNames, sql: string, details: readonly StatementDetail[] | undefined): void {
+  restoreUnrun(
+    f: ForgottenNames,
+    sql: string,
+    details: readonly StatementDetail[] | undefined,
+    failedRan = true,
+  ): void {
     const statements = statementsOf(sql, details);
     if (statements === undefined) return;
-    const done = removedBy(statements, f.ran);
+    const done = removedBy(statements, f.ran, failedRan);
     if (done === undefined) return;
     this.restoreNames({
       statements: f.statements.filter(([k]) => !done.statement(k)),

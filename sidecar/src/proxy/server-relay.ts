@@ -22,6 +22,7 @@ import {
   K_EXECUTE,
   K_FUNCTION,
   K_HIDDEN,
+  K_NAMES,
   K_PARSE,
   K_QUERY,
   K_RESTORE,
@@ -31,6 +32,7 @@ import {
 } from './pipeline.js';
 import type { RelayState } from './relay-state.js';
 import { SessionResetError } from './session-reset.js';
+import { notStarted } from './sql-names.js';
 import { UnsafeSettingError, unsafeSetting } from './unsafe-settings.js';
 
 /**
@@ -67,6 +69,7 @@ export class ServerRelay implements FramerHandler {
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
     const kind = s.queue.peek()?.kind;
     if (kind === K_RESTORE) return restoreHeader(type);
+    if (kind === K_NAMES) return namesHeader(type);
     if (s.swallow && type !== B.ReadyForQuery) return this.swallowed(type);
     if (kind === K_ROWS) return rowsHeader(type);
     switch (type) {
@@ -273,6 +276,10 @@ export class ServerRelay implements FramerHandler {
     if (head?.kind === K_ROWS && type !== B.ReadyForQuery && type !== B.ParameterStatus)
       return this.rows(head, type, buf, start, end);
     if (head?.kind === K_RESTORE && type === B.ErrorResponse) throw restoreFailed(buf, start, end);
+    if (head?.kind === K_NAMES && (type === B.DataRow || type === B.ErrorResponse)) {
+      s.namesAnswer(type === B.DataRow ? buf.subarray(start + 5, end) : undefined);
+      return false;
+    }
     switch (type) {
       case B.DataRow: {
         const t = s.cur!.transformer!;
@@ -637,6 +644,10 @@ export class ServerRelay implements FramerHandler {
       s.txStatus = status;
       return true;
     }
+    if (head?.kind === K_NAMES) {
+      s.namesReady(status);
+      return false;
+    }
     if (head?.kind === K_ROWS && head.name === 'simple-before') {
       this.rowsBefore(head);
       return false;
@@ -761,11 +772,15 @@ export class ServerRelay implements FramerHandler {
       }
     }
     if (!head) return out;
+    // Refused by PostgreSQL before it started (in a failed transaction): procedural code too removed nothing.
+    const started = code !== '25P02' || st?.forgotten === undefined || !notStarted(decodeErrorFields(buf, start, end));
+    // Nor is there anything to ask PostgreSQL about it (each DO sent into a failed transaction would add a list).
+    if (!started) s.unnoteRecheck(st!.forgotten!);
     // The statement of a Query that failed, and those behind it, left PostgreSQL's names as they were (a DEALLOCATE
     // of a name that does not exist, or in a failed transaction): so are the proxy's. Its results so far are the
     // CommandCompletes of the statements ahead of it.
     if (head.kind === K_QUERY && st?.forgotten !== undefined) {
-      s.restoreUnrun(st.forgotten, st.request.sql, st.verdict.statements);
+      s.restoreUnrun(st.forgotten, st.request.sql, st.verdict.statements, started);
       st.forgotten = undefined;
     }
     // (A Bind carries a statement only when it is malformed: RelayState.failExtended records it.)
@@ -780,7 +795,7 @@ export class ServerRelay implements FramerHandler {
       st.endResult({ rows: st.rows, bytes: st.bytes, error: { code, message: msg } });
     }
     if (head.kind !== K_QUERY && head.kind !== K_FUNCTION && head.kind !== K_SYNC) {
-      s.failExtended(true, head.kind === K_BIND ? { code, message: msg } : undefined);
+      s.failExtended(true, head.kind === K_BIND ? { code, message: msg } : undefined, started);
       // PostgreSQL skips everything up to the client's next Sync, which the client may not have sent yet: the
       // client's messages until then are skipped here too, or the proxy would apply a Parse, Bind or Close that
       // never happened upstream (and judge the next Execute by a statement PostgreSQL does not run).
@@ -868,6 +883,19 @@ function rowsHeader(type: number): number {
       return WHOLE;
     default:
       return DROP; // RowDescription, ParseComplete, BindComplete, CommandComplete
+  }
+}
+
+/** Which answers to the proxy's question of names (K_NAMES) the relay reads; the rest are dropped. */
+function namesHeader(type: number): number {
+  switch (type) {
+    case B.DataRow:
+    case B.ErrorResponse:
+    case B.ReadyForQuery:
+    case B.NotificationResponse: // the client's, whenever it comes
+      return WHOLE;
+    default:
+      return DROP;
   }
 }
 

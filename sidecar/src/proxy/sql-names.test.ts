@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { StatementDetail } from './hooks.js';
-import { kindOfKeyword, NamesTouched, removedBy } from './sql-names.js';
+import { kindOfKeyword, NamesTouched, notStarted, removedBy } from './sql-names.js';
 
 const st = (text: string, kind?: string): StatementDetail => ({ text, kind });
 /** The CommandComplete tags of the statements that completed before the error. */
@@ -50,6 +50,20 @@ describe('removedBy: what the completed statements of a failed Query may have re
     // Behind the failed statement it never ran.
     const behind = removedBy([fail, st("DO $$BEGIN EXECUTE 'x'; END$$", 'do')], done())!;
     expect([behind.allPortals, behind.allStatements]).toEqual([false, false]);
+  });
+
+  it('a statement PostgreSQL refused before it started (25P02 from postgres.c) removed nothing, procedural or not', () => {
+    const query = [st('DEALLOCATE a', 'deallocate'), st("DO $$BEGIN EXECUTE 'x'; END$$", 'do')];
+    const refused = removedBy(query, done('DEALLOCATE'), false)!;
+    expect([refused.allPortals, refused.allStatements, refused.statement('a')]).toEqual([false, false, true]);
+    const inTx = new Map([
+      ['C', '25P02'],
+      ['F', 'postgres.c'],
+    ]);
+    expect(notStarted(inTx)).toBe(true);
+    // The same SQLSTATE raised by user code (RAISE SQLSTATE '25P02') comes from PL/pgSQL's source: it ran.
+    expect(notStarted(new Map([...inTx, ['F', 'pl_exec.c']]))).toBe(false);
+    expect(notStarted(new Map([...inTx, ['C', '22012']]))).toBe(false);
   });
 
   it('kinds from first keywords, for a Query without a parser', () => {

@@ -89,11 +89,13 @@ export class NamesTouched {
 export function removedBy(
   statements: readonly { text: string; kind?: string }[],
   ran: readonly (string | undefined)[],
+  failedRan = true,
 ): NamesTouched | undefined {
   const done = ran.length;
   if (done >= statements.length) return undefined;
   const touched = new NamesTouched();
-  for (let i = 0; i <= done; i++) {
+  // `failedRan` false: the failed statement was refused before it started (notStarted), as those behind it.
+  for (let i = 0; i < done || (failedRan && i === done); i++) {
     const { kind, text } = statements[i];
     if (kind === undefined || (i < done && !tagFits(kind, ran[i]))) return undefined;
     if (PROCEDURAL_KINDS.has(kind)) {
@@ -158,4 +160,13 @@ function identifier(text: string): string | undefined {
   else return undefined;
   // The protocol's names are byte keys (frontend-messages.ts nameKey).
   return name === '' || Buffer.byteLength(name) >= 63 ? undefined : textKey(name);
+}
+
+/**
+ * Whether an error says its statement was refused before anything of it ran: 25P02 raised by postgres.c itself
+ * (exec_simple_query, exec_execute_message, …: "current transaction is aborted") in a failed transaction. The routine
+ * field is the server's source, which no RAISE in user code can set.
+ */
+export function notStarted(fields: ReadonlyMap<string, string>): boolean {
+  return fields.get('C') === '25P02' && fields.get('F') === 'postgres.c';
 }

@@ -5,9 +5,13 @@
  * unless it is inside a string, a quoted identifier, a dollar-quoted string, a comment or parentheses (a rule's action
  * list), as PostgreSQL's lexer reads them (scan.l) with standard_conforming_strings on (the proxy refuses sessions
  * without it: unsafe-settings.ts). A SQL-standard function body (`BEGIN ATOMIC … END`) has `;` inside it that the
- * grammar, not the lexer, tells apart: such a Query is not split (undefined), nor one whose quotes or comments are
- * not closed. Callers check the statements against the CommandComplete tags as well (sql-names.ts, removedBy).
- * https://www.postgresql.org/docs/current/sql-syntax-lexical.html
+ * grammar, not the lexer, tells apart (gram.y): the body opens only in CREATE [OR REPLACE] FUNCTION | PROCEDURE, as
+ * the two tokens BEGIN ATOMIC, and holds `stmt ;` items, so the END that closes it comes right after a `;` or its
+ * ATOMIC; any other END closes a CASE or is a column label (`SELECT 1 end`). The statements of a body are `stmt`,
+ * not `toplevel_stmt`: BEGIN and END transaction statements cannot start one, so an END after a `;` in a body is
+ * always the body's. A Query whose quotes, comments or parentheses are not closed is not split (undefined). Callers
+ * check the statements against the CommandComplete tags as well (sql-names.ts, removedBy).
+ * https://www.postgresql.org/docs/current/sql-syntax-lexical.html, sql-createfunction.html
  */
 
 /** One statement: its text (from its first token to its `;`) and its first keyword, lower case ('' if none). */
@@ -30,12 +34,19 @@ export function splitStatements(sql: string): SqlStatement[] | undefined {
   let depth = 0;
   let first = '';
   let tokens = false;
+  /** The token before this one: a word (lower case), ';' in a function body, or '' for anything else. */
   let prevWord = '';
+  /** Function bodies open around this point, and the leading words of the innermost statement (routineHead). */
+  let bodies = 0;
+  const head: string[] = [];
+  let headDone = false;
   const end = (at: number) => {
     if (tokens) out.push({ text: sql.slice(start, at).trim(), first });
     first = '';
     tokens = false;
     prevWord = '';
+    head.length = 0;
+    headDone = false;
   };
   let i = 0;
   while (i < n) {
@@ -67,7 +78,13 @@ export function splitStatements(sql: string): SqlStatement[] | undefined {
       continue;
     }
     if (c === 59 && depth === 0) {
-      end(i);
+      if (bodies === 0) end(i);
+      else {
+        // A statement of the body ends; the next one (or the body's END) follows.
+        prevWord = ';';
+        head.length = 0;
+        headDone = false;
+      }
       i++;
       continue;
     }
@@ -86,6 +103,7 @@ export function splitStatements(sql: string): SqlStatement[] | undefined {
         i = quoted(sql, j, 39, true);
         if (i < 0) return undefined;
         prevWord = '';
+        headDone = true;
         continue;
       }
       i = j;
@@ -114,13 +132,30 @@ export function splitStatements(sql: string): SqlStatement[] | undefined {
       else if (c === 41 && --depth < 0) return undefined;
       i++;
     }
-    // BEGIN ATOMIC: a function body whose `;` the grammar reads, not the lexer.
-    if (word === 'atomic' && prevWord === 'begin') return undefined;
-    prevWord = word;
+    let tok = word;
+    if (depth === 0 && word !== '') {
+      // BEGIN ATOMIC: a function body whose `;` the grammar reads, not the lexer. Its first statement starts as one
+      // after a `;` does, and so may its END.
+      if (word === 'atomic' && prevWord === 'begin' && routineHead(head)) {
+        bodies++;
+        head.length = 0;
+        headDone = false;
+        tok = ';';
+      } else if (word === 'end' && bodies > 0 && prevWord === ';') bodies--;
+      else if (!headDone && head.length < 4) head.push(word);
+    } else headDone = true;
+    prevWord = tok;
   }
-  if (depth !== 0) return undefined;
+  if (depth !== 0 || bodies !== 0) return undefined;
   end(n);
   return out;
+}
+
+/** Whether a statement starting with these words is CREATE [OR REPLACE] FUNCTION | PROCEDURE (gram.y CreateFunctionStmt). */
+function routineHead(words: readonly string[]): boolean {
+  if (words[0] !== 'create') return false;
+  const at = words[1] === 'or' && words[2] === 'replace' ? 3 : 1;
+  return words[at] === 'function' || words[at] === 'procedure';
 }
 
 /** Index just past the quoted text starting at `at` (quote `q`), or -1 if it is not closed. */

@@ -235,6 +235,18 @@ export const SCRIPTS: Record<string, Step[]> = {
       until: Z,
     },
   ],
+  // The same, the statement that ends the transaction led by comments and whitespace, which PostgreSQL's lexer skips.
+  'an Execute behind an Execute of a COMMIT, ROLLBACK or END led by comments: 34000 from the Execute': [
+    ...['/* a /* nested */ comment */ COMMIT', '-- a line\n  ROLLBACK', '\n\t End', '/**/abort/**/'].flatMap((sql) => [
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('tx', ''), msg.sync()], until: Z },
+      {
+        send: [msg.parse('c', sql), msg.bind('c', 'c'), msg.execute('c'), msg.execute('tx', 0), msg.sync()],
+        until: Z,
+      },
+      { send: [msg.close('S', 'c'), msg.sync()], until: Z },
+    ]),
+  ],
   'several Syncs in one write, Describe of an unnamed statement with parameters': [
     {
       send: [
@@ -704,6 +716,106 @@ export const PROCEDURAL_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       q('DO $$BEGIN END$$; DEALLOCATE a; SELECT 1/0; DEALLOCATE b'),
       bindRun('', 'a'),
       bindRun('', 'b'),
+    ],
+  },
+  // After a DO or CALL ran, the proxy asks PostgreSQL which names are left (sidecar/src/proxy/names-check.ts): those
+  // run on as in PostgreSQL, and nothing of the question shows (its rows, its statement, its savepoint).
+  'a CALL that closes a cursor in a transaction block: the other portals read on, the savepoints are the client’s': {
+    steps: [
+      q('CREATE PROCEDURE pg_temp.close_it(c refcursor) LANGUAGE plpgsql AS $$BEGIN CLOSE c; END$$'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('p1', ''), msg.bind('p2', ''), msg.bind('p3', ''), msg.sync()] },
+      q('SAVEPOINT mine'),
+      q("CALL pg_temp.close_it('p1')"),
+      { send: [msg.execute('p2', 1), msg.sync()] },
+      q('SELECT name FROM pg_catalog.pg_cursors ORDER BY name'),
+      // The CALL through the extended protocol, an Execute of another portal pipelined behind its Sync.
+      {
+        send: [
+          msg.parse('cl', "CALL pg_temp.close_it('p2')"),
+          msg.bind('', 'cl'),
+          msg.execute(''),
+          msg.sync(),
+          msg.execute('p3', 2),
+          msg.sync(),
+        ],
+        until: Z,
+        times: 2,
+      },
+      { send: [msg.execute('p2', 1), msg.sync()] },
+      q('ROLLBACK TO SAVEPOINT mine'),
+      q('RELEASE SAVEPOINT mine'),
+      q('ROLLBACK'),
+    ],
+  },
+  'a CALL in a failed transaction block does not run: its portal answers 25P02, as any': {
+    steps: [
+      q('CREATE PROCEDURE pg_temp.close_it(c refcursor) LANGUAGE plpgsql AS $$BEGIN CLOSE c; END$$'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('p', ''), msg.sync()] },
+      q('SELECT 1/0'),
+      q("CALL pg_temp.close_it('p')"),
+      { send: [msg.execute('p', 1), msg.sync()] },
+      q('ROLLBACK'),
+    ],
+  },
+};
+
+/**
+ * Procedural code whose EXECUTE removes statements by a computed name: only PostgreSQL knows which are left, and the
+ * proxy asks it (names-check.ts). Not run through a policy, which denies EXECUTE of a string in a DO (dynamic-sql).
+ */
+export const DYNAMIC_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
+  'a DO that deallocates one statement through EXECUTE leaves the others usable (simple and extended protocol)': {
+    steps: [
+      {
+        send: [
+          msg.parse('a', 'SELECT 1 AS a'),
+          msg.parse('b', 'SELECT 2 AS b'),
+          msg.parse('c', 'SELECT 3 AS c'),
+          msg.parse('d', "DO $$BEGIN EXECUTE 'DEALLOCATE ' || 'c'; END$$"),
+          msg.sync(),
+        ],
+      },
+      q("DO $$BEGIN EXECUTE 'DEALLOCATE ' || 'a'; END$$"),
+      bindRun('', 'b'),
+      bindRun('', 'a'),
+      // The DO through the extended protocol, and the client's next batch pipelined behind its Sync.
+      { send: [bind0('d'), msg.execute(''), msg.sync(), ...bindRun('', 'b').send], until: Z, times: 2 },
+      bindRun('', 'c'),
+      q('SELECT name, from_sql FROM pg_catalog.pg_prepared_statements ORDER BY name'),
+    ],
+  },
+  'a DO in a failed transaction block does not run; the statements are usable again after ROLLBACK': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.sync()] },
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('p', ''), msg.sync()] },
+      q('SELECT 1/0'),
+      q("DO $$BEGIN EXECUTE 'DEALLOCATE a'; END$$"),
+      { send: [msg.execute('p', 1), msg.sync()] },
+      q('ROLLBACK'),
+      bindRun('', 'a'),
+    ],
+  },
+  'a DO that fails its transaction block after its EXECUTE removed a statement: the others usable after ROLLBACK': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q('BEGIN'),
+      q("DO $$BEGIN EXECUTE 'DEALLOCATE a'; PERFORM 1/0; END$$"),
+      q('SELECT 1'),
+      { send: [msg.bind('', 'b'), msg.execute(''), msg.sync()] },
+      q('ROLLBACK'),
+      bindRun('', 'b'),
+      bindRun('', 'a'),
+    ],
+  },
+  'a DO that fails after its EXECUTE removed a statement: the others stay usable': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      q("DO $$BEGIN EXECUTE 'DEALLOCATE a'; PERFORM 1/0; END$$"),
+      bindRun('', 'b'),
+      bindRun('', 'a'),
     ],
   },
 };

@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { dataRow } from '../protocol/backend-messages.js';
+import { B } from '../protocol/codes.js';
+import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js';
+import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
+import { allowAllHooks } from './allow-all-hooks.js';
+import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
+import { NamesFound } from './names-check.js';
+import type { ForgottenNames, PreparedInfo } from './pipeline.js';
+
+// After a DO or CALL the proxy asks PostgreSQL which names are left (names-check.ts). Inside the client's transaction
+// block the question runs between a savepoint and its release: when it fails (here: the client's lock_timeout, while
+// a superuser holds a lock on pg_cursors), it is rolled back to that savepoint, the client's transaction goes on as
+// if nothing had been asked, and what the CALL made the proxy forget stays forgotten (fails closed).
+
+function decide(req: StatementRequest): Verdict {
+  const kind = /^\s*CALL\b/i.test(req.sql) ? 'call' : 'select';
+  return { action: 'allow', statements: [{ text: req.sql, kind }] };
+}
+
+const hooks: ProxyHooks = {
+  ...allowAllHooks(),
+  openSession() {
+    return { ...allowAllHooks().openSession({} as never), checkQuery: decide, checkParse: decide };
+  },
+};
+
+describe('a question of names that fails inside a transaction block', () => {
+  let fx: Fixture;
+  let admin: pg.Client;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    const shared = inject('pg');
+    admin = new pg.Client({
+      host: shared.host,
+      port: shared.port,
+      database: shared.database,
+      user: ROLE.super.username,
+      password: ROLE.super.password,
+    });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await fx?.sidecar.close(1000);
+  });
+
+  it("is rolled back to its savepoint: the client's transaction and savepoints are as before, the portals forgotten", async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    const status = (m: { type: number; buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+    try {
+      await run(msg.query('CREATE PROCEDURE pg_temp.nop() LANGUAGE plpgsql AS $$BEGIN END$$'));
+      await run(msg.query('BEGIN'));
+      await run(msg.query("SET LOCAL lock_timeout = '200ms'"));
+      await run(msg.query('CREATE TEMP TABLE kept (x int); INSERT INTO kept VALUES (1)'));
+      await run(msg.query('SAVEPOINT mine'));
+      await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
+      await admin.query('BEGIN');
+      await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      let called: { type: number; buf: Buffer }[];
+      try {
+        called = await run(msg.query('CALL pg_temp.nop()'));
+        // The proxy's question waits for the lock, then fails; the client's next Query waits for the undo.
+        const after = await run(msg.query('SELECT x FROM kept'));
+        expect(types(after)).toBe('T D C Z');
+        expect(after.filter((m) => m.type === B.DataRow).map(rowOf)).toEqual([['1']]);
+        expect(status(after)).toBe('T');
+      } finally {
+        await admin.query('ROLLBACK');
+      }
+      expect(types(called)).toBe('C Z');
+      expect(status(called)).toBe('T');
+      // Nothing of the question is left: no statement of the proxy's, and the client's savepoint is the latest.
+      const left = await run(msg.query('SELECT name FROM pg_catalog.pg_prepared_statements'));
+      expect(left.filter((m) => m.type === B.DataRow)).toEqual([]);
+      expect(types(await run(msg.query('ROLLBACK TO SAVEPOINT mine')))).toBe('C Z');
+      // The portal PostgreSQL kept stays forgotten: the proxy's 34000 rather than its rows.
+      const gone = await run(msg.execute('p', 0), msg.sync());
+      expect(types(gone)).toBe('E Z');
+      expect(errorOf(gone[0]).get('C')).toBe('34000');
+      await run(msg.query('ROLLBACK'));
+      // Outside a transaction block the next CALL's question succeeds again.
+      await run(msg.parse('s', 'SELECT 6 AS six'), msg.sync());
+      expect(types(await run(msg.query('CALL pg_temp.nop()')))).toBe('C Z');
+      expect(types(await run(msg.bind('', 's'), msg.execute(''), msg.sync()))).toBe('2 D C Z');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('NamesFound: what comes back of what was forgotten', () => {
+  const info = (sql: string): PreparedInfo => ({
+    request: { sql, protocol: 'extended' },
+    verdict: { action: 'allow' },
+  });
+  const row = (...cols: (string | null)[]) => dataRow(cols).subarray(5);
+  const md5 = (t: string) => createHash('md5').update(t, 'utf8').digest('hex');
+
+  it('statements by name (Parse-made only are listed), portals by name and text, unchecked portals by name', () => {
+    const found = new NamesFound();
+    found.row(row('S', 'a', null));
+    found.row(row('P', 'p1', md5('SELECT 1')));
+    found.row(row('P', 'p2', md5('SELECT secret FROM t')));
+    found.row(row('P', 'u', md5('anything')));
+    found.row(row('X', 'ignored', null));
+    found.row(Buffer.alloc(1));
+    const f: ForgottenNames = {
+      statements: [
+        ['a', info('SELECT 1')],
+        ['b', info('SELECT 2')],
+      ],
+      portals: [
+        ['p1', info('SELECT 1')],
+        ['p2', info('SELECT 2')],
+        ['p3', info('SELECT 3')],
+      ],
+      unchecked: [
+        ['u', 7],
+        ['v', 8],
+      ],
+      ran: [],
+    };
+    const kept = found.kept(f);
+    expect(kept.statements.map(([k]) => k)).toEqual(['a']);
+    // p2's name is there with another text (PL/pgSQL opened another cursor under it): not the portal that was checked.
+    expect(kept.portals.map(([k]) => k)).toEqual(['p1']);
+    expect(kept.unchecked).toEqual([['u', 7]]);
+  });
+
+  it('names as the proxy keys them: the bytes of a non-ASCII name', () => {
+    const found = new NamesFound();
+    found.row(row('S', 'é', null));
+    expect(found.statements.has(Buffer.from('é', 'utf8').toString('latin1'))).toBe(true);
+  });
+});
