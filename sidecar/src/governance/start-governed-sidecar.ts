@@ -63,7 +63,10 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
   liveStateWaitMs?: number;
   /** Where MaskingRule keySecretRefs are read from; default `$PGWARDEN_MASKING_KEYS_DIR` (keyResolverFromEnv). */
   resolveMaskingKey?: KeyResolver;
-  /** `--catalog-query-timeout`: the longest one query of the catalog connection may take (default 5 s). */
+  /**
+   * `--catalog-query-timeout`: the longest one client statement waits for the catalog in all, and one query of the
+   * catalog connection may take (default 5 s).
+   */
   catalogQueryTimeoutMs?: number;
 }
 

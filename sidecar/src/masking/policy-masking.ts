@@ -17,7 +17,10 @@ export interface PolicyMaskingOptions {
   catalogMaxAgeMs?: number;
   /** See CatalogCacheOptions.verifyMs (default 1 s). */
   catalogVerifyMs?: number;
-  /** `--catalog-query-timeout`: see CatalogConnectionOptions.queryTimeoutMs (default 5 s). */
+  /**
+   * `--catalog-query-timeout`: see CatalogConnectionOptions.queryTimeoutMs and CatalogCacheOptions.statementTimeoutMs
+   * (default 5 s).
+   */
   catalogQueryTimeoutMs?: number;
   /** The catalog's failures and recoveries (logs, metrics). */
   onCatalogEvent?: (e: CatalogEvent) => void;
