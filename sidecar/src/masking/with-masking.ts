@@ -89,9 +89,12 @@ export function withMasking(hooks: ProxyHooks, masker: (info: SessionInfo) => Ma
        */
       const rechecked = new WeakMap<Verdict, Verdict>();
       const recheck = (prepared: Verdict, req: StatementRequest): Verdict | Promise<Verdict> => {
-        if (!m.config.active || prepared.action === 'deny') return prepared;
+        if (prepared.action === 'deny') return prepared;
         const last = rechecked.get(prepared) ?? prepared;
-        if (reusable(last)) return last;
+        // Not checked by masking: no rule applied at its Parse, under the policy version still in force (the inner
+        // hooks returned it as it was), so none applies now. No config lookup here: this is every Execute's path.
+        const c = checks.get(last);
+        if (c === undefined || m.reusable(c)) return last;
         return checkMasked(req, () => prepared).then((verdict) => {
           if (!refusals.has(verdict)) rechecked.set(prepared, verdict);
           return verdict;
