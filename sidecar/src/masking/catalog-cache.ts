@@ -250,8 +250,6 @@ export class CatalogCache {
   lastError: Error | undefined;
   /** Per client statement (its request object), the time it has waited for the catalog so far. */
   private readonly spent = new WeakMap<object, number>();
-  /** Checks that ran past a statement's deadline (each counts as one failure, however many statements waited). */
-  private readonly overran = new WeakSet<Promise<Error | undefined>>();
 
   constructor(
     private readonly query: CatalogQuery,
@@ -409,10 +407,9 @@ export class CatalogCache {
           'PGW_MASK_CATALOG_TIMEOUT',
           `the catalog checks of a statement did not end within ${limit} ms (--catalog-query-timeout); they go on`,
         );
-        if (!this.overran.has(check)) {
-          this.overran.add(check);
-          this.failed(error);
-        } else this.failedAt = Date.now();
+        // Counted once per outage like a failed check; while already failing, only the retry pacing restarts.
+        if (this.lastError === undefined) this.failed(error);
+        else this.failedAt = Date.now();
         resolve(error);
       }, limit - spent);
       void check.then((failure) => {
