@@ -356,6 +356,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (!config.active) return NO_CATALOG;
       remember(sql);
       await initMaskingParser();
+      const before = catalog.generation;
       let analyses = analyze(sql);
       // Unparseable SQL is the decision engine's to deny. Content detectors alone need no catalog (planRows scans
       // every text column whatever the snapshot says), nor do statements that read nothing (CATALOG_FREE). Column
@@ -365,7 +366,8 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (config.columns.length > 0 && !analyses.every((a) => CATALOG_FREE.has(a.kind))) {
         await catalog.ensure(statement);
         gen = catalog.generation;
-        analyses = analyze(sql);
+        // Again only on a new snapshot (FETCH and EXECUTE are not cached: no second parse for them otherwise).
+        if (gen !== before) analyses = analyze(sql);
         if (!analyses) return NO_CATALOG;
       }
       for (const a of analyses) {
