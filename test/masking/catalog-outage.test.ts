@@ -432,6 +432,28 @@ describe('a catalog that does not answer or cannot be read', () => {
     expect((await functions.query(joined)).rows).toEqual([{ id: 1 }]);
   }, 120_000);
 
+  it('sees a view redefined under a prepared statement: its next execution masks what the view now exposes', async () => {
+    const owner = sharedClient(LOGIN, DB);
+    await owner.connect();
+    try {
+      await owner.query("CREATE VIEW co.v AS SELECT id, 'nothing'::text AS info FROM co.customers");
+      const masked = await client('masked');
+      // Past verifyMs: the Parse's check sees the new view.
+      await sleep(1200);
+      const info = { name: 'view_info', text: 'SELECT id, info FROM co.v WHERE id = $1', values: [1] };
+      expect((await masked.query(info)).rows).toEqual([{ id: 1, info: 'nothing' }]);
+      // PostgreSQL re-plans the prepared statement: it now returns the SSN under the same name.
+      await owner.query('CREATE OR REPLACE VIEW co.v AS SELECT id, ssn AS info FROM co.customers');
+      await sleep(1200);
+      const rows = (await masked.query(info)).rows;
+      expect(rows).toHaveLength(1);
+      expect(rows[0].info).not.toContain(SSN.slice(-4));
+    } finally {
+      await owner.query('DROP VIEW IF EXISTS co.v');
+      await owner.end();
+    }
+  }, 60_000);
+
   it('/readyz is not ready while a catalog the listeners need cannot be read, and ready again once it answers', async () => {
     const masked = await client('masked');
     const functions = await client('functions');
