@@ -57,6 +57,8 @@ export interface SidecarOptions {
   auditFailMode?: AuditFailMode;
   /** Admin HTTP (/healthz, /readyz, /metrics); false or absent = off. */
   http?: { host: string; port: number } | false;
+  /** Further reasons /readyz fails (empty: none), asked at each probe (the governed sidecar's catalogs). */
+  readiness?: () => string[] | Promise<string[]>;
   maxStatementBytes?: number;
   /**
    * Statement text (Query, Parse, FunctionCall of 64 KiB or more) read whole at once, over every session: past it a
@@ -233,6 +235,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
         }
         if (hooks.ready?.() === false) reasons.push('policy not loaded');
         if (!audit.ready()) reasons.push('audit sink not durable');
+        if (options.readiness) reasons.push(...(await options.readiness()));
         // Logged when the answer changes: the probe's own body shows the reasons to local callers only.
         const now = reasons.join('; ');
         if (now !== lastReadiness) {

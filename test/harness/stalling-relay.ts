@@ -5,6 +5,10 @@ interface Pair {
   client: Socket;
   upstream?: Socket;
   frozen: boolean;
+  /** Each chunk is delivered this much later, either way (slow()); in order, whatever the delay was when sent. */
+  delayMs: number;
+  /** When the last delayed chunk of each direction is due (to keep later chunks behind it). */
+  due: { up: number; down: number };
 }
 
 /**
@@ -27,7 +31,7 @@ export class StallingRelay {
   async start(): Promise<void> {
     this.server = createServer((client) => {
       this.accepted++;
-      const pair: Pair = { client, frozen: this.holdNew };
+      const pair: Pair = { client, frozen: this.holdNew, delayMs: 0, due: { up: 0, down: 0 } };
       if (pair.frozen) this.held++;
       this.pairs.add(pair);
       client.on('error', () => undefined);
@@ -48,9 +52,33 @@ export class StallingRelay {
     pair.upstream = upstream;
     upstream.on('error', () => undefined);
     upstream.on('close', () => pair.client.destroy());
-    upstream.on('data', (chunk: Buffer) => pair.client.write(chunk));
-    pair.client.on('data', (chunk: Buffer) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => this.deliver(pair, 'down', chunk));
+    pair.client.on('data', (chunk: Buffer) => this.deliver(pair, 'up', chunk));
     pair.client.resume();
+  }
+
+  private deliver(pair: Pair, way: 'up' | 'down', chunk: Buffer): void {
+    const to = way === 'up' ? pair.upstream : pair.client;
+    const now = Date.now();
+    if (pair.delayMs === 0 && pair.due[way] <= now) {
+      to?.write(chunk);
+      return;
+    }
+    const at = Math.max(now + pair.delayMs, pair.due[way]);
+    pair.due[way] = at;
+    setTimeout(() => {
+      if (!to?.destroyed) to?.write(chunk);
+    }, at - now);
+  }
+
+  /**
+   * Delays every chunk of the connections whose leg to the target has one of `ports` by `ms`, each way (a query's
+   * round trip then takes 2 × ms longer); 0 ends it. A slow network or server rather than a dead one: everything
+   * arrives, late.
+   */
+  slow(ports: readonly number[], ms: number): void {
+    for (const p of this.pairs)
+      if (p.upstream?.localPort !== undefined && ports.includes(p.upstream.localPort)) p.delayMs = ms;
   }
 
   /** Local ports of the open legs to the target (pg_stat_activity.client_port of their backends). */

@@ -58,8 +58,12 @@ const policy = (name: string, port: number, spec: object = {}) => ({
   },
 });
 
-/** A session of the listener of policy `masked` (every statement needs a current catalog) or `functions`. */
-async function client(which: 'masked' | 'functions'): Promise<pg.Client> {
+/**
+ * A session of the listener of policy `masked` (column rules: every statement reading data needs a current catalog),
+ * `functions` (a function list: statements resting on a name the snapshot does not know need one) or `detectors`
+ * (content detectors only: nothing needs the catalog).
+ */
+async function client(which: 'masked' | 'functions' | 'detectors'): Promise<pg.Client> {
   const l = gs.listeners.find((x) => x.policy === which)!;
   const c = new pg.Client({ host: '127.0.0.1', port: l.sidecar.port, user: 'agent', database: DB, password: 'x' });
   c.on('error', () => undefined);
@@ -103,6 +107,14 @@ async function metric(name: string): Promise<string> {
   return (await gs.listeners[0].sidecar.metrics.registry.getSingleMetricAsString(name)) ?? '';
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const http = (path: string) =>
+  fetch(`http://127.0.0.1:${gs.listeners[0].sidecar.httpPort}${path}`).then(async (r) => ({
+    status: r.status,
+    body: await r.text(),
+  }));
+
 /** Statement events the catalog refused, with their decision. */
 const catalogRefusals = () =>
   audit.events.filter((e) => e.type === 'statement' && e.decision?.rule === 'catalog') as Array<{
@@ -126,12 +138,16 @@ beforeAll(async () => {
   relay = new StallingRelay({ host: shared.host, port: shared.port });
   await relay.start();
   const file = join(mkdtempSync(join(tmpdir(), 'pgwarden-catalog-outage-')), 'policy.yaml');
-  const [maskedPort, functionsPort] = [await freePort(), await freePort()];
+  const [maskedPort, functionsPort, detectorsPort] = [await freePort(), await freePort(), await freePort()];
   writePolicies = (extraRules = []) =>
     writePolicy(
       file,
       policy('masked', maskedPort, {
-        rules: [{ name: 'read', action: 'allow', statements: ['select'], tables: ['co.*'] }, ...extraRules],
+        rules: [
+          { name: 'read', action: 'allow', statements: ['select'], tables: ['co.*'] },
+          { name: 'session', action: 'allow', statements: ['transaction', 'set', 'show'] },
+          ...extraRules,
+        ],
       }),
       {
         apiVersion: 'pgwarden.dev/v1alpha1',
@@ -144,6 +160,13 @@ beforeAll(async () => {
       },
       // A function list makes decisions read the catalog: a statement resting on a name it does not know waits for a check.
       policy('functions', functionsPort, { guardrails: { blockedFunctions: ['co.secret_fn'] } }),
+      policy('detectors', detectorsPort),
+      {
+        apiVersion: 'pgwarden.dev/v1alpha1',
+        kind: 'MaskingRule',
+        metadata: { name: 'content', namespace: 'agents' },
+        spec: { policies: ['detectors'], detectors: ['us-ssn'] },
+      },
     );
   writePolicies();
   const log = (level: string) => (obj: object, msg?: string) =>
@@ -154,7 +177,7 @@ beforeAll(async () => {
     upstream: { host: '127.0.0.1', port: relay.port, database: DB, sslmode: 'disable' },
     credentials: { username: LOGIN.user, password: LOGIN.password },
     audit,
-    http: false,
+    http: { host: '127.0.0.1', port: 0 },
     pollMs: 0,
     logger,
     catalogQueryTimeoutMs: QUERY_TIMEOUT_MS,
@@ -227,6 +250,14 @@ describe('a catalog that does not answer or cannot be read', () => {
     for (let i = 0; i < 10; i++) await errorOf(other, 'SELECT id FROM co.customers');
     const attempts = relay.held - heldBefore;
     expect(attempts).toBeLessThanOrEqual(2 * (Math.ceil((Date.now() - frozenAt) / 2000) + 1));
+    // A statement stops waiting at the timeout; the query it waited for is given 1 s more before its connection is
+    // taken for dead and closed.
+    await until('both silent connections to be closed', async () => {
+      const closed = logs
+        .slice(logsBefore)
+        .filter((l) => /did not answer within \d+ ms; closed it/.test(String(l.obj.err)));
+      return new Set(closed.map((l) => l.obj.policy)).size === 2 ? true : undefined;
+    });
 
     relay.thaw();
     await expectWorking(masked, functions);
@@ -294,5 +325,157 @@ describe('a catalog that does not answer or cannot be read', () => {
       await superuser(DB, (c) => c.query('GRANT SELECT ON pg_catalog.pg_proc TO PUBLIC'));
     }
     await expectWorking(masked, functions);
+  }, 120_000);
+
+  it("bounds the whole of a statement's catalog work by --catalog-query-timeout, however many queries its check needs", async () => {
+    const masked = await client('masked');
+    const functions = await client('functions');
+    await expectWorking(masked, functions);
+    const ports = await catalogPorts();
+    // Each catalog query's round trip now takes 700 ms: within the timeout one by one, but a check that finds the
+    // catalog moved needs its fingerprint query and a reload's ten more.
+    relay.slow(ports, 350);
+    try {
+      await superuser(DB, (c) => c.query('CREATE FUNCTION co.moved() RETURNS int LANGUAGE sql AS $$SELECT 1$$'));
+      // The last check is over verifyMs (1 s) old: the next statement waits for one, which finds the function.
+      await sleep(1200);
+      const t0 = Date.now();
+      const e = await errorOf(masked, 'SELECT id, ssn FROM co.customers');
+      const took = Date.now() - t0;
+      expect(e?.code).toBe('53000');
+      expect(e?.message).toMatch(/did not answer in time/);
+      // About one timeout (the slow reload would have taken over eight); generous for a machine twice as slow.
+      expect(took).toBeLessThan(2.5 * QUERY_TIMEOUT_MS);
+      expect(await metric('pgwarden_catalog_available')).toMatch(/pgwarden_catalog_available\{policy="masked"\} 0/);
+      // The reload goes on meanwhile; once it has ended, the once-a-second check (one query) fits and reads run again.
+      const ssn = await until(
+        'the reload to end',
+        async () =>
+          (await masked.query('SELECT ssn FROM co.customers WHERE id = 1').catch(() => undefined))?.rows[0]?.ssn,
+        60_000,
+      );
+      expect(ssn).toBe(`*******${SSN.slice(-4)}`);
+    } finally {
+      relay.slow(ports, 0);
+      await superuser(DB, (c) => c.query('DROP FUNCTION IF EXISTS co.moved()'));
+    }
+    await expectWorking(masked, functions);
+  }, 120_000);
+
+  it('runs what does not need the catalog while it does not answer: detector-only masking, transaction control, settings', async () => {
+    const masked = await client('masked');
+    const functions = await client('functions');
+    const detectors = await client('detectors');
+    await expectWorking(masked, functions);
+    const ports = await catalogPorts();
+    relay.freeze(ports);
+    try {
+      await refused(masked, 'SELECT id, ssn FROM co.customers');
+      // Content detectors scan every text value whatever the catalog holds: nothing to refuse.
+      const rows = (await detectors.query('SELECT id, ssn FROM co.customers ORDER BY id')).rows;
+      expect(rows.map((r) => r.id)).toEqual([1, 2]);
+      expect(JSON.stringify(rows)).not.toContain(SSN);
+      // A session under column rules can still end a transaction and change its settings; reads wait for the catalog.
+      await masked.query('BEGIN');
+      await masked.query("SET LOCAL lock_timeout = '3s'");
+      expect((await errorOf(masked, 'SELECT id FROM co.customers'))?.code).toBe('53000');
+      await masked.query('ROLLBACK');
+      await masked.query('SET application_name = outage');
+      await masked.query('RESET application_name');
+    } finally {
+      relay.thaw();
+    }
+    await expectWorking(masked, functions);
+    // The detector-only listener never opened a catalog connection.
+    expect((await catalogPorts()).length).toBe(2);
+  }, 120_000);
+
+  it('checks a statement prepared before the outage again at each execution: refused when its decision needs the catalog', async () => {
+    const masked = await client('masked');
+    const functions = await client('functions');
+    const detectors = await client('detectors');
+    await expectWorking(masked, functions);
+    const byId = { name: 'by_id', text: 'SELECT id, ssn FROM co.customers WHERE id = $1', values: [1] };
+    // t.id on a join's alias: a name the snapshot does not know decides whether it is a call.
+    const joined = {
+      name: 'joined',
+      text: 'SELECT j.id FROM (co.customers a JOIN co.customers b USING (id)) AS j WHERE j.id = $1',
+      values: [1],
+    };
+    const plain = { name: 'plain', text: 'SELECT id FROM co.customers WHERE id = $1', values: [1] };
+    const scanned = { name: 'scanned', text: 'SELECT id, ssn FROM co.customers WHERE id = $1', values: [1] };
+    expect((await masked.query(byId)).rows).toEqual([{ id: 1, ssn: `*******${SSN.slice(-4)}` }]);
+    expect((await functions.query(joined)).rows).toEqual([{ id: 1 }]);
+    expect((await functions.query(plain)).rows).toEqual([{ id: 1 }]);
+    expect(JSON.stringify((await detectors.query(scanned)).rows)).not.toContain(SSN);
+    const ports = await catalogPorts();
+    relay.freeze(ports);
+    try {
+      // Its masking rested on the catalog snapshot, which can no longer be checked: refused, as its text would be.
+      const e = await refused(masked, byId);
+      expect(e.message).toMatch(/^pgwarden: statement refused: the database catalog did not answer in time/);
+      await refused(functions, joined);
+      // Decisions that did not rest on what the catalog may have changed keep running.
+      expect((await functions.query(plain)).rows).toEqual([{ id: 1 }]);
+      const rows = (await detectors.query(scanned)).rows;
+      expect(rows.map((r) => r.id)).toEqual([1]);
+      expect(JSON.stringify(rows)).not.toContain(SSN);
+    } finally {
+      relay.thaw();
+    }
+    await expectWorking(masked, functions);
+    const again = await until(
+      'the prepared statement to run again',
+      async () => (await masked.query(byId).catch(() => undefined))?.rows,
+    );
+    expect(again).toEqual([{ id: 1, ssn: `*******${SSN.slice(-4)}` }]);
+    expect((await functions.query(joined)).rows).toEqual([{ id: 1 }]);
+  }, 120_000);
+
+  it('sees a view redefined under a prepared statement: its next execution masks what the view now exposes', async () => {
+    const owner = sharedClient(LOGIN, DB);
+    await owner.connect();
+    try {
+      await owner.query("CREATE VIEW co.v AS SELECT id, 'nothing'::text AS info FROM co.customers");
+      const masked = await client('masked');
+      // Past verifyMs: the Parse's check sees the new view.
+      await sleep(1200);
+      const info = { name: 'view_info', text: 'SELECT id, info FROM co.v WHERE id = $1', values: [1] };
+      expect((await masked.query(info)).rows).toEqual([{ id: 1, info: 'nothing' }]);
+      // PostgreSQL re-plans the prepared statement: it now returns the SSN under the same name.
+      await owner.query('CREATE OR REPLACE VIEW co.v AS SELECT id, ssn AS info FROM co.customers');
+      await sleep(1200);
+      const rows = (await masked.query(info)).rows;
+      expect(rows).toHaveLength(1);
+      expect(rows[0].info).not.toContain(SSN.slice(-4));
+    } finally {
+      await owner.query('DROP VIEW IF EXISTS co.v');
+      await owner.end();
+    }
+  }, 60_000);
+
+  it('/readyz is not ready while a catalog the listeners need cannot be read, and ready again once it answers', async () => {
+    const masked = await client('masked');
+    const functions = await client('functions');
+    await expectWorking(masked, functions);
+    await until('ready', async () => ((await http('/readyz')).status === 200 ? true : undefined));
+    const ports = await catalogPorts();
+    relay.freeze(ports);
+    try {
+      // No statement needed: the probe itself starts the checks that find the outage.
+      const r = await until('not ready', async () => {
+        const res = await http('/readyz');
+        return res.status === 503 && /policy functions/.test(res.body) ? res : undefined;
+      });
+      expect(r.body).toMatch(/catalog unavailable \(policy masked, timeout\)/);
+      expect(r.body).toMatch(/catalog unavailable \(policy functions, timeout\)/);
+      // Detector-only masking does not read the catalog: that listener is not named.
+      expect(r.body).not.toContain('detectors');
+      expect(r.body).not.toContain(LOGIN.password);
+    } finally {
+      relay.thaw();
+    }
+    await until('ready again', async () => ((await http('/readyz')).status === 200 ? true : undefined));
+    expect(logs.some((l) => l.level === 'info' && l.msg === 'ready')).toBe(true);
   }, 120_000);
 });

@@ -150,9 +150,10 @@ export function registerSidecar(program: Command): void {
   );
   opt(
     '--catalog-query-timeout <duration>',
-    'with --policy: longest a query of the catalog connection (masking, function rules) may run before PostgreSQL ' +
-      'cancels it (statement_timeout; a connection silent 1s longer is closed and reopened later); a statement ' +
-      'waiting for a catalog check that fails or times out is refused (SQLSTATE 53000)',
+    'with --policy: longest one statement waits for the catalog (masking column rules, function rules) in all, ' +
+      'however many catalog queries its checks need, and longest one catalog query may run (statement_timeout; a ' +
+      'connection silent 1s longer is closed and reopened later); a statement whose catalog check fails or does ' +
+      'not end in time is refused (SQLSTATE 53000)',
     '5s',
   );
   opt(

@@ -55,15 +55,25 @@ export interface PolicyCatalogSource {
    * A current snapshot for a statement an unknown name decided, when a check is due (CatalogCache); rejects with the
    * cache's PGW_MASK_CATALOG_UNAVAILABLE error when the catalog cannot be read.
    */
-  checkForUnknownName(): Promise<CatalogSnapshot> | undefined;
+  checkForUnknownName(statement?: object): Promise<CatalogSnapshot> | undefined;
   /** A current snapshot for a statement calling a built-in name, when a check is due (CatalogCache.checkIfDue). */
-  checkIfDue(): Promise<CatalogSnapshot> | undefined;
+  checkIfDue(statement?: object): Promise<CatalogSnapshot> | undefined;
   /** The last load or check failed. */
   readonly failing: boolean;
+  /** Changes whenever a new snapshot is installed. */
+  readonly generation: number;
   snapshot(): CatalogSnapshot;
   refreshIfOld(): void;
   invalidate(): void;
-  ensure(): Promise<CatalogSnapshot>;
+  ensure(statement?: object): Promise<CatalogSnapshot>;
+  /** A new execution of `statement` (a prepared statement's Parse request): its catalog wait counts from 0 again. */
+  newStatement(statement: object): void;
+}
+
+/** The catalog snapshot a decision was made on (when the policy needs one), and whether an unknown name decided it. */
+interface CatalogBasis {
+  generation: number;
+  unknownNames: boolean;
 }
 
 const needs = new WeakMap<DatabaseAccessPolicySpec, boolean>();
@@ -111,6 +121,10 @@ export class PolicySession implements SessionHooks {
   private ddlInTransaction = false;
   /** The analysis check() decided last (checkCurrent reads it back without a closure per statement). */
   private analysed: SqlAnalysis | undefined;
+  /** Set by withCatalog: the snapshot generation the analysis it returned was resolved with (undefined: none). */
+  private resolvedWith: number | undefined;
+  /** Per decision the catalog snapshot it rested on, so that a prepared statement's is made again when that moved. */
+  private readonly basis = new WeakMap<Decision, CatalogBasis>();
 
   /** The search_path this session is pinned to (session-setup.ts pinnedSearchPath). */
   private readonly searchPath: { value: string; schemas: string[] };
@@ -185,7 +199,7 @@ export class PolicySession implements SessionHooks {
       // A user overload of a built-in name another connection created: seen by a check at most verifyMs old (else
       // the first statement after an idle spell was decided on a snapshot as old as the spell). A failed check keeps
       // the decision made on the last snapshot.
-      const due = this.callsBuiltinByName(a, p) ? this.ctx.catalog?.()?.checkIfDue() : undefined;
+      const due = this.callsBuiltinByName(a, p) ? this.ctx.catalog?.()?.checkIfDue(req) : undefined;
       return due === undefined
         ? v
         : due.then(
@@ -193,7 +207,7 @@ export class PolicySession implements SessionHooks {
             () => v,
           );
     }
-    const check = this.ctx.catalog?.()?.checkForUnknownName();
+    const check = this.ctx.catalog?.()?.checkForUnknownName(req);
     if (check === undefined) return v;
     return check.then(
       () => this.decideAnalysed(a, req, p),
@@ -216,16 +230,47 @@ export class PolicySession implements SessionHooks {
     // The same execution going on: it was decided (and held) at its first Execute.
     if (resumed) return this.limit(prepared);
     let v = prepared;
-    // Decided under another policy version (or none is loaded now): decided again under this one, once per
-    // statement and version. The common case is one string comparison.
-    if (p === undefined || prepared.policy?.hash !== p.hash) {
+    // Decided under another policy version (or none is loaded now), or on a catalog snapshot no longer current (see
+    // catalogMoved): decided again as a Query of its text would be now (waiting for a catalog check when an unknown
+    // name decided it, refused while the catalog cannot be read), once per statement, version and snapshot. The
+    // common case is one string comparison and one WeakMap lookup.
+    if (p === undefined || prepared.policy?.hash !== p.hash || this.catalogMoved(prepared, p)) {
       const known = p && this.redecided.get(prepared);
-      if (known !== undefined && known.policy?.hash === p?.hash) v = known;
+      if (known !== undefined && known.policy?.hash === p?.hash && !this.catalogMoved(known, p!)) v = known;
+      else if (p === undefined) v = this.check(req, p, false);
       else {
-        v = this.check(req, p, false);
-        if (p !== undefined) this.redecided.set(prepared, v);
+        this.ctx.catalog?.()?.newStatement(req);
+        const d = this.checkCurrent(req, p, false);
+        if (d instanceof Promise) return d.then((x) => this.executeDecided(prepared, x, req, p));
+        return this.executeDecided(prepared, d, req, p);
       }
     }
+    return this.executeDecided(prepared, v, req, p);
+  }
+
+  /**
+   * Whether `v`'s decision rested on a catalog snapshot that is no longer the one in force, or on a name the
+   * snapshot did not know (then every execution is decided again, as a Query of it would be).
+   */
+  private catalogMoved(v: Verdict, p: RenderedPolicy): boolean {
+    if (!policyNeedsCatalog(p.policy.spec)) return false;
+    const d = v.context instanceof Review ? v.context.decision : v.context;
+    const basis = d === undefined ? undefined : this.basis.get(d as Decision);
+    const catalog = this.ctx.catalog?.();
+    if (basis === undefined || catalog === undefined) return false;
+    // As withCatalog does for a Query: a check starts in the background when the last one is old.
+    catalog.refreshIfOld();
+    return basis.unknownNames || basis.generation !== catalog.generation;
+  }
+
+  /** The verdict an Execute runs under, `v` being its statement's decision now (kept for the next, unless refused). */
+  private executeDecided(
+    prepared: Verdict,
+    v: Verdict,
+    req: StatementRequest,
+    p: RenderedPolicy | undefined,
+  ): Verdict | Promise<Verdict> {
+    if (v !== prepared && p !== undefined && v.rule !== 'catalog') this.redecided.set(prepared, v);
     if (v.action !== 'review') return this.limit(v);
     // Allowed when it was bound, so the proxy kept none of its Bind's values (it keeps them only for a statement held
     // at each execution); the approver is told so rather than shown `$1` as if it were the whole statement.
@@ -282,9 +327,11 @@ export class PolicySession implements SessionHooks {
    * calls then count for rules with a functions list: fail closed).
    */
   private withCatalog(analysis: SqlAnalysis, p: RenderedPolicy): SqlAnalysis {
+    this.resolvedWith = undefined;
     const catalog = this.ctx.catalog?.();
     if (catalog === undefined || !catalog.loaded || !policyNeedsCatalog(p.policy.spec)) return analysis;
     catalog.refreshIfOld();
+    this.resolvedWith = catalog.generation;
     const resolved = resolveWithCatalog(
       analysis,
       policyCatalogOf(catalog.snapshot()),
@@ -360,6 +407,14 @@ export class PolicySession implements SessionHooks {
   private decideAnalysed(analysis: SqlAnalysis, req: StatementRequest, p: RenderedPolicy): Verdict {
     try {
       const d = decide(p.policy.spec, this.withCatalog(analysis, p), this.ctx.info.identity);
+      const generation = this.resolvedWith;
+      if (generation !== undefined) {
+        const unknownNames = resolvedByUnknownNames(analysis);
+        const b = this.basis.get(d);
+        // Decisions are cached per resolved analysis: the same one on a later snapshot holds on that one too.
+        if (b === undefined || b.generation !== generation || b.unknownNames !== unknownNames)
+          this.basis.set(d, { generation, unknownNames });
+      }
       if (d.action === 'review')
         return reviewVerdict(d, p, analysis.ok ? analysis.statements.map((a) => a.kinds) : [], req.sql);
       return toVerdict(d, p);

@@ -14,7 +14,9 @@ import {
   type CatalogCache,
   type CatalogEvent,
   CatalogMetrics,
+  catalogFailureCause,
   keyResolverFromEnv,
+  maskingNeedsCatalog,
   withPolicyMasking,
 } from '../masking/index.js';
 import { MaskingKeyMetrics, unreadableMaskingKeys } from '../masking/masking-keys.js';
@@ -61,7 +63,10 @@ export interface GovernedSidecarOptions extends Omit<SidecarOptions, 'hooks' | '
   liveStateWaitMs?: number;
   /** Where MaskingRule keySecretRefs are read from; default `$PGWARDEN_MASKING_KEYS_DIR` (keyResolverFromEnv). */
   resolveMaskingKey?: KeyResolver;
-  /** `--catalog-query-timeout`: the longest one query of the catalog connection may take (default 5 s). */
+  /**
+   * `--catalog-query-timeout`: the longest one client statement waits for the catalog in all, and one query of the
+   * catalog connection may take (default 5 s).
+   */
   catalogQueryTimeoutMs?: number;
 }
 
@@ -186,6 +191,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const retainedBudget =
     opts.retainedBudget ?? new RetainedBudget(opts.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
   const maskings: { close(): void }[] = [];
+  /** Every listener's catalog, for /readyz (served by the first listener's admin server for the whole process). */
+  const catalogs: CatalogListener[] = [];
   // One resolver for the process: it reads each key once, and the load-time check below sees what masking uses.
   const resolveKey = opts.resolveMaskingKey ?? keyResolverFromEnv();
   try {
@@ -232,6 +239,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       });
       maskings.push(masked);
       catalog = masked.catalog;
+      catalogs.push({ policy: p.policy.name, hooks, catalog });
       const inner = withPolicyView(masked, hooks) as PolicyHooks;
       const sidecar = await startSidecar({
         ...opts,
@@ -243,6 +251,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,
         // One admin server per process: the first listener's.
         http: i === 0 ? opts.http : false,
+        readiness: i === 0 ? () => catalogReadiness(catalogs) : undefined,
       });
       source.registerMetrics(sidecar.metrics.registry);
       approvalMetrics.register(sidecar.metrics.registry);
@@ -341,6 +350,46 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       for (const m of maskings) m.close();
     },
   };
+}
+
+interface CatalogListener {
+  policy: string;
+  hooks: PolicyHooks;
+  catalog: CatalogCache;
+}
+
+/** How long a readiness probe waits for a catalog's first load (the kubelet gives the probe 2 s in all). */
+const READY_FIRST_LOAD_MS = 1000;
+
+/**
+ * /readyz's catalog reasons: a listener whose decisions read the catalog (a policy with function rules, masking with
+ * column rules) is not ready while it cannot be read, since its statements needing a check are refused (53000), nor
+ * before its first load. Each probe starts a check when one is due (at most one per second, paced after failures),
+ * so a sidecar without statements notices an outage and the recovery too; a first load is waited for briefly.
+ */
+async function catalogReadiness(listeners: readonly CatalogListener[]): Promise<string[]> {
+  const reasons: string[] = [];
+  for (const l of listeners) {
+    const p = l.hooks.policy();
+    if (!p || !(policyNeedsCatalog(p.policy.spec) || maskingNeedsCatalog(p))) continue;
+    const c = l.catalog;
+    if (!c.loaded && !c.failing) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        c.refresh(),
+        new Promise((r) => {
+          timer = setTimeout(r, READY_FIRST_LOAD_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+    } else c.refreshIfOld();
+    if (c.failing)
+      reasons.push(
+        `catalog unavailable (policy ${l.policy}, ${catalogFailureCause(c.lastError)}): ${c.lastError?.message ?? 'unknown error'}`,
+      );
+    else if (!c.loaded) reasons.push(`catalog not loaded yet (policy ${l.policy})`);
+  }
+  return reasons;
 }
 
 /**

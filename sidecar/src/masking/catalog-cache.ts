@@ -200,6 +200,13 @@ export interface CatalogCacheOptions {
    * no relation t, is known) waits for a fingerprint check unless one started less than this long ago. Default 100 ms.
    */
   unknownNameCheckMs?: number;
+  /**
+   * The longest one client statement waits for the catalog in all (--catalog-query-timeout): over every check it waits
+   * for (its policy decision's and masking's, a check running ahead of it, a reload's ten queries). Past it the
+   * statement is refused as by a timeout; the check goes on for the statements after it. Undefined: no bound beyond
+   * the connection's per-query one.
+   */
+  statementTimeoutMs?: number;
   /** Told when a load or check fails (each time) and when one succeeds again after failures. */
   onEvent?: (e: CatalogEvent) => void;
 }
@@ -241,6 +248,8 @@ export class CatalogCache {
   /** The running fingerprint check, resolving to its failure like `inflight`. */
   private verifying: Promise<Error | undefined> | undefined;
   lastError: Error | undefined;
+  /** Per client statement (its request object), the time it has waited for the catalog so far. */
+  private readonly spent = new WeakMap<object, number>();
 
   constructor(
     private readonly query: CatalogQuery,
@@ -315,16 +324,33 @@ export class CatalogCache {
    * unknownNameCheckMs, shared by every session. The promise rejects (PGW_MASK_CATALOG_UNAVAILABLE) when the check
    * fails, and at once for RETRY_MS after a failure: the statement is then refused.
    */
-  checkForUnknownName(): Promise<CatalogSnapshot> | undefined {
+  checkForUnknownName(statement?: object): Promise<CatalogSnapshot> | undefined {
     const now = Date.now();
     if (now - this.failedAt < RETRY_MS) return Promise.reject(this.unavailable(this.lastError));
-    if (this.reloadDue(now)) return this.current(this.reload());
+    if (this.reloadDue(now)) return this.current(this.reload(), statement);
     // A check started moments ago: join it while it runs (it may not see what was created since), else none.
     if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100))
-      return this.verifying && this.current(this.verifying);
+      return this.verifying && this.current(this.verifying, statement);
     // Else a check that starts now, after one still running from before (unless that one failed: no retry yet).
     const running = this.verifying;
-    return this.current(running ? running.then((failure) => failure ?? this.verify()) : this.verify());
+    return this.current(running ? running.then((failure) => failure ?? this.verify()) : this.verify(), statement);
+  }
+
+  /**
+   * A new execution of `statement` begins (a prepared statement's Execute reuses its Parse's request): its time spent
+   * waiting for the catalog starts again from 0.
+   */
+  newStatement(statement: object): void {
+    this.spent.delete(statement);
+  }
+
+  /**
+   * Whether ensure() would wait for (or be refused by) a check now: a decision that rests on the snapshot it had is
+   * not to be reused without one (a prepared statement's, at its next Execute).
+   */
+  get checkDue(): boolean {
+    const now = Date.now();
+    return this.lastError !== undefined || this.reloadDue(now) || this.verifyDue(now);
   }
 
   /**
@@ -334,11 +360,11 @@ export class CatalogCache {
    * rests on a snapshot older than that; undefined when none is due, and while failures are being retried (the
    * decision then keeps the last snapshot, as before).
    */
-  checkIfDue(): Promise<CatalogSnapshot> | undefined {
+  checkIfDue(statement?: object): Promise<CatalogSnapshot> | undefined {
     const now = Date.now();
     if (now - this.failedAt < RETRY_MS) return undefined;
-    if (this.reloadDue(now)) return this.current(this.reload());
-    return this.verifyDue(now) ? this.current(this.verify()) : undefined;
+    if (this.reloadDue(now)) return this.current(this.reload(), statement);
+    return this.verifyDue(now) ? this.current(this.verify(), statement) : undefined;
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
@@ -361,19 +387,50 @@ export class CatalogCache {
    * when the reload or check it waited for failed, and at once while failures are being retried (RETRY_MS), so
    * statements do not each wait for a dead connection; a snapshot that needs no check is returned all the same.
    */
-  async ensure(): Promise<CatalogSnapshot> {
+  async ensure(statement?: object): Promise<CatalogSnapshot> {
     const now = Date.now();
     const reload = this.reloadDue(now);
     if (!reload && !this.verifyDue(now)) return this.snap;
     if (now - this.failedAt < RETRY_MS) throw this.unavailable(this.lastError);
-    return this.current(reload ? this.reload() : this.verify());
+    return this.current(reload ? this.reload() : this.verify(), statement);
   }
 
-  /** The snapshot once `check` succeeded, or the error that refuses the statement waiting for it. */
-  private async current(check: Promise<Error | undefined>): Promise<CatalogSnapshot> {
-    const failure = await check;
+  /**
+   * The snapshot once `check` succeeded, or the error that refuses the statement waiting for it: its failure, or a
+   * timeout once `statement` has waited statementTimeoutMs in all.
+   */
+  private async current(check: Promise<Error | undefined>, statement?: object): Promise<CatalogSnapshot> {
+    const failure = await this.within(check, statement);
     if (failure !== undefined) throw this.unavailable(failure);
     return this.snap;
+  }
+
+  /**
+   * `check`'s outcome, or a timeout when it has not ended by the time `statement` has waited for the catalog
+   * statementTimeoutMs in all. The check goes on; until it ends the catalog counts as failing (as by a timeout: logs,
+   * metrics, failing), so the statements after it are refused at once for RETRY_MS rather than each waiting again.
+   */
+  private within(check: Promise<Error | undefined>, statement: object | undefined): Promise<Error | undefined> {
+    const limit = this.options.statementTimeoutMs;
+    if (limit === undefined || statement === undefined) return check;
+    const spent = this.spent.get(statement) ?? 0;
+    const t0 = Date.now();
+    return new Promise<Error | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        const error = new MaskingIoError(
+          'PGW_MASK_CATALOG_TIMEOUT',
+          `the catalog checks of a statement did not end within ${limit} ms (--catalog-query-timeout); they go on`,
+        );
+        // Counted once per outage like a failed check; while already failing, only the retry pacing restarts.
+        if (this.lastError === undefined) this.failed(error);
+        else this.failedAt = Date.now();
+        resolve(error);
+      }, limit - spent);
+      void check.then((failure) => {
+        clearTimeout(timer);
+        resolve(failure);
+      });
+    }).finally(() => this.spent.set(statement, spent + Date.now() - t0));
   }
 
   private unavailable(failure: Error | undefined): MaskingIoError {

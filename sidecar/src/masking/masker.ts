@@ -56,8 +56,19 @@ export interface MaskerOptions {
 export interface Masker {
   /** The compiled rules in force for this session (recompiled when the source's version changes). */
   readonly config: MaskingConfig;
-  /** Call for every Query/Parse before deciding; a result means the statement must be denied (SQLSTATE 42501). */
-  check(sql: string): Promise<MaskingDenial | undefined>;
+  /**
+   * Call for every Query/Parse before deciding; `denied` means the statement must be denied (SQLSTATE 42501).
+   * `statement` (the request) is what the catalog's per-statement deadline counts the wait of. Rejects with
+   * PGW_MASK_CATALOG_UNAVAILABLE when the statement's masking needs the catalog and it cannot be checked.
+   */
+  check(sql: string, statement?: object): Promise<MaskingCheck>;
+  /**
+   * Whether a decision check() made may be reused now (a prepared statement's, at its next Execute): it needed no
+   * catalog, or it was made on the snapshot in force now and that snapshot needs no check.
+   */
+  reusable(check: MaskingCheck): boolean;
+  /** A new execution of a prepared statement begins: its catalog wait is counted from 0 again (CatalogCache). */
+  newStatement(statement: object): void;
   /** Ties a verdict to the SQL it was given for, so planRows finds the lineage (else verdict.context.sql / statements). */
   bind(verdict: Verdict, sql: string): void;
   planRows(fields: RowField[], verdict: Verdict): RowTransformer | undefined;
@@ -76,6 +87,32 @@ export interface Masker {
   /** Totals: masked output columns planned, masked cells reported (via takeStats). */
   readonly counters: MaskingCounters & { columns: number };
 }
+
+/** What Masker.check found. */
+export interface MaskingCheck {
+  denied?: MaskingDenial;
+  /** The snapshot generation the decision rested on; undefined when it needed no catalog. */
+  catalog?: number;
+}
+
+const NO_CATALOG: MaskingCheck = {};
+
+/**
+ * Statements whose masking needs no catalog: they read no relation, compute no value and run no user code
+ * (transaction control, session settings, forgetting prepared statements and cursors, LISTEN). So a session can still
+ * COMMIT, ROLLBACK or SET while the catalog cannot be read. COMMIT may fire deferred triggers, but the statement that
+ * queued them was checked against a current catalog (and marked the session as running user code then).
+ */
+const CATALOG_FREE = new Set([
+  'TransactionStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'DeallocateStmt',
+  'DiscardStmt',
+  'ClosePortalStmt',
+  'ListenStmt',
+  'UnlistenStmt',
+]);
 
 /** Statement kinds that cannot change the catalog; anything else invalidates the catalog snapshot when done. */
 const CATALOG_NEUTRAL = new Set([
@@ -364,16 +401,32 @@ export function createMasker(opts: MaskerOptions): Masker {
       return current();
     },
     counters,
-    async check(sql) {
+    async check(sql, statement) {
       const config = current();
-      if (!config.active) return undefined;
+      if (!config.active) return NO_CATALOG;
       remember(sql);
-      await Promise.all([initMaskingParser(), catalog.ensure()]);
+      await initMaskingParser();
       const wasCatalogFirst = catalogFirst(paths.paths);
-      const analyses = analyze(sql);
+      const before = catalog.generation;
+      let analyses = analyze(sql);
+      // Unparseable SQL is the decision engine's to deny (and leaves the session's search_path unknown). Content
+      // detectors alone need no catalog (planRows scans every text column whatever the snapshot says), nor do
+      // statements that read nothing (CATALOG_FREE). Column rules need a current one: which columns a table OID has,
+      // views, triggers and user code decide the plan.
       if (!analyses) {
         paths.forget();
-        return undefined;
+        return NO_CATALOG;
+      }
+      let gen: number | undefined;
+      if (config.columns.length > 0 && !analyses.every((a) => CATALOG_FREE.has(a.kind))) {
+        await catalog.ensure(statement);
+        gen = catalog.generation;
+        // Again only on a new snapshot (FETCH and EXECUTE are not cached: no second parse for them otherwise).
+        if (gen !== before) analyses = analyze(sql);
+        if (!analyses) {
+          paths.forget();
+          return NO_CATALOG;
+        }
       }
       paths.observe(analyses);
       for (const a of analyses) {
@@ -402,10 +455,22 @@ export function createMasker(opts: MaskerOptions): Masker {
       if (codeDefined || (catalog.eventTriggers && analyses.some(firesEventTriggers))) paths.forget();
       // pg_catalog no longer surely first on the path: a user operator it hid may now be chosen, also by statements
       // checked before (PostgreSQL analyses a prepared statement again under the new path, and this Query's own were
-      // analysed under the old one).
-      if (wasCatalogFirst && !catalogFirst(paths.paths) && config.columns.length > 0 && hidesUserOperators(snap))
+      // analysed under the old one). A SET needs no catalog check, so the snapshot may not be loaded yet: then
+      // assume it hides one.
+      if (
+        wasCatalogFirst &&
+        !catalogFirst(paths.paths) &&
+        config.columns.length > 0 &&
+        (!catalog.loaded || hidesUserOperators(snap))
+      )
         opaqueSeen = true;
-      return denied;
+      return gen === undefined && denied === undefined ? NO_CATALOG : { denied, catalog: gen };
+    },
+    newStatement(statement) {
+      catalog.newStatement(statement);
+    },
+    reusable(check) {
+      return check.catalog === undefined || (check.catalog === catalog.generation && !catalog.checkDue);
     },
     bind(verdict, sql) {
       bound.set(verdict, sql);
@@ -418,7 +483,7 @@ export function createMasker(opts: MaskerOptions): Masker {
       const plan = needsLineage
         ? planColumns(fields, lineageFor(fields, verdict), config, snap)
         : cachedPlan(fields, config, snap);
-      if (fields.some((f) => f.tableOid !== 0 && !snap.byOid.has(f.tableOid))) {
+      if (config.columns.length > 0 && fields.some((f) => f.tableOid !== 0 && !snap.byOid.has(f.tableOid))) {
         // A relation created since the snapshot: masked as undecidable now; reload so the next statement knows it.
         catalog.refreshSoon();
       }

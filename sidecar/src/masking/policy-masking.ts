@@ -2,7 +2,7 @@ import type { KeyResolver, MaskingSettings, RenderedPolicy } from '@pgwarden/pol
 import type { ProxyHooks } from '../proxy/hooks.js';
 import type { Credentials, UpstreamTarget } from '../upstream/connect.js';
 import { CatalogCache, type CatalogEvent } from './catalog-cache.js';
-import { upstreamCatalogQuery } from './catalog-connection.js';
+import { DEFAULT_CATALOG_QUERY_TIMEOUT_MS, upstreamCatalogQuery } from './catalog-connection.js';
 import { createMasker } from './masker.js';
 import { withMasking } from './with-masking.js';
 
@@ -17,10 +17,18 @@ export interface PolicyMaskingOptions {
   catalogMaxAgeMs?: number;
   /** See CatalogCacheOptions.verifyMs (default 1 s). */
   catalogVerifyMs?: number;
-  /** `--catalog-query-timeout`: see CatalogConnectionOptions.queryTimeoutMs (default 5 s). */
+  /**
+   * `--catalog-query-timeout`: see CatalogConnectionOptions.queryTimeoutMs and CatalogCacheOptions.statementTimeoutMs
+   * (default 5 s).
+   */
   catalogQueryTimeoutMs?: number;
   /** The catalog's failures and recoveries (logs, metrics). */
   onCatalogEvent?: (e: CatalogEvent) => void;
+}
+
+/** Whether `p`'s masking reads the catalog: column rules do (detectors alone never wait for it; see Masker.check). */
+export function maskingNeedsCatalog(p: RenderedPolicy): boolean {
+  return p.maskingRules.some((r) => (r.spec.columns?.length ?? 0) > 0);
 }
 
 /**
@@ -37,6 +45,8 @@ export function withPolicyMasking(
   const catalog = new CatalogCache(query, {
     maxAgeMs: opts.catalogMaxAgeMs,
     verifyMs: opts.catalogVerifyMs,
+    // One bound for the whole of a statement's catalog work, however many queries its checks need.
+    statementTimeoutMs: Math.max(1, Math.round(opts.catalogQueryTimeoutMs ?? DEFAULT_CATALOG_QUERY_TIMEOUT_MS)),
     onEvent: opts.onCatalogEvent,
   });
   const source = () => {

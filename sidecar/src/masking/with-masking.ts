@@ -1,6 +1,6 @@
 import type { ProxyHooks, SessionHooks, SessionInfo, StatementRequest, Verdict } from '../proxy/hooks.js';
 import { catalogRefusal } from './errors.js';
-import { type Masker, startupSearchPath } from './masker.js';
+import { type Masker, type MaskingCheck, startupSearchPath } from './masker.js';
 
 /** SQLSTATE 42501 insufficient_privilege, as for every policy denial. */
 function denial(message: string, reason: string): Verdict {
@@ -46,21 +46,24 @@ export function withMasking(
       };
       /** Catalog refusals: never kept as a statement's masked verdict, as the next execution may find the catalog back. */
       const refusals = new WeakSet<Verdict>();
+      /** What masking's check of each verdict it made rested on (the catalog snapshot), to tell when to check again. */
+      const checks = new WeakMap<Verdict, MaskingCheck>();
       const checkMasked = async (
         req: StatementRequest,
         next: (r: StatementRequest) => Verdict | Promise<Verdict>,
       ): Promise<Verdict> => {
         const decided = await next(req);
-        let denied: Awaited<ReturnType<Masker['check']>>;
+        let checked: MaskingCheck | undefined;
         let refused: ReturnType<typeof catalogRefusal>;
         try {
-          denied = await m.check(req.sql);
+          checked = await m.check(req.sql, req);
         } catch (err) {
           // The catalog could not be read when this statement needed it checked: refused (fail closed), the session
           // goes on. Anything else stays an error of the hook, which the proxy denies as such.
           refused = catalogRefusal(err);
           if (refused === undefined) throw err;
         }
+        const denied = checked?.denied;
         // Always a fresh object: hooks may return one shared verdict (allow-all does), and planRows finds a
         // statement's SQL by verdict identity — pipelined statements must not see each other's SQL.
         const verdict: Verdict =
@@ -75,15 +78,40 @@ export function withMasking(
         // policy reported (a review, a rate limit), and the proxy would otherwise take the wait as held time.
         if (verdict.action !== 'review' && verdict.heldMs === undefined) verdict.heldMs = decided.heldMs ?? 0;
         if (refused && decided.action !== 'deny') refusals.add(verdict);
+        if (checked !== undefined) checks.set(verdict, checked);
         m.bind(verdict, req.sql);
         return verdict;
       };
+      /** Whether masking's decision on `v` may be reused now (see Masker.reusable); verdicts it never checked may. */
+      const reusable = (v: Verdict): boolean => {
+        const c = checks.get(v);
+        return c === undefined || m.reusable(c);
+      };
       // Per decided verdict its masked form, so that a statement re-decided once after a reload is checked once.
       const masked = new WeakMap<Verdict, Verdict>();
+      /**
+       * A prepared statement's masked verdict, checked again at a new Execute when the catalog its check rested on
+       * moved or is due a check: as its text would be checked as a Query now, so also refused (53000) while the
+       * catalog cannot be read. Per prepared verdict its latest re-check, reused while that stays current.
+       */
+      const rechecked = new WeakMap<Verdict, Verdict>();
+      const recheck = (prepared: Verdict, req: StatementRequest): Verdict | Promise<Verdict> => {
+        if (prepared.action === 'deny') return prepared;
+        const last = rechecked.get(prepared) ?? prepared;
+        // Not checked by masking: no rule applied at its Parse, under the policy version still in force (the inner
+        // hooks returned it as it was), so none applies now. No config lookup here: this is every Execute's path.
+        const c = checks.get(last);
+        if (c === undefined || m.reusable(c)) return last;
+        return checkMasked(req, () => prepared).then((verdict) => {
+          if (!refusals.has(verdict)) rechecked.set(prepared, verdict);
+          return verdict;
+        });
+      };
       const rebound = (prepared: Verdict, decided: Verdict, req: StatementRequest): Verdict | Promise<Verdict> => {
-        if (decided === prepared || decided.action === 'deny') return decided;
+        if (decided === prepared) return recheck(prepared, req);
+        if (decided.action === 'deny') return decided;
         const known = masked.get(decided);
-        if (known !== undefined) return known;
+        if (known !== undefined && (!m.config.active || reusable(known))) return known;
         if (!m.config.active) {
           // Fresh for the same reason as in checkMasked; bound so a reload that brings rules finds its SQL.
           const verdict: Verdict = { ...decided };
@@ -112,10 +140,13 @@ export function withMasking(
         },
         // The Parse's verdict passes through as it is: the row plan finds the statement's SQL by its identity (m.bind).
         // Another one (an approval, a decision under a reloaded policy) is checked and bound like a new statement's.
+        // A new execution's masking is checked again when the catalog its check rested on is not current (see
+        // recheck); the same execution going on (`resumed`) runs under what its first Execute decided.
         checkExecute: inner.checkExecute
           ? (prepared, req, resumed) => {
+              if (!resumed) m.newStatement(req);
               const v = inner.checkExecute!(prepared, req, resumed);
-              if (v === prepared) return v;
+              if (resumed && v === prepared) return v;
               if (!(v instanceof Promise)) return rebound(prepared, v, req);
               return v.then((d) => rebound(prepared, d, req));
             }
