@@ -27,6 +27,7 @@ import type { ChainFinding, ChainRules, FullReport } from './chain/verify-chain.
 import { ControlStream } from './control/control-stream.js';
 import { CollectorError } from './errors.js';
 import type { AuditEvent } from './event.js';
+import { ExportLockSession } from './exports/export-lease.js';
 import { type Exporter, ExportRunner } from './exports/export-runner.js';
 import { type ApiServer, startApiServer } from './http/api-server.js';
 import { trustedProxies } from './http/client-address.js';
@@ -288,9 +289,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   }
   const queue = new IngestQueue(store, opts.batch);
   const live = new LiveStream();
+  // One lock connection for all of this replica's exporters, not one each (export-lease.ts).
+  const exportLocks =
+    store.db.kind === 'postgres' && opts.exporters?.length ? new ExportLockSession(store.db) : undefined;
   const runners = (opts.exporters ?? []).map(
     (e) =>
       new ExportRunner(store, e, metrics, {
+        locks: exportLocks,
         startAt: opts.exportStartAt,
         onError: (name, err) => log.warn({ exporter: name, err: err.message }, 'export failed, retrying'),
         onActive: (name, active, err) =>
@@ -657,6 +662,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await readQueue?.stop();
         await nats?.close();
         for (const r of runners) await r.stop();
+        await exportLocks?.close();
         live.close();
         await api.close();
         await store.close();

@@ -14,7 +14,7 @@ import { advanceCursor, getCursor } from '../store/queries.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
 import { buildExporter } from './export-config.js';
-import { EXPORT_LOCK_CLASS, exportLockKey } from './export-lease.js';
+import { EXPORT_LOCK_CLASS, EXPORT_LOCKS_APPLICATION, exportLockKey } from './export-lease.js';
 import { type Exporter, ExportRunner } from './export-runner.js';
 import { splunkHecExporter } from './splunk-hec.js';
 
@@ -137,7 +137,7 @@ describe('exports from replicas sharing a PostgreSQL store', () => {
       );
       expect(await scraped(standby, 'pgwarden_collector_export_lag_seconds', 'siem')).toBeUndefined();
       expect(await scraped(standby, 'pgwarden_collector_export_lag_events', 'siem')).toBeUndefined();
-      expect((await lockHolder(a.store, 'siem'))?.app).toBe('pgwarden-export export:siem');
+      expect((await lockHolder(a.store, 'siem'))?.app).toBe(EXPORT_LOCKS_APPLICATION);
 
       // The active one loses its lock connection (terminated, as a failover or a network cut would): it stops at
       // once, a replica takes the lock on a new connection (usually the standby, which gets the first try), and the
@@ -198,7 +198,7 @@ describe('exports from replicas sharing a PostgreSQL store', () => {
       await waitFor(() => entered === 1, 'replica a delivering its first batch');
       b.runner.start();
       const holder = await lockHolder(a.store, 'slow');
-      expect(holder?.app).toBe('pgwarden-export export:slow');
+      expect(holder?.app).toBe(EXPORT_LOCKS_APPLICATION);
       await a.store.db.query('SELECT pg_terminate_backend($1)', [holder?.pid]);
       await waitFor(() => b.runner.active, 'replica b took over');
       const last = await lastPosition(a.store);

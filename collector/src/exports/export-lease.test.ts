@@ -11,7 +11,7 @@ import { getCursor } from '../store/queries.js';
 import { connectPostgres, type SqlClient } from '../store/sql-client.js';
 import { makeSession } from '../testing/audit-events.js';
 import { createTestDatabase } from '../testing/test-database.js';
-import { AdvisoryLease, EXPORT_LOCK_CLASS, exportLockKey } from './export-lease.js';
+import { EXPORT_LOCK_CLASS, ExportLockSession, exportLockKey } from './export-lease.js';
 import { ExportRunner } from './export-runner.js';
 import { jsonlFileExporter } from './jsonl-file.js';
 
@@ -197,7 +197,8 @@ describe('the lease connection asks PostgreSQL to probe it within seconds', () =
   };
 
   it("the holder's backend socket probes after 5 s idle, not the kernel's two hours: a vanished holder's lock is freed in ~11 s", async () => {
-    const lease = new AdvisoryLease(store.db, 'export:keepalive');
+    const locks = new ExportLockSession(store.db);
+    const lease = locks.lease('export:keepalive');
     try {
       expect(await lease.acquire()).toBe(true);
       const [row] = await store.db.query<{ pid: number }>(
@@ -217,6 +218,7 @@ describe('the lease connection asks PostgreSQL to probe it within seconds', () =
       expect(timer).toBeLessThanOrEqual(5);
     } finally {
       await lease.release();
+      await locks.close();
     }
   });
 });

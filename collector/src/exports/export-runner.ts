@@ -2,7 +2,7 @@ import type { AuditEvent } from '../event.js';
 import type { CollectorMetrics } from '../metrics.js';
 import type { AuditStore } from '../store/audit-store.js';
 import { advanceCursor, eventsAfter, getCursor, lastIngestPosition } from '../store/queries.js';
-import { AdvisoryLease, type ExportLease, soleLease } from './export-lease.js';
+import { type ExportLease, ExportLockSession, soleLease } from './export-lease.js';
 
 /** A destination events are delivered to. `deliver` resolves only once the destination holds the whole batch. */
 export interface Exporter {
@@ -21,7 +21,12 @@ export interface ExportRunnerOptions {
   onError?: (exporter: string, err: Error) => void;
   /** How often a standby replica tries to take over the export (default 2 s). */
   standbyRetryMs?: number;
-  /** How often the active replica checks its lock connection (default 1 s). */
+  /**
+   * The replica's lock connection, shared by all its exporters (PostgreSQL store). Without it the runner opens one of
+   * its own, with the two options below, and closes it when it stops.
+   */
+  locks?: ExportLockSession;
+  /** How often the active replica checks its own lock connection (default 1 s). */
   leaseCheckMs?: number;
   /** A check unanswered this long loses the lease (default 3 s; keep it well under the server's ~11 s). */
   leaseTimeoutMs?: number;
@@ -35,7 +40,7 @@ export interface ExportRunnerOptions {
  * destination replays from the last saved point. Failures back off exponentially and retry the same batch.
  *
  * Replicas sharing a PostgreSQL store share the cursor, so only the holder of the exporter's lease (an advisory
- * lock, see AdvisoryLease) reads and delivers; the others stand by, report no lag, and try to take over every
+ * lock, see ExportLockSession) reads and delivers; the others stand by, report no lag, and try to take over every
  * `standbyRetryMs`. A replica that loses the lease starts no further batch; the one in flight then may be delivered
  * again by the next holder, and the cursor saves never move the cursor back.
  */
@@ -50,6 +55,7 @@ export class ExportRunner {
    */
   private pendingSince: number | null = null;
   private readonly lease: ExportLease;
+  private readonly ownLocks?: ExportLockSession;
   private isActive = false;
   private lostLease = false;
 
@@ -60,19 +66,18 @@ export class ExportRunner {
     private readonly opts: ExportRunnerOptions = {},
   ) {
     this.cursorName = `export:${exporter.name}`;
-    this.lease =
-      store.db.kind === 'postgres'
-        ? new AdvisoryLease(store.db, this.cursorName, {
-            checkMs: opts.leaseCheckMs,
-            timeoutMs: opts.leaseTimeoutMs,
-            onLost: (err) => {
-              // Said at once (not when the loop comes round), so a scrape never shows two active replicas for long.
-              this.standBy(err);
-              this.lostLease = true;
-              this.wake?.();
-            },
-          })
-        : soleLease();
+    if (store.db.kind === 'postgres') {
+      if (!opts.locks)
+        this.ownLocks = new ExportLockSession(store.db, { checkMs: opts.leaseCheckMs, timeoutMs: opts.leaseTimeoutMs });
+      this.lease = (opts.locks ?? this.ownLocks)!.lease(this.cursorName, (err) => {
+        // Said at once (not when the loop comes round), so a scrape never shows two active replicas for long.
+        this.standBy(err);
+        this.lostLease = true;
+        this.wake?.();
+      });
+    } else {
+      this.lease = soleLease();
+    }
     metrics.exportActive.set({ exporter: exporter.name }, 0);
   }
 
@@ -105,6 +110,7 @@ export class ExportRunner {
     await this.loop;
     this.standBy();
     await this.lease.release();
+    await this.ownLocks?.close();
     await this.exporter.close();
     this.metrics.exportActive.remove({ exporter: this.exporter.name });
   }

@@ -11,6 +11,7 @@ import {
   readSync,
   renameSync,
   statSync,
+  truncateSync,
   unlinkSync,
   writeFileSync,
   writeSync,
@@ -18,7 +19,7 @@ import {
 import { join } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
 import { AtRiskRecord } from './at-risk-record.js';
-import { AuditError } from './errors.js';
+import { AuditError, SpoolWriteError } from './errors.js';
 import { UnsyncedEvents } from './unsynced-events.js';
 
 /**
@@ -28,6 +29,16 @@ import { UnsyncedEvents } from './unsynced-events.js';
  * sidecar resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid
  * write) is cut off when the spool is opened.
  */
+
+/**
+ * Ends the piece a write cut short (the disk filled) leaves behind where it cannot be cut back out (ftruncate fails:
+ * an append-only segment), before anything is appended after it. ASCII CAN ("cancel": disregard the data before it)
+ * never ends a record, whose last byte is the `}` of its JSON; read() skips such a line without counting it as
+ * corrupt, since its event was dropped and declared when the write failed. A newline alone would not do: a piece that
+ * holds both tabs then reads as a record, a truncated event under the id of one declared lost.
+ */
+const PIECE_END = '\x18\n';
+const CAN = 0x18;
 
 export interface SpoolPos {
   segment: number;
@@ -80,6 +91,11 @@ export class DiskSpool {
   private readonly segments = new Map<number, number>();
   private writeSeg = 0;
   private writeFd: number | undefined;
+  /**
+   * Bytes at the end of the write segment after its last whole line: the piece of a cut-short write that could not be
+   * cut back out (PIECE_END). Not in `segments` (the reader stops before it) but in `totalBytes` (it takes the space).
+   */
+  private pieceBytes = 0;
   private readPos: SpoolPos;
   private ackPos: SpoolPos;
   private cursorDirty = false;
@@ -143,6 +159,7 @@ export class DiskSpool {
     const last = ids.at(-1);
     if (last !== undefined) this.cutTornTail(last);
     for (const size of this.segments.values()) this.totalBytes += size;
+    this.totalBytes += this.pieceBytes;
     this.writeSeg = last ?? 1;
     const cursor = this.loadCursor();
     const size = cursor ? this.segments.get(cursor.segment) : undefined;
@@ -186,18 +203,36 @@ export class DiskSpool {
 
   /**
    * Appends records in order and returns the end position of each one written. Stops at the size cap: the
-   * caller drops what did not fit (returned array shorter). Throws AuditError(AUDIT_SPOOL_IO) on I/O failure.
+   * caller drops what did not fit (returned array shorter). On I/O failure throws SpoolWriteError (AUDIT_SPOOL_IO)
+   * naming the records written whole before it: those stay in the spool, the caller drops only the rest.
    */
   append(
     records: readonly { subject: string; msgID: string; data: string; session?: string; seq?: number }[],
   ): SpoolPos[] {
     const ends: SpoolPos[] = [];
+    try {
+      this.appendTo(ends, records);
+    } catch (err) {
+      if (ends.length > 0) this.sync();
+      throw err instanceof AuditError ? new SpoolWriteError(ends, err) : err;
+    }
+    if (ends.length > 0) this.sync();
+    return ends;
+  }
+
+  private appendTo(
+    ends: SpoolPos[],
+    records: readonly { subject: string; msgID: string; data: string; session?: string; seq?: number }[],
+  ): void {
     let i = 0;
     while (i < records.length) {
       if (this.writeFd === undefined) this.openWriteSegment();
-      let size = this.segments.get(this.writeSeg) ?? 0;
-      const parts: string[] = [];
-      let batchBytes = 0;
+      const size = this.segments.get(this.writeSeg) ?? 0;
+      // Where the file ends: past a piece, if one is left, which this write ends first.
+      const at = size + this.pieceBytes;
+      const parts: string[] = this.pieceBytes > 0 ? [PIECE_END] : [];
+      let batchBytes = this.pieceBytes > 0 ? PIECE_END.length : 0;
+      const first = ends.length;
       for (; i < records.length; i++) {
         const r = records[i];
         const line = `${r.subject}\t${r.msgID}\t${r.data}\n`;
@@ -208,24 +243,63 @@ export class DiskSpool {
         }
         parts.push(line);
         batchBytes += n;
-        ends.push({ segment: this.writeSeg, offset: size + batchBytes });
-        if (size + batchBytes >= this.segmentBytes) {
+        ends.push({ segment: this.writeSeg, offset: at + batchBytes });
+        if (at + batchBytes >= this.segmentBytes) {
           i++;
           break;
         }
       }
-      if (parts.length === 0) break;
-      this.writeAll(parts.join(''), batchBytes, size);
-      if (this.fsync !== 'never')
-        for (let k = i - parts.length; k < i; k++) this.unsynced.wrote(records[k].session, records[k].seq);
-      size += batchBytes;
-      this.segments.set(this.writeSeg, size);
+      const count = ends.length - first;
+      if (count === 0) break;
+      const buf = Buffer.from(parts.join(''));
+      let off = 0;
+      try {
+        while (off < batchBytes) off += writeSync(this.writeFd!, buf, off, batchBytes - off, at + off);
+      } catch (err) {
+        // The records this write left whole (none where its cut could be taken back out) are in the spool.
+        const whole = this.cutShort(buf, off, at);
+        while (ends.length > first && ends[ends.length - 1].offset > whole) ends.pop();
+        this.wrote(records, i - count, ends.length - first);
+        throw new AuditError('AUDIT_SPOOL_IO', `cannot write audit spool ${this.dir}`, { cause: err });
+      }
+      this.wrote(records, i - count, count);
+      this.pieceBytes = 0;
+      this.segments.set(this.writeSeg, at + batchBytes);
       this.totalBytes += batchBytes;
-      if (size >= this.segmentBytes) this.rotate();
+      if (at + batchBytes >= this.segmentBytes) this.rotate();
       if (this.totalBytes >= this.maxBytes) break;
     }
-    if (ends.length > 0) this.sync();
-    return ends;
+  }
+
+  /** `n` records from `records[from]` on are written whole: a failed sync may lose them (the at-risk record). */
+  private wrote(records: readonly { session?: string; seq?: number }[], from: number, n: number): void {
+    if (this.fsync !== 'never')
+      for (let k = from; k < from + n; k++) this.unsynced.wrote(records[k].session, records[k].seq);
+  }
+
+  /**
+   * A write at `at` failed after `off` bytes (the disk filled part way through). Takes them back out, so the segment
+   * stays a sequence of whole lines. Where that fails (EPERM: an append-only segment), what was written stays: its
+   * whole lines count, and what follows the last of them is the segment's piece, ended by the next write (PIECE_END).
+   * Returns the end of the segment's last whole line.
+   */
+  private cutShort(buf: Buffer, off: number, at: number): number {
+    const size = at - this.pieceBytes;
+    if (off === 0) return size;
+    try {
+      ftruncateSync(this.writeFd!, at);
+      return size;
+    } catch {}
+    this.totalBytes += off;
+    // JSON text holds no raw newline, and UTF-8 has no 0x0a inside a character: a newline ends a line.
+    const nl = buf.lastIndexOf(0x0a, off - 1);
+    if (nl < 0) {
+      this.pieceBytes += off;
+      return size;
+    }
+    this.pieceBytes = off - nl - 1;
+    this.segments.set(this.writeSeg, at + nl + 1);
+    return at + nl + 1;
   }
 
   /** Reads up to `max` records after the last read position, oldest first. */
@@ -307,6 +381,12 @@ export class DiskSpool {
           continue;
         }
         while (nl >= 0 && nl < got && out.length < max) {
+          if (nl > start && buf[nl - 1] === CAN) {
+            // The piece of a cut-short write (PIECE_END): its event was dropped, and declared, when it failed.
+            start = nl + 1;
+            nl = buf.indexOf(10, start);
+            continue;
+          }
           const line = buf.toString('utf8', start, nl);
           const t1 = line.indexOf('\t');
           const t2 = line.indexOf('\t', t1 + 1);
@@ -325,20 +405,6 @@ export class DiskSpool {
       }
     } finally {
       closeSync(fd);
-    }
-  }
-
-  private writeAll(text: string, bytes: number, at: number): void {
-    const buf = Buffer.from(text);
-    try {
-      let off = 0;
-      while (off < bytes) off += writeSync(this.writeFd!, buf, off, bytes - off, at + off);
-    } catch (err) {
-      // Drop a partial record so the file stays a sequence of whole lines.
-      try {
-        ftruncateSync(this.writeFd!, at);
-      } catch {}
-      throw new AuditError('AUDIT_SPOOL_IO', `cannot write audit spool ${this.dir}`, { cause: err });
     }
   }
 
@@ -402,7 +468,7 @@ export class DiskSpool {
   private openWriteSegment(): void {
     try {
       this.writeFd = openSync(join(this.dir, segName(this.writeSeg)), 'a', 0o600);
-      this.segments.set(this.writeSeg, fstatSync(this.writeFd).size);
+      this.segments.set(this.writeSeg, fstatSync(this.writeFd).size - this.pieceBytes);
     } catch (err) {
       throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool segment in ${this.dir}`, { cause: err });
     }
@@ -437,7 +503,11 @@ export class DiskSpool {
   }
 
   private removeSegment(seg: number, size: number): void {
-    if (seg === this.writeSeg) this.closeWriteSegment();
+    if (seg === this.writeSeg) {
+      this.closeWriteSegment();
+      this.totalBytes -= this.pieceBytes;
+      this.pieceBytes = 0;
+    }
     try {
       unlinkSync(join(this.dir, segName(seg)));
     } catch {}
@@ -459,19 +529,26 @@ export class DiskSpool {
     const path = join(this.dir, segName(seg));
     const size = this.segments.get(seg) ?? 0;
     if (size === 0) return;
-    const fd = openSync(path, 'r+');
+    // Read-only: an append-only segment opens for writing only with O_APPEND.
+    const fd = openSync(path, 'r');
+    let keep: number;
     try {
       const tail = Buffer.alloc(Math.min(size, 1024 * 1024));
       readSync(fd, tail, 0, tail.length, size - tail.length);
       const nl = tail.lastIndexOf(10);
       if (nl === tail.length - 1) return;
-      const keep = nl < 0 ? (tail.length === size ? 0 : size) : size - tail.length + nl + 1;
+      keep = nl < 0 ? (tail.length === size ? 0 : size) : size - tail.length + nl + 1;
       if (keep === size)
         throw new AuditError('AUDIT_SPOOL_CORRUPT', `audit spool segment ${seg} has a torn record longer than 1 MiB`);
-      ftruncateSync(fd, keep);
-      this.segments.set(seg, keep);
     } finally {
       closeSync(fd);
     }
+    try {
+      truncateSync(path, keep);
+    } catch {
+      // An append-only segment (EPERM): the piece stays, and the first append ends it (PIECE_END).
+      this.pieceBytes = size - keep;
+    }
+    this.segments.set(seg, keep);
   }
 }

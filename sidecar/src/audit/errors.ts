@@ -1,3 +1,5 @@
+import type { SpoolPos } from './disk-spool.js';
+
 /** Stable codes for audit failures (metrics labels, logs); messages never carry event contents. */
 export type AuditErrorCode =
   | 'AUDIT_BAD_SPEC'
@@ -16,6 +18,20 @@ export class AuditError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * An append to the spool that failed part way (AUDIT_SPOOL_IO): `written` are the ends of the records it wrote whole
+ * before the failure, oldest first. Those are in the spool and will be read back: the caller keeps them as spooled and
+ * drops only the rest.
+ */
+export class SpoolWriteError extends AuditError {
+  constructor(
+    readonly written: readonly SpoolPos[],
+    err: AuditError,
+  ) {
+    super(err.code, err.message, { cause: err.cause });
   }
 }
 

@@ -8,7 +8,7 @@ import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from
 import { type AuditStreamLimits, DEFAULT_STREAM_LIMITS } from './audit-stream.js';
 import { DiskSpool, type DiskSpoolOptions, type SpoolPos } from './disk-spool.js';
 import { DropTracker, nowMicros } from './drop-tracker.js';
-import { AuditError } from './errors.js';
+import { AuditError, SpoolWriteError } from './errors.js';
 import { type Batch, DEFAULT_BATCH_LIMITS, JetStreamPublisher } from './jetstream-publisher.js';
 import { NatsLink } from './nats-link.js';
 
@@ -380,18 +380,20 @@ export class NatsAuditSink implements AuditSink {
     this.pump();
   }
 
-  private appendToSpool(entries: Entry[]): SpoolPos[] {
+  private appendToSpool(entries: Entry[]): readonly SpoolPos[] {
+    let ends: readonly SpoolPos[];
     try {
-      const ends = this.spool!.append(entries);
+      ends = this.spool!.append(entries);
       this.spoolBroken = false;
-      this.counts.spooled += ends.length;
-      this.metrics.spooled.inc({ sink: 'nats' }, ends.length);
-      return ends;
     } catch (err) {
       if (!this.spoolBroken) this.log('error', 'audit spool write failed', err);
       this.spoolBroken = true;
-      return [];
+      // The records a failed write left whole are in the spool and will be read back: spooled, not dropped.
+      ends = err instanceof SpoolWriteError ? err.written : [];
     }
+    this.counts.spooled += ends.length;
+    this.metrics.spooled.inc({ sink: 'nats' }, ends.length);
+    return ends;
   }
 
   private drop(entry: Entry, cause: string): void {
