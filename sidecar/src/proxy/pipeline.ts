@@ -1,4 +1,5 @@
 import type { RowField, RowTransformer, StatementRecord, StatementRequest, StatementResult, Verdict } from './hooks.js';
+import { commentEnd } from './sql-statements.js';
 
 /**
  * What the proxy expects back from the upstream, in order. PostgreSQL answers every client message in the order it
@@ -434,23 +435,14 @@ function skipBlank(sql: string, at: number): number {
   let i = at;
   while (i < n) {
     const c = sql.charCodeAt(i);
-    if (c === 32 || (c >= 9 && c <= 13)) i++;
-    else if (c === 45 && sql.charCodeAt(i + 1) === 45) {
-      const nl = sql.indexOf('\n', i);
-      i = nl < 0 ? n : nl + 1;
-    } else if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      let level = 1;
-      i += 2;
-      while (i < n && level > 0) {
-        if (sql.charCodeAt(i) === 47 && sql.charCodeAt(i + 1) === 42) {
-          level++;
-          i += 2;
-        } else if (sql.charCodeAt(i) === 42 && sql.charCodeAt(i + 1) === 47) {
-          level--;
-          i += 2;
-        } else i++;
-      }
-    } else break;
+    if (c === 32 || (c >= 9 && c <= 13)) {
+      i++;
+      continue;
+    }
+    const after = commentEnd(sql, i);
+    if (after === i) break;
+    // An unclosed block comment runs to the end (the statement then fails in PostgreSQL's lexer).
+    i = after < 0 ? n : after;
   }
   return i;
 }

@@ -27,6 +27,32 @@ const isIdentStart = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90
 const isIdentCont = (c: number) => isIdentStart(c) || (c >= 48 && c <= 57) || c === 36;
 const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
 
+/**
+ * Where the comment starting at `at` ends, as scan.l reads it: `--` to the end of the line, a block comment nested.
+ * `at` when no comment starts there; -1 for a block comment that is not closed.
+ */
+export function commentEnd(sql: string, at: number): number {
+  const c = sql.charCodeAt(at);
+  if (c === 45 && sql.charCodeAt(at + 1) === 45) {
+    const nl = sql.indexOf('\n', at);
+    return nl < 0 ? sql.length : nl + 1;
+  }
+  if (c !== 47 || sql.charCodeAt(at + 1) !== 42) return at;
+  const n = sql.length;
+  let level = 1;
+  let i = at + 2;
+  while (i < n && level > 0) {
+    if (sql.charCodeAt(i) === 47 && sql.charCodeAt(i + 1) === 42) {
+      level++;
+      i += 2;
+    } else if (sql.charCodeAt(i) === 42 && sql.charCodeAt(i + 1) === 47) {
+      level--;
+      i += 2;
+    } else i++;
+  }
+  return level > 0 ? -1 : i;
+}
+
 export function splitStatements(sql: string): SqlStatement[] | undefined {
   const out: SqlStatement[] = [];
   const n = sql.length;
@@ -55,26 +81,10 @@ export function splitStatements(sql: string): SqlStatement[] | undefined {
       i++;
       continue;
     }
-    if (c === 45 && sql.charCodeAt(i + 1) === 45) {
-      // -- to the end of the line
-      const nl = sql.indexOf('\n', i);
-      i = nl < 0 ? n : nl + 1;
-      continue;
-    }
-    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      // /* … */, nested
-      let level = 1;
-      i += 2;
-      while (i < n && level > 0) {
-        if (sql.charCodeAt(i) === 47 && sql.charCodeAt(i + 1) === 42) {
-          level++;
-          i += 2;
-        } else if (sql.charCodeAt(i) === 42 && sql.charCodeAt(i + 1) === 47) {
-          level--;
-          i += 2;
-        } else i++;
-      }
-      if (level > 0) return undefined;
+    const after = commentEnd(sql, i);
+    if (after !== i) {
+      if (after < 0) return undefined;
+      i = after;
       continue;
     }
     if (c === 59 && depth === 0) {
