@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../store/migrations.js';
-import { openPglite, type SqlClient } from '../store/sql-client.js';
-import { useTestStore } from '../testing/test-store.js';
+import { expect, it } from 'vitest';
+import type { SqlClient } from '../store/sql-client.js';
+import { onBothStores } from '../testing/test-store.js';
 import { RefreshTokenSeal } from './refresh-token-seal.js';
 import { DEFAULT_LIMITS, SESSION_COOKIE, type SessionEnd, WebSessions } from './web-sessions.js';
 
@@ -169,22 +168,4 @@ function sessionsOn(db: () => SqlClient) {
   });
 }
 
-describe('web sessions in the PostgreSQL store', () => {
-  const t = useTestStore();
-  sessionsOn(() => t.store.db);
-});
-
-describe('web sessions in the embedded store (PGlite)', () => {
-  let db: SqlClient | undefined;
-  beforeAll(async () => {
-    db = await openPglite();
-    await migrate(db);
-  }, 60_000);
-  afterAll(async () => {
-    await db?.close();
-  });
-  sessionsOn(() => {
-    if (!db) throw new Error('opened in beforeAll');
-    return db;
-  });
-});
+onBothStores('web sessions', sessionsOn);

@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../store/migrations.js';
-import { openPglite, type SqlClient } from '../store/sql-client.js';
-import { useTestStore } from '../testing/test-store.js';
+import { expect, it } from 'vitest';
+import type { SqlClient } from '../store/sql-client.js';
+import { onBothStores } from '../testing/test-store.js';
 import { SharedSignInRate } from './shared-sign-in-rate.js';
 
 const count = async (db: SqlClient, client: string) =>
@@ -53,22 +52,4 @@ function bucketsOn(db: () => SqlClient) {
   });
 }
 
-describe('the sign-in rate in the PostgreSQL store', () => {
-  const t = useTestStore();
-  bucketsOn(() => t.store.db);
-});
-
-describe('the sign-in rate in the embedded store (PGlite)', () => {
-  let db: SqlClient | undefined;
-  beforeAll(async () => {
-    db = await openPglite();
-    await migrate(db);
-  }, 60_000);
-  afterAll(async () => {
-    await db?.close();
-  });
-  bucketsOn(() => {
-    if (!db) throw new Error('opened in beforeAll');
-    return db;
-  });
-});
+onBothStores('the sign-in rate', bucketsOn);

@@ -1,7 +1,9 @@
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, beforeAll, describe, inject } from 'vitest';
 import { ROLES } from '../../../test/harness/postgres.js';
 import { schemaV1Rules } from '../chain/chain-rules.js';
 import { AuditStore } from '../store/audit-store.js';
+import { migrate } from '../store/migrations.js';
+import { openPglite, type SqlClient } from '../store/sql-client.js';
 import { createTestDatabase } from './test-database.js';
 
 /**
@@ -29,4 +31,29 @@ export function useTestStore(): { readonly store: AuditStore; readonly url: stri
       return db.url;
     },
   };
+}
+
+/**
+ * Runs `suite` twice, as `<what> in the PostgreSQL store` (a fresh database on the suite's PostgreSQL) and `<what> in
+ * the embedded store (PGlite)`, each migrated: for store code that must behave alike on both.
+ */
+export function onBothStores(what: string, suite: (db: () => SqlClient) => void): void {
+  describe(`${what} in the PostgreSQL store`, () => {
+    const t = useTestStore();
+    suite(() => t.store.db);
+  });
+  describe(`${what} in the embedded store (PGlite)`, () => {
+    let db: SqlClient | undefined;
+    beforeAll(async () => {
+      db = await openPglite();
+      await migrate(db);
+    }, 60_000);
+    afterAll(async () => {
+      await db?.close();
+    });
+    suite(() => {
+      if (!db) throw new Error('onBothStores: the embedded store is opened in beforeAll');
+      return db;
+    });
+  });
 }
