@@ -31,6 +31,17 @@ export interface FieldCall {
   functions: FunctionRef[];
 }
 
+/**
+ * An operator the statement uses, written (`a !! b`, `OPERATOR(s.!!)`) or implied (`IN`, `BETWEEN`, `CASE x WHEN`,
+ * `JOIN … USING`, `ORDER BY … USING`): PostgreSQL runs the function behind it (pg_operator.oprcode), which the raw
+ * tree does not name. resolveWithCatalog turns the ones defined outside pg_catalog into calls.
+ */
+export interface OperatorRef {
+  /** Set for `OPERATOR(schema.op)`. */
+  schema?: string;
+  name: string;
+}
+
 export interface DangerousUse {
   category: DangerousCategory;
   /** What triggered it, e.g. `pg_catalog.pg_read_file` or `COPY ... PROGRAM`. */
@@ -51,6 +62,13 @@ export interface StatementAnalysis {
    * `functions` list; resolveWithCatalog turns each into a call or drops it.
    */
   fieldCalls?: FieldCall[];
+  /** Operators used (see OperatorRef); absent when none. */
+  operators?: OperatorRef[];
+  /**
+   * Type names of explicit casts (`x::t`, `CAST(x AS t)`, `t 'literal'`), the last part of the name: a cast to a
+   * domain runs its CHECK, a cast made WITH FUNCTION runs that function. Absent when none.
+   */
+  casts?: string[];
   /** Writes data, takes row/advisory locks, or changes sequences. */
   writes: boolean;
   /** Runs TRUNCATE (also inside a DO block): rows removed that no row count or statistic counts. */

@@ -48,6 +48,62 @@ WHERE o.oprnamespace = 'pg_catalog'::regnamespace
   OR (o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal'))`;
 
 /**
+ * For the policy (CatalogSnapshot.operatorFunctions): every operator outside pg_catalog/information_schema with the
+ * function it runs, in whatever language (a client can back an operator with a built-in such as
+ * pg_terminate_backend, or with a C function an extension installed). Left out: an extension's own operators over
+ * its own C or internal functions (citext's `=`), which only a superuser's script can create and which run nothing a
+ * client wrote. https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ */
+export const OPERATOR_FUNCTIONS_SQL = `SELECT o.oprname AS name, n.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
+FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT (l.lanname IN ('c', 'internal') AND EXISTS (
+    SELECT FROM pg_depend od JOIN pg_depend fd ON fd.refobjid = od.refobjid
+      AND fd.refclassid = 'pg_extension'::regclass AND fd.deptype = 'e'
+      AND fd.classid = 'pg_proc'::regclass AND fd.objid = p.oid
+    WHERE od.classid = 'pg_operator'::regclass AND od.objid = o.oid
+      AND od.refclassid = 'pg_extension'::regclass AND od.deptype = 'e'))`;
+
+/** Every operator name (pg_catalog's included): a name outside it means an operator newer than the snapshot. */
+export const OPERATOR_NAMES_SQL = 'SELECT DISTINCT oprname AS name FROM pg_operator';
+
+/**
+ * For the policy (CatalogSnapshot.typeFunctions): the functions a cast to a type may run, by the type's name (arrays
+ * under their own name too): a cast's function outside pg_catalog (https://www.postgresql.org/docs/current/catalog-pg-cast.html),
+ * and for a domain every function its CHECK constraints and its base domains' call, directly or as an operator's
+ * (pg_depend records both). https://www.postgresql.org/docs/current/sql-createdomain.html
+ */
+export const TYPE_FUNCTIONS_SQL = `WITH RECURSIVE dom(oid, base) AS (
+  SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+  UNION SELECT d.oid, t.typbasetype FROM dom d JOIN pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd' AND t.typbasetype <> 0
+), fn(type, proc) AS (
+  SELECT c.casttarget, c.castfunc FROM pg_cast c JOIN pg_proc p ON p.oid = c.castfunc
+  WHERE p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+  UNION
+  SELECT dom.oid, CASE WHEN dep.refclassid = 'pg_proc'::regclass THEN dep.refobjid ELSE o.oprcode END
+  FROM dom JOIN pg_constraint con ON con.contypid = dom.base
+  JOIN pg_depend dep ON dep.classid = 'pg_constraint'::regclass AND dep.objid = con.oid
+    AND dep.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  LEFT JOIN pg_operator o ON dep.refclassid = 'pg_operator'::regclass AND o.oid = dep.refobjid
+)
+SELECT DISTINCT t.typname AS type, n.nspname AS schema, p.proname AS name
+FROM fn JOIN pg_type t ON t.oid = fn.type OR (t.typelem = fn.type AND t.typcategory = 'A')
+JOIN pg_proc p ON p.oid = fn.proc JOIN pg_namespace n ON n.oid = p.pronamespace`;
+
+/**
+ * For the policy (CatalogSnapshot.relationFunctions): the functions a write to a relation runs without a call in the
+ * text: its triggers' (https://www.postgresql.org/docs/current/catalog-pg-trigger.html; foreign-key triggers are
+ * internal and left out).
+ */
+export const RELATION_FUNCTIONS_SQL = `SELECT n.nspname || '.' || c.relname AS relation, pn.nspname AS schema, p.proname AS name
+FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT tg.tgisinternal`;
+
+/**
  * Built-in base types other than arrays, each with the types it converts to implicitly: operator resolution's
  * candidates when no operator takes exactly the operand types (https://www.postgresql.org/docs/current/typeconv-oper.html).
  */
@@ -367,6 +423,17 @@ export class CatalogCache {
     return this.verifyDue(now) ? this.current(this.verify(), statement) : undefined;
   }
 
+  /**
+   * For a policy decision operators, casts or triggers may change: a promise of a reloaded snapshot when DDL seen
+   * through this sidecar (or a policy reload) made it stale, else undefined: no wait on the common path (age and other
+   * connections' DDL are left to the background reload and check of refreshIfOld). Undefined too while failures are
+   * retried.
+   */
+  checkIfStale(): Promise<CatalogSnapshot> | undefined {
+    if (!this.stale || Date.now() - this.failedAt < RETRY_MS) return undefined;
+    return this.current(this.reload());
+  }
+
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
   get failing(): boolean {
     return this.lastError !== undefined;
@@ -528,6 +595,10 @@ export class CatalogCache {
       const policies = await this.query(POLICY_CODE_SQL);
       const events = await this.query(EVENT_TRIGGERS_SQL);
       const implicit = await this.query(IMPLICIT_CASTS_SQL);
+      const opFunctions = await this.query(OPERATOR_FUNCTIONS_SQL);
+      const opNames = await this.query(OPERATOR_NAMES_SQL);
+      const typeFunctions = await this.query(TYPE_FUNCTIONS_SQL);
+      const relationFunctions = await this.query(RELATION_FUNCTIONS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -556,6 +627,18 @@ export class CatalogCache {
           implicitCasts: implicit.map((c) => ({
             source: Number(c.oid),
             targets: c.targets ? c.targets.split(',').map(Number) : [],
+          })),
+          operatorFunctions: opFunctions.map((o) => ({
+            name: o.name ?? '',
+            schema: o.schema ?? '',
+            function: { schema: o.fschema ?? '', name: o.fname ?? '' },
+          })),
+          operatorNames: opNames.map((o) => o.name ?? ''),
+          typeFunctions: typeFunctions.map((t) => ({ type: t.type ?? '', schema: t.schema ?? '', name: t.name ?? '' })),
+          relationFunctions: relationFunctions.map((r) => ({
+            relation: r.relation ?? '',
+            schema: r.schema ?? '',
+            name: r.name ?? '',
           })),
         },
       );

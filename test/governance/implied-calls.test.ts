@@ -1,0 +1,145 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { errorOf, type Governed, startGoverned } from './governed-sidecar.js';
+
+// Functions PostgreSQL runs without a call in the SQL text — an operator's, a cast's, a domain CHECK's, a
+// trigger's — count as calls for blockedFunctions and functions lists, through the real sidecar against PostgreSQL.
+// Each user function leaves a row in read_log, so a denial is shown to have kept it from running.
+let db: GovernanceDb;
+let blocked: Governed;
+let listed: Governed;
+
+const policy = (name: string, spec: object) => ({
+  apiVersion: 'pgwarden.dev/v1alpha1',
+  kind: 'DatabaseAccessPolicy',
+  metadata: { name, namespace: 'agents' },
+  spec: { database: { host: 'unused', name: 'app' }, defaultAction: 'deny', ...spec },
+});
+
+beforeAll(async () => {
+  db = await createGovernanceDb('implied');
+  await db.su(`CREATE OPERATOR public.## (LEFTARG = int, RIGHTARG = bigint, FUNCTION = pg_terminate_backend);
+    CREATE FUNCTION public.spy(int) RETURNS int LANGUAGE sql AS $$ SELECT public.log_read('spy')::int $$;
+    CREATE OPERATOR public.%% (RIGHTARG = int, FUNCTION = public.spy);
+    CREATE DOMAIN public.spied AS int CHECK (public.spy(VALUE) IS NOT NULL);
+    CREATE TYPE public.label AS (v text);
+    CREATE FUNCTION public.to_label(text) RETURNS public.label LANGUAGE sql
+      AS $$ SELECT ROW(public.log_read('label')::text)::public.label $$;
+    CREATE CAST (text AS public.label) WITH FUNCTION public.to_label(text);
+    CREATE TABLE public.audited (id int);
+    CREATE FUNCTION public.on_insert() RETURNS trigger LANGUAGE plpgsql
+      AS $$ BEGIN PERFORM public.log_read('trigger'); RETURN NEW; END $$;
+    CREATE TRIGGER spy BEFORE INSERT ON public.audited FOR EACH ROW EXECUTE FUNCTION public.on_insert();
+    GRANT ALL ON public.audited TO ${db.roles.analyst}, ${db.roles.admin};
+    GRANT pg_signal_backend TO ${db.roles.admin}`);
+  // Signalling backends is let through as a dangerous category, so that only blockedFunctions stands in the way.
+  blocked = await startGoverned(
+    db.name,
+    policy('blocked', {
+      role: db.roles.admin,
+      rules: [{ name: 'reads', action: 'allow', statements: ['select'], allowDangerous: ['signal-backend'] }],
+      guardrails: { blockedFunctions: ['pg_catalog.pg_terminate_backend'] },
+    }),
+  );
+  listed = await startGoverned(
+    db.name,
+    policy('listed', {
+      role: db.roles.analyst,
+      rules: [
+        {
+          name: 'reads',
+          action: 'allow',
+          statements: ['select'],
+          functions: ['pg_catalog.*', 'information_schema.*'],
+        },
+        {
+          name: 'writes',
+          action: 'allow',
+          statements: ['insert'],
+          tables: ['public.audited'],
+          functions: ['pg_catalog.*'],
+        },
+      ],
+    }),
+  );
+}, 60_000);
+afterAll(async () => {
+  await blocked?.close();
+  await listed?.close();
+  await db?.drop();
+});
+
+/** A backend of the sidecar's login that `##` could terminate. */
+async function victim(): Promise<{ client: pg.Client; pid: number }> {
+  const shared = inject('pg');
+  const client = new pg.Client({
+    host: shared.host,
+    port: shared.port,
+    database: db.name,
+    user: 'app_scram',
+    password: 'scram-pw-1',
+  });
+  client.on('error', () => undefined);
+  await client.connect();
+  const pid = Number((await client.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+  return { client, pid };
+}
+
+describe('an operator runs its function', () => {
+  it('a user operator over a blocked built-in is refused by blockedFunctions, and the backend lives', async () => {
+    const v = await victim();
+    try {
+      const c = await blocked.client();
+      const err = await errorOf(c, `SELECT ${v.pid} ## 0::bigint AS killed`);
+      expect(err?.code).toBe('42501');
+      expect(err?.message).toBe(
+        'pgwarden: statement denied by guardrail blockedFunctions: function pg_catalog.pg_terminate_backend',
+      );
+      expect((await v.client.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      // Qualified, it is the same operator.
+      expect((await errorOf(c, `SELECT ${v.pid} OPERATOR(public.##) 0::bigint`))?.code).toBe('42501');
+      // Built-in operators cost nothing and are not affected.
+      expect((await c.query('SELECT id + 1 AS n FROM orders WHERE id = 1 AND id IN (1, 2)')).rows).toEqual([{ n: 2 }]);
+    } finally {
+      await v.client.end().catch(() => undefined);
+    }
+  });
+
+  it('a user operator over a user function needs that function in a functions list', async () => {
+    const c = await listed.client();
+    const before = await db.readCount();
+    const err = await errorOf(c, 'SELECT %% 1 AS x');
+    expect(err?.code).toBe('42501');
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.spy" is not in rule "reads"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
+    expect((await c.query('SELECT count(*)::int AS n FROM orders WHERE id BETWEEN 1 AND 3')).rows).toEqual([{ n: 3 }]);
+  });
+});
+
+describe('casts and triggers run their functions', () => {
+  it.each([
+    ['a domain CHECK', 'SELECT 1::spied AS v', 'public.spy'],
+    ['a cast made WITH FUNCTION', "SELECT ('x'::text)::label AS v", 'public.to_label'],
+  ])('%s needs its function in a functions list', async (_what, sql, fn) => {
+    const c = await listed.client();
+    const before = await db.readCount();
+    const err = await errorOf(c, sql);
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "${fn}" is not in rule "reads"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
+  });
+
+  it("a write runs the table's triggers", async () => {
+    const c = await listed.client();
+    const before = await db.readCount();
+    const err = await errorOf(c, 'INSERT INTO audited VALUES (1)');
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.on_insert" is not in rule "writes"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
+  });
+});
