@@ -9,6 +9,7 @@ import { errorOf, type Governed, startGoverned } from './governed-sidecar.js';
 let db: GovernanceDb;
 let blocked: Governed;
 let listed: Governed;
+let builder: Governed;
 
 const policy = (name: string, spec: object) => ({
   apiVersion: 'pgwarden.dev/v1alpha1',
@@ -30,6 +31,7 @@ beforeAll(async () => {
     CREATE TABLE public.audited (id int);
     CREATE FUNCTION public.on_insert() RETURNS trigger LANGUAGE plpgsql
       AS $$ BEGIN PERFORM public.log_read('trigger'); RETURN NEW; END $$;
+    CREATE FUNCTION public.spy_cat(int, text) RETURNS text LANGUAGE sql AS $$ SELECT public.log_read('cat')::text $$;
     CREATE TRIGGER spy BEFORE INSERT ON public.audited FOR EACH ROW EXECUTE FUNCTION public.on_insert();
     GRANT ALL ON public.audited TO ${db.roles.analyst}, ${db.roles.admin};
     GRANT pg_signal_backend TO ${db.roles.admin}`);
@@ -63,8 +65,21 @@ beforeAll(async () => {
       ],
     }),
   );
+  // May create operators: the one it just created must count at once.
+  builder = await startGoverned(
+    db.name,
+    policy('builder', {
+      role: db.roles.analyst,
+      rules: [
+        { name: 'build', action: 'allow', statements: ['ddl'] },
+        { name: 'reads', action: 'allow', statements: ['select'], functions: ['pg_catalog.*'] },
+      ],
+      guardrails: { blockDDL: false },
+    }),
+  );
 }, 60_000);
 afterAll(async () => {
+  await builder?.close();
   await blocked?.close();
   await listed?.close();
   await db?.drop();
@@ -116,6 +131,21 @@ describe('an operator runs its function', () => {
     );
     expect(await db.readCount()).toBe(before);
     expect((await c.query('SELECT count(*)::int AS n FROM orders WHERE id BETWEEN 1 AND 3')).rows).toEqual([{ n: 3 }]);
+  });
+
+  it('an operator of a built-in name created through the sidecar counts for the next statement', async () => {
+    const c = await builder.client();
+    // Decided once before, so the snapshot is loaded and the statement's decision cached: pg_catalog's
+    // anynonarray || text.
+    expect((await c.query("SELECT 1 || 'b'::text AS v")).rows).toEqual([{ v: '1b' }]);
+    // An exact match for (int, text): PostgreSQL now picks it.
+    await c.query('CREATE OPERATOR public.|| (LEFTARG = int, RIGHTARG = text, FUNCTION = public.spy_cat)');
+    const before = await db.readCount();
+    const err = await errorOf(c, "SELECT 1 || 'b'::text AS v");
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.spy_cat" is not in rule "reads"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
   });
 });
 

@@ -425,13 +425,15 @@ export class CatalogCache {
 
   /**
    * For a policy decision operators, casts or triggers may change: a promise of a reloaded snapshot when DDL seen
-   * through this sidecar (or a policy reload) made it stale, else undefined: no wait on the common path (age and other
-   * connections' DDL are left to the background reload and check of refreshIfOld). Undefined too while failures are
-   * retried.
+   * through this sidecar (or a policy reload) made it stale or a reload is running (refreshIfOld starts one for the
+   * very statement that asks), else undefined: no wait on the common path (age and other connections' DDL are left to
+   * the background reload and check of refreshIfOld). Undefined too while failures are retried.
    */
   checkIfStale(): Promise<CatalogSnapshot> | undefined {
-    if (!this.stale || Date.now() - this.failedAt < RETRY_MS) return undefined;
-    return this.current(this.reload());
+    if ((!this.stale && this.inflight === undefined) || Date.now() - this.failedAt < RETRY_MS) return undefined;
+    // A load that started before the DDL may not see it: stale again behind it, one more runs.
+    const running = this.inflight ?? Promise.resolve(undefined);
+    return this.current(running.then((failure) => failure ?? (this.stale ? this.reload() : undefined)));
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
