@@ -33,6 +33,9 @@ beforeAll(async () => {
       AS $$ BEGIN PERFORM public.log_read('trigger'); RETURN NEW; END $$;
     CREATE FUNCTION public.spy_cat(int, text) RETURNS text LANGUAGE sql AS $$ SELECT public.log_read('cat')::text $$;
     CREATE TRIGGER spy BEFORE INSERT ON public.audited FOR EACH ROW EXECUTE FUNCTION public.on_insert();
+    CREATE TABLE public.checked (n int CHECK (public.spy(n) IS NOT NULL));
+    CREATE TABLE public.typed (n public.spied);
+    GRANT ALL ON public.checked, public.typed TO ${db.roles.analyst};
     GRANT ALL ON public.audited TO ${db.roles.analyst}, ${db.roles.admin};
     GRANT pg_signal_backend TO ${db.roles.admin}`);
   // Signalling backends is let through as a dangerous category, so that only blockedFunctions stands in the way.
@@ -59,7 +62,7 @@ beforeAll(async () => {
           name: 'writes',
           action: 'allow',
           statements: ['insert'],
-          tables: ['public.audited'],
+          tables: ['public.audited', 'public.checked', 'public.typed'],
           functions: ['pg_catalog.*'],
         },
       ],
@@ -163,12 +166,16 @@ describe('casts and triggers run their functions', () => {
     expect(await db.readCount()).toBe(before);
   });
 
-  it("a write runs the table's triggers", async () => {
+  it.each([
+    ['triggers', 'INSERT INTO audited VALUES (1)', 'public.on_insert'],
+    ['CHECK constraints', 'INSERT INTO checked VALUES (1)', 'public.spy'],
+    ["domain-typed columns' CHECKs", 'INSERT INTO typed VALUES (1)', 'public.spy'],
+  ])("a write runs the table's %s", async (_what, sql, fn) => {
     const c = await listed.client();
     const before = await db.readCount();
-    const err = await errorOf(c, 'INSERT INTO audited VALUES (1)');
+    const err = await errorOf(c, sql);
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "public.on_insert" is not in rule "writes"'s functions list`,
+      `pgwarden: statement denied by the default action: function "${fn}" is not in rule "writes"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
   });

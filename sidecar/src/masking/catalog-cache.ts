@@ -96,12 +96,40 @@ JOIN pg_proc p ON p.oid = fn.proc JOIN pg_namespace n ON n.oid = p.pronamespace`
 /**
  * For the policy (CatalogSnapshot.relationFunctions): the functions a write to a relation runs without a call in the
  * text: its triggers' (https://www.postgresql.org/docs/current/catalog-pg-trigger.html; foreign-key triggers are
- * internal and left out).
+ * internal and left out), and the user functions (outside pg_catalog, so `DEFAULT now()` or `CHECK (n > 0)` add
+ * nothing) its CHECK constraints, defaults, generated columns and index expressions or predicates call, directly or
+ * as an operator's (pg_depend), and its domain-typed columns' CHECKs (and their base domains') call.
  */
-export const RELATION_FUNCTIONS_SQL = `SELECT n.nspname || '.' || c.relname AS relation, pn.nspname AS schema, p.proname AS name
-FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
-WHERE NOT tg.tgisinternal`;
+export const RELATION_FUNCTIONS_SQL = `WITH RECURSIVE dom(oid, base) AS (
+  SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+  UNION SELECT d.oid, t.typbasetype FROM dom d JOIN pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd' AND t.typbasetype <> 0
+), uses(rel, obj, objclass, ref, refclass) AS (
+  SELECT COALESCE(con.conrelid, ad.adrelid, ix.indrelid), d.objid, d.classid, d.refobjid, d.refclassid FROM pg_depend d
+  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  LEFT JOIN pg_index ix ON d.classid = 'pg_class'::regclass AND ix.indexrelid = d.objid
+  WHERE COALESCE(con.conrelid, ad.adrelid, ix.indrelid, 0) <> 0
+    AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  UNION ALL
+  SELECT a.attrelid, con.oid, 'pg_constraint'::regclass, dep.refobjid, dep.refclassid
+  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  JOIN dom ON dom.oid = CASE WHEN t.typtype = 'd' THEN t.oid ELSE t.typelem END
+  JOIN pg_constraint con ON con.contypid = dom.base
+  JOIN pg_depend dep ON dep.classid = 'pg_constraint'::regclass AND dep.objid = con.oid
+    AND dep.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+), fn(rel, proc) AS (
+  SELECT tgrelid, tgfoid FROM pg_trigger WHERE NOT tgisinternal
+  UNION
+  SELECT u.rel, p.oid FROM uses u
+  LEFT JOIN pg_operator o ON u.refclass = 'pg_operator'::regclass AND o.oid = u.ref
+  JOIN pg_proc p ON p.oid = CASE WHEN u.refclass = 'pg_proc'::regclass THEN u.ref ELSE o.oprcode END
+  WHERE p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+)
+SELECT DISTINCT n.nspname || '.' || c.relname AS relation, pn.nspname AS schema, p.proname AS name
+FROM fn JOIN pg_class c ON c.oid = fn.rel JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = fn.proc JOIN pg_namespace pn ON pn.oid = p.pronamespace`;
 
 /**
  * Built-in base types other than arrays, each with the types it converts to implicitly: operator resolution's
