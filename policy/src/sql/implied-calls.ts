@@ -60,10 +60,12 @@ export function impliedCalls(
     }
     if (!found && o.schema !== undefined) unknown.names = true;
   }
-  const types = new Set(s.casts);
-  // `mydomain('x')` is a cast when no function of that name takes the argument.
-  for (const f of s.functions) if (!SYSTEM.has(f.schema)) types.add(f.name);
-  for (const t of types) for (const f of catalog.typeFunctions(t) ?? []) add(f, `run by a cast to ${t}`);
+  const castTo = (t: string) => {
+    for (const f of catalog.typeFunctions(t) ?? []) add(f, `run by a cast to ${t}`);
+  };
+  for (const t of s.casts ?? []) castTo(t);
+  // `mydomain('x')` is a cast when no function of that name takes the argument (duplicates are dropped by the caller).
+  for (const f of s.functions) if (!SYSTEM.has(f.schema) && s.casts?.includes(f.name) !== true) castTo(f.name);
   for (const r of s.relations) {
     if (r.access !== 'write') continue;
     for (const f of catalog.relationFunctions(r.schema, r.name) ?? []) add(f, `a trigger on ${r.schema}.${r.name}`);
