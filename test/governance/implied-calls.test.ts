@@ -23,6 +23,10 @@ beforeAll(async () => {
   await db.su(`CREATE OPERATOR public.## (LEFTARG = int, RIGHTARG = bigint, FUNCTION = pg_terminate_backend);
     CREATE FUNCTION public.spy(int) RETURNS int LANGUAGE sql AS $$ SELECT public.log_read('spy')::int $$;
     CREATE OPERATOR public.%% (RIGHTARG = int, FUNCTION = public.spy);
+    CREATE FUNCTION public.ok_lt(int, int) RETURNS boolean LANGUAGE sql AS $$ SELECT $1 < $2 $$;
+    CREATE FUNCTION public.spy_gt(int, int) RETURNS boolean LANGUAGE sql AS $$ SELECT public.log_read('gt') AND $1 > $2 $$;
+    CREATE OPERATOR public.<<< (LEFTARG = int, RIGHTARG = int, FUNCTION = public.ok_lt, COMMUTATOR = >>>);
+    CREATE OPERATOR public.>>> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.spy_gt, COMMUTATOR = <<<);
     CREATE DOMAIN public.spied AS int CHECK (public.spy(VALUE) IS NOT NULL);
     CREATE TYPE public.label AS (v text);
     CREATE FUNCTION public.to_label(text) RETURNS public.label LANGUAGE sql
@@ -56,7 +60,7 @@ beforeAll(async () => {
           name: 'reads',
           action: 'allow',
           statements: ['select'],
-          functions: ['pg_catalog.*', 'information_schema.*'],
+          functions: ['pg_catalog.*', 'information_schema.*', 'public.ok_*'],
         },
         {
           name: 'writes',
@@ -134,6 +138,14 @@ describe('an operator runs its function', () => {
     );
     expect(await db.readCount()).toBe(before);
     expect((await c.query('SELECT count(*)::int AS n FROM orders WHERE id BETWEEN 1 AND 3')).rows).toEqual([{ n: 3 }]);
+  });
+
+  it("an operator counts its commutator's function, which the planner may run in its place", async () => {
+    const c = await listed.client();
+    const err = await errorOf(c, 'SELECT 1 <<< 2 AS lt');
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.spy_gt" is not in rule "reads"'s functions list`,
+    );
   });
 
   it('an operator of a built-in name created through the sidecar counts for the next statement', async () => {

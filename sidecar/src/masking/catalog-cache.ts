@@ -52,18 +52,21 @@ WHERE o.oprnamespace = 'pg_catalog'::regnamespace
  * function it runs, in whatever language (a client can back an operator with a built-in such as
  * pg_terminate_backend, or with a C function an extension installed). Left out: an extension's own operators over
  * its own C or internal functions (citext's `=`), which only a superuser's script can create and which run nothing a
- * client wrote. https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ * client wrote. An operator counts its commutator's and negator's functions too: the planner may run `b #@# a` for
+ * `a ## b` and `a !## b` for `NOT (a ## b)` (https://www.postgresql.org/docs/current/xoper-optimization.html).
+ * https://www.postgresql.org/docs/current/catalog-pg-operator.html
  */
-export const OPERATOR_FUNCTIONS_SQL = `SELECT o.oprname AS name, n.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
+export const OPERATOR_FUNCTIONS_SQL = `SELECT DISTINCT o.oprname AS name, n.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
 FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
-JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN pg_operator r ON r.oid IN (o.oid, o.oprcom, o.oprnegate)
+JOIN pg_proc p ON p.oid = r.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT (l.lanname IN ('c', 'internal') AND EXISTS (
     SELECT FROM pg_depend od JOIN pg_depend fd ON fd.refobjid = od.refobjid
       AND fd.refclassid = 'pg_extension'::regclass AND fd.deptype = 'e'
       AND fd.classid = 'pg_proc'::regclass AND fd.objid = p.oid
-    WHERE od.classid = 'pg_operator'::regclass AND od.objid = o.oid
+    WHERE od.classid = 'pg_operator'::regclass AND od.objid = r.oid
       AND od.refclassid = 'pg_extension'::regclass AND od.deptype = 'e'))`;
 
 /** Every operator name (pg_catalog's included): a name outside it means an operator newer than the snapshot. */
