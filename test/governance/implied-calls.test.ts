@@ -116,7 +116,7 @@ describe('an operator runs its function', () => {
       const err = await errorOf(c, `SELECT ${v.pid} ## 0::bigint AS killed`);
       expect(err?.code).toBe('42501');
       expect(err?.message).toBe(
-        'pgwarden: statement denied by guardrail blockedFunctions: function pg_catalog.pg_terminate_backend',
+        'pgwarden: statement denied by guardrail blockedFunctions: function pg_catalog.pg_terminate_backend (run by operator ##)',
       );
       expect((await v.client.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
       // Qualified, it is the same operator.
@@ -134,7 +134,7 @@ describe('an operator runs its function', () => {
     const err = await errorOf(c, 'SELECT %% 1 AS x');
     expect(err?.code).toBe('42501');
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "public.spy" is not in rule "reads"'s functions list`,
+      `pgwarden: statement denied by the default action: function "public.spy" (run by operator %%) is not in rule "reads"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
     expect((await c.query('SELECT count(*)::int AS n FROM orders WHERE id BETWEEN 1 AND 3')).rows).toEqual([{ n: 3 }]);
@@ -144,7 +144,7 @@ describe('an operator runs its function', () => {
     const c = await listed.client();
     const err = await errorOf(c, 'SELECT 1 <<< 2 AS lt');
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "public.spy_gt" is not in rule "reads"'s functions list`,
+      `pgwarden: statement denied by the default action: function "public.spy_gt" (run by operator <<<) is not in rule "reads"'s functions list`,
     );
   });
 
@@ -158,7 +158,7 @@ describe('an operator runs its function', () => {
     const before = await db.readCount();
     const err = await errorOf(c, "SELECT 1 || 'b'::text AS v");
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "public.spy_cat" is not in rule "reads"'s functions list`,
+      `pgwarden: statement denied by the default action: function "public.spy_cat" (run by operator ||) is not in rule "reads"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
   });
@@ -166,28 +166,28 @@ describe('an operator runs its function', () => {
 
 describe('casts and triggers run their functions', () => {
   it.each([
-    ['a domain CHECK', 'SELECT 1::spied AS v', 'public.spy'],
-    ['a cast made WITH FUNCTION', "SELECT ('x'::text)::label AS v", 'public.to_label'],
+    ['a domain CHECK', 'SELECT 1::spied AS v', 'public.spy" (run by a cast to spied)'],
+    ['a cast made WITH FUNCTION', "SELECT ('x'::text)::label AS v", 'public.to_label" (run by a cast to label)'],
   ])('%s needs its function in a functions list', async (_what, sql, fn) => {
     const c = await listed.client();
     const before = await db.readCount();
     const err = await errorOf(c, sql);
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "${fn}" is not in rule "reads"'s functions list`,
+      `pgwarden: statement denied by the default action: function "${fn} is not in rule "reads"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
   });
 
   it.each([
-    ['triggers', 'INSERT INTO audited VALUES (1)', 'public.on_insert'],
-    ['CHECK constraints', 'INSERT INTO checked VALUES (1)', 'public.spy'],
-    ["domain-typed columns' CHECKs", 'INSERT INTO typed VALUES (1)', 'public.spy'],
+    ['triggers', 'INSERT INTO audited VALUES (1)', 'public.on_insert" (run by writing public.audited)'],
+    ['CHECK constraints', 'INSERT INTO checked VALUES (1)', 'public.spy" (run by writing public.checked)'],
+    ["domain-typed columns' CHECKs", 'INSERT INTO typed VALUES (1)', 'public.spy" (run by writing public.typed)'],
   ])("a write runs the table's %s", async (_what, sql, fn) => {
     const c = await listed.client();
     const before = await db.readCount();
     const err = await errorOf(c, sql);
     expect(err?.message).toBe(
-      `pgwarden: statement denied by the default action: function "${fn}" is not in rule "writes"'s functions list`,
+      `pgwarden: statement denied by the default action: function "${fn} is not in rule "writes"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
   });

@@ -14,6 +14,8 @@ export interface FunctionRef {
   schema: string;
   name: string;
   qualified: boolean;
+  /** How a call the text does not name is made (`run by operator ##`), for messages; absent for a call by name. */
+  via?: string;
 }
 
 /**

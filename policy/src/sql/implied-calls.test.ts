@@ -99,7 +99,7 @@ describe('operators run their functions', () => {
   it('a user function behind an operator needs a functions list entry and gets the maxRowsAffected cap', () => {
     const d = decide(spec, resolve('SELECT %% 1').resolved, nobody);
     expect(d.action).toBe('deny');
-    expect(d.detail).toBe(`function "public.spy" is not in rule "reads"'s functions list`);
+    expect(d.detail).toBe(`function "public.spy" (run by operator %%) is not in rule "reads"'s functions list`);
     const open = parsePolicyDocuments(`apiVersion: pgwarden.dev/v1alpha1
 kind: DatabaseAccessPolicy
 metadata: {name: p}

@@ -37,7 +37,7 @@ export function impliedCalls(
   let out: { functions: FunctionRef[]; dangerous: DangerousUse[] } | undefined;
   const add = (f: QualifiedName, via: string) => {
     out ??= { functions: [], dangerous: [] };
-    out.functions.push({ schema: f.schema, name: f.name, qualified: true });
+    out.functions.push({ schema: f.schema, name: f.name, qualified: true, via });
     const danger = dangerousFunction(f.name);
     if (danger) out.dangerous.push({ category: danger, detail: `${f.schema}.${f.name}() (${via})` });
   };
@@ -68,7 +68,7 @@ export function impliedCalls(
   for (const f of s.functions) if (!SYSTEM.has(f.schema) && s.casts?.includes(f.name) !== true) castTo(f.name);
   for (const r of s.relations) {
     if (r.access !== 'write') continue;
-    for (const f of catalog.relationFunctions(r.schema, r.name) ?? []) add(f, `a trigger on ${r.schema}.${r.name}`);
+    for (const f of catalog.relationFunctions(r.schema, r.name) ?? []) add(f, `run by writing ${r.schema}.${r.name}`);
   }
   return out;
 }
