@@ -27,6 +27,9 @@ beforeAll(async () => {
     CREATE FUNCTION public.spy_gt(int, int) RETURNS boolean LANGUAGE sql AS $$ SELECT public.log_read('gt') AND $1 > $2 $$;
     CREATE OPERATOR public.<<< (LEFTARG = int, RIGHTARG = int, FUNCTION = public.ok_lt, COMMUTATOR = >>>);
     CREATE OPERATOR public.>>> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.spy_gt, COMMUTATOR = <<<);
+    CREATE FUNCTION public.spy_acc(int, int) RETURNS int LANGUAGE sql AS $$ SELECT public.log_read('acc')::int + $2 $$;
+    CREATE AGGREGATE public.ok_tally(int) (SFUNC = public.spy_acc, STYPE = int, INITCOND = '0');
+    CREATE AGGREGATE public.readit(bigint, bigint) (SFUNC = pg_read_file, STYPE = text, INITCOND = 'postgresql.conf');
     CREATE DOMAIN public.spied AS int CHECK (public.spy(VALUE) IS NOT NULL);
     CREATE TYPE public.label AS (v text);
     CREATE FUNCTION public.to_label(text) RETURNS public.label LANGUAGE sql
@@ -161,6 +164,27 @@ describe('an operator runs its function', () => {
       `pgwarden: statement denied by the default action: function "public.spy_cat" (run by operator ||) is not in rule "reads"'s functions list`,
     );
     expect(await db.readCount()).toBe(before);
+  });
+});
+
+describe('aggregates run their support functions', () => {
+  it('a user aggregate over a user function needs that function in a functions list', async () => {
+    const c = await listed.client();
+    const before = await db.readCount();
+    const err = await errorOf(c, 'SELECT ok_tally(id) AS t FROM orders');
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.spy_acc" (run by aggregate public.ok_tally) is not in rule "reads"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
+  });
+
+  it('a user aggregate over a dangerous built-in is a dangerous operation', async () => {
+    const c = await blocked.client();
+    const err = await errorOf(c, 'SELECT readit(0, 100) AS conf');
+    expect(err?.code).toBe('42501');
+    expect(err?.message).toMatch(
+      /^pgwarden: statement denied: pg_catalog\.pg_read_file\(\) \(run by aggregate public\.readit\) is a dangerous operation \(server-file-access\)/,
+    );
   });
 });
 

@@ -76,6 +76,12 @@ export interface CatalogSnapshot {
    * the function is in (`CREATE OPERATOR !! (RIGHTARG = int, FUNCTION = pg_terminate_backend)` runs a built-in).
    */
   operatorFunctions: Map<string, OperatorFunction[]>;
+  /**
+   * For each aggregate name outside pg_catalog/information_schema, the aggregates' schemas and the support functions
+   * a call runs (transition, final, combine, serial, moving-aggregate functions): `CREATE AGGREGATE a(bigint, bigint)
+   * (SFUNC = pg_read_file, STYPE = text)` makes `a(0, 100)` a call of pg_read_file.
+   */
+  aggregateFunctions: Map<string, OperatorFunction[]>;
   /** Every operator name the database defines, pg_catalog's included; undefined when the loader did not say. */
   operatorNames: Set<string> | undefined;
   /**
@@ -122,6 +128,8 @@ export interface UserCodeEntries {
   implicitCasts?: ReadonlyArray<{ source: number; targets: readonly number[] }>;
   /** See CatalogSnapshot.operatorFunctions: one entry per operator outside pg_catalog/information_schema. */
   operatorFunctions?: ReadonlyArray<{ name: string } & OperatorFunction>;
+  /** See CatalogSnapshot.aggregateFunctions: one entry per aggregate and support function. */
+  aggregateFunctions?: ReadonlyArray<{ name: string } & OperatorFunction>;
   /** See CatalogSnapshot.operatorNames. */
   operatorNames?: readonly string[];
   /** See CatalogSnapshot.typeFunctions. */
@@ -163,6 +171,7 @@ export function emptyCatalog(): CatalogSnapshot {
     castSources: new Set(),
     castSourceOids: new Set(),
     operatorFunctions: new Map(),
+    aggregateFunctions: new Map(),
     operatorNames: undefined,
     typeFunctions: new Map(),
     relationFunctions: new Map(),
@@ -239,10 +248,15 @@ export function buildCatalogSnapshot(
     (o.user ? sigs.user : sigs.builtin).add(`${o.left},${o.right}`);
   }
   for (const c of code.implicitCasts ?? []) snap.implicitCasts.set(c.source, new Set(c.targets));
-  for (const o of code.operatorFunctions ?? []) {
-    const list = snap.operatorFunctions.get(o.name) ?? [];
-    list.push({ schema: o.schema, function: o.function });
-    snap.operatorFunctions.set(o.name, list);
+  for (const [into, entries] of [
+    [snap.operatorFunctions, code.operatorFunctions ?? []],
+    [snap.aggregateFunctions, code.aggregateFunctions ?? []],
+  ] as const) {
+    for (const o of entries) {
+      const list = into.get(o.name) ?? [];
+      list.push({ schema: o.schema, function: o.function });
+      into.set(o.name, list);
+    }
   }
   if (code.operatorNames !== undefined) snap.operatorNames = new Set(code.operatorNames);
   for (const [into, entries] of [

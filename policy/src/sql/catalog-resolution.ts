@@ -29,6 +29,7 @@ export function policyCatalogOf(snap: CatalogSnapshot): PolicyCatalog {
     functionSchemas: (name) =>
       snap.userFunctionSchemas.get(name) ?? (snap.userFunctions.has(name) ? ANYWHERE : undefined),
     operatorFunctions: (name) => snap.operatorFunctions.get(name),
+    aggregateFunctions: (name) => snap.aggregateFunctions.get(name),
     operatorKnown: (name) => snap.operatorNames === undefined || snap.operatorNames.has(name),
     typeFunctions: (name) => snap.typeFunctions.get(name),
     relationFunctions(schema, name) {

@@ -6,6 +6,8 @@ import { dangerousFunction } from './function-catalog.js';
 export interface ImpliedCodeCatalog {
   /** The definitions of operator `name` outside pg_catalog/information_schema; undefined when there are none. */
   operatorFunctions(name: string): readonly OperatorFunction[] | undefined;
+  /** The support functions of the aggregates `name` outside pg_catalog/information_schema, with their schemas. */
+  aggregateFunctions(name: string): readonly OperatorFunction[] | undefined;
   /** Whether the database defines an operator `name` at all (true when the catalog does not say). */
   operatorKnown(name: string): boolean;
   /** The functions a cast to the type `name` may run (a user cast's function, a domain's CHECK). */
@@ -24,7 +26,8 @@ const SYSTEM = new Set(['pg_catalog', 'information_schema']);
  *   pg_catalog's own operators run PostgreSQL's comparison and arithmetic functions and are not looked up;
  * - a cast to a type (casts, and a call of a type's name, which is a cast when no such function exists) runs that
  *   type's cast functions and domain CHECKs;
- * - a write to a relation runs its triggers' functions.
+ * - a call of a user aggregate runs its support functions;
+ * - a write to a relation runs its triggers' functions (and those of its CHECKs, defaults, domain columns).
  * Undefined when there are none. `unknown.names` is set when the decision rests on an operator name the catalog does
  * not know (one another connection created since it was loaded: PolicySession then checks the catalog first).
  */
@@ -59,6 +62,14 @@ export function impliedCalls(
       add(d.function, via);
     }
     if (!found && o.schema !== undefined) unknown.names = true;
+  }
+  // A user aggregate runs its support functions; the call names the aggregate only (all its candidate schemas).
+  const calls = s.functions.length;
+  for (let i = 0; i < calls; i++) {
+    const f = s.functions[i];
+    if (SYSTEM.has(f.schema)) continue;
+    for (const d of catalog.aggregateFunctions(f.name) ?? [])
+      if (d.schema === f.schema || f.schema === '*') add(d.function, `run by aggregate ${d.schema}.${f.name}`);
   }
   const castTo = (t: string) => {
     for (const f of catalog.typeFunctions(t) ?? []) add(f, `run by a cast to ${t}`);

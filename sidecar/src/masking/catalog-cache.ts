@@ -69,6 +69,17 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
     WHERE od.classid = 'pg_operator'::regclass AND od.objid = r.oid
       AND od.refclassid = 'pg_extension'::regclass AND od.deptype = 'e'))`;
 
+/**
+ * For the policy (CatalogSnapshot.aggregateFunctions): each aggregate outside pg_catalog/information_schema with the
+ * support functions a call of it runs, in whatever schema and language. https://www.postgresql.org/docs/current/catalog-pg-aggregate.html
+ */
+export const AGGREGATE_FUNCTIONS_SQL = `SELECT DISTINCT ap.proname AS name, an.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
+FROM pg_aggregate a JOIN pg_proc ap ON ap.oid = a.aggfnoid JOIN pg_namespace an ON an.oid = ap.pronamespace
+JOIN pg_proc p ON p.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,
+  a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE an.nspname NOT IN ('pg_catalog', 'information_schema')`;
+
 /** Every operator name (pg_catalog's included): a name outside it means an operator newer than the snapshot. */
 export const OPERATOR_NAMES_SQL = 'SELECT DISTINCT oprname AS name FROM pg_operator';
 
@@ -630,6 +641,7 @@ export class CatalogCache {
       const implicit = await this.query(IMPLICIT_CASTS_SQL);
       const opFunctions = await this.query(OPERATOR_FUNCTIONS_SQL);
       const opNames = await this.query(OPERATOR_NAMES_SQL);
+      const aggregates = await this.query(AGGREGATE_FUNCTIONS_SQL);
       const typeFunctions = await this.query(TYPE_FUNCTIONS_SQL);
       const relationFunctions = await this.query(RELATION_FUNCTIONS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
@@ -667,6 +679,11 @@ export class CatalogCache {
             function: { schema: o.fschema ?? '', name: o.fname ?? '' },
           })),
           operatorNames: opNames.map((o) => o.name ?? ''),
+          aggregateFunctions: aggregates.map((a) => ({
+            name: a.name ?? '',
+            schema: a.schema ?? '',
+            function: { schema: a.fschema ?? '', name: a.fname ?? '' },
+          })),
           typeFunctions: typeFunctions.map((t) => ({ type: t.type ?? '', schema: t.schema ?? '', name: t.name ?? '' })),
           relationFunctions: relationFunctions.map((r) => ({
             relation: r.relation ?? '',
