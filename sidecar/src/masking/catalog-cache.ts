@@ -471,11 +471,14 @@ export class CatalogCache {
    * very statement that asks), else undefined: no wait on the common path (age and other connections' DDL are left to
    * the background reload and check of refreshIfOld). Undefined too while failures are retried.
    */
-  checkIfStale(): Promise<CatalogSnapshot> | undefined {
+  checkIfStale(statement?: object): Promise<CatalogSnapshot> | undefined {
     if ((!this.stale && this.inflight === undefined) || Date.now() - this.failedAt < RETRY_MS) return undefined;
     // A load that started before the DDL may not see it: stale again behind it, one more runs.
     const running = this.inflight ?? Promise.resolve(undefined);
-    return this.current(running.then((failure) => failure ?? (this.stale ? this.reload() : undefined)));
+    return this.current(
+      running.then((failure) => failure ?? (this.stale ? this.reload() : undefined)),
+      statement,
+    );
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
