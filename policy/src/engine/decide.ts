@@ -15,6 +15,8 @@ interface Names {
   functions: string[];
   /** Functions `t.f` field references may call (the analysis had no catalog to tell): only `functions` lists see them. */
   possible: string[];
+  /** How functions the text does not call by name are run (an operator, a cast, a write), keyed by qualified name. */
+  via?: Map<string, string>;
 }
 
 const NONE: string[] = [];
@@ -26,11 +28,25 @@ function possibleCalls(a: StatementAnalysis): string[] {
   return [...out];
 }
 
-const namesOf = (a: StatementAnalysis): Names => ({
-  tables: a.relations.map(qualified),
-  functions: a.functions.map(qualified),
-  possible: possibleCalls(a),
-});
+function namesOf(a: StatementAnalysis): Names {
+  const names: Names = {
+    tables: a.relations.map(qualified),
+    functions: a.functions.map(qualified),
+    possible: possibleCalls(a),
+  };
+  for (const f of a.functions) {
+    if (f.via === undefined) continue;
+    names.via ??= new Map();
+    names.via.set(qualified(f), f.via);
+  }
+  return names;
+}
+
+/** ` (run by operator ##)` for a function the text does not call by name, else nothing. */
+const reachedBy = (names: Names, q: string): string => {
+  const via = names.via?.get(q);
+  return via === undefined ? '' : ` (${via})`;
+};
 
 /**
  * allow/review/dryrun rules must cover the whole statement: every kind, relation and function. deny rules match
@@ -103,7 +119,7 @@ export function uncovered(
   }
   // A possible call of field notation is named as such: `o.id` is most likely a column, and the message says why.
   const fns = [
-    ...names.functions.map((q) => `function "${q}"`),
+    ...names.functions.map((q) => `function "${q}"${reachedBy(names, q)}`),
     ...names.possible.map((q) => `function "${q}" (field notation: t.${q.slice(q.lastIndexOf('.') + 1)} may call it)`),
   ];
   const all = [...names.functions, ...names.possible];
@@ -191,7 +207,11 @@ function judge(p: CompiledPolicy, a: StatementAnalysis, subject: Subject): State
   }
   for (const q of names.functions) {
     if (p.blockedFunctions.some((b) => b.test(q))) {
-      return deny('guardrail:blockedFunctions', ` by guardrail blockedFunctions: function ${q}`, rule);
+      return deny(
+        'guardrail:blockedFunctions',
+        ` by guardrail blockedFunctions: function ${q}${reachedBy(names, q)}`,
+        rule,
+      );
     }
   }
   const verb =

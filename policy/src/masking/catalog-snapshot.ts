@@ -70,6 +70,30 @@ export interface CatalogSnapshot {
   /** The user-defined source types among codeTypes, by name and OID: a value of one can be cast without naming it. */
   castSources: Set<string>;
   castSourceOids: Set<number>;
+  /**
+   * The policy's view of the same code (sql/catalog-resolution.ts): for each operator name with a definition outside
+   * pg_catalog/information_schema, those definitions' schemas and functions (pg_operator.oprcode), whatever language
+   * the function is in (`CREATE OPERATOR !! (RIGHTARG = int, FUNCTION = pg_terminate_backend)` runs a built-in).
+   */
+  operatorFunctions: Map<string, OperatorFunction[]>;
+  /**
+   * For each aggregate name outside pg_catalog/information_schema, the aggregates' schemas and the support functions
+   * a call runs (transition, final, combine, serial, moving-aggregate functions): `CREATE AGGREGATE a(bigint, bigint)
+   * (SFUNC = pg_read_file, STYPE = text)` makes `a(0, 100)` a call of pg_read_file.
+   */
+  aggregateFunctions: Map<string, OperatorFunction[]>;
+  /** Every operator name the database defines, pg_catalog's included; undefined when the loader did not say. */
+  operatorNames: Set<string> | undefined;
+  /**
+   * For each type name (pg_type.typname, arrays under their element's name too), the functions a cast to it may run:
+   * a user cast's function (pg_cast.castfunc outside pg_catalog) and, for a domain, those its CHECK constraints (and
+   * its base domains') call directly or through an operator.
+   */
+  typeFunctions: Map<string, QualifiedName[]>;
+  /**
+   * For each relation (`schema.name`), the functions a write to it may run without a call in the text: its triggers'.
+   */
+  relationFunctions: Map<string, QualifiedName[]>;
   /** Memo of per-view output lineage, filled by the lineage code. */
   viewMemo: Map<number, unknown>;
   /**
@@ -78,6 +102,17 @@ export interface CatalogSnapshot {
    * partition, not the parent.
    */
   ancestors: Map<string, Array<{ schema: string; name: string }>>;
+}
+
+export interface QualifiedName {
+  schema: string;
+  name: string;
+}
+
+/** A user-defined operator: the schema it is in and the function it runs. */
+export interface OperatorFunction {
+  schema: string;
+  function: QualifiedName;
 }
 
 /** What the catalog says about user code that runs without a function call in the SQL text. */
@@ -91,6 +126,16 @@ export interface UserCodeEntries {
   operatorSignatures?: ReadonlyArray<{ name: string; left: number; right: number; user: boolean }>;
   /** See CatalogSnapshot.implicitCasts. */
   implicitCasts?: ReadonlyArray<{ source: number; targets: readonly number[] }>;
+  /** See CatalogSnapshot.operatorFunctions: one entry per operator outside pg_catalog/information_schema. */
+  operatorFunctions?: ReadonlyArray<{ name: string } & OperatorFunction>;
+  /** See CatalogSnapshot.aggregateFunctions: one entry per aggregate and support function. */
+  aggregateFunctions?: ReadonlyArray<{ name: string } & OperatorFunction>;
+  /** See CatalogSnapshot.operatorNames. */
+  operatorNames?: readonly string[];
+  /** See CatalogSnapshot.typeFunctions. */
+  typeFunctions?: ReadonlyArray<{ type: string } & QualifiedName>;
+  /** See CatalogSnapshot.relationFunctions; `relation` is `schema.name`. */
+  relationFunctions?: ReadonlyArray<{ relation: string } & QualifiedName>;
 }
 
 export const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema', 'pg_toast']);
@@ -125,6 +170,11 @@ export function emptyCatalog(): CatalogSnapshot {
     codeTypes: new Set(),
     castSources: new Set(),
     castSourceOids: new Set(),
+    operatorFunctions: new Map(),
+    aggregateFunctions: new Map(),
+    operatorNames: undefined,
+    typeFunctions: new Map(),
+    relationFunctions: new Map(),
     viewMemo: new Map(),
     ancestors: new Map(),
   };
@@ -198,6 +248,27 @@ export function buildCatalogSnapshot(
     (o.user ? sigs.user : sigs.builtin).add(`${o.left},${o.right}`);
   }
   for (const c of code.implicitCasts ?? []) snap.implicitCasts.set(c.source, new Set(c.targets));
+  for (const [into, entries] of [
+    [snap.operatorFunctions, code.operatorFunctions ?? []],
+    [snap.aggregateFunctions, code.aggregateFunctions ?? []],
+  ] as const) {
+    for (const o of entries) {
+      const list = into.get(o.name) ?? [];
+      list.push({ schema: o.schema, function: o.function });
+      into.set(o.name, list);
+    }
+  }
+  if (code.operatorNames !== undefined) snap.operatorNames = new Set(code.operatorNames);
+  for (const [into, entries] of [
+    [snap.typeFunctions, (code.typeFunctions ?? []).map((t) => [t.type, t] as const)],
+    [snap.relationFunctions, (code.relationFunctions ?? []).map((r) => [r.relation, r] as const)],
+  ] as const) {
+    for (const [key, f] of entries) {
+      const list = into.get(key) ?? [];
+      if (!list.some((x) => x.schema === f.schema && x.name === f.name)) list.push({ schema: f.schema, name: f.name });
+      into.set(key, list);
+    }
+  }
   for (const t of code.types ?? []) {
     snap.codeTypes.add(t.name);
     if (!t.source) continue;

@@ -3,6 +3,7 @@ import type {
   DangerousUse,
   FieldCall,
   FunctionRef,
+  OperatorRef,
   RelationAccess,
   RelationRef,
   StatementAnalysis,
@@ -35,6 +36,8 @@ export class StatementFacts {
   readonly functions: FunctionRef[] = [];
   readonly dangerous: DangerousUse[] = [];
   readonly fieldCalls: FieldCall[] = [];
+  readonly operators: OperatorRef[] = [];
+  readonly casts = new Set<string>();
   readonly missingWhere = new Set<'update' | 'delete'>();
   writes = false;
   truncates = false;
@@ -45,6 +48,7 @@ export class StatementFacts {
   private readonly fnKeys = new Set<string>();
   private readonly dangerKeys = new Set<string>();
   private readonly fieldKeys = new Set<string>();
+  private readonly opKeys = new Set<string>();
 
   addRelation(schema: string, name: string, access: RelationAccess, qualified: boolean): void {
     const key = `${access}\u0000${schema}\u0000${name}`;
@@ -67,6 +71,13 @@ export class StatementFacts {
     if (this.fieldKeys.has(key)) return;
     this.fieldKeys.add(key);
     this.fieldCalls.push(call);
+  }
+
+  addOperator(op: OperatorRef): void {
+    const key = op.schema === undefined ? op.name : `${op.schema}\u0000${op.name}`;
+    if (this.opKeys.has(key)) return;
+    this.opKeys.add(key);
+    this.operators.push(op);
   }
 
   addDangerous(use: DangerousUse): void {
@@ -96,6 +107,8 @@ export class StatementFacts {
     for (const f of a.functions) this.addFunction(f.schema, f.name, f.qualified);
     for (const d of a.dangerous) this.addDangerous(d);
     for (const c of a.fieldCalls ?? []) this.addFieldCall(c);
+    for (const o of a.operators ?? []) this.addOperator(o);
+    for (const t of a.casts ?? []) this.casts.add(t);
     if (a.identityChange) this.identity(a.identityChange);
     if (a.unsafeSetting) this.unsafe(a.unsafeSetting);
     if (a.unknownPrepared) this.unknownPrepared ??= a.unknownPrepared;

@@ -14,6 +14,8 @@ export interface FunctionRef {
   schema: string;
   name: string;
   qualified: boolean;
+  /** How a call the text does not name is made (`run by operator ##`), for messages; absent for a call by name. */
+  via?: string;
 }
 
 /**
@@ -29,6 +31,17 @@ export interface FieldCall {
   renamed?: number;
   /** What `f(t)` would call, resolved as an unqualified call of `f`. */
   functions: FunctionRef[];
+}
+
+/**
+ * An operator the statement uses, written (`a !! b`, `OPERATOR(s.!!)`) or implied (`IN`, `BETWEEN`, `CASE x WHEN`,
+ * `JOIN … USING`, `ORDER BY … USING`): PostgreSQL runs the function behind it (pg_operator.oprcode), which the raw
+ * tree does not name. resolveWithCatalog turns the ones defined outside pg_catalog into calls.
+ */
+export interface OperatorRef {
+  /** Set for `OPERATOR(schema.op)`. */
+  schema?: string;
+  name: string;
 }
 
 export interface DangerousUse {
@@ -51,6 +64,13 @@ export interface StatementAnalysis {
    * `functions` list; resolveWithCatalog turns each into a call or drops it.
    */
   fieldCalls?: FieldCall[];
+  /** Operators used (see OperatorRef); absent when none. */
+  operators?: OperatorRef[];
+  /**
+   * Type names of explicit casts (`x::t`, `CAST(x AS t)`, `t 'literal'`), the last part of the name: a cast to a
+   * domain runs its CHECK, a cast made WITH FUNCTION runs that function. Absent when none.
+   */
+  casts?: string[];
   /** Writes data, takes row/advisory locks, or changes sequences. */
   writes: boolean;
   /** Runs TRUNCATE (also inside a DO block): rows removed that no row count or statistic counts. */

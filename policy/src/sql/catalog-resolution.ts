@@ -1,12 +1,13 @@
 import type { CatalogSnapshot } from '../masking/catalog-snapshot.js';
 import type { FunctionRef, SqlAnalysis, StatementAnalysis } from './analysis-types.js';
 import { catalogColumns, hasColumnAfter } from './catalog-columns.js';
+import { type ImpliedCodeCatalog, impliedCalls } from './implied-calls.js';
 
 /**
  * What the decision needs to know of the database: which schemas define a user function of a name, and a relation's
  * columns. The sidecar builds it from the catalog snapshot it loads (pg_proc, pg_attribute).
  */
-export interface PolicyCatalog {
+export interface PolicyCatalog extends ImpliedCodeCatalog {
   /**
    * Schemas outside pg_catalog/information_schema defining a function `name`; `*` among them when the catalog knows
    * the name but not where. Undefined: no such user function.
@@ -27,6 +28,15 @@ export function policyCatalogOf(snap: CatalogSnapshot): PolicyCatalog {
   c = {
     functionSchemas: (name) =>
       snap.userFunctionSchemas.get(name) ?? (snap.userFunctions.has(name) ? ANYWHERE : undefined),
+    operatorFunctions: (name) => snap.operatorFunctions.get(name),
+    aggregateFunctions: (name) => snap.aggregateFunctions.get(name),
+    operatorKnown: (name) => snap.operatorNames === undefined || snap.operatorNames.has(name),
+    typeFunctions: (name) => snap.typeFunctions.get(name),
+    relationFunctions(schema, name) {
+      if (schema !== '*' && name !== '*') return snap.relationFunctions.get(`${schema}.${name}`);
+      // A relation the analysis could not name (computed): any relation's triggers may run.
+      return snap.relationFunctions.size === 0 ? undefined : [...snap.relationFunctions.values()].flat();
+    },
     columns(schema, name) {
       const system = catalogColumns(schema, name);
       if (system !== undefined) return system;
@@ -71,6 +81,8 @@ export function resolvedByUnknownNames(analysis: SqlAnalysis): boolean {
  *   schema that may be on search_path: PostgreSQL picks the best match by argument types over the whole path
  *   (https://www.postgresql.org/docs/current/typeconv-func.html), so `public.lower(varchar)` beats
  *   `pg_catalog.lower(text)` for a varchar argument.
+ * - the functions operators, casts and triggers run (implied-calls.ts) count as calls of them, and those that are
+ *   dangerous as dangerous uses.
  * `searchPath` is the session's candidates after the analysis (a superset of those during it). Cached per analysis,
  * catalog and path; the same object comes back when nothing changes.
  */
@@ -114,7 +126,8 @@ function resolveStatement(
     // snapshot was loaded would run.
     else if (!known?.every((cols) => cols !== undefined)) unknown.names = true;
   }
-  const functions = [...s.functions, ...calls];
+  const implied = impliedCalls(s, catalog, searchPath, unknown);
+  const functions = [...s.functions, ...calls, ...(implied?.functions ?? [])];
   for (const f of [...functions]) {
     if (f.schema !== 'pg_catalog' || f.qualified) continue;
     const schemas = catalog.functionSchemas(f.name);
@@ -124,7 +137,7 @@ function resolveStatement(
       if (p !== 'pg_catalog' && (anywhere || schemas.has(p)))
         functions.push({ schema: p, name: f.name, qualified: false });
   }
-  if (s.fieldCalls === undefined && functions.length === s.functions.length) return s;
+  if (s.fieldCalls === undefined && implied === undefined && functions.length === s.functions.length) return s;
   const seen = new Set<string>();
   const unique = functions.filter((f) => {
     const k = `${f.schema}\u0000${f.name}`;
@@ -133,5 +146,17 @@ function resolveStatement(
     return true;
   });
   const { fieldCalls: _resolved, ...rest } = s;
-  return { ...rest, functions: unique };
+  const resolvedStatement: StatementAnalysis = { ...rest, functions: unique };
+  if (implied !== undefined && implied.dangerous.length > 0) {
+    const known = new Set(s.dangerous.map((d) => `${d.category}\u0000${d.detail}`));
+    const dangerous = [...s.dangerous];
+    for (const d of implied.dangerous) {
+      const k = `${d.category}\u0000${d.detail}`;
+      if (known.has(k)) continue;
+      known.add(k);
+      dangerous.push(d);
+    }
+    resolvedStatement.dangerous = dangerous;
+  }
+  return resolvedStatement;
 }

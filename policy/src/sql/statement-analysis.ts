@@ -18,6 +18,8 @@ export function buildAnalysis(facts: StatementFacts, text: string, kind: Stateme
     dangerous: facts.dangerous.slice(),
   };
   if (facts.fieldCalls.length > 0) a.fieldCalls = facts.fieldCalls.slice();
+  if (facts.operators.length > 0) a.operators = facts.operators.slice();
+  if (facts.casts.size > 0) a.casts = [...facts.casts];
   if (facts.identityChange !== undefined) a.identityChange = facts.identityChange;
   if (facts.truncates) a.truncates = true;
   if (facts.unsafeSetting !== undefined) a.unsafeSetting = facts.unsafeSetting;

@@ -4,6 +4,7 @@ import type { RelationAccess } from './analysis-types.js';
 import { CATALOG_RELATIONS } from './catalog-relations.js';
 import { fieldReference } from './field-references.js';
 import { callFunction, callInFieldNotation } from './function-calls.js';
+import { IMPLICIT_CODE_NODES, recordImplicitCode } from './operator-uses.js';
 import type { Node } from './parser.js';
 import { walkStatementNode } from './statement-handlers.js';
 
@@ -110,7 +111,10 @@ function walkFields(
       else if (key === 'A_Indirection') callInFieldNotation(v as Node, scope, ctx);
       else if (key === 'ColumnRef') fieldReference(v as Node, ctx);
       else if (key.endsWith('Stmt')) walkStatementNode(key, v as Node, scope, ctx, true);
-      else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
+      else if (IMPLICIT_CODE_NODES.has(key)) {
+        recordImplicitCode(key, v as Node, ctx);
+        walk(v, scope, ctx);
+      } else if (!LEAF_NODES.has(key)) walk(v, scope, ctx);
     } else if ((key === 'larg' || key === 'rarg') && typeof o.op === 'string' && o.op !== 'SETOP_NONE') {
       // A branch of UNION/INTERSECT/EXCEPT is a query level of its own: its FROM items name its columns.
       ctx.queryLevels ??= [];

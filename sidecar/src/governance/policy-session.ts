@@ -58,6 +58,8 @@ export interface PolicyCatalogSource {
   checkForUnknownName(statement?: object): Promise<CatalogSnapshot> | undefined;
   /** A current snapshot for a statement calling a built-in name, when a check is due (CatalogCache.checkIfDue). */
   checkIfDue(statement?: object): Promise<CatalogSnapshot> | undefined;
+  /** A reloaded snapshot when the cache is stale, for a statement using operators, casts or writes (CatalogCache). */
+  checkIfStale(statement?: object): Promise<CatalogSnapshot> | undefined;
   /** The last load or check failed. */
   readonly failing: boolean;
   /** Changes whenever a new snapshot is installed. */
@@ -199,7 +201,12 @@ export class PolicySession implements SessionHooks {
       // A user overload of a built-in name another connection created: seen by a check at most verifyMs old (else
       // the first statement after an idle spell was decided on a snapshot as old as the spell). A failed check keeps
       // the decision made on the last snapshot.
-      const due = this.callsBuiltinByName(a, p) ? this.ctx.catalog?.()?.checkIfDue(req) : undefined;
+      // An operator, cast or trigger created through this sidecar a moment ago (the cache is stale until it reloads).
+      const due = this.callsBuiltinByName(a, p)
+        ? this.ctx.catalog?.()?.checkIfDue(req)
+        : this.usesImpliedCode(a, p)
+          ? this.ctx.catalog?.()?.checkIfStale(req)
+          : undefined;
       return due === undefined
         ? v
         : due.then(
@@ -319,6 +326,12 @@ export class PolicySession implements SessionHooks {
   private callsBuiltinByName(a: SqlAnalysis, p: RenderedPolicy): boolean {
     if (!a.ok || !this.ctx.catalog?.()?.loaded || !policyNeedsCatalog(p.policy.spec)) return false;
     return a.statements.some((s) => s.functions.some((f) => f.schema === 'pg_catalog' && !f.qualified));
+  }
+
+  /** Whether a decision on `a` depends on the code operators, casts or triggers run (implied-calls.ts). */
+  private usesImpliedCode(a: SqlAnalysis, p: RenderedPolicy): boolean {
+    if (!a.ok || !this.ctx.catalog?.()?.loaded || !policyNeedsCatalog(p.policy.spec)) return false;
+    return a.statements.some((s) => s.operators !== undefined || s.casts !== undefined || s.writes);
   }
 
   /**

@@ -48,6 +48,104 @@ WHERE o.oprnamespace = 'pg_catalog'::regnamespace
   OR (o.oprnamespace NOT IN (${SYSTEM_NAMESPACES}) AND l.lanname NOT IN ('c', 'internal'))`;
 
 /**
+ * For the policy (CatalogSnapshot.operatorFunctions): every operator outside pg_catalog/information_schema with the
+ * function it runs, in whatever language (a client can back an operator with a built-in such as
+ * pg_terminate_backend, or with a C function an extension installed). Left out: an extension's own operators over
+ * its own C or internal functions (citext's `=`), which only a superuser's script can create and which run nothing a
+ * client wrote. An operator counts its commutator's and negator's functions too: the planner may run `b #@# a` for
+ * `a ## b` and `a !## b` for `NOT (a ## b)` (https://www.postgresql.org/docs/current/xoper-optimization.html).
+ * https://www.postgresql.org/docs/current/catalog-pg-operator.html
+ */
+export const OPERATOR_FUNCTIONS_SQL = `SELECT DISTINCT o.oprname AS name, n.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
+FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_operator r ON r.oid IN (o.oid, o.oprcom, o.oprnegate)
+JOIN pg_proc p ON p.oid = r.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT (l.lanname IN ('c', 'internal') AND EXISTS (
+    SELECT FROM pg_depend od JOIN pg_depend fd ON fd.refobjid = od.refobjid
+      AND fd.refclassid = 'pg_extension'::regclass AND fd.deptype = 'e'
+      AND fd.classid = 'pg_proc'::regclass AND fd.objid = p.oid
+    WHERE od.classid = 'pg_operator'::regclass AND od.objid = r.oid
+      AND od.refclassid = 'pg_extension'::regclass AND od.deptype = 'e'))`;
+
+/**
+ * For the policy (CatalogSnapshot.aggregateFunctions): each aggregate outside pg_catalog/information_schema with the
+ * support functions a call of it runs, in whatever schema and language. https://www.postgresql.org/docs/current/catalog-pg-aggregate.html
+ */
+export const AGGREGATE_FUNCTIONS_SQL = `SELECT DISTINCT ap.proname AS name, an.nspname AS schema, pn.nspname AS fschema, p.proname AS fname
+FROM pg_aggregate a JOIN pg_proc ap ON ap.oid = a.aggfnoid JOIN pg_namespace an ON an.oid = ap.pronamespace
+JOIN pg_proc p ON p.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,
+  a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE an.nspname NOT IN ('pg_catalog', 'information_schema')`;
+
+/** Every operator name (pg_catalog's included): a name outside it means an operator newer than the snapshot. */
+export const OPERATOR_NAMES_SQL = 'SELECT DISTINCT oprname AS name FROM pg_operator';
+
+/**
+ * For the policy (CatalogSnapshot.typeFunctions): the functions a cast to a type may run, by the type's name (arrays
+ * under their own name too): a cast's function outside pg_catalog (https://www.postgresql.org/docs/current/catalog-pg-cast.html),
+ * and for a domain every function its CHECK constraints and its base domains' call, directly or as an operator's
+ * (pg_depend records both). https://www.postgresql.org/docs/current/sql-createdomain.html
+ */
+export const TYPE_FUNCTIONS_SQL = `WITH RECURSIVE dom(oid, base) AS (
+  SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+  UNION SELECT d.oid, t.typbasetype FROM dom d JOIN pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd' AND t.typbasetype <> 0
+), fn(type, proc) AS (
+  SELECT c.casttarget, c.castfunc FROM pg_cast c JOIN pg_proc p ON p.oid = c.castfunc
+  WHERE p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+  UNION
+  SELECT dom.oid, CASE WHEN dep.refclassid = 'pg_proc'::regclass THEN dep.refobjid ELSE o.oprcode END
+  FROM dom JOIN pg_constraint con ON con.contypid = dom.base
+  JOIN pg_depend dep ON dep.classid = 'pg_constraint'::regclass AND dep.objid = con.oid
+    AND dep.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  LEFT JOIN pg_operator o ON dep.refclassid = 'pg_operator'::regclass AND o.oid = dep.refobjid
+)
+SELECT DISTINCT t.typname AS type, n.nspname AS schema, p.proname AS name
+FROM fn JOIN pg_type t ON t.oid = fn.type OR (t.typelem = fn.type AND t.typcategory = 'A')
+JOIN pg_proc p ON p.oid = fn.proc JOIN pg_namespace n ON n.oid = p.pronamespace`;
+
+/**
+ * For the policy (CatalogSnapshot.relationFunctions): the functions a write to a relation runs without a call in the
+ * text: its triggers' (https://www.postgresql.org/docs/current/catalog-pg-trigger.html; foreign-key triggers are
+ * internal and left out), and the user functions (outside pg_catalog, so `DEFAULT now()` or `CHECK (n > 0)` add
+ * nothing) its CHECK constraints, defaults, generated columns and index expressions or predicates call, directly or
+ * as an operator's (pg_depend), and its domain-typed columns' CHECKs (and their base domains') call.
+ */
+export const RELATION_FUNCTIONS_SQL = `WITH RECURSIVE dom(oid, base) AS (
+  SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+  UNION SELECT d.oid, t.typbasetype FROM dom d JOIN pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd' AND t.typbasetype <> 0
+), uses(rel, obj, objclass, ref, refclass) AS (
+  SELECT COALESCE(con.conrelid, ad.adrelid, ix.indrelid), d.objid, d.classid, d.refobjid, d.refclassid FROM pg_depend d
+  LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  LEFT JOIN pg_index ix ON d.classid = 'pg_class'::regclass AND ix.indexrelid = d.objid
+  WHERE COALESCE(con.conrelid, ad.adrelid, ix.indrelid, 0) <> 0
+    AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  UNION ALL
+  SELECT a.attrelid, con.oid, 'pg_constraint'::regclass, dep.refobjid, dep.refclassid
+  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+  JOIN dom ON dom.oid = CASE WHEN t.typtype = 'd' THEN t.oid ELSE t.typelem END
+  JOIN pg_constraint con ON con.contypid = dom.base
+  JOIN pg_depend dep ON dep.classid = 'pg_constraint'::regclass AND dep.objid = con.oid
+    AND dep.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+), fn(rel, proc) AS (
+  SELECT tgrelid, tgfoid FROM pg_trigger WHERE NOT tgisinternal
+  UNION
+  SELECT u.rel, p.oid FROM uses u
+  LEFT JOIN pg_operator o ON u.refclass = 'pg_operator'::regclass AND o.oid = u.ref
+  JOIN pg_proc p ON p.oid = CASE WHEN u.refclass = 'pg_proc'::regclass THEN u.ref ELSE o.oprcode END
+  WHERE p.pronamespace NOT IN (${SYSTEM_NAMESPACES})
+)
+SELECT DISTINCT n.nspname || '.' || c.relname AS relation, pn.nspname AS schema, p.proname AS name
+FROM fn JOIN pg_class c ON c.oid = fn.rel JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = fn.proc JOIN pg_namespace pn ON pn.oid = p.pronamespace`;
+
+/**
  * Built-in base types other than arrays, each with the types it converts to implicitly: operator resolution's
  * candidates when no operator takes exactly the operand types (https://www.postgresql.org/docs/current/typeconv-oper.html).
  */
@@ -367,6 +465,22 @@ export class CatalogCache {
     return this.verifyDue(now) ? this.current(this.verify(), statement) : undefined;
   }
 
+  /**
+   * For a policy decision operators, casts or triggers may change: a promise of a reloaded snapshot when DDL seen
+   * through this sidecar (or a policy reload) made it stale or a reload is running (refreshIfOld starts one for the
+   * very statement that asks), else undefined: no wait on the common path (age and other connections' DDL are left to
+   * the background reload and check of refreshIfOld). Undefined too while failures are retried.
+   */
+  checkIfStale(statement?: object): Promise<CatalogSnapshot> | undefined {
+    if ((!this.stale && this.inflight === undefined) || Date.now() - this.failedAt < RETRY_MS) return undefined;
+    // A load that started before the DDL may not see it: stale again behind it, one more runs.
+    const running = this.inflight ?? Promise.resolve(undefined);
+    return this.current(
+      running.then((failure) => failure ?? (this.stale ? this.reload() : undefined)),
+      statement,
+    );
+  }
+
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
   get failing(): boolean {
     return this.lastError !== undefined;
@@ -528,6 +642,11 @@ export class CatalogCache {
       const policies = await this.query(POLICY_CODE_SQL);
       const events = await this.query(EVENT_TRIGGERS_SQL);
       const implicit = await this.query(IMPLICIT_CASTS_SQL);
+      const opFunctions = await this.query(OPERATOR_FUNCTIONS_SQL);
+      const opNames = await this.query(OPERATOR_NAMES_SQL);
+      const aggregates = await this.query(AGGREGATE_FUNCTIONS_SQL);
+      const typeFunctions = await this.query(TYPE_FUNCTIONS_SQL);
+      const relationFunctions = await this.query(RELATION_FUNCTIONS_SQL);
       const catalogRows: CatalogRow[] = rows.map((r) => ({
         oid: Number(r.oid),
         schema: r.schema ?? '',
@@ -556,6 +675,23 @@ export class CatalogCache {
           implicitCasts: implicit.map((c) => ({
             source: Number(c.oid),
             targets: c.targets ? c.targets.split(',').map(Number) : [],
+          })),
+          operatorFunctions: opFunctions.map((o) => ({
+            name: o.name ?? '',
+            schema: o.schema ?? '',
+            function: { schema: o.fschema ?? '', name: o.fname ?? '' },
+          })),
+          operatorNames: opNames.map((o) => o.name ?? ''),
+          aggregateFunctions: aggregates.map((a) => ({
+            name: a.name ?? '',
+            schema: a.schema ?? '',
+            function: { schema: a.fschema ?? '', name: a.fname ?? '' },
+          })),
+          typeFunctions: typeFunctions.map((t) => ({ type: t.type ?? '', schema: t.schema ?? '', name: t.name ?? '' })),
+          relationFunctions: relationFunctions.map((r) => ({
+            relation: r.relation ?? '',
+            schema: r.schema ?? '',
+            name: r.name ?? '',
           })),
         },
       );
