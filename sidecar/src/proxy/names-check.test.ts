@@ -7,7 +7,7 @@ import { errorOf, msg, RawClient, rowOf, types } from '../testing/raw-client.js'
 import { type Fixture, ROLE, startFixture } from '../testing/sidecar-fixture.js';
 import { allowAllHooks } from './allow-all-hooks.js';
 import type { ProxyHooks, StatementRequest, Verdict } from './hooks.js';
-import { NamesFound } from './names-check.js';
+import { NAMES_CHECK_NAME, NamesFound } from './names-check.js';
 import type { ForgottenNames, PreparedInfo } from './pipeline.js';
 
 // After a DO or CALL the proxy asks PostgreSQL which names are left (names-check.ts). Inside the client's transaction
@@ -16,7 +16,7 @@ import type { ForgottenNames, PreparedInfo } from './pipeline.js';
 // if nothing had been asked, and what the CALL made the proxy forget stays forgotten (fails closed).
 
 function decide(req: StatementRequest): Verdict {
-  const kind = /^\s*CALL\b/i.test(req.sql) ? 'call' : 'select';
+  const kind = /^\s*CALL\b/i.test(req.sql) ? 'call' : /^\s*DO\b/i.test(req.sql) ? 'do' : 'select';
   return { action: 'allow', statements: [{ text: req.sql, kind }] };
 }
 
@@ -91,6 +91,75 @@ describe('a question of names that fails inside a transaction block', () => {
       expect(types(await run(msg.bind('', 's'), msg.execute(''), msg.sync()))).toBe('2 D C Z');
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('a question of names whose undo fails too', () => {
+  let fx: Fixture;
+  let admin: pg.Client;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    const shared = inject('pg');
+    admin = new pg.Client({
+      host: shared.host,
+      port: shared.port,
+      database: shared.database,
+      user: ROLE.super.username,
+      password: ROLE.super.password,
+    });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await fx?.sidecar.close(1000);
+  });
+
+  // The one way found to make ROLLBACK TO SAVEPOINT fail on a live connection: the savepoint was never made. A DO
+  // opens a refcursor under the name of the proxy's own portal (a value PL/pgSQL gives at run time, which no
+  // analysis of the text can see), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
+  // the undo's ROLLBACK TO finds no savepoint (3B001): the transaction the client was told is open stays failed.
+  it('ends the session with FATAL XX000, audited; other sessions go on', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const other = await fx.client();
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    try {
+      const pid = rowOf((await run(msg.query('SELECT pg_catalog.pg_backend_pid()')))[1])[0];
+      await run(msg.query('BEGIN'));
+      // A portal of the client's, which the DO may close: the proxy forgets it, and asks after the DO.
+      await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
+      const name = NAMES_CHECK_NAME.replace('\u0001', "'||chr(1)||'");
+      const opened = await run(msg.query(`DO $$DECLARE c refcursor := '${name}'; BEGIN OPEN c FOR SELECT 1; END$$`));
+      expect(types(opened)).toBe('C Z');
+      // Held until the question and its undo are answered: then the FATAL, and nothing of this Query runs.
+      client.send(msg.query('SELECT 7'));
+      const got = await client.until(B.ReadyForQuery);
+      expect(types(got)).toBe('E');
+      const f = errorOf(got[0]);
+      expect([f.get('S'), f.get('C')]).toEqual(['FATAL', 'XX000']);
+      expect(f.get('M')).toMatch(/^pgwarden could not undo its own check of prepared statements and portals/);
+      await client.closed();
+      // The backend is gone with the connection (its transaction rolled back), and the other session is served.
+      for (let i = 0; i < 100; i++) {
+        const r = await admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [pid]);
+        if (r.rows[0].n === 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const left = await admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [
+        pid,
+      ]);
+      expect(left.rows).toEqual([{ n: 0 }]);
+      expect((await other.query('SELECT 8 AS n')).rows).toEqual([{ n: 8 }]);
+      const ends = fx.audit.events.filter((e) => e.type === 'session.end');
+      expect(ends.map((e) => JSON.stringify(e))).toContainEqual(
+        expect.stringContaining('pgwarden could not undo its own check of prepared statements and portals'),
+      );
+    } finally {
+      client.close();
+      await other.end();
     }
   });
 });
