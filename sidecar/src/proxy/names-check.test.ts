@@ -95,6 +95,78 @@ describe('a question of names that fails inside a transaction block', () => {
   });
 });
 
+describe('DOs refused in a failed transaction', () => {
+  let fx: Fixture;
+  let admin: pg.Client;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    const shared = inject('pg');
+    admin = new pg.Client({
+      host: shared.host,
+      port: shared.port,
+      database: shared.database,
+      user: ROLE.super.username,
+      password: ROLE.super.password,
+    });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await fx?.sidecar.close(1000);
+  });
+
+  // Each DO refused unrun (25P02) gives its names back at once; nothing is left to ask PostgreSQL about once the
+  // transaction is over. Were each DO's list kept for the question after ROLLBACK, a client looping on DO would grow
+  // it without bound, and the question would be asked for nothing. What the backend runs after the ROLLBACK shows
+  // it: while a superuser holds a lock on pg_cursors, a question would wait there, in front of the client's Query.
+  it('leave nothing to ask after ROLLBACK: the next Query runs at once', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    const marker = `SELECT 'after rollback ${process.pid}' AS marker`;
+    let locked = false;
+    try {
+      const pid = Number(rowOf((await run(msg.query('SELECT pg_catalog.pg_backend_pid()')))[1])[0]);
+      await run(msg.query('BEGIN'));
+      // A portal of the client's, which a DO may close: each DO makes the proxy forget it.
+      await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
+      expect(types(await run(msg.query('SELECT 1/0')))).toBe('E Z');
+      for (let i = 0; i < 3; i++) {
+        const refused = await run(msg.query('DO $$BEGIN NULL; END$$'));
+        expect(types(refused)).toBe('E Z');
+        expect(errorOf(refused[0]).get('C')).toBe('25P02');
+      }
+      // Given back at once: the portal is there until the transaction ends.
+      await admin.query('BEGIN');
+      await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      locked = true;
+      expect(types(await run(msg.query('ROLLBACK')))).toBe('C Z');
+      client.send(msg.query(marker));
+      // Either the client's Query ran (nothing asked) or the proxy's question waits for the lock, ahead of it.
+      let seen: { query: string; wait_event_type: string | null; state: string } | undefined;
+      for (let i = 0; i < 1000; i++) {
+        const r = await admin.query(
+          'SELECT query, wait_event_type, state FROM pg_catalog.pg_stat_activity WHERE pid = $1',
+          [pid],
+        );
+        seen = r.rows[0];
+        if (seen && (seen.wait_event_type === 'Lock' || seen.query === marker)) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(seen?.query).toBe(marker);
+      await admin.query('ROLLBACK');
+      locked = false;
+      const got = await client.untilReady();
+      expect(types(got)).toBe('T D C Z');
+    } finally {
+      if (locked) await admin.query('ROLLBACK');
+      client.close();
+    }
+  });
+});
+
 describe('a question of names whose undo fails too', () => {
   let fx: Fixture;
   let admin: pg.Client;
