@@ -236,6 +236,74 @@ describe('a question of names whose undo fails too', () => {
   });
 });
 
+// pg_terminate_backend while the question waits on a lock a superuser holds: PostgreSQL sends FATAL 57P01 and
+// closes. That answer is the proxy's question's, yet it must reach the client, as it would without the question.
+describe('a backend terminated while the question of names waits', () => {
+  let fx: Fixture;
+  let admin: pg.Client;
+  beforeAll(async () => {
+    fx = await startFixture({ hooks });
+    const shared = inject('pg');
+    admin = new pg.Client({
+      host: shared.host,
+      port: shared.port,
+      database: shared.database,
+      user: ROLE.super.username,
+      password: ROLE.super.password,
+    });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin?.end();
+    await fx?.sidecar.close(1000);
+  });
+
+  for (const inBlock of [false, true])
+    it(`${inBlock ? 'inside' : 'outside'} a transaction block: the client gets PostgreSQL's FATAL 57P01`, async () => {
+      const { client } = await RawClient.startup(fx.sidecar.port);
+      const run = async (...m: Buffer[]) => {
+        client.send(...m);
+        return client.untilReady();
+      };
+      let locked = false;
+      const other = await fx.client();
+      const before = fx.audit.events.length;
+      try {
+        const pid = Number(rowOf((await run(msg.query('SELECT pg_catalog.pg_backend_pid()')))[1])[0]);
+        if (inBlock) await run(msg.query('BEGIN'));
+        // A statement of the client's, which a DO that runs EXECUTE may remove: the proxy asks after it.
+        await run(msg.parse('s', 'SELECT 5 AS five'), msg.sync());
+        await admin.query('BEGIN');
+        await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+        locked = true;
+        expect(types(await run(msg.query("DO $$BEGIN EXECUTE 'SELECT 1'; END$$")))).toBe('C Z');
+        client.send(msg.query('SELECT 7'));
+        let waiting = false;
+        for (let i = 0; i < 1000 && !waiting; i++) {
+          const r = await admin.query('SELECT wait_event_type FROM pg_catalog.pg_stat_activity WHERE pid = $1', [pid]);
+          waiting = r.rows[0]?.wait_event_type === 'Lock';
+          if (!waiting) await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(waiting).toBe(true);
+        await admin.query('SELECT pg_catalog.pg_terminate_backend($1)', [pid]);
+        const got = await client.until(B.ReadyForQuery);
+        expect(types(got)).toBe('E');
+        const f = errorOf(got[0]);
+        expect([f.get('S'), f.get('C')]).toEqual(['FATAL', '57P01']);
+        await client.closed();
+        // Recorded as the session's end; and the other session, on its own backend, goes on.
+        const ends = () => fx.audit.events.slice(before).filter((e) => e.type === 'session.end');
+        for (let i = 0; i < 100 && ends().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(ends().map((e: any) => e.end.error)).toEqual(['upstream closed the connection']);
+        expect((await other.query('SELECT 8 AS n')).rows).toEqual([{ n: 8 }]);
+      } finally {
+        if (locked) await admin.query('ROLLBACK');
+        client.close();
+        await other.end();
+      }
+    });
+});
+
 describe('NamesFound: what comes back of what was forgotten', () => {
   const info = (sql: string): PreparedInfo => ({
     request: { sql, protocol: 'extended' },
