@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { jwtOf, type OidcBearer, type OidcCaller } from '../auth/oidc-bearer.js';
 import type { TokenFile, TokenHolder } from '../auth/token-file.js';
-import { CLEAR_SESSION_COOKIE } from '../auth/web-sessions.js';
+import { CLEAR_SESSION_COOKIE, cookieValue, SESSION_COOKIE } from '../auth/web-sessions.js';
 import { CollectorError } from '../errors.js';
 import { HttpError } from './json-io.js';
 import type { ReaderNote } from './read-routes.js';
@@ -42,6 +42,19 @@ export function sessionEnded(why: string): HttpError {
   return new HttpError(401, 'session_ended', `signed out: ${why}; sign in again`, {
     'set-cookie': CLEAR_SESSION_COOKIE,
   });
+}
+
+/**
+ * 401 for a request no credential stands for. Where its only credential was a web session cookie (oidcCallerOf found
+ * it naming no session: signed out elsewhere, or swept since it ended), the browser is told to drop it too, as for an
+ * ended session, rather than send it with every request until it expires.
+ */
+export function unauthorized(oidc: OidcBearer | undefined, req: IncomingMessage, message: string): HttpError {
+  const stale =
+    oidc?.sessions !== undefined &&
+    !req.headers.authorization &&
+    cookieValue(req.headers.cookie, SESSION_COOKIE) !== undefined;
+  return new HttpError(401, 'unauthorized', message, stale ? { 'set-cookie': CLEAR_SESSION_COOKIE } : {});
 }
 
 /**
@@ -109,7 +122,7 @@ export async function requireApprover(
         );
     }
   }
-  if (!who) throw new HttpError(401, 'unauthorized', 'missing or unknown approver bearer token');
+  if (!who) throw unauthorized(oidc, req, 'missing or unknown approver bearer token');
   note.reader = who.name;
   if (who.namespaces) note.namespaces = who.namespaces;
   return who;

@@ -5,7 +5,7 @@ import { CollectorError } from '../errors.js';
 import { SIGNATURE_STATES, type SignatureState } from '../signatures/checkpoint-judgement.js';
 import type { AuditStore } from '../store/audit-store.js';
 import { FINDING_STATES, getSession, listFindings, listSessions, searchEvents } from '../store/queries.js';
-import { boundHolder, oidcCallerOf } from './approver-auth.js';
+import { boundHolder, oidcCallerOf, unauthorized } from './approver-auth.js';
 import { type LiveFilter, liveFilterFrom } from './event-filter.js';
 import { HttpError, type Reply, readBody } from './json-io.js';
 
@@ -100,9 +100,9 @@ async function requireReader(
     throw err;
   }
   if (!who)
-    throw new HttpError(
-      401,
-      'unauthorized',
+    throw unauthorized(
+      deps.read.oidc,
+      req,
       'missing or unknown bearer token: reading the audit trail needs a reader’s or approver’s token',
     );
   note.reader = who === 'anonymous' ? 'open' : who.name;

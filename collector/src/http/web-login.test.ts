@@ -128,6 +128,33 @@ describe('web UI sign-in with OIDC (authorization code + PKCE)', () => {
     expect((await api('/api/v1/approvals', cookie)).status).toBe(401);
   });
 
+  it('a cookie naming no session is dropped by the 401 of any API route, when it was the only credential', async () => {
+    const CLEARED = '__Host-pgwarden-session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0';
+    const rhea = await signIn('u-rhea');
+    expect((await api('/api/v1/sessions', rhea.cookie)).status).toBe(200);
+    // Signed out in another tab: this tab's cookie names nothing now.
+    expect((await api('/auth/logout', rhea.cookie, { method: 'POST' })).status).toBe(200);
+    const made = '__Host-pgwarden-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+    for (const cookie of [rhea.cookie, made])
+      for (const [path, init] of [
+        ['/api/v1/sessions', {}],
+        ['/api/v1/approvals', {}],
+        ['/api/v1/approvals/nope', { method: 'POST', body: '{"decision":"approve"}' }],
+      ] as const) {
+        const r = await api(path, cookie, init);
+        expect([r.status, ((await r.json()) as any).error.code, r.headers.get('set-cookie')], path).toEqual([
+          401,
+          'unauthorized',
+          CLEARED,
+        ]);
+      }
+    // A bearer credential was refused, not the cookie: it stays; and no cookie, nothing to drop.
+    const bearer = await api('/api/v1/sessions', rhea.cookie, { headers: { authorization: 'Bearer wrong' } });
+    expect([bearer.status, bearer.headers.get('set-cookie')]).toEqual([401, null]);
+    const none = await fetch(`${c.url}/api/v1/approvals`);
+    expect([none.status, none.headers.get('set-cookie')]).toEqual([401, null]);
+  });
+
   it('a reader signs in and reads (the readers file binds them), but the approval queue is not theirs', async () => {
     const rhea = await signIn('u-rhea');
     expect(rhea.status).toBe(302);

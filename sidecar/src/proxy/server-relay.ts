@@ -277,6 +277,9 @@ export class ServerRelay implements FramerHandler {
       return this.rows(head, type, buf, start, end);
     if (head?.kind === K_RESTORE && type === B.ErrorResponse) throw restoreFailed(buf, start, end);
     if (head?.kind === K_NAMES && (type === B.DataRow || type === B.ErrorResponse)) {
+      // PostgreSQL ends the session after a FATAL (pg_terminate_backend while the question waits on a lock): the
+      // client is told as it would be without the question, by PostgreSQL's own words, before the connection closes.
+      if (type === B.ErrorResponse && endsSession(buf, start, end)) return true;
       s.namesAnswer(type === B.DataRow ? buf.subarray(start + 5, end) : undefined);
       return false;
     }
@@ -910,6 +913,14 @@ function restoreHeader(type: number): number {
     default:
       return DROP;
   }
+}
+
+/** Whether an ErrorResponse is one after which PostgreSQL closes the connection (FATAL, PANIC). */
+function endsSession(buf: Buffer, start: number, end: number): boolean {
+  const f = decodeErrorFields(buf, start, end);
+  // V: the severity never localized (PostgreSQL 9.6 and later); S as well before it.
+  const severity = f.get('V') ?? f.get('S');
+  return severity === 'FATAL' || severity === 'PANIC';
 }
 
 function restoreFailed(buf: Buffer, start: number, end: number): SessionResetError {
