@@ -294,7 +294,7 @@ describe('a backend terminated while the question of names waits', () => {
         // Recorded as the session's end; and the other session, on its own backend, goes on.
         const ends = () => fx.audit.events.slice(before).filter((e) => e.type === 'session.end');
         for (let i = 0; i < 100 && ends().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-        expect(ends().map((e: any) => e.end.error)).toEqual(['upstream closed the connection']);
+        expect(ends().map((e: any) => e.end.error)).toEqual(['upstream ended the session (FATAL 57P01)']);
         expect((await other.query('SELECT 8 AS n')).rows).toEqual([{ n: 8 }]);
       } finally {
         if (locked) await admin.query('ROLLBACK');

@@ -53,6 +53,11 @@ export interface RelayIO {
  */
 export class RelayState {
   readonly queue = new EntryQueue();
+  /**
+   * SQLSTATE of a FATAL or PANIC ErrorResponse PostgreSQL sent (57P01 after pg_terminate_backend, say): the session's
+   * end is then recorded by its cause, not as a connection that merely closed. Only the code: a message may hold data.
+   */
+  upstreamFatal: string | undefined;
   readonly statements: PreparedStatements;
   readonly portals: Portals;
   /** What the two maps keep, counted against the process's budget (retained-budget.ts). */

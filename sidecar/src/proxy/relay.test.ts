@@ -246,6 +246,14 @@ describe('relay through the sidecar', () => {
     // The FATAL arrives either while idle ('error' event) or as the answer to the next query, depending on timing.
     const rejected = await victim.query('SELECT 1').catch((e: Error & { code?: string }) => e.code ?? e.message);
     expect([errors[0], rejected]).toContain('57P01');
+    // The session's end is recorded by its cause (the SQLSTATE only: a FATAL's message may hold data), not as a
+    // connection that merely closed.
+    const ended = async () =>
+      (fx.audit.events as any[]).filter(
+        (e) => e.type === 'session.end' && e.end?.error === 'upstream ended the session (FATAL 57P01)',
+      ).length;
+    for (let i = 0; i < 200 && (await ended()) === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await ended()).toBe(1);
     expect((await admin.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
     const fresh = await fx.client();
     expect((await fresh.query('SELECT 2 AS ok')).rows).toEqual([{ ok: 2 }]);

@@ -279,7 +279,13 @@ export class ServerRelay implements FramerHandler {
     if (head?.kind === K_NAMES && (type === B.DataRow || type === B.ErrorResponse)) {
       // PostgreSQL ends the session after a FATAL (pg_terminate_backend while the question waits on a lock): the
       // client is told as it would be without the question, by PostgreSQL's own words, before the connection closes.
-      if (type === B.ErrorResponse && endsSession(buf, start, end)) return true;
+      if (type === B.ErrorResponse) {
+        const f = decodeErrorFields(buf, start, end);
+        if (isSessionEnding(f)) {
+          s.upstreamFatal = f.get('C') ?? '';
+          return true;
+        }
+      }
       s.namesAnswer(type === B.DataRow ? buf.subarray(start + 5, end) : undefined);
       return false;
     }
@@ -766,6 +772,7 @@ export class ServerRelay implements FramerHandler {
       const f = decodeErrorFields(buf, start, end);
       code = f.get('C') ?? '';
       msg = f.get('M') ?? '';
+      if (isSessionEnding(f)) s.upstreamFatal = code;
       if (st?.timedOut && code === '57014') {
         msg = `canceling statement due to statement timeout of ${timeoutOf(st)} ms set by pgwarden`;
         f.set('M', msg);
@@ -915,9 +922,8 @@ function restoreHeader(type: number): number {
   }
 }
 
-/** Whether an ErrorResponse is one after which PostgreSQL closes the connection (FATAL, PANIC). */
-function endsSession(buf: Buffer, start: number, end: number): boolean {
-  const f = decodeErrorFields(buf, start, end);
+/** Whether an ErrorResponse's fields are one after which PostgreSQL closes the connection (FATAL, PANIC). */
+function isSessionEnding(f: Map<string, string>): boolean {
   // V: the severity never localized (PostgreSQL 9.6 and later); S as well before it.
   const severity = f.get('V') ?? f.get('S');
   return severity === 'FATAL' || severity === 'PANIC';

@@ -257,7 +257,13 @@ export class ProxySession {
     }
     this.upstream = up;
     up.socket.on('error', (err) => this.close({ error: `upstream: ${err.message}` }));
-    up.socket.on('close', () => this.close({ error: this.closed ? undefined : 'upstream closed the connection' }));
+    up.socket.on('close', () => {
+      if (this.closed) return this.close({});
+      const fatal = this.state?.upstreamFatal;
+      this.close({
+        error: fatal === undefined ? 'upstream closed the connection' : `upstream ended the session (FATAL ${fatal})`,
+      });
+    });
     this.startRelay(up, this.sessionHooks!, setup);
   }
 
