@@ -102,8 +102,10 @@ export async function startLeg(leg, pg, role, workDir, nats) {
       '--credentials-dir',
       credentials,
       ...audit,
+      // Port 0: the bench reads nothing from it, and a port picked ahead (freePort) could be taken by another
+      // process before the sidecar binds it, after its proxy port already answered: the leg then died mid-bench.
       '--http',
-      `127.0.0.1:${await freePort()}`,
+      '127.0.0.1:0',
       ...(leg.signed ? ['--audit-signing-key', signingKey(leg, workDir)] : []),
       ...(leg.sidecarArgs ?? []),
     ];
@@ -151,6 +153,10 @@ export async function startLeg(leg, pg, role, workDir, nats) {
     auditNats: leg.audit === 'nats',
     signed: Boolean(leg.signed),
     log: () => log,
+    /** Set once the leg's process has ended: a leg that died mid-bench is reported with its last output. */
+    get exited() {
+      return exited;
+    },
     async stop() {
       if (exited) return;
       child.kill('SIGTERM');
