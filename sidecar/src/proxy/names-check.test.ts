@@ -27,9 +27,13 @@ const hooks: ProxyHooks = {
   },
 };
 
-describe('a question of names that fails inside a transaction block', () => {
-  let fx: Fixture;
-  let admin: pg.Client;
+/**
+ * A sidecar fixture with the names-check hooks and a superuser connection to the shared database (to take locks and
+ * terminate backends), for the enclosing describe block.
+ */
+function withAdmin(): { readonly fx: Fixture; readonly admin: pg.Client } {
+  let fx: Fixture | undefined;
+  let admin: pg.Client | undefined;
   beforeAll(async () => {
     fx = await startFixture({ hooks });
     const shared = inject('pg');
@@ -46,9 +50,23 @@ describe('a question of names that fails inside a transaction block', () => {
     await admin?.end();
     await fx?.sidecar.close(1000);
   });
+  return {
+    get fx() {
+      if (!fx) throw new Error('withAdmin: the fixture starts in beforeAll');
+      return fx;
+    },
+    get admin() {
+      if (!admin) throw new Error('withAdmin: the connection opens in beforeAll');
+      return admin;
+    },
+  };
+}
+
+describe('a question of names that fails inside a transaction block', () => {
+  const w = withAdmin();
 
   it("is rolled back to its savepoint: the client's transaction and savepoints are as before, the portals forgotten", async () => {
-    const { client } = await RawClient.startup(fx.sidecar.port);
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
     const run = async (...m: Buffer[]) => {
       client.send(...m);
       return client.untilReady();
@@ -61,8 +79,8 @@ describe('a question of names that fails inside a transaction block', () => {
       await run(msg.query('CREATE TEMP TABLE kept (x int); INSERT INTO kept VALUES (1)'));
       await run(msg.query('SAVEPOINT mine'));
       await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
-      await admin.query('BEGIN');
-      await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      await w.admin.query('BEGIN');
+      await w.admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
       let called: { type: number; buf: Buffer }[];
       try {
         called = await run(msg.query('CALL pg_temp.nop()'));
@@ -72,7 +90,7 @@ describe('a question of names that fails inside a transaction block', () => {
         expect(after.filter((m) => m.type === B.DataRow).map(rowOf)).toEqual([['1']]);
         expect(status(after)).toBe('T');
       } finally {
-        await admin.query('ROLLBACK');
+        await w.admin.query('ROLLBACK');
       }
       expect(types(called)).toBe('C Z');
       expect(status(called)).toBe('T');
@@ -96,31 +114,14 @@ describe('a question of names that fails inside a transaction block', () => {
 });
 
 describe('DOs refused in a failed transaction', () => {
-  let fx: Fixture;
-  let admin: pg.Client;
-  beforeAll(async () => {
-    fx = await startFixture({ hooks });
-    const shared = inject('pg');
-    admin = new pg.Client({
-      host: shared.host,
-      port: shared.port,
-      database: shared.database,
-      user: ROLE.super.username,
-      password: ROLE.super.password,
-    });
-    await admin.connect();
-  });
-  afterAll(async () => {
-    await admin?.end();
-    await fx?.sidecar.close(1000);
-  });
+  const w = withAdmin();
 
   // Each DO refused unrun (25P02) gives its names back at once; nothing is left to ask PostgreSQL about once the
   // transaction is over. Were each DO's list kept for the question after ROLLBACK, a client looping on DO would grow
   // it without bound, and the question would be asked for nothing. What the backend runs after the ROLLBACK shows
   // it: while a superuser holds a lock on pg_cursors, a question would wait there, in front of the client's Query.
   it('leave nothing to ask after ROLLBACK: the next Query runs at once', async () => {
-    const { client } = await RawClient.startup(fx.sidecar.port);
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
     const run = async (...m: Buffer[]) => {
       client.send(...m);
       return client.untilReady();
@@ -139,15 +140,15 @@ describe('DOs refused in a failed transaction', () => {
         expect(errorOf(refused[0]).get('C')).toBe('25P02');
       }
       // Given back at once: the portal is there until the transaction ends.
-      await admin.query('BEGIN');
-      await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      await w.admin.query('BEGIN');
+      await w.admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
       locked = true;
       expect(types(await run(msg.query('ROLLBACK')))).toBe('C Z');
       client.send(msg.query(marker));
       // Either the client's Query ran (nothing asked) or the proxy's question waits for the lock, ahead of it.
       let seen: { query: string; wait_event_type: string | null; state: string } | undefined;
       for (let i = 0; i < 1000; i++) {
-        const r = await admin.query(
+        const r = await w.admin.query(
           'SELECT query, wait_event_type, state FROM pg_catalog.pg_stat_activity WHERE pid = $1',
           [pid],
         );
@@ -156,44 +157,27 @@ describe('DOs refused in a failed transaction', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       expect(seen?.query).toBe(marker);
-      await admin.query('ROLLBACK');
+      await w.admin.query('ROLLBACK');
       locked = false;
       const got = await client.untilReady();
       expect(types(got)).toBe('T D C Z');
     } finally {
-      if (locked) await admin.query('ROLLBACK');
+      if (locked) await w.admin.query('ROLLBACK');
       client.close();
     }
   });
 });
 
 describe('a question of names whose undo fails too', () => {
-  let fx: Fixture;
-  let admin: pg.Client;
-  beforeAll(async () => {
-    fx = await startFixture({ hooks });
-    const shared = inject('pg');
-    admin = new pg.Client({
-      host: shared.host,
-      port: shared.port,
-      database: shared.database,
-      user: ROLE.super.username,
-      password: ROLE.super.password,
-    });
-    await admin.connect();
-  });
-  afterAll(async () => {
-    await admin?.end();
-    await fx?.sidecar.close(1000);
-  });
+  const w = withAdmin();
 
   // The one way found to make ROLLBACK TO SAVEPOINT fail on a live connection: the savepoint was never made. A DO
   // opens a refcursor under the name of the proxy's own portal (a value PL/pgSQL gives at run time, which no
   // analysis of the text can see), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
   // the undo's ROLLBACK TO finds no savepoint (3B001): the transaction the client was told is open stays failed.
   it('ends the session with FATAL XX000, audited; other sessions go on', async () => {
-    const { client } = await RawClient.startup(fx.sidecar.port);
-    const other = await fx.client();
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
+    const other = await w.fx.client();
     const run = async (...m: Buffer[]) => {
       client.send(...m);
       return client.untilReady();
@@ -216,16 +200,18 @@ describe('a question of names whose undo fails too', () => {
       await client.closed();
       // The backend is gone with the connection (its transaction rolled back), and the other session is served.
       for (let i = 0; i < 100; i++) {
-        const r = await admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [pid]);
+        const r = await w.admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [
+          pid,
+        ]);
         if (r.rows[0].n === 0) break;
         await new Promise((r) => setTimeout(r, 50));
       }
-      const left = await admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [
+      const left = await w.admin.query('SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE pid = $1', [
         pid,
       ]);
       expect(left.rows).toEqual([{ n: 0 }]);
       expect((await other.query('SELECT 8 AS n')).rows).toEqual([{ n: 8 }]);
-      const ends = fx.audit.events.filter((e) => e.type === 'session.end');
+      const ends = w.fx.audit.events.filter((e) => e.type === 'session.end');
       expect(ends.map((e) => JSON.stringify(e))).toContainEqual(
         expect.stringContaining('pgwarden could not undo its own check of prepared statements and portals'),
       );
@@ -239,65 +225,50 @@ describe('a question of names whose undo fails too', () => {
 // pg_terminate_backend while the question waits on a lock a superuser holds: PostgreSQL sends FATAL 57P01 and
 // closes. That answer is the proxy's question's, yet it must reach the client, as it would without the question.
 describe('a backend terminated while the question of names waits', () => {
-  let fx: Fixture;
-  let admin: pg.Client;
-  beforeAll(async () => {
-    fx = await startFixture({ hooks });
-    const shared = inject('pg');
-    admin = new pg.Client({
-      host: shared.host,
-      port: shared.port,
-      database: shared.database,
-      user: ROLE.super.username,
-      password: ROLE.super.password,
-    });
-    await admin.connect();
-  });
-  afterAll(async () => {
-    await admin?.end();
-    await fx?.sidecar.close(1000);
-  });
+  const w = withAdmin();
 
   for (const inBlock of [false, true])
     it(`${inBlock ? 'inside' : 'outside'} a transaction block: the client gets PostgreSQL's FATAL 57P01`, async () => {
-      const { client } = await RawClient.startup(fx.sidecar.port);
+      const { client } = await RawClient.startup(w.fx.sidecar.port);
       const run = async (...m: Buffer[]) => {
         client.send(...m);
         return client.untilReady();
       };
       let locked = false;
-      const other = await fx.client();
-      const before = fx.audit.events.length;
+      const other = await w.fx.client();
+      const before = w.fx.audit.events.length;
       try {
         const pid = Number(rowOf((await run(msg.query('SELECT pg_catalog.pg_backend_pid()')))[1])[0]);
         if (inBlock) await run(msg.query('BEGIN'));
         // A statement of the client's, which a DO that runs EXECUTE may remove: the proxy asks after it.
         await run(msg.parse('s', 'SELECT 5 AS five'), msg.sync());
-        await admin.query('BEGIN');
-        await admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+        await w.admin.query('BEGIN');
+        await w.admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
         locked = true;
         expect(types(await run(msg.query("DO $$BEGIN EXECUTE 'SELECT 1'; END$$")))).toBe('C Z');
         client.send(msg.query('SELECT 7'));
         let waiting = false;
         for (let i = 0; i < 1000 && !waiting; i++) {
-          const r = await admin.query('SELECT wait_event_type FROM pg_catalog.pg_stat_activity WHERE pid = $1', [pid]);
+          const r = await w.admin.query('SELECT wait_event_type FROM pg_catalog.pg_stat_activity WHERE pid = $1', [
+            pid,
+          ]);
           waiting = r.rows[0]?.wait_event_type === 'Lock';
           if (!waiting) await new Promise((r) => setTimeout(r, 20));
         }
         expect(waiting).toBe(true);
-        await admin.query('SELECT pg_catalog.pg_terminate_backend($1)', [pid]);
+        await w.admin.query('SELECT pg_catalog.pg_terminate_backend($1)', [pid]);
         const got = await client.until(B.ReadyForQuery);
         expect(types(got)).toBe('E');
         const f = errorOf(got[0]);
         expect([f.get('S'), f.get('C')]).toEqual(['FATAL', '57P01']);
         await client.closed();
         // Recorded as the session's end; and the other session, on its own backend, goes on.
-        const ends = () => fx.audit.events.slice(before).filter((e) => e.type === 'session.end');
+        const ends = () => w.fx.audit.events.slice(before).filter((e) => e.type === 'session.end');
         for (let i = 0; i < 100 && ends().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
         expect(ends().map((e: any) => e.end.error)).toEqual(['upstream ended the session (FATAL 57P01)']);
         expect((await other.query('SELECT 8 AS n')).rows).toEqual([{ n: 8 }]);
       } finally {
-        if (locked) await admin.query('ROLLBACK');
+        if (locked) await w.admin.query('ROLLBACK');
         client.close();
         await other.end();
       }
