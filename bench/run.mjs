@@ -87,7 +87,8 @@ try {
     for (let rep = 0; rep < repeats; rep++) {
       // Round-robin within a scenario so drift in machine load spreads over every leg alike.
       for (const leg of rep % 2 ? [...started].reverse() : started) {
-        if (leg.exited) throw new Error(`leg ${leg.name} exited before ${scenario.name}; its last output:\n${leg.log()}`);
+        if (leg.exited)
+          throw new Error(`leg ${leg.name} exited before ${scenario.name}; its last output:\n${leg.log()}`);
         const before = leg.pid ? cpuTimes(leg.pid) : undefined;
         const preciseBefore = leg.pid ? preciseCpuMicros(leg.pid) : undefined;
         // The NATS leg also makes nats-server work, on the same cores: counted apart, not hidden.
