@@ -1,9 +1,8 @@
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initMaskingParser } from '../../policy/src/masking/sql-parse.js';
 import { analyzeForMasking } from '../../policy/src/masking/statement-analysis.js';
 import { findLeaks } from './byte-tap.js';
-import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
+import { directAndMasked, type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
 import { adminClient, type Planted, seed } from './seed.js';
 
 // `a JOIN b USING (id) AS x` (PostgreSQL 14+): x names the join's merged USING columns. Which side's value a merged
@@ -42,36 +41,7 @@ afterAll(async () => {
   await strict?.stop();
 });
 
-interface Result {
-  rows: Record<string, unknown>[];
-  fields: string[];
-}
-
-/** The statement on PostgreSQL directly and through a sidecar, and the bytes the client got from it. */
-async function both(via: MaskedSidecar, sql: string): Promise<{ direct: Result; masked: Result; bytes: Buffer }> {
-  const admin = adminClient();
-  await admin.connect();
-  let direct: pg.QueryResult;
-  try {
-    direct = await admin.query(sql);
-  } finally {
-    await admin.end();
-  }
-  const c = await via.client();
-  via.tap.take();
-  let masked: pg.QueryResult;
-  try {
-    masked = await c.query(sql);
-  } finally {
-    await c.end();
-  }
-  const names = (r: pg.QueryResult) => r.fields.map((f) => f.name);
-  return {
-    direct: { rows: direct.rows, fields: names(direct) },
-    masked: { rows: masked.rows, fields: names(masked) },
-    bytes: via.tap.take(),
-  };
-}
+const both = (via: MaskedSidecar, sql: string) => directAndMasked(via, sql);
 
 /** Masked whole (a value computed from a masked column): `****`. */
 const MASKED = '****';

@@ -11,7 +11,7 @@ import {
 } from '../../sidecar/src/masking/index.js';
 import { ROLES } from '../harness/index.js';
 import { ByteTap } from './byte-tap.js';
-import { maskingSpec } from './seed.js';
+import { adminClient, maskingSpec } from './seed.js';
 
 export interface MaskedSidecar {
   sidecar: Sidecar;
@@ -89,5 +89,45 @@ export async function startMaskedSidecar(
       await sidecar.close(100);
       query.close();
     },
+  };
+}
+
+export interface QueryOutcome {
+  rows: Record<string, unknown>[];
+  fields: string[];
+}
+
+/**
+ * `sql` on PostgreSQL directly (as the seeding admin) and through `via`, each after `setup` when given, and the bytes
+ * the sidecar's client got for it: what masking changed, and what reached the wire.
+ */
+export async function directAndMasked(
+  via: MaskedSidecar,
+  sql: string,
+  setup?: string,
+): Promise<{ direct: QueryOutcome; masked: QueryOutcome; bytes: Buffer }> {
+  const admin = adminClient();
+  await admin.connect();
+  let direct: pg.QueryResult;
+  try {
+    if (setup !== undefined) await admin.query(setup);
+    direct = await admin.query(sql);
+  } finally {
+    await admin.end();
+  }
+  const c = await via.client();
+  via.tap.take();
+  let masked: pg.QueryResult;
+  try {
+    if (setup !== undefined) await c.query(setup);
+    masked = await c.query(sql);
+  } finally {
+    await c.end();
+  }
+  const names = (r: pg.QueryResult) => r.fields.map((f) => f.name);
+  return {
+    direct: { rows: direct.rows, fields: names(direct) },
+    masked: { rows: masked.rows, fields: names(masked) },
+    bytes: via.tap.take(),
   };
 }

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initMaskingParser } from '../../policy/src/masking/sql-parse.js';
 import { analyzeForMasking } from '../../policy/src/masking/statement-analysis.js';
 import { findLeaks } from './byte-tap.js';
-import { type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
+import { directAndMasked, type MaskedSidecar, startMaskedSidecar } from './masked-sidecar.js';
 import { adminClient, seed } from './seed.js';
 
 // One table name in two schemas, with its columns in another order: `pair` is whichever the session's search_path
@@ -48,42 +47,7 @@ afterAll(async () => {
   await unpinned?.stop();
 });
 
-interface Result {
-  rows: Record<string, unknown>[];
-  fields: string[];
-}
-
-/** The statement on PostgreSQL directly and through a sidecar (each after `setup`), and the bytes the client got. */
-async function both(
-  via: MaskedSidecar,
-  sql: string,
-  setup: string,
-): Promise<{ direct: Result; masked: Result; bytes: Buffer }> {
-  const admin = adminClient();
-  await admin.connect();
-  let direct: pg.QueryResult;
-  try {
-    await admin.query(setup);
-    direct = await admin.query(sql);
-  } finally {
-    await admin.end();
-  }
-  const c = await via.client();
-  via.tap.take();
-  let masked: pg.QueryResult;
-  try {
-    await c.query(setup);
-    masked = await c.query(sql);
-  } finally {
-    await c.end();
-  }
-  const names = (r: pg.QueryResult) => r.fields.map((f) => f.name);
-  return {
-    direct: { rows: direct.rows, fields: names(direct) },
-    masked: { rows: masked.rows, fields: names(masked) },
-    bytes: via.tap.take(),
-  };
-}
+const both = (via: MaskedSidecar, sql: string, setup: string) => directAndMasked(via, sql, setup);
 
 const MASKED = '****';
 /** Columns sent as computed (table OID 0), so lineage alone decides what is masked. */
