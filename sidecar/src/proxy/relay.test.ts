@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, createServer, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { B } from '../protocol/codes.js';
 import { cancelRequest } from '../protocol/frontend-messages.js';
 import { errorOf, msg, RawClient, rowOf, tagOf, types } from '../testing/raw-client.js';
@@ -284,5 +285,53 @@ describe('relay through the sidecar', () => {
     ).toBe(0);
     await c.end();
     await new Promise((r) => setTimeout(r, 50));
+  });
+});
+
+describe('a FATAL whose connection close arrives after the client hung up', () => {
+  // A tap between the sidecar and PostgreSQL that passes every byte but holds PostgreSQL's close for a second: the
+  // client reads the relayed FATAL and hangs up first, as a loaded machine orders it now and then (CI once did).
+  let tap: Server;
+  let fx: Fixture;
+  beforeAll(async () => {
+    const pg = inject('pg');
+    tap = createServer({ allowHalfOpen: true }, (side) => {
+      const up = connect(pg.port, pg.host);
+      side.on('error', () => up.destroy());
+      up.on('error', () => side.destroy());
+      side.pipe(up);
+      up.on('data', (b: Buffer) => side.write(b));
+      up.on('end', () => setTimeout(() => side.destroy(), 1000).unref());
+      side.on('close', () => up.destroy());
+    });
+    await new Promise<void>((r) => tap.listen(0, '127.0.0.1', r));
+    const port = (tap.address() as { port: number }).port;
+    fx = await startFixture({
+      upstream: { host: '127.0.0.1', port, database: pg.database, sslmode: 'disable', caFile: pg.caFile },
+    });
+  });
+  afterAll(async () => {
+    await fx.sidecar.close(1000);
+    await new Promise((r) => tap.close(r));
+  });
+
+  it('records the session as ended by the FATAL, not by the client', async () => {
+    const { client } = await RawClient.startup(fx.sidecar.port, {
+      user: 'agent',
+      database: 'app',
+      application_name: 'late-close',
+    });
+    const admin = await fx.client();
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'late-close'");
+    const m = await client.next();
+    expect(errorOf(m).get('C')).toBe('57P01');
+    client.close();
+    const events = fx.audit.events as any[];
+    const id = events.find((e) => e.type === 'session.start' && e.client?.application === 'late-close')?.session.id;
+    const mine = () => events.filter((e) => e.type === 'session.end' && e.session.id === id);
+    for (let i = 0; i < 200 && mine().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(id).toBeDefined();
+    expect(mine().map((e) => e.end?.error)).toEqual(['upstream ended the session (FATAL 57P01)']);
+    await admin.end();
   });
 });

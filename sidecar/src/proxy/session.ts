@@ -257,13 +257,7 @@ export class ProxySession {
     }
     this.upstream = up;
     up.socket.on('error', (err) => this.close({ error: `upstream: ${err.message}` }));
-    up.socket.on('close', () => {
-      if (this.closed) return this.close({});
-      const fatal = this.state?.upstreamFatal;
-      this.close({
-        error: fatal === undefined ? 'upstream closed the connection' : `upstream ended the session (FATAL ${fatal})`,
-      });
-    });
+    up.socket.on('close', () => this.close({ error: 'upstream closed the connection' }));
     this.startRelay(up, this.sessionHooks!, setup);
   }
 
@@ -500,6 +494,11 @@ export class ProxySession {
   close(reason: { error?: string }, last?: Buffer): void {
     if (this.closed) return;
     this.closed = true;
+    // Once PostgreSQL has sent a FATAL the session ended by its cause, whichever side is seen closing first: the
+    // client that read the relayed FATAL often hangs up before the upstream socket's own close (or the RST of a
+    // query written into it) is read.
+    const fatal = this.state?.upstreamFatal;
+    if (fatal !== undefined) reason = { error: `upstream ended the session (FATAL ${fatal})` };
     clearTimeout(this.expiry);
     clearTimeout(this.startupTimer);
     if (this.key) this.ctx.cancels.unregister(this.key.processId);
