@@ -57,6 +57,12 @@ export interface SidecarOptions {
   auditFailMode?: AuditFailMode;
   /** Admin HTTP (/healthz, /readyz, /metrics); false or absent = off. */
   http?: { host: string; port: number } | false;
+  /**
+   * Connections accepted before this settles wait unread until it resolves, and are closed if it rejects: a process
+   * of several listeners serves no client until all of them (and its admin server) are up, so that one failing to
+   * start cannot end the process under a session another listener already began.
+   */
+  serveFrom?: Promise<void>;
   /** Further reasons /readyz fails (empty: none), asked at each probe (the governed sidecar's catalogs). */
   readiness?: () => string[] | Promise<string[]>;
   maxStatementBytes?: number;
@@ -167,7 +173,26 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
     options.retainedBudget ?? new RetainedBudget(options.maxRetainedStatementBytes ?? DEFAULT_RETAINED_STATEMENT_BYTES);
   metrics.budgets(statementBudget, retainedBudget);
 
+  let serving = options.serveFrom === undefined;
+  options.serveFrom?.then(
+    () => {
+      serving = true;
+    },
+    () => undefined,
+  );
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
+    if (serving) return serve(socket);
+    socket.pause();
+    socket.on('error', () => undefined);
+    options.serveFrom!.then(
+      () => {
+        socket.resume();
+        serve(socket);
+      },
+      () => socket.destroy(),
+    );
+  });
+  const serve = (socket: Socket) => {
     const session = new ProxySession(socket, {
       hooks,
       upstream: options.upstream,
@@ -190,17 +215,8 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       },
     });
     sessions.add(session);
-  });
-  server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.listen.port, options.listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-
+  };
+  let listening = false;
   let probe: { at: number; error: string | null } | null = null;
   const upstreamReachable = async (): Promise<string | null> => {
     // Cached: readiness probes come every few seconds from every kubelet and must not hammer the database.
@@ -225,6 +241,7 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       metrics,
       readiness: async () => {
         const reasons: string[] = [];
+        if (!listening) reasons.push('not listening yet');
         const up = await upstreamReachable();
         if (up) reasons.push(`upstream unreachable: ${up}`);
         // Every login would fail without them: a pod with a broken credentials mount must not look ready.
@@ -247,6 +264,24 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
       },
     });
   }
+  server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+  // The admin server starts first: a sidecar that cannot take its admin port must fail before its proxy port has
+  // answered a client (it would exit with that client's session open). Until the listener is up it is not ready.
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.listen.port, options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await admin?.close();
+    throw err;
+  }
+  listening = true;
+  const addr = server.address() as AddressInfo;
+
   log.info(
     {
       listen: `${addr.address}:${addr.port}`,

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -115,5 +116,66 @@ describe('admin HTTP', () => {
     } finally {
       await sidecar.close(100);
     }
+  });
+
+  it('fails to start, with nothing listening on the proxy port, when its admin port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const adminPort = (taken.address() as { port: number }).port;
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const proxyPort = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    try {
+      const err = await startSidecar({
+        listen: { host: '127.0.0.1', port: proxyPort },
+        upstream: { host: '127.0.0.1', port: 1, database: 'app', sslmode: 'disable' },
+        credentials: { username: 'u', password: 'secret-pw' },
+        audit: memorySink(),
+        http: { host: '127.0.0.1', port: adminPort },
+      }).catch((e: NodeJS.ErrnoException) => e);
+      expect((err as NodeJS.ErrnoException).code).toBe('EADDRINUSE');
+      // The proxy port was never taken (before, it answered clients first and stayed bound after the failure).
+      const again = createServer();
+      await new Promise<void>((resolve, reject) => {
+        again.once('error', reject);
+        again.listen(proxyPort, '127.0.0.1', resolve);
+      });
+      await new Promise((r) => again.close(r));
+    } finally {
+      await new Promise((r) => taken.close(r));
+    }
+  });
+
+  it('holds connections unread until serveFrom resolves, and closes them if it rejects', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const fx = await startFixture({ serveFrom: gate });
+    const early = fx.client();
+    const settled = await Promise.race([early.then(() => 'connected'), new Promise((r) => setTimeout(r, 300, 'held'))]);
+    expect(settled).toBe('held');
+    open();
+    const c = await early;
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await c.end();
+    await fx.sidecar.close(500);
+
+    let fail!: (e: Error) => void;
+    const refused = new Promise<void>((_, reject) => {
+      fail = reject;
+    });
+    refused.catch(() => undefined);
+    const fy = await startFixture({ serveFrom: refused });
+    const socket = connect(fy.sidecar.port, '127.0.0.1');
+    const bytes: Buffer[] = [];
+    socket.on('data', (b: Buffer) => bytes.push(b));
+    const closed = new Promise((r) => socket.on('close', r));
+    await new Promise((r) => socket.on('connect', r));
+    fail(new Error('another listener could not start'));
+    await closed;
+    expect(Buffer.concat(bytes).length).toBe(0);
+    await fy.sidecar.close(100);
   });
 });

@@ -195,6 +195,14 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
   const catalogs: CatalogListener[] = [];
   // One resolver for the process: it reads each key once, and the load-time check below sees what masking uses.
   const resolveKey = opts.resolveMaskingKey ?? keyResolverFromEnv();
+  let opened = false;
+  let open!: () => void;
+  let fail!: (err: unknown) => void;
+  const serveFrom = new Promise<void>((resolve, reject) => {
+    open = resolve;
+    fail = reject;
+  });
+  serveFrom.catch(() => undefined);
   try {
     for (const [i, p] of set.entries()) {
       const db = p.policy.spec.database;
@@ -251,7 +259,8 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         hooks: opts.wrapHooks ? withPolicyView(opts.wrapHooks(inner, p.policy.name), hooks) : inner,
         // One admin server per process: the first listener's.
         http: i === 0 ? opts.http : false,
-        readiness: i === 0 ? () => catalogReadiness(catalogs) : undefined,
+        readiness: i === 0 ? () => (opened ? catalogReadiness(catalogs) : ['listeners not all open yet']) : undefined,
+        serveFrom,
       });
       source.registerMetrics(sidecar.metrics.registry);
       approvalMetrics.register(sidecar.metrics.registry);
@@ -261,7 +270,10 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
       catalogMetrics.register(sidecar.metrics.registry);
       listeners.push({ policy: p.policy.name, sidecar, hooks });
     }
+    opened = true;
+    open();
   } catch (err) {
+    fail(err);
     await Promise.all(listeners.map((l) => l.sidecar.close(0)));
     for (const m of maskings) m.close();
     source.close();
