@@ -120,6 +120,48 @@ describe('a USING alias over a column masked on one side (masked columns may be 
   });
 });
 
+describe('an unqualified merged column reads the value of the join, not both sides', () => {
+  // parse_clause.c hides the sides' columns from unqualified names: `full_name` is the join's merged column.
+  const join = (type: string, left = `${U}.names n`, right = `${S}.customers c`) =>
+    `SELECT upper(full_name) AS v FROM ${left} ${type} JOIN ${right} USING (full_name) ORDER BY 1`;
+
+  it('INNER JOIN, the left one unmasked: not masked (before, both sides: masked)', async () => {
+    const r = await both(strict, join('INNER'));
+    expect(r.direct.rows).toEqual([{ v: planted.customers[0].fullName.toUpperCase() }]);
+    expect(r.masked).toEqual(r.direct);
+    expect(findLeaks(r.bytes, secrets())).toEqual([]);
+  });
+
+  it('LEFT JOIN, and under an alias of the join: the left one, not masked', async () => {
+    const aliased = `SELECT upper(full_name) AS v FROM (${U}.names n LEFT JOIN ${S}.customers c USING (full_name)) AS j
+      ORDER BY 1`;
+    for (const sql of [join('LEFT'), aliased]) {
+      const r = await both(strict, sql);
+      expect(r.direct.rows).toEqual([{ v: 'NOBODY PLACEHOLDER' }, { v: planted.customers[0].fullName.toUpperCase() }]);
+      expect(r.masked).toEqual(r.direct);
+      expect(findLeaks(r.bytes, secrets())).toEqual([]);
+    }
+  });
+
+  it('RIGHT, FULL, and INNER with the masked column on the left: masked', async () => {
+    for (const sql of [join('RIGHT'), join('FULL'), join('INNER', `${S}.customers c`, `${U}.names n`)]) {
+      const r = await both(strict, sql);
+      expect(r.direct.rows.length).toBeGreaterThan(0);
+      expect(r.masked.rows).toEqual(r.direct.rows.map(() => ({ v: MASKED })));
+      expect(findLeaks(r.bytes, secrets())).toEqual([]);
+    }
+  });
+
+  it('a column of one side only still reads that side', async () => {
+    const r = await both(
+      strict,
+      join('LEFT').replace('upper(full_name) AS v', 'upper(full_name) AS v, upper(email) AS e'),
+    );
+    expect(r.masked.rows.map((x) => x.v)).toEqual(r.direct.rows.map((x) => x.v));
+    expect(r.masked.rows.map((x) => x.e)).toEqual(r.direct.rows.map((x) => (x.e === null ? null : MASKED)));
+  });
+});
+
 describe('output names', () => {
   const cases = [
     `SELECT x.*, x, x.id FROM ${S}.customers c JOIN ${S}.orders o USING (id) AS x`,

@@ -30,6 +30,11 @@ export interface RangeItem {
    * of columns.
    */
   unordered?: true;
+  /**
+   * On the item `*` and unqualified names read of a join in FROM: the items inside the join, for a name the join's
+   * own columns cannot answer (its columns unknown).
+   */
+  leaves?: RangeItem[];
 }
 
 export interface Scope {
@@ -82,6 +87,26 @@ export function wholeRow(item: RangeItem): Lineage {
   for (const c of item.columns ?? []) addLineage(lin, c.lin);
   return lin;
 }
+/** Adds to `lin` the lineage of every column `name` of `items` may be; false when none may be. */
+function columnOf(items: RangeItem[], name: string, lin: Lineage): boolean {
+  let found = false;
+  for (const item of items) {
+    if (!item.columns) {
+      if (item.leaves) found = columnOf(item.leaves, name, lin) || found;
+      else {
+        addLineage(lin, item.anyLin);
+        found = true;
+      }
+    } else
+      for (const c of item.columns)
+        if (c.name === name) {
+          addLineage(lin, c.lin);
+          found = true;
+        }
+  }
+  return found;
+}
+
 /** Resolves a ColumnRef's fields against the scope chain (union of every candidate). */
 export function resolveRef(fields: Node[], scope: Scope): Lineage {
   const names = fields.map((f) => (f.A_Star ? '*' : str(f)));
@@ -91,18 +116,9 @@ export function resolveRef(fields: Node[], scope: Scope): Lineage {
     for (let s: Scope | undefined = scope; s; s = s.parent) {
       if (last === '*') return s.items.reduce((acc, i) => addLineage(acc, wholeRow(i)), emptyLineage());
       const lin = emptyLineage();
-      let found = false;
-      for (const item of s.items) {
-        if (!item.columns) {
-          addLineage(lin, item.anyLin);
-          found = true;
-        } else
-          for (const c of item.columns)
-            if (c.name === last) {
-              addLineage(lin, c.lin);
-              found = true;
-            }
-      }
+      // An unqualified name reads a join's own columns, not its sides' (parse_clause.c makes the sides' columns
+      // invisible to unqualified names): a merged USING column is the one value PostgreSQL gives it, not both sides.
+      let found = columnOf(s.star ?? s.items, last, lin);
       // `SELECT t FROM t`: a bare relation name is a whole-row reference.
       for (const item of s.items) {
         if (!item.names.includes(last)) continue;

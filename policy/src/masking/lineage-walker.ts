@@ -153,7 +153,7 @@ export class LineageWalker {
       scope.items.push(...items);
       // `*` gives a join's columns once, in its own order (USING columns merged), not each side's.
       scope.star ??= [];
-      if (f.JoinExpr) scope.star.push(this.joinStarItem(f.JoinExpr, items));
+      if (f.JoinExpr) scope.star.push({ ...this.joinStarItem(f.JoinExpr, items), leaves: items });
       else scope.star.push(...items);
     }
     if (stmt.whereClause) addLineage(this.sink.predicate, this.expr(stmt.whereClause, scope));
