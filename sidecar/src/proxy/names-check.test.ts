@@ -275,6 +275,55 @@ describe('a backend terminated while the question of names waits', () => {
     });
 });
 
+// A Bind or Execute the client pipelines behind a DO or CALL, before its Sync, waits for the question, asked right
+// there in the batch, with no Sync and no savepoint of its own (the batch's implicit transaction allows neither).
+// Should the question fail (the client's lock_timeout, while a superuser holds a lock on pg_cursors), PostgreSQL
+// skips to the client's Sync: the waiting message fails with PostgreSQL's error, and the session goes on.
+describe('a question of names asked inside a batch that fails', () => {
+  const w = withAdmin();
+
+  it("fails the message that waited for it with PostgreSQL's error; the rest of the batch is skipped", async () => {
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    const status = (m: { type: number; buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+    let locked = false;
+    try {
+      await run(msg.query('CREATE PROCEDURE pg_temp.nop() LANGUAGE plpgsql AS $$BEGIN END$$'));
+      await run(msg.query("SET lock_timeout = '200ms'"));
+      await w.admin.query('BEGIN');
+      await w.admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      locked = true;
+      const got = await run(
+        msg.parse('', 'SELECT 5 AS five'),
+        msg.bind('p', ''),
+        msg.parse('c', 'CALL pg_temp.nop()'),
+        msg.bind('', 'c'),
+        msg.execute(''),
+        msg.execute('p'),
+        msg.execute('p'),
+        msg.sync(),
+      );
+      expect(types(got)).toBe('1 2 1 2 C E Z');
+      expect(errorOf(got[5]).get('C')).toBe('55P03');
+      expect(status(got)).toBe('I');
+      await w.admin.query('ROLLBACK');
+      locked = false;
+      // Nothing of the question is left behind, and the session goes on.
+      const left = await run(msg.query('SELECT name FROM pg_catalog.pg_prepared_statements'));
+      expect(types(left)).toBe('T D C Z');
+      expect(rowOf(left[1])).toEqual(['c']);
+      const again = await run(msg.parse('', 'SELECT 6 AS six'), msg.bind('q', ''), msg.execute('q'), msg.sync());
+      expect(types(again)).toBe('1 2 D C Z');
+    } finally {
+      if (locked) await w.admin.query('ROLLBACK');
+      client.close();
+    }
+  });
+});
+
 describe('NamesFound: what comes back of what was forgotten', () => {
   const info = (sql: string): PreparedInfo => ({
     request: { sql, protocol: 'extended' },
