@@ -173,7 +173,7 @@ describe('a question of names whose undo fails too', () => {
 
   // The one way found to make ROLLBACK TO SAVEPOINT fail on a live connection: the savepoint was never made. A DO
   // opens a refcursor under the name of the proxy's own portal (a value PL/pgSQL gives at run time, which no
-  // analysis of the text can see), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
+  // analysis of the text can see; the test knows the name's per-process suffix, a client would have to learn it), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
   // the undo's ROLLBACK TO finds no savepoint (3B001): the transaction the client was told is open stays failed.
   it('ends the session with FATAL XX000, audited; other sessions go on', async () => {
     const { client } = await RawClient.startup(w.fx.sidecar.port);

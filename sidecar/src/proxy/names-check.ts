@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { bindMessage, closeMessage, executeMessage, parseMessage, textKey } from '../protocol/frontend-messages.js';
 import type { ForgottenNames } from './pipeline.js';
 
@@ -26,9 +26,13 @@ import type { ForgottenNames } from './pipeline.js';
  * It uses a statement and portal of the proxy's own name, never the unnamed ones, which the client may still use.
  */
 
-/** Name of the proxy's statement and portal for the question (no client names its statements like this). */
-export const NAMES_CHECK_NAME = '\u0001pgwarden-names';
-const UNDO_NAME = '\u0001pgwarden-names-undo';
+/**
+ * Name of the proxy's statement and portal for the question, with a suffix drawn per process: a DO can open a cursor
+ * under any name it knows (a refcursor's value), and one opened under this name would make the question fail.
+ */
+const OWN = randomBytes(6).toString('hex');
+export const NAMES_CHECK_NAME = `\u0001pgwarden-names-${OWN}`;
+const UNDO_NAME = `\u0001pgwarden-names-undo-${OWN}`;
 const SAVEPOINT = '"pgwarden names check"';
 
 export const NAMES_CHECK_SQL =
