@@ -222,6 +222,37 @@ describe('a question of names whose undo fails too', () => {
   });
 });
 
+describe("a cursor opened under the proxy's names without their per-process suffix", () => {
+  const w = withAdmin();
+
+  // The names a client could read in the proxy's source: a cursor opened under them leaves the question unharmed.
+  it('leaves the question, and the session, as they were', async () => {
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    try {
+      await run(msg.query('BEGIN'));
+      await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
+      for (const name of ['pgwarden-names', 'pgwarden-names-undo']) {
+        const opened = await run(
+          msg.query(`DO $$DECLARE c refcursor := chr(1) || '${name}'; BEGIN OPEN c FOR SELECT 1; END$$`),
+        );
+        expect(types(opened)).toBe('C Z');
+      }
+      const after = await run(msg.query('SELECT 7 AS seven'));
+      expect(types(after)).toBe('T D C Z');
+      // The portal the DOs left is the client's again.
+      const rows = await run(msg.execute('p', 0), msg.sync());
+      expect(types(rows)).toBe('D C Z');
+      await run(msg.query('ROLLBACK'));
+    } finally {
+      client.close();
+    }
+  });
+});
+
 // pg_terminate_backend while the question waits on a lock a superuser holds: PostgreSQL sends FATAL 57P01 and
 // closes. That answer is the proxy's question's, yet it must reach the client, as it would without the question.
 describe('a backend terminated while the question of names waits', () => {
