@@ -1,3 +1,4 @@
+import { errorResponse } from '../protocol/backend-messages.js';
 import { F, frontendLimit, LARGE_MESSAGE_LIMIT } from '../protocol/codes.js';
 import { MalformedBody } from '../protocol/errors.js';
 import { DROP, type Framer, type FramerHandler, NEED_MORE, PASS, SCAN, WHOLE } from '../protocol/framer.js';
@@ -117,6 +118,8 @@ export class ClientRelay implements FramerHandler, StatementReader {
   private bindLength = 0;
   /** The Bind being collected has names past BIND_PEEK: it is tracked once whole (decoded), not at its header. */
   private bindWhole = false;
+  /** The Bind being collected names a statement a DO or CALL made the proxy forget: it waits for the question. */
+  private bindAwaits = false;
   /** Set while a statement is held: a client CancelRequest ends the hold with 57014, as it would end a query. */
   cancelHeld: (() => void) | undefined = undefined;
 
@@ -208,6 +211,17 @@ export class ClientRelay implements FramerHandler, StatementReader {
           this.bindScan = new BindNameScanner();
           this.bindLength = length;
           return SCAN;
+        }
+        // Pipelined behind a DO or CALL, with a statement name it made the proxy forget: decided once PostgreSQL said
+        // whether it is left (decoded, afterNames). One too large to hold is tracked as it passes: unchecked.
+        if (
+          s.recheck.length > 0 &&
+          length - 4 <= MAX_REVIEWED_BIND_BYTES &&
+          !s.statements.has(names.statement) &&
+          s.awaitsNames('S', names.statement)
+        ) {
+          this.bindAwaits = true;
+          return WHOLE;
         }
         return this.bind(names, length, false);
       }
@@ -331,6 +345,19 @@ export class ClientRelay implements FramerHandler, StatementReader {
         return this.gate(K_FUNCTION, new Stmt(req, PENDING), () => s.hooks.checkFunctionCall(oid), buf, start, end);
       }
       case F.Bind: {
+        if (this.bindAwaits) {
+          this.bindAwaits = false;
+          return this.afterNames(
+            buf,
+            start,
+            end,
+            () => {
+              this.bindWhole = true;
+              return this.decoded(F.Bind, buf, start, end);
+            },
+            decodeBindNames(buf, start, end)?.statement,
+          );
+        }
         const late = this.bindWhole;
         this.bindWhole = false;
         const names = decodeBindNames(buf, start, end);
@@ -660,6 +687,8 @@ export class ClientRelay implements FramerHandler, StatementReader {
     // by the time this Execute runs, so it waits for their answers and is then decided with what they left.
     if (info !== undefined && !info.described && s.queue.endsTransactionAfter(info.boundAt ?? 0))
       return this.afterAnswers(buf, start, end, () => this.executePortal(portal, buf, start, end));
+    if (info === undefined && s.recheck.length > 0 && s.awaitsNames('P', portal))
+      return this.afterNames(buf, start, end, () => this.executePortal(portal, buf, start, end));
     if (info === undefined) {
       const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
       const st = new Stmt(req, s.unknownPortal(portal));
@@ -703,6 +732,64 @@ export class ClientRelay implements FramerHandler, StatementReader {
     this.framer!.flush();
     s.toUpstream(FLUSH);
     return false;
+  }
+
+  /**
+   * A Bind or Execute the client pipelined behind a DO or CALL, before its Sync, names a statement or portal the DO or
+   * CALL made the proxy forget (RelayState.awaitsNames). PostgreSQL would run it if the name is left, so it is decided
+   * only after the proxy asked, in the same batch: once everything ahead is answered (the DO or CALL ran), the
+   * question goes upstream (RelayState.askNamesNow), then `next` decides the message with the names PostgreSQL has.
+   * Should anything ahead fail, PostgreSQL skips the message, and so does the proxy. Should the question itself fail,
+   * the message fails with its error (failedForNames).
+   */
+  private afterNames(
+    buf: Buffer,
+    start: number,
+    end: number,
+    next: () => boolean | Buffer,
+    statementName?: string,
+  ): false {
+    const s = this.s;
+    this.framer!.suspend();
+    this.io.hold();
+    const ask = () => {
+      if (s.discarding) {
+        this.io.release();
+        return;
+      }
+      s.askNamesNow((failure) => {
+        if (failure !== undefined) this.failedForNames(failure, statementName);
+        else {
+          const out = next();
+          if (out !== false) s.toUpstream(out === true ? buf.subarray(start, end) : out);
+        }
+        this.io.release();
+      });
+    };
+    // Behind the messages passed so far in this read, which the framer still collects into one write.
+    this.framer!.flush();
+    if (s.queue.length === 0) queueMicrotask(ask);
+    else {
+      s.answeredAhead = ask;
+      s.toUpstream(FLUSH);
+    }
+    return false;
+  }
+
+  /**
+   * The question asked in the batch failed (a lock_timeout or statement_timeout of the client's, a cancel): PostgreSQL
+   * now skips to the client's Sync, so the message waiting for it fails with PostgreSQL's error, as if it had met it,
+   * and the rest of the batch is skipped. Nothing is sent to PostgreSQL for it; nothing is in flight ahead of it.
+   */
+  private failedForNames(error: { code: string; message: string }, statementName: string | undefined): void {
+    const s = this.s;
+    const req: StatementRequest = { sql: '', protocol: 'extended', txStatus: s.txStatus };
+    if (statementName !== undefined) req.statementName = nameText(statementName);
+    const st = new Stmt(req, { action: 'deny', ...error, reason: 'names check failed' });
+    st.endResult({ rows: 0, bytes: 0, error });
+    s.finish(st);
+    s.discarding = true;
+    s.toClient(errorResponse({ severity: 'ERROR', code: error.code, message: error.message }));
   }
 
   private checkedExecute(

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   DYNAMIC_NAME_SCRIPTS,
   NAME_SCRIPTS,
+  PIPELINED_NAME_SCRIPTS,
   PROCEDURAL_NAME_SCRIPTS,
   runScript,
   type Step,
@@ -77,6 +78,7 @@ describe('differential: names a failing multi-statement Query did not remove sta
   for (const [name, { steps }] of Object.entries({
     ...NAME_SCRIPTS,
     ...PROCEDURAL_NAME_SCRIPTS,
+    ...PIPELINED_NAME_SCRIPTS,
     ...DYNAMIC_NAME_SCRIPTS,
   }))
     it(name, () => expectSameAsDirect(fx, steps));

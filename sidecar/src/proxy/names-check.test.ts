@@ -173,7 +173,7 @@ describe('a question of names whose undo fails too', () => {
 
   // The one way found to make ROLLBACK TO SAVEPOINT fail on a live connection: the savepoint was never made. A DO
   // opens a refcursor under the name of the proxy's own portal (a value PL/pgSQL gives at run time, which no
-  // analysis of the text can see), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
+  // analysis of the text can see; the test knows the name's per-process suffix, a client would have to learn it), so the Bind of the question's SAVEPOINT fails (42P03, cursor already exists), and
   // the undo's ROLLBACK TO finds no savepoint (3B001): the transaction the client was told is open stays failed.
   it('ends the session with FATAL XX000, audited; other sessions go on', async () => {
     const { client } = await RawClient.startup(w.fx.sidecar.port);
@@ -218,6 +218,37 @@ describe('a question of names whose undo fails too', () => {
     } finally {
       client.close();
       await other.end();
+    }
+  });
+});
+
+describe("a cursor opened under the proxy's names without their per-process suffix", () => {
+  const w = withAdmin();
+
+  // The names a client could read in the proxy's source: a cursor opened under them leaves the question unharmed.
+  it('leaves the question, and the session, as they were', async () => {
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    try {
+      await run(msg.query('BEGIN'));
+      await run(msg.parse('', 'SELECT 5 AS five'), msg.bind('p', ''), msg.sync());
+      for (const name of ['pgwarden-names', 'pgwarden-names-undo']) {
+        const opened = await run(
+          msg.query(`DO $$DECLARE c refcursor := chr(1) || '${name}'; BEGIN OPEN c FOR SELECT 1; END$$`),
+        );
+        expect(types(opened)).toBe('C Z');
+      }
+      const after = await run(msg.query('SELECT 7 AS seven'));
+      expect(types(after)).toBe('T D C Z');
+      // The portal the DOs left is the client's again.
+      const rows = await run(msg.execute('p', 0), msg.sync());
+      expect(types(rows)).toBe('D C Z');
+      await run(msg.query('ROLLBACK'));
+    } finally {
+      client.close();
     }
   });
 });
@@ -273,6 +304,55 @@ describe('a backend terminated while the question of names waits', () => {
         await other.end();
       }
     });
+});
+
+// A Bind or Execute the client pipelines behind a DO or CALL, before its Sync, waits for the question, asked right
+// there in the batch, with no Sync and no savepoint of its own (the batch's implicit transaction allows neither).
+// Should the question fail (the client's lock_timeout, while a superuser holds a lock on pg_cursors), PostgreSQL
+// skips to the client's Sync: the waiting message fails with PostgreSQL's error, and the session goes on.
+describe('a question of names asked inside a batch that fails', () => {
+  const w = withAdmin();
+
+  it("fails the message that waited for it with PostgreSQL's error; the rest of the batch is skipped", async () => {
+    const { client } = await RawClient.startup(w.fx.sidecar.port);
+    const run = async (...m: Buffer[]) => {
+      client.send(...m);
+      return client.untilReady();
+    };
+    const status = (m: { type: number; buf: Buffer }[]) => String.fromCharCode(m[m.length - 1].buf[5]);
+    let locked = false;
+    try {
+      await run(msg.query('CREATE PROCEDURE pg_temp.nop() LANGUAGE plpgsql AS $$BEGIN END$$'));
+      await run(msg.query("SET lock_timeout = '200ms'"));
+      await w.admin.query('BEGIN');
+      await w.admin.query('LOCK TABLE pg_catalog.pg_cursors IN ACCESS EXCLUSIVE MODE');
+      locked = true;
+      const got = await run(
+        msg.parse('', 'SELECT 5 AS five'),
+        msg.bind('p', ''),
+        msg.parse('c', 'CALL pg_temp.nop()'),
+        msg.bind('', 'c'),
+        msg.execute(''),
+        msg.execute('p'),
+        msg.execute('p'),
+        msg.sync(),
+      );
+      expect(types(got)).toBe('1 2 1 2 C E Z');
+      expect(errorOf(got[5]).get('C')).toBe('55P03');
+      expect(status(got)).toBe('I');
+      await w.admin.query('ROLLBACK');
+      locked = false;
+      // Nothing of the question is left behind, and the session goes on.
+      const left = await run(msg.query('SELECT name FROM pg_catalog.pg_prepared_statements'));
+      expect(types(left)).toBe('T D C Z');
+      expect(rowOf(left[1])).toEqual(['c']);
+      const again = await run(msg.parse('', 'SELECT 6 AS six'), msg.bind('q', ''), msg.execute('q'), msg.sync());
+      expect(types(again)).toBe('1 2 D C Z');
+    } finally {
+      if (locked) await w.admin.query('ROLLBACK');
+      client.close();
+    }
+  });
 });
 
 describe('NamesFound: what comes back of what was forgotten', () => {

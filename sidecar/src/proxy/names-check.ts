@@ -1,18 +1,20 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { bindMessage, closeMessage, executeMessage, parseMessage, textKey } from '../protocol/frontend-messages.js';
 import type { ForgottenNames } from './pipeline.js';
 
 /**
  * After a DO block or CALL ran, the proxy has forgotten the names it may have removed (relay-state.ts, forget): any
  * portal (PL/pgSQL closes and opens a refcursor under a name given as a value) and, with an EXECUTE in its text, any
- * statement. PostgreSQL itself knows which are left, so the proxy asks it, on the same connection, and takes back
- * what still exists as it was:
+ * statement. PostgreSQL itself knows which are left, so the proxy asks it, on the same connection (after the Query or
+ * Sync, or within the batch ahead of a message that needs the answer: namesCheckInBatch), and takes back what still
+ * exists as it was:
  * - pg_prepared_statements lists the session's named prepared statements, those of SQL PREPARE (`from_sql`) and of
  *   the protocol's Parse alike; not the unnamed one, which no SQL can remove. A DO or CALL cannot make a statement
  *   with `from_sql` false (only a Parse does: postgres.c exec_parse_message, StorePreparedStatement), and the
  *   client's Parses all pass the proxy, so such a name is the very statement the proxy knew.
- * - pg_cursors lists the open portals with a name, Bind's included (only the unnamed portal and a simple Query's are
- *   hidden: portal->visible). PL/pgSQL may have closed a portal and opened another under its name: a portal comes
+ * - pg_cursors lists the open portals, every Bind's included, the unnamed one too (only a simple Query's own portal is
+ *   hidden: portal->visible, exec_simple_query). PL/pgSQL may have closed a portal and opened another under its name
+ *   (not the unnamed one, which it can only move or close: a refcursor '' opens under a name of its own): one comes
  *   back only when its text is still the one its statement was checked for (compared by md5), and it is described
  *   again before its next Execute (client-relay.ts runPortal), so its rows are planned from what it now returns.
  * https://www.postgresql.org/docs/current/view-pg-prepared-statements.html, view-pg-cursors.html
@@ -24,9 +26,13 @@ import type { ForgottenNames } from './pipeline.js';
  * It uses a statement and portal of the proxy's own name, never the unnamed ones, which the client may still use.
  */
 
-/** Name of the proxy's statement and portal for the question (no client names its statements like this). */
-export const NAMES_CHECK_NAME = '\u0001pgwarden-names';
-const UNDO_NAME = '\u0001pgwarden-names-undo';
+/**
+ * Name of the proxy's statement and portal for the question, with a suffix drawn per process: a DO can open a cursor
+ * under any name it knows (a refcursor's value), and one opened under this name would make the question fail.
+ */
+const OWN = randomBytes(6).toString('hex');
+export const NAMES_CHECK_NAME = `\u0001pgwarden-names-${OWN}`;
+const UNDO_NAME = `\u0001pgwarden-names-undo-${OWN}`;
 const SAVEPOINT = '"pgwarden names check"';
 
 export const NAMES_CHECK_SQL =
@@ -46,6 +52,7 @@ function run(name: string, sql: string): Buffer[] {
 }
 
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
+const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
 
 /**
  * The messages that ask, for a session whose last ReadyForQuery said `status` ('I' or 'T'). The statement is closed
@@ -59,6 +66,19 @@ export function namesCheckMessages(status: 'I' | 'T'): Buffer {
   parts.push(SYNC);
   return Buffer.concat(parts);
 }
+
+/**
+ * The question asked inside the client's batch, before its Sync, right ahead of a Bind or Execute that needs the answer
+ * (client-relay.ts, afterNames). A Sync of its own would end the batch's implicit transaction, and a savepoint is
+ * refused there (25P01, RequireTransactionBlock), so it has neither: a Flush has PostgreSQL send the answers, the last
+ * of its NAMES_IN_BATCH_CLOSES CloseCompletes ends them, and an error puts PostgreSQL into its skip to the client's
+ * Sync (the client's message then fails with that error, as if it had met it).
+ */
+export function namesCheckInBatch(): Buffer {
+  return Buffer.concat([closeMessage('S', NAMES_CHECK_NAME), ...run(NAMES_CHECK_NAME, NAMES_CHECK_SQL), FLUSH]);
+}
+
+export const NAMES_IN_BATCH_CLOSES = 3;
 
 /**
  * Inside a transaction block, the question failed after its savepoint: back to it (ROLLBACK TO is allowed in a failed

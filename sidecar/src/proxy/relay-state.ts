@@ -8,7 +8,13 @@ import type {
   TxStatus,
   Verdict,
 } from './hooks.js';
-import { NamesFound, namesCheckMessages, namesUndoMessages } from './names-check.js';
+import {
+  NAMES_IN_BATCH_CLOSES,
+  NamesFound,
+  namesCheckInBatch,
+  namesCheckMessages,
+  namesUndoMessages,
+} from './names-check.js';
 import {
   type Entry,
   EntryQueue,
@@ -134,6 +140,9 @@ export class RelayState {
   private namesFound: NamesFound | undefined = undefined;
   private namesFailed = false;
   private namesStatus: 'I' | 'T' = 'I';
+  /** The question asked inside a batch (askNamesNow): its CloseCompletes so far, and who waits for its end. */
+  private namesCloses = 0;
+  private namesDone: ((failure: { code: string; message: string } | undefined) => void) | undefined = undefined;
   /** The session's setup SQL as the messages that run it again after a DISCARD ALL (session-reset.ts). */
   restore: Buffer[] | undefined = undefined;
   /**
@@ -385,16 +394,72 @@ export class RelayState {
     this.io.toUpstream(namesCheckMessages(status));
   }
 
+  /**
+   * Whether a Bind of the statement `name` (`map` 'S') or an Execute of the portal `name` ('P'), which the proxy does
+   * not know, meets a name a DO or CALL made it forget and PostgreSQL was not asked about yet: the message then waits
+   * for the question (client-relay.ts, afterNames) rather than be refused for a name PostgreSQL may still have. Read
+   * only for a name the proxy does not know.
+   */
+  awaitsNames(map: 'S' | 'P', name: string): boolean {
+    // In a failed transaction, with nothing ahead that could have ended it, the question would fail (25P02) as the
+    // message itself will: it goes as it is, and PostgreSQL refuses it in its own words.
+    if (this.txStatus === 'E' && this.queue.length === 0) return false;
+    for (const f of this.recheck) {
+      if (map === 'S' ? f.statements.some(([k]) => k === name) : f.portals.some(([k]) => k === name)) return true;
+      if (map === 'P' && f.unchecked.some(([k]) => k === name)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Asks PostgreSQL what is left inside the client's batch, with nothing of the client's in flight
+   * (names-check.ts, namesCheckInBatch); `done` gets PostgreSQL's error when the question failed, which leaves
+   * PostgreSQL skipping to the client's Sync and what was forgotten still forgotten (asked again after that Sync).
+   */
+  askNamesNow(done: (failure: { code: string; message: string } | undefined) => void): void {
+    this.namesFound = new NamesFound();
+    this.namesFailed = false;
+    this.namesCloses = 0;
+    this.namesDone = done;
+    this.expect(K_NAMES, undefined, undefined, 'batch', true);
+    this.io.toUpstream(namesCheckInBatch());
+  }
+
+  /** A CloseComplete answering the question asked in a batch: the last one ends it. */
+  namesClosed(): void {
+    if (++this.namesCloses === NAMES_IN_BATCH_CLOSES) this.endNamesInBatch(undefined);
+  }
+
+  private endNamesInBatch(failure: { code: string; message: string } | undefined): void {
+    this.queue.shift();
+    const found = this.namesFound!;
+    this.namesFound = undefined;
+    if (failure === undefined) {
+      this.keepFound(found);
+      this.recheck.length = 0;
+    }
+    const done = this.namesDone!;
+    this.namesDone = undefined;
+    this.advance();
+    // Not from inside the server relay's handling of a message: the held client message is decided and sent now.
+    queueMicrotask(() => done(failure));
+  }
+
   /** What `f` holds is not to be asked about: its statement never started (server-relay.ts, notStarted). */
   unnoteRecheck(f: ForgottenNames): void {
     const i = this.recheck.indexOf(f);
     if (i >= 0) this.recheck.splice(i, 1);
   }
 
-  /** A row or an error answering the proxy's question (K_NAMES). */
-  namesAnswer(row: Buffer | undefined): void {
-    if (row === undefined) this.namesFailed = true;
-    else this.namesFound?.row(row);
+  /** A row, or an error (`row` undefined), answering the proxy's question (K_NAMES). */
+  namesAnswer(row: Buffer | undefined, error?: { code: string; message: string }): void {
+    if (row !== undefined) {
+      this.namesFound?.row(row);
+      return;
+    }
+    this.namesFailed = true;
+    // In a batch nothing more answers it: PostgreSQL skips to the client's Sync.
+    if (this.queue.peek()?.name === 'batch') this.endNamesInBatch(error ?? { code: 'XX000', message: 'unknown error' });
   }
 
   /** The ReadyForQuery of the proxy's question (K_NAMES): what still exists comes back, and the client goes on. */
@@ -413,25 +478,29 @@ export class RelayState {
     }
     const found = this.namesFound!;
     this.namesFound = undefined;
-    if (!this.namesFailed && status === this.namesStatus) {
-      for (const f of this.recheck) {
-        const kept = found.kept(f);
-        // PL/pgSQL may have moved the portal (FETCH) or opened it anew with the same text: its rows are described
-        // again before its next Execute, and planned from that.
-        for (const [, info] of kept.portals) {
-          info.described = false;
-          info.transformer = undefined;
-        }
-        this.restoreNames(kept);
-      }
-      this.rowsPrepared = found.statements.has(ROWS_CHANGED_NAME);
-    } else if (this.namesStatus === 'T' && status === 'E') {
+    if (!this.namesFailed && status === this.namesStatus) this.keepFound(found);
+    else if (this.namesStatus === 'T' && status === 'E') {
       // Failed after its savepoint (a statement_timeout): back to it, so that the client's transaction is as it was.
       this.expect(K_NAMES, undefined, undefined, 'undo', true);
       this.io.toUpstream(namesUndoMessages());
       return;
     }
     this.endRecheck();
+  }
+
+  /** Takes back, of what the DOs and CALLs made the proxy forget, what PostgreSQL says is left. */
+  private keepFound(found: NamesFound): void {
+    for (const f of this.recheck) {
+      const kept = found.kept(f);
+      // PL/pgSQL may have moved the portal (FETCH) or opened it anew with the same text: its rows are described
+      // again before its next Execute, and planned from that.
+      for (const [, info] of kept.portals) {
+        info.described = false;
+        info.transformer = undefined;
+      }
+      this.restoreNames(kept);
+    }
+    this.rowsPrepared = found.statements.has(ROWS_CHANGED_NAME);
   }
 
   /** The question is settled, or not asked (`settled`: nor to be asked later): the client's held messages go on. */

@@ -69,7 +69,10 @@ export class ServerRelay implements FramerHandler {
     if (this.countedFor !== undefined && type !== B.DataRow) this.sync();
     const kind = s.queue.peek()?.kind;
     if (kind === K_RESTORE) return restoreHeader(type);
-    if (kind === K_NAMES) return namesHeader(type);
+    if (kind === K_NAMES) {
+      if (type === B.CloseComplete && s.queue.peek()!.name === 'batch') s.namesClosed();
+      return namesHeader(type);
+    }
     if (s.swallow && type !== B.ReadyForQuery) return this.swallowed(type);
     if (kind === K_ROWS) return rowsHeader(type);
     switch (type) {
@@ -279,14 +282,16 @@ export class ServerRelay implements FramerHandler {
     if (head?.kind === K_NAMES && (type === B.DataRow || type === B.ErrorResponse)) {
       // PostgreSQL ends the session after a FATAL (pg_terminate_backend while the question waits on a lock): the
       // client is told as it would be without the question, by PostgreSQL's own words, before the connection closes.
-      if (type === B.ErrorResponse) {
-        const f = decodeErrorFields(buf, start, end);
-        if (isSessionEnding(f)) {
-          s.upstreamFatal = f.get('C') ?? '';
-          return true;
-        }
+      if (type === B.DataRow) {
+        s.namesAnswer(buf.subarray(start + 5, end));
+        return false;
       }
-      s.namesAnswer(type === B.DataRow ? buf.subarray(start + 5, end) : undefined);
+      const f = decodeErrorFields(buf, start, end);
+      if (isSessionEnding(f)) {
+        s.upstreamFatal = f.get('C') ?? '';
+        return true;
+      }
+      s.namesAnswer(undefined, { code: f.get('C') ?? 'XX000', message: f.get('M') ?? 'unknown error' });
       return false;
     }
     switch (type) {

@@ -762,6 +762,116 @@ export const PROCEDURAL_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
 };
 
 /**
+ * Messages pipelined behind a DO or CALL in its own batch, before the Sync: the proxy asks PostgreSQL right there, once
+ * the DO or CALL ran, and decides them with the names it has. Only with statement kinds (a policy's): without them a
+ * CALL is seen to touch names only by keywords in its own text (sql-names.ts), and this one's has none.
+ */
+export const PIPELINED_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
+  'messages pipelined behind a CALL before its Sync meet the portals PostgreSQL has, in and outside a block': {
+    steps: [
+      q('CREATE PROCEDURE pg_temp.close_it(c refcursor) LANGUAGE plpgsql AS $$BEGIN CLOSE c; END$$'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), msg.bind('p1', ''), msg.bind('p2', ''), msg.sync()] },
+      {
+        send: [
+          msg.parse('c1', "CALL pg_temp.close_it('p1')"),
+          bind0('c1'),
+          msg.execute(''),
+          msg.execute('p2', 2),
+          msg.execute('p2', 1),
+          msg.execute('p1', 1),
+          msg.sync(),
+        ],
+      },
+      q('ROLLBACK'),
+      // Outside a transaction block: portals bound in the same batch, ahead of the CALL.
+      {
+        send: [
+          msg.parse('', SERIES),
+          msg.bind('p3', ''),
+          msg.bind('p4', ''),
+          msg.parse('c2', "CALL pg_temp.close_it('p4')"),
+          bind0('c2'),
+          msg.execute(''),
+          msg.execute('p3', 0),
+          msg.execute('p4', 0),
+          msg.sync(),
+        ],
+      },
+      // A DO that fails: PostgreSQL skips the rest of the batch, and so does the proxy.
+      {
+        send: [
+          msg.parse('', SERIES),
+          msg.bind('p5', ''),
+          msg.parse('', 'DO $$BEGIN PERFORM 1/0; END$$'),
+          bind0(),
+          msg.execute(''),
+          msg.execute('p5', 0),
+          msg.sync(),
+        ],
+      },
+      q('SELECT 1 AS after'),
+    ],
+  },
+  // PL/pgSQL reaches the unnamed portal through a refcursor whose value is '': it moves it (FETCH) or closes it, but
+  // cannot make another (OPEN fails while it exists, 42P03). pg_cursors lists it (a Bind's portals are visible, only
+  // a simple Query's is not), so it comes back when left: its rows where left, PostgreSQL's 34000 where closed.
+  "a DO moves or closes the unnamed portal through a refcursor named '', and cannot replace it": {
+    steps: [
+      q('BEGIN'),
+      {
+        send: [
+          msg.parse('', SERIES),
+          bind0(),
+          msg.execute('', 1),
+          msg.parse('f', "DO $$DECLARE c refcursor := ''; r record; BEGIN FETCH c INTO r; END$$"),
+          msg.bind('pf', 'f'),
+          msg.execute('pf'),
+          msg.execute('', 1),
+          msg.sync(),
+        ],
+      },
+      {
+        send: [
+          msg.parse('o', "DO $$DECLARE c refcursor := ''; BEGIN OPEN c FOR SELECT 42; END$$"),
+          msg.bind('po', 'o'),
+          msg.execute('po'),
+          msg.sync(),
+        ],
+      },
+      q('ROLLBACK'),
+      q('BEGIN'),
+      // Never described nor run before the DO: the proxy describes it ahead of its first Execute, as any.
+      {
+        send: [msg.parse('', SERIES), bind0(), msg.bind('pf', 'f'), msg.execute('pf'), msg.execute('', 0), msg.sync()],
+      },
+      {
+        send: [
+          msg.parse('c', "DO $$DECLARE c refcursor := ''; BEGIN CLOSE c; END$$"),
+          msg.bind('pc', 'c'),
+          msg.execute('pc'),
+          msg.execute('', 0),
+          msg.sync(),
+        ],
+      },
+      q('ROLLBACK'),
+      // Never described nor run, closed by the DO; and asked about after the DO's Sync.
+      q('BEGIN'),
+      {
+        send: [msg.parse('', SERIES), bind0(), msg.bind('pc', 'c'), msg.execute('pc'), msg.execute('', 0), msg.sync()],
+      },
+      q('ROLLBACK'),
+      q('BEGIN'),
+      { send: [msg.parse('', SERIES), bind0(), msg.bind('pf', 'f'), msg.execute('pf'), msg.sync()] },
+      { send: [msg.execute('', 1), msg.sync()] },
+      q('ROLLBACK'),
+      // The DO run through the unnamed portal itself, executed again: it FETCHes from itself.
+      { send: [bind0('f'), msg.execute(''), msg.execute(''), msg.sync()] },
+    ],
+  },
+};
+
+/**
  * Procedural code whose EXECUTE removes statements by a computed name: only PostgreSQL knows which are left, and the
  * proxy asks it (names-check.ts). Not run through a policy, which denies EXECUTE of a string in a DO (dynamic-sql).
  */
@@ -784,6 +894,43 @@ export const DYNAMIC_NAME_SCRIPTS: Record<string, { steps: Step[] }> = {
       { send: [bind0('d'), msg.execute(''), msg.sync(), ...bindRun('', 'b').send], until: Z, times: 2 },
       bindRun('', 'c'),
       q('SELECT name, from_sql FROM pg_catalog.pg_prepared_statements ORDER BY name'),
+    ],
+  },
+  'statements a DO deallocates through EXECUTE, used behind it in its batch before the Sync': {
+    steps: [
+      { send: [msg.parse('a', 'SELECT 1 AS a'), msg.parse('b', 'SELECT 2 AS b'), msg.sync()] },
+      {
+        send: [
+          msg.parse('', "DO $$BEGIN EXECUTE 'DEALLOCATE ' || 'a'; END$$"),
+          bind0(),
+          msg.execute(''),
+          bind0('b'),
+          msg.execute(''),
+          bind0('a'),
+          msg.execute(''),
+          msg.sync(),
+        ],
+      },
+      bindRun('', 'b'),
+      // In a transaction block, with a named portal of the statement left, bound before the DO.
+      { send: [msg.parse('c', 'SELECT 3 AS c'), msg.sync()] },
+      q('BEGIN'),
+      { send: [msg.bind('pc', 'c'), msg.sync()] },
+      {
+        send: [
+          msg.parse('', "DO $$BEGIN EXECUTE 'DEALLOCATE ' || 'b'; END$$"),
+          bind0(),
+          msg.execute(''),
+          msg.execute('pc', 0),
+          bind0('c'),
+          msg.execute(''),
+          bind0('b'),
+          msg.execute(''),
+          msg.sync(),
+        ],
+      },
+      q('ROLLBACK'),
+      q('SELECT name FROM pg_catalog.pg_prepared_statements ORDER BY name'),
     ],
   },
   'a DO in a failed transaction block does not run; the statements are usable again after ROLLBACK': {
