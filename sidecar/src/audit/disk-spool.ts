@@ -20,22 +20,23 @@ import { join } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
 import { AtRiskRecord } from './at-risk-record.js';
 import { AuditError, SpoolWriteError } from './errors.js';
+import { decodeSpoolLine, spoolLine } from './spool-line.js';
 import { UnsyncedEvents } from './unsynced-events.js';
 
 /**
  * Append-only, strictly FIFO spool of audit records in segment files `audit-<n>.jsonl` under one directory.
- * A record is one line: `<subject>\t<msgID>\t<event JSON>\n` (JSON.stringify never writes a raw tab or newline,
- * subjects and message ids are sanitised of them). A file `cursor` holds how far delivery got, so a restarted
- * sidecar resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid
- * write) is cut off when the spool is opened.
+ * A record is one line with its checksum (spool-line.ts); a line that does not check out is skipped and counted
+ * (`skippedLines`), never read as a record. A file `cursor` holds how far delivery got, so a restarted sidecar
+ * resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid write) is
+ * cut off when the spool is opened.
  */
 
 /**
  * Ends the piece a write cut short (the disk filled) leaves behind where it cannot be cut back out (ftruncate fails:
  * an append-only segment), before anything is appended after it. ASCII CAN ("cancel": disregard the data before it)
- * never ends a record, whose last byte is the `}` of its JSON; read() skips such a line without counting it as
- * corrupt, since its event was dropped and declared when the write failed. A newline alone would not do: a piece that
- * holds both tabs then reads as a record, a truncated event under the id of one declared lost.
+ * never ends a record, whose last byte is a hex digit of its checksum (in an older build's line, the `}` of its JSON);
+ * read() skips such a line without counting it as damaged, since its event was dropped and declared when the write
+ * failed. A newline alone would not do: the piece would fail its checksum and be declared lost a second time.
  */
 const PIECE_END = '\x18\n';
 const CAN = 0x18;
@@ -51,6 +52,11 @@ export interface SpoolRecord {
   msgID: string;
   data: string;
   end: SpoolPos;
+  /**
+   * Not a record: a line, or the part of one before a record, that did not check out (spool-line.ts). Whatever it
+   * held is lost and must be declared; acknowledging `end` moves past it like any record.
+   */
+  damaged?: true;
 }
 
 export type SpoolFsync = 'always' | 'batch' | 'never';
@@ -123,7 +129,7 @@ export class DiskSpool {
   private lastSyncFailure = 0;
   /** An append was refused at the cap; cleared when delivered segments are deleted. */
   private refused = false;
-  /** Malformed lines skipped by read() so far. */
+  /** Lines read() skipped as damaged so far (each may have held an event: the caller declares them). */
   skippedLines = 0;
 
   constructor(opts: DiskSpoolOptions) {
@@ -235,7 +241,7 @@ export class DiskSpool {
       const first = ends.length;
       for (; i < records.length; i++) {
         const r = records[i];
-        const line = `${r.subject}\t${r.msgID}\t${r.data}\n`;
+        const line = spoolLine(r.subject, r.msgID, r.data);
         const n = Buffer.byteLength(line);
         if (this.totalBytes + batchBytes + n > this.maxBytes) {
           this.refused = true;
@@ -387,16 +393,14 @@ export class DiskSpool {
             nl = buf.indexOf(10, start);
             continue;
           }
-          const line = buf.toString('utf8', start, nl);
-          const t1 = line.indexOf('\t');
-          const t2 = line.indexOf('\t', t1 + 1);
-          if (t1 < 0 || t2 < 0) {
-            // Not written by us (disk damage, a hand edit): skip the line, and let the caller count it.
+          // A line that does not check out (disk damage, a hand edit) is no record: the caller declares it lost.
+          const { record, damaged } = decodeSpoolLine(buf, start, nl);
+          const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
+          if (damaged) {
             this.skippedLines++;
-          } else {
-            const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
-            out.push({ subject: line.slice(0, t1), msgID: line.slice(t1 + 1, t2), data: line.slice(t2 + 1), end });
+            out.push({ subject: '', msgID: '', data: '', end, damaged: true });
           }
+          if (record) out.push({ subject: record.subject, msgID: record.msgID, data: record.data, end });
           start = nl + 1;
           nl = buf.indexOf(10, start);
         }
