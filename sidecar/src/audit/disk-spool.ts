@@ -18,7 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
-import { AtRiskRecord } from './at-risk-record.js';
+import { AtRiskKeeper } from './at-risk-keeper.js';
 import { AuditError, SpoolWriteError } from './errors.js';
 import { decodeSpoolLine, spoolLine } from './spool-line.js';
 import { UnsyncedEvents } from './unsynced-events.js';
@@ -72,8 +72,13 @@ export interface DiskSpoolOptions {
   onSyncError?: (err: Error) => void;
   /** Called when `syncFailed` clears; takeSyncGap() then names what the failed syncs may have lost. */
   onSyncRecovered?: () => void;
-  /** Called when the at-risk record (what failed syncs may have lost) could not be synced itself. */
+  /**
+   * Called when the at-risk record (what failed syncs may have lost) cannot be created or written: the spool is not
+   * durable (`recordProblem`) until it can, which is tried again every AT_RISK_RETRY_MS.
+   */
   onRecordError?: (err: Error) => void;
+  /** Called when the record is usable again; `carriedRisk` may then be newly set (a record that opened late). */
+  onRecordRecovered?: () => void;
 }
 
 /**
@@ -115,8 +120,8 @@ export class DiskSpool {
   private readonly onSyncError: ((err: Error) => void) | undefined;
   private readonly onSyncRecovered: (() => void) | undefined;
   private readonly unsynced: UnsyncedEvents;
-  /** What failed syncs may have lost, kept in the spool directory until declared durably (at-risk-record.ts). */
-  private readonly record: AtRiskRecord | undefined;
+  /** What failed syncs may have lost, kept in the spool directory until declared durably (at-risk-keeper.ts). */
+  private readonly record: AtRiskKeeper | undefined;
   private recordClosed: Promise<void> = Promise.resolve();
   /** A run before this one left events at risk undeclared: takeSyncGap() names them (with any of this run's). */
   carriedRisk = false;
@@ -149,10 +154,19 @@ export class DiskSpool {
       throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool ${this.dir}`, { cause: err });
     }
     if (this.fsync !== 'never') {
-      // Throws (naming the path) when it cannot be created: a spool without it does not start.
-      const { record, carried } = AtRiskRecord.open(join(this.dir, 'at-risk'), (err) => opts.onRecordError?.(err));
-      this.record = record;
-      this.unsynced = new UnsyncedEvents(record);
+      // One that cannot be created now is tried again; the spool is not durable until then (recordProblem).
+      this.record = new AtRiskKeeper(join(this.dir, 'at-risk'), {
+        onError: (err) => opts.onRecordError?.(err),
+        onRecovered: (carried) => {
+          if (carried) {
+            this.unsynced.restore(carried);
+            this.carriedRisk = true;
+          }
+          opts.onRecordRecovered?.();
+        },
+      });
+      this.unsynced = new UnsyncedEvents(this.record);
+      const carried = this.record.open();
       if (carried) this.unsynced.restore(carried);
       this.carriedRisk = carried !== undefined;
     } else {
@@ -174,6 +188,14 @@ export class DiskSpool {
         ? { segment: cursor.segment, offset: Math.min(cursor.offset, size) }
         : { segment: ids[0] ?? 1, offset: 0 };
     this.readPos = { ...this.ackPos };
+  }
+
+  /**
+   * Why the at-risk record cannot be relied on (naming its path and errno), undefined while it can. Until it can, a
+   * failed sync and a restart could lose events without a declared gap: the spool is not durable.
+   */
+  get recordProblem(): string | undefined {
+    return this.record?.problem;
   }
 
   /** Bytes the spool holds on disk. */

@@ -141,9 +141,11 @@ export class NatsAuditSink implements AuditSink {
         onRecordError: (err) =>
           this.log(
             'error',
-            'audit spool at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+            'audit spool at-risk record cannot be created or written: the spool is not durable until it can ' +
+              '(a failed sync and a restart could lose events undeclared); trying again every second',
             err,
           ),
+        onRecordRecovered: () => this.recordRecovered(),
       });
       // A spool left by a previous run is drained before anything new (its events are older).
       this.spoolMode = !this.spool.empty;
@@ -270,9 +272,24 @@ export class NatsAuditSink implements AuditSink {
     // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
     // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
     // A spool whose last fdatasync failed may have lost what it held: not durable until a later sync succeeds.
+    // Nor is one without its at-risk record (what a failed sync may have lost would go undeclared after a restart).
     return this.spool
-      ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.syncFailed && !this.spool.full)
+      ? (!this.spoolMode && direct) ||
+          (!this.spoolBroken && !this.spool.syncFailed && !this.spool.full && this.spool.recordProblem === undefined)
       : direct;
+  }
+
+  notReadyCause(): string | undefined {
+    return this.ready() ? undefined : this.spool?.recordProblem;
+  }
+
+  /** The at-risk record works again; one that opened late may hold what a run before left undeclared. */
+  private recordRecovered(): void {
+    this.log('info', 'audit spool at-risk record written again');
+    if (this.gapListener && this.spool?.carriedRisk && !this.spool.syncFailed) {
+      const gap = this.spool.takeSyncGap();
+      if (gap) this.reportGap(gap);
+    }
   }
 
   private spoolSyncFailed(err: Error): void {
