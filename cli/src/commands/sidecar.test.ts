@@ -57,6 +57,20 @@ describe('pgwarden sidecar flags', () => {
   });
 });
 
+/** The ports of a spawned `pgwarden sidecar`, from its start-up log line (port 0 for both listeners). */
+async function listening(child: ChildProcess, stderr: () => string): Promise<{ listen: string; http: number }> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const line = stderr()
+      .split('\n')
+      .find((l) => l.includes('"sidecar listening"'));
+    if (line) return JSON.parse(line) as { listen: string; http: number };
+    if (Date.now() > deadline || child.exitCode !== null)
+      throw new Error(`the sidecar did not start; stderr: ${stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 // The CLI runs from cli/dist: `make test` builds first. Without a build there is nothing to spawn.
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
@@ -91,14 +105,7 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     );
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    const deadline = Date.now() + 60_000;
-    let started: { listen: string; http: number } | undefined;
-    while (!started) {
-      const line = stderr.split('\n').find((l) => l.includes('"sidecar listening"'));
-      if (line) started = JSON.parse(line) as { listen: string; http: number };
-      else if (Date.now() > deadline) throw new Error(`the sidecar did not start; stderr: ${stderr}`);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
+    const started = await listening(child, () => stderr);
     const port = Number(started.listen.split(':').pop());
     const httpPort = started.http;
     const get = async (path: string) => {
@@ -499,16 +506,9 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child.stderr!.on('data', (d) => (stderr += d));
-      const deadline = Date.now() + 60_000;
-      let started: { listen: string; http: number } | undefined;
-      while (!started) {
-        const line = stderr.split('\n').find((l) => l.includes('"sidecar listening"'));
-        if (line) started = JSON.parse(line) as { listen: string; http: number };
-        else if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${mode}: did not start: ${stderr}`);
-        else await new Promise((r) => setTimeout(r, 50));
-      }
+      const started = await listening(child, () => stderr);
       const readyz = async () => {
-        const r = await fetch(`http://127.0.0.1:${started!.http}/readyz`);
+        const r = await fetch(`http://127.0.0.1:${started.http}/readyz`);
         return { status: r.status, body: await r.text() };
       };
       const ready = await readyz();
