@@ -251,7 +251,10 @@ export async function startSidecar(options: SidecarOptions): Promise<Sidecar> {
           reasons.push(`credentials unreadable: ${err instanceof Error ? err.message : String(err)}`);
         }
         if (hooks.ready?.() === false) reasons.push('policy not loaded');
-        if (!audit.ready()) reasons.push('audit sink not durable');
+        if (!audit.ready()) {
+          const cause = audit.notReadyCause?.();
+          reasons.push(cause ? `audit sink not durable: ${cause}` : 'audit sink not durable');
+        }
         if (options.readiness) reasons.push(...(await options.readiness()));
         // Logged when the answer changes: the probe's own body shows the reasons to local callers only.
         const now = reasons.join('; ');

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +57,20 @@ describe('pgwarden sidecar flags', () => {
   });
 });
 
+/** The ports of a spawned `pgwarden sidecar`, from its start-up log line (port 0 for both listeners). */
+async function listening(child: ChildProcess, stderr: () => string): Promise<{ listen: string; http: number }> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const line = stderr()
+      .split('\n')
+      .find((l) => l.includes('"sidecar listening"'));
+    if (line) return JSON.parse(line) as { listen: string; http: number };
+    if (Date.now() > deadline || child.exitCode !== null)
+      throw new Error(`the sidecar did not start; stderr: ${stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 // The CLI runs from cli/dist: `make test` builds first. Without a build there is nothing to spawn.
 // Under CI nothing may be skipped silently: a missing build or browser fails these tests instead.
 describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
@@ -91,14 +105,7 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     );
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    const deadline = Date.now() + 60_000;
-    let started: { listen: string; http: number } | undefined;
-    while (!started) {
-      const line = stderr.split('\n').find((l) => l.includes('"sidecar listening"'));
-      if (line) started = JSON.parse(line) as { listen: string; http: number };
-      else if (Date.now() > deadline) throw new Error(`the sidecar did not start; stderr: ${stderr}`);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
+    const started = await listening(child, () => stderr);
     const port = Number(started.listen.split(':').pop());
     const httpPort = started.http;
     const get = async (path: string) => {
@@ -469,36 +476,67 @@ describe.skipIf(!built && !process.env.CI)('pgwarden sidecar process', () => {
     }
   }, 120_000);
 
-  it('refuses to start when its audit file or spool cannot have its at-risk record: one line naming the path and errno', () => {
+  // Before: it exited 1 in either failMode ("cannot create the audit at-risk record"), and was restarted into the
+  // same failure; a pod whose native sidecar never starts runs none of its containers.
+  it('starts without its at-risk record: failMode closed refuses statements (53000) and /readyz says why until the record can be made; open serves', async () => {
     const shared = inject('pg');
     const dir = mkdtempSync(join(tmpdir(), 'pgw-cli-at-risk-'));
     writeFileSync(join(dir, 'username'), 'app_scram\n');
     writeFileSync(join(dir, 'password'), 'scram-pw-1\n');
-    // Something in the way of each record: a directory where the file must go.
-    mkdirSync(join(dir, 'audit.jsonl.at-risk'));
-    mkdirSync(join(dir, 'spool', 'at-risk'), { recursive: true });
-    const cases: [string[], string][] = [
-      [['--audit', `file:${join(dir, 'audit.jsonl')}`], join(dir, 'audit.jsonl.at-risk')],
-      [['--audit', 'nats://127.0.0.1:9', '--spool-dir', join(dir, 'spool')], join(dir, 'spool', 'at-risk')],
+    const cases: [string, string[], string][] = [
+      ['closed', ['--audit', `file:${join(dir, 'audit.jsonl')}`], join(dir, 'audit.jsonl.at-risk')],
+      [
+        'open',
+        ['--audit', `file:${join(dir, 'open.jsonl')}`, '--audit-fail-mode', 'open'],
+        join(dir, 'open.jsonl.at-risk'),
+      ],
     ];
-    for (const [flags, path] of cases) {
-      const r = spawnSync(process.execPath, [bin, 'sidecar', '--credentials-dir', dir, '--http', 'off', ...flags], {
+    for (const [mode, flags, record] of cases) {
+      // Something in the way of the record: a directory where the file must go.
+      mkdirSync(record);
+      let stderr = '';
+      child = spawn(process.execPath, [bin, 'sidecar', '--credentials-dir', dir, ...flags], {
         env: {
           ...process.env,
+          PGWARDEN_LISTEN: '127.0.0.1:0',
+          PGWARDEN_HTTP: '127.0.0.1:0',
           PGWARDEN_UPSTREAM: `postgres://${shared.host}:${shared.port}/app`,
           PGWARDEN_CA_FILE: shared.caFile,
         },
-        encoding: 'utf8',
-        timeout: 60_000,
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
-      expect(r.status, r.stderr).toBe(1);
-      const lines = r.stderr.trim().split('\n');
-      expect(lines, r.stderr).toHaveLength(1);
-      expect(JSON.parse(lines[0])).toMatchObject({
-        msg: 'sidecar failed to start',
-        err: expect.stringContaining(`cannot create the audit at-risk record ${path} (EISDIR)`),
+      child.stderr!.on('data', (d) => (stderr += d));
+      const started = await listening(child, () => stderr);
+      const readyz = async () => {
+        const r = await fetch(`http://127.0.0.1:${started.http}/readyz`);
+        return { status: r.status, body: await r.text() };
+      };
+      const ready = await readyz();
+      expect(ready.status, mode).toBe(503);
+      expect(ready.body).toContain(`audit sink not durable: cannot create the audit at-risk record ${record} (EISDIR)`);
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: Number(started.listen.split(':').pop()),
+        user: 'agent',
+        database: 'app',
       });
-      expect(r.stderr).not.toContain('scram-pw-1');
+      await c.connect();
+      try {
+        if (mode === 'closed') {
+          await expect(c.query('SELECT 1 AS n')).rejects.toMatchObject({ code: '53000' });
+          rmSync(record, { recursive: true });
+          for (let i = 0; i < 300 && (await readyz()).status !== 200; i++) await new Promise((r) => setTimeout(r, 50));
+          expect(await readyz()).toEqual({ status: 200, body: 'ready\n' });
+        }
+        expect((await c.query('SELECT 1 AS n')).rows).toEqual([{ n: 1 }]);
+      } finally {
+        await c.end().catch(() => {});
+      }
+      const line = stderr.split('\n').find((l) => l.includes('at-risk record cannot be created'));
+      expect(JSON.parse(line!)).toMatchObject({ level: 50 }); // pino's error
+      expect(line).toContain(`${record} (EISDIR)`);
+      expect(stderr).not.toContain('scram-pw-1');
+      child.kill('SIGKILL');
     }
   }, 120_000);
 });

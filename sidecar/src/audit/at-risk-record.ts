@@ -19,6 +19,8 @@ import { AuditError } from './errors.js';
  */
 export const AT_RISK_RECORD_BYTES = 128 * 1024;
 const MAGIC = 'pgwarden-audit-at-risk 1';
+/** How often a record that could not be created or written is tried again. */
+export const AT_RISK_RETRY_MS = 1000;
 
 /** What a record read at start says about the run before. */
 export type CarriedRisk =
@@ -37,38 +39,59 @@ export type CarriedRisk =
  * their storage (a thin-provisioned volume out of space fails only writes that need new blocks); and each record
  * carries its length and SHA-256, so one cut short reads as unreadable (declared as "which events unknown"), never as
  * "nothing at risk". A record whose sync failed still survives a restart of the sidecar (the page cache keeps it),
- * not a crash of the node: `durable` says which.
+ * not a crash of the node: `durable` says which. A write or sync that failed is tried again every AT_RISK_RETRY_MS
+ * until one succeeds (a sidecar gone idle after a failure would otherwise leave the ranges unrecorded until the next).
  */
 export class AtRiskRecord {
   private readonly fd: number;
   /** The record to write next (undefined: none queued); `null` clears the file. */
   private next: AuditGap | null | undefined;
+  /** What the file should hold: the last record asked for. */
+  private wanted: AuditGap | null = null;
   private writing = false;
+  private retry: NodeJS.Timeout | undefined;
+  private closing = false;
   private readonly idle: (() => void)[] = [];
   /** The last record written was synced. */
   durable = true;
+  private lastError = '';
 
   private constructor(
     readonly path: string,
     fd: number,
     private readonly onError: (err: Error) => void,
+    private readonly onRecovered?: () => void,
   ) {
     this.fd = fd;
+  }
+
+  /**
+   * Why the record cannot be relied on now, naming its path and errno: events are at risk and their record did not
+   * reach the disk (it is being written again). A record that failed to clear is no problem: a restart then declares
+   * a range again, which is a duplicate, never a loss.
+   */
+  get problem(): string | undefined {
+    return this.durable || this.wanted === null ? undefined : this.lastError;
   }
 
   /**
    * Opens (creating and preallocating) the record at `path`; returns it with what the run before left there. Throws
    * AuditError(AUDIT_AT_RISK_RECORD) naming the path and the errno when it cannot be created, read, preallocated or
    * synced: a sink without it would run while a failed sync and a restart could lose events with no gap ever
-   * declared, so the sidecar refuses to start (docs/audit.md). `onError` hears of later writes that fail.
+   * declared (at-risk-keeper.ts keeps such a sink not ready and tries again). `onError` hears of the first of a run of
+   * later writes that fail, `onRecovered` of the write that ends it.
    */
-  static open(path: string, onError: (err: Error) => void): { record: AtRiskRecord; carried?: CarriedRisk } {
+  static open(
+    path: string,
+    onError: (err: Error) => void,
+    onRecovered?: () => void,
+  ): { record: AtRiskRecord; carried?: CarriedRisk } {
     let fd: number | undefined;
     try {
       // Created if missing; then opened for writes at offset 0 (O_APPEND would ignore the offset).
       closeSync(openSync(path, 'a', 0o600));
       fd = openSync(path, 'r+');
-      const record = new AtRiskRecord(path, fd, onError);
+      const record = new AtRiskRecord(path, fd, onError, onRecovered);
       const size = fstatSync(fd).size;
       const carried = size > 0 ? readRecord(fd, size) : undefined;
       if (carried === undefined) {
@@ -79,10 +102,9 @@ export class AtRiskRecord {
       return { record, carried };
     } catch (err) {
       if (fd !== undefined) closeSync(fd);
-      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       throw new AuditError(
         'AUDIT_AT_RISK_RECORD',
-        `cannot create the audit at-risk record ${path} (${code}): without it a failed fdatasync followed by a ` +
+        `cannot create the audit at-risk record ${path} (${errno(err)}): without it a failed fdatasync followed by a ` +
           'restart could lose events without a declared gap',
         { cause: err },
       );
@@ -92,6 +114,7 @@ export class AtRiskRecord {
   /** Records `gap` as at risk (null: nothing is), off the event loop; coalesces with a write in flight. */
   save(gap: AuditGap | null): void {
     this.next = gap;
+    this.wanted = gap;
     if (!this.writing) this.writeNext();
   }
 
@@ -101,11 +124,15 @@ export class AtRiskRecord {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.retry);
     await this.settled();
     closeSync(this.fd);
   }
 
   private writeNext(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
     const gap = this.next;
     if (gap === undefined) {
       for (const w of this.idle.splice(0)) w();
@@ -117,8 +144,23 @@ export class AtRiskRecord {
     writeAsync(this.fd, buf, 0, buf.length, 0, (werr) => {
       const done = (err: Error | null) => {
         this.writing = false;
-        this.durable = !err;
-        if (err) this.onError(err);
+        if (err) {
+          this.lastError = `cannot write the audit at-risk record ${this.path} (${errno(err)})`;
+          if (this.durable) this.onError(new AuditError('AUDIT_AT_RISK_RECORD', this.lastError, { cause: err }));
+          this.durable = false;
+          // Written again until it sticks (a save meanwhile writes its own record at once instead).
+          if (this.next === undefined) this.next = gap;
+          if (!this.closing) {
+            this.retry = setTimeout(() => this.writeNext(), AT_RISK_RETRY_MS);
+            this.retry.unref();
+          }
+          for (const w of this.idle.splice(0)) w();
+          return;
+        }
+        if (!this.durable) {
+          this.durable = true;
+          this.onRecovered?.();
+        }
         this.writeNext();
       };
       if (werr) done(werr);
@@ -180,4 +222,8 @@ function syncDirectory(path: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+export function errno(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }

@@ -29,6 +29,8 @@ export interface AuditSink {
    */
   emitJson?(json: string, session: string, seq: number): void;
   ready(): boolean;
+  /** Why the sink is not ready, where it can say more than that (for /readyz); undefined otherwise. */
+  notReadyCause?(): string | undefined;
   /**
    * Writes what the sink holds for a write later in this turn now (the spool), so that it survives a kill of the
    * process before the caller lets anyone see the outcome the events record. Never waits for a disk flush.

@@ -76,7 +76,7 @@ describe('DiskSpool', () => {
     b.close();
   });
 
-  it('skips and counts a malformed line instead of stalling delivery behind it', () => {
+  it('reads a malformed line as damaged, counted, instead of stalling delivery behind it', () => {
     const dir = tempDir();
     const a = new DiskSpool({ dir, maxBytes: 1e7 });
     a.append([rec(1)]);
@@ -85,7 +85,7 @@ describe('DiskSpool', () => {
     appendFileSync(join(dir, seg), 'garbage without tabs\n');
     const b = new DiskSpool({ dir, maxBytes: 1e7 });
     b.append([rec(2)]);
-    expect(b.read(10).map((r) => r.msgID)).toEqual(['s.1', 's.2']);
+    expect(b.read(10).map((r) => (r.damaged ? 'damaged' : r.msgID))).toEqual(['s.1', 'damaged', 's.2']);
     expect(b.skippedLines).toBe(1);
     b.close();
   });

@@ -18,24 +18,25 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditGap } from '@pgwarden/policy';
-import { AtRiskRecord } from './at-risk-record.js';
+import { AtRiskKeeper } from './at-risk-keeper.js';
 import { AuditError, SpoolWriteError } from './errors.js';
+import { decodeSpoolLine, spoolLine } from './spool-line.js';
 import { UnsyncedEvents } from './unsynced-events.js';
 
 /**
  * Append-only, strictly FIFO spool of audit records in segment files `audit-<n>.jsonl` under one directory.
- * A record is one line: `<subject>\t<msgID>\t<event JSON>\n` (JSON.stringify never writes a raw tab or newline,
- * subjects and message ids are sanitised of them). A file `cursor` holds how far delivery got, so a restarted
- * sidecar resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid
- * write) is cut off when the spool is opened.
+ * A record is one line with its checksum (spool-line.ts); a line that does not check out is skipped and counted
+ * (`skippedLines`), never read as a record. A file `cursor` holds how far delivery got, so a restarted sidecar
+ * resumes there; segments wholly behind the cursor are deleted. A line without its newline (a crash mid write) is
+ * cut off when the spool is opened.
  */
 
 /**
  * Ends the piece a write cut short (the disk filled) leaves behind where it cannot be cut back out (ftruncate fails:
  * an append-only segment), before anything is appended after it. ASCII CAN ("cancel": disregard the data before it)
- * never ends a record, whose last byte is the `}` of its JSON; read() skips such a line without counting it as
- * corrupt, since its event was dropped and declared when the write failed. A newline alone would not do: a piece that
- * holds both tabs then reads as a record, a truncated event under the id of one declared lost.
+ * never ends a record, whose last byte is a hex digit of its checksum (in an older build's line, the `}` of its JSON);
+ * read() skips such a line without counting it as damaged, since its event was dropped and declared when the write
+ * failed. A newline alone would not do: the piece would fail its checksum and be declared lost a second time.
  */
 const PIECE_END = '\x18\n';
 const CAN = 0x18;
@@ -51,6 +52,11 @@ export interface SpoolRecord {
   msgID: string;
   data: string;
   end: SpoolPos;
+  /**
+   * Not a record: a line, or the part of one before a record, that did not check out (spool-line.ts). Whatever it
+   * held is lost and must be declared; acknowledging `end` moves past it like any record.
+   */
+  damaged?: true;
 }
 
 export type SpoolFsync = 'always' | 'batch' | 'never';
@@ -66,8 +72,13 @@ export interface DiskSpoolOptions {
   onSyncError?: (err: Error) => void;
   /** Called when `syncFailed` clears; takeSyncGap() then names what the failed syncs may have lost. */
   onSyncRecovered?: () => void;
-  /** Called when the at-risk record (what failed syncs may have lost) could not be synced itself. */
+  /**
+   * Called when the at-risk record (what failed syncs may have lost) cannot be created or written: the spool is not
+   * durable (`recordProblem`) until it can, which is tried again every AT_RISK_RETRY_MS.
+   */
   onRecordError?: (err: Error) => void;
+  /** Called when the record is usable again; `carriedRisk` may then be newly set (a record that opened late). */
+  onRecordRecovered?: () => void;
 }
 
 /**
@@ -109,8 +120,8 @@ export class DiskSpool {
   private readonly onSyncError: ((err: Error) => void) | undefined;
   private readonly onSyncRecovered: (() => void) | undefined;
   private readonly unsynced: UnsyncedEvents;
-  /** What failed syncs may have lost, kept in the spool directory until declared durably (at-risk-record.ts). */
-  private readonly record: AtRiskRecord | undefined;
+  /** What failed syncs may have lost, kept in the spool directory until declared durably (at-risk-keeper.ts). */
+  private readonly record: AtRiskKeeper | undefined;
   private recordClosed: Promise<void> = Promise.resolve();
   /** A run before this one left events at risk undeclared: takeSyncGap() names them (with any of this run's). */
   carriedRisk = false;
@@ -123,7 +134,7 @@ export class DiskSpool {
   private lastSyncFailure = 0;
   /** An append was refused at the cap; cleared when delivered segments are deleted. */
   private refused = false;
-  /** Malformed lines skipped by read() so far. */
+  /** Lines read() skipped as damaged so far (each may have held an event: the caller declares them). */
   skippedLines = 0;
 
   constructor(opts: DiskSpoolOptions) {
@@ -143,10 +154,19 @@ export class DiskSpool {
       throw new AuditError('AUDIT_SPOOL_IO', `cannot open audit spool ${this.dir}`, { cause: err });
     }
     if (this.fsync !== 'never') {
-      // Throws (naming the path) when it cannot be created: a spool without it does not start.
-      const { record, carried } = AtRiskRecord.open(join(this.dir, 'at-risk'), (err) => opts.onRecordError?.(err));
-      this.record = record;
-      this.unsynced = new UnsyncedEvents(record);
+      // One that cannot be created now is tried again; the spool is not durable until then (recordProblem).
+      this.record = new AtRiskKeeper(join(this.dir, 'at-risk'), {
+        onError: (err) => opts.onRecordError?.(err),
+        onRecovered: (carried) => {
+          if (carried) {
+            this.unsynced.restore(carried);
+            this.carriedRisk = true;
+          }
+          opts.onRecordRecovered?.();
+        },
+      });
+      this.unsynced = new UnsyncedEvents(this.record);
+      const carried = this.record.open();
       if (carried) this.unsynced.restore(carried);
       this.carriedRisk = carried !== undefined;
     } else {
@@ -168,6 +188,14 @@ export class DiskSpool {
         ? { segment: cursor.segment, offset: Math.min(cursor.offset, size) }
         : { segment: ids[0] ?? 1, offset: 0 };
     this.readPos = { ...this.ackPos };
+  }
+
+  /**
+   * Why the at-risk record cannot be relied on (naming its path and errno), undefined while it can. Until it can, a
+   * failed sync and a restart could lose events without a declared gap: the spool is not durable.
+   */
+  get recordProblem(): string | undefined {
+    return this.record?.problem;
   }
 
   /** Bytes the spool holds on disk. */
@@ -235,7 +263,7 @@ export class DiskSpool {
       const first = ends.length;
       for (; i < records.length; i++) {
         const r = records[i];
-        const line = `${r.subject}\t${r.msgID}\t${r.data}\n`;
+        const line = spoolLine(r.subject, r.msgID, r.data);
         const n = Buffer.byteLength(line);
         if (this.totalBytes + batchBytes + n > this.maxBytes) {
           this.refused = true;
@@ -387,16 +415,14 @@ export class DiskSpool {
             nl = buf.indexOf(10, start);
             continue;
           }
-          const line = buf.toString('utf8', start, nl);
-          const t1 = line.indexOf('\t');
-          const t2 = line.indexOf('\t', t1 + 1);
-          if (t1 < 0 || t2 < 0) {
-            // Not written by us (disk damage, a hand edit): skip the line, and let the caller count it.
+          // A line that does not check out (disk damage, a hand edit) is no record: the caller declares it lost.
+          const { record, damaged } = decodeSpoolLine(buf, start, nl);
+          const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
+          if (damaged) {
             this.skippedLines++;
-          } else {
-            const end = { segment: seg, offset: this.readPos.offset + nl + 1 };
-            out.push({ subject: line.slice(0, t1), msgID: line.slice(t1 + 1, t2), data: line.slice(t2 + 1), end });
+            out.push({ subject: '', msgID: '', data: '', end, damaged: true });
           }
+          if (record) out.push({ subject: record.subject, msgID: record.msgID, data: record.data, end });
           start = nl + 1;
           nl = buf.indexOf(10, start);
         }

@@ -1,7 +1,8 @@
 import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import type { AuditGap } from '@pgwarden/policy';
 import type { Registry } from 'prom-client';
-import { AtRiskRecord, type CarriedRisk } from './at-risk-record.js';
+import { AtRiskKeeper } from './at-risk-keeper.js';
+import type { CarriedRisk } from './at-risk-record.js';
 import { auditMetrics } from './audit-metrics.js';
 import { type AuditSink, type AuditSinkStats, eventJson, type GapListener } from './audit-sink.js';
 import { SYNC_FAILURE_HOLD_MS } from './disk-spool.js';
@@ -104,7 +105,7 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   /** pgwarden_audit_ready, set when readiness changes (not per write). */
   let shownReady = true;
   const showReady = () => {
-    const r = healthy && syncOk && !closed;
+    const r = isReady();
     if (r === shownReady) return;
     shownReady = r;
     metrics.ready.set({ sink: 'file' }, r ? 1 : 0);
@@ -116,26 +117,41 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
   } catch (err) {
     throw new AuditError('AUDIT_BAD_SPEC', `cannot open audit file ${opts.path}`, { cause: err });
   }
-  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-record.ts); a sink that
-  // cannot create it does not start.
-  let record: AtRiskRecord | undefined;
-  let carried: CarriedRisk | undefined;
-  if (fsync !== 'never') {
-    try {
-      ({ record, carried } = AtRiskRecord.open(`${opts.path}.at-risk`, (err) =>
-        log(
-          'error',
-          'audit file at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
-          err,
-        ),
-      ));
-    } catch (err) {
-      closeSync(fd);
-      throw err;
-    }
-  }
+  // What failed syncs may have lost is kept beside the file until declared durably (at-risk-keeper.ts); while it
+  // cannot be created or written the sink is not ready, and it is tried again.
+  const record =
+    fsync === 'never'
+      ? undefined
+      : new AtRiskKeeper(`${opts.path}.at-risk`, {
+          onError: (err) => {
+            log(
+              'error',
+              'audit file at-risk record cannot be created or written: the sink is not durable until it can ' +
+                '(a failed sync and a restart could lose events undeclared); trying again every second',
+              err,
+            );
+            // Later: at open this runs before the sink's state below exists.
+            queueMicrotask(showReady);
+          },
+          onRecovered: (late) => {
+            log('info', 'audit file at-risk record written again');
+            if (late) {
+              unsynced.restore(late);
+              carried = late;
+              const gap = gapListener && syncOk ? unsynced.take() : undefined;
+              if (gap) {
+                carried = undefined;
+                reportGap(gapListener!, gap);
+              }
+            }
+            showReady();
+          },
+        });
+  let carried: CarriedRisk | undefined = record?.open();
+  const isReady = () => healthy && syncOk && !closed && record?.problem === undefined;
   let healthy = true;
-  metrics.ready.set({ sink: 'file' }, 1);
+  shownReady = record?.problem === undefined;
+  metrics.ready.set({ sink: 'file' }, shownReady ? 1 : 0);
   /**
    * The last fdatasync succeeded. Linux drops the dirty pages of a failed writeback and reports the error once, so
    * the events written before a failed sync may be gone while a retry succeeds (PostgreSQL PANICs for this): a failure
@@ -341,7 +357,8 @@ export function createFileSink(opts: FileSinkOptions): AuditSink {
       add(eventJson(e), session?.id, session?.seq);
     },
     emitJson: add,
-    ready: () => healthy && syncOk && !closed,
+    ready: isReady,
+    notReadyCause: () => (isReady() ? undefined : record?.problem),
     onGap: (l) => {
       gapListener = l;
       // A run before this one left events at risk undeclared (it stopped before its syncs recovered): declare them.

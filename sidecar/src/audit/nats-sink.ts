@@ -10,6 +10,7 @@ import { DiskSpool, type DiskSpoolOptions, type SpoolPos } from './disk-spool.js
 import { DropTracker, nowMicros } from './drop-tracker.js';
 import { AuditError, SpoolWriteError } from './errors.js';
 import { type Batch, DEFAULT_BATCH_LIMITS, JetStreamPublisher } from './jetstream-publisher.js';
+import { messageId } from './message-id.js';
 import { NatsLink } from './nats-link.js';
 
 export interface NatsSinkOptions {
@@ -140,9 +141,11 @@ export class NatsAuditSink implements AuditSink {
         onRecordError: (err) =>
           this.log(
             'error',
-            'audit spool at-risk record not written or not synced: a node crash before syncs recover may lose its gap',
+            'audit spool at-risk record cannot be created or written: the spool is not durable until it can ' +
+              '(a failed sync and a restart could lose events undeclared); trying again every second',
             err,
           ),
+        onRecordRecovered: () => this.recordRecovered(),
       });
       // A spool left by a previous run is drained before anything new (its events are older).
       this.spoolMode = !this.spool.empty;
@@ -269,9 +272,24 @@ export class NatsAuditSink implements AuditSink {
     // In direct mode new events do not touch the disk: a spool write that failed earlier (disk full) must not
     // keep refusing statements once NATS takes them again. The next spill finds out whether the disk has room.
     // A spool whose last fdatasync failed may have lost what it held: not durable until a later sync succeeds.
+    // Nor is one without its at-risk record (what a failed sync may have lost would go undeclared after a restart).
     return this.spool
-      ? (!this.spoolMode && direct) || (!this.spoolBroken && !this.spool.syncFailed && !this.spool.full)
+      ? (!this.spoolMode && direct) ||
+          (!this.spoolBroken && !this.spool.syncFailed && !this.spool.full && this.spool.recordProblem === undefined)
       : direct;
+  }
+
+  notReadyCause(): string | undefined {
+    return this.ready() ? undefined : this.spool?.recordProblem;
+  }
+
+  /** The at-risk record works again; one that opened late may hold what a run before left undeclared. */
+  private recordRecovered(): void {
+    this.log('info', 'audit spool at-risk record written again');
+    if (this.gapListener && this.spool?.carriedRisk && !this.spool.syncFailed) {
+      const gap = this.spool.takeSyncGap();
+      if (gap) this.reportGap(gap);
+    }
   }
 
   private spoolSyncFailed(err: Error): void {
@@ -431,13 +449,24 @@ export class NatsAuditSink implements AuditSink {
     const room = Math.min(this.opts.maxQueue, 4 * this.opts.maxInFlight) - (this.window.length - this.head);
     if (room > 0 && this.windowChars < this.opts.maxQueueChars && this.spool && !this.spool.readAll) {
       try {
-        const skippedBefore = this.spool.skippedLines;
+        let damaged = 0;
         for (const r of this.spool.read(room)) {
+          if (r.damaged) {
+            // Which event it held is unknown: the gap counts it without naming a session. It stays in the window,
+            // as acknowledged, so that the cursor moves past it in order.
+            damaged++;
+            const lost: Entry = { subject: '', msgID: '', data: '', state: ACKED, end: r.end };
+            this.drop(lost, 'spool_corrupt');
+            this.window.push(lost);
+            continue;
+          }
           this.windowChars += r.data.length;
-          this.window.push({ ...r, state: PENDING });
+          this.window.push({ subject: r.subject, msgID: r.msgID, data: r.data, end: r.end, state: PENDING });
         }
-        for (let i = skippedBefore; i < this.spool.skippedLines; i++) {
-          this.drop({ subject: '', msgID: '', data: '', state: ACKED }, 'spool_corrupt');
+        if (damaged > 0) {
+          this.log('error', `audit spool: ${damaged} damaged line(s) skipped, declared lost (cause spool_corrupt)`);
+          this.accepted();
+          this.advance();
         }
       } catch (err) {
         this.log('error', 'audit spool read failed', err);
@@ -616,19 +645,6 @@ export class SubjectReader {
     }
     return subject;
   }
-}
-
-/**
- * The JetStream message id of an event: `<session>.<seq>` and the first 16 hex digits of its hash. JetStream drops
- * a message whose id it has seen within the stream's duplicate window, whatever its subject, so with the bare
- * position a party allowed to publish audit events (another namespace's sidecar user) that learned a session id
- * could publish `<session>.<seq>` first and have the real event dropped as a duplicate. The hash covers the event's
- * time, content and predecessor, so that id cannot be guessed ahead, while a re-send of the same event (a retry, a
- * spool replay) still carries the same id and is still dropped.
- */
-export function messageId(position: string, hash: unknown): string {
-  const id = typeof hash === 'string' && hash.length === 64 ? `${position}.${hash.slice(0, 16)}` : position;
-  return id.replace(/[\t\n\r]/g, '_');
 }
 
 function positionOf(json: string): { session?: string; seq?: number } {
