@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type JsMsg, jetstream } from '@nats-io/jetstream';
+import { type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
+  APPROVALS_STREAM,
   type ApprovalNotifiedMessage,
   type ApprovalRequestMessage,
   approvalSubject,
@@ -18,12 +19,14 @@ import { type NoticeOptions, noticeBody, signatureHeaders } from './approval-not
 import {
   afterAttempt,
   DEFAULT_RETRY,
+  deliveredHere,
   type NoticeKind,
   type NotificationOutcome,
   outcomeSkipReason,
   RequestNoticeLog,
   type RetryPolicy,
   type Step,
+  shownBefore,
   skipReason,
 } from './notification-delivery.js';
 import { outcomeNoticeBody } from './outcome-notice.js';
@@ -234,13 +237,18 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
       return this.skip(m, 'request', request.id, "on another namespace's subject");
     const id = request.id;
     const now = this.now();
+    const entry = this.opts.entryOf?.(id);
     const skip = this.opts.coveredByGrant?.(request)
       ? 'covered by an active grant'
-      : skipReason(request.expiresAt, this.opts.entryOf?.(id)?.state, now);
+      : skipReason(request.expiresAt, entry?.state, now);
     const before = this.requestNotices.get(id);
-    const sentBefore = before?.sent ?? false;
+    const delivery = m.info.deliveryCount;
+    const here = deliveredHere(before, delivery);
+    const shownEarlier = shownBefore(before, delivery);
     if (skip) {
-      this.requestNotices.record(id, { sent: sentBefore, recorded: before?.recorded });
+      const recorded = before?.recorded || entry?.notifiedAt !== undefined;
+      if (shownEarlier && !recorded && this.opts.outcomes !== false) return this.closeUnrecorded(m, id, skip, here);
+      this.requestNotices.record(id, { sent: before?.sent ?? false, recorded: before?.recorded, deliveredHere: here });
       return this.skip(m, 'request', id, skip);
     }
     this.postingRequests.add(id);
@@ -252,22 +260,67 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
         noticeBody(request, this.opts.webhook, now),
         request.expiresAt,
         async ({ step, maybeDelivered }) => {
-          // At least once: a notice that may have reached the receiver gets its follow-up, though a retry may show
-          // it twice.
-          const sent = sentBefore || maybeDelivered || (step !== 'handed back' && step.outcome === 'sent');
+          // At least once: a notice that may have reached the receiver, from here or from an earlier delivery
+          // elsewhere (shownBefore), gets its follow-up, though a retry may show it twice.
+          const sent = shownEarlier || maybeDelivered || (step !== 'handed back' && step.outcome === 'sent');
           const retrying = step === 'handed back' || !step.ack;
-          this.requestNotices.record(id, { sent, retrying, recorded: before?.recorded });
+          this.requestNotices.record(id, { sent, retrying, recorded: before?.recorded, deliveredHere: here });
           if (!sent || before?.recorded) return true;
           // The request is acknowledged only once the record is in: acknowledged first, a replica that died between
           // the two left the stream saying nobody announced it, and its follow-up was lost. Not acknowledged, it
           // comes back (to any replica), is posted again and recorded.
           const recorded = await this.recordAnnounced(id, 'until recorded');
-          this.requestNotices.record(id, { sent, retrying: retrying || !recorded, recorded });
+          this.requestNotices.record(id, { sent, retrying: retrying || !recorded, recorded, deliveredHere: here });
           return recorded;
         },
       );
     } finally {
       this.postingRequests.delete(id);
+    }
+  }
+
+  /**
+   * A request whose hold ended (or is ending: decided, expired, approved under a grant) without a record that it was
+   * announced, though an earlier delivery may have shown it (shownBefore): a replica killed between its POST and the
+   * record, whose request came back only after the ack wait. The closing's replica judged it not announced, or will;
+   * the receiver may have shown the notice, and people would wait for its end. Closed in the queue: followed up
+   * from here, under the follow-up's notice id, so a receiver that showed the notice gets its end and one that did
+   * not gets a line that names the statement itself; with no record, a replica still judging the closing skips it
+   * rather than posting it too. Not closed yet: recorded as announced, so whichever replica takes the closing
+   * follows it up.
+   */
+  private async closeUnrecorded(m: JsMsg, id: string, skip: string, here: number | undefined): Promise<void> {
+    // The closing may be in the stream and not yet in the queue: judged as still to close, its record would come
+    // after the closing was skipped.
+    await this.queueReaches(await this.lastStreamSeq());
+    const entry = this.opts.entryOf?.(id);
+    if (entry?.notifiedAt !== undefined) {
+      this.requestNotices.record(id, { sent: true, recorded: true, deliveredHere: here });
+      return this.skip(m, 'request', id, skip);
+    }
+    if (entry?.closed) {
+      this.requestNotices.record(id, { sent: false, followedUp: true });
+      const known = { request: entry.request, decision: entry.decision };
+      await this.post(m, 'outcome', id, outcomeNoticeBody(entry.closed, known, this.opts.webhook), undefined);
+      return;
+    }
+    this.requestNotices.record(id, { sent: true, retrying: true, deliveredHere: here });
+    const recorded = await this.recordAnnounced(id, 'until recorded');
+    this.requestNotices.record(id, { sent: true, retrying: !recorded, recorded, deliveredHere: here });
+    if (recorded)
+      return this.skip(m, 'request', id, `${skip}; recorded as announced, as an earlier delivery may have posted it`);
+    m.nak(this.stopping.signal.aborted ? undefined : this.retry.baseDelayMs);
+  }
+
+  /** The approvals stream's last sequence now; 0 when NATS does not answer. */
+  private async lastStreamSeq(): Promise<number> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed()) return 0;
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: 5000 });
+      return (await jsm.streams.info(APPROVALS_STREAM)).state.last_seq;
+    } catch {
+      return 0;
     }
   }
 

@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { APPROVALS_STREAM, type ApprovalNotifiedMessage, approvalSubject } from '@pgwarden/policy';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { StallingRelay } from '../../../test/harness/stalling-relay.js';
+import type { Collector } from '../collector.js';
 import { approvalClosed } from '../testing/approval-messages.js';
 import { type NotifyWorld, startNotifyWorld } from '../testing/notify-world.js';
 import { waitFor } from '../testing/wait-for.js';
@@ -29,9 +31,15 @@ describe('follow-up notices: one per announced request, whatever the order of ev
   /** The closings `durable`'s outcome consumer has handed out and not had acknowledged yet. */
   const closingsOut = async (durable: string) =>
     (await (await jetstreamManager(w.nc)).consumers.info(APPROVALS_STREAM, `${durable}-outcomes`)).num_ack_pending;
+  /** The requests `durable`'s request consumer has handed out and not had acknowledged yet. */
+  const requestsOut = async (durable: string) =>
+    (await (await jetstreamManager(w.nc)).consumers.info(APPROVALS_STREAM, durable)).num_ack_pending;
 
   beforeAll(async () => {
     w = await startNotifyWorld(URL_TOKEN, ALICE, SIGNING_SECRET);
+  });
+  afterEach(async () => {
+    await w?.stopAll();
   });
   afterAll(async () => {
     await w?.close();
@@ -112,6 +120,98 @@ describe('follow-up notices: one per announced request, whatever the order of ev
     expect(rx.posts).toHaveLength(1);
     await w.stop(second);
   });
+
+  /**
+   * A receiver, and a replica posting to it that reaches NATS through a relay cut (its sockets destroyed, as a
+   * SIGKILL's are) the moment the receiver takes its first request notice: it posted, recorded nothing and
+   * acknowledged nothing, so its request comes back (8 s ack wait) to the replica that `next()` starts.
+   */
+  const killedAfterPosting = async () => {
+    const target = new URL(w.fx.nats.url);
+    const relay = new StallingRelay({ host: target.hostname, port: Number(target.port) });
+    await relay.start();
+    const rx = await w.receiver((body) => {
+      if (JSON.parse(body).type === 'approval.requested') void relay.stop();
+      return 200;
+    });
+    const name = w.durable();
+    const opts = { ackWaitMs: 8000, timeoutMs: 1000 };
+    const killed = await w.notifying(rx.url, name, opts, { nats: { url: `nats://127.0.0.1:${relay.port}` } });
+    let next: Collector | undefined;
+    return {
+      rx,
+      name,
+      next: async () => {
+        next = await w.notifying(rx.url, name, opts);
+        return next;
+      },
+      /** Stops both replicas, whatever the test got to: one left running would take the next test's messages too. */
+      async stop() {
+        if (next) await w.stop(next);
+        await w.stop(killed);
+        await relay.stop();
+      },
+    };
+  };
+
+  it('follows up a hold that closed before a killed replica’s request came back, once: the next one cannot tell it was shown', async () => {
+    const { rx, name, next: start, stop } = await killedAfterPosting();
+    try {
+      const r = await w.held();
+      await waitFor(() => requestNotices(rx).length === 1);
+      // Closed before the request comes back: the next replica judges the closing with no record that the request
+      // was announced (after a 3 s wait with these settings), and the request finds its hold closed.
+      await w.publish('closed', approvalClosed(r.id, 'approved', alice));
+      const next = await start();
+      await waitFor(() => followUps(rx).length === 1, 40_000, 'the follow-up');
+      expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'approved', by: { name: 'alice' }, rule: r.rule });
+      expect(rx.posts.map((p) => p.headers['x-pgwarden-notice-id'])).toEqual([
+        `approval.requested:${r.id}`,
+        `approval.closed:${r.id}`,
+      ]);
+      // Both deliveries settled: the closing skipped (the request's return followed it up), the request acknowledged.
+      await waitFor(async () => (await w.notifications(next, 'outcome')).skipped === 1, 20_000);
+      await waitFor(async () => (await closingsOut(name)) === 0);
+      await waitFor(async () => (await requestsOut(name)) === 0);
+      await settle(1000);
+      expect(followUps(rx)).toHaveLength(1);
+      expect(requestNotices(rx)).toHaveLength(1);
+      expect(await w.notifications(next, 'outcome')).toEqual({ sent: 1, failed: 0, retried: 0, skipped: 1 });
+    } finally {
+      await stop();
+    }
+  }, 90_000);
+
+  it('records a killed replica’s request as announced when it comes back decided but not closed, and follows up its closing', async () => {
+    const { rx, name, next: start, stop } = await killedAfterPosting();
+    try {
+      const r = await w.held();
+      await waitFor(() => requestNotices(rx).length === 1);
+      const decided = await fetch(`${w.fx.collector.url}/api/v1/approvals/${r.id}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ALICE}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ decision: 'approve' }),
+      });
+      expect(decided.status).toBe(200);
+      const next = await start();
+      // The request comes back decided: skipped, and recorded as announced since the killed replica may have shown it.
+      await waitFor(async () => (await w.notifications(next)).skipped === 1, 40_000, 'the request skipped');
+      await waitFor(async () => (await requestsOut(name)) === 0);
+      // Its sidecar applies the approval.
+      await w.publish('closed', approvalClosed(r.id, 'approved', alice));
+      await waitFor(() => followUps(rx).length === 1, 20_000, 'the follow-up');
+      expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'approved', by: { name: 'alice' } });
+      await waitFor(async () => (await closingsOut(name)) === 0);
+      await settle(1000);
+      expect(rx.posts.map((p) => p.headers['x-pgwarden-notice-id'])).toEqual([
+        `approval.requested:${r.id}`,
+        `approval.closed:${r.id}`,
+      ]);
+      expect(await w.notifications(next, 'outcome')).toEqual({ sent: 1, failed: 0, retried: 0, skipped: 0 });
+    } finally {
+      await stop();
+    }
+  }, 90_000);
 
   it('a closing handed back by a stopping replica is judged again: no follow-up when nobody announced the request', async () => {
     const rx = await w.receiver();

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   afterAttempt,
+  deliveredHere,
   type OutcomeFacts,
   outcomeSkipReason,
   parseRetryAfter,
   RequestNoticeLog,
   type RetryPolicy,
+  shownBefore,
   skipReason,
 } from './notification-delivery.js';
 
@@ -93,6 +95,28 @@ describe('notification delivery rules', () => {
     expect(outcomeSkipReason(facts({}))).toBe('request not announced');
     expect(outcomeSkipReason(facts({ request: { sent: true }, repeated: true }))).toBe('not the first closing');
     expect(outcomeSkipReason(facts({ announced: true, repeated: true }))).toBe('not the first closing');
+    // Followed up from the request's own redelivery: not twice, whatever the stream records by now.
+    const followedUp = { sent: false, followedUp: true };
+    expect(outcomeSkipReason(facts({ request: followedUp }))).toBe('followed up with its request');
+    expect(outcomeSkipReason(facts({ request: followedUp, announced: true }))).toBe('followed up with its request');
+  });
+
+  it('counts a notice as maybe shown once a delivery of its request went to another replica', () => {
+    // The first delivery, and each that follows one this replica handled, are accounted for here.
+    expect(deliveredHere(undefined, 1)).toBe(1);
+    expect(deliveredHere({ sent: false, retrying: true, deliveredHere: 1 }, 2)).toBe(2);
+    expect(shownBefore(undefined, 1)).toBe(false);
+    expect(shownBefore({ sent: false, retrying: true, deliveredHere: 1 }, 2)).toBe(false);
+    // An earlier delivery this replica never saw (another replica's, or its own before a restart): a replica killed
+    // after its POST leaves no trace, so the notice may have been shown.
+    expect(deliveredHere(undefined, 2)).toBeUndefined();
+    expect(shownBefore(undefined, 2)).toBe(true);
+    expect(shownBefore({ sent: false, retrying: true, deliveredHere: 1 }, 3)).toBe(true);
+    // Once unaccounted, always: the gap stays in the past of every later delivery.
+    expect(deliveredHere({ sent: false, retrying: true }, 3)).toBeUndefined();
+    expect(shownBefore({ sent: false, retrying: true }, 3)).toBe(true);
+    // This replica's own POST that may have arrived.
+    expect(shownBefore({ sent: true, retrying: true, deliveredHere: 1 }, 2)).toBe(true);
   });
 
   it('remembers the newest requests only', () => {

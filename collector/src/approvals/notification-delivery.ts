@@ -75,13 +75,35 @@ export function afterAttempt(
 export interface RequestNoticeRecord {
   /**
    * An attempt was sent, or may have been: one that ended without an answer after its body went out (a timeout,
-   * a reset, a stop) counts, as the receiver may show it. Once true it stays true.
+   * a reset, a stop) counts, as the receiver may show it, and so does an attempt after an earlier delivery went to
+   * another replica (shownBefore). Once true it stays true.
    */
   sent: boolean;
   /** Its last attempt here was handed back to the stream: a retry is due, here or on another replica. */
   retrying?: boolean;
   /** The record that it was announced is in the stream (put there by this replica). */
   recorded?: boolean;
+  /**
+   * Deliveries 1 to this number of the request all came to this replica; absent once one went elsewhere, to a
+   * replica that may have posted the notice and died before recording it (deliveredHere).
+   */
+  deliveredHere?: number;
+  /** Its closing was followed up from the request's own redelivery (the follow-up of an unrecorded notice). */
+  followedUp?: boolean;
+}
+
+/** RequestNoticeRecord.deliveredHere after delivery number `delivery` (1 for the first) came to this replica. */
+export function deliveredHere(before: RequestNoticeRecord | undefined, delivery: number): number | undefined {
+  return delivery === 1 || before?.deliveredHere === delivery - 1 ? delivery : undefined;
+}
+
+/**
+ * Whether the request's notice may have been shown before this delivery: this replica sent one (or may have), or an
+ * earlier delivery went to another replica. That one may have posted it and been killed before recording so, and
+ * nothing in the stream tells (JetStream says how many deliveries there were, not how each ended).
+ */
+export function shownBefore(before: RequestNoticeRecord | undefined, delivery: number): boolean {
+  return before?.sent === true || deliveredHere(before, delivery) === undefined;
 }
 
 export interface OutcomeFacts {
@@ -100,10 +122,13 @@ export interface OutcomeFacts {
  * Why a follow-up need not go out, or undefined: post it. Follow-ups are for requests that were announced: this
  * replica sent the notice, or the stream records that some replica did (before a restart too, so a closing that
  * came while the only replica restarted is still followed up). A request nobody announced (skipped, given up, a
- * retry not yet due when it closed: that retry then skips it) gets none.
+ * retry not yet due when it closed: that retry then skips it) gets none here; but a request that comes back closed
+ * after a delivery elsewhere, which may have been shown unrecorded, is followed up by that delivery instead
+ * (`followedUp`), and its closing is not followed up twice.
  */
 export function outcomeSkipReason(f: OutcomeFacts): string | undefined {
   if (f.repeated) return 'not the first closing';
+  if (f.request?.followedUp) return 'followed up with its request';
   if (f.request?.sent || f.announced) return undefined;
   return 'request not announced';
 }

@@ -114,8 +114,17 @@ export async function startNotifyWorld(
       return out;
     },
     async stop(c: Collector): Promise<void> {
-      running.splice(running.indexOf(c), 1);
+      const at = running.indexOf(c);
+      if (at < 0) return;
+      running.splice(at, 1);
       await c.stop();
+    },
+    /**
+     * Stops the collectors a failed test left running: every notifying collector's consumers take every message,
+     * so one left over would post and record the next test's requests too.
+     */
+    async stopAll(): Promise<void> {
+      for (const c of running.splice(0)) await c.stop();
     },
     async close(): Promise<void> {
       for (const c of running) await c.stop();
