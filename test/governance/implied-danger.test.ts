@@ -156,6 +156,37 @@ describe('under a policy without function rules, dangerous functions run without
   });
 });
 
+describe('cost', () => {
+  it('a listener opens its catalog connection at the first statement that may run implied code, not before', async () => {
+    const catalogConnections = async () =>
+      Number(
+        (
+          await db.su(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'pgwarden-catalog' AND datname = current_database()",
+          )
+        ).rows[0].n,
+      );
+    const before = await catalogConnections();
+    const lazy = await startGoverned(
+      db.name,
+      policy('lazy', {
+        role: db.roles.admin,
+        rules: [{ name: 'reads', action: 'allow', statements: ['select', 'set', 'show'], tables: ['public.*'] }],
+      }),
+    );
+    try {
+      const c = await lazy.client();
+      expect((await c.query('SELECT id, note FROM orders ORDER BY id LIMIT 1')).rows).toEqual([{ id: 1, note: null }]);
+      await c.query('SHOW search_path');
+      expect(await catalogConnections()).toBe(before);
+      expect((await c.query('SELECT count(*)::int AS n FROM orders WHERE id = 1')).rows).toEqual([{ n: 1 }]);
+      expect(await catalogConnections()).toBe(before + 1);
+    } finally {
+      await lazy.close();
+    }
+  });
+});
+
 describe('a catalog that cannot be read', () => {
   it('refuses (53000) the statements that may run implied code until it is read, and runs the others', async () => {
     const v = await victim();
