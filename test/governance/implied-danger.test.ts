@@ -156,6 +156,32 @@ describe('under a policy without function rules, dangerous functions run without
   });
 });
 
+describe('prepared statements', () => {
+  it('are decided again once the catalog shows their operator redefined over a dangerous function', async () => {
+    await db.su(`CREATE FUNCTION public.never(int, bigint) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
+      CREATE OPERATOR public.<#> (LEFTARG = int, RIGHTARG = bigint, FUNCTION = public.never)`);
+    const c = await plain.client();
+    // PID 1 is no backend: pg_terminate_backend(1) only warns, so an execution let through does no harm here.
+    const q = { name: 'redefined', text: 'SELECT $1::int <#> 0::bigint AS v', values: [1] };
+    expect((await c.query(q)).rows).toEqual([{ v: false }]);
+    // Another connection: PostgreSQL plans the prepared statement again with the new operator.
+    await db.su(`DROP OPERATOR public.<#> (int, bigint);
+      CREATE OPERATOR public.<#> (LEFTARG = int, RIGHTARG = bigint, FUNCTION = pg_terminate_backend)`);
+    const refused = await until(
+      'an execution refused once the catalog check has seen the new operator',
+      () =>
+        c.query(q).then(
+          () => undefined,
+          (e: Error & { code?: string }) => e,
+        ),
+      (e) => e !== undefined,
+      20_000,
+    );
+    expect(refused?.code).toBe('42501');
+    expect(refused?.message).toMatch(/pg_terminate_backend\(\) \(run by operator <#>\) is a dangerous operation/);
+  });
+});
+
 describe('cost', () => {
   it('a listener opens its catalog connection at the first statement that may run implied code, not before', async () => {
     const catalogConnections = async () =>
