@@ -18,6 +18,8 @@
  * - resolveWithCatalog(analysis, policyCatalogOf(snapshot), session.searchPath) → the analysis with `t.f` field
  *   references and unqualified calls resolved against the database's catalog (user functions), before decide();
  *   resolvedByUnknownNames(analysis) afterwards: whether a name the catalog did not know decided it.
+ *   resolveImpliedDanger(analysis, policyCatalogOf(snapshot), session.searchPath) → only the dangerous operations
+ *   operators, aggregates, casts and writes run without a call in the text (for policies without function rules).
  * - lintPolicySpec(spec) → PolicyIssue[] (never-matching/shadowed rules, bad globs): `pgwarden policy lint`.
  */
 export * from './api/access-policy-schema.js';
@@ -67,6 +69,7 @@ export {
   type PolicyCatalog,
   policyCatalogOf,
   resolvedByUnknownNames,
+  resolveImpliedDanger,
   resolveWithCatalog,
 } from './sql/catalog-resolution.js';
 export { parseSearchPathValue } from './sql/function-calls.js';

@@ -165,6 +165,19 @@ describe('an operator runs its function', () => {
     );
     expect(await db.readCount()).toBe(before);
   });
+
+  it('an operator of a new name created through the sidecar counts for the next statement', async () => {
+    const c = await builder.client();
+    expect((await c.query('SELECT 1 + 1 AS n')).rows).toEqual([{ n: 2 }]);
+    await c.query('CREATE OPERATOR public.%%% (RIGHTARG = int, FUNCTION = public.spy)');
+    const before = await db.readCount();
+    // The reload the DDL made due runs when the statement arrives: the unknown name waits for it.
+    const err = await errorOf(c, 'SELECT %%% 1 AS x');
+    expect(err?.message).toBe(
+      `pgwarden: statement denied by the default action: function "public.spy" (run by operator %%%) is not in rule "reads"'s functions list`,
+    );
+    expect(await db.readCount()).toBe(before);
+  });
 });
 
 describe('aggregates run their support functions', () => {

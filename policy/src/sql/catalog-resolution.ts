@@ -1,5 +1,5 @@
 import type { CatalogSnapshot } from '../masking/catalog-snapshot.js';
-import type { FunctionRef, SqlAnalysis, StatementAnalysis } from './analysis-types.js';
+import type { DangerousUse, FunctionRef, SqlAnalysis, StatementAnalysis } from './analysis-types.js';
 import { catalogColumns, hasColumnAfter } from './catalog-columns.js';
 import { type ImpliedCodeCatalog, impliedCalls } from './implied-calls.js';
 
@@ -54,7 +54,9 @@ export function policyCatalogOf(snap: CatalogSnapshot): PolicyCatalog {
 }
 
 interface Resolution {
-  catalog: PolicyCatalog;
+  catalog: ImpliedCodeCatalog;
+  /** Made by resolveImpliedDanger (dangerous uses only), not resolveWithCatalog. */
+  dangerOnly: boolean;
   path: string;
   result: SqlAnalysis;
   /** Some `t.f` was judged a column only because the catalog knows no relation t or no function f. */
@@ -96,7 +98,7 @@ export function resolveWithCatalog(
   if (!analysis.ok) return analysis;
   const path = pathKey;
   const hit = resolved.get(analysis);
-  if (hit !== undefined && hit.catalog === catalog && hit.path === path) return hit.result;
+  if (hit !== undefined && hit.catalog === catalog && hit.path === path && !hit.dangerOnly) return hit.result;
   let changed = false;
   const unknown = { names: false };
   const statements = analysis.statements.map((s) => {
@@ -105,8 +107,51 @@ export function resolveWithCatalog(
     return r;
   });
   const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
-  resolved.set(analysis, { catalog, path, result, unknownNames: unknown.names });
+  resolved.set(analysis, { catalog, path, result, unknownNames: unknown.names, dangerOnly: false });
   return result;
+}
+
+/**
+ * For a policy no function name can change the decision of (no `functions` list, blockedFunctions or
+ * maxRowsAffected): the analysis with only the dangerous operations the functions operators, aggregates, casts and
+ * writes run add (implied-calls.ts), for the dangerous categories that apply under every policy. Nothing else of the
+ * catalog is read, so a snapshot holding only the implied code will do. resolvedByUnknownNames tells afterwards
+ * whether an operator name the catalog did not know decided it. Cached per analysis, catalog and path, as
+ * resolveWithCatalog is.
+ */
+export function resolveImpliedDanger(
+  analysis: SqlAnalysis,
+  catalog: ImpliedCodeCatalog,
+  searchPath: readonly string[],
+  pathKey: string = searchPath.join('\u0000'),
+): SqlAnalysis {
+  if (!analysis.ok) return analysis;
+  const hit = resolved.get(analysis);
+  if (hit !== undefined && hit.catalog === catalog && hit.path === pathKey && hit.dangerOnly) return hit.result;
+  let changed = false;
+  const unknown = { names: false };
+  const statements = analysis.statements.map((s) => {
+    const implied = impliedCalls(s, catalog, searchPath, unknown);
+    if (implied === undefined || implied.dangerous.length === 0) return s;
+    changed = true;
+    return { ...s, dangerous: withDangerous(s.dangerous, implied.dangerous) };
+  });
+  const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
+  resolved.set(analysis, { catalog, path: pathKey, result, unknownNames: unknown.names, dangerOnly: true });
+  return result;
+}
+
+/** `known` and those of `more` it lacks (by category and detail). */
+function withDangerous(known: readonly DangerousUse[], more: readonly DangerousUse[]): DangerousUse[] {
+  const seen = new Set(known.map((d) => `${d.category}\u0000${d.detail}`));
+  const all = [...known];
+  for (const d of more) {
+    const k = `${d.category}\u0000${d.detail}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    all.push(d);
+  }
+  return all;
 }
 
 function resolveStatement(
@@ -147,16 +192,7 @@ function resolveStatement(
   });
   const { fieldCalls: _resolved, ...rest } = s;
   const resolvedStatement: StatementAnalysis = { ...rest, functions: unique };
-  if (implied !== undefined && implied.dangerous.length > 0) {
-    const known = new Set(s.dangerous.map((d) => `${d.category}\u0000${d.detail}`));
-    const dangerous = [...s.dangerous];
-    for (const d of implied.dangerous) {
-      const k = `${d.category}\u0000${d.detail}`;
-      if (known.has(k)) continue;
-      known.add(k);
-      dangerous.push(d);
-    }
-    resolvedStatement.dangerous = dangerous;
-  }
+  if (implied !== undefined && implied.dangerous.length > 0)
+    resolvedStatement.dangerous = withDangerous(s.dangerous, implied.dangerous);
   return resolvedStatement;
 }

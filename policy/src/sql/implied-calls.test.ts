@@ -3,7 +3,12 @@ import { parsePolicyDocuments } from '../api/load-documents.js';
 import { decide } from '../engine/decide.js';
 import { buildCatalogSnapshot } from '../masking/catalog-snapshot.js';
 import { analyzeSql } from './analyze-sql.js';
-import { policyCatalogOf, resolvedByUnknownNames, resolveWithCatalog } from './catalog-resolution.js';
+import {
+  policyCatalogOf,
+  resolvedByUnknownNames,
+  resolveImpliedDanger,
+  resolveWithCatalog,
+} from './catalog-resolution.js';
 import { initSqlParser } from './parser.js';
 import { createSessionState } from './session-state.js';
 
@@ -138,5 +143,72 @@ describe('casts and triggers run their functions', () => {
     expect(functions('INSERT INTO audited VALUES (1)')).toEqual(['public.on_insert']);
     expect(functions('UPDATE public.audited SET id = 2 WHERE id = 1')).toEqual(['public.on_insert']);
     expect(functions('SELECT * FROM audited')).toEqual([]);
+  });
+});
+
+describe('resolveImpliedDanger (policies without function rules)', () => {
+  const danger = (sql: string) => {
+    const state = createSessionState({ searchPath: ['public'] });
+    const a = analyzeSql(sql, state);
+    if (!a.ok) throw new Error(a.error.message);
+    const r = resolveImpliedDanger(a, catalog, state.searchPath);
+    if (!r.ok) throw new Error('not ok');
+    return { raw: a, resolved: r, dangerous: r.statements[0].dangerous.map((d) => `${d.category}: ${d.detail}`) };
+  };
+
+  it('adds only the dangerous uses implied code makes, not the functions it runs', () => {
+    const r = danger('SELECT 1 !! 2, %% 3');
+    expect(r.dangerous).toEqual(['signal-backend: pg_catalog.pg_cancel_backend() (run by operator !!)']);
+    expect(r.resolved.statements[0].functions).toEqual(r.raw.ok ? r.raw.statements[0].functions : []);
+  });
+
+  it('returns the analysis itself when nothing dangerous is implied, once per analysis and path', () => {
+    const r = danger('SELECT id FROM t WHERE id = 1 AND %% 2 > 0');
+    expect(r.resolved).toBe(r.raw);
+    expect(resolveImpliedDanger(r.raw, catalog, ['public'])).toBe(r.raw);
+  });
+
+  it('tells when an operator name the catalog does not know decided it', () => {
+    const r = danger('SELECT 1 #?# 2');
+    expect(resolvedByUnknownNames(r.raw)).toBe(true);
+    expect(resolvedByUnknownNames(danger('SELECT 1 = 2').raw)).toBe(false);
+  });
+});
+
+describe('defining an operator, aggregate or cast over a dangerous function', () => {
+  it.each([
+    [
+      'CREATE OPERATOR ## (LEFTARG = int, RIGHTARG = bigint, FUNCTION = pg_terminate_backend)',
+      'signal-backend: pg_terminate_backend() (function of operator ##)',
+    ],
+    [
+      'CREATE OPERATOR public.## (RIGHTARG = int, PROCEDURE = pg_catalog.pg_cancel_backend)',
+      'signal-backend: pg_catalog.pg_cancel_backend() (procedure of operator public.##)',
+    ],
+    [
+      'CREATE AGGREGATE readit(bigint, bigint) (SFUNC = pg_read_file, STYPE = text)',
+      'server-file-access: pg_read_file() (sfunc of aggregate readit)',
+    ],
+    [
+      'CREATE AGGREGATE a(text) (SFUNC = textcat, STYPE = text, FINALFUNC = pg_read_file)',
+      'server-file-access: pg_read_file() (finalfunc of aggregate a)',
+    ],
+    [
+      'CREATE CAST (text AS label) WITH FUNCTION lo_import(text)',
+      'large-object-file-io: lo_import() (the function of a cast)',
+    ],
+  ])('%s is a dangerous operation where it is defined', (sql, expected) => {
+    const a = analyzeSql(sql, createSessionState({ searchPath: ['public'] }));
+    if (!a.ok) throw new Error(a.error.message);
+    expect(a.statements[0].dangerous.map((d) => `${d.category}: ${d.detail}`)).toEqual([expected]);
+  });
+
+  it('over harmless functions, is not', () => {
+    const a = analyzeSql(
+      'CREATE OPERATOR <+> (LEFTARG = int, RIGHTARG = int, FUNCTION = int4pl); CREATE AGGREGATE s(int) (SFUNC = int4pl, STYPE = int)',
+      createSessionState({ searchPath: ['public'] }),
+    );
+    if (!a.ok) throw new Error(a.error.message);
+    expect(a.statements.flatMap((s) => s.dangerous)).toEqual([]);
   });
 });

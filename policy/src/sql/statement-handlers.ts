@@ -9,6 +9,7 @@ import {
   parseSearchPathValue,
   recordSearchPath,
 } from './function-calls.js';
+import { dangerousFunction } from './function-catalog.js';
 import type { Node } from './parser.js';
 import { unsafeSettingValue } from './session-settings.js';
 import { buildAnalysis } from './statement-analysis.js';
@@ -159,6 +160,12 @@ function walkStatementBody(type: string, body: Node, scope: Scope, ctx: Analysis
       walkIn(ctx, 'definition', (inner) => addFunctionName(nameParts(body.funcname), inner));
       walkRest(body, ['relation', 'funcname'], scope, ctx);
       return;
+    case 'DefineStmt':
+    case 'CreateCastStmt':
+      operation(ctx, kind, true);
+      supportFunctions(type, body, ctx);
+      walk(body, scope, ctx);
+      return;
     case 'RuleStmt':
       operation(ctx, 'ddl', true);
       addRangeVar(body.relation as Node, 'write', scope, ctx);
@@ -212,6 +219,51 @@ function walkStatementBody(type: string, body: Node, scope: Scope, ctx: Analysis
     default:
       operation(ctx, kind, kind !== 'show' && kind !== 'transaction' && kind !== 'cursor' && kind !== 'listen');
       walk(body, scope, ctx);
+  }
+}
+
+/** The clauses of CREATE OPERATOR and CREATE AGGREGATE that name a function each use of the object runs. */
+const SUPPORT_FUNCTIONS: Readonly<Record<string, ReadonlySet<string>>> = {
+  OBJECT_OPERATOR: new Set(['function', 'procedure', 'restrict', 'join']),
+  OBJECT_AGGREGATE: new Set([
+    'sfunc',
+    'finalfunc',
+    'combinefunc',
+    'serialfunc',
+    'deserialfunc',
+    'msfunc',
+    'minvfunc',
+    'mfinalfunc',
+  ]),
+};
+
+/**
+ * A dangerous function made an operator's, an aggregate's or a cast's is a dangerous operation already where it is
+ * defined: its uses count it only once the catalog snapshot shows the new object, which it cannot while the
+ * transaction that created it is open (`BEGIN; CREATE OPERATOR … (FUNCTION = pg_terminate_backend); SELECT 1 ## 2`).
+ * https://www.postgresql.org/docs/current/sql-createoperator.html, sql-createaggregate.html, sql-createcast.html
+ */
+function supportFunctions(type: string, body: Node, ctx: AnalysisContext): void {
+  const flag = (parts: string[], what: string) => {
+    const danger = dangerousFunction(parts[parts.length - 1] ?? '');
+    if (danger) ctx.facts.addDangerous({ category: danger, detail: `${parts.join('.')}() (${what})` });
+  };
+  if (type === 'CreateCastStmt') {
+    const func = body.func as Node | undefined;
+    if (func) flag(nameParts(func.objname), 'the function of a cast');
+    return;
+  }
+  const clauses = SUPPORT_FUNCTIONS[String(body.kind)];
+  if (clauses === undefined) return;
+  const object = nameParts(body.defnames).join('.');
+  for (const d of (body.definition as Node[] | undefined) ?? []) {
+    const e = d.DefElem as Node | undefined;
+    const arg = (e?.arg as Node | undefined)?.TypeName as Node | undefined;
+    if (e === undefined || arg === undefined || !clauses.has(String(e.defname))) continue;
+    flag(
+      nameParts(arg.names),
+      `${String(e.defname)} of ${body.kind === 'OBJECT_OPERATOR' ? 'operator' : 'aggregate'} ${object}`,
+    );
   }
 }
 

@@ -12,6 +12,7 @@ import {
   policyCatalogOf,
   type RenderedPolicy,
   resolvedByUnknownNames,
+  resolveImpliedDanger,
   resolveWithCatalog,
   type SessionState,
   type SqlAnalysis,
@@ -50,7 +51,10 @@ export interface PolicySessionContext {
 
 /** What the policy check uses of the catalog cache (sidecar/src/masking/catalog-cache.ts). */
 export interface PolicyCatalogSource {
+  /** A whole snapshot is loaded (what a policy with function rules reads). */
   readonly loaded: boolean;
+  /** A snapshot with at least the code operators, aggregates, casts and writes run is loaded (CatalogCache). */
+  readonly codeLoaded: boolean;
   /**
    * A current snapshot for a statement an unknown name decided, when a check is due (CatalogCache); rejects with the
    * cache's PGW_MASK_CATALOG_UNAVAILABLE error when the catalog cannot be read.
@@ -95,6 +99,27 @@ export function policyNeedsCatalog(spec: DatabaseAccessPolicySpec): boolean {
     needs.set(spec, n);
   }
   return n;
+}
+
+/** Whether the snapshot `p`'s decisions read is loaded: the whole one for function rules, else the implied code. */
+function catalogReady(catalog: PolicyCatalogSource, p: RenderedPolicy): boolean {
+  return policyNeedsCatalog(p.policy.spec) ? catalog.loaded : catalog.codeLoaded;
+}
+
+const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'information_schema']);
+
+/**
+ * Whether `a` may run code PostgreSQL calls without a call in the text (implied-calls.ts): an operator (`=` too: a
+ * user `=` of other operand types may be chosen), a cast, a write (triggers, CHECKs), a call outside pg_catalog (a
+ * user aggregate's support functions).
+ */
+function runsImpliedCode(a: SqlAnalysis): boolean {
+  if (!a.ok) return false;
+  for (const s of a.statements) {
+    if (s.operators !== undefined || s.casts !== undefined || s.writes) return true;
+    for (const f of s.functions) if (!SYSTEM_SCHEMAS.has(f.schema)) return true;
+  }
+  return false;
 }
 
 const refOf = (p: RenderedPolicy): PolicyRef => ({ name: p.policy.name, hash: p.hash });
@@ -182,11 +207,14 @@ export class PolicySession implements SessionHooks {
 
   /**
    * check(), except that a statement a name unknown to the catalog snapshot decided (`t.f` taken for a column because
-   * no function f, or no relation t, was known) waits for a check of the catalog (a fingerprint query shared by every
-   * session, at most one per 100 ms: CatalogCache.checkForUnknownName) and a reload if it moved, and is decided again
-   * against what it finds: a function or relation another connection created since the last load then counts. When
-   * the catalog cannot be read (the check fails or times out, or failures are being retried), such a statement is
-   * refused (53000): fail closed. Every other statement is decided at once, as before.
+   * no function f, or no relation t, was known; an operator name it does not know) waits for a check of the catalog (a
+   * fingerprint query shared by every session, at most one per 100 ms: CatalogCache.checkForUnknownName) and a reload
+   * if it moved, and is decided again against what it finds: a function, operator or relation another connection
+   * created since the last load then counts. A statement that may run code without a call in its text (an operator, a
+   * cast, a write, a call of a user aggregate) waits for the first load of the snapshot its policy reads: under every
+   * policy, the dangerous categories count the functions that code runs. When the catalog cannot be read (the check
+   * or load fails or times out, or failures are being retried), such statements are refused (53000): fail closed.
+   * Every other statement is decided at once, as before.
    */
   private checkCurrent(
     req: StatementRequest,
@@ -196,16 +224,20 @@ export class PolicySession implements SessionHooks {
     this.analysed = undefined;
     const v = this.check(req, p, parse);
     const a = this.analysed as SqlAnalysis | undefined;
-    if (a === undefined || p === undefined) return v;
-    if (!resolvedByUnknownNames(a)) {
+    const catalog = this.ctx.catalog?.();
+    if (a === undefined || p === undefined || catalog === undefined) return v;
+    if (this.resolvedWith === undefined || !resolvedByUnknownNames(a)) {
+      if (!catalogReady(catalog, p) && runsImpliedCode(a))
+        return this.decideWhenCurrent(catalog.ensure(req), a, req, p);
       // A user overload of a built-in name another connection created: seen by a check at most verifyMs old (else
       // the first statement after an idle spell was decided on a snapshot as old as the spell). A failed check keeps
       // the decision made on the last snapshot.
-      // An operator, cast or trigger created through this sidecar a moment ago (the cache is stale until it reloads).
+      // An operator, cast, aggregate or trigger created through this sidecar a moment ago (the cache is stale until
+      // it reloads).
       const due = this.callsBuiltinByName(a, p)
-        ? this.ctx.catalog?.()?.checkIfDue(req)
-        : this.usesImpliedCode(a, p)
-          ? this.ctx.catalog?.()?.checkIfStale(req)
+        ? catalog.checkIfDue(req)
+        : runsImpliedCode(a)
+          ? catalog.checkIfStale(req)
           : undefined;
       return due === undefined
         ? v
@@ -214,8 +246,18 @@ export class PolicySession implements SessionHooks {
             () => v,
           );
     }
-    const check = this.ctx.catalog?.()?.checkForUnknownName(req);
+    const check = catalog.checkForUnknownName(req);
     if (check === undefined) return v;
+    return this.decideWhenCurrent(check, a, req, p);
+  }
+
+  /** The decision on `a` once `check` gave a current snapshot; refused (53000) when it could not. */
+  private decideWhenCurrent(
+    check: Promise<CatalogSnapshot>,
+    a: SqlAnalysis,
+    req: StatementRequest,
+    p: RenderedPolicy,
+  ): Promise<Verdict> {
     return check.then(
       () => this.decideAnalysed(a, req, p),
       (err: unknown) => {
@@ -241,9 +283,9 @@ export class PolicySession implements SessionHooks {
     // catalogMoved): decided again as a Query of its text would be now (waiting for a catalog check when an unknown
     // name decided it, refused while the catalog cannot be read), once per statement, version and snapshot. The
     // common case is one string comparison and one WeakMap lookup.
-    if (p === undefined || prepared.policy?.hash !== p.hash || this.catalogMoved(prepared, p)) {
+    if (p === undefined || prepared.policy?.hash !== p.hash || this.catalogMoved(prepared)) {
       const known = p && this.redecided.get(prepared);
-      if (known !== undefined && known.policy?.hash === p?.hash && !this.catalogMoved(known, p!)) v = known;
+      if (known !== undefined && known.policy?.hash === p?.hash && !this.catalogMoved(known)) v = known;
       else if (p === undefined) v = this.check(req, p, false);
       else {
         this.ctx.catalog?.()?.newStatement(req);
@@ -259,8 +301,7 @@ export class PolicySession implements SessionHooks {
    * Whether `v`'s decision rested on a catalog snapshot that is no longer the one in force, or on a name the
    * snapshot did not know (then every execution is decided again, as a Query of it would be).
    */
-  private catalogMoved(v: Verdict, p: RenderedPolicy): boolean {
-    if (!policyNeedsCatalog(p.policy.spec)) return false;
+  private catalogMoved(v: Verdict): boolean {
     const d = v.context instanceof Review ? v.context.decision : v.context;
     const basis = d === undefined ? undefined : this.basis.get(d as Decision);
     const catalog = this.ctx.catalog?.();
@@ -328,24 +369,24 @@ export class PolicySession implements SessionHooks {
     return a.statements.some((s) => s.functions.some((f) => f.schema === 'pg_catalog' && !f.qualified));
   }
 
-  /** Whether a decision on `a` depends on the code operators, casts or triggers run (implied-calls.ts). */
-  private usesImpliedCode(a: SqlAnalysis, p: RenderedPolicy): boolean {
-    if (!a.ok || !this.ctx.catalog?.()?.loaded || !policyNeedsCatalog(p.policy.spec)) return false;
-    return a.statements.some((s) => s.operators !== undefined || s.casts !== undefined || s.writes);
-  }
-
   /**
-   * The analysis resolved against the upstream's catalog (`t.f` field references, user functions behind unqualified
-   * names), when the policy's decision depends on functions and a snapshot is loaded; else as it is (its possible
-   * calls then count for rules with a functions list: fail closed).
+   * The analysis resolved against the upstream's catalog: under a policy with function rules, `t.f` field references,
+   * user functions behind unqualified names and the functions implied code runs (resolveWithCatalog); under any other,
+   * only the dangerous operations implied code makes (resolveImpliedDanger), for statements that may run some. As it
+   * is while no such snapshot is loaded (checkCurrent then waits for one when it matters).
    */
   private withCatalog(analysis: SqlAnalysis, p: RenderedPolicy): SqlAnalysis {
     this.resolvedWith = undefined;
     const catalog = this.ctx.catalog?.();
-    if (catalog === undefined || !catalog.loaded || !policyNeedsCatalog(p.policy.spec)) return analysis;
+    if (catalog === undefined) return analysis;
+    const functionRules = policyNeedsCatalog(p.policy.spec);
+    // Statements without implied code never open the catalog connection of a policy without function rules.
+    if (!functionRules && !runsImpliedCode(analysis)) return analysis;
     catalog.refreshIfOld();
+    if (!catalogReady(catalog, p)) return analysis;
     this.resolvedWith = catalog.generation;
-    const resolved = resolveWithCatalog(
+    const resolve = functionRules ? resolveWithCatalog : resolveImpliedDanger;
+    const resolved = resolve(
       analysis,
       policyCatalogOf(catalog.snapshot()),
       this.state.searchPath,

@@ -243,6 +243,7 @@ export async function startGovernedSidecar(opts: GovernedSidecarOptions): Promis
         credentials: credentialsProvider(opts.credentials),
         resolveKey,
         catalogQueryTimeoutMs: opts.catalogQueryTimeoutMs,
+        policyReadsCatalog: (policy) => policyNeedsCatalog(policy.policy.spec),
         onCatalogEvent: catalogEvents(p.policy.name, catalogMetrics.listen(p.policy.name), opts.logger),
       });
       maskings.push(masked);

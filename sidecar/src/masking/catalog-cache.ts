@@ -236,24 +236,33 @@ export const CONSTRAINTS_SQL = `SELECT DISTINCT conname AS name FROM pg_constrai
  * Only objects created after initdb (OID >= 16384, FirstNormalObjectId) are summed: ~0.3 ms of database time on an
  * empty database, ~3 ms with 2000 tables of 20 columns, ~15-20 ms there with a user-written operator (PostgreSQL 15). https://www.postgresql.org/docs/current/ddl-system-columns.html
  */
-export const FINGERPRINT_SQL = `SELECT concat_ws(' ', ${[
-  'pg_proc',
-  'pg_operator',
-  'pg_cast',
-  "pg_type WHERE oid >= 16384 AND typtype = 'd'",
-  'pg_trigger',
-  'pg_rewrite',
-  'pg_policy',
-  'pg_event_trigger',
-  "pg_constraint WHERE oid >= 16384 AND contype = 'c'",
-  'pg_attrdef',
-  'pg_index WHERE indexrelid >= 16384 AND (indexprs IS NOT NULL OR indpred IS NOT NULL)',
-]
-  .map(
-    (from) =>
-      `(SELECT count(*) || ':' || COALESCE(sum(xmin::text::int8), 0) FROM ${from.includes(' ') ? from : `${from} WHERE oid >= 16384`})`,
-  )
-  .join(', ')},
+export const FINGERPRINT_SQL = fingerprintSql(true);
+
+/**
+ * FINGERPRINT_SQL for a snapshot of the implied code alone (CatalogCacheOptions.whole): without the scan of every
+ * column, which only operator resolution by operand types (a whole snapshot's) needs.
+ */
+const CODE_FINGERPRINT_SQL = fingerprintSql(false);
+
+function fingerprintSql(allColumns: boolean): string {
+  return `SELECT concat_ws(' ', ${[
+    'pg_proc',
+    'pg_operator',
+    'pg_cast',
+    "pg_type WHERE oid >= 16384 AND typtype = 'd'",
+    'pg_trigger',
+    'pg_rewrite',
+    'pg_policy',
+    'pg_event_trigger',
+    "pg_constraint WHERE oid >= 16384 AND contype = 'c'",
+    'pg_attrdef',
+    'pg_index WHERE indexrelid >= 16384 AND (indexprs IS NOT NULL OR indpred IS NOT NULL)',
+  ]
+    .map(
+      (from) =>
+        `(SELECT count(*) || ':' || COALESCE(sum(xmin::text::int8), 0) FROM ${from.includes(' ') ? from : `${from} WHERE oid >= 16384`})`,
+    )
+    .join(', ')},
   ${
     // New, dropped, renamed or moved tables and views, columns added (a column of a domain type, a view calling user
     // code). Not by xmin: TRUNCATE, VACUUM FULL and CLUSTER rewrite pg_class rows too, and must not cause reloads.
@@ -277,12 +286,15 @@ export const FINGERPRINT_SQL = `SELECT concat_ws(' ', ${[
     // matters too (`text` to `varchar`, no rewrite, lets PostgreSQL pick a user `=` (varchar, varchar) that an exact
     // `text = text` kept out), as do renames and drops. The CASE runs the scan only then (~15 ms with 2000 tables of 20
     // columns). Index and TOAST columns are counted (CREATE INDEX elsewhere reloads); TRUNCATE, VACUUM FULL, CLUSTER
-    // and REINDEX do not touch pg_attribute.
-    `CASE WHEN EXISTS (SELECT FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
+    // and REINDEX do not touch pg_attribute. Only operator resolution by operand types (a whole snapshot's) needs it.
+    allColumns
+      ? `CASE WHEN EXISTS (SELECT FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
       JOIN pg_language l ON l.oid = p.prolang WHERE o.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')) THEN (SELECT count(*) || ':' || COALESCE(sum(a.xmin::text::int8), 0)
     FROM pg_attribute a WHERE a.attrelid >= 16384 AND a.attnum > 0
       AND a.attrelid NOT IN (SELECT oid FROM pg_class WHERE relpersistence = 't')) END`
+      : 'NULL'
   }) AS f`;
+}
 
 export interface CatalogCacheOptions {
   /** Reload at least this often even without DDL seen through this sidecar (other writers). Default 60 s. */
@@ -307,6 +319,13 @@ export interface CatalogCacheOptions {
   statementTimeoutMs?: number;
   /** Told when a load or check fails (each time) and when one succeeds again after failures. */
   onEvent?: (e: CatalogEvent) => void;
+  /**
+   * Whether anything reads more of the snapshot now than the code operators, aggregates, casts and writes run (the
+   * policy's dangerous categories under every policy): masking's column rules, a policy's function rules. When not,
+   * a load reads only that code (five queries, no relation or column) and `loaded` stays false; once it is, the next
+   * check reloads the whole. Default: always.
+   */
+  whole?: () => boolean;
 }
 
 /** What the cache reports for logs and metrics; `error` is the failure's own text (host:port at most, no secret). */
@@ -338,7 +357,9 @@ export class CatalogCache {
   /** The running load; resolves to its failure, if any (never rejects: nobody may have to be listening). */
   private inflight: Promise<Error | undefined> | undefined;
   private version = 0;
-  /** FINGERPRINT_SQL as the snapshot's load saw it, and when the catalog last matched it. */
+  /** The snapshot holds only the implied code (CatalogCacheOptions.whole). */
+  private partial = false;
+  /** FINGERPRINT_SQL (CODE_FINGERPRINT_SQL for a partial snapshot) as the snapshot's load saw it, and when the catalog last matched it. */
   private fingerprint: string | undefined;
   private verifiedAt = 0;
   /** When the last fingerprint query (a check's or a load's) was sent. */
@@ -396,8 +417,13 @@ export class CatalogCache {
     this.policyVersion = version;
   }
 
-  /** Whether a snapshot was ever loaded (before that, snapshot() is empty). */
+  /** Whether a whole snapshot is loaded (before that, snapshot()'s relations and functions are empty). */
   get loaded(): boolean {
+    return this.version > 0 && !this.partial;
+  }
+
+  /** Whether a snapshot holding at least the implied code is loaded (operatorFunctions, typeFunctions...). */
+  get codeLoaded(): boolean {
     return this.version > 0;
   }
 
@@ -425,7 +451,9 @@ export class CatalogCache {
   checkForUnknownName(statement?: object): Promise<CatalogSnapshot> | undefined {
     const now = Date.now();
     if (now - this.failedAt < RETRY_MS) return Promise.reject(this.unavailable(this.lastError));
-    if (this.reloadDue(now)) return this.current(this.reload(), statement);
+    // A load running: refreshIfOld started it for this very statement, after DDL through the sidecar made the
+    // snapshot stale (the name may be what that DDL created).
+    if (this.reloadDue(now) || this.inflight !== undefined) return this.current(this.reloadAfter(), statement);
     // A check started moments ago: join it while it runs (it may not see what was created since), else none.
     if (now - this.checkStartedAt < (this.options.unknownNameCheckMs ?? 100))
       return this.verifying && this.current(this.verifying, statement);
@@ -473,12 +501,17 @@ export class CatalogCache {
    */
   checkIfStale(statement?: object): Promise<CatalogSnapshot> | undefined {
     if ((!this.stale && this.inflight === undefined) || Date.now() - this.failedAt < RETRY_MS) return undefined;
-    // A load that started before the DDL may not see it: stale again behind it, one more runs.
-    const running = this.inflight ?? Promise.resolve(undefined);
-    return this.current(
-      running.then((failure) => failure ?? (this.stale ? this.reload() : undefined)),
-      statement,
-    );
+    return this.current(this.reloadAfter(), statement);
+  }
+
+  /**
+   * A load that sees every change marked so far: the one running, and one more after it when the snapshot was marked
+   * stale since it began (a load that started before the DDL may not see it).
+   */
+  private reloadAfter(): Promise<Error | undefined> {
+    const running = this.inflight;
+    if (running === undefined) return this.reload();
+    return running.then((failure) => failure ?? (this.stale ? this.reload() : undefined));
   }
 
   /** The last load or fingerprint check failed: the snapshot may be out of date by any amount. */
@@ -487,7 +520,11 @@ export class CatalogCache {
   }
 
   private reloadDue(now: number): boolean {
-    return this.stale || now - this.loadedAt > (this.options.maxAgeMs ?? 60_000);
+    return (
+      this.stale ||
+      now - this.loadedAt > (this.options.maxAgeMs ?? 60_000) ||
+      (this.partial && this.options.whole?.() !== false)
+    );
   }
 
   private verifyDue(now: number): boolean {
@@ -564,7 +601,7 @@ export class CatalogCache {
       const started = Date.now();
       this.checkStartedAt = started;
       try {
-        const seen = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
+        const seen = (await this.query(this.partial ? CODE_FINGERPRINT_SQL : FINGERPRINT_SQL))[0]?.f ?? undefined;
         if (seen === this.fingerprint) {
           this.verifiedAt = started;
           this.succeeded();
@@ -629,19 +666,21 @@ export class CatalogCache {
   private async load(): Promise<Error | undefined> {
     this.stale = false;
     try {
+      const whole = this.options.whole?.() !== false;
       // Taken first: a change while the rest loads moves the catalog past it, and the next check reloads.
       const started = Date.now();
       this.checkStartedAt = started;
-      const fingerprint = (await this.query(FINGERPRINT_SQL))[0]?.f ?? undefined;
-      const rows = await this.query(CATALOG_SQL);
-      const funcs = await this.query(FUNCTIONS_SQL);
-      const cons = await this.query(CONSTRAINTS_SQL);
-      const triggers = await this.query(TRIGGERS_SQL);
-      const operators = await this.query(OPERATOR_SIGNATURES_SQL);
-      const types = await this.query(CODE_TYPES_SQL);
-      const policies = await this.query(POLICY_CODE_SQL);
-      const events = await this.query(EVENT_TRIGGERS_SQL);
-      const implicit = await this.query(IMPLICIT_CASTS_SQL);
+      const fingerprint = (await this.query(whole ? FINGERPRINT_SQL : CODE_FINGERPRINT_SQL))[0]?.f ?? undefined;
+      const none: Array<Record<string, string | null>> = [];
+      const rows = whole ? await this.query(CATALOG_SQL) : none;
+      const funcs = whole ? await this.query(FUNCTIONS_SQL) : none;
+      const cons = whole ? await this.query(CONSTRAINTS_SQL) : none;
+      const triggers = whole ? await this.query(TRIGGERS_SQL) : none;
+      const operators = whole ? await this.query(OPERATOR_SIGNATURES_SQL) : none;
+      const types = whole ? await this.query(CODE_TYPES_SQL) : none;
+      const policies = whole ? await this.query(POLICY_CODE_SQL) : none;
+      const events = whole ? await this.query(EVENT_TRIGGERS_SQL) : none;
+      const implicit = whole ? await this.query(IMPLICIT_CASTS_SQL) : none;
       const opFunctions = await this.query(OPERATOR_FUNCTIONS_SQL);
       const opNames = await this.query(OPERATOR_NAMES_SQL);
       const aggregates = await this.query(AGGREGATE_FUNCTIONS_SQL);
@@ -695,15 +734,19 @@ export class CatalogCache {
           })),
         },
       );
-      const ids = new Set<string>();
-      for (const r of catalogRows) {
-        ids.add(r.name);
-        if (r.attname) ids.add(r.attname);
-        ids.add(`${r.schema}.${r.name}`);
+      // A partial load leaves what masking knows of the last whole one, or its fail-closed start.
+      if (whole) {
+        const ids = new Set<string>();
+        for (const r of catalogRows) {
+          ids.add(r.name);
+          if (r.attname) ids.add(r.attname);
+          ids.add(`${r.schema}.${r.name}`);
+        }
+        for (const c of cons) if (c.name) ids.add(c.name);
+        this.identifiers = ids;
+        this.events = Number(events[0]?.n ?? 0) > 0;
       }
-      for (const c of cons) if (c.name) ids.add(c.name);
-      this.identifiers = ids;
-      this.events = Number(events[0]?.n ?? 0) > 0;
+      this.partial = !whole;
       this.loadedAt = Date.now();
       this.fingerprint = fingerprint;
       this.verifiedAt = started;

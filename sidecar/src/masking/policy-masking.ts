@@ -24,6 +24,12 @@ export interface PolicyMaskingOptions {
   catalogQueryTimeoutMs?: number;
   /** The catalog's failures and recoveries (logs, metrics). */
   onCatalogEvent?: (e: CatalogEvent) => void;
+  /**
+   * Whether the policy's decisions read the whole catalog snapshot (function rules); with masking's column rules, what
+   * makes a load read more than the code operators, aggregates, casts and writes run (CatalogCacheOptions.whole).
+   * Default: they do.
+   */
+  policyReadsCatalog?: (p: RenderedPolicy) => boolean;
 }
 
 /** Whether `p`'s masking reads the catalog: column rules do (detectors alone never wait for it; see Masker.check). */
@@ -48,6 +54,10 @@ export function withPolicyMasking(
     // One bound for the whole of a statement's catalog work, however many queries its checks need.
     statementTimeoutMs: Math.max(1, Math.round(opts.catalogQueryTimeoutMs ?? DEFAULT_CATALOG_QUERY_TIMEOUT_MS)),
     onEvent: opts.onCatalogEvent,
+    whole: () => {
+      const p = opts.policy();
+      return p === undefined || maskingNeedsCatalog(p) || (opts.policyReadsCatalog?.(p) ?? true);
+    },
   });
   const source = () => {
     const p = opts.policy();
