@@ -103,3 +103,22 @@ export async function createGovernanceDb(tag: string): Promise<GovernanceDb> {
     },
   };
 }
+
+/**
+ * A backend of the sidecar's login (app_scram) in `database`, connected directly, and its pid: what an operator over
+ * pg_terminate_backend could terminate.
+ */
+export async function loginBackend(database: string): Promise<{ client: pg.Client; pid: number }> {
+  const shared = inject('pg');
+  const client = new pg.Client({
+    host: shared.host,
+    port: shared.port,
+    database,
+    user: 'app_scram',
+    password: 'scram-pw-1',
+  });
+  client.on('error', () => undefined);
+  await client.connect();
+  const pid = Number((await client.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+  return { client, pid };
+}

@@ -1,6 +1,5 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb, loginBackend } from './governance-db.js';
 import { errorOf, type Governed, startGoverned } from './governed-sidecar.js';
 
 // Functions PostgreSQL runs without a call in the SQL text — an operator's, a cast's, a domain CHECK's, a
@@ -95,21 +94,8 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** A backend of the sidecar's login that `##` could terminate. */
-async function victim(): Promise<{ client: pg.Client; pid: number }> {
-  const shared = inject('pg');
-  const client = new pg.Client({
-    host: shared.host,
-    port: shared.port,
-    database: db.name,
-    user: 'app_scram',
-    password: 'scram-pw-1',
-  });
-  client.on('error', () => undefined);
-  await client.connect();
-  const pid = Number((await client.query('SELECT pg_backend_pid() AS p')).rows[0].p);
-  return { client, pid };
-}
+/** A backend of the sidecar's login that an operator over pg_terminate_backend could terminate. */
+const victim = () => loginBackend(db.name);
 
 describe('an operator runs its function', () => {
   it('a user operator over a blocked built-in is refused by blockedFunctions, and the backend lives', async () => {

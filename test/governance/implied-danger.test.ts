@@ -1,6 +1,5 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createGovernanceDb, type GovernanceDb } from './governance-db.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGovernanceDb, type GovernanceDb, loginBackend } from './governance-db.js';
 import { errorOf, type Governed, startGoverned, until } from './governed-sidecar.js';
 
 // The dangerous categories apply under every policy, also to the functions PostgreSQL runs without a call in the text
@@ -59,20 +58,7 @@ afterAll(async () => {
 });
 
 /** A backend of the sidecar's login that an operator over pg_terminate_backend could terminate. */
-async function victim(): Promise<{ client: pg.Client; pid: number }> {
-  const shared = inject('pg');
-  const client = new pg.Client({
-    host: shared.host,
-    port: shared.port,
-    database: db.name,
-    user: 'app_scram',
-    password: 'scram-pw-1',
-  });
-  client.on('error', () => undefined);
-  await client.connect();
-  const pid = Number((await client.query('SELECT pg_backend_pid() AS p')).rows[0].p);
-  return { client, pid };
-}
+const victim = () => loginBackend(db.name);
 
 describe('under a policy without function rules, dangerous functions run without a call are refused', () => {
   it('a user operator over pg_terminate_backend is refused, and the backend lives', async () => {
