@@ -12,6 +12,9 @@ export {
   createAuditRecorder,
   createAuditSink,
   recordPolicyEvent,
+  type UndeliveredAudit,
+  undeliveredLogParts,
+  undeliveredMessage,
   withAudit,
 } from './audit/index.js';
 export { type CredentialsSource, credentialsProvider } from './credentials.js';

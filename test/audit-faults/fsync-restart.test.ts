@@ -62,9 +62,14 @@ describe.skipIf(process.getuid?.() !== 0 || (!BUILT && !process.env.CI))(
         disk = mountFailingDisk();
         const shared = inject('pg');
         const upstream = `postgres://${shared.host}:${shared.port}/app?sslmode=disable`;
-        // NATS never answers: the NATS sink spools everything.
+        // NATS never answers: the NATS sink spools everything, and a clean stop has nothing to wait for it with.
         const nats = `nats://127.0.0.1:${await freePort()}`;
-        const spooling = await spoolingSidecar(disk.dir, upstream, () => nats, ['--audit-fsync', 'always']);
+        const spooling = await spoolingSidecar(disk.dir, upstream, () => nats, [
+          '--audit-fsync',
+          'always',
+          '--audit-drain-timeout',
+          '0s',
+        ]);
         const file = join(disk.dir, 'trail', 'audit.jsonl');
         mkdirSync(join(disk.dir, 'trail'));
         const target = sink === 'file' ? { file } : { spool: spooling.spool };

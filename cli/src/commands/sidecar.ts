@@ -12,6 +12,8 @@ import {
   type SslMode,
   startGovernedSidecar,
   startSidecar,
+  undeliveredLogParts,
+  undeliveredMessage,
 } from '@pgwarden/sidecar';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type Logger, pino } from 'pino';
@@ -245,6 +247,12 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const logger: SidecarLogger = log;
   const audit = auditFromFlags(o as AuditFlags, {
     log: (level, msg, err) => log[level]({ err: err instanceof Error ? err.message : err }, msg),
+    // The one record of these events that outlives a deleted pod is its log, which the cluster's pipeline keeps.
+    onUndelivered: (report) => {
+      const msg = undeliveredMessage(report);
+      for (const { part, parts, ...undelivered } of undeliveredLogParts(report))
+        log.error({ undelivered, ...(parts > 1 ? { part, parts } : {}) }, msg);
+    },
   });
   if (audit.signingKeyId)
     log.info(

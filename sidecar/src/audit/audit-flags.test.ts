@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { auditVerifyKey, verifyChain, verifyCheckpoint } from '@pgwarden/policy';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { auditFromFlags, parseDuration, parseFsync, parseSize } from './audit-flags.js';
+import { auditFromFlags, parseDrainTimeout, parseDuration, parseFsync, parseSize } from './audit-flags.js';
 import { parseNatsServers } from './create-audit-sink.js';
 import { recordPolicyEvent } from './governance-audit.js';
 import { createFileSink } from './line-sinks.js';
@@ -46,6 +46,15 @@ describe('audit flags', () => {
       expect(() => parseFsync(bad), bad).toThrow(/--audit-fsync/);
     }
     expect(() => auditFromFlags({ auditFsync: 'batch:5' })).toThrow(/1ms to 10s/);
+  });
+
+  it('--audit-drain-timeout: a duration from 0s to 10m', () => {
+    expect(parseDrainTimeout('15s')).toBe(15_000);
+    expect(parseDrainTimeout('0s')).toBe(0);
+    expect(parseDrainTimeout('10m')).toBe(600_000);
+    for (const bad of ['11m', '-1s', 'soon', ''])
+      expect(() => parseDrainTimeout(bad), bad).toThrow(/--audit-drain-timeout/);
+    expect(() => auditFromFlags({ audit: 'nats://127.0.0.1:1', auditDrainTimeout: '1h' })).toThrow(/0s to 10m/);
   });
 
   it('file sink from flags: policy and session events as chained JSON lines; metrics exposed on another registry', async () => {

@@ -8,6 +8,7 @@ import type { AuditSink } from './audit-sink.js';
 import { createAuditSink } from './create-audit-sink.js';
 import type { SpoolFsync } from './disk-spool.js';
 import { AuditError } from './errors.js';
+import type { UndeliveredAudit } from './undelivered-events.js';
 import type { AuditFailMode } from './with-audit.js';
 
 /** The `pgwarden sidecar` audit flags, as commander hands them over (all strings). */
@@ -26,6 +27,7 @@ export interface AuditFlags {
   auditSigningKey?: string;
   auditCheckpointInterval?: string;
   auditHeadsRefresh?: string;
+  auditDrainTimeout?: string;
 }
 
 /** [flags, description, default] for each audit option; the sidecar command registers them with `.option(...)`. */
@@ -66,6 +68,11 @@ export const AUDIT_CLI_OPTIONS: [string, string, string | undefined][] = [
     '--audit-checkpoint-interval <duration>',
     'how often the sidecar chain records the heads of the session chains (audit.heads) and, with --audit-signing-key, the longest time events stay unsigned (10ms–1h)',
     '1s',
+  ],
+  [
+    '--audit-drain-timeout <duration>',
+    'on shutdown: how long the NATS sink goes on delivering undelivered events (NATS may come back) before it exits, naming what is left in the spool in an error log line (0s–10m)',
+    '15s',
   ],
   [
     '--audit-heads-refresh <duration>',
@@ -136,6 +143,18 @@ export function parseHeadsRefresh(value: string): number {
   return ms;
 }
 
+/** `--audit-drain-timeout`: a duration from 0 to 10m. */
+export function parseDrainTimeout(value: string): number {
+  const ms = parseDuration(value, '--audit-drain-timeout');
+  if (!(ms <= 600_000)) {
+    throw new AuditError(
+      'AUDIT_BAD_SPEC',
+      `--audit-drain-timeout takes a duration from 0s to 10m (e.g. 15s), not "${value}"`,
+    );
+  }
+  return ms;
+}
+
 /** `--audit-checkpoint-interval`: a duration from 10ms to 1h. */
 export function parseCheckpointInterval(value: string): number {
   const ms = parseDuration(value, '--audit-checkpoint-interval');
@@ -177,6 +196,8 @@ export function auditFromFlags(
   flags: AuditFlags,
   ctx: Omit<AuditRecorderOptions, 'now'> & {
     log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+    /** What the NATS sink leaves undelivered at shutdown (see NatsSinkOptions.onUndelivered). */
+    onUndelivered?: (report: UndeliveredAudit) => void;
   } = {},
 ): AuditSetup {
   const failMode = (flags.auditFailMode ?? 'closed') as AuditFailMode;
@@ -187,6 +208,7 @@ export function auditFromFlags(
   const checkpointIntervalMs = flags.auditCheckpointInterval
     ? parseCheckpointInterval(flags.auditCheckpointInterval)
     : (ctx.checkpointIntervalMs ?? 1000);
+  const drainTimeoutMs = flags.auditDrainTimeout ? parseDrainTimeout(flags.auditDrainTimeout) : undefined;
   const headsRefreshMs = flags.auditHeadsRefresh ? parseHeadsRefresh(flags.auditHeadsRefresh) : ctx.headsRefreshMs;
   // Before the sink exists: a bad key refuses the start without a file opened or a NATS connection made.
   const signer = flags.auditSigningKey ? loadAuditSigner(flags.auditSigningKey) : ctx.signer;
@@ -217,6 +239,8 @@ export function auditFromFlags(
     natsCaFile: flags.auditNatsCa,
     registry,
     log: ctx.log,
+    drainTimeoutMs,
+    onUndelivered: ctx.onUndelivered,
   });
   const env = process.env;
   const source = ctx.source ?? {

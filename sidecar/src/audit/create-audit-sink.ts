@@ -6,6 +6,7 @@ import type { SpoolFsync } from './disk-spool.js';
 import { AuditError } from './errors.js';
 import { createFileSink, createStdoutSink } from './line-sinks.js';
 import { NatsAuditSink } from './nats-sink.js';
+import type { UndeliveredAudit } from './undelivered-events.js';
 
 export interface AuditSinkOptions {
   /** Spool directory for the NATS sink (`--spool-dir`). */
@@ -28,6 +29,10 @@ export interface AuditSinkOptions {
   natsCaFile?: string;
   registry?: Registry;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+  /** NATS sink: how long its close goes on delivering (`--audit-drain-timeout`). */
+  drainTimeoutMs?: number;
+  /** NATS sink: what is still undelivered when its close gives up (see NatsSinkOptions). */
+  onUndelivered?: (report: UndeliveredAudit) => void;
 }
 
 /**
@@ -64,6 +69,8 @@ export function createAuditSink(spec: string, options: AuditSinkOptions = {}): A
       tls: options.natsCaFile ? { caFile: options.natsCaFile } : spec.startsWith('tls://') ? {} : undefined,
       registry: options.registry,
       log: options.log,
+      drainTimeoutMs: options.drainTimeoutMs,
+      onUndelivered: options.onUndelivered,
     });
   }
   throw new AuditError(

@@ -46,6 +46,32 @@ describe('DiskSpool', () => {
     spool.close();
   });
 
+  it('names what is still undelivered, from the cursor on, across segments and a restart; a line naming none as such', () => {
+    const dir = tempDir();
+    const spool = new DiskSpool({ dir, maxBytes: 1e7, segmentBytes: 1000 });
+    spool.append(Array.from({ length: 30 }, (_, i) => rec(i, 20)));
+    const read = spool.read(10);
+    spool.ack(read.at(-1)!.end);
+    // Read ahead but not acknowledged: still undelivered.
+    spool.read(5);
+    const pending = (sp: DiskSpool) => {
+      const ids: (string | undefined)[] = [];
+      sp.forEachPending((id) => ids.push(id));
+      return ids;
+    };
+    const undelivered = Array.from({ length: 20 }, (_, i) => `s.${i + 10}`);
+    expect(pending(spool)).toEqual(undelivered);
+    spool.close();
+    const last = readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .sort()
+      .at(-1)!;
+    appendFileSync(join(dir, last), 'damaged without tabs\n');
+    const reopened = new DiskSpool({ dir, maxBytes: 1e7, segmentBytes: 1000 });
+    expect(pending(reopened)).toEqual([...undelivered, undefined]);
+    reopened.close();
+  });
+
   it('resumes after a restart at the saved cursor (acked records are not read again)', () => {
     const dir = tempDir();
     const a = new DiskSpool({ dir, maxBytes: 1e7, segmentBytes: 500 });

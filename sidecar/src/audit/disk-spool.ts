@@ -358,6 +358,41 @@ export class DiskSpool {
     }
   }
 
+  /**
+   * Calls `visit` with the message id of each record not yet delivered (from the acknowledged position on), oldest
+   * first; undefined for a line that names none. Only the id field is read, the checksums are not checked: this
+   * names what a shutdown leaves behind, within the seconds the pod has left, and never sends anything.
+   */
+  forEachPending(visit: (msgID: string | undefined) => void): void {
+    for (const [seg, size] of this.segments) {
+      if (seg < this.ackPos.segment) continue;
+      const from = seg === this.ackPos.segment ? this.ackPos.offset : 0;
+      if (from >= size) continue;
+      const buf = Buffer.allocUnsafe(size - from);
+      const fd = openSync(join(this.dir, segName(seg)), 'r');
+      let got = 0;
+      try {
+        while (got < buf.length) {
+          const n = readSync(fd, buf, got, buf.length - got, from + got);
+          if (n === 0) break;
+          got += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      let start = 0;
+      for (let nl = buf.indexOf(10, 0); nl >= 0 && nl < got; nl = buf.indexOf(10, start)) {
+        // The piece of a cut-short write (PIECE_END) is no record: its event was declared when the write failed.
+        if (!(nl > start && buf[nl - 1] === CAN)) {
+          const t1 = buf.indexOf(9, start);
+          const t2 = t1 < 0 || t1 >= nl ? -1 : buf.indexOf(9, t1 + 1);
+          visit(t2 < 0 || t2 >= nl ? undefined : buf.toString('utf8', t1 + 1, t2));
+        }
+        start = nl + 1;
+      }
+    }
+  }
+
   /** Writes the cursor file (cheap; the caller debounces). Not fsync'd: a crash only re-sends, never loses. */
   saveCursor(): void {
     if (!this.cursorDirty) return;

@@ -21,4 +21,5 @@ export { DiskSpool, type DiskSpoolOptions, type SpoolFsync } from './disk-spool.
 export { AUDIT_UNAVAILABLE_SQLSTATE, AuditError, type AuditErrorCode } from './errors.js';
 export { type AuditedGovernanceEvent, governanceAuditListener, recordPolicyEvent } from './governance-audit.js';
 export { NatsAuditSink, type NatsSinkOptions } from './nats-sink.js';
+export { type UndeliveredAudit, undeliveredLogParts, undeliveredMessage } from './undelivered-events.js';
 export { AUDIT_UNAVAILABLE_VERDICT, type AuditFailMode, type PolicyView, policyOf, withAudit } from './with-audit.js';

@@ -12,6 +12,7 @@ import { AuditError, SpoolWriteError } from './errors.js';
 import { type Batch, DEFAULT_BATCH_LIMITS, JetStreamPublisher } from './jetstream-publisher.js';
 import { messageId } from './message-id.js';
 import { NatsLink } from './nats-link.js';
+import { type UndeliveredAudit, UndeliveredTally, undeliveredMessage } from './undelivered-events.js';
 
 export interface NatsSinkOptions {
   /** host:port list (nats:// scheme optional). */
@@ -40,6 +41,16 @@ export interface NatsSinkOptions {
   tls?: { caFile?: string; certFile?: string; keyFile?: string };
   registry?: Registry;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+  /**
+   * How long close() goes on delivering what is still undelivered, NATS up or not (it may come back within it).
+   * Default 5000.
+   */
+  drainTimeoutMs?: number;
+  /**
+   * Called by close() when events are still undelivered once the drain is over, naming them (positions only). Without
+   * it they are logged at error through `log`.
+   */
+  onUndelivered?: (report: UndeliveredAudit) => void;
 }
 
 /** Below NATS's default max_payload (1 MiB) with room for headers (a UTF-16 unit is at most 3 UTF-8 bytes). */
@@ -86,7 +97,7 @@ export class NatsAuditSink implements AuditSink {
   private readonly opts: Required<
     Omit<
       NatsSinkOptions,
-      'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'userFiles' | 'tls' | 'maxBatchEvents'
+      'spool' | 'registry' | 'log' | 'stream' | 'credsFile' | 'userFiles' | 'tls' | 'maxBatchEvents' | 'onUndelivered'
     >
   >;
   private readonly limits: AuditStreamLimits;
@@ -94,6 +105,8 @@ export class NatsAuditSink implements AuditSink {
   private readonly metrics: AuditMetrics;
   private readonly drops = new DropTracker();
   private readonly log: NonNullable<NatsSinkOptions['log']>;
+  private readonly onUndelivered: NatsSinkOptions['onUndelivered'];
+  private readonly spoolDir: string | undefined;
   private window: Entry[] = [];
   private head = 0;
   /** Characters of event text in the window from `head` on (released slots hold none). */
@@ -129,7 +142,10 @@ export class NatsAuditSink implements AuditSink {
       maxInFlight: options.maxInFlight ?? 512,
       publishTimeoutMs: options.publishTimeoutMs ?? 5000,
       publishLingerMs: options.publishLingerMs ?? 5,
+      drainTimeoutMs: options.drainTimeoutMs ?? 5000,
     };
+    this.onUndelivered = options.onUndelivered;
+    this.spoolDir = options.spool?.dir;
     this.limits = { ...DEFAULT_STREAM_LIMITS, ...options.stream };
     this.metrics = auditMetrics(options.registry);
     this.log = options.log ?? (() => {});
@@ -347,11 +363,31 @@ export class NatsAuditSink implements AuditSink {
     });
   }
 
-  async close(timeoutMs = 5000): Promise<void> {
+  /**
+   * Delivers what is left for up to `timeoutMs` (drainTimeoutMs by default), also while NATS is away, since it may
+   * come back meanwhile; then spools what memory still holds, and names whatever is still undelivered
+   * (onUndelivered): the spool survives a restart of the container, not the deletion of its pod.
+   */
+  async close(timeoutMs = this.opts.drainTimeoutMs): Promise<void> {
     if (this.closing) return;
     this.flushSpool();
-    // Give delivery a moment to finish; with NATS away the spool already holds everything (or will, below).
-    if (this.connected || !this.spool) await this.whenIdle(timeoutMs).catch(() => {});
+    if (!this.idle() && timeoutMs > 0) {
+      // During an outage, a line now: the pod's grace period may run out before the drain does, and then nothing else
+      // gets logged. (Connected, the last acks are usually a few milliseconds away: no line for every stop.)
+      if (!this.connected || this.paused) {
+        let memoryOnly = 0;
+        for (let i = this.head; i < this.window.length; i++)
+          if (this.window[i].state !== ACKED && this.window[i].end === undefined) memoryOnly++;
+        this.log(
+          'warn',
+          `audit: events not yet delivered at shutdown (${this.spool?.bytes ?? 0} bytes in the spool, ${memoryOnly} ` +
+            `only in memory, NATS unreachable); delivering them for up to ${timeoutMs} ms`,
+        );
+      }
+      await this.whenIdle(timeoutMs).catch(() => {});
+      // Emitted during the drain and not yet written: after `closing` nothing is.
+      this.flushSpool();
+    }
     this.closing = true;
     this.connected = false;
     clearTimeout(this.resumeTimer);
@@ -360,9 +396,37 @@ export class NatsAuditSink implements AuditSink {
     clearInterval(this.gaugeTimer);
     // Whatever memory still holds goes to disk so the next start delivers it.
     if (this.spool && !this.spoolMode) this.spill();
+    if (!this.idle() || this.drops.pending > 0) this.reportUndelivered();
     this.spool?.close();
     await this.spool?.closed();
     await this.link.close();
+  }
+
+  /** Names, by position, what close() leaves undelivered, and the earlier drops no audit.gap has declared yet. */
+  private reportUndelivered(): void {
+    const tally = new UndeliveredTally();
+    // Acknowledged out of order (a later message's ack came first): delivered, although the spool cursor is behind.
+    const acked = new Set<string>();
+    for (let i = this.head; i < this.window.length; i++) {
+      const e = this.window[i];
+      if (e.state === ACKED) {
+        if (e.end !== undefined) acked.add(e.msgID);
+      } else if (e.end === undefined) {
+        const p = e.session === undefined ? positionOf(e.data) : e;
+        tally.add('memory', p.session, p.seq);
+      }
+    }
+    try {
+      this.spool?.forEachPending((id) => {
+        if (id === undefined || !acked.has(id)) tally.addSpooled(id);
+      });
+    } catch (err) {
+      this.log('error', 'audit spool could not be read to name what it holds', err);
+    }
+    if (tally.count === 0 && this.drops.pending === 0) return;
+    const report = tally.report(this.spool ? this.spoolDir : undefined, this.drops.take());
+    if (this.onUndelivered) this.onUndelivered(report);
+    else this.log('error', `${undeliveredMessage(report)}: ${JSON.stringify(report)}`);
   }
 
   private idle(): boolean {
