@@ -407,13 +407,17 @@ export class ApprovalNotifier extends EventEmitter<ApprovalNotifierEvents> {
    */
   private async untilAnnouncedOrKnown(id: string, entry: ApprovalEntry | undefined) {
     const until = Date.now() + this.announceWaitMs;
-    for (let e = entry; ; e = this.opts.entryOf?.(id)) {
+    for (let e = entry, waited = false; ; e = this.opts.entryOf?.(id), waited = true) {
       const mine = this.requestNotices.get(id);
       const known =
         e?.notifiedAt !== undefined || mine?.sent || (mine && !mine.retrying) || e?.decision?.under !== undefined;
       if (known && !this.postingRequests.has(id)) return { entry: e, known: true };
       if (!this.running) return { entry: e, known: false };
       if (Date.now() >= until) return { entry: e, known: true };
+      // Says why a follow-up is late, and that this replica holds the closing (one that JetStream gave out but a
+      // stopping replica had not taken yet is not handed back: it comes back after the ack wait).
+      if (!waited)
+        this.emit('status', `closing ${id} waits up to ${this.announceWaitMs} ms to learn whether it was announced`);
       await sleep(200);
     }
   }

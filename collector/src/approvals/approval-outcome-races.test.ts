@@ -101,25 +101,48 @@ describe('follow-up notices: one per announced request, whatever the order of ev
     await w.stop(c);
   });
 
+  /**
+   * A replica of `name` that reaches NATS through a relay delaying each way by 300 ms once it is up: JetStream counts
+   * a closing as given out (num_ack_pending) while it is still on its way, and a replica stopped before taking it
+   * cannot hand it back (it comes back after the ack wait). So a test waits for the replica's own word that it holds
+   * the closing (waitsOn), as it must on a loaded machine too, where the same gap opens by itself.
+   */
+  const slowReplica = async (url: string, name: string, opts: { ackWaitMs: number; timeoutMs?: number }) => {
+    const target = new URL(w.fx.nats.url);
+    const relay = new StallingRelay({ host: target.hostname, port: Number(target.port) });
+    await relay.start();
+    const c = await w.notifying(url, name, opts, { nats: { url: `nats://127.0.0.1:${relay.port}` } });
+    relay.slow(relay.upstreamPorts(), 300);
+    return { c, relay };
+  };
+  const waitsOn = (id: string) => w.logs.some((l) => l.includes(`closing ${id} waits`));
+  /** Longer than any test here: a closing back within it was handed back, not given out again after the ack wait. */
+  const LONG_ACK_WAIT_MS = 120_000;
+
   it('a replica stopping while a closing waits for its announcement hands it back, and the next one follows it up', async () => {
     const rx = await w.receiver();
     const name = w.durable();
     // Held before this group's consumers exist: in the queue, but announced by a replica of another group whose
     // notice is still on its way (its record comes later).
     const r = await w.held();
-    const first = await w.notifying(rx.url, name);
-    await w.publish('closed', approvalClosed(r.id, 'rejected', alice));
-    await waitFor(async () => (await closingsOut(name)) === 1);
-    await w.stop(first);
+    // It waits 16 s at most for the record with these settings.
+    const { c: first, relay } = await slowReplica(rx.url, name, { ackWaitMs: LONG_ACK_WAIT_MS });
+    try {
+      await w.publish('closed', approvalClosed(r.id, 'rejected', alice));
+      await waitFor(() => waitsOn(r.id), 15_000, 'the first replica waiting on the closing');
+      await w.stop(first);
+    } finally {
+      await relay.stop();
+    }
     const notified: ApprovalNotifiedMessage = { v: 1, id: r.id, at: new Date().toISOString() };
     await jetstream(w.nc).publish(approvalSubject('notified', r.id), JSON.stringify(notified));
-    const second = await w.notifying(rx.url, name);
-    await waitFor(() => followUps(rx).length === 1);
+    const second = await w.notifying(rx.url, name, { ackWaitMs: LONG_ACK_WAIT_MS });
+    await waitFor(() => followUps(rx).length === 1, 30_000, 'the follow-up, from the closing handed back');
     expect(followUps(rx)[0]).toMatchObject({ id: r.id, outcome: 'rejected' });
     await waitFor(async () => (await closingsOut(name)) === 0);
     expect(rx.posts).toHaveLength(1);
     await w.stop(second);
-  });
+  }, 90_000);
 
   /**
    * A receiver, and a replica posting to it that reaches NATS through a relay cut (its sockets destroyed, as a
@@ -217,17 +240,21 @@ describe('follow-up notices: one per announced request, whatever the order of ev
     const rx = await w.receiver();
     const name = w.durable();
     const r = await w.held();
-    const first = await w.notifying(rx.url, name);
-    await w.publish('closed', approvalClosed(r.id, 'expired'));
-    await waitFor(async () => (await closingsOut(name)) === 1);
-    await w.stop(first);
-    // No record comes: after its wait (3 s with these settings) the next replica skips the closing.
-    const second = await w.notifying(rx.url, name, { ackWaitMs: 8000, timeoutMs: 1000 });
-    await waitFor(async () => (await w.notifications(second, 'outcome')).skipped === 1);
+    const { c: first, relay } = await slowReplica(rx.url, name, { ackWaitMs: LONG_ACK_WAIT_MS });
+    try {
+      await w.publish('closed', approvalClosed(r.id, 'expired'));
+      await waitFor(() => waitsOn(r.id), 15_000, 'the first replica waiting on the closing');
+      await w.stop(first);
+    } finally {
+      await relay.stop();
+    }
+    // No record comes: after its wait (7 s with these settings) the next replica skips the closing.
+    const second = await w.notifying(rx.url, name, { ackWaitMs: LONG_ACK_WAIT_MS, timeoutMs: 1000 });
+    await waitFor(async () => (await w.notifications(second, 'outcome')).skipped === 1, 30_000, 'the closing skipped');
     await settle();
     expect(rx.posts).toEqual([]);
     await w.stop(second);
-  });
+  }, 90_000);
 });
 
 describe('a request notice is acknowledged only once its record is in the stream (real nats-server, HTTP)', () => {
