@@ -191,12 +191,14 @@ describe('approval notifications (real nats-server, PostgreSQL and HTTP receiver
   it('stops within seconds while a receiver never answers, handing the request back to the stream', async () => {
     const rx = await w.receiver(() => 'hang');
     const name = w.durable();
-    const c = await w.notifying(rx.url, name);
+    // The POST would time out only after 20 s: stopping aborts it instead. The bound leaves a loaded machine room for
+    // the rest of the collector's stop (NATS drained for at most 2 s) and still tells the two apart.
+    const c = await w.notifying(rx.url, name, { timeoutMs: 20_000 });
     const r = await w.held();
     await waitFor(() => rx.posts.length === 1);
     const t0 = Date.now();
     await w.stop(c);
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(10_000);
     // The next replica posts it at once, not after the consumer's 30 s ack wait.
     rx.control.respond = () => 200;
     const next = await w.notifying(rx.url, name);
