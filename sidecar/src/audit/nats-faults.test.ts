@@ -228,6 +228,7 @@ describe('through the real proxy', () => {
     });
     try {
       const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
+      c.on('error', () => undefined);
       await c.connect();
       let n = 0;
       let slowest = 0;
@@ -265,8 +266,9 @@ describe('through the real proxy', () => {
 describe('without a spool (direct mode): events wait in memory for their ack', () => {
   it('nats-server paused, failMode closed: statements are refused (53000) once an ack is overdue, not after 10000 events in memory; every statement that ran is recorded', async () => {
     const nats = await natsServer();
-    // The CLI's 5 s ack timeout, shortened so that the test does not wait for it.
-    const sink = new NatsAuditSink({ servers: [nats.url], publishTimeoutMs: 400, registry: new Registry() });
+    // The CLI's 5 s ack timeout, shortened so that the test does not wait for it; not so short that an ack a loaded
+    // machine delays before the pause (CI once saw one past 400 ms) counts as overdue.
+    const sink = new NatsAuditSink({ servers: [nats.url], publishTimeoutMs: 1500, registry: new Registry() });
     const shared = inject('pg');
     const sc = await startSidecar({
       listen: { host: '127.0.0.1', port: 0 },
@@ -278,7 +280,10 @@ describe('without a spool (direct mode): events wait in memory for their ack', (
     });
     try {
       const c = new pg.Client({ host: '127.0.0.1', port: sc.port, user: 'agent', database: 'app', password: 'x' });
+      // A failed assertion closes the sidecar under the session: its FATAL must not become an unhandled error.
+      c.on('error', () => undefined);
       await c.connect();
+      await sink.whenIdle(10_000);
       let ran = 0;
       let refused = 0;
       const query = async () => {
