@@ -159,6 +159,16 @@ describe.skipIf(!BUILT && !process.env.CI)('sidecar stopped while NATS is down',
       spoolDir: spool,
     });
     expect(Object.fromEntries(line.undelivered.sessions.map((s) => [s.id, s.seqs]))).toEqual(ranges(left));
+    // Named once already as the drain started (a container killed before it ends leaves that line): the same events.
+    const starts = proc
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('not yet delivered to NATS at shutdown'))
+      .map((l) => JSON.parse(l) as typeof line);
+    expect(starts).toHaveLength(1);
+    expect(starts[0].level).toBe(40);
+    expect(starts[0].msg).toMatch(/delivering them for up to 3000 ms: if the container is killed first, they are LOST/);
+    expect(Object.fromEntries(starts[0].undelivered.sessions.map((s) => [s.id, s.seqs]))).toEqual(ranges(left));
     // Positions only: no statement text in the logs, spooled or not.
     expect(proc.output()).not.toContain('secret-marker');
     expect(proc.output()).not.toContain('before-outage');

@@ -248,10 +248,10 @@ async function run(o: Record<string, any>, log: Logger, cmd: Command): Promise<v
   const audit = auditFromFlags(o as AuditFlags, {
     log: (level, msg, err) => log[level]({ err: err instanceof Error ? err.message : err }, msg),
     // The one record of these events that outlives a deleted pod is its log, which the cluster's pipeline keeps.
-    onUndelivered: (report) => {
-      const msg = undeliveredMessage(report);
+    onUndelivered: (report, drainingMs) => {
+      const msg = undeliveredMessage(report, drainingMs);
       for (const { part, parts, ...undelivered } of undeliveredLogParts(report))
-        log.error({ undelivered, ...(parts > 1 ? { part, parts } : {}) }, msg);
+        log[drainingMs === undefined ? 'error' : 'warn']({ undelivered, ...(parts > 1 ? { part, parts } : {}) }, msg);
     },
   });
   if (audit.signingKeyId)

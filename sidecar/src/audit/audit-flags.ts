@@ -197,7 +197,7 @@ export function auditFromFlags(
   ctx: Omit<AuditRecorderOptions, 'now'> & {
     log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
     /** What the NATS sink leaves undelivered at shutdown (see NatsSinkOptions.onUndelivered). */
-    onUndelivered?: (report: UndeliveredAudit) => void;
+    onUndelivered?: (report: UndeliveredAudit, drainingMs?: number) => void;
   } = {},
 ): AuditSetup {
   const failMode = (flags.auditFailMode ?? 'closed') as AuditFailMode;

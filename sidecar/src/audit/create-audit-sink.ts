@@ -32,7 +32,7 @@ export interface AuditSinkOptions {
   /** NATS sink: how long its close goes on delivering (`--audit-drain-timeout`). */
   drainTimeoutMs?: number;
   /** NATS sink: what is still undelivered when its close gives up (see NatsSinkOptions). */
-  onUndelivered?: (report: UndeliveredAudit) => void;
+  onUndelivered?: (report: UndeliveredAudit, drainingMs?: number) => void;
 }
 
 /**

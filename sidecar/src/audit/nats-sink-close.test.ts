@@ -35,22 +35,33 @@ const event = (session: string, seq: number) => ({
   statement: { text: `SELECT 'secret-${session}-${seq}'` },
 });
 
-function sink(opts: { spool: boolean; drainTimeoutMs: number; reports: UndeliveredAudit[] }) {
-  return new NatsAuditSink({
-    servers: [nats.url],
-    spool: opts.spool ? { dir: spoolDir(), maxBytes: 1e8 } : undefined,
-    publishTimeoutMs: 1000,
-    drainTimeoutMs: opts.drainTimeoutMs,
-    onUndelivered: (r) => opts.reports.push(r),
-    registry: new Registry(),
-  });
+function sink(opts: {
+  spool: boolean;
+  drainTimeoutMs: number;
+  reports: UndeliveredAudit[];
+  starts?: { report: UndeliveredAudit; drainingMs: number }[];
+}) {
+  const dir = opts.spool ? spoolDir() : undefined;
+  return {
+    dir,
+    s: new NatsAuditSink({
+      servers: [nats.url],
+      spool: dir ? { dir, maxBytes: 1e8 } : undefined,
+      publishTimeoutMs: 1000,
+      drainTimeoutMs: opts.drainTimeoutMs,
+      onUndelivered: (r, drainingMs) =>
+        drainingMs === undefined ? opts.reports.push(r) : opts.starts?.push({ report: r, drainingMs }),
+      registry: new Registry(),
+    }),
+  };
 }
 
 describe('NATS audit sink close(): the shutdown drain', () => {
-  it('NATS back within the drain: the spool is delivered and nothing is reported', async () => {
+  it('NATS back within the drain: its start names what it is to deliver, the spool is delivered and nothing is left to report', async () => {
     nats = await startNats();
     const reports: UndeliveredAudit[] = [];
-    const s = sink({ spool: true, drainTimeoutMs: 60_000, reports });
+    const starts: { report: UndeliveredAudit; drainingMs: number }[] = [];
+    const { s, dir } = sink({ spool: true, drainTimeoutMs: 60_000, reports, starts });
     for (let i = 1; i <= 3; i++) s.emit(event('a', i));
     await s.whenIdle(20_000);
     await nats.kill();
@@ -65,6 +76,21 @@ describe('NATS audit sink close(): the shutdown drain', () => {
     await nats.start();
     await closing;
     expect(reports).toEqual([]);
+    // Named as the drain started, for a container killed before it ends (the pod's grace period).
+    expect(starts).toEqual([
+      {
+        drainingMs: 60_000,
+        report: {
+          events: 37,
+          spooled: 37,
+          memoryOnly: 0,
+          unnamed: 0,
+          spoolDir: dir,
+          sessions: [{ id: 'a', seqs: '4-40' }],
+        },
+      },
+    ]);
+    expect(JSON.stringify(starts)).not.toContain('secret');
     const seqs = (await readAuditStream(nats.url)).map((m) => m.event.session.seq);
     expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
   }, 90_000);
@@ -78,7 +104,7 @@ describe('NATS audit sink close(): the shutdown drain', () => {
       spool: { dir, maxBytes: 1e8 },
       publishTimeoutMs: 1000,
       drainTimeoutMs: 1500,
-      onUndelivered: (r) => reports.push(r),
+      onUndelivered: (r, drainingMs) => drainingMs === undefined && reports.push(r),
       registry: new Registry(),
     });
     for (let i = 1; i <= 5; i++) s.emit(event('a', i));
@@ -109,7 +135,7 @@ describe('NATS audit sink close(): the shutdown drain', () => {
   it('without a spool: what memory held is reported lost, with no spool directory', async () => {
     nats = await startNats();
     const reports: UndeliveredAudit[] = [];
-    const s = sink({ spool: false, drainTimeoutMs: 500, reports });
+    const { s } = sink({ spool: false, drainTimeoutMs: 500, reports });
     s.emit(event('a', 1));
     await s.whenIdle(20_000);
     await nats.kill();

@@ -47,10 +47,11 @@ export interface NatsSinkOptions {
    */
   drainTimeoutMs?: number;
   /**
-   * Called by close() when events are still undelivered once the drain is over, naming them (positions only). Without
-   * it they are logged at error through `log`.
+   * Called by close() when events are still undelivered once the drain is over, naming them (positions only); and,
+   * with `drainingMs`, as a drain starts while NATS is unreachable (what it is about to try to deliver, for a container
+   * killed before the drain ends). Without it they are logged through `log` (at error, and at warn for a start).
    */
-  onUndelivered?: (report: UndeliveredAudit) => void;
+  onUndelivered?: (report: UndeliveredAudit, drainingMs?: number) => void;
 }
 
 /** Below NATS's default max_payload (1 MiB) with room for headers (a UTF-16 unit is at most 3 UTF-8 bytes). */
@@ -374,14 +375,10 @@ export class NatsAuditSink implements AuditSink {
     if (!this.idle() && timeoutMs > 0) {
       // During an outage, a line now: the pod's grace period may run out before the drain does, and then nothing else
       // gets logged. (Connected, the last acks are usually a few milliseconds away: no line for every stop.)
-      if (!this.connected || this.paused) {
-        let memoryOnly = 0;
-        for (let i = this.head; i < this.window.length; i++)
-          if (this.window[i].state !== ACKED && this.window[i].end === undefined) memoryOnly++;
+      if ((!this.connected || this.paused) && !this.reportUndelivered(timeoutMs)) {
         this.log(
           'warn',
-          `audit: events not yet delivered at shutdown (${this.spool?.bytes ?? 0} bytes in the spool, ${memoryOnly} ` +
-            `only in memory, NATS unreachable); delivering them for up to ${timeoutMs} ms`,
+          `audit: events not yet delivered at shutdown (NATS unreachable); delivering them for up to ${timeoutMs} ms`,
         );
       }
       await this.whenIdle(timeoutMs).catch(() => {});
@@ -402,8 +399,12 @@ export class NatsAuditSink implements AuditSink {
     await this.link.close();
   }
 
-  /** Names, by position, what close() leaves undelivered, and the earlier drops no audit.gap has declared yet. */
-  private reportUndelivered(): void {
+  /**
+   * Names, by position, what close() leaves undelivered, and the earlier drops no audit.gap has declared yet; with
+   * `drainingMs`, what a drain starting now is about to try to deliver (the drops are left for the end). False when
+   * there is nothing to name.
+   */
+  private reportUndelivered(drainingMs?: number): boolean {
     const tally = new UndeliveredTally();
     // Acknowledged out of order (a later message's ack came first): delivered, although the spool cursor is behind.
     const acked = new Set<string>();
@@ -423,10 +424,12 @@ export class NatsAuditSink implements AuditSink {
     } catch (err) {
       this.log('error', 'audit spool could not be read to name what it holds', err);
     }
-    if (tally.count === 0 && this.drops.pending === 0) return;
-    const report = tally.report(this.spool ? this.spoolDir : undefined, this.drops.take());
-    if (this.onUndelivered) this.onUndelivered(report);
-    else this.log('error', `${undeliveredMessage(report)}: ${JSON.stringify(report)}`);
+    const draining = drainingMs !== undefined;
+    if (tally.count === 0 && (draining || this.drops.pending === 0)) return false;
+    const report = tally.report(this.spool ? this.spoolDir : undefined, draining ? undefined : this.drops.take());
+    if (this.onUndelivered) this.onUndelivered(report, drainingMs);
+    else this.log(draining ? 'warn' : 'error', `${undeliveredMessage(report, drainingMs)}: ${JSON.stringify(report)}`);
+    return true;
   }
 
   private idle(): boolean {

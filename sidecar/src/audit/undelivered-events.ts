@@ -95,7 +95,14 @@ function formatRanges(flat: number[]): string {
 }
 
 /** The log message for a report: what is lost now, and what a deleted pod loses. */
-export function undeliveredMessage(r: UndeliveredAudit): string {
+export function undeliveredMessage(r: UndeliveredAudit, drainingMs?: number): string {
+  if (drainingMs !== undefined)
+    // The drain's start: the pod's grace period may end it by SIGKILL, and then this is the only record of them.
+    return (
+      `audit events not yet delivered to NATS at shutdown: ${r.events} (${r.spooled} in the spool ${r.spoolDir ?? '-'}, ` +
+      `${r.memoryOnly} only in memory), NATS unreachable; delivering them for up to ${drainingMs} ms: if the container ` +
+      'is killed first, they are LOST with the pod'
+    );
   const parts: string[] = [];
   if (r.spooled > 0)
     parts.push(
