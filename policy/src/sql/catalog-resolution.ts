@@ -95,20 +95,7 @@ export function resolveWithCatalog(
   /** A string that changes whenever searchPath does (SessionState.resolutionKey), to save joining it. */
   pathKey: string = searchPath.join('\u0000'),
 ): SqlAnalysis {
-  if (!analysis.ok) return analysis;
-  const path = pathKey;
-  const hit = resolved.get(analysis);
-  if (hit !== undefined && hit.catalog === catalog && hit.path === path && !hit.dangerOnly) return hit.result;
-  let changed = false;
-  const unknown = { names: false };
-  const statements = analysis.statements.map((s) => {
-    const r = resolveStatement(s, catalog, searchPath, unknown);
-    if (r !== s) changed = true;
-    return r;
-  });
-  const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
-  resolved.set(analysis, { catalog, path, result, unknownNames: unknown.names, dangerOnly: false });
-  return result;
+  return cachedResolution(analysis, catalog, searchPath, pathKey, false);
 }
 
 /**
@@ -125,19 +112,47 @@ export function resolveImpliedDanger(
   searchPath: readonly string[],
   pathKey: string = searchPath.join('\u0000'),
 ): SqlAnalysis {
+  return cachedResolution(analysis, catalog, searchPath, pathKey, true);
+}
+
+/** A statement with the dangerous uses its implied code adds (resolveImpliedDanger). */
+function withImpliedDanger(
+  s: StatementAnalysis,
+  catalog: ImpliedCodeCatalog,
+  searchPath: readonly string[],
+  unknown: { names: boolean },
+): StatementAnalysis {
+  const implied = impliedCalls(s, catalog, searchPath, unknown);
+  if (implied === undefined || implied.dangerous.length === 0) return s;
+  return { ...s, dangerous: withDangerous(s.dangerous, implied.dangerous) };
+}
+
+/**
+ * The analysis with each statement resolved (resolveStatement, or only its implied danger), cached per analysis,
+ * catalog, path and kind of resolution; the same object comes back when no statement changed.
+ */
+function cachedResolution(
+  analysis: SqlAnalysis,
+  catalog: ImpliedCodeCatalog,
+  searchPath: readonly string[],
+  path: string,
+  dangerOnly: boolean,
+): SqlAnalysis {
   if (!analysis.ok) return analysis;
   const hit = resolved.get(analysis);
-  if (hit !== undefined && hit.catalog === catalog && hit.path === pathKey && hit.dangerOnly) return hit.result;
+  if (hit !== undefined && hit.catalog === catalog && hit.path === path && hit.dangerOnly === dangerOnly)
+    return hit.result;
   let changed = false;
   const unknown = { names: false };
   const statements = analysis.statements.map((s) => {
-    const implied = impliedCalls(s, catalog, searchPath, unknown);
-    if (implied === undefined || implied.dangerous.length === 0) return s;
-    changed = true;
-    return { ...s, dangerous: withDangerous(s.dangerous, implied.dangerous) };
+    const r = dangerOnly
+      ? withImpliedDanger(s, catalog, searchPath, unknown)
+      : resolveStatement(s, catalog as PolicyCatalog, searchPath, unknown);
+    if (r !== s) changed = true;
+    return r;
   });
   const result: SqlAnalysis = changed ? { ok: true, statements } : analysis;
-  resolved.set(analysis, { catalog, path: pathKey, result, unknownNames: unknown.names, dangerOnly: true });
+  resolved.set(analysis, { catalog, path, result, unknownNames: unknown.names, dangerOnly });
   return result;
 }
 
